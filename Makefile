@@ -1,0 +1,85 @@
+# antenna -- top-level entry points.
+#   make run    install what is missing, build, start the broker (embedded defaults)
+#   make test   install what is missing, build, run every test (unit, integration,
+#               the same under ASan+UBSan, and a short fuzz run)
+# Everything the build and the tests need comes from Debian packages (make deps).
+
+BUILD       ?= build
+ASAN_BUILD  ?= build-asan
+FUZZ_BUILD  ?= build-fuzz
+JOBS        ?= $(shell nproc)
+FUZZ_TIME   ?= 30
+PYTEST      ?= /usr/bin/python3 -m pytest
+PYTEST_ARGS ?= -q
+
+DEB_PACKAGES = build-essential cmake pkg-config clang libclang-rt-14-dev \
+               libyaml-dev libcmocka-dev libssl-dev \
+               python3 python3-pytest python3-paho-mqtt \
+               mosquitto mosquitto-clients
+
+.PHONY: all deps build run test unit integration asan fuzz fuzz-build format clean
+
+all: build
+
+# Installs only what is missing.  Debian's mosquitto (the reference broker of
+# the benchmarks) must not run as a service: it would take port 1883.
+deps:
+	@missing=""; for p in $(DEB_PACKAGES); do \
+	  dpkg-query -W -f='$${Status}' $$p 2>/dev/null | grep -q 'install ok installed' || missing="$$missing $$p"; \
+	done; \
+	if [ -n "$$missing" ]; then \
+	  echo "make deps: installing$$missing"; \
+	  SUDO=; [ "$$(id -u)" -eq 0 ] || SUDO=sudo; \
+	  $$SUDO apt-get update -q && \
+	  DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -q --no-install-recommends $$missing && \
+	  if command -v systemctl >/dev/null 2>&1; then $$SUDO systemctl disable --now mosquitto >/dev/null 2>&1 || true; fi; \
+	fi
+
+$(BUILD)/Makefile: CMakeLists.txt
+	cmake -S . -B $(BUILD) -DCMAKE_BUILD_TYPE=RelWithDebInfo
+
+build: deps $(BUILD)/Makefile
+	cmake --build $(BUILD) -j $(JOBS)
+
+run: build
+	./$(BUILD)/antenna
+
+unit: build
+	cd $(BUILD) && ctest --output-on-failure -j $(JOBS)
+
+integration: build
+	ANTENNA_BIN=$(CURDIR)/$(BUILD)/antenna $(PYTEST) $(PYTEST_ARGS) tests/integration
+
+asan: deps
+	cmake -S . -B $(ASAN_BUILD) -DCMAKE_BUILD_TYPE=Debug -DANTENNA_SANITIZE=ON
+	cmake --build $(ASAN_BUILD) -j $(JOBS)
+	cd $(ASAN_BUILD) && ctest --output-on-failure -j $(JOBS)
+	ANTENNA_BIN=$(CURDIR)/$(ASAN_BUILD)/antenna ANTENNA_SANITIZED=1 $(PYTEST) $(PYTEST_ARGS) tests/integration
+
+$(FUZZ_BUILD)/Makefile: CMakeLists.txt
+	CC=clang cmake -S . -B $(FUZZ_BUILD) -DCMAKE_BUILD_TYPE=Debug -DANTENNA_FUZZ=ON -DANTENNA_SANITIZE=ON
+
+fuzz-build: deps $(FUZZ_BUILD)/Makefile
+	cmake --build $(FUZZ_BUILD) -j $(JOBS)
+
+# Each fuzz target runs FUZZ_TIME seconds over its seed corpus (read-only:
+# new inputs go to a scratch directory).
+fuzz: fuzz-build
+	@set -e; for f in $(FUZZ_BUILD)/fuzz_*; do \
+	  [ -f "$$f" ] && [ -x "$$f" ] || continue; \
+	  name=$$(basename $$f); seeds=tests/fuzz/corpus/$${name#fuzz_}; \
+	  work=$(FUZZ_BUILD)/corpus-$$name; mkdir -p $$work $$seeds; \
+	  echo "fuzz: $$name for $(FUZZ_TIME)s"; \
+	  if ! $$f -max_total_time=$(FUZZ_TIME) -artifact_prefix=$(FUZZ_BUILD)/ $$work $$seeds > $$work.log 2>&1; then \
+	    tail -n 60 $$work.log; echo "fuzz: $$name FAILED"; exit 1; fi; \
+	  tail -n 2 $$work.log; \
+	done
+
+test: build unit integration asan
+	$(MAKE) fuzz FUZZ_TIME=$(FUZZ_TIME)
+
+format:
+	clang-format -i $$(git ls-files '*.c' '*.h')
+
+clean:
+	rm -rf $(BUILD) $(ASAN_BUILD) $(FUZZ_BUILD)

@@ -1,0 +1,32 @@
+/* msg.c -- reference-counted application messages (see msg.h). */
+#include "msg.h"
+
+#include <stdlib.h>
+#include <string.h>
+
+#include "util.h"
+
+msg_t *msg_new(const uint8_t *topic, uint16_t topic_len, const uint8_t *payload,
+               uint32_t payload_len, uint8_t qos, uint8_t retain)
+{
+    msg_t *m = an_malloc(sizeof(*m) + topic_len + payload_len);
+    atomic_init(&m->refs, 1);
+    m->payload_len = payload_len;
+    m->topic_len = topic_len;
+    m->qos = qos;
+    m->retain = retain;
+    memcpy(m->data, topic, topic_len);
+    if (payload_len)
+        memcpy(m->data + topic_len, payload, payload_len);
+    return m;
+}
+
+void msg_unref(msg_t **mp)
+{
+    msg_t *m = *mp;
+    *mp = NULL;
+    if (m == NULL)
+        return;
+    if (atomic_fetch_sub_explicit(&m->refs, 1, memory_order_acq_rel) == 1)
+        free(m);
+}

@@ -1,0 +1,31 @@
+/* retain.h -- retained messages, one per topic, matched by topic filter.
+ *
+ * A tree with one node per topic level (children in a hash table), a
+ * message at the node of its topic.  retain_match() walks only the
+ * branches a filter can match ('+' visits every child of one level, '#' a
+ * whole subtree), so a subscription to a narrow filter does not scan every
+ * retained message.  Topics starting with '$' are not matched by a leading
+ * wildcard.  Guarded by its own mutex: any worker may set or match.
+ */
+#ifndef ANTENNA_RETAIN_H
+#define ANTENNA_RETAIN_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "msg.h"
+
+typedef struct retain_s retain_t;
+
+retain_t *retain_new(void);
+void retain_free(retain_t *r);
+/* Store m (a reference is taken) as the retained message of its topic, or
+ * clear the topic when m has an empty payload. */
+void retain_set(retain_t *r, msg_t *m);
+/* Calls cb with a reference the callee must unref, for each retained message
+ * matching filter.  cb runs after the lock is released. */
+typedef void (*retain_cb)(void *ud, msg_t *m);
+void retain_match(retain_t *r, const uint8_t *filter, size_t len, retain_cb cb, void *ud);
+size_t retain_count(retain_t *r);
+
+#endif

@@ -1,0 +1,29 @@
+/* router.h -- from a published message to the sessions that want it.
+ *
+ * router_publish() is the one entry point for every message that enters
+ * the broker (client PUBLISH, wills, $SYS): hooks (authorization, rules)
+ * will sit at its top.  It stores or clears the retained copy, matches the
+ * topic in the trie under the read lock, merges overlapping subscriptions
+ * of one session (highest QoS wins) and hands each subscriber to its owner:
+ * delivered at once when the owner is this worker, queued for another
+ * worker's inbox otherwise (sent in one batch at the end of the loop turn).
+ * An owner is a worker index today; a remote cluster node later.
+ */
+#ifndef ANTENNA_ROUTER_H
+#define ANTENNA_ROUTER_H
+
+#include "msg.h"
+#include "server.h"
+
+/* Takes no ownership of m: references are taken as needed. */
+void router_publish(worker_t *w, msg_t *m);
+
+/* Deliver, to session s (owned by w), every retained message matching
+ * filter, at min(message QoS, qos), with the retain flag set. */
+void router_send_retained(worker_t *w, sess_t *s, const uint8_t *filter,
+                          uint16_t len, uint8_t qos);
+
+/* Inbox item from another worker: deliver to a local session by id. */
+void router_deliver_local(worker_t *w, uint64_t sid, msg_t *m, uint8_t qos);
+
+#endif

@@ -1,0 +1,140 @@
+/* server.c -- the server context: listeners, workers, start and stop.
+ *
+ * Listening sockets are opened here, before any worker starts, so a port in
+ * use or a bad address stops the broker at start with a clear message.  One
+ * socket per listener is shared by every worker's epoll with EPOLLEXCLUSIVE
+ * (one worker woken per incoming connection).  We do not bind one
+ * SO_REUSEPORT socket per worker: a second antenna started on the same port
+ * would then silently share it instead of failing.
+ */
+#include "server.h"
+
+#include <arpa/inet.h>
+#include <errno.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include "log.h"
+#include "retain.h"
+#include "sys.h"
+
+static int open_listener(server_t *srv, uint32_t i)
+{
+    conf_listener_t *l = &srv->conf.listeners[i];
+    union {
+        struct sockaddr sa;
+        struct sockaddr_in in4;
+        struct sockaddr_in6 in6;
+    } a;
+    socklen_t len;
+    memset(&a, 0, sizeof(a));
+    if (inet_pton(AF_INET, l->address, &a.in4.sin_addr) == 1) {
+        a.in4.sin_family = AF_INET;
+        a.in4.sin_port = htons(l->port);
+        len = sizeof(a.in4);
+    } else if (inet_pton(AF_INET6, l->address, &a.in6.sin6_addr) == 1) {
+        a.in6.sin6_family = AF_INET6;
+        a.in6.sin6_port = htons(l->port);
+        len = sizeof(a.in6);
+    } else {
+        log_error("listener %s: bad address '%s'", l->name, l->address);
+        return -1;
+    }
+    int fd = socket(a.sa.sa_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+    if (fd < 0)
+        goto fail;
+    int one = 1;
+    setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one));
+    if (a.sa.sa_family == AF_INET6)
+        setsockopt(fd, IPPROTO_IPV6, IPV6_V6ONLY, &one, sizeof(one));
+    if (bind(fd, &a.sa, len) < 0 || listen(fd, 4096) < 0)
+        goto fail;
+    len = sizeof(a);
+    getsockname(fd, &a.sa, &len);
+    srv->listen_ports[i] = ntohs(a.sa.sa_family == AF_INET6 ? a.in6.sin6_port : a.in4.sin_port);
+    srv->listen_fds[i] = fd;
+    return 0;
+fail:
+    log_error("listener %s: cannot listen on %s port %u: %s", l->name, l->address,
+              l->port, strerror(errno));
+    if (fd >= 0)
+        close(fd);
+    return -1;
+}
+
+int server_init(server_t *srv, const conf_t *conf)
+{
+    memset(srv, 0, sizeof(*srv));
+    srv->conf = *conf;
+    for (uint32_t i = 0; i < CONF_MAX_LISTENERS; i++)
+        srv->listen_fds[i] = -1;
+    long ncpu = sysconf(_SC_NPROCESSORS_ONLN);
+    srv->nworkers = conf->workers ? conf->workers : (uint32_t)(ncpu > 0 ? ncpu : 1);
+    pthread_rwlock_init(&srv->trie_lock, NULL);
+    srv->trie = trie_new();
+    srv->retain = retain_new();
+    atomic_init(&srv->next_sid, 1);
+    srv->started_wall = an_wall_s();
+    srv->started_ms = an_now_ms();
+
+    srv->nlisteners = conf->nlisteners;
+    for (uint32_t i = 0; i < srv->nlisteners; i++)
+        if (open_listener(srv, i) < 0)
+            return -1;
+
+    srv->workers = an_calloc(srv->nworkers, sizeof(*srv->workers));
+    for (uint32_t i = 0; i < srv->nworkers; i++) {
+        srv->workers[i].epfd = -1;
+        srv->workers[i].inbox.evfd = -1;
+    }
+    for (uint32_t i = 0; i < srv->nworkers; i++)
+        if (worker_init(&srv->workers[i], srv, i) < 0)
+            return -1;
+    if (srv->conf.sys_interval) {
+        worker_t *w0 = &srv->workers[0];
+        tw_timer_init(&w0->sys_timer, sys_on_timer);
+        tw_add(&w0->tw, &w0->sys_timer, w0->now);
+    }
+    return 0;
+}
+
+int server_start(server_t *srv)
+{
+    for (uint32_t i = 0; i < srv->nworkers; i++) {
+        int rc = pthread_create(&srv->workers[i].thread, NULL, worker_main, &srv->workers[i]);
+        if (rc != 0) {
+            log_error("cannot start worker %u: %s", i, strerror(rc));
+            return -1;
+        }
+    }
+    return 0;
+}
+
+void server_stop(server_t *srv)
+{
+    for (uint32_t i = 0; i < srv->nworkers; i++) {
+        inbox_vec_t v = {0};
+        inbox_item_t it = {.kind = WM_STOP};
+        inbox_vec_push(&v, &it);
+        inbox_post(&srv->workers[i].inbox, &v);
+        inbox_vec_free(&v);
+    }
+    for (uint32_t i = 0; i < srv->nworkers; i++)
+        if (srv->workers[i].thread)
+            pthread_join(srv->workers[i].thread, NULL);
+}
+
+void server_free(server_t *srv)
+{
+    for (uint32_t i = 0; srv->workers && i < srv->nworkers; i++)
+        worker_free(&srv->workers[i]);
+    free(srv->workers);
+    srv->workers = NULL;
+    for (uint32_t i = 0; i < CONF_MAX_LISTENERS; i++)
+        if (srv->listen_fds[i] >= 0)
+            close(srv->listen_fds[i]);
+    trie_free(srv->trie);
+    retain_free(srv->retain);
+    pthread_rwlock_destroy(&srv->trie_lock);
+}

@@ -1,0 +1,136 @@
+/* server.h -- the server context and the worker threads.
+ *
+ * The server context (server_t) is the only process-wide state: the
+ * configuration (read-only after start), the listening sockets, the router
+ * (topic trie and retained messages, each behind its own lock) and the
+ * workers.  Nothing else is global.
+ *
+ * Each worker is one thread with its own epoll loop, timer wheel and inbox.
+ * A worker owns the connections it serves and the sessions whose home it is
+ * (home = hash(client id) % workers): only that thread touches them.  A
+ * connection accepted by one worker moves, once, to its session's home
+ * worker right after its CONNECT is read, before CONNACK; from then on one
+ * worker owns it for life.  Everything that crosses threads travels as
+ * inbox items: deliveries (a message reference for a session id), adopted
+ * connections, the stop request.
+ */
+#ifndef ANTENNA_SERVER_H
+#define ANTENNA_SERVER_H
+
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdint.h>
+
+#include "conf.h"
+#include "inbox.h"
+#include "trie.h"
+#include "tw.h"
+#include "util.h"
+
+typedef struct server_s server_t;
+typedef struct worker_s worker_t;
+typedef struct conn_s conn_t;
+typedef struct sess_s sess_t;
+typedef struct retain_s retain_t;
+typedef struct msg_s msg_t;
+
+/* Inbox item kinds. */
+enum {
+    WM_DELIVER = 1, /* ptr: msg_t* (a reference), sid, qos */
+    WM_ADOPT,       /* ptr: handoff_t*: a connection moving to its home */
+    WM_STOP         /* stop the loop, close every connection */
+};
+
+/* Per-worker counters: written by the worker only, summed by readers. */
+typedef struct {
+    an_counter_t msgs_received; /* PUBLISH packets from clients */
+    an_counter_t msgs_sent;     /* PUBLISH packets to clients */
+    an_counter_t msgs_dropped;  /* queue full, output full, offline QoS 0 */
+    an_counter_t bytes_received;
+    an_counter_t bytes_sent;
+    an_counter_t clients_connected; /* current; maintained as +1/-1 */
+    an_counter_t connections_total;
+} worker_stats_t;
+
+/* A chained hash table of sessions, keyed by client id (SESS_BY_ID) or by
+ * session id (SESS_BY_SID); the chain links live in sess_t. */
+enum { SESS_BY_ID = 0, SESS_BY_SID = 1 };
+typedef struct {
+    sess_t **buckets;
+    size_t nbuckets, count;
+    int kind;
+} sess_table_t;
+
+struct worker_s {
+    server_t *srv;
+    uint32_t id;
+    pthread_t thread;
+    int epfd;
+    int stopping;
+    uint64_t now; /* ms, refreshed once per loop turn */
+    tw_t tw;
+    tw_timer_t sys_timer; /* worker 0 only: $SYS publishing */
+    inbox_t inbox;
+    inbox_vec_t taken;    /* items being processed this turn */
+    inbox_vec_t *outbox;  /* one outgoing batch per worker */
+    sess_table_t by_id;   /* client id -> session */
+    sess_table_t by_sid;  /* session id -> session */
+    conn_t *conns;        /* every connection of this worker */
+    conn_t *flush_head;   /* connections with output this turn */
+    conn_t *dead_head;    /* closed this turn, freed at its end */
+    uint8_t *scratch;     /* read buffer shared by the worker's connections */
+    size_t scratch_size;
+    void **buf_cache;     /* spare output buffers of BUF_CHUNK bytes */
+    uint32_t buf_cached;
+    sub_ref_t *matches;   /* router scratch: subscribers of one publish */
+    size_t nmatches, matches_cap;
+    uint64_t next_auto_id;
+    worker_stats_t stats;
+};
+
+struct server_s {
+    conf_t conf;
+    uint32_t nworkers;
+    worker_t *workers;
+    int listen_fds[CONF_MAX_LISTENERS];
+    uint16_t listen_ports[CONF_MAX_LISTENERS]; /* actual ports (0 resolved) */
+    _Atomic uint32_t listen_conns[CONF_MAX_LISTENERS];
+    uint32_t nlisteners;
+    /* router: the subscription trie under a read-write lock */
+    pthread_rwlock_t trie_lock;
+    trie_t *trie;
+    retain_t *retain;
+    _Atomic uint64_t next_sid;
+    uint64_t started_wall; /* seconds since the epoch */
+    uint64_t started_ms;   /* monotonic */
+};
+
+/* Open listeners, create workers (not started).  Returns 0 or -1 (logged). */
+int server_init(server_t *srv, const conf_t *conf);
+int server_start(server_t *srv);
+/* Ask every worker to stop, join them. */
+void server_stop(server_t *srv);
+void server_free(server_t *srv);
+
+/* Worker side (worker.c). */
+int worker_init(worker_t *w, server_t *srv, uint32_t id);
+void *worker_main(void *arg);
+void worker_free(worker_t *w);
+/* Queue an item for another worker; sent at the end of this loop turn. */
+void worker_post(worker_t *w, uint32_t to, const inbox_item_t *it);
+sess_t *worker_find_sid(worker_t *w, uint64_t sid);
+uint32_t worker_home(const server_t *srv, const uint8_t *client_id, size_t len);
+
+/* Output buffers: BUF_CHUNK-sized ones are recycled per worker. */
+#define BUF_CHUNK 16384
+void *worker_buf_get(worker_t *w, size_t size, size_t *cap);
+void worker_buf_put(worker_t *w, void *buf, size_t cap);
+
+/* Session tables (sess.c). */
+void sess_table_add(sess_table_t *t, sess_t *s);
+void sess_table_del(sess_table_t *t, sess_t *s);
+sess_t *sess_table_find_id(const sess_table_t *t, const uint8_t *id, size_t len);
+sess_t *sess_table_find_sid(const sess_table_t *t, uint64_t sid);
+void sess_table_free(sess_table_t *t);
+
+#endif

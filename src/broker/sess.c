@@ -1,0 +1,477 @@
+/* sess.c -- sessions: tables, subscriptions, QoS 1/2 state, queues.
+ *
+ * Runs on the session's home worker only (see sess.h for the model).  The
+ * trie is the one shared structure touched here, under its write lock, on
+ * subscribe, unsubscribe and session end.  Packet ids for outgoing
+ * messages come from a per-session counter that skips ids still in flight.
+ */
+#include "sess.h"
+
+#include <string.h>
+
+#include "conn.h"
+#include "log.h"
+#include "mqtt_codec.h"
+#include "util.h"
+
+/* ---- ring buffer of entries ------------------------------------------ */
+
+void sq_push(sq_t *q, const sq_entry_t *e)
+{
+    if (q->len == q->cap) {
+        uint32_t cap = q->cap ? q->cap * 2 : 8;
+        sq_entry_t *nb = an_malloc(cap * sizeof(*nb));
+        for (uint32_t i = 0; i < q->len; i++)
+            nb[i] = q->buf[(q->head + i) & (q->cap - 1)];
+        free(q->buf);
+        q->buf = nb;
+        q->cap = cap;
+        q->head = 0;
+    }
+    q->buf[(q->head + q->len) & (q->cap - 1)] = *e;
+    q->len++;
+}
+
+sq_entry_t *sq_at(sq_t *q, uint32_t i)
+{
+    return &q->buf[(q->head + i) & (q->cap - 1)];
+}
+
+/* Storage goes back when the ring empties: idle sessions hold none. */
+static void sq_shrink_if_empty(sq_t *q)
+{
+    if (q->len == 0 && q->buf) {
+        free(q->buf);
+        q->buf = NULL;
+        q->cap = q->head = 0;
+    }
+}
+
+int sq_pop(sq_t *q, sq_entry_t *out)
+{
+    if (q->len == 0)
+        return 0;
+    *out = q->buf[q->head];
+    q->head = (q->head + 1) & (q->cap - 1);
+    q->len--;
+    sq_shrink_if_empty(q);
+    return 1;
+}
+
+void sq_remove(sq_t *q, uint32_t i)
+{
+    for (uint32_t j = i; j + 1 < q->len; j++)
+        *sq_at(q, j) = *sq_at(q, j + 1);
+    q->len--;
+    sq_shrink_if_empty(q);
+}
+
+void sq_clear(sq_t *q)
+{
+    for (uint32_t i = 0; i < q->len; i++)
+        msg_unref(&sq_at(q, i)->m);
+    q->len = 0;
+    sq_shrink_if_empty(q);
+}
+
+/* ---- session tables ----------------------------------------------------- */
+
+static sess_t **chain_of(sess_t *s, int kind)
+{
+    return kind == SESS_BY_ID ? &s->id_next : &s->sid_next;
+}
+
+static uint64_t key_hash(const sess_t *s, int kind)
+{
+    return kind == SESS_BY_ID ? an_hash(s->client_id, s->client_id_len) : an_hash64(s->sid);
+}
+
+void sess_table_add(sess_table_t *t, sess_t *s)
+{
+    if (t->count + 1 > t->nbuckets) {
+        size_t nb = t->nbuckets ? t->nbuckets * 2 : 64;
+        sess_t **b = an_calloc(nb, sizeof(*b));
+        for (size_t i = 0; i < t->nbuckets; i++) {
+            sess_t *e = t->buckets[i];
+            while (e) {
+                sess_t *next = *chain_of(e, t->kind);
+                size_t h = key_hash(e, t->kind) & (nb - 1);
+                *chain_of(e, t->kind) = b[h];
+                b[h] = e;
+                e = next;
+            }
+        }
+        free(t->buckets);
+        t->buckets = b;
+        t->nbuckets = nb;
+    }
+    size_t h = key_hash(s, t->kind) & (t->nbuckets - 1);
+    *chain_of(s, t->kind) = t->buckets[h];
+    t->buckets[h] = s;
+    t->count++;
+}
+
+void sess_table_del(sess_table_t *t, sess_t *s)
+{
+    if (t->nbuckets == 0)
+        return;
+    sess_t **pp = &t->buckets[key_hash(s, t->kind) & (t->nbuckets - 1)];
+    while (*pp && *pp != s)
+        pp = chain_of(*pp, t->kind);
+    if (*pp) {
+        *pp = *chain_of(s, t->kind);
+        t->count--;
+    }
+}
+
+sess_t *sess_table_find_id(const sess_table_t *t, const uint8_t *id, size_t len)
+{
+    if (t->nbuckets == 0)
+        return NULL;
+    sess_t *s = t->buckets[an_hash(id, len) & (t->nbuckets - 1)];
+    for (; s; s = s->id_next)
+        if (s->client_id_len == len && memcmp(s->client_id, id, len) == 0)
+            return s;
+    return NULL;
+}
+
+sess_t *sess_table_find_sid(const sess_table_t *t, uint64_t sid)
+{
+    if (t->nbuckets == 0)
+        return NULL;
+    sess_t *s = t->buckets[an_hash64(sid) & (t->nbuckets - 1)];
+    for (; s; s = s->sid_next)
+        if (s->sid == sid)
+            return s;
+    return NULL;
+}
+
+void sess_table_free(sess_table_t *t)
+{
+    free(t->buckets);
+    t->buckets = NULL;
+    t->nbuckets = t->count = 0;
+}
+
+/* ---- life cycle ------------------------------------------------------- */
+
+sess_t *sess_new(worker_t *w, const uint8_t *client_id, uint16_t len, uint8_t clean)
+{
+    sess_t *s = an_calloc(1, sizeof(*s) + len + 1u);
+    s->sid = atomic_fetch_add(&w->srv->next_sid, 1);
+    s->w = w;
+    s->clean = clean;
+    s->next_pid = 1;
+    s->client_id_len = len;
+    memcpy(s->client_id, client_id, len);
+    s->client_id[len] = '\0';
+    tw_timer_init(&s->timer, sess_on_timer);
+    sess_table_add(&w->by_id, s);
+    sess_table_add(&w->by_sid, s);
+    return s;
+}
+
+void sess_destroy(worker_t *w, sess_t *s)
+{
+    if (s->nsubs) {
+        pthread_rwlock_wrlock(&w->srv->trie_lock);
+        for (uint32_t i = 0; i < s->nsubs; i++)
+            trie_remove(w->srv->trie, s->subs[i]->filter, s->subs[i]->len, s->sid);
+        pthread_rwlock_unlock(&w->srv->trie_lock);
+    }
+    for (uint32_t i = 0; i < s->nsubs; i++)
+        free(s->subs[i]);
+    free(s->subs);
+    sq_clear(&s->inflight);
+    sq_clear(&s->queue);
+    free(s->qos2_in);
+    tw_del(&w->tw, &s->timer);
+    sess_table_del(&w->by_id, s);
+    sess_table_del(&w->by_sid, s);
+    if (s->conn)
+        s->conn->sess = NULL;
+    free(s);
+}
+
+/* ---- sending ------------------------------------------------------------ */
+
+static uint16_t alloc_pid(sess_t *s)
+{
+    for (;;) {
+        uint16_t pid = s->next_pid++;
+        if (s->next_pid == 0)
+            s->next_pid = 1;
+        int used = 0;
+        for (uint32_t i = 0; i < s->inflight.len && !used; i++)
+            used = sq_at(&s->inflight, i)->pid == pid;
+        if (!used)
+            return pid;
+    }
+}
+
+static void arm_retry(sess_t *s)
+{
+    if (s->conn && s->inflight.len && !tw_pending(&s->timer)) {
+        s->timer_kind = SESS_TIMER_RETRY;
+        tw_add(&s->w->tw, &s->timer,
+               s->w->now + (uint64_t)s->w->srv->conf.retry_interval * 1000u);
+    }
+}
+
+static void send_entry(sess_t *s, sq_entry_t *e, uint8_t dup)
+{
+    e->sent_ms = s->w->now;
+    if (e->state == SQ_WAIT_PUBCOMP)
+        conn_send_ack(s->conn, MQTT_PUBREL, e->pid);
+    else
+        conn_send_publish(s->conn, e->m, e->qos, e->retain, dup, e->pid);
+}
+
+/* Put a QoS 1/2 message in flight and send it; the window has room. */
+static void send_inflight(sess_t *s, msg_t *m, uint8_t qos, uint8_t retain)
+{
+    sq_entry_t e = {.m = m, .qos = qos, .retain = retain, .pid = alloc_pid(s),
+                    .state = qos == 1 ? SQ_WAIT_PUBACK : SQ_WAIT_PUBREC};
+    sq_push(&s->inflight, &e);
+    send_entry(s, sq_at(&s->inflight, s->inflight.len - 1), 0);
+    arm_retry(s);
+}
+
+/* Move queued messages into the window while it has room. */
+static void pump(sess_t *s)
+{
+    uint16_t max = s->w->srv->conf.max_inflight;
+    while (s->conn && s->queue.len) {
+        sq_entry_t *head = sq_at(&s->queue, 0);
+        if (head->qos > 0 && s->inflight.len >= max)
+            break;
+        sq_entry_t e;
+        sq_pop(&s->queue, &e);
+        if (e.qos == 0) {
+            if (conn_send_publish(s->conn, e.m, 0, e.retain, 0, 0) < 0)
+                STAT_ADD(s->w->stats.msgs_dropped, 1);
+            msg_unref(&e.m);
+        } else {
+            send_inflight(s, e.m, e.qos, e.retain);
+        }
+    }
+}
+
+void sess_deliver(worker_t *w, sess_t *s, msg_t *m, uint8_t qos, uint8_t retain)
+{
+    conn_t *c = s->conn;
+    if (c && s->queue.len == 0) {
+        if (qos == 0) {
+            if (conn_send_publish(c, m, 0, retain, 0, 0) < 0)
+                STAT_ADD(w->stats.msgs_dropped, 1);
+            return;
+        }
+        if (s->inflight.len < w->srv->conf.max_inflight) {
+            send_inflight(s, msg_ref(m), qos, retain);
+            return;
+        }
+    }
+    if (c == NULL && qos == 0) {
+        STAT_ADD(w->stats.msgs_dropped, 1);
+        return;
+    }
+    if (s->queue.len >= w->srv->conf.max_queued) {
+        STAT_ADD(w->stats.msgs_dropped, 1);
+        log_debug("%s: queue full (%u), message dropped", s->client_id, s->queue.len);
+        return;
+    }
+    sq_entry_t e = {.m = msg_ref(m), .qos = qos, .retain = retain, .state = SQ_QUEUED};
+    sq_push(&s->queue, &e);
+}
+
+void sess_attach(sess_t *s, conn_t *c)
+{
+    s->conn = c;
+    c->sess = s;
+    tw_del(&s->w->tw, &s->timer);
+    s->timer_kind = SESS_TIMER_NONE;
+    /* [MQTT-4.4.0-1] resend unacknowledged PUBLISH and PUBREL, in order */
+    for (uint32_t i = 0; i < s->inflight.len; i++)
+        send_entry(s, sq_at(&s->inflight, i), 1);
+    arm_retry(s);
+    pump(s);
+}
+
+void sess_detach(worker_t *w, sess_t *s)
+{
+    s->conn = NULL;
+    tw_del(&w->tw, &s->timer);
+    s->timer_kind = SESS_TIMER_NONE;
+    if (s->clean) {
+        sess_destroy(w, s);
+        return;
+    }
+    if (w->srv->conf.session_expiry) {
+        s->timer_kind = SESS_TIMER_EXPIRY;
+        tw_add(&w->tw, &s->timer, w->now + (uint64_t)w->srv->conf.session_expiry * 1000u);
+    }
+}
+
+/* ---- acknowledgements ------------------------------------------------- */
+
+static int find_inflight(sess_t *s, uint16_t pid, uint8_t state)
+{
+    for (uint32_t i = 0; i < s->inflight.len; i++) {
+        sq_entry_t *e = sq_at(&s->inflight, i);
+        if (e->pid == pid)
+            return e->state == state ? (int)i : -1;
+    }
+    return -1;
+}
+
+static int complete(sess_t *s, uint16_t pid, uint8_t state)
+{
+    int i = find_inflight(s, pid, state);
+    if (i < 0)
+        return -1;
+    msg_unref(&sq_at(&s->inflight, (uint32_t)i)->m);
+    sq_remove(&s->inflight, (uint32_t)i);
+    if (s->inflight.len == 0 && s->timer_kind == SESS_TIMER_RETRY) {
+        tw_del(&s->w->tw, &s->timer);
+        s->timer_kind = SESS_TIMER_NONE;
+    }
+    pump(s);
+    return 0;
+}
+
+int sess_on_puback(sess_t *s, uint16_t pid)
+{
+    return complete(s, pid, SQ_WAIT_PUBACK);
+}
+
+int sess_on_pubcomp(sess_t *s, uint16_t pid)
+{
+    return complete(s, pid, SQ_WAIT_PUBCOMP);
+}
+
+int sess_on_pubrec(sess_t *s, uint16_t pid)
+{
+    int i = find_inflight(s, pid, SQ_WAIT_PUBREC);
+    if (i < 0) {
+        /* a PUBREC resent after we moved on: answer it again */
+        if (find_inflight(s, pid, SQ_WAIT_PUBCOMP) >= 0) {
+            conn_send_ack(s->conn, MQTT_PUBREL, pid);
+            return 0;
+        }
+        return -1;
+    }
+    sq_entry_t *e = sq_at(&s->inflight, (uint32_t)i);
+    msg_unref(&e->m); /* the message is delivered; only PUBREL is left */
+    e->state = SQ_WAIT_PUBCOMP;
+    send_entry(s, e, 0);
+    return 0;
+}
+
+int sess_qos2_in_begin(sess_t *s, uint16_t pid)
+{
+    for (uint32_t i = 0; i < s->nqos2_in; i++)
+        if (s->qos2_in[i] == pid)
+            return 0;
+    if (s->nqos2_in == s->qos2_cap) {
+        s->qos2_cap = s->qos2_cap ? s->qos2_cap * 2 : 4;
+        s->qos2_in = an_realloc(s->qos2_in, s->qos2_cap * sizeof(*s->qos2_in));
+    }
+    s->qos2_in[s->nqos2_in++] = pid;
+    return 1;
+}
+
+void sess_qos2_in_end(sess_t *s, uint16_t pid)
+{
+    for (uint32_t i = 0; i < s->nqos2_in; i++)
+        if (s->qos2_in[i] == pid) {
+            s->qos2_in[i] = s->qos2_in[--s->nqos2_in];
+            break;
+        }
+    if (s->nqos2_in == 0) {
+        free(s->qos2_in);
+        s->qos2_in = NULL;
+        s->qos2_cap = 0;
+    }
+}
+
+/* ---- subscriptions ---------------------------------------------------- */
+
+static int find_sub(const sess_t *s, const uint8_t *filter, uint16_t len)
+{
+    for (uint32_t i = 0; i < s->nsubs; i++)
+        if (s->subs[i]->len == len && memcmp(s->subs[i]->filter, filter, len) == 0)
+            return (int)i;
+    return -1;
+}
+
+void sess_subscribe(worker_t *w, sess_t *s, const uint8_t *filter, uint16_t len, uint8_t qos)
+{
+    sub_ref_t ref = {.sid = s->sid, .owner = (uint16_t)w->id, .opts = qos};
+    int i = find_sub(s, filter, len);
+    if (i >= 0) {
+        s->subs[i]->qos = qos;
+    } else {
+        if (s->nsubs == s->subs_cap) {
+            s->subs_cap = s->subs_cap ? s->subs_cap * 2 : 2;
+            s->subs = an_realloc(s->subs, s->subs_cap * sizeof(*s->subs));
+        }
+        sess_sub_t *sub = an_malloc(sizeof(*sub) + len);
+        sub->len = len;
+        sub->qos = qos;
+        memcpy(sub->filter, filter, len);
+        s->subs[s->nsubs++] = sub;
+    }
+    pthread_rwlock_wrlock(&w->srv->trie_lock);
+    int rc = trie_insert(w->srv->trie, filter, len, &ref);
+    pthread_rwlock_unlock(&w->srv->trie_lock);
+    if (rc < 0) {
+        log_error("%s: out of memory adding a subscription", s->client_id);
+        abort();
+    }
+}
+
+int sess_unsubscribe(worker_t *w, sess_t *s, const uint8_t *filter, uint16_t len)
+{
+    int i = find_sub(s, filter, len);
+    if (i < 0)
+        return 0;
+    pthread_rwlock_wrlock(&w->srv->trie_lock);
+    trie_remove(w->srv->trie, filter, len, s->sid);
+    pthread_rwlock_unlock(&w->srv->trie_lock);
+    free(s->subs[i]);
+    s->subs[i] = s->subs[--s->nsubs];
+    if (s->nsubs == 0) {
+        free(s->subs);
+        s->subs = NULL;
+        s->subs_cap = 0;
+    }
+    return 1;
+}
+
+/* ---- timers ---------------------------------------------------------- */
+
+void sess_on_timer(tw_timer_t *t)
+{
+    sess_t *s = container_of(t, sess_t, timer);
+    worker_t *w = s->w;
+    if (s->timer_kind == SESS_TIMER_EXPIRY) {
+        log_info("%s: session expired", s->client_id);
+        sess_destroy(w, s);
+        return;
+    }
+    if (s->timer_kind != SESS_TIMER_RETRY || s->conn == NULL)
+        return;
+    uint64_t retry = (uint64_t)w->srv->conf.retry_interval * 1000u;
+    uint64_t oldest = UINT64_MAX;
+    for (uint32_t i = 0; i < s->inflight.len; i++) {
+        sq_entry_t *e = sq_at(&s->inflight, i);
+        if (e->sent_ms + retry <= w->now)
+            send_entry(s, e, 1);
+        if (e->sent_ms < oldest)
+            oldest = e->sent_ms;
+    }
+    if (s->inflight.len)
+        tw_add(&w->tw, &s->timer, oldest + retry);
+    else
+        s->timer_kind = SESS_TIMER_NONE;
+}

@@ -1,0 +1,112 @@
+/* sess.h -- MQTT sessions: subscriptions, QoS state, queued messages.
+ *
+ * A session lives on its home worker (server.h) and is touched by that
+ * thread only.  It outlives its connection when the client asked for a
+ * persistent session (clean session 0): subscriptions stay in the trie and
+ * QoS 1/2 messages are queued until the client returns or the session
+ * expires.  In memory here; a later store makes it durable.
+ *
+ * Outgoing QoS 1/2 messages go through an inflight window (at most
+ * max_inflight unacknowledged, kept in send order for redelivery) with a
+ * FIFO queue behind it (at most max_queued).  While the queue is not empty,
+ * QoS 0 messages queue too, so a subscriber sees one topic's messages in
+ * the order they were published.  Incoming QoS 2 packet ids are remembered
+ * from PUBLISH to PUBREL so a resent PUBLISH is not delivered twice.
+ *
+ *   inflight: [pid 7 WAIT_ACK][pid 8 WAIT_COMP]...   <= max_inflight
+ *   queue:    ring of {msg, qos, retain}           <= max_queued
+ */
+#ifndef ANTENNA_SESS_H
+#define ANTENNA_SESS_H
+
+#include <stdint.h>
+
+#include "msg.h"
+#include "server.h"
+#include "tw.h"
+
+enum { SQ_QUEUED = 0, SQ_WAIT_PUBACK, SQ_WAIT_PUBREC, SQ_WAIT_PUBCOMP };
+
+typedef struct {
+    msg_t *m;        /* NULL once PUBREC arrived (only the PUBREL is left) */
+    uint64_t sent_ms;
+    uint16_t pid;
+    uint8_t qos;
+    uint8_t state;   /* SQ_* */
+    uint8_t retain;  /* retain flag to send with */
+} sq_entry_t;
+
+/* Ring buffer of entries; storage allocated while not empty. */
+typedef struct {
+    sq_entry_t *buf;
+    uint32_t head, len, cap;
+} sq_t;
+
+typedef struct {
+    uint16_t len;
+    uint8_t qos;
+    uint8_t filter[]; /* not NUL terminated */
+} sess_sub_t;
+
+struct sess_s {
+    uint64_t sid;
+    sess_t *id_next, *sid_next; /* hash chains */
+    conn_t *conn;               /* NULL while offline */
+    worker_t *w;                /* home worker */
+    sq_t inflight;              /* outgoing QoS 1/2, in send order */
+    sq_t queue;                 /* behind the window, or while offline */
+    sess_sub_t **subs;
+    uint16_t *qos2_in;          /* incoming QoS 2 ids awaiting PUBREL */
+    uint32_t nsubs, subs_cap;
+    uint32_t nqos2_in, qos2_cap;
+    uint16_t next_pid;
+    uint8_t clean;
+    uint8_t timer_kind;         /* SESS_TIMER_* */
+    tw_timer_t timer;           /* retry while connected, expiry offline */
+    uint16_t client_id_len;
+    char client_id[];           /* NUL terminated */
+};
+
+enum { SESS_TIMER_NONE = 0, SESS_TIMER_RETRY, SESS_TIMER_EXPIRY };
+
+void sq_push(sq_t *q, const sq_entry_t *e);
+sq_entry_t *sq_at(sq_t *q, uint32_t i);
+int sq_pop(sq_t *q, sq_entry_t *out);
+void sq_remove(sq_t *q, uint32_t i); /* keeps order */
+void sq_clear(sq_t *q);              /* drops message references */
+
+sess_t *sess_new(worker_t *w, const uint8_t *client_id, uint16_t len, uint8_t clean);
+/* Remove from tables and trie, drop queues, free. */
+void sess_destroy(worker_t *w, sess_t *s);
+
+/* Attach a connection (CONNACK sent): resend inflight with DUP, then pump
+ * the queue. */
+void sess_attach(sess_t *s, conn_t *c);
+/* The connection went away: clean sessions are destroyed, persistent ones
+ * keep their state and arm their expiry. */
+void sess_detach(worker_t *w, sess_t *s);
+
+/* Deliver a message to the session at `qos` (already min of message and
+ * subscription).  `retain` is the flag to send with. */
+void sess_deliver(worker_t *w, sess_t *s, msg_t *m, uint8_t qos, uint8_t retain);
+
+/* Acknowledgements from the client.  Return 0, or -1 when the id is
+ * unknown (ignored by the caller). */
+int sess_on_puback(sess_t *s, uint16_t pid);
+int sess_on_pubrec(sess_t *s, uint16_t pid);
+int sess_on_pubcomp(sess_t *s, uint16_t pid);
+
+/* Incoming QoS 2: returns 1 when pid is new (deliver, then remember), 0
+ * when it is already awaiting PUBREL (do not deliver again). */
+int sess_qos2_in_begin(sess_t *s, uint16_t pid);
+void sess_qos2_in_end(sess_t *s, uint16_t pid);
+
+/* Subscriptions: add (or replace the QoS of) a filter, remove one.  Both
+ * update the trie. */
+void sess_subscribe(worker_t *w, sess_t *s, const uint8_t *filter, uint16_t len, uint8_t qos);
+int sess_unsubscribe(worker_t *w, sess_t *s, const uint8_t *filter, uint16_t len);
+
+/* Timer callback (retry or expiry). */
+void sess_on_timer(tw_timer_t *t);
+
+#endif

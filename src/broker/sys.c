@@ -1,0 +1,67 @@
+/* sys.c -- $SYS/broker/... topics.
+ *
+ * Worker 0 publishes them, retained, once at start and then every
+ * sys_interval seconds from its timer wheel, through router_publish like
+ * any other message.  Figures are sums of the per-worker counters, read
+ * without locks (each counter has one writer).
+ */
+#include "sys.h"
+
+#include <inttypes.h>
+#include <stdio.h>
+#include <string.h>
+
+#include "msg.h"
+#include "retain.h"
+#include "router.h"
+
+static void publish(worker_t *w, const char *topic, const char *value)
+{
+    msg_t *m = msg_new((const uint8_t *)topic, (uint16_t)strlen(topic),
+                       (const uint8_t *)value, (uint32_t)strlen(value), 0, 1);
+    router_publish(w, m);
+    msg_unref(&m);
+}
+
+static void publish_u64(worker_t *w, const char *topic, uint64_t v)
+{
+    char buf[32];
+    snprintf(buf, sizeof(buf), "%" PRIu64, v);
+    publish(w, topic, buf);
+}
+
+void sys_on_timer(tw_timer_t *t)
+{
+    worker_t *w = container_of(t, worker_t, sys_timer);
+    server_t *srv = w->srv;
+    uint64_t recv = 0, sent = 0, dropped = 0, bin = 0, bout = 0, conn = 0, total = 0;
+    for (uint32_t i = 0; i < srv->nworkers; i++) {
+        worker_stats_t *st = &srv->workers[i].stats;
+        recv += STAT_GET(st->msgs_received);
+        sent += STAT_GET(st->msgs_sent);
+        dropped += STAT_GET(st->msgs_dropped);
+        bin += STAT_GET(st->bytes_received);
+        bout += STAT_GET(st->bytes_sent);
+        conn += STAT_GET(st->clients_connected);
+        total += STAT_GET(st->connections_total);
+    }
+    pthread_rwlock_rdlock(&srv->trie_lock);
+    uint64_t subs = trie_count(srv->trie);
+    pthread_rwlock_unlock(&srv->trie_lock);
+
+    char buf[64];
+    publish(w, "$SYS/broker/version", "antenna " ANTENNA_VERSION);
+    snprintf(buf, sizeof(buf), "%" PRIu64 " seconds", (w->now - srv->started_ms) / 1000u);
+    publish(w, "$SYS/broker/uptime", buf);
+    publish_u64(w, "$SYS/broker/clients/connected", conn);
+    publish_u64(w, "$SYS/broker/clients/total", total);
+    publish_u64(w, "$SYS/broker/messages/received", recv);
+    publish_u64(w, "$SYS/broker/messages/sent", sent);
+    publish_u64(w, "$SYS/broker/messages/dropped", dropped);
+    publish_u64(w, "$SYS/broker/bytes/received", bin);
+    publish_u64(w, "$SYS/broker/bytes/sent", bout);
+    publish_u64(w, "$SYS/broker/subscriptions/count", subs);
+    publish_u64(w, "$SYS/broker/retained messages/count", retain_count(srv->retain));
+
+    tw_add(&w->tw, t, w->now + (uint64_t)srv->conf.sys_interval * 1000u);
+}

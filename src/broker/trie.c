@@ -1,0 +1,651 @@
+/* trie.c -- the topic trie (see trie.h for the contract).
+ *
+ * One node per filter level; the root stands for "before the first level".
+ * A node keeps its parent (for pruning and for a stackless match: no stack
+ * or allocation however deep the topic), its '+' and '#' children, its
+ * named children (one inline pointer, or a linear-probing table of 2^k
+ * pointers, load <= 0.7, shrunk when sparse; keys hashed with SipHash-1-3
+ * under a per-trie random key against collision flooding) and its
+ * subscribers (one inline, else a dense array; above 16 a sid index makes
+ * insert/remove O(1)).  Every non-root node is non-empty: a remove, or an
+ * insert failing for memory, prunes back up.  trie_nodes counts the root,
+ * so an empty trie has 1 node.  No global state; the caller locks.
+ */
+#ifndef _GNU_SOURCE
+#define _GNU_SOURCE /* memrchr */
+#endif
+#include "trie.h"
+
+#include <stdlib.h>
+#include <string.h>
+#include <sys/random.h>
+#include <time.h>
+
+typedef struct tnode_s tnode_t;
+
+typedef struct {
+    uint32_t cap;   /* items allocated */
+    uint32_t ibits; /* log2 of the idx size; 0 = no idx (linear search) */
+    uint32_t *idx;  /* sid -> item index + 1, linear probing; 0 = empty */
+    sub_ref_t items[];
+} subvec_t;
+
+struct tnode_s {
+    tnode_t *parent;
+    tnode_t *plus, *hash;
+    union {
+        tnode_t *one;  /* kbits == 0: at most one named child */
+        tnode_t **tab; /* kbits >= 2: 2^kbits slots */
+    } kids;
+    union {
+        sub_ref_t one; /* nsubs <= 1 */
+        subvec_t *vec; /* nsubs >= 2 */
+    } subs;
+    uint32_t nsubs;
+    uint32_t nkids; /* named children */
+    uint32_t khash; /* hash of key */
+    uint16_t klen;
+    uint8_t kbits;
+    uint8_t key[];  /* this level's bytes (named nodes) */
+};
+
+struct trie_s {
+    tnode_t *root;
+    size_t count, nodes;
+    uint64_t k0, k1; /* SipHash key */
+};
+
+#define SUBS_INDEX_MIN 16 /* index a node's sids above this many */
+#define SUBS_IDX_BITS0 5
+#define KIDS_BITS0 2
+
+/* ---- hashing ---- */
+
+#define ROTL(x, b) (uint64_t)(((x) << (b)) | ((x) >> (64 - (b))))
+#define SIPROUND                                                            \
+    do {                                                                    \
+        v0 += v1; v1 = ROTL(v1, 13); v1 ^= v0; v0 = ROTL(v0, 32);           \
+        v2 += v3; v3 = ROTL(v3, 16); v3 ^= v2;                              \
+        v0 += v3; v3 = ROTL(v3, 21); v3 ^= v0;                              \
+        v2 += v1; v1 = ROTL(v1, 17); v1 ^= v2; v2 = ROTL(v2, 32);           \
+    } while (0)
+
+/* SipHash-1-3 of one level, folded to 32 bits. */
+static uint32_t level_hash(const trie_t *t, const uint8_t *p, size_t n)
+{
+    uint64_t v0 = 0x736f6d6570736575ull ^ t->k0, v1 = 0x646f72616e646f6dull ^ t->k1;
+    uint64_t v2 = 0x6c7967656e657261ull ^ t->k0, v3 = 0x7465646279746573ull ^ t->k1;
+    uint64_t b = (uint64_t)n << 56, m;
+    size_t i, full = n & ~(size_t)7;
+    for (i = 0; i < full; i += 8) {
+        memcpy(&m, p + i, 8);
+        v3 ^= m;
+        SIPROUND;
+        v0 ^= m;
+    }
+    for (; i < n; i++)
+        b |= (uint64_t)p[i] << (8 * (i & 7));
+    v3 ^= b;
+    SIPROUND;
+    v0 ^= b;
+    v2 ^= 0xff;
+    SIPROUND;
+    SIPROUND;
+    SIPROUND;
+    m = v0 ^ v1 ^ v2 ^ v3;
+    return (uint32_t)(m ^ (m >> 32));
+}
+
+static inline uint32_t sid_hash(uint64_t sid)
+{
+    return (uint32_t)((sid * 0x9E3779B97F4A7C15ull) >> 32);
+}
+
+/* End of the level starting at pos (index of the '/' or len). */
+static inline size_t level_end(const uint8_t *s, size_t pos, size_t len)
+{
+    const uint8_t *e = pos < len ? memchr(s + pos, '/', len - pos) : NULL;
+    return e ? (size_t)(e - s) : len;
+}
+
+/* Start of the level that ends just before pos (pos >= 1). */
+static inline size_t level_start_before(const uint8_t *s, size_t pos)
+{
+    const uint8_t *e = pos > 1 ? memrchr(s, '/', pos - 1) : NULL;
+    return e ? (size_t)(e - s) + 1 : 0;
+}
+
+/* ---- named children ---- */
+
+static inline int key_eq(const tnode_t *c, const uint8_t *key, size_t klen)
+{
+    return c->klen == klen && (klen == 0 || memcmp(c->key, key, klen) == 0);
+}
+
+static tnode_t *kid_find(const trie_t *t, const tnode_t *n, const uint8_t *key, size_t klen)
+{
+    if (!n->nkids)
+        return NULL;
+    if (!n->kbits)
+        return key_eq(n->kids.one, key, klen) ? n->kids.one : NULL;
+    uint32_t h = level_hash(t, key, klen);
+    size_t mask = ((size_t)1 << n->kbits) - 1;
+    for (size_t i = h & mask;; i = (i + 1) & mask) {
+        tnode_t *c = n->kids.tab[i];
+        if (!c)
+            return NULL;
+        if (c->khash == h && key_eq(c, key, klen))
+            return c;
+    }
+}
+
+static void tab_put(tnode_t **tab, size_t mask, tnode_t *c)
+{
+    size_t i = c->khash & mask;
+    while (tab[i])
+        i = (i + 1) & mask;
+    tab[i] = c;
+}
+
+/* Move n's named children into a new table of 2^bits slots. */
+static int kids_resize(tnode_t *n, unsigned bits)
+{
+    size_t cap = (size_t)1 << bits, mask = cap - 1;
+    tnode_t **tab = calloc(cap, sizeof(*tab));
+    if (!tab)
+        return -1;
+    if (!n->kbits) {
+        if (n->kids.one)
+            tab_put(tab, mask, n->kids.one);
+    } else {
+        size_t ocap = (size_t)1 << n->kbits;
+        for (size_t i = 0; i < ocap; i++)
+            if (n->kids.tab[i])
+                tab_put(tab, mask, n->kids.tab[i]);
+        free(n->kids.tab);
+    }
+    n->kids.tab = tab;
+    n->kbits = (uint8_t)bits;
+    return 0;
+}
+
+static int kid_add(tnode_t *n, tnode_t *c)
+{
+    if (!n->kbits) {
+        if (!n->kids.one) {
+            n->kids.one = c;
+            n->nkids = 1;
+            return 0;
+        }
+        if (kids_resize(n, KIDS_BITS0) < 0)
+            return -1;
+    } else if ((size_t)(n->nkids + 1) * 10 > ((size_t)7 << n->kbits)) {
+        if (kids_resize(n, n->kbits + 1u) < 0)
+            return -1;
+    }
+    tab_put(n->kids.tab, ((size_t)1 << n->kbits) - 1, c);
+    n->nkids++;
+    return 0;
+}
+
+static void kid_remove(tnode_t *n, const tnode_t *c)
+{
+    if (!n->kbits) {
+        n->kids.one = NULL;
+        n->nkids = 0;
+        return;
+    }
+    tnode_t **tab = n->kids.tab;
+    size_t mask = ((size_t)1 << n->kbits) - 1, i = c->khash & mask, j;
+    while (tab[i] != c)
+        i = (i + 1) & mask;
+    /* backward-shift deletion: no tombstones */
+    tab[i] = NULL;
+    for (j = (i + 1) & mask; tab[j]; j = (j + 1) & mask) {
+        size_t home = tab[j]->khash & mask;
+        if (((j - home) & mask) >= ((j - i) & mask)) {
+            tab[i] = tab[j];
+            tab[j] = NULL;
+            i = j;
+        }
+    }
+    n->nkids--;
+    if (n->nkids == 1) {
+        for (i = 0; !tab[i]; i++)
+            ;
+        n->kids.one = tab[i];
+        n->kbits = 0;
+        free(tab);
+    } else if (n->kbits > KIDS_BITS0 && (size_t)n->nkids * 10 < ((size_t)2 << n->kbits)) {
+        (void)kids_resize(n, n->kbits - 1u); /* load < 0.2: halve; keep it on failure */
+    }
+}
+
+/* ---- subscribers ---- */
+
+static inline sub_ref_t *subs_items(tnode_t *n)
+{
+    return n->nsubs <= 1 ? &n->subs.one : n->subs.vec->items;
+}
+
+static void idx_put(uint32_t *idx, size_t mask, uint64_t sid, uint32_t i)
+{
+    size_t j = sid_hash(sid) & mask;
+    while (idx[j])
+        j = (j + 1) & mask;
+    idx[j] = i + 1;
+}
+
+static int idx_build(subvec_t *v, uint32_t n, unsigned bits)
+{
+    size_t mask = ((size_t)1 << bits) - 1;
+    uint32_t *idx = calloc(mask + 1, sizeof(*idx));
+    if (!idx)
+        return -1;
+    for (uint32_t i = 0; i < n; i++)
+        idx_put(idx, mask, v->items[i].sid, i);
+    free(v->idx);
+    v->idx = idx;
+    v->ibits = bits;
+    return 0;
+}
+
+/* Index of sid among n's subscribers, or -1. */
+static long subs_find(tnode_t *n, uint64_t sid)
+{
+    if (n->nsubs <= 1)
+        return n->nsubs && n->subs.one.sid == sid ? 0 : -1;
+    const subvec_t *v = n->subs.vec;
+    if (v->idx) {
+        size_t mask = ((size_t)1 << v->ibits) - 1;
+        for (size_t j = sid_hash(sid) & mask; v->idx[j]; j = (j + 1) & mask)
+            if (v->items[v->idx[j] - 1].sid == sid)
+                return (long)v->idx[j] - 1;
+        return -1;
+    }
+    for (uint32_t i = 0; i < n->nsubs; i++)
+        if (v->items[i].sid == sid)
+            return (long)i;
+    return -1;
+}
+
+/* Append sub (its sid is not there yet).  On failure nothing changed. */
+static int subs_add(tnode_t *n, const sub_ref_t *sub)
+{
+    uint32_t k = n->nsubs;
+    subvec_t *v;
+    if (k == 0) {
+        n->subs.one = *sub;
+        n->nsubs = 1;
+        return 0;
+    }
+    if (k == 1) {
+        v = malloc(sizeof(*v) + 4 * sizeof(sub_ref_t));
+        if (!v)
+            return -1;
+        v->cap = 4;
+        v->ibits = 0;
+        v->idx = NULL;
+        v->items[0] = n->subs.one;
+        v->items[1] = *sub;
+        n->subs.vec = v;
+        n->nsubs = 2;
+        return 0;
+    }
+    v = n->subs.vec;
+    if (k == v->cap) {
+        if (v->cap >= UINT32_MAX / 4)
+            return -1;
+        subvec_t *nv = realloc(v, sizeof(*v) + (size_t)v->cap * 2 * sizeof(sub_ref_t));
+        if (!nv)
+            return -1;
+        nv->cap *= 2;
+        n->subs.vec = v = nv;
+    }
+    if (k + 1 > SUBS_INDEX_MIN) {
+        unsigned bits = v->ibits ? v->ibits : SUBS_IDX_BITS0;
+        while ((size_t)(k + 1) * 10 > ((size_t)7 << bits))
+            bits++;
+        if (bits != v->ibits && idx_build(v, k, bits) < 0)
+            return -1;
+        idx_put(v->idx, ((size_t)1 << v->ibits) - 1, sub->sid, k);
+    }
+    v->items[k] = *sub;
+    n->nsubs = k + 1;
+    return 0;
+}
+
+static void idx_remove(subvec_t *v, uint64_t sid)
+{
+    uint32_t *idx = v->idx;
+    size_t mask = ((size_t)1 << v->ibits) - 1, i = sid_hash(sid) & mask, j;
+    while (v->items[idx[i] - 1].sid != sid)
+        i = (i + 1) & mask;
+    idx[i] = 0;
+    for (j = (i + 1) & mask; idx[j]; j = (j + 1) & mask) {
+        size_t home = sid_hash(v->items[idx[j] - 1].sid) & mask;
+        if (((j - home) & mask) >= ((j - i) & mask)) {
+            idx[i] = idx[j];
+            idx[j] = 0;
+            i = j;
+        }
+    }
+}
+
+/* Remove the subscriber at index i (swap with the last). */
+static void subs_del(tnode_t *n, uint32_t i)
+{
+    uint32_t last = n->nsubs - 1;
+    if (last == 0) {
+        n->nsubs = 0;
+        return;
+    }
+    subvec_t *v = n->subs.vec;
+    if (v->idx) {
+        idx_remove(v, v->items[i].sid);
+        if (i != last) {
+            size_t mask = ((size_t)1 << v->ibits) - 1, j = sid_hash(v->items[last].sid) & mask;
+            while (v->idx[j] != last + 1)
+                j = (j + 1) & mask;
+            v->idx[j] = i + 1;
+        }
+    }
+    v->items[i] = v->items[last];
+    n->nsubs = last;
+    if (last == 1) {
+        n->subs.one = v->items[0];
+        free(v->idx);
+        free(v);
+        return;
+    }
+    if (v->idx) {
+        if (last < SUBS_INDEX_MIN / 2) {
+            free(v->idx);
+            v->idx = NULL;
+            v->ibits = 0;
+        } else if (v->ibits > SUBS_IDX_BITS0 && (size_t)last * 10 < ((size_t)1 << v->ibits)) {
+            (void)idx_build(v, last, v->ibits - 1); /* load < 0.1; keep on failure */
+        }
+    }
+    if (v->cap > 4 && last < v->cap / 4) {
+        subvec_t *nv = realloc(v, sizeof(*v) + (size_t)(v->cap / 2) * sizeof(sub_ref_t));
+        if (nv) {
+            nv->cap /= 2;
+            n->subs.vec = nv;
+        }
+    }
+}
+
+/* ---- nodes ---- */
+
+static tnode_t *node_new(trie_t *t, tnode_t *parent, const uint8_t *key, size_t klen,
+                         uint32_t h)
+{
+    size_t sz = offsetof(tnode_t, key) + klen;
+    tnode_t *n = calloc(1, sz < sizeof(tnode_t) ? sizeof(tnode_t) : sz);
+    if (!n)
+        return NULL;
+    n->parent = parent;
+    n->khash = h;
+    n->klen = (uint16_t)klen;
+    if (klen)
+        memcpy(n->key, key, klen);
+    t->nodes++;
+    return n;
+}
+
+static void node_release(tnode_t *n)
+{
+    if (n->nsubs >= 2) {
+        free(n->subs.vec->idx);
+        free(n->subs.vec);
+    }
+    if (n->kbits)
+        free(n->kids.tab);
+    free(n);
+}
+
+static inline int node_empty(const tnode_t *n)
+{
+    return !n->nsubs && !n->nkids && !n->plus && !n->hash;
+}
+
+/* Free n and its ancestors while they are empty (never the root). */
+static void prune(trie_t *t, tnode_t *n)
+{
+    while (n != t->root && node_empty(n)) {
+        tnode_t *p = n->parent;
+        if (p->plus == n)
+            p->plus = NULL;
+        else if (p->hash == n)
+            p->hash = NULL;
+        else
+            kid_remove(p, n);
+        node_release(n);
+        t->nodes--;
+        n = p;
+    }
+}
+
+/* ---- API ---- */
+
+trie_t *trie_new(void)
+{
+    trie_t *t = calloc(1, sizeof(*t));
+    uint64_t k[2];
+    if (!t)
+        return NULL;
+    if (getrandom(k, sizeof(k), GRND_NONBLOCK) != (ssize_t)sizeof(k)) {
+        struct timespec ts;
+        clock_gettime(CLOCK_MONOTONIC, &ts);
+        k[0] = (uint64_t)(uintptr_t)t ^ ((uint64_t)ts.tv_nsec << 32) ^ 0x243F6A8885A308D3ull;
+        k[1] = (uint64_t)ts.tv_sec * 0x9E3779B97F4A7C15ull ^ (uint64_t)(uintptr_t)&k;
+    }
+    t->k0 = k[0];
+    t->k1 = k[1];
+    t->root = node_new(t, NULL, NULL, 0, 0);
+    if (!t->root) {
+        free(t);
+        return NULL;
+    }
+    return t;
+}
+
+void trie_free(trie_t *t)
+{
+    if (!t)
+        return;
+    /* post-order without a stack: detach one child at a time, climb back
+     * up through parent; a table node's khash serves as its scan cursor */
+    tnode_t *n = t->root;
+    while (n) {
+        tnode_t *c = NULL;
+        if (n->plus) {
+            c = n->plus;
+            n->plus = NULL;
+        } else if (n->hash) {
+            c = n->hash;
+            n->hash = NULL;
+        } else if (n->nkids) {
+            if (!n->kbits) {
+                c = n->kids.one;
+                n->kids.one = NULL;
+            } else {
+                size_t mask = ((size_t)1 << n->kbits) - 1, i = n->khash & mask;
+                while (!n->kids.tab[i])
+                    i = (i + 1) & mask;
+                c = n->kids.tab[i];
+                n->kids.tab[i] = NULL;
+                n->khash = (uint32_t)i;
+            }
+            n->nkids--;
+        }
+        if (c) {
+            n = c;
+            continue;
+        }
+        c = n->parent;
+        node_release(n);
+        n = c;
+    }
+    free(t);
+}
+
+int trie_insert(trie_t *t, const uint8_t *filter, size_t len, const sub_ref_t *sub)
+{
+    tnode_t *n = t->root, *c;
+    size_t pos = 0;
+    for (;;) {
+        size_t end = level_end(filter, pos, len), ll = end - pos;
+        const uint8_t *lv = filter + pos;
+        if (ll == 1 && (lv[0] == '+' || lv[0] == '#')) {
+            tnode_t **slot = lv[0] == '+' ? &n->plus : &n->hash;
+            if (!*slot && !(*slot = node_new(t, n, NULL, 0, 0)))
+                goto fail;
+            c = *slot;
+        } else if (!(c = kid_find(t, n, lv, ll))) {
+            if (ll > UINT16_MAX)
+                goto fail; /* no valid filter has such a level */
+            if (!(c = node_new(t, n, lv, ll, level_hash(t, lv, ll))))
+                goto fail;
+            if (kid_add(n, c) < 0) {
+                node_release(c);
+                t->nodes--;
+                goto fail;
+            }
+        }
+        n = c;
+        if (end == len)
+            break;
+        pos = end + 1;
+    }
+    long i = subs_find(n, sub->sid);
+    if (i >= 0) {
+        subs_items(n)[i] = *sub;
+        return 0;
+    }
+    if (subs_add(n, sub) < 0)
+        goto fail;
+    t->count++;
+    return 1;
+fail:
+    prune(t, n); /* the nodes made for this filter, if any */
+    return -1;
+}
+
+int trie_remove(trie_t *t, const uint8_t *filter, size_t len, uint64_t sid)
+{
+    tnode_t *n = t->root;
+    size_t pos = 0;
+    for (;;) {
+        size_t end = level_end(filter, pos, len), ll = end - pos;
+        const uint8_t *lv = filter + pos;
+        if (ll == 1 && lv[0] == '+')
+            n = n->plus;
+        else if (ll == 1 && lv[0] == '#')
+            n = n->hash;
+        else
+            n = kid_find(t, n, lv, ll);
+        if (!n)
+            return 0;
+        if (end == len)
+            break;
+        pos = end + 1;
+    }
+    long i = subs_find(n, sid);
+    if (i < 0)
+        return 0;
+    subs_del(n, (uint32_t)i);
+    t->count--;
+    prune(t, n);
+    return 1;
+}
+
+static inline void report(tnode_t *n, trie_match_cb cb, void *ud)
+{
+    sub_ref_t *s = subs_items(n);
+    for (uint32_t i = 0, k = n->nsubs; i < k; i++)
+        cb(ud, &s[i]);
+}
+
+void trie_match(const trie_t *t, const uint8_t *topic, size_t len, trie_match_cb cb,
+                void *ud)
+{
+    /* Depth-first: at each node the named child, then '+'; a '#' child
+     * matches whatever is left.  pos is where the level n consumes next
+     * starts; pos == len + 1 means the topic is used up.  Climbing back uses
+     * the parent pointers and finds the parent's pos again by a backward
+     * scan, so deep topics need no memory. */
+    tnode_t *root = t->root, *n = root, *c;
+    int dollar = len > 0 && topic[0] == '$'; /* [MQTT-4.7.2-1] */
+    size_t pos = 0, next = 0;
+
+enter:
+    if (n->hash && !(dollar && n == root))
+        report(n->hash, cb, ud);
+    if (pos > len) {
+        report(n, cb, ud);
+        goto up;
+    }
+    {
+        size_t end = level_end(topic, pos, len);
+        next = end + 1;
+        if ((c = kid_find(t, n, topic + pos, end - pos))) {
+            n = c;
+            pos = next;
+            goto enter;
+        }
+    }
+plus:
+    if (n->plus && !(dollar && n == root)) {
+        n = n->plus;
+        pos = next;
+        goto enter;
+    }
+up:
+    while (n != root) {
+        tnode_t *p = n->parent;
+        size_t ppos = level_start_before(topic, pos);
+        if (n != p->plus) { /* came from the named child: '+' is next */
+            next = pos;
+            n = p;
+            pos = ppos;
+            goto plus;
+        }
+        n = p;
+        pos = ppos;
+    }
+}
+
+size_t trie_count(const trie_t *t)
+{
+    return t->count;
+}
+
+size_t trie_nodes(const trie_t *t)
+{
+    return t->nodes;
+}
+
+int topic_matches(const uint8_t *filter, size_t flen, const uint8_t *topic, size_t tlen)
+{
+    size_t fp = 0, tp = 0;
+    if (tlen > 0 && topic[0] == '$' && flen > 0 && (filter[0] == '+' || filter[0] == '#') &&
+        (flen == 1 || filter[1] == '/'))
+        return 0; /* [MQTT-4.7.2-1] */
+    for (;;) {
+        if (fp > flen)
+            return tp > tlen;
+        size_t fe = level_end(filter, fp, flen), fl = fe - fp;
+        if (fl == 1 && filter[fp] == '#')
+            return fe == flen; /* the rest, zero levels included; '#' must be last */
+        if (tp > tlen)
+            return 0;
+        size_t te = level_end(topic, tp, tlen), tl = te - tp;
+        if (!(fl == 1 && filter[fp] == '+') &&
+            (fl != tl || (fl && memcmp(filter + fp, topic + tp, fl) != 0)))
+            return 0;
+        fp = fe + 1;
+        tp = te + 1;
+    }
+}

@@ -1,0 +1,58 @@
+/* trie.h -- the topic trie: subscriptions by topic filter, matched by topic.
+ *
+ * One node per topic level.  A node's named children sit in an open-addressing
+ * hash table keyed by the level's bytes; the '+' and '#' children have their
+ * own pointers, so matching a topic walks at most depth x 3 nodes: the cost
+ * grows with the topic's depth, not with the number of subscriptions.  Topics
+ * starting with '$' are not matched by a leading '+' or '#' [MQTT-4.7.2-1].
+ *
+ * A subscriber is a sub_ref_t: a session id plus its owner (a worker index
+ * today; a remote cluster node later) and its options.  The trie never looks
+ * inside a subscriber, so the router decides what "delivering" means.
+ *
+ * Not thread-safe: the router guards it with a read-write lock (many workers
+ * match at once; subscribe and unsubscribe take the write lock).
+ */
+#ifndef ANTENNA_TRIE_H
+#define ANTENNA_TRIE_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+typedef struct {
+    uint64_t sid;   /* session id: unique, never reused */
+    uint16_t owner; /* worker index owning the session */
+    uint8_t opts;   /* bits 0-1: granted QoS; other bits reserved (MQTT 5) */
+} sub_ref_t;
+
+typedef struct trie_s trie_t;
+
+trie_t *trie_new(void);
+void trie_free(trie_t *t);
+
+/* Add sub for filter (bytes, not NUL terminated, already validated).  When
+ * the same sid is already subscribed to that exact filter its owner and opts
+ * are replaced.  Returns 1 when added, 0 when replaced, -1 on out of memory. */
+int trie_insert(trie_t *t, const uint8_t *filter, size_t len, const sub_ref_t *sub);
+
+/* Remove sid from filter; prunes nodes left empty.  Returns 1 when removed,
+ * 0 when it was not subscribed. */
+int trie_remove(trie_t *t, const uint8_t *filter, size_t len, uint64_t sid);
+
+/* Calls cb once for every (filter, subscriber) pair matching topic.  A
+ * subscriber with overlapping filters is reported once per filter: the caller
+ * merges (highest QoS wins).  cb must not modify the trie. */
+typedef void (*trie_match_cb)(void *ud, const sub_ref_t *sub);
+void trie_match(const trie_t *t, const uint8_t *topic, size_t len,
+                trie_match_cb cb, void *ud);
+
+/* Number of (filter, subscriber) pairs, and of nodes (for metrics, tests). */
+size_t trie_count(const trie_t *t);
+size_t trie_nodes(const trie_t *t);
+
+/* Topic matching of one filter against one topic, without a trie (retained
+ * messages, tests).  Same rules as trie_match.  Returns 1 on match. */
+int topic_matches(const uint8_t *filter, size_t flen, const uint8_t *topic,
+                  size_t tlen);
+
+#endif

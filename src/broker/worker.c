@@ -1,0 +1,269 @@
+/* worker.c -- one worker thread: epoll loop, accept, inbox, end of turn.
+ *
+ * A loop turn, in fixed order:
+ *   1. epoll_wait, with the timeout of the next timer (no periodic tick);
+ *   2. events: accept on the shared listeners (EPOLLEXCLUSIVE: one worker
+ *      wakes per connection), read/write connections, take the inbox;
+ *   3. timers due (keepalive, connect timeout, retries, expiry, $SYS);
+ *   4. end of turn: one write per connection with output, one inbox post
+ *      per other worker with deliveries, then free what was closed.
+ * Connections closed during a turn are freed only in step 4, so a stale
+ * event later in the same batch finds a dead struct, not freed memory.
+ * epoll_event.data carries a connection pointer, or a tag in the low bits
+ * for the listeners and the inbox.
+ */
+#include <errno.h>
+#include <limits.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
+#include <string.h>
+#include <sys/epoll.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include "conn.h"
+#include "log.h"
+#include "proto.h"
+#include "router.h"
+#include "sess.h"
+#include "server.h"
+
+#define EV_TAG_MASK 7u
+#define EV_TAG_LISTENER 1u
+#define EV_TAG_INBOX 2u
+#define EV_BATCH 256
+#define ACCEPT_BATCH 64
+#define BUF_CACHE_MAX 64
+
+uint32_t worker_home(const server_t *srv, const uint8_t *client_id, size_t len)
+{
+    return (uint32_t)(an_hash(client_id, len) % srv->nworkers);
+}
+
+sess_t *worker_find_sid(worker_t *w, uint64_t sid)
+{
+    return sess_table_find_sid(&w->by_sid, sid);
+}
+
+void worker_post(worker_t *w, uint32_t to, const inbox_item_t *it)
+{
+    inbox_vec_push(&w->outbox[to], it);
+}
+
+void *worker_buf_get(worker_t *w, size_t size, size_t *cap)
+{
+    if (size <= BUF_CHUNK) {
+        *cap = BUF_CHUNK;
+        if (w->buf_cached)
+            return w->buf_cache[--w->buf_cached];
+        return an_malloc(BUF_CHUNK);
+    }
+    *cap = size;
+    return an_malloc(size);
+}
+
+void worker_buf_put(worker_t *w, void *buf, size_t cap)
+{
+    if (cap == BUF_CHUNK && w->buf_cached < BUF_CACHE_MAX) {
+        w->buf_cache[w->buf_cached++] = buf;
+        return;
+    }
+    free(buf);
+}
+
+static void accept_many(worker_t *w, uint32_t li)
+{
+    server_t *srv = w->srv;
+    uint32_t max = srv->conf.listeners[li].max_connections;
+    for (int i = 0; i < ACCEPT_BATCH; i++) {
+        struct sockaddr_in6 sa;
+        socklen_t len = sizeof(sa);
+        int fd = accept4(srv->listen_fds[li], (struct sockaddr *)&sa, &len,
+                         SOCK_NONBLOCK | SOCK_CLOEXEC);
+        if (fd < 0) {
+            if (errno == EMFILE || errno == ENFILE)
+                log_warn("accept: %s (raise the open-file limit)", strerror(errno));
+            return; /* EAGAIN: another worker took it, or none left */
+        }
+        uint32_t n = atomic_fetch_add(&srv->listen_conns[li], 1);
+        if (max && n >= max) {
+            atomic_fetch_sub(&srv->listen_conns[li], 1);
+            close(fd);
+            log_warn("listener %s: max_connections (%u) reached, connection refused",
+                     srv->conf.listeners[li].name, max);
+            continue;
+        }
+        int one = 1;
+        setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
+        conn_t *c = conn_new(w, fd, (struct sockaddr *)&sa, (uint8_t)li);
+        struct epoll_event ev = {.events = EPOLLIN, .data.ptr = c};
+        if (epoll_ctl(w->epfd, EPOLL_CTL_ADD, fd, &ev) < 0) {
+            conn_close(c, "epoll_ctl failed", 0);
+            continue;
+        }
+        tw_add(&w->tw, &c->timer, w->now + (uint64_t)srv->conf.connect_timeout * 1000u);
+    }
+}
+
+static void handle_inbox(worker_t *w)
+{
+    inbox_take(&w->inbox, &w->taken);
+    for (size_t i = 0; i < w->taken.len; i++) {
+        inbox_item_t *it = &w->taken.items[i];
+        switch (it->kind) {
+        case WM_DELIVER: {
+            msg_t *m = it->ptr;
+            router_deliver_local(w, it->sid, m, it->qos);
+            msg_unref(&m);
+            break;
+        }
+        case WM_ADOPT:
+            proto_adopt(w, it->ptr);
+            break;
+        case WM_STOP:
+            w->stopping = 1;
+            break;
+        }
+    }
+    w->taken.len = 0;
+}
+
+static void end_of_turn(worker_t *w)
+{
+    /* one write per connection that has output */
+    while (w->flush_head) {
+        conn_t *c = w->flush_head;
+        w->flush_head = c->flush_next;
+        c->flush_next = NULL;
+        conn_flush(c);
+    }
+    /* one inbox post per destination worker */
+    for (uint32_t i = 0; i < w->srv->nworkers; i++)
+        if (w->outbox[i].len)
+            inbox_post(&w->srv->workers[i].inbox, &w->outbox[i]);
+    while (w->dead_head) {
+        conn_t *c = w->dead_head;
+        w->dead_head = c->dead_next;
+        conn_free(c);
+    }
+}
+
+static void shutdown_worker(worker_t *w)
+{
+    while (w->conns)
+        conn_close(w->conns, "server shutting down", 0);
+    end_of_turn(w);
+}
+
+void *worker_main(void *arg)
+{
+    worker_t *w = arg;
+    struct epoll_event events[EV_BATCH];
+    while (!w->stopping) {
+        int64_t t = tw_next_timeout(&w->tw);
+        int timeout = t < 0 ? -1 : (t > INT_MAX ? INT_MAX : (int)t);
+        int n = epoll_wait(w->epfd, events, EV_BATCH, timeout);
+        if (n < 0 && errno != EINTR) {
+            log_error("worker %u: epoll_wait: %s", w->id, strerror(errno));
+            break;
+        }
+        w->now = an_now_ms();
+        for (int i = 0; i < n; i++) {
+            uint64_t tag = events[i].data.u64;
+            if ((tag & EV_TAG_MASK) == EV_TAG_LISTENER) {
+                accept_many(w, (uint32_t)(tag >> 3));
+                continue;
+            }
+            if ((tag & EV_TAG_MASK) == EV_TAG_INBOX) {
+                handle_inbox(w);
+                continue;
+            }
+            conn_t *c = events[i].data.ptr;
+            if (c->state != CONN_NEW && c->state != CONN_ACTIVE)
+                continue; /* closed or moved earlier in this batch */
+            if (events[i].events & (EPOLLIN | EPOLLHUP | EPOLLERR))
+                conn_on_readable(c);
+            if ((events[i].events & EPOLLOUT) &&
+                (c->state == CONN_NEW || c->state == CONN_ACTIVE))
+                conn_on_writable(c);
+        }
+        tw_advance(&w->tw, w->now);
+        end_of_turn(w);
+    }
+    shutdown_worker(w);
+    return NULL;
+}
+
+int worker_init(worker_t *w, server_t *srv, uint32_t id)
+{
+    w->srv = srv;
+    w->id = id;
+    w->now = an_now_ms();
+    tw_init(&w->tw, w->now);
+    w->by_id.kind = SESS_BY_ID;
+    w->by_sid.kind = SESS_BY_SID;
+    w->epfd = epoll_create1(EPOLL_CLOEXEC);
+    if (w->epfd < 0 || inbox_init(&w->inbox) < 0) {
+        log_error("worker %u: %s", id, strerror(errno));
+        return -1;
+    }
+    w->scratch_size = 64 * 1024;
+    w->scratch = an_malloc(w->scratch_size);
+    w->outbox = an_calloc(srv->nworkers, sizeof(*w->outbox));
+    w->buf_cache = an_calloc(BUF_CACHE_MAX, sizeof(void *));
+    struct epoll_event ev = {.events = EPOLLIN, .data.u64 = EV_TAG_INBOX};
+    if (epoll_ctl(w->epfd, EPOLL_CTL_ADD, w->inbox.evfd, &ev) < 0)
+        goto fail;
+    for (uint32_t i = 0; i < srv->nlisteners; i++) {
+        ev.events = EPOLLIN | EPOLLEXCLUSIVE;
+        ev.data.u64 = ((uint64_t)i << 3) | EV_TAG_LISTENER;
+        if (epoll_ctl(w->epfd, EPOLL_CTL_ADD, srv->listen_fds[i], &ev) < 0)
+            goto fail;
+    }
+    return 0;
+fail:
+    log_error("worker %u: epoll_ctl: %s", id, strerror(errno));
+    return -1;
+}
+
+/* After the thread has exited: drop what is still queued, free the rest. */
+void worker_free(worker_t *w)
+{
+    inbox_vec_t left = {0};
+    if (w->inbox.evfd >= 0) {
+        inbox_take(&w->inbox, &left);
+        for (size_t i = 0; i < left.len; i++) {
+            inbox_item_t *it = &left.items[i];
+            if (it->kind == WM_DELIVER) {
+                msg_t *m = it->ptr;
+                msg_unref(&m);
+            } else if (it->kind == WM_ADOPT) {
+                handoff_t *h = it->ptr;
+                close(h->c->fd);
+                conn_free(h->c);
+                free(h);
+            }
+        }
+        inbox_vec_free(&left);
+    }
+    /* every session still here (persistent ones) */
+    for (size_t b = 0; b < w->by_sid.nbuckets; b++)
+        while (w->by_sid.buckets && w->by_sid.buckets[b])
+            sess_destroy(w, w->by_sid.buckets[b]);
+    sess_table_free(&w->by_id);
+    sess_table_free(&w->by_sid);
+    if (w->outbox)
+        for (uint32_t i = 0; i < w->srv->nworkers; i++)
+            inbox_vec_free(&w->outbox[i]);
+    free(w->outbox);
+    inbox_vec_free(&w->taken);
+    for (uint32_t i = 0; i < w->buf_cached; i++)
+        free(w->buf_cache[i]);
+    free(w->buf_cache);
+    free(w->scratch);
+    free(w->matches);
+    if (w->epfd >= 0)
+        close(w->epfd);
+    if (w->inbox.evfd >= 0)
+        inbox_destroy(&w->inbox);
+}

@@ -1,0 +1,505 @@
+/* conf.c -- embedded defaults and the YAML configuration file.
+ *
+ * conf_load() reads one document with libyaml's document API, then walks it
+ * against static tables of known keys (struct field: key, type, offset,
+ * range), so every key, type and range rule lives in one table.  The walk
+ * never recurses beyond the schema, so alias cycles are harmless.  The file
+ * is loaded into a copy of *c that is written back only on success.  Errors
+ * name the file, the 1-based line (mark.line + 1) and the dotted key path.
+ * The only state is a struct loader on conf_load()'s stack.
+ */
+#include "conf.h"
+
+#include "log.h"
+
+#include <arpa/inet.h>
+#include <errno.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <string.h>
+#include <strings.h>
+#include <sys/stat.h>
+#include <yaml.h>
+
+enum ftype {
+    F_UINT,      /* unsigned decimal, [min, max], stored in `size` bytes */
+    F_BOOL,      /* true/false, yes/no, on/off into a uint8_t */
+    F_STR,       /* any scalar, fits a char[size] with its NUL */
+    F_NAME,      /* F_STR, not empty */
+    F_ADDR,      /* F_STR, an IPv4 or IPv6 literal */
+    F_LEVEL,     /* log level name into an int */
+    F_SECTION,   /* a mapping of `sub` fields over the same base */
+    F_LISTENERS, /* the listener sequence (base is the conf_t) */
+};
+
+struct field {
+    const char *key;
+    enum ftype type;
+    size_t off;  /* offset of the member in the base struct */
+    size_t size; /* size of the member */
+    uint64_t min, max;
+    const struct field *sub;
+    size_t nsub;
+};
+
+#define MSIZE(st, m) sizeof(((st *)0)->m)
+#define FLD(st, m, t) .key = #m, .type = (t), .off = offsetof(st, m), .size = MSIZE(st, m)
+#define UINTF(st, m, lo, hi) { FLD(st, m, F_UINT), .min = (lo), .max = (hi) }
+#define NELEM(a) (sizeof(a) / sizeof((a)[0]))
+
+static const struct field log_fields[] = {
+    { .key = "level", .type = F_LEVEL, .off = offsetof(conf_t, log_level),
+      .size = MSIZE(conf_t, log_level) },
+    { .key = "file", .type = F_STR, .off = offsetof(conf_t, log_file),
+      .size = MSIZE(conf_t, log_file) },
+};
+
+static const struct field listener_fields[] = {
+    { FLD(conf_listener_t, name, F_NAME) },
+    { FLD(conf_listener_t, address, F_ADDR) },
+    UINTF(conf_listener_t, port, 0, 65535),
+    UINTF(conf_listener_t, max_connections, 0, UINT32_MAX),
+};
+#define LISTENER_PORT_BIT (1u << 2) /* index of "port" above: required */
+
+static const struct field mqtt_fields[] = {
+    UINTF(conf_t, max_packet_size, 16, 268435455),
+    UINTF(conf_t, connect_timeout, 1, 3600),
+    UINTF(conf_t, max_keepalive, 1, 65535),
+    UINTF(conf_t, max_inflight, 1, 65535),
+    UINTF(conf_t, max_queued, 0, 10000000),
+    UINTF(conf_t, retry_interval, 1, 3600),
+    UINTF(conf_t, session_expiry, 0, UINT32_MAX),
+    { FLD(conf_t, allow_anonymous, F_BOOL) },
+    UINTF(conf_t, sys_interval, 0, 86400),
+};
+
+static const struct field root_fields[] = {
+    UINTF(conf_t, workers, 0, 256),
+    { .key = "log", .type = F_SECTION, .sub = log_fields, .nsub = NELEM(log_fields) },
+    { .key = "listeners", .type = F_LISTENERS },
+    { .key = "mqtt", .type = F_SECTION, .sub = mqtt_fields, .nsub = NELEM(mqtt_fields) },
+};
+
+/* load_map() tracks the keys seen in a uint32_t. */
+_Static_assert(NELEM(root_fields) <= 32 && NELEM(log_fields) <= 32 &&
+               NELEM(listener_fields) <= 32 && NELEM(mqtt_fields) <= 32, "table too large");
+
+static const conf_listener_t default_listener = {
+    .name = "mqtt", .address = "127.0.0.1", .port = 1883, .max_connections = 0,
+};
+
+struct loader {
+    const char *path;
+    yaml_document_t *doc;
+    conf_t *c; /* the working copy */
+    char *err;
+    size_t errlen;
+};
+
+void conf_defaults(conf_t *c)
+{
+    memset(c, 0, sizeof(*c));
+    c->workers = 0;
+    c->log_level = AN_LOG_INFO;
+    c->log_file[0] = '\0';
+    c->listeners[0] = default_listener;
+    c->nlisteners = 1;
+    c->max_packet_size = 1048576;
+    c->connect_timeout = 10;
+    c->max_keepalive = 65535;
+    c->max_inflight = 32;
+    c->max_queued = 1000;
+    c->retry_interval = 20;
+    c->session_expiry = 7200;
+    c->allow_anonymous = 1;
+    c->sys_interval = 10;
+}
+
+/* ---- errors ---- */
+
+static void put_err(char *err, size_t errlen, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
+
+static void put_err(char *err, size_t errlen, const char *fmt, ...)
+{
+    if (err == NULL || errlen == 0)
+        return;
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(err, errlen, fmt, ap);
+    va_end(ap);
+}
+
+static int fail(struct loader *ld, const yaml_node_t *at, const char *key,
+                const char *fmt, ...) __attribute__((format(printf, 4, 5)));
+
+/* "PATH:LINE: KEY: problem"; always returns -1. */
+static int fail(struct loader *ld, const yaml_node_t *at, const char *key,
+                const char *fmt, ...)
+{
+    if (ld->err == NULL || ld->errlen == 0)
+        return -1;
+    int n = snprintf(ld->err, ld->errlen, "%s:%zu: %s: ", ld->path,
+                     (size_t)at->start_mark.line + 1, key[0] ? key : "top level");
+    if (n < 0 || (size_t)n >= ld->errlen)
+        return -1;
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(ld->err + n, ld->errlen - (size_t)n, fmt, ap);
+    va_end(ap);
+    return -1;
+}
+
+/* 1-based line of byte `offset` in f (reader errors carry no mark). */
+static size_t line_at_offset(FILE *f, size_t offset)
+{
+    size_t line = 1;
+    if (fseek(f, 0, SEEK_SET) != 0)
+        return line;
+    for (size_t i = 0; i < offset; i++) {
+        int ch = getc(f);
+        if (ch == EOF)
+            break;
+        if (ch == '\n')
+            line++;
+    }
+    return line;
+}
+
+static void yaml_fail(struct loader *ld, yaml_parser_t *p, FILE *f)
+{
+    const char *problem = p->problem ? p->problem : "syntax error";
+    size_t line = (size_t)p->problem_mark.line + 1;
+
+    switch (p->error) {
+    case YAML_MEMORY_ERROR:
+        put_err(ld->err, ld->errlen, "%s: yaml: out of memory", ld->path);
+        return;
+    case YAML_READER_ERROR:
+        if (ferror(f)) {
+            put_err(ld->err, ld->errlen, "%s: cannot read: %s", ld->path, strerror(errno));
+            return;
+        }
+        line = line_at_offset(f, p->problem_offset);
+        break;
+    default:
+        break;
+    }
+    if (p->context)
+        put_err(ld->err, ld->errlen, "%s:%zu: yaml: %s (%s at line %zu)", ld->path, line,
+                problem, p->context, (size_t)p->context_mark.line + 1);
+    else
+        put_err(ld->err, ld->errlen, "%s:%zu: yaml: %s", ld->path, line, problem);
+}
+
+/* ---- scalars ---- */
+
+static const char *node_kind(const yaml_node_t *n)
+{
+    switch (n->type) {
+    case YAML_SCALAR_NODE: return "a scalar";
+    case YAML_SEQUENCE_NODE: return "a sequence";
+    case YAML_MAPPING_NODE: return "a mapping";
+    default: return "nothing";
+    }
+}
+
+static const char *sval(const yaml_node_t *n)
+{
+    return (const char *)n->data.scalar.value;
+}
+
+static int is_plain(const yaml_node_t *n)
+{
+    return n->type == YAML_SCALAR_NODE && n->data.scalar.style == YAML_PLAIN_SCALAR_STYLE;
+}
+
+/* An empty value, "~" or "null" (unquoted). */
+static int is_null(const yaml_node_t *n)
+{
+    if (!is_plain(n))
+        return 0;
+    const char *s = sval(n);
+    return s[0] == '\0' || strcmp(s, "~") == 0 || strcmp(s, "null") == 0 ||
+           strcmp(s, "Null") == 0 || strcmp(s, "NULL") == 0;
+}
+
+static int load_uint(struct loader *ld, const struct field *f, const yaml_node_t *k,
+                     const yaml_node_t *v, void *base, const char *path)
+{
+    if (v->type != YAML_SCALAR_NODE)
+        return fail(ld, k, path, "expected an integer, got %s", node_kind(v));
+    const char *s = sval(v);
+    size_t len = v->data.scalar.length;
+    if (!is_plain(v))
+        return fail(ld, v, path, "expected an integer, got a quoted string");
+    if (len == 0)
+        return fail(ld, v, path, "expected an integer, got an empty value");
+    uint64_t val = 0;
+    int overflow = 0;
+    for (size_t i = 0; i < len; i++) {
+        if (s[i] < '0' || s[i] > '9')
+            return fail(ld, v, path, "expected an integer, got \"%.40s\"", s);
+        unsigned d = (unsigned)(s[i] - '0');
+        if (val > (UINT64_MAX - d) / 10)
+            overflow = 1;
+        else
+            val = val * 10 + d;
+    }
+    if (len > 1 && s[0] == '0')
+        return fail(ld, v, path, "\"%.40s\": leading zeros are not allowed", s);
+    if (overflow || val < f->min || val > f->max)
+        return fail(ld, v, path, "%.40s is out of range %llu..%llu", s,
+                    (unsigned long long)f->min, (unsigned long long)f->max);
+
+    unsigned char *p = (unsigned char *)base + f->off;
+    switch (f->size) {
+    case 1: { uint8_t x = (uint8_t)val; memcpy(p, &x, 1); break; }
+    case 2: { uint16_t x = (uint16_t)val; memcpy(p, &x, 2); break; }
+    case 4: { uint32_t x = (uint32_t)val; memcpy(p, &x, 4); break; }
+    default: memcpy(p, &val, sizeof(val)); break;
+    }
+    return 0;
+}
+
+static int load_bool(struct loader *ld, const struct field *f, const yaml_node_t *k,
+                     const yaml_node_t *v, void *base, const char *path)
+{
+    static const char *const yes[] = {"true", "yes", "on"};
+    static const char *const no[] = {"false", "no", "off"};
+
+    if (v->type != YAML_SCALAR_NODE)
+        return fail(ld, k, path, "expected true or false, got %s", node_kind(v));
+    for (size_t i = 0; is_plain(v) && i < NELEM(yes); i++) {
+        int b = strcasecmp(sval(v), yes[i]) == 0 ? 1 : strcasecmp(sval(v), no[i]) == 0 ? 0 : -1;
+        if (b >= 0) {
+            *((uint8_t *)base + f->off) = (uint8_t)b;
+            return 0;
+        }
+    }
+    return fail(ld, v, path, "expected true or false (yes/no, on/off), got \"%.40s\"", sval(v));
+}
+
+/* F_STR, F_NAME, F_ADDR: any scalar style; an unquoted null is "". */
+static int load_str(struct loader *ld, const struct field *f, const yaml_node_t *k,
+                    const yaml_node_t *v, void *base, const char *path)
+{
+    if (v->type != YAML_SCALAR_NODE)
+        return fail(ld, k, path, "expected a string, got %s", node_kind(v));
+    const char *s = is_null(v) ? "" : sval(v);
+    size_t len = is_null(v) ? 0 : v->data.scalar.length;
+    if (strlen(s) != len)
+        return fail(ld, v, path, "contains a NUL character");
+    if (len >= f->size)
+        return fail(ld, v, path, "too long (%zu characters, max %zu)", len, f->size - 1);
+    if (f->type == F_NAME && len == 0)
+        return fail(ld, v, path, "must not be empty");
+    if (f->type == F_ADDR) {
+        unsigned char buf[sizeof(struct in6_addr)];
+        if (inet_pton(AF_INET, s, buf) != 1 && inet_pton(AF_INET6, s, buf) != 1)
+            return fail(ld, v, path, "\"%.64s\" is not an IPv4 or IPv6 address", s);
+    }
+    memcpy((char *)base + f->off, s, len + 1);
+    return 0;
+}
+
+static int load_level(struct loader *ld, const struct field *f, const yaml_node_t *k,
+                      const yaml_node_t *v, void *base, const char *path)
+{
+    if (v->type != YAML_SCALAR_NODE)
+        return fail(ld, k, path, "expected a level name, got %s", node_kind(v));
+    int level = log_level_parse(sval(v));
+    if (level < 0)
+        return fail(ld, v, path, "unknown level \"%.40s\" (error, warn, info or debug)",
+                    sval(v));
+    memcpy((char *)base + f->off, &level, sizeof(level));
+    return 0;
+}
+
+/* ---- mappings and the listener list ---- */
+
+#define KEYPATH_LEN 160 /* "listeners[15].max_connections"; longer names are cut */
+
+/* out = a + b, cut to KEYPATH_LEN - 1 characters; out may be a. */
+static void key_join(char *out, const char *a, const char *b)
+{
+    size_t la = strnlen(a, KEYPATH_LEN - 1);
+    size_t lb = strnlen(b, KEYPATH_LEN - 1 - la);
+    memmove(out, a, la);
+    memcpy(out + la, b, lb);
+    out[la + lb] = '\0';
+}
+
+static int load_map(struct loader *ld, const yaml_node_t *at, const yaml_node_t *node,
+                    const struct field *tab, size_t n, void *base, const char *prefix,
+                    uint32_t *seen_out);
+
+static int load_listeners(struct loader *ld, const yaml_node_t *k, const yaml_node_t *v,
+                          const char *path)
+{
+    conf_t *c = ld->c;
+    if (is_null(v))
+        return fail(ld, k, path, "the listener list is empty");
+    if (v->type != YAML_SEQUENCE_NODE)
+        return fail(ld, k, path, "expected a sequence of listeners, got %s", node_kind(v));
+    yaml_node_item_t *start = v->data.sequence.items.start;
+    size_t count = (size_t)(v->data.sequence.items.top - start);
+    if (count == 0)
+        return fail(ld, v, path, "the listener list is empty");
+
+    for (size_t i = 0; i < count; i++) {
+        yaml_node_t *item = yaml_document_get_node(ld->doc, start[i]);
+        char ipath[KEYPATH_LEN], index[24];
+        if (item == NULL)
+            return fail(ld, v, path, "internal error: missing node");
+        if (i >= CONF_MAX_LISTENERS)
+            return fail(ld, item, path, "too many listeners (max %d)", CONF_MAX_LISTENERS);
+        snprintf(index, sizeof(index), "[%zu]", i);
+        key_join(ipath, path, index);
+
+        conf_listener_t *l = &c->listeners[i];
+        uint32_t seen = 0;
+        *l = default_listener;
+        if (load_map(ld, item, item, listener_fields, NELEM(listener_fields), l, ipath,
+                     &seen) < 0)
+            return -1;
+        if (!(seen & LISTENER_PORT_BIT)) {
+            char ppath[KEYPATH_LEN];
+            key_join(ppath, ipath, ".port");
+            return fail(ld, item, ppath, "missing (every listener needs a port)");
+        }
+    }
+    c->nlisteners = (uint32_t)count;
+    return 0;
+}
+
+static int load_field(struct loader *ld, const struct field *f, const yaml_node_t *k,
+                      const yaml_node_t *v, void *base, const char *path)
+{
+    switch (f->type) {
+    case F_UINT: return load_uint(ld, f, k, v, base, path);
+    case F_BOOL: return load_bool(ld, f, k, v, base, path);
+    case F_STR:
+    case F_NAME:
+    case F_ADDR: return load_str(ld, f, k, v, base, path);
+    case F_LEVEL: return load_level(ld, f, k, v, base, path);
+    case F_SECTION:
+        if (is_null(v)) /* "mqtt:" with every key commented out */
+            return 0;
+        return load_map(ld, k, v, f->sub, f->nsub, base, path, NULL);
+    case F_LISTENERS: return load_listeners(ld, k, v, path);
+    }
+    return fail(ld, k, path, "internal error: bad field type");
+}
+
+/* Walk mapping `node` against `tab` (at most 32 entries).  `at` is where a
+ * "not a mapping" error points.  Sets *seen_out to the bitmask of the keys
+ * found. */
+static int load_map(struct loader *ld, const yaml_node_t *at, const yaml_node_t *node,
+                    const struct field *tab, size_t n, void *base, const char *prefix,
+                    uint32_t *seen_out)
+{
+    uint32_t seen = 0;
+
+    if (node->type != YAML_MAPPING_NODE)
+        return fail(ld, at, prefix, "expected a mapping, got %s", node_kind(node));
+    for (yaml_node_pair_t *pair = node->data.mapping.pairs.start;
+         pair < node->data.mapping.pairs.top; pair++) {
+        yaml_node_t *k = yaml_document_get_node(ld->doc, pair->key);
+        yaml_node_t *v = yaml_document_get_node(ld->doc, pair->value);
+        char path[KEYPATH_LEN];
+        if (k == NULL || v == NULL)
+            return fail(ld, node, prefix, "internal error: missing node");
+        if (k->type != YAML_SCALAR_NODE)
+            return fail(ld, k, prefix, "a key must be a scalar, got %s", node_kind(k));
+        key_join(path, prefix, prefix[0] ? "." : "");
+        key_join(path, path, sval(k));
+
+        size_t i = 0;
+        while (i < n && strcmp(tab[i].key, sval(k)) != 0)
+            i++;
+        if (i == n)
+            return fail(ld, k, path, "unknown key");
+        if (seen & (1u << i))
+            return fail(ld, k, path, "duplicate key");
+        seen |= 1u << i;
+        if (load_field(ld, &tab[i], k, v, base, path) < 0)
+            return -1;
+    }
+    if (seen_out)
+        *seen_out = seen;
+    return 0;
+}
+
+/* ---- entry point ---- */
+
+int conf_load(conf_t *c, const char *path, char *err, size_t errlen)
+{
+    int rc = -1;
+    FILE *f = NULL;
+    yaml_parser_t parser;
+    yaml_document_t doc, extra;
+    int have_parser = 0, have_doc = 0, have_extra = 0;
+    conf_t tmp = *c;
+    struct loader ld = {.path = path, .doc = &doc, .c = &tmp, .err = err, .errlen = errlen};
+    struct stat st;
+
+    if (err && errlen)
+        err[0] = '\0';
+    f = fopen(path, "rb");
+    if (f == NULL) {
+        put_err(err, errlen, "%s: cannot open: %s", path, strerror(errno));
+        goto out;
+    }
+    if (fstat(fileno(f), &st) == 0 && S_ISDIR(st.st_mode)) {
+        put_err(err, errlen, "%s: cannot open: %s", path, strerror(EISDIR));
+        goto out;
+    }
+    if (!yaml_parser_initialize(&parser)) {
+        put_err(err, errlen, "%s: yaml: out of memory", path);
+        goto out;
+    }
+    have_parser = 1;
+    yaml_parser_set_input_file(&parser, f);
+
+    /* On failure yaml_parser_load() frees the document itself. */
+    if (!yaml_parser_load(&parser, &doc)) {
+        yaml_fail(&ld, &parser, f);
+        goto out;
+    }
+    have_doc = 1;
+    yaml_node_t *root = yaml_document_get_root_node(&doc);
+    if (root == NULL) /* empty file, or only comments */
+        goto ok;
+
+    if (!yaml_parser_load(&parser, &extra)) {
+        yaml_fail(&ld, &parser, f);
+        goto out;
+    }
+    have_extra = 1;
+    yaml_node_t *root2 = yaml_document_get_root_node(&extra);
+    if (root2 != NULL) {
+        put_err(err, errlen, "%s:%zu: yaml: only one document is allowed", path,
+                (size_t)root2->start_mark.line + 1);
+        goto out;
+    }
+
+    if (is_null(root)) /* "---" alone */
+        goto ok;
+    if (load_map(&ld, root, root, root_fields, NELEM(root_fields), &tmp, "", NULL) < 0)
+        goto out;
+ok:
+    *c = tmp;
+    rc = 0;
+out:
+    if (have_extra)
+        yaml_document_delete(&extra);
+    if (have_doc)
+        yaml_document_delete(&doc);
+    if (have_parser)
+        yaml_parser_delete(&parser);
+    if (f)
+        fclose(f);
+    return rc;
+}

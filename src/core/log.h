@@ -1,0 +1,28 @@
+/* log.h -- leveled log lines to stderr or a file.
+ *
+ * One process-wide sink (part of the server context set up by main before
+ * the workers start).  A line is formatted into a stack buffer and written
+ * with one write(2), so lines from different workers never interleave.
+ * log_reopen() (SIGHUP) reopens the file for log rotation.
+ */
+#ifndef ANTENNA_LOG_H
+#define ANTENNA_LOG_H
+
+enum { AN_LOG_ERROR = 0, AN_LOG_WARN = 1, AN_LOG_INFO = 2, AN_LOG_DEBUG = 3 };
+
+/* Parse "error", "warn", "info", "debug"; -1 when unknown. */
+int log_level_parse(const char *s);
+/* Open the sink: path "" or NULL means stderr.  Returns 0 or -1 (errno). */
+int log_open(const char *path, int level);
+int log_reopen(void);
+void log_close(void);
+int log_enabled(int level);
+void log_msg(int level, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+
+#define log_error(...) log_msg(AN_LOG_ERROR, __VA_ARGS__)
+#define log_warn(...) log_msg(AN_LOG_WARN, __VA_ARGS__)
+#define log_info(...) log_msg(AN_LOG_INFO, __VA_ARGS__)
+#define log_debug(...) \
+    do { if (log_enabled(AN_LOG_DEBUG)) log_msg(AN_LOG_DEBUG, __VA_ARGS__); } while (0)
+
+#endif

@@ -1,0 +1,75 @@
+/* util.h -- small helpers shared by every module: clock, container_of,
+ * allocation that aborts on exhaustion, single-writer counters.
+ *
+ * an_malloc/an_calloc/an_realloc are for the broker's own small structures:
+ * running out of memory there is fatal (as in Redis' zmalloc).  Sizes chosen
+ * by a peer are checked against configured maxima before they get here.
+ */
+#ifndef ANTENNA_UTIL_H
+#define ANTENNA_UTIL_H
+
+#include <stdatomic.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdlib.h>
+#include <time.h>
+
+#define container_of(ptr, type, member) \
+    ((type *)((char *)(ptr) - offsetof(type, member)))
+
+#define AN_MIN(a, b) ((a) < (b) ? (a) : (b))
+#define AN_MAX(a, b) ((a) > (b) ? (a) : (b))
+#define AN_UNUSED(x) (void)(x)
+#define likely(x) __builtin_expect(!!(x), 1)
+#define unlikely(x) __builtin_expect(!!(x), 0)
+
+static inline uint64_t an_now_ms(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (uint64_t)ts.tv_sec * 1000u + (uint64_t)ts.tv_nsec / 1000000u;
+}
+
+static inline uint64_t an_wall_s(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_REALTIME, &ts);
+    return (uint64_t)ts.tv_sec;
+}
+
+void *an_malloc(size_t n);
+void *an_calloc(size_t n, size_t size);
+void *an_realloc(void *p, size_t n);
+char *an_strndup(const char *s, size_t n);
+
+/* A counter written by one thread and read by others: plain loads and
+ * stores (no locked instruction), atomic so readers see whole values. */
+typedef _Atomic uint64_t an_counter_t;
+#define STAT_ADD(c, n) \
+    atomic_store_explicit(&(c), atomic_load_explicit(&(c), memory_order_relaxed) + (n), \
+                          memory_order_relaxed)
+#define STAT_GET(c) atomic_load_explicit(&(c), memory_order_relaxed)
+
+/* FNV-1a, for hash tables keyed by short byte strings. */
+static inline uint64_t an_hash(const void *p, size_t n)
+{
+    const uint8_t *b = p;
+    uint64_t h = 1469598103934665603ull;
+    for (size_t i = 0; i < n; i++) {
+        h ^= b[i];
+        h *= 1099511628211ull;
+    }
+    return h;
+}
+
+static inline uint64_t an_hash64(uint64_t x)
+{
+    x ^= x >> 33;
+    x *= 0xff51afd7ed558ccdull;
+    x ^= x >> 33;
+    x *= 0xc4ceb9fe1a85ec53ull;
+    x ^= x >> 33;
+    return x;
+}
+
+#endif

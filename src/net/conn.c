@@ -1,0 +1,298 @@
+/* conn.c -- a client connection's I/O: read, frame, write, close.
+ *
+ * Reads go into the worker's scratch buffer, one recv() per readiness event
+ * (a bounded share of the loop turn per connection); every complete packet
+ * in it is dispatched before the next read, and only a split packet is kept
+ * (by the framer).  Output is appended to a buffer taken from the worker's
+ * cache and written once at the end of the loop turn; EPOLLOUT is armed
+ * only while the socket refuses bytes.  An idle connection holds neither
+ * buffer.
+ */
+#include "conn.h"
+
+#include <arpa/inet.h>
+#include <errno.h>
+#include <stdio.h>
+#include <string.h>
+#include <sys/epoll.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include "log.h"
+#include "proto.h"
+#include "router.h"
+#include "sess.h"
+
+/* Output beyond which QoS 0 messages to this connection are dropped: a
+ * subscriber that does not read cannot make the broker grow without bound. */
+#define CONN_OUT_LIMIT (8u << 20)
+
+conn_t *conn_new(worker_t *w, int fd, const struct sockaddr *sa, uint8_t listener)
+{
+    conn_t *c = an_calloc(1, sizeof(*c));
+    c->fd = fd;
+    c->w = w;
+    c->listener = listener;
+    c->state = CONN_NEW;
+    if (sa->sa_family == AF_INET6)
+        memcpy(&c->peer.in6, sa, sizeof(c->peer.in6));
+    else
+        memcpy(&c->peer.in4, sa, sizeof(c->peer.in4));
+    tw_timer_init(&c->timer, conn_on_timer);
+    c->last_rx = w->now;
+    c->next = w->conns;
+    if (w->conns)
+        w->conns->prev = c;
+    w->conns = c;
+    return c;
+}
+
+const char *conn_name(const conn_t *c, char *buf, size_t size)
+{
+    char addr[INET6_ADDRSTRLEN] = "?";
+    unsigned port = 0;
+    if (c->peer.sa.sa_family == AF_INET6) {
+        inet_ntop(AF_INET6, &c->peer.in6.sin6_addr, addr, sizeof(addr));
+        port = ntohs(c->peer.in6.sin6_port);
+    } else if (c->peer.sa.sa_family == AF_INET) {
+        inet_ntop(AF_INET, &c->peer.in4.sin_addr, addr, sizeof(addr));
+        port = ntohs(c->peer.in4.sin_port);
+    }
+    if (c->sess)
+        snprintf(buf, size, "client '%s' (%s:%u)", c->sess->client_id, addr, port);
+    else
+        snprintf(buf, size, "%s:%u", addr, port);
+    return buf;
+}
+
+void conn_input(conn_t *c, const uint8_t *data, size_t n)
+{
+    size_t off = 0;
+    uint32_t max = c->w->srv->conf.max_packet_size;
+    while (off < n && (c->state == CONN_NEW || c->state == CONN_ACTIVE)) {
+        mqtt_raw_t pkt;
+        size_t used = 0;
+        const char *why = NULL;
+        int rc = mqtt_parser_next(&c->ps, data + off, n - off, &used, max, &pkt, &why);
+        off += used;
+        if (rc == 0)
+            break;
+        if (rc < 0) {
+            char msg[256];
+            snprintf(msg, sizeof(msg), "%s: %s",
+                     rc == MQTT_ERR_TOO_LARGE ? "packet too large" : "malformed packet",
+                     why ? why : "?");
+            conn_close(c, msg, 1);
+            return;
+        }
+        if (proto_handle(c, &pkt, data + off, n - off) != 0)
+            return; /* closed, or moved with the rest of the bytes */
+    }
+}
+
+void conn_on_readable(conn_t *c)
+{
+    worker_t *w = c->w;
+    ssize_t n = recv(c->fd, w->scratch, w->scratch_size, 0);
+    if (n > 0) {
+        STAT_ADD(w->stats.bytes_received, (uint64_t)n);
+        c->last_rx = w->now;
+        conn_input(c, w->scratch, (size_t)n);
+        return;
+    }
+    if (n == 0) {
+        conn_close(c, "connection closed by peer", 1);
+        return;
+    }
+    if (errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR)
+        return;
+    char msg[128];
+    snprintf(msg, sizeof(msg), "read error: %s", strerror(errno));
+    conn_close(c, msg, 1);
+}
+
+static void mark_flush(conn_t *c)
+{
+    if (!c->in_flush) {
+        c->in_flush = 1;
+        c->flush_next = c->w->flush_head;
+        c->w->flush_head = c;
+    }
+}
+
+uint8_t *conn_reserve(conn_t *c, size_t n, int force)
+{
+    uint32_t pending = conn_out_pending(c);
+    if (!force && pending > CONN_OUT_LIMIT)
+        return NULL;
+    if (c->obuf == NULL) {
+        size_t cap;
+        c->obuf = worker_buf_get(c->w, n, &cap);
+        c->ocap = (uint32_t)cap;
+        c->olen = c->ooff = 0;
+    } else if ((size_t)c->olen + n > c->ocap) {
+        if (c->ooff) { /* compact before growing */
+            memmove(c->obuf, c->obuf + c->ooff, pending);
+            c->olen = pending;
+            c->ooff = 0;
+        }
+        if ((size_t)c->olen + n > c->ocap) {
+            size_t cap = (size_t)c->ocap * 2;
+            while (cap < (size_t)c->olen + n)
+                cap *= 2;
+            c->obuf = an_realloc(c->obuf, cap);
+            c->ocap = (uint32_t)cap;
+        }
+    }
+    uint8_t *p = c->obuf + c->olen;
+    c->olen += (uint32_t)n;
+    mark_flush(c);
+    return p;
+}
+
+int conn_send_publish(conn_t *c, const msg_t *m, uint8_t qos, uint8_t retain,
+                      uint8_t dup, uint16_t pid)
+{
+    size_t size = mqtt_publish_size(m->topic_len, qos, m->payload_len);
+    uint8_t *p = conn_reserve(c, size, qos > 0);
+    if (p == NULL)
+        return -1;
+    mqtt_encode_publish(p, msg_topic(m), m->topic_len, qos, retain, dup, pid,
+                        msg_payload(m), m->payload_len);
+    STAT_ADD(c->w->stats.msgs_sent, 1);
+    return 0;
+}
+
+void conn_send_ack(conn_t *c, uint8_t type, uint16_t pid)
+{
+    uint8_t *p = conn_reserve(c, 4, 1);
+    mqtt_encode_ack(p, type, pid);
+}
+
+static void set_want_out(conn_t *c, int on)
+{
+    if (c->want_out == on)
+        return;
+    struct epoll_event ev = {.events = EPOLLIN | (on ? EPOLLOUT : 0), .data.ptr = c};
+    epoll_ctl(c->w->epfd, EPOLL_CTL_MOD, c->fd, &ev);
+    c->want_out = (uint8_t)on;
+}
+
+static void release_obuf(conn_t *c)
+{
+    if (c->obuf) {
+        worker_buf_put(c->w, c->obuf, c->ocap);
+        c->obuf = NULL;
+        c->olen = c->ooff = c->ocap = 0;
+    }
+}
+
+/* Returns 0, or -1 on a write error (the caller closes). */
+static int write_out(conn_t *c)
+{
+    while (conn_out_pending(c)) {
+        ssize_t n = send(c->fd, c->obuf + c->ooff, conn_out_pending(c), MSG_NOSIGNAL);
+        if (n > 0) {
+            c->ooff += (uint32_t)n;
+            STAT_ADD(c->w->stats.bytes_sent, (uint64_t)n);
+            continue;
+        }
+        if (n < 0 && errno == EINTR)
+            continue;
+        if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK))
+            return 0;
+        return -1;
+    }
+    release_obuf(c);
+    return 0;
+}
+
+void conn_flush(conn_t *c)
+{
+    c->in_flush = 0;
+    if (c->state != CONN_ACTIVE && c->state != CONN_NEW)
+        return;
+    if (write_out(c) < 0) {
+        char msg[128];
+        snprintf(msg, sizeof(msg), "write error: %s", strerror(errno));
+        conn_close(c, msg, 1);
+        return;
+    }
+    set_want_out(c, conn_out_pending(c) > 0);
+}
+
+void conn_on_writable(conn_t *c)
+{
+    conn_flush(c);
+}
+
+void conn_close(conn_t *c, const char *why, int publish_will)
+{
+    worker_t *w = c->w;
+    if (c->state == CONN_DEAD || c->state == CONN_MOVING)
+        return;
+    if (why) {
+        char name[160];
+        log_info("%s: disconnected: %s", conn_name(c, name, sizeof(name)), why);
+    }
+    /* last chance for a CONNACK carrying a refusal to leave */
+    if (conn_out_pending(c))
+        (void)write_out(c);
+    c->state = CONN_DEAD;
+    if (c->will && publish_will)
+        router_publish(w, c->will);
+    msg_unref(&c->will);
+    if (c->sess) {
+        sess_t *s = c->sess;
+        c->sess = NULL;
+        STAT_ADD(w->stats.clients_connected, (uint64_t)-1);
+        sess_detach(w, s);
+    }
+    tw_del(&w->tw, &c->timer);
+    epoll_ctl(w->epfd, EPOLL_CTL_DEL, c->fd, NULL);
+    close(c->fd);
+    c->fd = -1;
+    if (c->listener < CONF_MAX_LISTENERS)
+        atomic_fetch_sub(&w->srv->listen_conns[c->listener], 1);
+    /* unlink from the worker's list; freed at the end of the turn */
+    if (c->prev)
+        c->prev->next = c->next;
+    else
+        w->conns = c->next;
+    if (c->next)
+        c->next->prev = c->prev;
+    c->next = c->prev = NULL;
+    c->dead_next = w->dead_head;
+    w->dead_head = c;
+}
+
+void conn_free(conn_t *c)
+{
+    mqtt_parser_reset(&c->ps);
+    release_obuf(c);
+    msg_unref(&c->will);
+    free(c);
+}
+
+void conn_on_timer(tw_timer_t *t)
+{
+    conn_t *c = container_of(t, conn_t, timer);
+    worker_t *w = c->w;
+    if (c->state == CONN_NEW) {
+        conn_close(c, "no CONNECT within connect_timeout", 0);
+        return;
+    }
+    if (c->state != CONN_ACTIVE || c->keepalive == 0)
+        return;
+    /* [MQTT-3.1.2-24] silent for 1.5 x keepalive: gone.  The deadline is
+     * re-armed lazily here rather than on every packet. */
+    uint64_t deadline = c->last_rx + (uint64_t)c->keepalive * 1500u;
+    if (w->now >= deadline)
+        conn_close(c, "keepalive timeout", 1);
+    else
+        tw_add(&w->tw, &c->timer, deadline);
+}
+
+/* The memory goal's tripwire (tests/unit/test_retain.c checks it too): an
+ * idle client is one conn_t and one sess_t. */
+_Static_assert(sizeof(conn_t) <= 200, "conn_t grew: every idle client pays for it");

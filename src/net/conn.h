@@ -1,0 +1,105 @@
+/* conn.h -- one client connection: socket, framer, output, keepalive.
+ *
+ * Owned by one worker (see server.h).  An idle connection holds no I/O
+ * buffer: input is read into the worker's scratch buffer and parsed in
+ * place; only a packet split across reads is kept (by the framer, sized to
+ * that packet).  Output is appended to a buffer taken when there is
+ * something to send and given back once the socket took it all; writes are
+ * batched: one write per connection per loop turn.
+ *
+ * Closing is two-step: conn_close() shuts the socket and marks the struct
+ * dead; the worker frees it after the current batch of epoll events, so a
+ * stale event later in the same batch finds a dead connection, never freed
+ * memory.
+ */
+#ifndef ANTENNA_CONN_H
+#define ANTENNA_CONN_H
+
+#include <netinet/in.h>
+#include <stdint.h>
+
+#include "mqtt_codec.h"
+#include "server.h"
+#include "tw.h"
+
+enum {
+    CONN_NEW = 0,  /* waiting for CONNECT */
+    CONN_ACTIVE,   /* CONNACK sent, session attached */
+    CONN_DEAD,     /* closed, freed at the end of the loop turn */
+    CONN_MOVING    /* handed to its home worker at the end of the turn */
+};
+
+struct conn_s {
+    int fd;
+    uint8_t state;
+    uint8_t proto;       /* MQTT_PROTO_*, 0 before CONNECT */
+    uint8_t in_flush;    /* on the worker's flush list */
+    uint8_t want_out;    /* EPOLLOUT armed */
+    uint16_t keepalive;  /* seconds, 0 = none */
+    uint8_t listener;
+    uint8_t will_pub;    /* publish the will when closed */
+    worker_t *w;
+    sess_t *sess;
+    msg_t *will;
+    conn_t *next, *prev;        /* worker's list of connections */
+    conn_t *flush_next;
+    conn_t *dead_next;
+    uint8_t *obuf;
+    uint32_t olen, ooff, ocap;
+    mqtt_parser_t ps;
+    tw_timer_t timer;     /* CONNECT timeout, then keepalive */
+    uint64_t last_rx;     /* ms */
+    union {
+        struct sockaddr sa;
+        struct sockaddr_in in4;
+        struct sockaddr_in6 in6;
+    } peer;
+};
+
+/* A connection moving to its home worker with the bytes read so far:
+ * the CONNECT packet, then whatever followed it. */
+typedef struct {
+    conn_t *c;
+    uint8_t hdr;
+    uint32_t connect_len;
+    uint32_t rest_len;
+    uint8_t data[];
+} handoff_t;
+
+/* Create a connection for an accepted socket (non-blocking already). */
+conn_t *conn_new(worker_t *w, int fd, const struct sockaddr *sa, uint8_t listener);
+/* Socket readable: read once (bounded), parse and dispatch every packet. */
+void conn_on_readable(conn_t *c);
+/* Socket writable: continue the pending write. */
+void conn_on_writable(conn_t *c);
+/* Feed bytes already read (a handoff's rest) through the parser. */
+void conn_input(conn_t *c, const uint8_t *data, size_t n);
+/* Append bytes to the output; returns a pointer to `n` reserved bytes to
+ * fill, or NULL when the output is over its limit and the bytes are
+ * dropped (the caller counts the drop). `force` ignores the limit. */
+uint8_t *conn_reserve(conn_t *c, size_t n, int force);
+/* Encode and queue a PUBLISH.  Returns 0, or -1 when a QoS 0 message was
+ * dropped because the output is over its limit (QoS 1/2 are never dropped
+ * here: the inflight window bounds them). */
+int conn_send_publish(conn_t *c, const msg_t *m, uint8_t qos, uint8_t retain,
+                      uint8_t dup, uint16_t pid);
+/* Queue a 4-byte acknowledgement (PUBACK, PUBREC, PUBREL, PUBCOMP,
+ * UNSUBACK). */
+void conn_send_ack(conn_t *c, uint8_t type, uint16_t pid);
+/* Write what is pending (end of the loop turn). */
+void conn_flush(conn_t *c);
+/* Close: log `why` (NULL = silent), publish the will when asked, detach the
+ * session, mark dead.  Idempotent. */
+void conn_close(conn_t *c, const char *why, int publish_will);
+/* Free a dead connection (worker, end of turn). */
+void conn_free(conn_t *c);
+/* "client-id@address:port", or "address:port" before CONNECT. */
+const char *conn_name(const conn_t *c, char *buf, size_t size);
+
+/* Keepalive / connect-timeout timer callback. */
+void conn_on_timer(tw_timer_t *t);
+
+/* Pending output bytes. */
+static inline uint32_t conn_out_pending(const conn_t *c) { return c->olen - c->ooff; }
+
+#endif

@@ -1,0 +1,416 @@
+"""Fixtures for the black-box integration tests.
+
+`broker(**overrides)` starts a broker on a free 127.0.0.1 port with a config
+written into the test's tmp dir and returns a Broker (.host, .port, .proc,
+.log_path, .stop(), ...).  It is antenna (env ANTENNA_BIN, default
+<repo>/build/antenna) unless BROKER_IMPL=mosquitto, which runs
+/usr/sbin/mosquitto with an equivalent mosquitto.conf.
+
+Overrides follow antenna's YAML config:
+    broker()                                   # workers: 2, defaults otherwise
+    broker(mqtt={"max_inflight": 5}, workers=1)
+    broker(log={"file": str(tmp_path / "a.log")})
+    broker(listener={"max_connections": 2})    # merged into the first listener
+    broker(extra_listeners=1)                  # .ports has 2 ports
+
+On teardown every broker still running is stopped with SIGTERM (exit code
+must be 0 within 10 s) and the test fails if its output contains a sanitizer
+report.
+"""
+
+import json
+import math
+import os
+import pathlib
+import re
+import signal
+import socket
+import subprocess
+import time
+
+import pytest
+
+import mqttraw
+
+HERE = pathlib.Path(__file__).resolve().parent
+REPO = HERE.parents[1]
+IMPL = os.environ.get("BROKER_IMPL", "antenna").strip().lower() or "antenna"
+ANTENNA_BIN = os.environ.get("ANTENNA_BIN", str(REPO / "build" / "antenna"))
+MOSQUITTO_BIN = os.environ.get("MOSQUITTO_BIN", "/usr/sbin/mosquitto")
+SANITIZER_MARKERS = ("AddressSanitizer", "LeakSanitizer", "runtime error:")
+START_TIMEOUT = 10.0
+STOP_TIMEOUT = 10.0
+TEST_DEADLINE = 120  # seconds; any single test running longer is aborted
+
+# antenna's documented defaults; the mosquitto config is written from these
+# so both brokers run with the same limits.
+MQTT_DEFAULTS = {
+    "max_packet_size": 1048576,
+    "connect_timeout": 10,
+    "max_keepalive": 65535,
+    "max_inflight": 32,
+    "max_queued": 1000,
+    "retry_interval": 20,
+    "session_expiry": 7200,
+    "allow_anonymous": True,
+    "sys_interval": 10,
+}
+
+IS_MOSQUITTO = IMPL == "mosquitto"
+
+
+def pytest_configure(config):
+    config.addinivalue_line(
+        "markers",
+        "antenna_only: behaviour specific to antenna (or where mosquitto differs "
+        "from antenna's spec); skipped when BROKER_IMPL=mosquitto")
+    config.addinivalue_line(
+        "markers", "deadline(seconds): per-test watchdog (default %d s)" % TEST_DEADLINE)
+    if IMPL not in ("antenna", "mosquitto"):
+        raise pytest.UsageError("BROKER_IMPL must be 'antenna' or 'mosquitto', not %r" % IMPL)
+
+
+def pytest_report_header(config):
+    if IS_MOSQUITTO:
+        return "broker under test: mosquitto (%s)" % MOSQUITTO_BIN
+    return "broker under test: antenna (%s)" % ANTENNA_BIN
+
+
+def pytest_collection_modifyitems(config, items):
+    if not IS_MOSQUITTO:
+        return
+    skip = pytest.mark.skip(reason="antenna_only: not checked against mosquitto")
+    for item in items:
+        if "antenna_only" in item.keywords:
+            item.add_marker(skip)
+
+
+# ------------------------------------------------------------------ helpers
+
+class TestDeadlineExceeded(Exception):
+    pass
+
+
+@pytest.fixture(autouse=True)
+def _deadline(request):
+    """Abort a test that runs past its deadline (all waits are bounded
+    anyway; this is a safety net so one hang cannot stall the suite)."""
+    m = request.node.get_closest_marker("deadline")
+    secs = m.args[0] if m else TEST_DEADLINE
+
+    def on_alarm(signum, frame):
+        raise TestDeadlineExceeded("test exceeded its %s s deadline" % secs)
+
+    old = signal.signal(signal.SIGALRM, on_alarm)
+    signal.setitimer(signal.ITIMER_REAL, secs)
+    try:
+        yield
+    finally:
+        signal.setitimer(signal.ITIMER_REAL, 0)
+        signal.signal(signal.SIGALRM, old)
+
+
+def free_port():
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def port_accepts(host, port, timeout=0.2):
+    try:
+        with socket.create_connection((host, port), timeout=timeout):
+            return True
+    except OSError:
+        return False
+
+
+def wait_for(cond, timeout, interval=0.05, what="condition"):
+    """Poll cond() until truthy; return its value or fail after timeout."""
+    deadline = time.monotonic() + timeout
+    while True:
+        v = cond()
+        if v:
+            return v
+        if time.monotonic() >= deadline:
+            raise AssertionError("timed out after %.1fs waiting for %s" % (timeout, what))
+        time.sleep(interval)
+
+
+def yaml_scalar(v):
+    if isinstance(v, bool):
+        return "true" if v else "false"
+    if isinstance(v, (int, float)):
+        return str(v)
+    return json.dumps(str(v))  # a JSON string is a valid YAML double-quoted scalar
+
+
+def to_yaml(obj, indent=0):
+    pad = "  " * indent
+    lines = []
+    for k, v in obj.items():
+        if isinstance(v, dict):
+            lines.append("%s%s:" % (pad, k))
+            lines.extend(to_yaml(v, indent + 1))
+        elif isinstance(v, list):
+            lines.append("%s%s:" % (pad, k))
+            for item in v:
+                sub = to_yaml(item, indent + 2)
+                first = sub[0].lstrip()
+                lines.append("%s  - %s" % (pad, first))
+                lines.extend(sub[1:])
+        else:
+            lines.append("%s%s: %s" % (pad, k, yaml_scalar(v)))
+    return lines
+
+
+def read_text(path):
+    try:
+        with open(path, "rb") as f:
+            return f.read().decode("utf-8", "replace")
+    except FileNotFoundError:
+        return ""
+
+
+def require_antenna_bin():
+    if not (os.path.isfile(ANTENNA_BIN) and os.access(ANTENNA_BIN, os.X_OK)):
+        pytest.fail("antenna binary not found at %s: build it (cmake -B build && "
+                    "cmake --build build) or set ANTENNA_BIN" % ANTENNA_BIN)
+    return ANTENNA_BIN
+
+
+def sanitizer_report(text):
+    for marker in SANITIZER_MARKERS:
+        if marker in text:
+            i = text.index(marker)
+            return text[max(0, i - 200):i + 3000]
+    return None
+
+
+# ------------------------------------------------------------------ broker
+
+class Broker:
+    host = "127.0.0.1"
+
+    def __init__(self, tmp_path, index, overrides):
+        self.impl = IMPL
+        self.dir = tmp_path
+        self.index = index
+        ov = dict(overrides)
+        extra = ov.pop("extra_listeners", 0)
+        listener = ov.pop("listener", {})
+        self.workers = ov.pop("workers", 2)
+        self.log_cfg = dict(level="info", file="")
+        self.log_cfg.update(ov.pop("log", {}))
+        self.mqtt = dict(ov.pop("mqtt", {}))
+        unknown_mqtt = set(self.mqtt) - set(MQTT_DEFAULTS)
+        if unknown_mqtt or ov:
+            raise ValueError("unknown broker overrides: %r %r" % (unknown_mqtt, ov))
+        self.ports = [free_port() for _ in range(1 + extra)]
+        while len(set(self.ports)) != len(self.ports):
+            self.ports = [free_port() for _ in range(1 + extra)]
+        self.port = self.ports[0]
+        self.listeners = []
+        for i, p in enumerate(self.ports):
+            lst = {"name": "mqtt%d" % i if i else "mqtt", "address": "127.0.0.1", "port": p}
+            if i == 0:
+                lst.update(listener)
+            self.listeners.append(lst)
+        self.stderr_path = tmp_path / ("broker%d.stderr.log" % index)
+        self.log_path = pathlib.Path(self.log_cfg["file"]) if self.log_cfg["file"] else self.stderr_path
+        self.proc = None
+        self.stopped = False
+        self.returncode = None
+
+    # -- config
+    def write_config(self):
+        if self.impl == "mosquitto":
+            path = self.dir / ("mosquitto%d.conf" % self.index)
+            path.write_text(self.mosquitto_conf())
+        else:
+            cfg = {"workers": self.workers, "log": self.log_cfg,
+                   "listeners": self.listeners}
+            if self.mqtt:
+                cfg["mqtt"] = self.mqtt
+            path = self.dir / ("antenna%d.yaml" % self.index)
+            path.write_text("\n".join(to_yaml(cfg)) + "\n")
+        self.config_path = path
+        return path
+
+    def mosquitto_conf(self):
+        m = dict(MQTT_DEFAULTS)
+        m.update(self.mqtt)
+        lines = ["# generated from antenna overrides %r" % (self.mqtt,),
+                 "per_listener_settings false",
+                 "persistence false",
+                 "set_tcp_nodelay true",
+                 "allow_anonymous %s" % ("true" if m["allow_anonymous"] else "false"),
+                 "max_inflight_messages %d" % m["max_inflight"],
+                 "max_queued_messages %d" % m["max_queued"],
+                 "max_packet_size %d" % m["max_packet_size"],
+                 "max_keepalive %d" % m["max_keepalive"],
+                 "sys_interval %d" % m["sys_interval"],
+                 "connection_messages true"]
+        # connect_timeout and retry_interval have no mosquitto 2 equivalent.
+        if m["session_expiry"]:
+            lines.append("persistent_client_expiration %dh" % max(1, math.ceil(m["session_expiry"] / 3600)))
+        if self.log_cfg["file"]:
+            lines.append("log_dest file %s" % self.log_cfg["file"])
+        else:
+            lines.append("log_dest stderr")
+        types = {"error": ["error"], "warn": ["error", "warning"],
+                 "info": ["error", "warning", "notice", "information"],
+                 "debug": ["all"]}[self.log_cfg["level"]]
+        lines += ["log_type %s" % t for t in types]
+        if os.geteuid() == 0:
+            lines.append("user root")
+        for lst in self.listeners:
+            lines.append("listener %d %s" % (lst["port"], lst["address"]))
+            if lst.get("max_connections"):
+                lines.append("max_connections %d" % lst["max_connections"])
+        return "\n".join(lines) + "\n"
+
+    # -- process
+    def command(self):
+        if self.impl == "mosquitto":
+            return [MOSQUITTO_BIN, "-c", str(self.config_path)]
+        return [require_antenna_bin(), "--config", str(self.config_path)]
+
+    def start(self):
+        self.write_config()
+        env = dict(os.environ)
+        env.setdefault("UBSAN_OPTIONS", "print_stacktrace=1")
+        with open(self.stderr_path, "wb") as err:
+            self.proc = subprocess.Popen(self.command(), stdin=subprocess.DEVNULL,
+                                         stdout=err, stderr=err, env=env,
+                                         cwd=str(self.dir))
+        deadline = time.monotonic() + START_TIMEOUT
+        while True:
+            if self.proc.poll() is not None:
+                self.stopped = True
+                self.returncode = self.proc.returncode
+                pytest.fail("broker exited during start-up with code %s; output:\n%s"
+                            % (self.proc.returncode, self.log_text()[-4000:]))
+            if all(port_accepts(self.host, p) for p in self.ports):
+                return self
+            if time.monotonic() >= deadline:
+                self.kill()
+                pytest.fail("broker did not accept connections on %s within %.0fs; output:\n%s"
+                            % (self.ports, START_TIMEOUT, self.log_text()[-4000:]))
+            time.sleep(0.05)
+
+    def running(self):
+        return self.proc is not None and self.proc.poll() is None
+
+    def kill(self):
+        if self.running():
+            self.proc.kill()
+            self.proc.wait(5)
+        self.stopped = True
+
+    def stop(self, sig=signal.SIGTERM, timeout=STOP_TIMEOUT):
+        """Send `sig` (SIGTERM), wait up to `timeout` s, assert exit code 0."""
+        if self.stopped:
+            return self.returncode
+        self.stopped = True
+        if self.proc.poll() is None:
+            self.proc.send_signal(sig)
+            try:
+                self.proc.wait(timeout)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait(5)
+                raise AssertionError("broker did not exit within %.0fs of signal %d; output:\n%s"
+                                     % (timeout, sig, self.log_text()[-4000:]))
+            self.returncode = self.proc.returncode
+        else:
+            self.returncode = self.proc.returncode
+            raise AssertionError("broker had already exited (code %s) before stop(); output:\n%s"
+                                 % (self.returncode, self.log_text()[-4000:]))
+        assert self.returncode == 0, "broker exit code %s after signal %d; output:\n%s" % (
+            self.returncode, sig, self.log_text()[-4000:])
+        return self.returncode
+
+    # -- logs
+    def log_text(self):
+        """Everything the broker wrote: stderr plus the log file if any."""
+        text = read_text(self.stderr_path)
+        if self.log_path != self.stderr_path:
+            text += read_text(self.log_path)
+        return text
+
+    def wait_log(self, pattern, timeout=5.0, flags=0):
+        """Wait until a log line matches regex `pattern`; return the match."""
+        rx = re.compile(pattern, flags)
+
+        def find():
+            for line in self.log_text().splitlines():
+                m = rx.search(line)
+                if m:
+                    return m
+            return None
+        try:
+            return wait_for(find, timeout, interval=0.05, what="log line /%s/" % pattern)
+        except AssertionError:
+            raise AssertionError("no log line matching /%s/ within %.1fs; log:\n%s"
+                                 % (pattern, timeout, self.log_text()[-4000:]))
+
+    # -- clients
+    def raw(self, port=None, timeout=mqttraw.DEFAULT_TIMEOUT):
+        return mqttraw.RawClient(self.host, port or self.port, timeout=timeout)
+
+    def raw_connected(self, client_id="", **kw):
+        c = self.raw()
+        ack = c.connect(client_id, **kw)
+        assert ack.rc == 0, ack
+        return c
+
+    def assert_serving(self):
+        """A fresh client can connect, subscribe and get its own message."""
+        assert self.running(), "broker exited: code %s" % self.proc.poll()
+        with self.raw() as c:
+            ack = c.connect("health-check")
+            assert ack.rc == 0
+            sub = c.subscribe(1, [("health/check", 1)])
+            assert sub.codes == [1]
+            c.publish("health/check", b"ok", qos=1, pid=2)
+            p = c.recv_publish()
+            assert (p.topic, p.payload) == ("health/check", b"ok")
+            c.ack(p)
+            c.disconnect()
+
+
+@pytest.fixture
+def broker(tmp_path):
+    started = []
+
+    def start(**overrides):
+        b = Broker(tmp_path, len(started), overrides)
+        started.append(b)
+        return b.start()
+
+    yield start
+
+    errors = []
+    for b in started:
+        if b.proc is None:
+            continue
+        try:
+            if not b.stopped:
+                b.stop()
+        except AssertionError as e:
+            errors.append(str(e))
+        finally:
+            if b.running():
+                b.kill()
+        rep = sanitizer_report(b.log_text())
+        if rep:
+            errors.append("sanitizer report in broker output:\n" + rep)
+    if errors:
+        pytest.fail("\n\n".join(errors), pytrace=False)
+
+
+@pytest.fixture
+def antenna_bin():
+    if IS_MOSQUITTO:
+        pytest.skip("antenna_only")
+    return require_antenna_bin()

@@ -1,0 +1,645 @@
+/* test_conf.c -- conf_defaults() and conf_load(): every key, the example
+ * file, and every error class with its exact "PATH:LINE: key" prefix.
+ * Each case writes its YAML to a mkstemp() file under /tmp.
+ */
+#include <stdarg.h>
+#include <stddef.h>
+#include <setjmp.h>
+#include <stdint.h>
+#include <cmocka.h>
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "conf.h"
+#include "log.h"
+
+/* ---- helpers ---- */
+
+static void write_tmp(char *path, size_t pathlen, const char *text, size_t len)
+{
+    snprintf(path, pathlen, "/tmp/antenna_test_conf_XXXXXX");
+    int fd = mkstemp(path);
+    assert_true(fd >= 0);
+    assert_int_equal(write(fd, text, len), (ssize_t)len);
+    assert_int_equal(close(fd), 0);
+}
+
+/* Write `yaml`, load it over *c, remove the file; path gets the name. */
+static int load_yaml_n(conf_t *c, const char *yaml, size_t len, char *path, size_t pathlen,
+                       char *err, size_t errlen)
+{
+    write_tmp(path, pathlen, yaml, len);
+    int rc = conf_load(c, path, err, errlen);
+    unlink(path);
+    return rc;
+}
+
+static int load_yaml(conf_t *c, const char *yaml, char *err, size_t errlen)
+{
+    char path[64];
+    return load_yaml_n(c, yaml, strlen(yaml), path, sizeof(path), err, errlen);
+}
+
+static void assert_conf_equal(const conf_t *a, const conf_t *b)
+{
+    assert_int_equal(a->workers, b->workers);
+    assert_int_equal(a->log_level, b->log_level);
+    assert_string_equal(a->log_file, b->log_file);
+    assert_int_equal(a->nlisteners, b->nlisteners);
+    for (uint32_t i = 0; i < a->nlisteners && i < CONF_MAX_LISTENERS; i++) {
+        assert_string_equal(a->listeners[i].name, b->listeners[i].name);
+        assert_string_equal(a->listeners[i].address, b->listeners[i].address);
+        assert_int_equal(a->listeners[i].port, b->listeners[i].port);
+        assert_int_equal(a->listeners[i].max_connections, b->listeners[i].max_connections);
+    }
+    assert_int_equal(a->max_packet_size, b->max_packet_size);
+    assert_int_equal(a->connect_timeout, b->connect_timeout);
+    assert_int_equal(a->max_keepalive, b->max_keepalive);
+    assert_int_equal(a->max_inflight, b->max_inflight);
+    assert_int_equal(a->max_queued, b->max_queued);
+    assert_int_equal(a->retry_interval, b->retry_interval);
+    assert_int_equal(a->session_expiry, b->session_expiry);
+    assert_int_equal(a->allow_anonymous, b->allow_anonymous);
+    assert_int_equal(a->sys_interval, b->sys_interval);
+}
+
+/* Load `yaml` (len bytes) and expect -1 with err containing
+ * "PATH:LINE: KEY" and leaving the defaults untouched. */
+static void expect_error_n(const char *yaml, size_t len, int line, const char *key)
+{
+    conf_t c, d;
+    char path[64], err[512], want[256];
+    conf_defaults(&c);
+    conf_defaults(&d);
+    int rc = load_yaml_n(&c, yaml, len, path, sizeof(path), err, sizeof(err));
+    snprintf(want, sizeof(want), "%s:%d: %s", path, line, key);
+    if (rc != -1 || strstr(err, want) == NULL)
+        print_error("yaml:\n%s\nwant: \"%s\"\ngot rc=%d: \"%s\"\n", yaml, want, rc, err);
+    assert_int_equal(rc, -1);
+    assert_non_null(strstr(err, want));
+    assert_conf_equal(&c, &d);
+}
+
+static void expect_error(const char *yaml, int line, const char *key)
+{
+    expect_error_n(yaml, strlen(yaml), line, key);
+}
+
+static void expect_ok(const char *yaml, conf_t *c)
+{
+    char err[512] = "";
+    conf_defaults(c);
+    int rc = load_yaml(c, yaml, err, sizeof(err));
+    if (rc != 0)
+        print_error("yaml:\n%s\nunexpected error: %s\n", yaml, err);
+    assert_int_equal(rc, 0);
+}
+
+/* ---- defaults and valid files ---- */
+
+static void test_defaults(void **state)
+{
+    (void)state;
+    conf_t c;
+    memset(&c, 0xab, sizeof(c));
+    conf_defaults(&c);
+    assert_int_equal(c.workers, 0);
+    assert_int_equal(c.log_level, AN_LOG_INFO);
+    assert_string_equal(c.log_file, "");
+    assert_int_equal(c.nlisteners, 1);
+    assert_string_equal(c.listeners[0].name, "mqtt");
+    assert_string_equal(c.listeners[0].address, "127.0.0.1");
+    assert_int_equal(c.listeners[0].port, 1883);
+    assert_int_equal(c.listeners[0].max_connections, 0);
+    assert_int_equal(c.max_packet_size, 1048576);
+    assert_int_equal(c.connect_timeout, 10);
+    assert_int_equal(c.max_keepalive, 65535);
+    assert_int_equal(c.max_inflight, 32);
+    assert_int_equal(c.max_queued, 1000);
+    assert_int_equal(c.retry_interval, 20);
+    assert_int_equal(c.session_expiry, 7200);
+    assert_int_equal(c.allow_anonymous, 1);
+    assert_int_equal(c.sys_interval, 10);
+}
+
+static void test_example_file(void **state)
+{
+    (void)state;
+    static const char *const candidates[] = {
+        "config.example.yaml", "../config.example.yaml", "../../config.example.yaml",
+    };
+    const char *path = NULL;
+    for (size_t i = 0; i < sizeof(candidates) / sizeof(candidates[0]); i++) {
+        if (access(candidates[i], R_OK) == 0) {
+            path = candidates[i];
+            break;
+        }
+    }
+    if (path == NULL)
+        fail_msg("config.example.yaml not found in ., .. or ../..");
+
+    conf_t c, d;
+    char err[512] = "";
+    conf_defaults(&d);
+    /* Load over non-default values: the file must set every key. */
+    memset(&c, 0, sizeof(c));
+    c.log_level = AN_LOG_DEBUG;
+    c.max_packet_size = 99;
+    c.nlisteners = 3;
+    int rc = conf_load(&c, path, err, sizeof(err));
+    if (rc != 0)
+        print_error("%s\n", err);
+    assert_int_equal(rc, 0);
+    assert_string_equal(err, "");
+    assert_conf_equal(&c, &d);
+
+    /* And over the defaults too. */
+    conf_defaults(&c);
+    assert_int_equal(conf_load(&c, path, err, sizeof(err)), 0);
+    assert_conf_equal(&c, &d);
+}
+
+static void test_every_key(void **state)
+{
+    (void)state;
+    conf_t c;
+    expect_ok("workers: 8\n"
+              "log:\n"
+              "  level: debug\n"
+              "  file: /var/log/antenna.log\n"
+              "listeners:\n"
+              "  - name: public\n"
+              "    address: 0.0.0.0\n"
+              "    port: 8883\n"
+              "    max_connections: 5000\n"
+              "mqtt:\n"
+              "  max_packet_size: 65536\n"
+              "  connect_timeout: 30\n"
+              "  max_keepalive: 600\n"
+              "  max_inflight: 100\n"
+              "  max_queued: 50000\n"
+              "  retry_interval: 5\n"
+              "  session_expiry: 0\n"
+              "  allow_anonymous: false\n"
+              "  sys_interval: 0\n",
+              &c);
+    assert_int_equal(c.workers, 8);
+    assert_int_equal(c.log_level, AN_LOG_DEBUG);
+    assert_string_equal(c.log_file, "/var/log/antenna.log");
+    assert_int_equal(c.nlisteners, 1);
+    assert_string_equal(c.listeners[0].name, "public");
+    assert_string_equal(c.listeners[0].address, "0.0.0.0");
+    assert_int_equal(c.listeners[0].port, 8883);
+    assert_int_equal(c.listeners[0].max_connections, 5000);
+    assert_int_equal(c.max_packet_size, 65536);
+    assert_int_equal(c.connect_timeout, 30);
+    assert_int_equal(c.max_keepalive, 600);
+    assert_int_equal(c.max_inflight, 100);
+    assert_int_equal(c.max_queued, 50000);
+    assert_int_equal(c.retry_interval, 5);
+    assert_int_equal(c.session_expiry, 0);
+    assert_int_equal(c.allow_anonymous, 0);
+    assert_int_equal(c.sys_interval, 0);
+}
+
+static void test_partial_keeps_current(void **state)
+{
+    (void)state;
+    conf_t c;
+    char err[256];
+    conf_defaults(&c);
+    c.max_inflight = 7;
+    c.workers = 3;
+    assert_int_equal(load_yaml(&c, "mqtt:\n  max_queued: 5\n", err, sizeof(err)), 0);
+    assert_int_equal(c.max_inflight, 7);
+    assert_int_equal(c.workers, 3);
+    assert_int_equal(c.max_queued, 5);
+    assert_int_equal(c.nlisteners, 1);
+    assert_int_equal(c.listeners[0].port, 1883);
+}
+
+static void test_multiple_listeners(void **state)
+{
+    (void)state;
+    conf_t c;
+    expect_ok("listeners:\n"
+              "  - name: a\n"
+              "    port: 1\n"
+              "  - {name: b, address: 10.0.0.1, port: 0, max_connections: 9}\n"
+              "  - port: 65535\n",
+              &c);
+    assert_int_equal(c.nlisteners, 3);
+    assert_string_equal(c.listeners[0].name, "a");
+    assert_string_equal(c.listeners[0].address, "127.0.0.1"); /* default */
+    assert_int_equal(c.listeners[0].port, 1);
+    assert_int_equal(c.listeners[0].max_connections, 0);
+    assert_string_equal(c.listeners[1].name, "b");
+    assert_string_equal(c.listeners[1].address, "10.0.0.1");
+    assert_int_equal(c.listeners[1].port, 0);
+    assert_int_equal(c.listeners[1].max_connections, 9);
+    assert_string_equal(c.listeners[2].name, "mqtt"); /* default */
+    assert_int_equal(c.listeners[2].port, 65535);
+
+    /* A second load replaces the list, it does not append. */
+    char err[256];
+    assert_int_equal(load_yaml(&c, "listeners: [{port: 7}]\n", err, sizeof(err)), 0);
+    assert_int_equal(c.nlisteners, 1);
+    assert_int_equal(c.listeners[0].port, 7);
+    assert_string_equal(c.listeners[0].name, "mqtt");
+}
+
+static void test_max_listeners(void **state)
+{
+    (void)state;
+    char yaml[4096];
+    size_t n = (size_t)snprintf(yaml, sizeof(yaml), "listeners:\n");
+    for (int i = 0; i < CONF_MAX_LISTENERS; i++)
+        n += (size_t)snprintf(yaml + n, sizeof(yaml) - n, "  - {name: l%d, port: %d}\n", i,
+                              1000 + i);
+    conf_t c;
+    expect_ok(yaml, &c);
+    assert_int_equal(c.nlisteners, CONF_MAX_LISTENERS);
+    assert_string_equal(c.listeners[CONF_MAX_LISTENERS - 1].name, "l15");
+    assert_int_equal(c.listeners[CONF_MAX_LISTENERS - 1].port, 1015);
+
+    /* One more: the 17th item is on line 18. */
+    snprintf(yaml + n, sizeof(yaml) - n, "  - {name: extra, port: 2000}\n");
+    expect_error(yaml, CONF_MAX_LISTENERS + 2, "listeners: too many listeners");
+}
+
+static void test_ipv6(void **state)
+{
+    (void)state;
+    conf_t c;
+    expect_ok("listeners:\n"
+              "  - address: \"::\"\n"
+              "    port: 1883\n"
+              "  - address: ::1\n"
+              "    port: 1884\n"
+              "  - address: 'fe80::1:2:3:4'\n"
+              "    port: 1885\n"
+              "  - address: ::ffff:192.0.2.1\n"
+              "    port: 1886\n",
+              &c);
+    assert_int_equal(c.nlisteners, 4);
+    assert_string_equal(c.listeners[0].address, "::");
+    assert_string_equal(c.listeners[1].address, "::1");
+    assert_string_equal(c.listeners[2].address, "fe80::1:2:3:4");
+    assert_string_equal(c.listeners[3].address, "::ffff:192.0.2.1");
+}
+
+static void test_scalar_forms(void **state)
+{
+    (void)state;
+    conf_t c;
+    static const struct { const char *text; int value; } bools[] = {
+        {"true", 1}, {"false", 0}, {"yes", 1}, {"no", 0}, {"on", 1}, {"off", 0},
+        {"True", 1}, {"FALSE", 0}, {"Yes", 1}, {"OFF", 0},
+    };
+    for (size_t i = 0; i < sizeof(bools) / sizeof(bools[0]); i++) {
+        char yaml[128];
+        snprintf(yaml, sizeof(yaml), "mqtt:\n  allow_anonymous: %s\n", bools[i].text);
+        expect_ok(yaml, &c);
+        assert_int_equal(c.allow_anonymous, bools[i].value);
+    }
+    static const struct { const char *text; int level; } levels[] = {
+        {"error", AN_LOG_ERROR}, {"warn", AN_LOG_WARN}, {"info", AN_LOG_INFO},
+        {"debug", AN_LOG_DEBUG}, {"\"debug\"", AN_LOG_DEBUG},
+    };
+    for (size_t i = 0; i < sizeof(levels) / sizeof(levels[0]); i++) {
+        char yaml[128];
+        snprintf(yaml, sizeof(yaml), "log: {level: %s}\n", levels[i].text);
+        expect_ok(yaml, &c);
+        assert_int_equal(c.log_level, levels[i].level);
+    }
+    /* Comments, flow style, quoted keys, "0" and a document marker. */
+    expect_ok("--- # doc\n\"workers\": 0   # trailing comment\nmqtt: {max_queued: 0}\n...\n", &c);
+    assert_int_equal(c.workers, 0);
+    assert_int_equal(c.max_queued, 0);
+    /* Strings: a quoted empty string and an unquoted null are "". */
+    expect_ok("log:\n  file: \"\"\n", &c);
+    assert_string_equal(c.log_file, "");
+    expect_ok("log:\n  file:\n", &c);
+    assert_string_equal(c.log_file, "");
+    expect_ok("log:\n  file: ~\n", &c);
+    assert_string_equal(c.log_file, "");
+    expect_ok("log:\n  file: '/tmp/a b.log'\n", &c);
+    assert_string_equal(c.log_file, "/tmp/a b.log");
+    /* Longest strings that fit. */
+    char yaml[1024];
+    char name[32], file[256];
+    memset(name, 'n', 31);
+    name[31] = '\0';
+    memset(file, 'f', 255);
+    file[255] = '\0';
+    snprintf(yaml, sizeof(yaml), "log: {file: %s}\nlisteners: [{name: %s, port: 1}]\n", file,
+             name);
+    expect_ok(yaml, &c);
+    assert_string_equal(c.log_file, file);
+    assert_string_equal(c.listeners[0].name, name);
+}
+
+/* Every integer key at both bounds, and one past each bound. */
+static void test_integer_ranges(void **state)
+{
+    (void)state;
+    static const struct {
+        const char *section; /* NULL = top level, "L" = in a listener */
+        const char *key;
+        const char *path;
+        const char *min, *max, *below, *above;
+    } keys[] = {
+        {NULL, "workers", "workers", "0", "256", NULL, "257"},
+        {"L", "port", "listeners[0].port", "0", "65535", NULL, "65536"},
+        {"L", "max_connections", "listeners[0].max_connections", "0", "4294967295", NULL,
+         "4294967296"},
+        {"mqtt", "max_packet_size", "mqtt.max_packet_size", "16", "268435455", "15",
+         "268435456"},
+        {"mqtt", "connect_timeout", "mqtt.connect_timeout", "1", "3600", "0", "3601"},
+        {"mqtt", "max_keepalive", "mqtt.max_keepalive", "1", "65535", "0", "65536"},
+        {"mqtt", "max_inflight", "mqtt.max_inflight", "1", "65535", "0", "65536"},
+        {"mqtt", "max_queued", "mqtt.max_queued", "0", "10000000", NULL, "10000001"},
+        {"mqtt", "retry_interval", "mqtt.retry_interval", "1", "3600", "0", "3601"},
+        {"mqtt", "session_expiry", "mqtt.session_expiry", "0", "4294967295", NULL,
+         "4294967296"},
+        {"mqtt", "sys_interval", "mqtt.sys_interval", "0", "86400", NULL, "86401"},
+    };
+    for (size_t i = 0; i < sizeof(keys) / sizeof(keys[0]); i++) {
+        const char *vals[4] = {keys[i].min, keys[i].max, keys[i].below, keys[i].above};
+        for (int j = 0; j < 4; j++) {
+            char yaml[256], want[128];
+            if (vals[j] == NULL)
+                continue;
+            /* The value is always on line 3. */
+            if (keys[i].section == NULL)
+                snprintf(yaml, sizeof(yaml), "# range\n\n%s: %s\n", keys[i].key, vals[j]);
+            else if (strcmp(keys[i].section, "L") == 0)
+                snprintf(yaml, sizeof(yaml), "listeners:\n  - %s\n    %s: %s\n",
+                         strcmp(keys[i].key, "port") == 0 ? "name: x" : "port: 1",
+                         keys[i].key, vals[j]);
+            else
+                snprintf(yaml, sizeof(yaml), "\n%s:\n  %s: %s\n", keys[i].section,
+                         keys[i].key, vals[j]);
+            if (j < 2) {
+                conf_t c;
+                expect_ok(yaml, &c);
+            } else {
+                snprintf(want, sizeof(want), "%s: %s is out of range", keys[i].path, vals[j]);
+                expect_error(yaml, 3, want);
+            }
+        }
+    }
+}
+
+static void test_empty_files(void **state)
+{
+    (void)state;
+    conf_t c, d;
+    conf_defaults(&d);
+    expect_ok("", &c);
+    assert_conf_equal(&c, &d);
+    expect_ok("# nothing but comments\n\n   # indented comment\n", &c);
+    assert_conf_equal(&c, &d);
+    expect_ok("---\n", &c);
+    assert_conf_equal(&c, &d);
+    expect_ok("~\n", &c);
+    assert_conf_equal(&c, &d);
+    /* Sections with every key commented out. */
+    expect_ok("log:\n  # level: debug\nmqtt:\n  # max_inflight: 1\n", &c);
+    assert_conf_equal(&c, &d);
+}
+
+/* ---- errors ---- */
+
+static void test_err_missing_file(void **state)
+{
+    (void)state;
+    conf_t c, d;
+    char err[256];
+    conf_defaults(&c);
+    conf_defaults(&d);
+    assert_int_equal(conf_load(&c, "/nonexistent/antenna.yaml", err, sizeof(err)), -1);
+    assert_string_equal(err, "/nonexistent/antenna.yaml: cannot open: No such file or directory");
+    assert_conf_equal(&c, &d);
+
+    assert_int_equal(conf_load(&c, "/tmp", err, sizeof(err)), -1);
+    assert_string_equal(err, "/tmp: cannot open: Is a directory");
+}
+
+static void test_err_unknown_key(void **state)
+{
+    (void)state;
+    expect_error("workers: 1\nworkerz: 2\n", 2, "workerz: unknown key");
+    expect_error("log:\n  level: info\n  levle: info\n", 3, "log.levle: unknown key");
+    expect_error("mqtt:\n\n  max_inflight: 3\n  foo: {a: 1}\n", 4, "mqtt.foo: unknown key");
+    expect_error("listeners:\n  - port: 1\n  - port: 2\n    nmae: x\n", 4,
+                 "listeners[1].nmae: unknown key");
+    /* Key names are case-sensitive. */
+    expect_error("Workers: 1\n", 1, "Workers: unknown key");
+    /* Merge keys are not supported. */
+    expect_error("x: &d {max_inflight: 3}\n", 1, "x: unknown key");
+    expect_error("mqtt:\n  <<: {max_inflight: 3}\n", 2, "mqtt.<<: unknown key");
+    /* A very long key is cut in the message, not overflowed. */
+    char yaml[600], key[400];
+    memset(key, 'k', 399);
+    key[399] = '\0';
+    snprintf(yaml, sizeof(yaml), "mqtt:\n  %s: 1\n", key);
+    expect_error(yaml, 2, "mqtt.kkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkk");
+}
+
+static void test_err_duplicate_key(void **state)
+{
+    (void)state;
+    expect_error("workers: 1\nlog: {}\nworkers: 2\n", 3, "workers: duplicate key");
+    expect_error("mqtt:\n  max_inflight: 1\n  max_queued: 1\n  max_inflight: 2\n", 4,
+                 "mqtt.max_inflight: duplicate key");
+    expect_error("listeners:\n  - {port: 1, port: 2}\n", 2, "listeners[0].port: duplicate key");
+    expect_error("mqtt: {}\nmqtt: {}\n", 2, "mqtt: duplicate key");
+}
+
+static void test_err_wrong_type(void **state)
+{
+    (void)state;
+    /* A mapping or a sequence where a scalar is expected: the key's line. */
+    expect_error("mqtt:\n  max_inflight:\n    a: 1\n", 2,
+                 "mqtt.max_inflight: expected an integer, got a mapping");
+    expect_error("workers: [1]\n", 1, "workers: expected an integer, got a sequence");
+    expect_error("log:\n  level: [info]\n", 2, "log.level: expected a level name");
+    expect_error("log:\n  file: {a: b}\n", 2, "log.file: expected a string");
+    expect_error("mqtt:\n  allow_anonymous: [true]\n", 2, "mqtt.allow_anonymous: expected true");
+    expect_error("listeners:\n  - name: [a]\n    port: 1\n", 2, "listeners[0].name: expected a string");
+    /* A scalar or a sequence where a mapping is expected. */
+    expect_error("\nmqtt: 5\n", 2, "mqtt: expected a mapping, got a scalar");
+    expect_error("log:\n  - level: info\n", 1, "log: expected a mapping, got a sequence");
+    expect_error("listeners:\n  - 1883\n", 2, "listeners[0]: expected a mapping, got a scalar");
+    expect_error("listeners:\n  port: 1883\n", 1, "listeners: expected a sequence");
+    /* The top level. */
+    expect_error("just a string\n", 1, "top level: expected a mapping, got a scalar");
+    expect_error("\n- workers: 1\n", 2, "top level: expected a mapping, got a sequence");
+    /* A key that is not a scalar. */
+    expect_error("mqtt:\n  ? [a, b]\n  : 1\n", 2, "mqtt: a key must be a scalar");
+}
+
+static void test_err_integers(void **state)
+{
+    (void)state;
+    static const char *const bad[] = {
+        "-1", "+5", "10s", "1.5", "0x10", "1e3", "1_000", "ten", "1 2", "", "~", "true",
+    };
+    for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
+        char yaml[128];
+        snprintf(yaml, sizeof(yaml), "# c\nmqtt:\n  max_inflight: %s\n", bad[i]);
+        expect_error(yaml, 3, "mqtt.max_inflight: expected an integer");
+    }
+    /* Only digits, but not a plain decimal. */
+    expect_error("mqtt:\n  max_inflight: \"10\"\n", 2,
+                 "mqtt.max_inflight: expected an integer, got a quoted string");
+    expect_error("mqtt:\n  max_inflight: '10'\n", 2, "mqtt.max_inflight: expected an integer");
+    expect_error("mqtt:\n  max_inflight: 010\n", 2, "mqtt.max_inflight: \"010\": leading zeros");
+    expect_error("mqtt:\n  max_inflight: 00\n", 2, "mqtt.max_inflight: \"00\": leading zeros");
+    /* Overflow of 32 and 64 bits is out of range, never wrapped. */
+    expect_error("mqtt:\n  session_expiry: 18446744073709551616\n", 2,
+                 "mqtt.session_expiry: 18446744073709551616 is out of range 0..4294967295");
+    expect_error("mqtt:\n  max_queued: 99999999999999999999999999999999\n", 2,
+                 "mqtt.max_queued: 99999999999999999999999999999999 is out of range");
+    expect_error("workers: 4294967297\n", 1, "workers: 4294967297 is out of range 0..256");
+    expect_error("listeners:\n- port: 18446744073709551617\n", 2,
+                 "listeners[0].port: 18446744073709551617 is out of range 0..65535");
+}
+
+static void test_err_bool_level(void **state)
+{
+    (void)state;
+    static const char *const bad[] = {"1", "0", "y", "n", "enabled", "\"true\"", "", "~"};
+    for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
+        char yaml[128];
+        snprintf(yaml, sizeof(yaml), "mqtt:\n  max_inflight: 1\n  allow_anonymous: %s\n",
+                 bad[i]);
+        expect_error(yaml, 3, "mqtt.allow_anonymous: expected true or false");
+    }
+    expect_error("log:\n  level: verbose\n", 2, "log.level: unknown level \"verbose\"");
+    expect_error("log:\n  level:\n", 2, "log.level: unknown level \"\"");
+    expect_error("log:\n  level: 3\n", 2, "log.level: unknown level");
+}
+
+static void test_err_listeners(void **state)
+{
+    (void)state;
+    /* Missing port: the line of the listener's first key. */
+    expect_error("listeners:\n  - port: 1\n  - name: noport\n    address: ::1\n", 3,
+                 "listeners[1].port: missing");
+    expect_error("listeners: [{port: 1}, {name: x}]\n", 1, "listeners[1].port: missing");
+    expect_error("listeners:\n  - {}\n", 2, "listeners[0].port: missing");
+    /* Empty list, flow or null. */
+    expect_error("workers: 1\nlisteners: []\n", 2, "listeners: the listener list is empty");
+    expect_error("workers: 1\nlisteners:\nmqtt: {}\n", 2, "listeners: the listener list is empty");
+    /* Addresses. */
+    expect_error("listeners:\n  - port: 1\n    address: localhost\n", 3,
+                 "listeners[0].address: \"localhost\" is not an IPv4 or IPv6 address");
+    expect_error("listeners:\n  - port: 1\n    address: 256.0.0.1\n", 3,
+                 "listeners[0].address: \"256.0.0.1\" is not");
+    expect_error("listeners:\n  - port: 1\n    address: \"fe80::1%eth0\"\n", 3,
+                 "listeners[0].address:");
+    expect_error("listeners:\n  - port: 1\n    address: \"\"\n", 3, "listeners[0].address:");
+    expect_error("listeners:\n  - port: 1\n    address: 1:2:3:4:5:6:7:8:9\n", 3,
+                 "listeners[0].address:");
+    /* Names. */
+    expect_error("listeners:\n  - port: 1\n    name: \"\"\n", 3,
+                 "listeners[0].name: must not be empty");
+    expect_error("listeners:\n  - port: 1\n    name: 0123456789012345678901234567890123\n", 3,
+                 "listeners[0].name: too long (34 characters, max 31)");
+}
+
+static void test_err_strings(void **state)
+{
+    (void)state;
+    char yaml[1024], name[64], file[300];
+    memset(name, 'n', 32);
+    name[32] = '\0';
+    snprintf(yaml, sizeof(yaml), "listeners:\n  - port: 1\n  - port: 2\n    name: %s\n", name);
+    expect_error(yaml, 4, "listeners[1].name: too long (32 characters, max 31)");
+
+    memset(file, 'f', 256);
+    file[256] = '\0';
+    snprintf(yaml, sizeof(yaml), "log:\n  level: info\n  file: \"%s\"\n", file);
+    expect_error(yaml, 3, "log.file: too long (256 characters, max 255)");
+
+    /* An escaped NUL would silently truncate the path. */
+    expect_error("log:\n  file: \"/tmp/a\\0b\"\n", 2, "log.file: contains a NUL character");
+}
+
+static void test_err_yaml_syntax(void **state)
+{
+    (void)state;
+    expect_error("workers: 1\nmqtt:\n  max_inflight: [1,\n  max_queued: 2\n", 5, "yaml: ");
+    expect_error("workers: 1\nlog:\n  level: info\n bad: indent\n", 4, "yaml: ");
+    expect_error("workers: 1\nlog: \"unterminated\n", 3, "yaml: ");
+    expect_error("\n\nworkers: *nope\n", 3, "yaml: found undefined alias");
+    expect_error("workers: 1\n\tmqtt: {}\n", 2, "yaml: ");
+    /* Invalid UTF-8 on line 3. */
+    expect_error("workers: 1\nlog:\n  file: \xff\xfe\n", 3, "yaml: invalid");
+    /* A raw NUL byte on line 2. */
+    static const char nul[] = "workers: 1\nlog: {file: a\0b}\n";
+    expect_error_n(nul, sizeof(nul) - 1, 2, "yaml: ");
+    /* Only one document. */
+    expect_error("workers: 1\n---\nworkers: 2\n", 3, "yaml: only one document is allowed");
+}
+
+/* Aliases are resolved by libyaml; a cycle must not hang the walk. */
+static void test_aliases(void **state)
+{
+    (void)state;
+    conf_t c;
+    expect_ok("mqtt:\n  max_inflight: &n 12\n  max_queued: *n\n", &c);
+    assert_int_equal(c.max_inflight, 12);
+    assert_int_equal(c.max_queued, 12);
+    expect_error("listeners: &a [*a]\n", 1, "listeners[0]: expected a mapping, got a sequence");
+    expect_error("log: &a {level: *a}\n", 1, "log.level: expected a level name, got a mapping");
+}
+
+static void test_err_buffer(void **state)
+{
+    (void)state;
+    conf_t c;
+    char path[64], small[16];
+    conf_defaults(&c);
+    /* NULL / zero-length / short error buffers are safe. */
+    assert_int_equal(load_yaml(&c, "bogus: 1\n", NULL, 0), -1);
+    assert_int_equal(load_yaml(&c, "bogus: 1\n", small, 0), -1);
+    assert_int_equal(load_yaml_n(&c, "bogus: 1\n", 9, path, sizeof(path), small, sizeof(small)),
+                     -1);
+    assert_int_equal(strlen(small), sizeof(small) - 1);
+    assert_memory_equal(small, path, sizeof(small) - 1);
+    assert_int_equal(conf_load(&c, "/nonexistent", NULL, 0), -1);
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_defaults),
+        cmocka_unit_test(test_example_file),
+        cmocka_unit_test(test_every_key),
+        cmocka_unit_test(test_partial_keeps_current),
+        cmocka_unit_test(test_multiple_listeners),
+        cmocka_unit_test(test_max_listeners),
+        cmocka_unit_test(test_ipv6),
+        cmocka_unit_test(test_scalar_forms),
+        cmocka_unit_test(test_integer_ranges),
+        cmocka_unit_test(test_empty_files),
+        cmocka_unit_test(test_err_missing_file),
+        cmocka_unit_test(test_err_unknown_key),
+        cmocka_unit_test(test_err_duplicate_key),
+        cmocka_unit_test(test_err_wrong_type),
+        cmocka_unit_test(test_err_integers),
+        cmocka_unit_test(test_err_bool_level),
+        cmocka_unit_test(test_err_listeners),
+        cmocka_unit_test(test_err_strings),
+        cmocka_unit_test(test_err_yaml_syntax),
+        cmocka_unit_test(test_aliases),
+        cmocka_unit_test(test_err_buffer),
+    };
+    return cmocka_run_group_tests_name("conf", tests, NULL, NULL);
+}
