@@ -103,6 +103,11 @@ static int connect_home(conn_t *c, const mqtt_connect_t *ck, const uint8_t *id, 
         STAT_ADD(w->stats.clients_connected, (uint64_t)-1);
         conn_close(old, "session taken over", 1);
     }
+    if (s && s->clean && s->conn == NULL) {
+        /* a clean session lives as long as its connection: gone with it */
+        sess_destroy(w, s);
+        s = NULL;
+    }
     uint8_t present = 0;
     if (ck->clean_session) {
         if (s)

@@ -45,7 +45,8 @@ static rnode_t *node_new(rnode_t *parent, const uint8_t *name, uint16_t len)
     rnode_t *n = an_calloc(1, sizeof(*n) + len);
     n->parent = parent;
     n->name_len = len;
-    memcpy(n->name, name, len);
+    if (len)
+        memcpy(n->name, name, len);
     return n;
 }
 

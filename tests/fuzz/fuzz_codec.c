@@ -215,8 +215,14 @@ static void decode_one(const mqtt_raw_t *r)
     case MQTT_PINGREQ:
     case MQTT_PINGRESP:
     case MQTT_DISCONNECT:
-        if (mqtt_decode_empty(r, &why) == MQTT_OK)
+        if (mqtt_decode_empty(r, &why) == MQTT_OK) {
+            uint8_t buf[2];
             CHECK(r->len == 0 && r->body == NULL);
+            CHECK((type == MQTT_PINGREQ    ? mqtt_encode_pingreq(buf)
+                   : type == MQTT_PINGRESP ? mqtt_encode_pingresp(buf)
+                                           : mqtt_encode_disconnect(buf)) == 2);
+            CHECK(buf[0] == r->hdr && buf[1] == 0);
+        }
         break;
     case MQTT_CONNACK: {
         uint8_t sp = 0, rc = 0;
@@ -231,8 +237,17 @@ static void decode_one(const mqtt_raw_t *r)
         uint16_t id = 0;
         uint8_t rcs[8];
         uint32_t n = 0;
-        if (mqtt_decode_suback(r, &id, rcs, sizeof rcs, &n, &why) == MQTT_OK)
+        if (mqtt_decode_suback(r, &id, rcs, sizeof rcs, &n, &why) == MQTT_OK) {
             CHECK(n == r->len - 2 && id != 0);
+            if (n <= sizeof rcs) {
+                uint8_t buf[16];
+                size_t len = mqtt_encode_suback(buf, id, rcs, n);
+                CHECK(len == mqtt_suback_size(n));
+                mqtt_raw_t e = frame_whole(buf, len);
+                CHECK(e.hdr == r->hdr && e.len == r->len);
+                CHECK(memcmp(e.body, r->body, r->len) == 0);
+            }
+        }
         break;
     }
     default:

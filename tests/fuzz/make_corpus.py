@@ -81,6 +81,7 @@ SEEDS = {
     "connect_v311_full": (7, connect(4, "client-1", will=("status/client-1", b"offline", 1, True), user="alice", pw=b"secret")),
     "connect_v31_full": (0, connect(3, "old-client", clean=False, will=("lwt", b"gone", 2, False), user="bob", pw=b"pw")),
     "connect_v311_minimal": (255, connect(4, "")),
+    "connect_v31_long_client_id": (8, connect(3, "a-client-id-of-thirty-bytes-xy")),
     "publish_qos0": (3, publish("a/b/c", b"hello")),
     "publish_qos1": (0, publish("sensors/temp", b"21.5", qos=1, pid=7)),
     "publish_qos2_retain_dup": (5, publish("x", b"\x00\x01\x02", qos=2, retain=True, dup=True, pid=65535)),

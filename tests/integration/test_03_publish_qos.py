@@ -172,7 +172,10 @@ def publish_1000_in_order(b, sub_qos_levels, pub_qos):
     return payloads, results
 
 
-@pytest.mark.parametrize("pub_qos", [1, 2])
+# pub_qos 2 is antenna_only: when the 1000 QoS 2 messages are released (PUBREL)
+# in a burst, mosquitto 2.0.11 delivers 32 to a QoS 1/2 subscriber that acks
+# everything and drops the rest ($SYS/broker/publish/messages/dropped).
+@pytest.mark.parametrize("pub_qos", [1, pytest.param(2, marks=pytest.mark.antenna_only)])
 def test_order_of_1000_messages_per_subscriber(broker, pub_qos):
     b = broker(mqtt={"max_queued": 5000})
     payloads, results = publish_1000_in_order(b, (1, 2), pub_qos)
