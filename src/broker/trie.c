@@ -1,15 +1,14 @@
-/* trie.c -- the topic trie (see trie.h for the contract).
+/* trie.c -- the topic trie (contract in trie.h).
  *
- * One node per filter level; the root stands for "before the first level".
- * A node keeps its parent (for pruning and for a stackless match: no stack
- * or allocation however deep the topic), its '+' and '#' children, its
- * named children (one inline pointer, or a linear-probing table of 2^k
- * pointers, load <= 0.7, shrunk when sparse; keys hashed with SipHash-1-3
- * under a per-trie random key against collision flooding) and its
- * subscribers (one inline, else a dense array; above 16 a sid index makes
- * insert/remove O(1)).  Every non-root node is non-empty: a remove, or an
- * insert failing for memory, prunes back up.  trie_nodes counts the root,
- * so an empty trie has 1 node.  No global state; the caller locks.
+ * One node per filter level.  A node holds its parent (for pruning, and for
+ * a depth-first match that climbs back without a stack or any allocation),
+ * its '+' and '#' children, its named children (one inline pointer, else a
+ * linear-probing table of 2^k pointers, load <= 0.7, halved when sparse,
+ * keys hashed with SipHash-1-3 under a per-trie random key against
+ * collision flooding) and its subscribers (one inline, else a dense array,
+ * with a sid index above 16 so crowded filters stay O(1)).  Every non-root
+ * node is non-empty: remove, and an insert failing for memory, prune back
+ * up.  The root is always there (trie_nodes of an empty trie is 1).
  */
 #ifndef _GNU_SOURCE
 #define _GNU_SOURCE /* memrchr */
@@ -302,7 +301,7 @@ static int subs_add(tnode_t *n, const sub_ref_t *sub)
         nv->cap *= 2;
         n->subs.vec = v = nv;
     }
-    if (k + 1 > SUBS_INDEX_MIN) {
+    if (v->idx || k + 1 > SUBS_INDEX_MIN) {
         unsigned bits = v->ibits ? v->ibits : SUBS_IDX_BITS0;
         while ((size_t)(k + 1) * 10 > ((size_t)7 << bits))
             bits++;

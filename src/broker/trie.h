@@ -2,9 +2,12 @@
  *
  * One node per topic level.  A node's named children sit in an open-addressing
  * hash table keyed by the level's bytes; the '+' and '#' children have their
- * own pointers, so matching a topic walks at most depth x 3 nodes: the cost
- * grows with the topic's depth, not with the number of subscriptions.  Topics
- * starting with '$' are not matched by a leading '+' or '#' [MQTT-4.7.2-1].
+ * own pointers, so matching a topic visits only nodes whose filter prefix
+ * matches the topic so far (from each, the named child and the '+' child for
+ * the next level, and the '#' child): the cost grows with the topic's depth
+ * and the wildcard filters along it, not with the number of subscriptions.
+ * Topics starting with '$' are not matched by a leading '+' or '#'
+ * [MQTT-4.7.2-1].
  *
  * A subscriber is a sub_ref_t: a session id plus its owner (a worker index
  * today; a remote cluster node later) and its options.  The trie never looks
@@ -32,7 +35,9 @@ void trie_free(trie_t *t);
 
 /* Add sub for filter (bytes, not NUL terminated, already validated).  When
  * the same sid is already subscribed to that exact filter its owner and opts
- * are replaced.  Returns 1 when added, 0 when replaced, -1 on out of memory. */
+ * are replaced.  Returns 1 when added, 0 when replaced, -1 on out of memory
+ * (the trie is then exactly as before; also -1 for a level over 65535 bytes,
+ * which no valid filter has). */
 int trie_insert(trie_t *t, const uint8_t *filter, size_t len, const sub_ref_t *sub);
 
 /* Remove sid from filter; prunes nodes left empty.  Returns 1 when removed,
@@ -41,17 +46,24 @@ int trie_remove(trie_t *t, const uint8_t *filter, size_t len, uint64_t sid);
 
 /* Calls cb once for every (filter, subscriber) pair matching topic.  A
  * subscriber with overlapping filters is reported once per filter: the caller
- * merges (highest QoS wins).  cb must not modify the trie. */
+ * merges (highest QoS wins).  cb must not modify the trie.  Allocates
+ * nothing and uses constant stack at any topic depth; several threads may
+ * match at once (read lock). */
 typedef void (*trie_match_cb)(void *ud, const sub_ref_t *sub);
 void trie_match(const trie_t *t, const uint8_t *topic, size_t len,
                 trie_match_cb cb, void *ud);
 
-/* Number of (filter, subscriber) pairs, and of nodes (for metrics, tests). */
+/* Number of (filter, subscriber) pairs, and of nodes (for metrics, tests).
+ * The root counts: an empty trie, new or emptied by removes, has 1 node. */
 size_t trie_count(const trie_t *t);
 size_t trie_nodes(const trie_t *t);
 
 /* Topic matching of one filter against one topic, without a trie (retained
- * messages, tests).  Same rules as trie_match.  Returns 1 on match. */
+ * messages, tests).  Same rules as trie_match: '+' is exactly one level (an
+ * empty one too), '#' the parent level and any below ("a/#" matches "a"),
+ * empty levels count ("a//b", "/a"), and a topic starting with '$' is not
+ * matched by a filter starting with '+' or '#'.  A zero-length topic or
+ * filter is one empty level.  Returns 1 on match. */
 int topic_matches(const uint8_t *filter, size_t flen, const uint8_t *topic,
                   size_t tlen);
 

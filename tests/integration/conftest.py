@@ -141,7 +141,15 @@ def yaml_scalar(v):
         return "true" if v else "false"
     if isinstance(v, (int, float)):
         return str(v)
-    return json.dumps(str(v))  # a JSON string is a valid YAML double-quoted scalar
+    v = str(v)
+    word = re.fullmatch(r"[A-Za-z_/][A-Za-z0-9_./-]*", v) and v.lower() not in YAML_SPECIAL
+    ipv4 = re.fullmatch(r"\d{1,3}(\.\d{1,3}){3}", v)
+    if word or ipv4:
+        return v               # plain scalar, as in the documented example
+    return json.dumps(v)       # a JSON string is a valid YAML double-quoted scalar
+
+
+YAML_SPECIAL = {"true", "false", "yes", "no", "on", "off", "null", "y", "n", "~"}
 
 
 def to_yaml(obj, indent=0):

@@ -4,7 +4,6 @@ import time
 
 import pytest
 
-import mqttraw
 from mqttraw import PUBACK, PUBCOMP, PUBLISH, PUBREC, PUBREL, puback, pubcomp, publish, pubrec, pubrel
 from helpers import Background, drain, publish_pipelined, receive_publishes
 

@@ -2,7 +2,6 @@
 
 import pytest
 
-from mqttraw import puback
 from helpers import receive_publishes
 
 

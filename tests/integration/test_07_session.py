@@ -4,7 +4,6 @@ import time
 
 import pytest
 
-import mqttraw
 from mqttraw import PUBREL, puback, pubcomp, pubrec
 from helpers import Paho, receive_publishes
 

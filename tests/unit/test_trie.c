@@ -321,6 +321,52 @@ static void test_insert_replace(void **state)
     trie_free(t);
 }
 
+/* Subscribers of one filter coming and going around the sizes where the
+ * representation changes (inline one, array, array + sid index). */
+static void test_crowd_churn(void **state)
+{
+    (void)state;
+    enum { NSID = 80 };
+    trie_t *t = trie_new();
+    uint8_t in[NSID] = {0}, opts[NSID] = {0};
+    size_t n = 0;
+    uint64_t seed = 99;
+    hits_t h = {0};
+    assert_non_null(t);
+    for (int it = 0; it < 200000; it++) {
+        /* drift the target size slowly over 0..NSID */
+        size_t target = (size_t)((it / 2000) * 37 % (NSID + 1));
+        uint64_t sid = rng_next(&seed) % NSID;
+        int add = n < target ? rng_next(&seed) % 4 != 0 : rng_next(&seed) % 4 == 0;
+        if (add) {
+            uint8_t o = (uint8_t)(rng_next(&seed) % 3);
+            assert_int_equal(ins(t, "c/h/u/r/n", sid, (uint16_t)sid, o), !in[sid]);
+            n += !in[sid];
+            in[sid] = 1;
+            opts[sid] = o;
+        } else {
+            assert_int_equal(rem(t, "c/h/u/r/n", sid), in[sid]);
+            n -= in[sid];
+            in[sid] = 0;
+        }
+        assert_int_equal(trie_count(t), n);
+        if (it % 64 == 0) {
+            match_sorted(t, "c/h/u/r/n", &h);
+            assert_int_equal(h.n, n);
+            for (size_t i = 0, k = 0; i < NSID; i++) {
+                if (!in[i])
+                    continue;
+                assert_int_equal(h.v[k].sid, i);
+                assert_int_equal(h.v[k].opts, opts[i]);
+                k++;
+            }
+            assert_int_equal(trie_nodes(t), n ? 6 : 1);
+        }
+    }
+    free(h.v);
+    trie_free(t);
+}
+
 /* ---- remove / prune ---- */
 
 static void test_remove_prune(void **state)
@@ -668,6 +714,7 @@ int main(void)
         cmocka_unit_test(test_spec_examples),
         cmocka_unit_test(test_wildcards_alone),
         cmocka_unit_test(test_insert_replace),
+        cmocka_unit_test(test_crowd_churn),
         cmocka_unit_test(test_remove_prune),
         cmocka_unit_test(test_overlapping),
         cmocka_unit_test(test_random_vs_brute),

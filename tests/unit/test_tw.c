@@ -696,17 +696,16 @@ static void do_advance(rctx_t *c, uint64_t now)
     check_after_advance(c);
 }
 
-static void test_random_vs_reference(void **state)
+static void random_run(uint64_t seed)
 {
-    (void)state;
     enum { N = 100000 };
     rctx_t *c = calloc(1, sizeof(*c));
     assert_non_null(c);
-    c->seed = 0x5eed;
+    c->seed = seed;
     c->n = N + 20000;
     c->tm = calloc(c->n, sizeof(*c->tm));
     assert_non_null(c->tm);
-    uint64_t start = 1732579200123ull;
+    uint64_t start = 1732579200123ull + rng_next(&c->seed) % DAY_MS;
     tw_init(&c->w, start);
     c->target = start;
     for (size_t i = 0; i < c->n; i++) {
@@ -763,6 +762,14 @@ static void test_random_vs_reference(void **state)
     free(c->heap);
     free(c->tm);
     free(c);
+}
+
+static void test_random_vs_reference(void **state)
+{
+    (void)state;
+    random_run(0x5eed);
+    random_run(2);
+    random_run(0xdeadbeef);
 }
 
 int main(void)

@@ -1,0 +1,130 @@
+/* bench_worker.h -- inside one worker process: the client and loop state
+ * shared by bench_worker.c (the loop, phases, pacing, timers) and
+ * bench_client.c (one connection's MQTT state machine).
+ *
+ * One worker per process and one thread per worker, so the loop state is a
+ * single global (W).  Clients live in one array and are named by their index
+ * in it (epoll data, timer heap, dirty and active lists), never by pointer.
+ */
+#ifndef ANTENNA_BENCH_WORKER_H
+#define ANTENNA_BENCH_WORKER_H
+
+#include "bench.h"
+
+enum client_state {
+    CS_IDLE = 0, /* not started yet */
+    CS_TCP,      /* non-blocking connect in progress */
+    CS_CONNACK,  /* CONNECT written */
+    CS_SUBACK,   /* SUBSCRIBE written */
+    CS_READY,    /* connected (and subscribed) */
+    CS_BACKOFF,  /* waiting to reconnect */
+    CS_DEAD,     /* failed for good, or closed at the end */
+    CS_CLOSING   /* DISCONNECT written at the end, waiting for the close */
+};
+
+enum client_flag {
+    F_DIRTY = 1,      /* in W.dirty: has output to write this turn */
+    F_WANT_OUT = 2,   /* EPOLLOUT armed: the socket refused bytes */
+    F_ACTIVE = 4,     /* in W.active (flat-out publisher able to send) */
+    F_PING_OUT = 8,   /* PINGREQ sent, no PINGRESP yet */
+    F_EVER_UP = 16,   /* connected at least once */
+    F_SETTLED = 32,   /* counted in W.settled (connect phase) */
+    F_DOWN = 64       /* dropped and not back yet (counted in W.down) */
+};
+
+typedef struct {
+    uint16_t id;
+    uint8_t st; /* 0 free, 1 waiting PUBACK/PUBREC, 2 waiting PUBCOMP */
+    uint8_t pad;
+} pid_slot_t;
+
+typedef struct {
+    char *topic; /* expanded (without %n) */
+    uint16_t topic_len;
+    uint16_t next_pid;
+    uint32_t mask; /* ring size - 1 */
+    uint32_t inflight;
+    uint32_t seq; /* next sequence number */
+    uint32_t done; /* sent --limit messages, all acknowledged */
+    uint64_t sent;
+    pid_slot_t *ring;
+} pub_t;
+
+typedef struct {
+    int fd;
+    uint32_t idx;  /* index within its role (the %i of templates) */
+    uint32_t g;    /* global number: host/port/source address round-robin */
+    uint8_t role, state, flags, attempts;
+    uint32_t heap_pos; /* 1-based position in the timer heap, 0 = none */
+    uint64_t deadline;
+    uint64_t t_conn;    /* this attempt started */
+    uint64_t t_last_tx; /* last bytes queued (keepalive) */
+    uint64_t t_drop;    /* dropped at (while F_DOWN) */
+    mqtt_parser_t ps;
+    uint8_t *obuf;
+    uint32_t olen, ooff, ocap;
+    pub_t *pub;
+    bench_pairs_t *pairs; /* subscribers */
+} client_t;
+
+enum phase { PH_SETUP, PH_WAIT, PH_RUN, PH_DRAIN, PH_CLOSING };
+
+typedef struct {
+    const bench_split_t *sp;
+    client_t *cl;
+    uint32_t ncl;
+    int epfd, rep_fd, ctl_fd;
+    uint64_t now;
+    int phase;
+    int stop_requested;
+    uint64_t t_setup_start, setup_deadline;
+    uint64_t t0, t_meas, t_end, t_drain, t_close_deadline;
+    uint64_t last_recv; /* local, for the drain */
+    /* connect phase */
+    uint32_t next_start, pending, pending_max, settled;
+    double conn_rate;
+    /* publishing */
+    double pub_rate;
+    uint64_t issued;
+    uint32_t rr;
+    uint32_t *pubs, npubs;
+    uint32_t pubs_done; /* publishers that reached --limit with no inflight */
+    /* lists */
+    uint32_t *dirty, ndirty;
+    uint32_t *active, nactive;
+    uint32_t *heap, nheap;
+    uint32_t down; /* clients dropped and not back */
+    /* buffers */
+    uint8_t *rbuf;
+    size_t rbuf_size;
+    uint8_t *payload;
+    uint64_t rng;
+    bench_stats_t st;
+    bench_hist_t lat, conn, recon;
+    uint64_t next_tick;
+    int spin; /* more work right now: do not sleep in epoll_wait */
+} wk_t;
+
+extern wk_t W;
+
+/* bench_client.c */
+void client_init(client_t *c, int role, uint32_t idx, uint32_t g);
+void client_start(client_t *c);
+void client_on_event(client_t *c, uint32_t events);
+void client_on_timer(client_t *c);
+void client_flush(client_t *c);
+int client_can_publish(const client_t *c);
+void client_publish(client_t *c);
+void client_begin_close(client_t *c);
+void client_close_now(client_t *c);
+
+/* bench_worker.c */
+void timer_set(client_t *c, uint64_t deadline);
+void timer_cancel(client_t *c);
+void mark_dirty(client_t *c);
+void set_active(client_t *c);
+void on_client_ready(client_t *c, int first_time);
+void on_client_settled_failed(client_t *c);
+uint64_t rng_next(void);
+
+#endif
