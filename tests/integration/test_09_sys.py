@@ -80,7 +80,7 @@ def test_sys_version_names_antenna(broker):
     b = broker(mqtt={"sys_interval": 1})
     c = sys_watcher(b, ["$SYS/broker/version"])
     p = c.recv_publish(3)
-    version = re.search(r"VERSION\s+([0-9.]+)", (REPO / "CMakeLists.txt").read_text()).group(1)
+    version = re.search(r"project\(antenna\s+VERSION\s+([0-9.]+)", (REPO / "CMakeLists.txt").read_text()).group(1)
     assert b"antenna" in p.payload and version.encode() in p.payload, p.payload
 
 
