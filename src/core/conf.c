@@ -28,6 +28,7 @@ enum ftype {
     F_NAME,      /* F_STR, not empty */
     F_ADDR,      /* F_STR, an IPv4 or IPv6 literal */
     F_LEVEL,     /* log level name into an int */
+    F_ENUM,      /* one of the NULL-terminated `names`, its index into a uint8_t */
     F_SECTION,   /* a mapping of `sub` fields over the same base */
     F_LISTENERS, /* the listener sequence (base is the conf_t) */
 };
@@ -40,12 +41,18 @@ struct field {
     uint64_t min, max;
     const struct field *sub;
     size_t nsub;
+    const char *const *names; /* F_ENUM */
 };
 
 #define MSIZE(st, m) sizeof(((st *)0)->m)
 #define FLD(st, m, t) .key = #m, .type = (t), .off = offsetof(st, m), .size = MSIZE(st, m)
 #define UINTF(st, m, lo, hi) { FLD(st, m, F_UINT), .min = (lo), .max = (hi) }
 #define NELEM(a) (sizeof(a) / sizeof((a)[0]))
+#define ENUMF(st, m, list) { FLD(st, m, F_ENUM), .names = (list) }
+
+static const char *const shared_strategy_names[] = {
+    "round_robin", "random", "hash_clientid", "hash_topic", "sticky", NULL};
+static const char *const keepalive_policy_names[] = {"refuse", "cap", NULL};
 
 static const struct field log_fields[] = {
     { .key = "level", .type = F_LEVEL, .off = offsetof(conf_t, log_level),
@@ -72,6 +79,29 @@ static const struct field mqtt_fields[] = {
     UINTF(conf_t, session_expiry, 0, UINT32_MAX),
     { FLD(conf_t, allow_anonymous, F_BOOL) },
     UINTF(conf_t, sys_interval, 0, 86400),
+    UINTF(conf_t, max_qos, 0, 2),
+    { FLD(conf_t, retain_available, F_BOOL) },
+    { FLD(conf_t, wildcard_subscriptions, F_BOOL) },
+    { FLD(conf_t, shared_subscriptions, F_BOOL) },
+    { FLD(conf_t, subscription_identifiers, F_BOOL) },
+    UINTF(conf_t, topic_alias_max, 0, 65535),
+    UINTF(conf_t, receive_maximum, 1, 65535),
+    { FLD(conf_t, server_reference, F_STR) },
+    ENUMF(conf_t, shared_strategy, shared_strategy_names),
+    ENUMF(conf_t, keepalive_over_max, keepalive_policy_names),
+};
+
+static const struct field limits_fields[] = {
+    UINTF(conf_t, max_connections, 0, UINT32_MAX),
+    UINTF(conf_t, max_connection_rate, 0, UINT32_MAX),
+    UINTF(conf_t, max_message_rate, 0, UINT32_MAX),
+    UINTF(conf_t, max_byte_rate, 0, UINT32_MAX),
+    UINTF(conf_t, max_subscriptions, 0, UINT32_MAX),
+    UINTF(conf_t, max_topic_levels, 1, 65535),
+    UINTF(conf_t, max_topic_length, 1, 65535),
+    UINTF(conf_t, max_queued_bytes, 0, UINT64_MAX),
+    UINTF(conf_t, slow_subscriber_timeout, 0, 86400),
+    UINTF(conf_t, memory_high_water, 0, UINT64_MAX),
 };
 
 static const struct field root_fields[] = {
@@ -79,11 +109,13 @@ static const struct field root_fields[] = {
     { .key = "log", .type = F_SECTION, .sub = log_fields, .nsub = NELEM(log_fields) },
     { .key = "listeners", .type = F_LISTENERS },
     { .key = "mqtt", .type = F_SECTION, .sub = mqtt_fields, .nsub = NELEM(mqtt_fields) },
+    { .key = "limits", .type = F_SECTION, .sub = limits_fields, .nsub = NELEM(limits_fields) },
 };
 
 /* load_map() tracks the keys seen in a uint32_t. */
 _Static_assert(NELEM(root_fields) <= 32 && NELEM(log_fields) <= 32 &&
-               NELEM(listener_fields) <= 32 && NELEM(mqtt_fields) <= 32, "table too large");
+               NELEM(listener_fields) <= 32 && NELEM(mqtt_fields) <= 32 &&
+               NELEM(limits_fields) <= 32, "table too large");
 
 static const conf_listener_t default_listener = {
     .name = "mqtt", .address = "127.0.0.1", .port = 1883, .max_connections = 0,
@@ -114,6 +146,18 @@ void conf_defaults(conf_t *c)
     c->session_expiry = 7200;
     c->allow_anonymous = 1;
     c->sys_interval = 10;
+    c->max_qos = 2;
+    c->retain_available = 1;
+    c->wildcard_subscriptions = 1;
+    c->shared_subscriptions = 1;
+    c->subscription_identifiers = 1;
+    c->topic_alias_max = 10;
+    c->receive_maximum = 100;
+    c->shared_strategy = CONF_SHARED_ROUND_ROBIN;
+    c->keepalive_over_max = CONF_KEEPALIVE_REFUSE;
+    c->max_topic_levels = 128;
+    c->max_topic_length = 65535;
+    c->slow_subscriber_timeout = 60;
 }
 
 /* ---- errors ---- */
@@ -317,6 +361,24 @@ static int load_level(struct loader *ld, const struct field *f, const yaml_node_
     return 0;
 }
 
+static int load_enum(struct loader *ld, const struct field *f, const yaml_node_t *k,
+                     const yaml_node_t *v, void *base, const char *path)
+{
+    if (v->type != YAML_SCALAR_NODE)
+        return fail(ld, k, path, "expected a name, got %s", node_kind(v));
+    for (uint8_t i = 0; f->names[i]; i++)
+        if (strcmp(sval(v), f->names[i]) == 0) {
+            memcpy((char *)base + f->off, &i, sizeof(i));
+            return 0;
+        }
+    char list[160] = "";
+    for (size_t i = 0; f->names[i]; i++) {
+        size_t used = strlen(list);
+        snprintf(list + used, sizeof(list) - used, "%s%s", i ? ", " : "", f->names[i]);
+    }
+    return fail(ld, v, path, "unknown value \"%.40s\" (one of: %s)", sval(v), list);
+}
+
 /* ---- mappings and the listener list ---- */
 
 #define KEYPATH_LEN 160 /* "listeners[15].max_connections"; longer names are cut */
@@ -384,6 +446,7 @@ static int load_field(struct loader *ld, const struct field *f, const yaml_node_
     case F_NAME:
     case F_ADDR: return load_str(ld, f, k, v, base, path);
     case F_LEVEL: return load_level(ld, f, k, v, base, path);
+    case F_ENUM: return load_enum(ld, f, k, v, base, path);
     case F_SECTION:
         if (is_null(v)) /* "mqtt:" with every key commented out */
             return 0;

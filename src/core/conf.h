@@ -42,7 +42,34 @@ typedef struct {
     uint32_t session_expiry;   /* seconds an offline persistent session is kept; 0 = forever */
     uint8_t allow_anonymous;   /* clients without username */
     uint32_t sys_interval;     /* seconds between $SYS updates; 0 = off */
+    /* mqtt: what CONNACK advertises (MQTT 5) and enforces */
+    uint8_t max_qos;                  /* 0..2 */
+    uint8_t retain_available;
+    uint8_t wildcard_subscriptions;
+    uint8_t shared_subscriptions;
+    uint8_t subscription_identifiers;
+    uint8_t shared_strategy;          /* CONF_SHARED_* */
+    uint8_t keepalive_over_max;       /* CONF_KEEPALIVE_*: MQTT 3.1.1 clients */
+    uint16_t topic_alias_max;         /* aliases a client may use towards us */
+    uint16_t receive_maximum;         /* unacknowledged QoS 1/2 a client may send */
+    char server_reference[256];       /* "" = none; else CONNACK 0x9D + reference */
+    /* limits: 0 = unlimited unless said otherwise */
+    uint32_t max_connections;         /* whole broker */
+    uint32_t max_connection_rate;     /* new connections per second */
+    uint32_t max_message_rate;        /* PUBLISH per second per client (reads throttled) */
+    uint32_t max_byte_rate;           /* bytes per second per client (reads throttled) */
+    uint32_t max_subscriptions;       /* per client */
+    uint16_t max_topic_levels;        /* default 128 */
+    uint16_t max_topic_length;        /* bytes, default 65535 */
+    uint64_t max_queued_bytes;        /* per session */
+    uint32_t slow_subscriber_timeout; /* seconds a subscriber may keep its output full; 0 = forever */
+    uint64_t memory_high_water;       /* bytes of messages and buffers; above it new
+                                       * connections are refused, QoS 0 to slow clients dropped */
 } conf_t;
+
+enum { CONF_SHARED_ROUND_ROBIN = 0, CONF_SHARED_RANDOM, CONF_SHARED_HASH_CLIENTID,
+       CONF_SHARED_HASH_TOPIC, CONF_SHARED_STICKY };
+enum { CONF_KEEPALIVE_REFUSE = 0, CONF_KEEPALIVE_CAP };
 
 void conf_defaults(conf_t *c);
 
