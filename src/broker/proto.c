@@ -155,8 +155,11 @@ static int on_connect(conn_t *c, const mqtt_raw_t *pkt, const uint8_t *rest, siz
         return malformed(c, rc, why);
     if (!w->srv->conf.allow_anonymous && !ck.has_username)
         return refuse(c, MQTT_CONNACK_NOT_AUTHORIZED, "anonymous clients are not allowed");
-    if (ck.keepalive > w->srv->conf.max_keepalive)
-        return refuse(c, MQTT_CONNACK_ID_REJECTED, "keepalive above max_keepalive");
+    if (ck.keepalive > w->srv->conf.max_keepalive) {
+        if (w->srv->conf.keepalive_over_max == CONF_KEEPALIVE_REFUSE)
+            return refuse(c, MQTT_CONNACK_ID_REJECTED, "keepalive above max_keepalive");
+        ck.keepalive = w->srv->conf.max_keepalive;
+    }
 
     char auto_id[48];
     const uint8_t *id = ck.client_id.p;
@@ -171,6 +174,18 @@ static int on_connect(conn_t *c, const mqtt_raw_t *pkt, const uint8_t *rest, siz
     return connect_home(c, &ck, id, id_len);
 }
 
+/* limits.max_topic_length and limits.max_topic_levels. */
+static int topic_within_limits(const conf_t *cf, const uint8_t *p, size_t len)
+{
+    if (len > cf->max_topic_length)
+        return 0;
+    size_t levels = 1;
+    for (size_t i = 0; i < len; i++)
+        if (p[i] == '/' && ++levels > cf->max_topic_levels)
+            return 0;
+    return 1;
+}
+
 static int on_publish(conn_t *c, const mqtt_raw_t *pkt)
 {
     worker_t *w = c->w;
@@ -180,6 +195,9 @@ static int on_publish(conn_t *c, const mqtt_raw_t *pkt)
     if (rc < 0)
         return malformed(c, rc, why);
     STAT_ADD(w->stats.msgs_received, 1);
+    conn_count_publish(c, pkt->len);
+    if (!topic_within_limits(&w->srv->conf, pb.topic.p, pb.topic.len))
+        return protocol_error(c, "topic exceeds max_topic_length or max_topic_levels");
     if (pb.qos == 2 && !sess_qos2_in_begin(c->sess, pb.packet_id)) {
         /* a resent PUBLISH we already routed: acknowledge, do not deliver */
         conn_send_ack(c, MQTT_PUBREC, pb.packet_id);
@@ -209,15 +227,23 @@ static int on_subscribe(conn_t *c, const mqtt_raw_t *pkt)
     mqtt_str_t f;
     uint8_t qos;
     uint32_t i = 0;
+    const conf_t *cf = &w->srv->conf;
     while (mqtt_sub_next(&it, &f, &qos) && i < it.count) {
+        if (!topic_within_limits(cf, f.p, f.len) ||
+            (cf->max_subscriptions && s->nsubs >= cf->max_subscriptions &&
+             !sess_has_sub(s, f.p, f.len))) {
+            codes[i++] = MQTT_SUBACK_FAILURE;
+            continue;
+        }
         sess_subscribe(w, s, f.p, f.len, qos);
         codes[i++] = qos;
     }
     mqtt_encode_suback(conn_reserve(c, mqtt_suback_size(i), 1), it.packet_id, codes, i);
-    free(codes);
     /* [MQTT-3.8.4-3] retained messages for every filter, after the SUBACK */
-    while (mqtt_sub_next(&again, &f, &qos))
-        router_send_retained(w, s, f.p, f.len, qos);
+    for (i = 0; mqtt_sub_next(&again, &f, &qos); i++)
+        if (codes[i] != MQTT_SUBACK_FAILURE)
+            router_send_retained(w, s, f.p, f.len, qos);
+    free(codes);
     return 0;
 }
 

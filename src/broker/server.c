@@ -91,6 +91,11 @@ int server_init(server_t *srv, const conf_t *conf)
     for (uint32_t i = 0; i < srv->nworkers; i++)
         if (worker_init(&srv->workers[i], srv, i) < 0)
             return -1;
+    if (srv->conf.memory_high_water) {
+        worker_t *w0 = &srv->workers[0];
+        tw_timer_init(&w0->mem_timer, sys_on_mem_timer);
+        tw_add(&w0->tw, &w0->mem_timer, w0->now + 1000u);
+    }
     if (srv->conf.sys_interval) {
         worker_t *w0 = &srv->workers[0];
         tw_timer_init(&w0->sys_timer, sys_on_timer);

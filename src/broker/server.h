@@ -50,6 +50,12 @@ typedef struct {
     an_counter_t bytes_sent;
     an_counter_t clients_connected; /* current; maintained as +1/-1 */
     an_counter_t connections_total;
+    an_counter_t refused_limit;     /* connections refused: max_connections */
+    an_counter_t refused_rate;      /* connections refused: max_connection_rate */
+    an_counter_t refused_memory;    /* connections refused: memory_high_water */
+    an_counter_t throttled;         /* clients paused by a rate limit */
+    an_counter_t slow_disconnects;  /* subscribers closed by slow_subscriber_timeout */
+    an_counter_t dropped_queue_full;/* messages dropped: session queue full */
 } worker_stats_t;
 
 /* A chained hash table of sessions, keyed by client id (SESS_BY_ID) or by
@@ -70,6 +76,7 @@ struct worker_s {
     uint64_t now; /* ms, refreshed once per loop turn */
     tw_t tw;
     tw_timer_t sys_timer; /* worker 0 only: $SYS publishing */
+    tw_timer_t mem_timer; /* worker 0 only: memory high-water check */
     inbox_t inbox;
     inbox_vec_t taken;    /* items being processed this turn */
     inbox_vec_t *outbox;  /* one outgoing batch per worker */
@@ -101,6 +108,10 @@ struct server_s {
     trie_t *trie;
     retain_t *retain;
     _Atomic uint64_t next_sid;
+    _Atomic uint32_t total_conns;      /* every connection, all listeners */
+    _Atomic uint64_t rate_second;      /* max_connection_rate window */
+    _Atomic uint32_t rate_count;
+    _Atomic int over_high_water;       /* RSS above memory_high_water */
     uint64_t started_wall; /* seconds since the epoch */
     uint64_t started_ms;   /* monotonic */
 };

@@ -184,6 +184,7 @@ void sess_destroy(worker_t *w, sess_t *s)
     free(s->subs);
     sq_clear(&s->inflight);
     sq_clear(&s->queue);
+    s->queued_bytes = 0;
     free(s->qos2_in);
     tw_del(&w->tw, &s->timer);
     sess_table_del(&w->by_id, s);
@@ -237,6 +238,34 @@ static void send_inflight(sess_t *s, msg_t *m, uint8_t qos, uint8_t retain)
     arm_retry(s);
 }
 
+static uint64_t msg_bytes(const msg_t *m)
+{
+    return (uint64_t)m->topic_len + m->payload_len;
+}
+
+/* Make room in a full queue by dropping its oldest QoS 0 message.  Returns
+ * 1 when one was dropped. */
+static int drop_oldest_qos0(sess_t *s)
+{
+    for (uint32_t i = 0; i < s->queue.len; i++) {
+        sq_entry_t *e = sq_at(&s->queue, i);
+        if (e->qos == 0) {
+            s->queued_bytes -= msg_bytes(e->m);
+            msg_unref(&e->m);
+            sq_remove(&s->queue, i);
+            return 1;
+        }
+    }
+    return 0;
+}
+
+static int queue_full(const sess_t *s, uint64_t more)
+{
+    const conf_t *cf = &s->w->srv->conf;
+    return s->queue.len >= cf->max_queued ||
+           (cf->max_queued_bytes && s->queued_bytes + more > cf->max_queued_bytes);
+}
+
 /* Move queued messages into the window while it has room. */
 static void pump(sess_t *s)
 {
@@ -247,6 +276,7 @@ static void pump(sess_t *s)
             break;
         sq_entry_t e;
         sq_pop(&s->queue, &e);
+        s->queued_bytes -= msg_bytes(e.m);
         if (e.qos == 0) {
             if (conn_send_publish(s->conn, e.m, 0, e.retain, 0, 0) < 0)
                 STAT_ADD(s->w->stats.msgs_dropped, 1);
@@ -262,6 +292,12 @@ void sess_deliver(worker_t *w, sess_t *s, msg_t *m, uint8_t qos, uint8_t retain)
     conn_t *c = s->conn;
     if (c && s->queue.len == 0) {
         if (qos == 0) {
+            if (atomic_load_explicit(&w->srv->over_high_water, memory_order_relaxed) &&
+                conn_out_pending(c) > 65536) {
+                /* memory is short and this subscriber is behind: QoS 0 goes */
+                STAT_ADD(w->stats.msgs_dropped, 1);
+                return;
+            }
             if (conn_send_publish(c, m, 0, retain, 0, 0) < 0)
                 STAT_ADD(w->stats.msgs_dropped, 1);
             return;
@@ -275,13 +311,21 @@ void sess_deliver(worker_t *w, sess_t *s, msg_t *m, uint8_t qos, uint8_t retain)
         STAT_ADD(w->stats.msgs_dropped, 1);
         return;
     }
-    if (s->queue.len >= w->srv->conf.max_queued) {
+    uint64_t bytes = msg_bytes(m);
+    while (queue_full(s, bytes) && drop_oldest_qos0(s)) {
         STAT_ADD(w->stats.msgs_dropped, 1);
-        log_debug("%s: queue full (%u), message dropped", s->client_id, s->queue.len);
+        STAT_ADD(w->stats.dropped_queue_full, 1);
+    }
+    if (queue_full(s, bytes)) {
+        STAT_ADD(w->stats.msgs_dropped, 1);
+        STAT_ADD(w->stats.dropped_queue_full, 1);
+        log_debug("%s: queue full (%u messages, %llu bytes), message dropped", s->client_id,
+                  s->queue.len, (unsigned long long)s->queued_bytes);
         return;
     }
     sq_entry_t e = {.m = msg_ref(m), .qos = qos, .retain = retain, .state = SQ_QUEUED};
     sq_push(&s->queue, &e);
+    s->queued_bytes += bytes;
 }
 
 void sess_attach(sess_t *s, conn_t *c)
@@ -402,6 +446,11 @@ static int find_sub(const sess_t *s, const uint8_t *filter, uint16_t len)
         if (s->subs[i]->len == len && memcmp(s->subs[i]->filter, filter, len) == 0)
             return (int)i;
     return -1;
+}
+
+int sess_has_sub(const sess_t *s, const uint8_t *filter, uint16_t len)
+{
+    return find_sub(s, filter, len) >= 0;
 }
 
 void sess_subscribe(worker_t *w, sess_t *s, const uint8_t *filter, uint16_t len, uint8_t qos)

@@ -59,6 +59,7 @@ struct sess_s {
     uint16_t *qos2_in;          /* incoming QoS 2 ids awaiting PUBREL */
     uint32_t nsubs, subs_cap;
     uint32_t nqos2_in, qos2_cap;
+    uint64_t queued_bytes;      /* topic + payload bytes in `queue` */
     uint16_t next_pid;
     uint8_t clean;
     uint8_t timer_kind;         /* SESS_TIMER_* */
@@ -104,6 +105,7 @@ void sess_qos2_in_end(sess_t *s, uint16_t pid);
 /* Subscriptions: add (or replace the QoS of) a filter, remove one.  Both
  * update the trie. */
 void sess_subscribe(worker_t *w, sess_t *s, const uint8_t *filter, uint16_t len, uint8_t qos);
+int sess_has_sub(const sess_t *s, const uint8_t *filter, uint16_t len);
 int sess_unsubscribe(worker_t *w, sess_t *s, const uint8_t *filter, uint16_t len);
 
 /* Timer callback (retry or expiry). */

@@ -10,6 +10,9 @@
 #include <inttypes.h>
 #include <stdio.h>
 #include <string.h>
+#include <unistd.h>
+
+#include "log.h"
 
 #include "msg.h"
 #include "retain.h"
@@ -35,6 +38,7 @@ void sys_on_timer(tw_timer_t *t)
     worker_t *w = container_of(t, worker_t, sys_timer);
     server_t *srv = w->srv;
     uint64_t recv = 0, sent = 0, dropped = 0, bin = 0, bout = 0, conn = 0, total = 0;
+    uint64_t ref_limit = 0, ref_rate = 0, ref_mem = 0, throttled = 0, slow = 0, qfull = 0;
     for (uint32_t i = 0; i < srv->nworkers; i++) {
         worker_stats_t *st = &srv->workers[i].stats;
         recv += STAT_GET(st->msgs_received);
@@ -44,6 +48,12 @@ void sys_on_timer(tw_timer_t *t)
         bout += STAT_GET(st->bytes_sent);
         conn += STAT_GET(st->clients_connected);
         total += STAT_GET(st->connections_total);
+        ref_limit += STAT_GET(st->refused_limit);
+        ref_rate += STAT_GET(st->refused_rate);
+        ref_mem += STAT_GET(st->refused_memory);
+        throttled += STAT_GET(st->throttled);
+        slow += STAT_GET(st->slow_disconnects);
+        qfull += STAT_GET(st->dropped_queue_full);
     }
     pthread_rwlock_rdlock(&srv->trie_lock);
     uint64_t subs = trie_count(srv->trie);
@@ -62,6 +72,42 @@ void sys_on_timer(tw_timer_t *t)
     publish_u64(w, "$SYS/broker/bytes/sent", bout);
     publish_u64(w, "$SYS/broker/subscriptions/count", subs);
     publish_u64(w, "$SYS/broker/retained messages/count", retain_count(srv->retain));
+    publish_u64(w, "$SYS/broker/limits/refused/max_connections", ref_limit);
+    publish_u64(w, "$SYS/broker/limits/refused/connection_rate", ref_rate);
+    publish_u64(w, "$SYS/broker/limits/refused/memory", ref_mem);
+    publish_u64(w, "$SYS/broker/limits/throttled", throttled);
+    publish_u64(w, "$SYS/broker/limits/slow_subscribers_disconnected", slow);
+    publish_u64(w, "$SYS/broker/limits/dropped_queue_full", qfull);
+    publish_u64(w, "$SYS/broker/memory/rss", sys_rss_bytes());
 
     tw_add(&w->tw, t, w->now + (uint64_t)srv->conf.sys_interval * 1000u);
+}
+
+uint64_t sys_rss_bytes(void)
+{
+    FILE *f = fopen("/proc/self/statm", "r");
+    if (f == NULL)
+        return 0;
+    unsigned long size = 0, resident = 0;
+    int n = fscanf(f, "%lu %lu", &size, &resident);
+    fclose(f);
+    return n == 2 ? (uint64_t)resident * (uint64_t)sysconf(_SC_PAGESIZE) : 0;
+}
+
+void sys_on_mem_timer(tw_timer_t *t)
+{
+    worker_t *w = container_of(t, worker_t, mem_timer);
+    server_t *srv = w->srv;
+    uint64_t rss = sys_rss_bytes();
+    int over = rss > srv->conf.memory_high_water;
+    if (over != atomic_load(&srv->over_high_water)) {
+        atomic_store(&srv->over_high_water, over);
+        if (over)
+            log_warn("memory %" PRIu64 " bytes is above memory_high_water (%" PRIu64
+                     "): refusing new connections, dropping QoS 0 to slow subscribers",
+                     rss, srv->conf.memory_high_water);
+        else
+            log_info("memory %" PRIu64 " bytes is back under memory_high_water", rss);
+    }
+    tw_add(&w->tw, t, w->now + 1000u);
 }

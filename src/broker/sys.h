@@ -6,5 +6,10 @@
 
 /* Timer callback: publish every $SYS topic (retained) and re-arm. */
 void sys_on_timer(tw_timer_t *t);
+/* Timer callback, every second while memory_high_water is set: compare the
+ * resident set size with it and raise or clear server_t.over_high_water. */
+void sys_on_mem_timer(tw_timer_t *t);
+/* Resident set size of this process in bytes (0 if unknown). */
+uint64_t sys_rss_bytes(void);
 
 #endif

@@ -71,10 +71,43 @@ void worker_buf_put(worker_t *w, void *buf, size_t cap)
     free(buf);
 }
 
+/* Overload protection at the door: returns NULL and counts the connection,
+ * or the reason it is refused. */
+static const char *admit(worker_t *w, uint32_t li)
+{
+    server_t *srv = w->srv;
+    const conf_t *cf = &srv->conf;
+    if (atomic_load_explicit(&srv->over_high_water, memory_order_relaxed)) {
+        STAT_ADD(w->stats.refused_memory, 1);
+        return "memory_high_water reached";
+    }
+    if (cf->max_connection_rate) {
+        uint64_t sec = w->now / 1000u, cur = atomic_load(&srv->rate_second);
+        if (cur != sec && atomic_compare_exchange_strong(&srv->rate_second, &cur, sec))
+            atomic_store(&srv->rate_count, 0);
+        if (atomic_fetch_add(&srv->rate_count, 1) >= cf->max_connection_rate) {
+            STAT_ADD(w->stats.refused_rate, 1);
+            return "max_connection_rate reached";
+        }
+    }
+    uint32_t lmax = cf->listeners[li].max_connections;
+    if (atomic_fetch_add(&srv->listen_conns[li], 1) >= lmax && lmax) {
+        atomic_fetch_sub(&srv->listen_conns[li], 1);
+        STAT_ADD(w->stats.refused_limit, 1);
+        return "the listener's max_connections reached";
+    }
+    if (atomic_fetch_add(&srv->total_conns, 1) >= cf->max_connections && cf->max_connections) {
+        atomic_fetch_sub(&srv->total_conns, 1);
+        atomic_fetch_sub(&srv->listen_conns[li], 1);
+        STAT_ADD(w->stats.refused_limit, 1);
+        return "max_connections reached";
+    }
+    return NULL;
+}
+
 static void accept_many(worker_t *w, uint32_t li)
 {
     server_t *srv = w->srv;
-    uint32_t max = srv->conf.listeners[li].max_connections;
     for (int i = 0; i < ACCEPT_BATCH; i++) {
         struct sockaddr_in6 sa;
         socklen_t len = sizeof(sa);
@@ -85,12 +118,11 @@ static void accept_many(worker_t *w, uint32_t li)
                 log_warn("accept: %s (raise the open-file limit)", strerror(errno));
             return; /* EAGAIN: another worker took it, or none left */
         }
-        uint32_t n = atomic_fetch_add(&srv->listen_conns[li], 1);
-        if (max && n >= max) {
-            atomic_fetch_sub(&srv->listen_conns[li], 1);
-            close(fd);
-            log_warn("listener %s: max_connections (%u) reached, connection refused",
-                     srv->conf.listeners[li].name, max);
+        const char *refused = admit(w, li);
+        if (refused) {
+            close(fd); /* before any work: no struct, no read */
+            log_warn("listener %s: connection refused: %s", srv->conf.listeners[li].name,
+                     refused);
             continue;
         }
         int one = 1;
@@ -133,9 +165,12 @@ static void end_of_turn(worker_t *w)
     /* one write per connection that has output */
     while (w->flush_head) {
         conn_t *c = w->flush_head;
-        w->flush_head = c->flush_next;
-        c->flush_next = NULL;
-        conn_flush(c);
+        w->flush_head = c->turn_next;
+        c->turn_next = NULL;
+        if (c->state == CONN_DEAD)
+            conn_free(c); /* closed after it had output queued */
+        else
+            conn_flush(c);
     }
     /* one inbox post per destination worker */
     for (uint32_t i = 0; i < w->srv->nworkers; i++)
@@ -143,7 +178,7 @@ static void end_of_turn(worker_t *w)
             inbox_post(&w->srv->workers[i].inbox, &w->outbox[i]);
     while (w->dead_head) {
         conn_t *c = w->dead_head;
-        w->dead_head = c->dead_next;
+        w->dead_head = c->turn_next;
         conn_free(c);
     }
 }

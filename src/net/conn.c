@@ -19,6 +19,7 @@
 #include <unistd.h>
 
 #include "log.h"
+#include "mqtt_props.h"
 #include "proto.h"
 #include "router.h"
 #include "sess.h"
@@ -40,6 +41,8 @@ conn_t *conn_new(worker_t *w, int fd, const struct sockaddr *sa, uint8_t listene
         memcpy(&c->peer.in4, sa, sizeof(c->peer.in4));
     tw_timer_init(&c->timer, conn_on_timer);
     c->last_rx = w->now;
+    c->recv_max = 65535;
+    c->flags = CONN_F_PROBLEM_INFO;
     c->next = w->conns;
     if (w->conns)
         w->conns->prev = c;
@@ -94,6 +97,14 @@ void conn_input(conn_t *c, const uint8_t *data, size_t n)
         }
         if (proto_handle(c, &pkt, data + off, n - off) != 0)
             return; /* closed, or moved with the rest of the bytes */
+        if ((c->flags & CONN_F_THROTTLED) && off < n) {
+            /* over its rate: keep the rest for when the throttle lifts */
+            conn_ext_t *x = conn_ext(c);
+            x->pending = an_malloc(n - off);
+            x->npending = (uint32_t)(n - off);
+            memcpy(x->pending, data + off, n - off);
+            return;
+        }
     }
 }
 
@@ -118,11 +129,15 @@ void conn_on_readable(conn_t *c)
     conn_close(c, msg, 1);
 }
 
+/* A connection is on at most one of the worker's two turn lists, through
+ * one link: the flush list while it has output, the dead list once closed.
+ * A connection closed while on the flush list stays there and is freed by
+ * the flush pass. */
 static void mark_flush(conn_t *c)
 {
-    if (!c->in_flush) {
-        c->in_flush = 1;
-        c->flush_next = c->w->flush_head;
+    if (!c->in_list) {
+        c->in_list = 1;
+        c->turn_next = c->w->flush_head;
         c->w->flush_head = c;
     }
 }
@@ -176,13 +191,29 @@ void conn_send_ack(conn_t *c, uint8_t type, uint16_t pid)
     mqtt_encode_ack(p, type, pid);
 }
 
+static void update_events(conn_t *c)
+{
+    uint32_t events = (c->flags & CONN_F_THROTTLED) ? 0 : EPOLLIN;
+    if (c->want_out)
+        events |= EPOLLOUT;
+    struct epoll_event ev = {.events = events, .data.ptr = c};
+    epoll_ctl(c->w->epfd, EPOLL_CTL_MOD, c->fd, &ev);
+}
+
 static void set_want_out(conn_t *c, int on)
 {
     if (c->want_out == on)
         return;
-    struct epoll_event ev = {.events = EPOLLIN | (on ? EPOLLOUT : 0), .data.ptr = c};
-    epoll_ctl(c->w->epfd, EPOLL_CTL_MOD, c->fd, &ev);
     c->want_out = (uint8_t)on;
+    update_events(c);
+    /* slow subscriber tracking: since when the socket refuses our bytes */
+    if (on && c->w->srv->conf.slow_subscriber_timeout) {
+        conn_ext(c)->out_full_since = c->w->now;
+        c->flags |= CONN_F_OUT_FULL;
+        conn_arm_timer(c);
+    } else if (!on) {
+        c->flags &= (uint8_t)~CONN_F_OUT_FULL;
+    }
 }
 
 static void release_obuf(conn_t *c)
@@ -216,7 +247,7 @@ static int write_out(conn_t *c)
 
 void conn_flush(conn_t *c)
 {
-    c->in_flush = 0;
+    c->in_list = 0;
     if (c->state != CONN_ACTIVE && c->state != CONN_NEW)
         return;
     if (write_out(c) < 0) {
@@ -230,7 +261,7 @@ void conn_flush(conn_t *c)
 
 void conn_on_writable(conn_t *c)
 {
-    conn_flush(c);
+    mark_flush(c); /* written at the end of the turn with the rest */
 }
 
 void conn_close(conn_t *c, const char *why, int publish_will)
@@ -259,8 +290,8 @@ void conn_close(conn_t *c, const char *why, int publish_will)
     epoll_ctl(w->epfd, EPOLL_CTL_DEL, c->fd, NULL);
     close(c->fd);
     c->fd = -1;
-    if (c->listener < CONF_MAX_LISTENERS)
-        atomic_fetch_sub(&w->srv->listen_conns[c->listener], 1);
+    atomic_fetch_sub(&w->srv->listen_conns[c->listener], 1);
+    atomic_fetch_sub(&w->srv->total_conns, 1);
     /* unlink from the worker's list; freed at the end of the turn */
     if (c->prev)
         c->prev->next = c->next;
@@ -269,35 +300,140 @@ void conn_close(conn_t *c, const char *why, int publish_will)
     if (c->next)
         c->next->prev = c->prev;
     c->next = c->prev = NULL;
-    c->dead_next = w->dead_head;
-    w->dead_head = c;
+    if (!c->in_list) {
+        c->in_list = 1;
+        c->turn_next = w->dead_head;
+        w->dead_head = c;
+    }
+}
+
+conn_ext_t *conn_ext(conn_t *c)
+{
+    if (c->x == NULL)
+        c->x = an_calloc(1, sizeof(*c->x));
+    return c->x;
+}
+
+static void ext_free(conn_ext_t *x)
+{
+    if (x == NULL)
+        return;
+    if (x->alias_in) {
+        for (uint16_t i = 0; i < x->nalias_in; i++)
+            free((void *)x->alias_in[i].p);
+        free(x->alias_in);
+    }
+    free(x->alias_out);
+    free(x->pending);
+    free(x);
+}
+
+void conn_close_reason(conn_t *c, const char *why, int publish_will, uint8_t rc)
+{
+    if (c->proto == MQTT_PROTO_V5 && c->state == CONN_ACTIVE) {
+        /* [MQTT-3.14.2-1] a DISCONNECT with only a reason code: no properties */
+        uint8_t *p = conn_reserve(c, 3, 1);
+        p[0] = MQTT_DISCONNECT << 4;
+        p[1] = 1;
+        p[2] = rc;
+    }
+    conn_close(c, why, publish_will);
 }
 
 void conn_free(conn_t *c)
 {
+    ext_free(c->x);
     mqtt_parser_reset(&c->ps);
     release_obuf(c);
     msg_unref(&c->will);
     free(c);
 }
 
+void conn_count_publish(conn_t *c, size_t bytes)
+{
+    const conf_t *cf = &c->w->srv->conf;
+    if (cf->max_message_rate == 0 && cf->max_byte_rate == 0)
+        return;
+    conn_ext_t *x = conn_ext(c);
+    uint64_t sec = c->w->now / 1000u;
+    if (x->rl_window != sec) {
+        x->rl_window = sec;
+        x->rl_msgs = 0;
+        x->rl_bytes = 0;
+    }
+    x->rl_msgs++;
+    x->rl_bytes += (uint32_t)AN_MIN(bytes, UINT32_MAX - x->rl_bytes);
+    if ((cf->max_message_rate && x->rl_msgs >= cf->max_message_rate) ||
+        (cf->max_byte_rate && x->rl_bytes >= cf->max_byte_rate)) {
+        if (!(c->flags & CONN_F_THROTTLED)) {
+            /* push back: stop reading this client until the next second;
+             * nothing is dropped, TCP flow control does the rest */
+            c->flags |= CONN_F_THROTTLED;
+            update_events(c);
+            STAT_ADD(c->w->stats.throttled, 1);
+            char name[160];
+            log_debug("%s: over its message or byte rate, reads paused",
+                      conn_name(c, name, sizeof(name)));
+            conn_arm_timer(c);
+        }
+    }
+}
+
+void conn_arm_timer(conn_t *c)
+{
+    worker_t *w = c->w;
+    uint64_t at = UINT64_MAX;
+    if (c->keepalive)
+        at = c->last_rx + (uint64_t)c->keepalive * 1500u;
+    if (c->flags & CONN_F_THROTTLED)
+        at = AN_MIN(at, (c->x->rl_window + 1) * 1000u);
+    if ((c->flags & CONN_F_OUT_FULL) && w->srv->conf.slow_subscriber_timeout)
+        at = AN_MIN(at, c->x->out_full_since +
+                            (uint64_t)w->srv->conf.slow_subscriber_timeout * 1000u);
+    if (at == UINT64_MAX)
+        tw_del(&w->tw, &c->timer);
+    else if (!tw_pending(&c->timer) || c->timer.expires > at)
+        tw_add(&w->tw, &c->timer, at);
+}
+
 void conn_on_timer(tw_timer_t *t)
 {
     conn_t *c = container_of(t, conn_t, timer);
     worker_t *w = c->w;
+    const conf_t *cf = &w->srv->conf;
     if (c->state == CONN_NEW) {
         conn_close(c, "no CONNECT within connect_timeout", 0);
         return;
     }
-    if (c->state != CONN_ACTIVE || c->keepalive == 0)
+    if (c->state != CONN_ACTIVE)
         return;
     /* [MQTT-3.1.2-24] silent for 1.5 x keepalive: gone.  The deadline is
      * re-armed lazily here rather than on every packet. */
-    uint64_t deadline = c->last_rx + (uint64_t)c->keepalive * 1500u;
-    if (w->now >= deadline)
-        conn_close(c, "keepalive timeout", 1);
-    else
-        tw_add(&w->tw, &c->timer, deadline);
+    if (c->keepalive && w->now >= c->last_rx + (uint64_t)c->keepalive * 1500u) {
+        conn_close_reason(c, "keepalive timeout", 1, MQTT_RC_KEEP_ALIVE_TIMEOUT);
+        return;
+    }
+    if ((c->flags & CONN_F_OUT_FULL) && cf->slow_subscriber_timeout &&
+        w->now >= c->x->out_full_since + (uint64_t)cf->slow_subscriber_timeout * 1000u) {
+        STAT_ADD(w->stats.slow_disconnects, 1);
+        conn_close(c, "slow subscriber: output stayed full past slow_subscriber_timeout", 1);
+        return;
+    }
+    if ((c->flags & CONN_F_THROTTLED) && w->now / 1000u > c->x->rl_window) {
+        c->flags &= (uint8_t)~CONN_F_THROTTLED;
+        update_events(c);
+        uint8_t *held = c->x->pending;
+        uint32_t nheld = c->x->npending;
+        c->x->pending = NULL;
+        c->x->npending = 0;
+        if (held) {
+            conn_input(c, held, nheld); /* may throttle again and keep a rest */
+            free(held);
+            if (c->state != CONN_ACTIVE)
+                return;
+        }
+    }
+    conn_arm_timer(c);
 }
 
 /* The memory goal's tripwire (tests/unit/test_retain.c checks it too): an

@@ -33,17 +33,19 @@ struct conn_s {
     int fd;
     uint8_t state;
     uint8_t proto;       /* MQTT_PROTO_*, 0 before CONNECT */
-    uint8_t in_flush;    /* on the worker's flush list */
+    uint8_t in_list;     /* on the worker's flush list or dead list */
     uint8_t want_out;    /* EPOLLOUT armed */
     uint16_t keepalive;  /* seconds, 0 = none */
     uint8_t listener;
-    uint8_t will_pub;    /* publish the will when closed */
+    uint8_t flags;       /* CONN_F_* */
+    uint16_t recv_max;   /* the client's Receive Maximum (MQTT 5), else 65535 */
+    uint32_t max_out;    /* the client's Maximum Packet Size, 0 = none */
     worker_t *w;
     sess_t *sess;
     msg_t *will;
-    conn_t *next, *prev;        /* worker's list of connections */
-    conn_t *flush_next;
-    conn_t *dead_next;
+    conn_t *next, *prev;  /* worker's list of connections */
+    conn_t *turn_next;    /* flush list, or dead list once closed */
+    struct conn_ext_s *x; /* rarely needed state, allocated on demand */
     uint8_t *obuf;
     uint32_t olen, ooff, ocap;
     mqtt_parser_t ps;
@@ -55,6 +57,37 @@ struct conn_s {
         struct sockaddr_in6 in6;
     } peer;
 };
+
+enum {
+    CONN_F_PROBLEM_INFO = 1, /* MQTT 5 Request Problem Information (default 1) */
+    CONN_F_THROTTLED = 2,    /* reads paused by a rate limit */
+    CONN_F_OUT_FULL = 4      /* output over its limit since x->out_full_since */
+};
+
+/* State few connections need, allocated on first use and freed with the
+ * connection: rate-limit windows, slow-subscriber tracking, MQTT 5 topic
+ * aliases. */
+typedef struct conn_ext_s {
+    uint64_t rl_window;      /* second (ms / 1000) the counters below cover */
+    uint32_t rl_msgs;        /* PUBLISH read in that second */
+    uint32_t rl_bytes;       /* bytes read in that second */
+    uint64_t out_full_since; /* ms; output refused by the socket since */
+    uint8_t *pending;        /* bytes read but not handled while throttled */
+    uint32_t npending;
+    mqtt_str_t *alias_in;    /* client -> broker aliases, [topic_alias_max] */
+    uint16_t nalias_in;
+    uint16_t nalias_out;     /* broker -> client aliases assigned so far */
+    uint64_t *alias_out;     /* hash of the topic for alias i + 1 */
+} conn_ext_t;
+
+conn_ext_t *conn_ext(conn_t *c);
+
+/* Arm the connection timer for its earliest deadline: keepalive, the end of
+ * a read throttle, the slow-subscriber limit. */
+void conn_arm_timer(conn_t *c);
+/* Count a PUBLISH of `bytes` against the client's rate limits; pauses reads
+ * until the next second when over. */
+void conn_count_publish(conn_t *c, size_t bytes);
 
 /* A connection moving to its home worker with the bytes read so far:
  * the CONNECT packet, then whatever followed it. */
@@ -91,6 +124,9 @@ void conn_flush(conn_t *c);
 /* Close: log `why` (NULL = silent), publish the will when asked, detach the
  * session, mark dead.  Idempotent. */
 void conn_close(conn_t *c, const char *why, int publish_will);
+/* The same, after sending an MQTT 5 client a DISCONNECT with reason code
+ * rc (MQTT 3.1.1 has no server DISCONNECT: it is just closed). */
+void conn_close_reason(conn_t *c, const char *why, int publish_will, uint8_t rc);
 /* Free a dead connection (worker, end of turn). */
 void conn_free(conn_t *c);
 /* "client-id@address:port", or "address:port" before CONNECT. */

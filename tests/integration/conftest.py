@@ -56,6 +56,23 @@ MQTT_DEFAULTS = {
     "sys_interval": 10,
 }
 
+# MQTT 5.0 keys (antenna's documented defaults).  They are written into the
+# antenna config only when a test overrides them; for mosquitto, an override
+# is mapped to its nearest option (see Broker.mosquitto_conf) and the keys
+# mosquitto has no equivalent for are left out (tests that need them are
+# antenna_only).
+MQTT5_DEFAULTS = {
+    "max_qos": 2,
+    "retain_available": True,
+    "wildcard_subscriptions": True,
+    "shared_subscriptions": True,
+    "subscription_identifiers": True,
+    "topic_alias_max": 10,
+    "receive_maximum": 100,
+    "server_reference": "",
+    "shared_strategy": "round_robin",
+}
+
 IS_MOSQUITTO = IMPL == "mosquitto"
 
 
@@ -210,7 +227,10 @@ class Broker:
         self.log_cfg = dict(level="info", file="")
         self.log_cfg.update(ov.pop("log", {}))
         self.mqtt = dict(ov.pop("mqtt", {}))
-        unknown_mqtt = set(self.mqtt) - set(MQTT_DEFAULTS)
+        self.limits = dict(ov.pop("limits", {}))
+        extra_mqtt = dict(ov.pop("extra_mqtt", {}))  # antenna-only mqtt keys
+        unknown_mqtt = set(self.mqtt) - set(MQTT_DEFAULTS) - set(MQTT5_DEFAULTS)
+        self.extra_mqtt = extra_mqtt
         if unknown_mqtt or ov:
             raise ValueError("unknown broker overrides: %r %r" % (unknown_mqtt, ov))
         self.ports = [free_port() for _ in range(1 + extra)]
@@ -237,8 +257,10 @@ class Broker:
         else:
             cfg = {"workers": self.workers, "log": self.log_cfg,
                    "listeners": self.listeners}
-            if self.mqtt:
-                cfg["mqtt"] = self.mqtt
+            if self.mqtt or self.extra_mqtt:
+                cfg["mqtt"] = dict(self.mqtt, **self.extra_mqtt)
+            if self.limits:
+                cfg["limits"] = self.limits
             path = self.dir / ("antenna%d.yaml" % self.index)
             path.write_text("\n".join(to_yaml(cfg)) + "\n")
         self.config_path = path
@@ -259,6 +281,18 @@ class Broker:
                  "sys_interval %d" % m["sys_interval"],
                  "connection_messages true"]
         # connect_timeout and retry_interval have no mosquitto 2 equivalent.
+        # MQTT 5 keys, only when overridden (mosquitto's defaults otherwise):
+        # mosquitto's max_inflight_messages is both the outgoing window and
+        # the Receive Maximum it sends in CONNACK, so receive_maximum
+        # overrides it; max_qos and max_topic_alias are listener options
+        # (below); wildcard_subscriptions, shared_subscriptions,
+        # subscription_identifiers, server_reference and shared_strategy
+        # have no mosquitto 2.0 equivalent.
+        if "receive_maximum" in self.mqtt:
+            lines = [l for l in lines if not l.startswith("max_inflight_messages ")]
+            lines.append("max_inflight_messages %d" % self.mqtt["receive_maximum"])
+        if "retain_available" in self.mqtt:
+            lines.append("retain_available %s" % ("true" if self.mqtt["retain_available"] else "false"))
         if m["session_expiry"]:
             lines.append("persistent_client_expiration %dh" % max(1, math.ceil(m["session_expiry"] / 3600)))
         if self.log_cfg["file"]:
@@ -275,6 +309,10 @@ class Broker:
             lines.append("listener %d %s" % (lst["port"], lst["address"]))
             if lst.get("max_connections"):
                 lines.append("max_connections %d" % lst["max_connections"])
+            if "max_qos" in self.mqtt:
+                lines.append("max_qos %d" % self.mqtt["max_qos"])
+            if "topic_alias_max" in self.mqtt:
+                lines.append("max_topic_alias %d" % self.mqtt["topic_alias_max"])
         return "\n".join(lines) + "\n"
 
     # -- process
