@@ -6,19 +6,30 @@
 
 #include "util.h"
 
-msg_t *msg_new(const uint8_t *topic, uint16_t topic_len, const uint8_t *payload,
-               uint32_t payload_len, uint8_t qos, uint8_t retain)
+msg_t *msg_new_v5(const uint8_t *topic, uint16_t topic_len, const uint8_t *props,
+                  uint32_t props_len, const uint8_t *payload, uint32_t payload_len,
+                  uint8_t qos, uint8_t retain, uint64_t expire_at)
 {
-    msg_t *m = an_malloc(sizeof(*m) + topic_len + payload_len);
+    msg_t *m = an_malloc(sizeof(*m) + topic_len + (size_t)props_len + payload_len);
     atomic_init(&m->refs, 1);
     m->payload_len = payload_len;
+    m->props_len = props_len;
     m->topic_len = topic_len;
     m->qos = qos;
     m->retain = retain;
+    m->expire_at = expire_at;
     memcpy(m->data, topic, topic_len);
+    if (props_len)
+        memcpy(m->data + topic_len, props, props_len);
     if (payload_len)
-        memcpy(m->data + topic_len, payload, payload_len);
+        memcpy(m->data + topic_len + props_len, payload, payload_len);
     return m;
+}
+
+msg_t *msg_new(const uint8_t *topic, uint16_t topic_len, const uint8_t *payload,
+               uint32_t payload_len, uint8_t qos, uint8_t retain)
+{
+    return msg_new_v5(topic, topic_len, NULL, 0, payload, payload_len, qos, retain, 0);
 }
 
 void msg_unref(msg_t **mp)

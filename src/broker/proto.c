@@ -1,11 +1,14 @@
-/* proto.c -- MQTT 3.1 / 3.1.1 server state machine (see proto.h).
+/* proto.c -- MQTT 3.1 / 3.1.1 / 5.0 server state machine (see proto.h).
  *
  * Every rule that makes a packet malformed is checked by the codec; this
  * file enforces the rules about order and state: the first packet must be
  * CONNECT [MQTT-3.1.0-1], a second CONNECT is a protocol error
- * [MQTT-3.1.0-2], and the QoS 1/2 exchanges follow the session's state.
+ * [MQTT-3.1.0-2], the QoS 1/2 exchanges follow the session's state, and
+ * the MQTT 5 limits this broker advertises in CONNACK (maximum QoS, retain,
+ * topic aliases, receive maximum, subscription features) are enforced.
  * Each refusal closes the one connection with a log line naming the client
- * and the rule.
+ * and the rule; an MQTT 5 client gets a DISCONNECT with the reason code
+ * first.
  */
 #include "proto.h"
 
@@ -15,36 +18,66 @@
 #include <sys/epoll.h>
 
 #include "log.h"
+#include "mqtt_props.h"
 #include "msg.h"
 #include "router.h"
 #include "sess.h"
 
-static int protocol_error(conn_t *c, const char *why)
+static int close_with(conn_t *c, uint8_t rc, const char *what, const char *why)
 {
     char msg[256];
-    snprintf(msg, sizeof(msg), "protocol error: %s", why);
-    conn_close(c, msg, 1);
+    snprintf(msg, sizeof(msg), "%s: %s", what, why ? why : "?");
+    conn_close_reason(c, msg, 1, rc);
     return -1;
+}
+
+static int protocol_error(conn_t *c, const char *why)
+{
+    return close_with(c, MQTT_RC_PROTOCOL_ERROR, "protocol error", why);
 }
 
 static int malformed(conn_t *c, int rc, const char *why)
 {
     if (rc == MQTT_ERR_PROTOCOL)
-        return protocol_error(c, why ? why : "?");
-    char msg[256];
-    snprintf(msg, sizeof(msg), "malformed packet: %s", why ? why : "?");
-    conn_close(c, msg, 1);
+        return protocol_error(c, why);
+    return close_with(c, mqtt_err_reason(rc), "malformed packet", why);
+}
+
+/* CONNACK refusing the connection, in the client's protocol: the 3.1.1
+ * return code, or the MQTT 5 reason code (with a Server Reference for
+ * 0x9C/0x9D). */
+static int refuse(conn_t *c, uint8_t rc3, uint8_t rc5, const char *why)
+{
+    if (c->proto == MQTT_PROTO_V5) {
+        uint8_t props[300];
+        mqtt_pw_t pw;
+        mqtt_pw_init(&pw, props, sizeof(props));
+        const char *ref = c->w->srv->conf.server_reference;
+        if ((rc5 == MQTT_RC_SERVER_MOVED || rc5 == MQTT_RC_USE_ANOTHER_SERVER) && ref[0])
+            mqtt_pw_str(&pw, MQTT_PROP_SERVER_REFERENCE, ref, strlen(ref));
+        size_t len = mqtt_pw_len(&pw);
+        mqtt_encode_connack_v5(conn_reserve(c, mqtt_connack_v5_size(len), 1), 0, rc5, props,
+                               len);
+    } else {
+        mqtt_encode_connack(conn_reserve(c, 4, 1), 0, rc3);
+    }
+    char msg[200];
+    snprintf(msg, sizeof(msg), "CONNECT refused (%s %u): %s",
+             c->proto == MQTT_PROTO_V5 ? "reason code" : "return code",
+             c->proto == MQTT_PROTO_V5 ? rc5 : rc3, why);
+    conn_close(c, msg, 0);
     return -1;
 }
 
-static int refuse(conn_t *c, uint8_t rc, const char *why)
+/* An MQTT 5 acknowledgement with a reason code (the short form for 0). */
+static void send_ack5(conn_t *c, uint8_t type, uint16_t pid, uint8_t reason)
 {
-    uint8_t *p = conn_reserve(c, 4, 1);
-    mqtt_encode_connack(p, 0, rc);
-    char msg[160];
-    snprintf(msg, sizeof(msg), "CONNECT refused (return code %u): %s", rc, why);
-    conn_close(c, msg, 0);
-    return -1;
+    if (c->proto != MQTT_PROTO_V5 || reason == 0) {
+        conn_send_ack(c, type, pid);
+        return;
+    }
+    mqtt_encode_ack_v5(conn_reserve(c, mqtt_ack_v5_size(reason, 0), 1), type, pid, reason,
+                       NULL, 0);
 }
 
 /* A client id for a client that sent none, chosen so that its home is this
@@ -88,8 +121,45 @@ static int hand_off(conn_t *c, uint32_t home, const mqtt_raw_t *pkt,
     return 1;
 }
 
+/* What CONNECT negotiated beyond mqtt_connect_t. */
+typedef struct {
+    uint32_t expiry;        /* session expiry, seconds (SESS_NEVER) */
+    uint16_t keepalive;     /* granted */
+    uint8_t keepalive_capped;
+    uint8_t assigned;       /* the client id was assigned by us */
+} connect_terms_t;
+
+static size_t connack_props(conn_t *c, const connect_terms_t *t, const uint8_t *id,
+                            uint16_t id_len, uint8_t *buf, size_t cap)
+{
+    const conf_t *cf = &c->w->srv->conf;
+    mqtt_pw_t pw;
+    mqtt_pw_init(&pw, buf, cap);
+    if (cf->receive_maximum != 65535)
+        mqtt_pw_int(&pw, MQTT_PROP_RECEIVE_MAXIMUM, cf->receive_maximum);
+    if (cf->max_qos < 2)
+        mqtt_pw_int(&pw, MQTT_PROP_MAXIMUM_QOS, cf->max_qos);
+    if (!cf->retain_available)
+        mqtt_pw_int(&pw, MQTT_PROP_RETAIN_AVAILABLE, 0);
+    mqtt_pw_int(&pw, MQTT_PROP_MAXIMUM_PACKET_SIZE, cf->max_packet_size);
+    if (cf->topic_alias_max)
+        mqtt_pw_int(&pw, MQTT_PROP_TOPIC_ALIAS_MAXIMUM, cf->topic_alias_max);
+    if (!cf->wildcard_subscriptions)
+        mqtt_pw_int(&pw, MQTT_PROP_WILDCARD_SUB_AVAILABLE, 0);
+    if (!cf->subscription_identifiers)
+        mqtt_pw_int(&pw, MQTT_PROP_SUB_ID_AVAILABLE, 0);
+    if (!cf->shared_subscriptions)
+        mqtt_pw_int(&pw, MQTT_PROP_SHARED_SUB_AVAILABLE, 0);
+    if (t->keepalive_capped)
+        mqtt_pw_int(&pw, MQTT_PROP_SERVER_KEEP_ALIVE, t->keepalive);
+    if (t->assigned)
+        mqtt_pw_str(&pw, MQTT_PROP_ASSIGNED_CLIENT_ID, id, id_len);
+    return mqtt_pw_error(&pw) ? 0 : mqtt_pw_len(&pw);
+}
+
 /* CONNECT on the home worker: session, takeover, CONNACK, redelivery. */
-static int connect_home(conn_t *c, const mqtt_connect_t *ck, const uint8_t *id, uint16_t id_len)
+static int connect_home(conn_t *c, const mqtt_connect_t *ck, const connect_terms_t *t,
+                        const uint8_t *id, uint16_t id_len)
 {
     worker_t *w = c->w;
     sess_t *s = sess_table_find_id(&w->by_id, id, id_len);
@@ -101,10 +171,10 @@ static int connect_home(conn_t *c, const mqtt_connect_t *ck, const uint8_t *id, 
         old->sess = NULL;
         s->conn = NULL;
         STAT_ADD(w->stats.clients_connected, (uint64_t)-1);
-        conn_close(old, "session taken over", 1);
+        conn_close_reason(old, "session taken over", 1, MQTT_RC_SESSION_TAKEN_OVER);
     }
-    if (s && s->clean && s->conn == NULL) {
-        /* a clean session lives as long as its connection: gone with it */
+    if (s && s->expiry == 0) {
+        /* a session without expiry lives as long as its connection */
         sess_destroy(w, s);
         s = NULL;
     }
@@ -112,30 +182,64 @@ static int connect_home(conn_t *c, const mqtt_connect_t *ck, const uint8_t *id, 
     if (ck->clean_session) {
         if (s)
             sess_destroy(w, s);
-        s = sess_new(w, id, id_len, 1);
+        s = sess_new(w, id, id_len, t->expiry);
     } else if (s) {
-        s->clean = 0;
+        s->expiry = t->expiry;
         present = 1;
     } else {
-        s = sess_new(w, id, id_len, 0);
+        s = sess_new(w, id, id_len, t->expiry);
     }
-    if (ck->will_flag)
-        c->will = msg_new(ck->will_topic.p, ck->will_topic.len, ck->will_payload.p,
-                          ck->will_payload.len, ck->will_qos, ck->will_retain);
-    c->proto = ck->proto;
-    c->keepalive = ck->keepalive;
+    if (ck->will_flag) {
+        const mqtt_props_t *wp = &ck->will_props;
+        uint8_t buf[1024], *props = buf;
+        uint32_t plen = 0;
+        uint64_t expire_at = 0;
+        if (ck->proto == MQTT_PROTO_V5) {
+            /* the will's properties travel with it [MQTT5 3.1.3.2] */
+            uint64_t skip = MQTT_PROP_BIT(MQTT_PROP_WILL_DELAY) |
+                            MQTT_PROP_BIT(MQTT_PROP_MESSAGE_EXPIRY);
+            mqtt_pw_t pw;
+            mqtt_pw_init(&pw, NULL, 0);
+            mqtt_pw_copy(&pw, wp, skip);
+            plen = (uint32_t)mqtt_pw_len(&pw);
+            if (plen > sizeof(buf))
+                props = an_malloc(plen);
+            mqtt_pw_init(&pw, props, plen);
+            mqtt_pw_copy(&pw, wp, skip);
+            if (wp->present & MQTT_PROP_BIT(MQTT_PROP_MESSAGE_EXPIRY))
+                expire_at = UINT64_MAX; /* set when published: see below */
+            if (wp->present & MQTT_PROP_BIT(MQTT_PROP_WILL_DELAY))
+                conn_ext(c)->will_delay = wp->will_delay;
+        }
+        /* a will's expiry counts from its publication, which is later:
+         * keep it simple and let it live as long as the interval from now */
+        if (expire_at)
+            expire_at = w->now + (uint64_t)wp->message_expiry * 1000u +
+                        (c->x ? (uint64_t)c->x->will_delay * 1000u : 0);
+        c->will = msg_new_v5(ck->will_topic.p, ck->will_topic.len, props, plen,
+                             ck->will_payload.p, ck->will_payload.len, ck->will_qos,
+                             ck->will_retain, expire_at);
+        if (props != buf)
+            free(props);
+    }
+    c->keepalive = t->keepalive;
     c->state = CONN_ACTIVE;
-    uint8_t *p = conn_reserve(c, 4, 1);
-    mqtt_encode_connack(p, present, MQTT_CONNACK_ACCEPTED);
+    if (c->proto == MQTT_PROTO_V5) {
+        uint8_t props[512];
+        size_t len = connack_props(c, t, id, id_len, props, sizeof(props));
+        mqtt_encode_connack_v5(conn_reserve(c, mqtt_connack_v5_size(len), 1), present,
+                               MQTT_RC_SUCCESS, props, len);
+    } else {
+        mqtt_encode_connack(conn_reserve(c, 4, 1), present, MQTT_CONNACK_ACCEPTED);
+    }
     STAT_ADD(w->stats.clients_connected, 1);
     STAT_ADD(w->stats.connections_total, 1);
-    tw_del(&w->tw, &c->timer);
-    if (c->keepalive)
-        tw_add(&w->tw, &c->timer, c->last_rx + (uint64_t)c->keepalive * 1500u);
+    conn_arm_timer(c);
     sess_attach(s, c);
     char name[160];
-    log_info("%s: connected (MQTT %s, clean session %u, keepalive %u, session present %u)",
-             conn_name(c, name, sizeof(name)), c->proto == MQTT_PROTO_V31 ? "3.1" : "3.1.1",
+    log_info("%s: connected (MQTT %s, clean %u, keepalive %u, session present %u)",
+             conn_name(c, name, sizeof(name)),
+             c->proto == MQTT_PROTO_V5 ? "5.0" : c->proto == MQTT_PROTO_V31 ? "3.1" : "3.1.1",
              ck->clean_session, c->keepalive, present);
     return 0;
 }
@@ -144,34 +248,69 @@ static int on_connect(conn_t *c, const mqtt_raw_t *pkt, const uint8_t *rest, siz
                       int adopted)
 {
     worker_t *w = c->w;
+    const conf_t *cf = &w->srv->conf;
     mqtt_connect_t ck;
     const char *why = NULL;
-    int rc = mqtt_decode_connect(pkt, &ck, &why);
+    int rc = mqtt_decode_connect_v5ok(pkt, &ck, 1, &why);
     if (rc == MQTT_ERR_PROTOCOL_VERSION)
-        return refuse(c, MQTT_CONNACK_BAD_VERSION, why ? why : "protocol version");
+        return refuse(c, MQTT_CONNACK_BAD_VERSION, MQTT_RC_UNSUPPORTED_PROTOCOL_VERSION,
+                      why ? why : "protocol version");
     if (rc == MQTT_ERR_CLIENT_ID)
-        return refuse(c, MQTT_CONNACK_ID_REJECTED, why ? why : "client identifier");
+        return refuse(c, MQTT_CONNACK_ID_REJECTED, MQTT_RC_CLIENT_ID_NOT_VALID,
+                      why ? why : "client identifier");
     if (rc < 0)
         return malformed(c, rc, why);
-    if (!w->srv->conf.allow_anonymous && !ck.has_username)
-        return refuse(c, MQTT_CONNACK_NOT_AUTHORIZED, "anonymous clients are not allowed");
-    if (ck.keepalive > w->srv->conf.max_keepalive) {
-        if (w->srv->conf.keepalive_over_max == CONF_KEEPALIVE_REFUSE)
-            return refuse(c, MQTT_CONNACK_ID_REJECTED, "keepalive above max_keepalive");
-        ck.keepalive = w->srv->conf.max_keepalive;
+    c->proto = ck.proto;
+    connect_terms_t t = {.keepalive = ck.keepalive};
+    if (ck.proto == MQTT_PROTO_V5) {
+        const mqtt_props_t *pr = &ck.props;
+        if (pr->present & MQTT_PROP_BIT(MQTT_PROP_AUTH_METHOD))
+            return refuse(c, 0, MQTT_RC_BAD_AUTHENTICATION_METHOD,
+                          "authentication method not supported");
+        if (pr->present & MQTT_PROP_BIT(MQTT_PROP_RECEIVE_MAXIMUM))
+            c->recv_max = pr->receive_max;
+        if (pr->present & MQTT_PROP_BIT(MQTT_PROP_MAXIMUM_PACKET_SIZE))
+            c->max_out = pr->max_packet_size;
+        if ((pr->present & MQTT_PROP_BIT(MQTT_PROP_TOPIC_ALIAS_MAXIMUM)) && pr->topic_alias_max)
+            conn_ext(c)->alias_out_max = AN_MIN(pr->topic_alias_max, 64);
+        if ((pr->present & MQTT_PROP_BIT(MQTT_PROP_REQUEST_PROBLEM_INFO)) &&
+            !pr->request_problem_info)
+            c->flags &= (uint8_t)~CONN_F_PROBLEM_INFO;
+        t.expiry = pr->session_expiry; /* absent: 0 */
+    } else {
+        t.expiry = ck.clean_session ? 0 : (cf->session_expiry ? cf->session_expiry : SESS_NEVER);
+    }
+    if (ck.will_flag && ck.will_qos > cf->max_qos)
+        return refuse(c, MQTT_CONNACK_NOT_AUTHORIZED, MQTT_RC_QOS_NOT_SUPPORTED,
+                      "[MQTT5-3.2.2-12] will QoS above max_qos");
+    if (ck.will_flag && ck.will_retain && !cf->retain_available)
+        return refuse(c, MQTT_CONNACK_NOT_AUTHORIZED, MQTT_RC_RETAIN_NOT_SUPPORTED,
+                      "[MQTT5-3.2.2-13] will retain without retain available");
+    if (cf->server_reference[0])
+        return refuse(c, MQTT_CONNACK_UNAVAILABLE, MQTT_RC_SERVER_MOVED,
+                      "server moved (server_reference)");
+    if (!cf->allow_anonymous && !ck.has_username)
+        return refuse(c, MQTT_CONNACK_NOT_AUTHORIZED, MQTT_RC_NOT_AUTHORIZED,
+                      "anonymous clients are not allowed");
+    if (ck.keepalive > cf->max_keepalive) {
+        if (ck.proto != MQTT_PROTO_V5 && cf->keepalive_over_max == CONF_KEEPALIVE_REFUSE)
+            return refuse(c, MQTT_CONNACK_ID_REJECTED, 0, "keepalive above max_keepalive");
+        t.keepalive = cf->max_keepalive; /* MQTT 5: told as Server Keep Alive */
+        t.keepalive_capped = ck.proto == MQTT_PROTO_V5;
     }
 
     char auto_id[48];
     const uint8_t *id = ck.client_id.p;
     uint16_t id_len = ck.client_id.len;
-    if (id_len == 0) { /* clean session is guaranteed by the codec */
+    if (id_len == 0) { /* 3.1.1: clean session is guaranteed by the codec */
         id_len = assign_client_id(w, auto_id, sizeof(auto_id));
         id = (const uint8_t *)auto_id;
+        t.assigned = 1;
     }
     uint32_t home = worker_home(w->srv, id, id_len);
     if (home != w->id && !adopted)
         return hand_off(c, home, pkt, rest, rest_len);
-    return connect_home(c, &ck, id, id_len);
+    return connect_home(c, &ck, &t, id, id_len);
 }
 
 /* limits.max_topic_length and limits.max_topic_levels. */
@@ -186,9 +325,38 @@ static int topic_within_limits(const conf_t *cf, const uint8_t *p, size_t len)
     return 1;
 }
 
+/* MQTT 5 Topic Alias from a client [MQTT5 3.3.2.3.4]: learn or resolve.
+ * Returns 0, or -1 after closing the connection. */
+static int resolve_alias(conn_t *c, mqtt_publish_t *pb)
+{
+    uint16_t max = c->w->srv->conf.topic_alias_max, alias = pb->props.topic_alias;
+    if (alias == 0 || alias > max)
+        return close_with(c, MQTT_RC_TOPIC_ALIAS_INVALID, "protocol error",
+                          "[MQTT5-3.3.2-8] topic alias out of range");
+    conn_ext_t *x = conn_ext(c);
+    if (x->alias_in == NULL) {
+        x->alias_in = an_calloc(max, sizeof(*x->alias_in));
+        x->nalias_in = max;
+    }
+    mqtt_str_t *slot = &x->alias_in[alias - 1];
+    if (pb->topic.len) {
+        uint8_t *copy = an_malloc(pb->topic.len);
+        memcpy(copy, pb->topic.p, pb->topic.len);
+        free((void *)slot->p);
+        slot->p = copy;
+        slot->len = pb->topic.len;
+    } else if (slot->p == NULL) {
+        return protocol_error(c, "[MQTT5 3.3.4] topic alias not set on this connection");
+    } else {
+        pb->topic = *slot;
+    }
+    return 0;
+}
+
 static int on_publish(conn_t *c, const mqtt_raw_t *pkt)
 {
     worker_t *w = c->w;
+    const conf_t *cf = &w->srv->conf;
     mqtt_publish_t pb;
     const char *why = NULL;
     int rc = mqtt_decode_publish(pkt, c->proto, &pb, &why);
@@ -196,95 +364,234 @@ static int on_publish(conn_t *c, const mqtt_raw_t *pkt)
         return malformed(c, rc, why);
     STAT_ADD(w->stats.msgs_received, 1);
     conn_count_publish(c, pkt->len);
-    if (!topic_within_limits(&w->srv->conf, pb.topic.p, pb.topic.len))
-        return protocol_error(c, "topic exceeds max_topic_length or max_topic_levels");
-    if (pb.qos == 2 && !sess_qos2_in_begin(c->sess, pb.packet_id)) {
-        /* a resent PUBLISH we already routed: acknowledge, do not deliver */
-        conn_send_ack(c, MQTT_PUBREC, pb.packet_id);
+    int v5 = c->proto == MQTT_PROTO_V5;
+    if (v5 && (pb.props.present & MQTT_PROP_BIT(MQTT_PROP_TOPIC_ALIAS)) &&
+        resolve_alias(c, &pb) < 0)
+        return -1;
+    if (!topic_within_limits(cf, pb.topic.p, pb.topic.len))
+        return close_with(c, MQTT_RC_TOPIC_NAME_INVALID, "protocol error",
+                          "topic exceeds max_topic_length or max_topic_levels");
+    if (pb.qos > cf->max_qos)
+        return close_with(c, MQTT_RC_QOS_NOT_SUPPORTED, "protocol error",
+                          "[MQTT5-3.2.2-11] QoS above max_qos");
+    if (pb.retain && !cf->retain_available)
+        return close_with(c, MQTT_RC_RETAIN_NOT_SUPPORTED, "protocol error",
+                          "[MQTT5-3.2.2-14] retain not available");
+    if (v5 && pb.props.payload_format == 1 && !mqtt_utf8_valid(pb.payload, pb.payload_len)) {
+        /* [MQTT5-3.3.2-4] payload said to be UTF-8 and it is not */
+        if (pb.qos == 0)
+            return close_with(c, MQTT_RC_PAYLOAD_FORMAT_INVALID, "protocol error",
+                              "payload is not the UTF-8 its format indicator says");
+        send_ack5(c, pb.qos == 1 ? MQTT_PUBACK : MQTT_PUBREC, pb.packet_id,
+                  MQTT_RC_PAYLOAD_FORMAT_INVALID);
         return 0;
     }
-    msg_t *m = msg_new(pb.topic.p, pb.topic.len, pb.payload, pb.payload_len, pb.qos, pb.retain);
-    router_publish(w, m);
+    if (pb.qos == 2) {
+        if (v5 && c->sess->nqos2_in >= cf->receive_maximum &&
+            !sess_qos2_in_known(c->sess, pb.packet_id))
+            return close_with(c, MQTT_RC_RECEIVE_MAXIMUM_EXCEEDED, "protocol error",
+                              "[MQTT5-3.3.4-9] receive maximum exceeded");
+        if (!sess_qos2_in_begin(c->sess, pb.packet_id)) {
+            /* a resent PUBLISH we already routed: acknowledge, do not deliver */
+            conn_send_ack(c, MQTT_PUBREC, pb.packet_id);
+            return 0;
+        }
+    }
+    msg_t *m;
+    if (v5 && pb.props.raw_len) {
+        /* keep what subscribers receive unchanged; alias, ids and expiry
+         * are per delivery */
+        uint64_t skip = MQTT_PROP_BIT(MQTT_PROP_TOPIC_ALIAS) |
+                        MQTT_PROP_BIT(MQTT_PROP_SUBSCRIPTION_ID) |
+                        MQTT_PROP_BIT(MQTT_PROP_MESSAGE_EXPIRY);
+        uint8_t buf[512], *props = buf;
+        mqtt_pw_t pw;
+        mqtt_pw_init(&pw, NULL, 0);
+        mqtt_pw_copy(&pw, &pb.props, skip);
+        size_t plen = mqtt_pw_len(&pw);
+        if (plen > sizeof(buf))
+            props = an_malloc(plen);
+        mqtt_pw_init(&pw, props, plen);
+        mqtt_pw_copy(&pw, &pb.props, skip);
+        uint64_t expire_at = 0;
+        if (pb.props.present & MQTT_PROP_BIT(MQTT_PROP_MESSAGE_EXPIRY))
+            expire_at = w->now + (uint64_t)pb.props.message_expiry * 1000u;
+        m = msg_new_v5(pb.topic.p, pb.topic.len, props, (uint32_t)plen, pb.payload,
+                       pb.payload_len, pb.qos, pb.retain, expire_at);
+        if (props != buf)
+            free(props);
+    } else {
+        m = msg_new(pb.topic.p, pb.topic.len, pb.payload, pb.payload_len, pb.qos, pb.retain);
+    }
+    size_t n = router_publish(w, m, c->sess);
     msg_unref(&m);
+    /* [MQTT5 3.4.2.1] 0x10: accepted, but nobody subscribes to it */
+    uint8_t reason = n ? MQTT_RC_SUCCESS : MQTT_RC_NO_MATCHING_SUBSCRIBERS;
     if (pb.qos == 1)
-        conn_send_ack(c, MQTT_PUBACK, pb.packet_id);
+        send_ack5(c, MQTT_PUBACK, pb.packet_id, reason);
     else if (pb.qos == 2)
-        conn_send_ack(c, MQTT_PUBREC, pb.packet_id);
+        send_ack5(c, MQTT_PUBREC, pb.packet_id, reason);
     return 0;
+}
+
+static int has_wildcard(const uint8_t *f, size_t len)
+{
+    return memchr(f, '+', len) != NULL || memchr(f, '#', len) != NULL;
+}
+
+/* The SUBACK code for one filter, subscribing when it is granted. */
+static uint8_t subscribe_one(conn_t *c, const mqtt_str_t *f, uint8_t opts, uint32_t subid,
+                             uint8_t *send_retained)
+{
+    worker_t *w = c->w;
+    sess_t *s = c->sess;
+    const conf_t *cf = &w->srv->conf;
+    int v5 = c->proto == MQTT_PROTO_V5;
+    const uint8_t *real = f->p;
+    size_t rl = f->len;
+    *send_retained = 0;
+    int shared = mqtt_shared_filter_parse(f->p, f->len, NULL, NULL, &real, &rl);
+    if (shared < 0)
+        return v5 ? MQTT_RC_TOPIC_FILTER_INVALID : MQTT_SUBACK_FAILURE;
+    if (shared && !cf->shared_subscriptions)
+        return v5 ? MQTT_RC_SHARED_SUBS_NOT_SUPPORTED : MQTT_SUBACK_FAILURE;
+    if (has_wildcard(real, rl) && !cf->wildcard_subscriptions)
+        return v5 ? MQTT_RC_WILDCARD_SUBS_NOT_SUPPORTED : MQTT_SUBACK_FAILURE;
+    if (!topic_within_limits(cf, f->p, f->len))
+        return v5 ? MQTT_RC_TOPIC_FILTER_INVALID : MQTT_SUBACK_FAILURE;
+    if (cf->max_subscriptions && s->nsubs >= cf->max_subscriptions &&
+        !sess_has_sub(s, f->p, f->len))
+        return v5 ? MQTT_RC_QUOTA_EXCEEDED : MQTT_SUBACK_FAILURE;
+    uint8_t granted = AN_MIN(MQTT_SUBOPT_QOS(opts), cf->max_qos);
+    opts = (uint8_t)((opts & ~3) | granted);
+    int added = sess_subscribe(w, s, f->p, f->len, opts, subid);
+    /* [MQTT5 3.3.1.3] retain handling; never on a shared subscription */
+    uint8_t rh = MQTT_SUBOPT_RETAIN_HANDLING(opts);
+    *send_retained = !shared && (rh == 0 || (rh == 1 && added));
+    return granted;
 }
 
 static int on_subscribe(conn_t *c, const mqtt_raw_t *pkt)
 {
     worker_t *w = c->w;
-    sess_t *s = c->sess;
+    int v5 = c->proto == MQTT_PROTO_V5;
     mqtt_sub_iter_t it;
     const char *why = NULL;
-    int rc = mqtt_decode_subscribe(pkt, &it, &why);
+    int rc = v5 ? mqtt_decode_subscribe_v5(pkt, &it, &why) : mqtt_decode_subscribe(pkt, &it, &why);
     if (rc < 0)
         return malformed(c, rc, why);
-    mqtt_sub_iter_t again = it;
-    uint8_t *codes = an_malloc(it.count);
-    mqtt_str_t f;
-    uint8_t qos;
-    uint32_t i = 0;
-    const conf_t *cf = &w->srv->conf;
-    while (mqtt_sub_next(&it, &f, &qos) && i < it.count) {
-        if (!topic_within_limits(cf, f.p, f.len) ||
-            (cf->max_subscriptions && s->nsubs >= cf->max_subscriptions &&
-             !sess_has_sub(s, f.p, f.len))) {
-            codes[i++] = MQTT_SUBACK_FAILURE;
-            continue;
-        }
-        sess_subscribe(w, s, f.p, f.len, qos);
-        codes[i++] = qos;
+    uint32_t subid = 0;
+    if (v5 && (it.props.present & MQTT_PROP_BIT(MQTT_PROP_SUBSCRIPTION_ID))) {
+        if (!w->srv->conf.subscription_identifiers)
+            return close_with(c, MQTT_RC_SUB_IDS_NOT_SUPPORTED, "protocol error",
+                              "subscription identifiers are not available");
+        subid = it.props.sub_id;
     }
-    mqtt_encode_suback(conn_reserve(c, mqtt_suback_size(i), 1), it.packet_id, codes, i);
+    mqtt_sub_iter_t again = it;
+    uint8_t *codes = an_malloc(it.count), *retained = an_malloc(it.count);
+    mqtt_str_t f;
+    uint8_t opts;
+    uint32_t i = 0;
+    while (i < it.count && mqtt_sub_next_opts(&it, &f, &opts)) {
+        codes[i] = subscribe_one(c, &f, opts, subid, &retained[i]);
+        i++;
+    }
+    if (v5)
+        mqtt_encode_suback_v5(conn_reserve(c, mqtt_suback_v5_size(0, i), 1), it.packet_id,
+                              NULL, 0, codes, i);
+    else
+        mqtt_encode_suback(conn_reserve(c, mqtt_suback_size(i), 1), it.packet_id, codes, i);
     /* [MQTT-3.8.4-3] retained messages for every filter, after the SUBACK */
-    for (i = 0; mqtt_sub_next(&again, &f, &qos); i++)
-        if (codes[i] != MQTT_SUBACK_FAILURE)
-            router_send_retained(w, s, f.p, f.len, qos);
+    for (uint32_t j = 0; j < i && mqtt_sub_next_opts(&again, &f, &opts); j++)
+        if (retained[j])
+            router_send_retained(w, c->sess, f.p, f.len, codes[j]);
     free(codes);
+    free(retained);
     return 0;
 }
 
 static int on_unsubscribe(conn_t *c, const mqtt_raw_t *pkt)
 {
+    int v5 = c->proto == MQTT_PROTO_V5;
     mqtt_sub_iter_t it;
     const char *why = NULL;
-    int rc = mqtt_decode_unsubscribe(pkt, &it, &why);
+    int rc = v5 ? mqtt_decode_unsubscribe_v5(pkt, &it, &why)
+                : mqtt_decode_unsubscribe(pkt, &it, &why);
     if (rc < 0)
         return malformed(c, rc, why);
+    uint8_t *codes = an_malloc(it.count);
     mqtt_str_t f;
     uint8_t qos;
-    while (mqtt_sub_next(&it, &f, &qos))
-        sess_unsubscribe(c->w, c->sess, f.p, f.len);
-    conn_send_ack(c, MQTT_UNSUBACK, it.packet_id);
+    uint32_t i = 0;
+    while (i < it.count && mqtt_sub_next(&it, &f, &qos))
+        codes[i++] = sess_unsubscribe(c->w, c->sess, f.p, f.len)
+                         ? MQTT_RC_SUCCESS
+                         : MQTT_RC_NO_SUBSCRIPTION_EXISTED;
+    if (v5)
+        mqtt_encode_unsuback_v5(conn_reserve(c, mqtt_suback_v5_size(0, i), 1), it.packet_id,
+                                NULL, 0, codes, i);
+    else
+        conn_send_ack(c, MQTT_UNSUBACK, it.packet_id);
+    free(codes);
     return 0;
 }
 
 static int on_ack(conn_t *c, const mqtt_raw_t *pkt)
 {
-    uint16_t pid;
+    mqtt_ack_t ack = {0};
     const char *why = NULL;
-    int rc = mqtt_decode_ack(pkt, &pid, &why);
+    int rc = c->proto == MQTT_PROTO_V5 ? mqtt_decode_ack_v5(pkt, &ack, &why)
+                                       : mqtt_decode_ack(pkt, &ack.packet_id, &why);
     if (rc < 0)
         return malformed(c, rc, why);
+    uint16_t pid = ack.packet_id;
     switch (mqtt_raw_type(pkt)) {
     case MQTT_PUBACK:
         sess_on_puback(c->sess, pid);
         break;
     case MQTT_PUBREC:
-        sess_on_pubrec(c->sess, pid);
+        if (sess_on_pubrec(c->sess, pid, ack.reason) < 0 && ack.reason < 0x80)
+            send_ack5(c, MQTT_PUBREL, pid, MQTT_RC_PACKET_ID_NOT_FOUND);
         break;
     case MQTT_PUBCOMP:
         sess_on_pubcomp(c->sess, pid);
         break;
     case MQTT_PUBREL:
-        sess_qos2_in_end(c->sess, pid);
-        conn_send_ack(c, MQTT_PUBCOMP, pid);
+        send_ack5(c, MQTT_PUBCOMP, pid,
+                  sess_qos2_in_end(c->sess, pid) ? MQTT_RC_SUCCESS
+                                                 : MQTT_RC_PACKET_ID_NOT_FOUND);
         break;
     }
     return 0;
+}
+
+static int on_disconnect(conn_t *c, const mqtt_raw_t *pkt)
+{
+    const char *why = NULL;
+    int rc;
+    if (c->proto != MQTT_PROTO_V5) {
+        if ((rc = mqtt_decode_empty(pkt, &why)) < 0)
+            return malformed(c, rc, why);
+        msg_unref(&c->will); /* [MQTT-3.14.4-3] no will after DISCONNECT */
+        conn_close(c, "DISCONNECT", 0);
+        return -1;
+    }
+    mqtt_disconnect_t d;
+    if ((rc = mqtt_decode_disconnect_v5(pkt, MQTT_FROM_CLIENT, &d, &why)) < 0)
+        return malformed(c, rc, why);
+    if (d.props.present & MQTT_PROP_BIT(MQTT_PROP_SESSION_EXPIRY)) {
+        if (c->sess->expiry == 0 && d.props.session_expiry != 0)
+            return protocol_error(c, "[MQTT5-3.14.2-2] session expiry set on DISCONNECT "
+                                     "after CONNECT had none");
+        c->sess->expiry = d.props.session_expiry;
+    }
+    int with_will = d.reason == MQTT_RC_DISCONNECT_WITH_WILL;
+    if (!with_will)
+        msg_unref(&c->will);
+    char msg[80];
+    snprintf(msg, sizeof(msg), "DISCONNECT (reason 0x%02x)", d.reason);
+    conn_close(c, msg, with_will);
+    return -1;
 }
 
 int proto_handle(conn_t *c, const mqtt_raw_t *pkt, const uint8_t *rest, size_t rest_len)
@@ -319,11 +626,11 @@ int proto_handle(conn_t *c, const mqtt_raw_t *pkt, const uint8_t *rest, size_t r
         mqtt_encode_pingresp(conn_reserve(c, 2, 1));
         return 0;
     case MQTT_DISCONNECT:
-        if ((rc = mqtt_decode_empty(pkt, &why)) < 0)
-            return malformed(c, rc, why);
-        msg_unref(&c->will); /* [MQTT-3.14.4-3] no will after DISCONNECT */
-        conn_close(c, "DISCONNECT", 0);
-        return -1;
+        return on_disconnect(c, pkt);
+    case MQTT_AUTH:
+        /* enhanced authentication is an extension point: no method is
+         * offered yet, so an AUTH is never expected [MQTT5-4.12.0-1] */
+        return protocol_error(c, "AUTH without an authentication method");
     default:
         return protocol_error(c, "unexpected packet type");
     }

@@ -1,22 +1,32 @@
 /* router.c -- fan a published message out to its subscribers (router.h).
  *
- * The trie is matched under its read lock into the worker's match vector;
+ * The trie is matched under its read lock into the worker's match vector,
+ * and shared groups are resolved to one member each under the same lock;
  * nothing is delivered while the lock is held.  Overlapping subscriptions
  * of one session are merged by sorting the (few) matches by session id
  * when there is more than one, so each session gets the message once, at
- * the highest granted QoS.
+ * the highest granted QoS -- except that a copy through a shared
+ * subscription is separate from one through an ordinary subscription
+ * [MQTT5 4.8.2].
  */
 #include "router.h"
 
 #include <stdlib.h>
 #include <string.h>
 
+#include "mqtt_codec.h"
 #include "retain.h"
 #include "sess.h"
+#include "shared.h"
 
-static void collect(void *ud, const sub_ref_t *sub)
+typedef struct {
+    worker_t *w;
+    const msg_t *m;
+    const sess_t *from;
+} match_ctx_t;
+
+static void push(worker_t *w, const sub_ref_t *sub)
 {
-    worker_t *w = ud;
     if (w->nmatches == w->matches_cap) {
         w->matches_cap = w->matches_cap ? w->matches_cap * 2 : 64;
         w->matches = an_realloc(w->matches, w->matches_cap * sizeof(*w->matches));
@@ -24,10 +34,32 @@ static void collect(void *ud, const sub_ref_t *sub)
     w->matches[w->nmatches++] = *sub;
 }
 
+static void collect(void *ud, const sub_ref_t *sub)
+{
+    match_ctx_t *ctx = ud;
+    worker_t *w = ctx->w;
+    if (sub->opts & SUB_SHARED) {
+        sub_ref_t member;
+        const sess_t *f = ctx->from;
+        if (shared_pick(sub, w->srv->conf.shared_strategy,
+                        f ? (const uint8_t *)f->client_id : NULL, f ? f->client_id_len : 0,
+                        msg_topic(ctx->m), ctx->m->topic_len, 0, &w->rng, &member) == 0) {
+            member.opts |= SUB_SHARED;
+            push(w, &member);
+        }
+        return;
+    }
+    if ((sub->opts & MQTT_SUBOPT_NO_LOCAL) && ctx->from && sub->sid == ctx->from->sid)
+        return; /* [MQTT5-3.8.3-3] not to the publisher's own subscription */
+    push(w, sub);
+}
+
 static int by_sid(const void *a, const void *b)
 {
-    uint64_t x = ((const sub_ref_t *)a)->sid, y = ((const sub_ref_t *)b)->sid;
-    return x < y ? -1 : x > y;
+    const sub_ref_t *x = a, *y = b;
+    if (x->sid != y->sid)
+        return x->sid < y->sid ? -1 : 1;
+    return (x->opts & SUB_SHARED) - (y->opts & SUB_SHARED);
 }
 
 /* Sort and merge duplicates in place; returns the new count. */
@@ -38,9 +70,13 @@ static size_t merge_overlaps(sub_ref_t *v, size_t n)
     qsort(v, n, sizeof(*v), by_sid);
     size_t out = 0;
     for (size_t i = 0; i < n; i++) {
-        if (out > 0 && v[out - 1].sid == v[i].sid) {
-            if ((v[i].opts & 3) > (v[out - 1].opts & 3))
-                v[out - 1].opts = (uint8_t)((v[out - 1].opts & ~3) | (v[i].opts & 3));
+        sub_ref_t *last = out ? &v[out - 1] : NULL;
+        if (last && last->sid == v[i].sid && !(last->opts & SUB_SHARED) &&
+            !(v[i].opts & SUB_SHARED)) {
+            /* each shared group delivers its own copy [MQTT5 4.8.2] */
+            uint8_t q = AN_MAX(last->opts & 3, v[i].opts & 3);
+            last->opts = (uint8_t)((last->opts & ~3) | q |
+                                   (v[i].opts & MQTT_SUBOPT_RETAIN_AS_PUBLISHED));
             continue;
         }
         v[out++] = v[i];
@@ -48,38 +84,73 @@ static size_t merge_overlaps(sub_ref_t *v, size_t n)
     return out;
 }
 
-void router_deliver_local(worker_t *w, uint64_t sid, msg_t *m, uint8_t qos)
+void router_deliver_local(worker_t *w, uint64_t sid, msg_t *m, uint8_t qos, uint8_t flags)
 {
     sess_t *s = worker_find_sid(w, sid);
     if (s == NULL)
         return; /* the session ended while the message travelled */
-    sess_deliver(w, s, m, qos, 0);
+    sess_deliver(w, s, m, qos, flags);
 }
 
-void router_publish(worker_t *w, msg_t *m)
+static void hand(worker_t *w, const sub_ref_t *sub, msg_t *m, uint8_t qos, uint8_t flags)
+{
+    if (sub->owner == w->id) {
+        router_deliver_local(w, sub->sid, m, qos, flags);
+    } else {
+        inbox_item_t it = {.kind = WM_DELIVER, .qos = qos, .flags = flags, .sid = sub->sid,
+                           .ptr = msg_ref(m)};
+        worker_post(w, sub->owner, &it);
+    }
+}
+
+size_t router_publish(worker_t *w, msg_t *m, const sess_t *from)
 {
     server_t *srv = w->srv;
     /* Hook seam: authorization and rules will run here, before routing. */
     if (m->retain)
         retain_set(srv->retain, m);
 
+    match_ctx_t ctx = {w, m, from};
     w->nmatches = 0;
     pthread_rwlock_rdlock(&srv->trie_lock);
-    trie_match(srv->trie, msg_topic(m), m->topic_len, collect, w);
+    trie_match(srv->trie, msg_topic(m), m->topic_len, collect, &ctx);
     pthread_rwlock_unlock(&srv->trie_lock);
     size_t n = merge_overlaps(w->matches, w->nmatches);
 
     for (size_t i = 0; i < n; i++) {
         const sub_ref_t *sub = &w->matches[i];
         uint8_t qos = AN_MIN(m->qos, sub->opts & 3);
-        if (sub->owner == w->id) {
-            router_deliver_local(w, sub->sid, m, qos);
-        } else {
-            inbox_item_t it = {.kind = WM_DELIVER, .qos = qos, .sid = sub->sid,
-                               .ptr = msg_ref(m)};
-            worker_post(w, sub->owner, &it);
-        }
+        uint8_t flags = 0;
+        if ((sub->opts & MQTT_SUBOPT_RETAIN_AS_PUBLISHED) && m->retain)
+            flags |= DLV_RETAIN;
+        if (sub->opts & SUB_SHARED)
+            flags |= DLV_SHARED;
+        hand(w, sub, m, qos, flags);
     }
+    return n;
+}
+
+int router_reshare(worker_t *w, sess_t *s, msg_t *m, uint8_t qos)
+{
+    server_t *srv = w->srv;
+    sub_ref_t member;
+    int found = -1;
+    pthread_rwlock_rdlock(&srv->trie_lock);
+    for (uint32_t i = 0; i < s->nsubs && found < 0; i++) {
+        const sess_sub_t *sub = s->subs[i];
+        const uint8_t *group, *filter;
+        size_t gl, fl;
+        if (mqtt_shared_filter_parse(sub->filter, sub->len, &group, &gl, &filter, &fl) != 1 ||
+            !topic_matches(filter, fl, msg_topic(m), m->topic_len))
+            continue;
+        found = shared_pick_named(srv->groups, group, gl, filter, fl, srv->conf.shared_strategy,
+                                  s->sid, &w->rng, &member);
+    }
+    pthread_rwlock_unlock(&srv->trie_lock);
+    if (found < 0)
+        return 0;
+    hand(w, &member, m, AN_MIN(qos, member.opts & 3), DLV_SHARED);
+    return 1;
 }
 
 typedef struct {
@@ -92,7 +163,8 @@ static void send_one_retained(void *ud, msg_t *m)
 {
     retained_ctx_t *ctx = ud;
     /* [MQTT-3.3.1-8] retained messages sent on subscribe carry retain 1 */
-    sess_deliver(ctx->w, ctx->s, m, AN_MIN(m->qos, ctx->qos), 1);
+    if (!msg_expired(m, ctx->w->now))
+        sess_deliver(ctx->w, ctx->s, m, AN_MIN(m->qos, ctx->qos), DLV_RETAIN);
     msg_unref(&m);
 }
 

@@ -3,11 +3,13 @@
  * router_publish() is the one entry point for every message that enters
  * the broker (client PUBLISH, wills, $SYS): hooks (authorization, rules)
  * will sit at its top.  It stores or clears the retained copy, matches the
- * topic in the trie under the read lock, merges overlapping subscriptions
- * of one session (highest QoS wins) and hands each subscriber to its owner:
- * delivered at once when the owner is this worker, queued for another
- * worker's inbox otherwise (sent in one batch at the end of the loop turn).
- * An owner is a worker index today; a remote cluster node later.
+ * topic in the trie under the read lock, picks one member for each shared
+ * subscription group, drops a publisher's own message where it subscribed
+ * with No Local, merges overlapping subscriptions of one session (highest
+ * QoS wins) and hands each subscriber to its owner: delivered at once when
+ * the owner is this worker, queued for another worker's inbox otherwise
+ * (sent in one batch at the end of the loop turn).  An owner is a worker
+ * index today; a remote cluster node later.
  */
 #ifndef ANTENNA_ROUTER_H
 #define ANTENNA_ROUTER_H
@@ -15,8 +17,13 @@
 #include "msg.h"
 #include "server.h"
 
-/* Takes no ownership of m: references are taken as needed. */
-void router_publish(worker_t *w, msg_t *m);
+/* Delivery flags (inbox_item_t.flags, sess_deliver). */
+#define DLV_RETAIN 1 /* send with the retain flag set */
+#define DLV_SHARED 2 /* came through a shared subscription (failover) */
+
+/* Takes no ownership of m.  `from` is the publishing session, or NULL.
+ * Returns the number of sessions the message went to. */
+size_t router_publish(worker_t *w, msg_t *m, const sess_t *from);
 
 /* Deliver, to session s (owned by w), every retained message matching
  * filter, at min(message QoS, qos), with the retain flag set. */
@@ -24,6 +31,11 @@ void router_send_retained(worker_t *w, sess_t *s, const uint8_t *filter,
                           uint16_t len, uint8_t qos);
 
 /* Inbox item from another worker: deliver to a local session by id. */
-void router_deliver_local(worker_t *w, uint64_t sid, msg_t *m, uint8_t qos);
+void router_deliver_local(worker_t *w, uint64_t sid, msg_t *m, uint8_t qos, uint8_t flags);
+
+/* Failover: hand m, which session s got through a shared subscription and
+ * did not acknowledge, to another member of a group of s whose filter
+ * matches.  Returns 1 when another member took it. */
+int router_reshare(worker_t *w, sess_t *s, msg_t *m, uint8_t qos);
 
 #endif

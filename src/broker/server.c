@@ -17,6 +17,7 @@
 
 #include "log.h"
 #include "retain.h"
+#include "shared.h"
 #include "sys.h"
 
 static int open_listener(server_t *srv, uint32_t i)
@@ -139,6 +140,7 @@ void server_free(server_t *srv)
     for (uint32_t i = 0; i < CONF_MAX_LISTENERS; i++)
         if (srv->listen_fds[i] >= 0)
             close(srv->listen_fds[i]);
+    shared_free_all(&srv->groups);
     trie_free(srv->trie);
     retain_free(srv->retain);
     pthread_rwlock_destroy(&srv->trie_lock);

@@ -92,6 +92,7 @@ struct worker_s {
     sub_ref_t *matches;   /* router scratch: subscribers of one publish */
     size_t nmatches, matches_cap;
     uint64_t next_auto_id;
+    uint64_t rng;         /* xorshift state: random shared-subscription picks */
     worker_stats_t stats;
 };
 
@@ -106,6 +107,7 @@ struct server_s {
     /* router: the subscription trie under a read-write lock */
     pthread_rwlock_t trie_lock;
     trie_t *trie;
+    struct shared_group_s *groups; /* shared subscriptions, under trie_lock */
     retain_t *retain;
     _Atomic uint64_t next_sid;
     _Atomic uint32_t total_conns;      /* every connection, all listeners */

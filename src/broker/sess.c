@@ -12,6 +12,8 @@
 #include "conn.h"
 #include "log.h"
 #include "mqtt_codec.h"
+#include "router.h"
+#include "shared.h"
 #include "util.h"
 
 /* ---- ring buffer of entries ------------------------------------------ */
@@ -155,12 +157,12 @@ void sess_table_free(sess_table_t *t)
 
 /* ---- life cycle ------------------------------------------------------- */
 
-sess_t *sess_new(worker_t *w, const uint8_t *client_id, uint16_t len, uint8_t clean)
+sess_t *sess_new(worker_t *w, const uint8_t *client_id, uint16_t len, uint32_t expiry)
 {
     sess_t *s = an_calloc(1, sizeof(*s) + len + 1u);
     s->sid = atomic_fetch_add(&w->srv->next_sid, 1);
     s->w = w;
-    s->clean = clean;
+    s->expiry = expiry;
     s->next_pid = 1;
     s->client_id_len = len;
     memcpy(s->client_id, client_id, len);
@@ -171,17 +173,51 @@ sess_t *sess_new(worker_t *w, const uint8_t *client_id, uint16_t len, uint8_t cl
     return s;
 }
 
+static void publish_pending_will(worker_t *w, sess_t *s)
+{
+    if (s->will == NULL)
+        return;
+    msg_t *will = s->will->will;
+    free(s->will);
+    s->will = NULL;
+    router_publish(w, will, NULL);
+    msg_unref(&will);
+}
+
+static void drop_pending_will(sess_t *s)
+{
+    if (s->will) {
+        msg_unref(&s->will->will);
+        free(s->will);
+        s->will = NULL;
+    }
+}
+
+/* Remove one subscription from the trie or its shared group; trie write
+ * lock held. */
+static void unroute(worker_t *w, sess_t *s, const uint8_t *f, uint16_t len)
+{
+    const uint8_t *group, *real;
+    size_t gl, rl;
+    if (mqtt_shared_filter_parse(f, len, &group, &gl, &real, &rl) == 1)
+        shared_leave(w->srv->trie, &w->srv->groups, group, gl, real, rl, s->sid);
+    else
+        trie_remove(w->srv->trie, f, len, s->sid);
+}
+
 void sess_destroy(worker_t *w, sess_t *s)
 {
     if (s->nsubs) {
         pthread_rwlock_wrlock(&w->srv->trie_lock);
         for (uint32_t i = 0; i < s->nsubs; i++)
-            trie_remove(w->srv->trie, s->subs[i]->filter, s->subs[i]->len, s->sid);
+            unroute(w, s, s->subs[i]->filter, s->subs[i]->len);
         pthread_rwlock_unlock(&w->srv->trie_lock);
     }
     for (uint32_t i = 0; i < s->nsubs; i++)
         free(s->subs[i]);
     free(s->subs);
+    s->subs = NULL;
+    s->nsubs = 0;
     sq_clear(&s->inflight);
     sq_clear(&s->queue);
     s->queued_bytes = 0;
@@ -191,6 +227,7 @@ void sess_destroy(worker_t *w, sess_t *s)
     sess_table_del(&w->by_sid, s);
     if (s->conn)
         s->conn->sess = NULL;
+    publish_pending_will(w, s); /* [MQTT5 3.1.3.2.2] at the latest when the session ends */
     free(s);
 }
 
@@ -212,11 +249,47 @@ static uint16_t alloc_pid(sess_t *s)
 
 static void arm_retry(sess_t *s)
 {
-    if (s->conn && s->inflight.len && !tw_pending(&s->timer)) {
+    /* MQTT 5 forbids resending while connected [MQTT5-4.4.0-1] */
+    if (s->conn && s->conn->proto != MQTT_PROTO_V5 && s->inflight.len &&
+        !tw_pending(&s->timer)) {
         s->timer_kind = SESS_TIMER_RETRY;
         tw_add(&s->w->tw, &s->timer,
                s->w->now + (uint64_t)s->w->srv->conf.retry_interval * 1000u);
     }
+}
+
+#define MAX_SUBIDS 16
+
+/* Subscription identifiers of this session's subscriptions that match the
+ * topic [MQTT5-3.3.4-3]; computed when sending, so queued entries need not
+ * carry them. */
+static uint32_t match_subids(const sess_t *s, const msg_t *m, uint32_t *ids)
+{
+    uint32_t n = 0;
+    if (!s->has_subids)
+        return 0;
+    for (uint32_t i = 0; i < s->nsubs && n < MAX_SUBIDS; i++) {
+        const sess_sub_t *sub = s->subs[i];
+        const uint8_t *f = sub->filter, *real;
+        size_t fl = sub->len, rl;
+        if (sub->subid == 0)
+            continue;
+        if (mqtt_shared_filter_parse(f, fl, NULL, NULL, &real, &rl) == 1) {
+            f = real;
+            fl = rl;
+        }
+        if (topic_matches(f, fl, msg_topic(m), m->topic_len))
+            ids[n++] = sub->subid;
+    }
+    return n;
+}
+
+static int send_publish(sess_t *s, msg_t *m, uint8_t qos, uint8_t retain, uint8_t dup,
+                        uint16_t pid)
+{
+    uint32_t ids[MAX_SUBIDS];
+    uint32_t n = s->conn->proto == MQTT_PROTO_V5 ? match_subids(s, m, ids) : 0;
+    return conn_send_publish(s->conn, m, qos, retain, dup, pid, ids, n);
 }
 
 static void send_entry(sess_t *s, sq_entry_t *e, uint8_t dup)
@@ -225,14 +298,20 @@ static void send_entry(sess_t *s, sq_entry_t *e, uint8_t dup)
     if (e->state == SQ_WAIT_PUBCOMP)
         conn_send_ack(s->conn, MQTT_PUBREL, e->pid);
     else
-        conn_send_publish(s->conn, e->m, e->qos, e->retain, dup, e->pid);
+        send_publish(s, e->m, e->qos, e->retain, dup, e->pid);
+}
+
+/* The window: our max_inflight, and the client's Receive Maximum. */
+static uint32_t window(const sess_t *s)
+{
+    return AN_MIN((uint32_t)s->w->srv->conf.max_inflight, (uint32_t)s->conn->recv_max);
 }
 
 /* Put a QoS 1/2 message in flight and send it; the window has room. */
-static void send_inflight(sess_t *s, msg_t *m, uint8_t qos, uint8_t retain)
+static void send_inflight(sess_t *s, msg_t *m, uint8_t qos, uint8_t retain, uint8_t shared)
 {
-    sq_entry_t e = {.m = m, .qos = qos, .retain = retain, .pid = alloc_pid(s),
-                    .state = qos == 1 ? SQ_WAIT_PUBACK : SQ_WAIT_PUBREC};
+    sq_entry_t e = {.m = m, .qos = qos, .retain = retain, .shared = shared,
+                    .pid = alloc_pid(s), .state = qos == 1 ? SQ_WAIT_PUBACK : SQ_WAIT_PUBREC};
     sq_push(&s->inflight, &e);
     send_entry(s, sq_at(&s->inflight, s->inflight.len - 1), 0);
     arm_retry(s);
@@ -240,7 +319,7 @@ static void send_inflight(sess_t *s, msg_t *m, uint8_t qos, uint8_t retain)
 
 static uint64_t msg_bytes(const msg_t *m)
 {
-    return (uint64_t)m->topic_len + m->payload_len;
+    return (uint64_t)m->topic_len + m->props_len + m->payload_len;
 }
 
 /* Make room in a full queue by dropping its oldest QoS 0 message.  Returns
@@ -266,31 +345,52 @@ static int queue_full(const sess_t *s, uint64_t more)
            (cf->max_queued_bytes && s->queued_bytes + more > cf->max_queued_bytes);
 }
 
+/* A message the client said it cannot take [MQTT5-3.1.2-25]: skipped as if
+ * sent. */
+static int too_big_for_client(const sess_t *s, const msg_t *m, uint8_t qos)
+{
+    uint32_t max = s->conn->max_out;
+    if (max == 0)
+        return 0;
+    size_t props = m->props_len + 5 + 3 + (s->has_subids ? 5u * MAX_SUBIDS : 0);
+    return mqtt_publish_v5_size(m->topic_len, qos, props, m->payload_len) > max &&
+           mqtt_publish_v5_size(m->topic_len, qos, m->props_len, m->payload_len) > max;
+}
+
 /* Move queued messages into the window while it has room. */
 static void pump(sess_t *s)
 {
-    uint16_t max = s->w->srv->conf.max_inflight;
     while (s->conn && s->queue.len) {
         sq_entry_t *head = sq_at(&s->queue, 0);
-        if (head->qos > 0 && s->inflight.len >= max)
+        if (head->qos > 0 && s->inflight.len >= window(s))
             break;
         sq_entry_t e;
         sq_pop(&s->queue, &e);
         s->queued_bytes -= msg_bytes(e.m);
-        if (e.qos == 0) {
-            if (conn_send_publish(s->conn, e.m, 0, e.retain, 0, 0) < 0)
+        if (msg_expired(e.m, s->w->now) || too_big_for_client(s, e.m, e.qos)) {
+            STAT_ADD(s->w->stats.msgs_dropped, 1);
+            msg_unref(&e.m);
+        } else if (e.qos == 0) {
+            if (send_publish(s, e.m, 0, e.retain, 0, 0) < 0)
                 STAT_ADD(s->w->stats.msgs_dropped, 1);
             msg_unref(&e.m);
         } else {
-            send_inflight(s, e.m, e.qos, e.retain);
+            send_inflight(s, e.m, e.qos, e.retain, e.shared);
         }
     }
 }
 
-void sess_deliver(worker_t *w, sess_t *s, msg_t *m, uint8_t qos, uint8_t retain)
+void sess_deliver(worker_t *w, sess_t *s, msg_t *m, uint8_t qos, uint8_t flags)
 {
     conn_t *c = s->conn;
+    uint8_t retain = (flags & DLV_RETAIN) ? 1 : 0, shared = (flags & DLV_SHARED) ? 1 : 0;
+    if (msg_expired(m, w->now))
+        return;
     if (c && s->queue.len == 0) {
+        if (too_big_for_client(s, m, qos)) {
+            STAT_ADD(w->stats.msgs_dropped, 1);
+            return;
+        }
         if (qos == 0) {
             if (atomic_load_explicit(&w->srv->over_high_water, memory_order_relaxed) &&
                 conn_out_pending(c) > 65536) {
@@ -298,12 +398,12 @@ void sess_deliver(worker_t *w, sess_t *s, msg_t *m, uint8_t qos, uint8_t retain)
                 STAT_ADD(w->stats.msgs_dropped, 1);
                 return;
             }
-            if (conn_send_publish(c, m, 0, retain, 0, 0) < 0)
+            if (send_publish(s, m, 0, retain, 0, 0) < 0)
                 STAT_ADD(w->stats.msgs_dropped, 1);
             return;
         }
-        if (s->inflight.len < w->srv->conf.max_inflight) {
-            send_inflight(s, msg_ref(m), qos, retain);
+        if (s->inflight.len < window(s)) {
+            send_inflight(s, msg_ref(m), qos, retain, shared);
             return;
         }
     }
@@ -323,7 +423,8 @@ void sess_deliver(worker_t *w, sess_t *s, msg_t *m, uint8_t qos, uint8_t retain)
                   s->queue.len, (unsigned long long)s->queued_bytes);
         return;
     }
-    sq_entry_t e = {.m = msg_ref(m), .qos = qos, .retain = retain, .state = SQ_QUEUED};
+    sq_entry_t e = {.m = msg_ref(m), .qos = qos, .retain = retain, .shared = shared,
+                    .state = SQ_QUEUED};
     sq_push(&s->queue, &e);
     s->queued_bytes += bytes;
 }
@@ -334,6 +435,7 @@ void sess_attach(sess_t *s, conn_t *c)
     c->sess = s;
     tw_del(&s->w->tw, &s->timer);
     s->timer_kind = SESS_TIMER_NONE;
+    drop_pending_will(s); /* back before the will delay: no will */
     /* [MQTT-4.4.0-1] resend unacknowledged PUBLISH and PUBREL, in order */
     for (uint32_t i = 0; i < s->inflight.len; i++)
         send_entry(s, sq_at(&s->inflight, i), 1);
@@ -341,19 +443,61 @@ void sess_attach(sess_t *s, conn_t *c)
     pump(s);
 }
 
+/* Failover: unacknowledged messages that came through a shared
+ * subscription go to another member of the group [MQTT5 4.8.2]. */
+static void reshare(worker_t *w, sess_t *s, sq_t *q, int queued)
+{
+    for (uint32_t i = 0; i < q->len;) {
+        sq_entry_t *e = sq_at(q, i);
+        if (e->shared && e->m && e->state != SQ_WAIT_PUBCOMP &&
+            router_reshare(w, s, e->m, e->qos)) {
+            if (queued)
+                s->queued_bytes -= msg_bytes(e->m);
+            msg_unref(&e->m);
+            sq_remove(q, i);
+            continue;
+        }
+        i++;
+    }
+}
+
+static void arm_expiry(worker_t *w, sess_t *s)
+{
+    uint64_t at = UINT64_MAX;
+    if (s->expiry != SESS_NEVER)
+        at = s->expire_at;
+    if (s->will && s->will->at < at)
+        at = s->will->at;
+    if (at == UINT64_MAX)
+        return;
+    s->timer_kind = SESS_TIMER_EXPIRY;
+    tw_add(&w->tw, &s->timer, at);
+}
+
+void sess_delay_will(sess_t *s, msg_t *will, uint32_t delay)
+{
+    drop_pending_will(s);
+    s->will = an_malloc(sizeof(*s->will));
+    s->will->will = will;
+    s->will->at = s->w->now + (uint64_t)delay * 1000u;
+}
+
 void sess_detach(worker_t *w, sess_t *s)
 {
     s->conn = NULL;
     tw_del(&w->tw, &s->timer);
     s->timer_kind = SESS_TIMER_NONE;
-    if (s->clean) {
+    if (s->nsubs) {
+        reshare(w, s, &s->inflight, 0);
+        reshare(w, s, &s->queue, 1);
+    }
+    if (s->expiry == 0) {
         sess_destroy(w, s);
         return;
     }
-    if (w->srv->conf.session_expiry) {
-        s->timer_kind = SESS_TIMER_EXPIRY;
-        tw_add(&w->tw, &s->timer, w->now + (uint64_t)w->srv->conf.session_expiry * 1000u);
-    }
+    if (s->expiry != SESS_NEVER)
+        s->expire_at = w->now + (uint64_t)s->expiry * 1000u;
+    arm_expiry(w, s);
 }
 
 /* ---- acknowledgements ------------------------------------------------- */
@@ -393,8 +537,10 @@ int sess_on_pubcomp(sess_t *s, uint16_t pid)
     return complete(s, pid, SQ_WAIT_PUBCOMP);
 }
 
-int sess_on_pubrec(sess_t *s, uint16_t pid)
+int sess_on_pubrec(sess_t *s, uint16_t pid, uint8_t reason)
 {
+    if (reason >= 0x80) /* [MQTT5 4.3.3] a failed PUBREC ends the exchange */
+        return complete(s, pid, SQ_WAIT_PUBREC);
     int i = find_inflight(s, pid, SQ_WAIT_PUBREC);
     if (i < 0) {
         /* a PUBREC resent after we moved on: answer it again */
@@ -411,6 +557,14 @@ int sess_on_pubrec(sess_t *s, uint16_t pid)
     return 0;
 }
 
+int sess_qos2_in_known(const sess_t *s, uint16_t pid)
+{
+    for (uint32_t i = 0; i < s->nqos2_in; i++)
+        if (s->qos2_in[i] == pid)
+            return 1;
+    return 0;
+}
+
 int sess_qos2_in_begin(sess_t *s, uint16_t pid)
 {
     for (uint32_t i = 0; i < s->nqos2_in; i++)
@@ -424,11 +578,13 @@ int sess_qos2_in_begin(sess_t *s, uint16_t pid)
     return 1;
 }
 
-void sess_qos2_in_end(sess_t *s, uint16_t pid)
+int sess_qos2_in_end(sess_t *s, uint16_t pid)
 {
+    int found = 0;
     for (uint32_t i = 0; i < s->nqos2_in; i++)
         if (s->qos2_in[i] == pid) {
             s->qos2_in[i] = s->qos2_in[--s->nqos2_in];
+            found = 1;
             break;
         }
     if (s->nqos2_in == 0) {
@@ -436,6 +592,7 @@ void sess_qos2_in_end(sess_t *s, uint16_t pid)
         s->qos2_in = NULL;
         s->qos2_cap = 0;
     }
+    return found;
 }
 
 /* ---- subscriptions ---------------------------------------------------- */
@@ -453,12 +610,15 @@ int sess_has_sub(const sess_t *s, const uint8_t *filter, uint16_t len)
     return find_sub(s, filter, len) >= 0;
 }
 
-void sess_subscribe(worker_t *w, sess_t *s, const uint8_t *filter, uint16_t len, uint8_t qos)
+int sess_subscribe(worker_t *w, sess_t *s, const uint8_t *filter, uint16_t len,
+                   uint8_t opts, uint32_t subid)
 {
-    sub_ref_t ref = {.sid = s->sid, .owner = (uint16_t)w->id, .opts = qos};
-    int i = find_sub(s, filter, len);
+    sub_ref_t ref = {.sid = s->sid, .subid = subid, .owner = (uint16_t)w->id,
+                     .opts = (uint8_t)(opts & 0x3f)};
+    int i = find_sub(s, filter, len), added = i < 0;
     if (i >= 0) {
-        s->subs[i]->qos = qos;
+        s->subs[i]->opts = opts;
+        s->subs[i]->subid = subid;
     } else {
         if (s->nsubs == s->subs_cap) {
             s->subs_cap = s->subs_cap ? s->subs_cap * 2 : 2;
@@ -466,17 +626,27 @@ void sess_subscribe(worker_t *w, sess_t *s, const uint8_t *filter, uint16_t len,
         }
         sess_sub_t *sub = an_malloc(sizeof(*sub) + len);
         sub->len = len;
-        sub->qos = qos;
+        sub->opts = opts;
+        sub->subid = subid;
         memcpy(sub->filter, filter, len);
         s->subs[s->nsubs++] = sub;
     }
+    if (subid)
+        s->has_subids = 1;
+    const uint8_t *group, *real;
+    size_t gl, rl;
     pthread_rwlock_wrlock(&w->srv->trie_lock);
-    int rc = trie_insert(w->srv->trie, filter, len, &ref);
+    int rc = 0;
+    if (mqtt_shared_filter_parse(filter, len, &group, &gl, &real, &rl) == 1)
+        shared_join(w->srv->trie, &w->srv->groups, group, gl, real, rl, &ref);
+    else
+        rc = trie_insert(w->srv->trie, filter, len, &ref);
     pthread_rwlock_unlock(&w->srv->trie_lock);
     if (rc < 0) {
         log_error("%s: out of memory adding a subscription", s->client_id);
         abort();
     }
+    return added;
 }
 
 int sess_unsubscribe(worker_t *w, sess_t *s, const uint8_t *filter, uint16_t len)
@@ -485,7 +655,7 @@ int sess_unsubscribe(worker_t *w, sess_t *s, const uint8_t *filter, uint16_t len
     if (i < 0)
         return 0;
     pthread_rwlock_wrlock(&w->srv->trie_lock);
-    trie_remove(w->srv->trie, filter, len, s->sid);
+    unroute(w, s, filter, len);
     pthread_rwlock_unlock(&w->srv->trie_lock);
     free(s->subs[i]);
     s->subs[i] = s->subs[--s->nsubs];
@@ -504,8 +674,14 @@ void sess_on_timer(tw_timer_t *t)
     sess_t *s = container_of(t, sess_t, timer);
     worker_t *w = s->w;
     if (s->timer_kind == SESS_TIMER_EXPIRY) {
-        log_info("%s: session expired", s->client_id);
-        sess_destroy(w, s);
+        if (s->will && w->now >= s->will->at)
+            publish_pending_will(w, s); /* the Will Delay Interval passed */
+        if (s->expiry != SESS_NEVER && w->now >= s->expire_at) {
+            log_info("%s: session expired", s->client_id);
+            sess_destroy(w, s);
+            return;
+        }
+        arm_expiry(w, s);
         return;
     }
     if (s->timer_kind != SESS_TIMER_RETRY || s->conn == NULL)

@@ -34,6 +34,7 @@ typedef struct {
     uint8_t qos;
     uint8_t state;   /* SQ_* */
     uint8_t retain;  /* retain flag to send with */
+    uint8_t shared;  /* came through a shared subscription */
 } sq_entry_t;
 
 /* Ring buffer of entries; storage allocated while not empty. */
@@ -43,10 +44,19 @@ typedef struct {
 } sq_t;
 
 typedef struct {
+    uint32_t subid;   /* MQTT 5 subscription identifier, 0 = none */
     uint16_t len;
-    uint8_t qos;
-    uint8_t filter[]; /* not NUL terminated */
+    uint8_t opts;     /* the options byte (granted QoS in bits 0-1) */
+    uint8_t filter[]; /* as subscribed, "$share/g/f" included; not NUL terminated */
 } sess_sub_t;
+
+/* A will waiting for its Will Delay Interval after the connection ended. */
+typedef struct {
+    msg_t *will;
+    uint64_t at; /* ms */
+} sess_will_t;
+
+#define SESS_NEVER UINT32_MAX /* session expiry "never" */
 
 struct sess_s {
     uint64_t sid;
@@ -60,8 +70,12 @@ struct sess_s {
     uint32_t nsubs, subs_cap;
     uint32_t nqos2_in, qos2_cap;
     uint64_t queued_bytes;      /* topic + payload bytes in `queue` */
+    uint64_t expire_at;         /* ms, while offline with an expiry */
+    sess_will_t *will;          /* pending delayed will, or NULL */
+    uint32_t expiry;            /* seconds after disconnect; 0 = with the
+                                 * connection, SESS_NEVER = never */
     uint16_t next_pid;
-    uint8_t clean;
+    uint8_t has_subids;         /* a subscription carries an identifier */
     uint8_t timer_kind;         /* SESS_TIMER_* */
     tw_timer_t timer;           /* retry while connected, expiry offline */
     uint16_t client_id_len;
@@ -76,35 +90,44 @@ int sq_pop(sq_t *q, sq_entry_t *out);
 void sq_remove(sq_t *q, uint32_t i); /* keeps order */
 void sq_clear(sq_t *q);              /* drops message references */
 
-sess_t *sess_new(worker_t *w, const uint8_t *client_id, uint16_t len, uint8_t clean);
-/* Remove from tables and trie, drop queues, free. */
+sess_t *sess_new(worker_t *w, const uint8_t *client_id, uint16_t len, uint32_t expiry);
+/* Remove from tables and trie, drop queues, publish a pending will, free. */
 void sess_destroy(worker_t *w, sess_t *s);
+/* The connection ended abnormally with a will delayed by `delay` seconds:
+ * keep it (takes the reference) until then, or until the session ends. */
+void sess_delay_will(sess_t *s, msg_t *will, uint32_t delay);
 
 /* Attach a connection (CONNACK sent): resend inflight with DUP, then pump
  * the queue. */
 void sess_attach(sess_t *s, conn_t *c);
-/* The connection went away: clean sessions are destroyed, persistent ones
- * keep their state and arm their expiry. */
+/* The connection went away: a session with expiry 0 is destroyed, others
+ * keep their state and arm their expiry; unacknowledged messages that came
+ * through a shared subscription go to another member of the group. */
 void sess_detach(worker_t *w, sess_t *s);
 
 /* Deliver a message to the session at `qos` (already min of message and
- * subscription).  `retain` is the flag to send with. */
-void sess_deliver(worker_t *w, sess_t *s, msg_t *m, uint8_t qos, uint8_t retain);
+ * subscription).  flags: DLV_RETAIN (send with retain 1), DLV_SHARED. */
+void sess_deliver(worker_t *w, sess_t *s, msg_t *m, uint8_t qos, uint8_t flags);
 
 /* Acknowledgements from the client.  Return 0, or -1 when the id is
  * unknown (ignored by the caller). */
 int sess_on_puback(sess_t *s, uint16_t pid);
-int sess_on_pubrec(sess_t *s, uint16_t pid);
+int sess_on_pubrec(sess_t *s, uint16_t pid, uint8_t reason);
 int sess_on_pubcomp(sess_t *s, uint16_t pid);
 
 /* Incoming QoS 2: returns 1 when pid is new (deliver, then remember), 0
  * when it is already awaiting PUBREL (do not deliver again). */
 int sess_qos2_in_begin(sess_t *s, uint16_t pid);
-void sess_qos2_in_end(sess_t *s, uint16_t pid);
+/* 1 when pid is awaiting PUBREL. */
+int sess_qos2_in_known(const sess_t *s, uint16_t pid);
+/* Returns 1 when pid was awaiting PUBREL. */
+int sess_qos2_in_end(sess_t *s, uint16_t pid);
 
-/* Subscriptions: add (or replace the QoS of) a filter, remove one.  Both
- * update the trie. */
-void sess_subscribe(worker_t *w, sess_t *s, const uint8_t *filter, uint16_t len, uint8_t qos);
+/* Subscriptions: add (or replace the options of) a filter, remove one.
+ * Both update the trie (or the shared group).  sess_subscribe returns 1 for
+ * a new subscription, 0 for a replaced one. */
+int sess_subscribe(worker_t *w, sess_t *s, const uint8_t *filter, uint16_t len,
+                   uint8_t opts, uint32_t subid);
 int sess_has_sub(const sess_t *s, const uint8_t *filter, uint16_t len);
 int sess_unsubscribe(worker_t *w, sess_t *s, const uint8_t *filter, uint16_t len);
 

@@ -22,7 +22,7 @@ static void publish(worker_t *w, const char *topic, const char *value)
 {
     msg_t *m = msg_new((const uint8_t *)topic, (uint16_t)strlen(topic),
                        (const uint8_t *)value, (uint32_t)strlen(value), 0, 1);
-    router_publish(w, m);
+    router_publish(w, m, NULL);
     msg_unref(&m);
 }
 

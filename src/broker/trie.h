@@ -24,9 +24,14 @@
 
 typedef struct {
     uint64_t sid;   /* session id: unique, never reused */
+    uint32_t subid; /* MQTT 5 subscription identifier, 0 = none */
     uint16_t owner; /* worker index owning the session */
-    uint8_t opts;   /* bits 0-1: granted QoS; other bits reserved (MQTT 5) */
+    uint8_t opts;   /* the MQTT 5 options byte: bits 0-1 granted QoS, 2 No
+                     * Local, 3 Retain As Published, 4-5 Retain Handling;
+                     * bit 6 (SUB_SHARED): a shared group, see shared.h */
 } sub_ref_t;
+
+#define SUB_SHARED 0x40
 
 typedef struct trie_s trie_t;
 

@@ -145,7 +145,7 @@ static void handle_inbox(worker_t *w)
         switch (it->kind) {
         case WM_DELIVER: {
             msg_t *m = it->ptr;
-            router_deliver_local(w, it->sid, m, it->qos);
+            router_deliver_local(w, it->sid, m, it->qos, it->flags);
             msg_unref(&m);
             break;
         }
@@ -186,7 +186,7 @@ static void end_of_turn(worker_t *w)
 static void shutdown_worker(worker_t *w)
 {
     while (w->conns)
-        conn_close(w->conns, "server shutting down", 0);
+        conn_close_reason(w->conns, "server shutting down", 0, MQTT_RC_SERVER_SHUTTING_DOWN);
     end_of_turn(w);
 }
 
@@ -235,6 +235,7 @@ int worker_init(worker_t *w, server_t *srv, uint32_t id)
     w->id = id;
     w->now = an_now_ms();
     tw_init(&w->tw, w->now);
+    w->rng = an_hash64(w->now ^ ((uint64_t)id + 1) * 0x9e3779b97f4a7c15ull) | 1;
     w->by_id.kind = SESS_BY_ID;
     w->by_sid.kind = SESS_BY_SID;
     w->epfd = epoll_create1(EPOLL_CLOEXEC);

@@ -1,4 +1,5 @@
-/* mqtt_codec.c -- MQTT 3.1 / 3.1.1 wire codec: framer, decoders, encoders.
+/* mqtt_codec.c -- MQTT 3.1 / 3.1.1 / 5.0 wire codec: framer, decoders,
+ * encoders.
  *
  * Framer: a byte-level state machine (fixed header byte, remaining-length
  * varint, body).  A body wholly inside the fed bytes is returned in place; a
@@ -9,6 +10,12 @@
  * of the spec before returning MQTT_OK, and point into the body (no copies);
  * each failure names its rule in a static string.  Encoders: write into
  * buffers the caller sizes with the *_size helpers.  No global mutable state.
+ * MQTT 5.0 reuses the 3.1.1 decoders where the layouts agree (a version flag
+ * adds the property blocks, read with mqtt_props_read from mqtt_props.c, and
+ * swaps the few rules that changed); packets whose layout is new in 5.0
+ * (acks with reason codes, DISCONNECT and AUTH with bodies, CONNACK and
+ * SUBACK with properties) have their own decoders and encoders, so nothing
+ * a 3.1.1 caller does can reach 5.0 code.
  */
 #include "mqtt_codec.h"
 
@@ -273,6 +280,18 @@ static int rd_str(rd_t *rd, mqtt_str_t *s)
     return 1;
 }
 
+/* Property Length and properties, for `where` sent by `from`. */
+static int rd_props(rd_t *rd, uint8_t where, uint8_t from, mqtt_props_t *out,
+                    const char **why)
+{
+    size_t used = 0;
+    int rc = mqtt_props_read(rd->p, rd_left(rd), where, from, out, &used, why);
+    if (rc != MQTT_OK)
+        return rc;
+    rd->p += used;
+    return MQTT_OK;
+}
+
 static const char *const flag_errors[16] = {
     NULL,
     "[MQTT-2.2.2-1] CONNECT fixed-header flags not 0",
@@ -354,12 +373,20 @@ static int expect_client(const mqtt_raw_t *r, uint8_t type, uint8_t proto,
 int mqtt_decode_connect(const mqtt_raw_t *r, mqtt_connect_t *out,
                         const char **why)
 {
+    return mqtt_decode_connect_v5ok(r, out, 0, why);
+}
+
+int mqtt_decode_connect_v5ok(const mqtt_raw_t *r, mqtt_connect_t *out,
+                             int allow_v5, const char **why)
+{
     rd_t rd;
     mqtt_str_t name;
     uint8_t level, flags;
-    int rc;
+    int rc, v5;
 
     memset(out, 0, sizeof *out);
+    mqtt_props_init(&out->props);
+    mqtt_props_init(&out->will_props);
     if ((rc = expect_client(r, MQTT_CONNECT, MQTT_PROTO_V311, why)) != MQTT_OK)
         return rc;
     rd_init(&rd, r);
@@ -369,7 +396,7 @@ int mqtt_decode_connect(const mqtt_raw_t *r, mqtt_connect_t *out,
     if (!rd_u8(&rd, &level))
         FAIL(MQTT_ERR_MALFORMED, "[MQTT-3.1.2] CONNECT protocol level missing");
     if (name.len == 4 && memcmp(name.p, "MQTT", 4) == 0) {
-        if (level != MQTT_PROTO_V311)
+        if (level != MQTT_PROTO_V311 && !(allow_v5 && level == MQTT_PROTO_V5))
             FAIL(MQTT_ERR_PROTOCOL_VERSION,
                  "[MQTT-3.1.2-2] CONNECT unsupported protocol level");
     } else if (name.len == 6 && memcmp(name.p, "MQIsdp", 6) == 0) {
@@ -380,6 +407,7 @@ int mqtt_decode_connect(const mqtt_raw_t *r, mqtt_connect_t *out,
         FAIL(MQTT_ERR_PROTOCOL, "[MQTT-3.1.2-1] CONNECT unknown protocol name");
     }
     out->proto = level;
+    v5 = level == MQTT_PROTO_V5;
 
     if (!rd_u8(&rd, &flags))
         FAIL(MQTT_ERR_MALFORMED, "[MQTT-3.1.2] CONNECT flags missing");
@@ -403,9 +431,13 @@ int mqtt_decode_connect(const mqtt_raw_t *r, mqtt_connect_t *out,
     } else if (out->will_qos == 3) {
         FAIL(MQTT_ERR_MALFORMED, "[MQTT-3.1.2-14] CONNECT will QoS 3");
     }
-    if (out->has_password && !out->has_username)
+    /* 5.0 allows a password without a user name [MQTT5 3.1.2.9]. */
+    if (out->has_password && !out->has_username && !v5)
         FAIL(MQTT_ERR_MALFORMED,
              "[MQTT-3.1.2-22] CONNECT password flag without user name flag");
+    if (v5 && (rc = rd_props(&rd, MQTT_CONNECT, MQTT_FROM_CLIENT, &out->props,
+                             why)) != MQTT_OK)
+        return rc;
 
     /* Payload: client id, will topic, will message, user name, password. */
     if (!rd_str(&rd, &out->client_id))
@@ -414,6 +446,9 @@ int mqtt_decode_connect(const mqtt_raw_t *r, mqtt_connect_t *out,
         FAIL(MQTT_ERR_MALFORMED,
              "[MQTT-1.5.3-1] CONNECT client id is not valid UTF-8");
     if (out->will_flag) {
+        if (v5 && (rc = rd_props(&rd, MQTT_PROPS_WILL, MQTT_FROM_CLIENT,
+                                 &out->will_props, why)) != MQTT_OK)
+            return rc;
         if (!rd_str(&rd, &out->will_topic))
             FAIL(MQTT_ERR_MALFORMED, "[MQTT-3.1.2-9] CONNECT will topic missing");
         if (out->will_topic.len == 0)
@@ -441,7 +476,10 @@ int mqtt_decode_connect(const mqtt_raw_t *r, mqtt_connect_t *out,
     if (rd_left(&rd) != 0)
         FAIL(MQTT_ERR_MALFORMED, "[MQTT-3.1.3] CONNECT bytes after the payload");
 
-    /* Only a well-formed CONNECT earns an "identifier rejected" CONNACK. */
+    /* Only a well-formed CONNECT earns an "identifier rejected" CONNACK.  In
+     * 5.0 an empty client id is always the server's to assign. */
+    if (v5)
+        return MQTT_OK;
     if (out->proto == MQTT_PROTO_V31) {
         if (out->client_id.len == 0 || out->client_id.len > 23)
             FAIL(MQTT_ERR_CLIENT_ID,
@@ -456,10 +494,18 @@ int mqtt_decode_connect(const mqtt_raw_t *r, mqtt_connect_t *out,
 int mqtt_decode_publish(const mqtt_raw_t *r, uint8_t proto, mqtt_publish_t *out,
                         const char **why)
 {
+    return mqtt_decode_publish_from(r, proto, MQTT_FROM_CLIENT, out, why);
+}
+
+int mqtt_decode_publish_from(const mqtt_raw_t *r, uint8_t proto, uint8_t from,
+                             mqtt_publish_t *out, const char **why)
+{
     rd_t rd;
     int rc;
+    const int v5 = proto >= MQTT_PROTO_V5;
 
     memset(out, 0, sizeof *out);
+    mqtt_props_init(&out->props);
     if ((rc = expect_client(r, MQTT_PUBLISH, proto, why)) != MQTT_OK)
         return rc;
     out->retain = r->hdr & 1;
@@ -468,14 +514,18 @@ int mqtt_decode_publish(const mqtt_raw_t *r, uint8_t proto, mqtt_publish_t *out,
     rd_init(&rd, r);
     if (!rd_str(&rd, &out->topic))
         FAIL(MQTT_ERR_MALFORMED, "[MQTT-3.3.2-1] PUBLISH topic name truncated");
-    if (out->topic.len == 0)
-        FAIL(MQTT_ERR_MALFORMED, "[MQTT-4.7.3-1] PUBLISH topic name empty");
-    if (!mqtt_utf8_valid(out->topic.p, out->topic.len))
-        FAIL(MQTT_ERR_MALFORMED,
-             "[MQTT-1.5.3-1] PUBLISH topic name is not valid UTF-8");
-    if (!mqtt_topic_name_valid(out->topic.p, out->topic.len))
-        FAIL(MQTT_ERR_MALFORMED,
-             "[MQTT-3.3.2-2] PUBLISH topic name contains a wildcard");
+    if (out->topic.len == 0) {
+        /* 5.0: empty with a Topic Alias (checked after the properties). */
+        if (!v5)
+            FAIL(MQTT_ERR_MALFORMED, "[MQTT-4.7.3-1] PUBLISH topic name empty");
+    } else {
+        if (!mqtt_utf8_valid(out->topic.p, out->topic.len))
+            FAIL(MQTT_ERR_MALFORMED,
+                 "[MQTT-1.5.3-1] PUBLISH topic name is not valid UTF-8");
+        if (!mqtt_topic_name_valid(out->topic.p, out->topic.len))
+            FAIL(MQTT_ERR_MALFORMED,
+                 "[MQTT-3.3.2-2] PUBLISH topic name contains a wildcard");
+    }
     if (out->qos > 0) {
         if (!rd_u16(&rd, &out->packet_id))
             FAIL(MQTT_ERR_MALFORMED, "[MQTT-2.3.1-1] PUBLISH packet id truncated");
@@ -483,14 +533,55 @@ int mqtt_decode_publish(const mqtt_raw_t *r, uint8_t proto, mqtt_publish_t *out,
             FAIL(MQTT_ERR_MALFORMED,
                  "[MQTT-2.3.1-1] PUBLISH packet id 0 with QoS > 0");
     }
+    if (v5) {
+        if ((rc = rd_props(&rd, MQTT_PUBLISH, from, &out->props, why)) != MQTT_OK)
+            return rc;
+        if (out->topic.len == 0 && !mqtt_props_has(&out->props, MQTT_PROP_TOPIC_ALIAS))
+            FAIL(MQTT_ERR_PROTOCOL,
+                 "[MQTT5 3.3.2.1] PUBLISH topic name empty without a Topic Alias");
+    }
     out->payload_len = (uint32_t)rd_left(&rd);
     out->payload = out->payload_len ? rd.p : NULL;
     return MQTT_OK;
 }
 
-/* Shared by SUBSCRIBE (with_options 1) and UNSUBSCRIBE (0). */
-static int decode_sub(const mqtt_raw_t *r, uint8_t type, mqtt_sub_iter_t *it,
-                      const char **why)
+int mqtt_shared_filter_parse(const uint8_t *f, size_t len, const uint8_t **group,
+                             size_t *group_len, const uint8_t **filter,
+                             size_t *filter_len)
+{
+    const uint8_t *g, *real;
+    size_t rest, i = 0;
+
+    if (len < 7 || memcmp(f, "$share/", 7) != 0)
+        return 0;
+    g = f + 7;
+    rest = len - 7;
+    while (i < rest && g[i] != '/') {
+        if (g[i] == '+' || g[i] == '#')
+            return -1; /* [MQTT5-4.8.2-2] */
+        i++;
+    }
+    if (i == 0 || i == rest) /* empty share name, or no '/' after it */
+        return -1;
+    if (!mqtt_utf8_valid(g, i))
+        return -1;
+    real = g + i + 1;
+    if (!mqtt_topic_filter_valid(real, rest - i - 1))
+        return -1;
+    if (group)
+        *group = g;
+    if (group_len)
+        *group_len = i;
+    if (filter)
+        *filter = real;
+    if (filter_len)
+        *filter_len = rest - i - 1;
+    return 1;
+}
+
+/* Shared by SUBSCRIBE (with_options 1) and UNSUBSCRIBE (0), 3.1.1 and 5.0. */
+static int decode_sub(const mqtt_raw_t *r, uint8_t type, int v5,
+                      mqtt_sub_iter_t *it, const char **why)
 {
     const int opts = type == MQTT_SUBSCRIBE;
     rd_t rd;
@@ -498,7 +589,9 @@ static int decode_sub(const mqtt_raw_t *r, uint8_t type, mqtt_sub_iter_t *it,
     int rc;
 
     memset(it, 0, sizeof *it);
-    if ((rc = expect_client(r, type, MQTT_PROTO_V311, why)) != MQTT_OK)
+    mqtt_props_init(&it->props);
+    if ((rc = expect_client(r, type, v5 ? MQTT_PROTO_V5 : MQTT_PROTO_V311,
+                            why)) != MQTT_OK)
         return rc;
     rd_init(&rd, r);
     if (!rd_u16(&rd, &it->packet_id))
@@ -507,6 +600,11 @@ static int decode_sub(const mqtt_raw_t *r, uint8_t type, mqtt_sub_iter_t *it,
     if (it->packet_id == 0)
         FAIL(MQTT_ERR_MALFORMED, opts ? "[MQTT-2.3.1-1] SUBSCRIBE packet id 0"
                                       : "[MQTT-2.3.1-1] UNSUBSCRIBE packet id 0");
+    if (v5) {
+        it->proto = MQTT_PROTO_V5;
+        if ((rc = rd_props(&rd, type, MQTT_FROM_CLIENT, &it->props, why)) != MQTT_OK)
+            return rc;
+    }
     if (rd_left(&rd) == 0)
         FAIL(MQTT_ERR_PROTOCOL, opts ? "[MQTT-3.8.3-3] SUBSCRIBE without topic filters"
                                      : "[MQTT-3.10.3-2] UNSUBSCRIBE without topic filters");
@@ -537,7 +635,13 @@ static int decode_sub(const mqtt_raw_t *r, uint8_t type, mqtt_sub_iter_t *it,
         default:
             break;
         }
-        if (opts) {
+        int shared = 0;
+        if (v5 && (shared = mqtt_shared_filter_parse(f.p, f.len, NULL, NULL,
+                                                     NULL, NULL)) < 0)
+            FAIL(MQTT_ERR_PROTOCOL,
+                 opts ? "[MQTT5-4.8.2-2] SUBSCRIBE malformed shared subscription filter"
+                      : "[MQTT5-4.8.2-2] UNSUBSCRIBE malformed shared subscription filter");
+        if (opts && !v5) {
             uint8_t o;
             if (!rd_u8(&rd, &o))
                 FAIL(MQTT_ERR_MALFORMED, "[MQTT-3.8.3-1] SUBSCRIBE requested QoS missing");
@@ -546,6 +650,21 @@ static int decode_sub(const mqtt_raw_t *r, uint8_t type, mqtt_sub_iter_t *it,
                      "[MQTT-3-8.3-4] SUBSCRIBE options reserved bits set");
             if (o > 2)
                 FAIL(MQTT_ERR_MALFORMED, "[MQTT-3-8.3-4] SUBSCRIBE requested QoS 3");
+        } else if (opts) {
+            uint8_t o;
+            if (!rd_u8(&rd, &o))
+                FAIL(MQTT_ERR_MALFORMED,
+                     "[MQTT5 3.8.3] SUBSCRIBE subscription options missing");
+            if (o & 0xc0)
+                FAIL(MQTT_ERR_MALFORMED,
+                     "[MQTT5-3.8.3-5] SUBSCRIBE options reserved bits set");
+            if (MQTT_SUBOPT_QOS(o) == 3)
+                FAIL(MQTT_ERR_PROTOCOL, "[MQTT5 3.8.3.1] SUBSCRIBE Maximum QoS 3");
+            if (MQTT_SUBOPT_RETAIN_HANDLING(o) == 3)
+                FAIL(MQTT_ERR_PROTOCOL, "[MQTT5 3.8.3.1] SUBSCRIBE Retain Handling 3");
+            if (shared == 1 && (o & MQTT_SUBOPT_NO_LOCAL))
+                FAIL(MQTT_ERR_PROTOCOL,
+                     "[MQTT5-3.8.3-4] SUBSCRIBE No Local on a shared subscription");
         }
         if (++count > UINT16_MAX)
             FAIL(MQTT_ERR_MALFORMED, opts ? "SUBSCRIBE has more than 65535 topic filters"
@@ -558,16 +677,29 @@ static int decode_sub(const mqtt_raw_t *r, uint8_t type, mqtt_sub_iter_t *it,
 int mqtt_decode_subscribe(const mqtt_raw_t *r, mqtt_sub_iter_t *it,
                           const char **why)
 {
-    return decode_sub(r, MQTT_SUBSCRIBE, it, why);
+    return decode_sub(r, MQTT_SUBSCRIBE, 0, it, why);
 }
 
 int mqtt_decode_unsubscribe(const mqtt_raw_t *r, mqtt_sub_iter_t *it,
                             const char **why)
 {
-    return decode_sub(r, MQTT_UNSUBSCRIBE, it, why);
+    return decode_sub(r, MQTT_UNSUBSCRIBE, 0, it, why);
 }
 
-int mqtt_sub_next(mqtt_sub_iter_t *it, mqtt_str_t *filter, uint8_t *qos)
+int mqtt_decode_subscribe_v5(const mqtt_raw_t *r, mqtt_sub_iter_t *it,
+                             const char **why)
+{
+    return decode_sub(r, MQTT_SUBSCRIBE, 1, it, why);
+}
+
+int mqtt_decode_unsubscribe_v5(const mqtt_raw_t *r, mqtt_sub_iter_t *it,
+                               const char **why)
+{
+    return decode_sub(r, MQTT_UNSUBSCRIBE, 1, it, why);
+}
+
+int mqtt_sub_next_opts(mqtt_sub_iter_t *it, mqtt_str_t *filter,
+                       uint8_t *options)
 {
     rd_t rd = {it->p, it->end};
     uint8_t o = 0;
@@ -576,9 +708,20 @@ int mqtt_sub_next(mqtt_sub_iter_t *it, mqtt_str_t *filter, uint8_t *qos)
         return 0;
     if (it->with_options && !rd_u8(&rd, &o))
         return 0;
+    if (options)
+        *options = o;
+    it->p = rd.p;
+    return 1;
+}
+
+int mqtt_sub_next(mqtt_sub_iter_t *it, mqtt_str_t *filter, uint8_t *qos)
+{
+    uint8_t o = 0;
+
+    if (!mqtt_sub_next_opts(it, filter, &o))
+        return 0;
     if (qos)
         *qos = o & 3;
-    it->p = rd.p;
     return 1;
 }
 
@@ -668,6 +811,194 @@ int mqtt_decode_suback(const mqtt_raw_t *r, uint16_t *packet_id, uint8_t *rcs,
     for (uint32_t i = 0; i < *n && i < max; i++)
         rcs[i] = r->body[2 + i];
     return MQTT_OK;
+}
+
+/* ---- decoding MQTT 5.0 ---------------------------------------------------- */
+
+/* Properties from body[off..len) that must fill the packet exactly. */
+static int props_to_end(const mqtt_raw_t *r, uint32_t off, uint8_t where,
+                        uint8_t from, mqtt_props_t *out, const char *trailing,
+                        const char **why)
+{
+    size_t used = 0;
+    int rc = mqtt_props_read(r->body + off, r->len - off, where, from, out,
+                             &used, why);
+    if (rc != MQTT_OK)
+        return rc;
+    if (used != r->len - off)
+        FAIL(MQTT_ERR_MALFORMED, trailing);
+    return MQTT_OK;
+}
+
+int mqtt_decode_ack_v5(const mqtt_raw_t *r, mqtt_ack_t *out, const char **why)
+{
+    static const char *const bad_reason[] = {
+        "[MQTT5-3.4.2-1] PUBACK reason code not allowed",
+        "[MQTT5-3.5.2-1] PUBREC reason code not allowed",
+        "[MQTT5-3.6.2-1] PUBREL reason code not allowed",
+        "[MQTT5-3.7.2-1] PUBCOMP reason code not allowed",
+    };
+    uint8_t type = mqtt_raw_type(r);
+    int rc;
+
+    memset(out, 0, sizeof *out);
+    mqtt_props_init(&out->props);
+    if (type != MQTT_PUBACK && type != MQTT_PUBREC && type != MQTT_PUBREL &&
+        type != MQTT_PUBCOMP)
+        FAIL(MQTT_ERR_MALFORMED, "packet handed to the wrong decoder");
+    if ((rc = check_flags(r->hdr, why)) != MQTT_OK)
+        return rc;
+    if (r->len < 2 || r->body == NULL)
+        FAIL(MQTT_ERR_MALFORMED, "[MQTT5 3.4.2] acknowledgement packet id truncated");
+    out->packet_id = (uint16_t)(r->body[0] << 8 | r->body[1]);
+    if (out->packet_id == 0)
+        FAIL(MQTT_ERR_MALFORMED, "[MQTT-2.3.1] acknowledgement packet id 0");
+    if (r->len >= 3)
+        out->reason = r->body[2];
+    if (r->len >= 4 &&
+        (rc = props_to_end(r, 3, type, MQTT_FROM_CLIENT, &out->props,
+                           "[MQTT5 3.4.2] bytes after the acknowledgement properties",
+                           why)) != MQTT_OK)
+        return rc;
+    if (!mqtt_reason_valid(type, MQTT_FROM_CLIENT, out->reason))
+        FAIL(MQTT_ERR_PROTOCOL, bad_reason[type - MQTT_PUBACK]);
+    return MQTT_OK;
+}
+
+int mqtt_decode_disconnect_v5(const mqtt_raw_t *r, uint8_t from,
+                              mqtt_disconnect_t *out, const char **why)
+{
+    int rc;
+
+    memset(out, 0, sizeof *out);
+    mqtt_props_init(&out->props);
+    if (mqtt_raw_type(r) != MQTT_DISCONNECT)
+        FAIL(MQTT_ERR_MALFORMED, "packet handed to the wrong decoder");
+    if ((rc = check_flags(r->hdr, why)) != MQTT_OK)
+        return rc;
+    if (r->len == 0 || r->body == NULL)
+        return MQTT_OK; /* 0x00 Normal disconnection [MQTT5 3.14.2.1] */
+    out->reason = r->body[0];
+    if (r->len >= 2 &&
+        (rc = props_to_end(r, 1, MQTT_DISCONNECT, from, &out->props,
+                           "[MQTT5 3.14.2] bytes after the DISCONNECT properties",
+                           why)) != MQTT_OK)
+        return rc;
+    if (!mqtt_reason_valid(MQTT_DISCONNECT, from, out->reason))
+        FAIL(MQTT_ERR_PROTOCOL,
+             from == MQTT_FROM_SERVER
+                 ? "[MQTT5-3.14.2-1] DISCONNECT reason code not allowed from a server"
+                 : "[MQTT5-3.14.2-1] DISCONNECT reason code not allowed from a client");
+    return MQTT_OK;
+}
+
+int mqtt_decode_auth(const mqtt_raw_t *r, mqtt_auth_t *out, const char **why)
+{
+    int rc;
+
+    memset(out, 0, sizeof *out);
+    mqtt_props_init(&out->props);
+    if (mqtt_raw_type(r) != MQTT_AUTH)
+        FAIL(MQTT_ERR_MALFORMED, "packet handed to the wrong decoder");
+    if ((rc = check_flags(r->hdr, why)) != MQTT_OK)
+        return rc;
+    if (r->len == 0 || r->body == NULL)
+        return MQTT_OK; /* 0x00 Success, no properties [MQTT5 3.15.2.1] */
+    out->reason = r->body[0];
+    if (r->len >= 2 &&
+        (rc = props_to_end(r, 1, MQTT_AUTH, MQTT_FROM_CLIENT, &out->props,
+                           "[MQTT5 3.15.2] bytes after the AUTH properties",
+                           why)) != MQTT_OK)
+        return rc;
+    if (!mqtt_reason_valid(MQTT_AUTH, MQTT_FROM_CLIENT, out->reason))
+        FAIL(MQTT_ERR_PROTOCOL,
+             "[MQTT5-3.15.2-1] AUTH reason code not 0x00, 0x18 or 0x19");
+    if (!mqtt_props_has(&out->props, MQTT_PROP_AUTH_METHOD) &&
+        !(out->reason == MQTT_RC_SUCCESS && out->props.raw_len == 0))
+        FAIL(MQTT_ERR_PROTOCOL, "[MQTT5 3.15.2.2.2] AUTH without Authentication Method");
+    return MQTT_OK;
+}
+
+int mqtt_decode_connack_v5(const mqtt_raw_t *r, mqtt_connack_t *out,
+                           const char **why)
+{
+    int rc;
+
+    memset(out, 0, sizeof *out);
+    mqtt_props_init(&out->props);
+    if (mqtt_raw_type(r) != MQTT_CONNACK)
+        FAIL(MQTT_ERR_MALFORMED, "packet handed to the wrong decoder");
+    if ((rc = check_flags(r->hdr, why)) != MQTT_OK)
+        return rc;
+    if (r->len < 3 || r->body == NULL)
+        FAIL(MQTT_ERR_MALFORMED, "[MQTT5 3.2.2] CONNACK variable header truncated");
+    if (r->body[0] & 0xfe)
+        FAIL(MQTT_ERR_MALFORMED, "[MQTT5-3.2.2-1] CONNACK reserved acknowledge flags set");
+    out->session_present = r->body[0] & 1;
+    out->reason = r->body[1];
+    if ((rc = props_to_end(r, 2, MQTT_CONNACK, MQTT_FROM_SERVER, &out->props,
+                           "[MQTT5 3.2.3] CONNACK has a payload", why)) != MQTT_OK)
+        return rc;
+    if (!mqtt_reason_valid(MQTT_CONNACK, MQTT_FROM_SERVER, out->reason))
+        FAIL(MQTT_ERR_PROTOCOL, "[MQTT5-3.2.2-8] CONNACK reason code not allowed");
+    if (out->reason != 0 && out->session_present)
+        FAIL(MQTT_ERR_PROTOCOL,
+             "[MQTT5-3.2.2-6] CONNACK session present with a non-zero reason code");
+    return MQTT_OK;
+}
+
+int mqtt_decode_suback_v5(const mqtt_raw_t *r, mqtt_suback_t *out,
+                          const char **why)
+{
+    uint8_t type = mqtt_raw_type(r);
+    const int sub = type == MQTT_SUBACK;
+    rd_t rd;
+    int rc;
+
+    memset(out, 0, sizeof *out);
+    mqtt_props_init(&out->props);
+    if (type != MQTT_SUBACK && type != MQTT_UNSUBACK)
+        FAIL(MQTT_ERR_MALFORMED, "packet handed to the wrong decoder");
+    if ((rc = check_flags(r->hdr, why)) != MQTT_OK)
+        return rc;
+    rd_init(&rd, r);
+    if (!rd_u16(&rd, &out->packet_id))
+        FAIL(MQTT_ERR_MALFORMED, sub ? "[MQTT5 3.9.2] SUBACK packet id truncated"
+                                     : "[MQTT5 3.11.2] UNSUBACK packet id truncated");
+    if (out->packet_id == 0)
+        FAIL(MQTT_ERR_MALFORMED, sub ? "[MQTT-2.3.1] SUBACK packet id 0"
+                                     : "[MQTT-2.3.1] UNSUBACK packet id 0");
+    if ((rc = rd_props(&rd, type, MQTT_FROM_SERVER, &out->props, why)) != MQTT_OK)
+        return rc;
+    if (rd_left(&rd) == 0)
+        FAIL(MQTT_ERR_MALFORMED, sub ? "[MQTT5 3.9.3] SUBACK without reason codes"
+                                     : "[MQTT5 3.11.3] UNSUBACK without reason codes");
+    out->reasons = rd.p;
+    out->count = (uint32_t)rd_left(&rd);
+    for (uint32_t i = 0; i < out->count; i++)
+        if (!mqtt_reason_valid(type, MQTT_FROM_SERVER, out->reasons[i]))
+            FAIL(MQTT_ERR_PROTOCOL,
+                 sub ? "[MQTT5-3.9.3-2] SUBACK reason code not allowed"
+                     : "[MQTT5-3.11.3-2] UNSUBACK reason code not allowed");
+    return MQTT_OK;
+}
+
+uint8_t mqtt_err_reason(int err)
+{
+    switch (err) {
+    case MQTT_ERR_MALFORMED:
+        return MQTT_RC_MALFORMED_PACKET;
+    case MQTT_ERR_PROTOCOL:
+        return MQTT_RC_PROTOCOL_ERROR;
+    case MQTT_ERR_TOO_LARGE:
+        return MQTT_RC_PACKET_TOO_LARGE;
+    case MQTT_ERR_PROTOCOL_VERSION:
+        return MQTT_RC_UNSUPPORTED_PROTOCOL_VERSION;
+    case MQTT_ERR_CLIENT_ID:
+        return MQTT_RC_CLIENT_ID_NOT_VALID;
+    default:
+        return MQTT_RC_UNSPECIFIED_ERROR;
+    }
 }
 
 /* ---- encoding ---------------------------------------------------------- */
@@ -795,10 +1126,33 @@ size_t mqtt_encode_publish(uint8_t *out, const uint8_t *topic, uint16_t topic_le
     return (size_t)(p - out);
 }
 
+/* Property Length and block. */
+static size_t props_size(size_t len)
+{
+    return mqtt_varint_size((uint32_t)len) + len;
+}
+
+static uint8_t *put_props(uint8_t *p, const uint8_t *props, size_t len)
+{
+    p += mqtt_encode_varint(p, (uint32_t)len);
+    return put_bytes(p, props, len);
+}
+
+/* Fixed header + remaining length + body of `rem` bytes. */
+static size_t whole_size(size_t rem)
+{
+    return 1 + mqtt_varint_size((uint32_t)rem) + rem;
+}
+
 static size_t connect_remaining(const mqtt_connect_opts_t *o)
 {
+    const int v5 = o->proto == MQTT_PROTO_V5;
     size_t rem = (o->proto == MQTT_PROTO_V31 ? 2 + 6 : 2 + 4) + 1 + 1 + 2;
+    if (v5)
+        rem += props_size(o->props_len);
     rem += 2 + strlen(o->client_id);
+    if (o->will_topic && v5)
+        rem += props_size(o->will_props_len);
     if (o->will_topic)
         rem += 2 + strlen(o->will_topic) + 2 + (size_t)o->will_payload_len;
     if (o->username)
@@ -826,7 +1180,7 @@ size_t mqtt_encode_connect(uint8_t *out, const mqtt_connect_opts_t *o)
         *p++ = MQTT_PROTO_V31;
     } else {
         p = put_str(p, "MQTT", 4);
-        *p++ = o->proto; /* 4; other levels only to test servers */
+        *p++ = o->proto; /* 4 or 5; other levels only to test servers */
     }
     if (o->clean_session)
         flags |= 0x02;
@@ -839,8 +1193,12 @@ size_t mqtt_encode_connect(uint8_t *out, const mqtt_connect_opts_t *o)
         flags |= 0x80;
     *p++ = flags;
     p = put_u16(p, o->keepalive);
+    if (o->proto == MQTT_PROTO_V5)
+        p = put_props(p, o->props, o->props_len);
     p = put_str(p, o->client_id, strlen(o->client_id));
     if (o->will_topic) {
+        if (o->proto == MQTT_PROTO_V5)
+            p = put_props(p, o->will_props, o->will_props_len);
         p = put_str(p, o->will_topic, strlen(o->will_topic));
         p = put_str(p, o->will_payload, o->will_payload_len);
     }
@@ -883,6 +1241,227 @@ size_t mqtt_encode_unsubscribe(uint8_t *out, uint16_t packet_id,
     *p++ = MQTT_UNSUBSCRIBE << 4 | 2;
     p += mqtt_encode_varint(p, 2 + 2 + (uint32_t)filter_len);
     p = put_u16(p, packet_id);
+    p = put_str(p, filter, filter_len);
+    return (size_t)(p - out);
+}
+
+/* ---- encoding MQTT 5.0 ----------------------------------------------------- */
+
+size_t mqtt_connack_v5_size(size_t props_len)
+{
+    return whole_size(2 + props_size(props_len));
+}
+
+size_t mqtt_encode_connack_v5(uint8_t *out, uint8_t session_present,
+                              uint8_t reason, const uint8_t *props,
+                              size_t props_len)
+{
+    uint8_t *p = out;
+    *p++ = MQTT_CONNACK << 4;
+    p += mqtt_encode_varint(p, (uint32_t)(2 + props_size(props_len)));
+    *p++ = session_present ? 1 : 0;
+    *p++ = reason;
+    p = put_props(p, props, props_len);
+    return (size_t)(p - out);
+}
+
+static size_t publish_v5_remaining(uint16_t topic_len, uint8_t qos,
+                                   size_t props_len, uint32_t payload_len)
+{
+    return 2 + (size_t)topic_len + (qos ? 2 : 0) + props_size(props_len) +
+           (size_t)payload_len;
+}
+
+size_t mqtt_publish_v5_size(uint16_t topic_len, uint8_t qos, size_t props_len,
+                            uint32_t payload_len)
+{
+    return whole_size(publish_v5_remaining(topic_len, qos, props_len, payload_len));
+}
+
+size_t mqtt_encode_publish_v5(uint8_t *out, const uint8_t *topic,
+                              uint16_t topic_len, uint8_t qos, uint8_t retain,
+                              uint8_t dup, uint16_t packet_id,
+                              const uint8_t *props, size_t props_len,
+                              const uint8_t *payload, uint32_t payload_len)
+{
+    uint8_t *p = out;
+    *p++ = (uint8_t)(MQTT_PUBLISH << 4 | (dup ? 8 : 0) | (qos & 3) << 1 |
+                     (retain ? 1 : 0));
+    p += mqtt_encode_varint(p, (uint32_t)publish_v5_remaining(topic_len, qos,
+                                                              props_len,
+                                                              payload_len));
+    p = put_str(p, topic, topic_len);
+    if (qos)
+        p = put_u16(p, packet_id);
+    p = put_props(p, props, props_len);
+    p = put_bytes(p, payload, payload_len);
+    return (size_t)(p - out);
+}
+
+/* Reason code and properties after `fixed` bytes, with the short forms:
+ * nothing for reason 0 without properties, the reason alone without
+ * properties. */
+static size_t reason_remaining(size_t fixed, uint8_t reason, size_t props_len)
+{
+    if (props_len == 0)
+        return fixed + (reason ? 1 : 0);
+    return fixed + 1 + props_size(props_len);
+}
+
+static uint8_t *put_reason(uint8_t *p, uint8_t reason, const uint8_t *props,
+                           size_t props_len)
+{
+    if (props_len == 0 && reason == 0)
+        return p;
+    *p++ = reason;
+    if (props_len)
+        p = put_props(p, props, props_len);
+    return p;
+}
+
+size_t mqtt_ack_v5_size(uint8_t reason, size_t props_len)
+{
+    return whole_size(reason_remaining(2, reason, props_len));
+}
+
+size_t mqtt_encode_ack_v5(uint8_t *out, uint8_t type, uint16_t packet_id,
+                          uint8_t reason, const uint8_t *props,
+                          size_t props_len)
+{
+    uint8_t *p = out;
+    *p++ = (uint8_t)(type << 4 | (type == MQTT_PUBREL ? 2 : 0));
+    p += mqtt_encode_varint(p, (uint32_t)reason_remaining(2, reason, props_len));
+    p = put_u16(p, packet_id);
+    p = put_reason(p, reason, props, props_len);
+    return (size_t)(p - out);
+}
+
+size_t mqtt_suback_v5_size(size_t props_len, uint32_t n)
+{
+    return whole_size(2 + props_size(props_len) + (size_t)n);
+}
+
+static size_t encode_suback_v5(uint8_t *out, uint8_t type, uint16_t packet_id,
+                               const uint8_t *props, size_t props_len,
+                               const uint8_t *reasons, uint32_t n)
+{
+    uint8_t *p = out;
+    *p++ = (uint8_t)(type << 4);
+    p += mqtt_encode_varint(p, (uint32_t)(2 + props_size(props_len) + n));
+    p = put_u16(p, packet_id);
+    p = put_props(p, props, props_len);
+    p = put_bytes(p, reasons, n);
+    return (size_t)(p - out);
+}
+
+size_t mqtt_encode_suback_v5(uint8_t *out, uint16_t packet_id,
+                             const uint8_t *props, size_t props_len,
+                             const uint8_t *reasons, uint32_t n)
+{
+    return encode_suback_v5(out, MQTT_SUBACK, packet_id, props, props_len,
+                            reasons, n);
+}
+
+size_t mqtt_encode_unsuback_v5(uint8_t *out, uint16_t packet_id,
+                               const uint8_t *props, size_t props_len,
+                               const uint8_t *reasons, uint32_t n)
+{
+    return encode_suback_v5(out, MQTT_UNSUBACK, packet_id, props, props_len,
+                            reasons, n);
+}
+
+static size_t encode_reason_only(uint8_t *out, uint8_t type, uint8_t reason,
+                                 const uint8_t *props, size_t props_len)
+{
+    uint8_t *p = out;
+    *p++ = (uint8_t)(type << 4);
+    p += mqtt_encode_varint(p, (uint32_t)reason_remaining(0, reason, props_len));
+    p = put_reason(p, reason, props, props_len);
+    return (size_t)(p - out);
+}
+
+size_t mqtt_disconnect_v5_size(uint8_t reason, size_t props_len)
+{
+    return whole_size(reason_remaining(0, reason, props_len));
+}
+
+size_t mqtt_encode_disconnect_v5(uint8_t *out, uint8_t reason,
+                                 const uint8_t *props, size_t props_len)
+{
+    return encode_reason_only(out, MQTT_DISCONNECT, reason, props, props_len);
+}
+
+size_t mqtt_auth_size(uint8_t reason, size_t props_len)
+{
+    return whole_size(reason_remaining(0, reason, props_len));
+}
+
+size_t mqtt_encode_auth(uint8_t *out, uint8_t reason, const uint8_t *props,
+                        size_t props_len)
+{
+    return encode_reason_only(out, MQTT_AUTH, reason, props, props_len);
+}
+
+/* Subscription Identifier property: identifier byte + varint. */
+static size_t sub_id_prop_size(uint32_t sub_id)
+{
+    return sub_id ? 1 + mqtt_varint_size(sub_id) : 0;
+}
+
+static size_t subscribe_v5_remaining(uint16_t filter_len, uint32_t sub_id,
+                                     size_t props_len)
+{
+    return 2 + props_size(sub_id_prop_size(sub_id) + props_len) + 2 +
+           (size_t)filter_len + 1;
+}
+
+size_t mqtt_subscribe_v5_size(uint16_t filter_len, uint32_t sub_id,
+                              size_t props_len)
+{
+    return whole_size(subscribe_v5_remaining(filter_len, sub_id, props_len));
+}
+
+size_t mqtt_encode_subscribe_v5(uint8_t *out, uint16_t packet_id,
+                                const uint8_t *filter, uint16_t filter_len,
+                                uint8_t options, uint32_t sub_id,
+                                const uint8_t *props, size_t props_len)
+{
+    uint8_t *p = out;
+    *p++ = MQTT_SUBSCRIBE << 4 | 2;
+    p += mqtt_encode_varint(p, (uint32_t)subscribe_v5_remaining(filter_len, sub_id,
+                                                                props_len));
+    p = put_u16(p, packet_id);
+    p += mqtt_encode_varint(p, (uint32_t)(sub_id_prop_size(sub_id) + props_len));
+    if (sub_id) {
+        *p++ = MQTT_PROP_SUBSCRIPTION_ID;
+        p += mqtt_encode_varint(p, sub_id);
+    }
+    p = put_bytes(p, props, props_len);
+    p = put_str(p, filter, filter_len);
+    *p++ = options;
+    return (size_t)(p - out);
+}
+
+static size_t unsubscribe_v5_remaining(uint16_t filter_len, size_t props_len)
+{
+    return 2 + props_size(props_len) + 2 + (size_t)filter_len;
+}
+
+size_t mqtt_unsubscribe_v5_size(uint16_t filter_len, size_t props_len)
+{
+    return whole_size(unsubscribe_v5_remaining(filter_len, props_len));
+}
+
+size_t mqtt_encode_unsubscribe_v5(uint8_t *out, uint16_t packet_id,
+                                  const uint8_t *filter, uint16_t filter_len,
+                                  const uint8_t *props, size_t props_len)
+{
+    uint8_t *p = out;
+    *p++ = MQTT_UNSUBSCRIBE << 4 | 2;
+    p += mqtt_encode_varint(p, (uint32_t)unsubscribe_v5_remaining(filter_len,
+                                                                  props_len));
+    p = put_u16(p, packet_id);
+    p = put_props(p, props, props_len);
     p = put_str(p, filter, filter_len);
     return (size_t)(p - out);
 }

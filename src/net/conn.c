@@ -87,12 +87,18 @@ void conn_input(conn_t *c, const uint8_t *data, size_t n)
         off += used;
         if (rc == 0)
             break;
+        if (rc > 0 && 1 + mqtt_varint_size(pkt.len) + (size_t)pkt.len > max) {
+            /* the limit is on the whole packet [MQTT5-3.2.2-15], the
+             * framer only knew the remaining length */
+            rc = MQTT_ERR_TOO_LARGE;
+            why = "packet larger than max_packet_size";
+        }
         if (rc < 0) {
             char msg[256];
             snprintf(msg, sizeof(msg), "%s: %s",
                      rc == MQTT_ERR_TOO_LARGE ? "packet too large" : "malformed packet",
                      why ? why : "?");
-            conn_close(c, msg, 1);
+            conn_close_reason(c, msg, 1, mqtt_err_reason(rc));
             return;
         }
         if (proto_handle(c, &pkt, data + off, n - off) != 0)
@@ -172,9 +178,77 @@ uint8_t *conn_reserve(conn_t *c, size_t n, int force)
     return p;
 }
 
-int conn_send_publish(conn_t *c, const msg_t *m, uint8_t qos, uint8_t retain,
-                      uint8_t dup, uint16_t pid)
+/* Broker -> client Topic Alias [MQTT5 3.3.2.3.4]: the first PUBLISH on a
+ * topic carries the topic and a new alias, later ones the alias and an
+ * empty topic.  Aliases are handed out until the client's maximum, then
+ * topics go in full.  Returns the alias (0 = none) and sets *known when the
+ * client already has it. */
+static uint16_t alias_for(conn_t *c, const msg_t *m, int *known)
 {
+    conn_ext_t *x = c->x;
+    *known = 0;
+    if (x == NULL || x->alias_out_max == 0)
+        return 0;
+    for (uint16_t i = 0; i < x->nalias_out; i++)
+        if (x->alias_out[i].len == m->topic_len &&
+            memcmp(x->alias_out[i].p, msg_topic(m), m->topic_len) == 0) {
+            *known = 1;
+            return (uint16_t)(i + 1);
+        }
+    if (x->nalias_out >= x->alias_out_max)
+        return 0;
+    if (x->nalias_out == 0)
+        x->alias_out = an_calloc(x->alias_out_max, sizeof(*x->alias_out));
+    uint8_t *copy = an_malloc(m->topic_len ? m->topic_len : 1);
+    memcpy(copy, msg_topic(m), m->topic_len);
+    x->alias_out[x->nalias_out].p = copy;
+    x->alias_out[x->nalias_out].len = m->topic_len;
+    return ++x->nalias_out;
+}
+
+static int send_publish_v5(conn_t *c, const msg_t *m, uint8_t qos, uint8_t retain,
+                           uint8_t dup, uint16_t pid, const uint32_t *subids, uint32_t nsubids)
+{
+    int known;
+    uint16_t alias = alias_for(c, m, &known);
+    uint8_t extra[96]; /* expiry, subscription ids, alias */
+    mqtt_pw_t pw;
+    mqtt_pw_init(&pw, extra, sizeof(extra));
+    if (m->expire_at) {
+        /* [MQTT5-3.3.2-6] the interval left, not the one published */
+        uint64_t left = m->expire_at > c->w->now ? (m->expire_at - c->w->now + 999) / 1000 : 0;
+        mqtt_pw_int(&pw, MQTT_PROP_MESSAGE_EXPIRY, (uint32_t)left);
+    }
+    for (uint32_t i = 0; i < nsubids; i++)
+        mqtt_pw_int(&pw, MQTT_PROP_SUBSCRIPTION_ID, subids[i]);
+    if (alias)
+        mqtt_pw_int(&pw, MQTT_PROP_TOPIC_ALIAS, alias);
+    size_t elen = mqtt_pw_len(&pw), plen = m->props_len + elen;
+    uint16_t tlen = known ? 0 : m->topic_len;
+    size_t size = mqtt_publish_v5_size(tlen, qos, plen, m->payload_len);
+    uint8_t *p = conn_reserve(c, size, qos > 0);
+    if (p == NULL)
+        return -1;
+    const uint8_t *props = msg_props(m);
+    uint8_t *tmp = NULL;
+    if (elen) { /* one contiguous block: stored properties, then ours */
+        tmp = an_malloc(plen);
+        memcpy(tmp, msg_props(m), m->props_len);
+        memcpy(tmp + m->props_len, extra, elen);
+        props = tmp;
+    }
+    mqtt_encode_publish_v5(p, msg_topic(m), tlen, qos, retain, dup, pid, props, plen,
+                           msg_payload(m), m->payload_len);
+    free(tmp);
+    STAT_ADD(c->w->stats.msgs_sent, 1);
+    return 0;
+}
+
+int conn_send_publish(conn_t *c, const msg_t *m, uint8_t qos, uint8_t retain,
+                      uint8_t dup, uint16_t pid, const uint32_t *subids, uint32_t nsubids)
+{
+    if (c->proto == MQTT_PROTO_V5)
+        return send_publish_v5(c, m, qos, retain, dup, pid, subids, nsubids);
     size_t size = mqtt_publish_size(m->topic_len, qos, m->payload_len);
     uint8_t *p = conn_reserve(c, size, qos > 0);
     if (p == NULL)
@@ -277,8 +351,16 @@ void conn_close(conn_t *c, const char *why, int publish_will)
     if (conn_out_pending(c))
         (void)write_out(c);
     c->state = CONN_DEAD;
-    if (c->will && publish_will)
-        router_publish(w, c->will);
+    if (c->will && publish_will) {
+        uint32_t delay = c->x ? c->x->will_delay : 0;
+        if (delay && c->sess && c->sess->expiry) {
+            /* [MQTT5 3.1.3.2.2] later, unless the client is back first */
+            sess_delay_will(c->sess, c->will, delay);
+            c->will = NULL;
+        } else {
+            router_publish(w, c->will, NULL);
+        }
+    }
     msg_unref(&c->will);
     if (c->sess) {
         sess_t *s = c->sess;
@@ -323,7 +405,11 @@ static void ext_free(conn_ext_t *x)
             free((void *)x->alias_in[i].p);
         free(x->alias_in);
     }
-    free(x->alias_out);
+    if (x->alias_out) {
+        for (uint16_t i = 0; i < x->nalias_out; i++)
+            free((void *)x->alias_out[i].p);
+        free(x->alias_out);
+    }
     free(x->pending);
     free(x);
 }

@@ -75,9 +75,11 @@ typedef struct conn_ext_s {
     uint8_t *pending;        /* bytes read but not handled while throttled */
     uint32_t npending;
     mqtt_str_t *alias_in;    /* client -> broker aliases, [topic_alias_max] */
-    uint16_t nalias_in;
+    uint16_t nalias_in;      /* slots allocated in alias_in */
     uint16_t nalias_out;     /* broker -> client aliases assigned so far */
-    uint64_t *alias_out;     /* hash of the topic for alias i + 1 */
+    uint16_t alias_out_max;  /* the client's Topic Alias Maximum */
+    mqtt_str_t *alias_out;   /* topic of alias i + 1 (owned copies) */
+    uint32_t will_delay;     /* seconds (MQTT 5 Will Delay Interval) */
 } conn_ext_t;
 
 conn_ext_t *conn_ext(conn_t *c);
@@ -115,7 +117,7 @@ uint8_t *conn_reserve(conn_t *c, size_t n, int force);
  * dropped because the output is over its limit (QoS 1/2 are never dropped
  * here: the inflight window bounds them). */
 int conn_send_publish(conn_t *c, const msg_t *m, uint8_t qos, uint8_t retain,
-                      uint8_t dup, uint16_t pid);
+                      uint8_t dup, uint16_t pid, const uint32_t *subids, uint32_t nsubids);
 /* Queue a 4-byte acknowledgement (PUBACK, PUBREC, PUBREL, PUBCOMP,
  * UNSUBACK). */
 void conn_send_ack(conn_t *c, uint8_t type, uint16_t pid);

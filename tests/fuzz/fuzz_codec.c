@@ -1,12 +1,21 @@
-/* fuzz_codec.c -- libFuzzer target for the MQTT codec (src/mqtt/mqtt_codec.c).
+/* fuzz_codec.c -- libFuzzer target for the MQTT codec (src/mqtt/mqtt_codec.c
+ * and src/mqtt/mqtt_props.c).
  *
  * Input: byte 0 picks the split pattern and byte 1 the maximum packet size;
- * the rest is a byte stream from a client.  The stream is framed once whole
- * (the reference) and once in the chosen splits; both must yield the same
- * packets and the same final error.  Each packet goes through the decoder for
- * its type (PUBLISH and the header check with protocol 3 and 4); decoded
- * CONNECT, PUBLISH, SUBSCRIBE, UNSUBSCRIBE and acks are re-encoded, and the
- * new bytes must decode to the same fields, or the target aborts.
+ * the rest is a byte stream (from a client, or from a server: every decoder
+ * gets every packet of its type).  The stream is framed once whole (the
+ * reference) and once in the chosen splits; both must yield the same packets
+ * and the same final error.  Each packet goes through the decoder for its
+ * type: the 3.1 / 3.1.1 decoders (PUBLISH and the header check with protocol
+ * 3 and 4), and the 5.0 ones (CONNECT with level 5 allowed, PUBLISH both
+ * directions, SUBSCRIBE, UNSUBSCRIBE, acks, DISCONNECT both directions, AUTH,
+ * CONNACK, SUBACK, UNSUBACK).  Decoded packets are re-encoded, and the new
+ * bytes must decode to the same fields (for 5.0 CONNECT, PUBLISH, CONNACK and
+ * SUBACK: to the very same bytes, properties passed through as their raw
+ * block).  Every property block that validates is also walked with the
+ * iterator and rebuilt with the writer, which must give back its bytes; and
+ * each body is fed to the property validator directly.  Any disagreement
+ * aborts.
  */
 #include <stdint.h>
 #include <stdio.h>
@@ -156,13 +165,382 @@ static void walk_sub(mqtt_sub_iter_t it, int subscribe)
     CHECK(count == it.count && count >= 1);
 }
 
+/* ---- MQTT 5.0 ------------------------------------------------------------ */
+
+/* A block that validated: the iterator covers it exactly, the counts agree,
+ * the writer rebuilds it byte for byte (from the iterated values, and with
+ * mqtt_pw_copy), and it validates again the same way. */
+static void check_props(const mqtt_props_t *pr, uint8_t where, uint8_t from)
+{
+    uint32_t pos = 0, wire = 0, users = 0, subs = 0;
+    uint64_t seen = 0;
+    mqtt_prop_t p;
+    mqtt_pw_t w;
+    uint8_t *buf = malloc(pr->raw_len ? pr->raw_len : 1);
+    CHECK(buf != NULL);
+    CHECK((pr->raw == NULL) == (pr->raw_len == 0));
+    mqtt_pw_init(&w, buf, pr->raw_len);
+    while (mqtt_props_next(pr, &pos, &p)) {
+        CHECK(p.wire == pr->raw + wire);
+        wire += p.wire_len;
+        CHECK(pos == wire);
+        CHECK(p.type == mqtt_prop_type(p.id) && p.type != MQTT_PT_NONE);
+        seen |= MQTT_PROP_BIT(p.id);
+        users += p.id == MQTT_PROP_USER_PROPERTY;
+        subs += p.id == MQTT_PROP_SUBSCRIPTION_ID;
+        switch (p.type) {
+        case MQTT_PT_UTF8:
+        case MQTT_PT_BINARY:
+            CHECK(mqtt_pw_str(&w, p.id, p.str.p, p.str.len) == 0);
+            break;
+        case MQTT_PT_PAIR:
+            CHECK(mqtt_pw_user(&w, p.str.p, p.str.len, p.val.p, p.val.len) == 0);
+            break;
+        default:
+            CHECK(mqtt_pw_int(&w, p.id, p.value) == 0);
+            break;
+        }
+        (void)mqtt_prop_name(p.id);
+    }
+    CHECK(wire == pr->raw_len && seen == pr->present);
+    CHECK(users == pr->user_count && subs == pr->sub_id_count);
+    CHECK(mqtt_pw_error(&w) == 0 && mqtt_pw_len(&w) == pr->raw_len);
+    CHECK(pr->raw_len == 0 || memcmp(buf, pr->raw, pr->raw_len) == 0);
+    mqtt_pw_init(&w, buf, pr->raw_len);
+    CHECK(mqtt_pw_copy(&w, pr, 0) == 0 && mqtt_pw_len(&w) == pr->raw_len);
+    CHECK(pr->raw_len == 0 || memcmp(buf, pr->raw, pr->raw_len) == 0);
+    /* The user properties in order, as the dedicated iterator gives them. */
+    pos = 0;
+    mqtt_str_t k, v;
+    uint32_t n = 0;
+    while (mqtt_props_user_next(pr, &pos, &k, &v))
+        n++;
+    CHECK(n == pr->user_count);
+    mqtt_props_t again;
+    const char *why = NULL;
+    CHECK(mqtt_props_parse(pr->raw, pr->raw_len, where, from, &again, &why) == MQTT_OK);
+    CHECK(again.present == pr->present && again.raw == pr->raw);
+    if (mqtt_props_has(pr, MQTT_PROP_TOPIC_ALIAS))
+        CHECK(pr->topic_alias != 0);
+    if (mqtt_props_has(pr, MQTT_PROP_SUBSCRIPTION_ID))
+        CHECK(pr->sub_id != 0);
+    if (mqtt_props_has(pr, MQTT_PROP_RESPONSE_TOPIC))
+        CHECK(mqtt_topic_name_valid(pr->response_topic.p, pr->response_topic.len));
+    free(buf);
+}
+
+static int same_props(const mqtt_props_t *a, const mqtt_props_t *b)
+{
+    return a->present == b->present && a->raw_len == b->raw_len &&
+           (a->raw_len == 0 || memcmp(a->raw, b->raw, a->raw_len) == 0);
+}
+
+/* Re-encode a level 5 CONNECT: the very same bytes come out. */
+static void recode_connect_v5(const mqtt_raw_t *orig, const mqtt_connect_t *c)
+{
+    if (c->has_password && memchr(c->password.p, 0, c->password.len))
+        return;
+    check_props(&c->props, MQTT_CONNECT, MQTT_FROM_CLIENT);
+    if (c->will_flag)
+        check_props(&c->will_props, MQTT_PROPS_WILL, MQTT_FROM_CLIENT);
+    else
+        CHECK(c->will_props.present == 0);
+    char *id = cstr(c->client_id);
+    char *wt = c->will_flag ? cstr(c->will_topic) : NULL;
+    char *user = c->has_username ? cstr(c->username) : NULL;
+    char *pass = c->has_password ? cstr(c->password) : NULL;
+    mqtt_connect_opts_t o = {
+        .proto = MQTT_PROTO_V5, .clean_session = c->clean_session,
+        .keepalive = c->keepalive, .client_id = id, .username = user,
+        .password = pass, .will_topic = wt,
+        .will_payload = c->will_payload.p,
+        .will_payload_len = c->will_payload.len, .will_qos = c->will_qos,
+        .will_retain = c->will_retain,
+        .props = c->props.raw, .props_len = c->props.raw_len,
+        .will_props = c->will_props.raw, .will_props_len = c->will_props.raw_len,
+    };
+    size_t size = mqtt_connect_size(&o);
+    uint8_t *buf = malloc(size);
+    CHECK(buf != NULL);
+    CHECK(mqtt_encode_connect(buf, &o) == size);
+    mqtt_raw_t r = frame_whole(buf, size);
+    CHECK(r.hdr == orig->hdr && r.len == orig->len);
+    CHECK(memcmp(r.body, orig->body, r.len) == 0);
+    mqtt_connect_t d;
+    const char *why = NULL;
+    CHECK(mqtt_decode_connect_v5ok(&r, &d, 1, &why) == MQTT_OK);
+    CHECK(mqtt_decode_connect(&r, &d, &why) == MQTT_ERR_PROTOCOL_VERSION);
+    CHECK(mqtt_decode_connect_v5ok(&r, &d, 1, &why) == MQTT_OK);
+    CHECK(d.proto == MQTT_PROTO_V5 && d.clean_session == c->clean_session);
+    CHECK(d.will_flag == c->will_flag && d.will_qos == c->will_qos);
+    CHECK(d.will_retain == c->will_retain && d.keepalive == c->keepalive);
+    CHECK(str_same(d.client_id, c->client_id) && str_same(d.username, c->username));
+    CHECK(str_same(d.password, c->password) && str_same(d.will_topic, c->will_topic));
+    CHECK(str_same(d.will_payload, c->will_payload));
+    CHECK(same_props(&d.props, &c->props) && same_props(&d.will_props, &c->will_props));
+    free(buf);
+    free(id);
+    free(wt);
+    free(user);
+    free(pass);
+}
+
+/* Re-encode a 5.0 PUBLISH: the very same bytes come out. */
+static void recode_publish_v5(const mqtt_raw_t *orig, const mqtt_publish_t *p,
+                              uint8_t from)
+{
+    check_props(&p->props, MQTT_PUBLISH, from);
+    CHECK(p->topic.len > 0 || mqtt_props_has(&p->props, MQTT_PROP_TOPIC_ALIAS));
+    if (from == MQTT_FROM_CLIENT)
+        CHECK(p->props.sub_id_count == 0);
+    size_t size = mqtt_publish_v5_size(p->topic.len, p->qos, p->props.raw_len,
+                                       p->payload_len);
+    uint8_t *buf = malloc(size);
+    CHECK(buf != NULL);
+    CHECK(mqtt_encode_publish_v5(buf, p->topic.p, p->topic.len, p->qos, p->retain,
+                                 p->dup, p->packet_id, p->props.raw,
+                                 p->props.raw_len, p->payload,
+                                 p->payload_len) == size);
+    mqtt_raw_t r = frame_whole(buf, size);
+    CHECK(r.hdr == orig->hdr && r.len == orig->len);
+    CHECK(r.len == 0 || memcmp(r.body, orig->body, r.len) == 0);
+    mqtt_publish_t d;
+    const char *why = NULL;
+    CHECK(mqtt_decode_publish_from(&r, MQTT_PROTO_V5, from, &d, &why) == MQTT_OK);
+    CHECK(str_same(d.topic, p->topic) && d.packet_id == p->packet_id);
+    CHECK(d.qos == p->qos && d.retain == p->retain && d.dup == p->dup);
+    CHECK(d.payload_len == p->payload_len && same_props(&d.props, &p->props));
+    free(buf);
+}
+
+/* Walk a 5.0 SUBSCRIBE / UNSUBSCRIBE; re-encode each filter alone. */
+static void walk_sub_v5(mqtt_sub_iter_t it, int subscribe)
+{
+    mqtt_str_t f;
+    uint8_t o = 0xff;
+    uint32_t count = 0;
+    check_props(&it.props, subscribe ? MQTT_SUBSCRIBE : MQTT_UNSUBSCRIBE,
+                MQTT_FROM_CLIENT);
+    CHECK(it.props.sub_id_count <= 1 && it.proto == MQTT_PROTO_V5);
+    while (mqtt_sub_next_opts(&it, &f, &o)) {
+        count++;
+        CHECK(mqtt_topic_filter_valid(f.p, f.len));
+        const uint8_t *g = NULL, *rf = NULL;
+        size_t gl = 0, rl = 0;
+        int shared = mqtt_shared_filter_parse(f.p, f.len, &g, &gl, &rf, &rl);
+        CHECK(shared >= 0);
+        if (shared) {
+            CHECK(gl > 0 && !memchr(g, '/', gl) && !memchr(g, '+', gl) &&
+                  !memchr(g, '#', gl));
+            CHECK(mqtt_topic_filter_valid(rf, rl) && rf + rl == f.p + f.len);
+        }
+        if (subscribe) {
+            CHECK((o & 0xc0) == 0 && MQTT_SUBOPT_QOS(o) != 3 &&
+                  MQTT_SUBOPT_RETAIN_HANDLING(o) != 3);
+            CHECK(!(shared && (o & MQTT_SUBOPT_NO_LOCAL)));
+        } else {
+            CHECK(o == 0);
+        }
+        size_t size = subscribe
+                          ? mqtt_subscribe_v5_size(f.len, 0, it.props.raw_len)
+                          : mqtt_unsubscribe_v5_size(f.len, it.props.raw_len);
+        uint8_t *buf = malloc(size);
+        CHECK(buf != NULL);
+        size_t n = subscribe
+                       ? mqtt_encode_subscribe_v5(buf, it.packet_id, f.p, f.len, o, 0,
+                                                  it.props.raw, it.props.raw_len)
+                       : mqtt_encode_unsubscribe_v5(buf, it.packet_id, f.p, f.len,
+                                                    it.props.raw, it.props.raw_len);
+        CHECK(n == size);
+        mqtt_raw_t r = frame_whole(buf, n);
+        mqtt_sub_iter_t d;
+        const char *why = NULL;
+        int rc = subscribe ? mqtt_decode_subscribe_v5(&r, &d, &why)
+                           : mqtt_decode_unsubscribe_v5(&r, &d, &why);
+        CHECK(rc == MQTT_OK);
+        CHECK(d.packet_id == it.packet_id && d.count == 1);
+        CHECK(same_props(&d.props, &it.props));
+        mqtt_str_t f2;
+        uint8_t o2 = 0xff;
+        CHECK(mqtt_sub_next_opts(&d, &f2, &o2) == 1);
+        CHECK(str_same(f, f2) && o2 == o);
+        CHECK(mqtt_sub_next_opts(&d, &f2, &o2) == 0);
+        free(buf);
+    }
+    CHECK(count == it.count && count >= 1);
+}
+
+/* Every 5.0 decoder that takes this packet type, plus the bare property
+ * validator on the body. */
+static void decode_one_v5(const mqtt_raw_t *r)
+{
+    const char *why = NULL;
+    uint8_t type = mqtt_raw_type(r);
+    uint8_t buf[64];
+
+    switch (type) {
+    case MQTT_PUBLISH:
+        for (uint8_t from = MQTT_FROM_CLIENT; from <= MQTT_FROM_SERVER; from++) {
+            mqtt_publish_t p;
+            if (mqtt_decode_publish_from(r, MQTT_PROTO_V5, from, &p, &why) == MQTT_OK)
+                recode_publish_v5(r, &p, from);
+        }
+        {
+            /* A client's PUBLISH that passes passes from a server too. */
+            mqtt_publish_t a, b;
+            int ra = mqtt_decode_publish(r, MQTT_PROTO_V5, &a, &why);
+            int rb = mqtt_decode_publish_from(r, MQTT_PROTO_V5, MQTT_FROM_SERVER, &b, &why);
+            if (ra == MQTT_OK)
+                CHECK(rb == MQTT_OK);
+        }
+        break;
+    case MQTT_SUBSCRIBE:
+    case MQTT_UNSUBSCRIBE: {
+        mqtt_sub_iter_t it;
+        int sub = type == MQTT_SUBSCRIBE;
+        int rc = sub ? mqtt_decode_subscribe_v5(r, &it, &why)
+                     : mqtt_decode_unsubscribe_v5(r, &it, &why);
+        if (rc == MQTT_OK)
+            walk_sub_v5(it, sub);
+        break;
+    }
+    case MQTT_PUBACK:
+    case MQTT_PUBREC:
+    case MQTT_PUBREL:
+    case MQTT_PUBCOMP: {
+        mqtt_ack_t a, d;
+        if (mqtt_decode_ack_v5(r, &a, &why) != MQTT_OK)
+            break;
+        CHECK(a.packet_id != 0 && mqtt_reason_valid(type, 0, a.reason));
+        CHECK(strcmp(mqtt_reason_name(a.reason), "?") != 0);
+        check_props(&a.props, type, MQTT_FROM_CLIENT);
+        size_t size = mqtt_ack_v5_size(a.reason, a.props.raw_len);
+        uint8_t *out = malloc(size);
+        CHECK(out != NULL);
+        CHECK(mqtt_encode_ack_v5(out, type, a.packet_id, a.reason, a.props.raw,
+                                 a.props.raw_len) == size);
+        mqtt_raw_t e = frame_whole(out, size);
+        CHECK(e.hdr == r->hdr && e.len <= r->len);
+        CHECK(mqtt_decode_ack_v5(&e, &d, &why) == MQTT_OK);
+        CHECK(d.packet_id == a.packet_id && d.reason == a.reason);
+        CHECK(same_props(&d.props, &a.props));
+        free(out);
+        break;
+    }
+    case MQTT_DISCONNECT:
+    case MQTT_AUTH:
+        for (uint8_t from = MQTT_FROM_CLIENT; from <= MQTT_FROM_SERVER; from++) {
+            mqtt_disconnect_t a, d;
+            mqtt_auth_t x, y;
+            int dis = type == MQTT_DISCONNECT;
+            if (!dis && from == MQTT_FROM_SERVER)
+                break;
+            if ((dis ? mqtt_decode_disconnect_v5(r, from, &a, &why)
+                     : mqtt_decode_auth(r, &x, &why)) != MQTT_OK)
+                continue;
+            const mqtt_props_t *pr = dis ? &a.props : &x.props;
+            uint8_t reason = dis ? a.reason : x.reason;
+            CHECK(mqtt_reason_valid(type, from, reason));
+            if (!dis)
+                CHECK(mqtt_props_has(pr, MQTT_PROP_AUTH_METHOD) ||
+                      (reason == 0 && pr->raw_len == 0));
+            check_props(pr, type, from);
+            size_t size = dis ? mqtt_disconnect_v5_size(reason, pr->raw_len)
+                              : mqtt_auth_size(reason, pr->raw_len);
+            uint8_t *out = malloc(size);
+            CHECK(out != NULL);
+            CHECK((dis ? mqtt_encode_disconnect_v5(out, reason, pr->raw, pr->raw_len)
+                       : mqtt_encode_auth(out, reason, pr->raw, pr->raw_len)) == size);
+            mqtt_raw_t e = frame_whole(out, size);
+            CHECK(e.hdr == r->hdr && e.len <= r->len);
+            if (dis) {
+                CHECK(mqtt_decode_disconnect_v5(&e, from, &d, &why) == MQTT_OK);
+                CHECK(d.reason == a.reason && same_props(&d.props, &a.props));
+            } else {
+                CHECK(mqtt_decode_auth(&e, &y, &why) == MQTT_OK);
+                CHECK(y.reason == x.reason && same_props(&y.props, &x.props));
+            }
+            free(out);
+        }
+        break;
+    case MQTT_CONNACK: {
+        mqtt_connack_t a, d;
+        if (mqtt_decode_connack_v5(r, &a, &why) != MQTT_OK)
+            break;
+        check_props(&a.props, MQTT_CONNACK, MQTT_FROM_SERVER);
+        size_t size = mqtt_connack_v5_size(a.props.raw_len);
+        uint8_t *out = malloc(size);
+        CHECK(out != NULL);
+        CHECK(mqtt_encode_connack_v5(out, a.session_present, a.reason, a.props.raw,
+                                     a.props.raw_len) == size);
+        mqtt_raw_t e = frame_whole(out, size);
+        CHECK(e.hdr == r->hdr && e.len == r->len && memcmp(e.body, r->body, r->len) == 0);
+        CHECK(mqtt_decode_connack_v5(&e, &d, &why) == MQTT_OK);
+        free(out);
+        break;
+    }
+    case MQTT_SUBACK:
+    case MQTT_UNSUBACK: {
+        mqtt_suback_t a, d;
+        if (mqtt_decode_suback_v5(r, &a, &why) != MQTT_OK)
+            break;
+        check_props(&a.props, type, MQTT_FROM_SERVER);
+        CHECK(a.count >= 1);
+        size_t size = mqtt_suback_v5_size(a.props.raw_len, a.count);
+        uint8_t *out = malloc(size);
+        CHECK(out != NULL);
+        CHECK((type == MQTT_SUBACK
+                   ? mqtt_encode_suback_v5(out, a.packet_id, a.props.raw, a.props.raw_len,
+                                           a.reasons, a.count)
+                   : mqtt_encode_unsuback_v5(out, a.packet_id, a.props.raw,
+                                             a.props.raw_len, a.reasons, a.count)) == size);
+        mqtt_raw_t e = frame_whole(out, size);
+        CHECK(e.hdr == r->hdr && e.len == r->len && memcmp(e.body, r->body, r->len) == 0);
+        CHECK(mqtt_decode_suback_v5(&e, &d, &why) == MQTT_OK && d.count == a.count);
+        free(out);
+        break;
+    }
+    default:
+        break;
+    }
+
+    /* The body as a bare property block, for this type and for a Will. */
+    if (r->len) {
+        const uint8_t places[2] = {type, MQTT_PROPS_WILL};
+        for (int i = 0; i < 2; i++) {
+            for (uint8_t from = MQTT_FROM_CLIENT; from <= MQTT_FROM_SERVER; from++) {
+                mqtt_props_t pr;
+                size_t used = 0;
+                if (mqtt_props_parse(r->body, r->len, places[i], from, &pr, &why) == MQTT_OK)
+                    check_props(&pr, places[i], from);
+                else
+                    CHECK(why != NULL);
+                if (mqtt_props_read(r->body, r->len, places[i], from, &pr, &used,
+                                    &why) == MQTT_OK) {
+                    CHECK(used >= 1 && used <= r->len);
+                    check_props(&pr, places[i], from);
+                }
+            }
+        }
+        uint32_t v;
+        int n = mqtt_decode_varint(r->body, r->len, &v);
+        if (n > 0) {
+            CHECK(mqtt_encode_varint(buf, v) == (size_t)n);
+            CHECK(memcmp(buf, r->body, (size_t)n) == 0);
+        }
+    }
+    (void)mqtt_reason_name_for(type, r->len ? r->body[0] : 0);
+}
+
 static void decode_one(const mqtt_raw_t *r)
 {
     const char *why = NULL;
     uint8_t type = mqtt_raw_type(r);
     int hdr3 = mqtt_check_client_header(r->hdr, MQTT_PROTO_V31, &why);
     int hdr4 = mqtt_check_client_header(r->hdr, MQTT_PROTO_V311, &why);
+    int hdr5 = mqtt_check_client_header(r->hdr, MQTT_PROTO_V5, &why);
     CHECK(hdr3 == hdr4 && hdr3 <= 0);
+    CHECK(type == MQTT_AUTH ? (hdr5 == MQTT_OK) == (r->hdr == 0xf0) : hdr5 == hdr4);
 
     switch (type) {
     case MQTT_CONNECT: {
@@ -171,8 +549,21 @@ static void decode_one(const mqtt_raw_t *r)
         if (rc == MQTT_OK || rc == MQTT_ERR_CLIENT_ID) {
             CHECK(hdr4 == MQTT_OK);
             CHECK(c.proto == MQTT_PROTO_V31 || c.proto == MQTT_PROTO_V311);
+            CHECK(c.props.present == 0 && c.will_props.present == 0);
             recode_connect(&c);
         }
+        /* Opting in to 5.0 changes nothing for other levels. */
+        mqtt_connect_t c5;
+        int rc0 = mqtt_decode_connect_v5ok(r, &c5, 0, &why);
+        int rc5 = mqtt_decode_connect_v5ok(r, &c5, 1, &why);
+        CHECK(rc0 == rc);
+        if (rc != MQTT_ERR_PROTOCOL_VERSION)
+            CHECK(rc5 == rc);
+        if (rc5 == MQTT_OK && c5.proto == MQTT_PROTO_V5) {
+            CHECK(rc == MQTT_ERR_PROTOCOL_VERSION);
+            recode_connect_v5(r, &c5);
+        }
+        CHECK(!(rc5 == MQTT_ERR_CLIENT_ID && c5.proto == MQTT_PROTO_V5));
         break;
     }
     case MQTT_PUBLISH:
@@ -260,6 +651,7 @@ static void decode_one(const mqtt_raw_t *r)
         (void)mqtt_topic_name_valid(r->body, r->len);
     }
     (void)mqtt_type_name(type);
+    decode_one_v5(r);
 }
 
 typedef struct {

@@ -3,7 +3,8 @@
 
 Each seed is what fuzz_codec.c expects: byte 0 = split pattern (0: one byte
 at a time, k: chunks of 1..k bytes), byte 1 = maximum packet size index
-(7: 1 MiB), then a client's byte stream of valid MQTT 3.1 / 3.1.1 packets.
+(7: 1 MiB), then a byte stream of valid MQTT 3.1 / 3.1.1 packets (SEEDS) or
+MQTT 5.0 packets (SEEDS_V5, files named v5_*).
 Run once from anywhere; the output is committed, this script is only kept to
 regenerate it:  python3 tests/fuzz/make_corpus.py
 """
@@ -77,6 +78,136 @@ def ack(typ, pid):
 PINGREQ = pkt(0xC0, b"")
 DISCONNECT = pkt(0xE0, b"")
 
+
+# ---- MQTT 5.0 ----------------------------------------------------------------
+
+def props(*items):
+    """Property block with its Property Length."""
+    body = b"".join(items)
+    return varint(len(body)) + body
+
+
+def p_byte(pid, v):
+    return bytes([pid, v])
+
+
+def p_u16(pid, v):
+    return bytes([pid]) + struct.pack(">H", v)
+
+
+def p_u32(pid, v):
+    return bytes([pid]) + struct.pack(">I", v)
+
+
+def p_var(pid, v):
+    return bytes([pid]) + varint(v)
+
+
+def p_str(pid, x):
+    return bytes([pid]) + s(x)
+
+
+def p_user(k, v):
+    return bytes([0x26]) + s(k) + s(v)
+
+
+def connect5(cid, clean=True, keepalive=60, cprops=b"", will=None, user=None, pw=None):
+    flags = 0x02 if clean else 0
+    payload = s(cid)
+    if will:
+        topic, msg, qos, retain, wprops = will
+        flags |= 0x04 | qos << 3 | (0x20 if retain else 0)
+        payload += props(wprops) + s(topic) + s(msg)
+    if user is not None:
+        flags |= 0x80
+        payload += s(user)
+    if pw is not None:
+        flags |= 0x40
+        payload += s(pw)
+    body = s(b"MQTT") + bytes([5, flags]) + struct.pack(">H", keepalive) + props(cprops) + payload
+    return pkt(0x10, body)
+
+
+def publish5(topic, payload, pprops=b"", qos=0, retain=False, dup=False, pid=1):
+    hdr = 0x30 | (0x08 if dup else 0) | qos << 1 | (1 if retain else 0)
+    body = s(topic) + (struct.pack(">H", pid) if qos else b"") + props(pprops) + payload
+    return pkt(hdr, body)
+
+
+def subscribe5(pid, filters, sprops=b""):
+    body = struct.pack(">H", pid) + props(sprops)
+    for f, o in filters:
+        body += s(f) + bytes([o])
+    return pkt(0x82, body)
+
+
+def unsubscribe5(pid, filters, uprops=b""):
+    return pkt(0xA2, struct.pack(">H", pid) + props(uprops) + b"".join(s(f) for f in filters))
+
+
+def ack5(typ, pid, reason=None, aprops=None):
+    body = struct.pack(">H", pid)
+    if reason is not None:
+        body += bytes([reason])
+        if aprops is not None:
+            body += props(aprops)
+    return pkt(typ << 4 | (2 if typ == 6 else 0), body)
+
+
+def reason_pkt(typ, reason=None, rprops=None):
+    body = b""
+    if reason is not None:
+        body += bytes([reason])
+        if rprops is not None:
+            body += props(rprops)
+    return pkt(typ << 4, body)
+
+
+CONNECT5_FULL = connect5(
+    "dev-5", clean=False,
+    cprops=p_u32(0x11, 3600) + p_u16(0x21, 20) + p_u32(0x27, 65536) + p_u16(0x22, 10)
+    + p_byte(0x19, 1) + p_byte(0x17, 0) + p_user("app", "demo") + p_str(0x15, "PLAIN")
+    + p_str(0x16, b"\x00u\x00p"),
+    will=("status/dev-5", b"offline", 1, True,
+          p_u32(0x18, 30) + p_byte(0x01, 1) + p_u32(0x02, 600) + p_str(0x03, "text/plain")
+          + p_str(0x08, "status/ack") + p_str(0x09, b"\x01\x02") + p_user("w", "1")),
+    user="alice", pw=b"secret")
+
+SEEDS_V5 = {
+    "v5_connect_full": (7, CONNECT5_FULL),
+    "v5_connect_minimal": (0, connect5("", clean=False)),
+    "v5_publish_props": (3, publish5("sensors/t", b"21.5",
+                                     p_byte(0x01, 1) + p_u32(0x02, 60) + p_str(0x03, "text/plain")
+                                     + p_str(0x08, "reply/t") + p_str(0x09, b"c-1")
+                                     + p_user("unit", "C") + p_user("unit", "K"),
+                                     qos=1, pid=7)),
+    "v5_publish_alias": (5, publish5("long/topic/name", b"a", p_u16(0x23, 1), qos=2, pid=9)
+                         + publish5("", b"b", p_u16(0x23, 1))),
+    "v5_publish_from_server": (2, publish5("t", b"x", p_var(0x0B, 1) + p_var(0x0B, 300)
+                                           + p_var(0x0B, 268435455))),
+    "v5_subscribe": (4, subscribe5(10, [("a/b", 0x2D), ("$share/g/jobs/#", 0x01), ("#", 0x12)],
+                                   p_var(0x0B, 42) + p_user("k", "v"))),
+    "v5_unsubscribe": (1, unsubscribe5(11, ["a/b", "$share/g/jobs/#"], p_user("k", "v"))),
+    "v5_acks": (1, ack5(4, 1) + ack5(5, 2, 0x10) + ack5(6, 2, 0x92, b"")
+                + ack5(7, 2, 0x00, p_str(0x1F, "done") + p_user("k", "v"))
+                + ack5(4, 3, 0x97, p_str(0x1F, "quota"))),
+    "v5_disconnect": (0, reason_pkt(14, 0x04, p_u32(0x11, 0) + p_str(0x1F, "bye")
+                                    + p_str(0x1C, "other:1883"))
+                      + reason_pkt(14) + reason_pkt(14, 0x8E)),
+    "v5_auth": (6, reason_pkt(15, 0x18, p_str(0x15, "SCRAM-SHA-1") + p_str(0x16, b"n,,n=u,r=x"))
+                + reason_pkt(15, 0x19, p_str(0x15, "SCRAM-SHA-1")) + reason_pkt(15)),
+    "v5_server_side": (8, pkt(0x20, b"\x01\x00" + props(p_str(0x12, "auto-1") + p_u16(0x13, 30)
+                                                       + p_byte(0x24, 1) + p_byte(0x2A, 0)))
+                       + pkt(0x90, b"\x00\x0a" + props(p_str(0x1F, "ok")) + b"\x00\x01\x9e")
+                       + pkt(0xB0, b"\x00\x0b" + props(b"") + b"\x00\x11")),
+    "v5_session": (9, connect5("s5", cprops=p_u16(0x22, 5))
+                   + subscribe5(1, [("t/#", 0x01)], p_var(0x0B, 1))
+                   + publish5("t/1", b"one", p_u16(0x23, 3), qos=1, pid=2)
+                   + publish5("", b"two", p_u16(0x23, 3), qos=1, pid=3)
+                   + ack5(4, 5) + PINGREQ + unsubscribe5(4, ["t/#"])
+                   + reason_pkt(14, 0x00, b"")),
+}
+
 SEEDS = {
     "connect_v311_full": (7, connect(4, "client-1", will=("status/client-1", b"offline", 1, True), user="alice", pw=b"secret")),
     "connect_v31_full": (0, connect(3, "old-client", clean=False, will=("lwt", b"gone", 2, False), user="bob", pw=b"pw")),
@@ -103,7 +234,7 @@ SEEDS = {
 
 def main():
     os.makedirs(OUT, exist_ok=True)
-    for name, (split, stream) in SEEDS.items():
+    for name, (split, stream) in list(SEEDS.items()) + list(SEEDS_V5.items()):
         with open(os.path.join(OUT, name), "wb") as f:
             f.write(bytes([split, 7]) + stream)
 

@@ -47,9 +47,6 @@ UNSUPPORTED = [
     pytest.param("MQTT", 6, id="MQTT-level-6"),
     pytest.param("MQTT", 3, id="MQTT-level-3"),
     pytest.param("MQIsdp", 4, id="MQIsdp-level-4"),
-    # antenna speaks 3.1/3.1.1 only: an MQTT 5 CONNECT gets rc 1 so that the
-    # client can fall back; mosquitto speaks MQTT 5.
-    pytest.param("MQTT", 5, id="MQTT-level-5", marks=pytest.mark.antenna_only),
 ]
 
 

@@ -136,8 +136,8 @@ static void idle_client_structs_stay_small(void **state)
 {
     (void)state;
     assert_true(sizeof(conn_t) <= 200);
-    assert_true(sizeof(sess_t) <= 176);
-    assert_true(sizeof(conn_t) + sizeof(sess_t) <= 368);
+    assert_true(sizeof(sess_t) <= 192);
+    assert_true(sizeof(conn_t) + sizeof(sess_t) <= 392);
 }
 
 int main(void)

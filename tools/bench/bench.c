@@ -6,7 +6,7 @@
  * Design: the parent never opens an MQTT connection.  It splits the clients
  * of each role into contiguous index ranges over N worker processes, N being
  * the smallest number that keeps every process under its open-file limit
- * (RLIMIT_NOFILE soft limit minus a reserve of 1,000 descriptors) unless
+ * (RLIMIT_NOFILE soft limit minus a reserve of 1,500 descriptors) unless
  * --procs asks for more, and forks them.  Each worker connects its clients
  * and reports READY; when all have, the parent writes --ready-file and sends
  * GO with one CLOCK_MONOTONIC origin, so publishing starts together and the
@@ -38,7 +38,7 @@
 
 bench_opts_t g_opt;
 
-#define FD_RESERVE 1000
+#define FD_RESERVE 1500
 #define MAX_PROCS 256
 
 static volatile sig_atomic_t g_signalled;
@@ -87,6 +87,9 @@ static void usage(FILE *out)
         "                          %%n message number (bench/%%i)\n"
         "      --sub-topic T       subscription filter, %%i and %%c expanded (default --topic)\n"
         "  -F, --inflight N        unacknowledged QoS 1/2 messages per publisher (100)\n"
+        "      --e2e-window N      pubsub flat out (one process): at most N messages per\n"
+        "                          publisher sent and not yet received, any QoS (0 = off:\n"
+        "                          open-loop flood as fast as TCP takes it)\n"
         "  -L, --limit N           messages per publisher, then stop (0 = no limit)\n"
         "      --retain            publish with the retain flag\n"
         "      --expect N          sub: stop once N messages were received (time reported)\n"
@@ -166,7 +169,8 @@ static void parse_options(int argc, char **argv)
     enum {
         O_PUBC = 256, O_SUBC, O_PEND, O_IFADDR, O_SUBQOS, O_SUBTOPIC, O_RETAIN, O_EXPECT,
         O_DRAIN, O_CTO, O_STO, O_PREFIX, O_JSON, O_QUIET, O_PROCS, O_TLS, O_WS, O_RECONNECT,
-        O_BBASE, O_BSTEPS, O_BMIN, O_BMAX, O_BJIT, O_UNTIL, O_READY, O_BPID, O_BPIDF, O_HELP
+        O_BBASE, O_BSTEPS, O_BMIN, O_BMAX, O_BJIT, O_UNTIL, O_READY, O_BPID, O_BPIDF, O_HELP,
+        O_E2E
     };
     static const struct option opts[] = {
         {"host", required_argument, NULL, 'h'},
@@ -190,6 +194,7 @@ static void parse_options(int argc, char **argv)
         {"password", required_argument, NULL, 'P'},
         {"inflight", required_argument, NULL, 'F'},
         {"limit", required_argument, NULL, 'L'},
+        {"e2e-window", required_argument, NULL, O_E2E},
         {"retain", no_argument, NULL, O_RETAIN},
         {"expect", required_argument, NULL, O_EXPECT},
         {"duration", required_argument, NULL, 'd'},
@@ -289,6 +294,7 @@ static void parse_options(int argc, char **argv)
         case 'F': o->inflight = (uint32_t)parse_num(optarg, "--inflight", 1, 65535); break;
         case 'L': o->limit = (uint64_t)parse_num(optarg, "--limit", 0, 4e9); break;
         case O_RETAIN: o->retain = 1; break;
+        case O_E2E: o->e2e_window = (uint32_t)parse_num(optarg, "--e2e-window", 0, 1e6); break;
         case O_EXPECT: o->expect = (uint64_t)parse_num(optarg, "--expect", 0, 1e15); break;
         case 'd': o->duration = parse_num(optarg, "--duration", 0, 1e7); break;
         case 'w': o->warmup = parse_num(optarg, "--warmup", 0, 1e7); break;
@@ -548,6 +554,10 @@ int main(int argc, char **argv)
         }
         nprocs = g_opt.procs;
     }
+    if (g_opt.e2e_window && (g_opt.mode != MODE_PUBSUB || nprocs > 1)) {
+        fprintf(stderr, "antenna-bench: --e2e-window needs pubsub mode in one process\n");
+        return 2;
+    }
     nkids = nprocs;
     kids = an_calloc(nkids, sizeof(*kids));
     split_roles(nprocs);
@@ -645,7 +655,7 @@ int main(int argc, char **argv)
             nfinal += kids[i].final;
         }
         if (g_signalled && !stop_sent) {
-            fprintf(stderr, "antenna-bench: interrupted, stopping\n");
+            fprintf(stderr, "antenna-bench: stopping\n");
             send_ctl(CTL_STOP, 0);
             stop_sent = 1;
             if (!deadline)
@@ -675,6 +685,11 @@ int main(int argc, char **argv)
                                 "%llu failed attempts\n", r.setup_s,
                         (unsigned long long)rs.c[C_ready], (unsigned long long)rs.c[C_clients],
                         (unsigned long long)rs.c[C_conn_fail]);
+            if (rs.c[C_ready] == 0 && rs.c[C_clients] > 0 && !g_opt.reconnect) {
+                fprintf(stderr, "antenna-bench: no client could connect (is the broker running "
+                                "on the given --host/--port?); stopping\n");
+                g_signalled = 1; /* stop at once, as on ^C */
+            }
             t0 = now;
             t_meas = t0 + (uint64_t)(g_opt.warmup * 1e9);
             t_endm = t_meas + (uint64_t)(g_opt.duration * 1e9);
@@ -707,7 +722,7 @@ int main(int argc, char **argv)
             if (r.broker_pid || g_opt.broker_pidfile) {
                 double cdt = (double)(now - prev_cpu_t) / 1e9;
                 cpu_pct = cdt > 0 ? 100.0 * ticks_s(cpu - prev_cpu) / cdt : 0;
-                if (cpu_pct > r.broker_peak_cpu_pct)
+                if (phase >= 1 && cpu_pct > r.broker_peak_cpu_pct)
                     r.broker_peak_cpu_pct = cpu_pct;
                 if (b_rss > r.broker_rss_peak_kb)
                     r.broker_rss_peak_kb = b_rss;
@@ -766,11 +781,13 @@ int main(int argc, char **argv)
     }
     uint64_t cpu_end = broker_ticks(NULL);
     r.broker_cpu_run_s = cpu_go ? ticks_s(cpu_end - cpu_go) : 0;
-    if (!meas1_done && meas0_done) /* stopped early: measure up to now */
+    if (!meas1_done && meas0_done) { /* stopped early: measure up to now */
         r.broker_cpu_meas_s = ticks_s(cpu_end - cpu_meas0);
-    if (t_endm) {
+        r.broker_rss_end_kb = bs.rss;
+    }
+    if (t_endm && r.killed_workers) {
         uint64_t end = bench_now();
-        if (end < r.t_end_meas && (stop_sent || r.killed_workers))
+        if (end < r.t_end_meas)
             r.t_end_meas = end;
     }
 
@@ -790,8 +807,13 @@ int main(int argc, char **argv)
         } else {
             all_final = 0;
             stats_merge(&r.st, &k->last);
+            if (k->eof)
+                r.killed_workers++; /* died without a final report */
         }
     }
+    /* the window ends where publishing ended, if that was earlier */
+    if (r.st.t[T_run_end] && r.st.t[T_run_end] < r.t_end_meas && r.st.t[T_run_end] > r.t_meas)
+        r.t_end_meas = r.st.t[T_run_end];
     if (g_opt.mode == MODE_PUBSUB && all_final)
         r.expected = track_expected(sent, g_opt.pub_count, g_opt.sub_count);
 

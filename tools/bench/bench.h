@@ -84,6 +84,7 @@ typedef struct {
     uint16_t keepalive;
     const char *username, *password;
     uint32_t inflight;  /* unacknowledged QoS 1/2 per publisher */
+    uint32_t e2e_window; /* pubsub flat out: messages per publisher sent, not yet received */
     double duration, warmup, drain;
     double conn_timeout;  /* one connection: TCP + CONNACK (+ SUBACK) */
     double setup_timeout; /* the whole connect phase */
@@ -149,7 +150,8 @@ extern bench_opts_t g_opt;
     X(first_recv, MIN)                                                         \
     X(last_recv, MAX)                                                          \
     X(expect_at, MAX)   /* local receive count reached --expect */             \
-    X(pubs_done, MAX)   /* every publisher sent --limit and got its acks */
+    X(pubs_done, MAX)   /* every publisher sent --limit and got its acks */    \
+    X(run_end, MAX)     /* publishing stopped (end, STOP, --limit, --expect) */
 
 enum {
 #define X(n) C_##n,

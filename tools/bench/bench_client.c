@@ -513,7 +513,7 @@ static void on_pub_ack(client_t *c, const mqtt_raw_t *r)
     W.st.c[C_pub_inflight]--;
     W.st.c[C_pub_acked]++;
     pub_check_done(c);
-    if (g_opt.rate <= 0 && W.phase == PH_RUN && !(c->flags & F_WANT_OUT) &&
+    if (g_opt.rate <= 0 && !g_opt.e2e_window && W.phase == PH_RUN && !(c->flags & F_WANT_OUT) &&
         client_can_publish(c))
         set_active(c);
 }
@@ -621,7 +621,7 @@ void client_on_event(client_t *c, uint32_t ev)
         client_flush(c);
         if (c->fd < 0)
             return;
-        if (!(c->flags & F_WANT_OUT) && g_opt.rate <= 0 && W.phase == PH_RUN && c->pub &&
+        if (!(c->flags & F_WANT_OUT) && g_opt.rate <= 0 && !g_opt.e2e_window && W.phase == PH_RUN && c->pub &&
             client_can_publish(c))
             set_active(c);
     }
@@ -735,6 +735,7 @@ void client_publish(client_t *c)
         p->inflight++;
         W.st.c[C_pub_inflight]++;
     }
+    W.exp_deliv += p->fan;
     pub_check_done(c);
 }
 

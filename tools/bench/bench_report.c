@@ -247,15 +247,32 @@ void report_summary(FILE *out, const bench_result_t *r)
     derived_t d;
     derive(r, &d);
     fprintf(out, "\n== antenna-bench %s: ", mode_name(g_opt.mode));
-    if (g_opt.mode == MODE_CONN)
-        fprintf(out, "%u connections", g_opt.count);
+    char rate[64];
+    if (g_opt.rate > 0)
+        snprintf(rate, sizeof(rate), "%.0f msg/s", g_opt.rate);
+    else if (g_opt.e2e_window)
+        snprintf(rate, sizeof(rate), "flat out, %u in flight end to end per publisher",
+                 g_opt.e2e_window);
     else
-        fprintf(out, "%u pub -> %u sub, QoS %u/%u, %u B, rate %s", 
-                g_opt.mode == MODE_SUB ? 0 : g_opt.pub_count,
-                g_opt.mode == MODE_PUB ? 0 : g_opt.sub_count, g_opt.qos, g_opt.sub_qos,
-                g_opt.size, g_opt.rate > 0 ? "" : "flat out");
-    if (g_opt.mode != MODE_CONN && g_opt.rate > 0)
-        fprintf(out, "%.0f/s", g_opt.rate);
+        snprintf(rate, sizeof(rate), "flat out");
+    switch (g_opt.mode) {
+    case MODE_CONN:
+        fprintf(out, "%u connections%s", g_opt.count, g_opt.reconnect ? " with --reconnect" : "");
+        break;
+    case MODE_PUB:
+        fprintf(out, "%u publishers -> %s, QoS %u, %u B, %s", g_opt.pub_count, g_opt.topic.text,
+                g_opt.qos, g_opt.size, rate);
+        break;
+    case MODE_SUB:
+        fprintf(out, "%u subscribers on %s, QoS %u", g_opt.sub_count, g_opt.sub_topic.text,
+                g_opt.sub_qos);
+        break;
+    default:
+        fprintf(out, "%u pub (%s) -> %u sub (%s), QoS %u/%u, %u B, %s", g_opt.pub_count,
+                g_opt.topic.text, g_opt.sub_count, g_opt.sub_topic.text, g_opt.qos,
+                g_opt.sub_qos, g_opt.size, rate);
+        break;
+    }
     fprintf(out, ", %u process%s\n", r->procs, r->procs > 1 ? "es" : "");
     fprintf(out, "connect:   %llu/%llu connected in %.3f s (%.0f connects/s), %llu failed "
                  "attempts (%llu refused, %llu timed out)\n",
@@ -271,6 +288,8 @@ void report_summary(FILE *out, const bench_result_t *r)
                 (unsigned long long)s->c[C_pub_sent_meas], d.sent_rate,
                 (unsigned long long)s->c[C_pub_sent], (unsigned long long)s->c[C_pub_acked],
                 (unsigned long long)s->c[C_pub_missed]);
+        if (g_opt.mode == MODE_PUB && s->c[C_recv] == 0)
+            goto after_recv;
         fprintf(out, "  received  %llu in window (%.0f msg/s), %llu total\n",
                 (unsigned long long)s->c[C_recv_meas], d.recv_rate,
                 (unsigned long long)s->c[C_recv]);
@@ -288,6 +307,7 @@ void report_summary(FILE *out, const bench_result_t *r)
                     (unsigned long long)s->c[C_reordered], (unsigned long long)s->c[C_late]);
         if (r->lat.n)
             print_hist(out, "latency", &r->lat);
+    after_recv:
         if (d.expect_s >= 0)
             fprintf(out, "  expect    %llu messages received %.3f s after the first SUBSCRIBE\n",
                     (unsigned long long)g_opt.expect, d.expect_s);
@@ -311,7 +331,7 @@ void report_summary(FILE *out, const bench_result_t *r)
         if (d.delivered_meas && g_opt.mode != MODE_CONN)
             fprintf(out, ", %.2f us per delivered message", d.cpu_us_per_msg);
         fprintf(out, "\n           CPU %.2f s during the connect phase (%.1f us per CONNECT), peak %.0f %% "
-                     "(1-s samples)\n           RSS %.1f MB at the start of the window, %.1f MB at the "
+                     "after GO (1-s samples)\n           RSS %.1f MB at the start of the window, %.1f MB at the "
                      "end, %.1f MB peak\n",
                 r->broker_cpu_setup_s, d.cpu_us_per_connect, r->broker_peak_cpu_pct,
                 (double)r->broker_rss_start_kb / 1024, (double)r->broker_rss_end_kb / 1024,
@@ -319,7 +339,7 @@ void report_summary(FILE *out, const bench_result_t *r)
     }
     fprintf(out, "errors:    %llu protocol/IO errors, %llu pings%s\n",
             (unsigned long long)s->c[C_errors], (unsigned long long)s->c[C_pings],
-            r->killed_workers ? ", WORKERS KILLED (did not report in time)" : "");
+            r->killed_workers ? ", WORKER PROCESSES LOST (killed or died before their final report)" : "");
 }
 
 void report_json(FILE *out, const bench_result_t *r)

@@ -186,7 +186,8 @@ void on_client_ready(client_t *c, int first_time)
     }
     if (g_opt.keepalive)
         timer_set(c, c->t_last_tx + (uint64_t)g_opt.keepalive * NS_PER_S);
-    if (c->pub && g_opt.rate <= 0 && W.phase == PH_RUN && client_can_publish(c))
+    if (c->pub && g_opt.rate <= 0 && !g_opt.e2e_window && W.phase == PH_RUN &&
+        client_can_publish(c))
         set_active(c);
 }
 
@@ -258,6 +259,57 @@ static void publish_paced(void)
         W.spin = 1;
 }
 
+/* Flat out with an end-to-end window (--e2e-window, one process, pubsub):
+ * publish round-robin while the deliveries owed for what was sent, minus
+ * what the local subscribers received (distinct) or know to be lost
+ * (sequence gaps), stay under window x the fan-out of every publisher.  The broker's delivery rate then sets the pace, with a
+ * bounded amount in the pipes, so latency means something even flat out. */
+static void publish_window(void)
+{
+    uint64_t room = (uint64_t)g_opt.e2e_window * W.fan_total;
+    uint32_t budget = 65536;
+    W.now = bench_now();
+    while (budget && W.exp_deliv < room + W.st.c[C_distinct] + W.st.c[C_gaps]) {
+        client_t *c = NULL;
+        for (uint32_t tries = 0; tries < W.npubs; tries++) {
+            client_t *x = &W.cl[W.pubs[W.rr]];
+            W.rr = W.rr + 1 == W.npubs ? 0 : W.rr + 1;
+            if (x->pub->fan && client_can_publish(x)) {
+                c = x;
+                break;
+            }
+        }
+        if (!c)
+            return;
+        client_publish(c);
+        budget--;
+    }
+    if (!budget)
+        W.spin = 1;
+}
+
+static void setup_window(void)
+{
+    char cid[128], f[1024];
+    for (uint32_t k = 0; k < W.npubs; k++) {
+        pub_t *p = W.cl[W.pubs[k]].pub;
+        for (uint32_t i = 0; i < W.ncl; i++) {
+            client_t *s = &W.cl[i];
+            if (s->role != ROLE_SUB)
+                continue;
+            client_id_for(ROLE_SUB, s->idx, cid, sizeof(cid));
+            int l = tmpl_expand(g_opt.sub_topic.text, s->idx, cid, NULL, f, sizeof(f));
+            if (l > 0 && topic_matches(f, (size_t)l, p->topic, p->topic_len))
+                p->fan++;
+        }
+        W.fan_total += p->fan;
+    }
+    if (!W.fan_total) {
+        fprintf(stderr, "antenna-bench: --e2e-window: no subscriber matches any publisher\n");
+        _exit(2);
+    }
+}
+
 static void publish_flat(void)
 {
     W.now = bench_now();
@@ -284,7 +336,7 @@ static void enter_run(uint64_t t0)
     W.t_meas = t0 + (uint64_t)(g_opt.warmup * 1e9);
     W.t_end = W.t_meas + (uint64_t)(g_opt.duration * 1e9);
     W.phase = PH_RUN;
-    if (g_opt.rate <= 0)
+    if (g_opt.rate <= 0 && !g_opt.e2e_window)
         for (uint32_t k = 0; k < W.npubs; k++) {
             client_t *c = &W.cl[W.pubs[k]];
             if (client_can_publish(c))
@@ -296,6 +348,7 @@ static void enter_drain(void)
 {
     W.phase = PH_DRAIN;
     W.t_drain = W.now;
+    W.st.t[T_run_end] = W.now;
     for (uint32_t k = 0; k < W.nactive; k++)
         W.cl[W.active[k]].flags &= (uint8_t)~F_ACTIVE;
     W.nactive = 0;
@@ -358,6 +411,8 @@ static void step_phase(void)
         if (W.npubs) {
             if (g_opt.rate > 0)
                 publish_paced();
+            else if (g_opt.e2e_window)
+                publish_window();
             else
                 publish_flat();
         }
@@ -501,6 +556,9 @@ void worker_main(const bench_split_t *sp, int rep_fd, int ctl_fd)
     W.conn_rate = g_opt.conn_rate * sp->share;
     if (g_opt.pub_count && sp->npub)
         W.pub_rate = g_opt.rate * (double)sp->npub / (double)g_opt.pub_count;
+
+    if (g_opt.e2e_window && g_opt.rate <= 0)
+        setup_window();
 
     W.epfd = epoll_create1(EPOLL_CLOEXEC);
     if (W.epfd < 0) {

@@ -45,6 +45,7 @@ typedef struct {
     uint32_t mask; /* ring size - 1 */
     uint32_t inflight;
     uint32_t seq; /* next sequence number */
+    uint32_t fan; /* --e2e-window: local subscribers matching the topic */
     uint32_t done; /* sent --limit messages, all acknowledged */
     uint64_t sent;
     pid_slot_t *ring;
@@ -89,6 +90,8 @@ typedef struct {
     uint32_t rr;
     uint32_t *pubs, npubs;
     uint32_t pubs_done; /* publishers that reached --limit with no inflight */
+    uint64_t fan_total;  /* --e2e-window: sum of the publishers' fan */
+    uint64_t exp_deliv;  /* --e2e-window: deliveries owed for what was sent */
     /* lists */
     uint32_t *dirty, ndirty;
     uint32_t *active, nactive;

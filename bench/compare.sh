@@ -1,0 +1,465 @@
+#!/usr/bin/env bash
+# bench/compare.sh -- antenna against Debian's mosquitto, same scenarios, same
+# load generator (antenna-bench), alternating brokers, medians of --runs.
+#
+#   bench/compare.sh [--runs N] [--out DIR] [--brokers LIST] [SCENARIO...]
+#
+# Scenarios (default: all but flood, in this order):
+#   idle      19,000 clients held: broker RSS per connection, CPU while idle
+#   connrate  10,000 CONNECTs as fast as accepted, 100 handshakes in progress at
+#             a time (within mosquitto's listen backlog): CONNECTs/s, CPU us per CONNECT
+#   qos0      100 -> 100 point to point, 64 B: 10k msg/s, 50k msg/s, flat out
+#   fanin     QoS 1, 1,000 publishers -> 1 subscriber on t/#: 20k msg/s, flat out
+#   fanout    QoS 0, 1 publisher -> 1,000 subscribers: 50 msg/s (50k deliveries/s), flat out
+#   qos2      QoS 2, 100 -> 100: 10k msg/s, flat out
+#   retained  100,000 retained topics, then one subscriber to '#': time to get them all
+#   storm     19,000 devices with --reconnect; kill -9 the broker, restart it:
+#             time until all are back, peak broker CPU
+#   flood     (not in the default set) QoS 0 100 -> 100 open loop, publishers as fast
+#             as TCP takes it: delivered msg/s and broker memory
+#
+# Brokers (--brokers, default all three, run alternately within every run):
+#   mosquitto   /usr/sbin/mosquitto (one thread)
+#   antenna-w1  build/antenna with workers: 1
+#   antenna-w2  build/antenna with workers: 2 (the default on this 2-core machine)
+# Every broker is started fresh for every scenario and run, on a free loopback
+# port, with the same limits (100 in flight, 100,000 queued per client,
+# TCP_NODELAY, connection logging off).
+#
+# "Flat out" in qos0/fanin/fanout/qos2 means no pacing, with at most N messages
+# per publisher sent and not yet received end to end (antenna-bench
+# --e2e-window): the broker's delivery rate sets the pace and latency stays
+# meaningful.  Broker CPU comes from /proc/PID/stat (utime + stime, all
+# threads) over the measured window, RSS from /proc/PID/status (VmRSS); the
+# generator samples them itself at the window's edges (--broker-pid).
+#
+# The generator shares the 2 cores with the broker: messages/s are capped by
+# what one generator core can push, CPU per message is the fair comparison.
+set -u -o pipefail
+
+ROOT=$(cd "$(dirname "$0")/.." && pwd)
+BENCH=${BENCH:-$ROOT/build/antenna-bench}
+ANTENNA=${ANTENNA:-$ROOT/build/antenna}
+MOSQUITTO=${MOSQUITTO:-/usr/sbin/mosquitto}
+RUNS=3
+OUT=""
+BROKERS="mosquitto antenna-w1 antenna-w2"
+ALL="idle connrate qos0 fanin fanout qos2 retained storm"
+SCEN=""
+WARM=2       # seconds of warm-up per measured run
+DUR=8        # measured seconds per run
+IFADDRS=127.0.0.2,127.0.0.3,127.0.0.4,127.0.0.5   # spread source ports
+
+usage() { sed -n '2,37p' "$0" | sed 's/^# \{0,1\}//'; }
+
+while [ $# -gt 0 ]; do
+    case "$1" in
+    --runs) RUNS=$2; shift 2 ;;
+    --runs=*) RUNS=${1#*=}; shift ;;
+    --out) OUT=$2; shift 2 ;;
+    --out=*) OUT=${1#*=}; shift ;;
+    --brokers) BROKERS=${2//,/ }; shift 2 ;;
+    --brokers=*) BROKERS=${1#*=}; BROKERS=${BROKERS//,/ }; shift ;;
+    -h|--help) usage; exit 0 ;;
+    idle|connrate|qos0|fanin|fanout|qos2|retained|storm|flood) SCEN="$SCEN $1"; shift ;;
+    *) echo "compare.sh: unknown argument '$1' (--help)" >&2; exit 2 ;;
+    esac
+done
+SCEN=${SCEN:-$ALL}
+case "$RUNS" in ''|*[!0-9]*|0) echo "compare.sh: --runs must be a positive integer" >&2; exit 2 ;; esac
+for b in $BROKERS; do
+    case "$b" in mosquitto|antenna-w1|antenna-w2) ;; *) echo "compare.sh: unknown broker '$b'" >&2; exit 2 ;; esac
+done
+for f in "$BENCH" "$ANTENNA"; do
+    [ -x "$f" ] || { echo "compare.sh: $f not found: build first (cmake --build build)" >&2; exit 2; }
+done
+case " $BROKERS " in *" mosquitto "*)
+    [ -x "$MOSQUITTO" ] || { echo "compare.sh: $MOSQUITTO not found (apt-get install mosquitto)" >&2; exit 2; } ;;
+esac
+
+WORK=$(mktemp -d /tmp/antenna-compare.XXXXXX)
+OUT=${OUT:-$WORK}
+mkdir -p "$OUT"
+RES=$OUT/results.tsv
+: > "$RES"
+LOG=$OUT/compare.log
+: > "$LOG"
+
+# ---- process bookkeeping: everything we start is killed on exit ------------
+PIDS=()
+BPID=""
+BPORT=""
+BKIND=""
+cleanup() {
+    local p
+    for p in "${PIDS[@]}"; do
+        kill -TERM "$p" 2>/dev/null
+    done
+    sleep 0.3
+    for p in "${PIDS[@]}"; do
+        kill -KILL "$p" 2>/dev/null
+    done
+    [ "$OUT" = "$WORK" ] || rm -rf "$WORK"
+}
+trap cleanup EXIT
+trap 'echo "compare.sh: interrupted" >&2; exit 130' INT TERM
+
+log() { echo "[$(date +%H:%M:%S)] $*" | tee -a "$LOG" >&2; }
+
+# A TCP port on 127.0.0.1 that nobody listens on, outside the ephemeral range.
+free_port() {
+    local p i
+    for i in $(seq 1 200); do
+        p=$((20000 + RANDOM % 12000))
+        if ! ss -ltnH "sport = :$p" 2>/dev/null | grep -q .; then
+            echo "$p"
+            return 0
+        fi
+    done
+    return 1
+}
+
+# Wait (bounded) until something accepts on the port.
+wait_port() {
+    local port=$1 i
+    for i in $(seq 1 100); do
+        if ss -ltnH "sport = :$port" 2>/dev/null | grep -q .; then
+            return 0
+        fi
+        sleep 0.05
+    done
+    return 1
+}
+
+broker_conf() { # kind port -> config file path
+    local kind=$1 port=$2 f
+    case "$kind" in
+    mosquitto)
+        f=$WORK/mosquitto-$port.conf
+        cat > "$f" <<EOF
+listener $port 127.0.0.1
+allow_anonymous true
+max_inflight_messages 100
+max_queued_messages 100000
+set_tcp_nodelay true
+persistence false
+log_dest stderr
+log_type error
+log_type warning
+connection_messages false
+EOF
+        ;;
+    antenna-w*)
+        f=$WORK/antenna-$port.yaml
+        cat > "$f" <<EOF
+workers: ${kind#antenna-w}
+log:
+  level: warn
+listeners:
+  - name: mqtt
+    address: 127.0.0.1
+    port: $port
+mqtt:
+  max_inflight: 100
+  max_queued: 100000
+EOF
+        ;;
+    esac
+    echo "$f"
+}
+
+# start_broker KIND [PORT]: sets BPID, BPORT, BKIND.
+start_broker() {
+    local kind=$1 port=${2:-} conf
+    [ -n "$port" ] || port=$(free_port) || { log "no free port"; return 1; }
+    conf=$(broker_conf "$kind" "$port")
+    case "$kind" in
+    mosquitto) "$MOSQUITTO" -c "$conf" >> "$WORK/broker-$kind.log" 2>&1 & ;;
+    *) "$ANTENNA" --config "$conf" >> "$WORK/broker-$kind.log" 2>&1 & ;;
+    esac
+    BPID=$!
+    PIDS+=("$BPID")
+    BPORT=$port
+    BKIND=$kind
+    echo "$BPID" > "$WORK/broker.pid"
+    if ! wait_port "$port"; then
+        log "$kind did not start listening on $port (see $WORK/broker-$kind.log)"
+        return 1
+    fi
+}
+
+stop_broker() {
+    [ -n "$BPID" ] || return 0
+    kill -TERM "$BPID" 2>/dev/null
+    local i
+    for i in $(seq 1 100); do
+        kill -0 "$BPID" 2>/dev/null || break
+        sleep 0.05
+    done
+    kill -KILL "$BPID" 2>/dev/null
+    wait "$BPID" 2>/dev/null
+    BPID=""
+}
+
+rss_kb() { awk '/^VmRSS:/ {print $2}' "/proc/$1/status" 2>/dev/null || echo 0; }
+
+# jget KEY FILE: a number from the one-line JSON antenna-bench prints.
+jget() { sed -n "s/.*\"$1\":\([^,}]*\).*/\1/p" "$2" | head -1; }
+
+# rec SCENARIO VARIANT METRIC VALUE
+rec() { printf '%s\t%s\t%s\t%s\t%s\n' "$1|$2|$3" "$BKIND" "$RUN" "$4" "$ORDER" >> "$RES"; ORDER=$((ORDER + 1)); }
+
+# bench NAME TIMEOUT ARGS...: runs antenna-bench, JSON to $WORK/NAME.json.
+bench() {
+    local name=$1 tmo=$2
+    shift 2
+    timeout -k 5 "$tmo" "$BENCH" "$@" -p "$BPORT" --json --quiet \
+        > "$WORK/$name.json" 2> "$WORK/$name.err"
+    local rc=$?
+    cp "$WORK/$name.json" "$OUT/$name-$BKIND-$RUN.json" 2>/dev/null
+    cp "$WORK/$name.err" "$OUT/$name-$BKIND-$RUN.err" 2>/dev/null
+    if [ $rc -ne 0 ] || ! grep -q '^{' "$WORK/$name.json"; then
+        log "  $name on $BKIND: antenna-bench exited $rc; last lines:"
+        tail -n 5 "$WORK/$name.err" | sed 's/^/      /' | tee -a "$LOG" >&2
+    fi
+    grep -q '^{' "$WORK/$name.json"
+}
+
+# The metrics of a message scenario.
+rec_msgs() { # scenario variant jsonfile
+    local f=$3
+    rec "$1" "$2" "delivered msg/s" "$(jget recv_rate "$f")"
+    rec "$1" "$2" "broker CPU us/msg" "$(jget broker_cpu_us_per_msg "$f")"
+    rec "$1" "$2" "broker CPU % of a core" "$(jget broker_cpu_pct "$f")"
+    rec "$1" "$2" "latency p50 us" "$(jget lat_p50_us "$f")"
+    rec "$1" "$2" "latency p99 us" "$(jget lat_p99_us "$f")"
+    rec "$1" "$2" "lost" "$(jget lost "$f")"
+    rec "$1" "$2" "duplicated" "$(jget dup "$f")"
+}
+
+MSG="-w $WARM -d $DUR -s 64"
+TMO=$((WARM + DUR + 60))
+
+# ---- scenarios ----------------------------------------------------------------
+s_idle() {
+    local rss0
+    rss0=$(rss_kb "$BPID")
+    bench idle 120 conn -c 19000 --ifaddr "$IFADDRS" -w 2 -d 8 --broker-pid "$BPID" || return
+    local f=$WORK/idle.json ok end
+    ok=$(jget conn_ok "$f")
+    end=$(jget broker_rss_end_kb "$f")
+    rec idle "19,000 held" "connected" "$ok"
+    rec idle "19,000 held" "broker RSS before (KB)" "$rss0"
+    rec idle "19,000 held" "broker RSS with clients (KB)" "$end"
+    if [ "${ok:-0}" -gt 0 ]; then
+        rec idle "19,000 held" "RSS per connection (B)" "$(( (end - rss0) * 1024 / ok ))"
+    fi
+    rec idle "19,000 held" "idle CPU % of a core" "$(jget broker_cpu_pct "$f")"
+    rec idle "19,000 held" "generator processes" "$(jget procs "$f")"
+}
+
+s_connrate() {
+    bench connrate 120 conn -c 10000 --conn-pending 100 --ifaddr "$IFADDRS" -d 1 --broker-pid "$BPID" || return
+    local f=$WORK/connrate.json
+    rec connrate "10,000" "CONNECTs/s" "$(jget connect_rate "$f")"
+    rec connrate "10,000" "broker CPU us/CONNECT" "$(jget broker_cpu_us_per_connect "$f")"
+    rec connrate "10,000" "connect p99 us" "$(jget conn_p99_us "$f")"
+    rec connrate "10,000" "failed attempts" "$(jget conn_fail "$f")"
+}
+
+P2P="-c 100 -t t/%i --sub-topic t/%i"
+
+s_qos0() {
+    case "$VARIANT" in
+    10k) bench qos0-$VARIANT "$TMO" pubsub $P2P $MSG -r 10000 --broker-pid "$BPID" && rec_msgs qos0 "10k msg/s" "$WORK/qos0-$VARIANT.json" ;;
+    50k) bench qos0-$VARIANT "$TMO" pubsub $P2P $MSG -r 50000 --broker-pid "$BPID" && rec_msgs qos0 "50k msg/s" "$WORK/qos0-$VARIANT.json" ;;
+    flat) bench qos0-$VARIANT "$TMO" pubsub $P2P $MSG --e2e-window 100 --broker-pid "$BPID" && rec_msgs qos0 "flat out (100/pub in flight)" "$WORK/qos0-$VARIANT.json" ;;
+    esac
+}
+
+FANIN="--pub-count 1000 --sub-count 1 -t t/%i --sub-topic t/# -q 1"
+s_fanin() {
+    case "$VARIANT" in
+    20k) bench fanin-$VARIANT "$TMO" pubsub $FANIN $MSG -r 20000 --broker-pid "$BPID" && rec_msgs fanin "QoS 1, 20k msg/s" "$WORK/fanin-$VARIANT.json" ;;
+    flat) bench fanin-$VARIANT "$TMO" pubsub $FANIN $MSG --e2e-window 10 --broker-pid "$BPID" && rec_msgs fanin "QoS 1, flat out (10/pub)" "$WORK/fanin-$VARIANT.json" ;;
+    esac
+}
+
+FANOUT="--pub-count 1 --sub-count 1000 -t fan --sub-topic fan -q 0"
+s_fanout() {
+    case "$VARIANT" in
+    50) bench fanout-$VARIANT "$TMO" pubsub $FANOUT $MSG -r 50 --broker-pid "$BPID" && rec_msgs fanout "50 msg/s (50k deliveries/s)" "$WORK/fanout-$VARIANT.json" ;;
+    flat) bench fanout-$VARIANT "$TMO" pubsub $FANOUT $MSG --e2e-window 10 --broker-pid "$BPID" && rec_msgs fanout "flat out (10 msgs in flight)" "$WORK/fanout-$VARIANT.json" ;;
+    esac
+}
+
+s_qos2() {
+    case "$VARIANT" in
+    10k) bench qos2-$VARIANT "$TMO" pubsub $P2P -q 2 $MSG -r 10000 --broker-pid "$BPID" && rec_msgs qos2 "10k msg/s" "$WORK/qos2-$VARIANT.json" ;;
+    flat) bench qos2-$VARIANT "$TMO" pubsub $P2P -q 2 $MSG -F 10 --e2e-window 10 --broker-pid "$BPID" && rec_msgs qos2 "flat out (10/pub)" "$WORK/qos2-$VARIANT.json" ;;
+    esac
+}
+
+s_flood() {
+    bench flood "$TMO" pubsub $P2P $MSG --drain 3 --broker-pid "$BPID" || return
+    local f=$WORK/flood.json
+    rec flood "open loop" "delivered msg/s" "$(jget recv_rate "$f")"
+    rec flood "open loop" "broker CPU us/msg" "$(jget broker_cpu_us_per_msg "$f")"
+    rec flood "open loop" "broker RSS peak (KB)" "$(jget broker_rss_peak_kb "$f")"
+    rec flood "open loop" "undelivered at the end" "$(jget lost "$f")"
+}
+
+s_retained() {
+    local rss0 rss1
+    rss0=$(rss_kb "$BPID")
+    bench retained-pub 120 pub -c 100 -t 'r/%i/%n' -L 1000 --retain -q 1 -s 64 -d 60 || return
+    rss1=$(rss_kb "$BPID")
+    rec retained "100,000 topics" "publish msg/s (QoS 1)" "$(jget sent_rate "$WORK/retained-pub.json")"
+    rec retained "100,000 topics" "broker RSS per retained msg (B)" "$(( (rss1 - rss0) * 1024 / 100000 ))"
+    bench retained-sub 120 sub -c 1 --sub-topic '#' -q 0 --expect 100000 -d 60 --broker-pid "$BPID" || return
+    rec retained "100,000 topics" "received" "$(jget recv "$WORK/retained-sub.json")"
+    rec retained "100,000 topics" "time to receive all (ms)" \
+        "$(awk -v s="$(jget expect_s "$WORK/retained-sub.json")" 'BEGIN { printf "%.1f", s * 1000 }')"
+}
+
+s_storm() {
+    local ready=$WORK/storm.ready pidfile=$WORK/broker.pid bp
+    rm -f "$ready"
+    echo "$BPID" > "$pidfile"
+    timeout -k 5 150 "$BENCH" conn -c 19000 --ifaddr "$IFADDRS" -p "$BPORT" --reconnect \
+        --until-recovered -d 120 --ready-file "$ready" --broker-pidfile "$pidfile" --json --quiet \
+        > "$WORK/storm.json" 2> "$WORK/storm.err" &
+    bp=$!
+    PIDS+=("$bp")
+    local i
+    for i in $(seq 1 600); do
+        [ -f "$ready" ] && break
+        kill -0 "$bp" 2>/dev/null || break
+        sleep 0.1
+    done
+    if [ ! -f "$ready" ]; then
+        log "  storm on $BKIND: clients never all connected"
+        kill "$bp" 2>/dev/null
+        wait "$bp" 2>/dev/null
+        return
+    fi
+    sleep 2
+    local old=$BPID port=$BPORT kind=$BKIND
+    kill -KILL "$old"
+    for i in $(seq 1 200); do
+        kill -0 "$old" 2>/dev/null || break
+        sleep 0.05
+    done
+    wait "$old" 2>/dev/null
+    BPID=""
+    start_broker "$kind" "$port" || log "  storm: $kind did not restart on $port"
+    echo "$BPID" > "$pidfile"
+    wait "$bp"
+    cp "$WORK/storm.json" "$OUT/storm-$BKIND-$RUN.json" 2>/dev/null
+    cp "$WORK/storm.err" "$OUT/storm-$BKIND-$RUN.err" 2>/dev/null
+    local f=$WORK/storm.json
+    grep -q '^{' "$f" || { log "  storm on $BKIND: no result"; return; }
+    rec storm "19,000 devices" "all back after (s)" "$(jget recovery_s "$f")"
+    rec storm "19,000 devices" "reconnect p50 ms" "$(jget recon_p50_ms "$f")"
+    rec storm "19,000 devices" "reconnect p99 ms" "$(jget recon_p99_ms "$f")"
+    rec storm "19,000 devices" "connected at the end" "$(jget connected_end "$f")"
+    rec storm "19,000 devices" "peak broker CPU % (1 s)" "$(jget broker_peak_cpu_pct "$f")"
+    rec storm "19,000 devices" "broker CPU s, kill to end" "$(jget broker_cpu_run_s "$f")"
+}
+
+variants() {
+    case "$1" in
+    qos0) echo "10k 50k flat" ;;
+    fanin) echo "20k flat" ;;
+    fanout) echo "50 flat" ;;
+    qos2) echo "10k flat" ;;
+    *) echo "-" ;;
+    esac
+}
+
+# ---- main loop: for each run, each scenario variant, each broker in turn ----------
+ORDER=0
+START=$(date +%s)
+log "antenna-bench compare: runs=$RUNS scenarios:$SCEN brokers: $BROKERS; output in $OUT"
+for RUN in $(seq 1 "$RUNS"); do
+    for s in $SCEN; do
+        for VARIANT in $(variants "$s"); do
+            for b in $BROKERS; do
+                log "run $RUN/$RUNS: $s ${VARIANT#-} on $b"
+                if ! start_broker "$b"; then
+                    stop_broker
+                    continue
+                fi
+                "s_$s"
+                stop_broker
+                # sockets of 19,000 clients take a moment to go away
+                case "$s" in idle|storm|connrate) sleep 2 ;; *) sleep 0.5 ;; esac
+            done
+        done
+    done
+done
+ELAPSED=$(( $(date +%s) - START ))
+
+# ---- the table: medians per metric and broker, ratios to mosquitto ------------------
+table() {
+    sort -t "$(printf '\t')" -k1,1 -k2,2 -k4,4g "$RES" | awk -F '\t' -v brokers="$BROKERS" '
+    function fmt(v) {
+        if (v == "" || v == "-") return "-"
+        a = v < 0 ? -v : v
+        if (v == int(v)) return sprintf("%d", v)
+        if (a >= 1000) return sprintf("%.0f", v)
+        if (a >= 10) return sprintf("%.1f", v)
+        return sprintf("%.2f", v)
+    }
+    function flush_group() {
+        if (gk == "") return
+        n = gc
+        med[gk SUBSEP gb] = (n % 2) ? gv[(n + 1) / 2] : (gv[n / 2] + gv[n / 2 + 1]) / 2
+        nruns[gk SUBSEP gb] = n
+    }
+    {
+        key = $1; b = $2; v = $4; ord = $5
+        if (v == "") next
+        if (!(key in first) || ord < first[key]) first[key] = ord
+        if (key != gk || b != gb) { flush_group(); gk = key; gb = b; gc = 0 }
+        gv[++gc] = v
+    }
+    END {
+        flush_group()
+        nb = split(brokers, B, " ")
+        hdr = "| scenario | load | metric |"
+        sep = "|---|---|---|"
+        for (i = 1; i <= nb; i++) { hdr = hdr " " B[i] " |"; sep = sep "---:|" }
+        mi = 0
+        for (i = 1; i <= nb; i++) if (B[i] == "mosquitto") mi = i
+        if (mi) for (i = 1; i <= nb; i++) if (i != mi) { hdr = hdr " " B[i] " / mosquitto |"; sep = sep "---:|" }
+        print hdr; print sep
+        # rows in order of first appearance
+        nk = 0
+        for (k in first) { nk++; K[nk] = k }
+        for (i = 1; i <= nk; i++) for (j = i + 1; j <= nk; j++)
+            if (first[K[j]] < first[K[i]]) { t = K[i]; K[i] = K[j]; K[j] = t }
+        for (i = 1; i <= nk; i++) {
+            split(K[i], p, "|")
+            row = "| " p[1] " | " p[2] " | " p[3] " |"
+            for (j = 1; j <= nb; j++) {
+                c = K[i] SUBSEP B[j]
+                row = row " " ((c in med) ? fmt(med[c]) : "-") " |"
+            }
+            if (mi) for (j = 1; j <= nb; j++) if (j != mi) {
+                c = K[i] SUBSEP B[j]; m = K[i] SUBSEP B[mi]
+                r = "-"
+                if ((c in med) && (m in med) && med[m] != 0) r = sprintf("%.2f", med[c] / med[m])
+                row = row " " r " |"
+            }
+            print row
+        }
+    }'
+}
+
+{
+    echo "Medians of $RUNS run(s); $(nproc) cores, $(sed -n 's/^model name[[:space:]]*: //p' /proc/cpuinfo | head -1), kernel $(uname -r); took ${ELAPSED} s."
+    echo
+    table
+} | tee "$OUT/table.md"
+log "raw results: $RES; per-run JSON and stderr in $OUT"

@@ -1,0 +1,177 @@
+/* shared.c -- shared subscription groups (see shared.h).
+ *
+ * Groups sit in a plain list on the server (there are few, and they are
+ * looked up only when members join or leave); each holds its members as an
+ * array of sub_ref_t.  Round robin keeps an atomic cursor and sticky an
+ * atomic member id, because pickers run on any worker under the read lock.
+ */
+#include "shared.h"
+
+#include <stdatomic.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "conf.h"
+#include "util.h"
+
+struct shared_group_s {
+    shared_group_t *next;
+    sub_ref_t *members;
+    uint32_t n, cap;
+    _Atomic uint32_t cursor;
+    _Atomic uint64_t sticky;
+    uint16_t name_len, filter_len;
+    uint8_t data[]; /* name, then filter */
+};
+
+static shared_group_t *find(shared_group_t *g, const uint8_t *name, size_t nl,
+                            const uint8_t *filter, size_t fl)
+{
+    for (; g; g = g->next)
+        if (g->name_len == nl && g->filter_len == fl && memcmp(g->data, name, nl) == 0 &&
+            memcmp(g->data + nl, filter, fl) == 0)
+            return g;
+    return NULL;
+}
+
+static sub_ref_t group_ref(shared_group_t *g)
+{
+    sub_ref_t r = {.sid = SHARED_TAG | (uint64_t)(uintptr_t)g, .owner = UINT16_MAX,
+                   .opts = SUB_SHARED | 2};
+    return r;
+}
+
+void shared_join(trie_t *t, shared_group_t **groups, const uint8_t *name, size_t nl,
+                 const uint8_t *filter, size_t fl, const sub_ref_t *sub)
+{
+    shared_group_t *g = find(*groups, name, nl, filter, fl);
+    if (g == NULL) {
+        g = an_calloc(1, sizeof(*g) + nl + fl);
+        g->name_len = (uint16_t)nl;
+        g->filter_len = (uint16_t)fl;
+        memcpy(g->data, name, nl);
+        memcpy(g->data + nl, filter, fl);
+        sub_ref_t r = group_ref(g);
+        if (trie_insert(t, filter, fl, &r) < 0)
+            abort(); /* out of memory: an_* policy */
+        g->next = *groups;
+        *groups = g;
+    }
+    for (uint32_t i = 0; i < g->n; i++)
+        if (g->members[i].sid == sub->sid) {
+            g->members[i] = *sub;
+            return;
+        }
+    if (g->n == g->cap) {
+        g->cap = g->cap ? g->cap * 2 : 4;
+        g->members = an_realloc(g->members, g->cap * sizeof(*g->members));
+    }
+    g->members[g->n++] = *sub;
+}
+
+int shared_leave(trie_t *t, shared_group_t **groups, const uint8_t *name, size_t nl,
+                 const uint8_t *filter, size_t fl, uint64_t sid)
+{
+    shared_group_t *g = find(*groups, name, nl, filter, fl);
+    if (g == NULL)
+        return 0;
+    int found = 0;
+    for (uint32_t i = 0; i < g->n; i++)
+        if (g->members[i].sid == sid) {
+            g->members[i] = g->members[--g->n];
+            found = 1;
+            break;
+        }
+    if (atomic_load(&g->sticky) == sid)
+        atomic_store(&g->sticky, 0);
+    if (g->n == 0) {
+        trie_remove(t, filter, fl, group_ref(g).sid);
+        shared_group_t **pp = groups;
+        while (*pp != g)
+            pp = &(*pp)->next;
+        *pp = g->next;
+        free(g->members);
+        free(g);
+    }
+    return found;
+}
+
+static uint64_t next_rand(uint64_t *s)
+{
+    uint64_t x = *s ? *s : 0x9e3779b97f4a7c15ull;
+    x ^= x << 13;
+    x ^= x >> 7;
+    x ^= x << 17;
+    return *s = x;
+}
+
+static int pick(shared_group_t *g, int strategy, const uint8_t *publisher, size_t pl,
+                const uint8_t *topic, size_t tl, uint64_t exclude, uint64_t *rng,
+                sub_ref_t *out)
+{
+    uint32_t n = g->n;
+    if (n == 0 || (n == 1 && g->members[0].sid == exclude))
+        return -1;
+    uint32_t i;
+    switch (strategy) {
+    case CONF_SHARED_RANDOM:
+        i = (uint32_t)(next_rand(rng) % n);
+        break;
+    case CONF_SHARED_HASH_CLIENTID:
+        i = (uint32_t)(an_hash(publisher, pl) % n);
+        break;
+    case CONF_SHARED_HASH_TOPIC:
+        i = (uint32_t)(an_hash(topic, tl) % n);
+        break;
+    case CONF_SHARED_STICKY: {
+        uint64_t sid = atomic_load(&g->sticky);
+        for (i = 0; i < n; i++)
+            if (g->members[i].sid == sid && sid != exclude)
+                goto found;
+        i = (uint32_t)(next_rand(rng) % n);
+        if (g->members[i].sid == exclude)
+            i = (i + 1) % n;
+        atomic_store(&g->sticky, g->members[i].sid);
+        goto found;
+    }
+    default:
+        i = atomic_fetch_add(&g->cursor, 1) % n;
+        break;
+    }
+    if (g->members[i].sid == exclude)
+        i = (i + 1) % n;
+found:
+    *out = g->members[i];
+    return 0;
+}
+
+int shared_pick(const sub_ref_t *ref, int strategy, const uint8_t *publisher, size_t pl,
+                const uint8_t *topic, size_t tl, uint64_t exclude, uint64_t *rng,
+                sub_ref_t *out)
+{
+    shared_group_t *g = (shared_group_t *)(uintptr_t)(ref->sid & ~SHARED_TAG);
+    return pick(g, strategy, publisher, pl, topic, tl, exclude, rng, out);
+}
+
+int shared_pick_named(shared_group_t *groups, const uint8_t *name, size_t nl,
+                      const uint8_t *filter, size_t fl, int strategy, uint64_t exclude,
+                      uint64_t *rng, sub_ref_t *out)
+{
+    shared_group_t *g = find(groups, name, nl, filter, fl);
+    if (g == NULL)
+        return -1;
+    /* failover: hashing strategies would pick the leaver again; rotate */
+    if (strategy == CONF_SHARED_HASH_CLIENTID || strategy == CONF_SHARED_HASH_TOPIC)
+        strategy = CONF_SHARED_ROUND_ROBIN;
+    return pick(g, strategy, NULL, 0, NULL, 0, exclude, rng, out);
+}
+
+void shared_free_all(shared_group_t **groups)
+{
+    while (*groups) {
+        shared_group_t *g = *groups;
+        *groups = g->next;
+        free(g->members);
+        free(g);
+    }
+}

@@ -1,0 +1,45 @@
+/* shared.h -- shared subscriptions: "$share/{group}/{filter}".
+ *
+ * A group (name, filter) is one entry in the trie, at the real filter, whose
+ * sub_ref_t carries SUB_SHARED and the group's address in `sid` (tagged with
+ * SHARED_TAG, so it can never equal a session id).  When a topic matches it,
+ * the router asks shared_pick() for one member, by the configured strategy.
+ * Groups and their member lists change only under the trie's write lock
+ * (subscribe, unsubscribe, session end) and are read under its read lock, so
+ * a group seen in a match stays valid until the lock is released.
+ */
+#ifndef ANTENNA_SHARED_H
+#define ANTENNA_SHARED_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "trie.h"
+
+#define SHARED_TAG (1ull << 63)
+
+typedef struct shared_group_s shared_group_t;
+
+/* Add or update member `sub` of group (name, filter); creates the group and
+ * its trie entry on first use.  Caller holds the trie write lock. */
+void shared_join(trie_t *t, shared_group_t **groups, const uint8_t *name, size_t name_len,
+                 const uint8_t *filter, size_t filter_len, const sub_ref_t *sub);
+/* Remove member sid; frees the group and its trie entry when it is empty.
+ * Caller holds the write lock.  Returns 1 when it was a member. */
+int shared_leave(trie_t *t, shared_group_t **groups, const uint8_t *name, size_t name_len,
+                 const uint8_t *filter, size_t filter_len, uint64_t sid);
+
+/* Choose the member of the group behind `ref` (a SUB_SHARED trie entry) for
+ * one message; never `exclude` (0 = none).  Caller holds the read lock.
+ * Returns 0 and *out, or -1 when no member is eligible. */
+int shared_pick(const sub_ref_t *ref, int strategy, const uint8_t *publisher,
+                size_t publisher_len, const uint8_t *topic, size_t topic_len,
+                uint64_t exclude, uint64_t *rng, sub_ref_t *out);
+/* The same for a group named by (name, filter), for failover. */
+int shared_pick_named(shared_group_t *groups, const uint8_t *name, size_t name_len,
+                      const uint8_t *filter, size_t filter_len, int strategy,
+                      uint64_t exclude, uint64_t *rng, sub_ref_t *out);
+
+void shared_free_all(shared_group_t **groups);
+
+#endif

@@ -1,0 +1,344 @@
+/* store_rocks.c -- the RocksDB backend, through its C API (rocksdb/c.h).
+ *
+ * One database in the store's directory, the default column family, the
+ * bytewise comparator, point-in-time WAL recovery.  A group of batches is
+ * one rocksdb_writebatch (atomic) written once, with WriteOptions.sync for
+ * sync=always; sync() is FlushWAL(sync=true); a prefix deletion is one
+ * DeleteRange [prefix, successor(prefix)).
+ *
+ * Write errors.  After a failed write RocksDB keeps a "background error" and
+ * refuses every later write until DB::Resume(), which the C API lacks, so a
+ * failed write marks the backend broken and the next write (or sync) first
+ * closes and reopens the database: recovery replays the log and starts a new
+ * one, and writes work again once the cause (a full disk) is gone.  Reopens
+ * happen at most every REOPEN_BACKOFF_MS (a disk that stays full would
+ * otherwise cost a recovery per group); meanwhile writes fail at once with
+ * the last error, and reads return STORE_EIO if the last reopen failed.
+ *
+ * The info LOG is limited to fatal messages: Debian's librocksdb is built
+ * with assertions, and appending to a LOG file whose previous write failed
+ * (disk full) aborts the process (WritableFileWriter::
+ * AssertFalseAndGetStatusForPrevError), so a verbose LOG on the store's own
+ * disk would turn ENOSPC into a crash.
+ *
+ * Threads: write() and sync() on the committer only; get(), scan() and
+ * compact() on any thread under the read side of `lock`, which the
+ * committer takes for writing only to swap the handle in a reopen.
+ */
+#include <pthread.h>
+#include <rocksdb/c.h>
+#include <stdio.h>
+#include <string.h>
+
+#include "store_int.h"
+#include "util.h"
+
+#define REOPEN_BACKOFF_MS 250u
+#define ROCKS_LOG_FATAL 4 /* rocksdb::InfoLogLevel::FATAL_LEVEL */
+#define ROCKS_POINT_IN_TIME_RECOVERY 2
+#define WB_KEEP_BYTES (64u << 20) /* a write batch larger than this is not kept */
+
+typedef struct rocks {
+    char *path;
+    rocksdb_options_t *opts;
+    rocksdb_writeoptions_t *wo_sync, *wo_nosync;
+    pthread_rwlock_t lock;
+    rocksdb_t *db; /* NULL only while a reopen failed */
+
+    /* the committer's own */
+    rocksdb_writebatch_t *wb;
+    uint8_t *end;  /* prefix successor scratch */
+    size_t end_cap;
+    int broken;    /* the last write failed: reopen before the next */
+    uint64_t next_reopen_ms;
+    int last_rc;
+    char last_msg[256];
+} rocks_t;
+
+int store__rocks_errno(const char *msg)
+{
+    if (strstr(msg, "No space left"))
+        return STORE_ENOSPC;
+    if (strstr(msg, "Corruption"))
+        return STORE_ECORRUPT;
+    if (strstr(msg, "While lock file") || strstr(msg, "lock hold by current process") ||
+        strstr(msg, "/LOCK:"))
+        return STORE_EBUSY;
+    if (strstr(msg, "Permission denied"))
+        return STORE_EACCES;
+    return STORE_EIO;
+}
+
+static void rocks_free(rocks_t *r)
+{
+    if (r->db)
+        rocksdb_close(r->db);
+    if (r->wb)
+        rocksdb_writebatch_destroy(r->wb);
+    if (r->wo_sync)
+        rocksdb_writeoptions_destroy(r->wo_sync);
+    if (r->wo_nosync)
+        rocksdb_writeoptions_destroy(r->wo_nosync);
+    if (r->opts)
+        rocksdb_options_destroy(r->opts);
+    pthread_rwlock_destroy(&r->lock);
+    free(r->end);
+    free(r->path);
+    free(r);
+}
+
+static int rocks_open(const store_opts_t *o, void **be, char *err, size_t errlen)
+{
+    rocks_t *r = an_calloc(1, sizeof(*r));
+    char *e = NULL;
+    int rc;
+
+    pthread_rwlock_init(&r->lock, NULL);
+    r->path = an_strndup(o->path, strlen(o->path));
+    r->opts = rocksdb_options_create();
+    rocksdb_options_set_create_if_missing(r->opts, 1);
+    rocksdb_options_set_info_log_level(r->opts, ROCKS_LOG_FATAL);
+    rocksdb_options_set_keep_log_file_num(r->opts, 2);
+    rocksdb_options_set_wal_recovery_mode(r->opts, ROCKS_POINT_IN_TIME_RECOVERY);
+    r->wo_sync = rocksdb_writeoptions_create();
+    rocksdb_writeoptions_set_sync(r->wo_sync, 1);
+    r->wo_nosync = rocksdb_writeoptions_create();
+    rocksdb_writeoptions_set_sync(r->wo_nosync, 0);
+    r->wb = rocksdb_writebatch_create();
+
+    r->db = rocksdb_open(r->opts, r->path, &e);
+    if (e != NULL) {
+        rc = store__rocks_errno(e);
+        snprintf(err, errlen, "store: cannot open '%s': %s (%s)", o->path, store_strerror(rc), e);
+        free(e);
+        r->db = NULL;
+        goto fail;
+    }
+    *be = r;
+    return 0;
+
+fail:
+    rocks_free(r);
+    return rc;
+}
+
+static void rocks_close(void *be)
+{
+    rocks_free(be);
+}
+
+/* The committer only.  Closes and reopens the database after a failed
+ * write; readers wait on the write lock meanwhile. */
+static int reopen(rocks_t *r, char *err, size_t errlen)
+{
+    uint64_t now = an_now_ms();
+    char *e = NULL;
+
+    if (now < r->next_reopen_ms) {
+        snprintf(err, errlen, "%s", r->last_msg);
+        return r->last_rc;
+    }
+    r->next_reopen_ms = now + REOPEN_BACKOFF_MS;
+    pthread_rwlock_wrlock(&r->lock);
+    if (r->db)
+        rocksdb_close(r->db);
+    r->db = rocksdb_open(r->opts, r->path, &e);
+    if (e != NULL)
+        r->db = NULL;
+    pthread_rwlock_unlock(&r->lock);
+    if (e != NULL) {
+        r->last_rc = store__rocks_errno(e);
+        snprintf(r->last_msg, sizeof(r->last_msg), "reopening after a write error: %s", e);
+        snprintf(err, errlen, "%s", r->last_msg);
+        free(e);
+        return r->last_rc;
+    }
+    r->broken = 0;
+    return 0;
+}
+
+static int failed(rocks_t *r, char *e, char *err, size_t errlen)
+{
+    r->broken = 1;
+    r->last_rc = store__rocks_errno(e);
+    snprintf(r->last_msg, sizeof(r->last_msg), "%s", e);
+    snprintf(err, errlen, "%s", e);
+    free(e);
+    return r->last_rc;
+}
+
+static void add_op(rocks_t *r, const store_op_t *op)
+{
+    switch (op->op) {
+    case STORE_OP_PUT:
+        rocksdb_writebatch_put(r->wb, (const char *)op->k, op->kl, (const char *)op->v, op->vl);
+        break;
+    case STORE_OP_DEL:
+        rocksdb_writebatch_delete(r->wb, (const char *)op->k, op->kl);
+        break;
+    default: {
+        if (r->end_cap < op->kl) {
+            r->end = an_realloc(r->end, op->kl);
+            r->end_cap = op->kl;
+        }
+        /* store_batch_del_prefix() refused prefixes without a successor. */
+        size_t n = store__prefix_end(op->k, op->kl, r->end);
+        rocksdb_writebatch_delete_range(r->wb, (const char *)op->k, op->kl, (const char *)r->end,
+                                        n);
+        break;
+    }
+    }
+}
+
+static int rocks_write(void *be, store_batch_t *first, int sync, char *err, size_t errlen)
+{
+    rocks_t *r = be;
+    char *e = NULL;
+    size_t size = 0;
+    int rc;
+
+    if (r->broken && (rc = reopen(r, err, errlen)) != 0)
+        return rc;
+    for (store_batch_t *b = first; b; b = b->next) {
+        store_op_t op;
+        size_t off = 0;
+        if (b->err)
+            continue;
+        while (store__batch_next(b, &off, &op))
+            add_op(r, &op);
+    }
+    rocksdb_write(r->db, sync ? r->wo_sync : r->wo_nosync, r->wb, &e);
+    rocksdb_writebatch_data(r->wb, &size);
+    if (size > WB_KEEP_BYTES) {
+        rocksdb_writebatch_destroy(r->wb);
+        r->wb = rocksdb_writebatch_create();
+    } else {
+        rocksdb_writebatch_clear(r->wb);
+    }
+    return e ? failed(r, e, err, errlen) : 0;
+}
+
+static int rocks_sync(void *be, char *err, size_t errlen)
+{
+    rocks_t *r = be;
+    char *e = NULL;
+    int rc;
+
+    /* Never FlushWAL on a broken database: syncing a log writer that saw
+     * an error trips the assertion described at the top. */
+    if (r->broken && (rc = reopen(r, err, errlen)) != 0)
+        return rc;
+    rocksdb_flush_wal(r->db, 1, &e);
+    return e ? failed(r, e, err, errlen) : 0;
+}
+
+static int rocks_get(void *be, const void *k, size_t kl, void **val, size_t *vl)
+{
+    rocks_t *r = be;
+    char *e = NULL;
+    int rc = STORE_EIO;
+
+    pthread_rwlock_rdlock(&r->lock);
+    if (r->db == NULL)
+        goto out;
+    rocksdb_readoptions_t *ro = rocksdb_readoptions_create();
+    rocksdb_pinnableslice_t *ps = rocksdb_get_pinned(r->db, ro, k, kl, &e);
+    rocksdb_readoptions_destroy(ro);
+    if (e != NULL) {
+        rc = store__rocks_errno(e);
+        free(e);
+        goto out;
+    }
+    if (ps == NULL) {
+        rc = STORE_ENOTFOUND;
+        goto out;
+    }
+    size_t n = 0;
+    const char *p = rocksdb_pinnableslice_value(ps, &n);
+    uint8_t *v = an_malloc(n + 1);
+    if (n)
+        memcpy(v, p, n);
+    v[n] = '\0';
+    rocksdb_pinnableslice_destroy(ps);
+    *val = v;
+    *vl = n;
+    rc = 0;
+out:
+    pthread_rwlock_unlock(&r->lock);
+    return rc;
+}
+
+static int rocks_scan(void *be, const void *prefix, size_t len, store_scan_fn cb, void *ud)
+{
+    rocks_t *r = be;
+    uint8_t *end = len ? an_malloc(len) : NULL;
+    size_t endl = store__prefix_end(prefix, len, end);
+    rocksdb_readoptions_t *ro = NULL;
+    rocksdb_iterator_t *it = NULL;
+    char *e = NULL;
+    int rc = STORE_EIO;
+
+    pthread_rwlock_rdlock(&r->lock);
+    if (r->db == NULL)
+        goto out;
+    ro = rocksdb_readoptions_create();
+    if (endl > 0) /* the iterator stops by itself at the prefix's end */
+        rocksdb_readoptions_set_iterate_upper_bound(ro, (const char *)end, endl);
+    it = rocksdb_create_iterator(r->db, ro);
+    rc = 0;
+    for (rocksdb_iter_seek(it, prefix, len); rocksdb_iter_valid(it); rocksdb_iter_next(it)) {
+        size_t kl, vl;
+        const char *k = rocksdb_iter_key(it, &kl);
+        const char *v = rocksdb_iter_value(it, &vl);
+        if (kl < len || (len && memcmp(k, prefix, len) != 0))
+            break;
+        if ((rc = cb(ud, k, kl, v, vl)) != 0)
+            break;
+    }
+    if (rc == 0) {
+        rocksdb_iter_get_error(it, &e);
+        if (e != NULL) {
+            rc = store__rocks_errno(e);
+            free(e);
+        }
+    }
+out:
+    if (it)
+        rocksdb_iter_destroy(it);
+    if (ro)
+        rocksdb_readoptions_destroy(ro);
+    pthread_rwlock_unlock(&r->lock);
+    free(end);
+    return rc;
+}
+
+static int rocks_compact(void *be, const void *prefix, size_t len)
+{
+    rocks_t *r = be;
+    uint8_t *end = len ? an_malloc(len) : NULL;
+    size_t endl = store__prefix_end(prefix, len, end);
+    int rc = STORE_EIO;
+
+    pthread_rwlock_rdlock(&r->lock);
+    if (r->db != NULL) {
+        /* No start for the empty prefix, no limit when it has no successor. */
+        rocksdb_compact_range(r->db, len ? prefix : NULL, len, endl ? (const char *)end : NULL,
+                              endl);
+        rc = 0;
+    }
+    pthread_rwlock_unlock(&r->lock);
+    free(end);
+    return rc;
+}
+
+const store_backend_t store__rocksdb_backend = {
+    .name = "rocksdb",
+    .durable = 1,
+    .open = rocks_open,
+    .close = rocks_close,
+    .write = rocks_write,
+    .sync = rocks_sync,
+    .get = rocks_get,
+    .scan = rocks_scan,
+    .compact = rocks_compact,
+};
