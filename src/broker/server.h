@@ -136,6 +136,7 @@ uint32_t worker_home(const server_t *srv, const uint8_t *client_id, size_t len);
 
 /* Output buffers: BUF_CHUNK-sized ones are recycled per worker. */
 #define BUF_CHUNK 16384
+#define BUF_SMALL 256
 void *worker_buf_get(worker_t *w, size_t size, size_t *cap);
 void worker_buf_put(worker_t *w, void *buf, size_t cap);
 

@@ -20,60 +20,62 @@
 
 void sq_push(sq_t *q, const sq_entry_t *e)
 {
-    if (q->len == q->cap) {
-        uint32_t cap = q->cap ? q->cap * 2 : 8;
-        sq_entry_t *nb = an_malloc(cap * sizeof(*nb));
-        for (uint32_t i = 0; i < q->len; i++)
-            nb[i] = q->buf[(q->head + i) & (q->cap - 1)];
-        free(q->buf);
-        q->buf = nb;
-        q->cap = cap;
-        q->head = 0;
+    sq_ring_t *r = q->r;
+    if (r == NULL || r->len == r->cap) {
+        uint32_t cap = r ? r->cap * 2 : 4;
+        sq_ring_t *n = an_malloc(sizeof(*n) + cap * sizeof(sq_entry_t));
+        n->head = 0;
+        n->len = r ? r->len : 0;
+        n->cap = cap;
+        for (uint32_t i = 0; i < n->len; i++)
+            n->e[i] = r->e[(r->head + i) & (r->cap - 1)];
+        free(r);
+        q->r = r = n;
     }
-    q->buf[(q->head + q->len) & (q->cap - 1)] = *e;
-    q->len++;
+    r->e[(r->head + r->len) & (r->cap - 1)] = *e;
+    r->len++;
 }
 
 sq_entry_t *sq_at(sq_t *q, uint32_t i)
 {
-    return &q->buf[(q->head + i) & (q->cap - 1)];
+    return &q->r->e[(q->r->head + i) & (q->r->cap - 1)];
 }
 
 /* Storage goes back when the ring empties: idle sessions hold none. */
 static void sq_shrink_if_empty(sq_t *q)
 {
-    if (q->len == 0 && q->buf) {
-        free(q->buf);
-        q->buf = NULL;
-        q->cap = q->head = 0;
+    if (q->r && q->r->len == 0) {
+        free(q->r);
+        q->r = NULL;
     }
 }
 
 int sq_pop(sq_t *q, sq_entry_t *out)
 {
-    if (q->len == 0)
+    sq_ring_t *r = q->r;
+    if (r == NULL || r->len == 0)
         return 0;
-    *out = q->buf[q->head];
-    q->head = (q->head + 1) & (q->cap - 1);
-    q->len--;
+    *out = r->e[r->head];
+    r->head = (r->head + 1) & (r->cap - 1);
+    r->len--;
     sq_shrink_if_empty(q);
     return 1;
 }
 
 void sq_remove(sq_t *q, uint32_t i)
 {
-    for (uint32_t j = i; j + 1 < q->len; j++)
+    for (uint32_t j = i; j + 1 < q->r->len; j++)
         *sq_at(q, j) = *sq_at(q, j + 1);
-    q->len--;
+    q->r->len--;
     sq_shrink_if_empty(q);
 }
 
 void sq_clear(sq_t *q)
 {
-    for (uint32_t i = 0; i < q->len; i++)
+    for (uint32_t i = 0; i < sq_len(q); i++)
         msg_unref(&sq_at(q, i)->m);
-    q->len = 0;
-    sq_shrink_if_empty(q);
+    free(q->r);
+    q->r = NULL;
 }
 
 /* ---- session tables ----------------------------------------------------- */
@@ -240,7 +242,7 @@ static uint16_t alloc_pid(sess_t *s)
         if (s->next_pid == 0)
             s->next_pid = 1;
         int used = 0;
-        for (uint32_t i = 0; i < s->inflight.len && !used; i++)
+        for (uint32_t i = 0; i < sq_len(&s->inflight) && !used; i++)
             used = sq_at(&s->inflight, i)->pid == pid;
         if (!used)
             return pid;
@@ -250,7 +252,7 @@ static uint16_t alloc_pid(sess_t *s)
 static void arm_retry(sess_t *s)
 {
     /* MQTT 5 forbids resending while connected [MQTT5-4.4.0-1] */
-    if (s->conn && s->conn->proto != MQTT_PROTO_V5 && s->inflight.len &&
+    if (s->conn && s->conn->proto != MQTT_PROTO_V5 && sq_len(&s->inflight) &&
         !tw_pending(&s->timer)) {
         s->timer_kind = SESS_TIMER_RETRY;
         tw_add(&s->w->tw, &s->timer,
@@ -313,7 +315,7 @@ static void send_inflight(sess_t *s, msg_t *m, uint8_t qos, uint8_t retain, uint
     sq_entry_t e = {.m = m, .qos = qos, .retain = retain, .shared = shared,
                     .pid = alloc_pid(s), .state = qos == 1 ? SQ_WAIT_PUBACK : SQ_WAIT_PUBREC};
     sq_push(&s->inflight, &e);
-    send_entry(s, sq_at(&s->inflight, s->inflight.len - 1), 0);
+    send_entry(s, sq_at(&s->inflight, sq_len(&s->inflight) - 1), 0);
     arm_retry(s);
 }
 
@@ -326,7 +328,7 @@ static uint64_t msg_bytes(const msg_t *m)
  * 1 when one was dropped. */
 static int drop_oldest_qos0(sess_t *s)
 {
-    for (uint32_t i = 0; i < s->queue.len; i++) {
+    for (uint32_t i = 0; i < sq_len(&s->queue); i++) {
         sq_entry_t *e = sq_at(&s->queue, i);
         if (e->qos == 0) {
             s->queued_bytes -= msg_bytes(e->m);
@@ -341,7 +343,7 @@ static int drop_oldest_qos0(sess_t *s)
 static int queue_full(const sess_t *s, uint64_t more)
 {
     const conf_t *cf = &s->w->srv->conf;
-    return s->queue.len >= cf->max_queued ||
+    return sq_len(&s->queue) >= cf->max_queued ||
            (cf->max_queued_bytes && s->queued_bytes + more > cf->max_queued_bytes);
 }
 
@@ -360,9 +362,9 @@ static int too_big_for_client(const sess_t *s, const msg_t *m, uint8_t qos)
 /* Move queued messages into the window while it has room. */
 static void pump(sess_t *s)
 {
-    while (s->conn && s->queue.len) {
+    while (s->conn && sq_len(&s->queue)) {
         sq_entry_t *head = sq_at(&s->queue, 0);
-        if (head->qos > 0 && s->inflight.len >= window(s))
+        if (head->qos > 0 && sq_len(&s->inflight) >= window(s))
             break;
         sq_entry_t e;
         sq_pop(&s->queue, &e);
@@ -386,7 +388,7 @@ void sess_deliver(worker_t *w, sess_t *s, msg_t *m, uint8_t qos, uint8_t flags)
     uint8_t retain = (flags & DLV_RETAIN) ? 1 : 0, shared = (flags & DLV_SHARED) ? 1 : 0;
     if (msg_expired(m, w->now))
         return;
-    if (c && s->queue.len == 0) {
+    if (c && sq_len(&s->queue) == 0) {
         if (too_big_for_client(s, m, qos)) {
             STAT_ADD(w->stats.msgs_dropped, 1);
             return;
@@ -402,7 +404,7 @@ void sess_deliver(worker_t *w, sess_t *s, msg_t *m, uint8_t qos, uint8_t flags)
                 STAT_ADD(w->stats.msgs_dropped, 1);
             return;
         }
-        if (s->inflight.len < window(s)) {
+        if (sq_len(&s->inflight) < window(s)) {
             send_inflight(s, msg_ref(m), qos, retain, shared);
             return;
         }
@@ -420,7 +422,7 @@ void sess_deliver(worker_t *w, sess_t *s, msg_t *m, uint8_t qos, uint8_t flags)
         STAT_ADD(w->stats.msgs_dropped, 1);
         STAT_ADD(w->stats.dropped_queue_full, 1);
         log_debug("%s: queue full (%u messages, %llu bytes), message dropped", s->client_id,
-                  s->queue.len, (unsigned long long)s->queued_bytes);
+                  sq_len(&s->queue), (unsigned long long)s->queued_bytes);
         return;
     }
     sq_entry_t e = {.m = msg_ref(m), .qos = qos, .retain = retain, .shared = shared,
@@ -437,7 +439,7 @@ void sess_attach(sess_t *s, conn_t *c)
     s->timer_kind = SESS_TIMER_NONE;
     drop_pending_will(s); /* back before the will delay: no will */
     /* [MQTT-4.4.0-1] resend unacknowledged PUBLISH and PUBREL, in order */
-    for (uint32_t i = 0; i < s->inflight.len; i++)
+    for (uint32_t i = 0; i < sq_len(&s->inflight); i++)
         send_entry(s, sq_at(&s->inflight, i), 1);
     arm_retry(s);
     pump(s);
@@ -447,7 +449,7 @@ void sess_attach(sess_t *s, conn_t *c)
  * subscription go to another member of the group [MQTT5 4.8.2]. */
 static void reshare(worker_t *w, sess_t *s, sq_t *q, int queued)
 {
-    for (uint32_t i = 0; i < q->len;) {
+    for (uint32_t i = 0; i < sq_len(q);) {
         sq_entry_t *e = sq_at(q, i);
         if (e->shared && e->m && e->state != SQ_WAIT_PUBCOMP &&
             router_reshare(w, s, e->m, e->qos)) {
@@ -504,7 +506,7 @@ void sess_detach(worker_t *w, sess_t *s)
 
 static int find_inflight(sess_t *s, uint16_t pid, uint8_t state)
 {
-    for (uint32_t i = 0; i < s->inflight.len; i++) {
+    for (uint32_t i = 0; i < sq_len(&s->inflight); i++) {
         sq_entry_t *e = sq_at(&s->inflight, i);
         if (e->pid == pid)
             return e->state == state ? (int)i : -1;
@@ -519,7 +521,7 @@ static int complete(sess_t *s, uint16_t pid, uint8_t state)
         return -1;
     msg_unref(&sq_at(&s->inflight, (uint32_t)i)->m);
     sq_remove(&s->inflight, (uint32_t)i);
-    if (s->inflight.len == 0 && s->timer_kind == SESS_TIMER_RETRY) {
+    if (sq_len(&s->inflight) == 0 && s->timer_kind == SESS_TIMER_RETRY) {
         tw_del(&s->w->tw, &s->timer);
         s->timer_kind = SESS_TIMER_NONE;
     }
@@ -688,14 +690,14 @@ void sess_on_timer(tw_timer_t *t)
         return;
     uint64_t retry = (uint64_t)w->srv->conf.retry_interval * 1000u;
     uint64_t oldest = UINT64_MAX;
-    for (uint32_t i = 0; i < s->inflight.len; i++) {
+    for (uint32_t i = 0; i < sq_len(&s->inflight); i++) {
         sq_entry_t *e = sq_at(&s->inflight, i);
         if (e->sent_ms + retry <= w->now)
             send_entry(s, e, 1);
         if (e->sent_ms < oldest)
             oldest = e->sent_ms;
     }
-    if (s->inflight.len)
+    if (sq_len(&s->inflight))
         tw_add(&w->tw, &s->timer, oldest + retry);
     else
         s->timer_kind = SESS_TIMER_NONE;

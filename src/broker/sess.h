@@ -37,11 +37,19 @@ typedef struct {
     uint8_t shared;  /* came through a shared subscription */
 } sq_entry_t;
 
-/* Ring buffer of entries; storage allocated while not empty. */
+/* Ring buffer of entries.  One pointer in the session; the ring (its
+ * indexes and entries in one allocation) exists only while not empty, so an
+ * idle session pays 8 bytes per ring. */
 typedef struct {
-    sq_entry_t *buf;
     uint32_t head, len, cap;
+    sq_entry_t e[];
+} sq_ring_t;
+
+typedef struct {
+    sq_ring_t *r;
 } sq_t;
+
+static inline uint32_t sq_len(const sq_t *q) { return q->r ? q->r->len : 0; }
 
 typedef struct {
     uint32_t subid;   /* MQTT 5 subscription identifier, 0 = none */

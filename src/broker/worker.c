@@ -33,7 +33,7 @@
 #define EV_TAG_INBOX 2u
 #define EV_BATCH 256
 #define ACCEPT_BATCH 64
-#define BUF_CACHE_MAX 64
+#define BUF_CACHE_MAX 8
 
 uint32_t worker_home(const server_t *srv, const uint8_t *client_id, size_t len)
 {
@@ -50,16 +50,20 @@ void worker_post(worker_t *w, uint32_t to, const inbox_item_t *it)
     inbox_vec_push(&w->outbox[to], it);
 }
 
+/* A connection's output buffer: a recycled BUF_CHUNK when one is cached,
+ * else a small one (a CONNACK or a few acks need no 16 KiB) that grows by
+ * doubling and joins the cache once it reaches BUF_CHUNK. */
 void *worker_buf_get(worker_t *w, size_t size, size_t *cap)
 {
-    if (size <= BUF_CHUNK) {
+    if (size <= BUF_CHUNK && w->buf_cached) {
         *cap = BUF_CHUNK;
-        if (w->buf_cached)
-            return w->buf_cache[--w->buf_cached];
-        return an_malloc(BUF_CHUNK);
+        return w->buf_cache[--w->buf_cached];
     }
-    *cap = size;
-    return an_malloc(size);
+    size_t c = BUF_SMALL;
+    while (c < size)
+        c *= 2;
+    *cap = c;
+    return an_malloc(c);
 }
 
 void worker_buf_put(worker_t *w, void *buf, size_t cap)

@@ -35,10 +35,16 @@ conn_t *conn_new(worker_t *w, int fd, const struct sockaddr *sa, uint8_t listene
     c->w = w;
     c->listener = listener;
     c->state = CONN_NEW;
-    if (sa->sa_family == AF_INET6)
-        memcpy(&c->peer.in6, sa, sizeof(c->peer.in6));
-    else
-        memcpy(&c->peer.in4, sa, sizeof(c->peer.in4));
+    c->peer.family = (uint8_t)sa->sa_family;
+    if (sa->sa_family == AF_INET6) {
+        const struct sockaddr_in6 *in6 = (const struct sockaddr_in6 *)sa;
+        memcpy(c->peer.addr, &in6->sin6_addr, 16);
+        c->peer.port = ntohs(in6->sin6_port);
+    } else if (sa->sa_family == AF_INET) {
+        const struct sockaddr_in *in4 = (const struct sockaddr_in *)sa;
+        memcpy(c->peer.addr, &in4->sin_addr, 4);
+        c->peer.port = ntohs(in4->sin_port);
+    }
     tw_timer_init(&c->timer, conn_on_timer);
     c->last_rx = w->now;
     c->recv_max = 65535;
@@ -53,14 +59,9 @@ conn_t *conn_new(worker_t *w, int fd, const struct sockaddr *sa, uint8_t listene
 const char *conn_name(const conn_t *c, char *buf, size_t size)
 {
     char addr[INET6_ADDRSTRLEN] = "?";
-    unsigned port = 0;
-    if (c->peer.sa.sa_family == AF_INET6) {
-        inet_ntop(AF_INET6, &c->peer.in6.sin6_addr, addr, sizeof(addr));
-        port = ntohs(c->peer.in6.sin6_port);
-    } else if (c->peer.sa.sa_family == AF_INET) {
-        inet_ntop(AF_INET, &c->peer.in4.sin_addr, addr, sizeof(addr));
-        port = ntohs(c->peer.in4.sin_port);
-    }
+    unsigned port = c->peer.port;
+    if (c->peer.family == AF_INET6 || c->peer.family == AF_INET)
+        inet_ntop(c->peer.family, c->peer.addr, addr, sizeof(addr));
     if (c->sess)
         snprintf(buf, size, "client '%s' (%s:%u)", c->sess->client_id, addr, port);
     else
@@ -524,4 +525,4 @@ void conn_on_timer(tw_timer_t *t)
 
 /* The memory goal's tripwire (tests/unit/test_retain.c checks it too): an
  * idle client is one conn_t and one sess_t. */
-_Static_assert(sizeof(conn_t) <= 200, "conn_t grew: every idle client pays for it");
+_Static_assert(sizeof(conn_t) <= 192, "conn_t grew: every idle client pays for it");

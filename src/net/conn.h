@@ -51,11 +51,11 @@ struct conn_s {
     mqtt_parser_t ps;
     tw_timer_t timer;     /* CONNECT timeout, then keepalive */
     uint64_t last_rx;     /* ms */
-    union {
-        struct sockaddr sa;
-        struct sockaddr_in in4;
-        struct sockaddr_in6 in6;
-    } peer;
+    struct {
+        uint8_t family;     /* AF_INET or AF_INET6 */
+        uint8_t addr[16];   /* network order; IPv4 in the first 4 bytes */
+        uint16_t port;      /* host order */
+    } peer;                 /* 20 bytes where a sockaddr_in6 takes 28 */
 };
 
 enum {

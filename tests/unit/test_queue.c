@@ -126,14 +126,14 @@ static void sq_fifo_across_growth_and_wrap(void **state)
             assert_int_equal(e.pid, ++outn);
         }
     }
-    assert_int_equal(q.len, 200);
-    for (uint32_t i = 0; i < q.len; i++)
+    assert_int_equal(sq_len(&q), 200);
+    for (uint32_t i = 0; i < sq_len(&q); i++)
         assert_int_equal(sq_at(&q, i)->pid, outn + 1 + i);
     sq_entry_t e;
     while (sq_pop(&q, &e))
         assert_int_equal(e.pid, ++outn);
     assert_int_equal(outn, in);
-    assert_null(q.buf); /* storage returned once empty */
+    assert_null(q.r); /* storage returned once empty */
 }
 
 static void sq_remove_keeps_order(void **state)
@@ -146,14 +146,14 @@ static void sq_remove_keeps_order(void **state)
     }
     sq_remove(&q, 0);
     sq_remove(&q, 4); /* pid 6 */
-    sq_remove(&q, q.len - 1);
+    sq_remove(&q, sq_len(&q) - 1);
     uint16_t expect[] = {2, 3, 4, 5, 7, 8, 9};
-    assert_int_equal(q.len, 7);
-    for (uint32_t i = 0; i < q.len; i++)
+    assert_int_equal(sq_len(&q), 7);
+    for (uint32_t i = 0; i < sq_len(&q); i++)
         assert_int_equal(sq_at(&q, i)->pid, expect[i]);
-    while (q.len)
+    while (sq_len(&q))
         sq_remove(&q, 0);
-    assert_null(q.buf);
+    assert_null(q.r);
 }
 
 static void sq_clear_drops_message_references(void **state)
@@ -168,7 +168,7 @@ static void sq_clear_drops_message_references(void **state)
     assert_int_equal(atomic_load(&m->refs), 6);
     sq_clear(&q);
     assert_int_equal(atomic_load(&m->refs), 1);
-    assert_int_equal(q.len, 0);
+    assert_int_equal(sq_len(&q), 0);
     msg_unref(&m);
     assert_null(m);
 }
