@@ -345,12 +345,7 @@ s_storm() {
     fi
     sleep 2
     local old=$BPID port=$BPORT kind=$BKIND
-    kill -KILL "$old"
-    for i in $(seq 1 200); do
-        kill -0 "$old" 2>/dev/null || break
-        sleep 0.05
-    done
-    wait "$old" 2>/dev/null
+    { kill -KILL "$old"; wait "$old"; } 2>/dev/null
     BPID=""
     start_broker "$kind" "$port" || log "  storm: $kind did not restart on $port"
     echo "$BPID" > "$pidfile"
@@ -385,7 +380,8 @@ for RUN in $(seq 1 "$RUNS"); do
     for s in $SCEN; do
         for VARIANT in $(variants "$s"); do
             for b in $BROKERS; do
-                log "run $RUN/$RUNS: $s ${VARIANT#-} on $b"
+                v=${VARIANT#-}
+                log "run $RUN/$RUNS: $s${v:+ $v} on $b"
                 if ! start_broker "$b"; then
                     stop_broker
                     continue

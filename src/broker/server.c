@@ -16,6 +16,7 @@
 #include <unistd.h>
 
 #include "log.h"
+#include "net_tls.h"
 #include "retain.h"
 #include "shared.h"
 #include "sys.h"
@@ -80,6 +81,17 @@ int server_init(server_t *srv, const conf_t *conf)
     srv->started_ms = an_now_ms();
 
     srv->nlisteners = conf->nlisteners;
+    for (uint32_t i = 0; i < srv->nlisteners; i++) {
+        const conf_listener_t *l = &srv->conf.listeners[i];
+        if (l->transport == CONF_TRANSPORT_TLS) {
+            char err[512];
+            srv->tls_ctx[i] = tls_ctx_new(l, err, sizeof(err));
+            if (srv->tls_ctx[i] == NULL) {
+                log_error("%s", err);
+                return -1;
+            }
+        }
+    }
     for (uint32_t i = 0; i < srv->nlisteners; i++)
         if (open_listener(srv, i) < 0)
             return -1;
@@ -137,9 +149,12 @@ void server_free(server_t *srv)
         worker_free(&srv->workers[i]);
     free(srv->workers);
     srv->workers = NULL;
-    for (uint32_t i = 0; i < CONF_MAX_LISTENERS; i++)
+    for (uint32_t i = 0; i < CONF_MAX_LISTENERS; i++) {
         if (srv->listen_fds[i] >= 0)
             close(srv->listen_fds[i]);
+        tls_ctx_free(srv->tls_ctx[i]);
+        srv->tls_ctx[i] = NULL;
+    }
     shared_free_all(&srv->groups);
     trie_free(srv->trie);
     retain_free(srv->retain);

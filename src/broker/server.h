@@ -56,6 +56,7 @@ typedef struct {
     an_counter_t throttled;         /* clients paused by a rate limit */
     an_counter_t slow_disconnects;  /* subscribers closed by slow_subscriber_timeout */
     an_counter_t dropped_queue_full;/* messages dropped: session queue full */
+    an_counter_t congested;         /* turns that found another inbox over its bound */
 } worker_stats_t;
 
 /* A chained hash table of sessions, keyed by client id (SESS_BY_ID) or by
@@ -93,6 +94,8 @@ struct worker_s {
     size_t nmatches, matches_cap;
     uint64_t next_auto_id;
     uint64_t rng;         /* xorshift state: random shared-subscription picks */
+    uint64_t qfull_logged_at; /* ms: rate limit of the queue-full log line */
+    uint64_t congested_until; /* ms: another worker's inbox is over INBOX_HIGH */
     worker_stats_t stats;
 };
 
@@ -103,6 +106,7 @@ struct server_s {
     int listen_fds[CONF_MAX_LISTENERS];
     uint16_t listen_ports[CONF_MAX_LISTENERS]; /* actual ports (0 resolved) */
     _Atomic uint32_t listen_conns[CONF_MAX_LISTENERS];
+    struct ssl_ctx_st *tls_ctx[CONF_MAX_LISTENERS]; /* transport: tls (net_tls.h) */
     uint32_t nlisteners;
     /* router: the subscription trie under a read-write lock */
     pthread_rwlock_t trie_lock;
@@ -132,6 +136,8 @@ void worker_free(worker_t *w);
 /* Queue an item for another worker; sent at the end of this loop turn. */
 void worker_post(worker_t *w, uint32_t to, const inbox_item_t *it);
 sess_t *worker_find_sid(worker_t *w, uint64_t sid);
+/* 1 while another worker's inbox is over its bound: readers should pause. */
+int worker_congested(worker_t *w);
 uint32_t worker_home(const server_t *srv, const uint8_t *client_id, size_t len);
 
 /* Output buffers: BUF_CHUNK-sized ones are recycled per worker. */

@@ -421,8 +421,13 @@ void sess_deliver(worker_t *w, sess_t *s, msg_t *m, uint8_t qos, uint8_t flags)
     if (queue_full(s, bytes)) {
         STAT_ADD(w->stats.msgs_dropped, 1);
         STAT_ADD(w->stats.dropped_queue_full, 1);
-        log_debug("%s: queue full (%u messages, %llu bytes), message dropped", s->client_id,
-                  sq_len(&s->queue), (unsigned long long)s->queued_bytes);
+        /* one line per worker per second at most: a full queue under load
+         * would otherwise log every message */
+        if (w->now >= w->qfull_logged_at + 1000u) {
+            w->qfull_logged_at = w->now;
+            log_info("%s: queue full (%u messages, %llu bytes): messages dropped", s->client_id,
+                     sq_len(&s->queue), (unsigned long long)s->queued_bytes);
+        }
         return;
     }
     sq_entry_t e = {.m = msg_ref(m), .qos = qos, .retain = retain, .shared = shared,

@@ -39,6 +39,7 @@ void sys_on_timer(tw_timer_t *t)
     server_t *srv = w->srv;
     uint64_t recv = 0, sent = 0, dropped = 0, bin = 0, bout = 0, conn = 0, total = 0;
     uint64_t ref_limit = 0, ref_rate = 0, ref_mem = 0, throttled = 0, slow = 0, qfull = 0;
+    uint64_t congested = 0;
     for (uint32_t i = 0; i < srv->nworkers; i++) {
         worker_stats_t *st = &srv->workers[i].stats;
         recv += STAT_GET(st->msgs_received);
@@ -54,6 +55,7 @@ void sys_on_timer(tw_timer_t *t)
         throttled += STAT_GET(st->throttled);
         slow += STAT_GET(st->slow_disconnects);
         qfull += STAT_GET(st->dropped_queue_full);
+        congested += STAT_GET(st->congested);
     }
     pthread_rwlock_rdlock(&srv->trie_lock);
     uint64_t subs = trie_count(srv->trie);
@@ -78,6 +80,7 @@ void sys_on_timer(tw_timer_t *t)
     publish_u64(w, "$SYS/broker/limits/throttled", throttled);
     publish_u64(w, "$SYS/broker/limits/slow_subscribers_disconnected", slow);
     publish_u64(w, "$SYS/broker/limits/dropped_queue_full", qfull);
+    publish_u64(w, "$SYS/broker/limits/worker_congested", congested);
     publish_u64(w, "$SYS/broker/memory/rss", sys_rss_bytes());
 
     tw_add(&w->tw, t, w->now + (uint64_t)srv->conf.sys_interval * 1000u);

@@ -34,6 +34,10 @@
 #define EV_BATCH 256
 #define ACCEPT_BATCH 64
 #define BUF_CACHE_MAX 8
+/* Back-pressure between workers: past this many items waiting in another
+ * worker's inbox, this worker stops reading its clients for a moment. */
+#define INBOX_HIGH 65536
+#define CONGESTION_PAUSE_MS 5
 
 uint32_t worker_home(const server_t *srv, const uint8_t *client_id, size_t len)
 {
@@ -132,13 +136,41 @@ static void accept_many(worker_t *w, uint32_t li)
         int one = 1;
         setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
         conn_t *c = conn_new(w, fd, (struct sockaddr *)&sa, (uint8_t)li);
+        if (c == NULL) {
+            atomic_fetch_sub(&srv->listen_conns[li], 1);
+            atomic_fetch_sub(&srv->total_conns, 1);
+            close(fd);
+            log_warn("listener %s: connection refused: cannot allocate TLS state",
+                     srv->conf.listeners[li].name);
+            continue;
+        }
         struct epoll_event ev = {.events = EPOLLIN, .data.ptr = c};
         if (epoll_ctl(w->epfd, EPOLL_CTL_ADD, fd, &ev) < 0) {
             conn_close(c, "epoll_ctl failed", 0);
             continue;
         }
-        tw_add(&w->tw, &c->timer, w->now + (uint64_t)srv->conf.connect_timeout * 1000u);
+        /* the TLS handshake and the PROXY header get handshake_timeout,
+         * then the CONNECT connect_timeout (re-armed by conn.c) */
+        const conf_listener_t *l = &srv->conf.listeners[li];
+        uint32_t secs = (l->transport == CONF_TRANSPORT_TLS ||
+                         l->proxy_protocol != CONF_PROXY_OFF)
+                            ? l->handshake_timeout
+                            : srv->conf.connect_timeout;
+        tw_add(&w->tw, &c->timer, w->now + (uint64_t)secs * 1000u);
     }
+}
+
+int worker_congested(worker_t *w)
+{
+    if (w->now < w->congested_until)
+        return 1;
+    for (uint32_t i = 0; i < w->srv->nworkers; i++)
+        if (i != w->id && inbox_waiting(&w->srv->workers[i].inbox) > INBOX_HIGH) {
+            w->congested_until = w->now + CONGESTION_PAUSE_MS;
+            STAT_ADD(w->stats.congested, 1);
+            return 1;
+        }
+    return 0;
 }
 
 static void handle_inbox(worker_t *w)
@@ -162,6 +194,8 @@ static void handle_inbox(worker_t *w)
         }
     }
     w->taken.len = 0;
+    if (w->taken.cap > 4 * INBOX_HIGH) /* a burst is over: give it back */
+        inbox_vec_free(&w->taken);
 }
 
 static void end_of_turn(worker_t *w)
@@ -178,8 +212,12 @@ static void end_of_turn(worker_t *w)
     }
     /* one inbox post per destination worker */
     for (uint32_t i = 0; i < w->srv->nworkers; i++)
-        if (w->outbox[i].len)
-            inbox_post(&w->srv->workers[i].inbox, &w->outbox[i]);
+        if (w->outbox[i].len &&
+            inbox_post(&w->srv->workers[i].inbox, &w->outbox[i]) > INBOX_HIGH) {
+            /* the other worker is behind: pause our readers briefly */
+            w->congested_until = w->now + CONGESTION_PAUSE_MS;
+            STAT_ADD(w->stats.congested, 1);
+        }
     while (w->dead_head) {
         conn_t *c = w->dead_head;
         w->dead_head = c->turn_next;

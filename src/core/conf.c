@@ -53,6 +53,9 @@ struct field {
 static const char *const shared_strategy_names[] = {
     "round_robin", "random", "hash_clientid", "hash_topic", "sticky", NULL};
 static const char *const keepalive_policy_names[] = {"refuse", "cap", NULL};
+static const char *const transport_names[] = {"tcp", "tls", "ws", "wss", NULL};
+static const char *const proxy_names[] = {"off", "v1", "v2", NULL};
+static const char *const tls_version_names[] = {"1.2", "1.3", NULL};
 
 static const struct field log_fields[] = {
     { .key = "level", .type = F_LEVEL, .off = offsetof(conf_t, log_level),
@@ -66,8 +69,21 @@ static const struct field listener_fields[] = {
     { FLD(conf_listener_t, address, F_ADDR) },
     UINTF(conf_listener_t, port, 0, 65535),
     UINTF(conf_listener_t, max_connections, 0, UINT32_MAX),
+    ENUMF(conf_listener_t, transport, transport_names),
+    ENUMF(conf_listener_t, proxy_protocol, proxy_names),
+    { FLD(conf_listener_t, cert_file, F_STR) },
+    { FLD(conf_listener_t, key_file, F_STR) },
+    { FLD(conf_listener_t, ca_file, F_STR) },
+    { FLD(conf_listener_t, require_client_cert, F_BOOL) },
+    ENUMF(conf_listener_t, tls_min_version, tls_version_names),
+    { FLD(conf_listener_t, ciphers, F_NAME) },
+    UINTF(conf_listener_t, handshake_timeout, 1, 3600),
 };
 #define LISTENER_PORT_BIT (1u << 2) /* index of "port" above: required */
+#define LISTENER_CERT_BIT (1u << 6)
+#define LISTENER_KEY_BIT (1u << 7)
+#define LISTENER_CA_BIT (1u << 8)
+#define LISTENER_REQCERT_BIT (1u << 9)
 
 static const struct field mqtt_fields[] = {
     UINTF(conf_t, max_packet_size, 16, 268435455),
@@ -101,6 +117,7 @@ static const struct field limits_fields[] = {
     UINTF(conf_t, max_topic_length, 1, 65535),
     UINTF(conf_t, max_queued_bytes, 0, UINT64_MAX),
     UINTF(conf_t, slow_subscriber_timeout, 0, 86400),
+    UINTF(conf_t, max_output_buffer, 1024, UINT32_MAX),
     UINTF(conf_t, memory_high_water, 0, UINT64_MAX),
 };
 
@@ -119,6 +136,9 @@ _Static_assert(NELEM(root_fields) <= 32 && NELEM(log_fields) <= 32 &&
 
 static const conf_listener_t default_listener = {
     .name = "mqtt", .address = "127.0.0.1", .port = 1883, .max_connections = 0,
+    .transport = CONF_TRANSPORT_TCP, .proxy_protocol = CONF_PROXY_OFF,
+    .require_client_cert = 0, .tls_min_version = CONF_TLS_1_2, .handshake_timeout = 10,
+    .ciphers = CONF_DEFAULT_CIPHERS,
 };
 
 struct loader {
@@ -158,6 +178,7 @@ void conf_defaults(conf_t *c)
     c->max_topic_levels = 128;
     c->max_topic_length = 65535;
     c->slow_subscriber_timeout = 60;
+    c->max_output_buffer = 262144;
 }
 
 /* ---- errors ---- */
@@ -397,6 +418,57 @@ static int load_map(struct loader *ld, const yaml_node_t *at, const yaml_node_t 
                     const struct field *tab, size_t n, void *base, const char *prefix,
                     uint32_t *seen_out);
 
+/* Rules across the keys of one listener.  `seen` tells which keys the file
+ * set, so the error can point at the key's own line. */
+static const yaml_node_t *key_node(struct loader *ld, const yaml_node_t *map, const char *key)
+{
+    for (yaml_node_pair_t *pair = map->data.mapping.pairs.start;
+         pair < map->data.mapping.pairs.top; pair++) {
+        yaml_node_t *k = yaml_document_get_node(ld->doc, pair->key);
+        if (k && k->type == YAML_SCALAR_NODE && strcmp(sval(k), key) == 0)
+            return k;
+    }
+    return map;
+}
+
+static int listener_check(struct loader *ld, const yaml_node_t *item,
+                          const conf_listener_t *l, const char *ipath, uint32_t seen)
+{
+    char kpath[KEYPATH_LEN];
+    if (l->transport == CONF_TRANSPORT_WS || l->transport == CONF_TRANSPORT_WSS) {
+        key_join(kpath, ipath, ".transport");
+        return fail(ld, key_node(ld, item, "transport"), kpath,
+                    "\"%s\" is not supported yet (tcp or tls)",
+                    l->transport == CONF_TRANSPORT_WS ? "ws" : "wss");
+    }
+    if (l->transport == CONF_TRANSPORT_TLS) {
+        if (!(seen & LISTENER_CERT_BIT) || l->cert_file[0] == '\0') {
+            key_join(kpath, ipath, ".cert_file");
+            return fail(ld, key_node(ld, item, "cert_file"), kpath,
+                        "required when transport is tls");
+        }
+        if (!(seen & LISTENER_KEY_BIT) || l->key_file[0] == '\0') {
+            key_join(kpath, ipath, ".key_file");
+            return fail(ld, key_node(ld, item, "key_file"), kpath,
+                        "required when transport is tls");
+        }
+        if (l->require_client_cert && l->ca_file[0] == '\0') {
+            key_join(kpath, ipath, ".ca_file");
+            return fail(ld, key_node(ld, item, "require_client_cert"), kpath,
+                        "required when require_client_cert is true");
+        }
+    } else if (seen & (LISTENER_CERT_BIT | LISTENER_KEY_BIT | LISTENER_CA_BIT |
+                       LISTENER_REQCERT_BIT)) {
+        key_join(kpath, ipath, (seen & LISTENER_CERT_BIT) ? ".cert_file"
+                               : (seen & LISTENER_KEY_BIT) ? ".key_file"
+                               : (seen & LISTENER_CA_BIT) ? ".ca_file"
+                                                          : ".require_client_cert");
+        return fail(ld, key_node(ld, item, strrchr(kpath, '.') + 1), kpath,
+                    "only meaningful with transport: tls");
+    }
+    return 0;
+}
+
 static int load_listeners(struct loader *ld, const yaml_node_t *k, const yaml_node_t *v,
                           const char *path)
 {
@@ -431,6 +503,8 @@ static int load_listeners(struct loader *ld, const yaml_node_t *k, const yaml_no
             key_join(ppath, ipath, ".port");
             return fail(ld, item, ppath, "missing (every listener needs a port)");
         }
+        if (listener_check(ld, item, l, ipath, seen) < 0)
+            return -1;
     }
     c->nlisteners = (uint32_t)count;
     return 0;

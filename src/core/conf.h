@@ -22,7 +22,24 @@ typedef struct {
     char address[64];  /* IPv4 or IPv6 literal, or "0.0.0.0" / "::" */
     uint16_t port;
     uint32_t max_connections; /* 0 = unlimited */
+    uint8_t transport;        /* CONF_TRANSPORT_*; ws/wss are refused at load for now */
+    uint8_t proxy_protocol;   /* CONF_PROXY_*: a PROXY header expected first */
+    /* TLS (transport: tls) */
+    uint8_t require_client_cert; /* SSL_VERIFY_PEER|FAIL_IF_NO_PEER_CERT with ca_file */
+    uint8_t tls_min_version;  /* CONF_TLS_1_2 or CONF_TLS_1_3 */
+    uint32_t handshake_timeout; /* seconds for the TLS handshake (and PROXY header) */
+    char cert_file[256];      /* PEM server certificate (chain) */
+    char key_file[256];       /* PEM private key */
+    char ca_file[256];        /* PEM CAs that client certificates must chain to; "" = none */
+    char ciphers[512];        /* TLS 1.2 cipher list (OpenSSL syntax) */
 } conf_listener_t;
+
+enum { CONF_TRANSPORT_TCP = 0, CONF_TRANSPORT_TLS, CONF_TRANSPORT_WS, CONF_TRANSPORT_WSS };
+enum { CONF_PROXY_OFF = 0, CONF_PROXY_V1, CONF_PROXY_V2 };
+enum { CONF_TLS_1_2 = 0, CONF_TLS_1_3 };
+/* The default TLS 1.2 cipher list: forward secrecy and AEAD only. */
+#define CONF_DEFAULT_CIPHERS "ECDHE+AESGCM:ECDHE+CHACHA20"
+
 
 typedef struct {
     uint32_t workers;          /* 0 = one per core */
@@ -63,6 +80,8 @@ typedef struct {
     uint16_t max_topic_length;        /* bytes, default 65535 */
     uint64_t max_queued_bytes;        /* per session */
     uint32_t slow_subscriber_timeout; /* seconds a subscriber may keep its output full; 0 = forever */
+    uint32_t max_output_buffer;       /* bytes pending to one client beyond which QoS 0
+                                       * messages to it are dropped */
     uint64_t memory_high_water;       /* bytes of messages and buffers; above it new
                                        * connections are refused, QoS 0 to slow clients dropped */
 } conf_t;

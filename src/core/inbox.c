@@ -47,10 +47,10 @@ void inbox_vec_free(inbox_vec_t *v)
     v->len = v->cap = 0;
 }
 
-void inbox_post(inbox_t *ib, inbox_vec_t *batch)
+size_t inbox_post(inbox_t *ib, inbox_vec_t *batch)
 {
     if (batch->len == 0)
-        return;
+        return 0;
     pthread_mutex_lock(&ib->mu);
     int was_empty = ib->q.len == 0;
     if (was_empty && ib->q.cap < batch->len) {
@@ -76,7 +76,10 @@ void inbox_post(inbox_t *ib, inbox_vec_t *batch)
         ssize_t w = write(ib->evfd, &one, sizeof(one));
         (void)w; /* EAGAIN only when the counter is huge: already readable */
     }
+    size_t waiting = ib->q.len;
+    atomic_store_explicit(&ib->waiting, waiting, memory_order_relaxed);
     pthread_mutex_unlock(&ib->mu);
+    return waiting;
 }
 
 void inbox_take(inbox_t *ib, inbox_vec_t *out)
@@ -89,5 +92,6 @@ void inbox_take(inbox_t *ib, inbox_vec_t *out)
     ib->q = *out;
     ib->q.len = 0;
     *out = tmp;
+    atomic_store_explicit(&ib->waiting, 0, memory_order_relaxed);
     pthread_mutex_unlock(&ib->mu);
 }

@@ -11,6 +11,7 @@
 #define ANTENNA_INBOX_H
 
 #include <pthread.h>
+#include <stdatomic.h>
 #include <stddef.h>
 #include <stdint.h>
 
@@ -32,8 +33,15 @@ typedef struct {
 typedef struct {
     pthread_mutex_t mu;
     inbox_vec_t q;
-    int evfd; /* eventfd, non-blocking */
+    int evfd;                 /* eventfd, non-blocking */
+    _Atomic size_t waiting;   /* q.len, readable without the lock */
 } inbox_t;
+
+/* Items waiting, without taking the lock (a producer's congestion check). */
+static inline size_t inbox_waiting(inbox_t *ib)
+{
+    return atomic_load_explicit(&ib->waiting, memory_order_relaxed);
+}
 
 int inbox_init(inbox_t *ib);
 void inbox_destroy(inbox_t *ib);
@@ -42,8 +50,9 @@ void inbox_vec_push(inbox_vec_t *v, const inbox_item_t *it);
 void inbox_vec_free(inbox_vec_t *v);
 
 /* Move every item of batch into the inbox (batch is left empty, its storage
- * kept for reuse) and wake the consumer if needed. */
-void inbox_post(inbox_t *ib, inbox_vec_t *batch);
+ * kept for reuse) and wake the consumer if needed.  Returns the number of
+ * items now waiting (the producer's congestion signal). */
+size_t inbox_post(inbox_t *ib, inbox_vec_t *batch);
 
 /* Consumer: clear the eventfd and swap the queued items into *out (which
  * must be empty; its storage is given to the inbox for reuse). */

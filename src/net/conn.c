@@ -7,6 +7,14 @@
  * cache and written once at the end of the loop turn; EPOLLOUT is armed
  * only while the socket refuses bytes.  An idle connection holds neither
  * buffer.
+ *
+ * Transports: on a TLS listener the socket is driven by an SSL (net_tls.h,
+ * kept in conn_ext_t): the handshake advances on each readiness event,
+ * reads decrypt into the scratch buffer and the plaintext output is
+ * encrypted when flushed.  On a PROXY listener the header is read first
+ * (peeked, then consumed exactly, so nothing after it is taken from the
+ * socket) and its source address replaces the peer.  Both are bounded by
+ * the listener's handshake_timeout on the connect timer.
  */
 #include "conn.h"
 
@@ -20,17 +28,31 @@
 
 #include "log.h"
 #include "mqtt_props.h"
+#include "net_proxy.h"
+#include "net_tls.h"
 #include "proto.h"
 #include "router.h"
 #include "sess.h"
 
-/* Output beyond which QoS 0 messages to this connection are dropped: a
- * subscriber that does not read cannot make the broker grow without bound. */
-#define CONN_OUT_LIMIT (8u << 20)
 
 conn_t *conn_new(worker_t *w, int fd, const struct sockaddr *sa, uint8_t listener)
 {
+    const conf_listener_t *l = &w->srv->conf.listeners[listener];
+    struct ssl_st *ssl = NULL;
+    if (l->transport == CONF_TRANSPORT_TLS) {
+        ssl = tls_new(w->srv->tls_ctx[listener], fd);
+        if (ssl == NULL)
+            return NULL;
+    }
     conn_t *c = an_calloc(1, sizeof(*c));
+    if (ssl) {
+        conn_ext(c)->ssl = ssl;
+        c->flags |= CONN_F_TLS_HS;
+    }
+    if (l->proxy_protocol != CONF_PROXY_OFF) {
+        conn_ext(c);
+        c->flags |= CONN_F_PROXY;
+    }
     c->fd = fd;
     c->w = w;
     c->listener = listener;
@@ -48,7 +70,7 @@ conn_t *conn_new(worker_t *w, int fd, const struct sockaddr *sa, uint8_t listene
     tw_timer_init(&c->timer, conn_on_timer);
     c->last_rx = w->now;
     c->recv_max = 65535;
-    c->flags = CONN_F_PROBLEM_INFO;
+    c->flags |= CONN_F_PROBLEM_INFO;
     c->next = w->conns;
     if (w->conns)
         w->conns->prev = c;
@@ -115,9 +137,148 @@ void conn_input(conn_t *c, const uint8_t *data, size_t n)
     }
 }
 
+/* The preamble (PROXY header, TLS handshake) is over: the CONNECT has
+ * connect_timeout from now. */
+static void preamble_done(conn_t *c)
+{
+    tw_add(&c->w->tw, &c->timer, c->w->now + (uint64_t)c->w->srv->conf.connect_timeout * 1000u);
+}
+
+static void read_proxy(conn_t *c)
+{
+    worker_t *w = c->w;
+    conn_ext_t *x = c->x;
+    char msg[256], name[160];
+    ssize_t n = recv(c->fd, w->scratch, w->scratch_size, MSG_PEEK);
+    if (n == 0) {
+        conn_close(c, "connection closed by peer before its PROXY header", 0);
+        return;
+    }
+    if (n < 0) {
+        if (errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR)
+            return;
+        snprintf(msg, sizeof(msg), "read error: %s", strerror(errno));
+        conn_close(c, msg, 0);
+        return;
+    }
+    uint8_t buf[PROXY_MAX_HEADER];
+    size_t add = AN_MIN((size_t)n, sizeof(buf) - x->nproxy);
+    if (x->nproxy)
+        memcpy(buf, x->proxy_buf, x->nproxy);
+    memcpy(buf + x->nproxy, w->scratch, add);
+    size_t have = x->nproxy + add;
+    proxy_result_t r;
+    const char *why = NULL;
+    int version = w->srv->conf.listeners[c->listener].proxy_protocol == CONF_PROXY_V1 ? 1 : 2;
+    int rc = proxy_parse(buf, have, version, &r, &why);
+    if (rc < 0) {
+        snprintf(msg, sizeof(msg), "invalid PROXY protocol header: %s", why ? why : "?");
+        conn_close(c, msg, 0);
+        return;
+    }
+    /* consume exactly the header's bytes (all of them when incomplete) */
+    size_t take = (rc > 0 ? (size_t)rc : have) - x->nproxy;
+    if (recv(c->fd, w->scratch, take, 0) != (ssize_t)take) {
+        conn_close(c, "read error while consuming the PROXY header", 0);
+        return;
+    }
+    if (rc == 0) {
+        x->proxy_buf = an_realloc(x->proxy_buf, have);
+        memcpy(x->proxy_buf + x->nproxy, w->scratch, take);
+        x->nproxy = (uint32_t)have;
+        return;
+    }
+    free(x->proxy_buf);
+    x->proxy_buf = NULL;
+    x->nproxy = 0;
+    c->flags &= (uint8_t)~CONN_F_PROXY;
+    conn_name(c, name, sizeof(name));
+    if (!r.local) {
+        c->peer.family = r.family;
+        memcpy(c->peer.addr, r.src, sizeof(c->peer.addr));
+        c->peer.port = r.src_port;
+    }
+    char client[160];
+    log_debug("%s: PROXY v%u header: client %s (via %s)", conn_name(c, client, sizeof(client)),
+              r.version, r.local ? "unknown, socket address kept" : client, name);
+    if (!(c->flags & CONN_F_TLS_HS))
+        preamble_done(c);
+}
+
+static void set_tls_want_out(conn_t *c, int on);
+
+static void tls_readable(conn_t *c)
+{
+    worker_t *w = c->w;
+    struct ssl_st *ssl = c->x->ssl;
+    char why[300], msg[360];
+    if (c->flags & CONN_F_TLS_HS) {
+        int rc = tls_handshake(ssl, why, sizeof(why));
+        if (rc == TLS_WANT_READ || rc == TLS_WANT_WRITE) {
+            set_tls_want_out(c, rc == TLS_WANT_WRITE);
+            return;
+        }
+        if (rc != TLS_OK) {
+            snprintf(msg, sizeof(msg), "TLS handshake failed: %s", why);
+            conn_close(c, msg, 0);
+            return;
+        }
+        c->flags &= (uint8_t)~CONN_F_TLS_HS;
+        set_tls_want_out(c, 0);
+        char name[160], desc[96];
+        log_debug("%s: TLS handshake done (%s)", conn_name(c, name, sizeof(name)),
+                  tls_describe(ssl, desc, sizeof(desc)));
+        preamble_done(c);
+    }
+    size_t got = 0;
+    int closed = 0;
+    while (got < w->scratch_size) {
+        ssize_t n = tls_read(ssl, w->scratch + got, w->scratch_size - got, why, sizeof(why));
+        if (n > 0) {
+            got += (size_t)n;
+            continue;
+        }
+        closed = n == 0;
+        break;
+    }
+    if (got) {
+        STAT_ADD(w->stats.bytes_received, (uint64_t)got);
+        c->last_rx = w->now;
+        conn_input(c, w->scratch, got);
+    }
+    if (closed && (c->state == CONN_NEW || c->state == CONN_ACTIVE))
+        conn_close(c, why, 1);
+}
+
+static void update_events(conn_t *c);
+
+void conn_pause(conn_t *c, uint64_t until)
+{
+    if (c->flags & CONN_F_PAUSED)
+        return;
+    c->flags |= CONN_F_PAUSED;
+    conn_ext(c)->paused_until = until;
+    update_events(c);
+    conn_arm_timer(c);
+}
+
 void conn_on_readable(conn_t *c)
 {
     worker_t *w = c->w;
+    if (c->state == CONN_ACTIVE && w->srv->nworkers > 1 && worker_congested(w)) {
+        /* another worker's inbox is over its bound: stop taking in
+         * messages for a moment rather than queue them without limit */
+        conn_pause(c, w->congested_until);
+        return;
+    }
+    if (c->flags & CONN_F_PROXY) {
+        read_proxy(c);
+        return;
+    }
+    if (c->x && c->x->ssl) {
+        tls_readable(c);
+        return;
+    }
     ssize_t n = recv(c->fd, w->scratch, w->scratch_size, 0);
     if (n > 0) {
         STAT_ADD(w->stats.bytes_received, (uint64_t)n);
@@ -152,7 +313,9 @@ static void mark_flush(conn_t *c)
 uint8_t *conn_reserve(conn_t *c, size_t n, int force)
 {
     uint32_t pending = conn_out_pending(c);
-    if (!force && pending > CONN_OUT_LIMIT)
+    /* limits.max_output_buffer: a subscriber that does not keep up cannot
+     * make the broker grow without bound */
+    if (!force && pending > c->w->srv->conf.max_output_buffer)
         return NULL;
     if (c->obuf == NULL) {
         size_t cap;
@@ -227,7 +390,7 @@ static int send_publish_v5(conn_t *c, const msg_t *m, uint8_t qos, uint8_t retai
     size_t elen = mqtt_pw_len(&pw), plen = m->props_len + elen;
     uint16_t tlen = known ? 0 : m->topic_len;
     size_t size = mqtt_publish_v5_size(tlen, qos, plen, m->payload_len);
-    uint8_t *p = conn_reserve(c, size, qos > 0);
+    uint8_t *p = conn_reserve(c, size, qos > 0 || retain);
     if (p == NULL)
         return -1;
     const uint8_t *props = msg_props(m);
@@ -251,7 +414,7 @@ int conn_send_publish(conn_t *c, const msg_t *m, uint8_t qos, uint8_t retain,
     if (c->proto == MQTT_PROTO_V5)
         return send_publish_v5(c, m, qos, retain, dup, pid, subids, nsubids);
     size_t size = mqtt_publish_size(m->topic_len, qos, m->payload_len);
-    uint8_t *p = conn_reserve(c, size, qos > 0);
+    uint8_t *p = conn_reserve(c, size, qos > 0 || retain);
     if (p == NULL)
         return -1;
     mqtt_encode_publish(p, msg_topic(m), m->topic_len, qos, retain, dup, pid,
@@ -268,11 +431,20 @@ void conn_send_ack(conn_t *c, uint8_t type, uint16_t pid)
 
 static void update_events(conn_t *c)
 {
-    uint32_t events = (c->flags & CONN_F_THROTTLED) ? 0 : EPOLLIN;
+    uint32_t events = (c->flags & (CONN_F_THROTTLED | CONN_F_PAUSED)) ? 0 : EPOLLIN;
     if (c->want_out)
         events |= EPOLLOUT;
     struct epoll_event ev = {.events = events, .data.ptr = c};
     epoll_ctl(c->w->epfd, EPOLL_CTL_MOD, c->fd, &ev);
+}
+
+/* EPOLLOUT for the TLS handshake: no slow-subscriber tracking. */
+static void set_tls_want_out(conn_t *c, int on)
+{
+    if (c->want_out != on) {
+        c->want_out = (uint8_t)on;
+        update_events(c);
+    }
 }
 
 static void set_want_out(conn_t *c, int on)
@@ -303,6 +475,20 @@ static void release_obuf(conn_t *c)
 /* Returns 0, or -1 on a write error (the caller closes). */
 static int write_out(conn_t *c)
 {
+    while (conn_out_pending(c) && c->x && c->x->ssl) {
+        char why[300];
+        ssize_t n = tls_write(c->x->ssl, c->obuf + c->ooff, conn_out_pending(c), why,
+                              sizeof(why));
+        if (n > 0) {
+            c->ooff += (uint32_t)n;
+            STAT_ADD(c->w->stats.bytes_sent, (uint64_t)n);
+            continue;
+        }
+        if (n == -TLS_WANT_WRITE || n == -TLS_WANT_READ)
+            return 0;
+        errno = ECONNRESET;
+        return -1;
+    }
     while (conn_out_pending(c)) {
         ssize_t n = send(c->fd, c->obuf + c->ooff, conn_out_pending(c), MSG_NOSIGNAL);
         if (n > 0) {
@@ -336,6 +522,10 @@ void conn_flush(conn_t *c)
 
 void conn_on_writable(conn_t *c)
 {
+    if (c->flags & CONN_F_TLS_HS) {
+        tls_readable(c); /* the handshake wanted to write */
+        return;
+    }
     mark_flush(c); /* written at the end of the turn with the rest */
 }
 
@@ -370,6 +560,8 @@ void conn_close(conn_t *c, const char *why, int publish_will)
         sess_detach(w, s);
     }
     tw_del(&w->tw, &c->timer);
+    if (c->x && c->x->ssl)
+        tls_shutdown(c->x->ssl);
     epoll_ctl(w->epfd, EPOLL_CTL_DEL, c->fd, NULL);
     close(c->fd);
     c->fd = -1;
@@ -412,17 +604,24 @@ static void ext_free(conn_ext_t *x)
         free(x->alias_out);
     }
     free(x->pending);
+    free(x->proxy_buf);
+    tls_free(x->ssl);
     free(x);
 }
 
 void conn_close_reason(conn_t *c, const char *why, int publish_will, uint8_t rc)
 {
     if (c->proto == MQTT_PROTO_V5 && c->state == CONN_ACTIVE) {
-        /* [MQTT-3.14.2-1] a DISCONNECT with only a reason code: no properties */
-        uint8_t *p = conn_reserve(c, 3, 1);
-        p[0] = MQTT_DISCONNECT << 4;
-        p[1] = 1;
-        p[2] = rc;
+        /* the reason code, and the log line as Reason String (a DISCONNECT
+         * may carry one whatever Request Problem Information said) */
+        uint8_t props[200];
+        mqtt_pw_t pw;
+        mqtt_pw_init(&pw, props, sizeof(props));
+        if (why)
+            mqtt_pw_str(&pw, MQTT_PROP_REASON_STRING, why, AN_MIN(strlen(why), 190));
+        size_t len = mqtt_pw_error(&pw) ? 0 : mqtt_pw_len(&pw);
+        mqtt_encode_disconnect_v5(conn_reserve(c, mqtt_disconnect_v5_size(rc, len), 1), rc,
+                                  props, len);
     }
     conn_close(c, why, publish_will);
 }
@@ -459,7 +658,7 @@ void conn_count_publish(conn_t *c, size_t bytes)
             update_events(c);
             STAT_ADD(c->w->stats.throttled, 1);
             char name[160];
-            log_debug("%s: over its message or byte rate, reads paused",
+            log_info("%s: over its message or byte rate, reads paused until the next second",
                       conn_name(c, name, sizeof(name)));
             conn_arm_timer(c);
         }
@@ -474,6 +673,8 @@ void conn_arm_timer(conn_t *c)
         at = c->last_rx + (uint64_t)c->keepalive * 1500u;
     if (c->flags & CONN_F_THROTTLED)
         at = AN_MIN(at, (c->x->rl_window + 1) * 1000u);
+    if (c->flags & CONN_F_PAUSED)
+        at = AN_MIN(at, c->x->paused_until);
     if ((c->flags & CONN_F_OUT_FULL) && w->srv->conf.slow_subscriber_timeout)
         at = AN_MIN(at, c->x->out_full_since +
                             (uint64_t)w->srv->conf.slow_subscriber_timeout * 1000u);
@@ -489,7 +690,12 @@ void conn_on_timer(tw_timer_t *t)
     worker_t *w = c->w;
     const conf_t *cf = &w->srv->conf;
     if (c->state == CONN_NEW) {
-        conn_close(c, "no CONNECT within connect_timeout", 0);
+        if (c->flags & CONN_F_PROXY)
+            conn_close(c, "no PROXY header within handshake_timeout", 0);
+        else if (c->flags & CONN_F_TLS_HS)
+            conn_close(c, "TLS handshake not completed within handshake_timeout", 0);
+        else
+            conn_close(c, "no CONNECT within connect_timeout", 0);
         return;
     }
     if (c->state != CONN_ACTIVE)
@@ -505,6 +711,10 @@ void conn_on_timer(tw_timer_t *t)
         STAT_ADD(w->stats.slow_disconnects, 1);
         conn_close(c, "slow subscriber: output stayed full past slow_subscriber_timeout", 1);
         return;
+    }
+    if ((c->flags & CONN_F_PAUSED) && w->now >= c->x->paused_until) {
+        c->flags &= (uint8_t)~CONN_F_PAUSED;
+        update_events(c);
     }
     if ((c->flags & CONN_F_THROTTLED) && w->now / 1000u > c->x->rl_window) {
         c->flags &= (uint8_t)~CONN_F_THROTTLED;

@@ -61,7 +61,10 @@ struct conn_s {
 enum {
     CONN_F_PROBLEM_INFO = 1, /* MQTT 5 Request Problem Information (default 1) */
     CONN_F_THROTTLED = 2,    /* reads paused by a rate limit */
-    CONN_F_OUT_FULL = 4      /* output over its limit since x->out_full_since */
+    CONN_F_OUT_FULL = 4,     /* output over its limit since x->out_full_since */
+    CONN_F_TLS_HS = 8,       /* TLS handshake in progress (x->ssl) */
+    CONN_F_PROXY = 16,       /* waiting for the PROXY protocol header */
+    CONN_F_PAUSED = 32       /* reads paused: another worker's inbox is full */
 };
 
 /* State few connections need, allocated on first use and freed with the
@@ -80,6 +83,10 @@ typedef struct conn_ext_s {
     uint16_t alias_out_max;  /* the client's Topic Alias Maximum */
     mqtt_str_t *alias_out;   /* topic of alias i + 1 (owned copies) */
     uint32_t will_delay;     /* seconds (MQTT 5 Will Delay Interval) */
+    uint64_t paused_until;   /* ms, with CONN_F_PAUSED */
+    struct ssl_st *ssl;      /* transport: tls (net_tls.h), for life */
+    uint8_t *proxy_buf;      /* PROXY header bytes consumed so far */
+    uint32_t nproxy;
 } conn_ext_t;
 
 conn_ext_t *conn_ext(conn_t *c);
@@ -87,6 +94,8 @@ conn_ext_t *conn_ext(conn_t *c);
 /* Arm the connection timer for its earliest deadline: keepalive, the end of
  * a read throttle, the slow-subscriber limit. */
 void conn_arm_timer(conn_t *c);
+/* Stop reading the connection until `until` (ms): back-pressure. */
+void conn_pause(conn_t *c, uint64_t until);
 /* Count a PUBLISH of `bytes` against the client's rate limits; pauses reads
  * until the next second when over. */
 void conn_count_publish(conn_t *c, size_t bytes);
@@ -101,7 +110,10 @@ typedef struct {
     uint8_t data[];
 } handoff_t;
 
-/* Create a connection for an accepted socket (non-blocking already). */
+/* Create a connection for an accepted socket (non-blocking already).  On a
+ * TLS or PROXY listener the connection starts with its preamble (the PROXY
+ * header, then the TLS handshake); returns NULL when the TLS state cannot
+ * be allocated (nothing to free but the socket). */
 conn_t *conn_new(worker_t *w, int fd, const struct sockaddr *sa, uint8_t listener);
 /* Socket readable: read once (bounded), parse and dispatch every packet. */
 void conn_on_readable(conn_t *c);
@@ -115,7 +127,8 @@ void conn_input(conn_t *c, const uint8_t *data, size_t n);
 uint8_t *conn_reserve(conn_t *c, size_t n, int force);
 /* Encode and queue a PUBLISH.  Returns 0, or -1 when a QoS 0 message was
  * dropped because the output is over its limit (QoS 1/2 are never dropped
- * here: the inflight window bounds them). */
+ * here: the inflight window bounds them; nor are messages sent with the
+ * retain flag: the retained set a subscription asks for arrives whole). */
 int conn_send_publish(conn_t *c, const msg_t *m, uint8_t qos, uint8_t retain,
                       uint8_t dup, uint16_t pid, const uint32_t *subids, uint32_t nsubids);
 /* Queue a 4-byte acknowledgement (PUBACK, PUBREC, PUBREL, PUBCOMP,

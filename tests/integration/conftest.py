@@ -12,6 +12,8 @@ Overrides follow antenna's YAML config:
     broker(log={"file": str(tmp_path / "a.log")})
     broker(listener={"max_connections": 2})    # merged into the first listener
     broker(extra_listeners=1)                  # .ports has 2 ports
+    broker(listener={"address": "::1"})        # .host becomes "::1"
+    broker(listener={"transport": "tls", "cert_file": ..., "key_file": ...})
 
 On teardown every broker still running is stopped with SIGTERM (exit code
 must be 0 within 10 s) and the test fails if its output contains a sanitizer
@@ -243,6 +245,10 @@ class Broker:
             if i == 0:
                 lst.update(listener)
             self.listeners.append(lst)
+        # an IPv6 first listener (listener={"address": "::1"}): clients and
+        # the start-up probe use that address
+        if ":" in self.listeners[0]["address"]:
+            self.host = self.listeners[0]["address"]
         self.stderr_path = tmp_path / ("broker%d.stderr.log" % index)
         self.log_path = pathlib.Path(self.log_cfg["file"]) if self.log_cfg["file"] else self.stderr_path
         self.proc = None
@@ -336,7 +342,8 @@ class Broker:
                 self.returncode = self.proc.returncode
                 pytest.fail("broker exited during start-up with code %s; output:\n%s"
                             % (self.proc.returncode, self.log_text()[-4000:]))
-            if all(port_accepts(self.host, p) for p in self.ports):
+            if all(port_accepts(self.host if i == 0 else Broker.host, p)
+                   for i, p in enumerate(self.ports)):
                 return self
             if time.monotonic() >= deadline:
                 self.kill()

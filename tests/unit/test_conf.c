@@ -54,6 +54,16 @@ static void assert_conf_equal(const conf_t *a, const conf_t *b)
         assert_string_equal(a->listeners[i].address, b->listeners[i].address);
         assert_int_equal(a->listeners[i].port, b->listeners[i].port);
         assert_int_equal(a->listeners[i].max_connections, b->listeners[i].max_connections);
+        assert_int_equal(a->listeners[i].transport, b->listeners[i].transport);
+        assert_int_equal(a->listeners[i].proxy_protocol, b->listeners[i].proxy_protocol);
+        assert_int_equal(a->listeners[i].handshake_timeout, b->listeners[i].handshake_timeout);
+        assert_int_equal(a->listeners[i].tls_min_version, b->listeners[i].tls_min_version);
+        assert_int_equal(a->listeners[i].require_client_cert,
+                         b->listeners[i].require_client_cert);
+        assert_string_equal(a->listeners[i].cert_file, b->listeners[i].cert_file);
+        assert_string_equal(a->listeners[i].key_file, b->listeners[i].key_file);
+        assert_string_equal(a->listeners[i].ca_file, b->listeners[i].ca_file);
+        assert_string_equal(a->listeners[i].ciphers, b->listeners[i].ciphers);
     }
     assert_int_equal(a->max_packet_size, b->max_packet_size);
     assert_int_equal(a->connect_timeout, b->connect_timeout);
@@ -249,6 +259,65 @@ static void test_multiple_listeners(void **state)
     assert_int_equal(c.nlisteners, 1);
     assert_int_equal(c.listeners[0].port, 7);
     assert_string_equal(c.listeners[0].name, "mqtt");
+}
+
+static void test_listener_transport(void **state)
+{
+    (void)state;
+    conf_t c;
+    expect_ok("listeners:\n"
+              "  - port: 1883\n"
+              "    proxy_protocol: v2\n"
+              "  - name: mqtts\n"
+              "    port: 8883\n"
+              "    transport: tls\n"
+              "    cert_file: /c.pem\n"
+              "    key_file: /k.pem\n"
+              "    ca_file: /ca.pem\n"
+              "    require_client_cert: true\n"
+              "    tls_min_version: \"1.3\"\n"
+              "    ciphers: ECDHE+AESGCM\n"
+              "    handshake_timeout: 3\n"
+              "    proxy_protocol: v1\n",
+              &c);
+    assert_int_equal(c.nlisteners, 2);
+    assert_int_equal(c.listeners[0].transport, CONF_TRANSPORT_TCP);
+    assert_int_equal(c.listeners[0].proxy_protocol, CONF_PROXY_V2);
+    assert_int_equal(c.listeners[0].handshake_timeout, 10);
+    assert_string_equal(c.listeners[0].ciphers, CONF_DEFAULT_CIPHERS);
+    assert_int_equal(c.listeners[1].transport, CONF_TRANSPORT_TLS);
+    assert_string_equal(c.listeners[1].cert_file, "/c.pem");
+    assert_string_equal(c.listeners[1].key_file, "/k.pem");
+    assert_string_equal(c.listeners[1].ca_file, "/ca.pem");
+    assert_int_equal(c.listeners[1].require_client_cert, 1);
+    assert_int_equal(c.listeners[1].tls_min_version, CONF_TLS_1_3);
+    assert_string_equal(c.listeners[1].ciphers, "ECDHE+AESGCM");
+    assert_int_equal(c.listeners[1].handshake_timeout, 3);
+    assert_int_equal(c.listeners[1].proxy_protocol, CONF_PROXY_V1);
+
+    expect_error("listeners:\n  - port: 1\n    transport: ws\n", 3,
+                 "listeners[0].transport");
+    expect_error("listeners:\n  - port: 1\n    transport: wss\n", 3,
+                 "listeners[0].transport");
+    expect_error("listeners:\n  - port: 1\n    transport: quic\n", 3,
+                 "listeners[0].transport");
+    expect_error("listeners:\n  - port: 1\n    transport: tls\n    key_file: /k\n", 2,
+                 "listeners[0].cert_file");
+    expect_error("listeners:\n  - port: 1\n    transport: tls\n    cert_file: /c\n", 2,
+                 "listeners[0].key_file");
+    expect_error("listeners:\n  - port: 1\n    transport: tls\n    cert_file: /c\n"
+                 "    key_file: /k\n    require_client_cert: yes\n", 6,
+                 "listeners[0].ca_file");
+    expect_error("listeners:\n  - port: 1\n    cert_file: /c\n", 3,
+                 "listeners[0].cert_file");
+    expect_error("listeners:\n  - port: 1\n    tls_min_version: \"1.1\"\n", 3,
+                 "listeners[0].tls_min_version");
+    expect_error("listeners:\n  - port: 1\n    proxy_protocol: v3\n", 3,
+                 "listeners[0].proxy_protocol");
+    expect_error("listeners:\n  - port: 1\n    handshake_timeout: 0\n", 3,
+                 "listeners[0].handshake_timeout");
+    expect_error("listeners:\n  - port: 1\n    ciphers: \"\"\n", 3,
+                 "listeners[0].ciphers");
 }
 
 static void test_max_listeners(void **state)
@@ -636,6 +705,7 @@ int main(void)
         cmocka_unit_test(test_err_integers),
         cmocka_unit_test(test_err_bool_level),
         cmocka_unit_test(test_err_listeners),
+        cmocka_unit_test(test_listener_transport),
         cmocka_unit_test(test_err_strings),
         cmocka_unit_test(test_err_yaml_syntax),
         cmocka_unit_test(test_aliases),

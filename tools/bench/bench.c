@@ -136,9 +136,11 @@ static double parse_num(const char *s, const char *opt, double lo, double hi)
     return v;
 }
 
-static char **split_list(const char *s, uint32_t *n)
+/* Tokens point into *copy; the caller frees both. */
+static char **split_list(const char *s, uint32_t *n, char **copy_out)
 {
     char *copy = an_strndup(s, strlen(s));
+    *copy_out = copy;
     uint32_t cap = 4, k = 0;
     char **v = an_calloc(cap, sizeof(*v));
     for (char *save = NULL, *tok = strtok_r(copy, ",", &save); tok;
@@ -345,26 +347,33 @@ static void parse_options(int argc, char **argv)
         die("--topic '%s' contains a wildcard", o->topic.text);
 
     uint32_t n;
-    char **v = split_list(hosts, &n);
+    char *copy;
+    char **v = split_list(hosts, &n, &copy);
     if (!n)
         die("%s", "--host is empty");
     o->hosts = an_calloc(n, sizeof(*o->hosts));
     for (uint32_t i = 0; i < n; i++)
         resolve(v[i], &o->hosts[i]);
     o->nhosts = n;
-    v = split_list(ports, &n);
+    free(v);
+    free(copy);
+    v = split_list(ports, &n, &copy);
     if (!n)
         die("%s", "--port is empty");
     o->ports = an_calloc(n, sizeof(*o->ports));
     for (uint32_t i = 0; i < n; i++)
         o->ports[i] = (uint16_t)parse_num(v[i], "--port", 1, 65535);
     o->nports = n;
+    free(v);
+    free(copy);
     if (ifaddrs) {
-        v = split_list(ifaddrs, &n);
+        v = split_list(ifaddrs, &n, &copy);
         o->ifaddrs = an_calloc(n ? n : 1, sizeof(*o->ifaddrs));
         for (uint32_t i = 0; i < n; i++)
             resolve(v[i], &o->ifaddrs[i]);
         o->nifaddrs = n;
+        free(v);
+        free(copy);
     }
 }
 
@@ -837,6 +846,21 @@ int main(int argc, char **argv)
     report_summary(g_opt.json ? stderr : stdout, &r);
     if (g_opt.json)
         report_json(stdout, &r);
+    fflush(stdout);
     int bad = r.killed_workers || (total && r.st.c[C_conn_ok] == 0);
+
+    for (uint32_t i = 0; i < nkids; i++) {
+        free(kids[i].buf);
+        free(kids[i].fin);
+        free(kids[i].sent);
+        close(kids[i].rep);
+        close(kids[i].ctl);
+    }
+    free(kids);
+    free(pf);
+    free(sent);
+    free(g_opt.hosts);
+    free(g_opt.ports);
+    free(g_opt.ifaddrs);
     return bad ? 1 : 0;
 }

@@ -15,8 +15,9 @@
  * parser).  Output is appended to a per-connection buffer and written by
  * client_flush once per turn, at the end; EPOLLOUT is armed only while the
  * socket refuses bytes.  Idle connections (conn mode) give their buffer back
- * once it drains, so holding 19,000 connections costs the generator ~200
- * bytes each besides the kernel's socket.
+ * once it drains, so holding 19,000 connections costs the generator 132
+ * bytes each (client_t plus its slots in the dirty/active/heap arrays)
+ * besides the kernel's socket.
  *
  * Publishing: a publisher's QoS 1/2 packet ids live in a ring of 2x the
  * window (power of two), indexed by id & mask; a new id skips slots still in

@@ -318,7 +318,7 @@ void report_summary(FILE *out, const bench_result_t *r)
                 (unsigned long long)s->c[C_connected], (unsigned long long)s->c[C_clients]);
         if (d.recovery_s >= 0)
             fprintf(out, "; all back %.3f s after the first drop\n", d.recovery_s);
-        else if (d.recovery_s == -2)
+        else if (d.recovery_s == -2 && g_opt.reconnect)
             fprintf(out, "; NOT all back by the end\n");
         else
             fprintf(out, "\n");

@@ -1,0 +1,208 @@
+/* net_tls.c -- TLS transport (OpenSSL 3): contexts per listener, non-blocking
+ * server handshakes, reads and writes on a connection's socket.  See
+ * net_tls.h for the design.  Errors are taken from OpenSSL's per-thread
+ * error queue, which is cleared before each call.
+ */
+#include "net_tls.h"
+
+#include <errno.h>
+#include <stdio.h>
+#include <string.h>
+
+#include <openssl/err.h>
+#include <openssl/ssl.h>
+#include <openssl/x509.h>
+
+/* The reason of the last failure: the first queued OpenSSL error, the
+ * certificate verification result when it failed, or errno. */
+static void reason(SSL *ssl, int ret, int err, char *why, size_t whylen)
+{
+    unsigned long e = ERR_peek_error();
+    char buf[256] = "";
+    if (e) {
+        const char *r = ERR_reason_error_string(e);
+        if (r)
+            snprintf(buf, sizeof(buf), "%s", r);
+        else
+            ERR_error_string_n(e, buf, sizeof(buf));
+    } else if (err == SSL_ERROR_SYSCALL) {
+        snprintf(buf, sizeof(buf), "%s",
+                 errno && ret < 0 ? strerror(errno) : "connection closed during TLS");
+    } else if (err == SSL_ERROR_ZERO_RETURN) {
+        snprintf(buf, sizeof(buf), "closed by peer (close_notify)");
+    } else {
+        snprintf(buf, sizeof(buf), "SSL error %d", err);
+    }
+    long v = ssl ? SSL_get_verify_result(ssl) : X509_V_OK;
+    if (v != X509_V_OK)
+        snprintf(why, whylen, "%s (client certificate: %s)", buf,
+                 X509_verify_cert_error_string(v));
+    else
+        snprintf(why, whylen, "%s", buf);
+    ERR_clear_error();
+}
+
+static int file_err(const conf_listener_t *l, const char *what, const char *file,
+                    char *err, size_t errlen)
+{
+    unsigned long e = ERR_peek_last_error();
+    char buf[256] = "unknown error";
+    if (e)
+        ERR_error_string_n(e, buf, sizeof(buf));
+    snprintf(err, errlen, "listener %s: %s %s: %s", l->name, what, file, buf);
+    ERR_clear_error();
+    return -1;
+}
+
+struct ssl_ctx_st *tls_ctx_new(const conf_listener_t *l, char *err, size_t errlen)
+{
+    ERR_clear_error();
+    SSL_CTX *ctx = SSL_CTX_new(TLS_server_method());
+    if (ctx == NULL) {
+        snprintf(err, errlen, "listener %s: cannot create a TLS context", l->name);
+        return NULL;
+    }
+    int minv = l->tls_min_version == CONF_TLS_1_3 ? TLS1_3_VERSION : TLS1_2_VERSION;
+    if (!SSL_CTX_set_min_proto_version(ctx, minv)) {
+        snprintf(err, errlen, "listener %s: cannot set tls_min_version", l->name);
+        goto fail;
+    }
+    SSL_CTX_set_options(ctx, SSL_OP_NO_RENEGOTIATION | SSL_OP_CIPHER_SERVER_PREFERENCE |
+                                 SSL_OP_NO_COMPRESSION);
+    SSL_CTX_set_mode(ctx, SSL_MODE_ENABLE_PARTIAL_WRITE |
+                              SSL_MODE_ACCEPT_MOVING_WRITE_BUFFER | SSL_MODE_RELEASE_BUFFERS);
+    if (!SSL_CTX_set_cipher_list(ctx, l->ciphers)) {
+        snprintf(err, errlen, "listener %s: ciphers \"%s\": no usable cipher", l->name,
+                 l->ciphers);
+        ERR_clear_error();
+        goto fail;
+    }
+    if (SSL_CTX_use_certificate_chain_file(ctx, l->cert_file) != 1) {
+        file_err(l, "cert_file", l->cert_file, err, errlen);
+        goto fail;
+    }
+    if (SSL_CTX_use_PrivateKey_file(ctx, l->key_file, SSL_FILETYPE_PEM) != 1) {
+        file_err(l, "key_file", l->key_file, err, errlen);
+        goto fail;
+    }
+    if (SSL_CTX_check_private_key(ctx) != 1) {
+        file_err(l, "key_file", l->key_file, err, errlen);
+        goto fail;
+    }
+    if (l->ca_file[0]) {
+        if (SSL_CTX_load_verify_locations(ctx, l->ca_file, NULL) != 1) {
+            file_err(l, "ca_file", l->ca_file, err, errlen);
+            goto fail;
+        }
+        STACK_OF(X509_NAME) *names = SSL_load_client_CA_file(l->ca_file);
+        if (names)
+            SSL_CTX_set_client_CA_list(ctx, names);
+        SSL_CTX_set_verify(ctx, SSL_VERIFY_PEER |
+                                    (l->require_client_cert ? SSL_VERIFY_FAIL_IF_NO_PEER_CERT : 0),
+                           NULL);
+    }
+    /* resumption: tickets are on by default; a session id context is
+     * needed for resumed sessions that carried a client certificate */
+    SSL_CTX_set_session_id_context(ctx, (const unsigned char *)l->name,
+                                   (unsigned)strnlen(l->name, SSL_MAX_SID_CTX_LENGTH));
+    SSL_CTX_set_session_cache_mode(ctx, SSL_SESS_CACHE_SERVER);
+    return ctx;
+fail:
+    SSL_CTX_free(ctx);
+    return NULL;
+}
+
+void tls_ctx_free(struct ssl_ctx_st *ctx)
+{
+    SSL_CTX_free(ctx);
+}
+
+struct ssl_st *tls_new(struct ssl_ctx_st *ctx, int fd)
+{
+    SSL *ssl = SSL_new(ctx);
+    if (ssl == NULL)
+        return NULL;
+    if (SSL_set_fd(ssl, fd) != 1) {
+        SSL_free(ssl);
+        ERR_clear_error();
+        return NULL;
+    }
+    SSL_set_accept_state(ssl);
+    return ssl;
+}
+
+void tls_free(struct ssl_st *ssl)
+{
+    SSL_free(ssl);
+}
+
+int tls_handshake(struct ssl_st *ssl, char *why, size_t whylen)
+{
+    ERR_clear_error();
+    errno = 0;
+    int rc = SSL_do_handshake(ssl);
+    if (rc == 1)
+        return TLS_OK;
+    int e = SSL_get_error(ssl, rc);
+    if (e == SSL_ERROR_WANT_READ)
+        return TLS_WANT_READ;
+    if (e == SSL_ERROR_WANT_WRITE)
+        return TLS_WANT_WRITE;
+    reason(ssl, rc, e, why, whylen);
+    return e == SSL_ERROR_ZERO_RETURN ? TLS_CLOSED : TLS_ERROR;
+}
+
+ssize_t tls_read(struct ssl_st *ssl, void *buf, size_t n, char *why, size_t whylen)
+{
+    ERR_clear_error();
+    errno = 0;
+    size_t got = 0;
+    int rc = SSL_read_ex(ssl, buf, n, &got);
+    if (rc == 1)
+        return (ssize_t)got;
+    int e = SSL_get_error(ssl, rc);
+    if (e == SSL_ERROR_WANT_READ)
+        return -TLS_WANT_READ;
+    if (e == SSL_ERROR_WANT_WRITE)
+        return -TLS_WANT_WRITE;
+    if (e == SSL_ERROR_ZERO_RETURN)
+        snprintf(why, whylen, "connection closed by peer");
+    else if (e == SSL_ERROR_SYSCALL && ERR_peek_error() == 0 && errno == 0)
+        snprintf(why, whylen, "connection closed by peer");
+    else
+        reason(ssl, rc, e, why, whylen);
+    ERR_clear_error();
+    return 0;
+}
+
+ssize_t tls_write(struct ssl_st *ssl, const void *buf, size_t n, char *why, size_t whylen)
+{
+    ERR_clear_error();
+    errno = 0;
+    size_t put = 0;
+    int rc = SSL_write_ex(ssl, buf, n, &put);
+    if (rc == 1)
+        return (ssize_t)put;
+    int e = SSL_get_error(ssl, rc);
+    if (e == SSL_ERROR_WANT_READ)
+        return -TLS_WANT_READ;
+    if (e == SSL_ERROR_WANT_WRITE)
+        return -TLS_WANT_WRITE;
+    reason(ssl, rc, e, why, whylen);
+    return -TLS_CLOSED;
+}
+
+void tls_shutdown(struct ssl_st *ssl)
+{
+    if (SSL_is_init_finished(ssl)) {
+        ERR_clear_error();
+        (void)SSL_shutdown(ssl);
+        ERR_clear_error();
+    }
+}
+
+const char *tls_describe(struct ssl_st *ssl, char *buf, size_t size)
+{
+    snprintf(buf, size, "%s %s", SSL_get_version(ssl), SSL_get_cipher_name(ssl));
+    return buf;
+}

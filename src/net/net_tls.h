@@ -1,0 +1,62 @@
+/* net_tls.h -- TLS transport for a listener (OpenSSL 3).
+ *
+ * Design:
+ * - One SSL_CTX per TLS listener, created by server_init() before any worker
+ *   starts (tls_ctx_new); a certificate, key or CA file that cannot be
+ *   loaded is an error naming the listener and the file, and the broker
+ *   exits 1.  The contexts are read-only afterwards and shared by the
+ *   workers (OpenSSL contexts are thread-safe for SSL_new).
+ * - Secure defaults: TLS 1.2 or 1.3 minimum (never SSLv3, TLS 1.0/1.1), a
+ *   forward-secret AEAD cipher list for TLS 1.2, no renegotiation, session
+ *   tickets on (resumption) with a session id context so resumption works
+ *   with client certificates too.
+ * - One SSL per connection, kept in the lazily allocated conn_ext_t (conn_t
+ *   does not grow), bound to the non-blocking socket with SSL_set_fd.  The
+ *   handshake runs inside the worker loop: each readiness event advances
+ *   it (tls_handshake), WANT_READ/WANT_WRITE just wait for the next event.
+ *   Reads decrypt into the worker's scratch buffer, so conn_input() sees
+ *   plaintext; conn_reserve() output stays plaintext and is encrypted by
+ *   tls_write() when the connection is flushed.  read_ahead stays off, so
+ *   bytes not yet needed remain in the socket: a connection moving to its
+ *   home worker after CONNECT loses nothing and its epoll still fires.
+ * - The handshake is bounded by the listener's handshake_timeout on the
+ *   connection's connect timer (armed at accept).
+ * Thread: an SSL is used only by the worker owning its connection.
+ */
+#ifndef ANTENNA_NET_TLS_H
+#define ANTENNA_NET_TLS_H
+
+#include <stddef.h>
+#include <sys/types.h>
+
+#include "conf.h"
+
+struct ssl_ctx_st;
+struct ssl_st;
+
+/* A context for listener `l`, or NULL with err set ("listener NAME: FILE:
+ * reason"). */
+struct ssl_ctx_st *tls_ctx_new(const conf_listener_t *l, char *err, size_t errlen);
+void tls_ctx_free(struct ssl_ctx_st *ctx);
+
+/* A server-side SSL on socket fd (NULL on allocation failure). */
+struct ssl_st *tls_new(struct ssl_ctx_st *ctx, int fd);
+void tls_free(struct ssl_st *ssl);
+
+enum { TLS_OK = 0, TLS_WANT_READ = 1, TLS_WANT_WRITE = 2, TLS_CLOSED = 3, TLS_ERROR = -1 };
+
+/* Advance the handshake: TLS_OK (done), TLS_WANT_READ, TLS_WANT_WRITE, or
+ * TLS_CLOSED/TLS_ERROR with `why` set to OpenSSL's reason. */
+int tls_handshake(struct ssl_st *ssl, char *why, size_t whylen);
+/* Read up to n plaintext bytes: > 0 bytes, or -TLS_WANT_READ,
+ * -TLS_WANT_WRITE, or 0 with `why` set (peer closed or error). */
+ssize_t tls_read(struct ssl_st *ssl, void *buf, size_t n, char *why, size_t whylen);
+/* Write up to n plaintext bytes: > 0 taken, -TLS_WANT_READ/-TLS_WANT_WRITE
+ * (try later), or -TLS_CLOSED (error, `why` set). */
+ssize_t tls_write(struct ssl_st *ssl, const void *buf, size_t n, char *why, size_t whylen);
+/* Send close_notify, best effort (never blocks). */
+void tls_shutdown(struct ssl_st *ssl);
+/* "TLSv1.3 TLS_AES_256_GCM_SHA384" for logs. */
+const char *tls_describe(struct ssl_st *ssl, char *buf, size_t size);
+
+#endif
