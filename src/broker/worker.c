@@ -331,8 +331,15 @@ void worker_free(worker_t *w)
     sess_table_free(&w->by_id);
     sess_table_free(&w->by_sid);
     if (w->outbox)
-        for (uint32_t i = 0; i < w->srv->nworkers; i++)
+        for (uint32_t i = 0; i < w->srv->nworkers; i++) {
+            /* wills published while sessions were freed above */
+            for (size_t j = 0; j < w->outbox[i].len; j++)
+                if (w->outbox[i].items[j].kind == WM_DELIVER) {
+                    msg_t *m = w->outbox[i].items[j].ptr;
+                    msg_unref(&m);
+                }
             inbox_vec_free(&w->outbox[i]);
+        }
     free(w->outbox);
     inbox_vec_free(&w->taken);
     for (uint32_t i = 0; i < w->buf_cached; i++)
