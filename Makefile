@@ -13,7 +13,7 @@ PYTEST      ?= /usr/bin/python3 -m pytest
 PYTEST_ARGS ?= -q
 
 DEB_PACKAGES = build-essential cmake pkg-config clang libclang-rt-14-dev \
-               libyaml-dev libcmocka-dev libssl-dev librocksdb-dev \
+               libyaml-dev libcmocka-dev libssl-dev librocksdb-dev libwslay-dev \
                python3 python3-pytest python3-paho-mqtt \
                mosquitto mosquitto-clients haproxy
 

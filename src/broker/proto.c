@@ -108,13 +108,7 @@ static int hand_off(conn_t *c, uint32_t home, const mqtt_raw_t *pkt,
     mqtt_parser_reset(&c->ps);
     tw_del(&w->tw, &c->timer);
     epoll_ctl(w->epfd, EPOLL_CTL_DEL, c->fd, NULL);
-    if (c->prev)
-        c->prev->next = c->next;
-    else
-        w->conns = c->next;
-    if (c->next)
-        c->next->prev = c->prev;
-    c->next = c->prev = NULL;
+    conn_unlink(c);
     c->state = CONN_MOVING;
     inbox_item_t it = {.kind = WM_ADOPT, .ptr = h};
     worker_post(w, home, &it);
@@ -639,12 +633,8 @@ int proto_handle(conn_t *c, const mqtt_raw_t *pkt, const uint8_t *rest, size_t r
 void proto_adopt(worker_t *w, handoff_t *h)
 {
     conn_t *c = h->c;
-    c->w = w;
+    conn_link(w, c);
     c->state = CONN_NEW;
-    c->next = w->conns;
-    if (w->conns)
-        w->conns->prev = c;
-    w->conns = c;
     struct epoll_event ev = {.events = EPOLLIN, .data.ptr = c};
     c->want_out = 0;
     if (epoll_ctl(w->epfd, EPOLL_CTL_ADD, c->fd, &ev) < 0) {

@@ -15,6 +15,7 @@
 #include <string.h>
 
 #include "mqtt_codec.h"
+#include "persist.h"
 #include "retain.h"
 #include "sess.h"
 #include "shared.h"
@@ -107,8 +108,10 @@ size_t router_publish(worker_t *w, msg_t *m, const sess_t *from)
 {
     server_t *srv = w->srv;
     /* Hook seam: authorization and rules will run here, before routing. */
-    if (m->retain)
+    if (m->retain) {
         retain_set(srv->retain, m);
+        persist_retained(w, m);
+    }
 
     match_ctx_t ctx = {w, m, from};
     w->nmatches = 0;

@@ -17,6 +17,7 @@
 
 #include "log.h"
 #include "net_tls.h"
+#include "persist.h"
 #include "retain.h"
 #include "shared.h"
 #include "sys.h"
@@ -80,10 +81,13 @@ int server_init(server_t *srv, const conf_t *conf)
     srv->started_wall = an_wall_s();
     srv->started_ms = an_now_ms();
 
+    if (persist_open(srv) < 0)
+        return -1;
+
     srv->nlisteners = conf->nlisteners;
     for (uint32_t i = 0; i < srv->nlisteners; i++) {
         const conf_listener_t *l = &srv->conf.listeners[i];
-        if (l->transport == CONF_TRANSPORT_TLS) {
+        if (l->transport == CONF_TRANSPORT_TLS || l->transport == CONF_TRANSPORT_WSS) {
             char err[512];
             srv->tls_ctx[i] = tls_ctx_new(l, err, sizeof(err));
             if (srv->tls_ctx[i] == NULL) {
@@ -145,6 +149,7 @@ void server_stop(server_t *srv)
 
 void server_free(server_t *srv)
 {
+    persist_close(srv); /* the workers have stopped: commit what is left */
     for (uint32_t i = 0; srv->workers && i < srv->nworkers; i++)
         worker_free(&srv->workers[i]);
     free(srv->workers);

@@ -96,6 +96,7 @@ struct worker_s {
     uint64_t rng;         /* xorshift state: random shared-subscription picks */
     uint64_t qfull_logged_at; /* ms: rate limit of the queue-full log line */
     uint64_t congested_until; /* ms: another worker's inbox is over INBOX_HIGH */
+    struct store_batch *batch; /* store writes of this turn (persist.h), or NULL */
     worker_stats_t stats;
 };
 
@@ -113,6 +114,7 @@ struct server_s {
     trie_t *trie;
     struct shared_group_s *groups; /* shared subscriptions, under trie_lock */
     retain_t *retain;
+    struct store *store;           /* persistence (persist.h), or NULL */
     _Atomic uint64_t next_sid;
     _Atomic uint32_t total_conns;      /* every connection, all listeners */
     _Atomic uint64_t rate_second;      /* max_connection_rate window */

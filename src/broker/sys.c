@@ -65,23 +65,30 @@ void sys_on_timer(tw_timer_t *t)
     publish(w, "$SYS/broker/version", "antenna " ANTENNA_VERSION);
     snprintf(buf, sizeof(buf), "%" PRIu64 " seconds", (w->now - srv->started_ms) / 1000u);
     publish(w, "$SYS/broker/uptime", buf);
-    publish_u64(w, "$SYS/broker/clients/connected", conn);
-    publish_u64(w, "$SYS/broker/clients/total", total);
-    publish_u64(w, "$SYS/broker/messages/received", recv);
-    publish_u64(w, "$SYS/broker/messages/sent", sent);
-    publish_u64(w, "$SYS/broker/messages/dropped", dropped);
-    publish_u64(w, "$SYS/broker/bytes/received", bin);
-    publish_u64(w, "$SYS/broker/bytes/sent", bout);
-    publish_u64(w, "$SYS/broker/subscriptions/count", subs);
-    publish_u64(w, "$SYS/broker/retained messages/count", retain_count(srv->retain));
-    publish_u64(w, "$SYS/broker/limits/refused/max_connections", ref_limit);
-    publish_u64(w, "$SYS/broker/limits/refused/connection_rate", ref_rate);
-    publish_u64(w, "$SYS/broker/limits/refused/memory", ref_mem);
-    publish_u64(w, "$SYS/broker/limits/throttled", throttled);
-    publish_u64(w, "$SYS/broker/limits/slow_subscribers_disconnected", slow);
-    publish_u64(w, "$SYS/broker/limits/dropped_queue_full", qfull);
-    publish_u64(w, "$SYS/broker/limits/worker_congested", congested);
-    publish_u64(w, "$SYS/broker/memory/rss", sys_rss_bytes());
+    const struct {
+        const char *topic;
+        uint64_t value;
+    } figures[] = {
+        {"$SYS/broker/clients/connected", conn},
+        {"$SYS/broker/clients/total", total},
+        {"$SYS/broker/messages/received", recv},
+        {"$SYS/broker/messages/sent", sent},
+        {"$SYS/broker/messages/dropped", dropped},
+        {"$SYS/broker/bytes/received", bin},
+        {"$SYS/broker/bytes/sent", bout},
+        {"$SYS/broker/subscriptions/count", subs},
+        {"$SYS/broker/retained messages/count", retain_count(srv->retain)},
+        {"$SYS/broker/limits/refused/max_connections", ref_limit},
+        {"$SYS/broker/limits/refused/connection_rate", ref_rate},
+        {"$SYS/broker/limits/refused/memory", ref_mem},
+        {"$SYS/broker/limits/throttled", throttled},
+        {"$SYS/broker/limits/slow_subscribers_disconnected", slow},
+        {"$SYS/broker/limits/dropped_queue_full", qfull},
+        {"$SYS/broker/limits/worker_congested", congested},
+        {"$SYS/broker/memory/rss", sys_rss_bytes()},
+    };
+    for (size_t i = 0; i < sizeof(figures) / sizeof(figures[0]); i++)
+        publish_u64(w, figures[i].topic, figures[i].value);
 
     tw_add(&w->tw, t, w->now + (uint64_t)srv->conf.sys_interval * 1000u);
 }

@@ -23,6 +23,7 @@
 
 #include "conn.h"
 #include "log.h"
+#include "persist.h"
 #include "proto.h"
 #include "router.h"
 #include "sess.h"
@@ -218,6 +219,7 @@ static void end_of_turn(worker_t *w)
             w->congested_until = w->now + CONGESTION_PAUSE_MS;
             STAT_ADD(w->stats.congested, 1);
         }
+    persist_flush(w); /* this turn's store writes: one batch */
     while (w->dead_head) {
         conn_t *c = w->dead_head;
         w->dead_head = c->turn_next;

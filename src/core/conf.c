@@ -53,6 +53,7 @@ struct field {
 static const char *const shared_strategy_names[] = {
     "round_robin", "random", "hash_clientid", "hash_topic", "sticky", NULL};
 static const char *const keepalive_policy_names[] = {"refuse", "cap", NULL};
+static const char *const sync_names[] = {"always", "interval", "none", NULL};
 static const char *const transport_names[] = {"tcp", "tls", "ws", "wss", NULL};
 static const char *const proxy_names[] = {"off", "v1", "v2", NULL};
 static const char *const tls_version_names[] = {"1.2", "1.3", NULL};
@@ -78,12 +79,16 @@ static const struct field listener_fields[] = {
     ENUMF(conf_listener_t, tls_min_version, tls_version_names),
     { FLD(conf_listener_t, ciphers, F_NAME) },
     UINTF(conf_listener_t, handshake_timeout, 1, 3600),
+    { FLD(conf_listener_t, ws_path, F_NAME) },
+    UINTF(conf_listener_t, ws_max_frame, 16, 268435455),
 };
 #define LISTENER_PORT_BIT (1u << 2) /* index of "port" above: required */
 #define LISTENER_CERT_BIT (1u << 6)
 #define LISTENER_KEY_BIT (1u << 7)
 #define LISTENER_CA_BIT (1u << 8)
 #define LISTENER_REQCERT_BIT (1u << 9)
+#define LISTENER_WSPATH_BIT (1u << 13)
+#define LISTENER_WSMAX_BIT (1u << 14)
 
 static const struct field mqtt_fields[] = {
     UINTF(conf_t, max_packet_size, 16, 268435455),
@@ -121,12 +126,24 @@ static const struct field limits_fields[] = {
     UINTF(conf_t, memory_high_water, 0, UINT64_MAX),
 };
 
+static const struct field persistence_fields[] = {
+    { .key = "enabled", .type = F_BOOL, .off = offsetof(conf_t, persistence_enabled),
+      .size = MSIZE(conf_t, persistence_enabled) },
+    { .key = "dir", .type = F_NAME, .off = offsetof(conf_t, data_dir),
+      .size = MSIZE(conf_t, data_dir) },
+    { .key = "sync", .type = F_ENUM, .off = offsetof(conf_t, persistence_sync),
+      .size = MSIZE(conf_t, persistence_sync), .names = sync_names },
+    UINTF(conf_t, sync_interval_ms, 1, 3600000),
+};
+
 static const struct field root_fields[] = {
     UINTF(conf_t, workers, 0, 256),
     { .key = "log", .type = F_SECTION, .sub = log_fields, .nsub = NELEM(log_fields) },
     { .key = "listeners", .type = F_LISTENERS },
     { .key = "mqtt", .type = F_SECTION, .sub = mqtt_fields, .nsub = NELEM(mqtt_fields) },
     { .key = "limits", .type = F_SECTION, .sub = limits_fields, .nsub = NELEM(limits_fields) },
+    { .key = "persistence", .type = F_SECTION, .sub = persistence_fields,
+      .nsub = NELEM(persistence_fields) },
 };
 
 /* load_map() tracks the keys seen in a uint32_t. */
@@ -138,7 +155,7 @@ static const conf_listener_t default_listener = {
     .name = "mqtt", .address = "127.0.0.1", .port = 1883, .max_connections = 0,
     .transport = CONF_TRANSPORT_TCP, .proxy_protocol = CONF_PROXY_OFF,
     .require_client_cert = 0, .tls_min_version = CONF_TLS_1_2, .handshake_timeout = 10,
-    .ciphers = CONF_DEFAULT_CIPHERS,
+    .ciphers = CONF_DEFAULT_CIPHERS, .ws_path = "/mqtt", .ws_max_frame = 1048576,
 };
 
 struct loader {
@@ -179,6 +196,10 @@ void conf_defaults(conf_t *c)
     c->max_topic_length = 65535;
     c->slow_subscriber_timeout = 60;
     c->max_output_buffer = 262144;
+    c->persistence_enabled = 0;
+    snprintf(c->data_dir, sizeof(c->data_dir), "%s", "data");
+    c->persistence_sync = 0; /* always */
+    c->sync_interval_ms = 1000;
 }
 
 /* ---- errors ---- */
@@ -435,22 +456,33 @@ static int listener_check(struct loader *ld, const yaml_node_t *item,
                           const conf_listener_t *l, const char *ipath, uint32_t seen)
 {
     char kpath[KEYPATH_LEN];
-    if (l->transport == CONF_TRANSPORT_WS || l->transport == CONF_TRANSPORT_WSS) {
-        key_join(kpath, ipath, ".transport");
-        return fail(ld, key_node(ld, item, "transport"), kpath,
-                    "\"%s\" is not supported yet (tcp or tls)",
-                    l->transport == CONF_TRANSPORT_WS ? "ws" : "wss");
+    int ws = l->transport == CONF_TRANSPORT_WS || l->transport == CONF_TRANSPORT_WSS;
+    if (ws) {
+        /* an origin-form path: "/" then visible ASCII, no query */
+        const char *p = l->ws_path;
+        int ok = p[0] == '/';
+        for (; ok && *p; p++)
+            ok = *p > 0x20 && *p < 0x7f && *p != '?' && *p != '#';
+        if (!ok) {
+            key_join(kpath, ipath, ".ws_path");
+            return fail(ld, key_node(ld, item, "ws_path"), kpath,
+                        "expected a path starting with \"/\" (no spaces, query or fragment)");
+        }
+    } else if (seen & (LISTENER_WSPATH_BIT | LISTENER_WSMAX_BIT)) {
+        key_join(kpath, ipath, (seen & LISTENER_WSPATH_BIT) ? ".ws_path" : ".ws_max_frame");
+        return fail(ld, key_node(ld, item, strrchr(kpath, '.') + 1), kpath,
+                    "only meaningful with transport: ws or wss");
     }
-    if (l->transport == CONF_TRANSPORT_TLS) {
+    if (l->transport == CONF_TRANSPORT_TLS || l->transport == CONF_TRANSPORT_WSS) {
         if (!(seen & LISTENER_CERT_BIT) || l->cert_file[0] == '\0') {
             key_join(kpath, ipath, ".cert_file");
             return fail(ld, key_node(ld, item, "cert_file"), kpath,
-                        "required when transport is tls");
+                        "required when transport is tls or wss");
         }
         if (!(seen & LISTENER_KEY_BIT) || l->key_file[0] == '\0') {
             key_join(kpath, ipath, ".key_file");
             return fail(ld, key_node(ld, item, "key_file"), kpath,
-                        "required when transport is tls");
+                        "required when transport is tls or wss");
         }
         if (l->require_client_cert && l->ca_file[0] == '\0') {
             key_join(kpath, ipath, ".ca_file");
@@ -464,7 +496,7 @@ static int listener_check(struct loader *ld, const yaml_node_t *item,
                                : (seen & LISTENER_CA_BIT) ? ".ca_file"
                                                           : ".require_client_cert");
         return fail(ld, key_node(ld, item, strrchr(kpath, '.') + 1), kpath,
-                    "only meaningful with transport: tls");
+                    "only meaningful with transport: tls or wss");
     }
     return 0;
 }

@@ -22,7 +22,7 @@ typedef struct {
     char address[64];  /* IPv4 or IPv6 literal, or "0.0.0.0" / "::" */
     uint16_t port;
     uint32_t max_connections; /* 0 = unlimited */
-    uint8_t transport;        /* CONF_TRANSPORT_*; ws/wss are refused at load for now */
+    uint8_t transport;        /* CONF_TRANSPORT_* */
     uint8_t proxy_protocol;   /* CONF_PROXY_*: a PROXY header expected first */
     /* TLS (transport: tls) */
     uint8_t require_client_cert; /* SSL_VERIFY_PEER|FAIL_IF_NO_PEER_CERT with ca_file */
@@ -32,6 +32,9 @@ typedef struct {
     char key_file[256];       /* PEM private key */
     char ca_file[256];        /* PEM CAs that client certificates must chain to; "" = none */
     char ciphers[512];        /* TLS 1.2 cipher list (OpenSSL syntax) */
+    /* WebSocket (transport: ws, wss) */
+    char ws_path[128];        /* request path of the upgrade, "/mqtt" */
+    uint32_t ws_max_frame;    /* largest WebSocket message accepted, bytes */
 } conf_listener_t;
 
 enum { CONF_TRANSPORT_TCP = 0, CONF_TRANSPORT_TLS, CONF_TRANSPORT_WS, CONF_TRANSPORT_WSS };
@@ -82,6 +85,11 @@ typedef struct {
     uint32_t slow_subscriber_timeout; /* seconds a subscriber may keep its output full; 0 = forever */
     uint32_t max_output_buffer;       /* bytes pending to one client beyond which QoS 0
                                        * messages to it are dropped */
+    /* persistence (RocksDB under data_dir); today: retained messages */
+    uint8_t persistence_enabled;
+    uint8_t persistence_sync;         /* 0 always, 1 interval, 2 none (store_sync_t) */
+    uint32_t sync_interval_ms;
+    char data_dir[256];
     uint64_t memory_high_water;       /* bytes of messages and buffers; above it new
                                        * connections are refused, QoS 0 to slow clients dropped */
 } conf_t;

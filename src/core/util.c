@@ -1,4 +1,5 @@
-/* util.c -- allocation wrappers that abort on exhaustion (see util.h). */
+/* util.c -- allocation wrappers that abort on exhaustion, output buffer
+ * growth (see util.h). */
 #include "util.h"
 
 #include <stdio.h>
@@ -40,4 +41,23 @@ char *an_strndup(const char *s, size_t n)
     memcpy(d, s, n);
     d[n] = '\0';
     return d;
+}
+
+void buf_make_room(uint8_t **buf, uint32_t *len, uint32_t *off, uint32_t *cap, size_t n)
+{
+    if ((size_t)*len + n <= *cap)
+        return;
+    if (*off) { /* compact before growing */
+        uint32_t pending = *len - *off;
+        memmove(*buf, *buf + *off, pending);
+        *len = pending;
+        *off = 0;
+    }
+    if ((size_t)*len + n > *cap) {
+        size_t c = (size_t)*cap * 2;
+        while (c < (size_t)*len + n)
+            c *= 2;
+        *buf = an_realloc(*buf, c);
+        *cap = (uint32_t)c;
+    }
 }

@@ -50,6 +50,11 @@ typedef _Atomic uint64_t an_counter_t;
                           memory_order_relaxed)
 #define STAT_GET(c) atomic_load_explicit(&(c), memory_order_relaxed)
 
+/* An output buffer as (buf, len, off, cap): bytes [off, len) are pending.
+ * Make room for n more bytes: move the pending bytes to the front, then
+ * double the capacity until they fit.  buf must not be NULL. */
+void buf_make_room(uint8_t **buf, uint32_t *len, uint32_t *off, uint32_t *cap, size_t n);
+
 /* FNV-1a, for hash tables keyed by short byte strings. */
 static inline uint64_t an_hash(const void *p, size_t n)
 {

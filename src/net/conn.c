@@ -35,6 +35,27 @@
 #include "sess.h"
 
 
+void conn_link(worker_t *w, conn_t *c)
+{
+    c->w = w;
+    c->prev = NULL;
+    c->next = w->conns;
+    if (w->conns)
+        w->conns->prev = c;
+    w->conns = c;
+}
+
+void conn_unlink(conn_t *c)
+{
+    if (c->prev)
+        c->prev->next = c->next;
+    else
+        c->w->conns = c->next;
+    if (c->next)
+        c->next->prev = c->prev;
+    c->next = c->prev = NULL;
+}
+
 conn_t *conn_new(worker_t *w, int fd, const struct sockaddr *sa, uint8_t listener)
 {
     const conf_listener_t *l = &w->srv->conf.listeners[listener];
@@ -71,10 +92,7 @@ conn_t *conn_new(worker_t *w, int fd, const struct sockaddr *sa, uint8_t listene
     c->last_rx = w->now;
     c->recv_max = 65535;
     c->flags |= CONN_F_PROBLEM_INFO;
-    c->next = w->conns;
-    if (w->conns)
-        w->conns->prev = c;
-    w->conns = c;
+    conn_link(w, c);
     return c;
 }
 
@@ -322,19 +340,8 @@ uint8_t *conn_reserve(conn_t *c, size_t n, int force)
         c->obuf = worker_buf_get(c->w, n, &cap);
         c->ocap = (uint32_t)cap;
         c->olen = c->ooff = 0;
-    } else if ((size_t)c->olen + n > c->ocap) {
-        if (c->ooff) { /* compact before growing */
-            memmove(c->obuf, c->obuf + c->ooff, pending);
-            c->olen = pending;
-            c->ooff = 0;
-        }
-        if ((size_t)c->olen + n > c->ocap) {
-            size_t cap = (size_t)c->ocap * 2;
-            while (cap < (size_t)c->olen + n)
-                cap *= 2;
-            c->obuf = an_realloc(c->obuf, cap);
-            c->ocap = (uint32_t)cap;
-        }
+    } else {
+        buf_make_room(&c->obuf, &c->olen, &c->ooff, &c->ocap, n);
     }
     uint8_t *p = c->obuf + c->olen;
     c->olen += (uint32_t)n;
@@ -567,14 +574,7 @@ void conn_close(conn_t *c, const char *why, int publish_will)
     c->fd = -1;
     atomic_fetch_sub(&w->srv->listen_conns[c->listener], 1);
     atomic_fetch_sub(&w->srv->total_conns, 1);
-    /* unlink from the worker's list; freed at the end of the turn */
-    if (c->prev)
-        c->prev->next = c->next;
-    else
-        w->conns = c->next;
-    if (c->next)
-        c->next->prev = c->prev;
-    c->next = c->prev = NULL;
+    conn_unlink(c); /* freed at the end of the turn */
     if (!c->in_list) {
         c->in_list = 1;
         c->turn_next = w->dead_head;

@@ -110,6 +110,10 @@ typedef struct {
     uint8_t data[];
 } handoff_t;
 
+/* The worker's list of connections (for shutdown): add c as owned by w,
+ * remove c from its worker's list. */
+void conn_link(worker_t *w, conn_t *c);
+void conn_unlink(conn_t *c);
 /* Create a connection for an accepted socket (non-blocking already).  On a
  * TLS or PROXY listener the connection starts with its preamble (the PROXY
  * header, then the TLS handshake); returns NULL when the TLS state cannot

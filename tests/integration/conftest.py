@@ -230,6 +230,7 @@ class Broker:
         self.log_cfg.update(ov.pop("log", {}))
         self.mqtt = dict(ov.pop("mqtt", {}))
         self.limits = dict(ov.pop("limits", {}))
+        self.persistence = dict(ov.pop("persistence", {}))
         extra_mqtt = dict(ov.pop("extra_mqtt", {}))  # antenna-only mqtt keys
         unknown_mqtt = set(self.mqtt) - set(MQTT_DEFAULTS) - set(MQTT5_DEFAULTS)
         self.extra_mqtt = extra_mqtt
@@ -267,6 +268,8 @@ class Broker:
                 cfg["mqtt"] = dict(self.mqtt, **self.extra_mqtt)
             if self.limits:
                 cfg["limits"] = self.limits
+            if self.persistence:
+                cfg["persistence"] = self.persistence
             path = self.dir / ("antenna%d.yaml" % self.index)
             path.write_text("\n".join(to_yaml(cfg)) + "\n")
         self.config_path = path

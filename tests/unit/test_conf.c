@@ -64,6 +64,8 @@ static void assert_conf_equal(const conf_t *a, const conf_t *b)
         assert_string_equal(a->listeners[i].key_file, b->listeners[i].key_file);
         assert_string_equal(a->listeners[i].ca_file, b->listeners[i].ca_file);
         assert_string_equal(a->listeners[i].ciphers, b->listeners[i].ciphers);
+        assert_string_equal(a->listeners[i].ws_path, b->listeners[i].ws_path);
+        assert_int_equal(a->listeners[i].ws_max_frame, b->listeners[i].ws_max_frame);
     }
     assert_int_equal(a->max_packet_size, b->max_packet_size);
     assert_int_equal(a->connect_timeout, b->connect_timeout);
@@ -139,6 +141,9 @@ static void test_example_file(void **state)
 {
     (void)state;
     static const char *const candidates[] = {
+#ifdef ANTENNA_SOURCE_DIR
+        ANTENNA_SOURCE_DIR "/config.example.yaml",
+#endif
         "config.example.yaml", "../config.example.yaml", "../../config.example.yaml",
     };
     const char *path = NULL;
@@ -295,10 +300,37 @@ static void test_listener_transport(void **state)
     assert_int_equal(c.listeners[1].handshake_timeout, 3);
     assert_int_equal(c.listeners[1].proxy_protocol, CONF_PROXY_V1);
 
-    expect_error("listeners:\n  - port: 1\n    transport: ws\n", 3,
-                 "listeners[0].transport");
-    expect_error("listeners:\n  - port: 1\n    transport: wss\n", 3,
-                 "listeners[0].transport");
+    expect_ok("listeners:\n"
+              "  - port: 8083\n"
+              "    transport: ws\n"
+              "  - port: 8084\n"
+              "    transport: wss\n"
+              "    cert_file: /c.pem\n"
+              "    key_file: /k.pem\n"
+              "    ws_path: /broker/ws\n"
+              "    ws_max_frame: 4096\n",
+              &c);
+    assert_int_equal(c.listeners[0].transport, CONF_TRANSPORT_WS);
+    assert_string_equal(c.listeners[0].ws_path, "/mqtt");
+    assert_int_equal(c.listeners[0].ws_max_frame, 1048576);
+    assert_int_equal(c.listeners[1].transport, CONF_TRANSPORT_WSS);
+    assert_string_equal(c.listeners[1].ws_path, "/broker/ws");
+    assert_int_equal(c.listeners[1].ws_max_frame, 4096);
+    expect_error("listeners:\n  - port: 1\n    transport: wss\n    key_file: /k\n", 2,
+                 "listeners[0].cert_file");
+    expect_error("listeners:\n  - port: 1\n    transport: ws\n    ws_path: mqtt\n", 4,
+                 "listeners[0].ws_path");
+    expect_error("listeners:\n  - port: 1\n    transport: ws\n    ws_path: \"/a b\"\n", 4,
+                 "listeners[0].ws_path");
+    expect_error("listeners:\n  - port: 1\n    transport: ws\n    ws_path: \"\"\n", 4,
+                 "listeners[0].ws_path");
+    expect_error("listeners:\n  - port: 1\n    transport: ws\n    ws_max_frame: 8\n", 4,
+                 "listeners[0].ws_max_frame");
+    expect_error("listeners:\n  - port: 1\n    ws_path: /mqtt\n", 3,
+                 "listeners[0].ws_path");
+    expect_error("listeners:\n  - port: 1\n    transport: tls\n    cert_file: /c\n"
+                 "    key_file: /k\n    ws_max_frame: 100\n", 6,
+                 "listeners[0].ws_max_frame");
     expect_error("listeners:\n  - port: 1\n    transport: quic\n", 3,
                  "listeners[0].transport");
     expect_error("listeners:\n  - port: 1\n    transport: tls\n    key_file: /k\n", 2,

@@ -76,7 +76,14 @@ static void usage(FILE *out)
         "      --client-prefix S   client ids are S + c|p|s + index (bench_)\n"
         "      --conn-timeout S    TCP + CONNACK (+ SUBACK) deadline per attempt (10)\n"
         "      --setup-timeout S   the whole connect phase (60)\n"
-        "      --tls, --ws         not supported yet\n"
+        "      --tls               MQTT over TLS (OpenSSL; TLS 1.2 or later)\n"
+        "      --cafile F          verify the broker's certificate chain against F\n"
+        "                          (default: no verification)\n"
+        "      --cert F --key F    present a client certificate (PEM)\n"
+        "      --tls-resume        implies --tls: each process keeps the latest session\n"
+        "                          and resumes it on new connections (full handshakes\n"
+        "                          until the first ticket arrives)\n"
+        "      --ws                not supported yet\n"
         "\n"
         "Messages:\n"
         "  -q, --qos 0|1|2         publish QoS (0)\n"
@@ -172,7 +179,7 @@ static void parse_options(int argc, char **argv)
         O_PUBC = 256, O_SUBC, O_PEND, O_IFADDR, O_SUBQOS, O_SUBTOPIC, O_RETAIN, O_EXPECT,
         O_DRAIN, O_CTO, O_STO, O_PREFIX, O_JSON, O_QUIET, O_PROCS, O_TLS, O_WS, O_RECONNECT,
         O_BBASE, O_BSTEPS, O_BMIN, O_BMAX, O_BJIT, O_UNTIL, O_READY, O_BPID, O_BPIDF, O_HELP,
-        O_E2E
+        O_E2E, O_TLSRES, O_CAFILE, O_CERT, O_KEY
     };
     static const struct option opts[] = {
         {"host", required_argument, NULL, 'h'},
@@ -209,6 +216,10 @@ static void parse_options(int argc, char **argv)
         {"quiet", no_argument, NULL, O_QUIET},
         {"procs", required_argument, NULL, O_PROCS},
         {"tls", no_argument, NULL, O_TLS},
+        {"tls-resume", no_argument, NULL, O_TLSRES},
+        {"cafile", required_argument, NULL, O_CAFILE},
+        {"cert", required_argument, NULL, O_CERT},
+        {"key", required_argument, NULL, O_KEY},
         {"ws", no_argument, NULL, O_WS},
         {"reconnect", no_argument, NULL, O_RECONNECT},
         {"backoff-base", required_argument, NULL, O_BBASE},
@@ -307,7 +318,11 @@ static void parse_options(int argc, char **argv)
         case O_JSON: o->json = 1; break;
         case O_QUIET: o->quiet = 1; break;
         case O_PROCS: o->procs = (uint32_t)parse_num(optarg, "--procs", 1, MAX_PROCS); break;
-        case O_TLS: die("%s", "--tls is not supported yet"); break;
+        case O_TLS: o->tls = 1; break;
+        case O_TLSRES: o->tls = o->tls_resume = 1; break;
+        case O_CAFILE: o->cafile = optarg; break;
+        case O_CERT: o->certfile = optarg; break;
+        case O_KEY: o->keyfile = optarg; break;
         case O_WS: die("%s", "--ws is not supported yet"); break;
         case O_RECONNECT: o->reconnect = 1; break;
         case O_BBASE: o->backoff_base = parse_num(optarg, "--backoff-base", 0, 3600); break;
@@ -338,6 +353,10 @@ static void parse_options(int argc, char **argv)
         o->count = o->pub_count + o->sub_count;
     if (o->mode == MODE_PUBSUB && o->size < 16)
         die("%s", "pubsub needs --size >= 16 (timestamp, publisher, sequence header)");
+    if ((o->cafile || o->certfile || o->keyfile) && !o->tls)
+        die("%s", "--cafile, --cert and --key need --tls");
+    if (!o->certfile != !o->keyfile)
+        die("%s", "--cert and --key go together");
     if (o->backoff_max < o->backoff_min)
         die("%s", "--backoff-max is below --backoff-min");
     if (o->version == MQTT_PROTO_V31 && strlen(o->prefix) + 11 > 23)
@@ -529,6 +548,7 @@ static const char *phase_name(int p)
 int main(int argc, char **argv)
 {
     parse_options(argc, argv);
+    tls_setup();
     signal(SIGPIPE, SIG_IGN);
     struct sigaction sa = {.sa_handler = on_signal};
     sigemptyset(&sa.sa_mask);

@@ -102,6 +102,10 @@ typedef struct {
     const char *ready_file;
     int broker_pid;
     const char *broker_pidfile;
+    int tls;              /* --tls: every connection is MQTT over TLS */
+    int tls_resume;       /* --tls-resume: reuse one session per process */
+    const char *cafile;   /* --cafile: verify the broker's chain against it */
+    const char *certfile, *keyfile; /* --cert/--key: client certificate */
 } bench_opts_t;
 
 extern bench_opts_t g_opt;
@@ -138,7 +142,10 @@ extern bench_opts_t g_opt;
     X(gaps)         /* sequence numbers skipped, per pair (sub mode loss) */   \
     X(pings)                                                                   \
     X(errors)       /* protocol errors, unexpected packets, write errors */    \
-    X(bytes_in)                                                                \
+    X(tls_ok)       /* TLS handshakes completed */                             \
+    X(tls_resumed)  /* ... of which resumed a session (SSL_session_reused) */  \
+    X(tls_fail)     /* TLS handshakes failed (in conn_fail too) */             \
+    X(bytes_in)     /* MQTT bytes (plaintext with --tls) */                    \
     X(bytes_out)
 
 #define BENCH_TIMES(X)                                                         \
@@ -231,6 +238,12 @@ int topic_matches(const char *filter, size_t flen, const char *topic, size_t tle
  * computed (per-message topics). */
 int64_t track_expected(const uint64_t *sent, uint32_t npub, uint32_t nsub);
 void client_id_for(int role, uint32_t idx, char *out, size_t size);
+
+/* ---- TLS (bench_tls.c) ----------------------------------------------------- */
+
+/* Parent, before forking: the client SSL_CTX from --cafile/--cert/--key;
+ * exits 2 with OpenSSL's reason when a file is unusable.  No-op without --tls. */
+void tls_setup(void);
 
 /* ---- worker (bench_worker.c) ---------------------------------------------- */
 

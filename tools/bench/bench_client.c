@@ -35,6 +35,9 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
+#include <openssl/err.h>
+#include <openssl/ssl.h>
+
 #include "bench_worker.h"
 #include "util.h"
 
@@ -56,7 +59,7 @@ static void log_failure(const client_t *c, const char *why)
 
 static int in_handshake(int s)
 {
-    return s == CS_TCP || s == CS_CONNACK || s == CS_SUBACK;
+    return s == CS_TCP || s == CS_TLS || s == CS_CONNACK || s == CS_SUBACK;
 }
 
 static int is_connected(int s)
@@ -114,7 +117,6 @@ void client_init(client_t *c, int role, uint32_t idx, uint32_t g)
 
 static uint8_t *reserve(client_t *c, size_t n)
 {
-    uint32_t pending = c->olen - c->ooff;
     if (c->obuf == NULL) {
         size_t cap = c->role == ROLE_CONN ? 256 : 16384;
         while (cap < n)
@@ -122,19 +124,8 @@ static uint8_t *reserve(client_t *c, size_t n)
         c->obuf = an_malloc(cap);
         c->ocap = (uint32_t)cap;
         c->olen = c->ooff = 0;
-    } else if ((size_t)c->olen + n > c->ocap) {
-        if (c->ooff) {
-            memmove(c->obuf, c->obuf + c->ooff, pending);
-            c->olen = pending;
-            c->ooff = 0;
-        }
-        if ((size_t)c->olen + n > c->ocap) {
-            size_t cap = (size_t)c->ocap * 2;
-            while (cap < (size_t)c->olen + n)
-                cap *= 2;
-            c->obuf = an_realloc(c->obuf, cap);
-            c->ocap = (uint32_t)cap;
-        }
+    } else {
+        buf_make_room(&c->obuf, &c->olen, &c->ooff, &c->ocap, n);
     }
     uint8_t *p = c->obuf + c->olen;
     c->olen += (uint32_t)n;
@@ -160,12 +151,36 @@ static void client_lost(client_t *c, const char *why);
 
 void client_flush(client_t *c)
 {
-    if (c->fd < 0 || c->state == CS_TCP)
+    if (c->fd < 0 || c->state == CS_TCP || c->state == CS_TLS)
         return;
     uint32_t pending = c->olen - c->ooff;
     if (pending == 0)
         return;
-    ssize_t n = send(c->fd, c->obuf + c->ooff, pending, MSG_NOSIGNAL);
+    ssize_t n;
+    if (c->ssl) {
+        ERR_clear_error();
+        int r = SSL_write(c->ssl, c->obuf + c->ooff, (int)(pending > (1u << 30) ? 1u << 30 : pending));
+        if (r > 0) {
+            n = r;
+        } else {
+            int err = SSL_get_error(c->ssl, r);
+            if (err == SSL_ERROR_WANT_WRITE || err == SSL_ERROR_WANT_READ) {
+                n = 0; /* retried with the same bytes (moving buffer allowed) */
+            } else {
+                char msg[384];
+                tls_reason(c->ssl, r, err, "TLS write", msg, sizeof(msg));
+                if (c->state == CS_CLOSING) {
+                    client_close_now(c);
+                    return;
+                }
+                W.st.c[C_errors]++;
+                client_lost(c, msg);
+                return;
+            }
+        }
+    } else {
+        n = send(c->fd, c->obuf + c->ooff, pending, MSG_NOSIGNAL);
+    }
     if (n < 0) {
         if (errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR)
             n = 0;
@@ -217,6 +232,10 @@ static uint64_t backoff_ns(uint32_t attempt)
 static void close_socket(client_t *c)
 {
     timer_cancel(c);
+    if (c->ssl) {
+        SSL_free(c->ssl); /* no close_notify: MQTT's DISCONNECT ends the session */
+        c->ssl = NULL;
+    }
     if (c->fd >= 0)
         close(c->fd); /* also leaves the epoll set */
     c->fd = -1;
@@ -285,6 +304,61 @@ static void send_connect(client_t *c)
     set_state(c, CS_CONNACK);
 }
 
+/* --tls: drive the handshake (SSL_connect on the non-blocking socket); on
+ * success write CONNECT. */
+static void tls_step(client_t *c)
+{
+    ERR_clear_error();
+    int r = SSL_connect(c->ssl);
+    if (r == 1) {
+        tls_handshake_done(c->ssl);
+        if (c->flags & F_WANT_OUT) {
+            c->flags &= (uint8_t)~F_WANT_OUT;
+            epoll_events(c, EPOLLIN | EPOLLRDHUP);
+        }
+        send_connect(c);
+        return;
+    }
+    int err = SSL_get_error(c->ssl, r);
+    if (err == SSL_ERROR_WANT_READ) {
+        if (c->flags & F_WANT_OUT) {
+            c->flags &= (uint8_t)~F_WANT_OUT;
+            epoll_events(c, EPOLLIN | EPOLLRDHUP);
+        }
+        return;
+    }
+    if (err == SSL_ERROR_WANT_WRITE) {
+        if (!(c->flags & F_WANT_OUT)) {
+            c->flags |= F_WANT_OUT;
+            epoll_events(c, EPOLLIN | EPOLLRDHUP | EPOLLOUT);
+        }
+        return;
+    }
+    char msg[384];
+    tls_reason(c->ssl, r, err, "TLS handshake", msg, sizeof(msg));
+    W.st.c[C_tls_fail]++;
+    client_lost(c, msg);
+}
+
+/* TCP connected: start TLS or write CONNECT. */
+static void tcp_connected(client_t *c)
+{
+    if (!g_opt.tls) {
+        send_connect(c);
+        return;
+    }
+    c->ssl = tls_new(c->fd);
+    if (!c->ssl) {
+        char msg[384];
+        tls_reason(NULL, 0, SSL_ERROR_SSL, "SSL_new", msg, sizeof(msg));
+        W.st.c[C_tls_fail]++;
+        client_lost(c, msg);
+        return;
+    }
+    set_state(c, CS_TLS);
+    tls_step(c);
+}
+
 void client_start(client_t *c)
 {
     const bench_addr_t *h = &g_opt.hosts[c->g % g_opt.nhosts];
@@ -337,7 +411,7 @@ void client_start(client_t *c)
     }
     c->flags |= F_WANT_OUT;
     if (connect(fd, (const struct sockaddr *)&dst, h->len) == 0) {
-        send_connect(c);
+        tcp_connected(c);
         return;
     }
     if (errno != EINPROGRESS) {
@@ -553,33 +627,72 @@ static void on_packet(client_t *c, const mqtt_raw_t *r)
     }
 }
 
+/* n bytes of the broker's stream in W.rbuf: frame and handle them.  Returns
+ * -1 when the connection was dropped meanwhile. */
+static int feed(client_t *c, size_t n)
+{
+    W.now = bench_now();
+    W.st.c[C_bytes_in] += (uint64_t)n;
+    if (c->state == CS_CLOSING)
+        return 0; /* discard whatever still arrives */
+    size_t off = 0;
+    while (off < n) {
+        mqtt_raw_t pkt;
+        size_t used = 0;
+        const char *why = NULL;
+        int rc = mqtt_parser_next(&c->ps, W.rbuf + off, n - off, &used, MQTT_MAX_REMAINING,
+                                  &pkt, &why);
+        off += used;
+        if (rc == 0)
+            break;
+        if (rc < 0) {
+            proto_error(c, "cannot frame the broker's stream", why);
+            return -1;
+        }
+        int fd = c->fd;
+        on_packet(c, &pkt);
+        if (c->fd != fd || c->fd < 0)
+            return -1; /* dropped while handling */
+    }
+    return 0;
+}
+
+/* --tls: SSL_read until it wants more from the socket (a bounded number of
+ * records per turn; level-triggered epoll brings the rest, and nothing is
+ * left decrypted inside OpenSSL when we stop). */
+static void client_read_tls(client_t *c)
+{
+    for (int i = 0; i < 16 || SSL_pending(c->ssl) > 0; i++) {
+        ERR_clear_error();
+        int n = SSL_read(c->ssl, W.rbuf, (int)W.rbuf_size);
+        if (n > 0) {
+            if (feed(c, (size_t)n) < 0)
+                return;
+            continue;
+        }
+        int err = SSL_get_error(c->ssl, n);
+        if (err == SSL_ERROR_WANT_READ || err == SSL_ERROR_WANT_WRITE)
+            return;
+        if (c->state == CS_CLOSING) {
+            client_close_now(c);
+            return;
+        }
+        char msg[384];
+        tls_reason(c->ssl, n, err, "TLS read", msg, sizeof(msg));
+        client_lost(c, msg);
+        return;
+    }
+}
+
 static void client_read(client_t *c)
 {
+    if (c->ssl) {
+        client_read_tls(c);
+        return;
+    }
     ssize_t n = recv(c->fd, W.rbuf, W.rbuf_size, 0);
     if (n > 0) {
-        W.now = bench_now();
-        W.st.c[C_bytes_in] += (uint64_t)n;
-        if (c->state == CS_CLOSING)
-            return; /* discard whatever still arrives */
-        size_t off = 0;
-        while (off < (size_t)n) {
-            mqtt_raw_t pkt;
-            size_t used = 0;
-            const char *why = NULL;
-            int rc = mqtt_parser_next(&c->ps, W.rbuf + off, (size_t)n - off, &used,
-                                      MQTT_MAX_REMAINING, &pkt, &why);
-            off += used;
-            if (rc == 0)
-                break;
-            if (rc < 0) {
-                proto_error(c, "cannot frame the broker's stream", why);
-                return;
-            }
-            int fd = c->fd;
-            on_packet(c, &pkt);
-            if (c->fd != fd || c->fd < 0)
-                return; /* dropped while handling */
-        }
+        feed(c, (size_t)n);
         return;
     }
     if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR))
@@ -615,7 +728,11 @@ void client_on_event(client_t *c, uint32_t ev)
             return;
         c->flags &= (uint8_t)~F_WANT_OUT;
         epoll_events(c, EPOLLIN | EPOLLRDHUP);
-        send_connect(c);
+        tcp_connected(c);
+        return;
+    }
+    if (c->state == CS_TLS) {
+        tls_step(c);
         return;
     }
     if (ev & EPOLLOUT) {
@@ -634,10 +751,14 @@ void client_on_timer(client_t *c)
 {
     switch (c->state) {
     case CS_TCP:
+    case CS_TLS:
     case CS_CONNACK:
     case CS_SUBACK:
         W.st.c[C_conn_timeout]++;
+        if (c->state == CS_TLS)
+            W.st.c[C_tls_fail]++;
         client_lost(c, c->state == CS_TCP      ? "TCP connect timed out"
+                       : c->state == CS_TLS     ? "TLS handshake timed out"
                        : c->state == CS_CONNACK ? "no CONNACK in time"
                                                 : "no SUBACK in time");
         break;

@@ -279,6 +279,12 @@ void report_summary(FILE *out, const bench_result_t *r)
             (unsigned long long)r->setup_conn_ok, (unsigned long long)s->c[C_clients], d.setup_s,
             d.connect_rate, (unsigned long long)s->c[C_conn_fail],
             (unsigned long long)s->c[C_conn_refused], (unsigned long long)s->c[C_conn_timeout]);
+    if (g_opt.tls)
+        fprintf(out, "tls:       %llu handshakes completed, %llu resumed (%.1f %%), %llu failed%s%s\n",
+                (unsigned long long)s->c[C_tls_ok], (unsigned long long)s->c[C_tls_resumed],
+                s->c[C_tls_ok] ? 100.0 * (double)s->c[C_tls_resumed] / (double)s->c[C_tls_ok] : 0.0,
+                (unsigned long long)s->c[C_tls_fail], g_opt.tls_resume ? ", --tls-resume" : "",
+                g_opt.cafile ? ", server verified" : ", server not verified");
     if (r->conn.n)
         print_hist(out, "connect", &r->conn);
     fprintf(out, "measured:  %.2f s (after %.1f s warm-up)\n", d.meas_s, g_opt.warmup);
@@ -361,6 +367,10 @@ void report_json(FILE *out, const bench_result_t *r)
             (unsigned long long)s->c[C_conn_refused], (unsigned long long)s->c[C_conn_timeout],
             d.setup_s, d.connect_rate, us(hist_pct(&r->conn, 50)), us(hist_pct(&r->conn, 99)),
             us(r->conn.max));
+    fprintf(out, "\"tls\":%d,\"tls_resume\":%d,\"tls_handshakes\":%llu,\"tls_resumed\":%llu,"
+                 "\"tls_fail\":%llu,",
+            g_opt.tls, g_opt.tls_resume, (unsigned long long)s->c[C_tls_ok],
+            (unsigned long long)s->c[C_tls_resumed], (unsigned long long)s->c[C_tls_fail]);
     fprintf(out, "\"sent\":%llu,\"sent_meas\":%llu,\"sent_rate\":%.1f,\"acked\":%llu,"
                  "\"missed\":%llu,\"recv\":%llu,\"recv_meas\":%llu,\"recv_rate\":%.1f,"
                  "\"expected\":%lld,\"distinct\":%llu,\"lost\":%lld,\"dup\":%llu,"

@@ -19,7 +19,8 @@ enum client_state {
     CS_READY,    /* connected (and subscribed) */
     CS_BACKOFF,  /* waiting to reconnect */
     CS_DEAD,     /* failed for good, or closed at the end */
-    CS_CLOSING   /* DISCONNECT written at the end, waiting for the close */
+    CS_CLOSING,  /* DISCONNECT written at the end, waiting for the close */
+    CS_TLS       /* --tls: TCP connected, TLS handshake in progress */
 };
 
 enum client_flag {
@@ -66,6 +67,7 @@ typedef struct {
     uint32_t olen, ooff, ocap;
     pub_t *pub;
     bench_pairs_t *pairs; /* subscribers */
+    struct ssl_st *ssl;   /* --tls: the connection's SSL, NULL otherwise */
 } client_t;
 
 enum phase { PH_SETUP, PH_WAIT, PH_RUN, PH_DRAIN, PH_CLOSING };
@@ -120,6 +122,15 @@ int client_can_publish(const client_t *c);
 void client_publish(client_t *c);
 void client_begin_close(client_t *c);
 void client_close_now(client_t *c);
+
+/* bench_tls.c: a new client SSL on fd (with the process's session when
+ * --tls-resume has one), NULL on failure. */
+struct ssl_st *tls_new(int fd);
+/* The handshake of ssl completed: count it (and whether it resumed). */
+void tls_handshake_done(struct ssl_st *ssl);
+/* The reason of the last TLS failure (OpenSSL error queue, verification
+ * result, errno) after a call returned ret with SSL_get_error err. */
+void tls_reason(struct ssl_st *ssl, int ret, int err, const char *what, char *out, size_t size);
 
 /* bench_worker.c */
 void timer_set(client_t *c, uint64_t deadline);

@@ -1,0 +1,77 @@
+"""Persistence (RocksDB under persistence.dir): retained messages survive a
+restart; a second broker cannot open a store that is in use."""
+
+import subprocess
+import time
+
+import pytest
+
+from mqttraw import MESSAGE_EXPIRY_INTERVAL, connect_v5, publish5
+
+pytestmark = pytest.mark.antenna_only  # antenna's store
+
+
+def retained_on(b, flt, quiet=1.0):
+    c = b.raw_connected("reader-%d" % time.monotonic_ns())
+    assert c.subscribe(1, [(flt, 1)]).codes == [1]
+    got = {}
+    while True:
+        try:
+            p = c.recv_publish(quiet)
+        except Exception:
+            break
+        assert p.retain
+        got[p.topic] = p.payload
+        if p.qos:
+            c.ack(p)
+    c.close()
+    return got
+
+
+def test_retained_messages_survive_restart(broker, tmp_path):
+    store = str(tmp_path / "store")
+    b = broker(persistence={"enabled": True, "dir": store, "sync": "always"})
+    pub = b.raw_connected("keeper")
+    for i in range(50):
+        pub.publish("keep/%d" % i, b"value %d" % i, qos=1, retain=True, pid=i + 1)
+    pub.publish("keep/7", b"replaced", qos=1, retain=True, pid=100)
+    pub.publish("keep/8", b"", qos=1, retain=True, pid=101)  # cleared
+    pub.close()
+    b.stop()
+    b.start()
+    got = retained_on(b, "keep/#")
+    assert len(got) == 49
+    assert got["keep/0"] == b"value 0"
+    assert got["keep/7"] == b"replaced"
+    assert "keep/8" not in got
+    assert "retained messages loaded" in b.log_text()
+
+
+def test_expired_retained_message_not_restored(broker, tmp_path):
+    store = str(tmp_path / "store")
+    b = broker(persistence={"enabled": True, "dir": store})
+    c = connect_v5(b.host, b.port, "expiring")
+    c.send(publish5("exp/short", b"soon gone", qos=0, retain=True,
+                    props=[(MESSAGE_EXPIRY_INTERVAL, 1)]))
+    c.send(publish5("exp/long", b"stays", qos=0, retain=True,
+                    props=[(MESSAGE_EXPIRY_INTERVAL, 3600)]))
+    time.sleep(0.3)
+    c.close()
+    b.stop()
+    time.sleep(1.5)
+    b.start()
+    got = retained_on(b, "exp/#")
+    assert got == {"exp/long": b"stays"}
+
+
+def test_store_in_use_refuses_second_broker(broker, tmp_path):
+    store = str(tmp_path / "store")
+    b = broker(persistence={"enabled": True, "dir": store})
+    cfg = b.config_path.read_text().replace(str(b.port), str(b.port + 1) if b.port < 65000 else "0")
+    other = tmp_path / "other.yaml"
+    other.write_text(cfg)
+    r = subprocess.run([b.command()[0], "--config", str(other)], capture_output=True,
+                       timeout=20)
+    assert r.returncode == 1
+    assert store in r.stderr.decode()
+    b.assert_serving()
