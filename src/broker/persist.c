@@ -14,6 +14,7 @@
 
 #include "log.h"
 #include "retain.h"
+#include "sess.h"
 #include "store.h"
 #include "store_rec.h"
 
@@ -133,18 +134,229 @@ void persist_flush(worker_t *w)
         log_error("persistence: cannot submit a batch: %s", store_strerror(rc));
 }
 
+/* ---- sessions across a graceful restart -------------------------------- */
+
+static uint64_t wall_of(const worker_t *w, uint64_t ms)
+{
+    if (ms == 0)
+        return 0;
+    return an_wall_s() + (ms > w->now ? (ms - w->now) / 1000u : 0) + 1;
+}
+
+static uint64_t ms_of(uint64_t wall, uint64_t now_wall, uint64_t now_ms)
+{
+    if (wall == 0)
+        return 0;
+    return now_ms + (wall > now_wall ? (wall - now_wall) * 1000u : 0);
+}
+
+/* Put one record whose key and value are sized by their builders. */
+static void put_outmsg(store_batch_t *b, const sess_t *s, uint64_t seq,
+                       const store_outmsg_t *o)
+{
+    size_t kl = store_key_queue(NULL, 0, s->client_id, s->client_id_len, seq);
+    size_t vl = store_rec_encode_outmsg(o, NULL, 0);
+    if (kl == 0 || vl == 0)
+        return;
+    uint8_t *key = an_malloc(kl);
+    store_key_queue(key, kl, s->client_id, s->client_id_len, seq);
+    store_rec_encode_outmsg(o, store_batch_put_reserve(b, key, kl, vl), vl);
+    free(key);
+}
+
+static uint64_t save_ring(worker_t *w, store_batch_t *b, sess_t *s, sq_t *q, uint64_t seq)
+{
+    for (uint32_t i = 0; i < sq_len(q); i++) {
+        const sq_entry_t *e = sq_at(q, i);
+        store_outmsg_t o = {.state = e->state, .qos = e->qos, .retain = e->retain != 0,
+                            .dup = e->state != SQ_QUEUED && e->qos > 0,
+                            .pid = e->state != SQ_QUEUED ? e->pid : 0};
+        if (e->m) {
+            o.topic = msg_topic(e->m);
+            o.topic_len = e->m->topic_len;
+            o.props = msg_props(e->m);
+            o.props_len = e->m->props_len;
+            o.payload = msg_payload(e->m);
+            o.payload_len = e->m->payload_len;
+            o.expiry = wall_of(w, e->m->expire_at);
+        } else {
+            o.topic = (const uint8_t *)"-"; /* only the PUBREL is left */
+            o.topic_len = 1;
+        }
+        put_outmsg(b, s, seq++, &o);
+    }
+    return seq;
+}
+
+static void save_one(worker_t *w, store_batch_t *b, sess_t *s)
+{
+    store_sub_t *subs = s->nsubs ? an_calloc(s->nsubs, sizeof(*subs)) : NULL;
+    for (uint32_t i = 0; i < s->nsubs; i++) {
+        subs[i].filter = s->subs[i]->filter;
+        subs[i].filter_len = s->subs[i]->len;
+        subs[i].options = s->subs[i]->opts & 0x3f;
+        subs[i].sub_id = s->subs[i]->subid;
+    }
+    store_session_t rec = {.expiry_interval = s->expiry, .next_pid = s->next_pid,
+                           .nsubs = s->nsubs, .subs = subs,
+                           .expiry_deadline = s->expiry == SESS_NEVER ? 0 : wall_of(w, s->expire_at)};
+    size_t kl = store_key_session(NULL, 0, s->client_id, s->client_id_len);
+    size_t vl = store_rec_encode_session(&rec, NULL, 0);
+    if (kl && vl) {
+        uint8_t *key = an_malloc(kl);
+        store_key_session(key, kl, s->client_id, s->client_id_len);
+        store_rec_encode_session(&rec, store_batch_put_reserve(b, key, kl, vl), vl);
+        free(key);
+        uint64_t seq = save_ring(w, b, s, &s->inflight, 1);
+        save_ring(w, b, s, &s->queue, seq);
+        for (uint32_t i = 0; i < s->nqos2_in; i++) {
+            size_t il = store_key_incoming(NULL, 0, s->client_id, s->client_id_len, s->qos2_in[i]);
+            size_t rl = store_rec_encode_incoming(NULL, 0);
+            uint8_t *ik = an_malloc(il);
+            store_key_incoming(ik, il, s->client_id, s->client_id_len, s->qos2_in[i]);
+            store_rec_encode_incoming(store_batch_put_reserve(b, ik, il, rl), rl);
+            free(ik);
+        }
+    }
+    free(subs);
+}
+
+int persist_save_sessions(worker_t *w)
+{
+    if (w->srv->store == NULL)
+        return 0;
+    w->now = an_now_ms();
+    store_batch_t *b = store_batch_new();
+    size_t n = 0;
+    for (size_t i = 0; i < w->by_sid.nbuckets; i++)
+        for (sess_t *s = w->by_sid.buckets[i]; s; s = s->sid_next)
+            if (s->expiry != 0) {
+                save_one(w, b, s);
+                n++;
+            }
+    int rc = store_submit_sync(w->srv->store, b);
+    if (rc < 0)
+        log_error("persistence: saving %zu sessions of worker %u failed: %s", n, w->id,
+                  store_strerror(rc));
+    else if (n)
+        log_info("persistence: %zu sessions of worker %u saved", n, w->id);
+    return rc;
+}
+
+typedef struct {
+    server_t *srv;
+    uint64_t now_wall, now_ms;
+    store_batch_t *cleanup; /* what was read is removed */
+    size_t sessions, messages, bad;
+} sess_load_t;
+
+static sess_t *find_restored(server_t *srv, const uint8_t *id, size_t len)
+{
+    worker_t *w = &srv->workers[worker_home(srv, id, len)];
+    return sess_table_find_id(&w->by_id, id, len);
+}
+
+static int load_session(void *ud, const void *k, size_t kl, const void *v, size_t vl)
+{
+    sess_load_t *ctx = ud;
+    store_key_info_t ki;
+    store_session_t rec;
+    store_batch_del(ctx->cleanup, k, kl);
+    if (store_key_parse(k, kl, &ki) != 0 || ki.name_len > UINT16_MAX ||
+        store_rec_decode_session(v, vl, &rec) != 0) {
+        ctx->bad++;
+        return 0;
+    }
+    if (rec.expiry_interval != SESS_NEVER && rec.expiry_deadline &&
+        rec.expiry_deadline <= ctx->now_wall) {
+        store_rec_session_free(&rec); /* expired while the broker was down */
+        return 0;
+    }
+    server_t *srv = ctx->srv;
+    worker_t *w = &srv->workers[worker_home(srv, ki.name, ki.name_len)];
+    sess_t *s = sess_restore(w, ki.name, (uint16_t)ki.name_len, rec.expiry_interval,
+                             ms_of(rec.expiry_deadline, ctx->now_wall, ctx->now_ms),
+                             rec.next_pid);
+    for (uint32_t i = 0; i < rec.nsubs; i++)
+        sess_subscribe(w, s, rec.subs[i].filter, (uint16_t)rec.subs[i].filter_len,
+                       rec.subs[i].options, rec.subs[i].sub_id);
+    store_rec_session_free(&rec);
+    ctx->sessions++;
+    return 0;
+}
+
+static int load_outmsg(void *ud, const void *k, size_t kl, const void *v, size_t vl)
+{
+    sess_load_t *ctx = ud;
+    store_key_info_t ki;
+    store_outmsg_t o;
+    store_batch_del(ctx->cleanup, k, kl);
+    if (store_key_parse(k, kl, &ki) != 0 || store_rec_decode_outmsg(v, vl, &o) != 0) {
+        ctx->bad++;
+        return 0;
+    }
+    sess_t *s = find_restored(ctx->srv, ki.name, ki.name_len);
+    if (s == NULL)
+        return 0; /* its session expired or was unreadable */
+    sq_entry_t e = {.qos = o.qos, .retain = o.retain, .state = o.state, .pid = o.pid};
+    if (o.state != STORE_OUT_WAIT_PUBCOMP) {
+        uint64_t exp = ms_of(o.expiry, ctx->now_wall, ctx->now_ms);
+        if (o.expiry && o.expiry <= ctx->now_wall && o.state == STORE_OUT_QUEUED)
+            return 0; /* expired before onward delivery started */
+        e.m = msg_new_v5(o.topic, (uint16_t)o.topic_len, o.props, (uint32_t)o.props_len,
+                         o.payload, (uint32_t)o.payload_len, o.qos, o.retain, exp);
+    }
+    if (o.state == STORE_OUT_QUEUED) {
+        sq_push(&s->queue, &e);
+        s->queued_bytes += (uint64_t)o.topic_len + o.props_len + o.payload_len;
+    } else {
+        sq_push(&s->inflight, &e);
+    }
+    ctx->messages++;
+    return 0;
+}
+
+static int load_incoming(void *ud, const void *k, size_t kl, const void *v, size_t vl)
+{
+    sess_load_t *ctx = ud;
+    store_key_info_t ki;
+    (void)v;
+    (void)vl;
+    store_batch_del(ctx->cleanup, k, kl);
+    if (store_key_parse(k, kl, &ki) != 0)
+        return 0;
+    sess_t *s = find_restored(ctx->srv, ki.name, ki.name_len);
+    if (s)
+        sess_qos2_in_begin(s, ki.pid);
+    return 0;
+}
+
+int persist_load_sessions(server_t *srv)
+{
+    if (srv->store == NULL)
+        return 0;
+    sess_load_t ctx = {.srv = srv, .now_wall = an_wall_s(), .now_ms = an_now_ms(),
+                       .cleanup = store_batch_new()};
+    int rc = store_scan(srv->store, "s/", 2, load_session, &ctx);
+    if (rc == 0)
+        rc = store_scan(srv->store, "q/", 2, load_outmsg, &ctx);
+    if (rc == 0)
+        rc = store_scan(srv->store, "i/", 2, load_incoming, &ctx);
+    int rc2 = store_submit_sync(srv->store, ctx.cleanup);
+    if (rc < 0 || rc2 < 0) {
+        log_error("persistence: reading sessions from %s: %s", srv->conf.data_dir,
+                  store_strerror(rc < 0 ? rc : rc2));
+        return -1;
+    }
+    log_info("persistence: %zu sessions with %zu messages restored (%zu unreadable skipped)",
+             ctx.sessions, ctx.messages, ctx.bad);
+    return 0;
+}
+
 void persist_close(server_t *srv)
 {
-    for (uint32_t i = 0; srv->workers && i < srv->nworkers; i++)
-        if (srv->workers[i].batch) {
-            if (srv->store)
-                store_submit(srv->store, srv->workers[i].batch, committed, NULL);
-            else
-                store_batch_free(srv->workers[i].batch);
-            srv->workers[i].batch = NULL;
-        }
     if (srv->store) {
-        store_close(srv->store);
+        store_close(srv->store); /* commits what is pending */
         srv->store = NULL;
     }
 }

@@ -108,6 +108,8 @@ int server_init(server_t *srv, const conf_t *conf)
     for (uint32_t i = 0; i < srv->nworkers; i++)
         if (worker_init(&srv->workers[i], srv, i) < 0)
             return -1;
+    if (persist_load_sessions(srv) < 0)
+        return -1;
     if (srv->conf.memory_high_water) {
         worker_t *w0 = &srv->workers[0];
         tw_timer_init(&w0->mem_timer, sys_on_mem_timer);
@@ -149,11 +151,11 @@ void server_stop(server_t *srv)
 
 void server_free(server_t *srv)
 {
-    persist_close(srv); /* the workers have stopped: commit what is left */
     for (uint32_t i = 0; srv->workers && i < srv->nworkers; i++)
         worker_free(&srv->workers[i]);
     free(srv->workers);
     srv->workers = NULL;
+    persist_close(srv); /* after the workers saved their sessions */
     for (uint32_t i = 0; i < CONF_MAX_LISTENERS; i++) {
         if (srv->listen_fds[i] >= 0)
             close(srv->listen_fds[i]);

@@ -481,6 +481,16 @@ static void arm_expiry(worker_t *w, sess_t *s)
     tw_add(&w->tw, &s->timer, at);
 }
 
+sess_t *sess_restore(worker_t *w, const uint8_t *client_id, uint16_t len, uint32_t expiry,
+                     uint64_t expire_at, uint16_t next_pid)
+{
+    sess_t *s = sess_new(w, client_id, len, expiry);
+    s->next_pid = next_pid ? next_pid : 1;
+    s->expire_at = expire_at;
+    arm_expiry(w, s);
+    return s;
+}
+
 void sess_delay_will(sess_t *s, msg_t *will, uint32_t delay)
 {
     drop_pending_will(s);

@@ -99,6 +99,10 @@ void sq_remove(sq_t *q, uint32_t i); /* keeps order */
 void sq_clear(sq_t *q);              /* drops message references */
 
 sess_t *sess_new(worker_t *w, const uint8_t *client_id, uint16_t len, uint32_t expiry);
+/* A persistent session read back from the store at start-up: offline,
+ * expiring at expire_at (ms, monotonic; ignored when expiry is SESS_NEVER). */
+sess_t *sess_restore(worker_t *w, const uint8_t *client_id, uint16_t len, uint32_t expiry,
+                     uint64_t expire_at, uint16_t next_pid);
 /* Remove from tables and trie, drop queues, publish a pending will, free. */
 void sess_destroy(worker_t *w, sess_t *s);
 /* The connection ended abnormally with a will delayed by `delay` seconds:

@@ -309,6 +309,8 @@ fail:
 /* After the thread has exited: drop what is still queued, free the rest. */
 void worker_free(worker_t *w)
 {
+    if (w->srv == NULL)
+        return; /* never initialised (start-up failed before it) */
     inbox_vec_t left = {0};
     if (w->inbox.evfd >= 0) {
         inbox_take(&w->inbox, &left);
@@ -326,12 +328,14 @@ void worker_free(worker_t *w)
         }
         inbox_vec_free(&left);
     }
+    persist_save_sessions(w); /* graceful restart: sessions come back */
     /* every session still here (persistent ones) */
     for (size_t b = 0; b < w->by_sid.nbuckets; b++)
         while (w->by_sid.buckets && w->by_sid.buckets[b])
             sess_destroy(w, w->by_sid.buckets[b]);
     sess_table_free(&w->by_id);
     sess_table_free(&w->by_sid);
+    persist_flush(w); /* wills published while sessions were freed */
     if (w->outbox)
         for (uint32_t i = 0; i < w->srv->nworkers; i++) {
             /* wills published while sessions were freed above */

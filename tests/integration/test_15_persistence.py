@@ -75,3 +75,57 @@ def test_store_in_use_refuses_second_broker(broker, tmp_path):
     assert r.returncode == 1
     assert store in r.stderr.decode()
     b.assert_serving()
+
+
+def test_sessions_survive_graceful_restart(broker, tmp_path):
+    from mqttraw import puback
+    store = str(tmp_path / "store")
+    b = broker(workers=2, persistence={"enabled": True, "dir": store})
+    # a persistent session that leaves one QoS 1 message unacknowledged
+    s = b.raw_connected("durable", clean=False)
+    assert s.subscribe(1, [("dur/#", 1), ("other/+", 0)]).codes == [1, 0]
+    pub = b.raw_connected("dur-pub")
+    pub.publish("dur/a", b"first", qos=1, pid=1)
+    first = s.recv_publish(3)
+    assert first.payload == b"first"
+    s.close()  # no PUBACK: stays in flight
+    time.sleep(0.2)
+    for i in range(5):  # queued while offline
+        pub.publish("dur/b", b"queued %d" % i, qos=1, pid=10 + i)
+    pub.close()
+    time.sleep(0.2)
+    b.stop()
+    assert "sessions of worker" in b.log_text()
+    b.start()
+    assert "sessions with 6 messages restored" in b.log_text()
+    s = b.raw()
+    ack = s.connect("durable", clean=False)
+    assert (ack.rc, ack.session_present) == (0, 1)
+    again = s.recv_publish(3)  # the unacknowledged one first, with DUP
+    assert (again.payload, again.dup, again.pid) == (b"first", 1, first.pid)
+    s.send(puback(again.pid))
+    got = []
+    for _ in range(5):
+        m = s.recv_publish(3)
+        s.send(puback(m.pid))
+        got.append(m.payload)
+    assert got == [b"queued %d" % i for i in range(5)]
+    # the subscriptions came back too
+    p2 = b.raw_connected("dur-pub2")
+    p2.publish("other/x", b"live", qos=0)
+    assert s.recv_publish(3).payload == b"live"
+    s.close()
+    p2.close()
+
+
+def test_clean_sessions_are_not_restored(broker, tmp_path):
+    store = str(tmp_path / "store")
+    b = broker(persistence={"enabled": True, "dir": store})
+    s = b.raw_connected("ephemeral", clean=True)
+    assert s.subscribe(1, [("eph/#", 1)]).codes == [1]
+    b.stop()
+    b.start()
+    s = b.raw()
+    ack = s.connect("ephemeral", clean=False)
+    assert ack.session_present == 0
+    s.close()
