@@ -7,7 +7,11 @@
 # Scenarios (default: all but flood, in this order):
 #   idle      19,000 clients held: broker RSS per connection, CPU while idle
 #   connrate  10,000 CONNECTs as fast as accepted, 100 handshakes in progress at
-#             a time (within mosquitto's listen backlog): CONNECTs/s, CPU us per CONNECT
+#             a time (within mosquitto's listen backlog): CONNECTs/s, CPU us per CONNECT;
+#             then the same over TLS (a second listener, RSA-2048 self-signed cert
+#             made with openssl in the work dir, server not verified by the
+#             generator): full handshakes, and resumed ones (--tls-resume: one
+#             session per generator process, offered on every new connection)
 #   qos0      100 -> 100 point to point, 64 B: 10k msg/s, 50k msg/s, flat out
 #   fanin     QoS 1, 1,000 publishers -> 1 subscriber on t/#: 20k msg/s, flat out
 #   fanout    QoS 0, 1 publisher -> 1,000 subscribers: 50 msg/s (50k deliveries/s), flat out
@@ -50,7 +54,7 @@ WARM=2       # seconds of warm-up per measured run
 DUR=8        # measured seconds per run
 IFADDRS=127.0.0.2,127.0.0.3,127.0.0.4,127.0.0.5   # spread source ports
 
-usage() { sed -n '2,37p' "$0" | sed 's/^# \{0,1\}//'; }
+usage() { sed -n '2,41p' "$0" | sed 's/^# \{0,1\}//'; }
 
 while [ $# -gt 0 ]; do
     case "$1" in
@@ -73,6 +77,9 @@ done
 for f in "$BENCH" "$ANTENNA"; do
     [ -x "$f" ] || { echo "compare.sh: $f not found: build first (cmake --build build)" >&2; exit 2; }
 done
+case " $SCEN " in *" connrate "*)
+    command -v openssl > /dev/null || { echo "compare.sh: openssl not found (the TLS connrate variants need it)" >&2; exit 2; } ;;
+esac
 case " $BROKERS " in *" mosquitto "*)
     [ -x "$MOSQUITTO" ] || { echo "compare.sh: $MOSQUITTO not found (apt-get install mosquitto)" >&2; exit 2; } ;;
 esac
@@ -89,6 +96,7 @@ LOG=$OUT/compare.log
 PIDS=()
 BPID=""
 BPORT=""
+BTLSPORT=""   # the broker's TLS listener (connrate only), empty otherwise
 BKIND=""
 cleanup() {
     local p
@@ -131,8 +139,25 @@ wait_port() {
     return 1
 }
 
-broker_conf() { # kind port -> config file path
-    local kind=$1 port=$2 f
+# The TLS variants' certificate: self-signed RSA 2048 for 127.0.0.1, made once.
+# Readable by all: mosquitto started as root reads it after dropping to its
+# own user, and mktemp -d makes the work dir private.
+CERTS=$WORK/certs
+make_cert() {
+    [ -f "$CERTS/server.crt" ] && return 0
+    mkdir -p "$CERTS"
+    if ! openssl req -x509 -newkey rsa:2048 -nodes -keyout "$CERTS/server.key" \
+            -out "$CERTS/server.crt" -days 30 -subj "/CN=localhost" \
+            -addext "subjectAltName=DNS:localhost,IP:127.0.0.1" >> "$LOG" 2>&1; then
+        log "openssl could not make the TLS certificate"
+        return 1
+    fi
+    chmod 755 "$WORK" "$CERTS"
+    chmod 644 "$CERTS/server.crt" "$CERTS/server.key"
+}
+
+broker_conf() { # kind port [tlsport] -> config file path
+    local kind=$1 port=$2 tport=${3:-} f
     case "$kind" in
     mosquitto)
         f=$WORK/mosquitto-$port.conf
@@ -148,6 +173,8 @@ log_type error
 log_type warning
 connection_messages false
 EOF
+        [ -z "$tport" ] || printf 'listener %s 127.0.0.1\ncertfile %s\nkeyfile %s\n' \
+            "$tport" "$CERTS/server.crt" "$CERTS/server.key" >> "$f"
         ;;
     antenna-w*)
         f=$WORK/antenna-$port.yaml
@@ -159,6 +186,16 @@ listeners:
   - name: mqtt
     address: 127.0.0.1
     port: $port
+EOF
+        [ -z "$tport" ] || cat >> "$f" <<EOF
+  - name: mqtts
+    address: 127.0.0.1
+    port: $tport
+    transport: tls
+    cert_file: $CERTS/server.crt
+    key_file: $CERTS/server.key
+EOF
+        cat >> "$f" <<EOF
 mqtt:
   max_inflight: 100
   max_queued: 100000
@@ -168,11 +205,21 @@ EOF
     echo "$f"
 }
 
-# start_broker KIND [PORT]: sets BPID, BPORT, BKIND.
+# start_broker KIND [PORT]: sets BPID, BPORT, BKIND (and BTLSPORT when
+# WANT_TLS is 1: a second, TLS listener).
+WANT_TLS=0
 start_broker() {
-    local kind=$1 port=${2:-} conf
+    local kind=$1 port=${2:-} conf tport="" i
     [ -n "$port" ] || port=$(free_port) || { log "no free port"; return 1; }
-    conf=$(broker_conf "$kind" "$port")
+    BTLSPORT=""
+    if [ "$WANT_TLS" = 1 ]; then
+        make_cert || return 1
+        for i in 1 2 3 4 5; do
+            tport=$(free_port) || { log "no free port"; return 1; }
+            [ "$tport" != "$port" ] && break
+        done
+    fi
+    conf=$(broker_conf "$kind" "$port" "$tport")
     case "$kind" in
     mosquitto) "$MOSQUITTO" -c "$conf" >> "$WORK/broker-$kind.log" 2>&1 & ;;
     *) "$ANTENNA" --config "$conf" >> "$WORK/broker-$kind.log" 2>&1 & ;;
@@ -186,6 +233,11 @@ start_broker() {
         log "$kind did not start listening on $port (see $WORK/broker-$kind.log)"
         return 1
     fi
+    if [ -n "$tport" ] && ! wait_port "$tport"; then
+        log "$kind did not start its TLS listener on $tport (see $WORK/broker-$kind.log)"
+        return 1
+    fi
+    BTLSPORT=$tport
 }
 
 stop_broker() {
@@ -213,7 +265,7 @@ rec() { printf '%s\t%s\t%s\t%s\t%s\n' "$1|$2|$3" "$BKIND" "$RUN" "$4" "$ORDER" >
 bench() {
     local name=$1 tmo=$2
     shift 2
-    timeout -k 5 "$tmo" "$BENCH" "$@" -p "$BPORT" --json --quiet \
+    timeout -k 5 "$tmo" "$BENCH" "$@" -p "${BENCH_PORT:-$BPORT}" --json --quiet \
         > "$WORK/$name.json" 2> "$WORK/$name.err"
     local rc=$?
     cp "$WORK/$name.json" "$OUT/$name-$BKIND-$RUN.json" 2>/dev/null
@@ -259,12 +311,30 @@ s_idle() {
 }
 
 s_connrate() {
-    bench connrate 120 conn -c 10000 --conn-pending 100 --ifaddr "$IFADDRS" -d 1 --broker-pid "$BPID" || return
-    local f=$WORK/connrate.json
-    rec connrate "10,000" "CONNECTs/s" "$(jget connect_rate "$f")"
-    rec connrate "10,000" "broker CPU us/CONNECT" "$(jget broker_cpu_us_per_connect "$f")"
-    rec connrate "10,000" "connect p99 us" "$(jget conn_p99_us "$f")"
-    rec connrate "10,000" "failed attempts" "$(jget conn_fail "$f")"
+    local name=connrate load="10,000" port=$BPORT tls=""
+    case "$VARIANT" in
+    tls) name=connrate-tls; load="10,000 TLS, full handshakes"; tls=--tls ;;
+    tls-resume) name=connrate-tlsres; load="10,000 TLS, resumed"; tls=--tls-resume ;;
+    esac
+    if [ -n "$tls" ]; then
+        [ -n "$BTLSPORT" ] || { log "  $name on $BKIND: no TLS listener"; return; }
+        port=$BTLSPORT
+    fi
+    BENCH_PORT=$port bench "$name" 120 conn -c 10000 --conn-pending 100 --ifaddr "$IFADDRS" \
+        -d 1 --setup-timeout 100 $tls --broker-pid "$BPID" || return
+    local f=$WORK/$name.json
+    rec connrate "$load" "CONNECTs/s" "$(jget connect_rate "$f")"
+    rec connrate "$load" "broker CPU us/CONNECT" "$(jget broker_cpu_us_per_connect "$f")"
+    rec connrate "$load" "connect p99 us" "$(jget conn_p99_us "$f")"
+    rec connrate "$load" "failed attempts" "$(jget conn_fail "$f")"
+    if [ -n "$tls" ]; then
+        local hs res
+        hs=$(jget tls_handshakes "$f")
+        res=$(jget tls_resumed "$f")
+        rec connrate "$load" "TLS handshakes" "$hs"
+        rec connrate "$load" "TLS resumed %" \
+            "$(awk -v h="${hs:-0}" -v r="${res:-0}" 'BEGIN { printf "%.1f", (h > 0) ? 100 * r / h : 0 }')"
+    fi
 }
 
 P2P="-c 100 -t t/%i --sub-topic t/%i"
@@ -368,6 +438,7 @@ variants() {
     fanin) echo "20k flat" ;;
     fanout) echo "50 flat" ;;
     qos2) echo "10k flat" ;;
+    connrate) echo "- tls tls-resume" ;;
     *) echo "-" ;;
     esac
 }
@@ -382,6 +453,7 @@ for RUN in $(seq 1 "$RUNS"); do
             for b in $BROKERS; do
                 v=${VARIANT#-}
                 log "run $RUN/$RUNS: $s${v:+ $v} on $b"
+                case "$s-$VARIANT" in connrate-tls*) WANT_TLS=1 ;; *) WANT_TLS=0 ;; esac
                 if ! start_broker "$b"; then
                     stop_broker
                     continue

@@ -60,7 +60,9 @@ void tls_setup(void)
     if (!ctx)
         die_ssl("SSL_CTX_new", NULL);
     SSL_CTX_set_min_proto_version(ctx, TLS1_2_VERSION);
-    SSL_CTX_set_mode(ctx, SSL_MODE_ENABLE_PARTIAL_WRITE | SSL_MODE_ACCEPT_MOVING_WRITE_BUFFER);
+    /* idle connections (conn mode) give their record buffers back */
+    SSL_CTX_set_mode(ctx, SSL_MODE_ENABLE_PARTIAL_WRITE | SSL_MODE_ACCEPT_MOVING_WRITE_BUFFER |
+                              SSL_MODE_RELEASE_BUFFERS);
     if (g_opt.cafile) {
         if (SSL_CTX_load_verify_locations(ctx, g_opt.cafile, NULL) != 1)
             die_ssl("cannot load --cafile", g_opt.cafile);
