@@ -17,7 +17,7 @@ DEB_PACKAGES = build-essential cmake pkg-config clang libclang-rt-14-dev \
                python3 python3-pytest python3-paho-mqtt \
                mosquitto mosquitto-clients haproxy
 
-.PHONY: all deps build run test unit integration asan fuzz fuzz-build format clean
+.PHONY: all deps js-deps build run test unit integration asan fuzz fuzz-build format clean
 
 all: build
 
@@ -47,10 +47,23 @@ run: build
 unit: build
 	cd $(BUILD) && ctest --output-on-failure -j $(JOBS)
 
-integration: build
+# MQTT.js for the WebSocket tests (tests/integration/js, package-lock.json
+# pinned), with whatever node/npm is on PATH (not necessarily Debian's);
+# without them those tests are skipped.
+JS_DIR = tests/integration/js
+js-deps:
+	@if command -v npm >/dev/null 2>&1 && command -v node >/dev/null 2>&1; then \
+	  if [ ! -f $(JS_DIR)/node_modules/.package-lock.json ] || \
+	     [ $(JS_DIR)/package-lock.json -nt $(JS_DIR)/node_modules/.package-lock.json ]; then \
+	    (cd $(JS_DIR) && npm ci --no-audit --no-fund); fi; \
+	else \
+	  echo "make js-deps: node/npm not found on PATH: the MQTT.js WebSocket tests will be skipped"; \
+	fi
+
+integration: build js-deps
 	ANTENNA_BIN=$(CURDIR)/$(BUILD)/antenna $(PYTEST) $(PYTEST_ARGS) tests/integration
 
-asan: deps
+asan: deps js-deps
 	cmake -S . -B $(ASAN_BUILD) -DCMAKE_BUILD_TYPE=Debug -DANTENNA_SANITIZE=ON
 	cmake --build $(ASAN_BUILD) -j $(JOBS)
 	cd $(ASAN_BUILD) && ctest --output-on-failure -j $(JOBS)

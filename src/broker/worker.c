@@ -151,9 +151,10 @@ static void accept_many(worker_t *w, uint32_t li)
             continue;
         }
         /* the TLS handshake and the PROXY header get handshake_timeout,
-         * then the CONNECT connect_timeout (re-armed by conn.c) */
+         * then the WebSocket upgrade and the CONNECT connect_timeout
+         * (re-armed by conn.c) */
         const conf_listener_t *l = &srv->conf.listeners[li];
-        uint32_t secs = (l->transport == CONF_TRANSPORT_TLS ||
+        uint32_t secs = (l->transport == CONF_TRANSPORT_TLS || l->transport == CONF_TRANSPORT_WSS ||
                          l->proxy_protocol != CONF_PROXY_OFF)
                             ? l->handshake_timeout
                             : srv->conf.connect_timeout;

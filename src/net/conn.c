@@ -15,6 +15,12 @@
  * (peeked, then consumed exactly, so nothing after it is taken from the
  * socket) and its source address replaces the peer.  Both are bounded by
  * the listener's handshake_timeout on the connect timer.
+ *
+ * On a ws/wss listener (net_ws.h, state in conn_ext_t) the bytes read (or
+ * decrypted) go through the WebSocket layer first: the upgrade request,
+ * then frames whose binary payloads are fed to conn_input(); on flush the
+ * pending MQTT output becomes one binary message whose frame bytes are
+ * written instead.  The upgrade and the CONNECT share connect_timeout.
  */
 #include "conn.h"
 
@@ -30,6 +36,7 @@
 #include "mqtt_props.h"
 #include "net_proxy.h"
 #include "net_tls.h"
+#include "net_ws.h"
 #include "proto.h"
 #include "router.h"
 #include "sess.h"
@@ -60,7 +67,7 @@ conn_t *conn_new(worker_t *w, int fd, const struct sockaddr *sa, uint8_t listene
 {
     const conf_listener_t *l = &w->srv->conf.listeners[listener];
     struct ssl_st *ssl = NULL;
-    if (l->transport == CONF_TRANSPORT_TLS) {
+    if (l->transport == CONF_TRANSPORT_TLS || l->transport == CONF_TRANSPORT_WSS) {
         ssl = tls_new(w->srv->tls_ctx[listener], fd);
         if (ssl == NULL)
             return NULL;
@@ -73,6 +80,10 @@ conn_t *conn_new(worker_t *w, int fd, const struct sockaddr *sa, uint8_t listene
     if (l->proxy_protocol != CONF_PROXY_OFF) {
         conn_ext(c);
         c->flags |= CONN_F_PROXY;
+    }
+    if (l->transport == CONF_TRANSPORT_WS || l->transport == CONF_TRANSPORT_WSS) {
+        conn_ext(c)->ws = ws_new(l);
+        c->flags |= CONN_F_WS_HS;
     }
     c->fd = fd;
     c->w = w;
@@ -152,6 +163,53 @@ void conn_input(conn_t *c, const uint8_t *data, size_t n)
             memcpy(x->pending, data + off, n - off);
             return;
         }
+    }
+}
+
+static void mark_flush(conn_t *c);
+static int write_out(conn_t *c);
+
+/* Bytes read from the socket (decrypted on TLS): through the WebSocket
+ * layer on a ws/wss listener, else straight to the MQTT parser. */
+static void transport_input(conn_t *c, const uint8_t *data, size_t n)
+{
+    ws_t *ws = c->x ? c->x->ws : NULL;
+    if (ws == NULL) {
+        conn_input(c, data, n);
+        return;
+    }
+    char msg[200], name[160];
+    const char *why = NULL;
+    if (c->flags & CONN_F_WS_HS) {
+        size_t used = 0;
+        int rc = ws_handshake(ws, data, n, &used, &why);
+        if (rc == WS_HS_MORE)
+            return;
+        if (rc == WS_HS_FAIL) {
+            conn_close(c, why, 0); /* writes the HTTP error response first */
+            return;
+        }
+        c->flags &= (uint8_t)~CONN_F_WS_HS;
+        mark_flush(c); /* the 101 response */
+        log_debug("%s: WebSocket upgrade done", conn_name(c, name, sizeof(name)));
+        data += used;
+        n -= used;
+        if (n == 0)
+            return;
+    }
+    const uint8_t *plain = NULL;
+    size_t nplain = 0;
+    int rc = ws_recv(ws, data, n, &plain, &nplain, &why);
+    if (nplain) {
+        conn_input(c, plain, nplain);
+        if (c->state != CONN_NEW && c->state != CONN_ACTIVE)
+            return; /* closed, or moved with the rest of the bytes */
+    }
+    if (ws_out_pending(ws))
+        mark_flush(c); /* pong, close reply */
+    if (rc != 0) {
+        snprintf(msg, sizeof(msg), "%s", why ? why : "WebSocket error");
+        conn_close(c, msg, 1);
     }
 }
 
@@ -262,7 +320,7 @@ static void tls_readable(conn_t *c)
     if (got) {
         STAT_ADD(w->stats.bytes_received, (uint64_t)got);
         c->last_rx = w->now;
-        conn_input(c, w->scratch, got);
+        transport_input(c, w->scratch, got);
     }
     if (closed && (c->state == CONN_NEW || c->state == CONN_ACTIVE))
         conn_close(c, why, 1);
@@ -301,7 +359,7 @@ void conn_on_readable(conn_t *c)
     if (n > 0) {
         STAT_ADD(w->stats.bytes_received, (uint64_t)n);
         c->last_rx = w->now;
-        conn_input(c, w->scratch, (size_t)n);
+        transport_input(c, w->scratch, (size_t)n);
         return;
     }
     if (n == 0) {
@@ -479,35 +537,78 @@ static void release_obuf(conn_t *c)
     }
 }
 
-/* Returns 0, or -1 on a write error (the caller closes). */
-static int write_out(conn_t *c)
+/* Write up to n wire bytes to the socket (through TLS when on): > 0
+ * taken, 0 when the socket takes no more now, -1 on error (errno). */
+static ssize_t raw_write(conn_t *c, const uint8_t *buf, size_t n)
 {
-    while (conn_out_pending(c) && c->x && c->x->ssl) {
+    if (c->x && c->x->ssl) {
         char why[300];
-        ssize_t n = tls_write(c->x->ssl, c->obuf + c->ooff, conn_out_pending(c), why,
-                              sizeof(why));
-        if (n > 0) {
-            c->ooff += (uint32_t)n;
-            STAT_ADD(c->w->stats.bytes_sent, (uint64_t)n);
-            continue;
-        }
-        if (n == -TLS_WANT_WRITE || n == -TLS_WANT_READ)
+        ssize_t r = tls_write(c->x->ssl, buf, n, why, sizeof(why));
+        if (r > 0)
+            return r;
+        if (r == -TLS_WANT_WRITE || r == -TLS_WANT_READ)
             return 0;
         errno = ECONNRESET;
         return -1;
     }
-    while (conn_out_pending(c)) {
-        ssize_t n = send(c->fd, c->obuf + c->ooff, conn_out_pending(c), MSG_NOSIGNAL);
-        if (n > 0) {
-            c->ooff += (uint32_t)n;
-            STAT_ADD(c->w->stats.bytes_sent, (uint64_t)n);
+    for (;;) {
+        ssize_t r = send(c->fd, buf, n, MSG_NOSIGNAL);
+        if (r > 0)
+            return r;
+        if (r < 0 && errno == EINTR)
             continue;
-        }
-        if (n < 0 && errno == EINTR)
-            continue;
-        if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK))
+        if (r < 0 && (errno == EAGAIN || errno == EWOULDBLOCK))
             return 0;
+        if (r == 0)
+            errno = EPIPE;
         return -1;
+    }
+}
+
+/* WebSocket: the pending MQTT output becomes one binary message (only
+ * once the previous frames are written, unless `force`: the output limit
+ * keeps counting what waits in obuf). */
+static void ws_pack(conn_t *c, int force)
+{
+    ws_t *ws = c->x->ws;
+    if (!ws_upgraded(ws) || !conn_out_pending(c) || (!force && ws_out_pending(ws)))
+        return;
+    (void)ws_send(ws, c->obuf + c->ooff, conn_out_pending(c));
+    release_obuf(c);
+}
+
+/* Everything waiting to be written: MQTT output and WebSocket frames. */
+static size_t out_pending_all(const conn_t *c)
+{
+    return conn_out_pending(c) + (c->x && c->x->ws ? ws_out_pending(c->x->ws) : 0);
+}
+
+/* Returns 0, or -1 on a write error (the caller closes). */
+static int write_out(conn_t *c)
+{
+    if (c->x && c->x->ws) {
+        ws_t *ws = c->x->ws;
+        for (;;) {
+            ws_pack(c, 0);
+            if (!ws_out_pending(ws))
+                return 0;
+            ssize_t n = raw_write(c, ws_out(ws), ws_out_pending(ws));
+            if (n < 0)
+                return -1;
+            if (n == 0)
+                return 0;
+            ws_out_consumed(ws, (size_t)n);
+            STAT_ADD(c->w->stats.bytes_sent, (uint64_t)n);
+        }
+    }
+    while (conn_out_pending(c)) {
+        ssize_t n = raw_write(c, c->obuf + c->ooff, conn_out_pending(c));
+        if (n < 0)
+            return -1;
+        if (n == 0)
+            return 0;
+        c->ooff += (uint32_t)n;
+        STAT_ADD(c->w->stats.bytes_sent, (uint64_t)n);
     }
     release_obuf(c);
     return 0;
@@ -524,7 +625,7 @@ void conn_flush(conn_t *c)
         conn_close(c, msg, 1);
         return;
     }
-    set_want_out(c, conn_out_pending(c) > 0);
+    set_want_out(c, out_pending_all(c) > 0);
 }
 
 void conn_on_writable(conn_t *c)
@@ -545,8 +646,13 @@ void conn_close(conn_t *c, const char *why, int publish_will)
         char name[160];
         log_info("%s: disconnected: %s", conn_name(c, name, sizeof(name)), why);
     }
+    /* WebSocket: what is pending, then a close frame (once) */
+    if (c->x && c->x->ws && ws_upgraded(c->x->ws)) {
+        ws_pack(c, 1);
+        ws_close(c->x->ws, 1000);
+    }
     /* last chance for a CONNACK carrying a refusal to leave */
-    if (conn_out_pending(c))
+    if (out_pending_all(c))
         (void)write_out(c);
     c->state = CONN_DEAD;
     if (c->will && publish_will) {
@@ -606,6 +712,7 @@ static void ext_free(conn_ext_t *x)
     free(x->pending);
     free(x->proxy_buf);
     tls_free(x->ssl);
+    ws_free(x->ws);
     free(x);
 }
 
@@ -694,6 +801,8 @@ void conn_on_timer(tw_timer_t *t)
             conn_close(c, "no PROXY header within handshake_timeout", 0);
         else if (c->flags & CONN_F_TLS_HS)
             conn_close(c, "TLS handshake not completed within handshake_timeout", 0);
+        else if (c->flags & CONN_F_WS_HS)
+            conn_close(c, "WebSocket upgrade not completed within connect_timeout", 0);
         else
             conn_close(c, "no CONNECT within connect_timeout", 0);
         return;

@@ -64,7 +64,8 @@ enum {
     CONN_F_OUT_FULL = 4,     /* output over its limit since x->out_full_since */
     CONN_F_TLS_HS = 8,       /* TLS handshake in progress (x->ssl) */
     CONN_F_PROXY = 16,       /* waiting for the PROXY protocol header */
-    CONN_F_PAUSED = 32       /* reads paused: another worker's inbox is full */
+    CONN_F_PAUSED = 32,      /* reads paused: another worker's inbox is full */
+    CONN_F_WS_HS = 64        /* WebSocket upgrade request expected (x->ws) */
 };
 
 /* State few connections need, allocated on first use and freed with the
@@ -87,6 +88,7 @@ typedef struct conn_ext_s {
     struct ssl_st *ssl;      /* transport: tls (net_tls.h), for life */
     uint8_t *proxy_buf;      /* PROXY header bytes consumed so far */
     uint32_t nproxy;
+    struct ws_s *ws;         /* transport: ws/wss (net_ws.h), for life */
 } conn_ext_t;
 
 conn_ext_t *conn_ext(conn_t *c);

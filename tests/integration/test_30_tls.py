@@ -309,11 +309,17 @@ def test_bad_cert_file_exits_1(antenna_bin, tmp_path, certs):
     assert b"listener secure" in r.stdout and b"client.key" in r.stdout, r.stdout
 
 
-@pytest.mark.parametrize("transport", ["ws", "wss"])
-def test_websocket_transport_not_supported_yet(antenna_bin, tmp_path, transport):
+@pytest.mark.parametrize("yaml,key,msg", [
+    ("    transport: wss\n", "listeners[0].cert_file", b"required when transport is tls or wss"),
+    ("    transport: ws\n    ws_path: mqtt\n", "listeners[0].ws_path", b"starting with"),
+    ("    ws_path: /mqtt\n", "listeners[0].ws_path", b"only meaningful with transport: ws"),
+])
+def test_websocket_listener_config_errors(antenna_bin, tmp_path, yaml, key, msg):
+    """ws and wss are supported (test_33_websocket.py); their keys are
+    checked at load."""
     cfg = tmp_path / "a.yaml"
-    cfg.write_text("listeners:\n  - port: 0\n    transport: %s\n" % transport)
+    cfg.write_text("listeners:\n  - port: 0\n" + yaml)
     r = run(antenna_bin, "--config", str(cfg), check=False)
     assert r.returncode == 1, r.stdout
-    assert b"a.yaml:3: listeners[0].transport:" in r.stdout, r.stdout
-    assert b"not supported yet" in r.stdout, r.stdout
+    assert (": %s:" % key).encode() in r.stdout, r.stdout
+    assert msg in r.stdout, r.stdout
