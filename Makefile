@@ -15,7 +15,7 @@ PYTEST_ARGS ?= -q
 DEB_PACKAGES = build-essential cmake pkg-config clang libclang-rt-14-dev \
                libyaml-dev libcmocka-dev libssl-dev librocksdb-dev libwslay-dev \
                python3 python3-pytest python3-paho-mqtt \
-               mosquitto mosquitto-clients haproxy
+               mosquitto mosquitto-clients haproxy openssl
 
 .PHONY: all deps js-deps build run test unit integration asan fuzz fuzz-build format clean
 
