@@ -23,9 +23,32 @@ static int is_sys(const msg_t *m)
     return m->topic_len >= 5 && memcmp(msg_topic(m), "$SYS/", 5) == 0;
 }
 
+/* Deadlines: monotonic ms in the broker, unix seconds in the store.  A
+ * deadline is rounded down when written, so across a restart a message or
+ * session may end up to a second early, never late. */
+static uint64_t to_wall_s(uint64_t deadline_ms, uint64_t now_ms)
+{
+    if (deadline_ms == 0)
+        return 0; /* never */
+    uint64_t wall_ms = an_wall_ms() + (deadline_ms > now_ms ? deadline_ms - now_ms : 0);
+    return AN_MAX(wall_ms / 1000u, 1u);
+}
+
+static int wall_passed(uint64_t wall_s, uint64_t now_wall_ms)
+{
+    return wall_s && wall_s * 1000u <= now_wall_ms;
+}
+
+static uint64_t from_wall_s(uint64_t wall_s, uint64_t now_wall_ms, uint64_t now_ms)
+{
+    if (wall_s == 0)
+        return 0;
+    return now_ms + (wall_s * 1000u > now_wall_ms ? wall_s * 1000u - now_wall_ms : 0);
+}
+
 typedef struct {
     server_t *srv;
-    uint64_t now_wall, now_ms;
+    uint64_t now_wall_ms, now_ms;
     size_t loaded, expired, bad;
 } load_ctx_t;
 
@@ -39,14 +62,11 @@ static int load_one(void *ud, const void *k, size_t kl, const void *v, size_t vl
         ctx->bad++;
         return 0;
     }
-    uint64_t expire_at = 0;
-    if (r.expiry) {
-        if (r.expiry <= ctx->now_wall) {
-            ctx->expired++;
-            return 0;
-        }
-        expire_at = ctx->now_ms + (r.expiry - ctx->now_wall) * 1000u;
+    if (wall_passed(r.expiry, ctx->now_wall_ms)) {
+        ctx->expired++;
+        return 0;
     }
+    uint64_t expire_at = from_wall_s(r.expiry, ctx->now_wall_ms, ctx->now_ms);
     msg_t *m = msg_new_v5(r.topic, (uint16_t)r.topic_len, r.props, (uint32_t)r.props_len,
                           r.payload, (uint32_t)r.payload_len, r.qos, 1, expire_at);
     retain_set(ctx->srv->retain, m);
@@ -69,7 +89,7 @@ int persist_open(server_t *srv)
         log_error("persistence: %s", err);
         return -1;
     }
-    load_ctx_t ctx = {.srv = srv, .now_wall = an_wall_s(), .now_ms = an_now_ms()};
+    load_ctx_t ctx = {.srv = srv, .now_wall_ms = an_wall_ms(), .now_ms = an_now_ms()};
     uint64_t t0 = an_now_ms();
     int rc = store_scan(srv->store, "r/", 2, load_one, &ctx);
     if (rc < 0) {
@@ -103,8 +123,7 @@ void persist_retained(worker_t *w, const msg_t *m)
     store_retained_t r = {.qos = m->qos, .topic = msg_topic(m), .topic_len = m->topic_len,
                           .props = msg_props(m), .props_len = m->props_len,
                           .payload = msg_payload(m), .payload_len = m->payload_len};
-    if (m->expire_at)
-        r.expiry = an_wall_s() + (m->expire_at > w->now ? (m->expire_at - w->now) / 1000u : 0) + 1;
+    r.expiry = to_wall_s(m->expire_at, w->now);
     size_t vl = store_rec_encode_retained(&r, NULL, 0);
     if (vl) {
         void *v = store_batch_put_reserve(w->batch, key, kl, vl);
@@ -136,20 +155,6 @@ void persist_flush(worker_t *w)
 
 /* ---- sessions across a graceful restart -------------------------------- */
 
-static uint64_t wall_of(const worker_t *w, uint64_t ms)
-{
-    if (ms == 0)
-        return 0;
-    return an_wall_s() + (ms > w->now ? (ms - w->now) / 1000u : 0) + 1;
-}
-
-static uint64_t ms_of(uint64_t wall, uint64_t now_wall, uint64_t now_ms)
-{
-    if (wall == 0)
-        return 0;
-    return now_ms + (wall > now_wall ? (wall - now_wall) * 1000u : 0);
-}
-
 /* Put one record whose key and value are sized by their builders. */
 static void put_outmsg(store_batch_t *b, const sess_t *s, uint64_t seq,
                        const store_outmsg_t *o)
@@ -178,7 +183,7 @@ static uint64_t save_ring(worker_t *w, store_batch_t *b, sess_t *s, sq_t *q, uin
             o.props_len = e->m->props_len;
             o.payload = msg_payload(e->m);
             o.payload_len = e->m->payload_len;
-            o.expiry = wall_of(w, e->m->expire_at);
+            o.expiry = to_wall_s(e->m->expire_at, w->now);
         } else {
             o.topic = (const uint8_t *)"-"; /* only the PUBREL is left */
             o.topic_len = 1;
@@ -199,7 +204,7 @@ static void save_one(worker_t *w, store_batch_t *b, sess_t *s)
     }
     store_session_t rec = {.expiry_interval = s->expiry, .next_pid = s->next_pid,
                            .nsubs = s->nsubs, .subs = subs,
-                           .expiry_deadline = s->expiry == SESS_NEVER ? 0 : wall_of(w, s->expire_at)};
+                           .expiry_deadline = s->expiry == SESS_NEVER ? 0 : to_wall_s(s->expire_at, w->now)};
     size_t kl = store_key_session(NULL, 0, s->client_id, s->client_id_len);
     size_t vl = store_rec_encode_session(&rec, NULL, 0);
     if (kl && vl) {
@@ -245,7 +250,7 @@ int persist_save_sessions(worker_t *w)
 
 typedef struct {
     server_t *srv;
-    uint64_t now_wall, now_ms;
+    uint64_t now_wall_ms, now_ms;
     store_batch_t *cleanup; /* what was read is removed */
     size_t sessions, messages, bad;
 } sess_load_t;
@@ -267,15 +272,14 @@ static int load_session(void *ud, const void *k, size_t kl, const void *v, size_
         ctx->bad++;
         return 0;
     }
-    if (rec.expiry_interval != SESS_NEVER && rec.expiry_deadline &&
-        rec.expiry_deadline <= ctx->now_wall) {
+    if (rec.expiry_interval != SESS_NEVER && wall_passed(rec.expiry_deadline, ctx->now_wall_ms)) {
         store_rec_session_free(&rec); /* expired while the broker was down */
         return 0;
     }
     server_t *srv = ctx->srv;
     worker_t *w = &srv->workers[worker_home(srv, ki.name, ki.name_len)];
     sess_t *s = sess_restore(w, ki.name, (uint16_t)ki.name_len, rec.expiry_interval,
-                             ms_of(rec.expiry_deadline, ctx->now_wall, ctx->now_ms),
+                             from_wall_s(rec.expiry_deadline, ctx->now_wall_ms, ctx->now_ms),
                              rec.next_pid);
     for (uint32_t i = 0; i < rec.nsubs; i++)
         sess_subscribe(w, s, rec.subs[i].filter, (uint16_t)rec.subs[i].filter_len,
@@ -300,8 +304,8 @@ static int load_outmsg(void *ud, const void *k, size_t kl, const void *v, size_t
         return 0; /* its session expired or was unreadable */
     sq_entry_t e = {.qos = o.qos, .retain = o.retain, .state = o.state, .pid = o.pid};
     if (o.state != STORE_OUT_WAIT_PUBCOMP) {
-        uint64_t exp = ms_of(o.expiry, ctx->now_wall, ctx->now_ms);
-        if (o.expiry && o.expiry <= ctx->now_wall && o.state == STORE_OUT_QUEUED)
+        uint64_t exp = from_wall_s(o.expiry, ctx->now_wall_ms, ctx->now_ms);
+        if (wall_passed(o.expiry, ctx->now_wall_ms) && o.state == STORE_OUT_QUEUED)
             return 0; /* expired before onward delivery started */
         e.m = msg_new_v5(o.topic, (uint16_t)o.topic_len, o.props, (uint32_t)o.props_len,
                          o.payload, (uint32_t)o.payload_len, o.qos, o.retain, exp);
@@ -335,7 +339,7 @@ int persist_load_sessions(server_t *srv)
 {
     if (srv->store == NULL)
         return 0;
-    sess_load_t ctx = {.srv = srv, .now_wall = an_wall_s(), .now_ms = an_now_ms(),
+    sess_load_t ctx = {.srv = srv, .now_wall_ms = an_wall_ms(), .now_ms = an_now_ms(),
                        .cleanup = store_batch_new()};
     int rc = store_scan(srv->store, "s/", 2, load_session, &ctx);
     if (rc == 0)

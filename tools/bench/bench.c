@@ -83,7 +83,9 @@ static void usage(FILE *out)
         "      --tls-resume        implies --tls: each process keeps the latest session\n"
         "                          and resumes it on new connections (full handshakes\n"
         "                          until the first ticket arrives)\n"
-        "      --ws                not supported yet\n"
+        "      --ws                MQTT over WebSocket (HTTP/1.1 upgrade, subprotocol mqtt,\n"
+        "                          masked binary frames); with --tls: wss\n"
+        "      --ws-path P         the upgrade request's path (/mqtt)\n"
         "\n"
         "Messages:\n"
         "  -q, --qos 0|1|2         publish QoS (0)\n"
@@ -177,7 +179,7 @@ static void parse_options(int argc, char **argv)
 {
     enum {
         O_PUBC = 256, O_SUBC, O_PEND, O_IFADDR, O_SUBQOS, O_SUBTOPIC, O_RETAIN, O_EXPECT,
-        O_DRAIN, O_CTO, O_STO, O_PREFIX, O_JSON, O_QUIET, O_PROCS, O_TLS, O_WS, O_RECONNECT,
+        O_DRAIN, O_CTO, O_STO, O_PREFIX, O_JSON, O_QUIET, O_PROCS, O_TLS, O_WS, O_WSPATH, O_RECONNECT,
         O_BBASE, O_BSTEPS, O_BMIN, O_BMAX, O_BJIT, O_UNTIL, O_READY, O_BPID, O_BPIDF, O_HELP,
         O_E2E, O_TLSRES, O_CAFILE, O_CERT, O_KEY
     };
@@ -221,6 +223,7 @@ static void parse_options(int argc, char **argv)
         {"cert", required_argument, NULL, O_CERT},
         {"key", required_argument, NULL, O_KEY},
         {"ws", no_argument, NULL, O_WS},
+        {"ws-path", required_argument, NULL, O_WSPATH},
         {"reconnect", no_argument, NULL, O_RECONNECT},
         {"backoff-base", required_argument, NULL, O_BBASE},
         {"backoff-steps", required_argument, NULL, O_BSTEPS},
@@ -323,7 +326,8 @@ static void parse_options(int argc, char **argv)
         case O_CAFILE: o->cafile = optarg; break;
         case O_CERT: o->certfile = optarg; break;
         case O_KEY: o->keyfile = optarg; break;
-        case O_WS: die("%s", "--ws is not supported yet"); break;
+        case O_WS: o->ws = 1; break;
+        case O_WSPATH: o->ws_path = optarg; break;
         case O_RECONNECT: o->reconnect = 1; break;
         case O_BBASE: o->backoff_base = parse_num(optarg, "--backoff-base", 0, 3600); break;
         case O_BSTEPS: o->backoff_steps = (uint32_t)parse_num(optarg, "--backoff-steps", 0, 20); break;
@@ -355,6 +359,12 @@ static void parse_options(int argc, char **argv)
         die("%s", "pubsub needs --size >= 16 (timestamp, publisher, sequence header)");
     if ((o->cafile || o->certfile || o->keyfile) && !o->tls)
         die("%s", "--cafile, --cert and --key need --tls");
+    if (o->ws_path && !o->ws)
+        die("%s", "--ws-path needs --ws");
+    if (!o->ws_path)
+        o->ws_path = "/mqtt";
+    if (o->ws_path[0] != '/' || strlen(o->ws_path) > 1024 || strpbrk(o->ws_path, " \t\r\n"))
+        die("bad --ws-path '%s' (an absolute path, no spaces)", o->ws_path);
     if (!o->certfile != !o->keyfile)
         die("%s", "--cert and --key go together");
     if (o->backoff_max < o->backoff_min)

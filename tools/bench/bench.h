@@ -17,6 +17,7 @@
  *   bench_client.c  one client connection: the MQTT client state machine
  *   bench_hist.c    log-linear latency histogram (HDR-like)
  *   bench_track.c   loss/duplicate/reorder tracking, topic templates, matching
+ *   bench_ws.c      --ws: the WebSocket upgrade and framing
  *   bench_report.c  pipe protocol, aggregation, summary and JSON, /proc sampling
  */
 #ifndef ANTENNA_BENCH_H
@@ -106,6 +107,8 @@ typedef struct {
     int tls_resume;       /* --tls-resume: reuse one session per process */
     const char *cafile;   /* --cafile: verify the broker's chain against it */
     const char *certfile, *keyfile; /* --cert/--key: client certificate */
+    int ws;               /* --ws: MQTT over WebSocket (wss with --tls) */
+    const char *ws_path;  /* --ws-path: the upgrade request's path (/mqtt) */
 } bench_opts_t;
 
 extern bench_opts_t g_opt;

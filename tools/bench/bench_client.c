@@ -1,6 +1,7 @@
 /* bench_client.c -- one client connection: the MQTT client state machine.
  *
- * States: IDLE -> TCP (non-blocking connect) -> CONNACK (CONNECT written) ->
+ * States: IDLE -> TCP (non-blocking connect) -> [TLS (--tls: handshake)] ->
+ * [WS (--ws: upgrade request written, bench_ws.c)] -> CONNACK (CONNECT written) ->
  * [SUBACK (subscribers: SUBSCRIBE written)] -> READY; on a drop or a failure
  * either BACKOFF (with --reconnect) or DEAD; CLOSING at the end of the run
  * (DISCONNECT written, waiting for the broker to close).  Every state but
@@ -15,7 +16,7 @@
  * parser).  Output is appended to a per-connection buffer and written by
  * client_flush once per turn, at the end; EPOLLOUT is armed only while the
  * socket refuses bytes.  Idle connections (conn mode) give their buffer back
- * once it drains, so holding 19,000 connections costs the generator 132
+ * once it drains, so holding 19,000 connections costs the generator 148
  * bytes each (client_t plus its slots in the dirty/active/heap arrays)
  * besides the kernel's socket.
  *
@@ -59,7 +60,7 @@ static void log_failure(const client_t *c, const char *why)
 
 static int in_handshake(int s)
 {
-    return s == CS_TCP || s == CS_TLS || s == CS_CONNACK || s == CS_SUBACK;
+    return s == CS_TCP || s == CS_TLS || s == CS_WS || s == CS_CONNACK || s == CS_SUBACK;
 }
 
 static int is_connected(int s)
@@ -111,6 +112,8 @@ void client_init(client_t *c, int role, uint32_t idx, uint32_t g)
     } else if (role == ROLE_SUB) {
         c->pairs = an_calloc(1, sizeof(*c->pairs));
     }
+    if (g_opt.ws)
+        ws_client_init(c);
 }
 
 /* ---- output ------------------------------------------------------------------ */
@@ -131,7 +134,14 @@ static uint8_t *reserve(client_t *c, size_t n)
     c->olen += (uint32_t)n;
     c->t_last_tx = W.now;
     mark_dirty(c);
+    if (c->ws && ws_open(c))
+        ws_count_raw(c, n);
     return p;
+}
+
+uint8_t *client_reserve(client_t *c, size_t n)
+{
+    return reserve(c, n);
 }
 
 static void free_obuf(client_t *c)
@@ -153,6 +163,8 @@ void client_flush(client_t *c)
 {
     if (c->fd < 0 || c->state == CS_TCP || c->state == CS_TLS)
         return;
+    if (c->ws)
+        ws_seal(c); /* what this turn queued: one binary frame */
     uint32_t pending = c->olen - c->ooff;
     if (pending == 0)
         return;
@@ -240,6 +252,7 @@ static void close_socket(client_t *c)
         close(c->fd); /* also leaves the epoll set */
     c->fd = -1;
     mqtt_parser_reset(&c->ps);
+    ws_reset(c);
     free_obuf(c);
     c->flags &= (uint8_t)~(F_WANT_OUT | F_PING_OUT);
     if (c->pub) {
@@ -304,6 +317,24 @@ static void send_connect(client_t *c)
     set_state(c, CS_CONNACK);
 }
 
+/* The transport is up (TCP, or TLS): upgrade to WebSocket, or write CONNECT. */
+static void transport_up(client_t *c)
+{
+    if (c->ws) {
+        ws_start(c);
+        set_state(c, CS_WS);
+        return;
+    }
+    send_connect(c);
+}
+
+int client_ws_open(client_t *c)
+{
+    int fd = c->fd;
+    send_connect(c);
+    return c->fd == fd && c->fd >= 0 ? 0 : -1;
+}
+
 /* --tls: drive the handshake (SSL_connect on the non-blocking socket); on
  * success write CONNECT. */
 static void tls_step(client_t *c)
@@ -316,7 +347,7 @@ static void tls_step(client_t *c)
             c->flags &= (uint8_t)~F_WANT_OUT;
             epoll_events(c, EPOLLIN | EPOLLRDHUP);
         }
-        send_connect(c);
+        transport_up(c);
         return;
     }
     int err = SSL_get_error(c->ssl, r);
@@ -344,7 +375,7 @@ static void tls_step(client_t *c)
 static void tcp_connected(client_t *c)
 {
     if (!g_opt.tls) {
-        send_connect(c);
+        transport_up(c);
         return;
     }
     c->ssl = tls_new(c->fd);
@@ -627,20 +658,14 @@ static void on_packet(client_t *c, const mqtt_raw_t *r)
     }
 }
 
-/* n bytes of the broker's stream in W.rbuf: frame and handle them.  Returns
- * -1 when the connection was dropped meanwhile. */
-static int feed(client_t *c, size_t n)
+int client_mqtt_in(client_t *c, const uint8_t *buf, size_t n)
 {
-    W.now = bench_now();
-    W.st.c[C_bytes_in] += (uint64_t)n;
-    if (c->state == CS_CLOSING)
-        return 0; /* discard whatever still arrives */
     size_t off = 0;
     while (off < n) {
         mqtt_raw_t pkt;
         size_t used = 0;
         const char *why = NULL;
-        int rc = mqtt_parser_next(&c->ps, W.rbuf + off, n - off, &used, MQTT_MAX_REMAINING,
+        int rc = mqtt_parser_next(&c->ps, buf + off, n - off, &used, MQTT_MAX_REMAINING,
                                   &pkt, &why);
         off += used;
         if (rc == 0)
@@ -655,6 +680,33 @@ static int feed(client_t *c, size_t n)
             return -1; /* dropped while handling */
     }
     return 0;
+}
+
+/* n bytes of the broker's stream in W.rbuf: frame and handle them (through
+ * the WebSocket framing with --ws).  Returns -1 when the connection was
+ * dropped meanwhile. */
+static int feed(client_t *c, size_t n)
+{
+    W.now = bench_now();
+    W.st.c[C_bytes_in] += (uint64_t)n;
+    if (c->state == CS_CLOSING)
+        return 0; /* discard whatever still arrives */
+    if (!c->ws)
+        return client_mqtt_in(c, W.rbuf, n);
+    char why[256];
+    int fd = c->fd;
+    int rc = ws_input(c, W.rbuf, n, why, sizeof(why));
+    if (rc == WS_OK)
+        return 0;
+    if (rc == WS_GONE || c->fd != fd || c->fd < 0)
+        return -1;
+    if (rc == WS_PROTO)
+        proto_error(c, why, NULL);
+    else if (c->state == CS_CLOSING)
+        client_close_now(c);
+    else
+        client_lost(c, why);
+    return -1;
 }
 
 /* --tls: SSL_read until it wants more from the socket (a bounded number of
@@ -702,7 +754,10 @@ static void client_read(client_t *c)
         return;
     }
     char msg[128];
-    if (n == 0)
+    if (n == 0 && c->state == CS_WS)
+        snprintf(msg, sizeof(msg), "connection closed by the broker during the WebSocket "
+                                   "upgrade (not a ws listener?)");
+    else if (n == 0)
         snprintf(msg, sizeof(msg), "connection closed by the broker");
     else
         snprintf(msg, sizeof(msg), "read: %s", strerror(errno));
@@ -752,6 +807,7 @@ void client_on_timer(client_t *c)
     switch (c->state) {
     case CS_TCP:
     case CS_TLS:
+    case CS_WS:
     case CS_CONNACK:
     case CS_SUBACK:
         W.st.c[C_conn_timeout]++;
@@ -759,6 +815,7 @@ void client_on_timer(client_t *c)
             W.st.c[C_tls_fail]++;
         client_lost(c, c->state == CS_TCP      ? "TCP connect timed out"
                        : c->state == CS_TLS     ? "TLS handshake timed out"
+                       : c->state == CS_WS      ? "no WebSocket upgrade response in time"
                        : c->state == CS_CONNACK ? "no CONNACK in time"
                                                 : "no SUBACK in time");
         break;

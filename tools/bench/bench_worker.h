@@ -20,7 +20,8 @@ enum client_state {
     CS_BACKOFF,  /* waiting to reconnect */
     CS_DEAD,     /* failed for good, or closed at the end */
     CS_CLOSING,  /* DISCONNECT written at the end, waiting for the close */
-    CS_TLS       /* --tls: TCP connected, TLS handshake in progress */
+    CS_TLS,      /* --tls: TCP connected, TLS handshake in progress */
+    CS_WS        /* --ws: upgrade request written, waiting for the 101 */
 };
 
 enum client_flag {
@@ -68,7 +69,9 @@ typedef struct {
     pub_t *pub;
     bench_pairs_t *pairs; /* subscribers */
     struct ssl_st *ssl;   /* --tls: the connection's SSL, NULL otherwise */
+    struct bench_ws *ws;  /* --ws: framing state (bench_ws.c), NULL otherwise */
 } client_t;
+typedef struct bench_ws bench_ws_t;
 
 enum phase { PH_SETUP, PH_WAIT, PH_RUN, PH_DRAIN, PH_CLOSING };
 
@@ -122,6 +125,27 @@ int client_can_publish(const client_t *c);
 void client_publish(client_t *c);
 void client_begin_close(client_t *c);
 void client_close_now(client_t *c);
+
+/* The broker's MQTT bytes (plain, or a WebSocket payload): frame and handle
+ * them; -1 when the connection was dropped meanwhile. */
+int client_mqtt_in(client_t *c, const uint8_t *buf, size_t n);
+/* --ws: the 101 was accepted; write CONNECT.  -1 when dropped. */
+int client_ws_open(client_t *c);
+/* Append n bytes to the output (counted as MQTT bytes to frame with --ws). */
+uint8_t *client_reserve(client_t *c, size_t n);
+
+/* bench_ws.c */
+enum { WS_OK = 0, WS_FAIL = -1, WS_PROTO = -2, WS_CLOSED = -3, WS_GONE = -4 };
+void ws_client_init(client_t *c);   /* allocate the framing state */
+void ws_reset(client_t *c);         /* the socket closed */
+void ws_start(client_t *c);         /* queue the upgrade request */
+int ws_open(const client_t *c);     /* upgrade done: output is framed */
+void ws_count_raw(client_t *c, size_t n);
+void ws_seal(client_t *c);          /* frame the MQTT bytes queued since the last frame */
+/* Bytes from the broker: the upgrade response, then frames.  WS_OK; WS_FAIL
+ * (upgrade failed) / WS_PROTO (framing error) / WS_CLOSED (close frame) with
+ * the reason in why; WS_GONE when the connection was dropped meanwhile. */
+int ws_input(client_t *c, uint8_t *buf, size_t n, char *why, size_t wsize);
 
 /* bench_tls.c: a new client SSL on fd (with the process's session when
  * --tls-resume has one), NULL on failure. */
