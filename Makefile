@@ -15,7 +15,7 @@ PYTEST_ARGS ?= -q
 DEB_PACKAGES = build-essential cmake pkg-config clang libclang-rt-14-dev \
                libyaml-dev libcmocka-dev libssl-dev librocksdb-dev libwslay-dev \
                python3 python3-pytest python3-paho-mqtt \
-               mosquitto mosquitto-clients haproxy openssl
+               mosquitto mosquitto-clients haproxy openssl chromium
 
 .PHONY: all deps js-deps build run test unit integration asan fuzz fuzz-build format clean
 
@@ -47,7 +47,8 @@ run: build
 unit: build
 	cd $(BUILD) && ctest --output-on-failure -j $(JOBS)
 
-# MQTT.js for the WebSocket tests (tests/integration/js, package-lock.json
+# MQTT.js for the WebSocket tests and playwright-core for the browser test
+# (Debian's chromium, headless; tests/integration/js, package-lock.json
 # pinned), with whatever node/npm is on PATH (not necessarily Debian's);
 # without them those tests are skipped.
 JS_DIR = tests/integration/js

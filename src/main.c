@@ -2,7 +2,8 @@
  *
  * The main thread parses the command line, loads the configuration, opens
  * the listeners, starts the workers and then only waits for signals on a
- * signalfd (SIGTERM/SIGINT: stop; SIGHUP: reopen the log).  The signals are
+ * signalfd (SIGTERM/SIGINT: stop; SIGHUP: reopen the log and reload the TLS
+ * certificates and keys, see server_tls_reload).  The signals are
  * blocked before any worker starts, so no worker is ever interrupted.
  */
 #include <errno.h>
@@ -147,6 +148,7 @@ int main(int argc, char **argv)
                 log_error("cannot reopen log file: %s", strerror(errno));
             else
                 log_info("log reopened (SIGHUP)");
+            server_tls_reload(&srv);
             continue;
         }
         log_info("signal %u: shutting down", si.ssi_signo);

@@ -20,6 +20,7 @@
 #include "log.h"
 #include "mqtt_props.h"
 #include "msg.h"
+#include "net_tls.h"
 #include "router.h"
 #include "sess.h"
 
@@ -231,10 +232,12 @@ static int connect_home(conn_t *c, const mqtt_connect_t *ck, const connect_terms
     conn_arm_timer(c);
     sess_attach(s, c);
     char name[160];
-    log_info("%s: connected (MQTT %s, clean %u, keepalive %u, session present %u)",
+    const char *user = c->x ? c->x->cert_user : NULL;
+    log_info("%s: connected (MQTT %s, clean %u, keepalive %u, session present %u%s%s%s)",
              conn_name(c, name, sizeof(name)),
              c->proto == MQTT_PROTO_V5 ? "5.0" : c->proto == MQTT_PROTO_V31 ? "3.1" : "3.1.1",
-             ck->clean_session, c->keepalive, present);
+             ck->clean_session, c->keepalive, present, user ? ", user '" : "",
+             user ? user : "", user ? "'" : "");
     return 0;
 }
 
@@ -283,7 +286,17 @@ static int on_connect(conn_t *c, const mqtt_raw_t *pkt, const uint8_t *rest, siz
     if (cf->server_reference[0])
         return refuse(c, MQTT_CONNACK_UNAVAILABLE, MQTT_RC_SERVER_MOVED,
                       "server moved (server_reference)");
-    if (!cf->allow_anonymous && !ck.has_username)
+    /* cert_username: the verified client certificate names the user */
+    const conf_listener_t *lst = &cf->listeners[c->listener];
+    if (lst->cert_username != CONF_CERT_USER_NONE && c->x && c->x->ssl &&
+        c->x->cert_user == NULL) {
+        char user[256];
+        int n = tls_peer_username(c->x->ssl, lst->cert_username, user, sizeof(user));
+        if (n > 0)
+            c->x->cert_user = an_strndup(user, (size_t)n);
+    }
+    int cert_user = c->x && c->x->cert_user;
+    if (!cf->allow_anonymous && !ck.has_username && !cert_user)
         return refuse(c, MQTT_CONNACK_NOT_AUTHORIZED, MQTT_RC_NOT_AUTHORIZED,
                       "anonymous clients are not allowed");
     if (ck.keepalive > cf->max_keepalive) {

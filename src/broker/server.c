@@ -75,6 +75,7 @@ int server_init(server_t *srv, const conf_t *conf)
     long ncpu = sysconf(_SC_NPROCESSORS_ONLN);
     srv->nworkers = conf->workers ? conf->workers : (uint32_t)(ncpu > 0 ? ncpu : 1);
     pthread_rwlock_init(&srv->trie_lock, NULL);
+    pthread_mutex_init(&srv->tls_lock, NULL);
     srv->trie = trie_new();
     srv->retain = retain_new();
     atomic_init(&srv->next_sid, 1);
@@ -166,4 +167,44 @@ void server_free(server_t *srv)
     trie_free(srv->trie);
     retain_free(srv->retain);
     pthread_rwlock_destroy(&srv->trie_lock);
+    pthread_mutex_destroy(&srv->tls_lock);
+}
+
+struct ssl_st *server_tls_new(server_t *srv, uint32_t listener, int fd)
+{
+    pthread_mutex_lock(&srv->tls_lock);
+    struct ssl_st *ssl = tls_new(srv->tls_ctx[listener], fd);
+    pthread_mutex_unlock(&srv->tls_lock);
+    return ssl;
+}
+
+int server_tls_reload(server_t *srv)
+{
+    int failed = 0, reloaded = 0;
+    for (uint32_t i = 0; i < srv->nlisteners; i++) {
+        const conf_listener_t *l = &srv->conf.listeners[i];
+        if (l->transport != CONF_TRANSPORT_TLS && l->transport != CONF_TRANSPORT_WSS)
+            continue;
+        char err[512];
+        struct ssl_ctx_st *ctx = tls_ctx_new(l, err, sizeof(err));
+        if (ctx == NULL) {
+            log_error("%s: TLS certificates not reloaded, the previous ones stay in use", err);
+            failed++;
+            continue;
+        }
+        /* only the main thread replaces contexts: reading ours is safe */
+        if (tls_ctx_copy_ticket_keys(ctx, srv->tls_ctx[i]) < 0)
+            log_warn("listener %s: session ticket keys not carried over: sessions resumed "
+                     "before the reload need a full handshake", l->name);
+        pthread_mutex_lock(&srv->tls_lock);
+        struct ssl_ctx_st *old = srv->tls_ctx[i];
+        srv->tls_ctx[i] = ctx;
+        pthread_mutex_unlock(&srv->tls_lock);
+        tls_ctx_free(old); /* live SSLs hold their own references */
+        log_info("listener %s: TLS certificates reloaded (%s)", l->name, l->cert_file);
+        reloaded++;
+    }
+    if (reloaded || failed)
+        log_info("TLS certificates reloaded: %d listener(s), %d failed", reloaded, failed);
+    return failed;
 }

@@ -33,6 +33,8 @@ typedef struct conn_s conn_t;
 typedef struct sess_s sess_t;
 typedef struct retain_s retain_t;
 typedef struct msg_s msg_t;
+struct ssl_ctx_st;
+struct ssl_st;
 
 /* Inbox item kinds. */
 enum {
@@ -107,7 +109,12 @@ struct server_s {
     int listen_fds[CONF_MAX_LISTENERS];
     uint16_t listen_ports[CONF_MAX_LISTENERS]; /* actual ports (0 resolved) */
     _Atomic uint32_t listen_conns[CONF_MAX_LISTENERS];
-    struct ssl_ctx_st *tls_ctx[CONF_MAX_LISTENERS]; /* transport: tls (net_tls.h) */
+    /* transport: tls/wss (net_tls.h).  Replaced on SIGHUP by the main
+     * thread (server_tls_reload); read by the workers at accept: both
+     * under tls_lock, so a worker's SSL_new (which takes its own reference
+     * to the context) never races with the release of the old one. */
+    struct ssl_ctx_st *tls_ctx[CONF_MAX_LISTENERS];
+    pthread_mutex_t tls_lock;
     uint32_t nlisteners;
     /* router: the subscription trie under a read-write lock */
     pthread_rwlock_t trie_lock;
@@ -130,6 +137,14 @@ int server_start(server_t *srv);
 /* Ask every worker to stop, join them. */
 void server_stop(server_t *srv);
 void server_free(server_t *srv);
+/* Main thread (SIGHUP): rebuild each TLS/WSS listener's context from its
+ * files and swap it in; existing connections keep their old context.  A
+ * listener whose files cannot be loaded keeps its context (logged, naming
+ * the file).  Returns the number of listeners that failed. */
+int server_tls_reload(server_t *srv);
+/* Worker, at accept: a new server-side SSL on fd from listener i's current
+ * context (NULL on failure). */
+struct ssl_st *server_tls_new(server_t *srv, uint32_t listener, int fd);
 
 /* Worker side (worker.c). */
 int worker_init(worker_t *w, server_t *srv, uint32_t id);

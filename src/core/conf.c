@@ -57,6 +57,7 @@ static const char *const sync_names[] = {"always", "interval", "none", NULL};
 static const char *const transport_names[] = {"tcp", "tls", "ws", "wss", NULL};
 static const char *const proxy_names[] = {"off", "v1", "v2", NULL};
 static const char *const tls_version_names[] = {"1.2", "1.3", NULL};
+static const char *const cert_username_names[] = {"none", "cn", "san", NULL};
 
 static const struct field log_fields[] = {
     { .key = "level", .type = F_LEVEL, .off = offsetof(conf_t, log_level),
@@ -81,6 +82,7 @@ static const struct field listener_fields[] = {
     UINTF(conf_listener_t, handshake_timeout, 1, 3600),
     { FLD(conf_listener_t, ws_path, F_NAME) },
     UINTF(conf_listener_t, ws_max_frame, 16, 268435455),
+    ENUMF(conf_listener_t, cert_username, cert_username_names),
 };
 #define LISTENER_PORT_BIT (1u << 2) /* index of "port" above: required */
 #define LISTENER_CERT_BIT (1u << 6)
@@ -89,6 +91,7 @@ static const struct field listener_fields[] = {
 #define LISTENER_REQCERT_BIT (1u << 9)
 #define LISTENER_WSPATH_BIT (1u << 13)
 #define LISTENER_WSMAX_BIT (1u << 14)
+#define LISTENER_CERTUSER_BIT (1u << 15)
 
 static const struct field mqtt_fields[] = {
     UINTF(conf_t, max_packet_size, 16, 268435455),
@@ -489,12 +492,19 @@ static int listener_check(struct loader *ld, const yaml_node_t *item,
             return fail(ld, key_node(ld, item, "require_client_cert"), kpath,
                         "required when require_client_cert is true");
         }
+        if (l->cert_username != CONF_CERT_USER_NONE && l->ca_file[0] == '\0') {
+            key_join(kpath, ipath, ".ca_file");
+            return fail(ld, key_node(ld, item, "cert_username"), kpath,
+                        "required when cert_username is cn or san (client certificates "
+                        "are verified against it)");
+        }
     } else if (seen & (LISTENER_CERT_BIT | LISTENER_KEY_BIT | LISTENER_CA_BIT |
-                       LISTENER_REQCERT_BIT)) {
+                       LISTENER_REQCERT_BIT | LISTENER_CERTUSER_BIT)) {
         key_join(kpath, ipath, (seen & LISTENER_CERT_BIT) ? ".cert_file"
                                : (seen & LISTENER_KEY_BIT) ? ".key_file"
                                : (seen & LISTENER_CA_BIT) ? ".ca_file"
-                                                          : ".require_client_cert");
+                               : (seen & LISTENER_REQCERT_BIT) ? ".require_client_cert"
+                                                               : ".cert_username");
         return fail(ld, key_node(ld, item, strrchr(kpath, '.') + 1), kpath,
                     "only meaningful with transport: tls or wss");
     }

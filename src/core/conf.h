@@ -32,6 +32,7 @@ typedef struct {
     char key_file[256];       /* PEM private key */
     char ca_file[256];        /* PEM CAs that client certificates must chain to; "" = none */
     char ciphers[512];        /* TLS 1.2 cipher list (OpenSSL syntax) */
+    uint8_t cert_username;    /* CONF_CERT_USER_*: username from the client certificate */
     /* WebSocket (transport: ws, wss) */
     char ws_path[128];        /* request path of the upgrade, "/mqtt" */
     uint32_t ws_max_frame;    /* largest WebSocket message accepted, bytes */
@@ -40,6 +41,7 @@ typedef struct {
 enum { CONF_TRANSPORT_TCP = 0, CONF_TRANSPORT_TLS, CONF_TRANSPORT_WS, CONF_TRANSPORT_WSS };
 enum { CONF_PROXY_OFF = 0, CONF_PROXY_V1, CONF_PROXY_V2 };
 enum { CONF_TLS_1_2 = 0, CONF_TLS_1_3 };
+enum { CONF_CERT_USER_NONE = 0, CONF_CERT_USER_CN, CONF_CERT_USER_SAN };
 /* The default TLS 1.2 cipher list: forward secrecy and AEAD only. */
 #define CONF_DEFAULT_CIPHERS "ECDHE+AESGCM:ECDHE+CHACHA20"
 

@@ -68,7 +68,7 @@ conn_t *conn_new(worker_t *w, int fd, const struct sockaddr *sa, uint8_t listene
     const conf_listener_t *l = &w->srv->conf.listeners[listener];
     struct ssl_st *ssl = NULL;
     if (l->transport == CONF_TRANSPORT_TLS || l->transport == CONF_TRANSPORT_WSS) {
-        ssl = tls_new(w->srv->tls_ctx[listener], fd);
+        ssl = server_tls_new(w->srv, listener, fd);
         if (ssl == NULL)
             return NULL;
     }
@@ -713,6 +713,7 @@ static void ext_free(conn_ext_t *x)
     free(x->proxy_buf);
     tls_free(x->ssl);
     ws_free(x->ws);
+    free(x->cert_user);
     free(x);
 }
 

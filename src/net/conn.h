@@ -89,6 +89,8 @@ typedef struct conn_ext_s {
     uint8_t *proxy_buf;      /* PROXY header bytes consumed so far */
     uint32_t nproxy;
     struct ws_s *ws;         /* transport: ws/wss (net_ws.h), for life */
+    char *cert_user;         /* username from the client certificate (listener
+                              * cert_username), set at CONNECT */
 } conn_ext_t;
 
 conn_ext_t *conn_ext(conn_t *c);

@@ -5,6 +5,8 @@
  */
 #include "net_tls.h"
 
+#include "util.h"
+
 #include <errno.h>
 #include <stdio.h>
 #include <string.h>
@@ -12,6 +14,7 @@
 #include <openssl/err.h>
 #include <openssl/ssl.h>
 #include <openssl/x509.h>
+#include <openssl/x509v3.h>
 
 /* The reason of the last failure: the first queued OpenSSL error, the
  * certificate verification result when it failed, or errno. */
@@ -115,6 +118,66 @@ fail:
 void tls_ctx_free(struct ssl_ctx_st *ctx)
 {
     SSL_CTX_free(ctx);
+}
+
+int tls_ctx_copy_ticket_keys(struct ssl_ctx_st *to, struct ssl_ctx_st *from)
+{
+    /* 16-byte key name, 32-byte HMAC secret, 32-byte AES key (OpenSSL 3) */
+    unsigned char keys[80];
+    int ok = SSL_CTX_get_tlsext_ticket_keys(from, keys, sizeof(keys)) == 1 &&
+             SSL_CTX_set_tlsext_ticket_keys(to, keys, sizeof(keys)) == 1;
+    OPENSSL_cleanse(keys, sizeof(keys));
+    ERR_clear_error();
+    return ok ? 0 : -1;
+}
+
+/* Copy a certificate name (bytes, length n) when printable. */
+static int copy_name(const unsigned char *p, int n, char *buf, size_t size)
+{
+    if (p == NULL || n <= 0 || size == 0)
+        return -1;
+    for (int i = 0; i < n; i++)
+        if (p[i] < 0x20 || p[i] == 0x7f)
+            return -1;
+    size_t len = AN_MIN((size_t)n, size - 1);
+    memcpy(buf, p, len);
+    buf[len] = '\0';
+    return (int)len;
+}
+
+int tls_peer_username(struct ssl_st *ssl, int kind, char *buf, size_t size)
+{
+    if (ssl == NULL || SSL_get_verify_result(ssl) != X509_V_OK)
+        return -1;
+    X509 *cert = SSL_get0_peer_certificate(ssl);
+    if (cert == NULL)
+        return -1;
+    int rc = -1;
+    if (kind == CONF_CERT_USER_CN) {
+        X509_NAME *subj = X509_get_subject_name(cert);
+        int i = subj ? X509_NAME_get_index_by_NID(subj, NID_commonName, -1) : -1;
+        if (i >= 0) {
+            ASN1_STRING *d = X509_NAME_ENTRY_get_data(X509_NAME_get_entry(subj, i));
+            unsigned char *utf8 = NULL;
+            int n = d ? ASN1_STRING_to_UTF8(&utf8, d) : -1;
+            if (n > 0)
+                rc = copy_name(utf8, n, buf, size);
+            OPENSSL_free(utf8);
+        }
+    } else if (kind == CONF_CERT_USER_SAN) {
+        GENERAL_NAMES *names = X509_get_ext_d2i(cert, NID_subject_alt_name, NULL, NULL);
+        for (int i = 0; names && i < sk_GENERAL_NAME_num(names); i++) {
+            const GENERAL_NAME *g = sk_GENERAL_NAME_value(names, i);
+            if (g->type == GEN_DNS || g->type == GEN_EMAIL) {
+                const ASN1_IA5STRING *s = g->type == GEN_DNS ? g->d.dNSName : g->d.rfc822Name;
+                rc = copy_name(ASN1_STRING_get0_data(s), ASN1_STRING_length(s), buf, size);
+                break;
+            }
+        }
+        GENERAL_NAMES_free(names);
+    }
+    ERR_clear_error();
+    return rc;
 }
 
 struct ssl_st *tls_new(struct ssl_ctx_st *ctx, int fd)

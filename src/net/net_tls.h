@@ -21,6 +21,14 @@
  *   home worker after CONNECT loses nothing and its epoll still fires.
  * - The handshake is bounded by the listener's handshake_timeout on the
  *   connection's connect timer (armed at accept).
+ * - Reload (SIGHUP, main thread): a new context is built from the same
+ *   files (tls_ctx_new); the old one's session ticket keys are copied into
+ *   it (tls_ctx_copy_ticket_keys) so tickets issued before the reload still
+ *   resume; server.c swaps the listener's pointer and drops its reference
+ *   to the old context.  OpenSSL reference-counts contexts (SSL_new takes a
+ *   reference, SSL_free drops it), so live connections keep theirs.
+ * - Certificate usernames (listener cert_username: cn | san): the verified
+ *   peer certificate's CN, or its first DNS or email SAN (tls_peer_username).
  * Thread: an SSL is used only by the worker owning its connection.
  */
 #ifndef ANTENNA_NET_TLS_H
@@ -38,6 +46,17 @@ struct ssl_st;
  * reason"). */
 struct ssl_ctx_st *tls_ctx_new(const conf_listener_t *l, char *err, size_t errlen);
 void tls_ctx_free(struct ssl_ctx_st *ctx);
+/* Copy the session ticket keys of `from` into `to` (resumption across a
+ * reload).  Returns 0, or -1 when OpenSSL refused (tickets issued before
+ * then no longer resume: a full handshake, nothing worse). */
+int tls_ctx_copy_ticket_keys(struct ssl_ctx_st *to, struct ssl_ctx_st *from);
+
+/* The username carried by the peer's certificate, only when it was verified
+ * (X509_V_OK): `kind` CONF_CERT_USER_CN (subject CN) or CONF_CERT_USER_SAN
+ * (first DNS or email subjectAltName).  Returns its length (copied into
+ * buf, NUL-terminated; cut to size - 1), or -1 (no certificate, not
+ * verified, no such name, or a name with a NUL or a control character). */
+int tls_peer_username(struct ssl_st *ssl, int kind, char *buf, size_t size);
 
 /* A server-side SSL on socket fd (NULL on allocation failure). */
 struct ssl_st *tls_new(struct ssl_ctx_st *ctx, int fd);

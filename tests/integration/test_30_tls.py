@@ -3,7 +3,9 @@ into a tmp dir (never committed): a CA, a server certificate for
 localhost/127.0.0.1/::1, a client certificate signed by the CA, one signed
 by an unknown CA, and an expired one."""
 
+import re
 import shutil
+import signal
 import socket
 import ssl
 import subprocess
@@ -32,7 +34,7 @@ class Certs:
 
     def __getattr__(self, name):  # certs.ca_crt -> <dir>/ca.crt
         stem, ext = name.rsplit("_", 1)
-        return str(self.d / ("%s.%s" % (stem, ext)))
+        return str(self.d / ("%s.%s" % (stem.replace("__", "-"), ext)))
 
 
 def make_ca(d, name):
@@ -80,6 +82,12 @@ def certs(tmp_path_factory):
     make_leaf(d, "server", "ca", "subjectAltName=DNS:localhost,IP:127.0.0.1,IP:::1\n"
               "extendedKeyUsage=serverAuth")
     make_leaf(d, "client", "ca", "extendedKeyUsage=clientAuth")
+    # a second server certificate (reload on SIGHUP), a device certificate
+    # whose CN and SANs name a user (cert_username)
+    make_leaf(d, "server2", "ca", "subjectAltName=DNS:localhost,IP:127.0.0.1,IP:::1\n"
+              "extendedKeyUsage=serverAuth")
+    make_leaf(d, "device-42", "ca", "extendedKeyUsage=clientAuth\n"
+              "subjectAltName=DNS:dev42.example.com,email:dev42@example.com")
     make_leaf(d, "untrusted", "other", "extendedKeyUsage=clientAuth")
     make_expired(d, "expired", "ca")
     return Certs(d)
@@ -317,6 +325,148 @@ def test_bad_cert_file_exits_1(antenna_bin, tmp_path, certs):
 def test_websocket_listener_config_errors(antenna_bin, tmp_path, yaml, key, msg):
     """ws and wss are supported (test_33_websocket.py); their keys are
     checked at load."""
+    cfg = tmp_path / "a.yaml"
+    cfg.write_text("listeners:\n  - port: 0\n" + yaml)
+    r = run(antenna_bin, "--config", str(cfg), check=False)
+    assert r.returncode == 1, r.stdout
+    assert (": %s:" % key).encode() in r.stdout, r.stdout
+    assert msg in r.stdout, r.stdout
+
+
+# ------------------------------------------------------------ SIGHUP reload
+
+class TlsRaw(mqttraw.RawClient):
+    """mqttraw.RawClient over an ssl socket (bytes OpenSSL already
+    decrypted are read before waiting on the socket)."""
+
+    def __init__(self, sock):
+        self.sock = sock
+        self.buf = bytearray()
+        self.closed = False
+        self.backlog = []
+
+    def _fill(self, deadline):
+        if self.sock.pending():
+            self.buf += self.sock.recv(65536)
+            return
+        super()._fill(deadline)
+
+
+def server_subject(b, certs, *extra):
+    r = s_client(b, certs, "-servername", "localhost", *extra)
+    for line in r.stdout.decode(errors="replace").splitlines():
+        if line.startswith("subject="):
+            return line, r.stdout
+    return None, r.stdout
+
+
+@pytest.mark.deadline(60)
+def test_sighup_reloads_certificates(broker, certs, tmp_path):
+    """SIGHUP: new connections get the new certificate, a connection made
+    before keeps working, TLS 1.2 sessions resume across the reload (the
+    ticket keys are kept), unreadable files keep the previous certificate."""
+    crt, key = tmp_path / "live.crt", tmp_path / "live.key"
+    shutil.copy(certs.server_crt, crt)
+    shutil.copy(certs.server_key, key)
+    b = broker(listener=tls_listener(certs, cert_file=str(crt), key_file=str(key)))
+    subj, out = server_subject(b, certs)
+    assert subj and "CN = server" in subj and "server2" not in subj, out
+    sess = str(tmp_path / "sess.pem")
+    r = s_client(b, certs, "-tls1_2", "-sess_out", sess)
+    assert b"New, TLSv1.2" in r.stdout, r.stdout
+
+    first = TlsRaw(tls_wrap(b, certs))
+    assert first.connect("before-reload").rc == 0
+    assert first.subscribe(1, [("reload/t", 1)]).codes == [1]
+
+    shutil.copy(certs.server2_crt, crt)
+    shutil.copy(certs.server2_key, key)
+    b.proc.send_signal(signal.SIGHUP)
+    b.wait_log(r"^.*TLS certificates reloaded: 1 listener\(s\), 0 failed")
+    subj, out = server_subject(b, certs)
+    assert subj and "CN = server2" in subj, out
+    r = s_client(b, certs, "-tls1_2", "-sess_in", sess)
+    assert b"Reused, TLSv1.2" in r.stdout, r.stdout
+
+    # the connection made before the reload still works both ways
+    first.publish("reload/t", b"still here", qos=1, pid=7)
+    p = first.recv_publish()
+    assert (p.topic, p.payload) == ("reload/t", b"still here")
+    first.ack(p)
+    second = TlsRaw(tls_wrap(b, certs))
+    assert second.connect("after-reload").rc == 0
+    second.publish("reload/t", b"from the new one", qos=0)
+    p = first.recv_publish()
+    assert p.payload == b"from the new one"
+
+    # a broken file: logged with its name, the certificate in use stays
+    crt.write_text("not a certificate\n")
+    b.proc.send_signal(signal.SIGHUP)
+    b.wait_log(r"listener mqtt: cert_file %s: .*TLS certificates not reloaded" % re.escape(str(crt)))
+    b.wait_log(r"TLS certificates reloaded: 0 listener\(s\), 1 failed")
+    subj, out = server_subject(b, certs)
+    assert subj and "CN = server2" in subj, out
+    first.publish("reload/t", b"after a failed reload", qos=0)
+    assert first.recv_publish().payload == b"after a failed reload"
+    first.disconnect()
+    second.disconnect()
+
+
+# ------------------------------------------------------------ cert_username
+
+def test_cert_username_cn(broker, certs):
+    b = broker(listener=mutual(certs, cert_username="cn"), mqtt={"allow_anonymous": False})
+    c = TlsRaw(tls_wrap(b, certs, (certs.device__42_crt, certs.device__42_key)))
+    ack = c.connect("dev")  # no MQTT username: accepted because of the certificate
+    assert ack.rc == 0, ack
+    b.wait_log(r"client 'dev' \(127\.0\.0\.1:\d+\): connected \(MQTT 3\.1\.1, .*, "
+               r"user 'device-42'\)")
+    c.disconnect()
+
+
+def test_cert_username_san(broker, certs):
+    b = broker(listener=mutual(certs, cert_username="san"), workers=4)
+    for i in range(4):  # some move to their home worker: the name moves too
+        c = TlsRaw(tls_wrap(b, certs, (certs.device__42_crt, certs.device__42_key)))
+        assert c.connect("dev-%d" % i).rc == 0
+        b.wait_log(r"client 'dev-%d' .*: connected .*user 'dev42\.example\.com'\)" % i)
+        c.disconnect()
+
+
+def test_no_cert_username_still_anonymous(broker, certs):
+    """Without cert_username a certificate is not a username."""
+    b = broker(listener=mutual(certs), mqtt={"allow_anonymous": False})
+    c = TlsRaw(tls_wrap(b, certs, (certs.device__42_crt, certs.device__42_key)))
+    assert c.connect("dev").rc == 5
+    b.wait_log(r"anonymous clients are not allowed")
+    assert "user '" not in b.log_text()
+
+
+def test_cert_username_optional_client_cert(broker, certs):
+    """cert_username with an optional client certificate: a client without
+    one has no certificate username (and needs an MQTT username)."""
+    b = broker(listener=tls_listener(certs, ca_file=certs.ca_crt, cert_username="cn"),
+               mqtt={"allow_anonymous": False})
+    c = TlsRaw(tls_wrap(b, certs))
+    assert c.connect("nocert").rc == 5
+    c = TlsRaw(tls_wrap(b, certs))
+    assert c.connect("named", username="alice").rc == 0
+    c.disconnect()
+    c = TlsRaw(tls_wrap(b, certs, (certs.device__42_crt, certs.device__42_key)))
+    assert c.connect("dev").rc == 0
+    b.wait_log(r"client 'dev' .*user 'device-42'")
+    c.disconnect()
+
+
+@pytest.mark.parametrize("yaml,key,msg", [
+    ("    cert_username: cn\n", "listeners[0].cert_username",
+     b"only meaningful with transport: tls or wss"),
+    ("    transport: tls\n    cert_file: /x.crt\n    key_file: /x.key\n    cert_username: cn\n",
+     "listeners[0].ca_file", b"required when cert_username is cn or san"),
+    ("    transport: tls\n    cert_file: /x.crt\n    key_file: /x.key\n    cert_username: dn\n",
+     "listeners[0].cert_username", b"one of: none, cn, san"),
+])
+def test_cert_username_config_errors(antenna_bin, tmp_path, yaml, key, msg):
     cfg = tmp_path / "a.yaml"
     cfg.write_text("listeners:\n  - port: 0\n" + yaml)
     r = run(antenna_bin, "--config", str(cfg), check=False)

@@ -279,6 +279,37 @@ def test_raw_wss_upgrade(broker, ws_certs):
     c.close()
 
 
+def test_wss_sighup_reload_keeps_connections(broker, ws_certs, tmp_path):
+    """SIGHUP rebuilds the wss listener's TLS context: a connection made
+    before keeps working, a new one is served with the reloaded files."""
+    import signal
+    crt, key = tmp_path / "live.crt", tmp_path / "live.key"
+    shutil.copy(ws_certs / "server.crt", crt)
+    shutil.copy(ws_certs / "server.key", key)
+    b = ws_broker(broker, listener={"transport": "wss", "cert_file": str(crt),
+                                    "key_file": str(key)})
+    ctx = ssl.create_default_context(cafile=str(ws_certs / "ca.crt"))
+
+    def wss():
+        raw = socket.create_connection(("127.0.0.1", b.port), timeout=5)
+        return WsRaw(b.port, sock=ctx.wrap_socket(raw, server_hostname="localhost"))
+    first = wss()
+    first.send(2, mqttraw.connect("wss-before"))
+    assert first.recv_mqtt()[:4] == b"\x20\x02\x00\x00"
+    first.send(2, mqttraw.subscribe(1, [("wss/r", 0)]))
+    assert first.recv_mqtt()[0] == 0x90
+    b.proc.send_signal(signal.SIGHUP)
+    b.wait_log(r"TLS certificates reloaded: 1 listener\(s\), 0 failed")
+    second = wss()
+    second.send(2, mqttraw.connect("wss-after"))
+    assert second.recv_mqtt()[:4] == b"\x20\x02\x00\x00"
+    second.send(2, mqttraw.publish("wss/r", b"across the reload"))
+    data = first.recv_mqtt()
+    assert data[0] == 0x30 and data.endswith(b"across the reload"), data
+    first.close()
+    second.close()
+
+
 # ------------------------------------------------------------ paho
 
 def test_paho_websockets_to_tcp_subscriber(broker):

@@ -66,6 +66,7 @@ static void assert_conf_equal(const conf_t *a, const conf_t *b)
         assert_string_equal(a->listeners[i].ciphers, b->listeners[i].ciphers);
         assert_string_equal(a->listeners[i].ws_path, b->listeners[i].ws_path);
         assert_int_equal(a->listeners[i].ws_max_frame, b->listeners[i].ws_max_frame);
+        assert_int_equal(a->listeners[i].cert_username, b->listeners[i].cert_username);
     }
     assert_int_equal(a->max_packet_size, b->max_packet_size);
     assert_int_equal(a->connect_timeout, b->connect_timeout);
@@ -283,7 +284,8 @@ static void test_listener_transport(void **state)
               "    tls_min_version: \"1.3\"\n"
               "    ciphers: ECDHE+AESGCM\n"
               "    handshake_timeout: 3\n"
-              "    proxy_protocol: v1\n",
+              "    proxy_protocol: v1\n"
+              "    cert_username: san\n",
               &c);
     assert_int_equal(c.nlisteners, 2);
     assert_int_equal(c.listeners[0].transport, CONF_TRANSPORT_TCP);
@@ -299,6 +301,8 @@ static void test_listener_transport(void **state)
     assert_string_equal(c.listeners[1].ciphers, "ECDHE+AESGCM");
     assert_int_equal(c.listeners[1].handshake_timeout, 3);
     assert_int_equal(c.listeners[1].proxy_protocol, CONF_PROXY_V1);
+    assert_int_equal(c.listeners[0].cert_username, CONF_CERT_USER_NONE);
+    assert_int_equal(c.listeners[1].cert_username, CONF_CERT_USER_SAN);
 
     expect_ok("listeners:\n"
               "  - port: 8083\n"
@@ -342,6 +346,14 @@ static void test_listener_transport(void **state)
                  "listeners[0].ca_file");
     expect_error("listeners:\n  - port: 1\n    cert_file: /c\n", 3,
                  "listeners[0].cert_file");
+    expect_error("listeners:\n  - port: 1\n    cert_username: cn\n", 3,
+                 "listeners[0].cert_username");
+    expect_error("listeners:\n  - port: 1\n    transport: tls\n    cert_file: /c\n"
+                 "    key_file: /k\n    cert_username: cn\n", 6,
+                 "listeners[0].ca_file");
+    expect_error("listeners:\n  - port: 1\n    transport: tls\n    cert_file: /c\n"
+                 "    key_file: /k\n    ca_file: /ca\n    cert_username: uid\n", 7,
+                 "listeners[0].cert_username");
     expect_error("listeners:\n  - port: 1\n    tls_min_version: \"1.1\"\n", 3,
                  "listeners[0].tls_min_version");
     expect_error("listeners:\n  - port: 1\n    proxy_protocol: v3\n", 3,
