@@ -459,16 +459,18 @@ static int send_publish_v5(conn_t *c, const msg_t *m, uint8_t qos, uint8_t retai
     if (p == NULL)
         return -1;
     const uint8_t *props = msg_props(m);
-    uint8_t *tmp = NULL;
-    if (elen) { /* one contiguous block: stored properties, then ours */
-        tmp = an_malloc(plen);
+    uint8_t small[512], *tmp = NULL;
+    if (elen) { /* one contiguous block: stored properties, then ours; on
+                 * the stack unless the stored ones are large */
+        tmp = plen <= sizeof(small) ? small : an_malloc(plen);
         memcpy(tmp, msg_props(m), m->props_len);
         memcpy(tmp + m->props_len, extra, elen);
         props = tmp;
     }
     mqtt_encode_publish_v5(p, msg_topic(m), tlen, qos, retain, dup, pid, props, plen,
                            msg_payload(m), m->payload_len);
-    free(tmp);
+    if (tmp != small)
+        free(tmp);
     STAT_ADD(c->w->stats.msgs_sent, 1);
     return 0;
 }

@@ -16,9 +16,7 @@
 #include <openssl/x509.h>
 #include <openssl/x509v3.h>
 
-/* The reason of the last failure: the first queued OpenSSL error, the
- * certificate verification result when it failed, or errno. */
-static void reason(SSL *ssl, int ret, int err, char *why, size_t whylen)
+void tls_error_text(SSL *ssl, int ret, int err, const char *peer_cert, char *out, size_t size)
 {
     unsigned long e = ERR_peek_error();
     char buf[256] = "";
@@ -38,11 +36,15 @@ static void reason(SSL *ssl, int ret, int err, char *why, size_t whylen)
     }
     long v = ssl ? SSL_get_verify_result(ssl) : X509_V_OK;
     if (v != X509_V_OK)
-        snprintf(why, whylen, "%s (client certificate: %s)", buf,
-                 X509_verify_cert_error_string(v));
+        snprintf(out, size, "%s (%s: %s)", buf, peer_cert, X509_verify_cert_error_string(v));
     else
-        snprintf(why, whylen, "%s", buf);
+        snprintf(out, size, "%s", buf);
     ERR_clear_error();
+}
+
+static void reason(SSL *ssl, int ret, int err, char *why, size_t whylen)
+{
+    tls_error_text(ssl, ret, err, "client certificate", why, whylen);
 }
 
 static int file_err(const conf_listener_t *l, const char *what, const char *file,

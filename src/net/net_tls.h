@@ -76,6 +76,12 @@ ssize_t tls_write(struct ssl_st *ssl, const void *buf, size_t n, char *why, size
 /* Send close_notify, best effort (never blocks). */
 void tls_shutdown(struct ssl_st *ssl);
 /* "TLSv1.3 TLS_AES_256_GCM_SHA384" for logs. */
+/* The reason of the last OpenSSL failure for a call that returned `ret`
+ * with SSL_get_error() `err`: the first queued OpenSSL error, errno, or the
+ * certificate verification result (named `peer_cert`).  Clears the queue.
+ * Shared by the broker and antenna-bench. */
+void tls_error_text(struct ssl_st *ssl, int ret, int err, const char *peer_cert, char *out,
+                    size_t size);
 const char *tls_describe(struct ssl_st *ssl, char *buf, size_t size);
 
 #endif

@@ -558,7 +558,7 @@ static const char *phase_name(int p)
 int main(int argc, char **argv)
 {
     parse_options(argc, argv);
-    tls_setup();
+    btls_setup();
     signal(SIGPIPE, SIG_IGN);
     struct sigaction sa = {.sa_handler = on_signal};
     sigemptyset(&sa.sa_mask);

@@ -246,7 +246,7 @@ void client_id_for(int role, uint32_t idx, char *out, size_t size);
 
 /* Parent, before forking: the client SSL_CTX from --cafile/--cert/--key;
  * exits 2 with OpenSSL's reason when a file is unusable.  No-op without --tls. */
-void tls_setup(void);
+void btls_setup(void);
 
 /* ---- worker (bench_worker.c) ---------------------------------------------- */
 

@@ -180,7 +180,7 @@ void client_flush(client_t *c)
                 n = 0; /* retried with the same bytes (moving buffer allowed) */
             } else {
                 char msg[384];
-                tls_reason(c->ssl, r, err, "TLS write", msg, sizeof(msg));
+                btls_reason(c->ssl, r, err, "TLS write", msg, sizeof(msg));
                 if (c->state == CS_CLOSING) {
                     client_close_now(c);
                     return;
@@ -337,12 +337,12 @@ int client_ws_open(client_t *c)
 
 /* --tls: drive the handshake (SSL_connect on the non-blocking socket); on
  * success write CONNECT. */
-static void tls_step(client_t *c)
+static void btls_step(client_t *c)
 {
     ERR_clear_error();
     int r = SSL_connect(c->ssl);
     if (r == 1) {
-        tls_handshake_done(c->ssl);
+        btls_handshake_done(c->ssl);
         if (c->flags & F_WANT_OUT) {
             c->flags &= (uint8_t)~F_WANT_OUT;
             epoll_events(c, EPOLLIN | EPOLLRDHUP);
@@ -366,7 +366,7 @@ static void tls_step(client_t *c)
         return;
     }
     char msg[384];
-    tls_reason(c->ssl, r, err, "TLS handshake", msg, sizeof(msg));
+    btls_reason(c->ssl, r, err, "TLS handshake", msg, sizeof(msg));
     W.st.c[C_tls_fail]++;
     client_lost(c, msg);
 }
@@ -378,16 +378,16 @@ static void tcp_connected(client_t *c)
         transport_up(c);
         return;
     }
-    c->ssl = tls_new(c->fd);
+    c->ssl = btls_new(c->fd);
     if (!c->ssl) {
         char msg[384];
-        tls_reason(NULL, 0, SSL_ERROR_SSL, "SSL_new", msg, sizeof(msg));
+        btls_reason(NULL, 0, SSL_ERROR_SSL, "SSL_new", msg, sizeof(msg));
         W.st.c[C_tls_fail]++;
         client_lost(c, msg);
         return;
     }
     set_state(c, CS_TLS);
-    tls_step(c);
+    btls_step(c);
 }
 
 void client_start(client_t *c)
@@ -730,7 +730,7 @@ static void client_read_tls(client_t *c)
             return;
         }
         char msg[384];
-        tls_reason(c->ssl, n, err, "TLS read", msg, sizeof(msg));
+        btls_reason(c->ssl, n, err, "TLS read", msg, sizeof(msg));
         client_lost(c, msg);
         return;
     }
@@ -787,7 +787,7 @@ void client_on_event(client_t *c, uint32_t ev)
         return;
     }
     if (c->state == CS_TLS) {
-        tls_step(c);
+        btls_step(c);
         return;
     }
     if (ev & EPOLLOUT) {

@@ -26,6 +26,7 @@
 #include <openssl/x509.h>
 
 #include "bench_worker.h"
+#include "net_tls.h" /* tls_error_text, shared with the broker */
 
 static SSL_CTX *ctx;
 static SSL_SESSION *session; /* per process (after fork) */
@@ -52,7 +53,7 @@ static int on_new_session(SSL *ssl, SSL_SESSION *s)
     return 1;
 }
 
-void tls_setup(void)
+void btls_setup(void)
 {
     if (!g_opt.tls)
         return;
@@ -86,7 +87,7 @@ void tls_setup(void)
     }
 }
 
-SSL *tls_new(int fd)
+SSL *btls_new(int fd)
 {
     ERR_clear_error();
     SSL *ssl = SSL_new(ctx);
@@ -101,35 +102,16 @@ SSL *tls_new(int fd)
     return ssl;
 }
 
-void tls_handshake_done(SSL *ssl)
+void btls_handshake_done(SSL *ssl)
 {
     W.st.c[C_tls_ok]++;
     if (SSL_session_reused(ssl))
         W.st.c[C_tls_resumed]++;
 }
 
-void tls_reason(SSL *ssl, int ret, int err, const char *what, char *out, size_t size)
+void btls_reason(SSL *ssl, int ret, int err, const char *what, char *out, size_t size)
 {
-    unsigned long e = ERR_peek_error();
-    char buf[256] = "";
-    if (e) {
-        const char *r = ERR_reason_error_string(e);
-        if (r)
-            snprintf(buf, sizeof(buf), "%s", r);
-        else
-            ERR_error_string_n(e, buf, sizeof(buf));
-    } else if (err == SSL_ERROR_SYSCALL) {
-        snprintf(buf, sizeof(buf), "%s",
-                 errno && ret < 0 ? strerror(errno) : "connection closed by the broker");
-    } else if (err == SSL_ERROR_ZERO_RETURN) {
-        snprintf(buf, sizeof(buf), "connection closed by the broker (close_notify)");
-    } else {
-        snprintf(buf, sizeof(buf), "SSL error %d", err);
-    }
-    long v = ssl ? SSL_get_verify_result(ssl) : X509_V_OK;
-    if (v != X509_V_OK)
-        snprintf(out, size, "%s: %s (server certificate: %s)", what, buf,
-                 X509_verify_cert_error_string(v));
-    else
-        snprintf(out, size, "%s: %s", what, buf);
+    char buf[320];
+    tls_error_text(ssl, ret, err, "server certificate", buf, sizeof(buf));
+    snprintf(out, size, "%s: %s", what, buf);
 }

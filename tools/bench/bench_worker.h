@@ -149,12 +149,13 @@ int ws_input(client_t *c, uint8_t *buf, size_t n, char *why, size_t wsize);
 
 /* bench_tls.c: a new client SSL on fd (with the process's session when
  * --tls-resume has one), NULL on failure. */
-struct ssl_st *tls_new(int fd);
+struct ssl_st *btls_new(int fd);
 /* The handshake of ssl completed: count it (and whether it resumed). */
-void tls_handshake_done(struct ssl_st *ssl);
+void btls_handshake_done(struct ssl_st *ssl);
 /* The reason of the last TLS failure (OpenSSL error queue, verification
  * result, errno) after a call returned ret with SSL_get_error err. */
-void tls_reason(struct ssl_st *ssl, int ret, int err, const char *what, char *out, size_t size);
+void btls_reason(struct ssl_st *ssl, int ret, int err, const char *what, char *out, size_t size);
+
 
 /* bench_worker.c */
 void timer_set(client_t *c, uint64_t deadline);
