@@ -15,7 +15,9 @@ PYTEST_ARGS ?= -q
 DEB_PACKAGES = build-essential cmake pkg-config clang libclang-rt-14-dev \
                libyaml-dev libcmocka-dev libssl-dev librocksdb-dev libwslay-dev \
                python3 python3-pytest python3-paho-mqtt \
-               mosquitto mosquitto-clients haproxy openssl chromium
+               mosquitto mosquitto-clients haproxy openssl chromium \
+               libmicrohttpd-dev libjansson-dev libcurl4-openssl-dev libhiredis-dev \
+               libjwt-dev redis-server prometheus wrk
 
 .PHONY: all deps js-deps build run test unit integration asan fuzz fuzz-build format clean
 
@@ -32,7 +34,7 @@ deps:
 	  SUDO=; [ "$$(id -u)" -eq 0 ] || SUDO=sudo; \
 	  $$SUDO apt-get update -q && \
 	  DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -q --no-install-recommends $$missing && \
-	  if command -v systemctl >/dev/null 2>&1; then $$SUDO systemctl disable --now mosquitto >/dev/null 2>&1 || true; fi; \
+	  if command -v systemctl >/dev/null 2>&1; then $$SUDO systemctl disable --now mosquitto redis-server prometheus prometheus-node-exporter >/dev/null 2>&1 || true; fi; \
 	fi
 
 $(BUILD)/Makefile: CMakeLists.txt
