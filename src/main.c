@@ -15,14 +15,21 @@
 #include <sys/signalfd.h>
 #include <unistd.h>
 
+#include "cli.h"
 #include "conf.h"
 #include "log.h"
 #include "server.h"
+
+/* Subcommands: `antenna NAME ...` (cli.h).  Each module adds its line. */
+static const cli_command_t commands[] = {
+    {NULL, NULL, NULL},
+};
 
 static void usage(FILE *out)
 {
     fprintf(out,
             "Usage: antenna [options]\n"
+            "       antenna COMMAND [args]   (COMMAND --help for its own)\n"
             "\n"
             "  -c, --config FILE   read the configuration from FILE (YAML)\n"
             "  -p, --port N        listen on port N (overrides the first listener)\n"
@@ -31,6 +38,11 @@ static void usage(FILE *out)
             "\n"
             "Without --config, antenna listens on 127.0.0.1:1883 and allows\n"
             "anonymous clients (local-only). See config.example.yaml.\n");
+    if (commands[0].name) {
+        fprintf(out, "\nCommands:\n");
+        for (const cli_command_t *c = commands; c->name; c++)
+            fprintf(out, "  %-18s  %s\n", c->name, c->summary);
+    }
 }
 
 static int parse_port(const char *s, uint16_t *port)
@@ -56,6 +68,10 @@ int main(int argc, char **argv)
     const char *config = NULL;
     int have_port = 0;
     uint16_t port = 0;
+    if (argc > 1)
+        for (const cli_command_t *c = commands; c->name; c++)
+            if (strcmp(argv[1], c->name) == 0)
+                return c->fn(argc - 1, argv + 1);
     int o;
     opterr = 0;
     while ((o = getopt_long(argc, argv, "c:p:hv", opts, NULL)) != -1) {
