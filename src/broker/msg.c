@@ -18,6 +18,7 @@ msg_t *msg_new_v5(const uint8_t *topic, uint16_t topic_len, const uint8_t *props
     m->qos = qos;
     m->retain = retain;
     m->expire_at = expire_at;
+    m->store_seq = 0;
     memcpy(m->data, topic, topic_len);
     if (props_len)
         memcpy(m->data + topic_len, props, props_len);

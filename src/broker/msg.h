@@ -20,6 +20,8 @@ typedef struct msg_s {
     uint8_t qos;        /* QoS it was published with */
     uint8_t retain;     /* retain flag it was published with */
     uint64_t expire_at; /* monotonic ms (Message Expiry Interval); 0 = never */
+    uint64_t store_seq; /* its key in durable session queues (persist.h), 0 =
+                         * not stored; set before the message is shared */
     uint8_t data[];     /* topic bytes, property bytes, payload bytes */
 } msg_t;
 

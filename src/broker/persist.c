@@ -12,11 +12,18 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "conn.h"
 #include "log.h"
+#include "mqtt_codec.h"
+#include "mqtt_props.h"
+#include "router.h"
 #include "retain.h"
 #include "sess.h"
 #include "store.h"
 #include "store_rec.h"
+
+static store_batch_t *batch_of(worker_t *w);
+static void put_session(worker_t *w, store_batch_t *b, const sess_t *s);
 
 static int is_sys(const msg_t *m)
 {
@@ -134,12 +141,36 @@ out:
         free(key);
 }
 
+/* What waits for a commit, in arrival order: an acknowledgement (c, type,
+ * pid, reason) or a message to route (m, targets). */
+typedef struct {
+    uint64_t batch;
+    conn_t *c;            /* ack: NULL once the connection was freed */
+    uint64_t sid;         /* send: the session whose QoS 2 packet waits */
+    msg_t *m;             /* route */
+    route_target_t *t;
+    uint32_t nt;
+    uint16_t pid;
+    uint8_t type;         /* ack: MQTT_PUBACK/PUBREC/PUBCOMP; route: 0 */
+    uint8_t reason;
+    uint8_t failed;       /* its batch could not be submitted */
+} held_t;
+
+typedef struct persist_held_s {
+    held_t *v;
+    size_t head, len, cap; /* ring */
+    size_t routes;         /* route items in the ring */
+} persist_held_t;
+
+/* Committer thread: hand the result to the worker, in order. */
 static void committed(void *ud, int err)
 {
-    (void)ud;
-    if (err < 0)
-        log_error("persistence: a batch of retained messages was not stored: %s",
-                  store_strerror(err));
+    worker_t *w = ud;
+    inbox_vec_t v = {0};
+    inbox_item_t it = {.kind = WM_COMMITTED, .sid = (uint64_t)(int64_t)err};
+    inbox_vec_push(&v, &it);
+    inbox_post(&w->inbox, &v);
+    inbox_vec_free(&v);
 }
 
 void persist_flush(worker_t *w)
@@ -148,82 +179,48 @@ void persist_flush(worker_t *w)
         return;
     store_batch_t *b = w->batch;
     w->batch = NULL;
-    int rc = store_submit(w->srv->store, b, committed, NULL);
-    if (rc < 0)
-        log_error("persistence: cannot submit a batch: %s", store_strerror(rc));
-}
-
-/* ---- sessions across a graceful restart -------------------------------- */
-
-/* Put one record whose key and value are sized by their builders. */
-static void put_outmsg(store_batch_t *b, const sess_t *s, uint64_t seq,
-                       const store_outmsg_t *o)
-{
-    size_t kl = store_key_queue(NULL, 0, s->client_id, s->client_id_len, seq);
-    size_t vl = store_rec_encode_outmsg(o, NULL, 0);
-    if (kl == 0 || vl == 0)
+    int rc = store_submit(w->srv->store, b, committed, w);
+    if (rc == 0) {
+        w->batch_no++;
         return;
-    uint8_t *key = an_malloc(kl);
-    store_key_queue(key, kl, s->client_id, s->client_id_len, seq);
-    store_rec_encode_outmsg(o, store_batch_put_reserve(b, key, kl, vl), vl);
-    free(key);
+    }
+    /* not queued (the store is closing): what waited for it is refused,
+     * in order, with the next batch, which takes its number */
+    log_error("persistence: cannot submit a batch: %s", store_strerror(rc));
+    for (size_t i = 0; w->held && i < w->held->len; i++) {
+        held_t *e = &w->held->v[(w->held->head + i) & (w->held->cap - 1)];
+        if (e->batch == w->batch_no)
+            e->failed = 1;
+    }
 }
 
-static uint64_t save_ring(worker_t *w, store_batch_t *b, sess_t *s, sq_t *q, uint64_t seq)
+/* ---- graceful shutdown: every durable session brought up to date ------- */
+
+/* The hot path keeps each stored entry's record; at shutdown every entry is
+ * written in its exact state (a QoS 1 message in flight then comes back
+ * with DUP), and entries the hot path did not store (delivered before the
+ * session became durable, or failed over from a shared subscription) get a
+ * new key.  Nothing is deleted: a message routed to a session after its
+ * worker stopped is still in the store and comes back at start-up. */
+static void save_ring(worker_t *w, sess_t *s, sq_t *q)
 {
     for (uint32_t i = 0; i < sq_len(q); i++) {
-        const sq_entry_t *e = sq_at(q, i);
-        store_outmsg_t o = {.state = e->state, .qos = e->qos, .retain = e->retain != 0,
-                            .dup = e->state != SQ_QUEUED && e->qos > 0,
-                            .pid = e->state != SQ_QUEUED ? e->pid : 0};
-        if (e->m) {
-            o.topic = msg_topic(e->m);
-            o.topic_len = e->m->topic_len;
-            o.props = msg_props(e->m);
-            o.props_len = e->m->props_len;
-            o.payload = msg_payload(e->m);
-            o.payload_len = e->m->payload_len;
-            o.expiry = to_wall_s(e->m->expire_at, w->now);
-        } else {
-            o.topic = (const uint8_t *)"-"; /* only the PUBREL is left */
-            o.topic_len = 1;
-        }
-        put_outmsg(b, s, seq++, &o);
+        sq_entry_t *e = sq_at(q, i);
+        if (e->seq == 0)
+            e->seq = persist_next_seq(w->srv);
+        persist_queue_put(w, s->client_id, s->client_id_len, e->seq, e->m, e->qos, e->retain,
+                          e->state, e->state != SQ_QUEUED ? e->pid : 0);
     }
-    return seq;
 }
 
-static void save_one(worker_t *w, store_batch_t *b, sess_t *s)
+static void save_one(worker_t *w, sess_t *s)
 {
-    store_sub_t *subs = s->nsubs ? an_calloc(s->nsubs, sizeof(*subs)) : NULL;
-    for (uint32_t i = 0; i < s->nsubs; i++) {
-        subs[i].filter = s->subs[i]->filter;
-        subs[i].filter_len = s->subs[i]->len;
-        subs[i].options = s->subs[i]->opts & 0x3f;
-        subs[i].sub_id = s->subs[i]->subid;
-    }
-    store_session_t rec = {.expiry_interval = s->expiry, .next_pid = s->next_pid,
-                           .nsubs = s->nsubs, .subs = subs,
-                           .expiry_deadline = s->expiry == SESS_NEVER ? 0 : to_wall_s(s->expire_at, w->now)};
-    size_t kl = store_key_session(NULL, 0, s->client_id, s->client_id_len);
-    size_t vl = store_rec_encode_session(&rec, NULL, 0);
-    if (kl && vl) {
-        uint8_t *key = an_malloc(kl);
-        store_key_session(key, kl, s->client_id, s->client_id_len);
-        store_rec_encode_session(&rec, store_batch_put_reserve(b, key, kl, vl), vl);
-        free(key);
-        uint64_t seq = save_ring(w, b, s, &s->inflight, 1);
-        save_ring(w, b, s, &s->queue, seq);
-        for (uint32_t i = 0; i < s->nqos2_in; i++) {
-            size_t il = store_key_incoming(NULL, 0, s->client_id, s->client_id_len, s->qos2_in[i]);
-            size_t rl = store_rec_encode_incoming(NULL, 0);
-            uint8_t *ik = an_malloc(il);
-            store_key_incoming(ik, il, s->client_id, s->client_id_len, s->qos2_in[i]);
-            store_rec_encode_incoming(store_batch_put_reserve(b, ik, il, rl), rl);
-            free(ik);
-        }
-    }
-    free(subs);
+    put_session(w, batch_of(w), s);
+    s->stored = 1;
+    save_ring(w, s, &s->inflight);
+    save_ring(w, s, &s->queue);
+    for (uint32_t i = 0; i < s->nqos2_in; i++)
+        persist_incoming(w, s, s->qos2_in[i], 1);
 }
 
 int persist_save_sessions(worker_t *w)
@@ -231,14 +228,24 @@ int persist_save_sessions(worker_t *w)
     if (w->srv->store == NULL)
         return 0;
     w->now = an_now_ms();
-    store_batch_t *b = store_batch_new();
     size_t n = 0;
     for (size_t i = 0; i < w->by_sid.nbuckets; i++)
-        for (sess_t *s = w->by_sid.buckets[i]; s; s = s->sid_next)
+        for (sess_t *s = w->by_sid.buckets[i]; s; s = s->sid_next) {
             if (s->expiry != 0) {
-                save_one(w, b, s);
+                save_one(w, s);
                 n++;
+            } else if (s->stored) {
+                persist_session_drop(w, s);
             }
+        }
+    /* also the barrier after this worker's earlier batches: their commit
+     * callbacks have run when it returns */
+    store_batch_t *b = w->batch ? w->batch : store_batch_new();
+    w->batch = NULL;
+    /* the sessions are freed next: that must not remove them from the store */
+    for (size_t i = 0; i < w->by_sid.nbuckets; i++)
+        for (sess_t *s = w->by_sid.buckets[i]; s; s = s->sid_next)
+            s->stored = 0;
     int rc = store_submit_sync(w->srv->store, b);
     if (rc < 0)
         log_error("persistence: saving %zu sessions of worker %u failed: %s", n, w->id,
@@ -251,8 +258,9 @@ int persist_save_sessions(worker_t *w)
 typedef struct {
     server_t *srv;
     uint64_t now_wall_ms, now_ms;
-    store_batch_t *cleanup; /* what was read is removed */
-    size_t sessions, messages, bad;
+    store_batch_t *cleanup; /* expired, unreadable or orphaned records */
+    uint64_t max_seq;
+    size_t sessions, messages, bad, dropped;
 } sess_load_t;
 
 static sess_t *find_restored(server_t *srv, const uint8_t *id, size_t len)
@@ -261,29 +269,51 @@ static sess_t *find_restored(server_t *srv, const uint8_t *id, size_t len)
     return sess_table_find_id(&w->by_id, id, len);
 }
 
+/* Remove every record of client id (name) from the store. */
+static void cleanup_client(store_batch_t *b, const uint8_t *id, size_t len)
+{
+    uint8_t key[STORE_KEY_MAX];
+    size_t kl = store_key_session(key, sizeof(key), id, len);
+    if (kl)
+        store_batch_del(b, key, kl);
+    if ((kl = store_key_queue_prefix(key, sizeof(key), id, len)))
+        store_batch_del_prefix(b, key, kl);
+    if ((kl = store_key_incoming_prefix(key, sizeof(key), id, len)))
+        store_batch_del_prefix(b, key, kl);
+}
+
 static int load_session(void *ud, const void *k, size_t kl, const void *v, size_t vl)
 {
     sess_load_t *ctx = ud;
     store_key_info_t ki;
     store_session_t rec;
-    store_batch_del(ctx->cleanup, k, kl);
-    if (store_key_parse(k, kl, &ki) != 0 || ki.name_len > UINT16_MAX ||
+    if (store_key_parse(k, kl, &ki) != 0 || ki.name_len == 0 || ki.name_len > UINT16_MAX ||
         store_rec_decode_session(v, vl, &rec) != 0) {
+        store_batch_del(ctx->cleanup, k, kl);
         ctx->bad++;
         return 0;
     }
-    if (rec.expiry_interval != SESS_NEVER && wall_passed(rec.expiry_deadline, ctx->now_wall_ms)) {
+    if (rec.expiry_interval == 0 ||
+        (rec.expiry_interval != SESS_NEVER && wall_passed(rec.expiry_deadline, ctx->now_wall_ms))) {
         store_rec_session_free(&rec); /* expired while the broker was down */
+        cleanup_client(ctx->cleanup, ki.name, ki.name_len);
+        ctx->dropped++;
         return 0;
     }
     server_t *srv = ctx->srv;
     worker_t *w = &srv->workers[worker_home(srv, ki.name, ki.name_len)];
+    /* no deadline: it was online when the broker stopped; its interval
+     * starts now */
+    uint64_t expire_at = rec.expiry_deadline
+                             ? from_wall_s(rec.expiry_deadline, ctx->now_wall_ms, ctx->now_ms)
+                             : ctx->now_ms + (uint64_t)rec.expiry_interval * 1000u;
     sess_t *s = sess_restore(w, ki.name, (uint16_t)ki.name_len, rec.expiry_interval,
-                             from_wall_s(rec.expiry_deadline, ctx->now_wall_ms, ctx->now_ms),
-                             rec.next_pid);
+                             expire_at, rec.next_pid);
     for (uint32_t i = 0; i < rec.nsubs; i++)
         sess_subscribe(w, s, rec.subs[i].filter, (uint16_t)rec.subs[i].filter_len,
                        rec.subs[i].options, rec.subs[i].sub_id);
+    atomic_store_explicit(&s->durable, 1, memory_order_relaxed);
+    s->stored = 1; /* after subscribing: its record is already there */
     store_rec_session_free(&rec);
     ctx->sessions++;
     return 0;
@@ -294,21 +324,29 @@ static int load_outmsg(void *ud, const void *k, size_t kl, const void *v, size_t
     sess_load_t *ctx = ud;
     store_key_info_t ki;
     store_outmsg_t o;
-    store_batch_del(ctx->cleanup, k, kl);
     if (store_key_parse(k, kl, &ki) != 0 || store_rec_decode_outmsg(v, vl, &o) != 0) {
+        store_batch_del(ctx->cleanup, k, kl);
         ctx->bad++;
         return 0;
     }
+    if (ki.seq > ctx->max_seq)
+        ctx->max_seq = ki.seq;
     sess_t *s = find_restored(ctx->srv, ki.name, ki.name_len);
-    if (s == NULL)
-        return 0; /* its session expired or was unreadable */
-    sq_entry_t e = {.qos = o.qos, .retain = o.retain, .state = o.state, .pid = o.pid};
+    if (s == NULL) {
+        store_batch_del(ctx->cleanup, k, kl); /* its session expired or was unreadable */
+        return 0;
+    }
+    sq_entry_t e = {.qos = o.qos, .retain = o.retain, .state = o.state, .pid = o.pid,
+                    .seq = ki.seq};
     if (o.state != STORE_OUT_WAIT_PUBCOMP) {
         uint64_t exp = from_wall_s(o.expiry, ctx->now_wall_ms, ctx->now_ms);
-        if (wall_passed(o.expiry, ctx->now_wall_ms) && o.state == STORE_OUT_QUEUED)
-            return 0; /* expired before onward delivery started */
+        if (wall_passed(o.expiry, ctx->now_wall_ms) && o.state == STORE_OUT_QUEUED) {
+            store_batch_del(ctx->cleanup, k, kl); /* expired before it was sent */
+            return 0;
+        }
         e.m = msg_new_v5(o.topic, (uint16_t)o.topic_len, o.props, (uint32_t)o.props_len,
                          o.payload, (uint32_t)o.payload_len, o.qos, o.retain, exp);
+        e.m->store_seq = ki.seq;
     }
     if (o.state == STORE_OUT_QUEUED) {
         sq_push(&s->queue, &e);
@@ -326,12 +364,12 @@ static int load_incoming(void *ud, const void *k, size_t kl, const void *v, size
     store_key_info_t ki;
     (void)v;
     (void)vl;
-    store_batch_del(ctx->cleanup, k, kl);
-    if (store_key_parse(k, kl, &ki) != 0)
-        return 0;
-    sess_t *s = find_restored(ctx->srv, ki.name, ki.name_len);
+    sess_t *s = store_key_parse(k, kl, &ki) == 0 ? find_restored(ctx->srv, ki.name, ki.name_len)
+                                                  : NULL;
     if (s)
         sess_qos2_in_begin(s, ki.pid);
+    else
+        store_batch_del(ctx->cleanup, k, kl);
     return 0;
 }
 
@@ -352,8 +390,9 @@ int persist_load_sessions(server_t *srv)
                   store_strerror(rc < 0 ? rc : rc2));
         return -1;
     }
-    log_info("persistence: %zu sessions with %zu messages restored (%zu unreadable skipped)",
-             ctx.sessions, ctx.messages, ctx.bad);
+    atomic_store(&srv->next_qseq, ctx.max_seq + 1);
+    log_info("persistence: %zu sessions with %zu messages restored (%zu expired removed, "
+             "%zu unreadable skipped)", ctx.sessions, ctx.messages, ctx.dropped, ctx.bad);
     return 0;
 }
 
@@ -363,4 +402,298 @@ void persist_close(server_t *srv)
         store_close(srv->store); /* commits what is pending */
         srv->store = NULL;
     }
+}
+
+/* ---- the hot path: records, held acknowledgements and routes ----------- */
+
+static store_batch_t *batch_of(worker_t *w)
+{
+    if (w->batch == NULL)
+        w->batch = store_batch_new();
+    return w->batch;
+}
+
+size_t persist_pending_ops(const worker_t *w)
+{
+    return w->batch ? store_batch_count(w->batch) : 0;
+}
+
+uint64_t persist_next_seq(server_t *srv)
+{
+    return atomic_fetch_add_explicit(&srv->next_qseq, 1, memory_order_relaxed);
+}
+
+void persist_queue_put(worker_t *w, const char *cid, uint16_t cid_len, uint64_t seq,
+                       const msg_t *m, uint8_t qos, uint8_t retain, uint8_t state,
+                       uint16_t pid)
+{
+    if (!persist_on(w) || seq == 0)
+        return;
+    store_outmsg_t o = {.state = state, .qos = qos, .retain = retain != 0,
+                        .dup = state == STORE_OUT_WAIT_PUBREC, .pid = pid};
+    if (m) {
+        o.topic = msg_topic(m);
+        o.topic_len = m->topic_len;
+        o.props = msg_props(m);
+        o.props_len = m->props_len;
+        o.payload = msg_payload(m);
+        o.payload_len = m->payload_len;
+        o.expiry = to_wall_s(m->expire_at, w->now);
+    } else {
+        o.topic = (const uint8_t *)"-"; /* only the PUBREL is left */
+        o.topic_len = 1;
+    }
+    uint8_t key[STORE_KEY_MAX];
+    size_t kl = store_key_queue(key, sizeof(key), cid, cid_len, seq);
+    size_t vl = store_rec_encode_outmsg(&o, NULL, 0);
+    if (kl == 0 || vl == 0)
+        return;
+    void *v = store_batch_put_reserve(batch_of(w), key, kl, vl);
+    if (v)
+        store_rec_encode_outmsg(&o, v, vl);
+}
+
+void persist_queue_del(worker_t *w, const char *cid, uint16_t cid_len, uint64_t seq)
+{
+    if (!persist_on(w) || seq == 0)
+        return;
+    uint8_t key[STORE_KEY_MAX];
+    size_t kl = store_key_queue(key, sizeof(key), cid, cid_len, seq);
+    if (kl)
+        store_batch_del(batch_of(w), key, kl);
+}
+
+static void put_session(worker_t *w, store_batch_t *b, const sess_t *s)
+{
+    store_sub_t *subs = s->nsubs ? an_calloc(s->nsubs, sizeof(*subs)) : NULL;
+    for (uint32_t i = 0; i < s->nsubs; i++) {
+        subs[i].filter = s->subs[i]->filter;
+        subs[i].filter_len = s->subs[i]->len;
+        subs[i].options = s->subs[i]->opts & 0x3f;
+        subs[i].sub_id = s->subs[i]->subid;
+    }
+    /* the deadline only means something while offline; online it is 0 and
+     * start-up counts the interval from the restart */
+    uint64_t deadline = 0;
+    if (s->conn == NULL && s->expiry != SESS_NEVER)
+        deadline = to_wall_s(s->expire_at, w->now);
+    store_session_t rec = {.expiry_interval = s->expiry, .next_pid = s->next_pid,
+                           .nsubs = s->nsubs, .subs = subs, .expiry_deadline = deadline};
+    uint8_t key[STORE_KEY_MAX];
+    size_t kl = store_key_session(key, sizeof(key), s->client_id, s->client_id_len);
+    size_t vl = store_rec_encode_session(&rec, NULL, 0);
+    if (kl && vl) {
+        void *v = store_batch_put_reserve(b, key, kl, vl);
+        if (v)
+            store_rec_encode_session(&rec, v, vl);
+    }
+    free(subs);
+}
+
+static void drop_session(store_batch_t *b, const sess_t *s)
+{
+    uint8_t key[STORE_KEY_MAX];
+    size_t kl = store_key_session(key, sizeof(key), s->client_id, s->client_id_len);
+    if (kl)
+        store_batch_del(b, key, kl);
+    kl = store_key_queue_prefix(key, sizeof(key), s->client_id, s->client_id_len);
+    if (kl)
+        store_batch_del_prefix(b, key, kl);
+    kl = store_key_incoming_prefix(key, sizeof(key), s->client_id, s->client_id_len);
+    if (kl)
+        store_batch_del_prefix(b, key, kl);
+}
+
+void persist_session_update(worker_t *w, sess_t *s)
+{
+    if (!persist_on(w))
+        return;
+    int durable = s->expiry != 0;
+    atomic_store_explicit(&s->durable, (uint8_t)durable, memory_order_relaxed);
+    if (durable) {
+        put_session(w, batch_of(w), s);
+        s->stored = 1;
+    } else if (s->stored) {
+        drop_session(batch_of(w), s);
+        s->stored = 0;
+    }
+}
+
+void persist_session_drop(worker_t *w, sess_t *s)
+{
+    atomic_store_explicit(&s->durable, 0, memory_order_relaxed);
+    if (!persist_on(w) || !s->stored)
+        return;
+    drop_session(batch_of(w), s);
+    s->stored = 0;
+}
+
+void persist_incoming(worker_t *w, const sess_t *s, uint16_t pid, int put)
+{
+    if (!persist_on(w) || !s->stored)
+        return;
+    uint8_t key[STORE_KEY_MAX];
+    size_t kl = store_key_incoming(key, sizeof(key), s->client_id, s->client_id_len, pid);
+    if (kl == 0)
+        return;
+    if (put) {
+        size_t vl = store_rec_encode_incoming(NULL, 0);
+        void *v = store_batch_put_reserve(batch_of(w), key, kl, vl);
+        if (v)
+            store_rec_encode_incoming(v, vl);
+    } else {
+        store_batch_del(batch_of(w), key, kl);
+    }
+}
+
+static held_t *held_push(worker_t *w)
+{
+    persist_held_t *h = w->held;
+    if (h == NULL)
+        h = w->held = an_calloc(1, sizeof(*h));
+    if (h->len == h->cap) {
+        size_t cap = h->cap ? h->cap * 2 : 64;
+        held_t *v = an_malloc(cap * sizeof(*v));
+        for (size_t i = 0; i < h->len; i++)
+            v[i] = h->v[(h->head + i) & (h->cap - 1)];
+        free(h->v);
+        h->v = v;
+        h->cap = cap;
+        h->head = 0;
+    }
+    held_t *e = &h->v[(h->head + h->len++) & (h->cap - 1)];
+    memset(e, 0, sizeof(*e));
+    batch_of(w); /* an empty batch is a barrier: it commits after the others */
+    e->batch = w->batch_no;
+    return e;
+}
+
+void persist_hold_ack(conn_t *c, uint8_t type, uint16_t pid, uint8_t reason)
+{
+    held_t *e = held_push(c->w);
+    e->c = c;
+    e->type = type;
+    e->pid = pid;
+    e->reason = reason;
+    conn_ext(c)->held_acks++;
+}
+
+int persist_conn_holding(const conn_t *c)
+{
+    return c->x && c->x->held_acks;
+}
+
+int persist_holding_routes(const worker_t *w)
+{
+    return w->held && w->held->routes;
+}
+
+void persist_hold_route(worker_t *w, msg_t *m, const route_target_t *t, size_t n)
+{
+    held_t *e = held_push(w);
+    e->m = msg_ref(m);
+    e->nt = (uint32_t)n;
+    if (n) {
+        e->t = an_malloc(n * sizeof(*t));
+        memcpy(e->t, t, n * sizeof(*t));
+    }
+    w->held->routes++;
+}
+
+void persist_hold_send(worker_t *w, uint64_t sid, uint16_t pid)
+{
+    held_t *e = held_push(w);
+    e->sid = sid;
+    e->pid = pid;
+}
+
+void persist_forget_conn(worker_t *w, conn_t *c)
+{
+    persist_held_t *h = w->held;
+    for (size_t i = 0; h && i < h->len; i++) {
+        held_t *e = &h->v[(h->head + i) & (h->cap - 1)];
+        if (e->c == c)
+            e->c = NULL;
+    }
+}
+
+static void release_ack(held_t *e, int err)
+{
+    conn_t *c = e->c;
+    if (c == NULL)
+        return;
+    c->x->held_acks--;
+    if (c->state != CONN_ACTIVE)
+        return;
+    if (err == 0) {
+        if (c->proto == MQTT_PROTO_V5 && e->reason)
+            mqtt_encode_ack_v5(conn_reserve(c, mqtt_ack_v5_size(e->reason, 0), 1), e->type,
+                               e->pid, e->reason, NULL, 0);
+        else
+            conn_send_ack(c, e->type, e->pid);
+        return;
+    }
+    if (e->type == MQTT_PUBCOMP) {
+        /* the release is done in memory; the stored id goes at restart */
+        conn_send_ack(c, MQTT_PUBCOMP, e->pid);
+        return;
+    }
+    if (e->type == MQTT_PUBREC && c->sess)
+        sess_qos2_in_end(c->sess, e->pid); /* refused: a resend is new */
+    if (c->proto == MQTT_PROTO_V5) {
+        mqtt_encode_ack_v5(conn_reserve(c, mqtt_ack_v5_size(MQTT_RC_QUOTA_EXCEEDED, 0), 1),
+                           e->type, e->pid, MQTT_RC_QUOTA_EXCEEDED, NULL, 0);
+    } else {
+        /* no negative acknowledgement in 3.1.1: close, the client resends */
+        conn_close(c, "a message could not be stored: not acknowledged", 1);
+    }
+}
+
+void persist_on_committed(worker_t *w, int err)
+{
+    persist_held_t *h = w->held;
+    uint64_t done = ++w->committed_no;
+    if (err < 0)
+        log_error("persistence: a batch was not stored (%s): its QoS 1/2 messages are "
+                  "refused", store_strerror(err));
+    while (h && h->len) {
+        held_t *e = &h->v[h->head];
+        if (e->batch > done)
+            break;
+        h->head = (h->head + 1) & (h->cap - 1);
+        h->len--;
+        int rc = e->failed ? STORE_ESHUTDOWN : err;
+        if (e->m) {
+            h->routes--;
+            if (rc == 0)
+                router_hand_targets(w, e->m, e->t, e->nt);
+            else
+                STAT_ADD(w->stats.msgs_dropped, 1);
+            msg_unref(&e->m);
+            free(e->t);
+        } else if (e->sid) {
+            /* not stored: not sent now either; the session resends its
+             * window when the client comes back */
+            sess_t *ss = worker_find_sid(w, e->sid);
+            if (ss && rc == 0)
+                sess_send_held(ss, e->pid);
+        } else {
+            release_ack(e, rc);
+        }
+    }
+}
+
+void persist_worker_free(worker_t *w)
+{
+    persist_held_t *h = w->held;
+    if (h == NULL)
+        return;
+    for (size_t i = 0; i < h->len; i++) {
+        held_t *e = &h->v[(h->head + i) & (h->cap - 1)];
+        msg_unref(&e->m);
+        free(e->t);
+    }
+    free(h->v);
+    free(h);
+    w->held = NULL;
 }

@@ -1,11 +1,46 @@
 /* persist.h -- what the broker keeps in its store (src/store/), and when.
  *
- * Today: retained messages, and sessions across a graceful restart.  Each worker collects the retained changes of
- * one loop turn in one store batch and submits it at the end of the turn;
- * the store's committer thread commits the batches of every worker together
- * (group commit).  At start-up the retained messages are read back before
- * any listener is served.  $SYS topics are not kept: they are regenerated.
- * Sessions, queues and inflight state are the next step (issue 6).
+ * Kept: retained messages; persistent sessions (expiry != 0: client id,
+ * expiry, subscriptions); the QoS 1/2 messages queued or in flight to them;
+ * the QoS 2 packet ids they sent us and have not released.  $SYS topics are
+ * not kept.  Each worker collects the writes of one loop turn in one store
+ * batch (w->batch) and submits it at the end of the turn, before it posts
+ * anything to other workers; the store's committer thread commits the
+ * batches of every worker together (group commit), in submission order.
+ *
+ * Nothing is acknowledged before it is stored.  A QoS 1/2 PUBLISH whose
+ * handling wrote to the batch (a queue entry for a durable subscriber, a
+ * retained message, the QoS 2 id of a durable publisher) gets its PUBACK or
+ * PUBREC only when the commit of that batch comes back (WM_COMMITTED, one
+ * per submitted batch, in order); the PUBCOMP that releases a stored QoS 2
+ * id likewise.  Acknowledgements of one connection leave in the order their
+ * packets came.  A message stored for a durable subscriber is also routed
+ * only after its commit, so no subscriber can see a message that a crash
+ * could lose: after a crash the publisher resends it (no ack yet) and
+ * nobody had it.  When a commit fails (disk full, I/O error) its held
+ * acknowledgements become reason code 0x97 (MQTT 5; an MQTT 3.1.1 client is
+ * disconnected instead, and resends) and its held messages are dropped: the
+ * broker never acknowledges what it could not store, and QoS 0 keeps
+ * flowing.
+ *
+ * Who writes which record.  The publisher's worker writes the queue entry
+ * (q/ client id, seq) of every durable subscriber that matches, where seq =
+ * m->store_seq is drawn once per message from srv->next_qseq; it reads the
+ * subscriber's client id and `durable` flag through the trie reference,
+ * under the trie lock.  The subscriber's home worker later updates the
+ * entry (QoS 2 sent with its packet id, PUBREC received) and deletes it
+ * (acknowledged, dropped, expired); since it sees the message only after
+ * the publisher's batch was submitted, its writes always commit after the
+ * entry's creation.  Session records are written by the home worker at
+ * CONNECT, SUBSCRIBE, UNSUBSCRIBE and disconnect, and the whole session
+ * (s/, q/, i/ of the client id) is removed when it ends.
+ *
+ * Start-up reads everything back onto the home workers: queue entries in
+ * key order (seq), keeping their records; what is expired or belongs to no
+ * session is removed.  A graceful shutdown rewrites every session from
+ * memory, so its state is exact; after a crash a QoS 1 message that was in
+ * flight is resent without DUP (its send is not recorded), and a QoS 2 one
+ * with its recorded packet id and DUP.
  */
 #ifndef ANTENNA_PERSIST_H
 #define ANTENNA_PERSIST_H
@@ -19,15 +54,63 @@
 int persist_open(server_t *srv);
 /* Record a retained change (m with an empty payload clears the topic). */
 void persist_retained(worker_t *w, const msg_t *m);
-/* End of a loop turn: submit what this worker collected. */
+/* End of a loop turn: submit what this worker collected (before anything is
+ * posted to other workers). */
 void persist_flush(worker_t *w);
-/* Graceful restart of sessions: at shutdown every session that outlives
- * its connection is written with its subscriptions, inflight and queued
- * messages and incoming QoS 2 ids (persist_save_sessions, per worker, after
- * its thread stopped); at start-up they are read back onto their home
- * workers and removed from the store (persist_load_sessions), so state from
- * an earlier run is never restored twice.  A crash loses sessions until
- * the hot path writes them (issue 6). */
+/* WM_COMMITTED: the oldest submitted batch of w came back with err; send
+ * its held acknowledgements and route its held messages. */
+void persist_on_committed(worker_t *w, int err);
+/* Free what is still held (worker end). */
+void persist_worker_free(worker_t *w);
+/* A connection with held acknowledgements is being freed. */
+void persist_forget_conn(worker_t *w, conn_t *c);
+
+/* 1 when the store is on (every function below is a no-op otherwise). */
+static inline int persist_on(const worker_t *w) { return w->srv->store != NULL; }
+/* Operations in this turn's batch so far (to see whether a step wrote). */
+size_t persist_pending_ops(const worker_t *w);
+/* Hold an acknowledgement (MQTT_PUBACK, MQTT_PUBREC, MQTT_PUBCOMP with an
+ * MQTT 5 reason) of c until this turn's batch is committed. */
+void persist_hold_ack(conn_t *c, uint8_t type, uint16_t pid, uint8_t reason);
+/* 1 when c has acknowledgements held (a later one must wait behind them). */
+int persist_conn_holding(const conn_t *c);
+
+/* Routing of one message: targets computed at publish time. */
+struct route_target_s {
+    uint64_t sid;
+    uint16_t owner;
+    uint8_t qos;
+    uint8_t flags; /* DLV_* */
+};
+typedef struct route_target_s route_target_t;
+/* Hold the sending of session sid's QoS 2 packet pid (PUBLISH or PUBREL)
+ * until the record of its new state is committed (sess_send_held). */
+void persist_hold_send(worker_t *w, uint64_t sid, uint16_t pid);
+/* 1 while messages wait for a commit on w (later ones queue behind). */
+int persist_holding_routes(const worker_t *w);
+/* Hold the routing of m (a new reference is taken) to targets until this
+ * turn's batch is committed. */
+void persist_hold_route(worker_t *w, msg_t *m, const route_target_t *t, size_t n);
+/* A new key for a stored message. */
+uint64_t persist_next_seq(server_t *srv);
+
+/* Queue entries of session client id `cid`: m NULL means "only the PUBREL
+ * is left" (state WAIT_PUBCOMP). */
+void persist_queue_put(worker_t *w, const char *cid, uint16_t cid_len, uint64_t seq,
+                       const msg_t *m, uint8_t qos, uint8_t retain, uint8_t state,
+                       uint16_t pid);
+void persist_queue_del(worker_t *w, const char *cid, uint16_t cid_len, uint64_t seq);
+/* The session record (expiry, subscriptions, the deadline when offline):
+ * written when s is durable, the whole session removed when it no longer
+ * is.  Updates s->durable and s->stored. */
+void persist_session_update(worker_t *w, sess_t *s);
+/* The session ends: remove s/, q/, i/ of its client id. */
+void persist_session_drop(worker_t *w, sess_t *s);
+/* Incoming QoS 2 ids of a durable session. */
+void persist_incoming(worker_t *w, const sess_t *s, uint16_t pid, int put);
+/* Graceful shutdown: every durable session is rewritten from memory
+ * (persist_save_sessions, per worker, after its loop stopped; it also waits
+ * for the worker's earlier batches).  Start-up: persist_load_sessions. */
 int persist_save_sessions(worker_t *w);
 int persist_load_sessions(server_t *srv);
 /* After the workers were freed (each flushed its batch): commit what is

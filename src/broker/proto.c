@@ -21,6 +21,7 @@
 #include "mqtt_props.h"
 #include "msg.h"
 #include "net_tls.h"
+#include "persist.h"
 #include "router.h"
 #include "sess.h"
 
@@ -79,6 +80,17 @@ static void send_ack5(conn_t *c, uint8_t type, uint16_t pid, uint8_t reason)
     }
     mqtt_encode_ack_v5(conn_reserve(c, mqtt_ack_v5_size(reason, 0), 1), type, pid, reason,
                        NULL, 0);
+}
+
+/* The acknowledgement of a QoS 1/2 exchange: at once, or once this turn's
+ * store batch is committed when the exchange wrote to it (persist.h), and
+ * in any case behind acknowledgements of this connection still held. */
+static void send_ack_after(conn_t *c, uint8_t type, uint16_t pid, uint8_t reason, int wrote)
+{
+    if (wrote || persist_conn_holding(c))
+        persist_hold_ack(c, type, pid, c->proto == MQTT_PROTO_V5 ? reason : 0);
+    else
+        send_ack5(c, type, pid, reason);
 }
 
 /* A client id for a client that sent none, chosen so that its home is this
@@ -231,6 +243,7 @@ static int connect_home(conn_t *c, const mqtt_connect_t *ck, const connect_terms
     STAT_ADD(w->stats.connections_total, 1);
     conn_arm_timer(c);
     sess_attach(s, c);
+    persist_session_update(w, s);
     char name[160];
     const char *user = c->x ? c->x->cert_user : NULL;
     log_info("%s: connected (MQTT %s, clean %u, keepalive %u, session present %u%s%s%s)",
@@ -400,10 +413,13 @@ static int on_publish(conn_t *c, const mqtt_raw_t *pkt)
                               "[MQTT5-3.3.4-9] receive maximum exceeded");
         if (!sess_qos2_in_begin(c->sess, pb.packet_id)) {
             /* a resent PUBLISH we already routed: acknowledge, do not deliver */
-            conn_send_ack(c, MQTT_PUBREC, pb.packet_id);
+            send_ack_after(c, MQTT_PUBREC, pb.packet_id, 0, 0);
             return 0;
         }
     }
+    size_t ops = persist_pending_ops(w);
+    if (pb.qos == 2)
+        persist_incoming(w, c->sess, pb.packet_id, 1);
     msg_t *m;
     if (v5 && pb.props.raw_len) {
         /* keep what subscribers receive unchanged; alias, ids and expiry
@@ -434,10 +450,11 @@ static int on_publish(conn_t *c, const mqtt_raw_t *pkt)
     msg_unref(&m);
     /* [MQTT5 3.4.2.1] 0x10: accepted, but nobody subscribes to it */
     uint8_t reason = n ? MQTT_RC_SUCCESS : MQTT_RC_NO_MATCHING_SUBSCRIBERS;
+    int wrote = persist_pending_ops(w) != ops;
     if (pb.qos == 1)
-        send_ack5(c, MQTT_PUBACK, pb.packet_id, reason);
+        send_ack_after(c, MQTT_PUBACK, pb.packet_id, reason, wrote);
     else if (pb.qos == 2)
-        send_ack5(c, MQTT_PUBREC, pb.packet_id, reason);
+        send_ack_after(c, MQTT_PUBREC, pb.packet_id, reason, wrote);
     return 0;
 }
 
@@ -563,11 +580,16 @@ static int on_ack(conn_t *c, const mqtt_raw_t *pkt)
     case MQTT_PUBCOMP:
         sess_on_pubcomp(c->sess, pid);
         break;
-    case MQTT_PUBREL:
-        send_ack5(c, MQTT_PUBCOMP, pid,
-                  sess_qos2_in_end(c->sess, pid) ? MQTT_RC_SUCCESS
-                                                 : MQTT_RC_PACKET_ID_NOT_FOUND);
+    case MQTT_PUBREL: {
+        int known = sess_qos2_in_end(c->sess, pid);
+        size_t ops = persist_pending_ops(c->w);
+        if (known)
+            persist_incoming(c->w, c->sess, pid, 0);
+        send_ack_after(c, MQTT_PUBCOMP, pid,
+                       known ? MQTT_RC_SUCCESS : MQTT_RC_PACKET_ID_NOT_FOUND,
+                       persist_pending_ops(c->w) != ops);
         break;
+    }
     }
     return 0;
 }

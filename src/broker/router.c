@@ -19,6 +19,7 @@
 #include "retain.h"
 #include "sess.h"
 #include "shared.h"
+#include "store_rec.h"
 
 typedef struct {
     worker_t *w;
@@ -104,6 +105,52 @@ static void hand(worker_t *w, const sub_ref_t *sub, msg_t *m, uint8_t qos, uint8
     }
 }
 
+void router_hand_targets(worker_t *w, msg_t *m, const route_target_t *t, size_t n)
+{
+    for (size_t i = 0; i < n; i++) {
+        sub_ref_t sub = {.sid = t[i].sid, .owner = t[i].owner};
+        hand(w, &sub, m, t[i].qos, t[i].flags);
+    }
+}
+
+/* With persistence: store m in the queue of every durable subscriber that
+ * takes it at QoS 1/2 (persist.h), then route it now, or after the commit
+ * when anything was stored or earlier messages of this worker still wait. */
+static void publish_durable(worker_t *w, msg_t *m, size_t n)
+{
+    server_t *srv = w->srv;
+    route_target_t small[16], *t = n <= 16 ? small : an_malloc(n * sizeof(*t));
+    int stored = 0;
+    for (size_t i = 0; i < n; i++) {
+        const sub_ref_t *sub = &w->matches[i];
+        t[i].sid = sub->sid;
+        t[i].owner = sub->owner;
+        t[i].qos = AN_MIN(m->qos, sub->opts & 3);
+        t[i].flags = 0;
+        if ((sub->opts & MQTT_SUBOPT_RETAIN_AS_PUBLISHED) && m->retain)
+            t[i].flags |= DLV_RETAIN;
+        if (sub->opts & SUB_SHARED)
+            t[i].flags |= DLV_SHARED;
+        const sess_t *s = sub->sess;
+        if (t[i].qos == 0 || s == NULL ||
+            !atomic_load_explicit(&s->durable, memory_order_relaxed))
+            continue;
+        if (m->store_seq == 0)
+            m->store_seq = persist_next_seq(srv);
+        persist_queue_put(w, s->client_id, s->client_id_len, m->store_seq, m, t[i].qos,
+                          (t[i].flags & DLV_RETAIN) != 0, STORE_OUT_QUEUED, 0);
+        t[i].flags |= DLV_DURABLE;
+        stored = 1;
+    }
+    pthread_rwlock_unlock(&srv->trie_lock);
+    if (stored || persist_holding_routes(w))
+        persist_hold_route(w, m, t, n);
+    else
+        router_hand_targets(w, m, t, n);
+    if (t != small)
+        free(t);
+}
+
 size_t router_publish(worker_t *w, msg_t *m, const sess_t *from)
 {
     server_t *srv = w->srv;
@@ -117,8 +164,13 @@ size_t router_publish(worker_t *w, msg_t *m, const sess_t *from)
     w->nmatches = 0;
     pthread_rwlock_rdlock(&srv->trie_lock);
     trie_match(srv->trie, msg_topic(m), m->topic_len, collect, &ctx);
-    pthread_rwlock_unlock(&srv->trie_lock);
     size_t n = merge_overlaps(w->matches, w->nmatches);
+    if (srv->store && m->qos > 0) {
+        /* the sessions behind the references are used under the lock */
+        publish_durable(w, m, n); /* unlocks */
+        return n;
+    }
+    pthread_rwlock_unlock(&srv->trie_lock);
 
     for (size_t i = 0; i < n; i++) {
         const sub_ref_t *sub = &w->matches[i];

@@ -20,6 +20,13 @@
 /* Delivery flags (inbox_item_t.flags, sess_deliver). */
 #define DLV_RETAIN 1 /* send with the retain flag set */
 #define DLV_SHARED 2 /* came through a shared subscription (failover) */
+#define DLV_DURABLE 4 /* the publisher stored it in the session's queue
+                       * (key q/ client id, m->store_seq): persist.h */
+
+/* Hand m to each target now (the other workers' ones through their
+ * inboxes): the second half of a publish that waited for a commit. */
+typedef struct route_target_s route_target_t;
+void router_hand_targets(worker_t *w, msg_t *m, const route_target_t *t, size_t n);
 
 /* Takes no ownership of m.  `from` is the publishing session, or NULL.
  * Returns the number of sessions the message went to. */

@@ -40,7 +40,9 @@ struct ssl_st;
 enum {
     WM_DELIVER = 1, /* ptr: msg_t* (a reference), sid, qos */
     WM_ADOPT,       /* ptr: handoff_t*: a connection moving to its home */
-    WM_STOP         /* stop the loop, close every connection */
+    WM_STOP,        /* stop the loop, close every connection */
+    WM_COMMITTED    /* sid: (int64) result of this worker's oldest batch in
+                     * the store (persist.h), from the committer thread */
 };
 
 /* Per-worker counters: written by the worker only, summed by readers. */
@@ -99,6 +101,9 @@ struct worker_s {
     uint64_t qfull_logged_at; /* ms: rate limit of the queue-full log line */
     uint64_t congested_until; /* ms: another worker's inbox is over INBOX_HIGH */
     struct store_batch *batch; /* store writes of this turn (persist.h), or NULL */
+    uint64_t batch_no;         /* number of `batch`; submitted ones are lower */
+    uint64_t committed_no;     /* batches whose commit came back */
+    struct persist_held_s *held; /* acks and routes waiting for a commit */
     worker_stats_t stats;
 };
 
@@ -122,6 +127,7 @@ struct server_s {
     struct shared_group_s *groups; /* shared subscriptions, under trie_lock */
     retain_t *retain;
     struct store *store;           /* persistence (persist.h), or NULL */
+    _Atomic uint64_t next_qseq;    /* keys of stored session messages */
     _Atomic uint64_t next_sid;
     _Atomic uint32_t total_conns;      /* every connection, all listeners */
     _Atomic uint64_t rate_second;      /* max_connection_rate window */

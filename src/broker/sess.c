@@ -12,8 +12,10 @@
 #include "conn.h"
 #include "log.h"
 #include "mqtt_codec.h"
+#include "persist.h"
 #include "router.h"
 #include "shared.h"
+#include "store_rec.h"
 #include "util.h"
 
 /* ---- ring buffer of entries ------------------------------------------ */
@@ -220,6 +222,7 @@ void sess_destroy(worker_t *w, sess_t *s)
     free(s->subs);
     s->subs = NULL;
     s->nsubs = 0;
+    persist_session_drop(w, s);
     sq_clear(&s->inflight);
     sq_clear(&s->queue);
     s->queued_bytes = 0;
@@ -234,6 +237,20 @@ void sess_destroy(worker_t *w, sess_t *s)
 }
 
 /* ---- sending ------------------------------------------------------------ */
+
+/* The stored copy of an entry (persist.h): gone, or in its new state. */
+static void entry_forget(sess_t *s, const sq_entry_t *e)
+{
+    if (e->seq)
+        persist_queue_del(s->w, s->client_id, s->client_id_len, e->seq);
+}
+
+static void entry_record(sess_t *s, const sq_entry_t *e)
+{
+    if (e->seq)
+        persist_queue_put(s->w, s->client_id, s->client_id_len, e->seq, e->m, e->qos,
+                          e->retain, e->state, e->pid);
+}
 
 static uint16_t alloc_pid(sess_t *s)
 {
@@ -310,12 +327,22 @@ static uint32_t window(const sess_t *s)
 }
 
 /* Put a QoS 1/2 message in flight and send it; the window has room. */
-static void send_inflight(sess_t *s, msg_t *m, uint8_t qos, uint8_t retain, uint8_t shared)
+static void send_inflight(sess_t *s, msg_t *m, uint8_t qos, uint8_t retain, uint8_t shared,
+                          uint64_t seq)
 {
-    sq_entry_t e = {.m = m, .qos = qos, .retain = retain, .shared = shared,
+    sq_entry_t e = {.m = m, .qos = qos, .retain = retain, .shared = shared, .seq = seq,
                     .pid = alloc_pid(s), .state = qos == 1 ? SQ_WAIT_PUBACK : SQ_WAIT_PUBREC};
     sq_push(&s->inflight, &e);
-    send_entry(s, sq_at(&s->inflight, sq_len(&s->inflight) - 1), 0);
+    if (qos == 2 && seq && persist_on(s->w)) {
+        /* the packet id is stored before the PUBLISH leaves, so after a
+         * crash the same PUBLISH is resent (DUP) and never taken by the
+         * client for a new message; QoS 1 sends are not recorded */
+        entry_record(s, &e);
+        sq_at(&s->inflight, sq_len(&s->inflight) - 1)->sent_ms = s->w->now;
+        persist_hold_send(s->w, s->sid, e.pid);
+    } else {
+        send_entry(s, sq_at(&s->inflight, sq_len(&s->inflight) - 1), 0);
+    }
     arm_retry(s);
 }
 
@@ -371,13 +398,14 @@ static void pump(sess_t *s)
         s->queued_bytes -= msg_bytes(e.m);
         if (msg_expired(e.m, s->w->now) || too_big_for_client(s, e.m, e.qos)) {
             STAT_ADD(s->w->stats.msgs_dropped, 1);
+            entry_forget(s, &e);
             msg_unref(&e.m);
         } else if (e.qos == 0) {
             if (send_publish(s, e.m, 0, e.retain, 0, 0) < 0)
                 STAT_ADD(s->w->stats.msgs_dropped, 1);
             msg_unref(&e.m);
         } else {
-            send_inflight(s, e.m, e.qos, e.retain, e.shared);
+            send_inflight(s, e.m, e.qos, e.retain, e.shared, e.seq);
         }
     }
 }
@@ -386,11 +414,15 @@ void sess_deliver(worker_t *w, sess_t *s, msg_t *m, uint8_t qos, uint8_t flags)
 {
     conn_t *c = s->conn;
     uint8_t retain = (flags & DLV_RETAIN) ? 1 : 0, shared = (flags & DLV_SHARED) ? 1 : 0;
-    if (msg_expired(m, w->now))
+    uint64_t seq = (flags & DLV_DURABLE) ? m->store_seq : 0;
+    if (msg_expired(m, w->now)) {
+        persist_queue_del(w, s->client_id, s->client_id_len, seq);
         return;
+    }
     if (c && sq_len(&s->queue) == 0) {
         if (too_big_for_client(s, m, qos)) {
             STAT_ADD(w->stats.msgs_dropped, 1);
+            persist_queue_del(w, s->client_id, s->client_id_len, seq);
             return;
         }
         if (qos == 0) {
@@ -405,7 +437,7 @@ void sess_deliver(worker_t *w, sess_t *s, msg_t *m, uint8_t qos, uint8_t flags)
             return;
         }
         if (sq_len(&s->inflight) < window(s)) {
-            send_inflight(s, msg_ref(m), qos, retain, shared);
+            send_inflight(s, msg_ref(m), qos, retain, shared, seq);
             return;
         }
     }
@@ -428,10 +460,11 @@ void sess_deliver(worker_t *w, sess_t *s, msg_t *m, uint8_t qos, uint8_t flags)
             log_info("%s: queue full (%u messages, %llu bytes): messages dropped", s->client_id,
                      sq_len(&s->queue), (unsigned long long)s->queued_bytes);
         }
+        persist_queue_del(w, s->client_id, s->client_id_len, seq);
         return;
     }
     sq_entry_t e = {.m = msg_ref(m), .qos = qos, .retain = retain, .shared = shared,
-                    .state = SQ_QUEUED};
+                    .state = SQ_QUEUED, .seq = seq};
     sq_push(&s->queue, &e);
     s->queued_bytes += bytes;
 }
@@ -514,6 +547,7 @@ void sess_detach(worker_t *w, sess_t *s)
     }
     if (s->expiry != SESS_NEVER)
         s->expire_at = w->now + (uint64_t)s->expiry * 1000u;
+    persist_session_update(w, s); /* with its deadline */
     arm_expiry(w, s);
 }
 
@@ -534,6 +568,7 @@ static int complete(sess_t *s, uint16_t pid, uint8_t state)
     int i = find_inflight(s, pid, state);
     if (i < 0)
         return -1;
+    entry_forget(s, sq_at(&s->inflight, (uint32_t)i));
     msg_unref(&sq_at(&s->inflight, (uint32_t)i)->m);
     sq_remove(&s->inflight, (uint32_t)i);
     if (sq_len(&s->inflight) == 0 && s->timer_kind == SESS_TIMER_RETRY) {
@@ -570,8 +605,27 @@ int sess_on_pubrec(sess_t *s, uint16_t pid, uint8_t reason)
     sq_entry_t *e = sq_at(&s->inflight, (uint32_t)i);
     msg_unref(&e->m); /* the message is delivered; only PUBREL is left */
     e->state = SQ_WAIT_PUBCOMP;
+    if (e->seq && persist_on(s->w)) {
+        entry_record(s, e); /* PUBREL only once "delivered" is stored */
+        e->sent_ms = s->w->now;
+        persist_hold_send(s->w, s->sid, pid);
+        return 0;
+    }
     send_entry(s, e, 0);
     return 0;
+}
+
+void sess_send_held(sess_t *s, uint16_t pid)
+{
+    if (s->conn == NULL || s->conn->state != CONN_ACTIVE)
+        return;
+    for (uint32_t i = 0; i < sq_len(&s->inflight); i++) {
+        sq_entry_t *e = sq_at(&s->inflight, i);
+        if (e->pid == pid && e->qos == 2) {
+            send_entry(s, e, 0);
+            return;
+        }
+    }
 }
 
 int sess_qos2_in_known(const sess_t *s, uint16_t pid)
@@ -631,7 +685,7 @@ int sess_subscribe(worker_t *w, sess_t *s, const uint8_t *filter, uint16_t len,
                    uint8_t opts, uint32_t subid)
 {
     sub_ref_t ref = {.sid = s->sid, .subid = subid, .owner = (uint16_t)w->id,
-                     .opts = (uint8_t)(opts & 0x3f)};
+                     .opts = (uint8_t)(opts & 0x3f), .sess = s};
     int i = find_sub(s, filter, len), added = i < 0;
     if (i >= 0) {
         s->subs[i]->opts = opts;
@@ -663,6 +717,8 @@ int sess_subscribe(worker_t *w, sess_t *s, const uint8_t *filter, uint16_t len,
         log_error("%s: out of memory adding a subscription", s->client_id);
         abort();
     }
+    if (s->stored)
+        persist_session_update(w, s);
     return added;
 }
 
@@ -681,6 +737,8 @@ int sess_unsubscribe(worker_t *w, sess_t *s, const uint8_t *filter, uint16_t len
         s->subs = NULL;
         s->subs_cap = 0;
     }
+    if (s->stored)
+        persist_session_update(w, s);
     return 1;
 }
 

@@ -30,6 +30,7 @@ enum { SQ_QUEUED = 0, SQ_WAIT_PUBACK, SQ_WAIT_PUBREC, SQ_WAIT_PUBCOMP };
 typedef struct {
     msg_t *m;        /* NULL once PUBREC arrived (only the PUBREL is left) */
     uint64_t sent_ms;
+    uint64_t seq;    /* its record in the store (q/ client id, seq), 0 = none */
     uint16_t pid;
     uint8_t qos;
     uint8_t state;   /* SQ_* */
@@ -87,6 +88,9 @@ struct sess_s {
     uint8_t timer_kind;         /* SESS_TIMER_* */
     tw_timer_t timer;           /* retry while connected, expiry offline */
     uint16_t client_id_len;
+    _Atomic uint8_t durable;    /* persistence on and expiry != 0: publishers
+                                 * (any worker) store its QoS 1/2 messages */
+    uint8_t stored;             /* records of it may be in the store */
     char client_id[];           /* NUL terminated */
 };
 
@@ -126,6 +130,10 @@ void sess_deliver(worker_t *w, sess_t *s, msg_t *m, uint8_t qos, uint8_t flags);
 int sess_on_puback(sess_t *s, uint16_t pid);
 int sess_on_pubrec(sess_t *s, uint16_t pid, uint8_t reason);
 int sess_on_pubcomp(sess_t *s, uint16_t pid);
+
+/* A QoS 2 packet held until its state was stored (persist.h): send it now
+ * if it is still in flight and the client connected. */
+void sess_send_held(sess_t *s, uint16_t pid);
 
 /* Incoming QoS 2: returns 1 when pid is new (deliver, then remember), 0
  * when it is already awaiting PUBREL (do not deliver again). */

@@ -29,6 +29,11 @@ typedef struct {
     uint8_t opts;   /* the MQTT 5 options byte: bits 0-1 granted QoS, 2 No
                      * Local, 3 Retain As Published, 4-5 Retain Handling;
                      * bit 6 (SUB_SHARED): a shared group, see shared.h */
+    struct sess_s *sess; /* the session (NULL for a group's own entry): valid
+                          * only under the trie lock, which every session
+                          * takes to leave the trie before it is freed; read
+                          * by other workers for its immutable client id and
+                          * its atomic `durable` flag only */
 } sub_ref_t;
 
 #define SUB_SHARED 0x40

@@ -193,6 +193,9 @@ static void handle_inbox(worker_t *w)
         case WM_STOP:
             w->stopping = 1;
             break;
+        case WM_COMMITTED:
+            persist_on_committed(w, (int)(int64_t)it->sid);
+            break;
         }
     }
     w->taken.len = 0;
@@ -202,6 +205,10 @@ static void handle_inbox(worker_t *w)
 
 static void end_of_turn(worker_t *w)
 {
+    /* this turn's store writes, one batch, submitted before anything is
+     * posted to another worker: their writes about what we send them then
+     * commit after ours (persist.h) */
+    persist_flush(w);
     /* one write per connection that has output */
     while (w->flush_head) {
         conn_t *c = w->flush_head;
@@ -220,7 +227,6 @@ static void end_of_turn(worker_t *w)
             w->congested_until = w->now + CONGESTION_PAUSE_MS;
             STAT_ADD(w->stats.congested, 1);
         }
-    persist_flush(w); /* this turn's store writes: one batch */
     while (w->dead_head) {
         conn_t *c = w->dead_head;
         w->dead_head = c->turn_next;
@@ -330,6 +336,7 @@ void worker_free(worker_t *w)
         inbox_vec_free(&left);
     }
     persist_save_sessions(w); /* graceful restart: sessions come back */
+    persist_worker_free(w);
     /* every session still here (persistent ones) */
     for (size_t b = 0; b < w->by_sid.nbuckets; b++)
         while (w->by_sid.buckets && w->by_sid.buckets[b])

@@ -199,7 +199,7 @@ void conf_defaults(conf_t *c)
     c->max_topic_length = 65535;
     c->slow_subscriber_timeout = 60;
     c->max_output_buffer = 262144;
-    c->persistence_enabled = 0;
+    c->persistence_enabled = 1;
     snprintf(c->data_dir, sizeof(c->data_dir), "%s", "data");
     c->persistence_sync = 0; /* always */
     c->sync_interval_ms = 1000;

@@ -37,6 +37,7 @@
 #include "net_proxy.h"
 #include "net_tls.h"
 #include "net_ws.h"
+#include "persist.h"
 #include "proto.h"
 #include "router.h"
 #include "sess.h"
@@ -738,6 +739,8 @@ void conn_close_reason(conn_t *c, const char *why, int publish_will, uint8_t rc)
 
 void conn_free(conn_t *c)
 {
+    if (c->x && c->x->held_acks)
+        persist_forget_conn(c->w, c);
     ext_free(c->x);
     mqtt_parser_reset(&c->ps);
     release_obuf(c);

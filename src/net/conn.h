@@ -91,6 +91,7 @@ typedef struct conn_ext_s {
     struct ws_s *ws;         /* transport: ws/wss (net_ws.h), for life */
     char *cert_user;         /* username from the client certificate (listener
                               * cert_username), set at CONNECT */
+    uint32_t held_acks;      /* acknowledgements waiting for a store commit */
 } conn_ext_t;
 
 conn_ext_t *conn_ext(conn_t *c);

@@ -230,7 +230,10 @@ class Broker:
         self.log_cfg.update(ov.pop("log", {}))
         self.mqtt = dict(ov.pop("mqtt", {}))
         self.limits = dict(ov.pop("limits", {}))
+        # the broker's default (persistence on, in RocksDB) in this test's
+        # own directory, unless the test says otherwise
         self.persistence = dict(ov.pop("persistence", {}))
+        self.persistence.setdefault("dir", str(tmp_path / ("store%d" % index)))
         extra_mqtt = dict(ov.pop("extra_mqtt", {}))  # antenna-only mqtt keys
         unknown_mqtt = set(self.mqtt) - set(MQTT_DEFAULTS) - set(MQTT5_DEFAULTS)
         self.extra_mqtt = extra_mqtt
