@@ -21,6 +21,14 @@
 #             time until all are back, peak broker CPU
 #   flood     (not in the default set) QoS 0 100 -> 100 open loop, publishers as fast
 #             as TCP takes it: delivered msg/s and broker memory
+#   durable   (not in the default set) QoS 1, 10 -> 10 persistent sessions (clean
+#             session 0), flat out (100 per publisher in flight), on its own
+#             brokers: mosquitto-persist (persistence true: a snapshot every
+#             autosave_interval, 1800 s by default, and at exit, so nothing is
+#             written while the messages flow), antenna-always, antenna-interval
+#             and antenna-none (2 workers, persistence.sync always / interval
+#             (1000 ms) / none): delivered msg/s, CPU, latency, and for antenna
+#             the store's fsyncs/s and batches per commit (from its exit log)
 #
 # Brokers (--brokers, default all three, run alternately within every run):
 #   mosquitto   /usr/sbin/mosquitto (one thread)
@@ -28,7 +36,9 @@
 #   antenna-w2  build/antenna with workers: 2 (the default on this 2-core machine)
 # Every broker is started fresh for every scenario and run, on a free loopback
 # port, with the same limits (100 in flight, 100,000 queued per client,
-# TCP_NODELAY, connection logging off).
+# TCP_NODELAY, connection logging off), and without persistence (mosquitto's
+# `persistence false`, antenna's `persistence.enabled: false`) except in the
+# durable scenario.
 #
 # "Flat out" in qos0/fanin/fanout/qos2 means no pacing, with at most N messages
 # per publisher sent and not yet received end to end (antenna-bench
@@ -54,7 +64,8 @@ WARM=2       # seconds of warm-up per measured run
 DUR=8        # measured seconds per run
 IFADDRS=127.0.0.2,127.0.0.3,127.0.0.4,127.0.0.5   # spread source ports
 
-usage() { sed -n '2,41p' "$0" | sed 's/^# \{0,1\}//'; }
+usage() { sed -n '2,52p' "$0" | sed 's/^# \{0,1\}//'; }
+DURABLE_BROKERS="mosquitto-persist antenna-always antenna-interval antenna-none"
 
 while [ $# -gt 0 ]; do
     case "$1" in
@@ -65,7 +76,7 @@ while [ $# -gt 0 ]; do
     --brokers) BROKERS=${2//,/ }; shift 2 ;;
     --brokers=*) BROKERS=${1#*=}; BROKERS=${BROKERS//,/ }; shift ;;
     -h|--help) usage; exit 0 ;;
-    idle|connrate|qos0|fanin|fanout|qos2|retained|storm|flood) SCEN="$SCEN $1"; shift ;;
+    idle|connrate|qos0|fanin|fanout|qos2|retained|storm|flood|durable) SCEN="$SCEN $1"; shift ;;
     *) echo "compare.sh: unknown argument '$1' (--help)" >&2; exit 2 ;;
     esac
 done
@@ -159,15 +170,22 @@ make_cert() {
 broker_conf() { # kind port [tlsport] -> config file path
     local kind=$1 port=$2 tport=${3:-} f
     case "$kind" in
-    mosquitto)
+    mosquitto|mosquitto-persist)
         f=$WORK/mosquitto-$port.conf
+        local persist="persistence false"
+        if [ "$kind" = mosquitto-persist ]; then
+            mkdir -p "$WORK/mosq-store-$port"
+            chmod 777 "$WORK" "$WORK/mosq-store-$port"
+            persist="persistence true
+persistence_location $WORK/mosq-store-$port/"
+        fi
         cat > "$f" <<EOF
 listener $port 127.0.0.1
 allow_anonymous true
 max_inflight_messages 100
 max_queued_messages 100000
 set_tcp_nodelay true
-persistence false
+$persist
 log_dest stderr
 log_type error
 log_type warning
@@ -199,6 +217,28 @@ EOF
 mqtt:
   max_inflight: 100
   max_queued: 100000
+persistence:
+  enabled: false
+EOF
+        ;;
+    antenna-always|antenna-interval|antenna-none)
+        f=$WORK/antenna-$port.yaml
+        cat > "$f" <<EOF
+workers: 2
+log:
+  level: info
+listeners:
+  - name: mqtt
+    address: 127.0.0.1
+    port: $port
+mqtt:
+  max_inflight: 100
+  max_queued: 100000
+persistence:
+  enabled: true
+  dir: $WORK/store-$port
+  sync: ${kind#antenna-}
+  sync_interval_ms: 1000
 EOF
         ;;
     esac
@@ -220,8 +260,9 @@ start_broker() {
         done
     fi
     conf=$(broker_conf "$kind" "$port" "$tport")
+    : > "$WORK/broker-$kind.log"
     case "$kind" in
-    mosquitto) "$MOSQUITTO" -c "$conf" >> "$WORK/broker-$kind.log" 2>&1 & ;;
+    mosquitto*) "$MOSQUITTO" -c "$conf" >> "$WORK/broker-$kind.log" 2>&1 & ;;
     *) "$ANTENNA" --config "$conf" >> "$WORK/broker-$kind.log" 2>&1 & ;;
     esac
     BPID=$!
@@ -432,6 +473,29 @@ s_storm() {
     rec storm "19,000 devices" "broker CPU s, kill to end" "$(jget broker_cpu_run_s "$f")"
 }
 
+DURABLE="-c 10 -t d/%i --sub-topic d/%i -q 1 -C 0 --client-prefix dur_"
+s_durable() {
+    bench durable "$TMO" pubsub $DURABLE $MSG --e2e-window 100 --broker-pid "$BPID" || return
+    local f=$WORK/durable.json v="QoS 1 persistent, flat out (100/pub)"
+    rec_msgs durable "$v" "$f"
+    case "$BKIND" in antenna-*)
+        stop_broker # the store's totals are logged at exit
+        local line syncs commits batches sent
+        line=$(grep 'store totals' "$WORK/broker-$BKIND.log" | tail -1)
+        syncs=$(sed -n 's/.* \([0-9]*\) syncs.*/\1/p' <<< "$line")
+        commits=$(sed -n 's/.* in \([0-9]*\) commits.*/\1/p' <<< "$line")
+        batches=$(sed -n 's/.*totals: \([0-9]*\) batches.*/\1/p' <<< "$line")
+        sent=$(jget sent "$f")
+        rec durable "$v" "fsyncs/s (whole run)" \
+            "$(awk -v s="${syncs:-0}" -v t="$((WARM + DUR))" 'BEGIN { printf "%.0f", s / t }')"
+        rec durable "$v" "worker batches per commit" \
+            "$(awk -v b="${batches:-0}" -v c="${commits:-0}" 'BEGIN { printf "%.1f", c ? b / c : 0 }')"
+        rec durable "$v" "messages per commit" \
+            "$(awk -v m="${sent:-0}" -v c="${commits:-0}" 'BEGIN { printf "%.0f", c ? m / c : 0 }')"
+        ;;
+    esac
+}
+
 variants() {
     case "$1" in
     qos0) echo "10k 50k flat" ;;
@@ -450,7 +514,9 @@ log "antenna-bench compare: runs=$RUNS scenarios:$SCEN brokers: $BROKERS; output
 for RUN in $(seq 1 "$RUNS"); do
     for s in $SCEN; do
         for VARIANT in $(variants "$s"); do
-            for b in $BROKERS; do
+            blist=$BROKERS
+            [ "$s" = durable ] && blist=$DURABLE_BROKERS
+            for b in $blist; do
                 v=${VARIANT#-}
                 log "run $RUN/$RUNS: $s${v:+ $v} on $b"
                 case "$s-$VARIANT" in connrate-tls*) WANT_TLS=1 ;; *) WANT_TLS=0 ;; esac
@@ -470,7 +536,11 @@ ELAPSED=$(( $(date +%s) - START ))
 
 # ---- the table: medians per metric and broker, ratios to mosquitto ------------------
 table() {
-    sort -t "$(printf '\t')" -k1,1 -k2,2 -k4,4g "$RES" | awk -F '\t' -v brokers="$BROKERS" '
+    local cols="" b
+    for b in $BROKERS $DURABLE_BROKERS; do # the brokers with results
+        grep -q "$(printf '\t')$b$(printf '\t')" "$RES" && cols="$cols $b"
+    done
+    sort -t "$(printf '\t')" -k1,1 -k2,2 -k4,4g "$RES" | awk -F '\t' -v brokers="$cols" '
     function fmt(v) {
         if (v == "" || v == "-") return "-"
         a = v < 0 ? -v : v
@@ -500,7 +570,10 @@ table() {
         for (i = 1; i <= nb; i++) { hdr = hdr " " B[i] " |"; sep = sep "---:|" }
         mi = 0
         for (i = 1; i <= nb; i++) if (B[i] == "mosquitto") mi = i
-        if (mi) for (i = 1; i <= nb; i++) if (i != mi) { hdr = hdr " " B[i] " / mosquitto |"; sep = sep "---:|" }
+        pi = 0  # the durable rows compare with mosquitto-persist
+        for (i = 1; i <= nb; i++) if (B[i] == "mosquitto-persist") pi = i
+        if (!mi) { mi = pi; pi = 0 }
+        if (mi) for (i = 1; i <= nb; i++) if (i != mi && i != pi) { hdr = hdr " " B[i] " / " B[mi] " |"; sep = sep "---:|" }
         print hdr; print sep
         # rows in order of first appearance
         nk = 0
@@ -514,8 +587,9 @@ table() {
                 c = K[i] SUBSEP B[j]
                 row = row " " ((c in med) ? fmt(med[c]) : "-") " |"
             }
-            if (mi) for (j = 1; j <= nb; j++) if (j != mi) {
+            if (mi) for (j = 1; j <= nb; j++) if (j != mi && j != pi) {
                 c = K[i] SUBSEP B[j]; m = K[i] SUBSEP B[mi]
+                if (!(m in med) && pi) m = K[i] SUBSEP B[pi]
                 r = "-"
                 if ((c in med) && (m in med) && med[m] != 0) r = sprintf("%.2f", med[c] / med[m])
                 row = row " " r " |"

@@ -399,6 +399,15 @@ int persist_load_sessions(server_t *srv)
 void persist_close(server_t *srv)
 {
     if (srv->store) {
+        store_stats_t st;
+        store_stats(srv->store, &st);
+        uint64_t up_ms = an_now_ms() - srv->started_ms;
+        log_info("persistence: store totals: %llu batches in %llu commits (at most %llu in one), "
+                 "%llu syncs (%.1f/s over %.1f s), %llu bytes, %llu write errors",
+                 (unsigned long long)st.batches_committed, (unsigned long long)st.commits,
+                 (unsigned long long)st.max_group, (unsigned long long)st.syncs,
+                 up_ms ? st.syncs * 1000.0 / (double)up_ms : 0.0, up_ms / 1000.0,
+                 (unsigned long long)st.bytes_written, (unsigned long long)st.write_errors);
         store_close(srv->store); /* commits what is pending */
         srv->store = NULL;
     }
