@@ -13,15 +13,19 @@ import time
 
 import pytest
 
+from conftest import sanitizer_report
 from helpers import Paho, receive_publishes
 
 pytestmark = pytest.mark.antenna_only  # antenna's store and its tool
 
 
 def store(antenna_bin, *args, input=None):
-    """Runs `antenna store ARGS`; returns the CompletedProcess (text)."""
-    return subprocess.run([antenna_bin, "store", *map(str, args)], capture_output=True,
-                          text=True, timeout=60, input=input)
+    """Runs `antenna store ARGS`; returns the CompletedProcess (text).  The
+    tool's own output must hold no sanitizer report (ASan builds)."""
+    r = subprocess.run([antenna_bin, "store", *map(str, args)], capture_output=True,
+                       text=True, timeout=60, input=input)
+    assert sanitizer_report(r.stderr) is None, r.stderr
+    return r
 
 
 def inspect_json(antenna_bin, path, *extra):
