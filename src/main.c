@@ -19,9 +19,11 @@
 #include "conf.h"
 #include "log.h"
 #include "server.h"
+#include "store_cli.h"
 
 /* Subcommands: `antenna NAME ...` (cli.h).  Each module adds its line. */
 static const cli_command_t commands[] = {
+    {"store", store_cli_main, "inspect, export, import, compact, expire a store"},
     {NULL, NULL, NULL},
 };
 

@@ -37,6 +37,7 @@
 #define ROCKS_LOG_FATAL 4 /* rocksdb::InfoLogLevel::FATAL_LEVEL */
 #define ROCKS_POINT_IN_TIME_RECOVERY 2
 #define WB_KEEP_BYTES (64u << 20) /* a write batch larger than this is not kept */
+#define SCAN_READAHEAD (2u << 20)  /* bytes read ahead by a scan's iterator */
 
 typedef struct rocks {
     char *path;
@@ -282,6 +283,12 @@ static int rocks_scan(void *be, const void *prefix, size_t len, store_scan_fn cb
     if (r->db == NULL)
         goto out;
     ro = rocksdb_readoptions_create();
+    /* A scan reads each block once, from start to end (recovery, tools):
+     * keep its blocks out of the block cache, where they would only evict
+     * hot ones and cost an LRU insert and removal per block, and read
+     * ahead in large sequential reads. */
+    rocksdb_readoptions_set_fill_cache(ro, 0);
+    rocksdb_readoptions_set_readahead_size(ro, SCAN_READAHEAD);
     if (endl > 0) /* the iterator stops by itself at the prefix's end */
         rocksdb_readoptions_set_iterate_upper_bound(ro, (const char *)end, endl);
     it = rocksdb_create_iterator(r->db, ro);
