@@ -448,6 +448,24 @@ static int on_publish(conn_t *c, const mqtt_raw_t *pkt)
     }
     size_t n = router_publish(w, m, c->sess);
     msg_unref(&m);
+    if (n == ROUTER_REFUSED) {
+        /* a subscriber's queue is full (limits.queue_full: refuse) */
+        if (w->now >= w->qfull_logged_at + 1000u) {
+            char name[160];
+            w->qfull_logged_at = w->now;
+            log_info("%s: PUBLISH to '%.*s' refused: a subscriber's queue is full",
+                     conn_name(c, name, sizeof(name)), (int)AN_MIN(pb.topic.len, 200u),
+                     (const char *)pb.topic.p);
+        }
+        if (pb.qos == 2) {
+            sess_qos2_in_end(c->sess, pb.packet_id); /* a resend is a new try */
+            persist_incoming(w, c->sess, pb.packet_id, 0);
+        }
+        int wrote = persist_pending_ops(w) != ops;
+        send_ack_after(c, pb.qos == 1 ? MQTT_PUBACK : MQTT_PUBREC, pb.packet_id,
+                       MQTT_RC_QUOTA_EXCEEDED, wrote);
+        return 0;
+    }
     /* [MQTT5 3.4.2.1] 0x10: accepted, but nobody subscribes to it */
     uint8_t reason = n ? MQTT_RC_SUCCESS : MQTT_RC_NO_MATCHING_SUBSCRIBERS;
     int wrote = persist_pending_ops(w) != ops;

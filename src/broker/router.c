@@ -151,9 +151,34 @@ static void publish_durable(worker_t *w, msg_t *m, size_t n)
         free(t);
 }
 
+/* limits.queue_full: refuse: 1 when a session that would take m at QoS 1/2
+ * has a full queue.  A pass of its own before anything is done (a
+ * refused message is not retained either). */
+static int any_queue_full(worker_t *w, msg_t *m, const sess_t *from)
+{
+    server_t *srv = w->srv;
+    match_ctx_t ctx = {w, m, from};
+    int full = 0;
+    w->nmatches = 0;
+    pthread_rwlock_rdlock(&srv->trie_lock);
+    trie_match(srv->trie, msg_topic(m), m->topic_len, collect, &ctx);
+    for (size_t i = 0; i < w->nmatches && !full; i++) {
+        const sub_ref_t *sub = &w->matches[i];
+        full = (sub->opts & 3) && sub->sess &&
+               atomic_load_explicit(&sub->sess->full, memory_order_relaxed);
+    }
+    pthread_rwlock_unlock(&srv->trie_lock);
+    return full;
+}
+
 size_t router_publish(worker_t *w, msg_t *m, const sess_t *from)
 {
     server_t *srv = w->srv;
+    if (m->qos > 0 && srv->conf.queue_full_policy == CONF_QUEUE_FULL_REFUSE &&
+        any_queue_full(w, m, from)) {
+        STAT_ADD(w->stats.refused_queue_full, 1);
+        return ROUTER_REFUSED;
+    }
     /* Hook seam: authorization and rules will run here, before routing. */
     if (m->retain) {
         retain_set(srv->retain, m);

@@ -28,6 +28,10 @@
 typedef struct route_target_s route_target_t;
 void router_hand_targets(worker_t *w, msg_t *m, const route_target_t *t, size_t n);
 
+/* router_publish's answer when limits.queue_full is refuse and a session
+ * that should take a QoS 1/2 message has a full queue: nothing was done. */
+#define ROUTER_REFUSED ((size_t)-1)
+
 /* Takes no ownership of m.  `from` is the publishing session, or NULL.
  * Returns the number of sessions the message went to. */
 size_t router_publish(worker_t *w, msg_t *m, const sess_t *from);

@@ -60,6 +60,7 @@ typedef struct {
     an_counter_t throttled;         /* clients paused by a rate limit */
     an_counter_t slow_disconnects;  /* subscribers closed by slow_subscriber_timeout */
     an_counter_t dropped_queue_full;/* messages dropped: session queue full */
+    an_counter_t refused_queue_full;/* QoS 1/2 PUBLISH refused: a queue was full */
     an_counter_t congested;         /* turns that found another inbox over its bound */
 } worker_stats_t;
 

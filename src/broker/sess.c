@@ -396,6 +396,8 @@ static void pump(sess_t *s)
         sq_entry_t e;
         sq_pop(&s->queue, &e);
         s->queued_bytes -= msg_bytes(e.m);
+        if (atomic_load_explicit(&s->full, memory_order_relaxed) && !queue_full(s, 0))
+            atomic_store_explicit(&s->full, 0, memory_order_relaxed);
         if (msg_expired(e.m, s->w->now) || too_big_for_client(s, e.m, e.qos)) {
             STAT_ADD(s->w->stats.msgs_dropped, 1);
             entry_forget(s, &e);
@@ -451,6 +453,7 @@ void sess_deliver(worker_t *w, sess_t *s, msg_t *m, uint8_t qos, uint8_t flags)
         STAT_ADD(w->stats.dropped_queue_full, 1);
     }
     if (queue_full(s, bytes)) {
+        atomic_store_explicit(&s->full, 1, memory_order_relaxed);
         STAT_ADD(w->stats.msgs_dropped, 1);
         STAT_ADD(w->stats.dropped_queue_full, 1);
         /* one line per worker per second at most: a full queue under load
@@ -467,6 +470,8 @@ void sess_deliver(worker_t *w, sess_t *s, msg_t *m, uint8_t qos, uint8_t flags)
                     .state = SQ_QUEUED, .seq = seq};
     sq_push(&s->queue, &e);
     s->queued_bytes += bytes;
+    if (queue_full(s, 0))
+        atomic_store_explicit(&s->full, 1, memory_order_relaxed);
 }
 
 void sess_attach(sess_t *s, conn_t *c)

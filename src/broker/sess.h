@@ -91,6 +91,8 @@ struct sess_s {
     _Atomic uint8_t durable;    /* persistence on and expiry != 0: publishers
                                  * (any worker) store its QoS 1/2 messages */
     uint8_t stored;             /* records of it may be in the store */
+    _Atomic uint8_t full;       /* its queue is full: publishers may refuse
+                                 * (limits.queue_full: refuse) */
     char client_id[];           /* NUL terminated */
 };
 

@@ -38,7 +38,7 @@ void sys_on_timer(tw_timer_t *t)
     worker_t *w = container_of(t, worker_t, sys_timer);
     server_t *srv = w->srv;
     uint64_t recv = 0, sent = 0, dropped = 0, bin = 0, bout = 0, conn = 0, total = 0;
-    uint64_t ref_limit = 0, ref_rate = 0, ref_mem = 0, throttled = 0, slow = 0, qfull = 0;
+    uint64_t ref_limit = 0, ref_rate = 0, ref_mem = 0, throttled = 0, slow = 0, qfull = 0, qrefused = 0;
     uint64_t congested = 0;
     for (uint32_t i = 0; i < srv->nworkers; i++) {
         worker_stats_t *st = &srv->workers[i].stats;
@@ -55,6 +55,7 @@ void sys_on_timer(tw_timer_t *t)
         throttled += STAT_GET(st->throttled);
         slow += STAT_GET(st->slow_disconnects);
         qfull += STAT_GET(st->dropped_queue_full);
+        qrefused += STAT_GET(st->refused_queue_full);
         congested += STAT_GET(st->congested);
     }
     pthread_rwlock_rdlock(&srv->trie_lock);
@@ -84,6 +85,7 @@ void sys_on_timer(tw_timer_t *t)
         {"$SYS/broker/limits/throttled", throttled},
         {"$SYS/broker/limits/slow_subscribers_disconnected", slow},
         {"$SYS/broker/limits/dropped_queue_full", qfull},
+        {"$SYS/broker/limits/refused_queue_full", qrefused},
         {"$SYS/broker/limits/worker_congested", congested},
         {"$SYS/broker/memory/rss", sys_rss_bytes()},
     };

@@ -54,6 +54,7 @@ static const char *const shared_strategy_names[] = {
     "round_robin", "random", "hash_clientid", "hash_topic", "sticky", NULL};
 static const char *const keepalive_policy_names[] = {"refuse", "cap", NULL};
 static const char *const sync_names[] = {"always", "interval", "none", NULL};
+static const char *const queue_full_names[] = {"drop", "refuse", NULL};
 static const char *const transport_names[] = {"tcp", "tls", "ws", "wss", NULL};
 static const char *const proxy_names[] = {"off", "v1", "v2", NULL};
 static const char *const tls_version_names[] = {"1.2", "1.3", NULL};
@@ -124,6 +125,8 @@ static const struct field limits_fields[] = {
     UINTF(conf_t, max_topic_levels, 1, 65535),
     UINTF(conf_t, max_topic_length, 1, 65535),
     UINTF(conf_t, max_queued_bytes, 0, UINT64_MAX),
+    { .key = "queue_full", .type = F_ENUM, .off = offsetof(conf_t, queue_full_policy),
+      .size = MSIZE(conf_t, queue_full_policy), .names = queue_full_names },
     UINTF(conf_t, slow_subscriber_timeout, 0, 86400),
     UINTF(conf_t, max_output_buffer, 1024, UINT32_MAX),
     UINTF(conf_t, memory_high_water, 0, UINT64_MAX),

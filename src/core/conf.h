@@ -17,6 +17,8 @@
 
 #define CONF_MAX_LISTENERS 16
 
+enum { CONF_QUEUE_FULL_DROP = 0, CONF_QUEUE_FULL_REFUSE = 1 };
+
 typedef struct {
     char name[32];     /* "mqtt" by default */
     char address[64];  /* IPv4 or IPv6 literal, or "0.0.0.0" / "::" */
@@ -84,6 +86,7 @@ typedef struct {
     uint16_t max_topic_levels;        /* default 128 */
     uint16_t max_topic_length;        /* bytes, default 65535 */
     uint64_t max_queued_bytes;        /* per session */
+    uint8_t queue_full_policy;        /* CONF_QUEUE_FULL_*: QoS 1/2 to a full queue */
     uint32_t slow_subscriber_timeout; /* seconds a subscriber may keep its output full; 0 = forever */
     uint32_t max_output_buffer;       /* bytes pending to one client beyond which QoS 0
                                        * messages to it are dropped */

@@ -108,6 +108,53 @@ def test_max_queued_bytes_drops_beyond_budget(broker):
     s.close()
 
 
+def test_queue_full_refuse_answers_0x97_and_routes_nothing(broker):
+    import mqttraw
+    b = broker(mqtt={"max_queued": 3, "max_inflight": 1, "sys_interval": 1},
+               limits={"queue_full": "refuse"})
+    s = b.raw_connected("qr-sub", clean=False)
+    assert s.subscribe(1, [("qr/#", 1)]).codes == [1]
+    other = b.raw_connected("qr-other")
+    assert other.subscribe(1, [("qr/#", 1)]).codes == [1]
+    s.close()  # offline: its queue fills
+    time.sleep(0.2)
+    p = mqttraw.connect_v5(b.host, b.port, "qr-pub5")
+    for i in range(3):
+        assert p.publish("qr/t", b"ok%d" % i, qos=1, pid=1 + i).rc == 0
+    # the queue holds 3: the next QoS 1 and QoS 2 are refused, not routed
+    assert p.publish("qr/t", b"refused", qos=1, pid=10).rc == mqttraw.RC_QUOTA_EXCEEDED
+    rec = p.publish("qr/t", b"refused2", qos=2, pid=11)
+    assert rec.rc == mqttraw.RC_QUOTA_EXCEEDED
+    # QoS 0 is not refused (dropped for the full queue, delivered elsewhere)
+    p.publish("qr/t", b"zero", qos=0)
+    got = []
+    for _ in range(4):
+        m = other.recv_publish(3)
+        if m.qos:
+            other.send(puback(m.pid))
+        got.append(m.payload)
+    assert got == [b"ok0", b"ok1", b"ok2", b"zero"]  # nothing refused reached anyone
+    # an MQTT 3.1.1 publisher cannot be told: acknowledged and dropped
+    p3 = b.raw_connected("qr-pub3")
+    p3.publish("qr/t", b"dropped311", qos=1, pid=5)
+    deadline = time.monotonic() + 5
+    while sys_value(b, "$SYS/broker/limits/refused_queue_full") < 3:
+        assert time.monotonic() < deadline, "refusals not counted in $SYS"
+        time.sleep(0.3)
+    # the subscriber comes back: its 3 queued messages, none of the refused
+    s = b.raw_connected("qr-sub", clean=False)
+    back = []
+    for _ in range(3):
+        m = s.recv_publish(3)
+        s.send(puback(m.pid))
+        back.append(m.payload)
+    assert back == [b"ok0", b"ok1", b"ok2"]
+    # the queue drained: QoS 1 is accepted again
+    assert p.publish("qr/t", b"later", qos=1, pid=20).rc == 0
+    for c in (s, other, p, p3):
+        c.close()
+
+
 def test_oldest_qos0_dropped_first_when_queue_full(broker):
     b = broker(mqtt={"max_queued": 5, "max_inflight": 1})
     s = b.raw_connected("q0", clean=False)
