@@ -30,6 +30,28 @@ static int is_sys(const msg_t *m)
     return m->topic_len >= 5 && memcmp(msg_topic(m), "$SYS/", 5) == 0;
 }
 
+static void retained_gone(void *ud, msg_t *m)
+{
+    worker_t *w = ud;
+    if (persist_on(w) && !is_sys(m)) {
+        uint8_t key[STORE_KEY_MAX];
+        size_t kl = store_key_retained(key, sizeof(key), msg_topic(m), m->topic_len);
+        if (kl)
+            store_batch_del(batch_of(w), key, kl);
+    }
+    msg_unref(&m);
+}
+
+void persist_on_sweep_timer(tw_timer_t *t)
+{
+    worker_t *w = container_of(t, worker_t, sweep_timer);
+    size_t n = retain_expire(w->srv->retain, w->now, retained_gone, w);
+    if (n)
+        log_info("%zu expired retained messages removed", n);
+    tw_add(&w->tw, &w->sweep_timer, w->now + PERSIST_SWEEP_MS);
+}
+
+
 /* Deadlines: monotonic ms in the broker, unix seconds in the store.  A
  * deadline is rounded down when written, so across a restart a message or
  * session may end up to a second early, never late. */
@@ -56,20 +78,21 @@ static uint64_t from_wall_s(uint64_t wall_s, uint64_t now_wall_ms, uint64_t now_
 typedef struct {
     server_t *srv;
     uint64_t now_wall_ms, now_ms;
+    store_batch_t *cleanup; /* expired and unreadable records */
     size_t loaded, expired, bad;
 } load_ctx_t;
 
 static int load_one(void *ud, const void *k, size_t kl, const void *v, size_t vl)
 {
     load_ctx_t *ctx = ud;
-    (void)k;
-    (void)kl;
     store_retained_t r;
     if (store_rec_decode_retained(v, vl, &r) != 0) {
+        store_batch_del(ctx->cleanup, k, kl);
         ctx->bad++;
         return 0;
     }
     if (wall_passed(r.expiry, ctx->now_wall_ms)) {
+        store_batch_del(ctx->cleanup, k, kl);
         ctx->expired++;
         return 0;
     }
@@ -96,15 +119,19 @@ int persist_open(server_t *srv)
         log_error("persistence: %s", err);
         return -1;
     }
-    load_ctx_t ctx = {.srv = srv, .now_wall_ms = an_wall_ms(), .now_ms = an_now_ms()};
+    load_ctx_t ctx = {.srv = srv, .now_wall_ms = an_wall_ms(), .now_ms = an_now_ms(),
+                      .cleanup = store_batch_new()};
     uint64_t t0 = an_now_ms();
     int rc = store_scan(srv->store, "r/", 2, load_one, &ctx);
+    int rc2 = store_submit_sync(srv->store, ctx.cleanup);
+    if (rc == 0)
+        rc = rc2;
     if (rc < 0) {
         log_error("persistence: reading %s: %s", cf->data_dir, store_strerror(rc));
         return -1;
     }
-    log_info("persistence: %s: %zu retained messages loaded in %llu ms (%zu expired, "
-             "%zu unreadable skipped)", cf->data_dir, ctx.loaded,
+    log_info("persistence: %s: %zu retained messages loaded in %llu ms (%zu expired and "
+             "%zu unreadable removed)", cf->data_dir, ctx.loaded,
              (unsigned long long)(an_now_ms() - t0), ctx.expired, ctx.bad);
     return 0;
 }

@@ -52,6 +52,11 @@
  * (also when persistence is off) or -1 with the reason logged (naming the
  * path). */
 int persist_open(server_t *srv);
+/* Worker 0, every PERSIST_SWEEP_MS: retained messages whose Message Expiry
+ * Interval passed leave memory and the store (expired queued messages
+ * leave when their session reaches them, and at start-up). */
+#define PERSIST_SWEEP_MS 5000u
+void persist_on_sweep_timer(tw_timer_t *t);
 /* Record a retained change (m with an empty payload clears the topic). */
 void persist_retained(worker_t *w, const msg_t *m);
 /* End of a loop turn: submit what this worker collected (before anything is

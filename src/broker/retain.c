@@ -33,6 +33,7 @@ struct retain_s {
     pthread_mutex_t mu;
     rnode_t *root;
     size_t count;
+    size_t expiring; /* messages with an expiry: retain_expire() has work */
 };
 
 typedef struct {
@@ -167,6 +168,7 @@ void retain_set(retain_t *r, msg_t *m)
     }
     if (clear) {
         if (n->msg) {
+            r->expiring -= n->msg->expire_at != 0;
             msg_unref(&n->msg);
             r->count--;
         }
@@ -179,10 +181,13 @@ void retain_set(retain_t *r, msg_t *m)
             n = parent;
         }
     } else {
-        if (n->msg)
+        if (n->msg) {
+            r->expiring -= n->msg->expire_at != 0;
             msg_unref(&n->msg);
-        else
+        } else {
             r->count++;
+        }
+        r->expiring += m->expire_at != 0;
         n->msg = msg_ref(m);
     }
 out:
@@ -260,6 +265,43 @@ void retain_match(retain_t *r, const uint8_t *filter, size_t len, retain_cb cb, 
     for (size_t i = 0; i < v.n; i++)
         cb(ud, v.v[i]);
     free(v.v);
+}
+
+/* Depth first: expired messages leave (to v), then nodes left empty. */
+static void expire_walk(retain_t *r, rnode_t *n, uint64_t now, mvec_t *v)
+{
+    for (uint32_t i = 0; i < n->nbuckets; i++) {
+        rnode_t *k = n->kids[i];
+        while (k) {
+            rnode_t *next = k->chain;
+            expire_walk(r, k, now, v);
+            if (k->msg == NULL && k->nkids == 0) {
+                kid_unlink(n, k);
+                free(k->kids);
+                free(k);
+            }
+            k = next;
+        }
+    }
+    if (n->msg && msg_expired(n->msg, now)) {
+        mvec_push(v, n->msg);
+        msg_unref(&n->msg);
+        r->count--;
+        r->expiring--;
+    }
+}
+
+size_t retain_expire(retain_t *r, uint64_t now, retain_cb cb, void *ud)
+{
+    mvec_t v = {0};
+    pthread_mutex_lock(&r->mu);
+    if (r->expiring)
+        expire_walk(r, r->root, now, &v);
+    pthread_mutex_unlock(&r->mu);
+    for (size_t i = 0; i < v.n; i++)
+        cb(ud, v.v[i]);
+    free(v.v);
+    return v.n;
 }
 
 size_t retain_count(retain_t *r)

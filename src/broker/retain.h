@@ -27,5 +27,9 @@ void retain_set(retain_t *r, msg_t *m);
 typedef void (*retain_cb)(void *ud, msg_t *m);
 void retain_match(retain_t *r, const uint8_t *filter, size_t len, retain_cb cb, void *ud);
 size_t retain_count(retain_t *r);
+/* Remove every retained message expired at now (ms); cb gets a reference
+ * to each one removed (after the lock is released).  Cheap when no retained
+ * message has an expiry.  Returns how many were removed. */
+size_t retain_expire(retain_t *r, uint64_t now, retain_cb cb, void *ud);
 
 #endif

@@ -116,6 +116,11 @@ int server_init(server_t *srv, const conf_t *conf)
         tw_timer_init(&w0->mem_timer, sys_on_mem_timer);
         tw_add(&w0->tw, &w0->mem_timer, w0->now + 1000u);
     }
+    {
+        worker_t *w0 = &srv->workers[0];
+        tw_timer_init(&w0->sweep_timer, persist_on_sweep_timer);
+        tw_add(&w0->tw, &w0->sweep_timer, w0->now + PERSIST_SWEEP_MS);
+    }
     if (srv->conf.sys_interval) {
         worker_t *w0 = &srv->workers[0];
         tw_timer_init(&w0->sys_timer, sys_on_timer);

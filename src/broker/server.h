@@ -83,6 +83,7 @@ struct worker_s {
     tw_t tw;
     tw_timer_t sys_timer; /* worker 0 only: $SYS publishing */
     tw_timer_t mem_timer; /* worker 0 only: memory high-water check */
+    tw_timer_t sweep_timer; /* worker 0 only: expired retained messages */
     inbox_t inbox;
     inbox_vec_t taken;    /* items being processed this turn */
     inbox_vec_t *outbox;  /* one outgoing batch per worker */

@@ -64,6 +64,27 @@ def test_expired_retained_message_not_restored(broker, tmp_path):
     assert got == {"exp/long": b"stays"}
 
 
+def test_expired_retained_messages_leave_memory_and_store(broker, tmp_path):
+    store = str(tmp_path / "store")
+    b = broker(persistence={"enabled": True, "dir": store})
+    c = connect_v5(b.host, b.port, "sweeper")
+    for i in range(3):
+        c.send(publish5("sweep/%d" % i, b"short", qos=0, retain=True,
+                        props=[(MESSAGE_EXPIRY_INTERVAL, 1)]))
+    c.send(publish5("sweep/long", b"stays", qos=0, retain=True,
+                    props=[(MESSAGE_EXPIRY_INTERVAL, 3600)]))
+    time.sleep(0.3)
+    assert len(retained_on(b, "sweep/#", quiet=0.5)) == 4
+    # the sweep (every 5 s) removes them while the broker runs
+    b.wait_log(r"3 expired retained messages removed", timeout=12)
+    c.close()
+    b.stop()
+    b.start()
+    # nothing expired was left in the store to skip at start-up
+    b.wait_log(r"1 retained messages loaded in \d+ ms \(0 expired")
+    assert retained_on(b, "sweep/#", quiet=0.5) == {"sweep/long": b"stays"}
+
+
 def test_store_in_use_refuses_second_broker(broker, tmp_path):
     store = str(tmp_path / "store")
     b = broker(persistence={"enabled": True, "dir": store})
