@@ -924,7 +924,7 @@ static void store_random_ops_match_a_model(void **state)
 typedef struct {
     store_t *s;
     atomic_int stop;
-    long scans;
+    atomic_long scans;
 } reader_t;
 
 static int count_only(void *ud, const void *k, size_t kl, const void *v, size_t vl)
@@ -971,9 +971,13 @@ static void store_reads_during_writes(void **state)
         assert_int_equal(store_submit(f->s, b, NULL, NULL), 0);
     }
     barrier(f->s);
+    /* on a loaded machine the reader may not have had a turn yet: give it
+     * one (bounded) before stopping it */
+    for (int i = 0; i < 5000 && atomic_load(&r.scans) == 0; i++)
+        usleep(1000);
     atomic_store(&r.stop, 1);
     pthread_join(th, NULL);
-    assert_true(r.scans > 0);
+    assert_true(atomic_load(&r.scans) > 0);
 }
 
 /* ---- RocksDB only ----------------------------------------------------- */
