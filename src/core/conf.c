@@ -139,6 +139,42 @@ static const struct field persistence_fields[] = {
     UINTF(conf_t, sync_interval_ms, 1, 3600000),
 };
 
+static const char *const auth_format_names[] = {"json", "opa", NULL};
+static const char *const auth_on_error_names[] = {"deny", "pass", NULL};
+
+/* auth.http and auth.redis: members of conf_t's auth_http / auth_redis. */
+#define AUTHF(sub, m, t) .key = #m, .type = (t), .off = offsetof(conf_t, sub.m), \
+                         .size = MSIZE(conf_t, sub.m)
+static const struct field auth_http_fields[] = {
+    { AUTHF(auth_http, url, F_STR) },
+    { AUTHF(auth_http, format, F_ENUM), .names = auth_format_names },
+    { AUTHF(auth_http, on_error, F_ENUM), .names = auth_on_error_names },
+    { AUTHF(auth_http, timeout_ms, F_UINT), .min = 1, .max = 600000 },
+    { AUTHF(auth_http, connect_timeout_ms, F_UINT), .min = 1, .max = 600000 },
+    { AUTHF(auth_http, cache_ttl_ms, F_UINT), .min = 0, .max = 86400000 },
+    { AUTHF(auth_http, cache_size, F_UINT), .min = 1, .max = 10000000 },
+    { AUTHF(auth_http, pool_size, F_UINT), .min = 1, .max = 1024 },
+    { AUTHF(auth_http, queue_size, F_UINT), .min = 1, .max = 1000000 },
+};
+static const struct field auth_redis_fields[] = {
+    { AUTHF(auth_redis, host, F_NAME) },
+    { AUTHF(auth_redis, port, F_UINT), .min = 1, .max = 65535 },
+    { AUTHF(auth_redis, password, F_STR) },
+    { AUTHF(auth_redis, db, F_UINT), .min = 0, .max = 65535 },
+    { AUTHF(auth_redis, prefix, F_STR) },
+    { AUTHF(auth_redis, pool_size, F_UINT), .min = 1, .max = 64 },
+    { AUTHF(auth_redis, timeout_ms, F_UINT), .min = 1, .max = 600000 },
+    { AUTHF(auth_redis, queue_size, F_UINT), .min = 1, .max = 1000000 },
+    { AUTHF(auth_redis, on_error, F_ENUM), .names = auth_on_error_names },
+};
+
+static const struct field auth_fields[] = {
+    { .key = "http", .type = F_SECTION, .sub = auth_http_fields,
+      .nsub = NELEM(auth_http_fields) },
+    { .key = "redis", .type = F_SECTION, .sub = auth_redis_fields,
+      .nsub = NELEM(auth_redis_fields) },
+};
+
 static const struct field root_fields[] = {
     UINTF(conf_t, workers, 0, 256),
     { .key = "log", .type = F_SECTION, .sub = log_fields, .nsub = NELEM(log_fields) },
@@ -147,12 +183,13 @@ static const struct field root_fields[] = {
     { .key = "limits", .type = F_SECTION, .sub = limits_fields, .nsub = NELEM(limits_fields) },
     { .key = "persistence", .type = F_SECTION, .sub = persistence_fields,
       .nsub = NELEM(persistence_fields) },
+    { .key = "auth", .type = F_SECTION, .sub = auth_fields, .nsub = NELEM(auth_fields) },
 };
 
 /* load_map() tracks the keys seen in a uint32_t. */
 _Static_assert(NELEM(root_fields) <= 32 && NELEM(log_fields) <= 32 &&
                NELEM(listener_fields) <= 32 && NELEM(mqtt_fields) <= 32 &&
-               NELEM(limits_fields) <= 32, "table too large");
+               NELEM(limits_fields) <= 32 && NELEM(auth_fields) <= 32, "table too large");
 
 static const conf_listener_t default_listener = {
     .name = "mqtt", .address = "127.0.0.1", .port = 1883, .max_connections = 0,
@@ -203,6 +240,23 @@ void conf_defaults(conf_t *c)
     snprintf(c->data_dir, sizeof(c->data_dir), "%s", "data");
     c->persistence_sync = 0; /* always */
     c->sync_interval_ms = 1000;
+    /* auth.http */
+    c->auth_http.format = CONF_AUTH_FORMAT_JSON;
+    c->auth_http.on_error = CONF_AUTH_ON_ERROR_DENY;
+    c->auth_http.timeout_ms = 2000;
+    c->auth_http.connect_timeout_ms = 1000;
+    c->auth_http.cache_ttl_ms = 60000;
+    c->auth_http.cache_size = 100000;
+    c->auth_http.pool_size = 8;
+    c->auth_http.queue_size = 10000;
+    /* auth.redis */
+    snprintf(c->auth_redis.host, sizeof(c->auth_redis.host), "%s", "127.0.0.1");
+    c->auth_redis.port = 6379;
+    snprintf(c->auth_redis.prefix, sizeof(c->auth_redis.prefix), "%s", "antenna:");
+    c->auth_redis.pool_size = 4;
+    c->auth_redis.timeout_ms = 1000;
+    c->auth_redis.queue_size = 10000;
+    c->auth_redis.on_error = CONF_AUTH_ON_ERROR_DENY;
 }
 
 /* ---- errors ---- */

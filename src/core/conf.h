@@ -46,6 +46,35 @@ enum { CONF_CERT_USER_NONE = 0, CONF_CERT_USER_CN, CONF_CERT_USER_SAN };
 #define CONF_DEFAULT_CIPHERS "ECDHE+AESGCM:ECDHE+CHACHA20"
 
 
+/* auth.http: the webhook backend (src/auth/auth_http.c). */
+typedef struct {
+    char url[512];             /* POST target, http:// or https:// */
+    uint8_t format;            /* CONF_AUTH_FORMAT_* */
+    uint8_t on_error;          /* CONF_AUTH_ON_ERROR_*: verdict when the webhook fails */
+    uint32_t timeout_ms;       /* whole request, queueing included */
+    uint32_t connect_timeout_ms;
+    uint32_t cache_ttl_ms;     /* 0 = no cache */
+    uint32_t cache_size;       /* entries */
+    uint32_t pool_size;        /* connections kept to the webhook */
+    uint32_t queue_size;       /* requests waiting or in flight; beyond: on_error */
+} conf_auth_http_t;
+
+/* auth.redis: credentials and ACL rules in Redis (src/auth/auth_redis.c). */
+typedef struct {
+    char host[256];
+    uint16_t port;
+    char password[256];        /* "" = no AUTH */
+    uint32_t db;
+    char prefix[64];           /* keys: PREFIXuser:NAME, PREFIXacl:NAME */
+    uint32_t pool_size;        /* connections, one I/O thread each */
+    uint32_t timeout_ms;       /* connect and each command */
+    uint32_t queue_size;
+    uint8_t on_error;          /* CONF_AUTH_ON_ERROR_* */
+} conf_auth_redis_t;
+
+enum { CONF_AUTH_FORMAT_JSON = 0, CONF_AUTH_FORMAT_OPA };
+enum { CONF_AUTH_ON_ERROR_DENY = 0, CONF_AUTH_ON_ERROR_PASS };
+
 typedef struct {
     uint32_t workers;          /* 0 = one per core */
     /* log */
@@ -94,6 +123,9 @@ typedef struct {
     char data_dir[256];
     uint64_t memory_high_water;       /* bytes of messages and buffers; above it new
                                        * connections are refused, QoS 0 to slow clients dropped */
+    /* auth backends that ask another server */
+    conf_auth_http_t auth_http;
+    conf_auth_redis_t auth_redis;
 } conf_t;
 
 enum { CONF_SHARED_ROUND_ROBIN = 0, CONF_SHARED_RANDOM, CONF_SHARED_HASH_CLIENTID,
