@@ -39,7 +39,7 @@ void sys_on_timer(tw_timer_t *t)
     server_t *srv = w->srv;
     uint64_t recv = 0, sent = 0, dropped = 0, bin = 0, bout = 0, conn = 0, total = 0;
     uint64_t ref_limit = 0, ref_rate = 0, ref_mem = 0, throttled = 0, slow = 0, qfull = 0;
-    uint64_t congested = 0;
+    uint64_t congested = 0, auth_ok = 0, auth_fail = 0, auth_banned = 0, acl_denied = 0;
     for (uint32_t i = 0; i < srv->nworkers; i++) {
         worker_stats_t *st = &srv->workers[i].stats;
         recv += STAT_GET(st->msgs_received);
@@ -56,6 +56,10 @@ void sys_on_timer(tw_timer_t *t)
         slow += STAT_GET(st->slow_disconnects);
         qfull += STAT_GET(st->dropped_queue_full);
         congested += STAT_GET(st->congested);
+        auth_ok += STAT_GET(st->auth_success);
+        auth_fail += STAT_GET(st->auth_failure);
+        auth_banned += STAT_GET(st->auth_banned);
+        acl_denied += STAT_GET(st->acl_denied);
     }
     pthread_rwlock_rdlock(&srv->trie_lock);
     uint64_t subs = trie_count(srv->trie);
@@ -86,6 +90,10 @@ void sys_on_timer(tw_timer_t *t)
         {"$SYS/broker/limits/dropped_queue_full", qfull},
         {"$SYS/broker/limits/worker_congested", congested},
         {"$SYS/broker/memory/rss", sys_rss_bytes()},
+        {"$SYS/broker/auth/success", auth_ok},
+        {"$SYS/broker/auth/failure", auth_fail},
+        {"$SYS/broker/auth/banned", auth_banned},
+        {"$SYS/broker/auth/acl_denied", acl_denied},
     };
     for (size_t i = 0; i < sizeof(figures) / sizeof(figures[0]); i++)
         publish_u64(w, figures[i].topic, figures[i].value);

@@ -24,6 +24,8 @@
  */
 #include "conn.h"
 
+#include "auth_chain.h"
+
 #include <arpa/inet.h>
 #include <errno.h>
 #include <stdio.h>
@@ -716,6 +718,7 @@ static void ext_free(conn_ext_t *x)
     tls_free(x->ssl);
     ws_free(x->ws);
     free(x->cert_user);
+    auth_client_free(x->auth);
     free(x);
 }
 
@@ -808,6 +811,10 @@ void conn_on_timer(tw_timer_t *t)
             conn_close(c, "WebSocket upgrade not completed within connect_timeout", 0);
         else
             conn_close(c, "no CONNECT within connect_timeout", 0);
+        return;
+    }
+    if (c->state == CONN_AUTH) {
+        proto_auth_timer(c);
         return;
     }
     if (c->state != CONN_ACTIVE)
