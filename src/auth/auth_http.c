@@ -287,7 +287,10 @@ static void start_job(http_backend_t *h, auth_job_t *j, uint64_t now)
     curl_easy_setopt(e, CURLOPT_WRITEFUNCTION, on_data);
     curl_easy_setopt(e, CURLOPT_WRITEDATA, x);
     curl_easy_setopt(e, CURLOPT_PRIVATE, x);
-    curl_easy_setopt(e, CURLOPT_TIMEOUT_MS, left);
+    /* a backstop only: the thread's deadline sweep ends the request at
+     * `left`, for every request at once, before libcurl would end them one
+     * by one (and hand a freed connection to a request that expires too) */
+    curl_easy_setopt(e, CURLOPT_TIMEOUT_MS, left + 1000);
     curl_easy_setopt(e, CURLOPT_CONNECTTIMEOUT_MS,
                      (long)AN_MIN((uint64_t)h->cf.connect_timeout_ms, (uint64_t)left));
     curl_easy_setopt(e, CURLOPT_TCP_KEEPALIVE, 1L);
