@@ -171,7 +171,7 @@ static const struct field auth_redis_fields[] = {
     { AUTHF(auth_redis, on_error, F_ENUM), .names = auth_on_error_names },
 };
 
-static const char *const policy_names[] = {"deny", "allow", NULL};
+static const char *const policy_names[] = {"deny", "allow", "auto", NULL};
 static const char *const jwt_alg_names[] = {"HS256", "RS256", "ES256", NULL};
 static const char *const jwt_field_names[] = {"password", "username", NULL};
 
