@@ -16,6 +16,7 @@
 #include <string.h>
 
 #include "auth_jwt.h"
+#include "auth_method.h"
 #include "auth_passwd.h"
 #include "log.h"
 #include "server.h"
@@ -419,6 +420,9 @@ void auth_client_free(auth_client_t *ac)
     for (uint32_t i = 0; i < ac->ncache; i++)
         free(ac->cache[i].topic);
     free(ac->cache);
+    if (ac->mops && ac->method)
+        ac->mops->free(ac->method);
+    free(ac->method_out);
     free(ac->user);
     free(ac->client_id);
     auth_acl_free(ac->acl);

@@ -64,7 +64,11 @@ typedef struct auth_client {
     uint32_t gen;            /* chain generation the cache was filled under */
     uint32_t ncache;         /* entries in cache */
     struct acl_cache_entry *cache;
-    struct auth_method_state *method; /* MQTT 5 enhanced authentication */
+    /* MQTT 5 enhanced authentication (auth_method.h) */
+    const struct auth_method *mops; /* the CONNECT's method, kept for re-auth */
+    struct auth_method_state *method; /* an exchange in progress */
+    uint8_t *method_out;     /* Authentication Data for the CONNACK */
+    uint32_t method_out_len;
 } auth_client_t;
 
 /* NULL with err set when a backend or a file cannot be set up. */

@@ -19,6 +19,7 @@
 #include <sys/epoll.h>
 
 #include "auth_chain.h"
+#include "auth_method.h"
 #include "log.h"
 #include "mqtt_props.h"
 #include "msg.h"
@@ -151,6 +152,14 @@ static size_t connack_props(conn_t *c, const connect_terms_t *t, const uint8_t *
         mqtt_pw_int(&pw, MQTT_PROP_SERVER_KEEP_ALIVE, t->keepalive);
     if (t->assigned)
         mqtt_pw_str(&pw, MQTT_PROP_ASSIGNED_CLIENT_ID, id, id_len);
+    auth_client_t *ac = c->x ? c->x->auth : NULL;
+    if (ac && ac->mops) { /* enhanced authentication: the method's last word */
+        mqtt_pw_str(&pw, MQTT_PROP_AUTH_METHOD, ac->mops->name, strlen(ac->mops->name));
+        if (ac->method_out)
+            mqtt_pw_str(&pw, MQTT_PROP_AUTH_DATA, ac->method_out, ac->method_out_len);
+        free(ac->method_out);
+        ac->method_out = NULL;
+    }
     return mqtt_pw_error(&pw) ? 0 : mqtt_pw_len(&pw);
 }
 
@@ -383,6 +392,142 @@ static int authenticate(conn_t *c, const mqtt_connect_t *ck, const mqtt_raw_t *p
     return auth_decided(c, v, &ans, ck->has_username || ck->has_password || x->cert_user);
 }
 
+/* ---- MQTT 5 enhanced authentication (auth_method.h) ---- */
+
+static void send_auth(conn_t *c, uint8_t reason, const auth_method_t *m, const uint8_t *data,
+                      size_t len)
+{
+    size_t cap = 16 + strlen(m->name) + len;
+    uint8_t *props = an_malloc(cap);
+    mqtt_pw_t pw;
+    mqtt_pw_init(&pw, props, cap);
+    mqtt_pw_str(&pw, MQTT_PROP_AUTH_METHOD, m->name, strlen(m->name));
+    if (data)
+        mqtt_pw_str(&pw, MQTT_PROP_AUTH_DATA, data, len);
+    size_t plen = mqtt_pw_len(&pw);
+    mqtt_encode_auth(conn_reserve(c, mqtt_auth_size(reason, plen), 1), reason, props, plen);
+    free(props);
+}
+
+/* What a method said: go on, finish (the CONNECT resumes, or the
+ * re-authentication is acknowledged) or refuse.  Returns as proto_handle. */
+static int method_result(conn_t *c, auth_method_rc_t rc, auth_method_out_t *out, int reauth)
+{
+    worker_t *w = c->w;
+    auth_client_t *ac = c->x->auth;
+    const auth_method_t *m = ac->mops;
+    char name[160];
+    if (rc == AUTH_METHOD_CONTINUE) {
+        send_auth(c, MQTT_RC_CONTINUE_AUTHENTICATION, m, out->data, out->len);
+        free(out->data);
+        return 0;
+    }
+    if (ac->method) {
+        m->free(ac->method);
+        ac->method = NULL;
+    }
+    if (rc == AUTH_METHOD_FAIL) {
+        free(out->data);
+        free(out->user);
+        STAT_ADD(w->stats.auth_failure, 1);
+        if (auth_ban_failure(auth_chain_ban(w->srv->auth), c->peer.family, c->peer.addr,
+                             w->now))
+            log_warn("%s: banned for %u s after %u failed logins (auth.ban)",
+                     conn_name(c, name, sizeof(name)), w->srv->conf.auth.ban.ban_s,
+                     w->srv->conf.auth.ban.max_failures);
+        char why[160];
+        snprintf(why, sizeof(why), "%s authentication failed: %s", m->name,
+                 out->why ? out->why : "?");
+        if (reauth)
+            return close_with(c, MQTT_RC_NOT_AUTHORIZED, "re-authentication", why);
+        return refuse(c, MQTT_CONNACK_BAD_CREDENTIALS, MQTT_RC_BAD_USERNAME_OR_PASSWORD, why);
+    }
+    STAT_ADD(w->stats.auth_success, 1);
+    auth_ban_success(auth_chain_ban(w->srv->auth), c->peer.family, c->peer.addr);
+    free(ac->user);
+    ac->user = out->user;
+    if (reauth) {
+        send_auth(c, MQTT_RC_SUCCESS, m, out->data, out->len);
+        free(out->data);
+        log_info("%s: re-authenticated (%s, user '%s')", conn_name(c, name, sizeof(name)),
+                 m->name, ac->user ? ac->user : "");
+        return 0;
+    }
+    ac->authed = 1;
+    free(ac->method_out);
+    ac->method_out = out->data;
+    ac->method_out_len = (uint32_t)out->len;
+    /* replay the CONNECT, now authenticated */
+    uint8_t *held = ac->held;
+    mqtt_raw_t pkt = {.hdr = ac->hdr, .len = ac->connect_len,
+                      .body = ac->connect_len ? held : NULL};
+    ac->held = NULL;
+    int r = on_connect(c, &pkt, NULL, 0, 0);
+    free(held);
+    return r;
+}
+
+/* CONNECT with an Authentication Method. */
+static int enhanced_start(conn_t *c, const mqtt_connect_t *ck, const mqtt_raw_t *pkt)
+{
+    worker_t *w = c->w;
+    const mqtt_props_t *pr = &ck->props;
+    const auth_method_t *m = auth_method_find(w->srv->auth, pr->auth_method.p,
+                                              pr->auth_method.len);
+    if (m == NULL)
+        return refuse(c, 0, MQTT_RC_BAD_AUTHENTICATION_METHOD,
+                      "authentication method not supported");
+    conn_ext_t *x = conn_ext(c);
+    if (x->auth == NULL)
+        x->auth = an_calloc(1, sizeof(*x->auth));
+    auth_client_t *ac = x->auth;
+    if (auth_ban_blocked(auth_chain_ban(w->srv->auth), c->peer.family, c->peer.addr, w->now)) {
+        STAT_ADD(w->stats.auth_banned, 1);
+        return refuse_later(c, MQTT_CONNACK_NOT_AUTHORIZED, MQTT_RC_BANNED);
+    }
+    free(ac->held);
+    ac->held = an_malloc(pkt->len + 1);
+    if (pkt->len)
+        memcpy(ac->held, pkt->body, pkt->len);
+    ac->hdr = pkt->hdr;
+    ac->connect_len = ac->held_len = pkt->len;
+    ac->mops = m;
+    auth_method_out_t out = {0};
+    int has_data = (pr->present & MQTT_PROP_BIT(MQTT_PROP_AUTH_DATA)) != 0;
+    auth_method_rc_t rc = m->start(w->srv->auth, &ac->method, has_data ? pr->auth_data.p : NULL,
+                                   has_data ? pr->auth_data.len : 0, &out);
+    return method_result(c, rc, &out, 0);
+}
+
+/* AUTH from the client: the next step of an exchange, or (after CONNACK)
+ * a re-authentication with the CONNECT's method [MQTT5 4.12.1]. */
+static int on_auth(conn_t *c, const mqtt_raw_t *pkt)
+{
+    mqtt_auth_t a;
+    const char *why = NULL;
+    int rc = mqtt_decode_auth(pkt, &a, &why);
+    if (rc < 0)
+        return malformed(c, rc, why);
+    auth_client_t *ac = c->x ? c->x->auth : NULL;
+    if (ac == NULL || ac->mops == NULL)
+        return protocol_error(c, "AUTH without an authentication method in CONNECT");
+    const mqtt_str_t *name = &a.props.auth_method;
+    if (!(a.props.present & MQTT_PROP_BIT(MQTT_PROP_AUTH_METHOD)) ||
+        name->len != strlen(ac->mops->name) || memcmp(name->p, ac->mops->name, name->len) != 0)
+        return protocol_error(c, "[MQTT5-4.12.0-5] AUTH with another authentication method");
+    int has_data = (a.props.present & MQTT_PROP_BIT(MQTT_PROP_AUTH_DATA)) != 0;
+    const uint8_t *data = has_data ? a.props.auth_data.p : NULL;
+    size_t len = has_data ? a.props.auth_data.len : 0;
+    auth_method_out_t out = {0};
+    int reauth = c->state == CONN_ACTIVE;
+    if (reauth && a.reason == MQTT_RC_REAUTHENTICATE && ac->method == NULL)
+        return method_result(c, ac->mops->start(c->w->srv->auth, &ac->method, data, len, &out),
+                             &out, 1);
+    if (a.reason == MQTT_RC_CONTINUE_AUTHENTICATION && ac->method)
+        return method_result(c, ac->mops->step(ac->method, data, len, &out), &out, reauth);
+    return protocol_error(c, "AUTH out of sequence");
+}
+
 void proto_auth_answer(worker_t *w, struct auth_wait *wait)
 {
     conn_t *c = wait->owner;
@@ -451,9 +596,9 @@ static int on_connect(conn_t *c, const mqtt_raw_t *pkt, const uint8_t *rest, siz
     connect_terms_t t = {.keepalive = ck.keepalive};
     if (ck.proto == MQTT_PROTO_V5) {
         const mqtt_props_t *pr = &ck.props;
-        if (pr->present & MQTT_PROP_BIT(MQTT_PROP_AUTH_METHOD))
-            return refuse(c, 0, MQTT_RC_BAD_AUTHENTICATION_METHOD,
-                          "authentication method not supported");
+        if ((pr->present & MQTT_PROP_BIT(MQTT_PROP_AUTH_METHOD)) && !adopted &&
+            !(c->x && c->x->auth && c->x->auth->authed))
+            return enhanced_start(c, &ck, pkt);
         if (pr->present & MQTT_PROP_BIT(MQTT_PROP_RECEIVE_MAXIMUM))
             c->recv_max = pr->receive_max;
         if (pr->present & MQTT_PROP_BIT(MQTT_PROP_MAXIMUM_PACKET_SIZE))
@@ -486,7 +631,8 @@ static int on_connect(conn_t *c, const mqtt_raw_t *pkt, const uint8_t *rest, siz
             c->x->cert_user = an_strndup(user, (size_t)n);
     }
     int cert_user = c->x && c->x->cert_user;
-    int anonymous = !ck.has_username && !ck.has_password && !cert_user;
+    int anonymous = !ck.has_username && !ck.has_password && !cert_user &&
+                    !(c->x && c->x->auth && c->x->auth->authed); /* enhanced auth */
     uint8_t anon_ok = lst->allow_anonymous == CONF_ANON_INHERIT ? cf->allow_anonymous
                                                                 : lst->allow_anonymous;
     if (anonymous && !anon_ok)
@@ -835,6 +981,9 @@ int proto_handle(conn_t *c, const mqtt_raw_t *pkt, const uint8_t *rest, size_t r
     uint8_t type = mqtt_raw_type(pkt);
     const char *why = NULL;
     if (c->state == CONN_NEW) {
+        if (type == MQTT_AUTH && c->proto == MQTT_PROTO_V5 && c->x && c->x->auth &&
+            c->x->auth->method)
+            return on_auth(c, pkt);
         if (type != MQTT_CONNECT)
             return protocol_error(c, "[MQTT-3.1.0-1] first packet is not CONNECT");
         return on_connect(c, pkt, rest, rest_len, 0);
@@ -864,9 +1013,8 @@ int proto_handle(conn_t *c, const mqtt_raw_t *pkt, const uint8_t *rest, size_t r
     case MQTT_DISCONNECT:
         return on_disconnect(c, pkt);
     case MQTT_AUTH:
-        /* enhanced authentication is an extension point: no method is
-         * offered yet, so an AUTH is never expected [MQTT5-4.12.0-1] */
-        return protocol_error(c, "AUTH without an authentication method");
+        /* re-authentication, or an exchange in progress (auth_method.h) */
+        return on_auth(c, pkt);
     default:
         return protocol_error(c, "unexpected packet type");
     }

@@ -128,7 +128,8 @@ void conn_input(conn_t *c, const uint8_t *data, size_t n)
     uint32_t max = c->w->srv->conf.max_packet_size;
     while (off < n && (c->state == CONN_NEW || c->state == CONN_ACTIVE)) {
         if (c->state == CONN_NEW && c->ps.state == MQTT_PS_HDR &&
-            (data[off] >> 4) != MQTT_CONNECT) {
+            (data[off] >> 4) != MQTT_CONNECT &&
+            !((data[off] >> 4) == MQTT_AUTH && c->x && c->x->auth && c->x->auth->method)) {
             /* refuse at the first byte: no need to wait for a body that
              * may never come (an HTTP request, a port scanner) */
             conn_close(c, "protocol error: [MQTT-3.1.0-1] first packet is not CONNECT", 0);
