@@ -14,6 +14,9 @@
 
 #include "log.h"
 
+#include "auth_chain.h"
+#include "auth_http.h"
+#include "auth_redis.h"
 #include "msg.h"
 #include "retain.h"
 #include "router.h"
@@ -31,6 +34,29 @@ static void publish_u64(worker_t *w, const char *topic, uint64_t v)
     char buf[32];
     snprintf(buf, sizeof(buf), "%" PRIu64, v);
     publish(w, topic, buf);
+}
+
+/* The counters of the asynchronous auth backends that are in the chain. */
+static void publish_auth_backends(worker_t *w, server_t *srv)
+{
+    auth_backend_t *b;
+    if (srv->auth && (b = auth_chain_backend(srv->auth, "http")) != NULL) {
+        auth_http_stats_t st;
+        auth_http_stats(b, &st);
+        publish_u64(w, "$SYS/broker/auth/http/requests", st.requests);
+        publish_u64(w, "$SYS/broker/auth/http/cache_hits", st.cache_hits);
+        publish_u64(w, "$SYS/broker/auth/http/errors", st.errors);
+        publish_u64(w, "$SYS/broker/auth/http/timeouts", st.timeouts);
+        publish_u64(w, "$SYS/broker/auth/http/queue_full", st.queue_full);
+    }
+    if (srv->auth && (b = auth_chain_backend(srv->auth, "redis")) != NULL) {
+        auth_redis_stats_t st;
+        auth_redis_stats(b, &st);
+        publish_u64(w, "$SYS/broker/auth/redis/lookups", st.lookups);
+        publish_u64(w, "$SYS/broker/auth/redis/errors", st.errors);
+        publish_u64(w, "$SYS/broker/auth/redis/queue_full", st.queue_full);
+        publish_u64(w, "$SYS/broker/auth/redis/connects", st.connects);
+    }
 }
 
 void sys_on_timer(tw_timer_t *t)
@@ -97,6 +123,7 @@ void sys_on_timer(tw_timer_t *t)
     };
     for (size_t i = 0; i < sizeof(figures) / sizeof(figures[0]); i++)
         publish_u64(w, figures[i].topic, figures[i].value);
+    publish_auth_backends(w, srv);
 
     tw_add(&w->tw, t, w->now + (uint64_t)srv->conf.sys_interval * 1000u);
 }

@@ -113,7 +113,7 @@ def webhook():
 def http_broker(broker, url, default="deny", acl_default="allow", **http):
     cfg = {"url": url}
     cfg.update(http)
-    return broker(auth={"chain": ["http"], "default": default, "acl_default": acl_default,
+    return broker(mqtt={"sys_interval": 1}, auth={"chain": ["http"], "default": default, "acl_default": acl_default,
                         "http": cfg})
 
 
@@ -121,6 +121,24 @@ def connect5(b, cid, user=None, pw=None, timeout=5.0):
     c = RawClient5(b.host, b.port, timeout=timeout)
     ack = c.connect(cid, username=user, password=pw, timeout=timeout)
     return c, ack
+
+
+def wait_sys(client, name, pred, timeout=5.0):
+    """Read $SYS/broker/auth/http/NAME (published every second with
+    sys_interval 1) until pred(value) holds; the client must be subscribed
+    to $SYS/broker/auth/http/+.  Returns the value."""
+    deadline = time.monotonic() + timeout
+    seen = None
+    while time.monotonic() < deadline:
+        try:
+            p = client.recv_publish(timeout=max(0.05, deadline - time.monotonic()))
+        except mqttraw.Timeout:
+            break
+        if p.topic == "$SYS/broker/auth/http/" + name:
+            seen = int(p.payload)
+            if pred(seen):
+                return seen
+    raise AssertionError("$SYS/broker/auth/http/%s: last value %r" % (name, seen))
 
 
 def by_password(req):
@@ -214,6 +232,13 @@ def test_cache_hit_within_ttl(broker, webhook):
         assert ack.rc == RC_BAD_USER_PASS
         c.close()
     assert len(h.of_action("connect")) == 2
+    # the counters in $SYS
+    c, ack = connect5(b, "cached", "u", "good")
+    assert ack.rc == 0
+    assert c.subscribe(1, [("$SYS/broker/auth/http/+", 0)]).codes == [0]
+    wait_sys(c, "cache_hits", lambda v: v >= 3)
+    wait_sys(c, "errors", lambda v: v == 0)
+    c.disconnect()
 
 
 def test_cache_expiry(broker, webhook):
@@ -275,6 +300,8 @@ def test_slow_webhook_times_out_and_others_stay_fast(broker, webhook):
     elapsed = time.monotonic() - t0
     assert elapsed < 3.0, elapsed  # the timeout (0.5 s), not the webhook (3 s)
     b.wait_log(r"auth http: connect of client 'slow-\d+'.*timed out")
+    assert w.subscribe(30, [("$SYS/broker/auth/http/+", 0)]).codes == [0]
+    wait_sys(w, "timeouts", lambda v: v >= 20)
     w.disconnect()
 
 

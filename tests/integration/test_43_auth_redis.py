@@ -84,7 +84,7 @@ def redis(tmp_path):
 def redis_broker(broker, redis, mqtt=None, **kw):
     cfg = {"port": redis.port, "timeout_ms": 500, "pool_size": 2}
     cfg.update(kw)
-    return broker(mqtt=mqtt or {},
+    return broker(mqtt=mqtt or {"sys_interval": 1},
                   auth={"chain": ["redis"], "default": "deny", "acl_default": "deny",
                         "redis": cfg})
 
@@ -182,3 +182,16 @@ def test_redis_down_and_back(broker, redis):
         return ack.rc == 0
     wait_for(connects, 8, interval=0.2, what="a CONNECT through Redis again")
     b.wait_log(r"auth redis: connected to .* again")
+    # the failures were counted ($SYS, rules from Redis allow the read)
+    redis.add_user("erin", "pw", ["sub $SYS/broker/auth/redis/+"])
+    c, ack = connect5(b, "e-5", "erin", "pw")
+    assert ack.rc == 0
+    assert c.subscribe(1, [("$SYS/broker/auth/redis/+", 0)]).codes == [0]
+    deadline = time.monotonic() + 5
+    errors = None
+    while time.monotonic() < deadline and not (errors and errors >= 2):
+        p = c.recv_publish(timeout=max(0.05, deadline - time.monotonic()))
+        if p.topic == "$SYS/broker/auth/redis/errors":
+            errors = int(p.payload)
+    assert errors is not None and errors >= 2, errors
+    c.disconnect()
