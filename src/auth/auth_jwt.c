@@ -122,6 +122,7 @@ static char *jwk_to_pem(json_t *k, const char **why)
     EVP_PKEY *pkey = NULL;
     BIGNUM *n = NULL, *e = NULL;
     uint8_t *x = NULL, *y = NULL;
+    uint8_t point[65]; /* read by OSSL_PARAM_BLD_to_param below */
     BIO *bio = NULL;
     char *pem = NULL;
     *why = "unsupported key type (RSA or EC P-256)";
@@ -143,7 +144,6 @@ static char *jwk_to_pem(json_t *k, const char **why)
         long xl = b64url_decode(xs, strlen(xs), &x), yl = b64url_decode(ys, strlen(ys), &y);
         if (xl != 32 || yl != 32)
             goto out;
-        uint8_t point[65];
         point[0] = 4;
         memcpy(point + 1, x, 32);
         memcpy(point + 33, y, 32);
