@@ -17,6 +17,7 @@ struct entry {
     uint8_t key[AUTH_CACHE_KEY_LEN];
     uint8_t verdict, reason;
     uint64_t expires_ms;
+    char *acl_text;               /* NULL when the answer has no rules */
     struct entry *hnext;          /* bucket chain */
     struct entry *older, *newer;  /* insertion order */
 };
@@ -53,6 +54,7 @@ void auth_cache_free(auth_cache_t *c)
     struct entry *e = c->oldest;
     while (e) {
         struct entry *n = e->newer;
+        free(e->acl_text);
         free(e);
         e = n;
     }
@@ -121,12 +123,15 @@ static void drop(auth_cache_t *c, struct entry **slot, struct entry *e)
     else
         c->newest = e->older;
     c->len--;
+    free(e->acl_text);
     free(e);
 }
 
 int auth_cache_get(auth_cache_t *c, const uint8_t key[AUTH_CACHE_KEY_LEN], uint64_t now_ms,
-                   auth_verdict_t *verdict, uint8_t *reason)
+                   auth_verdict_t *verdict, uint8_t *reason, char **acl_text)
 {
+    if (acl_text)
+        *acl_text = NULL;
     int hit = 0;
     if (c == NULL)
         return 0;
@@ -138,6 +143,8 @@ int auth_cache_get(auth_cache_t *c, const uint8_t key[AUTH_CACHE_KEY_LEN], uint6
     } else if (e) {
         *verdict = (auth_verdict_t)e->verdict;
         *reason = e->reason;
+        if (acl_text && e->acl_text)
+            *acl_text = an_strndup(e->acl_text, strlen(e->acl_text));
         hit = 1;
     }
     pthread_mutex_unlock(&c->mu);
@@ -145,7 +152,7 @@ int auth_cache_get(auth_cache_t *c, const uint8_t key[AUTH_CACHE_KEY_LEN], uint6
 }
 
 void auth_cache_put(auth_cache_t *c, const uint8_t key[AUTH_CACHE_KEY_LEN], uint64_t now_ms,
-                    auth_verdict_t verdict, uint8_t reason)
+                    auth_verdict_t verdict, uint8_t reason, const char *acl_text)
 {
     if (c == NULL)
         return;
@@ -162,6 +169,7 @@ void auth_cache_put(auth_cache_t *c, const uint8_t key[AUTH_CACHE_KEY_LEN], uint
     memcpy(e->key, key, AUTH_CACHE_KEY_LEN);
     e->verdict = (uint8_t)verdict;
     e->reason = reason;
+    e->acl_text = acl_text ? an_strndup(acl_text, strlen(acl_text)) : NULL;
     e->expires_ms = now_ms + c->ttl_ms;
     slot = &c->buckets[bucket_of(c, key)];
     e->hnext = *slot;

@@ -16,6 +16,10 @@
  * with auth.http.on_error: DENY (connect: 0x88 server unavailable, publish
  * and subscribe: 0x87) or PASS, with a log line and a counter.  A webhook
  * deny is 0x86 (bad username or password) on connect, 0x87 otherwise.
+ * An allow may carry the client's ACL rules, one auth_acl.h rule line per
+ * string: {"result": "allow", "acl": ["allow pub dev/%c/#", ...]}, or as a
+ * policy document {"result": {"allow": true, "acl": [...]}} (the OPA way);
+ * they come back as answer.acl and are cached with the answer.
  *
  * Without done() (the chain's publish/subscribe checks, which must not
  * wait) check() answers from the cache, or PASS while it asks the webhook
@@ -31,6 +35,7 @@
  */
 #include "auth_http.h"
 
+#include "auth_acl.h"
 #include "auth_async.h"
 #include "auth_cache.h"
 
@@ -94,10 +99,47 @@ static void error_answer(http_backend_t *h, uint8_t action, auth_answer_t *a)
     }
 }
 
-/* Decide from status and body: 0 with *v set, or -1 with *why (an error). */
-static int parse_answer(const http_backend_t *h, long status, const char *body, size_t len,
-                        auth_verdict_t *v, const char **why)
+/* The "acl" array of an allow: its lines joined by '\n' into *text
+ * (malloc'd).  0, or -1 with *why when it is not an array of one-line
+ * strings. */
+static int acl_lines(json_t *acl, char **text, const char **why)
 {
+    size_t i, total = 1;
+    json_t *e;
+    if (!json_is_array(acl)) {
+        *why = "\"acl\" is not an array";
+        return -1;
+    }
+    json_array_foreach(acl, i, e) {
+        if (!json_is_string(e) || memchr(json_string_value(e), '\n', json_string_length(e)) ||
+            strlen(json_string_value(e)) != json_string_length(e)) {
+            *why = "\"acl\" holds something else than one-line strings";
+            return -1;
+        }
+        total += json_string_length(e) + 1;
+    }
+    if (json_array_size(acl) == 0)
+        return 0;
+    char *t = an_malloc(total);
+    size_t at = 0;
+    json_array_foreach(acl, i, e) {
+        memcpy(t + at, json_string_value(e), json_string_length(e));
+        at += json_string_length(e);
+        t[at++] = '\n';
+    }
+    t[at] = '\0';
+    *text = t;
+    return 0;
+}
+
+/* Decide from status and body: 0 with *v set (and *acl_text, the rules of
+ * an allow, or NULL), or -1 with *why (an error).  "result" may also be an
+ * object {"allow": bool, "acl": [...]} (a policy document, as OPA returns);
+ * otherwise the rules are the body's own "acl". */
+static int parse_answer(const http_backend_t *h, long status, const char *body, size_t len,
+                        auth_verdict_t *v, char **acl_text, const char **why)
+{
+    *acl_text = NULL;
     if (status == 401 || status == 403) {
         *v = AUTH_DENY;
         return 0;
@@ -121,7 +163,17 @@ static int parse_answer(const http_backend_t *h, long status, const char *body, 
         goto out;
     }
     json_t *res = json_object_get(root, "result");
-    if (json_is_boolean(res)) {
+    json_t *acl = json_object_get(root, "acl");
+    if (json_is_object(res)) {
+        json_t *allow = json_object_get(res, "allow");
+        acl = json_object_get(res, "acl");
+        if (json_is_boolean(allow)) {
+            *v = json_is_true(allow) ? AUTH_ALLOW : AUTH_DENY;
+            rc = 0;
+        } else {
+            *why = "\"result\" object without a boolean \"allow\"";
+        }
+    } else if (json_is_boolean(res)) {
         *v = json_is_true(res) ? AUTH_ALLOW : AUTH_DENY;
         rc = 0;
     } else if (h->cf.format == CONF_AUTH_FORMAT_JSON && json_is_string(res)) {
@@ -137,6 +189,8 @@ static int parse_answer(const http_backend_t *h, long status, const char *body, 
     } else {
         *why = res ? "bad \"result\"" : "no \"result\" in the body";
     }
+    if (rc == 0 && acl && *v == AUTH_ALLOW)
+        rc = acl_lines(acl, acl_text, why);
 out:
     json_decref(root);
     return rc;
@@ -146,6 +200,8 @@ static void finish(http_backend_t *h, auth_job_t *j, const auth_answer_t *a)
 {
     if (j->done) /* NULL: a prefetch that only fills the cache */
         j->done(j->token, a);
+    else if (a->acl)
+        auth_acl_free(a->acl);
     auth_job_free(j);
     auth_jobq_release(&h->q, 1);
 }
@@ -315,27 +371,39 @@ static void start_job(http_backend_t *h, auth_job_t *j, uint64_t now)
 static void transfer_done(http_backend_t *h, xfer_t *x, CURLcode res)
 {
     long status = 0;
-    char why[160];
+    char why[240];
     int timeout = res == CURLE_OPERATION_TIMEDOUT;
     auth_verdict_t v = AUTH_DENY;
     const char *problem = NULL;
+    char *acl_text = NULL;
+    auth_acl_t *acl = NULL;
 
     curl_easy_getinfo(x->easy, CURLINFO_RESPONSE_CODE, &status);
     if (res != CURLE_OK) {
         snprintf(why, sizeof(why), "%s", x->too_big ? "answer too large" : curl_easy_strerror(res));
         problem = why;
-    } else if (parse_answer(h, status, x->resp ? x->resp : "", x->resp_len, &v, &problem) < 0) {
+    } else if (parse_answer(h, status, x->resp ? x->resp : "", x->resp_len, &v, &acl_text,
+                            &problem) < 0) {
         snprintf(why, sizeof(why), "HTTP %ld: %s", status, problem);
         problem = why;
+    } else if (acl_text) {
+        char err[200];
+        acl = auth_acl_from_lines(acl_text, "webhook acl", err, sizeof(err));
+        if (acl == NULL) {
+            snprintf(why, sizeof(why), "HTTP %ld: %s", status, err);
+            problem = why;
+        }
     }
     auth_job_t *j = xfer_end(h, x);
     if (problem) {
+        free(acl_text);
         fail_job(h, j, problem, timeout);
         return;
     }
     auth_answer_t a;
     memset(&a, 0, sizeof(a));
     a.verdict = v;
+    a.acl = acl;
     if (v == AUTH_DENY)
         a.reason = deny_reason(j->action);
     an_counter_t *counter = v == AUTH_ALLOW ? &h->allowed : v == AUTH_DENY ? &h->denied
@@ -344,7 +412,8 @@ static void transfer_done(http_backend_t *h, xfer_t *x, CURLcode res)
     uint8_t key[AUTH_CACHE_KEY_LEN];
     if (h->cache && auth_cache_key(j->action, j->client_id, j->username, j->password,
                                    j->password_len, j->cert_user, j->topic, key) == 0)
-        auth_cache_put(h->cache, key, an_now_ms(), v, a.reason);
+        auth_cache_put(h->cache, key, an_now_ms(), v, a.reason, acl_text);
+    free(acl_text);
     log_debug("auth http: %s of client '%s': %s", auth_action_name(j->action), j->client_id,
               v == AUTH_ALLOW ? "allow" : v == AUTH_DENY ? "deny" : "ignore");
     finish(h, j, &a);
@@ -409,11 +478,17 @@ static auth_verdict_t http_check(auth_backend_t *b, const auth_request_t *r, aut
                                    r->password_len, r->cert_user, r->topic, key) == 0) {
         auth_verdict_t v;
         uint8_t reason;
-        if (auth_cache_get(h->cache, key, now, &v, &reason)) {
+        char *acl_text = NULL;
+        if (auth_cache_get(h->cache, key, now, &v, &reason, &acl_text)) {
             atomic_fetch_add_explicit(&h->cache_hits, 1, memory_order_relaxed);
             memset(out, 0, sizeof(*out));
             out->verdict = v;
             out->reason = reason;
+            if (acl_text && done) { /* rules checked when cached: they parse */
+                char err[160];
+                out->acl = auth_acl_from_lines(acl_text, "webhook acl", err, sizeof(err));
+            }
+            free(acl_text);
             return v;
         }
     }

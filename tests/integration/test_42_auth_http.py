@@ -346,3 +346,25 @@ def test_connection_reuse(broker, webhook):
     with h.lock:
         conns = h.connections
     assert 1 <= conns <= 2, conns
+
+
+def test_acl_rules_in_the_answer(broker, webhook):
+    """An allow may carry the client's rules; they decide its PUBLISH and
+    SUBSCRIBE, also when the CONNECT is answered from the cache."""
+    def decide(req):
+        if req["action"] != "connect":
+            return (403, "")
+        return (200, json.dumps({"result": "allow",
+                                 "acl": ["deny pub dev/%c/secret", "allow all dev/%c/#"]}))
+    h = webhook(decide)
+    b = http_broker(broker, h.url, acl_default="deny")
+    for attempt in range(2):  # the second CONNECT is a cache hit
+        c, ack = connect5(b, "acl-dev", "u", "pw")
+        assert ack.rc == 0
+        assert c.publish("dev/acl-dev/temp", b"1", qos=1, pid=1).rc < 0x80
+        assert c.publish("dev/acl-dev/secret", b"1", qos=1, pid=2).rc == RC_NOT_AUTHORIZED
+        assert c.publish("dev/other/temp", b"1", qos=1, pid=3).rc == RC_NOT_AUTHORIZED
+        assert c.subscribe(4, [("dev/acl-dev/#", 1), ("dev/other/#", 1)]).codes == \
+            [1, RC_NOT_AUTHORIZED]
+        c.disconnect()
+    assert len(h.of_action("connect")) == 1

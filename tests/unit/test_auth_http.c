@@ -32,6 +32,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "auth_acl.h"
 #include "auth_cache.h"
 #include "auth_http.h"
 #include "conf.h"
@@ -441,6 +442,69 @@ static void test_cache_hit_and_expiry(void **state)
     websrv_stop(w);
 }
 
+/* An allow with rules: answer.acl, also from the cache; bad rules are an
+ * error. */
+static void test_acl_in_answer(void **state)
+{
+    (void)state;
+    websrv_t *w = websrv_start();
+    conf_t *c = make_conf(url_of(w));
+    auth_backend_t *b = start(c);
+    answers_t box;
+    box_init(&box);
+    auth_answer_t now;
+
+    websrv_answer(w, 200, "{\"result\": \"allow\", \"acl\": [\"deny pub dev/%c/secret\", "
+                          "\"allow all dev/%c/#\"]}", 0);
+    auth_answer_t a = ask_wait(b, AUTH_ACT_CONNECT, "d1", "u", "p");
+    assert_int_equal(a.verdict, AUTH_ALLOW);
+    assert_non_null(a.acl);
+    assert_int_equal(auth_acl_check(a.acl, "u", "d1", AUTH_ACT_PUBLISH, "dev/d1/t", 8, 0), 1);
+    assert_int_equal(auth_acl_check(a.acl, "u", "d1", AUTH_ACT_PUBLISH, "dev/d1/secret", 13, 0), 0);
+    assert_int_equal(auth_acl_check(a.acl, "u", "d1", AUTH_ACT_PUBLISH, "dev/d2/t", 8, 0), -1);
+    auth_acl_free(a.acl);
+    /* from the cache: the same rules, a new rule set */
+    assert_int_equal(ask(b, &box, 1, AUTH_ACT_CONNECT, "d1", "u", "p", NULL, &now), AUTH_ALLOW);
+    assert_non_null(now.acl);
+    assert_int_equal(auth_acl_count(now.acl), 2);
+    auth_acl_free(now.acl);
+    assert_int_equal(atomic_load(&w->requests), 1);
+
+    /* a policy document (OPA) */
+    websrv_answer(w, 200, "{\"result\": {\"allow\": true, \"acl\": [\"sub x/+\"]}}", 0);
+    a = ask_wait(b, AUTH_ACT_CONNECT, "d2", "u", "p");
+    assert_int_equal(a.verdict, AUTH_ALLOW);
+    assert_non_null(a.acl);
+    assert_int_equal(auth_acl_check(a.acl, "u", "d2", AUTH_ACT_SUBSCRIBE, "x/y", 3, 1), 1);
+    auth_acl_free(a.acl);
+    websrv_answer(w, 200, "{\"result\": {\"allow\": false, \"acl\": [\"sub x/+\"]}}", 0);
+    a = ask_wait(b, AUTH_ACT_CONNECT, "d3", "u", "p");
+    assert_int_equal(a.verdict, AUTH_DENY);
+    assert_null(a.acl);
+
+    /* bad rules, or not an array of strings: errors */
+    static const char *const bad[] = {
+        "{\"result\": \"allow\", \"acl\": [\"allow pub a/#/b\"]}",
+        "{\"result\": \"allow\", \"acl\": \"allow pub a\"}",
+        "{\"result\": \"allow\", \"acl\": [1]}",
+        "{\"result\": \"allow\", \"acl\": [\"allow pub a\\nallow sub b\"]}",
+        "{\"result\": {\"acl\": []}}",
+    };
+    for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
+        char cid[16];
+        snprintf(cid, sizeof(cid), "bad%zu", i);
+        websrv_answer(w, 200, bad[i], 0);
+        a = ask_wait(b, AUTH_ACT_CONNECT, cid, "u", "p");
+        assert_int_equal(a.verdict, AUTH_DENY);
+        assert_int_equal(a.reason, 0x88);
+        assert_null(a.acl);
+    }
+    box_destroy(&box);
+    b->destroy(b);
+    free(c);
+    websrv_stop(w);
+}
+
 static void test_errors_not_cached(void **state)
 {
     (void)state;
@@ -687,16 +751,16 @@ static void test_cache_bounded_fifo(void **state)
     auth_verdict_t v;
     uint8_t reason;
     for (int i = 0; i < 5; i++)
-        auth_cache_put(c, k[i], 100, i % 2 ? AUTH_DENY : AUTH_ALLOW, (uint8_t)i);
+        auth_cache_put(c, k[i], 100, i % 2 ? AUTH_DENY : AUTH_ALLOW, (uint8_t)i, NULL);
     assert_int_equal(auth_cache_len(c), 3);
-    assert_int_equal(auth_cache_get(c, k[0], 100, &v, &reason), 0);
-    assert_int_equal(auth_cache_get(c, k[1], 100, &v, &reason), 0);
-    assert_int_equal(auth_cache_get(c, k[3], 100, &v, &reason), 1);
+    assert_int_equal(auth_cache_get(c, k[0], 100, &v, &reason, NULL), 0);
+    assert_int_equal(auth_cache_get(c, k[1], 100, &v, &reason, NULL), 0);
+    assert_int_equal(auth_cache_get(c, k[3], 100, &v, &reason, NULL), 1);
     assert_int_equal(v, AUTH_DENY);
     assert_int_equal(reason, 3);
     /* TTL: alive before expiry, gone at it */
-    assert_int_equal(auth_cache_get(c, k[4], 1099, &v, &reason), 1);
-    assert_int_equal(auth_cache_get(c, k[4], 1100, &v, &reason), 0);
+    assert_int_equal(auth_cache_get(c, k[4], 1099, &v, &reason, NULL), 1);
+    assert_int_equal(auth_cache_get(c, k[4], 1100, &v, &reason, NULL), 0);
     assert_int_equal(auth_cache_len(c), 2);
     /* a key differs with every field */
     uint8_t a[AUTH_CACHE_KEY_LEN], b[AUTH_CACHE_KEY_LEN];
@@ -826,6 +890,7 @@ int main(void)
         cmocka_unit_test(test_json_body_results),
         cmocka_unit_test(test_opa_format),
         cmocka_unit_test(test_cache_hit_and_expiry),
+        cmocka_unit_test(test_acl_in_answer),
         cmocka_unit_test(test_errors_not_cached),
         cmocka_unit_test(test_garbage_body),
         cmocka_unit_test(test_webhook_down),
