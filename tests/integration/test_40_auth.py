@@ -310,3 +310,105 @@ def test_bad_jwks_refused_at_start(tmp_path):
     r = subprocess.run([ANTENNA_BIN, "-c", str(cfg)], timeout=20, stdout=subprocess.PIPE,
                        stderr=subprocess.STDOUT, text=True)
     assert r.returncode != 0 and "jwks.json: key 0: bad EC key" in r.stdout, r.stdout
+
+
+# ------------------------------------------------------------ asynchronous answers
+
+class SlowHook:
+    """A webhook (python http.server on loopback) that answers after
+    `delay` seconds: 200 (allow) unless the body names user 'bad'."""
+
+    def __init__(self, delay):
+        import http.server
+        import threading
+        hook = self
+        self.delay = delay
+        self.calls = 0
+
+        class H(http.server.BaseHTTPRequestHandler):
+            def do_POST(self):
+                body = self.rfile.read(int(self.headers.get("Content-Length", 0)))
+                hook.calls += 1
+                if b'"connect"' in body:
+                    time.sleep(hook.delay)
+                deny = b'"username": "bad"' in body or b'"username":"bad"' in body
+                self.send_response(403 if deny else 200)
+                self.send_header("Content-Length", "0")
+                self.end_headers()
+
+            def log_message(self, *a):
+                pass
+
+        self.srv = http.server.ThreadingHTTPServer(("127.0.0.1", 0), H)
+        self.url = "http://127.0.0.1:%d/auth" % self.srv.server_address[1]
+        self.thread = threading.Thread(target=self.srv.serve_forever, daemon=True)
+        self.thread.start()
+
+    def close(self):
+        self.srv.shutdown()
+        self.srv.server_close()
+
+
+@pytest.fixture
+def slow_hook():
+    h = SlowHook(0.6)
+    yield h
+    h.close()
+
+
+def test_connect_waits_for_an_async_answer(broker, slow_hook):
+    """The CONNECT waits for the webhook; the packets pipelined behind it
+    are kept and handled once it is allowed; other clients are not held."""
+    b = broker(auth={"chain": ["http"], "http": {"url": slow_hook.url, "timeout_ms": 5000}},
+               mqtt={"allow_anonymous": False})
+    sub = mqttraw.RawClient(b.host, b.port)
+    t0 = time.monotonic()
+    # CONNECT, SUBSCRIBE and PUBLISH in one write: all wait for the answer
+    sub.send(mqttraw.connect("pipelined", username="u", password="p") +
+             mqttraw.subscribe(1, [("p/t", 1)]) +
+             mqttraw.publish("p/t", b"to myself", qos=1, pid=2))
+    assert sub.recv_type(mqttraw.CONNACK).rc == 0
+    assert time.monotonic() - t0 >= 0.5
+    assert sub.recv_type(mqttraw.SUBACK).codes == [1]
+    got = sub.wait_for(lambda p: p.type == mqttraw.PUBLISH, what="PUBLISH")
+    assert got.payload == b"to myself"
+    # a refusal through the same path
+    bad = mqttraw.RawClient(b.host, b.port)
+    assert bad.connect("b1", username="bad", password="p").rc == 4
+    bad.close()
+    v5 = mqttraw.RawClient5(b.host, b.port)
+    assert v5.connect("b2", username="bad", password="p").rc == 0x86
+    v5.close()
+    sub.disconnect()
+
+
+def test_connection_closed_while_waiting(broker, slow_hook):
+    """A client that goes before the answer: the late answer finds no
+    connection (no crash, no leak under ASan), the broker goes on."""
+    b = broker(auth={"chain": ["http"], "http": {"url": slow_hook.url, "timeout_ms": 5000}},
+               mqtt={"allow_anonymous": False})
+    for i in range(5):
+        c = mqttraw.RawClient(b.host, b.port)
+        c.send(mqttraw.connect("gone-%d" % i, username="u", password="p"))
+        c.close()
+    time.sleep(1.0)  # the answers arrive after the clients left
+    c = mqttraw.RawClient(b.host, b.port)
+    assert c.connect("after", username="u", password="p").rc == 0
+    c.disconnect()
+    assert b.running()
+
+
+def test_async_answer_later_than_connect_timeout(broker):
+    hook = SlowHook(2.5)
+    try:
+        b = broker(auth={"chain": ["http"], "http": {"url": hook.url, "timeout_ms": 10000}},
+                   mqtt={"allow_anonymous": False, "connect_timeout": 1})
+        c = mqttraw.RawClient(b.host, b.port)
+        c.send(mqttraw.connect("late", username="u", password="p"))
+        got = c.wait_closed(timeout=5)
+        assert not any(p.type == mqttraw.CONNACK for p in got)
+        b.wait_log(r"authentication not answered within connect_timeout")
+        time.sleep(2.0)  # the answer comes for a connection that is gone
+        assert b.running()
+    finally:
+        hook.close()
