@@ -16,6 +16,7 @@ import mqttraw
 from authutil import (jwk_of, jwt_hs256, jwt_sign, paho_connack, pbkdf2_line, pem_public,
                       verify_line)
 from conftest import ANTENNA_BIN
+from test_30_tls import TlsRaw, certs, tls_listener, tls_wrap  # noqa: F401 (certs: a fixture)
 
 pytestmark = pytest.mark.antenna_only
 
@@ -412,3 +413,21 @@ def test_async_answer_later_than_connect_timeout(broker):
         assert b.running()
     finally:
         hook.close()
+
+
+# ------------------------------------------------------------ client certificates
+
+def test_cert_backend(broker, pwfile, certs):
+    b = broker(listener=tls_listener(certs, ca_file=certs.ca_crt, cert_username="cn"),
+               mqtt={"allow_anonymous": False},
+               auth={"chain": ["cert", "password_file"], "password_file": str(pwfile)})
+    c = TlsRaw(tls_wrap(b, certs, (certs.device__42_crt, certs.device__42_key)))
+    assert c.connect("dev").rc == 0  # the certificate alone
+    b.wait_log(r"client 'dev' .*connected .*user 'device-42'")
+    c.disconnect()
+    c = TlsRaw(tls_wrap(b, certs))  # no certificate: the password file decides
+    assert c.connect("pw", username="alice", password="wonderland").rc == 0
+    c.disconnect()
+    c = TlsRaw(tls_wrap(b, certs))
+    assert c.connect("pw2", username="alice", password="nope").rc == 4
+    c.close()
