@@ -6,6 +6,7 @@
  */
 #include "auth_async.h"
 
+#include "../core/log.h"
 #include "../core/util.h"
 
 #include <string.h>
@@ -159,4 +160,23 @@ void auth_jobq_release(auth_jobq_t *q, size_t n)
     pthread_mutex_lock(&q->mu);
     q->len = q->len >= n ? q->len - n : 0;
     pthread_mutex_unlock(&q->mu);
+}
+
+int auth_ratelog_ok(auth_ratelog_t *r, const char *who)
+{
+    uint64_t now = an_now_ms();
+    if (now - r->second_ms >= 1000) {
+        if (r->held)
+            log_warn("%s: %llu more failures in the last second not logged (see the "
+                     "counters)", who, (unsigned long long)r->held);
+        r->second_ms = now;
+        r->logged = 0;
+        r->held = 0;
+    }
+    if (r->logged < AUTH_LOG_BURST) {
+        r->logged++;
+        return 1;
+    }
+    r->held++;
+    return 0;
 }

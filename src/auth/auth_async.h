@@ -71,4 +71,18 @@ void auth_jobq_close(auth_jobq_t *q);
  * which covers jobs queued and in flight alike. */
 void auth_jobq_release(auth_jobq_t *q, size_t n);
 
+/* Failure log lines without a flood: at most AUTH_LOG_BURST lines per second
+ * per limiter; the lines held back are counted and reported in one line
+ * when the next second starts.  One thread per limiter (no lock). */
+#define AUTH_LOG_BURST 10
+typedef struct {
+    uint64_t second_ms;       /* start of the current second */
+    uint32_t logged;          /* lines this second */
+    uint64_t held;            /* lines held back this second */
+} auth_ratelog_t;
+
+/* 1 when a line may be written now; `who` names the backend in the summary
+ * line ("auth http"). */
+int auth_ratelog_ok(auth_ratelog_t *r, const char *who);
+
 #endif

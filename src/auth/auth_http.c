@@ -76,6 +76,7 @@ typedef struct {
     int thread_started;
     atomic_int stop;
     xfer_t *first, *last;     /* I/O thread only */
+    auth_ratelog_t ratelog;   /* I/O thread only */
     /* counters: the first group is written by the I/O thread only */
     an_counter_t requests, allowed, denied, ignored, errors, timeouts;
     atomic_uint_fast64_t cache_hits, queue_full; /* any worker */
@@ -206,8 +207,11 @@ static void finish(http_backend_t *h, auth_job_t *j, const auth_answer_t *a)
     auth_jobq_release(&h->q, 1);
 }
 
-static void log_failure(const auth_job_t *j, const char *what, const auth_answer_t *a)
+static void log_failure(http_backend_t *h, const auth_job_t *j, const char *what,
+                        const auth_answer_t *a)
 {
+    if (!auth_ratelog_ok(&h->ratelog, "auth http"))
+        return;
     log_warn("auth http: %s of client '%s' (%s): %s: %s", auth_action_name(j->action),
              j->client_id, j->peer, what,
              a->verdict == AUTH_PASS ? "passed to the next backend" : "denied");
@@ -220,7 +224,7 @@ static void fail_job(http_backend_t *h, auth_job_t *j, const char *what, int tim
     STAT_ADD(h->errors, 1);
     if (timeout)
         STAT_ADD(h->timeouts, 1);
-    log_failure(j, what, &a);
+    log_failure(h, j, what, &a);
     finish(h, j, &a);
 }
 
@@ -507,11 +511,14 @@ static auth_verdict_t http_check(auth_backend_t *b, const auth_request_t *r, aut
     }
     if (auth_jobq_push(&h->q, j) < 0) {
         auth_job_free(j);
-        atomic_fetch_add_explicit(&h->queue_full, 1, memory_order_relaxed);
-        log_warn("auth http: %s of client '%s' (%s): %u requests waiting: %s",
-                 auth_action_name(r->action), r->client_id ? r->client_id : "",
-                 r->peer ? r->peer : "", h->cf.queue_size,
-                 h->cf.on_error == CONF_AUTH_ON_ERROR_PASS ? "passed" : "denied (0x97)");
+        uint64_t n = atomic_fetch_add_explicit(&h->queue_full, 1, memory_order_relaxed);
+        if (n % 1000 == 0) /* the first refusal, then one line per thousand */
+            log_warn("auth http: %s of client '%s' (%s): %u requests waiting: %s "
+                     "(%llu refused so far)", auth_action_name(r->action),
+                     r->client_id ? r->client_id : "", r->peer ? r->peer : "",
+                     h->cf.queue_size,
+                     h->cf.on_error == CONF_AUTH_ON_ERROR_PASS ? "passed" : "denied (0x97)",
+                     (unsigned long long)n + 1);
         memset(out, 0, sizeof(*out));
         if (h->cf.on_error == CONF_AUTH_ON_ERROR_PASS) {
             out->verdict = AUTH_PASS;

@@ -47,6 +47,7 @@ typedef struct {
     uint64_t retry_at_ms;     /* no connect attempt before */
     uint32_t backoff_ms;
     int was_down;             /* for the "reconnected" log line */
+    auth_ratelog_t ratelog;   /* failure lines of this thread */
 } rconn_t;
 
 struct redis_backend {
@@ -327,9 +328,10 @@ failed:
         a.verdict = AUTH_DENY;
         a.reason = 0x88; /* server unavailable */
     }
-    log_warn("auth redis: connect of client '%s' (%s, user '%s'): %s: %s", j->client_id,
-             j->peer, j->username ? j->username : "", why,
-             a.verdict == AUTH_PASS ? "passed to the next backend" : "denied");
+    if (auth_ratelog_ok(&c->ratelog, "auth redis"))
+        log_warn("auth redis: connect of client '%s' (%s, user '%s'): %s: %s", j->client_id,
+                 j->peer, j->username ? j->username : "", why,
+                 a.verdict == AUTH_PASS ? "passed to the next backend" : "denied");
 answer:
     j->done(j->token, &a);
     auth_job_free(j);
@@ -363,10 +365,13 @@ static auth_verdict_t redis_check(auth_backend_t *b, const auth_request_t *r,
     if (auth_jobq_push(&rb->q, j) == 0)
         return AUTH_PENDING;
     auth_job_free(j);
-    COUNT(rb, queue_full);
-    log_warn("auth redis: connect of client '%s' (%s): %u requests waiting: %s",
-             r->client_id ? r->client_id : "", r->peer ? r->peer : "", rb->cf.queue_size,
-             rb->cf.on_error == CONF_AUTH_ON_ERROR_PASS ? "passed" : "denied (0x97)");
+    uint64_t n = COUNT(rb, queue_full);
+    if (n % 1000 == 0) /* the first refusal, then one line per thousand */
+        log_warn("auth redis: connect of client '%s' (%s): %u requests waiting: %s "
+                 "(%llu refused so far)", r->client_id ? r->client_id : "",
+                 r->peer ? r->peer : "", rb->cf.queue_size,
+                 rb->cf.on_error == CONF_AUTH_ON_ERROR_PASS ? "passed" : "denied (0x97)",
+                 (unsigned long long)n + 1);
     if (rb->cf.on_error == CONF_AUTH_ON_ERROR_PASS) {
         out->verdict = AUTH_PASS;
     } else {

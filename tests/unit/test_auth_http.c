@@ -33,6 +33,7 @@
 #include <unistd.h>
 
 #include "auth_acl.h"
+#include "auth_async.h"
 #include "auth_cache.h"
 #include "auth_http.h"
 #include "conf.h"
@@ -730,6 +731,24 @@ static void test_bad_url(void **state)
     free(c);
 }
 
+/* ---- the failure log limiter ---- */
+
+static void test_ratelog(void **state)
+{
+    (void)state;
+    auth_ratelog_t r;
+    memset(&r, 0, sizeof(r));
+    int ok = 0;
+    for (int i = 0; i < 25; i++)
+        ok += auth_ratelog_ok(&r, "test");
+    assert_int_equal(ok, AUTH_LOG_BURST);
+    assert_int_equal(r.held, 25 - AUTH_LOG_BURST);
+    r.second_ms -= 1000; /* the next second */
+    assert_int_equal(auth_ratelog_ok(&r, "test"), 1);
+    assert_int_equal(r.held, 0);
+    assert_int_equal(r.logged, 1);
+}
+
 /* ---- the cache alone ---- */
 
 static void key_of(const char *client, uint8_t *key)
@@ -885,6 +904,7 @@ int main(void)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_conf_keys),
         cmocka_unit_test(test_cache_bounded_fifo),
+        cmocka_unit_test(test_ratelog),
         cmocka_unit_test(test_bad_url),
         cmocka_unit_test(test_allow_deny_status),
         cmocka_unit_test(test_json_body_results),

@@ -417,6 +417,62 @@ static void test_down_and_back(void **state)
     redis_free(s);
 }
 
+/* A Redis that stops answering (SIGSTOP): the lookup in flight times out
+ * (timeout_ms) and, with queue_size 1, a second CONNECT is refused at once
+ * with 0x97 instead of waiting behind it. */
+static void test_hung_and_queue_full(void **state)
+{
+    (void)state;
+    redis_srv_t *s = redis_new(NULL);
+    add_user(s, NULL, 0, "fay", "pw");
+    conf_t *c = make_conf(s->port);
+    c->auth_redis.pool_size = 1;
+    c->auth_redis.queue_size = 1;
+    c->auth_redis.timeout_ms = 400;
+    auth_backend_t *b = start(c);
+    assert_int_equal(ask(b, AUTH_ACT_CONNECT, "fay", "pw").a.verdict, AUTH_ALLOW);
+
+    kill(s->pid, SIGSTOP);
+    box_t box = {.n = 0};
+    pthread_mutex_init(&box.mu, NULL);
+    pthread_cond_init(&box.cond, NULL);
+    auth_request_t r = {.action = AUTH_ACT_CONNECT, .client_id = "hung", .username = "fay",
+                        .password = (const uint8_t *)"pw", .password_len = 2,
+                        .peer = "127.0.0.1:1"};
+    auth_answer_t out;
+    uint64_t t0 = an_now_ms();
+    assert_int_equal(b->check(b, &r, &out, done_cb, &box), AUTH_PENDING);
+    result_t full = ask(b, AUTH_ACT_CONNECT, "fay", "pw");
+    assert_int_equal(full.now, AUTH_DENY);
+    assert_int_equal(full.a.reason, 0x97);
+    assert_true(full.ms < 100);
+    struct timespec ts;
+    clock_gettime(CLOCK_REALTIME, &ts);
+    ts.tv_sec += 10;
+    pthread_mutex_lock(&box.mu);
+    while (box.n == 0 && pthread_cond_timedwait(&box.cond, &box.mu, &ts) == 0)
+        ;
+    assert_int_equal(box.n, 1);
+    pthread_mutex_unlock(&box.mu);
+    uint64_t took = an_now_ms() - t0;
+    assert_int_equal(box.a.verdict, AUTH_DENY);
+    assert_int_equal(box.a.reason, 0x88);
+    /* one command timeout, and one connect timeout for the retry on a
+     * fresh connection (the server accepts in the kernel, never answers) */
+    assert_true(took >= 350 && took < 2500);
+    kill(s->pid, SIGCONT);
+    pthread_cond_destroy(&box.cond);
+    pthread_mutex_destroy(&box.mu);
+
+    auth_redis_stats_t st;
+    auth_redis_stats(b, &st);
+    assert_int_equal(st.queue_full, 1);
+    assert_true(st.errors >= 1);
+    b->destroy(b);
+    free(c);
+    redis_free(s);
+}
+
 /* Redis never started: the broker can start, and answers are errors. */
 static void test_never_up(void **state)
 {
@@ -439,6 +495,7 @@ int main(void)
         cmocka_unit_test(test_bad_data),
         cmocka_unit_test(test_auth_and_db),
         cmocka_unit_test(test_down_and_back),
+        cmocka_unit_test(test_hung_and_queue_full),
         cmocka_unit_test(test_never_up),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
