@@ -137,8 +137,8 @@ static int acl_lines(json_t *acl, char **text, const char **why)
  * an allow, or NULL), or -1 with *why (an error).  "result" may also be an
  * object {"allow": bool, "acl": [...]} (a policy document, as OPA returns);
  * otherwise the rules are the body's own "acl". */
-static int parse_answer(const http_backend_t *h, long status, const char *body, size_t len,
-                        auth_verdict_t *v, char **acl_text, const char **why)
+int auth_http_parse_answer(uint8_t format, long status, const char *body, size_t len,
+                           auth_verdict_t *v, char **acl_text, const char **why)
 {
     *acl_text = NULL;
     if (status == 401 || status == 403) {
@@ -177,7 +177,7 @@ static int parse_answer(const http_backend_t *h, long status, const char *body, 
     } else if (json_is_boolean(res)) {
         *v = json_is_true(res) ? AUTH_ALLOW : AUTH_DENY;
         rc = 0;
-    } else if (h->cf.format == CONF_AUTH_FORMAT_JSON && json_is_string(res)) {
+    } else if (format == CONF_AUTH_FORMAT_JSON && json_is_string(res)) {
         const char *s = json_string_value(res);
         if (strcmp(s, "allow") == 0)
             *v = AUTH_ALLOW, rc = 0;
@@ -386,8 +386,8 @@ static void transfer_done(http_backend_t *h, xfer_t *x, CURLcode res)
     if (res != CURLE_OK) {
         snprintf(why, sizeof(why), "%s", x->too_big ? "answer too large" : curl_easy_strerror(res));
         problem = why;
-    } else if (parse_answer(h, status, x->resp ? x->resp : "", x->resp_len, &v, &acl_text,
-                            &problem) < 0) {
+    } else if (auth_http_parse_answer(h->cf.format, status, x->resp ? x->resp : "",
+                                      x->resp_len, &v, &acl_text, &problem) < 0) {
         snprintf(why, sizeof(why), "HTTP %ld: %s", status, problem);
         problem = why;
     } else if (acl_text) {

@@ -32,6 +32,12 @@ typedef struct {
  * not http(s), or libcurl cannot start. */
 auth_backend_t *auth_http_new(const conf_t *c, char *err, size_t errlen);
 
+/* The webhook's answer (see auth_http.c for the rules): 0 with *v (ALLOW,
+ * DENY or PASS) and *acl_text (the rule lines of an allow, malloc'd, or
+ * NULL), or -1 with *why (static text).  Pure: the fuzz target calls it. */
+int auth_http_parse_answer(uint8_t format, long status, const char *body, size_t len,
+                           auth_verdict_t *v, char **acl_text, const char **why);
+
 /* b must be a backend made by auth_http_new(). */
 void auth_http_stats(auth_backend_t *b, auth_http_stats_t *out);
 
