@@ -218,6 +218,12 @@ int auth_chain_reload(auth_chain_t *ch)
     return failed;
 }
 
+int auth_chain_trivial(const auth_chain_t *ch)
+{
+    return ch->n == 0 && ch->acl == NULL && !ch->acl_async &&
+           ch->acl_default != CONF_POLICY_DENY && ch->default_allow;
+}
+
 uint32_t auth_chain_size(const auth_chain_t *ch)
 {
     return ch->n;

@@ -79,6 +79,9 @@ void auth_chain_free(auth_chain_t *ch);
 /* SIGHUP (main thread): reload every backend and the ACL file (bad files
  * keep the old data, logged).  Returns the number of failures. */
 int auth_chain_reload(auth_chain_t *ch);
+/* 1 when nothing can refuse or restrict a client (no backend, no ACL file,
+ * acl_default not deny): the broker then keeps no auth state per client. */
+int auth_chain_trivial(const auth_chain_t *ch);
 /* Number of backends in the chain. */
 uint32_t auth_chain_size(const auth_chain_t *ch);
 /* A backend by name (e.g. "password_file" for SCRAM), or NULL. */

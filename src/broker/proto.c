@@ -243,7 +243,7 @@ static int connect_home(conn_t *c, const mqtt_connect_t *ck, const connect_terms
     conn_arm_timer(c);
     sess_attach(s, c);
     char name[160];
-    const char *user = c->x && c->x->auth ? c->x->auth->user : NULL;
+    const char *user = c->x && c->x->auth ? c->x->auth->user : c->x ? c->x->cert_user : NULL;
     log_info("%s: connected (MQTT %s, clean %u, keepalive %u, session present %u%s%s%s)",
              conn_name(c, name, sizeof(name)),
              c->proto == MQTT_PROTO_V5 ? "5.0" : c->proto == MQTT_PROTO_V31 ? "3.1" : "3.1.1",
@@ -277,7 +277,10 @@ static void hold(conn_t *c)
 static int refuse_later(conn_t *c, uint8_t rc3, uint8_t rc5)
 {
     worker_t *w = c->w;
-    auth_client_t *ac = c->x->auth;
+    conn_ext_t *x = conn_ext(c);
+    if (x->auth == NULL)
+        x->auth = an_calloc(1, sizeof(*x->auth));
+    auth_client_t *ac = x->auth;
     uint32_t delay = w->srv->conf.auth.ban.delay_ms;
     if (delay == 0)
         return refuse(c, rc3, rc5, "address banned (brute-force protection)");
@@ -335,16 +338,19 @@ static int authenticate(conn_t *c, const mqtt_connect_t *ck, const mqtt_raw_t *p
 {
     worker_t *w = c->w;
     auth_chain_t *ch = w->srv->auth;
-    conn_ext_t *x = conn_ext(c);
-    if (x->auth == NULL)
-        x->auth = an_calloc(1, sizeof(*x->auth));
-    auth_client_t *ac = x->auth;
-    if (ac->authed)
+    if (c->x && c->x->auth && c->x->auth->authed)
         return 0;
     if (auth_ban_blocked(auth_chain_ban(ch), c->peer.family, c->peer.addr, w->now)) {
         STAT_ADD(w->stats.auth_banned, 1);
         return refuse_later(c, MQTT_CONNACK_NOT_AUTHORIZED, MQTT_RC_BANNED);
     }
+    /* nothing configured to decide: keep idle clients small (no state) */
+    if (auth_chain_trivial(ch))
+        return 0;
+    conn_ext_t *x = conn_ext(c);
+    if (x->auth == NULL)
+        x->auth = an_calloc(1, sizeof(*x->auth));
+    auth_client_t *ac = x->auth;
     /* the user the ACL knows (%u), unless a backend names another */
     free(ac->user);
     ac->user = NULL;
@@ -657,9 +663,11 @@ static int on_connect(conn_t *c, const mqtt_raw_t *pkt, const uint8_t *rest, siz
         int arc = authenticate(c, &ck, pkt, rest, rest_len, id, id_len, anonymous);
         if (arc != 0)
             return arc; /* refused (-1) or waiting for an answer (1) */
-        auth_client_t *ac = c->x->auth;
-        free(ac->client_id);
-        ac->client_id = an_strndup((const char *)id, id_len);
+        auth_client_t *ac = c->x ? c->x->auth : NULL;
+        if (ac) {
+            free(ac->client_id);
+            ac->client_id = an_strndup((const char *)id, id_len);
+        }
         if (ck.will_flag && !auth_chain_acl(w->srv->auth, ac, AUTH_ACT_PUBLISH, ck.will_topic.p,
                                             ck.will_topic.len, 0)) {
             STAT_ADD(w->stats.acl_denied, 1);
