@@ -48,7 +48,9 @@
 #include <pthread.h>
 #include <stdatomic.h>
 #include <stdio.h>
+#include <errno.h>
 #include <string.h>
+#include <unistd.h>
 
 #define HTTP_MAX_BODY 65536 /* a larger answer is garbage */
 #define HTTP_IDLE_WAIT_MS 1000
@@ -354,6 +356,8 @@ static void start_job(http_backend_t *h, auth_job_t *j, uint64_t now)
     curl_easy_setopt(e, CURLOPT_CONNECTTIMEOUT_MS,
                      (long)AN_MIN((uint64_t)h->cf.connect_timeout_ms, (uint64_t)left));
     curl_easy_setopt(e, CURLOPT_TCP_KEEPALIVE, 1L);
+    if (h->cf.ca_file[0])
+        curl_easy_setopt(e, CURLOPT_CAINFO, h->cf.ca_file);
     x->prev = h->last;
     x->next = NULL;
     if (h->last)
@@ -587,6 +591,11 @@ auth_backend_t *auth_http_new(const conf_t *c, char *err, size_t errlen)
     /* thread-safe since libcurl 7.84; reference counted */
     if (curl_global_init(CURL_GLOBAL_DEFAULT) != CURLE_OK) {
         snprintf(err, errlen, "auth.http: libcurl cannot start");
+        return NULL;
+    }
+    if (cf->ca_file[0] && access(cf->ca_file, R_OK) != 0) {
+        snprintf(err, errlen, "auth.http.ca_file: %s: %s", cf->ca_file, strerror(errno));
+        curl_global_cleanup();
         return NULL;
     }
     h = an_calloc(1, sizeof(*h));

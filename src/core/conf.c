@@ -150,6 +150,7 @@ static const char *const auth_on_error_names[] = {"deny", "pass", NULL};
                          .size = MSIZE(conf_t, sub.m)
 static const struct field auth_http_fields[] = {
     { AUTHF(auth_http, url, F_STR) },
+    { AUTHF(auth_http, ca_file, F_STR) },
     { AUTHF(auth_http, format, F_ENUM), .names = auth_format_names },
     { AUTHF(auth_http, on_error, F_ENUM), .names = auth_on_error_names },
     { AUTHF(auth_http, timeout_ms, F_UINT), .min = 1, .max = 600000 },

@@ -50,6 +50,7 @@ enum { CONF_CERT_USER_NONE = 0, CONF_CERT_USER_CN, CONF_CERT_USER_SAN };
 /* auth.http: the webhook backend (src/auth/auth_http.c). */
 typedef struct {
     char url[512];             /* POST target, http:// or https:// */
+    char ca_file[256];         /* PEM CAs for an https webhook; "" = the system's */
     uint8_t format;            /* CONF_AUTH_FORMAT_* */
     uint8_t on_error;          /* CONF_AUTH_ON_ERROR_*: verdict when the webhook fails */
     uint32_t timeout_ms;       /* whole request, queueing included */

@@ -12,7 +12,9 @@ per request)."""
 
 import http.server
 import json
-import socket
+import shutil
+import ssl
+import subprocess
 import threading
 import time
 
@@ -34,7 +36,7 @@ class Webhook:
     """An HTTP server in a thread.  decide(req) -> (status, body[, delay_s])
     where req is the decoded JSON request; records every request."""
 
-    def __init__(self, decide):
+    def __init__(self, decide, tls=None):
         self.decide = decide
         self.lock = threading.Lock()
         self.requests = []
@@ -77,8 +79,12 @@ class Webhook:
 
         self.server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
         self.server.daemon_threads = True
+        if tls:  # (cert, key): HTTPS
+            ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+            ctx.load_cert_chain(*tls)
+            self.server.socket = ctx.wrap_socket(self.server.socket, server_side=True)
         self.port = self.server.server_address[1]
-        self.url = "http://127.0.0.1:%d/mqtt/auth" % self.port
+        self.url = "%s://127.0.0.1:%d/mqtt/auth" % ("https" if tls else "http", self.port)
         self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
         self.thread.start()
 
@@ -100,8 +106,8 @@ class Webhook:
 def webhook():
     hooks = []
 
-    def start(decide):
-        h = Webhook(decide)
+    def start(decide, tls=None):
+        h = Webhook(decide, tls)
         hooks.append(h)
         return h
 
@@ -368,3 +374,42 @@ def test_acl_rules_in_the_answer(broker, webhook):
             [1, RC_NOT_AUTHORIZED]
         c.disconnect()
     assert len(h.of_action("connect")) == 1
+
+
+def openssl(d, *args):
+    subprocess.run(["openssl"] + list(args), cwd=d, check=True, timeout=30,
+                   stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+
+
+@pytest.mark.skipif(not shutil.which("openssl"), reason="openssl not installed")
+def test_https_webhook_with_private_ca(broker, webhook, tmp_path):
+    """An https webhook whose certificate comes from a private CA: accepted
+    with auth.http.ca_file, refused (0x88, a verification error) without."""
+    d = tmp_path
+    openssl(d, "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", "ca.key",
+            "-out", "ca.crt", "-days", "2", "-subj", "/CN=webhook test CA",
+            "-addext", "basicConstraints=critical,CA:TRUE",
+            "-addext", "keyUsage=critical,keyCertSign,cRLSign")
+    openssl(d, "req", "-newkey", "rsa:2048", "-nodes", "-keyout", "hook.key", "-out",
+            "hook.csr", "-subj", "/CN=webhook")
+    (d / "hook.ext").write_text("subjectAltName=IP:127.0.0.1\nextendedKeyUsage=serverAuth\n")
+    openssl(d, "x509", "-req", "-in", "hook.csr", "-CA", "ca.crt", "-CAkey", "ca.key",
+            "-CAcreateserial", "-out", "hook.crt", "-days", "2", "-extfile", "hook.ext")
+    h = webhook(by_password, tls=(str(d / "hook.crt"), str(d / "hook.key")))
+    assert h.url.startswith("https://")
+
+    b = http_broker(broker, h.url, ca_file=str(d / "ca.crt"))
+    c, ack = connect5(b, "tls-1", "u", "good")
+    assert ack.rc == 0
+    c.close()
+    c, ack = connect5(b, "tls-2", "u", "bad")
+    assert ack.rc == RC_BAD_USER_PASS
+    c.close()
+    assert len(h.of_action("connect")) == 2
+
+    b2 = http_broker(broker, h.url)  # the system's CAs: not this one
+    c, ack = connect5(b2, "tls-3", "u", "good")
+    assert ack.rc == RC_SERVER_UNAVAILABLE
+    c.close()
+    b2.wait_log(r"auth http: connect of client 'tls-3'.*(certificate|SSL)")
+    assert len(h.of_action("connect")) == 2

@@ -728,6 +728,10 @@ static void test_bad_url(void **state)
     assert_non_null(strstr(err, "auth.http.url"));
     snprintf(c->auth_http.url, sizeof(c->auth_http.url), "%s", "ftp://x/");
     assert_null(auth_http_new(c, err, sizeof(err)));
+    snprintf(c->auth_http.url, sizeof(c->auth_http.url), "%s", "https://x/");
+    snprintf(c->auth_http.ca_file, sizeof(c->auth_http.ca_file), "%s", "/nonexistent/ca.pem");
+    assert_null(auth_http_new(c, err, sizeof(err)));
+    assert_non_null(strstr(err, "auth.http.ca_file: /nonexistent/ca.pem"));
     free(c);
 }
 
@@ -821,6 +825,7 @@ static void test_conf_keys(void **state)
     if (conf_load(c, example, err, sizeof(err)) != 0)
         fail_msg("%s", err);
     assert_string_equal(c->auth_http.url, d->auth_http.url);
+    assert_string_equal(c->auth_http.ca_file, d->auth_http.ca_file);
     assert_int_equal(c->auth_http.format, d->auth_http.format);
     assert_int_equal(c->auth_http.on_error, d->auth_http.on_error);
     assert_int_equal(c->auth_http.timeout_ms, d->auth_http.timeout_ms);
@@ -843,6 +848,7 @@ static void test_conf_keys(void **state)
     int rc = load_text(c, "auth:\n"
                           "  http:\n"
                           "    url: https://auth.example/mqtt\n"
+                          "    ca_file: /etc/ssl/certs/ca-certificates.crt\n"
                           "    format: opa\n"
                           "    timeout_ms: 750\n"
                           "    connect_timeout_ms: 250\n"
@@ -865,6 +871,7 @@ static void test_conf_keys(void **state)
     if (rc != 0)
         fail_msg("%s", err);
     assert_string_equal(c->auth_http.url, "https://auth.example/mqtt");
+    assert_string_equal(c->auth_http.ca_file, "/etc/ssl/certs/ca-certificates.crt");
     assert_int_equal(c->auth_http.format, CONF_AUTH_FORMAT_OPA);
     assert_int_equal(c->auth_http.timeout_ms, 750);
     assert_int_equal(c->auth_http.connect_timeout_ms, 250);
