@@ -631,8 +631,13 @@ auth_backend_t *auth_http_new(const conf_t *c, char *err, size_t errlen)
         goto fail;
     }
     h->thread_started = 1;
-    log_info("auth http: %s (format %s, timeout %u ms, pool %u, cache %u entries for %u ms)",
-             cf->url, cf->format == CONF_AUTH_FORMAT_OPA ? "opa" : "json", cf->timeout_ms,
+    /* never log credentials in the URL (https://user:secret@host/...) */
+    const char *auth_part = strstr(cf->url, "://") + 3;
+    const char *at = strchr(auth_part, '@'), *slash = strchr(auth_part, '/');
+    int has_userinfo = at && (slash == NULL || at < slash);
+    log_info("auth http: %.*s%s%s (format %s, timeout %u ms, pool %u, cache %u entries for "
+             "%u ms)", (int)(auth_part - cf->url), cf->url, has_userinfo ? "***@" : "",
+             has_userinfo ? at + 1 : auth_part, cf->format == CONF_AUTH_FORMAT_OPA ? "opa" : "json", cf->timeout_ms,
              cf->pool_size, cf->cache_ttl_ms ? cf->cache_size : 0, cf->cache_ttl_ms);
     return &h->base;
 fail:
