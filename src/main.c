@@ -15,6 +15,8 @@
 #include <sys/signalfd.h>
 #include <unistd.h>
 
+#include "auth_chain.h"
+#include "auth_passwd.h"
 #include "cli.h"
 #include "conf.h"
 #include "log.h"
@@ -24,6 +26,7 @@
 /* Subcommands: `antenna NAME ...` (cli.h).  Each module adds its line. */
 static const cli_command_t commands[] = {
     {"store", store_cli_main, "inspect, export, import, compact, expire a store"},
+    {"passwd", auth_passwd_cli, "add, change or delete a user of a password file"},
     {NULL, NULL, NULL},
 };
 
@@ -167,6 +170,8 @@ int main(int argc, char **argv)
             else
                 log_info("log reopened (SIGHUP)");
             server_tls_reload(&srv);
+            if (auth_chain_reload(srv.auth) == 0)
+                log_info("authentication files reloaded (SIGHUP)");
             continue;
         }
         log_info("signal %u: shutting down", si.ssi_signo);

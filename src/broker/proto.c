@@ -12,11 +12,14 @@
  */
 #include "proto.h"
 
+#include <arpa/inet.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/epoll.h>
 
+#include "auth_chain.h"
+#include "auth_method.h"
 #include "log.h"
 #include "mqtt_props.h"
 #include "msg.h"
@@ -161,6 +164,14 @@ static size_t connack_props(conn_t *c, const connect_terms_t *t, const uint8_t *
         mqtt_pw_int(&pw, MQTT_PROP_SERVER_KEEP_ALIVE, t->keepalive);
     if (t->assigned)
         mqtt_pw_str(&pw, MQTT_PROP_ASSIGNED_CLIENT_ID, id, id_len);
+    auth_client_t *ac = c->x ? c->x->auth : NULL;
+    if (ac && ac->mops) { /* enhanced authentication: the method's last word */
+        mqtt_pw_str(&pw, MQTT_PROP_AUTH_METHOD, ac->mops->name, strlen(ac->mops->name));
+        if (ac->method_out)
+            mqtt_pw_str(&pw, MQTT_PROP_AUTH_DATA, ac->method_out, ac->method_out_len);
+        free(ac->method_out);
+        ac->method_out = NULL;
+    }
     return mqtt_pw_error(&pw) ? 0 : mqtt_pw_len(&pw);
 }
 
@@ -245,13 +256,343 @@ static int connect_home(conn_t *c, const mqtt_connect_t *ck, const connect_terms
     sess_attach(s, c);
     persist_session_update(w, s);
     char name[160];
-    const char *user = c->x ? c->x->cert_user : NULL;
+    const char *user = c->x && c->x->auth ? c->x->auth->user : c->x ? c->x->cert_user : NULL;
     log_info("%s: connected (MQTT %s, clean %u, keepalive %u, session present %u%s%s%s)",
              conn_name(c, name, sizeof(name)),
              c->proto == MQTT_PROTO_V5 ? "5.0" : c->proto == MQTT_PROTO_V31 ? "3.1" : "3.1.1",
              ck->clean_session, c->keepalive, present, user ? ", user '" : "",
              user ? user : "", user ? "'" : "");
     return 0;
+}
+
+static int on_connect(conn_t *c, const mqtt_raw_t *pkt, const uint8_t *rest, size_t rest_len,
+                      int adopted);
+
+/* ---- authentication (auth_chain.h) ---- */
+
+static void peer_text(const conn_t *c, char *buf, size_t size)
+{
+    char addr[INET6_ADDRSTRLEN] = "?";
+    if (c->peer.family == AF_INET || c->peer.family == AF_INET6)
+        inet_ntop(c->peer.family, c->peer.addr, addr, sizeof(addr));
+    snprintf(buf, size, c->peer.family == AF_INET6 ? "[%s]:%u" : "%s:%u", addr, c->peer.port);
+}
+
+/* Take the connection off the poller while authentication holds it. */
+static void hold(conn_t *c)
+{
+    c->state = CONN_AUTH;
+    epoll_ctl(c->w->epfd, EPOLL_CTL_DEL, c->fd, NULL);
+}
+
+/* A banned address: the refusal leaves after auth.ban.delay_ms (the
+ * connection timer), so a client retrying in a loop is slowed down. */
+static int refuse_later(conn_t *c, uint8_t rc3, uint8_t rc5)
+{
+    worker_t *w = c->w;
+    conn_ext_t *x = conn_ext(c);
+    if (x->auth == NULL)
+        x->auth = an_calloc(1, sizeof(*x->auth));
+    auth_client_t *ac = x->auth;
+    uint32_t delay = w->srv->conf.auth.ban.delay_ms;
+    if (delay == 0)
+        return refuse(c, rc3, rc5, "address banned (brute-force protection)");
+    ac->refusing = 1;
+    ac->rc3 = rc3;
+    ac->rc5 = rc5;
+    hold(c);
+    tw_del(&w->tw, &c->timer);
+    tw_add(&w->tw, &c->timer, w->now + delay);
+    return 1;
+}
+
+/* The chain decided: record it, refuse or go on (0). */
+static int auth_decided(conn_t *c, auth_verdict_t v, auth_answer_t *ans, int credentials)
+{
+    worker_t *w = c->w;
+    auth_client_t *ac = c->x->auth;
+    char peer[64];
+    peer_text(c, peer, sizeof(peer));
+    if (v != AUTH_ALLOW) {
+        STAT_ADD(w->stats.auth_failure, 1);
+        uint8_t rc5 = ans->reason >= 0x80 ? ans->reason
+                      : credentials       ? MQTT_RC_BAD_USERNAME_OR_PASSWORD
+                                          : MQTT_RC_NOT_AUTHORIZED;
+        uint8_t rc3 = rc5 == MQTT_RC_BAD_USERNAME_OR_PASSWORD ? MQTT_CONNACK_BAD_CREDENTIALS
+                                                               : MQTT_CONNACK_NOT_AUTHORIZED;
+        auth_answer_clear(ans);
+        if (auth_ban_failure(auth_chain_ban(w->srv->auth), c->peer.family, c->peer.addr, w->now))
+            log_warn("%s: banned for %u s after %u failed logins (auth.ban)", peer,
+                     w->srv->conf.auth.ban.ban_s, w->srv->conf.auth.ban.max_failures);
+        return refuse(c, rc3, rc5, "authentication failed");
+    }
+    STAT_ADD(w->stats.auth_success, 1);
+    auth_ban_success(auth_chain_ban(w->srv->auth), c->peer.family, c->peer.addr);
+    ac->authed = 1;
+    if (ans->username) {
+        free(ac->user);
+        ac->user = ans->username;
+        ans->username = NULL;
+    }
+    if (ans->acl) {
+        auth_acl_free(ac->acl);
+        ac->acl = ans->acl;
+        ans->acl = NULL;
+    }
+    return 0;
+}
+
+/* Run the chain for this CONNECT (from ac->resume).  0: allowed, go on;
+ * -1: refused (closed); 1: waiting (the CONNECT and the bytes after it are
+ * kept and replayed when the answer comes). */
+static int authenticate(conn_t *c, const mqtt_connect_t *ck, const mqtt_raw_t *pkt,
+                        const uint8_t *rest, size_t rest_len, const uint8_t *id, uint16_t id_len,
+                        int anonymous)
+{
+    worker_t *w = c->w;
+    auth_chain_t *ch = w->srv->auth;
+    if (c->x && c->x->auth && c->x->auth->authed)
+        return 0;
+    if (auth_ban_blocked(auth_chain_ban(ch), c->peer.family, c->peer.addr, w->now)) {
+        STAT_ADD(w->stats.auth_banned, 1);
+        return refuse_later(c, MQTT_CONNACK_NOT_AUTHORIZED, MQTT_RC_BANNED);
+    }
+    /* nothing configured to decide: keep idle clients small (no state) */
+    if (auth_chain_trivial(ch))
+        return 0;
+    conn_ext_t *x = conn_ext(c);
+    if (x->auth == NULL)
+        x->auth = an_calloc(1, sizeof(*x->auth));
+    auth_client_t *ac = x->auth;
+    /* the user the ACL knows (%u), unless a backend names another */
+    free(ac->user);
+    ac->user = NULL;
+    if (x->cert_user)
+        ac->user = an_strndup(x->cert_user, strlen(x->cert_user));
+    else if (ck->has_username)
+        ac->user = an_strndup((const char *)ck->username.p, ck->username.len);
+    if (anonymous) { /* allowed on this listener (checked before) */
+        ac->authed = 1;
+        return 0;
+    }
+    char *cid = an_strndup((const char *)id, id_len);
+    char *user = ck->has_username ? an_strndup((const char *)ck->username.p, ck->username.len)
+                                  : NULL;
+    char peer[64];
+    peer_text(c, peer, sizeof(peer));
+    auth_request_t r = {
+        .action = AUTH_ACT_CONNECT, .client_id = cid, .username = user,
+        .password = ck->has_password ? ck->password.p : NULL,
+        .password_len = ck->has_password ? ck->password.len : 0,
+        .cert_user = x->cert_user, .peer = peer, .listener = c->listener,
+    };
+    auth_answer_t ans;
+    auth_wait_t *wait = NULL;
+    auth_verdict_t v = auth_chain_connect(ch, &r, ac->resume, &w->inbox, &ans, &wait);
+    free(cid);
+    free(user);
+    if (v == AUTH_PENDING) {
+        /* keep the CONNECT and what followed it; stop reading */
+        free(ac->held);
+        ac->held = an_malloc(pkt->len + rest_len + 1);
+        if (pkt->len)
+            memcpy(ac->held, pkt->body, pkt->len);
+        if (rest_len)
+            memcpy(ac->held + pkt->len, rest, rest_len);
+        ac->hdr = pkt->hdr;
+        ac->connect_len = pkt->len;
+        ac->held_len = (uint32_t)(pkt->len + rest_len);
+        ac->wait = wait;
+        wait->owner = c;
+        mqtt_parser_reset(&c->ps);
+        hold(c);
+        return 1;
+    }
+    return auth_decided(c, v, &ans, ck->has_username || ck->has_password || x->cert_user);
+}
+
+/* ---- MQTT 5 enhanced authentication (auth_method.h) ---- */
+
+static void send_auth(conn_t *c, uint8_t reason, const auth_method_t *m, const uint8_t *data,
+                      size_t len)
+{
+    size_t cap = 16 + strlen(m->name) + len;
+    uint8_t *props = an_malloc(cap);
+    mqtt_pw_t pw;
+    mqtt_pw_init(&pw, props, cap);
+    mqtt_pw_str(&pw, MQTT_PROP_AUTH_METHOD, m->name, strlen(m->name));
+    if (data)
+        mqtt_pw_str(&pw, MQTT_PROP_AUTH_DATA, data, len);
+    size_t plen = mqtt_pw_len(&pw);
+    mqtt_encode_auth(conn_reserve(c, mqtt_auth_size(reason, plen), 1), reason, props, plen);
+    free(props);
+}
+
+/* What a method said: go on, finish (the CONNECT resumes, or the
+ * re-authentication is acknowledged) or refuse.  Returns as proto_handle. */
+static int method_result(conn_t *c, auth_method_rc_t rc, auth_method_out_t *out, int reauth)
+{
+    worker_t *w = c->w;
+    auth_client_t *ac = c->x->auth;
+    const auth_method_t *m = ac->mops;
+    char name[160];
+    if (rc == AUTH_METHOD_CONTINUE) {
+        send_auth(c, MQTT_RC_CONTINUE_AUTHENTICATION, m, out->data, out->len);
+        free(out->data);
+        return 0;
+    }
+    if (ac->method) {
+        m->free(ac->method);
+        ac->method = NULL;
+    }
+    if (rc == AUTH_METHOD_FAIL) {
+        free(out->data);
+        free(out->user);
+        STAT_ADD(w->stats.auth_failure, 1);
+        if (auth_ban_failure(auth_chain_ban(w->srv->auth), c->peer.family, c->peer.addr,
+                             w->now))
+            log_warn("%s: banned for %u s after %u failed logins (auth.ban)",
+                     conn_name(c, name, sizeof(name)), w->srv->conf.auth.ban.ban_s,
+                     w->srv->conf.auth.ban.max_failures);
+        char why[160];
+        snprintf(why, sizeof(why), "%s authentication failed: %s", m->name,
+                 out->why ? out->why : "?");
+        if (reauth)
+            return close_with(c, MQTT_RC_NOT_AUTHORIZED, "re-authentication", why);
+        return refuse(c, MQTT_CONNACK_BAD_CREDENTIALS, MQTT_RC_BAD_USERNAME_OR_PASSWORD, why);
+    }
+    STAT_ADD(w->stats.auth_success, 1);
+    auth_ban_success(auth_chain_ban(w->srv->auth), c->peer.family, c->peer.addr);
+    free(ac->user);
+    ac->user = out->user;
+    if (reauth) {
+        send_auth(c, MQTT_RC_SUCCESS, m, out->data, out->len);
+        free(out->data);
+        log_info("%s: re-authenticated (%s, user '%s')", conn_name(c, name, sizeof(name)),
+                 m->name, ac->user ? ac->user : "");
+        return 0;
+    }
+    ac->authed = 1;
+    free(ac->method_out);
+    ac->method_out = out->data;
+    ac->method_out_len = (uint32_t)out->len;
+    /* replay the CONNECT, now authenticated */
+    uint8_t *held = ac->held;
+    mqtt_raw_t pkt = {.hdr = ac->hdr, .len = ac->connect_len,
+                      .body = ac->connect_len ? held : NULL};
+    ac->held = NULL;
+    int r = on_connect(c, &pkt, NULL, 0, 0);
+    free(held);
+    return r;
+}
+
+/* CONNECT with an Authentication Method. */
+static int enhanced_start(conn_t *c, const mqtt_connect_t *ck, const mqtt_raw_t *pkt)
+{
+    worker_t *w = c->w;
+    const mqtt_props_t *pr = &ck->props;
+    const auth_method_t *m = auth_method_find(w->srv->auth, pr->auth_method.p,
+                                              pr->auth_method.len);
+    if (m == NULL)
+        return refuse(c, 0, MQTT_RC_BAD_AUTHENTICATION_METHOD,
+                      "authentication method not supported");
+    conn_ext_t *x = conn_ext(c);
+    if (x->auth == NULL)
+        x->auth = an_calloc(1, sizeof(*x->auth));
+    auth_client_t *ac = x->auth;
+    if (auth_ban_blocked(auth_chain_ban(w->srv->auth), c->peer.family, c->peer.addr, w->now)) {
+        STAT_ADD(w->stats.auth_banned, 1);
+        return refuse_later(c, MQTT_CONNACK_NOT_AUTHORIZED, MQTT_RC_BANNED);
+    }
+    free(ac->held);
+    ac->held = an_malloc(pkt->len + 1);
+    if (pkt->len)
+        memcpy(ac->held, pkt->body, pkt->len);
+    ac->hdr = pkt->hdr;
+    ac->connect_len = ac->held_len = pkt->len;
+    ac->mops = m;
+    auth_method_out_t out = {0};
+    int has_data = (pr->present & MQTT_PROP_BIT(MQTT_PROP_AUTH_DATA)) != 0;
+    auth_method_rc_t rc = m->start(w->srv->auth, &ac->method, has_data ? pr->auth_data.p : NULL,
+                                   has_data ? pr->auth_data.len : 0, &out);
+    return method_result(c, rc, &out, 0);
+}
+
+/* AUTH from the client: the next step of an exchange, or (after CONNACK)
+ * a re-authentication with the CONNECT's method [MQTT5 4.12.1]. */
+static int on_auth(conn_t *c, const mqtt_raw_t *pkt)
+{
+    mqtt_auth_t a;
+    const char *why = NULL;
+    int rc = mqtt_decode_auth(pkt, &a, &why);
+    if (rc < 0)
+        return malformed(c, rc, why);
+    auth_client_t *ac = c->x ? c->x->auth : NULL;
+    if (ac == NULL || ac->mops == NULL)
+        return protocol_error(c, "AUTH without an authentication method in CONNECT");
+    const mqtt_str_t *name = &a.props.auth_method;
+    if (!(a.props.present & MQTT_PROP_BIT(MQTT_PROP_AUTH_METHOD)) ||
+        name->len != strlen(ac->mops->name) || memcmp(name->p, ac->mops->name, name->len) != 0)
+        return protocol_error(c, "[MQTT5-4.12.0-5] AUTH with another authentication method");
+    int has_data = (a.props.present & MQTT_PROP_BIT(MQTT_PROP_AUTH_DATA)) != 0;
+    const uint8_t *data = has_data ? a.props.auth_data.p : NULL;
+    size_t len = has_data ? a.props.auth_data.len : 0;
+    auth_method_out_t out = {0};
+    int reauth = c->state == CONN_ACTIVE;
+    if (reauth && a.reason == MQTT_RC_REAUTHENTICATE && ac->method == NULL)
+        return method_result(c, ac->mops->start(c->w->srv->auth, &ac->method, data, len, &out),
+                             &out, 1);
+    if (a.reason == MQTT_RC_CONTINUE_AUTHENTICATION && ac->method)
+        return method_result(c, ac->mops->step(ac->method, data, len, &out), &out, reauth);
+    return protocol_error(c, "AUTH out of sequence");
+}
+
+void proto_auth_answer(worker_t *w, struct auth_wait *wait)
+{
+    conn_t *c = wait->owner;
+    if (c == NULL || c->state != CONN_AUTH) {
+        auth_wait_free(wait); /* the connection went meanwhile */
+        return;
+    }
+    auth_client_t *ac = c->x->auth;
+    ac->wait = NULL;
+    c->state = CONN_NEW;
+    struct epoll_event ev = {.events = EPOLLIN, .data.ptr = c};
+    c->want_out = 0;
+    if (epoll_ctl(w->epfd, EPOLL_CTL_ADD, c->fd, &ev) < 0) {
+        auth_wait_free(wait);
+        conn_close(c, "epoll_ctl failed after authentication", 0);
+        return;
+    }
+    uint8_t *held = ac->held;
+    uint32_t connect_len = ac->connect_len, held_len = ac->held_len;
+    ac->held = NULL;
+    mqtt_raw_t pkt = {.hdr = ac->hdr, .len = connect_len, .body = connect_len ? held : NULL};
+    int rc;
+    if (wait->ans.verdict == AUTH_PASS) {
+        /* nobody decided yet: the rest of the chain, then the default */
+        ac->resume = wait->next;
+        rc = on_connect(c, &pkt, held + connect_len, held_len - connect_len, 0);
+    } else {
+        rc = auth_decided(c, wait->ans.verdict, &wait->ans, 1);
+        if (rc == 0)
+            rc = on_connect(c, &pkt, held + connect_len, held_len - connect_len, 0);
+    }
+    if (rc == 0 && held_len > connect_len)
+        conn_input(c, held + connect_len, held_len - connect_len);
+    auth_wait_free(wait);
+    free(held);
+}
+
+void proto_auth_timer(conn_t *c)
+{
+    auth_client_t *ac = c->x ? c->x->auth : NULL;
+    if (ac && ac->refusing) {
+        ac->refusing = 0;
+        refuse(c, ac->rc3, ac->rc5, "address banned (brute-force protection)");
+        return;
+    }
+    conn_close(c, "authentication not answered within connect_timeout", 0);
 }
 
 static int on_connect(conn_t *c, const mqtt_raw_t *pkt, const uint8_t *rest, size_t rest_len,
@@ -274,9 +615,9 @@ static int on_connect(conn_t *c, const mqtt_raw_t *pkt, const uint8_t *rest, siz
     connect_terms_t t = {.keepalive = ck.keepalive};
     if (ck.proto == MQTT_PROTO_V5) {
         const mqtt_props_t *pr = &ck.props;
-        if (pr->present & MQTT_PROP_BIT(MQTT_PROP_AUTH_METHOD))
-            return refuse(c, 0, MQTT_RC_BAD_AUTHENTICATION_METHOD,
-                          "authentication method not supported");
+        if ((pr->present & MQTT_PROP_BIT(MQTT_PROP_AUTH_METHOD)) && !adopted &&
+            !(c->x && c->x->auth && c->x->auth->authed))
+            return enhanced_start(c, &ck, pkt);
         if (pr->present & MQTT_PROP_BIT(MQTT_PROP_RECEIVE_MAXIMUM))
             c->recv_max = pr->receive_max;
         if (pr->present & MQTT_PROP_BIT(MQTT_PROP_MAXIMUM_PACKET_SIZE))
@@ -309,7 +650,11 @@ static int on_connect(conn_t *c, const mqtt_raw_t *pkt, const uint8_t *rest, siz
             c->x->cert_user = an_strndup(user, (size_t)n);
     }
     int cert_user = c->x && c->x->cert_user;
-    if (!cf->allow_anonymous && !ck.has_username && !cert_user)
+    int anonymous = !ck.has_username && !ck.has_password && !cert_user &&
+                    !(c->x && c->x->auth && c->x->auth->authed); /* enhanced auth */
+    uint8_t anon_ok = lst->allow_anonymous == CONF_ANON_INHERIT ? cf->allow_anonymous
+                                                                : lst->allow_anonymous;
+    if (anonymous && !anon_ok)
         return refuse(c, MQTT_CONNACK_NOT_AUTHORIZED, MQTT_RC_NOT_AUTHORIZED,
                       "anonymous clients are not allowed");
     if (ck.keepalive > cf->max_keepalive) {
@@ -326,6 +671,22 @@ static int on_connect(conn_t *c, const mqtt_raw_t *pkt, const uint8_t *rest, siz
         id_len = assign_client_id(w, auto_id, sizeof(auto_id));
         id = (const uint8_t *)auto_id;
         t.assigned = 1;
+    }
+    if (!adopted) {
+        int arc = authenticate(c, &ck, pkt, rest, rest_len, id, id_len, anonymous);
+        if (arc != 0)
+            return arc; /* refused (-1) or waiting for an answer (1) */
+        auth_client_t *ac = c->x ? c->x->auth : NULL;
+        if (ac) {
+            free(ac->client_id);
+            ac->client_id = an_strndup((const char *)id, id_len);
+        }
+        if (ck.will_flag && !auth_chain_acl(w->srv->auth, ac, AUTH_ACT_PUBLISH, ck.will_topic.p,
+                                            ck.will_topic.len, 0)) {
+            STAT_ADD(w->stats.acl_denied, 1);
+            return refuse(c, MQTT_CONNACK_NOT_AUTHORIZED, MQTT_RC_NOT_AUTHORIZED,
+                          "will topic not authorized by the ACL");
+        }
     }
     uint32_t home = worker_home(w->srv, id, id_len);
     if (home != w->id && !adopted)
@@ -397,6 +758,21 @@ static int on_publish(conn_t *c, const mqtt_raw_t *pkt)
     if (pb.retain && !cf->retain_available)
         return close_with(c, MQTT_RC_RETAIN_NOT_SUPPORTED, "protocol error",
                           "[MQTT5-3.2.2-14] retain not available");
+    if (!auth_chain_acl(w->srv->auth, c->x ? c->x->auth : NULL, AUTH_ACT_PUBLISH, pb.topic.p,
+                        pb.topic.len, 0)) {
+        /* MQTT 5: 0x87 in the acknowledgement; MQTT 3.1.1 has no negative
+         * acknowledgement: acknowledged (QoS 1/2) and dropped */
+        char name[160];
+        STAT_ADD(w->stats.acl_denied, 1);
+        log_info("%s: PUBLISH to '%.*s' denied by the ACL, dropped",
+                 conn_name(c, name, sizeof(name)), (int)AN_MIN(pb.topic.len, 200),
+                 (const char *)pb.topic.p);
+        if (pb.qos == 1)
+            send_ack5(c, MQTT_PUBACK, pb.packet_id, MQTT_RC_NOT_AUTHORIZED);
+        else if (pb.qos == 2)
+            send_ack5(c, MQTT_PUBREC, pb.packet_id, MQTT_RC_NOT_AUTHORIZED);
+        return 0;
+    }
     if (v5 && pb.props.payload_format == 1 && !mqtt_utf8_valid(pb.payload, pb.payload_len)) {
         /* [MQTT5-3.3.2-4] payload said to be UTF-8 and it is not */
         if (pb.qos == 0)
@@ -501,6 +877,13 @@ static uint8_t subscribe_one(conn_t *c, const mqtt_str_t *f, uint8_t opts, uint3
         return v5 ? MQTT_RC_WILDCARD_SUBS_NOT_SUPPORTED : MQTT_SUBACK_FAILURE;
     if (!topic_within_limits(cf, f->p, f->len))
         return v5 ? MQTT_RC_TOPIC_FILTER_INVALID : MQTT_SUBACK_FAILURE;
+    if (!auth_chain_acl(w->srv->auth, c->x ? c->x->auth : NULL, AUTH_ACT_SUBSCRIBE, real, rl, 1)) {
+        char name[160];
+        STAT_ADD(w->stats.acl_denied, 1);
+        log_info("%s: SUBSCRIBE to '%.*s' denied by the ACL", conn_name(c, name, sizeof(name)),
+                 (int)AN_MIN(f->len, 200), (const char *)f->p);
+        return v5 ? MQTT_RC_NOT_AUTHORIZED : MQTT_SUBACK_FAILURE;
+    }
     if (cf->max_subscriptions && s->nsubs >= cf->max_subscriptions &&
         !sess_has_sub(s, f->p, f->len))
         return v5 ? MQTT_RC_QUOTA_EXCEEDED : MQTT_SUBACK_FAILURE;
@@ -646,6 +1029,9 @@ int proto_handle(conn_t *c, const mqtt_raw_t *pkt, const uint8_t *rest, size_t r
     uint8_t type = mqtt_raw_type(pkt);
     const char *why = NULL;
     if (c->state == CONN_NEW) {
+        if (type == MQTT_AUTH && c->proto == MQTT_PROTO_V5 && c->x && c->x->auth &&
+            c->x->auth->method)
+            return on_auth(c, pkt);
         if (type != MQTT_CONNECT)
             return protocol_error(c, "[MQTT-3.1.0-1] first packet is not CONNECT");
         return on_connect(c, pkt, rest, rest_len, 0);
@@ -675,9 +1061,8 @@ int proto_handle(conn_t *c, const mqtt_raw_t *pkt, const uint8_t *rest, size_t r
     case MQTT_DISCONNECT:
         return on_disconnect(c, pkt);
     case MQTT_AUTH:
-        /* enhanced authentication is an extension point: no method is
-         * offered yet, so an AUTH is never expected [MQTT5-4.12.0-1] */
-        return protocol_error(c, "AUTH without an authentication method");
+        /* re-authentication, or an exchange in progress (auth_method.h) */
+        return on_auth(c, pkt);
     default:
         return protocol_error(c, "unexpected packet type");
     }

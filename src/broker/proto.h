@@ -22,4 +22,13 @@ int proto_handle(conn_t *c, const mqtt_raw_t *pkt, const uint8_t *rest, size_t r
  * then feed the bytes that followed.  Frees h. */
 void proto_adopt(worker_t *w, handoff_t *h);
 
+/* An asynchronous authentication answer (WM_AUTH): resume the CONNECT it
+ * was for, if its connection is still there.  Frees the wait. */
+struct auth_wait;
+void proto_auth_answer(worker_t *w, struct auth_wait *wait);
+/* The connection timer fired while authentication holds the connection
+ * (CONN_AUTH): the delayed refusal of a banned address, or an answer
+ * that did not come within connect_timeout. */
+void proto_auth_timer(conn_t *c);
+
 #endif

@@ -21,6 +21,7 @@
 #include "retain.h"
 #include "shared.h"
 #include "sys.h"
+#include "auth_chain.h"
 
 static int open_listener(server_t *srv, uint32_t i)
 {
@@ -84,6 +85,13 @@ int server_init(server_t *srv, const conf_t *conf)
 
     if (persist_open(srv) < 0)
         return -1;
+
+    char aerr[512];
+    srv->auth = auth_chain_new(&srv->conf, aerr, sizeof(aerr));
+    if (srv->auth == NULL) {
+        log_error("%s", aerr);
+        return -1;
+    }
 
     srv->nlisteners = conf->nlisteners;
     for (uint32_t i = 0; i < srv->nlisteners; i++) {
@@ -157,6 +165,10 @@ void server_stop(server_t *srv)
 
 void server_free(server_t *srv)
 {
+    /* the workers have stopped: no connection waits any more, and the
+     * backends' threads end before the inboxes they post to go */
+    auth_chain_free(srv->auth);
+    srv->auth = NULL;
     for (uint32_t i = 0; srv->workers && i < srv->nworkers; i++)
         worker_free(&srv->workers[i]);
     free(srv->workers);

@@ -41,8 +41,9 @@ enum {
     WM_DELIVER = 1, /* ptr: msg_t* (a reference), sid, qos */
     WM_ADOPT,       /* ptr: handoff_t*: a connection moving to its home */
     WM_STOP,        /* stop the loop, close every connection */
-    WM_COMMITTED    /* sid: (int64) result of this worker's oldest batch in
+    WM_COMMITTED,   /* sid: (int64) result of this worker's oldest batch in
                      * the store (persist.h), from the committer thread */
+    WM_AUTH         /* ptr: auth_wait_t*: an asynchronous backend's answer */
 };
 
 /* Per-worker counters: written by the worker only, summed by readers. */
@@ -62,6 +63,10 @@ typedef struct {
     an_counter_t dropped_queue_full;/* messages dropped: session queue full */
     an_counter_t refused_queue_full;/* QoS 1/2 PUBLISH refused: a queue was full */
     an_counter_t congested;         /* turns that found another inbox over its bound */
+    an_counter_t auth_success;      /* CONNECTs allowed by the auth chain */
+    an_counter_t auth_failure;      /* CONNECTs refused by it (credentials) */
+    an_counter_t auth_banned;       /* CONNECTs refused: address banned */
+    an_counter_t acl_denied;        /* PUBLISH/SUBSCRIBE/retained refused by the ACL */
 } worker_stats_t;
 
 /* A chained hash table of sessions, keyed by client id (SESS_BY_ID) or by
@@ -130,6 +135,7 @@ struct server_s {
     retain_t *retain;
     struct store *store;           /* persistence (persist.h), or NULL */
     _Atomic uint64_t next_qseq;    /* keys of stored session messages */
+    struct auth_chain *auth;       /* authentication and ACL (auth_chain.h) */
     _Atomic uint64_t next_sid;
     _Atomic uint32_t total_conns;      /* every connection, all listeners */
     _Atomic uint64_t rate_second;      /* max_connection_rate window */

@@ -14,6 +14,9 @@
 
 #include "log.h"
 
+#include "auth_chain.h"
+#include "auth_http.h"
+#include "auth_redis.h"
 #include "msg.h"
 #include "retain.h"
 #include "router.h"
@@ -33,13 +36,36 @@ static void publish_u64(worker_t *w, const char *topic, uint64_t v)
     publish(w, topic, buf);
 }
 
+/* The counters of the asynchronous auth backends that are in the chain. */
+static void publish_auth_backends(worker_t *w, server_t *srv)
+{
+    auth_backend_t *b;
+    if (srv->auth && (b = auth_chain_backend(srv->auth, "http")) != NULL) {
+        auth_http_stats_t st;
+        auth_http_stats(b, &st);
+        publish_u64(w, "$SYS/broker/auth/http/requests", st.requests);
+        publish_u64(w, "$SYS/broker/auth/http/cache_hits", st.cache_hits);
+        publish_u64(w, "$SYS/broker/auth/http/errors", st.errors);
+        publish_u64(w, "$SYS/broker/auth/http/timeouts", st.timeouts);
+        publish_u64(w, "$SYS/broker/auth/http/queue_full", st.queue_full);
+    }
+    if (srv->auth && (b = auth_chain_backend(srv->auth, "redis")) != NULL) {
+        auth_redis_stats_t st;
+        auth_redis_stats(b, &st);
+        publish_u64(w, "$SYS/broker/auth/redis/lookups", st.lookups);
+        publish_u64(w, "$SYS/broker/auth/redis/errors", st.errors);
+        publish_u64(w, "$SYS/broker/auth/redis/queue_full", st.queue_full);
+        publish_u64(w, "$SYS/broker/auth/redis/connects", st.connects);
+    }
+}
+
 void sys_on_timer(tw_timer_t *t)
 {
     worker_t *w = container_of(t, worker_t, sys_timer);
     server_t *srv = w->srv;
     uint64_t recv = 0, sent = 0, dropped = 0, bin = 0, bout = 0, conn = 0, total = 0;
-    uint64_t ref_limit = 0, ref_rate = 0, ref_mem = 0, throttled = 0, slow = 0, qfull = 0, qrefused = 0;
-    uint64_t congested = 0;
+    uint64_t ref_limit = 0, ref_rate = 0, ref_mem = 0, throttled = 0, slow = 0, qfull = 0;
+    uint64_t qrefused = 0, congested = 0, auth_ok = 0, auth_fail = 0, auth_banned = 0, acl_denied = 0;
     for (uint32_t i = 0; i < srv->nworkers; i++) {
         worker_stats_t *st = &srv->workers[i].stats;
         recv += STAT_GET(st->msgs_received);
@@ -57,6 +83,10 @@ void sys_on_timer(tw_timer_t *t)
         qfull += STAT_GET(st->dropped_queue_full);
         qrefused += STAT_GET(st->refused_queue_full);
         congested += STAT_GET(st->congested);
+        auth_ok += STAT_GET(st->auth_success);
+        auth_fail += STAT_GET(st->auth_failure);
+        auth_banned += STAT_GET(st->auth_banned);
+        acl_denied += STAT_GET(st->acl_denied);
     }
     pthread_rwlock_rdlock(&srv->trie_lock);
     uint64_t subs = trie_count(srv->trie);
@@ -88,9 +118,14 @@ void sys_on_timer(tw_timer_t *t)
         {"$SYS/broker/limits/refused_queue_full", qrefused},
         {"$SYS/broker/limits/worker_congested", congested},
         {"$SYS/broker/memory/rss", sys_rss_bytes()},
+        {"$SYS/broker/auth/success", auth_ok},
+        {"$SYS/broker/auth/failure", auth_fail},
+        {"$SYS/broker/auth/banned", auth_banned},
+        {"$SYS/broker/auth/acl_denied", acl_denied},
     };
     for (size_t i = 0; i < sizeof(figures) / sizeof(figures[0]); i++)
         publish_u64(w, figures[i].topic, figures[i].value);
+    publish_auth_backends(w, srv);
 
     tw_add(&w->tw, t, w->now + (uint64_t)srv->conf.sys_interval * 1000u);
 }

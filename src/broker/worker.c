@@ -21,6 +21,7 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
+#include "auth_chain.h"
 #include "conn.h"
 #include "log.h"
 #include "persist.h"
@@ -196,6 +197,9 @@ static void handle_inbox(worker_t *w)
         case WM_COMMITTED:
             persist_on_committed(w, (int)(int64_t)it->sid);
             break;
+        case WM_AUTH:
+            proto_auth_answer(w, it->ptr);
+            break;
         }
     }
     w->taken.len = 0;
@@ -331,6 +335,8 @@ void worker_free(worker_t *w)
                 close(h->c->fd);
                 conn_free(h->c);
                 free(h);
+            } else if (it->kind == WM_AUTH) {
+                auth_wait_free(it->ptr);
             }
         }
         inbox_vec_free(&left);

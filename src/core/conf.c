@@ -31,6 +31,7 @@ enum ftype {
     F_ENUM,      /* one of the NULL-terminated `names`, its index into a uint8_t */
     F_SECTION,   /* a mapping of `sub` fields over the same base */
     F_LISTENERS, /* the listener sequence (base is the conf_t) */
+    F_NAMELIST,  /* a sequence of names into char[max][size], count (uint32_t) at off2 */
 };
 
 struct field {
@@ -42,6 +43,7 @@ struct field {
     const struct field *sub;
     size_t nsub;
     const char *const *names; /* F_ENUM */
+    size_t off2; /* F_NAMELIST: offset of the count */
 };
 
 #define MSIZE(st, m) sizeof(((st *)0)->m)
@@ -84,6 +86,7 @@ static const struct field listener_fields[] = {
     { FLD(conf_listener_t, ws_path, F_NAME) },
     UINTF(conf_listener_t, ws_max_frame, 16, 268435455),
     ENUMF(conf_listener_t, cert_username, cert_username_names),
+    { FLD(conf_listener_t, allow_anonymous, F_BOOL) },
 };
 #define LISTENER_PORT_BIT (1u << 2) /* index of "port" above: required */
 #define LISTENER_CERT_BIT (1u << 6)
@@ -142,6 +145,77 @@ static const struct field persistence_fields[] = {
     UINTF(conf_t, sync_interval_ms, 1, 3600000),
 };
 
+static const char *const auth_format_names[] = {"json", "opa", NULL};
+static const char *const auth_on_error_names[] = {"deny", "pass", NULL};
+
+/* auth.http and auth.redis: members of conf_t's auth_http / auth_redis. */
+#define AUTHF(sub, m, t) .key = #m, .type = (t), .off = offsetof(conf_t, sub.m), \
+                         .size = MSIZE(conf_t, sub.m)
+static const struct field auth_http_fields[] = {
+    { AUTHF(auth_http, url, F_STR) },
+    { AUTHF(auth_http, ca_file, F_STR) },
+    { AUTHF(auth_http, format, F_ENUM), .names = auth_format_names },
+    { AUTHF(auth_http, on_error, F_ENUM), .names = auth_on_error_names },
+    { AUTHF(auth_http, timeout_ms, F_UINT), .min = 1, .max = 600000 },
+    { AUTHF(auth_http, connect_timeout_ms, F_UINT), .min = 1, .max = 600000 },
+    { AUTHF(auth_http, cache_ttl_ms, F_UINT), .min = 0, .max = 86400000 },
+    { AUTHF(auth_http, cache_size, F_UINT), .min = 1, .max = 10000000 },
+    { AUTHF(auth_http, pool_size, F_UINT), .min = 1, .max = 1024 },
+    { AUTHF(auth_http, queue_size, F_UINT), .min = 1, .max = 1000000 },
+};
+static const struct field auth_redis_fields[] = {
+    { AUTHF(auth_redis, host, F_NAME) },
+    { AUTHF(auth_redis, port, F_UINT), .min = 1, .max = 65535 },
+    { AUTHF(auth_redis, password, F_STR) },
+    { AUTHF(auth_redis, db, F_UINT), .min = 0, .max = 65535 },
+    { AUTHF(auth_redis, prefix, F_STR) },
+    { AUTHF(auth_redis, pool_size, F_UINT), .min = 1, .max = 64 },
+    { AUTHF(auth_redis, timeout_ms, F_UINT), .min = 1, .max = 600000 },
+    { AUTHF(auth_redis, queue_size, F_UINT), .min = 1, .max = 1000000 },
+    { AUTHF(auth_redis, on_error, F_ENUM), .names = auth_on_error_names },
+};
+
+static const char *const policy_names[] = {"deny", "allow", "auto", NULL};
+static const char *const jwt_alg_names[] = {"HS256", "RS256", "ES256", NULL};
+static const char *const jwt_field_names[] = {"password", "username", NULL};
+
+/* auth.jwt, auth.ban (members of conf_t's auth.jwt / auth.ban). */
+static const struct field auth_jwt_fields[] = {
+    { AUTHF(auth.jwt, alg, F_ENUM), .names = jwt_alg_names },
+    { AUTHF(auth.jwt, field, F_ENUM), .names = jwt_field_names },
+    { AUTHF(auth.jwt, secret, F_STR) },
+    { AUTHF(auth.jwt, public_key_file, F_STR) },
+    { AUTHF(auth.jwt, jwks_file, F_STR) },
+    { AUTHF(auth.jwt, username_claim, F_NAME) },
+    { AUTHF(auth.jwt, acl_claim, F_STR) },
+    { AUTHF(auth.jwt, leeway_s, F_UINT), .min = 0, .max = 3600 },
+};
+static const struct field auth_ban_fields[] = {
+    { AUTHF(auth.ban, max_failures, F_UINT), .min = 0, .max = 1000000 },
+    { AUTHF(auth.ban, window_s, F_UINT), .min = 1, .max = 86400 },
+    { AUTHF(auth.ban, ban_s, F_UINT), .min = 1, .max = 30 * 86400 },
+    { AUTHF(auth.ban, delay_ms, F_UINT), .min = 0, .max = 60000 },
+    { AUTHF(auth.ban, table_size, F_UINT), .min = 16, .max = 10000000 },
+};
+
+static const struct field auth_fields[] = {
+    { .key = "chain", .type = F_NAMELIST, .off = offsetof(conf_t, auth.chain),
+      .size = MSIZE(conf_t, auth.chain[0]), .max = CONF_AUTH_MAX_CHAIN,
+      .off2 = offsetof(conf_t, auth.nchain) },
+    { .key = "default", .type = F_ENUM, .off = offsetof(conf_t, auth.default_policy),
+      .size = MSIZE(conf_t, auth.default_policy), .names = policy_names },
+    { AUTHF(auth, acl_file, F_STR) },
+    { AUTHF(auth, acl_default, F_ENUM), .names = policy_names },
+    { AUTHF(auth, acl_cache_size, F_UINT), .min = 0, .max = 65536 },
+    { AUTHF(auth, password_file, F_STR) },
+    { .key = "jwt", .type = F_SECTION, .sub = auth_jwt_fields, .nsub = NELEM(auth_jwt_fields) },
+    { .key = "ban", .type = F_SECTION, .sub = auth_ban_fields, .nsub = NELEM(auth_ban_fields) },
+    { .key = "http", .type = F_SECTION, .sub = auth_http_fields,
+      .nsub = NELEM(auth_http_fields) },
+    { .key = "redis", .type = F_SECTION, .sub = auth_redis_fields,
+      .nsub = NELEM(auth_redis_fields) },
+};
+
 static const struct field root_fields[] = {
     UINTF(conf_t, workers, 0, 256),
     { .key = "log", .type = F_SECTION, .sub = log_fields, .nsub = NELEM(log_fields) },
@@ -150,18 +224,20 @@ static const struct field root_fields[] = {
     { .key = "limits", .type = F_SECTION, .sub = limits_fields, .nsub = NELEM(limits_fields) },
     { .key = "persistence", .type = F_SECTION, .sub = persistence_fields,
       .nsub = NELEM(persistence_fields) },
+    { .key = "auth", .type = F_SECTION, .sub = auth_fields, .nsub = NELEM(auth_fields) },
 };
 
 /* load_map() tracks the keys seen in a uint32_t. */
 _Static_assert(NELEM(root_fields) <= 32 && NELEM(log_fields) <= 32 &&
                NELEM(listener_fields) <= 32 && NELEM(mqtt_fields) <= 32 &&
-               NELEM(limits_fields) <= 32, "table too large");
+               NELEM(limits_fields) <= 32 && NELEM(auth_fields) <= 32, "table too large");
 
 static const conf_listener_t default_listener = {
     .name = "mqtt", .address = "127.0.0.1", .port = 1883, .max_connections = 0,
     .transport = CONF_TRANSPORT_TCP, .proxy_protocol = CONF_PROXY_OFF,
     .require_client_cert = 0, .tls_min_version = CONF_TLS_1_2, .handshake_timeout = 10,
     .ciphers = CONF_DEFAULT_CIPHERS, .ws_path = "/mqtt", .ws_max_frame = 1048576,
+    .allow_anonymous = CONF_ANON_INHERIT,
 };
 
 struct loader {
@@ -206,6 +282,37 @@ void conf_defaults(conf_t *c)
     snprintf(c->data_dir, sizeof(c->data_dir), "%s", "data");
     c->persistence_sync = 0; /* always */
     c->sync_interval_ms = 1000;
+    /* auth */
+    c->auth.default_policy = CONF_POLICY_AUTO;
+    c->auth.acl_default = CONF_POLICY_AUTO;
+    c->auth.acl_cache_size = 64;
+    c->auth.jwt.alg = CONF_JWT_HS256;
+    c->auth.jwt.field = CONF_JWT_FROM_PASSWORD;
+    snprintf(c->auth.jwt.username_claim, sizeof(c->auth.jwt.username_claim), "%s", "sub");
+    snprintf(c->auth.jwt.acl_claim, sizeof(c->auth.jwt.acl_claim), "%s", "acl");
+    c->auth.jwt.leeway_s = 0;
+    c->auth.ban.max_failures = 0;
+    c->auth.ban.window_s = 60;
+    c->auth.ban.ban_s = 300;
+    c->auth.ban.delay_ms = 1000;
+    c->auth.ban.table_size = 4096;
+    /* auth.http */
+    c->auth_http.format = CONF_AUTH_FORMAT_JSON;
+    c->auth_http.on_error = CONF_AUTH_ON_ERROR_DENY;
+    c->auth_http.timeout_ms = 2000;
+    c->auth_http.connect_timeout_ms = 1000;
+    c->auth_http.cache_ttl_ms = 60000;
+    c->auth_http.cache_size = 100000;
+    c->auth_http.pool_size = 8;
+    c->auth_http.queue_size = 10000;
+    /* auth.redis */
+    snprintf(c->auth_redis.host, sizeof(c->auth_redis.host), "%s", "127.0.0.1");
+    c->auth_redis.port = 6379;
+    snprintf(c->auth_redis.prefix, sizeof(c->auth_redis.prefix), "%s", "antenna:");
+    c->auth_redis.pool_size = 4;
+    c->auth_redis.timeout_ms = 1000;
+    c->auth_redis.queue_size = 10000;
+    c->auth_redis.on_error = CONF_AUTH_ON_ERROR_DENY;
 }
 
 /* ---- errors ---- */
@@ -555,6 +662,36 @@ static int load_listeners(struct loader *ld, const yaml_node_t *k, const yaml_no
     return 0;
 }
 
+/* F_NAMELIST: "[a, b]" or a block sequence of non-empty names. */
+static int load_namelist(struct loader *ld, const struct field *f, const yaml_node_t *k,
+                         const yaml_node_t *v, void *base, const char *path)
+{
+    uint32_t count = 0;
+    if (!is_null(v)) {
+        if (v->type != YAML_SEQUENCE_NODE)
+            return fail(ld, k, path, "expected a sequence of names, got %s", node_kind(v));
+        for (yaml_node_item_t *it = v->data.sequence.items.start;
+             it < v->data.sequence.items.top; it++) {
+            yaml_node_t *item = yaml_document_get_node(ld->doc, *it);
+            if (item == NULL || item->type != YAML_SCALAR_NODE || is_null(item))
+                return fail(ld, item ? item : v, path, "expected a name");
+            if (count >= f->max)
+                return fail(ld, item, path, "too many names (max %llu)",
+                            (unsigned long long)f->max);
+            if (item->data.scalar.length >= f->size)
+                return fail(ld, item, path, "name too long (max %zu characters)", f->size - 1);
+            char *dst = (char *)base + f->off + count * f->size;
+            for (uint32_t j = 0; j < count; j++)
+                if (strcmp((char *)base + f->off + j * f->size, sval(item)) == 0)
+                    return fail(ld, item, path, "\"%.40s\" is listed twice", sval(item));
+            memcpy(dst, sval(item), item->data.scalar.length + 1);
+            count++;
+        }
+    }
+    memcpy((char *)base + f->off2, &count, sizeof(count));
+    return 0;
+}
+
 static int load_field(struct loader *ld, const struct field *f, const yaml_node_t *k,
                       const yaml_node_t *v, void *base, const char *path)
 {
@@ -571,6 +708,7 @@ static int load_field(struct loader *ld, const struct field *f, const yaml_node_
             return 0;
         return load_map(ld, k, v, f->sub, f->nsub, base, path, NULL);
     case F_LISTENERS: return load_listeners(ld, k, v, path);
+    case F_NAMELIST: return load_namelist(ld, f, k, v, base, path);
     }
     return fail(ld, k, path, "internal error: bad field type");
 }
@@ -669,8 +807,20 @@ int conf_load(conf_t *c, const char *path, char *err, size_t errlen)
 
     if (is_null(root)) /* "---" alone */
         goto ok;
+    uint8_t anon_before = tmp.allow_anonymous;
+    tmp.allow_anonymous = CONF_ANON_INHERIT; /* "not set by the file" */
     if (load_map(&ld, root, root, root_fields, NELEM(root_fields), &tmp, "", NULL) < 0)
         goto out;
+    if (tmp.allow_anonymous == CONF_ANON_INHERIT) {
+        /* not set: anonymous stays allowed only while every listener is
+         * local-only (loopback) */
+        tmp.allow_anonymous = anon_before;
+        for (uint32_t i = 0; i < tmp.nlisteners; i++) {
+            const char *a = tmp.listeners[i].address;
+            if (strncmp(a, "127.", 4) != 0 && strcmp(a, "::1") != 0)
+                tmp.allow_anonymous = 0;
+        }
+    }
 ok:
     *c = tmp;
     rc = 0;

@@ -38,6 +38,7 @@ typedef struct {
     /* WebSocket (transport: ws, wss) */
     char ws_path[128];        /* request path of the upgrade, "/mqtt" */
     uint32_t ws_max_frame;    /* largest WebSocket message accepted, bytes */
+    uint8_t allow_anonymous;  /* CONF_ANON_*: clients without credentials here */
 } conf_listener_t;
 
 enum { CONF_TRANSPORT_TCP = 0, CONF_TRANSPORT_TLS, CONF_TRANSPORT_WS, CONF_TRANSPORT_WSS };
@@ -47,6 +48,79 @@ enum { CONF_CERT_USER_NONE = 0, CONF_CERT_USER_CN, CONF_CERT_USER_SAN };
 /* The default TLS 1.2 cipher list: forward secrecy and AEAD only. */
 #define CONF_DEFAULT_CIPHERS "ECDHE+AESGCM:ECDHE+CHACHA20"
 
+
+/* auth.http: the webhook backend (src/auth/auth_http.c). */
+typedef struct {
+    char url[512];             /* POST target, http:// or https:// */
+    char ca_file[256];         /* PEM CAs for an https webhook; "" = the system's */
+    uint8_t format;            /* CONF_AUTH_FORMAT_* */
+    uint8_t on_error;          /* CONF_AUTH_ON_ERROR_*: verdict when the webhook fails */
+    uint32_t timeout_ms;       /* whole request, queueing included */
+    uint32_t connect_timeout_ms;
+    uint32_t cache_ttl_ms;     /* 0 = no cache */
+    uint32_t cache_size;       /* entries */
+    uint32_t pool_size;        /* connections kept to the webhook */
+    uint32_t queue_size;       /* requests waiting or in flight; beyond: on_error */
+} conf_auth_http_t;
+
+/* auth.redis: credentials and ACL rules in Redis (src/auth/auth_redis.c). */
+typedef struct {
+    char host[256];
+    uint16_t port;
+    char password[256];        /* "" = no AUTH */
+    uint32_t db;
+    char prefix[64];           /* keys: PREFIXuser:NAME, PREFIXacl:NAME */
+    uint32_t pool_size;        /* connections, one I/O thread each */
+    uint32_t timeout_ms;       /* connect and each command */
+    uint32_t queue_size;
+    uint8_t on_error;          /* CONF_AUTH_ON_ERROR_* */
+} conf_auth_redis_t;
+
+/* auth.jwt: tokens in the password (or username) field (src/auth/auth_jwt.c). */
+typedef struct {
+    uint8_t alg;               /* CONF_JWT_* */
+    uint8_t field;             /* CONF_JWT_FROM_*: which CONNECT field carries it */
+    char secret[256];          /* HS256 */
+    char public_key_file[256]; /* RS256/ES256: PEM public key */
+    char jwks_file[256];       /* RS256/ES256: a JWKS file (first matching key, or by kid) */
+    char username_claim[64];   /* claim naming the user, "sub" */
+    char acl_claim[64];        /* claim carrying {"pub": [...], "sub": [...]}, "" = none */
+    uint32_t leeway_s;         /* clock skew allowed on exp/nbf */
+} conf_auth_jwt_t;
+
+/* auth.ban: brute-force protection per source address. */
+typedef struct {
+    uint32_t max_failures;     /* failures within window_s before a ban; 0 = off */
+    uint32_t window_s;
+    uint32_t ban_s;
+    uint32_t delay_ms;         /* refusals of a banned address wait this long */
+    uint32_t table_size;       /* addresses tracked (oldest evicted) */
+} conf_auth_ban_t;
+
+#define CONF_AUTH_MAX_CHAIN 8
+/* auth: the chain of backends (src/auth/auth_chain.c) and the ACL. */
+typedef struct {
+    char chain[CONF_AUTH_MAX_CHAIN][32]; /* backend names, in order */
+    uint32_t nchain;
+    uint8_t default_policy;    /* CONF_POLICY_*: when every backend passes */
+    uint8_t acl_default;       /* CONF_POLICY_*: when no ACL rule matches */
+    char acl_file[256];
+    char password_file[256];
+    uint32_t acl_cache_size;   /* decisions cached per connection */
+    conf_auth_jwt_t jwt;
+    conf_auth_ban_t ban;
+} conf_auth_t;
+
+/* CONF_POLICY_AUTO: allow when nothing is configured to decide (an empty
+ * chain, no ACL file), else deny. */
+enum { CONF_POLICY_DENY = 0, CONF_POLICY_ALLOW, CONF_POLICY_AUTO };
+/* listener allow_anonymous: INHERIT takes mqtt.allow_anonymous. */
+enum { CONF_ANON_NO = 0, CONF_ANON_YES, CONF_ANON_INHERIT };
+enum { CONF_JWT_HS256 = 0, CONF_JWT_RS256, CONF_JWT_ES256 };
+enum { CONF_JWT_FROM_PASSWORD = 0, CONF_JWT_FROM_USERNAME };
+
+enum { CONF_AUTH_FORMAT_JSON = 0, CONF_AUTH_FORMAT_OPA };
+enum { CONF_AUTH_ON_ERROR_DENY = 0, CONF_AUTH_ON_ERROR_PASS };
 
 typedef struct {
     uint32_t workers;          /* 0 = one per core */
@@ -64,7 +138,8 @@ typedef struct {
     uint32_t max_queued;       /* messages queued per session behind the window */
     uint32_t retry_interval;   /* seconds before an unacknowledged QoS>0 message is resent with DUP */
     uint32_t session_expiry;   /* seconds an offline persistent session is kept; 0 = forever */
-    uint8_t allow_anonymous;   /* clients without username */
+    uint8_t allow_anonymous;   /* clients without username; unset in the file:
+                                * yes when every listener is loopback, else no */
     uint32_t sys_interval;     /* seconds between $SYS updates; 0 = off */
     /* mqtt: what CONNACK advertises (MQTT 5) and enforces */
     uint8_t max_qos;                  /* 0..2 */
@@ -97,6 +172,10 @@ typedef struct {
     char data_dir[256];
     uint64_t memory_high_water;       /* bytes of messages and buffers; above it new
                                        * connections are refused, QoS 0 to slow clients dropped */
+    conf_auth_t auth;
+    /* auth backends that ask another server */
+    conf_auth_http_t auth_http;
+    conf_auth_redis_t auth_redis;
 } conf_t;
 
 enum { CONF_SHARED_ROUND_ROBIN = 0, CONF_SHARED_RANDOM, CONF_SHARED_HASH_CLIENTID,

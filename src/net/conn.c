@@ -24,6 +24,8 @@
  */
 #include "conn.h"
 
+#include "auth_chain.h"
+
 #include <arpa/inet.h>
 #include <errno.h>
 #include <stdio.h>
@@ -127,7 +129,8 @@ void conn_input(conn_t *c, const uint8_t *data, size_t n)
     uint32_t max = c->w->srv->conf.max_packet_size;
     while (off < n && (c->state == CONN_NEW || c->state == CONN_ACTIVE)) {
         if (c->state == CONN_NEW && c->ps.state == MQTT_PS_HDR &&
-            (data[off] >> 4) != MQTT_CONNECT) {
+            (data[off] >> 4) != MQTT_CONNECT &&
+            !((data[off] >> 4) == MQTT_AUTH && c->x && c->x->auth && c->x->auth->method)) {
             /* refuse at the first byte: no need to wait for a body that
              * may never come (an HTTP request, a port scanner) */
             conn_close(c, "protocol error: [MQTT-3.1.0-1] first packet is not CONNECT", 0);
@@ -717,6 +720,7 @@ static void ext_free(conn_ext_t *x)
     tls_free(x->ssl);
     ws_free(x->ws);
     free(x->cert_user);
+    auth_client_free(x->auth);
     free(x);
 }
 
@@ -811,6 +815,10 @@ void conn_on_timer(tw_timer_t *t)
             conn_close(c, "WebSocket upgrade not completed within connect_timeout", 0);
         else
             conn_close(c, "no CONNECT within connect_timeout", 0);
+        return;
+    }
+    if (c->state == CONN_AUTH) {
+        proto_auth_timer(c);
         return;
     }
     if (c->state != CONN_ACTIVE)

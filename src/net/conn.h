@@ -26,7 +26,9 @@ enum {
     CONN_NEW = 0,  /* waiting for CONNECT */
     CONN_ACTIVE,   /* CONNACK sent, session attached */
     CONN_DEAD,     /* closed, freed at the end of the loop turn */
-    CONN_MOVING    /* handed to its home worker at the end of the turn */
+    CONN_MOVING,   /* handed to its home worker at the end of the turn */
+    CONN_AUTH      /* CONNECT read, authentication holds it: not polled, the
+                    * CONNECT bytes kept in x->auth (auth_chain.h) */
 };
 
 struct conn_s {
@@ -92,6 +94,7 @@ typedef struct conn_ext_s {
     char *cert_user;         /* username from the client certificate (listener
                               * cert_username), set at CONNECT */
     uint32_t held_acks;      /* acknowledgements waiting for a store commit */
+    struct auth_client *auth; /* user, rules, ACL cache, a pending answer */
 } conn_ext_t;
 
 conn_ext_t *conn_ext(conn_t *c);

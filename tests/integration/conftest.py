@@ -181,6 +181,9 @@ def to_yaml(obj, indent=0):
         elif isinstance(v, list):
             lines.append("%s%s:" % (pad, k))
             for item in v:
+                if not isinstance(item, dict):  # a list of scalars (auth.chain)
+                    lines.append("%s  - %s" % (pad, yaml_scalar(item)))
+                    continue
                 sub = to_yaml(item, indent + 2)
                 first = sub[0].lstrip()
                 lines.append("%s  - %s" % (pad, first))
@@ -234,6 +237,7 @@ class Broker:
         # own directory, unless the test says otherwise
         self.persistence = dict(ov.pop("persistence", {}))
         self.persistence.setdefault("dir", str(tmp_path / ("store%d" % index)))
+        self.auth = dict(ov.pop("auth", {}))  # antenna-only: the auth section
         extra_mqtt = dict(ov.pop("extra_mqtt", {}))  # antenna-only mqtt keys
         unknown_mqtt = set(self.mqtt) - set(MQTT_DEFAULTS) - set(MQTT5_DEFAULTS)
         self.extra_mqtt = extra_mqtt
@@ -273,6 +277,8 @@ class Broker:
                 cfg["limits"] = self.limits
             if self.persistence:
                 cfg["persistence"] = self.persistence
+            if self.auth:
+                cfg["auth"] = self.auth
             path = self.dir / ("antenna%d.yaml" % self.index)
             path.write_text("\n".join(to_yaml(cfg)) + "\n")
         self.config_path = path

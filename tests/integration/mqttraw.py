@@ -908,3 +908,48 @@ def expect_close5(client, allowed=(RC_MALFORMED, RC_PROTOCOL_ERROR), timeout=DEF
         assert p.rc in allowed, "reason code 0x%02x not in %r: %r" % (
             p.rc, ["0x%02x" % a for a in allowed], p)
     return got
+
+
+# ------------------------------------------------------------ enhanced auth
+
+class ScramClient:
+    """The client side of SCRAM-SHA-512 (RFC 5802 with SHA-512), computed
+    with hashlib/hmac: first() is the CONNECT's Authentication Data,
+    final(server_first) the next AUTH's, verify(server_final) checks the
+    server's signature."""
+
+    def __init__(self, user, password, nonce=None):
+        import base64
+        import os
+        self.user = user
+        self.password = password.encode() if isinstance(password, str) else password
+        self.nonce = nonce or base64.b64encode(os.urandom(18)).decode()
+        self.bare = "n=%s,r=%s" % (user.replace("=", "=3D").replace(",", "=2C"), self.nonce)
+        self.server_sig = None
+
+    def first(self):
+        return ("n,," + self.bare).encode()
+
+    def final(self, server_first, password=None):
+        import base64
+        import hashlib
+        import hmac
+        sf = server_first.decode()
+        attrs = dict(kv.split("=", 1) for kv in sf.split(","))
+        assert attrs["r"].startswith(self.nonce), sf
+        salt = base64.b64decode(attrs["s"])
+        salted = hashlib.pbkdf2_hmac("sha512", password or self.password, salt,
+                                     int(attrs["i"]), 64)
+        without_proof = "c=biws,r=%s" % attrs["r"]
+        auth_msg = ("%s,%s,%s" % (self.bare, sf, without_proof)).encode()
+        client_key = hmac.new(salted, b"Client Key", hashlib.sha512).digest()
+        stored = hashlib.sha512(client_key).digest()
+        sig = hmac.new(stored, auth_msg, hashlib.sha512).digest()
+        proof = bytes(a ^ b for a, b in zip(client_key, sig))
+        server_key = hmac.new(salted, b"Server Key", hashlib.sha512).digest()
+        self.server_sig = hmac.new(server_key, auth_msg, hashlib.sha512).digest()
+        return ("%s,p=%s" % (without_proof, base64.b64encode(proof).decode())).encode()
+
+    def verify(self, server_final):
+        import base64
+        return server_final == b"v=" + base64.b64encode(self.server_sig)

@@ -1,0 +1,313 @@
+/* test_auth.c -- the password hash format, ACL rules and filter relations
+ * with %u/%c substitution, the ban table. */
+#include <stdarg.h>
+#include <stddef.h>
+#include <setjmp.h>
+#include <stdint.h>
+#include <cmocka.h>
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "auth.h"
+#include "auth_acl.h"
+#include "auth_ban.h"
+#include "auth_passwd.h"
+
+/* ---- password hashes ---- */
+
+static void test_hash_roundtrip(void **state)
+{
+    (void)state;
+    char h1[AUTH_PASSWD_HASH_MAX], h2[AUTH_PASSWD_HASH_MAX];
+    assert_int_equal(auth_passwd_hash((const uint8_t *)"pw", 2, 1000, h1, sizeof(h1)), 0);
+    assert_int_equal(auth_passwd_hash((const uint8_t *)"pw", 2, 1000, h2, sizeof(h2)), 0);
+    assert_non_null(strstr(h1, "$pbkdf2-sha512$1000$"));
+    assert_string_not_equal(h1, h2); /* fresh salt each time */
+    assert_int_equal(auth_passwd_verify(h1, (const uint8_t *)"pw", 2), 1);
+    assert_int_equal(auth_passwd_verify(h2, (const uint8_t *)"pw", 2), 1);
+    assert_int_equal(auth_passwd_verify(h1, (const uint8_t *)"pW", 2), 0);
+    assert_int_equal(auth_passwd_verify(h1, (const uint8_t *)"pw!", 3), 0);
+    assert_int_equal(auth_passwd_verify(h1, (const uint8_t *)"", 0), 0);
+    uint32_t it;
+    uint8_t salt[64], dk[AUTH_PASSWD_DK_LEN];
+    size_t sl;
+    assert_int_equal(auth_passwd_parse(h1, &it, salt, &sl, dk, NULL), 0);
+    assert_int_equal(it, 1000);
+    assert_int_equal(sl, AUTH_PASSWD_SALT_LEN);
+    /* too small a buffer */
+    assert_int_equal(auth_passwd_hash((const uint8_t *)"pw", 2, 1000, h1, 20), -1);
+}
+
+/* Known vectors computed with Python's hashlib.pbkdf2_hmac("sha512",
+ * b"password", b"saltsalt", N, 64): the format is the one other tools make. */
+static void test_hash_known_vector(void **state)
+{
+    (void)state;
+    const char *one = "$pbkdf2-sha512$1$c2FsdHNhbHQ=$"
+                      "y99Aqyh+xt2ovbJvGRltovGpWf8SfKJATk5ELfdRhStwvGAd6YSOUD0tNyMyqMpAiaYf7puo"
+                      "lRhDkqtkfsdXOA==";
+    const char *thousand = "$pbkdf2-sha512$1000$c2FsdHNhbHQ=$"
+                           "Q6v4xwJ8a9nWPp2BeEoAYYhHSo2xRmPWART17vTpSxt2q6iNp7BOozW557qqa95eNjUO"
+                           "4gKs0CyvJbYGGku1tA==";
+    assert_int_equal(auth_passwd_verify(one, (const uint8_t *)"password", 8), 1);
+    assert_int_equal(auth_passwd_verify(thousand, (const uint8_t *)"password", 8), 1);
+    assert_int_equal(auth_passwd_verify(thousand, (const uint8_t *)"passwore", 8), 0);
+    /* the same key with another iteration count does not verify */
+    char other[200];
+    snprintf(other, sizeof(other), "$pbkdf2-sha512$2%s", strchr(one + 15, '$'));
+    assert_int_equal(auth_passwd_verify(other, (const uint8_t *)"password", 8), 0);
+}
+
+static void test_hash_malformed(void **state)
+{
+    (void)state;
+    const char *bad[] = {
+        "",
+        "plain",
+        "$pbkdf2-sha256$1000$c2FsdHNhbHQ=$AAAA",
+        "$pbkdf2-sha512$$c2FsdHNhbHQ=$AAAA",
+        "$pbkdf2-sha512$0$c2FsdHNhbHQ=$AAAA",
+        "$pbkdf2-sha512$01000$c2FsdHNhbHQ=$AAAA",
+        "$pbkdf2-sha512$1000$c2FsdHNhbHQ=",
+        "$pbkdf2-sha512$1000$c2Fs$AAAA",         /* salt too short */
+        "$pbkdf2-sha512$1000$c2FsdHNhbHQ=$AAAA", /* hash not 64 bytes */
+        "$pbkdf2-sha512$1000$c2Fsd*NhbHQ=$AAAA",
+        "$pbkdf2-sha512$99999999999$c2FsdHNhbHQ=$AAAA",
+    };
+    for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
+        const char *why = NULL;
+        uint32_t it;
+        assert_int_equal(auth_passwd_parse(bad[i], &it, NULL, NULL, NULL, &why), -1);
+        assert_non_null(why);
+        assert_int_equal(auth_passwd_verify(bad[i], (const uint8_t *)"x", 1), -1);
+    }
+}
+
+/* ---- filter relations ---- */
+
+static int covers(const char *r, const char *f)
+{
+    return auth_filter_covers(r, strlen(r), f, strlen(f));
+}
+
+static int inter(const char *r, const char *f)
+{
+    return auth_filter_intersects(r, strlen(r), f, strlen(f));
+}
+
+static void test_filter_covers(void **state)
+{
+    (void)state;
+    assert_true(covers("#", "a/b"));
+    assert_true(covers("#", "#"));
+    assert_true(covers("a/#", "a"));
+    assert_true(covers("a/#", "a/+/c"));
+    assert_true(covers("a/+", "a/b"));
+    assert_true(covers("a/+", "a/+"));
+    assert_true(covers("a/+/c", "a/b/c"));
+    assert_true(covers("a/b", "a/b"));
+    assert_false(covers("a/b", "a/+"));
+    assert_false(covers("a/+", "a/#"));
+    assert_false(covers("a/+", "a/b/c"));
+    assert_false(covers("a/b/c", "a/b"));
+    assert_false(covers("a", "a/b"));
+    assert_false(covers("#", "$SYS/x"));
+    assert_false(covers("+/x", "$SYS/x"));
+    assert_true(covers("$SYS/#", "$SYS/x"));
+    assert_false(covers("a/#", "#"));
+}
+
+static void test_filter_intersects(void **state)
+{
+    (void)state;
+    assert_true(inter("secret/#", "#"));
+    assert_true(inter("secret/x", "+/x"));
+    assert_true(inter("a/+", "a/b"));
+    assert_true(inter("a/#", "a"));
+    assert_true(inter("a", "a/#"));
+    assert_false(inter("a/b", "a/c"));
+    assert_false(inter("a/b", "a/b/c"));
+    assert_false(inter("a/+", "a"));
+    assert_false(inter("$SYS/#", "#"));
+    assert_false(inter("#", "$SYS/x"));
+    assert_true(inter("$SYS/#", "$SYS/+"));
+}
+
+/* ---- rule sets ---- */
+
+static int chk(const auth_acl_t *a, const char *u, const char *c, uint8_t act, const char *t,
+               int filter)
+{
+    return auth_acl_check(a, u, c, act, t, strlen(t), filter);
+}
+
+static void test_acl_rules(void **state)
+{
+    (void)state;
+    char err[256];
+    auth_acl_t *a = auth_acl_from_lines("# comment\n"
+                                        "deny pub readonly/#\n"
+                                        "allow all users/%u/#\n"
+                                        "read clients/%c/in\n"
+                                        "user alice\n"
+                                        "allow write alice/#\n"
+                                        "client gw\n"
+                                        "readwrite gw/+\n"
+                                        "pattern\n"
+                                        "deny sub secret/#\n"
+                                        "allow sub #\n",
+                                        "test", err, sizeof(err));
+    assert_non_null(a);
+    assert_int_equal(auth_acl_count(a), 7);
+    const uint8_t P = AUTH_ACT_PUBLISH, S = AUTH_ACT_SUBSCRIBE;
+    assert_int_equal(chk(a, "bob", "c1", P, "readonly/x", 0), 0);
+    assert_int_equal(chk(a, "bob", "c1", P, "users/bob/t", 0), 1);
+    assert_int_equal(chk(a, "bob", "c1", P, "users/eve/t", 0), -1);
+    assert_int_equal(chk(a, NULL, "c1", P, "users//t", 0), -1);   /* no user: no %u */
+    assert_int_equal(chk(a, "b+", "c1", P, "users/b+/t", 0), -1);  /* wildcard in name */
+    assert_int_equal(chk(a, "bob", "c1", S, "clients/c1/in", 1), 1);
+    assert_int_equal(chk(a, "bob", "c1", P, "clients/c1/in", 0), -1); /* read only */
+    assert_int_equal(chk(a, "alice", "c1", P, "alice/x", 0), 1);
+    assert_int_equal(chk(a, "bob", "c1", P, "alice/x", 0), -1);
+    assert_int_equal(chk(a, "bob", "gw", P, "gw/1", 0), 1);
+    assert_int_equal(chk(a, "bob", "gw2", P, "gw/1", 0), -1);
+    assert_int_equal(chk(a, "bob", "c1", S, "secret/a", 1), 0);
+    assert_int_equal(chk(a, "bob", "c1", S, "#", 1), 0);          /* overlaps secret/# */
+    assert_int_equal(chk(a, "bob", "c1", S, "public/#", 1), 1);
+    assert_int_equal(chk(a, "bob", "c1", S, "secret/a", 0), 0);   /* reading a topic */
+    auth_acl_free(a);
+
+    const char *bad[] = {"allow pub\n", "allow eat x\n", "allow pub a/#/b\n", "user\n",
+                         "any x\n", "allow pub a b c\n"};
+    for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
+        err[0] = '\0';
+        assert_null(auth_acl_from_lines(bad[i], "f", err, sizeof(err)));
+        assert_non_null(strstr(err, "f:1: "));
+    }
+    assert_null(auth_acl_from_lines("any\n\nallow pub ok\nnope\n", "f", err, sizeof(err)));
+    assert_non_null(strstr(err, "f:4: "));
+}
+
+static void test_acl_long_substitution(void **state)
+{
+    (void)state;
+    char user[700];
+    memset(user, 'u', sizeof(user) - 1);
+    user[sizeof(user) - 1] = '\0';
+    auth_acl_t *a = auth_acl_new();
+    assert_int_equal(auth_acl_add(a, 1, AUTH_ACT_PUBLISH, AUTH_ACL_ANY, NULL, "d/%u/%c"), 0);
+    char topic[800];
+    snprintf(topic, sizeof(topic), "d/%s/cid", user);
+    assert_int_equal(chk(a, user, "cid", AUTH_ACT_PUBLISH, topic, 0), 1);
+    assert_int_equal(chk(a, user, "cid2", AUTH_ACT_PUBLISH, topic, 0), -1);
+    assert_int_equal(auth_acl_add(a, 1, AUTH_ACT_PUBLISH, AUTH_ACL_ANY, NULL, "bad/#/x"), -1);
+    auth_acl_free(a);
+}
+
+/* ---- ban table ---- */
+
+static void test_ban_table(void **state)
+{
+    (void)state;
+    conf_auth_ban_t c = {.max_failures = 3, .window_s = 10, .ban_s = 5, .delay_ms = 0,
+                         .table_size = 16};
+    auth_ban_t b;
+    auth_ban_init(&b, &c);
+    uint8_t a1[16] = {127, 0, 0, 1}, a2[16] = {10, 0, 0, 2};
+    uint64_t t = 1000000;
+    assert_int_equal(auth_ban_failure(&b, 2, a1, t), 0);
+    assert_int_equal(auth_ban_failure(&b, 2, a1, t + 1), 0);
+    assert_int_equal(auth_ban_blocked(&b, 2, a1, t + 2), 0);
+    assert_int_equal(auth_ban_failure(&b, 2, a1, t + 3), 1); /* third: banned */
+    assert_int_equal(auth_ban_blocked(&b, 2, a1, t + 4), 1);
+    assert_int_equal(auth_ban_blocked(&b, 2, a2, t + 4), 0); /* another address */
+    assert_int_equal(auth_ban_blocked(&b, 10, a1, t + 4), 0); /* another family */
+    assert_int_equal(auth_ban_blocked(&b, 2, a1, t + 3 + 5000), 0); /* ban over */
+    /* failures spread beyond the window do not ban */
+    assert_int_equal(auth_ban_failure(&b, 2, a2, t), 0);
+    assert_int_equal(auth_ban_failure(&b, 2, a2, t + 6000), 0);
+    assert_int_equal(auth_ban_failure(&b, 2, a2, t + 12000), 0);
+    assert_int_equal(auth_ban_blocked(&b, 2, a2, t + 12001), 0);
+    /* a success forgets */
+    assert_int_equal(auth_ban_failure(&b, 2, a2, t + 12002), 0);
+    auth_ban_success(&b, 2, a2);
+    assert_int_equal(auth_ban_failure(&b, 2, a2, t + 12003), 0);
+    assert_int_equal(auth_ban_failure(&b, 2, a2, t + 12004), 0);
+    assert_int_equal(auth_ban_failure(&b, 2, a2, t + 12005), 1);
+    /* bounded: many addresses, the table never grows */
+    for (uint32_t i = 0; i < 10000; i++) {
+        uint8_t a[16] = {0};
+        memcpy(a, &i, sizeof(i));
+        auth_ban_failure(&b, 2, a, t + 20000 + i);
+    }
+    assert_int_equal(b.n, 16);
+    auth_ban_destroy(&b);
+    /* off */
+    conf_auth_ban_t off = {.max_failures = 0};
+    auth_ban_init(&b, &off);
+    for (int i = 0; i < 10; i++)
+        assert_int_equal(auth_ban_failure(&b, 2, a1, t), 0);
+    assert_int_equal(auth_ban_blocked(&b, 2, a1, t), 0);
+    auth_ban_destroy(&b);
+}
+
+/* ---- the password file backend ---- */
+
+static void test_passwd_backend(void **state)
+{
+    (void)state;
+    char path[] = "/tmp/antenna-test-pw-XXXXXX";
+    int fd = mkstemp(path);
+    assert_true(fd >= 0);
+    char h[AUTH_PASSWD_HASH_MAX];
+    assert_int_equal(auth_passwd_hash((const uint8_t *)"s", 1, 1000, h, sizeof(h)), 0);
+    dprintf(fd, "# c\nann:%s\n", h);
+    close(fd);
+    conf_t c;
+    memset(&c, 0, sizeof(c));
+    snprintf(c.auth.password_file, sizeof(c.auth.password_file), "%s", path);
+    char err[256];
+    auth_backend_t *b = auth_passwd_new(&c, err, sizeof(err));
+    assert_non_null(b);
+    auth_request_t r = {.action = AUTH_ACT_CONNECT, .client_id = "x", .username = "ann",
+                        .password = (const uint8_t *)"s", .password_len = 1};
+    auth_answer_t a = {0};
+    assert_int_equal(b->check(b, &r, &a, NULL, NULL), AUTH_ALLOW);
+    r.password = (const uint8_t *)"t";
+    assert_int_equal(b->check(b, &r, &a, NULL, NULL), AUTH_DENY);
+    assert_int_equal(a.reason, 0x86);
+    r.username = "zed";
+    assert_int_equal(b->check(b, &r, &a, NULL, NULL), AUTH_PASS);
+    /* a bad file on reload keeps the users */
+    FILE *f = fopen(path, "w");
+    fprintf(f, "ann:%s\nbroken line\n", h);
+    fclose(f);
+    assert_int_equal(b->reload(b), -1);
+    r.username = "ann";
+    r.password = (const uint8_t *)"s";
+    assert_int_equal(b->check(b, &r, &a, NULL, NULL), AUTH_ALLOW);
+    b->destroy(b);
+    /* and at start it names the line */
+    assert_null(auth_passwd_new(&c, err, sizeof(err)));
+    assert_non_null(strstr(err, ":2: expected user:hash"));
+    unlink(path);
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_hash_roundtrip),
+        cmocka_unit_test(test_hash_known_vector),
+        cmocka_unit_test(test_hash_malformed),
+        cmocka_unit_test(test_filter_covers),
+        cmocka_unit_test(test_filter_intersects),
+        cmocka_unit_test(test_acl_rules),
+        cmocka_unit_test(test_acl_long_substitution),
+        cmocka_unit_test(test_ban_table),
+        cmocka_unit_test(test_passwd_backend),
+    };
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}
