@@ -768,9 +768,9 @@ static int on_publish(conn_t *c, const mqtt_raw_t *pkt)
                  conn_name(c, name, sizeof(name)), (int)AN_MIN(pb.topic.len, 200),
                  (const char *)pb.topic.p);
         if (pb.qos == 1)
-            send_ack5(c, MQTT_PUBACK, pb.packet_id, MQTT_RC_NOT_AUTHORIZED);
+            send_ack_after(c, MQTT_PUBACK, pb.packet_id, MQTT_RC_NOT_AUTHORIZED, 0);
         else if (pb.qos == 2)
-            send_ack5(c, MQTT_PUBREC, pb.packet_id, MQTT_RC_NOT_AUTHORIZED);
+            send_ack_after(c, MQTT_PUBREC, pb.packet_id, MQTT_RC_NOT_AUTHORIZED, 0);
         return 0;
     }
     if (v5 && pb.props.payload_format == 1 && !mqtt_utf8_valid(pb.payload, pb.payload_len)) {
@@ -778,8 +778,8 @@ static int on_publish(conn_t *c, const mqtt_raw_t *pkt)
         if (pb.qos == 0)
             return close_with(c, MQTT_RC_PAYLOAD_FORMAT_INVALID, "protocol error",
                               "payload is not the UTF-8 its format indicator says");
-        send_ack5(c, pb.qos == 1 ? MQTT_PUBACK : MQTT_PUBREC, pb.packet_id,
-                  MQTT_RC_PAYLOAD_FORMAT_INVALID);
+        send_ack_after(c, pb.qos == 1 ? MQTT_PUBACK : MQTT_PUBREC, pb.packet_id,
+                       MQTT_RC_PAYLOAD_FORMAT_INVALID, 0);
         return 0;
     }
     if (pb.qos == 2) {
