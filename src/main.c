@@ -15,6 +15,7 @@
 #include <sys/signalfd.h>
 #include <unistd.h>
 
+#include "api_ctl.h"
 #include "cli.h"
 #include "conf.h"
 #include "log.h"
@@ -22,6 +23,7 @@
 
 /* Subcommands: `antenna NAME ...` (cli.h).  Each module adds its line. */
 static const cli_command_t commands[] = {
+    {"ctl", api_ctl_main, "talk to a running broker's REST API (status, clients, ...)"},
     {NULL, NULL, NULL},
 };
 
