@@ -4,7 +4,8 @@
 //   c.push(timestampMs, [v0, v1, ...]);   // one value per series
 //   c.draw();
 //
-// Keeps the last `capacity` points, scales the y axis to a "nice" maximum
+// Keeps the last `capacity` points, spans the x axis over what was seen
+// (30 s at first, growing to `windowMs`), scales the y axis to a "nice" maximum
 // (1, 2, 5 x 10^n) over what is visible, draws a light grid, the y labels,
 // a time axis in seconds ago and a legend.  Sized in CSS pixels and scaled
 // by devicePixelRatio so it stays sharp.  No dependency.
@@ -56,7 +57,10 @@
       const left = 44, right = 10, top = 22, bottom = 22;
       const pw = w - left - right, ph = h - top - bottom;
       const now = this.times.length ? this.times[this.times.length - 1] : Date.now();
-      const t0 = now - this.windowMs;
+      // the x axis spans what has been seen: at least 30 s, at most windowMs
+      const seen = this.times.length ? now - this.times[0] : 0;
+      const span = Math.min(this.windowMs, Math.max(30000, Math.ceil(seen / 10000) * 10000));
+      const t0 = now - span;
       let max = 0;
       this.values.forEach((a) => a.forEach((v) => { if (v > max) max = v; }));
       const ymax = niceMax(max);
@@ -79,7 +83,7 @@
       // time labels: seconds ago
       g.textAlign = 'center';
       g.textBaseline = 'top';
-      const stepS = this.windowMs / 4000;
+      const stepS = span / 4000;
       for (let i = 0; i <= 4; i++) {
         const x = left + (pw * i) / 4;
         const ago = Math.round((4 - i) * stepS);
@@ -95,7 +99,7 @@
         let started = false;
         for (let i = 0; i < a.length; i++) {
           if (this.times[i] < t0) continue;
-          const x = left + (pw * (this.times[i] - t0)) / this.windowMs;
+          const x = left + (pw * (this.times[i] - t0)) / span;
           const y = top + ph - (ph * Math.min(a[i], ymax)) / ymax;
           if (!started) { g.moveTo(x, y); started = true; } else g.lineTo(x, y);
         }
@@ -103,7 +107,7 @@
         if (s.fill && started) {
           g.lineTo(left + pw, top + ph);
           const firstI = this.times.findIndex((t) => t >= t0);
-          g.lineTo(left + (pw * (this.times[firstI] - t0)) / this.windowMs, top + ph);
+          g.lineTo(left + (pw * (this.times[firstI] - t0)) / span, top + ph);
           g.closePath();
           g.globalAlpha = 0.08;
           g.fillStyle = s.color;
