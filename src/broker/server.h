@@ -40,8 +40,12 @@ struct ssl_st;
 enum {
     WM_DELIVER = 1, /* ptr: msg_t* (a reference), sid, qos */
     WM_ADOPT,       /* ptr: handoff_t*: a connection moving to its home */
-    WM_STOP         /* stop the loop, close every connection */
+    WM_STOP,        /* stop the loop, close every connection */
+    WM_API          /* ptr: api_job_t* (api_snap.h): a management API request */
 };
+
+/* Packet types counted in and out (index = MQTT packet type 0..15). */
+#define STAT_PKT_TYPES 16
 
 /* Per-worker counters: written by the worker only, summed by readers. */
 typedef struct {
@@ -59,6 +63,17 @@ typedef struct {
     an_counter_t slow_disconnects;  /* subscribers closed by slow_subscriber_timeout */
     an_counter_t dropped_queue_full;/* messages dropped: session queue full */
     an_counter_t congested;         /* turns that found another inbox over its bound */
+    an_counter_t pkts_in[STAT_PKT_TYPES];  /* packets read, by MQTT type */
+    an_counter_t pkts_out[STAT_PKT_TYPES]; /* packets queued for sending, by type */
+    an_counter_t msgs_in_qos[3];    /* PUBLISH from clients by QoS */
+    an_counter_t msgs_out_qos[3];   /* PUBLISH to clients by QoS */
+    an_counter_t auth_success;      /* CONNECTs accepted by authentication */
+    an_counter_t auth_failure;      /* CONNECTs refused by authentication */
+    /* gauges refreshed by the worker every second (worker_gauges) */
+    an_counter_t sessions;          /* sessions whose home is this worker */
+    an_counter_t inflight;          /* their inflight messages */
+    an_counter_t queued;            /* their queued messages */
+    an_hist_t loop_turn;            /* duration of a loop turn (events to end of turn) */
 } worker_stats_t;
 
 /* A chained hash table of sessions, keyed by client id (SESS_BY_ID) or by
@@ -80,6 +95,7 @@ struct worker_s {
     tw_t tw;
     tw_timer_t sys_timer; /* worker 0 only: $SYS publishing */
     tw_timer_t mem_timer; /* worker 0 only: memory high-water check */
+    tw_timer_t gauge_timer; /* every worker: refresh the session gauges (1 s) */
     inbox_t inbox;
     inbox_vec_t taken;    /* items being processed this turn */
     inbox_vec_t *outbox;  /* one outgoing batch per worker */
@@ -127,6 +143,7 @@ struct server_s {
     _Atomic uint64_t rate_second;      /* max_connection_rate window */
     _Atomic uint32_t rate_count;
     _Atomic int over_high_water;       /* RSS above memory_high_water */
+    struct api_s *api;     /* management API (api.h), or NULL */
     uint64_t started_wall; /* seconds since the epoch */
     uint64_t started_ms;   /* monotonic */
 };
@@ -155,6 +172,8 @@ void worker_post(worker_t *w, uint32_t to, const inbox_item_t *it);
 sess_t *worker_find_sid(worker_t *w, uint64_t sid);
 /* 1 while another worker's inbox is over its bound: readers should pause. */
 int worker_congested(worker_t *w);
+/* Refresh this worker's session gauges (worker_stats_t) now. */
+void worker_gauges_now(worker_t *w);
 uint32_t worker_home(const server_t *srv, const uint8_t *client_id, size_t len);
 
 /* Output buffers: BUF_CHUNK-sized ones are recycled per worker. */

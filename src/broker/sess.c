@@ -439,6 +439,7 @@ void sess_deliver(worker_t *w, sess_t *s, msg_t *m, uint8_t qos, uint8_t flags)
 void sess_attach(sess_t *s, conn_t *c)
 {
     s->conn = c;
+    s->connected_at = (uint32_t)an_wall_s();
     c->sess = s;
     tw_del(&s->w->tw, &s->timer);
     s->timer_kind = SESS_TIMER_NONE;

@@ -87,6 +87,7 @@ struct sess_s {
     uint8_t timer_kind;         /* SESS_TIMER_* */
     tw_timer_t timer;           /* retry while connected, expiry offline */
     uint16_t client_id_len;
+    uint32_t connected_at;      /* wall seconds of the last attach (API) */
     char client_id[];           /* NUL terminated */
 };
 
