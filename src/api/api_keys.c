@@ -73,15 +73,20 @@ static int unhex(const char *s, unsigned char *out, size_t n)
 /* Standard base64 to bytes; -1 when invalid or larger than cap. */
 static int b64_decode(const char *s, size_t len, unsigned char *out, size_t cap)
 {
-    if (len == 0 || len % 4 != 0 || len / 4 * 3 > cap)
+    unsigned char tmp[768];
+    if (len == 0 || len % 4 != 0 || len / 4 * 3 > sizeof(tmp))
         return -1;
-    int n = EVP_DecodeBlock(out, (const unsigned char *)s, (int)len);
+    int n = EVP_DecodeBlock(tmp, (const unsigned char *)s, (int)len);
     if (n < 0)
         return -1;
     if (s[len - 1] == '=')
         n--;
     if (s[len - 2] == '=')
         n--;
+    if ((size_t)n > cap)
+        return -1;
+    memcpy(out, tmp, (size_t)n);
+    OPENSSL_cleanse(tmp, sizeof(tmp));
     return n;
 }
 
