@@ -23,6 +23,7 @@
 #include <string.h>
 
 #include "api_ctl.h"
+#include "api_keys.h"
 #include "util.h"
 
 #define CTL_DEFAULT_URL "http://127.0.0.1:18083"
@@ -51,6 +52,7 @@ typedef struct {
     const char *content_type;
     const char *response_topic;
     long expiry;
+    const char *keys_file;
     const char *user_props[CTL_MAX_USER_PROPS];
     int n_user_props;
     /* positional words: the command and its arguments */
@@ -225,9 +227,15 @@ static int ctl_call(ctl_t *c, const char *method, const char *path, const char *
     const char *msg = json_string_value(json_object_get(resp, "error"));
     const char *code = json_string_value(json_object_get(resp, "code"));
     const char *field = json_string_value(json_object_get(resp, "field"));
-    fprintf(stderr, "antenna ctl: %s %s: HTTP %ld%s%s%s%s%s%s\n", method, path, status,
-            msg ? ": " : "", msg ? msg : "", code ? " (" : "", code ? code : "",
-            field ? ", field " : "", field ? field : "");
+    ctl_str_t line = {0};
+    str_addf(&line, "antenna ctl: %s %s: HTTP %ld", method, path, status);
+    if (msg)
+        str_addf(&line, ": %s", msg);
+    if (code || field)
+        str_addf(&line, " (%s%s%s)", code ? code : "", field ? (code ? ", field " : "field ") : "",
+                 field ? field : "");
+    fprintf(stderr, "%s\n", line.s);
+    free(line.s);
     if (c->json && resp) {
         json_dumpf(resp, stdout, JSON_INDENT(2) | JSON_PRESERVE_ORDER);
         fputc('\n', stdout);
@@ -716,6 +724,30 @@ static int cmd_reload(ctl_t *c)
     return 0;
 }
 
+/* `keys create NAME --keys-file FILE`: local, no request (the broker reads
+ * the file at start and on reload).  Prints the key once, on stdout. */
+static int cmd_keys(ctl_t *c)
+{
+    char key[API_KEY_LEN + 1], err[256];
+    if (c->nargs != 3 || strcmp(c->args[1], "create") != 0)
+        return usage_error("keys: the command is `keys create NAME --keys-file FILE`");
+    if (!c->keys_file)
+        return usage_error("keys create needs --keys-file FILE");
+    if (api_keys_create(c->keys_file, c->args[2], key, err, sizeof(err)) != 0) {
+        fprintf(stderr, "antenna ctl: %s\n", err);
+        return 1;
+    }
+    if (c->json) {
+        json_t *o = json_pack("{s:s,s:s}", "name", c->args[2], "key", key);
+        if (o)
+            print_json(o);
+        json_decref(o);
+    } else
+        printf("%s\n", key);
+    memset(key, 0, sizeof(key));
+    return 0;
+}
+
 static int cmd_health(ctl_t *c)
 {
     long st_live = 0, st_ready = 0;
@@ -767,7 +799,8 @@ static void ctl_usage(FILE *out)
             "          [--response-topic T] [--expiry S] [--user-property K=V]...\n"
             "  listeners                    the MQTT listeners and their connections\n"
             "  config                       the running configuration (secrets redacted)\n"
-            "  reload                       what SIGHUP does: reopen logs, reload TLS\n"
+            "  reload                       what SIGHUP does: reopen logs, reload TLS and keys\n"
+            "  keys create NAME --keys-file FILE   a new API key (printed once, stored hashed)\n"
             "\n"
             "Options:\n"
             "  --url URL          API base URL (env ANTENNA_API_URL, default %s)\n"
@@ -785,7 +818,7 @@ enum {
     OPT_URL = 1000, OPT_KEY, OPT_USER, OPT_PASSWORD, OPT_JSON, OPT_TIMEOUT, OPT_PREFIX,
     OPT_USERNAME, OPT_ADDRESS, OPT_CONNECTED, OPT_CLIENT, OPT_TOPIC, OPT_LIMIT, OPT_PAGE,
     OPT_QOS, OPT_RETAIN, OPT_BASE64, OPT_CONTENT_TYPE, OPT_RESPONSE_TOPIC, OPT_EXPIRY,
-    OPT_USER_PROPERTY, OPT_HELP
+    OPT_USER_PROPERTY, OPT_KEYS_FILE, OPT_HELP
 };
 
 static const struct option CTL_OPTIONS[] = {
@@ -810,6 +843,7 @@ static const struct option CTL_OPTIONS[] = {
     {"response-topic", required_argument, NULL, OPT_RESPONSE_TOPIC},
     {"expiry", required_argument, NULL, OPT_EXPIRY},
     {"user-property", required_argument, NULL, OPT_USER_PROPERTY},
+    {"keys-file", required_argument, NULL, OPT_KEYS_FILE},
     {"help", no_argument, NULL, OPT_HELP},
     {NULL, 0, NULL, 0},
 };
@@ -847,6 +881,7 @@ static int ctl_parse(ctl_t *c, int argc, char **argv)
         case OPT_BASE64: c->base64 = 1; break;
         case OPT_CONTENT_TYPE: c->content_type = optarg; break;
         case OPT_RESPONSE_TOPIC: c->response_topic = optarg; break;
+        case OPT_KEYS_FILE: c->keys_file = optarg; break;
         case OPT_CONNECTED:
             if (strcmp(optarg, "true") != 0 && strcmp(optarg, "false") != 0)
                 return usage_error("--connected must be true or false, not '%s'", optarg);
@@ -929,6 +964,8 @@ int api_ctl_main(int argc, char **argv)
         ctl_usage(stderr);
         return 2;
     }
+    if (strcmp(c.args[0], "keys") == 0)
+        return cmd_keys(&c); /* local: no HTTP */
 
     if (curl_global_init(CURL_GLOBAL_DEFAULT) != CURLE_OK) {
         fprintf(stderr, "antenna ctl: libcurl failed to initialise\n");
