@@ -528,8 +528,23 @@ static int cmd_status(ctl_t *c)
             print_object(info);
         printf("ready  %s (HTTP %ld)\n\nStats\n", ready_status == 200 ? "yes" : "no",
                ready_status);
-        if (stats)
+        if (stats) {
+            /* the packet counters by type in one line per direction, zeros left out */
+            json_t *packets = json_incref(json_object_get(stats, "packets"));
+            json_object_del(stats, "packets");
             print_object(stats);
+            const char *dir;
+            json_t *types;
+            json_object_foreach(packets, dir, types) {
+                const char *type;
+                json_t *n;
+                printf("packets %s:", dir);
+                json_object_foreach(types, type, n) if (json_integer_value(n) != 0)
+                    printf(" %s=%" JSON_INTEGER_FORMAT, type, json_integer_value(n));
+                printf("\n");
+            }
+            json_decref(packets);
+        }
     }
     rc = 0;
 out:

@@ -19,6 +19,7 @@
   const STORE = 'antenna.auth';
   const STATS_MS = 1000, LISTS_MS = 3000, NODE_MS = 5000;
   const PAGE_SIZE = 50;
+  const SYS_FILTER_LIMIT = 1000; // the API's maximum page
 
   const state = {
     auth: null,          // {mode: 'key', key} | {mode: 'basic', user, password}
@@ -237,7 +238,7 @@
     const pages = Math.max(1, Math.ceil(total / PAGE_SIZE));
     state.totals[section] = total;
     el.textContent = '';
-    if (pages <= 1) return;
+    if (pages <= 1 || d.single) return;
     const prev = document.createElement('button');
     prev.textContent = '<';
     prev.disabled = state.pages[section] <= 1;
@@ -365,14 +366,30 @@
     renderPager('subscriptions', res);
   }
 
+  // The broker's own $SYS topics are retained too: hidden unless asked for
+  // (the API has no exclusion filter, so then one page of the maximum size
+  // is fetched and filtered here).
   async function loadRetained() {
-    const res = await api('GET', '/api/v1/retained' + query({
-      page: state.pages.retained, limit: PAGE_SIZE,
-      topic_prefix: $('retained-prefix').value.trim() }));
+    const prefix = $('retained-prefix').value.trim();
+    const hideSys = !$('retained-sys').checked && !prefix.startsWith('$');
+    const res = await api('GET', '/api/v1/retained' + query(hideSys
+      ? { page: 1, limit: SYS_FILTER_LIMIT, topic_prefix: prefix }
+      : { page: state.pages.retained, limit: PAGE_SIZE, topic_prefix: prefix }));
     const tbody = $('retained-table').tBodies[0];
     tbody.textContent = '';
+    $('retained-note').textContent = '';
     if (res.status !== 200) { emptyRow(tbody, 5, 'Error: ' + errorText(res)); return; }
-    const rows = res.data.data || [];
+    let rows = res.data.data || [];
+    if (hideSys) {
+      const all = rows.length;
+      rows = rows.filter((m) => !String(m.topic).startsWith('$'));
+      let note = all > rows.length ? (all - rows.length) + ' $SYS topics hidden' : '';
+      if (typeof res.data.total === 'number' && res.data.total > all)
+        note += (note ? '; ' : '') + 'only the first ' + all + ' shown: narrow with the prefix';
+      $('retained-note').textContent = note;
+      res.data = { data: rows, total: rows.length, single: true };
+      state.pages.retained = 1;
+    }
     rows.forEach((m) => {
       const tr = document.createElement('tr');
       tr.dataset.topic = m.topic;
@@ -457,6 +474,7 @@
     $('clients-connected').addEventListener('change', search('clients'));
     $('subscriptions-client').addEventListener('input', search('subscriptions'));
     $('retained-prefix').addEventListener('input', search('retained'));
+    $('retained-sys').addEventListener('change', search('retained'));
     window.addEventListener('resize', debounce(() => {
       if (state.charts) { state.charts.connections.draw(); state.charts.messages.draw(); }
     }, 100));

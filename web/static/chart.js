@@ -83,10 +83,11 @@
       // time labels: seconds ago
       g.textAlign = 'center';
       g.textBaseline = 'top';
-      const stepS = span / 4000;
-      for (let i = 0; i <= 4; i++) {
-        const x = left + (pw * i) / 4;
-        const ago = Math.round((4 - i) * stepS);
+      // a round step (5 s .. 60 s) giving at most 6 intervals, from now back
+      const stepS = [5, 10, 15, 20, 30, 60].find((st) => span / 1000 / st <= 6) || 60;
+      for (let ago = 0; ago * 1000 <= span; ago += stepS) {
+        const x = left + pw - (pw * ago * 1000) / span;
+        g.textAlign = ago * 1000 === span ? 'left' : ago === 0 ? 'right' : 'center';
         g.fillText(ago ? '-' + ago + 's' : 'now', x, top + ph + 6);
       }
       // lines

@@ -3,7 +3,8 @@
 // driven by playwright-core, for tests/integration/test_52_dashboard.py.
 //
 //   node dashboard.js --url http://127.0.0.1:PORT/ --key KEY --client ID \
-//        --other ID --user-data-dir DIR --screenshot FILE [--timeout 45] \
+//        --other ID --topic FILTER --retained TOPIC --user-data-dir DIR \
+//        --screenshot FILE [--timeout 45] \
 //        [--chromium /usr/bin/chromium]
 //
 // Prints one JSON object per line on stdout, in this order:
@@ -11,6 +12,9 @@
 //   {"event": "login_refused", "message"}         a wrong key is refused
 //   {"event": "logged_in"}                        the right key is accepted
 //   {"event": "client_seen", "rows": [...]}       `--client` is in the clients table
+//   {"event": "tables", "subscriptions", "retained", "sys_rows"}
+//                                                 its subscription `--topic`, the retained
+//                                                 message `--retained` ($SYS hidden)
 //   {"event": "figures", "connections", "rate_in", "ready", "node"}
 //                                                 stats, a message rate > 0, health
 //   {"event": "search", "rows": [...]}            the prefix search keeps only `--client`
@@ -21,7 +25,8 @@
 'use strict';
 const { chromium } = require('playwright-core');
 
-const opts = { url: '', key: '', client: '', other: '', 'user-data-dir': '', screenshot: '',
+const opts = { url: '', key: '', client: '', other: '', topic: '', retained: '',
+               'user-data-dir': '', screenshot: '',
                timeout: 45, chromium: '/usr/bin/chromium' };
 const argv = process.argv.slice(2);
 for (let i = 0; i < argv.length; i += 2) {
@@ -33,7 +38,7 @@ for (let i = 0; i < argv.length; i += 2) {
   }
   opts[k] = typeof opts[k] === 'number' ? Number(v) : v;
 }
-for (const k of ['url', 'key', 'client', 'other', 'user-data-dir', 'screenshot']) {
+for (const k of ['url', 'key', 'client', 'other', 'topic', 'retained', 'user-data-dir', 'screenshot']) {
   if (!opts[k]) {
     console.error('dashboard.js: --' + k + ' is required');
     process.exit(2);
@@ -96,6 +101,20 @@ async function run(page) {
   const sel = '#clients-table tbody tr[data-client-id="' + opts.client.replace(/"/g, '\\"') + '"]';
   await page.waitForSelector(sel, { timeout: ms });
   out({ event: 'client_seen', rows: await clientRows(page) });
+
+  // its subscription, and the retained message without the $SYS topics
+  const tables = await until('tables', ms, async () => {
+    const t = await page.evaluate(() => ({
+      subscriptions: Array.from(document.querySelectorAll('#subscriptions-table tbody tr'))
+        .map((tr) => Array.from(tr.cells).slice(0, 2).map((c) => c.textContent)),
+      retained: Array.from(document.querySelectorAll('#retained-table tbody tr[data-topic]'))
+        .map((tr) => tr.dataset.topic),
+    }));
+    t.sys_rows = t.retained.filter((x) => x.startsWith('$SYS/')).length;
+    const sub = t.subscriptions.some(([c, f]) => c === opts.client && f === opts.topic);
+    return sub && t.retained.includes(opts.retained) ? t : null;
+  });
+  out(Object.assign({ event: 'tables' }, tables));
 
   // the figures: connections, a live message rate (the test publishes), health
   const fig = await until('figures', ms, async () => {
