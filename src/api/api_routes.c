@@ -94,8 +94,9 @@ static int by_client(const void *a, const void *b) { return cmp_items(a, b, "cli
 static int by_topic(const void *a, const void *b) { return cmp_items(a, b, "topic", "client_id"); }
 
 /* Sort items with cmp and answer the page asked for. */
-static enum MHD_Result send_page(api_req_t *r, json_t *items, int (*cmp)(const void *, const void *),
-                                 int64_t page, int64_t limit)
+static enum MHD_Result send_page_of(api_req_t *r, json_t *items,
+                                    int (*cmp)(const void *, const void *), int64_t page,
+                                    int64_t limit, size_t matched)
 {
     size_t total = json_array_size(items);
     json_t **v = an_malloc((total ? total : 1) * sizeof(*v));
@@ -112,10 +113,17 @@ static enum MHD_Result send_page(api_req_t *r, json_t *items, int (*cmp)(const v
     json_object_set_new(out, "page", json_integer(page));
     json_object_set_new(out, "limit", json_integer(limit));
     json_object_set_new(out, "count", json_integer((json_int_t)json_array_size(data)));
-    json_object_set_new(out, "total", json_integer((json_int_t)total));
+    json_object_set_new(out, "total", json_integer((json_int_t)(matched > total ? matched : total)));
     json_object_set_new(out, "data", data);
     json_decref(items);
     return api_send_json(r->conn, 200, out);
+}
+
+static enum MHD_Result send_page(api_req_t *r, json_t *items,
+                                 int (*cmp)(const void *, const void *), int64_t page,
+                                 int64_t limit)
+{
+    return send_page_of(r, items, cmp, page, limit, 0);
 }
 
 #define PAGING(r, page, limit)                                                               \
@@ -242,11 +250,13 @@ static enum MHD_Result h_clients(api_req_t *r, const char *tail)
     job->client_id_prefix = dup_arg(r, "client_id_prefix");
     job->username = dup_arg(r, "username");
     job->address = dup_arg(r, "address");
+    job->keep = (size_t)(page * limit);
     if ((job = run_job(r, job, -1)) == NULL)
         return MHD_YES;
     json_t *items = json_incref(job->data);
+    size_t total = (size_t)job->total;
     api_job_release(job);
-    return send_page(r, items, by_client, page, limit);
+    return send_page_of(r, items, by_client, page, limit, total);
 }
 
 static enum MHD_Result h_client(api_req_t *r, const char *id)

@@ -101,9 +101,11 @@ int api_job_submit(server_t *srv, api_job_t *job, int to, uint32_t timeout_ms)
 
 /* Worker: hand over `found` items (may be NULL) and the flags; wake the
  * API thread when this was the last worker. */
-static void answer(api_job_t *job, json_t *items, int found, uint64_t delivered)
+static void answer_total(api_job_t *job, json_t *items, int found, uint64_t delivered,
+                         uint64_t total)
 {
     pthread_mutex_lock(&job->mu);
+    job->total += total;
     if (items)
         json_array_extend(job->data, items);
     job->found |= found;
@@ -112,6 +114,11 @@ static void answer(api_job_t *job, json_t *items, int found, uint64_t delivered)
         pthread_cond_signal(&job->cv);
     unref_locked(job);
     json_decref(items);
+}
+
+static void answer(api_job_t *job, json_t *items, int found, uint64_t delivered)
+{
+    answer_total(job, items, found, delivered, 0);
 }
 
 void api_job_cancel(api_job_t *job)
@@ -242,6 +249,35 @@ static void run_retain_del(worker_t *w, api_job_t *job)
     answer(job, NULL, 1, 0);
 }
 
+static int by_id(const void *a, const void *b)
+{
+    return strcmp((*(const sess_t *const *)a)->client_id, (*(const sess_t *const *)b)->client_id);
+}
+
+/* The matching sessions sorted by client id; JSON for the first job->keep
+ * only: the page asked for is among them whatever the other workers hold,
+ * so a first page of 100 costs 100 objects per worker, not one per client. */
+static void run_clients(worker_t *w, api_job_t *job)
+{
+    size_t n = 0, cap = 64;
+    const sess_t **v = an_malloc(cap * sizeof(*v));
+    for (size_t b = 0; b < w->by_sid.nbuckets; b++)
+        for (const sess_t *s = w->by_sid.buckets[b]; s; s = s->sid_next)
+            if (client_matches(job, s)) {
+                if (n == cap)
+                    v = an_realloc(v, (cap *= 2) * sizeof(*v));
+                v[n++] = s;
+            }
+    size_t keep = job->keep && job->keep < n ? job->keep : n;
+    if (keep < n)
+        qsort(v, n, sizeof(*v), by_id);
+    json_t *items = json_array();
+    for (size_t i = 0; i < keep; i++)
+        json_array_append_new(items, client_json(v[i], 0));
+    free(v);
+    answer_total(job, items, 1, 0, n);
+}
+
 void api_job_run(worker_t *w, api_job_t *job)
 {
     switch (job->kind) {
@@ -271,15 +307,12 @@ void api_job_run(worker_t *w, api_job_t *job)
         return;
     }
     case API_JOB_CLIENTS:
+        run_clients(w, job);
+        return;
     case API_JOB_SUBS: {
         json_t *items = json_array();
         for (size_t b = 0; b < w->by_sid.nbuckets; b++)
             for (const sess_t *s = w->by_sid.buckets[b]; s; s = s->sid_next) {
-                if (job->kind == API_JOB_CLIENTS) {
-                    if (client_matches(job, s))
-                        json_array_append_new(items, client_json(s, 0));
-                    continue;
-                }
                 if (job->client_id && strcmp(job->client_id, s->client_id) != 0)
                     continue;
                 for (uint32_t i = 0; i < s->nsubs; i++) {
