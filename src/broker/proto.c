@@ -64,13 +64,19 @@ static int refuse(conn_t *c, const mqtt_connect_t *ck, uint8_t rc3, uint8_t rc5,
         mqtt_encode_connack(conn_reserve(c, 4, 1), 0, rc3);
     }
     conn_count_out(c, MQTT_CONNACK);
-    char msg[300];
-    int idlen = ck ? (int)AN_MIN(ck->client_id.len, 64u) : 0;
-    snprintf(msg, sizeof(msg), "CONNECT refused (%s %u)%s%.*s%s: %s",
-             c->proto == MQTT_PROTO_V5 ? "reason code" : "return code",
-             c->proto == MQTT_PROTO_V5 ? rc5 : rc3, ck ? " for client '" : "", idlen,
-             ck ? (const char *)ck->client_id.p : "", ck ? "'" : "", why);
-    conn_close(c, msg, 0);
+    /* logged here rather than by conn_close: the client id is known from
+     * the CONNECT even though no session exists (a JSON field too) */
+    char id[65] = "", name[160], peer[64];
+    size_t idlen = ck ? AN_MIN(ck->client_id.len, 64u) : 0;
+    if (idlen)
+        memcpy(id, ck->client_id.p, idlen);
+    id[idlen] = '\0';
+    log_kv(AN_LOG_INFO, ck ? id : NULL, conn_peer(c, peer, sizeof(peer)),
+           "%s: disconnected: CONNECT refused (%s %u)%s%s%s: %s", conn_name(c, name, sizeof(name)),
+           c->proto == MQTT_PROTO_V5 ? "reason code" : "return code",
+           c->proto == MQTT_PROTO_V5 ? rc5 : rc3, ck ? " for client '" : "", id, ck ? "'" : "",
+           why);
+    conn_close(c, NULL, 0);
     return -1;
 }
 
@@ -303,9 +309,12 @@ static int on_connect(conn_t *c, const mqtt_raw_t *pkt, const uint8_t *rest, siz
             c->x->cert_user = an_strndup(user, (size_t)n);
     }
     int cert_user = c->x && c->x->cert_user;
-    if (!cf->allow_anonymous && !ck.has_username && !cert_user)
+    if (!cf->allow_anonymous && !ck.has_username && !cert_user) {
+        STAT_ADD(w->stats.auth_failure, 1);
         return refuse(c, &ck, MQTT_CONNACK_NOT_AUTHORIZED, MQTT_RC_NOT_AUTHORIZED,
                       "anonymous clients are not allowed");
+    }
+    STAT_ADD(w->stats.auth_success, 1); /* passed the authentication step */
     if (ck.keepalive > cf->max_keepalive) {
         if (ck.proto != MQTT_PROTO_V5 && cf->keepalive_over_max == CONF_KEEPALIVE_REFUSE)
             return refuse(c, &ck, MQTT_CONNACK_ID_REJECTED, 0, "keepalive above max_keepalive");

@@ -67,8 +67,8 @@ typedef struct {
     an_counter_t pkts_out[STAT_PKT_TYPES]; /* packets queued for sending, by type */
     an_counter_t msgs_in_qos[3];    /* PUBLISH from clients by QoS */
     an_counter_t msgs_out_qos[3];   /* PUBLISH to clients by QoS */
-    an_counter_t auth_success;      /* CONNECTs accepted by authentication */
-    an_counter_t auth_failure;      /* CONNECTs refused by authentication */
+    an_counter_t auth_success;      /* CONNECTs that passed the authentication step */
+    an_counter_t auth_failure;      /* CONNECTs refused by it (0x87 / 5) */
     /* gauges refreshed by the worker every second (worker_gauges) */
     an_counter_t sessions;          /* sessions whose home is this worker */
     an_counter_t inflight;          /* their inflight messages */

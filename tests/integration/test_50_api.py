@@ -515,3 +515,51 @@ def test_refused_connection_log_names_the_peer(broker):
     finally:
         s.close()
         c.client.disconnect()
+
+
+def test_connect_refusal_logs_client_and_counts_auth_failure(broker, tmp_path):
+    keys = tmp_path / "k"
+    key = make_key(keys)
+    b = broker(log={"format": "json"}, mqtt={"allow_anonymous": False},
+               api={"keys_file": str(keys)})
+    api = Client(b, key)
+    c = b.raw()
+    ack = c.connect("anon-1")
+    assert ack.rc == 5
+    m = b.wait_log(r'"client_id":"anon-1"')
+    line = [l for l in b.log_text().splitlines() if '"client_id":"anon-1"' in l][0]
+    o = json.loads(line)
+    assert "CONNECT refused" in o["msg"] and "anonymous" in o["msg"]
+    assert re.fullmatch(r"127\.0\.0\.1:\d+", o["peer"])
+    ok = Paho(b, client_id="named")
+    ok.client.username_pw_set("user", "pw")
+    ok.connect()
+    s = api.get("/api/v1/stats")
+    assert s["auth"] == {"success": 1, "failure": 1}
+    ok.client.disconnect()
+
+
+def test_sys_topics_extended(broker):
+    b = broker(mqtt={"sys_interval": 1})
+    c = Paho(b, client_id="sys-reader").connect()
+    c.subscribe("$SYS/broker/#", 0)
+    want = {"$SYS/broker/packets/received/connect", "$SYS/broker/packets/sent/connack",
+            "$SYS/broker/packets/received/subscribe", "$SYS/broker/messages/received/qos0",
+            "$SYS/broker/sessions/count", "$SYS/broker/messages/inflight",
+            "$SYS/broker/messages/queued", "$SYS/broker/auth/success"}
+    got = {}
+    deadline = time.monotonic() + 10
+    def done():
+        return (want <= set(got) and got["$SYS/broker/sessions/count"] == b"1"
+                and int(got["$SYS/broker/packets/received/connect"]) >= 1
+                and int(got["$SYS/broker/auth/success"]) >= 1)
+    while time.monotonic() < deadline and not done():
+        try:
+            m = c.messages.get(timeout=1)
+        except Exception:
+            continue
+        got[m.topic] = m.payload
+    assert want <= set(got), want - set(got)
+    assert int(got["$SYS/broker/packets/received/connect"]) >= 1
+    assert got["$SYS/broker/sessions/count"] == b"1"
+    c.client.disconnect()
