@@ -563,3 +563,33 @@ def test_sys_topics_extended(broker):
     assert int(got["$SYS/broker/packets/received/connect"]) >= 1
     assert got["$SYS/broker/sessions/count"] == b"1"
     c.client.disconnect()
+
+
+@pytest.mark.skipif(not shutil.which("openssl"), reason="openssl not installed")
+def test_https(broker, tmp_path):
+    """api.tls_cert/tls_key: HTTPS (libmicrohttpd with GnuTLS), the
+    certificate verified by the client against itself."""
+    import ssl
+    crt, key_pem = tmp_path / "api.crt", tmp_path / "api.key"
+    subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout",
+                    str(key_pem), "-out", str(crt), "-days", "2", "-subj", "/CN=127.0.0.1",
+                    "-addext", "subjectAltName=IP:127.0.0.1"], check=True,
+                   capture_output=True, timeout=60)
+    keys = tmp_path / "k"
+    key = make_key(keys)
+    b = broker(api={"keys_file": str(keys), "tls_cert": str(crt), "tls_key": str(key_pem)})
+    assert b.api_url.startswith("https://")
+    ctx = ssl.create_default_context(cafile=str(crt))
+    req = urllib.request.Request(b.api_url + "/api/v1/info",
+                                 headers={"Authorization": "Bearer " + key})
+    with urllib.request.urlopen(req, timeout=10, context=ctx) as r:
+        assert r.status == 200 and json.loads(r.read())["workers"] == 2
+    # plain HTTP on the HTTPS port gets no API answer
+    with pytest.raises(Exception):
+        urllib.request.urlopen(b.api_url.replace("https", "http") + "/health/live", timeout=5).read()
+
+
+def test_tls_files_missing_refuse_start(broker, tmp_path):
+    with pytest.raises(pytest.fail.Exception) as e:
+        broker(api={"tls_cert": str(tmp_path / "none.crt"), "tls_key": str(tmp_path / "none.key")})
+    assert "none.crt" in str(e.value)
