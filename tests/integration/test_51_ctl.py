@@ -235,6 +235,7 @@ def test_ctl_clients_list_show_kick(api):
         assert api.json("clients", "kick", "ctl-v3-a") == {"ok": True}
         assert v3.gone.wait(5), "the kicked MQTT 3.1.1 client was not disconnected"
         assert not other.gone.is_set()
+        api.b.wait_log(r"client 'ctl-v5-b' .*: disconnected: kicked by the management API")
         wait_for(lambda: [c["client_id"] for c in api.json("clients", "--connected", "true")["data"]]
                  == ["zz-other"], 5, what="only zz-other connected")
         # kicking a client that is not connected: the API's 404, exit 1

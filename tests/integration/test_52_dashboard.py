@@ -175,7 +175,7 @@ def test_dashboard_login_see_search_kick(broker, antenna_bin, tmp_path):
                              {"Authorization": "Bearer " + key})
     assert st == 200
     assert [c["client_id"] for c in json.loads(body)["data"]] == [other_id]
-    b.wait_log(re.escape(target_id))
+    b.wait_log(r"client '%s' .*: disconnected: kicked by the management API" % re.escape(target_id))
 
     assert shot.is_file() and shot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     print("dashboard screenshot: %s" % shot)
