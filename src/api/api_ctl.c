@@ -37,6 +37,8 @@ typedef struct {
     const char *password;
     int json;
     long timeout_s;
+    const char *cacert; /* https: the CA (or self-signed certificate) to trust */
+    int insecure;       /* https: no certificate check at all */
     /* options of the commands */
     const char *prefix;
     const char *username;
@@ -170,6 +172,12 @@ static int ctl_http(ctl_t *c, const char *method, const char *path, const char *
     curl_easy_setopt(c->curl, CURLOPT_WRITEFUNCTION, ctl_on_body);
     curl_easy_setopt(c->curl, CURLOPT_WRITEDATA, &resp);
     curl_easy_setopt(c->curl, CURLOPT_USERAGENT, "antenna-ctl/" ANTENNA_VERSION);
+    if (c->cacert)
+        curl_easy_setopt(c->curl, CURLOPT_CAINFO, c->cacert);
+    if (c->insecure) {
+        curl_easy_setopt(c->curl, CURLOPT_SSL_VERIFYPEER, 0L);
+        curl_easy_setopt(c->curl, CURLOPT_SSL_VERIFYHOST, 0L);
+    }
     hdrs = curl_slist_append(hdrs, "Accept: application/json");
     if (c->key) {
         str_addf(&auth, "Authorization: Bearer %s", c->key);
@@ -824,6 +832,9 @@ static void ctl_usage(FILE *out)
             "  --json             print the API's JSON instead of tables\n"
             "  --limit N --page N pagination of the lists\n"
             "  --timeout S        give up on a request after S seconds (default 10)\n"
+            "  --cacert FILE      https: trust this CA or self-signed certificate\n"
+            "                     (env ANTENNA_API_CACERT)\n"
+            "  --insecure         https: do not check the certificate at all\n"
             "\n"
             "Exit status: 0 success, 1 an error (printed), 2 bad usage.\n",
             CTL_DEFAULT_URL);
@@ -833,7 +844,7 @@ enum {
     OPT_URL = 1000, OPT_KEY, OPT_USER, OPT_PASSWORD, OPT_JSON, OPT_TIMEOUT, OPT_PREFIX,
     OPT_USERNAME, OPT_ADDRESS, OPT_CONNECTED, OPT_CLIENT, OPT_TOPIC, OPT_LIMIT, OPT_PAGE,
     OPT_QOS, OPT_RETAIN, OPT_BASE64, OPT_CONTENT_TYPE, OPT_RESPONSE_TOPIC, OPT_EXPIRY,
-    OPT_USER_PROPERTY, OPT_KEYS_FILE, OPT_HELP
+    OPT_USER_PROPERTY, OPT_KEYS_FILE, OPT_CACERT, OPT_INSECURE, OPT_HELP
 };
 
 static const struct option CTL_OPTIONS[] = {
@@ -859,6 +870,8 @@ static const struct option CTL_OPTIONS[] = {
     {"expiry", required_argument, NULL, OPT_EXPIRY},
     {"user-property", required_argument, NULL, OPT_USER_PROPERTY},
     {"keys-file", required_argument, NULL, OPT_KEYS_FILE},
+    {"cacert", required_argument, NULL, OPT_CACERT},
+    {"insecure", no_argument, NULL, OPT_INSECURE},
     {"help", no_argument, NULL, OPT_HELP},
     {NULL, 0, NULL, 0},
 };
@@ -897,6 +910,8 @@ static int ctl_parse(ctl_t *c, int argc, char **argv)
         case OPT_CONTENT_TYPE: c->content_type = optarg; break;
         case OPT_RESPONSE_TOPIC: c->response_topic = optarg; break;
         case OPT_KEYS_FILE: c->keys_file = optarg; break;
+        case OPT_CACERT: c->cacert = optarg; break;
+        case OPT_INSECURE: c->insecure = 1; break;
         case OPT_CONNECTED:
             if (strcmp(optarg, "true") != 0 && strcmp(optarg, "false") != 0)
                 return usage_error("--connected must be true or false, not '%s'", optarg);
@@ -963,9 +978,9 @@ int api_ctl_main(int argc, char **argv)
     c.url = getenv("ANTENNA_API_URL");
     if (!c.url || !*c.url)
         c.url = CTL_DEFAULT_URL;
-    c.key = getenv("ANTENNA_API_KEY");
-    if (c.key && !*c.key)
-        c.key = NULL;
+    c.cacert = getenv("ANTENNA_API_CACERT");
+    if (c.cacert && !*c.cacert)
+        c.cacert = NULL;
     c.timeout_s = 10;
     c.expiry = -1;
     rc = ctl_parse(&c, argc, argv);
@@ -973,8 +988,11 @@ int api_ctl_main(int argc, char **argv)
         return 0;
     if (rc != 0)
         return rc;
-    if (c.user)
-        c.key = NULL; /* --user wins over ANTENNA_API_KEY */
+    if (!c.key && !c.user) { /* --key or --user win over ANTENNA_API_KEY */
+        c.key = getenv("ANTENNA_API_KEY");
+        if (c.key && !*c.key)
+            c.key = NULL;
+    }
     if (c.nargs == 0) {
         ctl_usage(stderr);
         return 2;

@@ -2,10 +2,13 @@
 API enabled (an API key made by `antenna ctl keys create`), with real paho
 clients connected; the human tables and the --json output (parsed), and the
 exit codes: 0 success, 1 an API or connection error (printed), 2 bad usage.
+Also basic auth (a mosquitto_passwd users file) and HTTPS (a self-signed
+certificate made by openssl: trusted with --cacert, refused without).
 """
 
 import json
 import os
+import shutil
 import subprocess
 import threading
 
@@ -351,3 +354,55 @@ def test_ctl_reload(api):
     assert api.json("reload")["reloaded"] is True
     api.b.wait_log(r"reload", timeout=5)
     api.b.assert_serving()
+
+
+def test_ctl_basic_auth(broker, antenna_bin, tmp_path):
+    mp = shutil.which("mosquitto_passwd")
+    if mp is None:
+        pytest.skip("mosquitto_passwd not installed")
+    users = tmp_path / "users"
+    users.write_text("")
+    subprocess.run([mp, "-b", str(users), "admin", "s3cret pass"], check=True, timeout=10)
+    b = broker(api={"users_file": str(users)})
+    rc, out, err = ctl(antenna_bin, "--user", "admin", "--password", "s3cret pass", "--json",
+                       "status", url=b.api_url)
+    assert rc == 0, err
+    assert json.loads(out)["info"]["workers"] == 2
+    rc, out, err = ctl(antenna_bin, "--user", "admin", "--password", "wrong", "status",
+                       url=b.api_url)
+    assert rc == 1 and "401" in err, err
+    # --user wins over a key in the environment
+    rc, out, err = ctl(antenna_bin, "--user", "admin", "--password", "s3cret pass", "health",
+                       url=b.api_url, env={"ANTENNA_API_KEY": "ak_wrong"})
+    assert rc == 0, err
+
+
+@pytest.mark.skipif(not shutil.which("openssl"), reason="openssl not installed")
+def test_ctl_https(broker, antenna_bin, tmp_path):
+    crt, key_pem = tmp_path / "api.crt", tmp_path / "api.key"
+    subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout",
+                    str(key_pem), "-out", str(crt), "-days", "2", "-subj", "/CN=127.0.0.1",
+                    "-addext", "subjectAltName=IP:127.0.0.1"], check=True,
+                   capture_output=True, timeout=60)
+    key = make_key(antenna_bin, tmp_path / "k")
+    b = broker(api={"keys_file": str(tmp_path / "k"), "tls_cert": str(crt),
+                    "tls_key": str(key_pem)})
+    assert b.api_url.startswith("https://")
+    with Paho(b, client_id="over-https"):
+        rc, out, err = ctl(antenna_bin, "--cacert", str(crt), "--json", "clients",
+                           url=b.api_url, key=key)
+        assert rc == 0, err
+        assert [c["client_id"] for c in json.loads(out)["data"]] == ["over-https"]
+    # the same certificate from the environment
+    rc, out, err = ctl(antenna_bin, "health", url=b.api_url, key=key,
+                       env={"ANTENNA_API_CACERT": str(crt)})
+    assert rc == 0, err
+    # a certificate nobody vouched for: refused, exit 1, the TLS reason printed
+    rc, out, err = ctl(antenna_bin, "status", url=b.api_url, key=key)
+    assert rc == 1 and "certificate" in err.lower(), err
+    rc, out, err = ctl(antenna_bin, "--insecure", "status", url=b.api_url, key=key)
+    assert rc == 0, err
+    # plain http on the https port: no answer the CLI mistakes for success
+    rc, out, err = ctl(antenna_bin, "--timeout", "3", "status",
+                       url=b.api_url.replace("https://", "http://"), key=key)
+    assert rc == 1, (out, err)
