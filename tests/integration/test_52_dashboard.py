@@ -7,7 +7,9 @@ broker's $SYS topics hidden), the live figures (a message rate while the test
 publishes), searches by client id prefix, saves a screenshot
 (tests/integration/artifacts/dashboard.png), kicks the client and sees it
 gone; the test then checks the paho client really was disconnected and that
-the API agrees.
+the API agrees.  A second flow signs in with a user and password (a
+mosquitto_passwd file), reloads the page (the session survives in
+sessionStorage) and logs out (it does not).
 
 The browser part is skipped, with the reason, without chromium (`apt-get
 install chromium`), node, or tests/integration/js/node_modules (`npm ci`,
@@ -181,3 +183,31 @@ def test_dashboard_login_see_search_kick(broker, antenna_bin, tmp_path):
     print("dashboard screenshot: %s" % shot)
     other.close()
     target.client.loop_stop()
+
+
+@pytest.mark.deadline(90)
+def test_dashboard_user_password_login_reload_logout(broker, tmp_path):
+    why = skip_reason()
+    if why:
+        pytest.skip(why)
+    mp = shutil.which("mosquitto_passwd")
+    if mp is None:
+        pytest.skip("mosquitto_passwd not installed")
+    users = tmp_path / "users"
+    users.write_text("")
+    subprocess.run([mp, "-b", str(users), "ops", "pa:ss word"], check=True, timeout=10)
+    b = broker(api={"users_file": str(users)})
+    client_id = "dash-basic-%d" % os.getpid()
+    profile = tmp_path / "chromium-profile"
+    profile.mkdir()
+    with Paho(b, client_id=client_id):
+        p = subprocess.run(
+            [NODE, str(JS_DIR / "dashboard.js"), "--flow", "login", "--url", b.api_url + "/",
+             "--user", "ops", "--password", "pa:ss word", "--client", client_id,
+             "--user-data-dir", str(profile), "--timeout", "60", "--chromium", CHROMIUM],
+            cwd=str(JS_DIR), stdin=subprocess.DEVNULL, capture_output=True, timeout=80)
+    events = [json.loads(l) for l in p.stdout.decode().splitlines() if l.strip()]
+    err = p.stderr.decode(errors="replace")
+    assert [e["event"] for e in events] == ["login_page", "login_refused", "logged_in",
+                                            "client_seen", "reloaded", "logged_out"], (events, err[-3000:])
+    assert p.returncode == 0, (events, err[-3000:])

@@ -21,11 +21,17 @@
 //   {"event": "screenshot", "path"}
 //   {"event": "kicked", "rows": [...]}            Kick + Confirm: the row is gone
 // then exits 0; on a failure {"event": "error", "step", "message"} and exit 1.
+//
+// With --user U --password P (and --flow login) it signs in with the user
+// form instead: login_page, login_refused (a wrong password), logged_in,
+// client_seen, then {"event": "reloaded"} (a page reload keeps the session:
+// sessionStorage) and {"event": "logged_out"} (Log out clears it).
 // The Python side checks that the MQTT client really was disconnected.
 'use strict';
 const { chromium } = require('playwright-core');
 
-const opts = { url: '', key: '', client: '', other: '', topic: '', retained: '',
+const opts = { url: '', key: '', user: '', password: '', flow: 'full',
+               client: '', other: '', topic: '', retained: '',
                'user-data-dir': '', screenshot: '',
                timeout: 45, chromium: '/usr/bin/chromium' };
 const argv = process.argv.slice(2);
@@ -38,7 +44,9 @@ for (let i = 0; i < argv.length; i += 2) {
   }
   opts[k] = typeof opts[k] === 'number' ? Number(v) : v;
 }
-for (const k of ['url', 'key', 'client', 'other', 'topic', 'retained', 'user-data-dir', 'screenshot']) {
+const required = opts.flow === 'login' ? ['url', 'user', 'password', 'client', 'user-data-dir']
+  : ['url', 'key', 'client', 'other', 'topic', 'retained', 'user-data-dir', 'screenshot'];
+for (const k of required) {
   if (!opts[k]) {
     console.error('dashboard.js: --' + k + ' is required');
     process.exit(2);
@@ -81,8 +89,14 @@ async function run(page) {
   if (await page.isVisible('#app')) throw new StepError('login_page', 'the app is visible before login');
   out({ event: 'login_page' });
 
-  // a wrong key: refused, still on the login form
-  await page.fill('#login-key', 'ak_' + '0'.repeat(64));
+  // wrong credentials: refused, still on the login form
+  if (opts.user) {
+    await page.click('#tab-basic');
+    await page.fill('#login-user', opts.user);
+    await page.fill('#login-password', opts.password + '-wrong');
+  } else {
+    await page.fill('#login-key', 'ak_' + '0'.repeat(64));
+  }
   await page.click('#login-submit');
   const refused = await until('login_refused', ms, async () => {
     const t = await page.textContent('#login-error');
@@ -92,7 +106,10 @@ async function run(page) {
     throw new StepError('login_refused', 'a wrong key logged in');
   out({ event: 'login_refused', message: refused });
 
-  await page.fill('#login-key', opts.key);
+  if (opts.user)
+    await page.fill('#login-password', opts.password);
+  else
+    await page.fill('#login-key', opts.key);
   await page.click('#login-submit');
   await page.waitForSelector('body[data-state="ready"]', { timeout: ms });
   await page.waitForSelector('#app', { state: 'visible', timeout: ms });
@@ -101,6 +118,22 @@ async function run(page) {
   const sel = '#clients-table tbody tr[data-client-id="' + opts.client.replace(/"/g, '\\"') + '"]';
   await page.waitForSelector(sel, { timeout: ms });
   out({ event: 'client_seen', rows: await clientRows(page) });
+
+  if (opts.flow === 'login') {
+    await page.reload({ timeout: ms });
+    await page.waitForSelector(sel, { timeout: ms });
+    if (await page.getAttribute('body', 'data-state') !== 'ready')
+      throw new StepError('reloaded', 'a reload lost the session');
+    out({ event: 'reloaded' });
+    await page.click('#logout');
+    await page.waitForSelector('#login-form', { state: 'visible', timeout: ms });
+    const stored = await page.evaluate(() => Object.keys(sessionStorage));
+    if (await page.isVisible('#app') || stored.length)
+      throw new StepError('logged_out', 'still signed in: ' + JSON.stringify(stored));
+    out({ event: 'logged_out' });
+    if (errors.length) throw new StepError('page', errors.join('; '));
+    return;
+  }
 
   // its subscription, and the retained message without the $SYS topics
   const tables = await until('tables', ms, async () => {
