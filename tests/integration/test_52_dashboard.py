@@ -165,6 +165,7 @@ def test_dashboard_login_see_search_kick(broker, antenna_bin, tmp_path):
     assert set(ev["client_seen"]["rows"]) >= {target_id, other_id}
     assert [target_id, "dash/#"] in ev["tables"]["subscriptions"]
     assert ev["tables"]["retained"] == ["dash/retained"]  # $SYS hidden by default
+    assert ev["tables"]["listeners"] == [b.port]
     assert ev["figures"]["ready"] == "yes" and int(ev["figures"]["connections"]) == 2
     assert float(ev["figures"]["rate_in"]) > 0
     assert ev["search"]["rows"] == [target_id]

@@ -9,7 +9,7 @@
 // and message rates computed from the counters' differences over the
 // measured interval); the clients, subscriptions and retained tables every
 // 3 s (and at once after a search, a kick or a delete); info and health
-// every 5 s.  One request per section at a time; nothing is polled while
+// (and the listeners) every 5 s.  One request per section at a time; nothing is polled while
 // logged out.  Everything from the server goes into the page as text
 // (textContent), never as HTML.
 'use strict';
@@ -454,6 +454,21 @@
         dl.append(dt, dd);
       });
       dl.dataset.ready = ok ? 'yes' : 'no';
+
+      const ls = await api('GET', '/api/v1/listeners');
+      const tbody = $('listeners-table').tBodies[0];
+      tbody.textContent = '';
+      if (ls.status !== 200) { emptyRow(tbody, 5, 'Error: ' + errorText(ls)); return; }
+      (ls.data.data || []).forEach((l) => {
+        const tr = document.createElement('tr');
+        tr.dataset.port = l.port;
+        cell(tr, l.name);
+        cell(tr, l.transport);
+        cell(tr, (String(l.bind).includes(':') ? '[' + l.bind + ']' : l.bind) + ':' + l.port, 'mono');
+        cell(tr, fmtNum(l.connections));
+        cell(tr, l.max_connections ? fmtNum(l.max_connections) : 'no limit');
+        tbody.appendChild(tr);
+      });
     });
   }
 

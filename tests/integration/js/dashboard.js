@@ -12,9 +12,10 @@
 //   {"event": "login_refused", "message"}         a wrong key is refused
 //   {"event": "logged_in"}                        the right key is accepted
 //   {"event": "client_seen", "rows": [...]}       `--client` is in the clients table
-//   {"event": "tables", "subscriptions", "retained", "sys_rows"}
+//   {"event": "tables", "subscriptions", "retained", "sys_rows", "listeners"}
 //                                                 its subscription `--topic`, the retained
-//                                                 message `--retained` ($SYS hidden)
+//                                                 message `--retained` ($SYS hidden), the
+//                                                 listeners' ports
 //   {"event": "figures", "connections", "rate_in", "ready", "node"}
 //                                                 stats, a message rate > 0, health
 //   {"event": "search", "rows": [...]}            the prefix search keeps only `--client`
@@ -142,10 +143,12 @@ async function run(page) {
         .map((tr) => Array.from(tr.cells).slice(0, 2).map((c) => c.textContent)),
       retained: Array.from(document.querySelectorAll('#retained-table tbody tr[data-topic]'))
         .map((tr) => tr.dataset.topic),
+      listeners: Array.from(document.querySelectorAll('#listeners-table tbody tr[data-port]'))
+        .map((tr) => Number(tr.dataset.port)),
     }));
     t.sys_rows = t.retained.filter((x) => x.startsWith('$SYS/')).length;
     const sub = t.subscriptions.some(([c, f]) => c === opts.client && f === opts.topic);
-    return sub && t.retained.includes(opts.retained) ? t : null;
+    return sub && t.retained.includes(opts.retained) && t.listeners.length ? t : null;
   });
   out(Object.assign({ event: 'tables' }, tables));
 
@@ -171,7 +174,7 @@ async function run(page) {
   out({ event: 'search', rows: searched });
 
   // a few chart points before the picture
-  await page.waitForTimeout(2500);
+  await page.waitForTimeout(6000);
   await page.screenshot({ path: opts.screenshot, fullPage: true });
   out({ event: 'screenshot', path: opts.screenshot });
 
