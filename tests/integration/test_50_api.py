@@ -593,3 +593,19 @@ def test_tls_files_missing_refuse_start(broker, tmp_path):
     with pytest.raises(pytest.fail.Exception) as e:
         broker(api={"tls_cert": str(tmp_path / "none.crt"), "tls_key": str(tmp_path / "none.key")})
     assert "none.crt" in str(e.value)
+
+
+def test_kick_publishes_the_will_drop_does_not(api):
+    watcher = Paho(api.b, client_id="will-watch").connect()
+    watcher.subscribe("will/#", 0)
+    k = Paho(api.b, client_id="will-k", will=("will/k", b"gone-k", 0, False)).connect()
+    d = Paho(api.b, client_id="will-d", will=("will/d", b"gone-d", 0, False)).connect()
+    assert api.call("DELETE", "/api/v1/clients/will-k")[0] == 204
+    m = watcher.messages.get(timeout=5)
+    assert (m.topic, m.payload) == ("will/k", b"gone-k")
+    assert api.call("DELETE", "/api/v1/sessions/will-d")[0] == 204
+    time.sleep(0.5)
+    assert watcher.messages.empty()
+    for c in (k, d):
+        c.client.loop_stop()
+    watcher.client.disconnect()
