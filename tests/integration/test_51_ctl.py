@@ -312,6 +312,14 @@ def test_ctl_retained_list_get_delete(api):
     assert "404" in err
     left = [m["topic"] for m in api.json("retained", "--limit", "1000")["data"]]
     assert [t for t in left if not t.startswith("$SYS/")] == ["other/x", "r/bin"], left
+    # a topic that needs escaping in a URL path: space, UTF-8, '%', '?', '&', '=', '//'
+    odd = "r/with space/\u00fc%2F?&=//x"
+    with Paho(api.b, client_id="ret-odd") as p:
+        p.publish(odd, b"odd", qos=1, retain=True)
+    assert api.json("retained", "get", odd)["topic"] == odd
+    assert "deleted" in api.ok("retained", "delete", odd)
+    out, err = api.fails("retained", "get", odd)
+    assert "404" in err
 
 
 def test_ctl_publish(api):
