@@ -92,6 +92,24 @@ static void sb_printf(sb_t *b, const char *fmt, ...)
     }
 }
 
+/* A label value as the text format wants it: \\, \" and \n escaped. */
+static void label_escape(const char *in, char *out, size_t cap)
+{
+    size_t n = 0;
+    for (; *in && n + 3 < cap; in++) {
+        if (*in == '\\' || *in == '"') {
+            out[n++] = '\\';
+            out[n++] = *in;
+        } else if (*in == '\n') {
+            out[n++] = '\\';
+            out[n++] = 'n';
+        } else {
+            out[n++] = *in;
+        }
+    }
+    out[n] = '\0';
+}
+
 static void family(sb_t *b, const char *name, const char *type, const char *help)
 {
     sb_printf(b, "# HELP %s %s\n# TYPE %s %s\n", name, help, name, type);
@@ -144,10 +162,13 @@ char *api_metrics_text(server_t *srv, size_t *len)
 
     static const char *const transports[] = {"tcp", "tls", "ws", "wss"};
     family(&b, "antenna_listener_connections", "gauge", "Open connections per listener.");
-    for (uint32_t i = 0; i < srv->nlisteners; i++)
+    for (uint32_t i = 0; i < srv->nlisteners; i++) {
+        char name[2 * sizeof(srv->conf.listeners[i].name)];
+        label_escape(srv->conf.listeners[i].name, name, sizeof(name));
         sb_printf(&b, "antenna_listener_connections{listener=\"%s\",transport=\"%s\"} %u\n",
-                  srv->conf.listeners[i].name, transports[srv->conf.listeners[i].transport & 3],
+                  name, transports[srv->conf.listeners[i].transport & 3],
                   (unsigned)atomic_load(&srv->listen_conns[i]));
+    }
 
     family(&b, "antenna_packets_received_total", "counter", "MQTT packets read, by type.");
     for (int p = 1; p < STAT_PKT_TYPES; p++)
