@@ -31,6 +31,7 @@
 #include "log.h"
 
 #define API_MAX_BODY (1024 * 1024 + 4096)
+#define API_MAX_CONNECTIONS 256u /* HTTP clients at once; MHD closes any more at once */
 
 struct api_s {
     server_t *srv;
@@ -321,6 +322,7 @@ int api_start(server_t *srv)
                                   MHD_OPTION_THREAD_POOL_SIZE, 2u,
                                   MHD_OPTION_NOTIFY_COMPLETED, on_completed, api,
                                   MHD_OPTION_CONNECTION_TIMEOUT, 30u,
+                                  MHD_OPTION_CONNECTION_LIMIT, API_MAX_CONNECTIONS,
                                   MHD_OPTION_HTTPS_MEM_CERT, api->tls_cert,
                                   MHD_OPTION_HTTPS_MEM_KEY, api->tls_key, MHD_OPTION_END);
     else
@@ -328,7 +330,8 @@ int api_start(server_t *srv)
                                   MHD_OPTION_LISTEN_SOCKET, api->fd,
                                   MHD_OPTION_THREAD_POOL_SIZE, 2u,
                                   MHD_OPTION_NOTIFY_COMPLETED, on_completed, api,
-                                  MHD_OPTION_CONNECTION_TIMEOUT, 30u, MHD_OPTION_END);
+                                  MHD_OPTION_CONNECTION_TIMEOUT, 30u,
+                                  MHD_OPTION_CONNECTION_LIMIT, API_MAX_CONNECTIONS, MHD_OPTION_END);
     if (api->d == NULL) {
         log_error("api: cannot start the HTTP server on %s:%u%s", cf->api_bind, api->port,
                   tls ? " (check tls_cert and tls_key)" : "");

@@ -296,9 +296,11 @@ static enum MHD_Result h_session(api_req_t *r, const char *id)
 
 /* ---- subscriptions and topics --------------------------------------------- */
 
-static json_t *subscriptions(api_req_t *r, const char *client_id, const char *topic)
+static json_t *subscriptions(api_req_t *r, const char *client_id, const char *topic,
+                             size_t keep, size_t *total)
 {
     api_job_t *job = api_job_new(API_JOB_SUBS);
+    job->keep = keep;
     if (client_id)
         job->client_id = an_strndup(client_id, strlen(client_id));
     if (topic)
@@ -306,6 +308,8 @@ static json_t *subscriptions(api_req_t *r, const char *client_id, const char *to
     if ((job = run_job(r, job, client_id ? home_of(r->srv, client_id) : -1)) == NULL)
         return NULL;
     json_t *items = json_incref(job->data);
+    if (total)
+        *total = (size_t)job->total;
     api_job_release(job);
     return items;
 }
@@ -314,17 +318,19 @@ static enum MHD_Result h_subscriptions(api_req_t *r, const char *tail)
 {
     (void)tail;
     PAGING(r, page, limit);
-    json_t *items = subscriptions(r, arg(r, "client_id"), arg(r, "topic"));
+    size_t total = 0;
+    json_t *items =
+        subscriptions(r, arg(r, "client_id"), arg(r, "topic"), (size_t)(page * limit), &total);
     if (items == NULL)
         return MHD_YES;
-    return send_page(r, items, by_client, page, limit);
+    return send_page_of(r, items, by_client, page, limit, total);
 }
 
 static enum MHD_Result h_topics(api_req_t *r, const char *tail)
 {
     (void)tail;
     PAGING(r, page, limit);
-    json_t *subs = subscriptions(r, NULL, NULL);
+    json_t *subs = subscriptions(r, NULL, NULL, 0, NULL);
     if (subs == NULL)
         return MHD_YES;
     json_t *counts = json_object();

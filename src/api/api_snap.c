@@ -278,6 +278,50 @@ static void run_clients(worker_t *w, api_job_t *job)
     answer_total(job, items, 1, 0, n);
 }
 
+typedef struct {
+    const sess_t *s;
+    const sess_sub_t *sub;
+} sub_pair_t;
+
+static int by_id_filter(const void *a, const void *b)
+{
+    const sub_pair_t *x = a, *y = b;
+    int c = strcmp(x->s->client_id, y->s->client_id);
+    if (c)
+        return c;
+    int m = memcmp(x->sub->filter, y->sub->filter, AN_MIN(x->sub->len, y->sub->len));
+    return m ? m : (int)x->sub->len - (int)y->sub->len;
+}
+
+/* The subscriptions matching the filters; as for clients, only the first
+ * job->keep (by client id, then filter) become JSON. */
+static void run_subs(worker_t *w, api_job_t *job)
+{
+    size_t n = 0, cap = 64, tlen = job->topic ? strlen(job->topic) : 0;
+    sub_pair_t *v = an_malloc(cap * sizeof(*v));
+    for (size_t b = 0; b < w->by_sid.nbuckets; b++)
+        for (const sess_t *s = w->by_sid.buckets[b]; s; s = s->sid_next) {
+            if (job->client_id && strcmp(job->client_id, s->client_id) != 0)
+                continue;
+            for (uint32_t i = 0; i < s->nsubs; i++) {
+                const sess_sub_t *sub = s->subs[i];
+                if (job->topic && (tlen != sub->len || memcmp(job->topic, sub->filter, tlen) != 0))
+                    continue;
+                if (n == cap)
+                    v = an_realloc(v, (cap *= 2) * sizeof(*v));
+                v[n++] = (sub_pair_t){s, sub};
+            }
+        }
+    size_t keep = job->keep && job->keep < n ? job->keep : n;
+    if (keep < n)
+        qsort(v, n, sizeof(*v), by_id_filter);
+    json_t *items = json_array();
+    for (size_t i = 0; i < keep; i++)
+        json_array_append_new(items, sub_json(v[i].s, v[i].sub));
+    free(v);
+    answer_total(job, items, 1, 0, n);
+}
+
 void api_job_run(worker_t *w, api_job_t *job)
 {
     switch (job->kind) {
@@ -309,23 +353,9 @@ void api_job_run(worker_t *w, api_job_t *job)
     case API_JOB_CLIENTS:
         run_clients(w, job);
         return;
-    case API_JOB_SUBS: {
-        json_t *items = json_array();
-        for (size_t b = 0; b < w->by_sid.nbuckets; b++)
-            for (const sess_t *s = w->by_sid.buckets[b]; s; s = s->sid_next) {
-                if (job->client_id && strcmp(job->client_id, s->client_id) != 0)
-                    continue;
-                for (uint32_t i = 0; i < s->nsubs; i++) {
-                    const sess_sub_t *sub = s->subs[i];
-                    if (job->topic && (strlen(job->topic) != sub->len ||
-                                       memcmp(job->topic, sub->filter, sub->len) != 0))
-                        continue;
-                    json_array_append_new(items, sub_json(s, sub));
-                }
-            }
-        answer(job, items, 1, 0);
+    case API_JOB_SUBS:
+        run_subs(w, job);
         return;
-    }
     }
     answer(job, NULL, 0, 0);
 }

@@ -48,13 +48,13 @@ typedef struct api_job {
     int connected;          /* CLIENTS filter: -1 any, 0, 1 */
     char *topic;            /* SUBS filter (exact), RETAIN_DEL topic */
     msg_t *msg;             /* PUBLISH: one reference, dropped by the worker */
-    size_t keep;            /* CLIENTS: each worker sends only its first `keep`
-                             * matches by client id (page * limit), 0 = all */
+    size_t keep;            /* CLIENTS, SUBS: each worker sends only its first
+                             * `keep` matches by client id (page * limit), 0 = all */
     /* output (under mu) */
     json_t *data;           /* array */
     int found;
     uint64_t delivered;     /* PUBLISH: sessions reached */
-    uint64_t total;         /* CLIENTS: matches, including those not sent */
+    uint64_t total;         /* CLIENTS, SUBS: matches, including those not sent */
 } api_job_t;
 
 /* API thread: a job of `kind` with empty filters (connected = -1). */
