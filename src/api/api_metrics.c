@@ -181,7 +181,8 @@ char *api_metrics_text(server_t *srv, size_t *len)
     one(&b, "antenna_bytes_received_total", "counter", "Bytes read from clients.",
         t.bytes_received);
     one(&b, "antenna_bytes_sent_total", "counter", "Bytes written to clients.", t.bytes_sent);
-    family(&b, "antenna_messages_received_total", "counter", "PUBLISH packets from clients, by QoS.");
+    family(&b, "antenna_messages_received_total", "counter",
+           "PUBLISH packets from clients, by QoS.");
     for (int q = 0; q < 3; q++)
         sb_printf(&b, "antenna_messages_received_total{qos=\"%d\"} %" PRIu64 "\n", q,
                   t.msgs_in_qos[q]);
@@ -195,7 +196,8 @@ char *api_metrics_text(server_t *srv, size_t *len)
     sb_printf(&b, "antenna_messages_dropped_total{reason=\"other\"} %" PRIu64 "\n",
               t.msgs_dropped > t.dropped_queue_full ? t.msgs_dropped - t.dropped_queue_full : 0);
     one(&b, "antenna_retained_messages", "gauge", "Retained messages stored.", t.retained);
-    one(&b, "antenna_sessions", "gauge", "Sessions (connected and offline), refreshed every second.",
+    one(&b, "antenna_sessions", "gauge",
+        "Sessions (connected and offline), refreshed every second.",
         t.sessions);
     one(&b, "antenna_subscriptions", "gauge", "Subscriptions in the topic trie.", t.subscriptions);
     one(&b, "antenna_inflight_messages", "gauge",

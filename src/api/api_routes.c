@@ -113,7 +113,8 @@ static enum MHD_Result send_page_of(api_req_t *r, json_t *items,
     json_object_set_new(out, "page", json_integer(page));
     json_object_set_new(out, "limit", json_integer(limit));
     json_object_set_new(out, "count", json_integer((json_int_t)json_array_size(data)));
-    json_object_set_new(out, "total", json_integer((json_int_t)(matched > total ? matched : total)));
+    json_object_set_new(out, "total",
+                        json_integer((json_int_t)(matched > total ? matched : total)));
     json_object_set_new(out, "data", data);
     json_decref(items);
     return api_send_json(r->conn, 200, out);
@@ -169,7 +170,8 @@ static enum MHD_Result h_info(api_req_t *r, const char *tail)
     json_t *o = json_object();
     json_object_set_new(o, "version", json_string(ANTENNA_VERSION));
     json_object_set_new(o, "node", json_string(node));
-    json_object_set_new(o, "uptime_s", json_integer((json_int_t)((an_now_ms() - r->srv->started_ms) / 1000u)));
+    uint64_t uptime = (an_now_ms() - r->srv->started_ms) / 1000u;
+    json_object_set_new(o, "uptime_s", json_integer((json_int_t)uptime));
     json_object_set_new(o, "started_at", json_integer((json_int_t)r->srv->started_wall));
     json_object_set_new(o, "workers", json_integer(r->srv->nworkers));
     json_object_set_new(o, "listeners", json_integer(r->srv->nlisteners));
@@ -370,12 +372,15 @@ static json_t *props_json(const msg_t *m, uint64_t now)
     json_t *o = json_object();
     if (m->expire_at)
         json_object_set_new(o, "message_expiry_interval",
-                            json_integer(m->expire_at > now ? (json_int_t)((m->expire_at - now + 999) / 1000) : 0));
+                            json_integer(m->expire_at > now
+                                             ? (json_int_t)((m->expire_at - now + 999) / 1000)
+                                             : 0));
     if (m->props_len == 0)
         return o;
     mqtt_props_t pr;
     const char *why = NULL;
-    if (mqtt_props_parse(msg_props(m), m->props_len, MQTT_PUBLISH, MQTT_FROM_CLIENT, &pr, &why) != MQTT_OK)
+    if (mqtt_props_parse(msg_props(m), m->props_len, MQTT_PUBLISH, MQTT_FROM_CLIENT, &pr,
+                         &why) != MQTT_OK)
         return o;
     if (mqtt_props_has(&pr, MQTT_PROP_PAYLOAD_FORMAT))
         json_object_set_new(o, "payload_format_indicator", json_integer(pr.payload_format));
@@ -411,8 +416,9 @@ static void on_retained(void *ud, msg_t *m)
     json_object_set_new(o, "payload_size", json_integer(m->payload_len));
     int text = mqtt_utf8_valid(msg_payload(m), m->payload_len);
     if (ctx->detail) {
-        json_object_set_new(o, "payload", text ? json_stringn((const char *)msg_payload(m), m->payload_len)
-                                               : json_null());
+        json_object_set_new(o, "payload",
+                            text ? json_stringn((const char *)msg_payload(m), m->payload_len)
+                                 : json_null());
         char *b = b64_encode(msg_payload(m), m->payload_len);
         json_object_set_new(o, "payload_base64", json_string(b));
         free(b);
@@ -435,8 +441,8 @@ static enum MHD_Result h_retained_list(api_req_t *r, const char *tail)
     PAGING(r, page, limit);
     const char *prefix = arg(r, "topic_prefix");
     retained_ctx_t ctx = {json_array(), 0, an_now_ms()};
-    retain_walk(r->srv->retain, (const uint8_t *)(prefix ? prefix : ""), prefix ? strlen(prefix) : 0,
-                on_retained, &ctx);
+    retain_walk(r->srv->retain, (const uint8_t *)(prefix ? prefix : ""),
+                prefix ? strlen(prefix) : 0, on_retained, &ctx);
     return send_page(r, ctx.items, by_topic, page, limit);
 }
 
@@ -578,7 +584,8 @@ static enum MHD_Result h_publish(api_req_t *r, const char *tail)
             corr = an_malloc(json_string_length(cd) + 4);
             clen = b64_decode(json_string_value(cd), json_string_length(cd), corr);
             if (clen < 0 || clen > 65535)
-                BAD("properties.correlation_data", "correlation_data must be base64 (at most 65535 bytes)");
+                BAD("properties.correlation_data",
+                    "correlation_data must be base64 (at most 65535 bytes)");
         }
         if (me) {
             if (!json_is_integer(me) || json_integer_value(me) < 0 ||
@@ -588,7 +595,8 @@ static enum MHD_Result h_publish(api_req_t *r, const char *tail)
             if (json_integer_value(me) > 0)
                 expiry_ms = (uint64_t)json_integer_value(me) * 1000u;
         }
-        if (pf && (!json_is_integer(pf) || json_integer_value(pf) < 0 || json_integer_value(pf) > 1))
+        if (pf &&
+            (!json_is_integer(pf) || json_integer_value(pf) < 0 || json_integer_value(pf) > 1))
             BAD("properties.payload_format_indicator", "payload_format_indicator must be 0 or 1");
         if (pf && json_integer_value(pf) == 1 && !mqtt_utf8_valid(payload, (size_t)n))
             BAD("payload", "payload_format_indicator 1 needs a UTF-8 payload");
@@ -596,7 +604,8 @@ static enum MHD_Result h_publish(api_req_t *r, const char *tail)
             size_t i;
             json_t *pair;
             if (!json_is_array(up))
-                BAD("properties.user_properties", "user_properties must be a list of [name, value]");
+                BAD("properties.user_properties",
+                    "user_properties must be a list of [name, value]");
             json_array_foreach(up, i, pair)
             {
                 if (!json_is_array(pair) || json_array_size(pair) != 2 ||
@@ -612,7 +621,8 @@ static enum MHD_Result h_publish(api_req_t *r, const char *tail)
             if (pf)
                 mqtt_pw_int(&pw, MQTT_PROP_PAYLOAD_FORMAT, (uint32_t)json_integer_value(pf));
             if (ct)
-                mqtt_pw_str(&pw, MQTT_PROP_CONTENT_TYPE, json_string_value(ct), json_string_length(ct));
+                mqtt_pw_str(&pw, MQTT_PROP_CONTENT_TYPE, json_string_value(ct),
+                            json_string_length(ct));
             if (rt)
                 mqtt_pw_str(&pw, MQTT_PROP_RESPONSE_TOPIC, json_string_value(rt),
                             json_string_length(rt));

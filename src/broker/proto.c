@@ -246,7 +246,8 @@ static int connect_home(conn_t *c, const mqtt_connect_t *ck, const connect_terms
     sess_attach(s, c);
     char name[160];
     const char *user = c->x ? c->x->cert_user : NULL;
-    conn_log(c, AN_LOG_INFO, "%s: connected (MQTT %s, clean %u, keepalive %u, session present %u%s%s%s)",
+    conn_log(c, AN_LOG_INFO,
+             "%s: connected (MQTT %s, clean %u, keepalive %u, session present %u%s%s%s)",
              conn_name(c, name, sizeof(name)),
              c->proto == MQTT_PROTO_V5 ? "5.0" : c->proto == MQTT_PROTO_V31 ? "3.1" : "3.1.1",
              ck->clean_session, c->keepalive, present, user ? ", user '" : "",

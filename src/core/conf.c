@@ -73,7 +73,8 @@ static const struct field log_fields[] = {
       .size = MSIZE(conf_t, log_target), .names = log_target_names },
 };
 
-#define APIF(m, k, t) { .key = k, .type = (t), .off = offsetof(conf_t, m), .size = MSIZE(conf_t, m) }
+#define APIF(m, k, t) \
+    { .key = k, .type = (t), .off = offsetof(conf_t, m), .size = MSIZE(conf_t, m) }
 static const struct field api_fields[] = {
     APIF(api_enabled, "enabled", F_BOOL),
     APIF(api_bind, "bind", F_ADDR),
