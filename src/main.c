@@ -17,6 +17,9 @@
 
 #include "auth_chain.h"
 #include "auth_passwd.h"
+#include "api.h"
+#include "api_ctl.h"
+#include "api_keys.h"
 #include "cli.h"
 #include "conf.h"
 #include "log.h"
@@ -27,6 +30,8 @@
 static const cli_command_t commands[] = {
     {"store", store_cli_main, "inspect, export, import, compact, expire a store"},
     {"passwd", auth_passwd_cli, "add, change or delete a user of a password file"},
+    {"ctl", api_ctl_main, "talk to a running broker's REST API (status, clients, ...)"},
+    {"apikey", api_keys_cli, "create an API key for the management API (api.keys_file)"},
     {NULL, NULL, NULL},
 };
 
@@ -119,10 +124,15 @@ int main(int argc, char **argv)
     }
     if (have_port)
         conf.listeners[0].port = port;
-    if (log_open(conf.log_file, conf.log_level) < 0) {
+    if (conf.log_target == CONF_LOG_TO_FILE && conf.log_file[0] == '\0') {
+        fprintf(stderr, "antenna: log.target is file but log.file is empty\n");
+        return 1;
+    }
+    if (log_open(conf.log_target == CONF_LOG_TO_SYSLOG ? "" : conf.log_file, conf.log_level) < 0) {
         fprintf(stderr, "antenna: cannot open log file %s: %s\n", conf.log_file, strerror(errno));
         return 1;
     }
+    log_set_output(conf.log_format == CONF_LOG_JSON, conf.log_target == CONF_LOG_TO_SYSLOG);
 
     /* before any thread exists: signals go to the signalfd only */
     sigset_t set;
@@ -172,6 +182,7 @@ int main(int argc, char **argv)
             server_tls_reload(&srv);
             if (auth_chain_reload(srv.auth) == 0)
                 log_info("authentication files reloaded (SIGHUP)");
+            api_reload(&srv);
             continue;
         }
         log_info("signal %u: shutting down", si.ssi_signo);

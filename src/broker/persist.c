@@ -339,7 +339,7 @@ static int load_session(void *ud, const void *k, size_t kl, const void *v, size_
     for (uint32_t i = 0; i < rec.nsubs; i++)
         sess_subscribe(w, s, rec.subs[i].filter, (uint16_t)rec.subs[i].filter_len,
                        rec.subs[i].options, rec.subs[i].sub_id);
-    atomic_store_explicit(&s->durable, 1, memory_order_relaxed);
+    sess_set_flag(s, SESS_F_DURABLE, 1);
     s->stored = 1; /* after subscribing: its record is already there */
     store_rec_session_free(&rec);
     ctx->sessions++;
@@ -545,7 +545,7 @@ void persist_session_update(worker_t *w, sess_t *s)
     if (!persist_on(w))
         return;
     int durable = s->expiry != 0;
-    atomic_store_explicit(&s->durable, (uint8_t)durable, memory_order_relaxed);
+    sess_set_flag(s, SESS_F_DURABLE, durable);
     if (durable) {
         put_session(w, batch_of(w), s);
         s->stored = 1;
@@ -557,7 +557,7 @@ void persist_session_update(worker_t *w, sess_t *s)
 
 void persist_session_drop(worker_t *w, sess_t *s)
 {
-    atomic_store_explicit(&s->durable, 0, memory_order_relaxed);
+    sess_set_flag(s, SESS_F_DURABLE, 0);
     if (!persist_on(w) || !s->stored)
         return;
     drop_session(batch_of(w), s);

@@ -51,7 +51,8 @@ static int malformed(conn_t *c, int rc, const char *why)
 /* CONNACK refusing the connection, in the client's protocol: the 3.1.1
  * return code, or the MQTT 5 reason code (with a Server Reference for
  * 0x9C/0x9D). */
-static int refuse(conn_t *c, uint8_t rc3, uint8_t rc5, const char *why)
+static int refuse(conn_t *c, const mqtt_connect_t *ck, uint8_t rc3, uint8_t rc5,
+                  const char *why)
 {
     if (c->proto == MQTT_PROTO_V5) {
         uint8_t props[300];
@@ -66,11 +67,20 @@ static int refuse(conn_t *c, uint8_t rc3, uint8_t rc5, const char *why)
     } else {
         mqtt_encode_connack(conn_reserve(c, 4, 1), 0, rc3);
     }
-    char msg[200];
-    snprintf(msg, sizeof(msg), "CONNECT refused (%s %u): %s",
-             c->proto == MQTT_PROTO_V5 ? "reason code" : "return code",
-             c->proto == MQTT_PROTO_V5 ? rc5 : rc3, why);
-    conn_close(c, msg, 0);
+    conn_count_out(c, MQTT_CONNACK);
+    /* logged here rather than by conn_close: the client id is known from
+     * the CONNECT even though no session exists (a JSON field too) */
+    char id[65] = "", name[160], peer[64];
+    size_t idlen = ck ? AN_MIN(ck->client_id.len, 64u) : 0;
+    if (idlen)
+        memcpy(id, ck->client_id.p, idlen);
+    id[idlen] = '\0';
+    log_kv(AN_LOG_INFO, ck ? id : NULL, conn_peer(c, peer, sizeof(peer)),
+           "%s: disconnected: CONNECT refused (%s %u)%s%s%s: %s", conn_name(c, name, sizeof(name)),
+           c->proto == MQTT_PROTO_V5 ? "reason code" : "return code",
+           c->proto == MQTT_PROTO_V5 ? rc5 : rc3, ck ? " for client '" : "", id, ck ? "'" : "",
+           why);
+    conn_close(c, NULL, 0);
     return -1;
 }
 
@@ -83,6 +93,7 @@ static void send_ack5(conn_t *c, uint8_t type, uint16_t pid, uint8_t reason)
     }
     mqtt_encode_ack_v5(conn_reserve(c, mqtt_ack_v5_size(reason, 0), 1), type, pid, reason,
                        NULL, 0);
+    conn_count_out(c, type);
 }
 
 /* The acknowledgement of a QoS 1/2 exchange: at once, or once this turn's
@@ -185,7 +196,8 @@ static int connect_home(conn_t *c, const mqtt_connect_t *ck, const connect_terms
         /* takeover: the older connection goes, its will is published */
         conn_t *old = s->conn;
         char name[160];
-        log_info("%s: session taken over by a new connection", conn_name(old, name, sizeof(name)));
+        conn_log(old, AN_LOG_INFO, "%s: session taken over by a new connection",
+                 conn_name(old, name, sizeof(name)));
         old->sess = NULL;
         s->conn = NULL;
         STAT_ADD(w->stats.clients_connected, (uint64_t)-1);
@@ -250,6 +262,7 @@ static int connect_home(conn_t *c, const mqtt_connect_t *ck, const connect_terms
     } else {
         mqtt_encode_connack(conn_reserve(c, 4, 1), present, MQTT_CONNACK_ACCEPTED);
     }
+    conn_count_out(c, MQTT_CONNACK);
     STAT_ADD(w->stats.clients_connected, 1);
     STAT_ADD(w->stats.connections_total, 1);
     conn_arm_timer(c);
@@ -257,7 +270,8 @@ static int connect_home(conn_t *c, const mqtt_connect_t *ck, const connect_terms
     persist_session_update(w, s);
     char name[160];
     const char *user = c->x && c->x->auth ? c->x->auth->user : c->x ? c->x->cert_user : NULL;
-    log_info("%s: connected (MQTT %s, clean %u, keepalive %u, session present %u%s%s%s)",
+    conn_log(c, AN_LOG_INFO,
+             "%s: connected (MQTT %s, clean %u, keepalive %u, session present %u%s%s%s)",
              conn_name(c, name, sizeof(name)),
              c->proto == MQTT_PROTO_V5 ? "5.0" : c->proto == MQTT_PROTO_V31 ? "3.1" : "3.1.1",
              ck->clean_session, c->keepalive, present, user ? ", user '" : "",
@@ -296,7 +310,7 @@ static int refuse_later(conn_t *c, uint8_t rc3, uint8_t rc5)
     auth_client_t *ac = x->auth;
     uint32_t delay = w->srv->conf.auth.ban.delay_ms;
     if (delay == 0)
-        return refuse(c, rc3, rc5, "address banned (brute-force protection)");
+        return refuse(c, NULL, rc3, rc5, "address banned (brute-force protection)");
     ac->refusing = 1;
     ac->rc3 = rc3;
     ac->rc5 = rc5;
@@ -324,7 +338,7 @@ static int auth_decided(conn_t *c, auth_verdict_t v, auth_answer_t *ans, int cre
         if (auth_ban_failure(auth_chain_ban(w->srv->auth), c->peer.family, c->peer.addr, w->now))
             log_warn("%s: banned for %u s after %u failed logins (auth.ban)", peer,
                      w->srv->conf.auth.ban.ban_s, w->srv->conf.auth.ban.max_failures);
-        return refuse(c, rc3, rc5, "authentication failed");
+        return refuse(c, NULL, rc3, rc5, "authentication failed");
     }
     STAT_ADD(w->stats.auth_success, 1);
     auth_ban_success(auth_chain_ban(w->srv->auth), c->peer.family, c->peer.addr);
@@ -459,7 +473,7 @@ static int method_result(conn_t *c, auth_method_rc_t rc, auth_method_out_t *out,
                  out->why ? out->why : "?");
         if (reauth)
             return close_with(c, MQTT_RC_NOT_AUTHORIZED, "re-authentication", why);
-        return refuse(c, MQTT_CONNACK_BAD_CREDENTIALS, MQTT_RC_BAD_USERNAME_OR_PASSWORD, why);
+        return refuse(c, NULL, MQTT_CONNACK_BAD_CREDENTIALS, MQTT_RC_BAD_USERNAME_OR_PASSWORD, why);
     }
     STAT_ADD(w->stats.auth_success, 1);
     auth_ban_success(auth_chain_ban(w->srv->auth), c->peer.family, c->peer.addr);
@@ -494,7 +508,7 @@ static int enhanced_start(conn_t *c, const mqtt_connect_t *ck, const mqtt_raw_t 
     const auth_method_t *m = auth_method_find(w->srv->auth, pr->auth_method.p,
                                               pr->auth_method.len);
     if (m == NULL)
-        return refuse(c, 0, MQTT_RC_BAD_AUTHENTICATION_METHOD,
+        return refuse(c, ck, 0, MQTT_RC_BAD_AUTHENTICATION_METHOD,
                       "authentication method not supported");
     conn_ext_t *x = conn_ext(c);
     if (x->auth == NULL)
@@ -589,7 +603,7 @@ void proto_auth_timer(conn_t *c)
     auth_client_t *ac = c->x ? c->x->auth : NULL;
     if (ac && ac->refusing) {
         ac->refusing = 0;
-        refuse(c, ac->rc3, ac->rc5, "address banned (brute-force protection)");
+        refuse(c, NULL, ac->rc3, ac->rc5, "address banned (brute-force protection)");
         return;
     }
     conn_close(c, "authentication not answered within connect_timeout", 0);
@@ -604,10 +618,10 @@ static int on_connect(conn_t *c, const mqtt_raw_t *pkt, const uint8_t *rest, siz
     const char *why = NULL;
     int rc = mqtt_decode_connect_v5ok(pkt, &ck, 1, &why);
     if (rc == MQTT_ERR_PROTOCOL_VERSION)
-        return refuse(c, MQTT_CONNACK_BAD_VERSION, MQTT_RC_UNSUPPORTED_PROTOCOL_VERSION,
+        return refuse(c, NULL, MQTT_CONNACK_BAD_VERSION, MQTT_RC_UNSUPPORTED_PROTOCOL_VERSION,
                       why ? why : "protocol version");
     if (rc == MQTT_ERR_CLIENT_ID)
-        return refuse(c, MQTT_CONNACK_ID_REJECTED, MQTT_RC_CLIENT_ID_NOT_VALID,
+        return refuse(c, NULL, MQTT_CONNACK_ID_REJECTED, MQTT_RC_CLIENT_ID_NOT_VALID,
                       why ? why : "client identifier");
     if (rc < 0)
         return malformed(c, rc, why);
@@ -632,13 +646,13 @@ static int on_connect(conn_t *c, const mqtt_raw_t *pkt, const uint8_t *rest, siz
         t.expiry = ck.clean_session ? 0 : (cf->session_expiry ? cf->session_expiry : SESS_NEVER);
     }
     if (ck.will_flag && ck.will_qos > cf->max_qos)
-        return refuse(c, MQTT_CONNACK_NOT_AUTHORIZED, MQTT_RC_QOS_NOT_SUPPORTED,
+        return refuse(c, &ck, MQTT_CONNACK_NOT_AUTHORIZED, MQTT_RC_QOS_NOT_SUPPORTED,
                       "[MQTT5-3.2.2-12] will QoS above max_qos");
     if (ck.will_flag && ck.will_retain && !cf->retain_available)
-        return refuse(c, MQTT_CONNACK_NOT_AUTHORIZED, MQTT_RC_RETAIN_NOT_SUPPORTED,
+        return refuse(c, &ck, MQTT_CONNACK_NOT_AUTHORIZED, MQTT_RC_RETAIN_NOT_SUPPORTED,
                       "[MQTT5-3.2.2-13] will retain without retain available");
     if (cf->server_reference[0])
-        return refuse(c, MQTT_CONNACK_UNAVAILABLE, MQTT_RC_SERVER_MOVED,
+        return refuse(c, &ck, MQTT_CONNACK_UNAVAILABLE, MQTT_RC_SERVER_MOVED,
                       "server moved (server_reference)");
     /* cert_username: the verified client certificate names the user */
     const conf_listener_t *lst = &cf->listeners[c->listener];
@@ -654,12 +668,14 @@ static int on_connect(conn_t *c, const mqtt_raw_t *pkt, const uint8_t *rest, siz
                     !(c->x && c->x->auth && c->x->auth->authed); /* enhanced auth */
     uint8_t anon_ok = lst->allow_anonymous == CONF_ANON_INHERIT ? cf->allow_anonymous
                                                                 : lst->allow_anonymous;
-    if (anonymous && !anon_ok)
-        return refuse(c, MQTT_CONNACK_NOT_AUTHORIZED, MQTT_RC_NOT_AUTHORIZED,
+    if (anonymous && !anon_ok) {
+        STAT_ADD(w->stats.auth_failure, 1);
+        return refuse(c, &ck, MQTT_CONNACK_NOT_AUTHORIZED, MQTT_RC_NOT_AUTHORIZED,
                       "anonymous clients are not allowed");
+    }
     if (ck.keepalive > cf->max_keepalive) {
         if (ck.proto != MQTT_PROTO_V5 && cf->keepalive_over_max == CONF_KEEPALIVE_REFUSE)
-            return refuse(c, MQTT_CONNACK_ID_REJECTED, 0, "keepalive above max_keepalive");
+            return refuse(c, &ck, MQTT_CONNACK_ID_REJECTED, 0, "keepalive above max_keepalive");
         t.keepalive = cf->max_keepalive; /* MQTT 5: told as Server Keep Alive */
         t.keepalive_capped = ck.proto == MQTT_PROTO_V5;
     }
@@ -684,7 +700,7 @@ static int on_connect(conn_t *c, const mqtt_raw_t *pkt, const uint8_t *rest, siz
         if (ck.will_flag && !auth_chain_acl(w->srv->auth, ac, AUTH_ACT_PUBLISH, ck.will_topic.p,
                                             ck.will_topic.len, 0)) {
             STAT_ADD(w->stats.acl_denied, 1);
-            return refuse(c, MQTT_CONNACK_NOT_AUTHORIZED, MQTT_RC_NOT_AUTHORIZED,
+            return refuse(c, &ck, MQTT_CONNACK_NOT_AUTHORIZED, MQTT_RC_NOT_AUTHORIZED,
                           "will topic not authorized by the ACL");
         }
     }
@@ -744,6 +760,7 @@ static int on_publish(conn_t *c, const mqtt_raw_t *pkt)
     if (rc < 0)
         return malformed(c, rc, why);
     STAT_ADD(w->stats.msgs_received, 1);
+    STAT_ADD(w->stats.msgs_in_qos[pb.qos > 2 ? 2 : pb.qos], 1);
     conn_count_publish(c, pkt->len);
     int v5 = c->proto == MQTT_PROTO_V5;
     if (v5 && (pb.props.present & MQTT_PROP_BIT(MQTT_PROP_TOPIC_ALIAS)) &&
@@ -926,6 +943,7 @@ static int on_subscribe(conn_t *c, const mqtt_raw_t *pkt)
                               NULL, 0, codes, i);
     else
         mqtt_encode_suback(conn_reserve(c, mqtt_suback_size(i), 1), it.packet_id, codes, i);
+    conn_count_out(c, MQTT_SUBACK);
     /* [MQTT-3.8.4-3] retained messages for every filter, after the SUBACK */
     for (uint32_t j = 0; j < i && mqtt_sub_next_opts(&again, &f, &opts); j++)
         if (retained[j])
@@ -952,11 +970,13 @@ static int on_unsubscribe(conn_t *c, const mqtt_raw_t *pkt)
         codes[i++] = sess_unsubscribe(c->w, c->sess, f.p, f.len)
                          ? MQTT_RC_SUCCESS
                          : MQTT_RC_NO_SUBSCRIPTION_EXISTED;
-    if (v5)
+    if (v5) {
         mqtt_encode_unsuback_v5(conn_reserve(c, mqtt_suback_v5_size(0, i), 1), it.packet_id,
                                 NULL, 0, codes, i);
-    else
+        conn_count_out(c, MQTT_UNSUBACK);
+    } else {
         conn_send_ack(c, MQTT_UNSUBACK, it.packet_id);
+    }
     free(codes);
     return 0;
 }
@@ -1057,6 +1077,7 @@ int proto_handle(conn_t *c, const mqtt_raw_t *pkt, const uint8_t *rest, size_t r
         if ((rc = mqtt_decode_empty(pkt, &why)) < 0)
             return malformed(c, rc, why);
         mqtt_encode_pingresp(conn_reserve(c, 2, 1));
+        conn_count_out(c, MQTT_PINGRESP);
         return 0;
     case MQTT_DISCONNECT:
         return on_disconnect(c, pkt);

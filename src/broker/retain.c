@@ -304,6 +304,22 @@ size_t retain_expire(retain_t *r, uint64_t now, retain_cb cb, void *ud)
     return v.n;
 }
 
+void retain_walk(retain_t *r, const uint8_t *prefix, size_t len, retain_cb cb, void *ud)
+{
+    mvec_t v = {0};
+    pthread_mutex_lock(&r->mu);
+    if (r->count)
+        collect_all(r->root, &v, 0);
+    pthread_mutex_unlock(&r->mu);
+    for (size_t i = 0; i < v.n; i++) {
+        if (v.v[i]->topic_len >= len && memcmp(msg_topic(v.v[i]), prefix, len) == 0)
+            cb(ud, v.v[i]);
+        else
+            msg_unref(&v.v[i]);
+    }
+    free(v.v);
+}
+
 size_t retain_count(retain_t *r)
 {
     pthread_mutex_lock(&r->mu);

@@ -26,6 +26,10 @@ void retain_set(retain_t *r, msg_t *m);
  * matching filter.  cb runs after the lock is released. */
 typedef void (*retain_cb)(void *ud, msg_t *m);
 void retain_match(retain_t *r, const uint8_t *filter, size_t len, retain_cb cb, void *ud);
+/* Every retained message whose topic starts with prefix (len 0: all,
+ * '$' topics included), with the same reference rule as retain_match.
+ * For the management API: a walk of the whole tree under the mutex. */
+void retain_walk(retain_t *r, const uint8_t *prefix, size_t len, retain_cb cb, void *ud);
 size_t retain_count(retain_t *r);
 /* Remove every retained message expired at now (ms); cb gets a reference
  * to each one removed (after the lock is released).  Cheap when no retained

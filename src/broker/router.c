@@ -136,7 +136,7 @@ static void publish_durable(worker_t *w, msg_t *m, size_t n)
             t[i].flags |= DLV_SHARED;
         const sess_t *s = sub->sess;
         if (t[i].qos == 0 || s == NULL ||
-            !atomic_load_explicit(&s->durable, memory_order_relaxed))
+            !sess_flag(s, SESS_F_DURABLE))
             continue;
         if (m->store_seq == 0)
             m->store_seq = persist_next_seq(srv);
@@ -168,7 +168,7 @@ static int any_queue_full(worker_t *w, msg_t *m, const sess_t *from)
     for (size_t i = 0; i < w->nmatches && !full; i++) {
         const sub_ref_t *sub = &w->matches[i];
         full = (sub->opts & 3) && sub->sess &&
-               atomic_load_explicit(&sub->sess->full, memory_order_relaxed);
+               sess_flag(sub->sess, SESS_F_FULL);
     }
     pthread_rwlock_unlock(&srv->trie_lock);
     return full;

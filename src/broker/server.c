@@ -15,6 +15,7 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
+#include "api.h"
 #include "log.h"
 #include "net_tls.h"
 #include "persist.h"
@@ -146,11 +147,13 @@ int server_start(server_t *srv)
             return -1;
         }
     }
-    return 0;
+    /* the management API last: its requests go to running workers */
+    return api_start(srv);
 }
 
 void server_stop(server_t *srv)
 {
+    api_stop(srv); /* first: no API request waits for a stopped worker */
     for (uint32_t i = 0; i < srv->nworkers; i++) {
         inbox_vec_t v = {0};
         inbox_item_t it = {.kind = WM_STOP};

@@ -43,8 +43,12 @@ enum {
     WM_STOP,        /* stop the loop, close every connection */
     WM_COMMITTED,   /* sid: (int64) result of this worker's oldest batch in
                      * the store (persist.h), from the committer thread */
-    WM_AUTH         /* ptr: auth_wait_t*: an asynchronous backend's answer */
+    WM_AUTH,        /* ptr: auth_wait_t*: an asynchronous backend's answer */
+    WM_API          /* ptr: api_job_t* (api_snap.h): a management API request */
 };
+
+/* Packet types counted in and out (index = MQTT packet type 0..15). */
+#define STAT_PKT_TYPES 16
 
 /* Per-worker counters: written by the worker only, summed by readers. */
 typedef struct {
@@ -67,6 +71,15 @@ typedef struct {
     an_counter_t auth_failure;      /* CONNECTs refused by it (credentials) */
     an_counter_t auth_banned;       /* CONNECTs refused: address banned */
     an_counter_t acl_denied;        /* PUBLISH/SUBSCRIBE/retained refused by the ACL */
+    an_counter_t pkts_in[STAT_PKT_TYPES];  /* packets read, by MQTT type */
+    an_counter_t pkts_out[STAT_PKT_TYPES]; /* packets queued for sending, by type */
+    an_counter_t msgs_in_qos[3];    /* PUBLISH from clients by QoS */
+    an_counter_t msgs_out_qos[3];   /* PUBLISH to clients by QoS */
+    /* gauges refreshed by the worker every second (worker_gauges) */
+    an_counter_t sessions;          /* sessions whose home is this worker */
+    an_counter_t inflight;          /* their inflight messages */
+    an_counter_t queued;            /* their queued messages */
+    an_hist_t loop_turn;            /* duration of a loop turn (events to end of turn) */
 } worker_stats_t;
 
 /* A chained hash table of sessions, keyed by client id (SESS_BY_ID) or by
@@ -89,6 +102,7 @@ struct worker_s {
     tw_timer_t sys_timer; /* worker 0 only: $SYS publishing */
     tw_timer_t mem_timer; /* worker 0 only: memory high-water check */
     tw_timer_t sweep_timer; /* worker 0 only: expired retained messages */
+    tw_timer_t gauge_timer; /* every worker: refresh the session gauges (1 s) */
     inbox_t inbox;
     inbox_vec_t taken;    /* items being processed this turn */
     inbox_vec_t *outbox;  /* one outgoing batch per worker */
@@ -141,6 +155,7 @@ struct server_s {
     _Atomic uint64_t rate_second;      /* max_connection_rate window */
     _Atomic uint32_t rate_count;
     _Atomic int over_high_water;       /* RSS above memory_high_water */
+    struct api_s *api;     /* management API (api.h), or NULL */
     uint64_t started_wall; /* seconds since the epoch */
     uint64_t started_ms;   /* monotonic */
 };
@@ -169,6 +184,8 @@ void worker_post(worker_t *w, uint32_t to, const inbox_item_t *it);
 sess_t *worker_find_sid(worker_t *w, uint64_t sid);
 /* 1 while another worker's inbox is over its bound: readers should pause. */
 int worker_congested(worker_t *w);
+/* Refresh this worker's session gauges (worker_stats_t) now. */
+void worker_gauges_now(worker_t *w);
 uint32_t worker_home(const server_t *srv, const uint8_t *client_id, size_t len);
 
 /* Output buffers: BUF_CHUNK-sized ones are recycled per worker. */

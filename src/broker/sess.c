@@ -396,8 +396,8 @@ static void pump(sess_t *s)
         sq_entry_t e;
         sq_pop(&s->queue, &e);
         s->queued_bytes -= msg_bytes(e.m);
-        if (atomic_load_explicit(&s->full, memory_order_relaxed) && !queue_full(s, 0))
-            atomic_store_explicit(&s->full, 0, memory_order_relaxed);
+        if (sess_flag(s, SESS_F_FULL) && !queue_full(s, 0))
+            sess_set_flag(s, SESS_F_FULL, 0);
         if (msg_expired(e.m, s->w->now) || too_big_for_client(s, e.m, e.qos)) {
             STAT_ADD(s->w->stats.msgs_dropped, 1);
             entry_forget(s, &e);
@@ -453,7 +453,7 @@ void sess_deliver(worker_t *w, sess_t *s, msg_t *m, uint8_t qos, uint8_t flags)
         STAT_ADD(w->stats.dropped_queue_full, 1);
     }
     if (queue_full(s, bytes)) {
-        atomic_store_explicit(&s->full, 1, memory_order_relaxed);
+        sess_set_flag(s, SESS_F_FULL, 1);
         STAT_ADD(w->stats.msgs_dropped, 1);
         STAT_ADD(w->stats.dropped_queue_full, 1);
         /* one line per worker per second at most: a full queue under load
@@ -471,12 +471,13 @@ void sess_deliver(worker_t *w, sess_t *s, msg_t *m, uint8_t qos, uint8_t flags)
     sq_push(&s->queue, &e);
     s->queued_bytes += bytes;
     if (queue_full(s, 0))
-        atomic_store_explicit(&s->full, 1, memory_order_relaxed);
+        sess_set_flag(s, SESS_F_FULL, 1);
 }
 
 void sess_attach(sess_t *s, conn_t *c)
 {
     s->conn = c;
+    s->connected_at = (uint32_t)an_wall_s();
     c->sess = s;
     tw_del(&s->w->tw, &s->timer);
     s->timer_kind = SESS_TIMER_NONE;

@@ -84,19 +84,38 @@ struct sess_s {
     uint32_t expiry;            /* seconds after disconnect; 0 = with the
                                  * connection, SESS_NEVER = never */
     uint16_t next_pid;
-    uint8_t has_subids;         /* a subscription carries an identifier */
+    uint8_t has_subids : 1;     /* a subscription carries an identifier */
+    uint8_t stored : 1;         /* records of it may be in the store */
     uint8_t timer_kind;         /* SESS_TIMER_* */
     tw_timer_t timer;           /* retry while connected, expiry offline */
     uint16_t client_id_len;
-    _Atomic uint8_t durable;    /* persistence on and expiry != 0: publishers
-                                 * (any worker) store its QoS 1/2 messages */
-    uint8_t stored;             /* records of it may be in the store */
-    _Atomic uint8_t full;       /* its queue is full: publishers may refuse
-                                 * (limits.queue_full: refuse) */
+    _Atomic uint8_t shared_flags; /* SESS_F_*: written by the home worker,
+                                 * read by publishers on any worker */
+    uint32_t connected_at;      /* wall seconds of the last attach (API) */
     char client_id[];           /* NUL terminated */
 };
 
 enum { SESS_TIMER_NONE = 0, SESS_TIMER_RETRY, SESS_TIMER_EXPIRY };
+
+enum {
+    SESS_F_DURABLE = 1, /* persistence on and expiry != 0: publishers store
+                         * its QoS 1/2 messages (persist.h) */
+    SESS_F_FULL = 2     /* its queue is full: publishers may refuse
+                         * (limits.queue_full: refuse) */
+};
+
+static inline int sess_flag(const sess_t *s, uint8_t f)
+{
+    return (atomic_load_explicit(&((sess_t *)s)->shared_flags, memory_order_relaxed) & f) != 0;
+}
+
+static inline void sess_set_flag(sess_t *s, uint8_t f, int on)
+{
+    if (on)
+        atomic_fetch_or_explicit(&s->shared_flags, f, memory_order_relaxed);
+    else
+        atomic_fetch_and_explicit(&s->shared_flags, (uint8_t)~f, memory_order_relaxed);
+}
 
 void sq_push(sq_t *q, const sq_entry_t *e);
 sq_entry_t *sq_at(sq_t *q, uint32_t i);

@@ -20,6 +20,7 @@
 #include "msg.h"
 #include "retain.h"
 #include "router.h"
+#include "store.h"
 
 static void publish(worker_t *w, const char *topic, const char *value)
 {
@@ -66,8 +67,21 @@ void sys_on_timer(tw_timer_t *t)
     uint64_t recv = 0, sent = 0, dropped = 0, bin = 0, bout = 0, conn = 0, total = 0;
     uint64_t ref_limit = 0, ref_rate = 0, ref_mem = 0, throttled = 0, slow = 0, qfull = 0;
     uint64_t qrefused = 0, congested = 0, auth_ok = 0, auth_fail = 0, auth_banned = 0, acl_denied = 0;
+    uint64_t sessions = 0, inflight = 0, queued = 0;
+    uint64_t pin[STAT_PKT_TYPES] = {0}, pout[STAT_PKT_TYPES] = {0}, qin[3] = {0}, qout[3] = {0};
     for (uint32_t i = 0; i < srv->nworkers; i++) {
         worker_stats_t *st = &srv->workers[i].stats;
+        sessions += STAT_GET(st->sessions);
+        inflight += STAT_GET(st->inflight);
+        queued += STAT_GET(st->queued);
+        for (int p = 0; p < STAT_PKT_TYPES; p++) {
+            pin[p] += STAT_GET(st->pkts_in[p]);
+            pout[p] += STAT_GET(st->pkts_out[p]);
+        }
+        for (int q = 0; q < 3; q++) {
+            qin[q] += STAT_GET(st->msgs_in_qos[q]);
+            qout[q] += STAT_GET(st->msgs_out_qos[q]);
+        }
         recv += STAT_GET(st->msgs_received);
         sent += STAT_GET(st->msgs_sent);
         dropped += STAT_GET(st->msgs_dropped);
@@ -122,10 +136,38 @@ void sys_on_timer(tw_timer_t *t)
         {"$SYS/broker/auth/failure", auth_fail},
         {"$SYS/broker/auth/banned", auth_banned},
         {"$SYS/broker/auth/acl_denied", acl_denied},
+        {"$SYS/broker/sessions/count", sessions},
+        {"$SYS/broker/messages/inflight", inflight},
+        {"$SYS/broker/messages/queued", queued},
     };
     for (size_t i = 0; i < sizeof(figures) / sizeof(figures[0]); i++)
         publish_u64(w, figures[i].topic, figures[i].value);
     publish_auth_backends(w, srv);
+    /* per packet type and per QoS, as /metrics has them */
+    static const char *const names[STAT_PKT_TYPES] = {
+        NULL, "connect", "connack", "publish", "puback", "pubrec", "pubrel", "pubcomp",
+        "subscribe", "suback", "unsubscribe", "unsuback", "pingreq", "pingresp", "disconnect",
+        "auth"};
+    char topic[96];
+    for (int p = 1; p < STAT_PKT_TYPES; p++) {
+        snprintf(topic, sizeof(topic), "$SYS/broker/packets/received/%s", names[p]);
+        publish_u64(w, topic, pin[p]);
+        snprintf(topic, sizeof(topic), "$SYS/broker/packets/sent/%s", names[p]);
+        publish_u64(w, topic, pout[p]);
+    }
+    for (int q = 0; q < 3; q++) {
+        snprintf(topic, sizeof(topic), "$SYS/broker/messages/received/qos%d", q);
+        publish_u64(w, topic, qin[q]);
+        snprintf(topic, sizeof(topic), "$SYS/broker/messages/sent/qos%d", q);
+        publish_u64(w, topic, qout[q]);
+    }
+    if (srv->store) {
+        store_stats_t ss;
+        store_stats(srv->store, &ss);
+        publish_u64(w, "$SYS/broker/store/batches", ss.batches_committed);
+        publish_u64(w, "$SYS/broker/store/syncs", ss.syncs);
+        publish_u64(w, "$SYS/broker/store/last_sync_us", ss.last_sync_us);
+    }
 
     tw_add(&w->tw, t, w->now + (uint64_t)srv->conf.sys_interval * 1000u);
 }

@@ -62,11 +62,35 @@ static const char *const proxy_names[] = {"off", "v1", "v2", NULL};
 static const char *const tls_version_names[] = {"1.2", "1.3", NULL};
 static const char *const cert_username_names[] = {"none", "cn", "san", NULL};
 
+static const char *const log_format_names[] = {"text", "json", NULL};
+static const char *const log_target_names[] = {"stderr", "file", "syslog", NULL};
+
 static const struct field log_fields[] = {
     { .key = "level", .type = F_LEVEL, .off = offsetof(conf_t, log_level),
       .size = MSIZE(conf_t, log_level) },
     { .key = "file", .type = F_STR, .off = offsetof(conf_t, log_file),
       .size = MSIZE(conf_t, log_file) },
+    { .key = "format", .type = F_ENUM, .off = offsetof(conf_t, log_format),
+      .size = MSIZE(conf_t, log_format), .names = log_format_names },
+    { .key = "target", .type = F_ENUM, .off = offsetof(conf_t, log_target),
+      .size = MSIZE(conf_t, log_target), .names = log_target_names },
+};
+
+#define APIF(m, k, t) \
+    { .key = k, .type = (t), .off = offsetof(conf_t, m), .size = MSIZE(conf_t, m) }
+static const struct field api_fields[] = {
+    APIF(api_enabled, "enabled", F_BOOL),
+    APIF(api_bind, "bind", F_ADDR),
+    { .key = "port", .type = F_UINT, .off = offsetof(conf_t, api_port),
+      .size = MSIZE(conf_t, api_port), .min = 0, .max = 65535 },
+    APIF(api_tls_cert, "tls_cert", F_STR),
+    APIF(api_tls_key, "tls_key", F_STR),
+    APIF(api_keys_file, "keys_file", F_STR),
+    APIF(api_users_file, "users_file", F_STR),
+    APIF(api_open_health, "open_health", F_BOOL),
+    APIF(api_open_metrics, "open_metrics", F_BOOL),
+    { .key = "timeout_ms", .type = F_UINT, .off = offsetof(conf_t, api_timeout_ms),
+      .size = MSIZE(conf_t, api_timeout_ms), .min = 10, .max = 60000 },
 };
 
 static const struct field listener_fields[] = {
@@ -225,6 +249,7 @@ static const struct field root_fields[] = {
     { .key = "persistence", .type = F_SECTION, .sub = persistence_fields,
       .nsub = NELEM(persistence_fields) },
     { .key = "auth", .type = F_SECTION, .sub = auth_fields, .nsub = NELEM(auth_fields) },
+    { .key = "api", .type = F_SECTION, .sub = api_fields, .nsub = NELEM(api_fields) },
 };
 
 /* load_map() tracks the keys seen in a uint32_t. */
@@ -265,6 +290,12 @@ void conf_defaults(conf_t *c)
     c->session_expiry = 7200;
     c->allow_anonymous = 1;
     c->sys_interval = 10;
+    c->api_enabled = 1;
+    snprintf(c->api_bind, sizeof(c->api_bind), "127.0.0.1");
+    c->api_port = 18083;
+    c->api_open_health = 1;
+    c->api_open_metrics = 0;
+    c->api_timeout_ms = 2000;
     c->max_qos = 2;
     c->retain_available = 1;
     c->wildcard_subscriptions = 1;
@@ -834,4 +865,75 @@ out:
     if (f)
         fclose(f);
     return rc;
+}
+
+/* ---- display (conf_walk) -------------------------------------------------- */
+
+static uint64_t read_uint(const void *p, size_t size)
+{
+    switch (size) {
+    case 1: return *(const uint8_t *)p;
+    case 2: return *(const uint16_t *)p;
+    case 4: return *(const uint32_t *)p;
+    default: return *(const uint64_t *)p;
+    }
+}
+
+static void walk_fields(const conf_t *c, const struct field *fs, size_t n, const void *base,
+                        conf_visit_fn fn, void *ud)
+{
+    static const char *const levels[] = {"error", "warn", "info", "debug"};
+    for (size_t i = 0; i < n; i++) {
+        const struct field *f = &fs[i];
+        const char *p = (const char *)base + f->off;
+        switch (f->type) {
+        case F_UINT:
+            fn(ud, CONF_V_UINT, f->key, NULL, read_uint(p, f->size));
+            break;
+        case F_BOOL:
+            fn(ud, CONF_V_BOOL, f->key, NULL, *(const uint8_t *)p);
+            break;
+        case F_STR:
+        case F_NAME:
+        case F_ADDR:
+            fn(ud, CONF_V_STR, f->key, p, 0);
+            break;
+        case F_LEVEL: {
+            int lv = *(const int *)p;
+            fn(ud, CONF_V_STR, f->key, lv >= 0 && lv < 4 ? levels[lv] : "?", 0);
+            break;
+        }
+        case F_ENUM:
+            fn(ud, CONF_V_STR, f->key, f->names[*(const uint8_t *)p], 0);
+            break;
+        case F_SECTION:
+            fn(ud, CONF_V_SECTION, f->key, NULL, 0);
+            walk_fields(c, f->sub, f->nsub, base, fn, ud);
+            fn(ud, CONF_V_END, f->key, NULL, 0);
+            break;
+        case F_NAMELIST: {
+            uint32_t count;
+            memcpy(&count, (const char *)base + f->off2, sizeof(count));
+            fn(ud, CONF_V_LIST, f->key, NULL, 0);
+            for (uint32_t j = 0; j < count; j++)
+                fn(ud, CONF_V_STR, NULL, p + (size_t)j * f->size, 0);
+            fn(ud, CONF_V_END, f->key, NULL, 0);
+            break;
+        }
+        case F_LISTENERS:
+            fn(ud, CONF_V_LIST, f->key, NULL, 0);
+            for (uint32_t l = 0; l < c->nlisteners; l++) {
+                fn(ud, CONF_V_ITEM, NULL, NULL, 0);
+                walk_fields(c, listener_fields, NELEM(listener_fields), &c->listeners[l], fn, ud);
+                fn(ud, CONF_V_END, NULL, NULL, 0);
+            }
+            fn(ud, CONF_V_END, f->key, NULL, 0);
+            break;
+        }
+    }
+}
+
+void conf_walk(const conf_t *c, conf_visit_fn fn, void *ud)
+{
+    walk_fields(c, root_fields, NELEM(root_fields), c, fn, ud);
 }

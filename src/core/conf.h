@@ -127,6 +127,19 @@ typedef struct {
     /* log */
     int log_level;             /* AN_LOG_ERROR..AN_LOG_DEBUG, see log.h */
     char log_file[256];        /* "" = stderr */
+    uint8_t log_format;        /* CONF_LOG_TEXT or CONF_LOG_JSON */
+    uint8_t log_target;        /* CONF_LOG_TO_*; stderr with a file set means the file */
+    /* api: the management HTTP API (src/api) */
+    uint8_t api_enabled;
+    char api_bind[64];
+    uint16_t api_port;
+    char api_tls_cert[256];    /* PEM files: HTTPS when both are set */
+    char api_tls_key[256];
+    char api_keys_file[256];   /* NAME:sha256hex lines */
+    char api_users_file[256];  /* NAME:$7$... lines (basic auth) */
+    uint8_t api_open_health;   /* the /health endpoints without credentials */
+    uint8_t api_open_metrics;  /* /metrics without credentials */
+    uint32_t api_timeout_ms;   /* wait for the workers' answers */
     /* listeners */
     conf_listener_t listeners[CONF_MAX_LISTENERS];
     uint32_t nlisteners;
@@ -177,6 +190,20 @@ typedef struct {
     conf_auth_http_t auth_http;
     conf_auth_redis_t auth_redis;
 } conf_t;
+
+enum { CONF_LOG_TEXT = 0, CONF_LOG_JSON };
+enum { CONF_LOG_TO_STDERR = 0, CONF_LOG_TO_FILE, CONF_LOG_TO_SYSLOG };
+
+/* Walk the configuration for display (the API's GET /api/v1/config): fn is
+ * called for each section start (kind CONF_V_SECTION, key; kind
+ * CONF_V_ITEM for an item of the listener list, key NULL), each value and
+ * each section end (CONF_V_END).  Values come as text (s) or numbers (u)
+ * or booleans (u 0/1); secrets are never passed (none today: files are
+ * shown by path). */
+enum { CONF_V_SECTION, CONF_V_LIST, CONF_V_ITEM, CONF_V_END, CONF_V_STR, CONF_V_UINT,
+       CONF_V_BOOL };
+typedef void (*conf_visit_fn)(void *ud, int kind, const char *key, const char *s, uint64_t u);
+void conf_walk(const conf_t *c, conf_visit_fn fn, void *ud);
 
 enum { CONF_SHARED_ROUND_ROBIN = 0, CONF_SHARED_RANDOM, CONF_SHARED_HASH_CLIENTID,
        CONF_SHARED_HASH_TOPIC, CONF_SHARED_STICKY };

@@ -1,9 +1,14 @@
-/* log.c -- leveled log lines to stderr or a file.
+/* log.c -- leveled log lines to stderr, a file or syslog; text or JSON.
  *
- * The sink is a file descriptor and a level, set by main before any worker
- * starts; log_reopen() swaps the descriptor atomically so a worker writing
- * during a SIGHUP rotation writes to the old or the new file, never to a
- * closed one that was reused.  Each line is one write(2) (O_APPEND).
+ * The sink is a file descriptor (or syslog), a level and a format, set by
+ * main before any worker starts; log_reopen() swaps the descriptor
+ * atomically so a worker writing during a SIGHUP rotation writes to the old
+ * or the new file, never to a closed one that was reused.  Each line is one
+ * write(2) (O_APPEND), or one syslog(3) call.
+ *
+ * JSON lines (log.format: json) are objects {"ts", "level", "msg"} plus
+ * "client_id" and "peer" when the caller knows them (log_kv: connection
+ * events), so a log pipeline can filter one client without parsing text.
  */
 #include "log.h"
 
@@ -15,6 +20,7 @@
 #include <string.h>
 #include <strings.h>
 #include <sys/time.h>
+#include <syslog.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -22,7 +28,9 @@ static struct {
     _Atomic int fd;
     int level;
     char path[256];
-} sink = {2, AN_LOG_INFO, ""};
+    int json;
+    int use_syslog;
+} sink = {2, AN_LOG_INFO, "", 0, 0};
 
 static const char *level_names[] = {"error", "warn", "info", "debug"};
 
@@ -72,8 +80,21 @@ int log_reopen(void)
     return 0;
 }
 
+int log_set_output(int json, int use_syslog)
+{
+    sink.json = json;
+    if (use_syslog && !sink.use_syslog)
+        openlog("antenna", LOG_PID | LOG_NDELAY, LOG_DAEMON);
+    sink.use_syslog = use_syslog;
+    return 0;
+}
+
 void log_close(void)
 {
+    if (sink.use_syslog) {
+        closelog();
+        sink.use_syslog = 0;
+    }
     int old = atomic_exchange(&sink.fd, 2);
     if (old > 2)
         close(old);
@@ -84,29 +105,112 @@ int log_enabled(int level)
     return level <= sink.level;
 }
 
-void log_msg(int level, const char *fmt, ...)
+/* Append s as a JSON string body (no quotes) to buf[*n..cap-1). */
+static void json_escape(char *buf, size_t *n, size_t cap, const char *s)
+{
+    static const char hex[] = "0123456789abcdef";
+    for (; *s && *n + 7 < cap; s++) {
+        unsigned char ch = (unsigned char)*s;
+        if (ch == '"' || ch == '\\') {
+            buf[(*n)++] = '\\';
+            buf[(*n)++] = (char)ch;
+        } else if (ch == '\n') {
+            buf[(*n)++] = '\\';
+            buf[(*n)++] = 'n';
+        } else if (ch < 0x20) {
+            memcpy(buf + *n, "\\u00", 4);
+            *n += 4;
+            buf[(*n)++] = hex[ch >> 4];
+            buf[(*n)++] = hex[ch & 15];
+        } else {
+            buf[(*n)++] = (char)ch;
+        }
+    }
+}
+
+static void append(char *buf, size_t *n, size_t cap, const char *s)
+{
+    if (*n + 1 >= cap)
+        return;
+    size_t l = strlen(s), room = cap - *n - 1;
+    if (l > room)
+        l = room;
+    memcpy(buf + *n, s, l);
+    *n += l;
+}
+
+void log_vkv(int level, const char *client_id, const char *peer, const char *fmt, va_list ap)
 {
     if (level > sink.level)
         return;
-    char line[1024];
+    char msg[1024];
+    int m = vsnprintf(msg, sizeof(msg), fmt, ap);
+    if (m < 0)
+        msg[0] = '\0';
+    char line[2048];
+    size_t n = 0;
     struct timeval tv;
     struct tm tm;
     gettimeofday(&tv, NULL);
     gmtime_r(&tv.tv_sec, &tm);
-    int n = snprintf(line, sizeof(line), "%04d-%02d-%02dT%02d:%02d:%02d.%03dZ %-5s ",
-                     tm.tm_year + 1900, tm.tm_mon + 1, tm.tm_mday, tm.tm_hour,
-                     tm.tm_min, tm.tm_sec, (int)(tv.tv_usec / 1000),
-                     level_names[level]);
+    char ts[96];
+    snprintf(ts, sizeof(ts), "%04d-%02d-%02dT%02d:%02d:%02d.%03dZ", tm.tm_year + 1900,
+             tm.tm_mon + 1, tm.tm_mday, tm.tm_hour, tm.tm_min, tm.tm_sec,
+             (int)(tv.tv_usec / 1000));
+    if (sink.json) {
+        append(line, &n, sizeof(line), "{\"ts\":\"");
+        append(line, &n, sizeof(line), ts);
+        append(line, &n, sizeof(line), "\",\"level\":\"");
+        append(line, &n, sizeof(line), level_names[level]);
+        append(line, &n, sizeof(line), "\",\"msg\":\"");
+        json_escape(line, &n, sizeof(line) - 64, msg);
+        append(line, &n, sizeof(line), "\"");
+        if (client_id) {
+            append(line, &n, sizeof(line), ",\"client_id\":\"");
+            json_escape(line, &n, sizeof(line) - 40, client_id);
+            append(line, &n, sizeof(line), "\"");
+        }
+        if (peer) {
+            append(line, &n, sizeof(line), ",\"peer\":\"");
+            json_escape(line, &n, sizeof(line) - 4, peer);
+            append(line, &n, sizeof(line), "\"");
+        }
+        append(line, &n, sizeof(line), "}");
+    } else if (sink.use_syslog) {
+        append(line, &n, sizeof(line), msg); /* syslog stamps its own time */
+    } else {
+        append(line, &n, sizeof(line), ts);
+        append(line, &n, sizeof(line), " ");
+        char lv[8];
+        snprintf(lv, sizeof(lv), "%-5s ", level_names[level]);
+        append(line, &n, sizeof(line), lv);
+        append(line, &n, sizeof(line), msg);
+    }
+    int saved = errno;
+    if (sink.use_syslog) {
+        static const int prio[] = {LOG_ERR, LOG_WARNING, LOG_INFO, LOG_DEBUG};
+        line[n] = '\0';
+        syslog(prio[level], "%s", line);
+    } else {
+        line[n++] = '\n';
+        ssize_t w = write(atomic_load(&sink.fd), line, n);
+        (void)w;
+    }
+    errno = saved;
+}
+
+void log_kv(int level, const char *client_id, const char *peer, const char *fmt, ...)
+{
     va_list ap;
     va_start(ap, fmt);
-    int m = vsnprintf(line + n, sizeof(line) - (size_t)n - 1, fmt, ap);
+    log_vkv(level, client_id, peer, fmt, ap);
     va_end(ap);
-    size_t len = (size_t)n + (m < 0 ? 0 : (size_t)m);
-    if (len > sizeof(line) - 2)
-        len = sizeof(line) - 2;
-    line[len++] = '\n';
-    int saved = errno;
-    ssize_t w = write(atomic_load(&sink.fd), line, len);
-    (void)w;
-    errno = saved;
+}
+
+void log_msg(int level, const char *fmt, ...)
+{
+    va_list ap;
+    va_start(ap, fmt);
+    log_vkv(level, NULL, NULL, fmt, ap);
+    va_end(ap);
 }

@@ -1,4 +1,4 @@
-/* log.h -- leveled log lines to stderr or a file.
+/* log.h -- leveled log lines to stderr, a file or syslog; text or JSON.
  *
  * One process-wide sink (part of the server context set up by main before
  * the workers start).  A line is formatted into a stack buffer and written
@@ -7,6 +7,8 @@
  */
 #ifndef ANTENNA_LOG_H
 #define ANTENNA_LOG_H
+
+#include <stdarg.h>
 
 enum { AN_LOG_ERROR = 0, AN_LOG_WARN = 1, AN_LOG_INFO = 2, AN_LOG_DEBUG = 3 };
 
@@ -17,7 +19,15 @@ int log_open(const char *path, int level);
 int log_reopen(void);
 void log_close(void);
 int log_enabled(int level);
+/* Format (JSON lines or text) and target (syslog instead of the fd). */
+int log_set_output(int json, int use_syslog);
 void log_msg(int level, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+/* A line about one client: client_id and peer ("addr:port") become fields
+ * of a JSON line (either may be NULL); text lines are just the message. */
+void log_kv(int level, const char *client_id, const char *peer, const char *fmt, ...)
+    __attribute__((format(printf, 4, 5)));
+
+void log_vkv(int level, const char *client_id, const char *peer, const char *fmt, va_list ap);
 
 #define log_error(...) log_msg(AN_LOG_ERROR, __VA_ARGS__)
 #define log_warn(...) log_msg(AN_LOG_WARN, __VA_ARGS__)

@@ -5,6 +5,9 @@
 #include <stdio.h>
 #include <string.h>
 
+const uint32_t an_hist_bounds_us[AN_HIST_N - 1] = {
+    50, 100, 250, 500, 1000, 2500, 5000, 10000, 25000, 50000, 100000, 250000, 1000000};
+
 static void oom(size_t n)
 {
     fprintf(stderr, "antenna: out of memory allocating %zu bytes\n", n);

@@ -57,6 +57,31 @@ typedef _Atomic uint64_t an_counter_t;
                           memory_order_relaxed)
 #define STAT_GET(c) atomic_load_explicit(&(c), memory_order_relaxed)
 
+/* A latency histogram with one writer: fixed bucket bounds in microseconds
+ * (an_hist_bounds_us, the last bucket is +Inf), per-bucket counts (not
+ * cumulative), the sum and the count.  Adding is two relaxed stores. */
+#define AN_HIST_N 14
+extern const uint32_t an_hist_bounds_us[AN_HIST_N - 1];
+typedef struct {
+    an_counter_t bucket[AN_HIST_N];
+    an_counter_t sum_us;
+} an_hist_t;
+static inline void an_hist_add(an_hist_t *h, uint64_t us)
+{
+    unsigned i = 0;
+    while (i < AN_HIST_N - 1 && us > an_hist_bounds_us[i])
+        i++;
+    STAT_ADD(h->bucket[i], 1);
+    STAT_ADD(h->sum_us, us);
+}
+
+static inline uint64_t an_now_us(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (uint64_t)ts.tv_sec * 1000000u + (uint64_t)ts.tv_nsec / 1000u;
+}
+
 /* An output buffer as (buf, len, off, cap): bytes [off, len) are pending.
  * Make room for n more bytes: move the pending bytes to the front, then
  * double the capacity until they fit.  buf must not be NULL. */

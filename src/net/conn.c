@@ -28,6 +28,7 @@
 
 #include <arpa/inet.h>
 #include <errno.h>
+#include <stdarg.h>
 #include <stdio.h>
 #include <string.h>
 #include <sys/epoll.h>
@@ -110,6 +111,28 @@ conn_t *conn_new(worker_t *w, int fd, const struct sockaddr *sa, uint8_t listene
     return c;
 }
 
+const char *conn_peer(const conn_t *c, char *buf, size_t size)
+{
+    char addr[INET6_ADDRSTRLEN] = "?";
+    if (c->peer.family == AF_INET6 || c->peer.family == AF_INET)
+        inet_ntop(c->peer.family, c->peer.addr, addr, sizeof(addr));
+    snprintf(buf, size, c->peer.family == AF_INET6 ? "[%s]:%u" : "%s:%u", addr,
+             (unsigned)c->peer.port);
+    return buf;
+}
+
+void conn_log(const conn_t *c, int level, const char *fmt, ...)
+{
+    if (!log_enabled(level))
+        return;
+    char peer[INET6_ADDRSTRLEN + 8];
+    va_list ap;
+    va_start(ap, fmt);
+    log_vkv(level, c->sess ? c->sess->client_id : NULL, conn_peer(c, peer, sizeof(peer)), fmt,
+            ap);
+    va_end(ap);
+}
+
 const char *conn_name(const conn_t *c, char *buf, size_t size)
 {
     char addr[INET6_ADDRSTRLEN] = "?";
@@ -157,6 +180,7 @@ void conn_input(conn_t *c, const uint8_t *data, size_t n)
             conn_close_reason(c, msg, 1, mqtt_err_reason(rc));
             return;
         }
+        STAT_ADD(c->w->stats.pkts_in[pkt.hdr >> 4], 1);
         if (proto_handle(c, &pkt, data + off, n - off) != 0)
             return; /* closed, or moved with the rest of the bytes */
         if ((c->flags & CONN_F_THROTTLED) && off < n) {
@@ -476,6 +500,8 @@ static int send_publish_v5(conn_t *c, const msg_t *m, uint8_t qos, uint8_t retai
     if (tmp != small)
         free(tmp);
     STAT_ADD(c->w->stats.msgs_sent, 1);
+    STAT_ADD(c->w->stats.msgs_out_qos[qos > 2 ? 2 : qos], 1);
+    conn_count_out(c, MQTT_PUBLISH);
     return 0;
 }
 
@@ -491,6 +517,8 @@ int conn_send_publish(conn_t *c, const msg_t *m, uint8_t qos, uint8_t retain,
     mqtt_encode_publish(p, msg_topic(m), m->topic_len, qos, retain, dup, pid,
                         msg_payload(m), m->payload_len);
     STAT_ADD(c->w->stats.msgs_sent, 1);
+    STAT_ADD(c->w->stats.msgs_out_qos[qos > 2 ? 2 : qos], 1);
+    conn_count_out(c, MQTT_PUBLISH);
     return 0;
 }
 
@@ -498,6 +526,7 @@ void conn_send_ack(conn_t *c, uint8_t type, uint16_t pid)
 {
     uint8_t *p = conn_reserve(c, 4, 1);
     mqtt_encode_ack(p, type, pid);
+    conn_count_out(c, type);
 }
 
 static void update_events(conn_t *c)
@@ -650,7 +679,7 @@ void conn_close(conn_t *c, const char *why, int publish_will)
         return;
     if (why) {
         char name[160];
-        log_info("%s: disconnected: %s", conn_name(c, name, sizeof(name)), why);
+        conn_log(c, AN_LOG_INFO, "%s: disconnected: %s", conn_name(c, name, sizeof(name)), why);
     }
     /* WebSocket: what is pending, then a close frame (once) */
     if (c->x && c->x->ws && ws_upgraded(c->x->ws)) {
@@ -737,6 +766,7 @@ void conn_close_reason(conn_t *c, const char *why, int publish_will, uint8_t rc)
         size_t len = mqtt_pw_error(&pw) ? 0 : mqtt_pw_len(&pw);
         mqtt_encode_disconnect_v5(conn_reserve(c, mqtt_disconnect_v5_size(rc, len), 1), rc,
                                   props, len);
+        conn_count_out(c, MQTT_DISCONNECT);
     }
     conn_close(c, why, publish_will);
 }

@@ -156,11 +156,19 @@ void conn_close(conn_t *c, const char *why, int publish_will);
 void conn_close_reason(conn_t *c, const char *why, int publish_will, uint8_t rc);
 /* Free a dead connection (worker, end of turn). */
 void conn_free(conn_t *c);
+/* "address:port" ("[v6]:port"). */
+const char *conn_peer(const conn_t *c, char *buf, size_t size);
+/* A log line about c: its client id and peer become JSON fields. */
+void conn_log(const conn_t *c, int level, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
 /* "client-id@address:port", or "address:port" before CONNECT. */
 const char *conn_name(const conn_t *c, char *buf, size_t size);
 
 /* Keepalive / connect-timeout timer callback. */
 void conn_on_timer(tw_timer_t *t);
+
+/* Count a packet of MQTT type `type` queued for sending (metrics). */
+#define conn_count_out(c, type) STAT_ADD((c)->w->stats.pkts_out[(type) & 15], 1)
 
 /* Pending output bytes. */
 static inline uint32_t conn_out_pending(const conn_t *c) { return c->olen - c->ooff; }

@@ -49,6 +49,8 @@ struct store {
     uint64_t next_sync_ms;
 
     an_counter_t committed, failed, commits, max_group, bytes, syncs, last_sync_us, write_errors;
+    an_hist_t sync_hist;  /* fsync durations (a sync write counts whole) */
+    an_hist_t write_hist; /* backend write durations, one per group */
 };
 
 /* ---- batches ---------------------------------------------------------- */
@@ -208,8 +210,10 @@ static void sync_now(store_t *s)
     int rc = s->be->sync(s->bs, msg, sizeof(msg));
     s->dirty = 0;
     if (rc == 0) {
+        uint64_t us = now_us() - t0;
         STAT_ADD(s->syncs, 1);
-        atomic_store_explicit(&s->last_sync_us, now_us() - t0, memory_order_relaxed);
+        atomic_store_explicit(&s->last_sync_us, us, memory_order_relaxed);
+        an_hist_add(&s->sync_hist, us);
     }
     report_write(s, rc, msg);
 }
@@ -232,10 +236,13 @@ static void commit_group(store_t *s, store_batch_t *group)
         char msg[256] = "";
         uint64_t t0 = now_us();
         rc = s->be->write(s->bs, group, sync, msg, sizeof(msg));
+        uint64_t us = now_us() - t0;
         STAT_ADD(s->commits, 1);
+        an_hist_add(&s->write_hist, us);
         if (rc == 0 && sync) {
             STAT_ADD(s->syncs, 1);
-            atomic_store_explicit(&s->last_sync_us, now_us() - t0, memory_order_relaxed);
+            atomic_store_explicit(&s->last_sync_us, us, memory_order_relaxed);
+            an_hist_add(&s->sync_hist, us);
         }
         if (rc == 0 && interval_sync(s) && !s->dirty) {
             s->dirty = 1;
@@ -638,6 +645,12 @@ void store_stats(store_t *s, store_stats_t *out)
     out->syncs = STAT_GET(s->syncs);
     out->last_sync_us = STAT_GET(s->last_sync_us);
     out->write_errors = STAT_GET(s->write_errors);
+    for (int i = 0; i < AN_HIST_N; i++) {
+        out->sync_hist[i] = STAT_GET(s->sync_hist.bucket[i]);
+        out->write_hist[i] = STAT_GET(s->write_hist.bucket[i]);
+    }
+    out->sync_sum_us = STAT_GET(s->sync_hist.sum_us);
+    out->write_sum_us = STAT_GET(s->write_hist.sum_us);
 }
 
 void store_last_error(store_t *s, char *buf, size_t len)

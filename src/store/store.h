@@ -75,6 +75,8 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "util.h"
+
 #define STORE_ENOTFOUND (-ENOENT)
 #define STORE_EIO (-EIO)
 #define STORE_ENOSPC (-ENOSPC)
@@ -126,6 +128,11 @@ typedef struct store_stats {
     uint64_t write_errors;      /* failed groups and failed interval syncs */
     uint64_t pending_batches;   /* submitted, not yet taken by the committer */
     uint64_t pending_bytes;
+    /* latency histograms: per-bucket counts over an_hist_bounds_us (util.h) */
+    uint64_t sync_hist[AN_HIST_N];  /* fsyncs */
+    uint64_t sync_sum_us;
+    uint64_t write_hist[AN_HIST_N]; /* backend writes (one per group) */
+    uint64_t write_sum_us;
 } store_stats_t;
 
 /* Opens (creating if missing) and starts the committer thread.  On failure

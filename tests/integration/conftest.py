@@ -14,6 +14,8 @@ Overrides follow antenna's YAML config:
     broker(extra_listeners=1)                  # .ports has 2 ports
     broker(listener={"address": "::1"})        # .host becomes "::1"
     broker(listener={"transport": "tls", "cert_file": ..., "key_file": ...})
+    broker(api={"keys_file": str(keys)})       # management API on an ephemeral
+                                               # port: .api_port, .api_url
 
 On teardown every broker still running is stopped with SIGTERM (exit code
 must be 0 within 10 s) and the test fails if its output contains a sanitizer
@@ -239,6 +241,13 @@ class Broker:
         self.persistence.setdefault("dir", str(tmp_path / ("store%d" % index)))
         self.auth = dict(ov.pop("auth", {}))  # antenna-only: the auth section
         extra_mqtt = dict(ov.pop("extra_mqtt", {}))  # antenna-only mqtt keys
+        # the management API (antenna only): None = `api: {enabled: false}`
+        # (parallel brokers must not share its default port); a dict is the
+        # `api:` section, port 0 (ephemeral) unless given
+        api = ov.pop("api", None)
+        self.api = None if api is None else dict({"port": 0}, **api)
+        self.api_port = None
+        self.api_url = None
         unknown_mqtt = set(self.mqtt) - set(MQTT_DEFAULTS) - set(MQTT5_DEFAULTS)
         self.extra_mqtt = extra_mqtt
         if unknown_mqtt or ov:
@@ -279,6 +288,7 @@ class Broker:
                 cfg["persistence"] = self.persistence
             if self.auth:
                 cfg["auth"] = self.auth
+            cfg["api"] = self.api if self.api is not None else {"enabled": False}
             path = self.dir / ("antenna%d.yaml" % self.index)
             path.write_text("\n".join(to_yaml(cfg)) + "\n")
         self.config_path = path
@@ -355,13 +365,28 @@ class Broker:
                 pytest.fail("broker exited during start-up with code %s; output:\n%s"
                             % (self.proc.returncode, self.log_text()[-4000:]))
             if all(port_accepts(self.host if i == 0 else Broker.host, p)
-                   for i, p in enumerate(self.ports)):
+                   for i, p in enumerate(self.ports)) and self.api_ready():
                 return self
             if time.monotonic() >= deadline:
                 self.kill()
                 pytest.fail("broker did not accept connections on %s within %.0fs; output:\n%s"
                             % (self.ports, START_TIMEOUT, self.log_text()[-4000:]))
             time.sleep(0.05)
+
+    def api_ready(self):
+        """With an `api:` section: true once the log says where the API
+        listens (sets .api_port and .api_url)."""
+        if self.api is None or self.api.get("enabled") is False or self.impl == "mosquitto":
+            return True
+        m = re.search(r"api: listening on (\S+):(\d+)", self.log_text())
+        if not m:
+            return False
+        host = m.group(1).strip("[]")
+        self.api_port = int(m.group(2))
+        scheme = "https" if self.api.get("tls_cert") else "http"
+        self.api_url = "%s://%s:%d" % (scheme, "[%s]" % host if ":" in host else host,
+                                       self.api_port)
+        return True
 
     def running(self):
         return self.proc is not None and self.proc.poll() is None

@@ -1,0 +1,386 @@
+/* api_http.c -- the management API's HTTP server: listener, TLS,
+ * authentication, routing, JSON errors (docs/api.md is the contract).
+ *
+ * libmicrohttpd runs the listener on a pool of two threads (epoll).  We
+ * open, bind and listen on the socket ourselves (clear errors, port 0
+ * resolved by getsockname) and hand it to MHD.  A request's body (POST)
+ * is gathered in a per-request buffer capped at API_MAX_BODY.  Every answer
+ * is JSON except /metrics (text) and the dashboard's files; every error is
+ * {"error", "code", "field"?}.  Handlers live in api_routes.c; this file
+ * only dispatches.
+ *
+ * Credentials (api_keys.h) are loaded at start and on SIGHUP; the pointer
+ * is swapped under creds_lock (a read lock per request: held only for the
+ * check, never across a wait for the workers).
+ */
+#include "api.h"
+
+#include <arpa/inet.h>
+#include <errno.h>
+#include <microhttpd.h>
+#include <netinet/in.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include "api_int.h"
+#include "api_keys.h"
+#include "api_static.h"
+#include "log.h"
+
+#define API_MAX_BODY (1024 * 1024 + 4096)
+#define API_MAX_CONNECTIONS 256u /* HTTP clients at once; MHD closes any more at once */
+
+struct api_s {
+    server_t *srv;
+    struct MHD_Daemon *d;
+    int fd;
+    uint16_t port;
+    pthread_rwlock_t creds_lock;
+    api_creds_t *creds;
+    char *tls_cert, *tls_key; /* PEM text, kept for MHD's lifetime */
+};
+
+typedef struct {
+    char *body;
+    size_t len;
+    int too_large;
+} req_t;
+
+/* ---- responses ---------------------------------------------------------- */
+
+enum MHD_Result api_send_text(struct MHD_Connection *c, unsigned status, const char *type,
+                              char *text, size_t len)
+{
+    struct MHD_Response *r =
+        MHD_create_response_from_buffer(len, text, MHD_RESPMEM_MUST_FREE);
+    MHD_add_response_header(r, MHD_HTTP_HEADER_CONTENT_TYPE, type);
+    MHD_add_response_header(r, "Cache-Control", "no-store");
+    enum MHD_Result ret = MHD_queue_response(c, status, r);
+    MHD_destroy_response(r);
+    return ret;
+}
+
+enum MHD_Result api_send_json(struct MHD_Connection *c, unsigned status, json_t *j)
+{
+    char *s = json_dumps(j, JSON_COMPACT);
+    json_decref(j);
+    if (s == NULL)
+        return api_send_error(c, 500, "internal", NULL, "cannot encode the answer");
+    return api_send_text(c, status, "application/json", s, strlen(s));
+}
+
+enum MHD_Result api_send_empty(struct MHD_Connection *c, unsigned status)
+{
+    struct MHD_Response *r = MHD_create_response_from_buffer(0, NULL, MHD_RESPMEM_PERSISTENT);
+    enum MHD_Result ret = MHD_queue_response(c, status, r);
+    MHD_destroy_response(r);
+    return ret;
+}
+
+enum MHD_Result api_send_error(struct MHD_Connection *c, unsigned status, const char *code,
+                               const char *field, const char *fmt, ...)
+{
+    char text[512];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(text, sizeof(text), fmt, ap);
+    va_end(ap);
+    json_t *j = json_object();
+    json_object_set_new(j, "error", json_string(text));
+    int challenge = strcmp(code, "unauthorized") == 0;
+    if (strcmp(code, "unauthorized_nochallenge") == 0)
+        code = "unauthorized";
+    json_object_set_new(j, "code", json_string(code));
+    if (field && status != 405)
+        json_object_set_new(j, "field", json_string(field));
+    char *s = json_dumps(j, JSON_COMPACT);
+    json_decref(j);
+    struct MHD_Response *r = MHD_create_response_from_buffer(strlen(s), s, MHD_RESPMEM_MUST_FREE);
+    MHD_add_response_header(r, MHD_HTTP_HEADER_CONTENT_TYPE, "application/json");
+    if (status == 401 && challenge)
+        MHD_add_response_header(r, MHD_HTTP_HEADER_WWW_AUTHENTICATE,
+                                "Bearer realm=\"antenna\", Basic realm=\"antenna\"");
+    if (status == 405)
+        MHD_add_response_header(r, MHD_HTTP_HEADER_ALLOW, field ? field : "GET");
+    enum MHD_Result ret = MHD_queue_response(c, status, r);
+    MHD_destroy_response(r);
+    return ret;
+}
+
+/* ---- dispatch ---------------------------------------------------------- */
+
+static enum MHD_Result serve_static(struct MHD_Connection *c, const char *url)
+{
+    const api_static_file_t *f = api_static_find(url);
+    if (f == NULL)
+        return api_send_error(c, 404, "not_found", NULL, "no such file: %s", url);
+    struct MHD_Response *r =
+        MHD_create_response_from_buffer(f->len, (void *)f->data, MHD_RESPMEM_PERSISTENT);
+    MHD_add_response_header(r, MHD_HTTP_HEADER_CONTENT_TYPE, f->content_type);
+    enum MHD_Result ret = MHD_queue_response(c, 200, r);
+    MHD_destroy_response(r);
+    return ret;
+}
+
+static int authorized(api_t *api, struct MHD_Connection *c)
+{
+    const char *h = MHD_lookup_connection_value(c, MHD_HEADER_KIND, "Authorization");
+    if (h == NULL)
+        return 0;
+    pthread_rwlock_rdlock(&api->creds_lock);
+    int ok = api_creds_check(api->creds, h) != NULL;
+    pthread_rwlock_unlock(&api->creds_lock);
+    return ok;
+}
+
+static enum MHD_Result on_request(void *cls, struct MHD_Connection *c, const char *url,
+                                  const char *method, const char *version,
+                                  const char *upload, size_t *upload_size, void **con_cls)
+{
+    api_t *api = cls;
+    (void)version;
+    req_t *rq = *con_cls;
+    if (rq == NULL) { /* first call: headers only */
+        rq = an_calloc(1, sizeof(*rq));
+        *con_cls = rq;
+        return MHD_YES;
+    }
+    if (*upload_size) { /* a piece of the body */
+        if (rq->len + *upload_size > API_MAX_BODY) {
+            rq->too_large = 1;
+        } else {
+            rq->body = an_realloc(rq->body, rq->len + *upload_size + 1);
+            memcpy(rq->body + rq->len, upload, *upload_size);
+            rq->len += *upload_size;
+            rq->body[rq->len] = '\0';
+        }
+        *upload_size = 0;
+        return MHD_YES;
+    }
+    if (rq->too_large)
+        return api_send_error(c, 413, "payload_too_large", "body", "the body is over %d bytes",
+                              API_MAX_BODY);
+
+    api_req_t r = {.api = api, .srv = api->srv, .conn = c, .method = method, .url = url,
+                   .body = rq->body, .body_len = rq->len};
+    if (strcmp(url, "/") == 0 || strcmp(url, "/index.html") == 0 ||
+        strncmp(url, "/static/", 8) == 0) {
+        if (strcmp(method, "GET") != 0 && strcmp(method, "HEAD") != 0)
+            return api_send_error(c, 405, "method_not_allowed", "GET", "use GET");
+        return serve_static(c, url);
+    }
+    int open_path = (strncmp(url, "/health/", 8) == 0 && api->srv->conf.api_open_health) ||
+                    (strcmp(url, "/metrics") == 0 && api->srv->conf.api_open_metrics);
+    if (!open_path && !authorized(api, c)) {
+        /* the dashboard's fetch() calls say who they are: no Basic
+         * challenge for them, or the browser pops its own login dialog */
+        const char *xrw = MHD_lookup_connection_value(c, MHD_HEADER_KIND, "X-Requested-With");
+        return api_send_error(c, 401, xrw ? "unauthorized_nochallenge" : "unauthorized", NULL,
+                              "missing or invalid credentials");
+    }
+    return api_route(&r);
+}
+
+static void on_completed(void *cls, struct MHD_Connection *c, void **con_cls,
+                         enum MHD_RequestTerminationCode toe)
+{
+    (void)cls;
+    (void)c;
+    (void)toe;
+    req_t *rq = *con_cls;
+    if (rq) {
+        free(rq->body);
+        free(rq);
+        *con_cls = NULL;
+    }
+}
+
+/* ---- start / stop ------------------------------------------------------- */
+
+static char *read_file(const char *path)
+{
+    FILE *f = fopen(path, "rb");
+    if (f == NULL)
+        return NULL;
+    size_t cap = 4096, n = 0;
+    char *buf = an_malloc(cap);
+    size_t got;
+    while ((got = fread(buf + n, 1, cap - n - 1, f)) > 0) {
+        n += got;
+        if (cap - n - 1 == 0)
+            buf = an_realloc(buf, cap *= 2);
+    }
+    fclose(f);
+    buf[n] = '\0';
+    return buf;
+}
+
+static int open_socket(api_t *api, const conf_t *cf)
+{
+    struct sockaddr_storage ss;
+    memset(&ss, 0, sizeof(ss));
+    socklen_t len;
+    int v6 = strchr(cf->api_bind, ':') != NULL;
+    if (v6) {
+        struct sockaddr_in6 *a = (struct sockaddr_in6 *)&ss;
+        a->sin6_family = AF_INET6;
+        a->sin6_port = htons(cf->api_port);
+        if (inet_pton(AF_INET6, cf->api_bind, &a->sin6_addr) != 1)
+            goto bad_addr;
+        len = sizeof(*a);
+    } else {
+        struct sockaddr_in *a = (struct sockaddr_in *)&ss;
+        a->sin_family = AF_INET;
+        a->sin_port = htons(cf->api_port);
+        if (inet_pton(AF_INET, cf->api_bind, &a->sin_addr) != 1)
+            goto bad_addr;
+        len = sizeof(*a);
+    }
+    int fd = socket(v6 ? AF_INET6 : AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    if (fd < 0)
+        goto fail;
+    int one = 1;
+    setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one));
+    if (v6)
+        setsockopt(fd, IPPROTO_IPV6, IPV6_V6ONLY, &one, sizeof(one));
+    if (bind(fd, (struct sockaddr *)&ss, len) < 0 || listen(fd, 128) < 0) {
+        int e = errno;
+        close(fd);
+        errno = e;
+        goto fail;
+    }
+    len = sizeof(ss);
+    getsockname(fd, (struct sockaddr *)&ss, &len);
+    api->port = ntohs(v6 ? ((struct sockaddr_in6 *)&ss)->sin6_port
+                         : ((struct sockaddr_in *)&ss)->sin_port);
+    api->fd = fd;
+    return 0;
+bad_addr:
+    log_error("api: bind '%s' is not an IPv4 or IPv6 literal", cf->api_bind);
+    return -1;
+fail:
+    log_error("api: cannot listen on %s:%u: %s", cf->api_bind, cf->api_port, strerror(errno));
+    return -1;
+}
+
+static void free_api(api_t *api)
+{
+    if (api->fd >= 0)
+        close(api->fd);
+    api_creds_free(api->creds);
+    pthread_rwlock_destroy(&api->creds_lock);
+    free(api->tls_cert);
+    free(api->tls_key);
+    free(api);
+}
+
+int api_start(server_t *srv)
+{
+    const conf_t *cf = &srv->conf;
+    if (!cf->api_enabled)
+        return 0;
+    api_t *api = an_calloc(1, sizeof(*api));
+    api->srv = srv;
+    api->fd = -1;
+    pthread_rwlock_init(&api->creds_lock, NULL);
+    char err[512];
+    api->creds = api_creds_load(cf->api_keys_file, cf->api_users_file, err, sizeof(err));
+    if (api->creds == NULL) {
+        log_error("api: %s", err);
+        goto fail;
+    }
+    unsigned flags = MHD_USE_INTERNAL_POLLING_THREAD | MHD_USE_EPOLL;
+    int tls = cf->api_tls_cert[0] || cf->api_tls_key[0];
+    if (tls) {
+        if (MHD_is_feature_supported(MHD_FEATURE_TLS) != MHD_YES) {
+            log_error("api: tls_cert/tls_key set but this libmicrohttpd has no TLS support");
+            goto fail;
+        }
+        if (!cf->api_tls_cert[0] || !cf->api_tls_key[0]) {
+            log_error("api: HTTPS needs both tls_cert and tls_key");
+            goto fail;
+        }
+        api->tls_cert = read_file(cf->api_tls_cert);
+        api->tls_key = read_file(cf->api_tls_key);
+        if (api->tls_cert == NULL || api->tls_key == NULL) {
+            log_error("api: cannot read %s: %s",
+                      api->tls_cert ? cf->api_tls_key : cf->api_tls_cert, strerror(errno));
+            goto fail;
+        }
+        flags |= MHD_USE_TLS;
+    }
+    if (strchr(cf->api_bind, ':'))
+        flags |= MHD_USE_IPv6;
+    if (open_socket(api, cf) < 0)
+        goto fail;
+    if (tls)
+        api->d = MHD_start_daemon(flags, 0, NULL, NULL, on_request, api,
+                                  MHD_OPTION_LISTEN_SOCKET, api->fd,
+                                  MHD_OPTION_THREAD_POOL_SIZE, 2u,
+                                  MHD_OPTION_NOTIFY_COMPLETED, on_completed, api,
+                                  MHD_OPTION_CONNECTION_TIMEOUT, 30u,
+                                  MHD_OPTION_CONNECTION_LIMIT, API_MAX_CONNECTIONS,
+                                  MHD_OPTION_HTTPS_MEM_CERT, api->tls_cert,
+                                  MHD_OPTION_HTTPS_MEM_KEY, api->tls_key, MHD_OPTION_END);
+    else
+        api->d = MHD_start_daemon(flags, 0, NULL, NULL, on_request, api,
+                                  MHD_OPTION_LISTEN_SOCKET, api->fd,
+                                  MHD_OPTION_THREAD_POOL_SIZE, 2u,
+                                  MHD_OPTION_NOTIFY_COMPLETED, on_completed, api,
+                                  MHD_OPTION_CONNECTION_TIMEOUT, 30u,
+                                  MHD_OPTION_CONNECTION_LIMIT, API_MAX_CONNECTIONS, MHD_OPTION_END);
+    if (api->d == NULL) {
+        log_error("api: cannot start the HTTP server on %s:%u%s", cf->api_bind, api->port,
+                  tls ? " (check tls_cert and tls_key)" : "");
+        goto fail;
+    }
+    api->fd = -1; /* MHD owns the listening socket now and closes it */
+    srv->api = api;
+    log_info("api: listening on %s:%u (%s, %zu credentials)", cf->api_bind, api->port,
+             tls ? "https" : "http", api_creds_count(api->creds));
+    if (api_creds_count(api->creds) == 0)
+        log_warn("api: no keys_file or users_file: every authenticated endpoint answers 401");
+    return 0;
+fail:
+    free_api(api);
+    return -1;
+}
+
+void api_stop(server_t *srv)
+{
+    api_t *api = srv->api;
+    if (api == NULL)
+        return;
+    srv->api = NULL;
+    MHD_stop_daemon(api->d); /* joins its threads: no request runs after this */
+    free_api(api);
+}
+
+int api_reload(server_t *srv)
+{
+    api_t *api = srv->api;
+    if (api == NULL)
+        return 0;
+    char err[512];
+    api_creds_t *c =
+        api_creds_load(srv->conf.api_keys_file, srv->conf.api_users_file, err, sizeof(err));
+    if (c == NULL) {
+        log_error("api: reload: %s (the previous credentials stay)", err);
+        return -1;
+    }
+    pthread_rwlock_wrlock(&api->creds_lock);
+    api_creds_t *old = api->creds;
+    api->creds = c;
+    pthread_rwlock_unlock(&api->creds_lock);
+    api_creds_free(old);
+    log_info("api: credentials reloaded (%zu)", api_creds_count(c));
+    return 0;
+}
+
+uint16_t api_port(const server_t *srv)
+{
+    return srv->api ? srv->api->port : 0;
+}

@@ -1,0 +1,302 @@
+/* api_keys.c -- API keys (stored as SHA-256) and basic-auth users for the
+ * management API (see api_keys.h).
+ *
+ * Keys are compared by hashing the presented key once and comparing the
+ * digest with each stored one in constant time (CRYPTO_memcmp): the cost is
+ * one SHA-256 per request, whatever the number of keys.  Passwords are
+ * PBKDF2-HMAC-SHA512 as in mosquitto's password files.  Loaded by the main
+ * thread; read-only afterwards, so the API threads read it without locks.
+ */
+#include "api_keys.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <openssl/crypto.h>
+#include <openssl/evp.h>
+#include <openssl/rand.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "util.h"
+
+typedef struct {
+    char name[64];
+    int is_user;
+    unsigned char digest[64]; /* key: SHA-256 (32); user: PBKDF2 output (64) */
+    unsigned char salt[64];
+    size_t salt_len;
+    unsigned iterations;
+} cred_t;
+
+struct api_creds {
+    cred_t *v;
+    size_t n;
+};
+
+static void hex(const unsigned char *p, size_t n, char *out)
+{
+    static const char digits[] = "0123456789abcdef";
+    for (size_t i = 0; i < n; i++) {
+        out[2 * i] = digits[p[i] >> 4];
+        out[2 * i + 1] = digits[p[i] & 15];
+    }
+    out[2 * n] = '\0';
+}
+
+static int unhex(const char *s, unsigned char *out, size_t n)
+{
+    if (strlen(s) != 2 * n)
+        return -1;
+    for (size_t i = 0; i < n; i++) {
+        unsigned v = 0;
+        for (int j = 0; j < 2; j++) {
+            char ch = s[2 * i + (size_t)j];
+            v <<= 4;
+            if (ch >= '0' && ch <= '9')
+                v |= (unsigned)(ch - '0');
+            else if (ch >= 'a' && ch <= 'f')
+                v |= (unsigned)(ch - 'a' + 10);
+            else if (ch >= 'A' && ch <= 'F')
+                v |= (unsigned)(ch - 'A' + 10);
+            else
+                return -1;
+        }
+        out[i] = (unsigned char)v;
+    }
+    return 0;
+}
+
+/* Standard base64 to bytes; -1 when invalid or larger than cap. */
+static int b64_decode(const char *s, size_t len, unsigned char *out, size_t cap)
+{
+    unsigned char tmp[768];
+    if (len == 0 || len % 4 != 0 || len / 4 * 3 > sizeof(tmp))
+        return -1;
+    int n = EVP_DecodeBlock(tmp, (const unsigned char *)s, (int)len);
+    if (n < 0)
+        return -1;
+    if (s[len - 1] == '=')
+        n--;
+    if (s[len - 2] == '=')
+        n--;
+    if ((size_t)n > cap)
+        return -1;
+    memcpy(out, tmp, (size_t)n);
+    OPENSSL_cleanse(tmp, sizeof(tmp));
+    return n;
+}
+
+static void sha256(const void *p, size_t n, unsigned char out[32])
+{
+    unsigned int len = 32;
+    EVP_Digest(p, n, out, &len, EVP_sha256(), NULL);
+}
+
+static int name_valid(const char *name)
+{
+    size_t n = strlen(name);
+    if (n == 0 || n >= 64)
+        return 0;
+    for (size_t i = 0; i < n; i++)
+        if (name[i] == ':' || name[i] == '\n' || name[i] == '\r' || name[i] == '#' ||
+            (unsigned char)name[i] < 0x20)
+            return 0;
+    return 1;
+}
+
+int api_keys_create(const char *file, const char *name, char *out, char *err, size_t errlen)
+{
+    if (!name_valid(name)) {
+        snprintf(err, errlen, "bad key name '%s' (1..63 characters, no ':' or '#')", name);
+        return -1;
+    }
+    unsigned char raw[32], digest[32];
+    if (RAND_bytes(raw, sizeof(raw)) != 1) {
+        snprintf(err, errlen, "no random bytes (OpenSSL RAND_bytes failed)");
+        return -1;
+    }
+    memcpy(out, "ak_", 3);
+    hex(raw, sizeof(raw), out + 3);
+    sha256(out, API_KEY_LEN, digest);
+    char line[64 + 1 + 64 + 2];
+    char dhex[65];
+    hex(digest, sizeof(digest), dhex);
+    int len = snprintf(line, sizeof(line), "%s:%s\n", name, dhex);
+    int fd = open(file, O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0600);
+    if (fd < 0) {
+        snprintf(err, errlen, "cannot open %s: %s", file, strerror(errno));
+        return -1;
+    }
+    if (write(fd, line, (size_t)len) != len) {
+        snprintf(err, errlen, "cannot write %s: %s", file, strerror(errno));
+        close(fd);
+        return -1;
+    }
+    close(fd);
+    return 0;
+}
+
+static void add(api_creds_t *c, const cred_t *cr)
+{
+    c->v = an_realloc(c->v, (c->n + 1) * sizeof(*c->v));
+    c->v[c->n++] = *cr;
+}
+
+/* "$7$ITER$SALT$HASH" into cr. */
+static int parse_pbkdf2(const char *h, cred_t *cr)
+{
+    if (strncmp(h, "$7$", 3) != 0)
+        return -1;
+    char *end;
+    unsigned long it = strtoul(h + 3, &end, 10);
+    if (end == h + 3 || *end != '$' || it == 0 || it > 10000000)
+        return -1;
+    const char *salt = end + 1, *dollar = strchr(salt, '$');
+    if (dollar == NULL)
+        return -1;
+    int sl = b64_decode(salt, (size_t)(dollar - salt), cr->salt, sizeof(cr->salt));
+    int hl = b64_decode(dollar + 1, strlen(dollar + 1), cr->digest, sizeof(cr->digest));
+    if (sl <= 0 || hl != 64)
+        return -1;
+    cr->salt_len = (size_t)sl;
+    cr->iterations = (unsigned)it;
+    return 0;
+}
+
+static int load_file(api_creds_t *c, const char *path, int users, char *err, size_t errlen)
+{
+    FILE *f = fopen(path, "r");
+    if (f == NULL) {
+        snprintf(err, errlen, "%s: cannot open: %s", path, strerror(errno));
+        return -1;
+    }
+    char line[1024];
+    int lineno = 0, rc = 0;
+    while (fgets(line, sizeof(line), f)) {
+        lineno++;
+        line[strcspn(line, "\r\n")] = '\0';
+        if (line[0] == '\0' || line[0] == '#')
+            continue;
+        char *colon = strchr(line, ':');
+        cred_t cr;
+        memset(&cr, 0, sizeof(cr));
+        cr.is_user = users;
+        if (colon)
+            *colon = '\0';
+        if (colon == NULL || !name_valid(line) ||
+            (users ? parse_pbkdf2(colon + 1, &cr) : unhex(colon + 1, cr.digest, 32)) < 0) {
+            snprintf(err, errlen, "%s:%d: expected NAME:%s", path, lineno,
+                     users ? "$7$ITERATIONS$SALT$HASH" : "SHA256HEX");
+            rc = -1;
+            break;
+        }
+        memcpy(cr.name, line, strlen(line) + 1); /* name_valid: < 64 bytes */
+        add(c, &cr);
+    }
+    fclose(f);
+    return rc;
+}
+
+api_creds_t *api_creds_load(const char *keys_file, const char *users_file, char *err,
+                            size_t errlen)
+{
+    api_creds_t *c = an_calloc(1, sizeof(*c));
+    if (keys_file && keys_file[0] && load_file(c, keys_file, 0, err, errlen) < 0)
+        goto fail;
+    if (users_file && users_file[0] && load_file(c, users_file, 1, err, errlen) < 0)
+        goto fail;
+    return c;
+fail:
+    api_creds_free(c);
+    return NULL;
+}
+
+void api_creds_free(api_creds_t *c)
+{
+    if (c == NULL)
+        return;
+    OPENSSL_cleanse(c->v, c->n * sizeof(*c->v));
+    free(c->v);
+    free(c);
+}
+
+size_t api_creds_count(const api_creds_t *c)
+{
+    return c ? c->n : 0;
+}
+
+static const char *check_bearer(const api_creds_t *c, const char *key)
+{
+    unsigned char d[32];
+    sha256(key, strlen(key), d);
+    const char *who = NULL;
+    for (size_t i = 0; i < c->n; i++)
+        if (!c->v[i].is_user && CRYPTO_memcmp(d, c->v[i].digest, 32) == 0)
+            who = c->v[i].name;
+    return who;
+}
+
+static const char *check_basic(const api_creds_t *c, const char *b64)
+{
+    unsigned char buf[512];
+    int n = b64_decode(b64, strlen(b64), buf, sizeof(buf) - 1);
+    if (n <= 0)
+        return NULL;
+    buf[n] = '\0';
+    char *colon = memchr(buf, ':', (size_t)n);
+    if (colon == NULL)
+        return NULL;
+    *colon = '\0';
+    const char *user = (const char *)buf, *pw = colon + 1;
+    size_t pwlen = (size_t)n - (size_t)(colon + 1 - (char *)buf);
+    const char *who = NULL;
+    for (size_t i = 0; i < c->n && !who; i++) {
+        const cred_t *cr = &c->v[i];
+        if (!cr->is_user || strcmp(cr->name, user) != 0)
+            continue;
+        unsigned char out[64];
+        if (PKCS5_PBKDF2_HMAC(pw, (int)pwlen, cr->salt, (int)cr->salt_len, (int)cr->iterations,
+                              EVP_sha512(), 64, out) == 1 &&
+            CRYPTO_memcmp(out, cr->digest, 64) == 0)
+            who = cr->name;
+    }
+    OPENSSL_cleanse(buf, sizeof(buf));
+    return who;
+}
+
+const char *api_creds_check(const api_creds_t *c, const char *authorization)
+{
+    if (c == NULL || authorization == NULL)
+        return NULL;
+    if (strncasecmp(authorization, "Bearer ", 7) == 0)
+        return check_bearer(c, authorization + 7);
+    if (strncasecmp(authorization, "Basic ", 6) == 0)
+        return check_basic(c, authorization + 6);
+    return NULL;
+}
+
+int api_keys_cli(int argc, char **argv)
+{
+    if (argc == 2 && (strcmp(argv[1], "--help") == 0 || strcmp(argv[1], "-h") == 0)) {
+        printf("Usage: antenna apikey create FILE NAME\n"
+               "  Create an API key for the management API: append NAME and the key's\n"
+               "  SHA-256 to FILE (api.keys_file; created with mode 0600) and print the\n"
+               "  key once on stdout.  SIGHUP makes a running broker re-read FILE.\n");
+        return 0;
+    }
+    if (argc != 4 || strcmp(argv[1], "create") != 0) {
+        fprintf(stderr, "usage: antenna apikey create FILE NAME\n");
+        return 2;
+    }
+    char key[API_KEY_LEN + 1], err[512];
+    if (api_keys_create(argv[2], argv[3], key, err, sizeof(err)) < 0) {
+        fprintf(stderr, "antenna apikey: %s\n", err);
+        return 1;
+    }
+    printf("%s\n", key);
+    return 0;
+}

@@ -1,0 +1,254 @@
+/* api_metrics.c -- the broker's figures: sums for /api/v1/stats and the
+ * Prometheus text exposition of /metrics (format 0.0.4).
+ *
+ * Everything here is read without stopping anyone: per-worker counters
+ * have one writer each and are loaded atomically, the gauges of sessions,
+ * inflight and queued messages are refreshed by each worker every second,
+ * the trie count is read under the trie's read lock (as $SYS does), the
+ * store's figures come from store_stats().  Histograms are kept as
+ * per-bucket counts (util.h an_hist_t) and made cumulative here, as
+ * Prometheus wants.
+ */
+#include <inttypes.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <string.h>
+
+#include "api_int.h"
+#include "retain.h"
+#include "store.h"
+#include "sys.h"
+
+static const char *const packet_names[16] = {
+    "reserved", "connect", "connack", "publish", "puback", "pubrec", "pubrel", "pubcomp",
+    "subscribe", "suback", "unsubscribe", "unsuback", "pingreq", "pingresp", "disconnect",
+    "auth"};
+
+const char *api_packet_name(int type)
+{
+    return packet_names[type & 15];
+}
+
+void api_totals(server_t *srv, api_totals_t *t)
+{
+    memset(t, 0, sizeof(*t));
+    for (uint32_t i = 0; i < srv->nworkers; i++) {
+        worker_stats_t *st = &srv->workers[i].stats;
+        t->connected += STAT_GET(st->clients_connected);
+        t->connections_total += STAT_GET(st->connections_total);
+        t->refused_limit += STAT_GET(st->refused_limit);
+        t->refused_rate += STAT_GET(st->refused_rate);
+        t->refused_memory += STAT_GET(st->refused_memory);
+        t->msgs_received += STAT_GET(st->msgs_received);
+        t->msgs_sent += STAT_GET(st->msgs_sent);
+        t->msgs_dropped += STAT_GET(st->msgs_dropped);
+        t->dropped_queue_full += STAT_GET(st->dropped_queue_full);
+        t->bytes_received += STAT_GET(st->bytes_received);
+        t->bytes_sent += STAT_GET(st->bytes_sent);
+        for (int q = 0; q < 3; q++) {
+            t->msgs_in_qos[q] += STAT_GET(st->msgs_in_qos[q]);
+            t->msgs_out_qos[q] += STAT_GET(st->msgs_out_qos[q]);
+        }
+        for (int p = 0; p < STAT_PKT_TYPES; p++) {
+            t->pkts_in[p] += STAT_GET(st->pkts_in[p]);
+            t->pkts_out[p] += STAT_GET(st->pkts_out[p]);
+        }
+        t->sessions += STAT_GET(st->sessions);
+        t->inflight += STAT_GET(st->inflight);
+        t->queued += STAT_GET(st->queued);
+        t->throttled += STAT_GET(st->throttled);
+        t->slow_disconnects += STAT_GET(st->slow_disconnects);
+        t->congested += STAT_GET(st->congested);
+        t->auth_success += STAT_GET(st->auth_success);
+        t->auth_failure += STAT_GET(st->auth_failure);
+    }
+    pthread_rwlock_rdlock(&srv->trie_lock);
+    t->subscriptions = trie_count(srv->trie);
+    pthread_rwlock_unlock(&srv->trie_lock);
+    t->retained = retain_count(srv->retain);
+}
+
+/* ---- a growing text buffer ------------------------------------------------ */
+
+typedef struct {
+    char *p;
+    size_t len, cap;
+} sb_t;
+
+static void sb_printf(sb_t *b, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+static void sb_printf(sb_t *b, const char *fmt, ...)
+{
+    for (;;) {
+        va_list ap;
+        va_start(ap, fmt);
+        int n = vsnprintf(b->p + b->len, b->cap - b->len, fmt, ap);
+        va_end(ap);
+        if (n >= 0 && (size_t)n < b->cap - b->len) {
+            b->len += (size_t)n;
+            return;
+        }
+        b->cap = b->cap * 2 + (n > 0 ? (size_t)n : 0);
+        b->p = an_realloc(b->p, b->cap);
+    }
+}
+
+/* A label value as the text format wants it: \\, \" and \n escaped. */
+static void label_escape(const char *in, char *out, size_t cap)
+{
+    size_t n = 0;
+    for (; *in && n + 3 < cap; in++) {
+        if (*in == '\\' || *in == '"') {
+            out[n++] = '\\';
+            out[n++] = *in;
+        } else if (*in == '\n') {
+            out[n++] = '\\';
+            out[n++] = 'n';
+        } else {
+            out[n++] = *in;
+        }
+    }
+    out[n] = '\0';
+}
+
+static void family(sb_t *b, const char *name, const char *type, const char *help)
+{
+    sb_printf(b, "# HELP %s %s\n# TYPE %s %s\n", name, help, name, type);
+}
+
+static void one(sb_t *b, const char *name, const char *type, const char *help, uint64_t v)
+{
+    family(b, name, type, help);
+    sb_printf(b, "%s %" PRIu64 "\n", name, v);
+}
+
+/* A histogram from per-bucket counts over an_hist_bounds_us, in seconds. */
+static void histogram(sb_t *b, const char *name, const char *labels, const uint64_t *bucket,
+                      uint64_t sum_us)
+{
+    uint64_t cum = 0;
+    const char *sep = labels[0] ? "," : "";
+    for (int i = 0; i < AN_HIST_N; i++) {
+        cum += bucket[i];
+        if (i < AN_HIST_N - 1)
+            sb_printf(b, "%s_bucket{%s%sle=\"%g\"} %" PRIu64 "\n", name, labels, sep,
+                      an_hist_bounds_us[i] / 1e6, cum);
+        else
+            sb_printf(b, "%s_bucket{%s%sle=\"+Inf\"} %" PRIu64 "\n", name, labels, sep, cum);
+    }
+    const char *open = labels[0] ? "{" : "", *close = labels[0] ? "}" : "";
+    sb_printf(b, "%s_sum%s%s%s %.6f\n", name, open, labels, close, sum_us / 1e6);
+    sb_printf(b, "%s_count%s%s%s %" PRIu64 "\n", name, open, labels, close, cum);
+}
+
+char *api_metrics_text(server_t *srv, size_t *len)
+{
+    sb_t b = {an_malloc(16384), 0, 16384};
+    api_totals_t t;
+    api_totals(srv, &t);
+
+    one(&b, "antenna_uptime_seconds", "gauge", "Seconds since the broker started.",
+        (an_now_ms() - srv->started_ms) / 1000u);
+    one(&b, "antenna_connections", "gauge", "Clients connected now (CONNACK sent).", t.connected);
+    one(&b, "antenna_connections_total", "counter", "Client connections accepted (CONNACK sent).",
+        t.connections_total);
+    family(&b, "antenna_connections_refused_total", "counter",
+           "Connections refused at accept, by reason.");
+    sb_printf(&b, "antenna_connections_refused_total{reason=\"max_connections\"} %" PRIu64 "\n",
+              t.refused_limit);
+    sb_printf(&b, "antenna_connections_refused_total{reason=\"rate\"} %" PRIu64 "\n",
+              t.refused_rate);
+    sb_printf(&b, "antenna_connections_refused_total{reason=\"memory\"} %" PRIu64 "\n",
+              t.refused_memory);
+
+    static const char *const transports[] = {"tcp", "tls", "ws", "wss"};
+    family(&b, "antenna_listener_connections", "gauge", "Open connections per listener.");
+    for (uint32_t i = 0; i < srv->nlisteners; i++) {
+        char name[2 * sizeof(srv->conf.listeners[i].name)];
+        label_escape(srv->conf.listeners[i].name, name, sizeof(name));
+        sb_printf(&b, "antenna_listener_connections{listener=\"%s\",transport=\"%s\"} %u\n",
+                  name, transports[srv->conf.listeners[i].transport & 3],
+                  (unsigned)atomic_load(&srv->listen_conns[i]));
+    }
+
+    family(&b, "antenna_packets_received_total", "counter", "MQTT packets read, by type.");
+    for (int p = 1; p < STAT_PKT_TYPES; p++)
+        sb_printf(&b, "antenna_packets_received_total{type=\"%s\"} %" PRIu64 "\n",
+                  packet_names[p], t.pkts_in[p]);
+    family(&b, "antenna_packets_sent_total", "counter", "MQTT packets sent, by type.");
+    for (int p = 1; p < STAT_PKT_TYPES; p++)
+        sb_printf(&b, "antenna_packets_sent_total{type=\"%s\"} %" PRIu64 "\n", packet_names[p],
+                  t.pkts_out[p]);
+    one(&b, "antenna_bytes_received_total", "counter", "Bytes read from clients.",
+        t.bytes_received);
+    one(&b, "antenna_bytes_sent_total", "counter", "Bytes written to clients.", t.bytes_sent);
+    family(&b, "antenna_messages_received_total", "counter",
+           "PUBLISH packets from clients, by QoS.");
+    for (int q = 0; q < 3; q++)
+        sb_printf(&b, "antenna_messages_received_total{qos=\"%d\"} %" PRIu64 "\n", q,
+                  t.msgs_in_qos[q]);
+    family(&b, "antenna_messages_sent_total", "counter", "PUBLISH packets to clients, by QoS.");
+    for (int q = 0; q < 3; q++)
+        sb_printf(&b, "antenna_messages_sent_total{qos=\"%d\"} %" PRIu64 "\n", q,
+                  t.msgs_out_qos[q]);
+    family(&b, "antenna_messages_dropped_total", "counter", "Messages dropped, by reason.");
+    sb_printf(&b, "antenna_messages_dropped_total{reason=\"queue_full\"} %" PRIu64 "\n",
+              t.dropped_queue_full);
+    sb_printf(&b, "antenna_messages_dropped_total{reason=\"other\"} %" PRIu64 "\n",
+              t.msgs_dropped > t.dropped_queue_full ? t.msgs_dropped - t.dropped_queue_full : 0);
+    one(&b, "antenna_retained_messages", "gauge", "Retained messages stored.", t.retained);
+    one(&b, "antenna_sessions", "gauge",
+        "Sessions (connected and offline), refreshed every second.",
+        t.sessions);
+    one(&b, "antenna_subscriptions", "gauge", "Subscriptions in the topic trie.", t.subscriptions);
+    one(&b, "antenna_inflight_messages", "gauge",
+        "Outgoing QoS 1/2 messages awaiting acknowledgement, refreshed every second.", t.inflight);
+    one(&b, "antenna_queued_messages", "gauge",
+        "Messages queued behind the inflight window or offline, refreshed every second.",
+        t.queued);
+    one(&b, "antenna_auth_success_total", "counter", "CONNECTs accepted by authentication.",
+        t.auth_success);
+    one(&b, "antenna_auth_failure_total", "counter", "CONNECTs refused by authentication.",
+        t.auth_failure);
+    one(&b, "antenna_throttled_total", "counter", "Clients paused by a rate limit.", t.throttled);
+    one(&b, "antenna_slow_disconnects_total", "counter",
+        "Subscribers closed by slow_subscriber_timeout.", t.slow_disconnects);
+    one(&b, "antenna_worker_congested_total", "counter",
+        "Loop turns that found another worker's inbox over its bound.", t.congested);
+    one(&b, "antenna_memory_rss_bytes", "gauge", "Resident memory of the process.",
+        sys_rss_bytes());
+
+    family(&b, "antenna_worker_loop_seconds", "histogram",
+           "Duration of a worker loop turn (events, timers, end of turn).");
+    for (uint32_t i = 0; i < srv->nworkers; i++) {
+        uint64_t bk[AN_HIST_N];
+        for (int k = 0; k < AN_HIST_N; k++)
+            bk[k] = STAT_GET(srv->workers[i].stats.loop_turn.bucket[k]);
+        char labels[32];
+        snprintf(labels, sizeof(labels), "worker=\"%u\"", i);
+        histogram(&b, "antenna_worker_loop_seconds", labels, bk,
+                  STAT_GET(srv->workers[i].stats.loop_turn.sum_us));
+    }
+
+    if (srv->store) {
+        store_stats_t ss;
+        store_stats(srv->store, &ss);
+        one(&b, "antenna_store_batches_total", "counter", "Store batches committed.",
+            ss.batches_committed);
+        one(&b, "antenna_store_batches_failed_total", "counter", "Store batches failed.",
+            ss.batches_failed);
+        one(&b, "antenna_store_commits_total", "counter",
+            "Backend writes (one per group of batches).", ss.commits);
+        one(&b, "antenna_store_bytes_written_total", "counter", "Bytes written to the store.",
+            ss.bytes_written);
+        one(&b, "antenna_store_pending_batches", "gauge", "Batches waiting for the committer.",
+            ss.pending_batches);
+        family(&b, "antenna_store_write_seconds", "histogram",
+               "Duration of a backend write (one group of batches).");
+        histogram(&b, "antenna_store_write_seconds", "", ss.write_hist, ss.write_sum_us);
+        family(&b, "antenna_store_fsync_seconds", "histogram",
+               "Duration of an fsync (sync writes and WAL syncs).");
+        histogram(&b, "antenna_store_fsync_seconds", "", ss.sync_hist, ss.sync_sum_us);
+    }
+    *len = b.len;
+    return b.p;
+}
