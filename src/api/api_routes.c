@@ -21,6 +21,7 @@
 #include "mqtt_codec.h"
 #include "mqtt_props.h"
 #include "retain.h"
+#include "router.h"
 
 #define PAGE_MAX_LIMIT 1000
 #define PAGE_DEFAULT_LIMIT 100
@@ -653,6 +654,13 @@ static enum MHD_Result h_publish(api_req_t *r, const char *tail)
     job->msg = m;
     if ((job = run_job(r, job, 0)) == NULL)
         goto out;
+    if (job->delivered == ROUTER_REFUSED) {
+        /* limits.queue_full: refuse, and a subscriber's queue is full */
+        api_job_release(job);
+        ret = api_send_error(r->conn, 429, "quota_exceeded", NULL,
+                             "not published: a subscriber's queue is full (limits.queue_full)");
+        goto out;
+    }
     json_t *o = json_object();
     json_object_set_new(o, "delivered", json_integer((json_int_t)job->delivered));
     api_job_release(job);

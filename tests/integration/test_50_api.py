@@ -385,6 +385,23 @@ def test_publish_validation_names_the_field(api, body, field):
     assert j["error"]
 
 
+def test_publish_refused_when_a_queue_is_full(broker, tmp_path):
+    """limits.queue_full: refuse: a QoS 1 publish for a full queue is not
+    published (429 quota_exceeded); QoS 0 still is."""
+    keys = tmp_path / "api.keys"
+    c = Client(broker(api={"keys_file": str(keys)}, mqtt={"max_queued": 2, "max_inflight": 1},
+                      limits={"queue_full": "refuse"}), make_key(keys))
+    s = c.b.raw_connected("full-q", clean=False)
+    assert s.subscribe(1, [("fq/#", 1)]).codes == [1]
+    s.close()
+    time.sleep(0.2)
+    for i in range(2):
+        assert c.json("POST", "/api/v1/publish", {"topic": "fq/a", "qos": 1}) == {"delivered": 1}
+    j = c.json("POST", "/api/v1/publish", {"topic": "fq/a", "qos": 1}, status=429)
+    assert j["code"] == "quota_exceeded", j
+    assert c.json("POST", "/api/v1/publish", {"topic": "fq/a", "qos": 0}) == {"delivered": 1}
+
+
 def test_publish_body_not_json(api):
     for body in (b"not json", b"[1,2]", b""):
         st, _, raw = api.call("POST", "/api/v1/publish", body)
