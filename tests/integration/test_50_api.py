@@ -389,8 +389,9 @@ def test_publish_refused_when_a_queue_is_full(broker, tmp_path):
     """limits.queue_full: refuse: a QoS 1 publish for a full queue is not
     published (429 quota_exceeded); QoS 0 still is."""
     keys = tmp_path / "api.keys"
+    key = make_key(keys)
     c = Client(broker(api={"keys_file": str(keys)}, mqtt={"max_queued": 2, "max_inflight": 1},
-                      limits={"queue_full": "refuse"}), make_key(keys))
+                      limits={"queue_full": "refuse"}), key)
     s = c.b.raw_connected("full-q", clean=False)
     assert s.subscribe(1, [("fq/#", 1)]).codes == [1]
     s.close()
