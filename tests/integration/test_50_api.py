@@ -398,6 +398,7 @@ def test_publish_refused_when_a_queue_is_full(broker, tmp_path):
     time.sleep(0.2)
     for i in range(2):
         assert c.json("POST", "/api/v1/publish", {"topic": "fq/a", "qos": 1}) == {"delivered": 1}
+    time.sleep(0.3)  # queued by the session's worker (after the store commit)
     j = c.json("POST", "/api/v1/publish", {"topic": "fq/a", "qos": 1}, status=429)
     assert j["code"] == "quota_exceeded", j
     assert c.json("POST", "/api/v1/publish", {"topic": "fq/a", "qos": 0}) == {"delivered": 1}
