@@ -27,6 +27,7 @@ typedef struct auth_job {
     auth_done_fn done;
     void *token;
     uint64_t deadline_ms;     /* an_now_ms() after which the answer is an error */
+    uint32_t attempts;        /* the consumer's: tries so far (http failover) */
     /* the copied request: strings NUL terminated in the same allocation */
     uint8_t action, qos, retain;
     uint32_t listener;

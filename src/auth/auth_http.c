@@ -25,6 +25,9 @@
  * wait) check() answers from the cache, or PASS while it asks the webhook
  * in the background to fill the cache for the next identical request.
  *
+ * Several webhooks (auth.http.urls): requests go round robin; one that
+ * cannot connect is sent to the next URL, within the same deadline.
+ *
  * Threads: workers call check() (cache lookup, job push, curl_multi_wakeup:
  * all thread-safe); the backend's one I/O thread owns the CURLM handle,
  * every easy handle and every job taken from the queue.  Deadlines: a job's
@@ -63,11 +66,15 @@ typedef struct xfer {
     char *resp;
     size_t resp_len;
     int too_big;
+    uint32_t target;          /* index in targets[] */
 } xfer_t;
 
 typedef struct {
     auth_backend_t base;      /* first: the chain's handle */
     conf_auth_http_t cf;
+    const char *targets[CONF_AUTH_HTTP_MAX_URLS]; /* url, or the urls (in cf) */
+    uint32_t ntargets;
+    uint32_t next_target;     /* I/O thread only: round robin */
     char (*listener_names)[32];
     uint32_t nlisteners;
     CURLM *multi;
@@ -320,7 +327,8 @@ static auth_job_t *xfer_end(http_backend_t *h, xfer_t *x)
     return j;
 }
 
-static void start_job(http_backend_t *h, auth_job_t *j, uint64_t now)
+/* Send j to targets[target]. */
+static void start_job(http_backend_t *h, auth_job_t *j, uint64_t now, uint32_t target)
 {
     if (j->deadline_ms <= now) {
         fail_job(h, j, "timed out before it was sent", 1);
@@ -328,6 +336,7 @@ static void start_job(http_backend_t *h, auth_job_t *j, uint64_t now)
     }
     xfer_t *x = an_calloc(1, sizeof(*x));
     x->job = j;
+    x->target = target;
     x->body = build_body(h, j);
     x->easy = curl_easy_init();
     if (x->body == NULL || x->easy == NULL) {
@@ -340,7 +349,7 @@ static void start_job(http_backend_t *h, auth_job_t *j, uint64_t now)
     }
     CURL *e = x->easy;
     long left = (long)(j->deadline_ms - now);
-    curl_easy_setopt(e, CURLOPT_URL, h->cf.url);
+    curl_easy_setopt(e, CURLOPT_URL, h->targets[target]);
     curl_easy_setopt(e, CURLOPT_PROTOCOLS_STR, "http,https");
     curl_easy_setopt(e, CURLOPT_NOSIGNAL, 1L);
     curl_easy_setopt(e, CURLOPT_HTTPHEADER, h->headers);
@@ -402,7 +411,17 @@ static void transfer_done(http_backend_t *h, xfer_t *x, CURLcode res)
             problem = why;
         }
     }
+    uint32_t target = x->target;
     auth_job_t *j = xfer_end(h, x);
+    if (problem && h->ntargets > 1 && ++j->attempts < h->ntargets &&
+        (res == CURLE_COULDNT_CONNECT || res == CURLE_COULDNT_RESOLVE_HOST)) {
+        /* failover: the same request to the next webhook, same deadline */
+        if (auth_ratelog_ok(&h->ratelog, "auth http"))
+            log_warn("auth http: webhook %u of %u: %s: trying the next one", target + 1,
+                     h->ntargets, problem);
+        start_job(h, j, an_now_ms(), (target + 1) % h->ntargets);
+        return;
+    }
     if (problem) {
         free(acl_text);
         fail_job(h, j, problem, timeout);
@@ -438,7 +457,7 @@ static void *http_main(void *arg)
         auth_job_t *j = auth_jobq_take_all(&h->q);
         while (j) {
             auth_job_t *next = j->next;
-            start_job(h, j, now);
+            start_job(h, j, now, h->next_target++ % h->ntargets);
             j = next;
         }
         int running = 0;
@@ -583,10 +602,20 @@ auth_backend_t *auth_http_new(const conf_t *c, char *err, size_t errlen)
     const conf_auth_http_t *cf = &c->auth_http;
     http_backend_t *h = NULL;
 
-    if (strncmp(cf->url, "http://", 7) != 0 && strncmp(cf->url, "https://", 8) != 0) {
-        snprintf(err, errlen, "auth.http.url: %s", cf->url[0] ? "expected an http:// or "
-                 "https:// URL" : "required when the chain has http");
+    const char *targets[CONF_AUTH_HTTP_MAX_URLS];
+    uint32_t ntargets = cf->nurls ? cf->nurls : 1;
+    if (cf->nurls && cf->url[0]) {
+        snprintf(err, errlen, "auth.http: set url or urls, not both");
         return NULL;
+    }
+    for (uint32_t i = 0; i < ntargets; i++) {
+        targets[i] = cf->nurls ? cf->urls[i] : cf->url;
+        if (strncmp(targets[i], "http://", 7) != 0 && strncmp(targets[i], "https://", 8) != 0) {
+            snprintf(err, errlen, "auth.http.%s: %s", cf->nurls ? "urls" : "url",
+                     targets[i][0] ? "expected an http:// or https:// URL"
+                                   : "required when the chain has http");
+            return NULL;
+        }
     }
     /* thread-safe since libcurl 7.84; reference counted */
     if (curl_global_init(CURL_GLOBAL_DEFAULT) != CURLE_OK) {
@@ -604,6 +633,9 @@ auth_backend_t *auth_http_new(const conf_t *c, char *err, size_t errlen)
     h->base.reload = http_reload;
     h->base.destroy = http_destroy;
     h->cf = *cf;
+    h->ntargets = ntargets;
+    for (uint32_t i = 0; i < ntargets; i++) /* pointers into h->cf, not *cf */
+        h->targets[i] = cf->nurls ? h->cf.urls[i] : h->cf.url;
     h->nlisteners = c->nlisteners;
     h->listener_names = an_calloc(c->nlisteners ? c->nlisteners : 1, 32);
     for (uint32_t i = 0; i < c->nlisteners; i++)
@@ -624,20 +656,26 @@ auth_backend_t *auth_http_new(const conf_t *c, char *err, size_t errlen)
         goto fail;
     }
     curl_multi_setopt(h->multi, CURLMOPT_MAX_HOST_CONNECTIONS, (long)cf->pool_size);
-    curl_multi_setopt(h->multi, CURLMOPT_MAX_TOTAL_CONNECTIONS, (long)cf->pool_size);
-    curl_multi_setopt(h->multi, CURLMOPT_MAXCONNECTS, (long)cf->pool_size);
+    curl_multi_setopt(h->multi, CURLMOPT_MAX_TOTAL_CONNECTIONS,
+                      (long)(cf->pool_size * ntargets));
+    curl_multi_setopt(h->multi, CURLMOPT_MAXCONNECTS, (long)(cf->pool_size * ntargets));
     if (pthread_create(&h->thread, NULL, http_main, h) != 0) {
         snprintf(err, errlen, "auth.http: cannot start the I/O thread");
         goto fail;
     }
     h->thread_started = 1;
-    /* never log credentials in the URL (https://user:secret@host/...) */
-    const char *auth_part = strstr(cf->url, "://") + 3;
-    const char *at = strchr(auth_part, '@'), *slash = strchr(auth_part, '/');
-    int has_userinfo = at && (slash == NULL || at < slash);
-    log_info("auth http: %.*s%s%s (format %s, timeout %u ms, pool %u, cache %u entries for "
-             "%u ms)", (int)(auth_part - cf->url), cf->url, has_userinfo ? "***@" : "",
-             has_userinfo ? at + 1 : auth_part, cf->format == CONF_AUTH_FORMAT_OPA ? "opa" : "json", cf->timeout_ms,
+    for (uint32_t i = 0; i < ntargets; i++) {
+        /* never log credentials in the URL (https://user:secret@host/...) */
+        const char *url = h->targets[i];
+        const char *auth_part = strstr(url, "://") + 3;
+        const char *at = strchr(auth_part, '@'), *slash = strchr(auth_part, '/');
+        int has_userinfo = at && (slash == NULL || at < slash);
+        log_info("auth http: webhook %u of %u: %.*s%s%s", i + 1, ntargets,
+                 (int)(auth_part - url), url, has_userinfo ? "***@" : "",
+                 has_userinfo ? at + 1 : auth_part);
+    }
+    log_info("auth http: format %s, timeout %u ms, pool %u per webhook, cache %u entries for "
+             "%u ms", cf->format == CONF_AUTH_FORMAT_OPA ? "opa" : "json", cf->timeout_ms,
              cf->pool_size, cf->cache_ttl_ms ? cf->cache_size : 0, cf->cache_ttl_ms);
     return &h->base;
 fail:

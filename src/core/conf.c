@@ -177,6 +177,9 @@ static const char *const auth_on_error_names[] = {"deny", "pass", NULL};
                          .size = MSIZE(conf_t, sub.m)
 static const struct field auth_http_fields[] = {
     { AUTHF(auth_http, url, F_STR) },
+    { .key = "urls", .type = F_NAMELIST, .off = offsetof(conf_t, auth_http.urls),
+      .size = MSIZE(conf_t, auth_http.urls[0]), .max = CONF_AUTH_HTTP_MAX_URLS,
+      .off2 = offsetof(conf_t, auth_http.nurls) },
     { AUTHF(auth_http, ca_file, F_STR) },
     { AUTHF(auth_http, format, F_ENUM), .names = auth_format_names },
     { AUTHF(auth_http, on_error, F_ENUM), .names = auth_on_error_names },

@@ -49,9 +49,12 @@ enum { CONF_CERT_USER_NONE = 0, CONF_CERT_USER_CN, CONF_CERT_USER_SAN };
 #define CONF_DEFAULT_CIPHERS "ECDHE+AESGCM:ECDHE+CHACHA20"
 
 
+#define CONF_AUTH_HTTP_MAX_URLS 4
 /* auth.http: the webhook backend (src/auth/auth_http.c). */
 typedef struct {
     char url[512];             /* POST target, http:// or https:// */
+    char urls[CONF_AUTH_HTTP_MAX_URLS][512]; /* or several: round robin, failover */
+    uint32_t nurls;
     char ca_file[256];         /* PEM CAs for an https webhook; "" = the system's */
     uint8_t format;            /* CONF_AUTH_FORMAT_* */
     uint8_t on_error;          /* CONF_AUTH_ON_ERROR_*: verdict when the webhook fails */

@@ -413,3 +413,16 @@ def test_https_webhook_with_private_ca(broker, webhook, tmp_path):
     c.close()
     b2.wait_log(r"auth http: connect of client 'tls-3'.*(certificate|SSL)")
     assert len(h.of_action("connect")) == 2
+
+
+def test_several_webhooks_failover(broker, webhook):
+    h = webhook(by_password)
+    down = "http://127.0.0.1:%d/auth" % free_port()
+    b = broker(auth={"chain": ["http"], "default": "deny",
+                     "http": {"urls": [down, h.url], "cache_ttl_ms": 0}})
+    for i in range(6):
+        c, ack = connect5(b, "fo-%d" % i, "u", "good")
+        assert ack.rc == 0  # never an error: the dead webhook is skipped
+        c.close()
+    assert len(h.of_action("connect")) == 6
+    b.wait_log(r"auth http: webhook 1 of 2: .*trying the next one")

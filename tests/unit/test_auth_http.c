@@ -690,6 +690,60 @@ static void test_connection_reuse(void **state)
     websrv_stop(w);
 }
 
+/* Several webhooks: round robin over the live ones; one that refuses
+ * connections is skipped (failover within the deadline), no error. */
+static void test_urls_round_robin_and_failover(void **state)
+{
+    (void)state;
+    websrv_t *w1 = websrv_start(), *w2 = websrv_start();
+    conf_t *c = make_conf("");
+    c->auth_http.cache_ttl_ms = 0;
+    snprintf(c->auth_http.urls[0], sizeof(c->auth_http.urls[0]), "http://127.0.0.1:%u/a",
+             w1->port);
+    snprintf(c->auth_http.urls[1], sizeof(c->auth_http.urls[1]), "http://127.0.0.1:%u/b",
+             closed_port());
+    snprintf(c->auth_http.urls[2], sizeof(c->auth_http.urls[2]), "http://127.0.0.1:%u/c",
+             w2->port);
+    c->auth_http.nurls = 3;
+    auth_backend_t *b = start(c);
+    websrv_answer(w1, 204, "", 0);
+    websrv_answer(w2, 204, "", 0);
+    for (int i = 0; i < 30; i++) {
+        char cid[16];
+        snprintf(cid, sizeof(cid), "rr%d", i);
+        assert_int_equal(ask_wait(b, AUTH_ACT_CONNECT, cid, "u", "p").verdict, AUTH_ALLOW);
+    }
+    int n1 = atomic_load(&w1->requests), n2 = atomic_load(&w2->requests);
+    assert_int_equal(n1 + n2, 30);
+    assert_true(n1 >= 10 && n2 >= 10); /* 10 each, plus the 10 failed over */
+    auth_http_stats_t st;
+    auth_http_stats(b, &st);
+    assert_int_equal(st.errors, 0);
+    b->destroy(b);
+
+    /* every webhook down: an error after trying each once */
+    snprintf(c->auth_http.urls[0], sizeof(c->auth_http.urls[0]), "http://127.0.0.1:%u/a",
+             closed_port());
+    c->auth_http.nurls = 2;
+    b = start(c);
+    auth_answer_t a = ask_wait(b, AUTH_ACT_CONNECT, "down", "u", "p");
+    assert_int_equal(a.verdict, AUTH_DENY);
+    assert_int_equal(a.reason, 0x88);
+    auth_http_stats(b, &st);
+    assert_int_equal(st.errors, 1);
+    assert_int_equal(st.requests, 2);
+    b->destroy(b);
+
+    /* url and urls together: refused at start */
+    char err[256] = "";
+    snprintf(c->auth_http.url, sizeof(c->auth_http.url), "http://127.0.0.1:%u/", w1->port);
+    assert_null(auth_http_new(c, err, sizeof(err)));
+    assert_non_null(strstr(err, "not both"));
+    free(c);
+    websrv_stop(w1);
+    websrv_stop(w2);
+}
+
 /* A check without done() (publish/subscribe on the hot path) passes at once
  * and fills the cache in the background. */
 static void test_prefetch_without_done(void **state)
@@ -826,6 +880,7 @@ static void test_conf_keys(void **state)
         fail_msg("%s", err);
     assert_string_equal(c->auth_http.url, d->auth_http.url);
     assert_string_equal(c->auth_http.ca_file, d->auth_http.ca_file);
+    assert_int_equal(c->auth_http.nurls, 0);
     assert_int_equal(c->auth_http.format, d->auth_http.format);
     assert_int_equal(c->auth_http.on_error, d->auth_http.on_error);
     assert_int_equal(c->auth_http.timeout_ms, d->auth_http.timeout_ms);
@@ -849,6 +904,7 @@ static void test_conf_keys(void **state)
                           "  http:\n"
                           "    url: https://auth.example/mqtt\n"
                           "    ca_file: /etc/ssl/certs/ca-certificates.crt\n"
+                          "    urls: [\"http://a/x\", \"https://b/y\"]\n"
                           "    format: opa\n"
                           "    timeout_ms: 750\n"
                           "    connect_timeout_ms: 250\n"
@@ -872,6 +928,8 @@ static void test_conf_keys(void **state)
         fail_msg("%s", err);
     assert_string_equal(c->auth_http.url, "https://auth.example/mqtt");
     assert_string_equal(c->auth_http.ca_file, "/etc/ssl/certs/ca-certificates.crt");
+    assert_int_equal(c->auth_http.nurls, 2);
+    assert_string_equal(c->auth_http.urls[1], "https://b/y");
     assert_int_equal(c->auth_http.format, CONF_AUTH_FORMAT_OPA);
     assert_int_equal(c->auth_http.timeout_ms, 750);
     assert_int_equal(c->auth_http.connect_timeout_ms, 250);
@@ -925,6 +983,7 @@ int main(void)
         cmocka_unit_test(test_queue_full),
         cmocka_unit_test(test_connection_reuse),
         cmocka_unit_test(test_prefetch_without_done),
+        cmocka_unit_test(test_urls_round_robin_and_failover),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
