@@ -372,8 +372,10 @@ static int authenticate(conn_t *c, const mqtt_connect_t *ck, const mqtt_raw_t *p
         return refuse_later(c, MQTT_CONNACK_NOT_AUTHORIZED, MQTT_RC_BANNED);
     }
     /* nothing configured to decide: keep idle clients small (no state) */
-    if (auth_chain_trivial(ch))
+    if (auth_chain_trivial(ch)) {
+        STAT_ADD(w->stats.auth_success, 1);
         return 0;
+    }
     conn_ext_t *x = conn_ext(c);
     if (x->auth == NULL)
         x->auth = an_calloc(1, sizeof(*x->auth));
@@ -386,6 +388,7 @@ static int authenticate(conn_t *c, const mqtt_connect_t *ck, const mqtt_raw_t *p
     else if (ck->has_username)
         ac->user = an_strndup((const char *)ck->username.p, ck->username.len);
     if (anonymous) { /* allowed on this listener (checked before) */
+        STAT_ADD(w->stats.auth_success, 1);
         ac->authed = 1;
         return 0;
     }
