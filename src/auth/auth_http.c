@@ -208,12 +208,14 @@ out:
 
 static void finish(http_backend_t *h, auth_job_t *j, const auth_answer_t *a)
 {
+    /* the slot is free before the answer is out: whoever got the answer
+     * may ask again at once */
+    auth_jobq_release(&h->q, 1);
     if (j->done) /* NULL: a prefetch that only fills the cache */
         j->done(j->token, a);
     else if (a->acl)
         auth_acl_free(a->acl);
     auth_job_free(j);
-    auth_jobq_release(&h->q, 1);
 }
 
 static void log_failure(http_backend_t *h, const auth_job_t *j, const char *what,

@@ -333,9 +333,11 @@ failed:
                  j->peer, j->username ? j->username : "", why,
                  a.verdict == AUTH_PASS ? "passed to the next backend" : "denied");
 answer:
+    /* the slot is free before the answer is out: whoever got the answer
+     * may ask again at once */
+    auth_jobq_release(&rb->q, 1);
     j->done(j->token, &a);
     auth_job_free(j);
-    auth_jobq_release(&rb->q, 1);
 }
 
 static void *redis_main(void *arg)
