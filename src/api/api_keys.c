@@ -224,17 +224,16 @@ static const char *check_bearer(const api_creds_t *c, const char *key)
 static const char *check_basic(const api_creds_t *c, const char *b64)
 {
     unsigned char buf[512];
+    const char *who = NULL;
+    /* buf holds the password, also after a refusal part way through */
     long n = b64_decode(b64, strlen(b64), buf, sizeof(buf) - 1);
-    if (n <= 0)
-        return NULL;
-    buf[n] = '\0';
-    char *colon = memchr(buf, ':', (size_t)n);
+    char *colon = n > 0 ? memchr(buf, ':', (size_t)n) : NULL;
     if (colon == NULL)
-        return NULL;
+        goto out;
+    buf[n] = '\0';
     *colon = '\0';
     const char *user = (const char *)buf, *pw = colon + 1;
     size_t pwlen = (size_t)n - (size_t)(colon + 1 - (char *)buf);
-    const char *who = NULL;
     for (size_t i = 0; i < c->n && !who; i++) {
         const cred_t *cr = &c->v[i];
         if (!cr->is_user || strcmp(cr->name, user) != 0)
@@ -245,6 +244,7 @@ static const char *check_basic(const api_creds_t *c, const char *b64)
             CRYPTO_memcmp(out, cr->digest, 64) == 0)
             who = cr->name;
     }
+out:
     OPENSSL_cleanse(buf, sizeof(buf));
     return who;
 }
