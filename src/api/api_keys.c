@@ -21,6 +21,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include "b64.h"
 #include "util.h"
 
 typedef struct {
@@ -68,26 +69,6 @@ static int unhex(const char *s, unsigned char *out, size_t n)
         out[i] = (unsigned char)v;
     }
     return 0;
-}
-
-/* Standard base64 to bytes; -1 when invalid or larger than cap. */
-static int b64_decode(const char *s, size_t len, unsigned char *out, size_t cap)
-{
-    unsigned char tmp[768];
-    if (len == 0 || len % 4 != 0 || len / 4 * 3 > sizeof(tmp))
-        return -1;
-    int n = EVP_DecodeBlock(tmp, (const unsigned char *)s, (int)len);
-    if (n < 0)
-        return -1;
-    if (s[len - 1] == '=')
-        n--;
-    if (s[len - 2] == '=')
-        n--;
-    if ((size_t)n > cap)
-        return -1;
-    memcpy(out, tmp, (size_t)n);
-    OPENSSL_cleanse(tmp, sizeof(tmp));
-    return n;
 }
 
 static void sha256(const void *p, size_t n, unsigned char out[32])
@@ -158,8 +139,8 @@ static int parse_pbkdf2(const char *h, cred_t *cr)
     const char *salt = end + 1, *dollar = strchr(salt, '$');
     if (dollar == NULL)
         return -1;
-    int sl = b64_decode(salt, (size_t)(dollar - salt), cr->salt, sizeof(cr->salt));
-    int hl = b64_decode(dollar + 1, strlen(dollar + 1), cr->digest, sizeof(cr->digest));
+    long sl = b64_decode(salt, (size_t)(dollar - salt), cr->salt, sizeof(cr->salt));
+    long hl = b64_decode(dollar + 1, strlen(dollar + 1), cr->digest, sizeof(cr->digest));
     if (sl <= 0 || hl != 64)
         return -1;
     cr->salt_len = (size_t)sl;
@@ -243,17 +224,16 @@ static const char *check_bearer(const api_creds_t *c, const char *key)
 static const char *check_basic(const api_creds_t *c, const char *b64)
 {
     unsigned char buf[512];
-    int n = b64_decode(b64, strlen(b64), buf, sizeof(buf) - 1);
-    if (n <= 0)
-        return NULL;
-    buf[n] = '\0';
-    char *colon = memchr(buf, ':', (size_t)n);
+    const char *who = NULL;
+    /* buf holds the password, also after a refusal part way through */
+    long n = b64_decode(b64, strlen(b64), buf, sizeof(buf) - 1);
+    char *colon = n > 0 ? memchr(buf, ':', (size_t)n) : NULL;
     if (colon == NULL)
-        return NULL;
+        goto out;
+    buf[n] = '\0';
     *colon = '\0';
     const char *user = (const char *)buf, *pw = colon + 1;
     size_t pwlen = (size_t)n - (size_t)(colon + 1 - (char *)buf);
-    const char *who = NULL;
     for (size_t i = 0; i < c->n && !who; i++) {
         const cred_t *cr = &c->v[i];
         if (!cr->is_user || strcmp(cr->name, user) != 0)
@@ -264,6 +244,7 @@ static const char *check_basic(const api_creds_t *c, const char *b64)
             CRYPTO_memcmp(out, cr->digest, 64) == 0)
             who = cr->name;
     }
+out:
     OPENSSL_cleanse(buf, sizeof(buf));
     return who;
 }

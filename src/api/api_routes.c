@@ -10,7 +10,6 @@
 #include <errno.h>
 #include <inttypes.h>
 #include <signal.h>
-#include <openssl/evp.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -18,6 +17,7 @@
 
 #include "api_int.h"
 #include "api_snap.h"
+#include "b64.h"
 #include "mqtt_codec.h"
 #include "mqtt_props.h"
 #include "retain.h"
@@ -51,30 +51,6 @@ static int64_t arg_uint(const api_req_t *r, const char *name, int64_t def, int64
         v = v * 10 + (*p - '0');
     }
     return v < min || v > max ? -1 : v;
-}
-
-static char *b64_encode(const uint8_t *p, size_t n)
-{
-    char *out = an_malloc(4 * ((n + 2) / 3) + 1);
-    EVP_EncodeBlock((unsigned char *)out, p, (int)n);
-    return out;
-}
-
-/* Returns the decoded length or -1; out has room for 3/4 of len. */
-static int b64_decode(const char *s, size_t len, uint8_t *out)
-{
-    if (len == 0)
-        return 0;
-    if (len % 4 != 0)
-        return -1;
-    int n = EVP_DecodeBlock(out, (const unsigned char *)s, (int)len);
-    if (n < 0)
-        return -1;
-    if (s[len - 1] == '=')
-        n--;
-    if (s[len - 2] == '=')
-        n--;
-    return n;
 }
 
 static const char *str_of(const json_t *o, const char *key)
@@ -392,7 +368,7 @@ static json_t *props_json(const msg_t *m, uint64_t now)
         json_object_set_new(o, "response_topic", json_stringn((const char *)pr.response_topic.p,
                                                               pr.response_topic.len));
     if (mqtt_props_has(&pr, MQTT_PROP_CORRELATION_DATA)) {
-        char *b = b64_encode(pr.correlation_data.p, pr.correlation_data.len);
+        char *b = b64_encode_alloc(pr.correlation_data.p, pr.correlation_data.len);
         json_object_set_new(o, "correlation_data", json_string(b));
         free(b);
     }
@@ -420,7 +396,7 @@ static void on_retained(void *ud, msg_t *m)
         json_object_set_new(o, "payload",
                             text ? json_stringn((const char *)msg_payload(m), m->payload_len)
                                  : json_null());
-        char *b = b64_encode(msg_payload(m), m->payload_len);
+        char *b = b64_encode_alloc(msg_payload(m), m->payload_len);
         json_object_set_new(o, "payload_base64", json_string(b));
         free(b);
         json_object_set_new(o, "properties", props_json(m, ctx->now));
@@ -531,7 +507,7 @@ static enum MHD_Result h_publish(api_req_t *r, const char *tail)
     int n = (int)plen;
     payload = an_malloc(plen + 4);
     if (b64) {
-        n = b64_decode(ptext, plen, payload);
+        n = (int)b64_decode(ptext, plen, payload, plen);
         if (n < 0)
             BAD("payload", "payload is not valid base64");
     } else {
@@ -583,7 +559,8 @@ static enum MHD_Result h_publish(api_req_t *r, const char *tail)
             if (!json_is_string(cd))
                 BAD("properties.correlation_data", "correlation_data must be base64 text");
             corr = an_malloc(json_string_length(cd) + 4);
-            clen = b64_decode(json_string_value(cd), json_string_length(cd), corr);
+            clen = (int)b64_decode(json_string_value(cd), json_string_length(cd), corr,
+                                   json_string_length(cd));
             if (clen < 0 || clen > 65535)
                 BAD("properties.correlation_data",
                     "correlation_data must be base64 (at most 65535 bytes)");

@@ -265,11 +265,9 @@ void auth_wait_free(auth_wait_t *w)
     free(w);
 }
 
-/* done() of an asynchronous backend: any thread. */
-static void on_done(void *token, const auth_answer_t *a)
+/* Takes w off the chain's list of outstanding CONNECTs (under ch->mu). */
+static void wait_unlink(auth_chain_t *ch, auth_wait_t *w)
 {
-    auth_wait_t *w = token;
-    auth_chain_t *ch = w->ch;
     pthread_mutex_lock(&ch->mu);
     if (w->prev)
         w->prev->next_wait = w->next_wait;
@@ -278,6 +276,13 @@ static void on_done(void *token, const auth_answer_t *a)
     if (w->next_wait)
         w->next_wait->prev = w->prev;
     pthread_mutex_unlock(&ch->mu);
+}
+
+/* done() of an asynchronous backend: any thread. */
+static void on_done(void *token, const auth_answer_t *a)
+{
+    auth_wait_t *w = token;
+    wait_unlink(w->ch, w);
     w->ans = *a;
     if (w->ans.verdict == AUTH_PENDING) /* a backend bug: treat as a failure */
         w->ans.verdict = AUTH_DENY;
@@ -311,14 +316,7 @@ auth_verdict_t auth_chain_connect(auth_chain_t *ch, const auth_request_t *r, uin
             *wait = w;
             return AUTH_PENDING;
         }
-        pthread_mutex_lock(&ch->mu);
-        if (w->prev)
-            w->prev->next_wait = w->next_wait;
-        else
-            ch->waits = w->next_wait;
-        if (w->next_wait)
-            w->next_wait->prev = w->prev;
-        pthread_mutex_unlock(&ch->mu);
+        wait_unlink(ch, w);
         free(w);
         if (v == AUTH_ALLOW || v == AUTH_DENY) {
             *out = a;

@@ -42,12 +42,12 @@
 #include "auth_async.h"
 #include "auth_cache.h"
 
+#include "../core/b64.h"
 #include "../core/log.h"
 #include "../core/util.h"
 
 #include <curl/curl.h>
 #include <jansson.h>
-#include <openssl/evp.h>
 #include <pthread.h>
 #include <stdatomic.h>
 #include <stdio.h>
@@ -263,9 +263,7 @@ static char *build_body(const http_backend_t *h, const auth_job_t *j)
         if (pw) {
             json_object_set_new(o, "password", pw);
         } else { /* binary: base64 */
-            size_t cap = 4 * ((j->password_len + 2) / 3) + 1;
-            char *b64 = an_malloc(cap);
-            EVP_EncodeBlock((unsigned char *)b64, j->password, (int)j->password_len);
+            char *b64 = b64_encode_alloc(j->password, j->password_len);
             json_object_set_new(o, "password", json_null());
             json_object_set_new(o, "password_base64", json_string(b64));
             free(b64);

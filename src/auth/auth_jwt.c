@@ -22,6 +22,7 @@
 #include <time.h>
 
 #include "auth_acl.h"
+#include "b64.h"
 #include "log.h"
 #include "util.h"
 
@@ -67,42 +68,23 @@ static char *read_file(const char *path, size_t *len, char *err, size_t errlen)
     return buf;
 }
 
-/* base64url (no padding) into a fresh buffer: length or -1. */
-static long b64url_decode(const char *in, size_t len, uint8_t **out)
+/* base64url (no padding) into a fresh buffer: length or -1 (then *out is
+ * NULL). */
+static long b64url_dup(const char *in, size_t len, uint8_t **out)
 {
-    size_t padded = (len + 3) / 4 * 4;
-    char *tmp = an_malloc(padded + 1);
-    for (size_t i = 0; i < len; i++) {
-        char ch = in[i];
-        if (ch == '-')
-            ch = '+';
-        else if (ch == '_')
-            ch = '/';
-        else if (!((ch >= 'A' && ch <= 'Z') || (ch >= 'a' && ch <= 'z') ||
-                   (ch >= '0' && ch <= '9'))) {
-            free(tmp);
-            return -1;
-        }
-        tmp[i] = ch;
-    }
-    for (size_t i = len; i < padded; i++)
-        tmp[i] = '=';
-    *out = an_malloc(padded / 4 * 3 + 1);
-    int n = padded ? EVP_DecodeBlock(*out, (unsigned char *)tmp, (int)padded) : 0;
-    free(tmp);
-    if (n < 0 || len % 4 == 1) {
+    *out = an_malloc(B64_DECODED_MAX(len) + 1);
+    long n = b64_decode_url(in, len, *out, B64_DECODED_MAX(len));
+    if (n < 0) {
         free(*out);
         *out = NULL;
-        return -1;
     }
-    n -= (int)(padded - len);
     return n;
 }
 
 static BIGNUM *bn_from_b64url(const char *s)
 {
     uint8_t *raw = NULL;
-    long n = s ? b64url_decode(s, strlen(s), &raw) : -1;
+    long n = s ? b64url_dup(s, strlen(s), &raw) : -1;
     if (n <= 0) {
         free(raw);
         return NULL;
@@ -141,7 +123,7 @@ static char *jwk_to_pem(json_t *k, const char **why)
         *why = "bad EC key (crv P-256, x, y)";
         if (!crv || strcmp(crv, "P-256") != 0 || !xs || !ys)
             goto out;
-        long xl = b64url_decode(xs, strlen(xs), &x), yl = b64url_decode(ys, strlen(ys), &y);
+        long xl = b64url_dup(xs, strlen(xs), &x), yl = b64url_dup(ys, strlen(ys), &y);
         if (xl != 32 || yl != 32)
             goto out;
         point[0] = 4;
@@ -346,7 +328,7 @@ static auth_verdict_t jwt_check(auth_backend_t *b, const auth_request_t *r, auth
         v = out->verdict = AUTH_PASS; /* not a JWT: not ours */
         goto out;
     }
-    long hl = b64url_decode(token, (size_t)(dot1 - token), &raw);
+    long hl = b64url_dup(token, (size_t)(dot1 - token), &raw);
     hdr = hl > 0 ? json_loadb((const char *)raw, (size_t)hl, 0, NULL) : NULL;
     const char *alg = json_string_value(json_object_get(hdr, "alg"));
     if (alg == NULL || strcmp(alg, alg_names[c->alg]) != 0) {

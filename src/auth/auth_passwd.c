@@ -27,6 +27,7 @@
 #include <termios.h>
 #include <unistd.h>
 
+#include "b64.h"
 #include "log.h"
 #include "util.h"
 
@@ -34,37 +35,6 @@
 #define MAX_ITERATIONS 10000000u
 
 /* ---- hash format ---- */
-
-static int b64_encode(const uint8_t *in, size_t len, char *out, size_t outlen)
-{
-    if (outlen < 4 * ((len + 2) / 3) + 1)
-        return -1;
-    EVP_EncodeBlock((unsigned char *)out, in, (int)len);
-    return 0;
-}
-
-/* Standard base64 with padding; returns the decoded length or -1. */
-static int b64_decode(const char *in, size_t len, uint8_t *out, size_t outlen)
-{
-    if (len == 0 || len % 4 != 0 || outlen < len / 4 * 3)
-        return -1;
-    for (size_t i = 0; i < len; i++) {
-        char ch = in[i];
-        int ok = (ch >= 'A' && ch <= 'Z') || (ch >= 'a' && ch <= 'z') ||
-                 (ch >= '0' && ch <= '9') || ch == '+' || ch == '/' ||
-                 (ch == '=' && i >= len - 2);
-        if (!ok || (ch != '=' && i > 0 && in[i - 1] == '='))
-            return -1;
-    }
-    int n = EVP_DecodeBlock(out, (const unsigned char *)in, (int)len);
-    if (n < 0)
-        return -1;
-    if (in[len - 1] == '=')
-        n--;
-    if (in[len - 2] == '=')
-        n--;
-    return n;
-}
 
 int auth_passwd_parse(const char *hash, uint32_t *iterations, uint8_t *salt, size_t *salt_len,
                       uint8_t dk[AUTH_PASSWD_DK_LEN], const char **why)
@@ -84,12 +54,12 @@ int auth_passwd_parse(const char *hash, uint32_t *iterations, uint8_t *salt, siz
     if (d == NULL)
         goto bad;
     uint8_t sbuf[64];
-    int sl = b64_decode(s, (size_t)(d - s), sbuf, sizeof(sbuf));
+    long sl = b64_decode(s, (size_t)(d - s), sbuf, sizeof(sbuf));
     w = "bad salt (base64, 8 to 48 bytes)";
     if (sl < 8 || sl > 48)
         goto bad;
-    uint8_t dbuf[AUTH_PASSWD_DK_LEN + 3];
-    int dl = b64_decode(d + 1, strlen(d + 1), dbuf, sizeof(dbuf));
+    uint8_t dbuf[AUTH_PASSWD_DK_LEN];
+    long dl = b64_decode(d + 1, strlen(d + 1), dbuf, sizeof(dbuf));
     w = "bad hash (base64 of 64 bytes)";
     if (dl != AUTH_PASSWD_DK_LEN)
         goto bad;
@@ -111,7 +81,8 @@ int auth_passwd_hash(const uint8_t *pw, size_t len, uint32_t iterations, char *o
                      size_t outlen)
 {
     uint8_t salt[AUTH_PASSWD_SALT_LEN], dk[AUTH_PASSWD_DK_LEN];
-    char s64[32], d64[100];
+    char s64[B64_ENCODED_LEN(AUTH_PASSWD_SALT_LEN) + 1];
+    char d64[B64_ENCODED_LEN(AUTH_PASSWD_DK_LEN) + 1];
     if (iterations < 1 || iterations > MAX_ITERATIONS)
         return -1;
     if (RAND_bytes(salt, sizeof(salt)) != 1)
@@ -119,9 +90,8 @@ int auth_passwd_hash(const uint8_t *pw, size_t len, uint32_t iterations, char *o
     if (PKCS5_PBKDF2_HMAC((const char *)pw, (int)len, salt, sizeof(salt), (int)iterations,
                           EVP_sha512(), sizeof(dk), dk) != 1)
         return -1;
-    if (b64_encode(salt, sizeof(salt), s64, sizeof(s64)) < 0 ||
-        b64_encode(dk, sizeof(dk), d64, sizeof(d64)) < 0)
-        return -1;
+    b64_encode(salt, sizeof(salt), s64);
+    b64_encode(dk, sizeof(dk), d64);
     int n = snprintf(out, outlen, PREFIX "%u$%s$%s", iterations, s64, d64);
     OPENSSL_cleanse(dk, sizeof(dk));
     return n > 0 && (size_t)n < outlen ? 0 : -1;

@@ -23,6 +23,7 @@
 #include "auth_chain.h"
 #include "auth_method.h"
 #include "auth_passwd.h"
+#include "b64.h"
 #include "util.h"
 
 #define DK AUTH_PASSWD_DK_LEN
@@ -34,25 +35,6 @@ struct auth_method_state {
     char *server_first;
     char nonce[160];
 };
-
-static void b64(const uint8_t *in, size_t len, char *out)
-{
-    EVP_EncodeBlock((unsigned char *)out, in, (int)len);
-}
-
-static int b64_dec(const char *in, size_t len, uint8_t *out, size_t cap)
-{
-    if (len == 0 || len % 4 || len / 4 * 3 > cap)
-        return -1;
-    int n = EVP_DecodeBlock(out, (const unsigned char *)in, (int)len);
-    if (n < 0)
-        return -1;
-    if (in[len - 1] == '=')
-        n--;
-    if (len > 1 && in[len - 2] == '=')
-        n--;
-    return n;
-}
 
 static void hmac(const uint8_t *key, size_t klen, const void *msg, size_t mlen, uint8_t *out)
 {
@@ -156,10 +138,10 @@ static auth_method_rc_t scram_start(struct auth_chain *ch, auth_method_state_t *
     st->user = user;
     st->client_first_bare = an_strndup(bare, strlen(bare));
     uint8_t rnd[18];
-    char snonce[32], salt64[100];
+    char snonce[B64_ENCODED_LEN(sizeof(rnd)) + 1], salt64[B64_ENCODED_LEN(sizeof(salt)) + 1];
     RAND_bytes(rnd, sizeof(rnd));
-    b64(rnd, sizeof(rnd), snonce);
-    b64(salt, slen, salt64);
+    b64_encode(rnd, sizeof(rnd), snonce);
+    b64_encode(salt, slen, salt64);
     snprintf(st->nonce, sizeof(st->nonce), "%.*s%s", (int)cnlen, cnonce, snonce);
     char sf[400];
     int n = snprintf(sf, sizeof(sf), "r=%s,s=%s,i=%u", st->nonce, salt64, iter);
@@ -189,8 +171,8 @@ static auth_method_rc_t scram_step(auth_method_state_t *st, const uint8_t *in, s
     if (strncmp(r, "r=", 2) != 0 || strncmp(r + 2, st->nonce, nlen) != 0 ||
         (r[2 + nlen] != ',' ))
         goto out;
-    uint8_t proof[DK + 3];
-    if (b64_dec(p + 3, strlen(p + 3), proof, sizeof(proof)) != DK)
+    uint8_t proof[DK];
+    if (b64_decode(p + 3, strlen(p + 3), proof, sizeof(proof)) != DK)
         goto out;
     *p = '\0'; /* msg is now client-final-message-without-proof */
     size_t alen = strlen(st->client_first_bare) + strlen(st->server_first) + strlen(msg) + 3;
@@ -211,10 +193,10 @@ static auth_method_rc_t scram_step(auth_method_state_t *st, const uint8_t *in, s
     hmac(st->salted, DK, "Server Key", 10, server_key);
     hmac(server_key, DK, auth_msg, (size_t)am, server_sig);
     free(auth_msg);
-    char v[2 + 4 * ((DK + 2) / 3) + 1];
+    char v[2 + B64_ENCODED_LEN(DK) + 1];
     v[0] = 'v';
     v[1] = '=';
-    b64(server_sig, DK, v + 2);
+    b64_encode(server_sig, DK, v + 2);
     out->data = (uint8_t *)an_strndup(v, strlen(v));
     out->len = strlen(v);
     out->user = an_strndup(st->user, strlen(st->user));

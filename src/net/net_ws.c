@@ -19,10 +19,10 @@
 #include <string.h>
 #include <strings.h>
 
-#include <openssl/evp.h>
 #include <openssl/sha.h>
 #include <wslay/wslay.h>
 
+#include "b64.h"
 #include "util.h"
 
 struct ws_s {
@@ -159,7 +159,7 @@ void ws_accept_key(const char *key, size_t keylen, char out[29])
     memcpy(buf, key, keylen);
     memcpy(buf + keylen, guid, sizeof(guid) - 1);
     SHA1((const unsigned char *)buf, keylen + sizeof(guid) - 1, md);
-    EVP_EncodeBlock((unsigned char *)out, md, SHA_DIGEST_LENGTH);
+    b64_encode(md, SHA_DIGEST_LENGTH, out);
 }
 
 static int tchar(int ch)

@@ -52,6 +52,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "b64.h"
 #include "store.h"
 #include "store_rec.h"
 #include "util.h"
@@ -85,89 +86,6 @@ static int usage_error(const char *fmt, const char *arg)
     fprintf(stderr, fmt, arg);
     fprintf(stderr, "\n%s", usage_text);
     return 2;
-}
-
-/* ---- base64 (RFC 4648, padded, strict on decode) ----------------------- */
-
-static const char b64_alphabet[] =
-    "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
-
-/* NUL-terminated, malloc'd. */
-static char *b64_encode(const uint8_t *p, size_t n)
-{
-    char *out = an_malloc((n + 2) / 3 * 4 + 1), *o = out;
-    size_t i = 0;
-    for (; i + 3 <= n; i += 3) {
-        uint32_t v = (uint32_t)p[i] << 16 | (uint32_t)p[i + 1] << 8 | p[i + 2];
-        *o++ = b64_alphabet[v >> 18];
-        *o++ = b64_alphabet[(v >> 12) & 63];
-        *o++ = b64_alphabet[(v >> 6) & 63];
-        *o++ = b64_alphabet[v & 63];
-    }
-    if (n - i == 1) {
-        uint32_t v = (uint32_t)p[i] << 16;
-        *o++ = b64_alphabet[v >> 18];
-        *o++ = b64_alphabet[(v >> 12) & 63];
-        *o++ = '=';
-        *o++ = '=';
-    } else if (n - i == 2) {
-        uint32_t v = (uint32_t)p[i] << 16 | (uint32_t)p[i + 1] << 8;
-        *o++ = b64_alphabet[v >> 18];
-        *o++ = b64_alphabet[(v >> 12) & 63];
-        *o++ = b64_alphabet[(v >> 6) & 63];
-        *o++ = '=';
-    }
-    *o = '\0';
-    return out;
-}
-
-static int b64_value(char c)
-{
-    if (c >= 'A' && c <= 'Z')
-        return c - 'A';
-    if (c >= 'a' && c <= 'z')
-        return c - 'a' + 26;
-    if (c >= '0' && c <= '9')
-        return c - '0' + 52;
-    if (c == '+')
-        return 62;
-    if (c == '/')
-        return 63;
-    return -1;
-}
-
-/* Decodes into a malloc'd buffer; -1 on anything but canonical base64. */
-static int b64_decode(const char *s, size_t n, uint8_t **out, size_t *outlen)
-{
-    if (n % 4 != 0)
-        return -1;
-    uint8_t *buf = an_malloc(n / 4 * 3 + 1), *o = buf;
-    for (size_t i = 0; i < n; i += 4) {
-        int v[4], pad = 0;
-        for (int j = 0; j < 4; j++) {
-            if (s[i + j] == '=' && i + 4 == n && j >= 2) {
-                v[j] = 0;
-                pad++;
-                continue;
-            }
-            if (pad || (v[j] = b64_value(s[i + j])) < 0)
-                goto bad;
-        }
-        uint32_t w = (uint32_t)v[0] << 18 | (uint32_t)v[1] << 12 | (uint32_t)v[2] << 6 | (uint32_t)v[3];
-        if ((pad == 1 && (w & 0xff)) || (pad == 2 && (w & 0xffff)))
-            goto bad; /* non-zero bits in the padding: not canonical */
-        *o++ = (uint8_t)(w >> 16);
-        if (pad < 2)
-            *o++ = (uint8_t)(w >> 8);
-        if (pad < 1)
-            *o++ = (uint8_t)w;
-    }
-    *out = buf;
-    *outlen = (size_t)(o - buf);
-    return 0;
-bad:
-    free(buf);
-    return -1;
 }
 
 /* ---- opening ------------------------------------------------------------ */
@@ -282,7 +200,7 @@ static void json_bytes(json_t *o, const char *key, const uint8_t *p, size_t n)
         return;
     }
     char k[64];
-    char *b = b64_encode(p, n);
+    char *b = b64_encode_alloc(p, n);
     snprintf(k, sizeof(k), "%s_b64", key);
     json_object_set_new(o, k, json_string(b));
     free(b);
@@ -621,7 +539,7 @@ typedef struct {
 
 static void set_b64(json_t *o, const char *key, const uint8_t *p, size_t n)
 {
-    char *b = b64_encode(p, n);
+    char *b = b64_encode_alloc(p, n);
     json_object_set_new(o, key, json_string(b));
     free(b);
 }
@@ -833,8 +751,15 @@ static int get_b64(json_t *o, const char *key, uint8_t **out, size_t *len, ierr_
     json_t *v = json_object_get(o, key);
     if (!json_is_string(v))
         return fail(e, "field '%s' missing or not a string", key);
-    if (b64_decode(json_string_value(v), json_string_length(v), out, len) != 0)
+    size_t n = json_string_length(v);
+    uint8_t *buf = an_malloc(B64_DECODED_MAX(n) + 1); /* + 1: never malloc(0) */
+    long dl = b64_decode(json_string_value(v), n, buf, B64_DECODED_MAX(n));
+    if (dl < 0) {
+        free(buf);
         return fail(e, "field '%s' is not valid base64", key);
+    }
+    *out = buf;
+    *len = (size_t)dl;
     return 0;
 }
 
