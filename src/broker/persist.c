@@ -719,8 +719,16 @@ void persist_on_committed(worker_t *w, int err)
     }
 }
 
-void persist_worker_free(worker_t *w)
+void persist_worker_final(worker_t *w)
 {
+    if (w->batch) {
+        store_batch_t *b = w->batch;
+        w->batch = NULL;
+        int rc = store_submit_sync(w->srv->store, b);
+        if (rc < 0)
+            log_error("persistence: the last writes of worker %u were not stored: %s", w->id,
+                      store_strerror(rc));
+    }
     persist_held_t *h = w->held;
     if (h == NULL)
         return;

@@ -65,8 +65,11 @@ void persist_flush(worker_t *w);
 /* WM_COMMITTED: the oldest submitted batch of w came back with err; send
  * its held acknowledgements and route its held messages. */
 void persist_on_committed(worker_t *w, int err);
-/* Free what is still held (worker end). */
-void persist_worker_free(worker_t *w);
+/* The worker's end, after its sessions were freed (their wills may have
+ * written): commit the last batch synchronously (no WM_COMMITTED: nobody
+ * reads the inbox any more, and the store may outlive the worker only
+ * until persist_close) and free what is still held. */
+void persist_worker_final(worker_t *w);
 /* A connection with held acknowledgements is being freed. */
 void persist_forget_conn(worker_t *w, conn_t *c);
 

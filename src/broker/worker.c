@@ -387,14 +387,13 @@ void worker_free(worker_t *w)
         inbox_vec_free(&left);
     }
     persist_save_sessions(w); /* graceful restart: sessions come back */
-    persist_worker_free(w);
     /* every session still here (persistent ones) */
     for (size_t b = 0; b < w->by_sid.nbuckets; b++)
         while (w->by_sid.buckets && w->by_sid.buckets[b])
             sess_destroy(w, w->by_sid.buckets[b]);
     sess_table_free(&w->by_id);
     sess_table_free(&w->by_sid);
-    persist_flush(w); /* wills published while sessions were freed */
+    persist_worker_final(w); /* what the wills published just now wrote */
     if (w->outbox)
         for (uint32_t i = 0; i < w->srv->nworkers; i++) {
             /* wills published while sessions were freed above */
