@@ -18,11 +18,11 @@ import subprocess
 import threading
 import time
 
-import paho.mqtt.client as mqtt
 import pytest
 
 import mqttraw
-from conftest import free_port, wait_for
+from authutil import paho_connack
+from conftest import free_port
 from mqttraw import CONNACK, RawClient5
 
 pytestmark = pytest.mark.antenna_only
@@ -171,18 +171,7 @@ def test_status_code_allows_and_denies(broker, webhook):
     assert ack.rc == RC_BAD_USER_PASS
     c.close()
     # MQTT 3.1.1 (paho): CONNACK 4, bad user name or password
-    p = mqtt.Client(client_id="dev-3", protocol=mqtt.MQTTv311)
-    p.username_pw_set("alice", "bad")
-    got = []
-    p.on_connect = lambda cl, ud, fl, rc: got.append(rc)
-    p.connect(b.host, b.port, 30)
-    p.loop_start()
-    try:
-        wait_for(lambda: got, 5, what="CONNACK")
-    finally:
-        p.loop_stop()
-        p.disconnect()
-    assert got[0] == 4
+    assert paho_connack(b, "alice", "bad", client_id="dev-3") == 4
 
 
 def test_json_body_result(broker, webhook):

@@ -15,9 +15,9 @@ import shutil
 import subprocess
 import time
 
-import paho.mqtt.client as mqtt
 import pytest
 
+from authutil import paho_connack
 from conftest import free_port, wait_for
 from mqttraw import PUBACK, RawClient5
 
@@ -108,18 +108,7 @@ def test_right_and_wrong_password(broker, redis):
     assert ack.rc == RC_BAD_USER_PASS
     c.close()
     # MQTT 3.1.1: CONNACK 4
-    p = mqtt.Client(client_id="r-4", protocol=mqtt.MQTTv311)
-    p.username_pw_set("alice", "wrong")
-    got = []
-    p.on_connect = lambda cl, ud, fl, rc: got.append(rc)
-    p.connect(b.host, b.port, 30)
-    p.loop_start()
-    try:
-        wait_for(lambda: got, 5, what="CONNACK")
-    finally:
-        p.loop_stop()
-        p.disconnect()
-    assert got[0] == 4
+    assert paho_connack(b, "alice", "wrong", client_id="r-4") == 4
 
 
 def test_unknown_user(broker, redis):
