@@ -784,9 +784,14 @@ static int on_publish(conn_t *c, const mqtt_raw_t *pkt)
          * acknowledgement: acknowledged (QoS 1/2) and dropped */
         char name[160];
         STAT_ADD(w->stats.acl_denied, 1);
-        log_info("%s: PUBLISH to '%.*s' denied by the ACL, dropped",
-                 conn_name(c, name, sizeof(name)), (int)AN_MIN(pb.topic.len, 200),
-                 (const char *)pb.topic.p);
+        /* a client that keeps publishing there must not log every message:
+         * one line per worker per second at most (the counter has them all) */
+        if (w->now >= w->acl_logged_at + 1000u) {
+            w->acl_logged_at = w->now;
+            log_info("%s: PUBLISH to '%.*s' denied by the ACL, dropped",
+                     conn_name(c, name, sizeof(name)), (int)AN_MIN(pb.topic.len, 200),
+                     (const char *)pb.topic.p);
+        }
         if (pb.qos == 1)
             send_ack_after(c, MQTT_PUBACK, pb.packet_id, MQTT_RC_NOT_AUTHORIZED, 0);
         else if (pb.qos == 2)
