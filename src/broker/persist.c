@@ -689,9 +689,15 @@ void persist_on_committed(worker_t *w, int err)
 {
     persist_held_t *h = w->held;
     uint64_t done = ++w->committed_no;
-    if (err < 0)
-        log_error("persistence: a batch was not stored (%s): its QoS 1/2 messages are "
-                  "refused", store_strerror(err));
+    if (err < 0) {
+        w->store_errors++;
+        if (w->now >= w->store_err_logged_at + 1000u) { /* one line a second at most */
+            w->store_err_logged_at = w->now;
+            log_error("persistence: %llu batches not stored (%s): their QoS 1/2 messages are "
+                      "refused", (unsigned long long)w->store_errors, store_strerror(err));
+            w->store_errors = 0;
+        }
+    }
     while (h && h->len) {
         held_t *e = &h->v[h->head];
         if (e->batch > done)

@@ -121,6 +121,8 @@ struct worker_s {
     uint64_t rng;         /* xorshift state: random shared-subscription picks */
     uint64_t qfull_logged_at; /* ms: rate limit of the queue-full log line */
     uint64_t acl_logged_at;   /* ms: rate limit of the ACL-denied publish line */
+    uint64_t store_err_logged_at; /* ms: rate limit of the failed-commit line */
+    uint64_t store_errors;    /* failed commits since that line */
     uint64_t congested_until; /* ms: another worker's inbox is over INBOX_HIGH */
     struct store_batch *batch; /* store writes of this turn (persist.h), or NULL */
     uint64_t batch_no;         /* number of `batch`; submitted ones are lower */
