@@ -25,6 +25,30 @@
 static store_batch_t *batch_of(worker_t *w);
 static void put_session(worker_t *w, store_batch_t *b, const sess_t *s);
 
+/* A store key built by one of the store_key_*() functions: on the stack
+ * when short (nearly always), on the heap when a long client id or topic
+ * needs more (keys go up to STORE_KEY_MAX, 64 KB: never on the stack of a
+ * function called per message).  len 0: the builder refused the input. */
+typedef struct {
+    uint8_t small[160];
+    uint8_t *p;
+    size_t len;
+} pkey_t;
+
+#define PKEY(k, build, ...)                                                        \
+    do {                                                                           \
+        (k)->len = build(NULL, 0, __VA_ARGS__);                                    \
+        (k)->p = (k)->len <= sizeof((k)->small) ? (k)->small : an_malloc((k)->len); \
+        if ((k)->len)                                                              \
+            build((k)->p, (k)->len, __VA_ARGS__);                                  \
+    } while (0)
+
+static void pkey_done(pkey_t *k)
+{
+    if (k->p != k->small)
+        free(k->p);
+}
+
 static int is_sys(const msg_t *m)
 {
     return m->topic_len >= 5 && memcmp(msg_topic(m), "$SYS/", 5) == 0;
@@ -34,10 +58,11 @@ static void retained_gone(void *ud, msg_t *m)
 {
     worker_t *w = ud;
     if (persist_on(w) && !is_sys(m)) {
-        uint8_t key[STORE_KEY_MAX];
-        size_t kl = store_key_retained(key, sizeof(key), msg_topic(m), m->topic_len);
-        if (kl)
-            store_batch_del(batch_of(w), key, kl);
+        pkey_t k;
+        PKEY(&k, store_key_retained, msg_topic(m), m->topic_len);
+        if (k.len)
+            store_batch_del(batch_of(w), k.p, k.len);
+        pkey_done(&k);
     }
     msg_unref(&m);
 }
@@ -138,20 +163,14 @@ int persist_open(server_t *srv)
 
 void persist_retained(worker_t *w, const msg_t *m)
 {
-    server_t *srv = w->srv;
-    if (srv->store == NULL || is_sys(m))
+    if (!persist_on(w) || is_sys(m))
         return;
-    uint8_t small[256], *key = small;
-    size_t kl = store_key_retained(NULL, 0, msg_topic(m), m->topic_len);
-    if (kl == 0)
-        return;
-    if (kl > sizeof(small))
-        key = an_malloc(kl);
-    store_key_retained(key, kl, msg_topic(m), m->topic_len);
-    if (w->batch == NULL)
-        w->batch = store_batch_new();
+    pkey_t k;
+    PKEY(&k, store_key_retained, msg_topic(m), m->topic_len);
+    if (k.len == 0)
+        goto out;
     if (m->payload_len == 0) {
-        store_batch_del(w->batch, key, kl);
+        store_batch_del(batch_of(w), k.p, k.len);
         goto out;
     }
     store_retained_t r = {.qos = m->qos, .topic = msg_topic(m), .topic_len = m->topic_len,
@@ -159,13 +178,11 @@ void persist_retained(worker_t *w, const msg_t *m)
                           .payload = msg_payload(m), .payload_len = m->payload_len};
     r.expiry = to_wall_s(m->expire_at, w->now);
     size_t vl = store_rec_encode_retained(&r, NULL, 0);
-    if (vl) {
-        void *v = store_batch_put_reserve(w->batch, key, kl, vl);
+    void *v = vl ? store_batch_put_reserve(batch_of(w), k.p, k.len, vl) : NULL;
+    if (v)
         store_rec_encode_retained(&r, v, vl);
-    }
 out:
-    if (key != small)
-        free(key);
+    pkey_done(&k);
 }
 
 /* What waits for a commit, in arrival order: an acknowledgement (c, type,
@@ -297,16 +314,21 @@ static sess_t *find_restored(server_t *srv, const uint8_t *id, size_t len)
 }
 
 /* Remove every record of client id (name) from the store. */
-static void cleanup_client(store_batch_t *b, const uint8_t *id, size_t len)
+static void cleanup_client(store_batch_t *b, const void *id, size_t len)
 {
-    uint8_t key[STORE_KEY_MAX];
-    size_t kl = store_key_session(key, sizeof(key), id, len);
-    if (kl)
-        store_batch_del(b, key, kl);
-    if ((kl = store_key_queue_prefix(key, sizeof(key), id, len)))
-        store_batch_del_prefix(b, key, kl);
-    if ((kl = store_key_incoming_prefix(key, sizeof(key), id, len)))
-        store_batch_del_prefix(b, key, kl);
+    pkey_t k;
+    PKEY(&k, store_key_session, id, len);
+    if (k.len)
+        store_batch_del(b, k.p, k.len);
+    pkey_done(&k);
+    PKEY(&k, store_key_queue_prefix, id, len);
+    if (k.len)
+        store_batch_del_prefix(b, k.p, k.len);
+    pkey_done(&k);
+    PKEY(&k, store_key_incoming_prefix, id, len);
+    if (k.len)
+        store_batch_del_prefix(b, k.p, k.len);
+    pkey_done(&k);
 }
 
 static int load_session(void *ud, const void *k, size_t kl, const void *v, size_t vl)
@@ -479,24 +501,24 @@ void persist_queue_put(worker_t *w, const char *cid, uint16_t cid_len, uint64_t 
         o.topic = (const uint8_t *)"-"; /* only the PUBREL is left */
         o.topic_len = 1;
     }
-    uint8_t key[STORE_KEY_MAX];
-    size_t kl = store_key_queue(key, sizeof(key), cid, cid_len, seq);
     size_t vl = store_rec_encode_outmsg(&o, NULL, 0);
-    if (kl == 0 || vl == 0)
-        return;
-    void *v = store_batch_put_reserve(batch_of(w), key, kl, vl);
+    pkey_t k;
+    PKEY(&k, store_key_queue, cid, cid_len, seq);
+    void *v = k.len && vl ? store_batch_put_reserve(batch_of(w), k.p, k.len, vl) : NULL;
     if (v)
         store_rec_encode_outmsg(&o, v, vl);
+    pkey_done(&k);
 }
 
 void persist_queue_del(worker_t *w, const char *cid, uint16_t cid_len, uint64_t seq)
 {
     if (!persist_on(w) || seq == 0)
         return;
-    uint8_t key[STORE_KEY_MAX];
-    size_t kl = store_key_queue(key, sizeof(key), cid, cid_len, seq);
-    if (kl)
-        store_batch_del(batch_of(w), key, kl);
+    pkey_t k;
+    PKEY(&k, store_key_queue, cid, cid_len, seq);
+    if (k.len)
+        store_batch_del(batch_of(w), k.p, k.len);
+    pkey_done(&k);
 }
 
 static void put_session(worker_t *w, store_batch_t *b, const sess_t *s)
@@ -515,29 +537,19 @@ static void put_session(worker_t *w, store_batch_t *b, const sess_t *s)
         deadline = to_wall_s(s->expire_at, w->now);
     store_session_t rec = {.expiry_interval = s->expiry, .next_pid = s->next_pid,
                            .nsubs = s->nsubs, .subs = subs, .expiry_deadline = deadline};
-    uint8_t key[STORE_KEY_MAX];
-    size_t kl = store_key_session(key, sizeof(key), s->client_id, s->client_id_len);
     size_t vl = store_rec_encode_session(&rec, NULL, 0);
-    if (kl && vl) {
-        void *v = store_batch_put_reserve(b, key, kl, vl);
-        if (v)
-            store_rec_encode_session(&rec, v, vl);
-    }
+    pkey_t k;
+    PKEY(&k, store_key_session, s->client_id, s->client_id_len);
+    void *v = k.len && vl ? store_batch_put_reserve(b, k.p, k.len, vl) : NULL;
+    if (v)
+        store_rec_encode_session(&rec, v, vl);
+    pkey_done(&k);
     free(subs);
 }
 
 static void drop_session(store_batch_t *b, const sess_t *s)
 {
-    uint8_t key[STORE_KEY_MAX];
-    size_t kl = store_key_session(key, sizeof(key), s->client_id, s->client_id_len);
-    if (kl)
-        store_batch_del(b, key, kl);
-    kl = store_key_queue_prefix(key, sizeof(key), s->client_id, s->client_id_len);
-    if (kl)
-        store_batch_del_prefix(b, key, kl);
-    kl = store_key_incoming_prefix(key, sizeof(key), s->client_id, s->client_id_len);
-    if (kl)
-        store_batch_del_prefix(b, key, kl);
+    cleanup_client(b, s->client_id, s->client_id_len);
 }
 
 void persist_session_update(worker_t *w, sess_t *s)
@@ -568,18 +580,17 @@ void persist_incoming(worker_t *w, const sess_t *s, uint16_t pid, int put)
 {
     if (!persist_on(w) || !s->stored)
         return;
-    uint8_t key[STORE_KEY_MAX];
-    size_t kl = store_key_incoming(key, sizeof(key), s->client_id, s->client_id_len, pid);
-    if (kl == 0)
-        return;
-    if (put) {
+    pkey_t k;
+    PKEY(&k, store_key_incoming, s->client_id, s->client_id_len, pid);
+    if (k.len && put) {
         size_t vl = store_rec_encode_incoming(NULL, 0);
-        void *v = store_batch_put_reserve(batch_of(w), key, kl, vl);
+        void *v = store_batch_put_reserve(batch_of(w), k.p, k.len, vl);
         if (v)
             store_rec_encode_incoming(v, vl);
-    } else {
-        store_batch_del(batch_of(w), key, kl);
+    } else if (k.len) {
+        store_batch_del(batch_of(w), k.p, k.len);
     }
+    pkey_done(&k);
 }
 
 static held_t *held_push(worker_t *w)

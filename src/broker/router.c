@@ -122,7 +122,11 @@ void router_hand_targets(worker_t *w, msg_t *m, const route_target_t *t, size_t 
 static void publish_durable(worker_t *w, msg_t *m, size_t n)
 {
     server_t *srv = w->srv;
-    route_target_t small[16], *t = n <= 16 ? small : an_malloc(n * sizeof(*t));
+    if (n > w->targets_cap) {
+        w->targets_cap = AN_MAX(n, 2 * w->targets_cap);
+        w->targets = an_realloc(w->targets, w->targets_cap * sizeof(*w->targets));
+    }
+    route_target_t *t = w->targets;
     int stored = 0;
     for (size_t i = 0; i < n; i++) {
         const sub_ref_t *sub = &w->matches[i];
@@ -150,8 +154,6 @@ static void publish_durable(worker_t *w, msg_t *m, size_t n)
         persist_hold_route(w, m, t, n);
     else
         router_hand_targets(w, m, t, n);
-    if (t != small)
-        free(t);
 }
 
 /* limits.queue_full: refuse: 1 when a session that would take m at QoS 1/2

@@ -117,6 +117,8 @@ struct worker_s {
     uint32_t buf_cached;
     sub_ref_t *matches;   /* router scratch: subscribers of one publish */
     size_t nmatches, matches_cap;
+    struct route_target_s *targets; /* router scratch: where a stored message goes */
+    size_t targets_cap;
     uint64_t next_auto_id;
     uint64_t rng;         /* xorshift state: random shared-subscription picks */
     uint64_t qfull_logged_at; /* ms: rate limit of the queue-full log line */

@@ -411,6 +411,7 @@ void worker_free(worker_t *w)
     free(w->buf_cache);
     free(w->scratch);
     free(w->matches);
+    free(w->targets);
     if (w->epfd >= 0)
         close(w->epfd);
     if (w->inbox.evfd >= 0)
