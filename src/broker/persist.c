@@ -711,7 +711,7 @@ void persist_on_committed(worker_t *w, int err)
     }
     while (h && h->len) {
         held_t *e = &h->v[h->head];
-        if (e->batch > done)
+        if (!persist_batch_is_committed(e->batch, done))
             break;
         h->head = (h->head + 1) & (h->cap - 1);
         h->len--;
