@@ -91,6 +91,13 @@ static const struct field api_fields[] = {
     APIF(api_open_metrics, "open_metrics", F_BOOL),
     { .key = "timeout_ms", .type = F_UINT, .off = offsetof(conf_t, api_timeout_ms),
       .size = MSIZE(conf_t, api_timeout_ms), .min = 10, .max = 60000 },
+    { .key = "max_connections", .type = F_UINT, .off = offsetof(conf_t, api_max_connections),
+      .size = MSIZE(conf_t, api_max_connections), .min = 4, .max = 65536 },
+    { .key = "max_connections_per_ip", .type = F_UINT,
+      .off = offsetof(conf_t, api_max_connections_per_ip),
+      .size = MSIZE(conf_t, api_max_connections_per_ip), .min = 0, .max = 65536 },
+    { .key = "request_timeout_s", .type = F_UINT, .off = offsetof(conf_t, api_request_timeout_s),
+      .size = MSIZE(conf_t, api_request_timeout_s), .min = 1, .max = 3600 },
 };
 
 static const struct field listener_fields[] = {
@@ -299,6 +306,9 @@ void conf_defaults(conf_t *c)
     c->api_open_health = 1;
     c->api_open_metrics = 0;
     c->api_timeout_ms = 2000;
+    c->api_max_connections = 256;
+    c->api_max_connections_per_ip = 16;
+    c->api_request_timeout_s = 10;
     c->max_qos = 2;
     c->retain_available = 1;
     c->wildcard_subscriptions = 1;

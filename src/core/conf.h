@@ -143,6 +143,9 @@ typedef struct {
     uint8_t api_open_health;   /* the /health endpoints without credentials */
     uint8_t api_open_metrics;  /* /metrics without credentials */
     uint32_t api_timeout_ms;   /* wait for the workers' answers */
+    uint32_t api_max_connections;        /* HTTP connections at once (default 256) */
+    uint32_t api_max_connections_per_ip; /* per peer address; 0 = no limit (default 16) */
+    uint32_t api_request_timeout_s;      /* a whole request (headers, body) must arrive in it */
     /* listeners */
     conf_listener_t listeners[CONF_MAX_LISTENERS];
     uint32_t nlisteners;
