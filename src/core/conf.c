@@ -130,6 +130,7 @@ static const struct field listener_fields[] = {
 
 static const struct field mqtt_fields[] = {
     UINTF(conf_t, max_packet_size, 16, 268435455),
+    UINTF(conf_t, max_client_id_length, 1, 65535),
     UINTF(conf_t, connect_timeout, 1, 3600),
     UINTF(conf_t, max_keepalive, 1, 65535),
     UINTF(conf_t, max_inflight, 1, 65535),
@@ -292,6 +293,7 @@ void conf_defaults(conf_t *c)
     c->listeners[0] = default_listener;
     c->nlisteners = 1;
     c->max_packet_size = 1048576;
+    c->max_client_id_length = 256;
     c->connect_timeout = 10;
     c->max_keepalive = 65535;
     c->max_inflight = 32;

@@ -151,6 +151,7 @@ typedef struct {
     uint32_t nlisteners;
     /* mqtt */
     uint32_t max_packet_size;  /* bytes, default 1 MiB, max 268435455 */
+    uint32_t max_client_id_length; /* bytes, default 256; longer: CONNACK 0x85 / 2 */
     uint32_t connect_timeout;  /* seconds a connection may take to CONNECT */
     uint16_t max_keepalive;    /* seconds; a longer requested keepalive is capped... */
     uint16_t max_inflight;     /* QoS 1/2 messages in flight per session */

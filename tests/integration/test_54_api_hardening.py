@@ -284,3 +284,111 @@ def test_a_body_must_be_json(broker, tmp_path):
         assert st == 200, raw
     finally:
         s.close()
+
+
+# ---------------------------------------------------------------- item 13
+
+class Api:
+    def __init__(self, b, key):
+        self.b, self.key = b, key
+
+    def call(self, method, path, body=None):
+        data = None if body is None else json.dumps(body).encode()
+        h = {"Authorization": "Bearer " + self.key}
+        if data is not None:
+            h["Content-Type"] = "application/json"
+        req = urllib.request.Request(self.b.api_url + path, data=data, method=method, headers=h)
+        try:
+            with urllib.request.urlopen(req, timeout=10) as r:
+                raw = r.read()
+                return r.status, json.loads(raw) if raw else None
+        except urllib.error.HTTPError as e:
+            raw = e.read()
+            is_json = e.headers.get("Content-Type", "").startswith("application/json")
+            return e.code, json.loads(raw) if raw and is_json else raw
+
+
+def test_client_id_over_the_maximum_is_refused(broker):
+    b = broker()  # mqtt.max_client_id_length: 256 by default
+    ok, long = "i" * 256, "L\n" + "i" * 255
+    c = b.raw()
+    assert c.connect(ok).rc == 0
+    c.close()
+    c = b.raw()
+    assert c.connect(long).rc == 2  # 3.1.1: identifier rejected
+    c.wait_closed()
+    c = mqttraw.RawClient5(b.host, b.port)
+    assert c.connect(ok).rc == 0
+    c.close()
+    c = mqttraw.RawClient5(b.host, b.port)
+    assert c.connect(long).rc == 0x85  # client identifier not valid
+    c.wait_closed()
+    # logged with the length, a short prefix, and the line feed escaped
+    b.wait_log(r"client identifier of 257 bytes over mqtt.max_client_id_length \(256\): "
+               r"'L\\x0ai{30}\.\.\.'")
+    assert "L\ni" not in b.log_text()  # the raw id, line feed and all
+
+
+def test_a_session_with_a_long_client_id_can_be_shown_kicked_and_dropped(broker, tmp_path):
+    keys = tmp_path / "api.keys"
+    key = make_key(keys)
+    b = broker(api={"keys_file": str(keys)}, extra_mqtt={"max_client_id_length": 40000})
+    api = Api(b, key)
+    cid = "long-" + "x" * (33 * 1024)
+    c = mqttraw.RawClient5(b.host, b.port)
+    assert c.connect(cid, clean_start=False, props=[(mqttraw.SESSION_EXPIRY_INTERVAL, 600)]).rc == 0
+    # the path form cannot carry it (the URL is too long for the server)
+    st, _ = api.call("GET", "/api/v1/clients/" + cid)
+    assert st == 414
+    st, item = api.call("POST", "/api/v1/clients/lookup", {"client_id": cid})
+    assert st == 200 and item["client_id"] == cid and item["connected"] is True, st
+    st, _ = api.call("POST", "/api/v1/clients/kick", {"client_id": cid})
+    assert st == 204
+    c.expect_disconnect(0x98)
+    def offline():
+        st, item = api.call("POST", "/api/v1/clients/lookup", {"client_id": cid})
+        return st == 200 and item["connected"] is False
+    wait_for(offline, 5 * SLOW, what="the kicked session shown offline")
+    st, _ = api.call("POST", "/api/v1/sessions/drop", {"client_id": cid})
+    assert st == 204
+    st, err = api.call("POST", "/api/v1/clients/lookup", {"client_id": cid})
+    assert st == 404 and err["code"] == "not_found"
+    st, err = api.call("POST", "/api/v1/sessions/drop", {"client_id": cid})
+    assert st == 404
+    # bad bodies name the field
+    for body, field in [({}, "client_id"), ({"client_id": ""}, "client_id"),
+                        ({"client_id": 5}, "client_id"), ({"client_id": "a", "x": 1}, "x"),
+                        ([], "body")]:
+        st, err = api.call("POST", "/api/v1/clients/kick", body)
+        assert st == 400 and err["field"] == field, (body, st, err)
+    # a client named "kick" is still reached by its path
+    k = mqttraw.RawClient5(b.host, b.port)
+    assert k.connect("kick").rc == 0
+    st, item = api.call("GET", "/api/v1/clients/kick")
+    assert st == 200 and item["client_id"] == "kick"
+    st, _ = api.call("DELETE", "/api/v1/clients/kick")
+    assert st == 204
+    k.expect_disconnect(0x98)
+
+
+def test_ctl_uses_the_body_form_for_a_long_client_id(broker, tmp_path):
+    keys = tmp_path / "api.keys"
+    key = make_key(keys)
+    b = broker(api={"keys_file": str(keys)}, extra_mqtt={"max_client_id_length": 40000})
+    cid = "ctl-" + "y" * (33 * 1024)
+    c = mqttraw.RawClient5(b.host, b.port)
+    assert c.connect(cid, clean_start=False, props=[(mqttraw.SESSION_EXPIRY_INTERVAL, 600)]).rc == 0
+    env = dict(os.environ, ANTENNA_API_URL=b.api_url)
+
+    def ctl(*args):
+        p = subprocess.run([require_antenna_bin(), "ctl", "--key", key, "--json"] + list(args),
+                           capture_output=True, timeout=20, env=env)
+        assert p.returncode == 0, (args[:2], p.stderr[-500:])
+        return p.stdout.decode()
+
+    assert json.loads(ctl("clients", "show", cid))["client_id"] == cid
+    ctl("clients", "kick", cid)
+    c.expect_disconnect(0x98)
+    ctl("sessions", "drop", cid)
+    st, _ = Api(b, key).call("POST", "/api/v1/clients/lookup", {"client_id": cid})
+    assert st == 404
