@@ -332,7 +332,8 @@ int api_start(server_t *srv)
     api->fd = -1;
     pthread_rwlock_init(&api->creds_lock, NULL);
     char err[512];
-    api->creds = api_creds_load(cf->api_keys_file, cf->api_users_file, err, sizeof(err));
+    api->creds = api_creds_load(cf->api_keys_file, cf->api_users_file,
+                                cf->api_min_password_iterations, err, sizeof(err));
     if (api->creds == NULL) {
         log_error("api: %s", err);
         goto fail;
@@ -420,7 +421,8 @@ int api_reload(server_t *srv)
         return 0;
     char err[512];
     api_creds_t *c =
-        api_creds_load(srv->conf.api_keys_file, srv->conf.api_users_file, err, sizeof(err));
+        api_creds_load(srv->conf.api_keys_file, srv->conf.api_users_file,
+                       srv->conf.api_min_password_iterations, err, sizeof(err));
     if (c == NULL) {
         log_error("api: reload: %s (the previous credentials stay)", err);
         return -1;

@@ -98,6 +98,9 @@ static const struct field api_fields[] = {
       .size = MSIZE(conf_t, api_max_connections_per_ip), .min = 0, .max = 65536 },
     { .key = "request_timeout_s", .type = F_UINT, .off = offsetof(conf_t, api_request_timeout_s),
       .size = MSIZE(conf_t, api_request_timeout_s), .min = 1, .max = 3600 },
+    { .key = "min_password_iterations", .type = F_UINT,
+      .off = offsetof(conf_t, api_min_password_iterations),
+      .size = MSIZE(conf_t, api_min_password_iterations), .min = 1, .max = 10000000 },
 };
 
 static const struct field listener_fields[] = {
@@ -311,6 +314,7 @@ void conf_defaults(conf_t *c)
     c->api_max_connections = 256;
     c->api_max_connections_per_ip = 16;
     c->api_request_timeout_s = 10;
+    c->api_min_password_iterations = 1000;
     c->max_qos = 2;
     c->retain_available = 1;
     c->wildcard_subscriptions = 1;

@@ -146,6 +146,7 @@ typedef struct {
     uint32_t api_max_connections;        /* HTTP connections at once (default 256) */
     uint32_t api_max_connections_per_ip; /* per peer address; 0 = no limit (default 16) */
     uint32_t api_request_timeout_s;      /* a whole request (headers, body) must arrive in it */
+    uint32_t api_min_password_iterations; /* users_file lines with fewer PBKDF2 iterations refused */
     /* listeners */
     conf_listener_t listeners[CONF_MAX_LISTENERS];
     uint32_t nlisteners;

@@ -169,7 +169,8 @@ def test_basic_auth_with_mosquitto_passwd_file(broker, tmp_path):
     users = tmp_path / "users"
     users.write_text("")
     subprocess.run([mp, "-b", str(users), "admin", "s3cret"], check=True, timeout=10)
-    b = broker(api={"users_file": str(users)})
+    # mosquitto_passwd writes 101 iterations: accepted only when asked
+    b = broker(api={"users_file": str(users), "min_password_iterations": 101})
     assert Client(b, basic="admin:s3cret").get("/api/v1/info")["workers"] == 2
     st, _, _ = Client(b, basic="admin:wrong").call("GET", "/api/v1/info")
     assert st == 401

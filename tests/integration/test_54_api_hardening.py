@@ -392,3 +392,62 @@ def test_ctl_uses_the_body_form_for_a_long_client_id(broker, tmp_path):
     ctl("sessions", "drop", cid)
     st, _ = Api(b, key).call("POST", "/api/v1/clients/lookup", {"client_id": cid})
     assert st == 404
+
+
+# ---------------------------------------------------------------- users file
+
+def mosquitto_passwd_file(path, user, password):
+    mp = "/usr/bin/mosquitto_passwd"
+    if not os.access(mp, os.X_OK):
+        pytest.skip("mosquitto_passwd not installed")
+    subprocess.run([mp, "-c", "-b", str(path), user, password], check=True, timeout=10)
+    it = int(re.search(r":\$7\$(\d+)\$", path.read_text()).group(1))
+    return it
+
+
+def basic_status(b, user, password):
+    h = {"Authorization": "Basic " + base64.b64encode(("%s:%s" % (user, password)).encode())
+         .decode()}
+    req = urllib.request.Request(b.api_url + "/api/v1/info", headers=h)
+    try:
+        with urllib.request.urlopen(req, timeout=10) as r:
+            return r.status
+    except urllib.error.HTTPError as e:
+        return e.code
+
+
+def test_a_users_file_from_mosquitto_passwd_is_refused_with_what_to_do(broker, tmp_path):
+    users = tmp_path / "users"
+    it = mosquitto_passwd_file(users, "admin", "s3cret")
+    assert it < 1000, it  # mosquitto 2.0: 101
+    with pytest.raises(pytest.fail.Exception) as e:
+        broker(api={"users_file": str(users)})
+    msg = str(e.value)
+    assert "%s:1: user 'admin' is hashed with %d PBKDF2 iterations" % (users, it) in msg, msg
+    assert "api.min_password_iterations (1000)" in msg
+    assert "antenna apikey passwd %s admin" % users in msg
+    # what it says to do works: hash again, the broker starts, the user logs in
+    p = subprocess.run([require_antenna_bin(), "apikey", "passwd", str(users), "admin"],
+                       input=b"n3w secret\n", capture_output=True, timeout=20)
+    assert p.returncode == 0, p.stderr
+    text = users.read_text()
+    assert re.fullmatch(r"admin:\$7\$10000\$[A-Za-z0-9+/=]+\$[A-Za-z0-9+/=]+\n", text), text
+    assert oct(os.stat(users).st_mode & 0o777) == "0o600"
+    b = broker(api={"users_file": str(users)})
+    assert basic_status(b, "admin", "n3w secret") == 200
+    assert basic_status(b, "admin", "s3cret") == 401
+    # a weak line added later is refused on SIGHUP too: the old users stay
+    mosquitto_passwd_file(tmp_path / "weak", "ops", "x")
+    with open(users, "a") as f:
+        f.write((tmp_path / "weak").read_text())
+    b.proc.send_signal(1)
+    b.wait_log(r"api: reload: .*users:2: user 'ops' is hashed with \d+ PBKDF2 iterations.*"
+               r"\(the previous credentials stay\)", timeout=10)
+    assert basic_status(b, "admin", "n3w secret") == 200
+
+
+def test_the_minimum_can_be_lowered_knowingly(broker, tmp_path):
+    users = tmp_path / "users"
+    it = mosquitto_passwd_file(users, "admin", "s3cret")
+    b = broker(api={"users_file": str(users), "min_password_iterations": it})
+    assert basic_status(b, "admin", "s3cret") == 200
