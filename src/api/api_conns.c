@@ -185,14 +185,6 @@ void api_conns_waiting(api_conns_t *t, struct MHD_Connection *c)
     pthread_mutex_unlock(&t->lock);
 }
 
-void api_conns_counts(api_conns_t *t, uint64_t *expired, uint64_t *evicted)
-{
-    pthread_mutex_lock(&t->lock);
-    *expired = t->expired;
-    *evicted = t->evicted;
-    pthread_mutex_unlock(&t->lock);
-}
-
 static void *reaper_main(void *arg)
 {
     api_conns_t *t = arg;

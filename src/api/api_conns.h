@@ -42,7 +42,4 @@ void api_conns_answering(api_conns_t *t, struct MHD_Connection *c, uint32_t answ
 /* Its answer went out: the next request is due within the timeout. */
 void api_conns_waiting(api_conns_t *t, struct MHD_Connection *c);
 
-/* Connections closed so far for their deadline, and to make room. */
-void api_conns_counts(api_conns_t *t, uint64_t *expired, uint64_t *evicted);
-
 #endif
