@@ -31,7 +31,7 @@ static const cli_command_t commands[] = {
     {"store", store_cli_main, "inspect, export, import, compact, expire a store"},
     {"passwd", auth_passwd_cli, "add, change or delete a user of a password file"},
     {"ctl", api_ctl_main, "talk to a running broker's REST API (status, clients, ...)"},
-    {"apikey", api_keys_cli, "create an API key for the management API (api.keys_file)"},
+    {"apikey", api_keys_cli, "create an API key (api.keys_file) or user (api.users_file)"},
     {NULL, NULL, NULL},
 };
 

@@ -481,11 +481,13 @@ static int usage_error(const char *fmt, ...)
     return 2;
 }
 
-/* GET path and print it: a list (preferred columns) or an object. */
-static int cmd_get(ctl_t *c, const char *path, const char *const *preferred, const char *what)
+/* GET path (or POST it body) and print the answer: a list (preferred
+ * columns) or an object. */
+static int cmd_get_body(ctl_t *c, const char *path, const char *body,
+                        const char *const *preferred, const char *what)
 {
     json_t *resp = NULL;
-    if (ctl_call(c, "GET", path, NULL, &resp) != 0)
+    if (ctl_call(c, body ? "POST" : "GET", path, body, &resp) != 0)
         return 1;
     if (c->json)
         print_json(resp ? resp : json_null());
@@ -497,11 +499,16 @@ static int cmd_get(ctl_t *c, const char *path, const char *const *preferred, con
     return 0;
 }
 
-/* DELETE path; 2xx prints `done`. */
-static int cmd_delete(ctl_t *c, const char *path, const char *done)
+static int cmd_get(ctl_t *c, const char *path, const char *const *preferred, const char *what)
+{
+    return cmd_get_body(c, path, NULL, preferred, what);
+}
+
+/* DELETE path (or POST it body); 2xx prints `done`. */
+static int cmd_delete_body(ctl_t *c, const char *path, const char *body, const char *done)
 {
     json_t *resp = NULL;
-    if (ctl_call(c, "DELETE", path, NULL, &resp) != 0)
+    if (ctl_call(c, body ? "POST" : "DELETE", path, body, &resp) != 0)
         return 1;
     if (c->json) {
         json_t *o = resp ? json_incref(resp) : json_pack("{s:b}", "ok", 1);
@@ -512,6 +519,35 @@ static int cmd_delete(ctl_t *c, const char *path, const char *done)
     }
     json_decref(resp);
     return 0;
+}
+
+static int cmd_delete(ctl_t *c, const char *path, const char *done)
+{
+    return cmd_delete_body(c, path, NULL, done);
+}
+
+/* A client id that is better sent in a body ({"client_id": ...} to the
+ * POST forms of docs/api.md) than in a path: a long one (the API's URLs are
+ * limited to a few KB), "." and ".." (dot segments), control characters. */
+static int id_needs_body(const char *id)
+{
+    if (strlen(id) > 200 || strcmp(id, ".") == 0 || strcmp(id, "..") == 0)
+        return 1;
+    for (const unsigned char *p = (const unsigned char *)id; *p; p++)
+        if (*p < 0x20 || *p == 0x7f)
+            return 1;
+    return 0;
+}
+
+/* {"client_id": id} (malloc'd), or NULL after saying why (not UTF-8). */
+static char *id_body(const char *id)
+{
+    json_t *o = json_pack("{s:s}", "client_id", id);
+    char *s = o ? json_dumps(o, JSON_COMPACT) : NULL;
+    json_decref(o);
+    if (s == NULL)
+        fprintf(stderr, "antenna ctl: the client id is not valid UTF-8\n");
+    return s;
 }
 
 static int cmd_status(ctl_t *c)
@@ -596,16 +632,25 @@ static int cmd_clients(ctl_t *c)
     } else if (strcmp(sub, "show") == 0 || strcmp(sub, "kick") == 0) {
         if (c->nargs != 3)
             return usage_error("clients %s takes one CLIENT_ID", sub);
-        str_add(&path, "/api/v1/clients/", 16);
-        str_add_escaped(c, &path, c->args[2]);
+        const char *id = c->args[2];
+        char *body = NULL;
+        if (id_needs_body(id)) {
+            if ((body = id_body(id)) == NULL)
+                return 1;
+            str_addf(&path, "/api/v1/clients/%s", sub[0] == 's' ? "lookup" : "kick");
+        } else {
+            str_add(&path, "/api/v1/clients/", 16);
+            str_add_escaped(c, &path, id);
+        }
         if (sub[0] == 's') {
-            rc = cmd_get(c, path.s, NULL, NULL);
+            rc = cmd_get_body(c, path.s, body, NULL, NULL);
         } else {
             ctl_str_t done = {0};
-            str_addf(&done, "kicked client '%s'", c->args[2]);
-            rc = cmd_delete(c, path.s, done.s);
+            str_addf(&done, "kicked client '%.200s%s'", id, strlen(id) > 200 ? "..." : "");
+            rc = cmd_delete_body(c, path.s, body, done.s);
             free(done.s);
         }
+        free(body);
     } else {
         return usage_error("unknown clients command '%s' (list, show, kick)", sub);
     }
@@ -620,12 +665,21 @@ static int cmd_sessions(ctl_t *c)
     if (c->nargs != 3)
         return usage_error("sessions drop takes one CLIENT_ID");
     ctl_str_t path = {0}, done = {0};
-    str_add(&path, "/api/v1/sessions/", 17);
-    str_add_escaped(c, &path, c->args[2]);
-    str_addf(&done, "dropped the session of '%s'", c->args[2]);
-    int rc = cmd_delete(c, path.s, done.s);
+    const char *id = c->args[2];
+    char *body = NULL;
+    if (id_needs_body(id)) {
+        if ((body = id_body(id)) == NULL)
+            return 1;
+        str_addf(&path, "/api/v1/sessions/drop");
+    } else {
+        str_add(&path, "/api/v1/sessions/", 17);
+        str_add_escaped(c, &path, id);
+    }
+    str_addf(&done, "dropped the session of '%.200s%s'", id, strlen(id) > 200 ? "..." : "");
+    int rc = cmd_delete_body(c, path.s, body, done.s);
     free(path.s);
     free(done.s);
+    free(body);
     return rc;
 }
 

@@ -12,6 +12,14 @@
  * Credentials (api_keys.h) are loaded at start and on SIGHUP; the pointer
  * is swapped under creds_lock (a read lock per request: held only for the
  * check, never across a wait for the workers).
+ *
+ * Held-open connections: MHD limits connections per peer address
+ * (api.max_connections_per_ip) and closes idle ones (request_timeout_s);
+ * api_conns.h gives every request a deadline and makes room for a new
+ * connection when max_connections are open, so /health/live answers
+ * through a pool full of slow clients.  Every answer carries the security
+ * headers (CSP, X-Frame-Options, nosniff, Referrer-Policy); a body sent with
+ * POST/PUT/PATCH must be application/json (else 415).
  */
 #include "api.h"
 
@@ -20,18 +28,25 @@
 #include <microhttpd.h>
 #include <netinet/in.h>
 #include <stdarg.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <string.h>
+#include <strings.h>
 #include <sys/socket.h>
 #include <unistd.h>
 
+#include "api_conns.h"
 #include "api_int.h"
 #include "api_keys.h"
 #include "api_static.h"
 #include "log.h"
 
 #define API_MAX_BODY (1024 * 1024 + 4096)
-#define API_MAX_CONNECTIONS 256u /* HTTP clients at once; MHD closes any more at once */
+/* The dashboard loads only its own files (no inline script or style, the
+ * favicon is a data: URL) and calls the API on the same origin. */
+#define API_CSP                                                                              \
+    "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self' data:; "        \
+    "connect-src 'self'; form-action 'self'; frame-ancestors 'none'; base-uri 'none'"
 
 struct api_s {
     server_t *srv;
@@ -41,6 +56,7 @@ struct api_s {
     pthread_rwlock_t creds_lock;
     api_creds_t *creds;
     char *tls_cert, *tls_key; /* PEM text, kept for MHD's lifetime */
+    api_conns_t *conns;
 };
 
 typedef struct {
@@ -51,6 +67,18 @@ typedef struct {
 
 /* ---- responses ---------------------------------------------------------- */
 
+/* Queue r with the headers every answer carries, and release it. */
+static enum MHD_Result queue(struct MHD_Connection *c, unsigned status, struct MHD_Response *r)
+{
+    MHD_add_response_header(r, "Content-Security-Policy", API_CSP);
+    MHD_add_response_header(r, "X-Frame-Options", "DENY");
+    MHD_add_response_header(r, "X-Content-Type-Options", "nosniff");
+    MHD_add_response_header(r, "Referrer-Policy", "no-referrer");
+    enum MHD_Result ret = MHD_queue_response(c, status, r);
+    MHD_destroy_response(r);
+    return ret;
+}
+
 enum MHD_Result api_send_text(struct MHD_Connection *c, unsigned status, const char *type,
                               char *text, size_t len)
 {
@@ -58,9 +86,7 @@ enum MHD_Result api_send_text(struct MHD_Connection *c, unsigned status, const c
         MHD_create_response_from_buffer(len, text, MHD_RESPMEM_MUST_FREE);
     MHD_add_response_header(r, MHD_HTTP_HEADER_CONTENT_TYPE, type);
     MHD_add_response_header(r, "Cache-Control", "no-store");
-    enum MHD_Result ret = MHD_queue_response(c, status, r);
-    MHD_destroy_response(r);
-    return ret;
+    return queue(c, status, r);
 }
 
 enum MHD_Result api_send_json(struct MHD_Connection *c, unsigned status, json_t *j)
@@ -75,9 +101,7 @@ enum MHD_Result api_send_json(struct MHD_Connection *c, unsigned status, json_t 
 enum MHD_Result api_send_empty(struct MHD_Connection *c, unsigned status)
 {
     struct MHD_Response *r = MHD_create_response_from_buffer(0, NULL, MHD_RESPMEM_PERSISTENT);
-    enum MHD_Result ret = MHD_queue_response(c, status, r);
-    MHD_destroy_response(r);
-    return ret;
+    return queue(c, status, r);
 }
 
 enum MHD_Result api_send_error(struct MHD_Connection *c, unsigned status, const char *code,
@@ -105,9 +129,7 @@ enum MHD_Result api_send_error(struct MHD_Connection *c, unsigned status, const 
                                 "Bearer realm=\"antenna\", Basic realm=\"antenna\"");
     if (status == 405)
         MHD_add_response_header(r, MHD_HTTP_HEADER_ALLOW, field ? field : "GET");
-    enum MHD_Result ret = MHD_queue_response(c, status, r);
-    MHD_destroy_response(r);
-    return ret;
+    return queue(c, status, r);
 }
 
 /* ---- dispatch ---------------------------------------------------------- */
@@ -120,9 +142,7 @@ static enum MHD_Result serve_static(struct MHD_Connection *c, const char *url)
     struct MHD_Response *r =
         MHD_create_response_from_buffer(f->len, (void *)f->data, MHD_RESPMEM_PERSISTENT);
     MHD_add_response_header(r, MHD_HTTP_HEADER_CONTENT_TYPE, f->content_type);
-    enum MHD_Result ret = MHD_queue_response(c, 200, r);
-    MHD_destroy_response(r);
-    return ret;
+    return queue(c, 200, r);
 }
 
 static int authorized(api_t *api, struct MHD_Connection *c)
@@ -134,6 +154,23 @@ static int authorized(api_t *api, struct MHD_Connection *c)
     int ok = api_creds_check(api->creds, h) != NULL;
     pthread_rwlock_unlock(&api->creds_lock);
     return ok;
+}
+
+/* A body must be JSON: "application/json", parameters allowed. */
+static int json_content_type(struct MHD_Connection *c)
+{
+    const char *t = MHD_lookup_connection_value(c, MHD_HEADER_KIND, "Content-Type");
+    if (t == NULL)
+        return 0;
+    while (*t == ' ' || *t == '\t')
+        t++;
+    size_t n = strlen("application/json");
+    if (strncasecmp(t, "application/json", n) != 0)
+        return 0;
+    t += n;
+    while (*t == ' ' || *t == '\t')
+        t++;
+    return *t == '\0' || *t == ';';
 }
 
 static enum MHD_Result on_request(void *cls, struct MHD_Connection *c, const char *url,
@@ -160,6 +197,8 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *c, const cha
         *upload_size = 0;
         return MHD_YES;
     }
+    /* the whole request is in: no request deadline while it is answered */
+    api_conns_answering(api->conns, c, api->srv->conf.api_timeout_ms);
     if (rq->too_large)
         return api_send_error(c, 413, "payload_too_large", "body", "the body is over %d bytes",
                               API_MAX_BODY);
@@ -181,15 +220,20 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *c, const cha
         return api_send_error(c, 401, xrw ? "unauthorized_nochallenge" : "unauthorized", NULL,
                               "missing or invalid credentials");
     }
+    if (rq->len > 0 && !json_content_type(c) &&
+        (strcmp(method, "POST") == 0 || strcmp(method, "PUT") == 0 ||
+         strcmp(method, "PATCH") == 0))
+        return api_send_error(c, 415, "unsupported_media_type", "Content-Type",
+                              "a request body must be JSON (Content-Type: application/json)");
     return api_route(&r);
 }
 
 static void on_completed(void *cls, struct MHD_Connection *c, void **con_cls,
                          enum MHD_RequestTerminationCode toe)
 {
-    (void)cls;
-    (void)c;
+    api_t *api = cls;
     (void)toe;
+    api_conns_waiting(api->conns, c);
     req_t *rq = *con_cls;
     if (rq) {
         free(rq->body);
@@ -274,6 +318,7 @@ static void free_api(api_t *api)
     pthread_rwlock_destroy(&api->creds_lock);
     free(api->tls_cert);
     free(api->tls_key);
+    api_conns_free(api->conns);
     free(api);
 }
 
@@ -287,7 +332,8 @@ int api_start(server_t *srv)
     api->fd = -1;
     pthread_rwlock_init(&api->creds_lock, NULL);
     char err[512];
-    api->creds = api_creds_load(cf->api_keys_file, cf->api_users_file, err, sizeof(err));
+    api->creds = api_creds_load(cf->api_keys_file, cf->api_users_file,
+                                cf->api_min_password_iterations, err, sizeof(err));
     if (api->creds == NULL) {
         log_error("api: %s", err);
         goto fail;
@@ -316,22 +362,30 @@ int api_start(server_t *srv)
         flags |= MHD_USE_IPv6;
     if (open_socket(api, cf) < 0)
         goto fail;
-    if (tls)
-        api->d = MHD_start_daemon(flags, 0, NULL, NULL, on_request, api,
-                                  MHD_OPTION_LISTEN_SOCKET, api->fd,
-                                  MHD_OPTION_THREAD_POOL_SIZE, 2u,
-                                  MHD_OPTION_NOTIFY_COMPLETED, on_completed, api,
-                                  MHD_OPTION_CONNECTION_TIMEOUT, 30u,
-                                  MHD_OPTION_CONNECTION_LIMIT, API_MAX_CONNECTIONS,
-                                  MHD_OPTION_HTTPS_MEM_CERT, api->tls_cert,
-                                  MHD_OPTION_HTTPS_MEM_KEY, api->tls_key, MHD_OPTION_END);
-    else
-        api->d = MHD_start_daemon(flags, 0, NULL, NULL, on_request, api,
-                                  MHD_OPTION_LISTEN_SOCKET, api->fd,
-                                  MHD_OPTION_THREAD_POOL_SIZE, 2u,
-                                  MHD_OPTION_NOTIFY_COMPLETED, on_completed, api,
-                                  MHD_OPTION_CONNECTION_TIMEOUT, 30u,
-                                  MHD_OPTION_CONNECTION_LIMIT, API_MAX_CONNECTIONS, MHD_OPTION_END);
+    /* MHD's own limit is a hard stop above max_connections: api_conns
+     * evicts before it is reached (the pool's two threads share it, half
+     * each, so twice the maximum lets either thread hold all of it) */
+    uint32_t hard = 2u * cf->api_max_connections + 16u;
+    api->conns = api_conns_new(cf->api_max_connections, hard, cf->api_request_timeout_s);
+    struct MHD_OptionItem opts[] = {
+        {MHD_OPTION_LISTEN_SOCKET, api->fd, NULL},
+        {MHD_OPTION_THREAD_POOL_SIZE, 2, NULL},
+        {MHD_OPTION_NOTIFY_COMPLETED, (intptr_t)on_completed, api},
+        {MHD_OPTION_NOTIFY_CONNECTION, (intptr_t)api_conns_notify, api->conns},
+        {MHD_OPTION_CONNECTION_TIMEOUT, (intptr_t)cf->api_request_timeout_s, NULL},
+        {MHD_OPTION_CONNECTION_LIMIT, (intptr_t)hard, NULL},
+        {MHD_OPTION_PER_IP_CONNECTION_LIMIT, (intptr_t)cf->api_max_connections_per_ip, NULL},
+        /* without TLS the array ends here */
+        {tls ? MHD_OPTION_HTTPS_MEM_CERT : MHD_OPTION_END, 0, api->tls_cert},
+        {MHD_OPTION_HTTPS_MEM_KEY, 0, api->tls_key},
+        {MHD_OPTION_END, 0, NULL},
+    };
+    if (api_conns_start(api->conns) < 0) {
+        log_error("api: cannot start a thread: %s", strerror(errno));
+        goto fail;
+    }
+    api->d = MHD_start_daemon(flags, 0, NULL, NULL, on_request, api, MHD_OPTION_ARRAY, opts,
+                              MHD_OPTION_END);
     if (api->d == NULL) {
         log_error("api: cannot start the HTTP server on %s:%u%s", cf->api_bind, api->port,
                   tls ? " (check tls_cert and tls_key)" : "");
@@ -355,7 +409,8 @@ void api_stop(server_t *srv)
     if (api == NULL)
         return;
     srv->api = NULL;
-    MHD_stop_daemon(api->d); /* joins its threads: no request runs after this */
+    api_conns_stop(api->conns); /* no shutdown() while MHD closes its sockets */
+    MHD_stop_daemon(api->d);    /* joins its threads: no request runs after this */
     free_api(api);
 }
 
@@ -366,7 +421,8 @@ int api_reload(server_t *srv)
         return 0;
     char err[512];
     api_creds_t *c =
-        api_creds_load(srv->conf.api_keys_file, srv->conf.api_users_file, err, sizeof(err));
+        api_creds_load(srv->conf.api_keys_file, srv->conf.api_users_file,
+                       srv->conf.api_min_password_iterations, err, sizeof(err));
     if (c == NULL) {
         log_error("api: reload: %s (the previous credentials stay)", err);
         return -1;

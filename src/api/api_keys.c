@@ -6,6 +6,13 @@
  * one SHA-256 per request, whatever the number of keys.  Passwords are
  * PBKDF2-HMAC-SHA512 as in mosquitto's password files.  Loaded by the main
  * thread; read-only afterwards, so the API threads read it without locks.
+ *
+ * A users file line hashed with fewer iterations than
+ * api.min_password_iterations is refused at load: mosquitto_passwd 2.0
+ * writes 101 (and has no option for more), which makes a stolen file cheap
+ * to brute-force for an administrator's credential.  The error names the
+ * file, the line and the two ways out (`antenna apikey passwd` hashes
+ * again with API_PASSWD_ITERATIONS; or lower the minimum knowingly).
  */
 #include "api_keys.h"
 
@@ -19,6 +26,7 @@
 #include <string.h>
 #include <strings.h>
 #include <sys/stat.h>
+#include <termios.h>
 #include <unistd.h>
 
 #include "b64.h"
@@ -148,7 +156,8 @@ static int parse_pbkdf2(const char *h, cred_t *cr)
     return 0;
 }
 
-static int load_file(api_creds_t *c, const char *path, int users, char *err, size_t errlen)
+static int load_file(api_creds_t *c, const char *path, int users, unsigned min_iterations,
+                     char *err, size_t errlen)
 {
     FILE *f = fopen(path, "r");
     if (f == NULL) {
@@ -175,6 +184,17 @@ static int load_file(api_creds_t *c, const char *path, int users, char *err, siz
             rc = -1;
             break;
         }
+        if (users && cr.iterations < min_iterations) {
+            snprintf(err, errlen,
+                     "%s:%d: user '%s' is hashed with %u PBKDF2 iterations, fewer than "
+                     "api.min_password_iterations (%u); mosquitto_passwd 2.0 writes 101: hash "
+                     "the password again with `antenna apikey passwd %s %s` (%u iterations), "
+                     "or set api.min_password_iterations: %u to accept it",
+                     path, lineno, line, cr.iterations, min_iterations, path, line,
+                     API_PASSWD_ITERATIONS, cr.iterations);
+            rc = -1;
+            break;
+        }
         memcpy(cr.name, line, strlen(line) + 1); /* name_valid: < 64 bytes */
         add(c, &cr);
     }
@@ -182,13 +202,14 @@ static int load_file(api_creds_t *c, const char *path, int users, char *err, siz
     return rc;
 }
 
-api_creds_t *api_creds_load(const char *keys_file, const char *users_file, char *err,
-                            size_t errlen)
+api_creds_t *api_creds_load(const char *keys_file, const char *users_file,
+                            unsigned min_iterations, char *err, size_t errlen)
 {
     api_creds_t *c = an_calloc(1, sizeof(*c));
-    if (keys_file && keys_file[0] && load_file(c, keys_file, 0, err, errlen) < 0)
+    if (keys_file && keys_file[0] && load_file(c, keys_file, 0, 0, err, errlen) < 0)
         goto fail;
-    if (users_file && users_file[0] && load_file(c, users_file, 1, err, errlen) < 0)
+    if (users_file && users_file[0] &&
+        load_file(c, users_file, 1, min_iterations, err, errlen) < 0)
         goto fail;
     return c;
 fail:
@@ -260,17 +281,165 @@ const char *api_creds_check(const api_creds_t *c, const char *authorization)
     return NULL;
 }
 
+/* "NAME:$7$ITER$SALT$HASH\n" for password pw into out: 0, or -1. */
+static int user_line(const char *name, const char *pw, unsigned iterations, char *out,
+                     size_t outlen)
+{
+    unsigned char salt[12], dk[64];
+    char s64[B64_ENCODED_LEN(sizeof(salt)) + 1], d64[B64_ENCODED_LEN(sizeof(dk)) + 1];
+    if (RAND_bytes(salt, sizeof(salt)) != 1 ||
+        PKCS5_PBKDF2_HMAC(pw, (int)strlen(pw), salt, sizeof(salt), (int)iterations,
+                          EVP_sha512(), sizeof(dk), dk) != 1)
+        return -1;
+    b64_encode(salt, sizeof(salt), s64);
+    b64_encode(dk, sizeof(dk), d64);
+    OPENSSL_cleanse(dk, sizeof(dk));
+    int n = snprintf(out, outlen, "%s:$7$%u$%s$%s\n", name, iterations, s64, d64);
+    return n > 0 && (size_t)n < outlen ? 0 : -1;
+}
+
+/* Replace NAME's line of FILE (or append one), through FILE.tmp renamed
+ * over FILE (mode 0600): 0, or -1 with err set. */
+static int users_put(const char *file, const char *name, const char *line, char *err,
+                     size_t errlen)
+{
+    char tmp[4096], buf[1024];
+    snprintf(tmp, sizeof(tmp), "%s.tmp", file);
+    FILE *in = fopen(file, "r"), *out = NULL;
+    int fd = -1, rc = -1;
+    if (in == NULL && errno != ENOENT) {
+        snprintf(err, errlen, "cannot open %s: %s", file, strerror(errno));
+        goto out;
+    }
+    fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
+    if (fd < 0 || (out = fdopen(fd, "w")) == NULL) {
+        snprintf(err, errlen, "cannot write %s.tmp: %s", file, strerror(errno));
+        goto out;
+    }
+    fd = -1;
+    size_t nl = strlen(name);
+    int replaced = 0;
+    while (in && fgets(buf, sizeof(buf), in)) {
+        if (strncmp(buf, name, nl) == 0 && buf[nl] == ':') {
+            if (!replaced)
+                fputs(line, out);
+            replaced = 1;
+        } else {
+            fputs(buf, out);
+        }
+    }
+    if (!replaced)
+        fputs(line, out);
+    if (fflush(out) != 0 || fsync(fileno(out)) != 0 || fclose(out) != 0) {
+        out = NULL;
+        snprintf(err, errlen, "cannot write %s.tmp: %s", file, strerror(errno));
+        goto out;
+    }
+    out = NULL;
+    if (rename(tmp, file) != 0) {
+        snprintf(err, errlen, "cannot rename %s.tmp to %s: %s", file, file, strerror(errno));
+        goto out;
+    }
+    rc = 0;
+out:
+    if (in)
+        fclose(in);
+    if (out)
+        fclose(out);
+    if (fd >= 0)
+        close(fd);
+    if (rc < 0)
+        unlink(tmp);
+    return rc;
+}
+
+/* One line of stdin (a terminal: asked for, without echo) into pw. */
+static int read_password(char *pw, size_t size)
+{
+    int tty = isatty(STDIN_FILENO);
+    struct termios old, quiet;
+    if (tty) {
+        fprintf(stderr, "Password: ");
+        tcgetattr(STDIN_FILENO, &old);
+        quiet = old;
+        quiet.c_lflag &= (tcflag_t)~ECHO;
+        tcsetattr(STDIN_FILENO, TCSAFLUSH, &quiet);
+    }
+    char *ok = fgets(pw, (int)size, stdin);
+    if (tty) {
+        tcsetattr(STDIN_FILENO, TCSAFLUSH, &old);
+        fprintf(stderr, "\n");
+    }
+    if (ok == NULL)
+        return -1;
+    pw[strcspn(pw, "\r\n")] = '\0';
+    return 0;
+}
+
+/* `antenna apikey passwd [-i ITERATIONS] FILE NAME` */
+static int passwd_cli(int argc, char **argv)
+{
+    unsigned long iterations = API_PASSWD_ITERATIONS;
+    int a = 2;
+    if (argc >= 4 && strcmp(argv[a], "-i") == 0) {
+        char *end;
+        iterations = strtoul(argv[a + 1], &end, 10);
+        if (*argv[a + 1] == '\0' || *end || iterations < 1000 || iterations > 10000000) {
+            fprintf(stderr, "antenna apikey passwd: -i: iterations from 1000 to 10000000\n");
+            return 2;
+        }
+        a += 2;
+    }
+    if (argc - a != 2) {
+        fprintf(stderr, "usage: antenna apikey passwd [-i ITERATIONS] FILE NAME\n");
+        return 2;
+    }
+    const char *file = argv[a], *name = argv[a + 1];
+    if (!name_valid(name)) {
+        fprintf(stderr, "antenna apikey passwd: bad user name '%s' (1..63 characters, no ':' "
+                        "or '#')\n", name);
+        return 2;
+    }
+    char pw[1024], line[64 + 256], err[512];
+    int rc = 1;
+    if (read_password(pw, sizeof(pw)) < 0 || pw[0] == '\0') {
+        fprintf(stderr, "antenna apikey passwd: no password read\n");
+        goto out;
+    }
+    if (user_line(name, pw, (unsigned)iterations, line, sizeof(line)) < 0) {
+        fprintf(stderr, "antenna apikey passwd: hashing failed\n");
+        goto out;
+    }
+    if (users_put(file, name, line, err, sizeof(err)) < 0) {
+        fprintf(stderr, "antenna apikey passwd: %s\n", err);
+        goto out;
+    }
+    rc = 0;
+out:
+    OPENSSL_cleanse(pw, sizeof(pw));
+    OPENSSL_cleanse(line, sizeof(line));
+    return rc;
+}
+
 int api_keys_cli(int argc, char **argv)
 {
     if (argc == 2 && (strcmp(argv[1], "--help") == 0 || strcmp(argv[1], "-h") == 0)) {
         printf("Usage: antenna apikey create FILE NAME\n"
-               "  Create an API key for the management API: append NAME and the key's\n"
-               "  SHA-256 to FILE (api.keys_file; created with mode 0600) and print the\n"
-               "  key once on stdout.  SIGHUP makes a running broker re-read FILE.\n");
+               "       antenna apikey passwd [-i ITERATIONS] FILE NAME\n"
+               "  create: create an API key for the management API: append NAME and the\n"
+               "  key's SHA-256 to FILE (api.keys_file; created with mode 0600) and print\n"
+               "  the key once on stdout.  SIGHUP makes a running broker re-read FILE.\n"
+               "  passwd: add or replace the basic-auth user NAME of FILE (api.users_file,\n"
+               "  mode 0600), the password read from stdin (a terminal: asked for), hashed\n"
+               "  with PBKDF2-SHA512 and %u iterations by default.\n",
+               API_PASSWD_ITERATIONS);
         return 0;
     }
+    if (argc >= 2 && strcmp(argv[1], "passwd") == 0)
+        return passwd_cli(argc, argv);
     if (argc != 4 || strcmp(argv[1], "create") != 0) {
-        fprintf(stderr, "usage: antenna apikey create FILE NAME\n");
+        fprintf(stderr, "usage: antenna apikey create FILE NAME\n"
+                        "       antenna apikey passwd [-i ITERATIONS] FILE NAME\n");
         return 2;
     }
     char key[API_KEY_LEN + 1], err[512];

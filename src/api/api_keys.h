@@ -16,6 +16,7 @@
 #include <stddef.h>
 
 #define API_KEY_LEN 67 /* "ak_" + 64 hex */
+#define API_PASSWD_ITERATIONS 10000 /* `antenna apikey passwd`'s default */
 
 typedef struct api_creds api_creds_t;
 
@@ -24,9 +25,10 @@ typedef struct api_creds api_creds_t;
 int api_keys_create(const char *file, const char *name, char *out, char *err, size_t errlen);
 
 /* Load the keys file and the users file ("" = none).  NULL with err set
- * naming the file and line on a bad file. */
-api_creds_t *api_creds_load(const char *keys_file, const char *users_file, char *err,
-                            size_t errlen);
+ * naming the file and line on a bad file, or on a user hashed with fewer
+ * than min_iterations PBKDF2 iterations (api.min_password_iterations). */
+api_creds_t *api_creds_load(const char *keys_file, const char *users_file,
+                            unsigned min_iterations, char *err, size_t errlen);
 void api_creds_free(api_creds_t *c);
 /* Number of keys and users loaded. */
 size_t api_creds_count(const api_creds_t *c);
@@ -35,7 +37,8 @@ size_t api_creds_count(const api_creds_t *c);
  * Returns the name of the key or user (owned by c) or NULL. */
 const char *api_creds_check(const api_creds_t *c, const char *authorization);
 
-/* `antenna apikey create FILE NAME` (main.c's commands[]). */
+/* `antenna apikey create FILE NAME`, `antenna apikey passwd [-i N] FILE
+ * NAME` (main.c's commands[]). */
 int api_keys_cli(int argc, char **argv);
 
 #endif

@@ -238,11 +238,11 @@ static enum MHD_Result h_clients(api_req_t *r, const char *tail)
     return send_page_of(r, items, by_client, page, limit, total);
 }
 
-static enum MHD_Result h_client(api_req_t *r, const char *id)
+/* Show (del 0) or kick (del 1) the client `id`. */
+static enum MHD_Result client_op(api_req_t *r, const char *id, int del)
 {
     if (*id == '\0')
         return api_send_error(r->conn, 400, "bad_request", "client_id", "empty client id");
-    int del = strcmp(r->method, "DELETE") == 0;
     api_job_t *job = api_job_new(del ? API_JOB_KICK : API_JOB_CLIENT);
     job->client_id = an_strndup(id, strlen(id));
     if ((job = run_job(r, job, home_of(r->srv, id))) == NULL)
@@ -258,6 +258,11 @@ static enum MHD_Result h_client(api_req_t *r, const char *id)
     return api_send_json(r->conn, 200, item);
 }
 
+static enum MHD_Result h_client(api_req_t *r, const char *id)
+{
+    return client_op(r, id, strcmp(r->method, "DELETE") == 0);
+}
+
 static enum MHD_Result h_session(api_req_t *r, const char *id)
 {
     if (*id == '\0')
@@ -271,6 +276,74 @@ static enum MHD_Result h_session(api_req_t *r, const char *id)
     if (!found)
         return api_send_error(r->conn, 404, "not_found", "client_id", "no session for '%s'", id);
     return api_send_empty(r->conn, 204);
+}
+
+/* The body forms, for any client id (one of 64 KB does not fit a URL):
+ * {"client_id": "..."}.  The id is copied into *id (freed by the caller);
+ * NULL after answering 400. */
+static char *body_client_id(api_req_t *r)
+{
+    json_error_t jerr;
+    json_t *body = r->body ? json_loadb(r->body, r->body_len, 0, &jerr) : NULL;
+    char *id = NULL;
+    const char *k;
+    json_t *v;
+    if (!json_is_object(body)) {
+        api_send_error(r->conn, 400, "bad_request", "body",
+                       "the body must be a JSON object {\"client_id\": \"...\"}");
+        goto out;
+    }
+    json_object_foreach(body, k, v)
+    {
+        if (strcmp(k, "client_id") != 0) {
+            api_send_error(r->conn, 400, "bad_request", k, "unknown field '%s'", k);
+            goto out;
+        }
+    }
+    v = json_object_get(body, "client_id");
+    if (!json_is_string(v) || json_string_length(v) == 0 ||
+        strlen(json_string_value(v)) != json_string_length(v)) {
+        api_send_error(r->conn, 400, "bad_request", "client_id",
+                       "client_id is required (a non-empty string without NUL)");
+        goto out;
+    }
+    id = an_strndup(json_string_value(v), json_string_length(v));
+out:
+    json_decref(body);
+    return id;
+}
+
+static enum MHD_Result h_client_lookup(api_req_t *r, const char *tail)
+{
+    (void)tail;
+    char *id = body_client_id(r);
+    if (id == NULL)
+        return MHD_YES;
+    enum MHD_Result ret = client_op(r, id, 0);
+    free(id);
+    return ret;
+}
+
+static enum MHD_Result h_client_kick(api_req_t *r, const char *tail)
+{
+    (void)tail;
+    char *id = body_client_id(r);
+    if (id == NULL)
+        return MHD_YES;
+    enum MHD_Result ret = client_op(r, id, 1);
+    free(id);
+    return ret;
+}
+
+static enum MHD_Result h_session_drop(api_req_t *r, const char *tail)
+{
+    (void)tail;
+    char *id = body_client_id(r);
+    if (id == NULL)
+        return MHD_YES;
+    enum MHD_Result ret = h_session(r, id);
+    free(id);
+    return ret;
 }
 
 /* ---- subscriptions and topics --------------------------------------------- */
@@ -795,6 +868,10 @@ static const route_t routes[] = {
     {"/api/v1/info", 0, M_GET, "GET", h_info},
     {"/api/v1/stats", 0, M_GET, "GET", h_stats},
     {"/api/v1/clients", 0, M_GET, "GET", h_clients},
+    /* before the prefixes; GET /api/v1/clients/kick is the client "kick" */
+    {"/api/v1/clients/lookup", 0, M_POST, "POST", h_client_lookup},
+    {"/api/v1/clients/kick", 0, M_POST, "POST", h_client_kick},
+    {"/api/v1/sessions/drop", 0, M_POST, "POST", h_session_drop},
     {"/api/v1/clients/", 1, M_GET | M_DELETE, "GET, DELETE", h_client},
     {"/api/v1/sessions/", 1, M_DELETE, "DELETE", h_session},
     {"/api/v1/subscriptions", 0, M_GET, "GET", h_subscriptions},
@@ -816,16 +893,20 @@ enum MHD_Result api_route(api_req_t *r)
             : strcmp(r->method, "POST") == 0                                 ? M_POST
             : strcmp(r->method, "DELETE") == 0                               ? M_DELETE
                                                                              : 0;
+    const route_t *refused = NULL; /* the first route of the path, wrong method */
     for (size_t i = 0; i < sizeof(routes) / sizeof(routes[0]); i++) {
         const route_t *rt = &routes[i];
         size_t n = strlen(rt->path);
         if (rt->prefix ? strncmp(r->url, rt->path, n) != 0 : strcmp(r->url, rt->path) != 0)
             continue;
-        if (!(rt->methods & m))
-            return api_send_error(r->conn, 405, "method_not_allowed", rt->allow,
-                                  "%s is not allowed on %s (allowed: %s)", r->method, r->url,
-                                  rt->allow);
-        return rt->fn(r, r->url + n);
+        if (rt->methods & m)
+            return rt->fn(r, r->url + n);
+        if (refused == NULL)
+            refused = rt;
     }
+    if (refused)
+        return api_send_error(r->conn, 405, "method_not_allowed", refused->allow,
+                              "%s is not allowed on %s (allowed: %s)", r->method, r->url,
+                              refused->allow);
     return api_send_error(r->conn, 404, "not_found", NULL, "no endpoint %s", r->url);
 }

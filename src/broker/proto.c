@@ -612,6 +612,29 @@ void proto_auth_timer(conn_t *c)
     conn_close(c, "authentication not answered within connect_timeout", 0);
 }
 
+#define ID_PREVIEW 32 /* bytes of a refused client id shown in the log */
+
+/* The first ID_PREVIEW bytes of a client id for a log line, with control
+ * characters, quotes, backslashes and bytes over 0x7e as \xNN (out holds
+ * 4 * ID_PREVIEW + 1). */
+static void id_preview(const uint8_t *id, size_t len, char *out, size_t size)
+{
+    static const char hexd[] = "0123456789abcdef";
+    size_t o = 0;
+    for (size_t i = 0; i < len && i < ID_PREVIEW && o + 5 <= size; i++) {
+        uint8_t ch = id[i];
+        if (ch < 0x20 || ch > 0x7e || ch == '\'' || ch == '"' || ch == '\\') {
+            out[o++] = '\\';
+            out[o++] = 'x';
+            out[o++] = hexd[ch >> 4];
+            out[o++] = hexd[ch & 15];
+        } else {
+            out[o++] = (char)ch;
+        }
+    }
+    out[o] = '\0';
+}
+
 static int on_connect(conn_t *c, const mqtt_raw_t *pkt, const uint8_t *rest, size_t rest_len,
                       int adopted)
 {
@@ -629,6 +652,16 @@ static int on_connect(conn_t *c, const mqtt_raw_t *pkt, const uint8_t *rest, siz
     if (rc < 0)
         return malformed(c, rc, why);
     c->proto = ck.proto;
+    if (ck.client_id.len > cf->max_client_id_length) {
+        /* not passed as &ck: refuse() would log the id whole and raw */
+        char preview[4 * ID_PREVIEW + 1], text[4 * ID_PREVIEW + 160];
+        id_preview(ck.client_id.p, ck.client_id.len, preview, sizeof(preview));
+        snprintf(text, sizeof(text),
+                 "client identifier of %u bytes over mqtt.max_client_id_length (%u): '%s%s'",
+                 (unsigned)ck.client_id.len, cf->max_client_id_length, preview,
+                 ck.client_id.len > ID_PREVIEW ? "..." : "");
+        return refuse(c, NULL, MQTT_CONNACK_ID_REJECTED, MQTT_RC_CLIENT_ID_NOT_VALID, text);
+    }
     connect_terms_t t = {.keepalive = ck.keepalive};
     if (ck.proto == MQTT_PROTO_V5) {
         const mqtt_props_t *pr = &ck.props;

@@ -91,6 +91,16 @@ static const struct field api_fields[] = {
     APIF(api_open_metrics, "open_metrics", F_BOOL),
     { .key = "timeout_ms", .type = F_UINT, .off = offsetof(conf_t, api_timeout_ms),
       .size = MSIZE(conf_t, api_timeout_ms), .min = 10, .max = 60000 },
+    { .key = "max_connections", .type = F_UINT, .off = offsetof(conf_t, api_max_connections),
+      .size = MSIZE(conf_t, api_max_connections), .min = 4, .max = 65536 },
+    { .key = "max_connections_per_ip", .type = F_UINT,
+      .off = offsetof(conf_t, api_max_connections_per_ip),
+      .size = MSIZE(conf_t, api_max_connections_per_ip), .min = 0, .max = 65536 },
+    { .key = "request_timeout_s", .type = F_UINT, .off = offsetof(conf_t, api_request_timeout_s),
+      .size = MSIZE(conf_t, api_request_timeout_s), .min = 1, .max = 3600 },
+    { .key = "min_password_iterations", .type = F_UINT,
+      .off = offsetof(conf_t, api_min_password_iterations),
+      .size = MSIZE(conf_t, api_min_password_iterations), .min = 1, .max = 10000000 },
 };
 
 static const struct field listener_fields[] = {
@@ -123,6 +133,7 @@ static const struct field listener_fields[] = {
 
 static const struct field mqtt_fields[] = {
     UINTF(conf_t, max_packet_size, 16, 268435455),
+    UINTF(conf_t, max_client_id_length, 1, 65535),
     UINTF(conf_t, connect_timeout, 1, 3600),
     UINTF(conf_t, max_keepalive, 1, 65535),
     UINTF(conf_t, max_inflight, 1, 65535),
@@ -285,6 +296,7 @@ void conf_defaults(conf_t *c)
     c->listeners[0] = default_listener;
     c->nlisteners = 1;
     c->max_packet_size = 1048576;
+    c->max_client_id_length = 256;
     c->connect_timeout = 10;
     c->max_keepalive = 65535;
     c->max_inflight = 32;
@@ -299,6 +311,10 @@ void conf_defaults(conf_t *c)
     c->api_open_health = 1;
     c->api_open_metrics = 0;
     c->api_timeout_ms = 2000;
+    c->api_max_connections = 256;
+    c->api_max_connections_per_ip = 16;
+    c->api_request_timeout_s = 10;
+    c->api_min_password_iterations = 1000;
     c->max_qos = 2;
     c->retain_available = 1;
     c->wildcard_subscriptions = 1;

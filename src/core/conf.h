@@ -143,11 +143,16 @@ typedef struct {
     uint8_t api_open_health;   /* the /health endpoints without credentials */
     uint8_t api_open_metrics;  /* /metrics without credentials */
     uint32_t api_timeout_ms;   /* wait for the workers' answers */
+    uint32_t api_max_connections;        /* HTTP connections at once (default 256) */
+    uint32_t api_max_connections_per_ip; /* per peer address; 0 = no limit (default 16) */
+    uint32_t api_request_timeout_s;      /* a whole request (headers, body) must arrive in it */
+    uint32_t api_min_password_iterations; /* users_file lines with fewer PBKDF2 iterations refused */
     /* listeners */
     conf_listener_t listeners[CONF_MAX_LISTENERS];
     uint32_t nlisteners;
     /* mqtt */
     uint32_t max_packet_size;  /* bytes, default 1 MiB, max 268435455 */
+    uint32_t max_client_id_length; /* bytes, default 256; longer: CONNACK 0x85 / 2 */
     uint32_t connect_timeout;  /* seconds a connection may take to CONNECT */
     uint16_t max_keepalive;    /* seconds; a longer requested keepalive is capped... */
     uint16_t max_inflight;     /* QoS 1/2 messages in flight per session */

@@ -197,7 +197,8 @@ def test_dashboard_user_password_login_reload_logout(broker, tmp_path):
     users = tmp_path / "users"
     users.write_text("")
     subprocess.run([mp, "-b", str(users), "ops", "pa:ss word"], check=True, timeout=10)
-    b = broker(api={"users_file": str(users)})
+    # mosquitto_passwd writes 101 iterations: accepted only when asked
+    b = broker(api={"users_file": str(users), "min_password_iterations": 101})
     client_id = "dash-basic-%d" % os.getpid()
     profile = tmp_path / "chromium-profile"
     profile.mkdir()

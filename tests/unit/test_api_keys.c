@@ -60,7 +60,7 @@ static void test_key_roundtrip(void **state)
     assert_null(strstr(text, key + 3)); /* only the hash is stored */
     assert_non_null(strstr(text, "ops:"));
 
-    api_creds_t *c = api_creds_load(file, "", err, sizeof(err));
+    api_creds_t *c = api_creds_load(file, "", 1000, err, sizeof(err));
     assert_non_null(c);
     assert_int_equal(api_creds_count(c), 2);
     snprintf(hdr, sizeof(hdr), "Bearer %s", key);
@@ -102,7 +102,8 @@ static void test_users(void **state)
     char text[512];
     snprintf(text, sizeof(text), "# users\n\n%s", USER_LINE);
     write_file(file, text);
-    api_creds_t *c = api_creds_load("", file, err, sizeof(err));
+    /* USER_LINE is mosquitto_passwd's: 101 iterations, accepted knowingly */
+    api_creds_t *c = api_creds_load("", file, 101, err, sizeof(err));
     assert_non_null(c);
     assert_string_equal(api_creds_check(c, "Basic YWRtaW46czNjcmV0"), "admin"); /* admin:s3cret */
     assert_null(api_creds_check(c, "Basic YWRtaW46czNjcmV1"));                /* admin:s3creu */
@@ -113,6 +114,26 @@ static void test_users(void **state)
     api_creds_free(c);
 }
 
+/* A users line with fewer iterations than the minimum: refused, naming the
+ * file, the line, the count and what to do. */
+static void test_min_iterations(void **state)
+{
+    (void)state;
+    char file[128], err[512];
+    path(file, sizeof(file), "weak");
+    char text[512];
+    snprintf(text, sizeof(text), "# users\n\n%s", USER_LINE);
+    write_file(file, text);
+    assert_null(api_creds_load("", file, 1000, err, sizeof(err)));
+    assert_non_null(strstr(err, "weak:3: user 'admin'"));
+    assert_non_null(strstr(err, "101 PBKDF2 iterations"));
+    assert_non_null(strstr(err, "api.min_password_iterations (1000)"));
+    assert_non_null(strstr(err, "antenna apikey passwd"));
+    api_creds_t *c = api_creds_load("", file, 101, err, sizeof(err));
+    assert_non_null(c);
+    api_creds_free(c);
+}
+
 static void test_bad_files(void **state)
 {
     (void)state;
@@ -120,13 +141,13 @@ static void test_bad_files(void **state)
     path(file, sizeof(file), "bad");
     write_file(file, "ok:0000000000000000000000000000000000000000000000000000000000000000\n"
                      "broken line\n");
-    assert_null(api_creds_load(file, "", err, sizeof(err)));
+    assert_null(api_creds_load(file, "", 1000, err, sizeof(err)));
     assert_non_null(strstr(err, "bad:2"));
     write_file(file, "x:$6$abc$def\n");
-    assert_null(api_creds_load("", file, err, sizeof(err)));
+    assert_null(api_creds_load("", file, 1000, err, sizeof(err)));
     assert_non_null(strstr(err, "bad:1"));
     path(file, sizeof(file), "missing");
-    assert_null(api_creds_load(file, "", err, sizeof(err)));
+    assert_null(api_creds_load(file, "", 1000, err, sizeof(err)));
     assert_non_null(strstr(err, "cannot open"));
 }
 
@@ -153,6 +174,7 @@ int main(void)
         cmocka_unit_test(test_key_roundtrip),
         cmocka_unit_test(test_users),
         cmocka_unit_test(test_bad_files),
+        cmocka_unit_test(test_min_iterations),
         cmocka_unit_test(test_histogram),
     };
     return cmocka_run_group_tests(tests, setup, teardown);

@@ -81,7 +81,11 @@ async function run(page) {
   const ms = 15000;
   const errors = [];
   page.on('pageerror', (e) => errors.push(String(e)));
-  page.on('console', (m) => process.stderr.write('console: ' + m.text() + '\n'));
+  page.on('console', (m) => {
+    process.stderr.write('console: ' + m.text() + '\n');
+    // the API's Content-Security-Policy must not block anything the page uses
+    if (/Content Security Policy/i.test(m.text())) errors.push('CSP: ' + m.text());
+  });
   // Chromium's own HTTP auth dialog must never appear: the page has its form.
   page.on('dialog', (d) => { errors.push('unexpected dialog: ' + d.message()); d.dismiss(); });
 
