@@ -310,6 +310,7 @@ typedef struct {
     uint8_t secret[32];      /* per process: cache keys, fake SCRAM salts */
     auth_cache_t *cache;     /* successful checks; NULL when off */
     auth_jobq_t q;
+    int q_ready;             /* q initialised */
     pthread_t threads[MAX_THREADS];
     uint32_t nthreads;
     pthread_mutex_t done_mu; /* held around done(); stopping set under it */
@@ -572,10 +573,12 @@ static void pw_destroy(auth_backend_t *b)
     pthread_mutex_lock(&pb->done_mu);
     pb->stopping = 1;
     pthread_mutex_unlock(&pb->done_mu);
-    auth_jobq_close(&pb->q);
-    for (uint32_t i = 0; i < pb->nthreads; i++)
-        pthread_join(pb->threads[i], NULL);
-    auth_jobq_destroy(&pb->q); /* what was still queued: freed, never answered */
+    if (pb->q_ready) {
+        auth_jobq_close(&pb->q);
+        for (uint32_t i = 0; i < pb->nthreads; i++)
+            pthread_join(pb->threads[i], NULL);
+        auth_jobq_destroy(&pb->q); /* what was still queued: freed, never answered */
+    }
     auth_cache_free(pb->cache);
     table_free(&pb->t);
     pthread_rwlock_destroy(&pb->lock);
@@ -625,6 +628,7 @@ auth_backend_t *auth_passwd_new(const conf_t *conf, char *err, size_t errlen)
         snprintf(err, errlen, "auth.password_file: cannot create the queue");
         goto fail;
     }
+    pb->q_ready = 1;
     uint32_t want = AN_MIN(a->password_threads, MAX_THREADS);
     for (uint32_t i = 0; i < want; i++) {
         if (pthread_create(&pb->threads[i], NULL, pw_thread, pb) != 0) {
