@@ -44,6 +44,7 @@ typedef struct {
 struct api_creds {
     cred_t *v;
     size_t n;
+    cred_t dummy; /* checked for an unknown user: the same PBKDF2 cost */
 };
 
 static void hex(const unsigned char *p, size_t n, char *out)
@@ -211,6 +212,22 @@ api_creds_t *api_creds_load(const char *keys_file, const char *users_file,
     if (users_file && users_file[0] &&
         load_file(c, users_file, 1, min_iterations, err, errlen) < 0)
         goto fail;
+    /* an unknown user costs what the first user costs (a random verifier
+     * nobody matches), so the answer's timing does not tell who exists */
+    c->dummy.is_user = 1;
+    c->dummy.iterations = 101;
+    c->dummy.salt_len = 16;
+    for (size_t i = 0; i < c->n; i++)
+        if (c->v[i].is_user) {
+            c->dummy.iterations = c->v[i].iterations;
+            c->dummy.salt_len = c->v[i].salt_len;
+            break;
+        }
+    if (RAND_bytes(c->dummy.salt, sizeof(c->dummy.salt)) != 1 ||
+        RAND_bytes(c->dummy.digest, sizeof(c->dummy.digest)) != 1) {
+        snprintf(err, errlen, "no random bytes (OpenSSL RAND_bytes failed)");
+        goto fail;
+    }
     return c;
 fail:
     api_creds_free(c);
@@ -255,16 +272,18 @@ static const char *check_basic(const api_creds_t *c, const char *b64)
     *colon = '\0';
     const char *user = (const char *)buf, *pw = colon + 1;
     size_t pwlen = (size_t)n - (size_t)(colon + 1 - (char *)buf);
-    for (size_t i = 0; i < c->n && !who; i++) {
-        const cred_t *cr = &c->v[i];
-        if (!cr->is_user || strcmp(cr->name, user) != 0)
-            continue;
-        unsigned char out[64];
-        if (PKCS5_PBKDF2_HMAC(pw, (int)pwlen, cr->salt, (int)cr->salt_len, (int)cr->iterations,
-                              EVP_sha512(), 64, out) == 1 &&
-            CRYPTO_memcmp(out, cr->digest, 64) == 0)
-            who = cr->name;
-    }
+    const cred_t *cr = NULL;
+    for (size_t i = 0; i < c->n && cr == NULL; i++)
+        if (c->v[i].is_user && strcmp(c->v[i].name, user) == 0)
+            cr = &c->v[i];
+    /* one PBKDF2 whether the user exists or not (issue 13 item 11) */
+    const cred_t *check = cr ? cr : &c->dummy;
+    unsigned char got[64];
+    if (PKCS5_PBKDF2_HMAC(pw, (int)pwlen, check->salt, (int)check->salt_len,
+                          (int)check->iterations, EVP_sha512(), 64, got) == 1 &&
+        CRYPTO_memcmp(got, check->digest, 64) == 0 && cr)
+        who = cr->name;
+    OPENSSL_cleanse(got, sizeof(got));
 out:
     OPENSSL_cleanse(buf, sizeof(buf));
     return who;

@@ -1,16 +1,20 @@
-/* auth_ban.c -- the per-address failure table (auth_ban.h). */
+/* auth_ban.c -- the failure table of addresses and user names
+ * (auth_ban.h). */
 #include "auth_ban.h"
 
+#include <openssl/sha.h>
 #include <string.h>
 
 #include "util.h"
 
 #define PROBE 8
+#define USER_TAG 0xff
 
-void auth_ban_init(auth_ban_t *b, const conf_auth_ban_t *conf)
+void auth_ban_init(auth_ban_t *b, const conf_auth_ban_t *conf, uint32_t exempt)
 {
     memset(b, 0, sizeof(*b));
     b->conf = *conf;
+    b->exempt = exempt;
     pthread_mutex_init(&b->mu, NULL);
     if (conf->max_failures) {
         b->n = conf->table_size ? conf->table_size : 4096;
@@ -25,23 +29,24 @@ void auth_ban_destroy(auth_ban_t *b)
     pthread_mutex_destroy(&b->mu);
 }
 
-static uint32_t addr_hash(const uint8_t key[17])
+static uint32_t key_hash(const uint8_t key[AUTH_BAN_KEY_LEN])
 {
     uint32_t h = 2166136261u; /* FNV-1a */
-    for (int i = 0; i < 17; i++)
+    for (int i = 0; i < AUTH_BAN_KEY_LEN; i++)
         h = (h ^ key[i]) * 16777619u;
     return h;
 }
 
 /* The entry of key: found, or (create) a free or least recently seen slot
  * of its probe, reset for key.  NULL when absent and !create. */
-static auth_ban_entry_t *find(auth_ban_t *b, const uint8_t key[17], int create, uint64_t now)
+static auth_ban_entry_t *find(auth_ban_t *b, const uint8_t key[AUTH_BAN_KEY_LEN], int create,
+                              uint64_t now)
 {
-    uint32_t h = addr_hash(key);
+    uint32_t h = key_hash(key);
     auth_ban_entry_t *victim = NULL;
     for (uint32_t i = 0; i < PROBE; i++) {
         auth_ban_entry_t *e = &b->v[(h + i) % b->n];
-        if (e->used && memcmp(e->addr, key, 17) == 0)
+        if (e->used && memcmp(e->addr, key, AUTH_BAN_KEY_LEN) == 0)
             return e;
         if (!e->used) {
             if (victim == NULL || victim->used)
@@ -53,42 +58,60 @@ static auth_ban_entry_t *find(auth_ban_t *b, const uint8_t key[17], int create, 
     if (!create)
         return NULL;
     memset(victim, 0, sizeof(*victim));
-    memcpy(victim->addr, key, 17);
+    memcpy(victim->addr, key, AUTH_BAN_KEY_LEN);
     victim->used = 1;
     victim->last = now;
     victim->window_start = now;
     return victim;
 }
 
-static void make_key(uint8_t key[17], uint8_t family, const uint8_t addr[16])
+static void addr_key(uint8_t key[AUTH_BAN_KEY_LEN], uint8_t family, const uint8_t addr[16])
 {
     key[0] = family;
     memcpy(key + 1, addr, 16);
 }
 
-int auth_ban_blocked(auth_ban_t *b, uint8_t family, const uint8_t addr[16], uint64_t now)
+/* A digest, not the name: fixed size, and no crafted name can collide
+ * with another user's to lock it out. */
+static void user_key(uint8_t key[AUTH_BAN_KEY_LEN], const char *user)
 {
-    if (b->v == NULL)
-        return 0;
-    uint8_t key[17];
-    make_key(key, family, addr);
-    pthread_mutex_lock(&b->mu);
+    uint8_t d[SHA256_DIGEST_LENGTH];
+    SHA256((const uint8_t *)user, strlen(user), d);
+    key[0] = USER_TAG;
+    memcpy(key + 1, d, AUTH_BAN_KEY_LEN - 1);
+}
+
+static int active(const auth_ban_t *b, uint32_t listener)
+{
+    return b->v != NULL && !(listener < 32 && (b->exempt >> listener) & 1u);
+}
+
+static int is_banned(auth_ban_t *b, const uint8_t key[AUTH_BAN_KEY_LEN], uint64_t now)
+{
     auth_ban_entry_t *e = find(b, key, 0, now);
-    int banned = e && e->banned_until > now;
     if (e)
         e->last = now;
+    return e && e->banned_until > now;
+}
+
+int auth_ban_blocked(auth_ban_t *b, uint32_t listener, uint8_t family, const uint8_t addr[16],
+                     const char *user, uint64_t now)
+{
+    if (!active(b, listener))
+        return 0;
+    uint8_t ak[AUTH_BAN_KEY_LEN], uk[AUTH_BAN_KEY_LEN];
+    addr_key(ak, family, addr);
+    if (user)
+        user_key(uk, user);
+    pthread_mutex_lock(&b->mu);
+    int banned = is_banned(b, ak, now) || (user && is_banned(b, uk, now));
     pthread_mutex_unlock(&b->mu);
     return banned;
 }
 
-int auth_ban_failure(auth_ban_t *b, uint8_t family, const uint8_t addr[16], uint64_t now)
+/* One more failure on key: 1 when it starts a ban. */
+static int count_failure(auth_ban_t *b, const uint8_t key[AUTH_BAN_KEY_LEN], uint64_t now)
 {
-    if (b->v == NULL)
-        return 0;
-    uint8_t key[17];
-    make_key(key, family, addr);
-    int banned = 0;
-    pthread_mutex_lock(&b->mu);
     auth_ban_entry_t *e = find(b, key, 1, now);
     e->last = now;
     if (now - e->window_start >= (uint64_t)b->conf.window_s * 1000u) {
@@ -100,20 +123,36 @@ int auth_ban_failure(auth_ban_t *b, uint8_t family, const uint8_t addr[16], uint
         e->banned_until = now + (uint64_t)b->conf.ban_s * 1000u;
         e->failures = 0;
         e->window_start = now;
-        banned = 1;
+        return 1;
     }
-    pthread_mutex_unlock(&b->mu);
-    return banned;
+    return 0;
 }
 
-void auth_ban_success(auth_ban_t *b, uint8_t family, const uint8_t addr[16])
+int auth_ban_failure(auth_ban_t *b, uint32_t listener, uint8_t family, const uint8_t addr[16],
+                     const char *user, uint64_t now)
 {
-    if (b->v == NULL)
-        return;
-    uint8_t key[17];
-    make_key(key, family, addr);
+    if (!active(b, listener))
+        return 0;
+    uint8_t ak[AUTH_BAN_KEY_LEN], uk[AUTH_BAN_KEY_LEN];
+    addr_key(ak, family, addr);
+    if (user)
+        user_key(uk, user);
     pthread_mutex_lock(&b->mu);
-    auth_ban_entry_t *e = find(b, key, 0, 0);
+    int what = count_failure(b, ak, now) ? AUTH_BAN_ADDRESS : 0;
+    if (user && count_failure(b, uk, now))
+        what |= AUTH_BAN_USER;
+    pthread_mutex_unlock(&b->mu);
+    return what;
+}
+
+void auth_ban_success(auth_ban_t *b, uint32_t listener, const char *user)
+{
+    if (!active(b, listener) || user == NULL)
+        return;
+    uint8_t uk[AUTH_BAN_KEY_LEN];
+    user_key(uk, user);
+    pthread_mutex_lock(&b->mu);
+    auth_ban_entry_t *e = find(b, uk, 0, 0);
     if (e)
         e->failures = 0;
     pthread_mutex_unlock(&b->mu);

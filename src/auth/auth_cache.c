@@ -194,3 +194,13 @@ size_t auth_cache_len(auth_cache_t *c)
     pthread_mutex_unlock(&c->mu);
     return n;
 }
+
+void auth_cache_clear(auth_cache_t *c)
+{
+    if (c == NULL)
+        return;
+    pthread_mutex_lock(&c->mu);
+    while (c->oldest)
+        drop(c, find_slot(c, c->oldest->key), c->oldest);
+    pthread_mutex_unlock(&c->mu);
+}

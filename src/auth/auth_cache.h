@@ -44,5 +44,7 @@ int auth_cache_get(auth_cache_t *c, const uint8_t key[AUTH_CACHE_KEY_LEN], uint6
 void auth_cache_put(auth_cache_t *c, const uint8_t key[AUTH_CACHE_KEY_LEN], uint64_t now_ms,
                     auth_verdict_t verdict, uint8_t reason, const char *acl_text);
 size_t auth_cache_len(auth_cache_t *c);
+/* Forget every entry (a reloaded password file). */
+void auth_cache_clear(auth_cache_t *c);
 
 #endif

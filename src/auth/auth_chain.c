@@ -35,7 +35,7 @@
 struct auth_chain {
     auth_backend_t *b[CONF_AUTH_MAX_CHAIN];
     uint32_t n;
-    uint8_t default_allow;
+    uint8_t default_allow[CONF_MAX_LISTENERS]; /* per listener (auth.default auto) */
     uint8_t acl_default;     /* CONF_POLICY_* (AUTO resolved per client) */
     uint8_t acl_async;       /* a backend may answer ACL questions synchronously */
     uint32_t cache_size;
@@ -123,7 +123,11 @@ auth_chain_t *auth_chain_new(const conf_t *conf, char *err, size_t errlen)
     auth_chain_t *ch = an_calloc(1, sizeof(*ch));
     pthread_rwlock_init(&ch->acl_lock, NULL);
     pthread_mutex_init(&ch->mu, NULL);
-    auth_ban_init(&ch->ban, &a->ban);
+    uint32_t exempt = 0; /* ban-free listeners: loopback ones, unless auth.ban.loopback */
+    for (uint32_t i = 0; i < conf->nlisteners && i < 32; i++)
+        if (!a->ban.loopback && conf_listener_loopback(&conf->listeners[i]))
+            exempt |= 1u << i;
+    auth_ban_init(&ch->ban, &a->ban, exempt);
     atomic_init(&ch->gen, 1);
     char names[CONF_AUTH_MAX_CHAIN][32];
     uint32_t nnames = 0;
@@ -154,8 +158,21 @@ auth_chain_t *auth_chain_new(const conf_t *conf, char *err, size_t errlen)
         if (strcmp(names[i], "http") == 0 || strcmp(names[i], "redis") == 0)
             ch->acl_async = 1;
     }
-    ch->default_allow = a->default_policy == CONF_POLICY_AUTO ? ch->n == 0
-                                                             : a->default_policy == CONF_POLICY_ALLOW;
+    /* auto: allow when nothing is configured to decide, on loopback
+     * listeners only; a public listener then refuses every credential */
+    for (uint32_t i = 0; i < CONF_MAX_LISTENERS; i++) {
+        const conf_listener_t *l = i < conf->nlisteners ? &conf->listeners[i] : NULL;
+        ch->default_allow[i] = a->default_policy == CONF_POLICY_AUTO
+                                   ? ch->n == 0 && l && conf_listener_loopback(l)
+                                   : a->default_policy == CONF_POLICY_ALLOW;
+        if (l && a->default_policy == CONF_POLICY_AUTO && ch->n == 0 &&
+            !conf_listener_loopback(l))
+            log_warn("listener '%s' (%s port %u) is not loopback and no authentication backend "
+                     "is configured: clients with a user name or password are REFUSED there "
+                     "(auth.default: auto); configure auth.password_file or auth.chain, or set "
+                     "auth.default: allow to accept any credentials", l->name, l->address,
+                     l->port);
+    }
     ch->acl_default = a->acl_default;
     ch->cache_size = a->acl_cache_size;
     if (a->acl_file[0]) {
@@ -167,7 +184,7 @@ auth_chain_t *auth_chain_new(const conf_t *conf, char *err, size_t errlen)
     }
     if (ch->n)
         log_info("authentication chain: %u backend(s), default %s", ch->n,
-                 ch->default_allow ? "allow" : "deny");
+                 ch->default_allow[0] ? "allow" : "deny");
     return ch;
 fail:
     auth_chain_free(ch);
@@ -218,10 +235,10 @@ int auth_chain_reload(auth_chain_t *ch)
     return failed;
 }
 
-int auth_chain_trivial(const auth_chain_t *ch)
+int auth_chain_trivial(const auth_chain_t *ch, uint32_t listener)
 {
     return ch->n == 0 && ch->acl == NULL && !ch->acl_async &&
-           ch->acl_default != CONF_POLICY_DENY && ch->default_allow;
+           ch->acl_default != CONF_POLICY_DENY && auth_chain_default(ch, listener) == AUTH_ALLOW;
 }
 
 uint32_t auth_chain_size(const auth_chain_t *ch)
@@ -242,9 +259,9 @@ auth_ban_t *auth_chain_ban(auth_chain_t *ch)
     return &ch->ban;
 }
 
-auth_verdict_t auth_chain_default(const auth_chain_t *ch)
+auth_verdict_t auth_chain_default(const auth_chain_t *ch, uint32_t listener)
 {
-    return ch->default_allow ? AUTH_ALLOW : AUTH_DENY;
+    return listener < CONF_MAX_LISTENERS && ch->default_allow[listener] ? AUTH_ALLOW : AUTH_DENY;
 }
 
 /* ---- CONNECT ---- */
@@ -325,7 +342,7 @@ auth_verdict_t auth_chain_connect(auth_chain_t *ch, const auth_request_t *r, uin
         }
         auth_answer_clear(&a);
     }
-    out->verdict = auth_chain_default(ch);
+    out->verdict = auth_chain_default(ch, r->listener);
     return out->verdict;
 }
 

@@ -79,9 +79,10 @@ void auth_chain_free(auth_chain_t *ch);
 /* SIGHUP (main thread): reload every backend and the ACL file (bad files
  * keep the old data, logged).  Returns the number of failures. */
 int auth_chain_reload(auth_chain_t *ch);
-/* 1 when nothing can refuse or restrict a client (no backend, no ACL file,
- * acl_default not deny): the broker then keeps no auth state per client. */
-int auth_chain_trivial(const auth_chain_t *ch);
+/* 1 when nothing can refuse or restrict a client of this listener (no
+ * backend, no ACL file, acl_default not deny, the default allows there):
+ * the broker then keeps no auth state per client. */
+int auth_chain_trivial(const auth_chain_t *ch, uint32_t listener);
 /* Number of backends in the chain. */
 uint32_t auth_chain_size(const auth_chain_t *ch);
 /* A backend by name (e.g. "password_file" for SCRAM), or NULL. */
@@ -92,8 +93,9 @@ auth_backend_t *auth_chain_backend(auth_chain_t *ch, const char *name);
  * answer will arrive as WM_AUTH in `inbox`; the caller sets wait->owner. */
 auth_verdict_t auth_chain_connect(auth_chain_t *ch, const auth_request_t *r, uint32_t start,
                                   inbox_t *inbox, auth_answer_t *out, auth_wait_t **wait);
-/* The verdict when every backend passed. */
-auth_verdict_t auth_chain_default(const auth_chain_t *ch);
+/* The verdict when every backend passed, on this listener (auth.default
+ * auto with an empty chain: allow on loopback listeners, deny elsewhere). */
+auth_verdict_t auth_chain_default(const auth_chain_t *ch, uint32_t listener);
 /* Free a wait and what its answer owns. */
 void auth_wait_free(auth_wait_t *w);
 void auth_answer_clear(auth_answer_t *a);

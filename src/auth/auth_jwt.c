@@ -270,6 +270,41 @@ static int time_claim(json_t *claims, const char *name, double *v)
     return 1;
 }
 
+/* aud (a string or an array of strings, RFC 7519 4.1.3) names want. */
+static int aud_has(json_t *aud, const char *want)
+{
+    if (json_is_string(aud))
+        return strcmp(json_string_value(aud), want) == 0;
+    size_t i;
+    json_t *e;
+    if (!json_is_array(aud))
+        return 0;
+    json_array_foreach(aud, i, e) {
+        if (json_is_string(e) && strcmp(json_string_value(e), want) == 0)
+            return 1;
+    }
+    return 0;
+}
+
+/* auth.jwt.audience, issuer and required_claims: NULL when the claims
+ * satisfy them, else why not. */
+static const char *claims_check(const conf_auth_jwt_t *c, json_t *claims)
+{
+    if (c->audience[0] && !aud_has(json_object_get(claims, "aud"), c->audience))
+        return "aud does not name auth.jwt.audience";
+    if (c->issuer[0]) {
+        const char *iss = json_string_value(json_object_get(claims, "iss"));
+        if (iss == NULL || strcmp(iss, c->issuer) != 0)
+            return "iss is not auth.jwt.issuer";
+    }
+    for (uint32_t i = 0; i < c->nrequired_claims; i++) {
+        json_t *v = json_object_get(claims, c->required_claims[i]);
+        if (v == NULL || json_is_null(v))
+            return "a claim of auth.jwt.required_claims is missing";
+    }
+    return NULL;
+}
+
 static auth_acl_t *acl_from_claim(json_t *j, const char **why)
 {
     static const struct {
@@ -363,12 +398,21 @@ static auth_verdict_t jwt_check(auth_backend_t *b, const auth_request_t *r, auth
         v = deny(out, r, "exp or nbf is not a number");
         goto out;
     }
+    if (!he && c->require_exp) {
+        v = deny(out, r, "no exp claim (auth.jwt.require_exp)");
+        goto out;
+    }
     if (he && now >= exp + c->leeway_s) {
         v = deny(out, r, "expired (exp)");
         goto out;
     }
     if (hn && now + c->leeway_s < nbf) {
         v = deny(out, r, "not valid yet (nbf)");
+        goto out;
+    }
+    const char *why_claims = claims_check(c, claims);
+    if (why_claims) {
+        v = deny(out, r, why_claims);
         goto out;
     }
     const char *user = json_string_value(json_object_get(claims, c->username_claim));

@@ -6,7 +6,10 @@
  * reads no JWKS, so each key is turned into PEM with OpenSSL at load, and
  * the token's "kid" picks one).  The header's alg must be the configured
  * one (no alg confusion, no "none").  exp and nbf are checked when present
- * (with auth.jwt.leeway_s).  The claim auth.jwt.username_claim names the
+ * (with auth.jwt.leeway_s); a token without exp is refused unless
+ * auth.jwt.require_exp is off.  auth.jwt.audience (one of aud),
+ * auth.jwt.issuer (iss) and auth.jwt.required_claims (present, not null)
+ * are checked when set.  The claim auth.jwt.username_claim names the
  * user; the claim auth.jwt.acl_claim, when present, carries the client's
  * rules: {"pub": [filters], "sub": [filters], "all": [filters]} (allow).
  * A field that is not a JWT at all (no two dots) is PASS: the next

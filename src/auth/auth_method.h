@@ -27,7 +27,8 @@ typedef enum { AUTH_METHOD_CONTINUE = 0, AUTH_METHOD_SUCCESS, AUTH_METHOD_FAIL }
 typedef struct {
     uint8_t *data;  /* to send (malloc'd), or NULL */
     size_t len;
-    char *user;     /* SUCCESS: the authenticated user (malloc'd) */
+    char *user;     /* SUCCESS: the authenticated user; FAIL: the user name
+                     * tried, when known (malloc'd), or NULL */
     const char *why; /* FAIL: for the log */
 } auth_method_out_t;
 

@@ -1,15 +1,21 @@
 /* auth_scram.c -- SCRAM-SHA-512 (RFC 5802 with SHA-512, as RFC 7677 does
  * for SHA-256) as an MQTT 5 enhanced authentication method.
  *
- * SaltedPassword is the password file's PBKDF2-HMAC-SHA512 key with its
- * own salt and iteration count, so the file needs no other secret and a
- * user made by `antenna passwd` can log in either way.  No channel
- * binding (gs2 header "n,," or "y,,").  Exchange:
+ * The server side holds StoredKey and ServerKey only (the password file's
+ * $scram-sha-512$ lines, auth_passwd.h), never SaltedPassword: the proof
+ * is checked by recovering ClientKey = proof XOR HMAC(StoredKey,
+ * AuthMessage) and comparing SHA512(ClientKey) with StoredKey, so knowing
+ * the file is not enough to log in.  A user made by `antenna passwd` can
+ * log in either way.  No channel binding (gs2 header "n,," or "y,,").
+ * Exchange:
  *   CONNECT data   client-first  "n,,n=USER,r=CNONCE"
  *   AUTH 0x18      server-first  "r=CNONCE+SNONCE,s=SALT,i=ITER"
  *   AUTH 0x18      client-final  "c=biws,r=NONCE,p=PROOF"
  *   CONNACK        server-final  "v=SERVER_SIGNATURE"
- * An unknown user fails at the first message (logged like a bad password).
+ * An unknown user, or one whose line is in the older $pbkdf2-sha512$
+ * format, gets a server-first like anyone's (a fake salt derived from the
+ * user name, the usual iteration count) and fails at the proof: the
+ * exchange does not tell which users exist.
  */
 #include <openssl/crypto.h>
 #include <openssl/evp.h>
@@ -29,7 +35,8 @@
 #define DK AUTH_PASSWD_DK_LEN
 
 struct auth_method_state {
-    uint8_t salted[DK];
+    uint8_t stored[DK], server[DK]; /* StoredKey, ServerKey */
+    uint8_t real;            /* the user exists with a SCRAM verifier */
     char *user;
     char *client_first_bare;
     char *server_first;
@@ -70,7 +77,8 @@ static void state_free(auth_method_state_t *st)
 {
     if (st == NULL)
         return;
-    OPENSSL_cleanse(st->salted, sizeof(st->salted));
+    OPENSSL_cleanse(st->stored, sizeof(st->stored));
+    OPENSSL_cleanse(st->server, sizeof(st->server));
     free(st->user);
     free(st->client_first_bare);
     free(st->server_first);
@@ -119,26 +127,24 @@ static auth_method_rc_t scram_start(struct auth_chain *ch, auth_method_state_t *
             return fail(out, "bad client nonce");
         }
     char *user = saslname(bare + 2, (size_t)(comma - bare - 2));
-    char hash[AUTH_PASSWD_HASH_MAX];
-    uint32_t iter;
-    uint8_t salt[64];
-    size_t slen;
-    if (user == NULL || user[0] == '\0' || auth_passwd_lookup(pw, user, hash, sizeof(hash)) < 0) {
+    if (user == NULL || user[0] == '\0') {
         free(user);
         free(msg);
-        return fail(out, "unknown user");
+        return fail(out, "bad user name");
     }
+    auth_passwd_rec_t rec;
     auth_method_state_t *st = an_calloc(1, sizeof(*st));
-    if (auth_passwd_parse(hash, &iter, salt, &slen, st->salted, NULL) < 0) {
-        free(user);
-        free(msg);
-        state_free(st);
-        return fail(out, "unusable hash");
-    }
+    st->real = (uint8_t)auth_passwd_scram_record(pw, user, &rec);
+    memcpy(st->stored, rec.key, DK);
+    memcpy(st->server, rec.server_key, DK);
+    const uint8_t *salt = rec.salt;
+    size_t slen = rec.salt_len;
+    uint32_t iter = rec.iterations;
     st->user = user;
     st->client_first_bare = an_strndup(bare, strlen(bare));
     uint8_t rnd[18];
-    char snonce[B64_ENCODED_LEN(sizeof(rnd)) + 1], salt64[B64_ENCODED_LEN(sizeof(salt)) + 1];
+    char snonce[B64_ENCODED_LEN(sizeof(rnd)) + 1];
+    char salt64[B64_ENCODED_LEN(AUTH_PASSWD_SALT_MAX) + 1];
     RAND_bytes(rnd, sizeof(rnd));
     b64_encode(rnd, sizeof(rnd), snonce);
     b64_encode(salt, slen, salt64);
@@ -149,6 +155,7 @@ static auth_method_rc_t scram_start(struct auth_chain *ch, auth_method_state_t *
     out->data = (uint8_t *)an_strndup(sf, (size_t)n);
     out->len = (size_t)n;
     free(msg);
+    OPENSSL_cleanse(&rec, sizeof(rec));
     *stp = st;
     return AUTH_METHOD_CONTINUE;
 }
@@ -178,20 +185,19 @@ static auth_method_rc_t scram_step(auth_method_state_t *st, const uint8_t *in, s
     size_t alen = strlen(st->client_first_bare) + strlen(st->server_first) + strlen(msg) + 3;
     char *auth_msg = an_malloc(alen);
     int am = snprintf(auth_msg, alen, "%s,%s,%s", st->client_first_bare, st->server_first, msg);
-    uint8_t client_key[DK], stored[DK], sig[DK], check[DK], server_key[DK], server_sig[DK];
-    hmac(st->salted, DK, "Client Key", 10, client_key);
-    SHA512(client_key, DK, stored);
-    hmac(stored, DK, auth_msg, (size_t)am, sig);
+    uint8_t client_key[DK], sig[DK], check[DK], server_sig[DK];
+    hmac(st->stored, DK, auth_msg, (size_t)am, sig);
     for (size_t i = 0; i < DK; i++)
         client_key[i] = proof[i] ^ sig[i]; /* the client's ClientKey */
     SHA512(client_key, DK, check);
-    if (CRYPTO_memcmp(check, stored, DK) != 0) {
-        out->why = "wrong proof (bad password)";
+    OPENSSL_cleanse(client_key, sizeof(client_key));
+    if (CRYPTO_memcmp(check, st->stored, DK) != 0 || !st->real) {
+        out->why = st->real ? "wrong proof (bad password)"
+                            : "unknown user, or no SCRAM verifier for it";
         free(auth_msg);
         goto out;
     }
-    hmac(st->salted, DK, "Server Key", 10, server_key);
-    hmac(server_key, DK, auth_msg, (size_t)am, server_sig);
+    hmac(st->server, DK, auth_msg, (size_t)am, server_sig);
     free(auth_msg);
     char v[2 + B64_ENCODED_LEN(DK) + 1];
     v[0] = 'v';
@@ -204,6 +210,8 @@ static auth_method_rc_t scram_step(auth_method_state_t *st, const uint8_t *in, s
     st->server_first = NULL;
     rc = AUTH_METHOD_SUCCESS;
 out:
+    if (rc == AUTH_METHOD_FAIL) /* the name tried: failures are counted per user */
+        out->user = an_strndup(st->user, strlen(st->user));
     free(msg);
     return rc;
 }

@@ -320,8 +320,32 @@ static int refuse_later(conn_t *c, uint8_t rc3, uint8_t rc5)
     return 1;
 }
 
-/* The chain decided: record it, refuse or go on (0). */
-static int auth_decided(conn_t *c, auth_verdict_t v, auth_answer_t *ans, int credentials)
+/* A failed login of `user` (NULL: none given): counted, and logged when it
+ * starts a ban of the address or a lock of the user name (auth_ban.h). */
+static void ban_failure(conn_t *c, const char *user, const char *peer)
+{
+    worker_t *w = c->w;
+    const conf_auth_ban_t *bc = &w->srv->conf.auth.ban;
+    int what = auth_ban_failure(auth_chain_ban(w->srv->auth), c->listener, c->peer.family,
+                                c->peer.addr, user, w->now);
+    if (what & AUTH_BAN_ADDRESS)
+        log_warn("%s: banned for %u s after %u failed logins (auth.ban)", peer, bc->ban_s,
+                 bc->max_failures);
+    if (what & AUTH_BAN_USER) {
+        char safe[64]; /* a client's string: no control characters in the log */
+        size_t i = 0;
+        for (; user[i] && i + 1 < sizeof(safe); i++)
+            safe[i] = (unsigned char)user[i] < 0x20 || user[i] == 0x7f ? '?' : user[i];
+        safe[i] = '\0';
+        log_warn("%s: user '%s' locked for %u s after %u failed logins (auth.ban)", peer, safe,
+                 bc->ban_s, bc->max_failures);
+    }
+}
+
+/* The chain decided: record it, refuse or go on (0).  user: the CONNECT's
+ * user name (NULL when none), for the failure counts. */
+static int auth_decided(conn_t *c, auth_verdict_t v, auth_answer_t *ans, int credentials,
+                        const char *user)
 {
     worker_t *w = c->w;
     auth_client_t *ac = c->x->auth;
@@ -335,13 +359,11 @@ static int auth_decided(conn_t *c, auth_verdict_t v, auth_answer_t *ans, int cre
         uint8_t rc3 = rc5 == MQTT_RC_BAD_USERNAME_OR_PASSWORD ? MQTT_CONNACK_BAD_CREDENTIALS
                                                                : MQTT_CONNACK_NOT_AUTHORIZED;
         auth_answer_clear(ans);
-        if (auth_ban_failure(auth_chain_ban(w->srv->auth), c->peer.family, c->peer.addr, w->now))
-            log_warn("%s: banned for %u s after %u failed logins (auth.ban)", peer,
-                     w->srv->conf.auth.ban.ban_s, w->srv->conf.auth.ban.max_failures);
+        ban_failure(c, user, peer);
         return refuse(c, NULL, rc3, rc5, "authentication failed");
     }
     STAT_ADD(w->stats.auth_success, 1);
-    auth_ban_success(auth_chain_ban(w->srv->auth), c->peer.family, c->peer.addr);
+    auth_ban_success(auth_chain_ban(w->srv->auth), c->listener, user);
     ac->authed = 1;
     if (ans->username) {
         free(ac->user);
@@ -367,12 +389,17 @@ static int authenticate(conn_t *c, const mqtt_connect_t *ck, const mqtt_raw_t *p
     auth_chain_t *ch = w->srv->auth;
     if (c->x && c->x->auth && c->x->auth->authed)
         return 0;
-    if (auth_ban_blocked(auth_chain_ban(ch), c->peer.family, c->peer.addr, w->now)) {
+    char *user = ck->has_username ? an_strndup((const char *)ck->username.p, ck->username.len)
+                                  : NULL;
+    int banned = auth_ban_blocked(auth_chain_ban(ch), c->listener, c->peer.family, c->peer.addr,
+                                  user, w->now);
+    free(user);
+    if (banned) {
         STAT_ADD(w->stats.auth_banned, 1);
         return refuse_later(c, MQTT_CONNACK_NOT_AUTHORIZED, MQTT_RC_BANNED);
     }
     /* nothing configured to decide: keep idle clients small (no state) */
-    if (auth_chain_trivial(ch)) {
+    if (auth_chain_trivial(ch, c->listener)) {
         STAT_ADD(w->stats.auth_success, 1);
         return 0;
     }
@@ -393,8 +420,7 @@ static int authenticate(conn_t *c, const mqtt_connect_t *ck, const mqtt_raw_t *p
         return 0;
     }
     char *cid = an_strndup((const char *)id, id_len);
-    char *user = ck->has_username ? an_strndup((const char *)ck->username.p, ck->username.len)
-                                  : NULL;
+    user = ck->has_username ? an_strndup((const char *)ck->username.p, ck->username.len) : NULL;
     char peer[64];
     peer_text(c, peer, sizeof(peer));
     auth_request_t r = {
@@ -407,8 +433,8 @@ static int authenticate(conn_t *c, const mqtt_connect_t *ck, const mqtt_raw_t *p
     auth_wait_t *wait = NULL;
     auth_verdict_t v = auth_chain_connect(ch, &r, ac->resume, &w->inbox, &ans, &wait);
     free(cid);
-    free(user);
     if (v == AUTH_PENDING) {
+        free(user);
         /* keep the CONNECT and what followed it; stop reading */
         free(ac->held);
         ac->held = an_malloc(pkt->len + rest_len + 1);
@@ -425,7 +451,10 @@ static int authenticate(conn_t *c, const mqtt_connect_t *ck, const mqtt_raw_t *p
         hold(c);
         return 1;
     }
-    return auth_decided(c, v, &ans, ck->has_username || ck->has_password || x->cert_user);
+    int rc = auth_decided(c, v, &ans, ck->has_username || ck->has_password || x->cert_user,
+                          user);
+    free(user);
+    return rc;
 }
 
 /* ---- MQTT 5 enhanced authentication (auth_method.h) ---- */
@@ -462,15 +491,21 @@ static int method_result(conn_t *c, auth_method_rc_t rc, auth_method_out_t *out,
         m->free(ac->method);
         ac->method = NULL;
     }
-    if (rc == AUTH_METHOD_FAIL) {
+    if (rc == AUTH_METHOD_SUCCESS && !reauth &&
+        auth_ban_blocked(auth_chain_ban(w->srv->auth), c->listener, c->peer.family,
+                         c->peer.addr, out->user, w->now)) {
         free(out->data);
         free(out->user);
+        STAT_ADD(w->stats.auth_banned, 1);
+        return refuse_later(c, MQTT_CONNACK_NOT_AUTHORIZED, MQTT_RC_BANNED);
+    }
+    if (rc == AUTH_METHOD_FAIL) {
+        free(out->data);
         STAT_ADD(w->stats.auth_failure, 1);
-        if (auth_ban_failure(auth_chain_ban(w->srv->auth), c->peer.family, c->peer.addr,
-                             w->now))
-            log_warn("%s: banned for %u s after %u failed logins (auth.ban)",
-                     conn_name(c, name, sizeof(name)), w->srv->conf.auth.ban.ban_s,
-                     w->srv->conf.auth.ban.max_failures);
+        char peer[64];
+        peer_text(c, peer, sizeof(peer));
+        ban_failure(c, out->user, peer);
+        free(out->user);
         char why[160];
         snprintf(why, sizeof(why), "%s authentication failed: %s", m->name,
                  out->why ? out->why : "?");
@@ -479,7 +514,7 @@ static int method_result(conn_t *c, auth_method_rc_t rc, auth_method_out_t *out,
         return refuse(c, NULL, MQTT_CONNACK_BAD_CREDENTIALS, MQTT_RC_BAD_USERNAME_OR_PASSWORD, why);
     }
     STAT_ADD(w->stats.auth_success, 1);
-    auth_ban_success(auth_chain_ban(w->srv->auth), c->peer.family, c->peer.addr);
+    auth_ban_success(auth_chain_ban(w->srv->auth), c->listener, out->user);
     free(ac->user);
     ac->user = out->user;
     if (reauth) {
@@ -517,7 +552,8 @@ static int enhanced_start(conn_t *c, const mqtt_connect_t *ck, const mqtt_raw_t 
     if (x->auth == NULL)
         x->auth = an_calloc(1, sizeof(*x->auth));
     auth_client_t *ac = x->auth;
-    if (auth_ban_blocked(auth_chain_ban(w->srv->auth), c->peer.family, c->peer.addr, w->now)) {
+    if (auth_ban_blocked(auth_chain_ban(w->srv->auth), c->listener, c->peer.family, c->peer.addr,
+                         NULL, w->now)) {
         STAT_ADD(w->stats.auth_banned, 1);
         return refuse_later(c, MQTT_CONNACK_NOT_AUTHORIZED, MQTT_RC_BANNED);
     }
@@ -591,7 +627,7 @@ void proto_auth_answer(worker_t *w, struct auth_wait *wait)
         ac->resume = wait->next;
         rc = on_connect(c, &pkt, held + connect_len, held_len - connect_len, 0);
     } else {
-        rc = auth_decided(c, wait->ans.verdict, &wait->ans, 1);
+        rc = auth_decided(c, wait->ans.verdict, &wait->ans, 1, ac->user);
         if (rc == 0)
             rc = on_connect(c, &pkt, held + connect_len, held_len - connect_len, 0);
     }

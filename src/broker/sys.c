@@ -16,6 +16,7 @@
 
 #include "auth_chain.h"
 #include "auth_http.h"
+#include "auth_passwd.h"
 #include "auth_redis.h"
 #include "msg.h"
 #include "retain.h"
@@ -49,6 +50,13 @@ static void publish_auth_backends(worker_t *w, server_t *srv)
         publish_u64(w, "$SYS/broker/auth/http/errors", st.errors);
         publish_u64(w, "$SYS/broker/auth/http/timeouts", st.timeouts);
         publish_u64(w, "$SYS/broker/auth/http/queue_full", st.queue_full);
+    }
+    if (srv->auth && (b = auth_chain_backend(srv->auth, "password_file")) != NULL) {
+        auth_passwd_stats_t st;
+        auth_passwd_stats(b, &st);
+        publish_u64(w, "$SYS/broker/auth/password/verified", st.verified);
+        publish_u64(w, "$SYS/broker/auth/password/cache_hits", st.cache_hits);
+        publish_u64(w, "$SYS/broker/auth/password/queue_full", st.queue_full);
     }
     if (srv->auth && (b = auth_chain_backend(srv->auth, "redis")) != NULL) {
         auth_redis_stats_t st;

@@ -227,6 +227,13 @@ static const struct field auth_jwt_fields[] = {
     { AUTHF(auth.jwt, username_claim, F_NAME) },
     { AUTHF(auth.jwt, acl_claim, F_STR) },
     { AUTHF(auth.jwt, leeway_s, F_UINT), .min = 0, .max = 3600 },
+    { AUTHF(auth.jwt, require_exp, F_BOOL) },
+    { AUTHF(auth.jwt, audience, F_STR) },
+    { AUTHF(auth.jwt, issuer, F_STR) },
+    { .key = "required_claims", .type = F_NAMELIST,
+      .off = offsetof(conf_t, auth.jwt.required_claims),
+      .size = MSIZE(conf_t, auth.jwt.required_claims[0]), .max = CONF_JWT_MAX_CLAIMS,
+      .off2 = offsetof(conf_t, auth.jwt.nrequired_claims) },
 };
 static const struct field auth_ban_fields[] = {
     { AUTHF(auth.ban, max_failures, F_UINT), .min = 0, .max = 1000000 },
@@ -234,6 +241,7 @@ static const struct field auth_ban_fields[] = {
     { AUTHF(auth.ban, ban_s, F_UINT), .min = 1, .max = 30 * 86400 },
     { AUTHF(auth.ban, delay_ms, F_UINT), .min = 0, .max = 60000 },
     { AUTHF(auth.ban, table_size, F_UINT), .min = 16, .max = 10000000 },
+    { AUTHF(auth.ban, loopback, F_BOOL) },
 };
 
 static const struct field auth_fields[] = {
@@ -246,6 +254,10 @@ static const struct field auth_fields[] = {
     { AUTHF(auth, acl_default, F_ENUM), .names = policy_names },
     { AUTHF(auth, acl_cache_size, F_UINT), .min = 0, .max = 65536 },
     { AUTHF(auth, password_file, F_STR) },
+    { AUTHF(auth, password_threads, F_UINT), .min = 1, .max = 64 },
+    { AUTHF(auth, password_queue, F_UINT), .min = 1, .max = 1000000 },
+    { AUTHF(auth, password_cache_ttl_s, F_UINT), .min = 0, .max = 86400 },
+    { AUTHF(auth, password_cache_size, F_UINT), .min = 1, .max = 10000000 },
     { .key = "jwt", .type = F_SECTION, .sub = auth_jwt_fields, .nsub = NELEM(auth_jwt_fields) },
     { .key = "ban", .type = F_SECTION, .sub = auth_ban_fields, .nsub = NELEM(auth_ban_fields) },
     { .key = "http", .type = F_SECTION, .sub = auth_http_fields,
@@ -341,7 +353,13 @@ void conf_defaults(conf_t *c)
     snprintf(c->auth.jwt.username_claim, sizeof(c->auth.jwt.username_claim), "%s", "sub");
     snprintf(c->auth.jwt.acl_claim, sizeof(c->auth.jwt.acl_claim), "%s", "acl");
     c->auth.jwt.leeway_s = 0;
-    c->auth.ban.max_failures = 0;
+    c->auth.jwt.require_exp = 1;
+    c->auth.password_threads = 2;
+    c->auth.password_queue = 10000;
+    c->auth.password_cache_ttl_s = 300;
+    c->auth.password_cache_size = 100000;
+    c->auth.ban.max_failures = 10; /* on non-loopback listeners (auth.ban.loopback) */
+    c->auth.ban.loopback = 0;
     c->auth.ban.window_s = 60;
     c->auth.ban.ban_s = 300;
     c->auth.ban.delay_ms = 1000;
@@ -859,8 +877,16 @@ int conf_load(conf_t *c, const char *path, char *err, size_t errlen)
         goto ok;
     uint8_t anon_before = tmp.allow_anonymous;
     tmp.allow_anonymous = CONF_ANON_INHERIT; /* "not set by the file" */
+    uint32_t ban_before = tmp.auth.ban.max_failures;
+    uint8_t ban_lo_before = tmp.auth.ban.loopback;
+    tmp.auth.ban.max_failures = UINT32_MAX; /* not set: above the key's range */
+    tmp.auth.ban.loopback = 2;
     if (load_map(&ld, root, root, root_fields, NELEM(root_fields), &tmp, "", NULL) < 0)
         goto out;
+    if (tmp.auth.ban.loopback == 2) /* a ban set by hand applies everywhere */
+        tmp.auth.ban.loopback = tmp.auth.ban.max_failures != UINT32_MAX ? 1 : ban_lo_before;
+    if (tmp.auth.ban.max_failures == UINT32_MAX)
+        tmp.auth.ban.max_failures = ban_before;
     if (tmp.allow_anonymous == CONF_ANON_INHERIT) {
         /* not set: anonymous stays allowed only while every listener is
          * local-only (loopback) */
@@ -884,6 +910,11 @@ out:
     if (f)
         fclose(f);
     return rc;
+}
+
+int conf_listener_loopback(const conf_listener_t *l)
+{
+    return strncmp(l->address, "127.", 4) == 0 || strcmp(l->address, "::1") == 0;
 }
 
 /* ---- display (conf_walk) -------------------------------------------------- */

@@ -79,6 +79,7 @@ typedef struct {
     uint8_t on_error;          /* CONF_AUTH_ON_ERROR_* */
 } conf_auth_redis_t;
 
+#define CONF_JWT_MAX_CLAIMS 8
 /* auth.jwt: tokens in the password (or username) field (src/auth/auth_jwt.c). */
 typedef struct {
     uint8_t alg;               /* CONF_JWT_* */
@@ -89,6 +90,11 @@ typedef struct {
     char username_claim[64];   /* claim naming the user, "sub" */
     char acl_claim[64];        /* claim carrying {"pub": [...], "sub": [...]}, "" = none */
     uint32_t leeway_s;         /* clock skew allowed on exp/nbf */
+    uint8_t require_exp;       /* a token without exp is refused */
+    char audience[256];        /* "" = aud not checked; else aud must name it */
+    char issuer[256];          /* "" = iss not checked; else iss must equal it */
+    char required_claims[CONF_JWT_MAX_CLAIMS][64]; /* claims a token must carry */
+    uint32_t nrequired_claims;
 } conf_auth_jwt_t;
 
 /* auth.ban: brute-force protection per source address. */
@@ -97,7 +103,9 @@ typedef struct {
     uint32_t window_s;
     uint32_t ban_s;
     uint32_t delay_ms;         /* refusals of a banned address wait this long */
-    uint32_t table_size;       /* addresses tracked (oldest evicted) */
+    uint32_t table_size;       /* addresses and user names tracked (oldest evicted) */
+    uint8_t loopback;          /* bans on loopback listeners too; unset in the file:
+                                * yes when the file sets max_failures, else no */
 } conf_auth_ban_t;
 
 #define CONF_AUTH_MAX_CHAIN 8
@@ -110,6 +118,10 @@ typedef struct {
     char acl_file[256];
     char password_file[256];
     uint32_t acl_cache_size;   /* decisions cached per connection */
+    uint32_t password_threads; /* threads running PBKDF2 for the password file */
+    uint32_t password_queue;   /* password checks waiting for them; beyond: 0x97 */
+    uint32_t password_cache_ttl_s; /* successful checks remembered; 0 = no cache */
+    uint32_t password_cache_size;  /* entries */
     conf_auth_jwt_t jwt;
     conf_auth_ban_t ban;
 } conf_auth_t;
@@ -117,6 +129,8 @@ typedef struct {
 /* CONF_POLICY_AUTO: allow when nothing is configured to decide (an empty
  * chain, no ACL file), else deny. */
 enum { CONF_POLICY_DENY = 0, CONF_POLICY_ALLOW, CONF_POLICY_AUTO };
+/* auth.default auto with an empty chain allows on loopback listeners only: a
+ * listener bound elsewhere refuses clients that send credentials. */
 /* listener allow_anonymous: INHERIT takes mqtt.allow_anonymous. */
 enum { CONF_ANON_NO = 0, CONF_ANON_YES, CONF_ANON_INHERIT };
 enum { CONF_JWT_HS256 = 0, CONF_JWT_RS256, CONF_JWT_ES256 };
@@ -225,5 +239,9 @@ void conf_defaults(conf_t *c);
  * path such as "mqtt.max_inflight" or "listeners[1].port"), or
  * "PATH: cannot open: REASON"; on error *c is left unchanged. */
 int conf_load(conf_t *c, const char *path, char *err, size_t errlen);
+
+/* 1 when the listener is bound to a loopback address (127.0.0.0/8, ::1):
+ * only local clients reach it. */
+int conf_listener_loopback(const conf_listener_t *l);
 
 #endif

@@ -21,12 +21,28 @@ def pbkdf2_line(user, password, iterations=1000, salt=None):
                                            base64.b64encode(dk).decode())
 
 
+def scram_line(user, password, iterations=1000, salt=None):
+    """The line `antenna passwd` writes: SCRAM-SHA-512's StoredKey and
+    ServerKey of the PBKDF2-SHA512 salted password (RFC 5802)."""
+    salt = salt or os.urandom(16)
+    salted = hashlib.pbkdf2_hmac("sha512", password.encode(), salt, iterations, 64)
+    stored = hashlib.sha512(hmac.new(salted, b"Client Key", hashlib.sha512).digest()).digest()
+    server = hmac.new(salted, b"Server Key", hashlib.sha512).digest()
+    return "%s:$scram-sha-512$%d$%s$%s$%s" % (user, iterations, base64.b64encode(salt).decode(),
+                                              base64.b64encode(stored).decode(),
+                                              base64.b64encode(server).decode())
+
+
 def verify_line(line, password):
     user, h = line.split(":", 1)
-    _, scheme, it, salt, dk = h.split("$")
-    assert scheme == "pbkdf2-sha512"
+    parts = h.split("$")
+    scheme, it, salt = parts[1], parts[2], parts[3]
     got = hashlib.pbkdf2_hmac("sha512", password.encode(), base64.b64decode(salt), int(it), 64)
-    return hmac.compare_digest(got, base64.b64decode(dk))
+    if scheme == "scram-sha-512":
+        got = hashlib.sha512(hmac.new(got, b"Client Key", hashlib.sha512).digest()).digest()
+    else:
+        assert scheme == "pbkdf2-sha512"
+    return hmac.compare_digest(got, base64.b64decode(parts[4]))
 
 
 def b64u(b):

@@ -218,12 +218,13 @@ def test_jwt_claim_rules(broker):
     assert c.publish("t/d2/temp", b"21", qos=1, pid=2).rc == 0x87
     assert c.subscribe(3, [("cmd/dev-1", 0), ("cmd/other", 0)]).codes == [0, 0x87]
     c.disconnect()
-    bad = jwt_hs256({"sub": "d1", "acl": {"pub": "not-a-list"}}, SECRET)
+    bad = jwt_hs256({"sub": "d1", "exp": int(time.time()) + 60, "acl": {"pub": "not-a-list"}},
+                    SECRET)
     x = mqttraw.RawClient5(b.host, b.port)
     assert x.connect("dev-2", username="d1", password=bad).rc == 0x86
     x.close()
     # a token without rules: no ACL file, so everything is allowed
-    plain = jwt_hs256({"sub": "d3"}, SECRET)
+    plain = jwt_hs256({"sub": "d3", "exp": int(time.time()) + 60}, SECRET)  # exp: required
     y = c5(b, "dev-3", "d3", plain)
     assert y.publish("any/where", b"x", qos=1, pid=1).rc in (0, 0x10)
     y.disconnect()

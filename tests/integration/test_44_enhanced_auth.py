@@ -1,5 +1,6 @@
 """MQTT 5 enhanced authentication (issue 7 part A, issue 4's extension
-point): SCRAM-SHA-512 over the password file's PBKDF2-SHA512 hashes,
+point): SCRAM-SHA-512 over the password file's SCRAM verifiers (StoredKey
+and ServerKey of a PBKDF2-SHA512 salted password, issue 13 item 4),
 driven byte by byte with mqttraw (CONNECT -> AUTH 0x18 -> AUTH 0x18 ->
 CONNACK, and re-authentication with AUTH 0x19), the client side computed
 with hashlib/hmac."""
@@ -7,7 +8,7 @@ with hashlib/hmac."""
 import pytest
 
 import mqttraw
-from authutil import pbkdf2_line
+from authutil import scram_line
 from mqttraw import (AUTH, AUTHENTICATION_DATA as DATA, AUTHENTICATION_METHOD as METHOD,
                      CONNACK, auth5, connect5)
 
@@ -19,8 +20,8 @@ M = "SCRAM-SHA-512"
 @pytest.fixture
 def scram_broker(broker, tmp_path):
     pw = tmp_path / "passwd"
-    pw.write_text(pbkdf2_line("alice", "wonderland", iterations=4096) + "\n" +
-                  pbkdf2_line("b,o=b", "builder") + "\n")
+    pw.write_text(scram_line("alice", "wonderland", iterations=4096) + "\n" +
+                  scram_line("b,o=b", "builder") + "\n")
     return broker(auth={"password_file": str(pw)}, mqtt={"allow_anonymous": False})
 
 
@@ -84,7 +85,12 @@ def test_scram_wrong_password(scram_broker):
 
 def test_scram_unknown_user_and_bad_messages(scram_broker):
     b = scram_broker
-    c = start(b, mqttraw.ScramClient("nobody", "x"), "s4")
+    # an unknown user gets a server-first like anyone's (issue 13 item 11,
+    # see test_45_auth_hardening.py) and fails at the proof
+    s = mqttraw.ScramClient("nobody", "x")
+    c = start(b, s, "s4")
+    a = c.recv_type(AUTH)
+    c.send(auth5(0x18, [(METHOD, M), (DATA, s.final(a.props.get(DATA)))]))
     assert c.recv_type(CONNACK).rc == 0x86
     c.close()
     c = mqttraw.RawClient5(b.host, b.port)

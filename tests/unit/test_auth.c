@@ -1,5 +1,6 @@
-/* test_auth.c -- the password hash format, ACL rules and filter relations
- * with %u/%c substitution, the ban table. */
+/* test_auth.c -- the password hash formats (SCRAM verifiers and the older
+ * PBKDF2 lines), ACL rules and filter relations with %u/%c substitution,
+ * the ban table (per address and per user name), the password backend. */
 #include <stdarg.h>
 #include <stddef.h>
 #include <setjmp.h>
@@ -15,6 +16,7 @@
 #include "auth_acl.h"
 #include "auth_ban.h"
 #include "auth_passwd.h"
+#include "b64.h"
 
 /* ---- password hashes ---- */
 
@@ -24,19 +26,18 @@ static void test_hash_roundtrip(void **state)
     char h1[AUTH_PASSWD_HASH_MAX], h2[AUTH_PASSWD_HASH_MAX];
     assert_int_equal(auth_passwd_hash((const uint8_t *)"pw", 2, 1000, h1, sizeof(h1)), 0);
     assert_int_equal(auth_passwd_hash((const uint8_t *)"pw", 2, 1000, h2, sizeof(h2)), 0);
-    assert_non_null(strstr(h1, "$pbkdf2-sha512$1000$"));
+    assert_non_null(strstr(h1, "$scram-sha-512$1000$"));
     assert_string_not_equal(h1, h2); /* fresh salt each time */
     assert_int_equal(auth_passwd_verify(h1, (const uint8_t *)"pw", 2), 1);
     assert_int_equal(auth_passwd_verify(h2, (const uint8_t *)"pw", 2), 1);
     assert_int_equal(auth_passwd_verify(h1, (const uint8_t *)"pW", 2), 0);
     assert_int_equal(auth_passwd_verify(h1, (const uint8_t *)"pw!", 3), 0);
     assert_int_equal(auth_passwd_verify(h1, (const uint8_t *)"", 0), 0);
-    uint32_t it;
-    uint8_t salt[64], dk[AUTH_PASSWD_DK_LEN];
-    size_t sl;
-    assert_int_equal(auth_passwd_parse(h1, &it, salt, &sl, dk, NULL), 0);
-    assert_int_equal(it, 1000);
-    assert_int_equal(sl, AUTH_PASSWD_SALT_LEN);
+    auth_passwd_rec_t rec;
+    assert_int_equal(auth_passwd_decode(h1, &rec, NULL), 0);
+    assert_int_equal(rec.kind, AUTH_PASSWD_SCRAM);
+    assert_int_equal(rec.iterations, 1000);
+    assert_int_equal(rec.salt_len, AUTH_PASSWD_SALT_LEN);
     /* too small a buffer */
     assert_int_equal(auth_passwd_hash((const uint8_t *)"pw", 2, 1000, h1, 20), -1);
 }
@@ -59,6 +60,23 @@ static void test_hash_known_vector(void **state)
     char other[200];
     snprintf(other, sizeof(other), "$pbkdf2-sha512$2%s", strchr(one + 15, '$'));
     assert_int_equal(auth_passwd_verify(other, (const uint8_t *)"password", 8), 0);
+    /* the SCRAM form of "password", salt "saltsalt", 1000 iterations:
+     * StoredKey and ServerKey of the SaltedPassword above (RFC 5802) */
+    uint8_t salted[AUTH_PASSWD_DK_LEN], stored[AUTH_PASSWD_DK_LEN], server[AUTH_PASSWD_DK_LEN];
+    auth_passwd_rec_t rec;
+    assert_int_equal(auth_passwd_decode(thousand, &rec, NULL), 0);
+    assert_int_equal(rec.kind, AUTH_PASSWD_PBKDF2);
+    memcpy(salted, rec.key, sizeof(salted));
+    auth_passwd_scram_keys(salted, stored, server);
+    char s64[100], k64[100], v64[100], scram[AUTH_PASSWD_HASH_MAX];
+    b64_encode(rec.salt, rec.salt_len, s64);
+    b64_encode(stored, sizeof(stored), k64);
+    b64_encode(server, sizeof(server), v64);
+    snprintf(scram, sizeof(scram), "$scram-sha-512$1000$%s$%s$%s", s64, k64, v64);
+    assert_int_equal(auth_passwd_verify(scram, (const uint8_t *)"password", 8), 1);
+    assert_int_equal(auth_passwd_verify(scram, (const uint8_t *)"passwore", 8), 0);
+    /* the stored key is not a password, nor is the older line's hash */
+    assert_int_equal(auth_passwd_verify(scram, (const uint8_t *)k64, strlen(k64)), 0);
 }
 
 static void test_hash_malformed(void **state)
@@ -76,11 +94,14 @@ static void test_hash_malformed(void **state)
         "$pbkdf2-sha512$1000$c2FsdHNhbHQ=$AAAA", /* hash not 64 bytes */
         "$pbkdf2-sha512$1000$c2Fsd*NhbHQ=$AAAA",
         "$pbkdf2-sha512$99999999999$c2FsdHNhbHQ=$AAAA",
+        "$scram-sha-512$1000$c2FsdHNhbHQ=$AAAA$AAAA",  /* keys not 64 bytes */
+        "$scram-sha-512$1000$c2FsdHNhbHQ=$" /* ServerKey missing */
+        "Q6v4xwJ8a9nWPp2BeEoAYYhHSo2xRmPWART17vTpSxt2q6iNp7BOozW557qqa95eNjUO4gKs0CyvJbYGGku1tA==",
     };
     for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
         const char *why = NULL;
-        uint32_t it;
-        assert_int_equal(auth_passwd_parse(bad[i], &it, NULL, NULL, NULL, &why), -1);
+        auth_passwd_rec_t rec;
+        assert_int_equal(auth_passwd_decode(bad[i], &rec, &why), -1);
         assert_non_null(why);
         assert_int_equal(auth_passwd_verify(bad[i], (const uint8_t *)"x", 1), -1);
     }
@@ -215,42 +236,80 @@ static void test_ban_table(void **state)
     conf_auth_ban_t c = {.max_failures = 3, .window_s = 10, .ban_s = 5, .delay_ms = 0,
                          .table_size = 16};
     auth_ban_t b;
-    auth_ban_init(&b, &c);
+    auth_ban_init(&b, &c, 0);
     uint8_t a1[16] = {127, 0, 0, 1}, a2[16] = {10, 0, 0, 2};
     uint64_t t = 1000000;
-    assert_int_equal(auth_ban_failure(&b, 2, a1, t), 0);
-    assert_int_equal(auth_ban_failure(&b, 2, a1, t + 1), 0);
-    assert_int_equal(auth_ban_blocked(&b, 2, a1, t + 2), 0);
-    assert_int_equal(auth_ban_failure(&b, 2, a1, t + 3), 1); /* third: banned */
-    assert_int_equal(auth_ban_blocked(&b, 2, a1, t + 4), 1);
-    assert_int_equal(auth_ban_blocked(&b, 2, a2, t + 4), 0); /* another address */
-    assert_int_equal(auth_ban_blocked(&b, 10, a1, t + 4), 0); /* another family */
-    assert_int_equal(auth_ban_blocked(&b, 2, a1, t + 3 + 5000), 0); /* ban over */
+    assert_int_equal(auth_ban_failure(&b, 0, 2, a1, NULL, t), 0);
+    assert_int_equal(auth_ban_failure(&b, 0, 2, a1, NULL, t + 1), 0);
+    assert_int_equal(auth_ban_blocked(&b, 0, 2, a1, NULL, t + 2), 0);
+    assert_int_equal(auth_ban_failure(&b, 0, 2, a1, NULL, t + 3), AUTH_BAN_ADDRESS);
+    assert_int_equal(auth_ban_blocked(&b, 0, 2, a1, NULL, t + 4), 1);
+    assert_int_equal(auth_ban_blocked(&b, 0, 2, a2, NULL, t + 4), 0); /* another address */
+    assert_int_equal(auth_ban_blocked(&b, 0, 10, a1, NULL, t + 4), 0); /* another family */
+    assert_int_equal(auth_ban_blocked(&b, 0, 2, a1, NULL, t + 3 + 5000), 0); /* ban over */
     /* failures spread beyond the window do not ban */
-    assert_int_equal(auth_ban_failure(&b, 2, a2, t), 0);
-    assert_int_equal(auth_ban_failure(&b, 2, a2, t + 6000), 0);
-    assert_int_equal(auth_ban_failure(&b, 2, a2, t + 12000), 0);
-    assert_int_equal(auth_ban_blocked(&b, 2, a2, t + 12001), 0);
-    /* a success forgets */
-    assert_int_equal(auth_ban_failure(&b, 2, a2, t + 12002), 0);
-    auth_ban_success(&b, 2, a2);
-    assert_int_equal(auth_ban_failure(&b, 2, a2, t + 12003), 0);
-    assert_int_equal(auth_ban_failure(&b, 2, a2, t + 12004), 0);
-    assert_int_equal(auth_ban_failure(&b, 2, a2, t + 12005), 1);
+    assert_int_equal(auth_ban_failure(&b, 0, 2, a2, NULL, t), 0);
+    assert_int_equal(auth_ban_failure(&b, 0, 2, a2, NULL, t + 6000), 0);
+    assert_int_equal(auth_ban_failure(&b, 0, 2, a2, NULL, t + 12000), 0);
+    assert_int_equal(auth_ban_blocked(&b, 0, 2, a2, NULL, t + 12001), 0);
     /* bounded: many addresses, the table never grows */
     for (uint32_t i = 0; i < 10000; i++) {
         uint8_t a[16] = {0};
         memcpy(a, &i, sizeof(i));
-        auth_ban_failure(&b, 2, a, t + 20000 + i);
+        auth_ban_failure(&b, 0, 2, a, NULL, t + 20000 + i);
     }
     assert_int_equal(b.n, 16);
     auth_ban_destroy(&b);
     /* off */
     conf_auth_ban_t off = {.max_failures = 0};
-    auth_ban_init(&b, &off);
+    auth_ban_init(&b, &off, 0);
     for (int i = 0; i < 10; i++)
-        assert_int_equal(auth_ban_failure(&b, 2, a1, t), 0);
-    assert_int_equal(auth_ban_blocked(&b, 2, a1, t), 0);
+        assert_int_equal(auth_ban_failure(&b, 0, 2, a1, "u", t), 0);
+    assert_int_equal(auth_ban_blocked(&b, 0, 2, a1, "u", t), 0);
+    auth_ban_destroy(&b);
+}
+
+/* Issue 13 item 5: guesses for one user interleaved with the attacker's own
+ * valid login.  The success forgets nothing but its own user's failures. */
+static void test_ban_success_resets_only_its_user(void **state)
+{
+    (void)state;
+    conf_auth_ban_t c = {.max_failures = 5, .window_s = 60, .ban_s = 30, .table_size = 64};
+    auth_ban_t b;
+    auth_ban_init(&b, &c, 0);
+    uint8_t a1[16] = {192, 0, 2, 1};
+    uint64_t t = 5000000;
+    int what = 0, i;
+    for (i = 0; i < 20 && what == 0; i++) {
+        what = auth_ban_failure(&b, 0, 2, a1, "victim", t + (uint64_t)i);
+        if (i % 4 == 3)
+            auth_ban_success(&b, 0, "attacker");
+    }
+    assert_int_equal(i, 5); /* the fifth guess bans */
+    assert_true(what & AUTH_BAN_ADDRESS);
+    assert_true(what & AUTH_BAN_USER);
+    assert_int_equal(auth_ban_blocked(&b, 0, 2, a1, "attacker", t + 10), 1);
+    /* the victim's name is locked from another address too */
+    uint8_t a2[16] = {198, 51, 100, 7};
+    assert_int_equal(auth_ban_blocked(&b, 0, 2, a2, "victim", t + 10), 1);
+    assert_int_equal(auth_ban_blocked(&b, 0, 2, a2, "someone", t + 10), 0);
+    assert_int_equal(auth_ban_blocked(&b, 0, 2, a2, "victim", t + 30011), 0);
+    /* guesses spread over addresses still lock the user; the user's own
+     * success forgets its count */
+    for (uint32_t k = 0; k < 4; k++) {
+        uint8_t a[16] = {203, 0, 113, (uint8_t)k};
+        assert_int_equal(auth_ban_failure(&b, 0, 2, a, "carol", t + 40000 + k), 0);
+    }
+    auth_ban_success(&b, 0, "carol");
+    uint8_t a3[16] = {203, 0, 113, 99};
+    assert_int_equal(auth_ban_failure(&b, 0, 2, a3, "carol", t + 40010), 0);
+    /* an exempt listener neither counts nor blocks */
+    auth_ban_destroy(&b);
+    auth_ban_init(&b, &c, 1u << 1);
+    for (i = 0; i < 10; i++)
+        assert_int_equal(auth_ban_failure(&b, 1, 2, a1, "victim", t + (uint64_t)i), 0);
+    assert_int_equal(auth_ban_blocked(&b, 1, 2, a1, "victim", t + 20), 0);
+    assert_int_equal(auth_ban_blocked(&b, 0, 2, a1, "victim", t + 20), 0);
     auth_ban_destroy(&b);
 }
 
@@ -307,6 +366,7 @@ int main(void)
         cmocka_unit_test(test_acl_rules),
         cmocka_unit_test(test_acl_long_substitution),
         cmocka_unit_test(test_ban_table),
+        cmocka_unit_test(test_ban_success_resets_only_its_user),
         cmocka_unit_test(test_passwd_backend),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
