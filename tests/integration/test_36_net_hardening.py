@@ -164,3 +164,30 @@ def test_ws_any_origin_by_default(broker):
     s, head, _ = ws_upgrade(b.port, "https://anything.example")
     s.close()
     assert head.startswith("HTTP/1.1 101 "), head
+
+
+# ------------------------------------------------------------ item 8
+
+@pytest.mark.parametrize("fmt", ["text", "json"])
+def test_client_id_cannot_forge_log_lines(broker, tmp_path, fmt):
+    """A client id with a line feed (and other control bytes) stays on its
+    own log line, escaped; nothing starts a line of its own."""
+    log = tmp_path / "broker.log"
+    b = broker(log={"file": str(log), "format": fmt})
+    evil = "a\nFAKE LINE error everything is broken\r\x1b[31m\x7f"
+    with b.raw() as c:
+        ack = c.connect(evil)
+        if ack.rc == 0:
+            c.disconnect()
+    b.wait_log(r"FAKE LINE")
+    b.stop()
+    lines = log.read_bytes().decode("utf-8", "replace").split("\n")
+    assert not any(l.startswith("FAKE") for l in lines), lines
+    hits = [l for l in lines if "FAKE LINE" in l]
+    assert hits, lines
+    for l in hits:
+        assert "\r" not in l and "\x1b" not in l and "\x7f" not in l, repr(l)
+        if fmt == "text":
+            assert "a\\x0aFAKE LINE" in l and "\\x0d\\x1b[31m\\x7f" in l, repr(l)
+        else:
+            assert "a\\nFAKE LINE" in l or "a\\u000aFAKE LINE" in l, repr(l)
