@@ -62,6 +62,7 @@ typedef struct {
     an_counter_t refused_limit;     /* connections refused: max_connections */
     an_counter_t refused_rate;      /* connections refused: max_connection_rate */
     an_counter_t refused_memory;    /* connections refused: memory_high_water */
+    an_counter_t refused_fd_limit;  /* connections refused: out of file descriptors */
     an_counter_t throttled;         /* clients paused by a rate limit */
     an_counter_t slow_disconnects;  /* subscribers closed by slow_subscriber_timeout */
     an_counter_t dropped_queue_full;/* messages dropped: session queue full */
@@ -126,6 +127,9 @@ struct worker_s {
     uint64_t store_err_logged_at; /* ms: rate limit of the failed-commit line */
     uint64_t store_errors;    /* failed commits since that line */
     uint64_t congested_until; /* ms: another worker's inbox is over INBOX_HIGH */
+    int reserve_fd;           /* /dev/null, given up to refuse a connection at EMFILE */
+    uint8_t accept_paused;    /* listeners out of epoll until accept_timer (EMFILE) */
+    tw_timer_t accept_timer;
     struct store_batch *batch; /* store writes of this turn (persist.h), or NULL */
     uint64_t batch_no;         /* number of `batch`; submitted ones are lower */
     uint64_t committed_no;     /* batches whose commit came back */

@@ -20,6 +20,7 @@
 
 #include <errno.h>
 #include <fcntl.h>
+#include <inttypes.h>
 #include <stdarg.h>
 #include <stdatomic.h>
 #include <stdio.h>
@@ -239,4 +240,40 @@ void log_msg(int level, const char *fmt, ...)
     va_start(ap, fmt);
     log_vkv(level, NULL, NULL, fmt, ap);
     va_end(ap);
+}
+
+int log_limit_pass(log_limit_t *l, uint32_t interval_ms, uint64_t *suppressed)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    uint64_t now = (uint64_t)ts.tv_sec * 1000u + (uint64_t)ts.tv_nsec / 1000000u;
+    uint64_t next = atomic_load_explicit(&l->next_ms, memory_order_relaxed);
+    /* one thread wins the slot of this interval; the others count */
+    if (now < next || !atomic_compare_exchange_strong(&l->next_ms, &next, now + interval_ms)) {
+        atomic_fetch_add_explicit(&l->suppressed, 1, memory_order_relaxed);
+        return 0;
+    }
+    *suppressed = atomic_exchange(&l->suppressed, 0);
+    return 1;
+}
+
+void log_limited_kv(log_limit_t *l, uint32_t interval_ms, int level, const char *client_id,
+                    const char *peer, const char *fmt, ...)
+{
+    uint64_t suppressed = 0;
+    if (!log_enabled(level) || !log_limit_pass(l, interval_ms, &suppressed))
+        return;
+    char msg[1024];
+    va_list ap;
+    va_start(ap, fmt);
+    int m = vsnprintf(msg, sizeof(msg), fmt, ap);
+    va_end(ap);
+    if (m < 0)
+        msg[0] = '\0';
+    if (suppressed) {
+        size_t n = strlen(msg);
+        snprintf(msg + n, sizeof(msg) - n, " (%" PRIu64 " similar lines suppressed)",
+                 suppressed);
+    }
+    log_kv(level, client_id, peer, "%s", msg);
 }

@@ -191,3 +191,76 @@ def test_client_id_cannot_forge_log_lines(broker, tmp_path, fmt):
             assert "a\\x0aFAKE LINE" in l and "\\x0d\\x1b[31m\\x7f" in l, repr(l)
         else:
             assert "a\\nFAKE LINE" in l or "a\\u000aFAKE LINE" in l, repr(l)
+
+
+# ------------------------------------------------------------ item 3
+
+def cpu_seconds(pid):
+    """User + system CPU time of a process, in seconds."""
+    with open("/proc/%d/stat" % pid) as f:
+        fields = f.read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def open_fds(pid):
+    return len(os.listdir("/proc/%d/fd" % pid))
+
+
+def metric(b, name):
+    import urllib.request
+    with urllib.request.urlopen(b.api_url + "/metrics", timeout=5) as r:
+        text = r.read().decode()
+    for line in text.splitlines():
+        if line.startswith(name + " "):
+            return float(line.split()[-1])
+    raise AssertionError("no %s in /metrics" % name)
+
+
+@pytest.mark.deadline(60)
+def test_out_of_file_descriptors_no_spin_no_log_flood(broker, tmp_path):
+    """With RLIMIT_NOFILE 64 and 200 idle connections, the broker neither
+    spins (accept4 EMFILE on a level-triggered listener) nor floods its
+    log; the connections it cannot take are refused and counted; once
+    descriptors are free again, clients connect."""
+    log = tmp_path / "broker.log"
+    b = broker(rlimit_nofile=64, log={"file": str(log)}, persistence={"enabled": False},
+               api={"open_metrics": True})
+    pid = b.proc.pid
+    socks = []
+    try:
+        for _ in range(200):
+            s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+            s.settimeout(5)
+            s.connect((b.host, b.port))  # completes in the kernel's backlog
+            socks.append(s)
+        # the broker fills its table, then either refuses or pauses
+        wait_for_value(lambda: open_fds(pid) >= 60, 10, "the broker to run out of descriptors")
+        t0, c0 = time.monotonic(), cpu_seconds(pid)
+        time.sleep(2.0)  # the measurement window itself
+        cpu = (cpu_seconds(pid) - c0) / (time.monotonic() - t0)
+        assert cpu < 0.3, "broker used %.0f%% of a core while out of descriptors" % (cpu * 100)
+        lines = log.read_text(errors="replace").splitlines()
+        assert len(lines) < 100, "%d log lines, e.g. %r" % (len(lines), lines[-3:])
+        assert any("accept: Too many open files" in l for l in lines), lines[-20:]
+    finally:
+        for s in socks:
+            s.close()
+    # descriptors come back as the broker sees the closes; then it serves
+    deadline = time.monotonic() + 15
+    while True:
+        try:
+            tcp_serving(b, b.port)
+            break
+        except (AssertionError, OSError, mqttraw.Closed, mqttraw.Timeout):
+            if time.monotonic() > deadline:
+                raise
+            time.sleep(0.1)
+    assert metric(b, 'antenna_connections_refused_total{reason="fd_limit"}') > 0
+
+
+def wait_for_value(cond, timeout, what):
+    deadline = time.monotonic() + timeout
+    while not cond():
+        if time.monotonic() > deadline:
+            raise AssertionError("timed out waiting for " + what)
+        time.sleep(0.05)
