@@ -37,6 +37,7 @@
 #include "api_snap.h"
 #include "conn.h"
 #include "log.h"
+#include "net_linger.h"
 #include "persist.h"
 #include "proto.h"
 #include "router.h"
@@ -46,6 +47,8 @@
 #define EV_TAG_MASK 7u
 #define EV_TAG_LISTENER 1u
 #define EV_TAG_INBOX 2u
+/* 3: a lingering socket (net_linger.h) */
+_Static_assert(LINGER_EV_TAG == 3u, "epoll data tags overlap");
 #define EV_BATCH 256
 #define ACCEPT_BATCH 64
 #define BUF_CACHE_MAX 8
@@ -169,6 +172,14 @@ static void accept_fd_limit(worker_t *w, uint32_t li, int err)
     server_t *srv = w->srv;
     uint32_t refused = 0;
     int pause = 1;
+    if (w->lingering) {
+        /* descriptors that are only waiting: free them, accept next turn */
+        linger_close_all(w);
+        log_limited(LOG_LIMIT_MS, AN_LOG_WARN,
+                    "listener %s: accept: %s: lingering closes cut short",
+                    srv->conf.listeners[li].name, strerror(err));
+        return;
+    }
     for (int i = 0; i < ACCEPT_BATCH && w->reserve_fd >= 0; i++) {
         close(w->reserve_fd);
         w->reserve_fd = -1;
@@ -332,6 +343,7 @@ static void end_of_turn(worker_t *w)
         w->dead_head = c->turn_next;
         conn_free(c);
     }
+    linger_reap(w);
 }
 
 static void shutdown_worker(worker_t *w)
@@ -339,6 +351,8 @@ static void shutdown_worker(worker_t *w)
     while (w->conns)
         conn_close_reason(w->conns, "server shutting down", 0, MQTT_RC_SERVER_SHUTTING_DOWN);
     end_of_turn(w);
+    linger_close_all(w); /* no waiting on the way out */
+    linger_reap(w);
 }
 
 void *worker_main(void *arg)
@@ -363,6 +377,10 @@ void *worker_main(void *arg)
             }
             if ((tag & EV_TAG_MASK) == EV_TAG_INBOX) {
                 handle_inbox(w);
+                continue;
+            }
+            if ((tag & EV_TAG_MASK) == LINGER_EV_TAG) {
+                linger_on_readable(w, tag);
                 continue;
             }
             conn_t *c = events[i].data.ptr;

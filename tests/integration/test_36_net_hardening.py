@@ -264,3 +264,123 @@ def wait_for_value(cond, timeout, what):
         if time.monotonic() > deadline:
             raise AssertionError("timed out waiting for " + what)
         time.sleep(0.05)
+
+
+# ------------------------------------------------------------ item 14
+
+def read_to_end(sock, timeout=5.0):
+    """Everything the peer sends until it closes: (bytes, reset) where reset
+    says the connection ended with ECONNRESET rather than EOF."""
+    sock.settimeout(0.2)
+    data = b""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            chunk = sock.recv(65536)
+        except socket.timeout:
+            continue
+        except ConnectionResetError:
+            return data, True
+        if not chunk:
+            return data, False
+        data += chunk
+    raise AssertionError("connection still open after %.1fs (got %r)" % (timeout, data[:200]))
+
+
+def packets(data, cls=mqttraw.Packet5):
+    """Decode a byte string of whole MQTT packets."""
+    out, off = [], 0
+    while off < len(data):
+        mult, n, i = 1, 0, off + 1
+        while True:
+            b = data[i]
+            n += (b & 0x7F) * mult
+            mult *= 128
+            i += 1
+            if not b & 0x80:
+                break
+        out.append(cls(data[off], data[i:i + n]))
+        off = i + n
+    return out
+
+
+def send_quietly(sock, data):
+    try:
+        sock.sendall(data)
+    except OSError:
+        pass  # broken pipe or reset: what the broker did is checked on read
+
+
+@pytest.mark.deadline(90)
+def test_disconnect_reason_survives_client_still_writing(broker):
+    """The broker disconnects with 0x93 (receive maximum exceeded) while
+    the client keeps publishing (bytes the broker has not read yet when it
+    closes), and the client goes on writing (a PUBREL, more PUBLISHes) after
+    the DISCONNECT was sent; it reads only afterwards.  Its writes must not
+    fail (broken pipe), and it must read the DISCONNECT, then EOF, not a
+    reset."""
+    b = broker(mqtt={"receive_maximum": 2})
+    rounds = 10 if SANITIZED else 20
+    more = b"".join(mqttraw.publish5("lc/y", bytes(1000), qos=2, pid=10 + i) for i in range(200))
+    for r in range(rounds):
+        cid = "linger-%d" % r
+        c = mqttraw.connect_v5(b.host, b.port, cid)
+        c.send(b"".join(mqttraw.publish5("lc/x", b"%d" % i, qos=2, pid=i) for i in (1, 2, 3))
+               + more)
+        b.wait_log(r"client '%s' .*disconnected: .*receive maximum" % cid)
+        failed = None
+        for piece in [mqttraw.pubrel(1)] + [mqttraw.publish5("lc/y", bytes(500), qos=1, pid=5)] * 5:
+            try:
+                c.sock.sendall(piece)
+            except OSError as e:
+                failed = e
+                break
+            time.sleep(0.005)  # room for a reset to come back
+        data, reset = read_to_end(c.sock)
+        c.close()
+        got = packets(data)
+        assert [(p.type, p.rc) for p in got if p.type == mqttraw.DISCONNECT] == \
+            [(mqttraw.DISCONNECT, 0x93)], (r, got, reset)
+        assert not reset, "round %d: reset after %r" % (r, got)
+        assert failed is None, "round %d: writing after the DISCONNECT: %r" % (r, failed)
+
+
+@pytest.mark.deadline(90)
+@pytest.mark.parametrize("version", [4, 5])
+def test_refusing_connack_survives_bytes_after_connect(broker, version):
+    """A CONNACK refusing the client, sent while more of its bytes are on
+    the way (a pipelining client): it must arrive whole."""
+    b = broker(mqtt={"allow_anonymous": False})
+    burst = b"".join(mqttraw.publish("lc/z", bytes(1000), qos=1, pid=1 + i) for i in range(300))
+    rounds = 5 if SANITIZED else 10
+    for r in range(rounds):
+        cid = "refused-%d-%d" % (version, r)
+        s = socket.create_connection((b.host, b.port), timeout=5)
+        connect = mqttraw.connect5(cid) if version == 5 else mqttraw.connect(cid)
+        send_quietly(s, connect + burst)
+        data, reset = read_to_end(s)
+        s.close()
+        got = packets(data, mqttraw.Packet5 if version == 5 else mqttraw.Packet)
+        assert got and got[0].type == mqttraw.CONNACK, (r, data[:50], reset)
+        assert got[0].rc == (0x87 if version == 5 else 5), got[0]
+        assert not reset, "round %d: reset after %r" % (r, got)
+
+
+@pytest.mark.deadline(60)
+def test_refusing_connack_over_websocket_survives_more_frames(broker):
+    """The same over WebSocket: the CONNACK and the close frame arrive,
+    then EOF, although the client's frames kept coming."""
+    b2 = broker(mqtt={"allow_anonymous": False}, listener={"transport": "ws"})
+    burst = b"".join(ws_frame(2, mqttraw.publish("lc/w", bytes(1000), qos=1, pid=1 + i))
+                     for i in range(200))
+    for r in range(5):
+        s, head, rest = ws_upgrade(b2.port)
+        assert head.startswith("HTTP/1.1 101 "), head
+        send_quietly(s, ws_frame(2, mqttraw.connect("ws-refused-%d" % r)) + burst)
+        data, reset = read_to_end(s)
+        s.close()
+        frames = ws_frames(rest + data)
+        assert frames and frames[0][0] == 2 and frames[0][1][:1] == b"\x20", frames[:3]
+        assert frames[0][1][3] == 5, frames[0]  # not authorized (3.1.1)
+        assert frames[-1][0] == 8, frames  # then a close frame
+        assert not reset, "round %d: reset after %r" % (r, frames)
