@@ -75,8 +75,8 @@ static void raise_nofile(const conf_t *conf)
         log_warn("getrlimit(RLIMIT_NOFILE): %s", strerror(errno));
         return;
     }
+    rlim_t was = rl.rlim_cur;
     if (rl.rlim_cur < rl.rlim_max) {
-        rlim_t was = rl.rlim_cur;
         rl.rlim_cur = rl.rlim_max;
         if (setrlimit(RLIMIT_NOFILE, &rl) < 0) {
             log_warn("cannot raise the open-file limit from %llu to %llu: %s",
@@ -102,7 +102,8 @@ static void raise_nofile(const conf_t *conf)
                  conf->max_connections ? "max_connections " : "",
                  (unsigned long long)conns, (unsigned long long)wanted);
     else
-        log_info("open-file limit: %llu", (unsigned long long)rl.rlim_cur);
+        log_info("open-file limit: %llu%s", (unsigned long long)rl.rlim_cur,
+                 rl.rlim_cur != was ? " (soft limit raised to the hard one)" : "");
 }
 
 static int parse_port(const char *s, uint16_t *port)
