@@ -5,6 +5,10 @@
  * signalfd (SIGTERM/SIGINT: stop; SIGHUP: reopen the log and reload the TLS
  * certificates and keys, see server_tls_reload).  The signals are
  * blocked before any worker starts, so no worker is ever interrupted.
+ *
+ * Every connection is a file descriptor: at start the soft open-file limit
+ * is raised to the hard one, with a warning when even that is below what
+ * max_connections (or, unlimited, a few thousand) needs.
  */
 #include <errno.h>
 #include <getopt.h>
@@ -12,6 +16,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/resource.h>
 #include <sys/signalfd.h>
 #include <unistd.h>
 
@@ -53,6 +58,52 @@ static void usage(FILE *out)
         for (const cli_command_t *c = commands; c->name; c++)
             fprintf(out, "  %-18s  %s\n", c->name, c->summary);
     }
+}
+
+/* Descriptors the broker needs besides its clients: listeners, epoll and
+ * eventfds, the store's files, log, API, auth backends. */
+#define FD_OVERHEAD 256
+/* What "enough" means without max_connections. */
+#define FD_WANTED_UNLIMITED 4096
+
+/* Raise the soft RLIMIT_NOFILE to the hard limit; warn when that is less
+ * than the configured connections need. */
+static void raise_nofile(const conf_t *conf)
+{
+    struct rlimit rl;
+    if (getrlimit(RLIMIT_NOFILE, &rl) < 0) {
+        log_warn("getrlimit(RLIMIT_NOFILE): %s", strerror(errno));
+        return;
+    }
+    rlim_t was = rl.rlim_cur;
+    if (rl.rlim_cur < rl.rlim_max) {
+        rl.rlim_cur = rl.rlim_max;
+        if (setrlimit(RLIMIT_NOFILE, &rl) < 0) {
+            log_warn("cannot raise the open-file limit from %llu to %llu: %s",
+                     (unsigned long long)was, (unsigned long long)rl.rlim_max,
+                     strerror(errno));
+            rl.rlim_cur = was;
+        }
+    }
+    uint64_t conns = conf->max_connections;
+    for (uint32_t i = 0; conns == 0 && i < conf->nlisteners; i++)
+        if (conf->listeners[i].max_connections == 0) {
+            conns = FD_WANTED_UNLIMITED;
+            break;
+        }
+    for (uint32_t i = 0; conf->max_connections == 0 && conns != FD_WANTED_UNLIMITED &&
+                         i < conf->nlisteners; i++)
+        conns += conf->listeners[i].max_connections;
+    uint64_t wanted = conns + FD_OVERHEAD;
+    if (rl.rlim_cur != RLIM_INFINITY && (uint64_t)rl.rlim_cur < wanted)
+        log_warn("open-file limit is %llu: %s%llu connections need about %llu; past it "
+                 "connections are refused (raise it: ulimit -n, systemd LimitNOFILE)",
+                 (unsigned long long)rl.rlim_cur,
+                 conf->max_connections ? "max_connections " : "",
+                 (unsigned long long)conns, (unsigned long long)wanted);
+    else
+        log_info("open-file limit: %llu%s", (unsigned long long)rl.rlim_cur,
+                 rl.rlim_cur != was ? " (soft limit raised to the hard one)" : "");
 }
 
 static int parse_port(const char *s, uint16_t *port)
@@ -149,6 +200,7 @@ int main(int argc, char **argv)
     }
 
     log_info("antenna %s starting", ANTENNA_VERSION);
+    raise_nofile(&conf);
     if (config == NULL)
         log_warn("no configuration file: local-only mode (listening on loopback, anonymous "
                  "clients allowed); use --config to configure listeners and authentication");

@@ -39,6 +39,7 @@ void api_totals(server_t *srv, api_totals_t *t)
         t->refused_limit += STAT_GET(st->refused_limit);
         t->refused_rate += STAT_GET(st->refused_rate);
         t->refused_memory += STAT_GET(st->refused_memory);
+        t->refused_fd_limit += STAT_GET(st->refused_fd_limit);
         t->msgs_received += STAT_GET(st->msgs_received);
         t->msgs_sent += STAT_GET(st->msgs_sent);
         t->msgs_dropped += STAT_GET(st->msgs_dropped);
@@ -159,6 +160,8 @@ char *api_metrics_text(server_t *srv, size_t *len)
               t.refused_rate);
     sb_printf(&b, "antenna_connections_refused_total{reason=\"memory\"} %" PRIu64 "\n",
               t.refused_memory);
+    sb_printf(&b, "antenna_connections_refused_total{reason=\"fd_limit\"} %" PRIu64 "\n",
+              t.refused_fd_limit);
 
     static const char *const transports[] = {"tcp", "tls", "ws", "wss"};
     family(&b, "antenna_listener_connections", "gauge", "Open connections per listener.");

@@ -167,6 +167,7 @@ static enum MHD_Result h_stats(api_req_t *r, const char *tail)
     json_object_set_new(refused, "max_connections", json_integer((json_int_t)t.refused_limit));
     json_object_set_new(refused, "rate", json_integer((json_int_t)t.refused_rate));
     json_object_set_new(refused, "memory", json_integer((json_int_t)t.refused_memory));
+    json_object_set_new(refused, "fd_limit", json_integer((json_int_t)t.refused_fd_limit));
     json_object_set_new(conn, "refused", refused);
     json_object_set_new(o, "connections", conn);
     json_object_set_new(o, "sessions", json_integer((json_int_t)t.sessions));

@@ -33,6 +33,7 @@ typedef struct conn_s conn_t;
 typedef struct sess_s sess_t;
 typedef struct retain_s retain_t;
 typedef struct msg_s msg_t;
+typedef struct linger_s linger_t;
 struct ssl_ctx_st;
 struct ssl_st;
 
@@ -62,6 +63,7 @@ typedef struct {
     an_counter_t refused_limit;     /* connections refused: max_connections */
     an_counter_t refused_rate;      /* connections refused: max_connection_rate */
     an_counter_t refused_memory;    /* connections refused: memory_high_water */
+    an_counter_t refused_fd_limit;  /* connections refused: out of file descriptors */
     an_counter_t throttled;         /* clients paused by a rate limit */
     an_counter_t slow_disconnects;  /* subscribers closed by slow_subscriber_timeout */
     an_counter_t dropped_queue_full;/* messages dropped: session queue full */
@@ -111,6 +113,8 @@ struct worker_s {
     conn_t *conns;        /* every connection of this worker */
     conn_t *flush_head;   /* connections with output this turn */
     conn_t *dead_head;    /* closed this turn, freed at its end */
+    struct linger_s *lingering;   /* sockets closing gracefully (net_linger.h) */
+    struct linger_s *linger_dead; /* closed this turn, freed at its end */
     uint8_t *scratch;     /* read buffer shared by the worker's connections */
     size_t scratch_size;
     void **buf_cache;     /* spare output buffers of BUF_CHUNK bytes */
@@ -126,6 +130,9 @@ struct worker_s {
     uint64_t store_err_logged_at; /* ms: rate limit of the failed-commit line */
     uint64_t store_errors;    /* failed commits since that line */
     uint64_t congested_until; /* ms: another worker's inbox is over INBOX_HIGH */
+    int reserve_fd;           /* /dev/null, given up to refuse a connection at EMFILE */
+    uint8_t accept_paused;    /* listeners out of epoll until accept_timer (EMFILE) */
+    tw_timer_t accept_timer;
     struct store_batch *batch; /* store writes of this turn (persist.h), or NULL */
     uint64_t batch_no;         /* number of `batch`; submitted ones are lower */
     uint64_t committed_no;     /* batches whose commit came back */

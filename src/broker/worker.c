@@ -9,10 +9,21 @@
  *      per other worker with deliveries, then free what was closed.
  * Connections closed during a turn are freed only in step 4, so a stale
  * event later in the same batch finds a dead struct, not freed memory.
+ *
+ * Out of file descriptors (accept4: EMFILE/ENFILE), a level-triggered
+ * listener stays readable and the loop would spin on it.  Each worker
+ * keeps a reserve descriptor (/dev/null): it is closed, the waiting
+ * connection accepted and closed at once (counted as refused, reason
+ * fd_limit), and the reserve reopened; the backlog drains and the workers
+ * go back to sleep.  When that fails (another thread took the freed slot),
+ * the worker stops watching the listeners for ACCEPT_PAUSE_MS.  The log
+ * line is rate-limited (log_limited) like every line a client can cause
+ * in a loop.
  * epoll_event.data carries a connection pointer, or a tag in the low bits
  * for the listeners and the inbox.
  */
 #include <errno.h>
+#include <fcntl.h>
 #include <limits.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
@@ -26,6 +37,7 @@
 #include "api_snap.h"
 #include "conn.h"
 #include "log.h"
+#include "net_linger.h"
 #include "persist.h"
 #include "proto.h"
 #include "router.h"
@@ -35,6 +47,8 @@
 #define EV_TAG_MASK 7u
 #define EV_TAG_LISTENER 1u
 #define EV_TAG_INBOX 2u
+/* 3: a lingering socket (net_linger.h) */
+_Static_assert(LINGER_EV_TAG == 3u, "epoll data tags overlap");
 #define EV_BATCH 256
 #define ACCEPT_BATCH 64
 #define BUF_CACHE_MAX 8
@@ -42,6 +56,10 @@
  * worker's inbox, this worker stops reading its clients for a moment. */
 #define INBOX_HIGH 65536
 #define CONGESTION_PAUSE_MS 5
+/* Listeners unwatched after an EMFILE the reserve descriptor could not
+ * absorb; log lines a client can cause: at most one per LOG_LIMIT_MS. */
+#define ACCEPT_PAUSE_MS 100
+#define LOG_LIMIT_MS 1000
 
 uint32_t worker_home(const server_t *srv, const uint8_t *client_id, size_t len)
 {
@@ -117,6 +135,79 @@ static const char *admit(worker_t *w, uint32_t li)
     return NULL;
 }
 
+static void reserve_open(worker_t *w)
+{
+    if (w->reserve_fd < 0)
+        w->reserve_fd = open("/dev/null", O_RDONLY | O_CLOEXEC);
+}
+
+/* Watch (on) or stop watching (off) every listener in this worker's epoll.
+ * EPOLLEXCLUSIVE registrations cannot be modified: removed and added. */
+static void listeners_watch(worker_t *w, int on)
+{
+    for (uint32_t i = 0; i < w->srv->nlisteners; i++) {
+        struct epoll_event ev = {.events = EPOLLIN | EPOLLEXCLUSIVE,
+                                 .data.u64 = ((uint64_t)i << 3) | EV_TAG_LISTENER};
+        if (on)
+            (void)epoll_ctl(w->epfd, EPOLL_CTL_ADD, w->srv->listen_fds[i], &ev);
+        else
+            (void)epoll_ctl(w->epfd, EPOLL_CTL_DEL, w->srv->listen_fds[i], NULL);
+    }
+}
+
+static void on_accept_timer(tw_timer_t *t)
+{
+    worker_t *w = container_of(t, worker_t, accept_timer);
+    reserve_open(w);
+    if (w->accept_paused) {
+        w->accept_paused = 0;
+        listeners_watch(w, 1);
+    }
+}
+
+/* accept4 failed with EMFILE or ENFILE (errno `err`): refuse what waits on
+ * listener li with the reserve descriptor, or pause accepting. */
+static void accept_fd_limit(worker_t *w, uint32_t li, int err)
+{
+    server_t *srv = w->srv;
+    uint32_t refused = 0;
+    int pause = 1;
+    if (w->lingering) {
+        /* descriptors that are only waiting: free them, accept next turn */
+        linger_close_all(w);
+        log_limited(LOG_LIMIT_MS, AN_LOG_WARN,
+                    "listener %s: accept: %s: lingering closes cut short",
+                    srv->conf.listeners[li].name, strerror(err));
+        return;
+    }
+    for (int i = 0; i < ACCEPT_BATCH && w->reserve_fd >= 0; i++) {
+        close(w->reserve_fd);
+        w->reserve_fd = -1;
+        int fd = accept4(srv->listen_fds[li], NULL, NULL, SOCK_CLOEXEC);
+        int e = errno;
+        if (fd >= 0) {
+            close(fd);
+            refused++;
+        }
+        reserve_open(w);
+        if (fd < 0) {
+            pause = e != EAGAIN && e != EWOULDBLOCK; /* drained, or still none */
+            break;
+        }
+    }
+    STAT_ADD(w->stats.refused_fd_limit, refused);
+    if (pause && !w->accept_paused) {
+        w->accept_paused = 1;
+        listeners_watch(w, 0);
+        tw_add(&w->tw, &w->accept_timer, w->now + ACCEPT_PAUSE_MS);
+    }
+    log_limited(LOG_LIMIT_MS, AN_LOG_WARN,
+                "listener %s: accept: %s: %u waiting connection(s) refused%s; raise the "
+                "open-file limit (ulimit -n, systemd LimitNOFILE) or lower max_connections",
+                srv->conf.listeners[li].name, strerror(err), refused,
+                pause ? ", accepting paused for 100 ms" : "");
+}
+
 static void accept_many(worker_t *w, uint32_t li)
 {
     server_t *srv = w->srv;
@@ -127,7 +218,7 @@ static void accept_many(worker_t *w, uint32_t li)
                          SOCK_NONBLOCK | SOCK_CLOEXEC);
         if (fd < 0) {
             if (errno == EMFILE || errno == ENFILE)
-                log_warn("accept: %s (raise the open-file limit)", strerror(errno));
+                accept_fd_limit(w, li, errno);
             return; /* EAGAIN: another worker took it, or none left */
         }
         const char *refused = admit(w, li);
@@ -142,8 +233,9 @@ static void accept_many(worker_t *w, uint32_t li)
                 inet_ntop(AF_INET6, &sa.sin6_addr, addr, sizeof(addr));
                 snprintf(peer, sizeof(peer), "[%s]:%u", addr, ntohs(sa.sin6_port));
             }
-            log_kv(AN_LOG_WARN, NULL, peer, "listener %s: connection from %s refused: %s",
-                   srv->conf.listeners[li].name, peer, refused);
+            log_limited_peer(LOG_LIMIT_MS, AN_LOG_WARN, peer,
+                             "listener %s: connection from %s refused: %s",
+                             srv->conf.listeners[li].name, peer, refused);
             continue;
         }
         int one = 1;
@@ -153,8 +245,9 @@ static void accept_many(worker_t *w, uint32_t li)
             atomic_fetch_sub(&srv->listen_conns[li], 1);
             atomic_fetch_sub(&srv->total_conns, 1);
             close(fd);
-            log_warn("listener %s: connection refused: cannot allocate TLS state",
-                     srv->conf.listeners[li].name);
+            log_limited(LOG_LIMIT_MS, AN_LOG_WARN,
+                        "listener %s: connection refused: cannot allocate TLS state",
+                        srv->conf.listeners[li].name);
             continue;
         }
         struct epoll_event ev = {.events = EPOLLIN, .data.ptr = c};
@@ -250,6 +343,7 @@ static void end_of_turn(worker_t *w)
         w->dead_head = c->turn_next;
         conn_free(c);
     }
+    linger_reap(w);
 }
 
 static void shutdown_worker(worker_t *w)
@@ -257,6 +351,8 @@ static void shutdown_worker(worker_t *w)
     while (w->conns)
         conn_close_reason(w->conns, "server shutting down", 0, MQTT_RC_SERVER_SHUTTING_DOWN);
     end_of_turn(w);
+    linger_close_all(w); /* no waiting on the way out */
+    linger_reap(w);
 }
 
 void *worker_main(void *arg)
@@ -281,6 +377,10 @@ void *worker_main(void *arg)
             }
             if ((tag & EV_TAG_MASK) == EV_TAG_INBOX) {
                 handle_inbox(w);
+                continue;
+            }
+            if ((tag & EV_TAG_MASK) == LINGER_EV_TAG) {
+                linger_on_readable(w, tag);
                 continue;
             }
             conn_t *c = events[i].data.ptr;
@@ -336,6 +436,9 @@ int worker_init(worker_t *w, server_t *srv, uint32_t id)
     w->by_sid.kind = SESS_BY_SID;
     tw_timer_init(&w->gauge_timer, on_gauge_timer);
     tw_add(&w->tw, &w->gauge_timer, w->now + 1000u);
+    tw_timer_init(&w->accept_timer, on_accept_timer);
+    w->reserve_fd = -1;
+    reserve_open(w);
     w->epfd = epoll_create1(EPOLL_CLOEXEC);
     if (w->epfd < 0 || inbox_init(&w->inbox) < 0) {
         log_error("worker %u: %s", id, strerror(errno));
@@ -414,6 +517,8 @@ void worker_free(worker_t *w)
     free(w->targets);
     if (w->epfd >= 0)
         close(w->epfd);
+    if (w->reserve_fd >= 0)
+        close(w->reserve_fd);
     if (w->inbox.evfd >= 0)
         inbox_destroy(&w->inbox);
 }

@@ -121,6 +121,10 @@ static const struct field listener_fields[] = {
     UINTF(conf_listener_t, ws_max_frame, 16, 268435455),
     ENUMF(conf_listener_t, cert_username, cert_username_names),
     { FLD(conf_listener_t, allow_anonymous, F_BOOL) },
+    { .key = "ws_allowed_origins", .type = F_NAMELIST,
+      .off = offsetof(conf_listener_t, ws_allowed_origins),
+      .size = MSIZE(conf_listener_t, ws_allowed_origins[0]), .max = CONF_WS_MAX_ORIGINS,
+      .off2 = offsetof(conf_listener_t, nws_allowed_origins) },
 };
 #define LISTENER_PORT_BIT (1u << 2) /* index of "port" above: required */
 #define LISTENER_CERT_BIT (1u << 6)
@@ -130,6 +134,30 @@ static const struct field listener_fields[] = {
 #define LISTENER_WSPATH_BIT (1u << 13)
 #define LISTENER_WSMAX_BIT (1u << 14)
 #define LISTENER_CERTUSER_BIT (1u << 15)
+#define LISTENER_WSORIGINS_BIT (1u << 17)
+
+/* A serialized origin (RFC 6454): "http://" or "https://", a host, an
+ * optional ":port"; nothing else (no path, not even "/"). */
+static int origin_valid(const char *o)
+{
+    const char *h = strncasecmp(o, "https://", 8) == 0  ? o + 8
+                    : strncasecmp(o, "http://", 7) == 0 ? o + 7
+                                                        : NULL;
+    if (h == NULL || *h == '\0' || *h == ':')
+        return 0;
+    for (const char *p = h; *p; p++)
+        if (*p <= 0x20 || *p >= 0x7f || strchr("/?#@\\", *p))
+            return 0;
+    const char *colon = strrchr(h, ':');
+    if (colon && h[0] != '[') {
+        if (colon[1] == '\0' || strlen(colon + 1) > 5)
+            return 0;
+        for (const char *p = colon + 1; *p; p++)
+            if (*p < '0' || *p > '9')
+                return 0;
+    }
+    return 1;
+}
 
 static const struct field mqtt_fields[] = {
     UINTF(conf_t, max_packet_size, 16, 268435455),
@@ -649,8 +677,17 @@ static int listener_check(struct loader *ld, const yaml_node_t *item,
             return fail(ld, key_node(ld, item, "ws_path"), kpath,
                         "expected a path starting with \"/\" (no spaces, query or fragment)");
         }
-    } else if (seen & (LISTENER_WSPATH_BIT | LISTENER_WSMAX_BIT)) {
-        key_join(kpath, ipath, (seen & LISTENER_WSPATH_BIT) ? ".ws_path" : ".ws_max_frame");
+        for (uint32_t i = 0; i < l->nws_allowed_origins; i++)
+            if (!origin_valid(l->ws_allowed_origins[i])) {
+                key_join(kpath, ipath, ".ws_allowed_origins");
+                return fail(ld, key_node(ld, item, "ws_allowed_origins"), kpath,
+                            "\"%.60s\" is not an origin (http:// or https://, a host, an "
+                            "optional :port, no path)", l->ws_allowed_origins[i]);
+            }
+    } else if (seen & (LISTENER_WSPATH_BIT | LISTENER_WSMAX_BIT | LISTENER_WSORIGINS_BIT)) {
+        key_join(kpath, ipath, (seen & LISTENER_WSPATH_BIT)   ? ".ws_path"
+                               : (seen & LISTENER_WSMAX_BIT) ? ".ws_max_frame"
+                                                             : ".ws_allowed_origins");
         return fail(ld, key_node(ld, item, strrchr(kpath, '.') + 1), kpath,
                     "only meaningful with transport: ws or wss");
     }

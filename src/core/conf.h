@@ -16,6 +16,7 @@
 #include <stdint.h>
 
 #define CONF_MAX_LISTENERS 16
+#define CONF_WS_MAX_ORIGINS 8 /* entries of a listener's ws_allowed_origins */
 
 enum { CONF_QUEUE_FULL_DROP = 0, CONF_QUEUE_FULL_REFUSE = 1 };
 
@@ -38,6 +39,9 @@ typedef struct {
     /* WebSocket (transport: ws, wss) */
     char ws_path[128];        /* request path of the upgrade, "/mqtt" */
     uint32_t ws_max_frame;    /* largest WebSocket message accepted, bytes */
+    /* Origin headers allowed to upgrade ("https://host[:port]"); none = any */
+    char ws_allowed_origins[CONF_WS_MAX_ORIGINS][128];
+    uint32_t nws_allowed_origins;
     uint8_t allow_anonymous;  /* CONF_ANON_*: clients without credentials here */
 } conf_listener_t;
 

@@ -9,11 +9,18 @@
  * JSON lines (log.format: json) are objects {"ts", "level", "msg"} plus
  * "client_id" and "peer" when the caller knows them (log_kv: connection
  * events), so a log pipeline can filter one client without parsing text.
+ *
+ * A line is one line whatever a client sent: messages quote client ids,
+ * usernames, topics and HTTP header values, so the writer escapes every
+ * control byte of the formatted message (below 0x20, and 0x7f) as \xNN in
+ * text and syslog lines (JSON escapes them its own way).  Escaping here,
+ * once, covers every call site, including ones written later.
  */
 #include "log.h"
 
 #include <errno.h>
 #include <fcntl.h>
+#include <inttypes.h>
 #include <stdarg.h>
 #include <stdatomic.h>
 #include <stdio.h>
@@ -117,7 +124,7 @@ static void json_escape(char *buf, size_t *n, size_t cap, const char *s)
         } else if (ch == '\n') {
             buf[(*n)++] = '\\';
             buf[(*n)++] = 'n';
-        } else if (ch < 0x20) {
+        } else if (ch < 0x20 || ch == 0x7f) { /* DEL too: a terminal reads it */
             memcpy(buf + *n, "\\u00", 4);
             *n += 4;
             buf[(*n)++] = hex[ch >> 4];
@@ -125,6 +132,26 @@ static void json_escape(char *buf, size_t *n, size_t cap, const char *s)
         } else {
             buf[(*n)++] = (char)ch;
         }
+    }
+}
+
+/* Append s to buf[*n..cap-1) with control bytes as \xNN (whole escapes
+ * only: one that does not fit ends the text). */
+static void append_escaped(char *buf, size_t *n, size_t cap, const char *s)
+{
+    static const char hex[] = "0123456789abcdef";
+    for (; *s && *n + 1 < cap; s++) {
+        unsigned char ch = (unsigned char)*s;
+        if (ch >= 0x20 && ch != 0x7f) {
+            buf[(*n)++] = (char)ch;
+            continue;
+        }
+        if (*n + 5 >= cap)
+            break;
+        buf[(*n)++] = '\\';
+        buf[(*n)++] = 'x';
+        buf[(*n)++] = hex[ch >> 4];
+        buf[(*n)++] = hex[ch & 15];
     }
 }
 
@@ -177,14 +204,14 @@ void log_vkv(int level, const char *client_id, const char *peer, const char *fmt
         }
         append(line, &n, sizeof(line), "}");
     } else if (sink.use_syslog) {
-        append(line, &n, sizeof(line), msg); /* syslog stamps its own time */
+        append_escaped(line, &n, sizeof(line), msg); /* syslog stamps its own time */
     } else {
         append(line, &n, sizeof(line), ts);
         append(line, &n, sizeof(line), " ");
         char lv[8];
         snprintf(lv, sizeof(lv), "%-5s ", level_names[level]);
         append(line, &n, sizeof(line), lv);
-        append(line, &n, sizeof(line), msg);
+        append_escaped(line, &n, sizeof(line), msg);
     }
     int saved = errno;
     if (sink.use_syslog) {
@@ -213,4 +240,40 @@ void log_msg(int level, const char *fmt, ...)
     va_start(ap, fmt);
     log_vkv(level, NULL, NULL, fmt, ap);
     va_end(ap);
+}
+
+int log_limit_pass(log_limit_t *l, uint32_t interval_ms, uint64_t *suppressed)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    uint64_t now = (uint64_t)ts.tv_sec * 1000u + (uint64_t)ts.tv_nsec / 1000000u;
+    uint64_t next = atomic_load_explicit(&l->next_ms, memory_order_relaxed);
+    /* one thread wins the slot of this interval; the others count */
+    if (now < next || !atomic_compare_exchange_strong(&l->next_ms, &next, now + interval_ms)) {
+        atomic_fetch_add_explicit(&l->suppressed, 1, memory_order_relaxed);
+        return 0;
+    }
+    *suppressed = atomic_exchange(&l->suppressed, 0);
+    return 1;
+}
+
+void log_limited_kv(log_limit_t *l, uint32_t interval_ms, int level, const char *client_id,
+                    const char *peer, const char *fmt, ...)
+{
+    uint64_t suppressed = 0;
+    if (!log_enabled(level) || !log_limit_pass(l, interval_ms, &suppressed))
+        return;
+    char msg[1024];
+    va_list ap;
+    va_start(ap, fmt);
+    int m = vsnprintf(msg, sizeof(msg), fmt, ap);
+    va_end(ap);
+    if (m < 0)
+        msg[0] = '\0';
+    if (suppressed) {
+        size_t n = strlen(msg);
+        snprintf(msg + n, sizeof(msg) - n, " (%" PRIu64 " similar lines suppressed)",
+                 suppressed);
+    }
+    log_kv(level, client_id, peer, "%s", msg);
 }

@@ -9,6 +9,8 @@
 #define ANTENNA_LOG_H
 
 #include <stdarg.h>
+#include <stdatomic.h>
+#include <stdint.h>
 
 enum { AN_LOG_ERROR = 0, AN_LOG_WARN = 1, AN_LOG_INFO = 2, AN_LOG_DEBUG = 3 };
 
@@ -28,6 +30,37 @@ void log_kv(int level, const char *client_id, const char *peer, const char *fmt,
     __attribute__((format(printf, 4, 5)));
 
 void log_vkv(int level, const char *client_id, const char *peer, const char *fmt, va_list ap);
+
+/* Rate limit of one call site: at most one line per interval; the next line
+ * written says how many were suppressed meanwhile.  Lines that a client can
+ * cause in a loop (refused connections, accept errors) go through it, so an
+ * attack or an exhausted resource cannot flood the log.  The state is
+ * process-wide per call site (a static in log_limited*()), shared by the
+ * workers through atomics, like the sink itself. */
+typedef struct {
+    _Atomic uint64_t next_ms;    /* monotonic ms before which lines are dropped */
+    _Atomic uint64_t suppressed; /* lines dropped since the last one written */
+} log_limit_t;
+
+/* 1 when a line may be written now (*suppressed: lines dropped before it),
+ * 0 when this one is dropped (and counted). */
+int log_limit_pass(log_limit_t *l, uint32_t interval_ms, uint64_t *suppressed);
+void log_limited_kv(log_limit_t *l, uint32_t interval_ms, int level, const char *client_id,
+                    const char *peer, const char *fmt, ...)
+    __attribute__((format(printf, 6, 7)));
+
+/* log_limited(1000, AN_LOG_WARN, "fmt", ...): at most one line a second from
+ * this call site; log_limited_kv's client_id / peer fields with _peer. */
+#define log_limited(interval_ms, level, ...)                                          \
+    do {                                                                               \
+        static log_limit_t log_limit_;                                                 \
+        log_limited_kv(&log_limit_, (interval_ms), (level), NULL, NULL, __VA_ARGS__);  \
+    } while (0)
+#define log_limited_peer(interval_ms, level, peer, ...)                                \
+    do {                                                                               \
+        static log_limit_t log_limit_;                                                 \
+        log_limited_kv(&log_limit_, (interval_ms), (level), NULL, (peer), __VA_ARGS__); \
+    } while (0)
 
 #define log_error(...) log_msg(AN_LOG_ERROR, __VA_ARGS__)
 #define log_warn(...) log_msg(AN_LOG_WARN, __VA_ARGS__)

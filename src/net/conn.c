@@ -37,6 +37,7 @@
 
 #include "log.h"
 #include "mqtt_props.h"
+#include "net_linger.h"
 #include "net_proxy.h"
 #include "net_tls.h"
 #include "net_ws.h"
@@ -711,7 +712,7 @@ void conn_close(conn_t *c, const char *why, int publish_will)
     if (c->x && c->x->ssl)
         tls_shutdown(c->x->ssl);
     epoll_ctl(w->epfd, EPOLL_CTL_DEL, c->fd, NULL);
-    close(c->fd);
+    linger_start(w, c->fd); /* closes when the client has read it all */
     c->fd = -1;
     atomic_fetch_sub(&w->srv->listen_conns[c->listener], 1);
     atomic_fetch_sub(&w->srv->total_conns, 1);

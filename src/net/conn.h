@@ -10,7 +10,9 @@
  * Closing is two-step: conn_close() shuts the socket and marks the struct
  * dead; the worker frees it after the current batch of epoll events, so a
  * stale event later in the same batch finds a dead connection, never freed
- * memory.
+ * memory.  The socket itself closes gracefully (net_linger.h): the last
+ * bytes, a FIN, then the client's input is drained for a bounded time, so
+ * a reason code is not destroyed by a reset.
  */
 #ifndef ANTENNA_CONN_H
 #define ANTENNA_CONN_H

@@ -11,6 +11,11 @@
  *   Sec-WebSocket-Protocol (possibly repeated) listing "mqtt" or
  *   "mqttv3.1".  Bare LF, obsolete line folding, control characters,
  *   repeated single-valued headers: 400.  Another path: 404.
+ *   With the listener's ws_allowed_origins set, an Origin header must be
+ *   one of them (ASCII case-insensitive), else 403.  A request without
+ *   Origin passes: browsers always send one, and what the check protects
+ *   against is a page on another site using a visitor's browser; any
+ *   other client can send whatever Origin it likes.
  */
 #include "net_ws.h"
 
@@ -39,10 +44,17 @@ struct ws_s {
     uint32_t max_frame;
     uint8_t upgraded, failed, close_queued;
     char path[128];
+    const conf_listener_t *conf; /* ws_allowed_origins (read-only config) */
+    char whybuf[200];            /* a refusal naming what the client sent */
 };
 
+/* Append n bytes (none: nothing to do; an empty WebSocket message has a
+ * NULL payload and *p may still be NULL, and memcpy with either is
+ * undefined even for 0 bytes). */
 static void buf_append(uint8_t **p, size_t *len, size_t *cap, const void *data, size_t n)
 {
+    if (n == 0)
+        return;
     if (*len + n > *cap) {
         size_t c = *cap ? *cap : 256;
         while (c < *len + n)
@@ -113,6 +125,7 @@ ws_t *ws_new(const conf_listener_t *l)
     ws_t *ws = an_calloc(1, sizeof(*ws));
     snprintf(ws->path, sizeof(ws->path), "%s", l->ws_path);
     ws->max_frame = l->ws_max_frame;
+    ws->conf = l;
     return ws;
 }
 
@@ -206,6 +219,18 @@ static const char resp_400v[] = "HTTP/1.1 400 Bad Request\r\nConnection: close\r
                                 "Sec-WebSocket-Version: 13\r\nContent-Length: 0\r\n\r\n";
 static const char resp_404[] =
     "HTTP/1.1 404 Not Found\r\nConnection: close\r\nContent-Length: 0\r\n\r\n";
+static const char resp_403[] =
+    "HTTP/1.1 403 Forbidden\r\nConnection: close\r\nContent-Length: 0\r\n\r\n";
+
+/* Is the Origin value [v, v + n) in the listener's ws_allowed_origins? */
+static int origin_allowed(const conf_listener_t *l, const char *v, size_t n)
+{
+    for (uint32_t i = 0; i < l->nws_allowed_origins; i++)
+        if (strlen(l->ws_allowed_origins[i]) == n &&
+            strncasecmp(l->ws_allowed_origins[i], v, n) == 0)
+            return 1;
+    return 0;
+}
 
 static int refuse(ws_t *ws, const char *resp, const char *why, const char **whyp)
 {
@@ -245,9 +270,9 @@ static int parse_request(ws_t *ws, size_t len, const char **why)
     int path_ok = plen == strlen(ws->path) && memcmp(target, ws->path, plen) == 0;
     /* headers */
     int host = 0, upgrade = 0, connection = 0, version = 0, key = 0, proto = 0;
-    int nversion = 0;
-    const char *keyp = NULL, *chosen = NULL;
-    size_t keyn = 0;
+    int nversion = 0, norigin = 0;
+    const char *keyp = NULL, *chosen = NULL, *origin = NULL;
+    size_t keyn = 0, originn = 0;
     int has_mqtt = 0, has_v31 = 0;
     for (const char *l = eol + 2; l < end;) {
         const char *le = strstr(l, "\r\n");
@@ -287,6 +312,10 @@ static int parse_request(ws_t *ws, size_t len, const char **why)
             proto = 1;
             has_mqtt |= list_has(v, vlen, "mqtt", 0);
             has_v31 |= list_has(v, vlen, "mqttv3.1", 0);
+        } else if (IS("Origin")) {
+            norigin++;
+            origin = v;
+            originn = vlen;
         }
 #undef IS
         l = le + 2;
@@ -307,6 +336,16 @@ static int parse_request(ws_t *ws, size_t len, const char **why)
     if (!proto || chosen == NULL)
         return refuse(ws, resp_400,
                       "WebSocket upgrade: Sec-WebSocket-Protocol does not offer mqtt", why);
+    if (ws->conf && ws->conf->nws_allowed_origins && norigin) {
+        if (norigin > 1)
+            return refuse(ws, resp_400, "WebSocket upgrade: repeated Origin", why);
+        if (!origin_allowed(ws->conf, origin, originn)) {
+            snprintf(ws->whybuf, sizeof(ws->whybuf),
+                     "WebSocket upgrade: origin \"%.*s\" not allowed (ws_allowed_origins)",
+                     (int)AN_MIN(originn, 120), origin);
+            return refuse(ws, resp_403, ws->whybuf, why);
+        }
+    }
     char accept[29], resp[256];
     ws_accept_key(keyp, keyn, accept);
     int n = snprintf(resp, sizeof(resp),

@@ -1,10 +1,14 @@
 #!/usr/bin/env python3
-"""make_corpus.py -- write the seed corpus of fuzz_codec into corpus/codec/.
+"""make_corpus.py -- write the seed corpora of fuzz_codec (corpus/codec/) and
+fuzz_ws (corpus/ws/).
 
 Each seed is what fuzz_codec.c expects: byte 0 = split pattern (0: one byte
 at a time, k: chunks of 1..k bytes), byte 1 = maximum packet size index
 (7: 1 MiB), then a byte stream of valid MQTT 3.1 / 3.1.1 packets (SEEDS) or
 MQTT 5.0 packets (SEEDS_V5, files named v5_*).
+A fuzz_ws seed (WS_SEEDS): byte 0 = split pattern, byte 1 = listener options
+(bit 0: ws_max_frame 64, bit 1: ws_allowed_origins set), then what a client
+sends: the upgrade request, then WebSocket frames.
 Run once from anywhere; the output is committed, this script is only kept to
 regenerate it:  python3 tests/fuzz/make_corpus.py
 """
@@ -232,11 +236,69 @@ SEEDS = {
 }
 
 
+# ---- WebSocket (fuzz_ws) -------------------------------------------------------
+
+OUT_WS = os.path.join(os.path.dirname(OUT), "ws")
+
+
+def ws_request(path="/mqtt", proto="mqtt", origin=None, extra=()):
+    lines = ["GET %s HTTP/1.1" % path, "Host: broker.example:8083", "Upgrade: websocket",
+             "Connection: keep-alive, Upgrade", "Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==",
+             "Sec-WebSocket-Version: 13", "Sec-WebSocket-Protocol: %s" % proto]
+    if origin:
+        lines.append("Origin: %s" % origin)
+    lines += list(extra)
+    return ("\r\n".join(lines) + "\r\n\r\n").encode()
+
+
+def ws_frame(opcode, payload, fin=True, mask=b"\x37\xfa\x21\x3d"):
+    first = (0x80 if fin else 0) | opcode
+    n = len(payload)
+    if n < 126:
+        hdr = struct.pack("!BB", first, 0x80 | n)
+    elif n < 65536:
+        hdr = struct.pack("!BBH", first, 0x80 | 126, n)
+    else:
+        hdr = struct.pack("!BBQ", first, 0x80 | 127, n)
+    return hdr + mask + bytes(b ^ mask[i % 4] for i, b in enumerate(payload))
+
+
+SESSION = connect(4, "ws-1") + subscribe(1, [("t/#", 1)]) + publish("t/1", b"x", qos=1, pid=2)
+
+WS_SEEDS = {
+    "upgrade_only": (0, 0, ws_request()),
+    "connect_one_frame": (5, 0, ws_request() + ws_frame(2, connect(4, "ws-a"))),
+    "empty_frames": (1, 0, ws_request() + ws_frame(2, b"") + ws_frame(2, connect(4, "e"))
+                     + ws_frame(2, b"") + ws_frame(2, b"", fin=False) + ws_frame(0, PINGREQ)),
+    "session_split_frames": (9, 0, ws_request(proto="mqttv3.1, mqtt")
+                             + ws_frame(2, SESSION[:7], fin=False)
+                             + ws_frame(9, b"ping") + ws_frame(0, SESSION[7:20], fin=False)
+                             + ws_frame(0, SESSION[20:]) + ws_frame(10, b"")
+                             + ws_frame(8, struct.pack("!H", 1000) + b"bye")),
+    "v5_medium_frame": (64, 0, ws_request() + ws_frame(2, CONNECT5_FULL
+                                                       + publish5("big", bytes(300), qos=1))),
+    "too_big": (3, 1, ws_request() + ws_frame(2, publish("t", bytes(100)))),
+    "text_frame": (2, 0, ws_request() + ws_frame(1, b"hello")),
+    "origin_allowed": (4, 2, ws_request(origin="https://a.example") + ws_frame(2, PINGREQ)),
+    "origin_refused": (4, 2, ws_request(origin="https://b.example") + ws_frame(2, PINGREQ)),
+    "bad_key": (0, 0, ws_request().replace(b"Key: dGhl", b"Key: xxx")),
+    "wrong_path": (7, 0, ws_request(path="/other?x=1")),
+    "extra_headers": (11, 3, ws_request(origin="http://localhost:8080",
+                                        extra=("User-Agent: fuzz/1.0", "Pragma: no-cache",
+                                               "Sec-WebSocket-Extensions: permessage-deflate"))
+                      + ws_frame(2, connect(4, "x"))),
+}
+
+
 def main():
     os.makedirs(OUT, exist_ok=True)
     for name, (split, stream) in list(SEEDS.items()) + list(SEEDS_V5.items()):
         with open(os.path.join(OUT, name), "wb") as f:
             f.write(bytes([split, 7]) + stream)
+    os.makedirs(OUT_WS, exist_ok=True)
+    for name, (split, opts, stream) in WS_SEEDS.items():
+        with open(os.path.join(OUT_WS, name), "wb") as f:
+            f.write(bytes([split, opts]) + stream)
 
 
 if __name__ == "__main__":

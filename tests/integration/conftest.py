@@ -16,6 +16,8 @@ Overrides follow antenna's YAML config:
     broker(listener={"transport": "tls", "cert_file": ..., "key_file": ...})
     broker(api={"keys_file": str(keys)})       # management API on an ephemeral
                                                # port: .api_port, .api_url
+    broker(rlimit_nofile=64)                   # RLIMIT_NOFILE (soft and hard)
+                                               # of the broker process
 
 On teardown every broker still running is stopped with SIGTERM (exit code
 must be 0 within 10 s) and the test fails if its output contains a sanitizer
@@ -27,6 +29,7 @@ import math
 import os
 import pathlib
 import re
+import resource
 import signal
 import socket
 import subprocess
@@ -246,6 +249,7 @@ class Broker:
         # `api:` section, port 0 (ephemeral) unless given
         api = ov.pop("api", None)
         self.api = None if api is None else dict({"port": 0}, **api)
+        self.rlimit_nofile = ov.pop("rlimit_nofile", None)
         self.api_port = None
         self.api_url = None
         unknown_mqtt = set(self.mqtt) - set(MQTT_DEFAULTS) - set(MQTT5_DEFAULTS)
@@ -353,10 +357,16 @@ class Broker:
         self.write_config()
         env = dict(os.environ)
         env.setdefault("UBSAN_OPTIONS", "print_stacktrace=1")
+        preexec = None
+        if self.rlimit_nofile is not None:
+            n = self.rlimit_nofile
+
+            def preexec():
+                resource.setrlimit(resource.RLIMIT_NOFILE, (n, n))
         with open(self.stderr_path, "wb") as err:
             self.proc = subprocess.Popen(self.command(), stdin=subprocess.DEVNULL,
                                          stdout=err, stderr=err, env=env,
-                                         cwd=str(self.dir))
+                                         cwd=str(self.dir), preexec_fn=preexec)
         deadline = time.monotonic() + START_TIMEOUT
         while True:
             if self.proc.poll() is not None:

@@ -206,7 +206,7 @@ def test_info_stats_listeners_config(api):
     assert s["packets"]["received"]["subscribe"] >= 1
     assert s["packets"]["sent"]["suback"] >= 1
     assert s["bytes"]["received"] > 0 and s["bytes"]["sent"] > 0
-    assert set(s["connections"]["refused"]) == {"max_connections", "rate", "memory"}
+    assert set(s["connections"]["refused"]) == {"max_connections", "rate", "memory", "fd_limit"}
     ls = api.get("/api/v1/listeners")["data"]
     assert ls[0]["port"] == api.b.port and ls[0]["transport"] == "tcp"
     assert ls[0]["connections"] == 1 and ls[0]["type"] == "mqtt"

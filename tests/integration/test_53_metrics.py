@@ -116,7 +116,7 @@ def test_metrics_text_format(metrics_broker):
     assert value("antenna_messages_sent_total", 'qos="1"') >= 1
     assert value("antenna_retained_messages") >= 1
     assert value("antenna_subscriptions") >= 1
-    for reason in ("max_connections", "rate", "memory"):
+    for reason in ("max_connections", "rate", "memory", "fd_limit"):
         value("antenna_connections_refused_total", 'reason="%s"' % reason)
     for fam in ("antenna_sessions", "antenna_inflight_messages", "antenna_queued_messages",
                 "antenna_auth_success_total", "antenna_auth_failure_total",

@@ -332,6 +332,24 @@ static void test_listener_transport(void **state)
                  "listeners[0].ws_max_frame");
     expect_error("listeners:\n  - port: 1\n    ws_path: /mqtt\n", 3,
                  "listeners[0].ws_path");
+    /* ws_allowed_origins: none = any; each a serialized origin */
+    assert_int_equal(c.listeners[0].nws_allowed_origins, 0);
+    expect_ok("listeners:\n  - port: 1\n    transport: ws\n    ws_allowed_origins:\n"
+              "      - https://app.example.com\n      - \"http://localhost:8080\"\n"
+              "      - \"http://[::1]:80\"\n",
+              &c);
+    assert_int_equal(c.listeners[0].nws_allowed_origins, 3);
+    assert_string_equal(c.listeners[0].ws_allowed_origins[1], "http://localhost:8080");
+    expect_error("listeners:\n  - port: 1\n    transport: ws\n"
+                 "    ws_allowed_origins: [https://a.example/]\n", 4,
+                 "listeners[0].ws_allowed_origins");
+    expect_error("listeners:\n  - port: 1\n    transport: ws\n"
+                 "    ws_allowed_origins: [a.example]\n", 4, "listeners[0].ws_allowed_origins");
+    expect_error("listeners:\n  - port: 1\n    transport: ws\n"
+                 "    ws_allowed_origins: [\"http://a:port\"]\n", 4,
+                 "listeners[0].ws_allowed_origins");
+    expect_error("listeners:\n  - port: 1\n    ws_allowed_origins: [http://a]\n", 3,
+                 "listeners[0].ws_allowed_origins");
     expect_error("listeners:\n  - port: 1\n    transport: tls\n    cert_file: /c\n"
                  "    key_file: /k\n    ws_max_frame: 100\n", 6,
                  "listeners[0].ws_max_frame");

@@ -1,0 +1,122 @@
+/* net_linger.c -- lingering close (see net_linger.h for the design).
+ *
+ * A linger_t is on its worker's `lingering` list while its socket is open,
+ * then on `linger_dead` until the end of the loop turn.  Reads go into the
+ * worker's scratch buffer and are thrown away.
+ */
+#include "net_linger.h"
+
+#include <errno.h>
+#include <stdlib.h>
+#include <sys/epoll.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include "util.h"
+
+struct linger_s {
+    int fd;               /* -1 once closed */
+    uint32_t bytes;       /* read and discarded so far */
+    worker_t *w;
+    tw_timer_t timer;     /* LINGER_MS after the start */
+    linger_t *next, *prev;
+};
+
+static void finish(linger_t *l)
+{
+    worker_t *w = l->w;
+    if (l->fd < 0)
+        return;
+    tw_del(&w->tw, &l->timer);
+    (void)epoll_ctl(w->epfd, EPOLL_CTL_DEL, l->fd, NULL);
+    close(l->fd);
+    l->fd = -1;
+    if (l->prev)
+        l->prev->next = l->next;
+    else
+        w->lingering = l->next;
+    if (l->next)
+        l->next->prev = l->prev;
+    l->prev = NULL;
+    l->next = w->linger_dead;
+    w->linger_dead = l;
+}
+
+/* Read and discard what is there: 1 while the socket may linger on, 0
+ * when the peer closed, failed, or sent more than LINGER_MAX_BYTES. */
+static int drain(worker_t *w, int fd, uint32_t *bytes)
+{
+    for (int i = 0; i < 4; i++) { /* a bounded share of the turn */
+        ssize_t n = recv(fd, w->scratch, w->scratch_size, 0);
+        if (n > 0) {
+            *bytes += (uint32_t)n;
+            if (*bytes >= LINGER_MAX_BYTES)
+                return 0;
+            continue;
+        }
+        if (n < 0 && errno == EINTR)
+            continue;
+        return n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK);
+    }
+    return 1;
+}
+
+static void on_timer(tw_timer_t *t)
+{
+    finish(container_of(t, linger_t, timer));
+}
+
+void linger_start(worker_t *w, int fd)
+{
+    uint32_t bytes = 0;
+    linger_t *l = NULL;
+    /* FIN after what was written; the peer has it all once it reads EOF */
+    if (shutdown(fd, SHUT_WR) < 0 || !drain(w, fd, &bytes))
+        goto close_now;
+    l = an_calloc(1, sizeof(*l));
+    l->fd = fd;
+    l->bytes = bytes;
+    l->w = w;
+    struct epoll_event ev = {.events = EPOLLIN | EPOLLRDHUP,
+                             .data.u64 = (uint64_t)(uintptr_t)l | LINGER_EV_TAG};
+    if (epoll_ctl(w->epfd, EPOLL_CTL_ADD, fd, &ev) < 0)
+        goto close_now;
+    tw_timer_init(&l->timer, on_timer);
+    tw_add(&w->tw, &l->timer, w->now + LINGER_MS);
+    l->next = w->lingering;
+    if (w->lingering)
+        w->lingering->prev = l;
+    w->lingering = l;
+    return;
+close_now:
+    free(l);
+    close(fd);
+}
+
+void linger_on_readable(worker_t *w, uint64_t data)
+{
+    linger_t *l = (linger_t *)(uintptr_t)(data & ~(uint64_t)LINGER_EV_TAG);
+    if (l->fd < 0)
+        return; /* closed earlier in this batch */
+    if (!drain(w, l->fd, &l->bytes))
+        finish(l);
+}
+
+void linger_close_all(worker_t *w)
+{
+    while (w->lingering) {
+        linger_t *l = w->lingering;
+        uint32_t bytes = 0;
+        (void)drain(w, l->fd, &bytes); /* no RST for what is already here */
+        finish(l);
+    }
+}
+
+void linger_reap(worker_t *w)
+{
+    while (w->linger_dead) {
+        linger_t *l = w->linger_dead;
+        w->linger_dead = l->next;
+        free(l);
+    }
+}

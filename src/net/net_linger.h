@@ -1,0 +1,49 @@
+/* net_linger.h -- lingering close: the last bytes reach the client.
+ *
+ * Closing a socket with unread input makes Linux send RST instead of FIN,
+ * and an RST arriving at the client discards what it has not read yet:
+ * the DISCONNECT with its reason code, a refusing CONNACK, a WebSocket
+ * close frame, an HTTP error response.  A client still writing when the
+ * broker closes (a PUBREL after the DISCONNECT) causes exactly that.  So,
+ * as nginx's lingering_close does, a connection the broker closes is not
+ * closed at once: after its last bytes are written (and a TLS close_notify)
+ * the sending side is shut down (FIN after the data), then input is read
+ * and discarded until the client closes too, LINGER_MS have passed or
+ * LINGER_MAX_BYTES were read; then the socket is closed.
+ *
+ * Cost: a lingering socket keeps a file descriptor and a small struct with
+ * a timer on its worker, and one read per readiness event; its conn_t is
+ * freed as usual and its connection slot (max_connections) released at
+ * once.  A client that already closed costs one extra recv().  Out of file
+ * descriptors, the worker closes its lingering sockets first; a stopping
+ * worker closes them all.
+ *
+ * Structs are freed at the end of the loop turn (linger_reap), like
+ * connections, so a stale epoll event later in the same batch finds a
+ * closed struct (fd -1), not freed memory.
+ * Thread: the owning worker only.
+ */
+#ifndef ANTENNA_NET_LINGER_H
+#define ANTENNA_NET_LINGER_H
+
+#include <stdint.h>
+
+#include "server.h"
+
+#define LINGER_MS 2000
+#define LINGER_MAX_BYTES (1024 * 1024)
+/* epoll data of a lingering socket: the struct's address | LINGER_EV_TAG
+ * (worker.c's tags: 0 connection, 1 listener, 2 inbox). */
+#define LINGER_EV_TAG 3u
+
+/* Take over fd, already out of the worker's epoll set: close it now when
+ * the peer is gone, else linger. */
+void linger_start(worker_t *w, int fd);
+/* epoll event whose data has LINGER_EV_TAG. */
+void linger_on_readable(worker_t *w, uint64_t data);
+/* Close every lingering socket now (out of descriptors; stopping). */
+void linger_close_all(worker_t *w);
+/* End of the loop turn: free the structs closed during it. */
+void linger_reap(worker_t *w);
+
+#endif
