@@ -941,11 +941,14 @@ static int on_subscribe(conn_t *c, const mqtt_raw_t *pkt)
     uint8_t *codes = an_malloc(it.count), *retained = an_malloc(it.count);
     mqtt_str_t f;
     uint8_t opts;
-    uint32_t i = 0;
+    uint32_t i = 0, granted = 0;
     while (i < it.count && mqtt_sub_next_opts(&it, &f, &opts)) {
         codes[i] = subscribe_one(c, &f, opts, subid, &retained[i]);
+        granted += codes[i] < 0x80;
         i++;
     }
+    if (granted) /* one record for the packet, not one per filter */
+        sess_subscriptions_saved(w, c->sess);
     if (v5)
         mqtt_encode_suback_v5(conn_reserve(c, mqtt_suback_v5_size(0, i), 1), it.packet_id,
                               NULL, 0, codes, i);
@@ -973,11 +976,14 @@ static int on_unsubscribe(conn_t *c, const mqtt_raw_t *pkt)
     uint8_t *codes = an_malloc(it.count);
     mqtt_str_t f;
     uint8_t qos;
-    uint32_t i = 0;
-    while (i < it.count && mqtt_sub_next(&it, &f, &qos))
-        codes[i++] = sess_unsubscribe(c->w, c->sess, f.p, f.len)
-                         ? MQTT_RC_SUCCESS
-                         : MQTT_RC_NO_SUBSCRIPTION_EXISTED;
+    uint32_t i = 0, removed = 0;
+    while (i < it.count && mqtt_sub_next(&it, &f, &qos)) {
+        int gone = sess_unsubscribe(c->w, c->sess, f.p, f.len);
+        removed += gone != 0;
+        codes[i++] = gone ? MQTT_RC_SUCCESS : MQTT_RC_NO_SUBSCRIPTION_EXISTED;
+    }
+    if (removed) /* one record for the packet, not one per filter */
+        sess_subscriptions_saved(c->w, c->sess);
     if (v5) {
         mqtt_encode_unsuback_v5(conn_reserve(c, mqtt_suback_v5_size(0, i), 1), it.packet_id,
                                 NULL, 0, codes, i);

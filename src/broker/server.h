@@ -150,7 +150,7 @@ struct server_s {
     /* router: the subscription trie under a read-write lock */
     pthread_rwlock_t trie_lock;
     trie_t *trie;
-    struct shared_group_s *groups; /* shared subscriptions, under trie_lock */
+    struct shared_set_s *groups;   /* shared subscriptions, under trie_lock */
     retain_t *retain;
     struct store *store;           /* persistence (persist.h), or NULL */
     _Atomic uint64_t next_qseq;    /* keys of stored session messages */

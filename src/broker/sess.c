@@ -16,6 +16,7 @@
 #include "router.h"
 #include "shared.h"
 #include "store_rec.h"
+#include "subidx.h"
 #include "util.h"
 
 /* ---- ring buffer of entries ------------------------------------------ */
@@ -222,6 +223,7 @@ void sess_destroy(worker_t *w, sess_t *s)
     free(s->subs);
     s->subs = NULL;
     s->nsubs = 0;
+    subidx_free(&s->subs_idx);
     persist_session_drop(w, s);
     sq_clear(&s->inflight);
     sq_clear(&s->queue);
@@ -674,12 +676,9 @@ int sess_qos2_in_end(sess_t *s, uint16_t pid)
 
 /* ---- subscriptions ---------------------------------------------------- */
 
-static int find_sub(const sess_t *s, const uint8_t *filter, uint16_t len)
+static long find_sub(const sess_t *s, const uint8_t *filter, uint16_t len)
 {
-    for (uint32_t i = 0; i < s->nsubs; i++)
-        if (s->subs[i]->len == len && memcmp(s->subs[i]->filter, filter, len) == 0)
-            return (int)i;
-    return -1;
+    return subidx_find(s->subs_idx, s->subs, s->nsubs, filter, len);
 }
 
 int sess_has_sub(const sess_t *s, const uint8_t *filter, uint16_t len)
@@ -692,7 +691,8 @@ int sess_subscribe(worker_t *w, sess_t *s, const uint8_t *filter, uint16_t len,
 {
     sub_ref_t ref = {.sid = s->sid, .subid = subid, .owner = (uint16_t)w->id,
                      .opts = (uint8_t)(opts & 0x3f), .sess = s};
-    int i = find_sub(s, filter, len), added = i < 0;
+    long i = find_sub(s, filter, len);
+    int added = i < 0;
     if (i >= 0) {
         s->subs[i]->opts = opts;
         s->subs[i]->subid = subid;
@@ -707,6 +707,7 @@ int sess_subscribe(worker_t *w, sess_t *s, const uint8_t *filter, uint16_t len,
         sub->subid = subid;
         memcpy(sub->filter, filter, len);
         s->subs[s->nsubs++] = sub;
+        subidx_added(&s->subs_idx, s->subs, s->nsubs);
     }
     if (subid)
         s->has_subids = 1;
@@ -723,19 +724,18 @@ int sess_subscribe(worker_t *w, sess_t *s, const uint8_t *filter, uint16_t len,
         log_error("%s: out of memory adding a subscription", s->client_id);
         abort();
     }
-    if (s->stored)
-        persist_session_update(w, s);
     return added;
 }
 
 int sess_unsubscribe(worker_t *w, sess_t *s, const uint8_t *filter, uint16_t len)
 {
-    int i = find_sub(s, filter, len);
+    long i = find_sub(s, filter, len);
     if (i < 0)
         return 0;
     pthread_rwlock_wrlock(&w->srv->trie_lock);
     unroute(w, s, filter, len);
     pthread_rwlock_unlock(&w->srv->trie_lock);
+    subidx_removing(&s->subs_idx, s->subs, s->nsubs, (uint32_t)i);
     free(s->subs[i]);
     s->subs[i] = s->subs[--s->nsubs];
     if (s->nsubs == 0) {
@@ -743,9 +743,13 @@ int sess_unsubscribe(worker_t *w, sess_t *s, const uint8_t *filter, uint16_t len
         s->subs = NULL;
         s->subs_cap = 0;
     }
+    return 1;
+}
+
+void sess_subscriptions_saved(worker_t *w, sess_t *s)
+{
     if (s->stored)
         persist_session_update(w, s);
-    return 1;
 }
 
 /* ---- timers ---------------------------------------------------------- */

@@ -74,7 +74,9 @@ struct sess_s {
     worker_t *w;                /* home worker */
     sq_t inflight;              /* outgoing QoS 1/2, in send order */
     sq_t queue;                 /* behind the window, or while offline */
-    sess_sub_t **subs;
+    sess_sub_t **subs;          /* dense, in no particular order */
+    struct subidx_s *subs_idx;  /* filter -> subs[] position (subidx.h);
+                                 * NULL while there are few */
     uint16_t *qos2_in;          /* incoming QoS 2 ids awaiting PUBREL */
     uint32_t nsubs, subs_cap;
     uint32_t nqos2_in, qos2_cap;
@@ -165,12 +167,19 @@ int sess_qos2_in_known(const sess_t *s, uint16_t pid);
 int sess_qos2_in_end(sess_t *s, uint16_t pid);
 
 /* Subscriptions: add (or replace the options of) a filter, remove one.
- * Both update the trie (or the shared group).  sess_subscribe returns 1 for
- * a new subscription, 0 for a replaced one. */
+ * Both update the trie (or the shared group) and find the filter in
+ * constant time (subidx.h).  sess_subscribe returns 1 for a new
+ * subscription, 0 for a replaced one.  Neither writes the session record to
+ * the store: the caller does it once per packet (sess_subscriptions_saved),
+ * since the record holds every subscription and rewriting it per filter
+ * would write O(n^2) bytes for a SUBSCRIBE with n filters. */
 int sess_subscribe(worker_t *w, sess_t *s, const uint8_t *filter, uint16_t len,
                    uint8_t opts, uint32_t subid);
 int sess_has_sub(const sess_t *s, const uint8_t *filter, uint16_t len);
 int sess_unsubscribe(worker_t *w, sess_t *s, const uint8_t *filter, uint16_t len);
+/* After a SUBSCRIBE or UNSUBSCRIBE changed subscriptions: the session record
+ * of a stored session is rewritten, once. */
+void sess_subscriptions_saved(worker_t *w, sess_t *s);
 
 /* Timer callback (retry or expiry). */
 void sess_on_timer(tw_timer_t *t);
