@@ -81,6 +81,20 @@ void sq_clear(sq_t *q)
     q->r = NULL;
 }
 
+/* Arrays of a session whose capacity is implied by their length: a power
+ * of two, at least `first` and at least the length (removals never shrink
+ * them; an emptied array is freed), so a session pays no capacity fields.
+ * Before appending to an array of n entries: the capacity to reallocate to,
+ * or 0 when there is room. */
+static uint32_t implied_growth(uint32_t n, uint32_t first)
+{
+    if (n == 0)
+        return first;
+    if (n >= first && (n & (n - 1)) == 0)
+        return 2 * n;
+    return 0;
+}
+
 /* ---- session tables ----------------------------------------------------- */
 
 static sess_t **chain_of(sess_t *s, int kind)
@@ -649,10 +663,9 @@ int sess_qos2_in_begin(sess_t *s, uint16_t pid)
     for (uint32_t i = 0; i < s->nqos2_in; i++)
         if (s->qos2_in[i] == pid)
             return 0;
-    if (s->nqos2_in == s->qos2_cap) {
-        s->qos2_cap = s->qos2_cap ? s->qos2_cap * 2 : 4;
-        s->qos2_in = an_realloc(s->qos2_in, s->qos2_cap * sizeof(*s->qos2_in));
-    }
+    uint32_t cap = implied_growth(s->nqos2_in, 4);
+    if (cap)
+        s->qos2_in = an_realloc(s->qos2_in, cap * sizeof(*s->qos2_in));
     s->qos2_in[s->nqos2_in++] = pid;
     return 1;
 }
@@ -669,7 +682,6 @@ int sess_qos2_in_end(sess_t *s, uint16_t pid)
     if (s->nqos2_in == 0) {
         free(s->qos2_in);
         s->qos2_in = NULL;
-        s->qos2_cap = 0;
     }
     return found;
 }
@@ -697,10 +709,9 @@ int sess_subscribe(worker_t *w, sess_t *s, const uint8_t *filter, uint16_t len,
         s->subs[i]->opts = opts;
         s->subs[i]->subid = subid;
     } else {
-        if (s->nsubs == s->subs_cap) {
-            s->subs_cap = s->subs_cap ? s->subs_cap * 2 : 2;
-            s->subs = an_realloc(s->subs, s->subs_cap * sizeof(*s->subs));
-        }
+        uint32_t cap = implied_growth(s->nsubs, 2);
+        if (cap)
+            s->subs = an_realloc(s->subs, cap * sizeof(*s->subs));
         sess_sub_t *sub = an_malloc(sizeof(*sub) + len);
         sub->len = len;
         sub->opts = opts;
@@ -741,7 +752,6 @@ int sess_unsubscribe(worker_t *w, sess_t *s, const uint8_t *filter, uint16_t len
     if (s->nsubs == 0) {
         free(s->subs);
         s->subs = NULL;
-        s->subs_cap = 0;
     }
     return 1;
 }

@@ -78,8 +78,8 @@ struct sess_s {
     struct subidx_s *subs_idx;  /* filter -> subs[] position (subidx.h);
                                  * NULL while there are few */
     uint16_t *qos2_in;          /* incoming QoS 2 ids awaiting PUBREL */
-    uint32_t nsubs, subs_cap;
-    uint32_t nqos2_in, qos2_cap;
+    uint32_t nsubs;             /* capacities implied (sess.c) */
+    uint32_t nqos2_in;
     uint64_t queued_bytes;      /* topic + payload bytes in `queue` */
     uint64_t expire_at;         /* ms, while offline with an expiry */
     sess_will_t *will;          /* pending delayed will, or NULL */
