@@ -156,6 +156,7 @@ struct server_s {
     _Atomic uint64_t next_qseq;    /* keys of stored session messages */
     struct auth_chain *auth;       /* authentication and ACL (auth_chain.h) */
     _Atomic uint64_t next_sid;
+    _Atomic uint64_t persistent_sessions; /* expiry != 0 (limits.max_sessions) */
     _Atomic uint32_t total_conns;      /* every connection, all listeners */
     _Atomic uint64_t rate_second;      /* max_connection_rate window */
     _Atomic uint32_t rate_count;

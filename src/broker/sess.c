@@ -176,12 +176,23 @@ void sess_table_free(sess_table_t *t)
 
 /* ---- life cycle ------------------------------------------------------- */
 
+void sess_set_expiry(sess_t *s, uint32_t expiry)
+{
+    s->expiry = expiry;
+    unsigned persistent = expiry != 0;
+    if (persistent != s->counted) {
+        s->counted = persistent;
+        atomic_fetch_add_explicit(&s->w->srv->persistent_sessions,
+                                  persistent ? 1 : (uint64_t)-1, memory_order_relaxed);
+    }
+}
+
 sess_t *sess_new(worker_t *w, const uint8_t *client_id, uint16_t len, uint32_t expiry)
 {
     sess_t *s = an_calloc(1, sizeof(*s) + len + 1u);
     s->sid = atomic_fetch_add(&w->srv->next_sid, 1);
     s->w = w;
-    s->expiry = expiry;
+    sess_set_expiry(s, expiry);
     s->next_pid = 1;
     s->client_id_len = len;
     memcpy(s->client_id, client_id, len);
@@ -239,6 +250,7 @@ void sess_destroy(worker_t *w, sess_t *s)
     s->nsubs = 0;
     subidx_free(&s->subs_idx);
     persist_session_drop(w, s);
+    sess_set_expiry(s, 0);
     sq_clear(&s->inflight);
     sq_clear(&s->queue);
     s->queued_bytes = 0;

@@ -88,6 +88,7 @@ struct sess_s {
     uint16_t next_pid;
     uint8_t has_subids : 1;     /* a subscription carries an identifier */
     uint8_t stored : 1;         /* records of it may be in the store */
+    uint8_t counted : 1;        /* in srv->persistent_sessions (expiry != 0) */
     uint8_t timer_kind;         /* SESS_TIMER_* */
     tw_timer_t timer;           /* retry while connected, expiry offline */
     uint16_t client_id_len;
@@ -130,6 +131,9 @@ sess_t *sess_new(worker_t *w, const uint8_t *client_id, uint16_t len, uint32_t e
  * expiring at expire_at (ms, monotonic; ignored when expiry is SESS_NEVER). */
 sess_t *sess_restore(worker_t *w, const uint8_t *client_id, uint16_t len, uint32_t expiry,
                      uint64_t expire_at, uint16_t next_pid);
+/* Change the session expiry (seconds, SESS_NEVER), keeping the count of
+ * persistent sessions (limits.max_sessions) right. */
+void sess_set_expiry(sess_t *s, uint32_t expiry);
 /* Remove from tables and trie, drop queues, publish a pending will, free. */
 void sess_destroy(worker_t *w, sess_t *s);
 /* The connection ended abnormally with a will delayed by `delay` seconds:
