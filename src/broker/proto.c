@@ -845,13 +845,14 @@ static int on_publish(conn_t *c, const mqtt_raw_t *pkt)
         return 0;
     }
     if (pb.qos == 2) {
-        /* MQTT 3.1.1 has no Receive Maximum, but its QoS 2 ids awaiting
-         * PUBREL are held to the same number: bounded state per session */
-        if (c->sess->nqos2_in >= cf->receive_maximum &&
+        /* MQTT 3.1.1 has no Receive Maximum: its QoS 2 ids awaiting PUBREL
+         * are held to limits.max_awaiting_rel (bounded state and lookups) */
+        if (c->sess->nqos2_in >= (v5 ? cf->receive_maximum : cf->max_awaiting_rel) &&
             !sess_qos2_in_known(c->sess, pb.packet_id))
             return close_with(c, MQTT_RC_RECEIVE_MAXIMUM_EXCEEDED, "protocol error",
                               v5 ? "[MQTT5-3.3.4-9] receive maximum exceeded"
-                                 : "more QoS 2 messages awaiting PUBREL than receive_maximum");
+                                 : "more QoS 2 messages awaiting PUBREL than "
+                                   "limits.max_awaiting_rel");
         if (!sess_qos2_in_begin(c->sess, pb.packet_id)) {
             /* a resent PUBLISH we already routed: acknowledge, do not deliver */
             send_ack_after(c, MQTT_PUBREC, pb.packet_id, 0, 0);

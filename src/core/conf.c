@@ -152,6 +152,7 @@ static const struct field limits_fields[] = {
     UINTF(conf_t, max_subscriptions, 0, UINT32_MAX),
     UINTF(conf_t, max_retained, 0, UINT32_MAX),
     UINTF(conf_t, max_sessions, 0, UINT32_MAX),
+    UINTF(conf_t, max_awaiting_rel, 1, 65535),
     UINTF(conf_t, max_topic_levels, 1, 65535),
     UINTF(conf_t, max_topic_length, 1, 65535),
     UINTF(conf_t, max_queued_bytes, 0, UINT64_MAX),
@@ -318,6 +319,7 @@ void conf_defaults(conf_t *c)
     c->max_subscriptions = 1000;
     c->max_retained = 1000000;
     c->max_sessions = 1000000;
+    c->max_awaiting_rel = 1000;
     c->max_queued_bytes = 64u << 20;
     c->slow_subscriber_timeout = 60;
     c->max_output_buffer = 262144;

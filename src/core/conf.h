@@ -178,6 +178,7 @@ typedef struct {
     uint32_t max_subscriptions;       /* per client, default 1000 */
     uint32_t max_retained;            /* retained topics, default 1,000,000 */
     uint32_t max_sessions;            /* persistent sessions, default 1,000,000 */
+    uint16_t max_awaiting_rel;        /* MQTT 3.1.1: incoming QoS 2 awaiting PUBREL */
     uint16_t max_topic_levels;        /* default 128 */
     uint16_t max_topic_length;        /* bytes, default 4096 */
     uint64_t max_queued_bytes;        /* per session, default 64 MiB */

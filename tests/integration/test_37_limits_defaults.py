@@ -216,8 +216,8 @@ def test_max_sessions_refuses_new_persistent_sessions_only(broker):
 
 def test_qos2_awaiting_pubrel_capped_for_311(broker):
     """MQTT 3.1.1 has no Receive Maximum: its QoS 2 ids awaiting PUBREL are
-    held to receive_maximum anyway (unbounded before)."""
-    b = broker(mqtt={"receive_maximum": 5})
+    held to limits.max_awaiting_rel (unbounded before)."""
+    b = broker(limits={"max_awaiting_rel": 5})
     c = b.raw_connected("q2-hoarder")
     for pid in range(1, 6):
         c.send(publish("q2/x", b"m", qos=2, pid=pid))
@@ -226,12 +226,18 @@ def test_qos2_awaiting_pubrel_capped_for_311(broker):
     c.wait_for(lambda p: p.type == mqttraw.PUBREC and p.pid == 3, 3, "PUBREC")
     c.send(publish("q2/x", b"m", qos=2, pid=6))
     c.wait_closed(3)
-    b.wait_log("awaiting PUBREL than receive_maximum")
+    b.wait_log("awaiting PUBREL than limits.max_awaiting_rel")
     # releasing keeps a well-behaved client going
     ok = b.raw_connected("q2-fine")
     for pid in range(1, 20):
         ok.publish("q2/y", b"m", qos=2, pid=pid)
     ok.close()
+    # the default: 1000 (test_03 pipelines exactly 1000), one more is refused
+    b2 = broker()
+    c = b2.raw_connected("q2-default")
+    c.send(b"".join(publish("q2/z", b"m", qos=2, pid=pid) for pid in range(1, 1002)))
+    got = c.wait_closed(10)
+    assert [p.pid for p in got if p.type == mqttraw.PUBREC] == list(range(1, 1001))
 
 
 def test_default_max_topic_length(broker):
