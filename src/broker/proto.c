@@ -192,6 +192,13 @@ static int connect_home(conn_t *c, const mqtt_connect_t *ck, const connect_terms
 {
     worker_t *w = c->w;
     sess_t *s = sess_table_find_id(&w->by_id, id, id_len);
+    /* limits.max_sessions: only a session that would add to the persistent
+     * ones (workers check at once, so the count may pass it by a few) */
+    uint32_t max_sessions = w->srv->conf.max_sessions;
+    if (t->expiry && max_sessions && !(s && s->expiry) &&
+        atomic_load_explicit(&w->srv->persistent_sessions, memory_order_relaxed) >= max_sessions)
+        return refuse(c, ck, MQTT_CONNACK_UNAVAILABLE, MQTT_RC_QUOTA_EXCEEDED,
+                      "limits.max_sessions persistent sessions exist");
     if (s && s->conn) {
         /* takeover: the older connection goes, its will is published */
         conn_t *old = s->conn;
@@ -214,7 +221,7 @@ static int connect_home(conn_t *c, const mqtt_connect_t *ck, const connect_terms
             sess_destroy(w, s);
         s = sess_new(w, id, id_len, t->expiry);
     } else if (s) {
-        s->expiry = t->expiry;
+        sess_set_expiry(s, t->expiry);
         present = 1;
     } else {
         s = sess_new(w, id, id_len, t->expiry);
@@ -775,6 +782,12 @@ static int on_connect(conn_t *c, const mqtt_raw_t *pkt, const uint8_t *rest, siz
             return refuse(c, &ck, MQTT_CONNACK_NOT_AUTHORIZED, MQTT_RC_NOT_AUTHORIZED,
                           "will topic not authorized by the ACL");
         }
+        if (ck.will_flag && !cf->allow_sys_publish &&
+            router_is_sys_topic(ck.will_topic.p, ck.will_topic.len)) {
+            STAT_ADD(w->stats.acl_denied, 1);
+            return refuse(c, &ck, MQTT_CONNACK_NOT_AUTHORIZED, MQTT_RC_NOT_AUTHORIZED,
+                          "will topic in $SYS (mqtt.allow_sys_publish is false)");
+        }
     }
     uint32_t home = worker_home(w->srv, id, id_len);
     if (home != w->id && !adopted)
@@ -822,6 +835,28 @@ static int resolve_alias(conn_t *c, mqtt_publish_t *pb)
     return 0;
 }
 
+/* A client PUBLISH to $SYS or $SYS/... (mqtt.allow_sys_publish false):
+ * forged broker figures or invented retained topics.  Handled as an ACL
+ * denial: MQTT 5 PUBACK/PUBREC 0x87, MQTT 3.1.1 acknowledged and dropped,
+ * QoS 0 dropped; one log line per worker per second at most. */
+static int refuse_sys_publish(conn_t *c, const mqtt_publish_t *pb)
+{
+    worker_t *w = c->w;
+    STAT_ADD(w->stats.acl_denied, 1);
+    if (w->now >= w->acl_logged_at + 1000u) {
+        char name[160];
+        w->acl_logged_at = w->now;
+        log_info("%s: PUBLISH to '%.*s' refused: $SYS topics are the broker's "
+                 "(mqtt.allow_sys_publish), dropped", conn_name(c, name, sizeof(name)),
+                 (int)AN_MIN(pb->topic.len, 200), (const char *)pb->topic.p);
+    }
+    if (pb->qos == 1)
+        send_ack_after(c, MQTT_PUBACK, pb->packet_id, MQTT_RC_NOT_AUTHORIZED, 0);
+    else if (pb->qos == 2)
+        send_ack_after(c, MQTT_PUBREC, pb->packet_id, MQTT_RC_NOT_AUTHORIZED, 0);
+    return 0;
+}
+
 static int on_publish(conn_t *c, const mqtt_raw_t *pkt)
 {
     worker_t *w = c->w;
@@ -847,6 +882,8 @@ static int on_publish(conn_t *c, const mqtt_raw_t *pkt)
     if (pb.retain && !cf->retain_available)
         return close_with(c, MQTT_RC_RETAIN_NOT_SUPPORTED, "protocol error",
                           "[MQTT5-3.2.2-14] retain not available");
+    if (!cf->allow_sys_publish && router_is_sys_topic(pb.topic.p, pb.topic.len))
+        return refuse_sys_publish(c, &pb);
     if (!auth_chain_acl(w->srv->auth, c->x ? c->x->auth : NULL, AUTH_ACT_PUBLISH, pb.topic.p,
                         pb.topic.len, 0)) {
         /* MQTT 5: 0x87 in the acknowledgement; MQTT 3.1.1 has no negative
@@ -877,10 +914,14 @@ static int on_publish(conn_t *c, const mqtt_raw_t *pkt)
         return 0;
     }
     if (pb.qos == 2) {
-        if (v5 && c->sess->nqos2_in >= cf->receive_maximum &&
+        /* MQTT 3.1.1 has no Receive Maximum: its QoS 2 ids awaiting PUBREL
+         * are held to limits.max_awaiting_rel (bounded state and lookups) */
+        if (c->sess->nqos2_in >= (v5 ? cf->receive_maximum : cf->max_awaiting_rel) &&
             !sess_qos2_in_known(c->sess, pb.packet_id))
             return close_with(c, MQTT_RC_RECEIVE_MAXIMUM_EXCEEDED, "protocol error",
-                              "[MQTT5-3.3.4-9] receive maximum exceeded");
+                              v5 ? "[MQTT5-3.3.4-9] receive maximum exceeded"
+                                 : "more QoS 2 messages awaiting PUBREL than "
+                                   "limits.max_awaiting_rel");
         if (!sess_qos2_in_begin(c->sess, pb.packet_id)) {
             /* a resent PUBLISH we already routed: acknowledge, do not deliver */
             send_ack_after(c, MQTT_PUBREC, pb.packet_id, 0, 0);
@@ -918,22 +959,25 @@ static int on_publish(conn_t *c, const mqtt_raw_t *pkt)
     }
     size_t n = router_publish(w, m, c->sess);
     msg_unref(&m);
-    if (n == ROUTER_REFUSED) {
-        /* a subscriber's queue is full (limits.queue_full: refuse) */
+    if (n == ROUTER_REFUSED || n == ROUTER_NO_RETAIN) {
+        /* a subscriber's queue is full (limits.queue_full: refuse), or a new
+         * retained topic beyond limits.max_retained */
         if (w->now >= w->qfull_logged_at + 1000u) {
             char name[160];
             w->qfull_logged_at = w->now;
-            log_info("%s: PUBLISH to '%.*s' refused: a subscriber's queue is full",
-                     conn_name(c, name, sizeof(name)), (int)AN_MIN(pb.topic.len, 200u),
-                     (const char *)pb.topic.p);
+            log_info("%s: PUBLISH to '%.*s' refused: %s", conn_name(c, name, sizeof(name)),
+                     (int)AN_MIN(pb.topic.len, 200u), (const char *)pb.topic.p,
+                     n == ROUTER_REFUSED ? "a subscriber's queue is full"
+                                         : "limits.max_retained messages are retained");
         }
         if (pb.qos == 2) {
             sess_qos2_in_end(c->sess, pb.packet_id); /* a resend is a new try */
             persist_incoming(w, c->sess, pb.packet_id, 0);
         }
         int wrote = persist_pending_ops(w) != ops;
-        send_ack_after(c, pb.qos == 1 ? MQTT_PUBACK : MQTT_PUBREC, pb.packet_id,
-                       MQTT_RC_QUOTA_EXCEEDED, wrote);
+        if (pb.qos > 0) /* QoS 0: dropped, nothing to say */
+            send_ack_after(c, pb.qos == 1 ? MQTT_PUBACK : MQTT_PUBREC, pb.packet_id,
+                           MQTT_RC_QUOTA_EXCEEDED, wrote);
         return 0;
     }
     /* [MQTT5 3.4.2.1] 0x10: accepted, but nobody subscribes to it */
@@ -1010,11 +1054,14 @@ static int on_subscribe(conn_t *c, const mqtt_raw_t *pkt)
     uint8_t *codes = an_malloc(it.count), *retained = an_malloc(it.count);
     mqtt_str_t f;
     uint8_t opts;
-    uint32_t i = 0;
+    uint32_t i = 0, granted = 0;
     while (i < it.count && mqtt_sub_next_opts(&it, &f, &opts)) {
         codes[i] = subscribe_one(c, &f, opts, subid, &retained[i]);
+        granted += codes[i] < 0x80;
         i++;
     }
+    if (granted) /* one record for the packet, not one per filter */
+        sess_subscriptions_saved(w, c->sess);
     if (v5)
         mqtt_encode_suback_v5(conn_reserve(c, mqtt_suback_v5_size(0, i), 1), it.packet_id,
                               NULL, 0, codes, i);
@@ -1042,11 +1089,14 @@ static int on_unsubscribe(conn_t *c, const mqtt_raw_t *pkt)
     uint8_t *codes = an_malloc(it.count);
     mqtt_str_t f;
     uint8_t qos;
-    uint32_t i = 0;
-    while (i < it.count && mqtt_sub_next(&it, &f, &qos))
-        codes[i++] = sess_unsubscribe(c->w, c->sess, f.p, f.len)
-                         ? MQTT_RC_SUCCESS
-                         : MQTT_RC_NO_SUBSCRIPTION_EXISTED;
+    uint32_t i = 0, removed = 0;
+    while (i < it.count && mqtt_sub_next(&it, &f, &qos)) {
+        int gone = sess_unsubscribe(c->w, c->sess, f.p, f.len);
+        removed += gone != 0;
+        codes[i++] = gone ? MQTT_RC_SUCCESS : MQTT_RC_NO_SUBSCRIPTION_EXISTED;
+    }
+    if (removed) /* one record for the packet, not one per filter */
+        sess_subscriptions_saved(c->w, c->sess);
     if (v5) {
         mqtt_encode_unsuback_v5(conn_reserve(c, mqtt_suback_v5_size(0, i), 1), it.packet_id,
                                 NULL, 0, codes, i);
@@ -1110,7 +1160,7 @@ static int on_disconnect(conn_t *c, const mqtt_raw_t *pkt)
         if (c->sess->expiry == 0 && d.props.session_expiry != 0)
             return protocol_error(c, "[MQTT5-3.14.2-2] session expiry set on DISCONNECT "
                                      "after CONNECT had none");
-        c->sess->expiry = d.props.session_expiry;
+        sess_set_expiry(c->sess, d.props.session_expiry);
     }
     int with_will = d.reason == MQTT_RC_DISCONNECT_WITH_WILL;
     if (!with_will)

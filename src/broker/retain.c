@@ -149,11 +149,14 @@ static uint16_t next_level(const uint8_t **p, const uint8_t *end, int *more)
     return (uint16_t)(slash - s);
 }
 
-void retain_set(retain_t *r, msg_t *m)
+int retain_set_max(retain_t *r, msg_t *m, size_t max)
 {
     const uint8_t *p = msg_topic(m), *end = p + m->topic_len;
-    int clear = m->payload_len == 0, more = 1;
+    int clear = m->payload_len == 0, more = 1, rc = 0;
     pthread_mutex_lock(&r->mu);
+    /* checked under the mutex, before a node is made: the count never
+     * passes max, whichever workers store at once */
+    int full = max && r->count >= max;
     rnode_t *n = r->root;
     while (more) {
         const uint8_t *lvl = p;
@@ -162,9 +165,17 @@ void retain_set(retain_t *r, msg_t *m)
         if (k == NULL) {
             if (clear)
                 goto out; /* nothing retained there */
+            if (full) {
+                rc = -1; /* a new topic */
+                goto out;
+            }
             k = kid_add(n, lvl, len);
         }
         n = k;
+    }
+    if (!clear && full && n->msg == NULL) {
+        rc = -1;
+        goto out;
     }
     if (clear) {
         if (n->msg) {
@@ -192,6 +203,12 @@ void retain_set(retain_t *r, msg_t *m)
     }
 out:
     pthread_mutex_unlock(&r->mu);
+    return rc;
+}
+
+void retain_set(retain_t *r, msg_t *m)
+{
+    (void)retain_set_max(r, m, 0);
 }
 
 static void mvec_push(mvec_t *v, msg_t *m)

@@ -22,6 +22,10 @@ void retain_free(retain_t *r);
 /* Store m (a reference is taken) as the retained message of its topic, or
  * clear the topic when m has an empty payload. */
 void retain_set(retain_t *r, msg_t *m);
+/* The same, refusing a new topic (-1, nothing changed) while max (> 0)
+ * messages are retained; replacing or clearing a retained topic is always
+ * done (0).  limits.max_retained. */
+int retain_set_max(retain_t *r, msg_t *m, size_t max);
 /* Calls cb with a reference the callee must unref, for each retained message
  * matching filter.  cb runs after the lock is released. */
 typedef void (*retain_cb)(void *ud, msg_t *m);

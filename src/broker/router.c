@@ -186,7 +186,9 @@ size_t router_publish(worker_t *w, msg_t *m, const sess_t *from)
     }
     /* Hook seam: authorization and rules will run here, before routing. */
     if (m->retain) {
-        retain_set(srv->retain, m);
+        int own = from == NULL && router_is_sys_topic(msg_topic(m), m->topic_len);
+        if (retain_set_max(srv->retain, m, own ? 0 : srv->conf.max_retained) < 0)
+            return ROUTER_NO_RETAIN; /* a new topic and the tree is full */
         persist_retained(w, m);
     }
 

@@ -32,8 +32,21 @@ void router_hand_targets(worker_t *w, msg_t *m, const route_target_t *t, size_t 
  * that should take a QoS 1/2 message has a full queue: nothing was done. */
 #define ROUTER_REFUSED ((size_t)-1)
 
+/* router_publish's answer when m asks to be retained on a new topic and
+ * limits.max_retained messages are retained already: nothing was done (the
+ * broker's own $SYS topics, published with from NULL, are never refused). */
+#define ROUTER_NO_RETAIN ((size_t)-2)
+
+/* "$SYS" or "$SYS/...": the broker's own topics (mqtt.allow_sys_publish). */
+static inline int router_is_sys_topic(const uint8_t *topic, size_t len)
+{
+    return len >= 4 && topic[0] == '$' && topic[1] == 'S' && topic[2] == 'Y' &&
+           topic[3] == 'S' && (len == 4 || topic[4] == '/');
+}
+
 /* Takes no ownership of m.  `from` is the publishing session, or NULL.
- * Returns the number of sessions the message went to. */
+ * Returns the number of sessions the message went to, or ROUTER_REFUSED /
+ * ROUTER_NO_RETAIN. */
 size_t router_publish(worker_t *w, msg_t *m, const sess_t *from);
 
 /* Deliver, to session s (owned by w), every retained message matching

@@ -6,12 +6,19 @@
  * (one worker woken per incoming connection).  We do not bind one
  * SO_REUSEPORT socket per worker: a second antenna started on the same port
  * would then silently share it instead of failing.
+ *
+ * Two limits left at 0 in the configuration get a finite value here, once,
+ * before any worker runs (logged): max_connections from the open-file limit
+ * and memory_high_water from the memory the process may use.
  */
 #include "server.h"
 
 #include <arpa/inet.h>
 #include <errno.h>
+#include <inttypes.h>
+#include <stdio.h>
 #include <string.h>
+#include <sys/resource.h>
 #include <sys/socket.h>
 #include <unistd.h>
 
@@ -68,6 +75,81 @@ fail:
     return -1;
 }
 
+/* Descriptors kept back from max_connections: listeners, epoll and eventfd
+ * of each worker, the log, the API's sockets, the store's files. */
+static uint64_t fd_reserve(uint64_t nofile, uint32_t nworkers)
+{
+    return 64u + 2u * (uint64_t)nworkers + nofile / 16u;
+}
+
+/* A number from a one-line file (a cgroup limit); 0 when absent or "max". */
+static uint64_t read_limit_file(const char *path)
+{
+    FILE *f = fopen(path, "r");
+    if (f == NULL)
+        return 0;
+    unsigned long long v = 0;
+    int n = fscanf(f, "%llu", &v);
+    fclose(f);
+    return n == 1 ? (uint64_t)v : 0;
+}
+
+/* The memory this process may use: physical RAM, or less when its cgroup
+ * (v2, else v1) says so.  *what names the source for the log. */
+static uint64_t memory_available(const char **what)
+{
+    long pages = sysconf(_SC_PHYS_PAGES), psize = sysconf(_SC_PAGESIZE);
+    uint64_t ram = pages > 0 && psize > 0 ? (uint64_t)pages * (uint64_t)psize : 0;
+    uint64_t cg = 0;
+    char line[512], path[640];
+    FILE *f = fopen("/proc/self/cgroup", "r");
+    while (f && cg == 0 && fgets(line, sizeof(line), f)) {
+        if (strncmp(line, "0::", 3) != 0)
+            continue;
+        line[strcspn(line, "\n")] = '\0';
+        snprintf(path, sizeof(path), "/sys/fs/cgroup%s/memory.max", line + 3);
+        cg = read_limit_file(path);
+    }
+    if (f)
+        fclose(f);
+    if (cg == 0)
+        cg = read_limit_file("/sys/fs/cgroup/memory.max");
+    if (cg == 0)
+        cg = read_limit_file("/sys/fs/cgroup/memory/memory.limit_in_bytes");
+    *what = "physical memory";
+    if (cg && (ram == 0 || cg < ram)) {
+        *what = "the cgroup's memory limit";
+        return cg;
+    }
+    return ram;
+}
+
+static void derive_limits(server_t *srv)
+{
+    conf_t *cf = &srv->conf;
+    if (cf->max_connections == 0) {
+        struct rlimit rl;
+        uint64_t nofile = 1024; /* the usual soft limit, if it cannot be read */
+        if (getrlimit(RLIMIT_NOFILE, &rl) == 0)
+            nofile = rl.rlim_cur == RLIM_INFINITY ? UINT32_MAX : (uint64_t)rl.rlim_cur;
+        uint64_t reserve = fd_reserve(nofile, srv->nworkers);
+        uint64_t max = nofile > reserve + 16u ? nofile - reserve : 16u;
+        cf->max_connections = (uint32_t)AN_MIN(max, (uint64_t)UINT32_MAX);
+        log_info("limits: max_connections %" PRIu32 " (derived: the open-file limit %" PRIu64
+                 " minus %" PRIu64 " kept for the broker's own files)",
+                 cf->max_connections, nofile, reserve);
+    }
+    if (cf->memory_high_water == 0) {
+        const char *what;
+        uint64_t avail = memory_available(&what);
+        if (avail == 0)
+            avail = (uint64_t)1 << 32; /* unknown: assume 4 GiB */
+        cf->memory_high_water = avail / 10u * 8u;
+        log_info("limits: memory_high_water %" PRIu64 " bytes (derived: 80%% of %s, %" PRIu64
+                 " bytes)", cf->memory_high_water, what, avail);
+    }
+}
+
 int server_init(server_t *srv, const conf_t *conf)
 {
     memset(srv, 0, sizeof(*srv));
@@ -76,6 +158,7 @@ int server_init(server_t *srv, const conf_t *conf)
         srv->listen_fds[i] = -1;
     long ncpu = sysconf(_SC_NPROCESSORS_ONLN);
     srv->nworkers = conf->workers ? conf->workers : (uint32_t)(ncpu > 0 ? ncpu : 1);
+    derive_limits(srv);
     pthread_rwlock_init(&srv->trie_lock, NULL);
     pthread_mutex_init(&srv->tls_lock, NULL);
     srv->trie = trie_new();

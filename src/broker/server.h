@@ -157,12 +157,13 @@ struct server_s {
     /* router: the subscription trie under a read-write lock */
     pthread_rwlock_t trie_lock;
     trie_t *trie;
-    struct shared_group_s *groups; /* shared subscriptions, under trie_lock */
+    struct shared_set_s *groups;   /* shared subscriptions, under trie_lock */
     retain_t *retain;
     struct store *store;           /* persistence (persist.h), or NULL */
     _Atomic uint64_t next_qseq;    /* keys of stored session messages */
     struct auth_chain *auth;       /* authentication and ACL (auth_chain.h) */
     _Atomic uint64_t next_sid;
+    _Atomic uint64_t persistent_sessions; /* expiry != 0 (limits.max_sessions) */
     _Atomic uint32_t total_conns;      /* every connection, all listeners */
     _Atomic uint64_t rate_second;      /* max_connection_rate window */
     _Atomic uint32_t rate_count;

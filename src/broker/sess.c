@@ -16,6 +16,7 @@
 #include "router.h"
 #include "shared.h"
 #include "store_rec.h"
+#include "subidx.h"
 #include "util.h"
 
 /* ---- ring buffer of entries ------------------------------------------ */
@@ -78,6 +79,20 @@ void sq_clear(sq_t *q)
         msg_unref(&sq_at(q, i)->m);
     free(q->r);
     q->r = NULL;
+}
+
+/* Arrays of a session whose capacity is implied by their length: a power
+ * of two, at least `first` and at least the length (removals never shrink
+ * them; an emptied array is freed), so a session pays no capacity fields.
+ * Before appending to an array of n entries: the capacity to reallocate to,
+ * or 0 when there is room. */
+static uint32_t implied_growth(uint32_t n, uint32_t first)
+{
+    if (n == 0)
+        return first;
+    if (n >= first && (n & (n - 1)) == 0)
+        return 2 * n;
+    return 0;
 }
 
 /* ---- session tables ----------------------------------------------------- */
@@ -161,12 +176,23 @@ void sess_table_free(sess_table_t *t)
 
 /* ---- life cycle ------------------------------------------------------- */
 
+void sess_set_expiry(sess_t *s, uint32_t expiry)
+{
+    s->expiry = expiry;
+    unsigned persistent = expiry != 0;
+    if (persistent != s->counted) {
+        s->counted = persistent;
+        atomic_fetch_add_explicit(&s->w->srv->persistent_sessions,
+                                  persistent ? 1 : (uint64_t)-1, memory_order_relaxed);
+    }
+}
+
 sess_t *sess_new(worker_t *w, const uint8_t *client_id, uint16_t len, uint32_t expiry)
 {
     sess_t *s = an_calloc(1, sizeof(*s) + len + 1u);
     s->sid = atomic_fetch_add(&w->srv->next_sid, 1);
     s->w = w;
-    s->expiry = expiry;
+    sess_set_expiry(s, expiry);
     s->next_pid = 1;
     s->client_id_len = len;
     memcpy(s->client_id, client_id, len);
@@ -222,7 +248,9 @@ void sess_destroy(worker_t *w, sess_t *s)
     free(s->subs);
     s->subs = NULL;
     s->nsubs = 0;
+    subidx_free(&s->subs_idx);
     persist_session_drop(w, s);
+    sess_set_expiry(s, 0);
     sq_clear(&s->inflight);
     sq_clear(&s->queue);
     s->queued_bytes = 0;
@@ -647,10 +675,9 @@ int sess_qos2_in_begin(sess_t *s, uint16_t pid)
     for (uint32_t i = 0; i < s->nqos2_in; i++)
         if (s->qos2_in[i] == pid)
             return 0;
-    if (s->nqos2_in == s->qos2_cap) {
-        s->qos2_cap = s->qos2_cap ? s->qos2_cap * 2 : 4;
-        s->qos2_in = an_realloc(s->qos2_in, s->qos2_cap * sizeof(*s->qos2_in));
-    }
+    uint32_t cap = implied_growth(s->nqos2_in, 4);
+    if (cap)
+        s->qos2_in = an_realloc(s->qos2_in, cap * sizeof(*s->qos2_in));
     s->qos2_in[s->nqos2_in++] = pid;
     return 1;
 }
@@ -667,19 +694,15 @@ int sess_qos2_in_end(sess_t *s, uint16_t pid)
     if (s->nqos2_in == 0) {
         free(s->qos2_in);
         s->qos2_in = NULL;
-        s->qos2_cap = 0;
     }
     return found;
 }
 
 /* ---- subscriptions ---------------------------------------------------- */
 
-static int find_sub(const sess_t *s, const uint8_t *filter, uint16_t len)
+static long find_sub(const sess_t *s, const uint8_t *filter, uint16_t len)
 {
-    for (uint32_t i = 0; i < s->nsubs; i++)
-        if (s->subs[i]->len == len && memcmp(s->subs[i]->filter, filter, len) == 0)
-            return (int)i;
-    return -1;
+    return subidx_find(s->subs_idx, s->subs, s->nsubs, filter, len);
 }
 
 int sess_has_sub(const sess_t *s, const uint8_t *filter, uint16_t len)
@@ -692,21 +715,22 @@ int sess_subscribe(worker_t *w, sess_t *s, const uint8_t *filter, uint16_t len,
 {
     sub_ref_t ref = {.sid = s->sid, .subid = subid, .owner = (uint16_t)w->id,
                      .opts = (uint8_t)(opts & 0x3f), .sess = s};
-    int i = find_sub(s, filter, len), added = i < 0;
+    long i = find_sub(s, filter, len);
+    int added = i < 0;
     if (i >= 0) {
         s->subs[i]->opts = opts;
         s->subs[i]->subid = subid;
     } else {
-        if (s->nsubs == s->subs_cap) {
-            s->subs_cap = s->subs_cap ? s->subs_cap * 2 : 2;
-            s->subs = an_realloc(s->subs, s->subs_cap * sizeof(*s->subs));
-        }
+        uint32_t cap = implied_growth(s->nsubs, 2);
+        if (cap)
+            s->subs = an_realloc(s->subs, cap * sizeof(*s->subs));
         sess_sub_t *sub = an_malloc(sizeof(*sub) + len);
         sub->len = len;
         sub->opts = opts;
         sub->subid = subid;
         memcpy(sub->filter, filter, len);
         s->subs[s->nsubs++] = sub;
+        subidx_added(&s->subs_idx, s->subs, s->nsubs);
     }
     if (subid)
         s->has_subids = 1;
@@ -723,29 +747,31 @@ int sess_subscribe(worker_t *w, sess_t *s, const uint8_t *filter, uint16_t len,
         log_error("%s: out of memory adding a subscription", s->client_id);
         abort();
     }
-    if (s->stored)
-        persist_session_update(w, s);
     return added;
 }
 
 int sess_unsubscribe(worker_t *w, sess_t *s, const uint8_t *filter, uint16_t len)
 {
-    int i = find_sub(s, filter, len);
+    long i = find_sub(s, filter, len);
     if (i < 0)
         return 0;
     pthread_rwlock_wrlock(&w->srv->trie_lock);
     unroute(w, s, filter, len);
     pthread_rwlock_unlock(&w->srv->trie_lock);
+    subidx_removing(&s->subs_idx, s->subs, s->nsubs, (uint32_t)i);
     free(s->subs[i]);
     s->subs[i] = s->subs[--s->nsubs];
     if (s->nsubs == 0) {
         free(s->subs);
         s->subs = NULL;
-        s->subs_cap = 0;
     }
+    return 1;
+}
+
+void sess_subscriptions_saved(worker_t *w, sess_t *s)
+{
     if (s->stored)
         persist_session_update(w, s);
-    return 1;
 }
 
 /* ---- timers ---------------------------------------------------------- */

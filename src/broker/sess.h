@@ -74,10 +74,12 @@ struct sess_s {
     worker_t *w;                /* home worker */
     sq_t inflight;              /* outgoing QoS 1/2, in send order */
     sq_t queue;                 /* behind the window, or while offline */
-    sess_sub_t **subs;
+    sess_sub_t **subs;          /* dense, in no particular order */
+    struct subidx_s *subs_idx;  /* filter -> subs[] position (subidx.h);
+                                 * NULL while there are few */
     uint16_t *qos2_in;          /* incoming QoS 2 ids awaiting PUBREL */
-    uint32_t nsubs, subs_cap;
-    uint32_t nqos2_in, qos2_cap;
+    uint32_t nsubs;             /* capacities implied (sess.c) */
+    uint32_t nqos2_in;
     uint64_t queued_bytes;      /* topic + payload bytes in `queue` */
     uint64_t expire_at;         /* ms, while offline with an expiry */
     sess_will_t *will;          /* pending delayed will, or NULL */
@@ -86,6 +88,7 @@ struct sess_s {
     uint16_t next_pid;
     uint8_t has_subids : 1;     /* a subscription carries an identifier */
     uint8_t stored : 1;         /* records of it may be in the store */
+    uint8_t counted : 1;        /* in srv->persistent_sessions (expiry != 0) */
     uint8_t timer_kind;         /* SESS_TIMER_* */
     tw_timer_t timer;           /* retry while connected, expiry offline */
     uint16_t client_id_len;
@@ -128,6 +131,9 @@ sess_t *sess_new(worker_t *w, const uint8_t *client_id, uint16_t len, uint32_t e
  * expiring at expire_at (ms, monotonic; ignored when expiry is SESS_NEVER). */
 sess_t *sess_restore(worker_t *w, const uint8_t *client_id, uint16_t len, uint32_t expiry,
                      uint64_t expire_at, uint16_t next_pid);
+/* Change the session expiry (seconds, SESS_NEVER), keeping the count of
+ * persistent sessions (limits.max_sessions) right. */
+void sess_set_expiry(sess_t *s, uint32_t expiry);
 /* Remove from tables and trie, drop queues, publish a pending will, free. */
 void sess_destroy(worker_t *w, sess_t *s);
 /* The connection ended abnormally with a will delayed by `delay` seconds:
@@ -165,12 +171,19 @@ int sess_qos2_in_known(const sess_t *s, uint16_t pid);
 int sess_qos2_in_end(sess_t *s, uint16_t pid);
 
 /* Subscriptions: add (or replace the options of) a filter, remove one.
- * Both update the trie (or the shared group).  sess_subscribe returns 1 for
- * a new subscription, 0 for a replaced one. */
+ * Both update the trie (or the shared group) and find the filter in
+ * constant time (subidx.h).  sess_subscribe returns 1 for a new
+ * subscription, 0 for a replaced one.  Neither writes the session record to
+ * the store: the caller does it once per packet (sess_subscriptions_saved),
+ * since the record holds every subscription and rewriting it per filter
+ * would write O(n^2) bytes for a SUBSCRIBE with n filters. */
 int sess_subscribe(worker_t *w, sess_t *s, const uint8_t *filter, uint16_t len,
                    uint8_t opts, uint32_t subid);
 int sess_has_sub(const sess_t *s, const uint8_t *filter, uint16_t len);
 int sess_unsubscribe(worker_t *w, sess_t *s, const uint8_t *filter, uint16_t len);
+/* After a SUBSCRIBE or UNSUBSCRIBE changed subscriptions: the session record
+ * of a stored session is rewritten, once. */
+void sess_subscriptions_saved(worker_t *w, sess_t *s);
 
 /* Timer callback (retry or expiry). */
 void sess_on_timer(tw_timer_t *t);

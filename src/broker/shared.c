@@ -1,8 +1,8 @@
 /* shared.c -- shared subscription groups (see shared.h).
  *
- * Groups sit in a plain list on the server (there are few, and they are
- * looked up only when members join or leave); each holds its members as an
- * array of sub_ref_t.  Round robin keeps an atomic cursor and sticky an
+ * Groups sit in a chained hash table on the server (looked up when members
+ * join or leave, and on failover), grown by doubling at load 1; each holds
+ * its members as an array of sub_ref_t.  Round robin keeps an atomic cursor and sticky an
  * atomic member id, because pickers run on any worker under the read lock.
  */
 #include "shared.h"
@@ -15,7 +15,8 @@
 #include "util.h"
 
 struct shared_group_s {
-    shared_group_t *next;
+    shared_group_t *next; /* in its bucket */
+    uint64_t hash;
     sub_ref_t *members;
     uint32_t n, cap;
     _Atomic uint32_t cursor;
@@ -24,14 +25,67 @@ struct shared_group_s {
     uint8_t data[]; /* name, then filter */
 };
 
-static shared_group_t *find(shared_group_t *g, const uint8_t *name, size_t nl,
+struct shared_set_s {
+    shared_group_t **buckets;
+    uint32_t nbuckets, count;
+    uint64_t key[2]; /* SipHash: group names and filters come from clients */
+};
+
+static uint64_t group_hash(const shared_set_t *set, const uint8_t *name, size_t nl,
+                           const uint8_t *filter, size_t fl)
+{
+    return an_hash64(an_siphash(set->key, name, nl) + nl) ^ an_siphash(set->key, filter, fl);
+}
+
+static shared_group_t *find(const shared_set_t *set, const uint8_t *name, size_t nl,
                             const uint8_t *filter, size_t fl)
 {
-    for (; g; g = g->next)
-        if (g->name_len == nl && g->filter_len == fl && memcmp(g->data, name, nl) == 0 &&
-            memcmp(g->data + nl, filter, fl) == 0)
+    if (set == NULL || set->count == 0)
+        return NULL;
+    uint64_t h = group_hash(set, name, nl, filter, fl);
+    for (shared_group_t *g = set->buckets[h & (set->nbuckets - 1)]; g; g = g->next)
+        if (g->hash == h && g->name_len == nl && g->filter_len == fl &&
+            memcmp(g->data, name, nl) == 0 && memcmp(g->data + nl, filter, fl) == 0)
             return g;
     return NULL;
+}
+
+static void set_insert(shared_set_t **setp, shared_group_t *g, const uint8_t *name, size_t nl,
+                       const uint8_t *filter, size_t fl)
+{
+    shared_set_t *set = *setp;
+    if (set == NULL) {
+        set = *setp = an_calloc(1, sizeof(*set));
+        an_random_key(set->key);
+    }
+    if (set->count + 1 > set->nbuckets) {
+        uint32_t nb = set->nbuckets ? set->nbuckets * 2 : 16;
+        shared_group_t **b = an_calloc(nb, sizeof(*b));
+        for (uint32_t i = 0; i < set->nbuckets; i++)
+            while (set->buckets[i]) {
+                shared_group_t *e = set->buckets[i];
+                set->buckets[i] = e->next;
+                e->next = b[e->hash & (nb - 1)];
+                b[e->hash & (nb - 1)] = e;
+            }
+        free(set->buckets);
+        set->buckets = b;
+        set->nbuckets = nb;
+    }
+    g->hash = group_hash(set, name, nl, filter, fl);
+    shared_group_t **head = &set->buckets[g->hash & (set->nbuckets - 1)];
+    g->next = *head;
+    *head = g;
+    set->count++;
+}
+
+static void set_remove(shared_set_t *set, shared_group_t *g)
+{
+    shared_group_t **pp = &set->buckets[g->hash & (set->nbuckets - 1)];
+    while (*pp != g)
+        pp = &(*pp)->next;
+    *pp = g->next;
+    set->count--;
 }
 
 static sub_ref_t group_ref(shared_group_t *g)
@@ -41,7 +95,7 @@ static sub_ref_t group_ref(shared_group_t *g)
     return r;
 }
 
-void shared_join(trie_t *t, shared_group_t **groups, const uint8_t *name, size_t nl,
+void shared_join(trie_t *t, shared_set_t **groups, const uint8_t *name, size_t nl,
                  const uint8_t *filter, size_t fl, const sub_ref_t *sub)
 {
     shared_group_t *g = find(*groups, name, nl, filter, fl);
@@ -54,8 +108,7 @@ void shared_join(trie_t *t, shared_group_t **groups, const uint8_t *name, size_t
         sub_ref_t r = group_ref(g);
         if (trie_insert(t, filter, fl, &r) < 0)
             abort(); /* out of memory: an_* policy */
-        g->next = *groups;
-        *groups = g;
+        set_insert(groups, g, name, nl, filter, fl);
     }
     for (uint32_t i = 0; i < g->n; i++)
         if (g->members[i].sid == sub->sid) {
@@ -69,7 +122,7 @@ void shared_join(trie_t *t, shared_group_t **groups, const uint8_t *name, size_t
     g->members[g->n++] = *sub;
 }
 
-int shared_leave(trie_t *t, shared_group_t **groups, const uint8_t *name, size_t nl,
+int shared_leave(trie_t *t, shared_set_t **groups, const uint8_t *name, size_t nl,
                  const uint8_t *filter, size_t fl, uint64_t sid)
 {
     shared_group_t *g = find(*groups, name, nl, filter, fl);
@@ -86,10 +139,7 @@ int shared_leave(trie_t *t, shared_group_t **groups, const uint8_t *name, size_t
         atomic_store(&g->sticky, 0);
     if (g->n == 0) {
         trie_remove(t, filter, fl, group_ref(g).sid);
-        shared_group_t **pp = groups;
-        while (*pp != g)
-            pp = &(*pp)->next;
-        *pp = g->next;
+        set_remove(*groups, g);
         free(g->members);
         free(g);
     }
@@ -153,7 +203,7 @@ int shared_pick(const sub_ref_t *ref, int strategy, const uint8_t *publisher, si
     return pick(g, strategy, publisher, pl, topic, tl, exclude, rng, out);
 }
 
-int shared_pick_named(shared_group_t *groups, const uint8_t *name, size_t nl,
+int shared_pick_named(shared_set_t *groups, const uint8_t *name, size_t nl,
                       const uint8_t *filter, size_t fl, int strategy, uint64_t exclude,
                       uint64_t *rng, sub_ref_t *out)
 {
@@ -166,12 +216,19 @@ int shared_pick_named(shared_group_t *groups, const uint8_t *name, size_t nl,
     return pick(g, strategy, NULL, 0, NULL, 0, exclude, rng, out);
 }
 
-void shared_free_all(shared_group_t **groups)
+void shared_free_all(shared_set_t **groups)
 {
-    while (*groups) {
-        shared_group_t *g = *groups;
-        *groups = g->next;
-        free(g->members);
-        free(g);
-    }
+    shared_set_t *set = *groups;
+    if (set == NULL)
+        return;
+    for (uint32_t i = 0; i < set->nbuckets; i++)
+        while (set->buckets[i]) {
+            shared_group_t *g = set->buckets[i];
+            set->buckets[i] = g->next;
+            free(g->members);
+            free(g);
+        }
+    free(set->buckets);
+    free(set);
+    *groups = NULL;
 }

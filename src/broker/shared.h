@@ -7,6 +7,11 @@
  * Groups and their member lists change only under the trie's write lock
  * (subscribe, unsubscribe, session end) and are read under its read lock, so
  * a group seen in a match stays valid until the lock is released.
+ *
+ * The groups of the server are a shared_set_t: a hash table keyed by
+ * (name, filter) under a random SipHash key, so a SUBSCRIBE naming
+ * thousands of groups finds each one in constant time (created on the
+ * first join, freed by shared_free_all).
  */
 #ifndef ANTENNA_SHARED_H
 #define ANTENNA_SHARED_H
@@ -19,14 +24,15 @@
 #define SHARED_TAG (1ull << 63)
 
 typedef struct shared_group_s shared_group_t;
+typedef struct shared_set_s shared_set_t;
 
 /* Add or update member `sub` of group (name, filter); creates the group and
  * its trie entry on first use.  Caller holds the trie write lock. */
-void shared_join(trie_t *t, shared_group_t **groups, const uint8_t *name, size_t name_len,
+void shared_join(trie_t *t, shared_set_t **groups, const uint8_t *name, size_t name_len,
                  const uint8_t *filter, size_t filter_len, const sub_ref_t *sub);
 /* Remove member sid; frees the group and its trie entry when it is empty.
  * Caller holds the write lock.  Returns 1 when it was a member. */
-int shared_leave(trie_t *t, shared_group_t **groups, const uint8_t *name, size_t name_len,
+int shared_leave(trie_t *t, shared_set_t **groups, const uint8_t *name, size_t name_len,
                  const uint8_t *filter, size_t filter_len, uint64_t sid);
 
 /* Choose the member of the group behind `ref` (a SUB_SHARED trie entry) for
@@ -36,10 +42,10 @@ int shared_pick(const sub_ref_t *ref, int strategy, const uint8_t *publisher,
                 size_t publisher_len, const uint8_t *topic, size_t topic_len,
                 uint64_t exclude, uint64_t *rng, sub_ref_t *out);
 /* The same for a group named by (name, filter), for failover. */
-int shared_pick_named(shared_group_t *groups, const uint8_t *name, size_t name_len,
+int shared_pick_named(shared_set_t *groups, const uint8_t *name, size_t name_len,
                       const uint8_t *filter, size_t filter_len, int strategy,
                       uint64_t exclude, uint64_t *rng, sub_ref_t *out);
 
-void shared_free_all(shared_group_t **groups);
+void shared_free_all(shared_set_t **groups);
 
 #endif

@@ -178,6 +178,7 @@ static const struct field mqtt_fields[] = {
     UINTF(conf_t, topic_alias_max, 0, 65535),
     UINTF(conf_t, receive_maximum, 1, 65535),
     { FLD(conf_t, server_reference, F_STR) },
+    { FLD(conf_t, allow_sys_publish, F_BOOL) },
     ENUMF(conf_t, shared_strategy, shared_strategy_names),
     ENUMF(conf_t, keepalive_over_max, keepalive_policy_names),
 };
@@ -188,6 +189,9 @@ static const struct field limits_fields[] = {
     UINTF(conf_t, max_message_rate, 0, UINT32_MAX),
     UINTF(conf_t, max_byte_rate, 0, UINT32_MAX),
     UINTF(conf_t, max_subscriptions, 0, UINT32_MAX),
+    UINTF(conf_t, max_retained, 0, UINT32_MAX),
+    UINTF(conf_t, max_sessions, 0, UINT32_MAX),
+    UINTF(conf_t, max_awaiting_rel, 1, 65535),
     UINTF(conf_t, max_topic_levels, 1, 65535),
     UINTF(conf_t, max_topic_length, 1, 65535),
     UINTF(conf_t, max_queued_bytes, 0, UINT64_MAX),
@@ -365,7 +369,14 @@ void conf_defaults(conf_t *c)
     c->shared_strategy = CONF_SHARED_ROUND_ROBIN;
     c->keepalive_over_max = CONF_KEEPALIVE_REFUSE;
     c->max_topic_levels = 128;
-    c->max_topic_length = 65535;
+    c->max_topic_length = 4096;
+    /* finite by default: what one client or the whole broker may hold
+     * (issue 13); 0 stays "unlimited" for those who set it */
+    c->max_subscriptions = 1000;
+    c->max_retained = 1000000;
+    c->max_sessions = 1000000;
+    c->max_awaiting_rel = 1000;
+    c->max_queued_bytes = 64u << 20;
     c->slow_subscriber_timeout = 60;
     c->max_output_buffer = 262144;
     c->persistence_enabled = 1;

@@ -1,9 +1,10 @@
 /* util.c -- allocation wrappers that abort on exhaustion, output buffer
- * growth (see util.h). */
+ * growth, the keyed hash (see util.h). */
 #include "util.h"
 
 #include <stdio.h>
 #include <string.h>
+#include <sys/random.h>
 
 const uint32_t an_hist_bounds_us[AN_HIST_N - 1] = {
     50, 100, 250, 500, 1000, 2500, 5000, 10000, 25000, 50000, 100000, 250000, 1000000};
@@ -63,4 +64,48 @@ void buf_make_room(uint8_t **buf, uint32_t *len, uint32_t *off, uint32_t *cap, s
         *buf = an_realloc(*buf, c);
         *cap = (uint32_t)c;
     }
+}
+
+#define SIP_ROTL(x, b) (uint64_t)(((x) << (b)) | ((x) >> (64 - (b))))
+#define SIP_ROUND                                                                   \
+    do {                                                                            \
+        v0 += v1; v1 = SIP_ROTL(v1, 13); v1 ^= v0; v0 = SIP_ROTL(v0, 32);           \
+        v2 += v3; v3 = SIP_ROTL(v3, 16); v3 ^= v2;                                  \
+        v0 += v3; v3 = SIP_ROTL(v3, 21); v3 ^= v0;                                  \
+        v2 += v1; v1 = SIP_ROTL(v1, 17); v1 ^= v2; v2 = SIP_ROTL(v2, 32);           \
+    } while (0)
+
+uint64_t an_siphash(const uint64_t key[2], const void *p, size_t n)
+{
+    const uint8_t *b = p;
+    uint64_t v0 = 0x736f6d6570736575ull ^ key[0], v1 = 0x646f72616e646f6dull ^ key[1];
+    uint64_t v2 = 0x6c7967656e657261ull ^ key[0], v3 = 0x7465646279746573ull ^ key[1];
+    uint64_t last = (uint64_t)n << 56, m;
+    size_t i, full = n & ~(size_t)7;
+    for (i = 0; i < full; i += 8) {
+        memcpy(&m, b + i, 8);
+        v3 ^= m;
+        SIP_ROUND;
+        v0 ^= m;
+    }
+    for (; i < n; i++)
+        last |= (uint64_t)b[i] << (8 * (i & 7));
+    v3 ^= last;
+    SIP_ROUND;
+    v0 ^= last;
+    v2 ^= 0xff;
+    SIP_ROUND;
+    SIP_ROUND;
+    SIP_ROUND;
+    return v0 ^ v1 ^ v2 ^ v3;
+}
+
+void an_random_key(uint64_t key[2])
+{
+    if (getrandom(key, 2 * sizeof(*key), GRND_NONBLOCK) == (ssize_t)(2 * sizeof(*key)))
+        return;
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    key[0] = (uint64_t)(uintptr_t)key ^ ((uint64_t)ts.tv_nsec << 32) ^ 0x243F6A8885A308D3ull;
+    key[1] = (uint64_t)ts.tv_sec * 0x9E3779B97F4A7C15ull ^ an_now_us();
 }

@@ -99,6 +99,13 @@ static inline uint64_t an_hash(const void *p, size_t n)
     return h;
 }
 
+/* SipHash-1-3 of n bytes under a 128-bit key: for hash tables whose keys
+ * a peer chooses (subscription filters), so that nobody can make their
+ * entries collide without knowing the key. */
+uint64_t an_siphash(const uint64_t key[2], const void *p, size_t n);
+/* A random 128-bit key (getrandom; the clock and addresses if it fails). */
+void an_random_key(uint64_t key[2]);
+
 static inline uint64_t an_hash64(uint64_t x)
 {
     x ^= x >> 33;
