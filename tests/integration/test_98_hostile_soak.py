@@ -92,7 +92,7 @@ def attack_subscription_bomb(port, deadline, seed):
             c.connect("bomb-%d-%d" % (seed, n))
             filters = [("bomb/%d/%d/+" % (n, i), 1) for i in range(4000)]
             c.send(mqttraw.subscribe(1, filters))
-            c.recv_type(0x90, timeout=10)
+            c.recv_type(mqttraw.SUBACK, timeout=10)
             c.close()
         except (OSError, mqttraw.Closed, mqttraw.Timeout):
             pass
