@@ -27,6 +27,7 @@
 #include "persist.h"
 #include "router.h"
 #include "sess.h"
+#include "sess_acl.h"
 
 static int close_with(conn_t *c, uint8_t rc, const char *what, const char *why)
 {
@@ -192,6 +193,13 @@ static int connect_home(conn_t *c, const mqtt_connect_t *ck, const connect_terms
 {
     worker_t *w = c->w;
     sess_t *s = sess_table_find_id(&w->by_id, id, id_len);
+    if (s)
+        sess_acl_claim(w, s, c,
+                       s->conn ? (ck->clean_session || s->expiry == 0
+                                      ? "its connection closed, the session discarded"
+                                      : "its connection closed, the session resumed")
+                               : (ck->clean_session || s->expiry == 0 ? "the session discarded"
+                                                                      : "the session resumed"));
     if (s && s->conn) {
         /* takeover: the older connection goes, its will is published */
         conn_t *old = s->conn;
@@ -266,6 +274,7 @@ static int connect_home(conn_t *c, const mqtt_connect_t *ck, const connect_terms
     STAT_ADD(w->stats.clients_connected, 1);
     STAT_ADD(w->stats.connections_total, 1);
     conn_arm_timer(c);
+    sess_acl_attach(w, s, c, present);
     sess_attach(s, c);
     persist_session_update(w, s);
     char name[160];
@@ -480,8 +489,16 @@ static int method_result(conn_t *c, auth_method_rc_t rc, auth_method_out_t *out,
     }
     STAT_ADD(w->stats.auth_success, 1);
     auth_ban_success(auth_chain_ban(w->srv->auth), c->peer.family, c->peer.addr);
+    int same = ac->user && out->user ? strcmp(ac->user, out->user) == 0 : ac->user == out->user;
     free(ac->user);
     ac->user = out->user;
+    if (reauth && !same) {
+        /* another user now: decisions cached and verdicts taken are the
+         * previous one's */
+        ac->gen = 0;
+        if (c->sess)
+            sess_acl_attach(w, c->sess, c, 1);
+    }
     if (reauth) {
         send_auth(c, MQTT_RC_SUCCESS, m, out->data, out->len);
         free(out->data);
@@ -902,7 +919,11 @@ static uint8_t subscribe_one(conn_t *c, const mqtt_str_t *f, uint8_t opts, uint3
         return v5 ? MQTT_RC_WILDCARD_SUBS_NOT_SUPPORTED : MQTT_SUBACK_FAILURE;
     if (!topic_within_limits(cf, f->p, f->len))
         return v5 ? MQTT_RC_TOPIC_FILTER_INVALID : MQTT_SUBACK_FAILURE;
-    if (!auth_chain_acl(w->srv->auth, c->x ? c->x->auth : NULL, AUTH_ACT_SUBSCRIBE, real, rl, 1)) {
+    /* the generation first: a reload after it makes the verdict stale */
+    uint32_t gen = auth_chain_gen(w->srv->auth);
+    int verdict = auth_chain_acl(w->srv->auth, c->x ? c->x->auth : NULL, AUTH_ACT_SUBSCRIBE,
+                                 real, rl, 1);
+    if (verdict == AUTH_ACL_DENY) {
         char name[160];
         STAT_ADD(w->stats.acl_denied, 1);
         log_info("%s: SUBSCRIBE to '%.*s' denied by the ACL", conn_name(c, name, sizeof(name)),
@@ -915,6 +936,8 @@ static uint8_t subscribe_one(conn_t *c, const mqtt_str_t *f, uint8_t opts, uint3
     uint8_t granted = AN_MIN(MQTT_SUBOPT_QOS(opts), cf->max_qos);
     opts = (uint8_t)((opts & ~3) | granted);
     int added = sess_subscribe(w, s, f->p, f->len, opts, subid);
+    /* PARTIAL: granted, the topics the ACL denies are not delivered */
+    sess_acl_subscribed(s, f->p, f->len, verdict, gen);
     /* [MQTT5 3.3.1.3] retain handling; never on a shared subscription */
     uint8_t rh = MQTT_SUBOPT_RETAIN_HANDLING(opts);
     *send_retained = !shared && (rh == 0 || (rh == 1 && added));
