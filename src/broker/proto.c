@@ -629,6 +629,22 @@ void proto_auth_timer(conn_t *c)
     conn_close(c, "authentication not answered within connect_timeout", 0);
 }
 
+/* auth.client_id_binding: 1 when `user` may use this client id.  An id
+ * the broker assigned is anyone's; a client without user name has none
+ * of its own. */
+static int client_id_bound(const conf_t *cf, const char *user, const uint8_t *id, uint16_t len,
+                           int assigned)
+{
+    uint8_t bind = cf->auth.client_id_binding;
+    if (bind == CONF_CID_BIND_NONE || assigned)
+        return 1;
+    size_t ul = user ? strlen(user) : 0;
+    if (user == NULL || len < ul || memcmp(id, user, ul) != 0)
+        return 0;
+    return len == ul || (bind == CONF_CID_BIND_PREFIX && id[ul] != '\0' &&
+                         strchr(CONF_CID_BIND_SEPARATORS, id[ul]) != NULL);
+}
+
 static int on_connect(conn_t *c, const mqtt_raw_t *pkt, const uint8_t *rest, size_t rest_len,
                       int adopted)
 {
@@ -717,6 +733,16 @@ static int on_connect(conn_t *c, const mqtt_raw_t *pkt, const uint8_t *rest, siz
             free(ac->client_id);
             ac->client_id = an_strndup((const char *)id, id_len);
         }
+        /* the user the ACL knows; without auth state, the CONNECT's */
+        const char *user = ac ? ac->user : cert_user ? c->x->cert_user : NULL;
+        char *named = NULL;
+        if (!ac && !cert_user && ck.has_username)
+            user = named = an_strndup((const char *)ck.username.p, ck.username.len);
+        int bound = client_id_bound(cf, user, id, id_len, t.assigned);
+        free(named);
+        if (!bound)
+            return refuse(c, &ck, MQTT_CONNACK_ID_REJECTED, MQTT_RC_CLIENT_ID_NOT_VALID,
+                          "client id not bound to the user (auth.client_id_binding)");
         if (ck.will_flag && !auth_chain_acl(w->srv->auth, ac, AUTH_ACT_PUBLISH, ck.will_topic.p,
                                             ck.will_topic.len, 0)) {
             STAT_ADD(w->stats.acl_denied, 1);

@@ -110,6 +110,7 @@ typedef struct {
     char acl_file[256];
     char password_file[256];
     uint32_t acl_cache_size;   /* decisions cached per connection */
+    uint8_t client_id_binding; /* CONF_CID_BIND_*: client ids bound to users */
     conf_auth_jwt_t jwt;
     conf_auth_ban_t ban;
 } conf_auth_t;
@@ -117,6 +118,11 @@ typedef struct {
 /* CONF_POLICY_AUTO: allow when nothing is configured to decide (an empty
  * chain, no ACL file), else deny. */
 enum { CONF_POLICY_DENY = 0, CONF_POLICY_ALLOW, CONF_POLICY_AUTO };
+/* auth.client_id_binding: NONE any client id; USERNAME the user name
+ * itself; PREFIX the user name, alone or followed by a separator
+ * (CONF_CID_BIND_SEPARATORS) and anything. */
+enum { CONF_CID_BIND_NONE = 0, CONF_CID_BIND_USERNAME, CONF_CID_BIND_PREFIX };
+#define CONF_CID_BIND_SEPARATORS "-_:.@/"
 /* listener allow_anonymous: INHERIT takes mqtt.allow_anonymous. */
 enum { CONF_ANON_NO = 0, CONF_ANON_YES, CONF_ANON_INHERIT };
 enum { CONF_JWT_HS256 = 0, CONF_JWT_RS256, CONF_JWT_ES256 };

@@ -1,7 +1,7 @@
 """Authorization at delivery (issue 13, item 2): a client id is not a key
 to another user's messages, an ACL reloaded by SIGHUP binds existing
-subscriptions, and a wildcard that merely overlaps a deny rule is granted
-and filtered message by message."""
+subscriptions, a wildcard that merely overlaps a deny rule is granted and
+filtered message by message, and client ids can be bound to users."""
 
 import signal
 import time
@@ -205,3 +205,23 @@ def test_wildcard_overlapping_a_deny_rule_is_filtered(broker, tmp_path, v5):
     assert topics.count("test/yes") == 10 and topics.count("a/b/c") == 10
     sub.disconnect()
     pub.disconnect()
+
+
+def test_client_id_binding(broker, tmp_path):
+    b = start(broker, tmp_path, client_id_binding="prefix_username")
+    for cid in ("alice", "alice-phone", "alice/2"):
+        c3(b, cid, "alice", "a").disconnect()
+    c3(b, "alicex", "alice", "a", rc=2).close()          # not a separator
+    c3(b, "alice-phone", "bob", "b", rc=2).close()       # another user's id
+    c3(b, "someone", rc=2).close()                       # anonymous: no id of its own
+    c3(b, "", rc=0).disconnect()                         # assigned by the broker: fine
+    c = mqttraw.RawClient5(b.host, b.port)
+    assert c.connect("alice-1", username="bob", password="b").rc == 0x85
+    c.close()
+    b.wait_log(r"client id not bound to the user \(auth.client_id_binding\)")
+
+
+def test_client_id_binding_exact(broker, tmp_path):
+    b = start(broker, tmp_path, client_id_binding="username")
+    c3(b, "bob", "bob", "b").disconnect()
+    c3(b, "bob-1", "bob", "b", rc=2).close()
