@@ -218,9 +218,16 @@ int auth_chain_reload(auth_chain_t *ch)
     return failed;
 }
 
+/* Whether there is an ACL file: fixed at start (acl_path), so workers may
+ * ask without the lock while SIGHUP swaps the rules (ch->acl). */
+static int has_acl_file(const auth_chain_t *ch)
+{
+    return ch->acl_path[0] != '\0';
+}
+
 int auth_chain_trivial(const auth_chain_t *ch)
 {
-    return ch->n == 0 && ch->acl == NULL && !ch->acl_async &&
+    return ch->n == 0 && !has_acl_file(ch) && !ch->acl_async &&
            ch->acl_default != CONF_POLICY_DENY && ch->default_allow;
 }
 
@@ -357,7 +364,7 @@ static int acl_decide(auth_chain_t *ch, auth_client_t *ac, uint8_t action, const
     if (ac && ac->acl)
         d = is_filter ? auth_acl_check_filter(ac->acl, user, cid, action, topic, len, &seen)
                       : auth_acl_check(ac->acl, user, cid, action, topic, len, 0);
-    if (d < 0 && ch->acl) {
+    if (d < 0 && has_acl_file(ch)) {
         pthread_rwlock_rdlock(&ch->acl_lock);
         d = is_filter ? auth_acl_check_filter(ch->acl, user, cid, action, topic, len, &seen)
                       : auth_acl_check(ch->acl, user, cid, action, topic, len, 0);
@@ -376,7 +383,7 @@ static int acl_decide(auth_chain_t *ch, auth_client_t *ac, uint8_t action, const
     }
     if (d < 0) {
         if (ch->acl_default == CONF_POLICY_AUTO)
-            d = !(ch->acl || (ac && ac->acl));
+            d = !(has_acl_file(ch) || (ac && ac->acl));
         else
             d = ch->acl_default == CONF_POLICY_ALLOW;
     }
@@ -388,7 +395,8 @@ int auth_chain_acl(auth_chain_t *ch, auth_client_t *ac, uint8_t action, const ui
 {
     if (ch == NULL)
         return 1;
-    if (!ch->acl && !ch->acl_async && !(ac && ac->acl) && ch->acl_default != CONF_POLICY_DENY)
+    if (!has_acl_file(ch) && !ch->acl_async && !(ac && ac->acl) &&
+        ch->acl_default != CONF_POLICY_DENY)
         return 1; /* nothing to decide with: the hot path costs nothing */
     char buf[512], *heap = NULL;
     char *t = buf;
