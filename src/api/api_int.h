@@ -35,6 +35,7 @@ typedef struct {
     uint64_t sessions, inflight, queued, subscriptions, retained;
     uint64_t throttled, slow_disconnects, congested;
     uint64_t auth_success, auth_failure;
+    uint64_t acl_denied, takeovers_other_user;
 } api_totals_t;
 void api_totals(server_t *srv, api_totals_t *t);
 /* "connect", "publish"... for an MQTT packet type 1..15. */

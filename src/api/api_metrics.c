@@ -62,6 +62,8 @@ void api_totals(server_t *srv, api_totals_t *t)
         t->congested += STAT_GET(st->congested);
         t->auth_success += STAT_GET(st->auth_success);
         t->auth_failure += STAT_GET(st->auth_failure);
+        t->acl_denied += STAT_GET(st->acl_denied);
+        t->takeovers_other_user += STAT_GET(st->takeovers_other_user);
     }
     pthread_rwlock_rdlock(&srv->trie_lock);
     t->subscriptions = trie_count(srv->trie);
@@ -212,6 +214,11 @@ char *api_metrics_text(server_t *srv, size_t *len)
         t.auth_success);
     one(&b, "antenna_auth_failure_total", "counter", "CONNECTs refused by authentication.",
         t.auth_failure);
+    one(&b, "antenna_acl_denied_total", "counter",
+        "Publishes, subscriptions and deliveries refused by the ACL.", t.acl_denied);
+    one(&b, "antenna_takeovers_other_user_total", "counter",
+        "CONNECTs that took over or resumed the session of another user.",
+        t.takeovers_other_user);
     one(&b, "antenna_throttled_total", "counter", "Clients paused by a rate limit.", t.throttled);
     one(&b, "antenna_slow_disconnects_total", "counter",
         "Subscribers closed by slow_subscriber_timeout.", t.slow_disconnects);

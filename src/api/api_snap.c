@@ -19,6 +19,7 @@
 #include "retain.h"
 #include "router.h"
 #include "sess.h"
+#include "sess_acl.h"
 
 api_job_t *api_job_new(api_job_kind_t kind)
 {
@@ -144,6 +145,9 @@ static json_t *sub_json(const sess_t *s, const sess_sub_t *sub)
 static const char *username_of(const sess_t *s)
 {
     const conn_t *c = s->conn;
+    const char *owner = sess_acl_owner(s); /* kept while offline too */
+    if (owner)
+        return owner;
     return c && c->x && c->x->cert_user ? c->x->cert_user : NULL;
 }
 

@@ -346,8 +346,12 @@ static long expand(const acl_rule_t *r, const char *user, const char *cid, char 
     return (long)o;
 }
 
-int auth_acl_check(const auth_acl_t *a, const char *user, const char *client_id,
-                   uint8_t action, const char *topic, size_t len, int is_filter)
+/* Walk the rules of `action` that apply to this client; for each, its
+ * expanded filter goes to fn, which returns -1 to go on, else the answer. */
+typedef int (*rule_fn)(const acl_rule_t *r, const char *f, size_t flen, void *ud);
+
+static int walk(const auth_acl_t *a, const char *user, const char *client_id, uint8_t action,
+                rule_fn fn, void *ud)
 {
     if (a == NULL)
         return -1;
@@ -369,16 +373,63 @@ int auth_acl_check(const auth_acl_t *a, const char *user, const char *client_id,
                 continue;
             f = heap ? heap : buf;
         }
-        int hit;
-        if (!is_filter)
-            hit = topic_matches((const uint8_t *)f, (size_t)flen, (const uint8_t *)topic, len);
-        else if (r->allow)
-            hit = auth_filter_covers(f, (size_t)flen, topic, len);
-        else
-            hit = auth_filter_intersects(f, (size_t)flen, topic, len);
+        int d = fn(r, f, (size_t)flen, ud);
         free(heap);
-        if (hit)
-            return r->allow;
+        if (d >= 0)
+            return d;
     }
     return -1;
+}
+
+typedef struct {
+    const char *s;
+    size_t len;
+    unsigned seen;
+} probe_t;
+
+static int topic_rule(const acl_rule_t *r, const char *f, size_t flen, void *ud)
+{
+    const probe_t *p = ud;
+    return topic_matches((const uint8_t *)f, flen, (const uint8_t *)p->s, p->len) ? r->allow
+                                                                                   : -1;
+}
+
+static int filter_rule(const acl_rule_t *r, const char *f, size_t flen, void *ud)
+{
+    probe_t *p = ud;
+    if (auth_filter_covers(f, flen, p->s, p->len))
+        return r->allow;
+    if (auth_filter_intersects(f, flen, p->s, p->len))
+        p->seen |= r->allow ? AUTH_ACL_SEEN_ALLOW : AUTH_ACL_SEEN_DENY;
+    return -1;
+}
+
+int auth_acl_combine(int decision, unsigned seen)
+{
+    if (decision == AUTH_ACL_PARTIAL)
+        return AUTH_ACL_PARTIAL;
+    if (decision)
+        return seen & AUTH_ACL_SEEN_DENY ? AUTH_ACL_PARTIAL : AUTH_ACL_ALLOW;
+    return seen & AUTH_ACL_SEEN_ALLOW ? AUTH_ACL_PARTIAL : AUTH_ACL_DENY;
+}
+
+int auth_acl_check_filter(const auth_acl_t *a, const char *user, const char *client_id,
+                          uint8_t action, const char *filter, size_t len, unsigned *seen)
+{
+    probe_t p = {filter, len, 0};
+    int d = walk(a, user, client_id, action, filter_rule, &p);
+    *seen |= p.seen;
+    return d;
+}
+
+int auth_acl_check(const auth_acl_t *a, const char *user, const char *client_id,
+                   uint8_t action, const char *topic, size_t len, int is_filter)
+{
+    if (is_filter) {
+        unsigned seen = 0;
+        int d = auth_acl_check_filter(a, user, client_id, action, topic, len, &seen);
+        return d < 0 ? -1 : auth_acl_combine(d, seen);
+    }
+    probe_t p = {topic, len, 0};
+    return walk(a, user, client_id, action, topic_rule, &p);
 }

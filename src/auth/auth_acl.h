@@ -17,13 +17,18 @@
  * rule without allow/deny allows.  Rules before any scope line apply to
  * every client.
  *
- * Matching: a PUBLISH topic (or a retained message's topic, for reading)
- * is matched against the expanded filter with the MQTT rules.  A SUBSCRIBE
- * filter is allowed by an allow rule only when every topic it can match is
- * matched by the rule ("a/+" covers "a/b", not the reverse), and denied by
- * a deny rule as soon as the two can match a common topic.  A %u rule does
- * not apply to a client without user name; a user name or client id that
- * contains '+', '#' or '/' never takes part in a substitution.
+ * Matching: a PUBLISH topic (or the topic of a message being delivered,
+ * for reading) is matched against the expanded filter with the MQTT rules.
+ * A SUBSCRIBE filter is judged by what it means for the topics it can
+ * match, each of which the first rule matching it decides: walking the
+ * rules in order, a rule whose filter covers the SUBSCRIBE filter ("a/+"
+ * covers "a/b", not the reverse) decides for every topic left, a rule that
+ * only overlaps it decides for some.  The answer is ALLOW (every topic
+ * allowed), DENY (none), or PARTIAL (some topics allowed, some denied or
+ * left to the next rule set): such a subscription is granted and each
+ * message's topic is checked when it is delivered (auth_chain.h).  A %u
+ * rule does not apply to a client without user name; a user name or client
+ * id that contains '+', '#' or '/' never takes part in a substitution.
  *
  * Immutable once built: any thread may read it.
  */
@@ -49,11 +54,28 @@ int auth_acl_add(auth_acl_t *a, int allow, uint8_t access, uint8_t scope, const 
 size_t auth_acl_count(const auth_acl_t *a);
 void auth_acl_free(auth_acl_t *a);
 
+/* Verdicts on a SUBSCRIBE filter (AUTH_ACL_DENY and AUTH_ACL_ALLOW are
+ * also the 0 and 1 of a topic's check). */
+enum { AUTH_ACL_DENY = 0, AUTH_ACL_ALLOW = 1, AUTH_ACL_PARTIAL = 2 };
+/* What rules that only overlap a SUBSCRIBE filter said (bits). */
+enum { AUTH_ACL_SEEN_ALLOW = 1, AUTH_ACL_SEEN_DENY = 2 };
+
 /* 1 allowed, 0 denied, -1 no rule applies.  action: AUTH_ACT_PUBLISH, or
  * AUTH_ACT_SUBSCRIBE; is_filter: topic is a SUBSCRIBE filter (else a topic
- * name being read or written). */
+ * name being read or written): then AUTH_ACL_PARTIAL too, and -1 when no
+ * rule covers it (rules that overlap it are forgotten: the chain uses
+ * auth_acl_check_filter). */
 int auth_acl_check(const auth_acl_t *a, const char *user, const char *client_id,
                    uint8_t action, const char *topic, size_t len, int is_filter);
+/* A SUBSCRIBE filter: the verdict of the first rule that covers it (1
+ * allow, 0 deny) or -1 when none does; *seen collects AUTH_ACL_SEEN_* of
+ * the rules before it that only overlap it (the caller combines them with
+ * the verdict, auth_acl_combine, possibly after other rule sets). */
+int auth_acl_check_filter(const auth_acl_t *a, const char *user, const char *client_id,
+                          uint8_t action, const char *filter, size_t len, unsigned *seen);
+/* The verdict on a filter from a whole decision (1/0) reached after rules
+ * that overlapped it said `seen`. */
+int auth_acl_combine(int decision, unsigned seen);
 
 /* Filter relations (exposed for tests): 1 when every topic matched by f is
  * matched by rule; 1 when some topic is matched by both. */

@@ -51,7 +51,7 @@ struct auth_chain {
 struct acl_cache_entry {
     uint32_t hash, gen;
     uint8_t kind;            /* action | is_filter << 4; 0 = empty */
-    uint8_t allow;
+    uint8_t allow;           /* AUTH_ACL_* */
     uint16_t len;
     char *topic;
 };
@@ -235,15 +235,32 @@ int auth_chain_reload(auth_chain_t *ch)
     return failed;
 }
 
+/* Whether there is an ACL file: fixed at start (acl_path), so workers may
+ * ask without the lock while SIGHUP swaps the rules (ch->acl). */
+static int has_acl_file(const auth_chain_t *ch)
+{
+    return ch->acl_path[0] != '\0';
+}
+
+int auth_chain_acl_open(const auth_chain_t *ch)
+{
+    return ch->n == 0 && !has_acl_file(ch) && !ch->acl_async &&
+           ch->acl_default != CONF_POLICY_DENY;
+}
+
 int auth_chain_trivial(const auth_chain_t *ch, uint32_t listener)
 {
-    return ch->n == 0 && ch->acl == NULL && !ch->acl_async &&
-           ch->acl_default != CONF_POLICY_DENY && auth_chain_default(ch, listener) == AUTH_ALLOW;
+    return auth_chain_acl_open(ch) && auth_chain_default(ch, listener) == AUTH_ALLOW;
 }
 
 uint32_t auth_chain_size(const auth_chain_t *ch)
 {
     return ch->n;
+}
+
+uint32_t auth_chain_gen(auth_chain_t *ch)
+{
+    return ch ? atomic_load_explicit(&ch->gen, memory_order_acquire) : 1;
 }
 
 auth_backend_t *auth_chain_backend(auth_chain_t *ch, const char *name)
@@ -356,35 +373,43 @@ static uint32_t topic_hash(uint8_t kind, const uint8_t *p, size_t len)
     return h;
 }
 
-/* The decision without the cache. */
+/* The decision without the cache.  A SUBSCRIBE filter gets AUTH_ACL_ALLOW,
+ * _DENY or _PARTIAL: the rules that only overlap it, in every rule set
+ * asked before the one that decides, make a whole verdict partial
+ * (auth_acl.h). */
 static int acl_decide(auth_chain_t *ch, auth_client_t *ac, uint8_t action, const char *topic,
                       size_t len, int is_filter)
 {
     const char *user = ac ? ac->user : NULL, *cid = ac ? ac->client_id : NULL;
-    int d = ac ? auth_acl_check(ac->acl, user, cid, action, topic, len, is_filter) : -1;
-    if (d >= 0)
-        return d;
-    if (ch->acl) {
+    unsigned seen = 0;
+    int d = -1;
+    if (ac && ac->acl)
+        d = is_filter ? auth_acl_check_filter(ac->acl, user, cid, action, topic, len, &seen)
+                      : auth_acl_check(ac->acl, user, cid, action, topic, len, 0);
+    if (d < 0 && has_acl_file(ch)) {
         pthread_rwlock_rdlock(&ch->acl_lock);
-        d = auth_acl_check(ch->acl, user, cid, action, topic, len, is_filter);
+        d = is_filter ? auth_acl_check_filter(ch->acl, user, cid, action, topic, len, &seen)
+                      : auth_acl_check(ch->acl, user, cid, action, topic, len, 0);
         pthread_rwlock_unlock(&ch->acl_lock);
-        if (d >= 0)
-            return d;
     }
-    if (ch->acl_async) {
+    if (d < 0 && ch->acl_async) {
         auth_request_t r = {.action = action, .client_id = cid ? cid : "", .username = user,
                             .topic = topic};
-        for (uint32_t i = 0; i < ch->n; i++) {
+        for (uint32_t i = 0; i < ch->n && d < 0; i++) {
             auth_answer_t a = {0};
             auth_verdict_t v = ch->b[i]->check(ch->b[i], &r, &a, NULL, NULL);
             auth_answer_clear(&a);
             if (v == AUTH_ALLOW || v == AUTH_DENY)
-                return v == AUTH_ALLOW;
+                d = v == AUTH_ALLOW;
         }
     }
-    if (ch->acl_default == CONF_POLICY_AUTO)
-        return !(ch->acl || (ac && ac->acl));
-    return ch->acl_default == CONF_POLICY_ALLOW;
+    if (d < 0) {
+        if (ch->acl_default == CONF_POLICY_AUTO)
+            d = !(has_acl_file(ch) || (ac && ac->acl));
+        else
+            d = ch->acl_default == CONF_POLICY_ALLOW;
+    }
+    return is_filter ? auth_acl_combine(d, seen) : d;
 }
 
 int auth_chain_acl(auth_chain_t *ch, auth_client_t *ac, uint8_t action, const uint8_t *topic,
@@ -392,7 +417,8 @@ int auth_chain_acl(auth_chain_t *ch, auth_client_t *ac, uint8_t action, const ui
 {
     if (ch == NULL)
         return 1;
-    if (!ch->acl && !ch->acl_async && !(ac && ac->acl) && ch->acl_default != CONF_POLICY_DENY)
+    if (!has_acl_file(ch) && !ch->acl_async && !(ac && ac->acl) &&
+        ch->acl_default != CONF_POLICY_DENY)
         return 1; /* nothing to decide with: the hot path costs nothing */
     char buf[512], *heap = NULL;
     char *t = buf;

@@ -10,7 +10,9 @@
  * that closes first clears the wait's owner (on its worker), so a late
  * answer finds no connection and is just freed: never a dangling conn_t*.
  *
- * PUBLISH/SUBSCRIBE/retained delivery: auth_chain_acl() checks, in order,
+ * PUBLISH, SUBSCRIBE and delivery (sess_acl.h: where a subscription's
+ * verdict is not a whole ALLOW, after a reload, for a resumed session):
+ * auth_chain_acl() checks, in order,
  * the rules a backend gave this client at CONNECT (answer.acl: JWT claim,
  * HTTP, Redis), the ACL file, then the backends synchronously (check()
  * with done == NULL: they answer from what they know or pass), then
@@ -83,6 +85,14 @@ int auth_chain_reload(auth_chain_t *ch);
  * backend, no ACL file, acl_default not deny, the default allows there):
  * the broker then keeps no auth state per client. */
 int auth_chain_trivial(const auth_chain_t *ch, uint32_t listener);
+/* 1 when nothing can restrict what a client reads or writes (no backend
+ * that could give client rules, no ACL file, acl_default not deny),
+ * whatever authenticates it. */
+int auth_chain_acl_open(const auth_chain_t *ch);
+/* The ACL generation: bumped by every reload (after the new rules are in
+ * place), so a decision taken under generation g is stale once this is not
+ * g any more.  Read it before deciding.  1 for a NULL chain. */
+uint32_t auth_chain_gen(auth_chain_t *ch);
 /* Number of backends in the chain. */
 uint32_t auth_chain_size(const auth_chain_t *ch);
 /* A backend by name (e.g. "password_file" for SCRAM), or NULL. */
@@ -102,7 +112,9 @@ void auth_answer_clear(auth_answer_t *a);
 
 /* 1 allowed, 0 denied.  action AUTH_ACT_PUBLISH (topic name) or
  * AUTH_ACT_SUBSCRIBE (is_filter: a SUBSCRIBE filter; else the topic of a
- * message to be read, e.g. retained).  ac may be NULL (no auth state). */
+ * message to be read, e.g. retained).  ac may be NULL (no auth state).  A
+ * SUBSCRIBE filter may also get AUTH_ACL_PARTIAL (2, auth_acl.h): granted,
+ * each message's topic to be checked at delivery. */
 int auth_chain_acl(auth_chain_t *ch, auth_client_t *ac, uint8_t action, const uint8_t *topic,
                    size_t len, int is_filter);
 

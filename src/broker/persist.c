@@ -19,6 +19,7 @@
 #include "router.h"
 #include "retain.h"
 #include "sess.h"
+#include "sess_acl.h"
 #include "store.h"
 #include "store_rec.h"
 
@@ -358,6 +359,7 @@ static int load_session(void *ud, const void *k, size_t kl, const void *v, size_
                              : ctx->now_ms + (uint64_t)rec.expiry_interval * 1000u;
     sess_t *s = sess_restore(w, ki.name, (uint16_t)ki.name_len, rec.expiry_interval,
                              expire_at, rec.next_pid);
+    sess_acl_set_owner(s, (const char *)rec.owner, rec.owner_len, rec.owner_known);
     for (uint32_t i = 0; i < rec.nsubs; i++)
         sess_subscribe(w, s, rec.subs[i].filter, (uint16_t)rec.subs[i].filter_len,
                        rec.subs[i].options, rec.subs[i].sub_id);
@@ -535,8 +537,11 @@ static void put_session(worker_t *w, store_batch_t *b, const sess_t *s)
     uint64_t deadline = 0;
     if (s->conn == NULL && s->expiry != SESS_NEVER)
         deadline = to_wall_s(s->expire_at, w->now);
+    const char *owner = sess_acl_owner(s);
     store_session_t rec = {.expiry_interval = s->expiry, .next_pid = s->next_pid,
-                           .nsubs = s->nsubs, .subs = subs, .expiry_deadline = deadline};
+                           .nsubs = s->nsubs, .subs = subs, .expiry_deadline = deadline,
+                           .owner_known = !s->owner_unknown, .owner = (const uint8_t *)owner,
+                           .owner_len = owner ? strlen(owner) : 0};
     size_t vl = store_rec_encode_session(&rec, NULL, 0);
     pkey_t k;
     PKEY(&k, store_key_session, s->client_id, s->client_id_len);

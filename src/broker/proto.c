@@ -27,6 +27,7 @@
 #include "persist.h"
 #include "router.h"
 #include "sess.h"
+#include "sess_acl.h"
 
 static int close_with(conn_t *c, uint8_t rc, const char *what, const char *why)
 {
@@ -199,6 +200,13 @@ static int connect_home(conn_t *c, const mqtt_connect_t *ck, const connect_terms
         atomic_load_explicit(&w->srv->persistent_sessions, memory_order_relaxed) >= max_sessions)
         return refuse(c, ck, MQTT_CONNACK_UNAVAILABLE, MQTT_RC_QUOTA_EXCEEDED,
                       "limits.max_sessions persistent sessions exist");
+    if (s)
+        sess_acl_claim(w, s, c,
+                       s->conn ? (ck->clean_session || s->expiry == 0
+                                      ? "its connection closed, the session discarded"
+                                      : "its connection closed, the session resumed")
+                               : (ck->clean_session || s->expiry == 0 ? "the session discarded"
+                                                                      : "the session resumed"));
     if (s && s->conn) {
         /* takeover: the older connection goes, its will is published */
         conn_t *old = s->conn;
@@ -273,6 +281,7 @@ static int connect_home(conn_t *c, const mqtt_connect_t *ck, const connect_terms
     STAT_ADD(w->stats.clients_connected, 1);
     STAT_ADD(w->stats.connections_total, 1);
     conn_arm_timer(c);
+    sess_acl_attach(w, s, c, present);
     sess_attach(s, c);
     persist_session_update(w, s);
     char name[160];
@@ -522,8 +531,16 @@ static int method_result(conn_t *c, auth_method_rc_t rc, auth_method_out_t *out,
     }
     STAT_ADD(w->stats.auth_success, 1);
     auth_ban_success(auth_chain_ban(w->srv->auth), c->listener, out->user);
+    int same = ac->user && out->user ? strcmp(ac->user, out->user) == 0 : ac->user == out->user;
     free(ac->user);
     ac->user = out->user;
+    if (reauth && !same) {
+        /* another user now: decisions cached and verdicts taken are the
+         * previous one's */
+        ac->gen = 0;
+        if (c->sess)
+            sess_acl_attach(w, c->sess, c, 1);
+    }
     if (reauth) {
         send_auth(c, MQTT_RC_SUCCESS, m, out->data, out->len);
         free(out->data);
@@ -678,6 +695,22 @@ static void id_preview(const uint8_t *id, size_t len, char *out, size_t size)
     out[o] = '\0';
 }
 
+/* auth.client_id_binding: 1 when `user` may use this client id.  An id
+ * the broker assigned is anyone's; a client without user name has none
+ * of its own. */
+static int client_id_bound(const conf_t *cf, const char *user, const uint8_t *id, uint16_t len,
+                           int assigned)
+{
+    uint8_t bind = cf->auth.client_id_binding;
+    if (bind == CONF_CID_BIND_NONE || assigned)
+        return 1;
+    size_t ul = user ? strlen(user) : 0;
+    if (user == NULL || len < ul || memcmp(id, user, ul) != 0)
+        return 0;
+    return len == ul || (bind == CONF_CID_BIND_PREFIX && id[ul] != '\0' &&
+                         strchr(CONF_CID_BIND_SEPARATORS, id[ul]) != NULL);
+}
+
 static int on_connect(conn_t *c, const mqtt_raw_t *pkt, const uint8_t *rest, size_t rest_len,
                       int adopted)
 {
@@ -776,6 +809,16 @@ static int on_connect(conn_t *c, const mqtt_raw_t *pkt, const uint8_t *rest, siz
             free(ac->client_id);
             ac->client_id = an_strndup((const char *)id, id_len);
         }
+        /* the user the ACL knows; without auth state, the CONNECT's */
+        const char *user = ac ? ac->user : cert_user ? c->x->cert_user : NULL;
+        char *named = NULL;
+        if (!ac && !cert_user && ck.has_username)
+            user = named = an_strndup((const char *)ck.username.p, ck.username.len);
+        int bound = client_id_bound(cf, user, id, id_len, t.assigned);
+        free(named);
+        if (!bound)
+            return refuse(c, &ck, MQTT_CONNACK_ID_REJECTED, MQTT_RC_CLIENT_ID_NOT_VALID,
+                          "client id not bound to the user (auth.client_id_binding)");
         if (ck.will_flag && !auth_chain_acl(w->srv->auth, ac, AUTH_ACT_PUBLISH, ck.will_topic.p,
                                             ck.will_topic.len, 0)) {
             STAT_ADD(w->stats.acl_denied, 1);
@@ -1015,7 +1058,11 @@ static uint8_t subscribe_one(conn_t *c, const mqtt_str_t *f, uint8_t opts, uint3
         return v5 ? MQTT_RC_WILDCARD_SUBS_NOT_SUPPORTED : MQTT_SUBACK_FAILURE;
     if (!topic_within_limits(cf, f->p, f->len))
         return v5 ? MQTT_RC_TOPIC_FILTER_INVALID : MQTT_SUBACK_FAILURE;
-    if (!auth_chain_acl(w->srv->auth, c->x ? c->x->auth : NULL, AUTH_ACT_SUBSCRIBE, real, rl, 1)) {
+    /* the generation first: a reload after it makes the verdict stale */
+    uint32_t gen = auth_chain_gen(w->srv->auth);
+    int verdict = auth_chain_acl(w->srv->auth, c->x ? c->x->auth : NULL, AUTH_ACT_SUBSCRIBE,
+                                 real, rl, 1);
+    if (verdict == AUTH_ACL_DENY) {
         char name[160];
         STAT_ADD(w->stats.acl_denied, 1);
         log_info("%s: SUBSCRIBE to '%.*s' denied by the ACL", conn_name(c, name, sizeof(name)),
@@ -1028,6 +1075,8 @@ static uint8_t subscribe_one(conn_t *c, const mqtt_str_t *f, uint8_t opts, uint3
     uint8_t granted = AN_MIN(MQTT_SUBOPT_QOS(opts), cf->max_qos);
     opts = (uint8_t)((opts & ~3) | granted);
     int added = sess_subscribe(w, s, f->p, f->len, opts, subid);
+    /* PARTIAL: granted, the topics the ACL denies are not delivered */
+    sess_acl_subscribed(s, f->p, f->len, verdict, gen);
     /* [MQTT5 3.3.1.3] retain handling; never on a shared subscription */
     uint8_t rh = MQTT_SUBOPT_RETAIN_HANDLING(opts);
     *send_retained = !shared && (rh == 0 || (rh == 1 && added));

@@ -14,7 +14,6 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "auth_chain.h"
 #include "conn.h"
 #include "log.h"
 #include "mqtt_codec.h"
@@ -249,15 +248,9 @@ typedef struct {
 static void send_one_retained(void *ud, msg_t *m)
 {
     retained_ctx_t *ctx = ud;
-    conn_t *c = ctx->s->conn;
-    /* the ACL may forbid reading some topics a granted filter matches */
-    if (!auth_chain_acl(ctx->w->srv->auth, c && c->x ? c->x->auth : NULL, AUTH_ACT_SUBSCRIBE,
-                        msg_topic(m), m->topic_len, 0)) {
-        STAT_ADD(ctx->w->stats.acl_denied, 1);
-        msg_unref(&m);
-        return;
-    }
-    /* [MQTT-3.3.1-8] retained messages sent on subscribe carry retain 1 */
+    /* [MQTT-3.3.1-8] retained messages sent on subscribe carry retain 1;
+     * the ACL may forbid reading some topics a granted filter matches:
+     * sess_deliver checks (sess_acl.h) */
     if (!msg_expired(m, ctx->w->now))
         sess_deliver(ctx->w, ctx->s, m, AN_MIN(m->qos, ctx->qos), DLV_RETAIN);
     msg_unref(&m);

@@ -72,7 +72,10 @@ typedef struct {
     an_counter_t auth_success;      /* CONNECTs allowed by the auth chain */
     an_counter_t auth_failure;      /* CONNECTs refused by it (credentials) */
     an_counter_t auth_banned;       /* CONNECTs refused: address banned */
-    an_counter_t acl_denied;        /* PUBLISH/SUBSCRIBE/retained refused by the ACL */
+    an_counter_t acl_denied;        /* PUBLISH/SUBSCRIBE/retained refused by the ACL,
+                                     * messages not delivered (sess_acl.h) */
+    an_counter_t takeovers_other_user; /* CONNECTs that claimed another user's
+                                     * session (sess_acl.h) */
     an_counter_t pkts_in[STAT_PKT_TYPES];  /* packets read, by MQTT type */
     an_counter_t pkts_out[STAT_PKT_TYPES]; /* packets queued for sending, by type */
     an_counter_t msgs_in_qos[3];    /* PUBLISH from clients by QoS */
@@ -127,6 +130,8 @@ struct worker_s {
     uint64_t rng;         /* xorshift state: random shared-subscription picks */
     uint64_t qfull_logged_at; /* ms: rate limit of the queue-full log line */
     uint64_t acl_logged_at;   /* ms: rate limit of the ACL-denied publish line */
+    uint64_t takeover_logged_at; /* ms: of the line on another user's takeover */
+    uint64_t judged_logged_at;   /* ms: of the line on a subscription a reload restricted */
     uint64_t store_err_logged_at; /* ms: rate limit of the failed-commit line */
     uint64_t store_errors;    /* failed commits since that line */
     uint64_t congested_until; /* ms: another worker's inbox is over INBOX_HIGH */

@@ -14,6 +14,7 @@
 #include "mqtt_codec.h"
 #include "persist.h"
 #include "router.h"
+#include "sess_acl.h"
 #include "shared.h"
 #include "store_rec.h"
 #include "subidx.h"
@@ -203,24 +204,32 @@ sess_t *sess_new(worker_t *w, const uint8_t *client_id, uint16_t len, uint32_t e
     return s;
 }
 
+sess_ext_t *sess_ext(sess_t *s)
+{
+    if (s->x == NULL)
+        s->x = an_calloc(1, sizeof(*s->x));
+    return s->x;
+}
+
+static int has_will(const sess_t *s)
+{
+    return s->x && s->x->will;
+}
+
 static void publish_pending_will(worker_t *w, sess_t *s)
 {
-    if (s->will == NULL)
+    if (!has_will(s))
         return;
-    msg_t *will = s->will->will;
-    free(s->will);
-    s->will = NULL;
+    msg_t *will = s->x->will;
+    s->x->will = NULL;
     router_publish(w, will, NULL);
     msg_unref(&will);
 }
 
 static void drop_pending_will(sess_t *s)
 {
-    if (s->will) {
-        msg_unref(&s->will->will);
-        free(s->will);
-        s->will = NULL;
-    }
+    if (has_will(s))
+        msg_unref(&s->x->will);
 }
 
 /* Remove one subscription from the trie or its shared group; trie write
@@ -248,7 +257,8 @@ void sess_destroy(worker_t *w, sess_t *s)
     free(s->subs);
     s->subs = NULL;
     s->nsubs = 0;
-    subidx_free(&s->subs_idx);
+    if (s->x)
+        subidx_free(&s->x->subs_idx);
     persist_session_drop(w, s);
     sess_set_expiry(s, 0);
     sq_clear(&s->inflight);
@@ -261,6 +271,11 @@ void sess_destroy(worker_t *w, sess_t *s)
     if (s->conn)
         s->conn->sess = NULL;
     publish_pending_will(w, s); /* [MQTT5 3.1.3.2.2] at the latest when the session ends */
+    if (s->x) {
+        free(s->x->owner);
+        subidx_free(&s->x->subs_idx);
+    }
+    free(s->x);
     free(s);
 }
 
@@ -445,7 +460,8 @@ void sess_deliver(worker_t *w, sess_t *s, msg_t *m, uint8_t qos, uint8_t flags)
     conn_t *c = s->conn;
     uint8_t retain = (flags & DLV_RETAIN) ? 1 : 0, shared = (flags & DLV_SHARED) ? 1 : 0;
     uint64_t seq = (flags & DLV_DURABLE) ? m->store_seq : 0;
-    if (msg_expired(m, w->now)) {
+    if (msg_expired(m, w->now) || (c && !sess_acl_may_read(w, s, m))) {
+        /* offline, the ACL waits for the client that resumes the session */
         persist_queue_del(w, s->client_id, s->client_id_len, seq);
         return;
     }
@@ -540,8 +556,8 @@ static void arm_expiry(worker_t *w, sess_t *s)
     uint64_t at = UINT64_MAX;
     if (s->expiry != SESS_NEVER)
         at = s->expire_at;
-    if (s->will && s->will->at < at)
-        at = s->will->at;
+    if (has_will(s) && s->x->will_at < at)
+        at = s->x->will_at;
     if (at == UINT64_MAX)
         return;
     s->timer_kind = SESS_TIMER_EXPIRY;
@@ -561,9 +577,8 @@ sess_t *sess_restore(worker_t *w, const uint8_t *client_id, uint16_t len, uint32
 void sess_delay_will(sess_t *s, msg_t *will, uint32_t delay)
 {
     drop_pending_will(s);
-    s->will = an_malloc(sizeof(*s->will));
-    s->will->will = will;
-    s->will->at = s->w->now + (uint64_t)delay * 1000u;
+    sess_ext(s)->will = will;
+    s->x->will_at = s->w->now + (uint64_t)delay * 1000u;
 }
 
 void sess_detach(worker_t *w, sess_t *s)
@@ -702,12 +717,18 @@ int sess_qos2_in_end(sess_t *s, uint16_t pid)
 
 static long find_sub(const sess_t *s, const uint8_t *filter, uint16_t len)
 {
-    return subidx_find(s->subs_idx, s->subs, s->nsubs, filter, len);
+    return subidx_find(s->x ? s->x->subs_idx : NULL, s->subs, s->nsubs, filter, len);
 }
 
 int sess_has_sub(const sess_t *s, const uint8_t *filter, uint16_t len)
 {
     return find_sub(s, filter, len) >= 0;
+}
+
+sess_sub_t *sess_sub_find(const sess_t *s, const uint8_t *filter, uint16_t len)
+{
+    int i = find_sub(s, filter, len);
+    return i < 0 ? NULL : s->subs[i];
 }
 
 int sess_subscribe(worker_t *w, sess_t *s, const uint8_t *filter, uint16_t len,
@@ -728,9 +749,11 @@ int sess_subscribe(worker_t *w, sess_t *s, const uint8_t *filter, uint16_t len,
         sub->len = len;
         sub->opts = opts;
         sub->subid = subid;
+        sub->acl = 0; /* set by sess_acl_subscribed, or judged at attach */
         memcpy(sub->filter, filter, len);
         s->subs[s->nsubs++] = sub;
-        subidx_added(&s->subs_idx, s->subs, s->nsubs);
+        if (s->nsubs > SUBIDX_MIN)
+            subidx_added(&sess_ext(s)->subs_idx, s->subs, s->nsubs);
     }
     if (subid)
         s->has_subids = 1;
@@ -758,7 +781,8 @@ int sess_unsubscribe(worker_t *w, sess_t *s, const uint8_t *filter, uint16_t len
     pthread_rwlock_wrlock(&w->srv->trie_lock);
     unroute(w, s, filter, len);
     pthread_rwlock_unlock(&w->srv->trie_lock);
-    subidx_removing(&s->subs_idx, s->subs, s->nsubs, (uint32_t)i);
+    if (s->x)
+        subidx_removing(&s->x->subs_idx, s->subs, s->nsubs, (uint32_t)i);
     free(s->subs[i]);
     s->subs[i] = s->subs[--s->nsubs];
     if (s->nsubs == 0) {
@@ -781,7 +805,7 @@ void sess_on_timer(tw_timer_t *t)
     sess_t *s = container_of(t, sess_t, timer);
     worker_t *w = s->w;
     if (s->timer_kind == SESS_TIMER_EXPIRY) {
-        if (s->will && w->now >= s->will->at)
+        if (has_will(s) && w->now >= s->x->will_at)
             publish_pending_will(w, s); /* the Will Delay Interval passed */
         if (s->expiry != SESS_NEVER && w->now >= s->expire_at) {
             log_info("%s: session expired", s->client_id);

@@ -56,14 +56,22 @@ typedef struct {
     uint32_t subid;   /* MQTT 5 subscription identifier, 0 = none */
     uint16_t len;
     uint8_t opts;     /* the options byte (granted QoS in bits 0-1) */
+    uint8_t acl;      /* AUTH_ACL_ALLOW/_PARTIAL/_DENY for the session's user,
+                       * as of sess_t.acl_gen (sess_acl.h) */
     uint8_t filter[]; /* as subscribed, "$share/g/f" included; not NUL terminated */
 } sess_sub_t;
 
-/* A will waiting for its Will Delay Interval after the connection ended. */
+/* What few sessions need, allocated when first needed: a will waiting for
+ * its Will Delay Interval after the connection ended, the user the session
+ * belongs to (sess_acl.h), and the index of its subscriptions once it has
+ * more than SUBIDX_MIN (subidx.h). */
 typedef struct {
-    msg_t *will;
-    uint64_t at; /* ms */
-} sess_will_t;
+    struct subidx_s *subs_idx; /* filter -> subs[] position; NULL while few */
+    msg_t *will;      /* pending delayed will, or NULL */
+    uint64_t will_at; /* ms */
+    char *owner;      /* user of the client that created or last resumed
+                       * it; NULL: none (anonymous, or no auth state) */
+} sess_ext_t;
 
 #define SESS_NEVER UINT32_MAX /* session expiry "never" */
 
@@ -75,20 +83,23 @@ struct sess_s {
     sq_t inflight;              /* outgoing QoS 1/2, in send order */
     sq_t queue;                 /* behind the window, or while offline */
     sess_sub_t **subs;          /* dense, in no particular order */
-    struct subidx_s *subs_idx;  /* filter -> subs[] position (subidx.h);
-                                 * NULL while there are few */
     uint16_t *qos2_in;          /* incoming QoS 2 ids awaiting PUBREL */
     uint32_t nsubs;             /* capacities implied (sess.c) */
     uint32_t nqos2_in;
+    uint32_t acl_gen;           /* ACL generation the subscriptions' verdicts
+                                 * were taken under, 0 = never (sess_acl.h) */
     uint64_t queued_bytes;      /* topic + payload bytes in `queue` */
     uint64_t expire_at;         /* ms, while offline with an expiry */
-    sess_will_t *will;          /* pending delayed will, or NULL */
+    sess_ext_t *x;              /* delayed will, owner; or NULL */
     uint32_t expiry;            /* seconds after disconnect; 0 = with the
                                  * connection, SESS_NEVER = never */
     uint16_t next_pid;
     uint8_t has_subids : 1;     /* a subscription carries an identifier */
     uint8_t stored : 1;         /* records of it may be in the store */
     uint8_t counted : 1;        /* in srv->persistent_sessions (expiry != 0) */
+    uint8_t acl_check : 1;      /* a subscription is not ALLOW: every
+                                 * delivery checks its topic (sess_acl.h) */
+    uint8_t owner_unknown : 1;  /* restored from a record that has no owner */
     uint8_t timer_kind;         /* SESS_TIMER_* */
     tw_timer_t timer;           /* retry while connected, expiry offline */
     uint16_t client_id_len;
@@ -180,10 +191,15 @@ int sess_qos2_in_end(sess_t *s, uint16_t pid);
 int sess_subscribe(worker_t *w, sess_t *s, const uint8_t *filter, uint16_t len,
                    uint8_t opts, uint32_t subid);
 int sess_has_sub(const sess_t *s, const uint8_t *filter, uint16_t len);
+/* The subscription to exactly this filter, or NULL. */
+sess_sub_t *sess_sub_find(const sess_t *s, const uint8_t *filter, uint16_t len);
 int sess_unsubscribe(worker_t *w, sess_t *s, const uint8_t *filter, uint16_t len);
 /* After a SUBSCRIBE or UNSUBSCRIBE changed subscriptions: the session record
  * of a stored session is rewritten, once. */
 void sess_subscriptions_saved(worker_t *w, sess_t *s);
+
+/* The session's sess_ext_t, allocated on first use. */
+sess_ext_t *sess_ext(sess_t *s);
 
 /* Timer callback (retry or expiry). */
 void sess_on_timer(tw_timer_t *t);

@@ -75,6 +75,7 @@ void sys_on_timer(tw_timer_t *t)
     uint64_t recv = 0, sent = 0, dropped = 0, bin = 0, bout = 0, conn = 0, total = 0;
     uint64_t ref_limit = 0, ref_rate = 0, ref_mem = 0, throttled = 0, slow = 0, qfull = 0;
     uint64_t qrefused = 0, congested = 0, auth_ok = 0, auth_fail = 0, auth_banned = 0, acl_denied = 0;
+    uint64_t takeovers = 0;
     uint64_t sessions = 0, inflight = 0, queued = 0;
     uint64_t pin[STAT_PKT_TYPES] = {0}, pout[STAT_PKT_TYPES] = {0}, qin[3] = {0}, qout[3] = {0};
     for (uint32_t i = 0; i < srv->nworkers; i++) {
@@ -109,6 +110,7 @@ void sys_on_timer(tw_timer_t *t)
         auth_fail += STAT_GET(st->auth_failure);
         auth_banned += STAT_GET(st->auth_banned);
         acl_denied += STAT_GET(st->acl_denied);
+        takeovers += STAT_GET(st->takeovers_other_user);
     }
     pthread_rwlock_rdlock(&srv->trie_lock);
     uint64_t subs = trie_count(srv->trie);
@@ -144,6 +146,7 @@ void sys_on_timer(tw_timer_t *t)
         {"$SYS/broker/auth/failure", auth_fail},
         {"$SYS/broker/auth/banned", auth_banned},
         {"$SYS/broker/auth/acl_denied", acl_denied},
+        {"$SYS/broker/auth/takeovers_other_user", takeovers},
         {"$SYS/broker/sessions/count", sessions},
         {"$SYS/broker/messages/inflight", inflight},
         {"$SYS/broker/messages/queued", queued},

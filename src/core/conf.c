@@ -246,6 +246,7 @@ static const struct field auth_redis_fields[] = {
 };
 
 static const char *const policy_names[] = {"deny", "allow", "auto", NULL};
+static const char *const cid_binding_names[] = {"none", "username", "prefix_username", NULL};
 static const char *const jwt_alg_names[] = {"HS256", "RS256", "ES256", NULL};
 static const char *const jwt_field_names[] = {"password", "username", NULL};
 
@@ -285,6 +286,7 @@ static const struct field auth_fields[] = {
     { AUTHF(auth, acl_file, F_STR) },
     { AUTHF(auth, acl_default, F_ENUM), .names = policy_names },
     { AUTHF(auth, acl_cache_size, F_UINT), .min = 0, .max = 65536 },
+    { AUTHF(auth, client_id_binding, F_ENUM), .names = cid_binding_names },
     { AUTHF(auth, password_file, F_STR) },
     { AUTHF(auth, password_threads, F_UINT), .min = 1, .max = 64 },
     { AUTHF(auth, password_queue, F_UINT), .min = 1, .max = 1000000 },

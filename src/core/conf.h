@@ -126,6 +126,7 @@ typedef struct {
     uint32_t password_queue;   /* password checks waiting for them; beyond: 0x97 */
     uint32_t password_cache_ttl_s; /* successful checks remembered; 0 = no cache */
     uint32_t password_cache_size;  /* entries */
+    uint8_t client_id_binding; /* CONF_CID_BIND_*: client ids bound to users */
     conf_auth_jwt_t jwt;
     conf_auth_ban_t ban;
 } conf_auth_t;
@@ -135,6 +136,11 @@ typedef struct {
 enum { CONF_POLICY_DENY = 0, CONF_POLICY_ALLOW, CONF_POLICY_AUTO };
 /* auth.default auto with an empty chain allows on loopback listeners only: a
  * listener bound elsewhere refuses clients that send credentials. */
+/* auth.client_id_binding: NONE any client id; USERNAME the user name
+ * itself; PREFIX the user name, alone or followed by a separator
+ * (CONF_CID_BIND_SEPARATORS) and anything. */
+enum { CONF_CID_BIND_NONE = 0, CONF_CID_BIND_USERNAME, CONF_CID_BIND_PREFIX };
+#define CONF_CID_BIND_SEPARATORS "-_:.@/"
 /* listener allow_anonymous: INHERIT takes mqtt.allow_anonymous. */
 enum { CONF_ANON_NO = 0, CONF_ANON_YES, CONF_ANON_INHERIT };
 enum { CONF_JWT_HS256 = 0, CONF_JWT_RS256, CONF_JWT_ES256 };

@@ -23,7 +23,8 @@
  * (topic, client id, filter, props, payload) in standard base64:
  *   {"type":"retained","topic":B64,"qos":Q,"flags":F,"expiry":S,"props":B64,"payload":B64}
  *   {"type":"session","client_id":B64,"flags":F,"expiry_interval":S,
- *    "expiry_deadline":S,"next_pid":P,"subs":[{"filter":B64,"options":O,"sub_id":I}..]}
+ *    "expiry_deadline":S,"next_pid":P,"subs":[{"filter":B64,"options":O,"sub_id":I}..]
+ *    [,"owner":B64|null]}    (owner: absent when not known, null for none)
  *   {"type":"message","client_id":B64,"seq":N,"state":S,"qos":Q,"retain":B,"dup":B,
  *    "pid":P,"expiry":S,"topic":B64,"props":B64,"payload":B64}
  *   {"type":"incoming","client_id":B64,"pid":P}
@@ -595,6 +596,10 @@ static int export_one(void *ud, const void *k, size_t kl, const void *v, size_t 
             json_array_append_new(subs, sub);
         }
         json_object_set_new(o, "subs", subs);
+        if (r.owner && r.owner_known)
+            set_b64(o, "owner", r.owner, r.owner_len);
+        else if (r.owner_known)
+            json_object_set_new(o, "owner", json_null());
         store_rec_session_free(&r);
         break;
     }
@@ -814,14 +819,20 @@ out:
 
 static int import_session(store_batch_t *b, json_t *o, uint8_t *key, ierr_t *e)
 {
-    uint8_t *cid = NULL;
+    uint8_t *cid = NULL, *owner = NULL;
     size_t cid_len;
     uint64_t flags, interval, deadline, pid;
     store_session_t r = {0};
-    json_t *subs = json_object_get(o, "subs");
+    json_t *subs = json_object_get(o, "subs"), *ow = json_object_get(o, "owner");
     int rc = -1;
     void *val;
-    if (check_fields(o, 7, e) || get_b64(o, "client_id", &cid, &cid_len, e) ||
+    if (ow) {
+        r.owner_known = true;
+        if (!json_is_null(ow) && get_b64(o, "owner", &owner, &r.owner_len, e))
+            goto out;
+        r.owner = owner;
+    }
+    if (check_fields(o, ow ? 8 : 7, e) || get_b64(o, "client_id", &cid, &cid_len, e) ||
         get_uint(o, "flags", 255, &flags, e) ||
         get_uint(o, "expiry_interval", UINT32_MAX, &interval, e) ||
         get_uint(o, "expiry_deadline", INT64_MAX, &deadline, e) ||
@@ -864,6 +875,7 @@ out:
         free((void *)r.subs[i].filter);
     free(r.subs);
     free(cid);
+    free(owner);
     return rc;
 }
 

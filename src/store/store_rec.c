@@ -113,17 +113,26 @@ static const uint8_t *get_field(rd_t *r, size_t lenbytes, size_t *len)
     return take(r, *len);
 }
 
-static int get_header(rd_t *r, const void *buf, size_t len, uint8_t type)
+/* Type and version (1 .. max_version, into *version when not NULL). */
+static int get_header_v(rd_t *r, const void *buf, size_t len, uint8_t type,
+                        uint8_t max_version, uint8_t *version)
 {
     r->p = buf;
     r->left = len;
     r->bad = 0;
     if (len < 2 || r->p[0] != type)
         return STORE_ECORRUPT;
-    if (r->p[1] != STORE_REC_VERSION)
+    if (r->p[1] < STORE_REC_VERSION || r->p[1] > max_version)
         return STORE_EVERSION;
+    if (version)
+        *version = r->p[1];
     take(r, 2);
     return 0;
+}
+
+static int get_header(rd_t *r, const void *buf, size_t len, uint8_t type)
+{
+    return get_header_v(r, buf, len, type, STORE_REC_VERSION, NULL);
 }
 
 /* The end of a decode: every read in bounds and nothing left over. */
@@ -292,9 +301,12 @@ static int sub_ok(const store_sub_t *s)
            ((o >> 4) & 3) <= 2 && s->sub_id <= SUB_ID_MAX;
 }
 
+#define SESSION_OWNER_VERSION 2u
+
 static int session_ok(const store_session_t *s)
 {
-    if (s->next_pid == 0 || (s->nsubs > 0 && s->subs == NULL))
+    if (s->next_pid == 0 || (s->nsubs > 0 && s->subs == NULL) || s->owner_len > U16_MAX ||
+        (!s->owner_known && s->owner) || (s->owner == NULL && s->owner_len))
         return 0;
     for (uint32_t i = 0; i < s->nsubs; i++)
         if (!sub_ok(&s->subs[i]))
@@ -309,10 +321,12 @@ size_t store_rec_encode_session(const store_session_t *s, void *out, size_t cap)
     size_t n = 2 + 1 + 4 + 8 + 2 + 4;
     for (uint32_t i = 0; i < s->nsubs; i++)
         n += 2 + s->subs[i].filter_len + 1 + 4;
+    if (s->owner_known)
+        n += 1 + (s->owner ? 2 + s->owner_len : 0);
     if (n <= cap) {
         wr_t w = {out};
         put_u8(&w, 'S');
-        put_u8(&w, STORE_REC_VERSION);
+        put_u8(&w, s->owner_known ? SESSION_OWNER_VERSION : STORE_REC_VERSION);
         put_u8(&w, s->flags);
         put_u32(&w, s->expiry_interval);
         put_u64(&w, s->expiry_deadline);
@@ -325,6 +339,13 @@ size_t store_rec_encode_session(const store_session_t *s, void *out, size_t cap)
             put_u8(&w, sub->options);
             put_u32(&w, sub->sub_id);
         }
+        if (s->owner_known) {
+            put_u8(&w, s->owner ? 1 : 0);
+            if (s->owner) {
+                put_u16(&w, (uint16_t)s->owner_len);
+                put_bytes(&w, s->owner, s->owner_len);
+            }
+        }
     }
     return n;
 }
@@ -332,10 +353,14 @@ size_t store_rec_encode_session(const store_session_t *s, void *out, size_t cap)
 int store_rec_decode_session(const void *buf, size_t len, store_session_t *out)
 {
     rd_t r;
-    int rc = get_header(&r, buf, len, 'S');
+    uint8_t version = 0;
+    int rc = get_header_v(&r, buf, len, 'S', SESSION_OWNER_VERSION, &version);
 
     out->subs = NULL;
     out->nsubs = 0;
+    out->owner_known = false;
+    out->owner = NULL;
+    out->owner_len = 0;
     if (rc)
         return rc;
     out->flags = get_u8(&r);
@@ -354,6 +379,14 @@ int store_rec_decode_session(const void *buf, size_t len, store_session_t *out)
         sub->filter = get_field(&r, 2, &sub->filter_len);
         sub->options = get_u8(&r);
         sub->sub_id = get_u32(&r);
+    }
+    if (version >= SESSION_OWNER_VERSION) {
+        out->owner_known = true;
+        uint8_t has_owner = get_u8(&r);
+        if (has_owner > 1)
+            r.bad = 1;
+        else if (has_owner)
+            out->owner = get_field(&r, 2, &out->owner_len);
     }
     if ((rc = finish(&r)) == 0 && !session_ok(out))
         rc = STORE_ECORRUPT;

@@ -27,6 +27,10 @@
  *   'R' 1  qos u8, flags u8, expiry u64, topic u16+n, props u32+n, payload u32+n
  *   'S' 1  flags u8, expiry_interval u32, expiry_deadline u64, next_pid u16,
  *          nsubs u32, nsubs x { filter u16+n, options u8, sub_id u32 }
+ *   'S' 2  the same, then has_owner u8 (0 or 1), owner u16+n when 1: the
+ *          user of the client that created or last resumed the session.
+ *          Version 1 (written before owners were kept, and still for a
+ *          session whose owner is not known) decodes with owner_known false.
  *   'Q' 1  state u8, qos u8, flags u8 (0x01 retain, 0x02 dup), pid u16,
  *          expiry u64, topic u16+n, props u32+n, payload u32+n
  *   'I' 1  (nothing more)
@@ -104,6 +108,9 @@ typedef struct store_session {
     uint16_t next_pid;        /* 1..65535 */
     uint32_t nsubs;
     store_sub_t *subs;        /* decode: allocated, store_rec_session_free() */
+    bool owner_known;         /* false: version 1 (no owner field) */
+    const uint8_t *owner;     /* the owner's user name, NULL = none (anonymous) */
+    size_t owner_len;         /* 0..65535 */
 } store_session_t;
 
 enum {

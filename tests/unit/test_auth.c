@@ -196,7 +196,7 @@ static void test_acl_rules(void **state)
     assert_int_equal(chk(a, "bob", "gw", P, "gw/1", 0), 1);
     assert_int_equal(chk(a, "bob", "gw2", P, "gw/1", 0), -1);
     assert_int_equal(chk(a, "bob", "c1", S, "secret/a", 1), 0);
-    assert_int_equal(chk(a, "bob", "c1", S, "#", 1), 0);          /* overlaps secret/# */
+    assert_int_equal(chk(a, "bob", "c1", S, "#", 1), AUTH_ACL_PARTIAL); /* but secret/# */
     assert_int_equal(chk(a, "bob", "c1", S, "public/#", 1), 1);
     assert_int_equal(chk(a, "bob", "c1", S, "secret/a", 0), 0);   /* reading a topic */
     auth_acl_free(a);
@@ -210,6 +210,60 @@ static void test_acl_rules(void **state)
     }
     assert_null(auth_acl_from_lines("any\n\nallow pub ok\nnope\n", "f", err, sizeof(err)));
     assert_non_null(strstr(err, "f:4: "));
+}
+
+/* A SUBSCRIBE filter is judged by its topics: whole, none, or some
+ * (granted, the rest filtered at delivery). */
+static void test_acl_partial_filters(void **state)
+{
+    (void)state;
+    char err[256];
+    const uint8_t S = AUTH_ACT_SUBSCRIBE;
+    auth_acl_t *a = auth_acl_from_lines("deny sub test/nosubscribe\nallow all #\n", "t", err,
+                                        sizeof(err));
+    assert_non_null(a);
+    assert_int_equal(chk(a, "u", "c", S, "#", 1), AUTH_ACL_PARTIAL);
+    assert_int_equal(chk(a, "u", "c", S, "+/+", 1), AUTH_ACL_PARTIAL);
+    assert_int_equal(chk(a, "u", "c", S, "test/+", 1), AUTH_ACL_PARTIAL);
+    assert_int_equal(chk(a, "u", "c", S, "test/nosubscribe", 1), AUTH_ACL_DENY);
+    assert_int_equal(chk(a, "u", "c", S, "test/other", 1), AUTH_ACL_ALLOW);
+    assert_int_equal(chk(a, "u", "c", S, "+/+/+", 1), AUTH_ACL_ALLOW); /* no common topic */
+    assert_int_equal(chk(a, "u", "c", S, "$SYS/#", 1), -1);            /* '#' is not '$' */
+    assert_int_equal(chk(a, "u", "c", S, "test/nosubscribe", 0), 0);   /* reading it */
+    assert_int_equal(chk(a, "u", "c", S, "test/x", 0), 1);
+    auth_acl_free(a);
+
+    /* first match, topic by topic: an allow before a covering deny still
+     * allows its topics; a covering deny first leaves nothing */
+    a = auth_acl_from_lines("allow sub a/b\ndeny sub a/#\n", "t", err, sizeof(err));
+    assert_int_equal(chk(a, "u", "c", S, "a/#", 1), AUTH_ACL_PARTIAL);
+    assert_int_equal(chk(a, "u", "c", S, "a/b", 1), AUTH_ACL_ALLOW);
+    assert_int_equal(chk(a, "u", "c", S, "a/c", 1), AUTH_ACL_DENY);
+    auth_acl_free(a);
+    a = auth_acl_from_lines("deny sub a/#\nallow sub a/b\n", "t", err, sizeof(err));
+    assert_int_equal(chk(a, "u", "c", S, "a/#", 1), AUTH_ACL_DENY);
+    assert_int_equal(chk(a, "u", "c", S, "a/b", 1), AUTH_ACL_DENY);
+    auth_acl_free(a);
+
+    /* no rule covers: what overlaps is handed to the caller, who combines
+     * it with the next rule set or the default */
+    a = auth_acl_from_lines("user bob\nallow sub pub/#\ndeny sub priv/#\n", "t", err,
+                            sizeof(err));
+    unsigned seen = 0;
+    assert_int_equal(auth_acl_check_filter(a, "bob", "c", S, "#", 1, &seen), -1);
+    assert_int_equal(seen, AUTH_ACL_SEEN_ALLOW | AUTH_ACL_SEEN_DENY);
+    seen = 0;
+    assert_int_equal(auth_acl_check_filter(a, "eve", "c", S, "#", 1, &seen), -1);
+    assert_int_equal(seen, 0);
+    seen = 0;
+    assert_int_equal(auth_acl_check_filter(a, "bob", "c", S, "priv/+/x", 8, &seen), 0);
+    assert_int_equal(seen, 0);
+    auth_acl_free(a);
+    assert_int_equal(auth_acl_combine(0, AUTH_ACL_SEEN_ALLOW), AUTH_ACL_PARTIAL);
+    assert_int_equal(auth_acl_combine(0, AUTH_ACL_SEEN_DENY), AUTH_ACL_DENY);
+    assert_int_equal(auth_acl_combine(1, AUTH_ACL_SEEN_DENY), AUTH_ACL_PARTIAL);
+    assert_int_equal(auth_acl_combine(1, AUTH_ACL_SEEN_ALLOW), AUTH_ACL_ALLOW);
+    assert_int_equal(auth_acl_combine(AUTH_ACL_PARTIAL, 0), AUTH_ACL_PARTIAL);
 }
 
 static void test_acl_long_substitution(void **state)
@@ -364,6 +418,7 @@ int main(void)
         cmocka_unit_test(test_filter_covers),
         cmocka_unit_test(test_filter_intersects),
         cmocka_unit_test(test_acl_rules),
+        cmocka_unit_test(test_acl_partial_filters),
         cmocka_unit_test(test_acl_long_substitution),
         cmocka_unit_test(test_ban_table),
         cmocka_unit_test(test_ban_success_resets_only_its_user),

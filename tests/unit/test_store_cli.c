@@ -156,6 +156,19 @@ static void fill(store_t *s)
     vl = store_rec_encode_session(&empty, NULL, 0);
     put(b, key, kl, vl, &v);
     store_rec_encode_session(&empty, v, vl);
+    /* version 2: an owner, and a known absence of one */
+    store_session_t owned = {.expiry_interval = 60, .next_pid = 7, .owner_known = true,
+                             .owner = (const uint8_t *)"alice", .owner_len = 5};
+    kl = store_key_session(key, sizeof(key), "o1", 2);
+    vl = store_rec_encode_session(&owned, NULL, 0);
+    put(b, key, kl, vl, &v);
+    store_rec_encode_session(&owned, v, vl);
+    owned.owner = NULL;
+    owned.owner_len = 0;
+    kl = store_key_session(key, sizeof(key), "o2", 2);
+    vl = store_rec_encode_session(&owned, NULL, 0);
+    put(b, key, kl, vl, &v);
+    store_rec_encode_session(&owned, v, vl);
 
     for (uint8_t st = STORE_OUT_QUEUED; st <= STORE_OUT_WAIT_PUBCOMP; st++) {
         store_outmsg_t m = {.state = st, .qos = st == STORE_OUT_WAIT_PUBACK ? 1 : 2,
@@ -217,12 +230,12 @@ static void export_import_is_exact(void **state)
     store_close(s);
 
     assert_int_equal(run(fx, out, sizeof(out), "export", fx->a, fx->file, NULL), 0);
-    assert_non_null(strstr(out, "exported 18 records"));
+    assert_non_null(strstr(out, "exported 20 records"));
     assert_int_equal(run(fx, out, sizeof(out), "import", fx->b, fx->file, NULL), 0);
-    assert_non_null(strstr(out, "9 retained, 2 sessions, 4 messages, 3 qos2 ids"));
+    assert_non_null(strstr(out, "9 retained, 4 sessions, 4 messages, 3 qos2 ids"));
 
     dump_t da = dump(fx->a), db = dump(fx->b);
-    assert_int_equal(da.n, 19); /* 18 records and the version key */
+    assert_int_equal(da.n, 21); /* 20 records and the version key */
     assert_int_equal(da.n, db.n);
     assert_int_equal(da.len, db.len);
     assert_memory_equal(da.buf, db.buf, da.len);

@@ -297,6 +297,58 @@ static void rec_truncated_and_mutated_records_rejected(void **state)
     free(b);
 }
 
+/* Version 2 keeps the owner; version 1 (before owners) still decodes, and
+ * a session whose owner is unknown is written as version 1. */
+static void rec_session_owner_versions(void **state)
+{
+    (void)state;
+    size_t n1, n2, n3;
+    uint8_t *v1 = enc_session(&sample_session, &n1);
+    assert_int_equal(v1[1], 1);
+    store_session_t in = sample_session;
+    in.owner_known = true;
+    in.owner = (const uint8_t *)"alice";
+    in.owner_len = 5;
+    uint8_t *v2 = enc_session(&in, &n2);
+    assert_int_equal(v2[1], 2);
+    assert_int_equal(n2, n1 + 1 + 2 + 5);
+    assert_memory_equal(v1 + 2, v2 + 2, n1 - 2); /* the same fields before */
+    store_session_t s;
+    assert_int_equal(store_rec_decode_session(v2, n2, &s), 0);
+    assert_true(s.owner_known);
+    assert_int_equal(s.owner_len, 5);
+    assert_memory_equal(s.owner, "alice", 5);
+    assert_int_equal(s.nsubs, 3);
+    store_rec_session_free(&s);
+    assert_int_equal(store_rec_decode_session(v1, n1, &s), 0);
+    assert_false(s.owner_known);
+    assert_null(s.owner);
+    store_rec_session_free(&s);
+    /* known, anonymous */
+    in.owner = NULL;
+    in.owner_len = 0;
+    uint8_t *v3 = enc_session(&in, &n3);
+    assert_int_equal(n3, n1 + 1);
+    assert_int_equal(store_rec_decode_session(v3, n3, &s), 0);
+    assert_true(s.owner_known);
+    assert_null(s.owner);
+    store_rec_session_free(&s);
+    /* presence byte other than 0/1, an owner without owner_known, truncation */
+    v3[n3 - 1] = 2;
+    assert_int_equal(store_rec_decode_session(v3, n3, &s), STORE_ECORRUPT);
+    in.owner_known = false;
+    in.owner = (const uint8_t *)"x";
+    in.owner_len = 1;
+    assert_int_equal(store_rec_encode_session(&in, NULL, 0), 0);
+    check_truncations(v2, n2, dec_session);
+    check_mutations(v2, n2, dec_session);
+    v2[1] = 3;
+    assert_int_equal(store_rec_decode_session(v2, n2, &s), STORE_EVERSION);
+    free(v1);
+    free(v2);
+    free(v3);
+}
+
 static void rec_unknown_version_and_type_rejected(void **state)
 {
     (void)state;
@@ -488,6 +540,7 @@ int main(void)
         cmocka_unit_test(rec_retained_empty_payload_and_props),
         cmocka_unit_test(rec_session_round_trip),
         cmocka_unit_test(rec_session_without_subscriptions),
+        cmocka_unit_test(rec_session_owner_versions),
         cmocka_unit_test(rec_outmsg_round_trip_every_state),
         cmocka_unit_test(rec_incoming_round_trip),
         cmocka_unit_test(rec_truncated_and_mutated_records_rejected),
