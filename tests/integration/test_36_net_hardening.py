@@ -223,8 +223,10 @@ def test_out_of_file_descriptors_no_spin_no_log_flood(broker, tmp_path):
     log; the connections it cannot take are refused and counted; once
     descriptors are free again, clients connect."""
     log = tmp_path / "broker.log"
+    # max_connections set above the descriptors: left at 0 it is derived
+    # from the open-file limit and refuses before accept can fail
     b = broker(rlimit_nofile=64, log={"file": str(log)}, persistence={"enabled": False},
-               api={"open_metrics": True})
+               api={"open_metrics": True}, limits={"max_connections": 1000})
     pid = b.proc.pid
     socks = []
     try:
