@@ -210,13 +210,15 @@ static int connect_home(conn_t *c, const mqtt_connect_t *ck, const connect_terms
     if (s && s->conn) {
         /* takeover: the older connection goes, its will is published */
         conn_t *old = s->conn;
-        char name[160];
-        conn_log(old, AN_LOG_INFO, "%s: session taken over by a new connection",
-                 conn_name(old, name, sizeof(name)));
+        /* one line for it, with the client id the detached connection no
+         * longer has (a takeover storm writes one line per CONNECT) */
+        char why[96];
+        snprintf(why, sizeof(why), "session of '%.48s%s' taken over", s->client_id,
+                 s->client_id_len > 48 ? "..." : "");
         old->sess = NULL;
         s->conn = NULL;
         STAT_ADD(w->stats.clients_connected, (uint64_t)-1);
-        conn_close_reason(old, "session taken over", 1, MQTT_RC_SESSION_TAKEN_OVER);
+        conn_close_reason(old, why, 1, MQTT_RC_SESSION_TAKEN_OVER);
     }
     if (s && s->expiry == 0) {
         /* a session without expiry lives as long as its connection */
