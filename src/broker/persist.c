@@ -139,11 +139,18 @@ int persist_open(server_t *srv)
         return 0;
     store_opts_t o = {.backend = STORE_BACKEND_ROCKSDB, .path = cf->data_dir,
                       .sync = (store_sync_t)cf->persistence_sync,
-                      .sync_interval_ms = cf->sync_interval_ms};
-    char err[512];
+                      .sync_interval_ms = cf->sync_interval_ms,
+                      .recover = cf->persistence_recover};
+    char err[768];
     srv->store = store_open(&o, err, sizeof(err));
     if (srv->store == NULL) {
         log_error("persistence: %s", err);
+        if (!o.recover && strstr(err, "Corruption"))
+            log_error("persistence: the store in %s is damaged: not starting on it. "
+                      "`antenna --recover` starts anyway and keeps what can be read (the "
+                      "damaged records are dropped, the original logs copied to "
+                      "%s/corrupt-wal-*); or restore a backup (antenna store import)",
+                      cf->data_dir, cf->data_dir);
         return -1;
     }
     load_ctx_t ctx = {.srv = srv, .now_wall_ms = an_wall_ms(), .now_ms = an_now_ms(),
