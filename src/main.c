@@ -48,6 +48,10 @@ static void usage(FILE *out)
             "\n"
             "  -c, --config FILE   read the configuration from FILE (YAML)\n"
             "  -p, --port N        listen on port N (overrides the first listener)\n"
+            "      --recover       start on a damaged store (persistence.dir): drop\n"
+            "                      the damaged records of its write-ahead log, keep\n"
+            "                      the intact ones (the logs are copied aside first);\n"
+            "                      without it antenna refuses to start on one\n"
             "  -h, --help          print this help and exit\n"
             "  -v, --version       print the version and exit\n"
             "\n"
@@ -124,10 +128,11 @@ int main(int argc, char **argv)
         {"port", required_argument, NULL, 'p'},
         {"help", no_argument, NULL, 'h'},
         {"version", no_argument, NULL, 'v'},
+        {"recover", no_argument, NULL, 'R'},
         {NULL, 0, NULL, 0},
     };
     const char *config = NULL;
-    int have_port = 0;
+    int have_port = 0, recover = 0;
     uint16_t port = 0;
     if (argc > 1)
         for (const cli_command_t *c = commands; c->name; c++)
@@ -153,6 +158,9 @@ int main(int argc, char **argv)
         case 'v':
             printf("antenna %s\n", ANTENNA_VERSION);
             return 0;
+        case 'R':
+            recover = 1;
+            break;
         default:
             fprintf(stderr, "antenna: unknown option '%s'\n", argv[optind - 1]);
             usage(stderr);
@@ -175,6 +183,7 @@ int main(int argc, char **argv)
     }
     if (have_port)
         conf.listeners[0].port = port;
+    conf.persistence_recover = (uint8_t)recover;
     if (conf.log_target == CONF_LOG_TO_FILE && conf.log_file[0] == '\0') {
         fprintf(stderr, "antenna: log.target is file but log.file is empty\n");
         return 1;
@@ -206,8 +215,11 @@ int main(int argc, char **argv)
                  "clients allowed); use --config to configure listeners and authentication");
     server_t srv;
     int rc = 1;
-    if (server_init(&srv, &conf) < 0)
+    if (server_init(&srv, &conf) < 0) {
+        if (conf.log_target != CONF_LOG_TO_STDERR || conf.log_file[0])
+            fprintf(stderr, "antenna: start-up failed, see the log\n");
         goto out;
+    }
     for (uint32_t i = 0; i < srv.nlisteners; i++)
         log_info("listener %s: listening on %s:%u", conf.listeners[i].name,
                  conf.listeners[i].address, srv.listen_ports[i]);

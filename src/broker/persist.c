@@ -8,6 +8,7 @@
  * retained messages are best-effort state, the broker keeps serving.
  */
 #include "persist.h"
+#include "persist_held.h"
 
 #include <stdlib.h>
 #include <string.h>
@@ -24,6 +25,7 @@
 #include "store_rec.h"
 
 static store_batch_t *batch_of(worker_t *w);
+static held_ring_t *held_of(worker_t *w);
 static void put_session(worker_t *w, store_batch_t *b, const sess_t *s);
 
 /* A store key built by one of the store_key_*() functions: on the stack
@@ -138,11 +140,18 @@ int persist_open(server_t *srv)
         return 0;
     store_opts_t o = {.backend = STORE_BACKEND_ROCKSDB, .path = cf->data_dir,
                       .sync = (store_sync_t)cf->persistence_sync,
-                      .sync_interval_ms = cf->sync_interval_ms};
-    char err[512];
+                      .sync_interval_ms = cf->sync_interval_ms,
+                      .recover = cf->persistence_recover};
+    char err[768];
     srv->store = store_open(&o, err, sizeof(err));
     if (srv->store == NULL) {
         log_error("persistence: %s", err);
+        if (!o.recover && strstr(err, "Corruption"))
+            log_error("persistence: the store in %s is damaged: not starting on it. "
+                      "`antenna --recover` starts anyway and keeps what can be read (the "
+                      "damaged records are dropped, the original logs copied to "
+                      "%s/corrupt-wal-*); or restore a backup (antenna store import)",
+                      cf->data_dir, cf->data_dir);
         return -1;
     }
     load_ctx_t ctx = {.srv = srv, .now_wall_ms = an_wall_ms(), .now_ms = an_now_ms(),
@@ -186,27 +195,6 @@ out:
     pkey_done(&k);
 }
 
-/* What waits for a commit, in arrival order: an acknowledgement (c, type,
- * pid, reason) or a message to route (m, targets). */
-typedef struct {
-    uint64_t batch;
-    conn_t *c;            /* ack: NULL once the connection was freed */
-    uint64_t sid;         /* send: the session whose QoS 2 packet waits */
-    msg_t *m;             /* route */
-    route_target_t *t;
-    uint32_t nt;
-    uint16_t pid;
-    uint8_t type;         /* ack: MQTT_PUBACK/PUBREC/PUBCOMP; route: 0 */
-    uint8_t reason;
-    uint8_t failed;       /* its batch could not be submitted */
-} held_t;
-
-typedef struct persist_held_s {
-    held_t *v;
-    size_t head, len, cap; /* ring */
-    size_t routes;         /* route items in the ring */
-} persist_held_t;
-
 /* Committer thread: hand the result to the worker, in order. */
 static void committed(void *ud, int err)
 {
@@ -226,17 +214,13 @@ void persist_flush(worker_t *w)
     w->batch = NULL;
     int rc = store_submit(w->srv->store, b, committed, w);
     if (rc == 0) {
-        w->batch_no++;
+        held_submitted(held_of(w));
         return;
     }
     /* not queued (the store is closing): what waited for it is refused,
      * in order, with the next batch, which takes its number */
     log_error("persistence: cannot submit a batch: %s", store_strerror(rc));
-    for (size_t i = 0; w->held && i < w->held->len; i++) {
-        held_t *e = &w->held->v[(w->held->head + i) & (w->held->cap - 1)];
-        if (e->batch == w->batch_no)
-            e->failed = 1;
-    }
+    held_submit_failed(held_of(w));
 }
 
 /* ---- graceful shutdown: every durable session brought up to date ------- */
@@ -466,10 +450,21 @@ void persist_close(server_t *srv)
 
 /* ---- the hot path: records, held acknowledgements and routes ----------- */
 
+/* The ring of what waits for a commit, and the batch numbering: created
+ * with the first batch. */
+static held_ring_t *held_of(worker_t *w)
+{
+    if (w->held == NULL)
+        w->held = an_calloc(1, sizeof(*w->held));
+    return w->held;
+}
+
 static store_batch_t *batch_of(worker_t *w)
 {
-    if (w->batch == NULL)
+    if (w->batch == NULL) {
+        held_of(w);
         w->batch = store_batch_new();
+    }
     return w->batch;
 }
 
@@ -598,31 +593,15 @@ void persist_incoming(worker_t *w, const sess_t *s, uint16_t pid, int put)
     pkey_done(&k);
 }
 
-static held_t *held_push(worker_t *w)
+static held_item_t *hold(worker_t *w)
 {
-    persist_held_t *h = w->held;
-    if (h == NULL)
-        h = w->held = an_calloc(1, sizeof(*h));
-    if (h->len == h->cap) {
-        size_t cap = h->cap ? h->cap * 2 : 64;
-        held_t *v = an_malloc(cap * sizeof(*v));
-        for (size_t i = 0; i < h->len; i++)
-            v[i] = h->v[(h->head + i) & (h->cap - 1)];
-        free(h->v);
-        h->v = v;
-        h->cap = cap;
-        h->head = 0;
-    }
-    held_t *e = &h->v[(h->head + h->len++) & (h->cap - 1)];
-    memset(e, 0, sizeof(*e));
     batch_of(w); /* an empty batch is a barrier: it commits after the others */
-    e->batch = w->batch_no;
-    return e;
+    return held_push(w->held);
 }
 
 void persist_hold_ack(conn_t *c, uint8_t type, uint16_t pid, uint8_t reason)
 {
-    held_t *e = held_push(c->w);
+    held_item_t *e = hold(c->w);
     e->c = c;
     e->type = type;
     e->pid = pid;
@@ -642,7 +621,7 @@ int persist_holding_routes(const worker_t *w)
 
 void persist_hold_route(worker_t *w, msg_t *m, const route_target_t *t, size_t n)
 {
-    held_t *e = held_push(w);
+    held_item_t *e = hold(w);
     e->m = msg_ref(m);
     e->nt = (uint32_t)n;
     if (n) {
@@ -654,22 +633,18 @@ void persist_hold_route(worker_t *w, msg_t *m, const route_target_t *t, size_t n
 
 void persist_hold_send(worker_t *w, uint64_t sid, uint16_t pid)
 {
-    held_t *e = held_push(w);
+    held_item_t *e = hold(w);
     e->sid = sid;
     e->pid = pid;
 }
 
 void persist_forget_conn(worker_t *w, conn_t *c)
 {
-    persist_held_t *h = w->held;
-    for (size_t i = 0; h && i < h->len; i++) {
-        held_t *e = &h->v[(h->head + i) & (h->cap - 1)];
-        if (e->c == c)
-            e->c = NULL;
-    }
+    if (w->held)
+        held_forget_conn(w->held, c);
 }
 
-static void release_ack(held_t *e, int err)
+static void release_ack(const held_item_t *e, int err)
 {
     conn_t *c = e->c;
     if (c == NULL)
@@ -703,8 +678,9 @@ static void release_ack(held_t *e, int err)
 
 void persist_on_committed(worker_t *w, int err)
 {
-    persist_held_t *h = w->held;
-    uint64_t done = ++w->committed_no;
+    held_ring_t *h = held_of(w);
+    held_item_t it, *e = &it;
+    held_committed(h);
     if (err < 0) {
         w->store_errors++;
         if (w->now >= w->store_err_logged_at + 1000u) { /* one line a second at most */
@@ -714,12 +690,8 @@ void persist_on_committed(worker_t *w, int err)
             w->store_errors = 0;
         }
     }
-    while (h && h->len) {
-        held_t *e = &h->v[h->head];
-        if (!persist_batch_is_committed(e->batch, done))
-            break;
-        h->head = (h->head + 1) & (h->cap - 1);
-        h->len--;
+    /* by value: releasing one may hold new ones (see persist_held.h) */
+    while (held_pop(h, &it)) {
         int rc = e->failed ? STORE_ESHUTDOWN : err;
         if (e->m) {
             h->routes--;
@@ -751,15 +723,15 @@ void persist_worker_final(worker_t *w)
             log_error("persistence: the last writes of worker %u were not stored: %s", w->id,
                       store_strerror(rc));
     }
-    persist_held_t *h = w->held;
+    held_ring_t *h = w->held;
     if (h == NULL)
         return;
-    for (size_t i = 0; i < h->len; i++) {
-        held_t *e = &h->v[(h->head + i) & (h->cap - 1)];
+    for (size_t i = 0; i < held_len(h); i++) {
+        held_item_t *e = held_at(h, i);
         msg_unref(&e->m);
         free(e->t);
     }
-    free(h->v);
+    held_free(h);
     free(h);
     w->held = NULL;
 }

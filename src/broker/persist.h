@@ -65,17 +65,8 @@ void persist_flush(worker_t *w);
 /* WM_COMMITTED: the oldest submitted batch of w came back with err; send
  * its held acknowledgements and route its held messages. */
 void persist_on_committed(worker_t *w, int err);
-/* The release rule.  A worker numbers its batches from 0 (w->batch_no is
- * the number of the batch being filled) and counts the commits that came
- * back from 1 (w->committed_no), in submission order: batch k is committed
- * once committed_no > k.  What was held for batch k (e->batch = k) goes
- * out then, and not one commit earlier: releasing at committed_no == k
- * acknowledged a message whose own batch was still on its way to the disk
- * (lost on kill -9). */
-static inline int persist_batch_is_committed(uint64_t batch, uint64_t committed_no)
-{
-    return batch < committed_no;
-}
+/* Which commit releases what was held: persist_held.h (the release rule,
+ * held_batch_is_committed). */
 /* The worker's end, after its sessions were freed (their wills may have
  * written): commit the last batch synchronously (no WM_COMMITTED: nobody
  * reads the inbox any more, and the store may outlive the worker only

@@ -139,9 +139,8 @@ struct worker_s {
     uint8_t accept_paused;    /* listeners out of epoll until accept_timer (EMFILE) */
     tw_timer_t accept_timer;
     struct store_batch *batch; /* store writes of this turn (persist.h), or NULL */
-    uint64_t batch_no;         /* number of `batch`; submitted ones are lower */
-    uint64_t committed_no;     /* batches whose commit came back */
-    struct persist_held_s *held; /* acks and routes waiting for a commit */
+    struct persist_held_s *held; /* acks and routes waiting for a commit, and the
+                                  * batch numbering (persist_held.h) */
     worker_stats_t stats;
 };
 

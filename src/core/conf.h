@@ -220,6 +220,8 @@ typedef struct {
     uint8_t persistence_sync;         /* 0 always, 1 interval, 2 none (store_sync_t) */
     uint32_t sync_interval_ms;
     char data_dir[256];
+    uint8_t persistence_recover;      /* antenna --recover (command line only): salvage a
+                                       * damaged store instead of refusing to start */
     uint64_t memory_high_water;       /* bytes of messages and buffers; above it new
                                        * connections are refused, QoS 0 to slow clients dropped;
                                        * 0 in the file = derived from RAM at start */

@@ -48,9 +48,11 @@
  *                        recent suffix.
  *
  *   In every policy a batch is atomic (all of it or none of it after a
- *   crash) and recovery replays the log up to the first incomplete record
- *   (RocksDB point-in-time recovery), so what survives a crash is always a
- *   prefix of the commit order: never batch n+1 without batch n.  The memory
+ *   crash) and recovery replays the log up to a torn last record (RocksDB
+ *   kTolerateCorruptedTailRecords), so what survives a crash is always a
+ *   prefix of the commit order: never batch n+1 without batch n.  A log
+ *   damaged anywhere else is corruption: the open fails (store_opts.recover
+ *   salvages).  The memory
  *   backend ignores the policy: done() runs once the batch is applied and
  *   nothing survives the process.  store_close() commits what is pending and,
  *   with interval, syncs before it returns.
@@ -100,6 +102,12 @@ typedef struct store_opts {
     const char *path;          /* rocksdb: the store's directory, created if missing */
     store_sync_t sync;
     uint32_t sync_interval_ms; /* interval: > 0 */
+    /* rocksdb: a write-ahead log damaged before its end (not a torn last
+     * record: a crash mid-write is normal and tolerated) refuses the open
+     * with a STORE_ECORRUPT message; with recover the open salvages
+     * instead (store_rocks.c: the damaged records are skipped, the log
+     * files copied aside first, what was dropped is logged). */
+    int recover;
 } store_opts_t;
 
 typedef struct store store_t;

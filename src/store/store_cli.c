@@ -113,6 +113,9 @@ static store_t *open_store(const char *dir, int must_exist, store_sync_t sync)
     store_t *s = store_open(&o, err, sizeof(err));
     if (s == NULL) {
         fprintf(stderr, "antenna store: %s\n", err);
+        if (strstr(err, "Corruption"))
+            fprintf(stderr, "antenna store: '%s' is damaged; `antenna --config FILE --recover` "
+                    "starts the broker on it and keeps what can be read\n", dir);
         if (strstr(err, "LOCK held"))
             fprintf(stderr, "antenna store: is a broker running on '%s'? Stop it first.\n", dir);
     }

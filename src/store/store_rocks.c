@@ -1,7 +1,7 @@
 /* store_rocks.c -- the RocksDB backend, through its C API (rocksdb/c.h).
  *
  * One database in the store's directory, the default column family, the
- * bytewise comparator, point-in-time WAL recovery.  A group of batches is
+ * bytewise comparator.  A group of batches is
  * one rocksdb_writebatch (atomic) written once, with WriteOptions.sync for
  * sync=always; sync() is FlushWAL(sync=true); a prefix deletion is one
  * DeleteRange [prefix, successor(prefix)).
@@ -15,6 +15,21 @@
  * otherwise cost a recovery per group); meanwhile writes fail at once with
  * the last error, and reads return STORE_EIO if the last reopen failed.
  *
+ * Recovery.  A process killed mid-write (kill -9, OOM) leaves at most a
+ * torn last record in the write-ahead log: normal, tolerated silently
+ * (kTolerateCorruptedTailRecords).  A record damaged before the end (a
+ * flipped bit, a lost page) is corruption, and with paranoid checks the
+ * open fails with RocksDB's "Corruption: ..." message: point-in-time
+ * recovery would silently drop everything after it (a whole store of
+ * retained messages and queues, with no log line).  The operator decides:
+ * store_opts.recover (antenna --recover) copies the log files to
+ * DIR/corrupt-wal-UNIXTIME/ and opens once with kSkipAnyCorruptedRecords,
+ * which drops the damaged records and keeps every intact one after them
+ * (more than point-in-time recovery would; the cost is that a later batch
+ * may survive without an earlier one), with RocksDB's info log at WARN so
+ * that what it dropped can be read back from DIR/LOG and logged; then it
+ * closes and opens normally.
+ *
  * The info LOG is limited to fatal messages: Debian's librocksdb is built
  * with assertions, and appending to a LOG file whose previous write failed
  * (disk full) aborts the process (WritableFileWriter::
@@ -25,17 +40,28 @@
  * compact() on any thread under the read side of `lock`, which the
  * committer takes for writing only to swap the handle in a reopen.
  */
+#include <dirent.h>
+#include <errno.h>
+#include <fcntl.h>
 #include <pthread.h>
 #include <rocksdb/c.h>
 #include <stdio.h>
 #include <string.h>
+#include <sys/stat.h>
+#include <time.h>
+#include <unistd.h>
 
+#include "log.h"
 #include "store_int.h"
 #include "util.h"
 
 #define REOPEN_BACKOFF_MS 250u
+#define ROCKS_LOG_WARN 2  /* rocksdb::InfoLogLevel::WARN_LEVEL */
 #define ROCKS_LOG_FATAL 4 /* rocksdb::InfoLogLevel::FATAL_LEVEL */
-#define ROCKS_POINT_IN_TIME_RECOVERY 2
+/* rocksdb::WALRecoveryMode */
+#define ROCKS_TOLERATE_CORRUPTED_TAIL 0
+#define ROCKS_SKIP_ANY_CORRUPTED 3
+#define SALVAGE_LOG_LINES 20 /* RocksDB's lines about dropped records, logged at most */
 #define WB_KEEP_BYTES (64u << 20) /* a write batch larger than this is not kept */
 #define SCAN_READAHEAD (2u << 20)  /* bytes read ahead by a scan's iterator */
 
@@ -88,6 +114,145 @@ static void rocks_free(rocks_t *r)
     free(r);
 }
 
+/* Copy one file (a write-ahead log) byte for byte; 0 or -errno. */
+static int copy_file(const char *from, const char *to)
+{
+    char buf[65536];
+    int rc = 0;
+    int in = open(from, O_RDONLY | O_CLOEXEC);
+    if (in < 0)
+        return -errno;
+    int out = open(to, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
+    if (out < 0) {
+        rc = -errno;
+        goto out_in;
+    }
+    for (;;) {
+        ssize_t n = read(in, buf, sizeof(buf));
+        if (n < 0 && errno == EINTR)
+            continue;
+        if (n <= 0) {
+            rc = n < 0 ? -errno : 0;
+            break;
+        }
+        for (ssize_t off = 0; off < n;) {
+            ssize_t w = write(out, buf + off, (size_t)(n - off));
+            if (w < 0 && errno == EINTR)
+                continue;
+            if (w < 0) {
+                rc = -errno;
+                goto out_out;
+            }
+            off += w;
+        }
+    }
+    if (rc == 0 && fsync(out) != 0)
+        rc = -errno;
+out_out:
+    close(out);
+out_in:
+    close(in);
+    return rc;
+}
+
+/* The write-ahead logs (NNNNNN.log) of dir copied into a new directory
+ * dir/corrupt-wal-UNIXTIME; its path in saved.  Returns the number of files
+ * copied or -errno. */
+static int save_logs(const char *dir, char *saved, size_t savedlen)
+{
+    int n = 0, rc = 0;
+    if (snprintf(saved, savedlen, "%s/corrupt-wal-%lld", dir, (long long)time(NULL)) >=
+        (int)savedlen)
+        return -ENAMETOOLONG;
+    if (mkdir(saved, 0700) != 0)
+        return -errno;
+    DIR *d = opendir(dir);
+    if (d == NULL)
+        return -errno;
+    struct dirent *e;
+    while ((e = readdir(d)) != NULL) {
+        size_t len = strlen(e->d_name);
+        if (len < 5 || strcmp(e->d_name + len - 4, ".log") != 0)
+            continue;
+        char from[4096], to[4096];
+        if (snprintf(from, sizeof(from), "%s/%s", dir, e->d_name) >= (int)sizeof(from) ||
+            snprintf(to, sizeof(to), "%s/%s", saved, e->d_name) >= (int)sizeof(to)) {
+            rc = -ENAMETOOLONG;
+            break;
+        }
+        if ((rc = copy_file(from, to)) != 0)
+            break;
+        n++;
+    }
+    closedir(d);
+    return rc ? rc : n;
+}
+
+/* After the salvaging open: RocksDB's own account (dir/LOG, WARN level) of
+ * the records it dropped, into our log. */
+static void log_dropped(const char *dir)
+{
+    char path[4096], line[1024];
+    int shown = 0, more = 0;
+    snprintf(path, sizeof(path), "%s/LOG", dir);
+    FILE *f = fopen(path, "re");
+    if (f == NULL)
+        return;
+    while (fgets(line, sizeof(line), f)) {
+        if (strstr(line, "dropping") == NULL && strstr(line, "Corruption") == NULL)
+            continue;
+        if (shown == SALVAGE_LOG_LINES) {
+            more++;
+            continue;
+        }
+        line[strcspn(line, "\n")] = '\0';
+        const char *msg = strstr(line, "] ");
+        log_warn("store: '%s': recovery: %s", dir, msg ? msg + 2 : line);
+        shown++;
+    }
+    fclose(f);
+    if (more)
+        log_warn("store: '%s': recovery: %d more lines in %s", dir, more, path);
+    if (shown == 0)
+        log_warn("store: '%s': recovery: RocksDB reported no dropped record", dir);
+}
+
+/* --recover after the strict open failed with corruption (msg): save the
+ * logs, open once skipping the damaged records, close.  0 or -errno with
+ * the cause in err. */
+static int salvage(rocks_t *r, const char *msg, char *err, size_t errlen)
+{
+    char saved[4096];
+    char *e = NULL;
+    log_error("store: '%s' is corrupt (%s): --recover: salvaging what can be read", r->path,
+              msg);
+    int n = save_logs(r->path, saved, sizeof(saved));
+    if (n < 0) {
+        snprintf(err, errlen, "store: cannot recover '%s': copying its logs to %s: %s", r->path,
+                 saved, strerror(-n));
+        return STORE_EIO;
+    }
+    log_warn("store: '%s': %d write-ahead log files copied to %s before the recovery", r->path,
+             n, saved);
+    rocksdb_options_set_wal_recovery_mode(r->opts, ROCKS_SKIP_ANY_CORRUPTED);
+    rocksdb_options_set_info_log_level(r->opts, ROCKS_LOG_WARN);
+    rocksdb_t *db = rocksdb_open(r->opts, r->path, &e);
+    rocksdb_options_set_wal_recovery_mode(r->opts, ROCKS_TOLERATE_CORRUPTED_TAIL);
+    rocksdb_options_set_info_log_level(r->opts, ROCKS_LOG_FATAL);
+    if (e != NULL) {
+        int rc = store__rocks_errno(e);
+        snprintf(err, errlen, "store: cannot recover '%s': %s (%s)", r->path,
+                 store_strerror(rc), e);
+        free(e);
+        return rc;
+    }
+    rocksdb_close(db);
+    log_dropped(r->path);
+    log_warn("store: '%s': recovered: the damaged log records were dropped, every intact one "
+             "kept (the original logs are in %s)", r->path, saved);
+    return 0;
+}
+
 static int rocks_open(const store_opts_t *o, void **be, char *err, size_t errlen)
 {
     rocks_t *r = an_calloc(1, sizeof(*r));
@@ -100,7 +265,8 @@ static int rocks_open(const store_opts_t *o, void **be, char *err, size_t errlen
     rocksdb_options_set_create_if_missing(r->opts, 1);
     rocksdb_options_set_info_log_level(r->opts, ROCKS_LOG_FATAL);
     rocksdb_options_set_keep_log_file_num(r->opts, 2);
-    rocksdb_options_set_wal_recovery_mode(r->opts, ROCKS_POINT_IN_TIME_RECOVERY);
+    rocksdb_options_set_paranoid_checks(r->opts, 1);
+    rocksdb_options_set_wal_recovery_mode(r->opts, ROCKS_TOLERATE_CORRUPTED_TAIL);
     r->wo_sync = rocksdb_writeoptions_create();
     rocksdb_writeoptions_set_sync(r->wo_sync, 1);
     r->wo_nosync = rocksdb_writeoptions_create();
@@ -108,6 +274,14 @@ static int rocks_open(const store_opts_t *o, void **be, char *err, size_t errlen
     r->wb = rocksdb_writebatch_create();
 
     r->db = rocksdb_open(r->opts, r->path, &e);
+    if (e != NULL && o->recover && store__rocks_errno(e) == STORE_ECORRUPT) {
+        rc = salvage(r, e, err, errlen);
+        free(e);
+        e = NULL;
+        if (rc != 0)
+            goto fail;
+        r->db = rocksdb_open(r->opts, r->path, &e);
+    }
     if (e != NULL) {
         rc = store__rocks_errno(e);
         snprintf(err, errlen, "store: cannot open '%s': %s (%s)", o->path, store_strerror(rc), e);

@@ -10,109 +10,23 @@ a publisher got before the kill must reach both subscribers afterwards; the
 QoS 2 subscriber must see no QoS 2 message twice.
 
 DURABILITY_RUNS=n repeats the kill test n times (the issue asks for 20 in a
-row once; CI runs it once).
+row once; CI runs it once).  The clients are in durability.py;
+test_19_durability_strict.py is the stricter kill test (every sync policy,
+MQTT 5, offline subscribers, many short rounds).
 """
 
 import os
 import shutil
 import subprocess
-import threading
 import time
 
-import paho.mqtt.client as mqtt
 import pytest
 
 import mqttraw
+from durability import Publisher, Subscriber
 
 RUNS = int(os.environ.get("DURABILITY_RUNS", "1"))
 SETTLE_TIMEOUT = 40.0
-
-
-class Subscriber:
-    def __init__(self, b, cid, topic, qos):
-        self.got = {}
-        self.lock = threading.Lock()
-        self.connected = threading.Event()
-        self.subscribed = threading.Event()
-        self.c = mqtt.Client(client_id=cid, clean_session=False)
-        self.c.reconnect_delay_set(1, 1)
-        self.c.on_connect = lambda *a: self.connected.set()
-        self.c.on_message = self._on_message
-        self.c.on_subscribe = lambda *a: self.subscribed.set()
-        self.c.connect(b.host, b.port, 30)
-        self.c.loop_start()
-        assert self.connected.wait(5), cid + ": no CONNACK"
-        self.c.subscribe(topic, qos)
-        assert self.subscribed.wait(5), cid + ": no SUBACK"
-
-    def _on_message(self, client, userdata, msg):
-        with self.lock:
-            self.got[msg.payload] = self.got.get(msg.payload, 0) + 1
-
-    def snapshot(self):
-        with self.lock:
-            return dict(self.got)
-
-    def close(self):
-        self.c.loop_stop()
-        self.c.disconnect()
-
-
-class Publisher(threading.Thread):
-    """Publishes "<name>:<seq>" as fast as 50 outstanding messages allow and
-    records the sequence numbers the broker acknowledged."""
-
-    def __init__(self, b, name, qos, limit=20000):
-        super().__init__(daemon=True)
-        self.name, self.qos, self.limit = name, qos, limit
-        self.acked = set()
-        self.pending = {}
-        self.early = set()
-        self.sent = 0
-        self.lock = threading.Lock()
-        self.halt = threading.Event()
-        self.c = mqtt.Client(client_id=name, clean_session=True)
-        self.c.max_inflight_messages_set(50)
-        self.c.on_publish = self._on_publish
-        self.c.connect(b.host, b.port, 30)
-        self.c.loop_start()
-
-    def _on_publish(self, client, userdata, mid):
-        # runs in paho's thread, which may hold paho's own locks: never wait
-        # for ours while holding theirs in the other order (see run)
-        with self.lock:
-            seq = self.pending.pop(mid, None)
-            if seq is None:
-                self.early.add(mid)  # acknowledged before run() recorded it
-            else:
-                self.acked.add(seq)
-
-    def run(self):
-        seq = 0
-        deadline = time.monotonic() + 30
-        while not self.halt.is_set() and seq < self.limit and time.monotonic() < deadline:
-            with self.lock:
-                busy = len(self.pending) >= 50
-            if busy:
-                time.sleep(0.001)
-                continue
-            info = self.c.publish("dur/%s" % self.name, b"%s:%d" % (self.name.encode(), seq),
-                                  self.qos)
-            with self.lock:
-                if info.mid in self.early:
-                    self.early.discard(info.mid)
-                    self.acked.add(seq)
-                else:
-                    self.pending[info.mid] = seq
-            seq += 1
-        self.sent = seq
-
-    def stop(self):
-        self.halt.set()
-        self.join(10)
-        self.c.loop_stop()  # no reconnect: what is acknowledged is final
-        with self.lock:
-            return set(self.acked)
 
 
 def one_kill_run(broker, tmp_path, run):
