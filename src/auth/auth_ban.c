@@ -94,15 +94,22 @@ static int is_banned(auth_ban_t *b, const uint8_t key[AUTH_BAN_KEY_LEN], uint64_
     return e && e->banned_until > now;
 }
 
+/* The table keys of an address and (when given) a user name. */
+static void make_keys(uint8_t ak[AUTH_BAN_KEY_LEN], uint8_t uk[AUTH_BAN_KEY_LEN], uint8_t family,
+                      const uint8_t addr[16], const char *user)
+{
+    addr_key(ak, family, addr);
+    if (user)
+        user_key(uk, user);
+}
+
 int auth_ban_blocked(auth_ban_t *b, uint32_t listener, uint8_t family, const uint8_t addr[16],
                      const char *user, uint64_t now)
 {
     if (!active(b, listener))
         return 0;
     uint8_t ak[AUTH_BAN_KEY_LEN], uk[AUTH_BAN_KEY_LEN];
-    addr_key(ak, family, addr);
-    if (user)
-        user_key(uk, user);
+    make_keys(ak, uk, family, addr, user);
     pthread_mutex_lock(&b->mu);
     int banned = is_banned(b, ak, now) || (user && is_banned(b, uk, now));
     pthread_mutex_unlock(&b->mu);
@@ -134,9 +141,7 @@ int auth_ban_failure(auth_ban_t *b, uint32_t listener, uint8_t family, const uin
     if (!active(b, listener))
         return 0;
     uint8_t ak[AUTH_BAN_KEY_LEN], uk[AUTH_BAN_KEY_LEN];
-    addr_key(ak, family, addr);
-    if (user)
-        user_key(uk, user);
+    make_keys(ak, uk, family, addr, user);
     pthread_mutex_lock(&b->mu);
     int what = count_failure(b, ak, now) ? AUTH_BAN_ADDRESS : 0;
     if (user && count_failure(b, uk, now))

@@ -17,8 +17,8 @@
 
 #include <stdlib.h>
 #include <string.h>
-#include <sys/random.h>
-#include <time.h>
+
+#include "util.h"
 
 typedef struct tnode_s tnode_t;
 
@@ -51,7 +51,7 @@ struct tnode_s {
 struct trie_s {
     tnode_t *root;
     size_t count, nodes;
-    uint64_t k0, k1; /* SipHash key */
+    uint64_t key[2]; /* SipHash key */
 };
 
 #define SUBS_INDEX_MIN 16 /* index a node's sids above this many */
@@ -60,38 +60,10 @@ struct trie_s {
 
 /* ---- hashing ---- */
 
-#define ROTL(x, b) (uint64_t)(((x) << (b)) | ((x) >> (64 - (b))))
-#define SIPROUND                                                            \
-    do {                                                                    \
-        v0 += v1; v1 = ROTL(v1, 13); v1 ^= v0; v0 = ROTL(v0, 32);           \
-        v2 += v3; v3 = ROTL(v3, 16); v3 ^= v2;                              \
-        v0 += v3; v3 = ROTL(v3, 21); v3 ^= v0;                              \
-        v2 += v1; v1 = ROTL(v1, 17); v1 ^= v2; v2 = ROTL(v2, 32);           \
-    } while (0)
-
-/* SipHash-1-3 of one level, folded to 32 bits. */
+/* SipHash-1-3 of one level (an_siphash), folded to 32 bits. */
 static uint32_t level_hash(const trie_t *t, const uint8_t *p, size_t n)
 {
-    uint64_t v0 = 0x736f6d6570736575ull ^ t->k0, v1 = 0x646f72616e646f6dull ^ t->k1;
-    uint64_t v2 = 0x6c7967656e657261ull ^ t->k0, v3 = 0x7465646279746573ull ^ t->k1;
-    uint64_t b = (uint64_t)n << 56, m;
-    size_t i, full = n & ~(size_t)7;
-    for (i = 0; i < full; i += 8) {
-        memcpy(&m, p + i, 8);
-        v3 ^= m;
-        SIPROUND;
-        v0 ^= m;
-    }
-    for (; i < n; i++)
-        b |= (uint64_t)p[i] << (8 * (i & 7));
-    v3 ^= b;
-    SIPROUND;
-    v0 ^= b;
-    v2 ^= 0xff;
-    SIPROUND;
-    SIPROUND;
-    SIPROUND;
-    m = v0 ^ v1 ^ v2 ^ v3;
+    uint64_t m = an_siphash(t->key, p, n);
     return (uint32_t)(m ^ (m >> 32));
 }
 
@@ -431,17 +403,9 @@ static void prune(trie_t *t, tnode_t *n)
 trie_t *trie_new(void)
 {
     trie_t *t = calloc(1, sizeof(*t));
-    uint64_t k[2];
     if (!t)
         return NULL;
-    if (getrandom(k, sizeof(k), GRND_NONBLOCK) != (ssize_t)sizeof(k)) {
-        struct timespec ts;
-        clock_gettime(CLOCK_MONOTONIC, &ts);
-        k[0] = (uint64_t)(uintptr_t)t ^ ((uint64_t)ts.tv_nsec << 32) ^ 0x243F6A8885A308D3ull;
-        k[1] = (uint64_t)ts.tv_sec * 0x9E3779B97F4A7C15ull ^ (uint64_t)(uintptr_t)&k;
-    }
-    t->k0 = k[0];
-    t->k1 = k[1];
+    an_random_key(t->key);
     t->root = node_new(t, NULL, NULL, 0, 0);
     if (!t->root) {
         free(t);

@@ -33,8 +33,7 @@ needs_mqttjs = pytest.mark.skipif(
     reason="MQTT.js not installed: needs node on PATH and `npm ci` in tests/integration/js "
            "(make test does it)")
 
-GUID = b"258EAFA5-E914-47DA-95CA-C5AB0DC85B11"
-KEY = "dGhlIHNhbXBsZSBub25jZQ=="
+from wsraw import GUID, KEY, frame, request
 
 
 def ws_broker(broker, **kw):
@@ -44,24 +43,6 @@ def ws_broker(broker, **kw):
 
 
 # ------------------------------------------------------------ raw helpers
-
-def request(path="/mqtt", proto="mqtt", extra="", key=KEY, version="13",
-            connection="Upgrade", upgrade="websocket", host="127.0.0.1"):
-    lines = ["GET %s HTTP/1.1" % path]
-    if host is not None:
-        lines.append("Host: %s" % host)
-    if upgrade is not None:
-        lines.append("Upgrade: %s" % upgrade)
-    if connection is not None:
-        lines.append("Connection: %s" % connection)
-    if key is not None:
-        lines.append("Sec-WebSocket-Key: %s" % key)
-    if version is not None:
-        lines.append("Sec-WebSocket-Version: %s" % version)
-    if proto is not None:
-        lines.append("Sec-WebSocket-Protocol: %s" % proto)
-    return ("\r\n".join(lines) + "\r\n" + extra + "\r\n").encode()
-
 
 def read_response(s, timeout=5):
     """The HTTP response head, and whether the server then closed."""
@@ -86,19 +67,6 @@ def closed_after(s, timeout=5):
         return True
     except socket.timeout:
         return False
-
-
-def frame(opcode, payload, fin=True, mask=b"\x11\x22\x33\x44"):
-    first = (0x80 if fin else 0) | opcode
-    n = len(payload)
-    if n < 126:
-        hdr = struct.pack("!BB", first, 0x80 | n)
-    elif n < 65536:
-        hdr = struct.pack("!BBH", first, 0x80 | 126, n)
-    else:
-        hdr = struct.pack("!BBQ", first, 0x80 | 127, n)
-    masked = bytes(b ^ mask[i % 4] for i, b in enumerate(payload))
-    return hdr + mask + masked
 
 
 class WsRaw:

@@ -21,35 +21,14 @@ import time
 import pytest
 
 import mqttraw
+import wsraw
 
 pytestmark = pytest.mark.antenna_only
 
 SANITIZED = os.environ.get("ANTENNA_SANITIZED") == "1"
-KEY = "dGhlIHNhbXBsZSBub25jZQ=="
 
 
 # ------------------------------------------------------------ WebSocket helpers
-
-def ws_request(path="/mqtt", origin=None):
-    lines = ["GET %s HTTP/1.1" % path, "Host: 127.0.0.1", "Upgrade: websocket",
-             "Connection: Upgrade", "Sec-WebSocket-Key: %s" % KEY,
-             "Sec-WebSocket-Version: 13", "Sec-WebSocket-Protocol: mqtt"]
-    if origin is not None:
-        lines.append("Origin: %s" % origin)
-    return ("\r\n".join(lines) + "\r\n\r\n").encode()
-
-
-def ws_frame(opcode, payload, fin=True, mask=b"\x11\x22\x33\x44"):
-    first = (0x80 if fin else 0) | opcode
-    n = len(payload)
-    if n < 126:
-        hdr = struct.pack("!BB", first, 0x80 | n)
-    elif n < 65536:
-        hdr = struct.pack("!BBH", first, 0x80 | 126, n)
-    else:
-        hdr = struct.pack("!BBQ", first, 0x80 | 127, n)
-    return hdr + mask + bytes(b ^ mask[i % 4] for i, b in enumerate(payload))
-
 
 def recv_until(s, pred, timeout=5.0):
     """Bytes read from s until pred(data) is true, EOF or the deadline."""
@@ -69,7 +48,7 @@ def recv_until(s, pred, timeout=5.0):
 
 def ws_upgrade(port, origin=None):
     s = socket.create_connection(("127.0.0.1", port), timeout=5)
-    s.sendall(ws_request(origin=origin))
+    s.sendall(wsraw.request(extra="" if origin is None else "Origin: %s\r\n" % origin))
     data = recv_until(s, lambda d: b"\r\n\r\n" in d)
     head, _, rest = data.partition(b"\r\n\r\n")
     return s, head.decode("latin-1"), rest
@@ -122,14 +101,14 @@ def test_ws_empty_binary_frames_then_connect(broker, empty_first):
     try:
         assert head.startswith("HTTP/1.1 101 "), head
         for _ in range(empty_first):
-            s.sendall(ws_frame(2, b""))
-        s.sendall(ws_frame(2, mqttraw.connect("ws-empty")) + ws_frame(2, b""))
+            s.sendall(wsraw.frame(2, b""))
+        s.sendall(wsraw.frame(2, mqttraw.connect("ws-empty")) + wsraw.frame(2, b""))
         data = recv_until(s, lambda d: any(op == 2 for op, _ in ws_frames(rest + d)))
         frames = ws_frames(rest + data)
         assert frames and frames[0][0] == 2, frames
         assert frames[0][1][:1] == b"\x20" and frames[0][1][3] == 0, frames  # CONNACK 0
         # an empty continuation of a fragmented message, then PINGREQ
-        s.sendall(ws_frame(2, b"", fin=False) + ws_frame(0, mqttraw.pingreq()))
+        s.sendall(wsraw.frame(2, b"", fin=False) + wsraw.frame(0, mqttraw.pingreq()))
         data = recv_until(s, lambda d: any(p[:1] == b"\xd0" for _, p in ws_frames(d)))
         assert any(p[:1] == b"\xd0" for _, p in ws_frames(data)), data
     finally:
@@ -373,12 +352,12 @@ def test_refusing_connack_over_websocket_survives_more_frames(broker):
     """The same over WebSocket: the CONNACK and the close frame arrive,
     then EOF, although the client's frames kept coming."""
     b2 = broker(mqtt={"allow_anonymous": False}, listener={"transport": "ws"})
-    burst = b"".join(ws_frame(2, mqttraw.publish("lc/w", bytes(1000), qos=1, pid=1 + i))
+    burst = b"".join(wsraw.frame(2, mqttraw.publish("lc/w", bytes(1000), qos=1, pid=1 + i))
                      for i in range(200))
     for r in range(5):
         s, head, rest = ws_upgrade(b2.port)
         assert head.startswith("HTTP/1.1 101 "), head
-        send_quietly(s, ws_frame(2, mqttraw.connect("ws-refused-%d" % r)) + burst)
+        send_quietly(s, wsraw.frame(2, mqttraw.connect("ws-refused-%d" % r)) + burst)
         data, reset = read_to_end(s)
         s.close()
         frames = ws_frames(rest + data)
