@@ -78,8 +78,12 @@ def drain(c, quiet):
             c.ack(p)
 
 
-def loaded_counts(text):
-    """(retained, queued) as the broker's start-up lines report them."""
+def loaded_counts(b):
+    """(retained, queued) as the broker's start-up lines report them (the
+    listeners take connections into their backlog before the sessions are
+    read, so the second line may come after start() returned)."""
+    b.wait_log(r"sessions with \d+ messages restored", timeout=10)
+    text = b.log_text()
     r = re.findall(r"(\d+) retained messages loaded", text)
     q = re.findall(r"sessions with (\d+) messages restored", text)
     assert r and q, text[-3000:]
@@ -117,7 +121,7 @@ def test_flipped_bit_in_the_log_refuses_start_and_recover_salvages(broker, tmp_p
     assert "dropping" in text and "recovered" in text, text[-3000:]
     saved = list(pathlib.Path(store).glob("corrupt-wal-*/%s" % log.name))
     assert saved and saved[0].read_bytes() == bytes(data), "the damaged log was not kept"
-    retained, queued = loaded_counts(text)
+    retained, queued = loaded_counts(b)
     # one damaged record is dropped, the intact ones after it are kept
     assert 0 < retained + queued < RETAINED + QUEUED, (retained, queued)
     assert retained > RETAINED // 2 or queued > QUEUED // 2, (retained, queued)
@@ -152,9 +156,9 @@ def test_torn_last_record_after_kill9_still_starts(broker, tmp_path, cut):
         f.truncate(log.stat().st_size - cut)  # the end of the last record never written
     b.stopped = False
     b.start()
+    retained, queued = loaded_counts(b)
     text = b.log_text()
     assert "Corruption" not in text and "corrupt" not in text, text[-3000:]
-    retained, queued = loaded_counts(text)
     # only the last write (one queued message) is gone
     assert retained == RETAINED and queued == QUEUED - 1, (retained, queued)
     b.stop()
