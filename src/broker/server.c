@@ -158,6 +158,7 @@ int server_init(server_t *srv, const conf_t *conf)
         srv->listen_fds[i] = -1;
     long ncpu = sysconf(_SC_NPROCESSORS_ONLN);
     srv->nworkers = conf->workers ? conf->workers : (uint32_t)(ncpu > 0 ? ncpu : 1);
+    an_random_key(srv->home_key);
     derive_limits(srv);
     pthread_rwlock_init(&srv->trie_lock, NULL);
     pthread_mutex_init(&srv->tls_lock, NULL);

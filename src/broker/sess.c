@@ -103,13 +103,18 @@ static sess_t **chain_of(sess_t *s, int kind)
     return kind == SESS_BY_ID ? &s->id_next : &s->sid_next;
 }
 
-static uint64_t key_hash(const sess_t *s, int kind)
+/* Client ids: keyed SipHash (a client picks them); session ids: the
+ * broker's own counter, mixed. */
+static uint64_t key_hash(const sess_table_t *t, const sess_t *s)
 {
-    return kind == SESS_BY_ID ? an_hash(s->client_id, s->client_id_len) : an_hash64(s->sid);
+    return t->kind == SESS_BY_ID ? an_siphash(t->key, s->client_id, s->client_id_len)
+                                 : an_hash64(s->sid);
 }
 
 void sess_table_add(sess_table_t *t, sess_t *s)
 {
+    if (t->nbuckets == 0 && t->kind == SESS_BY_ID)
+        an_random_key(t->key); /* empty: a new key costs nothing */
     if (t->count + 1 > t->nbuckets) {
         size_t nb = t->nbuckets ? t->nbuckets * 2 : 64;
         sess_t **b = an_calloc(nb, sizeof(*b));
@@ -117,7 +122,7 @@ void sess_table_add(sess_table_t *t, sess_t *s)
             sess_t *e = t->buckets[i];
             while (e) {
                 sess_t *next = *chain_of(e, t->kind);
-                size_t h = key_hash(e, t->kind) & (nb - 1);
+                size_t h = key_hash(t, e) & (nb - 1);
                 *chain_of(e, t->kind) = b[h];
                 b[h] = e;
                 e = next;
@@ -127,7 +132,7 @@ void sess_table_add(sess_table_t *t, sess_t *s)
         t->buckets = b;
         t->nbuckets = nb;
     }
-    size_t h = key_hash(s, t->kind) & (t->nbuckets - 1);
+    size_t h = key_hash(t, s) & (t->nbuckets - 1);
     *chain_of(s, t->kind) = t->buckets[h];
     t->buckets[h] = s;
     t->count++;
@@ -137,7 +142,7 @@ void sess_table_del(sess_table_t *t, sess_t *s)
 {
     if (t->nbuckets == 0)
         return;
-    sess_t **pp = &t->buckets[key_hash(s, t->kind) & (t->nbuckets - 1)];
+    sess_t **pp = &t->buckets[key_hash(t, s) & (t->nbuckets - 1)];
     while (*pp && *pp != s)
         pp = chain_of(*pp, t->kind);
     if (*pp) {
@@ -150,7 +155,7 @@ sess_t *sess_table_find_id(const sess_table_t *t, const uint8_t *id, size_t len)
 {
     if (t->nbuckets == 0)
         return NULL;
-    sess_t *s = t->buckets[an_hash(id, len) & (t->nbuckets - 1)];
+    sess_t *s = t->buckets[an_siphash(t->key, id, len) & (t->nbuckets - 1)];
     for (; s; s = s->id_next)
         if (s->client_id_len == len && memcmp(s->client_id, id, len) == 0)
             return s;

@@ -990,9 +990,15 @@ static void walk_fields(const conf_t *c, const struct field *fs, size_t n, const
         case F_UINT:
             fn(ud, CONF_V_UINT, f->key, NULL, read_uint(p, f->size));
             break;
-        case F_BOOL:
-            fn(ud, CONF_V_BOOL, f->key, NULL, *(const uint8_t *)p);
+        case F_BOOL: {
+            uint8_t b = *(const uint8_t *)p;
+            /* a listener's allow_anonymous left unset shows what applies:
+             * mqtt.allow_anonymous (as proto.c decides) */
+            if (b == CONF_ANON_INHERIT && fs == listener_fields)
+                b = c->allow_anonymous;
+            fn(ud, CONF_V_BOOL, f->key, NULL, b);
             break;
+        }
         case F_STR:
         case F_NAME:
         case F_ADDR:
