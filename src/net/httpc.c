@@ -366,7 +366,9 @@ int httpc_submit(httpc_t *c, const httpc_req_t *in)
 /* A queued request the thread never took (httpc_free). */
 static void drop_queued(void *arg, jobq_link_t *l)
 {
-    finish(arg, container_of(l, req_t, link), HTTPC_ECANCELLED, "cancelled");
+    req_t *r = container_of(l, req_t, link);
+    r->counted = 0; /* the cancelling close gave its slot back */
+    finish(arg, r, HTTPC_ECANCELLED, "cancelled");
 }
 
 void httpc_stats(httpc_t *c, httpc_stats_t *out)
