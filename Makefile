@@ -6,6 +6,7 @@
 
 BUILD       ?= build
 ASAN_BUILD  ?= build-asan
+TSAN_BUILD  ?= build-tsan
 FUZZ_BUILD  ?= build-fuzz
 JOBS        ?= $(shell nproc)
 FUZZ_TIME   ?= 30
@@ -19,7 +20,7 @@ DEB_PACKAGES = build-essential cmake pkg-config clang libclang-rt-14-dev \
                libmicrohttpd-dev libjansson-dev libcurl4-openssl-dev libhiredis-dev \
                libjwt-dev redis-server prometheus wrk
 
-.PHONY: all deps js-deps build run test unit integration asan fuzz fuzz-build format clean
+.PHONY: all deps js-deps build run test unit integration asan tsan fuzz fuzz-build format clean
 
 all: build
 
@@ -72,6 +73,18 @@ asan: deps js-deps
 	cd $(ASAN_BUILD) && ctest --output-on-failure -j $(JOBS)
 	ANTENNA_BIN=$(CURDIR)/$(ASAN_BUILD)/antenna ANTENNA_SANITIZED=1 $(PYTEST) $(PYTEST_ARGS) tests/integration
 
+# ThreadSanitizer: its own build (it excludes ASan), the unit tests and the
+# integration suite; any report fails the test that produced it (conftest
+# SANITIZER_MARKERS).  tests/tsan.supp holds the only suppressions, for
+# uninstrumented libraries.
+TSAN_OPTS = suppressions=$(CURDIR)/tests/tsan.supp
+tsan: deps js-deps
+	cmake -S . -B $(TSAN_BUILD) -DCMAKE_BUILD_TYPE=Debug -DANTENNA_TSAN=ON
+	cmake --build $(TSAN_BUILD) -j $(JOBS)
+	cd $(TSAN_BUILD) && TSAN_OPTIONS="$(TSAN_OPTS)" ctest --output-on-failure -j $(JOBS)
+	ANTENNA_BIN=$(CURDIR)/$(TSAN_BUILD)/antenna ANTENNA_SANITIZED=1 TSAN_OPTIONS="$(TSAN_OPTS)" \
+	  $(PYTEST) $(PYTEST_ARGS) tests/integration
+
 $(FUZZ_BUILD)/Makefile: CMakeLists.txt
 	CC=clang cmake -S . -B $(FUZZ_BUILD) -DCMAKE_BUILD_TYPE=Debug -DANTENNA_FUZZ=ON -DANTENNA_SANITIZE=ON
 
@@ -98,4 +111,4 @@ format:
 	clang-format -i $$(git ls-files '*.c' '*.h')
 
 clean:
-	rm -rf $(BUILD) $(ASAN_BUILD) $(FUZZ_BUILD)
+	rm -rf $(BUILD) $(ASAN_BUILD) $(TSAN_BUILD) $(FUZZ_BUILD)
