@@ -43,15 +43,18 @@ def test_will_with_retain_is_retained(broker):
     c = b.raw()
     assert c.connect("ret", will=("will/ret", b"offline", 1, True)).rc == 0
     c.close()
-    late = b.raw_connected("late")
-    late.subscribe(1, [("will/ret", 1)])
-    # the will is published asynchronously after the close: allow for it
+    # the will is published asynchronously after the close: a subscription
+    # that comes first gets it live (retain 0, correctly); a new subscriber
+    # after that must get the retained copy.
     pubs = []
-    deadline = time.monotonic() + 3
-    while not pubs and time.monotonic() < deadline:
+    deadline = time.monotonic() + 10
+    n = 0
+    while not (pubs and pubs[0].retain) and time.monotonic() < deadline:
+        n += 1
+        late = b.raw_connected("late%d" % n)
+        late.subscribe(1, [("will/ret", 1)])
         pubs = receive_publishes(late, 0, quiet=0.3)
-        if not pubs:
-            late.subscribe(2, [("will/ret", 1)])
+        late.close()
     assert pubs and (pubs[0].topic, pubs[0].payload, pubs[0].retain) == ("will/ret", b"offline", 1)
 
 
