@@ -44,7 +44,11 @@ REPO = HERE.parents[1]
 IMPL = os.environ.get("BROKER_IMPL", "antenna").strip().lower() or "antenna"
 ANTENNA_BIN = os.environ.get("ANTENNA_BIN", str(REPO / "build" / "antenna"))
 MOSQUITTO_BIN = os.environ.get("MOSQUITTO_BIN", "/usr/sbin/mosquitto")
-SANITIZER_MARKERS = ("AddressSanitizer", "LeakSanitizer", "runtime error:")
+SANITIZER_MARKERS = ("AddressSanitizer", "LeakSanitizer", "runtime error:",
+                     "ThreadSanitizer")
+# A ThreadSanitizer build (make tsan) reads its suppressions (uninstrumented
+# libraries only) from here; every antenna the tests start inherits it.
+os.environ.setdefault("TSAN_OPTIONS", "suppressions=%s" % (REPO / "tests" / "tsan.supp"))
 START_TIMEOUT = 10.0
 STOP_TIMEOUT = 10.0
 TEST_DEADLINE = 120  # seconds; any single test running longer is aborted
