@@ -364,21 +364,32 @@ void sess_event_dropped(sess_t *s, const msg_t *m, uint8_t qos, event_drop_reaso
     event_emit(s->w, &s->w->srv->events, EVENT_MESSAGE_DROPPED, &ev);
 }
 
-/* Every PUBLISH to the client leaves through here: message_delivered
- * fires for a first send (not for a resend with DUP). */
-static int send_publish(sess_t *s, msg_t *m, uint8_t qos, uint8_t retain, uint8_t dup,
-                        uint16_t pid)
+/* conn_send_publish, then message_delivered for a first send (not for a
+ * resend with DUP).  Out of line: send_publish stays a tail call. */
+static __attribute__((noinline)) int send_publish_event(sess_t *s, msg_t *m, uint8_t qos,
+                                                        uint8_t retain, uint8_t dup,
+                                                        uint16_t pid, const uint32_t *ids,
+                                                        uint32_t n)
 {
-    uint32_t ids[MAX_SUBIDS];
-    uint32_t n = s->conn->proto == MQTT_PROTO_V5 ? match_subids(s, m, ids) : 0;
     int rc = conn_send_publish(s->conn, m, qos, retain, dup, pid, ids, n);
-    if (rc == 0 && !dup && event_wanted(s->w->srv, EVENT_MESSAGE_DELIVERED)) {
+    if (rc == 0 && !dup) {
         char peer[64];
         event_delivered_t ev = {.msg = m, .packet_id = pid, .qos = qos, .retain = retain};
         sess_event_client(s, &ev.client, peer, sizeof(peer));
         event_emit(s->w, &s->w->srv->events, EVENT_MESSAGE_DELIVERED, &ev);
     }
     return rc;
+}
+
+/* Every PUBLISH to the client leaves through here. */
+static int send_publish(sess_t *s, msg_t *m, uint8_t qos, uint8_t retain, uint8_t dup,
+                        uint16_t pid)
+{
+    uint32_t ids[MAX_SUBIDS];
+    uint32_t n = s->conn->proto == MQTT_PROTO_V5 ? match_subids(s, m, ids) : 0;
+    if (event_wanted(s->w->srv, EVENT_MESSAGE_DELIVERED))
+        return send_publish_event(s, m, qos, retain, dup, pid, ids, n);
+    return conn_send_publish(s->conn, m, qos, retain, dup, pid, ids, n);
 }
 
 static void send_entry(sess_t *s, sq_entry_t *e, uint8_t dup)
