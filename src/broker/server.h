@@ -22,6 +22,7 @@
 #include <stdint.h>
 
 #include "conf.h"
+#include "event.h"
 #include "inbox.h"
 #include "trie.h"
 #include "tw.h"
@@ -180,6 +181,7 @@ struct server_s {
     struct api_s *api;     /* management API (api.h), or NULL */
     uint64_t started_wall; /* seconds since the epoch */
     uint64_t started_ms;   /* monotonic */
+    event_bus_t events;    /* event handlers (event.h): set before server_start */
 };
 
 /* Open listeners, create workers (not started).  Returns 0 or -1 (logged). */

@@ -247,6 +247,7 @@ class Broker:
         self.persistence = dict(ov.pop("persistence", {}))
         self.persistence.setdefault("dir", str(tmp_path / ("store%d" % index)))
         self.auth = dict(ov.pop("auth", {}))  # antenna-only: the auth section
+        self.events = ov.pop("events", None)  # antenna-only: the events section
         extra_mqtt = dict(ov.pop("extra_mqtt", {}))  # antenna-only mqtt keys
         # the management API (antenna only): None = `api: {enabled: false}`
         # (parallel brokers must not share its default port); a dict is the
@@ -296,6 +297,8 @@ class Broker:
                 cfg["persistence"] = self.persistence
             if self.auth:
                 cfg["auth"] = self.auth
+            if self.events:
+                cfg["events"] = self.events
             cfg["api"] = self.api if self.api is not None else {"enabled": False}
             path = self.dir / ("antenna%d.yaml" % self.index)
             path.write_text("\n".join(to_yaml(cfg)) + "\n")
