@@ -26,7 +26,9 @@
 #include "log.h"
 #include "net_tls.h"
 #include "persist.h"
+#include "proto.h"
 #include "retain.h"
+#include "router.h"
 #include "shared.h"
 #include "sys.h"
 #include "auth_chain.h"
@@ -193,9 +195,16 @@ int server_init(server_t *srv, const conf_t *conf)
         if (open_listener(srv, i) < 0)
             return -1;
 
+    /* inbox kinds, each registered by the module that handles it (the
+     * management API registers its own in api_start) */
+    worker_register_inbox(srv);
+    router_register_inbox(srv);
+    proto_register_inbox(srv);
+    persist_register_inbox(srv);
+
     srv->workers = an_calloc(srv->nworkers, sizeof(*srv->workers));
     for (uint32_t i = 0; i < srv->nworkers; i++) {
-        srv->workers[i].epfd = -1;
+        srv->workers[i].loop.epfd = -1;
         srv->workers[i].inbox.evfd = -1;
     }
     for (uint32_t i = 0; i < srv->nworkers; i++)
