@@ -37,6 +37,9 @@
  * ev_watch_start on the worker's loop (worker_t.loop) with EV_READ, and
  * ev_watch_modify to add or drop EV_WRITE while output waits; on close,
  * ev_watch_stop before close(fd).  It never touches the poller itself.
+ * A timerfd or an eventfd is read in its callback (level-triggered: unread,
+ * it fires again next turn).  Work that another thread hands to a worker
+ * needs no descriptor of its own: register an inbox kind (server.h).
  *
  * Thread: a loop and its watchers are touched by the thread running the
  * loop only.
