@@ -2,7 +2,7 @@
  *
  * Listening sockets are opened here, before any worker starts, so a port in
  * use or a bad address stops the broker at start with a clear message.  One
- * socket per listener is shared by every worker's epoll with EPOLLEXCLUSIVE
+ * socket per listener is shared by every worker's loop with EV_EXCLUSIVE
  * (one worker woken per incoming connection).  We do not bind one
  * SO_REUSEPORT socket per worker: a second antenna started on the same port
  * would then silently share it instead of failing.

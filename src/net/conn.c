@@ -562,7 +562,7 @@ static void update_events(conn_t *c)
     (void)ev_watch_modify(&c->w->loop, &c->ev, events);
 }
 
-/* EPOLLOUT for the TLS handshake: no slow-subscriber tracking. */
+/* EV_WRITE for the TLS handshake: no slow-subscriber tracking. */
 static void set_tls_want_out(conn_t *c, int on)
 {
     if (c->want_out != on) {

@@ -14,9 +14,9 @@
  * Closing is two-step: conn_close() stops the watcher, shuts the socket and
  * marks the struct dead; the worker frees it at the end of the loop turn
  * (the turn's flush list may still hold it).  The socket itself closes
- * gracefully (net_linger.h): the last
- * bytes, a FIN, then the client's input is drained for a bounded time, so
- * a reason code is not destroyed by a reset.
+ * gracefully (net_linger.h): the last bytes, a FIN, then the client's input
+ * is drained for a bounded time, so a reason code is not destroyed by a
+ * reset.
  */
 #ifndef ANTENNA_CONN_H
 #define ANTENNA_CONN_H
