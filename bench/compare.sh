@@ -213,10 +213,15 @@ EOF
     cert_file: $CERTS/server.crt
     key_file: $CERTS/server.key
 EOF
+        # limits as open as mosquitto's: left at 0, max_connections is
+        # derived from the open-file limit minus a reserve (18,682 of 20,000)
         cat >> "$f" <<EOF
 mqtt:
   max_inflight: 100
   max_queued: 100000
+limits:
+  max_connections: 19800
+  max_queued_bytes: 0
 persistence:
   enabled: false
 EOF

@@ -101,7 +101,11 @@ int api_job_submit(server_t *srv, api_job_t *job, int to, uint32_t timeout_ms)
 }
 
 /* Worker: hand over `found` items (may be NULL) and the flags; wake the
- * API thread when this was the last worker. */
+ * API thread when this was the last worker.  `items` is dropped before the
+ * mutex is released: its elements now belong to job->data too, and
+ * jansson's reference counts order nothing (a plain read, then a release
+ * decrement; no acquire before the free), so the worker's last touch of
+ * them must happen before the API thread, which takes the mutex, sees them. */
 static void answer_total(api_job_t *job, json_t *items, int found, uint64_t delivered,
                          uint64_t total)
 {
@@ -109,12 +113,12 @@ static void answer_total(api_job_t *job, json_t *items, int found, uint64_t deli
     job->total += total;
     if (items)
         json_array_extend(job->data, items);
+    json_decref(items);
     job->found |= found;
     job->delivered += delivered;
     if (--job->pending == 0)
         pthread_cond_signal(&job->cv);
     unref_locked(job);
-    json_decref(items);
 }
 
 static void answer(api_job_t *job, json_t *items, int found, uint64_t delivered)

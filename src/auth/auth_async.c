@@ -1,5 +1,5 @@
-/* auth_async.c -- jobs (self-contained request copies) and the bounded job
- * queue shared by the asynchronous auth backends; see auth_async.h.
+/* auth_async.c -- jobs (self-contained request copies) and the rate-limited
+ * failure log shared by the asynchronous auth backends; see auth_async.h.
  *
  * A job is one allocation: the struct followed by its strings, so freeing
  * it is one free() and copying it costs one malloc per request.
@@ -74,92 +74,6 @@ const char *auth_action_name(uint8_t action)
     case AUTH_ACT_SUBSCRIBE: return "subscribe";
     default: return "unknown";
     }
-}
-
-int auth_jobq_init(auth_jobq_t *q, size_t cap)
-{
-    memset(q, 0, sizeof(*q));
-    q->cap = cap;
-    if (pthread_mutex_init(&q->mu, NULL) != 0)
-        return -1;
-    if (pthread_cond_init(&q->cond, NULL) != 0) {
-        pthread_mutex_destroy(&q->mu);
-        return -1;
-    }
-    return 0;
-}
-
-void auth_jobq_destroy(auth_jobq_t *q)
-{
-    auth_job_t *j = q->head;
-    while (j) {
-        auth_job_t *next = j->next;
-        auth_job_free(j);
-        j = next;
-    }
-    q->head = q->tail = NULL;
-    pthread_cond_destroy(&q->cond);
-    pthread_mutex_destroy(&q->mu);
-}
-
-int auth_jobq_push(auth_jobq_t *q, auth_job_t *j)
-{
-    int rc = -1;
-    pthread_mutex_lock(&q->mu);
-    if (!q->closed && q->len < q->cap) {
-        j->next = NULL;
-        if (q->tail)
-            q->tail->next = j;
-        else
-            q->head = j;
-        q->tail = j;
-        q->len++;
-        pthread_cond_signal(&q->cond);
-        rc = 0;
-    }
-    pthread_mutex_unlock(&q->mu);
-    return rc;
-}
-
-auth_job_t *auth_jobq_take_all(auth_jobq_t *q)
-{
-    pthread_mutex_lock(&q->mu);
-    auth_job_t *list = q->head;
-    q->head = q->tail = NULL;
-    pthread_mutex_unlock(&q->mu);
-    return list;
-}
-
-auth_job_t *auth_jobq_pop_wait(auth_jobq_t *q)
-{
-    auth_job_t *j = NULL;
-    pthread_mutex_lock(&q->mu);
-    while (!q->closed && q->head == NULL)
-        pthread_cond_wait(&q->cond, &q->mu);
-    if (!q->closed) {
-        j = q->head;
-        q->head = j->next;
-        if (q->head == NULL)
-            q->tail = NULL;
-        j->next = NULL;
-    }
-    pthread_mutex_unlock(&q->mu);
-    return j;
-}
-
-void auth_jobq_close(auth_jobq_t *q)
-{
-    pthread_mutex_lock(&q->mu);
-    q->closed = 1;
-    pthread_cond_broadcast(&q->cond);
-    pthread_mutex_unlock(&q->mu);
-}
-
-void auth_jobq_release(auth_jobq_t *q, size_t n)
-{
-    pthread_mutex_lock(&q->mu);
-    q->len = q->len >= n ? q->len - n : 0;
-    pthread_mutex_unlock(&q->mu);
 }
 
 int auth_ratelog_ok(auth_ratelog_t *r, const char *who)

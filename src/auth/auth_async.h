@@ -1,29 +1,30 @@
-/* auth_async.h -- what the asynchronous auth backends (http, redis) share:
- * a self-contained copy of a request (a job) and a bounded job queue.
+/* auth_async.h -- what the asynchronous auth backends (http, redis, the
+ * password file's PBKDF2 threads) share: a self-contained copy of a request
+ * (a job), and failure log lines without a flood.
  *
  * A worker calls auth_job_new() inside check() (the request's strings live
  * only during check(), so the job copies them into one allocation) and
- * pushes it; the backend's I/O thread pops it, asks its server and calls
- * job->done(job->token, answer) exactly once, then frees the job.  The
- * queue is bounded so a stalled server cannot make the broker queue without
- * limit: a full queue refuses the push and check() answers at once.
+ * hands it on: to a jobq_t (src/core/jobq.h; redis, password file) through
+ * the job's link, or as the argument of an HTTP request (src/net/httpc.h;
+ * http).  The thread that answers calls job->done(job->token, answer)
+ * exactly once, then frees the job.  Both queues are bounded, so a stalled
+ * server cannot make the broker queue without limit: a full queue refuses
+ * the job and check() answers at once.
  *
- * Thread safety: the queue is a mutex-protected FIFO, many producers (the
- * workers) and one or more consumers (the backend's threads).  A job is
- * touched by one thread at a time: its creator until the push, then the
- * consumer that popped it.
+ * Thread safety: a job is touched by one thread at a time: its creator
+ * until it is queued, then the consumer that took it.
  */
 #ifndef ANTENNA_AUTH_ASYNC_H
 #define ANTENNA_AUTH_ASYNC_H
 
 #include "auth.h"
+#include "../core/jobq.h"
 
-#include <pthread.h>
 #include <stddef.h>
 #include <stdint.h>
 
 typedef struct auth_job {
-    struct auth_job *next;
+    jobq_link_t link;         /* in a jobq_t (redis, password file) */
     auth_done_fn done;
     void *token;
     uint64_t deadline_ms;     /* an_now_ms() after which the answer is an error */
@@ -47,30 +48,6 @@ void auth_job_free(auth_job_t *j);
 
 /* "connect", "publish", "subscribe" (or "unknown"). */
 const char *auth_action_name(uint8_t action);
-
-typedef struct {
-    pthread_mutex_t mu;
-    pthread_cond_t cond;      /* signalled on push and on close */
-    auth_job_t *head, *tail;  /* queued, not yet taken by a consumer */
-    size_t len;               /* accepted and not yet released: queued + in flight */
-    size_t cap;
-    int closed;
-} auth_jobq_t;
-
-int auth_jobq_init(auth_jobq_t *q, size_t cap);
-/* Frees the jobs still queued without calling done(). */
-void auth_jobq_destroy(auth_jobq_t *q);
-/* 0, or -1 when the queue is full or closed (the job stays the caller's). */
-int auth_jobq_push(auth_jobq_t *q, auth_job_t *j);
-/* The whole queue as a list (NULL when empty); never blocks. */
-auth_job_t *auth_jobq_take_all(auth_jobq_t *q);
-/* The oldest job; blocks until there is one, or returns NULL once closed. */
-auth_job_t *auth_jobq_pop_wait(auth_jobq_t *q);
-/* Wake every waiter for good: pop_wait returns NULL from now on. */
-void auth_jobq_close(auth_jobq_t *q);
-/* A consumer answered n jobs: they no longer count against the bound,
- * which covers jobs queued and in flight alike. */
-void auth_jobq_release(auth_jobq_t *q, size_t n);
 
 /* Failure log lines without a flood: at most AUTH_LOG_BURST lines per second
  * per limiter; the lines held back are counted and reported in one line

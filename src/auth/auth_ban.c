@@ -20,6 +20,7 @@ void auth_ban_init(auth_ban_t *b, const conf_auth_ban_t *conf, uint32_t exempt)
         b->n = conf->table_size ? conf->table_size : 4096;
         b->v = an_calloc(b->n, sizeof(*b->v));
     }
+    an_random_key(b->key);
 }
 
 void auth_ban_destroy(auth_ban_t *b)
@@ -29,12 +30,9 @@ void auth_ban_destroy(auth_ban_t *b)
     pthread_mutex_destroy(&b->mu);
 }
 
-static uint32_t key_hash(const uint8_t key[AUTH_BAN_KEY_LEN])
+static uint32_t key_hash(const auth_ban_t *b, const uint8_t key[AUTH_BAN_KEY_LEN])
 {
-    uint32_t h = 2166136261u; /* FNV-1a */
-    for (int i = 0; i < AUTH_BAN_KEY_LEN; i++)
-        h = (h ^ key[i]) * 16777619u;
-    return h;
+    return (uint32_t)an_siphash(b->key, key, AUTH_BAN_KEY_LEN);
 }
 
 /* The entry of key: found, or (create) a free or least recently seen slot
@@ -42,7 +40,7 @@ static uint32_t key_hash(const uint8_t key[AUTH_BAN_KEY_LEN])
 static auth_ban_entry_t *find(auth_ban_t *b, const uint8_t key[AUTH_BAN_KEY_LEN], int create,
                               uint64_t now)
 {
-    uint32_t h = key_hash(key);
+    uint32_t h = key_hash(b, key);
     auth_ban_entry_t *victim = NULL;
     for (uint32_t i = 0; i < PROBE; i++) {
         auth_ban_entry_t *e = &b->v[(h + i) % b->n];

@@ -15,8 +15,10 @@
  * keys (addresses, and user names by a SHA-256 prefix) in open addressing
  * with a short probe; when a probe finds no room the least recently seen
  * entry of it is replaced, so memory stays bounded whatever the number of
- * attackers.  Any worker calls it: one mutex, held for a few memory
- * accesses.
+ * attackers.  Slots are picked by SipHash under a random key: nobody can
+ * choose addresses or names that share a probe (to evict an entry, their
+ * own or another's).  Any worker calls it: one mutex, held for a few
+ * memory accesses.
  */
 #ifndef ANTENNA_AUTH_BAN_H
 #define ANTENNA_AUTH_BAN_H
@@ -44,6 +46,7 @@ typedef struct {
     pthread_mutex_t mu;
     auth_ban_entry_t *v;
     uint32_t n;
+    uint64_t key[2];       /* SipHash key of the slots */
 } auth_ban_t;
 
 /* What auth_ban_failure() did. */

@@ -3,7 +3,10 @@
  * A chained hash table (power-of-two buckets, at most 2^20) plus a doubly
  * linked list in insertion order: the list head is the oldest entry, the
  * one evicted when the cache is full, and expired entries are dropped when
- * a lookup meets them or when they reach the head during an insert.
+ * a lookup meets them or when they reach the head during an insert.  The
+ * bucket of a key is a SipHash of it under a random key per cache: a key
+ * is a plain SHA-256 of what the client sent, which anyone can compute, so
+ * its own bits would let a client fill one bucket on purpose.
  */
 #include "auth_cache.h"
 
@@ -29,6 +32,7 @@ struct auth_cache {
     size_t len, size;
     uint32_t ttl_ms;
     struct entry *oldest, *newest;
+    uint64_t hkey[2]; /* SipHash key of the buckets */
 };
 
 auth_cache_t *auth_cache_new(size_t size, uint32_t ttl_ms)
@@ -43,6 +47,7 @@ auth_cache_t *auth_cache_new(size_t size, uint32_t ttl_ms)
     c->mask = nb - 1;
     c->size = size;
     c->ttl_ms = ttl_ms;
+    an_random_key(c->hkey);
     pthread_mutex_init(&c->mu, NULL);
     return c;
 }
@@ -97,9 +102,7 @@ out:
 
 static size_t bucket_of(const auth_cache_t *c, const uint8_t *key)
 {
-    uint64_t h;
-    memcpy(&h, key, sizeof(h)); /* a digest: any 8 bytes are uniform */
-    return (size_t)h & c->mask;
+    return (size_t)an_siphash(c->hkey, key, AUTH_CACHE_KEY_LEN) & c->mask;
 }
 
 static struct entry **find_slot(auth_cache_t *c, const uint8_t *key)

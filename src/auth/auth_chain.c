@@ -43,6 +43,7 @@ struct auth_chain {
     pthread_rwlock_t acl_lock;
     auth_acl_t *acl;         /* the ACL file, or NULL */
     _Atomic uint32_t gen;
+    uint64_t cache_key[2];   /* SipHash key of the decision caches' slots */
     pthread_mutex_t mu;
     auth_wait_t *waits;      /* outstanding asynchronous CONNECTs */
     auth_ban_t ban;
@@ -129,6 +130,7 @@ auth_chain_t *auth_chain_new(const conf_t *conf, char *err, size_t errlen)
             exempt |= 1u << i;
     auth_ban_init(&ch->ban, &a->ban, exempt);
     atomic_init(&ch->gen, 1);
+    an_random_key(ch->cache_key);
     char names[CONF_AUTH_MAX_CHAIN][32];
     uint32_t nnames = 0;
     if (a->nchain) {
@@ -365,12 +367,11 @@ auth_verdict_t auth_chain_connect(auth_chain_t *ch, const auth_request_t *r, uin
 
 /* ---- ACL ---- */
 
-static uint32_t topic_hash(uint8_t kind, const uint8_t *p, size_t len)
+/* A topic's slot in a decision cache: keyed SipHash (the client picks the
+ * topics; with the key unknown it cannot aim them at one slot). */
+static uint32_t topic_hash(const auth_chain_t *ch, uint8_t kind, const uint8_t *p, size_t len)
 {
-    uint32_t h = 2166136261u ^ kind;
-    for (size_t i = 0; i < len; i++)
-        h = (h ^ p[i]) * 16777619u;
-    return h;
+    return (uint32_t)(an_siphash(ch->cache_key, p, len) >> 8) ^ kind;
 }
 
 /* The decision without the cache.  A SUBSCRIBE filter gets AUTH_ACL_ALLOW,
@@ -438,7 +439,7 @@ int auth_chain_acl(auth_chain_t *ch, auth_client_t *ac, uint8_t action, const ui
             ac->ncache = ch->cache_size;
             ac->gen = gen;
         }
-        h = topic_hash(kind, topic, len);
+        h = topic_hash(ch, kind, topic, len);
         e = &ac->cache[h % ch->cache_size];
         if (e->kind == kind && e->hash == h && e->len == len && memcmp(e->topic, t, len) == 0) {
             free(heap);

@@ -28,13 +28,16 @@
  * Several webhooks (auth.http.urls): requests go round robin; one that
  * cannot connect is sent to the next URL, within the same deadline.
  *
- * Threads: workers call check() (cache lookup, job push, curl_multi_wakeup:
- * all thread-safe); the backend's one I/O thread owns the CURLM handle,
- * every easy handle and every job taken from the queue.  Deadlines: a job's
- * deadline is set when it is queued (timeout_ms), and the thread removes a
- * transfer past it even while libcurl still queues it for a free pooled
- * connection, so a hung webhook costs every waiting client at most
- * timeout_ms.
+ * Threads: workers call check(): a cache lookup, then the request is copied
+ * (auth_job_t), its JSON body built and submitted to the backend's HTTP
+ * client (src/net/httpc.h: one I/O thread driving libcurl multi, a bounded
+ * queue of auth.http.queue_size, pool_size keep-alive connections per
+ * webhook).  The answer comes back on that I/O thread (on_answer), which
+ * owns the job from then on: it parses the answer, fills the cache, fails
+ * over to the next webhook, and calls done().  Deadlines: a job's deadline
+ * is set when it is submitted (timeout_ms) and the client ends a request
+ * past it even while it waits for a free pooled connection, so a hung
+ * webhook costs every waiting client at most timeout_ms.
  */
 #include "auth_http.h"
 
@@ -45,10 +48,9 @@
 #include "../core/b64.h"
 #include "../core/log.h"
 #include "../core/util.h"
+#include "../net/httpc.h"
 
-#include <curl/curl.h>
 #include <jansson.h>
-#include <pthread.h>
 #include <stdatomic.h>
 #include <stdio.h>
 #include <errno.h>
@@ -56,40 +58,29 @@
 #include <unistd.h>
 
 #define HTTP_MAX_BODY 65536 /* a larger answer is garbage */
-#define HTTP_IDLE_WAIT_MS 1000
-
-typedef struct xfer {
-    struct xfer *prev, *next; /* in flight, in deadline order */
-    auth_job_t *job;
-    CURL *easy;
-    char *body;               /* the POST body (json_dumps) */
-    char *resp;
-    size_t resp_len;
-    int too_big;
-    uint32_t target;          /* index in targets[] */
-} xfer_t;
 
 typedef struct {
     auth_backend_t base;      /* first: the chain's handle */
     conf_auth_http_t cf;
     const char *targets[CONF_AUTH_HTTP_MAX_URLS]; /* url, or the urls (in cf) */
     uint32_t ntargets;
-    uint32_t next_target;     /* I/O thread only: round robin */
+    atomic_uint next_target;  /* round robin */
     char (*listener_names)[32];
     uint32_t nlisteners;
-    CURLM *multi;
-    struct curl_slist *headers;
+    httpc_t *client;
     auth_cache_t *cache;
-    auth_jobq_t q;
-    pthread_t thread;
-    int thread_started;
-    atomic_int stop;
-    xfer_t *first, *last;     /* I/O thread only */
     auth_ratelog_t ratelog;   /* I/O thread only */
     /* counters: the first group is written by the I/O thread only */
-    an_counter_t requests, allowed, denied, ignored, errors, timeouts;
-    atomic_uint_fast64_t cache_hits, queue_full; /* any worker */
+    an_counter_t allowed, denied, ignored, timeouts;
+    atomic_uint_fast64_t errors, cache_hits, queue_full; /* any thread */
 } http_backend_t;
+
+/* One request in flight: the answer's context (httpc's arg). */
+typedef struct {
+    http_backend_t *h;
+    auth_job_t *job;
+    uint32_t target;          /* index in targets[] */
+} hreq_t;
 
 /* ---- the answer ---- */
 
@@ -206,11 +197,10 @@ out:
     return rc;
 }
 
-static void finish(http_backend_t *h, auth_job_t *j, const auth_answer_t *a)
+/* The client released the request's slot before calling back: whoever
+ * gets the answer may ask again at once. */
+static void finish(auth_job_t *j, const auth_answer_t *a)
 {
-    /* the slot is free before the answer is out: whoever got the answer
-     * may ask again at once */
-    auth_jobq_release(&h->q, 1);
     if (j->done) /* NULL: a prefetch that only fills the cache */
         j->done(j->token, a);
     else if (a->acl)
@@ -232,11 +222,11 @@ static void fail_job(http_backend_t *h, auth_job_t *j, const char *what, int tim
 {
     auth_answer_t a;
     error_answer(h, j->action, &a);
-    STAT_ADD(h->errors, 1);
+    atomic_fetch_add_explicit(&h->errors, 1, memory_order_relaxed);
     if (timeout)
         STAT_ADD(h->timeouts, 1);
     log_failure(h, j, what, &a);
-    finish(h, j, &a);
+    finish(j, &a);
 }
 
 /* ---- the request ---- */
@@ -287,120 +277,71 @@ static char *build_body(const http_backend_t *h, const auth_job_t *j)
     return out;
 }
 
-static size_t on_data(char *ptr, size_t size, size_t nmemb, void *userdata)
+static const char *const json_headers[] = {"Content-Type: application/json", NULL};
+
+static void on_answer(void *arg, const httpc_result_t *res);
+
+enum { SEND_NO_BODY = 1 }; /* besides httpc_submit()'s results */
+
+/* Submit j to targets[target]: HTTPC_QUEUED (on_answer() will own j), or a
+ * refusal (j stays the caller's). */
+static int send_job(http_backend_t *h, auth_job_t *j, uint32_t target)
 {
-    xfer_t *x = userdata;
-    size_t n = size * nmemb;
-    if (x->resp_len + n > HTTP_MAX_BODY) {
-        x->too_big = 1;
-        return 0; /* aborts the transfer */
-    }
-    x->resp = an_realloc(x->resp, x->resp_len + n + 1);
-    memcpy(x->resp + x->resp_len, ptr, n);
-    x->resp_len += n;
-    x->resp[x->resp_len] = '\0';
-    return n;
+    char *body = build_body(h, j);
+    if (body == NULL)
+        return SEND_NO_BODY;
+    hreq_t *hr = an_malloc(sizeof(*hr));
+    hr->h = h;
+    hr->job = j;
+    hr->target = target;
+    httpc_req_t rq = {.url = h->targets[target], .headers = json_headers, .body = body,
+                      .body_len = strlen(body), .deadline_ms = j->deadline_ms,
+                      .done = on_answer, .arg = hr};
+    int rc = httpc_submit(h->client, &rq);
+    free(body);
+    if (rc != HTTPC_QUEUED)
+        free(hr);
+    return rc;
 }
 
-static void xfer_unlink(http_backend_t *h, xfer_t *x)
+/* The webhook's answer, or the client's error: on the client's I/O thread. */
+static void on_answer(void *arg, const httpc_result_t *res)
 {
-    if (x->prev)
-        x->prev->next = x->next;
-    else
-        h->first = x->next;
-    if (x->next)
-        x->next->prev = x->prev;
-    else
-        h->last = x->prev;
-}
+    hreq_t *hr = arg;
+    http_backend_t *h = hr->h;
+    auth_job_t *j = hr->job;
+    uint32_t target = hr->target;
+    free(hr);
 
-/* Remove from the multi handle and free; the job is the caller's. */
-static auth_job_t *xfer_end(http_backend_t *h, xfer_t *x)
-{
-    auth_job_t *j = x->job;
-    xfer_unlink(h, x);
-    curl_multi_remove_handle(h->multi, x->easy);
-    curl_easy_cleanup(x->easy);
-    free(x->body);
-    free(x->resp);
-    free(x);
-    return j;
-}
-
-/* Send j to targets[target]. */
-static void start_job(http_backend_t *h, auth_job_t *j, uint64_t now, uint32_t target)
-{
-    if (j->deadline_ms <= now) {
-        fail_job(h, j, "timed out before it was sent", 1);
+    if (res->err == HTTPC_ECANCELLED) { /* destroy(): done() is not called */
+        auth_job_free(j);
         return;
     }
-    xfer_t *x = an_calloc(1, sizeof(*x));
-    x->job = j;
-    x->target = target;
-    x->body = build_body(h, j);
-    x->easy = curl_easy_init();
-    if (x->body == NULL || x->easy == NULL) {
-        if (x->easy)
-            curl_easy_cleanup(x->easy);
-        free(x->body);
-        free(x);
-        fail_job(h, j, "cannot build the request", 0);
+    if (res->err != HTTPC_OK) {
+        const char *problem = res->err == HTTPC_ETOOBIG ? "answer too large" : res->error;
+        if (res->err == HTTPC_ECONNECT && h->ntargets > 1 && ++j->attempts < h->ntargets) {
+            /* failover: the same request to the next webhook, same deadline */
+            if (auth_ratelog_ok(&h->ratelog, "auth http"))
+                log_warn("auth http: webhook %u of %u: %s: trying the next one", target + 1,
+                         h->ntargets, problem);
+            int rc = send_job(h, j, (target + 1) % h->ntargets);
+            if (rc != HTTPC_QUEUED)
+                fail_job(h, j, rc == SEND_NO_BODY ? "cannot build the request"
+                                                  : "cannot start the request", 0);
+            return;
+        }
+        fail_job(h, j, problem, res->err == HTTPC_ETIMEOUT);
         return;
     }
-    CURL *e = x->easy;
-    long left = (long)(j->deadline_ms - now);
-    curl_easy_setopt(e, CURLOPT_URL, h->targets[target]);
-    curl_easy_setopt(e, CURLOPT_PROTOCOLS_STR, "http,https");
-    curl_easy_setopt(e, CURLOPT_NOSIGNAL, 1L);
-    curl_easy_setopt(e, CURLOPT_HTTPHEADER, h->headers);
-    curl_easy_setopt(e, CURLOPT_POSTFIELDS, x->body);
-    curl_easy_setopt(e, CURLOPT_POSTFIELDSIZE, (long)strlen(x->body));
-    curl_easy_setopt(e, CURLOPT_WRITEFUNCTION, on_data);
-    curl_easy_setopt(e, CURLOPT_WRITEDATA, x);
-    curl_easy_setopt(e, CURLOPT_PRIVATE, x);
-    /* a backstop only: the thread's deadline sweep ends the request at
-     * `left`, for every request at once, before libcurl would end them one
-     * by one (and hand a freed connection to a request that expires too) */
-    curl_easy_setopt(e, CURLOPT_TIMEOUT_MS, left + 1000);
-    curl_easy_setopt(e, CURLOPT_CONNECTTIMEOUT_MS,
-                     (long)AN_MIN((uint64_t)h->cf.connect_timeout_ms, (uint64_t)left));
-    curl_easy_setopt(e, CURLOPT_TCP_KEEPALIVE, 1L);
-    if (h->cf.ca_file[0])
-        curl_easy_setopt(e, CURLOPT_CAINFO, h->cf.ca_file);
-    x->prev = h->last;
-    x->next = NULL;
-    if (h->last)
-        h->last->next = x;
-    else
-        h->first = x;
-    h->last = x;
-    if (curl_multi_add_handle(h->multi, e) != CURLM_OK) {
-        xfer_unlink(h, x);
-        curl_easy_cleanup(e);
-        free(x->body);
-        free(x);
-        fail_job(h, j, "cannot start the request", 0);
-        return;
-    }
-    STAT_ADD(h->requests, 1);
-}
 
-static void transfer_done(http_backend_t *h, xfer_t *x, CURLcode res)
-{
-    long status = 0;
+    long status = res->status;
     char why[240];
-    int timeout = res == CURLE_OPERATION_TIMEDOUT;
     auth_verdict_t v = AUTH_DENY;
     const char *problem = NULL;
     char *acl_text = NULL;
     auth_acl_t *acl = NULL;
-
-    curl_easy_getinfo(x->easy, CURLINFO_RESPONSE_CODE, &status);
-    if (res != CURLE_OK) {
-        snprintf(why, sizeof(why), "%s", x->too_big ? "answer too large" : curl_easy_strerror(res));
-        problem = why;
-    } else if (auth_http_parse_answer(h->cf.format, status, x->resp ? x->resp : "",
-                                      x->resp_len, &v, &acl_text, &problem) < 0) {
+    if (auth_http_parse_answer(h->cf.format, status, res->body, res->body_len, &v, &acl_text,
+                               &problem) < 0) {
         snprintf(why, sizeof(why), "HTTP %ld: %s", status, problem);
         problem = why;
     } else if (acl_text) {
@@ -411,20 +352,9 @@ static void transfer_done(http_backend_t *h, xfer_t *x, CURLcode res)
             problem = why;
         }
     }
-    uint32_t target = x->target;
-    auth_job_t *j = xfer_end(h, x);
-    if (problem && h->ntargets > 1 && ++j->attempts < h->ntargets &&
-        (res == CURLE_COULDNT_CONNECT || res == CURLE_COULDNT_RESOLVE_HOST)) {
-        /* failover: the same request to the next webhook, same deadline */
-        if (auth_ratelog_ok(&h->ratelog, "auth http"))
-            log_warn("auth http: webhook %u of %u: %s: trying the next one", target + 1,
-                     h->ntargets, problem);
-        start_job(h, j, an_now_ms(), (target + 1) % h->ntargets);
-        return;
-    }
     if (problem) {
         free(acl_text);
-        fail_job(h, j, problem, timeout);
+        fail_job(h, j, problem, 0);
         return;
     }
     auth_answer_t a;
@@ -443,53 +373,7 @@ static void transfer_done(http_backend_t *h, xfer_t *x, CURLcode res)
     free(acl_text);
     log_debug("auth http: %s of client '%s': %s", auth_action_name(j->action), j->client_id,
               v == AUTH_ALLOW ? "allow" : v == AUTH_DENY ? "deny" : "ignore");
-    finish(h, j, &a);
-}
-
-/* ---- the I/O thread ---- */
-
-static void *http_main(void *arg)
-{
-    http_backend_t *h = arg;
-
-    while (!atomic_load(&h->stop)) {
-        uint64_t now = an_now_ms();
-        auth_job_t *j = auth_jobq_take_all(&h->q);
-        while (j) {
-            auth_job_t *next = j->next;
-            start_job(h, j, now, h->next_target++ % h->ntargets);
-            j = next;
-        }
-        int running = 0;
-        curl_multi_perform(h->multi, &running);
-        CURLMsg *m;
-        int left;
-        while ((m = curl_multi_info_read(h->multi, &left)) != NULL) {
-            if (m->msg != CURLMSG_DONE)
-                continue;
-            xfer_t *x = NULL;
-            curl_easy_getinfo(m->easy_handle, CURLINFO_PRIVATE, (char **)&x);
-            transfer_done(h, x, m->data.result);
-        }
-        /* deadlines, in queueing order: waiting for a pooled connection
-         * counts too */
-        now = an_now_ms();
-        while (h->first && h->first->job->deadline_ms <= now)
-            fail_job(h, xfer_end(h, h->first), "timed out", 1);
-
-        long wait = HTTP_IDLE_WAIT_MS, ct = -1;
-        curl_multi_timeout(h->multi, &ct);
-        if (ct >= 0 && ct < wait)
-            wait = ct;
-        if (h->first) {
-            long dl = (long)(h->first->job->deadline_ms - now);
-            if (dl < wait)
-                wait = dl;
-        }
-        if (wait > 0)
-            curl_multi_poll(h->multi, NULL, 0, (int)wait, NULL);
-    }
-    return NULL;
+    finish(j, &a);
 }
 
 /* ---- the backend interface ---- */
@@ -519,20 +403,34 @@ static auth_verdict_t http_check(auth_backend_t *b, const auth_request_t *r, aut
             return v;
         }
     }
-    auth_job_t *j = auth_job_new(r, done, token, now + h->cf.timeout_ms);
+    uint32_t target = atomic_fetch_add_explicit(&h->next_target, 1, memory_order_relaxed) %
+                      h->ntargets;
     if (done == NULL) {
         /* The chain wants an answer now (publish/subscribe on the hot
          * path): pass, and ask the webhook in the background so the next
          * identical request is answered from the cache. */
-        if (h->cache == NULL || auth_jobq_push(&h->q, j) < 0)
-            auth_job_free(j);
-        else
-            curl_multi_wakeup(h->multi);
+        if (h->cache) {
+            auth_job_t *j = auth_job_new(r, NULL, NULL, now + h->cf.timeout_ms);
+            if (send_job(h, j, target) != HTTPC_QUEUED)
+                auth_job_free(j);
+        }
         memset(out, 0, sizeof(*out));
         out->verdict = AUTH_PASS;
         return AUTH_PASS;
     }
-    if (auth_jobq_push(&h->q, j) < 0) {
+    auth_job_t *j = auth_job_new(r, done, token, now + h->cf.timeout_ms);
+    int rc = send_job(h, j, target);
+    if (rc == SEND_NO_BODY) { /* out of memory in jansson */
+        auth_job_free(j);
+        atomic_fetch_add_explicit(&h->errors, 1, memory_order_relaxed);
+        error_answer(h, r->action, out);
+        log_warn("auth http: %s of client '%s' (%s): cannot build the request: %s",
+                 auth_action_name(r->action), r->client_id ? r->client_id : "",
+                 r->peer ? r->peer : "",
+                 out->verdict == AUTH_PASS ? "passed to the next backend" : "denied");
+        return out->verdict;
+    }
+    if (rc != HTTPC_QUEUED) {
         auth_job_free(j);
         uint64_t n = atomic_fetch_add_explicit(&h->queue_full, 1, memory_order_relaxed);
         if (n % 1000 == 0) /* the first refusal, then one line per thousand */
@@ -551,7 +449,6 @@ static auth_verdict_t http_check(auth_backend_t *b, const auth_request_t *r, aut
         }
         return out->verdict;
     }
-    curl_multi_wakeup(h->multi);
     return AUTH_PENDING;
 }
 
@@ -566,32 +463,24 @@ static void http_destroy(auth_backend_t *b)
     http_backend_t *h = (http_backend_t *)b;
     if (h == NULL)
         return;
-    if (h->thread_started) {
-        atomic_store(&h->stop, 1);
-        curl_multi_wakeup(h->multi);
-        pthread_join(h->thread, NULL);
-    }
-    while (h->first) /* dropped: done() is not called after destroy */
-        auth_job_free(xfer_end(h, h->first));
-    auth_jobq_close(&h->q);
-    auth_jobq_destroy(&h->q);
-    if (h->multi)
-        curl_multi_cleanup(h->multi);
-    curl_slist_free_all(h->headers);
+    /* the requests left are cancelled: on_answer() frees their jobs without
+     * calling done() */
+    httpc_free(h->client);
     auth_cache_free(h->cache);
     free(h->listener_names);
     free(h);
-    curl_global_cleanup();
 }
 
 void auth_http_stats(auth_backend_t *b, auth_http_stats_t *out)
 {
     http_backend_t *h = (http_backend_t *)b;
-    out->requests = STAT_GET(h->requests);
+    httpc_stats_t hs;
+    httpc_stats(h->client, &hs);
+    out->requests = hs.started;
     out->allowed = STAT_GET(h->allowed);
     out->denied = STAT_GET(h->denied);
     out->ignored = STAT_GET(h->ignored);
-    out->errors = STAT_GET(h->errors);
+    out->errors = atomic_load_explicit(&h->errors, memory_order_relaxed);
     out->timeouts = STAT_GET(h->timeouts);
     out->cache_hits = atomic_load_explicit(&h->cache_hits, memory_order_relaxed);
     out->queue_full = atomic_load_explicit(&h->queue_full, memory_order_relaxed);
@@ -617,14 +506,8 @@ auth_backend_t *auth_http_new(const conf_t *c, char *err, size_t errlen)
             return NULL;
         }
     }
-    /* thread-safe since libcurl 7.84; reference counted */
-    if (curl_global_init(CURL_GLOBAL_DEFAULT) != CURLE_OK) {
-        snprintf(err, errlen, "auth.http: libcurl cannot start");
-        return NULL;
-    }
     if (cf->ca_file[0] && access(cf->ca_file, R_OK) != 0) {
         snprintf(err, errlen, "auth.http.ca_file: %s: %s", cf->ca_file, strerror(errno));
-        curl_global_cleanup();
         return NULL;
     }
     h = an_calloc(1, sizeof(*h));
@@ -641,29 +524,16 @@ auth_backend_t *auth_http_new(const conf_t *c, char *err, size_t errlen)
     for (uint32_t i = 0; i < c->nlisteners; i++)
         snprintf(h->listener_names[i], 32, "%s", c->listeners[i].name);
     h->cache = auth_cache_new(cf->cache_size, cf->cache_ttl_ms);
-    if (auth_jobq_init(&h->q, cf->queue_size) < 0) {
-        snprintf(err, errlen, "auth.http: cannot create the queue");
-        free(h->listener_names);
-        auth_cache_free(h->cache);
-        free(h);
-        return NULL;
-    }
-    h->headers = curl_slist_append(NULL, "Content-Type: application/json");
-    h->headers = curl_slist_append(h->headers, "Expect:"); /* no 100-continue round trip */
-    h->multi = curl_multi_init();
-    if (h->headers == NULL || h->multi == NULL) {
-        snprintf(err, errlen, "auth.http: libcurl cannot start");
+    httpc_opts_t ho = {.queue_cap = cf->queue_size, .max_host_conns = cf->pool_size,
+                       .max_conns = cf->pool_size * ntargets,
+                       .connect_timeout_ms = cf->connect_timeout_ms,
+                       .max_response = HTTP_MAX_BODY, .ca_file = h->cf.ca_file};
+    char herr[200];
+    h->client = httpc_new(&ho, herr, sizeof(herr));
+    if (h->client == NULL) {
+        snprintf(err, errlen, "auth.http: %s", herr);
         goto fail;
     }
-    curl_multi_setopt(h->multi, CURLMOPT_MAX_HOST_CONNECTIONS, (long)cf->pool_size);
-    curl_multi_setopt(h->multi, CURLMOPT_MAX_TOTAL_CONNECTIONS,
-                      (long)(cf->pool_size * ntargets));
-    curl_multi_setopt(h->multi, CURLMOPT_MAXCONNECTS, (long)(cf->pool_size * ntargets));
-    if (pthread_create(&h->thread, NULL, http_main, h) != 0) {
-        snprintf(err, errlen, "auth.http: cannot start the I/O thread");
-        goto fail;
-    }
-    h->thread_started = 1;
     for (uint32_t i = 0; i < ntargets; i++) {
         /* never log credentials in the URL (https://user:secret@host/...) */
         const char *url = h->targets[i];

@@ -2,11 +2,13 @@
  * the request as JSON to auth.http.url, answered asynchronously.
  *
  * check() answers at once from the result cache when it can; otherwise it
- * copies the request into a job, queues it (bounded by auth.http.queue_size)
- * and returns AUTH_PENDING.  One I/O thread per backend drives libcurl's
- * multi interface: it owns every transfer and the connection cache (at most
+ * copies the request into a job and submits its POST to the backend's HTTP
+ * client (src/net/httpc.h, bounded by auth.http.queue_size) and returns
+ * AUTH_PENDING.  The client's one I/O thread drives libcurl's multi
+ * interface: it owns every transfer and the connection cache (at most
  * pool_size keep-alive connections to the webhook, never one per request)
- * and calls done() once per job.  See auth_http.c for the wire format.
+ * and the backend's callback calls done() once per job there.  See
+ * auth_http.c for the wire format.
  */
 #ifndef ANTENNA_AUTH_HTTP_H
 #define ANTENNA_AUTH_HTTP_H

@@ -16,12 +16,13 @@
  *
  * Threads: workers call check(): a cache lookup (an HMAC-SHA256 of user and
  * password under a per-process random key, so the cache holds no password
- * and no fast oracle for one), then a job on the bounded queue.
- * auth.password_threads threads, at a lower CPU priority than the workers
- * (nice +10: a wrong-password flood slows logins down, not other clients),
- * pop jobs, look the user up, run PBKDF2 (a dummy verifier for an unknown
- * user: same cost) and call done() under done_mu; destroy() sets stopping
- * under done_mu first, so done() is never called after destroy() returns.
+ * and no fast oracle for one), then a job on the bounded queue (a jobq_t,
+ * src/core/jobq.h).  Its pool of auth.password_threads threads, at a lower
+ * CPU priority than the workers (nice +10: a wrong-password flood slows
+ * logins down, not other clients), runs the jobs: look the user up, run
+ * PBKDF2 (a dummy verifier for an unknown user: same cost) and call done()
+ * under done_mu; destroy() sets stopping under done_mu first, so done() is
+ * never called after destroy() returns.
  */
 #include "auth_passwd.h"
 
@@ -38,9 +39,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/resource.h>
 #include <sys/stat.h>
-#include <sys/syscall.h>
 #include <termios.h>
 #include <unistd.h>
 
@@ -309,9 +308,7 @@ typedef struct {
     uint64_t gen;            /* bumped by each reload */
     uint8_t secret[32];      /* per process: cache keys, fake SCRAM salts */
     auth_cache_t *cache;     /* successful checks; NULL when off */
-    auth_jobq_t q;
-    int q_ready;             /* q initialised */
-    pthread_t threads[MAX_THREADS];
+    jobq_t *q;               /* NULL without threads */
     uint32_t nthreads;
     pthread_mutex_t done_mu; /* held around done(); stopping set under it */
     int stopping;
@@ -479,24 +476,29 @@ static auth_verdict_t verify_now(pw_backend_t *pb, const char *user, const uint8
     return out->verdict = AUTH_DENY;
 }
 
-static void *pw_thread(void *arg)
+/* A verification thread (the queue's pool): one check. */
+static void pw_run(void *arg, jobq_link_t *link, jobq_slot_t *slot)
 {
     pw_backend_t *pb = arg;
-    /* below the workers: hashing yields the CPU to the clients' traffic */
-    setpriority(PRIO_PROCESS, (id_t)syscall(SYS_gettid), 10);
-    auth_job_t *j;
-    while ((j = auth_jobq_pop_wait(&pb->q)) != NULL) {
-        auth_answer_t a;
-        verify_now(pb, j->username, j->password, j->password_len, &a);
-        OPENSSL_cleanse(j->password, j->password_len);
-        pthread_mutex_lock(&pb->done_mu);
-        if (!pb->stopping)
-            j->done(j->token, &a);
-        pthread_mutex_unlock(&pb->done_mu);
-        auth_jobq_release(&pb->q, 1);
-        auth_job_free(j);
-    }
-    return NULL;
+    auth_job_t *j = container_of(link, auth_job_t, link);
+    auth_answer_t a;
+    AN_UNUSED(slot); /* the slot is released when this returns */
+    verify_now(pb, j->username, j->password, j->password_len, &a);
+    OPENSSL_cleanse(j->password, j->password_len);
+    pthread_mutex_lock(&pb->done_mu);
+    if (!pb->stopping)
+        j->done(j->token, &a);
+    pthread_mutex_unlock(&pb->done_mu);
+    auth_job_free(j);
+}
+
+/* Queued and never run (destroy): freed, never answered. */
+static void pw_drop(void *arg, jobq_link_t *link)
+{
+    auth_job_t *j = container_of(link, auth_job_t, link);
+    AN_UNUSED(arg);
+    OPENSSL_cleanse(j->password, j->password_len);
+    auth_job_free(j);
 }
 
 static auth_verdict_t pw_check(auth_backend_t *b, const auth_request_t *r, auth_answer_t *out,
@@ -527,13 +529,13 @@ static auth_verdict_t pw_check(auth_backend_t *b, const auth_request_t *r, auth_
     if (done == NULL || pb->nthreads == 0) /* a caller that cannot wait */
         return verify_now(pb, r->username, r->password, r->password_len, out);
     auth_job_t *j = auth_job_new(r, done, token, 0);
-    if (auth_jobq_push(&pb->q, j) < 0) {
+    if (jobq_push(pb->q, &j->link) != JOBQ_OK) {
         OPENSSL_cleanse(j->password, j->password_len);
         auth_job_free(j);
         uint64_t n = atomic_fetch_add_explicit(&pb->queue_full, 1, memory_order_relaxed);
         if (n % 1000 == 0) /* the first refusal, then one line per thousand */
             log_warn("password file: %u checks waiting, client '%s' (%s) refused (0x97) "
-                     "(%llu so far)", (unsigned)pb->q.cap, r->client_id ? r->client_id : "",
+                     "(%llu so far)", (unsigned)jobq_cap(pb->q), r->client_id ? r->client_id : "",
                      r->peer ? r->peer : "", (unsigned long long)n + 1);
         out->reason = 0x97; /* quota exceeded */
         return out->verdict = AUTH_DENY;
@@ -573,12 +575,7 @@ static void pw_destroy(auth_backend_t *b)
     pthread_mutex_lock(&pb->done_mu);
     pb->stopping = 1;
     pthread_mutex_unlock(&pb->done_mu);
-    if (pb->q_ready) {
-        auth_jobq_close(&pb->q);
-        for (uint32_t i = 0; i < pb->nthreads; i++)
-            pthread_join(pb->threads[i], NULL);
-        auth_jobq_destroy(&pb->q); /* what was still queued: freed, never answered */
-    }
+    jobq_free(pb->q); /* what was still queued: freed, never answered */
     auth_cache_free(pb->cache);
     table_free(&pb->t);
     pthread_rwlock_destroy(&pb->lock);
@@ -624,18 +621,18 @@ auth_backend_t *auth_passwd_new(const conf_t *conf, char *err, size_t errlen)
     if (a->password_cache_ttl_s)
         pb->cache = auth_cache_new(a->password_cache_size ? a->password_cache_size : 1,
                                    a->password_cache_ttl_s * 1000u);
-    if (auth_jobq_init(&pb->q, a->password_queue ? a->password_queue : 10000) < 0) {
-        snprintf(err, errlen, "auth.password_file: cannot create the queue");
-        goto fail;
-    }
-    pb->q_ready = 1;
     uint32_t want = AN_MIN(a->password_threads, MAX_THREADS);
-    for (uint32_t i = 0; i < want; i++) {
-        if (pthread_create(&pb->threads[i], NULL, pw_thread, pb) != 0) {
-            snprintf(err, errlen, "auth.password_file: cannot start a verification thread");
+    if (want) {
+        /* below the workers: hashing yields the CPU to the clients' traffic */
+        jobq_opts_t qo = {.cap = a->password_queue ? a->password_queue : 10000,
+                          .threads = want, .run = pw_run, .drop = pw_drop, .arg = pb,
+                          .nice = 10};
+        pb->q = jobq_new(&qo);
+        if (pb->q == NULL) {
+            snprintf(err, errlen, "auth.password_file: cannot start the verification threads");
             goto fail;
         }
-        pb->nthreads++;
+        pb->nthreads = want;
     }
     log_info("password file %s: %zu users; %u verification thread(s), cache %s", path, t.n,
              pb->nthreads, pb->cache ? "on" : "off");

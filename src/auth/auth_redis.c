@@ -1,10 +1,11 @@
 /* auth_redis.c -- credentials and ACL rules in Redis; see auth_redis.h.
  *
- * Threads: pool_size connection threads, each owning one synchronous
- * hiredis context (connect and command timeouts: auth.redis.timeout_ms).
- * They take jobs from one bounded queue, so a slow command holds one
- * connection while the others keep answering; workers only copy the
- * request and push it.  A CONNECT is one round trip: HGET of the password
+ * Threads: pool_size connection threads (the pool of a jobq_t, see
+ * src/core/jobq.h), each owning one synchronous hiredis context (connect
+ * and command timeouts: auth.redis.timeout_ms), found by the thread's index
+ * in the pool.  They take jobs from the one bounded queue, so a slow
+ * command holds one connection while the others keep answering; workers
+ * only copy the request and push it.  A CONNECT is one round trip: HGET of the password
  * hash and LRANGE of the rules, pipelined.
  *
  * Reconnection: a context that fails (connection refused, reset, timeout)
@@ -27,7 +28,6 @@
 #include "../core/util.h"
 
 #include <hiredis/hiredis.h>
-#include <pthread.h>
 #include <stdatomic.h>
 #include <stdio.h>
 #include <string.h>
@@ -41,8 +41,6 @@ typedef struct redis_backend redis_backend_t;
 
 typedef struct {
     redis_backend_t *rb;
-    pthread_t thread;
-    int started;
     redisContext *ctx;        /* this thread's connection, NULL while down */
     uint64_t retry_at_ms;     /* no connect attempt before */
     uint32_t backoff_ms;
@@ -53,7 +51,7 @@ typedef struct {
 struct redis_backend {
     auth_backend_t base;
     conf_auth_redis_t cf;
-    auth_jobq_t q;
+    jobq_t *q;
     rconn_t *conns;
     uint32_t nconns;
     atomic_uint_fast64_t lookups, allowed, denied, unknown, errors, queue_full, connects;
@@ -284,7 +282,7 @@ out:
     return rc;
 }
 
-static void answer_job(rconn_t *c, auth_job_t *j)
+static void answer_job(rconn_t *c, auth_job_t *j, jobq_slot_t *slot)
 {
     redis_backend_t *rb = c->rb;
     auth_answer_t a;
@@ -335,19 +333,23 @@ failed:
 answer:
     /* the slot is free before the answer is out: whoever got the answer
      * may ask again at once */
-    auth_jobq_release(&rb->q, 1);
+    jobq_slot_release(slot);
     j->done(j->token, &a);
     auth_job_free(j);
 }
 
-static void *redis_main(void *arg)
+/* A pool thread: the job, on this thread's connection. */
+static void redis_run(void *arg, jobq_link_t *link, jobq_slot_t *slot)
 {
-    rconn_t *c = arg;
-    auth_job_t *j;
-    while ((j = auth_jobq_pop_wait(&c->rb->q)) != NULL)
-        answer_job(c, j);
-    drop_conn(c);
-    return NULL;
+    redis_backend_t *rb = arg;
+    answer_job(&rb->conns[jobq_slot_thread(slot)], container_of(link, auth_job_t, link), slot);
+}
+
+/* Queued and never run (shutdown): done() is not called. */
+static void redis_drop(void *arg, jobq_link_t *link)
+{
+    AN_UNUSED(arg);
+    auth_job_free(container_of(link, auth_job_t, link));
 }
 
 /* ---- the backend interface ---- */
@@ -364,7 +366,7 @@ static auth_verdict_t redis_check(auth_backend_t *b, const auth_request_t *r,
         return AUTH_PASS;
     }
     auth_job_t *j = auth_job_new(r, done, token, an_now_ms() + rb->cf.timeout_ms);
-    if (auth_jobq_push(&rb->q, j) == 0)
+    if (jobq_push(rb->q, &j->link) == JOBQ_OK)
         return AUTH_PENDING;
     auth_job_free(j);
     uint64_t n = COUNT(rb, queue_full);
@@ -394,11 +396,11 @@ static void redis_destroy(auth_backend_t *b)
     redis_backend_t *rb = (redis_backend_t *)b;
     if (rb == NULL)
         return;
-    auth_jobq_close(&rb->q); /* queued jobs are dropped: done() is not called */
+    /* queued jobs are dropped (done() is not called); the jobs in flight
+     * finish; the threads are joined */
+    jobq_free(rb->q);
     for (uint32_t i = 0; i < rb->nconns; i++)
-        if (rb->conns[i].started)
-            pthread_join(rb->conns[i].thread, NULL);
-    auth_jobq_destroy(&rb->q);
+        drop_conn(&rb->conns[i]);
     free(rb->conns);
     free(rb);
 }
@@ -425,21 +427,18 @@ auth_backend_t *auth_redis_new(const conf_t *c, char *err, size_t errlen)
     rb->base.reload = redis_reload;
     rb->base.destroy = redis_destroy;
     rb->cf = *cf;
-    if (auth_jobq_init(&rb->q, cf->queue_size) < 0) {
-        snprintf(err, errlen, "auth.redis: cannot create the queue");
-        free(rb);
-        return NULL;
-    }
     rb->conns = an_calloc(cf->pool_size, sizeof(*rb->conns));
     rb->nconns = cf->pool_size;
-    for (uint32_t i = 0; i < rb->nconns; i++) {
+    for (uint32_t i = 0; i < rb->nconns; i++)
         rb->conns[i].rb = rb;
-        if (pthread_create(&rb->conns[i].thread, NULL, redis_main, &rb->conns[i]) != 0) {
-            snprintf(err, errlen, "auth.redis: cannot start a connection thread");
-            redis_destroy(&rb->base);
-            return NULL;
-        }
-        rb->conns[i].started = 1;
+    jobq_opts_t qo = {.cap = cf->queue_size, .threads = rb->nconns, .run = redis_run,
+                      .drop = redis_drop, .arg = rb};
+    rb->q = jobq_new(&qo);
+    if (rb->q == NULL) {
+        snprintf(err, errlen, "auth.redis: cannot start the connection threads");
+        free(rb->conns);
+        free(rb);
+        return NULL;
     }
     log_info("auth redis: %s:%u db %u prefix \"%s\" (%u connections, timeout %u ms)",
              cf->host, cf->port, cf->db, cf->prefix, cf->pool_size, cf->timeout_ms);

@@ -695,10 +695,17 @@ void persist_on_committed(worker_t *w, int err)
         int rc = e->failed ? STORE_ESHUTDOWN : err;
         if (e->m) {
             h->routes--;
-            if (rc == 0)
+            if (rc == 0) {
                 router_hand_targets(w, e->m, e->t, e->nt);
-            else
+            } else {
                 STAT_ADD(w->stats.msgs_dropped, 1);
+                if (event_wanted(w->srv, EVENT_MESSAGE_DROPPED)) {
+                    event_dropped_t ev = {.msg = e->m, .topic = msg_topic(e->m),
+                                          .topic_len = e->m->topic_len, .qos = e->m->qos,
+                                          .reason = EVENT_DROP_STORE_FAILED};
+                    event_emit(w, &w->srv->events, EVENT_MESSAGE_DROPPED, &ev);
+                }
+            }
             msg_unref(&e->m);
             free(e->t);
         } else if (e->sid) {

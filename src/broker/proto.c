@@ -108,6 +108,43 @@ static void send_ack_after(conn_t *c, uint8_t type, uint16_t pid, uint8_t reason
         send_ack5(c, type, pid, reason);
 }
 
+/* ---- events (event.h) ---- */
+
+/* auth_failed.  The client id: the CONNECT's (ck), else the one the auth
+ * state kept (an asynchronous answer, an enhanced authentication), else
+ * the session's (re-authentication), else none. */
+static void emit_auth_failed(conn_t *c, const mqtt_connect_t *ck, event_auth_cause_t cause,
+                             uint8_t rc5, const char *why)
+{
+    worker_t *w = c->w;
+    char peer[64], *id = NULL;
+    event_auth_failed_t ev = {.cause = cause, .reason_code = rc5, .reason = why};
+    conn_event_client(c, &ev.client, peer, sizeof(peer));
+    if (ck && ck->client_id.len) {
+        id = an_strndup((const char *)ck->client_id.p, ck->client_id.len);
+        ev.client.client_id = id;
+    } else if (!ev.client.client_id && c->x && c->x->auth) {
+        ev.client.client_id = c->x->auth->client_id;
+    }
+    if (ck)
+        ev.client.proto = ck->proto;
+    event_emit(w, &w->srv->events, EVENT_AUTH_FAILED, &ev);
+    free(id);
+}
+
+/* A message of a client's PUBLISH dropped (no subscribers, denied,
+ * refused); m is NULL when it was never built. */
+static void emit_publish_dropped(conn_t *c, const msg_t *m, const mqtt_publish_t *pb,
+                                 event_drop_reason_t reason)
+{
+    worker_t *w = c->w;
+    char peer[64];
+    event_dropped_t ev = {.msg = m, .topic = pb->topic.p, .topic_len = pb->topic.len,
+                          .qos = pb->qos, .reason = reason};
+    conn_event_client(c, &ev.client, peer, sizeof(peer));
+    event_emit(w, &w->srv->events, EVENT_MESSAGE_DROPPED, &ev);
+}
+
 /* A client id for a client that sent none, chosen so that its home is this
  * worker: no hand-off needed. */
 static uint16_t assign_client_id(worker_t *w, char *buf, size_t size)
@@ -215,6 +252,23 @@ static int connect_home(conn_t *c, const mqtt_connect_t *ck, const connect_terms
         char why[96];
         snprintf(why, sizeof(why), "session of '%.48s%s' taken over", s->client_id,
                  s->client_id_len > 48 ? "..." : "");
+        if (event_wanted(w->srv, EVENT_CLIENT_DISCONNECTED)) {
+            /* here, not in conn_close: the old connection loses its session
+             * (and so its client id) before it closes */
+            char peer[64];
+            event_disconnected_t ev = {.reason = why, .reason_code = MQTT_RC_SESSION_TAKEN_OVER};
+            conn_event_client(old, &ev.client, peer, sizeof(peer));
+            event_emit(w, &w->srv->events, EVENT_CLIENT_DISCONNECTED, &ev);
+        }
+        if (event_wanted(w->srv, EVENT_SESSION_TAKEN_OVER)) {
+            char peer[64], old_peer[64];
+            event_taken_over_t ev = {
+                .old_peer = conn_peer(old, old_peer, sizeof(old_peer)),
+                .resumed = !ck->clean_session && s->expiry != 0};
+            conn_event_client(c, &ev.client, peer, sizeof(peer));
+            ev.client.client_id = s->client_id;
+            event_emit(w, &w->srv->events, EVENT_SESSION_TAKEN_OVER, &ev);
+        }
         old->sess = NULL;
         s->conn = NULL;
         STAT_ADD(w->stats.clients_connected, (uint64_t)-1);
@@ -283,9 +337,23 @@ static int connect_home(conn_t *c, const mqtt_connect_t *ck, const connect_terms
     STAT_ADD(w->stats.clients_connected, 1);
     STAT_ADD(w->stats.connections_total, 1);
     conn_arm_timer(c);
+    if (!present && event_wanted(w->srv, EVENT_SESSION_CREATED)) {
+        char peer[64];
+        event_session_created_t ev = {.session_expiry = s->expiry};
+        conn_event_client(c, &ev.client, peer, sizeof(peer));
+        ev.client.client_id = s->client_id;
+        event_emit(w, &w->srv->events, EVENT_SESSION_CREATED, &ev);
+    }
     sess_acl_attach(w, s, c, present);
     sess_attach(s, c);
     persist_session_update(w, s);
+    if (event_wanted(w->srv, EVENT_CLIENT_CONNECTED)) {
+        char peer[64];
+        event_connected_t ev = {.session_expiry = s->expiry, .keepalive = c->keepalive,
+                                .clean_start = ck->clean_session, .session_present = present};
+        conn_event_client(c, &ev.client, peer, sizeof(peer));
+        event_emit(w, &w->srv->events, EVENT_CLIENT_CONNECTED, &ev);
+    }
     char name[160];
     const char *user = c->x && c->x->auth ? c->x->auth->user : c->x ? c->x->cert_user : NULL;
     conn_log(c, AN_LOG_INFO,
@@ -319,9 +387,11 @@ static void hold(conn_t *c)
 
 /* A banned address: the refusal leaves after auth.ban.delay_ms (the
  * connection timer), so a client retrying in a loop is slowed down. */
-static int refuse_later(conn_t *c, uint8_t rc3, uint8_t rc5)
+static int refuse_later(conn_t *c, const mqtt_connect_t *ck, uint8_t rc3, uint8_t rc5)
 {
     worker_t *w = c->w;
+    if (event_wanted(w->srv, EVENT_AUTH_FAILED))
+        emit_auth_failed(c, ck, EVENT_AUTH_BANNED, rc5, "address banned (brute-force protection)");
     conn_ext_t *x = conn_ext(c);
     if (x->auth == NULL)
         x->auth = an_calloc(1, sizeof(*x->auth));
@@ -378,6 +448,8 @@ static int auth_decided(conn_t *c, auth_verdict_t v, auth_answer_t *ans, int cre
                                                                : MQTT_CONNACK_NOT_AUTHORIZED;
         auth_answer_clear(ans);
         ban_failure(c, user, peer);
+        if (event_wanted(w->srv, EVENT_AUTH_FAILED))
+            emit_auth_failed(c, NULL, EVENT_AUTH_DENIED, rc5, "authentication failed");
         return refuse(c, NULL, rc3, rc5, "authentication failed");
     }
     STAT_ADD(w->stats.auth_success, 1);
@@ -414,7 +486,7 @@ static int authenticate(conn_t *c, const mqtt_connect_t *ck, const mqtt_raw_t *p
     free(user);
     if (banned) {
         STAT_ADD(w->stats.auth_banned, 1);
-        return refuse_later(c, MQTT_CONNACK_NOT_AUTHORIZED, MQTT_RC_BANNED);
+        return refuse_later(c, ck, MQTT_CONNACK_NOT_AUTHORIZED, MQTT_RC_BANNED);
     }
     /* nothing configured to decide: keep idle clients small (no state) */
     if (auth_chain_trivial(ch, c->listener)) {
@@ -450,7 +522,8 @@ static int authenticate(conn_t *c, const mqtt_connect_t *ck, const mqtt_raw_t *p
     auth_answer_t ans;
     auth_wait_t *wait = NULL;
     auth_verdict_t v = auth_chain_connect(ch, &r, ac->resume, &w->inbox, &ans, &wait);
-    free(cid);
+    free(ac->client_id); /* kept: an auth_failed event names it, also after a wait */
+    ac->client_id = cid;
     if (v == AUTH_PENDING) {
         free(user);
         /* keep the CONNECT and what followed it; stop reading */
@@ -515,7 +588,7 @@ static int method_result(conn_t *c, auth_method_rc_t rc, auth_method_out_t *out,
         free(out->data);
         free(out->user);
         STAT_ADD(w->stats.auth_banned, 1);
-        return refuse_later(c, MQTT_CONNACK_NOT_AUTHORIZED, MQTT_RC_BANNED);
+        return refuse_later(c, NULL, MQTT_CONNACK_NOT_AUTHORIZED, MQTT_RC_BANNED);
     }
     if (rc == AUTH_METHOD_FAIL) {
         free(out->data);
@@ -527,6 +600,10 @@ static int method_result(conn_t *c, auth_method_rc_t rc, auth_method_out_t *out,
         char why[160];
         snprintf(why, sizeof(why), "%s authentication failed: %s", m->name,
                  out->why ? out->why : "?");
+        if (event_wanted(w->srv, EVENT_AUTH_FAILED))
+            emit_auth_failed(c, NULL, EVENT_AUTH_METHOD,
+                             reauth ? MQTT_RC_NOT_AUTHORIZED : MQTT_RC_BAD_USERNAME_OR_PASSWORD,
+                             why);
         if (reauth)
             return close_with(c, MQTT_RC_NOT_AUTHORIZED, "re-authentication", why);
         return refuse(c, NULL, MQTT_CONNACK_BAD_CREDENTIALS, MQTT_RC_BAD_USERNAME_OR_PASSWORD, why);
@@ -581,8 +658,10 @@ static int enhanced_start(conn_t *c, const mqtt_connect_t *ck, const mqtt_raw_t 
     if (auth_ban_blocked(auth_chain_ban(w->srv->auth), c->listener, c->peer.family, c->peer.addr,
                          NULL, w->now)) {
         STAT_ADD(w->stats.auth_banned, 1);
-        return refuse_later(c, MQTT_CONNACK_NOT_AUTHORIZED, MQTT_RC_BANNED);
+        return refuse_later(c, ck, MQTT_CONNACK_NOT_AUTHORIZED, MQTT_RC_BANNED);
     }
+    free(ac->client_id); /* for an auth_failed event before the replay */
+    ac->client_id = an_strndup((const char *)ck->client_id.p, ck->client_id.len);
     free(ac->held);
     ac->held = an_malloc(pkt->len + 1);
     if (pkt->len)
@@ -783,6 +862,9 @@ static int on_connect(conn_t *c, const mqtt_raw_t *pkt, const uint8_t *rest, siz
                                                                 : lst->allow_anonymous;
     if (anonymous && !anon_ok) {
         STAT_ADD(w->stats.auth_failure, 1);
+        if (event_wanted(w->srv, EVENT_AUTH_FAILED))
+            emit_auth_failed(c, &ck, EVENT_AUTH_ANONYMOUS, MQTT_RC_NOT_AUTHORIZED,
+                             "anonymous clients are not allowed");
         return refuse(c, &ck, MQTT_CONNACK_NOT_AUTHORIZED, MQTT_RC_NOT_AUTHORIZED,
                       "anonymous clients are not allowed");
     }
@@ -817,6 +899,9 @@ static int on_connect(conn_t *c, const mqtt_raw_t *pkt, const uint8_t *rest, siz
             user = named = an_strndup((const char *)ck.username.p, ck.username.len);
         int bound = client_id_bound(cf, user, id, id_len, t.assigned);
         free(named);
+        if (!bound && event_wanted(w->srv, EVENT_AUTH_FAILED))
+            emit_auth_failed(c, &ck, EVENT_AUTH_CLIENT_ID, MQTT_RC_CLIENT_ID_NOT_VALID,
+                             "client id not bound to the user (auth.client_id_binding)");
         if (!bound)
             return refuse(c, &ck, MQTT_CONNACK_ID_REJECTED, MQTT_RC_CLIENT_ID_NOT_VALID,
                           "client id not bound to the user (auth.client_id_binding)");
@@ -894,6 +979,8 @@ static int refuse_sys_publish(conn_t *c, const mqtt_publish_t *pb)
                  "(mqtt.allow_sys_publish), dropped", conn_name(c, name, sizeof(name)),
                  (int)AN_MIN(pb->topic.len, 200), (const char *)pb->topic.p);
     }
+    if (event_wanted(w->srv, EVENT_MESSAGE_DROPPED))
+        emit_publish_dropped(c, NULL, pb, EVENT_DROP_PUBLISH_DENIED);
     if (pb->qos == 1)
         send_ack_after(c, MQTT_PUBACK, pb->packet_id, MQTT_RC_NOT_AUTHORIZED, 0);
     else if (pb->qos == 2)
@@ -942,6 +1029,8 @@ static int on_publish(conn_t *c, const mqtt_raw_t *pkt)
                      conn_name(c, name, sizeof(name)), (int)AN_MIN(pb.topic.len, 200),
                      (const char *)pb.topic.p);
         }
+        if (event_wanted(w->srv, EVENT_MESSAGE_DROPPED))
+            emit_publish_dropped(c, NULL, &pb, EVENT_DROP_PUBLISH_DENIED);
         if (pb.qos == 1)
             send_ack_after(c, MQTT_PUBACK, pb.packet_id, MQTT_RC_NOT_AUTHORIZED, 0);
         else if (pb.qos == 2)
@@ -1002,6 +1091,20 @@ static int on_publish(conn_t *c, const mqtt_raw_t *pkt)
         m = msg_new(pb.topic.p, pb.topic.len, pb.payload, pb.payload_len, pb.qos, pb.retain);
     }
     size_t n = router_publish(w, m, c->sess);
+    if (n == ROUTER_REFUSED || n == ROUTER_NO_RETAIN) {
+        if (event_wanted(w->srv, EVENT_MESSAGE_DROPPED))
+            emit_publish_dropped(c, m, &pb, EVENT_DROP_PUBLISH_REFUSED);
+    } else {
+        if (event_wanted(w->srv, EVENT_MESSAGE_PUBLISHED)) {
+            char peer[64];
+            event_published_t ev = {.msg = m, .packet_id = pb.packet_id,
+                                    .receivers = (uint32_t)n};
+            conn_event_client(c, &ev.client, peer, sizeof(peer));
+            event_emit(w, &w->srv->events, EVENT_MESSAGE_PUBLISHED, &ev);
+        }
+        if (n == 0 && event_wanted(w->srv, EVENT_MESSAGE_DROPPED))
+            emit_publish_dropped(c, m, &pb, EVENT_DROP_NO_SUBSCRIBERS);
+    }
     msg_unref(&m);
     if (n == ROUTER_REFUSED || n == ROUTER_NO_RETAIN) {
         /* a subscriber's queue is full (limits.queue_full: refuse), or a new
@@ -1078,6 +1181,14 @@ static uint8_t subscribe_one(conn_t *c, const mqtt_str_t *f, uint8_t opts, uint3
     int added = sess_subscribe(w, s, f->p, f->len, opts, subid);
     /* PARTIAL: granted, the topics the ACL denies are not delivered */
     sess_acl_subscribed(s, f->p, f->len, verdict, gen);
+    if (event_wanted(w->srv, EVENT_SUBSCRIBED)) {
+        char peer[64];
+        event_subscribed_t ev = {.filter = f->p, .filter_len = f->len, .qos = granted,
+                                 .options = opts, .is_new = added == 1,
+                                 .subscription_id = subid};
+        conn_event_client(c, &ev.client, peer, sizeof(peer));
+        event_emit(w, &w->srv->events, EVENT_SUBSCRIBED, &ev);
+    }
     /* [MQTT5 3.3.1.3] retain handling; never on a shared subscription */
     uint8_t rh = MQTT_SUBOPT_RETAIN_HANDLING(opts);
     *send_retained = !shared && (rh == 0 || (rh == 1 && added));
@@ -1143,6 +1254,12 @@ static int on_unsubscribe(conn_t *c, const mqtt_raw_t *pkt)
     while (i < it.count && mqtt_sub_next(&it, &f, &qos)) {
         int gone = sess_unsubscribe(c->w, c->sess, f.p, f.len);
         removed += gone != 0;
+        if (gone && event_wanted(c->w->srv, EVENT_UNSUBSCRIBED)) {
+            char peer[64];
+            event_unsubscribed_t ev = {.filter = f.p, .filter_len = f.len};
+            conn_event_client(c, &ev.client, peer, sizeof(peer));
+            event_emit(c->w, &c->w->srv->events, EVENT_UNSUBSCRIBED, &ev);
+        }
         codes[i++] = gone ? MQTT_RC_SUCCESS : MQTT_RC_NO_SUBSCRIPTION_EXISTED;
     }
     if (removed) /* one record for the packet, not one per filter */
@@ -1169,7 +1286,7 @@ static int on_ack(conn_t *c, const mqtt_raw_t *pkt)
     uint16_t pid = ack.packet_id;
     switch (mqtt_raw_type(pkt)) {
     case MQTT_PUBACK:
-        sess_on_puback(c->sess, pid);
+        sess_on_puback(c->sess, pid, ack.reason);
         break;
     case MQTT_PUBREC:
         if (sess_on_pubrec(c->sess, pid, ack.reason) < 0 && ack.reason < 0x80)
@@ -1200,7 +1317,7 @@ static int on_disconnect(conn_t *c, const mqtt_raw_t *pkt)
         if ((rc = mqtt_decode_empty(pkt, &why)) < 0)
             return malformed(c, rc, why);
         msg_unref(&c->will); /* [MQTT-3.14.4-3] no will after DISCONNECT */
-        conn_close(c, "DISCONNECT", 0);
+        conn_close_by_client(c, "DISCONNECT", 0, MQTT_RC_SUCCESS);
         return -1;
     }
     mqtt_disconnect_t d;
@@ -1217,7 +1334,7 @@ static int on_disconnect(conn_t *c, const mqtt_raw_t *pkt)
         msg_unref(&c->will);
     char msg[80];
     snprintf(msg, sizeof(msg), "DISCONNECT (reason 0x%02x)", d.reason);
-    conn_close(c, msg, with_will);
+    conn_close_by_client(c, msg, with_will, d.reason);
     return -1;
 }
 

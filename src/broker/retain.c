@@ -4,7 +4,9 @@
  *         │             └─ "t2"  [msg]
  *         └─ "$SYS" ─ "broker" ─ ...
  *
- * Children hang in a chained hash table per node, grown at load 1.  Nodes
+ * Children hang in a chained hash table per node, grown at load 1, hashed
+ * with SipHash under the tree's random key (levels are chosen by
+ * publishers: nobody can make them share a chain on purpose).  Nodes
  * left with neither message nor children are pruned when a topic is
  * cleared.  Matches are collected (with references) under the mutex and
  * handed to the callback after it is released, so delivery never runs
@@ -25,6 +27,7 @@ struct rnode_s {
     rnode_t **kids;   /* buckets */
     msg_t *msg;
     uint32_t nkids, nbuckets;
+    uint32_t hash;    /* of name: computed once, reused on growth and unlink */
     uint16_t name_len;
     uint8_t name[];
 };
@@ -34,6 +37,7 @@ struct retain_s {
     rnode_t *root;
     size_t count;
     size_t expiring; /* messages with an expiry: retain_expire() has work */
+    uint64_t key[2]; /* SipHash key of the level names */
 };
 
 typedef struct {
@@ -41,35 +45,42 @@ typedef struct {
     size_t n, cap;
 } mvec_t;
 
-static rnode_t *node_new(rnode_t *parent, const uint8_t *name, uint16_t len)
+static rnode_t *node_new(rnode_t *parent, const uint8_t *name, uint16_t len, uint32_t hash)
 {
     rnode_t *n = an_calloc(1, sizeof(*n) + len);
     n->parent = parent;
+    n->hash = hash;
     n->name_len = len;
     if (len)
         memcpy(n->name, name, len);
     return n;
 }
 
-static rnode_t *kid_find(const rnode_t *n, const uint8_t *name, uint16_t len)
+static uint32_t name_hash(const uint64_t key[2], const uint8_t *name, uint16_t len)
+{
+    return (uint32_t)an_siphash(key, name, len);
+}
+
+/* The child of n named (name, len), whose name_hash is h. */
+static rnode_t *kid_find(const rnode_t *n, const uint8_t *name, uint16_t len, uint32_t h)
 {
     if (n->nbuckets == 0)
         return NULL;
-    rnode_t *k = n->kids[an_hash(name, len) & (n->nbuckets - 1)];
+    rnode_t *k = n->kids[h & (n->nbuckets - 1)];
     for (; k; k = k->chain)
-        if (k->name_len == len && memcmp(k->name, name, len) == 0)
+        if (k->hash == h && k->name_len == len && memcmp(k->name, name, len) == 0)
             return k;
     return NULL;
 }
 
 static void kid_insert_raw(rnode_t **buckets, uint32_t nb, rnode_t *k)
 {
-    rnode_t **b = &buckets[an_hash(k->name, k->name_len) & (nb - 1)];
+    rnode_t **b = &buckets[k->hash & (nb - 1)];
     k->chain = *b;
     *b = k;
 }
 
-static rnode_t *kid_add(rnode_t *n, const uint8_t *name, uint16_t len)
+static rnode_t *kid_add(rnode_t *n, const uint8_t *name, uint16_t len, uint32_t h)
 {
     if (n->nkids + 1 > n->nbuckets) {
         uint32_t nb = n->nbuckets ? n->nbuckets * 2 : 4;
@@ -86,7 +97,7 @@ static rnode_t *kid_add(rnode_t *n, const uint8_t *name, uint16_t len)
         n->kids = nk;
         n->nbuckets = nb;
     }
-    rnode_t *k = node_new(n, name, len);
+    rnode_t *k = node_new(n, name, len, h);
     kid_insert_raw(n->kids, n->nbuckets, k);
     n->nkids++;
     return k;
@@ -94,7 +105,7 @@ static rnode_t *kid_add(rnode_t *n, const uint8_t *name, uint16_t len)
 
 static void kid_unlink(rnode_t *n, rnode_t *k)
 {
-    rnode_t **pp = &n->kids[an_hash(k->name, k->name_len) & (n->nbuckets - 1)];
+    rnode_t **pp = &n->kids[k->hash & (n->nbuckets - 1)];
     while (*pp != k)
         pp = &(*pp)->chain;
     *pp = k->chain;
@@ -120,7 +131,8 @@ retain_t *retain_new(void)
 {
     retain_t *r = an_calloc(1, sizeof(*r));
     pthread_mutex_init(&r->mu, NULL);
-    r->root = node_new(NULL, NULL, 0);
+    r->root = node_new(NULL, NULL, 0, 0);
+    an_random_key(r->key);
     return r;
 }
 
@@ -161,7 +173,8 @@ int retain_set_max(retain_t *r, msg_t *m, size_t max)
     while (more) {
         const uint8_t *lvl = p;
         uint16_t len = next_level(&p, end, &more);
-        rnode_t *k = kid_find(n, lvl, len);
+        uint32_t h = name_hash(r->key, lvl, len);
+        rnode_t *k = kid_find(n, lvl, len, h);
         if (k == NULL) {
             if (clear)
                 goto out; /* nothing retained there */
@@ -169,7 +182,7 @@ int retain_set_max(retain_t *r, msg_t *m, size_t max)
                 rc = -1; /* a new topic */
                 goto out;
             }
-            k = kid_add(n, lvl, len);
+            k = kid_add(n, lvl, len, h);
         }
         n = k;
     }
@@ -233,8 +246,8 @@ static void collect_all(const rnode_t *n, mvec_t *v, int skip_dollar)
 }
 
 /* Match the filter levels starting at p against the children of n. */
-static void match(const rnode_t *n, const uint8_t *p, const uint8_t *end, int root,
-                  mvec_t *v)
+static void match(const uint64_t key[2], const rnode_t *n, const uint8_t *p,
+                  const uint8_t *end, int root, mvec_t *v)
 {
     int more;
     const uint8_t *lvl = p;
@@ -257,17 +270,17 @@ static void match(const rnode_t *n, const uint8_t *p, const uint8_t *end, int ro
                 if (root && k->name_len > 0 && k->name[0] == '$')
                     continue;
                 if (more)
-                    match(k, p, end, 0, v);
+                    match(key, k, p, end, 0, v);
                 else if (k->msg)
                     mvec_push(v, k->msg);
             }
         return;
     }
-    const rnode_t *k = kid_find(n, lvl, len);
+    const rnode_t *k = kid_find(n, lvl, len, name_hash(key, lvl, len));
     if (k == NULL)
         return;
     if (more)
-        match(k, p, end, 0, v);
+        match(key, k, p, end, 0, v);
     else if (k->msg)
         mvec_push(v, k->msg);
 }
@@ -277,7 +290,7 @@ void retain_match(retain_t *r, const uint8_t *filter, size_t len, retain_cb cb, 
     mvec_t v = {0};
     pthread_mutex_lock(&r->mu);
     if (r->count)
-        match(r->root, filter, filter + len, 1, &v);
+        match(r->key, r->root, filter, filter + len, 1, &v);
     pthread_mutex_unlock(&r->mu);
     for (size_t i = 0; i < v.n; i++)
         cb(ud, v.v[i]);

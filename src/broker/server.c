@@ -32,6 +32,7 @@
 #include "shared.h"
 #include "sys.h"
 #include "auth_chain.h"
+#include "event_log.h"
 
 static int open_listener(server_t *srv, uint32_t i)
 {
@@ -160,6 +161,7 @@ int server_init(server_t *srv, const conf_t *conf)
         srv->listen_fds[i] = -1;
     long ncpu = sysconf(_SC_NPROCESSORS_ONLN);
     srv->nworkers = conf->workers ? conf->workers : (uint32_t)(ncpu > 0 ? ncpu : 1);
+    an_random_key(srv->home_key);
     derive_limits(srv);
     pthread_rwlock_init(&srv->trie_lock, NULL);
     pthread_mutex_init(&srv->tls_lock, NULL);
@@ -212,6 +214,8 @@ int server_init(server_t *srv, const conf_t *conf)
             return -1;
     if (persist_load_sessions(srv) < 0)
         return -1;
+    if (event_log_init(srv) < 0) /* events.log: before any worker runs */
+        return -1;
     if (srv->conf.memory_high_water) {
         worker_t *w0 = &srv->workers[0];
         tw_timer_init(&w0->mem_timer, sys_on_mem_timer);
@@ -232,6 +236,7 @@ int server_init(server_t *srv, const conf_t *conf)
 
 int server_start(server_t *srv)
 {
+    event_freeze(&srv->events); /* the workers read it without a lock */
     for (uint32_t i = 0; i < srv->nworkers; i++) {
         int rc = pthread_create(&srv->workers[i].thread, NULL, worker_main, &srv->workers[i]);
         if (rc != 0) {

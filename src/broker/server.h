@@ -26,6 +26,7 @@
 
 #include "conf.h"
 #include "ev.h"
+#include "event.h"
 #include "inbox.h"
 #include "trie.h"
 #include "tw.h"
@@ -103,12 +104,16 @@ typedef struct {
 } worker_stats_t;
 
 /* A chained hash table of sessions, keyed by client id (SESS_BY_ID) or by
- * session id (SESS_BY_SID); the chain links live in sess_t. */
+ * session id (SESS_BY_SID); the chain links live in sess_t.  Client ids
+ * are chosen by clients: they are hashed with SipHash under a random key
+ * drawn when the table gets its first bucket array, so nobody can pick ids
+ * that share a chain. */
 enum { SESS_BY_ID = 0, SESS_BY_SID = 1 };
 typedef struct {
     sess_t **buckets;
     size_t nbuckets, count;
     int kind;
+    uint64_t key[2]; /* SipHash key (SESS_BY_ID) */
 } sess_table_t;
 
 struct worker_s {
@@ -165,6 +170,7 @@ struct worker_s {
 struct server_s {
     conf_t conf;
     uint32_t nworkers;
+    uint64_t home_key[2]; /* SipHash key of worker_home (client ids) */
     worker_t *workers;
     int listen_fds[CONF_MAX_LISTENERS];
     uint16_t listen_ports[CONF_MAX_LISTENERS]; /* actual ports (0 resolved) */
@@ -195,6 +201,7 @@ struct server_s {
     struct api_s *api;     /* management API (api.h), or NULL */
     uint64_t started_wall; /* seconds since the epoch */
     uint64_t started_ms;   /* monotonic */
+    event_bus_t events;    /* event handlers (event.h): set before server_start */
 };
 
 /* Open listeners, create workers (not started).  Returns 0 or -1 (logged). */

@@ -103,13 +103,18 @@ static sess_t **chain_of(sess_t *s, int kind)
     return kind == SESS_BY_ID ? &s->id_next : &s->sid_next;
 }
 
-static uint64_t key_hash(const sess_t *s, int kind)
+/* Client ids: keyed SipHash (a client picks them); session ids: the
+ * broker's own counter, mixed. */
+static uint64_t key_hash(const sess_table_t *t, const sess_t *s)
 {
-    return kind == SESS_BY_ID ? an_hash(s->client_id, s->client_id_len) : an_hash64(s->sid);
+    return t->kind == SESS_BY_ID ? an_siphash(t->key, s->client_id, s->client_id_len)
+                                 : an_hash64(s->sid);
 }
 
 void sess_table_add(sess_table_t *t, sess_t *s)
 {
+    if (t->nbuckets == 0 && t->kind == SESS_BY_ID)
+        an_random_key(t->key); /* empty: a new key costs nothing */
     if (t->count + 1 > t->nbuckets) {
         size_t nb = t->nbuckets ? t->nbuckets * 2 : 64;
         sess_t **b = an_calloc(nb, sizeof(*b));
@@ -117,7 +122,7 @@ void sess_table_add(sess_table_t *t, sess_t *s)
             sess_t *e = t->buckets[i];
             while (e) {
                 sess_t *next = *chain_of(e, t->kind);
-                size_t h = key_hash(e, t->kind) & (nb - 1);
+                size_t h = key_hash(t, e) & (nb - 1);
                 *chain_of(e, t->kind) = b[h];
                 b[h] = e;
                 e = next;
@@ -127,7 +132,7 @@ void sess_table_add(sess_table_t *t, sess_t *s)
         t->buckets = b;
         t->nbuckets = nb;
     }
-    size_t h = key_hash(s, t->kind) & (t->nbuckets - 1);
+    size_t h = key_hash(t, s) & (t->nbuckets - 1);
     *chain_of(s, t->kind) = t->buckets[h];
     t->buckets[h] = s;
     t->count++;
@@ -137,7 +142,7 @@ void sess_table_del(sess_table_t *t, sess_t *s)
 {
     if (t->nbuckets == 0)
         return;
-    sess_t **pp = &t->buckets[key_hash(s, t->kind) & (t->nbuckets - 1)];
+    sess_t **pp = &t->buckets[key_hash(t, s) & (t->nbuckets - 1)];
     while (*pp && *pp != s)
         pp = chain_of(*pp, t->kind);
     if (*pp) {
@@ -150,7 +155,7 @@ sess_t *sess_table_find_id(const sess_table_t *t, const uint8_t *id, size_t len)
 {
     if (t->nbuckets == 0)
         return NULL;
-    sess_t *s = t->buckets[an_hash(id, len) & (t->nbuckets - 1)];
+    sess_t *s = t->buckets[an_siphash(t->key, id, len) & (t->nbuckets - 1)];
     for (; s; s = s->id_next)
         if (s->client_id_len == len && memcmp(s->client_id, id, len) == 0)
             return s;
@@ -346,11 +351,49 @@ static uint32_t match_subids(const sess_t *s, const msg_t *m, uint32_t *ids)
     return n;
 }
 
+void sess_event_client(const sess_t *s, event_client_t *out, char *peer, size_t size)
+{
+    if (s->conn)
+        conn_event_client(s->conn, out, peer, size);
+    else
+        *out = (event_client_t){0};
+    out->client_id = s->client_id;
+}
+
+void sess_event_dropped(sess_t *s, const msg_t *m, uint8_t qos, event_drop_reason_t reason)
+{
+    char peer[64];
+    event_dropped_t ev = {.msg = m, .topic = msg_topic(m), .topic_len = m->topic_len,
+                          .qos = qos, .reason = reason};
+    sess_event_client(s, &ev.client, peer, sizeof(peer));
+    event_emit(s->w, &s->w->srv->events, EVENT_MESSAGE_DROPPED, &ev);
+}
+
+/* conn_send_publish, then message_delivered for a first send (not for a
+ * resend with DUP).  Out of line: send_publish stays a tail call. */
+static __attribute__((noinline)) int send_publish_event(sess_t *s, msg_t *m, uint8_t qos,
+                                                        uint8_t retain, uint8_t dup,
+                                                        uint16_t pid, const uint32_t *ids,
+                                                        uint32_t n)
+{
+    int rc = conn_send_publish(s->conn, m, qos, retain, dup, pid, ids, n);
+    if (rc == 0 && !dup) {
+        char peer[64];
+        event_delivered_t ev = {.msg = m, .packet_id = pid, .qos = qos, .retain = retain};
+        sess_event_client(s, &ev.client, peer, sizeof(peer));
+        event_emit(s->w, &s->w->srv->events, EVENT_MESSAGE_DELIVERED, &ev);
+    }
+    return rc;
+}
+
+/* Every PUBLISH to the client leaves through here. */
 static int send_publish(sess_t *s, msg_t *m, uint8_t qos, uint8_t retain, uint8_t dup,
                         uint16_t pid)
 {
     uint32_t ids[MAX_SUBIDS];
     uint32_t n = s->conn->proto == MQTT_PROTO_V5 ? match_subids(s, m, ids) : 0;
+    if (event_wanted(s->w->srv, EVENT_MESSAGE_DELIVERED))
+        return send_publish_event(s, m, qos, retain, dup, pid, ids, n);
     return conn_send_publish(s->conn, m, qos, retain, dup, pid, ids, n);
 }
 
@@ -401,6 +444,8 @@ static int drop_oldest_qos0(sess_t *s)
     for (uint32_t i = 0; i < sq_len(&s->queue); i++) {
         sq_entry_t *e = sq_at(&s->queue, i);
         if (e->qos == 0) {
+            if (event_wanted(s->w->srv, EVENT_MESSAGE_DROPPED))
+                sess_event_dropped(s, e->m, 0, EVENT_DROP_QUEUE_FULL);
             s->queued_bytes -= msg_bytes(e->m);
             msg_unref(&e->m);
             sq_remove(&s->queue, i);
@@ -441,13 +486,20 @@ static void pump(sess_t *s)
         s->queued_bytes -= msg_bytes(e.m);
         if (sess_flag(s, SESS_F_FULL) && !queue_full(s, 0))
             sess_set_flag(s, SESS_F_FULL, 0);
-        if (msg_expired(e.m, s->w->now) || too_big_for_client(s, e.m, e.qos)) {
+        int expired = msg_expired(e.m, s->w->now);
+        if (expired || too_big_for_client(s, e.m, e.qos)) {
             STAT_ADD(s->w->stats.msgs_dropped, 1);
+            if (event_wanted(s->w->srv, EVENT_MESSAGE_DROPPED))
+                sess_event_dropped(s, e.m, e.qos,
+                                   expired ? EVENT_DROP_EXPIRED : EVENT_DROP_TOO_LARGE);
             entry_forget(s, &e);
             msg_unref(&e.m);
         } else if (e.qos == 0) {
-            if (send_publish(s, e.m, 0, e.retain, 0, 0) < 0)
+            if (send_publish(s, e.m, 0, e.retain, 0, 0) < 0) {
                 STAT_ADD(s->w->stats.msgs_dropped, 1);
+                if (event_wanted(s->w->srv, EVENT_MESSAGE_DROPPED))
+                    sess_event_dropped(s, e.m, 0, EVENT_DROP_QOS0_SLOW);
+            }
             msg_unref(&e.m);
         } else {
             send_inflight(s, e.m, e.qos, e.retain, e.shared, e.seq);
@@ -462,12 +514,17 @@ void sess_deliver(worker_t *w, sess_t *s, msg_t *m, uint8_t qos, uint8_t flags)
     uint64_t seq = (flags & DLV_DURABLE) ? m->store_seq : 0;
     if (msg_expired(m, w->now) || (c && !sess_acl_may_read(w, s, m))) {
         /* offline, the ACL waits for the client that resumes the session */
+        if (event_wanted(w->srv, EVENT_MESSAGE_DROPPED))
+            sess_event_dropped(s, m, qos, msg_expired(m, w->now) ? EVENT_DROP_EXPIRED
+                                                                 : EVENT_DROP_ACL_DENIED);
         persist_queue_del(w, s->client_id, s->client_id_len, seq);
         return;
     }
     if (c && sq_len(&s->queue) == 0) {
         if (too_big_for_client(s, m, qos)) {
             STAT_ADD(w->stats.msgs_dropped, 1);
+            if (event_wanted(w->srv, EVENT_MESSAGE_DROPPED))
+                sess_event_dropped(s, m, qos, EVENT_DROP_TOO_LARGE);
             persist_queue_del(w, s->client_id, s->client_id_len, seq);
             return;
         }
@@ -476,10 +533,15 @@ void sess_deliver(worker_t *w, sess_t *s, msg_t *m, uint8_t qos, uint8_t flags)
                 conn_out_pending(c) > 65536) {
                 /* memory is short and this subscriber is behind: QoS 0 goes */
                 STAT_ADD(w->stats.msgs_dropped, 1);
+                if (event_wanted(w->srv, EVENT_MESSAGE_DROPPED))
+                    sess_event_dropped(s, m, 0, EVENT_DROP_QOS0_SLOW);
                 return;
             }
-            if (send_publish(s, m, 0, retain, 0, 0) < 0)
+            if (send_publish(s, m, 0, retain, 0, 0) < 0) {
                 STAT_ADD(w->stats.msgs_dropped, 1);
+                if (event_wanted(w->srv, EVENT_MESSAGE_DROPPED))
+                    sess_event_dropped(s, m, 0, EVENT_DROP_QOS0_SLOW);
+            }
             return;
         }
         if (sq_len(&s->inflight) < window(s)) {
@@ -489,6 +551,8 @@ void sess_deliver(worker_t *w, sess_t *s, msg_t *m, uint8_t qos, uint8_t flags)
     }
     if (c == NULL && qos == 0) {
         STAT_ADD(w->stats.msgs_dropped, 1);
+        if (event_wanted(w->srv, EVENT_MESSAGE_DROPPED))
+            sess_event_dropped(s, m, 0, EVENT_DROP_QOS0_OFFLINE);
         return;
     }
     uint64_t bytes = msg_bytes(m);
@@ -507,6 +571,8 @@ void sess_deliver(worker_t *w, sess_t *s, msg_t *m, uint8_t qos, uint8_t flags)
             log_info("%s: queue full (%u messages, %llu bytes): messages dropped", s->client_id,
                      sq_len(&s->queue), (unsigned long long)s->queued_bytes);
         }
+        if (event_wanted(w->srv, EVENT_MESSAGE_DROPPED))
+            sess_event_dropped(s, m, qos, EVENT_DROP_QUEUE_FULL);
         persist_queue_del(w, s->client_id, s->client_id_len, seq);
         return;
     }
@@ -612,11 +678,24 @@ static int find_inflight(sess_t *s, uint16_t pid, uint8_t state)
     return -1;
 }
 
-static int complete(sess_t *s, uint16_t pid, uint8_t state)
+/* message_acked: the subscriber answered the PUBLISH in e (PUBACK, PUBREC). */
+static void emit_acked(sess_t *s, const sq_entry_t *e, uint8_t type, uint8_t reason)
+{
+    char peer[64];
+    event_acked_t ev = {.msg = e->m, .packet_id = e->pid, .qos = e->qos, .packet_type = type,
+                        .reason_code = reason};
+    sess_event_client(s, &ev.client, peer, sizeof(peer));
+    event_emit(s->w, &s->w->srv->events, EVENT_MESSAGE_ACKED, &ev);
+}
+
+static int complete(sess_t *s, uint16_t pid, uint8_t state, uint8_t reason)
 {
     int i = find_inflight(s, pid, state);
     if (i < 0)
         return -1;
+    if (state != SQ_WAIT_PUBCOMP && event_wanted(s->w->srv, EVENT_MESSAGE_ACKED))
+        emit_acked(s, sq_at(&s->inflight, (uint32_t)i),
+                   state == SQ_WAIT_PUBACK ? MQTT_PUBACK : MQTT_PUBREC, reason);
     entry_forget(s, sq_at(&s->inflight, (uint32_t)i));
     msg_unref(&sq_at(&s->inflight, (uint32_t)i)->m);
     sq_remove(&s->inflight, (uint32_t)i);
@@ -628,20 +707,20 @@ static int complete(sess_t *s, uint16_t pid, uint8_t state)
     return 0;
 }
 
-int sess_on_puback(sess_t *s, uint16_t pid)
+int sess_on_puback(sess_t *s, uint16_t pid, uint8_t reason)
 {
-    return complete(s, pid, SQ_WAIT_PUBACK);
+    return complete(s, pid, SQ_WAIT_PUBACK, reason);
 }
 
 int sess_on_pubcomp(sess_t *s, uint16_t pid)
 {
-    return complete(s, pid, SQ_WAIT_PUBCOMP);
+    return complete(s, pid, SQ_WAIT_PUBCOMP, 0);
 }
 
 int sess_on_pubrec(sess_t *s, uint16_t pid, uint8_t reason)
 {
     if (reason >= 0x80) /* [MQTT5 4.3.3] a failed PUBREC ends the exchange */
-        return complete(s, pid, SQ_WAIT_PUBREC);
+        return complete(s, pid, SQ_WAIT_PUBREC, reason);
     int i = find_inflight(s, pid, SQ_WAIT_PUBREC);
     if (i < 0) {
         /* a PUBREC resent after we moved on: answer it again */
@@ -652,6 +731,8 @@ int sess_on_pubrec(sess_t *s, uint16_t pid, uint8_t reason)
         return -1;
     }
     sq_entry_t *e = sq_at(&s->inflight, (uint32_t)i);
+    if (event_wanted(s->w->srv, EVENT_MESSAGE_ACKED))
+        emit_acked(s, e, MQTT_PUBREC, reason);
     msg_unref(&e->m); /* the message is delivered; only PUBREL is left */
     e->state = SQ_WAIT_PUBCOMP;
     if (e->seq && persist_on(s->w)) {
@@ -809,6 +890,10 @@ void sess_on_timer(tw_timer_t *t)
             publish_pending_will(w, s); /* the Will Delay Interval passed */
         if (s->expiry != SESS_NEVER && w->now >= s->expire_at) {
             log_info("%s: session expired", s->client_id);
+            if (event_wanted(w->srv, EVENT_SESSION_EXPIRED)) {
+                event_session_expired_t ev = {.client = {.client_id = s->client_id}};
+                event_emit(w, &w->srv->events, EVENT_SESSION_EXPIRED, &ev);
+            }
             sess_destroy(w, s);
             return;
         }

@@ -165,13 +165,18 @@ void sess_deliver(worker_t *w, sess_t *s, msg_t *m, uint8_t qos, uint8_t flags);
 
 /* Acknowledgements from the client.  Return 0, or -1 when the id is
  * unknown (ignored by the caller). */
-int sess_on_puback(sess_t *s, uint16_t pid);
+int sess_on_puback(sess_t *s, uint16_t pid, uint8_t reason);
 int sess_on_pubrec(sess_t *s, uint16_t pid, uint8_t reason);
 int sess_on_pubcomp(sess_t *s, uint16_t pid);
 
 /* A QoS 2 packet held until its state was stored (persist.h): send it now
  * if it is still in flight and the client connected. */
 void sess_send_held(sess_t *s, uint16_t pid);
+
+/* Events (event.h) about s: its client (the connection's fields when it
+ * has one), and message_dropped.  Call only when event_wanted(). */
+void sess_event_client(const sess_t *s, event_client_t *out, char *peer, size_t size);
+void sess_event_dropped(sess_t *s, const msg_t *m, uint8_t qos, event_drop_reason_t reason);
 
 /* Incoming QoS 2: returns 1 when pid is new (deliver, then remember), 0
  * when it is already awaiting PUBREL (do not deliver again). */

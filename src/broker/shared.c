@@ -4,6 +4,9 @@
  * join or leave, and on failover), grown by doubling at load 1; each holds
  * its members as an array of sub_ref_t.  Round robin keeps an atomic cursor and sticky an
  * atomic member id, because pickers run on any worker under the read lock.
+ * hash_clientid and hash_topic pick by SipHash under the set's key (a copy
+ * in each group), so no publisher can choose ids or topics that all land
+ * on one member.
  */
 #include "shared.h"
 
@@ -21,6 +24,7 @@ struct shared_group_s {
     uint32_t n, cap;
     _Atomic uint32_t cursor;
     _Atomic uint64_t sticky;
+    uint64_t key[2]; /* the set's SipHash key: hash_clientid, hash_topic */
     uint16_t name_len, filter_len;
     uint8_t data[]; /* name, then filter */
 };
@@ -109,6 +113,7 @@ void shared_join(trie_t *t, shared_set_t **groups, const uint8_t *name, size_t n
         if (trie_insert(t, filter, fl, &r) < 0)
             abort(); /* out of memory: an_* policy */
         set_insert(groups, g, name, nl, filter, fl);
+        memcpy(g->key, (*groups)->key, sizeof(g->key));
     }
     for (uint32_t i = 0; i < g->n; i++)
         if (g->members[i].sid == sub->sid) {
@@ -168,10 +173,10 @@ static int pick(shared_group_t *g, int strategy, const uint8_t *publisher, size_
         i = (uint32_t)(next_rand(rng) % n);
         break;
     case CONF_SHARED_HASH_CLIENTID:
-        i = (uint32_t)(an_hash(publisher, pl) % n);
+        i = (uint32_t)(an_siphash(g->key, publisher, pl) % n);
         break;
     case CONF_SHARED_HASH_TOPIC:
-        i = (uint32_t)(an_hash(topic, tl) % n);
+        i = (uint32_t)(an_siphash(g->key, topic, tl) % n);
         break;
     case CONF_SHARED_STICKY: {
         uint64_t sid = atomic_load(&g->sticky);

@@ -57,9 +57,10 @@
 #define ACCEPT_PAUSE_MS 100
 #define LOG_LIMIT_MS 1000
 
+/* Keyed: no client can pick ids that all land on one worker. */
 uint32_t worker_home(const server_t *srv, const uint8_t *client_id, size_t len)
 {
-    return (uint32_t)(an_hash(client_id, len) % srv->nworkers);
+    return (uint32_t)(an_siphash(srv->home_key, client_id, len) % srv->nworkers);
 }
 
 sess_t *worker_find_sid(worker_t *w, uint64_t sid)

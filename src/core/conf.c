@@ -32,6 +32,7 @@ enum ftype {
     F_SECTION,   /* a mapping of `sub` fields over the same base */
     F_LISTENERS, /* the listener sequence (base is the conf_t) */
     F_NAMELIST,  /* a sequence of names into char[max][size], count (uint32_t) at off2 */
+    F_FLAGS,     /* a sequence of `names` (or "all") into a uint32_t, bit = index */
 };
 
 struct field {
@@ -61,6 +62,18 @@ static const char *const transport_names[] = {"tcp", "tls", "ws", "wss", NULL};
 static const char *const proxy_names[] = {"off", "v1", "v2", NULL};
 static const char *const tls_version_names[] = {"1.2", "1.3", NULL};
 static const char *const cert_username_names[] = {"none", "cn", "san", NULL};
+
+/* In the order of event_kind_t (src/broker/event.h), which names them with
+ * this table. */
+const char *const conf_event_names[] = {
+    "client_connected", "client_disconnected", "auth_failed", "subscribed", "unsubscribed",
+    "message_published", "message_delivered", "message_acked", "message_dropped",
+    "session_created", "session_expired", "session_taken_over", NULL};
+
+static const struct field events_fields[] = {
+    { .key = "log", .type = F_FLAGS, .off = offsetof(conf_t, events_log),
+      .size = MSIZE(conf_t, events_log), .names = conf_event_names },
+};
 
 static const char *const log_format_names[] = {"text", "json", NULL};
 static const char *const log_target_names[] = {"stderr", "file", "syslog", NULL};
@@ -310,6 +323,7 @@ static const struct field root_fields[] = {
       .nsub = NELEM(persistence_fields) },
     { .key = "auth", .type = F_SECTION, .sub = auth_fields, .nsub = NELEM(auth_fields) },
     { .key = "api", .type = F_SECTION, .sub = api_fields, .nsub = NELEM(api_fields) },
+    { .key = "events", .type = F_SECTION, .sub = events_fields, .nsub = NELEM(events_fields) },
 };
 
 /* load_map() tracks the keys seen in a uint32_t. */
@@ -810,6 +824,36 @@ static int load_namelist(struct loader *ld, const struct field *f, const yaml_no
     return 0;
 }
 
+/* F_FLAGS: "[a, b]" of names from f->names, or "all"; bit i for names[i]. */
+static int load_flags(struct loader *ld, const struct field *f, const yaml_node_t *k,
+                      const yaml_node_t *v, void *base, const char *path)
+{
+    uint32_t flags = 0;
+    if (!is_null(v)) {
+        if (v->type != YAML_SEQUENCE_NODE)
+            return fail(ld, k, path, "expected a sequence of names, got %s", node_kind(v));
+        for (yaml_node_item_t *it = v->data.sequence.items.start;
+             it < v->data.sequence.items.top; it++) {
+            yaml_node_t *item = yaml_document_get_node(ld->doc, *it);
+            if (item == NULL || item->type != YAML_SCALAR_NODE || is_null(item))
+                return fail(ld, item ? item : v, path, "expected a name");
+            uint32_t i = 0, all = strcmp(sval(item), "all") == 0;
+            while (f->names[i] && strcmp(f->names[i], sval(item)) != 0)
+                i++;
+            if (all) {
+                flags |= (uint32_t)((1ull << i) - 1); /* i: the count here */
+                continue;
+            }
+            if (f->names[i] == NULL)
+                return fail(ld, item, path, "unknown name \"%.40s\" (all, %s, ...)",
+                            sval(item), f->names[0]);
+            flags |= 1u << i;
+        }
+    }
+    memcpy((char *)base + f->off, &flags, sizeof(flags));
+    return 0;
+}
+
 static int load_field(struct loader *ld, const struct field *f, const yaml_node_t *k,
                       const yaml_node_t *v, void *base, const char *path)
 {
@@ -827,6 +871,7 @@ static int load_field(struct loader *ld, const struct field *f, const yaml_node_
         return load_map(ld, k, v, f->sub, f->nsub, base, path, NULL);
     case F_LISTENERS: return load_listeners(ld, k, v, path);
     case F_NAMELIST: return load_namelist(ld, f, k, v, base, path);
+    case F_FLAGS: return load_flags(ld, f, k, v, base, path);
     }
     return fail(ld, k, path, "internal error: bad field type");
 }
@@ -990,9 +1035,15 @@ static void walk_fields(const conf_t *c, const struct field *fs, size_t n, const
         case F_UINT:
             fn(ud, CONF_V_UINT, f->key, NULL, read_uint(p, f->size));
             break;
-        case F_BOOL:
-            fn(ud, CONF_V_BOOL, f->key, NULL, *(const uint8_t *)p);
+        case F_BOOL: {
+            uint8_t b = *(const uint8_t *)p;
+            /* a listener's allow_anonymous left unset shows what applies:
+             * mqtt.allow_anonymous (as proto.c decides) */
+            if (b == CONF_ANON_INHERIT && fs == listener_fields)
+                b = c->allow_anonymous;
+            fn(ud, CONF_V_BOOL, f->key, NULL, b);
             break;
+        }
         case F_STR:
         case F_NAME:
         case F_ADDR:
@@ -1017,6 +1068,16 @@ static void walk_fields(const conf_t *c, const struct field *fs, size_t n, const
             fn(ud, CONF_V_LIST, f->key, NULL, 0);
             for (uint32_t j = 0; j < count; j++)
                 fn(ud, CONF_V_STR, NULL, p + (size_t)j * f->size, 0);
+            fn(ud, CONF_V_END, f->key, NULL, 0);
+            break;
+        }
+        case F_FLAGS: {
+            uint32_t flags;
+            memcpy(&flags, p, sizeof(flags));
+            fn(ud, CONF_V_LIST, f->key, NULL, 0);
+            for (uint32_t j = 0; f->names[j]; j++)
+                if (flags & (1u << j))
+                    fn(ud, CONF_V_STR, NULL, f->names[j], 0);
             fn(ud, CONF_V_END, f->key, NULL, 0);
             break;
         }

@@ -229,7 +229,13 @@ typedef struct {
     /* auth backends that ask another server */
     conf_auth_http_t auth_http;
     conf_auth_redis_t auth_redis;
+    /* events (src/broker/event.h) */
+    uint32_t events_log;              /* events.log: kinds written as JSON lines to the
+                                       * log (bit = event_kind_t), default none */
 } conf_t;
+
+/* The event names of events.log, in event_kind_t order, NULL terminated. */
+extern const char *const conf_event_names[];
 
 enum { CONF_LOG_TEXT = 0, CONF_LOG_JSON };
 enum { CONF_LOG_TO_STDERR = 0, CONF_LOG_TO_FILE, CONF_LOG_TO_SYSLOG };

@@ -1,9 +1,12 @@
 /* log.c -- leveled log lines to stderr, a file or syslog; text or JSON.
  *
  * The sink is a file descriptor (or syslog), a level and a format, set by
- * main before any worker starts; log_reopen() swaps the descriptor
- * atomically so a worker writing during a SIGHUP rotation writes to the old
- * or the new file, never to a closed one that was reused.  Each line is one
+ * main before any worker starts.  The descriptor's number never changes
+ * after that: log_reopen() opens the file again and dup3()s it over the old
+ * number, which replaces the open file in one step, so a worker writing
+ * during a SIGHUP rotation writes to the old or the new file, never to a
+ * number that is closed for a moment and may be reused by another thread's
+ * accept() or open() (a log line sent to a client).  Each line is one
  * write(2) (O_APPEND), or one syslog(3) call.
  *
  * JSON lines (log.format: json) are objects {"ts", "level", "msg"} plus
@@ -81,10 +84,11 @@ int log_reopen(void)
     int fd = open_path(sink.path);
     if (fd < 0)
         return -1;
-    int old = atomic_exchange(&sink.fd, fd);
-    if (old > 2)
-        close(old);
-    return 0;
+    int rc = dup3(fd, atomic_load(&sink.fd), O_CLOEXEC);
+    int saved = errno;
+    close(fd);
+    errno = saved;
+    return rc < 0 ? -1 : 0;
 }
 
 int log_set_output(int json, int use_syslog)

@@ -87,21 +87,11 @@ static inline uint64_t an_now_us(void)
  * double the capacity until they fit.  buf must not be NULL. */
 void buf_make_room(uint8_t **buf, uint32_t *len, uint32_t *off, uint32_t *cap, size_t n);
 
-/* FNV-1a, for hash tables keyed by short byte strings. */
-static inline uint64_t an_hash(const void *p, size_t n)
-{
-    const uint8_t *b = p;
-    uint64_t h = 1469598103934665603ull;
-    for (size_t i = 0; i < n; i++) {
-        h ^= b[i];
-        h *= 1099511628211ull;
-    }
-    return h;
-}
-
-/* SipHash-1-3 of n bytes under a 128-bit key: for hash tables whose keys
- * a peer chooses (subscription filters), so that nobody can make their
- * entries collide without knowing the key. */
+/* SipHash-1-3 of n bytes under a 128-bit key: for every hash table whose
+ * keys a client or an API user chooses (client ids, topic levels, filters,
+ * group names, user names, addresses), so that nobody can make entries
+ * collide without knowing the key.  Each table draws its own key with
+ * an_random_key().  (No unkeyed string hash is offered on purpose.) */
 uint64_t an_siphash(const uint64_t key[2], const void *p, size_t n);
 /* A random 128-bit key (getrandom; the clock and addresses if it fails). */
 void an_random_key(uint64_t key[2]);

@@ -696,7 +696,20 @@ void conn_on_writable(conn_t *c)
     mark_flush(c); /* written at the end of the turn with the rest */
 }
 
-void conn_close(conn_t *c, const char *why, int publish_will)
+void conn_event_client(const conn_t *c, event_client_t *out, char *peer, size_t size)
+{
+    const conn_ext_t *x = c->x;
+    *out = (event_client_t){
+        .client_id = c->sess ? c->sess->client_id : NULL,
+        .username = x && x->auth ? x->auth->user : x ? x->cert_user : NULL,
+        .peer = conn_peer(c, peer, size),
+        .listener = c->w->srv->conf.listeners[c->listener].name,
+        .proto = c->proto,
+    };
+}
+
+/* conn_close, with the reason code of the client_disconnected event. */
+static void close_conn(conn_t *c, const char *why, int publish_will, uint8_t rc, int by_client)
 {
     worker_t *w = c->w;
     if (c->state == CONN_DEAD || c->state == CONN_MOVING)
@@ -704,6 +717,16 @@ void conn_close(conn_t *c, const char *why, int publish_will)
     if (why) {
         char name[160];
         conn_log(c, AN_LOG_INFO, "%s: disconnected: %s", conn_name(c, name, sizeof(name)), why);
+    }
+    /* a connection that was connected (a taken-over one has lost its
+     * session: connect_home emitted its event) */
+    if (c->state == CONN_ACTIVE && c->sess &&
+        event_wanted(w->srv, EVENT_CLIENT_DISCONNECTED)) {
+        char peer[64];
+        event_disconnected_t ev = {.reason = why ? why : "", .reason_code = rc,
+                                   .by_client = (uint8_t)by_client};
+        conn_event_client(c, &ev.client, peer, sizeof(peer));
+        event_emit(w, &w->srv->events, EVENT_CLIENT_DISCONNECTED, &ev);
     }
     /* WebSocket: what is pending, then a close frame (once) */
     if (c->x && c->x->ws && ws_upgraded(c->x->ws)) {
@@ -792,7 +815,17 @@ void conn_close_reason(conn_t *c, const char *why, int publish_will, uint8_t rc)
                                   props, len);
         conn_count_out(c, MQTT_DISCONNECT);
     }
-    conn_close(c, why, publish_will);
+    close_conn(c, why, publish_will, rc, 0);
+}
+
+void conn_close(conn_t *c, const char *why, int publish_will)
+{
+    close_conn(c, why, publish_will, MQTT_RC_UNSPECIFIED_ERROR, 0);
+}
+
+void conn_close_by_client(conn_t *c, const char *why, int publish_will, uint8_t rc)
+{
+    close_conn(c, why, publish_will, rc, 1);
 }
 
 void conn_free(conn_t *c)

@@ -167,6 +167,11 @@ void conn_close(conn_t *c, const char *why, int publish_will);
 /* The same, after sending an MQTT 5 client a DISCONNECT with reason code
  * rc (MQTT 3.1.1 has no server DISCONNECT: it is just closed). */
 void conn_close_reason(conn_t *c, const char *why, int publish_will, uint8_t rc);
+/* The same for a client's DISCONNECT with reason code rc (0 for MQTT 3.1.1):
+ * the client_disconnected event says the client ended it. */
+void conn_close_by_client(conn_t *c, const char *why, int publish_will, uint8_t rc);
+/* Fill an event's client (event.h) from c; peer is written to buf. */
+void conn_event_client(const conn_t *c, event_client_t *out, char *buf, size_t size);
 /* Free a dead connection (worker, end of turn). */
 void conn_free(conn_t *c);
 /* "address:port" ("[v6]:port"). */

@@ -150,7 +150,9 @@ static int mem_open(const store_opts_t *o, void **be, char *err, size_t errlen)
     m->head = an_calloc(1, sizeof(node_t) + MAX_LEVEL * sizeof(node_t *));
     m->head->level = MAX_LEVEL;
     m->level = 1;
-    m->rng = 0x9e3779b97f4a7c15ull;
+    uint64_t seed[2];
+    an_random_key(seed); /* levels nobody can foresee, to line keys up against */
+    m->rng = seed[0] | 1;
     *be = m;
     return 0;
 }

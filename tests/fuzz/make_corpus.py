@@ -1,6 +1,6 @@
 #!/usr/bin/env python3
-"""make_corpus.py -- write the seed corpora of fuzz_codec (corpus/codec/) and
-fuzz_ws (corpus/ws/).
+"""make_corpus.py -- write the seed corpora of fuzz_codec (corpus/codec/),
+fuzz_ws (corpus/ws/), fuzz_conf (corpus/conf/) and fuzz_acl (corpus/acl/).
 
 Each seed is what fuzz_codec.c expects: byte 0 = split pattern (0: one byte
 at a time, k: chunks of 1..k bytes), byte 1 = maximum packet size index
@@ -9,6 +9,8 @@ MQTT 5.0 packets (SEEDS_V5, files named v5_*).
 A fuzz_ws seed (WS_SEEDS): byte 0 = split pattern, byte 1 = listener options
 (bit 0: ws_max_frame 64, bit 1: ws_allowed_origins set), then what a client
 sends: the upgrade request, then WebSocket frames.
+A fuzz_conf seed is a configuration file as it is (CONF_SEEDS, and
+config.example.yaml); a fuzz_acl seed an ACL file as it is (ACL_SEEDS).
 Run once from anywhere; the output is committed, this script is only kept to
 regenerate it:  python3 tests/fuzz/make_corpus.py
 """
@@ -290,6 +292,75 @@ WS_SEEDS = {
 }
 
 
+# ---- configuration files (fuzz_conf) and ACL files (fuzz_acl) -----------------
+
+OUT_CONF = os.path.join(os.path.dirname(OUT), "conf")
+OUT_ACL = os.path.join(os.path.dirname(OUT), "acl")
+EXAMPLE = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "..",
+                       "config.example.yaml")
+
+CONF_SEEDS = {
+    "empty": "",
+    "comment_only": "# nothing set\n",
+    "doc_marker": "---\n",
+    "two_documents": "workers: 1\n---\nworkers: 2\n",
+    # what tests/integration/conftest.py writes for a broker
+    "test_broker": "workers: 1\nlog:\n  level: debug\nlisteners:\n  - port: 0\n"
+                   "    address: 127.0.0.1\npersistence:\n  enabled: false\n"
+                   "api:\n  enabled: false\nauth:\n  ban:\n    loopback: false\n",
+    "listeners_all": "listeners:\n"
+                     "  - {name: plain, address: 0.0.0.0, port: 1883, proxy_protocol: v2}\n"
+                     "  - name: tls\n    address: \"::\"\n    port: 8883\n    transport: tls\n"
+                     "    cert_file: /c.pem\n    key_file: /k.pem\n    ca_file: /ca.pem\n"
+                     "    require_client_cert: yes\n    cert_username: cn\n"
+                     "    tls_min_version: \"1.3\"\n    ciphers: HIGH\n"
+                     "  - name: ws\n    port: 8083\n    transport: ws\n    ws_path: /mqtt\n"
+                     "    ws_max_frame: 65536\n"
+                     "    ws_allowed_origins: [\"https://a.example\", \"http://h:8080\"]\n"
+                     "  - name: wss\n    port: 8084\n    transport: wss\n"
+                     "    cert_file: c\n    key_file: k\n    handshake_timeout: 5\n",
+    "auth_backends": "auth:\n  default: deny\n  password_file: /etc/passwd.m\n"
+                     "  acl_file: /etc/acl\n  acl_default: allow\n"
+                     "  client_id_binding: username\n"
+                     "  jwt:\n    alg: RS256\n    public_key_file: /k.pem\n"
+                     "    required_claims: [sub, exp]\n    leeway_s: 30\n"
+                     "  ban:\n    max_failures: 3\n    window_s: 10\n"
+                     "  http:\n    urls:\n      - http://127.0.0.1:8000/auth\n"
+                     "      - http://127.0.0.1:8001/auth\n    format: form\n"
+                     "  redis:\n    host: ::1\n    prefix: \"x:\"\n",
+    "anchors": "mqtt: &m\n  max_inflight: 7\n  max_queued: 9\nlimits: *m\n",
+    "alias_listeners": "listeners:\n  - &l {port: 1}\n  - *l\n  - *l\n",
+    "flow_root": "{workers: 3, mqtt: {max_qos: 1, shared_strategy: sticky}, "
+                 "log: {format: json, target: syslog}}\n",
+    "bad_type": "mqtt:\n  max_inflight: [1, 2]\n",
+    "bad_key": "mqtt:\n  max_infligth: 3\n",
+    "bad_yaml": "mqtt:\n  - a\n b: [\n",
+    "null_values": "mqtt:\nlimits: ~\nlisteners:\n  - port: 1\n    name: null\n",
+    "big_numbers": "mqtt:\n  max_packet_size: 18446744073709551616\n",
+    "quoted": "log:\n  file: 'a\\tb'\n  level: \"warn\"\n",
+}
+
+ACL_SEEDS = {
+    # tests/integration/test_41_acl.py
+    "test_41": "# every client\nany\nallow all public/#\ndeny pub readonly/#\n"
+               "allow sub readonly/#\nallow all users/%u/#\nallow all clients/%c/#\n"
+               "deny sub secret/#\nallow sub r/#\n\nuser alice\nallow pub alice-only/#\n"
+               "allow sub alerts/+/high\n\nclient gateway-1\nallow pub gw/#\n",
+    # tests/integration/test_46_authz_delivery.py
+    "test_46": "any\nallow sub $SYS/#\nuser alice\nallow all alice/#\nuser bob\n"
+               "allow all bob/#\nuser carol\nallow all feed/#\nuser ops\nallow all #\n",
+    "overlap": "allow sub a/b\ndeny sub a/#\nallow read +/+/c\ndeny write #\n"
+               "pattern\nreadwrite both x/%u/%c/+\n",
+    "dollar": "deny sub $SYS/broker/#\nallow sub $SYS/#\nallow sub +/x\nallow all #\n"
+              "user $u\nallow pub $u/%u\n",
+    "crlf": "user bob\r\nallow\tpub\tb/+\r\n\r\nclient c1\r\ndeny subscribe c/#\r\n",
+    "bad_access": "any\nallow nothing a/b\n",
+    "bad_filter": "allow pub a/#/b\n",
+    "too_many_words": "allow pub a b c\n",
+    "no_newline": "client x\nallow all %c",
+}
+
+
 def main():
     os.makedirs(OUT, exist_ok=True)
     for name, (split, stream) in list(SEEDS.items()) + list(SEEDS_V5.items()):
@@ -299,6 +370,16 @@ def main():
     for name, (split, opts, stream) in WS_SEEDS.items():
         with open(os.path.join(OUT_WS, name), "wb") as f:
             f.write(bytes([split, opts]) + stream)
+    os.makedirs(OUT_CONF, exist_ok=True)
+    with open(EXAMPLE, "rb") as src, open(os.path.join(OUT_CONF, "config_example"), "wb") as f:
+        f.write(src.read())
+    for name, text in CONF_SEEDS.items():
+        with open(os.path.join(OUT_CONF, name), "wb") as f:
+            f.write(text.encode())
+    os.makedirs(OUT_ACL, exist_ok=True)
+    for name, text in ACL_SEEDS.items():
+        with open(os.path.join(OUT_ACL, name), "wb") as f:
+            f.write(text.encode())
 
 
 if __name__ == "__main__":

@@ -44,7 +44,11 @@ REPO = HERE.parents[1]
 IMPL = os.environ.get("BROKER_IMPL", "antenna").strip().lower() or "antenna"
 ANTENNA_BIN = os.environ.get("ANTENNA_BIN", str(REPO / "build" / "antenna"))
 MOSQUITTO_BIN = os.environ.get("MOSQUITTO_BIN", "/usr/sbin/mosquitto")
-SANITIZER_MARKERS = ("AddressSanitizer", "LeakSanitizer", "runtime error:")
+SANITIZER_MARKERS = ("AddressSanitizer", "LeakSanitizer", "runtime error:",
+                     "ThreadSanitizer")
+# A ThreadSanitizer build (make tsan) reads its suppressions (uninstrumented
+# libraries only) from here; every antenna the tests start inherits it.
+os.environ.setdefault("TSAN_OPTIONS", "suppressions=%s" % (REPO / "tests" / "tsan.supp"))
 START_TIMEOUT = 10.0
 STOP_TIMEOUT = 10.0
 TEST_DEADLINE = 120  # seconds; any single test running longer is aborted
@@ -243,6 +247,7 @@ class Broker:
         self.persistence = dict(ov.pop("persistence", {}))
         self.persistence.setdefault("dir", str(tmp_path / ("store%d" % index)))
         self.auth = dict(ov.pop("auth", {}))  # antenna-only: the auth section
+        self.events = ov.pop("events", None)  # antenna-only: the events section
         extra_mqtt = dict(ov.pop("extra_mqtt", {}))  # antenna-only mqtt keys
         # the management API (antenna only): None = `api: {enabled: false}`
         # (parallel brokers must not share its default port); a dict is the
@@ -292,6 +297,8 @@ class Broker:
                 cfg["persistence"] = self.persistence
             if self.auth:
                 cfg["auth"] = self.auth
+            if self.events:
+                cfg["events"] = self.events
             cfg["api"] = self.api if self.api is not None else {"enabled": False}
             path = self.dir / ("antenna%d.yaml" % self.index)
             path.write_text("\n".join(to_yaml(cfg)) + "\n")

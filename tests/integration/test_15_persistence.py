@@ -6,6 +6,7 @@ import time
 
 import pytest
 
+from conftest import wait_for
 from mqttraw import MESSAGE_EXPIRY_INTERVAL, connect_v5, publish5
 
 pytestmark = pytest.mark.antenna_only  # antenna's store
@@ -118,7 +119,9 @@ def test_sessions_survive_graceful_restart(broker, tmp_path):
     b.stop()
     assert "sessions of worker" in b.log_text()
     b.start()
-    assert "sessions with 6 messages restored" in b.log_text()
+    # sessions load after the listeners open: the port accepts before the line
+    wait_for(lambda: "sessions with 6 messages restored" in b.log_text(), 10,
+             what="the sessions restored")
     s = b.raw()
     ack = s.connect("durable", clean=False)
     assert (ack.rc, ack.session_present) == (0, 1)

@@ -13,7 +13,7 @@ import time
 
 import pytest
 
-from conftest import sanitizer_report
+from conftest import sanitizer_report, wait_for
 from helpers import Paho, receive_publishes
 
 pytestmark = pytest.mark.antenna_only  # antenna's store and its tool
@@ -141,7 +141,9 @@ def test_inspect_export_import_and_resume(broker, tmp_path, antenna_bin):
     # a broker on the restored store: sessions resume, queued messages and
     # retained messages are there
     b2 = broker(persistence={"enabled": True, "dir": dst})
-    assert "3 sessions with 5 messages restored" in b2.log_text()
+    # sessions load after the listeners open: the port accepts before the line
+    wait_for(lambda: "3 sessions with 5 messages restored" in b2.log_text(), 10,
+             what="the sessions restored")
     a = Paho(b2, "dev-a", clean_session=False).connect()
     try:
         assert a.connack[0] == 1  # session present
@@ -246,7 +248,8 @@ def test_generate_then_broker_serves_it(broker, tmp_path, antenna_bin):
     assert (summary["retained"], summary["sessions"], summary["queued"]) == (300, 20, 40)
     b = broker(persistence={"enabled": True, "dir": str(path)})
     assert "300 retained messages loaded" in b.log_text()
-    assert "20 sessions with 40 messages restored" in b.log_text()
+    wait_for(lambda: "20 sessions with 40 messages restored" in b.log_text(), 10,
+             what="the sessions restored")
     got = retained_count(b, "site/+/dev/#")
     assert len(got) == 300
     assert "site/000/dev/0299/temp" in got and len(got["site/000/dev/0299/temp"]) == 16

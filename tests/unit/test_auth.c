@@ -95,8 +95,8 @@ static void test_hash_malformed(void **state)
         "$pbkdf2-sha512$1000$c2Fsd*NhbHQ=$AAAA",
         "$pbkdf2-sha512$99999999999$c2FsdHNhbHQ=$AAAA",
         "$scram-sha-512$1000$c2FsdHNhbHQ=$AAAA$AAAA",  /* keys not 64 bytes */
-        "$scram-sha-512$1000$c2FsdHNhbHQ=$" /* ServerKey missing */
-        "Q6v4xwJ8a9nWPp2BeEoAYYhHSo2xRmPWART17vTpSxt2q6iNp7BOozW557qqa95eNjUO4gKs0CyvJbYGGku1tA==",
+        ("$scram-sha-512$1000$c2FsdHNhbHQ=$" /* ServerKey missing (one string) */
+         "Q6v4xwJ8a9nWPp2BeEoAYYhHSo2xRmPWART17vTpSxt2q6iNp7BOozW557qqa95eNjUO4gKs0CyvJbYGGku1tA=="),
     };
     for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
         const char *why = NULL;

@@ -747,6 +747,53 @@ static void test_err_buffer(void **state)
     assert_int_equal(conf_load(&c, "/nonexistent", NULL, 0), -1);
 }
 
+/* conf_walk (the API's GET /api/v1/config) shows a listener's unset
+ * allow_anonymous as the value that applies, mqtt.allow_anonymous, and
+ * every boolean as 0 or 1 (found by fuzz_conf: it passed 2, shown as true). */
+struct walk_bools {
+    int in_listeners;
+    uint64_t anon[4];
+    int nanon, bad;
+};
+
+static void walk_bool_cb(void *ud, int kind, const char *key, const char *s, uint64_t u)
+{
+    struct walk_bools *w = ud;
+    (void)s;
+    if (kind == CONF_V_LIST && key && strcmp(key, "listeners") == 0)
+        w->in_listeners = 1;
+    if (kind == CONF_V_END && key && strcmp(key, "listeners") == 0)
+        w->in_listeners = 0;
+    if (kind != CONF_V_BOOL)
+        return;
+    if (u > 1)
+        w->bad++;
+    if (w->in_listeners && strcmp(key, "allow_anonymous") == 0 && w->nanon < 4)
+        w->anon[w->nanon++] = u;
+}
+
+static void test_walk_listener_anonymous(void **state)
+{
+    (void)state;
+    conf_t c;
+    expect_ok("mqtt:\n  allow_anonymous: false\nlisteners:\n  - port: 1\n"
+              "  - port: 2\n    allow_anonymous: true\n  - port: 3\n"
+              "    allow_anonymous: false\n", &c);
+    struct walk_bools w = {0};
+    conf_walk(&c, walk_bool_cb, &w);
+    assert_int_equal(w.bad, 0);
+    assert_int_equal(w.nanon, 3);
+    assert_int_equal(w.anon[0], 0);
+    assert_int_equal(w.anon[1], 1);
+    assert_int_equal(w.anon[2], 0);
+    expect_ok("mqtt:\n  allow_anonymous: true\nlisteners:\n  - port: 1\n", &c);
+    memset(&w, 0, sizeof(w));
+    conf_walk(&c, walk_bool_cb, &w);
+    assert_int_equal(w.bad, 0);
+    assert_int_equal(w.nanon, 1);
+    assert_int_equal(w.anon[0], 1);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -772,6 +819,7 @@ int main(void)
         cmocka_unit_test(test_err_yaml_syntax),
         cmocka_unit_test(test_aliases),
         cmocka_unit_test(test_err_buffer),
+        cmocka_unit_test(test_walk_listener_anonymous),
     };
     return cmocka_run_group_tests_name("conf", tests, NULL, NULL);
 }
