@@ -38,6 +38,7 @@
 #include "api_conns.h"
 #include "api_int.h"
 #include "api_keys.h"
+#include "api_snap.h"
 #include "api_static.h"
 #include "log.h"
 
@@ -327,6 +328,7 @@ int api_start(server_t *srv)
     const conf_t *cf = &srv->conf;
     if (!cf->api_enabled)
         return 0;
+    api_snap_register_inbox(srv); /* before any request can post a job */
     api_t *api = an_calloc(1, sizeof(*api));
     api->srv = srv;
     api->fd = -1;

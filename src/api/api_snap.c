@@ -367,3 +367,19 @@ void api_job_run(worker_t *w, api_job_t *job)
     }
     answer(job, NULL, 0, 0);
 }
+
+static void run_job(worker_t *w, inbox_item_t *it)
+{
+    api_job_run(w, it->ptr);
+}
+
+static void drop_job(inbox_item_t *it)
+{
+    api_job_cancel(it->ptr);
+}
+
+void api_snap_register_inbox(server_t *srv)
+{
+    static const worker_inbox_kind_t job = {.run = run_job, .drop = drop_job};
+    worker_inbox_register(srv, WM_API, &job);
+}

@@ -65,9 +65,11 @@ api_job_t *api_job_new(api_job_kind_t kind);
 int api_job_submit(server_t *srv, api_job_t *job, int to, uint32_t timeout_ms);
 void api_job_release(api_job_t *job);
 
-/* Worker side (worker.c, WM_API): run the job for this worker, answer. */
+/* Worker side (WM_API): run the job for this worker, answer. */
 void api_job_run(worker_t *w, api_job_t *job);
 /* A job left in a stopped worker's inbox: answer with nothing. */
 void api_job_cancel(api_job_t *job);
+/* Register WM_API (api_start, before the first job is posted). */
+void api_snap_register_inbox(server_t *srv);
 
 #endif

@@ -720,6 +720,17 @@ void persist_on_committed(worker_t *w, int err)
     }
 }
 
+static void run_committed(worker_t *w, inbox_item_t *it)
+{
+    persist_on_committed(w, (int)(int64_t)it->sid);
+}
+
+void persist_register_inbox(server_t *srv)
+{
+    static const worker_inbox_kind_t committed = {.run = run_committed};
+    worker_inbox_register(srv, WM_COMMITTED, &committed);
+}
+
 void persist_worker_final(worker_t *w)
 {
     if (w->batch) {

@@ -65,6 +65,8 @@ void persist_flush(worker_t *w);
 /* WM_COMMITTED: the oldest submitted batch of w came back with err; send
  * its held acknowledgements and route its held messages. */
 void persist_on_committed(worker_t *w, int err);
+/* Register WM_COMMITTED (server start-up). */
+void persist_register_inbox(server_t *srv);
 /* Which commit releases what was held: persist_held.h (the release rule,
  * held_batch_is_committed). */
 /* The worker's end, after its sessions were freed (their wills may have

@@ -16,7 +16,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/epoll.h>
+#include <unistd.h>
 
 #include "auth_chain.h"
 #include "auth_method.h"
@@ -172,7 +172,7 @@ static int hand_off(conn_t *c, uint32_t home, const mqtt_raw_t *pkt,
         memcpy(h->data + pkt->len, rest, rest_len);
     mqtt_parser_reset(&c->ps);
     tw_del(&w->tw, &c->timer);
-    epoll_ctl(w->epfd, EPOLL_CTL_DEL, c->fd, NULL);
+    conn_unwatch(c);
     conn_unlink(c);
     c->state = CONN_MOVING;
     inbox_item_t it = {.kind = WM_ADOPT, .ptr = h};
@@ -378,11 +378,11 @@ static void peer_text(const conn_t *c, char *buf, size_t size)
     snprintf(buf, size, c->peer.family == AF_INET6 ? "[%s]:%u" : "%s:%u", addr, c->peer.port);
 }
 
-/* Take the connection off the poller while authentication holds it. */
+/* Take the connection out of the loop while authentication holds it. */
 static void hold(conn_t *c)
 {
     c->state = CONN_AUTH;
-    epoll_ctl(c->w->epfd, EPOLL_CTL_DEL, c->fd, NULL);
+    conn_unwatch(c);
 }
 
 /* A banned address: the refusal leaves after auth.ban.delay_ms (the
@@ -707,6 +707,7 @@ static int on_auth(conn_t *c, const mqtt_raw_t *pkt)
 
 void proto_auth_answer(worker_t *w, struct auth_wait *wait)
 {
+    (void)w; /* the answer came to c's worker: c->w */
     conn_t *c = wait->owner;
     if (c == NULL || c->state != CONN_AUTH) {
         auth_wait_free(wait); /* the connection went meanwhile */
@@ -715,11 +716,9 @@ void proto_auth_answer(worker_t *w, struct auth_wait *wait)
     auth_client_t *ac = c->x->auth;
     ac->wait = NULL;
     c->state = CONN_NEW;
-    struct epoll_event ev = {.events = EPOLLIN, .data.ptr = c};
-    c->want_out = 0;
-    if (epoll_ctl(w->epfd, EPOLL_CTL_ADD, c->fd, &ev) < 0) {
+    if (conn_watch(c) < 0) {
         auth_wait_free(wait);
-        conn_close(c, "epoll_ctl failed after authentication", 0);
+        conn_close(c, "cannot watch the socket after authentication", 0);
         return;
     }
     uint8_t *held = ac->held;
@@ -1389,10 +1388,8 @@ void proto_adopt(worker_t *w, handoff_t *h)
     conn_t *c = h->c;
     conn_link(w, c);
     c->state = CONN_NEW;
-    struct epoll_event ev = {.events = EPOLLIN, .data.ptr = c};
-    c->want_out = 0;
-    if (epoll_ctl(w->epfd, EPOLL_CTL_ADD, c->fd, &ev) < 0) {
-        conn_close(c, "epoll_ctl failed on hand-off", 0);
+    if (conn_watch(c) < 0) {
+        conn_close(c, "cannot watch the socket on hand-off", 0);
         free(h);
         return;
     }
@@ -1401,4 +1398,36 @@ void proto_adopt(worker_t *w, handoff_t *h)
     if (on_connect(c, &pkt, NULL, 0, 1) == 0 && h->rest_len)
         conn_input(c, h->data + h->connect_len, h->rest_len);
     free(h);
+}
+
+static void run_adopt(worker_t *w, inbox_item_t *it)
+{
+    proto_adopt(w, it->ptr);
+}
+
+/* A hand-off left in a stopped worker's inbox: nobody serves it. */
+static void drop_adopt(inbox_item_t *it)
+{
+    handoff_t *h = it->ptr;
+    close(h->c->ev.fd);
+    conn_free(h->c);
+    free(h);
+}
+
+static void run_auth(worker_t *w, inbox_item_t *it)
+{
+    proto_auth_answer(w, it->ptr);
+}
+
+static void drop_auth(inbox_item_t *it)
+{
+    auth_wait_free(it->ptr);
+}
+
+void proto_register_inbox(server_t *srv)
+{
+    static const worker_inbox_kind_t adopt = {.run = run_adopt, .drop = drop_adopt};
+    static const worker_inbox_kind_t auth = {.run = run_auth, .drop = drop_auth};
+    worker_inbox_register(srv, WM_ADOPT, &adopt);
+    worker_inbox_register(srv, WM_AUTH, &auth);
 }

@@ -26,6 +26,8 @@ void proto_adopt(worker_t *w, handoff_t *h);
  * was for, if its connection is still there.  Frees the wait. */
 struct auth_wait;
 void proto_auth_answer(worker_t *w, struct auth_wait *wait);
+/* Register WM_ADOPT and WM_AUTH (server start-up). */
+void proto_register_inbox(server_t *srv);
 /* The connection timer fired while authentication holds the connection
  * (CONN_AUTH): the delayed refusal of a banned address, or an answer
  * that did not come within connect_timeout. */

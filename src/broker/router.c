@@ -96,6 +96,27 @@ void router_deliver_local(worker_t *w, uint64_t sid, msg_t *m, uint8_t qos, uint
     sess_deliver(w, s, m, qos, flags);
 }
 
+/* WM_DELIVER: a message for one of this worker's sessions; the item holds
+ * a reference. */
+static void run_deliver(worker_t *w, inbox_item_t *it)
+{
+    msg_t *m = it->ptr;
+    router_deliver_local(w, it->sid, m, it->qos, it->flags);
+    msg_unref(&m);
+}
+
+static void drop_deliver(inbox_item_t *it)
+{
+    msg_t *m = it->ptr;
+    msg_unref(&m);
+}
+
+void router_register_inbox(server_t *srv)
+{
+    static const worker_inbox_kind_t deliver = {.run = run_deliver, .drop = drop_deliver};
+    worker_inbox_register(srv, WM_DELIVER, &deliver);
+}
+
 static void hand(worker_t *w, const sub_ref_t *sub, msg_t *m, uint8_t qos, uint8_t flags)
 {
     if (sub->owner == w->id) {

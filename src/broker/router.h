@@ -56,6 +56,8 @@ void router_send_retained(worker_t *w, sess_t *s, const uint8_t *filter,
 
 /* Inbox item from another worker: deliver to a local session by id. */
 void router_deliver_local(worker_t *w, uint64_t sid, msg_t *m, uint8_t qos, uint8_t flags);
+/* Register WM_DELIVER (server start-up). */
+void router_register_inbox(server_t *srv);
 
 /* Failover: hand m, which session s got through a shared subscription and
  * did not acknowledge, to another member of a group of s whose filter

@@ -2,7 +2,7 @@
  *
  * Listening sockets are opened here, before any worker starts, so a port in
  * use or a bad address stops the broker at start with a clear message.  One
- * socket per listener is shared by every worker's epoll with EPOLLEXCLUSIVE
+ * socket per listener is shared by every worker's loop with EV_EXCLUSIVE
  * (one worker woken per incoming connection).  We do not bind one
  * SO_REUSEPORT socket per worker: a second antenna started on the same port
  * would then silently share it instead of failing.
@@ -26,7 +26,9 @@
 #include "log.h"
 #include "net_tls.h"
 #include "persist.h"
+#include "proto.h"
 #include "retain.h"
+#include "router.h"
 #include "shared.h"
 #include "sys.h"
 #include "auth_chain.h"
@@ -195,9 +197,16 @@ int server_init(server_t *srv, const conf_t *conf)
         if (open_listener(srv, i) < 0)
             return -1;
 
+    /* inbox kinds, each registered by the module that handles it (the
+     * management API registers its own in api_start) */
+    worker_register_inbox(srv);
+    router_register_inbox(srv);
+    proto_register_inbox(srv);
+    persist_register_inbox(srv);
+
     srv->workers = an_calloc(srv->nworkers, sizeof(*srv->workers));
     for (uint32_t i = 0; i < srv->nworkers; i++) {
-        srv->workers[i].epfd = -1;
+        srv->workers[i].loop.epfd = -1;
         srv->workers[i].inbox.evfd = -1;
     }
     for (uint32_t i = 0; i < srv->nworkers; i++)

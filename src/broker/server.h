@@ -5,14 +5,17 @@
  * (topic trie and retained messages, each behind its own lock) and the
  * workers.  Nothing else is global.
  *
- * Each worker is one thread with its own epoll loop, timer wheel and inbox.
+ * Each worker is one thread with its own event loop (ev.h), timer wheel
+ * and inbox.
  * A worker owns the connections it serves and the sessions whose home it is
  * (home = hash(client id) % workers): only that thread touches them.  A
  * connection accepted by one worker moves, once, to its session's home
  * worker right after its CONNECT is read, before CONNACK; from then on one
  * worker owns it for life.  Everything that crosses threads travels as
  * inbox items: deliveries (a message reference for a session id), adopted
- * connections, the stop request.
+ * connections, the stop request.  The worker does not know what an item
+ * means: the module that owns a kind registers its handler
+ * (worker_inbox_register), and the inbox dispatches through that table.
  */
 #ifndef ANTENNA_SERVER_H
 #define ANTENNA_SERVER_H
@@ -22,6 +25,7 @@
 #include <stdint.h>
 
 #include "conf.h"
+#include "ev.h"
 #include "event.h"
 #include "inbox.h"
 #include "trie.h"
@@ -38,16 +42,27 @@ typedef struct linger_s linger_t;
 struct ssl_ctx_st;
 struct ssl_st;
 
-/* Inbox item kinds. */
+/* Inbox item kinds: numbers only.  The module named after each registers
+ * its handler (worker_inbox_register) before anything of that kind is
+ * posted; a new module takes the next number. */
 enum {
-    WM_DELIVER = 1, /* ptr: msg_t* (a reference), sid, qos */
-    WM_ADOPT,       /* ptr: handoff_t*: a connection moving to its home */
-    WM_STOP,        /* stop the loop, close every connection */
-    WM_COMMITTED,   /* sid: (int64) result of this worker's oldest batch in
-                     * the store (persist.h), from the committer thread */
-    WM_AUTH,        /* ptr: auth_wait_t*: an asynchronous backend's answer */
-    WM_API          /* ptr: api_job_t* (api_snap.h): a management API request */
+    WM_DELIVER = 1, /* router: ptr: msg_t* (a reference), sid, qos */
+    WM_ADOPT,       /* proto: ptr: handoff_t*: a connection moving to its home */
+    WM_STOP,        /* worker: stop the loop, close every connection */
+    WM_COMMITTED,   /* persist: sid: (int64) result of this worker's oldest
+                     * batch in the store (persist.h), from the committer thread */
+    WM_AUTH,        /* proto: ptr: auth_wait_t*: an asynchronous backend's answer */
+    WM_API,         /* api: ptr: api_job_t* (api_snap.h): a management API request */
+    WM_KINDS = 32   /* size of the handler table */
 };
+
+/* What a worker does with an inbox item of one kind: run it (on the worker
+ * that took it), or drop it (the worker stopped with it still queued:
+ * release what it carries; NULL when it carries nothing). */
+typedef struct {
+    void (*run)(worker_t *w, inbox_item_t *it);
+    void (*drop)(inbox_item_t *it);
+} worker_inbox_kind_t;
 
 /* Packet types counted in and out (index = MQTT packet type 0..15). */
 #define STAT_PKT_TYPES 16
@@ -105,15 +120,18 @@ struct worker_s {
     server_t *srv;
     uint32_t id;
     pthread_t thread;
-    int epfd;
+    ev_loop_t loop;
     int stopping;
     uint64_t now; /* ms, refreshed once per loop turn */
+    uint64_t turn_start; /* us, when this turn's wait returned */
     tw_t tw;
     tw_timer_t sys_timer; /* worker 0 only: $SYS publishing */
     tw_timer_t mem_timer; /* worker 0 only: memory high-water check */
     tw_timer_t sweep_timer; /* worker 0 only: expired retained messages */
     tw_timer_t gauge_timer; /* every worker: refresh the session gauges (1 s) */
     inbox_t inbox;
+    ev_watcher_t inbox_ev; /* the inbox's eventfd */
+    ev_watcher_t listen_ev[CONF_MAX_LISTENERS]; /* srv->listen_fds[i], shared */
     inbox_vec_t taken;    /* items being processed this turn */
     inbox_vec_t *outbox;  /* one outgoing batch per worker */
     sess_table_t by_id;   /* client id -> session */
@@ -141,7 +159,7 @@ struct worker_s {
     uint64_t store_errors;    /* failed commits since that line */
     uint64_t congested_until; /* ms: another worker's inbox is over INBOX_HIGH */
     int reserve_fd;           /* /dev/null, given up to refuse a connection at EMFILE */
-    uint8_t accept_paused;    /* listeners out of epoll until accept_timer (EMFILE) */
+    uint8_t accept_paused;    /* listeners out of the loop until accept_timer (EMFILE) */
     tw_timer_t accept_timer;
     struct store_batch *batch; /* store writes of this turn (persist.h), or NULL */
     struct persist_held_s *held; /* acks and routes waiting for a commit, and the
@@ -178,6 +196,8 @@ struct server_s {
     _Atomic uint64_t rate_second;      /* max_connection_rate window */
     _Atomic uint32_t rate_count;
     _Atomic int over_high_water;       /* RSS above memory_high_water */
+    worker_inbox_kind_t inbox_kinds[WM_KINDS]; /* by inbox item kind; written
+                           * before the first item of a kind is posted, read-only after */
     struct api_s *api;     /* management API (api.h), or NULL */
     uint64_t started_wall; /* seconds since the epoch */
     uint64_t started_ms;   /* monotonic */
@@ -203,6 +223,11 @@ struct ssl_st *server_tls_new(server_t *srv, uint32_t listener, int fd);
 int worker_init(worker_t *w, server_t *srv, uint32_t id);
 void *worker_main(void *arg);
 void worker_free(worker_t *w);
+/* Register the handler of inbox item kind `kind` (1..WM_KINDS-1, once),
+ * before any item of that kind is posted. */
+void worker_inbox_register(server_t *srv, uint8_t kind, const worker_inbox_kind_t *k);
+/* Register the worker's own kinds (WM_STOP). */
+void worker_register_inbox(server_t *srv);
 /* Queue an item for another worker; sent at the end of this loop turn. */
 void worker_post(worker_t *w, uint32_t to, const inbox_item_t *it);
 sess_t *worker_find_sid(worker_t *w, uint64_t sid);

@@ -1,14 +1,20 @@
-/* worker.c -- one worker thread: epoll loop, accept, inbox, end of turn.
+/* worker.c -- one worker thread: its loop, accept, inbox, end of turn.
  *
  * A loop turn, in fixed order:
- *   1. epoll_wait, with the timeout of the next timer (no periodic tick);
- *   2. events: accept on the shared listeners (EPOLLEXCLUSIVE: one worker
- *      wakes per connection), read/write connections, take the inbox;
- *   3. timers due (keepalive, connect timeout, retries, expiry, $SYS);
- *   4. end of turn: one write per connection with output, one inbox post
+ *   1. ev_loop_run_once (ev.h), with the timeout of the next timer (no
+ *      periodic tick): the wait, then the callback of every ready watcher:
+ *      accept on the shared listeners (EV_EXCLUSIVE: one worker wakes per
+ *      connection, here), connections and lingering sockets (conn.c,
+ *      net_linger.c), the inbox (here);
+ *   2. timers due (keepalive, connect timeout, retries, expiry, $SYS);
+ *   3. end of turn: one write per connection with output, one inbox post
  *      per other worker with deliveries, then free what was closed.
- * Connections closed during a turn are freed only in step 4, so a stale
- * event later in the same batch finds a dead struct, not freed memory.
+ * Connections closed during a turn are freed only in step 3: the flush
+ * list may still hold them (the loop itself drops the events of a watcher
+ * stopped earlier in the batch).
+ *
+ * The inbox: each item is run by the handler its kind's module registered
+ * (worker_inbox_register), an index into the server's table.
  *
  * Out of file descriptors (accept4: EMFILE/ENFILE), a level-triggered
  * listener stays readable and the loop would spin on it.  Each worker
@@ -19,8 +25,6 @@
  * the worker stops watching the listeners for ACCEPT_PAUSE_MS.  The log
  * line is rate-limited (log_limited) like every line a client can cause
  * in a loop.
- * epoll_event.data carries a connection pointer, or a tag in the low bits
- * for the listeners and the inbox.
  */
 #include <errno.h>
 #include <fcntl.h>
@@ -29,26 +33,18 @@
 #include <netinet/tcp.h>
 #include <arpa/inet.h>
 #include <string.h>
-#include <sys/epoll.h>
+#include <stdio.h>
+#include <stdlib.h>
 #include <sys/socket.h>
 #include <unistd.h>
 
-#include "auth_chain.h"
-#include "api_snap.h"
 #include "conn.h"
 #include "log.h"
 #include "net_linger.h"
 #include "persist.h"
-#include "proto.h"
-#include "router.h"
 #include "sess.h"
 #include "server.h"
 
-#define EV_TAG_MASK 7u
-#define EV_TAG_LISTENER 1u
-#define EV_TAG_INBOX 2u
-/* 3: a lingering socket (net_linger.h) */
-_Static_assert(LINGER_EV_TAG == 3u, "epoll data tags overlap");
 #define EV_BATCH 256
 #define ACCEPT_BATCH 64
 #define BUF_CACHE_MAX 8
@@ -142,17 +138,15 @@ static void reserve_open(worker_t *w)
         w->reserve_fd = open("/dev/null", O_RDONLY | O_CLOEXEC);
 }
 
-/* Watch (on) or stop watching (off) every listener in this worker's epoll.
- * EPOLLEXCLUSIVE registrations cannot be modified: removed and added. */
+/* Watch (on) or stop watching (off) every listener in this worker's loop.
+ * EV_EXCLUSIVE watchers cannot be modified: stopped and started. */
 static void listeners_watch(worker_t *w, int on)
 {
     for (uint32_t i = 0; i < w->srv->nlisteners; i++) {
-        struct epoll_event ev = {.events = EPOLLIN | EPOLLEXCLUSIVE,
-                                 .data.u64 = ((uint64_t)i << 3) | EV_TAG_LISTENER};
         if (on)
-            (void)epoll_ctl(w->epfd, EPOLL_CTL_ADD, w->srv->listen_fds[i], &ev);
+            (void)ev_watch_start(&w->loop, &w->listen_ev[i], EV_READ | EV_EXCLUSIVE);
         else
-            (void)epoll_ctl(w->epfd, EPOLL_CTL_DEL, w->srv->listen_fds[i], NULL);
+            ev_watch_stop(&w->loop, &w->listen_ev[i]);
     }
 }
 
@@ -251,9 +245,8 @@ static void accept_many(worker_t *w, uint32_t li)
                         srv->conf.listeners[li].name);
             continue;
         }
-        struct epoll_event ev = {.events = EPOLLIN, .data.ptr = c};
-        if (epoll_ctl(w->epfd, EPOLL_CTL_ADD, fd, &ev) < 0) {
-            conn_close(c, "epoll_ctl failed", 0);
+        if (conn_watch(c) < 0) {
+            conn_close(c, "cannot watch the socket", 0);
             continue;
         }
         /* the TLS handshake and the PROXY header get handshake_timeout,
@@ -281,34 +274,46 @@ int worker_congested(worker_t *w)
     return 0;
 }
 
-static void handle_inbox(worker_t *w)
+/* A listener is readable: take what waits on it (listen_ev[li]). */
+static void on_listener(ev_loop_t *loop, ev_watcher_t *ev, uint32_t events)
 {
+    (void)events;
+    worker_t *w = container_of(loop, worker_t, loop);
+    accept_many(w, (uint32_t)(ev - w->listen_ev));
+}
+
+void worker_inbox_register(server_t *srv, uint8_t kind, const worker_inbox_kind_t *k)
+{
+    if (kind == 0 || kind >= WM_KINDS || srv->inbox_kinds[kind].run || k->run == NULL) {
+        log_error("inbox kind %u registered twice or out of range", kind);
+        abort(); /* a programming error, at start-up */
+    }
+    srv->inbox_kinds[kind] = *k;
+}
+
+static void run_stop(worker_t *w, inbox_item_t *it)
+{
+    (void)it;
+    w->stopping = 1;
+}
+
+void worker_register_inbox(server_t *srv)
+{
+    static const worker_inbox_kind_t stop = {.run = run_stop};
+    worker_inbox_register(srv, WM_STOP, &stop);
+}
+
+/* The inbox's eventfd is readable: run every item taken, in order. */
+static void on_inbox(ev_loop_t *loop, ev_watcher_t *ev, uint32_t events)
+{
+    (void)events;
+    (void)ev;
+    worker_t *w = container_of(loop, worker_t, loop);
+    const worker_inbox_kind_t *kinds = w->srv->inbox_kinds;
     inbox_take(&w->inbox, &w->taken);
     for (size_t i = 0; i < w->taken.len; i++) {
         inbox_item_t *it = &w->taken.items[i];
-        switch (it->kind) {
-        case WM_DELIVER: {
-            msg_t *m = it->ptr;
-            router_deliver_local(w, it->sid, m, it->qos, it->flags);
-            msg_unref(&m);
-            break;
-        }
-        case WM_ADOPT:
-            proto_adopt(w, it->ptr);
-            break;
-        case WM_STOP:
-            w->stopping = 1;
-            break;
-        case WM_COMMITTED:
-            persist_on_committed(w, (int)(int64_t)it->sid);
-            break;
-        case WM_AUTH:
-            proto_auth_answer(w, it->ptr);
-            break;
-        case WM_API:
-            api_job_run(w, it->ptr);
-            break;
-        }
+        kinds[it->kind].run(w, it);
     }
     w->taken.len = 0;
     if (w->taken.cap > 4 * INBOX_HIGH) /* a burst is over: give it back */
@@ -356,46 +361,27 @@ static void shutdown_worker(worker_t *w)
     linger_reap(w);
 }
 
+/* The wait returned: the turn's clock, before any callback. */
+static void after_poll(ev_loop_t *loop)
+{
+    worker_t *w = container_of(loop, worker_t, loop);
+    w->turn_start = an_now_us();
+    w->now = w->turn_start / 1000u;
+}
+
 void *worker_main(void *arg)
 {
     worker_t *w = arg;
-    struct epoll_event events[EV_BATCH];
     while (!w->stopping) {
         int64_t t = tw_next_timeout(&w->tw);
         int timeout = t < 0 ? -1 : (t > INT_MAX ? INT_MAX : (int)t);
-        int n = epoll_wait(w->epfd, events, EV_BATCH, timeout);
-        if (n < 0 && errno != EINTR) {
-            log_error("worker %u: epoll_wait: %s", w->id, strerror(errno));
+        if (ev_loop_run_once(&w->loop, timeout) < 0) {
+            log_error("worker %u: event loop: %s", w->id, strerror(errno));
             break;
-        }
-        uint64_t turn_start = an_now_us();
-        w->now = turn_start / 1000u;
-        for (int i = 0; i < n; i++) {
-            uint64_t tag = events[i].data.u64;
-            if ((tag & EV_TAG_MASK) == EV_TAG_LISTENER) {
-                accept_many(w, (uint32_t)(tag >> 3));
-                continue;
-            }
-            if ((tag & EV_TAG_MASK) == EV_TAG_INBOX) {
-                handle_inbox(w);
-                continue;
-            }
-            if ((tag & EV_TAG_MASK) == LINGER_EV_TAG) {
-                linger_on_readable(w, tag);
-                continue;
-            }
-            conn_t *c = events[i].data.ptr;
-            if (c->state != CONN_NEW && c->state != CONN_ACTIVE)
-                continue; /* closed or moved earlier in this batch */
-            if (events[i].events & (EPOLLIN | EPOLLHUP | EPOLLERR))
-                conn_on_readable(c);
-            if ((events[i].events & EPOLLOUT) &&
-                (c->state == CONN_NEW || c->state == CONN_ACTIVE))
-                conn_on_writable(c);
         }
         tw_advance(&w->tw, w->now);
         end_of_turn(w);
-        an_hist_add(&w->stats.loop_turn, an_now_us() - turn_start);
+        an_hist_add(&w->stats.loop_turn, an_now_us() - w->turn_start);
     }
     shutdown_worker(w);
     return NULL;
@@ -440,8 +426,7 @@ int worker_init(worker_t *w, server_t *srv, uint32_t id)
     tw_timer_init(&w->accept_timer, on_accept_timer);
     w->reserve_fd = -1;
     reserve_open(w);
-    w->epfd = epoll_create1(EPOLL_CLOEXEC);
-    if (w->epfd < 0 || inbox_init(&w->inbox) < 0) {
+    if (ev_loop_init(&w->loop, EV_BATCH, after_poll) < 0 || inbox_init(&w->inbox) < 0) {
         log_error("worker %u: %s", id, strerror(errno));
         return -1;
     }
@@ -449,19 +434,25 @@ int worker_init(worker_t *w, server_t *srv, uint32_t id)
     w->scratch = an_malloc(w->scratch_size);
     w->outbox = an_calloc(srv->nworkers, sizeof(*w->outbox));
     w->buf_cache = an_calloc(BUF_CACHE_MAX, sizeof(void *));
-    struct epoll_event ev = {.events = EPOLLIN, .data.u64 = EV_TAG_INBOX};
-    if (epoll_ctl(w->epfd, EPOLL_CTL_ADD, w->inbox.evfd, &ev) < 0)
+    ev_watcher_init(&w->inbox_ev, w->inbox.evfd, on_inbox);
+    if (ev_watch_start(&w->loop, &w->inbox_ev, EV_READ) < 0)
         goto fail;
     for (uint32_t i = 0; i < srv->nlisteners; i++) {
-        ev.events = EPOLLIN | EPOLLEXCLUSIVE;
-        ev.data.u64 = ((uint64_t)i << 3) | EV_TAG_LISTENER;
-        if (epoll_ctl(w->epfd, EPOLL_CTL_ADD, srv->listen_fds[i], &ev) < 0)
+        ev_watcher_init(&w->listen_ev[i], srv->listen_fds[i], on_listener);
+        if (ev_watch_start(&w->loop, &w->listen_ev[i], EV_READ | EV_EXCLUSIVE) < 0)
             goto fail;
     }
     return 0;
 fail:
-    log_error("worker %u: epoll_ctl: %s", id, strerror(errno));
+    log_error("worker %u: event loop: %s", id, strerror(errno));
     return -1;
+}
+
+static void drop_item(server_t *srv, inbox_item_t *it)
+{
+    const worker_inbox_kind_t *k = &srv->inbox_kinds[it->kind];
+    if (k->drop)
+        k->drop(it);
 }
 
 /* After the thread has exited: drop what is still queued, free the rest. */
@@ -472,22 +463,8 @@ void worker_free(worker_t *w)
     inbox_vec_t left = {0};
     if (w->inbox.evfd >= 0) {
         inbox_take(&w->inbox, &left);
-        for (size_t i = 0; i < left.len; i++) {
-            inbox_item_t *it = &left.items[i];
-            if (it->kind == WM_DELIVER) {
-                msg_t *m = it->ptr;
-                msg_unref(&m);
-            } else if (it->kind == WM_API) {
-                api_job_cancel(it->ptr);
-            } else if (it->kind == WM_ADOPT) {
-                handoff_t *h = it->ptr;
-                close(h->c->fd);
-                conn_free(h->c);
-                free(h);
-            } else if (it->kind == WM_AUTH) {
-                auth_wait_free(it->ptr);
-            }
-        }
+        for (size_t i = 0; i < left.len; i++)
+            drop_item(w->srv, &left.items[i]);
         inbox_vec_free(&left);
     }
     persist_save_sessions(w); /* graceful restart: sessions come back */
@@ -502,10 +479,7 @@ void worker_free(worker_t *w)
         for (uint32_t i = 0; i < w->srv->nworkers; i++) {
             /* wills published while sessions were freed above */
             for (size_t j = 0; j < w->outbox[i].len; j++)
-                if (w->outbox[i].items[j].kind == WM_DELIVER) {
-                    msg_t *m = w->outbox[i].items[j].ptr;
-                    msg_unref(&m);
-                }
+                drop_item(w->srv, &w->outbox[i].items[j]);
             inbox_vec_free(&w->outbox[i]);
         }
     free(w->outbox);
@@ -516,8 +490,7 @@ void worker_free(worker_t *w)
     free(w->scratch);
     free(w->matches);
     free(w->targets);
-    if (w->epfd >= 0)
-        close(w->epfd);
+    ev_loop_free(&w->loop);
     if (w->reserve_fd >= 0)
         close(w->reserve_fd);
     if (w->inbox.evfd >= 0)

@@ -16,7 +16,7 @@
 #include <stdint.h>
 
 typedef struct {
-    uint8_t kind;  /* meaning is the consumer's (worker.h WM_*) */
+    uint8_t kind;  /* meaning is the consumer's (server.h WM_*, a handler each) */
     uint8_t qos;
     uint8_t flags;
     uint64_t sid;

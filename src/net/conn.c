@@ -4,7 +4,7 @@
  * (a bounded share of the loop turn per connection); every complete packet
  * in it is dispatched before the next read, and only a split packet is kept
  * (by the framer).  Output is appended to a buffer taken from the worker's
- * cache and written once at the end of the loop turn; EPOLLOUT is armed
+ * cache and written once at the end of the loop turn; EV_WRITE is asked
  * only while the socket refuses bytes.  An idle connection holds neither
  * buffer.
  *
@@ -31,7 +31,6 @@
 #include <stdarg.h>
 #include <stdio.h>
 #include <string.h>
-#include <sys/epoll.h>
 #include <sys/socket.h>
 #include <unistd.h>
 
@@ -68,6 +67,29 @@ void conn_unlink(conn_t *c)
     c->next = c->prev = NULL;
 }
 
+/* The socket is ready.  A connection closed, moved or held is out of the
+ * loop (its watcher stopped): no event reaches it. */
+static void on_event(ev_loop_t *loop, ev_watcher_t *ev, uint32_t events)
+{
+    (void)loop;
+    conn_t *c = container_of(ev, conn_t, ev);
+    if (events & (EV_READ | EV_HUP | EV_ERROR))
+        conn_on_readable(c);
+    if ((events & EV_WRITE) && (c->state == CONN_NEW || c->state == CONN_ACTIVE))
+        conn_on_writable(c);
+}
+
+int conn_watch(conn_t *c)
+{
+    c->want_out = 0;
+    return ev_watch_start(&c->w->loop, &c->ev, EV_READ);
+}
+
+void conn_unwatch(conn_t *c)
+{
+    ev_watch_stop(&c->w->loop, &c->ev);
+}
+
 conn_t *conn_new(worker_t *w, int fd, const struct sockaddr *sa, uint8_t listener)
 {
     const conf_listener_t *l = &w->srv->conf.listeners[listener];
@@ -90,7 +112,7 @@ conn_t *conn_new(worker_t *w, int fd, const struct sockaddr *sa, uint8_t listene
         conn_ext(c)->ws = ws_new(l);
         c->flags |= CONN_F_WS_HS;
     }
-    c->fd = fd;
+    ev_watcher_init(&c->ev, fd, on_event);
     c->w = w;
     c->listener = listener;
     c->state = CONN_NEW;
@@ -254,7 +276,7 @@ static void read_proxy(conn_t *c)
     worker_t *w = c->w;
     conn_ext_t *x = c->x;
     char msg[256], name[160];
-    ssize_t n = recv(c->fd, w->scratch, w->scratch_size, MSG_PEEK);
+    ssize_t n = recv(c->ev.fd, w->scratch, w->scratch_size, MSG_PEEK);
     if (n == 0) {
         conn_close(c, "connection closed by peer before its PROXY header", 0);
         return;
@@ -283,7 +305,7 @@ static void read_proxy(conn_t *c)
     }
     /* consume exactly the header's bytes (all of them when incomplete) */
     size_t take = (rc > 0 ? (size_t)rc : have) - x->nproxy;
-    if (recv(c->fd, w->scratch, take, 0) != (ssize_t)take) {
+    if (recv(c->ev.fd, w->scratch, take, 0) != (ssize_t)take) {
         conn_close(c, "read error while consuming the PROXY header", 0);
         return;
     }
@@ -384,7 +406,7 @@ void conn_on_readable(conn_t *c)
         tls_readable(c);
         return;
     }
-    ssize_t n = recv(c->fd, w->scratch, w->scratch_size, 0);
+    ssize_t n = recv(c->ev.fd, w->scratch, w->scratch_size, 0);
     if (n > 0) {
         STAT_ADD(w->stats.bytes_received, (uint64_t)n);
         c->last_rx = w->now;
@@ -530,16 +552,17 @@ void conn_send_ack(conn_t *c, uint8_t type, uint16_t pid)
     conn_count_out(c, type);
 }
 
+/* The interest that follows from the flags (a stopped watcher keeps none:
+ * it is out of the loop until conn_watch). */
 static void update_events(conn_t *c)
 {
-    uint32_t events = (c->flags & (CONN_F_THROTTLED | CONN_F_PAUSED)) ? 0 : EPOLLIN;
+    uint32_t events = (c->flags & (CONN_F_THROTTLED | CONN_F_PAUSED)) ? 0 : EV_READ;
     if (c->want_out)
-        events |= EPOLLOUT;
-    struct epoll_event ev = {.events = events, .data.ptr = c};
-    epoll_ctl(c->w->epfd, EPOLL_CTL_MOD, c->fd, &ev);
+        events |= EV_WRITE;
+    (void)ev_watch_modify(&c->w->loop, &c->ev, events);
 }
 
-/* EPOLLOUT for the TLS handshake: no slow-subscriber tracking. */
+/* EV_WRITE for the TLS handshake: no slow-subscriber tracking. */
 static void set_tls_want_out(conn_t *c, int on)
 {
     if (c->want_out != on) {
@@ -588,7 +611,7 @@ static ssize_t raw_write(conn_t *c, const uint8_t *buf, size_t n)
         return -1;
     }
     for (;;) {
-        ssize_t r = send(c->fd, buf, n, MSG_NOSIGNAL);
+        ssize_t r = send(c->ev.fd, buf, n, MSG_NOSIGNAL);
         if (r > 0)
             return r;
         if (r < 0 && errno == EINTR)
@@ -734,9 +757,9 @@ static void close_conn(conn_t *c, const char *why, int publish_will, uint8_t rc,
     tw_del(&w->tw, &c->timer);
     if (c->x && c->x->ssl)
         tls_shutdown(c->x->ssl);
-    epoll_ctl(w->epfd, EPOLL_CTL_DEL, c->fd, NULL);
-    linger_start(w, c->fd); /* closes when the client has read it all */
-    c->fd = -1;
+    ev_watch_stop(&w->loop, &c->ev);
+    linger_start(w, c->ev.fd); /* closes when the client has read it all */
+    c->ev.fd = -1;
     atomic_fetch_sub(&w->srv->listen_conns[c->listener], 1);
     atomic_fetch_sub(&w->srv->total_conns, 1);
     conn_unlink(c); /* freed at the end of the turn */

@@ -7,12 +7,16 @@
  * something to send and given back once the socket took it all; writes are
  * batched: one write per connection per loop turn.
  *
- * Closing is two-step: conn_close() shuts the socket and marks the struct
- * dead; the worker frees it after the current batch of epoll events, so a
- * stale event later in the same batch finds a dead connection, never freed
- * memory.  The socket itself closes gracefully (net_linger.h): the last
- * bytes, a FIN, then the client's input is drained for a bounded time, so
- * a reason code is not destroyed by a reset.
+ * The socket is a watcher (ev.h) in its worker's loop: conn_watch puts it
+ * there (accept, hand-off, the end of an authentication hold), conn.c asks
+ * for EV_WRITE while the socket refuses output, conn_unwatch takes it out.
+ *
+ * Closing is two-step: conn_close() stops the watcher, shuts the socket and
+ * marks the struct dead; the worker frees it at the end of the loop turn
+ * (the turn's flush list may still hold it).  The socket itself closes
+ * gracefully (net_linger.h): the last bytes, a FIN, then the client's input
+ * is drained for a bounded time, so a reason code is not destroyed by a
+ * reset.
  */
 #ifndef ANTENNA_CONN_H
 #define ANTENNA_CONN_H
@@ -33,17 +37,25 @@ enum {
                     * CONNECT bytes kept in x->auth (auth_chain.h) */
 };
 
+/* Field order packs the struct (192 bytes, see the _Static_assert in
+ * conn.c): the watcher, the small fields, then the pointers. */
 struct conn_s {
-    int fd;
+    ev_watcher_t ev;     /* the socket (ev.fd, -1 once closed) in w's loop */
     uint8_t state;
     uint8_t proto;       /* MQTT_PROTO_*, 0 before CONNECT */
     uint8_t in_list;     /* on the worker's flush list or dead list */
-    uint8_t want_out;    /* EPOLLOUT armed */
+    uint8_t want_out;    /* EV_WRITE asked */
     uint16_t keepalive;  /* seconds, 0 = none */
     uint8_t listener;
     uint8_t flags;       /* CONN_F_* */
-    uint16_t recv_max;   /* the client's Receive Maximum (MQTT 5), else 65535 */
     uint32_t max_out;    /* the client's Maximum Packet Size, 0 = none */
+    uint16_t recv_max;   /* the client's Receive Maximum (MQTT 5), else 65535 */
+    struct {
+        uint8_t family;     /* AF_INET or AF_INET6 */
+        uint8_t addr[16];   /* network order; IPv4 in the first 4 bytes */
+        uint16_t port;      /* host order */
+    } peer;                 /* 20 bytes where a sockaddr_in6 takes 28 */
+    uint32_t olen, ooff, ocap;
     worker_t *w;
     sess_t *sess;
     msg_t *will;
@@ -51,15 +63,9 @@ struct conn_s {
     conn_t *turn_next;    /* flush list, or dead list once closed */
     struct conn_ext_s *x; /* rarely needed state, allocated on demand */
     uint8_t *obuf;
-    uint32_t olen, ooff, ocap;
     mqtt_parser_t ps;
     tw_timer_t timer;     /* CONNECT timeout, then keepalive */
     uint64_t last_rx;     /* ms */
-    struct {
-        uint8_t family;     /* AF_INET or AF_INET6 */
-        uint8_t addr[16];   /* network order; IPv4 in the first 4 bytes */
-        uint16_t port;      /* host order */
-    } peer;                 /* 20 bytes where a sockaddr_in6 takes 28 */
 };
 
 enum {
@@ -129,6 +135,11 @@ void conn_unlink(conn_t *c);
  * header, then the TLS handshake); returns NULL when the TLS state cannot
  * be allocated (nothing to free but the socket). */
 conn_t *conn_new(worker_t *w, int fd, const struct sockaddr *sa, uint8_t listener);
+/* Put c's socket in its worker's loop, reads wanted.  Returns 0, or -1
+ * (errno). */
+int conn_watch(conn_t *c);
+/* Take it out (hand-off, authentication hold); no event reaches c after. */
+void conn_unwatch(conn_t *c);
 /* Socket readable: read once (bounded), parse and dispatch every packet. */
 void conn_on_readable(conn_t *c);
 /* Socket writable: continue the pending write. */

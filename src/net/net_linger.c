@@ -1,21 +1,21 @@
 /* net_linger.c -- lingering close (see net_linger.h for the design).
  *
- * A linger_t is on its worker's `lingering` list while its socket is open,
- * then on `linger_dead` until the end of the loop turn.  Reads go into the
- * worker's scratch buffer and are thrown away.
+ * A linger_t is on its worker's `lingering` list while its socket is open
+ * (a watcher in the worker's loop, EV_READ | EV_RDHUP), then on
+ * `linger_dead` until the end of the loop turn.  Reads go into the worker's
+ * scratch buffer and are thrown away.
  */
 #include "net_linger.h"
 
 #include <errno.h>
 #include <stdlib.h>
-#include <sys/epoll.h>
 #include <sys/socket.h>
 #include <unistd.h>
 
 #include "util.h"
 
 struct linger_s {
-    int fd;               /* -1 once closed */
+    ev_watcher_t ev;      /* the socket; ev.fd -1 once closed */
     uint32_t bytes;       /* read and discarded so far */
     worker_t *w;
     tw_timer_t timer;     /* LINGER_MS after the start */
@@ -25,12 +25,12 @@ struct linger_s {
 static void finish(linger_t *l)
 {
     worker_t *w = l->w;
-    if (l->fd < 0)
+    if (l->ev.fd < 0)
         return;
     tw_del(&w->tw, &l->timer);
-    (void)epoll_ctl(w->epfd, EPOLL_CTL_DEL, l->fd, NULL);
-    close(l->fd);
-    l->fd = -1;
+    ev_watch_stop(&w->loop, &l->ev);
+    close(l->ev.fd);
+    l->ev.fd = -1;
     if (l->prev)
         l->prev->next = l->next;
     else
@@ -66,6 +66,16 @@ static void on_timer(tw_timer_t *t)
     finish(container_of(t, linger_t, timer));
 }
 
+/* Readable, or the peer closed: drain; finish when done. */
+static void on_event(ev_loop_t *loop, ev_watcher_t *ev, uint32_t events)
+{
+    (void)loop;
+    (void)events;
+    linger_t *l = container_of(ev, linger_t, ev);
+    if (!drain(l->w, l->ev.fd, &l->bytes))
+        finish(l);
+}
+
 void linger_start(worker_t *w, int fd)
 {
     uint32_t bytes = 0;
@@ -74,12 +84,10 @@ void linger_start(worker_t *w, int fd)
     if (shutdown(fd, SHUT_WR) < 0 || !drain(w, fd, &bytes))
         goto close_now;
     l = an_calloc(1, sizeof(*l));
-    l->fd = fd;
+    ev_watcher_init(&l->ev, fd, on_event);
     l->bytes = bytes;
     l->w = w;
-    struct epoll_event ev = {.events = EPOLLIN | EPOLLRDHUP,
-                             .data.u64 = (uint64_t)(uintptr_t)l | LINGER_EV_TAG};
-    if (epoll_ctl(w->epfd, EPOLL_CTL_ADD, fd, &ev) < 0)
+    if (ev_watch_start(&w->loop, &l->ev, EV_READ | EV_RDHUP) < 0)
         goto close_now;
     tw_timer_init(&l->timer, on_timer);
     tw_add(&w->tw, &l->timer, w->now + LINGER_MS);
@@ -93,21 +101,12 @@ close_now:
     close(fd);
 }
 
-void linger_on_readable(worker_t *w, uint64_t data)
-{
-    linger_t *l = (linger_t *)(uintptr_t)(data & ~(uint64_t)LINGER_EV_TAG);
-    if (l->fd < 0)
-        return; /* closed earlier in this batch */
-    if (!drain(w, l->fd, &l->bytes))
-        finish(l);
-}
-
 void linger_close_all(worker_t *w)
 {
     while (w->lingering) {
         linger_t *l = w->lingering;
         uint32_t bytes = 0;
-        (void)drain(w, l->fd, &bytes); /* no RST for what is already here */
+        (void)drain(w, l->ev.fd, &bytes); /* no RST for what is already here */
         finish(l);
     }
 }

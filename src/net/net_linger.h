@@ -18,9 +18,9 @@
  * descriptors, the worker closes its lingering sockets first; a stopping
  * worker closes them all.
  *
- * Structs are freed at the end of the loop turn (linger_reap), like
- * connections, so a stale epoll event later in the same batch finds a
- * closed struct (fd -1), not freed memory.
+ * The socket is a watcher in the worker's loop (ev.h), stopped when it
+ * closes.  Structs are freed at the end of the loop turn (linger_reap),
+ * like connections.
  * Thread: the owning worker only.
  */
 #ifndef ANTENNA_NET_LINGER_H
@@ -32,15 +32,10 @@
 
 #define LINGER_MS 2000
 #define LINGER_MAX_BYTES (1024 * 1024)
-/* epoll data of a lingering socket: the struct's address | LINGER_EV_TAG
- * (worker.c's tags: 0 connection, 1 listener, 2 inbox). */
-#define LINGER_EV_TAG 3u
 
-/* Take over fd, already out of the worker's epoll set: close it now when
- * the peer is gone, else linger. */
+/* Take over fd, already out of the worker's loop: close it now when the
+ * peer is gone, else linger. */
 void linger_start(worker_t *w, int fd);
-/* epoll event whose data has LINGER_EV_TAG. */
-void linger_on_readable(worker_t *w, uint64_t data);
 /* Close every lingering socket now (out of descriptors; stopping). */
 void linger_close_all(worker_t *w);
 /* End of the loop turn: free the structs closed during it. */

@@ -18,7 +18,7 @@
  *   plaintext; conn_reserve() output stays plaintext and is encrypted by
  *   tls_write() when the connection is flushed.  read_ahead stays off, so
  *   bytes not yet needed remain in the socket: a connection moving to its
- *   home worker after CONNECT loses nothing and its epoll still fires.
+ *   home worker after CONNECT loses nothing and its watcher still fires.
  * - The handshake is bounded by the listener's handshake_timeout on the
  *   connection's connect timer (armed at accept).
  * - Reload (SIGHUP, main thread): a new context is built from the same
