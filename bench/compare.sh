@@ -224,6 +224,8 @@ limits:
   max_queued_bytes: 0
 persistence:
   enabled: false
+api:
+  enabled: false
 EOF
         ;;
     antenna-always|antenna-interval|antenna-none)
@@ -244,6 +246,8 @@ persistence:
   dir: $WORK/store-$port
   sync: ${kind#antenna-}
   sync_interval_ms: 1000
+api:
+  enabled: false
 EOF
         ;;
     esac
