@@ -33,14 +33,7 @@
 #include "mqtt_codec.h"
 #include "trie.h"
 
-#define CHECK(cond)                                                            \
-    do {                                                                       \
-        if (!(cond)) {                                                         \
-            fprintf(stderr, "%s:%d: check failed: %s\n", __FILE__, __LINE__,   \
-                    #cond);                                                    \
-            abort();                                                           \
-        }                                                                      \
-    } while (0)
+#include "fuzz_check.h"
 
 #define MAX_WORDS 64
 #define MAX_FILTERS 12
