@@ -419,6 +419,16 @@ class RawClient:
         self.try_send(disconnect())
         self.close()
 
+    def go_offline(self, timeout=10):
+        """DISCONNECT, then wait for the broker's close: once this returns
+        the broker has detached the session (a bare close() leaves a window
+        in which the session still looks online)."""
+        self.try_send(disconnect())
+        try:
+            self.wait_closed(timeout)
+        finally:
+            self.close()
+
     def __enter__(self):
         return self
 

@@ -28,8 +28,7 @@ def test_max_connections_global_refuses_extra(broker):
     extra.try_send(b"")
     assert extra.wait_closed(3) == []       # refused at accept, nothing sent
     assert "max_connections reached" in b.log_text()
-    held[0].close()
-    time.sleep(0.3)
+    held[0].go_offline()
     again = b.raw()
     assert again.connect("after").rc == 0   # room again once one left
     for c in held[1:] + [third, again]:
@@ -85,15 +84,26 @@ def test_max_topic_levels_and_length(broker):
 
 
 def test_max_queued_bytes_drops_beyond_budget(broker):
-    b = broker(limits={"max_queued_bytes": 1000}, mqtt={"max_queued": 1000})
+    b = broker(limits={"max_queued_bytes": 1000}, mqtt={"max_queued": 1000, "sys_interval": 1})
     s = b.raw_connected("qb", clean=False)
     assert s.subscribe(1, [("qb/t", 1)]).codes == [1]
-    s.close()
-    time.sleep(0.2)
+    # A DISCONNECT, and the broker's close seen: the session is offline
+    # before the first publish (a bare close raced the publisher on a busy
+    # machine, and a message sent to the still-attached session is in
+    # flight, not queued, so it does not count against the budget).
+    s.go_offline()
     p = b.raw_connected("qb-pub")
     for i in range(20):  # 20 x (4 + 96) bytes: only ~10 fit in 1000 bytes
         p.publish("qb/t", b"%03d" % i + b"x" * 93, qos=1, pid=i + 1)
     p.close()
+    # A PUBACK means stored, not yet queued at the subscriber's worker: wait
+    # for at least 10 drops (at most 10 fit), else the subscriber could come
+    # back while later messages are still on their way and take them in
+    # flight, past the queue budget.
+    deadline = time.monotonic() + 10
+    while sys_value(b, "$SYS/broker/messages/dropped") < 10:
+        assert time.monotonic() < deadline, "drops not counted in $SYS"
+        time.sleep(0.3)
     s = b.raw_connected("qb", clean=False)
     got = []
     while True:
@@ -116,8 +126,7 @@ def test_queue_full_refuse_answers_0x97_and_routes_nothing(broker):
     assert s.subscribe(1, [("qr/#", 1)]).codes == [1]
     other = b.raw_connected("qr-other")
     assert other.subscribe(1, [("qr/#", 1)]).codes == [1]
-    s.close()  # offline: its queue fills
-    time.sleep(0.2)
+    s.go_offline()  # offline: its queue fills
     p = mqttraw.connect_v5(b.host, b.port, "qr-pub5")
     for i in range(3):
         assert p.publish("qr/t", b"ok%d" % i, qos=1, pid=1 + i).rc == 0

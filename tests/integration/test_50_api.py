@@ -402,11 +402,12 @@ def test_publish_refused_when_a_queue_is_full(broker, tmp_path):
                       limits={"queue_full": "refuse"}), key)
     s = c.b.raw_connected("full-q", clean=False)
     assert s.subscribe(1, [("fq/#", 1)]).codes == [1]
-    s.close()
-    time.sleep(0.2)
+    s.go_offline()
     for i in range(2):
         assert c.json("POST", "/api/v1/publish", {"topic": "fq/a", "qos": 1}) == {"delivered": 1}
-    time.sleep(0.3)  # queued by the session's worker (after the store commit)
+    # queued by the session's worker (after the store commit)
+    wait_for(lambda: c.json("GET", "/api/v1/clients/full-q")["queued"] == 2, 10,
+             what="2 messages queued for full-q")
     j = c.json("POST", "/api/v1/publish", {"topic": "fq/a", "qos": 1}, status=429)
     assert j["code"] == "quota_exceeded", j
     assert c.json("POST", "/api/v1/publish", {"topic": "fq/a", "qos": 0}) == {"delivered": 1}
