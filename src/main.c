@@ -28,6 +28,7 @@
 #include "cli.h"
 #include "conf.h"
 #include "log.h"
+#include "module.h"
 #include "server.h"
 #include "store_cli.h"
 
@@ -174,6 +175,7 @@ int main(int argc, char **argv)
 
     conf_t conf;
     conf_defaults(&conf);
+    module_conf_defaults(&conf); /* the modules' sections (module.h) */
     if (config) {
         char err[512];
         if (conf_load(&conf, config, err, sizeof(err)) < 0) {

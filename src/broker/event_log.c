@@ -1,4 +1,5 @@
-/* event_log.c -- the built-in listener of broker events: events.log.
+/* event_log.c -- the built-in listener of broker events: events.log, the
+ * module "event_log" (module.h).
  *
  * For each kind named in events.log (config.example.yaml) it registers a
  * handler that writes one log line, at level info, "event {JSON}": the
@@ -11,6 +12,11 @@
  * string is cut at JL_STR bytes, on a UTF-8 character boundary, and a
  * field that would not fit is left out, so the line stays one valid JSON
  * object.  Payloads are not written (binary, and large); their length is.
+ *
+ * The module's one hook is init (handlers registered before the workers
+ * start).  Its key stays events.log in the events section of conf.c: the
+ * event names are the event registry's (conf_event_names), shared with
+ * event.c.
  */
 #include "event_log.h"
 
@@ -19,6 +25,7 @@
 #include <string.h>
 
 #include "log.h"
+#include "module.h"
 #include "mqtt_codec.h"
 
 #define JL_MAX 1000 /* bytes of JSON per line */
@@ -234,8 +241,9 @@ static void on_event(struct worker_s *w, event_kind_t kind, const void *data, vo
     log_info("event %s", b.p);
 }
 
-int event_log_init(server_t *srv)
+static int event_log_init(module_inst_t *mi)
 {
+    server_t *srv = mi->srv;
     uint32_t want = srv->conf.events_log;
     for (uint32_t k = 0; k < EVENT_COUNT; k++)
         if ((want & (1u << k)) && event_listen(&srv->events, (event_kind_t)k, on_event, NULL) < 0) {
@@ -244,3 +252,8 @@ int event_log_init(server_t *srv)
         }
     return 0;
 }
+
+const module_t event_log_module = {
+    .name = "event_log",
+    .init = event_log_init,
+};

@@ -4,8 +4,8 @@
 
 #include "server.h"
 
-/* Register the handlers of the kinds in srv->conf.events_log (server_init,
- * before the workers start).  Returns 0, or -1 (logged). */
-int event_log_init(server_t *srv);
+/* The module (module.h): registers the handlers of the kinds in
+ * srv->conf.events_log at init, before the workers start. */
+extern const struct module_s event_log_module;
 
 #endif

@@ -32,7 +32,7 @@
 #include "shared.h"
 #include "sys.h"
 #include "auth_chain.h"
-#include "event_log.h"
+#include "module.h"
 
 static int open_listener(server_t *srv, uint32_t i)
 {
@@ -214,7 +214,7 @@ int server_init(server_t *srv, const conf_t *conf)
             return -1;
     if (persist_load_sessions(srv) < 0)
         return -1;
-    if (event_log_init(srv) < 0) /* events.log: before any worker runs */
+    if (module_init_all(srv) < 0) /* $SYS, events.log, ...: before any worker runs */
         return -1;
     if (srv->conf.memory_high_water) {
         worker_t *w0 = &srv->workers[0];
@@ -225,11 +225,6 @@ int server_init(server_t *srv, const conf_t *conf)
         worker_t *w0 = &srv->workers[0];
         tw_timer_init(&w0->sweep_timer, persist_on_sweep_timer);
         tw_add(&w0->tw, &w0->sweep_timer, w0->now + PERSIST_SWEEP_MS);
-    }
-    if (srv->conf.sys_interval) {
-        worker_t *w0 = &srv->workers[0];
-        tw_timer_init(&w0->sys_timer, sys_on_timer);
-        tw_add(&w0->tw, &w0->sys_timer, w0->now);
     }
     return 0;
 }
@@ -244,6 +239,8 @@ int server_start(server_t *srv)
             return -1;
         }
     }
+    if (module_start_all(srv) < 0)
+        return -1;
     /* the management API last: its requests go to running workers */
     return api_start(srv);
 }
@@ -251,6 +248,7 @@ int server_start(server_t *srv)
 void server_stop(server_t *srv)
 {
     api_stop(srv); /* first: no API request waits for a stopped worker */
+    module_stop_all(srv); /* their threads end while the workers still run */
     for (uint32_t i = 0; i < srv->nworkers; i++) {
         inbox_vec_t v = {0};
         inbox_item_t it = {.kind = WM_STOP};
@@ -273,6 +271,7 @@ void server_free(server_t *srv)
         worker_free(&srv->workers[i]);
     free(srv->workers);
     srv->workers = NULL;
+    module_free_all(srv); /* after every worker's context */
     persist_close(srv); /* after the workers saved their sessions */
     for (uint32_t i = 0; i < CONF_MAX_LISTENERS; i++) {
         if (srv->listen_fds[i] >= 0)

@@ -125,7 +125,6 @@ struct worker_s {
     uint64_t now; /* ms, refreshed once per loop turn */
     uint64_t turn_start; /* us, when this turn's wait returned */
     tw_t tw;
-    tw_timer_t sys_timer; /* worker 0 only: $SYS publishing */
     tw_timer_t mem_timer; /* worker 0 only: memory high-water check */
     tw_timer_t sweep_timer; /* worker 0 only: expired retained messages */
     tw_timer_t gauge_timer; /* every worker: refresh the session gauges (1 s) */
@@ -165,6 +164,7 @@ struct worker_s {
     struct persist_held_s *held; /* acks and routes waiting for a commit, and the
                                   * batch numbering (persist_held.h) */
     worker_stats_t stats;
+    struct module_slot_s *modules; /* per module: its context, its tick (module.h) */
 };
 
 struct server_s {
@@ -202,6 +202,8 @@ struct server_s {
     uint64_t started_wall; /* seconds since the epoch */
     uint64_t started_ms;   /* monotonic */
     event_bus_t events;    /* event handlers (event.h): set before server_start */
+    struct module_inst_s *modules; /* the modules of module_list (module.h) */
+    uint32_t nmodules;
 };
 
 /* Open listeners, create workers (not started).  Returns 0 or -1 (logged). */

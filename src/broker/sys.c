@@ -1,9 +1,14 @@
-/* sys.c -- $SYS/broker/... topics.
+/* sys.c -- $SYS/broker/... topics: the module "sys" (module.h).
  *
  * Worker 0 publishes them, retained, once at start and then every
- * sys_interval seconds from its timer wheel, through router_publish like
- * any other message.  Figures are sums of the per-worker counters, read
- * without locks (each counter has one writer).
+ * mqtt.sys_interval seconds from its module tick, through router_publish
+ * like any other message.  Figures are sums of the per-worker counters,
+ * read without locks (each counter has one writer).  The module has no
+ * section of its own: its one key stays mqtt.sys_interval (conf.c), where
+ * configurations have always had it.
+ *
+ * Also here, not part of the module: the memory high-water check (worker
+ * 0's mem_timer, armed by server.c) and the resident set size it reads.
  */
 #include "sys.h"
 
@@ -18,6 +23,7 @@
 #include "auth_http.h"
 #include "auth_passwd.h"
 #include "auth_redis.h"
+#include "module.h"
 #include "msg.h"
 #include "retain.h"
 #include "router.h"
@@ -68,9 +74,12 @@ static void publish_auth_backends(worker_t *w, server_t *srv)
     }
 }
 
-void sys_on_timer(tw_timer_t *t)
+/* The tick, on worker 0: publish every $SYS topic, come back in
+ * sys_interval seconds. */
+static uint64_t sys_tick(module_inst_t *mi, worker_t *w, void *ctx)
 {
-    worker_t *w = container_of(t, worker_t, sys_timer);
+    (void)mi;
+    (void)ctx;
     server_t *srv = w->srv;
     uint64_t recv = 0, sent = 0, dropped = 0, bin = 0, bout = 0, conn = 0, total = 0;
     uint64_t ref_limit = 0, ref_rate = 0, ref_mem = 0, throttled = 0, slow = 0, qfull = 0;
@@ -180,8 +189,23 @@ void sys_on_timer(tw_timer_t *t)
         publish_u64(w, "$SYS/broker/store/last_sync_us", ss.last_sync_us);
     }
 
-    tw_add(&w->tw, t, w->now + (uint64_t)srv->conf.sys_interval * 1000u);
+    return (uint64_t)srv->conf.sys_interval * 1000u;
 }
+
+/* Worker 0 publishes, at once and then every sys_interval (0: never). */
+static int sys_worker_init(module_inst_t *mi, worker_t *w, void **ctx)
+{
+    (void)ctx;
+    if (w->id == 0 && w->srv->conf.sys_interval)
+        module_tick_arm(w, mi, 0);
+    return 0;
+}
+
+const module_t sys_module = {
+    .name = "sys",
+    .worker_init = sys_worker_init,
+    .tick = sys_tick,
+};
 
 uint64_t sys_rss_bytes(void)
 {

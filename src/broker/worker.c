@@ -6,7 +6,8 @@
  *      accept on the shared listeners (EV_EXCLUSIVE: one worker wakes per
  *      connection, here), connections and lingering sockets (conn.c,
  *      net_linger.c), the inbox (here);
- *   2. timers due (keepalive, connect timeout, retries, expiry, $SYS);
+ *   2. timers due (keepalive, connect timeout, retries, expiry, the
+ *      modules' ticks: module.h);
  *   3. end of turn: one write per connection with output, one inbox post
  *      per other worker with deliveries, then free what was closed.
  * Connections closed during a turn are freed only in step 3: the flush
@@ -40,6 +41,7 @@
 
 #include "conn.h"
 #include "log.h"
+#include "module.h"
 #include "net_linger.h"
 #include "persist.h"
 #include "sess.h"
@@ -475,6 +477,7 @@ void worker_free(worker_t *w)
     sess_table_free(&w->by_id);
     sess_table_free(&w->by_sid);
     persist_worker_final(w); /* what the wills published just now wrote */
+    module_worker_free(w);
     if (w->outbox)
         for (uint32_t i = 0; i < w->srv->nworkers; i++) {
             /* wills published while sessions were freed above */

@@ -7,6 +7,12 @@
  * is loaded into a copy of *c that is written back only on success.  Errors
  * name the file, the 1-based line (mark.line + 1) and the dotted key path.
  * The only state is a struct loader on conf_load()'s stack.
+ *
+ * A top-level key that is not in root_fields may be a module's section
+ * (conf_section_add): its mapping goes to the module's load function, which
+ * reads keys through the conf_sec_* readers.  They build a one-entry field
+ * and call the same load_* functions, so the rules and the error text are
+ * those of every other key; a key the module did not read is unknown.
  */
 #include "conf.h"
 
@@ -345,6 +351,7 @@ struct loader {
     conf_t *c; /* the working copy */
     char *err;
     size_t errlen;
+    uint32_t sections_seen; /* bit per module section found (duplicates) */
 };
 
 void conf_defaults(conf_t *c)
@@ -876,6 +883,197 @@ static int load_field(struct loader *ld, const struct field *f, const yaml_node_
     return fail(ld, k, path, "internal error: bad field type");
 }
 
+/* ---- sections of modules ---- */
+
+#define SEC_MAX_KEYS 32 /* keys of one section (a bit each in conf_sec_t.used) */
+
+struct conf_sec_s {
+    struct loader *ld;
+    const yaml_node_t *at;  /* the section's key: where a missing key points */
+    const yaml_node_t *map; /* its mapping, or NULL (empty section) */
+    const char *path;       /* "name" */
+    uint32_t used;          /* bit per pair read by the module */
+};
+
+void *conf_section_add(conf_t *c, const char *name,
+                       int (*load)(conf_sec_t *s, void *values),
+                       void (*walk)(const void *values, conf_visit_fn fn, void *ud),
+                       size_t size)
+{
+    size_t off = (c->section_used + 15u) & ~(size_t)15u;
+    if (c->nsections >= CONF_MAX_SECTIONS || off + size > CONF_SECTION_BYTES ||
+        load == NULL || conf_section_values(c, name) != NULL)
+        return NULL;
+    for (size_t i = 0; i < NELEM(root_fields); i++)
+        if (strcmp(root_fields[i].key, name) == 0)
+            return NULL;
+    c->sections[c->nsections++] = (conf_section_t){
+        .name = name, .load = load, .walk = walk, .off = (uint32_t)off, .size = (uint32_t)size};
+    c->section_used = (uint32_t)(off + size);
+    memset(c->section_data + off, 0, size);
+    return c->section_data + off;
+}
+
+const void *conf_section_values(const conf_t *c, const char *name)
+{
+    for (uint32_t i = 0; i < c->nsections; i++)
+        if (strcmp(c->sections[i].name, name) == 0)
+            return c->section_data + c->sections[i].off;
+    return NULL;
+}
+
+/* Root key k names a section of ld->c: check its mapping, let the module
+ * load it, refuse the keys it did not read.  1 when k is no section, else
+ * 0 or -1. */
+static int load_section(struct loader *ld, const yaml_node_t *k, const yaml_node_t *v,
+                        const char *path)
+{
+    conf_t *c = ld->c;
+    uint32_t i = 0;
+    while (i < c->nsections && strcmp(c->sections[i].name, sval(k)) != 0)
+        i++;
+    if (i == c->nsections)
+        return 1;
+    if (ld->sections_seen & (1u << i))
+        return fail(ld, k, path, "duplicate key");
+    ld->sections_seen |= 1u << i;
+    struct conf_sec_s s = {.ld = ld, .at = k, .map = NULL, .path = path};
+    if (!is_null(v)) {
+        if (v->type != YAML_MAPPING_NODE)
+            return fail(ld, k, path, "expected a mapping, got %s", node_kind(v));
+        s.map = v;
+        size_t n = (size_t)(v->data.mapping.pairs.top - v->data.mapping.pairs.start);
+        for (size_t a = 0; a < n; a++) {
+            yaml_node_t *ka = yaml_document_get_node(ld->doc, v->data.mapping.pairs.start[a].key);
+            char kpath[KEYPATH_LEN];
+            if (ka == NULL || yaml_document_get_node(ld->doc,
+                                                      v->data.mapping.pairs.start[a].value) == NULL)
+                return fail(ld, v, path, "internal error: missing node");
+            if (ka->type != YAML_SCALAR_NODE)
+                return fail(ld, ka, path, "a key must be a scalar, got %s", node_kind(ka));
+            key_join(kpath, path, ".");
+            key_join(kpath, kpath, sval(ka));
+            if (a >= SEC_MAX_KEYS)
+                return fail(ld, ka, kpath, "unknown key");
+            for (size_t b = 0; b < a; b++) {
+                yaml_node_t *kb =
+                    yaml_document_get_node(ld->doc, v->data.mapping.pairs.start[b].key);
+                if (strcmp(sval(kb), sval(ka)) == 0)
+                    return fail(ld, ka, kpath, "duplicate key");
+            }
+        }
+    }
+    if (c->sections[i].load(&s, c->section_data + c->sections[i].off) < 0)
+        return -1;
+    for (size_t a = 0; s.map && a < (size_t)(v->data.mapping.pairs.top -
+                                                v->data.mapping.pairs.start); a++)
+        if (!(s.used & (1u << a))) {
+            yaml_node_t *ka = yaml_document_get_node(ld->doc, v->data.mapping.pairs.start[a].key);
+            char kpath[KEYPATH_LEN];
+            key_join(kpath, path, ".");
+            key_join(kpath, kpath, sval(ka));
+            return fail(ld, ka, kpath, "unknown key");
+        }
+    return 0;
+}
+
+/* The pair of `key` in s (marked read), or -1. */
+static int sec_find(conf_sec_t *s, const char *key, const yaml_node_t **k, const yaml_node_t **v)
+{
+    if (s->map == NULL)
+        return -1;
+    yaml_node_pair_t *start = s->map->data.mapping.pairs.start;
+    size_t n = (size_t)(s->map->data.mapping.pairs.top - start);
+    for (size_t a = 0; a < n && a < SEC_MAX_KEYS; a++) {
+        yaml_node_t *ka = yaml_document_get_node(s->ld->doc, start[a].key);
+        if (strcmp(sval(ka), key) == 0) {
+            *k = ka;
+            *v = yaml_document_get_node(s->ld->doc, start[a].value);
+            s->used |= 1u << a;
+            return (int)a;
+        }
+    }
+    return -1;
+}
+
+/* Load `key` of s with a one-entry field table `f` (its off is 0) into out. */
+static int sec_load(conf_sec_t *s, const char *key, const struct field *f, void *out)
+{
+    const yaml_node_t *k, *v;
+    if (sec_find(s, key, &k, &v) < 0)
+        return 0;
+    char kpath[KEYPATH_LEN];
+    key_join(kpath, s->path, ".");
+    key_join(kpath, kpath, key);
+    return load_field(s->ld, f, k, v, out, kpath);
+}
+
+int conf_sec_u32(conf_sec_t *s, const char *key, uint32_t min, uint32_t max, uint32_t *out)
+{
+    const struct field f = {.key = key, .type = F_UINT, .size = sizeof(*out), .min = min,
+                            .max = max};
+    return sec_load(s, key, &f, out);
+}
+
+int conf_sec_u64(conf_sec_t *s, const char *key, uint64_t min, uint64_t max, uint64_t *out)
+{
+    const struct field f = {.key = key, .type = F_UINT, .size = sizeof(*out), .min = min,
+                            .max = max};
+    return sec_load(s, key, &f, out);
+}
+
+int conf_sec_bool(conf_sec_t *s, const char *key, uint8_t *out)
+{
+    const struct field f = {.key = key, .type = F_BOOL, .size = sizeof(*out)};
+    return sec_load(s, key, &f, out);
+}
+
+int conf_sec_str(conf_sec_t *s, const char *key, char *out, size_t size, int flags)
+{
+    const struct field f = {.key = key, .type = (flags & CONF_SEC_NONEMPTY) ? F_NAME : F_STR,
+                            .size = size};
+    return sec_load(s, key, &f, out);
+}
+
+int conf_sec_enum(conf_sec_t *s, const char *key, const char *const *names, uint8_t *out)
+{
+    const struct field f = {.key = key, .type = F_ENUM, .size = sizeof(*out), .names = names};
+    return sec_load(s, key, &f, out);
+}
+
+int conf_sec_has(const conf_sec_t *s, const char *key)
+{
+    if (s->map == NULL)
+        return 0;
+    for (yaml_node_pair_t *p = s->map->data.mapping.pairs.start;
+         p < s->map->data.mapping.pairs.top; p++)
+        if (strcmp(sval(yaml_document_get_node(s->ld->doc, p->key)), key) == 0)
+            return 1;
+    return 0;
+}
+
+int conf_sec_fail(conf_sec_t *s, const char *key, const char *fmt, ...)
+{
+    struct loader *ld = s->ld;
+    const yaml_node_t *at = s->map ? key_node(ld, s->map, key) : s->at;
+    if (at == s->map)
+        at = s->at;
+    char kpath[KEYPATH_LEN];
+    key_join(kpath, s->path, ".");
+    key_join(kpath, kpath, key);
+    if (ld->err == NULL || ld->errlen == 0)
+        return -1;
+    int n = snprintf(ld->err, ld->errlen, "%s:%zu: %s: ", ld->path,
+                     (size_t)at->start_mark.line + 1, kpath);
+    if (n < 0 || (size_t)n >= ld->errlen)
+        return -1;
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(ld->err + n, ld->errlen - (size_t)n, fmt, ap);
+    va_end(ap);
+    return -1;
+}
+
 /* Walk mapping `node` against `tab` (at most 32 entries).  `at` is where a
  * "not a mapping" error points.  Sets *seen_out to the bitmask of the keys
  * found. */
@@ -902,6 +1100,11 @@ static int load_map(struct loader *ld, const yaml_node_t *at, const yaml_node_t 
         size_t i = 0;
         while (i < n && strcmp(tab[i].key, sval(k)) != 0)
             i++;
+        if (i == n && tab == root_fields) { /* a module's section? */
+            int rc = load_section(ld, k, v, path);
+            if (rc <= 0)
+                return rc;
+        }
         if (i == n)
             return fail(ld, k, path, "unknown key");
         if (seen & (1u << i))
@@ -1097,4 +1300,12 @@ static void walk_fields(const conf_t *c, const struct field *fs, size_t n, const
 void conf_walk(const conf_t *c, conf_visit_fn fn, void *ud)
 {
     walk_fields(c, root_fields, NELEM(root_fields), c, fn, ud);
+    for (uint32_t i = 0; i < c->nsections; i++) {
+        const conf_section_t *sec = &c->sections[i];
+        if (sec->walk == NULL)
+            continue;
+        fn(ud, CONF_V_SECTION, sec->name, NULL, 0);
+        sec->walk(c->section_data + sec->off, fn, ud);
+        fn(ud, CONF_V_END, sec->name, NULL, 0);
+    }
 }

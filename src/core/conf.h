@@ -4,7 +4,10 @@
  * anonymous allowed).  conf_load() reads a YAML file (libyaml) over them.
  * Every key is known: an unknown key, a wrong type or an out-of-range value
  * is an error that names the file, the line and the key, and the broker
- * refuses to start.  config.example.yaml documents every key.
+ * refuses to start.  config.example.yaml documents every key.  A module
+ * (src/broker/module.h) owns a top-level section of its own: it declares
+ * it with conf_section_add() and reads its keys with the conf_sec_*
+ * readers, which check and report exactly as the tables of conf.c do.
  *
  * Read once at start-up by the main thread, then read-only: workers read it
  * without locks.
@@ -146,6 +149,21 @@ enum { CONF_ANON_NO = 0, CONF_ANON_YES, CONF_ANON_INHERIT };
 enum { CONF_JWT_HS256 = 0, CONF_JWT_RS256, CONF_JWT_ES256 };
 enum { CONF_JWT_FROM_PASSWORD = 0, CONF_JWT_FROM_USERNAME };
 
+/* A top-level section read by a module (src/broker/module.h) instead of
+ * the tables of conf.c: conf_load() hands its mapping to `load`, which
+ * reads each key with the conf_sec_* readers below; a key it did not read
+ * is an unknown key.  The values live in conf_t.section_data, at `off`. */
+#define CONF_MAX_SECTIONS 16
+#define CONF_SECTION_BYTES 4096 /* for every section's values together */
+typedef struct conf_sec_s conf_sec_t; /* one section being loaded */
+typedef void (*conf_visit_fn)(void *ud, int kind, const char *key, const char *s, uint64_t u);
+typedef struct {
+    const char *name;                            /* the top-level key */
+    int (*load)(conf_sec_t *s, void *values);    /* 0, or -1 from a conf_sec_* call */
+    void (*walk)(const void *values, conf_visit_fn fn, void *ud); /* display; NULL: none */
+    uint32_t off, size;                          /* values in conf_t.section_data */
+} conf_section_t;
+
 enum { CONF_AUTH_FORMAT_JSON = 0, CONF_AUTH_FORMAT_OPA };
 enum { CONF_AUTH_ON_ERROR_DENY = 0, CONF_AUTH_ON_ERROR_PASS };
 
@@ -232,6 +250,13 @@ typedef struct {
     /* events (src/broker/event.h) */
     uint32_t events_log;              /* events.log: kinds written as JSON lines to the
                                        * log (bit = event_kind_t), default none */
+    /* sections read by modules (conf_section_add, below): their
+     * descriptors and their values, inside conf_t so that a copy of the
+     * configuration carries them */
+    conf_section_t sections[CONF_MAX_SECTIONS];
+    uint32_t nsections;
+    uint32_t section_used;            /* bytes of section_data handed out */
+    _Alignas(16) unsigned char section_data[CONF_SECTION_BYTES];
 } conf_t;
 
 /* The event names of events.log, in event_kind_t order, NULL terminated. */
@@ -248,7 +273,6 @@ enum { CONF_LOG_TO_STDERR = 0, CONF_LOG_TO_FILE, CONF_LOG_TO_SYSLOG };
  * shown by path). */
 enum { CONF_V_SECTION, CONF_V_LIST, CONF_V_ITEM, CONF_V_END, CONF_V_STR, CONF_V_UINT,
        CONF_V_BOOL };
-typedef void (*conf_visit_fn)(void *ud, int kind, const char *key, const char *s, uint64_t u);
 void conf_walk(const conf_t *c, conf_visit_fn fn, void *ud);
 
 enum { CONF_SHARED_ROUND_ROBIN = 0, CONF_SHARED_RANDOM, CONF_SHARED_HASH_CLIENTID,
@@ -267,5 +291,37 @@ int conf_load(conf_t *c, const char *path, char *err, size_t errlen);
 /* 1 when the listener is bound to a loopback address (127.0.0.0/8, ::1):
  * only local clients reach it. */
 int conf_listener_loopback(const conf_listener_t *l);
+
+/* ---- module sections ---- */
+
+/* Declare section `name` (after conf_defaults, before conf_load): `size`
+ * zeroed bytes for its values, returned for the module to fill with its
+ * defaults.  NULL when the name is taken or the table or the space is
+ * full (a programming error: the caller aborts). */
+void *conf_section_add(conf_t *c, const char *name,
+                       int (*load)(conf_sec_t *s, void *values),
+                       void (*walk)(const void *values, conf_visit_fn fn, void *ud),
+                       size_t size);
+/* The values of section `name`, or NULL when it was not declared. */
+const void *conf_section_values(const conf_t *c, const char *name);
+
+/* Readers for a section's `load`.  A key absent from the file leaves *out
+ * as it is (the default) and returns 0; a present key is checked as the
+ * core keys are (same rules, same "PATH:LINE: section.key: problem"
+ * errors) and returns 0, or -1 with the error set: return it at once. */
+int conf_sec_u32(conf_sec_t *s, const char *key, uint32_t min, uint32_t max, uint32_t *out);
+int conf_sec_u64(conf_sec_t *s, const char *key, uint64_t min, uint64_t max, uint64_t *out);
+int conf_sec_bool(conf_sec_t *s, const char *key, uint8_t *out);
+/* A string into out[size]; CONF_SEC_NONEMPTY refuses an empty one. */
+enum { CONF_SEC_NONEMPTY = 1 };
+int conf_sec_str(conf_sec_t *s, const char *key, char *out, size_t size, int flags);
+/* One of the NULL-terminated names; its index into *out. */
+int conf_sec_enum(conf_sec_t *s, const char *key, const char *const *names, uint8_t *out);
+/* 1 when the file sets `key` in this section. */
+int conf_sec_has(const conf_sec_t *s, const char *key);
+/* A rule across keys: "PATH:LINE: section.key: problem", LINE of the key
+ * (of the section when the key is absent); always returns -1. */
+int conf_sec_fail(conf_sec_t *s, const char *key, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
 
 #endif

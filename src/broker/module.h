@@ -1,0 +1,114 @@
+/* module.h -- the table of modules: how a feature plugs into the broker.
+ *
+ * A module is one `module_t` (a name, an optional configuration section,
+ * life-cycle hooks, a per-worker context and tick) listed once in
+ * src/modules/modules.c.  The broker calls its hooks in this order:
+ *
+ *   conf_defaults   main thread, before conf_load: the section's defaults
+ *   conf_load       main thread, while the file is read: the section's keys
+ *                   through conf_sec_* (conf.h); errors are file:line:key
+ *                   and the broker refuses to start
+ *   init            server_init, after the workers exist and the store's
+ *                   sessions are loaded, before any thread runs: register
+ *                   event listeners (event.h) and inbox kinds, allocate
+ *                   the module's state (mi->state)
+ *   worker_init     server_init, main thread, once per worker after init:
+ *                   the worker's context (*ctx), reachable from the worker
+ *                   as module_worker_ctx(w, mi->index); may arm the tick
+ *   start           server_start, the workers running
+ *   stop            server_stop, the workers still running: stop producing
+ *                   (end the module's own threads)
+ *   worker_free     server_free, main thread, the workers joined
+ *   free            server_free, after every worker_free
+ *
+ * Hooks are optional (NULL).  A failing init, worker_init or start stops
+ * the start-up (logged by the module); free and worker_free are then still
+ * called for what was set up, so they accept a partial state.
+ *
+ * The tick: module_tick_arm(w, mi, delay_ms) arms the module's timer on
+ * worker w's wheel (from worker_init, or later on w's own thread); when it
+ * fires, tick(mi, w, ctx) runs on w and returns the delay to the next call
+ * in ms, or MODULE_TICK_OFF.  No module costs anything per message: the
+ * hot paths reach a module only through the event registry or an inbox
+ * kind it registered.
+ *
+ * Threads: module_inst_t is written by the main thread before the workers
+ * start and read-only afterwards (conf and state pointers; what state
+ * points to is the module's business).  A worker's context is touched by
+ * that worker only, between worker_init and worker_free.
+ */
+#ifndef ANTENNA_MODULE_H
+#define ANTENNA_MODULE_H
+
+#include <stdint.h>
+
+#include "conf.h"
+#include "server.h"
+#include "tw.h"
+
+typedef struct module_inst_s module_inst_t;
+
+#define MODULE_TICK_OFF UINT64_MAX
+
+typedef struct module_s {
+    const char *name; /* for the log, "heartbeat" */
+    /* configuration: a top-level section of the file, or section NULL */
+    const char *section;
+    size_t conf_size; /* bytes of the module's own config struct */
+    void (*conf_defaults)(void *conf);
+    int (*conf_load)(conf_sec_t *s, void *conf);
+    void (*conf_walk)(const void *conf, conf_visit_fn fn, void *ud); /* GET /api/v1/config */
+    /* life cycle (see above) */
+    int (*init)(module_inst_t *mi);
+    int (*start)(module_inst_t *mi);
+    void (*stop)(module_inst_t *mi);
+    void (*free)(module_inst_t *mi);
+    /* per worker */
+    int (*worker_init)(module_inst_t *mi, worker_t *w, void **ctx);
+    void (*worker_free)(module_inst_t *mi, worker_t *w, void *ctx);
+    uint64_t (*tick)(module_inst_t *mi, worker_t *w, void *ctx);
+} module_t;
+
+/* One module in a running server (server_t.modules[index]). */
+struct module_inst_s {
+    const module_t *m;
+    uint32_t index;
+    server_t *srv;
+    const void *conf; /* the section's values (srv->conf), or NULL */
+    void *state;      /* the module's, set by init */
+    uint8_t inited;   /* init succeeded: free will be called */
+};
+
+/* A module's place in a worker (worker_t.modules[index]). */
+typedef struct module_slot_s {
+    void *ctx;
+    tw_timer_t timer; /* the tick */
+    worker_t *w;
+    module_inst_t *mi;
+} module_slot_t;
+
+/* The list (src/modules/modules.c), NULL-terminated. */
+extern const module_t *const module_list[];
+
+/* main, after conf_defaults and before conf_load: declare every module's
+ * section and fill its defaults. */
+void module_conf_defaults(conf_t *c);
+
+/* server.c: each step over every module in list order. */
+int module_init_all(server_t *srv);  /* init, then worker_init on each worker */
+int module_start_all(server_t *srv);
+void module_stop_all(server_t *srv); /* in reverse order */
+void module_free_all(server_t *srv); /* free, in reverse order */
+/* worker.c (worker_free): every module's worker_free for w. */
+void module_worker_free(worker_t *w);
+
+/* Arm (or re-arm) mi's tick on worker w in delay_ms; w's thread, or the
+ * main thread before the workers start. */
+void module_tick_arm(worker_t *w, const module_inst_t *mi, uint64_t delay_ms);
+
+static inline void *module_worker_ctx(const worker_t *w, uint32_t index)
+{
+    return w->modules[index].ctx;
+}
+
+#endif

@@ -1,0 +1,18 @@
+/* modules.c -- the list of modules (module.h), in the order they are
+ * initialised and started (stopped and freed in reverse).
+ *
+ * Adding a module: its folder under src/modules/ (or its file in the
+ * subsystem it belongs to) defining a `const module_t`, and one line here.
+ */
+#include "module.h"
+
+#include "event_log.h"
+#include "sys.h"
+#include "modules/heartbeat/heartbeat.h"
+
+const module_t *const module_list[] = {
+    &sys_module,       /* $SYS/broker/... (src/broker/sys.c) */
+    &event_log_module, /* events.log (src/broker/event_log.c) */
+    &heartbeat_module, /* the example: heartbeat.* (src/modules/heartbeat) */
+    NULL,
+};
