@@ -1102,8 +1102,10 @@ static int load_map(struct loader *ld, const yaml_node_t *at, const yaml_node_t 
             i++;
         if (i == n && tab == root_fields) { /* a module's section? */
             int rc = load_section(ld, k, v, path);
-            if (rc <= 0)
-                return rc;
+            if (rc < 0)
+                return -1;
+            if (rc == 0)
+                continue;
         }
         if (i == n)
             return fail(ld, k, path, "unknown key");

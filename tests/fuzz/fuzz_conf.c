@@ -24,6 +24,7 @@
 #include <unistd.h>
 
 #include "conf.h"
+#include "module.h" /* the modules' sections: loaded like the broker loads them */
 
 #include "fuzz_check.h"
 
@@ -111,6 +112,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     conf_t *c = malloc(sizeof(*c)), *before = malloc(sizeof(*c)), *fresh = malloc(sizeof(*c));
     CHECK(c && before && fresh);
     conf_defaults(c);
+    module_conf_defaults(c);
     memcpy(before, c, sizeof(*c));
     memset(err, 'x', sizeof(err));
     int rc = conf_load(c, path, err, sizeof(err));
@@ -140,6 +142,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     text_t t2 = show(c);
     /* a second process: the same file over fresh defaults */
     conf_defaults(fresh);
+    module_conf_defaults(fresh);
     CHECK(conf_load(fresh, path, err, sizeof(err)) == 0);
     text_t t3 = show(fresh);
     CHECK(t1.n == t2.n && memcmp(t1.s, t2.s, t1.n) == 0);
