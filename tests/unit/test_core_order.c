@@ -17,6 +17,9 @@
  *                        the session: DISCONNECT 0x8E to the old
  *                        connection, the in-flight message resent (DUP)
  *                        to the new one
+ *   qos2_held            QoS 2: the PUBREC waits for the commit, and the
+ *                        PUBLISH and PUBREL to a durable subscriber each
+ *                        wait for the commit of their packet id's state
  *   acks_in_order        acknowledgements leave in publish order when
  *                        their batches commit together, and one that
  *                        wrote nothing waits behind a held one
@@ -258,6 +261,41 @@ static void takeover_v5(void **state)
     hc_close(pub);
 }
 
+/* QoS 2, both directions */
+static void qos2_held(void **state)
+{
+    harness_t *h = *state;
+    hclient_t *sub = client(h, MQTT_PROTO_V5, "q-sub", 1, 300);
+    assert_int_equal(hc_subscribe(sub, 1, "q/t", 2), 2);
+    hclient_t *pub = client(h, MQTT_PROTO_V5, "q-pub", 1, 0);
+    assert_true(harness_settle(h));
+
+    hc_publish(pub, "q/t", "twice", 2, 21);
+    assert_true(harness_wait_commits(h, 1));
+    expect_quiet(pub);
+    expect_quiet(sub);
+    harness_commit_release(h, 1);
+    expect_ack(pub, MQTT_PUBREC, 21, 0);
+    /* routed now; its packet id is recorded before the PUBLISH leaves */
+    assert_true(harness_wait_commits(h, 1));
+    expect_quiet(sub);
+    harness_commit_release(h, 1);
+    uint16_t pid = expect_publish(sub, "q/t", "twice", 2, 0);
+
+    hc_ack(sub, MQTT_PUBREC, pid);
+    assert_true(harness_wait_commits(h, 1));
+    expect_quiet(sub); /* the PUBREL waits for the PUBREC's record */
+    harness_commit_release(h, 1);
+    expect_ack(sub, MQTT_PUBREL, pid, 0);
+    hc_ack(sub, MQTT_PUBCOMP, pid);
+    hc_ack(pub, MQTT_PUBREL, 21);
+    expect_ack(pub, MQTT_PUBCOMP, 21, 0);
+    assert_true(harness_settle(h));
+    expect_quiet(sub);
+    hc_close(sub);
+    hc_close(pub);
+}
+
 /* (e) */
 static void acks_in_order(void **state)
 {
@@ -312,6 +350,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(failed_commit_v5, setup, teardown),
         cmocka_unit_test_setup_teardown(failed_commit_v311, setup, teardown),
         cmocka_unit_test_setup_teardown(takeover_v5, setup, teardown),
+        cmocka_unit_test_setup_teardown(qos2_held, setup, teardown),
         cmocka_unit_test_setup_teardown(acks_in_order, setup, teardown),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
