@@ -19,6 +19,8 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "auth_cause.h"
+
 typedef enum {
     AUTH_PASS = 0, /* no opinion: ask the next backend */
     AUTH_ALLOW,
@@ -49,7 +51,7 @@ struct auth_acl;              /* rules attached to one client (auth_acl.h) */
 
 typedef struct auth_answer {
     auth_verdict_t verdict;   /* ALLOW, DENY or PASS (never PENDING) */
-    uint8_t reason;           /* MQTT 5 reason code of a DENY (0x86, 0x87, 0x8C...) */
+    auth_cause_t cause;       /* why a DENY (auth_cause.h); AUTH_OK: the chain picks */
     struct auth_acl *acl;     /* optional: rules for this client (JWT claims, Redis, HTTP) */
     char *username;           /* optional: the user as the backend names it (malloc'd) */
 } auth_answer_t;

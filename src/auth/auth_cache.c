@@ -18,7 +18,7 @@
 
 struct entry {
     uint8_t key[AUTH_CACHE_KEY_LEN];
-    uint8_t verdict, reason;
+    uint8_t verdict, cause;
     uint64_t expires_ms;
     char *acl_text;               /* NULL when the answer has no rules */
     struct entry *hnext;          /* bucket chain */
@@ -131,7 +131,7 @@ static void drop(auth_cache_t *c, struct entry **slot, struct entry *e)
 }
 
 int auth_cache_get(auth_cache_t *c, const uint8_t key[AUTH_CACHE_KEY_LEN], uint64_t now_ms,
-                   auth_verdict_t *verdict, uint8_t *reason, char **acl_text)
+                   auth_verdict_t *verdict, auth_cause_t *cause, char **acl_text)
 {
     if (acl_text)
         *acl_text = NULL;
@@ -145,7 +145,7 @@ int auth_cache_get(auth_cache_t *c, const uint8_t key[AUTH_CACHE_KEY_LEN], uint6
         drop(c, slot, e);
     } else if (e) {
         *verdict = (auth_verdict_t)e->verdict;
-        *reason = e->reason;
+        *cause = (auth_cause_t)e->cause;
         if (acl_text && e->acl_text)
             *acl_text = an_strndup(e->acl_text, strlen(e->acl_text));
         hit = 1;
@@ -155,7 +155,7 @@ int auth_cache_get(auth_cache_t *c, const uint8_t key[AUTH_CACHE_KEY_LEN], uint6
 }
 
 void auth_cache_put(auth_cache_t *c, const uint8_t key[AUTH_CACHE_KEY_LEN], uint64_t now_ms,
-                    auth_verdict_t verdict, uint8_t reason, const char *acl_text)
+                    auth_verdict_t verdict, auth_cause_t cause, const char *acl_text)
 {
     if (c == NULL)
         return;
@@ -171,7 +171,7 @@ void auth_cache_put(auth_cache_t *c, const uint8_t key[AUTH_CACHE_KEY_LEN], uint
     struct entry *e = an_malloc(sizeof(*e));
     memcpy(e->key, key, AUTH_CACHE_KEY_LEN);
     e->verdict = (uint8_t)verdict;
-    e->reason = reason;
+    e->cause = (uint8_t)cause;
     e->acl_text = acl_text ? an_strndup(acl_text, strlen(acl_text)) : NULL;
     e->expires_ms = now_ms + c->ttl_ms;
     slot = &c->buckets[bucket_of(c, key)];

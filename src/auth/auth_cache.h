@@ -39,10 +39,10 @@ int auth_cache_key(uint8_t action, const char *client_id, const char *username,
  * entry found on the way is dropped).  acl_text, when not NULL, gets a
  * malloc'd copy of the entry's rule text, or NULL when it has none. */
 int auth_cache_get(auth_cache_t *c, const uint8_t key[AUTH_CACHE_KEY_LEN], uint64_t now_ms,
-                   auth_verdict_t *verdict, uint8_t *reason, char **acl_text);
+                   auth_verdict_t *verdict, auth_cause_t *cause, char **acl_text);
 /* acl_text may be NULL; it is copied. */
 void auth_cache_put(auth_cache_t *c, const uint8_t key[AUTH_CACHE_KEY_LEN], uint64_t now_ms,
-                    auth_verdict_t verdict, uint8_t reason, const char *acl_text);
+                    auth_verdict_t verdict, auth_cause_t cause, const char *acl_text);
 size_t auth_cache_len(auth_cache_t *c);
 /* Forget every entry (a reloaded password file). */
 void auth_cache_clear(auth_cache_t *c);

@@ -84,9 +84,9 @@ typedef struct {
 
 /* ---- the answer ---- */
 
-static uint8_t deny_reason(uint8_t action)
+static auth_cause_t deny_cause(uint8_t action)
 {
-    return action == AUTH_ACT_CONNECT ? 0x86 : 0x87;
+    return action == AUTH_ACT_CONNECT ? AUTH_BAD_CREDENTIALS : AUTH_NOT_AUTHORIZED;
 }
 
 static void error_answer(http_backend_t *h, uint8_t action, auth_answer_t *a)
@@ -96,7 +96,7 @@ static void error_answer(http_backend_t *h, uint8_t action, auth_answer_t *a)
         a->verdict = AUTH_PASS;
     } else {
         a->verdict = AUTH_DENY;
-        a->reason = action == AUTH_ACT_CONNECT ? 0x88 : 0x87;
+        a->cause = action == AUTH_ACT_CONNECT ? AUTH_BACKEND_UNAVAILABLE : AUTH_NOT_AUTHORIZED;
     }
 }
 
@@ -362,14 +362,14 @@ static void on_answer(void *arg, const httpc_result_t *res)
     a.verdict = v;
     a.acl = acl;
     if (v == AUTH_DENY)
-        a.reason = deny_reason(j->action);
+        a.cause = deny_cause(j->action);
     an_counter_t *counter = v == AUTH_ALLOW ? &h->allowed : v == AUTH_DENY ? &h->denied
                                                                             : &h->ignored;
     STAT_ADD(*counter, 1);
     uint8_t key[AUTH_CACHE_KEY_LEN];
     if (h->cache && auth_cache_key(j->action, j->client_id, j->username, j->password,
                                    j->password_len, j->cert_user, j->topic, key) == 0)
-        auth_cache_put(h->cache, key, an_now_ms(), v, a.reason, acl_text);
+        auth_cache_put(h->cache, key, an_now_ms(), v, a.cause, acl_text);
     free(acl_text);
     log_debug("auth http: %s of client '%s': %s", auth_action_name(j->action), j->client_id,
               v == AUTH_ALLOW ? "allow" : v == AUTH_DENY ? "deny" : "ignore");
@@ -388,13 +388,13 @@ static auth_verdict_t http_check(auth_backend_t *b, const auth_request_t *r, aut
     if (h->cache && auth_cache_key(r->action, r->client_id, r->username, r->password,
                                    r->password_len, r->cert_user, r->topic, key) == 0) {
         auth_verdict_t v;
-        uint8_t reason;
+        auth_cause_t cause;
         char *acl_text = NULL;
-        if (auth_cache_get(h->cache, key, now, &v, &reason, &acl_text)) {
+        if (auth_cache_get(h->cache, key, now, &v, &cause, &acl_text)) {
             atomic_fetch_add_explicit(&h->cache_hits, 1, memory_order_relaxed);
             memset(out, 0, sizeof(*out));
             out->verdict = v;
-            out->reason = reason;
+            out->cause = cause;
             if (acl_text && done) { /* rules checked when cached: they parse */
                 char err[160];
                 out->acl = auth_acl_from_lines(acl_text, "webhook acl", err, sizeof(err));
@@ -445,7 +445,7 @@ static auth_verdict_t http_check(auth_backend_t *b, const auth_request_t *r, aut
             out->verdict = AUTH_PASS;
         } else {
             out->verdict = AUTH_DENY;
-            out->reason = 0x97; /* quota exceeded */
+            out->cause = AUTH_BUSY;
         }
         return out->verdict;
     }

@@ -254,7 +254,7 @@ static auth_verdict_t deny(auth_answer_t *out, const auth_request_t *r, const ch
 {
     log_info("JWT refused for client '%s' (%s): %s", r->client_id, r->peer ? r->peer : "?",
              why);
-    out->reason = 0x86;
+    out->cause = AUTH_BAD_CREDENTIALS;
     return out->verdict = AUTH_DENY;
 }
 

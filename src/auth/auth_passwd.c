@@ -472,7 +472,7 @@ static auth_verdict_t verify_now(pw_backend_t *pb, const char *user, const uint8
     }
     if (!known)
         return out->verdict = AUTH_PASS; /* not ours: maybe the next backend's */
-    out->reason = 0x86; /* bad user name or password */
+    out->cause = AUTH_BAD_CREDENTIALS;
     return out->verdict = AUTH_DENY;
 }
 
@@ -514,14 +514,15 @@ static auth_verdict_t pw_check(auth_backend_t *b, const auth_request_t *r, auth_
         pthread_rwlock_unlock(&pb->lock);
         if (!known)
             return out->verdict = AUTH_PASS;
-        out->reason = 0x86;
+        out->cause = AUTH_BAD_CREDENTIALS;
         return out->verdict = AUTH_DENY;
     }
     if (pb->cache) {
-        uint8_t key[AUTH_CACHE_KEY_LEN], reason;
+        uint8_t key[AUTH_CACHE_KEY_LEN];
+        auth_cause_t cause;
         auth_verdict_t v;
         if (cache_key(pb, r->username, r->password, r->password_len, key) == 0 &&
-            auth_cache_get(pb->cache, key, an_now_ms(), &v, &reason, NULL) && v == AUTH_ALLOW) {
+            auth_cache_get(pb->cache, key, an_now_ms(), &v, &cause, NULL) && v == AUTH_ALLOW) {
             atomic_fetch_add_explicit(&pb->cache_hits, 1, memory_order_relaxed);
             return out->verdict = AUTH_ALLOW;
         }
@@ -537,7 +538,7 @@ static auth_verdict_t pw_check(auth_backend_t *b, const auth_request_t *r, auth_
             log_warn("password file: %u checks waiting, client '%s' (%s) refused (0x97) "
                      "(%llu so far)", (unsigned)jobq_cap(pb->q), r->client_id ? r->client_id : "",
                      r->peer ? r->peer : "", (unsigned long long)n + 1);
-        out->reason = 0x97; /* quota exceeded */
+        out->cause = AUTH_BUSY;
         return out->verdict = AUTH_DENY;
     }
     return AUTH_PENDING;

@@ -256,7 +256,7 @@ static int lookup_connect(rconn_t *c, const auth_job_t *j, auth_answer_t *a, cha
     }
     if (ok == 0) {
         a->verdict = AUTH_DENY;
-        a->reason = 0x86;
+        a->cause = AUTH_BAD_CREDENTIALS;
         rc = LOOK_OK;
         goto out;
     }
@@ -324,7 +324,7 @@ failed:
         a.verdict = AUTH_PASS;
     } else {
         a.verdict = AUTH_DENY;
-        a.reason = 0x88; /* server unavailable */
+        a.cause = AUTH_BACKEND_UNAVAILABLE;
     }
     if (auth_ratelog_ok(&c->ratelog, "auth redis"))
         log_warn("auth redis: connect of client '%s' (%s, user '%s'): %s: %s", j->client_id,
@@ -380,7 +380,7 @@ static auth_verdict_t redis_check(auth_backend_t *b, const auth_request_t *r,
         out->verdict = AUTH_PASS;
     } else {
         out->verdict = AUTH_DENY;
-        out->reason = 0x97; /* quota exceeded */
+        out->cause = AUTH_BUSY;
     }
     return out->verdict;
 }

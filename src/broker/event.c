@@ -63,14 +63,3 @@ const char *event_drop_reason_name(event_drop_reason_t r)
     return (unsigned)r < EVENT_DROP_REASONS ? names[r] : "?";
 }
 
-const char *event_auth_cause_name(event_auth_cause_t c)
-{
-    static const char *const names[EVENT_AUTH_CAUSES] = {
-        [EVENT_AUTH_DENIED] = "denied",
-        [EVENT_AUTH_ANONYMOUS] = "anonymous",
-        [EVENT_AUTH_BANNED] = "banned",
-        [EVENT_AUTH_METHOD] = "method_failed",
-        [EVENT_AUTH_CLIENT_ID] = "client_id_not_bound",
-    };
-    return (unsigned)c < EVENT_AUTH_CAUSES ? names[c] : "?";
-}

@@ -30,6 +30,7 @@
 
 #include <stdint.h>
 
+#include "auth_cause.h"
 #include "msg.h"
 
 struct worker_s;
@@ -78,19 +79,10 @@ typedef struct {
     uint8_t by_client;   /* the client sent DISCONNECT */
 } event_disconnected_t;
 
-typedef enum {
-    EVENT_AUTH_DENIED = 0,  /* a backend or auth.default refused the credentials */
-    EVENT_AUTH_ANONYMOUS,   /* no credentials where anonymous clients are refused */
-    EVENT_AUTH_BANNED,      /* the address or user name is banned (auth.ban) */
-    EVENT_AUTH_METHOD,      /* MQTT 5 enhanced authentication failed (SCRAM) */
-    EVENT_AUTH_CLIENT_ID,   /* the client id is not the user's (client_id_binding) */
-    EVENT_AUTH_CAUSES
-} event_auth_cause_t;
-
 typedef struct {
     event_client_t client; /* client_id may be NULL (refused before it was read) */
     const char *reason;    /* the log line's text */
-    event_auth_cause_t cause;
+    auth_cause_t cause;    /* auth_cause.h: the same causes the backends give */
     uint8_t reason_code;   /* the MQTT 5 CONNACK/DISCONNECT reason code */
 } event_auth_failed_t;
 
@@ -217,6 +209,6 @@ void event_emit(struct worker_s *w, const event_bus_t *b, event_kind_t kind, con
 const char *event_name(event_kind_t kind);
 int event_parse(const char *name);
 const char *event_drop_reason_name(event_drop_reason_t r);
-const char *event_auth_cause_name(event_auth_cause_t c);
+/* (an auth_failed cause has its name from auth_cause_name, auth_cause.h) */
 
 #endif

@@ -154,7 +154,7 @@ static void on_event(struct worker_s *w, event_kind_t kind, const void *data, vo
     case EVENT_AUTH_FAILED: {
         const event_auth_failed_t *e = data;
         jl_client(&b, &e->client);
-        jl_strz(&b, "cause", event_auth_cause_name(e->cause));
+        jl_strz(&b, "cause", auth_cause_name(e->cause));
         jl_num(&b, "reason_code", e->reason_code);
         jl_strz(&b, "reason", e->reason);
         break;

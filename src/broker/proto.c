@@ -113,7 +113,7 @@ static void send_ack_after(conn_t *c, uint8_t type, uint16_t pid, uint8_t reason
 /* auth_failed.  The client id: the CONNECT's (ck), else the one the auth
  * state kept (an asynchronous answer, an enhanced authentication), else
  * the session's (re-authentication), else none. */
-static void emit_auth_failed(conn_t *c, const mqtt_connect_t *ck, event_auth_cause_t cause,
+static void emit_auth_failed(conn_t *c, const mqtt_connect_t *ck, auth_cause_t cause,
                              uint8_t rc5, const char *why)
 {
     worker_t *w = c->w;
@@ -385,13 +385,24 @@ static void hold(conn_t *c)
     conn_unwatch(c);
 }
 
+/* An authentication refusal for cause (auth_cause.h: the one map to the
+ * CONNACK codes), with its auth_failed event. */
+static int refuse_auth(conn_t *c, const mqtt_connect_t *ck, auth_cause_t cause, const char *why)
+{
+    uint8_t rc5 = auth_cause_reason_v5(cause);
+    if (event_wanted(c->w->srv, EVENT_AUTH_FAILED))
+        emit_auth_failed(c, ck, cause, rc5, why);
+    return refuse(c, ck, auth_cause_connack_v3(cause), rc5, why);
+}
+
 /* A banned address: the refusal leaves after auth.ban.delay_ms (the
  * connection timer), so a client retrying in a loop is slowed down. */
-static int refuse_later(conn_t *c, const mqtt_connect_t *ck, uint8_t rc3, uint8_t rc5)
+static int refuse_later(conn_t *c, const mqtt_connect_t *ck)
 {
     worker_t *w = c->w;
+    uint8_t rc3 = auth_cause_connack_v3(AUTH_BANNED), rc5 = auth_cause_reason_v5(AUTH_BANNED);
     if (event_wanted(w->srv, EVENT_AUTH_FAILED))
-        emit_auth_failed(c, ck, EVENT_AUTH_BANNED, rc5, "address banned (brute-force protection)");
+        emit_auth_failed(c, ck, AUTH_BANNED, rc5, "address banned (brute-force protection)");
     conn_ext_t *x = conn_ext(c);
     if (x->auth == NULL)
         x->auth = an_calloc(1, sizeof(*x->auth));
@@ -441,16 +452,14 @@ static int auth_decided(conn_t *c, auth_verdict_t v, auth_answer_t *ans, int cre
     peer_text(c, peer, sizeof(peer));
     if (v != AUTH_ALLOW) {
         STAT_ADD(w->stats.auth_failure, 1);
-        uint8_t rc5 = ans->reason >= 0x80 ? ans->reason
-                      : credentials       ? MQTT_RC_BAD_USERNAME_OR_PASSWORD
-                                          : MQTT_RC_NOT_AUTHORIZED;
-        uint8_t rc3 = rc5 == MQTT_RC_BAD_USERNAME_OR_PASSWORD ? MQTT_CONNACK_BAD_CREDENTIALS
-                                                               : MQTT_CONNACK_NOT_AUTHORIZED;
+        /* a DENY without a cause: the credentials were wrong, or there
+         * were none and the default refuses */
+        auth_cause_t cause = ans->cause != AUTH_OK ? ans->cause
+                             : credentials        ? AUTH_BAD_CREDENTIALS
+                                                  : AUTH_NOT_AUTHORIZED;
         auth_answer_clear(ans);
         ban_failure(c, user, peer);
-        if (event_wanted(w->srv, EVENT_AUTH_FAILED))
-            emit_auth_failed(c, NULL, EVENT_AUTH_DENIED, rc5, "authentication failed");
-        return refuse(c, NULL, rc3, rc5, "authentication failed");
+        return refuse_auth(c, NULL, cause, "authentication failed");
     }
     STAT_ADD(w->stats.auth_success, 1);
     auth_ban_success(auth_chain_ban(w->srv->auth), c->listener, user);
@@ -486,7 +495,7 @@ static int authenticate(conn_t *c, const mqtt_connect_t *ck, const mqtt_raw_t *p
     free(user);
     if (banned) {
         STAT_ADD(w->stats.auth_banned, 1);
-        return refuse_later(c, ck, MQTT_CONNACK_NOT_AUTHORIZED, MQTT_RC_BANNED);
+        return refuse_later(c, ck);
     }
     /* nothing configured to decide: keep idle clients small (no state) */
     if (auth_chain_trivial(ch, c->listener)) {
@@ -588,7 +597,7 @@ static int method_result(conn_t *c, auth_method_rc_t rc, auth_method_out_t *out,
         free(out->data);
         free(out->user);
         STAT_ADD(w->stats.auth_banned, 1);
-        return refuse_later(c, NULL, MQTT_CONNACK_NOT_AUTHORIZED, MQTT_RC_BANNED);
+        return refuse_later(c, NULL);
     }
     if (rc == AUTH_METHOD_FAIL) {
         free(out->data);
@@ -600,13 +609,12 @@ static int method_result(conn_t *c, auth_method_rc_t rc, auth_method_out_t *out,
         char why[160];
         snprintf(why, sizeof(why), "%s authentication failed: %s", m->name,
                  out->why ? out->why : "?");
+        if (!reauth)
+            return refuse_auth(c, NULL, AUTH_METHOD_FAILED, why);
+        /* after CONNACK: a DISCONNECT, not authorized any more */
         if (event_wanted(w->srv, EVENT_AUTH_FAILED))
-            emit_auth_failed(c, NULL, EVENT_AUTH_METHOD,
-                             reauth ? MQTT_RC_NOT_AUTHORIZED : MQTT_RC_BAD_USERNAME_OR_PASSWORD,
-                             why);
-        if (reauth)
-            return close_with(c, MQTT_RC_NOT_AUTHORIZED, "re-authentication", why);
-        return refuse(c, NULL, MQTT_CONNACK_BAD_CREDENTIALS, MQTT_RC_BAD_USERNAME_OR_PASSWORD, why);
+            emit_auth_failed(c, NULL, AUTH_METHOD_FAILED, MQTT_RC_NOT_AUTHORIZED, why);
+        return close_with(c, MQTT_RC_NOT_AUTHORIZED, "re-authentication", why);
     }
     STAT_ADD(w->stats.auth_success, 1);
     auth_ban_success(auth_chain_ban(w->srv->auth), c->listener, out->user);
@@ -649,8 +657,7 @@ static int enhanced_start(conn_t *c, const mqtt_connect_t *ck, const mqtt_raw_t 
     const auth_method_t *m = auth_method_find(w->srv->auth, pr->auth_method.p,
                                               pr->auth_method.len);
     if (m == NULL)
-        return refuse(c, ck, 0, MQTT_RC_BAD_AUTHENTICATION_METHOD,
-                      "authentication method not supported");
+        return refuse_auth(c, ck, AUTH_BAD_METHOD, "authentication method not supported");
     conn_ext_t *x = conn_ext(c);
     if (x->auth == NULL)
         x->auth = an_calloc(1, sizeof(*x->auth));
@@ -658,7 +665,7 @@ static int enhanced_start(conn_t *c, const mqtt_connect_t *ck, const mqtt_raw_t 
     if (auth_ban_blocked(auth_chain_ban(w->srv->auth), c->listener, c->peer.family, c->peer.addr,
                          NULL, w->now)) {
         STAT_ADD(w->stats.auth_banned, 1);
-        return refuse_later(c, ck, MQTT_CONNACK_NOT_AUTHORIZED, MQTT_RC_BANNED);
+        return refuse_later(c, ck);
     }
     free(ac->client_id); /* for an auth_failed event before the replay */
     ac->client_id = an_strndup((const char *)ck->client_id.p, ck->client_id.len);
@@ -862,11 +869,7 @@ static int on_connect(conn_t *c, const mqtt_raw_t *pkt, const uint8_t *rest, siz
                                                                 : lst->allow_anonymous;
     if (anonymous && !anon_ok) {
         STAT_ADD(w->stats.auth_failure, 1);
-        if (event_wanted(w->srv, EVENT_AUTH_FAILED))
-            emit_auth_failed(c, &ck, EVENT_AUTH_ANONYMOUS, MQTT_RC_NOT_AUTHORIZED,
-                             "anonymous clients are not allowed");
-        return refuse(c, &ck, MQTT_CONNACK_NOT_AUTHORIZED, MQTT_RC_NOT_AUTHORIZED,
-                      "anonymous clients are not allowed");
+        return refuse_auth(c, &ck, AUTH_ANONYMOUS, "anonymous clients are not allowed");
     }
     if (ck.keepalive > cf->max_keepalive) {
         if (ck.proto != MQTT_PROTO_V5 && cf->keepalive_over_max == CONF_KEEPALIVE_REFUSE)
@@ -899,12 +902,9 @@ static int on_connect(conn_t *c, const mqtt_raw_t *pkt, const uint8_t *rest, siz
             user = named = an_strndup((const char *)ck.username.p, ck.username.len);
         int bound = client_id_bound(cf, user, id, id_len, t.assigned);
         free(named);
-        if (!bound && event_wanted(w->srv, EVENT_AUTH_FAILED))
-            emit_auth_failed(c, &ck, EVENT_AUTH_CLIENT_ID, MQTT_RC_CLIENT_ID_NOT_VALID,
-                             "client id not bound to the user (auth.client_id_binding)");
         if (!bound)
-            return refuse(c, &ck, MQTT_CONNACK_ID_REJECTED, MQTT_RC_CLIENT_ID_NOT_VALID,
-                          "client id not bound to the user (auth.client_id_binding)");
+            return refuse_auth(c, &ck, AUTH_CLIENT_ID_REFUSED,
+                               "client id not bound to the user (auth.client_id_binding)");
         if (ck.will_flag && !auth_chain_acl(w->srv->auth, ac, AUTH_ACT_PUBLISH, ck.will_topic.p,
                                             ck.will_topic.len, 0)) {
             STAT_ADD(w->stats.acl_denied, 1);

@@ -224,6 +224,8 @@ struct ssl_st *server_tls_new(server_t *srv, uint32_t listener, int fd);
 /* Worker side (worker.c). */
 int worker_init(worker_t *w, server_t *srv, uint32_t id);
 void *worker_main(void *arg);
+/* One loop turn by hand (tests): 1 running, 0 stopped (WM_STOP), -1 error. */
+int worker_turn(worker_t *w, int timeout_ms);
 void worker_free(worker_t *w);
 /* Register the handler of inbox item kind `kind` (1..WM_KINDS-1, once),
  * before any item of that kind is posted. */

@@ -389,6 +389,28 @@ void *worker_main(void *arg)
     return NULL;
 }
 
+/* One turn of worker_main's loop, by hand (the in-process harness,
+ * tests/harness/harness.h): waits at most timeout_ms (0: not at all) or
+ * until the next timer, runs what is ready, the timers due and the end of
+ * the turn.  After a WM_STOP it shuts the worker down as worker_main does
+ * and returns 0; otherwise 1, or -1 when the loop failed.  The steps must
+ * stay those of worker_main. */
+int worker_turn(worker_t *w, int timeout_ms)
+{
+    if (w->stopping)
+        return 0;
+    int64_t t = tw_next_timeout(&w->tw);
+    int timeout = t >= 0 && t < timeout_ms ? (int)t : timeout_ms;
+    if (ev_loop_run_once(&w->loop, timeout) < 0)
+        return -1;
+    tw_advance(&w->tw, w->now);
+    end_of_turn(w);
+    if (!w->stopping)
+        return 1;
+    shutdown_worker(w);
+    return 0;
+}
+
 /* Every second: the session gauges (sessions, inflight, queued) of this
  * worker, summed over its own sessions.  A walk of the session table costs
  * a few microseconds per thousand sessions; counting at every ring change

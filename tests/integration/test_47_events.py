@@ -244,7 +244,7 @@ def test_auth_and_acl_events(broker, tmp_path):
     c = b.raw()
     assert c.connect("alice-1", username="alice", password="wrong").rc != 0
     e = wait_event(b, "auth_failed", client_id="alice-1")
-    assert e["cause"] == "denied" and e["reason_code"] == 0x86 and e["username"] == "alice"
+    assert e["cause"] == "bad_credentials" and e["reason_code"] == 0x86 and e["username"] == "alice"
     c = b.raw()
     assert c.connect("anon-1").rc != 0
     e = wait_event(b, "auth_failed", client_id="anon-1")

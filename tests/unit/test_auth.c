@@ -391,7 +391,7 @@ static void test_passwd_backend(void **state)
     assert_int_equal(b->check(b, &r, &a, NULL, NULL), AUTH_ALLOW);
     r.password = (const uint8_t *)"t";
     assert_int_equal(b->check(b, &r, &a, NULL, NULL), AUTH_DENY);
-    assert_int_equal(a.reason, 0x86);
+    assert_int_equal(a.cause, AUTH_BAD_CREDENTIALS);
     r.username = "zed";
     assert_int_equal(b->check(b, &r, &a, NULL, NULL), AUTH_PASS);
     /* a bad file on reload keeps the users */

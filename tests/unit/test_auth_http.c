@@ -321,11 +321,11 @@ static void test_allow_deny_status(void **state)
     websrv_answer(w, 403, "", 0);
     a = ask_wait(b, AUTH_ACT_CONNECT, "dev1", "alice", "wrong");
     assert_int_equal(a.verdict, AUTH_DENY);
-    assert_int_equal(a.reason, 0x86);
+    assert_int_equal(a.cause, AUTH_BAD_CREDENTIALS);
     websrv_answer(w, 401, "", 0);
     a = ask_wait(b, AUTH_ACT_SUBSCRIBE, "dev1", "alice", "wrong");
     assert_int_equal(a.verdict, AUTH_DENY);
-    assert_int_equal(a.reason, 0x87);
+    assert_int_equal(a.cause, AUTH_NOT_AUTHORIZED);
 
     auth_http_stats_t st;
     auth_http_stats(b, &st);
@@ -388,15 +388,15 @@ static void test_opa_format(void **state)
     websrv_answer(w, 200, "{\"result\": false}", 0);
     auth_answer_t a = ask_wait(b, AUTH_ACT_PUBLISH, "c9", "bob", "pw");
     assert_int_equal(a.verdict, AUTH_DENY);
-    assert_int_equal(a.reason, 0x87);
+    assert_int_equal(a.cause, AUTH_NOT_AUTHORIZED);
     /* OPA's answer for an undefined document: no "result" is an error */
     websrv_answer(w, 200, "{}", 0);
     a = ask_wait(b, AUTH_ACT_CONNECT, "c9", "bob", "pw");
     assert_int_equal(a.verdict, AUTH_DENY);
-    assert_int_equal(a.reason, 0x88);
+    assert_int_equal(a.cause, AUTH_BACKEND_UNAVAILABLE);
     /* strings are for the json format only */
     websrv_answer(w, 200, "{\"result\": \"allow\"}", 0);
-    assert_int_equal(ask_wait(b, AUTH_ACT_CONNECT, "c9", "bob", "pw").reason, 0x88);
+    assert_int_equal(ask_wait(b, AUTH_ACT_CONNECT, "c9", "bob", "pw").cause, AUTH_BACKEND_UNAVAILABLE);
     b->destroy(b);
     free(c);
     websrv_stop(w);
@@ -426,7 +426,7 @@ static void test_cache_hit_and_expiry(void **state)
     websrv_answer(w, 403, "", 0);
     assert_int_equal(ask_wait(b, AUTH_ACT_CONNECT, "c2", "u", "p").verdict, AUTH_DENY);
     assert_int_equal(ask(b, &box, 2, AUTH_ACT_CONNECT, "c2", "u", "p", NULL, &now), AUTH_DENY);
-    assert_int_equal(now.reason, 0x86);
+    assert_int_equal(now.cause, AUTH_BAD_CREDENTIALS);
     assert_int_equal(atomic_load(&w->requests), 3);
     /* past the TTL: asked again */
     usleep(400 * 1000);
@@ -497,7 +497,7 @@ static void test_acl_in_answer(void **state)
         websrv_answer(w, 200, bad[i], 0);
         a = ask_wait(b, AUTH_ACT_CONNECT, cid, "u", "p");
         assert_int_equal(a.verdict, AUTH_DENY);
-        assert_int_equal(a.reason, 0x88);
+        assert_int_equal(a.cause, AUTH_BACKEND_UNAVAILABLE);
         assert_null(a.acl);
     }
     box_destroy(&box);
@@ -516,7 +516,7 @@ static void test_errors_not_cached(void **state)
     websrv_answer(w, 500, "oops", 0);
     auth_answer_t a = ask_wait(b, AUTH_ACT_CONNECT, "c", "u", "p");
     assert_int_equal(a.verdict, AUTH_DENY);
-    assert_int_equal(a.reason, 0x88);
+    assert_int_equal(a.cause, AUTH_BACKEND_UNAVAILABLE);
     websrv_answer(w, 204, "", 0);
     assert_int_equal(ask_wait(b, AUTH_ACT_CONNECT, "c", "u", "p").verdict, AUTH_ALLOW);
     assert_int_equal(atomic_load(&w->requests), 2);
@@ -542,7 +542,7 @@ static void test_garbage_body(void **state)
         websrv_answer(w, 200, garbage[i], 0);
         auth_answer_t a = ask_wait(b, AUTH_ACT_CONNECT, "c", "u", "p");
         assert_int_equal(a.verdict, AUTH_DENY);
-        assert_int_equal(a.reason, 0x88);
+        assert_int_equal(a.cause, AUTH_BACKEND_UNAVAILABLE);
     }
     auth_http_stats_t st;
     auth_http_stats(b, &st);
@@ -569,7 +569,7 @@ static void test_webhook_down(void **state)
     uint64_t t0 = an_now_ms();
     auth_answer_t a = ask_wait(b, AUTH_ACT_CONNECT, "c", "u", "p");
     assert_int_equal(a.verdict, AUTH_DENY);
-    assert_int_equal(a.reason, 0x88);
+    assert_int_equal(a.cause, AUTH_BACKEND_UNAVAILABLE);
     assert_true(an_now_ms() - t0 < 1000); /* refused at once, not a timeout */
     auth_http_stats_t st;
     auth_http_stats(b, &st);
@@ -605,7 +605,7 @@ static void test_slow_webhook_times_out(void **state)
     assert_int_equal(box_wait(&box, 20, 5000), 20);
     for (int i = 0; i < 20; i++) {
         assert_int_equal(box.a[i].verdict, AUTH_DENY);
-        assert_int_equal(box.a[i].reason, 0x88);
+        assert_int_equal(box.a[i].cause, AUTH_BACKEND_UNAVAILABLE);
         assert_true(box.at_ms[i] - t0 >= 250);
         if (box.at_ms[i] - t0 >= 2500)
             fail_msg("answer %d after %llu ms", i, (unsigned long long)(box.at_ms[i] - t0));
@@ -639,7 +639,7 @@ static void test_queue_full(void **state)
     assert_int_equal(ask(b, &box, 1, AUTH_ACT_CONNECT, "q1", "u", "p", NULL, NULL), AUTH_PENDING);
     assert_int_equal(ask(b, &box, 2, AUTH_ACT_CONNECT, "q2", "u", "p", NULL, NULL), AUTH_PENDING);
     assert_int_equal(ask(b, &box, 3, AUTH_ACT_CONNECT, "q3", "u", "p", NULL, &now), AUTH_DENY);
-    assert_int_equal(now.reason, 0x97);
+    assert_int_equal(now.cause, AUTH_BUSY);
     assert_int_equal(box_wait(&box, 2, 5000), 2);
     /* room again once they are answered */
     websrv_answer(w, 204, "", 0);
@@ -728,7 +728,7 @@ static void test_urls_round_robin_and_failover(void **state)
     b = start(c);
     auth_answer_t a = ask_wait(b, AUTH_ACT_CONNECT, "down", "u", "p");
     assert_int_equal(a.verdict, AUTH_DENY);
-    assert_int_equal(a.reason, 0x88);
+    assert_int_equal(a.cause, AUTH_BACKEND_UNAVAILABLE);
     auth_http_stats(b, &st);
     assert_int_equal(st.errors, 1);
     assert_int_equal(st.requests, 2);
@@ -767,7 +767,7 @@ static void test_prefetch_without_done(void **state)
         usleep(10 * 1000);
     }
     assert_int_equal(v, AUTH_DENY);
-    assert_int_equal(out.reason, 0x87);
+    assert_int_equal(out.cause, AUTH_NOT_AUTHORIZED);
     b->destroy(b);
     free(c);
     websrv_stop(w);
@@ -826,15 +826,15 @@ static void test_cache_bounded_fifo(void **state)
         key_of(name, k[i]);
     }
     auth_verdict_t v;
-    uint8_t reason;
+    auth_cause_t reason;
     for (int i = 0; i < 5; i++)
-        auth_cache_put(c, k[i], 100, i % 2 ? AUTH_DENY : AUTH_ALLOW, (uint8_t)i, NULL);
+        auth_cache_put(c, k[i], 100, i % 2 ? AUTH_DENY : AUTH_ALLOW, (auth_cause_t)i, NULL);
     assert_int_equal(auth_cache_len(c), 3);
     assert_int_equal(auth_cache_get(c, k[0], 100, &v, &reason, NULL), 0);
     assert_int_equal(auth_cache_get(c, k[1], 100, &v, &reason, NULL), 0);
     assert_int_equal(auth_cache_get(c, k[3], 100, &v, &reason, NULL), 1);
     assert_int_equal(v, AUTH_DENY);
-    assert_int_equal(reason, 3);
+    assert_int_equal(reason, (auth_cause_t)3);
     /* TTL: alive before expiry, gone at it */
     assert_int_equal(auth_cache_get(c, k[4], 1099, &v, &reason, NULL), 1);
     assert_int_equal(auth_cache_get(c, k[4], 1100, &v, &reason, NULL), 0);

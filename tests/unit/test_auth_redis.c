@@ -287,11 +287,11 @@ static void test_credentials_and_rules(void **state)
 
     r = ask(b, AUTH_ACT_CONNECT, "alice", "wrong");
     assert_int_equal(r.a.verdict, AUTH_DENY);
-    assert_int_equal(r.a.reason, 0x86);
+    assert_int_equal(r.a.cause, AUTH_BAD_CREDENTIALS);
     assert_null(r.a.acl);
     r = ask(b, AUTH_ACT_CONNECT, "alice", NULL);
     assert_int_equal(r.a.verdict, AUTH_DENY);
-    assert_int_equal(r.a.reason, 0x86);
+    assert_int_equal(r.a.cause, AUTH_BAD_CREDENTIALS);
 
     r = ask(b, AUTH_ACT_CONNECT, "mallory", "x"); /* unknown: the next backend's */
     assert_int_equal(r.now, AUTH_PENDING);
@@ -329,14 +329,14 @@ static void test_bad_data(void **state)
 
     result_t r = ask(b, AUTH_ACT_CONNECT, "broken", "pw");
     assert_int_equal(r.a.verdict, AUTH_DENY);
-    assert_int_equal(r.a.reason, 0x88);
+    assert_int_equal(r.a.cause, AUTH_BACKEND_UNAVAILABLE);
     r = ask(b, AUTH_ACT_CONNECT, "badrule", "pw");
     assert_int_equal(r.a.verdict, AUTH_DENY);
-    assert_int_equal(r.a.reason, 0x88);
+    assert_int_equal(r.a.cause, AUTH_BACKEND_UNAVAILABLE);
     assert_null(r.a.acl);
     r = ask(b, AUTH_ACT_CONNECT, "str", "pw");
     assert_int_equal(r.a.verdict, AUTH_DENY);
-    assert_int_equal(r.a.reason, 0x88);
+    assert_int_equal(r.a.cause, AUTH_BACKEND_UNAVAILABLE);
     auth_redis_stats_t st;
     auth_redis_stats(b, &st);
     assert_int_equal(st.errors, 3);
@@ -371,7 +371,7 @@ static void test_auth_and_db(void **state)
     b = start(c);
     result_t r = ask(b, AUTH_ACT_CONNECT, "dave", "pw");
     assert_int_equal(r.a.verdict, AUTH_DENY);
-    assert_int_equal(r.a.reason, 0x88);
+    assert_int_equal(r.a.cause, AUTH_BACKEND_UNAVAILABLE);
     b->destroy(b);
     free(c);
     redis_free(s);
@@ -392,7 +392,7 @@ static void test_down_and_back(void **state)
      * answered at once (not after the timeout) */
     result_t r = ask(b, AUTH_ACT_CONNECT, "erin", "pw");
     assert_int_equal(r.a.verdict, AUTH_DENY);
-    assert_int_equal(r.a.reason, 0x88);
+    assert_int_equal(r.a.cause, AUTH_BACKEND_UNAVAILABLE);
     assert_true(r.ms < 400);
     /* during the backoff: no connect attempt, an error at once */
     r = ask(b, AUTH_ACT_CONNECT, "erin", "pw");
@@ -455,7 +455,7 @@ static void test_hung_and_queue_full(void **state)
     assert_int_equal(b->check(b, &r, &out, done_cb, &box), AUTH_PENDING);
     result_t full = ask(b, AUTH_ACT_CONNECT, "fay", "pw");
     assert_int_equal(full.now, AUTH_DENY);
-    assert_int_equal(full.a.reason, 0x97);
+    assert_int_equal(full.a.cause, AUTH_BUSY);
     assert_true(full.ms < 100);
     struct timespec ts;
     clock_gettime(CLOCK_REALTIME, &ts);
@@ -467,7 +467,7 @@ static void test_hung_and_queue_full(void **state)
     pthread_mutex_unlock(&box.mu);
     uint64_t took = an_now_ms() - t0;
     assert_int_equal(box.a.verdict, AUTH_DENY);
-    assert_int_equal(box.a.reason, 0x88);
+    assert_int_equal(box.a.cause, AUTH_BACKEND_UNAVAILABLE);
     /* one command timeout, and one connect timeout for the retry on a
      * fresh connection (the server accepts in the kernel, never answers) */
     assert_true(took >= 350 && took < 2500);
@@ -492,7 +492,7 @@ static void test_never_up(void **state)
     auth_backend_t *b = start(c);
     result_t r = ask(b, AUTH_ACT_CONNECT, "x", "y");
     assert_int_equal(r.a.verdict, AUTH_DENY);
-    assert_int_equal(r.a.reason, 0x88);
+    assert_int_equal(r.a.cause, AUTH_BACKEND_UNAVAILABLE);
     b->destroy(b);
     free(c);
 }
