@@ -371,40 +371,44 @@ static void after_poll(ev_loop_t *loop)
     w->now = w->turn_start / 1000u;
 }
 
+/* One turn: wait at most max_ms (-1: no cap) or until the next timer, run
+ * what is ready, the timers due and the end of the turn.  0, or -1 when
+ * the loop failed (logged). */
+static int turn(worker_t *w, int max_ms)
+{
+    int64_t t = tw_next_timeout(&w->tw);
+    int timeout = t < 0 ? -1 : (t > INT_MAX ? INT_MAX : (int)t);
+    if (max_ms >= 0 && (timeout < 0 || timeout > max_ms))
+        timeout = max_ms;
+    if (ev_loop_run_once(&w->loop, timeout) < 0) {
+        log_error("worker %u: event loop: %s", w->id, strerror(errno));
+        return -1;
+    }
+    tw_advance(&w->tw, w->now);
+    end_of_turn(w);
+    an_hist_add(&w->stats.loop_turn, an_now_us() - w->turn_start);
+    return 0;
+}
+
 void *worker_main(void *arg)
 {
     worker_t *w = arg;
-    while (!w->stopping) {
-        int64_t t = tw_next_timeout(&w->tw);
-        int timeout = t < 0 ? -1 : (t > INT_MAX ? INT_MAX : (int)t);
-        if (ev_loop_run_once(&w->loop, timeout) < 0) {
-            log_error("worker %u: event loop: %s", w->id, strerror(errno));
-            break;
-        }
-        tw_advance(&w->tw, w->now);
-        end_of_turn(w);
-        an_hist_add(&w->stats.loop_turn, an_now_us() - w->turn_start);
-    }
+    while (!w->stopping && turn(w, -1) == 0)
+        ;
     shutdown_worker(w);
     return NULL;
 }
 
 /* One turn of worker_main's loop, by hand (the in-process harness,
- * tests/harness/harness.h): waits at most timeout_ms (0: not at all) or
- * until the next timer, runs what is ready, the timers due and the end of
- * the turn.  After a WM_STOP it shuts the worker down as worker_main does
- * and returns 0; otherwise 1, or -1 when the loop failed.  The steps must
- * stay those of worker_main. */
+ * tests/harness/harness.h): the same turn, waiting at most timeout_ms
+ * (0: not at all).  After a WM_STOP the worker is shut down as worker_main
+ * does and 0 is returned; else 1, or -1 when the loop failed. */
 int worker_turn(worker_t *w, int timeout_ms)
 {
     if (w->stopping)
         return 0;
-    int64_t t = tw_next_timeout(&w->tw);
-    int timeout = t >= 0 && t < timeout_ms ? (int)t : timeout_ms;
-    if (ev_loop_run_once(&w->loop, timeout) < 0)
+    if (turn(w, timeout_ms < 0 ? 0 : timeout_ms) < 0)
         return -1;
-    tw_advance(&w->tw, w->now);
-    end_of_turn(w);
     if (!w->stopping)
         return 1;
     shutdown_worker(w);
