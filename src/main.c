@@ -48,6 +48,10 @@ static void usage(FILE *out)
             "\n"
             "  -c, --config FILE   read the configuration from FILE (YAML)\n"
             "  -p, --port N        listen on port N (overrides the first listener)\n"
+            "      --api-port N    open the management API on port N (a taken port\n"
+            "                      is an error); without a configuration file the\n"
+            "                      API opens on 127.0.0.1:18083 only if it is free\n"
+            "      --no-api        do not open the management API\n"
             "      --recover       start on a damaged store (persistence.dir): drop\n"
             "                      the damaged records of its write-ahead log, keep\n"
             "                      the intact ones (the logs are copied aside first);\n"
@@ -129,11 +133,13 @@ int main(int argc, char **argv)
         {"help", no_argument, NULL, 'h'},
         {"version", no_argument, NULL, 'v'},
         {"recover", no_argument, NULL, 'R'},
+        {"api-port", required_argument, NULL, 'A'},
+        {"no-api", no_argument, NULL, 'N'},
         {NULL, 0, NULL, 0},
     };
     const char *config = NULL;
-    int have_port = 0, recover = 0;
-    uint16_t port = 0;
+    int have_port = 0, recover = 0, have_api_port = 0, no_api = 0;
+    uint16_t port = 0, api_port = 0;
     if (argc > 1)
         for (const cli_command_t *c = commands; c->name; c++)
             if (strcmp(argv[1], c->name) == 0)
@@ -161,6 +167,16 @@ int main(int argc, char **argv)
         case 'R':
             recover = 1;
             break;
+        case 'A':
+            if (parse_port(optarg, &api_port) < 0) {
+                fprintf(stderr, "antenna: bad API port '%s'\n", optarg);
+                return 1;
+            }
+            have_api_port = 1;
+            break;
+        case 'N':
+            no_api = 1;
+            break;
         default:
             fprintf(stderr, "antenna: unknown option '%s'\n", argv[optind - 1]);
             usage(stderr);
@@ -183,6 +199,15 @@ int main(int argc, char **argv)
     }
     if (have_port)
         conf.listeners[0].port = port;
+    /* The embedded defaults open the API on 18083 (EMQX's dashboard port)
+     * only if it is free; a port asked for (file or --api-port) must be. */
+    conf.api_optional = config == NULL && !have_api_port;
+    if (have_api_port) {
+        conf.api_port = api_port;
+        conf.api_enabled = 1;
+    }
+    if (no_api)
+        conf.api_enabled = 0;
     conf.persistence_recover = (uint8_t)recover;
     if (conf.log_target == CONF_LOG_TO_FILE && conf.log_file[0] == '\0') {
         fprintf(stderr, "antenna: log.target is file but log.file is empty\n");
@@ -193,6 +218,7 @@ int main(int argc, char **argv)
         return 1;
     }
     log_set_output(conf.log_format == CONF_LOG_JSON, conf.log_target == CONF_LOG_TO_SYSLOG);
+    log_set_stderr_mirror(1); /* until the server runs: errors reach stderr too */
 
     /* before any thread exists: signals go to the signalfd only */
     sigset_t set;
@@ -217,17 +243,20 @@ int main(int argc, char **argv)
     int rc = 1;
     if (server_init(&srv, &conf) < 0) {
         if (conf.log_target != CONF_LOG_TO_STDERR || conf.log_file[0])
-            fprintf(stderr, "antenna: start-up failed, see the log\n");
+            fprintf(stderr, "antenna: start-up failed (the errors above are in the log too)\n");
         goto out;
     }
     for (uint32_t i = 0; i < srv.nlisteners; i++)
         log_info("listener %s: listening on %s:%u", conf.listeners[i].name,
                  conf.listeners[i].address, srv.listen_ports[i]);
     if (server_start(&srv) < 0) {
+        if (conf.log_target != CONF_LOG_TO_STDERR || conf.log_file[0])
+            fprintf(stderr, "antenna: start-up failed (the errors above are in the log too)\n");
         server_stop(&srv);
         goto out;
     }
     log_info("%u workers running", srv.nworkers);
+    log_set_stderr_mirror(0);
 
     for (;;) {
         struct signalfd_siginfo si;
