@@ -21,6 +21,7 @@
 #include <unistd.h>
 
 #include "auth_chain.h"
+#include "check.h"
 #include "auth_passwd.h"
 #include "api.h"
 #include "api_ctl.h"
@@ -36,6 +37,7 @@ static const cli_command_t commands[] = {
     {"store", store_cli_main, "inspect, export, import, compact, expire a store"},
     {"passwd", auth_passwd_cli, "add, change or delete a user of a password file"},
     {"ctl", api_ctl_main, "talk to a running broker's REST API (status, clients, ...)"},
+    {"check", check_cli, "load everything a configuration names, report every problem"},
     {"apikey", api_keys_cli, "create an API key (api.keys_file) or user (api.users_file)"},
     {NULL, NULL, NULL},
 };

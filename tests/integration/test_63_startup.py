@@ -119,3 +119,67 @@ def test_no_api_option(antenna_bin, tmp_path):
 def test_bad_api_port_option_exits_1(antenna_bin, tmp_path):
     err, _ = start_fails([antenna_bin, "--api-port", "99999"], tmp_path)
     assert "bad API port" in err, err
+
+
+# ------------------------------------------------------------ antenna check
+
+def check(antenna_bin, cfg):
+    p = subprocess.run([antenna_bin, "check", "-c", str(cfg)], stdin=subprocess.DEVNULL,
+                       capture_output=True, timeout=30)
+    err = p.stderr.decode(errors="replace")
+    rep = sanitizer_report(err)
+    assert rep is None, "sanitizer report:\n" + rep
+    return p.returncode, p.stdout.decode(errors="replace"), err
+
+
+def test_check_reports_every_problem_at_once(antenna_bin, tmp_path):
+    acl = tmp_path / "acl"
+    acl.write_text("allow pub a/#\nsideways sub b\n")
+    garbage = tmp_path / "garbage.crt"
+    garbage.write_text("not a certificate\n")
+    cfg = tmp_path / "antenna.yaml"
+    cfg.write_text(
+        "listeners:\n"
+        "  - name: tls1\n    address: 127.0.0.1\n    port: 8883\n    transport: tls\n"
+        "    cert_file: %s\n    key_file: %s\n"
+        "  - name: tls2\n    address: 127.0.0.1\n    port: 8884\n    transport: tls\n"
+        "    cert_file: %s\n    key_file: %s\n"
+        "auth:\n  acl_file: %s\n  password_file: %s\n"
+        "persistence:\n  dir: %s\n"
+        % (tmp_path / "missing.crt", tmp_path / "missing.key", garbage, garbage, acl,
+           tmp_path / "no-passwd", tmp_path / "store"))
+    rc, out, err = check(antenna_bin, cfg)
+    assert rc == 1, (out, err)
+    # each problem named, in words an operator can act on
+    assert "cert_file %s: cannot read it: No such file" % (tmp_path / "missing.crt") in err, err
+    assert "cert_file %s: no start line" % garbage in err, err
+    assert "error:0" not in err, err      # no packed OpenSSL codes
+    assert "%s:2" % acl in err, err
+    assert "no-passwd" in err, err
+    assert "4 problems" in err, err
+    assert not (tmp_path / "store").exists()   # a check creates nothing
+
+
+def test_check_passes_a_good_configuration(antenna_bin, tmp_path):
+    acl = tmp_path / "acl"
+    acl.write_text("allow pub a/#\nallow sub b/+\n")
+    cfg = tmp_path / "antenna.yaml"
+    cfg.write_text("listeners:\n  - name: mqtt\n    address: 127.0.0.1\n    port: 1883\n"
+                   "auth:\n  acl_file: %s\npersistence:\n  dir: %s\nlog:\n  file: %s\n"
+                   % (acl, tmp_path / "store", tmp_path / "antenna.log"))
+    rc, out, err = check(antenna_bin, cfg)
+    assert rc == 0, (out, err)
+    assert "ok (" in out and "auth.acl_file" in out, out
+
+
+def test_check_stops_at_a_syntax_error_with_file_line_key(antenna_bin, tmp_path):
+    cfg = tmp_path / "antenna.yaml"
+    cfg.write_text("workers: 2\nmqtt:\n  max_infligth: 5\n")
+    rc, out, err = check(antenna_bin, cfg)
+    assert rc == 1
+    assert "%s:3: " % cfg in err and "max_infligth" in err, err
+
+
+def test_check_usage(antenna_bin):
+    p = subprocess.run([antenna_bin, "check"], capture_output=True, timeout=10)
+    assert p.returncode == 2 and b"Usage: antenna check" in p.stderr
