@@ -12,6 +12,7 @@
  */
 #include <errno.h>
 #include <getopt.h>
+#include <poll.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -29,6 +30,7 @@
 #include "cli.h"
 #include "conf.h"
 #include "log.h"
+#include "sdnotify.h"
 #include "server.h"
 #include "store_cli.h"
 
@@ -127,6 +129,41 @@ static int parse_port(const char *s, uint16_t *port)
     return 0;
 }
 
+/* Loop turns of every worker so far.  Each worker turns at least once a
+ * second (its gauge timer), so a sum that stops growing means a worker is
+ * stuck: the watchdog is then not fed and systemd restarts the broker. */
+static int workers_progressed(const server_t *srv, uint64_t *last)
+{
+    int all = 1;
+    for (uint32_t i = 0; i < srv->nworkers; i++) {
+        uint64_t turns = 0;
+        for (int b = 0; b < AN_HIST_N; b++)
+            turns += STAT_GET(srv->workers[i].stats.loop_turn.bucket[b]);
+        if (turns == last[i])
+            all = 0;
+        last[i] = turns;
+    }
+    return all;
+}
+
+/* Under systemd, the state directory (StateDirectory=antenna sets
+ * $STATE_DIRECTORY) is where the store goes unless the file says
+ * otherwise: not ./data in whatever directory the service started in. */
+static void state_directory_default(conf_t *conf)
+{
+    const char *sd = getenv("STATE_DIRECTORY");
+    conf_t def;
+    conf_defaults(&def);
+    if (sd == NULL || sd[0] == '\0' || strcmp(conf->data_dir, def.data_dir) != 0)
+        return;
+    const char *colon = strchr(sd, ':'); /* several directories: the first */
+    size_t n = colon ? (size_t)(colon - sd) : strlen(sd);
+    if (n + sizeof("/data") > sizeof(conf->data_dir))
+        return;
+    memcpy(conf->data_dir, sd, n);
+    memcpy(conf->data_dir + n, "/data", sizeof("/data"));
+}
+
 int main(int argc, char **argv)
 {
     static const struct option opts[] = {
@@ -211,6 +248,7 @@ int main(int argc, char **argv)
     if (no_api)
         conf.api_enabled = 0;
     conf.persistence_recover = (uint8_t)recover;
+    state_directory_default(&conf);
     if (conf.log_target == CONF_LOG_TO_FILE && conf.log_file[0] == '\0') {
         fprintf(stderr, "antenna: log.target is file but log.file is empty\n");
         return 1;
@@ -259,9 +297,33 @@ int main(int argc, char **argv)
     }
     log_info("%u workers running", srv.nworkers);
     log_set_stderr_mirror(0);
+    if (sdnotify_send("READY=1\nSTATUS=serving") < 0)
+        log_warn("NOTIFY_SOCKET: %s", strerror(errno));
+    uint64_t watchdog_ms = sdnotify_watchdog_ms();
+    uint64_t *turns = an_calloc(srv.nworkers, sizeof(*turns));
+    if (watchdog_ms)
+        log_info("systemd watchdog: every %llu ms while every worker turns",
+                 (unsigned long long)(watchdog_ms / 2));
 
     for (;;) {
         struct signalfd_siginfo si;
+        if (watchdog_ms) {
+            struct pollfd pfd = {.fd = sfd, .events = POLLIN};
+            int r = poll(&pfd, 1, (int)(watchdog_ms / 2));
+            if (r == 0) {
+                if (workers_progressed(&srv, turns))
+                    sdnotify_send("WATCHDOG=1");
+                else
+                    log_warn("systemd watchdog: a worker made no progress, not fed");
+                continue;
+            }
+            if (r < 0 && errno != EINTR) {
+                log_error("poll: %s", strerror(errno));
+                break;
+            }
+            if (r < 0)
+                continue;
+        }
         ssize_t n = read(sfd, &si, sizeof(si));
         if (n != (ssize_t)sizeof(si)) {
             if (n < 0 && errno == EINTR)
@@ -270,6 +332,7 @@ int main(int argc, char **argv)
             break;
         }
         if (si.ssi_signo == SIGHUP) {
+            sdnotify_send("RELOADING=1");
             if (log_reopen() < 0)
                 log_error("cannot reopen log file: %s", strerror(errno));
             else
@@ -278,11 +341,14 @@ int main(int argc, char **argv)
             if (auth_chain_reload(srv.auth) == 0)
                 log_info("authentication files reloaded (SIGHUP)");
             api_reload(&srv);
+            sdnotify_send("READY=1");
             continue;
         }
         log_info("signal %u: shutting down", si.ssi_signo);
         break;
     }
+    free(turns);
+    sdnotify_send("STOPPING=1");
     server_stop(&srv);
     rc = 0;
 out:
