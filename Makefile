@@ -21,7 +21,7 @@ DEB_PACKAGES = build-essential cmake pkg-config clang libclang-rt-14-dev \
                python3 python3-pytest python3-paho-mqtt \
                mosquitto mosquitto-clients haproxy openssl chromium \
                libmicrohttpd-dev libjansson-dev libcurl4-openssl-dev libhiredis-dev \
-               libjwt-dev redis-server prometheus wrk man-db
+               libjwt-dev redis-server prometheus wrk man-db python3-yaml
 
 .PHONY: all deps js-deps build run test unit integration asan tsan tsan-build tsan-threads fuzz \
         fuzz-build format clean install deb package-test
