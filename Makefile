@@ -14,16 +14,17 @@ JOBS        ?= $(shell nproc)
 FUZZ_TIME   ?= 30
 PYTEST      ?= /usr/bin/python3 -m pytest
 PYTEST_ARGS ?= -q
+PREFIX      ?= /usr/local
 
 DEB_PACKAGES = build-essential cmake pkg-config clang libclang-rt-14-dev \
                libyaml-dev libcmocka-dev libssl-dev librocksdb-dev libwslay-dev \
                python3 python3-pytest python3-paho-mqtt \
                mosquitto mosquitto-clients haproxy openssl chromium \
                libmicrohttpd-dev libjansson-dev libcurl4-openssl-dev libhiredis-dev \
-               libjwt-dev redis-server prometheus wrk
+               libjwt-dev redis-server prometheus wrk man-db python3-yaml
 
 .PHONY: all deps js-deps build run test unit integration asan tsan tsan-build tsan-threads fuzz \
-        fuzz-build format clean
+        fuzz-build format clean install deb package-test
 
 all: build
 
@@ -122,8 +123,28 @@ fuzz: fuzz-build
 	  tail -n 2 $$work.log; \
 	done
 
-test: build unit integration asan tsan-threads
+test: build unit integration package-test asan tsan-threads
 	$(MAKE) fuzz FUZZ_TIME=$(FUZZ_TIME)
+
+# Install under PREFIX (DESTDIR honoured): the binary, /etc/antenna (or
+# PREFIX/etc), the systemd unit, logrotate, man pages, docs.
+install: build
+	cmake -S . -B $(BUILD) -DCMAKE_INSTALL_PREFIX=$(PREFIX) >/dev/null
+	cmake --install $(BUILD)
+
+# The Debian package (CPack), from the release build: prefix /usr, the
+# configuration in /etc/antenna, the unit in /lib/systemd/system.
+deb: build
+	cmake -S . -B $(BUILD) -DCMAKE_INSTALL_PREFIX=/usr >/dev/null
+	cmake --build $(BUILD) -j $(JOBS)
+	rm -f $(BUILD)/antenna_*.deb
+	cd $(BUILD) && cpack -G DEB
+	@ls $(BUILD)/antenna_*.deb
+
+# The package unpacked into a throwaway root, checked, started (as systemd
+# would: NOTIFY_SOCKET, WATCHDOG_USEC, STATE_DIRECTORY), used and stopped.
+package-test: deb
+	ANTENNA_DEB=$$(ls $(BUILD)/antenna_*.deb) $(PYTEST) $(PYTEST_ARGS) tests/package
 
 format:
 	clang-format -i $$(git ls-files '*.c' '*.h')

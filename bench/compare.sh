@@ -34,6 +34,10 @@
 #   mosquitto   /usr/sbin/mosquitto (one thread)
 #   antenna-w1  build/antenna with workers: 1
 #   antenna-w2  build/antenna with workers: 2 (the default on this 2-core machine)
+#   base-w1, base-w2   the same configuration on $ANTENNA_BASE, another build
+#               of antenna (an earlier commit): a before/after comparison in
+#               one run, e.g. ANTENNA_BASE=/tmp/old/build/antenna
+#               bench/compare.sh --brokers base-w2,antenna-w2 qos0 fanout
 # Every broker is started fresh for every scenario and run, on a free loopback
 # port, with the same limits (100 in flight, 100,000 queued per client,
 # TCP_NODELAY, connection logging off), and without persistence (mosquitto's
@@ -64,7 +68,7 @@ WARM=2       # seconds of warm-up per measured run
 DUR=8        # measured seconds per run
 IFADDRS=127.0.0.2,127.0.0.3,127.0.0.4,127.0.0.5   # spread source ports
 
-usage() { sed -n '2,52p' "$0" | sed 's/^# \{0,1\}//'; }
+usage() { sed -n '2,55p' "$0" | sed 's/^# \{0,1\}//'; }
 DURABLE_BROKERS="mosquitto-persist antenna-always antenna-interval antenna-none"
 
 while [ $# -gt 0 ]; do
@@ -83,7 +87,12 @@ done
 SCEN=${SCEN:-$ALL}
 case "$RUNS" in ''|*[!0-9]*|0) echo "compare.sh: --runs must be a positive integer" >&2; exit 2 ;; esac
 for b in $BROKERS; do
-    case "$b" in mosquitto|antenna-w1|antenna-w2) ;; *) echo "compare.sh: unknown broker '$b'" >&2; exit 2 ;; esac
+    case "$b" in
+    mosquitto|antenna-w1|antenna-w2) ;;
+    base-w1|base-w2)
+        [ -x "${ANTENNA_BASE:-}" ] || { echo "compare.sh: $b needs ANTENNA_BASE=path/to/another/antenna" >&2; exit 2; } ;;
+    *) echo "compare.sh: unknown broker '$b'" >&2; exit 2 ;;
+    esac
 done
 for f in "$BENCH" "$ANTENNA"; do
     [ -x "$f" ] || { echo "compare.sh: $f not found: build first (cmake --build build)" >&2; exit 2; }
@@ -194,10 +203,10 @@ EOF
         [ -z "$tport" ] || printf 'listener %s 127.0.0.1\ncertfile %s\nkeyfile %s\n' \
             "$tport" "$CERTS/server.crt" "$CERTS/server.key" >> "$f"
         ;;
-    antenna-w*)
+    antenna-w*|base-w*)
         f=$WORK/antenna-$port.yaml
         cat > "$f" <<EOF
-workers: ${kind#antenna-w}
+workers: ${kind#*-w}
 log:
   level: warn
 listeners:
@@ -272,6 +281,7 @@ start_broker() {
     : > "$WORK/broker-$kind.log"
     case "$kind" in
     mosquitto*) "$MOSQUITTO" -c "$conf" >> "$WORK/broker-$kind.log" 2>&1 & ;;
+    base-*) "$ANTENNA_BASE" --config "$conf" >> "$WORK/broker-$kind.log" 2>&1 & ;;
     *) "$ANTENNA" --config "$conf" >> "$WORK/broker-$kind.log" 2>&1 & ;;
     esac
     BPID=$!

@@ -12,6 +12,7 @@
  */
 #include <errno.h>
 #include <getopt.h>
+#include <poll.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -21,6 +22,7 @@
 #include <unistd.h>
 
 #include "auth_chain.h"
+#include "check.h"
 #include "auth_passwd.h"
 #include "api.h"
 #include "api_ctl.h"
@@ -29,6 +31,7 @@
 #include "conf.h"
 #include "log.h"
 #include "module.h"
+#include "sdnotify.h"
 #include "server.h"
 #include "store_cli.h"
 
@@ -37,6 +40,7 @@ static const cli_command_t commands[] = {
     {"store", store_cli_main, "inspect, export, import, compact, expire a store"},
     {"passwd", auth_passwd_cli, "add, change or delete a user of a password file"},
     {"ctl", api_ctl_main, "talk to a running broker's REST API (status, clients, ...)"},
+    {"check", check_cli, "load everything a configuration names, report every problem"},
     {"apikey", api_keys_cli, "create an API key (api.keys_file) or user (api.users_file)"},
     {NULL, NULL, NULL},
 };
@@ -49,6 +53,10 @@ static void usage(FILE *out)
             "\n"
             "  -c, --config FILE   read the configuration from FILE (YAML)\n"
             "  -p, --port N        listen on port N (overrides the first listener)\n"
+            "      --api-port N    open the management API on port N (a taken port\n"
+            "                      is an error); without a configuration file the\n"
+            "                      API opens on 127.0.0.1:18083 only if it is free\n"
+            "      --no-api        do not open the management API\n"
             "      --recover       start on a damaged store (persistence.dir): drop\n"
             "                      the damaged records of its write-ahead log, keep\n"
             "                      the intact ones (the logs are copied aside first);\n"
@@ -122,6 +130,41 @@ static int parse_port(const char *s, uint16_t *port)
     return 0;
 }
 
+/* Loop turns of every worker so far.  Each worker turns at least once a
+ * second (its gauge timer), so a sum that stops growing means a worker is
+ * stuck: the watchdog is then not fed and systemd restarts the broker. */
+static int workers_progressed(const server_t *srv, uint64_t *last)
+{
+    int all = 1;
+    for (uint32_t i = 0; i < srv->nworkers; i++) {
+        uint64_t turns = 0;
+        for (int b = 0; b < AN_HIST_N; b++)
+            turns += STAT_GET(srv->workers[i].stats.loop_turn.bucket[b]);
+        if (turns == last[i])
+            all = 0;
+        last[i] = turns;
+    }
+    return all;
+}
+
+/* Under systemd, the state directory (StateDirectory=antenna sets
+ * $STATE_DIRECTORY) is where the store goes unless the file says
+ * otherwise: not ./data in whatever directory the service started in. */
+static void state_directory_default(conf_t *conf)
+{
+    const char *sd = getenv("STATE_DIRECTORY");
+    conf_t def;
+    conf_defaults(&def);
+    if (sd == NULL || sd[0] == '\0' || strcmp(conf->data_dir, def.data_dir) != 0)
+        return;
+    const char *colon = strchr(sd, ':'); /* several directories: the first */
+    size_t n = colon ? (size_t)(colon - sd) : strlen(sd);
+    if (n + sizeof("/data") > sizeof(conf->data_dir))
+        return;
+    memcpy(conf->data_dir, sd, n);
+    memcpy(conf->data_dir + n, "/data", sizeof("/data"));
+}
+
 int main(int argc, char **argv)
 {
     static const struct option opts[] = {
@@ -130,11 +173,13 @@ int main(int argc, char **argv)
         {"help", no_argument, NULL, 'h'},
         {"version", no_argument, NULL, 'v'},
         {"recover", no_argument, NULL, 'R'},
+        {"api-port", required_argument, NULL, 'A'},
+        {"no-api", no_argument, NULL, 'N'},
         {NULL, 0, NULL, 0},
     };
     const char *config = NULL;
-    int have_port = 0, recover = 0;
-    uint16_t port = 0;
+    int have_port = 0, recover = 0, have_api_port = 0, no_api = 0;
+    uint16_t port = 0, api_port = 0;
     if (argc > 1)
         for (const cli_command_t *c = commands; c->name; c++)
             if (strcmp(argv[1], c->name) == 0)
@@ -162,6 +207,16 @@ int main(int argc, char **argv)
         case 'R':
             recover = 1;
             break;
+        case 'A':
+            if (parse_port(optarg, &api_port) < 0) {
+                fprintf(stderr, "antenna: bad API port '%s'\n", optarg);
+                return 1;
+            }
+            have_api_port = 1;
+            break;
+        case 'N':
+            no_api = 1;
+            break;
         default:
             fprintf(stderr, "antenna: unknown option '%s'\n", argv[optind - 1]);
             usage(stderr);
@@ -185,7 +240,17 @@ int main(int argc, char **argv)
     }
     if (have_port)
         conf.listeners[0].port = port;
+    /* The embedded defaults open the API on 18083 (EMQX's dashboard port)
+     * only if it is free; a port asked for (file or --api-port) must be. */
+    conf.api_optional = config == NULL && !have_api_port;
+    if (have_api_port) {
+        conf.api_port = api_port;
+        conf.api_enabled = 1;
+    }
+    if (no_api)
+        conf.api_enabled = 0;
     conf.persistence_recover = (uint8_t)recover;
+    state_directory_default(&conf);
     if (conf.log_target == CONF_LOG_TO_FILE && conf.log_file[0] == '\0') {
         fprintf(stderr, "antenna: log.target is file but log.file is empty\n");
         return 1;
@@ -195,6 +260,7 @@ int main(int argc, char **argv)
         return 1;
     }
     log_set_output(conf.log_format == CONF_LOG_JSON, conf.log_target == CONF_LOG_TO_SYSLOG);
+    log_set_stderr_mirror(1); /* until the server runs: errors reach stderr too */
 
     /* before any thread exists: signals go to the signalfd only */
     sigset_t set;
@@ -219,20 +285,47 @@ int main(int argc, char **argv)
     int rc = 1;
     if (server_init(&srv, &conf) < 0) {
         if (conf.log_target != CONF_LOG_TO_STDERR || conf.log_file[0])
-            fprintf(stderr, "antenna: start-up failed, see the log\n");
+            fprintf(stderr, "antenna: start-up failed (the errors above are in the log too)\n");
         goto out;
     }
     for (uint32_t i = 0; i < srv.nlisteners; i++)
         log_info("listener %s: listening on %s:%u", conf.listeners[i].name,
                  conf.listeners[i].address, srv.listen_ports[i]);
     if (server_start(&srv) < 0) {
+        if (conf.log_target != CONF_LOG_TO_STDERR || conf.log_file[0])
+            fprintf(stderr, "antenna: start-up failed (the errors above are in the log too)\n");
         server_stop(&srv);
         goto out;
     }
     log_info("%u workers running", srv.nworkers);
+    log_set_stderr_mirror(0);
+    if (sdnotify_send("READY=1\nSTATUS=serving") < 0)
+        log_warn("NOTIFY_SOCKET: %s", strerror(errno));
+    uint64_t watchdog_ms = sdnotify_watchdog_ms();
+    uint64_t *turns = an_calloc(srv.nworkers, sizeof(*turns));
+    if (watchdog_ms)
+        log_info("systemd watchdog: every %llu ms while every worker turns",
+                 (unsigned long long)(watchdog_ms / 2));
 
     for (;;) {
         struct signalfd_siginfo si;
+        if (watchdog_ms) {
+            struct pollfd pfd = {.fd = sfd, .events = POLLIN};
+            int r = poll(&pfd, 1, (int)(watchdog_ms / 2));
+            if (r == 0) {
+                if (workers_progressed(&srv, turns))
+                    sdnotify_send("WATCHDOG=1");
+                else
+                    log_warn("systemd watchdog: a worker made no progress, not fed");
+                continue;
+            }
+            if (r < 0 && errno != EINTR) {
+                log_error("poll: %s", strerror(errno));
+                break;
+            }
+            if (r < 0)
+                continue;
+        }
         ssize_t n = read(sfd, &si, sizeof(si));
         if (n != (ssize_t)sizeof(si)) {
             if (n < 0 && errno == EINTR)
@@ -241,6 +334,7 @@ int main(int argc, char **argv)
             break;
         }
         if (si.ssi_signo == SIGHUP) {
+            sdnotify_send("RELOADING=1");
             if (log_reopen() < 0)
                 log_error("cannot reopen log file: %s", strerror(errno));
             else
@@ -249,11 +343,14 @@ int main(int argc, char **argv)
             if (auth_chain_reload(srv.auth) == 0)
                 log_info("authentication files reloaded (SIGHUP)");
             api_reload(&srv);
+            sdnotify_send("READY=1");
             continue;
         }
         log_info("signal %u: shutting down", si.ssi_signo);
         break;
     }
+    free(turns);
+    sdnotify_send("STOPPING=1");
     server_stop(&srv);
     rc = 0;
 out:

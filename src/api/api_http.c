@@ -263,6 +263,8 @@ static char *read_file(const char *path)
     return buf;
 }
 
+/* 0: listening; 1: the port is taken and the API is optional (a warning,
+ * not an error); -1: an error, logged. */
 static int open_socket(api_t *api, const conf_t *cf)
 {
     struct sockaddr_storage ss;
@@ -307,6 +309,12 @@ bad_addr:
     log_error("api: bind '%s' is not an IPv4 or IPv6 literal", cf->api_bind);
     return -1;
 fail:
+    if (errno == EADDRINUSE && cf->api_optional) {
+        log_warn("api: %s:%u is taken (another program listens there): the broker runs "
+                 "without the management API; use --api-port N or --no-api",
+                 cf->api_bind, cf->api_port);
+        return 1;
+    }
     log_error("api: cannot listen on %s:%u: %s", cf->api_bind, cf->api_port, strerror(errno));
     return -1;
 }
@@ -362,8 +370,13 @@ int api_start(server_t *srv)
     }
     if (strchr(cf->api_bind, ':'))
         flags |= MHD_USE_IPv6;
-    if (open_socket(api, cf) < 0)
+    int opened = open_socket(api, cf);
+    if (opened < 0)
         goto fail;
+    if (opened > 0) { /* optional and its port taken: no API, not an error */
+        free_api(api);
+        return 0;
+    }
     /* MHD's own limit is a hard stop above max_connections: api_conns
      * evicts before it is reached (the pool's two threads share it, half
      * each, so twice the maximum lets either thread hold all of it) */

@@ -34,7 +34,7 @@ typedef struct {
     uint64_t pkts_in[STAT_PKT_TYPES], pkts_out[STAT_PKT_TYPES];
     uint64_t sessions, inflight, queued, subscriptions, retained;
     uint64_t throttled, slow_disconnects, congested;
-    uint64_t auth_success, auth_failure;
+    uint64_t auth_success, auth_failure, auth_banned;
     uint64_t acl_denied, takeovers_other_user;
 } api_totals_t;
 void api_totals(server_t *srv, api_totals_t *t);

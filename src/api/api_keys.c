@@ -29,16 +29,19 @@
 #include <termios.h>
 #include <unistd.h>
 
+#include "auth_passwd.h"
 #include "b64.h"
 #include "util.h"
 
 typedef struct {
     char name[64];
     int is_user;
-    unsigned char digest[64]; /* key: SHA-256 (32); user: PBKDF2 output (64) */
+    unsigned char digest[64]; /* key: SHA-256 (32); user: PBKDF2 output (64),
+                               * or SCRAM's StoredKey when `scram` */
     unsigned char salt[64];
     size_t salt_len;
     unsigned iterations;
+    int scram;                /* an `antenna passwd` line ($scram-sha-512$) */
 } cred_t;
 
 struct api_creds {
@@ -136,24 +139,20 @@ static void add(api_creds_t *c, const cred_t *cr)
     c->v[c->n++] = *cr;
 }
 
-/* "$7$ITER$SALT$HASH" into cr. */
+/* A password line's hash into cr: mosquitto_passwd's "$7$ITER$SALT$HASH"
+ * (what `antenna apikey passwd` writes) or any format of the broker's
+ * password file (`antenna passwd`), so one file can serve both. */
 static int parse_pbkdf2(const char *h, cred_t *cr)
 {
-    if (strncmp(h, "$7$", 3) != 0)
+    auth_passwd_rec_t rec;
+    if (auth_passwd_decode(h, &rec, NULL) < 0 || rec.salt_len > sizeof(cr->salt))
         return -1;
-    char *end;
-    unsigned long it = strtoul(h + 3, &end, 10);
-    if (end == h + 3 || *end != '$' || it == 0 || it > 10000000)
-        return -1;
-    const char *salt = end + 1, *dollar = strchr(salt, '$');
-    if (dollar == NULL)
-        return -1;
-    long sl = b64_decode(salt, (size_t)(dollar - salt), cr->salt, sizeof(cr->salt));
-    long hl = b64_decode(dollar + 1, strlen(dollar + 1), cr->digest, sizeof(cr->digest));
-    if (sl <= 0 || hl != 64)
-        return -1;
-    cr->salt_len = (size_t)sl;
-    cr->iterations = (unsigned)it;
+    memcpy(cr->salt, rec.salt, rec.salt_len);
+    cr->salt_len = rec.salt_len;
+    memcpy(cr->digest, rec.key, sizeof(cr->digest));
+    cr->iterations = rec.iterations;
+    cr->scram = rec.kind == AUTH_PASSWD_SCRAM;
+    OPENSSL_cleanse(&rec, sizeof(rec));
     return 0;
 }
 
@@ -181,7 +180,8 @@ static int load_file(api_creds_t *c, const char *path, int users, unsigned min_i
         if (colon == NULL || !name_valid(line) ||
             (users ? parse_pbkdf2(colon + 1, &cr) : unhex(colon + 1, cr.digest, 32)) < 0) {
             snprintf(err, errlen, "%s:%d: expected NAME:%s", path, lineno,
-                     users ? "$7$ITERATIONS$SALT$HASH" : "SHA256HEX");
+                     users ? "$7$ITERATIONS$SALT$HASH (or an antenna passwd line)"
+                           : "SHA256HEX");
             rc = -1;
             break;
         }
@@ -278,12 +278,18 @@ static const char *check_basic(const api_creds_t *c, const char *b64)
             cr = &c->v[i];
     /* one PBKDF2 whether the user exists or not (issue 13 item 11) */
     const cred_t *check = cr ? cr : &c->dummy;
-    unsigned char got[64];
+    unsigned char got[64], stored[64], server[64];
     if (PKCS5_PBKDF2_HMAC(pw, (int)pwlen, check->salt, (int)check->salt_len,
-                          (int)check->iterations, EVP_sha512(), 64, got) == 1 &&
-        CRYPTO_memcmp(got, check->digest, 64) == 0 && cr)
-        who = cr->name;
+                          (int)check->iterations, EVP_sha512(), 64, got) == 1) {
+        if (check->scram) { /* compare StoredKey, as the broker does */
+            auth_passwd_scram_keys(got, stored, server);
+            memcpy(got, stored, sizeof(got));
+        }
+        if (CRYPTO_memcmp(got, check->digest, 64) == 0 && cr)
+            who = cr->name;
+    }
     OPENSSL_cleanse(got, sizeof(got));
+    OPENSSL_cleanse(stored, sizeof(stored));
 out:
     OPENSSL_cleanse(buf, sizeof(buf));
     return who;

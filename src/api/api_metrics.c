@@ -9,10 +9,13 @@
  * per-bucket counts (util.h an_hist_t) and made cumulative here, as
  * Prometheus wants.
  */
+#include <dirent.h>
 #include <inttypes.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <string.h>
+#include <sys/resource.h>
+#include <unistd.h>
 
 #include "api_int.h"
 #include "retain.h"
@@ -62,6 +65,7 @@ void api_totals(server_t *srv, api_totals_t *t)
         t->congested += STAT_GET(st->congested);
         t->auth_success += STAT_GET(st->auth_success);
         t->auth_failure += STAT_GET(st->auth_failure);
+        t->auth_banned += STAT_GET(st->auth_banned);
         t->acl_denied += STAT_GET(st->acl_denied);
         t->takeovers_other_user += STAT_GET(st->takeovers_other_user);
     }
@@ -143,6 +147,50 @@ static void histogram(sb_t *b, const char *name, const char *labels, const uint6
     sb_printf(b, "%s_count%s%s%s %" PRIu64 "\n", name, open, labels, close, cum);
 }
 
+/* Open descriptors of the process (entries of /proc/self/fd, less the
+ * one the listing itself holds); 0 when it cannot be read. */
+static uint64_t open_fds(void)
+{
+    DIR *d = opendir("/proc/self/fd");
+    if (d == NULL)
+        return 0;
+    uint64_t n = 0;
+    for (struct dirent *e; (e = readdir(d)) != NULL;)
+        if (e->d_name[0] != '.')
+            n++;
+    closedir(d);
+    return n ? n - 1 : 0;
+}
+
+/* The standard process_* family (Prometheus client conventions), so the
+ * usual dashboards and alerts (fds near the limit, CPU, memory) work. */
+static void process_metrics(sb_t *b, const server_t *srv)
+{
+    struct rusage ru;
+    double cpu = 0;
+    if (getrusage(RUSAGE_SELF, &ru) == 0)
+        cpu = (double)ru.ru_utime.tv_sec + (double)ru.ru_stime.tv_sec +
+              ((double)ru.ru_utime.tv_usec + (double)ru.ru_stime.tv_usec) / 1e6;
+    family(b, "process_cpu_seconds_total", "counter", "User and system CPU time spent.");
+    sb_printf(b, "process_cpu_seconds_total %.3f\n", cpu);
+    one(b, "process_resident_memory_bytes", "gauge", "Resident memory size.", sys_rss_bytes());
+    long pages = 0;
+    FILE *f = fopen("/proc/self/statm", "r");
+    if (f) {
+        if (fscanf(f, "%ld", &pages) != 1)
+            pages = 0;
+        fclose(f);
+    }
+    one(b, "process_virtual_memory_bytes", "gauge", "Virtual memory size.",
+        (uint64_t)pages * (uint64_t)sysconf(_SC_PAGESIZE));
+    one(b, "process_open_fds", "gauge", "Open file descriptors.", open_fds());
+    struct rlimit rl;
+    uint64_t max = getrlimit(RLIMIT_NOFILE, &rl) == 0 ? (uint64_t)rl.rlim_cur : 0;
+    one(b, "process_max_fds", "gauge", "Limit of open file descriptors (RLIMIT_NOFILE).", max);
+    one(b, "process_start_time_seconds", "gauge", "Start time, seconds since the Unix epoch.",
+        (uint64_t)srv->started_wall);
+}
+
 char *api_metrics_text(server_t *srv, size_t *len)
 {
     sb_t b = {an_malloc(16384), 0, 16384};
@@ -151,7 +199,13 @@ char *api_metrics_text(server_t *srv, size_t *len)
 
     one(&b, "antenna_uptime_seconds", "gauge", "Seconds since the broker started.",
         (an_now_ms() - srv->started_ms) / 1000u);
-    one(&b, "antenna_connections", "gauge", "Clients connected now (CONNACK sent).", t.connected);
+    family(&b, "antenna_build_info", "gauge", "The running build (always 1).");
+    sb_printf(&b, "antenna_build_info{version=\"%s\"} 1\n", ANTENNA_VERSION);
+    one(&b, "antenna_start_time_seconds", "gauge", "Start time, seconds since the Unix epoch.",
+        (uint64_t)srv->started_wall);
+    process_metrics(&b, srv);
+    one(&b, "antenna_connections_active", "gauge", "Clients connected now (CONNACK sent).",
+        t.connected);
     one(&b, "antenna_connections_total", "counter", "Client connections accepted (CONNACK sent).",
         t.connections_total);
     family(&b, "antenna_connections_refused_total", "counter",
@@ -214,6 +268,15 @@ char *api_metrics_text(server_t *srv, size_t *len)
         t.auth_success);
     one(&b, "antenna_auth_failure_total", "counter", "CONNECTs refused by authentication.",
         t.auth_failure);
+    family(&b, "antenna_auth_attempts_total", "counter",
+           "CONNECTs judged by authentication, by result (banned: refused for a ban of "
+           "the address or a lock of the user name, without a check).");
+    sb_printf(&b, "antenna_auth_attempts_total{result=\"success\"} %" PRIu64 "\n",
+              t.auth_success);
+    sb_printf(&b, "antenna_auth_attempts_total{result=\"failure\"} %" PRIu64 "\n",
+              t.auth_failure);
+    sb_printf(&b, "antenna_auth_attempts_total{result=\"banned\"} %" PRIu64 "\n",
+              t.auth_banned);
     one(&b, "antenna_acl_denied_total", "counter",
         "Publishes, subscriptions and deliveries refused by the ACL.", t.acl_denied);
     one(&b, "antenna_takeovers_other_user_total", "counter",

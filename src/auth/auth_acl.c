@@ -70,7 +70,8 @@ int auth_acl_add(auth_acl_t *a, int allow, uint8_t access, uint8_t scope, const 
     r->allow = allow ? 1 : 0;
     r->access = access;
     r->scope = scope;
-    r->who = scope == AUTH_ACL_ANY ? NULL : an_strndup(who, strlen(who));
+    r->who = scope == AUTH_ACL_ANY || scope == AUTH_ACL_ANONYMOUS
+                 ? NULL : an_strndup(who, strlen(who));
     r->filter = an_strndup(filter, flen);
     r->flen = flen;
     r->subst = strstr(filter, "%u") != NULL || strstr(filter, "%c") != NULL;
@@ -97,11 +98,56 @@ static uint8_t parse_access(const char *w)
     return 0;
 }
 
+/* Where the parser is: the scope of the lines to come, and the deny rules
+ * of Mosquitto-style lines, which go before every other rule at the end
+ * (in Mosquitto a matching deny wins wherever it is written; first match
+ * in file order gives the same answer once they come first). */
+typedef struct {
+    uint8_t scope;
+    char *who;
+    int scoped;       /* a user, client or any line was seen */
+    auth_acl_t *deny; /* Mosquitto deny rules, in file order */
+} parse_t;
+
+/* Mosquitto's rule lines: "topic [read|write|readwrite|deny] FILTER" in
+ * the current scope (before any user line: clients without a user name,
+ * as in Mosquitto) and "pattern [ACCESS] FILTER" for every client.  An
+ * omitted access is readwrite. */
+static int parse_mosquitto(auth_acl_t *a, parse_t *ps, char **words, int n, const char **why)
+{
+    int pattern = words[0][0] == 'p';
+    if (n != 2 && n != 3) {
+        *why = pattern ? "expected 'pattern [read|write|readwrite|deny] FILTER'"
+                       : "expected 'topic [read|write|readwrite|deny] FILTER'";
+        return -1;
+    }
+    const char *filter = words[n - 1];
+    uint8_t access = AUTH_ACT_PUBLISH | AUTH_ACT_SUBSCRIBE;
+    int deny = 0;
+    if (n == 3) {
+        deny = strcmp(words[1], "deny") == 0;
+        if (!deny && (access = parse_access(words[1])) == 0) {
+            *why = "unknown access (read, write, readwrite or deny)";
+            return -1;
+        }
+    }
+    uint8_t scope = pattern ? AUTH_ACL_ANY : ps->scoped ? ps->scope : AUTH_ACL_ANONYMOUS;
+    const char *who = scope == AUTH_ACL_USER || scope == AUTH_ACL_CLIENT ? ps->who : NULL;
+    if (auth_acl_add(deny ? ps->deny : a, !deny, access, scope, who, filter) < 0) {
+        *why = "invalid topic filter";
+        return -1;
+    }
+    return 0;
+}
+
 /* One line (NUL terminated, may be modified).  0 or -1 with *why. */
-static int parse_line(auth_acl_t *a, char *line, uint8_t *scope, char **who, const char **why)
+static int parse_line(auth_acl_t *a, char *line, parse_t *ps, const char **why)
 {
     char *words[4];
     int n = 0;
+    line += strspn(line, " \t\r");
+    if (line[0] == '#') /* a comment, however many words */
+        return 0;
     for (char *save = NULL, *w = strtok_r(line, " \t\r", &save); w;
          w = strtok_r(NULL, " \t\r", &save)) {
         if (n == 4) {
@@ -110,16 +156,19 @@ static int parse_line(auth_acl_t *a, char *line, uint8_t *scope, char **who, con
         }
         words[n++] = w;
     }
-    if (n == 0 || words[0][0] == '#')
+    if (n == 0)
         return 0;
+    if (strcmp(words[0], "topic") == 0 || (strcmp(words[0], "pattern") == 0 && n > 1))
+        return parse_mosquitto(a, ps, words, n, why);
     if (strcmp(words[0], "any") == 0 || strcmp(words[0], "pattern") == 0) {
         if (n != 1) {
             *why = "'any' takes nothing after it";
             return -1;
         }
-        *scope = AUTH_ACL_ANY;
-        free(*who);
-        *who = NULL;
+        ps->scope = AUTH_ACL_ANY;
+        ps->scoped = 1;
+        free(ps->who);
+        ps->who = NULL;
         return 0;
     }
     if (strcmp(words[0], "user") == 0 || strcmp(words[0], "client") == 0) {
@@ -127,9 +176,10 @@ static int parse_line(auth_acl_t *a, char *line, uint8_t *scope, char **who, con
             *why = "expected 'user NAME' or 'client ID'";
             return -1;
         }
-        *scope = words[0][0] == 'u' ? AUTH_ACL_USER : AUTH_ACL_CLIENT;
-        free(*who);
-        *who = an_strndup(words[1], strlen(words[1]));
+        ps->scope = words[0][0] == 'u' ? AUTH_ACL_USER : AUTH_ACL_CLIENT;
+        ps->scoped = 1;
+        free(ps->who);
+        ps->who = an_strndup(words[1], strlen(words[1]));
         return 0;
     }
     int allow = 1, i = 0;
@@ -138,7 +188,7 @@ static int parse_line(auth_acl_t *a, char *line, uint8_t *scope, char **who, con
         i = 1;
     }
     if (n - i != 2) {
-        *why = "expected [allow|deny] pub|sub|all FILTER";
+        *why = "expected [allow|deny] pub|sub|all FILTER (or Mosquitto's topic/pattern)";
         return -1;
     }
     uint8_t access = parse_access(words[i]);
@@ -146,19 +196,35 @@ static int parse_line(auth_acl_t *a, char *line, uint8_t *scope, char **who, con
         *why = "unknown access (pub, sub or all; read, write or readwrite)";
         return -1;
     }
-    if (auth_acl_add(a, allow, access, *scope, *who, words[i + 1]) < 0) {
+    if (auth_acl_add(a, allow, access, ps->scope, ps->who, words[i + 1]) < 0) {
         *why = "invalid topic filter";
         return -1;
     }
     return 0;
 }
 
+/* Moves the rules of `first` in front of those of a (first is freed). */
+static void prepend(auth_acl_t *a, auth_acl_t *first)
+{
+    if (first->n) {
+        size_t n = a->n + first->n;
+        acl_rule_t *v = an_malloc((n ? n : 1) * sizeof(*v));
+        memcpy(v, first->v, first->n * sizeof(*v));
+        if (a->n)
+            memcpy(v + first->n, a->v, a->n * sizeof(*v));
+        free(a->v);
+        a->v = v;
+        a->n = a->cap = n;
+        first->n = 0; /* the strings moved with the rules */
+    }
+    auth_acl_free(first);
+}
+
 static auth_acl_t *parse_text(const char *text, size_t len, const char *who_src, char *err,
                               size_t errlen)
 {
     auth_acl_t *a = auth_acl_new();
-    uint8_t scope = AUTH_ACL_ANY;
-    char *who = NULL;
+    parse_t ps = {.scope = AUTH_ACL_ANY, .who = NULL, .scoped = 0, .deny = auth_acl_new()};
     size_t lineno = 0, off = 0;
     while (off < len) {
         const char *nl = memchr(text + off, '\n', len - off);
@@ -167,17 +233,19 @@ static auth_acl_t *parse_text(const char *text, size_t len, const char *who_src,
         char *line = an_strndup(text + off, end - off);
         const char *why = NULL;
         int rc = strlen(line) != end - off ? (why = "contains a NUL character", -1)
-                                           : parse_line(a, line, &scope, &who, &why);
+                                           : parse_line(a, line, &ps, &why);
         free(line);
         if (rc < 0) {
             snprintf(err, errlen, "%s:%zu: %s", who_src, lineno, why);
-            free(who);
+            free(ps.who);
+            auth_acl_free(ps.deny);
             auth_acl_free(a);
             return NULL;
         }
         off = end + 1;
     }
-    free(who);
+    free(ps.who);
+    prepend(a, ps.deny);
     return a;
 }
 
@@ -360,6 +428,8 @@ static int walk(const auth_acl_t *a, const char *user, const char *client_id, ui
         if (!(r->access & action))
             continue;
         if (r->scope == AUTH_ACL_USER && (user == NULL || strcmp(user, r->who) != 0))
+            continue;
+        if (r->scope == AUTH_ACL_ANONYMOUS && user && user[0])
             continue;
         if (r->scope == AUTH_ACL_CLIENT &&
             (client_id == NULL || strcmp(client_id, r->who) != 0))

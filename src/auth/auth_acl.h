@@ -15,7 +15,14 @@
  *     [allow|deny] ACCESS FILTER
  * ACCESS: pub|publish|write, sub|subscribe|read, all|both|readwrite.  A
  * rule without allow/deny allows.  Rules before any scope line apply to
- * every client.
+ * every client.  '#' lines are comments whatever they hold.
+ *
+ * Mosquitto's acl_file syntax is read too, with Mosquitto's meaning:
+ *     topic [read|write|readwrite|deny] FILTER   (omitted: readwrite)
+ *     pattern [read|write|readwrite|deny] FILTER (every client; %u, %c)
+ * A `topic` line before any user line applies to clients without a user
+ * name (Mosquitto's anonymous section); a `deny` of either kind wins over
+ * any allow, wherever it is written (such rules are moved to the front).
  *
  * Matching: a PUBLISH topic (or the topic of a message being delivered,
  * for reading) is matched against the expanded filter with the MQTT rules.
@@ -40,7 +47,8 @@
 
 typedef struct auth_acl auth_acl_t;
 
-enum { AUTH_ACL_ANY = 0, AUTH_ACL_USER, AUTH_ACL_CLIENT };
+enum { AUTH_ACL_ANY = 0, AUTH_ACL_USER, AUTH_ACL_CLIENT,
+       AUTH_ACL_ANONYMOUS /* clients without a user name */ };
 
 /* Load a file: NULL with err "PATH:LINE: problem". */
 auth_acl_t *auth_acl_load(const char *path, char *err, size_t errlen);

@@ -51,6 +51,8 @@
 
 #define PREFIX_PBKDF2 "$pbkdf2-sha512$"
 #define PREFIX_SCRAM "$scram-sha-512$"
+#define PREFIX_MOSQ "$7$" /* mosquitto_passwd 2.x: PBKDF2-SHA512, the same fields */
+#define MOSQ_SALT_LEN 12  /* what mosquitto_passwd draws */
 #define MAX_ITERATIONS 10000000u
 #define MAX_THREADS 64
 #define DK AUTH_PASSWD_DK_LEN
@@ -90,7 +92,7 @@ static long b64_field(const char **p, int last, uint8_t *out, size_t want)
 
 int auth_passwd_decode(const char *hash, auth_passwd_rec_t *rec, const char **why)
 {
-    const char *w = "not a $scram-sha-512$ or $pbkdf2-sha512$ hash";
+    const char *w = "not a $scram-sha-512$, $pbkdf2-sha512$ or $7$ (mosquitto_passwd) hash";
     const char *p;
     memset(rec, 0, sizeof(*rec));
     if (strncmp(hash, PREFIX_SCRAM, strlen(PREFIX_SCRAM)) == 0) {
@@ -99,7 +101,13 @@ int auth_passwd_decode(const char *hash, auth_passwd_rec_t *rec, const char **wh
     } else if (strncmp(hash, PREFIX_PBKDF2, strlen(PREFIX_PBKDF2)) == 0) {
         rec->kind = AUTH_PASSWD_PBKDF2;
         p = hash + strlen(PREFIX_PBKDF2);
+    } else if (strncmp(hash, PREFIX_MOSQ, strlen(PREFIX_MOSQ)) == 0) {
+        rec->kind = AUTH_PASSWD_PBKDF2; /* $7$ITERATIONS$SALT$SaltedPassword */
+        p = hash + strlen(PREFIX_MOSQ);
     } else {
+        if (strncmp(hash, "$6$", 3) == 0)
+            w = "a $6$ (mosquitto 1.x, one SHA-512 round) hash: too weak to accept; set the "
+                "password again with antenna passwd or mosquitto_passwd 2.x";
         goto bad;
     }
     char *end;
@@ -154,6 +162,26 @@ int auth_passwd_hash(const uint8_t *pw, size_t len, uint32_t iterations, char *o
     b64_encode(stored, sizeof(stored), k64);
     b64_encode(server, sizeof(server), v64);
     int n = snprintf(out, outlen, PREFIX_SCRAM "%u$%s$%s$%s", iterations, s64, k64, v64);
+    rc = n > 0 && (size_t)n < outlen ? 0 : -1;
+out:
+    OPENSSL_cleanse(salted, sizeof(salted));
+    return rc;
+}
+
+int auth_passwd_hash_mosquitto(const uint8_t *pw, size_t len, uint32_t iterations, char *out,
+                               size_t outlen)
+{
+    uint8_t salt[MOSQ_SALT_LEN], salted[DK];
+    char s64[B64_ENCODED_LEN(MOSQ_SALT_LEN) + 1], k64[B64_ENCODED_LEN(DK) + 1];
+    int rc = -1;
+    if (iterations < 1 || iterations > MAX_ITERATIONS || RAND_bytes(salt, sizeof(salt)) != 1)
+        return -1;
+    if (PKCS5_PBKDF2_HMAC((const char *)pw, (int)len, salt, sizeof(salt), (int)iterations,
+                          EVP_sha512(), sizeof(salted), salted) != 1)
+        goto out;
+    b64_encode(salt, sizeof(salt), s64);
+    b64_encode(salted, sizeof(salted), k64);
+    int n = snprintf(out, outlen, PREFIX_MOSQ "%u$%s$%s", iterations, s64, k64);
     rc = n > 0 && (size_t)n < outlen ? 0 : -1;
 out:
     OPENSSL_cleanse(salted, sizeof(salted));
@@ -404,8 +432,9 @@ int auth_passwd_scram_record(auth_backend_t *b, const char *user, auth_passwd_re
         if ((last == 0 || now - last >= 60000) &&
             atomic_compare_exchange_strong(&pb->legacy_warned_ms, &last, now))
             log_warn("SCRAM-SHA-512 refused for user '%s': its line in %s is in the older "
-                     "$pbkdf2-sha512$ format, which SCRAM cannot use safely; run `antenna "
-                     "passwd` for it again (plain password logins still work)", user, pb->path);
+                     "$pbkdf2-sha512$ or mosquitto's $7$ format, which SCRAM cannot use "
+                     "safely; run `antenna passwd` for it again (plain password logins still "
+                     "work)", user, pb->path);
     }
     /* fake, but the same for this user every time */
     uint8_t mac[DK];
@@ -656,7 +685,9 @@ static void cli_usage(FILE *out)
             "Adds or replaces USER in FILE with a salted PBKDF2-SHA512 verifier (SCRAM's\n"
             "StoredKey and ServerKey: usable for plain passwords and SCRAM-SHA-512; the\n"
             "file is created, mode 0600, when missing); -D deletes USER.  Default\n"
-            "iterations: %u.\n",
+            "iterations: %u.\n"
+            "  -M   write mosquitto_passwd's $7$ format instead (mosquitto 2.x and antenna's\n"
+            "       api.users_file read it; plain passwords only, no SCRAM)\n",
             AUTH_PASSWD_ITERATIONS);
 }
 
@@ -692,7 +723,7 @@ static int read_password(char *buf, size_t size)
 
 int auth_passwd_cli(int argc, char **argv)
 {
-    int batch = 0, del = 0, rc = 1;
+    int batch = 0, del = 0, mosq = 0, rc = 1;
     unsigned long iterations = AUTH_PASSWD_ITERATIONS;
     char pwbuf[2048], hash[AUTH_PASSWD_HASH_MAX], tmp[4096];
     const char *pw = NULL;
@@ -702,9 +733,10 @@ int auth_passwd_cli(int argc, char **argv)
     int o;
     optind = 1;
     opterr = 0;
-    while ((o = getopt(argc, argv, "+bDi:h")) != -1) {
+    while ((o = getopt(argc, argv, "+bDMi:h")) != -1) {
         switch (o) {
         case 'b': batch = 1; break;
+        case 'M': mosq = 1; break;
         case 'D': del = 1; break;
         case 'i': {
             char *end;
@@ -740,8 +772,8 @@ int auth_passwd_cli(int argc, char **argv)
             }
             pw = pwbuf;
         }
-        if (auth_passwd_hash((const uint8_t *)pw, strlen(pw), (uint32_t)iterations, hash,
-                             sizeof(hash)) < 0) {
+        if ((mosq ? auth_passwd_hash_mosquitto : auth_passwd_hash)(
+                (const uint8_t *)pw, strlen(pw), (uint32_t)iterations, hash, sizeof(hash)) < 0) {
             fprintf(stderr, "antenna passwd: hashing failed\n");
             goto out;
         }

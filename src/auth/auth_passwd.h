@@ -1,16 +1,19 @@
 /* auth_passwd.h -- the password file: salted PBKDF2-SHA512 verifiers, the
  * `password_file` backend and the `antenna passwd` subcommand.
  *
- * One line per user, in one of two formats:
+ * One line per user, in one of three formats:
  *   user:$scram-sha-512$ITERATIONS$SALT_B64$STOREDKEY_B64$SERVERKEY_B64
  *   user:$pbkdf2-sha512$ITERATIONS$SALT_B64$HASH_B64        (older files)
- * (standard base64, 16-byte salt, 64-byte keys).  `antenna passwd` writes
+ *   user:$7$ITERATIONS$SALT_B64$HASH_B64       (mosquitto_passwd 2.x files)
+ * (standard base64, 16-byte salt (12 in mosquitto's), 64-byte keys; the
+ * last two are the same PBKDF2 record under two names, so a Mosquitto
+ * password file is read as it is).  `antenna passwd` writes
  * the first: SaltedPassword = PBKDF2(password, salt, iterations) is not
  * stored, only StoredKey = SHA512(HMAC(SaltedPassword, "Client Key")) and
  * ServerKey = HMAC(SaltedPassword, "Server Key") (RFC 5802), so the file's
  * contents log nobody in: a plain CONNECT password is checked by deriving
  * StoredKey again, SCRAM-SHA-512 (auth_scram.c) uses both keys as RFC 5802
- * says.  A line in the older format holds SaltedPassword itself, which
+ * says.  A line in the older formats holds SaltedPassword itself, which
  * SCRAM would accept as a password: such users can log in with a plain
  * password only (SCRAM is refused, with a log line asking to re-run
  * `antenna passwd`).  Blank lines and lines starting with '#' are ignored.
@@ -54,6 +57,11 @@ typedef struct {
  * returns 0, or -1 (RAND_bytes or PBKDF2 failed, out too small). */
 int auth_passwd_hash(const uint8_t *pw, size_t len, uint32_t iterations, char *out,
                      size_t outlen);
+/* The same in mosquitto_passwd 2.x's format, "$7$ITERATIONS$SALT$HASH"
+ * (the PBKDF2 output itself, a 12-byte salt): readable by mosquitto and by
+ * antenna's api.users_file; no SCRAM for such a line. */
+int auth_passwd_hash_mosquitto(const uint8_t *pw, size_t len, uint32_t iterations, char *out,
+                               size_t outlen);
 /* Decode a hash text of either format: 0, or -1 when it is malformed (why
  * set). */
 int auth_passwd_decode(const char *hash, auth_passwd_rec_t *rec, const char **why);

@@ -176,6 +176,9 @@ typedef struct {
     uint8_t log_target;        /* CONF_LOG_TO_*; stderr with a file set means the file */
     /* api: the management HTTP API (src/api) */
     uint8_t api_enabled;
+    uint8_t api_optional;      /* no YAML key: set by main for the embedded
+                                * defaults; a taken port is a warning and the
+                                * broker runs without the API */
     char api_bind[64];
     uint16_t api_port;
     char api_tls_cert[256];    /* PEM files: HTTPS when both are set */

@@ -18,6 +18,12 @@
  * control byte of the formatted message (below 0x20, and 0x7f) as \xNN in
  * text and syslog lines (JSON escapes them its own way).  Escaping here,
  * once, covers every call site, including ones written later.
+ *
+ * Start-up errors reach stderr whatever the sink: while main has the mirror
+ * on (log_set_stderr_mirror, from before the server is built until it runs),
+ * every error line written to a file or syslog is also written to stderr in
+ * text form, so an operator (or systemd's journal) sees why the broker did
+ * not start even when log.file is set.
  */
 #include "log.h"
 
@@ -40,7 +46,8 @@ static struct {
     char path[256];
     int json;
     int use_syslog;
-} sink = {2, AN_LOG_INFO, "", 0, 0};
+    _Atomic int mirror; /* errors also to stderr (start-up) */
+} sink = {2, AN_LOG_INFO, "", 0, 0, 0};
 
 static const char *level_names[] = {"error", "warn", "info", "debug"};
 
@@ -170,6 +177,23 @@ static void append(char *buf, size_t *n, size_t cap, const char *s)
     *n += l;
 }
 
+void log_set_stderr_mirror(int on)
+{
+    atomic_store(&sink.mirror, on);
+}
+
+/* The text form of an error for stderr: "antenna: <message>". */
+static void mirror_error(const char *msg)
+{
+    char line[1100];
+    size_t n = 0;
+    append(line, &n, sizeof(line), "antenna: ");
+    append_escaped(line, &n, sizeof(line), msg);
+    line[n++] = '\n';
+    ssize_t w = write(2, line, n);
+    (void)w;
+}
+
 void log_vkv(int level, const char *client_id, const char *peer, const char *fmt, va_list ap)
 {
     if (level > sink.level)
@@ -227,6 +251,9 @@ void log_vkv(int level, const char *client_id, const char *peer, const char *fmt
         ssize_t w = write(atomic_load(&sink.fd), line, n);
         (void)w;
     }
+    if (level == AN_LOG_ERROR && atomic_load(&sink.mirror) &&
+        (sink.use_syslog || atomic_load(&sink.fd) != 2))
+        mirror_error(msg);
     errno = saved;
 }
 

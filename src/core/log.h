@@ -23,6 +23,10 @@ void log_close(void);
 int log_enabled(int level);
 /* Format (JSON lines or text) and target (syslog instead of the fd). */
 int log_set_output(int json, int use_syslog);
+/* While on, error lines also go to stderr when the sink is a file or
+ * syslog (start-up: main turns it on before building the server and off
+ * once it runs). */
+void log_set_stderr_mirror(int on);
 void log_msg(int level, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 /* A line about one client: client_id and peer ("addr:port") become fields
  * of a JSON line (either may be NULL); text lines are just the message. */

@@ -50,11 +50,21 @@ static void reason(SSL *ssl, int ret, int err, char *why, size_t whylen)
 static int file_err(const conf_listener_t *l, const char *what, const char *file,
                     char *err, size_t errlen)
 {
-    unsigned long e = ERR_peek_last_error();
-    char buf[256] = "unknown error";
-    if (e)
-        ERR_error_string_n(e, buf, sizeof(buf));
-    snprintf(err, errlen, "listener %s: %s %s: %s", l->name, what, file, buf);
+    /* What an operator can act on: the file's own errno when it cannot be
+     * read, else OpenSSL's reason in words ("no start line", "key values
+     * mismatch"), not its packed code (error:0A080002:...). */
+    FILE *f = fopen(file, "r");
+    if (f == NULL) {
+        snprintf(err, errlen, "listener %s: %s %s: cannot read it: %s", l->name, what, file,
+                 strerror(errno));
+        ERR_clear_error();
+        return -1;
+    }
+    fclose(f);
+    unsigned long e = ERR_peek_error(); /* the first: the cause, not "PEM lib" */
+    const char *why = e ? ERR_reason_error_string(e) : NULL;
+    snprintf(err, errlen, "listener %s: %s %s: %s", l->name, what, file,
+             why ? why : "not a usable PEM file");
     ERR_clear_error();
     return -1;
 }

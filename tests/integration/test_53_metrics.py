@@ -1,7 +1,7 @@
 """/metrics: the Prometheus text exposition checked line by line, and
 scraped by a real Prometheus server (Debian /usr/bin/prometheus) started on
 loopback with a temp config and storage: it must see the number of clients
-the test connected (antenna_connections) through its own query API, with
+the test connected (antenna_connections_active) through its own query API, with
 the API key as its bearer token.
 """
 
@@ -92,7 +92,7 @@ def test_metrics_text_format(metrics_broker):
     assert st == 200 and ctype.startswith("text/plain; version=0.0.4")
     fams = parse(text)
     for name, fam in fams.items():
-        assert name.startswith("antenna_")
+        assert name.startswith(("antenna_", "process_"))
         assert fam["type"] and fam["help"], name
         if fam["type"] == "counter":
             assert name.endswith("_total"), name
@@ -104,7 +104,7 @@ def test_metrics_text_format(metrics_broker):
             if n == name and l == labels:
                 return v
         raise KeyError((name, labels))
-    assert value("antenna_connections") == 3
+    assert value("antenna_connections_active") == 3
     assert value("antenna_connections_total") >= 3
     assert value("antenna_listener_connections", 'listener="mqtt",transport="tcp"') == 3
     assert value("antenna_packets_received_total", 'type="connect"') >= 3
@@ -185,7 +185,7 @@ def test_prometheus_scrapes_connections(metrics_broker, tmp_path):
     clients = []
     try:
         clients = [Paho(b, client_id="p%d" % i).connect() for i in range(4)]
-        q = "http://127.0.0.1:%d/api/v1/query?query=%s" % (port, urllib.parse.quote("antenna_connections"))
+        q = "http://127.0.0.1:%d/api/v1/query?query=%s" % (port, urllib.parse.quote("antenna_connections_active"))
 
         def seen():
             assert prom.poll() is None, "prometheus exited: %s" % (
@@ -197,7 +197,7 @@ def test_prometheus_scrapes_connections(metrics_broker, tmp_path):
                 return None
             res = j.get("data", {}).get("result", [])
             return res[0] if res and float(res[0]["value"][1]) == 4 else None
-        res = wait_for(seen, 60, interval=0.5, what="prometheus to see antenna_connections 4")
+        res = wait_for(seen, 60, interval=0.5, what="prometheus to see antenna_connections_active 4")
         assert res["metric"]["job"] == "antenna"
         # and the scrape itself is healthy (auth accepted, format parsed)
         with urllib.request.urlopen("http://127.0.0.1:%d/api/v1/targets" % port, timeout=5) as r:
