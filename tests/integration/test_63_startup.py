@@ -164,8 +164,10 @@ def test_check_passes_a_good_configuration(antenna_bin, tmp_path):
     acl = tmp_path / "acl"
     acl.write_text("allow pub a/#\nallow sub b/+\n")
     cfg = tmp_path / "antenna.yaml"
+    # a module's section (heartbeat) is a known key for check as for the broker
     cfg.write_text("listeners:\n  - name: mqtt\n    address: 127.0.0.1\n    port: 1883\n"
                    "auth:\n  acl_file: %s\npersistence:\n  dir: %s\nlog:\n  file: %s\n"
+                   "heartbeat:\n  interval: 5\n  topic: hb\n"
                    % (acl, tmp_path / "store", tmp_path / "antenna.log"))
     rc, out, err = check(antenna_bin, cfg)
     assert rc == 0, (out, err)
