@@ -280,6 +280,7 @@ void server_free(server_t *srv)
         tls_ctx_free(srv->tls_ctx[i]);
         srv->tls_ctx[i] = NULL;
     }
+    router_consumers_free(srv); /* before the trie: they leave it */
     shared_free_all(&srv->groups);
     trie_free(srv->trie);
     retain_free(srv->retain);
