@@ -459,7 +459,7 @@ void router_consumers_free(server_t *srv)
             free(f);
         }
         if (c->ops->free)
-            c->ops->free(c->user);
+            c->ops->free(c, c->user);
         free(c->delivered);
         free(c->name);
         free(c);

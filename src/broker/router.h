@@ -107,9 +107,9 @@ typedef struct {
     /* A message for c (see above for when, where and what it may do). */
     void (*on_message)(worker_t *w, router_consumer_t *c, msg_t *m, uint8_t qos,
                        uint8_t flags, void *user);
-    /* The server frees c (server_free, the workers stopped): release user.
-     * May be NULL. */
-    void (*free)(void *user);
+    /* The server frees c (server_free, the workers stopped): release user
+     * (c is still readable: its name and count).  May be NULL. */
+    void (*free)(router_consumer_t *c, void *user);
 } consumer_ops_t;
 
 /* A consumer named `name` (logs, stats), with no filter yet.  Any thread,
