@@ -701,6 +701,7 @@ static enum MHD_Result h_publish(api_req_t *r, const char *tail)
     msg_t *m = msg_new_v5((const uint8_t *)topic, (uint16_t)tlen, props, (uint32_t)props_len,
                           payload, (uint32_t)n, (uint8_t)qos, (uint8_t)retain,
                           expiry_ms ? an_now_ms() + expiry_ms : 0);
+    msg_set_origin(m, &msg_origin_api);
     api_job_t *job = api_job_new(API_JOB_PUBLISH);
     job->msg = m;
     if ((job = run_job(r, job, 0)) == NULL)

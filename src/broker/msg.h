@@ -4,13 +4,65 @@
  * published to many subscribers is never copied: every queue, inflight slot,
  * retained entry and cross-worker hand-off holds a reference.  The count is
  * atomic because references cross worker threads; the contents are
- * immutable after msg_new().
+ * immutable once the message is shared (msg_new() and the publish path
+ * that sets its provenance, before router_publish()).
+ *
+ * Provenance: where a message came from.  Per message: the publish time
+ * (wall clock), the origin node (0 = this broker) and the hop count (0 =
+ * published here); a cluster that forwards a message sets both.  Per
+ * publisher: a msg_origin_t, immutable and reference-counted, shared by
+ * every message of one connection (made at its first PUBLISH or its will,
+ * released when the connection is freed and its last message goes), so
+ * provenance costs no allocation per message, only a reference.  Who sets
+ * what:
+ *   - a client's PUBLISH and its will: the connection's origin (client id,
+ *     username, protocol version, listener);
+ *   - the management API: msg_origin_api (protocol api, no client);
+ *   - $SYS: msg_origin_sys (protocol sys);
+ *   - messages restored from the store (retained, queued for a durable
+ *     session): NULL (nothing of the origin is stored); their publish time
+ *     is the time they were loaded.
+ * A reader treats NULL as "unknown".
  */
 #ifndef ANTENNA_MSG_H
 #define ANTENNA_MSG_H
 
 #include <stdatomic.h>
+#include <stddef.h>
 #include <stdint.h>
+
+/* msg_origin_t.proto */
+enum {
+    MSG_PROTO_UNKNOWN = 0,
+    MSG_PROTO_MQTT31,  /* MQTT 3.1 client */
+    MSG_PROTO_MQTT311, /* MQTT 3.1.1 client */
+    MSG_PROTO_MQTT5,   /* MQTT 5.0 client */
+    MSG_PROTO_API,     /* the management API */
+    MSG_PROTO_SYS,     /* the broker's own $SYS topics */
+    MSG_PROTO_NODE     /* another node of a cluster */
+};
+
+/* Who published: one per connection, shared by its messages.  Strings are
+ * NUL-terminated copies in the same allocation (NULL when absent). */
+typedef struct msg_origin_s {
+    _Atomic uint32_t refs; /* 0: a static origin (msg_origin_api/sys), never freed */
+    uint8_t proto;         /* MSG_PROTO_* */
+    const char *client_id;
+    const char *username;
+    const char *listener;  /* the listener's name */
+    char data[];
+} msg_origin_t;
+
+extern const msg_origin_t msg_origin_api, msg_origin_sys;
+
+/* A new origin with one reference (copies the strings). */
+msg_origin_t *msg_origin_new(uint8_t proto, const char *client_id, size_t client_id_len,
+                             const char *username, const char *listener);
+const msg_origin_t *msg_origin_ref(const msg_origin_t *o);
+/* Drops a reference (NULL and static origins are ignored), NULLs *op. */
+void msg_origin_unref(const msg_origin_t **op);
+/* "mqtt3.1", "mqtt3.1.1", "mqtt5", "api", "sys", "node", "unknown". */
+const char *msg_proto_name(uint8_t proto);
 
 typedef struct msg_s {
     _Atomic uint32_t refs;
@@ -22,6 +74,10 @@ typedef struct msg_s {
     uint64_t expire_at; /* monotonic ms (Message Expiry Interval); 0 = never */
     uint64_t store_seq; /* its key in durable session queues (persist.h), 0 =
                          * not stored; set before the message is shared */
+    uint64_t published_at; /* wall clock, ms since the epoch (a coarse clock) */
+    const msg_origin_t *origin; /* who published it (a reference), or NULL */
+    uint16_t origin_node; /* the node it was published on, 0 = this one */
+    uint8_t hops;         /* nodes it crossed to get here, 0 = published here */
     uint8_t data[];     /* topic bytes, property bytes, payload bytes */
 } msg_t;
 
@@ -50,6 +106,12 @@ static inline msg_t *msg_ref(msg_t *m)
 msg_t *msg_new_v5(const uint8_t *topic, uint16_t topic_len, const uint8_t *props,
                   uint32_t props_len, const uint8_t *payload, uint32_t payload_len,
                   uint8_t qos, uint8_t retain, uint64_t expire_at);
+
+/* Give m (not shared yet) its publisher's origin: a reference is taken. */
+static inline void msg_set_origin(msg_t *m, const msg_origin_t *o)
+{
+    m->origin = o ? msg_origin_ref(o) : NULL;
+}
 
 /* Drops the caller's reference and NULLs its pointer. */
 void msg_unref(msg_t **mp);

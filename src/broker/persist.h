@@ -93,6 +93,7 @@ struct route_target_s {
     uint16_t owner;
     uint8_t qos;
     uint8_t flags; /* DLV_* */
+    uint8_t kind;  /* ROUTE_OWNER_* (trie.h) */
 };
 typedef struct route_target_s route_target_t;
 /* Hold the sending of session sid's QoS 2 packet pid (PUBLISH or PUBREL)

@@ -224,6 +224,23 @@ static size_t connack_props(conn_t *c, const connect_terms_t *t, const uint8_t *
     return mqtt_pw_error(&pw) ? 0 : mqtt_pw_len(&pw);
 }
 
+/* The provenance of c's messages (msg.h): made at its will or its first
+ * PUBLISH (a subscriber that never publishes pays nothing), then shared by
+ * every message of the connection; conn_free releases it. */
+static const msg_origin_t *conn_origin(conn_t *c, const uint8_t *id, size_t id_len)
+{
+    conn_ext_t *x = conn_ext(c);
+    if (x->origin == NULL) {
+        uint8_t proto = c->proto == MQTT_PROTO_V5    ? MSG_PROTO_MQTT5
+                        : c->proto == MQTT_PROTO_V31 ? MSG_PROTO_MQTT31
+                                                     : MSG_PROTO_MQTT311;
+        x->origin = msg_origin_new(proto, (const char *)id, id_len,
+                                   x->auth ? x->auth->user : x->cert_user,
+                                   c->w->srv->conf.listeners[c->listener].name);
+    }
+    return x->origin;
+}
+
 /* CONNECT on the home worker: session, takeover, CONNACK, redelivery. */
 static int connect_home(conn_t *c, const mqtt_connect_t *ck, const connect_terms_t *t,
                         const uint8_t *id, uint16_t id_len)
@@ -320,6 +337,7 @@ static int connect_home(conn_t *c, const mqtt_connect_t *ck, const connect_terms
         c->will = msg_new_v5(ck->will_topic.p, ck->will_topic.len, props, plen,
                              ck->will_payload.p, ck->will_payload.len, ck->will_qos,
                              ck->will_retain, expire_at);
+        msg_set_origin(c->will, conn_origin(c, id, id_len));
         if (props != buf)
             free(props);
     }
@@ -1090,6 +1108,10 @@ static int on_publish(conn_t *c, const mqtt_raw_t *pkt)
     } else {
         m = msg_new(pb.topic.p, pb.topic.len, pb.payload, pb.payload_len, pb.qos, pb.retain);
     }
+    msg_set_origin(m, likely(c->x && c->x->origin)
+                          ? c->x->origin
+                          : conn_origin(c, (const uint8_t *)c->sess->client_id,
+                                        c->sess->client_id_len));
     size_t n = router_publish(w, m, c->sess);
     if (n == ROUTER_REFUSED || n == ROUTER_NO_RETAIN) {
         if (event_wanted(w->srv, EVENT_MESSAGE_DROPPED))

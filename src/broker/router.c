@@ -7,7 +7,14 @@
  * when there is more than one, so each session gets the message once, at
  * the highest granted QoS -- except that a copy through a shared
  * subscription is separate from one through an ordinary subscription
- * [MQTT5 4.8.2].
+ * [MQTT5 4.8.2].  Consumers and nodes have one id each, so they merge
+ * the same way.
+ *
+ * Every match is handed to its owner in one place, dispatch(), through
+ * srv->route_owners (router.h); the LOCAL and CONSUMER rows are here.
+ * Consumers are linked on the server under the trie lock and freed only
+ * with the server, so a match (or a held route) never points at a freed
+ * consumer.
  */
 #include "router.h"
 
@@ -28,6 +35,30 @@ typedef struct {
     const msg_t *m;
     const sess_t *from;
 } match_ctx_t;
+
+/* A counter per worker, on its own cache line (one writer each). */
+typedef struct {
+    an_counter_t n;
+    char pad[64 - sizeof(an_counter_t)];
+} consumer_count_t;
+
+typedef struct consumer_filter_s {
+    struct consumer_filter_s *next;
+    uint8_t qos;
+    uint16_t len;
+    char filter[]; /* NUL-terminated */
+} consumer_filter_t;
+
+struct router_consumer_s {
+    server_t *srv;
+    router_consumer_t *next;     /* srv->consumers, under trie_lock */
+    const consumer_ops_t *ops;
+    void *user;
+    char *name;
+    consumer_filter_t *filters;  /* under trie_lock */
+    uint32_t nworkers;
+    consumer_count_t *delivered; /* [nworkers] */
+};
 
 static void push(worker_t *w, const sub_ref_t *sub)
 {
@@ -111,29 +142,67 @@ static void drop_deliver(inbox_item_t *it)
     msg_unref(&m);
 }
 
+/* The one place where a match meets its owner (router.h). */
+static inline void dispatch(worker_t *w, uint8_t kind, uint64_t sid, uint16_t owner, msg_t *m,
+                            uint8_t qos, uint8_t flags)
+{
+    const route_owner_kind_t *k = &w->srv->route_owners[kind & (ROUTE_OWNER_KINDS - 1)];
+    if (likely(k->deliver != NULL))
+        k->deliver(w, sid, owner, m, qos, flags, k->user);
+}
+
+/* ROUTE_OWNER_LOCAL: an MQTT session whose home is worker `owner`. */
+static void deliver_session(worker_t *w, uint64_t sid, uint16_t owner, msg_t *m, uint8_t qos,
+                            uint8_t flags, void *user)
+{
+    (void)user;
+    if (owner == w->id) {
+        router_deliver_local(w, sid, m, qos, flags);
+    } else {
+        inbox_item_t it = {.kind = WM_DELIVER, .qos = qos, .flags = flags, .sid = sid,
+                           .ptr = msg_ref(m)};
+        worker_post(w, owner, &it);
+    }
+}
+
+/* ROUTE_OWNER_CONSUMER: the consumer's address is in its id. */
+static void deliver_consumer(worker_t *w, uint64_t sid, uint16_t owner, msg_t *m, uint8_t qos,
+                             uint8_t flags, void *user)
+{
+    (void)owner;
+    (void)user;
+    router_consumer_t *c = (router_consumer_t *)(uintptr_t)(sid & ~ROUTE_SID_CONSUMER);
+    if (w->id < c->nworkers)
+        STAT_ADD(c->delivered[w->id].n, 1);
+    c->ops->on_message(w, c, m, qos, flags & DLV_RETAIN, c->user);
+}
+
+void router_owner_register(server_t *srv, uint8_t kind, const route_owner_kind_t *k)
+{
+    if (kind >= ROUTE_OWNER_KINDS)
+        abort(); /* a programming error, at start-up */
+    srv->route_owners[kind] = *k;
+}
+
 void router_register_inbox(server_t *srv)
 {
     static const worker_inbox_kind_t deliver = {.run = run_deliver, .drop = drop_deliver};
     worker_inbox_register(srv, WM_DELIVER, &deliver);
+    router_owner_register(srv, ROUTE_OWNER_LOCAL,
+                          &(route_owner_kind_t){.deliver = deliver_session});
+    router_owner_register(srv, ROUTE_OWNER_CONSUMER,
+                          &(route_owner_kind_t){.deliver = deliver_consumer});
 }
 
 static void hand(worker_t *w, const sub_ref_t *sub, msg_t *m, uint8_t qos, uint8_t flags)
 {
-    if (sub->owner == w->id) {
-        router_deliver_local(w, sub->sid, m, qos, flags);
-    } else {
-        inbox_item_t it = {.kind = WM_DELIVER, .qos = qos, .flags = flags, .sid = sub->sid,
-                           .ptr = msg_ref(m)};
-        worker_post(w, sub->owner, &it);
-    }
+    dispatch(w, sub->kind, sub->sid, sub->owner, m, qos, flags);
 }
 
 void router_hand_targets(worker_t *w, msg_t *m, const route_target_t *t, size_t n)
 {
-    for (size_t i = 0; i < n; i++) {
-        sub_ref_t sub = {.sid = t[i].sid, .owner = t[i].owner};
-        hand(w, &sub, m, t[i].qos, t[i].flags);
-    }
+    for (size_t i = 0; i < n; i++)
+        dispatch(w, t[i].kind, t[i].sid, t[i].owner, m, t[i].qos, t[i].flags);
 }
 
 /* With persistence: store m in the queue of every durable subscriber that
@@ -152,6 +221,7 @@ static void publish_durable(worker_t *w, msg_t *m, size_t n)
         const sub_ref_t *sub = &w->matches[i];
         t[i].sid = sub->sid;
         t[i].owner = sub->owner;
+        t[i].kind = sub->kind;
         t[i].qos = AN_MIN(m->qos, sub->opts & 3);
         t[i].flags = 0;
         if ((sub->opts & MQTT_SUBOPT_RETAIN_AS_PUBLISHED) && m->retain)
@@ -282,4 +352,117 @@ void router_send_retained(worker_t *w, sess_t *s, const uint8_t *filter,
 {
     retained_ctx_t ctx = {w, s, qos};
     retain_match(w->srv->retain, filter, len, send_one_retained, &ctx);
+}
+
+/* ---- internal consumers ------------------------------------------------ */
+
+router_consumer_t *router_consumer_new(server_t *srv, const char *name,
+                                       const consumer_ops_t *ops, void *user)
+{
+    router_consumer_t *c = an_calloc(1, sizeof(*c));
+    c->srv = srv;
+    c->ops = ops;
+    c->user = user;
+    c->name = an_strndup(name, strlen(name));
+    c->nworkers = srv->nworkers ? srv->nworkers : 1;
+    c->delivered = an_calloc(c->nworkers, sizeof(*c->delivered));
+    pthread_rwlock_wrlock(&srv->trie_lock);
+    c->next = srv->consumers;
+    srv->consumers = c;
+    pthread_rwlock_unlock(&srv->trie_lock);
+    return c;
+}
+
+static sub_ref_t consumer_ref(const router_consumer_t *c, uint8_t qos)
+{
+    /* Retain As Published: a consumer sees the flag the publisher set */
+    sub_ref_t r = {.sid = ROUTE_SID_CONSUMER | (uint64_t)(uintptr_t)c,
+                   .kind = ROUTE_OWNER_CONSUMER,
+                   .opts = (uint8_t)(qos | MQTT_SUBOPT_RETAIN_AS_PUBLISHED)};
+    return r;
+}
+
+int router_consumer_subscribe(router_consumer_t *c, const char *filter, uint8_t qos)
+{
+    size_t len = strlen(filter);
+    const uint8_t *g, *real;
+    size_t gl, rl;
+    if (qos > 2 || len == 0 || len > UINT16_MAX ||
+        !mqtt_topic_filter_valid((const uint8_t *)filter, len) ||
+        mqtt_shared_filter_parse((const uint8_t *)filter, len, &g, &gl, &real, &rl) != 0)
+        return -1;
+    server_t *srv = c->srv;
+    sub_ref_t ref = consumer_ref(c, qos);
+    consumer_filter_t *f = an_malloc(sizeof(*f) + len + 1);
+    f->qos = qos;
+    f->len = (uint16_t)len;
+    memcpy(f->filter, filter, len + 1);
+    pthread_rwlock_wrlock(&srv->trie_lock);
+    int rc = trie_insert(srv->trie, (const uint8_t *)filter, len, &ref);
+    if (rc == 1) {
+        f->next = c->filters;
+        c->filters = f;
+        f = NULL;
+    } else if (rc == 0) {
+        for (consumer_filter_t *e = c->filters; e; e = e->next)
+            if (e->len == len && memcmp(e->filter, filter, len) == 0)
+                e->qos = qos;
+    }
+    pthread_rwlock_unlock(&srv->trie_lock);
+    free(f);
+    if (rc < 0) {
+        log_error("consumer %s: out of memory adding %s", c->name, filter);
+        abort(); /* an_* policy */
+    }
+    return 0;
+}
+
+int router_consumer_unsubscribe(router_consumer_t *c, const char *filter)
+{
+    size_t len = strlen(filter);
+    server_t *srv = c->srv;
+    consumer_filter_t *gone = NULL;
+    pthread_rwlock_wrlock(&srv->trie_lock);
+    for (consumer_filter_t **pp = &c->filters; *pp; pp = &(*pp)->next)
+        if ((*pp)->len == len && memcmp((*pp)->filter, filter, len) == 0) {
+            gone = *pp;
+            *pp = gone->next;
+            trie_remove(srv->trie, (const uint8_t *)filter, len, consumer_ref(c, 0).sid);
+            break;
+        }
+    pthread_rwlock_unlock(&srv->trie_lock);
+    free(gone);
+    return gone != NULL;
+}
+
+const char *router_consumer_name(const router_consumer_t *c) { return c->name; }
+
+uint64_t router_consumer_delivered(const router_consumer_t *c)
+{
+    uint64_t n = 0;
+    for (uint32_t i = 0; i < c->nworkers; i++)
+        n += STAT_GET(c->delivered[i].n);
+    return n;
+}
+
+void router_consumers_free(server_t *srv)
+{
+    router_consumer_t *c = srv->consumers;
+    srv->consumers = NULL;
+    while (c) {
+        router_consumer_t *next = c->next;
+        while (c->filters) {
+            consumer_filter_t *f = c->filters;
+            c->filters = f->next;
+            if (srv->trie)
+                trie_remove(srv->trie, (const uint8_t *)f->filter, f->len, consumer_ref(c, 0).sid);
+            free(f);
+        }
+        if (c->ops->free)
+            c->ops->free(c, c->user);
+        free(c->delivered);
+        free(c->name);
+        free(c);
+        c = next;
+    }
 }

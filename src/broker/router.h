@@ -6,10 +6,47 @@
  * topic in the trie under the read lock, picks one member for each shared
  * subscription group, drops a publisher's own message where it subscribed
  * with No Local, merges overlapping subscriptions of one session (highest
- * QoS wins) and hands each subscriber to its owner: delivered at once when
- * the owner is this worker, queued for another worker's inbox otherwise
- * (sent in one batch at the end of the loop turn).  An owner is a worker
- * index today; a remote cluster node later.
+ * QoS wins) and hands each subscriber to its owner.
+ *
+ * Route owners.  A subscriber (sub_ref_t, trie.h) carries a tagged owner:
+ * a kind (ROUTE_OWNER_*) and an index within it.  Every hand-off, at
+ * publish time, after a store commit (held routes) or on shared-group
+ * failover, goes through one function, which calls the kind's row of
+ * srv->route_owners (one indirect call per delivery):
+ *   - ROUTE_OWNER_LOCAL, an MQTT session: delivered at once when its home
+ *     is this worker, else a WM_DELIVER item for its worker's inbox (sent
+ *     in one batch at the end of the loop turn);
+ *   - ROUTE_OWNER_CONSUMER, an internal consumer (below): its callback,
+ *     on this worker;
+ *   - ROUTE_OWNER_NODE, a remote node: registered by a cluster module with
+ *     router_owner_register().  Its row receives (sid, node index, m, qos,
+ *     flags) on the publisher's worker, after the merge, so a node that
+ *     subscribed with overlapping filters (one sid per node: ROUTE_SID_NODE
+ *     | index) is called ONCE per message at the highest granted QoS.  It
+ *     forwards m to that node once, never twice (the node then routes it
+ *     to its own subscribers and must not send it back: hops + 1 and the
+ *     origin node travel with it), keeps the QoS it was given (a QoS 1/2
+ *     message is not lost on the link: the link acknowledges or resends),
+ *     takes its own reference (msg_ref) if it keeps m past the call, and
+ *     never blocks (a queue per link, written at the end of the turn).
+ *     Until a row is registered, matches of that kind are dropped.
+ *
+ * Internal consumers.  A module subscribes to topic filters without being
+ * an MQTT session: router_consumer_new(), router_consumer_subscribe().
+ * Its on_message runs on the worker that routed the publish (so a module
+ * keeps per-worker state indexed by w->id), once per message whatever the
+ * overlap of its filters, at min(published QoS, highest granted QoS), with
+ * DLV_RETAIN when the message was published with retain (Retain As
+ * Published).  The message's provenance is in m (msg.h).  The callback
+ * must not block, may take a reference (msg_ref) to keep m, and must not
+ * call router_publish() (it is not reentrant on one worker: it reuses the
+ * worker's match vector); to publish, hand the message to a later point
+ * (an inbox item, a timer).  With persistence, a message held until its
+ * store commit reaches its consumers after the commit, in order with the
+ * sessions.  A consumer gets no retained messages when it subscribes (it
+ * sees the flow, not the state; retain_match() reads the state), is never
+ * durable (nothing of it is stored), and cannot join a shared group.
+ * Deliveries are counted per consumer and per worker.
  */
 #ifndef ANTENNA_ROUTER_H
 #define ANTENNA_ROUTER_H
@@ -56,8 +93,44 @@ void router_send_retained(worker_t *w, sess_t *s, const uint8_t *filter,
 
 /* Inbox item from another worker: deliver to a local session by id. */
 void router_deliver_local(worker_t *w, uint64_t sid, msg_t *m, uint8_t qos, uint8_t flags);
-/* Register WM_DELIVER (server start-up). */
+/* Register WM_DELIVER and the LOCAL and CONSUMER owner kinds (server
+ * start-up). */
 void router_register_inbox(server_t *srv);
+
+/* Register the row of owner kind `kind` (ROUTE_OWNER_*, < ROUTE_OWNER_KINDS)
+ * before server_start (the table is read without a lock).  The router
+ * registers LOCAL and CONSUMER itself (router_register_inbox). */
+void router_owner_register(server_t *srv, uint8_t kind, const route_owner_kind_t *k);
+
+typedef struct router_consumer_s router_consumer_t;
+typedef struct {
+    /* A message for c (see above for when, where and what it may do). */
+    void (*on_message)(worker_t *w, router_consumer_t *c, msg_t *m, uint8_t qos,
+                       uint8_t flags, void *user);
+    /* The server frees c (server_free, the workers stopped): release user
+     * (c is still readable: its name and count).  May be NULL. */
+    void (*free)(router_consumer_t *c, void *user);
+} consumer_ops_t;
+
+/* A consumer named `name` (logs, stats), with no filter yet.  Any thread,
+ * at start-up or at runtime.  It lives as long as the server (freed by
+ * router_consumers_free); a module that is done with it unsubscribes. */
+router_consumer_t *router_consumer_new(server_t *srv, const char *name,
+                                       const consumer_ops_t *ops, void *user);
+/* Subscribe c to filter (NUL-terminated, a valid topic filter, not
+ * "$share/..."), granted QoS qos (0..2); a filter already subscribed gets
+ * the new QoS.  Any thread, also from a consumer's callback (the router
+ * holds no lock then): takes the trie's write lock briefly.  Returns 0, or
+ * -1 for an invalid filter or QoS. */
+int router_consumer_subscribe(router_consumer_t *c, const char *filter, uint8_t qos);
+/* Returns 1 when removed, 0 when c was not subscribed to filter.  A
+ * message already matched may still arrive after it returns. */
+int router_consumer_unsubscribe(router_consumer_t *c, const char *filter);
+const char *router_consumer_name(const router_consumer_t *c);
+/* Messages delivered to c, summed over the workers (any thread). */
+uint64_t router_consumer_delivered(const router_consumer_t *c);
+/* server_free, after the workers stopped: every consumer and its user. */
+void router_consumers_free(server_t *srv);
 
 /* Failover: hand m, which session s got through a shared subscription and
  * did not acknowledge, to another member of a group of s whose filter

@@ -33,6 +33,7 @@
 #include "sys.h"
 #include "auth_chain.h"
 #include "module.h"
+#include "msg_log.h"
 
 static int open_listener(server_t *srv, uint32_t i)
 {
@@ -216,6 +217,8 @@ int server_init(server_t *srv, const conf_t *conf)
         return -1;
     if (module_init_all(srv) < 0) /* $SYS, events.log, ...: before any worker runs */
         return -1;
+    if (msg_log_init(srv) < 0) /* examples.message_log: an internal consumer */
+        return -1;
     if (srv->conf.memory_high_water) {
         worker_t *w0 = &srv->workers[0];
         tw_timer_init(&w0->mem_timer, sys_on_mem_timer);
@@ -279,6 +282,7 @@ void server_free(server_t *srv)
         tls_ctx_free(srv->tls_ctx[i]);
         srv->tls_ctx[i] = NULL;
     }
+    router_consumers_free(srv); /* before the trie: they leave it */
     shared_free_all(&srv->groups);
     trie_free(srv->trie);
     retain_free(srv->retain);

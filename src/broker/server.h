@@ -64,6 +64,14 @@ typedef struct {
     void (*drop)(inbox_item_t *it);
 } worker_inbox_kind_t;
 
+/* What the router does with a message for a subscriber of one owner kind
+ * (sub_ref_t.kind, trie.h): router.h says what an implementation keeps. */
+typedef struct {
+    void (*deliver)(worker_t *w, uint64_t sid, uint16_t owner, msg_t *m, uint8_t qos,
+                    uint8_t flags, void *user);
+    void *user;
+} route_owner_kind_t;
+
 /* Packet types counted in and out (index = MQTT packet type 0..15). */
 #define STAT_PKT_TYPES 16
 
@@ -204,6 +212,9 @@ struct server_s {
     event_bus_t events;    /* event handlers (event.h): set before server_start */
     struct module_inst_s *modules; /* the modules of module_list (module.h) */
     uint32_t nmodules;
+    route_owner_kind_t route_owners[ROUTE_OWNER_KINDS]; /* router.h: by sub_ref_t.kind;
+                           * set before server_start, read-only after */
+    struct router_consumer_s *consumers; /* router.h: every consumer, under trie_lock */
 };
 
 /* Open listeners, create workers (not started).  Returns 0 or -1 (logged). */

@@ -33,6 +33,7 @@ static void publish(worker_t *w, const char *topic, const char *value)
 {
     msg_t *m = msg_new((const uint8_t *)topic, (uint16_t)strlen(topic),
                        (const uint8_t *)value, (uint32_t)strlen(value), 0, 1);
+    msg_set_origin(m, &msg_origin_sys);
     router_publish(w, m, NULL);
     msg_unref(&m);
 }

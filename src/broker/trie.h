@@ -9,9 +9,10 @@
  * Topics starting with '$' are not matched by a leading '+' or '#'
  * [MQTT-4.7.2-1].
  *
- * A subscriber is a sub_ref_t: a session id plus its owner (a worker index
- * today; a remote cluster node later) and its options.  The trie never looks
- * inside a subscriber, so the router decides what "delivering" means.
+ * A subscriber is a sub_ref_t: an id, a tagged owner (its kind, and an
+ * index within the kind) and its options.  The trie never looks inside a
+ * subscriber, so the router decides what "delivering" means (router.h:
+ * one table of owner kinds).
  *
  * Not thread-safe: the router guards it with a read-write lock (many workers
  * match at once; subscribe and unsubscribe take the write lock).
@@ -22,19 +23,40 @@
 #include <stddef.h>
 #include <stdint.h>
 
+/* Route owner kinds (sub_ref_t.kind): who takes a message for a matched
+ * subscriber.  Each kind is a row of the router's table (router.h). */
+enum {
+    ROUTE_OWNER_LOCAL = 0, /* an MQTT session; owner: its home worker index */
+    ROUTE_OWNER_CONSUMER,  /* an internal consumer (router.h); sid: ROUTE_SID_CONSUMER
+                            * | its address; owner unused (0) */
+    ROUTE_OWNER_NODE,      /* a remote node (a cluster module); owner: the node's
+                            * index; sid: ROUTE_SID_NODE | that index */
+    ROUTE_OWNER_KINDS = 4  /* size of the table */
+};
+
+/* Ids of subscribers that are not sessions: tagged so that they never equal
+ * a session id (a counter from 1) nor a shared group (SHARED_TAG, bit 63,
+ * shared.h).  One id per consumer and per node, so that overlapping
+ * filters of one of them merge into one delivery, as for a session. */
+#define ROUTE_SID_CONSUMER (1ull << 62)
+#define ROUTE_SID_NODE (1ull << 61)
+
 typedef struct {
-    uint64_t sid;   /* session id: unique, never reused */
+    uint64_t sid;   /* session id (unique, never reused), or a tagged id */
     uint32_t subid; /* MQTT 5 subscription identifier, 0 = none */
-    uint16_t owner; /* worker index owning the session */
+    uint16_t owner; /* index within the kind: the session's worker, a node */
     uint8_t opts;   /* the MQTT 5 options byte: bits 0-1 granted QoS, 2 No
                      * Local, 3 Retain As Published, 4-5 Retain Handling;
                      * bit 6 (SUB_SHARED): a shared group, see shared.h */
+    uint8_t kind;   /* ROUTE_OWNER_* (in what was the padding byte) */
     struct sess_s *sess; /* the session (NULL for a group's own entry): valid
                           * only under the trie lock, which every session
                           * takes to leave the trie before it is freed; read
                           * by other workers for its immutable client id and
                           * its atomic `durable` flag only */
 } sub_ref_t;
+
+_Static_assert(sizeof(sub_ref_t) == 24, "sub_ref_t grew: every subscription pays for it");
 
 #define SUB_SHARED 0x40
 

@@ -116,6 +116,7 @@ typedef struct {
 } conf_auth_ban_t;
 
 #define CONF_AUTH_MAX_CHAIN 8
+#define CONF_MSG_LOG_MAX_FILTERS 8 /* examples.message_log */
 /* auth: the chain of backends (src/auth/auth_chain.c) and the ACL. */
 typedef struct {
     char chain[CONF_AUTH_MAX_CHAIN][32]; /* backend names, in order */
@@ -260,6 +261,10 @@ typedef struct {
     uint32_t nsections;
     uint32_t section_used;            /* bytes of section_data handed out */
     _Alignas(16) unsigned char section_data[CONF_SECTION_BYTES];
+    /* examples (src/broker/msg_log.c): an internal consumer */
+    char examples_message_log[CONF_MSG_LOG_MAX_FILTERS][256]; /* topic filters whose
+                                       * messages are logged with their provenance */
+    uint32_t nexamples_message_log;   /* default none: the consumer is not created */
 } conf_t;
 
 /* The event names of events.log, in event_kind_t order, NULL terminated. */

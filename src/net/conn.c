@@ -797,6 +797,7 @@ static void ext_free(conn_ext_t *x)
     ws_free(x->ws);
     free(x->cert_user);
     auth_client_free(x->auth);
+    msg_origin_unref(&x->origin); /* messages still queued hold their own */
     free(x);
 }
 

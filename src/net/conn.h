@@ -103,6 +103,8 @@ typedef struct conn_ext_s {
                               * cert_username), set at CONNECT */
     uint32_t held_acks;      /* acknowledgements waiting for a store commit */
     struct auth_client *auth; /* user, rules, ACL cache, a pending answer */
+    const struct msg_origin_s *origin; /* provenance of its messages (msg.h), made
+                              * at its will or first PUBLISH (proto.c) */
 } conn_ext_t;
 
 conn_ext_t *conn_ext(conn_t *c);

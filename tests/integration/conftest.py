@@ -248,6 +248,7 @@ class Broker:
         self.persistence.setdefault("dir", str(tmp_path / ("store%d" % index)))
         self.auth = dict(ov.pop("auth", {}))  # antenna-only: the auth section
         self.events = ov.pop("events", None)  # antenna-only: the events section
+        self.examples = ov.pop("examples", None)  # antenna-only: the examples section
         extra_mqtt = dict(ov.pop("extra_mqtt", {}))  # antenna-only mqtt keys
         # the management API (antenna only): None = `api: {enabled: false}`
         # (parallel brokers must not share its default port); a dict is the
@@ -299,6 +300,8 @@ class Broker:
                 cfg["auth"] = self.auth
             if self.events:
                 cfg["events"] = self.events
+            if self.examples:
+                cfg["examples"] = self.examples
             cfg["api"] = self.api if self.api is not None else {"enabled": False}
             path = self.dir / ("antenna%d.yaml" % self.index)
             path.write_text("\n".join(to_yaml(cfg)) + "\n")
