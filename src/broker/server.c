@@ -33,7 +33,6 @@
 #include "sys.h"
 #include "auth_chain.h"
 #include "module.h"
-#include "msg_log.h"
 
 static int open_listener(server_t *srv, uint32_t i)
 {
@@ -216,8 +215,6 @@ int server_init(server_t *srv, const conf_t *conf)
     if (persist_load_sessions(srv) < 0)
         return -1;
     if (module_init_all(srv) < 0) /* $SYS, events.log, ...: before any worker runs */
-        return -1;
-    if (msg_log_init(srv) < 0) /* examples.message_log: an internal consumer */
         return -1;
     if (srv->conf.memory_high_water) {
         worker_t *w0 = &srv->workers[0];

@@ -22,6 +22,7 @@
 #include <errno.h>
 #include <stdarg.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 #include <strings.h>
 #include <sys/stat.h>
@@ -81,11 +82,6 @@ static const struct field events_fields[] = {
       .size = MSIZE(conf_t, events_log), .names = conf_event_names },
 };
 
-static const struct field examples_fields[] = {
-    { .key = "message_log", .type = F_NAMELIST, .off = offsetof(conf_t, examples_message_log),
-      .size = MSIZE(conf_t, examples_message_log[0]), .max = CONF_MSG_LOG_MAX_FILTERS,
-      .off2 = offsetof(conf_t, nexamples_message_log) },
-};
 
 static const char *const log_format_names[] = {"text", "json", NULL};
 static const char *const log_target_names[] = {"stderr", "file", "syslog", NULL};
@@ -336,8 +332,6 @@ static const struct field root_fields[] = {
     { .key = "auth", .type = F_SECTION, .sub = auth_fields, .nsub = NELEM(auth_fields) },
     { .key = "api", .type = F_SECTION, .sub = api_fields, .nsub = NELEM(api_fields) },
     { .key = "events", .type = F_SECTION, .sub = events_fields, .nsub = NELEM(events_fields) },
-    { .key = "examples", .type = F_SECTION, .sub = examples_fields,
-      .nsub = NELEM(examples_fields) },
 };
 
 /* load_map() tracks the keys seen in a uint32_t. */
@@ -1049,6 +1043,28 @@ int conf_sec_enum(conf_sec_t *s, const char *key, const char *const *names, uint
     return sec_load(s, key, &f, out);
 }
 
+int conf_sec_names(conf_sec_t *s, const char *key, char *out, size_t each, uint32_t max,
+                   uint32_t *count)
+{
+    if (!conf_sec_has(s, key))
+        return 0;
+    /* load_namelist writes the names at off and the count at off2 of one
+     * base: a scratch block laid out so, copied out once it is valid */
+    size_t bytes = each * max;
+    char *tmp = calloc(1, bytes + sizeof(uint32_t));
+    if (tmp == NULL)
+        return conf_sec_fail(s, key, "out of memory");
+    const struct field f = {.key = key, .type = F_NAMELIST, .off = 0, .size = each, .max = max,
+                            .off2 = bytes};
+    int rc = sec_load(s, key, &f, tmp);
+    if (rc == 0) {
+        memcpy(out, tmp, bytes);
+        memcpy(count, tmp + bytes, sizeof(*count));
+    }
+    free(tmp);
+    return rc;
+}
+
 int conf_sec_has(const conf_sec_t *s, const char *key)
 {
     if (s->map == NULL)
@@ -1129,58 +1145,6 @@ static int load_map(struct loader *ld, const yaml_node_t *at, const yaml_node_t 
 }
 
 
-/* examples.message_log: each item a topic filter ('+' and '#' whole
- * levels, '#' last; not "$share/...": a consumer joins no group).  The
- * error points at the item's own line. */
-static int filter_ok(const char *f)
-{
-    if (f[0] == '\0' || strncmp(f, "$share/", 7) == 0)
-        return 0;
-    for (const char *p = f; *p; p++) {
-        int whole = (p == f || p[-1] == '/') && (p[1] == '\0' || p[1] == '/');
-        if ((*p == '+' || *p == '#') && !whole)
-            return 0;
-        if (*p == '#' && p[1] != '\0')
-            return 0;
-    }
-    return 1;
-}
-
-static const yaml_node_t *value_of(struct loader *ld, const yaml_node_t *map, const char *key)
-{
-    if (map == NULL || map->type != YAML_MAPPING_NODE)
-        return NULL;
-    for (yaml_node_pair_t *pair = map->data.mapping.pairs.start;
-         pair < map->data.mapping.pairs.top; pair++) {
-        yaml_node_t *k = yaml_document_get_node(ld->doc, pair->key);
-        if (k && k->type == YAML_SCALAR_NODE && strcmp(sval(k), key) == 0)
-            return yaml_document_get_node(ld->doc, pair->value);
-    }
-    return NULL;
-}
-
-static int examples_check(struct loader *ld, const yaml_node_t *root)
-{
-    const conf_t *c = ld->c;
-    for (uint32_t i = 0; i < c->nexamples_message_log; i++) {
-        if (filter_ok(c->examples_message_log[i]))
-            continue;
-        const yaml_node_t *seq = value_of(ld, value_of(ld, root, "examples"), "message_log");
-        const yaml_node_t *at = seq ? seq : root;
-        if (seq && seq->type == YAML_SEQUENCE_NODE &&
-            (long)i < seq->data.sequence.items.top - seq->data.sequence.items.start) {
-            const yaml_node_t *item =
-                yaml_document_get_node(ld->doc, seq->data.sequence.items.start[i]);
-            if (item)
-                at = item;
-        }
-        return fail(ld, at, "examples.message_log",
-                    "\"%.60s\" is not a topic filter ('+' and '#' whole levels, '#' last, "
-                    "no $share/)", c->examples_message_log[i]);
-    }
-    return 0;
-}
-
 /* ---- entry point ---- */
 
 int conf_load(conf_t *c, const char *path, char *err, size_t errlen)
@@ -1243,8 +1207,6 @@ int conf_load(conf_t *c, const char *path, char *err, size_t errlen)
     tmp.auth.ban.max_failures = UINT32_MAX; /* not set: above the key's range */
     tmp.auth.ban.loopback = 2;
     if (load_map(&ld, root, root, root_fields, NELEM(root_fields), &tmp, "", NULL) < 0)
-        goto out;
-    if (examples_check(&ld, root) < 0)
         goto out;
     if (tmp.auth.ban.loopback == 2) /* a ban set by hand applies everywhere */
         tmp.auth.ban.loopback = tmp.auth.ban.max_failures != UINT32_MAX ? 1 : ban_lo_before;

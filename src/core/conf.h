@@ -116,7 +116,6 @@ typedef struct {
 } conf_auth_ban_t;
 
 #define CONF_AUTH_MAX_CHAIN 8
-#define CONF_MSG_LOG_MAX_FILTERS 8 /* examples.message_log */
 /* auth: the chain of backends (src/auth/auth_chain.c) and the ACL. */
 typedef struct {
     char chain[CONF_AUTH_MAX_CHAIN][32]; /* backend names, in order */
@@ -155,7 +154,7 @@ enum { CONF_JWT_FROM_PASSWORD = 0, CONF_JWT_FROM_USERNAME };
  * reads each key with the conf_sec_* readers below; a key it did not read
  * is an unknown key.  The values live in conf_t.section_data, at `off`. */
 #define CONF_MAX_SECTIONS 16
-#define CONF_SECTION_BYTES 4096 /* for every section's values together */
+#define CONF_SECTION_BYTES 8192 /* for every section's values together */
 typedef struct conf_sec_s conf_sec_t; /* one section being loaded */
 typedef void (*conf_visit_fn)(void *ud, int kind, const char *key, const char *s, uint64_t u);
 typedef struct {
@@ -261,10 +260,6 @@ typedef struct {
     uint32_t nsections;
     uint32_t section_used;            /* bytes of section_data handed out */
     _Alignas(16) unsigned char section_data[CONF_SECTION_BYTES];
-    /* examples (src/broker/msg_log.c): an internal consumer */
-    char examples_message_log[CONF_MSG_LOG_MAX_FILTERS][256]; /* topic filters whose
-                                       * messages are logged with their provenance */
-    uint32_t nexamples_message_log;   /* default none: the consumer is not created */
 } conf_t;
 
 /* The event names of events.log, in event_kind_t order, NULL terminated. */
@@ -325,6 +320,12 @@ enum { CONF_SEC_NONEMPTY = 1 };
 int conf_sec_str(conf_sec_t *s, const char *key, char *out, size_t size, int flags);
 /* One of the NULL-terminated names; its index into *out. */
 int conf_sec_enum(conf_sec_t *s, const char *key, const char *const *names, uint8_t *out);
+/* A sequence of names ("[a, b]" or a block list of non-empty scalars, no
+ * duplicates): at most max, each shorter than `each` bytes, into
+ * out[i * each]; *count is set.  Absent: out and *count are left as they
+ * are. */
+int conf_sec_names(conf_sec_t *s, const char *key, char *out, size_t each, uint32_t max,
+                   uint32_t *count);
 /* 1 when the file sets `key` in this section. */
 int conf_sec_has(const conf_sec_t *s, const char *key);
 /* A rule across keys: "PATH:LINE: section.key: problem", LINE of the key

@@ -1,6 +1,6 @@
 """Internal consumers and message provenance (issue 21 items 4 and 6).
 
-The broker's example consumer, `examples.message_log` (src/broker/msg_log.c),
+The broker's example consumer, `examples.message_log` (src/modules/message_log, a module),
 subscribes to topic filters without an MQTT session and logs one
 "message {JSON}" line per message it receives, with the message's
 provenance.  Through it: a consumer gets each matching message exactly once

@@ -32,6 +32,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "module.h"
 #include "auth_acl.h"
 #include "auth_async.h"
 #include "auth_cache.h"
@@ -873,6 +874,7 @@ static void test_conf_keys(void **state)
     conf_defaults(d);
     /* the example file documents every key with its default */
     conf_defaults(c);
+    module_conf_defaults(c); /* and the modules' sections */
     memset(&c->auth_http, 0x5a, sizeof(c->auth_http));
     memset(&c->auth_redis, 0x5a, sizeof(c->auth_redis));
     const char *example = ANTENNA_SOURCE_DIR "/config.example.yaml";

@@ -15,6 +15,7 @@
 
 #include "conf.h"
 #include "log.h"
+#include "module.h"
 
 /* ---- helpers ---- */
 
@@ -160,11 +161,13 @@ static void test_example_file(void **state)
     conf_t c, d;
     char err[512] = "";
     conf_defaults(&d);
+    module_conf_defaults(&d); /* the modules' sections are in the file too */
     /* Load over non-default values: the file must set every key. */
     memset(&c, 0, sizeof(c));
     c.log_level = AN_LOG_DEBUG;
     c.max_packet_size = 99;
     c.nlisteners = 3;
+    module_conf_defaults(&c);
     int rc = conf_load(&c, path, err, sizeof(err));
     if (rc != 0)
         print_error("%s\n", err);
@@ -174,6 +177,7 @@ static void test_example_file(void **state)
 
     /* And over the defaults too. */
     conf_defaults(&c);
+    module_conf_defaults(&c);
     assert_int_equal(conf_load(&c, path, err, sizeof(err)), 0);
     assert_conf_equal(&c, &d);
 }

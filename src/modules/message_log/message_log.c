@@ -1,6 +1,8 @@
-/* msg_log.c -- the example internal consumer: examples.message_log.
+/* message_log.c -- the example internal consumer: examples.message_log.
  *
- * A small, complete user of router.h's consumers: at start-up it creates
+ * A small, complete user of two seams: a module (module.h: its section
+ * `examples`, read with conf_sec_names, and an init hook) and an internal
+ * consumer (router.h's consumers).  At start-up it creates
  * one consumer, "message_log", subscribed at QoS 2 to the filters of
  * examples.message_log, and writes one log line per message it receives,
  * at level info: "message {JSON}" with the topic, QoS, retain flag,
@@ -16,7 +18,7 @@
  * payload is not written (binary, and large).  Meant for debugging and
  * low traffic, like events.log's message events.
  */
-#include "msg_log.h"
+#include "message_log.h"
 
 #include <inttypes.h>
 #include <stdarg.h>
@@ -24,6 +26,7 @@
 #include <string.h>
 
 #include "log.h"
+#include "mqtt_codec.h"
 #include "router.h"
 
 #define ML_MAX 1000 /* bytes of JSON per line (log.c's message holds 1024) */
@@ -109,19 +112,67 @@ static void on_free(router_consumer_t *c, void *user)
 
 static const consumer_ops_t msg_log_ops = {.on_message = on_message, .free = on_free};
 
-int msg_log_init(server_t *srv)
+#define ML_FILTERS 8 /* examples.message_log: at most this many filters */
+
+typedef struct {
+    char filters[ML_FILTERS][256];
+    uint32_t n; /* 0: no consumer */
+} ml_conf_t;
+
+static void ml_defaults(void *conf)
 {
-    const conf_t *cf = &srv->conf;
-    if (cf->nexamples_message_log == 0)
-        return 0;
-    router_consumer_t *c = router_consumer_new(srv, "message_log", &msg_log_ops, NULL);
-    for (uint32_t i = 0; i < cf->nexamples_message_log; i++)
-        if (router_consumer_subscribe(c, cf->examples_message_log[i], 2) < 0) {
-            log_error("examples.message_log: \"%s\" is not a topic filter",
-                      cf->examples_message_log[i]);
-            return -1;
-        }
-    log_info("examples.message_log: consumer subscribed to %u filter(s)",
-             cf->nexamples_message_log);
+    memset(conf, 0, sizeof(ml_conf_t));
+}
+
+/* Each item a topic filter ('+' and '#' whole levels, '#' last), and not
+ * "$share/...": a consumer joins no group. */
+static int ml_load(conf_sec_t *s, void *conf)
+{
+    ml_conf_t *c = conf;
+    if (conf_sec_names(s, "message_log", c->filters[0], sizeof(c->filters[0]), ML_FILTERS,
+                       &c->n) < 0)
+        return -1;
+    for (uint32_t i = 0; i < c->n; i++) {
+        const char *f = c->filters[i];
+        if (strncmp(f, "$share/", 7) == 0 ||
+            !mqtt_topic_filter_valid((const uint8_t *)f, strlen(f)))
+            return conf_sec_fail(s, "message_log",
+                                 "\"%.60s\" is not a topic filter ('+' and '#' whole levels, "
+                                 "'#' last, no $share/)", f);
+    }
     return 0;
 }
+
+static void ml_walk(const void *conf, conf_visit_fn fn, void *ud)
+{
+    const ml_conf_t *c = conf;
+    fn(ud, CONF_V_LIST, "message_log", NULL, 0);
+    for (uint32_t i = 0; i < c->n; i++)
+        fn(ud, CONF_V_STR, NULL, c->filters[i], 0);
+    fn(ud, CONF_V_END, "message_log", NULL, 0);
+}
+
+static int ml_init(module_inst_t *mi)
+{
+    const ml_conf_t *c = mi->conf;
+    if (c->n == 0)
+        return 0;
+    router_consumer_t *rc = router_consumer_new(mi->srv, "message_log", &msg_log_ops, NULL);
+    for (uint32_t i = 0; i < c->n; i++)
+        if (router_consumer_subscribe(rc, c->filters[i], 2) < 0) {
+            log_error("examples.message_log: \"%s\" is not a topic filter", c->filters[i]);
+            return -1;
+        }
+    log_info("examples.message_log: consumer subscribed to %u filter(s)", c->n);
+    return 0;
+}
+
+const module_t message_log_module = {
+    .name = "message_log",
+    .section = "examples",
+    .conf_size = sizeof(ml_conf_t),
+    .conf_defaults = ml_defaults,
+    .conf_load = ml_load,
+    .conf_walk = ml_walk,
+    .init = ml_init,
+};
