@@ -135,6 +135,7 @@
   function idNeedsBody(id) {
     return id.length > 200 || id === '.' || id === '..' || /[\u0000-\u001f\u007f]/.test(id);
   }
+
   function cell(tr, text, cls) {
     const td = document.createElement('td');
     td.textContent = text === undefined || text === null ? '-' : String(text);
