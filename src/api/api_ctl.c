@@ -21,6 +21,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 #include "api_ctl.h"
 #include "api_keys.h"
@@ -314,6 +315,28 @@ static char *value_text(const json_t *v)
     return b.s;
 }
 
+/* The text of field `key`'s value for a human: a protocol version by its
+ * MQTT name (4 -> 3.1.1), a `*_at` time (Unix seconds) in UTC; anything
+ * else as value_text. */
+static char *field_text(const char *key, const json_t *v)
+{
+    size_t klen = strlen(key);
+    if (json_is_integer(v) && strcmp(key, "protocol_version") == 0) {
+        json_int_t n = json_integer_value(v);
+        if (n >= 3 && n <= 5)
+            return an_strndup(n == 3 ? "3.1" : n == 4 ? "3.1.1" : "5.0", n == 4 ? 5 : 3);
+    }
+    if (json_is_integer(v) && json_integer_value(v) > 0 && klen > 3 &&
+        strcmp(key + klen - 3, "_at") == 0) {
+        time_t t = (time_t)json_integer_value(v);
+        struct tm tm;
+        char buf[64];
+        if (gmtime_r(&t, &tm) && strftime(buf, sizeof(buf), "%Y-%m-%d %H:%M:%S UTC", &tm))
+            return an_strndup(buf, strlen(buf));
+    }
+    return value_text(v);
+}
+
 static int is_scalar(const json_t *v)
 {
     if (json_is_array(v)) {
@@ -374,7 +397,7 @@ static void print_table(const json_t *rows, const char *const *preferred)
     json_array_foreach(rows, i, row) {
         for (size_t j = 0; j < ncols; j++) {
             json_t *v = json_object_get(row, cols[j]);
-            char *t = v ? value_text(v) : an_strndup("-", 1);
+            char *t = v ? field_text(cols[j], v) : an_strndup("-", 1);
             cells[(i + 1) * ncols + j] = t;
             if (strlen(t) > width[j])
                 width[j] = strlen(t);
@@ -407,15 +430,30 @@ static void flatten(const json_t *obj, const char *prefix, json_t *pairs, json_t
         } else if (json_is_array(v) && !is_scalar(v)) {
             json_object_set(tables, name, v);
         } else {
-            char *t = value_text(v);
+            char *t = field_text(k, v);
             json_array_append_new(pairs, json_pack("[s,s]", name, t));
             free(t);
         }
     }
 }
 
-/* An object as aligned "key  value" lines, its arrays of objects as
- * tables below, each under its name. */
+/* rows as print_table prints them: an array of [key, value] pairs (MQTT 5
+ * user properties) becomes rows {"key", "value"}; a new reference. */
+static json_t *pairs_as_rows(json_t *rows)
+{
+    size_t i;
+    json_t *e;
+    json_array_foreach(rows, i, e) if (!json_is_array(e) || json_array_size(e) != 2 ||
+                                       !is_scalar(e)) return json_incref(rows);
+    json_t *out = json_array();
+    json_array_foreach(rows, i, e)
+        json_array_append_new(out, json_pack("{s:O,s:O}", "key", json_array_get(e, 0), "value",
+                                             json_array_get(e, 1)));
+    return out;
+}
+
+/* An object as aligned "key  value" lines, its arrays of objects (or of
+ * [key, value] pairs) as tables below, each under its name. */
 static void print_object(const json_t *obj)
 {
     json_t *pairs = json_array(), *tables = json_object();
@@ -434,8 +472,10 @@ static void print_object(const json_t *obj)
     json_t *t;
     json_object_foreach(tables, k, t) {
         printf("\n%s (%zu):\n", k, json_array_size(t));
-        if (json_array_size(t) > 0)
-            print_table(t, NULL);
+        json_t *rows = pairs_as_rows(t);
+        if (json_array_size(rows) > 0)
+            print_table(rows, NULL);
+        json_decref(rows);
     }
     json_decref(pairs);
     json_decref(tables);
@@ -871,7 +911,8 @@ static void ctl_usage(FILE *out)
             "  sessions drop CLIENT_ID      drop its session (and kick it)\n"
             "  subscriptions [--client ID] [--topic FILTER]\n"
             "  topics                       topic filters and their subscriber counts\n"
-            "  retained [list] [--prefix P] | retained get TOPIC | retained delete TOPIC\n"
+            "  retained [list] [--prefix P] | retained delete TOPIC\n"
+            "  retained get TOPIC           one message: payload, properties, user properties\n"
             "  publish TOPIC PAYLOAD [--qos N] [--retain] [--base64] [--content-type T]\n"
             "          [--response-topic T] [--expiry S] [--user-property K=V]...\n"
             "  listeners                    the MQTT listeners and their connections\n"
@@ -883,6 +924,8 @@ static void ctl_usage(FILE *out)
             "  --url URL          API base URL (env ANTENNA_API_URL, default %s)\n"
             "  --key KEY          API key, sent as a bearer token (env ANTENNA_API_KEY)\n"
             "  --user U --password P   basic authentication instead of a key\n"
+            "                     (env ANTENNA_API_USER, and ANTENNA_API_PASSWORD: the\n"
+            "                     password out of the command line, where ps shows it)\n"
             "  --json             print the API's JSON instead of tables\n"
             "  --limit N --page N pagination of the lists\n"
             "  --timeout S        give up on a request after S seconds (default 10)\n"
@@ -1042,11 +1085,16 @@ int api_ctl_main(int argc, char **argv)
         return 0;
     if (rc != 0)
         return rc;
-    if (!c.key && !c.user) { /* --key or --user win over ANTENNA_API_KEY */
+    if (!c.key && !c.user) { /* --key or --user win over the environment */
         c.key = getenv("ANTENNA_API_KEY");
         if (c.key && !*c.key)
             c.key = NULL;
+        c.user = c.key ? NULL : getenv("ANTENNA_API_USER");
+        if (c.user && !*c.user)
+            c.user = NULL;
     }
+    if (c.user && !c.password) /* not on the command line, where `ps` shows it */
+        c.password = getenv("ANTENNA_API_PASSWORD");
     if (c.nargs == 0) {
         ctl_usage(stderr);
         return 2;

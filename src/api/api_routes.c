@@ -173,6 +173,8 @@ static enum MHD_Result h_stats(api_req_t *r, const char *tail)
     json_object_set_new(o, "sessions", json_integer((json_int_t)t.sessions));
     json_object_set_new(o, "subscriptions", json_integer((json_int_t)t.subscriptions));
     json_object_set_new(o, "retained", json_integer((json_int_t)t.retained));
+    json_object_set_new(o, "retained_sys",
+                        json_integer((json_int_t)retain_count_dollar(r->srv->retain)));
     json_t *m = json_object();
     json_object_set_new(m, "received", json_integer((json_int_t)t.msgs_received));
     json_object_set_new(m, "sent", json_integer((json_int_t)t.msgs_sent));

@@ -36,6 +36,7 @@ struct retain_s {
     pthread_mutex_t mu;
     rnode_t *root;
     size_t count;
+    size_t dollar;   /* of count, topics starting with '$' ($SYS...): retain_count_dollar */
     size_t expiring; /* messages with an expiry: retain_expire() has work */
     uint64_t key[2]; /* SipHash key of the level names */
 };
@@ -165,6 +166,7 @@ int retain_set_max(retain_t *r, msg_t *m, size_t max)
 {
     const uint8_t *p = msg_topic(m), *end = p + m->topic_len;
     int clear = m->payload_len == 0, more = 1, rc = 0;
+    int dollar = m->topic_len > 0 && p[0] == '$';
     pthread_mutex_lock(&r->mu);
     /* checked under the mutex, before a node is made: the count never
      * passes max, whichever workers store at once */
@@ -195,6 +197,7 @@ int retain_set_max(retain_t *r, msg_t *m, size_t max)
             r->expiring -= n->msg->expire_at != 0;
             msg_unref(&n->msg);
             r->count--;
+            r->dollar -= dollar;
         }
         /* prune nodes left empty */
         while (n->parent && n->msg == NULL && n->nkids == 0) {
@@ -210,6 +213,7 @@ int retain_set_max(retain_t *r, msg_t *m, size_t max)
             msg_unref(&n->msg);
         } else {
             r->count++;
+            r->dollar += dollar;
         }
         r->expiring += m->expire_at != 0;
         n->msg = msg_ref(m);
@@ -315,6 +319,7 @@ static void expire_walk(retain_t *r, rnode_t *n, uint64_t now, mvec_t *v)
     }
     if (n->msg && msg_expired(n->msg, now)) {
         mvec_push(v, n->msg);
+        r->dollar -= n->msg->topic_len > 0 && msg_topic(n->msg)[0] == '$';
         msg_unref(&n->msg);
         r->count--;
         r->expiring--;
@@ -354,6 +359,14 @@ size_t retain_count(retain_t *r)
 {
     pthread_mutex_lock(&r->mu);
     size_t n = r->count;
+    pthread_mutex_unlock(&r->mu);
+    return n;
+}
+
+size_t retain_count_dollar(retain_t *r)
+{
+    pthread_mutex_lock(&r->mu);
+    size_t n = r->dollar;
     pthread_mutex_unlock(&r->mu);
     return n;
 }

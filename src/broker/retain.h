@@ -35,6 +35,9 @@ void retain_match(retain_t *r, const uint8_t *filter, size_t len, retain_cb cb, 
  * For the management API: a walk of the whole tree under the mutex. */
 void retain_walk(retain_t *r, const uint8_t *prefix, size_t len, retain_cb cb, void *ud);
 size_t retain_count(retain_t *r);
+/* How many of retain_count's messages have a topic starting with '$' (the
+ * broker's $SYS tree): the dashboard's figure leaves them out. */
+size_t retain_count_dollar(retain_t *r);
 /* Remove every retained message expired at now (ms); cb gets a reference
  * to each one removed (after the lock is released).  Cheap when no retained
  * message has an expiry.  Returns how many were removed. */

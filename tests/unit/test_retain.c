@@ -130,6 +130,34 @@ static void retain_prunes_cleared_branches(void **state)
     retain_free(r); /* ASan build checks nothing leaked */
 }
 
+/* retain_count_dollar follows the '$' topics through set, replace, clear
+ * and expiry; the other topics are not in it. */
+static void retain_counts_dollar_topics(void **state)
+{
+    (void)state;
+    retain_t *r = retain_new();
+    put(r, "$SYS/broker/uptime", "1");
+    put(r, "$SYS/broker/uptime", "2"); /* replaced: still one */
+    put(r, "$SYS/broker/version", "x");
+    put(r, "a/$b", "1");               /* '$' not at the start */
+    assert_int_equal(retain_count(r), 3);
+    assert_int_equal(retain_count_dollar(r), 2);
+    put(r, "$SYS/broker/version", "");
+    assert_int_equal(retain_count_dollar(r), 1);
+    put(r, "$SYS/none", ""); /* clearing nothing changes nothing */
+    assert_int_equal(retain_count_dollar(r), 1);
+    msg_t *m = msg_new_v5((const uint8_t *)"$x/exp", 6, NULL, 0, (const uint8_t *)"e", 1, 0, 1, 1000);
+    retain_set(r, m);
+    msg_unref(&m);
+    assert_int_equal(retain_count_dollar(r), 2);
+    seen_t s;
+    memset(&s, 0, sizeof(s));
+    assert_int_equal(retain_expire(r, 2000, record, &s), 1);
+    assert_int_equal(retain_count_dollar(r), 1);
+    assert_int_equal(retain_count(r), 2);
+    retain_free(r);
+}
+
 /* The per-connection memory goal's tripwire: an idle client costs one
  * conn_t and one sess_t (plus its client id) of the broker's own memory. */
 static void idle_client_structs_stay_small(void **state)
@@ -146,6 +174,7 @@ int main(void)
         cmocka_unit_test(retain_set_replace_and_clear),
         cmocka_unit_test(retain_match_wildcards),
         cmocka_unit_test(retain_prunes_cleared_branches),
+        cmocka_unit_test(retain_counts_dollar_topics),
         cmocka_unit_test(idle_client_structs_stay_small),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);

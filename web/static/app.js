@@ -7,17 +7,29 @@
 //
 // Polling: /api/v1/stats every second (figures, and the charts: connections,
 // and message rates computed from the counters' differences over the
-// measured interval); the clients, subscriptions and retained tables every
-// 3 s (and at once after a search, a kick or a delete); info and health
-// (and the listeners) every 5 s.  One request per section at a time; nothing is polled while
-// logged out.  Everything from the server goes into the page as text
-// (textContent), never as HTML.
+// measured interval, 15 minutes kept); the clients, subscriptions and
+// retained tables and the open client's detail every 3 s (and at once after
+// a search, a kick, a delete or a publish); info and health (and the
+// listeners) every 5 s.  One request per section at a time, each with a
+// deadline; nothing is polled while logged out.
+//
+// Reachability: the stats poll is the heartbeat.  When it fails (no answer,
+// a network error, a 5xx) the badge turns red and counts the seconds since
+// the last answer (a 1 s ticker, independent of the requests), the figures
+// are greyed; the first answer again turns it back.
+//
+// Everything from the server goes into the page as text (textContent),
+// never as HTML; no inline script or style (the API's CSP forbids both).
 'use strict';
 
 (function () {
   const $ = (id) => document.getElementById(id);
   const STORE = 'antenna.auth';
   const STATS_MS = 1000, LISTS_MS = 3000, NODE_MS = 5000;
+  const STATS_TIMEOUT_MS = 4000, API_TIMEOUT_MS = 10000;
+  const HISTORY_MS = 15 * 60 * 1000;          // the charts' span
+  const HISTORY_POINTS = HISTORY_MS / STATS_MS; // one point per stats poll
+  const PROTOCOLS = { 3: '3.1', 4: '3.1.1', 5: '5.0' };
   const PAGE_SIZE = 50;
   const SYS_FILTER_LIMIT = 1000; // the API's maximum page
 
@@ -30,6 +42,10 @@
     totals: { clients: 0, subscriptions: 0, retained: 0 },
     confirming: null,    // {kind, id, until}: a kick/delete waiting for its second click
     charts: null,
+    lastOk: 0,           // Date.now() of the last answer to the stats poll
+    down: null,          // why the broker is unreachable, or null
+    health: { ready: 'unknown', text: 'health: ?', title: '' },
+    detail: null,        // the client id of the open detail view, or null
   };
 
   // ------------------------------------------------------------ helpers
@@ -74,6 +90,52 @@
     return new Date(unix * 1000).toISOString().replace('T', ' ').replace(/\.\d+Z$/, ' UTC');
   }
 
+  // "5 min ago" for a Unix time (the ISO form goes into a title).
+  function fmtAgo(unix) {
+    if (typeof unix !== 'number' || !unix) return '-';
+    const s = Math.max(0, Math.floor(Date.now() / 1000 - unix));
+    if (s < 5) return 'just now';
+    if (s < 60) return s + ' s ago';
+    if (s < 3600) return Math.floor(s / 60) + ' min ago';
+    if (s < 86400) return Math.floor(s / 3600) + ' h ago';
+    return Math.floor(s / 86400) + ' d ago';
+  }
+
+  // A cell or dd holding a relative time, the exact one on hover.
+  function setAgo(el, unix) {
+    el.textContent = fmtAgo(unix);
+    el.title = fmtTime(unix);
+    el.dataset.unix = typeof unix === 'number' ? String(unix) : '';
+    return el;
+  }
+
+  // MQTT's names for the protocol levels (4 is 3.1.1).
+  function fmtProto(v) {
+    if (v === undefined || v === null) return '-';
+    return PROTOCOLS[v] || String(v);
+  }
+
+  function fmtExpiry(s) {
+    if (s === -1) return 'never';
+    if (s === 0) return 'with the connection';
+    return fmtDuration(s);
+  }
+
+  function subOptions(s) {
+    const opts = [];
+    if (s.no_local) opts.push('no local');
+    if (s.retain_as_published) opts.push('retain as published');
+    if (s.retain_handling) opts.push('retain handling ' + s.retain_handling);
+    if (s.identifier) opts.push('id ' + s.identifier);
+    return opts.join(', ') || '-';
+  }
+
+  // A client id that the API wants in a body rather than a path (as
+  // `antenna ctl` does): long, a dot segment, control characters.
+  function idNeedsBody(id) {
+    return id.length > 200 || id === '.' || id === '..' || /[\u0000-\u001f\u007f]/.test(id);
+  }
+
   function cell(tr, text, cls) {
     const td = document.createElement('td');
     td.textContent = text === undefined || text === null ? '-' : String(text);
@@ -90,19 +152,30 @@
     tbody.appendChild(tr);
   }
 
-  // The API: resolves to {status, data}; a 401 logs out and rejects.
-  async function api(method, path, body) {
+  // The API: resolves to {status, data}; a 401 logs out and rejects; no
+  // answer within timeoutMs rejects too.
+  async function api(method, path, body, timeoutMs) {
     const headers = { 'Authorization': authHeader(state.auth),
                       'X-Requested-With': 'antenna-dashboard',
                       'Accept': 'application/json' };
-    const init = { method, headers, cache: 'no-store', credentials: 'omit' };
+    const ctl = new AbortController();
+    const timer = setTimeout(() => ctl.abort(), timeoutMs || API_TIMEOUT_MS);
+    const init = { method, headers, cache: 'no-store', credentials: 'omit', signal: ctl.signal };
     if (body !== undefined) {
       headers['Content-Type'] = 'application/json';
       init.body = JSON.stringify(body);
     }
-    const r = await fetch(path, init);
+    let r, text;
+    try {
+      r = await fetch(path, init);
+      text = await r.text();
+    } catch (e) {
+      throw new Error(e.name === 'AbortError' ? 'no answer within ' +
+                      Math.round((timeoutMs || API_TIMEOUT_MS) / 1000) + ' s' : e.message);
+    } finally {
+      clearTimeout(timer);
+    }
     let data = null;
-    const text = await r.text();
     if (text) {
       try { data = JSON.parse(text); } catch (e) { data = { error: text }; }
     }
@@ -169,6 +242,10 @@
     state.timers.forEach(clearInterval);
     state.timers = [];
     state.prev = null;
+    state.down = null;
+    state.lastOk = 0;
+    closeDetail();
+    renderBadge();
     sessionStorage.removeItem(STORE);
     document.body.dataset.state = 'login';
     $('app').hidden = true;
@@ -184,33 +261,95 @@
     $('app').hidden = false;
     $('logout').hidden = false;
     if (!state.charts) {
+      const history = { capacity: HISTORY_POINTS, windowMs: HISTORY_MS };
       state.charts = {
-        connections: new LineChart($('chart-connections'), [{ label: 'connections', color: '#2a6df4', fill: true }]),
+        connections: new LineChart($('chart-connections'),
+                                   [{ label: 'connections', color: '#2a6df4', fill: true }], history),
         messages: new LineChart($('chart-messages'), [{ label: 'in/s', color: '#2a6df4' },
-                                                      { label: 'out/s', color: '#e8793a' }]),
+                                                      { label: 'out/s', color: '#e8793a' }], history),
       };
     }
     refreshStats();
     refreshLists();
     refreshNode();
     state.timers.push(setInterval(refreshStats, STATS_MS));
+    state.timers.push(setInterval(renderBadge, 1000));
     state.timers.push(setInterval(refreshLists, LISTS_MS));
     state.timers.push(setInterval(refreshNode, NODE_MS));
   }
 
   // ------------------------------------------------------------ stats
 
+  // The badge: red "unreachable" with the seconds since the last answer
+  // while the stats poll fails, else the health of /health/ready.
+  function renderBadge() {
+    const badge = $('health-badge');
+    if (state.down && state.auth) {
+      const ago = state.lastOk ? Math.floor((Date.now() - state.lastOk) / 1000) + ' s ago' : 'never';
+      badge.dataset.ready = 'down';
+      badge.textContent = 'unreachable: last update ' + ago;
+      badge.title = state.down;
+      document.body.dataset.stale = 'true';
+      return;
+    }
+    delete document.body.dataset.stale;
+    badge.dataset.ready = state.health.ready;
+    badge.textContent = state.health.text;
+    badge.title = state.health.title;
+  }
+
+  function markDown(why) {
+    const first = !state.down;
+    state.down = why || 'no answer';
+    if (first) {
+      state.prev = null; // no rate across the gap
+      if (state.charts) {
+        state.charts.connections.gap(Date.now());
+        state.charts.messages.gap(Date.now());
+      }
+    }
+    renderBadge();
+  }
+
+  function markUp() {
+    const was = state.down;
+    state.down = null;
+    state.lastOk = Date.now();
+    renderBadge();
+    if (was) { refreshNode(); refreshLists(); }
+  }
+
+  async function pollStats() {
+    let res;
+    try {
+      res = await api('GET', '/api/v1/stats', undefined, STATS_TIMEOUT_MS);
+    } catch (e) {
+      if (e.message === 'unauthorized') throw e;
+      markDown('the broker does not answer: ' + e.message);
+      return null;
+    }
+    if (res.status >= 500) {
+      markDown('HTTP ' + res.status + ': ' + errorText(res));
+      return null;
+    }
+    markUp();
+    return res.status === 200 ? res.data : null;
+  }
+
   function refreshStats() {
     return once('stats', async () => {
-      const res = await api('GET', '/api/v1/stats');
-      if (res.status !== 200) return;
-      const s = res.data, now = Date.now();
+      const s = await pollStats();
+      if (!s) return;
+      const now = Date.now();
       const conns = (s.connections && s.connections.current) || 0;
       const msgs = s.messages || {};
       $('fig-connections').textContent = fmtNum(conns);
       $('fig-sessions').textContent = fmtNum(s.sessions);
       $('fig-subscriptions').textContent = fmtNum(s.subscriptions);
-      $('fig-retained').textContent = fmtNum(s.retained);
+      // the broker's own $SYS topics are not counted (the table hides them)
+      const sys = typeof s.retained_sys === 'number' ? s.retained_sys : 0;
+      $('fig-retained').textContent = fmtNum(Math.max(0, (s.retained || 0) - sys));
+      $('fig-retained').title = sys ? 'and ' + fmtNum(sys) + ' $SYS topics' : '';
       $('fig-queues').textContent = fmtNum(s.inflight) + ' / ' + fmtNum(s.queued);
       $('fig-dropped').textContent = fmtNum(msgs.dropped);
       let rin = 0, rout = 0;
@@ -278,10 +417,13 @@
   }
 
   async function kick(clientId) {
-    const res = await api('DELETE', '/api/v1/clients/' + encodeURIComponent(clientId));
+    const res = idNeedsBody(clientId)
+      ? await api('POST', '/api/v1/clients/kick', { client_id: clientId })
+      : await api('DELETE', '/api/v1/clients/' + encodeURIComponent(clientId));
     if (res.status === 204 || res.status === 200) toast('Kicked ' + clientId);
     else toast('Kick ' + clientId + ': ' + errorText(res), true);
     await refreshSection('clients', true);
+    if (state.detail === clientId) await refreshSection('detail', true);
   }
 
   async function deleteRetained(topic) {
@@ -307,7 +449,7 @@
     const tbody = $('clients-table').tBodies[0];
     if (res.status !== 200) {
       tbody.textContent = '';
-      emptyRow(tbody, 11, 'Error: ' + errorText(res));
+      emptyRow(tbody, 12, 'Error: ' + errorText(res));
       return;
     }
     const rows = res.data.data || [];
@@ -315,12 +457,19 @@
     rows.forEach((c) => {
       const tr = document.createElement('tr');
       tr.dataset.clientId = c.client_id;
-      cell(tr, c.client_id, 'mono client-id');
-      cell(tr, c.username);
+      if (c.client_id === state.detail) tr.classList.add('selected');
+      // the client id opens its detail view
+      const open = document.createElement('button');
+      open.type = 'button';
+      open.className = 'link open-detail';
+      open.textContent = c.client_id;
+      open.onclick = () => openDetail(c.client_id);
+      cell(tr, c.client_id, 'mono client-id').replaceChildren(open);
+      cell(tr, c.username, 'username');
       cell(tr, c.address, 'mono');
       cell(tr, c.listener);
-      cell(tr, c.protocol_version === 4 ? '3.1.1' : c.protocol_version === 5 ? '5' :
-               c.protocol_version === 3 ? '3.1' : c.protocol_version);
+      cell(tr, fmtProto(c.protocol_version), 'protocol');
+      setAgo(cell(tr, '', 'since'), c.connected_at);
       cell(tr, c.keepalive);
       cell(tr, Array.isArray(c.subscriptions) ? c.subscriptions.length : c.subscriptions);
       cell(tr, c.inflight);
@@ -335,7 +484,7 @@
         act.appendChild(confirmButton('kick', c.client_id, 'Kick', () => kick(c.client_id)));
       tbody.appendChild(tr);
     });
-    if (!rows.length) emptyRow(tbody, 11, 'No clients match.');
+    if (!rows.length) emptyRow(tbody, 12, 'No clients match.');
     $('clients-count').textContent = '(' + fmtNum(res.data.total !== undefined ? res.data.total : rows.length) + ')';
     renderPager('clients', res);
   }
@@ -353,12 +502,7 @@
       cell(tr, s.client_id, 'mono');
       cell(tr, s.topic, 'mono');
       cell(tr, s.qos);
-      const opts = [];
-      if (s.no_local) opts.push('no local');
-      if (s.retain_as_published) opts.push('retain as published');
-      if (s.retain_handling) opts.push('retain handling ' + s.retain_handling);
-      if (s.identifier) opts.push('id ' + s.identifier);
-      cell(tr, opts.join(', ') || '-');
+      cell(tr, subOptions(s));
       tbody.appendChild(tr);
     });
     if (!rows.length) emptyRow(tbody, 4, 'No subscriptions.');
@@ -405,7 +549,130 @@
     renderPager('retained', res);
   }
 
-  const loaders = { clients: loadClients, subscriptions: loadSubscriptions, retained: loadRetained };
+  // ------------------------------------------------------------ client detail
+
+  function openDetail(clientId) {
+    state.detail = clientId;
+    $('client-detail').hidden = false;
+    $('detail-id').textContent = clientId;
+    ['detail-connection', 'detail-session'].forEach((id) => { $(id).textContent = ''; });
+    $('detail-subscriptions').tBodies[0].textContent = '';
+    $('detail-error').textContent = '';
+    document.querySelectorAll('#clients-table tbody tr[data-client-id]').forEach((tr) => {
+      tr.classList.toggle('selected', tr.dataset.clientId === clientId);
+    });
+    refreshSection('detail', true).then(() => {
+      if (state.detail === clientId) $('client-detail').scrollIntoView({ block: 'nearest' });
+    });
+  }
+
+  function closeDetail() {
+    state.detail = null;
+    $('client-detail').hidden = true;
+    document.querySelectorAll('#clients-table tr.selected').forEach((tr) => tr.classList.remove('selected'));
+  }
+
+  // <dt>label</dt><dd data-field=field>text</dd>; returns the dd.
+  function fact(dl, label, field, text) {
+    const dt = document.createElement('dt');
+    dt.textContent = label;
+    const dd = document.createElement('dd');
+    dd.dataset.field = field;
+    dd.textContent = text === undefined || text === null ? '-' : String(text);
+    dl.append(dt, dd);
+    return dd;
+  }
+
+  async function loadDetail() {
+    const id = state.detail;
+    if (id === null) return;
+    const res = idNeedsBody(id) ? await api('POST', '/api/v1/clients/lookup', { client_id: id })
+                                : await api('GET', '/api/v1/clients/' + encodeURIComponent(id));
+    if (state.detail !== id) return; // another client was opened meanwhile
+    const conn = $('detail-connection'), sess = $('detail-session');
+    const tbody = $('detail-subscriptions').tBodies[0];
+    const actions = $('detail-actions');
+    if (res.status !== 200) {
+      $('detail-error').textContent = res.status === 404 ? 'No session with this client id (any more).'
+                                                          : 'Error: ' + errorText(res);
+      $('client-detail').dataset.state = 'gone';
+      actions.textContent = '';
+      return;
+    }
+    const c = res.data;
+    $('detail-error').textContent = '';
+    $('client-detail').dataset.state = c.connected ? 'connected' : 'offline';
+    conn.textContent = '';
+    fact(conn, 'State', 'state', c.connected ? 'connected' : 'offline');
+    fact(conn, 'Username', 'username', c.username);
+    fact(conn, 'Address', 'address', c.address).classList.add('mono');
+    fact(conn, 'Listener', 'listener', c.listener);
+    fact(conn, 'Protocol', 'protocol', c.protocol_version === null || c.protocol_version === undefined
+      ? '-' : 'MQTT ' + fmtProto(c.protocol_version));
+    fact(conn, 'Keepalive', 'keepalive', typeof c.keepalive === 'number' ? c.keepalive + ' s' : null);
+    setAgo(fact(conn, c.connected ? 'Connected since' : 'Last connected', 'connected_at', ''),
+           c.connected_at);
+    sess.textContent = '';
+    fact(sess, 'Persistent', 'persistent', c.persistent ? 'yes' : 'no');
+    fact(sess, 'Session expiry', 'session_expiry', fmtExpiry(c.session_expiry));
+    fact(sess, 'Inflight', 'inflight', fmtNum(c.inflight));
+    fact(sess, 'Queued', 'queued', fmtNum(c.queued));
+    const subs = Array.isArray(c.subscriptions) ? c.subscriptions : [];
+    fact(sess, 'Subscriptions', 'subscriptions', fmtNum(subs.length));
+    tbody.textContent = '';
+    subs.forEach((s) => {
+      const tr = document.createElement('tr');
+      tr.dataset.topic = s.topic;
+      cell(tr, s.topic, 'mono');
+      cell(tr, s.qos);
+      cell(tr, subOptions(s));
+      tbody.appendChild(tr);
+    });
+    if (!subs.length) emptyRow(tbody, 3, 'No subscriptions.');
+    $('detail-subscriptions-count').textContent = '(' + fmtNum(subs.length) + ')';
+    actions.textContent = '';
+    if (c.connected)
+      actions.appendChild(confirmButton('kick-detail', id, 'Kick', () => kick(id)));
+  }
+
+  // ------------------------------------------------------------ publish
+
+  async function publish(ev) {
+    ev.preventDefault();
+    const result = $('publish-result'), errBox = $('publish-error');
+    const body = { topic: $('publish-topic').value, payload: $('publish-payload').value,
+                   qos: Number($('publish-qos').value), retain: $('publish-retain').checked };
+    $('publish-submit').disabled = true;
+    result.textContent = '';
+    delete result.dataset.ok;
+    errBox.hidden = true;
+    errBox.textContent = '';
+    try {
+      const res = await api('POST', '/api/v1/publish', body);
+      if (res.status === 200 && res.data) {
+        const n = res.data.delivered;
+        result.dataset.ok = 'yes';
+        result.textContent = 'Published to ' + body.topic + ' (QoS ' + body.qos +
+          (body.retain ? ', retained' : '') + '): delivered to ' + fmtNum(n) +
+          ' session' + (n === 1 ? '' : 's') + '.';
+        if (body.retain) refreshSection('retained', true);
+      } else {
+        result.dataset.ok = 'no';
+        result.textContent = 'Refused (HTTP ' + res.status + '): ' + errorText(res);
+        errBox.textContent = JSON.stringify(res.data, null, 2);
+        errBox.hidden = false;
+      }
+    } catch (e) {
+      if (e.message === 'unauthorized') return;
+      result.dataset.ok = 'no';
+      result.textContent = 'Cannot reach the broker: ' + e.message;
+    } finally {
+      $('publish-submit').disabled = false;
+    }
+  }
+
+  const loaders = { clients: loadClients, subscriptions: loadSubscriptions, retained: loadRetained,
+                    detail: loadDetail };
 
   // Reloads one table; `wait` queues behind a run in flight instead of skipping.
   async function refreshSection(section, wait) {
@@ -418,6 +685,7 @@
     refreshSection('clients');
     refreshSection('subscriptions');
     refreshSection('retained');
+    if (state.detail !== null) refreshSection('detail');
   }
 
   // ------------------------------------------------------------ node
@@ -431,28 +699,24 @@
       } catch (e) {
         if (e.message === 'unauthorized') throw e;
       }
-      const badge = $('health-badge');
       const ok = ready && ready.status === 200;
-      badge.dataset.ready = ready ? (ok ? 'yes' : 'no') : 'unknown';
-      badge.textContent = ready ? (ok ? 'ready' : 'not ready') : 'health: ?';
-      if (ready && !ok) badge.title = errorText(ready);
+      state.health = { ready: ready ? (ok ? 'yes' : 'no') : 'unknown',
+                       text: ready ? (ok ? 'ready' : 'not ready') : 'health: ?',
+                       title: ready && !ok ? errorText(ready) : '' };
+      renderBadge();
       if (info.status !== 200) return;
       const i = info.data;
       $('node-line').textContent = (i.node || '') + '  v' + (i.version || '?') +
         '  up ' + fmtDuration(i.uptime_s);
       const dl = $('node-facts');
       dl.textContent = '';
-      const facts = [['Node', i.node], ['Version', i.version], ['Uptime', fmtDuration(i.uptime_s)],
-                     ['Started', fmtTime(i.started_at)], ['Workers', i.workers],
-                     ['Listeners', i.listeners],
-                     ['Ready', ready ? (ok ? 'yes' : 'no: ' + errorText(ready)) : 'unknown']];
-      facts.forEach(([k, v]) => {
-        const dt = document.createElement('dt');
-        dt.textContent = k;
-        const dd = document.createElement('dd');
-        dd.textContent = v === undefined || v === null ? '-' : String(v);
-        dl.append(dt, dd);
-      });
+      fact(dl, 'Node', 'node', i.node);
+      fact(dl, 'Version', 'version', i.version);
+      fact(dl, 'Uptime', 'uptime', fmtDuration(i.uptime_s));
+      setAgo(fact(dl, 'Started', 'started_at', ''), i.started_at);
+      fact(dl, 'Workers', 'workers', i.workers);
+      fact(dl, 'Listeners', 'listeners', i.listeners);
+      fact(dl, 'Ready', 'ready', ready ? (ok ? 'yes' : 'no: ' + errorText(ready)) : 'unknown');
       dl.dataset.ready = ok ? 'yes' : 'no';
 
       const ls = await api('GET', '/api/v1/listeners');
@@ -484,6 +748,8 @@
     setMode('key');
     $('login-form').addEventListener('submit', login);
     $('logout').onclick = () => logout('');
+    $('detail-close').onclick = closeDetail;
+    $('publish-form').addEventListener('submit', publish);
     const search = (section) => debounce(() => { state.pages[section] = 1; refreshSection(section, true); }, 250);
     $('clients-search').addEventListener('input', search('clients'));
     $('clients-connected').addEventListener('change', search('clients'));
