@@ -52,11 +52,20 @@ struct field {
     size_t nsub;
     const char *const *names; /* F_ENUM */
     size_t off2; /* F_NAMELIST: offset of the count */
+    uint8_t unit; /* F_UINT: U_* suffixes accepted besides a plain integer */
 };
+
+/* Units an integer key may be written in (load_uint): a size ("256KB",
+ * "64MiB": K, M, G, T are powers of 1024, B or iB optional, any case) or a
+ * duration ("500ms", "30s", "15m" or "15min", "2h", "7d"), converted to
+ * the key's own unit; a duration that is not a whole number of it (1500ms
+ * for seconds) is refused. */
+enum { U_NONE = 0, U_BYTES, U_S, U_MS };
 
 #define MSIZE(st, m) sizeof(((st *)0)->m)
 #define FLD(st, m, t) .key = #m, .type = (t), .off = offsetof(st, m), .size = MSIZE(st, m)
 #define UINTF(st, m, lo, hi) { FLD(st, m, F_UINT), .min = (lo), .max = (hi) }
+#define UINTU(st, m, lo, hi, u) { FLD(st, m, F_UINT), .min = (lo), .max = (hi), .unit = (u) }
 #define NELEM(a) (sizeof(a) / sizeof((a)[0]))
 #define ENUMF(st, m, list) { FLD(st, m, F_ENUM), .names = (list) }
 
@@ -110,14 +119,15 @@ static const struct field api_fields[] = {
     APIF(api_users_file, "users_file", F_STR),
     APIF(api_open_health, "open_health", F_BOOL),
     APIF(api_open_metrics, "open_metrics", F_BOOL),
-    { .key = "timeout_ms", .type = F_UINT, .off = offsetof(conf_t, api_timeout_ms),
+    { .key = "timeout_ms", .type = F_UINT, .unit = U_MS, .off = offsetof(conf_t, api_timeout_ms),
       .size = MSIZE(conf_t, api_timeout_ms), .min = 10, .max = 60000 },
     { .key = "max_connections", .type = F_UINT, .off = offsetof(conf_t, api_max_connections),
       .size = MSIZE(conf_t, api_max_connections), .min = 4, .max = 65536 },
     { .key = "max_connections_per_ip", .type = F_UINT,
       .off = offsetof(conf_t, api_max_connections_per_ip),
       .size = MSIZE(conf_t, api_max_connections_per_ip), .min = 0, .max = 65536 },
-    { .key = "request_timeout_s", .type = F_UINT, .off = offsetof(conf_t, api_request_timeout_s),
+    { .key = "request_timeout_s", .type = F_UINT, .unit = U_S,
+      .off = offsetof(conf_t, api_request_timeout_s),
       .size = MSIZE(conf_t, api_request_timeout_s), .min = 1, .max = 3600 },
     { .key = "min_password_iterations", .type = F_UINT,
       .off = offsetof(conf_t, api_min_password_iterations),
@@ -137,9 +147,9 @@ static const struct field listener_fields[] = {
     { FLD(conf_listener_t, require_client_cert, F_BOOL) },
     ENUMF(conf_listener_t, tls_min_version, tls_version_names),
     { FLD(conf_listener_t, ciphers, F_NAME) },
-    UINTF(conf_listener_t, handshake_timeout, 1, 3600),
+    UINTU(conf_listener_t, handshake_timeout, 1, 3600, U_S),
     { FLD(conf_listener_t, ws_path, F_NAME) },
-    UINTF(conf_listener_t, ws_max_frame, 16, 268435455),
+    UINTU(conf_listener_t, ws_max_frame, 16, 268435455, U_BYTES),
     ENUMF(conf_listener_t, cert_username, cert_username_names),
     { FLD(conf_listener_t, allow_anonymous, F_BOOL) },
     { .key = "ws_allowed_origins", .type = F_NAMELIST,
@@ -181,16 +191,16 @@ static int origin_valid(const char *o)
 }
 
 static const struct field mqtt_fields[] = {
-    UINTF(conf_t, max_packet_size, 16, 268435455),
+    UINTU(conf_t, max_packet_size, 16, 268435455, U_BYTES),
     UINTF(conf_t, max_client_id_length, 1, 65535),
-    UINTF(conf_t, connect_timeout, 1, 3600),
-    UINTF(conf_t, max_keepalive, 1, 65535),
+    UINTU(conf_t, connect_timeout, 1, 3600, U_S),
+    UINTU(conf_t, max_keepalive, 1, 65535, U_S),
     UINTF(conf_t, max_inflight, 1, 65535),
     UINTF(conf_t, max_queued, 0, 10000000),
-    UINTF(conf_t, retry_interval, 1, 3600),
-    UINTF(conf_t, session_expiry, 0, UINT32_MAX),
+    UINTU(conf_t, retry_interval, 1, 3600, U_S),
+    UINTU(conf_t, session_expiry, 0, UINT32_MAX, U_S),
     { FLD(conf_t, allow_anonymous, F_BOOL) },
-    UINTF(conf_t, sys_interval, 0, 86400),
+    UINTU(conf_t, sys_interval, 0, 86400, U_S),
     UINTF(conf_t, max_qos, 0, 2),
     { FLD(conf_t, retain_available, F_BOOL) },
     { FLD(conf_t, wildcard_subscriptions, F_BOOL) },
@@ -208,19 +218,19 @@ static const struct field limits_fields[] = {
     UINTF(conf_t, max_connections, 0, UINT32_MAX),
     UINTF(conf_t, max_connection_rate, 0, UINT32_MAX),
     UINTF(conf_t, max_message_rate, 0, UINT32_MAX),
-    UINTF(conf_t, max_byte_rate, 0, UINT32_MAX),
+    UINTU(conf_t, max_byte_rate, 0, UINT32_MAX, U_BYTES),
     UINTF(conf_t, max_subscriptions, 0, UINT32_MAX),
     UINTF(conf_t, max_retained, 0, UINT32_MAX),
     UINTF(conf_t, max_sessions, 0, UINT32_MAX),
     UINTF(conf_t, max_awaiting_rel, 1, 65535),
     UINTF(conf_t, max_topic_levels, 1, 65535),
     UINTF(conf_t, max_topic_length, 1, 65535),
-    UINTF(conf_t, max_queued_bytes, 0, UINT64_MAX),
+    UINTU(conf_t, max_queued_bytes, 0, UINT64_MAX, U_BYTES),
     { .key = "queue_full", .type = F_ENUM, .off = offsetof(conf_t, queue_full_policy),
       .size = MSIZE(conf_t, queue_full_policy), .names = queue_full_names },
-    UINTF(conf_t, slow_subscriber_timeout, 0, 86400),
-    UINTF(conf_t, max_output_buffer, 1024, UINT32_MAX),
-    UINTF(conf_t, memory_high_water, 0, UINT64_MAX),
+    UINTU(conf_t, slow_subscriber_timeout, 0, 86400, U_S),
+    UINTU(conf_t, max_output_buffer, 1024, UINT32_MAX, U_BYTES),
+    UINTU(conf_t, memory_high_water, 0, UINT64_MAX, U_BYTES),
 };
 
 static const struct field persistence_fields[] = {
@@ -230,7 +240,7 @@ static const struct field persistence_fields[] = {
       .size = MSIZE(conf_t, data_dir) },
     { .key = "sync", .type = F_ENUM, .off = offsetof(conf_t, persistence_sync),
       .size = MSIZE(conf_t, persistence_sync), .names = sync_names },
-    UINTF(conf_t, sync_interval_ms, 1, 3600000),
+    UINTU(conf_t, sync_interval_ms, 1, 3600000, U_MS),
 };
 
 static const char *const auth_format_names[] = {"json", "opa", NULL};
@@ -247,9 +257,9 @@ static const struct field auth_http_fields[] = {
     { AUTHF(auth_http, ca_file, F_STR) },
     { AUTHF(auth_http, format, F_ENUM), .names = auth_format_names },
     { AUTHF(auth_http, on_error, F_ENUM), .names = auth_on_error_names },
-    { AUTHF(auth_http, timeout_ms, F_UINT), .min = 1, .max = 600000 },
-    { AUTHF(auth_http, connect_timeout_ms, F_UINT), .min = 1, .max = 600000 },
-    { AUTHF(auth_http, cache_ttl_ms, F_UINT), .min = 0, .max = 86400000 },
+    { AUTHF(auth_http, timeout_ms, F_UINT), .min = 1, .max = 600000, .unit = U_MS },
+    { AUTHF(auth_http, connect_timeout_ms, F_UINT), .min = 1, .max = 600000, .unit = U_MS },
+    { AUTHF(auth_http, cache_ttl_ms, F_UINT), .min = 0, .max = 86400000, .unit = U_MS },
     { AUTHF(auth_http, cache_size, F_UINT), .min = 1, .max = 10000000 },
     { AUTHF(auth_http, pool_size, F_UINT), .min = 1, .max = 1024 },
     { AUTHF(auth_http, queue_size, F_UINT), .min = 1, .max = 1000000 },
@@ -261,7 +271,7 @@ static const struct field auth_redis_fields[] = {
     { AUTHF(auth_redis, db, F_UINT), .min = 0, .max = 65535 },
     { AUTHF(auth_redis, prefix, F_STR) },
     { AUTHF(auth_redis, pool_size, F_UINT), .min = 1, .max = 64 },
-    { AUTHF(auth_redis, timeout_ms, F_UINT), .min = 1, .max = 600000 },
+    { AUTHF(auth_redis, timeout_ms, F_UINT), .min = 1, .max = 600000, .unit = U_MS },
     { AUTHF(auth_redis, queue_size, F_UINT), .min = 1, .max = 1000000 },
     { AUTHF(auth_redis, on_error, F_ENUM), .names = auth_on_error_names },
 };
@@ -280,7 +290,7 @@ static const struct field auth_jwt_fields[] = {
     { AUTHF(auth.jwt, jwks_file, F_STR) },
     { AUTHF(auth.jwt, username_claim, F_NAME) },
     { AUTHF(auth.jwt, acl_claim, F_STR) },
-    { AUTHF(auth.jwt, leeway_s, F_UINT), .min = 0, .max = 3600 },
+    { AUTHF(auth.jwt, leeway_s, F_UINT), .min = 0, .max = 3600, .unit = U_S },
     { AUTHF(auth.jwt, require_exp, F_BOOL) },
     { AUTHF(auth.jwt, audience, F_STR) },
     { AUTHF(auth.jwt, issuer, F_STR) },
@@ -291,9 +301,9 @@ static const struct field auth_jwt_fields[] = {
 };
 static const struct field auth_ban_fields[] = {
     { AUTHF(auth.ban, max_failures, F_UINT), .min = 0, .max = 1000000 },
-    { AUTHF(auth.ban, window_s, F_UINT), .min = 1, .max = 86400 },
-    { AUTHF(auth.ban, ban_s, F_UINT), .min = 1, .max = 30 * 86400 },
-    { AUTHF(auth.ban, delay_ms, F_UINT), .min = 0, .max = 60000 },
+    { AUTHF(auth.ban, window_s, F_UINT), .min = 1, .max = 86400, .unit = U_S },
+    { AUTHF(auth.ban, ban_s, F_UINT), .min = 1, .max = 30 * 86400, .unit = U_S },
+    { AUTHF(auth.ban, delay_ms, F_UINT), .min = 0, .max = 60000, .unit = U_MS },
     { AUTHF(auth.ban, table_size, F_UINT), .min = 16, .max = 10000000 },
     { AUTHF(auth.ban, loopback, F_BOOL) },
 };
@@ -311,7 +321,7 @@ static const struct field auth_fields[] = {
     { AUTHF(auth, password_file, F_STR) },
     { AUTHF(auth, password_threads, F_UINT), .min = 1, .max = 64 },
     { AUTHF(auth, password_queue, F_UINT), .min = 1, .max = 1000000 },
-    { AUTHF(auth, password_cache_ttl_s, F_UINT), .min = 0, .max = 86400 },
+    { AUTHF(auth, password_cache_ttl_s, F_UINT), .min = 0, .max = 86400, .unit = U_S },
     { AUTHF(auth, password_cache_size, F_UINT), .min = 1, .max = 10000000 },
     { .key = "jwt", .type = F_SECTION, .sub = auth_jwt_fields, .nsub = NELEM(auth_jwt_fields) },
     { .key = "ban", .type = F_SECTION, .sub = auth_ban_fields, .nsub = NELEM(auth_ban_fields) },
@@ -482,6 +492,60 @@ static int fail(struct loader *ld, const yaml_node_t *at, const char *key,
     return -1;
 }
 
+/* Levenshtein distance of a and b, capped: anything above 3 is 4. */
+static unsigned edit_distance(const char *a, const char *b)
+{
+    size_t la = strlen(a), lb = strlen(b);
+    if (la > 63 || lb > 63 || (la > lb ? la - lb : lb - la) > 3)
+        return 4;
+    unsigned row[64];
+    for (size_t j = 0; j <= lb; j++)
+        row[j] = (unsigned)j;
+    for (size_t i = 1; i <= la; i++) {
+        unsigned diag = row[0];
+        row[0] = (unsigned)i;
+        for (size_t j = 1; j <= lb; j++) {
+            unsigned up = row[j];
+            unsigned best = diag + (a[i - 1] != b[j - 1]);
+            if (up + 1 < best)
+                best = up + 1;
+            if (row[j - 1] + 1 < best)
+                best = row[j - 1] + 1;
+            row[j] = best;
+            diag = up;
+        }
+    }
+    return row[lb] > 3 ? 4 : row[lb];
+}
+
+/* Remembers the known key closest to `key` (a typo: at most 1 edit for
+ * short keys, 2 from 6 characters, 3 from 12). */
+typedef struct {
+    const char *key;
+    const char *best;
+    unsigned dist;
+} near_t;
+
+static void near_try(near_t *nr, const char *cand)
+{
+    size_t len = strlen(nr->key);
+    unsigned limit = len >= 12 ? 3 : len >= 6 ? 2 : 1;
+    unsigned d = edit_distance(nr->key, cand);
+    if (d <= limit && d < nr->dist) {
+        nr->dist = d;
+        nr->best = cand;
+    }
+}
+
+/* "unknown key", with the nearest known key when there is one. */
+static int unknown_key(struct loader *ld, const yaml_node_t *at, const char *path,
+                       const near_t *nr)
+{
+    if (nr && nr->best)
+        return fail(ld, at, path, "unknown key (did you mean \"%s\"?)", nr->best);
+    return fail(ld, at, path, "unknown key");
+}
+
 /* 1-based line of byte `offset` in f (reader errors carry no mark). */
 static size_t line_at_offset(FILE *f, size_t offset)
 {
@@ -556,6 +620,44 @@ static int is_null(const yaml_node_t *n)
            strcmp(s, "Null") == 0 || strcmp(s, "NULL") == 0;
 }
 
+/* val (the digits before `suffix`) times the unit's factor, in the key's
+ * unit.  0, or -1 for an unknown suffix or a duration finer than the key's
+ * unit.  *overflow is set when the result does not fit. */
+static int apply_unit(uint8_t unit, const char *suffix, uint64_t *val, int *overflow)
+{
+    typedef struct {
+        const char *name;
+        uint64_t factor;
+    } unit_name_t;
+    static const unit_name_t sizes[] = {{"b", 1},         {"k", 1ull << 10}, {"kb", 1ull << 10}, {"kib", 1ull << 10},
+                 {"m", 1ull << 20}, {"mb", 1ull << 20}, {"mib", 1ull << 20}, {"g", 1ull << 30},
+                 {"gb", 1ull << 30}, {"gib", 1ull << 30}, {"t", 1ull << 40}, {"tb", 1ull << 40},
+                 {"tib", 1ull << 40}};
+    static const unit_name_t durations_ms[] = {{"ms", 1},        {"s", 1000},          {"m", 60000},
+                        {"min", 60000},   {"h", 3600000},       {"d", 86400000}};
+    const unit_name_t *tab = unit == U_BYTES ? sizes : durations_ms;
+    size_t n = unit == U_BYTES ? sizeof(sizes) / sizeof(sizes[0])
+                               : sizeof(durations_ms) / sizeof(durations_ms[0]);
+    uint64_t factor = 0;
+    for (size_t i = 0; i < n; i++)
+        if (strcasecmp(suffix, tab[i].name) == 0) {
+            factor = tab[i].factor;
+            break;
+        }
+    if (factor == 0)
+        return -1;
+    uint64_t per = unit == U_S ? 1000 : 1; /* durations are counted in ms */
+    if (*val && factor > UINT64_MAX / *val) {
+        *overflow = 1;
+        return 0;
+    }
+    uint64_t x = *val * factor;
+    if (x % per)
+        return -1;
+    *val = x / per;
+    return 0;
+}
+
 static int load_uint(struct loader *ld, const struct field *f, const yaml_node_t *k,
                      const yaml_node_t *v, void *base, const char *path)
 {
@@ -569,16 +671,29 @@ static int load_uint(struct loader *ld, const struct field *f, const yaml_node_t
         return fail(ld, v, path, "expected an integer, got an empty value");
     uint64_t val = 0;
     int overflow = 0;
-    for (size_t i = 0; i < len; i++) {
-        if (s[i] < '0' || s[i] > '9')
-            return fail(ld, v, path, "expected an integer, got \"%.40s\"", s);
+    size_t i = 0;
+    for (; i < len && s[i] >= '0' && s[i] <= '9'; i++) {
         unsigned d = (unsigned)(s[i] - '0');
         if (val > (UINT64_MAX - d) / 10)
             overflow = 1;
         else
             val = val * 10 + d;
     }
-    if (len > 1 && s[0] == '0')
+    if (i < len) {
+        static const char *const wanted[] = {
+            "an integer", "an integer or a size (256KB, 64MiB)",
+            "an integer (seconds) or a duration (30s, 15m, 2h, 7d)",
+            "an integer (ms) or a duration (500ms, 30s, 2h)"};
+        if (i == 0 || f->unit == U_NONE)
+            return fail(ld, v, path, "expected %s, got \"%.40s\"", wanted[f->unit], s);
+        if (apply_unit(f->unit, s + i, &val, &overflow) < 0)
+            return fail(ld, v, path, "\"%.40s\": %s", s,
+                        f->unit == U_BYTES ? "unknown size unit (B, K, KB, KiB, M, MB, MiB, G, T)"
+                        : f->unit == U_S   ? "not a whole number of seconds, or an unknown unit "
+                                             "(ms, s, m, min, h, d)"
+                                           : "unknown duration unit (ms, s, m, min, h, d)");
+    }
+    if (i > 1 && s[0] == '0')
         return fail(ld, v, path, "\"%.40s\": leading zeros are not allowed", s);
     if (overflow || val < f->min || val > f->max)
         return fail(ld, v, path, "%.40s is out of range %llu..%llu", s,
@@ -895,6 +1010,8 @@ struct conf_sec_s {
     const yaml_node_t *map; /* its mapping, or NULL (empty section) */
     const char *path;       /* "name" */
     uint32_t used;          /* bit per pair read by the module */
+    const char *asked[32];  /* keys the module asked for: suggestions */
+    uint32_t nasked;
 };
 
 void *conf_section_add(conf_t *c, const char *name,
@@ -974,7 +1091,10 @@ static int load_section(struct loader *ld, const yaml_node_t *k, const yaml_node
             char kpath[KEYPATH_LEN];
             key_join(kpath, path, ".");
             key_join(kpath, kpath, sval(ka));
-            return fail(ld, ka, kpath, "unknown key");
+            near_t nr = {.key = sval(ka), .best = NULL, .dist = 4};
+            for (uint32_t q = 0; q < s.nasked; q++)
+                near_try(&nr, s.asked[q]);
+            return unknown_key(ld, ka, kpath, &nr);
         }
     return 0;
 }
@@ -982,6 +1102,8 @@ static int load_section(struct loader *ld, const yaml_node_t *k, const yaml_node
 /* The pair of `key` in s (marked read), or -1. */
 static int sec_find(conf_sec_t *s, const char *key, const yaml_node_t **k, const yaml_node_t **v)
 {
+    if (s->nasked < sizeof(s->asked) / sizeof(s->asked[0]))
+        s->asked[s->nasked++] = key; /* module keys are string literals */
     if (s->map == NULL)
         return -1;
     yaml_node_pair_t *start = s->map->data.mapping.pairs.start;
@@ -1131,8 +1253,15 @@ static int load_map(struct loader *ld, const yaml_node_t *at, const yaml_node_t 
             if (rc == 0)
                 continue;
         }
-        if (i == n)
-            return fail(ld, k, path, "unknown key");
+        if (i == n) {
+            near_t nr = {.key = sval(k), .best = NULL, .dist = 4};
+            for (size_t q = 0; q < n; q++)
+                near_try(&nr, tab[q].key);
+            if (tab == root_fields)
+                for (uint32_t q = 0; q < ld->c->nsections; q++)
+                    near_try(&nr, ld->c->sections[q].name);
+            return unknown_key(ld, k, path, &nr);
+        }
         if (seen & (1u << i))
             return fail(ld, k, path, "duplicate key");
         seen |= 1u << i;

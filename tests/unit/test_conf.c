@@ -114,6 +114,66 @@ static void expect_ok(const char *yaml, conf_t *c)
 
 /* ---- defaults and valid files ---- */
 
+/* ---- units and suggestions ---- */
+
+static void test_units(void **state)
+{
+    (void)state;
+    conf_t c;
+    expect_ok("mqtt:\n  max_packet_size: 256KB\n  session_expiry: 2h\n  retry_interval: 90s\n"
+              "  sys_interval: 1m\n"
+              "limits:\n  max_queued_bytes: 64MiB\n  memory_high_water: 2g\n"
+              "  max_byte_rate: 512k\n  slow_subscriber_timeout: 1d\n"
+              "persistence:\n  sync_interval_ms: 2s\n"
+              "api:\n  timeout_ms: 1500ms\n  request_timeout_s: 1min\n",
+              &c);
+    assert_int_equal(c.max_packet_size, 256 * 1024);
+    assert_int_equal(c.session_expiry, 7200);
+    assert_int_equal(c.retry_interval, 90);
+    assert_int_equal(c.sys_interval, 60);
+    assert_int_equal(c.max_queued_bytes, 64ull << 20);
+    assert_int_equal(c.memory_high_water, 2ull << 30);
+    assert_int_equal(c.max_byte_rate, 512 * 1024);
+    assert_int_equal(c.slow_subscriber_timeout, 86400);
+    assert_int_equal(c.sync_interval_ms, 2000);
+    assert_int_equal(c.api_timeout_ms, 1500);
+    assert_int_equal(c.api_request_timeout_s, 60);
+    /* plain integers still mean the key's own unit */
+    expect_ok("mqtt:\n  session_expiry: 7200\n", &c);
+    assert_int_equal(c.session_expiry, 7200);
+    /* a duration finer than seconds, an unknown unit, a unit on a count,
+     * a unit without a number, a result out of range */
+    expect_error("mqtt:\n  retry_interval: 1500ms\n", 2, "mqtt.retry_interval");
+    expect_error("mqtt:\n  max_packet_size: 12XB\n", 2, "mqtt.max_packet_size");
+    expect_error("mqtt:\n  max_inflight: 5k\n", 2, "mqtt.max_inflight");
+    expect_error("mqtt:\n  max_packet_size: KB\n", 2, "mqtt.max_packet_size");
+    expect_error("mqtt:\n  max_packet_size: 1T\n", 2, "mqtt.max_packet_size");
+    expect_error("limits:\n  max_queued_bytes: 99999999999999999999KB\n", 2, "limits.max_queued_bytes");
+    expect_error("mqtt:\n  retry_interval: \"30s\"\n", 2, "mqtt.retry_interval");
+}
+
+static void test_did_you_mean(void **state)
+{
+    (void)state;
+    conf_t c;
+    char err[512] = "";
+    conf_defaults(&c);
+    assert_int_equal(load_yaml(&c, "mqtt:\n  max_infligth: 5\n", err, sizeof(err)), -1);
+    assert_non_null(strstr(err, "unknown key (did you mean \"max_inflight\"?)"));
+    conf_defaults(&c);
+    assert_int_equal(load_yaml(&c, "listeners:\n  - name: a\n    port: 1\n    adress: ::1\n",
+                               err, sizeof(err)), -1);
+    assert_non_null(strstr(err, ":4: listeners[0].adress: unknown key (did you mean \"address\"?)"));
+    conf_defaults(&c);
+    assert_int_equal(load_yaml(&c, "persistance:\n  enabled: true\n", err, sizeof(err)), -1);
+    assert_non_null(strstr(err, "did you mean \"persistence\"?"));
+    /* nothing near: no suggestion */
+    conf_defaults(&c);
+    assert_int_equal(load_yaml(&c, "bogus: 1\n", err, sizeof(err)), -1);
+    assert_non_null(strstr(err, ":1: bogus: unknown key"));
+    assert_null(strstr(err, "did you mean"));
+}
+
 static void test_defaults(void **state)
 {
     (void)state;
@@ -822,6 +882,8 @@ int main(void)
         cmocka_unit_test(test_err_strings),
         cmocka_unit_test(test_err_yaml_syntax),
         cmocka_unit_test(test_aliases),
+        cmocka_unit_test(test_units),
+        cmocka_unit_test(test_did_you_mean),
         cmocka_unit_test(test_err_buffer),
         cmocka_unit_test(test_walk_listener_anonymous),
     };

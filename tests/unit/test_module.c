@@ -139,7 +139,7 @@ static void test_errors(void **state)
     expect_error("demo:\n  mode: slow\n", "1: demo.count: required when mode is slow");
     expect_error("demo:\n  count: 3\n  mode: slow\n  name: \"\"\n",
                  "4: demo.name: must not be empty");
-    expect_error("dem:\n  count: 1\n", "1: dem: unknown key");
+    expect_error("dem:\n  count: 1\n", "1: dem: unknown key (did you mean \"demo\"?)");
 }
 
 static void test_add_refuses(void **state)
