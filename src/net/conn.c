@@ -34,13 +34,13 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
+#include "ep_mqtt.h"
 #include "log.h"
 #include "mqtt_props.h"
 #include "net_linger.h"
 #include "net_proxy.h"
 #include "net_tls.h"
 #include "net_ws.h"
-#include "ep_mqtt.h"
 #include "persist.h"
 #include "proto.h"
 #include "router.h"
