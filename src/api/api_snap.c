@@ -13,8 +13,9 @@
 #include <string.h>
 #include <time.h>
 
-#include "conn.h"
+#include "endpoint.h"
 #include "log.h"
+#include "mqtt_codec.h"
 #include "persist.h"
 #include "retain.h"
 #include "router.h"
@@ -148,28 +149,32 @@ static json_t *sub_json(const sess_t *s, const sess_sub_t *sub)
 
 static const char *username_of(const sess_t *s)
 {
-    const conn_t *c = s->conn;
     const char *owner = sess_acl_owner(s); /* kept while offline too */
-    if (owner)
+    if (owner || s->ep == NULL)
         return owner;
-    return c && c->x && c->x->cert_user ? c->x->cert_user : NULL;
+    ep_info_t info;
+    ep_describe(s->ep, &info, NULL, 0);
+    return info.client.username;
 }
 
 static json_t *client_json(const sess_t *s, int with_subs)
 {
-    const conn_t *c = s->conn;
-    const server_t *srv = s->w->srv;
+    const endpoint_t *ep = s->ep;
     json_t *o = json_object();
     json_object_set_new(o, "client_id", json_string(s->client_id));
     const char *user = username_of(s);
     json_object_set_new(o, "username", user ? json_string(user) : json_null());
-    json_object_set_new(o, "connected", json_boolean(c != NULL));
-    if (c) {
+    json_object_set_new(o, "connected", json_boolean(ep != NULL));
+    if (ep) {
         char peer[INET6_ADDRSTRLEN + 8];
-        json_object_set_new(o, "address", json_string(conn_peer(c, peer, sizeof(peer))));
-        json_object_set_new(o, "listener", json_string(srv->conf.listeners[c->listener].name));
-        json_object_set_new(o, "protocol_version", json_integer(c->proto));
-        json_object_set_new(o, "keepalive", json_integer(c->keepalive));
+        ep_info_t info;
+        ep_describe(ep, &info, peer, sizeof(peer));
+        json_object_set_new(o, "address", json_string(info.client.peer));
+        json_object_set_new(o, "listener", info.client.listener
+                                               ? json_string(info.client.listener)
+                                               : json_null());
+        json_object_set_new(o, "protocol_version", json_integer(info.client.proto));
+        json_object_set_new(o, "keepalive", json_integer(info.keepalive));
         json_object_set_new(o, "connected_at", json_integer(s->connected_at));
     } else {
         json_object_set_new(o, "address", json_null());
@@ -202,7 +207,7 @@ static int prefix_of(const char *s, const char *prefix)
 
 static int client_matches(const api_job_t *job, const sess_t *s)
 {
-    if (job->connected >= 0 && (s->conn != NULL) != job->connected)
+    if (job->connected >= 0 && (s->ep != NULL) != job->connected)
         return 0;
     if (job->client_id_prefix && !prefix_of(s->client_id, job->client_id_prefix))
         return 0;
@@ -213,7 +218,11 @@ static int client_matches(const api_job_t *job, const sess_t *s)
     }
     if (job->address) {
         char peer[INET6_ADDRSTRLEN + 8];
-        if (s->conn == NULL || !prefix_of(conn_peer(s->conn, peer, sizeof(peer)), job->address))
+        ep_info_t info;
+        if (s->ep == NULL)
+            return 0;
+        ep_describe(s->ep, &info, peer, sizeof(peer));
+        if (!prefix_of(info.client.peer, job->address))
             return 0;
     }
     return 1;
@@ -228,9 +237,9 @@ static void run_kick(worker_t *w, api_job_t *job, int drop)
 {
     sess_t *s = find(w, job->client_id);
     int found = 0;
-    if (s && s->conn && (s->conn->state == CONN_ACTIVE)) {
-        conn_close_reason(s->conn, "kicked by the management API", !drop,
-                          MQTT_RC_ADMINISTRATIVE_ACTION);
+    if (s && s->ep) {
+        ep_close(s->ep, drop ? EP_CLOSE_DISCARDED : EP_CLOSE_KICKED,
+                 "kicked by the management API");
         found = 1;
     }
     if (drop) {

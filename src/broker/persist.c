@@ -13,7 +13,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "conn.h"
+#include "endpoint.h"
 #include "log.h"
 #include "mqtt_codec.h"
 #include "mqtt_props.h"
@@ -530,7 +530,7 @@ static void put_session(worker_t *w, store_batch_t *b, const sess_t *s)
     /* the deadline only means something while offline; online it is 0 and
      * start-up counts the interval from the restart */
     uint64_t deadline = 0;
-    if (s->conn == NULL && s->expiry != SESS_NEVER)
+    if (s->ep == NULL && s->expiry != SESS_NEVER)
         deadline = to_wall_s(s->expire_at, w->now);
     const char *owner = sess_acl_owner(s);
     store_session_t rec = {.expiry_interval = s->expiry, .next_pid = s->next_pid,
@@ -599,19 +599,15 @@ static held_item_t *hold(worker_t *w)
     return held_push(w->held);
 }
 
-void persist_hold_ack(conn_t *c, uint8_t type, uint16_t pid, uint8_t reason)
+void persist_hold_ack(worker_t *w, endpoint_t *ep, uint64_t sid, uint8_t type, uint16_t pid,
+                      uint8_t reason)
 {
-    held_item_t *e = hold(c->w);
-    e->c = c;
+    held_item_t *e = hold(w);
+    e->ep = ep;
+    e->sid = sid;
     e->type = type;
     e->pid = pid;
     e->reason = reason;
-    conn_ext(c)->held_acks++;
-}
-
-int persist_conn_holding(const conn_t *c)
-{
-    return c->x && c->x->held_acks;
 }
 
 int persist_holding_routes(const worker_t *w)
@@ -638,42 +634,28 @@ void persist_hold_send(worker_t *w, uint64_t sid, uint16_t pid)
     e->pid = pid;
 }
 
-void persist_forget_conn(worker_t *w, conn_t *c)
+void persist_forget_endpoint(worker_t *w, endpoint_t *ep)
 {
     if (w->held)
-        held_forget_conn(w->held, c);
+        held_forget_endpoint(w->held, ep);
 }
 
-static void release_ack(const held_item_t *e, int err)
+static void release_ack(worker_t *w, const held_item_t *e, int err)
 {
-    conn_t *c = e->c;
-    if (c == NULL)
-        return;
-    c->x->held_acks--;
-    if (c->state != CONN_ACTIVE)
-        return;
-    if (err == 0) {
-        if (c->proto == MQTT_PROTO_V5 && e->reason)
-            mqtt_encode_ack_v5(conn_reserve(c, mqtt_ack_v5_size(e->reason, 0), 1), e->type,
-                               e->pid, e->reason, NULL, 0);
-        else
-            conn_send_ack(c, e->type, e->pid);
-        return;
+    if (e->ep == NULL)
+        return; /* its endpoint is gone */
+    uint8_t reason = e->reason;
+    if (err < 0 && e->type == EP_ACK_PUBCOMP) {
+        reason = 0; /* the release is done in memory; the stored id goes at restart */
+    } else if (err < 0) {
+        sess_t *s = e->type == EP_ACK_PUBREC ? worker_find_sid(w, e->sid) : NULL;
+        if (s)
+            sess_qos2_in_end(s, e->pid); /* refused: a resend is new */
+        /* refused; an endpoint that cannot say so (MQTT 3.1.1) closes, and
+         * its client resends */
+        reason = MQTT_RC_QUOTA_EXCEEDED;
     }
-    if (e->type == MQTT_PUBCOMP) {
-        /* the release is done in memory; the stored id goes at restart */
-        conn_send_ack(c, MQTT_PUBCOMP, e->pid);
-        return;
-    }
-    if (e->type == MQTT_PUBREC && c->sess)
-        sess_qos2_in_end(c->sess, e->pid); /* refused: a resend is new */
-    if (c->proto == MQTT_PROTO_V5) {
-        mqtt_encode_ack_v5(conn_reserve(c, mqtt_ack_v5_size(MQTT_RC_QUOTA_EXCEEDED, 0), 1),
-                           e->type, e->pid, MQTT_RC_QUOTA_EXCEEDED, NULL, 0);
-    } else {
-        /* no negative acknowledgement in 3.1.1: close, the client resends */
-        conn_close(c, "a message could not be stored: not acknowledged", 1);
-    }
+    ep_ack(e->ep, e->type, e->pid, reason, EP_ACK_HELD);
 }
 
 void persist_on_committed(worker_t *w, int err)
@@ -708,14 +690,14 @@ void persist_on_committed(worker_t *w, int err)
             }
             msg_unref(&e->m);
             free(e->t);
-        } else if (e->sid) {
+        } else if (e->type) {
+            release_ack(w, e, rc);
+        } else {
             /* not stored: not sent now either; the session resends its
              * window when the client comes back */
             sess_t *ss = worker_find_sid(w, e->sid);
             if (ss && rc == 0)
                 sess_send_held(ss, e->pid);
-        } else {
-            release_ack(e, rc);
         }
     }
 }

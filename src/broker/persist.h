@@ -48,6 +48,8 @@
 #include "msg.h"
 #include "server.h"
 
+struct endpoint_s;
+
 /* Open the store under conf.data_dir and load what it holds.  Returns 0
  * (also when persistence is off) or -1 with the reason logged (naming the
  * path). */
@@ -74,18 +76,21 @@ void persist_register_inbox(server_t *srv);
  * reads the inbox any more, and the store may outlive the worker only
  * until persist_close) and free what is still held. */
 void persist_worker_final(worker_t *w);
-/* A connection with held acknowledgements is being freed. */
-void persist_forget_conn(worker_t *w, conn_t *c);
+/* An endpoint with held acknowledgements is being freed: they are not
+ * sent. */
+void persist_forget_endpoint(worker_t *w, struct endpoint_s *ep);
 
 /* 1 when the store is on (every function below is a no-op otherwise). */
 static inline int persist_on(const worker_t *w) { return w->srv->store != NULL; }
 /* Operations in this turn's batch so far (to see whether a step wrote). */
 size_t persist_pending_ops(const worker_t *w);
-/* Hold an acknowledgement (MQTT_PUBACK, MQTT_PUBREC, MQTT_PUBCOMP with an
- * MQTT 5 reason) of c until this turn's batch is committed. */
-void persist_hold_ack(conn_t *c, uint8_t type, uint16_t pid, uint8_t reason);
-/* 1 when c has acknowledgements held (a later one must wait behind them). */
-int persist_conn_holding(const conn_t *c);
+/* Hold an acknowledgement (EP_ACK_PUBACK, _PUBREC, _PUBCOMP with an MQTT 5
+ * reason) to endpoint ep, whose session is sid, until this turn's batch is
+ * committed; then ep_ack() with EP_ACK_HELD, and a reason of its own when
+ * the commit failed.  The endpoint counts what it has held (a later
+ * acknowledgement of it must wait behind them: MQTT keeps them in order). */
+void persist_hold_ack(worker_t *w, struct endpoint_s *ep, uint64_t sid, uint8_t type,
+                      uint16_t pid, uint8_t reason);
 
 /* Routing of one message: targets computed at publish time. */
 struct route_target_s {

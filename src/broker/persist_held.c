@@ -62,12 +62,12 @@ int held_pop(held_ring_t *h, held_item_t *out)
     return 1;
 }
 
-void held_forget_conn(held_ring_t *h, const struct conn_s *c)
+void held_forget_endpoint(held_ring_t *h, const struct endpoint_s *ep)
 {
     for (size_t i = 0; i < h->len; i++) {
         held_item_t *e = held_at(h, i);
-        if (e->c == c)
-            e->c = NULL;
+        if (e->ep == ep)
+            e->ep = NULL;
     }
 }
 

@@ -29,21 +29,22 @@
 #include <stddef.h>
 #include <stdint.h>
 
-struct conn_s;
+struct endpoint_s;
 struct msg_s;
 struct route_target_s;
 
-/* One held thing: an acknowledgement (c, type, pid, reason), a route (m,
- * t, nt) or a QoS 2 send (sid, pid). */
+/* One held thing: an acknowledgement (ep, sid, type, pid, reason), a route
+ * (m, t, nt) or a QoS 2 send (sid, pid). */
 typedef struct {
     uint64_t batch;
-    struct conn_s *c;          /* ack: NULL once the connection was freed */
-    uint64_t sid;              /* send: the session whose QoS 2 packet waits */
+    struct endpoint_s *ep;     /* ack: NULL once the endpoint was freed */
+    uint64_t sid;              /* send: the session whose QoS 2 packet waits;
+                                * ack: the endpoint's session */
     struct msg_s *m;           /* route */
     struct route_target_s *t;
     uint32_t nt;
     uint16_t pid;
-    uint8_t type;              /* ack: MQTT_PUBACK/PUBREC/PUBCOMP; route: 0 */
+    uint8_t type;              /* ack: EP_ACK_PUBACK/PUBREC/PUBCOMP; else 0 */
     uint8_t reason;
     uint8_t failed;            /* its batch could not be submitted */
 } held_item_t;
@@ -81,8 +82,8 @@ static inline held_item_t *held_at(held_ring_t *h, size_t i)
 {
     return &h->v[(h->head + i) & (h->cap - 1)];
 }
-/* Connection c is being freed: its acknowledgements will not be sent. */
-void held_forget_conn(held_ring_t *h, const struct conn_s *c);
+/* Endpoint ep is being freed: its acknowledgements will not be sent. */
+void held_forget_endpoint(held_ring_t *h, const struct endpoint_s *ep);
 /* Free the ring's storage (the items' references are the caller's: take
  * them with held_at first). */
 void held_free(held_ring_t *h);

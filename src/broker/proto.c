@@ -20,6 +20,7 @@
 
 #include "auth_chain.h"
 #include "auth_method.h"
+#include "ep_mqtt.h"
 #include "log.h"
 #include "mqtt_props.h"
 #include "msg.h"
@@ -99,13 +100,17 @@ static void send_ack5(conn_t *c, uint8_t type, uint16_t pid, uint8_t reason)
 
 /* The acknowledgement of a QoS 1/2 exchange: at once, or once this turn's
  * store batch is committed when the exchange wrote to it (persist.h), and
- * in any case behind acknowledgements of this connection still held. */
+ * in any case behind acknowledgements of this connection still held (the
+ * count comes down as ep_mqtt.c gets them back). */
 static void send_ack_after(conn_t *c, uint8_t type, uint16_t pid, uint8_t reason, int wrote)
 {
-    if (wrote || persist_conn_holding(c))
-        persist_hold_ack(c, type, pid, c->proto == MQTT_PROTO_V5 ? reason : 0);
-    else
+    if (wrote || (c->x && c->x->held_acks)) {
+        conn_ext(c)->held_acks++;
+        persist_hold_ack(c->w, &c->ep, c->sess ? c->sess->sid : 0, type, pid,
+                         c->proto == MQTT_PROTO_V5 ? reason : 0);
+    } else {
         send_ack5(c, type, pid, reason);
+    }
 }
 
 /* ---- events (event.h) ---- */
@@ -255,15 +260,16 @@ static int connect_home(conn_t *c, const mqtt_connect_t *ck, const connect_terms
         return refuse(c, ck, MQTT_CONNACK_UNAVAILABLE, MQTT_RC_QUOTA_EXCEEDED,
                       "limits.max_sessions persistent sessions exist");
     if (s)
-        sess_acl_claim(w, s, c,
-                       s->conn ? (ck->clean_session || s->expiry == 0
+        sess_acl_claim(w, s, &c->ep,
+                       s->ep ? (ck->clean_session || s->expiry == 0
                                       ? "its connection closed, the session discarded"
                                       : "its connection closed, the session resumed")
                                : (ck->clean_session || s->expiry == 0 ? "the session discarded"
                                                                       : "the session resumed"));
-    if (s && s->conn) {
-        /* takeover: the older connection goes, its will is published */
-        conn_t *old = s->conn;
+    if (s && s->ep) {
+        /* takeover: the older endpoint goes (a connection's will is
+         * published) */
+        endpoint_t *old = s->ep;
         /* one line for it, with the client id the detached connection no
          * longer has (a takeover storm writes one line per CONNECT) */
         char why[96];
@@ -273,23 +279,24 @@ static int connect_home(conn_t *c, const mqtt_connect_t *ck, const connect_terms
             /* here, not in conn_close: the old connection loses its session
              * (and so its client id) before it closes */
             char peer[64];
+            ep_info_t info;
             event_disconnected_t ev = {.reason = why, .reason_code = MQTT_RC_SESSION_TAKEN_OVER};
-            conn_event_client(old, &ev.client, peer, sizeof(peer));
+            ep_describe(old, &info, peer, sizeof(peer));
+            ev.client = info.client;
+            ev.client.client_id = s->client_id;
             event_emit(w, &w->srv->events, EVENT_CLIENT_DISCONNECTED, &ev);
         }
         if (event_wanted(w->srv, EVENT_SESSION_TAKEN_OVER)) {
             char peer[64], old_peer[64];
-            event_taken_over_t ev = {
-                .old_peer = conn_peer(old, old_peer, sizeof(old_peer)),
-                .resumed = !ck->clean_session && s->expiry != 0};
+            ep_info_t info;
+            ep_describe(old, &info, old_peer, sizeof(old_peer));
+            event_taken_over_t ev = {.old_peer = info.client.peer,
+                                     .resumed = !ck->clean_session && s->expiry != 0};
             conn_event_client(c, &ev.client, peer, sizeof(peer));
             ev.client.client_id = s->client_id;
             event_emit(w, &w->srv->events, EVENT_SESSION_TAKEN_OVER, &ev);
         }
-        old->sess = NULL;
-        s->conn = NULL;
-        STAT_ADD(w->stats.clients_connected, (uint64_t)-1);
-        conn_close_reason(old, why, 1, MQTT_RC_SESSION_TAKEN_OVER);
+        sess_take_over(s, why); /* closes old: EP_CLOSE_TAKEN_OVER */
     }
     if (s && s->expiry == 0) {
         /* a session without expiry lives as long as its connection */
@@ -362,8 +369,11 @@ static int connect_home(conn_t *c, const mqtt_connect_t *ck, const connect_terms
         ev.client.client_id = s->client_id;
         event_emit(w, &w->srv->events, EVENT_SESSION_CREATED, &ev);
     }
-    sess_acl_attach(w, s, c, present);
-    sess_attach(s, c);
+    sess_acl_attach(w, s, &c->ep, present);
+    /* what the session needs to know of MQTT (endpoint.h) */
+    c->ep.flags = c->proto == MQTT_PROTO_V5 ? EP_F_SUBIDS : EP_F_RETRY;
+    c->sess = s;
+    sess_attach(s, &c->ep);
     persist_session_update(w, s);
     if (event_wanted(w->srv, EVENT_CLIENT_CONNECTED)) {
         char peer[64];
@@ -644,7 +654,7 @@ static int method_result(conn_t *c, auth_method_rc_t rc, auth_method_out_t *out,
          * previous one's */
         ac->gen = 0;
         if (c->sess)
-            sess_acl_attach(w, c->sess, c, 1);
+            sess_acl_attach(w, c->sess, &c->ep, 1);
     }
     if (reauth) {
         send_auth(c, MQTT_RC_SUCCESS, m, out->data, out->len);
@@ -850,9 +860,9 @@ static int on_connect(conn_t *c, const mqtt_raw_t *pkt, const uint8_t *rest, siz
             !(c->x && c->x->auth && c->x->auth->authed))
             return enhanced_start(c, &ck, pkt);
         if (pr->present & MQTT_PROP_BIT(MQTT_PROP_RECEIVE_MAXIMUM))
-            c->recv_max = pr->receive_max;
+            c->ep.receive_max = pr->receive_max;
         if (pr->present & MQTT_PROP_BIT(MQTT_PROP_MAXIMUM_PACKET_SIZE))
-            c->max_out = pr->max_packet_size;
+            c->ep.max_packet = pr->max_packet_size;
         if ((pr->present & MQTT_PROP_BIT(MQTT_PROP_TOPIC_ALIAS_MAXIMUM)) && pr->topic_alias_max)
             conn_ext(c)->alias_out_max = AN_MIN(pr->topic_alias_max, 64);
         if ((pr->present & MQTT_PROP_BIT(MQTT_PROP_REQUEST_PROBLEM_INFO)) &&

@@ -4,12 +4,14 @@
  * trie is the one shared structure touched here, under its write lock, on
  * subscribe, unsubscribe and session end.  Packet ids for outgoing
  * messages come from a per-session counter that skips ids still in flight.
+ * Everything for the client leaves through the session's endpoint
+ * (endpoint.h): one indirect call per delivery or acknowledgement, its
+ * limits read as fields.
  */
 #include "sess.h"
 
 #include <string.h>
 
-#include "conn.h"
 #include "log.h"
 #include "mqtt_codec.h"
 #include "persist.h"
@@ -251,6 +253,13 @@ static void unroute(worker_t *w, sess_t *s, const uint8_t *f, uint16_t len)
 
 void sess_destroy(worker_t *w, sess_t *s)
 {
+    if (s->ep) {
+        /* first, while the session is whole: its endpoint must not detach
+         * what is being freed */
+        endpoint_t *ep = s->ep;
+        s->ep = NULL;
+        ep_close(ep, EP_CLOSE_SESSION_ENDED, "session ended");
+    }
     if (s->nsubs) {
         pthread_rwlock_wrlock(&w->srv->trie_lock);
         for (uint32_t i = 0; i < s->nsubs; i++)
@@ -273,8 +282,6 @@ void sess_destroy(worker_t *w, sess_t *s)
     tw_del(&w->tw, &s->timer);
     sess_table_del(&w->by_id, s);
     sess_table_del(&w->by_sid, s);
-    if (s->conn)
-        s->conn->sess = NULL;
     publish_pending_will(w, s); /* [MQTT5 3.1.3.2.2] at the latest when the session ends */
     if (s->x) {
         free(s->x->owner);
@@ -316,8 +323,9 @@ static uint16_t alloc_pid(sess_t *s)
 
 static void arm_retry(sess_t *s)
 {
-    /* MQTT 5 forbids resending while connected [MQTT5-4.4.0-1] */
-    if (s->conn && s->conn->proto != MQTT_PROTO_V5 && sq_len(&s->inflight) &&
+    /* only where the endpoint's protocol wants it: MQTT 5 forbids
+     * resending while connected [MQTT5-4.4.0-1] */
+    if (s->ep && (s->ep->flags & EP_F_RETRY) && sq_len(&s->inflight) &&
         !tw_pending(&s->timer)) {
         s->timer_kind = SESS_TIMER_RETRY;
         tw_add(&s->w->tw, &s->timer,
@@ -353,10 +361,13 @@ static uint32_t match_subids(const sess_t *s, const msg_t *m, uint32_t *ids)
 
 void sess_event_client(const sess_t *s, event_client_t *out, char *peer, size_t size)
 {
-    if (s->conn)
-        conn_event_client(s->conn, out, peer, size);
-    else
+    if (s->ep) {
+        ep_info_t info;
+        ep_describe(s->ep, &info, peer, size);
+        *out = info.client;
+    } else {
         *out = (event_client_t){0};
+    }
     out->client_id = s->client_id;
 }
 
@@ -369,14 +380,14 @@ void sess_event_dropped(sess_t *s, const msg_t *m, uint8_t qos, event_drop_reaso
     event_emit(s->w, &s->w->srv->events, EVENT_MESSAGE_DROPPED, &ev);
 }
 
-/* conn_send_publish, then message_delivered for a first send (not for a
+/* ep_deliver, then message_delivered for a first send (not for a
  * resend with DUP).  Out of line: send_publish stays a tail call. */
 static __attribute__((noinline)) int send_publish_event(sess_t *s, msg_t *m, uint8_t qos,
                                                         uint8_t retain, uint8_t dup,
                                                         uint16_t pid, const uint32_t *ids,
                                                         uint32_t n)
 {
-    int rc = conn_send_publish(s->conn, m, qos, retain, dup, pid, ids, n);
+    int rc = ep_deliver(s->ep, m, qos, retain, dup, pid, ids, n);
     if (rc == 0 && !dup) {
         char peer[64];
         event_delivered_t ev = {.msg = m, .packet_id = pid, .qos = qos, .retain = retain};
@@ -391,25 +402,26 @@ static int send_publish(sess_t *s, msg_t *m, uint8_t qos, uint8_t retain, uint8_
                         uint16_t pid)
 {
     uint32_t ids[MAX_SUBIDS];
-    uint32_t n = s->conn->proto == MQTT_PROTO_V5 ? match_subids(s, m, ids) : 0;
+    uint32_t n = (s->ep->flags & EP_F_SUBIDS) ? match_subids(s, m, ids) : 0;
     if (event_wanted(s->w->srv, EVENT_MESSAGE_DELIVERED))
         return send_publish_event(s, m, qos, retain, dup, pid, ids, n);
-    return conn_send_publish(s->conn, m, qos, retain, dup, pid, ids, n);
+    return ep_deliver(s->ep, m, qos, retain, dup, pid, ids, n);
 }
 
 static void send_entry(sess_t *s, sq_entry_t *e, uint8_t dup)
 {
     e->sent_ms = s->w->now;
     if (e->state == SQ_WAIT_PUBCOMP)
-        conn_send_ack(s->conn, MQTT_PUBREL, e->pid);
+        ep_ack(s->ep, EP_ACK_PUBREL, e->pid, 0, 0);
     else
         send_publish(s, e->m, e->qos, e->retain, dup, e->pid);
 }
 
-/* The window: our max_inflight, and the client's Receive Maximum. */
+/* The window: our max_inflight, and the endpoint's (MQTT: the client's
+ * Receive Maximum). */
 static uint32_t window(const sess_t *s)
 {
-    return AN_MIN((uint32_t)s->w->srv->conf.max_inflight, (uint32_t)s->conn->recv_max);
+    return AN_MIN((uint32_t)s->w->srv->conf.max_inflight, (uint32_t)s->ep->receive_max);
 }
 
 /* Put a QoS 1/2 message in flight and send it; the window has room. */
@@ -466,7 +478,7 @@ static int queue_full(const sess_t *s, uint64_t more)
  * sent. */
 static int too_big_for_client(const sess_t *s, const msg_t *m, uint8_t qos)
 {
-    uint32_t max = s->conn->max_out;
+    uint32_t max = s->ep->max_packet;
     if (max == 0)
         return 0;
     size_t props = m->props_len + 5 + 3 + (s->has_subids ? 5u * MAX_SUBIDS : 0);
@@ -477,7 +489,7 @@ static int too_big_for_client(const sess_t *s, const msg_t *m, uint8_t qos)
 /* Move queued messages into the window while it has room. */
 static void pump(sess_t *s)
 {
-    while (s->conn && sq_len(&s->queue)) {
+    while (s->ep && sq_len(&s->queue)) {
         sq_entry_t *head = sq_at(&s->queue, 0);
         if (head->qos > 0 && sq_len(&s->inflight) >= window(s))
             break;
@@ -509,10 +521,10 @@ static void pump(sess_t *s)
 
 void sess_deliver(worker_t *w, sess_t *s, msg_t *m, uint8_t qos, uint8_t flags)
 {
-    conn_t *c = s->conn;
+    endpoint_t *ep = s->ep;
     uint8_t retain = (flags & DLV_RETAIN) ? 1 : 0, shared = (flags & DLV_SHARED) ? 1 : 0;
     uint64_t seq = (flags & DLV_DURABLE) ? m->store_seq : 0;
-    if (msg_expired(m, w->now) || (c && !sess_acl_may_read(w, s, m))) {
+    if (msg_expired(m, w->now) || (ep && !sess_acl_may_read(w, s, m))) {
         /* offline, the ACL waits for the client that resumes the session */
         if (event_wanted(w->srv, EVENT_MESSAGE_DROPPED))
             sess_event_dropped(s, m, qos, msg_expired(m, w->now) ? EVENT_DROP_EXPIRED
@@ -520,7 +532,7 @@ void sess_deliver(worker_t *w, sess_t *s, msg_t *m, uint8_t qos, uint8_t flags)
         persist_queue_del(w, s->client_id, s->client_id_len, seq);
         return;
     }
-    if (c && sq_len(&s->queue) == 0) {
+    if (ep && sq_len(&s->queue) == 0) {
         if (too_big_for_client(s, m, qos)) {
             STAT_ADD(w->stats.msgs_dropped, 1);
             if (event_wanted(w->srv, EVENT_MESSAGE_DROPPED))
@@ -530,7 +542,7 @@ void sess_deliver(worker_t *w, sess_t *s, msg_t *m, uint8_t qos, uint8_t flags)
         }
         if (qos == 0) {
             if (atomic_load_explicit(&w->srv->over_high_water, memory_order_relaxed) &&
-                conn_out_pending(c) > 65536) {
+                ep_backlog(ep) > 65536) {
                 /* memory is short and this subscriber is behind: QoS 0 goes */
                 STAT_ADD(w->stats.msgs_dropped, 1);
                 if (event_wanted(w->srv, EVENT_MESSAGE_DROPPED))
@@ -549,7 +561,7 @@ void sess_deliver(worker_t *w, sess_t *s, msg_t *m, uint8_t qos, uint8_t flags)
             return;
         }
     }
-    if (c == NULL && qos == 0) {
+    if (ep == NULL && qos == 0) {
         STAT_ADD(w->stats.msgs_dropped, 1);
         if (event_wanted(w->srv, EVENT_MESSAGE_DROPPED))
             sess_event_dropped(s, m, 0, EVENT_DROP_QOS0_OFFLINE);
@@ -584,11 +596,10 @@ void sess_deliver(worker_t *w, sess_t *s, msg_t *m, uint8_t qos, uint8_t flags)
         sess_set_flag(s, SESS_F_FULL, 1);
 }
 
-void sess_attach(sess_t *s, conn_t *c)
+void sess_attach(sess_t *s, endpoint_t *ep)
 {
-    s->conn = c;
+    s->ep = ep;
     s->connected_at = (uint32_t)an_wall_s();
-    c->sess = s;
     tw_del(&s->w->tw, &s->timer);
     s->timer_kind = SESS_TIMER_NONE;
     drop_pending_will(s); /* back before the will delay: no will */
@@ -647,9 +658,20 @@ void sess_delay_will(sess_t *s, msg_t *will, uint32_t delay)
     s->x->will_at = s->w->now + (uint64_t)delay * 1000u;
 }
 
+void sess_take_over(sess_t *s, const char *why)
+{
+    endpoint_t *ep = s->ep;
+    if (ep == NULL)
+        return;
+    s->ep = NULL;
+    tw_del(&s->w->tw, &s->timer); /* a retry has nobody to go to */
+    s->timer_kind = SESS_TIMER_NONE;
+    ep_close(ep, EP_CLOSE_TAKEN_OVER, why);
+}
+
 void sess_detach(worker_t *w, sess_t *s)
 {
-    s->conn = NULL;
+    s->ep = NULL;
     tw_del(&w->tw, &s->timer);
     s->timer_kind = SESS_TIMER_NONE;
     if (s->nsubs) {
@@ -725,7 +747,7 @@ int sess_on_pubrec(sess_t *s, uint16_t pid, uint8_t reason)
     if (i < 0) {
         /* a PUBREC resent after we moved on: answer it again */
         if (find_inflight(s, pid, SQ_WAIT_PUBCOMP) >= 0) {
-            conn_send_ack(s->conn, MQTT_PUBREL, pid);
+            ep_ack(s->ep, EP_ACK_PUBREL, pid, 0, 0);
             return 0;
         }
         return -1;
@@ -747,7 +769,7 @@ int sess_on_pubrec(sess_t *s, uint16_t pid, uint8_t reason)
 
 void sess_send_held(sess_t *s, uint16_t pid)
 {
-    if (s->conn == NULL || s->conn->state != CONN_ACTIVE)
+    if (s->ep == NULL)
         return;
     for (uint32_t i = 0; i < sq_len(&s->inflight); i++) {
         sq_entry_t *e = sq_at(&s->inflight, i);
@@ -900,7 +922,7 @@ void sess_on_timer(tw_timer_t *t)
         arm_expiry(w, s);
         return;
     }
-    if (s->timer_kind != SESS_TIMER_RETRY || s->conn == NULL)
+    if (s->timer_kind != SESS_TIMER_RETRY || s->ep == NULL)
         return;
     uint64_t retry = (uint64_t)w->srv->conf.retry_interval * 1000u;
     uint64_t oldest = UINT64_MAX;

@@ -15,12 +15,17 @@
  *
  *   inflight: [pid 7 WAIT_ACK][pid 8 WAIT_COMP]...   <= max_inflight
  *   queue:    ring of {msg, qos, retain}           <= max_queued
+ *
+ * While its client is there the session is attached to an endpoint
+ * (endpoint.h) and writes only through it: the MQTT connection (ep_mqtt.c)
+ * or any other kind, which the session cannot tell apart.
  */
 #ifndef ANTENNA_SESS_H
 #define ANTENNA_SESS_H
 
 #include <stdint.h>
 
+#include "endpoint.h"
 #include "msg.h"
 #include "server.h"
 #include "tw.h"
@@ -78,7 +83,7 @@ typedef struct {
 struct sess_s {
     uint64_t sid;
     sess_t *id_next, *sid_next; /* hash chains */
-    conn_t *conn;               /* NULL while offline */
+    endpoint_t *ep;             /* where it delivers; NULL while offline */
     worker_t *w;                /* home worker */
     sq_t inflight;              /* outgoing QoS 1/2, in send order */
     sq_t queue;                 /* behind the window, or while offline */
@@ -151,13 +156,17 @@ void sess_destroy(worker_t *w, sess_t *s);
  * keep it (takes the reference) until then, or until the session ends. */
 void sess_delay_will(sess_t *s, msg_t *will, uint32_t delay);
 
-/* Attach a connection (CONNACK sent): resend inflight with DUP, then pump
- * the queue. */
-void sess_attach(sess_t *s, conn_t *c);
-/* The connection went away: a session with expiry 0 is destroyed, others
+/* Attach an endpoint (for MQTT: CONNACK sent; the owner keeps its own
+ * pointer to s): resend inflight with DUP, then pump the queue. */
+void sess_attach(sess_t *s, endpoint_t *ep);
+/* The endpoint went away: a session with expiry 0 is destroyed, others
  * keep their state and arm their expiry; unacknowledged messages that came
  * through a shared subscription go to another member of the group. */
 void sess_detach(worker_t *w, sess_t *s);
+/* Takeover: the session lets go of its endpoint without ending and closes
+ * it with EP_CLOSE_TAKEN_OVER and `why` (endpoint.h); the next
+ * sess_attach resends the window to the new one. */
+void sess_take_over(sess_t *s, const char *why);
 
 /* Deliver a message to the session at `qos` (already min of message and
  * subscription).  flags: DLV_RETAIN (send with retain 1), DLV_SHARED. */
@@ -173,8 +182,8 @@ int sess_on_pubcomp(sess_t *s, uint16_t pid);
  * if it is still in flight and the client connected. */
 void sess_send_held(sess_t *s, uint16_t pid);
 
-/* Events (event.h) about s: its client (the connection's fields when it
- * has one), and message_dropped.  Call only when event_wanted(). */
+/* Events (event.h) about s: its client (the endpoint's fields when it has
+ * one), and message_dropped.  Call only when event_wanted(). */
 void sess_event_client(const sess_t *s, event_client_t *out, char *peer, size_t size);
 void sess_event_dropped(sess_t *s, const msg_t *m, uint8_t qos, event_drop_reason_t reason);
 

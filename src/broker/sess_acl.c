@@ -11,20 +11,24 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "conn.h"
 #include "log.h"
 #include "mqtt_codec.h"
 #include "persist.h"
 #include "util.h"
 
-static auth_client_t *client_auth(const conn_t *c)
+/* The endpoint's auth state (user, rules, decision cache), or NULL. */
+static auth_client_t *client_auth(const endpoint_t *ep)
 {
-    return c && c->x ? c->x->auth : NULL;
+    if (ep == NULL)
+        return NULL;
+    ep_info_t info;
+    ep_describe(ep, &info, NULL, 0);
+    return info.auth;
 }
 
-static const char *client_user(const conn_t *c)
+static const char *client_user(const endpoint_t *ep)
 {
-    const auth_client_t *ac = client_auth(c);
+    const auth_client_t *ac = client_auth(ep);
     return ac ? ac->user : NULL;
 }
 
@@ -130,7 +134,7 @@ static void purge(worker_t *w, sess_t *s, auth_client_t *ac, sq_t *q, int queued
 int sess_acl_check(worker_t *w, sess_t *s, const msg_t *m)
 {
     auth_chain_t *ch = w->srv->auth;
-    auth_client_t *ac = client_auth(s->conn);
+    auth_client_t *ac = client_auth(s->ep);
     uint32_t gen = auth_chain_gen(ch);
     if (s->acl_gen != gen) {
         /* the rules changed since the verdicts were taken */
@@ -157,27 +161,29 @@ void sess_acl_subscribed(sess_t *s, const uint8_t *filter, uint16_t len, int ver
         s->acl_check = 1;
 }
 
-int sess_acl_claim(worker_t *w, sess_t *s, conn_t *c, const char *outcome)
+int sess_acl_claim(worker_t *w, sess_t *s, const endpoint_t *ep, const char *outcome)
 {
-    const char *owner = sess_acl_owner(s), *user = client_user(c);
+    const char *owner = sess_acl_owner(s), *user = client_user(ep);
     if (s->owner_unknown || same_user(owner, user))
         return 0;
     STAT_ADD(w->stats.takeovers_other_user, 1);
     /* a takeover storm must not flood the log: the counter has them all */
     if (w->now >= w->takeover_logged_at + 1000u) {
         char a[128], b[128], name[160];
+        ep_info_t info;
         w->takeover_logged_at = w->now;
-        log_kv(AN_LOG_WARN, s->client_id, conn_peer(c, name, sizeof(name)),
+        ep_describe(ep, &info, name, sizeof(name));
+        log_kv(AN_LOG_WARN, s->client_id, info.client.peer,
                "client '%s': CONNECT by %s (%s) for the session of %s: %s", s->client_id,
                user_text(user, a, sizeof(a)), name, user_text(owner, b, sizeof(b)), outcome);
     }
     return 1;
 }
 
-void sess_acl_attach(worker_t *w, sess_t *s, conn_t *c, int resumed)
+void sess_acl_attach(worker_t *w, sess_t *s, const endpoint_t *ep, int resumed)
 {
     auth_chain_t *ch = w->srv->auth;
-    auth_client_t *ac = client_auth(c);
+    auth_client_t *ac = client_auth(ep);
     const char *user = ac ? ac->user : NULL;
     if (!same_user(sess_acl_owner(s), user) || s->owner_unknown)
         sess_acl_set_owner(s, user, user ? strlen(user) : 0, 1);

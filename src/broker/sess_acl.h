@@ -52,15 +52,16 @@ static inline int sess_acl_may_read(worker_t *w, sess_t *s, const msg_t *m)
 void sess_acl_subscribed(sess_t *s, const uint8_t *filter, uint16_t len, int verdict,
                          uint32_t gen);
 
-/* Connection c claims the existing session s (CONNECT with its client id,
- * before a takeover or a clean start discards anything): when c's user is
- * not the session's owner, log and count it.  Returns 1 in that case. */
-int sess_acl_claim(worker_t *w, sess_t *s, conn_t *c, const char *outcome);
+/* Endpoint ep claims the existing session s (an MQTT CONNECT with its
+ * client id, before a takeover or a clean start discards anything): when
+ * ep's user (its describe()) is not the session's owner, log and count it.
+ * Returns 1 in that case. */
+int sess_acl_claim(worker_t *w, sess_t *s, const endpoint_t *ep, const char *outcome);
 
-/* c is about to be attached to s (before sess_attach sends anything): c's
+/* ep is about to be attached to s (before sess_attach sends anything): its
  * user becomes the owner; a resumed session has its subscriptions judged
- * for c and the queued and inflight messages c may not read dropped. */
-void sess_acl_attach(worker_t *w, sess_t *s, conn_t *c, int resumed);
+ * for it and the queued and inflight messages it may not read dropped. */
+void sess_acl_attach(worker_t *w, sess_t *s, const endpoint_t *ep, int resumed);
 
 /* The owner as restored from the store (persist.c): known 0 for a record
  * written before owners were stored. */

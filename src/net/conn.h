@@ -24,6 +24,7 @@
 #include <netinet/in.h>
 #include <stdint.h>
 
+#include "endpoint.h"
 #include "mqtt_codec.h"
 #include "server.h"
 #include "tw.h"
@@ -37,7 +38,7 @@ enum {
                     * CONNECT bytes kept in x->auth (auth_chain.h) */
 };
 
-/* Field order packs the struct (192 bytes, see the _Static_assert in
+/* Field order packs the struct (200 bytes, see the _Static_assert in
  * conn.c): the watcher, the small fields, then the pointers. */
 struct conn_s {
     ev_watcher_t ev;     /* the socket (ev.fd, -1 once closed) in w's loop */
@@ -48,8 +49,6 @@ struct conn_s {
     uint16_t keepalive;  /* seconds, 0 = none */
     uint8_t listener;
     uint8_t flags;       /* CONN_F_* */
-    uint32_t max_out;    /* the client's Maximum Packet Size, 0 = none */
-    uint16_t recv_max;   /* the client's Receive Maximum (MQTT 5), else 65535 */
     struct {
         uint8_t family;     /* AF_INET or AF_INET6 */
         uint8_t addr[16];   /* network order; IPv4 in the first 4 bytes */
@@ -63,6 +62,8 @@ struct conn_s {
     conn_t *turn_next;    /* flush list, or dead list once closed */
     struct conn_ext_s *x; /* rarely needed state, allocated on demand */
     uint8_t *obuf;
+    endpoint_t ep;        /* what its session writes to (ep_mqtt.c): the
+                           * client's Maximum Packet Size and Receive Maximum */
     mqtt_parser_t ps;
     tw_timer_t timer;     /* CONNECT timeout, then keepalive */
     uint64_t last_rx;     /* ms */

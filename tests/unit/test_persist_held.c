@@ -195,20 +195,21 @@ static void forgotten_connection(void **state)
 {
     (void)state;
     held_ring_t h = {0};
-    struct conn_s *a = (struct conn_s *)(uintptr_t)0x1000, *b = (struct conn_s *)(uintptr_t)0x2000;
-    held_push(&h)->c = a;
-    held_push(&h)->c = b;
-    held_push(&h)->c = a;
-    held_forget_conn(&h, a);
+    struct endpoint_s *a = (struct endpoint_s *)(uintptr_t)0x1000,
+                      *b = (struct endpoint_s *)(uintptr_t)0x2000;
+    held_push(&h)->ep = a;
+    held_push(&h)->ep = b;
+    held_push(&h)->ep = a;
+    held_forget_endpoint(&h, a);
     held_submitted(&h);
     held_committed(&h);
     held_item_t it;
     assert_true(held_pop(&h, &it));
-    assert_null(it.c);
+    assert_null(it.ep);
     assert_true(held_pop(&h, &it));
-    assert_ptr_equal(it.c, b);
+    assert_ptr_equal(it.ep, b);
     assert_true(held_pop(&h, &it));
-    assert_null(it.c);
+    assert_null(it.ep);
     held_free(&h);
 }
 
