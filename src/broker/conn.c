@@ -758,7 +758,7 @@ static void close_conn(conn_t *c, const char *why, int publish_will, uint8_t rc,
     if (c->x && c->x->ssl)
         tls_shutdown(c->x->ssl);
     ev_watch_stop(&w->loop, &c->ev);
-    linger_start(w, c->ev.fd); /* closes when the client has read it all */
+    linger_start(&w->lingers, w->now, c->ev.fd); /* closes when the client has read it all */
     c->ev.fd = -1;
     atomic_fetch_sub(&w->srv->listen_conns[c->listener], 1);
     atomic_fetch_sub(&w->srv->total_conns, 1);
