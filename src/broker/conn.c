@@ -333,37 +333,46 @@ static int transport_handshake(conn_t *c, transport_t *tp)
     return 1;
 }
 
-/* Readable (or writable during a handshake): the handshake, then one read
- * through the transport (a bounded share of the turn) whose bytes go to
- * the MQTT parser. */
-static void transport_readable(conn_t *c)
+/* What a read produced: the bytes to the MQTT parser, then what the
+ * transport queued itself (an upgrade response, a pong, a close reply) is
+ * flushed, and a read that ended the stream closes the connection. */
+static inline void read_done(conn_t *c, transport_t *tp, int rc, const tp_read_t *in)
 {
     worker_t *w = c->w;
+    if (in->wire) {
+        STAT_ADD(w->stats.bytes_received, (uint64_t)in->wire);
+        c->last_rx = w->now;
+    }
+    if (in->len) {
+        conn_input(c, in->data, in->len);
+        if (c->state != CONN_NEW && c->state != CONN_ACTIVE)
+            return; /* closed, or moved with the rest of the bytes */
+    }
+    if (tp_pending(tp))
+        mark_flush(c);
+    if (rc != TP_OK)
+        conn_close(c, in->why, 1); /* writes an error response first */
+}
+
+/* Readable (or writable) while the transport is not up yet: its
+ * handshake, then a read that may finish its upgrade.  Out of the hot
+ * path: plain reads are conn_on_readable's. */
+static __attribute__((noinline, cold)) void transport_preamble(conn_t *c)
+{
     transport_t *tp = conn_transport(c);
     if ((c->flags & CONN_F_HANDSHAKE) && !transport_handshake(c, tp))
         return;
     const char *upgrading = (c->flags & CONN_F_UPGRADE) ? tp_waiting(tp) : NULL;
-    char why[300];
-    tp_input_t in;
-    int rc = tp->ops->read(tp, c->ev.fd, w->scratch, w->scratch_size, &in, why, sizeof(why));
-    if (in.wire) {
-        STAT_ADD(w->stats.bytes_received, (uint64_t)in.wire);
-        c->last_rx = w->now;
-    }
+    tp_read_t in;
+    in.buf = c->w->scratch;
+    in.cap = c->w->scratch_size;
+    int rc = tp->ops->read(tp, c->ev.fd, &in);
     if (upgrading && !tp_waiting(tp)) {
         char name[160];
         c->flags &= (uint8_t)~CONN_F_UPGRADE;
         log_debug("%s: %s done", conn_name(c, name, sizeof(name)), upgrading);
     }
-    if (in.len) {
-        conn_input(c, in.data, in.len);
-        if (c->state != CONN_NEW && c->state != CONN_ACTIVE)
-            return; /* closed, or moved with the rest of the bytes */
-    }
-    if (tp_pending(tp))
-        mark_flush(c); /* an upgrade response, a pong, a close reply */
-    if (rc != TP_OK)
-        conn_close(c, why, 1); /* writes an error response first */
+    read_done(c, tp, rc, &in);
 }
 
 static void update_events(conn_t *c);
@@ -391,7 +400,17 @@ void conn_on_readable(conn_t *c)
         read_proxy(c);
         return;
     }
-    transport_readable(c);
+    if (c->flags & (CONN_F_HANDSHAKE | CONN_F_UPGRADE)) {
+        transport_preamble(c);
+        return;
+    }
+    /* one read through the transport: a bounded share of the turn */
+    transport_t *tp = conn_transport(c);
+    tp_read_t in;
+    in.buf = w->scratch;
+    in.cap = w->scratch_size;
+    int rc = tp->ops->read(tp, c->ev.fd, &in);
+    read_done(c, tp, rc, &in);
 }
 
 /* A connection is on at most one of the worker's two turn lists, through
@@ -613,7 +632,7 @@ void conn_flush(conn_t *c)
 void conn_on_writable(conn_t *c)
 {
     if (c->flags & CONN_F_HANDSHAKE) {
-        transport_readable(c); /* the handshake wanted to write */
+        transport_preamble(c); /* the handshake wanted to write */
         return;
     }
     mark_flush(c); /* written at the end of the turn with the rest */

@@ -12,23 +12,21 @@
 #include <sys/socket.h>
 
 /* One recv() per readiness event: a bounded share of the loop turn. */
-static int tcp_read(transport_t *t, int fd, uint8_t *buf, size_t cap, tp_input_t *in,
-                    char *why, size_t whylen)
+static int tcp_read(transport_t *t, int fd, tp_read_t *r)
 {
     (void)t;
-    *in = (tp_input_t){.data = buf};
-    ssize_t n = recv(fd, buf, cap, 0);
-    if (n > 0) {
-        in->len = in->wire = (size_t)n;
+    ssize_t n = recv(fd, r->buf, r->cap, 0);
+    r->data = r->buf;
+    r->len = r->wire = n > 0 ? (size_t)n : 0;
+    if (n > 0)
         return TP_OK;
-    }
     if (n == 0) {
-        snprintf(why, whylen, "connection closed by peer");
+        snprintf(r->why, sizeof(r->why), "connection closed by peer");
         return TP_CLOSED;
     }
     if (errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR)
         return TP_OK;
-    snprintf(why, whylen, "read error: %s", strerror(errno));
+    snprintf(r->why, sizeof(r->why), "read error: %s", strerror(errno));
     return TP_ERROR;
 }
 

@@ -292,15 +292,14 @@ static int tls_tp_handshake(transport_t *t, int fd, char *why, size_t whylen)
 
 /* Decrypt until buf is full or OpenSSL needs more from the socket (read
  * ahead stays off: the socket keeps what is not needed yet). */
-static int tls_tp_read(transport_t *t, int fd, uint8_t *buf, size_t cap, tp_input_t *in,
-                   char *why, size_t whylen)
+static int tls_tp_read(transport_t *t, int fd, tp_read_t *r)
 {
     (void)fd;
     SSL *ssl = ((tls_tp_t *)t)->ssl;
     size_t got = 0;
     int rc = TP_OK;
-    while (got < cap) {
-        ssize_t n = tls_read(ssl, buf + got, cap - got, why, whylen);
+    while (got < r->cap) {
+        ssize_t n = tls_read(ssl, r->buf + got, r->cap - got, r->why, sizeof(r->why));
         if (n > 0) {
             got += (size_t)n;
             continue;
@@ -309,7 +308,8 @@ static int tls_tp_read(transport_t *t, int fd, uint8_t *buf, size_t cap, tp_inpu
             rc = TP_CLOSED;
         break;
     }
-    *in = (tp_input_t){.data = buf, .len = got, .wire = got};
+    r->data = r->buf;
+    r->len = r->wire = got;
     return rc;
 }
 

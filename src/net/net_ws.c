@@ -505,15 +505,14 @@ static int flush_out(ws_t *ws, int fd)
     return 0;
 }
 
-static int ws_tp_read(transport_t *t, int fd, uint8_t *buf, size_t cap, tp_input_t *in,
-                   char *why, size_t whylen)
+static int ws_tp_read(transport_t *t, int fd, tp_read_t *r)
 {
     ws_t *ws = (ws_t *)t;
-    tp_input_t low;
-    int rc = t->lower->ops->read(t->lower, fd, buf, cap, &low, why, whylen);
-    *in = (tp_input_t){.wire = low.wire};
-    const uint8_t *data = low.data;
-    size_t n = low.len;
+    int rc = t->lower->ops->read(t->lower, fd, r); /* r->wire stays the lower's */
+    const uint8_t *data = r->data;
+    size_t n = r->len;
+    r->data = NULL;
+    r->len = 0;
     const char *w = NULL;
     if (n && !ws->upgraded) {
         size_t used = 0;
@@ -521,17 +520,17 @@ static int ws_tp_read(transport_t *t, int fd, uint8_t *buf, size_t cap, tp_input
         if (hs == WS_HS_MORE)
             return rc;
         if (hs == WS_HS_FAIL) { /* the error response is in the output */
-            snprintf(why, whylen, "%s", w ? w : "WebSocket upgrade failed");
+            snprintf(r->why, sizeof(r->why), "%s", w ? w : "WebSocket upgrade failed");
             return TP_ERROR;
         }
         data += used;
         n -= used;
     }
     if (n) {
-        int r = ws_recv(ws, data, n, &in->data, &in->len, &w);
-        if (r != 0) {
-            snprintf(why, whylen, "%s", w ? w : "WebSocket error");
-            return r < 0 ? TP_ERROR : TP_CLOSED;
+        int fr = ws_recv(ws, data, n, &r->data, &r->len, &w);
+        if (fr != 0) {
+            snprintf(r->why, sizeof(r->why), "%s", w ? w : "WebSocket error");
+            return fr < 0 ? TP_ERROR : TP_CLOSED;
         }
     }
     return rc;

@@ -65,25 +65,29 @@ enum {
 #define TP_WRITE_LAST 1u /* the last bytes before shutdown: take them all now,
                           * even when output of the layer's own waits */
 
-/* What a read produced. */
+/* One read: where to read (set by the caller), what it produced (set by
+ * the layers).  Nothing in it needs initialising but buf and cap. */
 typedef struct {
-    const uint8_t *data; /* bytes for the layer above: in the caller's buffer
-                          * or the transport's own, valid until the next call */
+    uint8_t *buf;        /* in: the bottom layer reads into buf, at most cap */
+    size_t cap;
+    const uint8_t *data; /* out: bytes for the layer above, in buf or the
+                          * transport's own buffer, valid until the next call */
     size_t len;
-    size_t wire;         /* bytes taken from below (counters, keepalive) */
-} tp_input_t;
+    size_t wire;         /* out: bytes taken from below (counters, keepalive) */
+    char why[256];       /* out, after TP_CLOSED or TP_ERROR: the reason */
+} tp_read_t;
 
 struct transport_ops_s {
     const char *name; /* "tcp", "tls", "ws" */
     /* Advance a handshake driven by socket readiness (TLS).  NULL: none.
      * TP_OK, TP_WANT_READ, TP_WANT_WRITE, or TP_ERROR with why. */
     int (*handshake)(transport_t *t, int fd, char *why, size_t whylen);
-    /* Read what is there (a bounded amount: at most cap bytes from the
-     * socket, into buf).  TP_OK with *in filled (len may be 0: nothing
-     * now, or bytes of an upgrade); TP_CLOSED or TP_ERROR with why, after
-     * which *in may still hold bytes to handle before closing. */
-    int (*read)(transport_t *t, int fd, uint8_t *buf, size_t cap, tp_input_t *in, char *why,
-                size_t whylen);
+    /* Read what is there (a bounded amount: at most r->cap bytes from the
+     * socket, into r->buf).  TP_OK with data, len and wire set (len may be
+     * 0: nothing now, or bytes of an upgrade); TP_CLOSED or TP_ERROR with
+     * why, after which data and len may still hold bytes to handle before
+     * closing. */
+    int (*read)(transport_t *t, int fd, tp_read_t *r);
     /* Write the layer's own pending output first, then take up to n bytes
      * of data (n may be 0: just flush).  Returns the bytes of data taken
      * (0: none now), or TP_ERROR (errno set). */

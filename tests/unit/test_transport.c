@@ -19,6 +19,13 @@
 #include "net_ws.h"
 #include "transport.h"
 
+static int rd(transport_t *tp, int fd, uint8_t *buf, size_t cap, tp_read_t *in)
+{
+    in->buf = buf;
+    in->cap = cap;
+    return tp->ops->read(tp, fd, in);
+}
+
 /* sv[0]: the broker's side (non-blocking), sv[1]: the client's. */
 static void pair(int sv[2])
 {
@@ -38,16 +45,15 @@ static void test_tcp_read_write(void **state)
     assert_null(tp_handshaker(tp));
 
     uint8_t buf[64];
-    char why[128];
-    tp_input_t in;
+    tp_read_t in;
     /* nothing there: TP_OK, no bytes */
-    assert_int_equal(tp->ops->read(tp, sv[0], buf, sizeof(buf), &in, why, sizeof(why)), TP_OK);
+    assert_int_equal(rd(tp, sv[0], buf, sizeof(buf), &in), TP_OK);
     assert_int_equal(in.len, 0);
     assert_int_equal(in.wire, 0);
 
     /* bytes in: handed back in the caller's buffer, no copy */
     assert_int_equal(write(sv[1], "hello", 5), 5);
-    assert_int_equal(tp->ops->read(tp, sv[0], buf, sizeof(buf), &in, why, sizeof(why)), TP_OK);
+    assert_int_equal(rd(tp, sv[0], buf, sizeof(buf), &in), TP_OK);
     assert_ptr_equal(in.data, buf);
     assert_int_equal(in.len, 5);
     assert_int_equal(in.wire, 5);
@@ -55,9 +61,9 @@ static void test_tcp_read_write(void **state)
 
     /* a read is bounded by cap */
     assert_int_equal(write(sv[1], "0123456789", 10), 10);
-    assert_int_equal(tp->ops->read(tp, sv[0], buf, 4, &in, why, sizeof(why)), TP_OK);
+    assert_int_equal(rd(tp, sv[0], buf, 4, &in), TP_OK);
     assert_int_equal(in.len, 4);
-    assert_int_equal(tp->ops->read(tp, sv[0], buf, sizeof(buf), &in, why, sizeof(why)), TP_OK);
+    assert_int_equal(rd(tp, sv[0], buf, sizeof(buf), &in), TP_OK);
     assert_int_equal(in.len, 6);
 
     /* bytes out; n = 0 is a flush of nothing */
@@ -83,11 +89,11 @@ static void test_tcp_read_write(void **state)
     close(sv[1]);
     int rc;
     rounds = 0;
-    while ((rc = tp->ops->read(tp, sv[0], buf, sizeof(buf), &in, why, sizeof(why))) == TP_OK &&
+    while ((rc = rd(tp, sv[0], buf, sizeof(buf), &in)) == TP_OK &&
            rounds++ < 10)
         ;
     assert_int_equal(rc, TP_CLOSED);
-    assert_string_equal(why, "connection closed by peer");
+    assert_string_equal(in.why, "connection closed by peer");
     /* and a write to it fails with errno (no SIGPIPE: MSG_NOSIGNAL) */
     assert_int_equal(tp->ops->write(tp, sv[0], (const uint8_t *)"x", 1, 0), TP_ERROR);
     assert_int_equal(errno, EPIPE);
@@ -130,9 +136,8 @@ static void test_ws_over_tcp(void **state)
     assert_int_equal(write(sv[1], frame, sizeof(frame)), (ssize_t)sizeof(frame));
 
     uint8_t buf[4096];
-    char why[128];
-    tp_input_t in;
-    assert_int_equal(tp->ops->read(tp, sv[0], buf, sizeof(buf), &in, why, sizeof(why)), TP_OK);
+    tp_read_t in;
+    assert_int_equal(rd(tp, sv[0], buf, sizeof(buf), &in), TP_OK);
     assert_null(tp_waiting(tp));
     assert_int_equal(in.wire, sizeof(req) - 1 + sizeof(frame));
     assert_int_equal(in.len, 2);
