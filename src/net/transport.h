@@ -33,7 +33,7 @@
  * its own protocol code (CoAP has no MQTT connection: it reaches sessions
  * through a session endpoint) or, for a byte-stream protocol over
  * datagrams, queues it in the peer's transport: a transport_t whose read()
- * returns the queued datagram (in->data pointing into its own buffer, one
+ * returns the queued datagram (r->data pointing into its own buffer, one
  * datagram per call), whose write() sendto()s the peer's address on the
  * shared socket (ignoring fd), whose shutdown() forgets the peer and whose
  * pending() holds what the socket refused.  Nothing in tcp, tls or ws
@@ -54,7 +54,7 @@ typedef struct transport_ops_s transport_ops_t;
 
 /* Results. */
 enum {
-    TP_OK = 0,         /* handshake done; read: see tp_input_t */
+    TP_OK = 0,         /* handshake done; read: see tp_read_t */
     TP_WANT_READ = 1,  /* handshake: call again when the socket is readable */
     TP_WANT_WRITE = 2, /* handshake: call again when it is writable */
     TP_CLOSED = -1,    /* read: the peer ended the stream (why set) */
