@@ -24,7 +24,6 @@
 #include "log.h"
 #include "mqtt_props.h"
 #include "msg.h"
-#include "net_tls.h"
 #include "persist.h"
 #include "router.h"
 #include "sess.h"
@@ -883,10 +882,10 @@ static int on_connect(conn_t *c, const mqtt_raw_t *pkt, const uint8_t *rest, siz
                       "server moved (server_reference)");
     /* cert_username: the verified client certificate names the user */
     const conf_listener_t *lst = &cf->listeners[c->listener];
-    if (lst->cert_username != CONF_CERT_USER_NONE && c->x && c->x->ssl &&
+    if (lst->cert_username != CONF_CERT_USER_NONE && c->x && c->x->tp &&
         c->x->cert_user == NULL) {
         char user[256];
-        int n = tls_peer_username(c->x->ssl, lst->cert_username, user, sizeof(user));
+        int n = tp_peer_cert_name(c->x->tp, lst->cert_username, user, sizeof(user));
         if (n > 0)
             c->x->cert_user = an_strndup(user, (size_t)n);
     }

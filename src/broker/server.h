@@ -28,6 +28,7 @@
 #include "ev.h"
 #include "event.h"
 #include "inbox.h"
+#include "net_linger.h"
 #include "trie.h"
 #include "tw.h"
 #include "util.h"
@@ -38,7 +39,6 @@ typedef struct conn_s conn_t;
 typedef struct sess_s sess_t;
 typedef struct retain_s retain_t;
 typedef struct msg_s msg_t;
-typedef struct linger_s linger_t;
 struct ssl_ctx_st;
 struct ssl_st;
 
@@ -146,8 +146,7 @@ struct worker_s {
     conn_t *conns;        /* every connection of this worker */
     conn_t *flush_head;   /* connections with output this turn */
     conn_t *dead_head;    /* closed this turn, freed at its end */
-    struct linger_s *lingering;   /* sockets closing gracefully (net_linger.h) */
-    struct linger_s *linger_dead; /* closed this turn, freed at its end */
+    linger_list_t lingers; /* sockets closing gracefully (net_linger.h) */
     uint8_t *scratch;     /* read buffer shared by the worker's connections */
     size_t scratch_size;
     void **buf_cache;     /* spare output buffers of BUF_CHUNK bytes */

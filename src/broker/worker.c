@@ -169,9 +169,9 @@ static void accept_fd_limit(worker_t *w, uint32_t li, int err)
     server_t *srv = w->srv;
     uint32_t refused = 0;
     int pause = 1;
-    if (w->lingering) {
+    if (w->lingers.open) {
         /* descriptors that are only waiting: free them, accept next turn */
-        linger_close_all(w);
+        linger_close_all(&w->lingers);
         log_limited(LOG_LIMIT_MS, AN_LOG_WARN,
                     "listener %s: accept: %s: lingering closes cut short",
                     srv->conf.listeners[li].name, strerror(err));
@@ -351,7 +351,7 @@ static void end_of_turn(worker_t *w)
         w->dead_head = c->turn_next;
         conn_free(c);
     }
-    linger_reap(w);
+    linger_reap(&w->lingers);
 }
 
 static void shutdown_worker(worker_t *w)
@@ -359,8 +359,8 @@ static void shutdown_worker(worker_t *w)
     while (w->conns)
         conn_close_reason(w->conns, "server shutting down", 0, MQTT_RC_SERVER_SHUTTING_DOWN);
     end_of_turn(w);
-    linger_close_all(w); /* no waiting on the way out */
-    linger_reap(w);
+    linger_close_all(&w->lingers); /* no waiting on the way out */
+    linger_reap(&w->lingers);
 }
 
 /* The wait returned: the turn's clock, before any callback. */
@@ -460,6 +460,7 @@ int worker_init(worker_t *w, server_t *srv, uint32_t id)
     }
     w->scratch_size = 64 * 1024;
     w->scratch = an_malloc(w->scratch_size);
+    linger_init(&w->lingers, &w->loop, &w->tw, w->scratch, w->scratch_size);
     w->outbox = an_calloc(srv->nworkers, sizeof(*w->outbox));
     w->buf_cache = an_calloc(BUF_CACHE_MAX, sizeof(void *));
     ev_watcher_init(&w->inbox_ev, w->inbox.evfd, on_inbox);

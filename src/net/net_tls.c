@@ -281,3 +281,107 @@ const char *tls_describe(struct ssl_st *ssl, char *buf, size_t size)
     snprintf(buf, size, "%s %s", SSL_get_version(ssl), SSL_get_cipher_name(ssl));
     return buf;
 }
+
+/* ---- the tls transport (transport.h) ---- */
+
+typedef struct {
+    transport_t tp; /* first: the layer's header */
+    SSL *ssl;
+} tls_tp_t;
+
+static int tls_tp_handshake(transport_t *t, int fd, char *why, size_t whylen)
+{
+    (void)fd;
+    switch (tls_handshake(((tls_tp_t *)t)->ssl, why, whylen)) {
+    case TLS_OK: return TP_OK;
+    case TLS_WANT_READ: return TP_WANT_READ;
+    case TLS_WANT_WRITE: return TP_WANT_WRITE;
+    default: return TP_ERROR;
+    }
+}
+
+/* Decrypt until buf is full or OpenSSL needs more from the socket (read
+ * ahead stays off: the socket keeps what is not needed yet). */
+static int tls_tp_read(transport_t *t, int fd, tp_read_t *r)
+{
+    (void)fd;
+    SSL *ssl = ((tls_tp_t *)t)->ssl;
+    size_t got = 0;
+    int rc = TP_OK;
+    while (got < r->cap) {
+        ssize_t n = tls_read(ssl, r->buf + got, r->cap - got, r->why, sizeof(r->why));
+        if (n > 0) {
+            got += (size_t)n;
+            continue;
+        }
+        if (n == 0)
+            rc = TP_CLOSED;
+        break;
+    }
+    r->data = r->buf;
+    r->len = r->wire = got;
+    return rc;
+}
+
+static ssize_t tls_tp_write(transport_t *t, int fd, const uint8_t *data, size_t n, unsigned flags)
+{
+    (void)fd;
+    (void)flags;
+    if (n == 0)
+        return 0;
+    char why[300];
+    ssize_t r = tls_write(((tls_tp_t *)t)->ssl, data, n, why, sizeof(why));
+    if (r > 0)
+        return r;
+    if (r == -TLS_WANT_WRITE || r == -TLS_WANT_READ)
+        return 0;
+    errno = ECONNRESET;
+    return TP_ERROR;
+}
+
+static const char *tls_tp_waiting(const transport_t *t)
+{
+    return SSL_is_init_finished(((const tls_tp_t *)t)->ssl) ? NULL : "TLS handshake";
+}
+
+static void tls_tp_shutdown(transport_t *t, int fd)
+{
+    (void)fd;
+    tls_shutdown(((tls_tp_t *)t)->ssl);
+}
+
+static void tls_tp_free(transport_t *t)
+{
+    tls_free(((tls_tp_t *)t)->ssl);
+    free(t);
+}
+
+static const char *tls_tp_describe(const transport_t *t, char *buf, size_t size)
+{
+    return tls_describe(((const tls_tp_t *)t)->ssl, buf, size);
+}
+
+static int tls_tp_peer_name(const transport_t *t, int kind, char *buf, size_t size)
+{
+    return tls_peer_username(((const tls_tp_t *)t)->ssl, kind, buf, size);
+}
+
+static const transport_ops_t tls_ops = {
+    .name = "tls",
+    .handshake = tls_tp_handshake,
+    .read = tls_tp_read,
+    .write = tls_tp_write,
+    .waiting = tls_tp_waiting,
+    .shutdown = tls_tp_shutdown,
+    .free = tls_tp_free,
+    .describe = tls_tp_describe,
+    .peer_cert_name = tls_tp_peer_name,
+};
+
+transport_t *tls_transport_new(struct ssl_st *ssl)
+{
+    tls_tp_t *t = an_calloc(1, sizeof(*t));
+    t->tp.ops = &tls_ops;
+    t->ssl = ssl;
+    return &t->tp;
+}

@@ -27,6 +27,11 @@
  *   resume; server.c swaps the listener's pointer and drops its reference
  *   to the old context.  OpenSSL reference-counts contexts (SSL_new takes a
  *   reference, SSL_free drops it), so live connections keep theirs.
+ * - As a transport (transport.h, tls_transport_new): the handshake op
+ *   runs tls_handshake, read decrypts into the caller's buffer until it is
+ *   full or OpenSSL wants more, write encrypts, shutdown sends
+ *   close_notify, free frees the SSL.  It is a bottom layer: OpenSSL does
+ *   the socket I/O on the fd given to tls_new.
  * - Certificate usernames (listener cert_username: cn | san): the verified
  *   peer certificate's CN, or its first DNS or email SAN (tls_peer_username).
  * Thread: an SSL is used only by the worker owning its connection.
@@ -38,6 +43,7 @@
 #include <sys/types.h>
 
 #include "conf.h"
+#include "transport.h"
 
 struct ssl_ctx_st;
 struct ssl_st;
@@ -63,6 +69,10 @@ struct ssl_st *tls_new(struct ssl_ctx_st *ctx, int fd);
 void tls_free(struct ssl_st *ssl);
 
 enum { TLS_OK = 0, TLS_WANT_READ = 1, TLS_WANT_WRITE = 2, TLS_CLOSED = 3, TLS_ERROR = -1 };
+
+/* The tls transport (transport.h) over ssl, which it owns from now on (freed
+ * with it). */
+transport_t *tls_transport_new(struct ssl_st *ssl);
 
 /* Advance the handshake: TLS_OK (done), TLS_WANT_READ, TLS_WANT_WRITE, or
  * TLS_CLOSED/TLS_ERROR with `why` set to OpenSSL's reason. */

@@ -31,6 +31,7 @@
 #include "util.h"
 
 struct ws_s {
+    transport_t tp;    /* first: the layer's header (ws_transport_new) */
     wslay_event_context_ptr ctx;
     const uint8_t *rd; /* bytes being fed to wslay */
     size_t rdlen, rdoff;
@@ -485,4 +486,125 @@ void ws_close(ws_t *ws, uint16_t code)
     ws->close_queued = 1;
     (void)wslay_event_queue_close(ws->ctx, code, NULL, 0);
     pump_out(ws);
+}
+
+/* ---- the ws transport (transport.h) ---- */
+
+/* Write the frames (and the HTTP response) waiting: 0, or -1 (errno). */
+static int flush_out(ws_t *ws, int fd)
+{
+    transport_t *lo = ws->tp.lower;
+    while (ws_out_pending(ws)) {
+        ssize_t r = lo->ops->write(lo, fd, ws_out(ws), ws_out_pending(ws), 0);
+        if (r < 0)
+            return -1;
+        if (r == 0)
+            break;
+        ws_out_consumed(ws, (size_t)r);
+    }
+    return 0;
+}
+
+static int ws_tp_read(transport_t *t, int fd, tp_read_t *r)
+{
+    ws_t *ws = (ws_t *)t;
+    int rc = t->lower->ops->read(t->lower, fd, r); /* r->wire stays the lower's */
+    const uint8_t *data = r->data;
+    size_t n = r->len;
+    r->data = NULL;
+    r->len = 0;
+    const char *w = NULL;
+    if (n && !ws->upgraded) {
+        size_t used = 0;
+        int hs = ws_handshake(ws, data, n, &used, &w);
+        if (hs == WS_HS_MORE)
+            return rc;
+        if (hs == WS_HS_FAIL) { /* the error response is in the output */
+            snprintf(r->why, sizeof(r->why), "%s", w ? w : "WebSocket upgrade failed");
+            return TP_ERROR;
+        }
+        data += used;
+        n -= used;
+    }
+    if (n) {
+        int fr = ws_recv(ws, data, n, &r->data, &r->len, &w);
+        if (fr != 0) {
+            snprintf(r->why, sizeof(r->why), "%s", w ? w : "WebSocket error");
+            return fr < 0 ? TP_ERROR : TP_CLOSED;
+        }
+    }
+    return rc;
+}
+
+static ssize_t ws_tp_write(transport_t *t, int fd, const uint8_t *data, size_t n, unsigned flags)
+{
+    ws_t *ws = (ws_t *)t;
+    if (flush_out(ws, fd) < 0)
+        return TP_ERROR;
+    if (n == 0 || !ws->upgraded)
+        return 0;
+    if (ws_out_pending(ws) && !(flags & TP_WRITE_LAST))
+        return 0; /* the bytes wait above, under the output limit */
+    (void)ws_send(ws, data, n); /* refused once closing: dropped */
+    if (flush_out(ws, fd) < 0)
+        return TP_ERROR;
+    return (ssize_t)n;
+}
+
+static size_t ws_tp_pending(const transport_t *t)
+{
+    return ws_out_pending((const ws_t *)t) + tp_pending(t->lower);
+}
+
+static const char *ws_tp_waiting(const transport_t *t)
+{
+    const char *below = tp_waiting(t->lower);
+    if (below)
+        return below;
+    return ((const ws_t *)t)->upgraded ? NULL : "WebSocket upgrade";
+}
+
+static void ws_tp_shutdown(transport_t *t, int fd)
+{
+    ws_t *ws = (ws_t *)t;
+    ws_close(ws, 1000);
+    (void)flush_out(ws, fd);
+    if (t->lower->ops->shutdown)
+        t->lower->ops->shutdown(t->lower, fd);
+}
+
+static void ws_tp_free(transport_t *t)
+{
+    transport_t *lower = t->lower;
+    ws_free((ws_t *)t);
+    tp_free(lower);
+}
+
+static const char *ws_tp_describe(const transport_t *t, char *buf, size_t size)
+{
+    char below[128];
+    if (t->lower->ops->describe)
+        snprintf(buf, size, "WebSocket, %s", tp_describe(t->lower, below, sizeof(below)));
+    else
+        snprintf(buf, size, "WebSocket");
+    return buf;
+}
+
+static const transport_ops_t ws_ops = {
+    .name = "ws",
+    .read = ws_tp_read,
+    .write = ws_tp_write,
+    .pending = ws_tp_pending,
+    .waiting = ws_tp_waiting,
+    .shutdown = ws_tp_shutdown,
+    .free = ws_tp_free,
+    .describe = ws_tp_describe,
+};
+
+transport_t *ws_transport_new(const conf_listener_t *l, transport_t *lower)
+{
+    ws_t *ws = ws_new(l);
+    ws->tp.ops = &ws_ops;
+    ws->tp.lower = lower;
+    return &ws->tp;
 }

@@ -22,6 +22,13 @@
  * - All of it lives in a ws_t kept in the lazily allocated conn_ext_t:
  *   conn_t does not grow, and the state moves with a connection handed to
  *   its home worker (nothing in ws_t refers to a worker).
+ * - As a transport (transport.h, ws_transport_new) it is the layer "ws"
+ *   over tcp or tls: read takes the lower layer's bytes, runs the upgrade
+ *   then the frames, and hands up the MQTT bytes; write frames the bytes
+ *   it is given once its own output is written (so what waits beyond the
+ *   socket is counted by the connection's output limit), pending() is the
+ *   HTTP response and frames not written yet, shutdown queues a close
+ *   frame (1000) and shuts the lower layer down.
  * Thread: a ws_t is used only by the worker owning its connection.
  */
 #ifndef ANTENNA_NET_WS_H
@@ -31,6 +38,7 @@
 #include <stdint.h>
 
 #include "conf.h"
+#include "transport.h"
 
 #define WS_MAX_HEADER 8192 /* request line and headers, bytes */
 
@@ -38,6 +46,9 @@ typedef struct ws_s ws_t;
 
 ws_t *ws_new(const conf_listener_t *l);
 void ws_free(ws_t *ws);
+/* The ws transport for listener l over `lower` (tcp or tls), which it owns
+ * from now on. */
+transport_t *ws_transport_new(const conf_listener_t *l, transport_t *lower);
 
 enum { WS_HS_MORE = 0, WS_HS_DONE = 1, WS_HS_FAIL = -1 };
 

@@ -8,19 +8,17 @@
  * only while the socket refuses bytes.  An idle connection holds neither
  * buffer.
  *
- * Transports: on a TLS listener the socket is driven by an SSL (net_tls.h,
- * kept in conn_ext_t): the handshake advances on each readiness event,
- * reads decrypt into the scratch buffer and the plaintext output is
- * encrypted when flushed.  On a PROXY listener the header is read first
- * (peeked, then consumed exactly, so nothing after it is taken from the
- * socket) and its source address replaces the peer.  Both are bounded by
- * the listener's handshake_timeout on the connect timer.
- *
- * On a ws/wss listener (net_ws.h, state in conn_ext_t) the bytes read (or
- * decrypted) go through the WebSocket layer first: the upgrade request,
- * then frames whose binary payloads are fed to conn_input(); on flush the
- * pending MQTT output becomes one binary message whose frame bytes are
- * written instead.  The upgrade and the CONNECT share connect_timeout.
+ * Transports (transport.h): every read and write goes through the
+ * connection's transport, plain TCP or the stack conn_new builds for the
+ * listener (tls, ws, ws over tls; kept in conn_ext_t): one indirect call.
+ * A transport's handshake (TLS) advances on each readiness event and is
+ * bounded by the listener's handshake_timeout; what it still waits for
+ * after that (a WebSocket upgrade) shares connect_timeout with the
+ * CONNECT.  Bytes the transport holds itself (frames, an HTTP response)
+ * are flushed with the MQTT output.  On a PROXY listener the header is
+ * read first, before any transport (peeked, then consumed exactly, so
+ * nothing after it is taken from the socket) and its source address
+ * replaces the peer; it is bounded by handshake_timeout too.
  */
 #include "conn.h"
 
@@ -91,27 +89,45 @@ void conn_unwatch(conn_t *c)
     ev_watch_stop(&c->w->loop, &c->ev);
 }
 
+/* The listener's transport stack: NULL for plain TCP (the shared tp_tcp()),
+ * tls, ws over tcp, ws over tls.  *fail is set when the TLS state cannot
+ * be allocated. */
+static transport_t *transport_for(worker_t *w, int fd, uint8_t listener, int *fail)
+{
+    const conf_listener_t *l = &w->srv->conf.listeners[listener];
+    transport_t *tp = NULL;
+    *fail = 0;
+    if (l->transport == CONF_TRANSPORT_TLS || l->transport == CONF_TRANSPORT_WSS) {
+        struct ssl_st *ssl = server_tls_new(w->srv, listener, fd);
+        if (ssl == NULL) {
+            *fail = 1;
+            return NULL;
+        }
+        tp = tls_transport_new(ssl);
+    }
+    if (l->transport == CONF_TRANSPORT_WS || l->transport == CONF_TRANSPORT_WSS)
+        tp = ws_transport_new(l, tp ? tp : tp_tcp());
+    return tp;
+}
+
 conn_t *conn_new(worker_t *w, int fd, const struct sockaddr *sa, uint8_t listener)
 {
     const conf_listener_t *l = &w->srv->conf.listeners[listener];
-    struct ssl_st *ssl = NULL;
-    if (l->transport == CONF_TRANSPORT_TLS || l->transport == CONF_TRANSPORT_WSS) {
-        ssl = server_tls_new(w->srv, listener, fd);
-        if (ssl == NULL)
-            return NULL;
-    }
+    int fail;
+    transport_t *tp = transport_for(w, fd, listener, &fail);
+    if (fail)
+        return NULL;
     conn_t *c = an_calloc(1, sizeof(*c));
-    if (ssl) {
-        conn_ext(c)->ssl = ssl;
-        c->flags |= CONN_F_TLS_HS;
+    if (tp) {
+        conn_ext(c)->tp = tp;
+        if (tp_handshaker(tp))
+            c->flags |= CONN_F_HANDSHAKE;
+        else if (tp_waiting(tp))
+            c->flags |= CONN_F_UPGRADE;
     }
     if (l->proxy_protocol != CONF_PROXY_OFF) {
         conn_ext(c);
         c->flags |= CONN_F_PROXY;
-    }
-    if (l->transport == CONF_TRANSPORT_WS || l->transport == CONF_TRANSPORT_WSS) {
-        conn_ext(c)->ws = ws_new(l);
-        c->flags |= CONN_F_WS_HS;
     }
     ev_watcher_init(&c->ev, fd, on_event);
     c->w = w;
@@ -219,51 +235,7 @@ void conn_input(conn_t *c, const uint8_t *data, size_t n)
 }
 
 static void mark_flush(conn_t *c);
-static int write_out(conn_t *c);
-
-/* Bytes read from the socket (decrypted on TLS): through the WebSocket
- * layer on a ws/wss listener, else straight to the MQTT parser. */
-static void transport_input(conn_t *c, const uint8_t *data, size_t n)
-{
-    ws_t *ws = c->x ? c->x->ws : NULL;
-    if (ws == NULL) {
-        conn_input(c, data, n);
-        return;
-    }
-    char msg[200], name[160];
-    const char *why = NULL;
-    if (c->flags & CONN_F_WS_HS) {
-        size_t used = 0;
-        int rc = ws_handshake(ws, data, n, &used, &why);
-        if (rc == WS_HS_MORE)
-            return;
-        if (rc == WS_HS_FAIL) {
-            conn_close(c, why, 0); /* writes the HTTP error response first */
-            return;
-        }
-        c->flags &= (uint8_t)~CONN_F_WS_HS;
-        mark_flush(c); /* the 101 response */
-        log_debug("%s: WebSocket upgrade done", conn_name(c, name, sizeof(name)));
-        data += used;
-        n -= used;
-        if (n == 0)
-            return;
-    }
-    const uint8_t *plain = NULL;
-    size_t nplain = 0;
-    int rc = ws_recv(ws, data, n, &plain, &nplain, &why);
-    if (nplain) {
-        conn_input(c, plain, nplain);
-        if (c->state != CONN_NEW && c->state != CONN_ACTIVE)
-            return; /* closed, or moved with the rest of the bytes */
-    }
-    if (ws_out_pending(ws))
-        mark_flush(c); /* pong, close reply */
-    if (rc != 0) {
-        snprintf(msg, sizeof(msg), "%s", why ? why : "WebSocket error");
-        conn_close(c, msg, 1);
-    }
-}
+static int write_out(conn_t *c, unsigned flags);
 
 /* The preamble (PROXY header, TLS handshake) is over: the CONNECT has
  * connect_timeout from now. */
@@ -329,53 +301,79 @@ static void read_proxy(conn_t *c)
     char client[160];
     log_debug("%s: PROXY v%u header: client %s (via %s)", conn_name(c, client, sizeof(client)),
               r.version, r.local ? "unknown, socket address kept" : client, name);
-    if (!(c->flags & CONN_F_TLS_HS))
+    if (!(c->flags & CONN_F_HANDSHAKE))
         preamble_done(c);
 }
 
-static void set_tls_want_out(conn_t *c, int on);
+static void set_hs_want_out(conn_t *c, int on);
 
-static void tls_readable(conn_t *c)
+/* Advance the transport's handshake: 1 when it is over, 0 while it waits
+ * (or failed: the connection is closed). */
+static int transport_handshake(conn_t *c, transport_t *tp)
+{
+    transport_t *hs = tp_handshaker(tp);
+    const char *step = tp_waiting(hs) ? tp_waiting(hs) : "transport handshake";
+    char why[300], msg[360], name[160], desc[128];
+    int rc = hs->ops->handshake(hs, c->ev.fd, why, sizeof(why));
+    if (rc == TP_WANT_READ || rc == TP_WANT_WRITE) {
+        set_hs_want_out(c, rc == TP_WANT_WRITE);
+        return 0;
+    }
+    if (rc != TP_OK) {
+        snprintf(msg, sizeof(msg), "%s failed: %s", step, why);
+        conn_close(c, msg, 0);
+        return 0;
+    }
+    c->flags &= (uint8_t)~CONN_F_HANDSHAKE;
+    if (tp_waiting(tp))
+        c->flags |= CONN_F_UPGRADE;
+    set_hs_want_out(c, 0);
+    log_debug("%s: %s done (%s)", conn_name(c, name, sizeof(name)), step,
+              tp_describe(hs, desc, sizeof(desc)));
+    preamble_done(c);
+    return 1;
+}
+
+/* What a read produced: the bytes to the MQTT parser, then what the
+ * transport queued itself (an upgrade response, a pong, a close reply) is
+ * flushed, and a read that ended the stream closes the connection. */
+static inline void read_done(conn_t *c, transport_t *tp, int rc, const tp_read_t *in)
 {
     worker_t *w = c->w;
-    struct ssl_st *ssl = c->x->ssl;
-    char why[300], msg[360];
-    if (c->flags & CONN_F_TLS_HS) {
-        int rc = tls_handshake(ssl, why, sizeof(why));
-        if (rc == TLS_WANT_READ || rc == TLS_WANT_WRITE) {
-            set_tls_want_out(c, rc == TLS_WANT_WRITE);
-            return;
-        }
-        if (rc != TLS_OK) {
-            snprintf(msg, sizeof(msg), "TLS handshake failed: %s", why);
-            conn_close(c, msg, 0);
-            return;
-        }
-        c->flags &= (uint8_t)~CONN_F_TLS_HS;
-        set_tls_want_out(c, 0);
-        char name[160], desc[96];
-        log_debug("%s: TLS handshake done (%s)", conn_name(c, name, sizeof(name)),
-                  tls_describe(ssl, desc, sizeof(desc)));
-        preamble_done(c);
-    }
-    size_t got = 0;
-    int closed = 0;
-    while (got < w->scratch_size) {
-        ssize_t n = tls_read(ssl, w->scratch + got, w->scratch_size - got, why, sizeof(why));
-        if (n > 0) {
-            got += (size_t)n;
-            continue;
-        }
-        closed = n == 0;
-        break;
-    }
-    if (got) {
-        STAT_ADD(w->stats.bytes_received, (uint64_t)got);
+    if (in->wire) {
+        STAT_ADD(w->stats.bytes_received, (uint64_t)in->wire);
         c->last_rx = w->now;
-        transport_input(c, w->scratch, got);
     }
-    if (closed && (c->state == CONN_NEW || c->state == CONN_ACTIVE))
-        conn_close(c, why, 1);
+    if (in->len) {
+        conn_input(c, in->data, in->len);
+        if (c->state != CONN_NEW && c->state != CONN_ACTIVE)
+            return; /* closed, or moved with the rest of the bytes */
+    }
+    if (tp_pending(tp))
+        mark_flush(c);
+    if (rc != TP_OK)
+        conn_close(c, in->why, 1); /* writes an error response first */
+}
+
+/* Readable (or writable) while the transport is not up yet: its
+ * handshake, then a read that may finish its upgrade.  Out of the hot
+ * path: plain reads are conn_on_readable's. */
+static __attribute__((noinline, cold)) void transport_preamble(conn_t *c)
+{
+    transport_t *tp = conn_transport(c);
+    if ((c->flags & CONN_F_HANDSHAKE) && !transport_handshake(c, tp))
+        return;
+    const char *upgrading = (c->flags & CONN_F_UPGRADE) ? tp_waiting(tp) : NULL;
+    tp_read_t in;
+    in.buf = c->w->scratch;
+    in.cap = c->w->scratch_size;
+    int rc = tp->ops->read(tp, c->ev.fd, &in);
+    if (upgrading && !tp_waiting(tp)) {
+        char name[160];
+        c->flags &= (uint8_t)~CONN_F_UPGRADE;
+        log_debug("%s: %s done", conn_name(c, name, sizeof(name)), upgrading);
+    }
+    read_done(c, tp, rc, &in);
 }
 
 static void update_events(conn_t *c);
@@ -403,26 +401,17 @@ void conn_on_readable(conn_t *c)
         read_proxy(c);
         return;
     }
-    if (c->x && c->x->ssl) {
-        tls_readable(c);
+    if (c->flags & (CONN_F_HANDSHAKE | CONN_F_UPGRADE)) {
+        transport_preamble(c);
         return;
     }
-    ssize_t n = recv(c->ev.fd, w->scratch, w->scratch_size, 0);
-    if (n > 0) {
-        STAT_ADD(w->stats.bytes_received, (uint64_t)n);
-        c->last_rx = w->now;
-        transport_input(c, w->scratch, (size_t)n);
-        return;
-    }
-    if (n == 0) {
-        conn_close(c, "connection closed by peer", 1);
-        return;
-    }
-    if (errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR)
-        return;
-    char msg[128];
-    snprintf(msg, sizeof(msg), "read error: %s", strerror(errno));
-    conn_close(c, msg, 1);
+    /* one read through the transport: a bounded share of the turn */
+    transport_t *tp = conn_transport(c);
+    tp_read_t in;
+    in.buf = w->scratch;
+    in.cap = w->scratch_size;
+    int rc = tp->ops->read(tp, c->ev.fd, &in);
+    read_done(c, tp, rc, &in);
 }
 
 /* A connection is on at most one of the worker's two turn lists, through
@@ -563,8 +552,8 @@ static void update_events(conn_t *c)
     (void)ev_watch_modify(&c->w->loop, &c->ev, events);
 }
 
-/* EV_WRITE for the TLS handshake: no slow-subscriber tracking. */
-static void set_tls_want_out(conn_t *c, int on)
+/* EV_WRITE for the transport's handshake: no slow-subscriber tracking. */
+static void set_hs_want_out(conn_t *c, int on)
 {
     if (c->want_out != on) {
         c->want_out = (uint8_t)on;
@@ -597,80 +586,33 @@ static void release_obuf(conn_t *c)
     }
 }
 
-/* Write up to n wire bytes to the socket (through TLS when on): > 0
- * taken, 0 when the socket takes no more now, -1 on error (errno). */
-static ssize_t raw_write(conn_t *c, const uint8_t *buf, size_t n)
-{
-    if (c->x && c->x->ssl) {
-        char why[300];
-        ssize_t r = tls_write(c->x->ssl, buf, n, why, sizeof(why));
-        if (r > 0)
-            return r;
-        if (r == -TLS_WANT_WRITE || r == -TLS_WANT_READ)
-            return 0;
-        errno = ECONNRESET;
-        return -1;
-    }
-    for (;;) {
-        ssize_t r = send(c->ev.fd, buf, n, MSG_NOSIGNAL);
-        if (r > 0)
-            return r;
-        if (r < 0 && errno == EINTR)
-            continue;
-        if (r < 0 && (errno == EAGAIN || errno == EWOULDBLOCK))
-            return 0;
-        if (r == 0)
-            errno = EPIPE;
-        return -1;
-    }
-}
-
-/* WebSocket: the pending MQTT output becomes one binary message (only
- * once the previous frames are written, unless `force`: the output limit
- * keeps counting what waits in obuf). */
-static void ws_pack(conn_t *c, int force)
-{
-    ws_t *ws = c->x->ws;
-    if (!ws_upgraded(ws) || !conn_out_pending(c) || (!force && ws_out_pending(ws)))
-        return;
-    (void)ws_send(ws, c->obuf + c->ooff, conn_out_pending(c));
-    release_obuf(c);
-}
-
-/* Everything waiting to be written: MQTT output and WebSocket frames. */
+/* Everything waiting to be written: MQTT output and the transport's own
+ * (WebSocket frames, an HTTP response). */
 static size_t out_pending_all(const conn_t *c)
 {
-    return conn_out_pending(c) + (c->x && c->x->ws ? ws_out_pending(c->x->ws) : 0);
+    return conn_out_pending(c) + tp_pending(conn_transport(c));
 }
 
-/* Returns 0, or -1 on a write error (the caller closes). */
-static int write_out(conn_t *c)
+/* Write through the transport (flags: TP_WRITE_LAST) until everything is
+ * written or the socket takes no more.  Returns 0, or -1 on a write error
+ * (errno; the caller closes). */
+static int write_out(conn_t *c, unsigned flags)
 {
-    if (c->x && c->x->ws) {
-        ws_t *ws = c->x->ws;
-        for (;;) {
-            ws_pack(c, 0);
-            if (!ws_out_pending(ws))
-                return 0;
-            ssize_t n = raw_write(c, ws_out(ws), ws_out_pending(ws));
-            if (n < 0)
-                return -1;
-            if (n == 0)
-                return 0;
-            ws_out_consumed(ws, (size_t)n);
-            STAT_ADD(c->w->stats.bytes_sent, (uint64_t)n);
-        }
-    }
-    while (conn_out_pending(c)) {
-        ssize_t n = raw_write(c, c->obuf + c->ooff, conn_out_pending(c));
-        if (n < 0)
+    transport_t *tp = conn_transport(c);
+    for (;;) {
+        uint32_t n = conn_out_pending(c);
+        if (n == 0 && !tp_pending(tp))
+            break;
+        ssize_t r = tp->ops->write(tp, c->ev.fd, n ? c->obuf + c->ooff : NULL, n, flags);
+        if (r < 0)
             return -1;
-        if (n == 0)
-            return 0;
-        c->ooff += (uint32_t)n;
-        STAT_ADD(c->w->stats.bytes_sent, (uint64_t)n);
+        if (r == 0)
+            break;
+        c->ooff += (uint32_t)r;
+        STAT_ADD(c->w->stats.bytes_sent, (uint64_t)r);
     }
-    release_obuf(c);
+    if (conn_out_pending(c) == 0)
+        release_obuf(c);
     return 0;
 }
 
@@ -679,7 +621,7 @@ void conn_flush(conn_t *c)
     c->in_list = 0;
     if (c->state != CONN_ACTIVE && c->state != CONN_NEW)
         return;
-    if (write_out(c) < 0) {
+    if (write_out(c, 0) < 0) {
         char msg[128];
         snprintf(msg, sizeof(msg), "write error: %s", strerror(errno));
         conn_close(c, msg, 1);
@@ -690,8 +632,8 @@ void conn_flush(conn_t *c)
 
 void conn_on_writable(conn_t *c)
 {
-    if (c->flags & CONN_F_TLS_HS) {
-        tls_readable(c); /* the handshake wanted to write */
+    if (c->flags & CONN_F_HANDSHAKE) {
+        transport_preamble(c); /* the handshake wanted to write */
         return;
     }
     mark_flush(c); /* written at the end of the turn with the rest */
@@ -729,14 +671,14 @@ static void close_conn(conn_t *c, const char *why, int publish_will, uint8_t rc,
         conn_event_client(c, &ev.client, peer, sizeof(peer));
         event_emit(w, &w->srv->events, EVENT_CLIENT_DISCONNECTED, &ev);
     }
-    /* WebSocket: what is pending, then a close frame (once) */
-    if (c->x && c->x->ws && ws_upgraded(c->x->ws)) {
-        ws_pack(c, 1);
-        ws_close(c->x->ws, 1000);
-    }
-    /* last chance for a CONNACK carrying a refusal to leave */
+    /* last chance for a CONNACK carrying a refusal (or a DISCONNECT, an
+     * HTTP error) to leave, then the transport's end of stream: a
+     * WebSocket close frame, a TLS close_notify */
+    transport_t *tp = conn_transport(c);
     if (out_pending_all(c))
-        (void)write_out(c);
+        (void)write_out(c, TP_WRITE_LAST);
+    if (tp->ops->shutdown)
+        tp->ops->shutdown(tp, c->ev.fd);
     c->state = CONN_DEAD;
     if (c->will && publish_will) {
         uint32_t delay = c->x ? c->x->will_delay : 0;
@@ -756,10 +698,8 @@ static void close_conn(conn_t *c, const char *why, int publish_will, uint8_t rc,
         sess_detach(w, s);
     }
     tw_del(&w->tw, &c->timer);
-    if (c->x && c->x->ssl)
-        tls_shutdown(c->x->ssl);
     ev_watch_stop(&w->loop, &c->ev);
-    linger_start(w, c->ev.fd); /* closes when the client has read it all */
+    linger_start(&w->lingers, w->now, c->ev.fd); /* closes when the client has read it all */
     c->ev.fd = -1;
     atomic_fetch_sub(&w->srv->listen_conns[c->listener], 1);
     atomic_fetch_sub(&w->srv->total_conns, 1);
@@ -794,8 +734,7 @@ static void ext_free(conn_ext_t *x)
     }
     free(x->pending);
     free(x->proxy_buf);
-    tls_free(x->ssl);
-    ws_free(x->ws);
+    tp_free(x->tp);
     free(x->cert_user);
     auth_client_free(x->auth);
     msg_origin_unref(&x->origin); /* messages still queued hold their own */
@@ -898,11 +837,14 @@ void conn_on_timer(tw_timer_t *t)
     if (c->state == CONN_NEW) {
         if (c->flags & CONN_F_PROXY)
             conn_close(c, "no PROXY header within handshake_timeout", 0);
-        else if (c->flags & CONN_F_TLS_HS)
-            conn_close(c, "TLS handshake not completed within handshake_timeout", 0);
-        else if (c->flags & CONN_F_WS_HS)
-            conn_close(c, "WebSocket upgrade not completed within connect_timeout", 0);
-        else
+        else if (c->flags & (CONN_F_HANDSHAKE | CONN_F_UPGRADE)) {
+            const char *step = tp_waiting(conn_transport(c));
+            char msg[160];
+            snprintf(msg, sizeof(msg), "%s not completed within %s",
+                     step ? step : "transport handshake",
+                     (c->flags & CONN_F_HANDSHAKE) ? "handshake_timeout" : "connect_timeout");
+            conn_close(c, msg, 0);
+        } else
             conn_close(c, "no CONNECT within connect_timeout", 0);
         return;
     }

@@ -11,6 +11,10 @@
  * there (accept, hand-off, the end of an authentication hold), conn.c asks
  * for EV_WRITE while the socket refuses output, conn_unwatch takes it out.
  *
+ * Bytes travel through the connection's transport (transport.h): plain
+ * TCP, or a stack (tls, ws, ws over tls) kept in conn_ext_t.  conn.c calls
+ * the table only; it never asks which layers are below.
+ *
  * Closing is two-step: conn_close() stops the watcher, shuts the socket and
  * marks the struct dead; the worker frees it at the end of the loop turn
  * (the turn's flush list may still hold it).  The socket itself closes
@@ -27,6 +31,7 @@
 #include "endpoint.h"
 #include "mqtt_codec.h"
 #include "server.h"
+#include "transport.h"
 #include "tw.h"
 
 enum {
@@ -73,10 +78,10 @@ enum {
     CONN_F_PROBLEM_INFO = 1, /* MQTT 5 Request Problem Information (default 1) */
     CONN_F_THROTTLED = 2,    /* reads paused by a rate limit */
     CONN_F_OUT_FULL = 4,     /* output over its limit since x->out_full_since */
-    CONN_F_TLS_HS = 8,       /* TLS handshake in progress (x->ssl) */
+    CONN_F_HANDSHAKE = 8,    /* the transport's handshake in progress (TLS) */
     CONN_F_PROXY = 16,       /* waiting for the PROXY protocol header */
     CONN_F_PAUSED = 32,      /* reads paused: another worker's inbox is full */
-    CONN_F_WS_HS = 64        /* WebSocket upgrade request expected (x->ws) */
+    CONN_F_UPGRADE = 64      /* the transport is not up yet (a WebSocket upgrade) */
 };
 
 /* State few connections need, allocated on first use and freed with the
@@ -96,10 +101,10 @@ typedef struct conn_ext_s {
     mqtt_str_t *alias_out;   /* topic of alias i + 1 (owned copies) */
     uint32_t will_delay;     /* seconds (MQTT 5 Will Delay Interval) */
     uint64_t paused_until;   /* ms, with CONN_F_PAUSED */
-    struct ssl_st *ssl;      /* transport: tls (net_tls.h), for life */
+    transport_t *tp;         /* the transport stack (tls, ws, ws over tls), for
+                              * life; NULL: plain TCP (tp_tcp()) */
     uint8_t *proxy_buf;      /* PROXY header bytes consumed so far */
     uint32_t nproxy;
-    struct ws_s *ws;         /* transport: ws/wss (net_ws.h), for life */
     char *cert_user;         /* username from the client certificate (listener
                               * cert_username), set at CONNECT */
     uint32_t held_acks;      /* acknowledgements waiting for a store commit */
@@ -193,5 +198,11 @@ void conn_on_timer(tw_timer_t *t);
 
 /* Pending output bytes. */
 static inline uint32_t conn_out_pending(const conn_t *c) { return c->olen - c->ooff; }
+
+/* The connection's transport: its stack, or the shared plain TCP one. */
+static inline transport_t *conn_transport(const conn_t *c)
+{
+    return c->x && c->x->tp ? c->x->tp : tp_tcp();
+}
 
 #endif
