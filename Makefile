@@ -1,8 +1,10 @@
 # antenna -- top-level entry points.
 #   make run    install what is missing, build, start the broker (embedded defaults)
-#   make test   install what is missing, build, run every test (unit, integration,
-#               the same under ASan+UBSan, unit and a subset covering every
-#               thread under ThreadSanitizer, and a short fuzz run)
+#   make test   install what is missing, check the formatting (.clang-format),
+#               build, run every test (unit, integration, the Debian package
+#               run as systemd would, the same under ASan+UBSan, unit and a
+#               subset covering every thread under ThreadSanitizer, and a
+#               short fuzz run)
 #   make tsan   the unit tests and the whole integration suite under TSan
 # Everything the build and the tests need comes from Debian packages (make deps).
 
@@ -21,10 +23,10 @@ DEB_PACKAGES = build-essential cmake pkg-config clang libclang-rt-14-dev \
                python3 python3-pytest python3-paho-mqtt \
                mosquitto mosquitto-clients haproxy openssl chromium \
                libmicrohttpd-dev libjansson-dev libcurl4-openssl-dev libhiredis-dev \
-               libjwt-dev redis-server prometheus wrk man-db python3-yaml
+               libjwt-dev redis-server prometheus wrk man-db python3-yaml clang-format
 
 .PHONY: all deps js-deps build run test unit integration asan tsan tsan-build tsan-threads fuzz \
-        fuzz-build format clean install deb package-test
+        fuzz-build format format-check clean install deb package-test
 
 all: build
 
@@ -123,7 +125,7 @@ fuzz: fuzz-build
 	  tail -n 2 $$work.log; \
 	done
 
-test: build unit integration package-test asan tsan-threads
+test: format-check build unit integration package-test asan tsan-threads
 	$(MAKE) fuzz FUZZ_TIME=$(FUZZ_TIME)
 
 # Install under PREFIX (DESTDIR honoured): the binary, /etc/antenna (or
@@ -146,8 +148,13 @@ deb: build
 package-test: deb
 	ANTENNA_DEB=$$(ls $(BUILD)/antenna_*.deb) $(PYTEST) $(PYTEST_ARGS) tests/package
 
+# .clang-format is the house style: `make format` applies it, `make
+# format-check` (part of `make test`) fails on any file that differs.
 format:
 	clang-format -i $$(git ls-files '*.c' '*.h')
+
+format-check: deps
+	@clang-format --dry-run --Werror $$(git ls-files '*.c' '*.h') && echo "format-check: ok"
 
 clean:
 	rm -rf $(BUILD) $(ASAN_BUILD) $(TSAN_BUILD) $(FUZZ_BUILD)

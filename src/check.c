@@ -82,8 +82,8 @@ static void check_dir(check_t *ck, const char *what, const char *dir)
             break;
     }
     if (access(path, W_OK | X_OK) < 0) {
-        snprintf(msg, sizeof(msg), "%s does not exist and cannot be created in %s: %s", dir,
-                 path, strerror(errno));
+        snprintf(msg, sizeof(msg), "%s does not exist and cannot be created in %s: %s", dir, path,
+                 strerror(errno));
         problem(ck, what, msg);
         return;
     }

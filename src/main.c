@@ -47,25 +47,24 @@ static const cli_command_t commands[] = {
 
 static void usage(FILE *out)
 {
-    fprintf(out,
-            "Usage: antenna [options]\n"
-            "       antenna COMMAND [args]   (COMMAND --help for its own)\n"
-            "\n"
-            "  -c, --config FILE   read the configuration from FILE (YAML)\n"
-            "  -p, --port N        listen on port N (overrides the first listener)\n"
-            "      --api-port N    open the management API on port N (a taken port\n"
-            "                      is an error); without a configuration file the\n"
-            "                      API opens on 127.0.0.1:18083 only if it is free\n"
-            "      --no-api        do not open the management API\n"
-            "      --recover       start on a damaged store (persistence.dir): drop\n"
-            "                      the damaged records of its write-ahead log, keep\n"
-            "                      the intact ones (the logs are copied aside first);\n"
-            "                      without it antenna refuses to start on one\n"
-            "  -h, --help          print this help and exit\n"
-            "  -v, --version       print the version and exit\n"
-            "\n"
-            "Without --config, antenna listens on 127.0.0.1:1883 and allows\n"
-            "anonymous clients (local-only). See config.example.yaml.\n");
+    fprintf(out, "Usage: antenna [options]\n"
+                 "       antenna COMMAND [args]   (COMMAND --help for its own)\n"
+                 "\n"
+                 "  -c, --config FILE   read the configuration from FILE (YAML)\n"
+                 "  -p, --port N        listen on port N (overrides the first listener)\n"
+                 "      --api-port N    open the management API on port N (a taken port\n"
+                 "                      is an error); without a configuration file the\n"
+                 "                      API opens on 127.0.0.1:18083 only if it is free\n"
+                 "      --no-api        do not open the management API\n"
+                 "      --recover       start on a damaged store (persistence.dir): drop\n"
+                 "                      the damaged records of its write-ahead log, keep\n"
+                 "                      the intact ones (the logs are copied aside first);\n"
+                 "                      without it antenna refuses to start on one\n"
+                 "  -h, --help          print this help and exit\n"
+                 "  -v, --version       print the version and exit\n"
+                 "\n"
+                 "Without --config, antenna listens on 127.0.0.1:1883 and allows\n"
+                 "anonymous clients (local-only). See config.example.yaml.\n");
     if (commands[0].name) {
         fprintf(out, "\nCommands:\n");
         for (const cli_command_t *c = commands; c->name; c++)
@@ -93,8 +92,7 @@ static void raise_nofile(const conf_t *conf)
         rl.rlim_cur = rl.rlim_max;
         if (setrlimit(RLIMIT_NOFILE, &rl) < 0) {
             log_warn("cannot raise the open-file limit from %llu to %llu: %s",
-                     (unsigned long long)was, (unsigned long long)rl.rlim_max,
-                     strerror(errno));
+                     (unsigned long long)was, (unsigned long long)rl.rlim_max, strerror(errno));
             rl.rlim_cur = was;
         }
     }
@@ -104,15 +102,14 @@ static void raise_nofile(const conf_t *conf)
             conns = FD_WANTED_UNLIMITED;
             break;
         }
-    for (uint32_t i = 0; conf->max_connections == 0 && conns != FD_WANTED_UNLIMITED &&
-                         i < conf->nlisteners; i++)
+    for (uint32_t i = 0;
+         conf->max_connections == 0 && conns != FD_WANTED_UNLIMITED && i < conf->nlisteners; i++)
         conns += conf->listeners[i].max_connections;
     uint64_t wanted = conns + FD_OVERHEAD;
     if (rl.rlim_cur != RLIM_INFINITY && (uint64_t)rl.rlim_cur < wanted)
         log_warn("open-file limit is %llu: %s%llu connections need about %llu; past it "
                  "connections are refused (raise it: ulimit -n, systemd LimitNOFILE)",
-                 (unsigned long long)rl.rlim_cur,
-                 conf->max_connections ? "max_connections " : "",
+                 (unsigned long long)rl.rlim_cur, conf->max_connections ? "max_connections " : "",
                  (unsigned long long)conns, (unsigned long long)wanted);
     else
         log_info("open-file limit: %llu%s", (unsigned long long)rl.rlim_cur,
@@ -168,14 +165,10 @@ static void state_directory_default(conf_t *conf)
 int main(int argc, char **argv)
 {
     static const struct option opts[] = {
-        {"config", required_argument, NULL, 'c'},
-        {"port", required_argument, NULL, 'p'},
-        {"help", no_argument, NULL, 'h'},
-        {"version", no_argument, NULL, 'v'},
-        {"recover", no_argument, NULL, 'R'},
-        {"api-port", required_argument, NULL, 'A'},
-        {"no-api", no_argument, NULL, 'N'},
-        {NULL, 0, NULL, 0},
+        {"config", required_argument, NULL, 'c'}, {"port", required_argument, NULL, 'p'},
+        {"help", no_argument, NULL, 'h'},         {"version", no_argument, NULL, 'v'},
+        {"recover", no_argument, NULL, 'R'},      {"api-port", required_argument, NULL, 'A'},
+        {"no-api", no_argument, NULL, 'N'},       {NULL, 0, NULL, 0},
     };
     const char *config = NULL;
     int have_port = 0, recover = 0, have_api_port = 0, no_api = 0;

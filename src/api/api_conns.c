@@ -23,9 +23,9 @@
 #define LOG_EVERY_MS 10000
 
 typedef struct {
-    int fd;                 /* -1: free */
-    int waiting;            /* waiting for (the rest of) a request */
-    int closing;            /* shut down by us, MHD has not closed it yet */
+    int fd;      /* -1: free */
+    int waiting; /* waiting for (the rest of) a request */
+    int closing; /* shut down by us, MHD has not closed it yet */
     uint64_t deadline_ms;
     struct sockaddr_storage peer;
     socklen_t peer_len;

@@ -149,8 +149,8 @@ static size_t ctl_on_body(char *p, size_t size, size_t n, void *ud)
 /* Sends one request; on a completed exchange returns 0 with *status and
  * *body (parsed JSON or NULL when empty or not JSON).  Returns 1 after
  * printing why when the server cannot be reached. */
-static int ctl_http(ctl_t *c, const char *method, const char *path, const char *body,
-                    long *status, json_t **out)
+static int ctl_http(ctl_t *c, const char *method, const char *path, const char *body, long *status,
+                    json_t **out)
 {
     ctl_str_t url = {0}, resp = {0}, auth = {0};
     struct curl_slist *hdrs = NULL;
@@ -222,8 +222,7 @@ out:
 
 /* A request whose HTTP error (>= 400) is an error of the command: prints
  * it and returns 1; 0 with *out (maybe NULL: 204) on success. */
-static int ctl_call(ctl_t *c, const char *method, const char *path, const char *body,
-                    json_t **out)
+static int ctl_call(ctl_t *c, const char *method, const char *path, const char *body, json_t **out)
 {
     long status;
     json_t *resp;
@@ -287,7 +286,8 @@ static char *value_text(const json_t *v)
         int scalars = 1;
         json_array_foreach(v, i, e) if (json_is_object(e) || json_is_array(e)) scalars = 0;
         if (scalars) {
-            json_array_foreach(v, i, e) {
+            json_array_foreach(v, i, e)
+            {
                 char *t = value_text(e);
                 if (i)
                     str_add(&b, ", ", 2);
@@ -359,15 +359,18 @@ static void print_table(const json_t *rows, const char *const *preferred)
     json_t *row;
 
     for (const char *const *p = preferred; p && *p && ncols < 64; p++)
-        json_array_foreach(rows, i, row) if (json_object_get(row, *p)) {
+        json_array_foreach(rows, i, row) if (json_object_get(row, *p))
+        {
             cols[ncols++] = *p;
             break;
         }
     if (ncols == 0) {
-        json_array_foreach(rows, i, row) {
+        json_array_foreach(rows, i, row)
+        {
             const char *k;
             json_t *v;
-            json_object_foreach((json_t *)row, k, v) {
+            json_object_foreach((json_t *)row, k, v)
+            {
                 if (!is_scalar(v))
                     continue;
                 size_t j = 0;
@@ -394,7 +397,8 @@ static void print_table(const json_t *rows, const char *const *preferred)
         cells[j] = h;
         width[j] = strlen(h);
     }
-    json_array_foreach(rows, i, row) {
+    json_array_foreach(rows, i, row)
+    {
         for (size_t j = 0; j < ncols; j++) {
             json_t *v = json_object_get(row, cols[j]);
             char *t = v ? field_text(cols[j], v) : an_strndup("-", 1);
@@ -422,7 +426,8 @@ static void flatten(const json_t *obj, const char *prefix, json_t *pairs, json_t
 {
     const char *k;
     json_t *v;
-    json_object_foreach((json_t *)obj, k, v) {
+    json_object_foreach((json_t *)obj, k, v)
+    {
         char name[256];
         snprintf(name, sizeof(name), "%s%s%s", prefix, *prefix ? "." : "", k);
         if (json_is_object(v) && json_object_size(v) > 0) {
@@ -446,9 +451,8 @@ static json_t *pairs_as_rows(json_t *rows)
     json_array_foreach(rows, i, e) if (!json_is_array(e) || json_array_size(e) != 2 ||
                                        !is_scalar(e)) return json_incref(rows);
     json_t *out = json_array();
-    json_array_foreach(rows, i, e)
-        json_array_append_new(out, json_pack("{s:O,s:O}", "key", json_array_get(e, 0), "value",
-                                             json_array_get(e, 1)));
+    json_array_foreach(rows, i, e) json_array_append_new(
+        out, json_pack("{s:O,s:O}", "key", json_array_get(e, 0), "value", json_array_get(e, 1)));
     return out;
 }
 
@@ -460,7 +464,8 @@ static void print_object(const json_t *obj)
     size_t i, w = 0;
     json_t *p;
     flatten(obj, "", pairs, tables);
-    json_array_foreach(pairs, i, p) {
+    json_array_foreach(pairs, i, p)
+    {
         size_t l = strlen(json_string_value(json_array_get(p, 0)));
         if (l > w)
             w = l;
@@ -470,7 +475,8 @@ static void print_object(const json_t *obj)
                json_string_value(json_array_get(p, 1)));
     const char *k;
     json_t *t;
-    json_object_foreach(tables, k, t) {
+    json_object_foreach(tables, k, t)
+    {
         printf("\n%s (%zu):\n", k, json_array_size(t));
         json_t *rows = pairs_as_rows(t);
         if (json_array_size(rows) > 0)
@@ -523,8 +529,8 @@ static int usage_error(const char *fmt, ...)
 
 /* GET path (or POST it body) and print the answer: a list (preferred
  * columns) or an object. */
-static int cmd_get_body(ctl_t *c, const char *path, const char *body,
-                        const char *const *preferred, const char *what)
+static int cmd_get_body(ctl_t *c, const char *path, const char *body, const char *const *preferred,
+                        const char *what)
 {
     json_t *resp = NULL;
     if (ctl_call(c, body ? "POST" : "GET", path, body, &resp) != 0)
@@ -610,8 +616,7 @@ static int cmd_status(ctl_t *c)
         printf("Node\n");
         if (info)
             print_object(info);
-        printf("ready  %s (HTTP %ld)\n\nStats\n", ready_status == 200 ? "yes" : "no",
-               ready_status);
+        printf("ready  %s (HTTP %ld)\n\nStats\n", ready_status == 200 ? "yes" : "no", ready_status);
         if (stats) {
             /* the packet counters by type in one line per direction, zeros left out */
             json_t *packets = json_incref(json_object_get(stats, "packets"));
@@ -619,7 +624,8 @@ static int cmd_status(ctl_t *c)
             print_object(stats);
             const char *dir;
             json_t *types;
-            json_object_foreach(packets, dir, types) {
+            json_object_foreach(packets, dir, types)
+            {
                 const char *type;
                 json_t *n;
                 printf("packets %s:", dir);
@@ -638,19 +644,17 @@ out:
     return rc;
 }
 
-static const char *const CLIENT_COLS[] = {"client_id", "username", "address", "connected",
-                                          "protocol_version", "protocol", "listener",
-                                          "keepalive", "subscriptions", "inflight", "queued",
-                                          NULL};
-static const char *const SUB_COLS[] = {"client_id", "topic", "qos", "no_local",
-                                       "retain_as_published", "retain_handling", "share",
-                                       NULL};
+static const char *const CLIENT_COLS[] = {"client_id",        "username", "address",  "connected",
+                                          "protocol_version", "protocol", "listener", "keepalive",
+                                          "subscriptions",    "inflight", "queued",   NULL};
+static const char *const SUB_COLS[] = {
+    "client_id",           "topic",           "qos",   "no_local",
+    "retain_as_published", "retain_handling", "share", NULL};
 static const char *const TOPIC_COLS[] = {"topic", "subscribers", "count", NULL};
-static const char *const RETAINED_COLS[] = {"topic", "qos", "payload_size", "size",
-                                            "payload_text", "preview", NULL};
-static const char *const LISTENER_COLS[] = {"name", "type", "transport", "bind", "address",
-                                            "port", "connections", "max_connections",
-                                            NULL};
+static const char *const RETAINED_COLS[] = {
+    "topic", "qos", "payload_size", "size", "payload_text", "preview", NULL};
+static const char *const LISTENER_COLS[] = {
+    "name", "type", "transport", "bind", "address", "port", "connections", "max_connections", NULL};
 
 static int cmd_clients(ctl_t *c)
 {
@@ -778,9 +782,9 @@ static int cmd_publish(ctl_t *c)
 {
     if (c->nargs != 3)
         return usage_error("publish takes TOPIC PAYLOAD");
-    json_t *req = json_pack("{s:s,s:s,s:s,s:i,s:b}", "topic", c->args[1], "payload",
-                            c->args[2], "payload_encoding", c->base64 ? "base64" : "plain",
-                            "qos", c->qos, "retain", c->retain);
+    json_t *req = json_pack("{s:s,s:s,s:s,s:i,s:b}", "topic", c->args[1], "payload", c->args[2],
+                            "payload_encoding", c->base64 ? "base64" : "plain", "qos", c->qos,
+                            "retain", c->retain);
     if (!req)
         return usage_error("TOPIC and PAYLOAD must be UTF-8 text (--base64 for binary)");
     json_t *props = json_object();
@@ -818,8 +822,8 @@ static int cmd_publish(ctl_t *c)
         json_t *d = json_object_get(resp, "delivered");
         printf("published to '%s'", c->args[1]);
         if (json_is_integer(d))
-            printf(" (delivered to %" JSON_INTEGER_FORMAT " subscriber%s)",
-                   json_integer_value(d), json_integer_value(d) == 1 ? "" : "s");
+            printf(" (delivered to %" JSON_INTEGER_FORMAT " subscriber%s)", json_integer_value(d),
+                   json_integer_value(d) == 1 ? "" : "s");
         printf("\n");
     }
     json_decref(resp);
@@ -938,10 +942,31 @@ static void ctl_usage(FILE *out)
 }
 
 enum {
-    OPT_URL = 1000, OPT_KEY, OPT_USER, OPT_PASSWORD, OPT_JSON, OPT_TIMEOUT, OPT_PREFIX,
-    OPT_USERNAME, OPT_ADDRESS, OPT_CONNECTED, OPT_CLIENT, OPT_TOPIC, OPT_LIMIT, OPT_PAGE,
-    OPT_QOS, OPT_RETAIN, OPT_BASE64, OPT_CONTENT_TYPE, OPT_RESPONSE_TOPIC, OPT_EXPIRY,
-    OPT_USER_PROPERTY, OPT_KEYS_FILE, OPT_CACERT, OPT_INSECURE, OPT_HELP
+    OPT_URL = 1000,
+    OPT_KEY,
+    OPT_USER,
+    OPT_PASSWORD,
+    OPT_JSON,
+    OPT_TIMEOUT,
+    OPT_PREFIX,
+    OPT_USERNAME,
+    OPT_ADDRESS,
+    OPT_CONNECTED,
+    OPT_CLIENT,
+    OPT_TOPIC,
+    OPT_LIMIT,
+    OPT_PAGE,
+    OPT_QOS,
+    OPT_RETAIN,
+    OPT_BASE64,
+    OPT_CONTENT_TYPE,
+    OPT_RESPONSE_TOPIC,
+    OPT_EXPIRY,
+    OPT_USER_PROPERTY,
+    OPT_KEYS_FILE,
+    OPT_CACERT,
+    OPT_INSECURE,
+    OPT_HELP
 };
 
 static const struct option CTL_OPTIONS[] = {
@@ -992,23 +1017,57 @@ static int ctl_parse(ctl_t *c, int argc, char **argv)
     opterr = 0;
     while ((opt = getopt_long(argc, argv, ":h", CTL_OPTIONS, NULL)) != -1) {
         switch (opt) {
-        case OPT_URL: c->url = optarg; break;
-        case OPT_KEY: c->key = optarg; break;
-        case OPT_USER: c->user = optarg; break;
-        case OPT_PASSWORD: c->password = optarg; break;
-        case OPT_JSON: c->json = 1; break;
-        case OPT_PREFIX: c->prefix = optarg; break;
-        case OPT_USERNAME: c->username = optarg; break;
-        case OPT_ADDRESS: c->address = optarg; break;
-        case OPT_CLIENT: c->client = optarg; break;
-        case OPT_TOPIC: c->topic = optarg; break;
-        case OPT_RETAIN: c->retain = 1; break;
-        case OPT_BASE64: c->base64 = 1; break;
-        case OPT_CONTENT_TYPE: c->content_type = optarg; break;
-        case OPT_RESPONSE_TOPIC: c->response_topic = optarg; break;
-        case OPT_KEYS_FILE: c->keys_file = optarg; break;
-        case OPT_CACERT: c->cacert = optarg; break;
-        case OPT_INSECURE: c->insecure = 1; break;
+        case OPT_URL:
+            c->url = optarg;
+            break;
+        case OPT_KEY:
+            c->key = optarg;
+            break;
+        case OPT_USER:
+            c->user = optarg;
+            break;
+        case OPT_PASSWORD:
+            c->password = optarg;
+            break;
+        case OPT_JSON:
+            c->json = 1;
+            break;
+        case OPT_PREFIX:
+            c->prefix = optarg;
+            break;
+        case OPT_USERNAME:
+            c->username = optarg;
+            break;
+        case OPT_ADDRESS:
+            c->address = optarg;
+            break;
+        case OPT_CLIENT:
+            c->client = optarg;
+            break;
+        case OPT_TOPIC:
+            c->topic = optarg;
+            break;
+        case OPT_RETAIN:
+            c->retain = 1;
+            break;
+        case OPT_BASE64:
+            c->base64 = 1;
+            break;
+        case OPT_CONTENT_TYPE:
+            c->content_type = optarg;
+            break;
+        case OPT_RESPONSE_TOPIC:
+            c->response_topic = optarg;
+            break;
+        case OPT_KEYS_FILE:
+            c->keys_file = optarg;
+            break;
+        case OPT_CACERT:
+            c->cacert = optarg;
+            break;
+        case OPT_INSECURE:
+            c->insecure = 1;
+            break;
         case OPT_CONNECTED:
             if (strcmp(optarg, "true") != 0 && strcmp(optarg, "false") != 0)
                 return usage_error("--connected must be true or false, not '%s'", optarg);

@@ -45,8 +45,8 @@
 #define API_MAX_BODY (1024 * 1024 + 4096)
 /* The dashboard loads only its own files (no inline script or style, the
  * favicon is a data: URL) and calls the API on the same origin. */
-#define API_CSP                                                                              \
-    "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self' data:; "        \
+#define API_CSP                                                                                    \
+    "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self' data:; "              \
     "connect-src 'self'; form-action 'self'; frame-ancestors 'none'; base-uri 'none'"
 
 struct api_s {
@@ -83,8 +83,7 @@ static enum MHD_Result queue(struct MHD_Connection *c, unsigned status, struct M
 enum MHD_Result api_send_text(struct MHD_Connection *c, unsigned status, const char *type,
                               char *text, size_t len)
 {
-    struct MHD_Response *r =
-        MHD_create_response_from_buffer(len, text, MHD_RESPMEM_MUST_FREE);
+    struct MHD_Response *r = MHD_create_response_from_buffer(len, text, MHD_RESPMEM_MUST_FREE);
     MHD_add_response_header(r, MHD_HTTP_HEADER_CONTENT_TYPE, type);
     MHD_add_response_header(r, "Cache-Control", "no-store");
     return queue(c, status, r);
@@ -175,8 +174,8 @@ static int json_content_type(struct MHD_Connection *c)
 }
 
 static enum MHD_Result on_request(void *cls, struct MHD_Connection *c, const char *url,
-                                  const char *method, const char *version,
-                                  const char *upload, size_t *upload_size, void **con_cls)
+                                  const char *method, const char *version, const char *upload,
+                                  size_t *upload_size, void **con_cls)
 {
     api_t *api = cls;
     (void)version;
@@ -204,8 +203,13 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *c, const cha
         return api_send_error(c, 413, "payload_too_large", "body", "the body is over %d bytes",
                               API_MAX_BODY);
 
-    api_req_t r = {.api = api, .srv = api->srv, .conn = c, .method = method, .url = url,
-                   .body = rq->body, .body_len = rq->len};
+    api_req_t r = {.api = api,
+                   .srv = api->srv,
+                   .conn = c,
+                   .method = method,
+                   .url = url,
+                   .body = rq->body,
+                   .body_len = rq->len};
     if (strcmp(url, "/") == 0 || strcmp(url, "/index.html") == 0 ||
         strncmp(url, "/static/", 8) == 0) {
         if (strcmp(method, "GET") != 0 && strcmp(method, "HEAD") != 0)
@@ -222,8 +226,7 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *c, const cha
                               "missing or invalid credentials");
     }
     if (rq->len > 0 && !json_content_type(c) &&
-        (strcmp(method, "POST") == 0 || strcmp(method, "PUT") == 0 ||
-         strcmp(method, "PATCH") == 0))
+        (strcmp(method, "POST") == 0 || strcmp(method, "PUT") == 0 || strcmp(method, "PATCH") == 0))
         return api_send_error(c, 415, "unsupported_media_type", "Content-Type",
                               "a request body must be JSON (Content-Type: application/json)");
     return api_route(&r);
@@ -301,8 +304,8 @@ static int open_socket(api_t *api, const conf_t *cf)
     }
     len = sizeof(ss);
     getsockname(fd, (struct sockaddr *)&ss, &len);
-    api->port = ntohs(v6 ? ((struct sockaddr_in6 *)&ss)->sin6_port
-                         : ((struct sockaddr_in *)&ss)->sin_port);
+    api->port =
+        ntohs(v6 ? ((struct sockaddr_in6 *)&ss)->sin6_port : ((struct sockaddr_in *)&ss)->sin_port);
     api->fd = fd;
     return 0;
 bad_addr:
@@ -362,8 +365,8 @@ int api_start(server_t *srv)
         api->tls_cert = read_file(cf->api_tls_cert);
         api->tls_key = read_file(cf->api_tls_key);
         if (api->tls_cert == NULL || api->tls_key == NULL) {
-            log_error("api: cannot read %s: %s",
-                      api->tls_cert ? cf->api_tls_key : cf->api_tls_cert, strerror(errno));
+            log_error("api: cannot read %s: %s", api->tls_cert ? cf->api_tls_key : cf->api_tls_cert,
+                      strerror(errno));
             goto fail;
         }
         flags |= MHD_USE_TLS;
@@ -435,9 +438,8 @@ int api_reload(server_t *srv)
     if (api == NULL)
         return 0;
     char err[512];
-    api_creds_t *c =
-        api_creds_load(srv->conf.api_keys_file, srv->conf.api_users_file,
-                       srv->conf.api_min_password_iterations, err, sizeof(err));
+    api_creds_t *c = api_creds_load(srv->conf.api_keys_file, srv->conf.api_users_file,
+                                    srv->conf.api_min_password_iterations, err, sizeof(err));
     if (c == NULL) {
         log_error("api: reload: %s (the previous credentials stay)", err);
         return -1;

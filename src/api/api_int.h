@@ -16,8 +16,8 @@ typedef struct {
     server_t *srv;
     struct MHD_Connection *conn;
     const char *method;
-    const char *url;   /* path, percent-decoded by MHD */
-    const char *body;  /* NUL terminated, or NULL */
+    const char *url;  /* path, percent-decoded by MHD */
+    const char *body; /* NUL terminated, or NULL */
     size_t body_len;
 } api_req_t;
 

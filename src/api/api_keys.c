@@ -41,7 +41,7 @@ typedef struct {
     unsigned char salt[64];
     size_t salt_len;
     unsigned iterations;
-    int scram;                /* an `antenna passwd` line ($scram-sha-512$) */
+    int scram; /* an `antenna passwd` line ($scram-sha-512$) */
 } cred_t;
 
 struct api_creds {
@@ -180,8 +180,7 @@ static int load_file(api_creds_t *c, const char *path, int users, unsigned min_i
         if (colon == NULL || !name_valid(line) ||
             (users ? parse_pbkdf2(colon + 1, &cr) : unhex(colon + 1, cr.digest, 32)) < 0) {
             snprintf(err, errlen, "%s:%d: expected NAME:%s", path, lineno,
-                     users ? "$7$ITERATIONS$SALT$HASH (or an antenna passwd line)"
-                           : "SHA256HEX");
+                     users ? "$7$ITERATIONS$SALT$HASH (or an antenna passwd line)" : "SHA256HEX");
             rc = -1;
             break;
         }
@@ -203,14 +202,13 @@ static int load_file(api_creds_t *c, const char *path, int users, unsigned min_i
     return rc;
 }
 
-api_creds_t *api_creds_load(const char *keys_file, const char *users_file,
-                            unsigned min_iterations, char *err, size_t errlen)
+api_creds_t *api_creds_load(const char *keys_file, const char *users_file, unsigned min_iterations,
+                            char *err, size_t errlen)
 {
     api_creds_t *c = an_calloc(1, sizeof(*c));
     if (keys_file && keys_file[0] && load_file(c, keys_file, 0, 0, err, errlen) < 0)
         goto fail;
-    if (users_file && users_file[0] &&
-        load_file(c, users_file, 1, min_iterations, err, errlen) < 0)
+    if (users_file && users_file[0] && load_file(c, users_file, 1, min_iterations, err, errlen) < 0)
         goto fail;
     /* an unknown user costs what the first user costs (a random verifier
      * nobody matches), so the answer's timing does not tell who exists */
@@ -279,8 +277,8 @@ static const char *check_basic(const api_creds_t *c, const char *b64)
     /* one PBKDF2 whether the user exists or not (issue 13 item 11) */
     const cred_t *check = cr ? cr : &c->dummy;
     unsigned char got[64], stored[64], server[64];
-    if (PKCS5_PBKDF2_HMAC(pw, (int)pwlen, check->salt, (int)check->salt_len,
-                          (int)check->iterations, EVP_sha512(), 64, got) == 1) {
+    if (PKCS5_PBKDF2_HMAC(pw, (int)pwlen, check->salt, (int)check->salt_len, (int)check->iterations,
+                          EVP_sha512(), 64, got) == 1) {
         if (check->scram) { /* compare StoredKey, as the broker does */
             auth_passwd_scram_keys(got, stored, server);
             memcpy(got, stored, sizeof(got));
@@ -313,8 +311,8 @@ static int user_line(const char *name, const char *pw, unsigned iterations, char
     unsigned char salt[12], dk[64];
     char s64[B64_ENCODED_LEN(sizeof(salt)) + 1], d64[B64_ENCODED_LEN(sizeof(dk)) + 1];
     if (RAND_bytes(salt, sizeof(salt)) != 1 ||
-        PKCS5_PBKDF2_HMAC(pw, (int)strlen(pw), salt, sizeof(salt), (int)iterations,
-                          EVP_sha512(), sizeof(dk), dk) != 1)
+        PKCS5_PBKDF2_HMAC(pw, (int)strlen(pw), salt, sizeof(salt), (int)iterations, EVP_sha512(),
+                          sizeof(dk), dk) != 1)
         return -1;
     b64_encode(salt, sizeof(salt), s64);
     b64_encode(dk, sizeof(dk), d64);
@@ -325,8 +323,7 @@ static int user_line(const char *name, const char *pw, unsigned iterations, char
 
 /* Replace NAME's line of FILE (or append one), through FILE.tmp renamed
  * over FILE (mode 0600): 0, or -1 with err set. */
-static int users_put(const char *file, const char *name, const char *line, char *err,
-                     size_t errlen)
+static int users_put(const char *file, const char *name, const char *line, char *err, size_t errlen)
 {
     char tmp[4096], buf[1024];
     snprintf(tmp, sizeof(tmp), "%s.tmp", file);
@@ -421,8 +418,10 @@ static int passwd_cli(int argc, char **argv)
     }
     const char *file = argv[a], *name = argv[a + 1];
     if (!name_valid(name)) {
-        fprintf(stderr, "antenna apikey passwd: bad user name '%s' (1..63 characters, no ':' "
-                        "or '#')\n", name);
+        fprintf(stderr,
+                "antenna apikey passwd: bad user name '%s' (1..63 characters, no ':' "
+                "or '#')\n",
+                name);
         return 2;
     }
     char pw[1024], line[64 + 256], err[512];

@@ -15,7 +15,7 @@
 
 #include <stddef.h>
 
-#define API_KEY_LEN 67 /* "ak_" + 64 hex */
+#define API_KEY_LEN 67              /* "ak_" + 64 hex */
 #define API_PASSWD_ITERATIONS 10000 /* `antenna apikey passwd`'s default */
 
 typedef struct api_creds api_creds_t;
@@ -27,8 +27,8 @@ int api_keys_create(const char *file, const char *name, char *out, char *err, si
 /* Load the keys file and the users file ("" = none).  NULL with err set
  * naming the file and line on a bad file, or on a user hashed with fewer
  * than min_iterations PBKDF2 iterations (api.min_password_iterations). */
-api_creds_t *api_creds_load(const char *keys_file, const char *users_file,
-                            unsigned min_iterations, char *err, size_t errlen);
+api_creds_t *api_creds_load(const char *keys_file, const char *users_file, unsigned min_iterations,
+                            char *err, size_t errlen);
 void api_creds_free(api_creds_t *c);
 /* Number of keys and users loaded. */
 size_t api_creds_count(const api_creds_t *c);

@@ -22,10 +22,10 @@
 #include "store.h"
 #include "sys.h"
 
-static const char *const packet_names[16] = {
-    "reserved", "connect", "connack", "publish", "puback", "pubrec", "pubrel", "pubcomp",
-    "subscribe", "suback", "unsubscribe", "unsuback", "pingreq", "pingresp", "disconnect",
-    "auth"};
+static const char *const packet_names[16] = {"reserved",  "connect",  "connack",     "publish",
+                                             "puback",    "pubrec",   "pubrel",      "pubcomp",
+                                             "subscribe", "suback",   "unsubscribe", "unsuback",
+                                             "pingreq",   "pingresp", "disconnect",  "auth"};
 
 const char *api_packet_name(int type)
 {
@@ -224,15 +224,15 @@ char *api_metrics_text(server_t *srv, size_t *len)
     for (uint32_t i = 0; i < srv->nlisteners; i++) {
         char name[2 * sizeof(srv->conf.listeners[i].name)];
         label_escape(srv->conf.listeners[i].name, name, sizeof(name));
-        sb_printf(&b, "antenna_listener_connections{listener=\"%s\",transport=\"%s\"} %u\n",
-                  name, transports[srv->conf.listeners[i].transport & 3],
+        sb_printf(&b, "antenna_listener_connections{listener=\"%s\",transport=\"%s\"} %u\n", name,
+                  transports[srv->conf.listeners[i].transport & 3],
                   (unsigned)atomic_load(&srv->listen_conns[i]));
     }
 
     family(&b, "antenna_packets_received_total", "counter", "MQTT packets read, by type.");
     for (int p = 1; p < STAT_PKT_TYPES; p++)
-        sb_printf(&b, "antenna_packets_received_total{type=\"%s\"} %" PRIu64 "\n",
-                  packet_names[p], t.pkts_in[p]);
+        sb_printf(&b, "antenna_packets_received_total{type=\"%s\"} %" PRIu64 "\n", packet_names[p],
+                  t.pkts_in[p]);
     family(&b, "antenna_packets_sent_total", "counter", "MQTT packets sent, by type.");
     for (int p = 1; p < STAT_PKT_TYPES; p++)
         sb_printf(&b, "antenna_packets_sent_total{type=\"%s\"} %" PRIu64 "\n", packet_names[p],
@@ -256,14 +256,12 @@ char *api_metrics_text(server_t *srv, size_t *len)
               t.msgs_dropped > t.dropped_queue_full ? t.msgs_dropped - t.dropped_queue_full : 0);
     one(&b, "antenna_retained_messages", "gauge", "Retained messages stored.", t.retained);
     one(&b, "antenna_sessions", "gauge",
-        "Sessions (connected and offline), refreshed every second.",
-        t.sessions);
+        "Sessions (connected and offline), refreshed every second.", t.sessions);
     one(&b, "antenna_subscriptions", "gauge", "Subscriptions in the topic trie.", t.subscriptions);
     one(&b, "antenna_inflight_messages", "gauge",
         "Outgoing QoS 1/2 messages awaiting acknowledgement, refreshed every second.", t.inflight);
     one(&b, "antenna_queued_messages", "gauge",
-        "Messages queued behind the inflight window or offline, refreshed every second.",
-        t.queued);
+        "Messages queued behind the inflight window or offline, refreshed every second.", t.queued);
     one(&b, "antenna_auth_success_total", "counter", "CONNECTs accepted by authentication.",
         t.auth_success);
     one(&b, "antenna_auth_failure_total", "counter", "CONNECTs refused by authentication.",
@@ -271,17 +269,13 @@ char *api_metrics_text(server_t *srv, size_t *len)
     family(&b, "antenna_auth_attempts_total", "counter",
            "CONNECTs judged by authentication, by result (banned: refused for a ban of "
            "the address or a lock of the user name, without a check).");
-    sb_printf(&b, "antenna_auth_attempts_total{result=\"success\"} %" PRIu64 "\n",
-              t.auth_success);
-    sb_printf(&b, "antenna_auth_attempts_total{result=\"failure\"} %" PRIu64 "\n",
-              t.auth_failure);
-    sb_printf(&b, "antenna_auth_attempts_total{result=\"banned\"} %" PRIu64 "\n",
-              t.auth_banned);
+    sb_printf(&b, "antenna_auth_attempts_total{result=\"success\"} %" PRIu64 "\n", t.auth_success);
+    sb_printf(&b, "antenna_auth_attempts_total{result=\"failure\"} %" PRIu64 "\n", t.auth_failure);
+    sb_printf(&b, "antenna_auth_attempts_total{result=\"banned\"} %" PRIu64 "\n", t.auth_banned);
     one(&b, "antenna_acl_denied_total", "counter",
         "Publishes, subscriptions and deliveries refused by the ACL.", t.acl_denied);
     one(&b, "antenna_takeovers_other_user_total", "counter",
-        "CONNECTs that took over or resumed the session of another user.",
-        t.takeovers_other_user);
+        "CONNECTs that took over or resumed the session of another user.", t.takeovers_other_user);
     one(&b, "antenna_throttled_total", "counter", "Clients paused by a rate limit.", t.throttled);
     one(&b, "antenna_slow_disconnects_total", "counter",
         "Subscribers closed by slow_subscriber_timeout.", t.slow_disconnects);

@@ -36,8 +36,7 @@ static const char *arg(const api_req_t *r, const char *name)
 
 /* A non-negative decimal query parameter in [min, max]; def when absent.
  * -1 when malformed (the caller answers 400 naming it). */
-static int64_t arg_uint(const api_req_t *r, const char *name, int64_t def, int64_t min,
-                        int64_t max)
+static int64_t arg_uint(const api_req_t *r, const char *name, int64_t def, int64_t min, int64_t max)
 {
     const char *s = arg(r, name);
     if (s == NULL)
@@ -67,8 +66,14 @@ static int cmp_items(const void *a, const void *b, const char *k1, const char *k
         c = strcmp(str_of(x, k2), str_of(y, k2));
     return c;
 }
-static int by_client(const void *a, const void *b) { return cmp_items(a, b, "client_id", "topic"); }
-static int by_topic(const void *a, const void *b) { return cmp_items(a, b, "topic", "client_id"); }
+static int by_client(const void *a, const void *b)
+{
+    return cmp_items(a, b, "client_id", "topic");
+}
+static int by_topic(const void *a, const void *b)
+{
+    return cmp_items(a, b, "topic", "client_id");
+}
 
 /* Sort items with cmp and answer the page asked for. */
 static enum MHD_Result send_page_of(api_req_t *r, json_t *items,
@@ -104,15 +109,15 @@ static enum MHD_Result send_page(api_req_t *r, json_t *items,
     return send_page_of(r, items, cmp, page, limit, 0);
 }
 
-#define PAGING(r, page, limit)                                                               \
-    int64_t page = arg_uint(r, "page", 1, 1, 1000000000);                                    \
-    if (page < 0)                                                                            \
-        return api_send_error(r->conn, 400, "bad_request", "page",                           \
-                              "page must be a positive integer");                            \
-    int64_t limit = arg_uint(r, "limit", PAGE_DEFAULT_LIMIT, 1, PAGE_MAX_LIMIT);             \
-    if (limit < 0)                                                                           \
-        return api_send_error(r->conn, 400, "bad_request", "limit",                          \
-                              "limit must be an integer from 1 to %d", PAGE_MAX_LIMIT)
+#define PAGING(r, page, limit)                                                                     \
+    int64_t page = arg_uint(r, "page", 1, 1, 1000000000);                                          \
+    if (page < 0)                                                                                  \
+        return api_send_error(r->conn, 400, "bad_request", "page",                                 \
+                              "page must be a positive integer");                                  \
+    int64_t limit = arg_uint(r, "limit", PAGE_DEFAULT_LIMIT, 1, PAGE_MAX_LIMIT);                   \
+    if (limit < 0)                                                                                 \
+    return api_send_error(r->conn, 400, "bad_request", "limit",                                    \
+                          "limit must be an integer from 1 to %d", PAGE_MAX_LIMIT)
 
 static enum MHD_Result unavailable(api_req_t *r)
 {
@@ -351,8 +356,8 @@ static enum MHD_Result h_session_drop(api_req_t *r, const char *tail)
 
 /* ---- subscriptions and topics --------------------------------------------- */
 
-static json_t *subscriptions(api_req_t *r, const char *client_id, const char *topic,
-                             size_t keep, size_t *total)
+static json_t *subscriptions(api_req_t *r, const char *client_id, const char *topic, size_t keep,
+                             size_t *total)
 {
     api_job_t *job = api_job_new(API_JOB_SUBS);
     job->keep = keep;
@@ -424,16 +429,15 @@ static json_t *props_json(const msg_t *m, uint64_t now)
 {
     json_t *o = json_object();
     if (m->expire_at)
-        json_object_set_new(o, "message_expiry_interval",
-                            json_integer(m->expire_at > now
-                                             ? (json_int_t)((m->expire_at - now + 999) / 1000)
-                                             : 0));
+        json_object_set_new(
+            o, "message_expiry_interval",
+            json_integer(m->expire_at > now ? (json_int_t)((m->expire_at - now + 999) / 1000) : 0));
     if (m->props_len == 0)
         return o;
     mqtt_props_t pr;
     const char *why = NULL;
-    if (mqtt_props_parse(msg_props(m), m->props_len, MQTT_PUBLISH, MQTT_FROM_CLIENT, &pr,
-                         &why) != MQTT_OK)
+    if (mqtt_props_parse(msg_props(m), m->props_len, MQTT_PUBLISH, MQTT_FROM_CLIENT, &pr, &why) !=
+        MQTT_OK)
         return o;
     if (mqtt_props_has(&pr, MQTT_PROP_PAYLOAD_FORMAT))
         json_object_set_new(o, "payload_format_indicator", json_integer(pr.payload_format));
@@ -441,8 +445,8 @@ static json_t *props_json(const msg_t *m, uint64_t now)
         json_object_set_new(o, "content_type",
                             json_stringn((const char *)pr.content_type.p, pr.content_type.len));
     if (mqtt_props_has(&pr, MQTT_PROP_RESPONSE_TOPIC))
-        json_object_set_new(o, "response_topic", json_stringn((const char *)pr.response_topic.p,
-                                                              pr.response_topic.len));
+        json_object_set_new(o, "response_topic",
+                            json_stringn((const char *)pr.response_topic.p, pr.response_topic.len));
     if (mqtt_props_has(&pr, MQTT_PROP_CORRELATION_DATA)) {
         char *b = b64_encode_alloc(pr.correlation_data.p, pr.correlation_data.len);
         json_object_set_new(o, "correlation_data", json_string(b));
@@ -481,8 +485,8 @@ static void on_retained(void *ud, msg_t *m)
         /* cut at a character boundary */
         while (n > 0 && n < m->payload_len && (msg_payload(m)[n] & 0xC0) == 0x80)
             n--;
-        json_object_set_new(o, "preview", text ? json_stringn((const char *)msg_payload(m), n)
-                                               : json_null());
+        json_object_set_new(o, "preview",
+                            text ? json_stringn((const char *)msg_payload(m), n) : json_null());
     }
     json_array_append_new(ctx->items, o);
     msg_unref(&m);
@@ -509,8 +513,8 @@ static enum MHD_Result h_retained(api_req_t *r, const char *topic)
     retain_match(r->srv->retain, (const uint8_t *)topic, len, on_retained, &ctx);
     if (json_array_size(ctx.items) == 0) {
         json_decref(ctx.items);
-        return api_send_error(r->conn, 404, "not_found", "topic",
-                              "no retained message on '%s'", topic);
+        return api_send_error(r->conn, 404, "not_found", "topic", "no retained message on '%s'",
+                              topic);
     }
     if (strcmp(r->method, "DELETE") == 0) {
         json_decref(ctx.items);
@@ -528,10 +532,10 @@ static enum MHD_Result h_retained(api_req_t *r, const char *topic)
 
 /* ---- publish ------------------------------------------------------------- */
 
-#define BAD(field, ...)                                                                      \
-    do {                                                                                     \
-        ret = api_send_error(r->conn, 400, "bad_request", field, __VA_ARGS__);               \
-        goto out;                                                                            \
+#define BAD(field, ...)                                                                            \
+    do {                                                                                           \
+        ret = api_send_error(r->conn, 400, "bad_request", field, __VA_ARGS__);                     \
+        goto out;                                                                                  \
     } while (0)
 
 static enum MHD_Result h_publish(api_req_t *r, const char *tail)
@@ -546,8 +550,8 @@ static enum MHD_Result h_publish(api_req_t *r, const char *tail)
             r->body ? jerr.text : "");
     if (!json_is_object(body))
         BAD("body", "the body must be a JSON object");
-    static const char *const known[] = {"topic", "payload", "payload_encoding", "qos", "retain",
-                                        "properties", NULL};
+    static const char *const known[] = {
+        "topic", "payload", "payload_encoding", "qos", "retain", "properties", NULL};
     const char *k;
     json_t *v;
     json_object_foreach(body, k, v)
@@ -628,7 +632,7 @@ static enum MHD_Result h_publish(api_req_t *r, const char *tail)
             BAD("properties.content_type", "content_type must be a string");
         if (rt && (!json_is_string(rt) || json_string_length(rt) == 0 ||
                    !mqtt_topic_name_valid((const uint8_t *)json_string_value(rt),
-                                         json_string_length(rt))))
+                                          json_string_length(rt))))
             BAD("properties.response_topic", "response_topic must be a valid topic name");
         int clen = 0;
         if (cd) {
@@ -843,8 +847,7 @@ static enum MHD_Result h_reload(api_req_t *r, const char *tail)
 {
     (void)tail;
     if (kill(getpid(), SIGHUP) < 0)
-        return api_send_error(r->conn, 500, "internal", NULL, "cannot signal: %s",
-                              strerror(errno));
+        return api_send_error(r->conn, 500, "internal", NULL, "cannot signal: %s", strerror(errno));
     return api_send_json(r->conn, 200, json_pack("{s:b}", "reloaded", 1));
 }
 
@@ -862,8 +865,8 @@ enum { M_GET = 1, M_POST = 2, M_DELETE = 4 };
 
 typedef struct {
     const char *path;
-    int prefix;   /* path is a prefix; the rest is the parameter */
-    int methods;  /* M_* */
+    int prefix;  /* path is a prefix; the rest is the parameter */
+    int methods; /* M_* */
     const char *allow;
     enum MHD_Result (*fn)(api_req_t *r, const char *tail);
 } route_t;
@@ -894,9 +897,9 @@ static const route_t routes[] = {
 enum MHD_Result api_route(api_req_t *r)
 {
     int m = strcmp(r->method, "GET") == 0 || strcmp(r->method, "HEAD") == 0 ? M_GET
-            : strcmp(r->method, "POST") == 0                                 ? M_POST
-            : strcmp(r->method, "DELETE") == 0                               ? M_DELETE
-                                                                             : 0;
+            : strcmp(r->method, "POST") == 0                                ? M_POST
+            : strcmp(r->method, "DELETE") == 0                              ? M_DELETE
+                                                                            : 0;
     const route_t *refused = NULL; /* the first route of the path, wrong method */
     for (size_t i = 0; i < sizeof(routes) / sizeof(routes[0]); i++) {
         const route_t *rt = &routes[i];

@@ -141,8 +141,7 @@ static json_t *sub_json(const sess_t *s, const sess_sub_t *sub)
     json_object_set_new(o, "no_local", json_boolean(sub->opts & MQTT_SUBOPT_NO_LOCAL));
     json_object_set_new(o, "retain_as_published",
                         json_boolean(sub->opts & MQTT_SUBOPT_RETAIN_AS_PUBLISHED));
-    json_object_set_new(o, "retain_handling",
-                        json_integer(MQTT_SUBOPT_RETAIN_HANDLING(sub->opts)));
+    json_object_set_new(o, "retain_handling", json_integer(MQTT_SUBOPT_RETAIN_HANDLING(sub->opts)));
     json_object_set_new(o, "identifier", json_integer(sub->subid));
     return o;
 }
@@ -170,9 +169,8 @@ static json_t *client_json(const sess_t *s, int with_subs)
         ep_info_t info;
         ep_describe(ep, &info, peer, sizeof(peer));
         json_object_set_new(o, "address", json_string(info.client.peer));
-        json_object_set_new(o, "listener", info.client.listener
-                                               ? json_string(info.client.listener)
-                                               : json_null());
+        json_object_set_new(o, "listener",
+                            info.client.listener ? json_string(info.client.listener) : json_null());
         json_object_set_new(o, "protocol_version", json_integer(info.client.proto));
         json_object_set_new(o, "keepalive", json_integer(info.keepalive));
         json_object_set_new(o, "connected_at", json_integer(s->connected_at));
@@ -181,8 +179,8 @@ static json_t *client_json(const sess_t *s, int with_subs)
         json_object_set_new(o, "listener", json_null());
         json_object_set_new(o, "protocol_version", json_null());
         json_object_set_new(o, "keepalive", json_null());
-        json_object_set_new(o, "connected_at", s->connected_at ? json_integer(s->connected_at)
-                                                                : json_null());
+        json_object_set_new(o, "connected_at",
+                            s->connected_at ? json_integer(s->connected_at) : json_null());
     }
     json_object_set_new(o, "persistent", json_boolean(s->expiry != 0));
     json_object_set_new(o, "session_expiry",
@@ -249,8 +247,10 @@ static void run_kick(worker_t *w, api_job_t *job, int drop)
             found = 1;
         }
         if (found)
-            log_kv(AN_LOG_INFO, job->client_id, NULL, "client '%s': session dropped by the "
-                   "management API", job->client_id);
+            log_kv(AN_LOG_INFO, job->client_id, NULL,
+                   "client '%s': session dropped by the "
+                   "management API",
+                   job->client_id);
     }
     answer(job, NULL, found, 0);
 }

@@ -24,14 +24,14 @@
 #include "server.h"
 
 typedef enum {
-    API_JOB_PING = 1,   /* readiness: every worker answers */
-    API_JOB_CLIENTS,    /* data: client objects matching the filters */
-    API_JOB_CLIENT,     /* data: one client with its subscriptions (home worker) */
-    API_JOB_SUBS,       /* data: subscription objects matching the filters */
-    API_JOB_KICK,       /* found: the client was connected and is kicked */
-    API_JOB_DROP,       /* found: the session existed and is gone */
-    API_JOB_PUBLISH,    /* delivered: sessions reached (worker 0) */
-    API_JOB_RETAIN_DEL  /* clear the retained message of `topic` (worker 0) */
+    API_JOB_PING = 1,  /* readiness: every worker answers */
+    API_JOB_CLIENTS,   /* data: client objects matching the filters */
+    API_JOB_CLIENT,    /* data: one client with its subscriptions (home worker) */
+    API_JOB_SUBS,      /* data: subscription objects matching the filters */
+    API_JOB_KICK,      /* found: the client was connected and is kicked */
+    API_JOB_DROP,      /* found: the session existed and is gone */
+    API_JOB_PUBLISH,   /* delivered: sessions reached (worker 0) */
+    API_JOB_RETAIN_DEL /* clear the retained message of `topic` (worker 0) */
 } api_job_kind_t;
 
 typedef struct api_job {
@@ -51,10 +51,10 @@ typedef struct api_job {
     size_t keep;            /* CLIENTS, SUBS: each worker sends only its first
                              * `keep` matches by client id (page * limit), 0 = all */
     /* output (under mu) */
-    json_t *data;           /* array */
+    json_t *data; /* array */
     int found;
-    uint64_t delivered;     /* PUBLISH: sessions reached */
-    uint64_t total;         /* CLIENTS, SUBS: matches, including those not sent */
+    uint64_t delivered; /* PUBLISH: sessions reached */
+    uint64_t total;     /* CLIENTS, SUBS: matches, including those not sent */
 } api_job_t;
 
 /* API thread: a job of `kind` with empty filters (connected = -1). */

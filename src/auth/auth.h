@@ -25,42 +25,38 @@ typedef enum {
     AUTH_PASS = 0, /* no opinion: ask the next backend */
     AUTH_ALLOW,
     AUTH_DENY,
-    AUTH_PENDING   /* done() will be called later */
+    AUTH_PENDING /* done() will be called later */
 } auth_verdict_t;
 
-enum {
-    AUTH_ACT_CONNECT = 1,
-    AUTH_ACT_PUBLISH = 2,
-    AUTH_ACT_SUBSCRIBE = 4
-};
+enum { AUTH_ACT_CONNECT = 1, AUTH_ACT_PUBLISH = 2, AUTH_ACT_SUBSCRIBE = 4 };
 
 typedef struct auth_request {
-    uint8_t action;           /* AUTH_ACT_* */
-    const char *client_id;    /* NUL terminated */
-    const char *username;     /* NULL when the client sent none */
-    const uint8_t *password;  /* NULL when none */
+    uint8_t action;          /* AUTH_ACT_* */
+    const char *client_id;   /* NUL terminated */
+    const char *username;    /* NULL when the client sent none */
+    const uint8_t *password; /* NULL when none */
     size_t password_len;
-    const char *cert_user;    /* from a verified client certificate, or NULL */
-    const char *peer;         /* "address:port" ("[v6]:port") */
-    uint32_t listener;        /* index in the configuration's listeners */
-    const char *topic;        /* publish: topic name; subscribe: filter; else NULL */
+    const char *cert_user; /* from a verified client certificate, or NULL */
+    const char *peer;      /* "address:port" ("[v6]:port") */
+    uint32_t listener;     /* index in the configuration's listeners */
+    const char *topic;     /* publish: topic name; subscribe: filter; else NULL */
     uint8_t qos, retain;
 } auth_request_t;
 
-struct auth_acl;              /* rules attached to one client (auth_acl.h) */
+struct auth_acl; /* rules attached to one client (auth_acl.h) */
 
 typedef struct auth_answer {
-    auth_verdict_t verdict;   /* ALLOW, DENY or PASS (never PENDING) */
-    auth_cause_t cause;       /* why a DENY (auth_cause.h); AUTH_OK: the chain picks */
-    struct auth_acl *acl;     /* optional: rules for this client (JWT claims, Redis, HTTP) */
-    char *username;           /* optional: the user as the backend names it (malloc'd) */
+    auth_verdict_t verdict; /* ALLOW, DENY or PASS (never PENDING) */
+    auth_cause_t cause;     /* why a DENY (auth_cause.h); AUTH_OK: the chain picks */
+    struct auth_acl *acl;   /* optional: rules for this client (JWT claims, Redis, HTTP) */
+    char *username;         /* optional: the user as the backend names it (malloc'd) */
 } auth_answer_t;
 
 typedef void (*auth_done_fn)(void *token, const auth_answer_t *a);
 
 typedef struct auth_backend auth_backend_t;
 struct auth_backend {
-    const char *name;         /* "password_file", "jwt", "http", "redis"... */
+    const char *name; /* "password_file", "jwt", "http", "redis"... */
     /* Decide now (fill *out, return its verdict) or return AUTH_PENDING and
      * call done(token, answer) exactly once later, from any thread. */
     auth_verdict_t (*check)(auth_backend_t *b, const auth_request_t *r, auth_answer_t *out,

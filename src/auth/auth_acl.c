@@ -70,8 +70,8 @@ int auth_acl_add(auth_acl_t *a, int allow, uint8_t access, uint8_t scope, const 
     r->allow = allow ? 1 : 0;
     r->access = access;
     r->scope = scope;
-    r->who = scope == AUTH_ACL_ANY || scope == AUTH_ACL_ANONYMOUS
-                 ? NULL : an_strndup(who, strlen(who));
+    r->who =
+        scope == AUTH_ACL_ANY || scope == AUTH_ACL_ANONYMOUS ? NULL : an_strndup(who, strlen(who));
     r->filter = an_strndup(filter, flen);
     r->flen = flen;
     r->subst = strstr(filter, "%u") != NULL || strstr(filter, "%c") != NULL;
@@ -86,9 +86,13 @@ static uint8_t parse_access(const char *w)
         const char *name;
         uint8_t access;
     } names[] = {
-        {"pub", AUTH_ACT_PUBLISH}, {"publish", AUTH_ACT_PUBLISH}, {"write", AUTH_ACT_PUBLISH},
-        {"sub", AUTH_ACT_SUBSCRIBE}, {"subscribe", AUTH_ACT_SUBSCRIBE},
-        {"read", AUTH_ACT_SUBSCRIBE}, {"all", AUTH_ACT_PUBLISH | AUTH_ACT_SUBSCRIBE},
+        {"pub", AUTH_ACT_PUBLISH},
+        {"publish", AUTH_ACT_PUBLISH},
+        {"write", AUTH_ACT_PUBLISH},
+        {"sub", AUTH_ACT_SUBSCRIBE},
+        {"subscribe", AUTH_ACT_SUBSCRIBE},
+        {"read", AUTH_ACT_SUBSCRIBE},
+        {"all", AUTH_ACT_PUBLISH | AUTH_ACT_SUBSCRIBE},
         {"both", AUTH_ACT_PUBLISH | AUTH_ACT_SUBSCRIBE},
         {"readwrite", AUTH_ACT_PUBLISH | AUTH_ACT_SUBSCRIBE},
     };
@@ -378,8 +382,8 @@ static int substitutable(const char *s)
 
 /* Expand %u and %c of r into *out (buf, or a heap copy when larger).
  * Returns the length, or -1 when the rule cannot apply. */
-static long expand(const acl_rule_t *r, const char *user, const char *cid, char *buf,
-                   size_t size, char **heap)
+static long expand(const acl_rule_t *r, const char *user, const char *cid, char *buf, size_t size,
+                   char **heap)
 {
     size_t need = 0;
     for (size_t i = 0; i < r->flen; i++) {
@@ -431,8 +435,7 @@ static int walk(const auth_acl_t *a, const char *user, const char *client_id, ui
             continue;
         if (r->scope == AUTH_ACL_ANONYMOUS && user && user[0])
             continue;
-        if (r->scope == AUTH_ACL_CLIENT &&
-            (client_id == NULL || strcmp(client_id, r->who) != 0))
+        if (r->scope == AUTH_ACL_CLIENT && (client_id == NULL || strcmp(client_id, r->who) != 0))
             continue;
         char buf[512], *heap = NULL;
         const char *f = r->filter;
@@ -460,8 +463,7 @@ typedef struct {
 static int topic_rule(const acl_rule_t *r, const char *f, size_t flen, void *ud)
 {
     const probe_t *p = ud;
-    return topic_matches((const uint8_t *)f, flen, (const uint8_t *)p->s, p->len) ? r->allow
-                                                                                   : -1;
+    return topic_matches((const uint8_t *)f, flen, (const uint8_t *)p->s, p->len) ? r->allow : -1;
 }
 
 static int filter_rule(const acl_rule_t *r, const char *f, size_t flen, void *ud)
@@ -492,8 +494,8 @@ int auth_acl_check_filter(const auth_acl_t *a, const char *user, const char *cli
     return d;
 }
 
-int auth_acl_check(const auth_acl_t *a, const char *user, const char *client_id,
-                   uint8_t action, const char *topic, size_t len, int is_filter)
+int auth_acl_check(const auth_acl_t *a, const char *user, const char *client_id, uint8_t action,
+                   const char *topic, size_t len, int is_filter)
 {
     if (is_filter) {
         unsigned seen = 0;

@@ -47,8 +47,12 @@
 
 typedef struct auth_acl auth_acl_t;
 
-enum { AUTH_ACL_ANY = 0, AUTH_ACL_USER, AUTH_ACL_CLIENT,
-       AUTH_ACL_ANONYMOUS /* clients without a user name */ };
+enum {
+    AUTH_ACL_ANY = 0,
+    AUTH_ACL_USER,
+    AUTH_ACL_CLIENT,
+    AUTH_ACL_ANONYMOUS /* clients without a user name */
+};
 
 /* Load a file: NULL with err "PATH:LINE: problem". */
 auth_acl_t *auth_acl_load(const char *path, char *err, size_t errlen);
@@ -73,8 +77,8 @@ enum { AUTH_ACL_SEEN_ALLOW = 1, AUTH_ACL_SEEN_DENY = 2 };
  * name being read or written): then AUTH_ACL_PARTIAL too, and -1 when no
  * rule covers it (rules that overlap it are forgotten: the chain uses
  * auth_acl_check_filter). */
-int auth_acl_check(const auth_acl_t *a, const char *user, const char *client_id,
-                   uint8_t action, const char *topic, size_t len, int is_filter);
+int auth_acl_check(const auth_acl_t *a, const char *user, const char *client_id, uint8_t action,
+                   const char *topic, size_t len, int is_filter);
 /* A SUBSCRIBE filter: the verdict of the first rule that covers it (1
  * allow, 0 deny) or -1 when none does; *seen collects AUTH_ACL_SEEN_* of
  * the rules before it that only overlap it (the caller combines them with

@@ -49,13 +49,12 @@ auth_job_t *auth_job_new(const auth_request_t *r, auth_done_fn done, void *token
     j->retain = r->retain;
     j->listener = r->listener;
     j->client_id = put(&at, cid, strlen(cid), 1);
-    j->username = put(&at, r->username, r->username ? strlen(r->username) : 0,
-                      r->username != NULL);
-    j->password = (uint8_t *)put(&at, r->password, r->password ? r->password_len : 0,
-                                 r->password != NULL);
+    j->username = put(&at, r->username, r->username ? strlen(r->username) : 0, r->username != NULL);
+    j->password =
+        (uint8_t *)put(&at, r->password, r->password ? r->password_len : 0, r->password != NULL);
     j->password_len = r->password ? r->password_len : 0;
-    j->cert_user = put(&at, r->cert_user, r->cert_user ? strlen(r->cert_user) : 0,
-                       r->cert_user != NULL);
+    j->cert_user =
+        put(&at, r->cert_user, r->cert_user ? strlen(r->cert_user) : 0, r->cert_user != NULL);
     j->peer = put(&at, peer, strlen(peer), 1);
     j->topic = put(&at, r->topic, r->topic ? strlen(r->topic) : 0, r->topic != NULL);
     return j;
@@ -69,10 +68,14 @@ void auth_job_free(auth_job_t *j)
 const char *auth_action_name(uint8_t action)
 {
     switch (action) {
-    case AUTH_ACT_CONNECT: return "connect";
-    case AUTH_ACT_PUBLISH: return "publish";
-    case AUTH_ACT_SUBSCRIBE: return "subscribe";
-    default: return "unknown";
+    case AUTH_ACT_CONNECT:
+        return "connect";
+    case AUTH_ACT_PUBLISH:
+        return "publish";
+    case AUTH_ACT_SUBSCRIBE:
+        return "subscribe";
+    default:
+        return "unknown";
     }
 }
 
@@ -82,7 +85,8 @@ int auth_ratelog_ok(auth_ratelog_t *r, const char *who)
     if (now - r->second_ms >= 1000) {
         if (r->held)
             log_warn("%s: %llu more failures in the last second not logged (see the "
-                     "counters)", who, (unsigned long long)r->held);
+                     "counters)",
+                     who, (unsigned long long)r->held);
         r->second_ms = now;
         r->logged = 0;
         r->held = 0;

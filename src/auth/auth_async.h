@@ -24,21 +24,21 @@
 #include <stdint.h>
 
 typedef struct auth_job {
-    jobq_link_t link;         /* in a jobq_t (redis, password file) */
+    jobq_link_t link; /* in a jobq_t (redis, password file) */
     auth_done_fn done;
     void *token;
-    uint64_t deadline_ms;     /* an_now_ms() after which the answer is an error */
-    uint32_t attempts;        /* the consumer's: tries so far (http failover) */
+    uint64_t deadline_ms; /* an_now_ms() after which the answer is an error */
+    uint32_t attempts;    /* the consumer's: tries so far (http failover) */
     /* the copied request: strings NUL terminated in the same allocation */
     uint8_t action, qos, retain;
     uint32_t listener;
-    char *client_id;          /* never NULL ("" when absent) */
-    char *username;           /* NULL when absent */
-    uint8_t *password;        /* NULL when absent */
+    char *client_id;   /* never NULL ("" when absent) */
+    char *username;    /* NULL when absent */
+    uint8_t *password; /* NULL when absent */
     size_t password_len;
-    char *cert_user;          /* NULL when absent */
-    char *peer;               /* never NULL */
-    char *topic;              /* NULL when absent */
+    char *cert_user; /* NULL when absent */
+    char *peer;      /* never NULL */
+    char *topic;     /* NULL when absent */
 } auth_job_t;
 
 /* One allocation holding the job and copies of every field of r. */
@@ -54,9 +54,9 @@ const char *auth_action_name(uint8_t action);
  * when the next second starts.  One thread per limiter (no lock). */
 #define AUTH_LOG_BURST 10
 typedef struct {
-    uint64_t second_ms;       /* start of the current second */
-    uint32_t logged;          /* lines this second */
-    uint64_t held;            /* lines held back this second */
+    uint64_t second_ms; /* start of the current second */
+    uint32_t logged;    /* lines this second */
+    uint64_t held;      /* lines held back this second */
 } auth_ratelog_t;
 
 /* 1 when a line may be written now; `who` names the backend in the summary

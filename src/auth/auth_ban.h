@@ -42,11 +42,11 @@ typedef struct {
 
 typedef struct {
     conf_auth_ban_t conf;
-    uint32_t exempt;       /* bit i: listener i is exempt */
+    uint32_t exempt; /* bit i: listener i is exempt */
     pthread_mutex_t mu;
     auth_ban_entry_t *v;
     uint32_t n;
-    uint64_t key[2];       /* SipHash key of the slots */
+    uint64_t key[2]; /* SipHash key of the slots */
 } auth_ban_t;
 
 /* What auth_ban_failure() did. */

@@ -20,9 +20,9 @@ struct entry {
     uint8_t key[AUTH_CACHE_KEY_LEN];
     uint8_t verdict, cause;
     uint64_t expires_ms;
-    char *acl_text;               /* NULL when the answer has no rules */
-    struct entry *hnext;          /* bucket chain */
-    struct entry *older, *newer;  /* insertion order */
+    char *acl_text;              /* NULL when the answer has no rules */
+    struct entry *hnext;         /* bucket chain */
+    struct entry *older, *newer; /* insertion order */
 };
 
 struct auth_cache {
@@ -70,8 +70,8 @@ void auth_cache_free(auth_cache_t *c)
 
 static void digest_field(EVP_MD_CTX *ctx, const void *p, size_t n, int present)
 {
-    uint8_t hdr[5] = {(uint8_t)present, (uint8_t)(n >> 24), (uint8_t)(n >> 16),
-                      (uint8_t)(n >> 8), (uint8_t)n};
+    uint8_t hdr[5] = {(uint8_t)present, (uint8_t)(n >> 24), (uint8_t)(n >> 16), (uint8_t)(n >> 8),
+                      (uint8_t)n};
     EVP_DigestUpdate(ctx, hdr, sizeof(hdr));
     if (present && n)
         EVP_DigestUpdate(ctx, p, n);

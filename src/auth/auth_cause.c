@@ -13,8 +13,7 @@ static const struct {
     [AUTH_OK] = {"ok", MQTT_RC_SUCCESS, MQTT_CONNACK_ACCEPTED},
     [AUTH_BAD_CREDENTIALS] = {"bad_credentials", MQTT_RC_BAD_USERNAME_OR_PASSWORD,
                               MQTT_CONNACK_BAD_CREDENTIALS},
-    [AUTH_NOT_AUTHORIZED] = {"not_authorized", MQTT_RC_NOT_AUTHORIZED,
-                             MQTT_CONNACK_NOT_AUTHORIZED},
+    [AUTH_NOT_AUTHORIZED] = {"not_authorized", MQTT_RC_NOT_AUTHORIZED, MQTT_CONNACK_NOT_AUTHORIZED},
     [AUTH_ANONYMOUS] = {"anonymous", MQTT_RC_NOT_AUTHORIZED, MQTT_CONNACK_NOT_AUTHORIZED},
     /* 3.1.1 has no "banned": not authorized */
     [AUTH_BANNED] = {"banned", MQTT_RC_BANNED, MQTT_CONNACK_NOT_AUTHORIZED},

@@ -36,23 +36,23 @@ struct auth_chain {
     auth_backend_t *b[CONF_AUTH_MAX_CHAIN];
     uint32_t n;
     uint8_t default_allow[CONF_MAX_LISTENERS]; /* per listener (auth.default auto) */
-    uint8_t acl_default;     /* CONF_POLICY_* (AUTO resolved per client) */
-    uint8_t acl_async;       /* a backend may answer ACL questions synchronously */
+    uint8_t acl_default;                       /* CONF_POLICY_* (AUTO resolved per client) */
+    uint8_t acl_async; /* a backend may answer ACL questions synchronously */
     uint32_t cache_size;
     char acl_path[256];
     pthread_rwlock_t acl_lock;
-    auth_acl_t *acl;         /* the ACL file, or NULL */
+    auth_acl_t *acl; /* the ACL file, or NULL */
     _Atomic uint32_t gen;
-    uint64_t cache_key[2];   /* SipHash key of the decision caches' slots */
+    uint64_t cache_key[2]; /* SipHash key of the decision caches' slots */
     pthread_mutex_t mu;
-    auth_wait_t *waits;      /* outstanding asynchronous CONNECTs */
+    auth_wait_t *waits; /* outstanding asynchronous CONNECTs */
     auth_ban_t ban;
 };
 
 struct acl_cache_entry {
     uint32_t hash, gen;
-    uint8_t kind;            /* action | is_filter << 4; 0 = empty */
-    uint8_t allow;           /* AUTH_ACL_* */
+    uint8_t kind;  /* action | is_filter << 4; 0 = empty */
+    uint8_t allow; /* AUTH_ACL_* */
     uint16_t len;
     char *topic;
 };
@@ -150,7 +150,8 @@ auth_chain_t *auth_chain_new(const conf_t *conf, char *err, size_t errlen)
         if (k == sizeof(ctors) / sizeof(ctors[0])) {
             snprintf(err, errlen,
                      "auth.chain: unknown backend \"%s\" (password_file, jwt, cert, http, "
-                     "redis)", names[i]);
+                     "redis)",
+                     names[i]);
             goto fail;
         }
         ch->b[ch->n] = ctors[k].ctor(conf, err, errlen);
@@ -167,13 +168,12 @@ auth_chain_t *auth_chain_new(const conf_t *conf, char *err, size_t errlen)
         ch->default_allow[i] = a->default_policy == CONF_POLICY_AUTO
                                    ? ch->n == 0 && l && conf_listener_loopback(l)
                                    : a->default_policy == CONF_POLICY_ALLOW;
-        if (l && a->default_policy == CONF_POLICY_AUTO && ch->n == 0 &&
-            !conf_listener_loopback(l))
+        if (l && a->default_policy == CONF_POLICY_AUTO && ch->n == 0 && !conf_listener_loopback(l))
             log_warn("listener '%s' (%s port %u) is not loopback and no authentication backend "
                      "is configured: clients with a user name or password are REFUSED there "
                      "(auth.default: auto); configure auth.password_file or auth.chain, or set "
-                     "auth.default: allow to accept any credentials", l->name, l->address,
-                     l->port);
+                     "auth.default: allow to accept any credentials",
+                     l->name, l->address, l->port);
     }
     ch->acl_default = a->acl_default;
     ch->cache_size = a->acl_cache_size;
@@ -246,8 +246,7 @@ static int has_acl_file(const auth_chain_t *ch)
 
 int auth_chain_acl_open(const auth_chain_t *ch)
 {
-    return ch->n == 0 && !has_acl_file(ch) && !ch->acl_async &&
-           ch->acl_default != CONF_POLICY_DENY;
+    return ch->n == 0 && !has_acl_file(ch) && !ch->acl_async && ch->acl_default != CONF_POLICY_DENY;
 }
 
 int auth_chain_trivial(const auth_chain_t *ch, uint32_t listener)
@@ -394,8 +393,8 @@ static int acl_decide(auth_chain_t *ch, auth_client_t *ac, uint8_t action, const
         pthread_rwlock_unlock(&ch->acl_lock);
     }
     if (d < 0 && ch->acl_async) {
-        auth_request_t r = {.action = action, .client_id = cid ? cid : "", .username = user,
-                            .topic = topic};
+        auth_request_t r = {
+            .action = action, .client_id = cid ? cid : "", .username = user, .topic = topic};
         for (uint32_t i = 0; i < ch->n && d < 0; i++) {
             auth_answer_t a = {0};
             auth_verdict_t v = ch->b[i]->check(ch->b[i], &r, &a, NULL, NULL);

@@ -39,10 +39,10 @@ typedef struct auth_chain auth_chain_t;
 /* One CONNECT waiting for an asynchronous backend. */
 typedef struct auth_wait {
     auth_chain_t *ch;
-    inbox_t *inbox;          /* the worker that waits */
-    void *owner;             /* conn_t*; NULL once it is gone (its worker only) */
-    uint32_t next;           /* backend to continue with when the answer is PASS */
-    auth_answer_t ans;       /* filled by done() */
+    inbox_t *inbox;                     /* the worker that waits */
+    void *owner;                        /* conn_t*; NULL once it is gone (its worker only) */
+    uint32_t next;                      /* backend to continue with when the answer is PASS */
+    auth_answer_t ans;                  /* filled by done() */
     struct auth_wait *prev, *next_wait; /* outstanding list, under the chain's lock */
 } auth_wait_t;
 
@@ -52,24 +52,24 @@ struct auth_method_state;
 /* Per-connection auth state (conn_ext_t.auth), owned by the connection's
  * worker. */
 typedef struct auth_client {
-    char *user;              /* %u: backend's name, else certificate, else CONNECT */
-    char *client_id;         /* %c */
-    auth_acl_t *acl;         /* rules from the backend that allowed the CONNECT */
-    uint8_t authed;          /* the CONNECT was allowed */
-    uint8_t refusing;        /* a refusal waits for the ban delay */
-    uint8_t rc3, rc5;        /* that refusal's codes */
-    uint32_t resume;         /* next backend after an asynchronous PASS */
-    auth_wait_t *wait;       /* an answer is awaited */
-    uint8_t *held;           /* CONNECT body and the bytes after it, while waiting */
+    char *user;        /* %u: backend's name, else certificate, else CONNECT */
+    char *client_id;   /* %c */
+    auth_acl_t *acl;   /* rules from the backend that allowed the CONNECT */
+    uint8_t authed;    /* the CONNECT was allowed */
+    uint8_t refusing;  /* a refusal waits for the ban delay */
+    uint8_t rc3, rc5;  /* that refusal's codes */
+    uint32_t resume;   /* next backend after an asynchronous PASS */
+    auth_wait_t *wait; /* an answer is awaited */
+    uint8_t *held;     /* CONNECT body and the bytes after it, while waiting */
     uint32_t connect_len, held_len;
     uint8_t hdr;
-    uint32_t gen;            /* chain generation the cache was filled under */
-    uint32_t ncache;         /* entries in cache */
+    uint32_t gen;    /* chain generation the cache was filled under */
+    uint32_t ncache; /* entries in cache */
     struct acl_cache_entry *cache;
     /* MQTT 5 enhanced authentication (auth_method.h) */
-    const struct auth_method *mops; /* the CONNECT's method, kept for re-auth */
+    const struct auth_method *mops;   /* the CONNECT's method, kept for re-auth */
     struct auth_method_state *method; /* an exchange in progress */
-    uint8_t *method_out;     /* Authentication Data for the CONNACK */
+    uint8_t *method_out;              /* Authentication Data for the CONNACK */
     uint32_t method_out_len;
 } auth_client_t;
 

@@ -60,16 +60,16 @@
 #define HTTP_MAX_BODY 65536 /* a larger answer is garbage */
 
 typedef struct {
-    auth_backend_t base;      /* first: the chain's handle */
+    auth_backend_t base; /* first: the chain's handle */
     conf_auth_http_t cf;
     const char *targets[CONF_AUTH_HTTP_MAX_URLS]; /* url, or the urls (in cf) */
     uint32_t ntargets;
-    atomic_uint next_target;  /* round robin */
+    atomic_uint next_target; /* round robin */
     char (*listener_names)[32];
     uint32_t nlisteners;
     httpc_t *client;
     auth_cache_t *cache;
-    auth_ratelog_t ratelog;   /* I/O thread only */
+    auth_ratelog_t ratelog; /* I/O thread only */
     /* counters: the first group is written by the I/O thread only */
     an_counter_t allowed, denied, ignored, timeouts;
     atomic_uint_fast64_t errors, cache_hits, queue_full; /* any thread */
@@ -79,7 +79,7 @@ typedef struct {
 typedef struct {
     http_backend_t *h;
     auth_job_t *job;
-    uint32_t target;          /* index in targets[] */
+    uint32_t target; /* index in targets[] */
 } hreq_t;
 
 /* ---- the answer ---- */
@@ -111,7 +111,8 @@ static int acl_lines(json_t *acl, char **text, const char **why)
         *why = "\"acl\" is not an array";
         return -1;
     }
-    json_array_foreach(acl, i, e) {
+    json_array_foreach(acl, i, e)
+    {
         if (!json_is_string(e) || memchr(json_string_value(e), '\n', json_string_length(e)) ||
             strlen(json_string_value(e)) != json_string_length(e)) {
             *why = "\"acl\" holds something else than one-line strings";
@@ -123,7 +124,8 @@ static int acl_lines(json_t *acl, char **text, const char **why)
         return 0;
     char *t = an_malloc(total);
     size_t at = 0;
-    json_array_foreach(acl, i, e) {
+    json_array_foreach(acl, i, e)
+    {
         memcpy(t + at, json_string_value(e), json_string_length(e));
         at += json_string_length(e);
         t[at++] = '\n';
@@ -213,9 +215,8 @@ static void log_failure(http_backend_t *h, const auth_job_t *j, const char *what
 {
     if (!auth_ratelog_ok(&h->ratelog, "auth http"))
         return;
-    log_warn("auth http: %s of client '%s' (%s): %s: %s", auth_action_name(j->action),
-             j->client_id, j->peer, what,
-             a->verdict == AUTH_PASS ? "passed to the next backend" : "denied");
+    log_warn("auth http: %s of client '%s' (%s): %s: %s", auth_action_name(j->action), j->client_id,
+             j->peer, what, a->verdict == AUTH_PASS ? "passed to the next backend" : "denied");
 }
 
 static void fail_job(http_backend_t *h, auth_job_t *j, const char *what, int timeout)
@@ -294,9 +295,13 @@ static int send_job(http_backend_t *h, auth_job_t *j, uint32_t target)
     hr->h = h;
     hr->job = j;
     hr->target = target;
-    httpc_req_t rq = {.url = h->targets[target], .headers = json_headers, .body = body,
-                      .body_len = strlen(body), .deadline_ms = j->deadline_ms,
-                      .done = on_answer, .arg = hr};
+    httpc_req_t rq = {.url = h->targets[target],
+                      .headers = json_headers,
+                      .body = body,
+                      .body_len = strlen(body),
+                      .deadline_ms = j->deadline_ms,
+                      .done = on_answer,
+                      .arg = hr};
     int rc = httpc_submit(h->client, &rq);
     free(body);
     if (rc != HTTPC_QUEUED)
@@ -326,8 +331,10 @@ static void on_answer(void *arg, const httpc_result_t *res)
                          h->ntargets, problem);
             int rc = send_job(h, j, (target + 1) % h->ntargets);
             if (rc != HTTPC_QUEUED)
-                fail_job(h, j, rc == SEND_NO_BODY ? "cannot build the request"
-                                                  : "cannot start the request", 0);
+                fail_job(h, j,
+                         rc == SEND_NO_BODY ? "cannot build the request"
+                                            : "cannot start the request",
+                         0);
             return;
         }
         fail_job(h, j, problem, res->err == HTTPC_ETIMEOUT);
@@ -363,8 +370,9 @@ static void on_answer(void *arg, const httpc_result_t *res)
     a.acl = acl;
     if (v == AUTH_DENY)
         a.cause = deny_cause(j->action);
-    an_counter_t *counter = v == AUTH_ALLOW ? &h->allowed : v == AUTH_DENY ? &h->denied
-                                                                            : &h->ignored;
+    an_counter_t *counter = v == AUTH_ALLOW  ? &h->allowed
+                            : v == AUTH_DENY ? &h->denied
+                                             : &h->ignored;
     STAT_ADD(*counter, 1);
     uint8_t key[AUTH_CACHE_KEY_LEN];
     if (h->cache && auth_cache_key(j->action, j->client_id, j->username, j->password,
@@ -372,7 +380,9 @@ static void on_answer(void *arg, const httpc_result_t *res)
         auth_cache_put(h->cache, key, an_now_ms(), v, a.cause, acl_text);
     free(acl_text);
     log_debug("auth http: %s of client '%s': %s", auth_action_name(j->action), j->client_id,
-              v == AUTH_ALLOW ? "allow" : v == AUTH_DENY ? "deny" : "ignore");
+              v == AUTH_ALLOW  ? "allow"
+              : v == AUTH_DENY ? "deny"
+                               : "ignore");
     finish(j, &a);
 }
 
@@ -403,8 +413,8 @@ static auth_verdict_t http_check(auth_backend_t *b, const auth_request_t *r, aut
             return v;
         }
     }
-    uint32_t target = atomic_fetch_add_explicit(&h->next_target, 1, memory_order_relaxed) %
-                      h->ntargets;
+    uint32_t target =
+        atomic_fetch_add_explicit(&h->next_target, 1, memory_order_relaxed) % h->ntargets;
     if (done == NULL) {
         /* The chain wants an answer now (publish/subscribe on the hot
          * path): pass, and ask the webhook in the background so the next
@@ -435,9 +445,9 @@ static auth_verdict_t http_check(auth_backend_t *b, const auth_request_t *r, aut
         uint64_t n = atomic_fetch_add_explicit(&h->queue_full, 1, memory_order_relaxed);
         if (n % 1000 == 0) /* the first refusal, then one line per thousand */
             log_warn("auth http: %s of client '%s' (%s): %u requests waiting: %s "
-                     "(%llu refused so far)", auth_action_name(r->action),
-                     r->client_id ? r->client_id : "", r->peer ? r->peer : "",
-                     h->cf.queue_size,
+                     "(%llu refused so far)",
+                     auth_action_name(r->action), r->client_id ? r->client_id : "",
+                     r->peer ? r->peer : "", h->cf.queue_size,
                      h->cf.on_error == CONF_AUTH_ON_ERROR_PASS ? "passed" : "denied (0x97)",
                      (unsigned long long)n + 1);
         memset(out, 0, sizeof(*out));
@@ -524,10 +534,12 @@ auth_backend_t *auth_http_new(const conf_t *c, char *err, size_t errlen)
     for (uint32_t i = 0; i < c->nlisteners; i++)
         snprintf(h->listener_names[i], 32, "%s", c->listeners[i].name);
     h->cache = auth_cache_new(cf->cache_size, cf->cache_ttl_ms);
-    httpc_opts_t ho = {.queue_cap = cf->queue_size, .max_host_conns = cf->pool_size,
+    httpc_opts_t ho = {.queue_cap = cf->queue_size,
+                       .max_host_conns = cf->pool_size,
                        .max_conns = cf->pool_size * ntargets,
                        .connect_timeout_ms = cf->connect_timeout_ms,
-                       .max_response = HTTP_MAX_BODY, .ca_file = h->cf.ca_file};
+                       .max_response = HTTP_MAX_BODY,
+                       .ca_file = h->cf.ca_file};
     char herr[200];
     h->client = httpc_new(&ho, herr, sizeof(herr));
     if (h->client == NULL) {
@@ -540,13 +552,13 @@ auth_backend_t *auth_http_new(const conf_t *c, char *err, size_t errlen)
         const char *auth_part = strstr(url, "://") + 3;
         const char *at = strchr(auth_part, '@'), *slash = strchr(auth_part, '/');
         int has_userinfo = at && (slash == NULL || at < slash);
-        log_info("auth http: webhook %u of %u: %.*s%s%s", i + 1, ntargets,
-                 (int)(auth_part - url), url, has_userinfo ? "***@" : "",
-                 has_userinfo ? at + 1 : auth_part);
+        log_info("auth http: webhook %u of %u: %.*s%s%s", i + 1, ntargets, (int)(auth_part - url),
+                 url, has_userinfo ? "***@" : "", has_userinfo ? at + 1 : auth_part);
     }
     log_info("auth http: format %s, timeout %u ms, pool %u per webhook, cache %u entries for "
-             "%u ms", cf->format == CONF_AUTH_FORMAT_OPA ? "opa" : "json", cf->timeout_ms,
-             cf->pool_size, cf->cache_ttl_ms ? cf->cache_size : 0, cf->cache_ttl_ms);
+             "%u ms",
+             cf->format == CONF_AUTH_FORMAT_OPA ? "opa" : "json", cf->timeout_ms, cf->pool_size,
+             cf->cache_ttl_ms ? cf->cache_size : 0, cf->cache_ttl_ms);
     return &h->base;
 fail:
     http_destroy(&h->base);

@@ -21,12 +21,12 @@
 
 /* Counters, each read without locks (approximate while traffic flows). */
 typedef struct {
-    uint64_t requests;    /* POSTs sent */
-    uint64_t cache_hits;  /* answered from the cache */
+    uint64_t requests;                 /* POSTs sent */
+    uint64_t cache_hits;               /* answered from the cache */
     uint64_t allowed, denied, ignored; /* answers from the webhook */
-    uint64_t errors;      /* webhook down, bad status, garbage body, timeout */
-    uint64_t timeouts;    /* of which timeouts */
-    uint64_t queue_full;  /* refused at once: too many requests waiting */
+    uint64_t errors;                   /* webhook down, bad status, garbage body, timeout */
+    uint64_t timeouts;                 /* of which timeouts */
+    uint64_t queue_full;               /* refused at once: too many requests waiting */
 } auth_http_stats_t;
 
 /* Start the backend and its thread from c->auth_http (listener names are

@@ -29,8 +29,8 @@
 #define MAX_KEYS 32
 
 typedef struct {
-    char kid[128];  /* "" = any */
-    char *pem;      /* public key PEM, or the HMAC secret */
+    char kid[128]; /* "" = any */
+    char *pem;     /* public key PEM, or the HMAC secret */
     size_t len;
 } jwt_key_t;
 
@@ -130,8 +130,7 @@ static char *jwk_to_pem(json_t *k, const char **why)
         memcpy(point + 1, x, 32);
         memcpy(point + 33, y, 32);
         if (!OSSL_PARAM_BLD_push_utf8_string(bld, OSSL_PKEY_PARAM_GROUP_NAME, "prime256v1", 0) ||
-            !OSSL_PARAM_BLD_push_octet_string(bld, OSSL_PKEY_PARAM_PUB_KEY, point,
-                                              sizeof(point)))
+            !OSSL_PARAM_BLD_push_octet_string(bld, OSSL_PKEY_PARAM_PUB_KEY, point, sizeof(point)))
             goto out;
         ctx = EVP_PKEY_CTX_new_from_name(NULL, "EC", NULL);
     } else {
@@ -222,7 +221,8 @@ static int keys_load(const conf_auth_jwt_t *c, jwt_key_t *keys, uint32_t *nkeys,
         snprintf(err, errlen, "%s: no \"keys\" array", c->jwks_file);
         goto fail;
     }
-    json_array_foreach(arr, i, k) {
+    json_array_foreach(arr, i, k)
+    {
         const char *why = NULL;
         if (*nkeys == MAX_KEYS) {
             snprintf(err, errlen, "%s: more than %d keys", c->jwks_file, MAX_KEYS);
@@ -252,8 +252,7 @@ fail:
 
 static auth_verdict_t deny(auth_answer_t *out, const auth_request_t *r, const char *why)
 {
-    log_info("JWT refused for client '%s' (%s): %s", r->client_id, r->peer ? r->peer : "?",
-             why);
+    log_info("JWT refused for client '%s' (%s): %s", r->client_id, r->peer ? r->peer : "?", why);
     out->cause = AUTH_BAD_CREDENTIALS;
     return out->verdict = AUTH_DENY;
 }
@@ -279,7 +278,8 @@ static int aud_has(json_t *aud, const char *want)
     json_t *e;
     if (!json_is_array(aud))
         return 0;
-    json_array_foreach(aud, i, e) {
+    json_array_foreach(aud, i, e)
+    {
         if (json_is_string(e) && strcmp(json_string_value(e), want) == 0)
             return 1;
     }
@@ -310,7 +310,8 @@ static auth_acl_t *acl_from_claim(json_t *j, const char **why)
     static const struct {
         const char *key;
         uint8_t access;
-    } lists[] = {{"pub", AUTH_ACT_PUBLISH}, {"sub", AUTH_ACT_SUBSCRIBE},
+    } lists[] = {{"pub", AUTH_ACT_PUBLISH},
+                 {"sub", AUTH_ACT_SUBSCRIBE},
                  {"all", AUTH_ACT_PUBLISH | AUTH_ACT_SUBSCRIBE}};
     *why = "ACL claim: expected {\"pub\": [...], \"sub\": [...], \"all\": [...]}";
     if (!json_is_object(j))
@@ -318,7 +319,8 @@ static auth_acl_t *acl_from_claim(json_t *j, const char **why)
     auth_acl_t *a = auth_acl_new();
     const char *key;
     json_t *v;
-    json_object_foreach(j, key, v) {
+    json_object_foreach(j, key, v)
+    {
         size_t k = 0;
         while (k < 3 && strcmp(lists[k].key, key) != 0)
             k++;
@@ -326,10 +328,10 @@ static auth_acl_t *acl_from_claim(json_t *j, const char **why)
             goto bad;
         size_t i;
         json_t *f;
-        json_array_foreach(v, i, f) {
+        json_array_foreach(v, i, f)
+        {
             if (!json_is_string(f) ||
-                auth_acl_add(a, 1, lists[k].access, AUTH_ACL_ANY, NULL, json_string_value(f)) <
-                    0)
+                auth_acl_add(a, 1, lists[k].access, AUTH_ACL_ANY, NULL, json_string_value(f)) < 0)
                 goto bad;
         }
     }
@@ -376,8 +378,7 @@ static auth_verdict_t jwt_check(auth_backend_t *b, const auth_request_t *r, auth
     for (uint32_t i = 0; i < jb->nkeys && rc != 0; i++) {
         if (kid && jb->keys[i].kid[0] && strcmp(kid, jb->keys[i].kid) != 0)
             continue;
-        rc = jwt_decode(&jwt, token, (const unsigned char *)jb->keys[i].pem,
-                        (int)jb->keys[i].len);
+        rc = jwt_decode(&jwt, token, (const unsigned char *)jb->keys[i].pem, (int)jb->keys[i].len);
         if (rc != 0)
             jwt = NULL;
     }

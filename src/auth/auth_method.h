@@ -25,17 +25,17 @@ typedef struct auth_method_state auth_method_state_t;
 typedef enum { AUTH_METHOD_CONTINUE = 0, AUTH_METHOD_SUCCESS, AUTH_METHOD_FAIL } auth_method_rc_t;
 
 typedef struct {
-    uint8_t *data;  /* to send (malloc'd), or NULL */
+    uint8_t *data; /* to send (malloc'd), or NULL */
     size_t len;
-    char *user;     /* SUCCESS: the authenticated user; FAIL: the user name
+    char *user;      /* SUCCESS: the authenticated user; FAIL: the user name
                      * tried, when known (malloc'd), or NULL */
     const char *why; /* FAIL: for the log */
 } auth_method_out_t;
 
 typedef struct auth_method {
     const char *name;
-    auth_method_rc_t (*start)(struct auth_chain *ch, auth_method_state_t **st,
-                              const uint8_t *in, size_t len, auth_method_out_t *out);
+    auth_method_rc_t (*start)(struct auth_chain *ch, auth_method_state_t **st, const uint8_t *in,
+                              size_t len, auth_method_out_t *out);
     auth_method_rc_t (*step)(auth_method_state_t *st, const uint8_t *in, size_t len,
                              auth_method_out_t *out);
     void (*free)(auth_method_state_t *st);

@@ -143,8 +143,7 @@ bad:
     return -1;
 }
 
-int auth_passwd_hash(const uint8_t *pw, size_t len, uint32_t iterations, char *out,
-                     size_t outlen)
+int auth_passwd_hash(const uint8_t *pw, size_t len, uint32_t iterations, char *out, size_t outlen)
 {
     uint8_t salt[AUTH_PASSWD_SALT_LEN], salted[DK], stored[DK], server[DK];
     char s64[B64_ENCODED_LEN(AUTH_PASSWD_SALT_LEN) + 1];
@@ -329,7 +328,7 @@ out:
 typedef struct {
     auth_backend_t b;
     char path[256];
-    pthread_rwlock_t lock;   /* t, dummy, iterations, gen */
+    pthread_rwlock_t lock; /* t, dummy, iterations, gen */
     pw_table_t t;
     uint32_t iterations;     /* the file's usual count: dummy and fake SCRAM records */
     auth_passwd_rec_t dummy; /* verified against for unknown users */
@@ -434,7 +433,8 @@ int auth_passwd_scram_record(auth_backend_t *b, const char *user, auth_passwd_re
             log_warn("SCRAM-SHA-512 refused for user '%s': its line in %s is in the older "
                      "$pbkdf2-sha512$ or mosquitto's $7$ format, which SCRAM cannot use "
                      "safely; run `antenna passwd` for it again (plain password logins still "
-                     "work)", user, pb->path);
+                     "work)",
+                     user, pb->path);
     }
     /* fake, but the same for this user every time */
     uint8_t mac[DK];
@@ -457,7 +457,7 @@ int auth_passwd_scram_record(auth_backend_t *b, const char *user, auth_passwd_re
 /* The cache key of (user, password): HMAC-SHA256 under the process's
  * secret.  0, or -1 (OpenSSL failed: do not use the cache). */
 static int cache_key(const pw_backend_t *pb, const char *user, const uint8_t *pw, size_t len,
-                      uint8_t key[AUTH_CACHE_KEY_LEN])
+                     uint8_t key[AUTH_CACHE_KEY_LEN])
 {
     size_t ulen = strlen(user);
     uint8_t *msg = an_malloc(ulen + 1 + len);
@@ -465,8 +465,11 @@ static int cache_key(const pw_backend_t *pb, const char *user, const uint8_t *pw
     memcpy(msg, user, ulen + 1); /* the NUL separates user and password */
     if (len)
         memcpy(msg + ulen + 1, pw, len);
-    int rc = HMAC(EVP_sha256(), pb->secret, sizeof(pb->secret), msg, ulen + 1 + len, key,
-                  &n) != NULL && n == AUTH_CACHE_KEY_LEN ? 0 : -1;
+    int rc =
+        HMAC(EVP_sha256(), pb->secret, sizeof(pb->secret), msg, ulen + 1 + len, key, &n) != NULL &&
+                n == AUTH_CACHE_KEY_LEN
+            ? 0
+            : -1;
     OPENSSL_cleanse(msg, ulen + 1 + len);
     free(msg);
     return rc;
@@ -474,8 +477,8 @@ static int cache_key(const pw_backend_t *pb, const char *user, const uint8_t *pw
 
 /* The check itself (any thread): ALLOW, DENY 0x86 or PASS (unknown user,
  * after a dummy PBKDF2 of the same cost). */
-static auth_verdict_t verify_now(pw_backend_t *pb, const char *user, const uint8_t *pw,
-                                 size_t len, auth_answer_t *out)
+static auth_verdict_t verify_now(pw_backend_t *pb, const char *user, const uint8_t *pw, size_t len,
+                                 auth_answer_t *out)
 {
     auth_passwd_rec_t rec;
     pthread_rwlock_rdlock(&pb->lock);
@@ -565,7 +568,8 @@ static auth_verdict_t pw_check(auth_backend_t *b, const auth_request_t *r, auth_
         uint64_t n = atomic_fetch_add_explicit(&pb->queue_full, 1, memory_order_relaxed);
         if (n % 1000 == 0) /* the first refusal, then one line per thousand */
             log_warn("password file: %u checks waiting, client '%s' (%s) refused (0x97) "
-                     "(%llu so far)", (unsigned)jobq_cap(pb->q), r->client_id ? r->client_id : "",
+                     "(%llu so far)",
+                     (unsigned)jobq_cap(pb->q), r->client_id ? r->client_id : "",
                      r->peer ? r->peer : "", (unsigned long long)n + 1);
         out->cause = AUTH_BUSY;
         return out->verdict = AUTH_DENY;
@@ -655,7 +659,10 @@ auth_backend_t *auth_passwd_new(const conf_t *conf, char *err, size_t errlen)
     if (want) {
         /* below the workers: hashing yields the CPU to the clients' traffic */
         jobq_opts_t qo = {.cap = a->password_queue ? a->password_queue : 10000,
-                          .threads = want, .run = pw_run, .drop = pw_drop, .arg = pb,
+                          .threads = want,
+                          .run = pw_run,
+                          .drop = pw_drop,
+                          .arg = pb,
                           .nice = 10};
         pb->q = jobq_new(&qo);
         if (pb->q == NULL) {
@@ -735,21 +742,30 @@ int auth_passwd_cli(int argc, char **argv)
     opterr = 0;
     while ((o = getopt(argc, argv, "+bDMi:h")) != -1) {
         switch (o) {
-        case 'b': batch = 1; break;
-        case 'M': mosq = 1; break;
-        case 'D': del = 1; break;
+        case 'b':
+            batch = 1;
+            break;
+        case 'M':
+            mosq = 1;
+            break;
+        case 'D':
+            del = 1;
+            break;
         case 'i': {
             char *end;
             iterations = strtoul(optarg, &end, 10);
             if (*optarg == '\0' || *end || iterations < 1000 || iterations > MAX_ITERATIONS) {
-                fprintf(stderr, "antenna passwd: -i: iterations from 1000 to %u\n",
-                        MAX_ITERATIONS);
+                fprintf(stderr, "antenna passwd: -i: iterations from 1000 to %u\n", MAX_ITERATIONS);
                 return 2;
             }
             break;
         }
-        case 'h': cli_usage(stdout); return 0;
-        default: cli_usage(stderr); return 2;
+        case 'h':
+            cli_usage(stdout);
+            return 0;
+        default:
+            cli_usage(stderr);
+            return 2;
         }
     }
     int want = del ? 2 : batch ? 3 : 2;

@@ -39,24 +39,23 @@
 #define AUTH_PASSWD_SALT_LEN 16
 #define AUTH_PASSWD_DK_LEN 64
 #define AUTH_PASSWD_SALT_MAX 48
-#define AUTH_PASSWD_HASH_MAX 320     /* longest hash text, with its NUL */
+#define AUTH_PASSWD_HASH_MAX 320 /* longest hash text, with its NUL */
 
 enum { AUTH_PASSWD_PBKDF2 = 1, AUTH_PASSWD_SCRAM };
 
 /* A decoded hash text. */
 typedef struct {
-    uint8_t kind;                      /* AUTH_PASSWD_PBKDF2 or AUTH_PASSWD_SCRAM */
+    uint8_t kind; /* AUTH_PASSWD_PBKDF2 or AUTH_PASSWD_SCRAM */
     uint32_t iterations;
     uint8_t salt[AUTH_PASSWD_SALT_MAX];
     size_t salt_len;
-    uint8_t key[AUTH_PASSWD_DK_LEN];   /* PBKDF2: SaltedPassword; SCRAM: StoredKey */
+    uint8_t key[AUTH_PASSWD_DK_LEN];        /* PBKDF2: SaltedPassword; SCRAM: StoredKey */
     uint8_t server_key[AUTH_PASSWD_DK_LEN]; /* SCRAM: ServerKey */
 } auth_passwd_rec_t;
 
 /* Hash `pw` with a fresh random salt into out ("$scram-sha-512$..."):
  * returns 0, or -1 (RAND_bytes or PBKDF2 failed, out too small). */
-int auth_passwd_hash(const uint8_t *pw, size_t len, uint32_t iterations, char *out,
-                     size_t outlen);
+int auth_passwd_hash(const uint8_t *pw, size_t len, uint32_t iterations, char *out, size_t outlen);
 /* The same in mosquitto_passwd 2.x's format, "$7$ITERATIONS$SALT$HASH"
  * (the PBKDF2 output itself, a 12-byte salt): readable by mosquitto and by
  * antenna's api.users_file; no SCRAM for such a line. */
@@ -67,8 +66,7 @@ int auth_passwd_hash_mosquitto(const uint8_t *pw, size_t len, uint32_t iteration
 int auth_passwd_decode(const char *hash, auth_passwd_rec_t *rec, const char **why);
 /* StoredKey and ServerKey of a SaltedPassword (RFC 5802). */
 void auth_passwd_scram_keys(const uint8_t salted[AUTH_PASSWD_DK_LEN],
-                            uint8_t stored[AUTH_PASSWD_DK_LEN],
-                            uint8_t server[AUTH_PASSWD_DK_LEN]);
+                            uint8_t stored[AUTH_PASSWD_DK_LEN], uint8_t server[AUTH_PASSWD_DK_LEN]);
 /* 1 when pw matches hash, 0 when not, -1 when hash is malformed.  Constant
  * time in the comparison (CRYPTO_memcmp). */
 int auth_passwd_verify(const char *hash, const uint8_t *pw, size_t len);
@@ -93,9 +91,9 @@ int auth_passwd_lookup(auth_backend_t *b, const char *user, char *out, size_t ou
 int auth_passwd_scram_record(auth_backend_t *b, const char *user, auth_passwd_rec_t *rec);
 
 typedef struct {
-    uint64_t verified;    /* PBKDF2 runs on the threads */
-    uint64_t cache_hits;  /* CONNECTs answered from the cache */
-    uint64_t queue_full;  /* refused at once: too many checks waiting */
+    uint64_t verified;   /* PBKDF2 runs on the threads */
+    uint64_t cache_hits; /* CONNECTs answered from the cache */
+    uint64_t queue_full; /* refused at once: too many checks waiting */
 } auth_passwd_stats_t;
 /* b must be a backend made by auth_passwd_new(). */
 void auth_passwd_stats(auth_backend_t *b, auth_passwd_stats_t *out);

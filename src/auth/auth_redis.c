@@ -41,11 +41,11 @@ typedef struct redis_backend redis_backend_t;
 
 typedef struct {
     redis_backend_t *rb;
-    redisContext *ctx;        /* this thread's connection, NULL while down */
-    uint64_t retry_at_ms;     /* no connect attempt before */
+    redisContext *ctx;    /* this thread's connection, NULL while down */
+    uint64_t retry_at_ms; /* no connect attempt before */
     uint32_t backoff_ms;
-    int was_down;             /* for the "reconnected" log line */
-    auth_ratelog_t ratelog;   /* failure lines of this thread */
+    int was_down;           /* for the "reconnected" log line */
+    auth_ratelog_t ratelog; /* failure lines of this thread */
 } rconn_t;
 
 struct redis_backend {
@@ -139,8 +139,8 @@ static int ensure_conn(rconn_t *c, char *why, size_t whylen)
     return 0;
 fail:
     drop_conn(c);
-    c->backoff_ms = c->backoff_ms ? AN_MIN(c->backoff_ms * 2, REDIS_BACKOFF_MAX_MS)
-                                  : REDIS_BACKOFF_MIN_MS;
+    c->backoff_ms =
+        c->backoff_ms ? AN_MIN(c->backoff_ms * 2, REDIS_BACKOFF_MAX_MS) : REDIS_BACKOFF_MIN_MS;
     c->retry_at_ms = an_now_ms() + c->backoff_ms;
     c->was_down = 1;
     return -1;
@@ -152,8 +152,8 @@ enum { LOOK_OK = 0, LOOK_IO = -1, LOOK_DATA = -2 };
 
 /* The rule lines of reply r (array of strings) joined by '\n' into a
  * rule set; *acl stays NULL for an empty array.  LOOK_OK or LOOK_DATA. */
-static int rules_from_reply(const redisReply *r, const char *user, auth_acl_t **acl,
-                            char *why, size_t whylen)
+static int rules_from_reply(const redisReply *r, const char *user, auth_acl_t **acl, char *why,
+                            size_t whylen)
 {
     size_t total = 1;
     for (size_t i = 0; i < r->elements; i++) {
@@ -303,7 +303,7 @@ static void answer_job(rconn_t *c, auth_job_t *j, jobq_slot_t *slot)
             break;
         drop_conn(c); /* broken: reconnect */
         if (fresh)
-            break;    /* a new connection failed too: Redis is down */
+            break; /* a new connection failed too: Redis is down */
     }
     if (rc == LOOK_OK) {
         if (a.verdict == AUTH_ALLOW)
@@ -313,8 +313,9 @@ static void answer_job(rconn_t *c, auth_job_t *j, jobq_slot_t *slot)
         else
             COUNT(rb, unknown);
         log_debug("auth redis: user '%s' (client '%s'): %s", j->username, j->client_id,
-                  a.verdict == AUTH_ALLOW ? "allow" : a.verdict == AUTH_DENY ? "deny"
-                                                                             : "unknown");
+                  a.verdict == AUTH_ALLOW  ? "allow"
+                  : a.verdict == AUTH_DENY ? "deny"
+                                           : "unknown");
         goto answer;
     }
 failed:
@@ -354,8 +355,8 @@ static void redis_drop(void *arg, jobq_link_t *link)
 
 /* ---- the backend interface ---- */
 
-static auth_verdict_t redis_check(auth_backend_t *b, const auth_request_t *r,
-                                  auth_answer_t *out, auth_done_fn done, void *token)
+static auth_verdict_t redis_check(auth_backend_t *b, const auth_request_t *r, auth_answer_t *out,
+                                  auth_done_fn done, void *token)
 {
     redis_backend_t *rb = (redis_backend_t *)b;
     memset(out, 0, sizeof(*out));
@@ -372,8 +373,8 @@ static auth_verdict_t redis_check(auth_backend_t *b, const auth_request_t *r,
     uint64_t n = COUNT(rb, queue_full);
     if (n % 1000 == 0) /* the first refusal, then one line per thousand */
         log_warn("auth redis: connect of client '%s' (%s): %u requests waiting: %s "
-                 "(%llu refused so far)", r->client_id ? r->client_id : "",
-                 r->peer ? r->peer : "", rb->cf.queue_size,
+                 "(%llu refused so far)",
+                 r->client_id ? r->client_id : "", r->peer ? r->peer : "", rb->cf.queue_size,
                  rb->cf.on_error == CONF_AUTH_ON_ERROR_PASS ? "passed" : "denied (0x97)",
                  (unsigned long long)n + 1);
     if (rb->cf.on_error == CONF_AUTH_ON_ERROR_PASS) {
@@ -431,8 +432,11 @@ auth_backend_t *auth_redis_new(const conf_t *c, char *err, size_t errlen)
     rb->nconns = cf->pool_size;
     for (uint32_t i = 0; i < rb->nconns; i++)
         rb->conns[i].rb = rb;
-    jobq_opts_t qo = {.cap = cf->queue_size, .threads = rb->nconns, .run = redis_run,
-                      .drop = redis_drop, .arg = rb};
+    jobq_opts_t qo = {.cap = cf->queue_size,
+                      .threads = rb->nconns,
+                      .run = redis_run,
+                      .drop = redis_drop,
+                      .arg = rb};
     rb->q = jobq_new(&qo);
     if (rb->q == NULL) {
         snprintf(err, errlen, "auth.redis: cannot start the connection threads");
@@ -440,7 +444,7 @@ auth_backend_t *auth_redis_new(const conf_t *c, char *err, size_t errlen)
         free(rb);
         return NULL;
     }
-    log_info("auth redis: %s:%u db %u prefix \"%s\" (%u connections, timeout %u ms)",
-             cf->host, cf->port, cf->db, cf->prefix, cf->pool_size, cf->timeout_ms);
+    log_info("auth redis: %s:%u db %u prefix \"%s\" (%u connections, timeout %u ms)", cf->host,
+             cf->port, cf->db, cf->prefix, cf->pool_size, cf->timeout_ms);
     return &rb->base;
 }

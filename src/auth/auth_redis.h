@@ -28,11 +28,11 @@
 #include <stdint.h>
 
 typedef struct {
-    uint64_t lookups;     /* CONNECTs looked up */
+    uint64_t lookups; /* CONNECTs looked up */
     uint64_t allowed, denied, unknown;
-    uint64_t errors;      /* Redis down, timeout, bad data */
+    uint64_t errors; /* Redis down, timeout, bad data */
     uint64_t queue_full;
-    uint64_t connects;    /* successful (re)connections */
+    uint64_t connects; /* successful (re)connections */
 } auth_redis_stats_t;
 
 /* Start the backend and its threads from c->auth_redis (no connection is

@@ -36,7 +36,7 @@
 
 struct auth_method_state {
     uint8_t stored[DK], server[DK]; /* StoredKey, ServerKey */
-    uint8_t real;            /* the user exists with a SCRAM verifier */
+    uint8_t real;                   /* the user exists with a SCRAM verifier */
     char *user;
     char *client_first_bare;
     char *server_first;
@@ -175,8 +175,7 @@ static auth_method_rc_t scram_step(auth_method_state_t *st, const uint8_t *in, s
         goto out;
     const char *r = msg + 7;
     size_t nlen = strlen(st->nonce);
-    if (strncmp(r, "r=", 2) != 0 || strncmp(r + 2, st->nonce, nlen) != 0 ||
-        (r[2 + nlen] != ',' ))
+    if (strncmp(r, "r=", 2) != 0 || strncmp(r + 2, st->nonce, nlen) != 0 || (r[2 + nlen] != ','))
         goto out;
     uint8_t proof[DK];
     if (b64_decode(p + 3, strlen(p + 3), proof, sizeof(proof)) != DK)
@@ -192,8 +191,8 @@ static auth_method_rc_t scram_step(auth_method_state_t *st, const uint8_t *in, s
     SHA512(client_key, DK, check);
     OPENSSL_cleanse(client_key, sizeof(client_key));
     if (CRYPTO_memcmp(check, st->stored, DK) != 0 || !st->real) {
-        out->why = st->real ? "wrong proof (bad password)"
-                            : "unknown user, or no SCRAM verifier for it";
+        out->why =
+            st->real ? "wrong proof (bad password)" : "unknown user, or no SCRAM verifier for it";
         free(auth_msg);
         goto out;
     }

@@ -168,8 +168,7 @@ void conn_log(const conn_t *c, int level, const char *fmt, ...)
     char peer[INET6_ADDRSTRLEN + 8];
     va_list ap;
     va_start(ap, fmt);
-    log_vkv(level, c->sess ? c->sess->client_id : NULL, conn_peer(c, peer, sizeof(peer)), fmt,
-            ap);
+    log_vkv(level, c->sess ? c->sess->client_id : NULL, conn_peer(c, peer, sizeof(peer)), fmt, ap);
     va_end(ap);
 }
 
@@ -476,8 +475,8 @@ static uint16_t alias_for(conn_t *c, const msg_t *m, int *known)
     return ++x->nalias_out;
 }
 
-static int send_publish_v5(conn_t *c, const msg_t *m, uint8_t qos, uint8_t retain,
-                           uint8_t dup, uint16_t pid, const uint32_t *subids, uint32_t nsubids)
+static int send_publish_v5(conn_t *c, const msg_t *m, uint8_t qos, uint8_t retain, uint8_t dup,
+                           uint16_t pid, const uint32_t *subids, uint32_t nsubids)
 {
     int known;
     uint16_t alias = alias_for(c, m, &known);
@@ -518,8 +517,8 @@ static int send_publish_v5(conn_t *c, const msg_t *m, uint8_t qos, uint8_t retai
     return 0;
 }
 
-int conn_send_publish(conn_t *c, const msg_t *m, uint8_t qos, uint8_t retain,
-                      uint8_t dup, uint16_t pid, const uint32_t *subids, uint32_t nsubids)
+int conn_send_publish(conn_t *c, const msg_t *m, uint8_t qos, uint8_t retain, uint8_t dup,
+                      uint16_t pid, const uint32_t *subids, uint32_t nsubids)
 {
     if (c->proto == MQTT_PROTO_V5)
         return send_publish_v5(c, m, qos, retain, dup, pid, subids, nsubids);
@@ -527,8 +526,8 @@ int conn_send_publish(conn_t *c, const msg_t *m, uint8_t qos, uint8_t retain,
     uint8_t *p = conn_reserve(c, size, qos > 0 || retain);
     if (p == NULL)
         return -1;
-    mqtt_encode_publish(p, msg_topic(m), m->topic_len, qos, retain, dup, pid,
-                        msg_payload(m), m->payload_len);
+    mqtt_encode_publish(p, msg_topic(m), m->topic_len, qos, retain, dup, pid, msg_payload(m),
+                        m->payload_len);
     STAT_ADD(c->w->stats.msgs_sent, 1);
     STAT_ADD(c->w->stats.msgs_out_qos[qos > 2 ? 2 : qos], 1);
     conn_count_out(c, MQTT_PUBLISH);
@@ -644,7 +643,9 @@ void conn_event_client(const conn_t *c, event_client_t *out, char *peer, size_t 
     const conn_ext_t *x = c->x;
     *out = (event_client_t){
         .client_id = c->sess ? c->sess->client_id : NULL,
-        .username = x && x->auth ? x->auth->user : x ? x->cert_user : NULL,
+        .username = x && x->auth ? x->auth->user
+                    : x          ? x->cert_user
+                                 : NULL,
         .peer = conn_peer(c, peer, size),
         .listener = c->w->srv->conf.listeners[c->listener].name,
         .proto = c->proto,
@@ -663,11 +664,10 @@ static void close_conn(conn_t *c, const char *why, int publish_will, uint8_t rc,
     }
     /* a connection that was connected (a taken-over one has lost its
      * session: connect_home emitted its event) */
-    if (c->state == CONN_ACTIVE && c->sess &&
-        event_wanted(w->srv, EVENT_CLIENT_DISCONNECTED)) {
+    if (c->state == CONN_ACTIVE && c->sess && event_wanted(w->srv, EVENT_CLIENT_DISCONNECTED)) {
         char peer[64];
-        event_disconnected_t ev = {.reason = why ? why : "", .reason_code = rc,
-                                   .by_client = (uint8_t)by_client};
+        event_disconnected_t ev = {
+            .reason = why ? why : "", .reason_code = rc, .by_client = (uint8_t)by_client};
         conn_event_client(c, &ev.client, peer, sizeof(peer));
         event_emit(w, &w->srv->events, EVENT_CLIENT_DISCONNECTED, &ev);
     }
@@ -752,8 +752,8 @@ void conn_close_reason(conn_t *c, const char *why, int publish_will, uint8_t rc)
         if (why)
             mqtt_pw_str(&pw, MQTT_PROP_REASON_STRING, why, AN_MIN(strlen(why), 190));
         size_t len = mqtt_pw_error(&pw) ? 0 : mqtt_pw_len(&pw);
-        mqtt_encode_disconnect_v5(conn_reserve(c, mqtt_disconnect_v5_size(rc, len), 1), rc,
-                                  props, len);
+        mqtt_encode_disconnect_v5(conn_reserve(c, mqtt_disconnect_v5_size(rc, len), 1), rc, props,
+                                  len);
         conn_count_out(c, MQTT_DISCONNECT);
     }
     close_conn(c, why, publish_will, rc, 0);
@@ -804,7 +804,7 @@ void conn_count_publish(conn_t *c, size_t bytes)
             STAT_ADD(c->w->stats.throttled, 1);
             char name[160];
             log_info("%s: over its message or byte rate, reads paused until the next second",
-                      conn_name(c, name, sizeof(name)));
+                     conn_name(c, name, sizeof(name)));
             conn_arm_timer(c);
         }
     }
@@ -821,8 +821,8 @@ void conn_arm_timer(conn_t *c)
     if (c->flags & CONN_F_PAUSED)
         at = AN_MIN(at, c->x->paused_until);
     if ((c->flags & CONN_F_OUT_FULL) && w->srv->conf.slow_subscriber_timeout)
-        at = AN_MIN(at, c->x->out_full_since +
-                            (uint64_t)w->srv->conf.slow_subscriber_timeout * 1000u);
+        at = AN_MIN(at,
+                    c->x->out_full_since + (uint64_t)w->srv->conf.slow_subscriber_timeout * 1000u);
     if (at == UINT64_MAX)
         tw_del(&w->tw, &c->timer);
     else if (!tw_pending(&c->timer) || c->timer.expires > at)

@@ -35,30 +35,30 @@
 #include "tw.h"
 
 enum {
-    CONN_NEW = 0,  /* waiting for CONNECT */
-    CONN_ACTIVE,   /* CONNACK sent, session attached */
-    CONN_DEAD,     /* closed, freed at the end of the loop turn */
-    CONN_MOVING,   /* handed to its home worker at the end of the turn */
-    CONN_AUTH      /* CONNECT read, authentication holds it: not polled, the
+    CONN_NEW = 0, /* waiting for CONNECT */
+    CONN_ACTIVE,  /* CONNACK sent, session attached */
+    CONN_DEAD,    /* closed, freed at the end of the loop turn */
+    CONN_MOVING,  /* handed to its home worker at the end of the turn */
+    CONN_AUTH     /* CONNECT read, authentication holds it: not polled, the
                     * CONNECT bytes kept in x->auth (auth_chain.h) */
 };
 
 /* Field order packs the struct (200 bytes, see the _Static_assert in
  * conn.c): the watcher, the small fields, then the pointers. */
 struct conn_s {
-    ev_watcher_t ev;     /* the socket (ev.fd, -1 once closed) in w's loop */
+    ev_watcher_t ev; /* the socket (ev.fd, -1 once closed) in w's loop */
     uint8_t state;
-    uint8_t proto;       /* MQTT_PROTO_*, 0 before CONNECT */
-    uint8_t in_list;     /* on the worker's flush list or dead list */
-    uint8_t want_out;    /* EV_WRITE asked */
-    uint16_t keepalive;  /* seconds, 0 = none */
+    uint8_t proto;      /* MQTT_PROTO_*, 0 before CONNECT */
+    uint8_t in_list;    /* on the worker's flush list or dead list */
+    uint8_t want_out;   /* EV_WRITE asked */
+    uint16_t keepalive; /* seconds, 0 = none */
     uint8_t listener;
-    uint8_t flags;       /* CONN_F_* */
+    uint8_t flags; /* CONN_F_* */
     struct {
-        uint8_t family;     /* AF_INET or AF_INET6 */
-        uint8_t addr[16];   /* network order; IPv4 in the first 4 bytes */
-        uint16_t port;      /* host order */
-    } peer;                 /* 20 bytes where a sockaddr_in6 takes 28 */
+        uint8_t family;   /* AF_INET or AF_INET6 */
+        uint8_t addr[16]; /* network order; IPv4 in the first 4 bytes */
+        uint16_t port;    /* host order */
+    } peer;               /* 20 bytes where a sockaddr_in6 takes 28 */
     uint32_t olen, ooff, ocap;
     worker_t *w;
     sess_t *sess;
@@ -67,11 +67,11 @@ struct conn_s {
     conn_t *turn_next;    /* flush list, or dead list once closed */
     struct conn_ext_s *x; /* rarely needed state, allocated on demand */
     uint8_t *obuf;
-    endpoint_t ep;        /* what its session writes to (ep_mqtt.c): the
+    endpoint_t ep; /* what its session writes to (ep_mqtt.c): the
                            * client's Maximum Packet Size and Receive Maximum */
     mqtt_parser_t ps;
-    tw_timer_t timer;     /* CONNECT timeout, then keepalive */
-    uint64_t last_rx;     /* ms */
+    tw_timer_t timer; /* CONNECT timeout, then keepalive */
+    uint64_t last_rx; /* ms */
 };
 
 enum {
@@ -94,21 +94,21 @@ typedef struct conn_ext_s {
     uint64_t out_full_since; /* ms; output refused by the socket since */
     uint8_t *pending;        /* bytes read but not handled while throttled */
     uint32_t npending;
-    mqtt_str_t *alias_in;    /* client -> broker aliases, [topic_alias_max] */
-    uint16_t nalias_in;      /* slots allocated in alias_in */
-    uint16_t nalias_out;     /* broker -> client aliases assigned so far */
-    uint16_t alias_out_max;  /* the client's Topic Alias Maximum */
-    mqtt_str_t *alias_out;   /* topic of alias i + 1 (owned copies) */
-    uint32_t will_delay;     /* seconds (MQTT 5 Will Delay Interval) */
-    uint64_t paused_until;   /* ms, with CONN_F_PAUSED */
-    transport_t *tp;         /* the transport stack (tls, ws, ws over tls), for
+    mqtt_str_t *alias_in;   /* client -> broker aliases, [topic_alias_max] */
+    uint16_t nalias_in;     /* slots allocated in alias_in */
+    uint16_t nalias_out;    /* broker -> client aliases assigned so far */
+    uint16_t alias_out_max; /* the client's Topic Alias Maximum */
+    mqtt_str_t *alias_out;  /* topic of alias i + 1 (owned copies) */
+    uint32_t will_delay;    /* seconds (MQTT 5 Will Delay Interval) */
+    uint64_t paused_until;  /* ms, with CONN_F_PAUSED */
+    transport_t *tp;        /* the transport stack (tls, ws, ws over tls), for
                               * life; NULL: plain TCP (tp_tcp()) */
-    uint8_t *proxy_buf;      /* PROXY header bytes consumed so far */
+    uint8_t *proxy_buf;     /* PROXY header bytes consumed so far */
     uint32_t nproxy;
-    char *cert_user;         /* username from the client certificate (listener
+    char *cert_user;                   /* username from the client certificate (listener
                               * cert_username), set at CONNECT */
-    uint32_t held_acks;      /* acknowledgements waiting for a store commit */
-    struct auth_client *auth; /* user, rules, ACL cache, a pending answer */
+    uint32_t held_acks;                /* acknowledgements waiting for a store commit */
+    struct auth_client *auth;          /* user, rules, ACL cache, a pending answer */
     const struct msg_origin_s *origin; /* provenance of its messages (msg.h), made
                               * at its will or first PUBLISH (proto.c) */
 } conn_ext_t;
@@ -162,8 +162,8 @@ uint8_t *conn_reserve(conn_t *c, size_t n, int force);
  * dropped because the output is over its limit (QoS 1/2 are never dropped
  * here: the inflight window bounds them; nor are messages sent with the
  * retain flag: the retained set a subscription asks for arrives whole). */
-int conn_send_publish(conn_t *c, const msg_t *m, uint8_t qos, uint8_t retain,
-                      uint8_t dup, uint16_t pid, const uint32_t *subids, uint32_t nsubids);
+int conn_send_publish(conn_t *c, const msg_t *m, uint8_t qos, uint8_t retain, uint8_t dup,
+                      uint16_t pid, const uint32_t *subids, uint32_t nsubids);
 /* Queue a 4-byte acknowledgement (PUBACK, PUBREC, PUBREL, PUBCOMP,
  * UNSUBACK). */
 void conn_send_ack(conn_t *c, uint8_t type, uint16_t pid);
@@ -194,10 +194,13 @@ const char *conn_name(const conn_t *c, char *buf, size_t size);
 void conn_on_timer(tw_timer_t *t);
 
 /* Count a packet of MQTT type `type` queued for sending (metrics). */
-#define conn_count_out(c, type) STAT_ADD((c)->w->stats.pkts_out[(type) & 15], 1)
+#define conn_count_out(c, type) STAT_ADD((c)->w->stats.pkts_out[(type)&15], 1)
 
 /* Pending output bytes. */
-static inline uint32_t conn_out_pending(const conn_t *c) { return c->olen - c->ooff; }
+static inline uint32_t conn_out_pending(const conn_t *c)
+{
+    return c->olen - c->ooff;
+}
 
 /* The connection's transport: its stack, or the shared plain TCP one. */
 static inline transport_t *conn_transport(const conn_t *c)

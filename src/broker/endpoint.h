@@ -91,10 +91,10 @@ enum {
 
 /* Acknowledgements, numbered as the MQTT packet types they are. */
 enum {
-    EP_ACK_PUBACK = 4,  /* a QoS 1 message from the peer was taken */
-    EP_ACK_PUBREC = 5,  /* a QoS 2 message from the peer was taken */
-    EP_ACK_PUBREL = 6,  /* the peer's PUBREC for our QoS 2 message is recorded */
-    EP_ACK_PUBCOMP = 7  /* the peer's PUBREL is done */
+    EP_ACK_PUBACK = 4, /* a QoS 1 message from the peer was taken */
+    EP_ACK_PUBREC = 5, /* a QoS 2 message from the peer was taken */
+    EP_ACK_PUBREL = 6, /* the peer's PUBREC for our QoS 2 message is recorded */
+    EP_ACK_PUBCOMP = 7 /* the peer's PUBREL is done */
 };
 /* ack() flags: the acknowledgement was held for a store commit
  * (persist_hold_ack): the endpoint counts one fewer held. */
@@ -155,8 +155,7 @@ struct endpoint_s {
 };
 
 static inline int ep_deliver(endpoint_t *ep, const msg_t *m, uint8_t qos, uint8_t retain,
-                             uint8_t dup, uint16_t pid, const uint32_t *subids,
-                             uint32_t nsubids)
+                             uint8_t dup, uint16_t pid, const uint32_t *subids, uint32_t nsubids)
 {
     return ep->ops->deliver(ep, m, qos, retain, dup, pid, subids, nsubids);
 }
@@ -172,7 +171,10 @@ static inline void ep_close(endpoint_t *ep, ep_close_t why, const char *text)
     ep->ops->close(ep, why, text);
 }
 
-static inline size_t ep_backlog(const endpoint_t *ep) { return ep->ops->backlog(ep); }
+static inline size_t ep_backlog(const endpoint_t *ep)
+{
+    return ep->ops->backlog(ep);
+}
 
 static inline void ep_describe(const endpoint_t *ep, ep_info_t *out, char *peer, size_t size)
 {

@@ -31,14 +31,13 @@ static const conn_t *const_conn_of(const endpoint_t *ep)
     return container_of(ep, const conn_t, ep);
 }
 
-static int mqtt_deliver(endpoint_t *ep, const msg_t *m, uint8_t qos, uint8_t retain,
-                        uint8_t dup, uint16_t pid, const uint32_t *subids, uint32_t nsubids)
+static int mqtt_deliver(endpoint_t *ep, const msg_t *m, uint8_t qos, uint8_t retain, uint8_t dup,
+                        uint16_t pid, const uint32_t *subids, uint32_t nsubids)
 {
     return conn_send_publish(conn_of(ep), m, qos, retain, dup, pid, subids, nsubids);
 }
 
-static void mqtt_ack(endpoint_t *ep, uint8_t type, uint16_t pid, uint8_t reason,
-                     unsigned flags)
+static void mqtt_ack(endpoint_t *ep, uint8_t type, uint16_t pid, uint8_t reason, unsigned flags)
 {
     conn_t *c = conn_of(ep);
     if (flags & EP_ACK_HELD)
@@ -48,8 +47,8 @@ static void mqtt_ack(endpoint_t *ep, uint8_t type, uint16_t pid, uint8_t reason,
     if (reason == 0) {
         conn_send_ack(c, type, pid);
     } else if (c->proto == MQTT_PROTO_V5) {
-        mqtt_encode_ack_v5(conn_reserve(c, mqtt_ack_v5_size(reason, 0), 1), type, pid, reason,
-                           NULL, 0);
+        mqtt_encode_ack_v5(conn_reserve(c, mqtt_ack_v5_size(reason, 0), 1), type, pid, reason, NULL,
+                           0);
         conn_count_out(c, type);
     } else if (reason >= 0x80) {
         /* no negative acknowledgement in 3.1.1: close, the client resends
@@ -92,7 +91,9 @@ static void mqtt_describe(const endpoint_t *ep, ep_info_t *out, char *peer, size
     const conn_t *c = const_conn_of(ep);
     const conn_ext_t *x = c->x;
     *out = (ep_info_t){
-        .client = {.username = x && x->auth ? x->auth->user : x ? x->cert_user : NULL,
+        .client = {.username = x && x->auth ? x->auth->user
+                               : x          ? x->cert_user
+                                            : NULL,
                    .peer = peer ? conn_peer(c, peer, size) : NULL,
                    .listener = c->w->srv->conf.listeners[c->listener].name,
                    .proto = c->proto},

@@ -62,4 +62,3 @@ const char *event_drop_reason_name(event_drop_reason_t r)
     };
     return (unsigned)r < EVENT_DROP_REASONS ? names[r] : "?";
 }
-

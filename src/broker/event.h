@@ -90,9 +90,9 @@ typedef struct {
     event_client_t client;
     const uint8_t *filter; /* as subscribed, "$share/g/f" included; not NUL terminated */
     uint16_t filter_len;
-    uint8_t qos;           /* granted */
-    uint8_t options;       /* the options byte (QoS bits are the granted QoS) */
-    uint8_t is_new;        /* 0: replaced the options of an existing subscription */
+    uint8_t qos;              /* granted */
+    uint8_t options;          /* the options byte (QoS bits are the granted QoS) */
+    uint8_t is_new;           /* 0: replaced the options of an existing subscription */
     uint32_t subscription_id; /* MQTT 5, 0 = none */
 } event_subscribed_t;
 
@@ -112,9 +112,9 @@ typedef struct {
 typedef struct {
     event_client_t client; /* the subscriber */
     const msg_t *msg;
-    uint16_t packet_id;    /* 0 for QoS 0 */
-    uint8_t qos;           /* as sent: min(message, subscription) */
-    uint8_t retain;        /* sent with the retain flag */
+    uint16_t packet_id; /* 0 for QoS 0 */
+    uint8_t qos;        /* as sent: min(message, subscription) */
+    uint8_t retain;     /* sent with the retain flag */
 } event_delivered_t;
 
 typedef struct {
@@ -122,23 +122,23 @@ typedef struct {
     const msg_t *msg;
     uint16_t packet_id;
     uint8_t qos;
-    uint8_t packet_type;   /* MQTT_PUBACK (QoS 1) or MQTT_PUBREC (QoS 2) */
-    uint8_t reason_code;   /* MQTT 5: >= 0x80 the subscriber refused it */
+    uint8_t packet_type; /* MQTT_PUBACK (QoS 1) or MQTT_PUBREC (QoS 2) */
+    uint8_t reason_code; /* MQTT 5: >= 0x80 the subscriber refused it */
 } event_acked_t;
 
 typedef enum {
-    EVENT_DROP_QUEUE_FULL = 0, /* the session's queue is full (limits.max_queued*) */
-    EVENT_DROP_EXPIRED,        /* its Message Expiry Interval passed */
-    EVENT_DROP_ACL_DENIED,     /* the subscriber may not read it (at delivery) */
-    EVENT_DROP_NO_SUBSCRIBERS, /* a client's PUBLISH that matched nobody */
-    EVENT_DROP_QOS0_SLOW,      /* QoS 0 to a subscriber whose output is full
+    EVENT_DROP_QUEUE_FULL = 0,  /* the session's queue is full (limits.max_queued*) */
+    EVENT_DROP_EXPIRED,         /* its Message Expiry Interval passed */
+    EVENT_DROP_ACL_DENIED,      /* the subscriber may not read it (at delivery) */
+    EVENT_DROP_NO_SUBSCRIBERS,  /* a client's PUBLISH that matched nobody */
+    EVENT_DROP_QOS0_SLOW,       /* QoS 0 to a subscriber whose output is full
                                 * (limits.max_output_buffer, memory high water) */
-    EVENT_DROP_QOS0_OFFLINE,   /* QoS 0 to an offline session */
-    EVENT_DROP_TOO_LARGE,      /* over the subscriber's Maximum Packet Size */
-    EVENT_DROP_PUBLISH_DENIED, /* a client's PUBLISH refused by the ACL, or to $SYS */
-    EVENT_DROP_PUBLISH_REFUSED,/* a client's PUBLISH refused: a subscriber's queue
+    EVENT_DROP_QOS0_OFFLINE,    /* QoS 0 to an offline session */
+    EVENT_DROP_TOO_LARGE,       /* over the subscriber's Maximum Packet Size */
+    EVENT_DROP_PUBLISH_DENIED,  /* a client's PUBLISH refused by the ACL, or to $SYS */
+    EVENT_DROP_PUBLISH_REFUSED, /* a client's PUBLISH refused: a subscriber's queue
                                 * is full (queue_full: refuse), limits.max_retained */
-    EVENT_DROP_STORE_FAILED,   /* its store commit failed before it was routed */
+    EVENT_DROP_STORE_FAILED,    /* its store commit failed before it was routed */
     EVENT_DROP_REASONS
 } event_drop_reason_t;
 
@@ -149,7 +149,7 @@ typedef struct {
     const msg_t *msg;      /* NULL for PUBLISH_DENIED (never built) */
     const uint8_t *topic;  /* the topic, also when msg is NULL */
     uint16_t topic_len;
-    uint8_t qos;           /* the QoS it would have had */
+    uint8_t qos; /* the QoS it would have had */
     event_drop_reason_t reason;
 } event_dropped_t;
 
@@ -163,9 +163,9 @@ typedef struct {
 } event_session_expired_t;
 
 typedef struct {
-    event_client_t client;  /* the new connection */
-    const char *old_peer;   /* the connection it replaced */
-    uint8_t resumed;        /* 1: the session lives on; 0: it is discarded */
+    event_client_t client; /* the new connection */
+    const char *old_peer;  /* the connection it replaced */
+    uint8_t resumed;       /* 1: the session lives on; 0: it is discarded */
 } event_taken_over_t;
 
 /* A handler: `data` points to the struct of `kind` (above). */

@@ -102,10 +102,14 @@ static void jl_bool(jl_t *b, const char *key, int v)
 static const char *proto_name(uint8_t proto)
 {
     switch (proto) {
-    case MQTT_PROTO_V31: return "3.1";
-    case MQTT_PROTO_V311: return "3.1.1";
-    case MQTT_PROTO_V5: return "5.0";
-    default: return NULL;
+    case MQTT_PROTO_V31:
+        return "3.1";
+    case MQTT_PROTO_V311:
+        return "3.1.1";
+    case MQTT_PROTO_V5:
+        return "5.0";
+    default:
+        return NULL;
     }
 }
 

@@ -27,8 +27,7 @@ void module_conf_defaults(conf_t *c)
         const module_t *m = *mp;
         if (m->section == NULL)
             continue;
-        void *values = conf_section_add(c, m->section, m->conf_load, m->conf_walk,
-                                        m->conf_size);
+        void *values = conf_section_add(c, m->section, m->conf_load, m->conf_walk, m->conf_size);
         if (values == NULL) { /* a programming error: a name taken, no room */
             log_error("module %s: cannot declare configuration section \"%s\"", m->name,
                       m->section);
@@ -78,8 +77,8 @@ int module_init_all(server_t *srv)
             if (mi->conf == NULL) {
                 /* the configuration was built without module_conf_defaults
                  * (a test): the section's defaults, in place */
-                void *values = conf_section_add(&srv->conf, m->section, m->conf_load,
-                                                m->conf_walk, m->conf_size);
+                void *values = conf_section_add(&srv->conf, m->section, m->conf_load, m->conf_walk,
+                                                m->conf_size);
                 if (values == NULL) {
                     log_error("module %s: no room for its configuration", m->name);
                     return -1;

@@ -95,7 +95,7 @@ extern const module_t *const module_list[];
 void module_conf_defaults(conf_t *c);
 
 /* server.c: each step over every module in list order. */
-int module_init_all(server_t *srv);  /* init, then worker_init on each worker */
+int module_init_all(server_t *srv); /* init, then worker_init on each worker */
 int module_start_all(server_t *srv);
 void module_stop_all(server_t *srv); /* in reverse order */
 void module_free_all(server_t *srv); /* free, in reverse order */

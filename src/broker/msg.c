@@ -74,8 +74,8 @@ const char *msg_proto_name(uint8_t proto)
 }
 
 msg_t *msg_new_v5(const uint8_t *topic, uint16_t topic_len, const uint8_t *props,
-                  uint32_t props_len, const uint8_t *payload, uint32_t payload_len,
-                  uint8_t qos, uint8_t retain, uint64_t expire_at)
+                  uint32_t props_len, const uint8_t *payload, uint32_t payload_len, uint8_t qos,
+                  uint8_t retain, uint64_t expire_at)
 {
     msg_t *m = an_malloc(sizeof(*m) + topic_len + (size_t)props_len + payload_len);
     atomic_init(&m->refs, 1);

@@ -49,7 +49,7 @@ typedef struct msg_origin_s {
     uint8_t proto;         /* MSG_PROTO_* */
     const char *client_id;
     const char *username;
-    const char *listener;  /* the listener's name */
+    const char *listener; /* the listener's name */
     char data[];
 } msg_origin_t;
 
@@ -69,16 +69,16 @@ typedef struct msg_s {
     uint32_t payload_len;
     uint32_t props_len; /* MQTT 5 properties passed through to subscribers */
     uint16_t topic_len;
-    uint8_t qos;        /* QoS it was published with */
-    uint8_t retain;     /* retain flag it was published with */
-    uint64_t expire_at; /* monotonic ms (Message Expiry Interval); 0 = never */
-    uint64_t store_seq; /* its key in durable session queues (persist.h), 0 =
+    uint8_t qos;                /* QoS it was published with */
+    uint8_t retain;             /* retain flag it was published with */
+    uint64_t expire_at;         /* monotonic ms (Message Expiry Interval); 0 = never */
+    uint64_t store_seq;         /* its key in durable session queues (persist.h), 0 =
                          * not stored; set before the message is shared */
-    uint64_t published_at; /* wall clock, ms since the epoch (a coarse clock) */
+    uint64_t published_at;      /* wall clock, ms since the epoch (a coarse clock) */
     const msg_origin_t *origin; /* who published it (a reference), or NULL */
-    uint16_t origin_node; /* the node it was published on, 0 = this one */
-    uint8_t hops;         /* nodes it crossed to get here, 0 = published here */
-    uint8_t data[];     /* topic bytes, property bytes, payload bytes */
+    uint16_t origin_node;       /* the node it was published on, 0 = this one */
+    uint8_t hops;               /* nodes it crossed to get here, 0 = published here */
+    uint8_t data[];             /* topic bytes, property bytes, payload bytes */
 } msg_t;
 
 /* The properties kept are those a subscriber receives unchanged (payload
@@ -104,8 +104,8 @@ static inline msg_t *msg_ref(msg_t *m)
 /* The same with MQTT 5 properties (a block without its length) and an
  * expiry deadline. */
 msg_t *msg_new_v5(const uint8_t *topic, uint16_t topic_len, const uint8_t *props,
-                  uint32_t props_len, const uint8_t *payload, uint32_t payload_len,
-                  uint8_t qos, uint8_t retain, uint64_t expire_at);
+                  uint32_t props_len, const uint8_t *payload, uint32_t payload_len, uint8_t qos,
+                  uint8_t retain, uint64_t expire_at);
 
 /* Give m (not shared yet) its publisher's origin: a reference is taken. */
 static inline void msg_set_origin(msg_t *m, const msg_origin_t *o)

@@ -38,12 +38,12 @@ typedef struct {
     size_t len;
 } pkey_t;
 
-#define PKEY(k, build, ...)                                                        \
-    do {                                                                           \
-        (k)->len = build(NULL, 0, __VA_ARGS__);                                    \
-        (k)->p = (k)->len <= sizeof((k)->small) ? (k)->small : an_malloc((k)->len); \
-        if ((k)->len)                                                              \
-            build((k)->p, (k)->len, __VA_ARGS__);                                  \
+#define PKEY(k, build, ...)                                                                        \
+    do {                                                                                           \
+        (k)->len = build(NULL, 0, __VA_ARGS__);                                                    \
+        (k)->p = (k)->len <= sizeof((k)->small) ? (k)->small : an_malloc((k)->len);                \
+        if ((k)->len)                                                                              \
+            build((k)->p, (k)->len, __VA_ARGS__);                                                  \
     } while (0)
 
 static void pkey_done(pkey_t *k)
@@ -125,8 +125,8 @@ static int load_one(void *ud, const void *k, size_t kl, const void *v, size_t vl
         return 0;
     }
     uint64_t expire_at = from_wall_s(r.expiry, ctx->now_wall_ms, ctx->now_ms);
-    msg_t *m = msg_new_v5(r.topic, (uint16_t)r.topic_len, r.props, (uint32_t)r.props_len,
-                          r.payload, (uint32_t)r.payload_len, r.qos, 1, expire_at);
+    msg_t *m = msg_new_v5(r.topic, (uint16_t)r.topic_len, r.props, (uint32_t)r.props_len, r.payload,
+                          (uint32_t)r.payload_len, r.qos, 1, expire_at);
     retain_set(ctx->srv->retain, m);
     msg_unref(&m);
     ctx->loaded++;
@@ -138,7 +138,8 @@ int persist_open(server_t *srv)
     const conf_t *cf = &srv->conf;
     if (!cf->persistence_enabled)
         return 0;
-    store_opts_t o = {.backend = STORE_BACKEND_ROCKSDB, .path = cf->data_dir,
+    store_opts_t o = {.backend = STORE_BACKEND_ROCKSDB,
+                      .path = cf->data_dir,
                       .sync = (store_sync_t)cf->persistence_sync,
                       .sync_interval_ms = cf->sync_interval_ms,
                       .recover = cf->persistence_recover};
@@ -154,7 +155,9 @@ int persist_open(server_t *srv)
                       cf->data_dir, cf->data_dir);
         return -1;
     }
-    load_ctx_t ctx = {.srv = srv, .now_wall_ms = an_wall_ms(), .now_ms = an_now_ms(),
+    load_ctx_t ctx = {.srv = srv,
+                      .now_wall_ms = an_wall_ms(),
+                      .now_ms = an_now_ms(),
                       .cleanup = store_batch_new()};
     uint64_t t0 = an_now_ms();
     int rc = store_scan(srv->store, "r/", 2, load_one, &ctx);
@@ -166,8 +169,9 @@ int persist_open(server_t *srv)
         return -1;
     }
     log_info("persistence: %s: %zu retained messages loaded in %llu ms (%zu expired and "
-             "%zu unreadable removed)", cf->data_dir, ctx.loaded,
-             (unsigned long long)(an_now_ms() - t0), ctx.expired, ctx.bad);
+             "%zu unreadable removed)",
+             cf->data_dir, ctx.loaded, (unsigned long long)(an_now_ms() - t0), ctx.expired,
+             ctx.bad);
     return 0;
 }
 
@@ -183,9 +187,13 @@ void persist_retained(worker_t *w, const msg_t *m)
         store_batch_del(batch_of(w), k.p, k.len);
         goto out;
     }
-    store_retained_t r = {.qos = m->qos, .topic = msg_topic(m), .topic_len = m->topic_len,
-                          .props = msg_props(m), .props_len = m->props_len,
-                          .payload = msg_payload(m), .payload_len = m->payload_len};
+    store_retained_t r = {.qos = m->qos,
+                          .topic = msg_topic(m),
+                          .topic_len = m->topic_len,
+                          .props = msg_props(m),
+                          .props_len = m->props_len,
+                          .payload = msg_payload(m),
+                          .payload_len = m->payload_len};
     r.expiry = to_wall_s(m->expire_at, w->now);
     size_t vl = store_rec_encode_retained(&r, NULL, 0);
     void *v = vl ? store_batch_put_reserve(batch_of(w), k.p, k.len, vl) : NULL;
@@ -341,8 +349,8 @@ static int load_session(void *ud, const void *k, size_t kl, const void *v, size_
     uint64_t expire_at = rec.expiry_deadline
                              ? from_wall_s(rec.expiry_deadline, ctx->now_wall_ms, ctx->now_ms)
                              : ctx->now_ms + (uint64_t)rec.expiry_interval * 1000u;
-    sess_t *s = sess_restore(w, ki.name, (uint16_t)ki.name_len, rec.expiry_interval,
-                             expire_at, rec.next_pid);
+    sess_t *s = sess_restore(w, ki.name, (uint16_t)ki.name_len, rec.expiry_interval, expire_at,
+                             rec.next_pid);
     sess_acl_set_owner(s, (const char *)rec.owner, rec.owner_len, rec.owner_known);
     for (uint32_t i = 0; i < rec.nsubs; i++)
         sess_subscribe(w, s, rec.subs[i].filter, (uint16_t)rec.subs[i].filter_len,
@@ -371,16 +379,16 @@ static int load_outmsg(void *ud, const void *k, size_t kl, const void *v, size_t
         store_batch_del(ctx->cleanup, k, kl); /* its session expired or was unreadable */
         return 0;
     }
-    sq_entry_t e = {.qos = o.qos, .retain = o.retain, .state = o.state, .pid = o.pid,
-                    .seq = ki.seq};
+    sq_entry_t e = {
+        .qos = o.qos, .retain = o.retain, .state = o.state, .pid = o.pid, .seq = ki.seq};
     if (o.state != STORE_OUT_WAIT_PUBCOMP) {
         uint64_t exp = from_wall_s(o.expiry, ctx->now_wall_ms, ctx->now_ms);
         if (wall_passed(o.expiry, ctx->now_wall_ms) && o.state == STORE_OUT_QUEUED) {
             store_batch_del(ctx->cleanup, k, kl); /* expired before it was sent */
             return 0;
         }
-        e.m = msg_new_v5(o.topic, (uint16_t)o.topic_len, o.props, (uint32_t)o.props_len,
-                         o.payload, (uint32_t)o.payload_len, o.qos, o.retain, exp);
+        e.m = msg_new_v5(o.topic, (uint16_t)o.topic_len, o.props, (uint32_t)o.props_len, o.payload,
+                         (uint32_t)o.payload_len, o.qos, o.retain, exp);
         e.m->store_seq = ki.seq;
     }
     if (o.state == STORE_OUT_QUEUED) {
@@ -399,8 +407,8 @@ static int load_incoming(void *ud, const void *k, size_t kl, const void *v, size
     store_key_info_t ki;
     (void)v;
     (void)vl;
-    sess_t *s = store_key_parse(k, kl, &ki) == 0 ? find_restored(ctx->srv, ki.name, ki.name_len)
-                                                  : NULL;
+    sess_t *s =
+        store_key_parse(k, kl, &ki) == 0 ? find_restored(ctx->srv, ki.name, ki.name_len) : NULL;
     if (s)
         sess_qos2_in_begin(s, ki.pid);
     else
@@ -412,7 +420,9 @@ int persist_load_sessions(server_t *srv)
 {
     if (srv->store == NULL)
         return 0;
-    sess_load_t ctx = {.srv = srv, .now_wall_ms = an_wall_ms(), .now_ms = an_now_ms(),
+    sess_load_t ctx = {.srv = srv,
+                       .now_wall_ms = an_wall_ms(),
+                       .now_ms = an_now_ms(),
                        .cleanup = store_batch_new()};
     int rc = store_scan(srv->store, "s/", 2, load_session, &ctx);
     if (rc == 0)
@@ -427,7 +437,8 @@ int persist_load_sessions(server_t *srv)
     }
     atomic_store(&srv->next_qseq, ctx.max_seq + 1);
     log_info("persistence: %zu sessions with %zu messages restored (%zu expired removed, "
-             "%zu unreadable skipped)", ctx.sessions, ctx.messages, ctx.dropped, ctx.bad);
+             "%zu unreadable skipped)",
+             ctx.sessions, ctx.messages, ctx.dropped, ctx.bad);
     return 0;
 }
 
@@ -478,14 +489,16 @@ uint64_t persist_next_seq(server_t *srv)
     return atomic_fetch_add_explicit(&srv->next_qseq, 1, memory_order_relaxed);
 }
 
-void persist_queue_put(worker_t *w, const char *cid, uint16_t cid_len, uint64_t seq,
-                       const msg_t *m, uint8_t qos, uint8_t retain, uint8_t state,
-                       uint16_t pid)
+void persist_queue_put(worker_t *w, const char *cid, uint16_t cid_len, uint64_t seq, const msg_t *m,
+                       uint8_t qos, uint8_t retain, uint8_t state, uint16_t pid)
 {
     if (!persist_on(w) || seq == 0)
         return;
-    store_outmsg_t o = {.state = state, .qos = qos, .retain = retain != 0,
-                        .dup = state == STORE_OUT_WAIT_PUBREC, .pid = pid};
+    store_outmsg_t o = {.state = state,
+                        .qos = qos,
+                        .retain = retain != 0,
+                        .dup = state == STORE_OUT_WAIT_PUBREC,
+                        .pid = pid};
     if (m) {
         o.topic = msg_topic(m);
         o.topic_len = m->topic_len;
@@ -533,9 +546,13 @@ static void put_session(worker_t *w, store_batch_t *b, const sess_t *s)
     if (s->ep == NULL && s->expiry != SESS_NEVER)
         deadline = to_wall_s(s->expire_at, w->now);
     const char *owner = sess_acl_owner(s);
-    store_session_t rec = {.expiry_interval = s->expiry, .next_pid = s->next_pid,
-                           .nsubs = s->nsubs, .subs = subs, .expiry_deadline = deadline,
-                           .owner_known = !s->owner_unknown, .owner = (const uint8_t *)owner,
+    store_session_t rec = {.expiry_interval = s->expiry,
+                           .next_pid = s->next_pid,
+                           .nsubs = s->nsubs,
+                           .subs = subs,
+                           .expiry_deadline = deadline,
+                           .owner_known = !s->owner_unknown,
+                           .owner = (const uint8_t *)owner,
                            .owner_len = owner ? strlen(owner) : 0};
     size_t vl = store_rec_encode_session(&rec, NULL, 0);
     pkey_t k;
@@ -668,7 +685,8 @@ void persist_on_committed(worker_t *w, int err)
         if (w->now >= w->store_err_logged_at + 1000u) { /* one line a second at most */
             w->store_err_logged_at = w->now;
             log_error("persistence: %llu batches not stored (%s): their QoS 1/2 messages are "
-                      "refused", (unsigned long long)w->store_errors, store_strerror(err));
+                      "refused",
+                      (unsigned long long)w->store_errors, store_strerror(err));
             w->store_errors = 0;
         }
     }
@@ -682,8 +700,10 @@ void persist_on_committed(worker_t *w, int err)
             } else {
                 STAT_ADD(w->stats.msgs_dropped, 1);
                 if (event_wanted(w->srv, EVENT_MESSAGE_DROPPED)) {
-                    event_dropped_t ev = {.msg = e->m, .topic = msg_topic(e->m),
-                                          .topic_len = e->m->topic_len, .qos = e->m->qos,
+                    event_dropped_t ev = {.msg = e->m,
+                                          .topic = msg_topic(e->m),
+                                          .topic_len = e->m->topic_len,
+                                          .qos = e->m->qos,
                                           .reason = EVENT_DROP_STORE_FAILED};
                     event_emit(w, &w->srv->events, EVENT_MESSAGE_DROPPED, &ev);
                 }

@@ -81,7 +81,10 @@ void persist_worker_final(worker_t *w);
 void persist_forget_endpoint(worker_t *w, struct endpoint_s *ep);
 
 /* 1 when the store is on (every function below is a no-op otherwise). */
-static inline int persist_on(const worker_t *w) { return w->srv->store != NULL; }
+static inline int persist_on(const worker_t *w)
+{
+    return w->srv->store != NULL;
+}
 /* Operations in this turn's batch so far (to see whether a step wrote). */
 size_t persist_pending_ops(const worker_t *w);
 /* Hold an acknowledgement (EP_ACK_PUBACK, _PUBREC, _PUBCOMP with an MQTT 5
@@ -89,8 +92,8 @@ size_t persist_pending_ops(const worker_t *w);
  * committed; then ep_ack() with EP_ACK_HELD, and a reason of its own when
  * the commit failed.  The endpoint counts what it has held (a later
  * acknowledgement of it must wait behind them: MQTT keeps them in order). */
-void persist_hold_ack(worker_t *w, struct endpoint_s *ep, uint64_t sid, uint8_t type,
-                      uint16_t pid, uint8_t reason);
+void persist_hold_ack(worker_t *w, struct endpoint_s *ep, uint64_t sid, uint8_t type, uint16_t pid,
+                      uint8_t reason);
 
 /* Routing of one message: targets computed at publish time. */
 struct route_target_s {
@@ -114,9 +117,8 @@ uint64_t persist_next_seq(server_t *srv);
 
 /* Queue entries of session client id `cid`: m NULL means "only the PUBREL
  * is left" (state WAIT_PUBCOMP). */
-void persist_queue_put(worker_t *w, const char *cid, uint16_t cid_len, uint64_t seq,
-                       const msg_t *m, uint8_t qos, uint8_t retain, uint8_t state,
-                       uint16_t pid);
+void persist_queue_put(worker_t *w, const char *cid, uint16_t cid_len, uint64_t seq, const msg_t *m,
+                       uint8_t qos, uint8_t retain, uint8_t state, uint16_t pid);
 void persist_queue_del(worker_t *w, const char *cid, uint16_t cid_len, uint64_t seq);
 /* The session record (expiry, subscriptions, the deadline when offline):
  * written when s is durable, the whole session removed when it no longer

@@ -37,24 +37,24 @@ struct route_target_s;
  * (m, t, nt) or a QoS 2 send (sid, pid). */
 typedef struct {
     uint64_t batch;
-    struct endpoint_s *ep;     /* ack: NULL once the endpoint was freed */
-    uint64_t sid;              /* send: the session whose QoS 2 packet waits;
+    struct endpoint_s *ep; /* ack: NULL once the endpoint was freed */
+    uint64_t sid;          /* send: the session whose QoS 2 packet waits;
                                 * ack: the endpoint's session */
-    struct msg_s *m;           /* route */
+    struct msg_s *m;       /* route */
     struct route_target_s *t;
     uint32_t nt;
     uint16_t pid;
-    uint8_t type;              /* ack: EP_ACK_PUBACK/PUBREC/PUBCOMP; else 0 */
+    uint8_t type; /* ack: EP_ACK_PUBACK/PUBREC/PUBCOMP; else 0 */
     uint8_t reason;
-    uint8_t failed;            /* its batch could not be submitted */
+    uint8_t failed; /* its batch could not be submitted */
 } held_item_t;
 
 typedef struct persist_held_s {
     held_item_t *v;
-    size_t head, len, cap;     /* ring; cap is 0 or a power of two */
-    size_t routes;             /* route items in the ring (kept by the user) */
-    uint64_t batch_no;         /* the batch being filled */
-    uint64_t committed_no;     /* commits that came back */
+    size_t head, len, cap; /* ring; cap is 0 or a power of two */
+    size_t routes;         /* route items in the ring (kept by the user) */
+    uint64_t batch_no;     /* the batch being filled */
+    uint64_t committed_no; /* commits that came back */
 } held_ring_t;
 
 /* The release rule (see the top of this file). */
@@ -77,7 +77,10 @@ uint64_t held_committed(held_ring_t *h);
  * 1.  Otherwise 0 (everything behind it waits too: order is kept). */
 int held_pop(held_ring_t *h, held_item_t *out);
 /* Items in the ring, and the i-th oldest. */
-static inline size_t held_len(const held_ring_t *h) { return h->len; }
+static inline size_t held_len(const held_ring_t *h)
+{
+    return h->len;
+}
 static inline held_item_t *held_at(held_ring_t *h, size_t i)
 {
     return &h->v[(h->head + i) & (h->cap - 1)];

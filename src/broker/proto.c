@@ -52,8 +52,7 @@ static int malformed(conn_t *c, int rc, const char *why)
 /* CONNACK refusing the connection, in the client's protocol: the 3.1.1
  * return code, or the MQTT 5 reason code (with a Server Reference for
  * 0x9C/0x9D). */
-static int refuse(conn_t *c, const mqtt_connect_t *ck, uint8_t rc3, uint8_t rc5,
-                  const char *why)
+static int refuse(conn_t *c, const mqtt_connect_t *ck, uint8_t rc3, uint8_t rc5, const char *why)
 {
     if (c->proto == MQTT_PROTO_V5) {
         uint8_t props[300];
@@ -63,8 +62,7 @@ static int refuse(conn_t *c, const mqtt_connect_t *ck, uint8_t rc3, uint8_t rc5,
         if ((rc5 == MQTT_RC_SERVER_MOVED || rc5 == MQTT_RC_USE_ANOTHER_SERVER) && ref[0])
             mqtt_pw_str(&pw, MQTT_PROP_SERVER_REFERENCE, ref, strlen(ref));
         size_t len = mqtt_pw_len(&pw);
-        mqtt_encode_connack_v5(conn_reserve(c, mqtt_connack_v5_size(len), 1), 0, rc5, props,
-                               len);
+        mqtt_encode_connack_v5(conn_reserve(c, mqtt_connack_v5_size(len), 1), 0, rc5, props, len);
     } else {
         mqtt_encode_connack(conn_reserve(c, 4, 1), 0, rc3);
     }
@@ -92,8 +90,7 @@ static void send_ack5(conn_t *c, uint8_t type, uint16_t pid, uint8_t reason)
         conn_send_ack(c, type, pid);
         return;
     }
-    mqtt_encode_ack_v5(conn_reserve(c, mqtt_ack_v5_size(reason, 0), 1), type, pid, reason,
-                       NULL, 0);
+    mqtt_encode_ack_v5(conn_reserve(c, mqtt_ack_v5_size(reason, 0), 1), type, pid, reason, NULL, 0);
     conn_count_out(c, type);
 }
 
@@ -117,8 +114,8 @@ static void send_ack_after(conn_t *c, uint8_t type, uint16_t pid, uint8_t reason
 /* auth_failed.  The client id: the CONNECT's (ck), else the one the auth
  * state kept (an asynchronous answer, an enhanced authentication), else
  * the session's (re-authentication), else none. */
-static void emit_auth_failed(conn_t *c, const mqtt_connect_t *ck, auth_cause_t cause,
-                             uint8_t rc5, const char *why)
+static void emit_auth_failed(conn_t *c, const mqtt_connect_t *ck, auth_cause_t cause, uint8_t rc5,
+                             const char *why)
 {
     worker_t *w = c->w;
     char peer[64], *id = NULL;
@@ -143,8 +140,11 @@ static void emit_publish_dropped(conn_t *c, const msg_t *m, const mqtt_publish_t
 {
     worker_t *w = c->w;
     char peer[64];
-    event_dropped_t ev = {.msg = m, .topic = pb->topic.p, .topic_len = pb->topic.len,
-                          .qos = pb->qos, .reason = reason};
+    event_dropped_t ev = {.msg = m,
+                          .topic = pb->topic.p,
+                          .topic_len = pb->topic.len,
+                          .qos = pb->qos,
+                          .reason = reason};
     conn_event_client(c, &ev.client, peer, sizeof(peer));
     event_emit(w, &w->srv->events, EVENT_MESSAGE_DROPPED, &ev);
 }
@@ -154,15 +154,14 @@ static void emit_publish_dropped(conn_t *c, const msg_t *m, const mqtt_publish_t
 static uint16_t assign_client_id(worker_t *w, char *buf, size_t size)
 {
     for (;;) {
-        int n = snprintf(buf, size, "auto-%08x-%llx", w->id,
-                         (unsigned long long)++w->next_auto_id);
+        int n = snprintf(buf, size, "auto-%08x-%llx", w->id, (unsigned long long)++w->next_auto_id);
         if (worker_home(w->srv, (const uint8_t *)buf, (size_t)n) == w->id)
             return (uint16_t)n;
     }
 }
 
-static int hand_off(conn_t *c, uint32_t home, const mqtt_raw_t *pkt,
-                    const uint8_t *rest, size_t rest_len)
+static int hand_off(conn_t *c, uint32_t home, const mqtt_raw_t *pkt, const uint8_t *rest,
+                    size_t rest_len)
 {
     worker_t *w = c->w;
     handoff_t *h = an_malloc(sizeof(*h) + pkt->len + rest_len);
@@ -186,14 +185,14 @@ static int hand_off(conn_t *c, uint32_t home, const mqtt_raw_t *pkt,
 
 /* What CONNECT negotiated beyond mqtt_connect_t. */
 typedef struct {
-    uint32_t expiry;        /* session expiry, seconds (SESS_NEVER) */
-    uint16_t keepalive;     /* granted */
+    uint32_t expiry;    /* session expiry, seconds (SESS_NEVER) */
+    uint16_t keepalive; /* granted */
     uint8_t keepalive_capped;
-    uint8_t assigned;       /* the client id was assigned by us */
+    uint8_t assigned; /* the client id was assigned by us */
 } connect_terms_t;
 
-static size_t connack_props(conn_t *c, const connect_terms_t *t, const uint8_t *id,
-                            uint16_t id_len, uint8_t *buf, size_t cap)
+static size_t connack_props(conn_t *c, const connect_terms_t *t, const uint8_t *id, uint16_t id_len,
+                            uint8_t *buf, size_t cap)
 {
     const conf_t *cf = &c->w->srv->conf;
     mqtt_pw_t pw;
@@ -238,9 +237,9 @@ static const msg_origin_t *conn_origin(conn_t *c, const uint8_t *id, size_t id_l
         uint8_t proto = c->proto == MQTT_PROTO_V5    ? MSG_PROTO_MQTT5
                         : c->proto == MQTT_PROTO_V31 ? MSG_PROTO_MQTT31
                                                      : MSG_PROTO_MQTT311;
-        x->origin = msg_origin_new(proto, (const char *)id, id_len,
-                                   x->auth ? x->auth->user : x->cert_user,
-                                   c->w->srv->conf.listeners[c->listener].name);
+        x->origin =
+            msg_origin_new(proto, (const char *)id, id_len, x->auth ? x->auth->user : x->cert_user,
+                           c->w->srv->conf.listeners[c->listener].name);
     }
     return x->origin;
 }
@@ -261,10 +260,10 @@ static int connect_home(conn_t *c, const mqtt_connect_t *ck, const connect_terms
     if (s)
         sess_acl_claim(w, s, &c->ep,
                        s->ep ? (ck->clean_session || s->expiry == 0
-                                      ? "its connection closed, the session discarded"
-                                      : "its connection closed, the session resumed")
-                               : (ck->clean_session || s->expiry == 0 ? "the session discarded"
-                                                                      : "the session resumed"));
+                                    ? "its connection closed, the session discarded"
+                                    : "its connection closed, the session resumed")
+                             : (ck->clean_session || s->expiry == 0 ? "the session discarded"
+                                                                    : "the session resumed"));
     if (s && s->ep) {
         /* takeover: the older endpoint goes (a connection's will is
          * published) */
@@ -320,8 +319,8 @@ static int connect_home(conn_t *c, const mqtt_connect_t *ck, const connect_terms
         uint64_t expire_at = 0;
         if (ck->proto == MQTT_PROTO_V5) {
             /* the will's properties travel with it [MQTT5 3.1.3.2] */
-            uint64_t skip = MQTT_PROP_BIT(MQTT_PROP_WILL_DELAY) |
-                            MQTT_PROP_BIT(MQTT_PROP_MESSAGE_EXPIRY);
+            uint64_t skip =
+                MQTT_PROP_BIT(MQTT_PROP_WILL_DELAY) | MQTT_PROP_BIT(MQTT_PROP_MESSAGE_EXPIRY);
             mqtt_pw_t pw;
             mqtt_pw_init(&pw, NULL, 0);
             mqtt_pw_copy(&pw, wp, skip);
@@ -340,9 +339,8 @@ static int connect_home(conn_t *c, const mqtt_connect_t *ck, const connect_terms
         if (expire_at)
             expire_at = w->now + (uint64_t)wp->message_expiry * 1000u +
                         (c->x ? (uint64_t)c->x->will_delay * 1000u : 0);
-        c->will = msg_new_v5(ck->will_topic.p, ck->will_topic.len, props, plen,
-                             ck->will_payload.p, ck->will_payload.len, ck->will_qos,
-                             ck->will_retain, expire_at);
+        c->will = msg_new_v5(ck->will_topic.p, ck->will_topic.len, props, plen, ck->will_payload.p,
+                             ck->will_payload.len, ck->will_qos, ck->will_retain, expire_at);
         msg_set_origin(c->will, conn_origin(c, id, id_len));
         if (props != buf)
             free(props);
@@ -376,8 +374,10 @@ static int connect_home(conn_t *c, const mqtt_connect_t *ck, const connect_terms
     persist_session_update(w, s);
     if (event_wanted(w->srv, EVENT_CLIENT_CONNECTED)) {
         char peer[64];
-        event_connected_t ev = {.session_expiry = s->expiry, .keepalive = c->keepalive,
-                                .clean_start = ck->clean_session, .session_present = present};
+        event_connected_t ev = {.session_expiry = s->expiry,
+                                .keepalive = c->keepalive,
+                                .clean_start = ck->clean_session,
+                                .session_present = present};
         conn_event_client(c, &ev.client, peer, sizeof(peer));
         event_emit(w, &w->srv->events, EVENT_CLIENT_CONNECTED, &ev);
     }
@@ -386,9 +386,11 @@ static int connect_home(conn_t *c, const mqtt_connect_t *ck, const connect_terms
     conn_log(c, AN_LOG_INFO,
              "%s: connected (MQTT %s, clean %u, keepalive %u, session present %u%s%s%s)",
              conn_name(c, name, sizeof(name)),
-             c->proto == MQTT_PROTO_V5 ? "5.0" : c->proto == MQTT_PROTO_V31 ? "3.1" : "3.1.1",
-             ck->clean_session, c->keepalive, present, user ? ", user '" : "",
-             user ? user : "", user ? "'" : "");
+             c->proto == MQTT_PROTO_V5    ? "5.0"
+             : c->proto == MQTT_PROTO_V31 ? "3.1"
+                                          : "3.1.1",
+             ck->clean_session, c->keepalive, present, user ? ", user '" : "", user ? user : "",
+             user ? "'" : "");
     return 0;
 }
 
@@ -482,8 +484,8 @@ static int auth_decided(conn_t *c, auth_verdict_t v, auth_answer_t *ans, int cre
         /* a DENY without a cause: the credentials were wrong, or there
          * were none and the default refuses */
         auth_cause_t cause = ans->cause != AUTH_OK ? ans->cause
-                             : credentials        ? AUTH_BAD_CREDENTIALS
-                                                  : AUTH_NOT_AUTHORIZED;
+                             : credentials         ? AUTH_BAD_CREDENTIALS
+                                                   : AUTH_NOT_AUTHORIZED;
         auth_answer_clear(ans);
         ban_failure(c, user, peer);
         return refuse_auth(c, NULL, cause, "authentication failed");
@@ -515,8 +517,8 @@ static int authenticate(conn_t *c, const mqtt_connect_t *ck, const mqtt_raw_t *p
     auth_chain_t *ch = w->srv->auth;
     if (c->x && c->x->auth && c->x->auth->authed)
         return 0;
-    char *user = ck->has_username ? an_strndup((const char *)ck->username.p, ck->username.len)
-                                  : NULL;
+    char *user =
+        ck->has_username ? an_strndup((const char *)ck->username.p, ck->username.len) : NULL;
     int banned = auth_ban_blocked(auth_chain_ban(ch), c->listener, c->peer.family, c->peer.addr,
                                   user, w->now);
     free(user);
@@ -550,10 +552,14 @@ static int authenticate(conn_t *c, const mqtt_connect_t *ck, const mqtt_raw_t *p
     char peer[64];
     peer_text(c, peer, sizeof(peer));
     auth_request_t r = {
-        .action = AUTH_ACT_CONNECT, .client_id = cid, .username = user,
+        .action = AUTH_ACT_CONNECT,
+        .client_id = cid,
+        .username = user,
         .password = ck->has_password ? ck->password.p : NULL,
         .password_len = ck->has_password ? ck->password.len : 0,
-        .cert_user = x->cert_user, .peer = peer, .listener = c->listener,
+        .cert_user = x->cert_user,
+        .peer = peer,
+        .listener = c->listener,
     };
     auth_answer_t ans;
     auth_wait_t *wait = NULL;
@@ -578,8 +584,7 @@ static int authenticate(conn_t *c, const mqtt_connect_t *ck, const mqtt_raw_t *p
         hold(c);
         return 1;
     }
-    int rc = auth_decided(c, v, &ans, ck->has_username || ck->has_password || x->cert_user,
-                          user);
+    int rc = auth_decided(c, v, &ans, ck->has_username || ck->has_password || x->cert_user, user);
     free(user);
     return rc;
 }
@@ -619,8 +624,8 @@ static int method_result(conn_t *c, auth_method_rc_t rc, auth_method_out_t *out,
         ac->method = NULL;
     }
     if (rc == AUTH_METHOD_SUCCESS && !reauth &&
-        auth_ban_blocked(auth_chain_ban(w->srv->auth), c->listener, c->peer.family,
-                         c->peer.addr, out->user, w->now)) {
+        auth_ban_blocked(auth_chain_ban(w->srv->auth), c->listener, c->peer.family, c->peer.addr,
+                         out->user, w->now)) {
         free(out->data);
         free(out->user);
         STAT_ADD(w->stats.auth_banned, 1);
@@ -658,8 +663,8 @@ static int method_result(conn_t *c, auth_method_rc_t rc, auth_method_out_t *out,
     if (reauth) {
         send_auth(c, MQTT_RC_SUCCESS, m, out->data, out->len);
         free(out->data);
-        log_info("%s: re-authenticated (%s, user '%s')", conn_name(c, name, sizeof(name)),
-                 m->name, ac->user ? ac->user : "");
+        log_info("%s: re-authenticated (%s, user '%s')", conn_name(c, name, sizeof(name)), m->name,
+                 ac->user ? ac->user : "");
         return 0;
     }
     ac->authed = 1;
@@ -668,8 +673,8 @@ static int method_result(conn_t *c, auth_method_rc_t rc, auth_method_out_t *out,
     ac->method_out_len = (uint32_t)out->len;
     /* replay the CONNECT, now authenticated */
     uint8_t *held = ac->held;
-    mqtt_raw_t pkt = {.hdr = ac->hdr, .len = ac->connect_len,
-                      .body = ac->connect_len ? held : NULL};
+    mqtt_raw_t pkt = {
+        .hdr = ac->hdr, .len = ac->connect_len, .body = ac->connect_len ? held : NULL};
     ac->held = NULL;
     int r = on_connect(c, &pkt, NULL, 0, 0);
     free(held);
@@ -681,8 +686,7 @@ static int enhanced_start(conn_t *c, const mqtt_connect_t *ck, const mqtt_raw_t 
 {
     worker_t *w = c->w;
     const mqtt_props_t *pr = &ck->props;
-    const auth_method_t *m = auth_method_find(w->srv->auth, pr->auth_method.p,
-                                              pr->auth_method.len);
+    const auth_method_t *m = auth_method_find(w->srv->auth, pr->auth_method.p, pr->auth_method.len);
     if (m == NULL)
         return refuse_auth(c, ck, AUTH_BAD_METHOD, "authentication method not supported");
     conn_ext_t *x = conn_ext(c);
@@ -882,8 +886,7 @@ static int on_connect(conn_t *c, const mqtt_raw_t *pkt, const uint8_t *rest, siz
                       "server moved (server_reference)");
     /* cert_username: the verified client certificate names the user */
     const conf_listener_t *lst = &cf->listeners[c->listener];
-    if (lst->cert_username != CONF_CERT_USER_NONE && c->x && c->x->tp &&
-        c->x->cert_user == NULL) {
+    if (lst->cert_username != CONF_CERT_USER_NONE && c->x && c->x->tp && c->x->cert_user == NULL) {
         char user[256];
         int n = tp_peer_cert_name(c->x->tp, lst->cert_username, user, sizeof(user));
         if (n > 0)
@@ -892,8 +895,8 @@ static int on_connect(conn_t *c, const mqtt_raw_t *pkt, const uint8_t *rest, siz
     int cert_user = c->x && c->x->cert_user;
     int anonymous = !ck.has_username && !ck.has_password && !cert_user &&
                     !(c->x && c->x->auth && c->x->auth->authed); /* enhanced auth */
-    uint8_t anon_ok = lst->allow_anonymous == CONF_ANON_INHERIT ? cf->allow_anonymous
-                                                                : lst->allow_anonymous;
+    uint8_t anon_ok =
+        lst->allow_anonymous == CONF_ANON_INHERIT ? cf->allow_anonymous : lst->allow_anonymous;
     if (anonymous && !anon_ok) {
         STAT_ADD(w->stats.auth_failure, 1);
         return refuse_auth(c, &ck, AUTH_ANONYMOUS, "anonymous clients are not allowed");
@@ -1003,8 +1006,9 @@ static int refuse_sys_publish(conn_t *c, const mqtt_publish_t *pb)
         char name[160];
         w->acl_logged_at = w->now;
         log_info("%s: PUBLISH to '%.*s' refused: $SYS topics are the broker's "
-                 "(mqtt.allow_sys_publish), dropped", conn_name(c, name, sizeof(name)),
-                 (int)AN_MIN(pb->topic.len, 200), (const char *)pb->topic.p);
+                 "(mqtt.allow_sys_publish), dropped",
+                 conn_name(c, name, sizeof(name)), (int)AN_MIN(pb->topic.len, 200),
+                 (const char *)pb->topic.p);
     }
     if (event_wanted(w->srv, EVENT_MESSAGE_DROPPED))
         emit_publish_dropped(c, NULL, pb, EVENT_DROP_PUBLISH_DENIED);
@@ -1110,17 +1114,17 @@ static int on_publish(conn_t *c, const mqtt_raw_t *pkt)
         uint64_t expire_at = 0;
         if (pb.props.present & MQTT_PROP_BIT(MQTT_PROP_MESSAGE_EXPIRY))
             expire_at = w->now + (uint64_t)pb.props.message_expiry * 1000u;
-        m = msg_new_v5(pb.topic.p, pb.topic.len, props, (uint32_t)plen, pb.payload,
-                       pb.payload_len, pb.qos, pb.retain, expire_at);
+        m = msg_new_v5(pb.topic.p, pb.topic.len, props, (uint32_t)plen, pb.payload, pb.payload_len,
+                       pb.qos, pb.retain, expire_at);
         if (props != buf)
             free(props);
     } else {
         m = msg_new(pb.topic.p, pb.topic.len, pb.payload, pb.payload_len, pb.qos, pb.retain);
     }
-    msg_set_origin(m, likely(c->x && c->x->origin)
-                          ? c->x->origin
-                          : conn_origin(c, (const uint8_t *)c->sess->client_id,
-                                        c->sess->client_id_len));
+    msg_set_origin(
+        m, likely(c->x && c->x->origin)
+               ? c->x->origin
+               : conn_origin(c, (const uint8_t *)c->sess->client_id, c->sess->client_id_len));
     size_t n = router_publish(w, m, c->sess);
     if (n == ROUTER_REFUSED || n == ROUTER_NO_RETAIN) {
         if (event_wanted(w->srv, EVENT_MESSAGE_DROPPED))
@@ -1128,8 +1132,7 @@ static int on_publish(conn_t *c, const mqtt_raw_t *pkt)
     } else {
         if (event_wanted(w->srv, EVENT_MESSAGE_PUBLISHED)) {
             char peer[64];
-            event_published_t ev = {.msg = m, .packet_id = pb.packet_id,
-                                    .receivers = (uint32_t)n};
+            event_published_t ev = {.msg = m, .packet_id = pb.packet_id, .receivers = (uint32_t)n};
             conn_event_client(c, &ev.client, peer, sizeof(peer));
             event_emit(w, &w->srv->events, EVENT_MESSAGE_PUBLISHED, &ev);
         }
@@ -1195,8 +1198,8 @@ static uint8_t subscribe_one(conn_t *c, const mqtt_str_t *f, uint8_t opts, uint3
         return v5 ? MQTT_RC_TOPIC_FILTER_INVALID : MQTT_SUBACK_FAILURE;
     /* the generation first: a reload after it makes the verdict stale */
     uint32_t gen = auth_chain_gen(w->srv->auth);
-    int verdict = auth_chain_acl(w->srv->auth, c->x ? c->x->auth : NULL, AUTH_ACT_SUBSCRIBE,
-                                 real, rl, 1);
+    int verdict =
+        auth_chain_acl(w->srv->auth, c->x ? c->x->auth : NULL, AUTH_ACT_SUBSCRIBE, real, rl, 1);
     if (verdict == AUTH_ACL_DENY) {
         char name[160];
         STAT_ADD(w->stats.acl_denied, 1);
@@ -1214,8 +1217,11 @@ static uint8_t subscribe_one(conn_t *c, const mqtt_str_t *f, uint8_t opts, uint3
     sess_acl_subscribed(s, f->p, f->len, verdict, gen);
     if (event_wanted(w->srv, EVENT_SUBSCRIBED)) {
         char peer[64];
-        event_subscribed_t ev = {.filter = f->p, .filter_len = f->len, .qos = granted,
-                                 .options = opts, .is_new = added == 1,
+        event_subscribed_t ev = {.filter = f->p,
+                                 .filter_len = f->len,
+                                 .qos = granted,
+                                 .options = opts,
+                                 .is_new = added == 1,
                                  .subscription_id = subid};
         conn_event_client(c, &ev.client, peer, sizeof(peer));
         event_emit(w, &w->srv->events, EVENT_SUBSCRIBED, &ev);
@@ -1255,8 +1261,8 @@ static int on_subscribe(conn_t *c, const mqtt_raw_t *pkt)
     if (granted) /* one record for the packet, not one per filter */
         sess_subscriptions_saved(w, c->sess);
     if (v5)
-        mqtt_encode_suback_v5(conn_reserve(c, mqtt_suback_v5_size(0, i), 1), it.packet_id,
-                              NULL, 0, codes, i);
+        mqtt_encode_suback_v5(conn_reserve(c, mqtt_suback_v5_size(0, i), 1), it.packet_id, NULL, 0,
+                              codes, i);
     else
         mqtt_encode_suback(conn_reserve(c, mqtt_suback_size(i), 1), it.packet_id, codes, i);
     conn_count_out(c, MQTT_SUBACK);
@@ -1274,8 +1280,8 @@ static int on_unsubscribe(conn_t *c, const mqtt_raw_t *pkt)
     int v5 = c->proto == MQTT_PROTO_V5;
     mqtt_sub_iter_t it;
     const char *why = NULL;
-    int rc = v5 ? mqtt_decode_unsubscribe_v5(pkt, &it, &why)
-                : mqtt_decode_unsubscribe(pkt, &it, &why);
+    int rc =
+        v5 ? mqtt_decode_unsubscribe_v5(pkt, &it, &why) : mqtt_decode_unsubscribe(pkt, &it, &why);
     if (rc < 0)
         return malformed(c, rc, why);
     uint8_t *codes = an_malloc(it.count);
@@ -1296,8 +1302,8 @@ static int on_unsubscribe(conn_t *c, const mqtt_raw_t *pkt)
     if (removed) /* one record for the packet, not one per filter */
         sess_subscriptions_saved(c->w, c->sess);
     if (v5) {
-        mqtt_encode_unsuback_v5(conn_reserve(c, mqtt_suback_v5_size(0, i), 1), it.packet_id,
-                                NULL, 0, codes, i);
+        mqtt_encode_unsuback_v5(conn_reserve(c, mqtt_suback_v5_size(0, i), 1), it.packet_id, NULL,
+                                0, codes, i);
         conn_count_out(c, MQTT_UNSUBACK);
     } else {
         conn_send_ack(c, MQTT_UNSUBACK, it.packet_id);
@@ -1331,8 +1337,7 @@ static int on_ack(conn_t *c, const mqtt_raw_t *pkt)
         size_t ops = persist_pending_ops(c->w);
         if (known)
             persist_incoming(c->w, c->sess, pid, 0);
-        send_ack_after(c, MQTT_PUBCOMP, pid,
-                       known ? MQTT_RC_SUCCESS : MQTT_RC_PACKET_ID_NOT_FOUND,
+        send_ack_after(c, MQTT_PUBCOMP, pid, known ? MQTT_RC_SUCCESS : MQTT_RC_PACKET_ID_NOT_FOUND,
                        persist_pending_ops(c->w) != ops);
         break;
     }
@@ -1424,8 +1429,8 @@ void proto_adopt(worker_t *w, handoff_t *h)
         free(h);
         return;
     }
-    mqtt_raw_t pkt = {.hdr = h->hdr, .len = h->connect_len,
-                      .body = h->connect_len ? h->data : NULL};
+    mqtt_raw_t pkt = {
+        .hdr = h->hdr, .len = h->connect_len, .body = h->connect_len ? h->data : NULL};
     if (on_connect(c, &pkt, NULL, 0, 1) == 0 && h->rest_len)
         conn_input(c, h->data + h->connect_len, h->rest_len);
     free(h);

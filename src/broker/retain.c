@@ -23,11 +23,11 @@
 typedef struct rnode_s rnode_t;
 struct rnode_s {
     rnode_t *parent;
-    rnode_t *chain;   /* next in the parent's bucket */
-    rnode_t **kids;   /* buckets */
+    rnode_t *chain; /* next in the parent's bucket */
+    rnode_t **kids; /* buckets */
     msg_t *msg;
     uint32_t nkids, nbuckets;
-    uint32_t hash;    /* of name: computed once, reused on growth and unlink */
+    uint32_t hash; /* of name: computed once, reused on growth and unlink */
     uint16_t name_len;
     uint8_t name[];
 };
@@ -250,8 +250,8 @@ static void collect_all(const rnode_t *n, mvec_t *v, int skip_dollar)
 }
 
 /* Match the filter levels starting at p against the children of n. */
-static void match(const uint64_t key[2], const rnode_t *n, const uint8_t *p,
-                  const uint8_t *end, int root, mvec_t *v)
+static void match(const uint64_t key[2], const rnode_t *n, const uint8_t *p, const uint8_t *end,
+                  int root, mvec_t *v)
 {
     int more;
     const uint8_t *lvl = p;

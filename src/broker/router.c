@@ -51,11 +51,11 @@ typedef struct consumer_filter_s {
 
 struct router_consumer_s {
     server_t *srv;
-    router_consumer_t *next;     /* srv->consumers, under trie_lock */
+    router_consumer_t *next; /* srv->consumers, under trie_lock */
     const consumer_ops_t *ops;
     void *user;
     char *name;
-    consumer_filter_t *filters;  /* under trie_lock */
+    consumer_filter_t *filters; /* under trie_lock */
     uint32_t nworkers;
     consumer_count_t *delivered; /* [nworkers] */
 };
@@ -76,9 +76,9 @@ static void collect(void *ud, const sub_ref_t *sub)
     if (sub->opts & SUB_SHARED) {
         sub_ref_t member;
         const sess_t *f = ctx->from;
-        if (shared_pick(sub, w->srv->conf.shared_strategy,
-                        f ? (const uint8_t *)f->client_id : NULL, f ? f->client_id_len : 0,
-                        msg_topic(ctx->m), ctx->m->topic_len, 0, &w->rng, &member) == 0) {
+        if (shared_pick(sub, w->srv->conf.shared_strategy, f ? (const uint8_t *)f->client_id : NULL,
+                        f ? f->client_id_len : 0, msg_topic(ctx->m), ctx->m->topic_len, 0, &w->rng,
+                        &member) == 0) {
             member.opts |= SUB_SHARED;
             push(w, &member);
         }
@@ -110,8 +110,8 @@ static size_t merge_overlaps(sub_ref_t *v, size_t n)
             !(v[i].opts & SUB_SHARED)) {
             /* each shared group delivers its own copy [MQTT5 4.8.2] */
             uint8_t q = AN_MAX(last->opts & 3, v[i].opts & 3);
-            last->opts = (uint8_t)((last->opts & ~3) | q |
-                                   (v[i].opts & MQTT_SUBOPT_RETAIN_AS_PUBLISHED));
+            last->opts =
+                (uint8_t)((last->opts & ~3) | q | (v[i].opts & MQTT_SUBOPT_RETAIN_AS_PUBLISHED));
             continue;
         }
         v[out++] = v[i];
@@ -159,8 +159,8 @@ static void deliver_session(worker_t *w, uint64_t sid, uint16_t owner, msg_t *m,
     if (owner == w->id) {
         router_deliver_local(w, sid, m, qos, flags);
     } else {
-        inbox_item_t it = {.kind = WM_DELIVER, .qos = qos, .flags = flags, .sid = sid,
-                           .ptr = msg_ref(m)};
+        inbox_item_t it = {
+            .kind = WM_DELIVER, .qos = qos, .flags = flags, .sid = sid, .ptr = msg_ref(m)};
         worker_post(w, owner, &it);
     }
 }
@@ -229,8 +229,7 @@ static void publish_durable(worker_t *w, msg_t *m, size_t n)
         if (sub->opts & SUB_SHARED)
             t[i].flags |= DLV_SHARED;
         const sess_t *s = sub->sess;
-        if (t[i].qos == 0 || s == NULL ||
-            !sess_flag(s, SESS_F_DURABLE))
+        if (t[i].qos == 0 || s == NULL || !sess_flag(s, SESS_F_DURABLE))
             continue;
         if (m->store_seq == 0)
             m->store_seq = persist_next_seq(srv);
@@ -259,8 +258,7 @@ static int any_queue_full(worker_t *w, msg_t *m, const sess_t *from)
     trie_match(srv->trie, msg_topic(m), m->topic_len, collect, &ctx);
     for (size_t i = 0; i < w->nmatches && !full; i++) {
         const sub_ref_t *sub = &w->matches[i];
-        full = (sub->opts & 3) && sub->sess &&
-               sess_flag(sub->sess, SESS_F_FULL);
+        full = (sub->opts & 3) && sub->sess && sess_flag(sub->sess, SESS_F_FULL);
     }
     pthread_rwlock_unlock(&srv->trie_lock);
     return full;
@@ -347,8 +345,7 @@ static void send_one_retained(void *ud, msg_t *m)
     msg_unref(&m);
 }
 
-void router_send_retained(worker_t *w, sess_t *s, const uint8_t *filter,
-                          uint16_t len, uint8_t qos)
+void router_send_retained(worker_t *w, sess_t *s, const uint8_t *filter, uint16_t len, uint8_t qos)
 {
     retained_ctx_t ctx = {w, s, qos};
     retain_match(w->srv->retain, filter, len, send_one_retained, &ctx);
@@ -356,8 +353,8 @@ void router_send_retained(worker_t *w, sess_t *s, const uint8_t *filter,
 
 /* ---- internal consumers ------------------------------------------------ */
 
-router_consumer_t *router_consumer_new(server_t *srv, const char *name,
-                                       const consumer_ops_t *ops, void *user)
+router_consumer_t *router_consumer_new(server_t *srv, const char *name, const consumer_ops_t *ops,
+                                       void *user)
 {
     router_consumer_t *c = an_calloc(1, sizeof(*c));
     c->srv = srv;
@@ -435,7 +432,10 @@ int router_consumer_unsubscribe(router_consumer_t *c, const char *filter)
     return gone != NULL;
 }
 
-const char *router_consumer_name(const router_consumer_t *c) { return c->name; }
+const char *router_consumer_name(const router_consumer_t *c)
+{
+    return c->name;
+}
 
 uint64_t router_consumer_delivered(const router_consumer_t *c)
 {

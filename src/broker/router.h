@@ -57,7 +57,8 @@
 /* Delivery flags (inbox_item_t.flags, sess_deliver). */
 #define DLV_RETAIN 1 /* send with the retain flag set */
 #define DLV_SHARED 2 /* came through a shared subscription (failover) */
-#define DLV_DURABLE 4 /* the publisher stored it in the session's queue
+#define DLV_DURABLE                                                                                \
+    4 /* the publisher stored it in the session's queue
                        * (key q/ client id, m->store_seq): persist.h */
 
 /* Hand m to each target now (the other workers' ones through their
@@ -77,8 +78,8 @@ void router_hand_targets(worker_t *w, msg_t *m, const route_target_t *t, size_t 
 /* "$SYS" or "$SYS/...": the broker's own topics (mqtt.allow_sys_publish). */
 static inline int router_is_sys_topic(const uint8_t *topic, size_t len)
 {
-    return len >= 4 && topic[0] == '$' && topic[1] == 'S' && topic[2] == 'Y' &&
-           topic[3] == 'S' && (len == 4 || topic[4] == '/');
+    return len >= 4 && topic[0] == '$' && topic[1] == 'S' && topic[2] == 'Y' && topic[3] == 'S' &&
+           (len == 4 || topic[4] == '/');
 }
 
 /* Takes no ownership of m.  `from` is the publishing session, or NULL.
@@ -88,8 +89,7 @@ size_t router_publish(worker_t *w, msg_t *m, const sess_t *from);
 
 /* Deliver, to session s (owned by w), every retained message matching
  * filter, at min(message QoS, qos), with the retain flag set. */
-void router_send_retained(worker_t *w, sess_t *s, const uint8_t *filter,
-                          uint16_t len, uint8_t qos);
+void router_send_retained(worker_t *w, sess_t *s, const uint8_t *filter, uint16_t len, uint8_t qos);
 
 /* Inbox item from another worker: deliver to a local session by id. */
 void router_deliver_local(worker_t *w, uint64_t sid, msg_t *m, uint8_t qos, uint8_t flags);
@@ -105,8 +105,8 @@ void router_owner_register(server_t *srv, uint8_t kind, const route_owner_kind_t
 typedef struct router_consumer_s router_consumer_t;
 typedef struct {
     /* A message for c (see above for when, where and what it may do). */
-    void (*on_message)(worker_t *w, router_consumer_t *c, msg_t *m, uint8_t qos,
-                       uint8_t flags, void *user);
+    void (*on_message)(worker_t *w, router_consumer_t *c, msg_t *m, uint8_t qos, uint8_t flags,
+                       void *user);
     /* The server frees c (server_free, the workers stopped): release user
      * (c is still readable: its name and count).  May be NULL. */
     void (*free)(router_consumer_t *c, void *user);
@@ -115,8 +115,8 @@ typedef struct {
 /* A consumer named `name` (logs, stats), with no filter yet.  Any thread,
  * at start-up or at runtime.  It lives as long as the server (freed by
  * router_consumers_free); a module that is done with it unsubscribes. */
-router_consumer_t *router_consumer_new(server_t *srv, const char *name,
-                                       const consumer_ops_t *ops, void *user);
+router_consumer_t *router_consumer_new(server_t *srv, const char *name, const consumer_ops_t *ops,
+                                       void *user);
 /* Subscribe c to filter (NUL-terminated, a valid topic filter, not
  * "$share/..."), granted QoS qos (0..2); a filter already subscribed gets
  * the new QoS.  Any thread, also from a consumer's callback (the router

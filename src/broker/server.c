@@ -71,8 +71,8 @@ static int open_listener(server_t *srv, uint32_t i)
     srv->listen_fds[i] = fd;
     return 0;
 fail:
-    log_error("listener %s: cannot listen on %s port %u: %s", l->name, l->address,
-              l->port, strerror(errno));
+    log_error("listener %s: cannot listen on %s port %u: %s", l->name, l->address, l->port,
+              strerror(errno));
     if (fd >= 0)
         close(fd);
     return -1;
@@ -149,7 +149,8 @@ static void derive_limits(server_t *srv)
             avail = (uint64_t)1 << 32; /* unknown: assume 4 GiB */
         cf->memory_high_water = avail / 10u * 8u;
         log_info("limits: memory_high_water %" PRIu64 " bytes (derived: 80%% of %s, %" PRIu64
-                 " bytes)", cf->memory_high_water, what, avail);
+                 " bytes)",
+                 cf->memory_high_water, what, avail);
     }
 }
 
@@ -247,7 +248,7 @@ int server_start(server_t *srv)
 
 void server_stop(server_t *srv)
 {
-    api_stop(srv); /* first: no API request waits for a stopped worker */
+    api_stop(srv);        /* first: no API request waits for a stopped worker */
     module_stop_all(srv); /* their threads end while the workers still run */
     for (uint32_t i = 0; i < srv->nworkers; i++) {
         inbox_vec_t v = {0};
@@ -272,7 +273,7 @@ void server_free(server_t *srv)
     free(srv->workers);
     srv->workers = NULL;
     module_free_all(srv); /* after every worker's context */
-    persist_close(srv); /* after the workers saved their sessions */
+    persist_close(srv);   /* after the workers saved their sessions */
     for (uint32_t i = 0; i < CONF_MAX_LISTENERS; i++) {
         if (srv->listen_fds[i] >= 0)
             close(srv->listen_fds[i]);
@@ -312,7 +313,8 @@ int server_tls_reload(server_t *srv)
         /* only the main thread replaces contexts: reading ours is safe */
         if (tls_ctx_copy_ticket_keys(ctx, srv->tls_ctx[i]) < 0)
             log_warn("listener %s: session ticket keys not carried over: sessions resumed "
-                     "before the reload need a full handshake", l->name);
+                     "before the reload need a full handshake",
+                     l->name);
         pthread_mutex_lock(&srv->tls_lock);
         struct ssl_ctx_st *old = srv->tls_ctx[i];
         srv->tls_ctx[i] = ctx;

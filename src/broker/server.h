@@ -67,8 +67,8 @@ typedef struct {
 /* What the router does with a message for a subscriber of one owner kind
  * (sub_ref_t.kind, trie.h): router.h says what an implementation keeps. */
 typedef struct {
-    void (*deliver)(worker_t *w, uint64_t sid, uint16_t owner, msg_t *m, uint8_t qos,
-                    uint8_t flags, void *user);
+    void (*deliver)(worker_t *w, uint64_t sid, uint16_t owner, msg_t *m, uint8_t qos, uint8_t flags,
+                    void *user);
     void *user;
 } route_owner_kind_t;
 
@@ -84,31 +84,31 @@ typedef struct {
     an_counter_t bytes_sent;
     an_counter_t clients_connected; /* current; maintained as +1/-1 */
     an_counter_t connections_total;
-    an_counter_t refused_limit;     /* connections refused: max_connections */
-    an_counter_t refused_rate;      /* connections refused: max_connection_rate */
-    an_counter_t refused_memory;    /* connections refused: memory_high_water */
-    an_counter_t refused_fd_limit;  /* connections refused: out of file descriptors */
-    an_counter_t throttled;         /* clients paused by a rate limit */
-    an_counter_t slow_disconnects;  /* subscribers closed by slow_subscriber_timeout */
-    an_counter_t dropped_queue_full;/* messages dropped: session queue full */
-    an_counter_t refused_queue_full;/* QoS 1/2 PUBLISH refused: a queue was full */
-    an_counter_t congested;         /* turns that found another inbox over its bound */
-    an_counter_t auth_success;      /* CONNECTs allowed by the auth chain */
-    an_counter_t auth_failure;      /* CONNECTs refused by it (credentials) */
-    an_counter_t auth_banned;       /* CONNECTs refused: address banned */
-    an_counter_t acl_denied;        /* PUBLISH/SUBSCRIBE/retained refused by the ACL,
+    an_counter_t refused_limit;            /* connections refused: max_connections */
+    an_counter_t refused_rate;             /* connections refused: max_connection_rate */
+    an_counter_t refused_memory;           /* connections refused: memory_high_water */
+    an_counter_t refused_fd_limit;         /* connections refused: out of file descriptors */
+    an_counter_t throttled;                /* clients paused by a rate limit */
+    an_counter_t slow_disconnects;         /* subscribers closed by slow_subscriber_timeout */
+    an_counter_t dropped_queue_full;       /* messages dropped: session queue full */
+    an_counter_t refused_queue_full;       /* QoS 1/2 PUBLISH refused: a queue was full */
+    an_counter_t congested;                /* turns that found another inbox over its bound */
+    an_counter_t auth_success;             /* CONNECTs allowed by the auth chain */
+    an_counter_t auth_failure;             /* CONNECTs refused by it (credentials) */
+    an_counter_t auth_banned;              /* CONNECTs refused: address banned */
+    an_counter_t acl_denied;               /* PUBLISH/SUBSCRIBE/retained refused by the ACL,
                                      * messages not delivered (sess_acl.h) */
-    an_counter_t takeovers_other_user; /* CONNECTs that claimed another user's
+    an_counter_t takeovers_other_user;     /* CONNECTs that claimed another user's
                                      * session (sess_acl.h) */
     an_counter_t pkts_in[STAT_PKT_TYPES];  /* packets read, by MQTT type */
     an_counter_t pkts_out[STAT_PKT_TYPES]; /* packets queued for sending, by type */
-    an_counter_t msgs_in_qos[3];    /* PUBLISH from clients by QoS */
-    an_counter_t msgs_out_qos[3];   /* PUBLISH to clients by QoS */
+    an_counter_t msgs_in_qos[3];           /* PUBLISH from clients by QoS */
+    an_counter_t msgs_out_qos[3];          /* PUBLISH to clients by QoS */
     /* gauges refreshed by the worker every second (worker_gauges) */
-    an_counter_t sessions;          /* sessions whose home is this worker */
-    an_counter_t inflight;          /* their inflight messages */
-    an_counter_t queued;            /* their queued messages */
-    an_hist_t loop_turn;            /* duration of a loop turn (events to end of turn) */
+    an_counter_t sessions; /* sessions whose home is this worker */
+    an_counter_t inflight; /* their inflight messages */
+    an_counter_t queued;   /* their queued messages */
+    an_hist_t loop_turn;   /* duration of a loop turn (events to end of turn) */
 } worker_stats_t;
 
 /* A chained hash table of sessions, keyed by client id (SESS_BY_ID) or by
@@ -130,44 +130,44 @@ struct worker_s {
     pthread_t thread;
     ev_loop_t loop;
     int stopping;
-    uint64_t now; /* ms, refreshed once per loop turn */
+    uint64_t now;        /* ms, refreshed once per loop turn */
     uint64_t turn_start; /* us, when this turn's wait returned */
     tw_t tw;
-    tw_timer_t mem_timer; /* worker 0 only: memory high-water check */
+    tw_timer_t mem_timer;   /* worker 0 only: memory high-water check */
     tw_timer_t sweep_timer; /* worker 0 only: expired retained messages */
     tw_timer_t gauge_timer; /* every worker: refresh the session gauges (1 s) */
     inbox_t inbox;
-    ev_watcher_t inbox_ev; /* the inbox's eventfd */
+    ev_watcher_t inbox_ev;                      /* the inbox's eventfd */
     ev_watcher_t listen_ev[CONF_MAX_LISTENERS]; /* srv->listen_fds[i], shared */
-    inbox_vec_t taken;    /* items being processed this turn */
-    inbox_vec_t *outbox;  /* one outgoing batch per worker */
-    sess_table_t by_id;   /* client id -> session */
-    sess_table_t by_sid;  /* session id -> session */
-    conn_t *conns;        /* every connection of this worker */
-    conn_t *flush_head;   /* connections with output this turn */
-    conn_t *dead_head;    /* closed this turn, freed at its end */
-    linger_list_t lingers; /* sockets closing gracefully (net_linger.h) */
-    uint8_t *scratch;     /* read buffer shared by the worker's connections */
+    inbox_vec_t taken;                          /* items being processed this turn */
+    inbox_vec_t *outbox;                        /* one outgoing batch per worker */
+    sess_table_t by_id;                         /* client id -> session */
+    sess_table_t by_sid;                        /* session id -> session */
+    conn_t *conns;                              /* every connection of this worker */
+    conn_t *flush_head;                         /* connections with output this turn */
+    conn_t *dead_head;                          /* closed this turn, freed at its end */
+    linger_list_t lingers;                      /* sockets closing gracefully (net_linger.h) */
+    uint8_t *scratch;                           /* read buffer shared by the worker's connections */
     size_t scratch_size;
-    void **buf_cache;     /* spare output buffers of BUF_CHUNK bytes */
+    void **buf_cache; /* spare output buffers of BUF_CHUNK bytes */
     uint32_t buf_cached;
-    sub_ref_t *matches;   /* router scratch: subscribers of one publish */
+    sub_ref_t *matches; /* router scratch: subscribers of one publish */
     size_t nmatches, matches_cap;
     struct route_target_s *targets; /* router scratch: where a stored message goes */
     size_t targets_cap;
     uint64_t next_auto_id;
-    uint64_t rng;         /* xorshift state: random shared-subscription picks */
-    uint64_t qfull_logged_at; /* ms: rate limit of the queue-full log line */
-    uint64_t acl_logged_at;   /* ms: rate limit of the ACL-denied publish line */
-    uint64_t takeover_logged_at; /* ms: of the line on another user's takeover */
-    uint64_t judged_logged_at;   /* ms: of the line on a subscription a reload restricted */
+    uint64_t rng;                 /* xorshift state: random shared-subscription picks */
+    uint64_t qfull_logged_at;     /* ms: rate limit of the queue-full log line */
+    uint64_t acl_logged_at;       /* ms: rate limit of the ACL-denied publish line */
+    uint64_t takeover_logged_at;  /* ms: of the line on another user's takeover */
+    uint64_t judged_logged_at;    /* ms: of the line on a subscription a reload restricted */
     uint64_t store_err_logged_at; /* ms: rate limit of the failed-commit line */
-    uint64_t store_errors;    /* failed commits since that line */
-    uint64_t congested_until; /* ms: another worker's inbox is over INBOX_HIGH */
-    int reserve_fd;           /* /dev/null, given up to refuse a connection at EMFILE */
-    uint8_t accept_paused;    /* listeners out of the loop until accept_timer (EMFILE) */
+    uint64_t store_errors;        /* failed commits since that line */
+    uint64_t congested_until;     /* ms: another worker's inbox is over INBOX_HIGH */
+    int reserve_fd;               /* /dev/null, given up to refuse a connection at EMFILE */
+    uint8_t accept_paused;        /* listeners out of the loop until accept_timer (EMFILE) */
     tw_timer_t accept_timer;
-    struct store_batch *batch; /* store writes of this turn (persist.h), or NULL */
+    struct store_batch *batch;   /* store writes of this turn (persist.h), or NULL */
     struct persist_held_s *held; /* acks and routes waiting for a commit, and the
                                   * batch numbering (persist_held.h) */
     worker_stats_t stats;
@@ -192,23 +192,23 @@ struct server_s {
     /* router: the subscription trie under a read-write lock */
     pthread_rwlock_t trie_lock;
     trie_t *trie;
-    struct shared_set_s *groups;   /* shared subscriptions, under trie_lock */
+    struct shared_set_s *groups; /* shared subscriptions, under trie_lock */
     retain_t *retain;
-    struct store *store;           /* persistence (persist.h), or NULL */
-    _Atomic uint64_t next_qseq;    /* keys of stored session messages */
-    struct auth_chain *auth;       /* authentication and ACL (auth_chain.h) */
+    struct store *store;        /* persistence (persist.h), or NULL */
+    _Atomic uint64_t next_qseq; /* keys of stored session messages */
+    struct auth_chain *auth;    /* authentication and ACL (auth_chain.h) */
     _Atomic uint64_t next_sid;
     _Atomic uint64_t persistent_sessions; /* expiry != 0 (limits.max_sessions) */
-    _Atomic uint32_t total_conns;      /* every connection, all listeners */
-    _Atomic uint64_t rate_second;      /* max_connection_rate window */
+    _Atomic uint32_t total_conns;         /* every connection, all listeners */
+    _Atomic uint64_t rate_second;         /* max_connection_rate window */
     _Atomic uint32_t rate_count;
-    _Atomic int over_high_water;       /* RSS above memory_high_water */
+    _Atomic int over_high_water;               /* RSS above memory_high_water */
     worker_inbox_kind_t inbox_kinds[WM_KINDS]; /* by inbox item kind; written
                            * before the first item of a kind is posted, read-only after */
-    struct api_s *api;     /* management API (api.h), or NULL */
-    uint64_t started_wall; /* seconds since the epoch */
-    uint64_t started_ms;   /* monotonic */
-    event_bus_t events;    /* event handlers (event.h): set before server_start */
+    struct api_s *api;                         /* management API (api.h), or NULL */
+    uint64_t started_wall;                     /* seconds since the epoch */
+    uint64_t started_ms;                       /* monotonic */
+    event_bus_t events;            /* event handlers (event.h): set before server_start */
     struct module_inst_s *modules; /* the modules of module_list (module.h) */
     uint32_t nmodules;
     route_owner_kind_t route_owners[ROUTE_OWNER_KINDS]; /* router.h: by sub_ref_t.kind;

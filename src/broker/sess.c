@@ -190,8 +190,8 @@ void sess_set_expiry(sess_t *s, uint32_t expiry)
     unsigned persistent = expiry != 0;
     if (persistent != s->counted) {
         s->counted = persistent;
-        atomic_fetch_add_explicit(&s->w->srv->persistent_sessions,
-                                  persistent ? 1 : (uint64_t)-1, memory_order_relaxed);
+        atomic_fetch_add_explicit(&s->w->srv->persistent_sessions, persistent ? 1 : (uint64_t)-1,
+                                  memory_order_relaxed);
     }
 }
 
@@ -303,8 +303,8 @@ static void entry_forget(sess_t *s, const sq_entry_t *e)
 static void entry_record(sess_t *s, const sq_entry_t *e)
 {
     if (e->seq)
-        persist_queue_put(s->w, s->client_id, s->client_id_len, e->seq, e->m, e->qos,
-                          e->retain, e->state, e->pid);
+        persist_queue_put(s->w, s->client_id, s->client_id_len, e->seq, e->m, e->qos, e->retain,
+                          e->state, e->pid);
 }
 
 static uint16_t alloc_pid(sess_t *s)
@@ -325,11 +325,9 @@ static void arm_retry(sess_t *s)
 {
     /* only where the endpoint's protocol wants it: MQTT 5 forbids
      * resending while connected [MQTT5-4.4.0-1] */
-    if (s->ep && (s->ep->flags & EP_F_RETRY) && sq_len(&s->inflight) &&
-        !tw_pending(&s->timer)) {
+    if (s->ep && (s->ep->flags & EP_F_RETRY) && sq_len(&s->inflight) && !tw_pending(&s->timer)) {
         s->timer_kind = SESS_TIMER_RETRY;
-        tw_add(&s->w->tw, &s->timer,
-               s->w->now + (uint64_t)s->w->srv->conf.retry_interval * 1000u);
+        tw_add(&s->w->tw, &s->timer, s->w->now + (uint64_t)s->w->srv->conf.retry_interval * 1000u);
     }
 }
 
@@ -374,8 +372,8 @@ void sess_event_client(const sess_t *s, event_client_t *out, char *peer, size_t 
 void sess_event_dropped(sess_t *s, const msg_t *m, uint8_t qos, event_drop_reason_t reason)
 {
     char peer[64];
-    event_dropped_t ev = {.msg = m, .topic = msg_topic(m), .topic_len = m->topic_len,
-                          .qos = qos, .reason = reason};
+    event_dropped_t ev = {
+        .msg = m, .topic = msg_topic(m), .topic_len = m->topic_len, .qos = qos, .reason = reason};
     sess_event_client(s, &ev.client, peer, sizeof(peer));
     event_emit(s->w, &s->w->srv->events, EVENT_MESSAGE_DROPPED, &ev);
 }
@@ -383,9 +381,8 @@ void sess_event_dropped(sess_t *s, const msg_t *m, uint8_t qos, event_drop_reaso
 /* ep_deliver, then message_delivered for a first send (not for a
  * resend with DUP).  Out of line: send_publish stays a tail call. */
 static __attribute__((noinline)) int send_publish_event(sess_t *s, msg_t *m, uint8_t qos,
-                                                        uint8_t retain, uint8_t dup,
-                                                        uint16_t pid, const uint32_t *ids,
-                                                        uint32_t n)
+                                                        uint8_t retain, uint8_t dup, uint16_t pid,
+                                                        const uint32_t *ids, uint32_t n)
 {
     int rc = ep_deliver(s->ep, m, qos, retain, dup, pid, ids, n);
     if (rc == 0 && !dup) {
@@ -398,8 +395,7 @@ static __attribute__((noinline)) int send_publish_event(sess_t *s, msg_t *m, uin
 }
 
 /* Every PUBLISH to the client leaves through here. */
-static int send_publish(sess_t *s, msg_t *m, uint8_t qos, uint8_t retain, uint8_t dup,
-                        uint16_t pid)
+static int send_publish(sess_t *s, msg_t *m, uint8_t qos, uint8_t retain, uint8_t dup, uint16_t pid)
 {
     uint32_t ids[MAX_SUBIDS];
     uint32_t n = (s->ep->flags & EP_F_SUBIDS) ? match_subids(s, m, ids) : 0;
@@ -428,8 +424,13 @@ static uint32_t window(const sess_t *s)
 static void send_inflight(sess_t *s, msg_t *m, uint8_t qos, uint8_t retain, uint8_t shared,
                           uint64_t seq)
 {
-    sq_entry_t e = {.m = m, .qos = qos, .retain = retain, .shared = shared, .seq = seq,
-                    .pid = alloc_pid(s), .state = qos == 1 ? SQ_WAIT_PUBACK : SQ_WAIT_PUBREC};
+    sq_entry_t e = {.m = m,
+                    .qos = qos,
+                    .retain = retain,
+                    .shared = shared,
+                    .seq = seq,
+                    .pid = alloc_pid(s),
+                    .state = qos == 1 ? SQ_WAIT_PUBACK : SQ_WAIT_PUBREC};
     sq_push(&s->inflight, &e);
     if (qos == 2 && seq && persist_on(s->w)) {
         /* the packet id is stored before the PUBLISH leaves, so after a
@@ -527,8 +528,8 @@ void sess_deliver(worker_t *w, sess_t *s, msg_t *m, uint8_t qos, uint8_t flags)
     if (msg_expired(m, w->now) || (ep && !sess_acl_may_read(w, s, m))) {
         /* offline, the ACL waits for the client that resumes the session */
         if (event_wanted(w->srv, EVENT_MESSAGE_DROPPED))
-            sess_event_dropped(s, m, qos, msg_expired(m, w->now) ? EVENT_DROP_EXPIRED
-                                                                 : EVENT_DROP_ACL_DENIED);
+            sess_event_dropped(s, m, qos,
+                               msg_expired(m, w->now) ? EVENT_DROP_EXPIRED : EVENT_DROP_ACL_DENIED);
         persist_queue_del(w, s->client_id, s->client_id_len, seq);
         return;
     }
@@ -588,8 +589,12 @@ void sess_deliver(worker_t *w, sess_t *s, msg_t *m, uint8_t qos, uint8_t flags)
         persist_queue_del(w, s->client_id, s->client_id_len, seq);
         return;
     }
-    sq_entry_t e = {.m = msg_ref(m), .qos = qos, .retain = retain, .shared = shared,
-                    .state = SQ_QUEUED, .seq = seq};
+    sq_entry_t e = {.m = msg_ref(m),
+                    .qos = qos,
+                    .retain = retain,
+                    .shared = shared,
+                    .state = SQ_QUEUED,
+                    .seq = seq};
     sq_push(&s->queue, &e);
     s->queued_bytes += bytes;
     if (queue_full(s, 0))
@@ -704,7 +709,10 @@ static int find_inflight(sess_t *s, uint16_t pid, uint8_t state)
 static void emit_acked(sess_t *s, const sq_entry_t *e, uint8_t type, uint8_t reason)
 {
     char peer[64];
-    event_acked_t ev = {.msg = e->m, .packet_id = e->pid, .qos = e->qos, .packet_type = type,
+    event_acked_t ev = {.msg = e->m,
+                        .packet_id = e->pid,
+                        .qos = e->qos,
+                        .packet_type = type,
                         .reason_code = reason};
     sess_event_client(s, &ev.client, peer, sizeof(peer));
     event_emit(s->w, &s->w->srv->events, EVENT_MESSAGE_ACKED, &ev);
@@ -834,11 +842,14 @@ sess_sub_t *sess_sub_find(const sess_t *s, const uint8_t *filter, uint16_t len)
     return i < 0 ? NULL : s->subs[i];
 }
 
-int sess_subscribe(worker_t *w, sess_t *s, const uint8_t *filter, uint16_t len,
-                   uint8_t opts, uint32_t subid)
+int sess_subscribe(worker_t *w, sess_t *s, const uint8_t *filter, uint16_t len, uint8_t opts,
+                   uint32_t subid)
 {
-    sub_ref_t ref = {.sid = s->sid, .subid = subid, .owner = (uint16_t)w->id,
-                     .opts = (uint8_t)(opts & 0x3f), .sess = s};
+    sub_ref_t ref = {.sid = s->sid,
+                     .subid = subid,
+                     .owner = (uint16_t)w->id,
+                     .opts = (uint8_t)(opts & 0x3f),
+                     .sess = s};
     long i = find_sub(s, filter, len);
     int added = i < 0;
     if (i >= 0) {

@@ -33,14 +33,14 @@
 enum { SQ_QUEUED = 0, SQ_WAIT_PUBACK, SQ_WAIT_PUBREC, SQ_WAIT_PUBCOMP };
 
 typedef struct {
-    msg_t *m;        /* NULL once PUBREC arrived (only the PUBREL is left) */
+    msg_t *m; /* NULL once PUBREC arrived (only the PUBREL is left) */
     uint64_t sent_ms;
-    uint64_t seq;    /* its record in the store (q/ client id, seq), 0 = none */
+    uint64_t seq; /* its record in the store (q/ client id, seq), 0 = none */
     uint16_t pid;
     uint8_t qos;
-    uint8_t state;   /* SQ_* */
-    uint8_t retain;  /* retain flag to send with */
-    uint8_t shared;  /* came through a shared subscription */
+    uint8_t state;  /* SQ_* */
+    uint8_t retain; /* retain flag to send with */
+    uint8_t shared; /* came through a shared subscription */
 } sq_entry_t;
 
 /* Ring buffer of entries.  One pointer in the session; the ring (its
@@ -55,10 +55,13 @@ typedef struct {
     sq_ring_t *r;
 } sq_t;
 
-static inline uint32_t sq_len(const sq_t *q) { return q->r ? q->r->len : 0; }
+static inline uint32_t sq_len(const sq_t *q)
+{
+    return q->r ? q->r->len : 0;
+}
 
 typedef struct {
-    uint32_t subid;   /* MQTT 5 subscription identifier, 0 = none */
+    uint32_t subid; /* MQTT 5 subscription identifier, 0 = none */
     uint16_t len;
     uint8_t opts;     /* the options byte (granted QoS in bits 0-1) */
     uint8_t acl;      /* AUTH_ACL_ALLOW/_PARTIAL/_DENY for the session's user,
@@ -72,9 +75,9 @@ typedef struct {
  * more than SUBIDX_MIN (subidx.h). */
 typedef struct {
     struct subidx_s *subs_idx; /* filter -> subs[] position; NULL while few */
-    msg_t *will;      /* pending delayed will, or NULL */
-    uint64_t will_at; /* ms */
-    char *owner;      /* user of the client that created or last resumed
+    msg_t *will;               /* pending delayed will, or NULL */
+    uint64_t will_at;          /* ms */
+    char *owner;               /* user of the client that created or last resumed
                        * it; NULL: none (anonymous, or no auth state) */
 } sess_ext_t;
 
@@ -91,27 +94,27 @@ struct sess_s {
     uint16_t *qos2_in;          /* incoming QoS 2 ids awaiting PUBREL */
     uint32_t nsubs;             /* capacities implied (sess.c) */
     uint32_t nqos2_in;
-    uint32_t acl_gen;           /* ACL generation the subscriptions' verdicts
+    uint32_t acl_gen;      /* ACL generation the subscriptions' verdicts
                                  * were taken under, 0 = never (sess_acl.h) */
-    uint64_t queued_bytes;      /* topic + payload bytes in `queue` */
-    uint64_t expire_at;         /* ms, while offline with an expiry */
-    sess_ext_t *x;              /* delayed will, owner; or NULL */
-    uint32_t expiry;            /* seconds after disconnect; 0 = with the
+    uint64_t queued_bytes; /* topic + payload bytes in `queue` */
+    uint64_t expire_at;    /* ms, while offline with an expiry */
+    sess_ext_t *x;         /* delayed will, owner; or NULL */
+    uint32_t expiry;       /* seconds after disconnect; 0 = with the
                                  * connection, SESS_NEVER = never */
     uint16_t next_pid;
-    uint8_t has_subids : 1;     /* a subscription carries an identifier */
-    uint8_t stored : 1;         /* records of it may be in the store */
-    uint8_t counted : 1;        /* in srv->persistent_sessions (expiry != 0) */
-    uint8_t acl_check : 1;      /* a subscription is not ALLOW: every
+    uint8_t has_subids : 1;    /* a subscription carries an identifier */
+    uint8_t stored : 1;        /* records of it may be in the store */
+    uint8_t counted : 1;       /* in srv->persistent_sessions (expiry != 0) */
+    uint8_t acl_check : 1;     /* a subscription is not ALLOW: every
                                  * delivery checks its topic (sess_acl.h) */
-    uint8_t owner_unknown : 1;  /* restored from a record that has no owner */
-    uint8_t timer_kind;         /* SESS_TIMER_* */
-    tw_timer_t timer;           /* retry while connected, expiry offline */
+    uint8_t owner_unknown : 1; /* restored from a record that has no owner */
+    uint8_t timer_kind;        /* SESS_TIMER_* */
+    tw_timer_t timer;          /* retry while connected, expiry offline */
     uint16_t client_id_len;
     _Atomic uint8_t shared_flags; /* SESS_F_*: written by the home worker,
                                  * read by publishers on any worker */
-    uint32_t connected_at;      /* wall seconds of the last attach (API) */
-    char client_id[];           /* NUL terminated */
+    uint32_t connected_at;        /* wall seconds of the last attach (API) */
+    char client_id[];             /* NUL terminated */
 };
 
 enum { SESS_TIMER_NONE = 0, SESS_TIMER_RETRY, SESS_TIMER_EXPIRY };
@@ -202,8 +205,8 @@ int sess_qos2_in_end(sess_t *s, uint16_t pid);
  * the store: the caller does it once per packet (sess_subscriptions_saved),
  * since the record holds every subscription and rewriting it per filter
  * would write O(n^2) bytes for a SUBSCRIBE with n filters. */
-int sess_subscribe(worker_t *w, sess_t *s, const uint8_t *filter, uint16_t len,
-                   uint8_t opts, uint32_t subid);
+int sess_subscribe(worker_t *w, sess_t *s, const uint8_t *filter, uint16_t len, uint8_t opts,
+                   uint32_t subid);
 int sess_has_sub(const sess_t *s, const uint8_t *filter, uint16_t len);
 /* The subscription to exactly this filter, or NULL. */
 sess_sub_t *sess_sub_find(const sess_t *s, const uint8_t *filter, uint16_t len);

@@ -86,9 +86,8 @@ static void judge(worker_t *w, sess_t *s, auth_client_t *ac, uint32_t gen, int r
             w->now >= w->judged_logged_at + 1000u) {
             w->judged_logged_at = w->now;
             log_kv(AN_LOG_INFO, s->client_id, NULL,
-                   "client '%s': subscription '%.*s' is now %s by the ACL (reloaded)",
-                   s->client_id, (int)AN_MIN(sub->len, 200u), (const char *)sub->filter,
-                   verdict_text(v));
+                   "client '%s': subscription '%.*s' is now %s by the ACL (reloaded)", s->client_id,
+                   (int)AN_MIN(sub->len, 200u), (const char *)sub->filter, verdict_text(v));
         }
         sub->acl = (uint8_t)v;
         check |= v != AUTH_ACL_ALLOW;
@@ -142,15 +141,13 @@ int sess_acl_check(worker_t *w, sess_t *s, const msg_t *m)
         if (!auth_chain_acl_open(ch))
             purge(w, s, ac, &s->queue, 1);
     }
-    if (!s->acl_check ||
-        auth_chain_acl(ch, ac, AUTH_ACT_SUBSCRIBE, msg_topic(m), m->topic_len, 0))
+    if (!s->acl_check || auth_chain_acl(ch, ac, AUTH_ACT_SUBSCRIBE, msg_topic(m), m->topic_len, 0))
         return 1;
     STAT_ADD(w->stats.acl_denied, 1);
     return 0;
 }
 
-void sess_acl_subscribed(sess_t *s, const uint8_t *filter, uint16_t len, int verdict,
-                         uint32_t gen)
+void sess_acl_subscribed(sess_t *s, const uint8_t *filter, uint16_t len, int verdict, uint32_t gen)
 {
     sess_sub_t *sub = sess_sub_find(s, filter, len);
     if (sub)

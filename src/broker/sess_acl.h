@@ -49,8 +49,7 @@ static inline int sess_acl_may_read(worker_t *w, sess_t *s, const msg_t *m)
 
 /* SUBSCRIBE granted filter (as subscribed, "$share/..." included) with
  * `verdict` (AUTH_ACL_ALLOW or _PARTIAL) taken under generation gen. */
-void sess_acl_subscribed(sess_t *s, const uint8_t *filter, uint16_t len, int verdict,
-                         uint32_t gen);
+void sess_acl_subscribed(sess_t *s, const uint8_t *filter, uint16_t len, int verdict, uint32_t gen);
 
 /* Endpoint ep claims the existing session s (an MQTT CONNECT with its
  * client id, before a takeover or a clean start discards anything): when

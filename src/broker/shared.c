@@ -94,8 +94,8 @@ static void set_remove(shared_set_t *set, shared_group_t *g)
 
 static sub_ref_t group_ref(shared_group_t *g)
 {
-    sub_ref_t r = {.sid = SHARED_TAG | (uint64_t)(uintptr_t)g, .owner = UINT16_MAX,
-                   .opts = SUB_SHARED | 2};
+    sub_ref_t r = {
+        .sid = SHARED_TAG | (uint64_t)(uintptr_t)g, .owner = UINT16_MAX, .opts = SUB_SHARED | 2};
     return r;
 }
 
@@ -161,8 +161,7 @@ static uint64_t next_rand(uint64_t *s)
 }
 
 static int pick(shared_group_t *g, int strategy, const uint8_t *publisher, size_t pl,
-                const uint8_t *topic, size_t tl, uint64_t exclude, uint64_t *rng,
-                sub_ref_t *out)
+                const uint8_t *topic, size_t tl, uint64_t exclude, uint64_t *rng, sub_ref_t *out)
 {
     uint32_t n = g->n;
     if (n == 0 || (n == 1 && g->members[0].sid == exclude))
@@ -201,16 +200,14 @@ found:
 }
 
 int shared_pick(const sub_ref_t *ref, int strategy, const uint8_t *publisher, size_t pl,
-                const uint8_t *topic, size_t tl, uint64_t exclude, uint64_t *rng,
-                sub_ref_t *out)
+                const uint8_t *topic, size_t tl, uint64_t exclude, uint64_t *rng, sub_ref_t *out)
 {
     shared_group_t *g = (shared_group_t *)(uintptr_t)(ref->sid & ~SHARED_TAG);
     return pick(g, strategy, publisher, pl, topic, tl, exclude, rng, out);
 }
 
-int shared_pick_named(shared_set_t *groups, const uint8_t *name, size_t nl,
-                      const uint8_t *filter, size_t fl, int strategy, uint64_t exclude,
-                      uint64_t *rng, sub_ref_t *out)
+int shared_pick_named(shared_set_t *groups, const uint8_t *name, size_t nl, const uint8_t *filter,
+                      size_t fl, int strategy, uint64_t exclude, uint64_t *rng, sub_ref_t *out)
 {
     shared_group_t *g = find(groups, name, nl, filter, fl);
     if (g == NULL)

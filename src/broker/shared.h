@@ -38,13 +38,13 @@ int shared_leave(trie_t *t, shared_set_t **groups, const uint8_t *name, size_t n
 /* Choose the member of the group behind `ref` (a SUB_SHARED trie entry) for
  * one message; never `exclude` (0 = none).  Caller holds the read lock.
  * Returns 0 and *out, or -1 when no member is eligible. */
-int shared_pick(const sub_ref_t *ref, int strategy, const uint8_t *publisher,
-                size_t publisher_len, const uint8_t *topic, size_t topic_len,
-                uint64_t exclude, uint64_t *rng, sub_ref_t *out);
+int shared_pick(const sub_ref_t *ref, int strategy, const uint8_t *publisher, size_t publisher_len,
+                const uint8_t *topic, size_t topic_len, uint64_t exclude, uint64_t *rng,
+                sub_ref_t *out);
 /* The same for a group named by (name, filter), for failover. */
 int shared_pick_named(shared_set_t *groups, const uint8_t *name, size_t name_len,
-                      const uint8_t *filter, size_t filter_len, int strategy,
-                      uint64_t exclude, uint64_t *rng, sub_ref_t *out);
+                      const uint8_t *filter, size_t filter_len, int strategy, uint64_t exclude,
+                      uint64_t *rng, sub_ref_t *out);
 
 void shared_free_all(shared_set_t **groups);
 

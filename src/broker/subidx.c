@@ -13,9 +13,9 @@
 #define SUBIDX_BITS0 5 /* the smallest table: 32 slots */
 
 struct subidx_s {
-    uint64_t key[2];  /* SipHash key, random per index */
-    uint32_t bits;    /* 2^bits slots */
-    uint64_t slot[];  /* hash << 32 | (position + 1); 0 = empty */
+    uint64_t key[2]; /* SipHash key, random per index */
+    uint32_t bits;   /* 2^bits slots */
+    uint64_t slot[]; /* hash << 32 | (position + 1); 0 = empty */
 };
 
 #define SLOT_HASH(s) ((uint32_t)((s) >> 32))

@@ -31,8 +31,8 @@
 
 static void publish(worker_t *w, const char *topic, const char *value)
 {
-    msg_t *m = msg_new((const uint8_t *)topic, (uint16_t)strlen(topic),
-                       (const uint8_t *)value, (uint32_t)strlen(value), 0, 1);
+    msg_t *m = msg_new((const uint8_t *)topic, (uint16_t)strlen(topic), (const uint8_t *)value,
+                       (uint32_t)strlen(value), 0, 1);
     msg_set_origin(m, &msg_origin_sys);
     router_publish(w, m, NULL);
     msg_unref(&m);
@@ -84,7 +84,8 @@ static uint64_t sys_tick(module_inst_t *mi, worker_t *w, void *ctx)
     server_t *srv = w->srv;
     uint64_t recv = 0, sent = 0, dropped = 0, bin = 0, bout = 0, conn = 0, total = 0;
     uint64_t ref_limit = 0, ref_rate = 0, ref_mem = 0, throttled = 0, slow = 0, qfull = 0;
-    uint64_t qrefused = 0, congested = 0, auth_ok = 0, auth_fail = 0, auth_banned = 0, acl_denied = 0;
+    uint64_t qrefused = 0, congested = 0, auth_ok = 0, auth_fail = 0, auth_banned = 0,
+             acl_denied = 0;
     uint64_t takeovers = 0;
     uint64_t sessions = 0, inflight = 0, queued = 0;
     uint64_t pin[STAT_PKT_TYPES] = {0}, pout[STAT_PKT_TYPES] = {0}, qin[3] = {0}, qout[3] = {0};
@@ -166,9 +167,9 @@ static uint64_t sys_tick(module_inst_t *mi, worker_t *w, void *ctx)
     publish_auth_backends(w, srv);
     /* per packet type and per QoS, as /metrics has them */
     static const char *const names[STAT_PKT_TYPES] = {
-        NULL, "connect", "connack", "publish", "puback", "pubrec", "pubrel", "pubcomp",
-        "subscribe", "suback", "unsubscribe", "unsuback", "pingreq", "pingresp", "disconnect",
-        "auth"};
+        NULL,      "connect",  "connack",    "publish", "puback",      "pubrec",
+        "pubrel",  "pubcomp",  "subscribe",  "suback",  "unsubscribe", "unsuback",
+        "pingreq", "pingresp", "disconnect", "auth"};
     char topic[96];
     for (int p = 1; p < STAT_PKT_TYPES; p++) {
         snprintf(topic, sizeof(topic), "$SYS/broker/packets/received/%s", names[p]);

@@ -45,7 +45,7 @@ struct tnode_s {
     uint32_t khash; /* hash of key */
     uint16_t klen;
     uint8_t kbits;
-    uint8_t key[];  /* this level's bytes (named nodes) */
+    uint8_t key[]; /* this level's bytes (named nodes) */
 };
 
 struct trie_s {
@@ -349,8 +349,7 @@ static void subs_del(tnode_t *n, uint32_t i)
 
 /* ---- nodes ---- */
 
-static tnode_t *node_new(trie_t *t, tnode_t *parent, const uint8_t *key, size_t klen,
-                         uint32_t h)
+static tnode_t *node_new(trie_t *t, tnode_t *parent, const uint8_t *key, size_t klen, uint32_t h)
 {
     size_t sz = offsetof(tnode_t, key) + klen;
     tnode_t *n = calloc(1, sz < sizeof(tnode_t) ? sizeof(tnode_t) : sz);
@@ -531,8 +530,7 @@ static inline void report(tnode_t *n, trie_match_cb cb, void *ud)
         cb(ud, &s[i]);
 }
 
-void trie_match(const trie_t *t, const uint8_t *topic, size_t len, trie_match_cb cb,
-                void *ud)
+void trie_match(const trie_t *t, const uint8_t *topic, size_t len, trie_match_cb cb, void *ud)
 {
     /* Depth-first: at each node the named child, then '+'; a '#' child
      * matches whatever is left.  pos is where the level n consumes next

@@ -42,13 +42,13 @@ enum {
 #define ROUTE_SID_NODE (1ull << 61)
 
 typedef struct {
-    uint64_t sid;   /* session id (unique, never reused), or a tagged id */
-    uint32_t subid; /* MQTT 5 subscription identifier, 0 = none */
-    uint16_t owner; /* index within the kind: the session's worker, a node */
-    uint8_t opts;   /* the MQTT 5 options byte: bits 0-1 granted QoS, 2 No
+    uint64_t sid;        /* session id (unique, never reused), or a tagged id */
+    uint32_t subid;      /* MQTT 5 subscription identifier, 0 = none */
+    uint16_t owner;      /* index within the kind: the session's worker, a node */
+    uint8_t opts;        /* the MQTT 5 options byte: bits 0-1 granted QoS, 2 No
                      * Local, 3 Retain As Published, 4-5 Retain Handling;
                      * bit 6 (SUB_SHARED): a shared group, see shared.h */
-    uint8_t kind;   /* ROUTE_OWNER_* (in what was the padding byte) */
+    uint8_t kind;        /* ROUTE_OWNER_* (in what was the padding byte) */
     struct sess_s *sess; /* the session (NULL for a group's own entry): valid
                           * only under the trie lock, which every session
                           * takes to leave the trie before it is freed; read
@@ -82,8 +82,7 @@ int trie_remove(trie_t *t, const uint8_t *filter, size_t len, uint64_t sid);
  * nothing and uses constant stack at any topic depth; several threads may
  * match at once (read lock). */
 typedef void (*trie_match_cb)(void *ud, const sub_ref_t *sub);
-void trie_match(const trie_t *t, const uint8_t *topic, size_t len,
-                trie_match_cb cb, void *ud);
+void trie_match(const trie_t *t, const uint8_t *topic, size_t len, trie_match_cb cb, void *ud);
 
 /* Number of (filter, subscriber) pairs, and of nodes (for metrics, tests).
  * The root counts: an empty trie, new or emptied by removes, has 1 node. */
@@ -96,7 +95,6 @@ size_t trie_nodes(const trie_t *t);
  * empty levels count ("a//b", "/a"), and a topic starting with '$' is not
  * matched by a filter starting with '+' or '#'.  A zero-length topic or
  * filter is one empty level.  Returns 1 on match. */
-int topic_matches(const uint8_t *filter, size_t flen, const uint8_t *topic,
-                  size_t tlen);
+int topic_matches(const uint8_t *filter, size_t flen, const uint8_t *topic, size_t tlen);
 
 #endif

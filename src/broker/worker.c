@@ -340,8 +340,7 @@ static void end_of_turn(worker_t *w)
     }
     /* one inbox post per destination worker */
     for (uint32_t i = 0; i < w->srv->nworkers; i++)
-        if (w->outbox[i].len &&
-            inbox_post(&w->srv->workers[i].inbox, &w->outbox[i]) > INBOX_HIGH) {
+        if (w->outbox[i].len && inbox_post(&w->srv->workers[i].inbox, &w->outbox[i]) > INBOX_HIGH) {
             /* the other worker is behind: pause our readers briefly */
             w->congested_until = w->now + CONGESTION_PAUSE_MS;
             STAT_ADD(w->stats.congested, 1);

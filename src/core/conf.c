@@ -51,8 +51,8 @@ struct field {
     const struct field *sub;
     size_t nsub;
     const char *const *names; /* F_ENUM */
-    size_t off2; /* F_NAMELIST: offset of the count */
-    uint8_t unit; /* F_UINT: U_* suffixes accepted besides a plain integer */
+    size_t off2;              /* F_NAMELIST: offset of the count */
+    uint8_t unit;             /* F_UINT: U_* suffixes accepted besides a plain integer */
 };
 
 /* Units an integer key may be written in (load_uint): a size ("256KB",
@@ -62,6 +62,9 @@ struct field {
  * for seconds) is refused. */
 enum { U_NONE = 0, U_BYTES, U_S, U_MS };
 
+/* The key tables below are laid out by hand, one key per line or two
+ * (clang-format would put each designated initializer on its own line). */
+/* clang-format off */
 #define MSIZE(st, m) sizeof(((st *)0)->m)
 #define FLD(st, m, t) .key = #m, .type = (t), .off = offsetof(st, m), .size = MSIZE(st, m)
 #define UINTF(st, m, lo, hi) { FLD(st, m, F_UINT), .min = (lo), .max = (hi) }
@@ -343,17 +346,27 @@ static const struct field root_fields[] = {
     { .key = "api", .type = F_SECTION, .sub = api_fields, .nsub = NELEM(api_fields) },
     { .key = "events", .type = F_SECTION, .sub = events_fields, .nsub = NELEM(events_fields) },
 };
+/* clang-format on */
 
 /* load_map() tracks the keys seen in a uint32_t. */
 _Static_assert(NELEM(root_fields) <= 32 && NELEM(log_fields) <= 32 &&
-               NELEM(listener_fields) <= 32 && NELEM(mqtt_fields) <= 32 &&
-               NELEM(limits_fields) <= 32 && NELEM(auth_fields) <= 32, "table too large");
+                   NELEM(listener_fields) <= 32 && NELEM(mqtt_fields) <= 32 &&
+                   NELEM(limits_fields) <= 32 && NELEM(auth_fields) <= 32,
+               "table too large");
 
 static const conf_listener_t default_listener = {
-    .name = "mqtt", .address = "127.0.0.1", .port = 1883, .max_connections = 0,
-    .transport = CONF_TRANSPORT_TCP, .proxy_protocol = CONF_PROXY_OFF,
-    .require_client_cert = 0, .tls_min_version = CONF_TLS_1_2, .handshake_timeout = 10,
-    .ciphers = CONF_DEFAULT_CIPHERS, .ws_path = "/mqtt", .ws_max_frame = 1048576,
+    .name = "mqtt",
+    .address = "127.0.0.1",
+    .port = 1883,
+    .max_connections = 0,
+    .transport = CONF_TRANSPORT_TCP,
+    .proxy_protocol = CONF_PROXY_OFF,
+    .require_client_cert = 0,
+    .tls_min_version = CONF_TLS_1_2,
+    .handshake_timeout = 10,
+    .ciphers = CONF_DEFAULT_CIPHERS,
+    .ws_path = "/mqtt",
+    .ws_max_frame = 1048576,
     .allow_anonymous = CONF_ANON_INHERIT,
 };
 
@@ -472,17 +485,16 @@ static void put_err(char *err, size_t errlen, const char *fmt, ...)
     va_end(ap);
 }
 
-static int fail(struct loader *ld, const yaml_node_t *at, const char *key,
-                const char *fmt, ...) __attribute__((format(printf, 4, 5)));
+static int fail(struct loader *ld, const yaml_node_t *at, const char *key, const char *fmt, ...)
+    __attribute__((format(printf, 4, 5)));
 
 /* "PATH:LINE: KEY: problem"; always returns -1. */
-static int fail(struct loader *ld, const yaml_node_t *at, const char *key,
-                const char *fmt, ...)
+static int fail(struct loader *ld, const yaml_node_t *at, const char *key, const char *fmt, ...)
 {
     if (ld->err == NULL || ld->errlen == 0)
         return -1;
-    int n = snprintf(ld->err, ld->errlen, "%s:%zu: %s: ", ld->path,
-                     (size_t)at->start_mark.line + 1, key[0] ? key : "top level");
+    int n = snprintf(ld->err, ld->errlen, "%s:%zu: %s: ", ld->path, (size_t)at->start_mark.line + 1,
+                     key[0] ? key : "top level");
     if (n < 0 || (size_t)n >= ld->errlen)
         return -1;
     va_list ap;
@@ -538,8 +550,7 @@ static void near_try(near_t *nr, const char *cand)
 }
 
 /* "unknown key", with the nearest known key when there is one. */
-static int unknown_key(struct loader *ld, const yaml_node_t *at, const char *path,
-                       const near_t *nr)
+static int unknown_key(struct loader *ld, const yaml_node_t *at, const char *path, const near_t *nr)
 {
     if (nr && nr->best)
         return fail(ld, at, path, "unknown key (did you mean \"%s\"?)", nr->best);
@@ -582,8 +593,8 @@ static void yaml_fail(struct loader *ld, yaml_parser_t *p, FILE *f)
         break;
     }
     if (p->context)
-        put_err(ld->err, ld->errlen, "%s:%zu: yaml: %s (%s at line %zu)", ld->path, line,
-                problem, p->context, (size_t)p->context_mark.line + 1);
+        put_err(ld->err, ld->errlen, "%s:%zu: yaml: %s (%s at line %zu)", ld->path, line, problem,
+                p->context, (size_t)p->context_mark.line + 1);
     else
         put_err(ld->err, ld->errlen, "%s:%zu: yaml: %s", ld->path, line, problem);
 }
@@ -593,10 +604,14 @@ static void yaml_fail(struct loader *ld, yaml_parser_t *p, FILE *f)
 static const char *node_kind(const yaml_node_t *n)
 {
     switch (n->type) {
-    case YAML_SCALAR_NODE: return "a scalar";
-    case YAML_SEQUENCE_NODE: return "a sequence";
-    case YAML_MAPPING_NODE: return "a mapping";
-    default: return "nothing";
+    case YAML_SCALAR_NODE:
+        return "a scalar";
+    case YAML_SEQUENCE_NODE:
+        return "a sequence";
+    case YAML_MAPPING_NODE:
+        return "a mapping";
+    default:
+        return "nothing";
     }
 }
 
@@ -629,12 +644,13 @@ static int apply_unit(uint8_t unit, const char *suffix, uint64_t *val, int *over
         const char *name;
         uint64_t factor;
     } unit_name_t;
-    static const unit_name_t sizes[] = {{"b", 1},         {"k", 1ull << 10}, {"kb", 1ull << 10}, {"kib", 1ull << 10},
-                 {"m", 1ull << 20}, {"mb", 1ull << 20}, {"mib", 1ull << 20}, {"g", 1ull << 30},
-                 {"gb", 1ull << 30}, {"gib", 1ull << 30}, {"t", 1ull << 40}, {"tb", 1ull << 40},
-                 {"tib", 1ull << 40}};
-    static const unit_name_t durations_ms[] = {{"ms", 1},        {"s", 1000},          {"m", 60000},
-                        {"min", 60000},   {"h", 3600000},       {"d", 86400000}};
+    static const unit_name_t sizes[] = {
+        {"b", 1},           {"k", 1ull << 10},   {"kb", 1ull << 10},  {"kib", 1ull << 10},
+        {"m", 1ull << 20},  {"mb", 1ull << 20},  {"mib", 1ull << 20}, {"g", 1ull << 30},
+        {"gb", 1ull << 30}, {"gib", 1ull << 30}, {"t", 1ull << 40},   {"tb", 1ull << 40},
+        {"tib", 1ull << 40}};
+    static const unit_name_t durations_ms[] = {{"ms", 1},      {"s", 1000},    {"m", 60000},
+                                               {"min", 60000}, {"h", 3600000}, {"d", 86400000}};
     const unit_name_t *tab = unit == U_BYTES ? sizes : durations_ms;
     size_t n = unit == U_BYTES ? sizeof(sizes) / sizeof(sizes[0])
                                : sizeof(durations_ms) / sizeof(durations_ms[0]);
@@ -696,15 +712,29 @@ static int load_uint(struct loader *ld, const struct field *f, const yaml_node_t
     if (i > 1 && s[0] == '0')
         return fail(ld, v, path, "\"%.40s\": leading zeros are not allowed", s);
     if (overflow || val < f->min || val > f->max)
-        return fail(ld, v, path, "%.40s is out of range %llu..%llu", s,
-                    (unsigned long long)f->min, (unsigned long long)f->max);
+        return fail(ld, v, path, "%.40s is out of range %llu..%llu", s, (unsigned long long)f->min,
+                    (unsigned long long)f->max);
 
     unsigned char *p = (unsigned char *)base + f->off;
     switch (f->size) {
-    case 1: { uint8_t x = (uint8_t)val; memcpy(p, &x, 1); break; }
-    case 2: { uint16_t x = (uint16_t)val; memcpy(p, &x, 2); break; }
-    case 4: { uint32_t x = (uint32_t)val; memcpy(p, &x, 4); break; }
-    default: memcpy(p, &val, sizeof(val)); break;
+    case 1: {
+        uint8_t x = (uint8_t)val;
+        memcpy(p, &x, 1);
+        break;
+    }
+    case 2: {
+        uint16_t x = (uint16_t)val;
+        memcpy(p, &x, 2);
+        break;
+    }
+    case 4: {
+        uint32_t x = (uint32_t)val;
+        memcpy(p, &x, 4);
+        break;
+    }
+    default:
+        memcpy(p, &val, sizeof(val));
+        break;
     }
     return 0;
 }
@@ -757,8 +787,7 @@ static int load_level(struct loader *ld, const struct field *f, const yaml_node_
         return fail(ld, k, path, "expected a level name, got %s", node_kind(v));
     int level = log_level_parse(sval(v));
     if (level < 0)
-        return fail(ld, v, path, "unknown level \"%.40s\" (error, warn, info or debug)",
-                    sval(v));
+        return fail(ld, v, path, "unknown level \"%.40s\" (error, warn, info or debug)", sval(v));
     memcpy((char *)base + f->off, &level, sizeof(level));
     return 0;
 }
@@ -803,8 +832,8 @@ static int load_map(struct loader *ld, const yaml_node_t *at, const yaml_node_t 
  * set, so the error can point at the key's own line. */
 static const yaml_node_t *key_node(struct loader *ld, const yaml_node_t *map, const char *key)
 {
-    for (yaml_node_pair_t *pair = map->data.mapping.pairs.start;
-         pair < map->data.mapping.pairs.top; pair++) {
+    for (yaml_node_pair_t *pair = map->data.mapping.pairs.start; pair < map->data.mapping.pairs.top;
+         pair++) {
         yaml_node_t *k = yaml_document_get_node(ld->doc, pair->key);
         if (k && k->type == YAML_SCALAR_NODE && strcmp(sval(k), key) == 0)
             return k;
@@ -812,8 +841,8 @@ static const yaml_node_t *key_node(struct loader *ld, const yaml_node_t *map, co
     return map;
 }
 
-static int listener_check(struct loader *ld, const yaml_node_t *item,
-                          const conf_listener_t *l, const char *ipath, uint32_t seen)
+static int listener_check(struct loader *ld, const yaml_node_t *item, const conf_listener_t *l,
+                          const char *ipath, uint32_t seen)
 {
     char kpath[KEYPATH_LEN];
     int ws = l->transport == CONF_TRANSPORT_WS || l->transport == CONF_TRANSPORT_WSS;
@@ -833,12 +862,14 @@ static int listener_check(struct loader *ld, const yaml_node_t *item,
                 key_join(kpath, ipath, ".ws_allowed_origins");
                 return fail(ld, key_node(ld, item, "ws_allowed_origins"), kpath,
                             "\"%.60s\" is not an origin (http:// or https://, a host, an "
-                            "optional :port, no path)", l->ws_allowed_origins[i]);
+                            "optional :port, no path)",
+                            l->ws_allowed_origins[i]);
             }
     } else if (seen & (LISTENER_WSPATH_BIT | LISTENER_WSMAX_BIT | LISTENER_WSORIGINS_BIT)) {
-        key_join(kpath, ipath, (seen & LISTENER_WSPATH_BIT)   ? ".ws_path"
-                               : (seen & LISTENER_WSMAX_BIT) ? ".ws_max_frame"
-                                                             : ".ws_allowed_origins");
+        key_join(kpath, ipath,
+                 (seen & LISTENER_WSPATH_BIT)  ? ".ws_path"
+                 : (seen & LISTENER_WSMAX_BIT) ? ".ws_max_frame"
+                                               : ".ws_allowed_origins");
         return fail(ld, key_node(ld, item, strrchr(kpath, '.') + 1), kpath,
                     "only meaningful with transport: ws or wss");
     }
@@ -866,11 +897,12 @@ static int listener_check(struct loader *ld, const yaml_node_t *item,
         }
     } else if (seen & (LISTENER_CERT_BIT | LISTENER_KEY_BIT | LISTENER_CA_BIT |
                        LISTENER_REQCERT_BIT | LISTENER_CERTUSER_BIT)) {
-        key_join(kpath, ipath, (seen & LISTENER_CERT_BIT) ? ".cert_file"
-                               : (seen & LISTENER_KEY_BIT) ? ".key_file"
-                               : (seen & LISTENER_CA_BIT) ? ".ca_file"
-                               : (seen & LISTENER_REQCERT_BIT) ? ".require_client_cert"
-                                                               : ".cert_username");
+        key_join(kpath, ipath,
+                 (seen & LISTENER_CERT_BIT)      ? ".cert_file"
+                 : (seen & LISTENER_KEY_BIT)     ? ".key_file"
+                 : (seen & LISTENER_CA_BIT)      ? ".ca_file"
+                 : (seen & LISTENER_REQCERT_BIT) ? ".require_client_cert"
+                                                 : ".cert_username");
         return fail(ld, key_node(ld, item, strrchr(kpath, '.') + 1), kpath,
                     "only meaningful with transport: tls or wss");
     }
@@ -903,8 +935,7 @@ static int load_listeners(struct loader *ld, const yaml_node_t *k, const yaml_no
         conf_listener_t *l = &c->listeners[i];
         uint32_t seen = 0;
         *l = default_listener;
-        if (load_map(ld, item, item, listener_fields, NELEM(listener_fields), l, ipath,
-                     &seen) < 0)
+        if (load_map(ld, item, item, listener_fields, NELEM(listener_fields), l, ipath, &seen) < 0)
             return -1;
         if (!(seen & LISTENER_PORT_BIT)) {
             char ppath[KEYPATH_LEN];
@@ -926,8 +957,8 @@ static int load_namelist(struct loader *ld, const struct field *f, const yaml_no
     if (!is_null(v)) {
         if (v->type != YAML_SEQUENCE_NODE)
             return fail(ld, k, path, "expected a sequence of names, got %s", node_kind(v));
-        for (yaml_node_item_t *it = v->data.sequence.items.start;
-             it < v->data.sequence.items.top; it++) {
+        for (yaml_node_item_t *it = v->data.sequence.items.start; it < v->data.sequence.items.top;
+             it++) {
             yaml_node_t *item = yaml_document_get_node(ld->doc, *it);
             if (item == NULL || item->type != YAML_SCALAR_NODE || is_null(item))
                 return fail(ld, item ? item : v, path, "expected a name");
@@ -956,8 +987,8 @@ static int load_flags(struct loader *ld, const struct field *f, const yaml_node_
     if (!is_null(v)) {
         if (v->type != YAML_SEQUENCE_NODE)
             return fail(ld, k, path, "expected a sequence of names, got %s", node_kind(v));
-        for (yaml_node_item_t *it = v->data.sequence.items.start;
-             it < v->data.sequence.items.top; it++) {
+        for (yaml_node_item_t *it = v->data.sequence.items.start; it < v->data.sequence.items.top;
+             it++) {
             yaml_node_t *item = yaml_document_get_node(ld->doc, *it);
             if (item == NULL || item->type != YAML_SCALAR_NODE || is_null(item))
                 return fail(ld, item ? item : v, path, "expected a name");
@@ -969,8 +1000,8 @@ static int load_flags(struct loader *ld, const struct field *f, const yaml_node_
                 continue;
             }
             if (f->names[i] == NULL)
-                return fail(ld, item, path, "unknown name \"%.40s\" (all, %s, ...)",
-                            sval(item), f->names[0]);
+                return fail(ld, item, path, "unknown name \"%.40s\" (all, %s, ...)", sval(item),
+                            f->names[0]);
             flags |= 1u << i;
         }
     }
@@ -982,20 +1013,28 @@ static int load_field(struct loader *ld, const struct field *f, const yaml_node_
                       const yaml_node_t *v, void *base, const char *path)
 {
     switch (f->type) {
-    case F_UINT: return load_uint(ld, f, k, v, base, path);
-    case F_BOOL: return load_bool(ld, f, k, v, base, path);
+    case F_UINT:
+        return load_uint(ld, f, k, v, base, path);
+    case F_BOOL:
+        return load_bool(ld, f, k, v, base, path);
     case F_STR:
     case F_NAME:
-    case F_ADDR: return load_str(ld, f, k, v, base, path);
-    case F_LEVEL: return load_level(ld, f, k, v, base, path);
-    case F_ENUM: return load_enum(ld, f, k, v, base, path);
+    case F_ADDR:
+        return load_str(ld, f, k, v, base, path);
+    case F_LEVEL:
+        return load_level(ld, f, k, v, base, path);
+    case F_ENUM:
+        return load_enum(ld, f, k, v, base, path);
     case F_SECTION:
         if (is_null(v)) /* "mqtt:" with every key commented out */
             return 0;
         return load_map(ld, k, v, f->sub, f->nsub, base, path, NULL);
-    case F_LISTENERS: return load_listeners(ld, k, v, path);
-    case F_NAMELIST: return load_namelist(ld, f, k, v, base, path);
-    case F_FLAGS: return load_flags(ld, f, k, v, base, path);
+    case F_LISTENERS:
+        return load_listeners(ld, k, v, path);
+    case F_NAMELIST:
+        return load_namelist(ld, f, k, v, base, path);
+    case F_FLAGS:
+        return load_flags(ld, f, k, v, base, path);
     }
     return fail(ld, k, path, "internal error: bad field type");
 }
@@ -1014,14 +1053,12 @@ struct conf_sec_s {
     uint32_t nasked;
 };
 
-void *conf_section_add(conf_t *c, const char *name,
-                       int (*load)(conf_sec_t *s, void *values),
-                       void (*walk)(const void *values, conf_visit_fn fn, void *ud),
-                       size_t size)
+void *conf_section_add(conf_t *c, const char *name, int (*load)(conf_sec_t *s, void *values),
+                       void (*walk)(const void *values, conf_visit_fn fn, void *ud), size_t size)
 {
     size_t off = (c->section_used + 15u) & ~(size_t)15u;
-    if (c->nsections >= CONF_MAX_SECTIONS || off + size > CONF_SECTION_BYTES ||
-        load == NULL || conf_section_values(c, name) != NULL)
+    if (c->nsections >= CONF_MAX_SECTIONS || off + size > CONF_SECTION_BYTES || load == NULL ||
+        conf_section_values(c, name) != NULL)
         return NULL;
     for (size_t i = 0; i < NELEM(root_fields); i++)
         if (strcmp(root_fields[i].key, name) == 0)
@@ -1065,8 +1102,8 @@ static int load_section(struct loader *ld, const yaml_node_t *k, const yaml_node
         for (size_t a = 0; a < n; a++) {
             yaml_node_t *ka = yaml_document_get_node(ld->doc, v->data.mapping.pairs.start[a].key);
             char kpath[KEYPATH_LEN];
-            if (ka == NULL || yaml_document_get_node(ld->doc,
-                                                      v->data.mapping.pairs.start[a].value) == NULL)
+            if (ka == NULL ||
+                yaml_document_get_node(ld->doc, v->data.mapping.pairs.start[a].value) == NULL)
                 return fail(ld, v, path, "internal error: missing node");
             if (ka->type != YAML_SCALAR_NODE)
                 return fail(ld, ka, path, "a key must be a scalar, got %s", node_kind(ka));
@@ -1084,8 +1121,8 @@ static int load_section(struct loader *ld, const yaml_node_t *k, const yaml_node
     }
     if (c->sections[i].load(&s, c->section_data + c->sections[i].off) < 0)
         return -1;
-    for (size_t a = 0; s.map && a < (size_t)(v->data.mapping.pairs.top -
-                                                v->data.mapping.pairs.start); a++)
+    for (size_t a = 0;
+         s.map && a < (size_t)(v->data.mapping.pairs.top - v->data.mapping.pairs.start); a++)
         if (!(s.used & (1u << a))) {
             yaml_node_t *ka = yaml_document_get_node(ld->doc, v->data.mapping.pairs.start[a].key);
             char kpath[KEYPATH_LEN];
@@ -1134,15 +1171,15 @@ static int sec_load(conf_sec_t *s, const char *key, const struct field *f, void 
 
 int conf_sec_u32(conf_sec_t *s, const char *key, uint32_t min, uint32_t max, uint32_t *out)
 {
-    const struct field f = {.key = key, .type = F_UINT, .size = sizeof(*out), .min = min,
-                            .max = max};
+    const struct field f = {
+        .key = key, .type = F_UINT, .size = sizeof(*out), .min = min, .max = max};
     return sec_load(s, key, &f, out);
 }
 
 int conf_sec_u64(conf_sec_t *s, const char *key, uint64_t min, uint64_t max, uint64_t *out)
 {
-    const struct field f = {.key = key, .type = F_UINT, .size = sizeof(*out), .min = min,
-                            .max = max};
+    const struct field f = {
+        .key = key, .type = F_UINT, .size = sizeof(*out), .min = min, .max = max};
     return sec_load(s, key, &f, out);
 }
 
@@ -1154,8 +1191,8 @@ int conf_sec_bool(conf_sec_t *s, const char *key, uint8_t *out)
 
 int conf_sec_str(conf_sec_t *s, const char *key, char *out, size_t size, int flags)
 {
-    const struct field f = {.key = key, .type = (flags & CONF_SEC_NONEMPTY) ? F_NAME : F_STR,
-                            .size = size};
+    const struct field f = {
+        .key = key, .type = (flags & CONF_SEC_NONEMPTY) ? F_NAME : F_STR, .size = size};
     return sec_load(s, key, &f, out);
 }
 
@@ -1176,8 +1213,8 @@ int conf_sec_names(conf_sec_t *s, const char *key, char *out, size_t each, uint3
     char *tmp = calloc(1, bytes + sizeof(uint32_t));
     if (tmp == NULL)
         return conf_sec_fail(s, key, "out of memory");
-    const struct field f = {.key = key, .type = F_NAMELIST, .off = 0, .size = each, .max = max,
-                            .off2 = bytes};
+    const struct field f = {
+        .key = key, .type = F_NAMELIST, .off = 0, .size = each, .max = max, .off2 = bytes};
     int rc = sec_load(s, key, &f, tmp);
     if (rc == 0) {
         memcpy(out, tmp, bytes);
@@ -1191,8 +1228,8 @@ int conf_sec_has(const conf_sec_t *s, const char *key)
 {
     if (s->map == NULL)
         return 0;
-    for (yaml_node_pair_t *p = s->map->data.mapping.pairs.start;
-         p < s->map->data.mapping.pairs.top; p++)
+    for (yaml_node_pair_t *p = s->map->data.mapping.pairs.start; p < s->map->data.mapping.pairs.top;
+         p++)
         if (strcmp(sval(yaml_document_get_node(s->ld->doc, p->key)), key) == 0)
             return 1;
     return 0;
@@ -1209,8 +1246,8 @@ int conf_sec_fail(conf_sec_t *s, const char *key, const char *fmt, ...)
     key_join(kpath, kpath, key);
     if (ld->err == NULL || ld->errlen == 0)
         return -1;
-    int n = snprintf(ld->err, ld->errlen, "%s:%zu: %s: ", ld->path,
-                     (size_t)at->start_mark.line + 1, kpath);
+    int n = snprintf(ld->err, ld->errlen, "%s:%zu: %s: ", ld->path, (size_t)at->start_mark.line + 1,
+                     kpath);
     if (n < 0 || (size_t)n >= ld->errlen)
         return -1;
     va_list ap;
@@ -1376,10 +1413,14 @@ int conf_listener_loopback(const conf_listener_t *l)
 static uint64_t read_uint(const void *p, size_t size)
 {
     switch (size) {
-    case 1: return *(const uint8_t *)p;
-    case 2: return *(const uint16_t *)p;
-    case 4: return *(const uint32_t *)p;
-    default: return *(const uint64_t *)p;
+    case 1:
+        return *(const uint8_t *)p;
+    case 2:
+        return *(const uint16_t *)p;
+    case 4:
+        return *(const uint32_t *)p;
+    default:
+        return *(const uint64_t *)p;
     }
 }
 

@@ -24,28 +24,28 @@
 enum { CONF_QUEUE_FULL_DROP = 0, CONF_QUEUE_FULL_REFUSE = 1 };
 
 typedef struct {
-    char name[32];     /* "mqtt" by default */
-    char address[64];  /* IPv4 or IPv6 literal, or "0.0.0.0" / "::" */
+    char name[32];    /* "mqtt" by default */
+    char address[64]; /* IPv4 or IPv6 literal, or "0.0.0.0" / "::" */
     uint16_t port;
     uint32_t max_connections; /* 0 = unlimited */
     uint8_t transport;        /* CONF_TRANSPORT_* */
     uint8_t proxy_protocol;   /* CONF_PROXY_*: a PROXY header expected first */
     /* TLS (transport: tls) */
     uint8_t require_client_cert; /* SSL_VERIFY_PEER|FAIL_IF_NO_PEER_CERT with ca_file */
-    uint8_t tls_min_version;  /* CONF_TLS_1_2 or CONF_TLS_1_3 */
-    uint32_t handshake_timeout; /* seconds for the TLS handshake (and PROXY header) */
-    char cert_file[256];      /* PEM server certificate (chain) */
-    char key_file[256];       /* PEM private key */
-    char ca_file[256];        /* PEM CAs that client certificates must chain to; "" = none */
-    char ciphers[512];        /* TLS 1.2 cipher list (OpenSSL syntax) */
-    uint8_t cert_username;    /* CONF_CERT_USER_*: username from the client certificate */
+    uint8_t tls_min_version;     /* CONF_TLS_1_2 or CONF_TLS_1_3 */
+    uint32_t handshake_timeout;  /* seconds for the TLS handshake (and PROXY header) */
+    char cert_file[256];         /* PEM server certificate (chain) */
+    char key_file[256];          /* PEM private key */
+    char ca_file[256];           /* PEM CAs that client certificates must chain to; "" = none */
+    char ciphers[512];           /* TLS 1.2 cipher list (OpenSSL syntax) */
+    uint8_t cert_username;       /* CONF_CERT_USER_*: username from the client certificate */
     /* WebSocket (transport: ws, wss) */
-    char ws_path[128];        /* request path of the upgrade, "/mqtt" */
-    uint32_t ws_max_frame;    /* largest WebSocket message accepted, bytes */
+    char ws_path[128];     /* request path of the upgrade, "/mqtt" */
+    uint32_t ws_max_frame; /* largest WebSocket message accepted, bytes */
     /* Origin headers allowed to upgrade ("https://host[:port]"); none = any */
     char ws_allowed_origins[CONF_WS_MAX_ORIGINS][128];
     uint32_t nws_allowed_origins;
-    uint8_t allow_anonymous;  /* CONF_ANON_*: clients without credentials here */
+    uint8_t allow_anonymous; /* CONF_ANON_*: clients without credentials here */
 } conf_listener_t;
 
 enum { CONF_TRANSPORT_TCP = 0, CONF_TRANSPORT_TLS, CONF_TRANSPORT_WS, CONF_TRANSPORT_WSS };
@@ -59,31 +59,31 @@ enum { CONF_CERT_USER_NONE = 0, CONF_CERT_USER_CN, CONF_CERT_USER_SAN };
 #define CONF_AUTH_HTTP_MAX_URLS 4
 /* auth.http: the webhook backend (src/auth/auth_http.c). */
 typedef struct {
-    char url[512];             /* POST target, http:// or https:// */
+    char url[512];                           /* POST target, http:// or https:// */
     char urls[CONF_AUTH_HTTP_MAX_URLS][512]; /* or several: round robin, failover */
     uint32_t nurls;
-    char ca_file[256];         /* PEM CAs for an https webhook; "" = the system's */
-    uint8_t format;            /* CONF_AUTH_FORMAT_* */
-    uint8_t on_error;          /* CONF_AUTH_ON_ERROR_*: verdict when the webhook fails */
-    uint32_t timeout_ms;       /* whole request, queueing included */
+    char ca_file[256];   /* PEM CAs for an https webhook; "" = the system's */
+    uint8_t format;      /* CONF_AUTH_FORMAT_* */
+    uint8_t on_error;    /* CONF_AUTH_ON_ERROR_*: verdict when the webhook fails */
+    uint32_t timeout_ms; /* whole request, queueing included */
     uint32_t connect_timeout_ms;
-    uint32_t cache_ttl_ms;     /* 0 = no cache */
-    uint32_t cache_size;       /* entries */
-    uint32_t pool_size;        /* connections kept to the webhook */
-    uint32_t queue_size;       /* requests waiting or in flight; beyond: on_error */
+    uint32_t cache_ttl_ms; /* 0 = no cache */
+    uint32_t cache_size;   /* entries */
+    uint32_t pool_size;    /* connections kept to the webhook */
+    uint32_t queue_size;   /* requests waiting or in flight; beyond: on_error */
 } conf_auth_http_t;
 
 /* auth.redis: credentials and ACL rules in Redis (src/auth/auth_redis.c). */
 typedef struct {
     char host[256];
     uint16_t port;
-    char password[256];        /* "" = no AUTH */
+    char password[256]; /* "" = no AUTH */
     uint32_t db;
-    char prefix[64];           /* keys: PREFIXuser:NAME, PREFIXacl:NAME */
-    uint32_t pool_size;        /* connections, one I/O thread each */
-    uint32_t timeout_ms;       /* connect and each command */
+    char prefix[64];     /* keys: PREFIXuser:NAME, PREFIXacl:NAME */
+    uint32_t pool_size;  /* connections, one I/O thread each */
+    uint32_t timeout_ms; /* connect and each command */
     uint32_t queue_size;
-    uint8_t on_error;          /* CONF_AUTH_ON_ERROR_* */
+    uint8_t on_error; /* CONF_AUTH_ON_ERROR_* */
 } conf_auth_redis_t;
 
 #define CONF_JWT_MAX_CLAIMS 8
@@ -106,12 +106,12 @@ typedef struct {
 
 /* auth.ban: brute-force protection per source address. */
 typedef struct {
-    uint32_t max_failures;     /* failures within window_s before a ban; 0 = off */
+    uint32_t max_failures; /* failures within window_s before a ban; 0 = off */
     uint32_t window_s;
     uint32_t ban_s;
-    uint32_t delay_ms;         /* refusals of a banned address wait this long */
-    uint32_t table_size;       /* addresses and user names tracked (oldest evicted) */
-    uint8_t loopback;          /* bans on loopback listeners too; unset in the file:
+    uint32_t delay_ms;   /* refusals of a banned address wait this long */
+    uint32_t table_size; /* addresses and user names tracked (oldest evicted) */
+    uint8_t loopback;    /* bans on loopback listeners too; unset in the file:
                                 * yes when the file sets max_failures, else no */
 } conf_auth_ban_t;
 
@@ -120,16 +120,16 @@ typedef struct {
 typedef struct {
     char chain[CONF_AUTH_MAX_CHAIN][32]; /* backend names, in order */
     uint32_t nchain;
-    uint8_t default_policy;    /* CONF_POLICY_*: when every backend passes */
-    uint8_t acl_default;       /* CONF_POLICY_*: when no ACL rule matches */
+    uint8_t default_policy; /* CONF_POLICY_*: when every backend passes */
+    uint8_t acl_default;    /* CONF_POLICY_*: when no ACL rule matches */
     char acl_file[256];
     char password_file[256];
-    uint32_t acl_cache_size;   /* decisions cached per connection */
-    uint32_t password_threads; /* threads running PBKDF2 for the password file */
-    uint32_t password_queue;   /* password checks waiting for them; beyond: 0x97 */
+    uint32_t acl_cache_size;       /* decisions cached per connection */
+    uint32_t password_threads;     /* threads running PBKDF2 for the password file */
+    uint32_t password_queue;       /* password checks waiting for them; beyond: 0x97 */
     uint32_t password_cache_ttl_s; /* successful checks remembered; 0 = no cache */
     uint32_t password_cache_size;  /* entries */
-    uint8_t client_id_binding; /* CONF_CID_BIND_*: client ids bound to users */
+    uint8_t client_id_binding;     /* CONF_CID_BIND_*: client ids bound to users */
     conf_auth_jwt_t jwt;
     conf_auth_ban_t ban;
 } conf_auth_t;
@@ -154,96 +154,98 @@ enum { CONF_JWT_FROM_PASSWORD = 0, CONF_JWT_FROM_USERNAME };
  * reads each key with the conf_sec_* readers below; a key it did not read
  * is an unknown key.  The values live in conf_t.section_data, at `off`. */
 #define CONF_MAX_SECTIONS 16
-#define CONF_SECTION_BYTES 8192 /* for every section's values together */
+#define CONF_SECTION_BYTES 8192       /* for every section's values together */
 typedef struct conf_sec_s conf_sec_t; /* one section being loaded */
 typedef void (*conf_visit_fn)(void *ud, int kind, const char *key, const char *s, uint64_t u);
 typedef struct {
-    const char *name;                            /* the top-level key */
-    int (*load)(conf_sec_t *s, void *values);    /* 0, or -1 from a conf_sec_* call */
+    const char *name;                         /* the top-level key */
+    int (*load)(conf_sec_t *s, void *values); /* 0, or -1 from a conf_sec_* call */
     void (*walk)(const void *values, conf_visit_fn fn, void *ud); /* display; NULL: none */
-    uint32_t off, size;                          /* values in conf_t.section_data */
+    uint32_t off, size; /* values in conf_t.section_data */
 } conf_section_t;
 
 enum { CONF_AUTH_FORMAT_JSON = 0, CONF_AUTH_FORMAT_OPA };
 enum { CONF_AUTH_ON_ERROR_DENY = 0, CONF_AUTH_ON_ERROR_PASS };
 
 typedef struct {
-    uint32_t workers;          /* 0 = one per core */
+    uint32_t workers; /* 0 = one per core */
     /* log */
-    int log_level;             /* AN_LOG_ERROR..AN_LOG_DEBUG, see log.h */
-    char log_file[256];        /* "" = stderr */
-    uint8_t log_format;        /* CONF_LOG_TEXT or CONF_LOG_JSON */
-    uint8_t log_target;        /* CONF_LOG_TO_*; stderr with a file set means the file */
+    int log_level;      /* AN_LOG_ERROR..AN_LOG_DEBUG, see log.h */
+    char log_file[256]; /* "" = stderr */
+    uint8_t log_format; /* CONF_LOG_TEXT or CONF_LOG_JSON */
+    uint8_t log_target; /* CONF_LOG_TO_*; stderr with a file set means the file */
     /* api: the management HTTP API (src/api) */
     uint8_t api_enabled;
-    uint8_t api_optional;      /* no YAML key: set by main for the embedded
+    uint8_t api_optional; /* no YAML key: set by main for the embedded
                                 * defaults; a taken port is a warning and the
                                 * broker runs without the API */
     char api_bind[64];
     uint16_t api_port;
-    char api_tls_cert[256];    /* PEM files: HTTPS when both are set */
+    char api_tls_cert[256]; /* PEM files: HTTPS when both are set */
     char api_tls_key[256];
-    char api_keys_file[256];   /* NAME:sha256hex lines */
-    char api_users_file[256];  /* NAME:$7$... lines (basic auth) */
-    uint8_t api_open_health;   /* the /health endpoints without credentials */
-    uint8_t api_open_metrics;  /* /metrics without credentials */
-    uint32_t api_timeout_ms;   /* wait for the workers' answers */
+    char api_keys_file[256];             /* NAME:sha256hex lines */
+    char api_users_file[256];            /* NAME:$7$... lines (basic auth) */
+    uint8_t api_open_health;             /* the /health endpoints without credentials */
+    uint8_t api_open_metrics;            /* /metrics without credentials */
+    uint32_t api_timeout_ms;             /* wait for the workers' answers */
     uint32_t api_max_connections;        /* HTTP connections at once (default 256) */
     uint32_t api_max_connections_per_ip; /* per peer address; 0 = no limit (default 16) */
     uint32_t api_request_timeout_s;      /* a whole request (headers, body) must arrive in it */
-    uint32_t api_min_password_iterations; /* users_file lines with fewer PBKDF2 iterations refused */
+    uint32_t
+        api_min_password_iterations; /* users_file lines with fewer PBKDF2 iterations refused */
     /* listeners */
     conf_listener_t listeners[CONF_MAX_LISTENERS];
     uint32_t nlisteners;
     /* mqtt */
-    uint32_t max_packet_size;  /* bytes, default 1 MiB, max 268435455 */
+    uint32_t max_packet_size;      /* bytes, default 1 MiB, max 268435455 */
     uint32_t max_client_id_length; /* bytes, default 256; longer: CONNACK 0x85 / 2 */
-    uint32_t connect_timeout;  /* seconds a connection may take to CONNECT */
-    uint16_t max_keepalive;    /* seconds; a longer requested keepalive is capped... */
-    uint16_t max_inflight;     /* QoS 1/2 messages in flight per session */
-    uint32_t max_queued;       /* messages queued per session behind the window */
-    uint32_t retry_interval;   /* seconds before an unacknowledged QoS>0 message is resent with DUP */
-    uint32_t session_expiry;   /* seconds an offline persistent session is kept; 0 = forever */
-    uint8_t allow_anonymous;   /* clients without username; unset in the file:
+    uint32_t connect_timeout;      /* seconds a connection may take to CONNECT */
+    uint16_t max_keepalive;        /* seconds; a longer requested keepalive is capped... */
+    uint16_t max_inflight;         /* QoS 1/2 messages in flight per session */
+    uint32_t max_queued;           /* messages queued per session behind the window */
+    uint32_t retry_interval; /* seconds before an unacknowledged QoS>0 message is resent with DUP */
+    uint32_t session_expiry; /* seconds an offline persistent session is kept; 0 = forever */
+    uint8_t allow_anonymous; /* clients without username; unset in the file:
                                 * yes when every listener is loopback, else no */
-    uint32_t sys_interval;     /* seconds between $SYS updates; 0 = off */
+    uint32_t sys_interval;   /* seconds between $SYS updates; 0 = off */
     /* mqtt: what CONNACK advertises (MQTT 5) and enforces */
-    uint8_t max_qos;                  /* 0..2 */
+    uint8_t max_qos; /* 0..2 */
     uint8_t retain_available;
     uint8_t wildcard_subscriptions;
     uint8_t shared_subscriptions;
     uint8_t subscription_identifiers;
-    uint8_t shared_strategy;          /* CONF_SHARED_* */
-    uint8_t keepalive_over_max;       /* CONF_KEEPALIVE_*: MQTT 3.1.1 clients */
-    uint16_t topic_alias_max;         /* aliases a client may use towards us */
-    uint16_t receive_maximum;         /* unacknowledged QoS 1/2 a client may send */
-    char server_reference[256];       /* "" = none; else CONNACK 0x9D + reference */
-    uint8_t allow_sys_publish;        /* clients may publish to $SYS and $SYS/... */
+    uint8_t shared_strategy;    /* CONF_SHARED_* */
+    uint8_t keepalive_over_max; /* CONF_KEEPALIVE_*: MQTT 3.1.1 clients */
+    uint16_t topic_alias_max;   /* aliases a client may use towards us */
+    uint16_t receive_maximum;   /* unacknowledged QoS 1/2 a client may send */
+    char server_reference[256]; /* "" = none; else CONNACK 0x9D + reference */
+    uint8_t allow_sys_publish;  /* clients may publish to $SYS and $SYS/... */
     /* limits: 0 = unlimited unless said otherwise */
-    uint32_t max_connections;         /* whole broker; 0 in the file = derived from
+    uint32_t max_connections;     /* whole broker; 0 in the file = derived from
                                        * RLIMIT_NOFILE at start (server_init) */
-    uint32_t max_connection_rate;     /* new connections per second */
-    uint32_t max_message_rate;        /* PUBLISH per second per client (reads throttled) */
-    uint32_t max_byte_rate;           /* bytes per second per client (reads throttled) */
-    uint32_t max_subscriptions;       /* per client, default 1000 */
-    uint32_t max_retained;            /* retained topics, default 1,000,000 */
-    uint32_t max_sessions;            /* persistent sessions, default 1,000,000 */
-    uint16_t max_awaiting_rel;        /* MQTT 3.1.1: incoming QoS 2 awaiting PUBREL */
-    uint16_t max_topic_levels;        /* default 128 */
-    uint16_t max_topic_length;        /* bytes, default 4096 */
-    uint64_t max_queued_bytes;        /* per session, default 64 MiB */
-    uint8_t queue_full_policy;        /* CONF_QUEUE_FULL_*: QoS 1/2 to a full queue */
-    uint32_t slow_subscriber_timeout; /* seconds a subscriber may keep its output full; 0 = forever */
-    uint32_t max_output_buffer;       /* bytes pending to one client beyond which QoS 0
+    uint32_t max_connection_rate; /* new connections per second */
+    uint32_t max_message_rate;    /* PUBLISH per second per client (reads throttled) */
+    uint32_t max_byte_rate;       /* bytes per second per client (reads throttled) */
+    uint32_t max_subscriptions;   /* per client, default 1000 */
+    uint32_t max_retained;        /* retained topics, default 1,000,000 */
+    uint32_t max_sessions;        /* persistent sessions, default 1,000,000 */
+    uint16_t max_awaiting_rel;    /* MQTT 3.1.1: incoming QoS 2 awaiting PUBREL */
+    uint16_t max_topic_levels;    /* default 128 */
+    uint16_t max_topic_length;    /* bytes, default 4096 */
+    uint64_t max_queued_bytes;    /* per session, default 64 MiB */
+    uint8_t queue_full_policy;    /* CONF_QUEUE_FULL_*: QoS 1/2 to a full queue */
+    uint32_t
+        slow_subscriber_timeout; /* seconds a subscriber may keep its output full; 0 = forever */
+    uint32_t max_output_buffer;  /* bytes pending to one client beyond which QoS 0
                                        * messages to it are dropped */
     /* persistence (RocksDB under data_dir); today: retained messages */
     uint8_t persistence_enabled;
-    uint8_t persistence_sync;         /* 0 always, 1 interval, 2 none (store_sync_t) */
+    uint8_t persistence_sync; /* 0 always, 1 interval, 2 none (store_sync_t) */
     uint32_t sync_interval_ms;
     char data_dir[256];
-    uint8_t persistence_recover;      /* antenna --recover (command line only): salvage a
+    uint8_t persistence_recover; /* antenna --recover (command line only): salvage a
                                        * damaged store instead of refusing to start */
-    uint64_t memory_high_water;       /* bytes of messages and buffers; above it new
+    uint64_t memory_high_water;  /* bytes of messages and buffers; above it new
                                        * connections are refused, QoS 0 to slow clients dropped;
                                        * 0 in the file = derived from RAM at start */
     conf_auth_t auth;
@@ -251,14 +253,14 @@ typedef struct {
     conf_auth_http_t auth_http;
     conf_auth_redis_t auth_redis;
     /* events (src/broker/event.h) */
-    uint32_t events_log;              /* events.log: kinds written as JSON lines to the
+    uint32_t events_log; /* events.log: kinds written as JSON lines to the
                                        * log (bit = event_kind_t), default none */
     /* sections read by modules (conf_section_add, below): their
      * descriptors and their values, inside conf_t so that a copy of the
      * configuration carries them */
     conf_section_t sections[CONF_MAX_SECTIONS];
     uint32_t nsections;
-    uint32_t section_used;            /* bytes of section_data handed out */
+    uint32_t section_used; /* bytes of section_data handed out */
     _Alignas(16) unsigned char section_data[CONF_SECTION_BYTES];
 } conf_t;
 
@@ -274,12 +276,16 @@ enum { CONF_LOG_TO_STDERR = 0, CONF_LOG_TO_FILE, CONF_LOG_TO_SYSLOG };
  * each section end (CONF_V_END).  Values come as text (s) or numbers (u)
  * or booleans (u 0/1); secrets are never passed (none today: files are
  * shown by path). */
-enum { CONF_V_SECTION, CONF_V_LIST, CONF_V_ITEM, CONF_V_END, CONF_V_STR, CONF_V_UINT,
-       CONF_V_BOOL };
+enum { CONF_V_SECTION, CONF_V_LIST, CONF_V_ITEM, CONF_V_END, CONF_V_STR, CONF_V_UINT, CONF_V_BOOL };
 void conf_walk(const conf_t *c, conf_visit_fn fn, void *ud);
 
-enum { CONF_SHARED_ROUND_ROBIN = 0, CONF_SHARED_RANDOM, CONF_SHARED_HASH_CLIENTID,
-       CONF_SHARED_HASH_TOPIC, CONF_SHARED_STICKY };
+enum {
+    CONF_SHARED_ROUND_ROBIN = 0,
+    CONF_SHARED_RANDOM,
+    CONF_SHARED_HASH_CLIENTID,
+    CONF_SHARED_HASH_TOPIC,
+    CONF_SHARED_STICKY
+};
 enum { CONF_KEEPALIVE_REFUSE = 0, CONF_KEEPALIVE_CAP };
 
 void conf_defaults(conf_t *c);
@@ -301,10 +307,8 @@ int conf_listener_loopback(const conf_listener_t *l);
  * zeroed bytes for its values, returned for the module to fill with its
  * defaults.  NULL when the name is taken or the table or the space is
  * full (a programming error: the caller aborts). */
-void *conf_section_add(conf_t *c, const char *name,
-                       int (*load)(conf_sec_t *s, void *values),
-                       void (*walk)(const void *values, conf_visit_fn fn, void *ud),
-                       size_t size);
+void *conf_section_add(conf_t *c, const char *name, int (*load)(conf_sec_t *s, void *values),
+                       void (*walk)(const void *values, conf_visit_fn fn, void *ud), size_t size);
 /* The values of section `name`, or NULL when it was not declared. */
 const void *conf_section_values(const conf_t *c, const char *name);
 

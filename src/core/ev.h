@@ -51,11 +51,11 @@
 
 /* Event bits: the same values as epoll's (ev.c checks), so no translation
  * on the hot path. */
-#define EV_READ 0x001u       /* EPOLLIN */
-#define EV_WRITE 0x004u      /* EPOLLOUT */
-#define EV_ERROR 0x008u      /* EPOLLERR: reported, never asked for */
-#define EV_HUP 0x010u        /* EPOLLHUP: reported, never asked for */
-#define EV_RDHUP 0x2000u     /* EPOLLRDHUP: the peer shut down its side */
+#define EV_READ 0x001u   /* EPOLLIN */
+#define EV_WRITE 0x004u  /* EPOLLOUT */
+#define EV_ERROR 0x008u  /* EPOLLERR: reported, never asked for */
+#define EV_HUP 0x010u    /* EPOLLHUP: reported, never asked for */
+#define EV_RDHUP 0x2000u /* EPOLLRDHUP: the peer shut down its side */
 /* Interest only: one waiter of all the loops watching a shared fd is woken
  * (EPOLLEXCLUSIVE, accept on a listener shared by the workers).  Such a
  * watcher cannot be modified: stop and start it. */
@@ -79,9 +79,9 @@ struct ev_watcher_s {
 struct epoll_event;
 
 struct ev_loop_s {
-    int epfd;                   /* -1 before ev_loop_init */
-    int batch;                  /* size of events[] */
-    int nready, next;           /* the batch being dispatched: events[next..nready) wait */
+    int epfd;         /* -1 before ev_loop_init */
+    int batch;        /* size of events[] */
+    int nready, next; /* the batch being dispatched: events[next..nready) wait */
     struct epoll_event *events;
     void (*after_poll)(ev_loop_t *loop);
 };

@@ -16,7 +16,7 @@
 #include <stdint.h>
 
 typedef struct {
-    uint8_t kind;  /* meaning is the consumer's (server.h WM_*, a handler each) */
+    uint8_t kind; /* meaning is the consumer's (server.h WM_*, a handler each) */
     uint8_t qos;
     uint8_t flags;
     uint64_t sid;
@@ -33,8 +33,8 @@ typedef struct {
 typedef struct {
     pthread_mutex_t mu;
     inbox_vec_t q;
-    int evfd;                 /* eventfd, non-blocking */
-    _Atomic size_t waiting;   /* q.len, readable without the lock */
+    int evfd;               /* eventfd, non-blocking */
+    _Atomic size_t waiting; /* q.len, readable without the lock */
 } inbox_t;
 
 /* Items waiting, without taking the lock (a producer's congestion check). */

@@ -19,7 +19,7 @@
 struct jobq_slot {
     jobq_t *q;
     uint32_t thread;
-    int released;             /* the current job's slot is free already */
+    int released; /* the current job's slot is free already */
     int started;
     pthread_t tid;
 };
@@ -28,13 +28,13 @@ struct jobq {
     pthread_mutex_t mu;
     pthread_cond_t cond;
     jobq_link_t *head, *tail;
-    size_t queued;            /* in the list */
-    size_t len;               /* accepted and not yet released */
+    size_t queued; /* in the list */
+    size_t len;    /* accepted and not yet released */
     int closed;
-    int drain;                /* closed with JOBQ_DRAIN */
+    int drain; /* closed with JOBQ_DRAIN */
     jobq_opts_t o;
     jobq_slot_t *slots;
-    jobq_stats_t st;          /* queued, in_flight filled by jobq_stats() */
+    jobq_stats_t st; /* queued, in_flight filled by jobq_stats() */
 };
 
 static void *pool_main(void *arg)

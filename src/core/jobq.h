@@ -49,34 +49,34 @@ typedef void (*jobq_run_fn)(void *arg, jobq_link_t *job, jobq_slot_t *slot);
 typedef void (*jobq_drop_fn)(void *arg, jobq_link_t *job);
 
 typedef struct {
-    size_t cap;           /* >= 1: jobs accepted and not yet released */
-    uint32_t threads;     /* pool threads; 0: an external consumer */
-    jobq_run_fn run;      /* required with threads */
+    size_t cap;       /* >= 1: jobs accepted and not yet released */
+    uint32_t threads; /* pool threads; 0: an external consumer */
+    jobq_run_fn run;  /* required with threads */
     jobq_drop_fn drop;
-    void *arg;            /* given to run() and drop() */
-    int nice;             /* pool threads' nice value (setpriority); 0: unchanged */
+    void *arg; /* given to run() and drop() */
+    int nice;  /* pool threads' nice value (setpriority); 0: unchanged */
 } jobq_opts_t;
 
 enum {
     JOBQ_OK = 0,
-    JOBQ_FULL = -1,       /* cap jobs accepted and not yet released */
-    JOBQ_CLOSED = -2,     /* jobq_close() was called */
+    JOBQ_FULL = -1,   /* cap jobs accepted and not yet released */
+    JOBQ_CLOSED = -2, /* jobq_close() was called */
 };
 
 enum jobq_close_mode {
-    JOBQ_DRAIN,           /* queued jobs still run */
-    JOBQ_CANCEL,          /* queued jobs go to drop() */
+    JOBQ_DRAIN,  /* queued jobs still run */
+    JOBQ_CANCEL, /* queued jobs go to drop() */
 };
 
 typedef struct {
-    uint64_t pushed;      /* accepted */
-    uint64_t full;        /* refused: at capacity */
-    uint64_t closed;      /* refused: closed */
-    uint64_t released;    /* finished (run, or released by the consumer) */
-    uint64_t cancelled;   /* given to drop() */
-    size_t queued;        /* now: waiting for a consumer */
-    size_t in_flight;     /* now: taken and not yet released */
-    size_t high_water;    /* most jobs accepted and not yet released at once */
+    uint64_t pushed;    /* accepted */
+    uint64_t full;      /* refused: at capacity */
+    uint64_t closed;    /* refused: closed */
+    uint64_t released;  /* finished (run, or released by the consumer) */
+    uint64_t cancelled; /* given to drop() */
+    size_t queued;      /* now: waiting for a consumer */
+    size_t in_flight;   /* now: taken and not yet released */
+    size_t high_water;  /* most jobs accepted and not yet released at once */
 } jobq_stats_t;
 
 /* The queue, with its pool started; NULL when opts are invalid (cap 0, a

@@ -210,8 +210,7 @@ void log_vkv(int level, const char *client_id, const char *peer, const char *fmt
     gmtime_r(&tv.tv_sec, &tm);
     char ts[96];
     snprintf(ts, sizeof(ts), "%04d-%02d-%02dT%02d:%02d:%02d.%03dZ", tm.tm_year + 1900,
-             tm.tm_mon + 1, tm.tm_mday, tm.tm_hour, tm.tm_min, tm.tm_sec,
-             (int)(tv.tv_usec / 1000));
+             tm.tm_mon + 1, tm.tm_mday, tm.tm_hour, tm.tm_min, tm.tm_sec, (int)(tv.tv_usec / 1000));
     if (sink.json) {
         append(line, &n, sizeof(line), "{\"ts\":\"");
         append(line, &n, sizeof(line), ts);
@@ -303,8 +302,7 @@ void log_limited_kv(log_limit_t *l, uint32_t interval_ms, int level, const char 
         msg[0] = '\0';
     if (suppressed) {
         size_t n = strlen(msg);
-        snprintf(msg + n, sizeof(msg) - n, " (%" PRIu64 " similar lines suppressed)",
-                 suppressed);
+        snprintf(msg + n, sizeof(msg) - n, " (%" PRIu64 " similar lines suppressed)", suppressed);
     }
     log_kv(level, client_id, peer, "%s", msg);
 }

@@ -50,26 +50,28 @@ typedef struct {
  * 0 when this one is dropped (and counted). */
 int log_limit_pass(log_limit_t *l, uint32_t interval_ms, uint64_t *suppressed);
 void log_limited_kv(log_limit_t *l, uint32_t interval_ms, int level, const char *client_id,
-                    const char *peer, const char *fmt, ...)
-    __attribute__((format(printf, 6, 7)));
+                    const char *peer, const char *fmt, ...) __attribute__((format(printf, 6, 7)));
 
 /* log_limited(1000, AN_LOG_WARN, "fmt", ...): at most one line a second from
  * this call site; log_limited_kv's client_id / peer fields with _peer. */
-#define log_limited(interval_ms, level, ...)                                          \
-    do {                                                                               \
-        static log_limit_t log_limit_;                                                 \
-        log_limited_kv(&log_limit_, (interval_ms), (level), NULL, NULL, __VA_ARGS__);  \
+#define log_limited(interval_ms, level, ...)                                                       \
+    do {                                                                                           \
+        static log_limit_t log_limit_;                                                             \
+        log_limited_kv(&log_limit_, (interval_ms), (level), NULL, NULL, __VA_ARGS__);              \
     } while (0)
-#define log_limited_peer(interval_ms, level, peer, ...)                                \
-    do {                                                                               \
-        static log_limit_t log_limit_;                                                 \
-        log_limited_kv(&log_limit_, (interval_ms), (level), NULL, (peer), __VA_ARGS__); \
+#define log_limited_peer(interval_ms, level, peer, ...)                                            \
+    do {                                                                                           \
+        static log_limit_t log_limit_;                                                             \
+        log_limited_kv(&log_limit_, (interval_ms), (level), NULL, (peer), __VA_ARGS__);            \
     } while (0)
 
 #define log_error(...) log_msg(AN_LOG_ERROR, __VA_ARGS__)
 #define log_warn(...) log_msg(AN_LOG_WARN, __VA_ARGS__)
 #define log_info(...) log_msg(AN_LOG_INFO, __VA_ARGS__)
-#define log_debug(...) \
-    do { if (log_enabled(AN_LOG_DEBUG)) log_msg(AN_LOG_DEBUG, __VA_ARGS__); } while (0)
+#define log_debug(...)                                                                             \
+    do {                                                                                           \
+        if (log_enabled(AN_LOG_DEBUG))                                                             \
+            log_msg(AN_LOG_DEBUG, __VA_ARGS__);                                                    \
+    } while (0)
 
 #endif

@@ -33,8 +33,8 @@ struct tw_timer_s {
 };
 
 typedef struct {
-    uint64_t now;       /* current tick (ms) */
-    size_t count;       /* pending timers (armed, not yet fired) */
+    uint64_t now; /* current tick (ms) */
+    size_t count; /* pending timers (armed, not yet fired) */
     tw_timer_t *slots[TW_LEVELS][TW_SLOTS];
 } tw_t;
 
@@ -47,7 +47,10 @@ void tw_timer_init(tw_timer_t *t, tw_cb cb);
 void tw_add(tw_t *w, tw_timer_t *t, uint64_t expires);
 /* Disarm; no-op when not pending. */
 void tw_del(tw_t *w, tw_timer_t *t);
-static inline int tw_pending(const tw_timer_t *t) { return t->pprev != NULL; }
+static inline int tw_pending(const tw_timer_t *t)
+{
+    return t->pprev != NULL;
+}
 /* Fire every timer with expires <= now_ms, tick by tick (w->now is the tick
  * being processed while a callback runs).  A callback may add or delete any
  * timer, itself included: one armed for a later tick <= now_ms fires within

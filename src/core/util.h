@@ -14,8 +14,7 @@
 #include <stdlib.h>
 #include <time.h>
 
-#define container_of(ptr, type, member) \
-    ((type *)((char *)(ptr) - offsetof(type, member)))
+#define container_of(ptr, type, member) ((type *)((char *)(ptr)-offsetof(type, member)))
 
 #define AN_MIN(a, b) ((a) < (b) ? (a) : (b))
 #define AN_MAX(a, b) ((a) > (b) ? (a) : (b))
@@ -52,8 +51,8 @@ char *an_strndup(const char *s, size_t n);
 /* A counter written by one thread and read by others: plain loads and
  * stores (no locked instruction), atomic so readers see whole values. */
 typedef _Atomic uint64_t an_counter_t;
-#define STAT_ADD(c, n) \
-    atomic_store_explicit(&(c), atomic_load_explicit(&(c), memory_order_relaxed) + (n), \
+#define STAT_ADD(c, n)                                                                             \
+    atomic_store_explicit(&(c), atomic_load_explicit(&(c), memory_order_relaxed) + (n),            \
                           memory_order_relaxed)
 #define STAT_GET(c) atomic_load_explicit(&(c), memory_order_relaxed)
 

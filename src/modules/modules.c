@@ -12,9 +12,9 @@
 #include "modules/message_log/message_log.h"
 
 const module_t *const module_list[] = {
-    &sys_module,       /* $SYS/broker/... (src/broker/sys.c) */
-    &event_log_module, /* events.log (src/broker/event_log.c) */
-    &heartbeat_module, /* the example: heartbeat.* (src/modules/heartbeat) */
+    &sys_module,         /* $SYS/broker/... (src/broker/sys.c) */
+    &event_log_module,   /* events.log (src/broker/event_log.c) */
+    &heartbeat_module,   /* the example: heartbeat.* (src/modules/heartbeat) */
     &message_log_module, /* examples.message_log: an internal consumer
                           * (src/modules/message_log) */
     NULL,

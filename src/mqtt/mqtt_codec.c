@@ -23,18 +23,18 @@
 #include <string.h>
 
 /* Framer error: report it and leave the parser idle (buf is NULL here). */
-#define PS_FAIL(code, msg)                                                     \
-    do {                                                                       \
-        *used = i;                                                             \
-        parser_idle(ps);                                                       \
-        FAIL(code, msg);                                                       \
+#define PS_FAIL(code, msg)                                                                         \
+    do {                                                                                           \
+        *used = i;                                                                                 \
+        parser_idle(ps);                                                                           \
+        FAIL(code, msg);                                                                           \
     } while (0)
 
-#define FAIL(code, msg)                                                        \
-    do {                                                                       \
-        if (why)                                                               \
-            *why = (msg);                                                      \
-        return (code);                                                         \
+#define FAIL(code, msg)                                                                            \
+    do {                                                                                           \
+        if (why)                                                                                   \
+            *why = (msg);                                                                          \
+        return (code);                                                                             \
     } while (0)
 
 /* ---- framing --------------------------------------------------------- */
@@ -48,9 +48,8 @@ static void parser_idle(mqtt_parser_t *ps)
     ps->len_bytes = 0;
 }
 
-int mqtt_parser_next(mqtt_parser_t *ps, const uint8_t *data, size_t n,
-                     size_t *used, uint32_t max_packet, mqtt_raw_t *pkt,
-                     const char **why)
+int mqtt_parser_next(mqtt_parser_t *ps, const uint8_t *data, size_t n, size_t *used,
+                     uint32_t max_packet, mqtt_raw_t *pkt, const char **why)
 {
     size_t i = 0;
 
@@ -79,14 +78,12 @@ int mqtt_parser_next(mqtt_parser_t *ps, const uint8_t *data, size_t n,
             ps->len_bytes++;
             if (b & 0x80) {
                 if (ps->len_bytes >= 4)
-                    PS_FAIL(MQTT_ERR_MALFORMED,
-                            "[MQTT-2.2.3] remaining length over four bytes");
+                    PS_FAIL(MQTT_ERR_MALFORMED, "[MQTT-2.2.3] remaining length over four bytes");
                 ps->mult *= 128;
                 break;
             }
             if (ps->remaining > max_packet)
-                PS_FAIL(MQTT_ERR_TOO_LARGE,
-                        "remaining length exceeds the maximum packet size");
+                PS_FAIL(MQTT_ERR_TOO_LARGE, "remaining length exceeds the maximum packet size");
             if (ps->remaining == 0) {
                 pkt->hdr = ps->hdr;
                 pkt->len = 0;
@@ -281,8 +278,7 @@ static int rd_str(rd_t *rd, mqtt_str_t *s)
 }
 
 /* Property Length and properties, for `where` sent by `from`. */
-static int rd_props(rd_t *rd, uint8_t where, uint8_t from, mqtt_props_t *out,
-                    const char **why)
+static int rd_props(rd_t *rd, uint8_t where, uint8_t from, mqtt_props_t *out, const char **why)
 {
     size_t used = 0;
     int rc = mqtt_props_read(rd->p, rd_left(rd), where, from, out, &used, why);
@@ -314,10 +310,7 @@ static const char *const flag_errors[16] = {
 /* Required fixed-header flags of every type but PUBLISH. */
 static uint8_t required_flags(uint8_t type)
 {
-    return (type == MQTT_PUBREL || type == MQTT_SUBSCRIBE ||
-            type == MQTT_UNSUBSCRIBE)
-               ? 2
-               : 0;
+    return (type == MQTT_PUBREL || type == MQTT_SUBSCRIBE || type == MQTT_UNSUBSCRIBE) ? 2 : 0;
 }
 
 /* Flags check for any type, whichever side sends it. */
@@ -352,8 +345,7 @@ int mqtt_check_client_header(uint8_t hdr, uint8_t proto, const char **why)
         FAIL(MQTT_ERR_PROTOCOL, "[MQTT-2.2.1] PINGRESP sent by a client");
     case MQTT_AUTH:
         if (proto < MQTT_PROTO_V5)
-            FAIL(MQTT_ERR_PROTOCOL,
-                 "[MQTT-2.2.1] packet type 15 is reserved before MQTT 5");
+            FAIL(MQTT_ERR_PROTOCOL, "[MQTT-2.2.1] packet type 15 is reserved before MQTT 5");
         break;
     default:
         break;
@@ -362,22 +354,20 @@ int mqtt_check_client_header(uint8_t hdr, uint8_t proto, const char **why)
 }
 
 /* Check the header of a packet handed to a decoder for `type`. */
-static int expect_client(const mqtt_raw_t *r, uint8_t type, uint8_t proto,
-                         const char **why)
+static int expect_client(const mqtt_raw_t *r, uint8_t type, uint8_t proto, const char **why)
 {
     if (mqtt_raw_type(r) != type)
         FAIL(MQTT_ERR_MALFORMED, "packet handed to the wrong decoder");
     return mqtt_check_client_header(r->hdr, proto, why);
 }
 
-int mqtt_decode_connect(const mqtt_raw_t *r, mqtt_connect_t *out,
-                        const char **why)
+int mqtt_decode_connect(const mqtt_raw_t *r, mqtt_connect_t *out, const char **why)
 {
     return mqtt_decode_connect_v5ok(r, out, 0, why);
 }
 
-int mqtt_decode_connect_v5ok(const mqtt_raw_t *r, mqtt_connect_t *out,
-                             int allow_v5, const char **why)
+int mqtt_decode_connect_v5ok(const mqtt_raw_t *r, mqtt_connect_t *out, int allow_v5,
+                             const char **why)
 {
     rd_t rd;
     mqtt_str_t name;
@@ -397,12 +387,10 @@ int mqtt_decode_connect_v5ok(const mqtt_raw_t *r, mqtt_connect_t *out,
         FAIL(MQTT_ERR_MALFORMED, "[MQTT-3.1.2] CONNECT protocol level missing");
     if (name.len == 4 && memcmp(name.p, "MQTT", 4) == 0) {
         if (level != MQTT_PROTO_V311 && !(allow_v5 && level == MQTT_PROTO_V5))
-            FAIL(MQTT_ERR_PROTOCOL_VERSION,
-                 "[MQTT-3.1.2-2] CONNECT unsupported protocol level");
+            FAIL(MQTT_ERR_PROTOCOL_VERSION, "[MQTT-3.1.2-2] CONNECT unsupported protocol level");
     } else if (name.len == 6 && memcmp(name.p, "MQIsdp", 6) == 0) {
         if (level != MQTT_PROTO_V31)
-            FAIL(MQTT_ERR_PROTOCOL_VERSION,
-                 "[MQTT-3.1.2-2] CONNECT unsupported protocol level");
+            FAIL(MQTT_ERR_PROTOCOL_VERSION, "[MQTT-3.1.2-2] CONNECT unsupported protocol level");
     } else {
         FAIL(MQTT_ERR_PROTOCOL, "[MQTT-3.1.2-1] CONNECT unknown protocol name");
     }
@@ -423,42 +411,35 @@ int mqtt_decode_connect_v5ok(const mqtt_raw_t *r, mqtt_connect_t *out,
     out->has_username = (flags >> 7) & 1;
     if (!out->will_flag) {
         if (out->will_qos != 0)
-            FAIL(MQTT_ERR_MALFORMED,
-                 "[MQTT-3.1.2-13] CONNECT will QoS set without will flag");
+            FAIL(MQTT_ERR_MALFORMED, "[MQTT-3.1.2-13] CONNECT will QoS set without will flag");
         if (out->will_retain)
-            FAIL(MQTT_ERR_MALFORMED,
-                 "[MQTT-3.1.2-15] CONNECT will retain set without will flag");
+            FAIL(MQTT_ERR_MALFORMED, "[MQTT-3.1.2-15] CONNECT will retain set without will flag");
     } else if (out->will_qos == 3) {
         FAIL(MQTT_ERR_MALFORMED, "[MQTT-3.1.2-14] CONNECT will QoS 3");
     }
     /* 5.0 allows a password without a user name [MQTT5 3.1.2.9]. */
     if (out->has_password && !out->has_username && !v5)
-        FAIL(MQTT_ERR_MALFORMED,
-             "[MQTT-3.1.2-22] CONNECT password flag without user name flag");
-    if (v5 && (rc = rd_props(&rd, MQTT_CONNECT, MQTT_FROM_CLIENT, &out->props,
-                             why)) != MQTT_OK)
+        FAIL(MQTT_ERR_MALFORMED, "[MQTT-3.1.2-22] CONNECT password flag without user name flag");
+    if (v5 && (rc = rd_props(&rd, MQTT_CONNECT, MQTT_FROM_CLIENT, &out->props, why)) != MQTT_OK)
         return rc;
 
     /* Payload: client id, will topic, will message, user name, password. */
     if (!rd_str(&rd, &out->client_id))
         FAIL(MQTT_ERR_MALFORMED, "[MQTT-3.1.3-3] CONNECT client id truncated");
     if (!mqtt_utf8_valid(out->client_id.p, out->client_id.len))
-        FAIL(MQTT_ERR_MALFORMED,
-             "[MQTT-1.5.3-1] CONNECT client id is not valid UTF-8");
+        FAIL(MQTT_ERR_MALFORMED, "[MQTT-1.5.3-1] CONNECT client id is not valid UTF-8");
     if (out->will_flag) {
-        if (v5 && (rc = rd_props(&rd, MQTT_PROPS_WILL, MQTT_FROM_CLIENT,
-                                 &out->will_props, why)) != MQTT_OK)
+        if (v5 && (rc = rd_props(&rd, MQTT_PROPS_WILL, MQTT_FROM_CLIENT, &out->will_props, why)) !=
+                      MQTT_OK)
             return rc;
         if (!rd_str(&rd, &out->will_topic))
             FAIL(MQTT_ERR_MALFORMED, "[MQTT-3.1.2-9] CONNECT will topic missing");
         if (out->will_topic.len == 0)
             FAIL(MQTT_ERR_MALFORMED, "[MQTT-4.7.3-1] CONNECT will topic empty");
         if (!mqtt_utf8_valid(out->will_topic.p, out->will_topic.len))
-            FAIL(MQTT_ERR_MALFORMED,
-                 "[MQTT-3.1.3-10] CONNECT will topic is not valid UTF-8");
+            FAIL(MQTT_ERR_MALFORMED, "[MQTT-3.1.3-10] CONNECT will topic is not valid UTF-8");
         if (!mqtt_topic_name_valid(out->will_topic.p, out->will_topic.len))
-            FAIL(MQTT_ERR_MALFORMED,
-                 "[MQTT-3.3.2-2] CONNECT will topic contains a wildcard");
+            FAIL(MQTT_ERR_MALFORMED, "[MQTT-3.3.2-2] CONNECT will topic contains a wildcard");
         if (!rd_str(&rd, &out->will_payload))
             FAIL(MQTT_ERR_MALFORMED, "[MQTT-3.1.2-9] CONNECT will message missing");
     }
@@ -466,8 +447,7 @@ int mqtt_decode_connect_v5ok(const mqtt_raw_t *r, mqtt_connect_t *out,
         if (!rd_str(&rd, &out->username))
             FAIL(MQTT_ERR_MALFORMED, "[MQTT-3.1.2-19] CONNECT user name missing");
         if (!mqtt_utf8_valid(out->username.p, out->username.len))
-            FAIL(MQTT_ERR_MALFORMED,
-                 "[MQTT-3.1.3-11] CONNECT user name is not valid UTF-8");
+            FAIL(MQTT_ERR_MALFORMED, "[MQTT-3.1.3-11] CONNECT user name is not valid UTF-8");
     }
     if (out->has_password) {
         if (!rd_str(&rd, &out->password))
@@ -482,23 +462,20 @@ int mqtt_decode_connect_v5ok(const mqtt_raw_t *r, mqtt_connect_t *out,
         return MQTT_OK;
     if (out->proto == MQTT_PROTO_V31) {
         if (out->client_id.len == 0 || out->client_id.len > 23)
-            FAIL(MQTT_ERR_CLIENT_ID,
-                 "[MQTT-3.1] MQTT 3.1 client id must be 1 to 23 bytes");
+            FAIL(MQTT_ERR_CLIENT_ID, "[MQTT-3.1] MQTT 3.1 client id must be 1 to 23 bytes");
     } else if (out->client_id.len == 0 && !out->clean_session) {
-        FAIL(MQTT_ERR_CLIENT_ID,
-             "[MQTT-3.1.3-8] CONNECT empty client id with clean session 0");
+        FAIL(MQTT_ERR_CLIENT_ID, "[MQTT-3.1.3-8] CONNECT empty client id with clean session 0");
     }
     return MQTT_OK;
 }
 
-int mqtt_decode_publish(const mqtt_raw_t *r, uint8_t proto, mqtt_publish_t *out,
-                        const char **why)
+int mqtt_decode_publish(const mqtt_raw_t *r, uint8_t proto, mqtt_publish_t *out, const char **why)
 {
     return mqtt_decode_publish_from(r, proto, MQTT_FROM_CLIENT, out, why);
 }
 
-int mqtt_decode_publish_from(const mqtt_raw_t *r, uint8_t proto, uint8_t from,
-                             mqtt_publish_t *out, const char **why)
+int mqtt_decode_publish_from(const mqtt_raw_t *r, uint8_t proto, uint8_t from, mqtt_publish_t *out,
+                             const char **why)
 {
     rd_t rd;
     int rc;
@@ -520,18 +497,15 @@ int mqtt_decode_publish_from(const mqtt_raw_t *r, uint8_t proto, uint8_t from,
             FAIL(MQTT_ERR_MALFORMED, "[MQTT-4.7.3-1] PUBLISH topic name empty");
     } else {
         if (!mqtt_utf8_valid(out->topic.p, out->topic.len))
-            FAIL(MQTT_ERR_MALFORMED,
-                 "[MQTT-1.5.3-1] PUBLISH topic name is not valid UTF-8");
+            FAIL(MQTT_ERR_MALFORMED, "[MQTT-1.5.3-1] PUBLISH topic name is not valid UTF-8");
         if (!mqtt_topic_name_valid(out->topic.p, out->topic.len))
-            FAIL(MQTT_ERR_MALFORMED,
-                 "[MQTT-3.3.2-2] PUBLISH topic name contains a wildcard");
+            FAIL(MQTT_ERR_MALFORMED, "[MQTT-3.3.2-2] PUBLISH topic name contains a wildcard");
     }
     if (out->qos > 0) {
         if (!rd_u16(&rd, &out->packet_id))
             FAIL(MQTT_ERR_MALFORMED, "[MQTT-2.3.1-1] PUBLISH packet id truncated");
         if (out->packet_id == 0)
-            FAIL(MQTT_ERR_MALFORMED,
-                 "[MQTT-2.3.1-1] PUBLISH packet id 0 with QoS > 0");
+            FAIL(MQTT_ERR_MALFORMED, "[MQTT-2.3.1-1] PUBLISH packet id 0 with QoS > 0");
     }
     if (v5) {
         if ((rc = rd_props(&rd, MQTT_PUBLISH, from, &out->props, why)) != MQTT_OK)
@@ -545,9 +519,8 @@ int mqtt_decode_publish_from(const mqtt_raw_t *r, uint8_t proto, uint8_t from,
     return MQTT_OK;
 }
 
-int mqtt_shared_filter_parse(const uint8_t *f, size_t len, const uint8_t **group,
-                             size_t *group_len, const uint8_t **filter,
-                             size_t *filter_len)
+int mqtt_shared_filter_parse(const uint8_t *f, size_t len, const uint8_t **group, size_t *group_len,
+                             const uint8_t **filter, size_t *filter_len)
 {
     const uint8_t *g, *real;
     size_t rest, i = 0;
@@ -580,8 +553,8 @@ int mqtt_shared_filter_parse(const uint8_t *f, size_t len, const uint8_t **group
 }
 
 /* Shared by SUBSCRIBE (with_options 1) and UNSUBSCRIBE (0), 3.1.1 and 5.0. */
-static int decode_sub(const mqtt_raw_t *r, uint8_t type, int v5,
-                      mqtt_sub_iter_t *it, const char **why)
+static int decode_sub(const mqtt_raw_t *r, uint8_t type, int v5, mqtt_sub_iter_t *it,
+                      const char **why)
 {
     const int opts = type == MQTT_SUBSCRIBE;
     rd_t rd;
@@ -590,8 +563,7 @@ static int decode_sub(const mqtt_raw_t *r, uint8_t type, int v5,
 
     memset(it, 0, sizeof *it);
     mqtt_props_init(&it->props);
-    if ((rc = expect_client(r, type, v5 ? MQTT_PROTO_V5 : MQTT_PROTO_V311,
-                            why)) != MQTT_OK)
+    if ((rc = expect_client(r, type, v5 ? MQTT_PROTO_V5 : MQTT_PROTO_V311, why)) != MQTT_OK)
         return rc;
     rd_init(&rd, r);
     if (!rd_u16(&rd, &it->packet_id))
@@ -625,19 +597,18 @@ static int decode_sub(const mqtt_raw_t *r, uint8_t type, int v5,
                       : "[MQTT-1.5.3-1] UNSUBSCRIBE topic filter is not valid UTF-8");
         switch (filter_wildcards(f.p, f.len)) {
         case 2:
-            FAIL(MQTT_ERR_MALFORMED,
-                 opts ? "[MQTT-4.7.1-2] SUBSCRIBE topic filter misplaces '#'"
-                      : "[MQTT-4.7.1-2] UNSUBSCRIBE topic filter misplaces '#'");
+            FAIL(MQTT_ERR_MALFORMED, opts
+                                         ? "[MQTT-4.7.1-2] SUBSCRIBE topic filter misplaces '#'"
+                                         : "[MQTT-4.7.1-2] UNSUBSCRIBE topic filter misplaces '#'");
         case 3:
-            FAIL(MQTT_ERR_MALFORMED,
-                 opts ? "[MQTT-4.7.1-3] SUBSCRIBE topic filter misplaces '+'"
-                      : "[MQTT-4.7.1-3] UNSUBSCRIBE topic filter misplaces '+'");
+            FAIL(MQTT_ERR_MALFORMED, opts
+                                         ? "[MQTT-4.7.1-3] SUBSCRIBE topic filter misplaces '+'"
+                                         : "[MQTT-4.7.1-3] UNSUBSCRIBE topic filter misplaces '+'");
         default:
             break;
         }
         int shared = 0;
-        if (v5 && (shared = mqtt_shared_filter_parse(f.p, f.len, NULL, NULL,
-                                                     NULL, NULL)) < 0)
+        if (v5 && (shared = mqtt_shared_filter_parse(f.p, f.len, NULL, NULL, NULL, NULL)) < 0)
             FAIL(MQTT_ERR_PROTOCOL,
                  opts ? "[MQTT5-4.8.2-2] SUBSCRIBE malformed shared subscription filter"
                       : "[MQTT5-4.8.2-2] UNSUBSCRIBE malformed shared subscription filter");
@@ -646,18 +617,15 @@ static int decode_sub(const mqtt_raw_t *r, uint8_t type, int v5,
             if (!rd_u8(&rd, &o))
                 FAIL(MQTT_ERR_MALFORMED, "[MQTT-3.8.3-1] SUBSCRIBE requested QoS missing");
             if (o & 0xfc)
-                FAIL(MQTT_ERR_MALFORMED,
-                     "[MQTT-3-8.3-4] SUBSCRIBE options reserved bits set");
+                FAIL(MQTT_ERR_MALFORMED, "[MQTT-3-8.3-4] SUBSCRIBE options reserved bits set");
             if (o > 2)
                 FAIL(MQTT_ERR_MALFORMED, "[MQTT-3-8.3-4] SUBSCRIBE requested QoS 3");
         } else if (opts) {
             uint8_t o;
             if (!rd_u8(&rd, &o))
-                FAIL(MQTT_ERR_MALFORMED,
-                     "[MQTT5 3.8.3] SUBSCRIBE subscription options missing");
+                FAIL(MQTT_ERR_MALFORMED, "[MQTT5 3.8.3] SUBSCRIBE subscription options missing");
             if (o & 0xc0)
-                FAIL(MQTT_ERR_MALFORMED,
-                     "[MQTT5-3.8.3-5] SUBSCRIBE options reserved bits set");
+                FAIL(MQTT_ERR_MALFORMED, "[MQTT5-3.8.3-5] SUBSCRIBE options reserved bits set");
             if (MQTT_SUBOPT_QOS(o) == 3)
                 FAIL(MQTT_ERR_PROTOCOL, "[MQTT5 3.8.3.1] SUBSCRIBE Maximum QoS 3");
             if (MQTT_SUBOPT_RETAIN_HANDLING(o) == 3)
@@ -674,32 +642,27 @@ static int decode_sub(const mqtt_raw_t *r, uint8_t type, int v5,
     return MQTT_OK;
 }
 
-int mqtt_decode_subscribe(const mqtt_raw_t *r, mqtt_sub_iter_t *it,
-                          const char **why)
+int mqtt_decode_subscribe(const mqtt_raw_t *r, mqtt_sub_iter_t *it, const char **why)
 {
     return decode_sub(r, MQTT_SUBSCRIBE, 0, it, why);
 }
 
-int mqtt_decode_unsubscribe(const mqtt_raw_t *r, mqtt_sub_iter_t *it,
-                            const char **why)
+int mqtt_decode_unsubscribe(const mqtt_raw_t *r, mqtt_sub_iter_t *it, const char **why)
 {
     return decode_sub(r, MQTT_UNSUBSCRIBE, 0, it, why);
 }
 
-int mqtt_decode_subscribe_v5(const mqtt_raw_t *r, mqtt_sub_iter_t *it,
-                             const char **why)
+int mqtt_decode_subscribe_v5(const mqtt_raw_t *r, mqtt_sub_iter_t *it, const char **why)
 {
     return decode_sub(r, MQTT_SUBSCRIBE, 1, it, why);
 }
 
-int mqtt_decode_unsubscribe_v5(const mqtt_raw_t *r, mqtt_sub_iter_t *it,
-                               const char **why)
+int mqtt_decode_unsubscribe_v5(const mqtt_raw_t *r, mqtt_sub_iter_t *it, const char **why)
 {
     return decode_sub(r, MQTT_UNSUBSCRIBE, 1, it, why);
 }
 
-int mqtt_sub_next_opts(mqtt_sub_iter_t *it, mqtt_str_t *filter,
-                       uint8_t *options)
+int mqtt_sub_next_opts(mqtt_sub_iter_t *it, mqtt_str_t *filter, uint8_t *options)
 {
     rd_t rd = {it->p, it->end};
     uint8_t o = 0;
@@ -730,8 +693,8 @@ int mqtt_decode_ack(const mqtt_raw_t *r, uint16_t *packet_id, const char **why)
     uint8_t type = mqtt_raw_type(r);
     int rc;
 
-    if (type != MQTT_PUBACK && type != MQTT_PUBREC && type != MQTT_PUBREL &&
-        type != MQTT_PUBCOMP && type != MQTT_UNSUBACK)
+    if (type != MQTT_PUBACK && type != MQTT_PUBREC && type != MQTT_PUBREL && type != MQTT_PUBCOMP &&
+        type != MQTT_UNSUBACK)
         FAIL(MQTT_ERR_MALFORMED, "packet handed to the wrong decoder");
     if ((rc = check_flags(r->hdr, why)) != MQTT_OK)
         return rc;
@@ -762,8 +725,8 @@ int mqtt_decode_empty(const mqtt_raw_t *r, const char **why)
     return MQTT_OK;
 }
 
-int mqtt_decode_connack(const mqtt_raw_t *r, uint8_t *session_present,
-                        uint8_t *rc, const char **why)
+int mqtt_decode_connack(const mqtt_raw_t *r, uint8_t *session_present, uint8_t *rc,
+                        const char **why)
 {
     int e;
 
@@ -785,8 +748,8 @@ int mqtt_decode_connack(const mqtt_raw_t *r, uint8_t *session_present,
     return MQTT_OK;
 }
 
-int mqtt_decode_suback(const mqtt_raw_t *r, uint16_t *packet_id, uint8_t *rcs,
-                       uint32_t max, uint32_t *n, const char **why)
+int mqtt_decode_suback(const mqtt_raw_t *r, uint16_t *packet_id, uint8_t *rcs, uint32_t max,
+                       uint32_t *n, const char **why)
 {
     int e;
 
@@ -816,13 +779,11 @@ int mqtt_decode_suback(const mqtt_raw_t *r, uint16_t *packet_id, uint8_t *rcs,
 /* ---- decoding MQTT 5.0 ---------------------------------------------------- */
 
 /* Properties from body[off..len) that must fill the packet exactly. */
-static int props_to_end(const mqtt_raw_t *r, uint32_t off, uint8_t where,
-                        uint8_t from, mqtt_props_t *out, const char *trailing,
-                        const char **why)
+static int props_to_end(const mqtt_raw_t *r, uint32_t off, uint8_t where, uint8_t from,
+                        mqtt_props_t *out, const char *trailing, const char **why)
 {
     size_t used = 0;
-    int rc = mqtt_props_read(r->body + off, r->len - off, where, from, out,
-                             &used, why);
+    int rc = mqtt_props_read(r->body + off, r->len - off, where, from, out, &used, why);
     if (rc != MQTT_OK)
         return rc;
     if (used != r->len - off)
@@ -843,8 +804,7 @@ int mqtt_decode_ack_v5(const mqtt_raw_t *r, mqtt_ack_t *out, const char **why)
 
     memset(out, 0, sizeof *out);
     mqtt_props_init(&out->props);
-    if (type != MQTT_PUBACK && type != MQTT_PUBREC && type != MQTT_PUBREL &&
-        type != MQTT_PUBCOMP)
+    if (type != MQTT_PUBACK && type != MQTT_PUBREC && type != MQTT_PUBREL && type != MQTT_PUBCOMP)
         FAIL(MQTT_ERR_MALFORMED, "packet handed to the wrong decoder");
     if ((rc = check_flags(r->hdr, why)) != MQTT_OK)
         return rc;
@@ -857,16 +817,16 @@ int mqtt_decode_ack_v5(const mqtt_raw_t *r, mqtt_ack_t *out, const char **why)
         out->reason = r->body[2];
     if (r->len >= 4 &&
         (rc = props_to_end(r, 3, type, MQTT_FROM_CLIENT, &out->props,
-                           "[MQTT5 3.4.2] bytes after the acknowledgement properties",
-                           why)) != MQTT_OK)
+                           "[MQTT5 3.4.2] bytes after the acknowledgement properties", why)) !=
+            MQTT_OK)
         return rc;
     if (!mqtt_reason_valid(type, MQTT_FROM_CLIENT, out->reason))
         FAIL(MQTT_ERR_PROTOCOL, bad_reason[type - MQTT_PUBACK]);
     return MQTT_OK;
 }
 
-int mqtt_decode_disconnect_v5(const mqtt_raw_t *r, uint8_t from,
-                              mqtt_disconnect_t *out, const char **why)
+int mqtt_decode_disconnect_v5(const mqtt_raw_t *r, uint8_t from, mqtt_disconnect_t *out,
+                              const char **why)
 {
     int rc;
 
@@ -881,8 +841,7 @@ int mqtt_decode_disconnect_v5(const mqtt_raw_t *r, uint8_t from,
     out->reason = r->body[0];
     if (r->len >= 2 &&
         (rc = props_to_end(r, 1, MQTT_DISCONNECT, from, &out->props,
-                           "[MQTT5 3.14.2] bytes after the DISCONNECT properties",
-                           why)) != MQTT_OK)
+                           "[MQTT5 3.14.2] bytes after the DISCONNECT properties", why)) != MQTT_OK)
         return rc;
     if (!mqtt_reason_valid(MQTT_DISCONNECT, from, out->reason))
         FAIL(MQTT_ERR_PROTOCOL,
@@ -907,20 +866,17 @@ int mqtt_decode_auth(const mqtt_raw_t *r, mqtt_auth_t *out, const char **why)
     out->reason = r->body[0];
     if (r->len >= 2 &&
         (rc = props_to_end(r, 1, MQTT_AUTH, MQTT_FROM_CLIENT, &out->props,
-                           "[MQTT5 3.15.2] bytes after the AUTH properties",
-                           why)) != MQTT_OK)
+                           "[MQTT5 3.15.2] bytes after the AUTH properties", why)) != MQTT_OK)
         return rc;
     if (!mqtt_reason_valid(MQTT_AUTH, MQTT_FROM_CLIENT, out->reason))
-        FAIL(MQTT_ERR_PROTOCOL,
-             "[MQTT5-3.15.2-1] AUTH reason code not 0x00, 0x18 or 0x19");
+        FAIL(MQTT_ERR_PROTOCOL, "[MQTT5-3.15.2-1] AUTH reason code not 0x00, 0x18 or 0x19");
     if (!mqtt_props_has(&out->props, MQTT_PROP_AUTH_METHOD) &&
         !(out->reason == MQTT_RC_SUCCESS && out->props.raw_len == 0))
         FAIL(MQTT_ERR_PROTOCOL, "[MQTT5 3.15.2.2.2] AUTH without Authentication Method");
     return MQTT_OK;
 }
 
-int mqtt_decode_connack_v5(const mqtt_raw_t *r, mqtt_connack_t *out,
-                           const char **why)
+int mqtt_decode_connack_v5(const mqtt_raw_t *r, mqtt_connack_t *out, const char **why)
 {
     int rc;
 
@@ -947,8 +903,7 @@ int mqtt_decode_connack_v5(const mqtt_raw_t *r, mqtt_connack_t *out,
     return MQTT_OK;
 }
 
-int mqtt_decode_suback_v5(const mqtt_raw_t *r, mqtt_suback_t *out,
-                          const char **why)
+int mqtt_decode_suback_v5(const mqtt_raw_t *r, mqtt_suback_t *out, const char **why)
 {
     uint8_t type = mqtt_raw_type(r);
     const int sub = type == MQTT_SUBACK;
@@ -966,8 +921,8 @@ int mqtt_decode_suback_v5(const mqtt_raw_t *r, mqtt_suback_t *out,
         FAIL(MQTT_ERR_MALFORMED, sub ? "[MQTT5 3.9.2] SUBACK packet id truncated"
                                      : "[MQTT5 3.11.2] UNSUBACK packet id truncated");
     if (out->packet_id == 0)
-        FAIL(MQTT_ERR_MALFORMED, sub ? "[MQTT-2.3.1] SUBACK packet id 0"
-                                     : "[MQTT-2.3.1] UNSUBACK packet id 0");
+        FAIL(MQTT_ERR_MALFORMED,
+             sub ? "[MQTT-2.3.1] SUBACK packet id 0" : "[MQTT-2.3.1] UNSUBACK packet id 0");
     if ((rc = rd_props(&rd, type, MQTT_FROM_SERVER, &out->props, why)) != MQTT_OK)
         return rc;
     if (rd_left(&rd) == 0)
@@ -977,9 +932,8 @@ int mqtt_decode_suback_v5(const mqtt_raw_t *r, mqtt_suback_t *out,
     out->count = (uint32_t)rd_left(&rd);
     for (uint32_t i = 0; i < out->count; i++)
         if (!mqtt_reason_valid(type, MQTT_FROM_SERVER, out->reasons[i]))
-            FAIL(MQTT_ERR_PROTOCOL,
-                 sub ? "[MQTT5-3.9.3-2] SUBACK reason code not allowed"
-                     : "[MQTT5-3.11.3-2] UNSUBACK reason code not allowed");
+            FAIL(MQTT_ERR_PROTOCOL, sub ? "[MQTT5-3.9.3-2] SUBACK reason code not allowed"
+                                        : "[MQTT5-3.11.3-2] UNSUBACK reason code not allowed");
     return MQTT_OK;
 }
 
@@ -1064,8 +1018,7 @@ size_t mqtt_suback_size(uint32_t n)
     return 1 + mqtt_varint_size(2 + n) + 2 + (size_t)n;
 }
 
-size_t mqtt_encode_suback(uint8_t *out, uint16_t packet_id, const uint8_t *rcs,
-                          uint32_t n)
+size_t mqtt_encode_suback(uint8_t *out, uint16_t packet_id, const uint8_t *rcs, uint32_t n)
 {
     uint8_t *p = out;
     *p++ = MQTT_SUBACK << 4;
@@ -1097,8 +1050,7 @@ size_t mqtt_encode_disconnect(uint8_t *out)
     return encode_empty(out, MQTT_DISCONNECT);
 }
 
-static size_t publish_remaining(uint16_t topic_len, uint8_t qos,
-                                uint32_t payload_len)
+static size_t publish_remaining(uint16_t topic_len, uint8_t qos, uint32_t payload_len)
 {
     return 2 + (size_t)topic_len + (qos ? 2 : 0) + (size_t)payload_len;
 }
@@ -1109,16 +1061,13 @@ size_t mqtt_publish_size(uint16_t topic_len, uint8_t qos, uint32_t payload_len)
     return 1 + mqtt_varint_size((uint32_t)rem) + rem;
 }
 
-size_t mqtt_encode_publish(uint8_t *out, const uint8_t *topic, uint16_t topic_len,
-                           uint8_t qos, uint8_t retain, uint8_t dup,
-                           uint16_t packet_id, const uint8_t *payload,
+size_t mqtt_encode_publish(uint8_t *out, const uint8_t *topic, uint16_t topic_len, uint8_t qos,
+                           uint8_t retain, uint8_t dup, uint16_t packet_id, const uint8_t *payload,
                            uint32_t payload_len)
 {
     uint8_t *p = out;
-    *p++ = (uint8_t)(MQTT_PUBLISH << 4 | (dup ? 8 : 0) | (qos & 3) << 1 |
-                     (retain ? 1 : 0));
-    p += mqtt_encode_varint(p, (uint32_t)publish_remaining(topic_len, qos,
-                                                           payload_len));
+    *p++ = (uint8_t)(MQTT_PUBLISH << 4 | (dup ? 8 : 0) | (qos & 3) << 1 | (retain ? 1 : 0));
+    p += mqtt_encode_varint(p, (uint32_t)publish_remaining(topic_len, qos, payload_len));
     p = put_str(p, topic, topic_len);
     if (qos)
         p = put_u16(p, packet_id);
@@ -1185,8 +1134,7 @@ size_t mqtt_encode_connect(uint8_t *out, const mqtt_connect_opts_t *o)
     if (o->clean_session)
         flags |= 0x02;
     if (o->will_topic)
-        flags |= (uint8_t)(0x04 | (o->will_qos & 3) << 3 |
-                           (o->will_retain ? 0x20 : 0));
+        flags |= (uint8_t)(0x04 | (o->will_qos & 3) << 3 | (o->will_retain ? 0x20 : 0));
     if (o->password)
         flags |= 0x40;
     if (o->username)
@@ -1215,9 +1163,8 @@ size_t mqtt_subscribe_size(uint16_t filter_len)
     return 1 + mqtt_varint_size((uint32_t)rem) + rem;
 }
 
-size_t mqtt_encode_subscribe(uint8_t *out, uint16_t packet_id,
-                             const uint8_t *filter, uint16_t filter_len,
-                             uint8_t qos)
+size_t mqtt_encode_subscribe(uint8_t *out, uint16_t packet_id, const uint8_t *filter,
+                             uint16_t filter_len, uint8_t qos)
 {
     uint8_t *p = out;
     *p++ = MQTT_SUBSCRIBE << 4 | 2;
@@ -1234,8 +1181,8 @@ size_t mqtt_unsubscribe_size(uint16_t filter_len)
     return 1 + mqtt_varint_size((uint32_t)rem) + rem;
 }
 
-size_t mqtt_encode_unsubscribe(uint8_t *out, uint16_t packet_id,
-                               const uint8_t *filter, uint16_t filter_len)
+size_t mqtt_encode_unsubscribe(uint8_t *out, uint16_t packet_id, const uint8_t *filter,
+                               uint16_t filter_len)
 {
     uint8_t *p = out;
     *p++ = MQTT_UNSUBSCRIBE << 4 | 2;
@@ -1252,9 +1199,8 @@ size_t mqtt_connack_v5_size(size_t props_len)
     return whole_size(2 + props_size(props_len));
 }
 
-size_t mqtt_encode_connack_v5(uint8_t *out, uint8_t session_present,
-                              uint8_t reason, const uint8_t *props,
-                              size_t props_len)
+size_t mqtt_encode_connack_v5(uint8_t *out, uint8_t session_present, uint8_t reason,
+                              const uint8_t *props, size_t props_len)
 {
     uint8_t *p = out;
     *p++ = MQTT_CONNACK << 4;
@@ -1265,31 +1211,25 @@ size_t mqtt_encode_connack_v5(uint8_t *out, uint8_t session_present,
     return (size_t)(p - out);
 }
 
-static size_t publish_v5_remaining(uint16_t topic_len, uint8_t qos,
-                                   size_t props_len, uint32_t payload_len)
+static size_t publish_v5_remaining(uint16_t topic_len, uint8_t qos, size_t props_len,
+                                   uint32_t payload_len)
 {
-    return 2 + (size_t)topic_len + (qos ? 2 : 0) + props_size(props_len) +
-           (size_t)payload_len;
+    return 2 + (size_t)topic_len + (qos ? 2 : 0) + props_size(props_len) + (size_t)payload_len;
 }
 
-size_t mqtt_publish_v5_size(uint16_t topic_len, uint8_t qos, size_t props_len,
-                            uint32_t payload_len)
+size_t mqtt_publish_v5_size(uint16_t topic_len, uint8_t qos, size_t props_len, uint32_t payload_len)
 {
     return whole_size(publish_v5_remaining(topic_len, qos, props_len, payload_len));
 }
 
-size_t mqtt_encode_publish_v5(uint8_t *out, const uint8_t *topic,
-                              uint16_t topic_len, uint8_t qos, uint8_t retain,
-                              uint8_t dup, uint16_t packet_id,
-                              const uint8_t *props, size_t props_len,
-                              const uint8_t *payload, uint32_t payload_len)
+size_t mqtt_encode_publish_v5(uint8_t *out, const uint8_t *topic, uint16_t topic_len, uint8_t qos,
+                              uint8_t retain, uint8_t dup, uint16_t packet_id, const uint8_t *props,
+                              size_t props_len, const uint8_t *payload, uint32_t payload_len)
 {
     uint8_t *p = out;
-    *p++ = (uint8_t)(MQTT_PUBLISH << 4 | (dup ? 8 : 0) | (qos & 3) << 1 |
-                     (retain ? 1 : 0));
-    p += mqtt_encode_varint(p, (uint32_t)publish_v5_remaining(topic_len, qos,
-                                                              props_len,
-                                                              payload_len));
+    *p++ = (uint8_t)(MQTT_PUBLISH << 4 | (dup ? 8 : 0) | (qos & 3) << 1 | (retain ? 1 : 0));
+    p += mqtt_encode_varint(p,
+                            (uint32_t)publish_v5_remaining(topic_len, qos, props_len, payload_len));
     p = put_str(p, topic, topic_len);
     if (qos)
         p = put_u16(p, packet_id);
@@ -1308,8 +1248,7 @@ static size_t reason_remaining(size_t fixed, uint8_t reason, size_t props_len)
     return fixed + 1 + props_size(props_len);
 }
 
-static uint8_t *put_reason(uint8_t *p, uint8_t reason, const uint8_t *props,
-                           size_t props_len)
+static uint8_t *put_reason(uint8_t *p, uint8_t reason, const uint8_t *props, size_t props_len)
 {
     if (props_len == 0 && reason == 0)
         return p;
@@ -1324,9 +1263,8 @@ size_t mqtt_ack_v5_size(uint8_t reason, size_t props_len)
     return whole_size(reason_remaining(2, reason, props_len));
 }
 
-size_t mqtt_encode_ack_v5(uint8_t *out, uint8_t type, uint16_t packet_id,
-                          uint8_t reason, const uint8_t *props,
-                          size_t props_len)
+size_t mqtt_encode_ack_v5(uint8_t *out, uint8_t type, uint16_t packet_id, uint8_t reason,
+                          const uint8_t *props, size_t props_len)
 {
     uint8_t *p = out;
     *p++ = (uint8_t)(type << 4 | (type == MQTT_PUBREL ? 2 : 0));
@@ -1341,9 +1279,8 @@ size_t mqtt_suback_v5_size(size_t props_len, uint32_t n)
     return whole_size(2 + props_size(props_len) + (size_t)n);
 }
 
-static size_t encode_suback_v5(uint8_t *out, uint8_t type, uint16_t packet_id,
-                               const uint8_t *props, size_t props_len,
-                               const uint8_t *reasons, uint32_t n)
+static size_t encode_suback_v5(uint8_t *out, uint8_t type, uint16_t packet_id, const uint8_t *props,
+                               size_t props_len, const uint8_t *reasons, uint32_t n)
 {
     uint8_t *p = out;
     *p++ = (uint8_t)(type << 4);
@@ -1354,24 +1291,20 @@ static size_t encode_suback_v5(uint8_t *out, uint8_t type, uint16_t packet_id,
     return (size_t)(p - out);
 }
 
-size_t mqtt_encode_suback_v5(uint8_t *out, uint16_t packet_id,
-                             const uint8_t *props, size_t props_len,
-                             const uint8_t *reasons, uint32_t n)
+size_t mqtt_encode_suback_v5(uint8_t *out, uint16_t packet_id, const uint8_t *props,
+                             size_t props_len, const uint8_t *reasons, uint32_t n)
 {
-    return encode_suback_v5(out, MQTT_SUBACK, packet_id, props, props_len,
-                            reasons, n);
+    return encode_suback_v5(out, MQTT_SUBACK, packet_id, props, props_len, reasons, n);
 }
 
-size_t mqtt_encode_unsuback_v5(uint8_t *out, uint16_t packet_id,
-                               const uint8_t *props, size_t props_len,
-                               const uint8_t *reasons, uint32_t n)
+size_t mqtt_encode_unsuback_v5(uint8_t *out, uint16_t packet_id, const uint8_t *props,
+                               size_t props_len, const uint8_t *reasons, uint32_t n)
 {
-    return encode_suback_v5(out, MQTT_UNSUBACK, packet_id, props, props_len,
-                            reasons, n);
+    return encode_suback_v5(out, MQTT_UNSUBACK, packet_id, props, props_len, reasons, n);
 }
 
-static size_t encode_reason_only(uint8_t *out, uint8_t type, uint8_t reason,
-                                 const uint8_t *props, size_t props_len)
+static size_t encode_reason_only(uint8_t *out, uint8_t type, uint8_t reason, const uint8_t *props,
+                                 size_t props_len)
 {
     uint8_t *p = out;
     *p++ = (uint8_t)(type << 4);
@@ -1385,8 +1318,8 @@ size_t mqtt_disconnect_v5_size(uint8_t reason, size_t props_len)
     return whole_size(reason_remaining(0, reason, props_len));
 }
 
-size_t mqtt_encode_disconnect_v5(uint8_t *out, uint8_t reason,
-                                 const uint8_t *props, size_t props_len)
+size_t mqtt_encode_disconnect_v5(uint8_t *out, uint8_t reason, const uint8_t *props,
+                                 size_t props_len)
 {
     return encode_reason_only(out, MQTT_DISCONNECT, reason, props, props_len);
 }
@@ -1396,8 +1329,7 @@ size_t mqtt_auth_size(uint8_t reason, size_t props_len)
     return whole_size(reason_remaining(0, reason, props_len));
 }
 
-size_t mqtt_encode_auth(uint8_t *out, uint8_t reason, const uint8_t *props,
-                        size_t props_len)
+size_t mqtt_encode_auth(uint8_t *out, uint8_t reason, const uint8_t *props, size_t props_len)
 {
     return encode_reason_only(out, MQTT_AUTH, reason, props, props_len);
 }
@@ -1408,28 +1340,23 @@ static size_t sub_id_prop_size(uint32_t sub_id)
     return sub_id ? 1 + mqtt_varint_size(sub_id) : 0;
 }
 
-static size_t subscribe_v5_remaining(uint16_t filter_len, uint32_t sub_id,
-                                     size_t props_len)
+static size_t subscribe_v5_remaining(uint16_t filter_len, uint32_t sub_id, size_t props_len)
 {
-    return 2 + props_size(sub_id_prop_size(sub_id) + props_len) + 2 +
-           (size_t)filter_len + 1;
+    return 2 + props_size(sub_id_prop_size(sub_id) + props_len) + 2 + (size_t)filter_len + 1;
 }
 
-size_t mqtt_subscribe_v5_size(uint16_t filter_len, uint32_t sub_id,
-                              size_t props_len)
+size_t mqtt_subscribe_v5_size(uint16_t filter_len, uint32_t sub_id, size_t props_len)
 {
     return whole_size(subscribe_v5_remaining(filter_len, sub_id, props_len));
 }
 
-size_t mqtt_encode_subscribe_v5(uint8_t *out, uint16_t packet_id,
-                                const uint8_t *filter, uint16_t filter_len,
-                                uint8_t options, uint32_t sub_id,
+size_t mqtt_encode_subscribe_v5(uint8_t *out, uint16_t packet_id, const uint8_t *filter,
+                                uint16_t filter_len, uint8_t options, uint32_t sub_id,
                                 const uint8_t *props, size_t props_len)
 {
     uint8_t *p = out;
     *p++ = MQTT_SUBSCRIBE << 4 | 2;
-    p += mqtt_encode_varint(p, (uint32_t)subscribe_v5_remaining(filter_len, sub_id,
-                                                                props_len));
+    p += mqtt_encode_varint(p, (uint32_t)subscribe_v5_remaining(filter_len, sub_id, props_len));
     p = put_u16(p, packet_id);
     p += mqtt_encode_varint(p, (uint32_t)(sub_id_prop_size(sub_id) + props_len));
     if (sub_id) {
@@ -1452,14 +1379,12 @@ size_t mqtt_unsubscribe_v5_size(uint16_t filter_len, size_t props_len)
     return whole_size(unsubscribe_v5_remaining(filter_len, props_len));
 }
 
-size_t mqtt_encode_unsubscribe_v5(uint8_t *out, uint16_t packet_id,
-                                  const uint8_t *filter, uint16_t filter_len,
-                                  const uint8_t *props, size_t props_len)
+size_t mqtt_encode_unsubscribe_v5(uint8_t *out, uint16_t packet_id, const uint8_t *filter,
+                                  uint16_t filter_len, const uint8_t *props, size_t props_len)
 {
     uint8_t *p = out;
     *p++ = MQTT_UNSUBSCRIBE << 4 | 2;
-    p += mqtt_encode_varint(p, (uint32_t)unsubscribe_v5_remaining(filter_len,
-                                                                  props_len));
+    p += mqtt_encode_varint(p, (uint32_t)unsubscribe_v5_remaining(filter_len, props_len));
     p = put_u16(p, packet_id);
     p = put_props(p, props, props_len);
     p = put_str(p, filter, filter_len);
@@ -1469,10 +1394,9 @@ size_t mqtt_encode_unsubscribe_v5(uint8_t *out, uint16_t packet_id,
 const char *mqtt_type_name(uint8_t type)
 {
     static const char *const names[16] = {
-        "?",        "CONNECT",  "CONNACK",     "PUBLISH",  "PUBACK",
-        "PUBREC",   "PUBREL",   "PUBCOMP",     "SUBSCRIBE", "SUBACK",
-        "UNSUBSCRIBE", "UNSUBACK", "PINGREQ",  "PINGRESP", "DISCONNECT",
-        "AUTH",
+        "?",       "CONNECT",  "CONNACK",    "PUBLISH", "PUBACK",      "PUBREC",
+        "PUBREL",  "PUBCOMP",  "SUBSCRIBE",  "SUBACK",  "UNSUBSCRIBE", "UNSUBACK",
+        "PINGREQ", "PINGRESP", "DISCONNECT", "AUTH",
     };
     return type < 16 ? names[type] : "?";
 }

@@ -28,9 +28,9 @@
 #include <stddef.h>
 #include <stdint.h>
 
-#define MQTT_PROTO_V31  3 /* "MQIsdp" */
+#define MQTT_PROTO_V31 3  /* "MQIsdp" */
 #define MQTT_PROTO_V311 4 /* "MQTT" level 4 */
-#define MQTT_PROTO_V5   5 /* "MQTT" level 5: see mqtt_decode_connect_v5ok */
+#define MQTT_PROTO_V5 5   /* "MQTT" level 5: see mqtt_decode_connect_v5ok */
 
 #define MQTT_MAX_REMAINING 268435455u /* 256 MiB - 1, four length bytes */
 
@@ -128,9 +128,8 @@ enum { MQTT_PS_HDR = 0, MQTT_PS_LEN, MQTT_PS_BODY };
  * a body is actually split, so a header split from a whole body is still
  * returned in place.  pkt->body stays valid until the next call on this
  * parser or mqtt_parser_reset().  Fixed-header flags are not checked here. */
-int mqtt_parser_next(mqtt_parser_t *ps, const uint8_t *data, size_t n,
-                     size_t *used, uint32_t max_packet, mqtt_raw_t *pkt,
-                     const char **why);
+int mqtt_parser_next(mqtt_parser_t *ps, const uint8_t *data, size_t n, size_t *used,
+                     uint32_t max_packet, mqtt_raw_t *pkt, const char **why);
 
 /* Free any buffer and return to the idle state. */
 void mqtt_parser_reset(mqtt_parser_t *ps);
@@ -138,7 +137,7 @@ void mqtt_parser_reset(mqtt_parser_t *ps);
 /* ---- decoding (server side: packets a client sends) ------------------- */
 
 typedef struct {
-    uint8_t proto; /* MQTT_PROTO_V31, MQTT_PROTO_V311 (or, _v5ok, MQTT_PROTO_V5) */
+    uint8_t proto;         /* MQTT_PROTO_V31, MQTT_PROTO_V311 (or, _v5ok, MQTT_PROTO_V5) */
     uint8_t clean_session; /* Clean Start in 5.0 */
     uint8_t will_flag;
     uint8_t will_qos;
@@ -165,8 +164,7 @@ typedef struct {
  * 3.1) a client id that is empty or longer than 23 bytes, is
  * MQTT_ERR_CLIENT_ID -- reported only for an otherwise well-formed CONNECT
  * (every other check comes first), and with *out filled. */
-int mqtt_decode_connect(const mqtt_raw_t *r, mqtt_connect_t *out,
-                        const char **why);
+int mqtt_decode_connect(const mqtt_raw_t *r, mqtt_connect_t *out, const char **why);
 
 /* The same with allow_v5 = 0 (mqtt_decode_connect is exactly that).  With
  * allow_v5 != 0, "MQTT" level 5 decodes too: proto = 5, CONNECT properties
@@ -176,8 +174,8 @@ int mqtt_decode_connect(const mqtt_raw_t *r, mqtt_connect_t *out,
  * whatever Clean Start says (the server assigns one [MQTT5-3.1.3-6]), so
  * level 5 never yields MQTT_ERR_CLIENT_ID.  Levels 3 and 4 decode exactly as
  * mqtt_decode_connect does. */
-int mqtt_decode_connect_v5ok(const mqtt_raw_t *r, mqtt_connect_t *out,
-                             int allow_v5, const char **why);
+int mqtt_decode_connect_v5ok(const mqtt_raw_t *r, mqtt_connect_t *out, int allow_v5,
+                             const char **why);
 
 typedef struct {
     mqtt_str_t topic;
@@ -197,20 +195,19 @@ typedef struct {
  * by a client: no Subscription Identifier [MQTT5-3.3.4-6]), and the topic
  * may be empty when a Topic Alias is present (the broker resolves it);
  * empty without one is MQTT_ERR_PROTOCOL [MQTT5 3.3.2.1]. */
-int mqtt_decode_publish(const mqtt_raw_t *r, uint8_t proto, mqtt_publish_t *out,
-                        const char **why);
+int mqtt_decode_publish(const mqtt_raw_t *r, uint8_t proto, mqtt_publish_t *out, const char **why);
 /* The same for either direction: `from` is MQTT_FROM_CLIENT (what
  * mqtt_decode_publish does) or MQTT_FROM_SERVER (a client decoding a
  * server's PUBLISH: Subscription Identifiers allowed, and repeatable).  The
  * direction only matters for proto 5. */
-int mqtt_decode_publish_from(const mqtt_raw_t *r, uint8_t proto, uint8_t from,
-                             mqtt_publish_t *out, const char **why);
+int mqtt_decode_publish_from(const mqtt_raw_t *r, uint8_t proto, uint8_t from, mqtt_publish_t *out,
+                             const char **why);
 
 /* SUBSCRIBE / UNSUBSCRIBE: validated as a whole by the decoder, then walked
  * with mqtt_sub_next(), which cannot fail. */
 typedef struct {
     uint16_t packet_id;
-    uint16_t count; /* number of topic filters (>= 1) */
+    uint16_t count;         /* number of topic filters (>= 1) */
     const uint8_t *p, *end; /* iteration cursor */
     uint8_t with_options;   /* 1 for SUBSCRIBE, 0 for UNSUBSCRIBE */
     uint8_t proto;          /* MQTT_PROTO_V5 from the _v5 decoders, else 0 */
@@ -222,10 +219,8 @@ typedef struct {
  * SUBSCRIBE options byte: reserved bits 0 and QoS <= 2; packet id non-zero.
  * No filters is MQTT_ERR_PROTOCOL [MQTT-3.8.3-3, MQTT-3.10.3-2]; more than
  * 65535 filters (count would overflow) is MQTT_ERR_MALFORMED. */
-int mqtt_decode_subscribe(const mqtt_raw_t *r, mqtt_sub_iter_t *it,
-                          const char **why);
-int mqtt_decode_unsubscribe(const mqtt_raw_t *r, mqtt_sub_iter_t *it,
-                            const char **why);
+int mqtt_decode_subscribe(const mqtt_raw_t *r, mqtt_sub_iter_t *it, const char **why);
+int mqtt_decode_unsubscribe(const mqtt_raw_t *r, mqtt_sub_iter_t *it, const char **why);
 
 /* Returns 1 and the next filter (and its requested QoS for SUBSCRIBE, 0 for
  * UNSUBSCRIBE), or 0 when done. */
@@ -242,23 +237,19 @@ int mqtt_sub_next(mqtt_sub_iter_t *it, mqtt_str_t *filter, uint8_t *qos);
  * MQTT5-4.8.2-2]), and No Local on it is MQTT_ERR_PROTOCOL [MQTT5-3.8.3-4].
  * Walk with mqtt_sub_next, or mqtt_sub_next_opts for the whole options byte;
  * the properties are in it->props. */
-int mqtt_decode_subscribe_v5(const mqtt_raw_t *r, mqtt_sub_iter_t *it,
-                             const char **why);
-int mqtt_decode_unsubscribe_v5(const mqtt_raw_t *r, mqtt_sub_iter_t *it,
-                               const char **why);
+int mqtt_decode_subscribe_v5(const mqtt_raw_t *r, mqtt_sub_iter_t *it, const char **why);
+int mqtt_decode_unsubscribe_v5(const mqtt_raw_t *r, mqtt_sub_iter_t *it, const char **why);
 
 /* Subscription Options byte [MQTT5 3.8.3.1]. */
-#define MQTT_SUBOPT_QOS(o) ((uint8_t)((o) & 3))
+#define MQTT_SUBOPT_QOS(o) ((uint8_t)((o)&3))
 #define MQTT_SUBOPT_NO_LOCAL 0x04
 #define MQTT_SUBOPT_RETAIN_AS_PUBLISHED 0x08
 #define MQTT_SUBOPT_RETAIN_HANDLING(o) ((uint8_t)(((o) >> 4) & 3))
-#define MQTT_SUBOPT_MAKE(qos, no_local, rap, rh)                               \
-    ((uint8_t)(((qos) & 3) | ((no_local) ? 4 : 0) | ((rap) ? 8 : 0) |           \
-               ((rh) & 3) << 4))
+#define MQTT_SUBOPT_MAKE(qos, no_local, rap, rh)                                                   \
+    ((uint8_t)(((qos)&3) | ((no_local) ? 4 : 0) | ((rap) ? 8 : 0) | ((rh)&3) << 4))
 
 /* Like mqtt_sub_next, with the whole options byte (0 for UNSUBSCRIBE). */
-int mqtt_sub_next_opts(mqtt_sub_iter_t *it, mqtt_str_t *filter,
-                       uint8_t *options);
+int mqtt_sub_next_opts(mqtt_sub_iter_t *it, mqtt_str_t *filter, uint8_t *options);
 
 /* Shared subscription filter "$share/{ShareName}/{filter}" [MQTT5 4.8.2]:
  * returns 1 and the share name and the real filter (pointers into f; any
@@ -266,9 +257,8 @@ int mqtt_sub_next_opts(mqtt_sub_iter_t *it, mqtt_str_t *filter,
  * (outputs untouched), or -1 for a malformed one: empty share name, a share
  * name with '+' or '#' or not valid UTF-8, no '/' after it, or a real filter
  * that is empty or not a valid topic filter. */
-int mqtt_shared_filter_parse(const uint8_t *f, size_t len, const uint8_t **group,
-                             size_t *group_len, const uint8_t **filter,
-                             size_t *filter_len);
+int mqtt_shared_filter_parse(const uint8_t *f, size_t len, const uint8_t **group, size_t *group_len,
+                             const uint8_t **filter, size_t *filter_len);
 
 /* PUBACK, PUBREC, PUBREL, PUBCOMP (and, client side, UNSUBACK): remaining
  * length exactly 2, flags 0 (PUBREL: 0b0010), packet id non-zero. */
@@ -299,8 +289,8 @@ typedef struct {
     uint8_t reason;
     mqtt_props_t props;
 } mqtt_disconnect_t;
-int mqtt_decode_disconnect_v5(const mqtt_raw_t *r, uint8_t from,
-                              mqtt_disconnect_t *out, const char **why);
+int mqtt_decode_disconnect_v5(const mqtt_raw_t *r, uint8_t from, mqtt_disconnect_t *out,
+                              const char **why);
 
 /* AUTH (5.0 only): remaining length 0 = reason 0x00 and no properties, 1 = a
  * reason code, >= 2 = reason code and properties.  Reason code 0x00, 0x18 or
@@ -323,12 +313,12 @@ int mqtt_check_client_header(uint8_t hdr, uint8_t proto, const char **why);
 /* Client side (bench, tests): CONNACK and SUBACK.  CONNACK: length 2, flags
  * 0, reserved acknowledge flags 0, return code <= 5, session present 0 when
  * the return code is not 0 [MQTT-3.2.2-4]. */
-int mqtt_decode_connack(const mqtt_raw_t *r, uint8_t *session_present,
-                        uint8_t *rc, const char **why);
+int mqtt_decode_connack(const mqtt_raw_t *r, uint8_t *session_present, uint8_t *rc,
+                        const char **why);
 /* Copies up to max return codes into rcs; *n = number of codes in the packet
  * (may exceed max). */
-int mqtt_decode_suback(const mqtt_raw_t *r, uint16_t *packet_id, uint8_t *rcs,
-                       uint32_t max, uint32_t *n, const char **why);
+int mqtt_decode_suback(const mqtt_raw_t *r, uint16_t *packet_id, uint8_t *rcs, uint32_t max,
+                       uint32_t *n, const char **why);
 
 /* Client side, 5.0.  CONNACK: flags 0, acknowledge flags bits 1-7 zero
  * [MQTT5-3.2.2-1] (MQTT_ERR_MALFORMED), a CONNACK reason code
@@ -340,8 +330,7 @@ typedef struct {
     uint8_t reason;
     mqtt_props_t props;
 } mqtt_connack_t;
-int mqtt_decode_connack_v5(const mqtt_raw_t *r, mqtt_connack_t *out,
-                           const char **why);
+int mqtt_decode_connack_v5(const mqtt_raw_t *r, mqtt_connack_t *out, const char **why);
 
 /* SUBACK or UNSUBACK of 5.0 (by the packet's type): packet id non-zero,
  * properties, then at least one reason code (MQTT_ERR_MALFORMED without),
@@ -353,8 +342,7 @@ typedef struct {
     const uint8_t *reasons;
     uint32_t count;
 } mqtt_suback_t;
-int mqtt_decode_suback_v5(const mqtt_raw_t *r, mqtt_suback_t *out,
-                          const char **why);
+int mqtt_decode_suback_v5(const mqtt_raw_t *r, mqtt_suback_t *out, const char **why);
 
 /* Reason code (CONNACK / DISCONNECT) of 5.0 for a codec error: 0x81 for
  * MQTT_ERR_MALFORMED, 0x82 protocol error, 0x95 too large, 0x84 protocol
@@ -382,17 +370,15 @@ size_t mqtt_encode_connack(uint8_t *out, uint8_t session_present, uint8_t rc); /
 /* PUBACK, PUBREC, PUBREL (flags 0b0010 added), PUBCOMP, UNSUBACK: 4 bytes. */
 size_t mqtt_encode_ack(uint8_t *out, uint8_t type, uint16_t packet_id);
 size_t mqtt_suback_size(uint32_t n);
-size_t mqtt_encode_suback(uint8_t *out, uint16_t packet_id, const uint8_t *rcs,
-                          uint32_t n);
-size_t mqtt_encode_pingresp(uint8_t *out); /* 2 */
-size_t mqtt_encode_pingreq(uint8_t *out);  /* 2 */
+size_t mqtt_encode_suback(uint8_t *out, uint16_t packet_id, const uint8_t *rcs, uint32_t n);
+size_t mqtt_encode_pingresp(uint8_t *out);   /* 2 */
+size_t mqtt_encode_pingreq(uint8_t *out);    /* 2 */
 size_t mqtt_encode_disconnect(uint8_t *out); /* 2 */
 
 /* PUBLISH: fixed header, topic, packet id (when qos > 0), payload. */
 size_t mqtt_publish_size(uint16_t topic_len, uint8_t qos, uint32_t payload_len);
-size_t mqtt_encode_publish(uint8_t *out, const uint8_t *topic, uint16_t topic_len,
-                           uint8_t qos, uint8_t retain, uint8_t dup,
-                           uint16_t packet_id, const uint8_t *payload,
+size_t mqtt_encode_publish(uint8_t *out, const uint8_t *topic, uint16_t topic_len, uint8_t qos,
+                           uint8_t retain, uint8_t dup, uint16_t packet_id, const uint8_t *payload,
                            uint32_t payload_len);
 
 /* Client side (bench, tests). */
@@ -400,9 +386,9 @@ typedef struct {
     uint8_t proto; /* MQTT_PROTO_V31, MQTT_PROTO_V311 or MQTT_PROTO_V5 */
     uint8_t clean_session;
     uint16_t keepalive;
-    const char *client_id; /* NUL-terminated; may be "" */
-    const char *username;  /* NULL = absent */
-    const char *password;  /* NULL = absent */
+    const char *client_id;  /* NUL-terminated; may be "" */
+    const char *username;   /* NULL = absent */
+    const char *password;   /* NULL = absent */
     const char *will_topic; /* NULL = no will */
     const uint8_t *will_payload;
     uint16_t will_payload_len;
@@ -427,12 +413,11 @@ size_t mqtt_connect_size(const mqtt_connect_opts_t *o);
 size_t mqtt_encode_connect(uint8_t *out, const mqtt_connect_opts_t *o);
 /* One filter per packet; qos is the requested QoS. */
 size_t mqtt_subscribe_size(uint16_t filter_len);
-size_t mqtt_encode_subscribe(uint8_t *out, uint16_t packet_id,
-                             const uint8_t *filter, uint16_t filter_len,
-                             uint8_t qos);
+size_t mqtt_encode_subscribe(uint8_t *out, uint16_t packet_id, const uint8_t *filter,
+                             uint16_t filter_len, uint8_t qos);
 size_t mqtt_unsubscribe_size(uint16_t filter_len);
-size_t mqtt_encode_unsubscribe(uint8_t *out, uint16_t packet_id,
-                               const uint8_t *filter, uint16_t filter_len);
+size_t mqtt_encode_unsubscribe(uint8_t *out, uint16_t packet_id, const uint8_t *filter,
+                               uint16_t filter_len);
 
 /* ---- encoding MQTT 5.0 ----------------------------------------------------
  * Property blocks (props, props_len) are what mqtt_pw_* wrote: the encoders
@@ -442,63 +427,53 @@ size_t mqtt_encode_unsubscribe(uint8_t *out, uint16_t packet_id,
 
 /* CONNACK: acknowledge flags (session present), reason code, properties. */
 size_t mqtt_connack_v5_size(size_t props_len);
-size_t mqtt_encode_connack_v5(uint8_t *out, uint8_t session_present,
-                              uint8_t reason, const uint8_t *props,
-                              size_t props_len);
+size_t mqtt_encode_connack_v5(uint8_t *out, uint8_t session_present, uint8_t reason,
+                              const uint8_t *props, size_t props_len);
 
 /* PUBLISH: topic (may be empty with a Topic Alias), packet id when qos > 0,
  * properties, payload. */
 size_t mqtt_publish_v5_size(uint16_t topic_len, uint8_t qos, size_t props_len,
                             uint32_t payload_len);
-size_t mqtt_encode_publish_v5(uint8_t *out, const uint8_t *topic,
-                              uint16_t topic_len, uint8_t qos, uint8_t retain,
-                              uint8_t dup, uint16_t packet_id,
-                              const uint8_t *props, size_t props_len,
-                              const uint8_t *payload, uint32_t payload_len);
+size_t mqtt_encode_publish_v5(uint8_t *out, const uint8_t *topic, uint16_t topic_len, uint8_t qos,
+                              uint8_t retain, uint8_t dup, uint16_t packet_id, const uint8_t *props,
+                              size_t props_len, const uint8_t *payload, uint32_t payload_len);
 
 /* PUBACK, PUBREC, PUBREL (flags 0b0010 added), PUBCOMP: the short form (4
  * bytes) for reason 0x00 without properties, the reason code alone (5 bytes)
  * without properties, else reason code and properties. */
 size_t mqtt_ack_v5_size(uint8_t reason, size_t props_len);
-size_t mqtt_encode_ack_v5(uint8_t *out, uint8_t type, uint16_t packet_id,
-                          uint8_t reason, const uint8_t *props,
-                          size_t props_len);
+size_t mqtt_encode_ack_v5(uint8_t *out, uint8_t type, uint16_t packet_id, uint8_t reason,
+                          const uint8_t *props, size_t props_len);
 
 /* SUBACK and UNSUBACK (same layout and size): packet id, properties, n reason
  * codes. */
 size_t mqtt_suback_v5_size(size_t props_len, uint32_t n);
-size_t mqtt_encode_suback_v5(uint8_t *out, uint16_t packet_id,
-                             const uint8_t *props, size_t props_len,
-                             const uint8_t *reasons, uint32_t n);
-size_t mqtt_encode_unsuback_v5(uint8_t *out, uint16_t packet_id,
-                               const uint8_t *props, size_t props_len,
-                               const uint8_t *reasons, uint32_t n);
+size_t mqtt_encode_suback_v5(uint8_t *out, uint16_t packet_id, const uint8_t *props,
+                             size_t props_len, const uint8_t *reasons, uint32_t n);
+size_t mqtt_encode_unsuback_v5(uint8_t *out, uint16_t packet_id, const uint8_t *props,
+                               size_t props_len, const uint8_t *reasons, uint32_t n);
 
 /* DISCONNECT and AUTH: remaining length 0 for reason 0x00 without
  * properties, the reason code alone without properties, else reason code
  * and properties. */
 size_t mqtt_disconnect_v5_size(uint8_t reason, size_t props_len);
-size_t mqtt_encode_disconnect_v5(uint8_t *out, uint8_t reason,
-                                 const uint8_t *props, size_t props_len);
+size_t mqtt_encode_disconnect_v5(uint8_t *out, uint8_t reason, const uint8_t *props,
+                                 size_t props_len);
 size_t mqtt_auth_size(uint8_t reason, size_t props_len);
-size_t mqtt_encode_auth(uint8_t *out, uint8_t reason, const uint8_t *props,
-                        size_t props_len);
+size_t mqtt_encode_auth(uint8_t *out, uint8_t reason, const uint8_t *props, size_t props_len);
 
 /* Client side.  CONNECT v5: mqtt_encode_connect with proto 5 (above).
  * SUBSCRIBE: one filter with its options byte (MQTT_SUBOPT_MAKE); sub_id
  * (1..268435455, 0 = none) is written as the first property, then the
  * caller's block (User Properties). */
-size_t mqtt_subscribe_v5_size(uint16_t filter_len, uint32_t sub_id,
-                              size_t props_len);
-size_t mqtt_encode_subscribe_v5(uint8_t *out, uint16_t packet_id,
-                                const uint8_t *filter, uint16_t filter_len,
-                                uint8_t options, uint32_t sub_id,
+size_t mqtt_subscribe_v5_size(uint16_t filter_len, uint32_t sub_id, size_t props_len);
+size_t mqtt_encode_subscribe_v5(uint8_t *out, uint16_t packet_id, const uint8_t *filter,
+                                uint16_t filter_len, uint8_t options, uint32_t sub_id,
                                 const uint8_t *props, size_t props_len);
 /* UNSUBSCRIBE: one filter. */
 size_t mqtt_unsubscribe_v5_size(uint16_t filter_len, size_t props_len);
-size_t mqtt_encode_unsubscribe_v5(uint8_t *out, uint16_t packet_id,
-                                  const uint8_t *filter, uint16_t filter_len,
-                                  const uint8_t *props, size_t props_len);
+size_t mqtt_encode_unsubscribe_v5(uint8_t *out, uint16_t packet_id, const uint8_t *filter,
+                                  uint16_t filter_len, const uint8_t *props, size_t props_len);
 
 /* Name of a packet type for logs ("PUBLISH"), "?" when out of range. */
 const char *mqtt_type_name(uint8_t type);

@@ -17,11 +17,11 @@
 
 #include <string.h>
 
-#define FAIL(code, msg)                                                        \
-    do {                                                                       \
-        if (why)                                                               \
-            *why = (msg);                                                      \
-        return (code);                                                         \
+#define FAIL(code, msg)                                                                            \
+    do {                                                                                           \
+        if (why)                                                                                   \
+            *why = (msg);                                                                          \
+        return (code);                                                                             \
     } while (0)
 
 /* ---- the table ----------------------------------------------------------- */
@@ -29,10 +29,9 @@
 #define W(t) (1u << (t))
 #define WILL W(MQTT_PROPS_WILL)
 #define ACKS (W(MQTT_PUBACK) | W(MQTT_PUBREC) | W(MQTT_PUBREL) | W(MQTT_PUBCOMP))
-#define ALL_WITH_PROPS                                                         \
-    (W(MQTT_CONNECT) | W(MQTT_CONNACK) | W(MQTT_PUBLISH) | WILL | ACKS |       \
-     W(MQTT_SUBSCRIBE) | W(MQTT_SUBACK) | W(MQTT_UNSUBSCRIBE) |                \
-     W(MQTT_UNSUBACK) | W(MQTT_DISCONNECT) | W(MQTT_AUTH))
+#define ALL_WITH_PROPS                                                                             \
+    (W(MQTT_CONNECT) | W(MQTT_CONNACK) | W(MQTT_PUBLISH) | WILL | ACKS | W(MQTT_SUBSCRIBE) |       \
+     W(MQTT_SUBACK) | W(MQTT_UNSUBSCRIBE) | W(MQTT_UNSUBACK) | W(MQTT_DISCONNECT) | W(MQTT_AUTH))
 
 typedef struct {
     uint8_t type;   /* MQTT_PT_*; MQTT_PT_NONE for an unused identifier */
@@ -44,44 +43,31 @@ typedef struct {
 #define DUP(sec, name) "[MQTT5 " sec "] " name " included more than once"
 
 static const prop_def_t defs[MQTT_PROP_MAX_ID + 1] = {
-    [MQTT_PROP_PAYLOAD_FORMAT] = {MQTT_PT_BYTE, W(MQTT_PUBLISH) | WILL,
-                                  "Payload Format Indicator",
+    [MQTT_PROP_PAYLOAD_FORMAT] = {MQTT_PT_BYTE, W(MQTT_PUBLISH) | WILL, "Payload Format Indicator",
                                   DUP("3.3.2.3.2", "Payload Format Indicator")},
-    [MQTT_PROP_MESSAGE_EXPIRY] = {MQTT_PT_U32, W(MQTT_PUBLISH) | WILL,
-                                  "Message Expiry Interval",
+    [MQTT_PROP_MESSAGE_EXPIRY] = {MQTT_PT_U32, W(MQTT_PUBLISH) | WILL, "Message Expiry Interval",
                                   DUP("3.3.2.3.3", "Message Expiry Interval")},
-    [MQTT_PROP_CONTENT_TYPE] = {MQTT_PT_UTF8, W(MQTT_PUBLISH) | WILL,
-                                "Content Type",
+    [MQTT_PROP_CONTENT_TYPE] = {MQTT_PT_UTF8, W(MQTT_PUBLISH) | WILL, "Content Type",
                                 DUP("3.3.2.3.9", "Content Type")},
-    [MQTT_PROP_RESPONSE_TOPIC] = {MQTT_PT_UTF8, W(MQTT_PUBLISH) | WILL,
-                                  "Response Topic",
+    [MQTT_PROP_RESPONSE_TOPIC] = {MQTT_PT_UTF8, W(MQTT_PUBLISH) | WILL, "Response Topic",
                                   DUP("3.3.2.3.5", "Response Topic")},
-    [MQTT_PROP_CORRELATION_DATA] = {MQTT_PT_BINARY, W(MQTT_PUBLISH) | WILL,
-                                    "Correlation Data",
+    [MQTT_PROP_CORRELATION_DATA] = {MQTT_PT_BINARY, W(MQTT_PUBLISH) | WILL, "Correlation Data",
                                     DUP("3.3.2.3.6", "Correlation Data")},
-    [MQTT_PROP_SUBSCRIPTION_ID] = {MQTT_PT_VARINT,
-                                   W(MQTT_PUBLISH) | W(MQTT_SUBSCRIBE),
+    [MQTT_PROP_SUBSCRIPTION_ID] = {MQTT_PT_VARINT, W(MQTT_PUBLISH) | W(MQTT_SUBSCRIBE),
                                    "Subscription Identifier",
                                    DUP("3.8.2.1.2", "Subscription Identifier")},
     [MQTT_PROP_SESSION_EXPIRY] = {MQTT_PT_U32,
-                                  W(MQTT_CONNECT) | W(MQTT_CONNACK) |
-                                      W(MQTT_DISCONNECT),
+                                  W(MQTT_CONNECT) | W(MQTT_CONNACK) | W(MQTT_DISCONNECT),
                                   "Session Expiry Interval",
                                   DUP("3.1.2.11.2", "Session Expiry Interval")},
-    [MQTT_PROP_ASSIGNED_CLIENT_ID] = {MQTT_PT_UTF8, W(MQTT_CONNACK),
-                                      "Assigned Client Identifier",
+    [MQTT_PROP_ASSIGNED_CLIENT_ID] = {MQTT_PT_UTF8, W(MQTT_CONNACK), "Assigned Client Identifier",
                                       DUP("3.2.2.3.7", "Assigned Client Identifier")},
-    [MQTT_PROP_SERVER_KEEP_ALIVE] = {MQTT_PT_U16, W(MQTT_CONNACK),
-                                     "Server Keep Alive",
+    [MQTT_PROP_SERVER_KEEP_ALIVE] = {MQTT_PT_U16, W(MQTT_CONNACK), "Server Keep Alive",
                                      DUP("3.2.2.3.14", "Server Keep Alive")},
-    [MQTT_PROP_AUTH_METHOD] = {MQTT_PT_UTF8,
-                               W(MQTT_CONNECT) | W(MQTT_CONNACK) | W(MQTT_AUTH),
-                               "Authentication Method",
-                               DUP("3.1.2.11.9", "Authentication Method")},
-    [MQTT_PROP_AUTH_DATA] = {MQTT_PT_BINARY,
-                             W(MQTT_CONNECT) | W(MQTT_CONNACK) | W(MQTT_AUTH),
-                             "Authentication Data",
-                             DUP("3.1.2.11.10", "Authentication Data")},
+    [MQTT_PROP_AUTH_METHOD] = {MQTT_PT_UTF8, W(MQTT_CONNECT) | W(MQTT_CONNACK) | W(MQTT_AUTH),
+                               "Authentication Method", DUP("3.1.2.11.9", "Authentication Method")},
+    [MQTT_PROP_AUTH_DATA] = {MQTT_PT_BINARY, W(MQTT_CONNECT) | W(MQTT_CONNACK) | W(MQTT_AUTH),
+                             "Authentication Data", DUP("3.1.2.11.10", "Authentication Data")},
     [MQTT_PROP_REQUEST_PROBLEM_INFO] = {MQTT_PT_BYTE, W(MQTT_CONNECT),
                                         "Request Problem Information",
                                         DUP("3.1.2.11.7", "Request Problem Information")},
@@ -90,37 +76,27 @@ static const prop_def_t defs[MQTT_PROP_MAX_ID + 1] = {
     [MQTT_PROP_REQUEST_RESPONSE_INFO] = {MQTT_PT_BYTE, W(MQTT_CONNECT),
                                          "Request Response Information",
                                          DUP("3.1.2.11.6", "Request Response Information")},
-    [MQTT_PROP_RESPONSE_INFO] = {MQTT_PT_UTF8, W(MQTT_CONNACK),
-                                 "Response Information",
+    [MQTT_PROP_RESPONSE_INFO] = {MQTT_PT_UTF8, W(MQTT_CONNACK), "Response Information",
                                  DUP("3.2.2.3.15", "Response Information")},
-    [MQTT_PROP_SERVER_REFERENCE] = {MQTT_PT_UTF8,
-                                    W(MQTT_CONNACK) | W(MQTT_DISCONNECT),
-                                    "Server Reference",
-                                    DUP("3.2.2.3.16", "Server Reference")},
+    [MQTT_PROP_SERVER_REFERENCE] = {MQTT_PT_UTF8, W(MQTT_CONNACK) | W(MQTT_DISCONNECT),
+                                    "Server Reference", DUP("3.2.2.3.16", "Server Reference")},
     [MQTT_PROP_REASON_STRING] = {MQTT_PT_UTF8,
-                                 W(MQTT_CONNACK) | ACKS | W(MQTT_SUBACK) |
-                                     W(MQTT_UNSUBACK) | W(MQTT_DISCONNECT) |
-                                     W(MQTT_AUTH),
-                                 "Reason String",
-                                 DUP("3.2.2.3.9", "Reason String")},
+                                 W(MQTT_CONNACK) | ACKS | W(MQTT_SUBACK) | W(MQTT_UNSUBACK) |
+                                     W(MQTT_DISCONNECT) | W(MQTT_AUTH),
+                                 "Reason String", DUP("3.2.2.3.9", "Reason String")},
     [MQTT_PROP_RECEIVE_MAXIMUM] = {MQTT_PT_U16, W(MQTT_CONNECT) | W(MQTT_CONNACK),
-                                   "Receive Maximum",
-                                   DUP("3.1.2.11.3", "Receive Maximum")},
-    [MQTT_PROP_TOPIC_ALIAS_MAXIMUM] = {MQTT_PT_U16,
-                                       W(MQTT_CONNECT) | W(MQTT_CONNACK),
+                                   "Receive Maximum", DUP("3.1.2.11.3", "Receive Maximum")},
+    [MQTT_PROP_TOPIC_ALIAS_MAXIMUM] = {MQTT_PT_U16, W(MQTT_CONNECT) | W(MQTT_CONNACK),
                                        "Topic Alias Maximum",
                                        DUP("3.1.2.11.5", "Topic Alias Maximum")},
     [MQTT_PROP_TOPIC_ALIAS] = {MQTT_PT_U16, W(MQTT_PUBLISH), "Topic Alias",
                                DUP("3.3.2.3.4", "Topic Alias")},
     [MQTT_PROP_MAXIMUM_QOS] = {MQTT_PT_BYTE, W(MQTT_CONNACK), "Maximum QoS",
                                DUP("3.2.2.3.4", "Maximum QoS")},
-    [MQTT_PROP_RETAIN_AVAILABLE] = {MQTT_PT_BYTE, W(MQTT_CONNACK),
-                                    "Retain Available",
+    [MQTT_PROP_RETAIN_AVAILABLE] = {MQTT_PT_BYTE, W(MQTT_CONNACK), "Retain Available",
                                     DUP("3.2.2.3.5", "Retain Available")},
-    [MQTT_PROP_USER_PROPERTY] = {MQTT_PT_PAIR, ALL_WITH_PROPS, "User Property",
-                                 NULL},
-    [MQTT_PROP_MAXIMUM_PACKET_SIZE] = {MQTT_PT_U32,
-                                       W(MQTT_CONNECT) | W(MQTT_CONNACK),
+    [MQTT_PROP_USER_PROPERTY] = {MQTT_PT_PAIR, ALL_WITH_PROPS, "User Property", NULL},
+    [MQTT_PROP_MAXIMUM_PACKET_SIZE] = {MQTT_PT_U32, W(MQTT_CONNECT) | W(MQTT_CONNACK),
                                        "Maximum Packet Size",
                                        DUP("3.1.2.11.4", "Maximum Packet Size")},
     [MQTT_PROP_WILDCARD_SUB_AVAILABLE] = {MQTT_PT_BYTE, W(MQTT_CONNACK),
@@ -280,16 +256,14 @@ static int prd_next(prd_t *r, mqtt_prop_t *out, const char **why)
         if (!prd_str(r, &out->str))
             FAIL(MQTT_ERR_MALFORMED, "[MQTT5 2.2.2.2] property value truncated");
         if (d->type == MQTT_PT_UTF8 && !mqtt_utf8_valid(out->str.p, out->str.len))
-            FAIL(MQTT_ERR_MALFORMED,
-                 "[MQTT5-1.5.4-1] property string is not valid UTF-8");
+            FAIL(MQTT_ERR_MALFORMED, "[MQTT5-1.5.4-1] property string is not valid UTF-8");
         break;
     default: /* MQTT_PT_PAIR */
         if (!prd_str(r, &out->str) || !prd_str(r, &out->val))
             FAIL(MQTT_ERR_MALFORMED, "[MQTT5 2.2.2.2] property value truncated");
         if (!mqtt_utf8_valid(out->str.p, out->str.len) ||
             !mqtt_utf8_valid(out->val.p, out->val.len))
-            FAIL(MQTT_ERR_MALFORMED,
-                 "[MQTT5-1.5.7-1] User Property is not valid UTF-8");
+            FAIL(MQTT_ERR_MALFORMED, "[MQTT5-1.5.7-1] User Property is not valid UTF-8");
         break;
     }
     out->wire = start;
@@ -340,8 +314,8 @@ static const char *bool_error(uint8_t id)
     }
 }
 
-int mqtt_props_parse(const uint8_t *p, size_t len, uint8_t where, uint8_t from,
-                     mqtt_props_t *out, const char **why)
+int mqtt_props_parse(const uint8_t *p, size_t len, uint8_t where, uint8_t from, mqtt_props_t *out,
+                     const char **why)
 {
     prd_t r;
     mqtt_prop_t pr;
@@ -371,8 +345,7 @@ int mqtt_props_parse(const uint8_t *p, size_t len, uint8_t where, uint8_t from,
             continue;
         }
         if (mqtt_props_has(out, id) &&
-            !(id == MQTT_PROP_SUBSCRIPTION_ID && where == MQTT_PUBLISH &&
-              from == MQTT_FROM_SERVER))
+            !(id == MQTT_PROP_SUBSCRIPTION_ID && where == MQTT_PUBLISH && from == MQTT_FROM_SERVER))
             FAIL(MQTT_ERR_PROTOCOL, d->dup);
         out->present |= MQTT_PROP_BIT(id);
         if (is_bool_prop(id) && pr.value > 1)
@@ -398,8 +371,7 @@ int mqtt_props_parse(const uint8_t *p, size_t len, uint8_t where, uint8_t from,
             break;
         case MQTT_PROP_SUBSCRIPTION_ID:
             if (pr.value == 0)
-                FAIL(MQTT_ERR_PROTOCOL,
-                     "[MQTT5 3.8.2.1.2] Subscription Identifier of 0");
+                FAIL(MQTT_ERR_PROTOCOL, "[MQTT5 3.8.2.1.2] Subscription Identifier of 0");
             if (where == MQTT_PUBLISH && from == MQTT_FROM_CLIENT)
                 FAIL(MQTT_ERR_PROTOCOL,
                      "[MQTT5-3.3.4-6] PUBLISH from a client carries a Subscription Identifier");
@@ -408,8 +380,8 @@ int mqtt_props_parse(const uint8_t *p, size_t len, uint8_t where, uint8_t from,
             break;
         case MQTT_PROP_SESSION_EXPIRY:
             if (where == MQTT_DISCONNECT && from == MQTT_FROM_SERVER)
-                FAIL(MQTT_ERR_PROTOCOL,
-                     "[MQTT5-3.14.2-2] DISCONNECT from the server carries a Session Expiry Interval");
+                FAIL(MQTT_ERR_PROTOCOL, "[MQTT5-3.14.2-2] DISCONNECT from the server carries a "
+                                        "Session Expiry Interval");
             out->session_expiry = pr.value;
             break;
         case MQTT_PROP_ASSIGNED_CLIENT_ID:
@@ -491,8 +463,8 @@ int mqtt_props_parse(const uint8_t *p, size_t len, uint8_t where, uint8_t from,
     return MQTT_OK;
 }
 
-int mqtt_props_read(const uint8_t *p, size_t avail, uint8_t where, uint8_t from,
-                    mqtt_props_t *out, size_t *used, const char **why)
+int mqtt_props_read(const uint8_t *p, size_t avail, uint8_t where, uint8_t from, mqtt_props_t *out,
+                    size_t *used, const char **why)
 {
     uint32_t len;
     int n;
@@ -505,8 +477,7 @@ int mqtt_props_read(const uint8_t *p, size_t avail, uint8_t where, uint8_t from,
         FAIL(MQTT_ERR_MALFORMED,
              "[MQTT5-1.5.5-1] Property Length is not a shortest Variable Byte Integer");
     if (avail - (size_t)n < len)
-        FAIL(MQTT_ERR_MALFORMED,
-             "[MQTT5 2.2.2.1] Property Length runs past the end of the packet");
+        FAIL(MQTT_ERR_MALFORMED, "[MQTT5 2.2.2.1] Property Length runs past the end of the packet");
     int rc = mqtt_props_parse(p + n, len, where, from, out, why);
     if (rc != MQTT_OK)
         return rc;
@@ -529,8 +500,7 @@ int mqtt_props_next(const mqtt_props_t *pr, uint32_t *pos, mqtt_prop_t *out)
     return 1;
 }
 
-int mqtt_props_user_next(const mqtt_props_t *pr, uint32_t *pos,
-                         mqtt_str_t *name, mqtt_str_t *value)
+int mqtt_props_user_next(const mqtt_props_t *pr, uint32_t *pos, mqtt_str_t *name, mqtt_str_t *value)
 {
     mqtt_prop_t p;
     while (mqtt_props_next(pr, pos, &p)) {
@@ -543,8 +513,7 @@ int mqtt_props_user_next(const mqtt_props_t *pr, uint32_t *pos,
     return 0;
 }
 
-int mqtt_props_sub_id_next(const mqtt_props_t *pr, uint32_t *pos,
-                           uint32_t *sub_id)
+int mqtt_props_sub_id_next(const mqtt_props_t *pr, uint32_t *pos, uint32_t *sub_id)
 {
     mqtt_prop_t p;
     while (mqtt_props_next(pr, pos, &p)) {
@@ -579,8 +548,7 @@ int mqtt_pw_error(const mqtt_pw_t *w)
 /* Room for n more bytes (always, when measuring). */
 static int pw_room(mqtt_pw_t *w, size_t n)
 {
-    if (w->err || n > MQTT_MAX_REMAINING - w->len ||
-        (w->buf && n > w->cap - w->len)) {
+    if (w->err || n > MQTT_MAX_REMAINING - w->len || (w->buf && n > w->cap - w->len)) {
         w->err = 1;
         return 0;
     }
@@ -646,8 +614,7 @@ int mqtt_pw_int(mqtt_pw_t *w, uint8_t id, uint32_t v)
         pw_u16(w, v);
         break;
     case MQTT_PT_U32: {
-        uint8_t b[4] = {(uint8_t)(v >> 24), (uint8_t)(v >> 16), (uint8_t)(v >> 8),
-                        (uint8_t)v};
+        uint8_t b[4] = {(uint8_t)(v >> 24), (uint8_t)(v >> 16), (uint8_t)(v >> 8), (uint8_t)v};
         pw_put(w, b, 4);
         break;
     }
@@ -661,8 +628,8 @@ int mqtt_pw_int(mqtt_pw_t *w, uint8_t id, uint32_t v)
 int mqtt_pw_str(mqtt_pw_t *w, uint8_t id, const void *p, size_t len)
 {
     const prop_def_t *d = def_of(id);
-    if (d == NULL || (d->type != MQTT_PT_UTF8 && d->type != MQTT_PT_BINARY) ||
-        len > 0xffff || !pw_room(w, 3 + len)) {
+    if (d == NULL || (d->type != MQTT_PT_UTF8 && d->type != MQTT_PT_BINARY) || len > 0xffff ||
+        !pw_room(w, 3 + len)) {
         w->err = 1;
         return -1;
     }
@@ -672,12 +639,11 @@ int mqtt_pw_str(mqtt_pw_t *w, uint8_t id, const void *p, size_t len)
     return 0;
 }
 
-int mqtt_pw_user(mqtt_pw_t *w, const void *name, size_t name_len,
-                 const void *value, size_t value_len)
+int mqtt_pw_user(mqtt_pw_t *w, const void *name, size_t name_len, const void *value,
+                 size_t value_len)
 {
     uint8_t id = MQTT_PROP_USER_PROPERTY;
-    if (name_len > 0xffff || value_len > 0xffff ||
-        !pw_room(w, 5 + name_len + value_len)) {
+    if (name_len > 0xffff || value_len > 0xffff || !pw_room(w, 5 + name_len + value_len)) {
         w->err = 1;
         return -1;
     }
@@ -710,50 +676,94 @@ int mqtt_pw_copy(mqtt_pw_t *w, const mqtt_props_t *pr, uint64_t skip)
 const char *mqtt_reason_name(uint8_t rc)
 {
     switch (rc) {
-    case 0x00: return "Success";
-    case 0x01: return "Granted QoS 1";
-    case 0x02: return "Granted QoS 2";
-    case 0x04: return "Disconnect with Will Message";
-    case 0x10: return "No matching subscribers";
-    case 0x11: return "No subscription existed";
-    case 0x18: return "Continue authentication";
-    case 0x19: return "Re-authenticate";
-    case 0x80: return "Unspecified error";
-    case 0x81: return "Malformed Packet";
-    case 0x82: return "Protocol Error";
-    case 0x83: return "Implementation specific error";
-    case 0x84: return "Unsupported Protocol Version";
-    case 0x85: return "Client Identifier not valid";
-    case 0x86: return "Bad User Name or Password";
-    case 0x87: return "Not authorized";
-    case 0x88: return "Server unavailable";
-    case 0x89: return "Server busy";
-    case 0x8A: return "Banned";
-    case 0x8B: return "Server shutting down";
-    case 0x8C: return "Bad authentication method";
-    case 0x8D: return "Keep Alive timeout";
-    case 0x8E: return "Session taken over";
-    case 0x8F: return "Topic Filter invalid";
-    case 0x90: return "Topic Name invalid";
-    case 0x91: return "Packet Identifier in use";
-    case 0x92: return "Packet Identifier not found";
-    case 0x93: return "Receive Maximum exceeded";
-    case 0x94: return "Topic Alias invalid";
-    case 0x95: return "Packet too large";
-    case 0x96: return "Message rate too high";
-    case 0x97: return "Quota exceeded";
-    case 0x98: return "Administrative action";
-    case 0x99: return "Payload format invalid";
-    case 0x9A: return "Retain not supported";
-    case 0x9B: return "QoS not supported";
-    case 0x9C: return "Use another server";
-    case 0x9D: return "Server moved";
-    case 0x9E: return "Shared Subscriptions not supported";
-    case 0x9F: return "Connection rate exceeded";
-    case 0xA0: return "Maximum connect time";
-    case 0xA1: return "Subscription Identifiers not supported";
-    case 0xA2: return "Wildcard Subscriptions not supported";
-    default: return "?";
+    case 0x00:
+        return "Success";
+    case 0x01:
+        return "Granted QoS 1";
+    case 0x02:
+        return "Granted QoS 2";
+    case 0x04:
+        return "Disconnect with Will Message";
+    case 0x10:
+        return "No matching subscribers";
+    case 0x11:
+        return "No subscription existed";
+    case 0x18:
+        return "Continue authentication";
+    case 0x19:
+        return "Re-authenticate";
+    case 0x80:
+        return "Unspecified error";
+    case 0x81:
+        return "Malformed Packet";
+    case 0x82:
+        return "Protocol Error";
+    case 0x83:
+        return "Implementation specific error";
+    case 0x84:
+        return "Unsupported Protocol Version";
+    case 0x85:
+        return "Client Identifier not valid";
+    case 0x86:
+        return "Bad User Name or Password";
+    case 0x87:
+        return "Not authorized";
+    case 0x88:
+        return "Server unavailable";
+    case 0x89:
+        return "Server busy";
+    case 0x8A:
+        return "Banned";
+    case 0x8B:
+        return "Server shutting down";
+    case 0x8C:
+        return "Bad authentication method";
+    case 0x8D:
+        return "Keep Alive timeout";
+    case 0x8E:
+        return "Session taken over";
+    case 0x8F:
+        return "Topic Filter invalid";
+    case 0x90:
+        return "Topic Name invalid";
+    case 0x91:
+        return "Packet Identifier in use";
+    case 0x92:
+        return "Packet Identifier not found";
+    case 0x93:
+        return "Receive Maximum exceeded";
+    case 0x94:
+        return "Topic Alias invalid";
+    case 0x95:
+        return "Packet too large";
+    case 0x96:
+        return "Message rate too high";
+    case 0x97:
+        return "Quota exceeded";
+    case 0x98:
+        return "Administrative action";
+    case 0x99:
+        return "Payload format invalid";
+    case 0x9A:
+        return "Retain not supported";
+    case 0x9B:
+        return "QoS not supported";
+    case 0x9C:
+        return "Use another server";
+    case 0x9D:
+        return "Server moved";
+    case 0x9E:
+        return "Shared Subscriptions not supported";
+    case 0x9F:
+        return "Connection rate exceeded";
+    case 0xA0:
+        return "Maximum connect time";
+    case 0xA1:
+        return "Subscription Identifiers not supported";
+    case 0xA2:
+        return "Wildcard Subscriptions not supported";
+    default:
+        return "?";
     }
 }
 
@@ -767,22 +777,20 @@ const char *mqtt_reason_name_for(uint8_t type, uint8_t rc)
 }
 
 /* Reason code sets of each packet, as lists (Tables 3-1, 3-4 .. 3-11). */
-static const uint8_t rc_connack[] = {
-    0x00, 0x80, 0x81, 0x82, 0x83, 0x84, 0x85, 0x86, 0x87, 0x88, 0x89,
-    0x8A, 0x8C, 0x90, 0x95, 0x97, 0x99, 0x9A, 0x9B, 0x9C, 0x9D, 0x9F};
-static const uint8_t rc_puback[] = { /* PUBACK and PUBREC */
-    0x00, 0x10, 0x80, 0x83, 0x87, 0x90, 0x91, 0x97, 0x99};
+static const uint8_t rc_connack[] = {0x00, 0x80, 0x81, 0x82, 0x83, 0x84, 0x85, 0x86,
+                                     0x87, 0x88, 0x89, 0x8A, 0x8C, 0x90, 0x95, 0x97,
+                                     0x99, 0x9A, 0x9B, 0x9C, 0x9D, 0x9F};
+static const uint8_t rc_puback[] = {/* PUBACK and PUBREC */
+                                    0x00, 0x10, 0x80, 0x83, 0x87, 0x90, 0x91, 0x97, 0x99};
 static const uint8_t rc_pubrel[] = {0x00, 0x92}; /* PUBREL and PUBCOMP */
-static const uint8_t rc_suback[] = {
-    0x00, 0x01, 0x02, 0x80, 0x83, 0x87, 0x8F, 0x91, 0x97, 0x9E, 0xA1, 0xA2};
+static const uint8_t rc_suback[] = {0x00, 0x01, 0x02, 0x80, 0x83, 0x87,
+                                    0x8F, 0x91, 0x97, 0x9E, 0xA1, 0xA2};
 static const uint8_t rc_unsuback[] = {0x00, 0x11, 0x80, 0x83, 0x87, 0x8F, 0x91};
-static const uint8_t rc_disconnect_client[] = {
-    0x00, 0x04, 0x80, 0x81, 0x82, 0x83, 0x90, 0x93, 0x94, 0x95, 0x96,
-    0x97, 0x98, 0x99};
+static const uint8_t rc_disconnect_client[] = {0x00, 0x04, 0x80, 0x81, 0x82, 0x83, 0x90,
+                                               0x93, 0x94, 0x95, 0x96, 0x97, 0x98, 0x99};
 static const uint8_t rc_disconnect_server[] = {
-    0x00, 0x80, 0x81, 0x82, 0x83, 0x87, 0x89, 0x8B, 0x8D, 0x8E, 0x8F,
-    0x90, 0x93, 0x94, 0x95, 0x96, 0x97, 0x98, 0x99, 0x9A, 0x9B, 0x9C,
-    0x9D, 0x9E, 0x9F, 0xA0, 0xA1, 0xA2};
+    0x00, 0x80, 0x81, 0x82, 0x83, 0x87, 0x89, 0x8B, 0x8D, 0x8E, 0x8F, 0x90, 0x93, 0x94,
+    0x95, 0x96, 0x97, 0x98, 0x99, 0x9A, 0x9B, 0x9C, 0x9D, 0x9E, 0x9F, 0xA0, 0xA1, 0xA2};
 static const uint8_t rc_auth[] = {0x00, 0x18, 0x19};
 
 static int in_set(const uint8_t *set, size_t n, uint8_t rc)

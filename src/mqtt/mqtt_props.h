@@ -53,33 +53,33 @@
 
 /* Property identifiers [MQTT5 2.2.2.2]. */
 enum mqtt_prop_id {
-    MQTT_PROP_PAYLOAD_FORMAT = 0x01,          /* Byte 0/1: PUBLISH, Will */
-    MQTT_PROP_MESSAGE_EXPIRY = 0x02,          /* Four Byte: PUBLISH, Will */
-    MQTT_PROP_CONTENT_TYPE = 0x03,            /* UTF-8: PUBLISH, Will */
-    MQTT_PROP_RESPONSE_TOPIC = 0x08,          /* UTF-8: PUBLISH, Will */
-    MQTT_PROP_CORRELATION_DATA = 0x09,        /* Binary: PUBLISH, Will */
-    MQTT_PROP_SUBSCRIPTION_ID = 0x0B,         /* VBI: PUBLISH, SUBSCRIBE */
-    MQTT_PROP_SESSION_EXPIRY = 0x11,          /* Four Byte: CONNECT, CONNACK, DISCONNECT */
-    MQTT_PROP_ASSIGNED_CLIENT_ID = 0x12,      /* UTF-8: CONNACK */
-    MQTT_PROP_SERVER_KEEP_ALIVE = 0x13,       /* Two Byte: CONNACK */
-    MQTT_PROP_AUTH_METHOD = 0x15,             /* UTF-8: CONNECT, CONNACK, AUTH */
-    MQTT_PROP_AUTH_DATA = 0x16,               /* Binary: CONNECT, CONNACK, AUTH */
-    MQTT_PROP_REQUEST_PROBLEM_INFO = 0x17,    /* Byte 0/1: CONNECT */
-    MQTT_PROP_WILL_DELAY = 0x18,              /* Four Byte: Will */
-    MQTT_PROP_REQUEST_RESPONSE_INFO = 0x19,   /* Byte 0/1: CONNECT */
-    MQTT_PROP_RESPONSE_INFO = 0x1A,           /* UTF-8: CONNACK */
-    MQTT_PROP_SERVER_REFERENCE = 0x1C,        /* UTF-8: CONNACK, DISCONNECT */
-    MQTT_PROP_REASON_STRING = 0x1F,           /* UTF-8: acks, DISCONNECT, AUTH */
-    MQTT_PROP_RECEIVE_MAXIMUM = 0x21,         /* Two Byte > 0: CONNECT, CONNACK */
-    MQTT_PROP_TOPIC_ALIAS_MAXIMUM = 0x22,     /* Two Byte: CONNECT, CONNACK */
-    MQTT_PROP_TOPIC_ALIAS = 0x23,             /* Two Byte > 0: PUBLISH */
-    MQTT_PROP_MAXIMUM_QOS = 0x24,             /* Byte 0/1: CONNACK */
-    MQTT_PROP_RETAIN_AVAILABLE = 0x25,        /* Byte 0/1: CONNACK */
-    MQTT_PROP_USER_PROPERTY = 0x26,           /* UTF-8 pair: every packet with properties */
-    MQTT_PROP_MAXIMUM_PACKET_SIZE = 0x27,     /* Four Byte > 0: CONNECT, CONNACK */
-    MQTT_PROP_WILDCARD_SUB_AVAILABLE = 0x28,  /* Byte 0/1: CONNACK */
-    MQTT_PROP_SUB_ID_AVAILABLE = 0x29,        /* Byte 0/1: CONNACK */
-    MQTT_PROP_SHARED_SUB_AVAILABLE = 0x2A     /* Byte 0/1: CONNACK */
+    MQTT_PROP_PAYLOAD_FORMAT = 0x01,         /* Byte 0/1: PUBLISH, Will */
+    MQTT_PROP_MESSAGE_EXPIRY = 0x02,         /* Four Byte: PUBLISH, Will */
+    MQTT_PROP_CONTENT_TYPE = 0x03,           /* UTF-8: PUBLISH, Will */
+    MQTT_PROP_RESPONSE_TOPIC = 0x08,         /* UTF-8: PUBLISH, Will */
+    MQTT_PROP_CORRELATION_DATA = 0x09,       /* Binary: PUBLISH, Will */
+    MQTT_PROP_SUBSCRIPTION_ID = 0x0B,        /* VBI: PUBLISH, SUBSCRIBE */
+    MQTT_PROP_SESSION_EXPIRY = 0x11,         /* Four Byte: CONNECT, CONNACK, DISCONNECT */
+    MQTT_PROP_ASSIGNED_CLIENT_ID = 0x12,     /* UTF-8: CONNACK */
+    MQTT_PROP_SERVER_KEEP_ALIVE = 0x13,      /* Two Byte: CONNACK */
+    MQTT_PROP_AUTH_METHOD = 0x15,            /* UTF-8: CONNECT, CONNACK, AUTH */
+    MQTT_PROP_AUTH_DATA = 0x16,              /* Binary: CONNECT, CONNACK, AUTH */
+    MQTT_PROP_REQUEST_PROBLEM_INFO = 0x17,   /* Byte 0/1: CONNECT */
+    MQTT_PROP_WILL_DELAY = 0x18,             /* Four Byte: Will */
+    MQTT_PROP_REQUEST_RESPONSE_INFO = 0x19,  /* Byte 0/1: CONNECT */
+    MQTT_PROP_RESPONSE_INFO = 0x1A,          /* UTF-8: CONNACK */
+    MQTT_PROP_SERVER_REFERENCE = 0x1C,       /* UTF-8: CONNACK, DISCONNECT */
+    MQTT_PROP_REASON_STRING = 0x1F,          /* UTF-8: acks, DISCONNECT, AUTH */
+    MQTT_PROP_RECEIVE_MAXIMUM = 0x21,        /* Two Byte > 0: CONNECT, CONNACK */
+    MQTT_PROP_TOPIC_ALIAS_MAXIMUM = 0x22,    /* Two Byte: CONNECT, CONNACK */
+    MQTT_PROP_TOPIC_ALIAS = 0x23,            /* Two Byte > 0: PUBLISH */
+    MQTT_PROP_MAXIMUM_QOS = 0x24,            /* Byte 0/1: CONNACK */
+    MQTT_PROP_RETAIN_AVAILABLE = 0x25,       /* Byte 0/1: CONNACK */
+    MQTT_PROP_USER_PROPERTY = 0x26,          /* UTF-8 pair: every packet with properties */
+    MQTT_PROP_MAXIMUM_PACKET_SIZE = 0x27,    /* Four Byte > 0: CONNECT, CONNACK */
+    MQTT_PROP_WILDCARD_SUB_AVAILABLE = 0x28, /* Byte 0/1: CONNACK */
+    MQTT_PROP_SUB_ID_AVAILABLE = 0x29,       /* Byte 0/1: CONNACK */
+    MQTT_PROP_SHARED_SUB_AVAILABLE = 0x2A    /* Byte 0/1: CONNACK */
 };
 #define MQTT_PROP_MAX_ID 0x2A
 
@@ -154,22 +154,22 @@ void mqtt_props_init(mqtt_props_t *pr);
  * MQTT_ERR_PROTOCOL as described at the top, with *why naming the rule and
  * out->bad_id the property.  PINGREQ, PINGRESP and unknown `where` values
  * accept no property at all. */
-int mqtt_props_parse(const uint8_t *p, size_t len, uint8_t where, uint8_t from,
-                     mqtt_props_t *out, const char **why);
+int mqtt_props_parse(const uint8_t *p, size_t len, uint8_t where, uint8_t from, mqtt_props_t *out,
+                     const char **why);
 
 /* The same, starting at the Property Length: reads the Variable Byte Integer
  * length from p[0..avail), checks that the block fits in avail, and parses
  * it.  *used = length bytes + block on success. */
-int mqtt_props_read(const uint8_t *p, size_t avail, uint8_t where, uint8_t from,
-                    mqtt_props_t *out, size_t *used, const char **why);
+int mqtt_props_read(const uint8_t *p, size_t avail, uint8_t where, uint8_t from, mqtt_props_t *out,
+                    size_t *used, const char **why);
 
 /* One property, as the iterator returns it. */
 typedef struct {
     uint8_t id;
-    uint8_t type;   /* MQTT_PT_* */
-    uint32_t value; /* Byte, Two Byte, Four Byte and Variable Byte Integers */
-    mqtt_str_t str; /* UTF-8 string or binary data; a pair's name */
-    mqtt_str_t val; /* a pair's value */
+    uint8_t type;        /* MQTT_PT_* */
+    uint32_t value;      /* Byte, Two Byte, Four Byte and Variable Byte Integers */
+    mqtt_str_t str;      /* UTF-8 string or binary data; a pair's name */
+    mqtt_str_t val;      /* a pair's value */
     const uint8_t *wire; /* the property's bytes, identifier included */
     uint32_t wire_len;
 } mqtt_prop_t;
@@ -178,11 +178,10 @@ typedef struct {
  * returns 1 and the next property, or 0 at the end. */
 int mqtt_props_next(const mqtt_props_t *pr, uint32_t *pos, mqtt_prop_t *out);
 /* Only the User Properties, in order. */
-int mqtt_props_user_next(const mqtt_props_t *pr, uint32_t *pos,
-                         mqtt_str_t *name, mqtt_str_t *value);
+int mqtt_props_user_next(const mqtt_props_t *pr, uint32_t *pos, mqtt_str_t *name,
+                         mqtt_str_t *value);
 /* Only the Subscription Identifiers, in order. */
-int mqtt_props_sub_id_next(const mqtt_props_t *pr, uint32_t *pos,
-                           uint32_t *sub_id);
+int mqtt_props_sub_id_next(const mqtt_props_t *pr, uint32_t *pos, uint32_t *sub_id);
 
 /* Type of an identifier (MQTT_PT_NONE when unknown) and its name for logs
  * ("Topic Alias"; "?" when unknown). */
@@ -215,8 +214,8 @@ typedef struct {
 void mqtt_pw_init(mqtt_pw_t *w, uint8_t *buf, size_t cap);
 int mqtt_pw_int(mqtt_pw_t *w, uint8_t id, uint32_t v);
 int mqtt_pw_str(mqtt_pw_t *w, uint8_t id, const void *p, size_t len);
-int mqtt_pw_user(mqtt_pw_t *w, const void *name, size_t name_len,
-                 const void *value, size_t value_len);
+int mqtt_pw_user(mqtt_pw_t *w, const void *name, size_t name_len, const void *value,
+                 size_t value_len);
 /* Copy the properties of a validated block, in order and byte for byte,
  * except those whose bit is set in `skip` (MQTT_PROP_BIT(id) | ...). */
 int mqtt_pw_copy(mqtt_pw_t *w, const mqtt_props_t *pr, uint64_t skip);

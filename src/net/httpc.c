@@ -36,17 +36,17 @@
 #define HTTPC_NO_DEADLINE UINT64_MAX
 
 typedef struct req {
-    jobq_link_t link;            /* in the queue, then in the local list */
-    struct req *prev, *next;     /* in flight, by deadline */
+    jobq_link_t link;        /* in the queue, then in the local list */
+    struct req *prev, *next; /* in flight, by deadline */
     httpc_done_fn done;
     void *arg;
     uint64_t deadline_ms;
-    const char *url, *method;    /* method NULL: by the body */
-    const char *headers;         /* nheaders NUL-terminated lines */
+    const char *url, *method; /* method NULL: by the body */
+    const char *headers;      /* nheaders NUL-terminated lines */
     uint32_t nheaders;
-    const char *body;            /* NULL: none */
+    const char *body; /* NULL: none */
     size_t body_len;
-    int counted;                 /* holds a slot of the queue's bound */
+    int counted; /* holds a slot of the queue's bound */
     int too_big;
     size_t max_response;
     CURL *easy;
@@ -57,14 +57,14 @@ typedef struct req {
 
 struct httpc {
     httpc_opts_t o;
-    char *ca_file;               /* o.ca_file points here (or is NULL) */
+    char *ca_file; /* o.ca_file points here (or is NULL) */
     jobq_t *q;
     CURLM *multi;
     pthread_t thread;
     int started;
     atomic_int stop;
     /* I/O thread only */
-    req_t *first, *last;         /* in flight */
+    req_t *first, *last;             /* in flight */
     jobq_link_t *local, *local_tail; /* submitted by callbacks, to start */
     an_counter_t local_submitted, started_n, responses, failed, timeouts, cancelled;
 };

@@ -46,32 +46,32 @@
 typedef struct httpc httpc_t;
 
 typedef enum {
-    HTTPC_OK = 0,         /* a response: see status (any status, 404 too) */
-    HTTPC_ETIMEOUT,       /* the deadline passed: queued, connecting or transferring */
-    HTTPC_ECONNECT,       /* the host cannot be resolved or connected to */
-    HTTPC_ETOOBIG,        /* the response body is larger than max_response */
-    HTTPC_EFAILED,        /* anything else (TLS, reset, protocol): see error */
-    HTTPC_ECANCELLED,     /* httpc_free() ended it: there will be no answer */
+    HTTPC_OK = 0,     /* a response: see status (any status, 404 too) */
+    HTTPC_ETIMEOUT,   /* the deadline passed: queued, connecting or transferring */
+    HTTPC_ECONNECT,   /* the host cannot be resolved or connected to */
+    HTTPC_ETOOBIG,    /* the response body is larger than max_response */
+    HTTPC_EFAILED,    /* anything else (TLS, reset, protocol): see error */
+    HTTPC_ECANCELLED, /* httpc_free() ended it: there will be no answer */
 } httpc_err_t;
 
 typedef struct {
     httpc_err_t err;
-    long status;          /* the HTTP status; 0 when none was received */
-    const char *body;     /* NUL terminated, "" when none; valid during done() */
+    long status;      /* the HTTP status; 0 when none was received */
+    const char *body; /* NUL terminated, "" when none; valid during done() */
     size_t body_len;
-    const char *error;    /* NULL with HTTPC_OK, else why (valid during done()) */
+    const char *error; /* NULL with HTTPC_OK, else why (valid during done()) */
 } httpc_result_t;
 
 typedef void (*httpc_done_fn)(void *arg, const httpc_result_t *res);
 
 typedef struct {
-    const char *method;          /* NULL: POST with a body, GET without */
-    const char *url;             /* http:// or https:// */
-    const char *const *headers;  /* "Name: value" lines, NULL terminated; NULL: none */
-    const void *body;            /* NULL: no body */
+    const char *method;         /* NULL: POST with a body, GET without */
+    const char *url;            /* http:// or https:// */
+    const char *const *headers; /* "Name: value" lines, NULL terminated; NULL: none */
+    const void *body;           /* NULL: no body */
     size_t body_len;
-    uint64_t deadline_ms;        /* an_now_ms() time; 0: now + timeout_ms of the options */
-    httpc_done_fn done;          /* required */
+    uint64_t deadline_ms; /* an_now_ms() time; 0: now + timeout_ms of the options */
+    httpc_done_fn done;   /* required */
     void *arg;
 } httpc_req_t;
 
@@ -88,19 +88,19 @@ typedef struct {
 /* httpc_submit() results. */
 enum {
     HTTPC_QUEUED = 0,
-    HTTPC_QUEUE_FULL = -1,       /* queue_cap requests queued and in flight */
-    HTTPC_CLOSED = -2,           /* the client is being freed */
-    HTTPC_BAD_REQUEST = -3,      /* no url or no done */
+    HTTPC_QUEUE_FULL = -1,  /* queue_cap requests queued and in flight */
+    HTTPC_CLOSED = -2,      /* the client is being freed */
+    HTTPC_BAD_REQUEST = -3, /* no url or no done */
 };
 
 typedef struct {
-    uint64_t submitted;          /* accepted */
-    uint64_t refused;            /* refused: queue full or closed */
-    uint64_t started;            /* handed to libcurl (sent or being sent) */
-    uint64_t responses;          /* answered with HTTPC_OK */
-    uint64_t failed;             /* answered with an error, timeouts included */
-    uint64_t timeouts;           /* of which HTTPC_ETIMEOUT */
-    uint64_t cancelled;          /* HTTPC_ECANCELLED at httpc_free() */
+    uint64_t submitted; /* accepted */
+    uint64_t refused;   /* refused: queue full or closed */
+    uint64_t started;   /* handed to libcurl (sent or being sent) */
+    uint64_t responses; /* answered with HTTPC_OK */
+    uint64_t failed;    /* answered with an error, timeouts included */
+    uint64_t timeouts;  /* of which HTTPC_ETIMEOUT */
+    uint64_t cancelled; /* HTTPC_ECANCELLED at httpc_free() */
 } httpc_stats_t;
 
 /* A client with its I/O thread running; NULL with err set (an unreadable

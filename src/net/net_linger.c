@@ -15,10 +15,10 @@
 #include "util.h"
 
 struct linger_s {
-    ev_watcher_t ev;      /* the socket; ev.fd -1 once closed */
-    uint32_t bytes;       /* read and discarded so far */
+    ev_watcher_t ev; /* the socket; ev.fd -1 once closed */
+    uint32_t bytes;  /* read and discarded so far */
     linger_list_t *ll;
-    tw_timer_t timer;     /* LINGER_MS after the start */
+    tw_timer_t timer; /* LINGER_MS after the start */
     linger_t *next, *prev;
 };
 
@@ -79,8 +79,7 @@ static void on_event(ev_loop_t *loop, ev_watcher_t *ev, uint32_t events)
 void linger_init(linger_list_t *ll, ev_loop_t *loop, tw_t *tw, uint8_t *scratch,
                  size_t scratch_size)
 {
-    *ll = (linger_list_t){.loop = loop, .tw = tw, .scratch = scratch,
-                          .scratch_size = scratch_size};
+    *ll = (linger_list_t){.loop = loop, .tw = tw, .scratch = scratch, .scratch_size = scratch_size};
 }
 
 void linger_start(linger_list_t *ll, uint64_t now, int fd)

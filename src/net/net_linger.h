@@ -42,12 +42,12 @@ typedef struct linger_s linger_t;
 
 /* One worker's lingering sockets. */
 typedef struct {
-    ev_loop_t *loop;   /* the worker's loop and timer wheel */
+    ev_loop_t *loop; /* the worker's loop and timer wheel */
     tw_t *tw;
-    uint8_t *scratch;  /* discarded input is read here */
+    uint8_t *scratch; /* discarded input is read here */
     size_t scratch_size;
-    linger_t *open;    /* sockets lingering */
-    linger_t *dead;    /* closed this turn, freed by linger_reap */
+    linger_t *open; /* sockets lingering */
+    linger_t *dead; /* closed this turn, freed by linger_reap */
 } linger_list_t;
 
 /* Set up an empty list on a worker's loop, timer wheel and read buffer. */

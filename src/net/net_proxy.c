@@ -142,8 +142,7 @@ static int parse_v2(const uint8_t *buf, size_t n, proxy_result_t *r, const char 
     return (int)(16 + len);
 }
 
-int proxy_parse(const uint8_t *buf, size_t n, int version, proxy_result_t *r,
-                const char **why)
+int proxy_parse(const uint8_t *buf, size_t n, int version, proxy_result_t *r, const char **why)
 {
     *why = NULL;
     if (n == 0)

@@ -24,11 +24,11 @@
 #define PROXY_MAX_HEADER 4096
 
 typedef struct {
-    uint8_t version;  /* 1 or 2 */
-    uint8_t local;    /* 1: no usable source (v1 UNKNOWN, v2 LOCAL, UNSPEC or
+    uint8_t version; /* 1 or 2 */
+    uint8_t local;   /* 1: no usable source (v1 UNKNOWN, v2 LOCAL, UNSPEC or
                        * UNIX): keep the socket's addresses */
-    uint8_t family;   /* AF_INET or AF_INET6 when !local */
-    uint8_t src[16];  /* network order; IPv4 in the first 4 bytes */
+    uint8_t family;  /* AF_INET or AF_INET6 when !local */
+    uint8_t src[16]; /* network order; IPv4 in the first 4 bytes */
     uint8_t dst[16];
     uint16_t src_port, dst_port; /* host order */
 } proxy_result_t;
@@ -37,7 +37,6 @@ typedef struct {
  * listener expects: 1, 2, or 0 for either.  Returns the header's length
  * (> 0) with *r filled, 0 when more bytes are needed (all n bytes are a
  * valid prefix), or -1 with *why set to a static reason. */
-int proxy_parse(const uint8_t *buf, size_t n, int version, proxy_result_t *r,
-                const char **why);
+int proxy_parse(const uint8_t *buf, size_t n, int version, proxy_result_t *r, const char **why);
 
 #endif

@@ -47,8 +47,8 @@ static void reason(SSL *ssl, int ret, int err, char *why, size_t whylen)
     tls_error_text(ssl, ret, err, "client certificate", why, whylen);
 }
 
-static int file_err(const conf_listener_t *l, const char *what, const char *file,
-                    char *err, size_t errlen)
+static int file_err(const conf_listener_t *l, const char *what, const char *file, char *err,
+                    size_t errlen)
 {
     /* What an operator can act on: the file's own errno when it cannot be
      * read, else OpenSSL's reason in words ("no start line", "key values
@@ -84,11 +84,10 @@ struct ssl_ctx_st *tls_ctx_new(const conf_listener_t *l, char *err, size_t errle
     }
     SSL_CTX_set_options(ctx, SSL_OP_NO_RENEGOTIATION | SSL_OP_CIPHER_SERVER_PREFERENCE |
                                  SSL_OP_NO_COMPRESSION);
-    SSL_CTX_set_mode(ctx, SSL_MODE_ENABLE_PARTIAL_WRITE |
-                              SSL_MODE_ACCEPT_MOVING_WRITE_BUFFER | SSL_MODE_RELEASE_BUFFERS);
+    SSL_CTX_set_mode(ctx, SSL_MODE_ENABLE_PARTIAL_WRITE | SSL_MODE_ACCEPT_MOVING_WRITE_BUFFER |
+                              SSL_MODE_RELEASE_BUFFERS);
     if (!SSL_CTX_set_cipher_list(ctx, l->ciphers)) {
-        snprintf(err, errlen, "listener %s: ciphers \"%s\": no usable cipher", l->name,
-                 l->ciphers);
+        snprintf(err, errlen, "listener %s: ciphers \"%s\": no usable cipher", l->name, l->ciphers);
         ERR_clear_error();
         goto fail;
     }
@@ -112,9 +111,9 @@ struct ssl_ctx_st *tls_ctx_new(const conf_listener_t *l, char *err, size_t errle
         STACK_OF(X509_NAME) *names = SSL_load_client_CA_file(l->ca_file);
         if (names)
             SSL_CTX_set_client_CA_list(ctx, names);
-        SSL_CTX_set_verify(ctx, SSL_VERIFY_PEER |
-                                    (l->require_client_cert ? SSL_VERIFY_FAIL_IF_NO_PEER_CERT : 0),
-                           NULL);
+        SSL_CTX_set_verify(
+            ctx, SSL_VERIFY_PEER | (l->require_client_cert ? SSL_VERIFY_FAIL_IF_NO_PEER_CERT : 0),
+            NULL);
     }
     /* resumption: tickets are on by default; a session id context is
      * needed for resumed sessions that carried a client certificate */
@@ -293,10 +292,14 @@ static int tls_tp_handshake(transport_t *t, int fd, char *why, size_t whylen)
 {
     (void)fd;
     switch (tls_handshake(((tls_tp_t *)t)->ssl, why, whylen)) {
-    case TLS_OK: return TP_OK;
-    case TLS_WANT_READ: return TP_WANT_READ;
-    case TLS_WANT_WRITE: return TP_WANT_WRITE;
-    default: return TP_ERROR;
+    case TLS_OK:
+        return TP_OK;
+    case TLS_WANT_READ:
+        return TP_WANT_READ;
+    case TLS_WANT_WRITE:
+        return TP_WANT_WRITE;
+    default:
+        return TP_ERROR;
     }
 }
 

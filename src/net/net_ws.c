@@ -31,17 +31,17 @@
 #include "util.h"
 
 struct ws_s {
-    transport_t tp;    /* first: the layer's header (ws_transport_new) */
+    transport_t tp; /* first: the layer's header (ws_transport_new) */
     wslay_event_context_ptr ctx;
     const uint8_t *rd; /* bytes being fed to wslay */
     size_t rdlen, rdoff;
-    uint8_t *dec;      /* MQTT bytes decoded by this ws_recv */
+    uint8_t *dec; /* MQTT bytes decoded by this ws_recv */
     size_t declen, deccap;
-    uint8_t *out;      /* wire bytes to write */
+    uint8_t *out; /* wire bytes to write */
     size_t outoff, outlen, outcap;
-    char *hbuf;        /* upgrade request so far */
+    char *hbuf; /* upgrade request so far */
     size_t hlen;
-    const char *why;   /* reason of a protocol error */
+    const char *why; /* reason of a protocol error */
     uint32_t max_frame;
     uint8_t upgraded, failed, close_queued;
     char path[128];
@@ -76,8 +76,7 @@ static void out_append(ws_t *ws, const void *data, size_t n)
 
 /* ---- wslay callbacks: memory only ---- */
 
-static ssize_t cb_recv(wslay_event_context_ptr ctx, uint8_t *buf, size_t len, int flags,
-                       void *user)
+static ssize_t cb_recv(wslay_event_context_ptr ctx, uint8_t *buf, size_t len, int flags, void *user)
 {
     (void)flags;
     ws_t *ws = user;
@@ -142,11 +141,20 @@ void ws_free(ws_t *ws)
     free(ws);
 }
 
-int ws_upgraded(const ws_t *ws) { return ws->upgraded; }
+int ws_upgraded(const ws_t *ws)
+{
+    return ws->upgraded;
+}
 
-size_t ws_out_pending(const ws_t *ws) { return ws->outlen - ws->outoff; }
+size_t ws_out_pending(const ws_t *ws)
+{
+    return ws->outlen - ws->outoff;
+}
 
-const uint8_t *ws_out(const ws_t *ws) { return ws->out + ws->outoff; }
+const uint8_t *ws_out(const ws_t *ws)
+{
+    return ws->out + ws->outoff;
+}
 
 void ws_out_consumed(ws_t *ws, size_t n)
 {
@@ -195,8 +203,7 @@ static int list_has(const char *v, size_t n, const char *tok, int icase)
         size_t e = i;
         while (e > s && (v[e - 1] == ' ' || v[e - 1] == '\t'))
             e--;
-        if (e - s == tl &&
-            (icase ? strncasecmp(v + s, tok, tl) == 0 : memcmp(v + s, tok, tl) == 0))
+        if (e - s == tl && (icase ? strncasecmp(v + s, tok, tl) == 0 : memcmp(v + s, tok, tl) == 0))
             return 1;
     }
     return 0;
@@ -335,8 +342,8 @@ static int parse_request(ws_t *ws, size_t len, const char **why)
         return refuse(ws, resp_400, "WebSocket upgrade: bad or missing Sec-WebSocket-Key", why);
     chosen = has_mqtt ? "mqtt" : has_v31 ? "mqttv3.1" : NULL;
     if (!proto || chosen == NULL)
-        return refuse(ws, resp_400,
-                      "WebSocket upgrade: Sec-WebSocket-Protocol does not offer mqtt", why);
+        return refuse(ws, resp_400, "WebSocket upgrade: Sec-WebSocket-Protocol does not offer mqtt",
+                      why);
     if (ws->conf && ws->conf->nws_allowed_origins && norigin) {
         if (norigin > 1)
             return refuse(ws, resp_400, "WebSocket upgrade: repeated Origin", why);
@@ -400,9 +407,8 @@ int ws_handshake(ws_t *ws, const uint8_t *data, size_t n, size_t *used, const ch
     free(ws->hbuf);
     ws->hbuf = NULL;
     ws->hlen = 0;
-    struct wslay_event_callbacks cbs = {.recv_callback = cb_recv,
-                                        .send_callback = cb_send,
-                                        .on_msg_recv_callback = cb_msg};
+    struct wslay_event_callbacks cbs = {
+        .recv_callback = cb_recv, .send_callback = cb_send, .on_msg_recv_callback = cb_msg};
     if (wslay_event_context_server_init(&ws->ctx, &cbs, ws) != 0) {
         ws->ctx = NULL;
         ws->failed = 1;
@@ -460,9 +466,8 @@ int ws_recv(ws_t *ws, const uint8_t *data, size_t n, const uint8_t **plain, size
         uint16_t code = wslay_event_get_status_code_sent(ws->ctx);
         *why = code == WSLAY_CODE_MESSAGE_TOO_BIG
                    ? "WebSocket message larger than ws_max_frame (closed with 1009)"
-               : code == WSLAY_CODE_INVALID_FRAME_PAYLOAD_DATA
-                   ? "WebSocket: invalid frame payload"
-                   : "WebSocket protocol error";
+               : code == WSLAY_CODE_INVALID_FRAME_PAYLOAD_DATA ? "WebSocket: invalid frame payload"
+                                                               : "WebSocket protocol error";
         return 1;
     }
     return 0;
@@ -544,7 +549,7 @@ static ssize_t ws_tp_write(transport_t *t, int fd, const uint8_t *data, size_t n
     if (n == 0 || !ws->upgraded)
         return 0;
     if (ws_out_pending(ws) && !(flags & TP_WRITE_LAST))
-        return 0; /* the bytes wait above, under the output limit */
+        return 0;               /* the bytes wait above, under the output limit */
     (void)ws_send(ws, data, n); /* refused once closing: dropped */
     if (flush_out(ws, fd) < 0)
         return TP_ERROR;

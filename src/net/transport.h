@@ -62,19 +62,20 @@ enum {
 };
 
 /* write() flags. */
-#define TP_WRITE_LAST 1u /* the last bytes before shutdown: take them all now,
+#define TP_WRITE_LAST                                                                              \
+    1u /* the last bytes before shutdown: take them all now,
                           * even when output of the layer's own waits */
 
 /* One read: where to read (set by the caller), what it produced (set by
  * the layers).  Nothing in it needs initialising but buf and cap. */
 typedef struct {
-    uint8_t *buf;        /* in: the bottom layer reads into buf, at most cap */
+    uint8_t *buf; /* in: the bottom layer reads into buf, at most cap */
     size_t cap;
     const uint8_t *data; /* out: bytes for the layer above, in buf or the
                           * transport's own buffer, valid until the next call */
     size_t len;
-    size_t wire;         /* out: bytes taken from below (counters, keepalive) */
-    char why[256];       /* out, after TP_CLOSED or TP_ERROR: the reason */
+    size_t wire;   /* out: bytes taken from below (counters, keepalive) */
+    char why[256]; /* out, after TP_CLOSED or TP_ERROR: the reason */
 } tp_read_t;
 
 struct transport_ops_s {

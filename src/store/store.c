@@ -340,23 +340,26 @@ static int check_version(store_t *s, char *err, size_t errlen)
 
     if (rc == 0) {
         const uint8_t *p = val;
-        uint32_t v = vl == 4 ? (uint32_t)p[0] << 24 | (uint32_t)p[1] << 16 |
-                                   (uint32_t)p[2] << 8 | p[3]
-                             : 0;
+        uint32_t v =
+            vl == 4 ? (uint32_t)p[0] << 24 | (uint32_t)p[1] << 16 | (uint32_t)p[2] << 8 | p[3] : 0;
         if (vl != 4) {
-            snprintf(err, errlen, "store: cannot open '%s': malformed format version key "
-                     "(%zu bytes)", s->path, vl);
+            snprintf(err, errlen,
+                     "store: cannot open '%s': malformed format version key "
+                     "(%zu bytes)",
+                     s->path, vl);
             rc = STORE_ECORRUPT;
         } else if (v != STORE_FORMAT_VERSION) {
-            snprintf(err, errlen, "store: cannot open '%s': format version %u, this build "
-                     "reads version %u only", s->path, v, STORE_FORMAT_VERSION);
+            snprintf(err, errlen,
+                     "store: cannot open '%s': format version %u, this build "
+                     "reads version %u only",
+                     s->path, v, STORE_FORMAT_VERSION);
             rc = STORE_EVERSION;
         }
         goto out;
     }
     if (rc != STORE_ENOTFOUND) {
-        snprintf(err, errlen, "store: cannot open '%s': reading the format version: %s",
-                 s->path, store_strerror(rc));
+        snprintf(err, errlen, "store: cannot open '%s': reading the format version: %s", s->path,
+                 store_strerror(rc));
         goto out;
     }
     first_key_t first = {0};
@@ -366,8 +369,10 @@ static int check_version(store_t *s, char *err, size_t errlen)
         goto out;
     }
     if (first.any) {
-        snprintf(err, errlen, "store: cannot open '%s': not an antenna store (keys but no "
-                 "format version)", s->path);
+        snprintf(err, errlen,
+                 "store: cannot open '%s': not an antenna store (keys but no "
+                 "format version)",
+                 s->path);
         rc = STORE_EVERSION;
         goto out;
     }
@@ -377,8 +382,8 @@ static int check_version(store_t *s, char *err, size_t errlen)
     rc = s->be->write(s->bs, b, s->be->durable, msg, sizeof(msg));
     store_batch_free(b);
     if (rc)
-        snprintf(err, errlen, "store: cannot open '%s': writing the format version: %s",
-                 s->path, msg);
+        snprintf(err, errlen, "store: cannot open '%s': writing the format version: %s", s->path,
+                 msg);
 out:
     free(val);
     return rc;

@@ -99,7 +99,7 @@ typedef enum { STORE_SYNC_ALWAYS = 0, STORE_SYNC_INTERVAL = 1, STORE_SYNC_NONE =
 
 typedef struct store_opts {
     store_backend_kind_t backend;
-    const char *path;          /* rocksdb: the store's directory, created if missing */
+    const char *path; /* rocksdb: the store's directory, created if missing */
     store_sync_t sync;
     uint32_t sync_interval_ms; /* interval: > 0 */
     /* rocksdb: a write-ahead log damaged before its end (not a torn last
@@ -137,7 +137,7 @@ typedef struct store_stats {
     uint64_t pending_batches;   /* submitted, not yet taken by the committer */
     uint64_t pending_bytes;
     /* latency histograms: per-bucket counts over an_hist_bounds_us (util.h) */
-    uint64_t sync_hist[AN_HIST_N];  /* fsyncs */
+    uint64_t sync_hist[AN_HIST_N]; /* fsyncs */
     uint64_t sync_sum_us;
     uint64_t write_hist[AN_HIST_N]; /* backend writes (one per group) */
     uint64_t write_sum_us;

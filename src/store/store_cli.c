@@ -108,14 +108,16 @@ static store_t *open_store(const char *dir, int must_exist, store_sync_t sync)
             return NULL;
         }
     }
-    store_opts_t o = {.backend = STORE_BACKEND_ROCKSDB, .path = dir, .sync = sync,
-                      .sync_interval_ms = 1000};
+    store_opts_t o = {
+        .backend = STORE_BACKEND_ROCKSDB, .path = dir, .sync = sync, .sync_interval_ms = 1000};
     store_t *s = store_open(&o, err, sizeof(err));
     if (s == NULL) {
         fprintf(stderr, "antenna store: %s\n", err);
         if (strstr(err, "Corruption"))
-            fprintf(stderr, "antenna store: '%s' is damaged; `antenna --config FILE --recover` "
-                    "starts the broker on it and keeps what can be read\n", dir);
+            fprintf(stderr,
+                    "antenna store: '%s' is damaged; `antenna --config FILE --recover` "
+                    "starts the broker on it and keeps what can be read\n",
+                    dir);
         if (strstr(err, "LOCK held"))
             fprintf(stderr, "antenna store: is a broker running on '%s'? Stop it first.\n", dir);
     }
@@ -363,8 +365,8 @@ static void print_session(inspect_t *in, const isess_t *is)
             printf(" expiry_interval %" PRIu32 " s, expires %s", r.expiry_interval,
                    r.expiry_deadline ? when(r.expiry_deadline, in->now_s, buf, sizeof(buf))
                                      : "(not set)");
-        printf(", next_pid %u, queued %" PRIu32 ", inflight %" PRIu32 ", qos2_ids [",
-               r.next_pid, is->queued, is->inflight);
+        printf(", next_pid %u, queued %" PRIu32 ", inflight %" PRIu32 ", qos2_ids [", r.next_pid,
+               is->queued, is->inflight);
         for (size_t i = 0; i < is->npids; i++)
             printf("%s%u", i ? " " : "", is->pids[i]);
         printf("]\n");
@@ -372,8 +374,8 @@ static void print_session(inspect_t *in, const isess_t *is)
             printf("  sub ");
             print_bytes(r.subs[i].filter, r.subs[i].filter_len);
             printf(" qos %u%s%s rh %u", r.subs[i].options & 3,
-                   r.subs[i].options & 4 ? " no_local" : "",
-                   r.subs[i].options & 8 ? " rap" : "", (r.subs[i].options >> 4) & 3);
+                   r.subs[i].options & 4 ? " no_local" : "", r.subs[i].options & 8 ? " rap" : "",
+                   (r.subs[i].options >> 4) & 3);
             if (r.subs[i].sub_id)
                 printf(" id %" PRIu32, r.subs[i].sub_id);
             printf("\n");
@@ -425,20 +427,31 @@ static void free_inspect(inspect_t *in)
 static int cmd_inspect(int argc, char **argv)
 {
     static const struct option opts[] = {
-        {"sessions", no_argument, NULL, 's'}, {"retained", no_argument, NULL, 'r'},
+        {"sessions", no_argument, NULL, 's'},     {"retained", no_argument, NULL, 'r'},
         {"prefix", required_argument, NULL, 'p'}, {"json", no_argument, NULL, 'j'},
-        {"help", no_argument, NULL, 'h'}, {NULL, 0, NULL, 0},
+        {"help", no_argument, NULL, 'h'},         {NULL, 0, NULL, 0},
     };
     inspect_t in = {.prefix = "", .first = 1};
     int o, rc = 1;
     while ((o = getopt_long(argc, argv, ":", opts, NULL)) != -1) {
         switch (o) {
-        case 's': in.want_sessions = 1; break;
-        case 'r': in.want_retained = 1; break;
-        case 'p': in.prefix = optarg; break;
-        case 'j': in.json = 1; break;
-        case 'h': fputs(usage_text, stdout); return 0;
-        default: return usage_error("inspect: bad option '%s'", argv[optind - 1]);
+        case 's':
+            in.want_sessions = 1;
+            break;
+        case 'r':
+            in.want_retained = 1;
+            break;
+        case 'p':
+            in.prefix = optarg;
+            break;
+        case 'j':
+            in.json = 1;
+            break;
+        case 'h':
+            fputs(usage_text, stdout);
+            return 0;
+        default:
+            return usage_error("inspect: bad option '%s'", argv[optind - 1]);
         }
     }
     if (argc - optind != 1)
@@ -491,23 +504,22 @@ static int cmd_inspect(int argc, char **argv)
     uint64_t disk = dir_bytes(dir);
     if (in.json) {
         json_t *sum = json_pack(
-            "{s:I,s:I,s:I,s:I,s:I,s:I,s:I,s:I,s:I,s:I,s:{s:I,s:I,s:I,s:I,s:I}}",
-            "sessions", (json_int_t)in.sessions, "subscriptions", (json_int_t)in.subs,
-            "queued", (json_int_t)in.queued, "inflight", (json_int_t)in.inflight,
-            "qos2_ids", (json_int_t)in.qos2, "orphaned", (json_int_t)in.orphans,
-            "retained", (json_int_t)in.retained, "retained_payload_bytes",
-            (json_int_t)in.retained_payload, "unreadable", (json_int_t)in.unreadable,
-            "disk_bytes", (json_int_t)disk, "store_stats", "batches_committed",
-            (json_int_t)st.batches_committed, "commits", (json_int_t)st.commits,
-            "bytes_written", (json_int_t)st.bytes_written, "syncs", (json_int_t)st.syncs,
-            "write_errors", (json_int_t)st.write_errors);
+            "{s:I,s:I,s:I,s:I,s:I,s:I,s:I,s:I,s:I,s:I,s:{s:I,s:I,s:I,s:I,s:I}}", "sessions",
+            (json_int_t)in.sessions, "subscriptions", (json_int_t)in.subs, "queued",
+            (json_int_t)in.queued, "inflight", (json_int_t)in.inflight, "qos2_ids",
+            (json_int_t)in.qos2, "orphaned", (json_int_t)in.orphans, "retained",
+            (json_int_t)in.retained, "retained_payload_bytes", (json_int_t)in.retained_payload,
+            "unreadable", (json_int_t)in.unreadable, "disk_bytes", (json_int_t)disk, "store_stats",
+            "batches_committed", (json_int_t)st.batches_committed, "commits",
+            (json_int_t)st.commits, "bytes_written", (json_int_t)st.bytes_written, "syncs",
+            (json_int_t)st.syncs, "write_errors", (json_int_t)st.write_errors);
         char *ss = json_dumps(sum, JSON_COMPACT);
         printf(",\n  \"summary\": %s\n}\n", ss);
         free(ss);
         json_decref(sum);
     } else {
-        printf("summary: store '%s'%s%s%s\n", dir, in.prefix_len ? " (prefix \"" : "",
-               in.prefix, in.prefix_len ? "\")" : "");
+        printf("summary: store '%s'%s%s%s\n", dir, in.prefix_len ? " (prefix \"" : "", in.prefix,
+               in.prefix_len ? "\")" : "");
         if (in.want_sessions)
             printf("  sessions %" PRIu64 ", subscriptions %" PRIu64 ", queued messages %" PRIu64
                    ", inflight %" PRIu64 ", qos2 ids %" PRIu64 ", orphaned %" PRIu64 "\n",
@@ -643,9 +655,10 @@ static int export_one(void *ud, const void *k, size_t kl, const void *v, size_t 
     ex->records++;
     goto out;
 bad:
-    snprintf(ex->err, sizeof(ex->err), "record %" PRIu64 " (key kind '%c') is malformed; "
-             "`antenna store inspect` counts unreadable records", ex->records + 1,
-             ki.kind ? ki.kind : '0');
+    snprintf(ex->err, sizeof(ex->err),
+             "record %" PRIu64 " (key kind '%c') is malformed; "
+             "`antenna store inspect` counts unreadable records",
+             ex->records + 1, ki.kind ? ki.kind : '0');
     rc = 1;
 out:
     json_decref(o);
@@ -694,8 +707,7 @@ static int cmd_export(int argc, char **argv)
         goto out;
     }
     fprintf(ex.out, "{\"type\":\"end\",\"records\":%" PRIu64 "}\n", ex.records);
-    if (fflush(ex.out) != 0 || ferror(ex.out) ||
-        (!to_stdout && fsync(fileno(ex.out)) != 0)) {
+    if (fflush(ex.out) != 0 || ferror(ex.out) || (!to_stdout && fsync(fileno(ex.out)) != 0)) {
         fprintf(stderr, "antenna store: writing '%s': %m\n", to_stdout ? "stdout" : tmp);
         goto out;
     }
@@ -706,8 +718,8 @@ static int cmd_export(int argc, char **argv)
             fprintf(stderr, "antenna store: cannot rename '%s' to '%s': %m\n", tmp, file);
             goto out;
         }
-        fprintf(stderr, "antenna store: exported %" PRIu64 " records of '%s' to '%s'\n",
-                ex.records, dir, file);
+        fprintf(stderr, "antenna store: exported %" PRIu64 " records of '%s' to '%s'\n", ex.records,
+                dir, file);
     }
     rc = 0;
 out:
@@ -962,8 +974,7 @@ static int check_header(json_t *o, ierr_t *e)
     if (v != STORE_FORMAT_VERSION) {
         char n[32];
         snprintf(n, sizeof(n), "%" PRIu64, v);
-        return fail(e, "records of store format version %s, this build writes version 1 only",
-                    n);
+        return fail(e, "records of store format version %s, this build writes version 1 only", n);
     }
     return 0;
 }
@@ -984,15 +995,21 @@ static int any_record(void *ud, const void *k, size_t kl, const void *v, size_t 
 static int cmd_import(int argc, char **argv)
 {
     static const struct option opts[] = {
-        {"force", no_argument, NULL, 'f'}, {"help", no_argument, NULL, 'h'},
+        {"force", no_argument, NULL, 'f'},
+        {"help", no_argument, NULL, 'h'},
         {NULL, 0, NULL, 0},
     };
     int o, force = 0, rc = 1;
     while ((o = getopt_long(argc, argv, ":", opts, NULL)) != -1) {
         switch (o) {
-        case 'f': force = 1; break;
-        case 'h': fputs(usage_text, stdout); return 0;
-        default: return usage_error("import: bad option '%s'", argv[optind - 1]);
+        case 'f':
+            force = 1;
+            break;
+        case 'h':
+            fputs(usage_text, stdout);
+            return 0;
+        default:
+            return usage_error("import: bad option '%s'", argv[optind - 1]);
         }
     }
     if (argc - optind != 2)
@@ -1055,8 +1072,8 @@ static int cmd_import(int argc, char **argv)
                 if ((lrc = check_fields(r, 2, &e)) == 0 &&
                     (lrc = get_uint(r, "records", INT64_MAX, &want, &e)) == 0 && want != records) {
                     char m[96];
-                    snprintf(m, sizeof(m), "%" PRIu64 " records announced, %" PRIu64 " read",
-                             want, records);
+                    snprintf(m, sizeof(m), "%" PRIu64 " records announced, %" PRIu64 " read", want,
+                             records);
                     lrc = fail(&e, "end record: %s", m);
                 }
                 ended = 1;
@@ -1079,8 +1096,10 @@ static int cmd_import(int argc, char **argv)
         goto out;
     }
     if (!ended) {
-        fprintf(stderr, "antenna store: '%s': no end record after line %zu (truncated?); "
-                "nothing imported\n", file, lineno);
+        fprintf(stderr,
+                "antenna store: '%s': no end record after line %zu (truncated?); "
+                "nothing imported\n",
+                file, lineno);
         goto out;
     }
 
@@ -1094,8 +1113,10 @@ static int cmd_import(int argc, char **argv)
             goto out;
         }
         if (any.any) {
-            fprintf(stderr, "antenna store: '%s' already holds records; nothing imported "
-                    "(--force replaces them with the file's)\n", dir);
+            fprintf(stderr,
+                    "antenna store: '%s' already holds records; nothing imported "
+                    "(--force replaces them with the file's)\n",
+                    dir);
             goto out;
         }
     }
@@ -1108,9 +1129,10 @@ static int cmd_import(int argc, char **argv)
                 last[0] ? ": " : "", last);
         goto out;
     }
-    fprintf(stderr, "antenna store: imported %" PRIu64 " records into '%s': %" PRIu64
-            " retained, %" PRIu64 " sessions, %" PRIu64 " messages, %" PRIu64
-            " qos2 ids\n", records, dir, counts[0], counts[1], counts[2], counts[3]);
+    fprintf(stderr,
+            "antenna store: imported %" PRIu64 " records into '%s': %" PRIu64 " retained, %" PRIu64
+            " sessions, %" PRIu64 " messages, %" PRIu64 " qos2 ids\n",
+            records, dir, counts[0], counts[1], counts[2], counts[3]);
     rc = 0;
     goto out;
 
@@ -1165,8 +1187,8 @@ static int cmd_expire(int argc, char **argv)
         return 1;
     }
     printf("expired in '%s': %" PRIu64 " retained, %" PRIu64 " sessions, %" PRIu64
-           " queued messages (%" PRIu64 " malformed records left)\n", dir, c.retained,
-           c.sessions, c.messages, c.malformed);
+           " queued messages (%" PRIu64 " malformed records left)\n",
+           dir, c.retained, c.sessions, c.messages, c.malformed);
     return 0;
 }
 
@@ -1196,9 +1218,12 @@ static int gen_flush(store_t *s, store_batch_t **b, int force)
 static int cmd_generate(int argc, char **argv)
 {
     static const struct option opts[] = {
-        {"retained", required_argument, NULL, 'r'}, {"sessions", required_argument, NULL, 's'},
-        {"subs", required_argument, NULL, 'k'},     {"queued", required_argument, NULL, 'q'},
-        {"payload", required_argument, NULL, 'p'},  {"help", no_argument, NULL, 'h'},
+        {"retained", required_argument, NULL, 'r'},
+        {"sessions", required_argument, NULL, 's'},
+        {"subs", required_argument, NULL, 'k'},
+        {"queued", required_argument, NULL, 'q'},
+        {"payload", required_argument, NULL, 'p'},
+        {"help", no_argument, NULL, 'h'},
         {NULL, 0, NULL, 0},
     };
     uint64_t nret = 0, nsess = 0, nsubs = 2, nq = 0, plen = 64, *dst = NULL;
@@ -1206,13 +1231,29 @@ static int cmd_generate(int argc, char **argv)
     while ((o = getopt_long(argc, argv, ":", opts, NULL)) != -1) {
         uint64_t max = 100000000u;
         switch (o) {
-        case 'r': dst = &nret; break;
-        case 's': dst = &nsess; break;
-        case 'k': dst = &nsubs; max = 1000; break;
-        case 'q': dst = &nq; max = 100000; break;
-        case 'p': dst = &plen; max = 1u << 20; break;
-        case 'h': fputs(usage_text, stdout); return 0;
-        default: return usage_error("generate: bad option '%s'", argv[optind - 1]);
+        case 'r':
+            dst = &nret;
+            break;
+        case 's':
+            dst = &nsess;
+            break;
+        case 'k':
+            dst = &nsubs;
+            max = 1000;
+            break;
+        case 'q':
+            dst = &nq;
+            max = 100000;
+            break;
+        case 'p':
+            dst = &plen;
+            max = 1u << 20;
+            break;
+        case 'h':
+            fputs(usage_text, stdout);
+            return 0;
+        default:
+            return usage_error("generate: bad option '%s'", argv[optind - 1]);
         }
         if (parse_count(optarg, max, dst) != 0)
             return usage_error("generate: bad count '%s'", optarg);
@@ -1226,7 +1267,7 @@ static int cmd_generate(int argc, char **argv)
     uint64_t t0 = an_now_ms(), now_s = an_wall_ms() / 1000u;
     uint8_t *key = an_malloc(STORE_KEY_MAX), *payload = an_malloc(plen + 1);
     store_sub_t *subs = an_calloc(nsubs ? nsubs : 1, sizeof(*subs));
-    char (*filters)[96] = an_calloc(nsubs ? nsubs : 1, sizeof(*filters));
+    char(*filters)[96] = an_calloc(nsubs ? nsubs : 1, sizeof(*filters));
     store_batch_t *b = store_batch_new();
     for (uint64_t i = 0; i < plen; i++)
         payload[i] = (uint8_t)('a' + i % 26);
@@ -1235,8 +1276,11 @@ static int cmd_generate(int argc, char **argv)
         char topic[96];
         int tl = snprintf(topic, sizeof(topic), "site/%03" PRIu64 "/dev/%04" PRIu64 "/temp",
                           i / 10000, i % 10000);
-        store_retained_t r = {.qos = 1, .topic = (const uint8_t *)topic, .topic_len = (size_t)tl,
-                              .payload = payload, .payload_len = plen};
+        store_retained_t r = {.qos = 1,
+                              .topic = (const uint8_t *)topic,
+                              .topic_len = (size_t)tl,
+                              .payload = payload,
+                              .payload_len = plen};
         size_t kl = store_key_retained(key, STORE_KEY_MAX, topic, (size_t)tl);
         size_t vl = store_rec_encode_retained(&r, NULL, 0);
         store_rec_encode_retained(&r, store_batch_put_reserve(b, key, kl, vl), vl);
@@ -1255,19 +1299,25 @@ static int cmd_generate(int argc, char **argv)
                 fl = snprintf(filters[j], sizeof(filters[j]), "cmd/%s/#", cid);
             else
                 fl = snprintf(filters[j], sizeof(filters[j]), "x/%s/%" PRIu64, cid, j);
-            subs[j] = (store_sub_t){.filter = (const uint8_t *)filters[j],
-                                    .filter_len = (size_t)fl, .options = 1};
+            subs[j] = (store_sub_t){
+                .filter = (const uint8_t *)filters[j], .filter_len = (size_t)fl, .options = 1};
         }
-        store_session_t rec = {.expiry_interval = 86400, .expiry_deadline = now_s + 86400,
-                               .next_pid = 1, .nsubs = (uint32_t)nsubs, .subs = subs};
+        store_session_t rec = {.expiry_interval = 86400,
+                               .expiry_deadline = now_s + 86400,
+                               .next_pid = 1,
+                               .nsubs = (uint32_t)nsubs,
+                               .subs = subs};
         size_t kl = store_key_session(key, STORE_KEY_MAX, cid, (size_t)cl);
         size_t vl = store_rec_encode_session(&rec, NULL, 0);
         store_rec_encode_session(&rec, store_batch_put_reserve(b, key, kl, vl), vl);
         int tl = snprintf(topic, sizeof(topic), "cmd/%s/q", cid);
         for (uint64_t q = 0; q < nq; q++) {
-            store_outmsg_t m = {.state = STORE_OUT_QUEUED, .qos = 1,
-                                .topic = (const uint8_t *)topic, .topic_len = (size_t)tl,
-                                .payload = payload, .payload_len = plen};
+            store_outmsg_t m = {.state = STORE_OUT_QUEUED,
+                                .qos = 1,
+                                .topic = (const uint8_t *)topic,
+                                .topic_len = (size_t)tl,
+                                .payload = payload,
+                                .payload_len = plen};
             kl = store_key_queue(key, STORE_KEY_MAX, cid, (size_t)cl, q + 1);
             vl = store_rec_encode_outmsg(&m, NULL, 0);
             store_rec_encode_outmsg(&m, store_batch_put_reserve(b, key, kl, vl), vl);
@@ -1282,7 +1332,8 @@ static int cmd_generate(int argc, char **argv)
     }
     printf("generated in '%s': %" PRIu64 " retained (payload %" PRIu64 " B), %" PRIu64
            " sessions (%" PRIu64 " subscriptions, %" PRIu64 " queued messages each) in %" PRIu64
-           " ms\n", dir, nret, plen, nsess, nsubs, nq, an_now_ms() - t0);
+           " ms\n",
+           dir, nret, plen, nsess, nsubs, nq, an_now_ms() - t0);
     rc = 0;
 out:
     store_batch_free(b);
@@ -1302,8 +1353,8 @@ int store_cli_main(int argc, char **argv)
         const char *name;
         int (*fn)(int, char **);
     } actions[] = {
-        {"inspect", cmd_inspect}, {"export", cmd_export},   {"import", cmd_import},
-        {"compact", cmd_compact}, {"expire", cmd_expire},   {"generate", cmd_generate},
+        {"inspect", cmd_inspect}, {"export", cmd_export}, {"import", cmd_import},
+        {"compact", cmd_compact}, {"expire", cmd_expire}, {"generate", cmd_generate},
     };
     if (argc < 2 || strcmp(argv[1], "--help") == 0 || strcmp(argv[1], "-h") == 0) {
         fputs(usage_text, argc < 2 ? stderr : stdout);

@@ -28,9 +28,9 @@ struct store_batch {
     uint8_t *buf;
     size_t len, cap;
     size_t nops;
-    size_t bytes;         /* keys + values */
-    int invalid;          /* a key or value over 4 GiB - 1 was added */
-    int err;              /* set by the committer: fails without being applied */
+    size_t bytes; /* keys + values */
+    int invalid;  /* a key or value over 4 GiB - 1 was added */
+    int err;      /* set by the committer: fails without being applied */
     store_done_fn done;
     void *ud;
     struct store_batch *next;

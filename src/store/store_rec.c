@@ -114,8 +114,8 @@ static const uint8_t *get_field(rd_t *r, size_t lenbytes, size_t *len)
 }
 
 /* Type and version (1 .. max_version, into *version when not NULL). */
-static int get_header_v(rd_t *r, const void *buf, size_t len, uint8_t type,
-                        uint8_t max_version, uint8_t *version)
+static int get_header_v(rd_t *r, const void *buf, size_t len, uint8_t type, uint8_t max_version,
+                        uint8_t *version)
 {
     r->p = buf;
     r->left = len;

@@ -55,8 +55,13 @@
 
 #define STORE_REC_VERSION 1u
 
-enum { STORE_KEY_RETAINED = 'r', STORE_KEY_SESSION = 's', STORE_KEY_QUEUE = 'q',
-       STORE_KEY_INCOMING = 'i', STORE_KEY_META = 0 };
+enum {
+    STORE_KEY_RETAINED = 'r',
+    STORE_KEY_SESSION = 's',
+    STORE_KEY_QUEUE = 'q',
+    STORE_KEY_INCOMING = 'i',
+    STORE_KEY_META = 0
+};
 
 /* Key builders: return the key's length and write it to out only if it
  * fits in cap (call with cap 0 to size a buffer; STORE_KEY_MAX always
@@ -73,8 +78,8 @@ typedef struct store_key_info {
     int kind;            /* STORE_KEY_* */
     const uint8_t *name; /* topic (r), client id (s, q, i), rest of the key (meta) */
     size_t name_len;
-    uint64_t seq;        /* q */
-    uint16_t pid;        /* i */
+    uint64_t seq; /* q */
+    uint16_t pid; /* i */
 } store_key_info_t;
 
 /* Splits a key read back from the store; 0 or STORE_ECORRUPT. */
@@ -84,7 +89,7 @@ typedef struct store_retained {
     uint8_t qos;   /* 0..2 */
     uint8_t flags; /* the broker's, stored as is */
     uint64_t expiry;
-    const uint8_t *topic;   /* 1..65535 bytes */
+    const uint8_t *topic; /* 1..65535 bytes */
     size_t topic_len;
     const uint8_t *props;
     size_t props_len;
@@ -98,7 +103,7 @@ typedef struct store_sub {
     const uint8_t *filter; /* 1..65535 bytes */
     size_t filter_len;
     uint8_t options;
-    uint32_t sub_id;       /* 0 = none, else 1..268435455 */
+    uint32_t sub_id; /* 0 = none, else 1..268435455 */
 } store_sub_t;
 
 typedef struct store_session {
@@ -107,10 +112,10 @@ typedef struct store_session {
     uint64_t expiry_deadline; /* when it expires if still offline; 0 = not set */
     uint16_t next_pid;        /* 1..65535 */
     uint32_t nsubs;
-    store_sub_t *subs;        /* decode: allocated, store_rec_session_free() */
-    bool owner_known;         /* false: version 1 (no owner field) */
-    const uint8_t *owner;     /* the owner's user name, NULL = none (anonymous) */
-    size_t owner_len;         /* 0..65535 */
+    store_sub_t *subs;    /* decode: allocated, store_rec_session_free() */
+    bool owner_known;     /* false: version 1 (no owner field) */
+    const uint8_t *owner; /* the owner's user name, NULL = none (anonymous) */
+    size_t owner_len;     /* 0..65535 */
 } store_session_t;
 
 enum {
@@ -124,7 +129,7 @@ typedef struct store_outmsg {
     uint8_t state; /* STORE_OUT_*; a WAIT_* state needs pid != 0 and its QoS */
     uint8_t qos;   /* 0..2 */
     bool retain;
-    bool dup;      /* only with qos > 0 */
+    bool dup; /* only with qos > 0 */
     uint16_t pid;
     uint64_t expiry;
     const uint8_t *topic; /* 1..65535 bytes */

@@ -61,9 +61,9 @@
 /* rocksdb::WALRecoveryMode */
 #define ROCKS_TOLERATE_CORRUPTED_TAIL 0
 #define ROCKS_SKIP_ANY_CORRUPTED 3
-#define SALVAGE_LOG_LINES 20 /* RocksDB's lines about dropped records, logged at most */
+#define SALVAGE_LOG_LINES 20      /* RocksDB's lines about dropped records, logged at most */
 #define WB_KEEP_BYTES (64u << 20) /* a write batch larger than this is not kept */
-#define SCAN_READAHEAD (2u << 20)  /* bytes read ahead by a scan's iterator */
+#define SCAN_READAHEAD (2u << 20) /* bytes read ahead by a scan's iterator */
 
 typedef struct rocks {
     char *path;
@@ -74,9 +74,9 @@ typedef struct rocks {
 
     /* the committer's own */
     rocksdb_writebatch_t *wb;
-    uint8_t *end;  /* prefix successor scratch */
+    uint8_t *end; /* prefix successor scratch */
     size_t end_cap;
-    int broken;    /* the last write failed: reopen before the next */
+    int broken; /* the last write failed: reopen before the next */
     uint64_t next_reopen_ms;
     int last_rc;
     char last_msg[256];
@@ -224,16 +224,15 @@ static int salvage(rocks_t *r, const char *msg, char *err, size_t errlen)
 {
     char saved[4096];
     char *e = NULL;
-    log_error("store: '%s' is corrupt (%s): --recover: salvaging what can be read", r->path,
-              msg);
+    log_error("store: '%s' is corrupt (%s): --recover: salvaging what can be read", r->path, msg);
     int n = save_logs(r->path, saved, sizeof(saved));
     if (n < 0) {
         snprintf(err, errlen, "store: cannot recover '%s': copying its logs to %s: %s", r->path,
                  saved, strerror(-n));
         return STORE_EIO;
     }
-    log_warn("store: '%s': %d write-ahead log files copied to %s before the recovery", r->path,
-             n, saved);
+    log_warn("store: '%s': %d write-ahead log files copied to %s before the recovery", r->path, n,
+             saved);
     rocksdb_options_set_wal_recovery_mode(r->opts, ROCKS_SKIP_ANY_CORRUPTED);
     rocksdb_options_set_info_log_level(r->opts, ROCKS_LOG_WARN);
     rocksdb_t *db = rocksdb_open(r->opts, r->path, &e);
@@ -241,15 +240,16 @@ static int salvage(rocks_t *r, const char *msg, char *err, size_t errlen)
     rocksdb_options_set_info_log_level(r->opts, ROCKS_LOG_FATAL);
     if (e != NULL) {
         int rc = store__rocks_errno(e);
-        snprintf(err, errlen, "store: cannot recover '%s': %s (%s)", r->path,
-                 store_strerror(rc), e);
+        snprintf(err, errlen, "store: cannot recover '%s': %s (%s)", r->path, store_strerror(rc),
+                 e);
         free(e);
         return rc;
     }
     rocksdb_close(db);
     log_dropped(r->path);
     log_warn("store: '%s': recovered: the damaged log records were dropped, every intact one "
-             "kept (the original logs are in %s)", r->path, saved);
+             "kept (the original logs are in %s)",
+             r->path, saved);
     return 0;
 }
 

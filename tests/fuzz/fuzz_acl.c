@@ -134,8 +134,8 @@ static void query(const auth_acl_t *a, const char *user, const char *cid, uint8_
         const char *plus[] = {"x", user ? user : "y", "x", "$x"};
         const char *hash[] = {"x/y", NULL, "z", "x"};
         for (size_t k = 0; k < 4; k++) {
-            int tl = derive(f, plus[k], hash[k], k == 2 ? user : NULL, k == 2 ? cid : NULL,
-                            topic, sizeof(topic));
+            int tl = derive(f, plus[k], hash[k], k == 2 ? user : NULL, k == 2 ? cid : NULL, topic,
+                            sizeof(topic));
             if (tl <= 0 || !mqtt_topic_name_valid((const uint8_t *)topic, (size_t)tl) ||
                 !tmatch(f, topic))
                 continue;
@@ -143,15 +143,15 @@ static void query(const auth_acl_t *a, const char *user, const char *cid, uint8_
             CHECK(d >= -1 && d <= 1);
             int df = auth_acl_check(a, user, cid, action, topic, (size_t)tl, 1);
             if (df != d) {
-                fprintf(stderr, "topic '%s' (user %s, client %s, action %u): %d as a topic, "
-                        "%d as a filter\n", topic, user ? user : "-", cid ? cid : "-",
-                        action, d, df);
+                fprintf(stderr,
+                        "topic '%s' (user %s, client %s, action %u): %d as a topic, "
+                        "%d as a filter\n",
+                        topic, user ? user : "-", cid ? cid : "-", action, d, df);
                 CHECK(df == d);
             }
             if (v == AUTH_ACL_ALLOW || v == AUTH_ACL_DENY) {
                 if (d != v)
-                    fprintf(stderr, "filter '%s' is %d, its topic '%s' is %d\n", f, v, topic,
-                            d);
+                    fprintf(stderr, "filter '%s' is %d, its topic '%s' is %d\n", f, v, topic, d);
                 CHECK(d == v);
             }
             for (size_t j = 0; j < nf; j++) {
@@ -167,8 +167,8 @@ static void query(const auth_acl_t *a, const char *user, const char *cid, uint8_
                     fprintf(stderr, "'%s' covers '%s' but does not match '%s'\n", g, f, topic);
                 CHECK(!cov || m);
                 if (!in && m)
-                    fprintf(stderr, "'%s' and '%s' do not intersect but both match '%s'\n", g,
-                            f, topic);
+                    fprintf(stderr, "'%s' and '%s' do not intersect but both match '%s'\n", g, f,
+                            topic);
                 CHECK(in || !m);
             }
         }
@@ -223,8 +223,8 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
             filters[nf++] = w;
     }
     const char *ids[][2] = {
-        {NULL, NULL}, {users[0], cids[0]}, {users[1], NULL}, {NULL, cids[1]},
-        {"a/b", "+"}, {users[0] ? users[0] : "u", cids[1] ? cids[1] : "c"},
+        {NULL, NULL},    {users[0], cids[0]}, {users[1], NULL},
+        {NULL, cids[1]}, {"a/b", "+"},        {users[0] ? users[0] : "u", cids[1] ? cids[1] : "c"},
     };
     for (size_t i = 0; i < sizeof(ids) / sizeof(ids[0]); i++) {
         query(a, ids[i][0], ids[i][1], AUTH_ACT_PUBLISH, filters, nf);

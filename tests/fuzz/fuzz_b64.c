@@ -41,8 +41,8 @@ static void check(const char *text, size_t len, int url)
         free(tight);
     }
     uint8_t *exact = malloc(n ? (size_t)n : 1);
-    long m = url ? b64_decode_url(text, len, exact, (size_t)n)
-                 : b64_decode(text, len, exact, (size_t)n);
+    long m =
+        url ? b64_decode_url(text, len, exact, (size_t)n) : b64_decode(text, len, exact, (size_t)n);
     if (m != n || memcmp(exact, out, (size_t)n) != 0)
         abort();
     free(exact);

@@ -66,11 +66,16 @@ static void recode_connect(const mqtt_connect_t *c)
     char *user = c->has_username ? cstr(c->username) : NULL;
     char *pass = c->has_password ? cstr(c->password) : NULL;
     mqtt_connect_opts_t o = {
-        .proto = c->proto, .clean_session = c->clean_session,
-        .keepalive = c->keepalive, .client_id = id, .username = user,
-        .password = pass, .will_topic = wt,
+        .proto = c->proto,
+        .clean_session = c->clean_session,
+        .keepalive = c->keepalive,
+        .client_id = id,
+        .username = user,
+        .password = pass,
+        .will_topic = wt,
         .will_payload = c->will_payload.p,
-        .will_payload_len = c->will_payload.len, .will_qos = c->will_qos,
+        .will_payload_len = c->will_payload.len,
+        .will_qos = c->will_qos,
         .will_retain = c->will_retain,
     };
     size_t size = mqtt_connect_size(&o);
@@ -105,9 +110,8 @@ static void recode_publish(const mqtt_raw_t *orig, const mqtt_publish_t *p)
     size_t size = mqtt_publish_size(p->topic.len, p->qos, p->payload_len);
     uint8_t *buf = malloc(size);
     CHECK(buf != NULL);
-    size_t n = mqtt_encode_publish(buf, p->topic.p, p->topic.len, p->qos,
-                                   p->retain, p->dup, p->packet_id, p->payload,
-                                   p->payload_len);
+    size_t n = mqtt_encode_publish(buf, p->topic.p, p->topic.len, p->qos, p->retain, p->dup,
+                                   p->packet_id, p->payload, p->payload_len);
     CHECK(n == size);
     mqtt_raw_t r = frame_whole(buf, n);
     /* Same header byte and body, byte for byte. */
@@ -133,19 +137,17 @@ static void walk_sub(mqtt_sub_iter_t it, int subscribe)
         count++;
         CHECK(f.len > 0 && mqtt_topic_filter_valid(f.p, f.len));
         CHECK(subscribe ? qos <= 2 : qos == 0);
-        size_t size = subscribe ? mqtt_subscribe_size(f.len)
-                                : mqtt_unsubscribe_size(f.len);
+        size_t size = subscribe ? mqtt_subscribe_size(f.len) : mqtt_unsubscribe_size(f.len);
         uint8_t *buf = malloc(size);
         CHECK(buf != NULL);
-        size_t n = subscribe
-                       ? mqtt_encode_subscribe(buf, it.packet_id, f.p, f.len, qos)
-                       : mqtt_encode_unsubscribe(buf, it.packet_id, f.p, f.len);
+        size_t n = subscribe ? mqtt_encode_subscribe(buf, it.packet_id, f.p, f.len, qos)
+                             : mqtt_encode_unsubscribe(buf, it.packet_id, f.p, f.len);
         CHECK(n == size);
         mqtt_raw_t r = frame_whole(buf, n);
         mqtt_sub_iter_t d;
         const char *why = NULL;
-        int rc = subscribe ? mqtt_decode_subscribe(&r, &d, &why)
-                           : mqtt_decode_unsubscribe(&r, &d, &why);
+        int rc =
+            subscribe ? mqtt_decode_subscribe(&r, &d, &why) : mqtt_decode_unsubscribe(&r, &d, &why);
         CHECK(rc == MQTT_OK);
         CHECK(d.packet_id == it.packet_id && d.count == 1);
         mqtt_str_t f2;
@@ -243,14 +245,21 @@ static void recode_connect_v5(const mqtt_raw_t *orig, const mqtt_connect_t *c)
     char *user = c->has_username ? cstr(c->username) : NULL;
     char *pass = c->has_password ? cstr(c->password) : NULL;
     mqtt_connect_opts_t o = {
-        .proto = MQTT_PROTO_V5, .clean_session = c->clean_session,
-        .keepalive = c->keepalive, .client_id = id, .username = user,
-        .password = pass, .will_topic = wt,
+        .proto = MQTT_PROTO_V5,
+        .clean_session = c->clean_session,
+        .keepalive = c->keepalive,
+        .client_id = id,
+        .username = user,
+        .password = pass,
+        .will_topic = wt,
         .will_payload = c->will_payload.p,
-        .will_payload_len = c->will_payload.len, .will_qos = c->will_qos,
+        .will_payload_len = c->will_payload.len,
+        .will_qos = c->will_qos,
         .will_retain = c->will_retain,
-        .props = c->props.raw, .props_len = c->props.raw_len,
-        .will_props = c->will_props.raw, .will_props_len = c->will_props.raw_len,
+        .props = c->props.raw,
+        .props_len = c->props.raw_len,
+        .will_props = c->will_props.raw,
+        .will_props_len = c->will_props.raw_len,
     };
     size_t size = mqtt_connect_size(&o);
     uint8_t *buf = malloc(size);
@@ -279,20 +288,17 @@ static void recode_connect_v5(const mqtt_raw_t *orig, const mqtt_connect_t *c)
 }
 
 /* Re-encode a 5.0 PUBLISH: the very same bytes come out. */
-static void recode_publish_v5(const mqtt_raw_t *orig, const mqtt_publish_t *p,
-                              uint8_t from)
+static void recode_publish_v5(const mqtt_raw_t *orig, const mqtt_publish_t *p, uint8_t from)
 {
     check_props(&p->props, MQTT_PUBLISH, from);
     CHECK(p->topic.len > 0 || mqtt_props_has(&p->props, MQTT_PROP_TOPIC_ALIAS));
     if (from == MQTT_FROM_CLIENT)
         CHECK(p->props.sub_id_count == 0);
-    size_t size = mqtt_publish_v5_size(p->topic.len, p->qos, p->props.raw_len,
-                                       p->payload_len);
+    size_t size = mqtt_publish_v5_size(p->topic.len, p->qos, p->props.raw_len, p->payload_len);
     uint8_t *buf = malloc(size);
     CHECK(buf != NULL);
-    CHECK(mqtt_encode_publish_v5(buf, p->topic.p, p->topic.len, p->qos, p->retain,
-                                 p->dup, p->packet_id, p->props.raw,
-                                 p->props.raw_len, p->payload,
+    CHECK(mqtt_encode_publish_v5(buf, p->topic.p, p->topic.len, p->qos, p->retain, p->dup,
+                                 p->packet_id, p->props.raw, p->props.raw_len, p->payload,
                                  p->payload_len) == size);
     mqtt_raw_t r = frame_whole(buf, size);
     CHECK(r.hdr == orig->hdr && r.len == orig->len);
@@ -312,8 +318,7 @@ static void walk_sub_v5(mqtt_sub_iter_t it, int subscribe)
     mqtt_str_t f;
     uint8_t o = 0xff;
     uint32_t count = 0;
-    check_props(&it.props, subscribe ? MQTT_SUBSCRIBE : MQTT_UNSUBSCRIBE,
-                MQTT_FROM_CLIENT);
+    check_props(&it.props, subscribe ? MQTT_SUBSCRIBE : MQTT_UNSUBSCRIBE, MQTT_FROM_CLIENT);
     CHECK(it.props.sub_id_count <= 1 && it.proto == MQTT_PROTO_V5);
     while (mqtt_sub_next_opts(&it, &f, &o)) {
         count++;
@@ -323,8 +328,7 @@ static void walk_sub_v5(mqtt_sub_iter_t it, int subscribe)
         int shared = mqtt_shared_filter_parse(f.p, f.len, &g, &gl, &rf, &rl);
         CHECK(shared >= 0);
         if (shared) {
-            CHECK(gl > 0 && !memchr(g, '/', gl) && !memchr(g, '+', gl) &&
-                  !memchr(g, '#', gl));
+            CHECK(gl > 0 && !memchr(g, '/', gl) && !memchr(g, '+', gl) && !memchr(g, '#', gl));
             CHECK(mqtt_topic_filter_valid(rf, rl) && rf + rl == f.p + f.len);
         }
         if (subscribe) {
@@ -334,16 +338,14 @@ static void walk_sub_v5(mqtt_sub_iter_t it, int subscribe)
         } else {
             CHECK(o == 0);
         }
-        size_t size = subscribe
-                          ? mqtt_subscribe_v5_size(f.len, 0, it.props.raw_len)
-                          : mqtt_unsubscribe_v5_size(f.len, it.props.raw_len);
+        size_t size = subscribe ? mqtt_subscribe_v5_size(f.len, 0, it.props.raw_len)
+                                : mqtt_unsubscribe_v5_size(f.len, it.props.raw_len);
         uint8_t *buf = malloc(size);
         CHECK(buf != NULL);
-        size_t n = subscribe
-                       ? mqtt_encode_subscribe_v5(buf, it.packet_id, f.p, f.len, o, 0,
-                                                  it.props.raw, it.props.raw_len)
-                       : mqtt_encode_unsubscribe_v5(buf, it.packet_id, f.p, f.len,
-                                                    it.props.raw, it.props.raw_len);
+        size_t n = subscribe ? mqtt_encode_subscribe_v5(buf, it.packet_id, f.p, f.len, o, 0,
+                                                        it.props.raw, it.props.raw_len)
+                             : mqtt_encode_unsubscribe_v5(buf, it.packet_id, f.p, f.len,
+                                                          it.props.raw, it.props.raw_len);
         CHECK(n == size);
         mqtt_raw_t r = frame_whole(buf, n);
         mqtt_sub_iter_t d;
@@ -391,8 +393,8 @@ static void decode_one_v5(const mqtt_raw_t *r)
     case MQTT_UNSUBSCRIBE: {
         mqtt_sub_iter_t it;
         int sub = type == MQTT_SUBSCRIBE;
-        int rc = sub ? mqtt_decode_subscribe_v5(r, &it, &why)
-                     : mqtt_decode_unsubscribe_v5(r, &it, &why);
+        int rc =
+            sub ? mqtt_decode_subscribe_v5(r, &it, &why) : mqtt_decode_unsubscribe_v5(r, &it, &why);
         if (rc == MQTT_OK)
             walk_sub_v5(it, sub);
         break;
@@ -410,8 +412,8 @@ static void decode_one_v5(const mqtt_raw_t *r)
         size_t size = mqtt_ack_v5_size(a.reason, a.props.raw_len);
         uint8_t *out = malloc(size);
         CHECK(out != NULL);
-        CHECK(mqtt_encode_ack_v5(out, type, a.packet_id, a.reason, a.props.raw,
-                                 a.props.raw_len) == size);
+        CHECK(mqtt_encode_ack_v5(out, type, a.packet_id, a.reason, a.props.raw, a.props.raw_len) ==
+              size);
         mqtt_raw_t e = frame_whole(out, size);
         CHECK(e.hdr == r->hdr && e.len <= r->len);
         CHECK(mqtt_decode_ack_v5(&e, &d, &why) == MQTT_OK);
@@ -485,8 +487,8 @@ static void decode_one_v5(const mqtt_raw_t *r)
         CHECK((type == MQTT_SUBACK
                    ? mqtt_encode_suback_v5(out, a.packet_id, a.props.raw, a.props.raw_len,
                                            a.reasons, a.count)
-                   : mqtt_encode_unsuback_v5(out, a.packet_id, a.props.raw,
-                                             a.props.raw_len, a.reasons, a.count)) == size);
+                   : mqtt_encode_unsuback_v5(out, a.packet_id, a.props.raw, a.props.raw_len,
+                                             a.reasons, a.count)) == size);
         mqtt_raw_t e = frame_whole(out, size);
         CHECK(e.hdr == r->hdr && e.len == r->len && memcmp(e.body, r->body, r->len) == 0);
         CHECK(mqtt_decode_suback_v5(&e, &d, &why) == MQTT_OK && d.count == a.count);
@@ -508,8 +510,8 @@ static void decode_one_v5(const mqtt_raw_t *r)
                     check_props(&pr, places[i], from);
                 else
                     CHECK(why != NULL);
-                if (mqtt_props_read(r->body, r->len, places[i], from, &pr, &used,
-                                    &why) == MQTT_OK) {
+                if (mqtt_props_read(r->body, r->len, places[i], from, &pr, &used, &why) ==
+                    MQTT_OK) {
                     CHECK(used >= 1 && used <= r->len);
                     check_props(&pr, places[i], from);
                 }
@@ -574,8 +576,7 @@ static void decode_one(const mqtt_raw_t *r)
     case MQTT_UNSUBSCRIBE: {
         mqtt_sub_iter_t it;
         int sub = type == MQTT_SUBSCRIBE;
-        int rc = sub ? mqtt_decode_subscribe(r, &it, &why)
-                     : mqtt_decode_unsubscribe(r, &it, &why);
+        int rc = sub ? mqtt_decode_subscribe(r, &it, &why) : mqtt_decode_unsubscribe(r, &it, &why);
         if (rc == MQTT_OK) {
             CHECK(hdr4 == MQTT_OK && it.packet_id != 0);
             walk_sub(it, sub);
@@ -730,8 +731,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
             } else {
                 CHECK(seen < nref);
                 CHECK(r.hdr == ref[seen].hdr && r.len == ref[seen].len);
-                CHECK(r.len == 0 ? r.body == NULL
-                                 : memcmp(r.body, ref[seen].body, r.len) == 0);
+                CHECK(r.len == 0 ? r.body == NULL : memcmp(r.body, ref[seen].body, r.len) == 0);
                 CHECK(r.len == 0 || r.body == ps.buf ||
                       (r.body >= d && r.body + r.len <= d + used));
                 seen++;

@@ -61,8 +61,7 @@ static void drain(ws_t *ws)
     (void)sink;
 }
 
-static void feed(const conf_listener_t *l, const uint8_t *data, size_t size, int split,
-                 run_t *r)
+static void feed(const conf_listener_t *l, const uint8_t *data, size_t size, int split, run_t *r)
 {
     ws_t *ws = ws_new(l);
     size_t off = 0, step = 0;
@@ -129,10 +128,8 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     snprintf(l.ws_path, sizeof(l.ws_path), "/mqtt");
     l.ws_max_frame = (opts & 1) ? 64 : 1048576;
     if (opts & 2) {
-        snprintf(l.ws_allowed_origins[0], sizeof(l.ws_allowed_origins[0]),
-                 "https://a.example");
-        snprintf(l.ws_allowed_origins[1], sizeof(l.ws_allowed_origins[1]),
-                 "http://localhost:8080");
+        snprintf(l.ws_allowed_origins[0], sizeof(l.ws_allowed_origins[0]), "https://a.example");
+        snprintf(l.ws_allowed_origins[1], sizeof(l.ws_allowed_origins[1]), "http://localhost:8080");
         l.nws_allowed_origins = 2;
     }
     run_t whole = {0}, parts = {0};

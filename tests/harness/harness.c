@@ -99,8 +99,7 @@ int harness_turn(harness_t *h, int timeout_ms)
     return worker_turn(h->w, timeout_ms);
 }
 
-int harness_turn_until(harness_t *h, int (*pred)(harness_t *h, void *ud), void *ud,
-                       int max_turns)
+int harness_turn_until(harness_t *h, int (*pred)(harness_t *h, void *ud), void *ud, int max_turns)
 {
     for (int i = 0; i < max_turns; i++) {
         if (pred(h, ud))

@@ -37,32 +37,32 @@
 #include "server.h"
 
 #define HARNESS_MAX_COMMITS 256
-#define HARNESS_TURN_MS 200   /* a turn's longest wait for an event */
-#define HARNESS_MAX_TURNS 50  /* turns before a wait fails (10 s at worst) */
+#define HARNESS_TURN_MS 200  /* a turn's longest wait for an event */
+#define HARNESS_MAX_TURNS 50 /* turns before a wait fails (10 s at worst) */
 
 typedef struct harness {
     server_t srv;
-    worker_t *w;              /* the one worker */
-    int hold_commits;         /* 1: commit results wait for harness_commit_release */
+    worker_t *w;                      /* the one worker */
+    int hold_commits;                 /* 1: commit results wait for harness_commit_release */
     int commits[HARNESS_MAX_COMMITS]; /* results not yet passed on, oldest first */
     size_t ncommits;
-    uint64_t commits_seen;    /* WM_COMMITTED items taken so far */
+    uint64_t commits_seen; /* WM_COMMITTED items taken so far */
 } harness_t;
 
 /* A test's client: one TCP connection to the harness's listener. */
 typedef struct hclient {
     harness_t *h;
     int fd;
-    uint8_t proto;            /* MQTT_PROTO_V311 or MQTT_PROTO_V5 */
-    int eof;                  /* the broker closed the connection */
-    uint8_t in[65536];        /* received, not yet taken as packets */
+    uint8_t proto;     /* MQTT_PROTO_V311 or MQTT_PROTO_V5 */
+    int eof;           /* the broker closed the connection */
+    uint8_t in[65536]; /* received, not yet taken as packets */
     size_t in_len;
 } hclient_t;
 
 /* A packet the broker sent: fixed header and body (copied). */
 typedef struct hpkt {
-    uint8_t type;             /* MQTT packet type (1..15) */
-    uint8_t flags;            /* low 4 bits of the fixed header */
+    uint8_t type;  /* MQTT packet type (1..15) */
+    uint8_t flags; /* low 4 bits of the fixed header */
     uint32_t len;
     uint8_t body[16384];
 } hpkt_t;
@@ -85,8 +85,7 @@ void harness_free(harness_t *h);
 int harness_turn(harness_t *h, int timeout_ms);
 /* Turns until pred(h, ud) holds (checked before each turn): 1, or 0 after
  * max_turns turns of at most HARNESS_TURN_MS each. */
-int harness_turn_until(harness_t *h, int (*pred)(harness_t *h, void *ud), void *ud,
-                       int max_turns);
+int harness_turn_until(harness_t *h, int (*pred)(harness_t *h, void *ud), void *ud, int max_turns);
 /* Turns until n commit results wait in the harness (hold_commits): 1/0. */
 int harness_wait_commits(harness_t *h, size_t n);
 /* Turns until every batch submitted so far has come back, passing every
@@ -110,8 +109,7 @@ int hc_connect(hclient_t *c, const char *client_id, int clean, uint32_t expiry, 
 /* SUBSCRIBE to one filter and wait for the SUBACK: returns its code. */
 int hc_subscribe(hclient_t *c, uint16_t pid, const char *filter, uint8_t qos);
 /* PUBLISH (pid ignored at QoS 0). */
-void hc_publish(hclient_t *c, const char *topic, const char *payload, uint8_t qos,
-                uint16_t pid);
+void hc_publish(hclient_t *c, const char *topic, const char *payload, uint8_t qos, uint16_t pid);
 /* PUBACK, PUBREC, PUBREL, PUBCOMP (type: MQTT packet type). */
 void hc_ack(hclient_t *c, uint8_t type, uint16_t pid);
 

@@ -106,8 +106,8 @@ static void test_users(void **state)
     api_creds_t *c = api_creds_load("", file, 101, err, sizeof(err));
     assert_non_null(c);
     assert_string_equal(api_creds_check(c, "Basic YWRtaW46czNjcmV0"), "admin"); /* admin:s3cret */
-    assert_null(api_creds_check(c, "Basic YWRtaW46czNjcmV1"));                /* admin:s3creu */
-    assert_null(api_creds_check(c, "Basic YWRtaW4="));                        /* admin */
+    assert_null(api_creds_check(c, "Basic YWRtaW46czNjcmV1"));                  /* admin:s3creu */
+    assert_null(api_creds_check(c, "Basic YWRtaW4="));                          /* admin */
     assert_null(api_creds_check(c, "Basic !!!!"));
     assert_null(api_creds_check(c, "Basic "));
     assert_null(api_creds_check(c, "Bearer YWRtaW46czNjcmV0"));
@@ -171,10 +171,8 @@ static void test_histogram(void **state)
 int main(void)
 {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_key_roundtrip),
-        cmocka_unit_test(test_users),
-        cmocka_unit_test(test_bad_files),
-        cmocka_unit_test(test_min_iterations),
+        cmocka_unit_test(test_key_roundtrip), cmocka_unit_test(test_users),
+        cmocka_unit_test(test_bad_files),     cmocka_unit_test(test_min_iterations),
         cmocka_unit_test(test_histogram),
     };
     return cmocka_run_group_tests(tests, setup, teardown);

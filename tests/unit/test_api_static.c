@@ -62,9 +62,17 @@ static void test_files_match_web_dir(void **state)
 static void test_unknown_paths(void **state)
 {
     (void)state;
-    const char *bad[] = {"", "/static", "/static/", "/static/app", "/static/app.js?x=1",
-                         "/static/../index.html", "static/app.js", "/STATIC/app.js",
-                         "/api/v1/info", "//", "/index.htm"};
+    const char *bad[] = {"",
+                         "/static",
+                         "/static/",
+                         "/static/app",
+                         "/static/app.js?x=1",
+                         "/static/../index.html",
+                         "static/app.js",
+                         "/STATIC/app.js",
+                         "/api/v1/info",
+                         "//",
+                         "/index.htm"};
     for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++)
         assert_null(api_static_find(bad[i]));
     assert_null(api_static_find(NULL));

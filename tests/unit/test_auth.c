@@ -94,9 +94,10 @@ static void test_hash_malformed(void **state)
         "$pbkdf2-sha512$1000$c2FsdHNhbHQ=$AAAA", /* hash not 64 bytes */
         "$pbkdf2-sha512$1000$c2Fsd*NhbHQ=$AAAA",
         "$pbkdf2-sha512$99999999999$c2FsdHNhbHQ=$AAAA",
-        "$scram-sha-512$1000$c2FsdHNhbHQ=$AAAA$AAAA",  /* keys not 64 bytes */
-        ("$scram-sha-512$1000$c2FsdHNhbHQ=$" /* ServerKey missing (one string) */
-         "Q6v4xwJ8a9nWPp2BeEoAYYhHSo2xRmPWART17vTpSxt2q6iNp7BOozW557qqa95eNjUO4gKs0CyvJbYGGku1tA=="),
+        "$scram-sha-512$1000$c2FsdHNhbHQ=$AAAA$AAAA", /* keys not 64 bytes */
+        ("$scram-sha-512$1000$c2FsdHNhbHQ=$"          /* ServerKey missing (one string) */
+         "Q6v4xwJ8a9nWPp2BeEoAYYhHSo2xRmPWART17vTpSxt2q6iNp7BOozW557qqa95eNjUO4gKs0CyvJbYGGku1tA="
+         "="),
     };
     for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
         const char *why = NULL;
@@ -188,7 +189,7 @@ static void test_acl_rules(void **state)
     assert_int_equal(chk(a, "bob", "c1", P, "users/bob/t", 0), 1);
     assert_int_equal(chk(a, "bob", "c1", P, "users/eve/t", 0), -1);
     assert_int_equal(chk(a, NULL, "c1", P, "users//t", 0), -1);   /* no user: no %u */
-    assert_int_equal(chk(a, "b+", "c1", P, "users/b+/t", 0), -1);  /* wildcard in name */
+    assert_int_equal(chk(a, "b+", "c1", P, "users/b+/t", 0), -1); /* wildcard in name */
     assert_int_equal(chk(a, "bob", "c1", S, "clients/c1/in", 1), 1);
     assert_int_equal(chk(a, "bob", "c1", P, "clients/c1/in", 0), -1); /* read only */
     assert_int_equal(chk(a, "alice", "c1", P, "alice/x", 0), 1);
@@ -198,11 +199,11 @@ static void test_acl_rules(void **state)
     assert_int_equal(chk(a, "bob", "c1", S, "secret/a", 1), 0);
     assert_int_equal(chk(a, "bob", "c1", S, "#", 1), AUTH_ACL_PARTIAL); /* but secret/# */
     assert_int_equal(chk(a, "bob", "c1", S, "public/#", 1), 1);
-    assert_int_equal(chk(a, "bob", "c1", S, "secret/a", 0), 0);   /* reading a topic */
+    assert_int_equal(chk(a, "bob", "c1", S, "secret/a", 0), 0); /* reading a topic */
     auth_acl_free(a);
 
-    const char *bad[] = {"allow pub\n", "allow eat x\n", "allow pub a/#/b\n", "user\n",
-                         "any x\n", "allow pub a b c\n"};
+    const char *bad[] = {"allow pub\n", "allow eat x\n", "allow pub a/#/b\n",
+                         "user\n",      "any x\n",       "allow pub a b c\n"};
     for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
         err[0] = '\0';
         assert_null(auth_acl_from_lines(bad[i], "f", err, sizeof(err)));
@@ -219,8 +220,8 @@ static void test_acl_partial_filters(void **state)
     (void)state;
     char err[256];
     const uint8_t S = AUTH_ACT_SUBSCRIBE;
-    auth_acl_t *a = auth_acl_from_lines("deny sub test/nosubscribe\nallow all #\n", "t", err,
-                                        sizeof(err));
+    auth_acl_t *a =
+        auth_acl_from_lines("deny sub test/nosubscribe\nallow all #\n", "t", err, sizeof(err));
     assert_non_null(a);
     assert_int_equal(chk(a, "u", "c", S, "#", 1), AUTH_ACL_PARTIAL);
     assert_int_equal(chk(a, "u", "c", S, "+/+", 1), AUTH_ACL_PARTIAL);
@@ -247,8 +248,7 @@ static void test_acl_partial_filters(void **state)
 
     /* no rule covers: what overlaps is handed to the caller, who combines
      * it with the next rule set or the default */
-    a = auth_acl_from_lines("user bob\nallow sub pub/#\ndeny sub priv/#\n", "t", err,
-                            sizeof(err));
+    a = auth_acl_from_lines("user bob\nallow sub pub/#\ndeny sub priv/#\n", "t", err, sizeof(err));
     unsigned seen = 0;
     assert_int_equal(auth_acl_check_filter(a, "bob", "c", S, "#", 1, &seen), -1);
     assert_int_equal(seen, AUTH_ACL_SEEN_ALLOW | AUTH_ACL_SEEN_DENY);
@@ -287,8 +287,8 @@ static void test_acl_long_substitution(void **state)
 static void test_ban_table(void **state)
 {
     (void)state;
-    conf_auth_ban_t c = {.max_failures = 3, .window_s = 10, .ban_s = 5, .delay_ms = 0,
-                         .table_size = 16};
+    conf_auth_ban_t c = {
+        .max_failures = 3, .window_s = 10, .ban_s = 5, .delay_ms = 0, .table_size = 16};
     auth_ban_t b;
     auth_ban_init(&b, &c, 0);
     uint8_t a1[16] = {127, 0, 0, 1}, a2[16] = {10, 0, 0, 2};
@@ -298,8 +298,8 @@ static void test_ban_table(void **state)
     assert_int_equal(auth_ban_blocked(&b, 0, 2, a1, NULL, t + 2), 0);
     assert_int_equal(auth_ban_failure(&b, 0, 2, a1, NULL, t + 3), AUTH_BAN_ADDRESS);
     assert_int_equal(auth_ban_blocked(&b, 0, 2, a1, NULL, t + 4), 1);
-    assert_int_equal(auth_ban_blocked(&b, 0, 2, a2, NULL, t + 4), 0); /* another address */
-    assert_int_equal(auth_ban_blocked(&b, 0, 10, a1, NULL, t + 4), 0); /* another family */
+    assert_int_equal(auth_ban_blocked(&b, 0, 2, a2, NULL, t + 4), 0);        /* another address */
+    assert_int_equal(auth_ban_blocked(&b, 0, 10, a1, NULL, t + 4), 0);       /* another family */
     assert_int_equal(auth_ban_blocked(&b, 0, 2, a1, NULL, t + 3 + 5000), 0); /* ban over */
     /* failures spread beyond the window do not ban */
     assert_int_equal(auth_ban_failure(&b, 0, 2, a2, NULL, t), 0);
@@ -385,8 +385,11 @@ static void test_passwd_backend(void **state)
     char err[256];
     auth_backend_t *b = auth_passwd_new(&c, err, sizeof(err));
     assert_non_null(b);
-    auth_request_t r = {.action = AUTH_ACT_CONNECT, .client_id = "x", .username = "ann",
-                        .password = (const uint8_t *)"s", .password_len = 1};
+    auth_request_t r = {.action = AUTH_ACT_CONNECT,
+                        .client_id = "x",
+                        .username = "ann",
+                        .password = (const uint8_t *)"s",
+                        .password_len = 1};
     auth_answer_t a = {0};
     assert_int_equal(b->check(b, &r, &a, NULL, NULL), AUTH_ALLOW);
     r.password = (const uint8_t *)"t";

@@ -48,10 +48,10 @@ typedef struct {
     uint16_t port;
     atomic_int requests, connections;
     pthread_mutex_t mu;
-    unsigned status;       /* to answer */
-    char body[256];        /* to answer */
-    unsigned delay_ms;     /* before answering */
-    char last[2048];       /* the last request body */
+    unsigned status;   /* to answer */
+    char body[256];    /* to answer */
+    unsigned delay_ms; /* before answering */
+    char last[2048];   /* the last request body */
 } websrv_t;
 
 typedef struct {
@@ -84,9 +84,8 @@ static void on_done(void *cls, struct MHD_Connection *c, void **con_cls,
 }
 
 static enum MHD_Result on_request(void *cls, struct MHD_Connection *c, const char *url,
-                                  const char *method, const char *version,
-                                  const char *upload_data, size_t *upload_data_size,
-                                  void **con_cls)
+                                  const char *method, const char *version, const char *upload_data,
+                                  size_t *upload_data_size, void **con_cls)
 {
     websrv_t *w = cls;
     (void)url;
@@ -136,13 +135,13 @@ static websrv_t *websrv_start(void)
     websrv_t *w = calloc(1, sizeof(*w));
     pthread_mutex_init(&w->mu, NULL);
     websrv_answer(w, 204, "", 0);
-    struct sockaddr_in sa = {.sin_family = AF_INET, .sin_port = 0,
-                             .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
-    w->d = MHD_start_daemon(MHD_USE_INTERNAL_POLLING_THREAD | MHD_USE_THREAD_PER_CONNECTION,
-                            0, NULL, NULL, on_request, w, MHD_OPTION_SOCK_ADDR, &sa,
-                            MHD_OPTION_NOTIFY_CONNECTION, on_conn, w,
-                            MHD_OPTION_NOTIFY_COMPLETED, on_done, w,
-                            MHD_OPTION_CONNECTION_TIMEOUT, (unsigned)30, MHD_OPTION_END);
+    struct sockaddr_in sa = {
+        .sin_family = AF_INET, .sin_port = 0, .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
+    w->d =
+        MHD_start_daemon(MHD_USE_INTERNAL_POLLING_THREAD | MHD_USE_THREAD_PER_CONNECTION, 0, NULL,
+                         NULL, on_request, w, MHD_OPTION_SOCK_ADDR, &sa,
+                         MHD_OPTION_NOTIFY_CONNECTION, on_conn, w, MHD_OPTION_NOTIFY_COMPLETED,
+                         on_done, w, MHD_OPTION_CONNECTION_TIMEOUT, (unsigned)30, MHD_OPTION_END);
     assert_non_null(w->d);
     const union MHD_DaemonInfo *info = MHD_get_daemon_info(w->d, MHD_DAEMON_INFO_BIND_PORT);
     assert_non_null(info);
@@ -253,12 +252,18 @@ static char *url_of(websrv_t *w)
 }
 
 static auth_verdict_t ask(auth_backend_t *b, answers_t *box, int id, uint8_t action,
-                          const char *client, const char *user, const char *pw,
-                          const char *topic, auth_answer_t *now)
+                          const char *client, const char *user, const char *pw, const char *topic,
+                          auth_answer_t *now)
 {
-    auth_request_t r = {.action = action, .client_id = client, .username = user,
-                        .password = (const uint8_t *)pw, .password_len = pw ? strlen(pw) : 0,
-                        .peer = "127.0.0.1:5555", .listener = 0, .topic = topic, .qos = 1};
+    auth_request_t r = {.action = action,
+                        .client_id = client,
+                        .username = user,
+                        .password = (const uint8_t *)pw,
+                        .password_len = pw ? strlen(pw) : 0,
+                        .peer = "127.0.0.1:5555",
+                        .listener = 0,
+                        .topic = topic,
+                        .qos = 1};
     token_t *t = malloc(sizeof(*t));
     t->box = box;
     t->id = id;
@@ -397,7 +402,8 @@ static void test_opa_format(void **state)
     assert_int_equal(a.cause, AUTH_BACKEND_UNAVAILABLE);
     /* strings are for the json format only */
     websrv_answer(w, 200, "{\"result\": \"allow\"}", 0);
-    assert_int_equal(ask_wait(b, AUTH_ACT_CONNECT, "c9", "bob", "pw").cause, AUTH_BACKEND_UNAVAILABLE);
+    assert_int_equal(ask_wait(b, AUTH_ACT_CONNECT, "c9", "bob", "pw").cause,
+                     AUTH_BACKEND_UNAVAILABLE);
     b->destroy(b);
     free(c);
     websrv_stop(w);
@@ -456,8 +462,10 @@ static void test_acl_in_answer(void **state)
     box_init(&box);
     auth_answer_t now;
 
-    websrv_answer(w, 200, "{\"result\": \"allow\", \"acl\": [\"deny pub dev/%c/secret\", "
-                          "\"allow all dev/%c/#\"]}", 0);
+    websrv_answer(w, 200,
+                  "{\"result\": \"allow\", \"acl\": [\"deny pub dev/%c/secret\", "
+                  "\"allow all dev/%c/#\"]}",
+                  0);
     auth_answer_t a = ask_wait(b, AUTH_ACT_CONNECT, "d1", "u", "p");
     assert_int_equal(a.verdict, AUTH_ALLOW);
     assert_non_null(a.acl);
@@ -699,12 +707,10 @@ static void test_urls_round_robin_and_failover(void **state)
     websrv_t *w1 = websrv_start(), *w2 = websrv_start();
     conf_t *c = make_conf("");
     c->auth_http.cache_ttl_ms = 0;
-    snprintf(c->auth_http.urls[0], sizeof(c->auth_http.urls[0]), "http://127.0.0.1:%u/a",
-             w1->port);
+    snprintf(c->auth_http.urls[0], sizeof(c->auth_http.urls[0]), "http://127.0.0.1:%u/a", w1->port);
     snprintf(c->auth_http.urls[1], sizeof(c->auth_http.urls[1]), "http://127.0.0.1:%u/b",
              closed_port());
-    snprintf(c->auth_http.urls[2], sizeof(c->auth_http.urls[2]), "http://127.0.0.1:%u/c",
-             w2->port);
+    snprintf(c->auth_http.urls[2], sizeof(c->auth_http.urls[2]), "http://127.0.0.1:%u/c", w2->port);
     c->auth_http.nurls = 3;
     auth_backend_t *b = start(c);
     websrv_answer(w1, 204, "", 0);
@@ -754,8 +760,11 @@ static void test_prefetch_without_done(void **state)
     conf_t *c = make_conf(url_of(w));
     auth_backend_t *b = start(c);
     websrv_answer(w, 403, "", 0);
-    auth_request_t r = {.action = AUTH_ACT_PUBLISH, .client_id = "p1", .username = "u",
-                        .peer = "127.0.0.1:1", .topic = "x/y"};
+    auth_request_t r = {.action = AUTH_ACT_PUBLISH,
+                        .client_id = "p1",
+                        .username = "u",
+                        .peer = "127.0.0.1:1",
+                        .topic = "x/y"};
     auth_answer_t out;
     assert_int_equal(b->check(b, &r, &out, NULL, NULL), AUTH_PASS);
     for (int i = 0; i < 200 && atomic_load(&w->requests) < 1; i++)
@@ -812,8 +821,8 @@ static void test_ratelog(void **state)
 
 static void key_of(const char *client, uint8_t *key)
 {
-    assert_int_equal(auth_cache_key(AUTH_ACT_CONNECT, client, "u", (const uint8_t *)"p", 1,
-                                    NULL, NULL, key), 0);
+    assert_int_equal(
+        auth_cache_key(AUTH_ACT_CONNECT, client, "u", (const uint8_t *)"p", 1, NULL, NULL, key), 0);
 }
 
 static void test_cache_bounded_fifo(void **state)
@@ -902,30 +911,31 @@ static void test_conf_keys(void **state)
     assert_int_equal(c->auth_redis.on_error, d->auth_redis.on_error);
 
     conf_defaults(c);
-    int rc = load_text(c, "auth:\n"
-                          "  http:\n"
-                          "    url: https://auth.example/mqtt\n"
-                          "    ca_file: /etc/ssl/certs/ca-certificates.crt\n"
-                          "    urls: [\"http://a/x\", \"https://b/y\"]\n"
-                          "    format: opa\n"
-                          "    timeout_ms: 750\n"
-                          "    connect_timeout_ms: 250\n"
-                          "    cache_ttl_ms: 0\n"
-                          "    cache_size: 10\n"
-                          "    pool_size: 3\n"
-                          "    queue_size: 99\n"
-                          "    on_error: pass\n"
-                          "  redis:\n"
-                          "    host: redis.local\n"
-                          "    port: 6380\n"
-                          "    password: pw\n"
-                          "    db: 2\n"
-                          "    prefix: \"mq:\"\n"
-                          "    pool_size: 5\n"
-                          "    timeout_ms: 100\n"
-                          "    queue_size: 7\n"
-                          "    on_error: pass\n",
-                   err, sizeof(err));
+    int rc = load_text(c,
+                       "auth:\n"
+                       "  http:\n"
+                       "    url: https://auth.example/mqtt\n"
+                       "    ca_file: /etc/ssl/certs/ca-certificates.crt\n"
+                       "    urls: [\"http://a/x\", \"https://b/y\"]\n"
+                       "    format: opa\n"
+                       "    timeout_ms: 750\n"
+                       "    connect_timeout_ms: 250\n"
+                       "    cache_ttl_ms: 0\n"
+                       "    cache_size: 10\n"
+                       "    pool_size: 3\n"
+                       "    queue_size: 99\n"
+                       "    on_error: pass\n"
+                       "  redis:\n"
+                       "    host: redis.local\n"
+                       "    port: 6380\n"
+                       "    password: pw\n"
+                       "    db: 2\n"
+                       "    prefix: \"mq:\"\n"
+                       "    pool_size: 5\n"
+                       "    timeout_ms: 100\n"
+                       "    queue_size: 7\n"
+                       "    on_error: pass\n",
+                       err, sizeof(err));
     if (rc != 0)
         fail_msg("%s", err);
     assert_string_equal(c->auth_http.url, "https://auth.example/mqtt");

@@ -82,13 +82,12 @@ static void redis_start(redis_srv_t *s, const char *requirepass)
             dup2(null, 2);
         }
         if (requirepass)
-            execlp("redis-server", "redis-server", "--port", port, "--bind", "127.0.0.1",
-                   "--dir", s->dir, "--save", "", "--appendonly", "no", "--logfile", log,
-                   "--requirepass", requirepass, (char *)NULL);
+            execlp("redis-server", "redis-server", "--port", port, "--bind", "127.0.0.1", "--dir",
+                   s->dir, "--save", "", "--appendonly", "no", "--logfile", log, "--requirepass",
+                   requirepass, (char *)NULL);
         else
-            execlp("redis-server", "redis-server", "--port", port, "--bind", "127.0.0.1",
-                   "--dir", s->dir, "--save", "", "--appendonly", "no", "--logfile", log,
-                   (char *)NULL);
+            execlp("redis-server", "redis-server", "--port", port, "--bind", "127.0.0.1", "--dir",
+                   s->dir, "--save", "", "--appendonly", "no", "--logfile", log, (char *)NULL);
         _exit(127);
     }
     for (int i = 0; i < 500; i++) { /* 5 s */
@@ -170,8 +169,8 @@ static void add_user(const redis_srv_t *s, const char *pass, int db, const char 
                      const char *pw)
 {
     char hash[AUTH_PASSWD_HASH_MAX];
-    assert_int_equal(auth_passwd_hash((const uint8_t *)pw, strlen(pw), 1000, hash,
-                                      sizeof(hash)), 0);
+    assert_int_equal(auth_passwd_hash((const uint8_t *)pw, strlen(pw), 1000, hash, sizeof(hash)),
+                     0);
     cmd(s, pass, db, "HSET antenna:user:%s password %s", user, hash);
 }
 
@@ -195,9 +194,9 @@ static void done_cb(void *token, const auth_answer_t *a)
 }
 
 typedef struct {
-    auth_verdict_t now;   /* what check() returned */
-    auth_answer_t a;      /* the final answer */
-    uint64_t ms;          /* how long it took */
+    auth_verdict_t now; /* what check() returned */
+    auth_answer_t a;    /* the final answer */
+    uint64_t ms;        /* how long it took */
 } result_t;
 
 static result_t ask(auth_backend_t *b, uint8_t action, const char *user, const char *pw)
@@ -205,9 +204,13 @@ static result_t ask(auth_backend_t *b, uint8_t action, const char *user, const c
     box_t box = {.n = 0};
     pthread_mutex_init(&box.mu, NULL);
     pthread_cond_init(&box.cond, NULL);
-    auth_request_t r = {.action = action, .client_id = "cid", .username = user,
-                        .password = (const uint8_t *)pw, .password_len = pw ? strlen(pw) : 0,
-                        .peer = "127.0.0.1:1", .topic = action == AUTH_ACT_CONNECT ? NULL : "t"};
+    auth_request_t r = {.action = action,
+                        .client_id = "cid",
+                        .username = user,
+                        .password = (const uint8_t *)pw,
+                        .password_len = pw ? strlen(pw) : 0,
+                        .peer = "127.0.0.1:1",
+                        .topic = action == AUTH_ACT_CONNECT ? NULL : "t"};
     result_t res;
     memset(&res, 0, sizeof(res));
     uint64_t t0 = an_now_ms();
@@ -269,8 +272,10 @@ static void test_credentials_and_rules(void **state)
     assert_non_null(r.a.acl);
     auth_acl_t *acl = r.a.acl;
     assert_int_equal(auth_acl_count(acl), 3);
-    assert_int_equal(auth_acl_check(acl, "alice", "cid", AUTH_ACT_PUBLISH, "dev/alice/x", 11, 0), 1);
-    assert_int_equal(auth_acl_check(acl, "alice", "cid", AUTH_ACT_PUBLISH, "dev/alice/secret", 16, 0), 0);
+    assert_int_equal(auth_acl_check(acl, "alice", "cid", AUTH_ACT_PUBLISH, "dev/alice/x", 11, 0),
+                     1);
+    assert_int_equal(
+        auth_acl_check(acl, "alice", "cid", AUTH_ACT_PUBLISH, "dev/alice/secret", 16, 0), 0);
     assert_int_equal(auth_acl_check(acl, "alice", "cid", AUTH_ACT_SUBSCRIBE, "public/a", 8, 1), 1);
     assert_int_equal(auth_acl_check(acl, "alice", "cid", AUTH_ACT_PUBLISH, "public/a", 8, 0), -1);
     auth_acl_free(acl);
@@ -447,8 +452,11 @@ static void test_hung_and_queue_full(void **state)
     box_t box = {.n = 0};
     pthread_mutex_init(&box.mu, NULL);
     pthread_cond_init(&box.cond, NULL);
-    auth_request_t r = {.action = AUTH_ACT_CONNECT, .client_id = "hung", .username = "fay",
-                        .password = (const uint8_t *)"pw", .password_len = 2,
+    auth_request_t r = {.action = AUTH_ACT_CONNECT,
+                        .client_id = "hung",
+                        .username = "fay",
+                        .password = (const uint8_t *)"pw",
+                        .password_len = 2,
                         .peer = "127.0.0.1:1"};
     auth_answer_t out;
     uint64_t t0 = an_now_ms();
@@ -502,12 +510,9 @@ int main(void)
     log_open(NULL, AN_LOG_ERROR);
     signal(SIGPIPE, SIG_IGN);
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_credentials_and_rules),
-        cmocka_unit_test(test_bad_data),
-        cmocka_unit_test(test_auth_and_db),
-        cmocka_unit_test(test_down_and_back),
-        cmocka_unit_test(test_hung_and_queue_full),
-        cmocka_unit_test(test_never_up),
+        cmocka_unit_test(test_credentials_and_rules), cmocka_unit_test(test_bad_data),
+        cmocka_unit_test(test_auth_and_db),           cmocka_unit_test(test_down_and_back),
+        cmocka_unit_test(test_hung_and_queue_full),   cmocka_unit_test(test_never_up),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -19,8 +19,13 @@
 static const struct {
     const char *plain, *encoded;
 } rfc4648[] = {
-    {"", ""},         {"f", "Zg=="},         {"fo", "Zm8="},         {"foo", "Zm9v"},
-    {"foob", "Zm9vYg=="}, {"fooba", "Zm9vYmE="}, {"foobar", "Zm9vYmFy"},
+    {"", ""},
+    {"f", "Zg=="},
+    {"fo", "Zm8="},
+    {"foo", "Zm9v"},
+    {"foob", "Zm9vYg=="},
+    {"fooba", "Zm9vYmE="},
+    {"foobar", "Zm9vYmFy"},
 };
 
 static void test_encode_vectors(void **state)
@@ -183,9 +188,12 @@ static void test_url(void **state)
 int main(void)
 {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_encode_vectors), cmocka_unit_test(test_decode_vectors),
-        cmocka_unit_test(test_round_trip),     cmocka_unit_test(test_padding),
-        cmocka_unit_test(test_rejects),        cmocka_unit_test(test_over_cap),
+        cmocka_unit_test(test_encode_vectors),
+        cmocka_unit_test(test_decode_vectors),
+        cmocka_unit_test(test_round_trip),
+        cmocka_unit_test(test_padding),
+        cmocka_unit_test(test_rejects),
+        cmocka_unit_test(test_over_cap),
         cmocka_unit_test(test_url),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);

@@ -66,8 +66,7 @@ static void expect_subscribe(uint8_t hdr, const bb_t *b, int code, const char *r
         assert_why(why, rule);
 }
 
-static void expect_unsubscribe(uint8_t hdr, const bb_t *b, int code,
-                               const char *rule)
+static void expect_unsubscribe(uint8_t hdr, const bb_t *b, int code, const char *rule)
 {
     mqtt_raw_t r = raw_of(hdr, b);
     mqtt_sub_iter_t it;
@@ -109,18 +108,24 @@ static void mqtt_connect_v311_full_round_trip(void **state)
     (void)state;
     static const uint8_t will[] = {0x00, 0xff, 'w'};
     mqtt_connect_opts_t o = {
-        .proto = MQTT_PROTO_V311, .clean_session = 1, .keepalive = 300,
-        .client_id = "client-1", .username = "alice", .password = "s3cret",
-        .will_topic = "status/client-1", .will_payload = will,
-        .will_payload_len = sizeof will, .will_qos = 2, .will_retain = 1,
+        .proto = MQTT_PROTO_V311,
+        .clean_session = 1,
+        .keepalive = 300,
+        .client_id = "client-1",
+        .username = "alice",
+        .password = "s3cret",
+        .will_topic = "status/client-1",
+        .will_payload = will,
+        .will_payload_len = sizeof will,
+        .will_qos = 2,
+        .will_retain = 1,
     };
     uint8_t buf[256];
     size_t n = mqtt_encode_connect(buf, &o);
     assert_int_equal(n, mqtt_connect_size(&o));
     assert_int_equal(buf[0], 0x10);
     assert_memory_equal(buf + 2, "\x00\x04MQTT\x04", 7);
-    assert_int_equal(buf[9], CF_USER | CF_PASS | CF_WRETAIN | CF_WQOS2 |
-                                 CF_WILL | CF_CLEAN);
+    assert_int_equal(buf[9], CF_USER | CF_PASS | CF_WRETAIN | CF_WQOS2 | CF_WILL | CF_CLEAN);
 
     mqtt_raw_t r = frame_one(buf, n);
     mqtt_connect_t c;
@@ -146,10 +151,17 @@ static void mqtt_connect_v31_full_round_trip(void **state)
 {
     (void)state;
     mqtt_connect_opts_t o = {
-        .proto = MQTT_PROTO_V31, .clean_session = 0, .keepalive = 10,
-        .client_id = "old-client", .username = "bob", .password = "pw",
-        .will_topic = "lwt", .will_payload = (const uint8_t *)"gone",
-        .will_payload_len = 4, .will_qos = 1, .will_retain = 0,
+        .proto = MQTT_PROTO_V31,
+        .clean_session = 0,
+        .keepalive = 10,
+        .client_id = "old-client",
+        .username = "bob",
+        .password = "pw",
+        .will_topic = "lwt",
+        .will_payload = (const uint8_t *)"gone",
+        .will_payload_len = 4,
+        .will_qos = 1,
+        .will_retain = 0,
     };
     uint8_t buf[256];
     size_t n = mqtt_encode_connect(buf, &o);
@@ -177,8 +189,7 @@ static void mqtt_connect_v31_full_round_trip(void **state)
 static void mqtt_connect_minimal_round_trip(void **state)
 {
     (void)state;
-    mqtt_connect_opts_t o = {.proto = MQTT_PROTO_V311, .clean_session = 1,
-                             .client_id = ""};
+    mqtt_connect_opts_t o = {.proto = MQTT_PROTO_V311, .clean_session = 1, .client_id = ""};
     uint8_t buf[64];
     size_t n = mqtt_encode_connect(buf, &o);
     assert_int_equal(n, 14);
@@ -198,8 +209,8 @@ static void mqtt_connect_minimal_round_trip(void **state)
 static void mqtt_connect_username_only_round_trip(void **state)
 {
     (void)state;
-    mqtt_connect_opts_t o = {.proto = MQTT_PROTO_V311, .clean_session = 1,
-                             .client_id = "c", .username = "u"};
+    mqtt_connect_opts_t o = {
+        .proto = MQTT_PROTO_V311, .clean_session = 1, .client_id = "c", .username = "u"};
     uint8_t buf[64];
     size_t n = mqtt_encode_connect(buf, &o);
     mqtt_raw_t r = frame_one(buf, n);
@@ -214,28 +225,24 @@ static void mqtt_connect_username_only_round_trip(void **state)
 static void mqtt_connect_encoded_level5_is_protocol_version(void **state)
 {
     (void)state;
-    mqtt_connect_opts_t o = {.proto = MQTT_PROTO_V5, .clean_session = 1,
-                             .client_id = "c5"};
+    mqtt_connect_opts_t o = {.proto = MQTT_PROTO_V5, .clean_session = 1, .client_id = "c5"};
     uint8_t buf[64];
     size_t n = mqtt_encode_connect(buf, &o);
     mqtt_raw_t r = frame_one(buf, n);
     mqtt_connect_t c;
     const char *why = NULL;
-    assert_int_equal(mqtt_decode_connect(&r, &c, &why),
-                     MQTT_ERR_PROTOCOL_VERSION);
+    assert_int_equal(mqtt_decode_connect(&r, &c, &why), MQTT_ERR_PROTOCOL_VERSION);
     assert_why(why, "[MQTT-3.1.2-2]");
 }
 
-static void publish_round_trip(uint8_t qos, uint8_t retain, uint8_t dup,
-                               uint16_t id, const char *topic,
-                               const uint8_t *payload, uint32_t plen)
+static void publish_round_trip(uint8_t qos, uint8_t retain, uint8_t dup, uint16_t id,
+                               const char *topic, const uint8_t *payload, uint32_t plen)
 {
     size_t size = mqtt_publish_size((uint16_t)strlen(topic), qos, plen);
     uint8_t *buf = malloc(size);
     assert_non_null(buf);
-    size_t n = mqtt_encode_publish(buf, (const uint8_t *)topic,
-                                   (uint16_t)strlen(topic), qos, retain, dup,
-                                   id, payload, plen);
+    size_t n = mqtt_encode_publish(buf, (const uint8_t *)topic, (uint16_t)strlen(topic), qos,
+                                   retain, dup, id, payload, plen);
     assert_int_equal(n, size);
     assert_int_equal(buf[0], 0x30 | dup << 3 | qos << 1 | retain);
 
@@ -299,8 +306,7 @@ static void mqtt_subscribe_round_trip(void **state)
     (void)state;
     const char *f = "sport/+/player1/#";
     uint8_t buf[64];
-    size_t n = mqtt_encode_subscribe(buf, 10, (const uint8_t *)f,
-                                     (uint16_t)strlen(f), 2);
+    size_t n = mqtt_encode_subscribe(buf, 10, (const uint8_t *)f, (uint16_t)strlen(f), 2);
     assert_int_equal(n, mqtt_subscribe_size((uint16_t)strlen(f)));
     assert_int_equal(buf[0], 0x82);
 
@@ -355,8 +361,7 @@ static void mqtt_unsubscribe_round_trip(void **state)
     (void)state;
     const char *f = "home/+/temp";
     uint8_t buf[64];
-    size_t n = mqtt_encode_unsubscribe(buf, 99, (const uint8_t *)f,
-                                       (uint16_t)strlen(f));
+    size_t n = mqtt_encode_unsubscribe(buf, 99, (const uint8_t *)f, (uint16_t)strlen(f));
     assert_int_equal(n, mqtt_unsubscribe_size((uint16_t)strlen(f)));
     assert_int_equal(buf[0], 0xa2);
 
@@ -398,8 +403,8 @@ static void mqtt_unsubscribe_multiple_filters_iterated(void **state)
 static void mqtt_ack_round_trip_all_types(void **state)
 {
     (void)state;
-    static const uint8_t types[] = {MQTT_PUBACK, MQTT_PUBREC, MQTT_PUBREL,
-                                    MQTT_PUBCOMP, MQTT_UNSUBACK};
+    static const uint8_t types[] = {MQTT_PUBACK, MQTT_PUBREC, MQTT_PUBREL, MQTT_PUBCOMP,
+                                    MQTT_UNSUBACK};
     for (size_t i = 0; i < sizeof types; i++) {
         uint8_t buf[4];
         uint16_t id = 0;
@@ -410,8 +415,7 @@ static void mqtt_ack_round_trip_all_types(void **state)
         assert_int_equal(mqtt_decode_ack(&r, &id, &why), MQTT_OK);
         assert_int_equal(id, 1000 + i);
         if (types[i] != MQTT_UNSUBACK)
-            assert_int_equal(mqtt_check_client_header(r.hdr, MQTT_PROTO_V311, &why),
-                             MQTT_OK);
+            assert_int_equal(mqtt_check_client_header(r.hdr, MQTT_PROTO_V311, &why), MQTT_OK);
     }
 }
 
@@ -562,23 +566,25 @@ static void stream_build(stream_t *s)
     uint8_t buf[1024];
     uint8_t big[600];
     size_t n;
-    mqtt_connect_opts_t o = {.proto = MQTT_PROTO_V311, .clean_session = 1,
-                             .client_id = "cid", .username = "u",
-                             .password = "p", .will_topic = "w/t",
+    mqtt_connect_opts_t o = {.proto = MQTT_PROTO_V311,
+                             .clean_session = 1,
+                             .client_id = "cid",
+                             .username = "u",
+                             .password = "p",
+                             .will_topic = "w/t",
                              .will_payload = (const uint8_t *)"bye",
-                             .will_payload_len = 3, .will_qos = 1};
+                             .will_payload_len = 3,
+                             .will_qos = 1};
     memset(s, 0, sizeof *s);
     n = mqtt_encode_connect(buf, &o);
     stream_add(s, buf, n);
-    n = mqtt_encode_publish(buf, (const uint8_t *)"a/b", 3, 0, 0, 0, 0,
-                            (const uint8_t *)"x", 1);
+    n = mqtt_encode_publish(buf, (const uint8_t *)"a/b", 3, 0, 0, 0, 0, (const uint8_t *)"x", 1);
     stream_add(s, buf, n);
     n = mqtt_encode_pingreq(buf);
     stream_add(s, buf, n);
     for (size_t i = 0; i < sizeof big; i++)
         big[i] = (uint8_t)i;
-    n = mqtt_encode_publish(buf, (const uint8_t *)"big", 3, 1, 0, 0, 3, big,
-                            sizeof big);
+    n = mqtt_encode_publish(buf, (const uint8_t *)"big", 3, 1, 0, 0, 3, big, sizeof big);
     stream_add(s, buf, n);
     n = mqtt_encode_subscribe(buf, 4, (const uint8_t *)"s/#", 3, 1);
     stream_add(s, buf, n);
@@ -679,9 +685,7 @@ static void mqtt_parser_several_packets_one_buffer_zero_copy(void **state)
         mqtt_raw_t r;
         size_t used = 0;
         const char *why = NULL;
-        assert_int_equal(mqtt_parser_next(&ps, s.d + pos, s.n - pos, &used,
-                                          1 << 20, &r, &why),
-                         1);
+        assert_int_equal(mqtt_parser_next(&ps, s.d + pos, s.n - pos, &used, 1 << 20, &r, &why), 1);
         stream_check(&s, seen, &r);
         if (r.len)
             assert_ptr_equal(r.body, s.d + pos + used - r.len);
@@ -698,8 +702,8 @@ static void mqtt_parser_split_body_gathered_and_freed(void **state)
 {
     (void)state;
     uint8_t buf[64];
-    size_t n = mqtt_encode_publish(buf, (const uint8_t *)"topic", 5, 1, 0, 0,
-                                   9, (const uint8_t *)"payload", 7);
+    size_t n = mqtt_encode_publish(buf, (const uint8_t *)"topic", 5, 1, 0, 0, 9,
+                                   (const uint8_t *)"payload", 7);
     mqtt_parser_t ps = {0};
     mqtt_raw_t r;
     size_t used = 0;
@@ -731,8 +735,8 @@ static void mqtt_parser_header_split_from_body_zero_copy(void **state)
 {
     (void)state;
     uint8_t buf[64];
-    size_t n = mqtt_encode_publish(buf, (const uint8_t *)"t", 1, 0, 0, 0, 0,
-                                   (const uint8_t *)"abc", 3);
+    size_t n =
+        mqtt_encode_publish(buf, (const uint8_t *)"t", 1, 0, 0, 0, 0, (const uint8_t *)"abc", 3);
     mqtt_parser_t ps = {0};
     mqtt_raw_t r;
     size_t used = 0;
@@ -773,8 +777,7 @@ static void mqtt_parser_remaining_length_boundaries(void **state)
         if (len >= 3) {
             mqtt_publish_t p;
             const char *why = NULL;
-            assert_int_equal(mqtt_decode_publish(&r, MQTT_PROTO_V311, &p, &why),
-                             MQTT_OK);
+            assert_int_equal(mqtt_decode_publish(&r, MQTT_PROTO_V311, &p, &why), MQTT_OK);
             assert_int_equal(p.payload_len, len - 3);
         }
 
@@ -784,10 +787,10 @@ static void mqtt_parser_remaining_length_boundaries(void **state)
         const char *why = NULL;
         if (len > 0) {
             assert_int_equal(mqtt_parser_next(&ps, pkt, cut1, &used, len, &r, &why), 0);
-            assert_int_equal(mqtt_parser_next(&ps, pkt + cut1, cut2 - cut1, &used,
-                                              len, &r, &why), 0);
-            assert_int_equal(mqtt_parser_next(&ps, pkt + cut2, total - cut2, &used,
-                                              len, &r, &why), 1);
+            assert_int_equal(mqtt_parser_next(&ps, pkt + cut1, cut2 - cut1, &used, len, &r, &why),
+                             0);
+            assert_int_equal(mqtt_parser_next(&ps, pkt + cut2, total - cut2, &used, len, &r, &why),
+                             1);
             assert_int_equal(used, total - cut2);
             assert_int_equal(r.len, len);
             assert_memory_equal(r.body, pkt + h, len);
@@ -798,8 +801,7 @@ static void mqtt_parser_remaining_length_boundaries(void **state)
 
         /* One below the length: too large. */
         if (len > 0) {
-            assert_int_equal(mqtt_parser_next(&ps, pkt, total, &used, len - 1, &r,
-                                              &why),
+            assert_int_equal(mqtt_parser_next(&ps, pkt, total, &used, len - 1, &r, &why),
                              MQTT_ERR_TOO_LARGE);
             assert_int_equal(used, h);
             mqtt_parser_reset(&ps);
@@ -816,8 +818,7 @@ static void mqtt_parser_five_byte_length_rejected(void **state)
     mqtt_raw_t r;
     size_t used = 0;
     const char *why = NULL;
-    assert_int_equal(mqtt_parser_next(&ps, bad, sizeof bad, &used,
-                                      MQTT_MAX_REMAINING, &r, &why),
+    assert_int_equal(mqtt_parser_next(&ps, bad, sizeof bad, &used, MQTT_MAX_REMAINING, &r, &why),
                      MQTT_ERR_MALFORMED);
     assert_int_equal(used, 5);
     assert_why(why, "[MQTT-2.2.3]");
@@ -835,11 +836,8 @@ static void mqtt_parser_five_byte_length_rejected_byte_by_byte(void **state)
     size_t used = 0;
     const char *why = NULL;
     for (size_t i = 0; i < 4; i++)
-        assert_int_equal(mqtt_parser_next(&ps, bad + i, 1, &used,
-                                          MQTT_MAX_REMAINING, &r, &why),
-                         0);
-    assert_int_equal(mqtt_parser_next(&ps, bad + 4, 1, &used, MQTT_MAX_REMAINING,
-                                      &r, &why),
+        assert_int_equal(mqtt_parser_next(&ps, bad + i, 1, &used, MQTT_MAX_REMAINING, &r, &why), 0);
+    assert_int_equal(mqtt_parser_next(&ps, bad + 4, 1, &used, MQTT_MAX_REMAINING, &r, &why),
                      MQTT_ERR_MALFORMED);
     assert_why(why, "[MQTT-2.2.3]");
     mqtt_parser_reset(&ps);
@@ -905,8 +903,7 @@ static void mqtt_parser_type0_rejected(void **state)
     assert_int_equal(used, 1);
     assert_non_null(why);
     mqtt_parser_reset(&ps);
-    assert_int_equal(mqtt_parser_next(&ps, bad_flags, sizeof bad_flags, &used, 100,
-                                      &r, &why),
+    assert_int_equal(mqtt_parser_next(&ps, bad_flags, sizeof bad_flags, &used, 100, &r, &why),
                      MQTT_ERR_MALFORMED);
     mqtt_parser_reset(&ps);
 }
@@ -922,8 +919,7 @@ static void mqtt_parser_type0_after_valid_packet_rejected(void **state)
     assert_int_equal(mqtt_parser_next(&ps, data, sizeof data, &used, 100, &r, &why), 1);
     assert_int_equal(used, 2);
     assert_int_equal(r.hdr, 0xc0);
-    assert_int_equal(mqtt_parser_next(&ps, data + 2, 2, &used, 100, &r, &why),
-                     MQTT_ERR_MALFORMED);
+    assert_int_equal(mqtt_parser_next(&ps, data + 2, 2, &used, 100, &r, &why), MQTT_ERR_MALFORMED);
     mqtt_parser_reset(&ps);
 }
 
@@ -988,20 +984,15 @@ static void mqtt_parser_reset_frees_partial_packet(void **state)
 static void mqtt_check_client_header_flags_per_type(void **state)
 {
     (void)state;
-    static const uint8_t client_types[] = {MQTT_CONNECT, MQTT_PUBACK, MQTT_PUBREC,
-                                           MQTT_PUBREL, MQTT_PUBCOMP,
-                                           MQTT_SUBSCRIBE, MQTT_UNSUBSCRIBE,
-                                           MQTT_PINGREQ, MQTT_DISCONNECT};
+    static const uint8_t client_types[] = {MQTT_CONNECT,     MQTT_PUBACK,  MQTT_PUBREC,
+                                           MQTT_PUBREL,      MQTT_PUBCOMP, MQTT_SUBSCRIBE,
+                                           MQTT_UNSUBSCRIBE, MQTT_PINGREQ, MQTT_DISCONNECT};
     for (size_t i = 0; i < sizeof client_types; i++) {
         uint8_t t = client_types[i];
-        uint8_t want = (t == MQTT_PUBREL || t == MQTT_SUBSCRIBE ||
-                        t == MQTT_UNSUBSCRIBE)
-                           ? 2
-                           : 0;
+        uint8_t want = (t == MQTT_PUBREL || t == MQTT_SUBSCRIBE || t == MQTT_UNSUBSCRIBE) ? 2 : 0;
         for (uint8_t f = 0; f < 16; f++) {
             const char *why = NULL;
-            int rc = mqtt_check_client_header((uint8_t)(t << 4 | f),
-                                              MQTT_PROTO_V311, &why);
+            int rc = mqtt_check_client_header((uint8_t)(t << 4 | f), MQTT_PROTO_V311, &why);
             assert_int_equal(rc, f == want ? MQTT_OK : MQTT_ERR_MALFORMED);
             if (rc != MQTT_OK)
                 assert_non_null(why);
@@ -1013,8 +1004,7 @@ static void mqtt_check_client_header_connect_flags_rejected(void **state)
 {
     (void)state;
     const char *why = NULL;
-    assert_int_equal(mqtt_check_client_header(0x11, MQTT_PROTO_V311, &why),
-                     MQTT_ERR_MALFORMED);
+    assert_int_equal(mqtt_check_client_header(0x11, MQTT_PROTO_V311, &why), MQTT_ERR_MALFORMED);
     assert_why(why, "[MQTT-2.2.2-1]");
 }
 
@@ -1022,8 +1012,7 @@ static void mqtt_check_client_header_pubrel_flags_rejected(void **state)
 {
     (void)state;
     const char *why = NULL;
-    assert_int_equal(mqtt_check_client_header(0x60, MQTT_PROTO_V311, &why),
-                     MQTT_ERR_MALFORMED);
+    assert_int_equal(mqtt_check_client_header(0x60, MQTT_PROTO_V311, &why), MQTT_ERR_MALFORMED);
     assert_why(why, "[MQTT-3.6.1-1]");
     assert_int_equal(mqtt_check_client_header(0x62, MQTT_PROTO_V311, &why), MQTT_OK);
 }
@@ -1035,8 +1024,7 @@ static void mqtt_check_client_header_publish_flags(void **state)
         const char *why = NULL;
         uint8_t qos = (f >> 1) & 3, dup = f >> 3;
         int want = qos == 3 || (dup && qos == 0) ? MQTT_ERR_MALFORMED : MQTT_OK;
-        assert_int_equal(mqtt_check_client_header((uint8_t)(0x30 | f),
-                                                  MQTT_PROTO_V311, &why),
+        assert_int_equal(mqtt_check_client_header((uint8_t)(0x30 | f), MQTT_PROTO_V311, &why),
                          want);
     }
 }
@@ -1044,17 +1032,16 @@ static void mqtt_check_client_header_publish_flags(void **state)
 static void mqtt_check_client_header_server_types_rejected(void **state)
 {
     (void)state;
-    static const uint8_t server_types[] = {MQTT_CONNACK, MQTT_SUBACK,
-                                           MQTT_UNSUBACK, MQTT_PINGRESP};
+    static const uint8_t server_types[] = {MQTT_CONNACK, MQTT_SUBACK, MQTT_UNSUBACK, MQTT_PINGRESP};
     for (size_t i = 0; i < sizeof server_types; i++) {
         const char *why = NULL;
-        assert_int_equal(mqtt_check_client_header((uint8_t)(server_types[i] << 4),
-                                                  MQTT_PROTO_V311, &why),
-                         MQTT_ERR_PROTOCOL);
+        assert_int_equal(
+            mqtt_check_client_header((uint8_t)(server_types[i] << 4), MQTT_PROTO_V311, &why),
+            MQTT_ERR_PROTOCOL);
         assert_non_null(why);
-        assert_int_equal(mqtt_check_client_header((uint8_t)(server_types[i] << 4),
-                                                  MQTT_PROTO_V31, &why),
-                         MQTT_ERR_PROTOCOL);
+        assert_int_equal(
+            mqtt_check_client_header((uint8_t)(server_types[i] << 4), MQTT_PROTO_V31, &why),
+            MQTT_ERR_PROTOCOL);
     }
 }
 
@@ -1062,22 +1049,18 @@ static void mqtt_check_client_header_auth_rejected_before_v5(void **state)
 {
     (void)state;
     const char *why = NULL;
-    assert_int_equal(mqtt_check_client_header(0xf0, MQTT_PROTO_V311, &why),
-                     MQTT_ERR_PROTOCOL);
+    assert_int_equal(mqtt_check_client_header(0xf0, MQTT_PROTO_V311, &why), MQTT_ERR_PROTOCOL);
     assert_non_null(why);
-    assert_int_equal(mqtt_check_client_header(0xf0, MQTT_PROTO_V31, &why),
-                     MQTT_ERR_PROTOCOL);
+    assert_int_equal(mqtt_check_client_header(0xf0, MQTT_PROTO_V31, &why), MQTT_ERR_PROTOCOL);
     assert_int_equal(mqtt_check_client_header(0xf0, MQTT_PROTO_V5, &why), MQTT_OK);
-    assert_int_equal(mqtt_check_client_header(0xf1, MQTT_PROTO_V5, &why),
-                     MQTT_ERR_MALFORMED);
+    assert_int_equal(mqtt_check_client_header(0xf1, MQTT_PROTO_V5, &why), MQTT_ERR_MALFORMED);
 }
 
 static void mqtt_check_client_header_type0_rejected(void **state)
 {
     (void)state;
     const char *why = NULL;
-    assert_int_equal(mqtt_check_client_header(0x00, MQTT_PROTO_V311, &why),
-                     MQTT_ERR_MALFORMED);
+    assert_int_equal(mqtt_check_client_header(0x00, MQTT_PROTO_V311, &why), MQTT_ERR_MALFORMED);
     assert_non_null(why);
 }
 
@@ -1370,12 +1353,16 @@ static void mqtt_decode_connect_malformed_wins_over_client_id(void **state)
 static void mqtt_decode_connect_every_truncation_rejected(void **state)
 {
     (void)state;
-    mqtt_connect_opts_t o = {.proto = MQTT_PROTO_V311, .clean_session = 1,
-                             .keepalive = 5, .client_id = "cid",
-                             .username = "user", .password = "pass",
+    mqtt_connect_opts_t o = {.proto = MQTT_PROTO_V311,
+                             .clean_session = 1,
+                             .keepalive = 5,
+                             .client_id = "cid",
+                             .username = "user",
+                             .password = "pass",
                              .will_topic = "w/t",
                              .will_payload = (const uint8_t *)"wp",
-                             .will_payload_len = 2, .will_qos = 1};
+                             .will_payload_len = 2,
+                             .will_qos = 1};
     for (int v = 0; v < 2; v++) {
         uint8_t buf[128];
         o.proto = v ? MQTT_PROTO_V31 : MQTT_PROTO_V311;
@@ -1718,7 +1705,11 @@ static void mqtt_decode_subscribe_too_many_filters_rejected(void **state)
         body[0] = 0;
         body[1] = 1;
         for (uint32_t i = 0; i < filters; i++)
-            memcpy(body + 2 + 4 * i, "\x00\x01" "a" "\x01", 4);
+            memcpy(body + 2 + 4 * i,
+                   "\x00\x01"
+                   "a"
+                   "\x01",
+                   4);
         mqtt_raw_t r = {.hdr = 0x82, .len = len, .body = body};
         mqtt_sub_iter_t it;
         const char *why = NULL;
@@ -1726,8 +1717,7 @@ static void mqtt_decode_subscribe_too_many_filters_rejected(void **state)
             assert_int_equal(mqtt_decode_subscribe(&r, &it, &why), MQTT_OK);
             assert_int_equal(it.count, 65535);
         } else {
-            assert_int_equal(mqtt_decode_subscribe(&r, &it, &why),
-                             MQTT_ERR_MALFORMED);
+            assert_int_equal(mqtt_decode_subscribe(&r, &it, &why), MQTT_ERR_MALFORMED);
             assert_non_null(why);
         }
         free(body);
@@ -1933,11 +1923,9 @@ static void mqtt_decode_connack_length_not_2_rejected(void **state)
 {
     (void)state;
     const char *why = NULL;
-    assert_int_equal(connack((const uint8_t *)"\x00\x00\x00", 3, 0x20, &why),
-                     MQTT_ERR_MALFORMED);
+    assert_int_equal(connack((const uint8_t *)"\x00\x00\x00", 3, 0x20, &why), MQTT_ERR_MALFORMED);
     assert_why(why, "[MQTT-3.2.1]");
-    assert_int_equal(connack((const uint8_t *)"\x00", 1, 0x20, &why),
-                     MQTT_ERR_MALFORMED);
+    assert_int_equal(connack((const uint8_t *)"\x00", 1, 0x20, &why), MQTT_ERR_MALFORMED);
     assert_int_equal(connack(NULL, 0, 0x20, &why), MQTT_ERR_MALFORMED);
 }
 
@@ -1945,8 +1933,7 @@ static void mqtt_decode_connack_flags_rejected(void **state)
 {
     (void)state;
     const char *why = NULL;
-    assert_int_equal(connack((const uint8_t *)"\x00\x00", 2, 0x21, &why),
-                     MQTT_ERR_MALFORMED);
+    assert_int_equal(connack((const uint8_t *)"\x00\x00", 2, 0x21, &why), MQTT_ERR_MALFORMED);
     assert_why(why, "[MQTT-2.2.2-1]");
 }
 
@@ -1954,8 +1941,7 @@ static void mqtt_decode_connack_reserved_ack_flags_rejected(void **state)
 {
     (void)state;
     const char *why = NULL;
-    assert_int_equal(connack((const uint8_t *)"\x02\x00", 2, 0x20, &why),
-                     MQTT_ERR_MALFORMED);
+    assert_int_equal(connack((const uint8_t *)"\x02\x00", 2, 0x20, &why), MQTT_ERR_MALFORMED);
     assert_why(why, "[MQTT-3.2.2.2]");
 }
 
@@ -1963,19 +1949,16 @@ static void mqtt_decode_connack_reserved_return_code_rejected(void **state)
 {
     (void)state;
     const char *why = NULL;
-    assert_int_equal(connack((const uint8_t *)"\x00\x06", 2, 0x20, &why),
-                     MQTT_ERR_MALFORMED);
+    assert_int_equal(connack((const uint8_t *)"\x00\x06", 2, 0x20, &why), MQTT_ERR_MALFORMED);
     assert_why(why, "[MQTT-3.2.2.3]");
-    assert_int_equal(connack((const uint8_t *)"\x00\xff", 2, 0x20, &why),
-                     MQTT_ERR_MALFORMED);
+    assert_int_equal(connack((const uint8_t *)"\x00\xff", 2, 0x20, &why), MQTT_ERR_MALFORMED);
 }
 
 static void mqtt_decode_connack_session_present_with_error_rejected(void **state)
 {
     (void)state;
     const char *why = NULL;
-    assert_int_equal(connack((const uint8_t *)"\x01\x05", 2, 0x20, &why),
-                     MQTT_ERR_PROTOCOL);
+    assert_int_equal(connack((const uint8_t *)"\x01\x05", 2, 0x20, &why), MQTT_ERR_PROTOCOL);
     assert_why(why, "[MQTT-3.2.2-4]");
 }
 
@@ -2044,16 +2027,16 @@ static void mqtt_utf8_valid_accepts_well_formed(void **state)
     (void)state;
     assert_true(mqtt_utf8_valid(NULL, 0));
     assert_true(utf8("plain ascii/topic"));
-    assert_true(utf8("\xc2\x80"));          /* U+0080 */
-    assert_true(utf8("\xdf\xbf"));          /* U+07FF */
-    assert_true(utf8("\xe0\xa0\x80"));      /* U+0800 */
-    assert_true(utf8("\xed\x9f\xbf"));      /* U+D7FF */
-    assert_true(utf8("\xee\x80\x80"));      /* U+E000 */
-    assert_true(utf8("\xef\xbb\xbf"));      /* U+FEFF, kept [MQTT-1.5.3-3] */
-    assert_true(utf8("\xef\xbf\xbf"));      /* U+FFFF */
-    assert_true(utf8("\xf0\x90\x80\x80"));  /* U+10000 */
-    assert_true(utf8("\xf4\x8f\xbf\xbf"));  /* U+10FFFF */
-    assert_true(utf8("\x01\x1f\x7f"));      /* controls: SHOULD NOT, allowed */
+    assert_true(utf8("\xc2\x80"));         /* U+0080 */
+    assert_true(utf8("\xdf\xbf"));         /* U+07FF */
+    assert_true(utf8("\xe0\xa0\x80"));     /* U+0800 */
+    assert_true(utf8("\xed\x9f\xbf"));     /* U+D7FF */
+    assert_true(utf8("\xee\x80\x80"));     /* U+E000 */
+    assert_true(utf8("\xef\xbb\xbf"));     /* U+FEFF, kept [MQTT-1.5.3-3] */
+    assert_true(utf8("\xef\xbf\xbf"));     /* U+FFFF */
+    assert_true(utf8("\xf0\x90\x80\x80")); /* U+10000 */
+    assert_true(utf8("\xf4\x8f\xbf\xbf")); /* U+10FFFF */
+    assert_true(utf8("\x01\x1f\x7f"));     /* controls: SHOULD NOT, allowed */
 }
 
 static void mqtt_utf8_valid_rejects_overlong(void **state)
@@ -2142,9 +2125,9 @@ static void mqtt_utf8_valid_every_code_point(void **state)
 static void mqtt_topic_filter_valid_accepts(void **state)
 {
     (void)state;
-    static const char *good[] = {"#", "+", "/", "a", "a/b/c", "a/+/c", "a/#",
-                                 "+/+", "/#", "+/#", "a//b", "/+", "+/",
-                                 "$SYS/#", "sport/tennis/+", "\xc3\xa9/+"};
+    static const char *good[] = {
+        "#",   "+",    "/",  "a",  "a/b/c",  "a/+/c",          "a/#",       "+/+", "/#",
+        "+/#", "a//b", "/+", "+/", "$SYS/#", "sport/tennis/+", "\xc3\xa9/+"};
     for (size_t i = 0; i < sizeof good / sizeof good[0]; i++)
         if (!filter_ok(good[i]))
             fail_msg("filter \"%s\" rejected", good[i]);
@@ -2153,8 +2136,7 @@ static void mqtt_topic_filter_valid_accepts(void **state)
 static void mqtt_topic_filter_valid_rejects_misplaced_hash(void **state)
 {
     (void)state;
-    static const char *bad[] = {"a#", "#a", "a/#/b", "#/", "#/a", "a/b#", "##",
-                                "a/#/#"};
+    static const char *bad[] = {"a#", "#a", "a/#/b", "#/", "#/a", "a/b#", "##", "a/#/#"};
     for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++)
         if (filter_ok(bad[i]))
             fail_msg("filter \"%s\" accepted", bad[i]);

@@ -59,8 +59,7 @@ static void assert_conf_equal(const conf_t *a, const conf_t *b)
         assert_int_equal(a->listeners[i].proxy_protocol, b->listeners[i].proxy_protocol);
         assert_int_equal(a->listeners[i].handshake_timeout, b->listeners[i].handshake_timeout);
         assert_int_equal(a->listeners[i].tls_min_version, b->listeners[i].tls_min_version);
-        assert_int_equal(a->listeners[i].require_client_cert,
-                         b->listeners[i].require_client_cert);
+        assert_int_equal(a->listeners[i].require_client_cert, b->listeners[i].require_client_cert);
         assert_string_equal(a->listeners[i].cert_file, b->listeners[i].cert_file);
         assert_string_equal(a->listeners[i].key_file, b->listeners[i].key_file);
         assert_string_equal(a->listeners[i].ca_file, b->listeners[i].ca_file);
@@ -148,7 +147,8 @@ static void test_units(void **state)
     expect_error("mqtt:\n  max_inflight: 5k\n", 2, "mqtt.max_inflight");
     expect_error("mqtt:\n  max_packet_size: KB\n", 2, "mqtt.max_packet_size");
     expect_error("mqtt:\n  max_packet_size: 1T\n", 2, "mqtt.max_packet_size");
-    expect_error("limits:\n  max_queued_bytes: 99999999999999999999KB\n", 2, "limits.max_queued_bytes");
+    expect_error("limits:\n  max_queued_bytes: 99999999999999999999KB\n", 2,
+                 "limits.max_queued_bytes");
     expect_error("mqtt:\n  retry_interval: \"30s\"\n", 2, "mqtt.retry_interval");
 }
 
@@ -161,9 +161,11 @@ static void test_did_you_mean(void **state)
     assert_int_equal(load_yaml(&c, "mqtt:\n  max_infligth: 5\n", err, sizeof(err)), -1);
     assert_non_null(strstr(err, "unknown key (did you mean \"max_inflight\"?)"));
     conf_defaults(&c);
-    assert_int_equal(load_yaml(&c, "listeners:\n  - name: a\n    port: 1\n    adress: ::1\n",
-                               err, sizeof(err)), -1);
-    assert_non_null(strstr(err, ":4: listeners[0].adress: unknown key (did you mean \"address\"?)"));
+    assert_int_equal(
+        load_yaml(&c, "listeners:\n  - name: a\n    port: 1\n    adress: ::1\n", err, sizeof(err)),
+        -1);
+    assert_non_null(
+        strstr(err, ":4: listeners[0].adress: unknown key (did you mean \"address\"?)"));
     conf_defaults(&c);
     assert_int_equal(load_yaml(&c, "persistance:\n  enabled: true\n", err, sizeof(err)), -1);
     assert_non_null(strstr(err, "did you mean \"persistence\"?"));
@@ -206,7 +208,9 @@ static void test_example_file(void **state)
 #ifdef ANTENNA_SOURCE_DIR
         ANTENNA_SOURCE_DIR "/config.example.yaml",
 #endif
-        "config.example.yaml", "../config.example.yaml", "../../config.example.yaml",
+        "config.example.yaml",
+        "../config.example.yaml",
+        "../../config.example.yaml",
     };
     const char *path = NULL;
     for (size_t i = 0; i < sizeof(candidates) / sizeof(candidates[0]); i++) {
@@ -394,8 +398,7 @@ static void test_listener_transport(void **state)
                  "listeners[0].ws_path");
     expect_error("listeners:\n  - port: 1\n    transport: ws\n    ws_max_frame: 8\n", 4,
                  "listeners[0].ws_max_frame");
-    expect_error("listeners:\n  - port: 1\n    ws_path: /mqtt\n", 3,
-                 "listeners[0].ws_path");
+    expect_error("listeners:\n  - port: 1\n    ws_path: /mqtt\n", 3, "listeners[0].ws_path");
     /* ws_allowed_origins: none = any; each a serialized origin */
     assert_int_equal(c.listeners[0].nws_allowed_origins, 0);
     expect_ok("listeners:\n  - port: 1\n    transport: ws\n    ws_allowed_origins:\n"
@@ -405,45 +408,43 @@ static void test_listener_transport(void **state)
     assert_int_equal(c.listeners[0].nws_allowed_origins, 3);
     assert_string_equal(c.listeners[0].ws_allowed_origins[1], "http://localhost:8080");
     expect_error("listeners:\n  - port: 1\n    transport: ws\n"
-                 "    ws_allowed_origins: [https://a.example/]\n", 4,
-                 "listeners[0].ws_allowed_origins");
+                 "    ws_allowed_origins: [https://a.example/]\n",
+                 4, "listeners[0].ws_allowed_origins");
     expect_error("listeners:\n  - port: 1\n    transport: ws\n"
-                 "    ws_allowed_origins: [a.example]\n", 4, "listeners[0].ws_allowed_origins");
+                 "    ws_allowed_origins: [a.example]\n",
+                 4, "listeners[0].ws_allowed_origins");
     expect_error("listeners:\n  - port: 1\n    transport: ws\n"
-                 "    ws_allowed_origins: [\"http://a:port\"]\n", 4,
-                 "listeners[0].ws_allowed_origins");
+                 "    ws_allowed_origins: [\"http://a:port\"]\n",
+                 4, "listeners[0].ws_allowed_origins");
     expect_error("listeners:\n  - port: 1\n    ws_allowed_origins: [http://a]\n", 3,
                  "listeners[0].ws_allowed_origins");
     expect_error("listeners:\n  - port: 1\n    transport: tls\n    cert_file: /c\n"
-                 "    key_file: /k\n    ws_max_frame: 100\n", 6,
-                 "listeners[0].ws_max_frame");
-    expect_error("listeners:\n  - port: 1\n    transport: quic\n", 3,
-                 "listeners[0].transport");
+                 "    key_file: /k\n    ws_max_frame: 100\n",
+                 6, "listeners[0].ws_max_frame");
+    expect_error("listeners:\n  - port: 1\n    transport: quic\n", 3, "listeners[0].transport");
     expect_error("listeners:\n  - port: 1\n    transport: tls\n    key_file: /k\n", 2,
                  "listeners[0].cert_file");
     expect_error("listeners:\n  - port: 1\n    transport: tls\n    cert_file: /c\n", 2,
                  "listeners[0].key_file");
     expect_error("listeners:\n  - port: 1\n    transport: tls\n    cert_file: /c\n"
-                 "    key_file: /k\n    require_client_cert: yes\n", 6,
-                 "listeners[0].ca_file");
-    expect_error("listeners:\n  - port: 1\n    cert_file: /c\n", 3,
-                 "listeners[0].cert_file");
+                 "    key_file: /k\n    require_client_cert: yes\n",
+                 6, "listeners[0].ca_file");
+    expect_error("listeners:\n  - port: 1\n    cert_file: /c\n", 3, "listeners[0].cert_file");
     expect_error("listeners:\n  - port: 1\n    cert_username: cn\n", 3,
                  "listeners[0].cert_username");
     expect_error("listeners:\n  - port: 1\n    transport: tls\n    cert_file: /c\n"
-                 "    key_file: /k\n    cert_username: cn\n", 6,
-                 "listeners[0].ca_file");
+                 "    key_file: /k\n    cert_username: cn\n",
+                 6, "listeners[0].ca_file");
     expect_error("listeners:\n  - port: 1\n    transport: tls\n    cert_file: /c\n"
-                 "    key_file: /k\n    ca_file: /ca\n    cert_username: uid\n", 7,
-                 "listeners[0].cert_username");
+                 "    key_file: /k\n    ca_file: /ca\n    cert_username: uid\n",
+                 7, "listeners[0].cert_username");
     expect_error("listeners:\n  - port: 1\n    tls_min_version: \"1.1\"\n", 3,
                  "listeners[0].tls_min_version");
     expect_error("listeners:\n  - port: 1\n    proxy_protocol: v3\n", 3,
                  "listeners[0].proxy_protocol");
     expect_error("listeners:\n  - port: 1\n    handshake_timeout: 0\n", 3,
                  "listeners[0].handshake_timeout");
-    expect_error("listeners:\n  - port: 1\n    ciphers: \"\"\n", 3,
-                 "listeners[0].ciphers");
+    expect_error("listeners:\n  - port: 1\n    ciphers: \"\"\n", 3, "listeners[0].ciphers");
 }
 
 static void test_max_listeners(void **state)
@@ -490,9 +491,12 @@ static void test_scalar_forms(void **state)
 {
     (void)state;
     conf_t c;
-    static const struct { const char *text; int value; } bools[] = {
-        {"true", 1}, {"false", 0}, {"yes", 1}, {"no", 0}, {"on", 1}, {"off", 0},
-        {"True", 1}, {"FALSE", 0}, {"Yes", 1}, {"OFF", 0},
+    static const struct {
+        const char *text;
+        int value;
+    } bools[] = {
+        {"true", 1}, {"false", 0}, {"yes", 1},   {"no", 0},  {"on", 1},
+        {"off", 0},  {"True", 1},  {"FALSE", 0}, {"Yes", 1}, {"OFF", 0},
     };
     for (size_t i = 0; i < sizeof(bools) / sizeof(bools[0]); i++) {
         char yaml[128];
@@ -500,8 +504,11 @@ static void test_scalar_forms(void **state)
         expect_ok(yaml, &c);
         assert_int_equal(c.allow_anonymous, bools[i].value);
     }
-    static const struct { const char *text; int level; } levels[] = {
-        {"error", AN_LOG_ERROR}, {"warn", AN_LOG_WARN}, {"info", AN_LOG_INFO},
+    static const struct {
+        const char *text;
+        int level;
+    } levels[] = {
+        {"error", AN_LOG_ERROR}, {"warn", AN_LOG_WARN},       {"info", AN_LOG_INFO},
         {"debug", AN_LOG_DEBUG}, {"\"debug\"", AN_LOG_DEBUG},
     };
     for (size_t i = 0; i < sizeof(levels) / sizeof(levels[0]); i++) {
@@ -530,8 +537,7 @@ static void test_scalar_forms(void **state)
     name[31] = '\0';
     memset(file, 'f', 255);
     file[255] = '\0';
-    snprintf(yaml, sizeof(yaml), "log: {file: %s}\nlisteners: [{name: %s, port: 1}]\n", file,
-             name);
+    snprintf(yaml, sizeof(yaml), "log: {file: %s}\nlisteners: [{name: %s, port: 1}]\n", file, name);
     expect_ok(yaml, &c);
     assert_string_equal(c.log_file, file);
     assert_string_equal(c.listeners[0].name, name);
@@ -551,15 +557,13 @@ static void test_integer_ranges(void **state)
         {"L", "port", "listeners[0].port", "0", "65535", NULL, "65536"},
         {"L", "max_connections", "listeners[0].max_connections", "0", "4294967295", NULL,
          "4294967296"},
-        {"mqtt", "max_packet_size", "mqtt.max_packet_size", "16", "268435455", "15",
-         "268435456"},
+        {"mqtt", "max_packet_size", "mqtt.max_packet_size", "16", "268435455", "15", "268435456"},
         {"mqtt", "connect_timeout", "mqtt.connect_timeout", "1", "3600", "0", "3601"},
         {"mqtt", "max_keepalive", "mqtt.max_keepalive", "1", "65535", "0", "65536"},
         {"mqtt", "max_inflight", "mqtt.max_inflight", "1", "65535", "0", "65536"},
         {"mqtt", "max_queued", "mqtt.max_queued", "0", "10000000", NULL, "10000001"},
         {"mqtt", "retry_interval", "mqtt.retry_interval", "1", "3600", "0", "3601"},
-        {"mqtt", "session_expiry", "mqtt.session_expiry", "0", "4294967295", NULL,
-         "4294967296"},
+        {"mqtt", "session_expiry", "mqtt.session_expiry", "0", "4294967295", NULL, "4294967296"},
         {"mqtt", "sys_interval", "mqtt.sys_interval", "0", "86400", NULL, "86401"},
     };
     for (size_t i = 0; i < sizeof(keys) / sizeof(keys[0]); i++) {
@@ -573,11 +577,11 @@ static void test_integer_ranges(void **state)
                 snprintf(yaml, sizeof(yaml), "# range\n\n%s: %s\n", keys[i].key, vals[j]);
             else if (strcmp(keys[i].section, "L") == 0)
                 snprintf(yaml, sizeof(yaml), "listeners:\n  - %s\n    %s: %s\n",
-                         strcmp(keys[i].key, "port") == 0 ? "name: x" : "port: 1",
-                         keys[i].key, vals[j]);
+                         strcmp(keys[i].key, "port") == 0 ? "name: x" : "port: 1", keys[i].key,
+                         vals[j]);
             else
-                snprintf(yaml, sizeof(yaml), "\n%s:\n  %s: %s\n", keys[i].section,
-                         keys[i].key, vals[j]);
+                snprintf(yaml, sizeof(yaml), "\n%s:\n  %s: %s\n", keys[i].section, keys[i].key,
+                         vals[j]);
             if (j < 2) {
                 conf_t c;
                 expect_ok(yaml, &c);
@@ -642,7 +646,8 @@ static void test_err_unknown_key(void **state)
     memset(key, 'k', 399);
     key[399] = '\0';
     snprintf(yaml, sizeof(yaml), "mqtt:\n  %s: 1\n", key);
-    expect_error(yaml, 2, "mqtt.kkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkk");
+    expect_error(yaml, 2,
+                 "mqtt.kkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkk");
 }
 
 static void test_err_duplicate_key(void **state)
@@ -665,7 +670,8 @@ static void test_err_wrong_type(void **state)
     expect_error("log:\n  level: [info]\n", 2, "log.level: expected a level name");
     expect_error("log:\n  file: {a: b}\n", 2, "log.file: expected a string");
     expect_error("mqtt:\n  allow_anonymous: [true]\n", 2, "mqtt.allow_anonymous: expected true");
-    expect_error("listeners:\n  - name: [a]\n    port: 1\n", 2, "listeners[0].name: expected a string");
+    expect_error("listeners:\n  - name: [a]\n    port: 1\n", 2,
+                 "listeners[0].name: expected a string");
     /* A scalar or a sequence where a mapping is expected. */
     expect_error("\nmqtt: 5\n", 2, "mqtt: expected a mapping, got a scalar");
     expect_error("log:\n  - level: info\n", 1, "log: expected a mapping, got a sequence");
@@ -711,8 +717,7 @@ static void test_err_bool_level(void **state)
     static const char *const bad[] = {"1", "0", "y", "n", "enabled", "\"true\"", "", "~"};
     for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
         char yaml[128];
-        snprintf(yaml, sizeof(yaml), "mqtt:\n  max_inflight: 1\n  allow_anonymous: %s\n",
-                 bad[i]);
+        snprintf(yaml, sizeof(yaml), "mqtt:\n  max_inflight: 1\n  allow_anonymous: %s\n", bad[i]);
         expect_error(yaml, 3, "mqtt.allow_anonymous: expected true or false");
     }
     expect_error("log:\n  level: verbose\n", 2, "log.level: unknown level \"verbose\"");
@@ -842,7 +847,8 @@ static void test_walk_listener_anonymous(void **state)
     conf_t c;
     expect_ok("mqtt:\n  allow_anonymous: false\nlisteners:\n  - port: 1\n"
               "  - port: 2\n    allow_anonymous: true\n  - port: 3\n"
-              "    allow_anonymous: false\n", &c);
+              "    allow_anonymous: false\n",
+              &c);
     struct walk_bools w = {0};
     conf_walk(&c, walk_bool_cb, &w);
     assert_int_equal(w.bad, 0);

@@ -56,8 +56,7 @@ static int teardown(void **state)
     return 0;
 }
 
-static hclient_t *client(harness_t *h, uint8_t proto, const char *id, int clean,
-                         uint32_t expiry)
+static hclient_t *client(harness_t *h, uint8_t proto, const char *id, int clean, uint32_t expiry)
 {
     hclient_t *c = hc_open(h, proto);
     int present = -1;
@@ -66,8 +65,8 @@ static hclient_t *client(harness_t *h, uint8_t proto, const char *id, int clean,
 }
 
 /* The next packet must be a PUBLISH of topic/payload at qos; its pid. */
-static uint16_t expect_publish(hclient_t *c, const char *topic, const char *payload,
-                               uint8_t qos, uint8_t dup)
+static uint16_t expect_publish(hclient_t *c, const char *topic, const char *payload, uint8_t qos,
+                               uint8_t dup)
 {
     hpkt_t p;
     hpub_t pub;

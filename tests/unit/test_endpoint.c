@@ -34,7 +34,7 @@ typedef struct {
 } delivery_t;
 
 typedef struct {
-    endpoint_t ep;  /* embedded, as in conn_t */
+    endpoint_t ep; /* embedded, as in conn_t */
     delivery_t d[16];
     size_t nd;
     struct {
@@ -50,7 +50,10 @@ typedef struct {
     int refuse_qos0;
 } rec_t;
 
-static rec_t *rec_of(const endpoint_t *ep) { return container_of(ep, rec_t, ep); }
+static rec_t *rec_of(const endpoint_t *ep)
+{
+    return container_of(ep, rec_t, ep);
+}
 
 static int rec_deliver(endpoint_t *ep, const msg_t *m, uint8_t qos, uint8_t retain, uint8_t dup,
                        uint16_t pid, const uint32_t *subids, uint32_t nsubids)
@@ -90,7 +93,10 @@ static void rec_close(endpoint_t *ep, ep_close_t why, const char *text)
     strncpy(r->text, text ? text : "", sizeof(r->text) - 1);
 }
 
-static size_t rec_backlog(const endpoint_t *ep) { return rec_of(ep)->backlog; }
+static size_t rec_backlog(const endpoint_t *ep)
+{
+    return rec_of(ep)->backlog;
+}
 
 static void rec_describe(const endpoint_t *ep, ep_info_t *out, char *peer, size_t size)
 {
@@ -103,9 +109,12 @@ static void rec_describe(const endpoint_t *ep, ep_info_t *out, char *peer, size_
     }
 }
 
-static const endpoint_ops_t rec_ops = {.name = "recorder", .deliver = rec_deliver,
-                                       .ack = rec_ack, .close = rec_close,
-                                       .backlog = rec_backlog, .describe = rec_describe};
+static const endpoint_ops_t rec_ops = {.name = "recorder",
+                                       .deliver = rec_deliver,
+                                       .ack = rec_ack,
+                                       .close = rec_close,
+                                       .backlog = rec_backlog,
+                                       .describe = rec_describe};
 
 static void rec_init(rec_t *r, uint16_t receive_max, uint8_t flags)
 {
@@ -162,8 +171,8 @@ static void deliver(fixture_t *f, sess_t *s, const char *topic, size_t payload, 
 {
     static const uint8_t zeros[256];
     assert_true(payload <= sizeof(zeros));
-    msg_t *m = msg_new((const uint8_t *)topic, (uint16_t)strlen(topic), zeros,
-                       (uint32_t)payload, qos, 0);
+    msg_t *m =
+        msg_new((const uint8_t *)topic, (uint16_t)strlen(topic), zeros, (uint32_t)payload, qos, 0);
     sess_deliver(f->w, s, m, qos, 0);
     msg_unref(&m);
 }
@@ -368,8 +377,7 @@ static void on_delivered(struct worker_s *w, event_kind_t kind, const void *data
 static void describe_feeds_events(void **state)
 {
     fixture_t *f = *state;
-    assert_int_equal(event_listen(&f->srv->events, EVENT_MESSAGE_DELIVERED, on_delivered, NULL),
-                     0);
+    assert_int_equal(event_listen(&f->srv->events, EVENT_MESSAGE_DELIVERED, on_delivered, NULL), 0);
     rec_t r;
     rec_init(&r, 10, 0);
     sess_t *s = new_session(f, "described", 0);

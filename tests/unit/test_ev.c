@@ -21,7 +21,7 @@
 
 #include "ev.h"
 
-#define container_of(p, type, member) ((type *)((char *)(p) - offsetof(type, member)))
+#define container_of(p, type, member) ((type *)((char *)(p)-offsetof(type, member)))
 
 /* A watcher with a record of its calls and an action to run in them. */
 typedef struct probe_s probe_t;
@@ -34,7 +34,7 @@ struct probe_s {
     int free_other;      /* ... and free it */
     int restart_other;   /* ... or start it again at once */
     int stop_self, free_self;
-    int *order;          /* shared call counter: when this one was called */
+    int *order; /* shared call counter: when this one was called */
     int seq;
 };
 
@@ -322,8 +322,8 @@ typedef struct {
     int idx;
 } many_t;
 static struct {
-    many_t **w;      /* NULL once freed */
-    int *calls;      /* by index, outside the structs */
+    many_t **w; /* NULL once freed */
+    int *calls; /* by index, outside the structs */
     int stop_pairs;
 } many;
 

@@ -137,16 +137,17 @@ static void test_conf_events_log(void **state)
     char err[512];
     conf_defaults(&c);
     assert_int_equal(c.events_log, 0); /* default: none */
-    assert_int_equal(load_yaml(&c, "events:\n  log: [client_connected, message_dropped]\n", err,
-                               sizeof(err)), 0);
-    assert_int_equal(c.events_log,
-                     (1u << EVENT_CLIENT_CONNECTED) | (1u << EVENT_MESSAGE_DROPPED));
+    assert_int_equal(
+        load_yaml(&c, "events:\n  log: [client_connected, message_dropped]\n", err, sizeof(err)),
+        0);
+    assert_int_equal(c.events_log, (1u << EVENT_CLIENT_CONNECTED) | (1u << EVENT_MESSAGE_DROPPED));
     assert_int_equal(load_yaml(&c, "events:\n  log: [all]\n", err, sizeof(err)), 0);
     assert_int_equal(c.events_log, (1u << EVENT_COUNT) - 1);
     assert_int_equal(load_yaml(&c, "events:\n  log: []\n", err, sizeof(err)), 0);
     assert_int_equal(c.events_log, 0);
-    assert_int_equal(load_yaml(&c, "events:\n  log:\n    - subscribed\n    - connected\n", err,
-                               sizeof(err)), -1);
+    assert_int_equal(
+        load_yaml(&c, "events:\n  log:\n    - subscribed\n    - connected\n", err, sizeof(err)),
+        -1);
     assert_non_null(strstr(err, ":4: events.log: unknown name \"connected\""));
     assert_int_equal(load_yaml(&c, "events:\n  log: client_connected\n", err, sizeof(err)), -1);
     assert_non_null(strstr(err, ":2: events.log: expected a sequence"));
@@ -157,10 +158,8 @@ static void test_conf_events_log(void **state)
 int main(void)
 {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_wanted_bits),
-        cmocka_unit_test(test_order_user_data),
-        cmocka_unit_test(test_limits_and_freeze),
-        cmocka_unit_test(test_names),
+        cmocka_unit_test(test_wanted_bits),       cmocka_unit_test(test_order_user_data),
+        cmocka_unit_test(test_limits_and_freeze), cmocka_unit_test(test_names),
         cmocka_unit_test(test_conf_events_log),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);

@@ -94,15 +94,16 @@ static void test_sess_table_client_ids(void **state)
     /* FNV-1a: all 256 in bucket 0; keyed: a handful at most */
     assert_true(longest <= 12);
     for (int i = 0; i < N; i++)
-        assert_ptr_equal(sess_table_find_id(&t, (const uint8_t *)v[i]->client_id,
-                                            v[i]->client_id_len), v[i]);
+        assert_ptr_equal(
+            sess_table_find_id(&t, (const uint8_t *)v[i]->client_id, v[i]->client_id_len), v[i]);
     assert_null(sess_table_find_id(&t, (const uint8_t *)"dev-x", 5));
     for (int i = 0; i < N; i += 2)
         sess_table_del(&t, v[i]);
     assert_int_equal(t.count, N / 2);
     for (int i = 0; i < N; i++)
-        assert_ptr_equal(sess_table_find_id(&t, (const uint8_t *)v[i]->client_id,
-                                            v[i]->client_id_len), i % 2 ? v[i] : NULL);
+        assert_ptr_equal(
+            sess_table_find_id(&t, (const uint8_t *)v[i]->client_id, v[i]->client_id_len),
+            i % 2 ? v[i] : NULL);
     sess_table_free(&t);
     for (int i = 0; i < N; i++)
         free(v[i]);

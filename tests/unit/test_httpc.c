@@ -56,7 +56,7 @@ typedef struct {
 
 struct srv {
     int lfd;
-    int stop_pipe[2];          /* readable once the server stops */
+    int stop_pipe[2]; /* readable once the server stops */
     uint16_t port;
     pthread_t accept_thread;
     pthread_mutex_t mu;
@@ -252,7 +252,7 @@ typedef struct {
     answer_t a[256];
     int n;
     pthread_t test_thread;
-    httpc_t *client;           /* for follow-ups */
+    httpc_t *client; /* for follow-ups */
     const char *follow_url;
 } box_t;
 
@@ -324,16 +324,21 @@ static const answer_t *box_find(box_t *b, int id)
     return NULL;
 }
 
-static int submit(httpc_t *c, box_t *b, int id, const char *method, const char *u,
-                  const char *body, uint64_t deadline_ms)
+static int submit(httpc_t *c, box_t *b, int id, const char *method, const char *u, const char *body,
+                  uint64_t deadline_ms)
 {
     static const char *const hdrs[] = {"X-Test: forty-two", NULL};
     tag_t *t = malloc(sizeof(*t));
     t->box = b;
     t->id = id;
-    httpc_req_t r = {.method = method, .url = u, .headers = hdrs, .body = body,
-                     .body_len = body ? strlen(body) : 0, .deadline_ms = deadline_ms,
-                     .done = on_done, .arg = t};
+    httpc_req_t r = {.method = method,
+                     .url = u,
+                     .headers = hdrs,
+                     .body = body,
+                     .body_len = body ? strlen(body) : 0,
+                     .deadline_ms = deadline_ms,
+                     .done = on_done,
+                     .arg = t};
     int rc = httpc_submit(c, &r);
     if (rc != HTTPC_QUEUED)
         free(t);
@@ -343,8 +348,11 @@ static int submit(httpc_t *c, box_t *b, int id, const char *method, const char *
 static httpc_t *client(size_t cap, uint32_t host_conns, uint32_t timeout_ms)
 {
     char err[200] = "";
-    httpc_opts_t o = {.queue_cap = cap, .max_host_conns = host_conns, .max_conns = host_conns,
-                      .timeout_ms = timeout_ms, .connect_timeout_ms = 1000};
+    httpc_opts_t o = {.queue_cap = cap,
+                      .max_host_conns = host_conns,
+                      .max_conns = host_conns,
+                      .timeout_ms = timeout_ms,
+                      .connect_timeout_ms = 1000};
     httpc_t *c = httpc_new(&o, err, sizeof(err));
     if (c == NULL)
         fail_msg("httpc_new: %s", err);
@@ -457,8 +465,8 @@ static void test_errors(void **state)
     (void)state;
     srv_t *s = srv_start();
     char err[200];
-    httpc_opts_t o = {.queue_cap = 16, .max_host_conns = 2, .timeout_ms = 5000,
-                      .max_response = 1000};
+    httpc_opts_t o = {
+        .queue_cap = 16, .max_host_conns = 2, .timeout_ms = 5000, .max_response = 1000};
     httpc_t *c = httpc_new(&o, err, sizeof(err));
     assert_non_null(c);
     box_t b;
@@ -565,8 +573,8 @@ static void on_done_follow(void *arg, const httpc_result_t *r)
         tag_t *n = malloc(sizeof(*n));
         n->box = b;
         n->id = id + 1;
-        httpc_req_t rq = {.url = b->follow_url, .done = id + 1 < 3 ? on_done_follow : on_done,
-                          .arg = n};
+        httpc_req_t rq = {
+            .url = b->follow_url, .done = id + 1 < 3 ? on_done_follow : on_done, .arg = n};
         if (httpc_submit(b->client, &rq) != HTTPC_QUEUED)
             free(n);
     }

@@ -38,11 +38,11 @@ typedef struct {
     pthread_mutex_t mu;
     pthread_cond_t cond;
     int gate_open;
-    uint32_t running;          /* run() calls waiting at the gate */
+    uint32_t running; /* run() calls waiting at the gate */
     uint32_t ran, dropped;
-    uint32_t order[4096];      /* seq of each run, in run order */
+    uint32_t order[4096]; /* seq of each run, in run order */
     int release_early;
-    jobq_t *q;                 /* for the bound check inside run() */
+    jobq_t *q; /* for the bound check inside run() */
     int free_jobs;
 } rec_t;
 
@@ -378,8 +378,8 @@ typedef struct {
 
 typedef struct {
     pthread_mutex_t mu;
-    uint32_t next[PRODUCERS];  /* next seq expected per producer (one consumer) */
-    uint8_t *seen;             /* [producer * PER_PRODUCER + seq] */
+    uint32_t next[PRODUCERS]; /* next seq expected per producer (one consumer) */
+    uint8_t *seen;            /* [producer * PER_PRODUCER + seq] */
     int out_of_order, twice;
     atomic_uint total;
     jobq_t *q;

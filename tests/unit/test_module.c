@@ -130,7 +130,8 @@ static void test_errors(void **state)
     expect_error("demo:\n  name: \"\"\n", "2: demo.name: must not be empty");
     expect_error("demo:\n  name: abcdefghijklmnopq\n",
                  "2: demo.name: too long (17 characters, max 15)");
-    expect_error("demo:\n  mode: odd\n", "2: demo.mode: unknown value \"odd\" (one of: fast, slow)");
+    expect_error("demo:\n  mode: odd\n",
+                 "2: demo.mode: unknown value \"odd\" (one of: fast, slow)");
     expect_error("demo:\n  count: 5\n  other: 1\n", "3: demo.other: unknown key");
     expect_error("demo:\n  count: 5\n  count: 6\n", "3: demo.count: duplicate key");
     expect_error("demo:\n  count: 5\ndemo:\n  count: 6\n", "3: demo: duplicate key");
@@ -163,8 +164,8 @@ typedef struct {
 static void show(void *ud, int kind, const char *key, const char *s, uint64_t u)
 {
     shown_t *o = ud;
-    o->len += (size_t)snprintf(o->text + o->len, sizeof(o->text) - o->len, "%d:%s:%s:%llu;",
-                               kind, key ? key : "-", s ? s : "-", (unsigned long long)u);
+    o->len += (size_t)snprintf(o->text + o->len, sizeof(o->text) - o->len, "%d:%s:%s:%llu;", kind,
+                               key ? key : "-", s ? s : "-", (unsigned long long)u);
 }
 
 static void test_walk(void **state)
@@ -197,8 +198,8 @@ static void test_module_list(void **state)
             assert_non_null(conf_section_values(c, (*m)->section));
     }
     assert_true(n >= 3);
-    assert_int_equal(load_yaml(c, "heartbeat:\n  interval: 5\n  topic: a/b\n", err,
-                               sizeof(err)), 0);
+    assert_int_equal(load_yaml(c, "heartbeat:\n  interval: 5\n  topic: a/b\n", err, sizeof(err)),
+                     0);
     assert_int_equal(load_yaml(c, "heartbeat:\n  topic: a/#\n", err, sizeof(err)), -1);
     assert_non_null(strstr(err, ":2: heartbeat.topic: \"a/#\": a topic to publish on has no "
                                 "wildcards"));
@@ -208,10 +209,8 @@ static void test_module_list(void **state)
 int main(void)
 {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_values_and_defaults),
-        cmocka_unit_test(test_errors),
-        cmocka_unit_test(test_add_refuses),
-        cmocka_unit_test(test_walk),
+        cmocka_unit_test(test_values_and_defaults), cmocka_unit_test(test_errors),
+        cmocka_unit_test(test_add_refuses),         cmocka_unit_test(test_walk),
         cmocka_unit_test(test_module_list),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);

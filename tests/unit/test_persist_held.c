@@ -96,8 +96,8 @@ static void empty_batches_count(void **state)
     (void)state;
     held_ring_t h = {0};
     uint16_t tag = 0, next = 0;
-    held_submitted(&h); /* batch 0: records only, nothing held */
-    held_submitted(&h); /* batch 1 */
+    held_submitted(&h);  /* batch 0: records only, nothing held */
+    held_submitted(&h);  /* batch 1 */
     hold_n(&h, &tag, 1); /* batch 2 */
     held_submitted(&h);
     held_committed(&h);

@@ -72,14 +72,12 @@ static void bb_props(bb_t *b, const bb_t *props)
     bb_raw(b, props->d, props->n);
 }
 
-static int parse(uint8_t where, uint8_t from, const bb_t *blk, mqtt_props_t *pr,
-                 const char **why)
+static int parse(uint8_t where, uint8_t from, const bb_t *blk, mqtt_props_t *pr, const char **why)
 {
     return mqtt_props_parse(blk->n ? blk->d : NULL, blk->n, where, from, pr, why);
 }
 
-static void expect_props(uint8_t where, uint8_t from, const bb_t *blk, int code,
-                         const char *rule)
+static void expect_props(uint8_t where, uint8_t from, const bb_t *blk, int code, const char *rule)
 {
     mqtt_props_t pr;
     const char *why = NULL;
@@ -117,17 +115,18 @@ static const struct {
     {0x19, MQTT_PT_BYTE, P(MQTT_CONNECT)},
     {0x1A, MQTT_PT_UTF8, P(MQTT_CONNACK)},
     {0x1C, MQTT_PT_UTF8, P(MQTT_CONNACK) | P(MQTT_DISCONNECT)},
-    {0x1F, MQTT_PT_UTF8, P(MQTT_CONNACK) | P_ACKS | P(MQTT_SUBACK) |
-                             P(MQTT_UNSUBACK) | P(MQTT_DISCONNECT) | P(MQTT_AUTH)},
+    {0x1F, MQTT_PT_UTF8,
+     P(MQTT_CONNACK) | P_ACKS | P(MQTT_SUBACK) | P(MQTT_UNSUBACK) | P(MQTT_DISCONNECT) |
+         P(MQTT_AUTH)},
     {0x21, MQTT_PT_U16, P(MQTT_CONNECT) | P(MQTT_CONNACK)},
     {0x22, MQTT_PT_U16, P(MQTT_CONNECT) | P(MQTT_CONNACK)},
     {0x23, MQTT_PT_U16, P(MQTT_PUBLISH)},
     {0x24, MQTT_PT_BYTE, P(MQTT_CONNACK)},
     {0x25, MQTT_PT_BYTE, P(MQTT_CONNACK)},
-    {0x26, MQTT_PT_PAIR, P(MQTT_CONNECT) | P(MQTT_CONNACK) | P(MQTT_PUBLISH) | PW |
-                             P_ACKS | P(MQTT_SUBSCRIBE) | P(MQTT_SUBACK) |
-                             P(MQTT_UNSUBSCRIBE) | P(MQTT_UNSUBACK) |
-                             P(MQTT_DISCONNECT) | P(MQTT_AUTH)},
+    {0x26, MQTT_PT_PAIR,
+     P(MQTT_CONNECT) | P(MQTT_CONNACK) | P(MQTT_PUBLISH) | PW | P_ACKS | P(MQTT_SUBSCRIBE) |
+         P(MQTT_SUBACK) | P(MQTT_UNSUBSCRIBE) | P(MQTT_UNSUBACK) | P(MQTT_DISCONNECT) |
+         P(MQTT_AUTH)},
     {0x27, MQTT_PT_U32, P(MQTT_CONNECT) | P(MQTT_CONNACK)},
     {0x28, MQTT_PT_BYTE, P(MQTT_CONNACK)},
     {0x29, MQTT_PT_BYTE, P(MQTT_CONNACK)},
@@ -172,8 +171,7 @@ static void check_place(uint8_t where)
         mqtt_props_t pr;
         const char *why = NULL;
         uint8_t id = spec[i].id;
-        uint8_t from = where == MQTT_CONNACK || where == MQTT_SUBACK ||
-                               where == MQTT_UNSUBACK ||
+        uint8_t from = where == MQTT_CONNACK || where == MQTT_SUBACK || where == MQTT_UNSUBACK ||
                                (where == MQTT_PUBLISH && id == MQTT_PROP_SUBSCRIPTION_ID)
                            ? MQTT_FROM_SERVER
                            : MQTT_FROM_CLIENT;
@@ -196,11 +194,11 @@ static void check_place(uint8_t where)
     }
 }
 
-#define PLACE_TEST(name, where)                                                \
-    static void props_identifiers_in_##name(void **state)                      \
-    {                                                                          \
-        (void)state;                                                           \
-        check_place(where);                                                    \
+#define PLACE_TEST(name, where)                                                                    \
+    static void props_identifiers_in_##name(void **state)                                          \
+    {                                                                                              \
+        (void)state;                                                                               \
+        check_place(where);                                                                        \
     }
 
 PLACE_TEST(connect, MQTT_CONNECT)
@@ -244,9 +242,8 @@ static void props_type_and_name_table(void **state)
 static void props_unknown_identifiers_malformed(void **state)
 {
     (void)state;
-    static const uint8_t unknown[] = {0x00, 0x04, 0x05, 0x06, 0x07, 0x0A, 0x0C,
-                                      0x10, 0x14, 0x1B, 0x1D, 0x1E, 0x20, 0x2B,
-                                      0x7F};
+    static const uint8_t unknown[] = {0x00, 0x04, 0x05, 0x06, 0x07, 0x0A, 0x0C, 0x10,
+                                      0x14, 0x1B, 0x1D, 0x1E, 0x20, 0x2B, 0x7F};
     for (size_t i = 0; i < sizeof unknown; i++) {
         bb_t b = {0};
         p_byte(&b, unknown[i], 0);
@@ -263,15 +260,13 @@ static void props_identifier_varint_forms(void **state)
     bb_u8(&b, 0x81);
     bb_u8(&b, 0x00);
     bb_u8(&b, 0x00);
-    expect_props(MQTT_PUBLISH, MQTT_FROM_CLIENT, &b, MQTT_ERR_MALFORMED,
-                 "[MQTT5-1.5.5-1]");
+    expect_props(MQTT_PUBLISH, MQTT_FROM_CLIENT, &b, MQTT_ERR_MALFORMED, "[MQTT5-1.5.5-1]");
     /* 0x80 0x01 = 128: a shortest form, but no such property. */
     b.n = 0;
     bb_u8(&b, 0x80);
     bb_u8(&b, 0x01);
     bb_u8(&b, 0x00);
-    expect_props(MQTT_PUBLISH, MQTT_FROM_CLIENT, &b, MQTT_ERR_MALFORMED,
-                 "[MQTT5 2.2.2.2] unknown");
+    expect_props(MQTT_PUBLISH, MQTT_FROM_CLIENT, &b, MQTT_ERR_MALFORMED, "[MQTT5 2.2.2.2] unknown");
     /* Identifier cut in the middle. */
     b.n = 0;
     bb_u8(&b, 0x80);
@@ -280,8 +275,7 @@ static void props_identifier_varint_forms(void **state)
     /* Five bytes. */
     b.n = 0;
     bb_raw(&b, "\x80\x80\x80\x80\x01", 5);
-    expect_props(MQTT_PUBLISH, MQTT_FROM_CLIENT, &b, MQTT_ERR_MALFORMED,
-                 "[MQTT5-1.5.5-1]");
+    expect_props(MQTT_PUBLISH, MQTT_FROM_CLIENT, &b, MQTT_ERR_MALFORMED, "[MQTT5-1.5.5-1]");
 }
 
 /* A second occurrence of every property that may appear once. */
@@ -367,8 +361,7 @@ static void props_subscription_identifier_rules(void **state)
     /* None in a PUBLISH from a client. */
     b.n = 0;
     p_varint(&b, MQTT_PROP_SUBSCRIPTION_ID, 5);
-    expect_props(MQTT_PUBLISH, MQTT_FROM_CLIENT, &b, MQTT_ERR_PROTOCOL,
-                 "[MQTT5-3.3.4-6]");
+    expect_props(MQTT_PUBLISH, MQTT_FROM_CLIENT, &b, MQTT_ERR_PROTOCOL, "[MQTT5-3.3.4-6]");
     assert_int_equal(parse(MQTT_SUBSCRIBE, MQTT_FROM_CLIENT, &b, &pr, &why), MQTT_OK);
     assert_int_equal(pr.sub_id, 5);
 
@@ -394,14 +387,12 @@ static void props_subscription_identifier_rules(void **state)
     b.n = 0;
     bb_u8(&b, MQTT_PROP_SUBSCRIPTION_ID);
     bb_raw(&b, "\xff\xff\xff\xff\x01", 5);
-    expect_props(MQTT_SUBSCRIBE, MQTT_FROM_CLIENT, &b, MQTT_ERR_MALFORMED,
-                 "[MQTT5-1.5.5-1]");
+    expect_props(MQTT_SUBSCRIBE, MQTT_FROM_CLIENT, &b, MQTT_ERR_MALFORMED, "[MQTT5-1.5.5-1]");
     /* Not the shortest form (5 as 0x85 0x00). */
     b.n = 0;
     bb_u8(&b, MQTT_PROP_SUBSCRIPTION_ID);
     bb_raw(&b, "\x85\x00", 2);
-    expect_props(MQTT_SUBSCRIBE, MQTT_FROM_CLIENT, &b, MQTT_ERR_MALFORMED,
-                 "[MQTT5-1.5.5-1]");
+    expect_props(MQTT_SUBSCRIBE, MQTT_FROM_CLIENT, &b, MQTT_ERR_MALFORMED, "[MQTT5-1.5.5-1]");
     /* Cut. */
     b.n = 0;
     bb_u8(&b, MQTT_PROP_SUBSCRIPTION_ID);
@@ -436,8 +427,7 @@ static void props_zero_or_one_bytes(void **state)
             if (v <= 1) {
                 mqtt_props_t pr;
                 const char *why = NULL;
-                assert_int_equal(parse(bools[i].where, MQTT_FROM_CLIENT, &b, &pr, &why),
-                                 MQTT_OK);
+                assert_int_equal(parse(bools[i].where, MQTT_FROM_CLIENT, &b, &pr, &why), MQTT_OK);
             } else {
                 expect_props(bools[i].where, MQTT_FROM_CLIENT, &b, MQTT_ERR_PROTOCOL,
                              bools[i].rule);
@@ -487,10 +477,8 @@ static void props_response_topic_must_be_topic_name(void **state)
     for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
         bb_t b = {0};
         p_str(&b, MQTT_PROP_RESPONSE_TOPIC, bad[i]);
-        expect_props(MQTT_PUBLISH, MQTT_FROM_CLIENT, &b, MQTT_ERR_PROTOCOL,
-                     "[MQTT5-3.3.2-14]");
-        expect_props(MQTT_PROPS_WILL, MQTT_FROM_CLIENT, &b, MQTT_ERR_PROTOCOL,
-                     "[MQTT5-3.3.2-14]");
+        expect_props(MQTT_PUBLISH, MQTT_FROM_CLIENT, &b, MQTT_ERR_PROTOCOL, "[MQTT5-3.3.2-14]");
+        expect_props(MQTT_PROPS_WILL, MQTT_FROM_CLIENT, &b, MQTT_ERR_PROTOCOL, "[MQTT5-3.3.2-14]");
     }
     bb_t b = {0};
     mqtt_props_t pr;
@@ -508,17 +496,28 @@ static void props_truncated_values_malformed(void **state)
         size_t n;
         uint8_t where;
     } cases[] = {
-        {"\x01", 1, MQTT_PUBLISH},                      /* Byte, no value */
-        {"\x23\x00", 2, MQTT_PUBLISH},                  /* Two Byte, one byte */
-        {"\x02\x00\x00\x01", 4, MQTT_PUBLISH},          /* Four Byte, three */
-        {"\x0b", 1, MQTT_SUBSCRIBE},                    /* VBI, none */
-        {"\x0b\x80", 2, MQTT_SUBSCRIBE},                /* VBI, continued */
-        {"\x03\x00", 2, MQTT_PUBLISH},                  /* string length cut */
-        {"\x03\x00\x05" "abcd", 7, MQTT_PUBLISH},       /* string past the end */
-        {"\x09\x00\x02" "a", 4, MQTT_PUBLISH},          /* binary past the end */
-        {"\x26\x00\x01" "k", 4, MQTT_PUBLISH},          /* pair without value */
-        {"\x26\x00\x01" "k\x00\x02" "v", 7, MQTT_PUBLISH}, /* pair value cut */
-        {"\x26\x00\x05" "k", 4, MQTT_PUBLISH},          /* pair name cut */
+        {"\x01", 1, MQTT_PUBLISH},             /* Byte, no value */
+        {"\x23\x00", 2, MQTT_PUBLISH},         /* Two Byte, one byte */
+        {"\x02\x00\x00\x01", 4, MQTT_PUBLISH}, /* Four Byte, three */
+        {"\x0b", 1, MQTT_SUBSCRIBE},           /* VBI, none */
+        {"\x0b\x80", 2, MQTT_SUBSCRIBE},       /* VBI, continued */
+        {"\x03\x00", 2, MQTT_PUBLISH},         /* string length cut */
+        {"\x03\x00\x05"
+         "abcd",
+         7, MQTT_PUBLISH}, /* string past the end */
+        {"\x09\x00\x02"
+         "a",
+         4, MQTT_PUBLISH}, /* binary past the end */
+        {"\x26\x00\x01"
+         "k",
+         4, MQTT_PUBLISH}, /* pair without value */
+        {"\x26\x00\x01"
+         "k\x00\x02"
+         "v",
+         7, MQTT_PUBLISH}, /* pair value cut */
+        {"\x26\x00\x05"
+         "k",
+         4, MQTT_PUBLISH}, /* pair name cut */
     };
     for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
         bb_t b = {0};
@@ -535,25 +534,21 @@ static void props_utf8_checked_binary_not(void **state)
     bb_t b = {0};
     bb_u8(&b, MQTT_PROP_CONTENT_TYPE);
     bb_strn(&b, bad, 3);
-    expect_props(MQTT_PUBLISH, MQTT_FROM_CLIENT, &b, MQTT_ERR_MALFORMED,
-                 "[MQTT5-1.5.4-1]");
+    expect_props(MQTT_PUBLISH, MQTT_FROM_CLIENT, &b, MQTT_ERR_MALFORMED, "[MQTT5-1.5.4-1]");
     b.n = 0;
     bb_u8(&b, MQTT_PROP_REASON_STRING);
     bb_strn(&b, "x\x00y", 3); /* U+0000 */
-    expect_props(MQTT_PUBACK, MQTT_FROM_CLIENT, &b, MQTT_ERR_MALFORMED,
-                 "[MQTT5-1.5.4-1]");
+    expect_props(MQTT_PUBACK, MQTT_FROM_CLIENT, &b, MQTT_ERR_MALFORMED, "[MQTT5-1.5.4-1]");
     b.n = 0;
     bb_u8(&b, MQTT_PROP_USER_PROPERTY);
     bb_strn(&b, bad, 3);
     bb_str(&b, "v");
-    expect_props(MQTT_PUBLISH, MQTT_FROM_CLIENT, &b, MQTT_ERR_MALFORMED,
-                 "[MQTT5-1.5.7-1]");
+    expect_props(MQTT_PUBLISH, MQTT_FROM_CLIENT, &b, MQTT_ERR_MALFORMED, "[MQTT5-1.5.7-1]");
     b.n = 0;
     bb_u8(&b, MQTT_PROP_USER_PROPERTY);
     bb_str(&b, "k");
     bb_strn(&b, "\xed\xa0\x80", 3); /* surrogate */
-    expect_props(MQTT_PUBLISH, MQTT_FROM_CLIENT, &b, MQTT_ERR_MALFORMED,
-                 "[MQTT5-1.5.7-1]");
+    expect_props(MQTT_PUBLISH, MQTT_FROM_CLIENT, &b, MQTT_ERR_MALFORMED, "[MQTT5-1.5.7-1]");
     /* Binary data is not UTF-8. */
     mqtt_props_t pr;
     const char *why = NULL;
@@ -574,44 +569,37 @@ static void props_read_property_length(void **state)
 
     /* Empty block. */
     buf[0] = 0;
-    assert_int_equal(mqtt_props_read(buf, 1, MQTT_PUBLISH, MQTT_FROM_CLIENT, &pr,
-                                     &used, &why),
+    assert_int_equal(mqtt_props_read(buf, 1, MQTT_PUBLISH, MQTT_FROM_CLIENT, &pr, &used, &why),
                      MQTT_OK);
     assert_int_equal(used, 1);
     assert_null(pr.raw);
     assert_int_equal(pr.present, 0);
     /* Missing. */
-    assert_int_equal(mqtt_props_read(buf, 0, MQTT_PUBLISH, MQTT_FROM_CLIENT, &pr,
-                                     &used, &why),
+    assert_int_equal(mqtt_props_read(buf, 0, MQTT_PUBLISH, MQTT_FROM_CLIENT, &pr, &used, &why),
                      MQTT_ERR_MALFORMED);
     assert_why(why, "[MQTT5 2.2.2.1] Property Length missing");
     /* Past the end. */
     memcpy(buf, "\x05\x23\x00\x01", 4);
-    assert_int_equal(mqtt_props_read(buf, 4, MQTT_PUBLISH, MQTT_FROM_CLIENT, &pr,
-                                     &used, &why),
+    assert_int_equal(mqtt_props_read(buf, 4, MQTT_PUBLISH, MQTT_FROM_CLIENT, &pr, &used, &why),
                      MQTT_ERR_MALFORMED);
     assert_why(why, "[MQTT5 2.2.2.1] Property Length runs past");
     /* Exactly fitting, with bytes after it (the payload) left alone. */
     memcpy(buf, "\x03\x23\x00\x01pay", 7);
-    assert_int_equal(mqtt_props_read(buf, 7, MQTT_PUBLISH, MQTT_FROM_CLIENT, &pr,
-                                     &used, &why),
+    assert_int_equal(mqtt_props_read(buf, 7, MQTT_PUBLISH, MQTT_FROM_CLIENT, &pr, &used, &why),
                      MQTT_OK);
     assert_int_equal(used, 4);
     assert_int_equal(pr.topic_alias, 1);
     /* Not the shortest form, five bytes, cut. */
     memcpy(buf, "\x80\x00", 2);
-    assert_int_equal(mqtt_props_read(buf, 2, MQTT_PUBLISH, MQTT_FROM_CLIENT, &pr,
-                                     &used, &why),
+    assert_int_equal(mqtt_props_read(buf, 2, MQTT_PUBLISH, MQTT_FROM_CLIENT, &pr, &used, &why),
                      MQTT_ERR_MALFORMED);
     assert_why(why, "[MQTT5-1.5.5-1]");
     memcpy(buf, "\xff\xff\xff\xff\x01", 5);
-    assert_int_equal(mqtt_props_read(buf, 5, MQTT_PUBLISH, MQTT_FROM_CLIENT, &pr,
-                                     &used, &why),
+    assert_int_equal(mqtt_props_read(buf, 5, MQTT_PUBLISH, MQTT_FROM_CLIENT, &pr, &used, &why),
                      MQTT_ERR_MALFORMED);
     assert_why(why, "[MQTT5-1.5.5-1]");
     memcpy(buf, "\xff\xff", 2);
-    assert_int_equal(mqtt_props_read(buf, 2, MQTT_PUBLISH, MQTT_FROM_CLIENT, &pr,
-                                     &used, &why),
+    assert_int_equal(mqtt_props_read(buf, 2, MQTT_PUBLISH, MQTT_FROM_CLIENT, &pr, &used, &why),
                      MQTT_ERR_MALFORMED);
     assert_why(why, "[MQTT5 2.2.2.1] Property Length missing or truncated");
     /* A two-byte length: 128 bytes of user properties. */
@@ -619,8 +607,7 @@ static void props_read_property_length(void **state)
     buf[1] = 0x01;
     for (int i = 0; i < 128; i += 8)
         memcpy(buf + 2 + i, "\x26\x00\x02kk\x00\x01v", 8);
-    assert_int_equal(mqtt_props_read(buf, 130, MQTT_PUBLISH, MQTT_FROM_CLIENT, &pr,
-                                     &used, &why),
+    assert_int_equal(mqtt_props_read(buf, 130, MQTT_PUBLISH, MQTT_FROM_CLIENT, &pr, &used, &why),
                      MQTT_OK);
     assert_int_equal(used, 130);
     assert_int_equal(pr.user_count, 16);
@@ -634,10 +621,8 @@ static void props_auth_data_needs_method_in_connect(void **state)
     const char *why = NULL;
     bb_u8(&b, MQTT_PROP_AUTH_DATA);
     bb_strn(&b, "\x01\x02", 2);
-    expect_props(MQTT_CONNECT, MQTT_FROM_CLIENT, &b, MQTT_ERR_PROTOCOL,
-                 "[MQTT5 3.1.2.11.10]");
-    assert_int_equal(parse(MQTT_CONNECT, MQTT_FROM_CLIENT, &b, &pr, &why),
-                     MQTT_ERR_PROTOCOL);
+    expect_props(MQTT_CONNECT, MQTT_FROM_CLIENT, &b, MQTT_ERR_PROTOCOL, "[MQTT5 3.1.2.11.10]");
+    assert_int_equal(parse(MQTT_CONNECT, MQTT_FROM_CLIENT, &b, &pr, &why), MQTT_ERR_PROTOCOL);
     assert_int_equal(pr.bad_id, MQTT_PROP_AUTH_DATA);
     /* Method after the data is fine: order carries no meaning. */
     p_str(&b, MQTT_PROP_AUTH_METHOD, "SCRAM-SHA-1");
@@ -655,8 +640,7 @@ static void props_session_expiry_in_disconnect_by_sender(void **state)
     p_u32(&b, MQTT_PROP_SESSION_EXPIRY, 30);
     assert_int_equal(parse(MQTT_DISCONNECT, MQTT_FROM_CLIENT, &b, &pr, &why), MQTT_OK);
     assert_int_equal(pr.session_expiry, 30);
-    expect_props(MQTT_DISCONNECT, MQTT_FROM_SERVER, &b, MQTT_ERR_PROTOCOL,
-                 "[MQTT5-3.14.2-2]");
+    expect_props(MQTT_DISCONNECT, MQTT_FROM_SERVER, &b, MQTT_ERR_PROTOCOL, "[MQTT5-3.14.2-2]");
 }
 
 static void props_defaults_and_fields(void **state)
@@ -664,9 +648,7 @@ static void props_defaults_and_fields(void **state)
     (void)state;
     mqtt_props_t pr;
     const char *why = NULL;
-    assert_int_equal(mqtt_props_parse(NULL, 0, MQTT_CONNACK, MQTT_FROM_SERVER, &pr,
-                                      &why),
-                     MQTT_OK);
+    assert_int_equal(mqtt_props_parse(NULL, 0, MQTT_CONNACK, MQTT_FROM_SERVER, &pr, &why), MQTT_OK);
     assert_int_equal(pr.present, 0);
     assert_int_equal(pr.receive_max, 65535);
     assert_int_equal(pr.max_qos, 2);
@@ -852,14 +834,13 @@ static void writer_measure_then_write(void **state)
     write_sample(&w);
     assert_int_equal(mqtt_pw_error(&w), 0);
     size_t n = mqtt_pw_len(&w);
-    static const uint8_t want[] = {
-        0x01, 0x01,                         /* payload format 1 */
-        0x02, 0x01, 0x02, 0x03, 0x04,       /* message expiry */
-        0x23, 0x05, 0x06,                   /* topic alias */
-        0x0b, 0x80, 0x80, 0x01,             /* subscription id 16384 */
-        0x03, 0x00, 0x02, 'c', 't',         /* content type */
-        0x09, 0x00, 0x02, 0x00, 0x01,       /* correlation data */
-        0x26, 0x00, 0x01, 'k', 0x00, 0x01, 'v'};
+    static const uint8_t want[] = {0x01, 0x01,                   /* payload format 1 */
+                                   0x02, 0x01, 0x02, 0x03, 0x04, /* message expiry */
+                                   0x23, 0x05, 0x06,             /* topic alias */
+                                   0x0b, 0x80, 0x80, 0x01,       /* subscription id 16384 */
+                                   0x03, 0x00, 0x02, 'c',  't',  /* content type */
+                                   0x09, 0x00, 0x02, 0x00, 0x01, /* correlation data */
+                                   0x26, 0x00, 0x01, 'k',  0x00, 0x01, 'v'};
     assert_int_equal(n, sizeof want);
     uint8_t buf[64];
     mqtt_pw_init(&w, buf, n);
@@ -870,8 +851,7 @@ static void writer_measure_then_write(void **state)
     /* It parses back (as a PUBLISH from the server: it has a sub id). */
     mqtt_props_t pr;
     const char *why = NULL;
-    assert_int_equal(mqtt_props_parse(buf, n, MQTT_PUBLISH, MQTT_FROM_SERVER, &pr, &why),
-                     MQTT_OK);
+    assert_int_equal(mqtt_props_parse(buf, n, MQTT_PUBLISH, MQTT_FROM_SERVER, &pr, &why), MQTT_OK);
     assert_int_equal(pr.message_expiry, 0x01020304);
     assert_int_equal(pr.topic_alias, 0x0506);
     assert_int_equal(pr.sub_id, 16384);
@@ -942,8 +922,7 @@ static void writer_copy_filters_and_keeps_order(void **state)
     assert_memory_equal(buf, b.d, b.n);
 
     /* Forwarding: no Topic Alias, an adjusted expiry, our sub id. */
-    uint64_t skip = MQTT_PROP_BIT(MQTT_PROP_TOPIC_ALIAS) |
-                    MQTT_PROP_BIT(MQTT_PROP_MESSAGE_EXPIRY);
+    uint64_t skip = MQTT_PROP_BIT(MQTT_PROP_TOPIC_ALIAS) | MQTT_PROP_BIT(MQTT_PROP_MESSAGE_EXPIRY);
     mqtt_pw_init(&w, NULL, 0);
     mqtt_pw_copy(&w, &in, skip);
     mqtt_pw_int(&w, MQTT_PROP_MESSAGE_EXPIRY, 40);
@@ -956,8 +935,7 @@ static void writer_copy_filters_and_keeps_order(void **state)
     assert_int_equal(mqtt_pw_error(&w), 0);
     assert_int_equal(mqtt_pw_len(&w), n);
     mqtt_props_t out;
-    assert_int_equal(mqtt_props_parse(buf, n, MQTT_PUBLISH, MQTT_FROM_SERVER, &out, &why),
-                     MQTT_OK);
+    assert_int_equal(mqtt_props_parse(buf, n, MQTT_PUBLISH, MQTT_FROM_SERVER, &out, &why), MQTT_OK);
     assert_false(mqtt_props_has(&out, MQTT_PROP_TOPIC_ALIAS));
     assert_int_equal(out.message_expiry, 40);
     assert_int_equal(out.sub_id, 9);
@@ -1014,14 +992,11 @@ static void reason_code_tables(void **state)
     assert_false(mqtt_reason_valid(MQTT_SUBACK, 1, MQTT_RC_NO_SUBSCRIPTION_EXISTED));
     assert_true(mqtt_reason_valid(MQTT_SUBACK, 1, MQTT_RC_GRANTED_QOS_2));
     assert_false(mqtt_reason_valid(MQTT_SUBACK, 1, 0x03));
-    assert_true(mqtt_reason_valid(MQTT_DISCONNECT, MQTT_FROM_CLIENT,
-                                  MQTT_RC_DISCONNECT_WITH_WILL));
-    assert_false(mqtt_reason_valid(MQTT_DISCONNECT, MQTT_FROM_SERVER,
-                                   MQTT_RC_DISCONNECT_WITH_WILL));
-    assert_true(mqtt_reason_valid(MQTT_DISCONNECT, MQTT_FROM_SERVER,
-                                  MQTT_RC_SESSION_TAKEN_OVER));
-    assert_false(mqtt_reason_valid(MQTT_DISCONNECT, MQTT_FROM_CLIENT,
-                                   MQTT_RC_SESSION_TAKEN_OVER));
+    assert_true(mqtt_reason_valid(MQTT_DISCONNECT, MQTT_FROM_CLIENT, MQTT_RC_DISCONNECT_WITH_WILL));
+    assert_false(
+        mqtt_reason_valid(MQTT_DISCONNECT, MQTT_FROM_SERVER, MQTT_RC_DISCONNECT_WITH_WILL));
+    assert_true(mqtt_reason_valid(MQTT_DISCONNECT, MQTT_FROM_SERVER, MQTT_RC_SESSION_TAKEN_OVER));
+    assert_false(mqtt_reason_valid(MQTT_DISCONNECT, MQTT_FROM_CLIENT, MQTT_RC_SESSION_TAKEN_OVER));
     assert_false(mqtt_reason_valid(MQTT_CONNACK, 1, MQTT_RC_BAD_AUTHENTICATION_METHOD + 1));
     assert_true(mqtt_reason_valid(MQTT_CONNACK, 1, MQTT_RC_BAD_AUTHENTICATION_METHOD));
 }
@@ -1068,8 +1043,7 @@ static void err_reason_mapping(void **state)
 #define CF_USER 0x80
 
 /* Variable header of a CONNECT up to its properties (level 5 adds them). */
-static void connect_vh(bb_t *b, const char *name, uint8_t level, uint8_t flags,
-                       const bb_t *props)
+static void connect_vh(bb_t *b, const char *name, uint8_t level, uint8_t flags, const bb_t *props)
 {
     bb_str(b, name);
     bb_u8(b, level);
@@ -1133,8 +1107,7 @@ static void connect_v5_refused_without_opt_in(void **state)
     assert_int_equal(mqtt_decode_connect(&r, &c, &why), MQTT_ERR_PROTOCOL_VERSION);
     assert_why(why, "[MQTT-3.1.2-2]");
     why = NULL;
-    assert_int_equal(mqtt_decode_connect_v5ok(&r, &c, 0, &why),
-                     MQTT_ERR_PROTOCOL_VERSION);
+    assert_int_equal(mqtt_decode_connect_v5ok(&r, &c, 0, &why), MQTT_ERR_PROTOCOL_VERSION);
     assert_why(why, "[MQTT-3.1.2-2]");
     assert_int_equal(mqtt_decode_connect_v5ok(&r, &c, 1, &why), MQTT_OK);
 }
@@ -1367,15 +1340,14 @@ static void connect_v5ok_levels_3_and_4_unchanged(void **state)
 
 /* ---- PUBLISH 5.0 ----------------------------------------------------------- */
 
-static int decode_publish5(uint8_t hdr, const bb_t *b, uint8_t from,
-                           mqtt_publish_t *p, const char **why)
+static int decode_publish5(uint8_t hdr, const bb_t *b, uint8_t from, mqtt_publish_t *p,
+                           const char **why)
 {
     mqtt_raw_t r = raw_of(hdr, b);
     return mqtt_decode_publish_from(&r, MQTT_PROTO_V5, from, p, why);
 }
 
-static void expect_publish5(uint8_t hdr, const bb_t *b, uint8_t from, int code,
-                            const char *rule)
+static void expect_publish5(uint8_t hdr, const bb_t *b, uint8_t from, int code, const char *rule)
 {
     mqtt_publish_t p;
     const char *why = NULL;
@@ -1532,8 +1504,7 @@ static void publish_proto4_ignores_properties(void **state)
     assert_int_equal(mqtt_decode_publish(&r, MQTT_PROTO_V311, &p, &why), MQTT_OK);
     assert_int_equal(p.payload_len, 1 + props.n + 2); /* all payload */
     assert_int_equal(p.props.present, 0);
-    assert_int_equal(mqtt_decode_publish_from(&r, MQTT_PROTO_V311, MQTT_FROM_SERVER,
-                                              &p, &why),
+    assert_int_equal(mqtt_decode_publish_from(&r, MQTT_PROTO_V311, MQTT_FROM_SERVER, &p, &why),
                      MQTT_OK);
     assert_int_equal(p.payload_len, 1 + props.n + 2);
     /* And an empty topic stays malformed for 3.1.1. */
@@ -1541,8 +1512,7 @@ static void publish_proto4_ignores_properties(void **state)
     bb_str(&b, "");
     bb_props(&b, &props);
     r = raw_of(0x30, &b);
-    assert_int_equal(mqtt_decode_publish(&r, MQTT_PROTO_V311, &p, &why),
-                     MQTT_ERR_MALFORMED);
+    assert_int_equal(mqtt_decode_publish(&r, MQTT_PROTO_V311, &p, &why), MQTT_ERR_MALFORMED);
     assert_why(why, "[MQTT-4.7.3-1]");
 }
 
@@ -1629,8 +1599,7 @@ static void ack_v5_reason_codes_per_type(void **state)
             bb_u16(&b, 1);
             bb_u8(&b, (uint8_t)rc);
             int ok = memchr(types[t].ok, (int)rc, types[t].n) != NULL;
-            expect_ack5(types[t].hdr, &b, ok ? MQTT_OK : MQTT_ERR_PROTOCOL,
-                        types[t].rule);
+            expect_ack5(types[t].hdr, &b, ok ? MQTT_OK : MQTT_ERR_PROTOCOL, types[t].rule);
         }
     }
 }
@@ -1760,8 +1729,7 @@ static void subscribe_v5_options_rules(void **state)
         else if ((o & 3) == 3)
             expect_sub5(0x82, &b, MQTT_ERR_PROTOCOL, "[MQTT5 3.8.3.1] SUBSCRIBE Maximum QoS 3");
         else if (((o >> 4) & 3) == 3)
-            expect_sub5(0x82, &b, MQTT_ERR_PROTOCOL,
-                        "[MQTT5 3.8.3.1] SUBSCRIBE Retain Handling 3");
+            expect_sub5(0x82, &b, MQTT_ERR_PROTOCOL, "[MQTT5 3.8.3.1] SUBSCRIBE Retain Handling 3");
         else
             expect_sub5(0x82, &b, MQTT_OK, NULL);
     }
@@ -1781,8 +1749,8 @@ static void subscribe_v5_options_rules(void **state)
 static void subscribe_v5_shared_filters(void **state)
 {
     (void)state;
-    static const char *const bad[] = {"$share//x", "$share/g", "$share/+/x",
-                                      "$share/g/", "$share/"};
+    static const char *const bad[] = {"$share//x", "$share/g", "$share/+/x", "$share/g/",
+                                      "$share/"};
     bb_t b = {0};
     for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
         sub5_one(&b, bad[i], 0);
@@ -1834,8 +1802,7 @@ static void subscribe_v5_property_rules(void **state)
     bb_props(&b, &props);
     bb_str(&b, "a");
     bb_u8(&b, 0);
-    expect_sub5(0x82, &b, MQTT_ERR_MALFORMED,
-                "[MQTT5 2.2.2.2] property not valid in SUBSCRIBE");
+    expect_sub5(0x82, &b, MQTT_ERR_MALFORMED, "[MQTT5 2.2.2.2] property not valid in SUBSCRIBE");
 
     /* Packet id only: no Property Length. */
     b.n = 0;
@@ -1883,8 +1850,7 @@ static void unsubscribe_v5_decodes(void **state)
     bb_u16(&b, 3);
     bb_props(&b, &props);
     bb_str(&b, "a");
-    expect_sub5(0xA2, &b, MQTT_ERR_MALFORMED,
-                "[MQTT5 2.2.2.2] property not valid in UNSUBSCRIBE");
+    expect_sub5(0xA2, &b, MQTT_ERR_MALFORMED, "[MQTT5 2.2.2.2] property not valid in UNSUBSCRIBE");
     b.n = 0;
     bb_u16(&b, 3);
     bb_u8(&b, 0);
@@ -1962,8 +1928,7 @@ static void disconnect_v5_forms(void **state)
 
     b.n = 0;
     r = raw_of(0xE1, &b);
-    assert_int_equal(mqtt_decode_disconnect_v5(&r, MQTT_FROM_CLIENT, &d, &why),
-                     MQTT_ERR_MALFORMED);
+    assert_int_equal(mqtt_decode_disconnect_v5(&r, MQTT_FROM_CLIENT, &d, &why), MQTT_ERR_MALFORMED);
     assert_why(why, "[MQTT-3.14.1-1]");
 }
 
@@ -1972,20 +1937,17 @@ static void disconnect_v5_reason_codes_by_sender(void **state)
     (void)state;
     static const uint8_t client[] = {0x00, 0x04, 0x80, 0x81, 0x82, 0x83, 0x90,
                                      0x93, 0x94, 0x95, 0x96, 0x97, 0x98, 0x99};
-    static const uint8_t server[] = {0x00, 0x80, 0x81, 0x82, 0x83, 0x87, 0x89,
-                                     0x8B, 0x8D, 0x8E, 0x8F, 0x90, 0x93, 0x94,
-                                     0x95, 0x96, 0x97, 0x98, 0x99, 0x9A, 0x9B,
-                                     0x9C, 0x9D, 0x9E, 0x9F, 0xA0, 0xA1, 0xA2};
+    static const uint8_t server[] = {0x00, 0x80, 0x81, 0x82, 0x83, 0x87, 0x89, 0x8B, 0x8D, 0x8E,
+                                     0x8F, 0x90, 0x93, 0x94, 0x95, 0x96, 0x97, 0x98, 0x99, 0x9A,
+                                     0x9B, 0x9C, 0x9D, 0x9E, 0x9F, 0xA0, 0xA1, 0xA2};
     for (unsigned rc = 0; rc < 256; rc++) {
         bb_t b = {0};
         bb_u8(&b, (uint8_t)rc);
         expect_disconnect5(&b, MQTT_FROM_CLIENT,
-                           memchr(client, (int)rc, sizeof client) ? MQTT_OK
-                                                                  : MQTT_ERR_PROTOCOL,
+                           memchr(client, (int)rc, sizeof client) ? MQTT_OK : MQTT_ERR_PROTOCOL,
                            "[MQTT5-3.14.2-1]");
         expect_disconnect5(&b, MQTT_FROM_SERVER,
-                           memchr(server, (int)rc, sizeof server) ? MQTT_OK
-                                                                  : MQTT_ERR_PROTOCOL,
+                           memchr(server, (int)rc, sizeof server) ? MQTT_OK : MQTT_ERR_PROTOCOL,
                            "[MQTT5-3.14.2-1]");
     }
 }
@@ -2065,8 +2027,7 @@ static void auth_forms_and_rules(void **state)
 
     /* The header check lets AUTH through at level 5 only. */
     assert_int_equal(mqtt_check_client_header(0xF0, MQTT_PROTO_V5, &why), MQTT_OK);
-    assert_int_equal(mqtt_check_client_header(0xF0, MQTT_PROTO_V311, &why),
-                     MQTT_ERR_PROTOCOL);
+    assert_int_equal(mqtt_check_client_header(0xF0, MQTT_PROTO_V311, &why), MQTT_ERR_PROTOCOL);
     /* Not AUTH. */
     b.n = 0;
     expect_auth(0xE0, &b, MQTT_ERR_MALFORMED, "packet handed to the wrong decoder");
@@ -2187,8 +2148,7 @@ static void suback_unsuback_v5_decode(void **state)
     bb_u16(&b, 4);
     bb_props(&b, &props);
     bb_u8(&b, 0);
-    expect_suback5(0x90, &b, MQTT_ERR_MALFORMED,
-                   "[MQTT5 2.2.2.2] property not valid in SUBACK");
+    expect_suback5(0x90, &b, MQTT_ERR_MALFORMED, "[MQTT5 2.2.2.2] property not valid in SUBACK");
     expect_suback5(0x92, &b, MQTT_ERR_MALFORMED, "[MQTT-2.2.2-1]");
 }
 
@@ -2243,12 +2203,21 @@ static void round_trip_connect_v5_full(void **state)
     size_t nw = build_props(fill_will, will, sizeof will);
     static const uint8_t wp[] = {0, 1, 2, 0xff};
     mqtt_connect_opts_t o = {
-        .proto = MQTT_PROTO_V5, .clean_session = 0, .keepalive = 30,
-        .client_id = "", .username = "user", .password = "pw",
-        .will_topic = "status/dev", .will_payload = wp, .will_payload_len = 4,
-        .will_qos = 2, .will_retain = 1,
-        .props = props, .props_len = (uint32_t)np,
-        .will_props = will, .will_props_len = (uint32_t)nw,
+        .proto = MQTT_PROTO_V5,
+        .clean_session = 0,
+        .keepalive = 30,
+        .client_id = "",
+        .username = "user",
+        .password = "pw",
+        .will_topic = "status/dev",
+        .will_payload = wp,
+        .will_payload_len = 4,
+        .will_qos = 2,
+        .will_retain = 1,
+        .props = props,
+        .props_len = (uint32_t)np,
+        .will_props = will,
+        .will_props_len = (uint32_t)nw,
     };
     size_t size = mqtt_connect_size(&o);
     uint8_t *buf = malloc(size);
@@ -2287,9 +2256,9 @@ static void round_trip_connect_v5_full(void **state)
 static void round_trip_connect_v5_minimal_bytes(void **state)
 {
     (void)state;
-    mqtt_connect_opts_t o = {.proto = MQTT_PROTO_V5, .clean_session = 1,
-                             .keepalive = 60, .client_id = "c"};
-    static const uint8_t want[] = {0x10, 0x0e, 0x00, 0x04, 'M', 'Q', 'T', 'T',
+    mqtt_connect_opts_t o = {
+        .proto = MQTT_PROTO_V5, .clean_session = 1, .keepalive = 60, .client_id = "c"};
+    static const uint8_t want[] = {0x10, 0x0e, 0x00, 0x04, 'M',  'Q',  'T',  'T',
                                    0x05, 0x02, 0x00, 0x3c, 0x00, 0x00, 0x01, 'c'};
     uint8_t buf[32];
     assert_int_equal(mqtt_connect_size(&o), sizeof want);
@@ -2314,9 +2283,13 @@ static void round_trip_connect_v311_ignores_v5_fields(void **state)
 {
     (void)state;
     static const uint8_t junk[] = {0x26, 0, 1, 'k', 0, 1, 'v'};
-    mqtt_connect_opts_t plain = {.proto = MQTT_PROTO_V311, .clean_session = 1,
-                                 .keepalive = 60, .client_id = "c", .username = "u",
-                                 .will_topic = "w", .will_payload = junk,
+    mqtt_connect_opts_t plain = {.proto = MQTT_PROTO_V311,
+                                 .clean_session = 1,
+                                 .keepalive = 60,
+                                 .client_id = "c",
+                                 .username = "u",
+                                 .will_topic = "w",
+                                 .will_payload = junk,
                                  .will_payload_len = 2};
     mqtt_connect_opts_t with = plain;
     with.props = junk;
@@ -2328,9 +2301,9 @@ static void round_trip_connect_v311_ignores_v5_fields(void **state)
     size_t n = mqtt_encode_connect(a, &plain);
     assert_int_equal(mqtt_encode_connect(b, &with), n);
     assert_memory_equal(a, b, n);
-    static const uint8_t want[] = {0x10, 0x17, 0x00, 0x04, 'M', 'Q', 'T', 'T', 0x04,
-                                   0x86, 0x00, 0x3c, 0x00, 0x01, 'c', 0x00, 0x01,
-                                   'w', 0x00, 0x02, 0x26, 0x00, 0x00, 0x01, 'u'};
+    static const uint8_t want[] = {0x10, 0x17, 0x00, 0x04, 'M',  'Q',  'T',  'T',  0x04,
+                                   0x86, 0x00, 0x3c, 0x00, 0x01, 'c',  0x00, 0x01, 'w',
+                                   0x00, 0x02, 0x26, 0x00, 0x00, 0x01, 'u'};
     assert_int_equal(n, sizeof want);
     assert_memory_equal(a, want, n);
 }
@@ -2357,10 +2330,10 @@ static void round_trip_publish_v5(void **state)
             size_t size = mqtt_publish_v5_size(5, qos, pl, sizeof payload);
             uint8_t *buf = malloc(size);
             assert_non_null(buf);
-            assert_int_equal(mqtt_encode_publish_v5(buf, (const uint8_t *)"a/b/c", 5, qos,
-                                                    1, qos ? 1 : 0, qos ? 77 : 0,
-                                                    with_props ? props : NULL, pl,
-                                                    payload, sizeof payload),
+            assert_int_equal(mqtt_encode_publish_v5(buf, (const uint8_t *)"a/b/c", 5, qos, 1,
+                                                    qos ? 1 : 0, qos ? 77 : 0,
+                                                    with_props ? props : NULL, pl, payload,
+                                                    sizeof payload),
                              size);
             mqtt_raw_t r = frame_one(buf, size);
             mqtt_publish_t p;
@@ -2384,8 +2357,7 @@ static void round_trip_publish_v5(void **state)
     static const uint8_t alias[] = {MQTT_PROP_TOPIC_ALIAS, 0, 9};
     size_t size = mqtt_publish_v5_size(0, 0, sizeof alias, 0);
     assert_int_equal(size, 1 + 1 + 2 + 1 + 3);
-    assert_int_equal(mqtt_encode_publish_v5(buf, NULL, 0, 0, 0, 0, 0, alias,
-                                            sizeof alias, NULL, 0),
+    assert_int_equal(mqtt_encode_publish_v5(buf, NULL, 0, 0, 0, 0, 0, alias, sizeof alias, NULL, 0),
                      size);
     mqtt_raw_t r = frame_one(buf, size);
     mqtt_publish_t p;
@@ -2406,8 +2378,8 @@ static void round_trip_publish_pass_through(void **state)
     size_t nin = build_props(fill_publish_in, in_props, sizeof in_props);
     size_t size = mqtt_publish_v5_size(3, 1, nin, 2);
     uint8_t in[256], out[256], fwd[128];
-    assert_int_equal(mqtt_encode_publish_v5(in, (const uint8_t *)"t/1", 3, 1, 0, 0, 5,
-                                            in_props, nin, (const uint8_t *)"hi", 2),
+    assert_int_equal(mqtt_encode_publish_v5(in, (const uint8_t *)"t/1", 3, 1, 0, 0, 5, in_props,
+                                            nin, (const uint8_t *)"hi", 2),
                      size);
     mqtt_raw_t r = frame_one(in, size);
     mqtt_publish_t p;
@@ -2423,8 +2395,8 @@ static void round_trip_publish_pass_through(void **state)
     assert_int_equal(mqtt_pw_error(&w), 0);
     size_t nf = mqtt_pw_len(&w);
     size_t osize = mqtt_publish_v5_size(p.topic.len, 1, nf, p.payload_len);
-    assert_int_equal(mqtt_encode_publish_v5(out, p.topic.p, p.topic.len, 1, 0, 0, 900,
-                                            fwd, nf, p.payload, p.payload_len),
+    assert_int_equal(mqtt_encode_publish_v5(out, p.topic.p, p.topic.len, 1, 0, 0, 900, fwd, nf,
+                                            p.payload, p.payload_len),
                      osize);
     mqtt_raw_t r2 = frame_one(out, osize);
     mqtt_publish_t q;
@@ -2467,9 +2439,8 @@ static void round_trip_acks_v5(void **state)
     static const uint8_t types[] = {MQTT_PUBACK, MQTT_PUBREC, MQTT_PUBREL, MQTT_PUBCOMP};
     for (size_t t = 0; t < 4; t++) {
         uint8_t type = types[t];
-        uint8_t err = type == MQTT_PUBREL || type == MQTT_PUBCOMP
-                          ? MQTT_RC_PACKET_ID_NOT_FOUND
-                          : MQTT_RC_NOT_AUTHORIZED;
+        uint8_t err = type == MQTT_PUBREL || type == MQTT_PUBCOMP ? MQTT_RC_PACKET_ID_NOT_FOUND
+                                                                  : MQTT_RC_NOT_AUTHORIZED;
         const struct {
             uint8_t reason;
             size_t props_len;
@@ -2511,9 +2482,8 @@ static void round_trip_suback_unsuback_v5(void **state)
     for (int with = 0; with <= 1; with++) {
         size_t pl = with ? np : 0;
         size_t size = mqtt_suback_v5_size(pl, sizeof sub_rcs);
-        assert_int_equal(mqtt_encode_suback_v5(buf, 12, with ? props : NULL, pl, sub_rcs,
-                                               sizeof sub_rcs),
-                         size);
+        assert_int_equal(
+            mqtt_encode_suback_v5(buf, 12, with ? props : NULL, pl, sub_rcs, sizeof sub_rcs), size);
         mqtt_raw_t r = frame_one(buf, size);
         assert_int_equal(r.hdr, 0x90);
         mqtt_suback_t s;
@@ -2525,9 +2495,9 @@ static void round_trip_suback_unsuback_v5(void **state)
         assert_int_equal(s.props.raw_len, pl);
 
         size = mqtt_suback_v5_size(pl, sizeof unsub_rcs);
-        assert_int_equal(mqtt_encode_unsuback_v5(buf, 13, with ? props : NULL, pl,
-                                                 unsub_rcs, sizeof unsub_rcs),
-                         size);
+        assert_int_equal(
+            mqtt_encode_unsuback_v5(buf, 13, with ? props : NULL, pl, unsub_rcs, sizeof unsub_rcs),
+            size);
         r = frame_one(buf, size);
         assert_int_equal(r.hdr, 0xB0);
         assert_int_equal(mqtt_decode_suback_v5(&r, &s, &why), MQTT_OK);
@@ -2558,8 +2528,7 @@ static void round_trip_disconnect_and_auth_v5(void **state)
     assert_int_equal(mqtt_encode_disconnect_v5(buf, 0, NULL, 0), 2);
     assert_memory_equal(buf, "\xe0\x00", 2);
     assert_int_equal(mqtt_disconnect_v5_size(MQTT_RC_DISCONNECT_WITH_WILL, 0), 3);
-    assert_int_equal(mqtt_encode_disconnect_v5(buf, MQTT_RC_DISCONNECT_WITH_WILL, NULL, 0),
-                     3);
+    assert_int_equal(mqtt_encode_disconnect_v5(buf, MQTT_RC_DISCONNECT_WITH_WILL, NULL, 0), 3);
     assert_memory_equal(buf, "\xe0\x01\x04", 3);
     r = frame_one(buf, 3);
     assert_int_equal(mqtt_decode_disconnect_v5(&r, MQTT_FROM_CLIENT, &d, &why), MQTT_OK);
@@ -2591,8 +2560,7 @@ static void round_trip_disconnect_and_auth_v5(void **state)
     mqtt_pw_str(&w, MQTT_PROP_AUTH_DATA, "r=abc", 5);
     np = mqtt_pw_len(&w);
     size = mqtt_auth_size(MQTT_RC_CONTINUE_AUTHENTICATION, np);
-    assert_int_equal(mqtt_encode_auth(buf, MQTT_RC_CONTINUE_AUTHENTICATION, props, np),
-                     size);
+    assert_int_equal(mqtt_encode_auth(buf, MQTT_RC_CONTINUE_AUTHENTICATION, props, np), size);
     r = frame_one(buf, size);
     assert_int_equal(mqtt_check_client_header(r.hdr, MQTT_PROTO_V5, &why), MQTT_OK);
     assert_int_equal(mqtt_decode_auth(&r, &a, &why), MQTT_OK);
@@ -2661,8 +2629,8 @@ static void round_trip_subscribe_unsubscribe_v5(void **state)
             const uint8_t o = MQTT_SUBOPT_MAKE(2, 1, 0, 1);
             size_t pl = with ? nu : 0;
             size_t size = mqtt_subscribe_v5_size(fl, ids[i], pl);
-            assert_int_equal(mqtt_encode_subscribe_v5(buf, 21, (const uint8_t *)filter, fl,
-                                                      o, ids[i], with ? user : NULL, pl),
+            assert_int_equal(mqtt_encode_subscribe_v5(buf, 21, (const uint8_t *)filter, fl, o,
+                                                      ids[i], with ? user : NULL, pl),
                              size);
             mqtt_raw_t r = frame_one(buf, size);
             assert_int_equal(r.hdr, 0x82);
@@ -2671,8 +2639,7 @@ static void round_trip_subscribe_unsubscribe_v5(void **state)
             assert_int_equal(mqtt_decode_subscribe_v5(&r, &it, &why), MQTT_OK);
             assert_int_equal(it.packet_id, 21);
             assert_int_equal(it.count, 1);
-            assert_int_equal(mqtt_props_has(&it.props, MQTT_PROP_SUBSCRIPTION_ID),
-                             ids[i] != 0);
+            assert_int_equal(mqtt_props_has(&it.props, MQTT_PROP_SUBSCRIPTION_ID), ids[i] != 0);
             assert_int_equal(it.props.sub_id, ids[i]);
             assert_int_equal(it.props.user_count, with ? 1 : 0);
             mqtt_str_t f;
@@ -2704,8 +2671,7 @@ static void round_trip_subscribe_unsubscribe_v5(void **state)
     /* A shared subscription survives the trip. */
     static const char shared[] = "$share/workers/jobs/+";
     size_t size = mqtt_subscribe_v5_size(sizeof shared - 1, 0, 0);
-    mqtt_encode_subscribe_v5(buf, 23, (const uint8_t *)shared, sizeof shared - 1, 1, 0,
-                             NULL, 0);
+    mqtt_encode_subscribe_v5(buf, 23, (const uint8_t *)shared, sizeof shared - 1, 1, 0, NULL, 0);
     mqtt_raw_t r = frame_one(buf, size);
     mqtt_sub_iter_t it;
     const char *why = NULL;

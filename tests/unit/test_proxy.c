@@ -106,7 +106,7 @@ static void test_v1_invalid(void **state)
         "PROXY\r\n",
         "proxy TCP4 1.2.3.4 1.2.3.5 1 2\r\n",
         "GET / HTTP/1.1\r\n",
-        "\x10\x0c\x00\x04MQTT",                             /* an MQTT CONNECT */
+        "\x10\x0c\x00\x04MQTT", /* an MQTT CONNECT */
     };
     for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
         proxy_result_t r;
@@ -135,8 +135,8 @@ static void test_v1_invalid(void **state)
     assert_int_equal(parse(ctl, strlen(ctl), 1, &r), -1);
 }
 
-static size_t v2(uint8_t *out, uint8_t ver_cmd, uint8_t fam, const uint8_t *addr,
-                 size_t alen, size_t tlvs)
+static size_t v2(uint8_t *out, uint8_t ver_cmd, uint8_t fam, const uint8_t *addr, size_t alen,
+                 size_t tlvs)
 {
     memcpy(out, SIG, 12);
     out[12] = ver_cmd;

@@ -34,8 +34,8 @@ static void record(void *ud, msg_t *m)
 
 static void put(retain_t *r, const char *topic, const char *payload)
 {
-    msg_t *m = msg_new((const uint8_t *)topic, (uint16_t)strlen(topic),
-                       (const uint8_t *)payload, (uint32_t)strlen(payload), 1, 1);
+    msg_t *m = msg_new((const uint8_t *)topic, (uint16_t)strlen(topic), (const uint8_t *)payload,
+                       (uint32_t)strlen(payload), 1, 1);
     retain_set(r, m);
     msg_unref(&m);
 }
@@ -80,7 +80,7 @@ static void retain_match_wildcards(void **state)
     (void)state;
     retain_t *r = retain_new();
     const char *topics[] = {"sport", "sport/tennis", "sport/tennis/p1", "sport/golf",
-                            "/lead", "a//b", "$SYS/x", "news"};
+                            "/lead", "a//b",         "$SYS/x",          "news"};
     for (size_t i = 0; i < sizeof(topics) / sizeof(*topics); i++)
         put(r, topics[i], "v");
     seen_t s = match(r, "#");
@@ -139,14 +139,15 @@ static void retain_counts_dollar_topics(void **state)
     put(r, "$SYS/broker/uptime", "1");
     put(r, "$SYS/broker/uptime", "2"); /* replaced: still one */
     put(r, "$SYS/broker/version", "x");
-    put(r, "a/$b", "1");               /* '$' not at the start */
+    put(r, "a/$b", "1"); /* '$' not at the start */
     assert_int_equal(retain_count(r), 3);
     assert_int_equal(retain_count_dollar(r), 2);
     put(r, "$SYS/broker/version", "");
     assert_int_equal(retain_count_dollar(r), 1);
     put(r, "$SYS/none", ""); /* clearing nothing changes nothing */
     assert_int_equal(retain_count_dollar(r), 1);
-    msg_t *m = msg_new_v5((const uint8_t *)"$x/exp", 6, NULL, 0, (const uint8_t *)"e", 1, 0, 1, 1000);
+    msg_t *m =
+        msg_new_v5((const uint8_t *)"$x/exp", 6, NULL, 0, (const uint8_t *)"e", 1, 0, 1, 1000);
     retain_set(r, m);
     msg_unref(&m);
     assert_int_equal(retain_count_dollar(r), 2);

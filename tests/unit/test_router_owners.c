@@ -76,8 +76,8 @@ static void rec_node(worker_t *w, uint64_t sid, uint16_t owner, msg_t *m, uint8_
     record(ROUTE_OWNER_NODE, sid, owner, m, qos, flags);
 }
 
-static void on_consumed(worker_t *w, router_consumer_t *c, msg_t *m, uint8_t qos,
-                        uint8_t flags, void *user)
+static void on_consumed(worker_t *w, router_consumer_t *c, msg_t *m, uint8_t qos, uint8_t flags,
+                        void *user)
 {
     assert_int_equal(w->id, 0);
     assert_ptr_equal(user, fx);
@@ -220,10 +220,10 @@ static void test_tagged_owners_dispatch(void **state)
     insert("t/#", (sub_ref_t){.sid = 5, .owner = 1, .opts = 1});
     insert("t/x", (sub_ref_t){.sid = 5, .owner = 1, .opts = 2});
     insert("t/+", (sub_ref_t){.sid = 6, .owner = 0, .opts = 1 | MQTT_SUBOPT_NO_LOCAL});
-    insert("t/#", (sub_ref_t){.sid = ROUTE_SID_NODE | 3, .owner = 3, .opts = 0,
-                              .kind = ROUTE_OWNER_NODE});
-    insert("t/x", (sub_ref_t){.sid = ROUTE_SID_NODE | 3, .owner = 3, .opts = 1,
-                              .kind = ROUTE_OWNER_NODE});
+    insert("t/#",
+           (sub_ref_t){.sid = ROUTE_SID_NODE | 3, .owner = 3, .opts = 0, .kind = ROUTE_OWNER_NODE});
+    insert("t/x",
+           (sub_ref_t){.sid = ROUTE_SID_NODE | 3, .owner = 3, .opts = 1, .kind = ROUTE_OWNER_NODE});
     router_consumer_t *c = router_consumer_new(srv, "test", &ops, f);
     assert_int_equal(router_consumer_subscribe(c, "t/x", 2), 0);
 
@@ -307,7 +307,8 @@ static void test_held_targets_keep_their_kind(void **state)
     router_consumer_t *c = router_consumer_new(srv, "test", &ops, f);
     route_target_t t[2] = {
         {.sid = 9, .owner = 0, .qos = 1, .flags = DLV_DURABLE, .kind = ROUTE_OWNER_LOCAL},
-        {.sid = ROUTE_SID_CONSUMER | (uint64_t)(uintptr_t)c, .qos = 1,
+        {.sid = ROUTE_SID_CONSUMER | (uint64_t)(uintptr_t)c,
+         .qos = 1,
          .kind = ROUTE_OWNER_CONSUMER}};
     msg_t *m = msg_new((const uint8_t *)"h", 1, NULL, 0, 1, 0);
     router_hand_targets(&srv->workers[0], m, t, 2);

@@ -65,8 +65,7 @@ static void rm_rf(const char *dir)
 static store_t *open_store(store_backend_kind_t kind, const char *path, store_sync_t sync,
                            uint32_t interval_ms, char *err, size_t errlen)
 {
-    store_opts_t o = {.backend = kind, .path = path, .sync = sync,
-                      .sync_interval_ms = interval_ms};
+    store_opts_t o = {.backend = kind, .path = path, .sync = sync, .sync_interval_ms = interval_ms};
     return store_open(&o, err, errlen);
 }
 
@@ -353,11 +352,17 @@ static void store_delete_prefix_drops_one_queue(void **state)
 
     /* a prefix ending in 0xff bytes still has a successor */
     b = store_batch_new();
-    store_batch_put(b, "y\xff\xff" "1", 4, "a", 1);
+    store_batch_put(b,
+                    "y\xff\xff"
+                    "1",
+                    4, "a", 1);
     store_batch_put(b, "z", 1, "keep", 4);
     assert_int_equal(store_batch_del_prefix(b, "y\xff\xff", 3), 0);
     assert_int_equal(store_submit_sync(s, b), 0);
-    assert_value(s, "y\xff\xff" "1", 4, NULL);
+    assert_value(s,
+                 "y\xff\xff"
+                 "1",
+                 4, NULL);
     ASSERT_VALUE(s, "z", "keep");
 
     /* prefixes without a successor are refused, the batch unchanged */
@@ -481,8 +486,7 @@ static void store_group_commit_under_load(void **state)
                      GC_THREADS * GC_BATCHES + 1);
     if (f->kind == STORE_BACKEND_ROCKSDB) {
         print_message("group commit: %d batches in %llu commits, largest group %llu\n",
-                      GC_THREADS * GC_BATCHES,
-                      (unsigned long long)(after.commits - before.commits),
+                      GC_THREADS * GC_BATCHES, (unsigned long long)(after.commits - before.commits),
                       (unsigned long long)after.max_group);
         assert_true(after.commits - before.commits < GC_THREADS * GC_BATCHES);
         assert_int_equal(after.syncs - before.syncs, after.commits - before.commits);
@@ -704,8 +708,11 @@ static void store_submit_from_callback(void **state)
 
 static size_t enc_retained(uint8_t *buf, size_t cap, const char *topic, uint64_t expiry)
 {
-    store_retained_t r = {.qos = 1, .expiry = expiry, .topic = (const uint8_t *)topic,
-                          .topic_len = strlen(topic), .payload = (const uint8_t *)"p",
+    store_retained_t r = {.qos = 1,
+                          .expiry = expiry,
+                          .topic = (const uint8_t *)topic,
+                          .topic_len = strlen(topic),
+                          .payload = (const uint8_t *)"p",
                           .payload_len = 1};
     return store_rec_encode_retained(&r, buf, cap);
 }
@@ -713,8 +720,11 @@ static size_t enc_retained(uint8_t *buf, size_t cap, const char *topic, uint64_t
 static void put_outmsg(store_batch_t *b, const char *cid, uint64_t seq, uint8_t st, uint64_t exp)
 {
     uint8_t k[STORE_KEY_MAX];
-    store_outmsg_t m = {.state = st, .qos = st == STORE_OUT_WAIT_PUBACK ? 1 : 2,
-                        .pid = st ? 5 : 0, .expiry = exp, .topic = (const uint8_t *)"t",
+    store_outmsg_t m = {.state = st,
+                        .qos = st == STORE_OUT_WAIT_PUBACK ? 1 : 2,
+                        .pid = st ? 5 : 0,
+                        .expiry = exp,
+                        .topic = (const uint8_t *)"t",
                         .topic_len = 1};
     size_t kl = store_key_queue(k, sizeof(k), cid, strlen(cid), seq);
     size_t vl = store_rec_encode_outmsg(&m, NULL, 0);
@@ -725,8 +735,11 @@ static void put_session(store_batch_t *b, const char *cid, uint64_t deadline)
 {
     uint8_t k[STORE_KEY_MAX], v[64];
     store_sub_t sub = {.filter = (const uint8_t *)"#", .filter_len = 1, .options = 1};
-    store_session_t ss = {.expiry_interval = 60, .expiry_deadline = deadline, .next_pid = 9,
-                          .nsubs = 1, .subs = &sub};
+    store_session_t ss = {.expiry_interval = 60,
+                          .expiry_deadline = deadline,
+                          .next_pid = 9,
+                          .nsubs = 1,
+                          .subs = &sub};
     size_t kl = store_key_session(k, sizeof(k), cid, strlen(cid));
     size_t vl = store_rec_encode_session(&ss, v, sizeof(v));
     store_batch_put(b, k, kl, v, vl);
@@ -756,8 +769,8 @@ static void store_expire_removes_expired_entries(void **state)
     put_session(b, "gone", now - 1);
     put_outmsg(b, "gone", 1, STORE_OUT_QUEUED, 0);
     put_session(b, "live", now + 100);
-    put_outmsg(b, "live", 1, STORE_OUT_QUEUED, now - 5);       /* expired: removed */
-    put_outmsg(b, "live", 2, STORE_OUT_WAIT_PUBREC, now - 5);  /* inflight: kept */
+    put_outmsg(b, "live", 1, STORE_OUT_QUEUED, now - 5);      /* expired: removed */
+    put_outmsg(b, "live", 2, STORE_OUT_WAIT_PUBREC, now - 5); /* inflight: kept */
     put_outmsg(b, "live", 3, STORE_OUT_QUEUED, now + 5);
     put_session(b, "online", 0);
     assert_int_equal(store_submit_sync(s, b), 0);
@@ -1035,8 +1048,8 @@ static void rocks_second_open_fails_on_lock(void **state)
 {
     fx_t *f = *state;
     char err[512] = "";
-    store_t *s2 = open_store(STORE_BACKEND_ROCKSDB, f->path, STORE_SYNC_ALWAYS, 0, err,
-                             sizeof(err));
+    store_t *s2 =
+        open_store(STORE_BACKEND_ROCKSDB, f->path, STORE_SYNC_ALWAYS, 0, err, sizeof(err));
     assert_null(s2);
     print_message("same process: %s\n", err);
     assert_non_null(strstr(err, f->path));
@@ -1062,8 +1075,7 @@ static void write_version(store_t *s, const void *v, size_t vl)
 static void expect_open_error(fx_t *f, const char *needle)
 {
     char err[512] = "";
-    store_t *s = open_store(STORE_BACKEND_ROCKSDB, f->path, STORE_SYNC_ALWAYS, 0, err,
-                            sizeof(err));
+    store_t *s = open_store(STORE_BACKEND_ROCKSDB, f->path, STORE_SYNC_ALWAYS, 0, err, sizeof(err));
     if (s != NULL) {
         store_close(s);
         fail_msg("open of %s succeeded, expected '%s'", f->path, needle);
@@ -1133,7 +1145,8 @@ static void rocks_corrupt_directory_fails(void **state)
     char cmd[512];
     snprintf(cmd, sizeof(cmd),
              "for x in %s/*; do head -c 4096 /dev/urandom > \"$x\"; done; "
-             "echo MANIFEST-000001 > %s/CURRENT", f->path, f->path);
+             "echo MANIFEST-000001 > %s/CURRENT",
+             f->path, f->path);
     assert_int_equal(system(cmd), 0);
     expect_open_error(f, f->path);
 
@@ -1340,8 +1353,8 @@ static void rocks_sigkill_keeps_every_acknowledged_batch(void **state)
         free(v);
     }
     int total = count_prefix(f->s, "c/", 2);
-    print_message("crash: %zu acknowledged before SIGKILL, all present; %d keys in the store\n",
-                  n, total);
+    print_message("crash: %zu acknowledged before SIGKILL, all present; %d keys in the store\n", n,
+                  total);
     assert_true((size_t)total >= n);
     free(acks);
 }
@@ -1358,12 +1371,12 @@ static int submit_big(store_t *s, const char *key, size_t vl)
     return store_submit_sync(s, b);
 }
 
-#define CHILD_CHECK(cond)                                                       \
-    do {                                                                        \
-        if (!(cond)) {                                                          \
-            fprintf(stderr, "enospc child: %s:%d: %s\n", __FILE__, __LINE__, #cond); \
-            return 1;                                                           \
-        }                                                                       \
+#define CHILD_CHECK(cond)                                                                          \
+    do {                                                                                           \
+        if (!(cond)) {                                                                             \
+            fprintf(stderr, "enospc child: %s:%d: %s\n", __FILE__, __LINE__, #cond);               \
+            return 1;                                                                              \
+        }                                                                                          \
     } while (0)
 
 /* In a private mount namespace: a 16 MiB tmpfs, a store on it, the disk
@@ -1476,8 +1489,8 @@ int main(int argc, char **argv)
 {
     if (argc == 3 && strcmp(argv[1], "--lock-child") == 0) {
         char err[512] = "";
-        store_t *s = open_store(STORE_BACKEND_ROCKSDB, argv[2], STORE_SYNC_ALWAYS, 0, err,
-                                sizeof(err));
+        store_t *s =
+            open_store(STORE_BACKEND_ROCKSDB, argv[2], STORE_SYNC_ALWAYS, 0, err, sizeof(err));
         if (s != NULL) {
             store_close(s);
             return 1;
@@ -1490,8 +1503,8 @@ int main(int argc, char **argv)
     if (argc == 3 && strcmp(argv[1], "--enospc-child") == 0)
         return enospc_child(argv[2]);
 
-#define BOTH(t)                                                                    \
-    cmocka_unit_test_prestate_setup_teardown(t, setup, teardown, &memory_kind),   \
+#define BOTH(t)                                                                                    \
+    cmocka_unit_test_prestate_setup_teardown(t, setup, teardown, &memory_kind),                    \
         cmocka_unit_test_prestate_setup_teardown(t, setup, teardown, &rocksdb_kind)
 #define ROCKS(t) cmocka_unit_test_prestate_setup_teardown(t, setup, teardown, &rocksdb_kind)
 

@@ -124,41 +124,50 @@ static void fill(store_t *s)
     for (size_t len = 0; len < 8; len++) { /* payloads of every base64 padding */
         char topic[16];
         snprintf(topic, sizeof(topic), "len/%zu", len);
-        store_retained_t r = {.qos = (uint8_t)(len % 3), .flags = (uint8_t)len,
+        store_retained_t r = {.qos = (uint8_t)(len % 3),
+                              .flags = (uint8_t)len,
                               .expiry = len ? 4000000000u + len : 0,
-                              .topic = (const uint8_t *)topic, .topic_len = strlen(topic),
-                              .props = props, .props_len = len % 2 ? sizeof(props) : 0,
-                              .payload = payload, .payload_len = len};
+                              .topic = (const uint8_t *)topic,
+                              .topic_len = strlen(topic),
+                              .props = props,
+                              .props_len = len % 2 ? sizeof(props) : 0,
+                              .payload = payload,
+                              .payload_len = len};
         size_t kl = store_key_retained(key, sizeof(key), topic, strlen(topic));
         size_t vl = store_rec_encode_retained(&r, NULL, 0);
         put(b, key, kl, vl, &v);
         store_rec_encode_retained(&r, v, vl);
     }
-    store_retained_t r = {.qos = 1, .topic = odd_topic, .topic_len = sizeof(odd_topic),
-                          .payload = payload, .payload_len = 3};
+    store_retained_t r = {.qos = 1,
+                          .topic = odd_topic,
+                          .topic_len = sizeof(odd_topic),
+                          .payload = payload,
+                          .payload_len = 3};
     size_t kl = store_key_retained(key, sizeof(key), odd_topic, sizeof(odd_topic));
     size_t vl = store_rec_encode_retained(&r, NULL, 0);
     put(b, key, kl, vl, &v);
     store_rec_encode_retained(&r, v, vl);
 
-    store_sub_t subs[2] = {{.filter = (const uint8_t *)"a/+/#", .filter_len = 5, .options = 0x2d,
-                            .sub_id = 268435455},
-                           {.filter = odd_topic, .filter_len = 2, .options = 0}};
-    store_session_t sess = {.flags = 3, .expiry_interval = UINT32_MAX, .next_pid = 65535,
-                            .nsubs = 2, .subs = subs};
+    store_sub_t subs[2] = {
+        {.filter = (const uint8_t *)"a/+/#", .filter_len = 5, .options = 0x2d, .sub_id = 268435455},
+        {.filter = odd_topic, .filter_len = 2, .options = 0}};
+    store_session_t sess = {
+        .flags = 3, .expiry_interval = UINT32_MAX, .next_pid = 65535, .nsubs = 2, .subs = subs};
     kl = store_key_session(key, sizeof(key), odd_cid, sizeof(odd_cid));
     vl = store_rec_encode_session(&sess, NULL, 0);
     put(b, key, kl, vl, &v);
     store_rec_encode_session(&sess, v, vl);
-    store_session_t empty = {.expiry_interval = 60, .expiry_deadline = 4000000000u,
-                             .next_pid = 1};
+    store_session_t empty = {.expiry_interval = 60, .expiry_deadline = 4000000000u, .next_pid = 1};
     kl = store_key_session(key, sizeof(key), "e", 1);
     vl = store_rec_encode_session(&empty, NULL, 0);
     put(b, key, kl, vl, &v);
     store_rec_encode_session(&empty, v, vl);
     /* version 2: an owner, and a known absence of one */
-    store_session_t owned = {.expiry_interval = 60, .next_pid = 7, .owner_known = true,
-                             .owner = (const uint8_t *)"alice", .owner_len = 5};
+    store_session_t owned = {.expiry_interval = 60,
+                             .next_pid = 7,
+                             .owner_known = true,
+                             .owner = (const uint8_t *)"alice",
+                             .owner_len = 5};
     kl = store_key_session(key, sizeof(key), "o1", 2);
     vl = store_rec_encode_session(&owned, NULL, 0);
     put(b, key, kl, vl, &v);
@@ -171,12 +180,17 @@ static void fill(store_t *s)
     store_rec_encode_session(&owned, v, vl);
 
     for (uint8_t st = STORE_OUT_QUEUED; st <= STORE_OUT_WAIT_PUBCOMP; st++) {
-        store_outmsg_t m = {.state = st, .qos = st == STORE_OUT_WAIT_PUBACK ? 1 : 2,
-                            .retain = st == 2, .dup = st != STORE_OUT_QUEUED,
+        store_outmsg_t m = {.state = st,
+                            .qos = st == STORE_OUT_WAIT_PUBACK ? 1 : 2,
+                            .retain = st == 2,
+                            .dup = st != STORE_OUT_QUEUED,
                             .pid = st == STORE_OUT_QUEUED ? 0 : (uint16_t)(100 + st),
-                            .expiry = st == 1 ? 4100000000u : 0, .topic = odd_topic,
-                            .topic_len = sizeof(odd_topic), .props = props,
-                            .props_len = sizeof(props), .payload = payload,
+                            .expiry = st == 1 ? 4100000000u : 0,
+                            .topic = odd_topic,
+                            .topic_len = sizeof(odd_topic),
+                            .props = props,
+                            .props_len = sizeof(props),
+                            .payload = payload,
                             .payload_len = (size_t)st + 4};
         kl = store_key_queue(key, sizeof(key), odd_cid, sizeof(odd_cid), 1000000007u + st);
         vl = store_rec_encode_outmsg(&m, NULL, 0);
@@ -184,7 +198,8 @@ static void fill(store_t *s)
         store_rec_encode_outmsg(&m, v, vl);
     }
     for (uint16_t pid = 1; pid <= 3; pid++) {
-        kl = store_key_incoming(key, sizeof(key), odd_cid, sizeof(odd_cid), (uint16_t)(pid * 20000));
+        kl =
+            store_key_incoming(key, sizeof(key), odd_cid, sizeof(odd_cid), (uint16_t)(pid * 20000));
         vl = store_rec_encode_incoming(NULL, 0);
         put(b, key, kl, vl, &v);
         store_rec_encode_incoming(v, vl);
@@ -271,8 +286,10 @@ static void wrong_version_refused(void **state)
     store_close(s);
     assert_int_equal(run(fx, out, sizeof(out), "export", fx->b, fx->file, NULL), 0);
 
-    const char *actions[][3] = {{"inspect", fx->a, NULL}, {"export", fx->a, fx->file},
-                                {"import", fx->a, fx->file}, {"compact", fx->a, NULL},
+    const char *actions[][3] = {{"inspect", fx->a, NULL},
+                                {"export", fx->a, fx->file},
+                                {"import", fx->a, fx->file},
+                                {"compact", fx->a, NULL},
                                 {"expire", fx->a, NULL}};
     for (size_t i = 0; i < sizeof(actions) / sizeof(actions[0]); i++) {
         int rc = run(fx, out, sizeof(out), actions[i][0], actions[i][1], actions[i][2], NULL);

@@ -55,10 +55,15 @@ static uint8_t *enc_outmsg(const store_outmsg_t *m, size_t *n)
 }
 
 static const store_retained_t sample_retained = {
-    .qos = 2, .flags = 0x5a, .expiry = 0x0102030405060708ull,
-    .topic = (const uint8_t *)"a/b/c", .topic_len = 5,
-    .props = (const uint8_t *)"\x01\x01", .props_len = 2,
-    .payload = (const uint8_t *)"hello\0world", .payload_len = 11,
+    .qos = 2,
+    .flags = 0x5a,
+    .expiry = 0x0102030405060708ull,
+    .topic = (const uint8_t *)"a/b/c",
+    .topic_len = 5,
+    .props = (const uint8_t *)"\x01\x01",
+    .props_len = 2,
+    .payload = (const uint8_t *)"hello\0world",
+    .payload_len = 11,
 };
 
 static store_sub_t sample_subs[] = {
@@ -68,14 +73,27 @@ static store_sub_t sample_subs[] = {
 };
 
 static const store_session_t sample_session = {
-    .flags = 0x81, .expiry_interval = 0xffffffffu, .expiry_deadline = 1700000000ull,
-    .next_pid = 65535, .nsubs = 3, .subs = sample_subs,
+    .flags = 0x81,
+    .expiry_interval = 0xffffffffu,
+    .expiry_deadline = 1700000000ull,
+    .next_pid = 65535,
+    .nsubs = 3,
+    .subs = sample_subs,
 };
 
 static const store_outmsg_t sample_outmsg = {
-    .state = STORE_OUT_WAIT_PUBCOMP, .qos = 2, .retain = true, .dup = true, .pid = 0xbeef,
-    .expiry = 99, .topic = (const uint8_t *)"t", .topic_len = 1,
-    .props = NULL, .props_len = 0, .payload = (const uint8_t *)"p", .payload_len = 1,
+    .state = STORE_OUT_WAIT_PUBCOMP,
+    .qos = 2,
+    .retain = true,
+    .dup = true,
+    .pid = 0xbeef,
+    .expiry = 99,
+    .topic = (const uint8_t *)"t",
+    .topic_len = 1,
+    .props = NULL,
+    .props_len = 0,
+    .payload = (const uint8_t *)"p",
+    .payload_len = 1,
 };
 
 /* ---- round trips ------------------------------------------------------ */

@@ -108,8 +108,9 @@ static void test_distinct_keys(void **state)
 {
     (void)state;
     tab_t t = {0};
-    const char *keys[] = {"a", "a/", "a/b", "$share/g/a/b", "$share/h/a/b", "$share/g/a/b/",
-                          "", "/", "+", "#", "a/+", "a/#", "+/+", "A/B", "a//b", "a/b/c"};
+    const char *keys[] = {
+        "a", "a/", "a/b", "$share/g/a/b", "$share/h/a/b", "$share/g/a/b/", "",     "/",
+        "+", "#",  "a/+", "a/#",          "+/+",          "A/B",           "a//b", "a/b/c"};
     size_t nk = sizeof(keys) / sizeof(keys[0]);
     for (size_t i = 0; i < nk; i++)
         add(&t, keys[i]);

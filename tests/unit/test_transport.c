@@ -89,8 +89,7 @@ static void test_tcp_read_write(void **state)
     close(sv[1]);
     int rc;
     rounds = 0;
-    while ((rc = rd(tp, sv[0], buf, sizeof(buf), &in)) == TP_OK &&
-           rounds++ < 10)
+    while ((rc = rd(tp, sv[0], buf, sizeof(buf), &in)) == TP_OK && rounds++ < 10)
         ;
     assert_int_equal(rc, TP_CLOSED);
     assert_string_equal(in.why, "connection closed by peer");

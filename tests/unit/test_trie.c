@@ -561,8 +561,8 @@ static void test_random_vs_brute(void **state)
                 if (!r || !alive[i])
                     continue;
                 if (k >= h.n || h.v[k].sid != i)
-                    fail_msg("trie: topic \"%s\" misses filter \"%s\" (sid %zu)", ts[j].s,
-                             fs[i].s, i);
+                    fail_msg("trie: topic \"%s\" misses filter \"%s\" (sid %zu)", ts[j].s, fs[i].s,
+                             i);
                 assert_int_equal(h.v[k].owner, i % 7);
                 k++;
             }
@@ -703,22 +703,18 @@ static void test_scale(void **state)
     assert_int_equal(trie_count(t), 0);
     assert_int_equal(trie_nodes(t), 1);
     double t3 = now_s();
-    print_message("scale: insert %.3fs, %zu+ matches %.3fs, remove %.3fs\n", t1 - t0, hits,
-                  t2 - t1, t3 - t2);
+    print_message("scale: insert %.3fs, %zu+ matches %.3fs, remove %.3fs\n", t1 - t0, hits, t2 - t1,
+                  t3 - t2);
     trie_free(t);
 }
 
 int main(void)
 {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_spec_examples),
-        cmocka_unit_test(test_wildcards_alone),
-        cmocka_unit_test(test_insert_replace),
-        cmocka_unit_test(test_crowd_churn),
-        cmocka_unit_test(test_remove_prune),
-        cmocka_unit_test(test_overlapping),
-        cmocka_unit_test(test_random_vs_brute),
-        cmocka_unit_test(test_deep),
+        cmocka_unit_test(test_spec_examples),   cmocka_unit_test(test_wildcards_alone),
+        cmocka_unit_test(test_insert_replace),  cmocka_unit_test(test_crowd_churn),
+        cmocka_unit_test(test_remove_prune),    cmocka_unit_test(test_overlapping),
+        cmocka_unit_test(test_random_vs_brute), cmocka_unit_test(test_deep),
         cmocka_unit_test(test_scale),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);

@@ -17,7 +17,7 @@
 
 #include "tw.h"
 
-#define container_of(p, type, member) ((type *)((char *)(p) - offsetof(type, member)))
+#define container_of(p, type, member) ((type *)((char *)(p)-offsetof(type, member)))
 
 static uint64_t rng_next(uint64_t *s)
 {
@@ -72,14 +72,40 @@ static void rec_init(rec_t *r, tw_t *w, int *counter)
 static void test_exact_ms(void **state)
 {
     (void)state;
-    static const uint64_t starts[] = {
-        0, 1, 63, 64, 4095, 4096, 262143, 1000000, ((uint64_t)1 << 36) - 1,
-        (uint64_t)1 << 36, 1732579200000ull, ((uint64_t)5 << 36) - 3};
-    static const uint64_t offs[] = {
-        1, 2, 63, 64, 65, 127, 128, 4095, 4096, 4097, 262143, 262144, 262145,
-        ((uint64_t)1 << 24) - 1, (uint64_t)1 << 24, ((uint64_t)1 << 24) + 1,
-        ((uint64_t)1 << 30) - 1, ((uint64_t)1 << 30) + 1, ((uint64_t)1 << 36) - 1,
-        (uint64_t)1 << 36, ((uint64_t)1 << 36) + 1, ((uint64_t)1 << 40) + 12345};
+    static const uint64_t starts[] = {0,
+                                      1,
+                                      63,
+                                      64,
+                                      4095,
+                                      4096,
+                                      262143,
+                                      1000000,
+                                      ((uint64_t)1 << 36) - 1,
+                                      (uint64_t)1 << 36,
+                                      1732579200000ull,
+                                      ((uint64_t)5 << 36) - 3};
+    static const uint64_t offs[] = {1,
+                                    2,
+                                    63,
+                                    64,
+                                    65,
+                                    127,
+                                    128,
+                                    4095,
+                                    4096,
+                                    4097,
+                                    262143,
+                                    262144,
+                                    262145,
+                                    ((uint64_t)1 << 24) - 1,
+                                    (uint64_t)1 << 24,
+                                    ((uint64_t)1 << 24) + 1,
+                                    ((uint64_t)1 << 30) - 1,
+                                    ((uint64_t)1 << 30) + 1,
+                                    ((uint64_t)1 << 36) - 1,
+                                    (uint64_t)1 << 36,
+                                    ((uint64_t)1 << 36) + 1,
+                                    ((uint64_t)1 << 40) + 12345};
     for (size_t i = 0; i < sizeof(starts) / sizeof(starts[0]); i++) {
         for (size_t j = 0; j < sizeof(offs) / sizeof(offs[0]); j++) {
             for (int mode = 0; mode < 3; mode++) {
@@ -230,7 +256,7 @@ typedef struct {
     int limit;
     uint64_t period;
     uint64_t last_now;
-    int past;          /* re-arm into the past instead */
+    int past;           /* re-arm into the past instead */
     tw_timer_t *victim; /* deleted by the callback */
     tw_timer_t *mover;  /* moved by the callback to now + 1000 */
 } cbt_t;
@@ -510,7 +536,7 @@ typedef struct {
     uint64_t armed_seq; /* advances started when armed */
     uint32_t gen;
     uint8_t pending;
-    uint8_t exact;      /* armed for after the wheel's now: fires at exp */
+    uint8_t exact; /* armed for after the wheel's now: fires at exp */
     uint32_t fired;
 } rtimer_t;
 
@@ -757,8 +783,8 @@ static void random_run(uint64_t seed)
     assert_int_equal(fired, c->fired_total);
     assert_true(c->fired_total >= N / 2);
     assert_true(c->cb_ops > 100);
-    print_message("random: %zu steps, %zu firings, %zu callback ops\n", steps,
-                  c->fired_total, c->cb_ops);
+    print_message("random: %zu steps, %zu firings, %zu callback ops\n", steps, c->fired_total,
+                  c->cb_ops);
     free(c->heap);
     free(c->tm);
     free(c);

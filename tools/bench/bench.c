@@ -51,7 +51,8 @@ static void on_signal(int sig)
 
 static void usage(FILE *out)
 {
-    fprintf(out,
+    fprintf(
+        out,
         "Usage: antenna-bench conn|pub|sub|pubsub [options]\n"
         "\n"
         "Modes:\n"
@@ -178,10 +179,40 @@ static void resolve(const char *host, bench_addr_t *out)
 static void parse_options(int argc, char **argv)
 {
     enum {
-        O_PUBC = 256, O_SUBC, O_PEND, O_IFADDR, O_SUBQOS, O_SUBTOPIC, O_RETAIN, O_EXPECT,
-        O_DRAIN, O_CTO, O_STO, O_PREFIX, O_JSON, O_QUIET, O_PROCS, O_TLS, O_WS, O_WSPATH, O_RECONNECT,
-        O_BBASE, O_BSTEPS, O_BMIN, O_BMAX, O_BJIT, O_UNTIL, O_READY, O_BPID, O_BPIDF, O_HELP,
-        O_E2E, O_TLSRES, O_CAFILE, O_CERT, O_KEY
+        O_PUBC = 256,
+        O_SUBC,
+        O_PEND,
+        O_IFADDR,
+        O_SUBQOS,
+        O_SUBTOPIC,
+        O_RETAIN,
+        O_EXPECT,
+        O_DRAIN,
+        O_CTO,
+        O_STO,
+        O_PREFIX,
+        O_JSON,
+        O_QUIET,
+        O_PROCS,
+        O_TLS,
+        O_WS,
+        O_WSPATH,
+        O_RECONNECT,
+        O_BBASE,
+        O_BSTEPS,
+        O_BMIN,
+        O_BMAX,
+        O_BJIT,
+        O_UNTIL,
+        O_READY,
+        O_BPID,
+        O_BPIDF,
+        O_HELP,
+        O_E2E,
+        O_TLSRES,
+        O_CAFILE,
+        O_CERT,
+        O_KEY
     };
     static const struct option opts[] = {
         {"host", required_argument, NULL, 'h'},
@@ -282,14 +313,30 @@ static void parse_options(int argc, char **argv)
     int c;
     while ((c = getopt_long(argc, argv, "h:p:c:R:V:q:s:r:t:C:k:u:P:F:L:d:w:", opts, NULL)) != -1) {
         switch (c) {
-        case 'h': hosts = optarg; break;
-        case 'p': ports = optarg; break;
-        case 'c': o->count = (uint32_t)parse_num(optarg, "--count", 0, 10000000); break;
-        case O_PUBC: pubc = (long)parse_num(optarg, "--pub-count", 0, 10000000); break;
-        case O_SUBC: subc = (long)parse_num(optarg, "--sub-count", 0, 10000000); break;
-        case 'R': o->conn_rate = parse_num(optarg, "--conn-rate", 0, 1e9); break;
-        case O_PEND: o->conn_pending = (uint32_t)parse_num(optarg, "--conn-pending", 1, 1e7); break;
-        case O_IFADDR: ifaddrs = optarg; break;
+        case 'h':
+            hosts = optarg;
+            break;
+        case 'p':
+            ports = optarg;
+            break;
+        case 'c':
+            o->count = (uint32_t)parse_num(optarg, "--count", 0, 10000000);
+            break;
+        case O_PUBC:
+            pubc = (long)parse_num(optarg, "--pub-count", 0, 10000000);
+            break;
+        case O_SUBC:
+            subc = (long)parse_num(optarg, "--sub-count", 0, 10000000);
+            break;
+        case 'R':
+            o->conn_rate = parse_num(optarg, "--conn-rate", 0, 1e9);
+            break;
+        case O_PEND:
+            o->conn_pending = (uint32_t)parse_num(optarg, "--conn-pending", 1, 1e7);
+            break;
+        case O_IFADDR:
+            ifaddrs = optarg;
+            break;
         case 'V': {
             int v = (int)parse_num(optarg, "--mqtt-version", 3, 5);
             if (v == 5)
@@ -297,48 +344,132 @@ static void parse_options(int argc, char **argv)
             o->version = (uint8_t)v;
             break;
         }
-        case 'q': o->qos = (uint8_t)parse_num(optarg, "--qos", 0, 2); break;
-        case O_SUBQOS: subqos = (long)parse_num(optarg, "--sub-qos", 0, 2); break;
-        case 's': o->size = (uint32_t)parse_num(optarg, "--size", 0, 256 * 1024 * 1024 - 65536); break;
-        case 'r': o->rate = parse_num(optarg, "--rate", 0, 1e9); break;
-        case 't': o->topic.text = optarg; break;
-        case O_SUBTOPIC: sub_topic = optarg; break;
-        case 'C': o->clean = (uint8_t)parse_num(optarg, "--clean", 0, 1); break;
-        case 'k': o->keepalive = (uint16_t)parse_num(optarg, "--keepalive", 0, 65535); break;
-        case 'u': o->username = optarg; break;
-        case 'P': o->password = optarg; break;
-        case 'F': o->inflight = (uint32_t)parse_num(optarg, "--inflight", 1, 65535); break;
-        case 'L': o->limit = (uint64_t)parse_num(optarg, "--limit", 0, 4e9); break;
-        case O_RETAIN: o->retain = 1; break;
-        case O_E2E: o->e2e_window = (uint32_t)parse_num(optarg, "--e2e-window", 0, 1e6); break;
-        case O_EXPECT: o->expect = (uint64_t)parse_num(optarg, "--expect", 0, 1e15); break;
-        case 'd': o->duration = parse_num(optarg, "--duration", 0, 1e7); break;
-        case 'w': o->warmup = parse_num(optarg, "--warmup", 0, 1e7); break;
-        case O_DRAIN: o->drain = parse_num(optarg, "--drain", 0, 3600); break;
-        case O_CTO: o->conn_timeout = parse_num(optarg, "--conn-timeout", 0.001, 3600); break;
-        case O_STO: o->setup_timeout = parse_num(optarg, "--setup-timeout", 0.001, 86400); break;
-        case O_PREFIX: o->prefix = optarg; break;
-        case O_JSON: o->json = 1; break;
-        case O_QUIET: o->quiet = 1; break;
-        case O_PROCS: o->procs = (uint32_t)parse_num(optarg, "--procs", 1, MAX_PROCS); break;
-        case O_TLS: o->tls = 1; break;
-        case O_TLSRES: o->tls = o->tls_resume = 1; break;
-        case O_CAFILE: o->cafile = optarg; break;
-        case O_CERT: o->certfile = optarg; break;
-        case O_KEY: o->keyfile = optarg; break;
-        case O_WS: o->ws = 1; break;
-        case O_WSPATH: o->ws_path = optarg; break;
-        case O_RECONNECT: o->reconnect = 1; break;
-        case O_BBASE: o->backoff_base = parse_num(optarg, "--backoff-base", 0, 3600); break;
-        case O_BSTEPS: o->backoff_steps = (uint32_t)parse_num(optarg, "--backoff-steps", 0, 20); break;
-        case O_BMIN: o->backoff_min = parse_num(optarg, "--backoff-min", 0, 86400); break;
-        case O_BMAX: o->backoff_max = parse_num(optarg, "--backoff-max", 0, 86400); break;
-        case O_BJIT: o->backoff_jitter = (int)parse_num(optarg, "--backoff-jitter", 0, 1); break;
-        case O_UNTIL: o->until_recovered = 1; break;
-        case O_READY: o->ready_file = optarg; break;
-        case O_BPID: o->broker_pid = (int)parse_num(optarg, "--broker-pid", 1, 1e9); break;
-        case O_BPIDF: o->broker_pidfile = optarg; break;
-        case O_HELP: usage(stdout); exit(0);
+        case 'q':
+            o->qos = (uint8_t)parse_num(optarg, "--qos", 0, 2);
+            break;
+        case O_SUBQOS:
+            subqos = (long)parse_num(optarg, "--sub-qos", 0, 2);
+            break;
+        case 's':
+            o->size = (uint32_t)parse_num(optarg, "--size", 0, 256 * 1024 * 1024 - 65536);
+            break;
+        case 'r':
+            o->rate = parse_num(optarg, "--rate", 0, 1e9);
+            break;
+        case 't':
+            o->topic.text = optarg;
+            break;
+        case O_SUBTOPIC:
+            sub_topic = optarg;
+            break;
+        case 'C':
+            o->clean = (uint8_t)parse_num(optarg, "--clean", 0, 1);
+            break;
+        case 'k':
+            o->keepalive = (uint16_t)parse_num(optarg, "--keepalive", 0, 65535);
+            break;
+        case 'u':
+            o->username = optarg;
+            break;
+        case 'P':
+            o->password = optarg;
+            break;
+        case 'F':
+            o->inflight = (uint32_t)parse_num(optarg, "--inflight", 1, 65535);
+            break;
+        case 'L':
+            o->limit = (uint64_t)parse_num(optarg, "--limit", 0, 4e9);
+            break;
+        case O_RETAIN:
+            o->retain = 1;
+            break;
+        case O_E2E:
+            o->e2e_window = (uint32_t)parse_num(optarg, "--e2e-window", 0, 1e6);
+            break;
+        case O_EXPECT:
+            o->expect = (uint64_t)parse_num(optarg, "--expect", 0, 1e15);
+            break;
+        case 'd':
+            o->duration = parse_num(optarg, "--duration", 0, 1e7);
+            break;
+        case 'w':
+            o->warmup = parse_num(optarg, "--warmup", 0, 1e7);
+            break;
+        case O_DRAIN:
+            o->drain = parse_num(optarg, "--drain", 0, 3600);
+            break;
+        case O_CTO:
+            o->conn_timeout = parse_num(optarg, "--conn-timeout", 0.001, 3600);
+            break;
+        case O_STO:
+            o->setup_timeout = parse_num(optarg, "--setup-timeout", 0.001, 86400);
+            break;
+        case O_PREFIX:
+            o->prefix = optarg;
+            break;
+        case O_JSON:
+            o->json = 1;
+            break;
+        case O_QUIET:
+            o->quiet = 1;
+            break;
+        case O_PROCS:
+            o->procs = (uint32_t)parse_num(optarg, "--procs", 1, MAX_PROCS);
+            break;
+        case O_TLS:
+            o->tls = 1;
+            break;
+        case O_TLSRES:
+            o->tls = o->tls_resume = 1;
+            break;
+        case O_CAFILE:
+            o->cafile = optarg;
+            break;
+        case O_CERT:
+            o->certfile = optarg;
+            break;
+        case O_KEY:
+            o->keyfile = optarg;
+            break;
+        case O_WS:
+            o->ws = 1;
+            break;
+        case O_WSPATH:
+            o->ws_path = optarg;
+            break;
+        case O_RECONNECT:
+            o->reconnect = 1;
+            break;
+        case O_BBASE:
+            o->backoff_base = parse_num(optarg, "--backoff-base", 0, 3600);
+            break;
+        case O_BSTEPS:
+            o->backoff_steps = (uint32_t)parse_num(optarg, "--backoff-steps", 0, 20);
+            break;
+        case O_BMIN:
+            o->backoff_min = parse_num(optarg, "--backoff-min", 0, 86400);
+            break;
+        case O_BMAX:
+            o->backoff_max = parse_num(optarg, "--backoff-max", 0, 86400);
+            break;
+        case O_BJIT:
+            o->backoff_jitter = (int)parse_num(optarg, "--backoff-jitter", 0, 1);
+            break;
+        case O_UNTIL:
+            o->until_recovered = 1;
+            break;
+        case O_READY:
+            o->ready_file = optarg;
+            break;
+        case O_BPID:
+            o->broker_pid = (int)parse_num(optarg, "--broker-pid", 1, 1e9);
+            break;
+        case O_BPIDF:
+            o->broker_pidfile = optarg;
+            break;
+        case O_HELP:
+            usage(stdout);
+            exit(0);
         default:
             die("unknown or incomplete option '%s' (--help)", argv[optind - 1]);
         }
@@ -349,10 +480,10 @@ static void parse_options(int argc, char **argv)
     o->sub_qos = subqos >= 0 ? (uint8_t)subqos : o->qos;
     o->sub_topic.text = (char *)(sub_topic ? sub_topic : o->topic.text);
     o->topic.has_n = strstr(o->topic.text, "%n") != NULL;
-    o->pub_count = o->mode == MODE_PUB || o->mode == MODE_PUBSUB
-                       ? (uint32_t)(pubc >= 0 ? pubc : o->count) : 0;
-    o->sub_count = o->mode == MODE_SUB || o->mode == MODE_PUBSUB
-                       ? (uint32_t)(subc >= 0 ? subc : o->count) : 0;
+    o->pub_count =
+        o->mode == MODE_PUB || o->mode == MODE_PUBSUB ? (uint32_t)(pubc >= 0 ? pubc : o->count) : 0;
+    o->sub_count =
+        o->mode == MODE_SUB || o->mode == MODE_PUBSUB ? (uint32_t)(subc >= 0 ? subc : o->count) : 0;
     if (o->mode != MODE_CONN)
         o->count = o->pub_count + o->sub_count;
     if (o->mode == MODE_PUBSUB && o->size < 16)
@@ -370,8 +501,10 @@ static void parse_options(int argc, char **argv)
     if (o->backoff_max < o->backoff_min)
         die("%s", "--backoff-max is below --backoff-min");
     if (o->version == MQTT_PROTO_V31 && strlen(o->prefix) + 11 > 23)
-        fprintf(stderr, "antenna-bench: warning: MQTT 3.1 allows 23-byte client ids; "
-                        "--client-prefix '%s' may be too long\n", o->prefix);
+        fprintf(stderr,
+                "antenna-bench: warning: MQTT 3.1 allows 23-byte client ids; "
+                "--client-prefix '%s' may be too long\n",
+                o->prefix);
     if (strpbrk(o->topic.text, "+#"))
         die("--topic '%s' contains a wildcard", o->topic.text);
 
@@ -426,7 +559,7 @@ static uint32_t nkids;
 /* Broker sampling across restarts. */
 static struct {
     int pid;
-    uint64_t acc, last;    /* ticks of earlier processes; of the current one */
+    uint64_t acc, last; /* ticks of earlier processes; of the current one */
     uint64_t prev_total, prev_t;
     uint64_t rss;
 } bs;
@@ -469,11 +602,11 @@ static void split_roles(uint32_t nprocs)
     for (uint32_t k = 0; k < nprocs; k++) {
         bench_split_t *s = &kids[k].sp;
         s->id = k;
-#define RANGE(N, first, n)                                                     \
-    do {                                                                       \
-        uint64_t a = (uint64_t)(N) * k / nprocs, b = (uint64_t)(N) * (k + 1) / nprocs; \
-        first = (uint32_t)a;                                                   \
-        n = (uint32_t)(b - a);                                                 \
+#define RANGE(N, first, n)                                                                         \
+    do {                                                                                           \
+        uint64_t a = (uint64_t)(N)*k / nprocs, b = (uint64_t)(N) * (k + 1) / nprocs;               \
+        first = (uint32_t)a;                                                                       \
+        n = (uint32_t)(b - a);                                                                     \
     } while (0)
         RANGE(nconn, s->conn_first, s->nconn);
         RANGE(g_opt.pub_count, s->pub_first, s->npub);
@@ -578,17 +711,19 @@ int main(int argc, char **argv)
     if (need < 1)
         need = 1;
     if (need > MAX_PROCS) {
-        fprintf(stderr, "antenna-bench: %llu clients need %u processes (open-file limit %llu), "
-                        "more than %d\n", (unsigned long long)total, need,
-                (unsigned long long)fdmax, MAX_PROCS);
+        fprintf(stderr,
+                "antenna-bench: %llu clients need %u processes (open-file limit %llu), "
+                "more than %d\n",
+                (unsigned long long)total, need, (unsigned long long)fdmax, MAX_PROCS);
         return 2;
     }
     uint32_t nprocs = need;
     if (g_opt.procs) {
         if (g_opt.procs < need) {
-            fprintf(stderr, "antenna-bench: --procs %u is too few: %llu clients with an "
-                            "open-file limit of %llu need %u processes\n", g_opt.procs,
-                    (unsigned long long)total, (unsigned long long)fdmax, need);
+            fprintf(stderr,
+                    "antenna-bench: --procs %u is too few: %llu clients with an "
+                    "open-file limit of %llu need %u processes\n",
+                    g_opt.procs, (unsigned long long)total, (unsigned long long)fdmax, need);
             return 2;
         }
         nprocs = g_opt.procs;
@@ -709,7 +844,8 @@ int main(int argc, char **argv)
             for (uint32_t i = 0; i < nkids; i++)
                 stats_merge(&rs, &kids[i].at_ready);
             r.setup_s = rs.t[T_setup_done] > rs.t[T_first_conn]
-                            ? (double)(rs.t[T_setup_done] - rs.t[T_first_conn]) / 1e9 : 0;
+                            ? (double)(rs.t[T_setup_done] - rs.t[T_first_conn]) / 1e9
+                            : 0;
             r.setup_conn_ok = rs.c[C_conn_ok];
             if (g_opt.ready_file) {
                 FILE *f = fopen(g_opt.ready_file, "w");
@@ -720,10 +856,11 @@ int main(int argc, char **argv)
                 }
             }
             if (!g_opt.quiet)
-                fprintf(stderr, "antenna-bench: connect phase done in %.3f s: %llu/%llu ready, "
-                                "%llu failed attempts\n", r.setup_s,
-                        (unsigned long long)rs.c[C_ready], (unsigned long long)rs.c[C_clients],
-                        (unsigned long long)rs.c[C_conn_fail]);
+                fprintf(stderr,
+                        "antenna-bench: connect phase done in %.3f s: %llu/%llu ready, "
+                        "%llu failed attempts\n",
+                        r.setup_s, (unsigned long long)rs.c[C_ready],
+                        (unsigned long long)rs.c[C_clients], (unsigned long long)rs.c[C_conn_fail]);
             if (rs.c[C_ready] == 0 && rs.c[C_clients] > 0 && !g_opt.reconnect) {
                 fprintf(stderr, "antenna-bench: no client could connect (is the broker running "
                                 "on the given --host/--port?); stopping\n");
@@ -774,8 +911,8 @@ int main(int argc, char **argv)
                         "[%7.1fs] %-7s conns %llu/%llu ready %llu (+%llu fail %llu drop %llu) | "
                         "pub %.0f/s recv %.0f/s | inflight %llu | err %llu",
                         (double)(now - start) / 1e9, phase_name(ph),
-                        (unsigned long long)cur.c[C_connected], (unsigned long long)cur.c[C_clients],
-                        (unsigned long long)cur.c[C_ready],
+                        (unsigned long long)cur.c[C_connected],
+                        (unsigned long long)cur.c[C_clients], (unsigned long long)cur.c[C_ready],
                         (unsigned long long)(cur.c[C_conn_ok] - prev.c[C_conn_ok]),
                         (unsigned long long)cur.c[C_conn_fail], (unsigned long long)cur.c[C_drops],
                         dt > 0 ? (double)(cur.c[C_pub_sent] - prev.c[C_pub_sent]) / dt : 0,

@@ -58,8 +58,8 @@ typedef struct {
 /* A topic template split at its %n (message number) so a per-message topic
  * costs one formatted number; %i and %c are expanded once per client. */
 typedef struct {
-    char *text;   /* the raw template */
-    int has_n;    /* contains %n: the topic changes with every message */
+    char *text; /* the raw template */
+    int has_n;  /* contains %n: the topic changes with every message */
 } bench_tmpl_t;
 
 typedef struct {
@@ -70,21 +70,21 @@ typedef struct {
     uint32_t nports;
     bench_addr_t *ifaddrs;
     uint32_t nifaddrs;
-    uint32_t count;     /* conn mode: clients; pub/sub/pubsub: default for both */
-    uint32_t pub_count; /* publishers (pub, pubsub) */
-    uint32_t sub_count; /* subscribers (sub, pubsub) */
-    double conn_rate;   /* new connections per second, 0 = as fast as allowed */
+    uint32_t count;        /* conn mode: clients; pub/sub/pubsub: default for both */
+    uint32_t pub_count;    /* publishers (pub, pubsub) */
+    uint32_t sub_count;    /* subscribers (sub, pubsub) */
+    double conn_rate;      /* new connections per second, 0 = as fast as allowed */
     uint32_t conn_pending; /* handshakes in progress at once (all processes) */
-    uint8_t version;    /* MQTT_PROTO_V31 or MQTT_PROTO_V311 */
+    uint8_t version;       /* MQTT_PROTO_V31 or MQTT_PROTO_V311 */
     uint8_t qos, sub_qos;
     uint8_t clean;
     uint8_t retain;
-    uint32_t size;      /* payload bytes */
-    double rate;        /* aggregate messages/s, 0 = flat out */
+    uint32_t size; /* payload bytes */
+    double rate;   /* aggregate messages/s, 0 = flat out */
     bench_tmpl_t topic, sub_topic;
     uint16_t keepalive;
     const char *username, *password;
-    uint32_t inflight;  /* unacknowledged QoS 1/2 per publisher */
+    uint32_t inflight;   /* unacknowledged QoS 1/2 per publisher */
     uint32_t e2e_window; /* pubsub flat out: messages per publisher sent, not yet received */
     double duration, warmup, drain;
     double conn_timeout;  /* one connection: TCP + CONNACK (+ SUBACK) */
@@ -103,12 +103,12 @@ typedef struct {
     const char *ready_file;
     int broker_pid;
     const char *broker_pidfile;
-    int tls;              /* --tls: every connection is MQTT over TLS */
-    int tls_resume;       /* --tls-resume: reuse one session per process */
-    const char *cafile;   /* --cafile: verify the broker's chain against it */
+    int tls;                        /* --tls: every connection is MQTT over TLS */
+    int tls_resume;                 /* --tls-resume: reuse one session per process */
+    const char *cafile;             /* --cafile: verify the broker's chain against it */
     const char *certfile, *keyfile; /* --cert/--key: client certificate */
-    int ws;               /* --ws: MQTT over WebSocket (wss with --tls) */
-    const char *ws_path;  /* --ws-path: the upgrade request's path (/mqtt) */
+    int ws;                         /* --ws: MQTT over WebSocket (wss with --tls) */
+    const char *ws_path;            /* --ws-path: the upgrade request's path (/mqtt) */
 } bench_opts_t;
 
 extern bench_opts_t g_opt;
@@ -117,63 +117,63 @@ extern bench_opts_t g_opt;
 
 /* Counters: summed over processes.  Gauges (connected, ready, inflight) are
  * sums of current values. */
-#define BENCH_COUNTERS(X)                                                      \
-    X(clients)      /* clients run by this process */                          \
-    X(connected)    /* gauge: CONNACK accepted and not dropped since */        \
-    X(ready)        /* gauge: connected and (subscribers) subscribed */        \
-    X(conn_started) /* TCP connects attempted */                               \
-    X(conn_ok)      /* CONNACK accepted */                                     \
-    X(conn_fail)    /* failed attempts: TCP error, refusal, timeout */         \
-    X(conn_refused) /* CONNACK with a non-zero return code */                  \
-    X(conn_timeout) /* no CONNACK/SUBACK within --conn-timeout */              \
-    X(drops)        /* established connections lost */                         \
-    X(reconnects)   /* CONNACKs after a drop */                                \
-    X(sub_ok)                                                                  \
-    X(sub_fail)                                                                \
-    X(pub_sent)     /* PUBLISH written, whole run */                           \
-    X(pub_sent_meas) /* ... inside the measured window */                      \
-    X(pub_acked)    /* PUBACK / PUBCOMP received */                            \
-    X(pub_inflight) /* gauge */                                                \
-    X(pub_missed)   /* paced sends given up (generator or broker behind) */    \
-    X(recv)         /* PUBLISH received, whole run */                          \
-    X(recv_meas)    /* ... inside the measured window */                       \
-    X(tracked)      /* received with a bench header (>= 16-byte payload) */    \
-    X(distinct)     /* tracked, first copy of (publisher, seq) */              \
-    X(dup)          /* tracked, already seen */                                \
-    X(reordered)    /* tracked, arrived after a later sequence number */       \
-    X(late)         /* tracked, too old for the window: dup or reordered */    \
-    X(gaps)         /* sequence numbers skipped, per pair (sub mode loss) */   \
-    X(pings)                                                                   \
-    X(errors)       /* protocol errors, unexpected packets, write errors */    \
-    X(tls_ok)       /* TLS handshakes completed */                             \
-    X(tls_resumed)  /* ... of which resumed a session (SSL_session_reused) */  \
-    X(tls_fail)     /* TLS handshakes failed (in conn_fail too) */             \
-    X(bytes_in)     /* MQTT bytes (plaintext with --tls) */                    \
+#define BENCH_COUNTERS(X)                                                                          \
+    X(clients)      /* clients run by this process */                                              \
+    X(connected)    /* gauge: CONNACK accepted and not dropped since */                            \
+    X(ready)        /* gauge: connected and (subscribers) subscribed */                            \
+    X(conn_started) /* TCP connects attempted */                                                   \
+    X(conn_ok)      /* CONNACK accepted */                                                         \
+    X(conn_fail)    /* failed attempts: TCP error, refusal, timeout */                             \
+    X(conn_refused) /* CONNACK with a non-zero return code */                                      \
+    X(conn_timeout) /* no CONNACK/SUBACK within --conn-timeout */                                  \
+    X(drops)        /* established connections lost */                                             \
+    X(reconnects)   /* CONNACKs after a drop */                                                    \
+    X(sub_ok)                                                                                      \
+    X(sub_fail)                                                                                    \
+    X(pub_sent)      /* PUBLISH written, whole run */                                              \
+    X(pub_sent_meas) /* ... inside the measured window */                                          \
+    X(pub_acked)     /* PUBACK / PUBCOMP received */                                               \
+    X(pub_inflight)  /* gauge */                                                                   \
+    X(pub_missed)    /* paced sends given up (generator or broker behind) */                       \
+    X(recv)          /* PUBLISH received, whole run */                                             \
+    X(recv_meas)     /* ... inside the measured window */                                          \
+    X(tracked)       /* received with a bench header (>= 16-byte payload) */                       \
+    X(distinct)      /* tracked, first copy of (publisher, seq) */                                 \
+    X(dup)           /* tracked, already seen */                                                   \
+    X(reordered)     /* tracked, arrived after a later sequence number */                          \
+    X(late)          /* tracked, too old for the window: dup or reordered */                       \
+    X(gaps)          /* sequence numbers skipped, per pair (sub mode loss) */                      \
+    X(pings)                                                                                       \
+    X(errors)      /* protocol errors, unexpected packets, write errors */                         \
+    X(tls_ok)      /* TLS handshakes completed */                                                  \
+    X(tls_resumed) /* ... of which resumed a session (SSL_session_reused) */                       \
+    X(tls_fail)    /* TLS handshakes failed (in conn_fail too) */                                  \
+    X(bytes_in)    /* MQTT bytes (plaintext with --tls) */                                         \
     X(bytes_out)
 
-#define BENCH_TIMES(X)                                                         \
-    X(first_conn, MIN)  /* first connect started */                            \
-    X(setup_done, MAX)  /* last CONNACK/SUBACK of the connect phase */         \
-    X(first_drop, MIN)  /* first established connection lost */               \
-    X(all_back, MAX)    /* every client connected again after drops */         \
-    X(sub_sent, MIN)    /* first SUBSCRIBE written */                          \
-    X(first_recv, MIN)                                                         \
-    X(last_recv, MAX)                                                          \
-    X(expect_at, MAX)   /* local receive count reached --expect */             \
-    X(pubs_done, MAX)   /* every publisher sent --limit and got its acks */    \
-    X(run_end, MAX)     /* publishing stopped (end, STOP, --limit, --expect) */
+#define BENCH_TIMES(X)                                                                             \
+    X(first_conn, MIN) /* first connect started */                                                 \
+    X(setup_done, MAX) /* last CONNACK/SUBACK of the connect phase */                              \
+    X(first_drop, MIN) /* first established connection lost */                                     \
+    X(all_back, MAX)   /* every client connected again after drops */                              \
+    X(sub_sent, MIN)   /* first SUBSCRIBE written */                                               \
+    X(first_recv, MIN)                                                                             \
+    X(last_recv, MAX)                                                                              \
+    X(expect_at, MAX) /* local receive count reached --expect */                                   \
+    X(pubs_done, MAX) /* every publisher sent --limit and got its acks */                          \
+    X(run_end, MAX)   /* publishing stopped (end, STOP, --limit, --expect) */
 
 enum {
 #define X(n) C_##n,
     BENCH_COUNTERS(X)
 #undef X
-    C_COUNT
+        C_COUNT
 };
 enum {
 #define X(n, a) T_##n,
     BENCH_TIMES(X)
 #undef X
-    T_COUNT
+        T_COUNT
 };
 
 typedef struct {
@@ -212,11 +212,11 @@ double hist_mean(const bench_hist_t *h);
 
 /* Per subscriber: one entry per publisher heard from (open addressing). */
 typedef struct {
-    uint32_t pub;  /* publisher index + 1; 0 = empty slot */
-    uint32_t next; /* highest sequence number seen + 1 */
+    uint32_t pub;   /* publisher index + 1; 0 = empty slot */
+    uint32_t next;  /* highest sequence number seen + 1 */
     uint32_t count; /* distinct sequence numbers seen */
     uint32_t pad;
-    uint64_t win;  /* bit i: sequence number next-1-i seen */
+    uint64_t win; /* bit i: sequence number next-1-i seen */
 } bench_pair_t;
 
 typedef struct {
@@ -232,8 +232,8 @@ void track_free(bench_pairs_t *t);
 
 /* Expand %i (index), %c (client id) and, when n is not NULL, %n (message
  * number) into out (size bytes).  Returns the length, or -1 if too long. */
-int tmpl_expand(const char *tmpl, uint32_t idx, const char *client_id,
-                const uint64_t *n, char *out, size_t size);
+int tmpl_expand(const char *tmpl, uint32_t idx, const char *client_id, const uint64_t *n, char *out,
+                size_t size);
 /* MQTT topic matching: filter with + and #, topic name. */
 int topic_matches(const char *filter, size_t flen, const char *topic, size_t tlen);
 /* Deliveries expected: sum over publishers p of sent[p] times the number of
@@ -256,7 +256,7 @@ typedef struct {
     uint32_t conn_first, nconn;
     uint32_t pub_first, npub;
     uint32_t sub_first, nsub;
-    double share; /* this worker's fraction of rates and pending handshakes */
+    double share;      /* this worker's fraction of rates and pending handshakes */
     uint64_t t_origin; /* the parent's start: TICKs are aligned to its seconds */
 } bench_split_t;
 
@@ -265,8 +265,8 @@ void worker_main(const bench_split_t *sp, int rep_fd, int ctl_fd);
 
 /* ---- pipe protocol and report (bench_report.c) ---------------------------- */
 
-enum { MSG_READY = 1, MSG_TICK, MSG_FINAL };  /* worker -> parent */
-enum { CTL_GO = 1, CTL_STOP };                /* parent -> worker */
+enum { MSG_READY = 1, MSG_TICK, MSG_FINAL }; /* worker -> parent */
+enum { CTL_GO = 1, CTL_STOP };               /* parent -> worker */
 
 typedef struct {
     uint32_t type;
@@ -291,8 +291,7 @@ typedef struct {
 
 /* Write all of buf (blocking); returns 0 or -1. */
 int write_all(int fd, const void *buf, size_t len);
-int send_msg(int fd, uint32_t type, const void *a, size_t alen, const void *b,
-             size_t blen);
+int send_msg(int fd, uint32_t type, const void *a, size_t alen, const void *b, size_t blen);
 
 void stats_zero(bench_stats_t *s);
 void stats_merge(bench_stats_t *dst, const bench_stats_t *src);
@@ -314,7 +313,7 @@ typedef struct {
     bench_hist_t lat, conn, recon;
     uint32_t procs;
     uint64_t t0, t_meas, t_end_meas;
-    int64_t expected;  /* pubsub: deliveries expected, -1 unknown */
+    int64_t expected; /* pubsub: deliveries expected, -1 unknown */
     /* broker figures (0/-1 when not sampled) */
     int broker_pid;
     double broker_cpu_meas_s;   /* over the measured window */
@@ -322,8 +321,8 @@ typedef struct {
     double broker_cpu_run_s;    /* from GO to the end (storms) */
     double broker_peak_cpu_pct; /* highest one-second sample */
     uint64_t broker_rss_start_kb, broker_rss_end_kb, broker_rss_peak_kb;
-    double setup_s;          /* first connect -> last CONNACK/SUBACK */
-    uint64_t setup_conn_ok;  /* CONNACKs in the connect phase */
+    double setup_s;         /* first connect -> last CONNACK/SUBACK */
+    uint64_t setup_conn_ok; /* CONNACKs in the connect phase */
     int killed_workers;
 } bench_result_t;
 

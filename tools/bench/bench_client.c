@@ -42,8 +42,8 @@
 #include "bench_worker.h"
 #include "util.h"
 
-#define OUT_CAP (1u << 20)  /* publishers stop queueing beyond this */
-#define MAX_ERR_LOG 5       /* failure reasons printed per process */
+#define OUT_CAP (1u << 20) /* publishers stop queueing beyond this */
+#define MAX_ERR_LOG 5      /* failure reasons printed per process */
 
 static int err_logged;
 
@@ -171,7 +171,8 @@ void client_flush(client_t *c)
     ssize_t n;
     if (c->ssl) {
         ERR_clear_error();
-        int r = SSL_write(c->ssl, c->obuf + c->ooff, (int)(pending > (1u << 30) ? 1u << 30 : pending));
+        int r =
+            SSL_write(c->ssl, c->obuf + c->ooff, (int)(pending > (1u << 30) ? 1u << 30 : pending));
         if (r > 0) {
             n = r;
         } else {
@@ -254,7 +255,7 @@ static void close_socket(client_t *c)
     mqtt_parser_reset(&c->ps);
     ws_reset(c);
     free_obuf(c);
-    c->flags &= (uint8_t)~(F_WANT_OUT | F_PING_OUT);
+    c->flags &= (uint8_t) ~(F_WANT_OUT | F_PING_OUT);
     if (c->pub) {
         W.st.c[C_pub_inflight] -= c->pub->inflight;
         c->pub->inflight = 0;
@@ -651,7 +652,8 @@ static void on_packet(client_t *c, const mqtt_raw_t *r)
         break;
     default: {
         char msg[64];
-        snprintf(msg, sizeof(msg), "unexpected %s from the broker", mqtt_type_name(mqtt_raw_type(r)));
+        snprintf(msg, sizeof(msg), "unexpected %s from the broker",
+                 mqtt_type_name(mqtt_raw_type(r)));
         proto_error(c, msg, NULL);
         break;
     }
@@ -665,8 +667,8 @@ int client_mqtt_in(client_t *c, const uint8_t *buf, size_t n)
         mqtt_raw_t pkt;
         size_t used = 0;
         const char *why = NULL;
-        int rc = mqtt_parser_next(&c->ps, buf + off, n - off, &used, MQTT_MAX_REMAINING,
-                                  &pkt, &why);
+        int rc =
+            mqtt_parser_next(&c->ps, buf + off, n - off, &used, MQTT_MAX_REMAINING, &pkt, &why);
         off += used;
         if (rc == 0)
             break;
@@ -755,8 +757,9 @@ static void client_read(client_t *c)
     }
     char msg[128];
     if (n == 0 && c->state == CS_WS)
-        snprintf(msg, sizeof(msg), "connection closed by the broker during the WebSocket "
-                                   "upgrade (not a ws listener?)");
+        snprintf(msg, sizeof(msg),
+                 "connection closed by the broker during the WebSocket "
+                 "upgrade (not a ws listener?)");
     else if (n == 0)
         snprintf(msg, sizeof(msg), "connection closed by the broker");
     else
@@ -794,8 +797,8 @@ void client_on_event(client_t *c, uint32_t ev)
         client_flush(c);
         if (c->fd < 0)
             return;
-        if (!(c->flags & F_WANT_OUT) && g_opt.rate <= 0 && !g_opt.e2e_window && W.phase == PH_RUN && c->pub &&
-            client_can_publish(c))
+        if (!(c->flags & F_WANT_OUT) && g_opt.rate <= 0 && !g_opt.e2e_window && W.phase == PH_RUN &&
+            c->pub && client_can_publish(c))
             set_active(c);
     }
     if (ev & (EPOLLIN | EPOLLERR | EPOLLHUP | EPOLLRDHUP))
@@ -813,7 +816,7 @@ void client_on_timer(client_t *c)
         W.st.c[C_conn_timeout]++;
         if (c->state == CS_TLS)
             W.st.c[C_tls_fail]++;
-        client_lost(c, c->state == CS_TCP      ? "TCP connect timed out"
+        client_lost(c, c->state == CS_TCP       ? "TCP connect timed out"
                        : c->state == CS_TLS     ? "TLS handshake timed out"
                        : c->state == CS_WS      ? "no WebSocket upgrade response in time"
                        : c->state == CS_CONNACK ? "no CONNACK in time"
@@ -903,8 +906,8 @@ void client_publish(client_t *c)
         memcpy(W.payload + 8, &idx, 4);
         memcpy(W.payload + 12, &p->seq, 4);
     }
-    mqtt_encode_publish(out, (const uint8_t *)topic, tlen, qos, g_opt.retain, 0, id,
-                        W.payload, g_opt.size);
+    mqtt_encode_publish(out, (const uint8_t *)topic, tlen, qos, g_opt.retain, 0, id, W.payload,
+                        g_opt.size);
     p->seq++;
     p->sent++;
     W.st.c[C_pub_sent]++;

@@ -57,8 +57,7 @@ int write_all(int fd, const void *buf, size_t len)
     return 0;
 }
 
-int send_msg(int fd, uint32_t type, const void *a, size_t alen, const void *b,
-             size_t blen)
+int send_msg(int fd, uint32_t type, const void *a, size_t alen, const void *b, size_t blen)
 {
     bench_msg_hdr_t h = {.type = type, .len = (uint32_t)(alen + blen)};
     if (write_all(fd, &h, sizeof(h)) < 0)
@@ -122,8 +121,8 @@ int proc_sample(int pid, bench_proc_t *out)
      * majflt cmajflt utime stime */
     unsigned long long ut = 0, st = 0;
     char state;
-    if (sscanf(p + 2, "%c %*d %*d %*d %*d %*d %*u %*u %*u %*u %*u %llu %llu",
-               &state, &ut, &st) != 3)
+    if (sscanf(p + 2, "%c %*d %*d %*d %*d %*d %*u %*u %*u %*u %*u %llu %llu", &state, &ut, &st) !=
+        3)
         return -1;
     if (state == 'Z' || state == 'X')
         return -1;
@@ -182,7 +181,7 @@ static double us(uint64_t ns)
 typedef struct {
     double meas_s, setup_s, connect_rate;
     double sent_rate, recv_rate;
-    int64_t lost; /* -1 unknown */
+    int64_t lost;      /* -1 unknown */
     double recovery_s; /* -1: no drop; -2: not all back */
     double expect_s;
     double cpu_us_per_msg, cpu_us_per_connect, cpu_pct;
@@ -214,8 +213,10 @@ static void derive(const bench_result_t *r, derived_t *d)
     if (g_opt.expect && s->c[C_recv] >= g_opt.expect && s->t[T_sub_sent])
         d->expect_s = secs(s->t[T_sub_sent], s->t[T_last_recv]);
     d->delivered_meas = s->c[C_recv_meas] ? s->c[C_recv_meas] : s->c[C_pub_sent_meas];
-    d->cpu_us_per_msg = d->delivered_meas ? r->broker_cpu_meas_s * 1e6 / (double)d->delivered_meas : 0;
-    d->cpu_us_per_connect = r->setup_conn_ok ? r->broker_cpu_setup_s * 1e6 / (double)r->setup_conn_ok : 0;
+    d->cpu_us_per_msg =
+        d->delivered_meas ? r->broker_cpu_meas_s * 1e6 / (double)d->delivered_meas : 0;
+    d->cpu_us_per_connect =
+        r->setup_conn_ok ? r->broker_cpu_setup_s * 1e6 / (double)r->setup_conn_ok : 0;
     d->cpu_pct = d->meas_s > 0 ? 100.0 * r->broker_cpu_meas_s / d->meas_s : 0;
 }
 
@@ -237,8 +238,8 @@ static void print_hist(FILE *out, const char *name, const bench_hist_t *h)
     fmt_lat(c, sizeof(c), hist_pct(h, 99));
     fmt_lat(d, sizeof(d), hist_pct(h, 99.9));
     fmt_lat(e, sizeof(e), h->max);
-    fprintf(out, "  %-10s p50 %s  p90 %s  p99 %s  p99.9 %s  max %s  (n=%llu)\n", name, a,
-            b, c, d, e, (unsigned long long)h->n);
+    fprintf(out, "  %-10s p50 %s  p90 %s  p99 %s  p99.9 %s  max %s  (n=%llu)\n", name, a, b, c, d,
+            e, (unsigned long long)h->n);
 }
 
 void report_summary(FILE *out, const bench_result_t *r)
@@ -269,18 +270,20 @@ void report_summary(FILE *out, const bench_result_t *r)
         break;
     default:
         fprintf(out, "%u pub (%s) -> %u sub (%s), QoS %u/%u, %u B, %s", g_opt.pub_count,
-                g_opt.topic.text, g_opt.sub_count, g_opt.sub_topic.text, g_opt.qos,
-                g_opt.sub_qos, g_opt.size, rate);
+                g_opt.topic.text, g_opt.sub_count, g_opt.sub_topic.text, g_opt.qos, g_opt.sub_qos,
+                g_opt.size, rate);
         break;
     }
     fprintf(out, ", %u process%s\n", r->procs, r->procs > 1 ? "es" : "");
-    fprintf(out, "connect:   %llu/%llu connected in %.3f s (%.0f connects/s), %llu failed "
-                 "attempts (%llu refused, %llu timed out)\n",
+    fprintf(out,
+            "connect:   %llu/%llu connected in %.3f s (%.0f connects/s), %llu failed "
+            "attempts (%llu refused, %llu timed out)\n",
             (unsigned long long)r->setup_conn_ok, (unsigned long long)s->c[C_clients], d.setup_s,
             d.connect_rate, (unsigned long long)s->c[C_conn_fail],
             (unsigned long long)s->c[C_conn_refused], (unsigned long long)s->c[C_conn_timeout]);
     if (g_opt.tls)
-        fprintf(out, "tls:       %llu handshakes completed, %llu resumed (%.1f %%), %llu failed%s%s\n",
+        fprintf(out,
+                "tls:       %llu handshakes completed, %llu resumed (%.1f %%), %llu failed%s%s\n",
                 (unsigned long long)s->c[C_tls_ok], (unsigned long long)s->c[C_tls_resumed],
                 s->c[C_tls_ok] ? 100.0 * (double)s->c[C_tls_resumed] / (double)s->c[C_tls_ok] : 0.0,
                 (unsigned long long)s->c[C_tls_fail], g_opt.tls_resume ? ", --tls-resume" : "",
@@ -289,8 +292,9 @@ void report_summary(FILE *out, const bench_result_t *r)
         print_hist(out, "connect", &r->conn);
     fprintf(out, "measured:  %.2f s (after %.1f s warm-up)\n", d.meas_s, g_opt.warmup);
     if (g_opt.mode != MODE_CONN) {
-        fprintf(out, "  sent      %llu in window (%.0f msg/s), %llu total, %llu acked, %llu paced "
-                     "sends missed\n",
+        fprintf(out,
+                "  sent      %llu in window (%.0f msg/s), %llu total, %llu acked, %llu paced "
+                "sends missed\n",
                 (unsigned long long)s->c[C_pub_sent_meas], d.sent_rate,
                 (unsigned long long)s->c[C_pub_sent], (unsigned long long)s->c[C_pub_acked],
                 (unsigned long long)s->c[C_pub_missed]);
@@ -300,14 +304,16 @@ void report_summary(FILE *out, const bench_result_t *r)
                 (unsigned long long)s->c[C_recv_meas], d.recv_rate,
                 (unsigned long long)s->c[C_recv]);
         if (d.lost >= 0)
-            fprintf(out, "  expected  %lld deliveries: %llu distinct, lost %lld, duplicated %llu, "
-                         "reordered %llu, late %llu\n",
-                    (long long)r->expected, (unsigned long long)s->c[C_distinct],
-                    (long long)d.lost, (unsigned long long)s->c[C_dup],
-                    (unsigned long long)s->c[C_reordered], (unsigned long long)s->c[C_late]);
+            fprintf(out,
+                    "  expected  %lld deliveries: %llu distinct, lost %lld, duplicated %llu, "
+                    "reordered %llu, late %llu\n",
+                    (long long)r->expected, (unsigned long long)s->c[C_distinct], (long long)d.lost,
+                    (unsigned long long)s->c[C_dup], (unsigned long long)s->c[C_reordered],
+                    (unsigned long long)s->c[C_late]);
         else
-            fprintf(out, "  tracked   %llu: %llu distinct, sequence gaps %llu, duplicated %llu, "
-                         "reordered %llu, late %llu\n",
+            fprintf(out,
+                    "  tracked   %llu: %llu distinct, sequence gaps %llu, duplicated %llu, "
+                    "reordered %llu, late %llu\n",
                     (unsigned long long)s->c[C_tracked], (unsigned long long)s->c[C_distinct],
                     (unsigned long long)s->c[C_gaps], (unsigned long long)s->c[C_dup],
                     (unsigned long long)s->c[C_reordered], (unsigned long long)s->c[C_late]);
@@ -332,20 +338,24 @@ void report_summary(FILE *out, const bench_result_t *r)
             print_hist(out, "reconnect", &r->recon);
     }
     if (r->broker_pid) {
-        fprintf(out, "broker:    pid %d, CPU %.2f s in the window (%.1f %% of a core)", r->broker_pid,
-                r->broker_cpu_meas_s, d.cpu_pct);
+        fprintf(out, "broker:    pid %d, CPU %.2f s in the window (%.1f %% of a core)",
+                r->broker_pid, r->broker_cpu_meas_s, d.cpu_pct);
         if (d.delivered_meas && g_opt.mode != MODE_CONN)
             fprintf(out, ", %.2f us per delivered message", d.cpu_us_per_msg);
-        fprintf(out, "\n           CPU %.2f s during the connect phase (%.1f us per CONNECT), peak %.0f %% "
-                     "after GO (1-s samples)\n           RSS %.1f MB at the start of the window, %.1f MB at the "
-                     "end, %.1f MB peak\n",
-                r->broker_cpu_setup_s, d.cpu_us_per_connect, r->broker_peak_cpu_pct,
-                (double)r->broker_rss_start_kb / 1024, (double)r->broker_rss_end_kb / 1024,
-                (double)r->broker_rss_peak_kb / 1024);
+        fprintf(
+            out,
+            "\n           CPU %.2f s during the connect phase (%.1f us per CONNECT), peak %.0f %% "
+            "after GO (1-s samples)\n           RSS %.1f MB at the start of the window, %.1f MB at "
+            "the "
+            "end, %.1f MB peak\n",
+            r->broker_cpu_setup_s, d.cpu_us_per_connect, r->broker_peak_cpu_pct,
+            (double)r->broker_rss_start_kb / 1024, (double)r->broker_rss_end_kb / 1024,
+            (double)r->broker_rss_peak_kb / 1024);
     }
     fprintf(out, "errors:    %llu protocol/IO errors, %llu pings%s\n",
             (unsigned long long)s->c[C_errors], (unsigned long long)s->c[C_pings],
-            r->killed_workers ? ", WORKER PROCESSES LOST (killed or died before their final report)" : "");
+            r->killed_workers ? ", WORKER PROCESSES LOST (killed or died before their final report)"
+                              : "");
 }
 
 void report_json(FILE *out, const bench_result_t *r)
@@ -353,28 +363,32 @@ void report_json(FILE *out, const bench_result_t *r)
     const bench_stats_t *s = &r->st;
     derived_t d;
     derive(r, &d);
-    fprintf(out, "{\"mode\":\"%s\",\"procs\":%u,\"clients\":%llu,\"pubs\":%u,\"subs\":%u,"
-                 "\"qos\":%u,\"sub_qos\":%u,\"size\":%u,\"rate_target\":%.0f,"
-                 "\"duration_s\":%.3f,\"warmup_s\":%.3f,",
+    fprintf(out,
+            "{\"mode\":\"%s\",\"procs\":%u,\"clients\":%llu,\"pubs\":%u,\"subs\":%u,"
+            "\"qos\":%u,\"sub_qos\":%u,\"size\":%u,\"rate_target\":%.0f,"
+            "\"duration_s\":%.3f,\"warmup_s\":%.3f,",
             mode_name(g_opt.mode), r->procs, (unsigned long long)s->c[C_clients],
             g_opt.mode == MODE_SUB || g_opt.mode == MODE_CONN ? 0 : g_opt.pub_count,
             g_opt.mode == MODE_PUB || g_opt.mode == MODE_CONN ? 0 : g_opt.sub_count, g_opt.qos,
             g_opt.sub_qos, g_opt.size, g_opt.rate, d.meas_s, g_opt.warmup);
-    fprintf(out, "\"conn_ok\":%llu,\"conn_fail\":%llu,\"conn_refused\":%llu,\"conn_timeout\":%llu,"
-                 "\"setup_s\":%.4f,\"connect_rate\":%.1f,\"conn_p50_us\":%.1f,"
-                 "\"conn_p99_us\":%.1f,\"conn_max_us\":%.1f,",
+    fprintf(out,
+            "\"conn_ok\":%llu,\"conn_fail\":%llu,\"conn_refused\":%llu,\"conn_timeout\":%llu,"
+            "\"setup_s\":%.4f,\"connect_rate\":%.1f,\"conn_p50_us\":%.1f,"
+            "\"conn_p99_us\":%.1f,\"conn_max_us\":%.1f,",
             (unsigned long long)r->setup_conn_ok, (unsigned long long)s->c[C_conn_fail],
             (unsigned long long)s->c[C_conn_refused], (unsigned long long)s->c[C_conn_timeout],
             d.setup_s, d.connect_rate, us(hist_pct(&r->conn, 50)), us(hist_pct(&r->conn, 99)),
             us(r->conn.max));
-    fprintf(out, "\"tls\":%d,\"tls_resume\":%d,\"tls_handshakes\":%llu,\"tls_resumed\":%llu,"
-                 "\"tls_fail\":%llu,",
+    fprintf(out,
+            "\"tls\":%d,\"tls_resume\":%d,\"tls_handshakes\":%llu,\"tls_resumed\":%llu,"
+            "\"tls_fail\":%llu,",
             g_opt.tls, g_opt.tls_resume, (unsigned long long)s->c[C_tls_ok],
             (unsigned long long)s->c[C_tls_resumed], (unsigned long long)s->c[C_tls_fail]);
-    fprintf(out, "\"sent\":%llu,\"sent_meas\":%llu,\"sent_rate\":%.1f,\"acked\":%llu,"
-                 "\"missed\":%llu,\"recv\":%llu,\"recv_meas\":%llu,\"recv_rate\":%.1f,"
-                 "\"expected\":%lld,\"distinct\":%llu,\"lost\":%lld,\"dup\":%llu,"
-                 "\"reordered\":%llu,\"late\":%llu,\"gaps\":%llu,",
+    fprintf(out,
+            "\"sent\":%llu,\"sent_meas\":%llu,\"sent_rate\":%.1f,\"acked\":%llu,"
+            "\"missed\":%llu,\"recv\":%llu,\"recv_meas\":%llu,\"recv_rate\":%.1f,"
+            "\"expected\":%lld,\"distinct\":%llu,\"lost\":%lld,\"dup\":%llu,"
+            "\"reordered\":%llu,\"late\":%llu,\"gaps\":%llu,",
             (unsigned long long)s->c[C_pub_sent], (unsigned long long)s->c[C_pub_sent_meas],
             d.sent_rate, (unsigned long long)s->c[C_pub_acked],
             (unsigned long long)s->c[C_pub_missed], (unsigned long long)s->c[C_recv],
@@ -382,27 +396,30 @@ void report_json(FILE *out, const bench_result_t *r)
             (unsigned long long)s->c[C_distinct], (long long)d.lost,
             (unsigned long long)s->c[C_dup], (unsigned long long)s->c[C_reordered],
             (unsigned long long)s->c[C_late], (unsigned long long)s->c[C_gaps]);
-    fprintf(out, "\"lat_n\":%llu,\"lat_p50_us\":%.1f,\"lat_p90_us\":%.1f,\"lat_p99_us\":%.1f,"
-                 "\"lat_p999_us\":%.1f,\"lat_max_us\":%.1f,\"lat_mean_us\":%.1f,",
+    fprintf(out,
+            "\"lat_n\":%llu,\"lat_p50_us\":%.1f,\"lat_p90_us\":%.1f,\"lat_p99_us\":%.1f,"
+            "\"lat_p999_us\":%.1f,\"lat_max_us\":%.1f,\"lat_mean_us\":%.1f,",
             (unsigned long long)r->lat.n, us(hist_pct(&r->lat, 50)), us(hist_pct(&r->lat, 90)),
             us(hist_pct(&r->lat, 99)), us(hist_pct(&r->lat, 99.9)), us(r->lat.max),
             hist_mean(&r->lat) / 1e3);
-    fprintf(out, "\"expect_s\":%.4f,\"drops\":%llu,\"reconnects\":%llu,\"connected_end\":%llu,"
-                 "\"recovery_s\":%.3f,\"recon_p50_ms\":%.1f,\"recon_p99_ms\":%.1f,"
-                 "\"recon_max_ms\":%.1f,",
+    fprintf(out,
+            "\"expect_s\":%.4f,\"drops\":%llu,\"reconnects\":%llu,\"connected_end\":%llu,"
+            "\"recovery_s\":%.3f,\"recon_p50_ms\":%.1f,\"recon_p99_ms\":%.1f,"
+            "\"recon_max_ms\":%.1f,",
             d.expect_s, (unsigned long long)s->c[C_drops], (unsigned long long)s->c[C_reconnects],
             (unsigned long long)s->c[C_connected], d.recovery_s,
             (double)hist_pct(&r->recon, 50) / 1e6, (double)hist_pct(&r->recon, 99) / 1e6,
             (double)r->recon.max / 1e6);
-    fprintf(out, "\"broker_pid\":%d,\"broker_cpu_s\":%.3f,\"broker_cpu_pct\":%.1f,"
-                 "\"broker_cpu_us_per_msg\":%.3f,\"broker_cpu_setup_s\":%.3f,"
-                 "\"broker_cpu_us_per_connect\":%.2f,\"broker_cpu_run_s\":%.3f,"
-                 "\"broker_peak_cpu_pct\":%.1f,\"broker_rss_start_kb\":%llu,"
-                 "\"broker_rss_end_kb\":%llu,\"broker_rss_peak_kb\":%llu,",
-            r->broker_pid, r->broker_cpu_meas_s, d.cpu_pct, d.cpu_us_per_msg,
-            r->broker_cpu_setup_s, d.cpu_us_per_connect, r->broker_cpu_run_s,
-            r->broker_peak_cpu_pct, (unsigned long long)r->broker_rss_start_kb,
-            (unsigned long long)r->broker_rss_end_kb, (unsigned long long)r->broker_rss_peak_kb);
+    fprintf(out,
+            "\"broker_pid\":%d,\"broker_cpu_s\":%.3f,\"broker_cpu_pct\":%.1f,"
+            "\"broker_cpu_us_per_msg\":%.3f,\"broker_cpu_setup_s\":%.3f,"
+            "\"broker_cpu_us_per_connect\":%.2f,\"broker_cpu_run_s\":%.3f,"
+            "\"broker_peak_cpu_pct\":%.1f,\"broker_rss_start_kb\":%llu,"
+            "\"broker_rss_end_kb\":%llu,\"broker_rss_peak_kb\":%llu,",
+            r->broker_pid, r->broker_cpu_meas_s, d.cpu_pct, d.cpu_us_per_msg, r->broker_cpu_setup_s,
+            d.cpu_us_per_connect, r->broker_cpu_run_s, r->broker_peak_cpu_pct,
+            (unsigned long long)r->broker_rss_start_kb, (unsigned long long)r->broker_rss_end_kb,
+            (unsigned long long)r->broker_rss_peak_kb);
     fprintf(out, "\"errors\":%llu,\"pings\":%llu,\"killed_workers\":%d}\n",
             (unsigned long long)s->c[C_errors], (unsigned long long)s->c[C_pings],
             r->killed_workers);

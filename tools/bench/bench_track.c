@@ -124,8 +124,8 @@ void client_id_for(int role, uint32_t idx, char *out, size_t size)
     snprintf(out, size, "%s%c%u", g_opt.prefix, tag[role], idx);
 }
 
-int tmpl_expand(const char *tmpl, uint32_t idx, const char *client_id,
-                const uint64_t *n, char *out, size_t size)
+int tmpl_expand(const char *tmpl, uint32_t idx, const char *client_id, const uint64_t *n, char *out,
+                size_t size)
 {
     size_t o = 0;
     for (const char *p = tmpl; *p; p++) {

@@ -25,13 +25,13 @@ enum client_state {
 };
 
 enum client_flag {
-    F_DIRTY = 1,      /* in W.dirty: has output to write this turn */
-    F_WANT_OUT = 2,   /* EPOLLOUT armed: the socket refused bytes */
-    F_ACTIVE = 4,     /* in W.active (flat-out publisher able to send) */
-    F_PING_OUT = 8,   /* PINGREQ sent, no PINGRESP yet */
-    F_EVER_UP = 16,   /* connected at least once */
-    F_SETTLED = 32,   /* counted in W.settled (connect phase) */
-    F_DOWN = 64       /* dropped and not back yet (counted in W.down) */
+    F_DIRTY = 1,    /* in W.dirty: has output to write this turn */
+    F_WANT_OUT = 2, /* EPOLLOUT armed: the socket refused bytes */
+    F_ACTIVE = 4,   /* in W.active (flat-out publisher able to send) */
+    F_PING_OUT = 8, /* PINGREQ sent, no PINGRESP yet */
+    F_EVER_UP = 16, /* connected at least once */
+    F_SETTLED = 32, /* counted in W.settled (connect phase) */
+    F_DOWN = 64     /* dropped and not back yet (counted in W.down) */
 };
 
 typedef struct {
@@ -46,8 +46,8 @@ typedef struct {
     uint16_t next_pid;
     uint32_t mask; /* ring size - 1 */
     uint32_t inflight;
-    uint32_t seq; /* next sequence number */
-    uint32_t fan; /* --e2e-window: local subscribers matching the topic */
+    uint32_t seq;  /* next sequence number */
+    uint32_t fan;  /* --e2e-window: local subscribers matching the topic */
     uint32_t done; /* sent --limit messages, all acknowledged */
     uint64_t sent;
     pid_slot_t *ring;
@@ -55,8 +55,8 @@ typedef struct {
 
 typedef struct {
     int fd;
-    uint32_t idx;  /* index within its role (the %i of templates) */
-    uint32_t g;    /* global number: host/port/source address round-robin */
+    uint32_t idx; /* index within its role (the %i of templates) */
+    uint32_t g;   /* global number: host/port/source address round-robin */
     uint8_t role, state, flags, attempts;
     uint32_t heap_pos; /* 1-based position in the timer heap, 0 = none */
     uint64_t deadline;
@@ -95,8 +95,8 @@ typedef struct {
     uint32_t rr;
     uint32_t *pubs, npubs;
     uint32_t pubs_done; /* publishers that reached --limit with no inflight */
-    uint64_t fan_total;  /* --e2e-window: sum of the publishers' fan */
-    uint64_t exp_deliv;  /* --e2e-window: deliveries owed for what was sent */
+    uint64_t fan_total; /* --e2e-window: sum of the publishers' fan */
+    uint64_t exp_deliv; /* --e2e-window: deliveries owed for what was sent */
     /* lists */
     uint32_t *dirty, ndirty;
     uint32_t *active, nactive;
@@ -136,12 +136,12 @@ uint8_t *client_reserve(client_t *c, size_t n);
 
 /* bench_ws.c */
 enum { WS_OK = 0, WS_FAIL = -1, WS_PROTO = -2, WS_CLOSED = -3, WS_GONE = -4 };
-void ws_client_init(client_t *c);   /* allocate the framing state */
-void ws_reset(client_t *c);         /* the socket closed */
-void ws_start(client_t *c);         /* queue the upgrade request */
-int ws_open(const client_t *c);     /* upgrade done: output is framed */
+void ws_client_init(client_t *c); /* allocate the framing state */
+void ws_reset(client_t *c);       /* the socket closed */
+void ws_start(client_t *c);       /* queue the upgrade request */
+int ws_open(const client_t *c);   /* upgrade done: output is framed */
 void ws_count_raw(client_t *c, size_t n);
-void ws_seal(client_t *c);          /* frame the MQTT bytes queued since the last frame */
+void ws_seal(client_t *c); /* frame the MQTT bytes queued since the last frame */
 /* Bytes from the broker: the upgrade response, then frames.  WS_OK; WS_FAIL
  * (upgrade failed) / WS_PROTO (framing error) / WS_CLOSED (close frame) with
  * the reason in why; WS_GONE when the connection was dropped meanwhile. */

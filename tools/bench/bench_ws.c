@@ -38,18 +38,18 @@
 #define WS_HTTP_MAX 4096 /* upgrade response header, bytes */
 
 struct bench_ws {
-    uint64_t left;     /* payload bytes left of the current frame */
-    uint32_t raw;      /* unframed MQTT bytes at the tail of obuf */
-    uint32_t mask;     /* xorshift32 state for mask keys */
-    uint8_t open;      /* 101 accepted: MQTT bytes are framed */
-    uint8_t in_frame;  /* header complete, payload being read */
-    uint8_t hlen;      /* header bytes collected */
-    uint8_t op;        /* opcode of the current frame */
-    uint8_t clen;      /* control payload bytes collected */
+    uint64_t left;    /* payload bytes left of the current frame */
+    uint32_t raw;     /* unframed MQTT bytes at the tail of obuf */
+    uint32_t mask;    /* xorshift32 state for mask keys */
+    uint8_t open;     /* 101 accepted: MQTT bytes are framed */
+    uint8_t in_frame; /* header complete, payload being read */
+    uint8_t hlen;     /* header bytes collected */
+    uint8_t op;       /* opcode of the current frame */
+    uint8_t clen;     /* control payload bytes collected */
     uint8_t hdr[14];
     uint8_t ctrl[125];
-    char key[25];      /* base64 of the 16-byte nonce */
-    char *http;        /* upgrade response collected (CS_WS only) */
+    char key[25]; /* base64 of the 16-byte nonce */
+    char *http;   /* upgrade response collected (CS_WS only) */
     uint32_t http_len;
 };
 
@@ -256,23 +256,30 @@ static int check_response(bench_ws_t *ws, char *r, size_t len, char *why, size_t
             SHA1((const unsigned char *)in, (size_t)l, dig);
             EVP_EncodeBlock((unsigned char *)want, dig, SHA_DIGEST_LENGTH);
             if (strcmp(v, want) != 0) {
-                snprintf(why, wsize, "WebSocket upgrade: wrong Sec-WebSocket-Accept '%.40s' "
-                                     "(expected %s)", v, want);
+                snprintf(why, wsize,
+                         "WebSocket upgrade: wrong Sec-WebSocket-Accept '%.40s' "
+                         "(expected %s)",
+                         v, want);
                 return -1;
             }
             acc = 1;
         } else if (!strcasecmp(line, "Sec-WebSocket-Protocol")) {
             if (strcmp(v, "mqtt") != 0) {
-                snprintf(why, wsize, "WebSocket upgrade: broker chose subprotocol '%.40s', "
-                                     "not mqtt", v);
+                snprintf(why, wsize,
+                         "WebSocket upgrade: broker chose subprotocol '%.40s', "
+                         "not mqtt",
+                         v);
                 return -1;
             }
             proto = 1;
         }
         line = end + 2;
     }
-    const char *miss = !up ? "Upgrade: websocket" : !conn ? "Connection: Upgrade"
-                     : !acc ? "Sec-WebSocket-Accept" : !proto ? "Sec-WebSocket-Protocol: mqtt" : NULL;
+    const char *miss = !up      ? "Upgrade: websocket"
+                       : !conn  ? "Connection: Upgrade"
+                       : !acc   ? "Sec-WebSocket-Accept"
+                       : !proto ? "Sec-WebSocket-Protocol: mqtt"
+                                : NULL;
     if (miss) {
         snprintf(why, wsize, "WebSocket upgrade: 101 response without %s", miss);
         return -1;
@@ -322,7 +329,8 @@ int ws_input(client_t *c, uint8_t *buf, size_t n, char *why, size_t wsize)
         char *end = strstr(ws->http + (old > 3 ? old - 3 : 0), "\r\n\r\n");
         if (!end) {
             if (ws->http_len >= WS_HTTP_MAX) {
-                snprintf(why, wsize, "WebSocket upgrade: response header over %d bytes", WS_HTTP_MAX);
+                snprintf(why, wsize, "WebSocket upgrade: response header over %d bytes",
+                         WS_HTTP_MAX);
                 return WS_FAIL;
             }
             return WS_OK;

@@ -96,8 +96,9 @@ static void on_message(worker_t *w, router_consumer_t *c, msg_t *m, uint8_t qos,
         ml_str(&b, "username", o->username, o->username ? strlen(o->username) : 0);
         ml_str(&b, "listener", o->listener, o->listener ? strlen(o->listener) : 0);
     }
-    ml_printf(&b, ",\"proto\":\"%s\",\"node\":%u,\"hops\":%u,\"published_at\":%" PRIu64
-                  ",\"worker\":%u,\"count\":%" PRIu64 "}",
+    ml_printf(&b,
+              ",\"proto\":\"%s\",\"node\":%u,\"hops\":%u,\"published_at\":%" PRIu64
+              ",\"worker\":%u,\"count\":%" PRIu64 "}",
               msg_proto_name(o ? o->proto : MSG_PROTO_UNKNOWN), m->origin_node, m->hops,
               m->published_at, w->id, router_consumer_delivered(c));
     log_info("message %s", b.p);
@@ -106,8 +107,7 @@ static void on_message(worker_t *w, router_consumer_t *c, msg_t *m, uint8_t qos,
 static void on_free(router_consumer_t *c, void *user)
 {
     (void)user;
-    log_info("examples.message_log: %" PRIu64 " message(s) consumed",
-             router_consumer_delivered(c));
+    log_info("examples.message_log: %" PRIu64 " message(s) consumed", router_consumer_delivered(c));
 }
 
 static const consumer_ops_t msg_log_ops = {.on_message = on_message, .free = on_free};
@@ -129,8 +129,8 @@ static void ml_defaults(void *conf)
 static int ml_load(conf_sec_t *s, void *conf)
 {
     ml_conf_t *c = conf;
-    if (conf_sec_names(s, "message_log", c->filters[0], sizeof(c->filters[0]), ML_FILTERS,
-                       &c->n) < 0)
+    if (conf_sec_names(s, "message_log", c->filters[0], sizeof(c->filters[0]), ML_FILTERS, &c->n) <
+        0)
         return -1;
     for (uint32_t i = 0; i < c->n; i++) {
         const char *f = c->filters[i];
@@ -138,7 +138,8 @@ static int ml_load(conf_sec_t *s, void *conf)
             !mqtt_topic_filter_valid((const uint8_t *)f, strlen(f)))
             return conf_sec_fail(s, "message_log",
                                  "\"%.60s\" is not a topic filter ('+' and '#' whole levels, "
-                                 "'#' last, no $share/)", f);
+                                 "'#' last, no $share/)",
+                                 f);
     }
     return 0;
 }
