@@ -229,6 +229,32 @@ char *api_metrics_text(server_t *srv, size_t *len)
                   (unsigned)atomic_load(&srv->listen_conns[i]));
     }
 
+    family(&b, "antenna_listener_accepted_total", "counter",
+           "Connections accepted per listener (before the handshake and CONNECT).");
+    for (uint32_t i = 0; i < srv->nlisteners; i++) {
+        char name[2 * sizeof(srv->conf.listeners[i].name)];
+        label_escape(srv->conf.listeners[i].name, name, sizeof(name));
+        uint64_t n = 0;
+        for (uint32_t k = 0; k < srv->nworkers; k++)
+            n += STAT_GET(srv->workers[k].stats.accepted[i]);
+        sb_printf(&b,
+                  "antenna_listener_accepted_total{listener=\"%s\",transport=\"%s\"} %" PRIu64 "\n",
+                  name, transports[srv->conf.listeners[i].transport & 3], n);
+    }
+    family(&b, "antenna_handshake_failures_total", "counter",
+           "Transport handshakes (TLS, the WebSocket upgrade) that failed or timed out, per "
+           "listener.");
+    for (uint32_t i = 0; i < srv->nlisteners; i++) {
+        char name[2 * sizeof(srv->conf.listeners[i].name)];
+        label_escape(srv->conf.listeners[i].name, name, sizeof(name));
+        uint64_t n = 0;
+        for (uint32_t k = 0; k < srv->nworkers; k++)
+            n += STAT_GET(srv->workers[k].stats.handshake_failed[i]);
+        sb_printf(
+            &b, "antenna_handshake_failures_total{listener=\"%s\",transport=\"%s\"} %" PRIu64 "\n",
+            name, transports[srv->conf.listeners[i].transport & 3], n);
+    }
+
     family(&b, "antenna_packets_received_total", "counter", "MQTT packets read, by type.");
     for (int p = 1; p < STAT_PKT_TYPES; p++)
         sb_printf(&b, "antenna_packets_received_total{type=\"%s\"} %" PRIu64 "\n", packet_names[p],

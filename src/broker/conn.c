@@ -319,6 +319,7 @@ static int transport_handshake(conn_t *c, transport_t *tp)
         return 0;
     }
     if (rc != TP_OK) {
+        STAT_ADD(c->w->stats.handshake_failed[c->listener], 1);
         snprintf(msg, sizeof(msg), "%s failed: %s", step, why);
         conn_close(c, msg, 0);
         return 0;
@@ -840,6 +841,7 @@ void conn_on_timer(tw_timer_t *t)
         else if (c->flags & (CONN_F_HANDSHAKE | CONN_F_UPGRADE)) {
             const char *step = tp_waiting(conn_transport(c));
             char msg[160];
+            STAT_ADD(w->stats.handshake_failed[c->listener], 1);
             snprintf(msg, sizeof(msg), "%s not completed within %s",
                      step ? step : "transport handshake",
                      (c->flags & CONN_F_HANDSHAKE) ? "handshake_timeout" : "connect_timeout");

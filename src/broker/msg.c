@@ -4,22 +4,12 @@
 
 #include <stdlib.h>
 #include <string.h>
-#include <time.h>
 
 #include "util.h"
 
 const msg_origin_t msg_origin_api = {.proto = MSG_PROTO_API};
 const msg_origin_t msg_origin_sys = {.proto = MSG_PROTO_SYS};
 
-/* The publish time: CLOCK_REALTIME_COARSE is read from the vDSO without
- * touching the clock source (a few ns); its tick (1 to 4 ms) is precise
- * enough for provenance. */
-static uint64_t wall_ms_coarse(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_REALTIME_COARSE, &ts);
-    return (uint64_t)ts.tv_sec * 1000u + (uint64_t)ts.tv_nsec / 1000000u;
-}
 
 msg_origin_t *msg_origin_new(uint8_t proto, const char *client_id, size_t cid_len,
                              const char *username, const char *listener)
@@ -86,7 +76,7 @@ msg_t *msg_new_v5(const uint8_t *topic, uint16_t topic_len, const uint8_t *props
     m->retain = retain;
     m->expire_at = expire_at;
     m->store_seq = 0;
-    m->published_at = wall_ms_coarse();
+    m->published_at = 0; /* stamped by router_publish (the worker's turn clock) */
     m->origin = NULL;
     m->origin_node = 0;
     m->hops = 0;

@@ -341,7 +341,8 @@ static int connect_home(conn_t *c, const mqtt_connect_t *ck, const connect_terms
                         (c->x ? (uint64_t)c->x->will_delay * 1000u : 0);
         c->will = msg_new_v5(ck->will_topic.p, ck->will_topic.len, props, plen, ck->will_payload.p,
                              ck->will_payload.len, ck->will_qos, ck->will_retain, expire_at);
-        msg_set_origin(c->will, conn_origin(c, id, id_len));
+        if (atomic_load_explicit(&c->w->srv->origins_wanted, memory_order_relaxed))
+            msg_set_origin(c->will, conn_origin(c, id, id_len));
         if (props != buf)
             free(props);
     }
@@ -1121,10 +1122,11 @@ static int on_publish(conn_t *c, const mqtt_raw_t *pkt)
     } else {
         m = msg_new(pb.topic.p, pb.topic.len, pb.payload, pb.payload_len, pb.qos, pb.retain);
     }
-    msg_set_origin(
-        m, likely(c->x && c->x->origin)
-               ? c->x->origin
-               : conn_origin(c, (const uint8_t *)c->sess->client_id, c->sess->client_id_len));
+    if (atomic_load_explicit(&w->srv->origins_wanted, memory_order_relaxed))
+        msg_set_origin(
+            m, likely(c->x && c->x->origin)
+                   ? c->x->origin
+                   : conn_origin(c, (const uint8_t *)c->sess->client_id, c->sess->client_id_len));
     size_t n = router_publish(w, m, c->sess);
     if (n == ROUTER_REFUSED || n == ROUTER_NO_RETAIN) {
         if (event_wanted(w->srv, EVENT_MESSAGE_DROPPED))

@@ -272,7 +272,8 @@ size_t router_publish(worker_t *w, msg_t *m, const sess_t *from)
         STAT_ADD(w->stats.refused_queue_full, 1);
         return ROUTER_REFUSED;
     }
-    /* Hook seam: authorization and rules will run here, before routing. */
+    if (m->published_at == 0)
+        m->published_at = w->wall_ms;
     if (m->retain) {
         int own = from == NULL && router_is_sys_topic(msg_topic(m), m->topic_len);
         if (retain_set_max(srv->retain, m, own ? 0 : srv->conf.max_retained) < 0)
@@ -353,6 +354,11 @@ void router_send_retained(worker_t *w, sess_t *s, const uint8_t *filter, uint16_
 
 /* ---- internal consumers ------------------------------------------------ */
 
+void router_want_origins(server_t *srv)
+{
+    atomic_store_explicit(&srv->origins_wanted, 1, memory_order_relaxed);
+}
+
 router_consumer_t *router_consumer_new(server_t *srv, const char *name, const consumer_ops_t *ops,
                                        void *user)
 {
@@ -363,6 +369,7 @@ router_consumer_t *router_consumer_new(server_t *srv, const char *name, const co
     c->name = an_strndup(name, strlen(name));
     c->nworkers = srv->nworkers ? srv->nworkers : 1;
     c->delivered = an_calloc(c->nworkers, sizeof(*c->delivered));
+    router_want_origins(srv); /* a consumer reads provenance */
     pthread_rwlock_wrlock(&srv->trie_lock);
     c->next = srv->consumers;
     srv->consumers = c;

@@ -112,6 +112,15 @@ typedef struct {
     void (*free)(router_consumer_t *c, void *user);
 } consumer_ops_t;
 
+/* From now on, messages of MQTT clients carry their origin (msg_t.origin:
+ * client id, username, protocol, listener).  Until something asks (a
+ * consumer, which asks by being created, or a module's init), origin is
+ * NULL: the per-message reference on a connection's shared origin costs an
+ * atomic increment on the publisher's worker and a decrement wherever the
+ * message is freed, a cache line crossing cores at millions of messages a
+ * second.  Any thread; never undone. */
+void router_want_origins(server_t *srv);
+
 /* A consumer named `name` (logs, stats), with no filter yet.  Any thread,
  * at start-up or at runtime.  It lives as long as the server (freed by
  * router_consumers_free); a module that is done with it unsubscribes. */

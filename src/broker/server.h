@@ -84,26 +84,29 @@ typedef struct {
     an_counter_t bytes_sent;
     an_counter_t clients_connected; /* current; maintained as +1/-1 */
     an_counter_t connections_total;
-    an_counter_t refused_limit;            /* connections refused: max_connections */
-    an_counter_t refused_rate;             /* connections refused: max_connection_rate */
-    an_counter_t refused_memory;           /* connections refused: memory_high_water */
-    an_counter_t refused_fd_limit;         /* connections refused: out of file descriptors */
-    an_counter_t throttled;                /* clients paused by a rate limit */
-    an_counter_t slow_disconnects;         /* subscribers closed by slow_subscriber_timeout */
-    an_counter_t dropped_queue_full;       /* messages dropped: session queue full */
-    an_counter_t refused_queue_full;       /* QoS 1/2 PUBLISH refused: a queue was full */
-    an_counter_t congested;                /* turns that found another inbox over its bound */
-    an_counter_t auth_success;             /* CONNECTs allowed by the auth chain */
-    an_counter_t auth_failure;             /* CONNECTs refused by it (credentials) */
-    an_counter_t auth_banned;              /* CONNECTs refused: address banned */
-    an_counter_t acl_denied;               /* PUBLISH/SUBSCRIBE/retained refused by the ACL,
+    an_counter_t refused_limit;                /* connections refused: max_connections */
+    an_counter_t refused_rate;                 /* connections refused: max_connection_rate */
+    an_counter_t refused_memory;               /* connections refused: memory_high_water */
+    an_counter_t refused_fd_limit;             /* connections refused: out of file descriptors */
+    an_counter_t throttled;                    /* clients paused by a rate limit */
+    an_counter_t slow_disconnects;             /* subscribers closed by slow_subscriber_timeout */
+    an_counter_t dropped_queue_full;           /* messages dropped: session queue full */
+    an_counter_t refused_queue_full;           /* QoS 1/2 PUBLISH refused: a queue was full */
+    an_counter_t congested;                    /* turns that found another inbox over its bound */
+    an_counter_t auth_success;                 /* CONNECTs allowed by the auth chain */
+    an_counter_t auth_failure;                 /* CONNECTs refused by it (credentials) */
+    an_counter_t auth_banned;                  /* CONNECTs refused: address banned */
+    an_counter_t acl_denied;                   /* PUBLISH/SUBSCRIBE/retained refused by the ACL,
                                      * messages not delivered (sess_acl.h) */
-    an_counter_t takeovers_other_user;     /* CONNECTs that claimed another user's
+    an_counter_t takeovers_other_user;         /* CONNECTs that claimed another user's
                                      * session (sess_acl.h) */
-    an_counter_t pkts_in[STAT_PKT_TYPES];  /* packets read, by MQTT type */
-    an_counter_t pkts_out[STAT_PKT_TYPES]; /* packets queued for sending, by type */
-    an_counter_t msgs_in_qos[3];           /* PUBLISH from clients by QoS */
-    an_counter_t msgs_out_qos[3];          /* PUBLISH to clients by QoS */
+    an_counter_t accepted[CONF_MAX_LISTENERS]; /* connections accepted, by listener */
+    an_counter_t handshake_failed[CONF_MAX_LISTENERS]; /* transport handshakes (TLS, the
+                                     * WebSocket upgrade) failed or timed out, by listener */
+    an_counter_t pkts_in[STAT_PKT_TYPES];              /* packets read, by MQTT type */
+    an_counter_t pkts_out[STAT_PKT_TYPES];             /* packets queued for sending, by type */
+    an_counter_t msgs_in_qos[3];                       /* PUBLISH from clients by QoS */
+    an_counter_t msgs_out_qos[3];                      /* PUBLISH to clients by QoS */
     /* gauges refreshed by the worker every second (worker_gauges) */
     an_counter_t sessions; /* sessions whose home is this worker */
     an_counter_t inflight; /* their inflight messages */
@@ -132,6 +135,8 @@ struct worker_s {
     int stopping;
     uint64_t now;        /* ms, refreshed once per loop turn */
     uint64_t turn_start; /* us, when this turn's wait returned */
+    uint64_t wall_ms;    /* wall clock (CLOCK_REALTIME_COARSE) of this turn, ms:
+                          * messages' publish time (router_publish) */
     tw_t tw;
     tw_timer_t mem_timer;   /* worker 0 only: memory high-water check */
     tw_timer_t sweep_timer; /* worker 0 only: expired retained messages */
@@ -214,6 +219,9 @@ struct server_s {
     route_owner_kind_t route_owners[ROUTE_OWNER_KINDS]; /* router.h: by sub_ref_t.kind;
                            * set before server_start, read-only after */
     struct router_consumer_s *consumers; /* router.h: every consumer, under trie_lock */
+    _Atomic uint8_t origins_wanted;      /* router_want_origins: client messages carry a
+                                     * msg_origin_t (else NULL: no allocation, no
+                                     * shared counter per message) */
 };
 
 /* Open listeners, create workers (not started).  Returns 0 or -1 (logged). */

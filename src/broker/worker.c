@@ -34,6 +34,7 @@
 #include <netinet/tcp.h>
 #include <arpa/inet.h>
 #include <string.h>
+#include <time.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <sys/socket.h>
@@ -247,6 +248,7 @@ static void accept_many(worker_t *w, uint32_t li)
                         srv->conf.listeners[li].name);
             continue;
         }
+        STAT_ADD(w->stats.accepted[li], 1);
         if (conn_watch(c) < 0) {
             conn_close(c, "cannot watch the socket", 0);
             continue;
@@ -368,6 +370,9 @@ static void after_poll(ev_loop_t *loop)
     worker_t *w = container_of(loop, worker_t, loop);
     w->turn_start = an_now_us();
     w->now = w->turn_start / 1000u;
+    struct timespec ts; /* the vDSO's coarse clock: a few ns, once per turn */
+    clock_gettime(CLOCK_REALTIME_COARSE, &ts);
+    w->wall_ms = (uint64_t)ts.tv_sec * 1000u + (uint64_t)ts.tv_nsec / 1000000u;
 }
 
 /* One turn: wait at most max_ms (-1: no cap) or until the next timer, run

@@ -8,12 +8,13 @@ import json
 import os
 import re
 import shutil
+import socket
 import subprocess
 
 import pytest
 import yaml
 
-from conftest import REPO
+from conftest import REPO, wait_for
 from test_53_metrics import fetch, make_key, parse
 
 pytestmark = pytest.mark.antenna_only
@@ -85,3 +86,37 @@ def test_process_and_build_families(broker, tmp_path):
     assert "antenna_connections" not in fams     # renamed: clashed with _total
     results = {s[1] for s in fams["antenna_auth_attempts_total"]["samples"]}
     assert results == {'result="success"', 'result="failure"', 'result="banned"'}, results
+
+
+def test_listener_accepted_and_handshake_failures(broker, tmp_path):
+    """antenna_listener_accepted_total and antenna_handshake_failures_total
+    per listener: a client that speaks plain text to a TLS listener is
+    accepted and fails its handshake."""
+    crt, key = tmp_path / "s.crt", tmp_path / "s.key"
+    subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout",
+                    str(key), "-out", str(crt), "-subj", "/CN=localhost", "-days", "1"],
+                   check=True, capture_output=True, timeout=60)
+    keys = tmp_path / "api.keys"
+    k = make_key(keys)
+    b = broker(listener={"transport": "tls", "cert_file": str(crt), "key_file": str(key)},
+               api={"keys_file": str(keys)})
+
+    def counts():
+        fams = parse(fetch(b.api_url + "/metrics", k)[2])
+        get = lambda fam: {s[1]: float(s[2]) for s in fams[fam]["samples"]}
+        lab = 'listener="mqtt",transport="tls"'
+        return get("antenna_listener_accepted_total")[lab], \
+            get("antenna_handshake_failures_total")[lab]
+
+    acc0, fail0 = counts()     # the fixture's own start-up probes may count already
+    with socket.create_connection((b.host, b.port), timeout=5) as s:
+        s.sendall(b"GET / HTTP/1.0\r\n\r\n")     # not a TLS ClientHello
+        s.settimeout(5)
+        try:
+            while s.recv(1024):
+                pass
+        except OSError:
+            pass
+    wait_for(lambda: counts()[1] >= fail0 + 1, 10, what="a handshake failure counted")
+    acc1, _ = counts()
+    assert acc1 >= acc0 + 1
