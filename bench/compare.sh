@@ -15,6 +15,10 @@
 #   qos0      100 -> 100 point to point, 64 B: 10k msg/s, 50k msg/s, flat out
 #   fanin     QoS 1, 1,000 publishers -> 1 subscriber on t/#: 20k msg/s, flat out
 #   fanout    QoS 0, 1 publisher -> 1,000 subscribers: 50 msg/s (50k deliveries/s), flat out
+#   qos1      QoS 1, 100 -> 100 point to point, 64 B, flat out with 100 messages
+#             in flight per publisher (PUBACK windows only, no end-to-end
+#             window): delivered msg/s, latency (does the broker acknowledge
+#             faster than it delivers and let queues grow?)
 #   qos2      QoS 2, 100 -> 100: 10k msg/s, flat out
 #   retained  100,000 retained topics, then one subscriber to '#': time to get them all
 #   storm     19,000 devices with --reconnect; kill -9 the broker, restart it:
@@ -62,13 +66,13 @@ MOSQUITTO=${MOSQUITTO:-/usr/sbin/mosquitto}
 RUNS=3
 OUT=""
 BROKERS="mosquitto antenna-w1 antenna-w2"
-ALL="idle connrate qos0 fanin fanout qos2 retained storm"
+ALL="idle connrate qos0 qos1 fanin fanout qos2 retained storm"
 SCEN=""
 WARM=2       # seconds of warm-up per measured run
 DUR=8        # measured seconds per run
 IFADDRS=127.0.0.2,127.0.0.3,127.0.0.4,127.0.0.5   # spread source ports
 
-usage() { sed -n '2,55p' "$0" | sed 's/^# \{0,1\}//'; }
+usage() { sed -n '2,59p' "$0" | sed 's/^# \{0,1\}//'; }
 DURABLE_BROKERS="mosquitto-persist antenna-always antenna-interval antenna-none"
 
 while [ $# -gt 0 ]; do
@@ -80,7 +84,7 @@ while [ $# -gt 0 ]; do
     --brokers) BROKERS=${2//,/ }; shift 2 ;;
     --brokers=*) BROKERS=${1#*=}; BROKERS=${BROKERS//,/ }; shift ;;
     -h|--help) usage; exit 0 ;;
-    idle|connrate|qos0|fanin|fanout|qos2|retained|storm|flood|durable) SCEN="$SCEN $1"; shift ;;
+    idle|connrate|qos0|qos1|fanin|fanout|qos2|retained|storm|flood|durable) SCEN="$SCEN $1"; shift ;;
     *) echo "compare.sh: unknown argument '$1' (--help)" >&2; exit 2 ;;
     esac
 done
@@ -423,6 +427,11 @@ s_fanout() {
     esac
 }
 
+s_qos1() {
+    bench qos1-$VARIANT "$TMO" pubsub $P2P -q 1 $MSG -F 100 --broker-pid "$BPID" &&
+        rec_msgs qos1 "flat out (100/pub in flight)" "$WORK/qos1-$VARIANT.json"
+}
+
 s_qos2() {
     case "$VARIANT" in
     10k) bench qos2-$VARIANT "$TMO" pubsub $P2P -q 2 $MSG -r 10000 --broker-pid "$BPID" && rec_msgs qos2 "10k msg/s" "$WORK/qos2-$VARIANT.json" ;;
@@ -520,6 +529,7 @@ variants() {
     qos0) echo "10k 50k flat" ;;
     fanin) echo "20k flat" ;;
     fanout) echo "50 flat" ;;
+    qos1) echo "flat" ;;
     qos2) echo "10k flat" ;;
     connrate) echo "- tls tls-resume" ;;
     *) echo "-" ;;

@@ -61,6 +61,7 @@ void api_totals(server_t *srv, api_totals_t *t)
         t->inflight += STAT_GET(st->inflight);
         t->queued += STAT_GET(st->queued);
         t->throttled += STAT_GET(st->throttled);
+        t->backpressure_pauses += STAT_GET(st->backpressure_pauses);
         t->slow_disconnects += STAT_GET(st->slow_disconnects);
         t->congested += STAT_GET(st->congested);
         t->auth_success += STAT_GET(st->auth_success);
@@ -303,6 +304,9 @@ char *api_metrics_text(server_t *srv, size_t *len)
     one(&b, "antenna_takeovers_other_user_total", "counter",
         "CONNECTs that took over or resumed the session of another user.", t.takeovers_other_user);
     one(&b, "antenna_throttled_total", "counter", "Clients paused by a rate limit.", t.throttled);
+    one(&b, "antenna_backpressure_pauses_total", "counter",
+        "Publishers paused for a tick: a subscriber's queue over limits.publisher_backpressure.",
+        t.backpressure_pauses);
     one(&b, "antenna_slow_disconnects_total", "counter",
         "Subscribers closed by slow_subscriber_timeout.", t.slow_disconnects);
     one(&b, "antenna_worker_congested_total", "counter",

@@ -222,8 +222,9 @@ void conn_input(conn_t *c, const uint8_t *data, size_t n)
         STAT_ADD(c->w->stats.pkts_in[pkt.hdr >> 4], 1);
         if (proto_handle(c, &pkt, data + off, n - off) != 0)
             return; /* closed, or moved with the rest of the bytes */
-        if ((c->flags & CONN_F_THROTTLED) && off < n) {
-            /* over its rate: keep the rest for when the throttle lifts */
+        if ((c->flags & (CONN_F_THROTTLED | CONN_F_PAUSED)) && off < n) {
+            /* over its rate, or paused (a subscriber of what it publishes
+             * is behind): keep the rest for when reading resumes */
             conn_ext_t *x = conn_ext(c);
             x->pending = an_malloc(n - off);
             x->npending = (uint32_t)(n - off);
@@ -388,9 +389,23 @@ void conn_pause(conn_t *c, uint64_t until)
     conn_arm_timer(c);
 }
 
+void conn_hold_reads(conn_t *c, uint64_t until)
+{
+    if (c->flags & CONN_F_PAUSED)
+        return;
+    c->flags |= CONN_F_PAUSED;
+    conn_ext(c)->paused_until = until;
+    conn_arm_timer(c);
+}
+
 void conn_on_readable(conn_t *c)
 {
     worker_t *w = c->w;
+    if (unlikely(c->flags & CONN_F_PAUSED)) {
+        /* held (conn_hold_reads) and readable: now drop the interest */
+        update_events(c);
+        return;
+    }
     if (c->state == CONN_ACTIVE && w->srv->nworkers > 1 && worker_congested(w)) {
         /* another worker's inbox is over its bound: stop taking in
          * messages for a moment rather than queue them without limit */
@@ -868,23 +883,26 @@ void conn_on_timer(tw_timer_t *t)
         conn_close(c, "slow subscriber: output stayed full past slow_subscriber_timeout", 1);
         return;
     }
+    int resume = 0;
     if ((c->flags & CONN_F_PAUSED) && w->now >= c->x->paused_until) {
         c->flags &= (uint8_t)~CONN_F_PAUSED;
         update_events(c);
+        resume = 1;
     }
     if ((c->flags & CONN_F_THROTTLED) && w->now / 1000u > c->x->rl_window) {
         c->flags &= (uint8_t)~CONN_F_THROTTLED;
         update_events(c);
+        resume = 1;
+    }
+    if (resume && !(c->flags & (CONN_F_THROTTLED | CONN_F_PAUSED)) && c->x->pending) {
         uint8_t *held = c->x->pending;
         uint32_t nheld = c->x->npending;
         c->x->pending = NULL;
         c->x->npending = 0;
-        if (held) {
-            conn_input(c, held, nheld); /* may throttle again and keep a rest */
-            free(held);
-            if (c->state != CONN_ACTIVE)
-                return;
-        }
+        conn_input(c, held, nheld); /* may pause or throttle again and keep a rest */
+        free(held);
+        if (c->state != CONN_ACTIVE)
+            return;
     }
     conn_arm_timer(c);
 }

@@ -120,6 +120,10 @@ conn_ext_t *conn_ext(conn_t *c);
 void conn_arm_timer(conn_t *c);
 /* Stop reading the connection until `until` (ms): back-pressure. */
 void conn_pause(conn_t *c, uint64_t until);
+/* The same without a system call: the poller's interest is dropped only if
+ * the socket becomes readable before `until` (back-pressure on publishers,
+ * most of which have nothing more to send by then). */
+void conn_hold_reads(conn_t *c, uint64_t until);
 /* Count a PUBLISH of `bytes` against the client's rate limits; pauses reads
  * until the next second when over. */
 void conn_count_publish(conn_t *c, size_t bytes);

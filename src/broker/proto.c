@@ -1127,7 +1127,15 @@ static int on_publish(conn_t *c, const mqtt_raw_t *pkt)
             m, likely(c->x && c->x->origin)
                    ? c->x->origin
                    : conn_origin(c, (const uint8_t *)c->sess->client_id, c->sess->client_id_len));
+    w->publish_backlogged = 0;
     size_t n = router_publish(w, m, c->sess);
+    if (unlikely(w->publish_backlogged)) {
+        /* a subscriber is behind: read no more from this publisher for a
+         * tick, so that it feels the subscriber's pace (this message is
+         * acknowledged as usual; its window stops the rest) */
+        STAT_ADD(w->stats.backpressure_pauses, 1);
+        conn_hold_reads(c, w->now + 1);
+    }
     if (n == ROUTER_REFUSED || n == ROUTER_NO_RETAIN) {
         if (event_wanted(w->srv, EVENT_MESSAGE_DROPPED))
             emit_publish_dropped(c, m, &pb, EVENT_DROP_PUBLISH_REFUSED);

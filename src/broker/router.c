@@ -264,6 +264,20 @@ static int any_queue_full(worker_t *w, msg_t *m, const sess_t *from)
     return full;
 }
 
+/* Back-pressure: does a connected subscriber among the n merged matches
+ * hold more than limits.publisher_backpressure messages in its queue?  Under
+ * the trie lock (the sessions behind the references are valid only there);
+ * a relaxed read of a flag the home worker changes rarely. */
+static int any_backlogged(const worker_t *w, size_t n)
+{
+    for (size_t i = 0; i < n; i++) {
+        const sub_ref_t *sub = &w->matches[i];
+        if (sub->kind == ROUTE_OWNER_LOCAL && sub->sess && sess_flag(sub->sess, SESS_F_BACKLOG))
+            return 1;
+    }
+    return 0;
+}
+
 size_t router_publish(worker_t *w, msg_t *m, const sess_t *from)
 {
     server_t *srv = w->srv;
@@ -286,6 +300,10 @@ size_t router_publish(worker_t *w, msg_t *m, const sess_t *from)
     pthread_rwlock_rdlock(&srv->trie_lock);
     trie_match(srv->trie, msg_topic(m), m->topic_len, collect, &ctx);
     size_t n = merge_overlaps(w->matches, w->nmatches);
+    /* QoS 0 is never queued for a connected client: only QoS 1/2 publishers
+     * feel a subscriber's backlog */
+    if (m->qos > 0 && from && srv->conf.publisher_backpressure && any_backlogged(w, n))
+        w->publish_backlogged = 1;
     if (srv->store && m->qos > 0) {
         /* the sessions behind the references are used under the lock */
         publish_durable(w, m, n); /* unlocks */

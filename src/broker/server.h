@@ -89,6 +89,8 @@ typedef struct {
     an_counter_t refused_memory;               /* connections refused: memory_high_water */
     an_counter_t refused_fd_limit;             /* connections refused: out of file descriptors */
     an_counter_t throttled;                    /* clients paused by a rate limit */
+    an_counter_t backpressure_pauses;          /* publishers paused a tick: a subscriber's queue
+                                       * over limits.publisher_backpressure */
     an_counter_t slow_disconnects;             /* subscribers closed by slow_subscriber_timeout */
     an_counter_t dropped_queue_full;           /* messages dropped: session queue full */
     an_counter_t refused_queue_full;           /* QoS 1/2 PUBLISH refused: a queue was full */
@@ -133,9 +135,12 @@ struct worker_s {
     pthread_t thread;
     ev_loop_t loop;
     int stopping;
-    uint64_t now;        /* ms, refreshed once per loop turn */
-    uint64_t turn_start; /* us, when this turn's wait returned */
-    uint64_t wall_ms;    /* wall clock (CLOCK_REALTIME_COARSE) of this turn, ms:
+    uint64_t now;               /* ms, refreshed once per loop turn */
+    uint64_t turn_start;        /* us, when this turn's wait returned */
+    uint8_t publish_backlogged; /* router_publish: a subscriber of the last publish
+                                 * is over limits.publisher_backpressure (proto.c
+                                 * pauses the publisher) */
+    uint64_t wall_ms;           /* wall clock (CLOCK_REALTIME_COARSE) of this turn, ms:
                           * messages' publish time (router_publish) */
     tw_t tw;
     tw_timer_t mem_timer;   /* worker 0 only: memory high-water check */

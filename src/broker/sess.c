@@ -475,6 +475,25 @@ static int queue_full(const sess_t *s, uint64_t more)
            (cf->max_queued_bytes && s->queued_bytes + more > cf->max_queued_bytes);
 }
 
+/* Back-pressure (limits.publisher_backpressure): a connected subscriber
+ * whose queue grew beyond the bound raises SESS_F_BACKLOG, which publishers
+ * routing to it see (router.c) and answer by pausing their reads (proto.c);
+ * it is lowered once the queue is back under half the bound, or when the
+ * client goes (an offline session's queue pauses nobody).  A hysteresis of
+ * half the bound keeps the flag from flapping at every message. */
+static void backlog_check(sess_t *s)
+{
+    uint32_t bound = s->w->srv->conf.publisher_backpressure;
+    if (bound == 0)
+        return;
+    uint32_t n = sq_len(&s->queue);
+    int on = sess_flag(s, SESS_F_BACKLOG);
+    if (!on && s->ep && n > bound)
+        sess_set_flag(s, SESS_F_BACKLOG, 1);
+    else if (on && (!s->ep || n <= bound / 2))
+        sess_set_flag(s, SESS_F_BACKLOG, 0);
+}
+
 /* A message the client said it cannot take [MQTT5-3.1.2-25]: skipped as if
  * sent. */
 static int too_big_for_client(const sess_t *s, const msg_t *m, uint8_t qos)
@@ -499,6 +518,7 @@ static void pump(sess_t *s)
         s->queued_bytes -= msg_bytes(e.m);
         if (sess_flag(s, SESS_F_FULL) && !queue_full(s, 0))
             sess_set_flag(s, SESS_F_FULL, 0);
+        backlog_check(s);
         int expired = msg_expired(e.m, s->w->now);
         if (expired || too_big_for_client(s, e.m, e.qos)) {
             STAT_ADD(s->w->stats.msgs_dropped, 1);
@@ -599,6 +619,7 @@ void sess_deliver(worker_t *w, sess_t *s, msg_t *m, uint8_t qos, uint8_t flags)
     s->queued_bytes += bytes;
     if (queue_full(s, 0))
         sess_set_flag(s, SESS_F_FULL, 1);
+    backlog_check(s);
 }
 
 void sess_attach(sess_t *s, endpoint_t *ep)
@@ -677,6 +698,7 @@ void sess_take_over(sess_t *s, const char *why)
 void sess_detach(worker_t *w, sess_t *s)
 {
     s->ep = NULL;
+    backlog_check(s); /* offline: nobody waits for this client */
     tw_del(&w->tw, &s->timer);
     s->timer_kind = SESS_TIMER_NONE;
     if (s->nsubs) {

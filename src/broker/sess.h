@@ -122,8 +122,12 @@ enum { SESS_TIMER_NONE = 0, SESS_TIMER_RETRY, SESS_TIMER_EXPIRY };
 enum {
     SESS_F_DURABLE = 1, /* persistence on and expiry != 0: publishers store
                          * its QoS 1/2 messages (persist.h) */
-    SESS_F_FULL = 2     /* its queue is full: publishers may refuse
+    SESS_F_FULL = 2,    /* its queue is full: publishers may refuse
                          * (limits.queue_full: refuse) */
+    SESS_F_BACKLOG = 4  /* connected, and its queue holds more than
+                         * limits.publisher_backpressure messages: publishers
+                         * sending to it pause (router.c, proto.c) until it is
+                         * back under half of that */
 };
 
 static inline int sess_flag(const sess_t *s, uint8_t f)

@@ -84,6 +84,7 @@ static uint64_t sys_tick(module_inst_t *mi, worker_t *w, void *ctx)
     server_t *srv = w->srv;
     uint64_t recv = 0, sent = 0, dropped = 0, bin = 0, bout = 0, conn = 0, total = 0;
     uint64_t ref_limit = 0, ref_rate = 0, ref_mem = 0, throttled = 0, slow = 0, qfull = 0;
+    uint64_t bp_pauses = 0;
     uint64_t qrefused = 0, congested = 0, auth_ok = 0, auth_fail = 0, auth_banned = 0,
              acl_denied = 0;
     uint64_t takeovers = 0;
@@ -113,6 +114,7 @@ static uint64_t sys_tick(module_inst_t *mi, worker_t *w, void *ctx)
         ref_rate += STAT_GET(st->refused_rate);
         ref_mem += STAT_GET(st->refused_memory);
         throttled += STAT_GET(st->throttled);
+        bp_pauses += STAT_GET(st->backpressure_pauses);
         slow += STAT_GET(st->slow_disconnects);
         qfull += STAT_GET(st->dropped_queue_full);
         qrefused += STAT_GET(st->refused_queue_full);
@@ -148,6 +150,7 @@ static uint64_t sys_tick(module_inst_t *mi, worker_t *w, void *ctx)
         {"$SYS/broker/limits/refused/connection_rate", ref_rate},
         {"$SYS/broker/limits/refused/memory", ref_mem},
         {"$SYS/broker/limits/throttled", throttled},
+        {"$SYS/broker/limits/backpressure_pauses", bp_pauses},
         {"$SYS/broker/limits/slow_subscribers_disconnected", slow},
         {"$SYS/broker/limits/dropped_queue_full", qfull},
         {"$SYS/broker/limits/refused_queue_full", qrefused},

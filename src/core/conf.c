@@ -229,6 +229,7 @@ static const struct field limits_fields[] = {
     UINTF(conf_t, max_topic_levels, 1, 65535),
     UINTF(conf_t, max_topic_length, 1, 65535),
     UINTU(conf_t, max_queued_bytes, 0, UINT64_MAX, U_BYTES),
+    UINTF(conf_t, publisher_backpressure, 0, 10000000),
     { .key = "queue_full", .type = F_ENUM, .off = offsetof(conf_t, queue_full_policy),
       .size = MSIZE(conf_t, queue_full_policy), .names = queue_full_names },
     UINTU(conf_t, slow_subscriber_timeout, 0, 86400, U_S),
@@ -425,6 +426,7 @@ void conf_defaults(conf_t *c)
     c->max_sessions = 1000000;
     c->max_awaiting_rel = 1000;
     c->max_queued_bytes = 64u << 20;
+    c->publisher_backpressure = 200;
     c->slow_subscriber_timeout = 60;
     c->max_output_buffer = 262144;
     c->persistence_enabled = 1;

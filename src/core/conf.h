@@ -221,19 +221,21 @@ typedef struct {
     char server_reference[256]; /* "" = none; else CONNACK 0x9D + reference */
     uint8_t allow_sys_publish;  /* clients may publish to $SYS and $SYS/... */
     /* limits: 0 = unlimited unless said otherwise */
-    uint32_t max_connections;     /* whole broker; 0 in the file = derived from
+    uint32_t max_connections;        /* whole broker; 0 in the file = derived from
                                        * RLIMIT_NOFILE at start (server_init) */
-    uint32_t max_connection_rate; /* new connections per second */
-    uint32_t max_message_rate;    /* PUBLISH per second per client (reads throttled) */
-    uint32_t max_byte_rate;       /* bytes per second per client (reads throttled) */
-    uint32_t max_subscriptions;   /* per client, default 1000 */
-    uint32_t max_retained;        /* retained topics, default 1,000,000 */
-    uint32_t max_sessions;        /* persistent sessions, default 1,000,000 */
-    uint16_t max_awaiting_rel;    /* MQTT 3.1.1: incoming QoS 2 awaiting PUBREL */
-    uint16_t max_topic_levels;    /* default 128 */
-    uint16_t max_topic_length;    /* bytes, default 4096 */
-    uint64_t max_queued_bytes;    /* per session, default 64 MiB */
-    uint8_t queue_full_policy;    /* CONF_QUEUE_FULL_*: QoS 1/2 to a full queue */
+    uint32_t max_connection_rate;    /* new connections per second */
+    uint32_t max_message_rate;       /* PUBLISH per second per client (reads throttled) */
+    uint32_t max_byte_rate;          /* bytes per second per client (reads throttled) */
+    uint32_t max_subscriptions;      /* per client, default 1000 */
+    uint32_t max_retained;           /* retained topics, default 1,000,000 */
+    uint32_t max_sessions;           /* persistent sessions, default 1,000,000 */
+    uint16_t max_awaiting_rel;       /* MQTT 3.1.1: incoming QoS 2 awaiting PUBREL */
+    uint16_t max_topic_levels;       /* default 128 */
+    uint16_t max_topic_length;       /* bytes, default 4096 */
+    uint64_t max_queued_bytes;       /* per session, default 64 MiB */
+    uint8_t queue_full_policy;       /* CONF_QUEUE_FULL_*: QoS 1/2 to a full queue */
+    uint32_t publisher_backpressure; /* messages queued for one connected subscriber
+                                  * beyond which its publishers are paused; 0 = off */
     uint32_t
         slow_subscriber_timeout; /* seconds a subscriber may keep its output full; 0 = forever */
     uint32_t max_output_buffer;  /* bytes pending to one client beyond which QoS 0
