@@ -12,6 +12,7 @@
 #include <dirent.h>
 #include <inttypes.h>
 #include <stdarg.h>
+#include <stddef.h>
 #include <stdio.h>
 #include <string.h>
 #include <sys/resource.h>
@@ -192,6 +193,28 @@ static void process_metrics(sb_t *b, const server_t *srv)
         (uint64_t)srv->started_wall);
 }
 
+static const char *const transports[] = {"tcp", "tls", "ws", "wss"};
+
+/* A counter family with one sample per listener: the sum over the workers
+ * of the per-listener array at `off` in worker_stats_t. */
+static void listener_counter(sb_t *b, const server_t *srv, const char *fam, const char *help,
+                             size_t off)
+{
+    family(b, fam, "counter", help);
+    for (uint32_t i = 0; i < srv->nlisteners; i++) {
+        char name[2 * sizeof(srv->conf.listeners[i].name)];
+        label_escape(srv->conf.listeners[i].name, name, sizeof(name));
+        uint64_t n = 0;
+        for (uint32_t k = 0; k < srv->nworkers; k++) {
+            const an_counter_t *v =
+                (const an_counter_t *)((const char *)&srv->workers[k].stats + off);
+            n += STAT_GET(v[i]);
+        }
+        sb_printf(b, "%s{listener=\"%s\",transport=\"%s\"} %" PRIu64 "\n", fam, name,
+                  transports[srv->conf.listeners[i].transport & 3], n);
+    }
+}
+
 char *api_metrics_text(server_t *srv, size_t *len)
 {
     sb_t b = {an_malloc(16384), 0, 16384};
@@ -220,7 +243,6 @@ char *api_metrics_text(server_t *srv, size_t *len)
     sb_printf(&b, "antenna_connections_refused_total{reason=\"fd_limit\"} %" PRIu64 "\n",
               t.refused_fd_limit);
 
-    static const char *const transports[] = {"tcp", "tls", "ws", "wss"};
     family(&b, "antenna_listener_connections", "gauge", "Open connections per listener.");
     for (uint32_t i = 0; i < srv->nlisteners; i++) {
         char name[2 * sizeof(srv->conf.listeners[i].name)];
@@ -230,31 +252,13 @@ char *api_metrics_text(server_t *srv, size_t *len)
                   (unsigned)atomic_load(&srv->listen_conns[i]));
     }
 
-    family(&b, "antenna_listener_accepted_total", "counter",
-           "Connections accepted per listener (before the handshake and CONNECT).");
-    for (uint32_t i = 0; i < srv->nlisteners; i++) {
-        char name[2 * sizeof(srv->conf.listeners[i].name)];
-        label_escape(srv->conf.listeners[i].name, name, sizeof(name));
-        uint64_t n = 0;
-        for (uint32_t k = 0; k < srv->nworkers; k++)
-            n += STAT_GET(srv->workers[k].stats.accepted[i]);
-        sb_printf(&b,
-                  "antenna_listener_accepted_total{listener=\"%s\",transport=\"%s\"} %" PRIu64 "\n",
-                  name, transports[srv->conf.listeners[i].transport & 3], n);
-    }
-    family(&b, "antenna_handshake_failures_total", "counter",
-           "Transport handshakes (TLS, the WebSocket upgrade) that failed or timed out, per "
-           "listener.");
-    for (uint32_t i = 0; i < srv->nlisteners; i++) {
-        char name[2 * sizeof(srv->conf.listeners[i].name)];
-        label_escape(srv->conf.listeners[i].name, name, sizeof(name));
-        uint64_t n = 0;
-        for (uint32_t k = 0; k < srv->nworkers; k++)
-            n += STAT_GET(srv->workers[k].stats.handshake_failed[i]);
-        sb_printf(
-            &b, "antenna_handshake_failures_total{listener=\"%s\",transport=\"%s\"} %" PRIu64 "\n",
-            name, transports[srv->conf.listeners[i].transport & 3], n);
-    }
+    listener_counter(&b, srv, "antenna_listener_accepted_total",
+                     "Connections accepted per listener (before the handshake and CONNECT).",
+                     offsetof(worker_stats_t, accepted));
+    listener_counter(&b, srv, "antenna_handshake_failures_total",
+                     "Transport handshakes (TLS, the WebSocket upgrade) that failed or timed "
+                     "out, per listener.",
+                     offsetof(worker_stats_t, handshake_failed));
 
     family(&b, "antenna_packets_received_total", "counter", "MQTT packets read, by type.");
     for (int p = 1; p < STAT_PKT_TYPES; p++)

@@ -491,7 +491,8 @@ static int fail(struct loader *ld, const yaml_node_t *at, const char *key, const
     __attribute__((format(printf, 4, 5)));
 
 /* "PATH:LINE: KEY: problem"; always returns -1. */
-static int fail(struct loader *ld, const yaml_node_t *at, const char *key, const char *fmt, ...)
+static int vfail(struct loader *ld, const yaml_node_t *at, const char *key, const char *fmt,
+                 va_list ap)
 {
     if (ld->err == NULL || ld->errlen == 0)
         return -1;
@@ -499,9 +500,15 @@ static int fail(struct loader *ld, const yaml_node_t *at, const char *key, const
                      key[0] ? key : "top level");
     if (n < 0 || (size_t)n >= ld->errlen)
         return -1;
+    vsnprintf(ld->err + n, ld->errlen - (size_t)n, fmt, ap);
+    return -1;
+}
+
+static int fail(struct loader *ld, const yaml_node_t *at, const char *key, const char *fmt, ...)
+{
     va_list ap;
     va_start(ap, fmt);
-    vsnprintf(ld->err + n, ld->errlen - (size_t)n, fmt, ap);
+    vfail(ld, at, key, fmt, ap);
     va_end(ap);
     return -1;
 }
@@ -1246,15 +1253,9 @@ int conf_sec_fail(conf_sec_t *s, const char *key, const char *fmt, ...)
     char kpath[KEYPATH_LEN];
     key_join(kpath, s->path, ".");
     key_join(kpath, kpath, key);
-    if (ld->err == NULL || ld->errlen == 0)
-        return -1;
-    int n = snprintf(ld->err, ld->errlen, "%s:%zu: %s: ", ld->path, (size_t)at->start_mark.line + 1,
-                     kpath);
-    if (n < 0 || (size_t)n >= ld->errlen)
-        return -1;
     va_list ap;
     va_start(ap, fmt);
-    vsnprintf(ld->err + n, ld->errlen - (size_t)n, fmt, ap);
+    vfail(ld, at, kpath, fmt, ap);
     va_end(ap);
     return -1;
 }

@@ -489,17 +489,10 @@ class Broker:
             c.disconnect()
 
 
-@pytest.fixture
-def broker(tmp_path):
-    started = []
-
-    def start(**overrides):
-        b = Broker(tmp_path, len(started), overrides)
-        started.append(b)
-        return b.start()
-
-    yield start
-
+def stop_all(started):
+    """Stop the brokers a fixture started (kill what does not stop), then
+    fail the test with every problem at once: a broker that did not stop
+    cleanly, a sanitizer report in its output."""
     errors = []
     for b in started:
         if b.proc is None:
@@ -517,6 +510,19 @@ def broker(tmp_path):
             errors.append("sanitizer report in broker output:\n" + rep)
     if errors:
         pytest.fail("\n\n".join(errors), pytrace=False)
+
+
+@pytest.fixture
+def broker(tmp_path):
+    started = []
+
+    def start(**overrides):
+        b = Broker(tmp_path, len(started), overrides)
+        started.append(b)
+        return b.start()
+
+    yield start
+    stop_all(started)
 
 
 @pytest.fixture

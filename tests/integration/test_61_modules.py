@@ -10,7 +10,7 @@ import time
 
 import pytest
 
-from conftest import IS_MOSQUITTO, Broker, free_port, port_accepts, sanitizer_report, \
+from conftest import IS_MOSQUITTO, Broker, free_port, port_accepts, sanitizer_report, stop_all, \
     require_antenna_bin
 from helpers import Paho
 
@@ -42,21 +42,7 @@ def hb_broker(tmp_path):
         return b.start()
 
     yield start
-    errors = []
-    for b in started:
-        try:
-            if not b.stopped:
-                b.stop()
-        except AssertionError as e:
-            errors.append(str(e))
-        finally:
-            if b.running():
-                b.kill()
-        rep = sanitizer_report(b.log_text())
-        if rep:
-            errors.append("sanitizer report in broker output:\n" + rep)
-    if errors:
-        pytest.fail("\n\n".join(errors), pytrace=False)
+    stop_all(started)
 
 
 def beats(client, want_workers, min_seq=1, timeout=8.0):

@@ -8,18 +8,10 @@ import time
 
 import pytest
 
-import mqttraw
-from mqttraw import PUBACK, PUBLISH, puback, publish
+from mqttraw import PUBACK, puback, publish
+from test_12_limits import sys_value
 
 pytestmark = pytest.mark.antenna_only
-
-
-def sys_value(b, topic, timeout=5.0):
-    c = b.raw_connected("")
-    assert c.subscribe(1, [(topic, 0)]).codes == [0]
-    p = c.recv_publish(timeout)
-    c.close()
-    return int(p.payload)
 
 
 def pump_publishes(p, topic, count, first_pid=1):
