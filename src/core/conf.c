@@ -17,6 +17,7 @@
 #include "conf.h"
 
 #include "log.h"
+#include "util.h"
 
 #include <arpa/inet.h>
 #include <errno.h>
@@ -513,53 +514,9 @@ static int fail(struct loader *ld, const yaml_node_t *at, const char *key, const
     return -1;
 }
 
-/* Levenshtein distance of a and b, capped: anything above 3 is 4. */
-static unsigned edit_distance(const char *a, const char *b)
-{
-    size_t la = strlen(a), lb = strlen(b);
-    if (la > 63 || lb > 63 || (la > lb ? la - lb : lb - la) > 3)
-        return 4;
-    unsigned row[64];
-    for (size_t j = 0; j <= lb; j++)
-        row[j] = (unsigned)j;
-    for (size_t i = 1; i <= la; i++) {
-        unsigned diag = row[0];
-        row[0] = (unsigned)i;
-        for (size_t j = 1; j <= lb; j++) {
-            unsigned up = row[j];
-            unsigned best = diag + (a[i - 1] != b[j - 1]);
-            if (up + 1 < best)
-                best = up + 1;
-            if (row[j - 1] + 1 < best)
-                best = row[j - 1] + 1;
-            row[j] = best;
-            diag = up;
-        }
-    }
-    return row[lb] > 3 ? 4 : row[lb];
-}
-
-/* Remembers the known key closest to `key` (a typo: at most 1 edit for
- * short keys, 2 from 6 characters, 3 from 12). */
-typedef struct {
-    const char *key;
-    const char *best;
-    unsigned dist;
-} near_t;
-
-static void near_try(near_t *nr, const char *cand)
-{
-    size_t len = strlen(nr->key);
-    unsigned limit = len >= 12 ? 3 : len >= 6 ? 2 : 1;
-    unsigned d = edit_distance(nr->key, cand);
-    if (d <= limit && d < nr->dist) {
-        nr->dist = d;
-        nr->best = cand;
-    }
-}
-
 /* "unknown key", with the nearest known key when there is one. */
-static int unknown_key(struct loader *ld, const yaml_node_t *at, const char *path, const near_t *nr)
+static int unknown_key(struct loader *ld, const yaml_node_t *at, const char *path,
+                       const an_near_t *nr)
 {
     if (nr && nr->best)
         return fail(ld, at, path, "unknown key (did you mean \"%s\"?)", nr->best);
@@ -1137,9 +1094,9 @@ static int load_section(struct loader *ld, const yaml_node_t *k, const yaml_node
             char kpath[KEYPATH_LEN];
             key_join(kpath, path, ".");
             key_join(kpath, kpath, sval(ka));
-            near_t nr = {.key = sval(ka), .best = NULL, .dist = 4};
+            an_near_t nr = AN_NEAR(sval(ka));
             for (uint32_t q = 0; q < s.nasked; q++)
-                near_try(&nr, s.asked[q]);
+                an_near_try(&nr, s.asked[q]);
             return unknown_key(ld, ka, kpath, &nr);
         }
     return 0;
@@ -1294,12 +1251,12 @@ static int load_map(struct loader *ld, const yaml_node_t *at, const yaml_node_t 
                 continue;
         }
         if (i == n) {
-            near_t nr = {.key = sval(k), .best = NULL, .dist = 4};
+            an_near_t nr = AN_NEAR(sval(k));
             for (size_t q = 0; q < n; q++)
-                near_try(&nr, tab[q].key);
+                an_near_try(&nr, tab[q].key);
             if (tab == root_fields)
                 for (uint32_t q = 0; q < ld->c->nsections; q++)
-                    near_try(&nr, ld->c->sections[q].name);
+                    an_near_try(&nr, ld->c->sections[q].name);
             return unknown_key(ld, k, path, &nr);
         }
         if (seen & (1u << i))

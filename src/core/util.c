@@ -1,5 +1,6 @@
 /* util.c -- allocation wrappers that abort on exhaustion, output buffer
- * growth, the keyed hash (see util.h). */
+ * growth, the keyed hash, the nearest string for "did you mean" (see
+ * util.h). */
 #include "util.h"
 
 #include <stdio.h>
@@ -118,4 +119,43 @@ void an_random_key(uint64_t key[2])
     clock_gettime(CLOCK_MONOTONIC, &ts);
     key[0] = (uint64_t)(uintptr_t)key ^ ((uint64_t)ts.tv_nsec << 32) ^ 0x243F6A8885A308D3ull;
     key[1] = (uint64_t)ts.tv_sec * 0x9E3779B97F4A7C15ull ^ an_now_us();
+}
+
+/* ---- "did you mean" ---- */
+
+/* Levenshtein distance of a and b, capped: anything above 3 is 4. */
+static unsigned edit_distance3(const char *a, const char *b)
+{
+    size_t la = strlen(a), lb = strlen(b);
+    if (la > 63 || lb > 63 || (la > lb ? la - lb : lb - la) > 3)
+        return 4;
+    unsigned row[64];
+    for (size_t j = 0; j <= lb; j++)
+        row[j] = (unsigned)j;
+    for (size_t i = 1; i <= la; i++) {
+        unsigned diag = row[0];
+        row[0] = (unsigned)i;
+        for (size_t j = 1; j <= lb; j++) {
+            unsigned up = row[j];
+            unsigned best = diag + (a[i - 1] != b[j - 1]);
+            if (up + 1 < best)
+                best = up + 1;
+            if (row[j - 1] + 1 < best)
+                best = row[j - 1] + 1;
+            row[j] = best;
+            diag = up;
+        }
+    }
+    return row[lb] > 3 ? 4 : row[lb];
+}
+
+void an_near_try(an_near_t *nr, const char *cand)
+{
+    size_t len = strlen(nr->key);
+    unsigned limit = len >= 12 ? 3 : len >= 6 ? 2 : 1;
+    unsigned d = edit_distance3(nr->key, cand);
+    if (d <= limit && d < nr->dist) {
+        nr->dist = d;
+        nr->best = cand;
+    }
 }

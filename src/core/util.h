@@ -105,4 +105,16 @@ static inline uint64_t an_hash64(uint64_t x)
     return x;
 }
 
+/* "Did you mean ...?": the candidate closest to `key` as a typo would be
+ * (Levenshtein distance at most 1 for keys under 6 characters, 2 from 6, 3
+ * from 12), fed one candidate at a time; best stays NULL when none is
+ * near.  The configuration's unknown keys use it. */
+typedef struct {
+    const char *key;
+    const char *best;
+    unsigned dist;
+} an_near_t;
+#define AN_NEAR(k) ((an_near_t){.key = (k), .best = NULL, .dist = 4})
+void an_near_try(an_near_t *nr, const char *cand);
+
 #endif

@@ -16,6 +16,7 @@
 #include "conf.h"
 #include "log.h"
 #include "module.h"
+#include "util.h"
 
 /* ---- helpers ---- */
 
@@ -155,6 +156,20 @@ static void test_units(void **state)
 static void test_did_you_mean(void **state)
 {
     (void)state;
+    /* the distance rule itself (util.h) */
+    an_near_t nr = AN_NEAR("max_infligth");
+    an_near_try(&nr, "max_queued");
+    an_near_try(&nr, "max_inflight");
+    an_near_try(&nr, "max_infight_x");
+    assert_string_equal(nr.best, "max_inflight");
+    assert_int_equal(nr.dist, 2);
+    nr = AN_NEAR("port");
+    an_near_try(&nr, "sort"); /* 1 edit: near enough for 4 characters */
+    an_near_try(&nr, "pool"); /* 2 edits: too far */
+    assert_string_equal(nr.best, "sort");
+    nr = AN_NEAR("abc");
+    an_near_try(&nr, "xyz");
+    assert_null(nr.best);
     conf_t c;
     char err[512] = "";
     conf_defaults(&c);
