@@ -16,8 +16,10 @@ pytestmark = pytest.mark.antenna_only
 
 def pump_publishes(p, topic, count, first_pid=1):
     """Send `count` QoS 1 PUBLISHes without waiting (the socket buffers
-    them), return when all are written."""
-    data = b"".join(publish(topic, b"%06d" % i, qos=1, pid=first_pid + i) for i in range(count))
+    them), return when all are written; payload i is the message's number
+    (first_pid - 1 + i)."""
+    data = b"".join(publish(topic, b"%06d" % (first_pid - 1 + i), qos=1, pid=first_pid + i)
+                    for i in range(count))
     p.sock.sendall(data)
 
 
@@ -28,9 +30,19 @@ def test_slow_subscriber_pauses_its_publisher_and_loses_nothing(broker):
     sub = b.raw_connected("bp-sub")
     assert sub.subscribe(1, [("bp/t", 1)]).codes == [1]
     pub = b.raw_connected("bp-pub")
-    pump_publishes(pub, "bp/t", N)
-    # the subscriber does not acknowledge yet: its window (5) fills, its
-    # queue passes the bound, the publisher is paused again and again
+    # A first wave: the subscriber does not acknowledge, its window (5)
+    # fills and its queue passes the bound.  Its worker raises the flag when
+    # it queues them, after the publisher's worker routed them (a publish
+    # sees the flag of the queue as it is then), so wait for that first.
+    FIRST = 200
+    pump_publishes(pub, "bp/t", FIRST)
+    deadline = time.monotonic() + 20
+    while sys_value(b, "$SYS/broker/messages/queued") <= 20:
+        assert time.monotonic() < deadline, "the first wave was not queued"
+        time.sleep(0.2)
+    # the second wave meets a subscriber that is behind: its publisher is
+    # paused, again and again
+    pump_publishes(pub, "bp/t", N - FIRST, first_pid=1 + FIRST)
     deadline = time.monotonic() + 20
     while sys_value(b, "$SYS/broker/limits/backpressure_pauses") == 0:
         assert time.monotonic() < deadline, "the publisher was never paused"
