@@ -53,6 +53,7 @@ enum {
                      * batch in the store (persist.h), from the committer thread */
     WM_AUTH,        /* proto: ptr: auth_wait_t*: an asynchronous backend's answer */
     WM_API,         /* api: ptr: api_job_t* (api_snap.h): a management API request */
+    WM_CLUSTER,     /* cluster (src/cluster): a message or control item from a node link */
     WM_KINDS = 32   /* size of the handler table */
 };
 

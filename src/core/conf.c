@@ -1149,6 +1149,13 @@ int conf_sec_u64(conf_sec_t *s, const char *key, uint64_t min, uint64_t max, uin
     return sec_load(s, key, &f, out);
 }
 
+int conf_sec_ms(conf_sec_t *s, const char *key, uint32_t min, uint32_t max, uint32_t *out)
+{
+    const struct field f = {
+        .key = key, .type = F_UINT, .size = sizeof(*out), .min = min, .max = max, .unit = U_MS};
+    return sec_load(s, key, &f, out);
+}
+
 int conf_sec_bool(conf_sec_t *s, const char *key, uint8_t *out)
 {
     const struct field f = {.key = key, .type = F_BOOL, .size = sizeof(*out)};

@@ -154,7 +154,7 @@ enum { CONF_JWT_FROM_PASSWORD = 0, CONF_JWT_FROM_USERNAME };
  * reads each key with the conf_sec_* readers below; a key it did not read
  * is an unknown key.  The values live in conf_t.section_data, at `off`. */
 #define CONF_MAX_SECTIONS 16
-#define CONF_SECTION_BYTES 8192       /* for every section's values together */
+#define CONF_SECTION_BYTES 16384      /* for every section's values together */
 typedef struct conf_sec_s conf_sec_t; /* one section being loaded */
 typedef void (*conf_visit_fn)(void *ud, int kind, const char *key, const char *s, uint64_t u);
 typedef struct {
@@ -321,6 +321,8 @@ const void *conf_section_values(const conf_t *c, const char *name);
 int conf_sec_u32(conf_sec_t *s, const char *key, uint32_t min, uint32_t max, uint32_t *out);
 int conf_sec_u64(conf_sec_t *s, const char *key, uint64_t min, uint64_t max, uint64_t *out);
 int conf_sec_bool(conf_sec_t *s, const char *key, uint8_t *out);
+/* A duration in ms: a number (ms) or with a unit ("1500ms", "10s", "2m"). */
+int conf_sec_ms(conf_sec_t *s, const char *key, uint32_t min, uint32_t max, uint32_t *out);
 /* A string into out[size]; CONF_SEC_NONEMPTY refuses an empty one. */
 enum { CONF_SEC_NONEMPTY = 1 };
 int conf_sec_str(conf_sec_t *s, const char *key, char *out, size_t size, int flags);

@@ -8,6 +8,7 @@
 
 #include "event_log.h"
 #include "sys.h"
+#include "cluster/cluster.h"
 #include "modules/heartbeat/heartbeat.h"
 #include "modules/message_log/message_log.h"
 
@@ -17,5 +18,6 @@ const module_t *const module_list[] = {
     &heartbeat_module,   /* the example: heartbeat.* (src/modules/heartbeat) */
     &message_log_module, /* examples.message_log: an internal consumer
                           * (src/modules/message_log) */
+    &cluster_module,     /* cluster: nodes acting as one broker (src/cluster) */
     NULL,
 };

@@ -1,0 +1,135 @@
+/* cl_int.h -- what the parts of the cluster module share (cluster.h).
+ *
+ * Threads.  Three kinds of thread touch the cluster:
+ *   - the link thread (cluster.c runs it): its ev loop and timer wheel own
+ *     every link socket and the member table (cl_node_t); membership
+ *     changes reach it through cl_post();
+ *   - the etcd thread (cl_member.c): the lease, the member list, the
+ *     client-id registry; it reports members with cl_member_seen() /
+ *     cl_member_gone(), which post to the link thread;
+ *   - the workers: they reach a node through the route owner row and the
+ *     inbox kind WM_CLUSTER that cl_link.c registers, by node index only.
+ * The configuration is read-only once the workers run.  The few values
+ * read across threads (lease state, member count) are atomics.
+ *
+ * Node indexes.  A node is known by its name; its index (1..CL_MAX_NODES-1,
+ * 0 is this node) is given the first time the name is seen and kept for the
+ * life of the process, also across leaving and rejoining, so a route owner
+ * index or a msg_t.origin_node never points at another node.
+ */
+#ifndef ANTENNA_CL_INT_H
+#define ANTENNA_CL_INT_H
+
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdint.h>
+
+#include "ev.h"
+#include "server.h"
+#include "tw.h"
+
+#define CL_MAX_NODES 256
+#define CL_NAME_MAX 64  /* node and cluster names, with the NUL */
+#define CL_ADDR_MAX 128 /* "host:port", with the NUL */
+#define CL_STATIC_MAX 16
+
+typedef struct {
+    char node[CL_NAME_MAX]; /* this node's name; "" = the cluster is off */
+    char name[CL_NAME_MAX]; /* the cluster's name (etcd prefix) */
+    char etcd[512];         /* endpoints, comma-separated; "" = static members only */
+    uint32_t lease_ttl_ms;
+    char listen[CL_ADDR_MAX];    /* node links: host:port, port 0 = any */
+    char advertise[CL_ADDR_MAX]; /* "" = the bound listen address */
+    char secret[256];            /* the shared secret (or read from secret_file) */
+    char secret_file[256];
+    char static_members[CL_STATIC_MAX][CL_NAME_MAX + CL_ADDR_MAX]; /* "name@host:port" */
+    uint32_t nstatic;
+} cl_conf_t;
+
+typedef struct cl_s cl_t;
+typedef struct cl_links_s cl_links_t;   /* cl_link.c's state */
+typedef struct cl_member_s cl_member_t; /* cl_member.c's state */
+
+/* One known node (the link thread's). */
+typedef struct {
+    char name[CL_NAME_MAX];
+    char link_addr[CL_ADDR_MAX]; /* where its links listen */
+    uint8_t used;                /* the index is given */
+    uint8_t member;              /* a member now (etcd key present, or static) */
+    uint64_t since_ms;           /* member since / out since (monotonic) */
+} cl_node_t;
+
+/* A closure for the link thread. */
+typedef struct cl_task_s {
+    struct cl_task_s *next;
+    void (*fn)(cl_t *cl, void *arg);
+    void *arg;
+} cl_task_t;
+
+struct cl_s {
+    server_t *srv;
+    const cl_conf_t *conf;
+    uint32_t mod_index; /* the module's index (module_worker_ctx) */
+
+    /* the link thread */
+    pthread_t thread;
+    int thread_started;
+    _Atomic int stopping;
+    ev_loop_t loop;
+    tw_t tw;
+    uint64_t now; /* monotonic ms of this turn */
+    ev_watcher_t wake; /* eventfd: cl_post */
+    pthread_mutex_t mu;
+    cl_task_t *tasks, **tasks_tail;
+
+    /* the member table (link thread) */
+    cl_node_t nodes[CL_MAX_NODES];
+
+    /* read by any thread (API, health, metrics) */
+    _Atomic uint32_t members;  /* current members, this node included */
+    _Atomic int lease_ok;      /* 1: registered and alive (always 1 without etcd) */
+    char link_addr[CL_ADDR_MAX]; /* the advertised link address; set in init */
+
+    cl_links_t *links;   /* cl_link.c */
+    cl_member_t *member; /* cl_member.c */
+};
+
+/* ---- cluster.c ---- */
+
+/* Run fn(cl, arg) on the link thread, in order of posting.  Any thread.
+ * Returns 0, or -1 when the link thread has stopped (fn is not called). */
+int cl_post(cl_t *cl, void (*fn)(cl_t *cl, void *arg), void *arg);
+/* The index of node `name`, given on first sight; -1 when the table is full.
+ * Link thread (or init, before it runs). */
+int cl_node_index(cl_t *cl, const char *name);
+/* Membership, from any thread (posted to the link thread): `name` is a
+ * member whose links listen at link_addr / is no longer a member.  This
+ * node's own name is ignored. */
+void cl_member_seen(cl_t *cl, const char *name, const char *link_addr);
+void cl_member_gone(cl_t *cl, const char *name);
+
+/* ---- cl_link.c: node links, routes, forwarding ---- */
+
+/* Module init (main thread, before the workers run): bind the link
+ * listener (fills cl->link_addr), register the route owner row and the
+ * inbox kind.  Returns 0 or -1 (logged). */
+int cl_links_init(cl_t *cl);
+/* On the link thread, once, before any other call below. */
+int cl_links_start(cl_t *cl);
+/* On the link thread: node idx became a member or left (cl->nodes[idx]). */
+void cl_links_member_changed(cl_t *cl, int idx);
+/* On the link thread, when it is stopping: close every link. */
+void cl_links_stop(cl_t *cl);
+/* After the link thread and the workers stopped. */
+void cl_links_free(cl_t *cl);
+
+/* ---- cl_member.c: membership through etcd ---- */
+
+/* Module start (the link thread runs): with cluster.etcd set, start the
+ * etcd thread (lease, registration, watch).  Returns 0 or -1 (logged). */
+int cl_member_start(cl_t *cl);
+/* Module stop: revoke the lease (a clean leave), end the etcd thread. */
+void cl_member_stop(cl_t *cl);
+void cl_member_free(cl_t *cl);
+
+#endif

@@ -1,0 +1,402 @@
+/* cluster.c -- the cluster module: configuration, the member table and the
+ * link thread (cluster.h, cl_int.h; docs/cluster.md is the design).
+ *
+ * The module is off (no thread, no state, nothing registered) unless
+ * cluster.node is set.  When on:
+ *   init   (main thread)  the state, then cl_links_init: the link listener
+ *                         is bound before the workers run, so its address
+ *                         is known before this node registers anywhere;
+ *   start  (main thread)  the link thread, the static members, then
+ *                         cl_member_start (the etcd thread);
+ *   stop   (main thread)  cl_member_stop (a clean leave), then the link
+ *                         thread ends (cl_links_stop on it);
+ *   free   (main thread)  cl_links_free, cl_member_free, the state.
+ *
+ * The link thread turns an ev loop with a timer wheel; other threads hand
+ * it work with cl_post() (a locked list and an eventfd), which is how
+ * membership changes (cl_member_seen / cl_member_gone) reach the member
+ * table, which only the link thread touches.
+ */
+#include "cluster.h"
+
+#include <errno.h>
+#include <inttypes.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/eventfd.h>
+#include <unistd.h>
+
+#include "cl_int.h"
+#include "log.h"
+#include "util.h"
+
+/* ---- configuration ---- */
+
+static void cl_conf_defaults(void *conf)
+{
+    cl_conf_t *c = conf;
+    memset(c, 0, sizeof(*c));
+    snprintf(c->name, sizeof(c->name), "%s", "antenna");
+    snprintf(c->etcd, sizeof(c->etcd), "%s", "http://127.0.0.1:2379");
+    c->lease_ttl_ms = 10000;
+    snprintf(c->listen, sizeof(c->listen), "%s", "127.0.0.1:0");
+}
+
+/* Letters, digits, '-', '_' and '.': a node or cluster name goes into etcd
+ * keys, log lines and metric labels as it is. */
+static int cl_name_ok(const char *s)
+{
+    if (s[0] == '\0')
+        return 0;
+    for (; *s; s++)
+        if (!((*s >= 'a' && *s <= 'z') || (*s >= 'A' && *s <= 'Z') || (*s >= '0' && *s <= '9') ||
+              *s == '-' || *s == '_' || *s == '.'))
+            return 0;
+    return 1;
+}
+
+/* "host:port" (host may be "[v6]"), port 0..65535. */
+static int cl_addr_ok(const char *s)
+{
+    const char *colon = strrchr(s, ':');
+    if (colon == NULL || colon == s || colon[1] == '\0')
+        return 0;
+    char *end;
+    unsigned long port = strtoul(colon + 1, &end, 10);
+    return *end == '\0' && port <= 65535;
+}
+
+static int cl_read_secret(conf_sec_t *s, cl_conf_t *c)
+{
+    FILE *f = fopen(c->secret_file, "r");
+    if (f == NULL)
+        return conf_sec_fail(s, "secret_file", "%s: %s", c->secret_file, strerror(errno));
+    size_t n = fread(c->secret, 1, sizeof(c->secret) - 1, f);
+    int toolong = n == sizeof(c->secret) - 1 && fgetc(f) != EOF;
+    fclose(f);
+    c->secret[n] = '\0';
+    while (n > 0 && (c->secret[n - 1] == '\n' || c->secret[n - 1] == '\r'))
+        c->secret[--n] = '\0';
+    if (toolong)
+        return conf_sec_fail(s, "secret_file", "%s: the secret is longer than %zu bytes",
+                             c->secret_file, sizeof(c->secret) - 2);
+    if (n == 0)
+        return conf_sec_fail(s, "secret_file", "%s: the file is empty", c->secret_file);
+    return 0;
+}
+
+static int cl_conf_load(conf_sec_t *s, void *conf)
+{
+    cl_conf_t *c = conf;
+    if (conf_sec_str(s, "node", c->node, sizeof(c->node), 0) < 0 ||
+        conf_sec_str(s, "name", c->name, sizeof(c->name), CONF_SEC_NONEMPTY) < 0 ||
+        conf_sec_str(s, "etcd", c->etcd, sizeof(c->etcd), 0) < 0 ||
+        conf_sec_ms(s, "lease_ttl", 2000, 3600000, &c->lease_ttl_ms) < 0 ||
+        conf_sec_str(s, "listen", c->listen, sizeof(c->listen), CONF_SEC_NONEMPTY) < 0 ||
+        conf_sec_str(s, "advertise", c->advertise, sizeof(c->advertise), 0) < 0 ||
+        conf_sec_str(s, "secret", c->secret, sizeof(c->secret), 0) < 0 ||
+        conf_sec_str(s, "secret_file", c->secret_file, sizeof(c->secret_file), 0) < 0 ||
+        conf_sec_names(s, "static_members", &c->static_members[0][0],
+                       sizeof(c->static_members[0]), CL_STATIC_MAX, &c->nstatic) < 0)
+        return -1;
+    if (c->node[0] != '\0' && !cl_name_ok(c->node))
+        return conf_sec_fail(s, "node", "\"%.60s\": letters, digits, '-', '_' and '.' only",
+                             c->node);
+    if (!cl_name_ok(c->name))
+        return conf_sec_fail(s, "name", "\"%.60s\": letters, digits, '-', '_' and '.' only",
+                             c->name);
+    if (!cl_addr_ok(c->listen))
+        return conf_sec_fail(s, "listen", "\"%.100s\": expected host:port", c->listen);
+    if (c->advertise[0] != '\0' && !cl_addr_ok(c->advertise))
+        return conf_sec_fail(s, "advertise", "\"%.100s\": expected host:port", c->advertise);
+    if (c->secret[0] != '\0' && c->secret_file[0] != '\0')
+        return conf_sec_fail(s, "secret_file", "set secret or secret_file, not both");
+    if (c->secret_file[0] != '\0' && cl_read_secret(s, c) < 0)
+        return -1;
+    for (uint32_t i = 0; i < c->nstatic; i++) {
+        char *m = c->static_members[i];
+        char *at = strchr(m, '@');
+        if (at != NULL)
+            *at = '\0';
+        int ok = at != NULL && cl_name_ok(m) && cl_addr_ok(at + 1);
+        if (at != NULL)
+            *at = '@';
+        if (!ok)
+            return conf_sec_fail(s, "static_members", "\"%.100s\": expected name@host:port", m);
+    }
+    if (c->node[0] == '\0' && c->nstatic > 0)
+        return conf_sec_fail(s, "node", "static members are set but this node has no name");
+    return 0;
+}
+
+static void cl_conf_walk(const void *conf, conf_visit_fn fn, void *ud)
+{
+    const cl_conf_t *c = conf;
+    fn(ud, CONF_V_STR, "node", c->node, 0);
+    fn(ud, CONF_V_STR, "name", c->name, 0);
+    fn(ud, CONF_V_STR, "etcd", c->etcd, 0);
+    fn(ud, CONF_V_UINT, "lease_ttl_ms", NULL, c->lease_ttl_ms);
+    fn(ud, CONF_V_STR, "listen", c->listen, 0);
+    fn(ud, CONF_V_STR, "advertise", c->advertise, 0);
+    fn(ud, CONF_V_STR, "secret", c->secret[0] ? "(set)" : "", 0);
+    fn(ud, CONF_V_STR, "secret_file", c->secret_file, 0);
+    fn(ud, CONF_V_LIST, "static_members", NULL, 0);
+    for (uint32_t i = 0; i < c->nstatic; i++)
+        fn(ud, CONF_V_STR, NULL, c->static_members[i], 0);
+    fn(ud, CONF_V_END, NULL, NULL, 0);
+}
+
+/* ---- the link thread ---- */
+
+int cl_post(cl_t *cl, void (*fn)(cl_t *cl, void *arg), void *arg)
+{
+    if (atomic_load(&cl->stopping))
+        return -1;
+    cl_task_t *t = an_calloc(1, sizeof(*t));
+    t->fn = fn;
+    t->arg = arg;
+    pthread_mutex_lock(&cl->mu);
+    *cl->tasks_tail = t;
+    cl->tasks_tail = &t->next;
+    pthread_mutex_unlock(&cl->mu);
+    uint64_t one = 1;
+    ssize_t n = write(cl->wake.fd, &one, sizeof(one));
+    (void)n; /* EAGAIN: the counter is full, the thread is woken anyway */
+    return 0;
+}
+
+static void cl_run_tasks(cl_t *cl)
+{
+    pthread_mutex_lock(&cl->mu);
+    cl_task_t *t = cl->tasks;
+    cl->tasks = NULL;
+    cl->tasks_tail = &cl->tasks;
+    pthread_mutex_unlock(&cl->mu);
+    while (t != NULL) {
+        cl_task_t *next = t->next;
+        t->fn(cl, t->arg);
+        free(t);
+        t = next;
+    }
+}
+
+static void cl_on_wake(ev_loop_t *loop, ev_watcher_t *w, uint32_t events)
+{
+    (void)loop;
+    (void)events;
+    cl_t *cl = (cl_t *)((char *)w - offsetof(cl_t, wake));
+    uint64_t n;
+    ssize_t r = read(w->fd, &n, sizeof(n));
+    (void)r;
+    cl_run_tasks(cl);
+}
+
+static void *cl_thread_main(void *arg)
+{
+    cl_t *cl = arg;
+    pthread_setname_np(pthread_self(), "an-cluster");
+    cl->now = an_now_ms();
+    tw_init(&cl->tw, cl->now);
+    if (cl_links_start(cl) < 0) {
+        log_error("cluster: the node links could not start; this node forwards nothing");
+    }
+    cl_run_tasks(cl);
+    while (!atomic_load(&cl->stopping)) {
+        int64_t t = tw_next_timeout(&cl->tw);
+        int timeout = t < 0 || t > 1000 ? 1000 : (int)t;
+        if (ev_loop_run_once(&cl->loop, timeout) < 0 && errno != EINTR) {
+            log_error("cluster: the link thread's poller failed: %s", strerror(errno));
+            break;
+        }
+        cl->now = an_now_ms();
+        tw_advance(&cl->tw, cl->now);
+    }
+    cl_links_stop(cl);
+    cl_run_tasks(cl); /* posted before the stop: run, so their memory is freed */
+    return NULL;
+}
+
+/* ---- the member table ---- */
+
+int cl_node_index(cl_t *cl, const char *name)
+{
+    int free_idx = -1;
+    for (int i = 1; i < CL_MAX_NODES; i++) {
+        if (cl->nodes[i].used && strcmp(cl->nodes[i].name, name) == 0)
+            return i;
+        if (!cl->nodes[i].used && free_idx < 0)
+            free_idx = i;
+    }
+    if (free_idx < 0)
+        return -1;
+    cl_node_t *n = &cl->nodes[free_idx];
+    memset(n, 0, sizeof(*n));
+    snprintf(n->name, sizeof(n->name), "%s", name);
+    n->used = 1;
+    return free_idx;
+}
+
+typedef struct {
+    char name[CL_NAME_MAX];
+    char addr[CL_ADDR_MAX];
+    int present;
+} cl_member_msg_t;
+
+static void cl_member_apply(cl_t *cl, void *arg)
+{
+    cl_member_msg_t *m = arg;
+    if (strcmp(m->name, cl->conf->node) == 0)
+        goto done;
+    int idx = cl_node_index(cl, m->name);
+    if (idx < 0) {
+        log_limited(10000, AN_LOG_ERROR, "cluster: more than %d nodes: %s ignored",
+                    CL_MAX_NODES - 1, m->name);
+        goto done;
+    }
+    cl_node_t *n = &cl->nodes[idx];
+    int changed = n->member != m->present ||
+                  (m->present && strcmp(n->link_addr, m->addr) != 0);
+    if (!changed)
+        goto done;
+    if (m->present)
+        snprintf(n->link_addr, sizeof(n->link_addr), "%s", m->addr);
+    if (n->member != m->present) {
+        n->member = (uint8_t)m->present;
+        n->since_ms = cl->now;
+        if (m->present)
+            atomic_fetch_add(&cl->members, 1);
+        else
+            atomic_fetch_sub(&cl->members, 1);
+        log_info("cluster: node %s %s%s%s", n->name, m->present ? "joined (links at " : "left",
+                 m->present ? n->link_addr : "", m->present ? ")" : "");
+    }
+    cl_links_member_changed(cl, idx);
+done:
+    free(m);
+}
+
+static void cl_member_post(cl_t *cl, const char *name, const char *addr, int present)
+{
+    cl_member_msg_t *m = an_calloc(1, sizeof(*m));
+    snprintf(m->name, sizeof(m->name), "%s", name);
+    snprintf(m->addr, sizeof(m->addr), "%s", addr ? addr : "");
+    m->present = present;
+    if (cl_post(cl, cl_member_apply, m) < 0)
+        free(m);
+}
+
+void cl_member_seen(cl_t *cl, const char *name, const char *link_addr)
+{
+    cl_member_post(cl, name, link_addr, 1);
+}
+
+void cl_member_gone(cl_t *cl, const char *name)
+{
+    cl_member_post(cl, name, NULL, 0);
+}
+
+/* ---- the module ---- */
+
+static int cl_init(module_inst_t *mi)
+{
+    const cl_conf_t *c = mi->conf;
+    if (c->node[0] == '\0')
+        return 0;
+    cl_t *cl = an_calloc(1, sizeof(*cl));
+    cl->srv = mi->srv;
+    cl->conf = c;
+    cl->mod_index = mi->index;
+    cl->tasks_tail = &cl->tasks;
+    cl->loop.epfd = -1;
+    cl->wake.fd = -1;
+    atomic_init(&cl->members, 1);
+    atomic_init(&cl->lease_ok, c->etcd[0] == '\0');
+    pthread_mutex_init(&cl->mu, NULL);
+    mi->state = cl;
+    int fd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
+    if (fd < 0 || ev_loop_init(&cl->loop, 64, NULL) < 0) {
+        log_error("cluster: cannot create the link thread's loop: %s", strerror(errno));
+        if (fd >= 0)
+            close(fd);
+        return -1;
+    }
+    ev_watcher_init(&cl->wake, fd, cl_on_wake);
+    if (ev_watch_start(&cl->loop, &cl->wake, EV_READ) < 0) {
+        log_error("cluster: cannot watch the link thread's eventfd: %s", strerror(errno));
+        return -1;
+    }
+    if (cl_links_init(cl) < 0)
+        return -1;
+    return 0;
+}
+
+static int cl_start(module_inst_t *mi)
+{
+    cl_t *cl = mi->state;
+    if (cl == NULL)
+        return 0;
+    for (uint32_t i = 0; i < cl->conf->nstatic; i++) {
+        char m[CL_NAME_MAX + CL_ADDR_MAX];
+        snprintf(m, sizeof(m), "%s", cl->conf->static_members[i]);
+        char *at = strchr(m, '@'); /* checked by cl_conf_load */
+        *at = '\0';
+        cl_member_seen(cl, m, at + 1);
+    }
+    int rc = pthread_create(&cl->thread, NULL, cl_thread_main, cl);
+    if (rc != 0) {
+        log_error("cluster: cannot start the link thread: %s", strerror(rc));
+        return -1;
+    }
+    cl->thread_started = 1;
+    log_info("cluster: node %s of cluster %s, links at %s%s%s", cl->conf->node, cl->conf->name,
+             cl->link_addr, cl->conf->etcd[0] ? ", etcd " : ", static members only",
+             cl->conf->etcd);
+    return cl_member_start(cl);
+}
+
+static void cl_stop(module_inst_t *mi)
+{
+    cl_t *cl = mi->state;
+    if (cl == NULL)
+        return;
+    cl_member_stop(cl);
+    atomic_store(&cl->stopping, 1);
+    if (cl->thread_started) {
+        uint64_t one = 1;
+        ssize_t n = write(cl->wake.fd, &one, sizeof(one));
+        (void)n;
+        pthread_join(cl->thread, NULL);
+        cl->thread_started = 0;
+    }
+}
+
+static void cl_free(module_inst_t *mi)
+{
+    cl_t *cl = mi->state;
+    if (cl == NULL)
+        return;
+    cl_links_free(cl);
+    cl_member_free(cl);
+    cl_run_tasks(cl); /* what was posted but never ran */
+    if (cl->loop.epfd >= 0)
+        ev_loop_free(&cl->loop);
+    if (cl->wake.fd >= 0)
+        close(cl->wake.fd);
+    pthread_mutex_destroy(&cl->mu);
+    free(cl);
+    mi->state = NULL;
+}
+
+const module_t cluster_module = {
+    .name = "cluster",
+    .section = "cluster",
+    .conf_size = sizeof(cl_conf_t),
+    .conf_defaults = cl_conf_defaults,
+    .conf_load = cl_conf_load,
+    .conf_walk = cl_conf_walk,
+    .init = cl_init,
+    .start = cl_start,
+    .stop = cl_stop,
+    .free = cl_free,
+};

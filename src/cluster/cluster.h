@@ -1,0 +1,21 @@
+/* cluster.h -- the cluster module: several antenna nodes acting as one
+ * broker (docs/cluster.md is the design).
+ *
+ * The module `cluster` (configuration section `cluster:`) is off unless
+ * cluster.node is set.  It plugs into the broker through the seams only: a
+ * route owner kind (ROUTE_OWNER_NODE), an inbox kind (WM_CLUSTER), the
+ * event registry and the module life cycle.  Its parts:
+ *   cluster.c   the module: configuration, the member table, the link
+ *               thread (an ev loop and a timer wheel), cl_post()
+ *   cl_member.c membership through etcd (the etcd thread)
+ *   cl_link.c   node links, route sharing and forwarding (the link thread)
+ * Their shared state and the interface between them: cl_int.h.
+ */
+#ifndef ANTENNA_CLUSTER_H
+#define ANTENNA_CLUSTER_H
+
+#include "module.h"
+
+extern const module_t cluster_module;
+
+#endif
