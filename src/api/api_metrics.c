@@ -14,11 +14,13 @@
 #include <stdarg.h>
 #include <stddef.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 #include <sys/resource.h>
 #include <unistd.h>
 
 #include "api_int.h"
+#include "module.h"
 #include "retain.h"
 #include "store.h"
 #include "sys.h"
@@ -43,6 +45,7 @@ void api_totals(server_t *srv, api_totals_t *t)
         t->refused_limit += STAT_GET(st->refused_limit);
         t->refused_rate += STAT_GET(st->refused_rate);
         t->refused_memory += STAT_GET(st->refused_memory);
+        t->refused_door += STAT_GET(st->refused_door);
         t->refused_fd_limit += STAT_GET(st->refused_fd_limit);
         t->msgs_received += STAT_GET(st->msgs_received);
         t->msgs_sent += STAT_GET(st->msgs_sent);
@@ -128,6 +131,39 @@ static void one(sb_t *b, const char *name, const char *type, const char *help, u
 {
     family(b, name, type, help);
     sb_printf(b, "%s %" PRIu64 "\n", name, v);
+}
+
+/* ---- modules' families (module.h) ---- */
+
+struct module_metrics_s {
+    sb_t *b;
+};
+
+void module_metrics_family(module_metrics_t *mm, const char *name, const char *type,
+                           const char *help)
+{
+    family(mm->b, name, type, help);
+}
+
+void module_metrics_printf(module_metrics_t *mm, const char *fmt, ...)
+{
+    char line[1024];
+    va_list ap;
+    va_start(ap, fmt);
+    int n = vsnprintf(line, sizeof(line), fmt, ap);
+    va_end(ap);
+    if (n < 0)
+        return;
+    if ((size_t)n < sizeof(line)) {
+        sb_printf(mm->b, "%s", line);
+        return;
+    }
+    char *big = an_malloc((size_t)n + 1);
+    va_start(ap, fmt);
+    vsnprintf(big, (size_t)n + 1, fmt, ap);
+    va_end(ap);
+    sb_printf(mm->b, "%s", big);
+    free(big);
 }
 
 /* A histogram from per-bucket counts over an_hist_bounds_us, in seconds. */
@@ -238,6 +274,8 @@ char *api_metrics_text(server_t *srv, size_t *len)
               t.refused_limit);
     sb_printf(&b, "antenna_connections_refused_total{reason=\"rate\"} %" PRIu64 "\n",
               t.refused_rate);
+    sb_printf(&b, "antenna_connections_refused_total{reason=\"door_closed\"} %" PRIu64 "\n",
+              t.refused_door);
     sb_printf(&b, "antenna_connections_refused_total{reason=\"memory\"} %" PRIu64 "\n",
               t.refused_memory);
     sb_printf(&b, "antenna_connections_refused_total{reason=\"fd_limit\"} %" PRIu64 "\n",
@@ -349,6 +387,12 @@ char *api_metrics_text(server_t *srv, size_t *len)
         family(&b, "antenna_store_fsync_seconds", "histogram",
                "Duration of an fsync (sync writes and WAL syncs).");
         histogram(&b, "antenna_store_fsync_seconds", "", ss.sync_hist, ss.sync_sum_us);
+    }
+    module_metrics_t mm = {&b};
+    for (uint32_t i = 0; i < srv->nmodules; i++) {
+        module_inst_t *mi = &srv->modules[i];
+        if (mi->inited && mi->m->metrics)
+            mi->m->metrics(mi, &mm);
     }
     *len = b.len;
     return b.p;

@@ -8,6 +8,7 @@
  * the workers take only briefly too.  Lists are sorted here, then paginated.
  */
 #include <errno.h>
+#include <stdarg.h>
 #include <inttypes.h>
 #include <signal.h>
 #include <stdio.h>
@@ -18,6 +19,7 @@
 #include "api_int.h"
 #include "api_snap.h"
 #include "b64.h"
+#include "module.h"
 #include "mqtt_codec.h"
 #include "mqtt_props.h"
 #include "retain.h"
@@ -836,6 +838,14 @@ static enum MHD_Result h_ready(api_req_t *r, const char *tail)
                                        "a worker did not answer within timeout_ms"));
     }
     api_job_release(job);
+    for (uint32_t i = 0; i < r->srv->nmodules; i++) {
+        module_inst_t *mi = &r->srv->modules[i];
+        const char *why = mi->inited && mi->m->unready ? mi->m->unready(mi) : NULL;
+        if (why != NULL)
+            return api_send_json(r->conn, 503,
+                                 json_pack("{s:s,s:s,s:s,s:s}", "status", "unavailable", "code",
+                                           "unavailable", "module", mi->m->name, "error", why));
+    }
     return api_send_json(r->conn, 200,
                          json_pack("{s:s,s:i,s:i}", "status", "ready", "workers",
                                    (int)r->srv->nworkers, "listeners", (int)r->srv->nlisteners));
@@ -859,9 +869,79 @@ static enum MHD_Result h_metrics(api_req_t *r, const char *tail)
     return api_send_text(r->conn, 200, "text/plain; version=0.0.4; charset=utf-8", text, len);
 }
 
+/* ---- modules' routes (module.h) ----------------------------------------- */
+
+const char *module_api_query(const module_api_req_t *req, const char *key)
+{
+    return MHD_lookup_connection_value(req->conn, MHD_GET_ARGUMENT_KIND, key);
+}
+
+int module_api_error(json_t **out, int status, const char *code, const char *fmt, ...)
+{
+    char text[512];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(text, sizeof(text), fmt, ap);
+    va_end(ap);
+    *out = json_pack("{s:s,s:s}", "error", text, "code", code);
+    return status;
+}
+
+/* A module's route for r->url under /api/v1/ (NULL when none); *refused is
+ * set when the path is a module's but not the method. */
+static const module_api_route_t *module_route(api_req_t *r, unsigned m, module_inst_t **mi_out,
+                                              const char **tail, int *refused)
+{
+    static const char base[] = "/api/v1/";
+    if (strncmp(r->url, base, sizeof(base) - 1) != 0)
+        return NULL;
+    const char *rest = r->url + sizeof(base) - 1;
+    for (uint32_t i = 0; i < r->srv->nmodules; i++) {
+        module_inst_t *mi = &r->srv->modules[i];
+        if (!mi->inited || mi->m->api_routes == NULL)
+            continue;
+        for (const module_api_route_t *rt = mi->m->api_routes; rt->path; rt++) {
+            size_t n = strlen(rt->path);
+            if (rt->prefix ? strncmp(rest, rt->path, n) != 0 : strcmp(rest, rt->path) != 0)
+                continue;
+            if (!(rt->methods & m)) {
+                *refused = 1;
+                continue;
+            }
+            *mi_out = mi;
+            *tail = rt->prefix ? rest + n : "";
+            return rt;
+        }
+    }
+    return NULL;
+}
+
+static enum MHD_Result module_call(api_req_t *r, module_inst_t *mi, const module_api_route_t *rt,
+                                   const char *tail)
+{
+    module_api_req_t req = {.method = strcmp(r->method, "HEAD") == 0 ? "GET" : r->method,
+                            .tail = tail,
+                            .body = r->body,
+                            .body_len = r->body_len,
+                            .conn = r->conn};
+    json_t *out = NULL;
+    int status = rt->fn(mi, &req, &out);
+    if (status < 100 || status > 599) {
+        json_decref(out);
+        return api_send_error(r->conn, 500, "internal", NULL, "module %s answered %d", mi->m->name,
+                              status);
+    }
+    if (out == NULL)
+        return api_send_empty(r->conn, (unsigned)status);
+    return api_send_json(r->conn, (unsigned)status, out);
+}
+
 /* ---- the table ----------------------------------------------------------- */
 
 enum { M_GET = 1, M_POST = 2, M_DELETE = 4 };
+_Static_assert((int)M_GET == (int)MODULE_API_GET && (int)M_POST == (int)MODULE_API_POST &&
+                   (int)M_DELETE == (int)MODULE_API_DELETE,
+               "module routes use the same method bits");
 
 typedef struct {
     const char *path;
@@ -911,6 +991,15 @@ enum MHD_Result api_route(api_req_t *r)
         if (refused == NULL)
             refused = rt;
     }
+    module_inst_t *mi = NULL;
+    const char *tail = NULL;
+    int mod_refused = 0;
+    const module_api_route_t *mrt = module_route(r, (unsigned)m, &mi, &tail, &mod_refused);
+    if (mrt != NULL)
+        return module_call(r, mi, mrt, tail);
+    if (refused == NULL && mod_refused)
+        return api_send_error(r->conn, 405, "method_not_allowed", NULL, "%s is not allowed on %s",
+                              r->method, r->url);
     if (refused)
         return api_send_error(r->conn, 405, "method_not_allowed", refused->allow,
                               "%s is not allowed on %s (allowed: %s)", r->method, r->url,

@@ -47,6 +47,48 @@
 #include "tw.h"
 
 typedef struct module_inst_s module_inst_t;
+struct json_t; /* jansson */
+
+/* ---- the management API, metrics and readiness (src/api) ----
+ *
+ * A module answers requests under /api/v1/ with a table of routes, adds
+ * its own families to /metrics and may hold /health/ready at 503.  All
+ * three run on the API's threads, concurrently with the workers and with
+ * each other: a module reads its own state under its own lock or through
+ * atomics, or asks a worker with an inbox kind.  The API authenticates the
+ * request first (api.keys, users) as for its own endpoints. */
+enum { MODULE_API_GET = 1, MODULE_API_POST = 2, MODULE_API_DELETE = 4 };
+
+typedef struct module_api_req_s {
+    const char *method; /* "GET" (also for HEAD), "POST", "DELETE" */
+    const char *tail;   /* a prefix route: the rest of the path; else "" */
+    const char *body;   /* NUL-terminated request body, or NULL */
+    size_t body_len;
+    void *conn; /* the API's (module_api_query) */
+} module_api_req_t;
+
+typedef struct {
+    const char *path; /* after "/api/v1/": "nodes", or "nodes/" with prefix */
+    int prefix;       /* 1: path is a prefix, the rest is req->tail */
+    unsigned methods; /* MODULE_API_* */
+    /* The HTTP status; *out the JSON answer (a new reference; NULL: no
+     * body).  For an error, module_api_error() fills *out. */
+    int (*fn)(module_inst_t *mi, const module_api_req_t *req, struct json_t **out);
+} module_api_route_t;
+
+/* A query parameter of the request, or NULL. */
+const char *module_api_query(const module_api_req_t *req, const char *key);
+/* *out = {"error": text, "code": code} as the API's own errors; returns
+ * status. */
+int module_api_error(struct json_t **out, int status, const char *code, const char *fmt, ...)
+    __attribute__((format(printf, 4, 5)));
+
+/* /metrics: text in the Prometheus exposition format. */
+typedef struct module_metrics_s module_metrics_t;
+void module_metrics_family(module_metrics_t *mm, const char *name, const char *type,
+                           const char *help);
+void module_metrics_printf(module_metrics_t *mm, const char *fmt, ...)
+    __attribute__((format(printf, 2, 3)));
 
 #define MODULE_TICK_OFF UINT64_MAX
 
@@ -67,6 +109,12 @@ typedef struct module_s {
     int (*worker_init)(module_inst_t *mi, worker_t *w, void **ctx);
     void (*worker_free)(module_inst_t *mi, worker_t *w, void *ctx);
     uint64_t (*tick)(module_inst_t *mi, worker_t *w, void *ctx);
+    /* the management API (above); each optional */
+    const module_api_route_t *api_routes; /* ends with a NULL path */
+    void (*metrics)(module_inst_t *mi, module_metrics_t *mm);
+    /* NULL when ready; else why not (a static or module-owned string):
+     * /health/ready answers 503 with it. */
+    const char *(*unready)(module_inst_t *mi);
 } module_t;
 
 /* One module in a running server (server_t.modules[index]). */

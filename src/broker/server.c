@@ -296,6 +296,16 @@ struct ssl_st *server_tls_new(server_t *srv, uint32_t listener, int fd)
     return ssl;
 }
 
+void server_door_close(server_t *srv, uint32_t why)
+{
+    atomic_fetch_or(&srv->door_closed, why);
+}
+
+void server_door_open(server_t *srv, uint32_t why)
+{
+    atomic_fetch_and(&srv->door_closed, ~why);
+}
+
 int server_tls_reload(server_t *srv)
 {
     int failed = 0, reloaded = 0;

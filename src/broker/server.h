@@ -88,6 +88,7 @@ typedef struct {
     an_counter_t refused_limit;                /* connections refused: max_connections */
     an_counter_t refused_rate;                 /* connections refused: max_connection_rate */
     an_counter_t refused_memory;               /* connections refused: memory_high_water */
+    an_counter_t refused_door;                 /* connections refused: the door is closed */
     an_counter_t refused_fd_limit;             /* connections refused: out of file descriptors */
     an_counter_t throttled;                    /* clients paused by a rate limit */
     an_counter_t backpressure_pauses;          /* publishers paused a tick: a subscriber's queue
@@ -214,6 +215,7 @@ struct server_s {
     _Atomic uint64_t rate_second;         /* max_connection_rate window */
     _Atomic uint32_t rate_count;
     _Atomic int over_high_water;               /* RSS above memory_high_water */
+    _Atomic uint32_t door_closed;              /* SRV_DOOR_* bits: new connections refused */
     worker_inbox_kind_t inbox_kinds[WM_KINDS]; /* by inbox item kind; written
                            * before the first item of a kind is posted, read-only after */
     struct api_s *api;                         /* management API (api.h), or NULL */
@@ -244,6 +246,16 @@ int server_tls_reload(server_t *srv);
 /* Worker, at accept: a new server-side SSL on fd from listener i's current
  * context (NULL on failure). */
 struct ssl_st *server_tls_new(server_t *srv, uint32_t listener, int fd);
+
+/* The door: while any reason is set, every worker refuses new connections
+ * at accept (closed at once, counted, a rate-limited log line); the clients
+ * already connected are not touched.  Any thread. */
+enum {
+    SRV_DOOR_DRAIN = 1u << 0,   /* the node drains (antenna ctl drain) */
+    SRV_DOOR_CLUSTER = 1u << 1, /* the cluster lease is lost (docs/cluster.md) */
+};
+void server_door_close(server_t *srv, uint32_t why);
+void server_door_open(server_t *srv, uint32_t why);
 
 /* Worker side (worker.c). */
 int worker_init(worker_t *w, server_t *srv, uint32_t id);

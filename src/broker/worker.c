@@ -107,6 +107,11 @@ static const char *admit(worker_t *w, uint32_t li)
 {
     server_t *srv = w->srv;
     const conf_t *cf = &srv->conf;
+    uint32_t door = atomic_load_explicit(&srv->door_closed, memory_order_relaxed);
+    if (door) {
+        STAT_ADD(w->stats.refused_door, 1);
+        return (door & SRV_DOOR_DRAIN) ? "the node is draining" : "the cluster lease is lost";
+    }
     if (atomic_load_explicit(&srv->over_high_water, memory_order_relaxed)) {
         STAT_ADD(w->stats.refused_memory, 1);
         return "memory_high_water reached";

@@ -77,7 +77,7 @@ struct cl_s {
     _Atomic int stopping;
     ev_loop_t loop;
     tw_t tw;
-    uint64_t now; /* monotonic ms of this turn */
+    uint64_t now;      /* monotonic ms of this turn */
     ev_watcher_t wake; /* eventfd: cl_post */
     pthread_mutex_t mu;
     cl_task_t *tasks, **tasks_tail;
@@ -86,9 +86,12 @@ struct cl_s {
     cl_node_t nodes[CL_MAX_NODES];
 
     /* read by any thread (API, health, metrics) */
-    _Atomic uint32_t members;  /* current members, this node included */
-    _Atomic int lease_ok;      /* 1: registered and alive (always 1 without etcd) */
+    _Atomic uint32_t members;    /* current members, this node included */
+    _Atomic int lease_ok;        /* 1: registered and alive (always 1 without etcd) */
     char link_addr[CL_ADDR_MAX]; /* the advertised link address; set in init */
+    /* a copy of the member table for the API's threads (cl_nodes_json) */
+    pthread_mutex_t snap_mu;
+    cl_node_t snap[CL_MAX_NODES];
 
     cl_links_t *links;   /* cl_link.c */
     cl_member_t *member; /* cl_member.c */
@@ -107,6 +110,9 @@ int cl_node_index(cl_t *cl, const char *name);
  * node's own name is ignored. */
 void cl_member_seen(cl_t *cl, const char *name, const char *link_addr);
 void cl_member_gone(cl_t *cl, const char *name);
+/* GET /api/v1/nodes: {"node","cluster","link","members":[...]} from the
+ * copy of the member table (API threads). */
+struct json_t *cl_nodes_json(cl_t *cl);
 
 /* ---- cl_link.c: node links, routes, forwarding ---- */
 

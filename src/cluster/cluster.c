@@ -27,6 +27,8 @@
 #include <sys/eventfd.h>
 #include <unistd.h>
 
+#include <jansson.h>
+
 #include "cl_int.h"
 #include "log.h"
 #include "util.h"
@@ -97,8 +99,8 @@ static int cl_conf_load(conf_sec_t *s, void *conf)
         conf_sec_str(s, "advertise", c->advertise, sizeof(c->advertise), 0) < 0 ||
         conf_sec_str(s, "secret", c->secret, sizeof(c->secret), 0) < 0 ||
         conf_sec_str(s, "secret_file", c->secret_file, sizeof(c->secret_file), 0) < 0 ||
-        conf_sec_names(s, "static_members", &c->static_members[0][0],
-                       sizeof(c->static_members[0]), CL_STATIC_MAX, &c->nstatic) < 0)
+        conf_sec_names(s, "static_members", &c->static_members[0][0], sizeof(c->static_members[0]),
+                       CL_STATIC_MAX, &c->nstatic) < 0)
         return -1;
     if (c->node[0] != '\0' && !cl_name_ok(c->node))
         return conf_sec_fail(s, "node", "\"%.60s\": letters, digits, '-', '_' and '.' only",
@@ -255,8 +257,7 @@ static void cl_member_apply(cl_t *cl, void *arg)
         goto done;
     }
     cl_node_t *n = &cl->nodes[idx];
-    int changed = n->member != m->present ||
-                  (m->present && strcmp(n->link_addr, m->addr) != 0);
+    int changed = n->member != m->present || (m->present && strcmp(n->link_addr, m->addr) != 0);
     if (!changed)
         goto done;
     if (m->present)
@@ -271,6 +272,9 @@ static void cl_member_apply(cl_t *cl, void *arg)
         log_info("cluster: node %s %s%s%s", n->name, m->present ? "joined (links at " : "left",
                  m->present ? n->link_addr : "", m->present ? ")" : "");
     }
+    pthread_mutex_lock(&cl->snap_mu);
+    cl->snap[idx] = *n;
+    pthread_mutex_unlock(&cl->snap_mu);
     cl_links_member_changed(cl, idx);
 done:
     free(m);
@@ -296,6 +300,69 @@ void cl_member_gone(cl_t *cl, const char *name)
     cl_member_post(cl, name, NULL, 0);
 }
 
+/* ---- the management API ---- */
+
+json_t *cl_nodes_json(cl_t *cl)
+{
+    json_t *members = json_array();
+    json_array_append_new(members, json_pack("{s:s,s:s,s:b,s:b}", "node", cl->conf->node, "link",
+                                             cl->link_addr, "self", 1, "member", 1));
+    uint64_t now = an_now_ms();
+    pthread_mutex_lock(&cl->snap_mu);
+    for (int i = 1; i < CL_MAX_NODES; i++) {
+        const cl_node_t *n = &cl->snap[i];
+        if (!n->used)
+            continue;
+        json_array_append_new(members, json_pack("{s:s,s:s,s:b,s:b,s:I}", "node", n->name, "link",
+                                                 n->link_addr, "self", 0, "member", n->member,
+                                                 n->member ? "member_for_ms" : "out_for_ms",
+                                                 (json_int_t)(now - n->since_ms)));
+    }
+    pthread_mutex_unlock(&cl->snap_mu);
+    return json_pack("{s:b,s:s,s:s,s:s,s:i,s:b,s:o}", "clustered", 1, "node", cl->conf->node,
+                     "cluster", cl->conf->name, "link", cl->link_addr, "members",
+                     (int)atomic_load(&cl->members), "lease_ok", atomic_load(&cl->lease_ok),
+                     "nodes", members);
+}
+
+static int cl_api_nodes(module_inst_t *mi, const module_api_req_t *req, json_t **out)
+{
+    (void)req;
+    cl_t *cl = mi->state;
+    if (cl == NULL) { /* cluster.node is not set: a broker on its own */
+        *out = json_pack("{s:b,s:[]}", "clustered", 0, "nodes");
+        return 200;
+    }
+    *out = cl_nodes_json(cl);
+    return 200;
+}
+
+static const module_api_route_t cl_api_routes[] = {
+    {"nodes", 0, MODULE_API_GET, cl_api_nodes},
+    {NULL, 0, 0, NULL},
+};
+
+static void cl_metrics(module_inst_t *mi, module_metrics_t *mm)
+{
+    cl_t *cl = mi->state;
+    if (cl == NULL)
+        return;
+    module_metrics_family(mm, "antenna_cluster_members", "gauge",
+                          "Members of the cluster this node sees, itself included.");
+    module_metrics_printf(mm, "antenna_cluster_members %u\n", atomic_load(&cl->members));
+    module_metrics_family(mm, "antenna_cluster_lease_ok", "gauge",
+                          "1 while this node's membership lease is alive (always 1 without etcd).");
+    module_metrics_printf(mm, "antenna_cluster_lease_ok %d\n", atomic_load(&cl->lease_ok));
+}
+
+static const char *cl_unready(module_inst_t *mi)
+{
+    cl_t *cl = mi->state;
+    if (cl != NULL && !atomic_load(&cl->lease_ok))
+        return "cluster: lease lost";
+    return NULL;
+}
+
 /* ---- the module ---- */
 
 static int cl_init(module_inst_t *mi)
@@ -313,6 +380,7 @@ static int cl_init(module_inst_t *mi)
     atomic_init(&cl->members, 1);
     atomic_init(&cl->lease_ok, c->etcd[0] == '\0');
     pthread_mutex_init(&cl->mu, NULL);
+    pthread_mutex_init(&cl->snap_mu, NULL);
     mi->state = cl;
     int fd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
     if (fd < 0 || ev_loop_init(&cl->loop, 64, NULL) < 0) {
@@ -384,6 +452,7 @@ static void cl_free(module_inst_t *mi)
     if (cl->wake.fd >= 0)
         close(cl->wake.fd);
     pthread_mutex_destroy(&cl->mu);
+    pthread_mutex_destroy(&cl->snap_mu);
     free(cl);
     mi->state = NULL;
 }
@@ -399,4 +468,7 @@ const module_t cluster_module = {
     .start = cl_start,
     .stop = cl_stop,
     .free = cl_free,
+    .api_routes = cl_api_routes,
+    .metrics = cl_metrics,
+    .unready = cl_unready,
 };
