@@ -117,7 +117,7 @@ conn_t *conn_new(worker_t *w, int fd, const struct sockaddr *sa, uint8_t listene
     transport_t *tp = transport_for(w, fd, listener, &fail);
     if (fail)
         return NULL;
-    conn_t *c = an_calloc(1, sizeof(*c));
+    conn_t *c = slab_alloc(&w->srv->conn_slab);
     if (tp) {
         conn_ext(c)->tp = tp;
         if (tp_handshaker(tp))
@@ -793,7 +793,7 @@ void conn_free(conn_t *c)
     mqtt_parser_reset(&c->ps);
     release_obuf(c);
     msg_unref(&c->will);
-    free(c);
+    slab_free(&c->w->srv->conn_slab, c);
 }
 
 void conn_count_publish(conn_t *c, size_t bytes)

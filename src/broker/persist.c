@@ -544,7 +544,7 @@ static void put_session(worker_t *w, store_batch_t *b, const sess_t *s)
      * start-up counts the interval from the restart */
     uint64_t deadline = 0;
     if (s->ep == NULL && s->expiry != SESS_NEVER)
-        deadline = to_wall_s(s->expire_at, w->now);
+        deadline = to_wall_s(sess_expire_at(s), w->now);
     const char *owner = sess_acl_owner(s);
     store_session_t rec = {.expiry_interval = s->expiry,
                            .next_pid = s->next_pid,

@@ -27,8 +27,10 @@
 #include "net_tls.h"
 #include "persist.h"
 #include "proto.h"
+#include "conn.h"
 #include "retain.h"
 #include "router.h"
+#include "sess.h"
 #include "shared.h"
 #include "sys.h"
 #include "auth_chain.h"
@@ -154,10 +156,25 @@ static void derive_limits(server_t *srv)
     }
 }
 
+void server_slabs_init(server_t *srv)
+{
+    slab_init(&srv->conn_slab, sizeof(conn_t));
+    for (size_t i = 0; i < SESS_SLAB_CLASSES; i++)
+        slab_init(&srv->sess_slab[i], sess_slab_size(i));
+}
+
+void server_slabs_free(server_t *srv)
+{
+    slab_destroy(&srv->conn_slab);
+    for (size_t i = 0; i < SESS_SLAB_CLASSES; i++)
+        slab_destroy(&srv->sess_slab[i]);
+}
+
 int server_init(server_t *srv, const conf_t *conf)
 {
     memset(srv, 0, sizeof(*srv));
     srv->conf = *conf;
+    server_slabs_init(srv);
     for (uint32_t i = 0; i < CONF_MAX_LISTENERS; i++)
         srv->listen_fds[i] = -1;
     long ncpu = sysconf(_SC_NPROCESSORS_ONLN);
@@ -286,6 +303,7 @@ void server_free(server_t *srv)
     retain_free(srv->retain);
     pthread_rwlock_destroy(&srv->trie_lock);
     pthread_mutex_destroy(&srv->tls_lock);
+    server_slabs_free(srv); /* every connection and session is gone */
 }
 
 struct ssl_st *server_tls_new(server_t *srv, uint32_t listener, int fd)

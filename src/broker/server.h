@@ -29,9 +29,14 @@
 #include "event.h"
 #include "inbox.h"
 #include "net_linger.h"
+#include "slab.h"
 #include "trie.h"
 #include "tw.h"
 #include "util.h"
+
+/* Session sizes (sess_t and its client id) kept in slabs, in steps of 8
+ * bytes (sess.c); a longer client id is malloc'd. */
+#define SESS_SLAB_CLASSES 16
 
 typedef struct server_s server_t;
 typedef struct worker_s worker_t;
@@ -230,7 +235,15 @@ struct server_s {
     _Atomic uint8_t origins_wanted;      /* router_want_origins: client messages carry a
                                      * msg_origin_t (else NULL: no allocation, no
                                      * shared counter per message) */
+    /* connections and sessions without malloc headers (slab.h): any thread */
+    slab_t conn_slab;                    /* conn_t (conn.c) */
+    slab_t sess_slab[SESS_SLAB_CLASSES]; /* sess_t with its client id, by size (sess.c) */
 };
+
+/* The slabs of server_t (server_init does it; a test that builds a
+ * server_t by hand calls it), and their release (server_free). */
+void server_slabs_init(server_t *srv);
+void server_slabs_free(server_t *srv);
 
 /* Open listeners, create workers (not started).  Returns 0 or -1 (logged). */
 int server_init(server_t *srv, const conf_t *conf);

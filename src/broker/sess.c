@@ -116,8 +116,8 @@ static uint64_t key_hash(const sess_table_t *t, const sess_t *s)
 void sess_table_add(sess_table_t *t, sess_t *s)
 {
     if (t->nbuckets == 0 && t->kind == SESS_BY_ID)
-        an_random_key(t->key); /* empty: a new key costs nothing */
-    if (t->count + 1 > t->nbuckets) {
+        an_random_key(t->key);            /* empty: a new key costs nothing */
+    if (t->count + 1 > 2 * t->nbuckets) { /* chains of 2 on average at most */
         size_t nb = t->nbuckets ? t->nbuckets * 2 : 64;
         sess_t **b = an_calloc(nb, sizeof(*b));
         for (size_t i = 0; i < t->nbuckets; i++) {
@@ -197,7 +197,8 @@ void sess_set_expiry(sess_t *s, uint32_t expiry)
 
 sess_t *sess_new(worker_t *w, const uint8_t *client_id, uint16_t len, uint32_t expiry)
 {
-    sess_t *s = an_calloc(1, sizeof(*s) + len + 1u);
+    int cls = sess_slab_class(len);
+    sess_t *s = cls >= 0 ? slab_alloc(&w->srv->sess_slab[cls]) : an_calloc(1, sess_alloc_size(len));
     s->sid = atomic_fetch_add(&w->srv->next_sid, 1);
     s->w = w;
     sess_set_expiry(s, expiry);
@@ -205,7 +206,6 @@ sess_t *sess_new(worker_t *w, const uint8_t *client_id, uint16_t len, uint32_t e
     s->client_id_len = len;
     memcpy(s->client_id, client_id, len);
     s->client_id[len] = '\0';
-    tw_timer_init(&s->timer, sess_on_timer);
     sess_table_add(&w->by_id, s);
     sess_table_add(&w->by_sid, s);
     return s;
@@ -213,9 +213,21 @@ sess_t *sess_new(worker_t *w, const uint8_t *client_id, uint16_t len, uint32_t e
 
 sess_ext_t *sess_ext(sess_t *s)
 {
-    if (s->x == NULL)
+    if (s->x == NULL) {
         s->x = an_calloc(1, sizeof(*s->x));
+        tw_timer_init(&s->x->timer, sess_on_timer);
+        s->x->s = s;
+    }
     return s->x;
+}
+
+/* Disarm the session's timer, if it has one. */
+static void timer_stop(sess_t *s)
+{
+    if (s->x == NULL)
+        return;
+    tw_del(&s->w->tw, &s->x->timer);
+    s->x->timer_kind = SESS_TIMER_NONE;
 }
 
 static int has_will(const sess_t *s)
@@ -279,7 +291,7 @@ void sess_destroy(worker_t *w, sess_t *s)
     sq_clear(&s->queue);
     s->queued_bytes = 0;
     free(s->qos2_in);
-    tw_del(&w->tw, &s->timer);
+    timer_stop(s);
     sess_table_del(&w->by_id, s);
     sess_table_del(&w->by_sid, s);
     publish_pending_will(w, s); /* [MQTT5 3.1.3.2.2] at the latest when the session ends */
@@ -288,7 +300,11 @@ void sess_destroy(worker_t *w, sess_t *s)
         subidx_free(&s->x->subs_idx);
     }
     free(s->x);
-    free(s);
+    int cls = sess_slab_class(s->client_id_len);
+    if (cls >= 0)
+        slab_free(&w->srv->sess_slab[cls], s);
+    else
+        free(s);
 }
 
 /* ---- sending ------------------------------------------------------------ */
@@ -325,9 +341,11 @@ static void arm_retry(sess_t *s)
 {
     /* only where the endpoint's protocol wants it: MQTT 5 forbids
      * resending while connected [MQTT5-4.4.0-1] */
-    if (s->ep && (s->ep->flags & EP_F_RETRY) && sq_len(&s->inflight) && !tw_pending(&s->timer)) {
-        s->timer_kind = SESS_TIMER_RETRY;
-        tw_add(&s->w->tw, &s->timer, s->w->now + (uint64_t)s->w->srv->conf.retry_interval * 1000u);
+    if (s->ep && (s->ep->flags & EP_F_RETRY) && sq_len(&s->inflight) &&
+        !(s->x && tw_pending(&s->x->timer))) {
+        sess_ext_t *x = sess_ext(s);
+        x->timer_kind = SESS_TIMER_RETRY;
+        tw_add(&s->w->tw, &x->timer, s->w->now + (uint64_t)s->w->srv->conf.retry_interval * 1000u);
     }
 }
 
@@ -626,8 +644,7 @@ void sess_attach(sess_t *s, endpoint_t *ep)
 {
     s->ep = ep;
     s->connected_at = (uint32_t)an_wall_s();
-    tw_del(&s->w->tw, &s->timer);
-    s->timer_kind = SESS_TIMER_NONE;
+    timer_stop(s);
     drop_pending_will(s); /* back before the will delay: no will */
     /* [MQTT-4.4.0-1] resend unacknowledged PUBLISH and PUBREL, in order */
     for (uint32_t i = 0; i < sq_len(&s->inflight); i++)
@@ -658,13 +675,14 @@ static void arm_expiry(worker_t *w, sess_t *s)
 {
     uint64_t at = UINT64_MAX;
     if (s->expiry != SESS_NEVER)
-        at = s->expire_at;
+        at = sess_expire_at(s);
     if (has_will(s) && s->x->will_at < at)
         at = s->x->will_at;
     if (at == UINT64_MAX)
         return;
-    s->timer_kind = SESS_TIMER_EXPIRY;
-    tw_add(&w->tw, &s->timer, at);
+    sess_ext_t *x = sess_ext(s);
+    x->timer_kind = SESS_TIMER_EXPIRY;
+    tw_add(&w->tw, &x->timer, at);
 }
 
 sess_t *sess_restore(worker_t *w, const uint8_t *client_id, uint16_t len, uint32_t expiry,
@@ -672,7 +690,8 @@ sess_t *sess_restore(worker_t *w, const uint8_t *client_id, uint16_t len, uint32
 {
     sess_t *s = sess_new(w, client_id, len, expiry);
     s->next_pid = next_pid ? next_pid : 1;
-    s->expire_at = expire_at;
+    if (expiry != 0 && expiry != SESS_NEVER)
+        sess_ext(s)->expire_at = expire_at;
     arm_expiry(w, s);
     return s;
 }
@@ -690,8 +709,7 @@ void sess_take_over(sess_t *s, const char *why)
     if (ep == NULL)
         return;
     s->ep = NULL;
-    tw_del(&s->w->tw, &s->timer); /* a retry has nobody to go to */
-    s->timer_kind = SESS_TIMER_NONE;
+    timer_stop(s); /* a retry has nobody to go to */
     ep_close(ep, EP_CLOSE_TAKEN_OVER, why);
 }
 
@@ -699,8 +717,7 @@ void sess_detach(worker_t *w, sess_t *s)
 {
     s->ep = NULL;
     backlog_check(s); /* offline: nobody waits for this client */
-    tw_del(&w->tw, &s->timer);
-    s->timer_kind = SESS_TIMER_NONE;
+    timer_stop(s);
     if (s->nsubs) {
         reshare(w, s, &s->inflight, 0);
         reshare(w, s, &s->queue, 1);
@@ -710,7 +727,7 @@ void sess_detach(worker_t *w, sess_t *s)
         return;
     }
     if (s->expiry != SESS_NEVER)
-        s->expire_at = w->now + (uint64_t)s->expiry * 1000u;
+        sess_ext(s)->expire_at = w->now + (uint64_t)s->expiry * 1000u;
     persist_session_update(w, s); /* with its deadline */
     arm_expiry(w, s);
 }
@@ -751,10 +768,8 @@ static int complete(sess_t *s, uint16_t pid, uint8_t state, uint8_t reason)
     entry_forget(s, sq_at(&s->inflight, (uint32_t)i));
     msg_unref(&sq_at(&s->inflight, (uint32_t)i)->m);
     sq_remove(&s->inflight, (uint32_t)i);
-    if (sq_len(&s->inflight) == 0 && s->timer_kind == SESS_TIMER_RETRY) {
-        tw_del(&s->w->tw, &s->timer);
-        s->timer_kind = SESS_TIMER_NONE;
-    }
+    if (sq_len(&s->inflight) == 0 && s->x && s->x->timer_kind == SESS_TIMER_RETRY)
+        timer_stop(s);
     pump(s);
     return 0;
 }
@@ -938,12 +953,13 @@ void sess_subscriptions_saved(worker_t *w, sess_t *s)
 
 void sess_on_timer(tw_timer_t *t)
 {
-    sess_t *s = container_of(t, sess_t, timer);
+    sess_ext_t *x = container_of(t, sess_ext_t, timer);
+    sess_t *s = x->s;
     worker_t *w = s->w;
-    if (s->timer_kind == SESS_TIMER_EXPIRY) {
+    if (x->timer_kind == SESS_TIMER_EXPIRY) {
         if (has_will(s) && w->now >= s->x->will_at)
             publish_pending_will(w, s); /* the Will Delay Interval passed */
-        if (s->expiry != SESS_NEVER && w->now >= s->expire_at) {
+        if (s->expiry != SESS_NEVER && w->now >= x->expire_at) {
             log_info("%s: session expired", s->client_id);
             if (event_wanted(w->srv, EVENT_SESSION_EXPIRED)) {
                 event_session_expired_t ev = {.client = {.client_id = s->client_id}};
@@ -955,7 +971,7 @@ void sess_on_timer(tw_timer_t *t)
         arm_expiry(w, s);
         return;
     }
-    if (s->timer_kind != SESS_TIMER_RETRY || s->ep == NULL)
+    if (x->timer_kind != SESS_TIMER_RETRY || s->ep == NULL)
         return;
     uint64_t retry = (uint64_t)w->srv->conf.retry_interval * 1000u;
     uint64_t oldest = UINT64_MAX;
@@ -967,7 +983,9 @@ void sess_on_timer(tw_timer_t *t)
             oldest = e->sent_ms;
     }
     if (sq_len(&s->inflight))
-        tw_add(&w->tw, &s->timer, oldest + retry);
+        tw_add(&w->tw, &x->timer, oldest + retry);
     else
-        s->timer_kind = SESS_TIMER_NONE;
+        x->timer_kind = SESS_TIMER_NONE;
 }
+
+_Static_assert(sizeof(sess_t) <= 120, "sess_t grew: every idle client pays for it");

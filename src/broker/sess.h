@@ -79,6 +79,14 @@ typedef struct {
     uint64_t will_at;          /* ms */
     char *owner;               /* user of the client that created or last resumed
                        * it; NULL: none (anonymous, or no auth state) */
+    /* The session's timer: resends while connected (MQTT 3.1.1 with
+     * messages in flight), its expiry and a delayed will while offline.
+     * Here, not in sess_t, because an idle connected session never needs
+     * it (32 bytes of every idle connection, issue 15). */
+    tw_timer_t timer;
+    struct sess_s *s;   /* back from the timer */
+    uint64_t expire_at; /* ms, while offline with an expiry */
+    uint8_t timer_kind; /* SESS_TIMER_* */
 } sess_ext_t;
 
 #define SESS_NEVER UINT32_MAX /* session expiry "never" */
@@ -97,8 +105,7 @@ struct sess_s {
     uint32_t acl_gen;      /* ACL generation the subscriptions' verdicts
                                  * were taken under, 0 = never (sess_acl.h) */
     uint64_t queued_bytes; /* topic + payload bytes in `queue` */
-    uint64_t expire_at;    /* ms, while offline with an expiry */
-    sess_ext_t *x;         /* delayed will, owner; or NULL */
+    sess_ext_t *x;         /* timer, delayed will, owner; or NULL */
     uint32_t expiry;       /* seconds after disconnect; 0 = with the
                                  * connection, SESS_NEVER = never */
     uint16_t next_pid;
@@ -108,8 +115,6 @@ struct sess_s {
     uint8_t acl_check : 1;     /* a subscription is not ALLOW: every
                                  * delivery checks its topic (sess_acl.h) */
     uint8_t owner_unknown : 1; /* restored from a record that has no owner */
-    uint8_t timer_kind;        /* SESS_TIMER_* */
-    tw_timer_t timer;          /* retry while connected, expiry offline */
     uint16_t client_id_len;
     _Atomic uint8_t shared_flags; /* SESS_F_*: written by the home worker,
                                  * read by publishers on any worker */
@@ -118,6 +123,29 @@ struct sess_s {
 };
 
 enum { SESS_TIMER_NONE = 0, SESS_TIMER_RETRY, SESS_TIMER_EXPIRY };
+
+/* When an offline session with an expiry ends (monotonic ms), 0 = none. */
+static inline uint64_t sess_expire_at(const sess_t *s)
+{
+    return s->x ? s->x->expire_at : 0;
+}
+
+/* The bytes of a session with a client id of len bytes (and its NUL),
+ * rounded to 8, and the slab class that holds that size (srv->sess_slab),
+ * or -1: malloc'd. */
+static inline size_t sess_alloc_size(size_t len)
+{
+    return (sizeof(sess_t) + len + 1u + 7u) & ~(size_t)7u;
+}
+static inline int sess_slab_class(size_t len)
+{
+    size_t c = (sess_alloc_size(len) - sess_alloc_size(0)) / 8u;
+    return c < SESS_SLAB_CLASSES ? (int)c : -1;
+}
+static inline size_t sess_slab_size(size_t cls)
+{
+    return sess_alloc_size(0) + cls * 8u;
+}
 
 enum {
     SESS_F_DURABLE = 1, /* persistence on and expiry != 0: publishers store

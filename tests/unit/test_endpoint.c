@@ -135,6 +135,7 @@ static int setup(void **state)
     f->srv = calloc(1, sizeof(*f->srv));
     f->w = calloc(1, sizeof(*f->w));
     conf_defaults(&f->srv->conf);
+    server_slabs_init(f->srv);
     f->srv->trie = trie_new();
     pthread_rwlock_init(&f->srv->trie_lock, NULL);
     f->w->srv = f->srv;
@@ -154,6 +155,7 @@ static int teardown(void **state)
     sess_table_free(&f->w->by_sid);
     trie_free(f->srv->trie);
     pthread_rwlock_destroy(&f->srv->trie_lock);
+    server_slabs_free(f->srv);
     free(f->w);
     free(f->srv);
     free(f);

@@ -82,7 +82,7 @@ static void test_sess_table_client_ids(void **state)
         sess_table_add(&t, v[i]);
     }
     assert_int_equal(t.count, N);
-    assert_true(t.nbuckets >= N && t.nbuckets <= 1024);
+    assert_true(t.nbuckets >= N / 2 && t.nbuckets <= 1024); /* chains of 2 at most on average */
     size_t longest = 0;
     for (size_t b = 0; b < t.nbuckets; b++) {
         size_t len = 0;
