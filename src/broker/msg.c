@@ -80,6 +80,7 @@ msg_t *msg_new_v5(const uint8_t *topic, uint16_t topic_len, const uint8_t *props
     m->origin = NULL;
     m->origin_node = 0;
     m->hops = 0;
+    m->flags = 0;
     memcpy(m->data, topic, topic_len);
     if (props_len)
         memcpy(m->data + topic_len, props, props_len);

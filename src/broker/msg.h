@@ -78,8 +78,16 @@ typedef struct msg_s {
     const msg_origin_t *origin; /* who published it (a reference), or NULL */
     uint16_t origin_node;       /* the node it was published on, 0 = this one */
     uint8_t hops;               /* nodes it crossed to get here, 0 = published here */
+    uint8_t flags;              /* MSG_F_* */
     uint8_t data[];             /* topic bytes, property bytes, payload bytes */
 } msg_t;
+
+enum {
+    MSG_F_TRACED = 1 /* sampled for tracing: its properties carry a W3C
+                      * traceparent the tracing module wrote (src/modules/tracing) */
+};
+
+_Static_assert(sizeof(msg_t) == 56, "msg_t grew: every message pays for it");
 
 /* The properties kept are those a subscriber receives unchanged (payload
  * format, content type, response topic, correlation data, user properties,

@@ -1127,6 +1127,8 @@ static int on_publish(conn_t *c, const mqtt_raw_t *pkt)
             m, likely(c->x && c->x->origin)
                    ? c->x->origin
                    : conn_origin(c, (const uint8_t *)c->sess->client_id, c->sess->client_id_len));
+    if (unlikely(w->srv->receive_hook != NULL))
+        m = w->srv->receive_hook(w, m, c->sess, w->srv->receive_user);
     w->publish_backlogged = 0;
     size_t n = router_publish(w, m, c->sess);
     if (unlikely(w->publish_backlogged)) {

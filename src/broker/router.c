@@ -491,3 +491,12 @@ void router_consumers_free(server_t *srv)
         c = next;
     }
 }
+
+int router_receive_hook(server_t *srv, router_receive_fn fn, void *user)
+{
+    if (srv->receive_hook != NULL)
+        return -1;
+    srv->receive_hook = fn;
+    srv->receive_user = user;
+    return 0;
+}

@@ -102,6 +102,17 @@ void router_register_inbox(server_t *srv);
  * registers LOCAL and CONSUMER itself (router_register_inbox). */
 void router_owner_register(server_t *srv, uint8_t kind, const route_owner_kind_t *k);
 
+/* The receive hook: one module may see every message a client publishes,
+ * on the publisher's worker, after its ACL check and before it is routed
+ * (proto.c), and return the message to route: m itself, or another one in
+ * its place (then it releases m and returns a new reference; the caller
+ * routes what it gets).  It runs for every client message: it must be
+ * cheap for the messages it does not change (the tracing module samples
+ * there).  Register before server_start; NULL costs one branch. */
+typedef msg_t *(*router_receive_fn)(worker_t *w, msg_t *m, const sess_t *from, void *user);
+/* Returns 0, or -1 when another module holds the hook already. */
+int router_receive_hook(server_t *srv, router_receive_fn fn, void *user);
+
 typedef struct router_consumer_s router_consumer_t;
 typedef struct {
     /* A message for c (see above for when, where and what it may do). */

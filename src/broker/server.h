@@ -235,6 +235,9 @@ struct server_s {
     _Atomic uint8_t origins_wanted;      /* router_want_origins: client messages carry a
                                      * msg_origin_t (else NULL: no allocation, no
                                      * shared counter per message) */
+    /* router_receive_hook (router.h): set before server_start */
+    msg_t *(*receive_hook)(worker_t *w, msg_t *m, const sess_t *from, void *user);
+    void *receive_user;
     /* connections and sessions without malloc headers (slab.h): any thread */
     slab_t conn_slab;                    /* conn_t (conn.c) */
     slab_t sess_slab[SESS_SLAB_CLASSES]; /* sess_t with its client id, by size (sess.c) */

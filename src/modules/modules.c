@@ -11,6 +11,7 @@
 #include "cluster/cluster.h"
 #include "modules/heartbeat/heartbeat.h"
 #include "modules/message_log/message_log.h"
+#include "modules/tracing/tracing.h"
 
 const module_t *const module_list[] = {
     &sys_module,         /* $SYS/broker/... (src/broker/sys.c) */
@@ -18,6 +19,7 @@ const module_t *const module_list[] = {
     &heartbeat_module,   /* the example: heartbeat.* (src/modules/heartbeat) */
     &message_log_module, /* examples.message_log: an internal consumer
                           * (src/modules/message_log) */
+    &tracing_module,     /* tracing: OpenTelemetry spans of messages (src/modules/tracing) */
     &cluster_module,     /* cluster: nodes acting as one broker (src/cluster) */
     NULL,
 };
