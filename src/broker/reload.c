@@ -73,7 +73,10 @@ typedef struct {
     size_t off, size;
 } live_key_t;
 
-#define LK(p, m) {p, offsetof(conf_t, m), sizeof(((conf_t *)0)->m)}
+#define LK(p, m)                                                                                   \
+    {                                                                                              \
+        p, offsetof(conf_t, m), sizeof(((conf_t *)0)->m)                                           \
+    }
 static const live_key_t live_keys[] = {
     LK("log.level", log_level),
     LK("mqtt.max_packet_size", max_packet_size),
@@ -109,9 +112,8 @@ static const live_key_t *live_key(const char *path)
     return NULL;
 }
 
-static const char *const tls_keys[] = {"cert_file", "key_file",        "ca_file",
-                                       "require_client_cert", "tls_min_version", "ciphers",
-                                       NULL};
+static const char *const tls_keys[] = {
+    "cert_file", "key_file", "ca_file", "require_client_cert", "tls_min_version", "ciphers", NULL};
 
 /* ---- flattening (conf_walk) ---------------------------------------------- */
 
@@ -135,8 +137,8 @@ static void flat_path(const flat_t *f, const char *key, char *out, size_t size)
     out[0] = '\0';
     for (int i = 0; i < f->depth; i++) {
         const char *c = f->stack[i];
-        n += (size_t)snprintf(out + n, n < size ? size - n : 0, "%s%s",
-                              n && c[0] != '[' ? "." : "", c);
+        n += (size_t)snprintf(out + n, n < size ? size - n : 0, "%s%s", n && c[0] != '[' ? "." : "",
+                              c);
     }
     if (key)
         snprintf(out + n, n < size ? size - n : 0, "%s%s", n ? "." : "", key);
@@ -408,8 +410,10 @@ static int listener_add(server_t *srv, const conf_listener_t *l, reload_result_t
             if (rs->removed[i] && atomic_load(&srv->listen_conns[i]) == 0)
                 break;
     if (i >= CONF_MAX_LISTENERS) {
-        error_add(res, "listeners[%s]: no free listener slot (%d at most, removed ones count "
-                       "while they have connections)", l->name, CONF_MAX_LISTENERS);
+        error_add(res,
+                  "listeners[%s]: no free listener slot (%d at most, removed ones count "
+                  "while they have connections)",
+                  l->name, CONF_MAX_LISTENERS);
         return -1;
     }
     struct ssl_ctx_st *ctx = NULL;
@@ -809,8 +813,8 @@ int reload_drain_start(server_t *srv, uint32_t rate, const char *server_referenc
     rs->started_ms = wall_ms();
     atomic_store(&rs->draining, 1);
     log_info("drain: started: %u client(s), %u per second, %s%s%s", atomic_load(&srv->total_conns),
-             rs->rate, rs->ref[0] ? "server reference " : "no server reference",
-             rs->ref, rs->stay ? ", the broker stays up when empty" : "");
+             rs->rate, rs->ref[0] ? "server reference " : "no server reference", rs->ref,
+             rs->stay ? ", the broker stays up when empty" : "");
     for (uint32_t i = 0; i < srv->nlisteners; i++)
         if (slot_open(srv, i))
             listener_remove(srv, i);

@@ -83,13 +83,13 @@ int reload_listener_removed(server_t *srv, uint32_t i);
 
 /* ---- drain ---- */
 typedef struct {
-    int draining;            /* 0/1 */
-    uint64_t started_ms;     /* wall clock */
-    uint32_t rate;           /* clients per second */
-    uint32_t stay;           /* the broker keeps running when empty */
+    int draining;        /* 0/1 */
+    uint64_t started_ms; /* wall clock */
+    uint32_t rate;       /* clients per second */
+    uint32_t stay;       /* the broker keeps running when empty */
     char server_reference[256];
-    uint64_t disconnected;   /* clients closed by the drain */
-    uint64_t clients_left;   /* connections still open */
+    uint64_t disconnected; /* clients closed by the drain */
+    uint64_t clients_left; /* connections still open */
 } reload_drain_status_t;
 
 /* Start draining (any thread but a worker's).  0, or -1 with err set

@@ -99,6 +99,8 @@ def test_every_documented_endpoint_exists(api):
     c.publish("doc/t", b"x", qos=1, retain=True)
     seen = []
     for method, path in documented_endpoints():
+        if (method, path) == ("POST", "/api/v1/drain"):
+            continue  # it would take this broker out of service (test_69)
         real = path.replace("{client_id}", "doc-client").replace("{topic}", "doc%2Ft")
         body = {"topic": "doc/p", "payload": "1"} if method == "POST" else None
         if path in BY_BODY:  # a client id in the body instead of the path
