@@ -54,7 +54,7 @@ struct reload_s {
     void **retired; /* old snapshots and auth chains, freed at exit */
     uint8_t *retired_auth;
     size_t nretired;
-    uint8_t removed[CONF_MAX_LISTENERS];
+    _Atomic uint8_t removed[CONF_MAX_LISTENERS]; /* read by the API's threads */
     /* drain: set once by reload_drain_start before the workers learn it */
     _Atomic int draining;
     _Atomic int stop_sent;
@@ -444,16 +444,49 @@ static int listener_add(server_t *srv, const conf_listener_t *l, reload_result_t
     return 0;
 }
 
+/* The TLS keys of `from` into `to` (the keys a reload changes live). */
+static void tls_merge(conf_listener_t *to, const conf_listener_t *from)
+{
+    memcpy(to->cert_file, from->cert_file, sizeof(to->cert_file));
+    memcpy(to->key_file, from->key_file, sizeof(to->key_file));
+    memcpy(to->ca_file, from->ca_file, sizeof(to->ca_file));
+    memcpy(to->ciphers, from->ciphers, sizeof(to->ciphers));
+    to->require_client_cert = from->require_client_cert;
+    to->tls_min_version = from->tls_min_version;
+}
+
+/* Before anything changes: the TLS files of every listener of `cand` that
+ * is new or whose TLS keys differ load.  0, or -1 with the errors set. */
+static int listeners_check(server_t *srv, const conf_t *cand, reload_result_t *res)
+{
+    int rc = 0;
+    for (uint32_t j = 0; j < cand->nlisteners; j++) {
+        conf_listener_t l = cand->listeners[j];
+        int slot = slot_by_name(srv, l.name);
+        if (slot >= 0) {
+            l = srv->conf.listeners[slot];
+            tls_merge(&l, &cand->listeners[j]);
+            if (memcmp(&l, &srv->conf.listeners[slot], sizeof(l)) == 0)
+                continue;
+        }
+        if (l.transport != CONF_TRANSPORT_TLS && l.transport != CONF_TRANSPORT_WSS)
+            continue;
+        char err[512];
+        struct ssl_ctx_st *ctx = tls_ctx_new(&l, err, sizeof(err));
+        if (ctx == NULL) {
+            error_add(res, "%s", err);
+            rc = -1;
+        }
+        tls_ctx_free(ctx);
+    }
+    return rc;
+}
+
 /* A listener's TLS keys changed: a new context from them, swapped in. */
 static int listener_tls(server_t *srv, uint32_t i, const conf_listener_t *nl, reload_result_t *res)
 {
     conf_listener_t l = srv->conf.listeners[i];
-    memcpy(l.cert_file, nl->cert_file, sizeof(l.cert_file));
-    memcpy(l.key_file, nl->key_file, sizeof(l.key_file));
-    memcpy(l.ca_file, nl->ca_file, sizeof(l.ca_file));
-    memcpy(l.ciphers, nl->ciphers, sizeof(l.ciphers));
-    l.require_client_cert = nl->require_client_cert;
-    l.tls_min_version = nl->tls_min_version;
+    tls_merge(&l, nl);
     if (l.transport != CONF_TRANSPORT_TLS && l.transport != CONF_TRANSPORT_WSS) {
         srv->conf.listeners[i] = l; /* not used by a plain listener */
         return 0;
@@ -552,6 +585,10 @@ static void listeners_apply(server_t *srv, conf_t *cand, const flat_t *fc, const
                             reload_result_t *res)
 {
     char path[RELOAD_NAME_LEN];
+    if (reload_draining(srv)) { /* every listener stays closed */
+        error_add(res, "listeners: not changed while the broker drains");
+        return;
+    }
     /* removed first: a port may move to a new listener */
     for (uint32_t i = 0; i < srv->nlisteners; i++) {
         if (!slot_open(srv, i))
@@ -596,6 +633,10 @@ int reload_run(server_t *srv, reload_result_t *res)
 {
     reload_t *rs = srv->reload;
     memset(res, 0, sizeof(*res));
+    if (rs == NULL) { /* a server without reload_init (tests) */
+        error_add(res, "reload is not available");
+        return 1;
+    }
     pthread_mutex_lock(&rs->lock);
     /* what SIGHUP always did */
     if (log_reopen() < 0)
@@ -649,6 +690,11 @@ int reload_run(server_t *srv, reload_result_t *res)
     }
     /* prepare what can fail before changing anything */
     auth_chain_t *chain = NULL;
+    if (!reload_draining(srv) && listeners_check(srv, cand, res) < 0) {
+        log_error("reload: %s: nothing changed", res->errors[0]);
+        res->napplied = 0;
+        goto out;
+    }
     if (auth_changed && (chain = auth_chain_new(cand, err, sizeof(err))) == NULL) {
         error_add(res, "auth: %s", err);
         log_error("reload: auth: %s: nothing changed", err);
@@ -686,13 +732,7 @@ int reload_run(server_t *srv, reload_result_t *res)
         for (uint32_t k = 0; k < rs->cur->nlisteners; k++)
             if (strcmp(cand->listeners[j].name, rs->cur->listeners[k].name) == 0) {
                 conf_listener_t keep = rs->cur->listeners[k];
-                const conf_listener_t *n = &cand->listeners[j];
-                memcpy(keep.cert_file, n->cert_file, sizeof(keep.cert_file));
-                memcpy(keep.key_file, n->key_file, sizeof(keep.key_file));
-                memcpy(keep.ca_file, n->ca_file, sizeof(keep.ca_file));
-                memcpy(keep.ciphers, n->ciphers, sizeof(keep.ciphers));
-                keep.require_client_cert = n->require_client_cert;
-                keep.tls_min_version = n->tls_min_version;
+                tls_merge(&keep, &cand->listeners[j]);
                 cand->listeners[j] = keep;
             }
     *rs->cur = *cand;
@@ -801,6 +841,10 @@ int reload_drain_start(server_t *srv, uint32_t rate, const char *server_referenc
                        char *err, size_t errlen)
 {
     reload_t *rs = srv->reload;
+    if (rs == NULL) {
+        snprintf(err, errlen, "drain is not available");
+        return -1;
+    }
     pthread_mutex_lock(&rs->lock);
     if (atomic_load(&rs->draining)) {
         snprintf(err, errlen, "already draining");

@@ -273,3 +273,49 @@ def test_drain_stay_and_metrics(abroker):
     assert b.running()
     st, body = call(b, "POST", "/api/v1/drain", {})
     assert st == 409, body
+
+
+def self_signed(d, name):
+    subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes",
+                    "-keyout", str(d / (name + ".key")), "-out", str(d / (name + ".crt")),
+                    "-days", "2", "-subj", "/CN=" + name], check=True, capture_output=True,
+                   timeout=30)
+    return str(d / (name + ".crt")), str(d / (name + ".key"))
+
+
+def served_cert(port):
+    import socket
+    import ssl
+    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+    ctx.check_hostname = False
+    ctx.verify_mode = ssl.CERT_NONE
+    with socket.create_connection(("127.0.0.1", port), timeout=5) as s:
+        with ctx.wrap_socket(s) as t:
+            return t.getpeercert(binary_form=True)
+
+
+def test_tls_listener_added_and_its_certificate_changed(abroker, tmp_path):
+    import ssl
+    one = self_signed(tmp_path, "one")
+    two = self_signed(tmp_path, "two")
+    b = abroker()
+    port = free_port()
+    tls = {"name": "tls", "address": "127.0.0.1", "port": port, "transport": "tls",
+           "cert_file": one[0], "key_file": one[1]}
+    b.listeners.append(tls)
+    b.write_config()
+    assert "listeners[tls]" in reload(b)["applied"]
+    assert served_cert(port) == ssl.PEM_cert_to_DER_cert(open(one[0]).read())
+    tls["cert_file"], tls["key_file"] = two
+    tls["handshake_timeout"] = 5  # not live: named
+    b.write_config()
+    ans = reload(b)
+    assert "listeners[tls].tls" in ans["applied"], ans
+    assert "listeners[tls].handshake_timeout" in ans["restart_required"], ans
+    assert served_cert(port) == ssl.PEM_cert_to_DER_cert(open(two[0]).read())
+    # a certificate that does not load changes nothing
+    tls["cert_file"] = str(tmp_path / "missing.crt")
+    b.write_config()
+    ans = reload(b, 400)
+    assert ans["applied"] == [] and "missing.crt" in ans["errors"][0], ans
+    assert served_cert(port) == ssl.PEM_cert_to_DER_cert(open(two[0]).read())
