@@ -488,7 +488,7 @@ static int listener_tls(server_t *srv, uint32_t i, const conf_listener_t *nl, re
     conf_listener_t l = srv->conf.listeners[i];
     tls_merge(&l, nl);
     if (l.transport != CONF_TRANSPORT_TLS && l.transport != CONF_TRANSPORT_WSS) {
-        srv->conf.listeners[i] = l; /* not used by a plain listener */
+        tls_merge(&srv->conf.listeners[i], nl); /* not used by a plain listener */
         return 0;
     }
     char err[512];
@@ -503,9 +503,9 @@ static int listener_tls(server_t *srv, uint32_t i, const conf_listener_t *nl, re
     srv->tls_ctx[i] = ctx;
     pthread_mutex_unlock(&srv->tls_lock);
     tls_ctx_free(old);
-    /* the workers never read these fields (only the context); the API's
-     * display reads them under rs->lock */
-    srv->conf.listeners[i] = l;
+    /* the workers never read these fields (only the context), and only
+     * these are written; the API's display reads them under rs->lock */
+    tls_merge(&srv->conf.listeners[i], nl);
     return 0;
 }
 
