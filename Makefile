@@ -94,7 +94,7 @@ TSAN_TESTS = test_01_cli_config.py::test_sighup_reopens_log_file test_11_load.py
              test_28_v5_shared.py test_30_tls.py test_40_auth.py test_41_acl.py \
              test_42_auth_http.py test_43_auth_redis.py test_46_authz_delivery.py \
              test_50_api.py test_51_ctl.py test_54_api_hardening.py test_60_threads.py \
-             test_62_consumers.py test_68_backpressure.py
+             test_62_consumers.py test_68_backpressure.py test_69_reload_drain.py
 TSAN_RUN = ANTENNA_BIN=$(CURDIR)/$(TSAN_BUILD)/antenna ANTENNA_SANITIZED=1 $(PYTEST) $(PYTEST_ARGS)
 
 tsan-build: deps js-deps

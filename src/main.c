@@ -2,8 +2,8 @@
  *
  * The main thread parses the command line, loads the configuration, opens
  * the listeners, starts the workers and then only waits for signals on a
- * signalfd (SIGTERM/SIGINT: stop; SIGHUP: reopen the log and reload the TLS
- * certificates and keys, see server_tls_reload).  The signals are
+ * signalfd (SIGTERM/SIGINT: stop; SIGHUP: reload_run, reload.h: reopen the
+ * log, reload the TLS certificates and keys, the auth files and the YAML).  The signals are
  * blocked before any worker starts, so no worker is ever interrupted.
  *
  * Every connection is a file descriptor: at start the soft open-file limit
@@ -31,6 +31,7 @@
 #include "conf.h"
 #include "log.h"
 #include "module.h"
+#include "reload.h"
 #include "sdnotify.h"
 #include "server.h"
 #include "store_cli.h"
@@ -221,7 +222,7 @@ int main(int argc, char **argv)
         return 1;
     }
 
-    conf_t conf;
+    static conf_t conf, loaded; /* loaded: the file as read, for reload.h */
     conf_defaults(&conf);
     module_conf_defaults(&conf); /* the modules' sections (module.h) */
     if (config) {
@@ -231,6 +232,7 @@ int main(int argc, char **argv)
             return 1;
         }
     }
+    loaded = conf;
     if (have_port)
         conf.listeners[0].port = port;
     /* The embedded defaults open the API on 18083 (EMQX's dashboard port)
@@ -281,6 +283,7 @@ int main(int argc, char **argv)
             fprintf(stderr, "antenna: start-up failed (the errors above are in the log too)\n");
         goto out;
     }
+    reload_init(&srv, config, &loaded);
     for (uint32_t i = 0; i < srv.nlisteners; i++)
         log_info("listener %s: listening on %s:%u", conf.listeners[i].name,
                  conf.listeners[i].address, srv.listen_ports[i]);
@@ -328,14 +331,8 @@ int main(int argc, char **argv)
         }
         if (si.ssi_signo == SIGHUP) {
             sdnotify_send("RELOADING=1");
-            if (log_reopen() < 0)
-                log_error("cannot reopen log file: %s", strerror(errno));
-            else
-                log_info("log reopened (SIGHUP)");
-            server_tls_reload(&srv);
-            if (auth_chain_reload(srv.auth) == 0)
-                log_info("authentication files reloaded (SIGHUP)");
-            api_reload(&srv);
+            static reload_result_t res;
+            reload_run(&srv, &res);
             sdnotify_send("READY=1");
             continue;
         }
@@ -347,6 +344,7 @@ int main(int argc, char **argv)
     server_stop(&srv);
     rc = 0;
 out:
+    reload_free(&srv); /* its retired auth chains before the workers' inboxes go */
     server_free(&srv);
     log_info("antenna stopped");
     log_close();

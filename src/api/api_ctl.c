@@ -56,6 +56,9 @@ typedef struct {
     const char *response_topic;
     long expiry;
     const char *keys_file;
+    long rate;                    /* drain --rate */
+    const char *server_reference; /* drain --server-reference */
+    int stay;                     /* drain --stay */
     const char *user_props[CTL_MAX_USER_PROPS];
     int n_user_props;
     /* positional words: the command and its arguments */
@@ -837,10 +840,69 @@ static int cmd_reload(ctl_t *c)
     json_t *resp = NULL;
     if (ctl_call(c, "POST", "/api/v1/reload", NULL, &resp) != 0)
         return 1;
+    if (c->json) {
+        print_json(resp ? resp : json_null());
+    } else {
+        printf("reloaded: logs reopened, certificates, keys and auth files re-read\n");
+        static const char *const lists[][2] = {{"applied", "applied live"},
+                                               {"restart_required", "need a restart"},
+                                               {"errors", "errors"}};
+        for (size_t l = 0; l < 3; l++) {
+            json_t *a = json_object_get(resp, lists[l][0]), *e;
+            size_t i;
+            if (json_array_size(a) == 0)
+                continue;
+            printf("%s:\n", lists[l][1]);
+            json_array_foreach(a, i, e) printf("  %s\n", json_string_value(e));
+        }
+    }
+    json_decref(resp);
+    return 0;
+}
+
+static void print_drain(const json_t *st)
+{
+    int draining = json_is_true(json_object_get(st, "draining"));
+    const char *ref = json_string_value(json_object_get(st, "server_reference"));
+    printf("draining: %s\n", draining ? "yes" : "no");
+    if (draining) {
+        printf("rate: %" JSON_INTEGER_FORMAT " clients/s\n",
+               json_integer_value(json_object_get(st, "rate")));
+        printf("server reference: %s\n", ref && ref[0] ? ref : "- (0x8B server shutting down)");
+        printf("when empty: %s\n",
+               json_is_true(json_object_get(st, "stay")) ? "stay up" : "stop (exit 0)");
+        printf("disconnected: %" JSON_INTEGER_FORMAT "\n",
+               json_integer_value(json_object_get(st, "disconnected")));
+    }
+    printf("clients left: %" JSON_INTEGER_FORMAT "\n",
+           json_integer_value(json_object_get(st, "clients_left")));
+}
+
+/* `drain [status] [--rate N] [--server-reference HOST:PORT] [--stay]`. */
+static int cmd_drain(ctl_t *c)
+{
+    int status = c->nargs > 1 && strcmp(c->args[1], "status") == 0;
+    if (c->nargs > 2 || (c->nargs == 2 && !status))
+        return usage_error("drain takes no argument but 'status'");
+    json_t *resp = NULL;
+    int rc;
+    if (status) {
+        rc = ctl_call(c, "GET", "/api/v1/drain", NULL, &resp);
+    } else {
+        json_t *body = json_pack("{s:I,s:s,s:b}", "rate", (json_int_t)(c->rate ? c->rate : 1000),
+                                 "server_reference", c->server_reference ? c->server_reference : "",
+                                 "stay", c->stay);
+        char *text = json_dumps(body, JSON_COMPACT);
+        json_decref(body);
+        rc = ctl_call(c, "POST", "/api/v1/drain", text, &resp);
+        free(text);
+    }
+    if (rc != 0)
+        return 1;
     if (c->json)
         print_json(resp ? resp : json_null());
     else
-        printf("reloaded (logs reopened, TLS certificates and keys reloaded)\n");
+        print_drain(resp);
     json_decref(resp);
     return 0;
 }
@@ -921,7 +983,11 @@ static void ctl_usage(FILE *out)
             "          [--response-topic T] [--expiry S] [--user-property K=V]...\n"
             "  listeners                    the MQTT listeners and their connections\n"
             "  config                       the running configuration (secrets redacted)\n"
-            "  reload                       what SIGHUP does: reopen logs, reload TLS and keys\n"
+            "  reload                       what SIGHUP does: reopen logs, re-read files and the\n"
+            "                               YAML; prints what was applied, what needs a restart\n"
+            "  drain [--rate N] [--server-reference HOST:PORT] [--stay]\n"
+            "                               stop accepting, disconnect every client (N/s), stop\n"
+            "  drain status                 the drain's progress\n"
             "  keys create NAME --keys-file FILE   a new API key (printed once, stored hashed)\n"
             "\n"
             "Options:\n"
@@ -966,6 +1032,9 @@ enum {
     OPT_KEYS_FILE,
     OPT_CACERT,
     OPT_INSECURE,
+    OPT_RATE,
+    OPT_SERVER_REFERENCE,
+    OPT_STAY,
     OPT_HELP
 };
 
@@ -994,6 +1063,9 @@ static const struct option CTL_OPTIONS[] = {
     {"keys-file", required_argument, NULL, OPT_KEYS_FILE},
     {"cacert", required_argument, NULL, OPT_CACERT},
     {"insecure", no_argument, NULL, OPT_INSECURE},
+    {"rate", required_argument, NULL, OPT_RATE},
+    {"server-reference", required_argument, NULL, OPT_SERVER_REFERENCE},
+    {"stay", no_argument, NULL, OPT_STAY},
     {"help", no_argument, NULL, OPT_HELP},
     {NULL, 0, NULL, 0},
 };
@@ -1088,6 +1160,17 @@ static int ctl_parse(ctl_t *c, int argc, char **argv)
         case OPT_QOS:
             if ((c->qos = (int)parse_number(optarg, 0, 2)) < 0)
                 return usage_error("--qos must be 0, 1 or 2, not '%s'", optarg);
+            break;
+        case OPT_RATE:
+            if ((c->rate = parse_number(optarg, 1, 1000000)) < 0)
+                return usage_error("--rate must be 1..1000000 clients per second, not '%s'",
+                                   optarg);
+            break;
+        case OPT_SERVER_REFERENCE:
+            c->server_reference = optarg;
+            break;
+        case OPT_STAY:
+            c->stay = 1;
             break;
         case OPT_EXPIRY:
             if ((c->expiry = parse_number(optarg, 0, 4294967295L)) < 0)
@@ -1196,6 +1279,8 @@ int api_ctl_main(int argc, char **argv)
                          : cmd_get(&c, "/api/v1/config", NULL, NULL);
     else if (strcmp(cmd, "reload") == 0)
         rc = cmd_reload(&c);
+    else if (strcmp(cmd, "drain") == 0)
+        rc = cmd_drain(&c);
     else
         rc = usage_error("unknown command '%s'", cmd);
 

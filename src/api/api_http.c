@@ -402,18 +402,21 @@ int api_start(server_t *srv)
         log_error("api: cannot start a thread: %s", strerror(errno));
         goto fail;
     }
+    /* counted before the first request: POST /api/v1/reload replaces them */
+    size_t ncreds = api_creds_count(api->creds);
+    srv->api = api; /* before the first request (api_reload reads it) */
     api->d = MHD_start_daemon(flags, 0, NULL, NULL, on_request, api, MHD_OPTION_ARRAY, opts,
                               MHD_OPTION_END);
     if (api->d == NULL) {
+        srv->api = NULL;
         log_error("api: cannot start the HTTP server on %s:%u%s", cf->api_bind, api->port,
                   tls ? " (check tls_cert and tls_key)" : "");
         goto fail;
     }
     api->fd = -1; /* MHD owns the listening socket now and closes it */
-    srv->api = api;
     log_info("api: listening on %s:%u (%s, %zu credentials)", cf->api_bind, api->port,
-             tls ? "https" : "http", api_creds_count(api->creds));
-    if (api_creds_count(api->creds) == 0)
+             tls ? "https" : "http", ncreds);
+    if (ncreds == 0)
         log_warn("api: no keys_file or users_file: every authenticated endpoint answers 401");
     return 0;
 fail:
@@ -426,9 +429,9 @@ void api_stop(server_t *srv)
     api_t *api = srv->api;
     if (api == NULL)
         return;
-    srv->api = NULL;
     api_conns_stop(api->conns); /* no shutdown() while MHD closes its sockets */
     MHD_stop_daemon(api->d);    /* joins its threads: no request runs after this */
+    srv->api = NULL;            /* after: a request's reload reads it */
     free_api(api);
 }
 

@@ -21,6 +21,7 @@
 
 #include "api_int.h"
 #include "module.h"
+#include "reload.h"
 #include "retain.h"
 #include "store.h"
 #include "sys.h"
@@ -266,6 +267,11 @@ char *api_metrics_text(server_t *srv, size_t *len)
     process_metrics(&b, srv);
     one(&b, "antenna_connections_active", "gauge", "Clients connected now (CONNACK sent).",
         t.connected);
+    one(&b, "antenna_draining", "gauge", "1 while the broker drains (POST /api/v1/drain).",
+        (uint64_t)reload_draining(srv));
+    one(&b, "antenna_drain_clients_left", "gauge",
+        "Connections still open (counted down by a drain).",
+        (uint64_t)atomic_load(&srv->total_conns));
     one(&b, "antenna_connections_total", "counter", "Client connections accepted (CONNACK sent).",
         t.connections_total);
     family(&b, "antenna_connections_refused_total", "counter",

@@ -22,6 +22,7 @@
 #include "module.h"
 #include "mqtt_codec.h"
 #include "mqtt_props.h"
+#include "reload.h"
 #include "retain.h"
 #include "router.h"
 
@@ -740,7 +741,10 @@ static enum MHD_Result h_listeners(api_req_t *r, const char *tail)
     (void)tail;
     static const char *const transports[] = {"tcp", "tls", "ws", "wss"};
     json_t *data = json_array();
+    reload_lock(r->srv); /* a reload may add listeners */
     for (uint32_t i = 0; i < r->srv->nlisteners; i++) {
+        if (reload_listener_removed(r->srv, i))
+            continue;
         const conf_listener_t *l = &r->srv->conf.listeners[i];
         json_t *o = json_object();
         json_object_set_new(o, "name", json_string(l->name));
@@ -752,6 +756,7 @@ static enum MHD_Result h_listeners(api_req_t *r, const char *tail)
         json_object_set_new(o, "max_connections", json_integer(l->max_connections));
         json_array_append_new(data, o);
     }
+    reload_unlock(r->srv);
     json_t *out = json_object();
     json_object_set_new(out, "data", data);
     return api_send_json(r->conn, 200, out);
@@ -811,7 +816,9 @@ static enum MHD_Result h_config(api_req_t *r, const char *tail)
     (void)tail;
     conf_ctx_t x = {.depth = 0};
     x.stack[0] = json_object();
-    conf_walk(&r->srv->conf, on_conf, &x);
+    reload_lock(r->srv);
+    conf_walk(server_live(r->srv), on_conf, &x);
+    reload_unlock(r->srv);
     return api_send_json(r->conn, 200, x.stack[0]);
 }
 
@@ -824,8 +831,12 @@ static enum MHD_Result h_live(api_req_t *r, const char *tail)
 static enum MHD_Result h_ready(api_req_t *r, const char *tail)
 {
     (void)tail;
+    if (reload_draining(r->srv))
+        return api_send_json(r->conn, 503,
+                             json_pack("{s:s,s:s,s:s}", "status", "draining", "code", "draining",
+                                       "error", "the broker is draining (POST /api/v1/drain)"));
     for (uint32_t i = 0; i < r->srv->nlisteners; i++)
-        if (r->srv->listen_fds[i] < 0)
+        if (r->srv->listen_fds[i] < 0 && !reload_listener_removed(r->srv, i))
             return api_send_json(r->conn, 503,
                                  json_pack("{s:s,s:s,s:s}", "status", "unavailable", "code",
                                            "unavailable", "error", "a listener is not open"));
@@ -851,14 +862,90 @@ static enum MHD_Result h_ready(api_req_t *r, const char *tail)
                                    (int)r->srv->nworkers, "listeners", (int)r->srv->nlisteners));
 }
 
-/* What SIGHUP does (reopen the log, reload TLS files and the API's
- * credentials): the main thread does it, from its signalfd, on our signal. */
+static json_t *names_json(const char (*names)[RELOAD_NAME_LEN], uint32_t n)
+{
+    json_t *a = json_array();
+    for (uint32_t i = 0; i < n; i++)
+        json_array_append_new(a, json_string(names[i]));
+    return a;
+}
+
+/* What SIGHUP does (reload.h), on this thread: reopen the log, reload the
+ * files and the YAML; the answer says what was applied, what needs a
+ * restart, and the errors (a bad file: 400, nothing changed). */
 static enum MHD_Result h_reload(api_req_t *r, const char *tail)
 {
     (void)tail;
-    if (kill(getpid(), SIGHUP) < 0)
-        return api_send_error(r->conn, 500, "internal", NULL, "cannot signal: %s", strerror(errno));
-    return api_send_json(r->conn, 200, json_pack("{s:b}", "reloaded", 1));
+    reload_result_t *res = an_malloc(sizeof(*res));
+    int errors = reload_run(r->srv, res);
+    json_t *err = json_array();
+    for (uint32_t i = 0; i < res->nerrors; i++)
+        json_array_append_new(err, json_string(res->errors[i]));
+    json_t *out = json_pack("{s:b,s:o,s:o,s:o}", "reloaded", errors == 0, "applied",
+                            names_json(res->applied, res->napplied), "restart_required",
+                            names_json(res->restart_required, res->nrestart), "errors", err);
+    free(res);
+    return api_send_json(r->conn, errors ? 400 : 200, out);
+}
+
+static json_t *drain_json(server_t *srv)
+{
+    reload_drain_status_t st;
+    reload_drain_status(srv, &st);
+    return json_pack("{s:b,s:I,s:i,s:b,s:s,s:I,s:I}", "draining", st.draining, "started_ms",
+                     (json_int_t)st.started_ms, "rate", (int)st.rate, "stay", st.stay,
+                     "server_reference", st.server_reference, "disconnected",
+                     (json_int_t)st.disconnected, "clients_left", (json_int_t)st.clients_left);
+}
+
+/* POST {"rate": N, "server_reference": "host:port", "stay": bool}: start
+ * draining (reload.h); GET: its progress. */
+static enum MHD_Result h_drain(api_req_t *r, const char *tail)
+{
+    (void)tail;
+    if (strcmp(r->method, "POST") != 0)
+        return api_send_json(r->conn, 200, drain_json(r->srv));
+    json_error_t jerr;
+    json_t *body =
+        r->body && r->body_len ? json_loadb(r->body, r->body_len, 0, &jerr) : json_object();
+    enum MHD_Result ret;
+    const char *k, *ref = "";
+    json_t *v;
+    json_int_t rate = 1000;
+    int stay = 0;
+    if (!json_is_object(body)) {
+        ret = api_send_error(r->conn, 400, "bad_request", "body",
+                             "the body must be a JSON object {\"rate\": N, "
+                             "\"server_reference\": \"HOST:PORT\", \"stay\": false}");
+        goto out;
+    }
+    json_object_foreach(body, k, v)
+    {
+        if (strcmp(k, "rate") == 0 && json_is_integer(v) && json_integer_value(v) >= 1 &&
+            json_integer_value(v) <= 1000000)
+            rate = json_integer_value(v);
+        else if (strcmp(k, "server_reference") == 0 && json_is_string(v) &&
+                 json_string_length(v) < 256)
+            ref = json_string_value(v);
+        else if (strcmp(k, "stay") == 0 && json_is_boolean(v))
+            stay = json_is_true(v);
+        else {
+            ret = api_send_error(r->conn, 400, "bad_request", k,
+                                 "bad field '%s' (rate: 1..1000000, server_reference: a "
+                                 "string, stay: a boolean)",
+                                 k);
+            goto out;
+        }
+    }
+    char err[128];
+    if (reload_drain_start(r->srv, (uint32_t)rate, ref, stay, err, sizeof(err)) < 0) {
+        ret = api_send_error(r->conn, 409, "conflict", NULL, "%s", err);
+        goto out;
+    }
+    ret = api_send_json(r->conn, 202, drain_json(r->srv));
+out:
+    json_decref(body);
+    return ret;
 }
 
 static enum MHD_Result h_metrics(api_req_t *r, const char *tail)
@@ -969,6 +1056,7 @@ static const route_t routes[] = {
     {"/api/v1/listeners", 0, M_GET, "GET", h_listeners},
     {"/api/v1/config", 0, M_GET, "GET", h_config},
     {"/api/v1/reload", 0, M_POST, "POST", h_reload},
+    {"/api/v1/drain", 0, M_GET | M_POST, "GET, POST", h_drain},
     {"/health/live", 0, M_GET, "GET", h_live},
     {"/health/ready", 0, M_GET, "GET", h_ready},
     {"/metrics", 0, M_GET, "GET", h_metrics},

@@ -259,6 +259,11 @@ uint32_t auth_chain_size(const auth_chain_t *ch)
     return ch->n;
 }
 
+void auth_chain_gen_follow(auth_chain_t *ch, auth_chain_t *prev)
+{
+    atomic_store(&ch->gen, auth_chain_gen(prev) + 1);
+}
+
 uint32_t auth_chain_gen(auth_chain_t *ch)
 {
     return ch ? atomic_load_explicit(&ch->gen, memory_order_acquire) : 1;

@@ -93,6 +93,9 @@ int auth_chain_acl_open(const auth_chain_t *ch);
  * place), so a decision taken under generation g is stale once this is not
  * g any more.  Read it before deciding.  1 for a NULL chain. */
 uint32_t auth_chain_gen(auth_chain_t *ch);
+/* A chain built to replace `prev` (a reload, reload.h): its generation
+ * follows prev's, so decisions cached under prev are stale under it. */
+void auth_chain_gen_follow(auth_chain_t *ch, auth_chain_t *prev);
 /* Number of backends in the chain. */
 uint32_t auth_chain_size(const auth_chain_t *ch);
 /* A backend by name (e.g. "password_file" for SCRAM), or NULL. */

@@ -188,7 +188,7 @@ const char *conn_name(const conn_t *c, char *buf, size_t size)
 void conn_input(conn_t *c, const uint8_t *data, size_t n)
 {
     size_t off = 0;
-    uint32_t max = c->w->srv->conf.max_packet_size;
+    uint32_t max = server_live(c->w->srv)->max_packet_size;
     while (off < n && (c->state == CONN_NEW || c->state == CONN_ACTIVE)) {
         if (c->state == CONN_NEW && c->ps.state == MQTT_PS_HDR &&
             (data[off] >> 4) != MQTT_CONNECT &&
@@ -241,7 +241,8 @@ static int write_out(conn_t *c, unsigned flags);
  * connect_timeout from now. */
 static void preamble_done(conn_t *c)
 {
-    tw_add(&c->w->tw, &c->timer, c->w->now + (uint64_t)c->w->srv->conf.connect_timeout * 1000u);
+    tw_add(&c->w->tw, &c->timer,
+           c->w->now + (uint64_t)server_live(c->w->srv)->connect_timeout * 1000u);
 }
 
 static void read_proxy(conn_t *c)
@@ -447,7 +448,7 @@ uint8_t *conn_reserve(conn_t *c, size_t n, int force)
     uint32_t pending = conn_out_pending(c);
     /* limits.max_output_buffer: a subscriber that does not keep up cannot
      * make the broker grow without bound */
-    if (!force && pending > c->w->srv->conf.max_output_buffer)
+    if (!force && pending > server_live(c->w->srv)->max_output_buffer)
         return NULL;
     if (c->obuf == NULL) {
         size_t cap;
@@ -583,7 +584,7 @@ static void set_want_out(conn_t *c, int on)
     c->want_out = (uint8_t)on;
     update_events(c);
     /* slow subscriber tracking: since when the socket refuses our bytes */
-    if (on && c->w->srv->conf.slow_subscriber_timeout) {
+    if (on && server_live(c->w->srv)->slow_subscriber_timeout) {
         conn_ext(c)->out_full_since = c->w->now;
         c->flags |= CONN_F_OUT_FULL;
         conn_arm_timer(c);
@@ -798,7 +799,7 @@ void conn_free(conn_t *c)
 
 void conn_count_publish(conn_t *c, size_t bytes)
 {
-    const conf_t *cf = &c->w->srv->conf;
+    const conf_t *cf = server_live(c->w->srv);
     if (cf->max_message_rate == 0 && cf->max_byte_rate == 0)
         return;
     conn_ext_t *x = conn_ext(c);
@@ -836,9 +837,9 @@ void conn_arm_timer(conn_t *c)
         at = AN_MIN(at, (c->x->rl_window + 1) * 1000u);
     if (c->flags & CONN_F_PAUSED)
         at = AN_MIN(at, c->x->paused_until);
-    if ((c->flags & CONN_F_OUT_FULL) && w->srv->conf.slow_subscriber_timeout)
-        at = AN_MIN(at,
-                    c->x->out_full_since + (uint64_t)w->srv->conf.slow_subscriber_timeout * 1000u);
+    if ((c->flags & CONN_F_OUT_FULL) && server_live(w->srv)->slow_subscriber_timeout)
+        at = AN_MIN(at, c->x->out_full_since +
+                            (uint64_t)server_live(w->srv)->slow_subscriber_timeout * 1000u);
     if (at == UINT64_MAX)
         tw_del(&w->tw, &c->timer);
     else if (!tw_pending(&c->timer) || c->timer.expires > at)
@@ -849,7 +850,7 @@ void conn_on_timer(tw_timer_t *t)
 {
     conn_t *c = container_of(t, conn_t, timer);
     worker_t *w = c->w;
-    const conf_t *cf = &w->srv->conf;
+    const conf_t *cf = server_live(w->srv);
     if (c->state == CONN_NEW) {
         if (c->flags & CONN_F_PROXY)
             conn_close(c, "no PROXY header within handshake_timeout", 0);

@@ -194,7 +194,7 @@ typedef struct {
 static size_t connack_props(conn_t *c, const connect_terms_t *t, const uint8_t *id, uint16_t id_len,
                             uint8_t *buf, size_t cap)
 {
-    const conf_t *cf = &c->w->srv->conf;
+    const conf_t *cf = server_live(c->w->srv);
     mqtt_pw_t pw;
     mqtt_pw_init(&pw, buf, cap);
     if (cf->receive_maximum != 65535)
@@ -252,7 +252,7 @@ static int connect_home(conn_t *c, const mqtt_connect_t *ck, const connect_terms
     sess_t *s = sess_table_find_id(&w->by_id, id, id_len);
     /* limits.max_sessions: only a session that would add to the persistent
      * ones (workers check at once, so the count may pass it by a few) */
-    uint32_t max_sessions = w->srv->conf.max_sessions;
+    uint32_t max_sessions = server_live(w->srv)->max_sessions;
     if (t->expiry && max_sessions && !(s && s->expiry) &&
         atomic_load_explicit(&w->srv->persistent_sessions, memory_order_relaxed) >= max_sessions)
         return refuse(c, ck, MQTT_CONNACK_UNAVAILABLE, MQTT_RC_QUOTA_EXCEEDED,
@@ -834,7 +834,7 @@ static int on_connect(conn_t *c, const mqtt_raw_t *pkt, const uint8_t *rest, siz
                       int adopted)
 {
     worker_t *w = c->w;
-    const conf_t *cf = &w->srv->conf;
+    const conf_t *cf = server_live(w->srv);
     mqtt_connect_t ck;
     const char *why = NULL;
     int rc = mqtt_decode_connect_v5ok(pkt, &ck, 1, &why);
@@ -971,7 +971,7 @@ static int topic_within_limits(const conf_t *cf, const uint8_t *p, size_t len)
  * Returns 0, or -1 after closing the connection. */
 static int resolve_alias(conn_t *c, mqtt_publish_t *pb)
 {
-    uint16_t max = c->w->srv->conf.topic_alias_max, alias = pb->props.topic_alias;
+    uint16_t max = server_live(c->w->srv)->topic_alias_max, alias = pb->props.topic_alias;
     if (alias == 0 || alias > max)
         return close_with(c, MQTT_RC_TOPIC_ALIAS_INVALID, "protocol error",
                           "[MQTT5-3.3.2-8] topic alias out of range");
@@ -1023,7 +1023,7 @@ static int refuse_sys_publish(conn_t *c, const mqtt_publish_t *pb)
 static int on_publish(conn_t *c, const mqtt_raw_t *pkt)
 {
     worker_t *w = c->w;
-    const conf_t *cf = &w->srv->conf;
+    const conf_t *cf = server_live(w->srv);
     mqtt_publish_t pb;
     const char *why = NULL;
     int rc = mqtt_decode_publish(pkt, c->proto, &pb, &why);
@@ -1194,7 +1194,7 @@ static uint8_t subscribe_one(conn_t *c, const mqtt_str_t *f, uint8_t opts, uint3
 {
     worker_t *w = c->w;
     sess_t *s = c->sess;
-    const conf_t *cf = &w->srv->conf;
+    const conf_t *cf = server_live(w->srv);
     int v5 = c->proto == MQTT_PROTO_V5;
     const uint8_t *real = f->p;
     size_t rl = f->len;

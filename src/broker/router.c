@@ -281,7 +281,7 @@ static int any_backlogged(const worker_t *w, size_t n)
 size_t router_publish(worker_t *w, msg_t *m, const sess_t *from)
 {
     server_t *srv = w->srv;
-    if (m->qos > 0 && srv->conf.queue_full_policy == CONF_QUEUE_FULL_REFUSE &&
+    if (m->qos > 0 && server_live(srv)->queue_full_policy == CONF_QUEUE_FULL_REFUSE &&
         any_queue_full(w, m, from)) {
         STAT_ADD(w->stats.refused_queue_full, 1);
         return ROUTER_REFUSED;
@@ -290,7 +290,7 @@ size_t router_publish(worker_t *w, msg_t *m, const sess_t *from)
         m->published_at = w->wall_ms;
     if (m->retain) {
         int own = from == NULL && router_is_sys_topic(msg_topic(m), m->topic_len);
-        if (retain_set_max(srv->retain, m, own ? 0 : srv->conf.max_retained) < 0)
+        if (retain_set_max(srv->retain, m, own ? 0 : server_live(srv)->max_retained) < 0)
             return ROUTER_NO_RETAIN; /* a new topic and the tree is full */
         persist_retained(w, m);
     }
@@ -302,7 +302,7 @@ size_t router_publish(worker_t *w, msg_t *m, const sess_t *from)
     size_t n = merge_overlaps(w->matches, w->nmatches);
     /* QoS 0 is never queued for a connected client: only QoS 1/2 publishers
      * feel a subscriber's backlog */
-    if (m->qos > 0 && from && srv->conf.publisher_backpressure && any_backlogged(w, n))
+    if (m->qos > 0 && from && server_live(srv)->publisher_backpressure && any_backlogged(w, n))
         w->publish_backlogged = 1;
     if (srv->store && m->qos > 0) {
         /* the sessions behind the references are used under the lock */

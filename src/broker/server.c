@@ -247,6 +247,11 @@ int server_init(server_t *srv, const conf_t *conf)
     return 0;
 }
 
+int server_listener_open(server_t *srv, uint32_t i)
+{
+    return open_listener(srv, i);
+}
+
 int server_start(server_t *srv)
 {
     event_freeze(&srv->events); /* the workers read it without a lock */

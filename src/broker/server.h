@@ -59,6 +59,7 @@ enum {
     WM_AUTH,        /* proto: ptr: auth_wait_t*: an asynchronous backend's answer */
     WM_API,         /* api: ptr: api_job_t* (api_snap.h): a management API request */
     WM_CLUSTER,     /* cluster (src/cluster): a message or control item from a node link */
+    WM_CONTROL,     /* reload: ptr: a control job (reload.h): listeners, drain */
     WM_KINDS = 32   /* size of the handler table */
 };
 
@@ -196,8 +197,9 @@ struct server_s {
     uint32_t nworkers;
     uint64_t home_key[2]; /* SipHash key of worker_home (client ids) */
     worker_t *workers;
-    int listen_fds[CONF_MAX_LISTENERS];
-    uint16_t listen_ports[CONF_MAX_LISTENERS]; /* actual ports (0 resolved) */
+    /* listeners: opened and closed at runtime by a reload (reload.h), hence atomic */
+    _Atomic int listen_fds[CONF_MAX_LISTENERS];
+    _Atomic uint16_t listen_ports[CONF_MAX_LISTENERS]; /* actual ports (0 resolved) */
     _Atomic uint32_t listen_conns[CONF_MAX_LISTENERS];
     /* transport: tls/wss (net_tls.h).  Replaced on SIGHUP by the main
      * thread (server_tls_reload); read by the workers at accept: both
@@ -205,15 +207,16 @@ struct server_s {
      * to the context) never races with the release of the old one. */
     struct ssl_ctx_st *tls_ctx[CONF_MAX_LISTENERS];
     pthread_mutex_t tls_lock;
-    uint32_t nlisteners;
+    _Atomic uint32_t nlisteners; /* slots in use so far (a reload may add) */
     /* router: the subscription trie under a read-write lock */
     pthread_rwlock_t trie_lock;
     trie_t *trie;
     struct shared_set_s *groups; /* shared subscriptions, under trie_lock */
     retain_t *retain;
-    struct store *store;        /* persistence (persist.h), or NULL */
-    _Atomic uint64_t next_qseq; /* keys of stored session messages */
-    struct auth_chain *auth;    /* authentication and ACL (auth_chain.h) */
+    struct store *store;             /* persistence (persist.h), or NULL */
+    _Atomic uint64_t next_qseq;      /* keys of stored session messages */
+    struct auth_chain *_Atomic auth; /* authentication and ACL (auth_chain.h); swapped
+                                      * by a reload (reload.h), old chains kept */
     _Atomic uint64_t next_sid;
     _Atomic uint64_t persistent_sessions; /* expiry != 0 (limits.max_sessions) */
     _Atomic uint32_t total_conns;         /* every connection, all listeners */
@@ -241,12 +244,25 @@ struct server_s {
     /* connections and sessions without malloc headers (slab.h): any thread */
     slab_t conn_slab;                    /* conn_t (conn.c) */
     slab_t sess_slab[SESS_SLAB_CLASSES]; /* sess_t with its client id, by size (sess.c) */
+    struct reload_s *reload;             /* reload.h: live reload and drain, or NULL */
+    const conf_t *_Atomic live;          /* reload.h: the keys a reload changes live
+                                     * (limits...), read through server_live(); NULL:
+                                     * srv->conf */
 };
 
 /* The slabs of server_t (server_init does it; a test that builds a
  * server_t by hand calls it), and their release (server_free). */
 void server_slabs_init(server_t *srv);
 void server_slabs_free(server_t *srv);
+
+/* The configuration for the keys a reload changes live (reload.h names
+ * them): an immutable snapshot, published by the reloading thread; read it
+ * at the point of use, never keep it past the loop turn. */
+static inline const conf_t *server_live(const server_t *srv)
+{
+    const conf_t *c = atomic_load_explicit(&((server_t *)srv)->live, memory_order_acquire);
+    return c ? c : &srv->conf;
+}
 
 /* Open listeners, create workers (not started).  Returns 0 or -1 (logged). */
 int server_init(server_t *srv, const conf_t *conf);
@@ -272,6 +288,9 @@ enum {
 };
 void server_door_close(server_t *srv, uint32_t why);
 void server_door_open(server_t *srv, uint32_t why);
+/* Main or API thread (reload.h): open listener slot i from
+ * srv->conf.listeners[i] (its socket; no worker watches it yet). */
+int server_listener_open(server_t *srv, uint32_t i);
 
 /* Worker side (worker.c). */
 int worker_init(worker_t *w, server_t *srv, uint32_t id);
@@ -282,6 +301,8 @@ void worker_free(worker_t *w);
 /* Register the handler of inbox item kind `kind` (1..WM_KINDS-1, once),
  * before any item of that kind is posted. */
 void worker_inbox_register(server_t *srv, uint8_t kind, const worker_inbox_kind_t *k);
+/* On the worker: start (on) or stop watching listener slot i (reload.h). */
+void worker_listener_watch(worker_t *w, uint32_t i, int on);
 /* Register the worker's own kinds (WM_STOP). */
 void worker_register_inbox(server_t *srv);
 /* Queue an item for another worker; sent at the end of this loop turn. */

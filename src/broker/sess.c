@@ -345,7 +345,8 @@ static void arm_retry(sess_t *s)
         !(s->x && tw_pending(&s->x->timer))) {
         sess_ext_t *x = sess_ext(s);
         x->timer_kind = SESS_TIMER_RETRY;
-        tw_add(&s->w->tw, &x->timer, s->w->now + (uint64_t)s->w->srv->conf.retry_interval * 1000u);
+        tw_add(&s->w->tw, &x->timer,
+               s->w->now + (uint64_t)server_live(s->w->srv)->retry_interval * 1000u);
     }
 }
 
@@ -435,7 +436,7 @@ static void send_entry(sess_t *s, sq_entry_t *e, uint8_t dup)
  * Receive Maximum). */
 static uint32_t window(const sess_t *s)
 {
-    return AN_MIN((uint32_t)s->w->srv->conf.max_inflight, (uint32_t)s->ep->receive_max);
+    return AN_MIN((uint32_t)server_live(s->w->srv)->max_inflight, (uint32_t)s->ep->receive_max);
 }
 
 /* Put a QoS 1/2 message in flight and send it; the window has room. */
@@ -488,7 +489,7 @@ static int drop_oldest_qos0(sess_t *s)
 
 static int queue_full(const sess_t *s, uint64_t more)
 {
-    const conf_t *cf = &s->w->srv->conf;
+    const conf_t *cf = server_live(s->w->srv);
     return sq_len(&s->queue) >= cf->max_queued ||
            (cf->max_queued_bytes && s->queued_bytes + more > cf->max_queued_bytes);
 }
@@ -501,7 +502,7 @@ static int queue_full(const sess_t *s, uint64_t more)
  * half the bound keeps the flag from flapping at every message. */
 static void backlog_check(sess_t *s)
 {
-    uint32_t bound = s->w->srv->conf.publisher_backpressure;
+    uint32_t bound = server_live(s->w->srv)->publisher_backpressure;
     if (bound == 0)
         return;
     uint32_t n = sq_len(&s->queue);
@@ -973,7 +974,7 @@ void sess_on_timer(tw_timer_t *t)
     }
     if (x->timer_kind != SESS_TIMER_RETRY || s->ep == NULL)
         return;
-    uint64_t retry = (uint64_t)w->srv->conf.retry_interval * 1000u;
+    uint64_t retry = (uint64_t)server_live(w->srv)->retry_interval * 1000u;
     uint64_t oldest = UINT64_MAX;
     for (uint32_t i = 0; i < sq_len(&s->inflight); i++) {
         sq_entry_t *e = sq_at(&s->inflight, i);

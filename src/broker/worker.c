@@ -106,7 +106,7 @@ void worker_buf_put(worker_t *w, void *buf, size_t cap)
 static const char *admit(worker_t *w, uint32_t li)
 {
     server_t *srv = w->srv;
-    const conf_t *cf = &srv->conf;
+    const conf_t *cf = server_live(srv);
     uint32_t door = atomic_load_explicit(&srv->door_closed, memory_order_relaxed);
     if (door) {
         STAT_ADD(w->stats.refused_door, 1);
@@ -150,7 +150,9 @@ static void reserve_open(worker_t *w)
  * EV_EXCLUSIVE watchers cannot be modified: stopped and started. */
 static void listeners_watch(worker_t *w, int on)
 {
-    for (uint32_t i = 0; i < w->srv->nlisteners; i++) {
+    for (uint32_t i = 0; i < CONF_MAX_LISTENERS; i++) {
+        if (w->listen_ev[i].cb == NULL) /* never opened, or removed (reload.h) */
+            continue;
         if (on)
             (void)ev_watch_start(&w->loop, &w->listen_ev[i], EV_READ | EV_EXCLUSIVE);
         else
@@ -265,7 +267,7 @@ static void accept_many(worker_t *w, uint32_t li)
         uint32_t secs = (l->transport == CONF_TRANSPORT_TLS || l->transport == CONF_TRANSPORT_WSS ||
                          l->proxy_protocol != CONF_PROXY_OFF)
                             ? l->handshake_timeout
-                            : srv->conf.connect_timeout;
+                            : server_live(srv)->connect_timeout;
         tw_add(&w->tw, &c->timer, w->now + (uint64_t)secs * 1000u);
     }
 }
@@ -289,6 +291,19 @@ static void on_listener(ev_loop_t *loop, ev_watcher_t *ev, uint32_t events)
     (void)events;
     worker_t *w = container_of(loop, worker_t, loop);
     accept_many(w, (uint32_t)(ev - w->listen_ev));
+}
+
+void worker_listener_watch(worker_t *w, uint32_t i, int on)
+{
+    if (on) {
+        ev_watcher_init(&w->listen_ev[i], w->srv->listen_fds[i], on_listener);
+        if (!w->accept_paused &&
+            ev_watch_start(&w->loop, &w->listen_ev[i], EV_READ | EV_EXCLUSIVE) < 0)
+            log_error("worker %u: cannot watch listener %u: %s", w->id, i, strerror(errno));
+    } else if (w->listen_ev[i].cb) {
+        ev_watch_stop(&w->loop, &w->listen_ev[i]);
+        w->listen_ev[i].cb = NULL;
+    }
 }
 
 void worker_inbox_register(server_t *srv, uint8_t kind, const worker_inbox_kind_t *k)

@@ -42,7 +42,7 @@
 
 static struct {
     _Atomic int fd;
-    int level;
+    _Atomic int level; /* log_set_level: any thread (a reload) */
     char path[256];
     int json;
     int use_syslog;
@@ -116,6 +116,11 @@ void log_close(void)
     int old = atomic_exchange(&sink.fd, 2);
     if (old > 2)
         close(old);
+}
+
+void log_set_level(int level)
+{
+    atomic_store(&sink.level, level);
 }
 
 int log_enabled(int level)

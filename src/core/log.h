@@ -21,6 +21,8 @@ int log_open(const char *path, int level);
 int log_reopen(void);
 void log_close(void);
 int log_enabled(int level);
+/* Change the level at runtime (a reload, reload.h): any thread. */
+void log_set_level(int level);
 /* Format (JSON lines or text) and target (syslog instead of the fd). */
 int log_set_output(int json, int use_syslog);
 /* While on, error lines also go to stderr when the sink is a file or

@@ -99,6 +99,8 @@ def test_every_documented_endpoint_exists(api):
     c.publish("doc/t", b"x", qos=1, retain=True)
     seen = []
     for method, path in documented_endpoints():
+        if (method, path) == ("POST", "/api/v1/drain"):
+            continue  # it would take this broker out of service (test_69)
         real = path.replace("{client_id}", "doc-client").replace("{topic}", "doc%2Ft")
         body = {"topic": "doc/p", "payload": "1"} if method == "POST" else None
         if path in BY_BODY:  # a client id in the body instead of the path
@@ -470,7 +472,8 @@ def test_health(api):
 def test_reload_rereads_keys_file(api, tmp_path):
     newkey = make_key(tmp_path / "api.keys", "second")
     assert Client(api.b, key=newkey).call("GET", "/api/v1/info")[0] == 401
-    assert api.json("POST", "/api/v1/reload") == {"reloaded": True}
+    ans = api.json("POST", "/api/v1/reload")
+    assert ans["reloaded"] is True and ans["errors"] == [], ans
     wait_for(lambda: Client(api.b, key=newkey).call("GET", "/api/v1/info")[0] == 200, 5,
              what="new key accepted after reload")
     assert api.call("GET", "/api/v1/info")[0] == 200  # the old key still works

@@ -166,7 +166,7 @@ def test_every_thread_at_once(broker, tmp_path):
                                                     if t.is_alive()]
     assert not errors, errors
     assert all(t.count > 0 for t in loops), [(t.name, t.count) for t in loops]
-    b.wait_log(r"log reopened \(SIGHUP\)")
+    b.wait_log(r"log reopened \(reload\)")
     with mqttraw.RawClient(b.host, plain) as c:
         assert c.connect("after", username="u0", password="pw0").rc == 0
         assert c.subscribe(1, [("t/u0/#", 1)]).codes == [1]

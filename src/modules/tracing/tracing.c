@@ -61,27 +61,27 @@
 
 #define TR_TOPIC_MAX 128
 #define TR_ID_MAX 64
-#define TR_PENDING 1024     /* deliveries waiting for an ack, per worker */
-#define TR_PENDING_PROBE 8  /* slots tried for one key */
+#define TR_PENDING 1024    /* deliveries waiting for an ack, per worker */
+#define TR_PENDING_PROBE 8 /* slots tried for one key */
 #define TR_ACK_WAIT_NS (60ull * 1000000000ull)
 
 static const char TRACEPARENT[] = "traceparent";
 
 typedef struct {
-    char endpoint[512];      /* OTLP/HTTP traces URL; "" = off */
-    char sample_ratio[24];   /* as written */
-    uint64_t threshold;      /* sampled when a 32-bit random number < it */
+    char endpoint[512];    /* OTLP/HTTP traces URL; "" = off */
+    char sample_ratio[24]; /* as written */
+    uint64_t threshold;    /* sampled when a 32-bit random number < it */
     char service_name[64];
-    uint32_t batch_size;     /* spans per export */
+    uint32_t batch_size; /* spans per export */
     uint32_t flush_ms;
     uint32_t timeout_ms;
-    uint32_t max_exports;    /* exports queued and in flight */
+    uint32_t max_exports; /* exports queued and in flight */
 } tr_conf_t;
 
 typedef struct {
     httpc_t *http;
     const tr_conf_t *conf;
-    uint32_t index; /* the module's (worker contexts) */
+    uint32_t index;            /* the module's (worker contexts) */
     _Atomic uint64_t traced;   /* messages traced */
     _Atomic uint64_t exported; /* spans accepted by the collector (2xx) */
     _Atomic uint64_t dropped;  /* spans dropped: queue full, export failed, table full */
@@ -95,11 +95,11 @@ typedef struct {
     uint8_t has_parent;
     uint8_t kind; /* TR_* */
     uint8_t qos;
-    uint8_t flags;     /* trace flags (sampled) */
-    uint8_t stored;    /* publish: in durable queues */
-    uint8_t acked;     /* deliver: the ack came (else unacknowledged) */
-    uint8_t ack_rc;    /* deliver: its reason code */
-    uint8_t dropped;   /* publish: refused */
+    uint8_t flags;   /* trace flags (sampled) */
+    uint8_t stored;  /* publish: in durable queues */
+    uint8_t acked;   /* deliver: the ack came (else unacknowledged) */
+    uint8_t ack_rc;  /* deliver: its reason code */
+    uint8_t dropped; /* publish: refused */
     uint16_t packet_id;
     uint32_t receivers;
     uint64_t start_ns, end_ns;
@@ -147,8 +147,8 @@ static int unhex(const char *s, uint8_t *out, size_t n)
     return nonzero ? 0 : -1;
 }
 
-int tracing_parse_traceparent(const char *s, size_t len, uint8_t trace_id[16],
-                              uint8_t parent_id[8], uint8_t *flags)
+int tracing_parse_traceparent(const char *s, size_t len, uint8_t trace_id[16], uint8_t parent_id[8],
+                              uint8_t *flags)
 {
     if (len != 55 || s[0] != '0' || s[1] != '0' || s[2] != '-' || s[35] != '-' || s[52] != '-')
         return 0;
@@ -314,8 +314,8 @@ static json_t *span_json(const tr_span_t *sp)
             msg = sp->acked ? "refused by the subscriber" : "not acknowledged";
         }
     }
-    json_t *j = json_pack("{s:s,s:s,s:s,s:i,s:s,s:s,s:o}", "traceId", trace, "spanId", span,
-                          "name", sp->kind == TR_PUBLISH ? "mqtt.publish" : "mqtt.deliver", "kind",
+    json_t *j = json_pack("{s:s,s:s,s:s,s:i,s:s,s:s,s:o}", "traceId", trace, "spanId", span, "name",
+                          sp->kind == TR_PUBLISH ? "mqtt.publish" : "mqtt.deliver", "kind",
                           sp->kind == TR_PUBLISH ? 2 : 4, "startTimeUnixNano", start,
                           "endTimeUnixNano", end, "attributes", attrs);
     if (sp->has_parent)
@@ -337,10 +337,9 @@ static void tr_flush(tr_state_t *st, tr_worker_t *tw, uint32_t worker)
     json_t *res_attrs = json_array();
     json_array_append_new(res_attrs, attr_str("service.name", st->conf->service_name));
     json_array_append_new(res_attrs, attr_str("service.version", ANTENNA_VERSION));
-    json_t *body = json_pack(
-        "{s:[{s:{s:o},s:[{s:{s:s,s:s},s:o}]}]}", "resourceSpans", "resource", "attributes",
-        res_attrs, "scopeSpans", "scope", "name", "antenna", "version", ANTENNA_VERSION, "spans",
-        spans);
+    json_t *body = json_pack("{s:[{s:{s:o},s:[{s:{s:s,s:s},s:o}]}]}", "resourceSpans", "resource",
+                             "attributes", res_attrs, "scopeSpans", "scope", "name", "antenna",
+                             "version", ANTENNA_VERSION, "spans", spans);
     char *text = json_dumps(body, JSON_COMPACT);
     json_decref(body);
     uint64_t n = tw->nspans;
@@ -419,9 +418,8 @@ static msg_t *tr_receive(worker_t *w, msg_t *m, const sess_t *from, void *user)
     tracing_format_traceparent(tp, sp->trace_id, sp->span_id, sp->flags);
     mqtt_props_t pr;
     const char *why;
-    int has = m->props_len &&
-              mqtt_props_parse(msg_props(m), m->props_len, MQTT_PUBLISH, MQTT_FROM_CLIENT, &pr,
-                               &why) == MQTT_OK;
+    int has = m->props_len && mqtt_props_parse(msg_props(m), m->props_len, MQTT_PUBLISH,
+                                               MQTT_FROM_CLIENT, &pr, &why) == MQTT_OK;
     mqtt_pw_t pw;
     uint8_t *buf = NULL;
     for (int pass = 0; pass < 2; pass++) {
@@ -603,8 +601,7 @@ static int tr_load(conf_sec_t *s, void *conf)
         return -1;
     if (c->endpoint[0] != '\0' && strncmp(c->endpoint, "http://", 7) != 0 &&
         strncmp(c->endpoint, "https://", 8) != 0)
-        return conf_sec_fail(s, "endpoint", "\"%.100s\": an http:// or https:// URL",
-                             c->endpoint);
+        return conf_sec_fail(s, "endpoint", "\"%.100s\": an http:// or https:// URL", c->endpoint);
     char *end;
     double r = strtod(c->sample_ratio, &end);
     if (end == c->sample_ratio || *end != '\0' || !(r >= 0.0 && r <= 1.0))
