@@ -42,6 +42,10 @@
 #               of antenna (an earlier commit): a before/after comparison in
 #               one run, e.g. ANTENNA_BASE=/tmp/old/build/antenna
 #               bench/compare.sh --brokers base-w2,antenna-w2 qos0 fanout
+#   traced-w1, traced-w2   antenna with tracing on (src/modules/tracing):
+#               sample_ratio $TRACE_RATIO (default 0.01), spans exported to a
+#               local OTLP sink this script starts (a Python HTTP server
+#               that answers 200): the cost of tracing beside antenna-wN
 # Every broker is started fresh for every scenario and run, on a free loopback
 # port, with the same limits (100 in flight, 100,000 queued per client,
 # TCP_NODELAY, connection logging off), and without persistence (mosquitto's
@@ -92,7 +96,7 @@ SCEN=${SCEN:-$ALL}
 case "$RUNS" in ''|*[!0-9]*|0) echo "compare.sh: --runs must be a positive integer" >&2; exit 2 ;; esac
 for b in $BROKERS; do
     case "$b" in
-    mosquitto|antenna-w1|antenna-w2) ;;
+    mosquitto|antenna-w1|antenna-w2|traced-w1|traced-w2) ;;
     base-w1|base-w2)
         [ -x "${ANTENNA_BASE:-}" ] || { echo "compare.sh: $b needs ANTENNA_BASE=path/to/another/antenna" >&2; exit 2; } ;;
     *) echo "compare.sh: unknown broker '$b'" >&2; exit 2 ;;
@@ -180,6 +184,23 @@ make_cert() {
     chmod 644 "$CERTS/server.crt" "$CERTS/server.key"
 }
 
+# A sink for OTLP/HTTP exports (traced-w*): answers 200 to every POST.
+OTLP_PORT=""
+start_otlp_sink() {
+    [ -z "$OTLP_PORT" ] || return 0
+    OTLP_PORT=$(free_port) || return 1
+    python3 -c '
+import http.server, sys
+class H(http.server.BaseHTTPRequestHandler):
+    def do_POST(self):
+        self.rfile.read(int(self.headers.get("Content-Length", 0)))
+        self.send_response(200); self.end_headers()
+    def log_message(self, *a): pass
+http.server.ThreadingHTTPServer(("127.0.0.1", int(sys.argv[1])), H).serve_forever()
+' "$OTLP_PORT" >/dev/null 2>&1 &
+    PIDS+=("$!")
+}
+
 broker_conf() { # kind port [tlsport] -> config file path
     local kind=$1 port=$2 tport=${3:-} f
     case "$kind" in
@@ -207,7 +228,7 @@ EOF
         [ -z "$tport" ] || printf 'listener %s 127.0.0.1\ncertfile %s\nkeyfile %s\n' \
             "$tport" "$CERTS/server.crt" "$CERTS/server.key" >> "$f"
         ;;
-    antenna-w*|base-w*)
+    antenna-w*|base-w*|traced-w*)
         f=$WORK/antenna-$port.yaml
         cat > "$f" <<EOF
 workers: ${kind#*-w}
@@ -240,6 +261,14 @@ persistence:
 api:
   enabled: false
 EOF
+        case "$kind" in
+        traced-*) cat >> "$f" <<EOF
+tracing:
+  endpoint: http://127.0.0.1:$OTLP_PORT/v1/traces
+  sample_ratio: "${TRACE_RATIO:-0.01}"
+EOF
+            ;;
+        esac
         ;;
     antenna-always|antenna-interval|antenna-none)
         f=$WORK/antenna-$port.yaml
@@ -281,6 +310,7 @@ start_broker() {
             [ "$tport" != "$port" ] && break
         done
     fi
+    case "$kind" in traced-*) start_otlp_sink || { log "no OTLP sink"; return 1; } ;; esac
     conf=$(broker_conf "$kind" "$port" "$tport")
     : > "$WORK/broker-$kind.log"
     case "$kind" in

@@ -19,6 +19,20 @@ int event_listen(event_bus_t *b, event_kind_t kind, event_fn fn, void *user)
         return -1;
     b->h[kind][b->n[kind]++] = (event_handler_t){fn, user};
     b->wanted |= 1u << kind;
+    b->all_msgs |= 1u << kind;
+    return 0;
+}
+
+int event_listen_msgs(event_bus_t *b, event_kind_t kind, uint8_t msg_flags, event_fn fn, void *user)
+{
+    if (msg_flags == 0)
+        return event_listen(b, kind, fn, user);
+    if (b->frozen || (unsigned)kind >= EVENT_COUNT || fn == NULL ||
+        b->n[kind] >= EVENT_MAX_HANDLERS)
+        return -1;
+    b->h[kind][b->n[kind]++] = (event_handler_t){fn, user};
+    b->wanted |= 1u << kind;
+    b->msg_flags[kind] |= msg_flags;
     return 0;
 }
 

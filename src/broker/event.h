@@ -179,8 +179,11 @@ typedef struct {
 } event_handler_t;
 
 typedef struct event_bus {
-    uint32_t wanted; /* bit per kind: it has handlers (read at every emit site) */
-    uint8_t frozen;  /* the workers run: no more registration */
+    uint32_t wanted;                /* bit per kind: it has handlers (read at every emit site) */
+    uint32_t all_msgs;              /* bit per kind: a handler wants every message (event_listen) */
+    uint8_t msg_flags[EVENT_COUNT]; /* kinds whose handlers all came through
+                                     * event_listen_msgs: the msg_t.flags they want */
+    uint8_t frozen;                 /* the workers run: no more registration */
     uint8_t n[EVENT_COUNT];
     event_handler_t h[EVENT_COUNT][EVENT_MAX_HANDLERS];
 } event_bus_t;
@@ -190,6 +193,13 @@ _Static_assert(EVENT_COUNT <= 32, "event_bus_t.wanted has a bit per kind");
 /* Register fn for kind.  Returns 0, or -1 when the bus is frozen, the kind
  * unknown or EVENT_MAX_HANDLERS are registered (a start-up error). */
 int event_listen(event_bus_t *b, event_kind_t kind, event_fn fn, void *user);
+/* The same for the message events (published, delivered, acked) when fn
+ * wants only messages flagged with a bit of msg_flags (msg_t.flags,
+ * MSG_F_*): their emit sites test event_wanted_msg(), so the other messages
+ * cost one more test and no event.  fn may still see other messages when
+ * another handler of the kind wants them all: it checks the flags itself. */
+int event_listen_msgs(event_bus_t *b, event_kind_t kind, uint8_t msg_flags, event_fn fn,
+                      void *user);
 /* No more registration (server_start, before the workers start). */
 void event_freeze(event_bus_t *b);
 
@@ -200,6 +210,14 @@ static inline int event_listened(const event_bus_t *b, event_kind_t kind)
     return __builtin_expect((b->wanted >> kind) & 1u, 0);
 }
 #define event_wanted(srv, kind) event_listened(&(srv)->events, (kind))
+/* event_wanted for an event about message m (event_listen_msgs). */
+static inline int event_listened_msg(const event_bus_t *b, event_kind_t kind, const msg_t *m)
+{
+    if (__builtin_expect(!((b->wanted >> kind) & 1u), 1))
+        return 0;
+    return ((b->all_msgs >> kind) & 1u) || (m && (m->flags & b->msg_flags[kind]));
+}
+#define event_wanted_msg(srv, kind, m) event_listened_msg(&(srv)->events, (kind), (m))
 
 /* Call every handler of kind with data, in registration order. */
 void event_emit(struct worker_s *w, const event_bus_t *b, event_kind_t kind, const void *data);

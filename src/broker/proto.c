@@ -1142,7 +1142,7 @@ static int on_publish(conn_t *c, const mqtt_raw_t *pkt)
         if (event_wanted(w->srv, EVENT_MESSAGE_DROPPED))
             emit_publish_dropped(c, m, &pb, EVENT_DROP_PUBLISH_REFUSED);
     } else {
-        if (event_wanted(w->srv, EVENT_MESSAGE_PUBLISHED)) {
+        if (event_wanted_msg(w->srv, EVENT_MESSAGE_PUBLISHED, m)) {
             char peer[64];
             event_published_t ev = {.msg = m, .packet_id = pb.packet_id, .receivers = (uint32_t)n};
             conn_event_client(c, &ev.client, peer, sizeof(peer));

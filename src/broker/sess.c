@@ -418,7 +418,7 @@ static int send_publish(sess_t *s, msg_t *m, uint8_t qos, uint8_t retain, uint8_
 {
     uint32_t ids[MAX_SUBIDS];
     uint32_t n = (s->ep->flags & EP_F_SUBIDS) ? match_subids(s, m, ids) : 0;
-    if (event_wanted(s->w->srv, EVENT_MESSAGE_DELIVERED))
+    if (event_wanted_msg(s->w->srv, EVENT_MESSAGE_DELIVERED, m))
         return send_publish_event(s, m, qos, retain, dup, pid, ids, n);
     return ep_deliver(s->ep, m, qos, retain, dup, pid, ids, n);
 }
@@ -763,7 +763,8 @@ static int complete(sess_t *s, uint16_t pid, uint8_t state, uint8_t reason)
     int i = find_inflight(s, pid, state);
     if (i < 0)
         return -1;
-    if (state != SQ_WAIT_PUBCOMP && event_wanted(s->w->srv, EVENT_MESSAGE_ACKED))
+    if (state != SQ_WAIT_PUBCOMP &&
+        event_wanted_msg(s->w->srv, EVENT_MESSAGE_ACKED, sq_at(&s->inflight, (uint32_t)i)->m))
         emit_acked(s, sq_at(&s->inflight, (uint32_t)i),
                    state == SQ_WAIT_PUBACK ? MQTT_PUBACK : MQTT_PUBREC, reason);
     entry_forget(s, sq_at(&s->inflight, (uint32_t)i));
@@ -799,7 +800,7 @@ int sess_on_pubrec(sess_t *s, uint16_t pid, uint8_t reason)
         return -1;
     }
     sq_entry_t *e = sq_at(&s->inflight, (uint32_t)i);
-    if (event_wanted(s->w->srv, EVENT_MESSAGE_ACKED))
+    if (event_wanted_msg(s->w->srv, EVENT_MESSAGE_ACKED, e->m))
         emit_acked(s, e, MQTT_PUBREC, reason);
     msg_unref(&e->m); /* the message is delivered; only PUBREL is left */
     e->state = SQ_WAIT_PUBCOMP;
