@@ -51,8 +51,7 @@ static inline unsigned auth_kind_of(const char *name)
 }
 
 /* Count one answer of backend `name` that took `us` microseconds. */
-static inline void auth_stats_add(auth_stats_t *st, const char *name, auth_verdict_t v,
-                                  uint64_t us)
+static inline void auth_stats_add(auth_stats_t *st, const char *name, auth_verdict_t v, uint64_t us)
 {
     if (st == NULL)
         return;
