@@ -19,7 +19,12 @@
  * are atomics; only this worker writes the rest), so a burst costs a
  * compare and two relaxed stores per message, and cannot flush the ring.
  *
- * Bounds: RING entries per worker (about 200 bytes each); the oldest are
+ * Configuration: the section recent_events (config.example.yaml):
+ * `enabled` (default true; false: the module listens to nothing, so the
+ * events it would take cost nothing, and the API answers an empty list),
+ * `size`, the entries per worker.
+ *
+ * Bounds: `size` entries per worker (about 200 bytes each); the oldest are
  * overwritten.  A client's events live on the worker where they happened
  * (its home worker, or the accepting one for a refused CONNECT): a query
  * scans every ring and merges by time.
@@ -39,7 +44,10 @@
 #include "mqtt_props.h"
 #include "util.h"
 
-#define RING 256 /* entries per worker */
+typedef struct {
+    uint8_t enabled;
+    uint32_t size; /* entries per worker */
+} recent_conf_t;
 
 typedef struct {
     uint64_t id_hash; /* 0: empty */
@@ -56,12 +64,12 @@ typedef struct {
     pthread_mutex_t mu;
     uint32_t next; /* slot of the next entry (the newest is next - 1) */
     uint64_t seq;  /* entries written */
-    entry_t e[RING];
+    entry_t *e;    /* size entries */
 } ring_t;
 
 typedef struct {
     uint64_t key[2];
-    uint32_t nrings;
+    uint32_t nrings, size;
     ring_t *rings;
 } recent_t;
 
@@ -97,7 +105,7 @@ static void on_event(worker_t *w, event_kind_t kind, const void *data, void *use
     uint64_t now = an_wall_ms();
     if (kind == EVENT_MESSAGE_DROPPED) {
         const event_dropped_t *d = data;
-        entry_t *last = &g->e[(g->next + RING - 1) % RING];
+        entry_t *last = &g->e[(g->next + r->size - 1) % r->size];
         if (last->id_hash == h && last->id_len == len && last->kind == kind &&
             last->reason == (uint8_t)d->reason &&
             now < atomic_load_explicit(&last->last_ms, memory_order_relaxed) + 1000u) {
@@ -176,7 +184,7 @@ static void on_event(worker_t *w, event_kind_t kind, const void *data, void *use
     memcpy(slot->detail, e.detail, sizeof(e.detail));
     atomic_store_explicit(&slot->count, 1, memory_order_relaxed);
     atomic_store_explicit(&slot->last_ms, now, memory_order_relaxed);
-    g->next = (g->next + 1) % RING;
+    g->next = (g->next + 1) % r->size;
     pthread_mutex_unlock(&g->mu);
 }
 
@@ -185,15 +193,44 @@ static const event_kind_t kinds[] = {
     EVENT_UNSUBSCRIBED,     EVENT_SESSION_TAKEN_OVER,  EVENT_SESSION_EXPIRED, EVENT_MESSAGE_DROPPED,
 };
 
+static void recent_defaults(void *conf)
+{
+    recent_conf_t *c = conf;
+    c->enabled = 1;
+    c->size = 256;
+}
+
+static int recent_load(conf_sec_t *s, void *conf)
+{
+    recent_conf_t *c = conf;
+    if (conf_sec_bool(s, "enabled", &c->enabled) < 0 ||
+        conf_sec_u32(s, "size", 16, 65536, &c->size) < 0)
+        return -1;
+    return 0;
+}
+
+static void recent_walk(const void *conf, conf_visit_fn fn, void *ud)
+{
+    const recent_conf_t *c = conf;
+    fn(ud, CONF_V_BOOL, "enabled", NULL, c->enabled);
+    fn(ud, CONF_V_UINT, "size", NULL, c->size);
+}
+
 static int recent_init(module_inst_t *mi)
 {
     server_t *srv = mi->srv;
+    const recent_conf_t *c = mi->conf;
+    if (!c->enabled)
+        return 0; /* no state: event_recent_get answers nothing */
     recent_t *r = an_calloc(1, sizeof(*r));
     an_random_key(r->key);
     r->nrings = srv->nworkers;
+    r->size = c->size;
     r->rings = an_calloc(r->nrings ? r->nrings : 1, sizeof(*r->rings));
-    for (uint32_t i = 0; i < r->nrings; i++)
+    for (uint32_t i = 0; i < r->nrings; i++) {
         pthread_mutex_init(&r->rings[i].mu, NULL);
+        r->rings[i].e = an_calloc(r->size, sizeof(entry_t));
+    }
     mi->state = r;
     for (size_t k = 0; k < sizeof(kinds) / sizeof(kinds[0]); k++)
         if (event_listen(&srv->events, kinds[k], on_event, r) < 0) {
@@ -208,8 +245,10 @@ static void recent_free(module_inst_t *mi)
     recent_t *r = mi->state;
     if (r == NULL)
         return;
-    for (uint32_t i = 0; i < r->nrings; i++)
+    for (uint32_t i = 0; i < r->nrings; i++) {
         pthread_mutex_destroy(&r->rings[i].mu);
+        free(r->rings[i].e);
+    }
     free(r->rings);
     free(r);
     mi->state = NULL;
@@ -217,6 +256,11 @@ static void recent_free(module_inst_t *mi)
 
 const module_t event_recent_module = {
     .name = "event_recent",
+    .section = "recent_events",
+    .conf_size = sizeof(recent_conf_t),
+    .conf_defaults = recent_defaults,
+    .conf_load = recent_load,
+    .conf_walk = recent_walk,
     .init = recent_init,
     .free = recent_free,
 };
@@ -232,16 +276,16 @@ static int newer_first(const void *a, const void *b)
 size_t event_recent_get(server_t *srv, const char *id, size_t len, event_recent_t *out, size_t max)
 {
     recent_t *r = state_of(srv);
-    if (r == NULL || max == 0)
+    if (r == NULL || r->nrings == 0 || max == 0)
         return 0;
     uint64_t h = hash_id(r, id, len);
-    /* every match of every ring (at most RING per worker), then the newest */
-    size_t cap = (size_t)RING * r->nrings, n = 0;
-    event_recent_t *all = an_malloc((cap ? cap : 1) * sizeof(*all));
+    /* every match of every ring (at most size per worker), then the newest */
+    size_t cap = (size_t)r->size * r->nrings, n = 0;
+    event_recent_t *all = an_malloc(cap * sizeof(*all));
     for (uint32_t i = 0; i < r->nrings; i++) {
         ring_t *g = &r->rings[i];
         pthread_mutex_lock(&g->mu);
-        for (uint32_t k = 0; k < RING; k++) {
+        for (uint32_t k = 0; k < r->size; k++) {
             const entry_t *e = &g->e[k];
             if (e->id_hash != h || e->id_len != len)
                 continue;

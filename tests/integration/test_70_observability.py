@@ -6,6 +6,7 @@ events of a client (GET /api/v1/clients/{id}/events)."""
 
 import json
 import re
+import subprocess
 import time
 import urllib.error
 import urllib.parse
@@ -15,7 +16,10 @@ import pytest
 
 import mqttraw
 from authutil import jwt_hs256, pbkdf2_line
-from conftest import wait_for
+from conftest import require_antenna_bin, wait_for
+from test_61_modules import hb_broker  # noqa: F401 (a fixture: module sections)
+from test_30_tls import TlsRaw, certs, mutual, tls_wrap  # noqa: F401 (certs: a fixture)
+from test_43_auth_redis import redis  # noqa: F401 (a fixture)
 from test_53_metrics import fetch, make_key, parse
 
 pytestmark = pytest.mark.antenna_only
@@ -322,3 +326,87 @@ def test_recent_events_of_a_client(obs_broker):
     assert body["events"][0]["detail"] == "ok/f79"
     t1.close()
     t2.close()
+
+
+def test_username_in_the_api_redis_and_certificate(broker, tmp_path, redis, certs):
+    """The backends that do not rename the user (Redis: the CONNECT's user
+    name once it checked it) and a client certificate (cert_username)."""
+    redis.add_user("rita", "s3cret")
+    keys = tmp_path / "api.keys"
+    key = make_key(keys)
+    b = broker(api={"keys_file": str(keys)}, log={"format": "json"},
+               auth={"chain": ["redis"], "default": "deny",
+                     "redis": {"port": redis.port, "timeout_ms": 2000, "pool_size": 1}})
+    c = mqttraw.RawClient(b.host, b.port)
+    assert c.connect("u-redis", username="rita", password="s3cret").rc == 0
+    st, one = api(b, key, "/api/v1/clients/u-redis")
+    assert st == 200 and one["username"] == "rita", one
+    c.close()
+    # an asynchronous backend's refusal names it in the log line
+    c = mqttraw.RawClient(b.host, b.port)
+    assert c.connect("u-redis-bad", username="rita", password="nope").rc != 0
+    c.close()
+    af = wait_json(b, lambda o: o.get("event") == "auth_failed"
+                   and o.get("client_id") == "u-redis-bad", "auth_failed line")
+    assert af["backend"] == "redis" and af["username"] == "rita", af
+    st, _, text = fetch(b.api_url + "/metrics", key)
+    f = parse(text)
+    assert metric(f, "antenna_auth_backend_duration_seconds_count", backend="redis") == 2
+
+    t = broker(listener=mutual(certs, cert_username="cn"), mqtt={"allow_anonymous": False},
+               api={"keys_file": str(keys)})
+    c = TlsRaw(tls_wrap(t, certs, (certs.device__42_crt, certs.device__42_key)))
+    assert c.connect("u-cert").rc == 0
+    st, one = api(t, key, "/api/v1/clients/u-cert")
+    assert st == 200 and one["username"] == "device-42", one
+    c.disconnect()
+
+
+def test_recent_events_coalesce_drops(obs_broker):
+    """A burst of drops for one client is one event with its count."""
+    b = obs_broker
+    sub = mqttraw.RawClient(b.host, b.port)
+    assert sub.connect("rec-off", clean=False, username="alice", password="wonder").rc == 0
+    sub.subscribe(1, [("ok/d", 0)])
+    sub.send(mqttraw.disconnect())
+    sub.close()
+
+    def offline():
+        st, one = api(b, b.key, "/api/v1/clients/rec-off")
+        return st == 200 and one["connected"] is False
+    wait_for(offline, 5, what="the session offline")
+    pub = mqttraw.RawClient(b.host, b.port)
+    assert pub.connect("rec-pub", username="alice", password="wonder").rc == 0
+    for i in range(30):
+        pub.send(mqttraw.publish("ok/d", b"x%d" % i))
+    pub.send(mqttraw.pingreq())
+    pub.recv_type(mqttraw.PINGRESP)
+
+    def dropped():
+        st, body = api(b, b.key, "/api/v1/clients/rec-off/events")
+        drops = [e for e in body["events"] if e["event"] == "message_dropped"]
+        return drops if sum(e["count"] for e in drops) == 30 else None
+    drops = wait_for(dropped, 5, what="30 drops counted")
+    assert len(drops) <= 2, drops  # coalesced (a second boundary may split them)
+    assert drops[0]["detail"] == "qos0_offline: ok/d" and drops[0]["qos"] == 0, drops
+    pub.close()
+
+
+def test_recent_events_off(hb_broker, tmp_path):
+    """recent_events.enabled: false keeps nothing; a bad size is refused."""
+    keys = tmp_path / "api.keys"
+    key = make_key(keys)
+    b = hb_broker("recent_events:\n  enabled: false\n", api={"keys_file": str(keys)})
+    c = mqttraw.RawClient(b.host, b.port)
+    assert c.connect("off-1").rc == 0
+    c.subscribe(1, [("a/b", 0)])
+    st, body = api(b, key, "/api/v1/clients/off-1/events")
+    assert st == 200 and body["events"] == [], body
+    c.close()
+    st, cfg = api(b, key, "/api/v1/config")
+    assert st == 200 and cfg["recent_events"] == {"enabled": False, "size": 256}, cfg
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("recent_events:\n  size: 3\n")
+    p = subprocess.run([require_antenna_bin(), "check", "-c", str(bad)], capture_output=True,
+                       text=True, timeout=20)
+    assert p.returncode != 0 and "recent_events.size" in p.stdout + p.stderr, p
