@@ -180,16 +180,24 @@ typedef struct {
 
 typedef struct event_bus {
     uint32_t wanted; /* bit per kind: it has handlers (read at every emit site) */
+    uint32_t drops;  /* bit per event_drop_reason_t some message_dropped handler wants */
     uint8_t frozen;  /* the workers run: no more registration */
     uint8_t n[EVENT_COUNT];
     event_handler_t h[EVENT_COUNT][EVENT_MAX_HANDLERS];
 } event_bus_t;
 
 _Static_assert(EVENT_COUNT <= 32, "event_bus_t.wanted has a bit per kind");
+_Static_assert(EVENT_DROP_REASONS <= 32, "event_bus_t.drops has a bit per reason");
 
 /* Register fn for kind.  Returns 0, or -1 when the bus is frozen, the kind
  * unknown or EVENT_MAX_HANDLERS are registered (a start-up error). */
 int event_listen(event_bus_t *b, event_kind_t kind, event_fn fn, void *user);
+/* Register fn for message_dropped of the reasons in `reasons` only (bit
+ * per event_drop_reason_t): an emit site on a hot path (no_subscribers: a
+ * PUBLISH nobody subscribes to) tests event_drop_wanted and skips a reason
+ * nobody asked for.  fn may still see other reasons (filter them);
+ * event_listen for message_dropped wants them all. */
+int event_listen_drops(event_bus_t *b, uint32_t reasons, event_fn fn, void *user);
 /* No more registration (server_start, before the workers start). */
 void event_freeze(event_bus_t *b);
 
@@ -200,6 +208,9 @@ static inline int event_listened(const event_bus_t *b, event_kind_t kind)
     return __builtin_expect((b->wanted >> kind) & 1u, 0);
 }
 #define event_wanted(srv, kind) event_listened(&(srv)->events, (kind))
+/* 1 when a message_dropped handler wants drops of reason r. */
+#define event_drop_wanted(srv, r)                                                                  \
+    (event_wanted((srv), EVENT_MESSAGE_DROPPED) && (((srv)->events.drops >> (r)) & 1u))
 
 /* Call every handler of kind with data, in registration order. */
 void event_emit(struct worker_s *w, const event_bus_t *b, event_kind_t kind, const void *data);

@@ -6,8 +6,9 @@
  * What is kept: connected, disconnected (with its reason), subscribed,
  * unsubscribed, auth_failed, taken over, session expired and messages
  * dropped, each with a short detail text.  Not the per-message events
- * (published, delivered, acknowledged): the module never listens to them,
- * so they stay free.  A client's events are found by a keyed hash of its
+ * (published, delivered, acknowledged), nor the drop of a PUBLISH nobody
+ * subscribes to (event_listen_drops): the module never asks for them, so
+ * they stay free.  A client's events are found by a keyed hash of its
  * whole id (SipHash, under a key drawn at start) and its length.
  *
  * Threads: each worker writes only its own ring (events are dispatched on
@@ -87,10 +88,17 @@ static uint64_t hash_id(const recent_t *r, const char *id, size_t len)
     return h ? h : 1;
 }
 
-/* ", "-free detail text: a filter or topic of n bytes, cut to fit. */
+/* prefix, then a filter or topic (n bytes, not NUL terminated) cut to fit
+ * on a UTF-8 character boundary (the API answers it as a JSON string). */
 static void put_bytes(char *out, size_t size, const char *prefix, const uint8_t *p, size_t n)
 {
-    snprintf(out, size, "%s%.*s", prefix, (int)AN_MIN(n, size), (const char *)p);
+    size_t room = size - 1 - AN_MIN(strlen(prefix), size - 1);
+    if (n > room) {
+        n = room;
+        while (n > 0 && (p[n] & 0xC0) == 0x80) /* p[n] continues a character */
+            n--;
+    }
+    snprintf(out, size, "%s%.*s", prefix, (int)n, (const char *)p);
 }
 
 static void on_event(worker_t *w, event_kind_t kind, const void *data, void *user)
@@ -105,6 +113,8 @@ static void on_event(worker_t *w, event_kind_t kind, const void *data, void *use
     uint64_t now = an_wall_ms();
     if (kind == EVENT_MESSAGE_DROPPED) {
         const event_dropped_t *d = data;
+        if (d->reason == EVENT_DROP_NO_SUBSCRIBERS) /* another handler wanted it */
+            return;
         entry_t *last = &g->e[(g->next + r->size - 1) % r->size];
         if (last->id_hash == h && last->id_len == len && last->kind == kind &&
             last->reason == (uint8_t)d->reason &&
@@ -190,7 +200,7 @@ static void on_event(worker_t *w, event_kind_t kind, const void *data, void *use
 
 static const event_kind_t kinds[] = {
     EVENT_CLIENT_CONNECTED, EVENT_CLIENT_DISCONNECTED, EVENT_AUTH_FAILED,     EVENT_SUBSCRIBED,
-    EVENT_UNSUBSCRIBED,     EVENT_SESSION_TAKEN_OVER,  EVENT_SESSION_EXPIRED, EVENT_MESSAGE_DROPPED,
+    EVENT_UNSUBSCRIBED,     EVENT_SESSION_TAKEN_OVER,  EVENT_SESSION_EXPIRED,
 };
 
 static void recent_defaults(void *conf)
@@ -237,6 +247,13 @@ static int recent_init(module_inst_t *mi)
             log_error("recent client events: cannot listen to %s", event_name(kinds[k]));
             return -1;
         }
+    /* not a PUBLISH that nobody subscribes to: the publisher's, on its
+     * hot path, and no loss to anyone */
+    if (event_listen_drops(&srv->events, UINT32_MAX & ~(1u << EVENT_DROP_NO_SUBSCRIBERS), on_event,
+                           r) < 0) {
+        log_error("recent client events: cannot listen to message_dropped");
+        return -1;
+    }
     return 0;
 }
 

@@ -1206,7 +1206,7 @@ static int on_publish(conn_t *c, const mqtt_raw_t *pkt)
             conn_event_client(c, &ev.client, peer, sizeof(peer));
             event_emit(w, &w->srv->events, EVENT_MESSAGE_PUBLISHED, &ev);
         }
-        if (n == 0 && event_wanted(w->srv, EVENT_MESSAGE_DROPPED))
+        if (n == 0 && event_drop_wanted(w->srv, EVENT_DROP_NO_SUBSCRIBERS))
             emit_publish_dropped(c, m, &pb, EVENT_DROP_NO_SUBSCRIBERS);
     }
     msg_unref(&m);
