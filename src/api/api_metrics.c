@@ -22,6 +22,7 @@
 #include "api_int.h"
 #include "module.h"
 #include "reload.h"
+#include "auth_chain.h"
 #include "retain.h"
 #include "store.h"
 #include "sys.h"
@@ -252,6 +253,64 @@ static void listener_counter(sb_t *b, const server_t *srv, const char *fam, cons
     }
 }
 
+/* The auth backends (auth_stats.h), the ACL by action, the bans. */
+static void auth_metrics(sb_t *b, server_t *srv)
+{
+    static const char *const answers[3] = {"allow", "deny", "pass"};
+    static const char *const actions[3] = {"publish", "subscribe", "read"};
+    uint64_t n[AUTH_KINDS][3] = {{0}}, bk[AUTH_KINDS][AN_HIST_N] = {{0}}, sum[AUTH_KINDS] = {0};
+    uint64_t acl[3] = {0}, bans = 0;
+    for (uint32_t i = 0; i < srv->nworkers; i++) {
+        const worker_stats_t *st = &srv->workers[i].stats;
+        for (int k = 0; k < AUTH_KINDS; k++) {
+            for (int a = 0; a < 3; a++)
+                n[k][a] += STAT_GET(st->auth.answers[k][a]);
+            for (int h = 0; h < AN_HIST_N; h++)
+                bk[k][h] += STAT_GET(st->auth.latency[k].bucket[h]);
+            sum[k] += STAT_GET(st->auth.latency[k].sum_us);
+        }
+        for (int a = 0; a < 3; a++)
+            acl[a] += STAT_GET(st->acl_denied_by[a]);
+        bans += STAT_GET(st->bans);
+    }
+    /* only the kinds in the chain (or that answered before a reload) */
+    int used[AUTH_KINDS] = {0};
+    for (int k = 0; k < AUTH_KINDS; k++)
+        used[k] = n[k][0] + n[k][1] + n[k][2] > 0 ||
+                  (srv->auth && auth_chain_backend(srv->auth, auth_kind_name((unsigned)k)));
+    family(b, "antenna_auth_backend_answers_total", "counter",
+           "Answers of each authentication backend to CONNECTs (pass: not its client, the next "
+           "backend asked).");
+    for (int k = 0; k < AUTH_KINDS; k++)
+        for (int a = 0; used[k] && a < 3; a++)
+            sb_printf(
+                b, "antenna_auth_backend_answers_total{backend=\"%s\",answer=\"%s\"} %" PRIu64 "\n",
+                auth_kind_name((unsigned)k), answers[a], n[k][a]);
+    family(b, "antenna_auth_backend_duration_seconds", "histogram",
+           "Time an authentication backend took to answer a CONNECT (asynchronous ones: until "
+           "their answer arrived).");
+    for (int k = 0; k < AUTH_KINDS; k++) {
+        if (!used[k])
+            continue;
+        char labels[48];
+        snprintf(labels, sizeof(labels), "backend=\"%s\"", auth_kind_name((unsigned)k));
+        histogram(b, "antenna_auth_backend_duration_seconds", labels, bk[k], sum[k]);
+    }
+    family(b, "antenna_acl_denied_total", "counter",
+           "Publishes (wills too), subscriptions and deliveries (read: a message not "
+           "delivered) refused by the ACL, by action.");
+    for (int a = 0; a < 3; a++)
+        sb_printf(b, "antenna_acl_denied_total{action=\"%s\"} %" PRIu64 "\n", actions[a], acl[a]);
+    one(b, "antenna_bans_total", "counter",
+        "Bans started by auth.ban: addresses banned and user names locked.", bans);
+    uint32_t addrs = 0, users = 0;
+    if (srv->auth)
+        auth_ban_active(auth_chain_ban(srv->auth), an_now_ms(), &addrs, &users);
+    family(b, "antenna_bans_active", "gauge", "Bans in force now (auth.ban), by kind.");
+    sb_printf(b, "antenna_bans_active{kind=\"address\"} %u\n", addrs);
+    sb_printf(b, "antenna_bans_active{kind=\"user\"} %u\n", users);
+}
+
 char *api_metrics_text(server_t *srv, size_t *len)
 {
     sb_t b = {an_malloc(16384), 0, 16384};
@@ -347,8 +406,7 @@ char *api_metrics_text(server_t *srv, size_t *len)
     sb_printf(&b, "antenna_auth_attempts_total{result=\"success\"} %" PRIu64 "\n", t.auth_success);
     sb_printf(&b, "antenna_auth_attempts_total{result=\"failure\"} %" PRIu64 "\n", t.auth_failure);
     sb_printf(&b, "antenna_auth_attempts_total{result=\"banned\"} %" PRIu64 "\n", t.auth_banned);
-    one(&b, "antenna_acl_denied_total", "counter",
-        "Publishes, subscriptions and deliveries refused by the ACL.", t.acl_denied);
+    auth_metrics(&b, srv);
     one(&b, "antenna_takeovers_other_user_total", "counter",
         "CONNECTs that took over or resumed the session of another user.", t.takeovers_other_user);
     one(&b, "antenna_throttled_total", "counter", "Clients paused by a rate limit.", t.throttled);

@@ -20,6 +20,7 @@
 #include "api_snap.h"
 #include "b64.h"
 #include "module.h"
+#include "event_recent.h"
 #include "mqtt_codec.h"
 #include "mqtt_props.h"
 #include "reload.h"
@@ -269,9 +270,62 @@ static enum MHD_Result client_op(api_req_t *r, const char *id, int del)
     return api_send_json(r->conn, 200, item);
 }
 
+/* The recent events of a client (event_recent.h), newest first:
+ * {"client_id", "events": [{"event", "at", "at_ms", "detail", ...}]}.
+ * 200 with an empty list for an id the broker has seen nothing of. */
+static enum MHD_Result client_events(api_req_t *r, const char *id, size_t len)
+{
+    if (len == 0)
+        return api_send_error(r->conn, 400, "bad_request", "client_id", "empty client id");
+    event_recent_t *ev = an_malloc(EVENT_RECENT_MAX * sizeof(*ev));
+    size_t n = event_recent_get(r->srv, id, len, ev, EVENT_RECENT_MAX);
+    json_t *list = json_array();
+    for (size_t i = 0; i < n; i++) {
+        json_t *o = json_object();
+        json_object_set_new(o, "event", json_string(event_name((event_kind_t)ev[i].kind)));
+        json_object_set_new(o, "at", json_integer((json_int_t)(ev[i].at_ms / 1000u)));
+        json_object_set_new(o, "at_ms", json_integer((json_int_t)ev[i].at_ms));
+        /* a client's bytes (a filter, a topic): never invalid UTF-8 in JSON */
+        json_t *d = json_string(ev[i].detail);
+        json_object_set_new(o, "detail", d ? d : json_string("(not UTF-8)"));
+        if (ev[i].kind == EVENT_CLIENT_DISCONNECTED || ev[i].kind == EVENT_AUTH_FAILED)
+            json_object_set_new(o, "reason_code", json_integer(ev[i].code));
+        if (ev[i].kind == EVENT_SUBSCRIBED || ev[i].kind == EVENT_MESSAGE_DROPPED)
+            json_object_set_new(o, "qos", json_integer(ev[i].code));
+        if (ev[i].kind == EVENT_MESSAGE_DROPPED) {
+            json_object_set_new(o, "count", json_integer(ev[i].count));
+            json_object_set_new(o, "last_at_ms", json_integer((json_int_t)ev[i].last_ms));
+        }
+        json_array_append_new(list, o);
+    }
+    free(ev);
+    json_t *out = json_object();
+    json_object_set_new(out, "client_id", json_stringn(id, len));
+    json_object_set_new(out, "events", list);
+    return api_send_json(r->conn, 200, out);
+}
+
 static enum MHD_Result h_client(api_req_t *r, const char *id)
 {
+    /* GET /api/v1/clients/{id}/events (an id that itself ends in
+     * "/events": POST /api/v1/clients/events with the id in the body) */
+    size_t len = strlen(id);
+    if (strcmp(r->method, "DELETE") != 0 && len > 7 && strcmp(id + len - 7, "/events") == 0)
+        return client_events(r, id, len - 7);
     return client_op(r, id, strcmp(r->method, "DELETE") == 0);
+}
+
+static char *body_client_id(api_req_t *r);
+
+static enum MHD_Result h_client_events_body(api_req_t *r, const char *tail)
+{
+    (void)tail;
+    char *id = body_client_id(r);
+    if (id == NULL)
+        return MHD_YES;
+    enum MHD_Result rc = client_events(r, id, strlen(id));
+    free(id);
+    return rc;
 }
 
 static enum MHD_Result h_session(api_req_t *r, const char *id)
@@ -1045,6 +1099,7 @@ static const route_t routes[] = {
     /* before the prefixes; GET /api/v1/clients/kick is the client "kick" */
     {"/api/v1/clients/lookup", 0, M_POST, "POST", h_client_lookup},
     {"/api/v1/clients/kick", 0, M_POST, "POST", h_client_kick},
+    {"/api/v1/clients/events", 0, M_POST, "POST", h_client_events_body},
     {"/api/v1/sessions/drop", 0, M_POST, "POST", h_session_drop},
     {"/api/v1/clients/", 1, M_GET | M_DELETE, "GET, DELETE", h_client},
     {"/api/v1/sessions/", 1, M_DELETE, "DELETE", h_session},

@@ -247,7 +247,10 @@ static void run_kick(worker_t *w, api_job_t *job, int drop)
             found = 1;
         }
         if (found)
-            log_kv(AN_LOG_INFO, job->client_id, NULL,
+            log_ev(AN_LOG_INFO,
+                   &(log_fields_t){.event = "session_dropped",
+                                   .client_id = job->client_id,
+                                   .reason = "administrative_action"},
                    "client '%s': session dropped by the "
                    "management API",
                    job->client_id);

@@ -21,6 +21,8 @@
 
 #include "auth_cause.h"
 
+struct auth_stats;
+
 typedef enum {
     AUTH_PASS = 0, /* no opinion: ask the next backend */
     AUTH_ALLOW,
@@ -41,6 +43,7 @@ typedef struct auth_request {
     uint32_t listener;     /* index in the configuration's listeners */
     const char *topic;     /* publish: topic name; subscribe: filter; else NULL */
     uint8_t qos, retain;
+    struct auth_stats *stats; /* CONNECT: the asking worker's counters (auth_stats.h), or NULL */
 } auth_request_t;
 
 struct auth_acl; /* rules attached to one client (auth_acl.h) */
@@ -50,6 +53,8 @@ typedef struct auth_answer {
     auth_cause_t cause;     /* why a DENY (auth_cause.h); AUTH_OK: the chain picks */
     struct auth_acl *acl;   /* optional: rules for this client (JWT claims, Redis, HTTP) */
     char *username;         /* optional: the user as the backend names it (malloc'd) */
+    const char *backend;    /* set by the chain: the name of the backend that answered
+                             * (static); NULL when the chain's default decided */
 } auth_answer_t;
 
 typedef void (*auth_done_fn)(void *token, const auth_answer_t *a);

@@ -160,3 +160,17 @@ void auth_ban_success(auth_ban_t *b, uint32_t listener, const char *user)
         e->failures = 0;
     pthread_mutex_unlock(&b->mu);
 }
+
+void auth_ban_active(auth_ban_t *b, uint64_t now, uint32_t *addresses, uint32_t *users)
+{
+    *addresses = *users = 0;
+    if (b->v == NULL)
+        return;
+    pthread_mutex_lock(&b->mu);
+    for (uint32_t i = 0; i < b->n; i++) {
+        const auth_ban_entry_t *e = &b->v[i];
+        if (e->used && e->banned_until > now)
+            (*(e->addr[0] == USER_TAG ? users : addresses))++;
+    }
+    pthread_mutex_unlock(&b->mu);
+}

@@ -65,5 +65,8 @@ int auth_ban_failure(auth_ban_t *b, uint32_t listener, uint8_t family, const uin
 /* A success of `user` forgets that user name's failures (not a ban in
  * force, and not the address's). */
 void auth_ban_success(auth_ban_t *b, uint32_t listener, const char *user);
+/* Bans in force at `now` (ms): *addresses banned, *users locked.  Scans
+ * the table under the mutex (a metrics scrape, not a hot path). */
+void auth_ban_active(auth_ban_t *b, uint64_t now, uint32_t *addresses, uint32_t *users);
 
 #endif

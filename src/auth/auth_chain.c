@@ -18,6 +18,7 @@
 #include "auth_jwt.h"
 #include "auth_method.h"
 #include "auth_passwd.h"
+#include "auth_stats.h"
 #include "log.h"
 #include "server.h"
 #include "util.h"
@@ -324,6 +325,8 @@ static void on_done(void *token, const auth_answer_t *a)
     auth_wait_t *w = token;
     wait_unlink(w->ch, w);
     w->ans = *a;
+    w->ans.backend = w->ch->b[w->next - 1]->name;
+    w->done_us = an_now_us();
     if (w->ans.verdict == AUTH_PENDING) /* a backend bug: treat as a failure */
         w->ans.verdict = AUTH_DENY;
     inbox_vec_t v = {0};
@@ -351,6 +354,7 @@ auth_verdict_t auth_chain_connect(auth_chain_t *ch, const auth_request_t *r, uin
         ch->waits = w;
         pthread_mutex_unlock(&ch->mu);
         auth_answer_t a = {0};
+        uint64_t t0 = w->start_us = an_now_us();
         auth_verdict_t v = ch->b[i]->check(ch->b[i], r, &a, on_done, w);
         if (v == AUTH_PENDING) {
             *wait = w;
@@ -358,9 +362,11 @@ auth_verdict_t auth_chain_connect(auth_chain_t *ch, const auth_request_t *r, uin
         }
         wait_unlink(ch, w);
         free(w);
+        auth_stats_add(r->stats, ch->b[i]->name, v, an_now_us() - t0);
         if (v == AUTH_ALLOW || v == AUTH_DENY) {
             *out = a;
             out->verdict = v;
+            out->backend = ch->b[i]->name;
             return v;
         }
         auth_answer_clear(&a);

@@ -43,6 +43,7 @@ typedef struct auth_wait {
     void *owner;                        /* conn_t*; NULL once it is gone (its worker only) */
     uint32_t next;                      /* backend to continue with when the answer is PASS */
     auth_answer_t ans;                  /* filled by done() */
+    uint64_t start_us, done_us;         /* asked, answered (an_now_us): auth_stats.h */
     struct auth_wait *prev, *next_wait; /* outstanding list, under the chain's lock */
 } auth_wait_t;
 

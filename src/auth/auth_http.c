@@ -215,8 +215,16 @@ static void log_failure(http_backend_t *h, const auth_job_t *j, const char *what
 {
     if (!auth_ratelog_ok(&h->ratelog, "auth http"))
         return;
-    log_warn("auth http: %s of client '%s' (%s): %s: %s", auth_action_name(j->action), j->client_id,
-             j->peer, what, a->verdict == AUTH_PASS ? "passed to the next backend" : "denied");
+    log_fields_t f = {
+        .event = "auth_backend_error",
+        .client_id = j->client_id,
+        .username = j->username,
+        .peer = j->peer,
+        .reason = auth_cause_name(a->cause != AUTH_OK ? a->cause : AUTH_BACKEND_UNAVAILABLE),
+        .backend = "http"};
+    log_ev(AN_LOG_WARN, &f, "auth http: %s of client '%s' (%s): %s: %s",
+           auth_action_name(j->action), j->client_id, j->peer, what,
+           a->verdict == AUTH_PASS ? "passed to the next backend" : "denied");
 }
 
 static void fail_job(http_backend_t *h, auth_job_t *j, const char *what, int timeout)

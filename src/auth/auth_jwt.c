@@ -252,7 +252,14 @@ fail:
 
 static auth_verdict_t deny(auth_answer_t *out, const auth_request_t *r, const char *why)
 {
-    log_info("JWT refused for client '%s' (%s): %s", r->client_id, r->peer ? r->peer : "?", why);
+    log_fields_t f = {.event = "auth_backend_refused",
+                      .client_id = r->client_id,
+                      .username = r->username,
+                      .peer = r->peer,
+                      .reason = auth_cause_name(AUTH_BAD_CREDENTIALS),
+                      .backend = "jwt"};
+    log_ev(AN_LOG_INFO, &f, "JWT refused for client '%s' (%s): %s", r->client_id,
+           r->peer ? r->peer : "?", why);
     out->cause = AUTH_BAD_CREDENTIALS;
     return out->verdict = AUTH_DENY;
 }

@@ -566,11 +566,19 @@ static auth_verdict_t pw_check(auth_backend_t *b, const auth_request_t *r, auth_
         OPENSSL_cleanse(j->password, j->password_len);
         auth_job_free(j);
         uint64_t n = atomic_fetch_add_explicit(&pb->queue_full, 1, memory_order_relaxed);
-        if (n % 1000 == 0) /* the first refusal, then one line per thousand */
-            log_warn("password file: %u checks waiting, client '%s' (%s) refused (0x97) "
-                     "(%llu so far)",
-                     (unsigned)jobq_cap(pb->q), r->client_id ? r->client_id : "",
-                     r->peer ? r->peer : "", (unsigned long long)n + 1);
+        if (n % 1000 == 0) { /* the first refusal, then one line per thousand */
+            log_fields_t f = {.event = "auth_backend_error",
+                              .client_id = r->client_id,
+                              .username = r->username,
+                              .peer = r->peer,
+                              .reason = auth_cause_name(AUTH_BUSY),
+                              .backend = "password_file"};
+            log_ev(AN_LOG_WARN, &f,
+                   "password file: %u checks waiting, client '%s' (%s) refused (0x97) "
+                   "(%llu so far)",
+                   (unsigned)jobq_cap(pb->q), r->client_id ? r->client_id : "",
+                   r->peer ? r->peer : "", (unsigned long long)n + 1);
+        }
         out->cause = AUTH_BUSY;
         return out->verdict = AUTH_DENY;
     }

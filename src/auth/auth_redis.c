@@ -327,10 +327,18 @@ failed:
         a.verdict = AUTH_DENY;
         a.cause = AUTH_BACKEND_UNAVAILABLE;
     }
-    if (auth_ratelog_ok(&c->ratelog, "auth redis"))
-        log_warn("auth redis: connect of client '%s' (%s, user '%s'): %s: %s", j->client_id,
-                 j->peer, j->username ? j->username : "", why,
-                 a.verdict == AUTH_PASS ? "passed to the next backend" : "denied");
+    if (auth_ratelog_ok(&c->ratelog, "auth redis")) {
+        log_fields_t f = {
+            .event = "auth_backend_error",
+            .client_id = j->client_id,
+            .username = j->username,
+            .peer = j->peer,
+            .reason = auth_cause_name(a.cause != AUTH_OK ? a.cause : AUTH_BACKEND_UNAVAILABLE),
+            .backend = "redis"};
+        log_ev(AN_LOG_WARN, &f, "auth redis: connect of client '%s' (%s, user '%s'): %s: %s",
+               j->client_id, j->peer, j->username ? j->username : "", why,
+               a.verdict == AUTH_PASS ? "passed to the next backend" : "denied");
+    }
 answer:
     /* the slot is free before the answer is out: whoever got the answer
      * may ask again at once */

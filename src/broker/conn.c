@@ -161,15 +161,83 @@ const char *conn_peer(const conn_t *c, char *buf, size_t size)
     return buf;
 }
 
+void conn_log_fields(const conn_t *c, log_fields_t *f, char *buf, size_t size)
+{
+    const conn_ext_t *x = c->x;
+    const auth_client_t *ac = x ? x->auth : NULL;
+    *f = (log_fields_t){
+        .client_id = c->sess ? c->sess->client_id
+                     : ac    ? ac->client_id
+                             : NULL,
+        .username = ac && ac->user ? ac->user
+                    : x            ? x->cert_user
+                                   : NULL,
+        .peer = conn_peer(c, buf, size),
+        .listener = c->w->srv->conf.listeners[c->listener].name,
+    };
+}
+
 void conn_log(const conn_t *c, int level, const char *fmt, ...)
 {
     if (!log_enabled(level))
         return;
     char peer[INET6_ADDRSTRLEN + 8];
+    log_fields_t f;
+    conn_log_fields(c, &f, peer, sizeof(peer));
     va_list ap;
     va_start(ap, fmt);
-    log_vkv(level, c->sess ? c->sess->client_id : NULL, conn_peer(c, peer, sizeof(peer)), fmt, ap);
+    log_vev(level, &f, fmt, ap);
     va_end(ap);
+}
+
+void conn_log_ev(const conn_t *c, int level, const char *event, const char *reason, const char *fmt,
+                 ...)
+{
+    if (!log_enabled(level))
+        return;
+    char peer[INET6_ADDRSTRLEN + 8];
+    log_fields_t f;
+    conn_log_fields(c, &f, peer, sizeof(peer));
+    f.event = event;
+    f.reason = reason;
+    va_list ap;
+    va_start(ap, fmt);
+    log_vev(level, &f, fmt, ap);
+    va_end(ap);
+}
+
+/* The event and reason of a closing connection's log line: the reason
+ * code says what happened when there is one (docs/logging.md). */
+static const char *close_event(const char *why, uint8_t rc, int by_client, char *reason,
+                               size_t size)
+{
+    if (!by_client && rc == MQTT_RC_UNSPECIFIED_ERROR) {
+        /* no code: the transport's or a timer's cause */
+        snprintf(reason, size, "%s",
+                 strstr(why, "closed by peer") ? "closed_by_peer"
+                 : strncmp(why, "read error", 10) == 0 || strncmp(why, "write error", 11) == 0
+                     ? "io_error"
+                 : strstr(why, "_timeout") ? "timeout"
+                                           : "unspecified_error");
+        return strstr(why, "handshake") || strstr(why, "TLS") || strstr(why, "WebSocket")
+                   ? "handshake_failed"
+                   : "client_disconnected";
+    }
+    log_slug(by_client && rc == 0 ? "normal disconnection" : mqtt_reason_name(rc), reason, size);
+    if (by_client)
+        return "client_disconnected";
+    switch (rc) {
+    case MQTT_RC_PROTOCOL_ERROR:
+    case MQTT_RC_MALFORMED_PACKET:
+    case MQTT_RC_PACKET_TOO_LARGE:
+        return "protocol_error";
+    case MQTT_RC_KEEP_ALIVE_TIMEOUT:
+        return "keepalive_timeout";
+    case MQTT_RC_SESSION_TAKEN_OVER:
+        return "takeover";
+    default:
+        return "client_disconnected";
+    }
 }
 
 const char *conn_name(const conn_t *c, char *buf, size_t size)
@@ -185,6 +253,8 @@ const char *conn_name(const conn_t *c, char *buf, size_t size)
     return buf;
 }
 
+static void close_conn(conn_t *c, const char *why, int publish_will, uint8_t rc, int by_client);
+
 void conn_input(conn_t *c, const uint8_t *data, size_t n)
 {
     size_t off = 0;
@@ -195,7 +265,8 @@ void conn_input(conn_t *c, const uint8_t *data, size_t n)
             !((data[off] >> 4) == MQTT_AUTH && c->x && c->x->auth && c->x->auth->method)) {
             /* refuse at the first byte: no need to wait for a body that
              * may never come (an HTTP request, a port scanner) */
-            conn_close(c, "protocol error: [MQTT-3.1.0-1] first packet is not CONNECT", 0);
+            close_conn(c, "protocol error: [MQTT-3.1.0-1] first packet is not CONNECT", 0,
+                       MQTT_RC_PROTOCOL_ERROR, 0);
             return;
         }
         mqtt_raw_t pkt;
@@ -300,8 +371,9 @@ static void read_proxy(conn_t *c)
         c->peer.port = r.src_port;
     }
     char client[160];
-    log_debug("%s: PROXY v%u header: client %s (via %s)", conn_name(c, client, sizeof(client)),
-              r.version, r.local ? "unknown, socket address kept" : client, name);
+    conn_log_ev(c, AN_LOG_DEBUG, "proxy_header", NULL, "%s: PROXY v%u header: client %s (via %s)",
+                conn_name(c, client, sizeof(client)), r.version,
+                r.local ? "unknown, socket address kept" : client, name);
     if (!(c->flags & CONN_F_HANDSHAKE))
         preamble_done(c);
 }
@@ -330,8 +402,8 @@ static int transport_handshake(conn_t *c, transport_t *tp)
     if (tp_waiting(tp))
         c->flags |= CONN_F_UPGRADE;
     set_hs_want_out(c, 0);
-    log_debug("%s: %s done (%s)", conn_name(c, name, sizeof(name)), step,
-              tp_describe(hs, desc, sizeof(desc)));
+    conn_log_ev(c, AN_LOG_DEBUG, "handshake_done", NULL, "%s: %s done (%s)",
+                conn_name(c, name, sizeof(name)), step, tp_describe(hs, desc, sizeof(desc)));
     preamble_done(c);
     return 1;
 }
@@ -373,7 +445,8 @@ static __attribute__((noinline, cold)) void transport_preamble(conn_t *c)
     if (upgrading && !tp_waiting(tp)) {
         char name[160];
         c->flags &= (uint8_t)~CONN_F_UPGRADE;
-        log_debug("%s: %s done", conn_name(c, name, sizeof(name)), upgrading);
+        conn_log_ev(c, AN_LOG_DEBUG, "handshake_done", NULL, "%s: %s done",
+                    conn_name(c, name, sizeof(name)), upgrading);
     }
     read_done(c, tp, rc, &in);
 }
@@ -675,9 +748,11 @@ static void close_conn(conn_t *c, const char *why, int publish_will, uint8_t rc,
     worker_t *w = c->w;
     if (c->state == CONN_DEAD || c->state == CONN_MOVING)
         return;
-    if (why) {
-        char name[160];
-        conn_log(c, AN_LOG_INFO, "%s: disconnected: %s", conn_name(c, name, sizeof(name)), why);
+    if (why && log_enabled(AN_LOG_INFO)) {
+        char name[160], reason[48];
+        const char *event = close_event(why, rc, by_client, reason, sizeof(reason));
+        conn_log_ev(c, AN_LOG_INFO, event, reason, "%s: disconnected: %s",
+                    conn_name(c, name, sizeof(name)), why);
     }
     /* a connection that was connected (a taken-over one has lost its
      * session: connect_home emitted its event) */
@@ -820,8 +895,9 @@ void conn_count_publish(conn_t *c, size_t bytes)
             update_events(c);
             STAT_ADD(c->w->stats.throttled, 1);
             char name[160];
-            log_info("%s: over its message or byte rate, reads paused until the next second",
-                     conn_name(c, name, sizeof(name)));
+            conn_log_ev(c, AN_LOG_INFO, "throttled", "rate_limit",
+                        "%s: over its message or byte rate, reads paused until the next second",
+                        conn_name(c, name, sizeof(name)));
             conn_arm_timer(c);
         }
     }

@@ -191,6 +191,13 @@ const char *conn_peer(const conn_t *c, char *buf, size_t size);
 /* A log line about c: its client id and peer become JSON fields. */
 void conn_log(const conn_t *c, int level, const char *fmt, ...)
     __attribute__((format(printf, 3, 4)));
+/* The log fields of c (log.h): client id (the session's, else the one its
+ * CONNECT named, kept by auth), username, peer (written to buf), listener. */
+struct log_fields;
+void conn_log_fields(const conn_t *c, struct log_fields *f, char *buf, size_t size);
+/* A line about c with its fields, event and reason (docs/logging.md). */
+void conn_log_ev(const conn_t *c, int level, const char *event, const char *reason, const char *fmt,
+                 ...) __attribute__((format(printf, 5, 6)));
 /* "client-id@address:port", or "address:port" before CONNECT. */
 const char *conn_name(const conn_t *c, char *buf, size_t size);
 

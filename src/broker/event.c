@@ -20,6 +20,17 @@ int event_listen(event_bus_t *b, event_kind_t kind, event_fn fn, void *user)
     b->h[kind][b->n[kind]++] = (event_handler_t){fn, user};
     b->wanted |= 1u << kind;
     b->all_msgs |= 1u << kind;
+    if (kind == EVENT_MESSAGE_DROPPED)
+        b->drops = UINT32_MAX;
+    return 0;
+}
+
+int event_listen_drops(event_bus_t *b, uint32_t reasons, event_fn fn, void *user)
+{
+    uint32_t had = b->drops;
+    if (event_listen(b, EVENT_MESSAGE_DROPPED, fn, user) < 0)
+        return -1;
+    b->drops = had | reasons;
     return 0;
 }
 

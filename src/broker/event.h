@@ -183,12 +183,14 @@ typedef struct event_bus {
     uint32_t all_msgs;              /* bit per kind: a handler wants every message (event_listen) */
     uint8_t msg_flags[EVENT_COUNT]; /* kinds whose handlers all came through
                                      * event_listen_msgs: the msg_t.flags they want */
-    uint8_t frozen;                 /* the workers run: no more registration */
+    uint32_t drops; /* bit per event_drop_reason_t some message_dropped handler wants */
+    uint8_t frozen; /* the workers run: no more registration */
     uint8_t n[EVENT_COUNT];
     event_handler_t h[EVENT_COUNT][EVENT_MAX_HANDLERS];
 } event_bus_t;
 
 _Static_assert(EVENT_COUNT <= 32, "event_bus_t.wanted has a bit per kind");
+_Static_assert(EVENT_DROP_REASONS <= 32, "event_bus_t.drops has a bit per reason");
 
 /* Register fn for kind.  Returns 0, or -1 when the bus is frozen, the kind
  * unknown or EVENT_MAX_HANDLERS are registered (a start-up error). */
@@ -200,6 +202,12 @@ int event_listen(event_bus_t *b, event_kind_t kind, event_fn fn, void *user);
  * another handler of the kind wants them all: it checks the flags itself. */
 int event_listen_msgs(event_bus_t *b, event_kind_t kind, uint8_t msg_flags, event_fn fn,
                       void *user);
+/* Register fn for message_dropped of the reasons in `reasons` only (bit
+ * per event_drop_reason_t): an emit site on a hot path (no_subscribers: a
+ * PUBLISH nobody subscribes to) tests event_drop_wanted and skips a reason
+ * nobody asked for.  fn may still see other reasons (filter them);
+ * event_listen for message_dropped wants them all. */
+int event_listen_drops(event_bus_t *b, uint32_t reasons, event_fn fn, void *user);
 /* No more registration (server_start, before the workers start). */
 void event_freeze(event_bus_t *b);
 
@@ -218,6 +226,9 @@ static inline int event_listened_msg(const event_bus_t *b, event_kind_t kind, co
     return ((b->all_msgs >> kind) & 1u) || (m && (m->flags & b->msg_flags[kind]));
 }
 #define event_wanted_msg(srv, kind, m) event_listened_msg(&(srv)->events, (kind), (m))
+/* 1 when a message_dropped handler wants drops of reason r. */
+#define event_drop_wanted(srv, r)                                                                  \
+    (event_wanted((srv), EVENT_MESSAGE_DROPPED) && (((srv)->events.drops >> (r)) & 1u))
 
 /* Call every handler of kind with data, in registration order. */
 void event_emit(struct worker_s *w, const event_bus_t *b, event_kind_t kind, const void *data);

@@ -51,8 +51,10 @@ static int malformed(conn_t *c, int rc, const char *why)
 
 /* CONNACK refusing the connection, in the client's protocol: the 3.1.1
  * return code, or the MQTT 5 reason code (with a Server Reference for
- * 0x9C/0x9D). */
-static int refuse(conn_t *c, const mqtt_connect_t *ck, uint8_t rc3, uint8_t rc5, const char *why)
+ * 0x9C/0x9D).  The log line's event (docs/logging.md) is `event`, its
+ * reason `reason` (NULL: the reason code's name) and backend `backend`. */
+static int refuse_as(conn_t *c, const mqtt_connect_t *ck, uint8_t rc3, uint8_t rc5, const char *why,
+                     const char *event, const char *reason, const char *backend)
 {
     if (c->proto == MQTT_PROTO_V5) {
         uint8_t props[300];
@@ -69,18 +71,47 @@ static int refuse(conn_t *c, const mqtt_connect_t *ck, uint8_t rc3, uint8_t rc5,
     conn_count_out(c, MQTT_CONNACK);
     /* logged here rather than by conn_close: the client id is known from
      * the CONNECT even though no session exists (a JSON field too) */
-    char id[65] = "", name[160], peer[64];
-    size_t idlen = ck ? AN_MIN(ck->client_id.len, 64u) : 0;
-    if (idlen)
-        memcpy(id, ck->client_id.p, idlen);
-    id[idlen] = '\0';
-    log_kv(AN_LOG_INFO, ck ? id : NULL, conn_peer(c, peer, sizeof(peer)),
-           "%s: disconnected: CONNECT refused (%s %u)%s%s%s: %s", conn_name(c, name, sizeof(name)),
-           c->proto == MQTT_PROTO_V5 ? "reason code" : "return code",
-           c->proto == MQTT_PROTO_V5 ? rc5 : rc3, ck ? " for client '" : "", id, ck ? "'" : "",
-           why);
+    if (log_enabled(AN_LOG_INFO)) {
+        char id[65] = "", user[65] = "", name[160], peer[64], slug[48];
+        size_t idlen = ck ? AN_MIN(ck->client_id.len, 64u) : 0;
+        if (idlen)
+            memcpy(id, ck->client_id.p, idlen);
+        id[idlen] = '\0';
+        log_fields_t f;
+        conn_log_fields(c, &f, peer, sizeof(peer));
+        if (ck)
+            f.client_id = id;
+        if (f.username == NULL && ck && ck->has_username) {
+            size_t ul = AN_MIN(ck->username.len, 64u);
+            memcpy(user, ck->username.p, ul);
+            user[ul] = '\0';
+            f.username = user;
+        }
+        f.event = event;
+        /* the MQTT 5 name whatever the client's version: one set of names */
+        static const char *const v3[] = {"success",
+                                         "unsupported_protocol_version",
+                                         "client_identifier_not_valid",
+                                         "server_unavailable",
+                                         "bad_user_name_or_password",
+                                         "not_authorized"};
+        f.reason = reason ? reason
+                   : rc5  ? log_slug(mqtt_reason_name(rc5), slug, sizeof(slug))
+                          : v3[rc3 < 6 ? rc3 : 0];
+        f.backend = backend;
+        log_ev(AN_LOG_INFO, &f, "%s: disconnected: CONNECT refused (%s %u)%s%s%s: %s",
+               conn_name(c, name, sizeof(name)),
+               c->proto == MQTT_PROTO_V5 ? "reason code" : "return code",
+               c->proto == MQTT_PROTO_V5 ? rc5 : rc3, ck ? " for client '" : "", id, ck ? "'" : "",
+               why);
+    }
     conn_close(c, NULL, 0);
     return -1;
+}
+
+static int refuse(conn_t *c, const mqtt_connect_t *ck, uint8_t rc3, uint8_t rc5, const char *why)
+{
+    return refuse_as(c, ck, rc3, rc5, why, "connect_refused", NULL, NULL);
 }
 
 /* An MQTT 5 acknowledgement with a reason code (the short form for 0). */
@@ -384,14 +415,14 @@ static int connect_home(conn_t *c, const mqtt_connect_t *ck, const connect_terms
     }
     char name[160];
     const char *user = c->x && c->x->auth ? c->x->auth->user : c->x ? c->x->cert_user : NULL;
-    conn_log(c, AN_LOG_INFO,
-             "%s: connected (MQTT %s, clean %u, keepalive %u, session present %u%s%s%s)",
-             conn_name(c, name, sizeof(name)),
-             c->proto == MQTT_PROTO_V5    ? "5.0"
-             : c->proto == MQTT_PROTO_V31 ? "3.1"
-                                          : "3.1.1",
-             ck->clean_session, c->keepalive, present, user ? ", user '" : "", user ? user : "",
-             user ? "'" : "");
+    conn_log_ev(c, AN_LOG_INFO, "client_connected", NULL,
+                "%s: connected (MQTT %s, clean %u, keepalive %u, session present %u%s%s%s)",
+                conn_name(c, name, sizeof(name)),
+                c->proto == MQTT_PROTO_V5    ? "5.0"
+                : c->proto == MQTT_PROTO_V31 ? "3.1"
+                                             : "3.1.1",
+                ck->clean_session, c->keepalive, present, user ? ", user '" : "", user ? user : "",
+                user ? "'" : "");
     return 0;
 }
 
@@ -416,13 +447,22 @@ static void hold(conn_t *c)
 }
 
 /* An authentication refusal for cause (auth_cause.h: the one map to the
- * CONNACK codes), with its auth_failed event. */
-static int refuse_auth(conn_t *c, const mqtt_connect_t *ck, auth_cause_t cause, const char *why)
+ * CONNACK codes), with its auth_failed event; backend: the one that
+ * refused (NULL: the broker's own check or the chain's default). */
+static int refuse_auth_by(conn_t *c, const mqtt_connect_t *ck, auth_cause_t cause, const char *why,
+                          const char *backend)
 {
     uint8_t rc5 = auth_cause_reason_v5(cause);
     if (event_wanted(c->w->srv, EVENT_AUTH_FAILED))
         emit_auth_failed(c, ck, cause, rc5, why);
-    return refuse(c, ck, auth_cause_connack_v3(cause), rc5, why);
+    return refuse_as(c, ck, auth_cause_connack_v3(cause), rc5, why,
+                     cause == AUTH_BANNED ? "banned" : "auth_failed", auth_cause_name(cause),
+                     backend);
+}
+
+static int refuse_auth(conn_t *c, const mqtt_connect_t *ck, auth_cause_t cause, const char *why)
+{
+    return refuse_auth_by(c, ck, cause, why, NULL);
 }
 
 /* A banned address: the refusal leaves after auth.ban.delay_ms (the
@@ -439,7 +479,8 @@ static int refuse_later(conn_t *c, const mqtt_connect_t *ck)
     auth_client_t *ac = x->auth;
     uint32_t delay = w->srv->conf.auth.ban.delay_ms;
     if (delay == 0)
-        return refuse(c, NULL, rc3, rc5, "address banned (brute-force protection)");
+        return refuse_as(c, NULL, rc3, rc5, "address banned (brute-force protection)", "banned",
+                         auth_cause_name(AUTH_BANNED), NULL);
     ac->refusing = 1;
     ac->rc3 = rc3;
     ac->rc5 = rc5;
@@ -457,17 +498,25 @@ static void ban_failure(conn_t *c, const char *user, const char *peer)
     const conf_auth_ban_t *bc = &w->srv->conf.auth.ban;
     int what = auth_ban_failure(auth_chain_ban(w->srv->auth), c->listener, c->peer.family,
                                 c->peer.addr, user, w->now);
-    if (what & AUTH_BAN_ADDRESS)
-        log_warn("%s: banned for %u s after %u failed logins (auth.ban)", peer, bc->ban_s,
-                 bc->max_failures);
+    if (what == 0)
+        return;
+    log_fields_t f = {.event = "ban_started",
+                      .username = user,
+                      .peer = peer,
+                      .listener = w->srv->conf.listeners[c->listener].name};
+    if (what & AUTH_BAN_ADDRESS) {
+        STAT_ADD(w->stats.bans, 1);
+        f.reason = "address";
+        log_ev(AN_LOG_WARN, &f, "%s: banned for %u s after %u failed logins (auth.ban)", peer,
+               bc->ban_s, bc->max_failures);
+    }
     if (what & AUTH_BAN_USER) {
-        char safe[64]; /* a client's string: no control characters in the log */
-        size_t i = 0;
-        for (; user[i] && i + 1 < sizeof(safe); i++)
-            safe[i] = (unsigned char)user[i] < 0x20 || user[i] == 0x7f ? '?' : user[i];
-        safe[i] = '\0';
-        log_warn("%s: user '%s' locked for %u s after %u failed logins (auth.ban)", peer, safe,
-                 bc->ban_s, bc->max_failures);
+        STAT_ADD(w->stats.bans, 1);
+        f.reason = "user";
+        /* the user name is the client's: log.c escapes its control bytes */
+        log_ev(AN_LOG_WARN, &f,
+               "%s: user '%.64s' locked for %u s after %u failed logins (auth.ban)", peer, user,
+               bc->ban_s, bc->max_failures);
     }
 }
 
@@ -487,9 +536,10 @@ static int auth_decided(conn_t *c, auth_verdict_t v, auth_answer_t *ans, int cre
         auth_cause_t cause = ans->cause != AUTH_OK ? ans->cause
                              : credentials         ? AUTH_BAD_CREDENTIALS
                                                    : AUTH_NOT_AUTHORIZED;
+        const char *backend = ans->backend;
         auth_answer_clear(ans);
         ban_failure(c, user, peer);
-        return refuse_auth(c, NULL, cause, "authentication failed");
+        return refuse_auth_by(c, NULL, cause, "authentication failed", backend);
     }
     STAT_ADD(w->stats.auth_success, 1);
     auth_ban_success(auth_chain_ban(w->srv->auth), c->listener, user);
@@ -561,6 +611,7 @@ static int authenticate(conn_t *c, const mqtt_connect_t *ck, const mqtt_raw_t *p
         .cert_user = x->cert_user,
         .peer = peer,
         .listener = c->listener,
+        .stats = &w->stats.auth,
     };
     auth_answer_t ans;
     auth_wait_t *wait = NULL;
@@ -664,8 +715,8 @@ static int method_result(conn_t *c, auth_method_rc_t rc, auth_method_out_t *out,
     if (reauth) {
         send_auth(c, MQTT_RC_SUCCESS, m, out->data, out->len);
         free(out->data);
-        log_info("%s: re-authenticated (%s, user '%s')", conn_name(c, name, sizeof(name)), m->name,
-                 ac->user ? ac->user : "");
+        conn_log_ev(c, AN_LOG_INFO, "reauthenticated", NULL, "%s: re-authenticated (%s, user '%s')",
+                    conn_name(c, name, sizeof(name)), m->name, ac->user ? ac->user : "");
         return 0;
     }
     ac->authed = 1;
@@ -746,7 +797,9 @@ static int on_auth(conn_t *c, const mqtt_raw_t *pkt)
 
 void proto_auth_answer(worker_t *w, struct auth_wait *wait)
 {
-    (void)w; /* the answer came to c's worker: c->w */
+    /* the answer came to c's worker: c->w; counted also when c is gone */
+    auth_stats_add(&w->stats.auth, wait->ans.backend, wait->ans.verdict,
+                   wait->done_us - wait->start_us);
     conn_t *c = wait->owner;
     if (c == NULL || c->state != CONN_AUTH) {
         auth_wait_free(wait); /* the connection went meanwhile */
@@ -785,7 +838,8 @@ void proto_auth_timer(conn_t *c)
     auth_client_t *ac = c->x ? c->x->auth : NULL;
     if (ac && ac->refusing) {
         ac->refusing = 0;
-        refuse(c, NULL, ac->rc3, ac->rc5, "address banned (brute-force protection)");
+        refuse_as(c, NULL, ac->rc3, ac->rc5, "address banned (brute-force protection)", "banned",
+                  auth_cause_name(AUTH_BANNED), NULL);
         return;
     }
     conn_close(c, "authentication not answered within connect_timeout", 0);
@@ -939,12 +993,14 @@ static int on_connect(conn_t *c, const mqtt_raw_t *pkt, const uint8_t *rest, siz
         if (ck.will_flag && !auth_chain_acl(w->srv->auth, ac, AUTH_ACT_PUBLISH, ck.will_topic.p,
                                             ck.will_topic.len, 0)) {
             STAT_ADD(w->stats.acl_denied, 1);
+            STAT_ADD(w->stats.acl_denied_by[STAT_ACL_PUBLISH], 1);
             return refuse(c, &ck, MQTT_CONNACK_NOT_AUTHORIZED, MQTT_RC_NOT_AUTHORIZED,
                           "will topic not authorized by the ACL");
         }
         if (ck.will_flag && !cf->allow_sys_publish &&
             router_is_sys_topic(ck.will_topic.p, ck.will_topic.len)) {
             STAT_ADD(w->stats.acl_denied, 1);
+            STAT_ADD(w->stats.acl_denied_by[STAT_ACL_PUBLISH], 1);
             return refuse(c, &ck, MQTT_CONNACK_NOT_AUTHORIZED, MQTT_RC_NOT_AUTHORIZED,
                           "will topic in $SYS (mqtt.allow_sys_publish is false)");
         }
@@ -1003,13 +1059,15 @@ static int refuse_sys_publish(conn_t *c, const mqtt_publish_t *pb)
 {
     worker_t *w = c->w;
     STAT_ADD(w->stats.acl_denied, 1);
+    STAT_ADD(w->stats.acl_denied_by[STAT_ACL_PUBLISH], 1);
     if (w->now >= w->acl_logged_at + 1000u) {
         char name[160];
         w->acl_logged_at = w->now;
-        log_info("%s: PUBLISH to '%.*s' refused: $SYS topics are the broker's "
-                 "(mqtt.allow_sys_publish), dropped",
-                 conn_name(c, name, sizeof(name)), (int)AN_MIN(pb->topic.len, 200),
-                 (const char *)pb->topic.p);
+        conn_log_ev(c, AN_LOG_INFO, "acl_denied", "publish",
+                    "%s: PUBLISH to '%.*s' refused: $SYS topics are the broker's "
+                    "(mqtt.allow_sys_publish), dropped",
+                    conn_name(c, name, sizeof(name)), (int)AN_MIN(pb->topic.len, 200),
+                    (const char *)pb->topic.p);
     }
     if (event_wanted(w->srv, EVENT_MESSAGE_DROPPED))
         emit_publish_dropped(c, NULL, pb, EVENT_DROP_PUBLISH_DENIED);
@@ -1053,13 +1111,15 @@ static int on_publish(conn_t *c, const mqtt_raw_t *pkt)
          * acknowledgement: acknowledged (QoS 1/2) and dropped */
         char name[160];
         STAT_ADD(w->stats.acl_denied, 1);
+        STAT_ADD(w->stats.acl_denied_by[STAT_ACL_PUBLISH], 1);
         /* a client that keeps publishing there must not log every message:
          * one line per worker per second at most (the counter has them all) */
         if (w->now >= w->acl_logged_at + 1000u) {
             w->acl_logged_at = w->now;
-            log_info("%s: PUBLISH to '%.*s' denied by the ACL, dropped",
-                     conn_name(c, name, sizeof(name)), (int)AN_MIN(pb.topic.len, 200),
-                     (const char *)pb.topic.p);
+            conn_log_ev(c, AN_LOG_INFO, "acl_denied", "publish",
+                        "%s: PUBLISH to '%.*s' denied by the ACL, dropped",
+                        conn_name(c, name, sizeof(name)), (int)AN_MIN(pb.topic.len, 200),
+                        (const char *)pb.topic.p);
         }
         if (event_wanted(w->srv, EVENT_MESSAGE_DROPPED))
             emit_publish_dropped(c, NULL, &pb, EVENT_DROP_PUBLISH_DENIED);
@@ -1148,7 +1208,7 @@ static int on_publish(conn_t *c, const mqtt_raw_t *pkt)
             conn_event_client(c, &ev.client, peer, sizeof(peer));
             event_emit(w, &w->srv->events, EVENT_MESSAGE_PUBLISHED, &ev);
         }
-        if (n == 0 && event_wanted(w->srv, EVENT_MESSAGE_DROPPED))
+        if (n == 0 && event_drop_wanted(w->srv, EVENT_DROP_NO_SUBSCRIBERS))
             emit_publish_dropped(c, m, &pb, EVENT_DROP_NO_SUBSCRIBERS);
     }
     msg_unref(&m);
@@ -1158,10 +1218,11 @@ static int on_publish(conn_t *c, const mqtt_raw_t *pkt)
         if (w->now >= w->qfull_logged_at + 1000u) {
             char name[160];
             w->qfull_logged_at = w->now;
-            log_info("%s: PUBLISH to '%.*s' refused: %s", conn_name(c, name, sizeof(name)),
-                     (int)AN_MIN(pb.topic.len, 200u), (const char *)pb.topic.p,
-                     n == ROUTER_REFUSED ? "a subscriber's queue is full"
-                                         : "limits.max_retained messages are retained");
+            conn_log_ev(c, AN_LOG_INFO, "publish_refused", NULL,
+                        "%s: PUBLISH to '%.*s' refused: %s", conn_name(c, name, sizeof(name)),
+                        (int)AN_MIN(pb.topic.len, 200u), (const char *)pb.topic.p,
+                        n == ROUTER_REFUSED ? "a subscriber's queue is full"
+                                            : "limits.max_retained messages are retained");
         }
         if (pb.qos == 2) {
             sess_qos2_in_end(c->sess, pb.packet_id); /* a resend is a new try */
@@ -1215,8 +1276,10 @@ static uint8_t subscribe_one(conn_t *c, const mqtt_str_t *f, uint8_t opts, uint3
     if (verdict == AUTH_ACL_DENY) {
         char name[160];
         STAT_ADD(w->stats.acl_denied, 1);
-        log_info("%s: SUBSCRIBE to '%.*s' denied by the ACL", conn_name(c, name, sizeof(name)),
-                 (int)AN_MIN(f->len, 200), (const char *)f->p);
+        STAT_ADD(w->stats.acl_denied_by[STAT_ACL_SUBSCRIBE], 1);
+        conn_log_ev(c, AN_LOG_INFO, "acl_denied", "subscribe",
+                    "%s: SUBSCRIBE to '%.*s' denied by the ACL", conn_name(c, name, sizeof(name)),
+                    (int)AN_MIN(f->len, 200), (const char *)f->p);
         return v5 ? MQTT_RC_NOT_AUTHORIZED : MQTT_SUBACK_FAILURE;
     }
     if (cf->max_subscriptions && s->nsubs >= cf->max_subscriptions &&

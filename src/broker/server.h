@@ -24,6 +24,7 @@
 #include <stdatomic.h>
 #include <stdint.h>
 
+#include "auth_stats.h"
 #include "conf.h"
 #include "ev.h"
 #include "event.h"
@@ -122,7 +123,15 @@ typedef struct {
     an_counter_t inflight; /* their inflight messages */
     an_counter_t queued;   /* their queued messages */
     an_hist_t loop_turn;   /* duration of a loop turn (events to end of turn) */
+    /* acl_denied by action: STAT_ACL_PUBLISH, _SUBSCRIBE, _READ (delivery) */
+    an_counter_t acl_denied_by[3];
+    /* bans started (auth.ban): an address banned, a user name locked */
+    an_counter_t bans;
+    /* auth backends' answers to CONNECT and their latency (auth_stats.h) */
+    auth_stats_t auth;
 } worker_stats_t;
+
+enum { STAT_ACL_PUBLISH = 0, STAT_ACL_SUBSCRIBE, STAT_ACL_READ };
 
 /* A chained hash table of sessions, keyed by client id (SESS_BY_ID) or by
  * session id (SESS_BY_SID); the chain links live in sess_t.  Client ids

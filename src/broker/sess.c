@@ -620,8 +620,10 @@ void sess_deliver(worker_t *w, sess_t *s, msg_t *m, uint8_t qos, uint8_t flags)
          * would otherwise log every message */
         if (w->now >= w->qfull_logged_at + 1000u) {
             w->qfull_logged_at = w->now;
-            log_info("%s: queue full (%u messages, %llu bytes): messages dropped", s->client_id,
-                     sq_len(&s->queue), (unsigned long long)s->queued_bytes);
+            log_fields_t f = {
+                .event = "messages_dropped", .client_id = s->client_id, .reason = "queue_full"};
+            log_ev(AN_LOG_INFO, &f, "%s: queue full (%u messages, %llu bytes): messages dropped",
+                   s->client_id, sq_len(&s->queue), (unsigned long long)s->queued_bytes);
         }
         if (event_wanted(w->srv, EVENT_MESSAGE_DROPPED))
             sess_event_dropped(s, m, qos, EVENT_DROP_QUEUE_FULL);
@@ -962,7 +964,8 @@ void sess_on_timer(tw_timer_t *t)
         if (has_will(s) && w->now >= s->x->will_at)
             publish_pending_will(w, s); /* the Will Delay Interval passed */
         if (s->expiry != SESS_NEVER && w->now >= x->expire_at) {
-            log_info("%s: session expired", s->client_id);
+            log_fields_t f = {.event = "session_expired", .client_id = s->client_id};
+            log_ev(AN_LOG_INFO, &f, "%s: session expired", s->client_id);
             if (event_wanted(w->srv, EVENT_SESSION_EXPIRED)) {
                 event_session_expired_t ev = {.client = {.client_id = s->client_id}};
                 event_emit(w, &w->srv->events, EVENT_SESSION_EXPIRED, &ev);

@@ -85,7 +85,8 @@ static void judge(worker_t *w, sess_t *s, auth_client_t *ac, uint32_t gen, int r
         if (reload && v != AUTH_ACL_ALLOW && v != sub->acl &&
             w->now >= w->judged_logged_at + 1000u) {
             w->judged_logged_at = w->now;
-            log_kv(AN_LOG_INFO, s->client_id, NULL,
+            log_fields_t lf = {.event = "acl_changed", .client_id = s->client_id};
+            log_ev(AN_LOG_INFO, &lf,
                    "client '%s': subscription '%.*s' is now %s by the ACL (reloaded)", s->client_id,
                    (int)AN_MIN(sub->len, 200u), (const char *)sub->filter, verdict_text(v));
         }
@@ -123,6 +124,7 @@ static void purge(worker_t *w, sess_t *s, auth_client_t *ac, sq_t *q, int queued
     if (kept == n)
         return;
     STAT_ADD(w->stats.acl_denied, n - kept);
+    STAT_ADD(w->stats.acl_denied_by[STAT_ACL_READ], n - kept);
     q->r->len = kept;
     if (kept == 0) {
         free(q->r);
@@ -144,6 +146,7 @@ int sess_acl_check(worker_t *w, sess_t *s, const msg_t *m)
     if (!s->acl_check || auth_chain_acl(ch, ac, AUTH_ACT_SUBSCRIBE, msg_topic(m), m->topic_len, 0))
         return 1;
     STAT_ADD(w->stats.acl_denied, 1);
+    STAT_ADD(w->stats.acl_denied_by[STAT_ACL_READ], 1);
     return 0;
 }
 
@@ -170,9 +173,15 @@ int sess_acl_claim(worker_t *w, sess_t *s, const endpoint_t *ep, const char *out
         ep_info_t info;
         w->takeover_logged_at = w->now;
         ep_describe(ep, &info, name, sizeof(name));
-        log_kv(AN_LOG_WARN, s->client_id, info.client.peer,
-               "client '%s': CONNECT by %s (%s) for the session of %s: %s", s->client_id,
-               user_text(user, a, sizeof(a)), name, user_text(owner, b, sizeof(b)), outcome);
+        log_fields_t f = {.event = "takeover_other_user",
+                          .client_id = s->client_id,
+                          .username = user,
+                          .peer = info.client.peer,
+                          .listener = info.client.listener,
+                          .reason = outcome};
+        log_ev(AN_LOG_WARN, &f, "client '%s': CONNECT by %s (%s) for the session of %s: %s",
+               s->client_id, user_text(user, a, sizeof(a)), name, user_text(owner, b, sizeof(b)),
+               outcome);
     }
     return 1;
 }

@@ -238,9 +238,14 @@ static void accept_many(worker_t *w, uint32_t li)
                 inet_ntop(AF_INET6, &sa.sin6_addr, addr, sizeof(addr));
                 snprintf(peer, sizeof(peer), "[%s]:%u", addr, ntohs(sa.sin6_port));
             }
-            log_limited_peer(LOG_LIMIT_MS, AN_LOG_WARN, peer,
-                             "listener %s: connection from %s refused: %s",
-                             srv->conf.listeners[li].name, peer, refused);
+            static log_limit_t limit;
+            log_fields_t f = {.event = "connection_refused",
+                              .peer = peer,
+                              .listener = srv->conf.listeners[li].name,
+                              .reason = refused};
+            log_limited_ev(&limit, LOG_LIMIT_MS, AN_LOG_WARN, &f,
+                           "listener %s: connection from %s refused: %s",
+                           srv->conf.listeners[li].name, peer, refused);
             continue;
         }
         int one = 1;

@@ -10,8 +10,11 @@
  * write(2) (O_APPEND), or one syslog(3) call.
  *
  * JSON lines (log.format: json) are objects {"ts", "level", "msg"} plus
- * "client_id" and "peer" when the caller knows them (log_kv: connection
- * events), so a log pipeline can filter one client without parsing text.
+ * the fields of a line about one client when the caller knows them
+ * (log_ev: "event", "client_id", "username", "peer", "listener", "reason",
+ * "backend"; docs/logging.md), so a log pipeline can filter one client or
+ * one kind of event without parsing text.  The fields come before "msg":
+ * a long message is cut, never a field.
  *
  * A line is one line whatever a client sent: messages quote client ids,
  * usernames, topics and HTTP header values, so the writer escapes every
@@ -39,6 +42,8 @@
 #include <syslog.h>
 #include <time.h>
 #include <unistd.h>
+
+#define AN_LOG_MIN(a, b) ((a) < (b) ? (a) : (b))
 
 static struct {
     _Atomic int fd;
@@ -128,11 +133,13 @@ int log_enabled(int level)
     return level <= sink.level;
 }
 
-/* Append s as a JSON string body (no quotes) to buf[*n..cap-1). */
+/* Append s as a JSON string body (no quotes) to buf[*n..cap-1): whole
+ * escapes and whole UTF-8 characters only, so a value cut for room is
+ * still valid JSON text. */
 static void json_escape(char *buf, size_t *n, size_t cap, const char *s)
 {
     static const char hex[] = "0123456789abcdef";
-    for (; *s && *n + 7 < cap; s++) {
+    while (*s && *n + 7 < cap) {
         unsigned char ch = (unsigned char)*s;
         if (ch == '"' || ch == '\\') {
             buf[(*n)++] = '\\';
@@ -145,9 +152,18 @@ static void json_escape(char *buf, size_t *n, size_t cap, const char *s)
             *n += 4;
             buf[(*n)++] = hex[ch >> 4];
             buf[(*n)++] = hex[ch & 15];
+        } else if (ch >= 0xc0) { /* a character's bytes together, or none */
+            size_t len = ch >= 0xf0 ? 4 : ch >= 0xe0 ? 3 : 2, k = 1;
+            while (k < len && ((unsigned char)s[k] & 0xc0) == 0x80)
+                k++;
+            memcpy(buf + *n, s, k);
+            *n += k;
+            s += k;
+            continue;
         } else {
             buf[(*n)++] = (char)ch;
         }
+        s++;
     }
 }
 
@@ -199,15 +215,35 @@ static void mirror_error(const char *msg)
     (void)w;
 }
 
-void log_vkv(int level, const char *client_id, const char *peer, const char *fmt, va_list ap)
+#define FIELD_MAX 300 /* bytes of one field's JSON value (client ids run to 64 KB) */
+
+/* ,"key":"value" of a JSON line; nothing for NULL.  A value takes at most
+ * `max` bytes, and leaves `keep` bytes of the line (the closing brace and
+ * what follows). */
+static void json_field(char *buf, size_t *n, size_t cap, size_t keep, size_t max, const char *key,
+                       const char *val)
+{
+    if (val == NULL || *n + strlen(key) + 8 + keep >= cap)
+        return;
+    append(buf, n, cap, ",\"");
+    append(buf, n, cap, key);
+    append(buf, n, cap, "\":\"");
+    json_escape(buf, n, AN_LOG_MIN(cap - keep, *n + max), val);
+    append(buf, n, cap, "\"");
+}
+
+void log_vev(int level, const log_fields_t *f, const char *fmt, va_list ap)
 {
     if (level > sink.level)
         return;
+    static const log_fields_t none;
+    if (f == NULL)
+        f = &none;
     char msg[1024];
     int m = vsnprintf(msg, sizeof(msg), fmt, ap);
     if (m < 0)
         msg[0] = '\0';
-    char line[2048];
+    char line[4096]; /* 7 fields of FIELD_MAX, a message of 1 KB escaped */
     size_t n = 0;
     struct timeval tv;
     struct tm tm;
@@ -221,19 +257,16 @@ void log_vkv(int level, const char *client_id, const char *peer, const char *fmt
         append(line, &n, sizeof(line), ts);
         append(line, &n, sizeof(line), "\",\"level\":\"");
         append(line, &n, sizeof(line), level_names[level]);
-        append(line, &n, sizeof(line), "\",\"msg\":\"");
-        json_escape(line, &n, sizeof(line) - 64, msg);
         append(line, &n, sizeof(line), "\"");
-        if (client_id) {
-            append(line, &n, sizeof(line), ",\"client_id\":\"");
-            json_escape(line, &n, sizeof(line) - 40, client_id);
-            append(line, &n, sizeof(line), "\"");
-        }
-        if (peer) {
-            append(line, &n, sizeof(line), ",\"peer\":\"");
-            json_escape(line, &n, sizeof(line) - 4, peer);
-            append(line, &n, sizeof(line), "\"");
-        }
+        /* the short fields first: a long message cannot push them out */
+        json_field(line, &n, sizeof(line), 64, FIELD_MAX, "event", f->event);
+        json_field(line, &n, sizeof(line), 64, FIELD_MAX, "client_id", f->client_id);
+        json_field(line, &n, sizeof(line), 64, FIELD_MAX, "username", f->username);
+        json_field(line, &n, sizeof(line), 64, FIELD_MAX, "peer", f->peer);
+        json_field(line, &n, sizeof(line), 64, FIELD_MAX, "listener", f->listener);
+        json_field(line, &n, sizeof(line), 64, FIELD_MAX, "reason", f->reason);
+        json_field(line, &n, sizeof(line), 64, FIELD_MAX, "backend", f->backend);
+        json_field(line, &n, sizeof(line), 4, sizeof(line), "msg", msg);
         append(line, &n, sizeof(line), "}");
     } else if (sink.use_syslog) {
         append_escaped(line, &n, sizeof(line), msg); /* syslog stamps its own time */
@@ -259,6 +292,41 @@ void log_vkv(int level, const char *client_id, const char *peer, const char *fmt
         (sink.use_syslog || atomic_load(&sink.fd) != 2))
         mirror_error(msg);
     errno = saved;
+}
+
+void log_ev(int level, const log_fields_t *f, const char *fmt, ...)
+{
+    va_list ap;
+    va_start(ap, fmt);
+    log_vev(level, f, fmt, ap);
+    va_end(ap);
+}
+
+void log_vkv(int level, const char *client_id, const char *peer, const char *fmt, va_list ap)
+{
+    log_fields_t f = {.client_id = client_id, .peer = peer};
+    log_vev(level, &f, fmt, ap);
+}
+
+const char *log_slug(const char *name, char *buf, size_t size)
+{
+    size_t n = 0;
+    int gap = 0;
+    for (; *name && n + 2 < size; name++) {
+        char ch = *name;
+        if (ch >= 'A' && ch <= 'Z')
+            ch = (char)(ch - 'A' + 'a');
+        if ((ch >= 'a' && ch <= 'z') || (ch >= '0' && ch <= '9')) {
+            if (gap && n)
+                buf[n++] = '_';
+            buf[n++] = ch;
+            gap = 0;
+        } else {
+            gap = 1;
+        }
+    }
+    buf[n] = '\0';
+    return buf;
 }
 
 void log_kv(int level, const char *client_id, const char *peer, const char *fmt, ...)
@@ -292,22 +360,38 @@ int log_limit_pass(log_limit_t *l, uint32_t interval_ms, uint64_t *suppressed)
     return 1;
 }
 
-void log_limited_kv(log_limit_t *l, uint32_t interval_ms, int level, const char *client_id,
-                    const char *peer, const char *fmt, ...)
+static void limited_vev(log_limit_t *l, uint32_t interval_ms, int level, const log_fields_t *f,
+                        const char *fmt, va_list ap)
 {
     uint64_t suppressed = 0;
     if (!log_enabled(level) || !log_limit_pass(l, interval_ms, &suppressed))
         return;
     char msg[1024];
-    va_list ap;
-    va_start(ap, fmt);
     int m = vsnprintf(msg, sizeof(msg), fmt, ap);
-    va_end(ap);
     if (m < 0)
         msg[0] = '\0';
     if (suppressed) {
         size_t n = strlen(msg);
         snprintf(msg + n, sizeof(msg) - n, " (%" PRIu64 " similar lines suppressed)", suppressed);
     }
-    log_kv(level, client_id, peer, "%s", msg);
+    log_ev(level, f, "%s", msg);
+}
+
+void log_limited_ev(log_limit_t *l, uint32_t interval_ms, int level, const log_fields_t *f,
+                    const char *fmt, ...)
+{
+    va_list ap;
+    va_start(ap, fmt);
+    limited_vev(l, interval_ms, level, f, fmt, ap);
+    va_end(ap);
+}
+
+void log_limited_kv(log_limit_t *l, uint32_t interval_ms, int level, const char *client_id,
+                    const char *peer, const char *fmt, ...)
+{
+    log_fields_t f = {.client_id = client_id, .peer = peer};
+    va_list ap;
+    va_start(ap, fmt);
+    limited_vev(l, interval_ms, level, &f, fmt, ap);
+    va_end(ap);
 }

@@ -10,6 +10,7 @@
 
 #include <stdarg.h>
 #include <stdatomic.h>
+#include <stddef.h>
 #include <stdint.h>
 
 enum { AN_LOG_ERROR = 0, AN_LOG_WARN = 1, AN_LOG_INFO = 2, AN_LOG_DEBUG = 3 };
@@ -30,8 +31,33 @@ int log_set_output(int json, int use_syslog);
  * once it runs). */
 void log_set_stderr_mirror(int on);
 void log_msg(int level, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
-/* A line about one client: client_id and peer ("addr:port") become fields
- * of a JSON line (either may be NULL); text lines are just the message. */
+/* The fields of a line about one client (docs/logging.md, a stable
+ * contract): each becomes a JSON field when not NULL; text and syslog lines
+ * are just the message (which quotes what matters).  `event` is a short
+ * stable name ("client_connected", "auth_failed", ...), `reason` the MQTT
+ * reason code's or the cause's name, `backend` the auth backend that
+ * refused.  Every string is escaped in the line (client ids, usernames are
+ * the client's). */
+typedef struct log_fields {
+    const char *event;
+    const char *client_id;
+    const char *username;
+    const char *peer; /* "addr:port" */
+    const char *listener;
+    const char *reason;
+    const char *backend;
+} log_fields_t;
+
+void log_ev(int level, const log_fields_t *f, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
+void log_vev(int level, const log_fields_t *f, const char *fmt, va_list ap);
+
+/* "Keep Alive timeout" -> "keep_alive_timeout": a name as a field value
+ * (lower case, a run of other characters one '_'). */
+const char *log_slug(const char *name, char *buf, size_t size);
+
+/* A line about one client with only client_id and peer ("addr:port") as
+ * fields (either may be NULL): log_ev with those two. */
 void log_kv(int level, const char *client_id, const char *peer, const char *fmt, ...)
     __attribute__((format(printf, 4, 5)));
 
@@ -53,6 +79,9 @@ typedef struct {
 int log_limit_pass(log_limit_t *l, uint32_t interval_ms, uint64_t *suppressed);
 void log_limited_kv(log_limit_t *l, uint32_t interval_ms, int level, const char *client_id,
                     const char *peer, const char *fmt, ...) __attribute__((format(printf, 6, 7)));
+/* The same with the fields of log_ev. */
+void log_limited_ev(log_limit_t *l, uint32_t interval_ms, int level, const log_fields_t *f,
+                    const char *fmt, ...) __attribute__((format(printf, 5, 6)));
 
 /* log_limited(1000, AN_LOG_WARN, "fmt", ...): at most one line a second from
  * this call site; log_limited_kv's client_id / peer fields with _peer. */

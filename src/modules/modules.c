@@ -7,6 +7,7 @@
 #include "module.h"
 
 #include "event_log.h"
+#include "event_recent.h"
 #include "sys.h"
 #include "cluster/cluster.h"
 #include "modules/heartbeat/heartbeat.h"
@@ -14,12 +15,14 @@
 #include "modules/tracing/tracing.h"
 
 const module_t *const module_list[] = {
-    &sys_module,         /* $SYS/broker/... (src/broker/sys.c) */
-    &event_log_module,   /* events.log (src/broker/event_log.c) */
-    &heartbeat_module,   /* the example: heartbeat.* (src/modules/heartbeat) */
-    &message_log_module, /* examples.message_log: an internal consumer
+    &sys_module,          /* $SYS/broker/... (src/broker/sys.c) */
+    &event_log_module,    /* events.log (src/broker/event_log.c) */
+    &event_recent_module, /* recent events per client: the API, the dashboard
+                           * (src/broker/event_recent.c) */
+    &heartbeat_module,    /* the example: heartbeat.* (src/modules/heartbeat) */
+    &message_log_module,  /* examples.message_log: an internal consumer
                           * (src/modules/message_log) */
-    &tracing_module,     /* tracing: OpenTelemetry spans of messages (src/modules/tracing) */
-    &cluster_module,     /* cluster: nodes acting as one broker (src/cluster) */
+    &tracing_module,      /* tracing: OpenTelemetry spans of messages (src/modules/tracing) */
+    &cluster_module,      /* cluster: nodes acting as one broker (src/cluster) */
     NULL,
 };

@@ -88,7 +88,8 @@ def documented_endpoints():
 
 # the forms that take the client id in the body (kick and drop: 404 once
 # the client above is gone, like the path forms)
-BY_BODY = ("/api/v1/clients/lookup", "/api/v1/clients/kick", "/api/v1/sessions/drop")
+BY_BODY = ("/api/v1/clients/lookup", "/api/v1/clients/kick", "/api/v1/clients/events",
+           "/api/v1/sessions/drop")
 
 
 def test_every_documented_endpoint_exists(api):

@@ -189,6 +189,9 @@ def test_dashboard_detail_kick_publish_unreachable(broker, antenna_bin, tmp_path
 
     # the detail view, against what the 5.0 client did
     f = ev["detail"]["fields"]
+    # its recent events (GET /api/v1/clients/{id}/events), newest first
+    assert ev["detail"]["events"][-1] == "client_connected", ev["detail"]
+    assert "subscribed" in ev["detail"]["events"], ev["detail"]
     assert f["state"] == "connected" and f["username"] == "alice", f
     assert f["address"].startswith("127.0.0.1:") and f["listener"] == "mqtt", f
     assert f["protocol"] == "MQTT 5.0" and f["keepalive"] == "45 s", f

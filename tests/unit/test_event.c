@@ -54,6 +54,30 @@ static void test_wanted_bits(void **state)
     assert_int_equal(b.wanted, (1u << EVENT_MESSAGE_DROPPED) | (1u << EVENT_CLIENT_CONNECTED));
 }
 
+/* message_dropped by reason: event_listen wants every reason,
+ * event_listen_drops only the ones it names (the masks add up). */
+static void test_drop_reasons(void **state)
+{
+    (void)state;
+    event_bus_t b;
+    memset(&b, 0, sizeof(b));
+    uint32_t some = (1u << EVENT_DROP_QUEUE_FULL) | (1u << EVENT_DROP_QOS0_OFFLINE);
+    assert_int_equal(event_listen_drops(&b, some, h_letter, "a"), 0);
+    assert_true(event_listened(&b, EVENT_MESSAGE_DROPPED));
+    assert_int_equal(b.drops, some);
+    assert_false((b.drops >> EVENT_DROP_NO_SUBSCRIBERS) & 1u);
+    assert_int_equal(event_listen_drops(&b, 1u << EVENT_DROP_EXPIRED, h_letter, "b"), 0);
+    assert_int_equal(b.drops, some | (1u << EVENT_DROP_EXPIRED));
+    assert_int_equal(event_listen(&b, EVENT_MESSAGE_DROPPED, h_letter, "c"), 0);
+    assert_true((b.drops >> EVENT_DROP_NO_SUBSCRIBERS) & 1u);
+    /* a refused registration leaves the mask alone */
+    event_bus_t f;
+    memset(&f, 0, sizeof(f));
+    event_freeze(&f);
+    assert_int_equal(event_listen_drops(&f, some, h_letter, "a"), -1);
+    assert_int_equal(f.drops, 0);
+}
+
 static void test_order_user_data(void **state)
 {
     (void)state;
@@ -160,7 +184,7 @@ int main(void)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_wanted_bits),       cmocka_unit_test(test_order_user_data),
         cmocka_unit_test(test_limits_and_freeze), cmocka_unit_test(test_names),
-        cmocka_unit_test(test_conf_events_log),
+        cmocka_unit_test(test_conf_events_log),   cmocka_unit_test(test_drop_reasons),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

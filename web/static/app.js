@@ -557,6 +557,7 @@
     $('detail-id').textContent = clientId;
     ['detail-connection', 'detail-session'].forEach((id) => { $(id).textContent = ''; });
     $('detail-subscriptions').tBodies[0].textContent = '';
+    $('detail-events').tBodies[0].textContent = '';
     $('detail-error').textContent = '';
     document.querySelectorAll('#clients-table tbody tr[data-client-id]').forEach((tr) => {
       tr.classList.toggle('selected', tr.dataset.clientId === clientId);
@@ -589,6 +590,7 @@
     const res = idNeedsBody(id) ? await api('POST', '/api/v1/clients/lookup', { client_id: id })
                                 : await api('GET', '/api/v1/clients/' + encodeURIComponent(id));
     if (state.detail !== id) return; // another client was opened meanwhile
+    loadEvents(id); // also for a client without a session (refused logins)
     const conn = $('detail-connection'), sess = $('detail-session');
     const tbody = $('detail-subscriptions').tBodies[0];
     const actions = $('detail-actions');
@@ -633,6 +635,40 @@
     actions.textContent = '';
     if (c.connected)
       actions.appendChild(confirmButton('kick-detail', id, 'Kick', () => kick(id)));
+  }
+
+  // The client's recent events (GET /api/v1/clients/{id}/events), newest
+  // first; a run of dropped messages is one row with its count.
+  const EVENT_LABELS = {
+    client_connected: 'connected', client_disconnected: 'disconnected',
+    auth_failed: 'authentication failed', subscribed: 'subscribed',
+    unsubscribed: 'unsubscribed', session_taken_over: 'taken over',
+    session_expired: 'session expired', message_dropped: 'messages dropped',
+  };
+
+  async function loadEvents(id) {
+    const res = idNeedsBody(id) || id.endsWith('/events')
+      ? await api('POST', '/api/v1/clients/events', { client_id: id })
+      : await api('GET', '/api/v1/clients/' + encodeURIComponent(id) + '/events');
+    if (state.detail !== id) return;
+    const tbody = $('detail-events').tBodies[0];
+    tbody.textContent = '';
+    const evs = res.status === 200 && res.data && Array.isArray(res.data.events)
+      ? res.data.events : [];
+    evs.forEach((e) => {
+      const tr = document.createElement('tr');
+      tr.dataset.event = e.event;
+      setAgo(cell(tr, ''), e.at);
+      cell(tr, EVENT_LABELS[e.event] || e.event);
+      let detail = e.detail || '';
+      if (e.event === 'subscribed') detail += ' (QoS ' + e.qos + ')';
+      if (e.event === 'message_dropped' && e.count > 1) detail += ' (' + fmtNum(e.count) + ' messages)';
+      cell(tr, detail, 'mono');
+      tbody.appendChild(tr);
+    });
+    if (!evs.length) emptyRow(tbody, 3, res.status === 200 ? 'No recent events.'
+                                                           : 'Events unavailable: ' + errorText(res));
+    $('detail-events-count').textContent = '(' + fmtNum(evs.length) + ')';
   }
 
   // ------------------------------------------------------------ publish

@@ -16,7 +16,7 @@
 //    "since": {id: [text, title]}}     the Username, MQTT and Connected columns
 //                                      of `--client` and `--other`
 //   {"event": "detail", "fields": {field: text}, "connected_title",
-//    "subscriptions": [[filter, qos, options]]}
+//    "subscriptions": [[filter, qos, options]], "events": [name, newest first]}
 //                                      `--client`'s detail view (a click on its id)
 //   {"event": "kicked", "state", "fields"}  Kick + Confirm in the detail view: the
 //                                      view shows the session offline
@@ -88,7 +88,9 @@ async function detailFields(page) {
     return { fields: f, connected_title: since ? since.title : null,
              state: document.getElementById('client-detail').dataset.state || null,
              subscriptions: Array.from(document.querySelectorAll('#detail-subscriptions tbody tr[data-topic]'))
-               .map((tr) => Array.from(tr.cells).map((c) => c.textContent)) };
+               .map((tr) => Array.from(tr.cells).map((c) => c.textContent)),
+             events: Array.from(document.querySelectorAll('#detail-events tbody tr[data-event]'))
+               .map((tr) => tr.dataset.event) };
   });
 }
 
@@ -141,13 +143,14 @@ async function run(page) {
   await page.waitForSelector('#client-detail', { state: 'visible', timeout: ms });
   const detail = await until('detail', ms, async () => {
     const d = await detailFields(page);
-    return d.fields.state === 'connected' && d.subscriptions.length ? d : null;
+    return d.fields.state === 'connected' && d.subscriptions.length &&
+      d.events.includes('subscribed') ? d : null;
   });
   if ((await page.textContent('#detail-id')) !== opts.client)
     throw new StepError('detail', 'the view shows ' + (await page.textContent('#detail-id')));
   await page.screenshot({ path: path.join(opts.artifacts, 'dashboard-detail.png'), fullPage: true });
   out({ event: 'detail', fields: detail.fields, connected_title: detail.connected_title,
-        subscriptions: detail.subscriptions });
+        subscriptions: detail.subscriptions, events: detail.events });
 
   // Kick from the detail view: first click arms, the second acts; the
   // persistent session stays, offline
