@@ -302,8 +302,7 @@ void auth_pwcache_record(auth_pwcache_t *pc, const char *user, const uint8_t *pw
         atomic_fetch_add_explicit(&pc->write_errors, 1, memory_order_relaxed);
 }
 
-int auth_pwcache_setup(auth_chain_t *ch, store_t *s, const conf_t *conf, char *err,
-                       size_t errlen)
+int auth_pwcache_setup(auth_chain_t *ch, store_t *s, const conf_t *conf, char *err, size_t errlen)
 {
     static const struct {
         const char *name;
@@ -322,9 +321,9 @@ int auth_pwcache_setup(auth_chain_t *ch, store_t *s, const conf_t *conf, char *e
         auth_backend_t *b = auth_chain_backend(ch, users[i].name);
         if (b == NULL)
             continue;
-        auth_pwcache_t *pc = auth_pwcache_open(s, conf->data_dir, users[i].tag,
-                                               a->password_cache_size,
-                                               a->password_cache_persistent_ttl_s, err, errlen);
+        auth_pwcache_t *pc =
+            auth_pwcache_open(s, conf->data_dir, users[i].tag, a->password_cache_size,
+                              a->password_cache_persistent_ttl_s, err, errlen);
         if (pc == NULL)
             return -1;
         users[i].use(b, pc);

@@ -89,8 +89,7 @@ void auth_pwcache_record(auth_pwcache_t *pc, const char *user, const uint8_t *pw
  * redis backends their caches (tags 'f' and 'r').  0 (also when the mode is
  * memory or neither backend is in the chain), or -1 with err set (the key
  * file refused, the store unreadable): the broker does not start. */
-int auth_pwcache_setup(auth_chain_t *ch, store_t *s, const conf_t *conf, char *err,
-                       size_t errlen);
+int auth_pwcache_setup(auth_chain_t *ch, store_t *s, const conf_t *conf, char *err, size_t errlen);
 /* Entries loaded from the store at open. */
 size_t auth_pwcache_loaded(const auth_pwcache_t *pc);
 
