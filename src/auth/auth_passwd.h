@@ -24,7 +24,8 @@
  * asynchronous path brings the answer back to the worker.  An unknown user
  * costs the same PBKDF2 (against a dummy verifier with the file's usual
  * iteration count) so that the answer's timing does not tell which users
- * exist.
+ * exist.  With auth.password_cache: persistent the cache is an
+ * auth_pwcache_t (auth_pwcache.h), kept in the store across restarts.
  */
 #ifndef ANTENNA_AUTH_PASSWD_H
 #define ANTENNA_AUTH_PASSWD_H
