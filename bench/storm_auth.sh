@@ -126,6 +126,8 @@ persistence:
   dir: $d/store
 mqtt:
   allow_anonymous: false
+limits:
+  max_connections: $((COUNT + 800))
 api:
   bind: 127.0.0.1
   port: $aport
