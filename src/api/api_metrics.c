@@ -20,6 +20,8 @@
 #include <unistd.h>
 
 #include "api_int.h"
+#include "auth_chain.h"
+#include "auth_passwd.h"
 #include "module.h"
 #include "reload.h"
 #include "auth_chain.h"
@@ -451,6 +453,21 @@ char *api_metrics_text(server_t *srv, size_t *len)
         family(&b, "antenna_store_fsync_seconds", "histogram",
                "Duration of an fsync (sync writes and WAL syncs).");
         histogram(&b, "antenna_store_fsync_seconds", "", ss.sync_hist, ss.sync_sum_us);
+    }
+    auth_backend_t *pwb = srv->auth ? auth_chain_backend(srv->auth, "password_file") : NULL;
+    if (pwb) {
+        auth_passwd_stats_t ps;
+        auth_passwd_stats(pwb, &ps);
+        family(&b, "antenna_auth_password_checks_total", "counter",
+               "Password-file CONNECTs by how the password was checked (cache: a remembered "
+               "success, memory or persistent; pbkdf2: hashed on a verification thread).");
+        sb_printf(&b, "antenna_auth_password_checks_total{result=\"cache\"} %" PRIu64 "\n",
+                  ps.cache_hits);
+        sb_printf(&b, "antenna_auth_password_checks_total{result=\"pbkdf2\"} %" PRIu64 "\n",
+                  ps.verified);
+        one(&b, "antenna_auth_password_cache_loaded", "gauge",
+            "Verifications loaded from the store at start (auth.password_cache: persistent).",
+            ps.persistent_loaded);
     }
     module_metrics_t mm = {&b};
     for (uint32_t i = 0; i < srv->nmodules; i++) {

@@ -45,6 +45,7 @@
 
 #include "auth_async.h"
 #include "auth_cache.h"
+#include "auth_pwcache.h"
 #include "b64.h"
 #include "log.h"
 #include "util.h"
@@ -335,6 +336,7 @@ typedef struct {
     uint64_t gen;            /* bumped by each reload */
     uint8_t secret[32];      /* per process: cache keys, fake SCRAM salts */
     auth_cache_t *cache;     /* successful checks; NULL when off */
+    auth_pwcache_t *pcache;  /* auth.password_cache: persistent (then cache is NULL) */
     jobq_t *q;               /* NULL without threads */
     uint32_t nthreads;
     pthread_mutex_t done_mu; /* held around done(); stopping set under it */
@@ -481,17 +483,25 @@ static auth_verdict_t verify_now(pw_backend_t *pb, const char *user, const uint8
                                  auth_answer_t *out)
 {
     auth_passwd_rec_t rec;
+    char verifier[AUTH_PASSWD_HASH_MAX] = "";
     pthread_rwlock_rdlock(&pb->lock);
     pw_entry_t *e = table_find(&pb->t, user);
     int known = e && auth_passwd_decode(e->hash, &rec, NULL) == 0;
     if (!known)
         rec = pb->dummy;
+    else if (pb->pcache && strlen(e->hash) < sizeof(verifier))
+        memcpy(verifier, e->hash, strlen(e->hash) + 1);
     uint64_t gen = pb->gen;
     pthread_rwlock_unlock(&pb->lock);
     int ok = rec_verify(&rec, pw, len) == 1 && known;
     OPENSSL_cleanse(&rec, sizeof(rec));
     atomic_fetch_add_explicit(&pb->verified, 1, memory_order_relaxed);
     memset(out, 0, sizeof(*out));
+    if (ok && pb->pcache) { /* the verifier is in its MAC: no generation to check */
+        if (verifier[0])
+            auth_pwcache_record(pb->pcache, user, pw, len, verifier);
+        return out->verdict = AUTH_ALLOW;
+    }
     if (ok) {
         uint8_t key[AUTH_CACHE_KEY_LEN];
         /* under the read lock: a reload clears the cache under the write
@@ -533,6 +543,20 @@ static void pw_drop(void *arg, jobq_link_t *link)
     auth_job_free(j);
 }
 
+/* auth.password_cache: persistent: 1 when this user's password passed a
+ * PBKDF2 check against its current line less than the TTL ago. */
+static int pcache_hit(pw_backend_t *pb, const auth_request_t *r)
+{
+    char verifier[AUTH_PASSWD_HASH_MAX] = "";
+    pthread_rwlock_rdlock(&pb->lock);
+    pw_entry_t *e = table_find(&pb->t, r->username);
+    if (e && strlen(e->hash) < sizeof(verifier))
+        memcpy(verifier, e->hash, strlen(e->hash) + 1);
+    pthread_rwlock_unlock(&pb->lock);
+    return verifier[0] &&
+           auth_pwcache_lookup(pb->pcache, r->username, r->password, r->password_len, verifier);
+}
+
 static auth_verdict_t pw_check(auth_backend_t *b, const auth_request_t *r, auth_answer_t *out,
                                auth_done_fn done, void *token)
 {
@@ -548,6 +572,10 @@ static auth_verdict_t pw_check(auth_backend_t *b, const auth_request_t *r, auth_
             return out->verdict = AUTH_PASS;
         out->cause = AUTH_BAD_CREDENTIALS;
         return out->verdict = AUTH_DENY;
+    }
+    if (pb->pcache && pcache_hit(pb, r)) {
+        atomic_fetch_add_explicit(&pb->cache_hits, 1, memory_order_relaxed);
+        return out->verdict = AUTH_ALLOW;
     }
     if (pb->cache) {
         uint8_t key[AUTH_CACHE_KEY_LEN];
@@ -619,6 +647,7 @@ static void pw_destroy(auth_backend_t *b)
     pthread_mutex_unlock(&pb->done_mu);
     jobq_free(pb->q); /* what was still queued: freed, never answered */
     auth_cache_free(pb->cache);
+    auth_pwcache_free(pb->pcache);
     table_free(&pb->t);
     pthread_rwlock_destroy(&pb->lock);
     pthread_mutex_destroy(&pb->done_mu);
@@ -632,6 +661,15 @@ void auth_passwd_stats(auth_backend_t *b, auth_passwd_stats_t *out)
     out->verified = atomic_load_explicit(&pb->verified, memory_order_relaxed);
     out->cache_hits = atomic_load_explicit(&pb->cache_hits, memory_order_relaxed);
     out->queue_full = atomic_load_explicit(&pb->queue_full, memory_order_relaxed);
+    out->persistent_loaded = auth_pwcache_loaded(pb->pcache);
+}
+
+void auth_passwd_use_pwcache(auth_backend_t *b, auth_pwcache_t *pc)
+{
+    pw_backend_t *pb = (pw_backend_t *)b;
+    auth_cache_free(pb->cache); /* the persistent cache replaces it */
+    pb->cache = NULL;
+    pb->pcache = pc;
 }
 
 auth_backend_t *auth_passwd_new(const conf_t *conf, char *err, size_t errlen)

@@ -24,7 +24,8 @@
  * asynchronous path brings the answer back to the worker.  An unknown user
  * costs the same PBKDF2 (against a dummy verifier with the file's usual
  * iteration count) so that the answer's timing does not tell which users
- * exist.
+ * exist.  With auth.password_cache: persistent the cache is an
+ * auth_pwcache_t (auth_pwcache.h), kept in the store across restarts.
  */
 #ifndef ANTENNA_AUTH_PASSWD_H
 #define ANTENNA_AUTH_PASSWD_H
@@ -91,12 +92,19 @@ int auth_passwd_lookup(auth_backend_t *b, const char *user, char *out, size_t ou
 int auth_passwd_scram_record(auth_backend_t *b, const char *user, auth_passwd_rec_t *rec);
 
 typedef struct {
-    uint64_t verified;   /* PBKDF2 runs on the threads */
-    uint64_t cache_hits; /* CONNECTs answered from the cache */
-    uint64_t queue_full; /* refused at once: too many checks waiting */
+    uint64_t verified;          /* PBKDF2 runs on the threads */
+    uint64_t cache_hits;        /* CONNECTs answered from the cache */
+    uint64_t queue_full;        /* refused at once: too many checks waiting */
+    uint64_t persistent_loaded; /* auth.password_cache: persistent: entries loaded at start */
 } auth_passwd_stats_t;
 /* b must be a backend made by auth_passwd_new(). */
 void auth_passwd_stats(auth_backend_t *b, auth_passwd_stats_t *out);
+
+struct auth_pwcache;
+/* auth.password_cache: persistent (before the workers start): checks are
+ * answered from pc (auth_pwcache.h), which replaces the in-memory cache and
+ * is owned by the backend from now on. */
+void auth_passwd_use_pwcache(auth_backend_t *b, struct auth_pwcache *pc);
 
 /* `antenna passwd [-b] [-D] [-i ITER] FILE USER [PASSWORD]` */
 int auth_passwd_cli(int argc, char **argv);

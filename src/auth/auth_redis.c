@@ -23,6 +23,7 @@
 #include "auth_acl.h"
 #include "auth_async.h"
 #include "auth_passwd.h"
+#include "auth_pwcache.h"
 
 #include "../core/log.h"
 #include "../core/util.h"
@@ -55,6 +56,7 @@ struct redis_backend {
     rconn_t *conns;
     uint32_t nconns;
     atomic_uint_fast64_t lookups, allowed, denied, unknown, errors, queue_full, connects;
+    auth_pwcache_t *pcache; /* auth.password_cache: persistent, else NULL */
 };
 
 #define COUNT(rb, c) atomic_fetch_add_explicit(&(rb)->c, 1, memory_order_relaxed)
@@ -249,7 +251,16 @@ static int lookup_connect(rconn_t *c, const auth_job_t *j, auth_answer_t *a, cha
                  hash->type == REDIS_REPLY_ERROR ? hash->str : "password is not a string");
         goto out;
     }
-    int ok = j->password ? auth_passwd_verify(hash->str, j->password, j->password_len) : 0;
+    /* the persistent cache spares the PBKDF2, not the lookup: the hash
+     * read now is inside the entry's MAC, so a changed hash misses */
+    auth_pwcache_t *pc = c->rb->pcache;
+    int ok = j->password && pc &&
+             auth_pwcache_lookup(pc, j->username, j->password, j->password_len, hash->str);
+    if (!ok && j->password) {
+        ok = auth_passwd_verify(hash->str, j->password, j->password_len);
+        if (ok == 1 && pc)
+            auth_pwcache_record(pc, j->username, j->password, j->password_len, hash->str);
+    }
     if (ok < 0) {
         snprintf(why, whylen, "%s: malformed password hash", ukey);
         goto out;
@@ -411,7 +422,13 @@ static void redis_destroy(auth_backend_t *b)
     for (uint32_t i = 0; i < rb->nconns; i++)
         drop_conn(&rb->conns[i]);
     free(rb->conns);
+    auth_pwcache_free(rb->pcache);
     free(rb);
+}
+
+void auth_redis_use_pwcache(auth_backend_t *b, auth_pwcache_t *pc)
+{
+    ((redis_backend_t *)b)->pcache = pc;
 }
 
 void auth_redis_stats(auth_backend_t *b, auth_redis_stats_t *out)

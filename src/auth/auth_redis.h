@@ -41,5 +41,11 @@ typedef struct {
 auth_backend_t *auth_redis_new(const conf_t *c, char *err, size_t errlen);
 
 void auth_redis_stats(auth_backend_t *b, auth_redis_stats_t *out);
+struct auth_pwcache;
+/* auth.password_cache: persistent (before the workers start): a password
+ * that passed PBKDF2 against the same hash less than the TTL ago, even
+ * before a restart, is not hashed again (auth_pwcache.h); the backend owns
+ * pc from now on. */
+void auth_redis_use_pwcache(auth_backend_t *b, struct auth_pwcache *pc);
 
 #endif

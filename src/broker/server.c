@@ -34,6 +34,7 @@
 #include "shared.h"
 #include "sys.h"
 #include "auth_chain.h"
+#include "auth_pwcache.h"
 #include "module.h"
 
 static int open_listener(server_t *srv, uint32_t i)
@@ -195,6 +196,10 @@ int server_init(server_t *srv, const conf_t *conf)
     char aerr[512];
     srv->auth = auth_chain_new(&srv->conf, aerr, sizeof(aerr));
     if (srv->auth == NULL) {
+        log_error("%s", aerr);
+        return -1;
+    }
+    if (auth_pwcache_setup(srv->auth, srv->store, &srv->conf, aerr, sizeof(aerr)) < 0) {
         log_error("%s", aerr);
         return -1;
     }

@@ -285,6 +285,7 @@ static const char *const policy_names[] = {"deny", "allow", "auto", NULL};
 static const char *const cid_binding_names[] = {"none", "username", "prefix_username", NULL};
 static const char *const jwt_alg_names[] = {"HS256", "RS256", "ES256", NULL};
 static const char *const jwt_field_names[] = {"password", "username", NULL};
+static const char *const pwcache_names[] = {"memory", "persistent", NULL};
 
 /* auth.jwt, auth.ban (members of conf_t's auth.jwt / auth.ban). */
 static const struct field auth_jwt_fields[] = {
@@ -328,6 +329,9 @@ static const struct field auth_fields[] = {
     { AUTHF(auth, password_queue, F_UINT), .min = 1, .max = 1000000 },
     { AUTHF(auth, password_cache_ttl_s, F_UINT), .min = 0, .max = 86400, .unit = U_S },
     { AUTHF(auth, password_cache_size, F_UINT), .min = 1, .max = 10000000 },
+    { AUTHF(auth, password_cache, F_ENUM), .names = pwcache_names },
+    { AUTHF(auth, password_cache_persistent_ttl_s, F_UINT), .min = 1, .max = 30 * 86400,
+      .unit = U_S },
     { .key = "jwt", .type = F_SECTION, .sub = auth_jwt_fields, .nsub = NELEM(auth_jwt_fields) },
     { .key = "ban", .type = F_SECTION, .sub = auth_ban_fields, .nsub = NELEM(auth_ban_fields) },
     { .key = "http", .type = F_SECTION, .sub = auth_http_fields,
@@ -448,6 +452,7 @@ void conf_defaults(conf_t *c)
     c->auth.password_queue = 10000;
     c->auth.password_cache_ttl_s = 300;
     c->auth.password_cache_size = 100000;
+    c->auth.password_cache_persistent_ttl_s = 7 * 86400;
     c->auth.ban.max_failures = 10; /* on non-loopback listeners (auth.ban.loopback) */
     c->auth.ban.loopback = 0;
     c->auth.ban.window_s = 60;
@@ -1341,6 +1346,20 @@ int conf_load(conf_t *c, const char *path, char *err, size_t errlen)
     tmp.auth.ban.loopback = 2;
     if (load_map(&ld, root, root, root_fields, NELEM(root_fields), &tmp, "", NULL) < 0)
         goto out;
+    if (tmp.auth.password_cache == CONF_PWCACHE_PERSISTENT && !tmp.persistence_enabled) {
+        const yaml_node_t *at = root; /* the key's line: auth's map, then its key */
+        for (yaml_node_pair_t *pr = root->data.mapping.pairs.start;
+             root->type == YAML_MAPPING_NODE && pr < root->data.mapping.pairs.top; pr++) {
+            yaml_node_t *k = yaml_document_get_node(&doc, pr->key);
+            yaml_node_t *v = yaml_document_get_node(&doc, pr->value);
+            if (k && v && k->type == YAML_SCALAR_NODE && strcmp(sval(k), "auth") == 0 &&
+                v->type == YAML_MAPPING_NODE)
+                at = key_node(&ld, v, "password_cache");
+        }
+        fail(&ld, at, "auth.password_cache",
+             "persistent needs persistence.enabled: true (the entries live in the store)");
+        goto out;
+    }
     if (tmp.auth.ban.loopback == 2) /* a ban set by hand applies everywhere */
         tmp.auth.ban.loopback = tmp.auth.ban.max_failures != UINT32_MAX ? 1 : ban_lo_before;
     if (tmp.auth.ban.max_failures == UINT32_MAX)

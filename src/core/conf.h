@@ -129,11 +129,14 @@ typedef struct {
     uint32_t password_queue;       /* password checks waiting for them; beyond: 0x97 */
     uint32_t password_cache_ttl_s; /* successful checks remembered; 0 = no cache */
     uint32_t password_cache_size;  /* entries */
-    uint8_t client_id_binding;     /* CONF_CID_BIND_*: client ids bound to users */
+    uint8_t password_cache;        /* CONF_PWCACHE_*: successful checks kept in the store too */
+    uint32_t password_cache_persistent_ttl_s; /* persistent: an entry's life after its check */
+    uint8_t client_id_binding;                /* CONF_CID_BIND_*: client ids bound to users */
     conf_auth_jwt_t jwt;
     conf_auth_ban_t ban;
 } conf_auth_t;
 
+enum { CONF_PWCACHE_MEMORY = 0, CONF_PWCACHE_PERSISTENT };
 /* CONF_POLICY_AUTO: allow when nothing is configured to decide (an empty
  * chain, no ACL file), else deny. */
 enum { CONF_POLICY_DENY = 0, CONF_POLICY_ALLOW, CONF_POLICY_AUTO };

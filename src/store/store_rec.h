@@ -5,6 +5,8 @@
  * Key layout (bytewise order is RocksDB's and the memory backend's order):
  *
  *   "\0meta/version"                  u32 BE format version (store.h)
+ *   "\0auth/pwcache/" tag "/" MAC    a remembered password check (auth_pwcache.h;
+ *                                     meta: skipped by export, import, inspect)
  *   "r/" topic                        retained message          record 'R'
  *   "s/" client id                    persistent session        record 'S'
  *   "q/" u16 BE n, client id (n bytes), u64 BE seq

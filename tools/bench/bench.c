@@ -75,6 +75,8 @@ static void usage(FILE *out)
         "  -k, --keepalive S       keepalive seconds, PINGREQ when idle (60)\n"
         "  -u, --username U        -P, --password P\n"
         "      --client-prefix S   client ids are S + c|p|s + index (bench_)\n"
+        "      --user-prefix S     user name S + index per client (instead of -u)\n"
+        "      --pass-file F       password per client: line index + 1 of F (instead of -P)\n"
         "      --conn-timeout S    TCP + CONNACK (+ SUBACK) deadline per attempt (10)\n"
         "      --setup-timeout S   the whole connect phase (60)\n"
         "      --tls               MQTT over TLS (OpenSSL; TLS 1.2 or later)\n"
@@ -134,6 +136,30 @@ static void die(const char *fmt, const char *arg)
     exit(2);
 }
 
+/* --pass-file: one password per line, client i takes line i + 1 (read
+ * before the processes fork: every process sees the whole list). */
+static void load_pass_file(bench_opts_t *o, const char *path)
+{
+    FILE *f = fopen(path, "r");
+    char *line = NULL;
+    size_t cap = 0, n = 0, vcap = 0;
+    ssize_t got;
+    if (f == NULL)
+        die("--pass-file: cannot open %s", path);
+    while ((got = getline(&line, &cap, f)) >= 0) {
+        while (got > 0 && (line[got - 1] == '\n' || line[got - 1] == '\r'))
+            line[--got] = '\0';
+        if (n == vcap) {
+            vcap = vcap ? 2 * vcap : 1024;
+            o->passwords = an_realloc(o->passwords, vcap * sizeof(*o->passwords));
+        }
+        o->passwords[n++] = an_strndup(line, (size_t)got);
+    }
+    free(line);
+    fclose(f);
+    o->npasswords = (uint32_t)n;
+}
+
 static double parse_num(const char *s, const char *opt, double lo, double hi)
 {
     char *end;
@@ -191,6 +217,8 @@ static void parse_options(int argc, char **argv)
         O_CTO,
         O_STO,
         O_PREFIX,
+        O_UPREFIX,
+        O_PASSFILE,
         O_JSON,
         O_QUIET,
         O_PROCS,
@@ -245,6 +273,8 @@ static void parse_options(int argc, char **argv)
         {"conn-timeout", required_argument, NULL, O_CTO},
         {"setup-timeout", required_argument, NULL, O_STO},
         {"client-prefix", required_argument, NULL, O_PREFIX},
+        {"user-prefix", required_argument, NULL, O_UPREFIX},
+        {"pass-file", required_argument, NULL, O_PASSFILE},
         {"json", no_argument, NULL, O_JSON},
         {"quiet", no_argument, NULL, O_QUIET},
         {"procs", required_argument, NULL, O_PROCS},
@@ -403,6 +433,12 @@ static void parse_options(int argc, char **argv)
             break;
         case O_STO:
             o->setup_timeout = parse_num(optarg, "--setup-timeout", 0.001, 86400);
+            break;
+        case O_UPREFIX:
+            o->user_prefix = optarg;
+            break;
+        case O_PASSFILE:
+            load_pass_file(o, optarg);
             break;
         case O_PREFIX:
             o->prefix = optarg;

@@ -84,6 +84,9 @@ typedef struct {
     bench_tmpl_t topic, sub_topic;
     uint16_t keepalive;
     const char *username, *password;
+    const char *user_prefix; /* --user-prefix: user name = prefix + index */
+    char **passwords;        /* --pass-file: password of client i = passwords[i] */
+    uint32_t npasswords;
     uint32_t inflight;   /* unacknowledged QoS 1/2 per publisher */
     uint32_t e2e_window; /* pubsub flat out: messages per publisher sent, not yet received */
     double duration, warmup, drain;

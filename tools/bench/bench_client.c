@@ -303,7 +303,7 @@ static void client_lost(client_t *c, const char *why)
 
 static void send_connect(client_t *c)
 {
-    char cid[128];
+    char cid[128], user[160];
     client_id_for(c->role, c->idx, cid, sizeof(cid));
     mqtt_connect_opts_t o = {
         .proto = g_opt.version,
@@ -313,6 +313,12 @@ static void send_connect(client_t *c)
         .username = g_opt.username,
         .password = g_opt.password,
     };
+    if (g_opt.user_prefix) {
+        snprintf(user, sizeof(user), "%s%u", g_opt.user_prefix, c->idx);
+        o.username = user;
+    }
+    if (g_opt.npasswords)
+        o.password = g_opt.passwords[c->idx % g_opt.npasswords];
     uint8_t *p = reserve(c, mqtt_connect_size(&o));
     mqtt_encode_connect(p, &o);
     set_state(c, CS_CONNACK);
