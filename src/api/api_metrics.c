@@ -91,12 +91,11 @@ typedef struct {
     size_t len, cap;
 } sb_t;
 
-static void sb_printf(sb_t *b, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
-static void sb_printf(sb_t *b, const char *fmt, ...)
+static void sb_vprintf(sb_t *b, const char *fmt, va_list ap0)
 {
     for (;;) {
         va_list ap;
-        va_start(ap, fmt);
+        va_copy(ap, ap0);
         int n = vsnprintf(b->p + b->len, b->cap - b->len, fmt, ap);
         va_end(ap);
         if (n >= 0 && (size_t)n < b->cap - b->len) {
@@ -106,6 +105,15 @@ static void sb_printf(sb_t *b, const char *fmt, ...)
         b->cap = b->cap * 2 + (n > 0 ? (size_t)n : 0);
         b->p = an_realloc(b->p, b->cap);
     }
+}
+
+static void sb_printf(sb_t *b, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+static void sb_printf(sb_t *b, const char *fmt, ...)
+{
+    va_list ap;
+    va_start(ap, fmt);
+    sb_vprintf(b, fmt, ap);
+    va_end(ap);
 }
 
 /* A label value as the text format wants it: \\, \" and \n escaped. */
@@ -151,23 +159,10 @@ void module_metrics_family(module_metrics_t *mm, const char *name, const char *t
 
 void module_metrics_printf(module_metrics_t *mm, const char *fmt, ...)
 {
-    char line[1024];
     va_list ap;
     va_start(ap, fmt);
-    int n = vsnprintf(line, sizeof(line), fmt, ap);
+    sb_vprintf(mm->b, fmt, ap);
     va_end(ap);
-    if (n < 0)
-        return;
-    if ((size_t)n < sizeof(line)) {
-        sb_printf(mm->b, "%s", line);
-        return;
-    }
-    char *big = an_malloc((size_t)n + 1);
-    va_start(ap, fmt);
-    vsnprintf(big, (size_t)n + 1, fmt, ap);
-    va_end(ap);
-    sb_printf(mm->b, "%s", big);
-    free(big);
 }
 
 /* A histogram from per-bucket counts over an_hist_bounds_us, in seconds. */
