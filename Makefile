@@ -1,5 +1,7 @@
 # antenna -- top-level entry points.
 #   make run    install what is missing, build, start the broker (embedded defaults)
+#   make cluster  build, start etcd, 3 nodes and HAProxy on loopback
+#               (tools/cluster.sh up 3; `tools/cluster.sh down` stops them)
 #   make test   install what is missing, check the formatting (.clang-format),
 #               build, run every test (unit, integration, the Debian package
 #               run as systemd would, the same under ASan+UBSan, unit and a
@@ -26,7 +28,7 @@ DEB_PACKAGES = build-essential cmake pkg-config clang libclang-rt-14-dev \
                libjwt-dev redis-server prometheus wrk man-db python3-yaml clang-format \
                etcd-server etcd-client
 
-.PHONY: all deps js-deps build run test unit integration asan tsan tsan-build tsan-threads fuzz \
+.PHONY: all deps js-deps build run cluster test unit integration asan tsan tsan-build tsan-threads fuzz \
         fuzz-build format format-check clean install deb package-test
 
 all: build
@@ -53,6 +55,9 @@ build: deps $(BUILD)/Makefile
 
 run: build
 	./$(BUILD)/antenna
+
+cluster: build
+	ANTENNA_BIN=$(CURDIR)/$(BUILD)/antenna tools/cluster.sh up 3
 
 unit: build
 	cd $(BUILD) && ctest --output-on-failure -j $(JOBS)

@@ -449,7 +449,8 @@ cl_etcd_t *cl_etcd_new(const cl_etcd_opts_t *o, char *err, size_t errlen)
         snprintf(err, errlen, "no etcd endpoint");
         goto fail;
     }
-    if (curl_global_init(CURL_GLOBAL_DEFAULT) != CURLE_OK || (e->multi = curl_multi_init()) == NULL) {
+    if (curl_global_init(CURL_GLOBAL_DEFAULT) != CURLE_OK ||
+        (e->multi = curl_multi_init()) == NULL) {
         snprintf(err, errlen, "libcurl cannot start");
         goto fail;
     }
@@ -558,8 +559,7 @@ json_t *cl_etcd_create_req(const char *key, const char *value, int64_t lease)
     return txn(cmp, key, value, lease);
 }
 
-json_t *cl_etcd_put_if_lease_req(const char *key, const char *value, int64_t lease,
-                                 int64_t held_by)
+json_t *cl_etcd_put_if_lease_req(const char *key, const char *value, int64_t lease, int64_t held_by)
 {
     json_t *cmp = json_pack("{s:o,s:s,s:s,s:o}", "key", b64s(key), "target", "LEASE", "result",
                             "EQUAL", "lease", i64s(held_by));

@@ -62,9 +62,9 @@ typedef void (*cl_etcd_done_fn)(void *arg, const cl_etcd_res_t *res);
 typedef void (*cl_etcd_msg_fn)(void *arg, json_t *msg);
 
 typedef struct {
-    const char *endpoints; /* "http://h:p,http://h2:p2" */
-    uint32_t timeout_ms;   /* a unary call's default timeout */
-    uint32_t tick_ms;      /* 0: no tick */
+    const char *endpoints;                 /* "http://h:p,http://h2:p2" */
+    uint32_t timeout_ms;                   /* a unary call's default timeout */
+    uint32_t tick_ms;                      /* 0: no tick */
     void (*tick)(cl_etcd_t *e, void *arg); /* e: the client, also before cl_etcd_new returns */
     void *tick_arg;
 } cl_etcd_opts_t;

@@ -9,9 +9,11 @@ tools/cluster.sh up / down."""
 import os
 import pathlib
 import shlex
+import shutil
 import signal
 import subprocess
 import time
+import urllib.request
 
 import pytest
 
@@ -129,3 +131,51 @@ def test_etcd_down_then_back(cluster):
             c.subscribe("after/t", qos=1)
             c.publish("after/t", b"ok", qos=1)
             assert c.get(timeout=5).payload == b"ok"
+
+
+def read_env(path):
+    env = {}
+    for line in path.read_text().splitlines():
+        k, _, v = line.partition("=")
+        env[k] = shlex.split(v)[0] if v.strip() not in ("", '""') else ""
+    return env
+
+
+@pytest.mark.skipif(not shutil.which("haproxy"), reason="haproxy not installed")
+def test_cluster_sh_up_down(tmp_path):
+    """tools/cluster.sh up 2 / down, in the test's own directory
+    (CLUSTER_DIR), not build/cluster."""
+    d = tmp_path / "cluster"
+    env = dict(os.environ, CLUSTER_DIR=str(d), ANTENNA_BIN=require_antenna_bin(),
+               CLUSTER_WAIT_S="40")
+    script = str(ROOT / "tools" / "cluster.sh")
+    pids = []
+    try:
+        p = subprocess.run([script, "up", "2"], env=env, capture_output=True, text=True,
+                           timeout=60)
+        assert p.returncode == 0, p.stdout + p.stderr
+        e = read_env(d / "cluster.env")
+        assert set(e) >= {"ETCD_URL", "LB_PORT", "NODE_PORTS", "API_PORTS", "NODE_PIDS"}, e
+        assert len(e["NODE_PORTS"].split()) == 2 and len(e["API_PORTS"].split()) == 2, e
+        pids = [int(x) for x in e["NODE_PIDS"].split()]
+        for port in e["API_PORTS"].split():
+            st = urllib.request.urlopen("http://127.0.0.1:%s/health/ready" % port,
+                                        timeout=5).status
+            assert st == 200
+        # a client through HAProxy (PROXY protocol v2 to the nodes)
+        c = mqttraw.RawClient("127.0.0.1", int(e["LB_PORT"]), timeout=5)
+        try:
+            assert c.connect("via-lb").rc == 0
+            assert c.subscribe(1, [("lb/t", 1)]).codes == [1]
+            c.publish("lb/t", b"x", qos=1, pid=2)
+            assert c.recv_publish().payload == b"x"
+        finally:
+            c.close()
+    finally:
+        p = subprocess.run([script, "down"], env=env, capture_output=True, text=True,
+                           timeout=60)
+    assert p.returncode == 0, p.stdout + p.stderr
+    assert not (d / "cluster.env").exists()
+    for pid in pids:
+        assert not os.path.exists("/proc/%d" % pid) or \
+            open("/proc/%d/stat" % pid).read().split()[2] == "Z", pid
