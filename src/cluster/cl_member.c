@@ -32,8 +32,9 @@
  * compared with the members known (known[]), and only the differences go
  * to cl_member_seen / cl_member_gone.
  *
- * A clean stop revokes the lease: the key goes at once and the others see
- * this node leave without waiting for lease_ttl.
+ * A clean stop revokes the lease (on the etcd thread, at its next tick):
+ * the key goes at once and the others see this node leave without waiting
+ * for lease_ttl.
  */
 #include <inttypes.h>
 #include <stdio.h>
@@ -94,8 +95,11 @@ struct cl_member_s {
     /* start and stop wait here */
     pthread_mutex_t mu;
     pthread_cond_t cv;
-    int first; /* 0: no answer yet, 1: registered, -1: the name is taken */
-    int revoked;
+    int first;   /* 0: no answer yet, 1: registered, -1: the name is taken */
+    int revoked; /* 1: the lease is revoked, or the revoke failed, or there was none */
+    /* etcd thread */
+    int leave_sent;
+    int64_t leave_lease;
 };
 
 
@@ -441,14 +445,52 @@ static void member_read(cl_member_t *m)
         m->read_inflight = 0;
 }
 
+/* ---- leaving ---- */
+
+static void leave_done(cl_member_t *m)
+{
+    pthread_mutex_lock(&m->mu);
+    m->revoked = 1;
+    pthread_cond_broadcast(&m->cv);
+    pthread_mutex_unlock(&m->mu);
+}
+
+static void on_leave(void *arg, const cl_etcd_res_t *res)
+{
+    cl_member_t *m = arg;
+    if (res->err == CL_ETCD_OK)
+        log_info("cluster: left the cluster (lease %" PRId64 " revoked)", m->leave_lease);
+    else if (res->err != CL_ETCD_ECANCELLED)
+        log_warn("cluster: revoking the lease failed (%s): the others see this node leave after "
+                 "%u ms",
+                 res->error, m->ttl_ms);
+    leave_done(m);
+}
+
+/* Stopping: revoke the lease, here on the etcd thread, where a grant
+ * answered meanwhile cannot slip in between (on_granted gives back a lease
+ * granted while stopping). */
+static void member_leave(cl_member_t *m)
+{
+    if (m->leave_sent)
+        return;
+    m->leave_sent = 1;
+    m->leave_lease = atomic_exchange(&m->lease, 0);
+    if (m->leave_lease == 0 || cl_etcd_call(m->etcd, "/v3/lease/revoke",
+                                            cl_etcd_lease_req(m->leave_lease), 0, on_leave, m) < 0)
+        leave_done(m);
+}
+
 /* ---- the timers ---- */
 
 static void member_tick(cl_etcd_t *e, void *arg)
 {
     cl_member_t *m = arg;
     m->etcd = e;
-    if (atomic_load(&m->stopping))
+    if (atomic_load(&m->stopping)) {
+        member_leave(m);
         return;
+    }
     uint64_t now = an_now_ms();
     uint64_t ok = atomic_load(&m->ka_ok);
     if (atomic_load(&m->cl->lease_ok) && now - ok >= m->ttl_ms) {
@@ -561,31 +603,13 @@ int cl_member_start(cl_t *cl)
     return 0;
 }
 
-static void on_leave(void *arg, const cl_etcd_res_t *res)
-{
-    cl_member_t *m = arg;
-    if (res->err != CL_ETCD_OK && res->err != CL_ETCD_ECANCELLED)
-        log_warn("cluster: revoking the lease failed (%s): the others see this node leave after "
-                 "%u ms",
-                 res->error, m->ttl_ms);
-    pthread_mutex_lock(&m->mu);
-    m->revoked = 1;
-    pthread_cond_broadcast(&m->cv);
-    pthread_mutex_unlock(&m->mu);
-}
-
 void cl_member_stop(cl_t *cl)
 {
     cl_member_t *m = cl->member;
     if (m == NULL || m->client == NULL)
         return;
-    atomic_store(&m->stopping, 1);
-    int64_t lease = atomic_exchange(&m->lease, 0);
-    if (lease != 0 && cl_etcd_call(m->client, "/v3/lease/revoke", cl_etcd_lease_req(lease), 0,
-                                   on_leave, m) == 0) {
-        if (wait_flag(m, &m->revoked, CL_MEMBER_LEAVE_WAIT_MS) > 0)
-            log_info("cluster: left the cluster (lease %" PRId64 " revoked)", lease);
-    }
+    atomic_store(&m->stopping, 1); /* the etcd thread's next tick revokes the lease */
+    wait_flag(m, &m->revoked, CL_MEMBER_LEAVE_WAIT_MS + CL_MEMBER_TICK_MS);
     cl_etcd_free(m->client);
     m->client = NULL;
 }

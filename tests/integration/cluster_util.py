@@ -194,15 +194,21 @@ class Cluster:
         return [self.start_node("%s%d" % (prefix, i), **kw) for i in range(n)]
 
     def stop(self):
+        """Stop every node still running (SIGTERM; each must exit 0, else
+        SIGKILL and an error), then etcd; the errors found, sanitizer
+        reports included."""
         errors = []
         for n in self.nodes:
             if n.proc is None:
                 continue
             try:
-                if n.running():
+                if n.running() and not n.stopped:
                     n.proc.send_signal(signal.SIGTERM)
                     try:
-                        n.proc.wait(15)
+                        rc = n.proc.wait(15)
+                        if rc != 0:
+                            errors.append("node %s exited with %s after SIGTERM:\n%s"
+                                          % (n.name, rc, n.log_text()[-3000:]))
                     except subprocess.TimeoutExpired:
                         errors.append("node %s did not stop within 15s" % n.name)
             finally:

@@ -10,7 +10,6 @@ import os
 import pathlib
 import shlex
 import shutil
-import signal
 import subprocess
 import time
 import urllib.request
@@ -19,9 +18,9 @@ import pytest
 
 from cluster_util import cluster, metric, needs_etcd, ready_status, wait_members, wait_nodes, \
     wait_ready  # noqa: F401 (the fixture)
-from conftest import IS_MOSQUITTO, require_antenna_bin, wait_for
-from helpers import Paho
+from conftest import IS_MOSQUITTO, free_port, require_antenna_bin, wait_for
 import mqttraw
+from helpers import Paho
 
 pytestmark = [pytest.mark.skipif(IS_MOSQUITTO, reason="antenna_only"), needs_etcd]
 
@@ -179,3 +178,13 @@ def test_cluster_sh_up_down(tmp_path):
     for pid in pids:
         assert not os.path.exists("/proc/%d" % pid) or \
             open("/proc/%d/stat" % pid).read().split()[2] == "Z", pid
+
+
+def test_etcd_endpoints_tried_in_turn(cluster):
+    """cluster.etcd lists a dead endpoint first: requests move on to the
+    next one."""
+    etcd = cluster.start_etcd()
+    dead = "http://127.0.0.1:%d" % free_port()
+    a = cluster.start_node("a", cluster_keys={"etcd": dead + "," + etcd.url})
+    wait_nodes(a, lambda j: j["lease_ok"] and j["members"] == 1, what="a registered")
+    wait_ready(a)

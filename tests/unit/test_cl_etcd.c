@@ -46,7 +46,8 @@ static void test_requests(void **state)
     assert_string_equal(s, "{\"key\":\"aw==\"}");
     free(s);
     s = dump(cl_etcd_put_req("k", "v", 7587869038318141444LL));
-    assert_string_equal(s, "{\"key\":\"aw==\",\"lease\":\"7587869038318141444\",\"value\":\"dg==\"}");
+    assert_string_equal(s,
+                        "{\"key\":\"aw==\",\"lease\":\"7587869038318141444\",\"value\":\"dg==\"}");
     free(s);
     s = dump(cl_etcd_put_req("k", "", 0));
     assert_string_equal(s, "{\"key\":\"aw==\",\"value\":\"\"}");
@@ -59,7 +60,8 @@ static void test_requests(void **state)
     free(s);
     s = dump(cl_etcd_watch_req("/a/", "/a0", 12));
     assert_string_equal(
-        s, "{\"create_request\":{\"key\":\"L2Ev\",\"range_end\":\"L2Ew\",\"start_revision\":\"12\"}}");
+        s,
+        "{\"create_request\":{\"key\":\"L2Ev\",\"range_end\":\"L2Ew\",\"start_revision\":\"12\"}}");
     free(s);
 }
 
