@@ -1,5 +1,7 @@
 # antenna -- top-level entry points.
 #   make run    install what is missing, build, start the broker (embedded defaults)
+#   make cluster  build, start etcd, 3 nodes and HAProxy on loopback
+#               (tools/cluster.sh up 3; `tools/cluster.sh down` stops them)
 #   make test   install what is missing, check the formatting (.clang-format),
 #               build, run every test (unit, integration, the Debian package
 #               run as systemd would, the same under ASan+UBSan, unit and a
@@ -26,7 +28,7 @@ DEB_PACKAGES = build-essential cmake pkg-config clang libclang-rt-14-dev \
                libjwt-dev redis-server prometheus wrk man-db python3-yaml clang-format \
                etcd-server etcd-client
 
-.PHONY: all deps js-deps build run test unit integration asan tsan tsan-build tsan-threads fuzz \
+.PHONY: all deps js-deps build run cluster test unit integration asan tsan tsan-build tsan-threads fuzz \
         fuzz-build format format-check clean install deb package-test
 
 all: build
@@ -53,6 +55,9 @@ build: deps $(BUILD)/Makefile
 
 run: build
 	./$(BUILD)/antenna
+
+cluster: build
+	ANTENNA_BIN=$(CURDIR)/$(BUILD)/antenna tools/cluster.sh up 3
 
 unit: build
 	cd $(BUILD) && ctest --output-on-failure -j $(JOBS)
@@ -88,13 +93,15 @@ asan: deps js-deps
 # tsan-threads: the unit tests and the files below, which between them run
 # every thread (workers and takeovers across them, shared subscriptions, the
 # store's committer, the password pool, the HTTP and Redis auth threads, the
-# API's threads and reaper, SIGHUP reloads on the main thread), ~2.5 min.
+# API's threads and reaper, SIGHUP reloads on the main thread, the cluster's
+# etcd and link threads), ~2.5 min.
 TSAN_TESTS = test_01_cli_config.py::test_sighup_reopens_log_file test_11_load.py \
              test_13_handoff.py test_15_persistence.py test_18_durability.py \
              test_28_v5_shared.py test_30_tls.py test_40_auth.py test_41_acl.py \
              test_42_auth_http.py test_43_auth_redis.py test_46_authz_delivery.py \
              test_50_api.py test_51_ctl.py test_54_api_hardening.py test_60_threads.py \
-             test_62_consumers.py test_68_backpressure.py test_69_reload_drain.py
+             test_62_consumers.py test_68_backpressure.py test_69_reload_drain.py \
+             test_72_cluster_members.py
 TSAN_RUN = ANTENNA_BIN=$(CURDIR)/$(TSAN_BUILD)/antenna ANTENNA_SANITIZED=1 $(PYTEST) $(PYTEST_ARGS)
 
 tsan-build: deps js-deps

@@ -25,6 +25,7 @@
 #include <stdint.h>
 
 #include "ev.h"
+#include "module.h"
 #include "server.h"
 #include "tw.h"
 
@@ -137,5 +138,7 @@ int cl_member_start(cl_t *cl);
 /* Module stop: revoke the lease (a clean leave), end the etcd thread. */
 void cl_member_stop(cl_t *cl);
 void cl_member_free(cl_t *cl);
+/* /metrics lines of the etcd client and the lease (any thread). */
+void cl_member_metrics(cl_t *cl, module_metrics_t *mm);
 
 #endif

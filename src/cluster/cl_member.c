@@ -1,26 +1,651 @@
-/* cl_member.c -- membership through etcd (cl_int.h).
+/* cl_member.c -- membership through etcd (cl_int.h; docs/cluster.md,
+ * "Membership").
  *
- * Not built yet: this file only keeps the interface of cl_int.h so that the
- * module links; the design it will follow is docs/cluster.md
- * ("Membership", "Client-id ownership").  Until then only
- * cluster.static_members are members.
+ * Everything here runs on the etcd thread (cl_etcd.h): the client's tick
+ * (every CL_MEMBER_TICK_MS) drives the timers, the answers drive the rest.
+ * Other threads touch only the atomics (lease id, last keep-alive, counters,
+ * stopping) and, at start and stop, the little handshake under mu.
+ *
+ * The life of a lease:
+ *   NEED_LEASE  grant a lease of cluster.lease_ttl (retried every
+ *               CL_MEMBER_RETRY_MS while etcd does not answer);
+ *   REGISTER    put /antenna/<name>/members/<node> = {"node","link","mqtt",
+ *               "api","version","started"} under it, if absent (one txn).
+ *               Present under a lease this process held before (etcd kept
+ *               it through an outage): put again with a compare on that
+ *               lease.  Present under any other lease: another live member
+ *               has this name; at start the broker refuses to start, later
+ *               it is logged and retried after lease_ttl;
+ *   UP          keep the lease alive every lease_ttl / 3.  An answer without
+ *               a TTL means etcd no longer knows the lease: NEED_LEASE.
+ * Whatever the phase, once lease_ttl has passed since the last successful
+ * keep-alive (or grant) the lease is lost as far as the others know:
+ * lease_ok = 0, the door closes (SRV_DOOR_CLUSTER: new connections
+ * refused, existing ones stay), one log line, and NEED_LEASE.  Back in UP:
+ * lease_ok = 1, the door opens, one log line.
+ *
+ * The member list: a full read of the prefix, then a watch from the
+ * revision after it.  The watch ending for any reason, or a message
+ * saying it was cancelled or compacted, means a gap: a full read again
+ * (every CL_MEMBER_RETRY_MS while etcd does not answer), then a new watch.
+ * A full read every CL_MEMBER_RESYNC_MS is the safety net.  Each read is
+ * compared with the members known (known[]), and only the differences go
+ * to cl_member_seen / cl_member_gone.
+ *
+ * A clean stop revokes the lease (on the etcd thread, at its next tick):
+ * the key goes at once and the others see this node leave without waiting
+ * for lease_ttl.
  */
+#include <inttypes.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <jansson.h>
+
+#include "api.h"
+#include "cl_etcd.h"
 #include "cl_int.h"
 #include "log.h"
+#include "util.h"
+
+#define CL_MEMBER_TICK_MS 100
+#define CL_MEMBER_RETRY_MS 500
+#define CL_MEMBER_RESYNC_MS 30000
+#define CL_MEMBER_START_WAIT_MS 5000 /* at most: how long start waits for the first answer */
+#define CL_MEMBER_LEAVE_WAIT_MS 2000 /* at most: how long stop waits for the revoke */
+
+enum { PH_NEED_LEASE, PH_GRANTING, PH_REGISTER, PH_REGISTERING, PH_UP };
+
+typedef struct {
+    char name[CL_NAME_MAX];
+    char link[CL_ADDR_MAX];
+} cl_known_t;
+
+struct cl_member_s {
+    cl_t *cl;
+    cl_etcd_t *client;             /* start, stop, free and metrics (main and API threads) */
+    cl_etcd_t *etcd;               /* the same, for the etcd thread (set by its first tick) */
+    char prefix[CL_NAME_MAX + 32]; /* /antenna/<name>/members/ */
+    char prefix_end[CL_NAME_MAX + 32];
+    char key[2 * CL_NAME_MAX + 32];
+    char value[1024];
+    uint32_t ttl_ms;
+
+    /* etcd thread */
+    int phase;
+    int64_t old_lease; /* a lease of this process that may still hold the key */
+    uint64_t retry_at;
+    int ka_inflight;
+    uint64_t next_ka;
+    int read_inflight, need_read;
+    uint64_t read_at;       /* the next periodic full read */
+    uint64_t read_retry_at; /* the next try of a needed one */
+    uint64_t watch_id;
+    cl_known_t known[CL_MAX_NODES];
+    uint32_t nknown;
+    int taken_logged;
+
+    /* any thread */
+    _Atomic int64_t lease;  /* the current lease, 0 = none */
+    _Atomic uint64_t ka_ok; /* monotonic ms of the last successful keep-alive or grant */
+    _Atomic int stopping;
+    an_counter_t renewals;
+
+    /* start and stop wait here */
+    pthread_mutex_t mu;
+    pthread_cond_t cv;
+    int first;   /* 0: no answer yet, 1: registered, -1: the name is taken */
+    int revoked; /* 1: the lease is revoked, or the revoke failed, or there was none */
+    /* etcd thread */
+    int leave_sent;
+    int64_t leave_lease;
+};
+
+
+/* ---- the first answer, the last one ---- */
+
+static void signal_first(cl_member_t *m, int v)
+{
+    pthread_mutex_lock(&m->mu);
+    if (m->first == 0)
+        m->first = v;
+    pthread_cond_broadcast(&m->cv);
+    pthread_mutex_unlock(&m->mu);
+}
+
+static int wait_flag(cl_member_t *m, int *flag, uint32_t ms)
+{
+    uint64_t deadline = an_now_ms() + ms;
+    pthread_mutex_lock(&m->mu);
+    while (*flag == 0) {
+        uint64_t now = an_now_ms();
+        if (now >= deadline)
+            break;
+        struct timespec ts;
+        clock_gettime(CLOCK_REALTIME, &ts);
+        uint64_t left = deadline - now;
+        ts.tv_sec += (time_t)(left / 1000);
+        ts.tv_nsec += (long)(left % 1000) * 1000000L;
+        if (ts.tv_nsec >= 1000000000L) {
+            ts.tv_sec++;
+            ts.tv_nsec -= 1000000000L;
+        }
+        pthread_cond_timedwait(&m->cv, &m->mu, &ts);
+    }
+    int v = *flag;
+    pthread_mutex_unlock(&m->mu);
+    return v;
+}
+
+/* ---- lease state ---- */
+
+static void lease_up(cl_member_t *m)
+{
+    cl_t *cl = m->cl;
+    m->phase = PH_UP;
+    m->taken_logged = 0;
+    m->next_ka = an_now_ms() + m->ttl_ms / 3;
+    if (!atomic_load(&cl->lease_ok)) {
+        int back = m->first != 0;
+        atomic_store(&cl->lease_ok, 1);
+        server_door_open(cl->srv, SRV_DOOR_CLUSTER);
+        if (back)
+            log_info("cluster: lease back (%" PRId64 "): registered again, accepting connections",
+                     atomic_load(&m->lease));
+        else
+            log_info("cluster: registered as %s (lease %" PRId64 ", ttl %u ms)", cl->conf->node,
+                     atomic_load(&m->lease), m->ttl_ms);
+    }
+    signal_first(m, 1);
+    m->need_read = 1; /* what happened while out */
+}
+
+static void lease_lost(cl_member_t *m, const char *why)
+{
+    cl_t *cl = m->cl;
+    if (atomic_load(&cl->lease_ok)) {
+        atomic_store(&cl->lease_ok, 0);
+        server_door_close(cl->srv, SRV_DOOR_CLUSTER);
+        log_warn("cluster: lease lost (%s): new connections refused until etcd answers again", why);
+    }
+}
+
+static void drop_lease(cl_member_t *m)
+{
+    int64_t id = atomic_exchange(&m->lease, 0);
+    if (id != 0)
+        m->old_lease = id;
+    m->phase = PH_NEED_LEASE;
+}
+
+/* ---- registration ---- */
+
+static void on_revoked_quietly(void *arg, const cl_etcd_res_t *res)
+{
+    (void)arg;
+    (void)res;
+}
+
+static void on_registered(void *arg, const cl_etcd_res_t *res);
+
+static void send_register(cl_member_t *m, int64_t held_by)
+{
+    int64_t lease = atomic_load(&m->lease);
+    json_t *body = held_by ? cl_etcd_put_if_lease_req(m->key, m->value, lease, held_by)
+                           : cl_etcd_create_req(m->key, m->value, lease);
+    m->phase = PH_REGISTERING;
+    if (cl_etcd_call(m->etcd, "/v3/kv/txn", body, 0, on_registered, m) < 0)
+        m->phase = PH_REGISTER;
+}
+
+static void on_registered(void *arg, const cl_etcd_res_t *res)
+{
+    cl_member_t *m = arg;
+    if (res->err == CL_ETCD_ECANCELLED || atomic_load(&m->stopping))
+        return;
+    if (res->err != CL_ETCD_OK) {
+        log_limited(10000, AN_LOG_WARN, "cluster: registering in etcd failed: %s", res->error);
+        m->phase = PH_REGISTER;
+        m->retry_at = an_now_ms() + CL_MEMBER_RETRY_MS;
+        return;
+    }
+    if (cl_etcd_txn_ok(res->json)) {
+        m->old_lease = 0;
+        lease_up(m);
+        return;
+    }
+    const json_t *kv = cl_etcd_txn_kv(res->json);
+    int64_t holder = cl_etcd_int(kv, "lease");
+    if (kv != NULL && holder != 0 && holder == m->old_lease) {
+        send_register(m, holder); /* our own key from before an outage */
+        return;
+    }
+    if (kv == NULL) { /* gone in between: try again */
+        m->phase = PH_REGISTER;
+        return;
+    }
+    /* another live member has this name */
+    const char *v = json_string_value(json_object_get(kv, "value"));
+    char val[512] = "";
+    char kbuf[256];
+    if (v != NULL)
+        cl_etcd_kv(kv, kbuf, sizeof(kbuf), val, sizeof(val));
+    if (!m->taken_logged)
+        log_error("cluster: node name %s is taken by a live member of cluster %s (%s): %s",
+                  m->cl->conf->node, m->cl->conf->name, m->key, val[0] ? val : "(no value)");
+    m->taken_logged = 1;
+    signal_first(m, -1);
+    int64_t lease = atomic_exchange(&m->lease, 0);
+    if (lease != 0)
+        cl_etcd_call(m->etcd, "/v3/lease/revoke", cl_etcd_lease_req(lease), 0, on_revoked_quietly,
+                     NULL);
+    m->phase = PH_NEED_LEASE;
+    m->retry_at = an_now_ms() + m->ttl_ms; /* the other's lease may expire */
+}
+
+static void on_granted(void *arg, const cl_etcd_res_t *res)
+{
+    cl_member_t *m = arg;
+    if (res->err == CL_ETCD_ECANCELLED)
+        return;
+    int64_t id = res->err == CL_ETCD_OK ? cl_etcd_int(res->json, "ID") : 0;
+    if (atomic_load(&m->stopping)) {
+        if (id != 0) /* granted while stopping: give it back */
+            cl_etcd_call(m->etcd, "/v3/lease/revoke", cl_etcd_lease_req(id), 0, on_revoked_quietly,
+                         NULL);
+        return;
+    }
+    if (id == 0 || cl_etcd_int(res->json, "TTL") <= 0) {
+        log_limited(10000, AN_LOG_WARN, "cluster: etcd lease grant failed: %s",
+                    res->err == CL_ETCD_OK ? "no lease in the answer" : res->error);
+        m->phase = PH_NEED_LEASE;
+        m->retry_at = an_now_ms() + CL_MEMBER_RETRY_MS;
+        return;
+    }
+    atomic_store(&m->lease, id);
+    atomic_store(&m->ka_ok, an_now_ms());
+    send_register(m, 0);
+}
+
+/* ---- keep-alive ---- */
+
+static void on_keepalive(void *arg, const cl_etcd_res_t *res)
+{
+    cl_member_t *m = arg;
+    m->ka_inflight = 0;
+    if (res->err == CL_ETCD_ECANCELLED || atomic_load(&m->stopping) || m->phase != PH_UP)
+        return;
+    uint64_t now = an_now_ms();
+    if (res->err != CL_ETCD_OK) {
+        log_limited(10000, AN_LOG_WARN, "cluster: etcd keep-alive failed: %s", res->error);
+        m->next_ka = now + AN_MIN(CL_MEMBER_RETRY_MS, m->ttl_ms / 3);
+        return;
+    }
+    const json_t *r = json_object_get(res->json, "result");
+    if (cl_etcd_int(r, "TTL") <= 0) { /* etcd no longer knows it: it expired */
+        lease_lost(m, "etcd says the lease expired");
+        drop_lease(m);
+        return;
+    }
+    atomic_store(&m->ka_ok, now);
+    STAT_ADD(m->renewals, 1);
+    m->next_ka = now + m->ttl_ms / 3;
+}
+
+/* ---- the member list ---- */
+
+static cl_known_t *known_find(cl_member_t *m, const char *name)
+{
+    for (uint32_t i = 0; i < m->nknown; i++)
+        if (strcmp(m->known[i].name, name) == 0)
+            return &m->known[i];
+    return NULL;
+}
+
+static void known_put(cl_member_t *m, const char *name, const char *link)
+{
+    cl_known_t *k = known_find(m, name);
+    if (k != NULL && strcmp(k->link, link) == 0)
+        return;
+    if (k == NULL) {
+        if (m->nknown == CL_MAX_NODES)
+            return;
+        k = &m->known[m->nknown++];
+        snprintf(k->name, sizeof(k->name), "%s", name);
+    }
+    snprintf(k->link, sizeof(k->link), "%s", link);
+    cl_member_seen(m->cl, name, link);
+}
+
+static void known_del(cl_member_t *m, const char *name)
+{
+    cl_known_t *k = known_find(m, name);
+    if (k == NULL)
+        return;
+    cl_member_gone(m->cl, name);
+    *k = m->known[--m->nknown];
+}
+
+/* A kv of the prefix: the member's name (from the key) and its link address
+ * (from the value; NULL for a deletion).  Returns 0, or -1 when the kv is
+ * not a member entry. */
+static int member_kv(cl_member_t *m, const json_t *kv, int with_value, char *name, char *link)
+{
+    char key[512], val[1024];
+    if (cl_etcd_kv(kv, key, sizeof(key), with_value ? val : NULL, sizeof(val)) < 0)
+        return -1;
+    size_t pl = strlen(m->prefix);
+    if (strncmp(key, m->prefix, pl) != 0 || key[pl] == '\0' || strlen(key + pl) >= CL_NAME_MAX)
+        return -1;
+    snprintf(name, CL_NAME_MAX, "%s", key + pl);
+    if (!with_value)
+        return 0;
+    json_t *j = json_loads(val, 0, NULL);
+    const char *l = json_string_value(json_object_get(j, "link"));
+    snprintf(link, CL_ADDR_MAX, "%s", l ? l : "");
+    json_decref(j);
+    return 0;
+}
+
+static void on_watch_msg(void *arg, json_t *msg)
+{
+    cl_member_t *m = arg;
+    if (atomic_load(&m->stopping))
+        return;
+    const json_t *r = json_object_get(msg, "result");
+    if (r == NULL || json_is_true(json_object_get(r, "canceled")) ||
+        cl_etcd_int(r, "compact_revision") > 0) {
+        /* an error, or the watch was cancelled: a gap; read everything */
+        cl_etcd_cancel(m->etcd, m->watch_id);
+        m->need_read = 1;
+        return;
+    }
+    size_t i;
+    const json_t *ev;
+    json_array_foreach(json_object_get(r, "events"), i, ev)
+    {
+        const char *type = json_string_value(json_object_get(ev, "type"));
+        int del = type != NULL && strcmp(type, "DELETE") == 0;
+        char name[CL_NAME_MAX], link[CL_ADDR_MAX];
+        if (member_kv(m, json_object_get(ev, "kv"), !del, name, link) < 0)
+            continue;
+        if (del)
+            known_del(m, name);
+        else
+            known_put(m, name, link);
+    }
+}
+
+static void on_watch_end(void *arg, const cl_etcd_res_t *res)
+{
+    cl_member_t *m = arg;
+    m->watch_id = 0;
+    if (res->err == CL_ETCD_ECANCELLED && atomic_load(&m->stopping))
+        return;
+    if (res->err != CL_ETCD_ECANCELLED)
+        log_limited(10000, AN_LOG_WARN, "cluster: the etcd watch of %s ended: %s", m->prefix,
+                    res->error);
+    m->need_read = 1;
+}
+
+static void on_read(void *arg, const cl_etcd_res_t *res)
+{
+    cl_member_t *m = arg;
+    m->read_inflight = 0;
+    if (res->err == CL_ETCD_ECANCELLED || atomic_load(&m->stopping))
+        return;
+    uint64_t now = an_now_ms();
+    if (res->err != CL_ETCD_OK) {
+        log_limited(10000, AN_LOG_WARN, "cluster: reading the members from etcd failed: %s",
+                    res->error);
+        m->need_read = 1;
+        m->read_retry_at = now + CL_MEMBER_RETRY_MS;
+        return;
+    }
+    /* the set read replaces the set known */
+    char names[CL_MAX_NODES][CL_NAME_MAX];
+    uint32_t n = 0;
+    size_t i;
+    const json_t *kv;
+    json_array_foreach(json_object_get(res->json, "kvs"), i, kv)
+    {
+        char link[CL_ADDR_MAX];
+        if (n == CL_MAX_NODES || member_kv(m, kv, 1, names[n], link) < 0)
+            continue;
+        known_put(m, names[n], link);
+        n++;
+    }
+    for (uint32_t k = 0; k < m->nknown;) {
+        int found = 0;
+        for (uint32_t j = 0; j < n && !found; j++)
+            found = strcmp(names[j], m->known[k].name) == 0;
+        if (found)
+            k++;
+        else
+            known_del(m, m->known[k].name); /* moves the last one here */
+    }
+    m->need_read = 0;
+    m->read_at = now + CL_MEMBER_RESYNC_MS;
+    if (m->watch_id == 0) {
+        int64_t rev = cl_etcd_revision(res->json);
+        m->watch_id = cl_etcd_stream(m->etcd, "/v3/watch",
+                                     cl_etcd_watch_req(m->prefix, m->prefix_end, rev + 1),
+                                     on_watch_msg, on_watch_end, m);
+    }
+}
+
+static void member_read(cl_member_t *m)
+{
+    if (m->read_inflight)
+        return;
+    m->read_inflight = 1;
+    if (cl_etcd_call(m->etcd, "/v3/kv/range", cl_etcd_range_req(m->prefix, m->prefix_end), 0,
+                     on_read, m) < 0)
+        m->read_inflight = 0;
+}
+
+/* ---- leaving ---- */
+
+static void leave_done(cl_member_t *m)
+{
+    pthread_mutex_lock(&m->mu);
+    m->revoked = 1;
+    pthread_cond_broadcast(&m->cv);
+    pthread_mutex_unlock(&m->mu);
+}
+
+static void on_leave(void *arg, const cl_etcd_res_t *res)
+{
+    cl_member_t *m = arg;
+    if (res->err == CL_ETCD_OK)
+        log_info("cluster: left the cluster (lease %" PRId64 " revoked)", m->leave_lease);
+    else if (res->err != CL_ETCD_ECANCELLED)
+        log_warn("cluster: revoking the lease failed (%s): the others see this node leave after "
+                 "%u ms",
+                 res->error, m->ttl_ms);
+    leave_done(m);
+}
+
+/* Stopping: revoke the lease, here on the etcd thread, where a grant
+ * answered meanwhile cannot slip in between (on_granted gives back a lease
+ * granted while stopping). */
+static void member_leave(cl_member_t *m)
+{
+    if (m->leave_sent)
+        return;
+    m->leave_sent = 1;
+    m->leave_lease = atomic_exchange(&m->lease, 0);
+    if (m->leave_lease == 0 || cl_etcd_call(m->etcd, "/v3/lease/revoke",
+                                            cl_etcd_lease_req(m->leave_lease), 0, on_leave, m) < 0)
+        leave_done(m);
+}
+
+/* ---- the timers ---- */
+
+static void member_tick(cl_etcd_t *e, void *arg)
+{
+    cl_member_t *m = arg;
+    m->etcd = e;
+    if (atomic_load(&m->stopping)) {
+        member_leave(m);
+        return;
+    }
+    uint64_t now = an_now_ms();
+    uint64_t ok = atomic_load(&m->ka_ok);
+    if (atomic_load(&m->cl->lease_ok) && now - ok >= m->ttl_ms) {
+        char why[96];
+        snprintf(why, sizeof(why), "no keep-alive answered for %" PRIu64 " ms", now - ok);
+        lease_lost(m, why);
+        drop_lease(m);
+        /* give the old lease back if etcd still has it; its key is found
+         * and taken over by lease (old_lease) if this does not get through */
+        if (m->old_lease != 0)
+            cl_etcd_call(m->etcd, "/v3/lease/revoke", cl_etcd_lease_req(m->old_lease), 0,
+                         on_revoked_quietly, NULL);
+    }
+    switch (m->phase) {
+    case PH_NEED_LEASE:
+        if (now >= m->retry_at) {
+            m->phase = PH_GRANTING;
+            json_t *req = cl_etcd_grant_req((m->ttl_ms + 999) / 1000);
+            if (cl_etcd_call(m->etcd, "/v3/lease/grant", req, 0, on_granted, m) < 0)
+                m->phase = PH_NEED_LEASE;
+        }
+        break;
+    case PH_REGISTER:
+        if (now >= m->retry_at)
+            send_register(m, 0);
+        break;
+    case PH_UP:
+        if (!m->ka_inflight && now >= m->next_ka) {
+            m->ka_inflight = 1;
+            if (cl_etcd_call(m->etcd, "/v3/lease/keepalive",
+                             cl_etcd_lease_req(atomic_load(&m->lease)), 0, on_keepalive, m) < 0)
+                m->ka_inflight = 0;
+        }
+        break;
+    default:
+        break;
+    }
+    if (!m->read_inflight && (m->need_read ? now >= m->read_retry_at : now >= m->read_at))
+        member_read(m);
+}
+
+/* ---- the module's calls ---- */
+
+static void member_value(cl_member_t *m)
+{
+    cl_t *cl = m->cl;
+    const conf_t *conf = &cl->srv->conf;
+    char mqtt[CL_ADDR_MAX] = "", api[CL_ADDR_MAX] = "";
+    if (conf->nlisteners > 0) {
+        const conf_listener_t *l = &conf->listeners[0];
+        int v6 = strchr(l->address, ':') != NULL;
+        snprintf(mqtt, sizeof(mqtt), "%s%s%s:%u", v6 ? "[" : "", l->address, v6 ? "]" : "",
+                 l->port);
+    }
+    if (conf->api_enabled && conf->api_port != 0)
+        snprintf(api, sizeof(api), "%s:%u", conf->api_bind, conf->api_port);
+    json_t *j = json_pack("{s:s,s:s,s:s,s:s,s:s,s:I}", "node", cl->conf->node, "link",
+                          cl->link_addr, "mqtt", mqtt, "api", api, "version", ANTENNA_VERSION,
+                          "started", (json_int_t)cl->srv->started_wall);
+    char *t = json_dumps(j, JSON_COMPACT);
+    snprintf(m->value, sizeof(m->value), "%s", t ? t : "{}");
+    free(t);
+    json_decref(j);
+}
 
 int cl_member_start(cl_t *cl)
 {
-    if (cl->conf->etcd[0] != '\0')
-        log_warn("cluster: membership through etcd is not built yet; static members only");
+    const cl_conf_t *c = cl->conf;
+    if (c->etcd[0] == '\0')
+        return 0;
+    cl_member_t *m = an_calloc(1, sizeof(*m));
+    cl->member = m;
+    m->cl = cl;
+    m->ttl_ms = c->lease_ttl_ms;
+    pthread_mutex_init(&m->mu, NULL);
+    pthread_cond_init(&m->cv, NULL);
+    snprintf(m->prefix, sizeof(m->prefix), "/antenna/%s/members/", c->name);
+    cl_etcd_prefix_end(m->prefix, m->prefix_end, sizeof(m->prefix_end));
+    snprintf(m->key, sizeof(m->key), "%s%s", m->prefix, c->node);
+    member_value(m);
+    /* closed until registered (lease_up opens it) */
+    server_door_close(cl->srv, SRV_DOOR_CLUSTER);
+    m->phase = PH_NEED_LEASE;
+    m->need_read = 1;
+    atomic_store(&m->ka_ok, an_now_ms());
+    char err[160];
+    cl_etcd_opts_t o = {
+        .endpoints = c->etcd,
+        .timeout_ms = AN_MAX(1000u, AN_MIN(5000u, c->lease_ttl_ms / 3)),
+        .tick_ms = CL_MEMBER_TICK_MS,
+        .tick = member_tick,
+        .tick_arg = m,
+    };
+    m->client = cl_etcd_new(&o, err, sizeof(err));
+    if (m->client == NULL) {
+        log_error("cluster: the etcd client cannot start: %s", err);
+        return -1;
+    }
+    /* wait for the first answer: a name taken refuses the start */
+    int first = wait_flag(m, &m->first, AN_MIN(CL_MEMBER_START_WAIT_MS, c->lease_ttl_ms));
+    if (first < 0) {
+        log_error("cluster: refusing to start: another node named %s is a member", c->node);
+        return -1;
+    }
+    if (first == 0) {
+        log_warn("cluster: etcd (%s) did not answer yet: new connections refused until this node "
+                 "is registered",
+                 c->etcd);
+    }
     return 0;
 }
 
 void cl_member_stop(cl_t *cl)
 {
-    (void)cl;
+    cl_member_t *m = cl->member;
+    if (m == NULL || m->client == NULL)
+        return;
+    atomic_store(&m->stopping, 1); /* the etcd thread's next tick revokes the lease */
+    wait_flag(m, &m->revoked, CL_MEMBER_LEAVE_WAIT_MS + CL_MEMBER_TICK_MS);
+    cl_etcd_free(m->client);
+    m->client = NULL;
 }
 
 void cl_member_free(cl_t *cl)
 {
-    (void)cl;
+    cl_member_t *m = cl->member;
+    if (m == NULL)
+        return;
+    cl_etcd_free(m->client);
+    pthread_mutex_destroy(&m->mu);
+    pthread_cond_destroy(&m->cv);
+    free(m);
+    cl->member = NULL;
+}
+
+void cl_member_metrics(cl_t *cl, module_metrics_t *mm)
+{
+    cl_member_t *m = cl->member;
+    if (m == NULL || m->client == NULL)
+        return;
+    cl_etcd_stats_t st;
+    cl_etcd_stats(m->client, &st);
+    module_metrics_family(mm, "antenna_cluster_etcd_requests_total", "counter",
+                          "Requests sent to etcd (each try of each request).");
+    module_metrics_printf(mm, "antenna_cluster_etcd_requests_total %" PRIu64 "\n", st.requests);
+    module_metrics_family(mm, "antenna_cluster_etcd_errors_total", "counter",
+                          "etcd requests that failed (no answer, timeout, error status).");
+    module_metrics_printf(mm, "antenna_cluster_etcd_errors_total %" PRIu64 "\n", st.errors);
+    module_metrics_family(mm, "antenna_cluster_lease_renewals_total", "counter",
+                          "Successful keep-alives of this node's membership lease.");
+    module_metrics_printf(mm, "antenna_cluster_lease_renewals_total %" PRIu64 "\n",
+                          (uint64_t)atomic_load(&m->renewals));
+    module_metrics_family(mm, "antenna_cluster_lease_keepalive_age_seconds", "gauge",
+                          "Seconds since the last successful keep-alive (or grant) of the lease.");
+    uint64_t age = an_now_ms() - atomic_load(&m->ka_ok);
+    module_metrics_printf(mm, "antenna_cluster_lease_keepalive_age_seconds %.3f\n",
+                          (double)age / 1000.0);
 }

@@ -353,6 +353,7 @@ static void cl_metrics(module_inst_t *mi, module_metrics_t *mm)
     module_metrics_family(mm, "antenna_cluster_lease_ok", "gauge",
                           "1 while this node's membership lease is alive (always 1 without etcd).");
     module_metrics_printf(mm, "antenna_cluster_lease_ok %d\n", atomic_load(&cl->lease_ok));
+    cl_member_metrics(cl, mm);
 }
 
 static const char *cl_unready(module_inst_t *mi)

@@ -1,0 +1,639 @@
+/* cl_etcd.c -- the etcd client: queued requests, one thread driving a CURLM
+ * handle; see cl_etcd.h for the contract.
+ *
+ * Why not src/net/httpc: a watch is a response that never ends, read
+ * message by message, and a failed request here moves to the next etcd
+ * endpoint and is sent again; httpc has neither (it buffers a bounded body
+ * and answers once), and both are this file's whole job.
+ *
+ * A request (req_t) owns its serialized body, its answer buffer and, while
+ * it runs, an easy handle.  Owners: the submitting thread until it is on
+ * the pending list (under mu); then the etcd thread, which owns the CURLM
+ * handle, the list of requests in flight and the endpoint index.  Requests
+ * in flight are few (membership keeps at most four), so the lists are
+ * plain and scanned.
+ *
+ * A loop turn: start what is pending, curl_multi_perform, finish what
+ * libcurl completed (sending again on the next endpoint when the failure
+ * was the connection's), end cancelled streams, run the tick when due,
+ * then curl_multi_poll until libcurl's timeout, the next tick or a wakeup.
+ */
+#include "cl_etcd.h"
+
+#include <curl/curl.h>
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "b64.h"
+#include "util.h"
+
+#define CL_ETCD_MAX_ENDPOINTS 8
+#define CL_ETCD_MAX_ANSWER (4u << 20) /* a unary answer, or one stream message */
+#define CL_ETCD_CONNECT_MS 2000
+
+typedef struct req {
+    struct req *next, *prev;
+    uint64_t id;
+    char path[64];
+    char *body;
+    size_t body_len;
+    uint32_t timeout_ms; /* 0: a stream, no timeout */
+    cl_etcd_done_fn done;
+    cl_etcd_msg_fn msg; /* NULL: a unary call */
+    void *arg;
+    uint32_t tries;
+    int cancel;
+    CURL *easy;
+    struct curl_slist *hdrs;
+    char *buf; /* the answer (unary) or the incomplete message (stream) */
+    size_t len, cap;
+    int too_big;
+} req_t;
+
+struct cl_etcd {
+    cl_etcd_opts_t o;
+    char endpoints[CL_ETCD_MAX_ENDPOINTS][256];
+    uint32_t nendpoints;
+    uint32_t cur; /* etcd thread */
+    CURLM *multi;
+    pthread_t thread;
+    int started;
+    atomic_int stop;
+    pthread_mutex_t mu;
+    req_t *pending, **pending_tail; /* under mu */
+    uint64_t next_id;               /* under mu */
+    req_t *inflight;                /* etcd thread */
+    uint64_t next_tick;
+    an_counter_t requests, errors, failovers;
+};
+
+/* ---- requests ---- */
+
+static void req_free(req_t *r)
+{
+    free(r->body);
+    free(r->buf);
+    free(r);
+}
+
+static void finish(cl_etcd_t *e, req_t *r, cl_etcd_err_t err, long status, const char *why)
+{
+    json_t *json = NULL;
+    char error[160] = "";
+    if (r->msg == NULL && r->buf != NULL && r->len > 0) {
+        json = json_loadb(r->buf, r->len, 0, NULL);
+        if (json != NULL && !json_is_object(json)) {
+            json_decref(json);
+            json = NULL;
+        }
+        if (err == CL_ETCD_OK && json == NULL) {
+            err = CL_ETCD_EPARSE;
+            why = "the answer is not a JSON object";
+        }
+    } else if (r->msg == NULL && err == CL_ETCD_OK) {
+        err = CL_ETCD_EPARSE;
+        why = "an empty answer";
+    }
+    if (err == CL_ETCD_ESTATUS) {
+        const char *m = json ? json_string_value(json_object_get(json, "message")) : NULL;
+        snprintf(error, sizeof(error), "HTTP %ld%s%s", status, m ? ": " : "", m ? m : "");
+        why = error;
+    }
+    if (err != CL_ETCD_OK && err != CL_ETCD_ECANCELLED)
+        STAT_ADD(e->errors, 1);
+    cl_etcd_res_t res = {.err = err, .status = status, .json = json, .error = why ? why : ""};
+    r->done(r->arg, &res);
+    json_decref(json);
+    req_free(r);
+}
+
+static void detach(cl_etcd_t *e, req_t *r)
+{
+    if (r->prev)
+        r->prev->next = r->next;
+    else
+        e->inflight = r->next;
+    if (r->next)
+        r->next->prev = r->prev;
+    r->next = r->prev = NULL;
+    curl_multi_remove_handle(e->multi, r->easy);
+    curl_easy_cleanup(r->easy);
+    r->easy = NULL;
+    curl_slist_free_all(r->hdrs);
+    r->hdrs = NULL;
+}
+
+static int buf_add(req_t *r, const char *p, size_t n)
+{
+    if (r->len + n + 1 > CL_ETCD_MAX_ANSWER)
+        return -1;
+    if (r->len + n + 1 > r->cap) {
+        size_t cap = r->cap ? r->cap : 1024;
+        while (cap < r->len + n + 1)
+            cap *= 2;
+        r->buf = an_realloc(r->buf, cap);
+        r->cap = cap;
+    }
+    memcpy(r->buf + r->len, p, n);
+    r->len += n;
+    r->buf[r->len] = '\0';
+    return 0;
+}
+
+/* A stream's messages are one JSON object per line. */
+static void stream_lines(req_t *r)
+{
+    size_t start = 0;
+    for (size_t i = 0; i < r->len; i++) {
+        if (r->buf[i] != '\n')
+            continue;
+        if (i > start && !r->cancel) {
+            json_t *m = json_loadb(r->buf + start, i - start, 0, NULL);
+            if (m != NULL) {
+                r->msg(r->arg, m);
+                json_decref(m);
+            }
+        }
+        start = i + 1;
+    }
+    memmove(r->buf, r->buf + start, r->len - start);
+    r->len -= start;
+}
+
+static size_t on_data(char *p, size_t size, size_t n, void *ud)
+{
+    req_t *r = ud;
+    size_t bytes = size * n;
+    if (buf_add(r, p, bytes) < 0) {
+        r->too_big = 1;
+        return 0;
+    }
+    if (r->msg != NULL)
+        stream_lines(r);
+    return bytes;
+}
+
+static int start_req(cl_etcd_t *e, req_t *r)
+{
+    char url[384];
+    snprintf(url, sizeof(url), "%s%s", e->endpoints[e->cur], r->path);
+    CURL *c = curl_easy_init();
+    if (c == NULL)
+        return -1;
+    r->easy = c;
+    r->len = 0;
+    r->too_big = 0;
+    r->hdrs = curl_slist_append(NULL, "Content-Type: application/json");
+    curl_easy_setopt(c, CURLOPT_URL, url);
+    curl_easy_setopt(c, CURLOPT_PROTOCOLS_STR, "http,https");
+    curl_easy_setopt(c, CURLOPT_NOSIGNAL, 1L);
+    curl_easy_setopt(c, CURLOPT_HTTPHEADER, r->hdrs);
+    curl_easy_setopt(c, CURLOPT_POSTFIELDS, r->body);
+    curl_easy_setopt(c, CURLOPT_POSTFIELDSIZE_LARGE, (curl_off_t)r->body_len);
+    curl_easy_setopt(c, CURLOPT_WRITEFUNCTION, on_data);
+    curl_easy_setopt(c, CURLOPT_WRITEDATA, r);
+    curl_easy_setopt(c, CURLOPT_PRIVATE, r);
+    curl_easy_setopt(c, CURLOPT_CONNECTTIMEOUT_MS, (long)CL_ETCD_CONNECT_MS);
+    /* a stream is idle for as long as nothing changes: TCP keep-alive
+     * notices a peer that went away without closing */
+    curl_easy_setopt(c, CURLOPT_TCP_KEEPALIVE, 1L);
+    curl_easy_setopt(c, CURLOPT_TCP_KEEPIDLE, 5L);
+    curl_easy_setopt(c, CURLOPT_TCP_KEEPINTVL, 2L);
+    if (r->timeout_ms > 0)
+        curl_easy_setopt(c, CURLOPT_TIMEOUT_MS, (long)r->timeout_ms);
+    if (curl_multi_add_handle(e->multi, c) != CURLM_OK) {
+        curl_easy_cleanup(c);
+        curl_slist_free_all(r->hdrs);
+        r->easy = NULL;
+        r->hdrs = NULL;
+        return -1;
+    }
+    r->tries++;
+    r->prev = NULL;
+    r->next = e->inflight;
+    if (e->inflight)
+        e->inflight->prev = r;
+    e->inflight = r;
+    STAT_ADD(e->requests, 1);
+    return 0;
+}
+
+static void start_pending(cl_etcd_t *e)
+{
+    pthread_mutex_lock(&e->mu);
+    req_t *r = e->pending;
+    e->pending = NULL;
+    e->pending_tail = &e->pending;
+    pthread_mutex_unlock(&e->mu);
+    while (r != NULL) {
+        req_t *next = r->next;
+        r->next = NULL;
+        if (r->cancel)
+            finish(e, r, CL_ETCD_ECANCELLED, 0, "cancelled");
+        else if (start_req(e, r) < 0)
+            finish(e, r, CL_ETCD_ECONNECT, 0, "libcurl could not start the request");
+        r = next;
+    }
+}
+
+static int conn_failure(CURLcode rc)
+{
+    return rc == CURLE_COULDNT_CONNECT || rc == CURLE_COULDNT_RESOLVE_HOST ||
+           rc == CURLE_OPERATION_TIMEDOUT || rc == CURLE_RECV_ERROR || rc == CURLE_SEND_ERROR ||
+           rc == CURLE_GOT_NOTHING || rc == CURLE_PARTIAL_FILE;
+}
+
+static void on_done(cl_etcd_t *e, req_t *r, CURLcode rc)
+{
+    long status = 0;
+    curl_easy_getinfo(r->easy, CURLINFO_RESPONSE_CODE, &status);
+    char why[CURL_ERROR_SIZE + 32];
+    snprintf(why, sizeof(why), "%s: %s", e->endpoints[e->cur], curl_easy_strerror(rc));
+    detach(e, r);
+    if (r->cancel) {
+        finish(e, r, CL_ETCD_ECANCELLED, status, "cancelled");
+        return;
+    }
+    if (rc == CURLE_OK) {
+        if (r->msg != NULL) /* a stream that etcd ended */
+            finish(e, r, status == 200 ? CL_ETCD_ECONNECT : CL_ETCD_ESTATUS, status,
+                   "the stream ended");
+        else
+            finish(e, r, status == 200 ? CL_ETCD_OK : CL_ETCD_ESTATUS, status, NULL);
+        return;
+    }
+    if (r->too_big) {
+        finish(e, r, CL_ETCD_EPARSE, status, "the answer is too large");
+        return;
+    }
+    /* the connection's fault (not a stream that ran for a while): the next
+     * endpoint, until each was tried once */
+    if (conn_failure(rc) && status == 0 && r->tries < e->nendpoints) {
+        e->cur = (e->cur + 1) % e->nendpoints;
+        STAT_ADD(e->failovers, 1);
+        if (start_req(e, r) == 0)
+            return;
+    } else if (conn_failure(rc) && e->nendpoints > 1) {
+        e->cur = (e->cur + 1) % e->nendpoints; /* the next request tries another */
+        STAT_ADD(e->failovers, 1);
+    }
+    finish(e, r, rc == CURLE_OPERATION_TIMEDOUT ? CL_ETCD_ETIMEOUT : CL_ETCD_ECONNECT, status, why);
+}
+
+static void end_cancelled(cl_etcd_t *e)
+{
+    req_t *r = e->inflight;
+    while (r != NULL) {
+        req_t *next = r->next;
+        if (r->cancel) {
+            detach(e, r);
+            finish(e, r, CL_ETCD_ECANCELLED, 0, "cancelled");
+        }
+        r = next;
+    }
+}
+
+static void *etcd_main(void *arg)
+{
+    cl_etcd_t *e = arg;
+    pthread_setname_np(pthread_self(), "an-etcd");
+    e->next_tick = an_now_ms();
+    while (!atomic_load(&e->stop)) {
+        start_pending(e);
+        int running;
+        curl_multi_perform(e->multi, &running);
+        CURLMsg *m;
+        int left;
+        while ((m = curl_multi_info_read(e->multi, &left)) != NULL) {
+            if (m->msg != CURLMSG_DONE)
+                continue;
+            req_t *r = NULL;
+            curl_easy_getinfo(m->easy_handle, CURLINFO_PRIVATE, (char **)&r);
+            on_done(e, r, m->data.result);
+        }
+        end_cancelled(e);
+        uint64_t now = an_now_ms();
+        if (e->o.tick != NULL && now >= e->next_tick) {
+            e->next_tick = now + e->o.tick_ms;
+            e->o.tick(e, e->o.tick_arg);
+        }
+        long wait = 1000;
+        curl_multi_timeout(e->multi, &wait);
+        if (wait < 0 || wait > 1000)
+            wait = 1000;
+        if (e->o.tick != NULL) {
+            now = an_now_ms();
+            long to_tick = e->next_tick > now ? (long)(e->next_tick - now) : 0;
+            if (to_tick < wait)
+                wait = to_tick;
+        }
+        pthread_mutex_lock(&e->mu);
+        int have = e->pending != NULL;
+        pthread_mutex_unlock(&e->mu);
+        if (!have && wait > 0)
+            curl_multi_poll(e->multi, NULL, 0, (int)wait, NULL);
+    }
+    return NULL;
+}
+
+/* ---- the interface ---- */
+
+static req_t *req_new(const char *path, json_t *body)
+{
+    char *text = json_dumps(body, JSON_COMPACT);
+    json_decref(body);
+    if (text == NULL)
+        return NULL;
+    req_t *r = an_calloc(1, sizeof(*r));
+    snprintf(r->path, sizeof(r->path), "%s", path);
+    r->body = text;
+    r->body_len = strlen(text);
+    return r;
+}
+
+static uint64_t submit(cl_etcd_t *e, req_t *r)
+{
+    pthread_mutex_lock(&e->mu);
+    if (atomic_load(&e->stop)) {
+        pthread_mutex_unlock(&e->mu);
+        req_free(r);
+        return 0;
+    }
+    r->id = ++e->next_id;
+    uint64_t id = r->id;
+    *e->pending_tail = r;
+    e->pending_tail = &r->next;
+    pthread_mutex_unlock(&e->mu);
+    curl_multi_wakeup(e->multi);
+    return id;
+}
+
+int cl_etcd_call(cl_etcd_t *e, const char *path, json_t *body, uint32_t timeout_ms,
+                 cl_etcd_done_fn done, void *arg)
+{
+    req_t *r = req_new(path, body);
+    if (r == NULL)
+        return -1;
+    r->timeout_ms = timeout_ms ? timeout_ms : e->o.timeout_ms;
+    r->done = done;
+    r->arg = arg;
+    return submit(e, r) ? 0 : -1;
+}
+
+uint64_t cl_etcd_stream(cl_etcd_t *e, const char *path, json_t *body, cl_etcd_msg_fn msg,
+                        cl_etcd_done_fn done, void *arg)
+{
+    req_t *r = req_new(path, body);
+    if (r == NULL)
+        return 0;
+    r->msg = msg;
+    r->done = done;
+    r->arg = arg;
+    return submit(e, r);
+}
+
+void cl_etcd_cancel(cl_etcd_t *e, uint64_t id)
+{
+    for (req_t *r = e->inflight; r != NULL; r = r->next)
+        if (r->id == id)
+            r->cancel = 1;
+    pthread_mutex_lock(&e->mu);
+    for (req_t *r = e->pending; r != NULL; r = r->next)
+        if (r->id == id)
+            r->cancel = 1;
+    pthread_mutex_unlock(&e->mu);
+}
+
+void cl_etcd_stats(cl_etcd_t *e, cl_etcd_stats_t *out)
+{
+    out->requests = atomic_load(&e->requests);
+    out->errors = atomic_load(&e->errors);
+    out->failovers = atomic_load(&e->failovers);
+}
+
+cl_etcd_t *cl_etcd_new(const cl_etcd_opts_t *o, char *err, size_t errlen)
+{
+    cl_etcd_t *e = an_calloc(1, sizeof(*e));
+    e->o = *o;
+    e->pending_tail = &e->pending;
+    pthread_mutex_init(&e->mu, NULL);
+    const char *p = o->endpoints;
+    while (*p) {
+        size_t n = strcspn(p, ",");
+        while (n > 0 && (*p == ' ')) {
+            p++;
+            n--;
+        }
+        size_t m = n;
+        while (m > 0 && p[m - 1] == ' ')
+            m--;
+        if (m > 0) {
+            if (e->nendpoints == CL_ETCD_MAX_ENDPOINTS || m >= sizeof(e->endpoints[0])) {
+                snprintf(err, errlen, "too many or too long etcd endpoints");
+                goto fail;
+            }
+            memcpy(e->endpoints[e->nendpoints], p, m);
+            e->endpoints[e->nendpoints][m] = '\0';
+            if (m > 0 && e->endpoints[e->nendpoints][m - 1] == '/')
+                e->endpoints[e->nendpoints][m - 1] = '\0';
+            e->nendpoints++;
+        }
+        p += n;
+        if (*p == ',')
+            p++;
+    }
+    if (e->nendpoints == 0) {
+        snprintf(err, errlen, "no etcd endpoint");
+        goto fail;
+    }
+    if (curl_global_init(CURL_GLOBAL_DEFAULT) != CURLE_OK ||
+        (e->multi = curl_multi_init()) == NULL) {
+        snprintf(err, errlen, "libcurl cannot start");
+        goto fail;
+    }
+    int rc = pthread_create(&e->thread, NULL, etcd_main, e);
+    if (rc != 0) {
+        snprintf(err, errlen, "cannot start the etcd thread: %s", strerror(rc));
+        goto fail;
+    }
+    e->started = 1;
+    return e;
+fail:
+    if (e->multi)
+        curl_multi_cleanup(e->multi);
+    pthread_mutex_destroy(&e->mu);
+    free(e);
+    return NULL;
+}
+
+void cl_etcd_free(cl_etcd_t *e)
+{
+    if (e == NULL)
+        return;
+    pthread_mutex_lock(&e->mu);
+    atomic_store(&e->stop, 1);
+    pthread_mutex_unlock(&e->mu);
+    if (e->started) {
+        curl_multi_wakeup(e->multi);
+        pthread_join(e->thread, NULL);
+    }
+    while (e->inflight != NULL) {
+        req_t *r = e->inflight;
+        detach(e, r);
+        finish(e, r, CL_ETCD_ECANCELLED, 0, "the client stopped");
+    }
+    while (e->pending != NULL) {
+        req_t *r = e->pending;
+        e->pending = r->next;
+        finish(e, r, CL_ETCD_ECANCELLED, 0, "the client stopped");
+    }
+    curl_multi_cleanup(e->multi);
+    pthread_mutex_destroy(&e->mu);
+    free(e);
+}
+
+/* ---- building requests, reading answers ---- */
+
+int cl_etcd_prefix_end(const char *prefix, char *out, size_t cap)
+{
+    size_t n = strlen(prefix);
+    if (n == 0 || n + 1 > cap)
+        return -1;
+    memcpy(out, prefix, n + 1);
+    while (n > 0 && (unsigned char)out[n - 1] == 0xff)
+        out[--n] = '\0';
+    if (n == 0)
+        return -1; /* every key: etcd's "\0", not needed here */
+    out[n - 1] = (char)((unsigned char)out[n - 1] + 1);
+    return 0;
+}
+
+static json_t *b64s(const char *s)
+{
+    char *t = b64_encode_alloc((const uint8_t *)s, strlen(s));
+    json_t *j = json_string(t);
+    free(t);
+    return j;
+}
+
+static json_t *i64s(int64_t v)
+{
+    char t[24];
+    snprintf(t, sizeof(t), "%lld", (long long)v);
+    return json_string(t);
+}
+
+json_t *cl_etcd_range_req(const char *key, const char *range_end)
+{
+    json_t *j = json_object();
+    json_object_set_new(j, "key", b64s(key));
+    if (range_end != NULL)
+        json_object_set_new(j, "range_end", b64s(range_end));
+    return j;
+}
+
+json_t *cl_etcd_put_req(const char *key, const char *value, int64_t lease)
+{
+    json_t *j = json_object();
+    json_object_set_new(j, "key", b64s(key));
+    json_object_set_new(j, "value", b64s(value));
+    if (lease != 0)
+        json_object_set_new(j, "lease", i64s(lease));
+    return j;
+}
+
+static json_t *txn(json_t *compare, const char *key, const char *value, int64_t lease)
+{
+    return json_pack("{s:[o],s:[{s:o}],s:[{s:o}]}", "compare", compare, "success", "request_put",
+                     cl_etcd_put_req(key, value, lease), "failure", "request_range",
+                     cl_etcd_range_req(key, NULL));
+}
+
+json_t *cl_etcd_create_req(const char *key, const char *value, int64_t lease)
+{
+    json_t *cmp = json_pack("{s:o,s:s,s:s,s:s}", "key", b64s(key), "target", "CREATE", "result",
+                            "EQUAL", "create_revision", "0");
+    return txn(cmp, key, value, lease);
+}
+
+json_t *cl_etcd_put_if_lease_req(const char *key, const char *value, int64_t lease, int64_t held_by)
+{
+    json_t *cmp = json_pack("{s:o,s:s,s:s,s:o}", "key", b64s(key), "target", "LEASE", "result",
+                            "EQUAL", "lease", i64s(held_by));
+    return txn(cmp, key, value, lease);
+}
+
+json_t *cl_etcd_watch_req(const char *key, const char *range_end, int64_t start_revision)
+{
+    json_t *c = cl_etcd_range_req(key, range_end);
+    if (start_revision > 0)
+        json_object_set_new(c, "start_revision", i64s(start_revision));
+    return json_pack("{s:o}", "create_request", c);
+}
+
+json_t *cl_etcd_lease_req(int64_t id)
+{
+    return json_pack("{s:o}", "ID", i64s(id));
+}
+
+json_t *cl_etcd_grant_req(uint32_t ttl_s)
+{
+    return json_pack("{s:o}", "TTL", i64s(ttl_s));
+}
+
+int64_t cl_etcd_int(const json_t *obj, const char *name)
+{
+    const json_t *v = json_object_get(obj, name);
+    if (json_is_integer(v))
+        return (int64_t)json_integer_value(v);
+    if (json_is_string(v))
+        return strtoll(json_string_value(v), NULL, 10);
+    return 0;
+}
+
+int64_t cl_etcd_revision(const json_t *answer)
+{
+    return cl_etcd_int(json_object_get(answer, "header"), "revision");
+}
+
+int cl_etcd_txn_ok(const json_t *answer)
+{
+    return json_is_true(json_object_get(answer, "succeeded"));
+}
+
+const json_t *cl_etcd_txn_kv(const json_t *answer)
+{
+    const json_t *r = json_array_get(json_object_get(answer, "responses"), 0);
+    const json_t *kvs = json_object_get(json_object_get(r, "response_range"), "kvs");
+    return json_array_get(kvs, 0);
+}
+
+static int unb64(const json_t *kv, const char *name, char *out, size_t cap)
+{
+    const char *s = json_string_value(json_object_get(kv, name));
+    if (s == NULL || cap == 0)
+        return -1;
+    long n = b64_decode(s, strlen(s), (uint8_t *)out, cap - 1);
+    if (n < 0)
+        return -1;
+    out[n] = '\0';
+    return 0;
+}
+
+int cl_etcd_kv(const json_t *kv, char *key, size_t keycap, char *val, size_t valcap)
+{
+    if (unb64(kv, "key", key, keycap) < 0)
+        return -1;
+    if (val == NULL)
+        return 0;
+    if (json_object_get(kv, "value") == NULL) { /* an empty value is left out */
+        if (valcap == 0)
+            return -1;
+        val[0] = '\0';
+        return 0;
+    }
+    return unb64(kv, "value", val, valcap);
+}
