@@ -102,6 +102,18 @@ void router_register_inbox(server_t *srv);
  * registers LOCAL and CONSUMER itself (router_register_inbox). */
 void router_owner_register(server_t *srv, uint8_t kind, const route_owner_kind_t *k);
 
+/* Remote nodes (a cluster module): node idx subscribes to / leaves filter
+ * (validated here; "$share/..." is refused, -1), as the subscriber
+ * {ROUTE_SID_NODE | idx, owner idx, kind ROUTE_OWNER_NODE, granted QoS 2,
+ * Retain As Published}.  Any thread; takes the trie's write lock.
+ * subscribe: 1 added, 0 already there, -1 invalid; unsubscribe: 1 removed,
+ * 0 not there. */
+int router_node_subscribe(server_t *srv, uint16_t idx, const uint8_t *filter, size_t len);
+int router_node_unsubscribe(server_t *srv, uint16_t idx, const uint8_t *filter, size_t len);
+/* trie_set_local_hook (trie.h) under the trie's write lock: the filters
+ * this node has MQTT subscribers for, as 0<->1 transitions. */
+void router_set_local_hook(server_t *srv, trie_local_fn fn, void *ud);
+
 typedef struct router_consumer_s router_consumer_t;
 typedef struct {
     /* A message for c (see above for when, where and what it may do). */
