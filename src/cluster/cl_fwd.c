@@ -49,7 +49,10 @@ static void cl_deliver(worker_t *w, uint64_t sid, uint16_t owner, msg_t *m, uint
      * every member through cl_retained instead */
     if (m->hops > 0 || m->retain)
         return;
-    wq_push(w, user, owner, m, qos);
+    cl_t *cl = user;
+    if (qos > 0 && CL_STAT_GET(cl->lstats[owner & (CL_MAX_NODES - 1)].busy))
+        w->publish_backlogged = 1; /* the publisher pauses a tick (router.h) */
+    wq_push(w, cl, owner, m, qos);
 }
 
 /* A retained publish or clear made here: to every member. */
@@ -201,6 +204,8 @@ static void peer_send(cl_t *cl, int idx, msg_t *m, uint8_t qos, uint16_t src)
     p->pend[p->len++] = (cl_pend_t){.m = msg_ref(m), .seq = ++p->out_seq, .qos = qos, .src = src};
     CL_STAT_ADD(st->fwd[qos], 1);
     CL_STAT_SET(st->queued, p->len - p->head);
+    if (p->len - p->head > CL_PEND_HIGH && !CL_STAT_GET(st->busy))
+        CL_STAT_SET(st->busy, 1);
     cl_peer_pump(cl, p);
 }
 
@@ -245,6 +250,8 @@ void cl_peer_acked(cl_t *cl, cl_peer_t *p, uint64_t seq)
         p->head = p->sent = p->len = 0;
     int idx = (int)(p - cl->links->peers);
     CL_STAT_SET(cl->lstats[idx].queued, p->len - p->head);
+    if (p->len - p->head < CL_PEND_LOW && CL_STAT_GET(cl->lstats[idx].busy))
+        CL_STAT_SET(cl->lstats[idx].busy, 0);
 }
 
 void cl_peer_drop_pending(cl_t *cl, cl_peer_t *p)
@@ -256,6 +263,7 @@ void cl_peer_drop_pending(cl_t *cl, cl_peer_t *p)
     p->head = p->sent = p->len = p->cap = 0;
     int idx = (int)(p - cl->links->peers);
     CL_STAT_SET(cl->lstats[idx].queued, 0);
+    CL_STAT_SET(cl->lstats[idx].busy, 0);
 }
 
 /* ---- the link thread: receiving ---- */

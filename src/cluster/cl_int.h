@@ -75,6 +75,8 @@ typedef struct {
     _Atomic uint64_t out_bytes; /* bytes waiting in the link's output */
     _Atomic uint64_t routes;    /* filters the peer announced */
     _Atomic uint64_t refused;   /* handshakes refused */
+    _Atomic uint32_t busy;      /* too many QoS 1/2 unacknowledged: the workers
+                                 * pause QoS 1/2 publishers of messages for it */
 } cl_link_stats_t;
 
 /* A closure for the link thread. */

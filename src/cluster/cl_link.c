@@ -110,8 +110,10 @@ static void conn_close(cl_t *cl, cl_conn_t *c, const char *why)
         p->conn = NULL;
         CL_STAT_SET(cl->lstats[c->idx].state, CL_LINK_DOWN);
         CL_STAT_SET(cl->lstats[c->idx].out_bytes, 0);
-        if (c->up)
-            log_warn("cluster: link to %s down: %s", cl->nodes[c->idx].name, why);
+        if (c->up && atomic_load(&cl->stopping))
+            log_info("cluster: link to %s closed: this node stops", cl->nodes[c->idx].name);
+        else if (c->up)
+            log_warn("cluster: link to %s down: %s", cl->nodes[c->idx].name, why ? why : "closed");
         else if (why != NULL) /* redialled with backoff: not a line per attempt */
             log_limited(30000, AN_LOG_INFO, "cluster: link to %s not made: %s",
                         cl->nodes[c->idx].name, why);
@@ -152,7 +154,7 @@ static int conn_flush(cl_t *cl, cl_conn_t *c)
         c->out.len -= c->out_off;
         c->out_off = 0;
     }
-    uint32_t want = EV_READ | (c->out_off < c->out.len ? EV_WRITE : 0);
+    uint32_t want = (c->paused ? 0 : EV_READ) | (c->out_off < c->out.len ? EV_WRITE : 0);
     if (c->connecting)
         want = EV_WRITE;
     if (!ev_watch_active(&c->ev))
@@ -345,7 +347,7 @@ static int node_find(cl_t *cl, const char *s, size_t n)
 static int on_hello(cl_t *cl, cl_conn_t *c, const uint8_t *body, uint32_t len)
 {
     cl_hello_t h;
-    char who[CL_NAME_MAX + CL_ADDR_MAX];
+    char who[CL_NAME_MAX + CL_ADDR_MAX + 8];
     if (c->got_hello || cl_dec_hello(body, len, &h) < 0)
         return refuse(cl, c, peer_name(cl, c), "malformed HELLO");
     snprintf(who, sizeof(who), "%.*s (%s)", (int)h.node_len, h.node, c->addr);
@@ -386,7 +388,7 @@ static int on_auth(cl_t *cl, cl_conn_t *c, const uint8_t *body, uint32_t len)
     const char *name = cl->nodes[c->idx].name;
     mac_of(cl, c->nonce, name, strlen(name), want);
     if (CRYPTO_memcmp(want, mac, CL_MAC_LEN) != 0) {
-        char who[CL_NAME_MAX + CL_ADDR_MAX];
+        char who[CL_NAME_MAX + CL_ADDR_MAX + 8];
         snprintf(who, sizeof(who), "%s (%s)", name, c->addr);
         return refuse(cl, c, who, "wrong secret (AUTH does not match)");
     }
@@ -444,9 +446,45 @@ static int on_frame(cl_t *cl, cl_conn_t *c, uint8_t type, const uint8_t *body, u
     return 0;
 }
 
+/* Back-pressure from the workers: is an inbox over CL_INBOX_HIGH? */
+static int inboxes_full(cl_t *cl)
+{
+    for (uint32_t i = 0; i < cl->srv->nworkers; i++)
+        if (inbox_waiting(&cl->srv->workers[i].inbox) > CL_INBOX_HIGH)
+            return 1;
+    return 0;
+}
+
+static void on_resume(tw_timer_t *t)
+{
+    cl_links_t *L = container_of(t, cl_links_t, resume);
+    cl_t *cl = L->cl;
+    if (inboxes_full(cl)) {
+        tw_add(&cl->tw, &L->resume, cl->now + CL_RESUME_MS);
+        return;
+    }
+    cl_conn_t *c = L->conns;
+    while (c != NULL) {
+        cl_conn_t *next = c->next;
+        if (c->paused) {
+            c->paused = 0; /* reading again: the data waiting wakes the loop */
+            conn_flush(cl, c);
+        }
+        c = next;
+    }
+}
+
 /* Read and handle what arrived; -1 when c was closed. */
 static int conn_read(cl_t *cl, cl_conn_t *c)
 {
+    if (c->up && inboxes_full(cl)) {
+        /* the workers are behind: the peer's messages wait in TCP, so its
+         * output bound (and then its publishers) feel it */
+        c->paused = 1;
+        if (!tw_pending(&cl->links->resume))
+            tw_add(&cl->tw, &cl->links->resume, cl->now + CL_RESUME_MS);
+        return 0;
+    }
     for (int rounds = 0; rounds < 16; rounds++) {
         cl_buf_reserve(&c->in, 65536);
         ssize_t n = recv(c->fd, c->in.p + c->in.len, c->in.cap - c->in.len, 0);
@@ -598,6 +636,7 @@ int cl_links_init(cl_t *cl)
         L->peers[i].cl = cl;
         tw_timer_init(&L->peers[i].redial, on_redial);
     }
+    tw_timer_init(&L->resume, on_resume);
     if (listen_open(cl) < 0)
         return -1;
     if (cl->conf->secret[0] == '\0')
@@ -647,6 +686,7 @@ void cl_links_stop(cl_t *cl)
         conn_close(cl, L->conns, NULL);
     for (int i = 0; i < CL_MAX_NODES; i++)
         tw_del(&cl->tw, &L->peers[i].redial);
+    tw_del(&cl->tw, &L->resume);
     if (L->listen_fd >= 0 && ev_watch_active(&L->listen_ev))
         ev_watch_stop(&cl->loop, &L->listen_ev);
 }

@@ -9,14 +9,18 @@
 #include "cl_wire.h"
 #include "msg.h"
 
-#define CL_TICK_MS 1000          /* ping period and timer granularity */
-#define CL_DEAD_MS 6000          /* a link silent this long is closed */
-#define CL_HANDSHAKE_MS 5000     /* connect + HELLO + AUTH */
-#define CL_BACKOFF_MS 100        /* redial: first delay ... */
-#define CL_BACKOFF_MAX_MS 5000   /* ... doubling to this */
-#define CL_OUT_MAX (8u << 20)    /* a link's output over this: QoS 0 dropped, QoS 1/2 wait */
-#define CL_OUT_KEEP (1u << 20)   /* buffers above this are freed once empty */
-#define CL_PEND_MAX 1000000      /* QoS 1/2 messages kept per peer until acknowledged */
+#define CL_TICK_MS 1000        /* ping period and timer granularity */
+#define CL_DEAD_MS 6000        /* a link silent this long is closed */
+#define CL_HANDSHAKE_MS 5000   /* connect + HELLO + AUTH */
+#define CL_BACKOFF_MS 100      /* redial: first delay ... */
+#define CL_BACKOFF_MAX_MS 5000 /* ... doubling to this */
+#define CL_OUT_MAX (8u << 20)  /* a link's output over this: QoS 0 dropped, QoS 1/2 wait */
+#define CL_OUT_KEEP (1u << 20) /* buffers above this are freed once empty */
+#define CL_PEND_MAX 1000000    /* QoS 1/2 messages kept per peer until acknowledged */
+#define CL_PEND_HIGH 10000     /* more unacknowledged: the peer is busy, publishers ... */
+#define CL_PEND_LOW 5000       /* ... pause (router.h back-pressure) until under this */
+#define CL_INBOX_HIGH 65536    /* a worker's inbox over this: links stop reading ... */
+#define CL_RESUME_MS 1         /* ... and look again this much later */
 
 typedef struct cl_conn_s cl_conn_t;
 typedef struct cl_fset_s cl_fset_t;
@@ -29,6 +33,7 @@ struct cl_conn_s {
     int fd;
     int idx; /* the peer's node index; -1 (accepted) until its HELLO */
     uint8_t dialer, connecting, got_hello, up;
+    uint8_t paused; /* not reading: a worker's inbox is full (cl_links_t.resume) */
     uint8_t nonce[CL_NONCE_LEN], peer_nonce[CL_NONCE_LEN];
     uint64_t peer_inc;
     uint64_t started, last_rx, last_tx;
@@ -69,7 +74,7 @@ typedef struct {
 
 /* One forwarding entry of a worker's batch. */
 typedef struct {
-    msg_t *m; /* a reference */
+    msg_t *m;      /* a reference */
     uint16_t node; /* 0: every member (a retained publish) */
     uint8_t qos;
 } cl_fwd_t;
@@ -92,9 +97,10 @@ struct cl_links_s {
     cl_conn_t *conns;
     uint64_t incarnation;
     uint32_t nworkers;
-    cl_wq_t *wq;         /* [nworkers]: worker i's batch (worker i only) */
-    inbox_vec_t *outv;   /* [nworkers]: received messages for each worker */
-    cl_fset_t *local;    /* filters this node announces */
+    cl_wq_t *wq;       /* [nworkers]: worker i's batch (worker i only) */
+    inbox_vec_t *outv; /* [nworkers]: received messages for each worker */
+    cl_fset_t *local;  /* filters this node announces */
+    tw_timer_t resume; /* paused links read again when the inboxes drained */
     cl_peer_t peers[CL_MAX_NODES];
 };
 
@@ -105,7 +111,7 @@ int cl_conn_flush(cl_t *cl, cl_conn_t *c); /* -1: closed */
 /* cl_fwd.c */
 void cl_fwd_register(cl_t *cl); /* the route owner row, the inbox kind */
 void cl_fwd_free(cl_t *cl);
-void cl_peer_pump(cl_t *cl, cl_peer_t *p);              /* pending QoS 1/2 into the output */
+void cl_peer_pump(cl_t *cl, cl_peer_t *p); /* pending QoS 1/2 into the output */
 void cl_peer_acked(cl_t *cl, cl_peer_t *p, uint64_t seq);
 void cl_peer_drop_pending(cl_t *cl, cl_peer_t *p);
 int cl_recv_msg(cl_t *cl, cl_peer_t *p, const uint8_t *body, uint32_t len);

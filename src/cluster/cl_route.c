@@ -305,8 +305,8 @@ static void rsync_one(void *ud, msg_t *m)
     if (!router_is_sys_topic(msg_topic(m), m->topic_len) && !msg_expired(m, now)) {
         const char *o = origin_name(x->cl, m);
         cl_msg_t w = {.published_at = m->published_at,
-                      .expiry_ms = m->expire_at ? (uint32_t)AN_MIN(m->expire_at - now, UINT32_MAX)
-                                                : 0,
+                      .expiry_ms =
+                          m->expire_at ? (uint32_t)AN_MIN(m->expire_at - now, UINT32_MAX) : 0,
                       .qos = m->qos,
                       .flags = CL_MSG_RETAIN,
                       .origin = o,
@@ -325,7 +325,7 @@ static void rsync_one(void *ud, msg_t *m)
 void cl_retained_sync(cl_t *cl, cl_conn_t *c)
 {
     rsync_ctx_t x = {cl, c};
-    retain_walk(cl->srv->retain, NULL, 0, rsync_one, &x);
+    retain_walk(cl->srv->retain, (const uint8_t *)"", 0, rsync_one, &x);
 }
 
 static void keep_first(void *ud, msg_t *m)
@@ -348,9 +348,9 @@ int cl_retained_recv(cl_t *cl, cl_peer_t *p, const uint8_t *body, uint32_t len)
     msg_t *mine = NULL;
     retain_match(cl->srv->retain, x.topic, x.topic_len, keep_first, &mine);
     if (mine != NULL) {
-        int theirs_newer = x.published_at > mine->published_at ||
-                           (x.published_at == mine->published_at &&
-                            strcmp(oname, origin_name(cl, mine)) > 0);
+        int theirs_newer =
+            x.published_at > mine->published_at ||
+            (x.published_at == mine->published_at && strcmp(oname, origin_name(cl, mine)) > 0);
         msg_unref(&mine);
         if (!theirs_newer)
             return 0;

@@ -291,9 +291,20 @@ def test_node_restart_links_and_routes_come_back(cluster):
     pub = client(cl.nodes["a"], "pub")
     publish(pub, "k/t", b"while-b-down")
     assert get(sub).payload == b"while-b-down"
+    publish(pub, "k/r", b"set-while-b-down", retain=True)  # b gets it by the sync
     # b comes back (same name, same link port): links and routes again
     cl.start("b")
     cl.wait_links()
+    probe = client(cl.nodes["b"], "probe")
+
+    def synced():
+        subscribe(probe, "k/r", 1)  # again: the retained copy comes with each SUBACK
+        try:
+            return get(probe, 0.5).payload == b"set-while-b-down"
+        except queue.Empty:
+            return False
+    wait_for(synced, 10, what="the retained set synced to the new b")
+    close(probe)
     subb = client(cl.nodes["b"], "subb")
     subscribe(subb, "k/t", 1)
     cl.wait_routes("a", "b", lambda n: n == 1)
