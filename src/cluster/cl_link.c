@@ -664,10 +664,15 @@ void cl_links_member_changed(cl_t *cl, int idx)
         return; /* cl_free runs what was posted after the thread ended */
     cl_peer_t *p = &L->peers[idx];
     if (cl->nodes[idx].member) {
-        if (we_dial(cl, idx) && p->conn == NULL && !tw_pending(&p->redial)) {
-            p->backoff_ms = 0;
-            peer_dial(cl, p);
-        }
+        if (!we_dial(cl, idx) || (p->conn != NULL && p->conn->up))
+            return; /* the peer dials, or the link works: kept */
+        /* joined, or its address changed: a dial in progress (maybe to the
+         * old address) or waiting for its backoff starts again now */
+        if (p->conn != NULL)
+            conn_close(cl, p->conn, NULL);
+        tw_del(&cl->tw, &p->redial);
+        p->backoff_ms = 0;
+        peer_dial(cl, p);
         return;
     }
     tw_del(&cl->tw, &p->redial);
