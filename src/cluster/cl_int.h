@@ -137,7 +137,8 @@ void cl_member_gone(cl_t *cl, const char *name);
  * copy of the member table (API threads). */
 struct json_t *cl_nodes_json(cl_t *cl);
 
-/* ---- cl_link.c: node links, routes, forwarding ---- */
+/* ---- cl_link.c, cl_fwd.c, cl_route.c: node links, routes, forwarding
+ * (their own shared state: cl_link_int.h) ---- */
 
 #define CL_STAT_ADD(x, n)                                                                          \
     atomic_store_explicit(&(x), atomic_load_explicit(&(x), memory_order_relaxed) + (n),            \
