@@ -52,6 +52,18 @@ void module_tick_arm(worker_t *w, const module_inst_t *mi, uint64_t delay_ms)
     tw_add(&w->tw, &w->modules[mi->index].timer, w->now + delay_ms); /* or re-arm */
 }
 
+void module_turn_end_run(worker_t *w)
+{
+    while (w->turn_end_head) {
+        module_slot_t *slot = w->turn_end_head;
+        w->turn_end_head = slot->turn_next;
+        slot->turn_next = NULL;
+        slot->turn_asked = 0;
+        if (slot->mi->m->turn_end)
+            slot->mi->m->turn_end(slot->mi, w, slot->ctx);
+    }
+}
+
 int module_init_all(server_t *srv)
 {
     uint32_t n = module_count();

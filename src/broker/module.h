@@ -109,6 +109,9 @@ typedef struct module_s {
     int (*worker_init)(module_inst_t *mi, worker_t *w, void **ctx);
     void (*worker_free)(module_inst_t *mi, worker_t *w, void *ctx);
     uint64_t (*tick)(module_inst_t *mi, worker_t *w, void *ctx);
+    /* the end of worker w's loop turn, once after module_turn_end_ask(w,
+     * mi) in that turn (a batch of the turn's work handed on at once) */
+    void (*turn_end)(module_inst_t *mi, worker_t *w, void *ctx);
     /* the management API (above); each optional */
     const module_api_route_t *api_routes; /* ends with a NULL path */
     void (*metrics)(module_inst_t *mi, module_metrics_t *mm);
@@ -133,6 +136,8 @@ typedef struct module_slot_s {
     tw_timer_t timer; /* the tick */
     worker_t *w;
     module_inst_t *mi;
+    struct module_slot_s *turn_next; /* worker_t.turn_end_head, while asked */
+    uint8_t turn_asked;
 } module_slot_t;
 
 /* The list (src/modules/modules.c), NULL-terminated. */
@@ -153,6 +158,20 @@ void module_worker_free(worker_t *w);
 /* Arm (or re-arm) mi's tick on worker w in delay_ms; w's thread, or the
  * main thread before the workers start. */
 void module_tick_arm(worker_t *w, const module_inst_t *mi, uint64_t delay_ms);
+
+/* Call mi's turn_end on w at the end of this turn (once however often it
+ * is asked); w's thread.  Nothing is walked in a turn where nobody asked. */
+static inline void module_turn_end_ask(worker_t *w, const module_inst_t *mi)
+{
+    module_slot_t *slot = &w->modules[mi->index];
+    if (!slot->turn_asked) {
+        slot->turn_asked = 1;
+        slot->turn_next = w->turn_end_head;
+        w->turn_end_head = slot;
+    }
+}
+/* worker.c, end of a turn: run the turn_end hooks asked for. */
+void module_turn_end_run(worker_t *w);
 
 static inline void *module_worker_ctx(const worker_t *w, uint32_t index)
 {

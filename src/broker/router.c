@@ -293,6 +293,9 @@ size_t router_publish(worker_t *w, msg_t *m, const sess_t *from)
         if (retain_set_max(srv->retain, m, own ? 0 : server_live(srv)->max_retained) < 0)
             return ROUTER_NO_RETAIN; /* a new topic and the tree is full */
         persist_retained(w, m);
+        const route_owner_kind_t *nk = &srv->route_owners[ROUTE_OWNER_NODE];
+        if (nk->retained && m->hops == 0 && !router_is_sys_topic(msg_topic(m), m->topic_len))
+            nk->retained(w, m, nk->user); /* a cluster: retained on every node */
     }
 
     match_ctx_t ctx = {w, m, from};
@@ -368,6 +371,53 @@ void router_send_retained(worker_t *w, sess_t *s, const uint8_t *filter, uint16_
 {
     retained_ctx_t ctx = {w, s, qos};
     retain_match(w->srv->retain, filter, len, send_one_retained, &ctx);
+}
+
+/* ---- remote nodes ------------------------------------------------------ */
+
+static sub_ref_t node_ref(uint16_t idx)
+{
+    /* Retain As Published: the receiving node needs the flag as published
+     * (its own subscribers' options apply there) */
+    sub_ref_t r = {.sid = ROUTE_SID_NODE | idx,
+                   .owner = idx,
+                   .kind = ROUTE_OWNER_NODE,
+                   .opts = (uint8_t)(2 | MQTT_SUBOPT_RETAIN_AS_PUBLISHED)};
+    return r;
+}
+
+int router_node_subscribe(server_t *srv, uint16_t idx, const uint8_t *filter, size_t len)
+{
+    if (len == 0 || len > UINT16_MAX || !mqtt_topic_filter_valid(filter, len))
+        return -1;
+    const uint8_t *g, *real;
+    size_t gl, rl;
+    if (mqtt_shared_filter_parse(filter, len, &g, &gl, &real, &rl) != 0)
+        return -1; /* shared groups across nodes: not yet (docs/cluster.md) */
+    sub_ref_t ref = node_ref(idx);
+    pthread_rwlock_wrlock(&srv->trie_lock);
+    int rc = trie_insert(srv->trie, filter, len, &ref);
+    pthread_rwlock_unlock(&srv->trie_lock);
+    if (rc < 0) {
+        log_error("cluster: out of memory adding a route");
+        abort(); /* an_* policy */
+    }
+    return rc;
+}
+
+int router_node_unsubscribe(server_t *srv, uint16_t idx, const uint8_t *filter, size_t len)
+{
+    pthread_rwlock_wrlock(&srv->trie_lock);
+    int rc = trie_remove(srv->trie, filter, len, node_ref(idx).sid);
+    pthread_rwlock_unlock(&srv->trie_lock);
+    return rc;
+}
+
+void router_set_local_hook(server_t *srv, trie_local_fn fn, void *ud)
+{
+    pthread_rwlock_wrlock(&srv->trie_lock);
+    trie_set_local_hook(srv->trie, fn, ud);
+    pthread_rwlock_unlock(&srv->trie_lock);
 }
 
 /* ---- internal consumers ------------------------------------------------ */

@@ -112,6 +112,17 @@ void router_owner_register(server_t *srv, uint8_t kind, const route_owner_kind_t
 typedef msg_t *(*router_receive_fn)(worker_t *w, msg_t *m, const sess_t *from, void *user);
 /* Returns 0, or -1 when another module holds the hook already. */
 int router_receive_hook(server_t *srv, router_receive_fn fn, void *user);
+/* Remote nodes (a cluster module): node idx subscribes to / leaves filter
+ * (validated here; "$share/..." is refused, -1), as the subscriber
+ * {ROUTE_SID_NODE | idx, owner idx, kind ROUTE_OWNER_NODE, granted QoS 2,
+ * Retain As Published}.  Any thread; takes the trie's write lock.
+ * subscribe: 1 added, 0 already there, -1 invalid; unsubscribe: 1 removed,
+ * 0 not there. */
+int router_node_subscribe(server_t *srv, uint16_t idx, const uint8_t *filter, size_t len);
+int router_node_unsubscribe(server_t *srv, uint16_t idx, const uint8_t *filter, size_t len);
+/* trie_set_local_hook (trie.h) under the trie's write lock: the filters
+ * this node has MQTT subscribers for, as 0<->1 transitions. */
+void router_set_local_hook(server_t *srv, trie_local_fn fn, void *ud);
 
 typedef struct router_consumer_s router_consumer_t;
 typedef struct {

@@ -78,6 +78,10 @@ typedef struct {
     void (*deliver)(worker_t *w, uint64_t sid, uint16_t owner, msg_t *m, uint8_t qos, uint8_t flags,
                     void *user);
     void *user;
+    /* ROUTE_OWNER_NODE only, optional: every retained publish (or clear)
+     * stored on this worker that was published on this node (hops 0), not
+     * $SYS; called after the store, before the match (router.h) */
+    void (*retained)(worker_t *w, msg_t *m, void *user);
 } route_owner_kind_t;
 
 /* Packet types counted in and out (index = MQTT packet type 0..15). */
@@ -198,7 +202,8 @@ struct worker_s {
     struct persist_held_s *held; /* acks and routes waiting for a commit, and the
                                   * batch numbering (persist_held.h) */
     worker_stats_t stats;
-    struct module_slot_s *modules; /* per module: its context, its tick (module.h) */
+    struct module_slot_s *modules;       /* per module: its context, its tick (module.h) */
+    struct module_slot_s *turn_end_head; /* modules asking for turn_end (module.h) */
 };
 
 struct server_s {

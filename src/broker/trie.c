@@ -51,7 +51,9 @@ struct tnode_s {
 struct trie_s {
     tnode_t *root;
     size_t count, nodes;
-    uint64_t key[2]; /* SipHash key */
+    uint64_t key[2];        /* SipHash key */
+    trie_local_fn local_fn; /* trie_set_local_hook, or NULL */
+    void *local_ud;
 };
 
 #define SUBS_INDEX_MIN 16 /* index a node's sids above this many */
@@ -453,6 +455,65 @@ void trie_free(trie_t *t)
     free(t);
 }
 
+/* Does n have a subscriber of kind LOCAL other than item `skip`?  Stops
+ * at the first one: bounded by the non-local ones before it. */
+static int has_local(tnode_t *n, uint32_t skip)
+{
+    sub_ref_t *v = subs_items(n);
+    for (uint32_t i = 0; i < n->nsubs; i++)
+        if (i != skip && v[i].kind == ROUTE_OWNER_LOCAL)
+            return 1;
+    return 0;
+}
+
+/* trie_set_local_hook's first pass: every filter with a local subscriber,
+ * depth first; buf holds the filter of n's parent levels. */
+static void walk_local(trie_t *t, tnode_t *n, uint8_t **buf, size_t *cap, size_t len)
+{
+    if (n != t->root) {
+        const uint8_t *key = n->key;
+        size_t kl = n->klen;
+        if (n->parent && n == n->parent->plus)
+            key = (const uint8_t *)"+", kl = 1;
+        else if (n->parent && n == n->parent->hash)
+            key = (const uint8_t *)"#", kl = 1;
+        if (len + kl + 2 > *cap) {
+            *cap = AN_MAX(2 * *cap, len + kl + 2);
+            *buf = an_realloc(*buf, *cap);
+        }
+        if (n->parent != t->root)
+            (*buf)[len++] = '/';
+        memcpy(*buf + len, key, kl);
+        len += kl;
+        if (has_local(n, UINT32_MAX))
+            t->local_fn(t->local_ud, *buf, len, 1);
+    }
+    if (n->plus)
+        walk_local(t, n->plus, buf, cap, len);
+    if (n->hash)
+        walk_local(t, n->hash, buf, cap, len);
+    if (n->kbits == 0) {
+        if (n->nkids)
+            walk_local(t, n->kids.one, buf, cap, len);
+    } else {
+        for (size_t i = 0; i < ((size_t)1 << n->kbits); i++)
+            if (n->kids.tab[i])
+                walk_local(t, n->kids.tab[i], buf, cap, len);
+    }
+}
+
+void trie_set_local_hook(trie_t *t, trie_local_fn fn, void *ud)
+{
+    t->local_fn = fn;
+    t->local_ud = ud;
+    if (fn == NULL)
+        return;
+    size_t cap = 256;
+    uint8_t *buf = an_malloc(cap);
+    walk_local(t, t->root, &buf, &cap, 0);
+    free(buf);
+}
+
 int trie_insert(trie_t *t, const uint8_t *filter, size_t len, const sub_ref_t *sub)
 {
     tnode_t *n = t->root, *c;
@@ -486,9 +547,12 @@ int trie_insert(trie_t *t, const uint8_t *filter, size_t len, const sub_ref_t *s
         subs_items(n)[i] = *sub;
         return 0;
     }
+    int first = t->local_fn && sub->kind == ROUTE_OWNER_LOCAL && !has_local(n, UINT32_MAX);
     if (subs_add(n, sub) < 0)
         goto fail;
     t->count++;
+    if (first)
+        t->local_fn(t->local_ud, filter, len, 1);
     return 1;
 fail:
     prune(t, n); /* the nodes made for this filter, if any */
@@ -517,9 +581,14 @@ int trie_remove(trie_t *t, const uint8_t *filter, size_t len, uint64_t sid)
     long i = subs_find(n, sid);
     if (i < 0)
         return 0;
+    int local = t->local_fn && subs_items(n)[i].kind == ROUTE_OWNER_LOCAL;
+    if (local && has_local(n, (uint32_t)i))
+        local = 0; /* not the last one */
     subs_del(n, (uint32_t)i);
     t->count--;
     prune(t, n);
+    if (local)
+        t->local_fn(t->local_ud, filter, len, 0);
     return 1;
 }
 

@@ -84,6 +84,18 @@ int trie_remove(trie_t *t, const uint8_t *filter, size_t len, uint64_t sid);
 typedef void (*trie_match_cb)(void *ud, const sub_ref_t *sub);
 void trie_match(const trie_t *t, const uint8_t *topic, size_t len, trie_match_cb cb, void *ud);
 
+/* The local-route hook (a cluster module, router.h): fn(ud, filter, len, 1)
+ * when a filter gets its first subscriber of kind ROUTE_OWNER_LOCAL (an
+ * MQTT session or a shared group's entry) and fn(ud, filter, len, 0) when
+ * it loses its last one; called inside trie_insert / trie_remove, under the
+ * caller's write lock, so the calls come in the order of the changes.
+ * Setting the hook calls fn(.., 1) at once for every filter that has a
+ * local subscriber already.  Costs nothing while no hook is set (and then
+ * a scan of the node's subscribers only until another local one is found,
+ * bounded by the non-local ones: nodes and consumers). */
+typedef void (*trie_local_fn)(void *ud, const uint8_t *filter, size_t len, int up);
+void trie_set_local_hook(trie_t *t, trie_local_fn fn, void *ud);
+
 /* Number of (filter, subscriber) pairs, and of nodes (for metrics, tests).
  * The root counts: an empty trie, new or emptied by removes, has 1 node. */
 size_t trie_count(const trie_t *t);

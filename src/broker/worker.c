@@ -365,6 +365,9 @@ static void end_of_turn(worker_t *w)
         else
             conn_flush(c);
     }
+    /* modules that asked to hand this turn's work on (module.h) */
+    if (w->turn_end_head)
+        module_turn_end_run(w);
     /* one inbox post per destination worker */
     for (uint32_t i = 0; i < w->srv->nworkers; i++)
         if (w->outbox[i].len && inbox_post(&w->srv->workers[i].inbox, &w->outbox[i]) > INBOX_HIGH) {

@@ -60,6 +60,26 @@ typedef struct {
     uint64_t since_ms;           /* member since / out since (monotonic) */
 } cl_node_t;
 
+/* One peer's link, as the API and metrics see it: written by the link
+ * thread only (relaxed atomics), read by any thread. */
+enum { CL_LINK_DOWN = 0, CL_LINK_HANDSHAKE, CL_LINK_UP };
+typedef struct {
+    _Atomic uint32_t state;    /* CL_LINK_* */
+    _Atomic uint32_t ups;      /* times the link came up */
+    _Atomic uint64_t bytes_in; /* link bytes read / written */
+    _Atomic uint64_t bytes_out;
+    _Atomic uint64_t received;  /* messages received from the peer */
+    _Atomic uint64_t fwd[3];    /* messages forwarded to it, by QoS */
+    _Atomic uint64_t dropped;   /* QoS 0 dropped (link down or output full), QoS 1/2
+                                  * over the bound of unacknowledged ones */
+    _Atomic uint64_t queued;    /* QoS 1/2 not acknowledged yet */
+    _Atomic uint64_t out_bytes; /* bytes waiting in the link's output */
+    _Atomic uint64_t routes;    /* filters the peer announced */
+    _Atomic uint64_t refused;   /* handshakes refused */
+    _Atomic uint32_t busy;      /* too many QoS 1/2 unacknowledged: the workers
+                                 * pause QoS 1/2 publishers of messages for it */
+} cl_link_stats_t;
+
 /* A closure for the link thread. */
 typedef struct cl_task_s {
     struct cl_task_s *next;
@@ -94,6 +114,9 @@ struct cl_s {
     pthread_mutex_t snap_mu;
     cl_node_t snap[CL_MAX_NODES];
 
+    cl_link_stats_t lstats[CL_MAX_NODES]; /* by node index (cl_link.c) */
+    _Atomic uint64_t local_routes;        /* filters this node announces */
+
     cl_links_t *links;   /* cl_link.c */
     cl_member_t *member; /* cl_member.c */
 };
@@ -115,7 +138,14 @@ void cl_member_gone(cl_t *cl, const char *name);
  * copy of the member table (API threads). */
 struct json_t *cl_nodes_json(cl_t *cl);
 
-/* ---- cl_link.c: node links, routes, forwarding ---- */
+/* ---- cl_link.c, cl_fwd.c, cl_route.c: node links, routes, forwarding
+ * (their own shared state: cl_link_int.h) ---- */
+
+#define CL_STAT_ADD(x, n)                                                                          \
+    atomic_store_explicit(&(x), atomic_load_explicit(&(x), memory_order_relaxed) + (n),            \
+                          memory_order_relaxed) /* one writer: no locked add */
+#define CL_STAT_SET(x, v) atomic_store_explicit(&(x), (v), memory_order_relaxed)
+#define CL_STAT_GET(x) atomic_load_explicit(&(x), memory_order_relaxed)
 
 /* Module init (main thread, before the workers run): bind the link
  * listener (fills cl->link_addr), register the route owner row and the
@@ -125,6 +155,9 @@ int cl_links_init(cl_t *cl);
 int cl_links_start(cl_t *cl);
 /* On the link thread: node idx became a member or left (cl->nodes[idx]). */
 void cl_links_member_changed(cl_t *cl, int idx);
+/* Worker w's turn ends and it asked for it: hand the messages it queued
+ * for other nodes to the link thread, in one batch. */
+void cl_links_turn_end(cl_t *cl, worker_t *w);
 /* On the link thread, when it is stopping: close every link. */
 void cl_links_stop(cl_t *cl);
 /* After the link thread and the workers stopped. */

@@ -1,40 +1,750 @@
-/* cl_link.c -- node links, route sharing and forwarding (cl_int.h).
+/* cl_link.c -- node links and forwarding (cl_int.h; docs/cluster.md
+ * "Node links", "QoS across nodes").
  *
- * Not built yet: this file only keeps the interface of cl_int.h so that the
- * module links; the design it will follow is docs/cluster.md ("Node
- * links", "Routes", "QoS across nodes").  Until then a cluster node
- * forwards nothing and announces no routes.
+ * The link thread owns everything here but the per-worker queues: the
+ * listener, every link socket (cl_conn_t), and per peer node a cl_peer_t
+ * (its current link, the redial timer, the QoS 1/2 messages not yet
+ * acknowledged, the sequence numbers, the routes it announced: cl_route.c).
+ *
+ * Links.  Between two members the node whose name sorts first dials; the
+ * other accepts.  Both send HELLO at once; each answers the peer's HELLO
+ * with AUTH = HMAC-SHA256(secret, peer nonce | own name) and checks the
+ * peer's AUTH the same way; the link is up when both checks passed.  A
+ * refused link is logged with the peer and the reason.  A dead link is
+ * redialled (100 ms doubling to 5 s) while the peer is a member.  Every
+ * second each side sends a PING when it sent nothing else; a link silent
+ * for CL_DEAD_MS is closed.
+ *
+ * Forwarding.  The router calls cl_deliver (the ROUTE_OWNER_NODE row) on
+ * the publisher's worker, once per message and node; a message that came
+ * from another node (hops > 0) is never forwarded again.  The worker
+ * appends (message reference, node, QoS) to its own batch (no lock) and
+ * hands the whole batch to the link thread at the end of its turn
+ * (module turn_end: one cl_post per turn).  Retained publishes (and
+ * clears) go to every member through the same batch, marked "all".  The
+ * link thread encodes each message into the peer's link output and writes
+ * once per batch.  QoS 0 is dropped (counted) while the link is down or its
+ * output is over CL_OUT_MAX; QoS 1/2 get the peer's next sequence number
+ * and stay (a reference) until the peer acknowledges them cumulatively;
+ * after a reconnect the unacknowledged ones are sent again, and the
+ * receiver drops what it has seen (sequence numbers per peer process: the
+ * HELLO's incarnation says when the sender restarted).
+ *
+ * Receiving.  A message read from a link becomes a msg_t (origin_node =
+ * the peer, hops = 1) and an inbox item WM_CLUSTER for worker
+ * (source worker % workers), so one worker's stream stays in order; that
+ * worker routes it with router_publish(w, m, NULL) to its local
+ * subscribers (no client accounting, no ACL of a publisher: the
+ * publishing node applied them).
  */
+#include <arpa/inet.h>
+#include <errno.h>
+#include <netdb.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
 #include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <unistd.h>
 
-#include "cl_int.h"
+#include <openssl/crypto.h>
+#include <openssl/evp.h>
+#include <openssl/hmac.h>
+#include <openssl/rand.h>
+
+#include "cl_link_int.h"
 #include "log.h"
+#include "module.h"
+#include "persist.h"
+#include "retain.h"
+#include "router.h"
+
+/* ---- links: sockets ---- */
+
+static void conn_io(ev_loop_t *loop, ev_watcher_t *ev, uint32_t events);
+static void conn_on_timer(tw_timer_t *t);
+static void peer_redial_later(cl_t *cl, cl_peer_t *p);
+static int conn_flush(cl_t *cl, cl_conn_t *c);
+
+static const char *peer_name(cl_t *cl, const cl_conn_t *c)
+{
+    return c->idx > 0 ? cl->nodes[c->idx].name : c->addr;
+}
+
+static cl_conn_t *conn_new(cl_t *cl, int fd, int dialer, const char *addr)
+{
+    cl_conn_t *c = an_calloc(1, sizeof(*c));
+    c->cl = cl;
+    c->fd = fd;
+    c->dialer = (uint8_t)dialer;
+    c->started = cl->now;
+    c->last_rx = cl->now;
+    c->last_tx = cl->now;
+    snprintf(c->addr, sizeof(c->addr), "%s", addr);
+    RAND_bytes(c->nonce, sizeof(c->nonce));
+    ev_watcher_init(&c->ev, fd, conn_io);
+    tw_timer_init(&c->timer, conn_on_timer);
+    tw_add(&cl->tw, &c->timer, cl->now + CL_TICK_MS);
+    c->next = cl->links->conns;
+    if (c->next)
+        c->next->pprev = &c->next;
+    c->pprev = &cl->links->conns;
+    cl->links->conns = c;
+    return c;
+}
+
+/* Close c (logged when it was some peer's link), free it. */
+static void conn_close(cl_t *cl, cl_conn_t *c, const char *why)
+{
+    cl_links_t *L = cl->links;
+    if (ev_watch_active(&c->ev))
+        ev_watch_stop(&cl->loop, &c->ev);
+    close(c->fd);
+    tw_del(&cl->tw, &c->timer);
+    *c->pprev = c->next;
+    if (c->next)
+        c->next->pprev = c->pprev;
+    if (c->idx > 0 && L->peers[c->idx].conn == c) {
+        cl_peer_t *p = &L->peers[c->idx];
+        p->conn = NULL;
+        CL_STAT_SET(cl->lstats[c->idx].state, CL_LINK_DOWN);
+        CL_STAT_SET(cl->lstats[c->idx].out_bytes, 0);
+        if (c->up && atomic_load(&cl->stopping))
+            log_info("cluster: link to %s closed: this node stops", cl->nodes[c->idx].name);
+        else if (c->up)
+            log_warn("cluster: link to %s down: %s", cl->nodes[c->idx].name, why ? why : "closed");
+        else if (why != NULL) /* redialled with backoff: not a line per attempt */
+            log_limited(30000, AN_LOG_INFO, "cluster: link to %s not made: %s",
+                        cl->nodes[c->idx].name, why);
+        if (c->dialer)
+            peer_redial_later(cl, p);
+    } else if (why != NULL && c->idx <= 0) {
+        log_info("cluster: link from %s closed: %s", c->addr, why);
+    }
+    cl_buf_free(&c->in);
+    cl_buf_free(&c->out);
+    free(c);
+}
+
+/* Write what c has; EV_WRITE while some is left.  -1: c was closed. */
+static int conn_flush(cl_t *cl, cl_conn_t *c)
+{
+    while (c->out_off < c->out.len) {
+        ssize_t n = send(c->fd, c->out.p + c->out_off, c->out.len - c->out_off, MSG_NOSIGNAL);
+        if (n < 0 && errno == EINTR)
+            continue;
+        if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK))
+            break;
+        if (n <= 0) {
+            conn_close(cl, c, n < 0 ? strerror(errno) : "closed");
+            return -1;
+        }
+        c->out_off += (size_t)n;
+        c->last_tx = cl->now;
+        if (c->idx > 0)
+            CL_STAT_ADD(cl->lstats[c->idx].bytes_out, (uint64_t)n);
+    }
+    if (c->out_off == c->out.len) {
+        c->out.len = c->out_off = 0;
+        if (c->out.cap > CL_OUT_KEEP) /* a burst is over: give it back */
+            cl_buf_free(&c->out);
+    } else if (c->out_off > c->out.cap / 2) {
+        memmove(c->out.p, c->out.p + c->out_off, c->out.len - c->out_off);
+        c->out.len -= c->out_off;
+        c->out_off = 0;
+    }
+    uint32_t want = (c->paused ? 0 : EV_READ) | (c->out_off < c->out.len ? EV_WRITE : 0);
+    if (c->connecting)
+        want = EV_WRITE;
+    if (!ev_watch_active(&c->ev))
+        ev_watch_start(&cl->loop, &c->ev, want);
+    else if ((c->ev.events & (EV_READ | EV_WRITE)) != want)
+        ev_watch_modify(&cl->loop, &c->ev, want);
+    if (c->idx > 0 && c->up)
+        CL_STAT_SET(cl->lstats[c->idx].out_bytes, c->out.len - c->out_off);
+    return 0;
+}
+
+static size_t conn_pending(const cl_conn_t *c)
+{
+    return c->out.len - c->out_off;
+}
+
+/* "host:port" -> a socket address (numeric or resolved). */
+static int addr_resolve(const char *addr, int passive, struct sockaddr_storage *ss, socklen_t *sl)
+{
+    char host[CL_ADDR_MAX];
+    snprintf(host, sizeof(host), "%s", addr);
+    char *colon = strrchr(host, ':');
+    if (colon == NULL)
+        return -1;
+    *colon = '\0';
+    const char *port = colon + 1;
+    char *h = host;
+    if (h[0] == '[') {
+        h++;
+        char *e = strchr(h, ']');
+        if (e)
+            *e = '\0';
+    }
+    struct addrinfo hints = {.ai_family = AF_UNSPEC, .ai_socktype = SOCK_STREAM};
+    if (passive)
+        hints.ai_flags = AI_PASSIVE;
+    struct addrinfo *res = NULL;
+    if (getaddrinfo(h[0] ? h : NULL, port, &hints, &res) != 0 || res == NULL)
+        return -1;
+    memcpy(ss, res->ai_addr, res->ai_addrlen);
+    *sl = res->ai_addrlen;
+    freeaddrinfo(res);
+    return 0;
+}
+
+static void sock_tune(int fd)
+{
+    int one = 1;
+    setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
+    int sz = 4 << 20;
+    setsockopt(fd, SOL_SOCKET, SO_SNDBUF, &sz, sizeof(sz));
+    setsockopt(fd, SOL_SOCKET, SO_RCVBUF, &sz, sizeof(sz));
+}
+
+static void send_hello(cl_t *cl, cl_conn_t *c)
+{
+    cl_hello_t h = {.version = CL_WIRE_VERSION,
+                    .cluster = cl->conf->name,
+                    .cluster_len = (uint8_t)strlen(cl->conf->name),
+                    .node = cl->conf->node,
+                    .node_len = (uint8_t)strlen(cl->conf->node),
+                    .incarnation = cl->links->incarnation};
+    memcpy(h.nonce, c->nonce, CL_NONCE_LEN);
+    cl_enc_hello(&c->out, &h);
+}
+
+/* Dial peer p (we sort first). */
+static void peer_dial(cl_t *cl, cl_peer_t *p)
+{
+    int idx = (int)(p - cl->links->peers);
+    cl_node_t *n = &cl->nodes[idx];
+    struct sockaddr_storage ss;
+    socklen_t sl;
+    if (addr_resolve(n->link_addr, 0, &ss, &sl) < 0) {
+        log_limited(10000, AN_LOG_WARN, "cluster: cannot resolve %s's link address %s", n->name,
+                    n->link_addr);
+        peer_redial_later(cl, p);
+        return;
+    }
+    int fd = socket(ss.ss_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+    if (fd < 0) {
+        peer_redial_later(cl, p);
+        return;
+    }
+    sock_tune(fd);
+    int rc = connect(fd, (struct sockaddr *)&ss, sl);
+    if (rc < 0 && errno != EINPROGRESS) {
+        close(fd);
+        peer_redial_later(cl, p);
+        return;
+    }
+    cl_conn_t *c = conn_new(cl, fd, 1, n->link_addr);
+    c->idx = idx;
+    c->connecting = rc < 0;
+    p->conn = c;
+    CL_STAT_SET(cl->lstats[idx].state, CL_LINK_HANDSHAKE);
+    send_hello(cl, c);
+    conn_flush(cl, c);
+}
+
+static void on_redial(tw_timer_t *t)
+{
+    cl_peer_t *p = container_of(t, cl_peer_t, redial);
+    cl_t *cl = p->cl;
+    int idx = (int)(p - cl->links->peers);
+    if (cl->nodes[idx].member && p->conn == NULL)
+        peer_dial(cl, p);
+}
+
+static void peer_redial_later(cl_t *cl, cl_peer_t *p)
+{
+    int idx = (int)(p - cl->links->peers);
+    if (!cl->nodes[idx].member || atomic_load(&cl->stopping) || tw_pending(&p->redial))
+        return;
+    p->backoff_ms = p->backoff_ms ? AN_MIN(p->backoff_ms * 2, CL_BACKOFF_MAX_MS) : CL_BACKOFF_MS;
+    tw_add(&cl->tw, &p->redial, cl->now + p->backoff_ms);
+}
+
+static int we_dial(cl_t *cl, int idx)
+{
+    return strcmp(cl->conf->node, cl->nodes[idx].name) < 0;
+}
+
+static void on_accept(ev_loop_t *loop, ev_watcher_t *ev, uint32_t events)
+{
+    (void)loop;
+    (void)events;
+    cl_links_t *L = container_of(ev, cl_links_t, listen_ev);
+    cl_t *cl = L->cl;
+    for (int i = 0; i < 64; i++) {
+        struct sockaddr_storage ss;
+        socklen_t sl = sizeof(ss);
+        int fd = accept4(ev->fd, (struct sockaddr *)&ss, &sl, SOCK_NONBLOCK | SOCK_CLOEXEC);
+        if (fd < 0)
+            return;
+        char host[INET6_ADDRSTRLEN] = "?", addr[CL_ADDR_MAX];
+        uint16_t port = 0;
+        if (ss.ss_family == AF_INET) {
+            struct sockaddr_in *a = (struct sockaddr_in *)&ss;
+            inet_ntop(AF_INET, &a->sin_addr, host, sizeof(host));
+            port = ntohs(a->sin_port);
+        } else if (ss.ss_family == AF_INET6) {
+            struct sockaddr_in6 *a = (struct sockaddr_in6 *)&ss;
+            inet_ntop(AF_INET6, &a->sin6_addr, host, sizeof(host));
+            port = ntohs(a->sin6_port);
+        }
+        snprintf(addr, sizeof(addr), "%s:%u", host, port);
+        sock_tune(fd);
+        cl_conn_t *c = conn_new(cl, fd, 0, addr);
+        c->idx = -1;
+        send_hello(cl, c);
+        conn_flush(cl, c);
+    }
+}
+
+/* ---- the handshake ---- */
+
+static void mac_of(cl_t *cl, const uint8_t nonce[CL_NONCE_LEN], const char *name, size_t nl,
+                   uint8_t out[CL_MAC_LEN])
+{
+    uint8_t data[CL_NONCE_LEN + CL_NAME_MAX];
+    memcpy(data, nonce, CL_NONCE_LEN);
+    memcpy(data + CL_NONCE_LEN, name, nl);
+    unsigned int ml = CL_MAC_LEN;
+    const char *key = cl->conf->secret;
+    HMAC(EVP_sha256(), key, (int)strlen(key), data, CL_NONCE_LEN + nl, out, &ml);
+}
+
+/* Refuse c: logged (rate-limited) with the peer and the reason. */
+static int refuse(cl_t *cl, cl_conn_t *c, const char *who, const char *why)
+{
+    log_limited(5000, AN_LOG_WARN, "cluster: link %s %s refused: %s", c->dialer ? "to" : "from",
+                who, why);
+    if (c->idx > 0)
+        CL_STAT_ADD(cl->lstats[c->idx].refused, 1);
+    conn_close(cl, c, NULL);
+    return -1;
+}
+
+/* The index of a known node named (s, n), or -1. */
+static int node_find(cl_t *cl, const char *s, size_t n)
+{
+    for (int i = 1; i < CL_MAX_NODES; i++)
+        if (cl->nodes[i].used && strlen(cl->nodes[i].name) == n &&
+            memcmp(cl->nodes[i].name, s, n) == 0)
+            return i;
+    return -1;
+}
+
+static int on_hello(cl_t *cl, cl_conn_t *c, const uint8_t *body, uint32_t len)
+{
+    cl_hello_t h;
+    char who[CL_NAME_MAX + CL_ADDR_MAX + 8];
+    if (c->got_hello || cl_dec_hello(body, len, &h) < 0)
+        return refuse(cl, c, peer_name(cl, c), "malformed HELLO");
+    snprintf(who, sizeof(who), "%.*s (%s)", (int)h.node_len, h.node, c->addr);
+    if (h.version != CL_WIRE_VERSION) {
+        char why[96];
+        snprintf(why, sizeof(why), "protocol version %u, this node speaks %u", h.version,
+                 CL_WIRE_VERSION);
+        return refuse(cl, c, who, why);
+    }
+    if (h.cluster_len != strlen(cl->conf->name) ||
+        memcmp(h.cluster, cl->conf->name, h.cluster_len) != 0)
+        return refuse(cl, c, who, "another cluster name");
+    int idx = node_find(cl, h.node, h.node_len);
+    if (idx < 0 || !cl->nodes[idx].member)
+        return refuse(cl, c, who, "not a member");
+    if (c->dialer && idx != c->idx)
+        return refuse(cl, c, who, "another node answered at that address");
+    if (!c->dialer) {
+        if (we_dial(cl, idx))
+            return refuse(cl, c, who, "this node dials that one, not the reverse");
+        c->idx = idx;
+    }
+    c->got_hello = 1;
+    c->peer_inc = h.incarnation;
+    memcpy(c->peer_nonce, h.nonce, CL_NONCE_LEN);
+    uint8_t mac[CL_MAC_LEN];
+    mac_of(cl, c->peer_nonce, cl->conf->node, strlen(cl->conf->node), mac);
+    cl_enc_auth(&c->out, mac);
+    return 0;
+}
+
+static int on_auth(cl_t *cl, cl_conn_t *c, const uint8_t *body, uint32_t len)
+{
+    const uint8_t *mac;
+    if (!c->got_hello || c->up || cl_dec_auth(body, len, &mac) < 0)
+        return refuse(cl, c, peer_name(cl, c), "AUTH out of order or malformed");
+    uint8_t want[CL_MAC_LEN];
+    const char *name = cl->nodes[c->idx].name;
+    mac_of(cl, c->nonce, name, strlen(name), want);
+    if (CRYPTO_memcmp(want, mac, CL_MAC_LEN) != 0) {
+        char who[CL_NAME_MAX + CL_ADDR_MAX + 8];
+        snprintf(who, sizeof(who), "%s (%s)", name, c->addr);
+        return refuse(cl, c, who, "wrong secret (AUTH does not match)");
+    }
+    cl_peer_t *p = &cl->links->peers[c->idx];
+    if (p->conn != NULL && p->conn != c)
+        conn_close(cl, p->conn, "replaced by a new link");
+    p->conn = c;
+    c->up = 1;
+    p->backoff_ms = 0;
+    cl_link_up(cl, p, c);
+    return 0;
+}
+
+/* ---- frames ---- */
+
+static int on_frame(cl_t *cl, cl_conn_t *c, uint8_t type, const uint8_t *body, uint32_t len)
+{
+    if (type == CL_F_HELLO)
+        return on_hello(cl, c, body, len);
+    if (type == CL_F_AUTH)
+        return on_auth(cl, c, body, len);
+    if (!c->up)
+        return refuse(cl, c, peer_name(cl, c), "a frame before the handshake");
+    cl_peer_t *p = &cl->links->peers[c->idx];
+    int rc = 0;
+    switch (type) {
+    case CL_F_PING:
+        break;
+    case CL_F_MSG:
+        rc = cl_recv_msg(cl, p, body, len);
+        break;
+    case CL_F_ACK: {
+        uint64_t seq;
+        rc = cl_dec_ack(body, len, &seq);
+        if (rc == 0)
+            cl_peer_acked(cl, p, seq);
+        break;
+    }
+    case CL_F_ROUTE_ADD:
+    case CL_F_ROUTE_DEL:
+    case CL_F_SYNC_BEGIN:
+    case CL_F_SYNC_END:
+        rc = cl_route_recv(cl, p, type, body, len);
+        break;
+    case CL_F_RETAINED:
+        rc = cl_retained_recv(cl, p, body, len);
+        break;
+    default:
+        break; /* a newer peer's frame: ignored */
+    }
+    if (rc < 0) {
+        conn_close(cl, c, "malformed frame");
+        return -1;
+    }
+    return 0;
+}
+
+/* Back-pressure from the workers: is an inbox over CL_INBOX_HIGH? */
+static int inboxes_full(cl_t *cl)
+{
+    for (uint32_t i = 0; i < cl->srv->nworkers; i++)
+        if (inbox_waiting(&cl->srv->workers[i].inbox) > CL_INBOX_HIGH)
+            return 1;
+    return 0;
+}
+
+static void on_resume(tw_timer_t *t)
+{
+    cl_links_t *L = container_of(t, cl_links_t, resume);
+    cl_t *cl = L->cl;
+    if (inboxes_full(cl)) {
+        tw_add(&cl->tw, &L->resume, cl->now + CL_RESUME_MS);
+        return;
+    }
+    cl_conn_t *c = L->conns;
+    while (c != NULL) {
+        cl_conn_t *next = c->next;
+        if (c->paused) {
+            c->paused = 0; /* reading again: the data waiting wakes the loop */
+            conn_flush(cl, c);
+        }
+        c = next;
+    }
+}
+
+/* Read and handle what arrived; -1 when c was closed. */
+static int conn_read(cl_t *cl, cl_conn_t *c)
+{
+    if (c->up && inboxes_full(cl)) {
+        /* the workers are behind: the peer's messages wait in TCP, so its
+         * output bound (and then its publishers) feel it */
+        c->paused = 1;
+        if (!tw_pending(&cl->links->resume))
+            tw_add(&cl->tw, &cl->links->resume, cl->now + CL_RESUME_MS);
+        return 0;
+    }
+    for (int rounds = 0; rounds < 16; rounds++) {
+        cl_buf_reserve(&c->in, 65536);
+        ssize_t n = recv(c->fd, c->in.p + c->in.len, c->in.cap - c->in.len, 0);
+        if (n < 0 && errno == EINTR)
+            continue;
+        if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK))
+            break;
+        if (n <= 0) {
+            cl_recv_flush(cl);
+            conn_close(cl, c, n < 0 ? strerror(errno) : "closed by the peer");
+            return -1;
+        }
+        c->in.len += (size_t)n;
+        c->last_rx = cl->now;
+        if (c->idx > 0)
+            CL_STAT_ADD(cl->lstats[c->idx].bytes_in, (uint64_t)n);
+        size_t off = 0;
+        for (;;) {
+            uint8_t type;
+            const uint8_t *body;
+            uint32_t blen;
+            long fl = cl_frame_next(c->in.p + off, c->in.len - off, c->up ? CL_FRAME_MAX : 4096,
+                                    &type, &body, &blen);
+            if (fl == 0)
+                break;
+            if (fl < 0) {
+                cl_recv_flush(cl);
+                conn_close(cl, c, "invalid frame length");
+                return -1;
+            }
+            if (on_frame(cl, c, type, body, blen) < 0) {
+                cl_recv_flush(cl);
+                return -1; /* closed */
+            }
+            off += (size_t)fl;
+        }
+        if (off > 0) {
+            memmove(c->in.p, c->in.p + off, c->in.len - off);
+            c->in.len -= off;
+        }
+        if ((size_t)n < 65536)
+            break;
+    }
+    if (c->in.len == 0 && c->in.cap > CL_OUT_KEEP)
+        cl_buf_free(&c->in);
+    cl_recv_flush(cl);
+    if (c->up)
+        cl_recv_ack(cl, &cl->links->peers[c->idx], c);
+    return 0;
+}
+
+static void conn_io(ev_loop_t *loop, ev_watcher_t *ev, uint32_t events)
+{
+    (void)loop;
+    cl_conn_t *c = container_of(ev, cl_conn_t, ev);
+    cl_t *cl = c->cl;
+    if (c->connecting) {
+        int err = 0;
+        socklen_t el = sizeof(err);
+        getsockopt(c->fd, SOL_SOCKET, SO_ERROR, &err, &el);
+        if (err != 0) {
+            conn_close(cl, c, strerror(err));
+            return;
+        }
+        c->connecting = 0;
+        if (conn_flush(cl, c) < 0)
+            return;
+    }
+    if ((events & (EV_READ | EV_ERROR | EV_HUP | EV_RDHUP)) && conn_read(cl, c) < 0)
+        return; /* closed */
+    if (conn_flush(cl, c) < 0)
+        return;
+    /* room in the output: the QoS 1/2 messages that waited for it */
+    cl_peer_t *p = c->up ? &cl->links->peers[c->idx] : NULL;
+    if (p && p->sent < p->len && conn_pending(c) < CL_OUT_MAX) {
+        cl_peer_pump(cl, p);
+        conn_flush(cl, c);
+    }
+}
+
+static void conn_on_timer(tw_timer_t *t)
+{
+    cl_conn_t *c = container_of(t, cl_conn_t, timer);
+    cl_t *cl = c->cl;
+    if (!c->up && cl->now - c->started > CL_HANDSHAKE_MS) {
+        conn_close(cl, c, c->connecting ? "connect timed out" : "handshake timed out");
+        return;
+    }
+    if (c->up && cl->now - c->last_rx > CL_DEAD_MS) {
+        conn_close(cl, c, "silent for too long");
+        return;
+    }
+    tw_add(&cl->tw, &c->timer, cl->now + CL_TICK_MS);
+    if (c->up && cl->now - c->last_tx >= CL_TICK_MS && conn_pending(c) == 0) {
+        cl_enc_empty(&c->out, CL_F_PING);
+        conn_flush(cl, c);
+    }
+}
+
+/* ---- the module's interface (cl_int.h) ---- */
+
+static int listen_open(cl_t *cl)
+{
+    struct sockaddr_storage ss;
+    socklen_t sl;
+    if (addr_resolve(cl->conf->listen, 1, &ss, &sl) < 0) {
+        log_error("cluster: cannot resolve cluster.listen %s", cl->conf->listen);
+        return -1;
+    }
+    int fd = socket(ss.ss_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+    int one = 1;
+    if (fd < 0 || setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one)) < 0 ||
+        bind(fd, (struct sockaddr *)&ss, sl) < 0 || listen(fd, 128) < 0) {
+        log_error("cluster: cannot listen on %s for node links: %s", cl->conf->listen,
+                  strerror(errno));
+        if (fd >= 0)
+            close(fd);
+        return -1;
+    }
+    sl = sizeof(ss);
+    getsockname(fd, (struct sockaddr *)&ss, &sl);
+    uint16_t port = ss.ss_family == AF_INET6 ? ntohs(((struct sockaddr_in6 *)&ss)->sin6_port)
+                                             : ntohs(((struct sockaddr_in *)&ss)->sin_port);
+    if (cl->conf->advertise[0]) {
+        snprintf(cl->link_addr, sizeof(cl->link_addr), "%s", cl->conf->advertise);
+    } else {
+        char host[CL_ADDR_MAX];
+        snprintf(host, sizeof(host), "%s", cl->conf->listen);
+        *strrchr(host, ':') = '\0';
+        snprintf(cl->link_addr, sizeof(cl->link_addr), "%.100s:%u", host[0] ? host : "127.0.0.1",
+                 port);
+    }
+    cl->links->listen_fd = fd;
+    ev_watcher_init(&cl->links->listen_ev, fd, on_accept);
+    return 0;
+}
 
 int cl_links_init(cl_t *cl)
 {
-    snprintf(cl->link_addr, sizeof(cl->link_addr), "%s",
-             cl->conf->advertise[0] ? cl->conf->advertise : cl->conf->listen);
+    cl_links_t *L = an_calloc(1, sizeof(*L));
+    cl->links = L;
+    L->cl = cl;
+    L->listen_fd = -1;
+    L->nworkers = cl->srv->nworkers;
+    L->wq = an_calloc(L->nworkers ? L->nworkers : 1, sizeof(*L->wq));
+    L->outv = an_calloc(L->nworkers ? L->nworkers : 1, sizeof(*L->outv));
+    RAND_bytes((uint8_t *)&L->incarnation, sizeof(L->incarnation));
+    for (int i = 0; i < CL_MAX_NODES; i++) {
+        L->peers[i].cl = cl;
+        tw_timer_init(&L->peers[i].redial, on_redial);
+    }
+    tw_timer_init(&L->resume, on_resume);
+    if (listen_open(cl) < 0)
+        return -1;
+    if (cl->conf->secret[0] == '\0')
+        log_warn("cluster: no cluster.secret: any process that knows the cluster's name may "
+                 "link to this node");
+    cl_fwd_register(cl);
+    cl_route_init(cl); /* the local routes: from now on, posted to the link thread */
     return 0;
 }
 
 int cl_links_start(cl_t *cl)
 {
-    (void)cl;
+    cl_links_t *L = cl->links;
+    if (ev_watch_start(&cl->loop, &L->listen_ev, EV_READ) < 0) {
+        log_error("cluster: cannot watch the link listener: %s", strerror(errno));
+        return -1;
+    }
     return 0;
 }
 
 void cl_links_member_changed(cl_t *cl, int idx)
 {
-    (void)cl;
-    (void)idx;
+    cl_links_t *L = cl->links;
+    if (L == NULL)
+        return; /* cl_free runs what was posted after the thread ended */
+    cl_peer_t *p = &L->peers[idx];
+    if (cl->nodes[idx].member) {
+        if (!we_dial(cl, idx) || (p->conn != NULL && p->conn->up))
+            return; /* the peer dials, or the link works: kept */
+        /* joined, or its address changed: a dial in progress (maybe to the
+         * old address) or waiting for its backoff starts again now */
+        if (p->conn != NULL)
+            conn_close(cl, p->conn, NULL);
+        tw_del(&cl->tw, &p->redial);
+        p->backoff_ms = 0;
+        peer_dial(cl, p);
+        return;
+    }
+    tw_del(&cl->tw, &p->redial);
+    if (p->conn)
+        conn_close(cl, p->conn, "the node left the cluster");
+    cl_route_drop_peer(cl, p);
+    cl_peer_drop_pending(cl, p);
 }
 
 void cl_links_stop(cl_t *cl)
 {
-    (void)cl;
+    cl_links_t *L = cl->links;
+    if (L == NULL)
+        return;
+    while (L->conns)
+        conn_close(cl, L->conns, NULL);
+    for (int i = 0; i < CL_MAX_NODES; i++)
+        tw_del(&cl->tw, &L->peers[i].redial);
+    tw_del(&cl->tw, &L->resume);
+    if (L->listen_fd >= 0 && ev_watch_active(&L->listen_ev))
+        ev_watch_stop(&cl->loop, &L->listen_ev);
 }
 
 void cl_links_free(cl_t *cl)
 {
-    (void)cl;
+    cl_links_t *L = cl->links;
+    if (L == NULL)
+        return;
+    cl_route_free(cl);
+    while (L->conns) { /* the thread never ran */
+        cl_conn_t *c = L->conns;
+        L->conns = c->next;
+        close(c->fd);
+        cl_buf_free(&c->in);
+        cl_buf_free(&c->out);
+        free(c);
+    }
+    for (int i = 0; i < CL_MAX_NODES; i++)
+        cl_peer_drop_pending(cl, &L->peers[i]);
+    cl_fwd_free(cl);
+    if (L->listen_fd >= 0)
+        close(L->listen_fd);
+    free(L->wq);
+    for (uint32_t i = 0; i < L->nworkers; i++)
+        inbox_vec_free(&L->outv[i]);
+    free(L->outv);
+    free(L);
+    cl->links = NULL;
+}
+
+/* Called by the parts once a link is up: what each side sends first. */
+void cl_link_up(cl_t *cl, cl_peer_t *p, cl_conn_t *c)
+{
+    int idx = c->idx;
+    CL_STAT_SET(cl->lstats[idx].state, CL_LINK_UP);
+    CL_STAT_ADD(cl->lstats[idx].ups, 1);
+    if (p->in_inc != c->peer_inc) { /* a new process: its sequence starts again */
+        p->in_inc = c->peer_inc;
+        p->in_seen = 0;
+    }
+    if (p->in_seen) /* what arrived before the break: not to be sent again */
+        cl_enc_ack(&c->out, p->in_seen);
+    p->acked = p->in_seen;
+    log_info("cluster: link to %s up (%s)", cl->nodes[idx].name, c->addr);
+    cl_route_sync(cl, c);
+    cl_retained_sync(cl, c);
+    p->sent = p->head; /* the unacknowledged ones again */
+    cl_peer_pump(cl, p);
+    conn_flush(cl, c);
+}
+
+int cl_conn_flush(cl_t *cl, cl_conn_t *c)
+{
+    return conn_flush(cl, c);
 }

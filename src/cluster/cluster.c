@@ -302,21 +302,40 @@ void cl_member_gone(cl_t *cl, const char *name)
 
 /* ---- the management API ---- */
 
+/* A peer's link as cl_link.c counts it (relaxed atomics). */
+static json_t *cl_link_json(cl_link_stats_t *st)
+{
+    static const char *const states[] = {"down", "handshake", "up"};
+    uint32_t state = CL_STAT_GET(st->state);
+    return json_pack(
+        "{s:s,s:I,s:I,s:I,s:I,s:[I,I,I],s:I,s:I,s:I,s:I,s:I}", "state",
+        states[state < 3 ? state : 0], "ups", (json_int_t)CL_STAT_GET(st->ups), "bytes_in",
+        (json_int_t)CL_STAT_GET(st->bytes_in), "bytes_out", (json_int_t)CL_STAT_GET(st->bytes_out),
+        "received", (json_int_t)CL_STAT_GET(st->received), "forwarded",
+        (json_int_t)CL_STAT_GET(st->fwd[0]), (json_int_t)CL_STAT_GET(st->fwd[1]),
+        (json_int_t)CL_STAT_GET(st->fwd[2]), "dropped", (json_int_t)CL_STAT_GET(st->dropped),
+        "queued", (json_int_t)CL_STAT_GET(st->queued), "output_bytes",
+        (json_int_t)CL_STAT_GET(st->out_bytes), "routes", (json_int_t)CL_STAT_GET(st->routes),
+        "refused", (json_int_t)CL_STAT_GET(st->refused));
+}
+
 json_t *cl_nodes_json(cl_t *cl)
 {
     json_t *members = json_array();
-    json_array_append_new(members, json_pack("{s:s,s:s,s:b,s:b}", "node", cl->conf->node, "link",
-                                             cl->link_addr, "self", 1, "member", 1));
+    json_array_append_new(members, json_pack("{s:s,s:s,s:b,s:b,s:I}", "node", cl->conf->node,
+                                             "link", cl->link_addr, "self", 1, "member", 1,
+                                             "routes", (json_int_t)CL_STAT_GET(cl->local_routes)));
     uint64_t now = an_now_ms();
     pthread_mutex_lock(&cl->snap_mu);
     for (int i = 1; i < CL_MAX_NODES; i++) {
         const cl_node_t *n = &cl->snap[i];
         if (!n->used)
             continue;
-        json_array_append_new(members, json_pack("{s:s,s:s,s:b,s:b,s:I}", "node", n->name, "link",
-                                                 n->link_addr, "self", 0, "member", n->member,
-                                                 n->member ? "member_for_ms" : "out_for_ms",
-                                                 (json_int_t)(now - n->since_ms)));
+        json_t *o = json_pack(
+            "{s:s,s:s,s:b,s:b,s:I}", "node", n->name, "link", n->link_addr, "self", 0, "member",
+            n->member, n->member ? "member_for_ms" : "out_for_ms", (json_int_t)(now - n->since_ms));
+        json_object_set_new(o, "link_state", cl_link_json(&cl->lstats[i]));
+        json_array_append_new(members, o);
     }
     pthread_mutex_unlock(&cl->snap_mu);
     return json_pack("{s:b,s:s,s:s,s:s,s:i,s:b,s:o}", "clustered", 1, "node", cl->conf->node,
@@ -354,6 +373,45 @@ static void cl_metrics(module_inst_t *mi, module_metrics_t *mm)
                           "1 while this node's membership lease is alive (always 1 without etcd).");
     module_metrics_printf(mm, "antenna_cluster_lease_ok %d\n", atomic_load(&cl->lease_ok));
     cl_member_metrics(cl, mm);
+    /* per peer: the names under snap_mu, the figures from the link thread's atomics */
+    static const struct {
+        const char *name, *type, *help;
+    } fam[] = {
+        {"antenna_cluster_link_up", "gauge", "1 while the link to the peer node is up."},
+        {"antenna_cluster_forwarded_total", "counter",
+         "Messages forwarded to the peer node, by QoS."},
+        {"antenna_cluster_received_total", "counter", "Messages received from the peer node."},
+        {"antenna_cluster_dropped_total", "counter",
+         "Messages for the peer node dropped (link down or its output full for QoS 0; too "
+         "many unacknowledged for QoS 1/2)."},
+        {"antenna_cluster_routes", "gauge", "Topic filters the peer node announced."},
+    };
+    char names[CL_MAX_NODES][CL_NAME_MAX];
+    int idx[CL_MAX_NODES], n = 0;
+    pthread_mutex_lock(&cl->snap_mu);
+    for (int i = 1; i < CL_MAX_NODES; i++)
+        if (cl->snap[i].used) {
+            memcpy(names[n], cl->snap[i].name, CL_NAME_MAX);
+            idx[n++] = i;
+        }
+    pthread_mutex_unlock(&cl->snap_mu);
+    for (size_t f = 0; f < sizeof(fam) / sizeof(fam[0]); f++) {
+        module_metrics_family(mm, fam[f].name, fam[f].type, fam[f].help);
+        for (int j = 0; j < n; j++) {
+            cl_link_stats_t *st = &cl->lstats[idx[j]];
+            if (f == 1) {
+                for (int q = 0; q < 3; q++)
+                    module_metrics_printf(mm, "%s{peer=\"%s\",qos=\"%d\"} %" PRIu64 "\n",
+                                          fam[f].name, names[j], q, CL_STAT_GET(st->fwd[q]));
+                continue;
+            }
+            uint64_t v = f == 0   ? CL_STAT_GET(st->state) == CL_LINK_UP
+                         : f == 2 ? CL_STAT_GET(st->received)
+                         : f == 3 ? CL_STAT_GET(st->dropped)
+                                  : CL_STAT_GET(st->routes);
+            module_metrics_printf(mm, "%s{peer=\"%s\"} %" PRIu64 "\n", fam[f].name, names[j], v);
+        }
+    }
 }
 
 static const char *cl_unready(module_inst_t *mi)
@@ -440,6 +498,12 @@ static void cl_stop(module_inst_t *mi)
     }
 }
 
+static void cl_turn_end(module_inst_t *mi, worker_t *w, void *ctx)
+{
+    (void)ctx;
+    cl_links_turn_end(mi->state, w);
+}
+
 static void cl_free(module_inst_t *mi)
 {
     cl_t *cl = mi->state;
@@ -469,6 +533,7 @@ const module_t cluster_module = {
     .start = cl_start,
     .stop = cl_stop,
     .free = cl_free,
+    .turn_end = cl_turn_end,
     .api_routes = cl_api_routes,
     .metrics = cl_metrics,
     .unready = cl_unready,

@@ -8,7 +8,10 @@
  *   cluster.c   the module: configuration, the member table, the link
  *               thread (an ev loop and a timer wheel), cl_post()
  *   cl_member.c membership through etcd (the etcd thread)
- *   cl_link.c   node links, route sharing and forwarding (the link thread)
+ *   cl_link.c   node links: sockets, handshake, pings, redial (the link thread)
+ *   cl_fwd.c    forwarding: the workers' batches, the QoS 1/2 window, receiving
+ *   cl_route.c  route sharing and the retained sync
+ *   cl_wire.c   the links' frame codec (no I/O)
  * Their shared state and the interface between them: cl_int.h.
  */
 #ifndef ANTENNA_CLUSTER_H

@@ -708,6 +708,52 @@ static void test_scale(void **state)
     trie_free(t);
 }
 
+/* trie_set_local_hook: 0<->1 transitions of subscribers of kind LOCAL
+ * only (not nodes, not consumers), and the first pass over what is there. */
+typedef struct {
+    char log[1024];
+} hook_log_t;
+
+static void hook_rec(void *ud, const uint8_t *f, size_t len, int up)
+{
+    hook_log_t *h = ud;
+    size_t n = strlen(h->log);
+    snprintf(h->log + n, sizeof(h->log) - n, "%c%.*s ", up ? '+' : '-', (int)len, (const char *)f);
+}
+
+static void test_local_hook(void **state)
+{
+    (void)state;
+    trie_t *t = trie_new();
+    sub_ref_t l1 = {.sid = 1}, l2 = {.sid = 2};
+    sub_ref_t node = {.sid = ROUTE_SID_NODE | 3, .owner = 3, .kind = ROUTE_OWNER_NODE};
+    sub_ref_t cons = {.sid = ROUTE_SID_CONSUMER | 8, .kind = ROUTE_OWNER_CONSUMER};
+    assert_int_equal(trie_insert(t, (const uint8_t *)"/a", 2, &l1), 1);
+    assert_int_equal(trie_insert(t, (const uint8_t *)"+/#", 3, &l1), 1);
+    assert_int_equal(trie_insert(t, (const uint8_t *)"x/y", 3, &node), 1);
+    hook_log_t h = {{0}};
+    trie_set_local_hook(t, hook_rec, &h);
+    /* the first pass: the local filters, not the node's */
+    assert_non_null(strstr(h.log, "+/a "));
+    assert_non_null(strstr(h.log, "++/# "));
+    assert_null(strstr(h.log, "x/y"));
+    h.log[0] = '\0';
+    assert_int_equal(trie_insert(t, (const uint8_t *)"x/y", 3, &cons), 1); /* not local */
+    assert_int_equal(trie_insert(t, (const uint8_t *)"x/y", 3, &l1), 1);   /* first local */
+    assert_int_equal(trie_insert(t, (const uint8_t *)"x/y", 3, &l2), 1);   /* second */
+    assert_int_equal(trie_insert(t, (const uint8_t *)"x/y", 3, &l2), 0);   /* replaced */
+    assert_int_equal(trie_remove(t, (const uint8_t *)"x/y", 3, l1.sid), 1);
+    assert_int_equal(trie_remove(t, (const uint8_t *)"x/y", 3, node.sid), 1);
+    assert_int_equal(trie_remove(t, (const uint8_t *)"x/y", 3, l2.sid), 1); /* last local */
+    assert_int_equal(trie_remove(t, (const uint8_t *)"x/y", 3, cons.sid), 1);
+    assert_int_equal(trie_remove(t, (const uint8_t *)"/a", 2, l1.sid), 1);
+    assert_string_equal(h.log, "+x/y -x/y -/a ");
+    trie_set_local_hook(t, NULL, NULL);
+    assert_int_equal(trie_remove(t, (const uint8_t *)"+/#", 3, l1.sid), 1);
+    assert_string_equal(h.log, "+x/y -x/y -/a ");
+    trie_free(t);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -715,7 +761,7 @@ int main(void)
         cmocka_unit_test(test_insert_replace),  cmocka_unit_test(test_crowd_churn),
         cmocka_unit_test(test_remove_prune),    cmocka_unit_test(test_overlapping),
         cmocka_unit_test(test_random_vs_brute), cmocka_unit_test(test_deep),
-        cmocka_unit_test(test_scale),
+        cmocka_unit_test(test_scale),           cmocka_unit_test(test_local_hook),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

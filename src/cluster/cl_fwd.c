@@ -1,0 +1,315 @@
+/* cl_fwd.c -- forwarding messages between nodes (cl_link.c's header says
+ * how; cl_link_int.h).
+ *
+ * Workers: cl_deliver / cl_retained (the ROUTE_OWNER_NODE row) append to
+ * the worker's own batch (cl_links_t.wq[w->id], touched by that worker
+ * only: no lock, no syscall per message); cl_links_turn_end hands the
+ * batch to the link thread with one cl_post at the end of the turn.
+ * Link thread: everything else here (encoding, the QoS 1/2 window per
+ * peer, acknowledgements, decoding what arrives and posting it to the
+ * workers as WM_CLUSTER items, one inbox_post per worker and read).
+ */
+#include <stdlib.h>
+#include <string.h>
+
+#include "cl_link_int.h"
+#include "log.h"
+#include "module.h"
+#include "persist.h"
+#include "retain.h"
+#include "router.h"
+
+/* ---- the workers' side ---- */
+
+static void wq_push(worker_t *w, cl_t *cl, uint16_t node, msg_t *m, uint8_t qos)
+{
+    cl_wq_t *q = &cl->links->wq[w->id];
+    cl_batch_t *b = q->b;
+    if (b == NULL || b->n == b->cap) {
+        uint32_t cap = b ? b->cap * 2 : 64;
+        b = an_realloc(b, sizeof(*b) + cap * sizeof(b->v[0]));
+        if (q->b == NULL) {
+            b->n = 0;
+            b->src = (uint16_t)w->id;
+            module_turn_end_ask(w, &w->srv->modules[cl->mod_index]);
+        }
+        b->cap = cap;
+        q->b = b;
+    }
+    b->v[b->n++] = (cl_fwd_t){.m = msg_ref(m), .node = node, .qos = qos};
+}
+
+/* ROUTE_OWNER_NODE: m matched a filter node `owner` announced. */
+static void cl_deliver(worker_t *w, uint64_t sid, uint16_t owner, msg_t *m, uint8_t qos,
+                       uint8_t flags, void *user)
+{
+    (void)sid;
+    (void)flags;
+    /* never forward what came from a node; a retained message goes to
+     * every member through cl_retained instead */
+    if (m->hops > 0 || m->retain)
+        return;
+    cl_t *cl = user;
+    if (qos > 0 && CL_STAT_GET(cl->lstats[owner & (CL_MAX_NODES - 1)].busy))
+        w->publish_backlogged = 1; /* the publisher pauses a tick (router.h) */
+    wq_push(w, cl, owner, m, qos);
+}
+
+/* A retained publish or clear made here: to every member. */
+static void cl_retained(worker_t *w, msg_t *m, void *user)
+{
+    wq_push(w, user, 0, m, m->qos);
+}
+
+static void batch_free(cl_batch_t *b)
+{
+    for (uint32_t i = 0; i < b->n; i++)
+        msg_unref(&b->v[i].m);
+    free(b);
+}
+
+static void fwd_apply(cl_t *cl, void *arg);
+
+void cl_links_turn_end(cl_t *cl, worker_t *w)
+{
+    cl_wq_t *q = &cl->links->wq[w->id];
+    cl_batch_t *b = q->b;
+    q->b = NULL;
+    if (b != NULL && cl_post(cl, fwd_apply, b) < 0)
+        batch_free(b);
+}
+
+/* WM_CLUSTER, on the worker that took it. */
+static void run_cluster(worker_t *w, inbox_item_t *it)
+{
+    msg_t *m = it->ptr;
+    if (it->flags == CL_IT_PUBLISH) {
+        router_publish(w, m, NULL);
+    } else { /* CL_IT_RETAIN: newer than ours (cl_route.c decided) */
+        retain_set(w->srv->retain, m);
+        persist_retained(w, m);
+    }
+    msg_unref(&m);
+}
+
+static void drop_cluster(inbox_item_t *it)
+{
+    msg_t *m = it->ptr;
+    msg_unref(&m);
+}
+
+void cl_fwd_register(cl_t *cl)
+{
+    static const worker_inbox_kind_t kind = {.run = run_cluster, .drop = drop_cluster};
+    worker_inbox_register(cl->srv, WM_CLUSTER, &kind);
+    router_owner_register(
+        cl->srv, ROUTE_OWNER_NODE,
+        &(route_owner_kind_t){.deliver = cl_deliver, .user = cl, .retained = cl_retained});
+}
+
+void cl_fwd_free(cl_t *cl)
+{
+    cl_links_t *L = cl->links;
+    for (uint32_t i = 0; i < L->nworkers; i++)
+        if (L->wq[i].b) {
+            batch_free(L->wq[i].b);
+            L->wq[i].b = NULL;
+        }
+    for (uint32_t i = 0; i < L->nworkers; i++) {
+        for (size_t j = 0; j < L->outv[i].len; j++)
+            drop_cluster(&L->outv[i].items[j]);
+        L->outv[i].len = 0;
+    }
+}
+
+/* ---- the link thread: sending ---- */
+
+static size_t out_pending(const cl_conn_t *c)
+{
+    return c->out.len - c->out_off;
+}
+
+/* Encode m into c's output; 0, or -1 when it expired (nothing written). */
+static int encode(cl_t *cl, cl_conn_t *c, msg_t *m, uint64_t seq, uint8_t qos, uint16_t src)
+{
+    uint32_t left = 0;
+    if (m->expire_at) {
+        uint64_t now = an_now_ms();
+        if (now >= m->expire_at)
+            return -1;
+        left = (uint32_t)AN_MIN(m->expire_at - now, UINT32_MAX);
+    }
+    cl_msg_t x = {.seq = seq,
+                  .published_at = m->published_at,
+                  .expiry_ms = left,
+                  .src = src,
+                  .qos = qos,
+                  .flags = m->retain ? CL_MSG_RETAIN : 0,
+                  .topic = msg_topic(m),
+                  .topic_len = m->topic_len,
+                  .props = msg_props(m),
+                  .props_len = m->props_len,
+                  .payload = msg_payload(m),
+                  .payload_len = m->payload_len};
+    cl_enc_msg(&c->out, CL_F_MSG, &x);
+    (void)cl;
+    return 0;
+}
+
+void cl_peer_pump(cl_t *cl, cl_peer_t *p)
+{
+    cl_conn_t *c = p->conn;
+    if (c == NULL || !c->up)
+        return;
+    while (p->sent < p->len && out_pending(c) < CL_OUT_MAX) {
+        cl_pend_t *e = &p->pend[p->sent++];
+        encode(cl, c, e->m, e->seq, e->qos, e->src);
+    }
+}
+
+static void peer_send(cl_t *cl, int idx, msg_t *m, uint8_t qos, uint16_t src)
+{
+    cl_peer_t *p = &cl->links->peers[idx];
+    cl_link_stats_t *st = &cl->lstats[idx];
+    cl_conn_t *c = p->conn;
+    if (qos == 0) {
+        if (c != NULL && c->up && out_pending(c) < CL_OUT_MAX) {
+            if (encode(cl, c, m, 0, 0, src) == 0)
+                CL_STAT_ADD(st->fwd[0], 1);
+        } else {
+            CL_STAT_ADD(st->dropped, 1);
+        }
+        return;
+    }
+    if (p->len - p->head >= CL_PEND_MAX) {
+        CL_STAT_ADD(st->dropped, 1);
+        log_limited(10000, AN_LOG_WARN,
+                    "cluster: %d QoS 1/2 messages for %s wait for its acknowledgement: "
+                    "dropping new ones",
+                    CL_PEND_MAX, cl->nodes[idx].name);
+        return;
+    }
+    if (p->len == p->cap) {
+        if (p->head > 0) { /* slide the window back to the start */
+            memmove(p->pend, p->pend + p->head, (p->len - p->head) * sizeof(*p->pend));
+            p->len -= p->head;
+            p->sent -= p->head;
+            p->head = 0;
+        }
+        if (p->len == p->cap) {
+            p->cap = p->cap ? p->cap * 2 : 256;
+            p->pend = an_realloc(p->pend, p->cap * sizeof(*p->pend));
+        }
+    }
+    p->pend[p->len++] = (cl_pend_t){.m = msg_ref(m), .seq = ++p->out_seq, .qos = qos, .src = src};
+    CL_STAT_ADD(st->fwd[qos], 1);
+    CL_STAT_SET(st->queued, p->len - p->head);
+    if (p->len - p->head > CL_PEND_HIGH && !CL_STAT_GET(st->busy))
+        CL_STAT_SET(st->busy, 1);
+    cl_peer_pump(cl, p);
+}
+
+static void fwd_apply(cl_t *cl, void *arg)
+{
+    cl_batch_t *b = arg;
+    if (cl->links == NULL) { /* posted after the thread ended, run by cl_free */
+        batch_free(b);
+        return;
+    }
+    for (uint32_t i = 0; i < b->n; i++) {
+        cl_fwd_t *e = &b->v[i];
+        if (e->node == 0) {
+            for (int j = 1; j < CL_MAX_NODES; j++)
+                if (cl->nodes[j].member)
+                    peer_send(cl, j, e->m, e->qos, b->src);
+        } else if (cl->nodes[e->node].member) {
+            peer_send(cl, e->node, e->m, e->qos, b->src);
+        }
+        msg_unref(&e->m);
+    }
+    free(b);
+    if (atomic_load(&cl->stopping))
+        return;
+    /* one write per link with output */
+    cl_conn_t *c = cl->links->conns;
+    while (c != NULL) {
+        cl_conn_t *next = c->next;
+        if (c->up && out_pending(c) > 0 && !(c->ev.events & EV_WRITE))
+            cl_conn_flush(cl, c);
+        c = next;
+    }
+}
+
+void cl_peer_acked(cl_t *cl, cl_peer_t *p, uint64_t seq)
+{
+    while (p->head < p->len && p->pend[p->head].seq <= seq)
+        msg_unref(&p->pend[p->head++].m);
+    if (p->sent < p->head)
+        p->sent = p->head;
+    if (p->head == p->len)
+        p->head = p->sent = p->len = 0;
+    int idx = (int)(p - cl->links->peers);
+    CL_STAT_SET(cl->lstats[idx].queued, p->len - p->head);
+    if (p->len - p->head < CL_PEND_LOW && CL_STAT_GET(cl->lstats[idx].busy))
+        CL_STAT_SET(cl->lstats[idx].busy, 0);
+}
+
+void cl_peer_drop_pending(cl_t *cl, cl_peer_t *p)
+{
+    for (size_t i = p->head; i < p->len; i++)
+        msg_unref(&p->pend[i].m);
+    free(p->pend);
+    p->pend = NULL;
+    p->head = p->sent = p->len = p->cap = 0;
+    int idx = (int)(p - cl->links->peers);
+    CL_STAT_SET(cl->lstats[idx].queued, 0);
+    CL_STAT_SET(cl->lstats[idx].busy, 0);
+}
+
+/* ---- the link thread: receiving ---- */
+
+void cl_recv_post(cl_t *cl, uint32_t to, msg_t *m, uint8_t what)
+{
+    cl_links_t *L = cl->links;
+    inbox_item_t it = {.kind = WM_CLUSTER, .qos = m->qos, .flags = what, .ptr = m};
+    inbox_vec_push(&L->outv[to % L->nworkers], &it);
+}
+
+void cl_recv_flush(cl_t *cl)
+{
+    cl_links_t *L = cl->links;
+    for (uint32_t i = 0; i < L->nworkers; i++)
+        if (L->outv[i].len)
+            inbox_post(&cl->srv->workers[i].inbox, &L->outv[i]);
+}
+
+int cl_recv_msg(cl_t *cl, cl_peer_t *p, const uint8_t *body, uint32_t len)
+{
+    cl_msg_t x;
+    if (cl_dec_msg(body, len, &x) < 0 || x.topic_len == 0)
+        return -1;
+    if (x.seq != 0) {
+        if (x.seq <= p->in_seen)
+            return 0; /* sent again after a reconnect: we have it */
+        p->in_seen = x.seq;
+    }
+    int idx = (int)(p - cl->links->peers);
+    uint64_t expire = x.expiry_ms ? an_now_ms() + x.expiry_ms : 0;
+    msg_t *m = msg_new_v5(x.topic, x.topic_len, x.props, x.props_len, x.payload, x.payload_len,
+                          x.qos, (x.flags & CL_MSG_RETAIN) != 0, expire);
+    m->published_at = x.published_at;
+    m->origin_node = (uint16_t)idx;
+    m->hops = 1;
+    CL_STAT_ADD(cl->lstats[idx].received, 1);
+    cl_recv_post(cl, x.src, m, CL_IT_PUBLISH);
+    return 0;
+}
+
+void cl_recv_ack(cl_t *cl, cl_peer_t *p, cl_conn_t *c)
+{
+    (void)cl;
+    if (p->in_seen != p->acked) {
+        cl_enc_ack(&c->out, p->in_seen);
+        p->acked = p->in_seen;
+    }
+}

@@ -1,0 +1,133 @@
+/* cl_link_int.h -- what cl_link.c (sockets, handshake), cl_fwd.c
+ * (forwarding) and cl_route.c (routes, retained sync) share.  Everything
+ * here is the link thread's, except cl_links_t.wq[i] (worker i's batch).
+ */
+#ifndef ANTENNA_CL_LINK_INT_H
+#define ANTENNA_CL_LINK_INT_H
+
+#include "cl_int.h"
+#include "cl_wire.h"
+#include "msg.h"
+
+#define CL_TICK_MS 1000        /* ping period and timer granularity */
+#define CL_DEAD_MS 6000        /* a link silent this long is closed */
+#define CL_HANDSHAKE_MS 5000   /* connect + HELLO + AUTH */
+#define CL_BACKOFF_MS 100      /* redial: first delay ... */
+#define CL_BACKOFF_MAX_MS 5000 /* ... doubling to this */
+#define CL_OUT_MAX (8u << 20)  /* a link's output over this: QoS 0 dropped, QoS 1/2 wait */
+#define CL_OUT_KEEP (1u << 20) /* buffers above this are freed once empty */
+#define CL_PEND_MAX 1000000    /* QoS 1/2 messages kept per peer until acknowledged */
+#define CL_PEND_HIGH 10000     /* more unacknowledged: the peer is busy, publishers ... */
+#define CL_PEND_LOW 5000       /* ... pause (router.h back-pressure) until under this */
+#define CL_INBOX_HIGH 65536    /* a worker's inbox over this: links stop reading ... */
+#define CL_RESUME_MS 1         /* ... and look again this much later */
+
+typedef struct cl_conn_s cl_conn_t;
+typedef struct cl_fset_s cl_fset_t;
+
+/* One TCP connection to a peer (in its handshake or up). */
+struct cl_conn_s {
+    cl_t *cl;
+    cl_conn_t *next, **pprev; /* cl_links_t.conns */
+    ev_watcher_t ev;
+    int fd;
+    int idx; /* the peer's node index; -1 (accepted) until its HELLO */
+    uint8_t dialer, connecting, got_hello, up;
+    uint8_t paused; /* not reading: a worker's inbox is full (cl_links_t.resume) */
+    uint8_t nonce[CL_NONCE_LEN], peer_nonce[CL_NONCE_LEN];
+    uint64_t peer_inc;
+    uint64_t started, last_rx, last_tx;
+    tw_timer_t timer;
+    cl_buf_t in, out;
+    size_t out_off;
+    char addr[CL_ADDR_MAX]; /* the other end's address */
+};
+
+/* A QoS 1/2 message for a peer, until it acknowledges it. */
+typedef struct {
+    msg_t *m; /* a reference */
+    uint64_t seq;
+    uint8_t qos;
+    uint16_t src;
+} cl_pend_t;
+
+/* A peer node (indexed like cl->nodes). */
+typedef struct {
+    cl_t *cl;
+    cl_conn_t *conn; /* its link (up or in its handshake), or NULL */
+    tw_timer_t redial;
+    uint32_t backoff_ms;
+    /* out: QoS 1/2 by sequence number; [head, len) wait for the ack,
+     * [sent, len) are not written on the current link yet */
+    cl_pend_t *pend;
+    size_t head, sent, len, cap;
+    uint64_t out_seq;
+    /* in */
+    uint64_t in_inc;  /* the peer process whose sequence in_seen counts */
+    uint64_t in_seen; /* highest QoS 1/2 sequence received */
+    uint64_t acked;   /* last ACK we sent */
+    /* routes it announced (cl_route.c) */
+    cl_fset_t *routes;
+    uint32_t sync_gen;
+    uint8_t syncing;
+} cl_peer_t;
+
+/* One forwarding entry of a worker's batch. */
+typedef struct {
+    msg_t *m;      /* a reference */
+    uint16_t node; /* 0: every member (a retained publish) */
+    uint8_t qos;
+} cl_fwd_t;
+
+typedef struct {
+    uint16_t src; /* the worker */
+    uint32_t n, cap;
+    cl_fwd_t v[];
+} cl_batch_t;
+
+typedef struct {
+    cl_batch_t *b; /* this turn's, or NULL */
+    char pad[64 - sizeof(cl_batch_t *)];
+} cl_wq_t;
+
+struct cl_links_s {
+    cl_t *cl;
+    int listen_fd;
+    ev_watcher_t listen_ev;
+    cl_conn_t *conns;
+    uint64_t incarnation;
+    uint32_t nworkers;
+    cl_wq_t *wq;       /* [nworkers]: worker i's batch (worker i only) */
+    inbox_vec_t *outv; /* [nworkers]: received messages for each worker */
+    cl_fset_t *local;  /* filters this node announces */
+    tw_timer_t resume; /* paused links read again when the inboxes drained */
+    cl_peer_t peers[CL_MAX_NODES];
+};
+
+/* cl_link.c */
+void cl_link_up(cl_t *cl, cl_peer_t *p, cl_conn_t *c);
+int cl_conn_flush(cl_t *cl, cl_conn_t *c); /* -1: closed */
+
+/* cl_fwd.c */
+void cl_fwd_register(cl_t *cl); /* the route owner row, the inbox kind */
+void cl_fwd_free(cl_t *cl);
+void cl_peer_pump(cl_t *cl, cl_peer_t *p); /* pending QoS 1/2 into the output */
+void cl_peer_acked(cl_t *cl, cl_peer_t *p, uint64_t seq);
+void cl_peer_drop_pending(cl_t *cl, cl_peer_t *p);
+int cl_recv_msg(cl_t *cl, cl_peer_t *p, const uint8_t *body, uint32_t len);
+void cl_recv_flush(cl_t *cl); /* post what was received to the workers */
+void cl_recv_ack(cl_t *cl, cl_peer_t *p, cl_conn_t *c);
+/* Post m (a reference, given) to worker `to` as a WM_CLUSTER item. */
+enum { CL_IT_PUBLISH = 1, CL_IT_RETAIN = 2 };
+void cl_recv_post(cl_t *cl, uint32_t to, msg_t *m, uint8_t what);
+
+/* cl_route.c */
+void cl_route_init(cl_t *cl);
+void cl_route_free(cl_t *cl);
+void cl_route_sync(cl_t *cl, cl_conn_t *c);
+int cl_route_recv(cl_t *cl, cl_peer_t *p, uint8_t type, const uint8_t *body, uint32_t len);
+void cl_route_drop_peer(cl_t *cl, cl_peer_t *p);
+void cl_retained_sync(cl_t *cl, cl_conn_t *c);
+int cl_retained_recv(cl_t *cl, cl_peer_t *p, const uint8_t *body, uint32_t len);
+
+#endif

@@ -1,0 +1,368 @@
+/* cl_route.c -- route sharing and retained messages across nodes
+ * (cl_link_int.h; docs/cluster.md "Routes", "Retained messages").
+ *
+ * Local routes: the trie tells (trie_set_local_hook, under its write lock,
+ * from whichever thread subscribes) when a filter gets its first MQTT
+ * subscriber on this node and when it loses its last one; each change is
+ * posted, in order, to the link thread, which keeps the set (L->local) and
+ * sends ROUTE_ADD / ROUTE_DEL on every link that is up.  A link that comes
+ * up gets the whole set between SYNC_BEGIN and SYNC_END.  Internal
+ * consumers and other nodes' routes are not local subscribers (other
+ * kinds), so they are never announced.
+ *
+ * Remote routes: per peer the set it announced (p->routes), mirrored into
+ * the trie as subscribers of kind ROUTE_OWNER_NODE (router_node_subscribe).
+ * A sync marks what it names with a new generation; SYNC_END removes what
+ * it did not name, so a peer that rejoins replaces its stale routes without
+ * a moment with none.  A node that leaves loses all of them.
+ *
+ * Retained messages: a link that comes up sends its whole retained set
+ * (not $SYS); the receiver keeps the newer of its own and the peer's copy
+ * of a topic (publish time, then the name of the node it was published
+ * on) and hands the winner to a worker (retain_set, persist_retained).
+ * A clear made while the link was down is not carried by the sync (no
+ * tombstones): the copy that survives on the other side comes back.
+ */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "cl_link_int.h"
+#include "log.h"
+#include "retain.h"
+#include "router.h"
+
+/* ---- a set of filters ---- */
+
+typedef struct cl_fent_s {
+    struct cl_fent_s *next;
+    uint32_t hash, gen;
+    uint16_t len;
+    uint8_t f[];
+} cl_fent_t;
+
+struct cl_fset_s {
+    cl_fent_t **b;
+    size_t nb, n;
+    uint64_t key[2];
+};
+
+static cl_fset_t *fset_new(void)
+{
+    cl_fset_t *s = an_calloc(1, sizeof(*s));
+    s->nb = 64;
+    s->b = an_calloc(s->nb, sizeof(*s->b));
+    an_random_key(s->key);
+    return s;
+}
+
+static uint32_t fset_hash(const cl_fset_t *s, const uint8_t *f, size_t len)
+{
+    uint64_t h = an_siphash(s->key, f, len);
+    return (uint32_t)(h ^ (h >> 32));
+}
+
+static cl_fent_t **fset_slot(cl_fset_t *s, const uint8_t *f, size_t len, uint32_t h)
+{
+    cl_fent_t **pp = &s->b[h & (s->nb - 1)];
+    while (*pp && !((*pp)->hash == h && (*pp)->len == len && memcmp((*pp)->f, f, len) == 0))
+        pp = &(*pp)->next;
+    return pp;
+}
+
+/* The entry of f, added when absent (*added = 1). */
+static cl_fent_t *fset_add(cl_fset_t *s, const uint8_t *f, size_t len, int *added)
+{
+    uint32_t h = fset_hash(s, f, len);
+    cl_fent_t **pp = fset_slot(s, f, len, h);
+    *added = *pp == NULL;
+    if (*pp)
+        return *pp;
+    if (s->n >= s->nb) { /* grow: load 1 */
+        size_t nb = s->nb * 2;
+        cl_fent_t **b = an_calloc(nb, sizeof(*b));
+        for (size_t i = 0; i < s->nb; i++)
+            for (cl_fent_t *e = s->b[i], *next; e; e = next) {
+                next = e->next;
+                e->next = b[e->hash & (nb - 1)];
+                b[e->hash & (nb - 1)] = e;
+            }
+        free(s->b);
+        s->b = b;
+        s->nb = nb;
+        pp = fset_slot(s, f, len, h);
+    }
+    cl_fent_t *e = an_malloc(sizeof(*e) + len);
+    e->next = NULL;
+    e->hash = h;
+    e->gen = 0;
+    e->len = (uint16_t)len;
+    memcpy(e->f, f, len);
+    *pp = e;
+    s->n++;
+    return e;
+}
+
+static int fset_del(cl_fset_t *s, const uint8_t *f, size_t len)
+{
+    cl_fent_t **pp = fset_slot(s, f, len, fset_hash(s, f, len));
+    cl_fent_t *e = *pp;
+    if (e == NULL)
+        return 0;
+    *pp = e->next;
+    free(e);
+    s->n--;
+    return 1;
+}
+
+/* Remove every entry for which drop(e) says 1 (NULL: all). */
+static void fset_sweep(cl_fset_t *s, int (*drop)(cl_fent_t *e, void *ud), void *ud)
+{
+    for (size_t i = 0; i < s->nb; i++)
+        for (cl_fent_t **pp = &s->b[i]; *pp;) {
+            cl_fent_t *e = *pp;
+            if (drop == NULL || drop(e, ud)) {
+                *pp = e->next;
+                free(e);
+                s->n--;
+            } else {
+                pp = &e->next;
+            }
+        }
+}
+
+static void fset_free(cl_fset_t *s)
+{
+    if (s == NULL)
+        return;
+    fset_sweep(s, NULL, NULL);
+    free(s->b);
+    free(s);
+}
+
+/* ---- local routes ---- */
+
+typedef struct {
+    int up;
+    uint16_t len;
+    uint8_t f[];
+} local_change_t;
+
+static void local_apply(cl_t *cl, void *arg)
+{
+    local_change_t *ch = arg;
+    cl_links_t *L = cl->links;
+    int changed;
+    if (L == NULL) { /* posted after the thread ended, run by cl_free */
+        free(ch);
+        return;
+    }
+    if (ch->up)
+        fset_add(L->local, ch->f, ch->len, &changed);
+    else
+        changed = fset_del(L->local, ch->f, ch->len);
+    CL_STAT_SET(cl->local_routes, L->local->n);
+    if (changed && !atomic_load(&cl->stopping)) {
+        cl_conn_t *c = L->conns;
+        while (c) {
+            cl_conn_t *next = c->next;
+            if (c->up) {
+                cl_enc_route(&c->out, ch->up ? CL_F_ROUTE_ADD : CL_F_ROUTE_DEL, ch->f, ch->len);
+                if (!(c->ev.events & EV_WRITE))
+                    cl_conn_flush(cl, c);
+            }
+            c = next;
+        }
+    }
+    free(ch);
+}
+
+/* The trie's hook: under its write lock, on any thread. */
+static void local_hook(void *ud, const uint8_t *filter, size_t len, int up)
+{
+    cl_t *cl = ud;
+    if (len > UINT16_MAX)
+        return;
+    local_change_t *ch = an_malloc(sizeof(*ch) + len);
+    ch->up = up;
+    ch->len = (uint16_t)len;
+    memcpy(ch->f, filter, len);
+    if (cl_post(cl, local_apply, ch) < 0)
+        free(ch);
+}
+
+void cl_route_init(cl_t *cl)
+{
+    cl->links->local = fset_new();
+    router_set_local_hook(cl->srv, local_hook, cl);
+}
+
+void cl_route_free(cl_t *cl)
+{
+    cl_links_t *L = cl->links;
+    router_set_local_hook(cl->srv, NULL, NULL);
+    fset_free(L->local);
+    L->local = NULL;
+    for (int i = 0; i < CL_MAX_NODES; i++) {
+        fset_free(L->peers[i].routes); /* the trie goes with the server */
+        L->peers[i].routes = NULL;
+    }
+}
+
+void cl_route_sync(cl_t *cl, cl_conn_t *c)
+{
+    cl_fset_t *s = cl->links->local;
+    cl_enc_empty(&c->out, CL_F_SYNC_BEGIN);
+    for (size_t i = 0; i < s->nb; i++)
+        for (cl_fent_t *e = s->b[i]; e; e = e->next)
+            cl_enc_route(&c->out, CL_F_ROUTE_ADD, e->f, e->len);
+    cl_enc_empty(&c->out, CL_F_SYNC_END);
+}
+
+/* ---- remote routes ---- */
+
+typedef struct {
+    cl_t *cl;
+    int idx;
+    uint32_t keep_gen; /* drop entries of other generations; 0: all */
+} sweep_ctx_t;
+
+static int sweep_one(cl_fent_t *e, void *ud)
+{
+    sweep_ctx_t *x = ud;
+    if (x->keep_gen != 0 && e->gen == x->keep_gen)
+        return 0;
+    router_node_unsubscribe(x->cl->srv, (uint16_t)x->idx, e->f, e->len);
+    return 1;
+}
+
+int cl_route_recv(cl_t *cl, cl_peer_t *p, uint8_t type, const uint8_t *body, uint32_t len)
+{
+    int idx = (int)(p - cl->links->peers);
+    if (p->routes == NULL)
+        p->routes = fset_new();
+    if (type == CL_F_SYNC_BEGIN) {
+        p->syncing = 1;
+        if (++p->sync_gen == 0)
+            p->sync_gen = 1;
+        return 0;
+    }
+    if (type == CL_F_SYNC_END) {
+        sweep_ctx_t x = {cl, idx, p->sync_gen};
+        fset_sweep(p->routes, sweep_one, &x);
+        p->syncing = 0;
+        CL_STAT_SET(cl->lstats[idx].routes, p->routes->n);
+        return 0;
+    }
+    const uint8_t *f;
+    uint16_t fl;
+    if (cl_dec_route(body, len, &f, &fl) < 0 || fl == 0)
+        return -1;
+    if (type == CL_F_ROUTE_ADD) {
+        int added;
+        cl_fent_t *e = fset_add(p->routes, f, fl, &added);
+        e->gen = p->sync_gen;
+        if (added && router_node_subscribe(cl->srv, (uint16_t)idx, f, fl) < 0) {
+            log_limited(10000, AN_LOG_WARN, "cluster: %s announced an invalid filter (%u bytes)",
+                        cl->nodes[idx].name, fl);
+            fset_del(p->routes, f, fl);
+        }
+    } else if (fset_del(p->routes, f, fl)) {
+        router_node_unsubscribe(cl->srv, (uint16_t)idx, f, fl);
+    }
+    CL_STAT_SET(cl->lstats[idx].routes, p->routes->n);
+    return 0;
+}
+
+void cl_route_drop_peer(cl_t *cl, cl_peer_t *p)
+{
+    int idx = (int)(p - cl->links->peers);
+    if (p->routes) {
+        sweep_ctx_t x = {cl, idx, 0};
+        fset_sweep(p->routes, sweep_one, &x);
+    }
+    CL_STAT_SET(cl->lstats[idx].routes, 0);
+}
+
+/* ---- retained messages ---- */
+
+static const char *origin_name(cl_t *cl, const msg_t *m)
+{
+    if (m->origin_node > 0 && m->origin_node < CL_MAX_NODES && cl->nodes[m->origin_node].used)
+        return cl->nodes[m->origin_node].name;
+    return cl->conf->node;
+}
+
+typedef struct {
+    cl_t *cl;
+    cl_conn_t *c;
+} rsync_ctx_t;
+
+static void rsync_one(void *ud, msg_t *m)
+{
+    rsync_ctx_t *x = ud;
+    uint64_t now = an_now_ms();
+    if (!router_is_sys_topic(msg_topic(m), m->topic_len) && !msg_expired(m, now)) {
+        const char *o = origin_name(x->cl, m);
+        cl_msg_t w = {.published_at = m->published_at,
+                      .expiry_ms =
+                          m->expire_at ? (uint32_t)AN_MIN(m->expire_at - now, UINT32_MAX) : 0,
+                      .qos = m->qos,
+                      .flags = CL_MSG_RETAIN,
+                      .origin = o,
+                      .origin_len = (uint8_t)strlen(o),
+                      .topic = msg_topic(m),
+                      .topic_len = m->topic_len,
+                      .props = msg_props(m),
+                      .props_len = m->props_len,
+                      .payload = msg_payload(m),
+                      .payload_len = m->payload_len};
+        cl_enc_msg(&x->c->out, CL_F_RETAINED, &w);
+    }
+    msg_unref(&m);
+}
+
+void cl_retained_sync(cl_t *cl, cl_conn_t *c)
+{
+    rsync_ctx_t x = {cl, c};
+    retain_walk(cl->srv->retain, (const uint8_t *)"", 0, rsync_one, &x);
+}
+
+static void keep_first(void *ud, msg_t *m)
+{
+    msg_t **out = ud;
+    if (*out == NULL)
+        *out = m;
+    else
+        msg_unref(&m);
+}
+
+int cl_retained_recv(cl_t *cl, cl_peer_t *p, const uint8_t *body, uint32_t len)
+{
+    cl_msg_t x;
+    if (cl_dec_msg(body, len, &x) < 0 || x.topic_len == 0 || x.payload_len == 0 ||
+        memchr(x.topic, '+', x.topic_len) || memchr(x.topic, '#', x.topic_len))
+        return -1;
+    char oname[CL_NAME_MAX];
+    snprintf(oname, sizeof(oname), "%.*s", (int)x.origin_len, x.origin);
+    msg_t *mine = NULL;
+    retain_match(cl->srv->retain, x.topic, x.topic_len, keep_first, &mine);
+    if (mine != NULL) {
+        int theirs_newer =
+            x.published_at > mine->published_at ||
+            (x.published_at == mine->published_at && strcmp(oname, origin_name(cl, mine)) > 0);
+        msg_unref(&mine);
+        if (!theirs_newer)
+            return 0;
+    }
+    int idx = (int)(p - cl->links->peers);
+    int onode = strcmp(oname, cl->conf->node) == 0 ? 0 : cl_node_index(cl, oname);
+    uint64_t expire = x.expiry_ms ? an_now_ms() + x.expiry_ms : 0;
+    msg_t *m = msg_new_v5(x.topic, x.topic_len, x.props, x.props_len, x.payload, x.payload_len,
+                          x.qos, 1, expire);
+    m->published_at = x.published_at;
+    m->origin_node = (uint16_t)(onode < 0 ? idx : onode);
+    m->hops = 1;
+    cl_recv_post(cl, 0, m, CL_IT_RETAIN);
+    return 0;
+}

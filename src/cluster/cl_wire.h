@@ -1,0 +1,91 @@
+/* cl_wire.h -- the node links' frames, encoded and decoded without I/O
+ * (docs/cluster.md "Node links").
+ *
+ * A frame is length (4 bytes, big endian: the type byte and the body) |
+ * type (1) | body.  Integers are big endian; strings carry their length
+ * (1 byte for names, 2 for topics and filters, 4 for properties); a
+ * message's payload is the rest of its frame.  Decoders check every length
+ * against the frame and point into it (nothing is copied or allocated);
+ * encoders append to a cl_buf_t.  Pure functions: the link thread, the
+ * unit test (tests/unit/test_cl_wire.c) and the fuzz target use them.
+ */
+#ifndef ANTENNA_CL_WIRE_H
+#define ANTENNA_CL_WIRE_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#define CL_WIRE_VERSION 1
+#define CL_NONCE_LEN 16
+#define CL_MAC_LEN 32
+/* the largest frame accepted: an MQTT packet's largest payload and room
+ * for the rest */
+#define CL_FRAME_MAX (268435455u + 131072u)
+
+enum {
+    CL_F_HELLO = 1,  /* cl_hello_t */
+    CL_F_AUTH,       /* CL_MAC_LEN bytes */
+    CL_F_PING,       /* empty: any frame proves the link alive */
+    CL_F_ROUTE_ADD,  /* a filter this node has subscribers for */
+    CL_F_ROUTE_DEL,  /* a filter it no longer has */
+    CL_F_SYNC_BEGIN, /* empty: the whole route set follows */
+    CL_F_SYNC_END,   /* empty: drop routes not named since SYNC_BEGIN */
+    CL_F_MSG,        /* cl_msg_t: a forwarded message */
+    CL_F_ACK,        /* u64: every QoS 1/2 message up to this seq is here */
+    CL_F_RETAINED,   /* cl_msg_t: a retained message of the sender's set */
+    CL_F_TYPES
+};
+
+#define CL_MSG_RETAIN 1 /* cl_msg_t.flags: published with retain */
+
+typedef struct {
+    uint8_t *p;
+    size_t len, cap;
+} cl_buf_t;
+
+/* Room for n more bytes (an_realloc: aborts when out of memory). */
+void cl_buf_reserve(cl_buf_t *b, size_t n);
+void cl_buf_free(cl_buf_t *b);
+
+typedef struct {
+    uint16_t version;
+    const char *cluster, *node; /* not NUL-terminated */
+    uint8_t cluster_len, node_len;
+    uint8_t nonce[CL_NONCE_LEN];
+    uint64_t incarnation; /* random per process: the peer restarted */
+} cl_hello_t;
+
+typedef struct {
+    uint64_t seq;          /* QoS 1/2: the link's sequence number; QoS 0: 0 */
+    uint64_t published_at; /* wall clock ms */
+    uint32_t expiry_ms;    /* left of its Message Expiry Interval, 0 = never */
+    uint16_t src;          /* the publisher's worker (one stream per worker) */
+    uint8_t qos, flags;    /* CL_MSG_* */
+    const char *origin;    /* CL_F_RETAINED: the node it was published on */
+    uint8_t origin_len;
+    uint16_t topic_len;
+    uint32_t props_len, payload_len;
+    const uint8_t *topic, *props, *payload;
+} cl_msg_t;
+
+/* Split the first frame off buf: its total size (> 0) with *type and the
+ * body, 0 when more bytes are needed, -1 when the frame is invalid (an
+ * empty one, or larger than max). */
+long cl_frame_next(const uint8_t *buf, size_t len, uint32_t max, uint8_t *type,
+                   const uint8_t **body, uint32_t *body_len);
+
+void cl_enc_hello(cl_buf_t *b, const cl_hello_t *h);
+void cl_enc_auth(cl_buf_t *b, const uint8_t mac[CL_MAC_LEN]);
+void cl_enc_empty(cl_buf_t *b, uint8_t type); /* PING, SYNC_BEGIN, SYNC_END */
+void cl_enc_route(cl_buf_t *b, uint8_t type, const uint8_t *filter, uint16_t len);
+void cl_enc_ack(cl_buf_t *b, uint64_t seq);
+void cl_enc_msg(cl_buf_t *b, uint8_t type, const cl_msg_t *m); /* MSG, RETAINED */
+
+/* 0, or -1 when the body does not parse exactly. */
+int cl_dec_hello(const uint8_t *body, uint32_t len, cl_hello_t *h);
+int cl_dec_auth(const uint8_t *body, uint32_t len, const uint8_t **mac);
+int cl_dec_route(const uint8_t *body, uint32_t len, const uint8_t **filter, uint16_t *flen);
+int cl_dec_ack(const uint8_t *body, uint32_t len, uint64_t *seq);
+int cl_dec_msg(const uint8_t *body, uint32_t len, cl_msg_t *m);
+
+#endif

@@ -1,0 +1,164 @@
+/* test_cl_wire.c -- src/cluster/cl_wire: the node links' frames.  Every
+ * frame type round trips through its encoder and decoder; a stream of
+ * frames splits at every byte boundary (0 = more bytes needed); invalid
+ * lengths are refused (empty, over max); a body cut short or with bytes
+ * left over is refused by each decoder; a message's payload is the rest
+ * of its frame, empty included.
+ */
+#include <stdarg.h>
+#include <stddef.h>
+#include <setjmp.h>
+#include <stdint.h>
+#include <cmocka.h>
+
+#include <stdlib.h>
+#include <string.h>
+
+#include "cluster/cl_wire.h"
+
+static void next(const cl_buf_t *b, size_t *off, uint8_t want_type, const uint8_t **body,
+                 uint32_t *len)
+{
+    uint8_t type;
+    long n = cl_frame_next(b->p + *off, b->len - *off, CL_FRAME_MAX, &type, body, len);
+    assert_true(n > 0);
+    assert_int_equal(type, want_type);
+    *off += (size_t)n;
+}
+
+static void test_round_trips(void **state)
+{
+    (void)state;
+    cl_buf_t b = {0};
+    cl_hello_t h = {.version = CL_WIRE_VERSION,
+                    .cluster = "antenna",
+                    .cluster_len = 7,
+                    .node = "node-b",
+                    .node_len = 6,
+                    .incarnation = 0x0102030405060708ull};
+    for (int i = 0; i < CL_NONCE_LEN; i++)
+        h.nonce[i] = (uint8_t)(i * 7);
+    uint8_t mac[CL_MAC_LEN];
+    memset(mac, 0xab, sizeof(mac));
+    cl_enc_hello(&b, &h);
+    cl_enc_auth(&b, mac);
+    cl_enc_empty(&b, CL_F_PING);
+    cl_enc_route(&b, CL_F_ROUTE_ADD, (const uint8_t *)"a/+/#", 5);
+    cl_enc_ack(&b, 1234567890123ull);
+    cl_msg_t m = {.seq = 42,
+                  .published_at = 1700000000123ull,
+                  .expiry_ms = 5000,
+                  .src = 3,
+                  .qos = 2,
+                  .flags = CL_MSG_RETAIN,
+                  .origin = "c",
+                  .origin_len = 1,
+                  .topic = (const uint8_t *)"t/x",
+                  .topic_len = 3,
+                  .props = (const uint8_t *)"\x03\x00\x01j",
+                  .props_len = 4,
+                  .payload = (const uint8_t *)"hello",
+                  .payload_len = 5};
+    cl_enc_msg(&b, CL_F_MSG, &m);
+    cl_msg_t empty = {.topic = (const uint8_t *)"e", .topic_len = 1};
+    cl_enc_msg(&b, CL_F_RETAINED, &empty);
+
+    size_t off = 0;
+    const uint8_t *body;
+    uint32_t len;
+    next(&b, &off, CL_F_HELLO, &body, &len);
+    cl_hello_t h2;
+    assert_int_equal(cl_dec_hello(body, len, &h2), 0);
+    assert_int_equal(h2.version, CL_WIRE_VERSION);
+    assert_int_equal(h2.cluster_len, 7);
+    assert_memory_equal(h2.cluster, "antenna", 7);
+    assert_memory_equal(h2.node, "node-b", 6);
+    assert_memory_equal(h2.nonce, h.nonce, CL_NONCE_LEN);
+    assert_true(h2.incarnation == h.incarnation);
+    assert_int_equal(cl_dec_hello(body, len - 1, &h2), -1);
+
+    next(&b, &off, CL_F_AUTH, &body, &len);
+    const uint8_t *mac2;
+    assert_int_equal(cl_dec_auth(body, len, &mac2), 0);
+    assert_memory_equal(mac2, mac, CL_MAC_LEN);
+    assert_int_equal(cl_dec_auth(body, len - 1, &mac2), -1);
+
+    next(&b, &off, CL_F_PING, &body, &len);
+    assert_int_equal(len, 0);
+
+    next(&b, &off, CL_F_ROUTE_ADD, &body, &len);
+    const uint8_t *f;
+    uint16_t fl;
+    assert_int_equal(cl_dec_route(body, len, &f, &fl), 0);
+    assert_int_equal(fl, 5);
+    assert_memory_equal(f, "a/+/#", 5);
+    assert_int_equal(cl_dec_route(body, len - 1, &f, &fl), -1);
+
+    next(&b, &off, CL_F_ACK, &body, &len);
+    uint64_t seq;
+    assert_int_equal(cl_dec_ack(body, len, &seq), 0);
+    assert_true(seq == 1234567890123ull);
+    assert_int_equal(cl_dec_ack(body, len - 1, &seq), -1);
+
+    next(&b, &off, CL_F_MSG, &body, &len);
+    cl_msg_t m2;
+    assert_int_equal(cl_dec_msg(body, len, &m2), 0);
+    assert_true(m2.seq == 42 && m2.published_at == m.published_at);
+    assert_int_equal(m2.expiry_ms, 5000);
+    assert_int_equal(m2.src, 3);
+    assert_int_equal(m2.qos, 2);
+    assert_int_equal(m2.flags, CL_MSG_RETAIN);
+    assert_int_equal(m2.origin_len, 1);
+    assert_memory_equal(m2.origin, "c", 1);
+    assert_int_equal(m2.topic_len, 3);
+    assert_memory_equal(m2.topic, "t/x", 3);
+    assert_int_equal(m2.props_len, 4);
+    assert_memory_equal(m2.props, "\x03\x00\x01j", 4);
+    assert_int_equal(m2.payload_len, 5);
+    assert_memory_equal(m2.payload, "hello", 5);
+    /* cut inside the properties: refused */
+    assert_int_equal(cl_dec_msg(body, 8 + 8 + 4 + 2 + 1 + 1 + 1 + 1 + 2 + 3 + 4 + 2, &m2), -1);
+
+    next(&b, &off, CL_F_RETAINED, &body, &len);
+    assert_int_equal(cl_dec_msg(body, len, &m2), 0);
+    assert_int_equal(m2.payload_len, 0);
+    assert_int_equal(m2.origin_len, 0);
+    assert_int_equal(off, b.len);
+    cl_buf_free(&b);
+}
+
+static void test_split_and_limits(void **state)
+{
+    (void)state;
+    cl_buf_t b = {0};
+    cl_enc_route(&b, CL_F_ROUTE_DEL, (const uint8_t *)"x/y", 3);
+    uint8_t type;
+    const uint8_t *body;
+    uint32_t len;
+    for (size_t cut = 0; cut < b.len; cut++)
+        assert_int_equal(cl_frame_next(b.p, cut, CL_FRAME_MAX, &type, &body, &len), 0);
+    assert_int_equal(cl_frame_next(b.p, b.len, CL_FRAME_MAX, &type, &body, &len), (long)b.len);
+    /* over the caller's maximum, and an empty frame */
+    assert_int_equal(cl_frame_next(b.p, b.len, 3, &type, &body, &len), -1);
+    const uint8_t zero[5] = {0, 0, 0, 0, 1};
+    assert_int_equal(cl_frame_next(zero, sizeof(zero), CL_FRAME_MAX, &type, &body, &len), -1);
+    const uint8_t huge[5] = {0xff, 0xff, 0xff, 0xff, 1};
+    assert_int_equal(cl_frame_next(huge, sizeof(huge), CL_FRAME_MAX, &type, &body, &len), -1);
+    /* a QoS over 2 is refused */
+    cl_msg_t m = {.qos = 3, .topic = (const uint8_t *)"t", .topic_len = 1};
+    cl_buf_t c = {0};
+    cl_enc_msg(&c, CL_F_MSG, &m);
+    assert_true(cl_frame_next(c.p, c.len, CL_FRAME_MAX, &type, &body, &len) > 0);
+    assert_int_equal(cl_dec_msg(body, len, &m), -1);
+    cl_buf_free(&b);
+    cl_buf_free(&c);
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_round_trips),
+        cmocka_unit_test(test_split_and_limits),
+    };
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}
