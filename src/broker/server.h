@@ -63,6 +63,7 @@ enum {
     WM_CLUSTER,     /* cluster (src/cluster): a message or control item from a node link */
     WM_CONTROL,     /* reload: ptr: a control job (reload.h): listeners, drain */
     WM_GATE,        /* proto: ptr: proto_gate_t*: a connect gate's answer (proto.h) */
+    WM_CL_OWNER,    /* cluster (cl_owner.c): hand a client's session over to another node */
     WM_KINDS = 32   /* size of the handler table */
 };
 

@@ -626,6 +626,18 @@ void cl_member_free(cl_t *cl)
     cl->member = NULL;
 }
 
+cl_etcd_t *cl_member_etcd(cl_t *cl)
+{
+    cl_member_t *m = cl->member;
+    return m && !atomic_load(&m->stopping) ? m->client : NULL;
+}
+
+int64_t cl_member_lease(cl_t *cl)
+{
+    cl_member_t *m = cl->member;
+    return m ? atomic_load(&m->lease) : 0;
+}
+
 void cl_member_metrics(cl_t *cl, module_metrics_t *mm)
 {
     cl_member_t *m = cl->member;
