@@ -17,10 +17,15 @@
  *               claim waits in pending (OWN_TAKE_MS at most);
  *   owner       the link thread posts WM_CL_OWNER to the client's home worker
  *               (own_take): the connection closes with 0x8E (Session taken
- *               over), the session ends there, the claim is deleted with a
- *               compare on the owner's own name, then CL_F_OWN_GIVEN {req};
+ *               over), a persistent session is encoded (enc_session: the
+ *               store's records: subscriptions with options and ids, queued
+ *               and in-flight messages, incoming QoS 2 ids, the expiry) and
+ *               ends there, the claim is deleted with a compare on the
+ *               owner's own name, then CL_F_OWN_GIVEN {req, session};
  *   link thread GIVEN: the claim starts again (create if absent), at most
- *               OWN_TRIES times; then 0x89 (Server busy).
+ *               OWN_TRIES times; then 0x89 (Server busy).  Created: the
+ *               session is installed on the home worker (restore_session,
+ *               g->apply) before the CONNECT resumes: session present 1.
  * The answer goes back to the worker with proto_gate_post.  An etcd error,
  * a member without a link, a take not answered: 0x88 (Server unavailable);
  * the client retries.
@@ -29,9 +34,8 @@
  * a session expired) deletes its claim with a compare on this node's name
  * (event handlers, on the worker).  Otherwise claims die with the lease.
  *
- * Not built yet (docs/cluster.md, Status): the session's state does not
- * travel with the take (the old node ends it; the new one starts empty:
- * session present 0), and ids are not claimed again after a new lease.
+ * Not built yet (docs/cluster.md, Status): ids are not claimed again after
+ * a new lease.
  *
  * Threads: own_gate, own_take and the event handlers on workers; on_* on
  * the etcd thread; the pending list and the frames on the link thread.
@@ -49,12 +53,15 @@
 #include "event.h"
 #include "log.h"
 #include "mqtt_props.h"
+#include "persist.h"
 #include "proto.h"
 #include "sess.h"
+#include "sess_acl.h"
+#include "store_rec.h"
 #include "util.h"
 
-#define OWN_TRIES 4       /* claims after a take before giving up (0x89) */
-#define OWN_TAKE_MS 5000  /* a take not answered within this: 0x88 */
+#define OWN_TRIES 4      /* claims after a take before giving up (0x89) */
+#define OWN_TAKE_MS 5000 /* a take not answered within this: 0x88 */
 
 typedef struct cl_claim_s {
     cl_t *cl;
@@ -66,6 +73,8 @@ typedef struct cl_claim_s {
     int64_t rev; /* the owner's key's mod_revision */
     char owner[CL_NAME_MAX];
     tw_timer_t timer;
+    uint8_t *blob; /* the session the owner handed over (GIVEN), or NULL */
+    uint32_t blob_len;
     char key[];
 } cl_claim_t;
 
@@ -74,6 +83,7 @@ typedef struct {
     cl_t *cl;
     int idx;
     uint32_t req;
+    cl_buf_t blob; /* the session, encoded (empty: none) */
     char id[];
 } cl_take_t;
 
@@ -110,8 +120,169 @@ static void answer(cl_claim_t *cm, uint8_t rc5)
 
 static void claim_release(proto_gate_t *g)
 {
-    free(g->arg);
+    cl_claim_t *cm = g->arg;
+    if (cm)
+        free(cm->blob);
+    free(cm);
     g->arg = NULL;
+}
+
+/* ---- the session, handed over ----
+ *
+ * u32 len | session record (store_rec_encode_session) | u32 n | n x (u32
+ * len | message record (store_rec_encode_outmsg; its expiry: ms left + 1,
+ * 0 = none; queued ones with STORE_OUT_QUEUED, in flight with their
+ * state)) | u32 n | n x u16 incoming QoS 2 packet id.  The records are the
+ * store's, so their decoders check every field. */
+
+static void put32(cl_buf_t *b, uint32_t v)
+{
+    cl_buf_reserve(b, 4);
+    uint8_t *p = b->p + b->len;
+    p[0] = (uint8_t)(v >> 24), p[1] = (uint8_t)(v >> 16), p[2] = (uint8_t)(v >> 8);
+    p[3] = (uint8_t)v;
+    b->len += 4;
+}
+
+static uint32_t get32(const uint8_t *p)
+{
+    return (uint32_t)p[0] << 24 | (uint32_t)p[1] << 16 | (uint32_t)p[2] << 8 | p[3];
+}
+
+static void enc_ring(worker_t *w, cl_buf_t *b, sq_t *q)
+{
+    for (uint32_t i = 0; i < sq_len(q); i++) {
+        sq_entry_t *e = sq_at(q, i);
+        store_outmsg_t o = {.state = e->state,
+                            .qos = e->qos,
+                            .retain = e->retain != 0,
+                            .dup = e->state == SQ_WAIT_PUBREC,
+                            .pid = e->state != SQ_QUEUED ? e->pid : 0};
+        if (e->m) {
+            o.topic = msg_topic(e->m);
+            o.topic_len = e->m->topic_len;
+            o.props = msg_props(e->m);
+            o.props_len = e->m->props_len;
+            o.payload = msg_payload(e->m);
+            o.payload_len = e->m->payload_len;
+            o.expiry =
+                e->m->expire_at ? (e->m->expire_at > w->now ? e->m->expire_at - w->now : 0) + 1 : 0;
+        } else {
+            o.topic = (const uint8_t *)"-"; /* only the PUBREL is left */
+            o.topic_len = 1;
+        }
+        size_t n = store_rec_encode_outmsg(&o, NULL, 0);
+        if (n == 0)
+            continue;
+        put32(b, (uint32_t)n);
+        cl_buf_reserve(b, n);
+        store_rec_encode_outmsg(&o, b->p + b->len, n);
+        b->len += n;
+    }
+}
+
+static void enc_session(worker_t *w, sess_t *s, cl_buf_t *b)
+{
+    store_sub_t *subs = s->nsubs ? an_calloc(s->nsubs, sizeof(*subs)) : NULL;
+    for (uint32_t i = 0; i < s->nsubs; i++) {
+        subs[i].filter = s->subs[i]->filter;
+        subs[i].filter_len = s->subs[i]->len;
+        subs[i].options = s->subs[i]->opts & 0x3f;
+        subs[i].sub_id = s->subs[i]->subid;
+    }
+    const char *owner = sess_acl_owner(s);
+    store_session_t rec = {.expiry_interval = s->expiry,
+                           .next_pid = s->next_pid,
+                           .nsubs = s->nsubs,
+                           .subs = subs,
+                           .owner_known = !s->owner_unknown,
+                           .owner = (const uint8_t *)owner,
+                           .owner_len = owner ? strlen(owner) : 0};
+    size_t n = store_rec_encode_session(&rec, NULL, 0);
+    put32(b, (uint32_t)n);
+    cl_buf_reserve(b, n);
+    if (n)
+        store_rec_encode_session(&rec, b->p + b->len, n);
+    b->len += n;
+    free(subs);
+    put32(b, sq_len(&s->inflight) + sq_len(&s->queue));
+    size_t count_at = b->len - 4;
+    enc_ring(w, b, &s->inflight);
+    enc_ring(w, b, &s->queue);
+    /* the count again: records that did not encode were left out */
+    uint32_t cnt = 0;
+    for (size_t off = count_at + 4; off + 4 <= b->len; cnt++)
+        off += 4 + get32(b->p + off);
+    b->p[count_at] = (uint8_t)(cnt >> 24), b->p[count_at + 1] = (uint8_t)(cnt >> 16);
+    b->p[count_at + 2] = (uint8_t)(cnt >> 8), b->p[count_at + 3] = (uint8_t)cnt;
+    put32(b, s->nqos2_in);
+    cl_buf_reserve(b, 2u * s->nqos2_in);
+    for (uint32_t i = 0; i < s->nqos2_in; i++) {
+        b->p[b->len++] = (uint8_t)(s->qos2_in[i] >> 8);
+        b->p[b->len++] = (uint8_t)s->qos2_in[i];
+    }
+}
+
+/* g->apply, on the client's home worker before its CONNECT resumes: the
+ * session the old owner sent, installed as a restore from the store would
+ * (offline; the CONNECT attaches it: session present 1). */
+static void restore_session(worker_t *w, proto_gate_t *g)
+{
+    cl_claim_t *cm = g->arg;
+    const uint8_t *p = cm->blob, *end = cm->blob + cm->blob_len;
+    if (g->clean_start || p == NULL)
+        return;
+    if (sess_table_find_id(&w->by_id, (const uint8_t *)g->client_id, g->id_len) != NULL)
+        return; /* one here already: the CONNECT takes it over as usual */
+    store_session_t rec;
+    if (end - p < 4 || get32(p) > (size_t)(end - p - 4) ||
+        store_rec_decode_session(p + 4, get32(p), &rec) != 0) {
+        log_warn("cluster: the session of client '%s' handed over is unreadable: dropped",
+                 g->client_id);
+        return;
+    }
+    p += 4 + get32(p);
+    sess_t *s = sess_restore(w, (const uint8_t *)g->client_id, g->id_len, rec.expiry_interval,
+                             w->now + (uint64_t)rec.expiry_interval * 1000u, rec.next_pid);
+    sess_acl_set_owner(s, (const char *)rec.owner, rec.owner_len, rec.owner_known);
+    for (uint32_t i = 0; i < rec.nsubs; i++)
+        sess_subscribe(w, s, rec.subs[i].filter, (uint16_t)rec.subs[i].filter_len,
+                       rec.subs[i].options, rec.subs[i].sub_id);
+    store_rec_session_free(&rec);
+    uint32_t n = end - p >= 4 ? get32(p) : 0;
+    p += end - p >= 4 ? 4 : 0;
+    for (uint32_t i = 0; i < n && end - p >= 4; i++) {
+        uint32_t len = get32(p);
+        store_outmsg_t o;
+        if (len > (size_t)(end - p - 4) || store_rec_decode_outmsg(p + 4, len, &o) != 0)
+            break;
+        p += 4 + len;
+        sq_entry_t e = {.qos = o.qos, .retain = o.retain, .state = o.state, .pid = o.pid};
+        if (o.state != STORE_OUT_WAIT_PUBCOMP)
+            e.m = msg_new_v5(o.topic, (uint16_t)o.topic_len, o.props, (uint32_t)o.props_len,
+                             o.payload, (uint32_t)o.payload_len, o.qos, o.retain,
+                             o.expiry ? w->now + o.expiry - 1 : 0);
+        if (rec.expiry_interval != 0) { /* durable here too */
+            e.seq = persist_next_seq(w->srv);
+            if (e.m)
+                e.m->store_seq = e.seq;
+            persist_queue_put(w, s->client_id, s->client_id_len, e.seq, e.m, e.qos, e.retain,
+                              e.state, e.state != SQ_QUEUED ? e.pid : 0);
+        }
+        if (o.state == STORE_OUT_QUEUED) {
+            sq_push(&s->queue, &e);
+            s->queued_bytes += (uint64_t)o.topic_len + o.props_len + o.payload_len;
+        } else {
+            sq_push(&s->inflight, &e);
+        }
+    }
+    n = end - p >= 4 ? get32(p) : 0;
+    p += end - p >= 4 ? 4 : 0;
+    for (uint32_t i = 0; i < n && end - p >= 2; i++, p += 2)
+        sess_qos2_in_begin(s, (uint16_t)(p[0] << 8 | p[1]));
+    persist_session_update(w, s);
+    for (uint32_t i = 0; i < s->nqos2_in; i++)
+        persist_incoming(w, s, s->qos2_in[i], 1);
 }
 
 static void on_claim(void *arg, const cl_etcd_res_t *res);
@@ -192,7 +363,8 @@ static void send_take(cl_t *cl, void *arg)
     uint32_t flen = (uint32_t)(1 + 4 + 2 + idlen);
     p[0] = (uint8_t)(flen >> 24), p[1] = (uint8_t)(flen >> 16), p[2] = (uint8_t)(flen >> 8);
     p[3] = (uint8_t)flen, p[4] = CL_F_OWN_TAKE;
-    p[5] = (uint8_t)(cm->req >> 24), p[6] = (uint8_t)(cm->req >> 16), p[7] = (uint8_t)(cm->req >> 8);
+    p[5] = (uint8_t)(cm->req >> 24), p[6] = (uint8_t)(cm->req >> 16),
+    p[7] = (uint8_t)(cm->req >> 8);
     p[8] = (uint8_t)cm->req, p[9] = (uint8_t)(idlen >> 8), p[10] = (uint8_t)idlen;
     memcpy(p + 11, cm->g->client_id, idlen);
     c->out.len += 11 + idlen;
@@ -232,6 +404,8 @@ static void on_claim(void *arg, const cl_etcd_res_t *res)
     }
     if (cl_etcd_txn_ok(res->json)) {
         OWN_INC(cl->owner->created);
+        if (cm->blob)
+            cm->g->apply = restore_session;
         answer(cm, 0);
         return;
     }
@@ -292,21 +466,30 @@ static int own_gate(worker_t *w, proto_gate_t *g, void *user)
 
 /* ---- the owner's side ---- */
 
+static void take_free(cl_take_t *tk)
+{
+    cl_buf_free(&tk->blob);
+    free(tk);
+}
+
 static void send_given(cl_t *cl, void *arg)
 {
     cl_take_t *tk = arg;
     cl_conn_t *c = cl->links->peers[tk->idx].conn;
     if (c != NULL && c->up && !atomic_load(&cl->stopping)) {
-        cl_buf_reserve(&c->out, 9);
-        uint8_t *p = c->out.p + c->out.len;
-        p[0] = 0, p[1] = 0, p[2] = 0, p[3] = 5, p[4] = CL_F_OWN_GIVEN;
-        p[5] = (uint8_t)(tk->req >> 24), p[6] = (uint8_t)(tk->req >> 16);
-        p[7] = (uint8_t)(tk->req >> 8), p[8] = (uint8_t)tk->req;
-        c->out.len += 9;
+        put32(&c->out, (uint32_t)(5 + tk->blob.len));
+        cl_buf_reserve(&c->out, 1);
+        c->out.p[c->out.len++] = CL_F_OWN_GIVEN;
+        put32(&c->out, tk->req);
+        if (tk->blob.len) {
+            cl_buf_reserve(&c->out, tk->blob.len);
+            memcpy(c->out.p + c->out.len, tk->blob.p, tk->blob.len);
+            c->out.len += tk->blob.len;
+        }
         if (!(c->ev.events & EV_WRITE))
             cl_conn_flush(cl, c);
     }
-    free(tk);
+    take_free(tk);
 }
 
 static void on_released_for(void *arg, const cl_etcd_res_t *res)
@@ -314,7 +497,7 @@ static void on_released_for(void *arg, const cl_etcd_res_t *res)
     cl_take_t *tk = arg;
     (void)res; /* whatever the answer: the requester claims again and sees */
     if (cl_post(tk->cl, send_given, tk) < 0)
-        free(tk);
+        take_free(tk);
 }
 
 /* WM_CL_OWNER on the client's home worker: close and end its session here,
@@ -328,6 +511,8 @@ static void own_take(worker_t *w, inbox_item_t *it)
     if (s != NULL) {
         if (s->ep)
             sess_take_over(s, "session taken over by another node");
+        if (s->expiry != 0)
+            enc_session(w, s, &tk->blob);
         sess_destroy(w, s);
     }
     OWN_INC(cl->owner->takes_served);
@@ -336,14 +521,14 @@ static void own_take(worker_t *w, inbox_item_t *it)
     if (e == NULL || cl_etcd_call(e, "/v3/kv/txn", cl_etcd_del_if_value_req(k, cl->conf->node), 0,
                                   on_released_for, tk) < 0) {
         if (cl_post(cl, send_given, tk) < 0)
-            free(tk);
+            take_free(tk);
     }
     free(k);
 }
 
 static void drop_take(inbox_item_t *it)
 {
-    free(it->ptr);
+    take_free(it->ptr);
 }
 
 int cl_owner_recv(cl_t *cl, int idx, uint8_t type, const uint8_t *body, uint32_t len)
@@ -353,15 +538,20 @@ int cl_owner_recv(cl_t *cl, int idx, uint8_t type, const uint8_t *body, uint32_t
         return 0; /* no registry here (static members) */
     if (len < 4)
         return -1;
-    uint32_t req = (uint32_t)body[0] << 24 | (uint32_t)body[1] << 16 | (uint32_t)body[2] << 8 |
-                   body[3];
+    uint32_t req =
+        (uint32_t)body[0] << 24 | (uint32_t)body[1] << 16 | (uint32_t)body[2] << 8 | body[3];
     if (type == CL_F_OWN_GIVEN) {
-        if (len != 4)
-            return -1;
         for (cl_claim_t *cm = o->pending; cm; cm = cm->next)
             if (cm->req == req && cm->idx == idx) {
                 pending_unlink(o, cm);
                 tw_del(&cl->tw, &cm->timer);
+                free(cm->blob);
+                cm->blob = NULL;
+                if (len > 4) {
+                    cm->blob = an_malloc(len - 4);
+                    memcpy(cm->blob, body + 4, len - 4);
+                    cm->blob_len = len - 4;
+                }
                 if (++cm->tries > OWN_TRIES)
                     answer(cm, MQTT_RC_SERVER_BUSY);
                 else
@@ -375,7 +565,7 @@ int cl_owner_recv(cl_t *cl, int idx, uint8_t type, const uint8_t *body, uint32_t
     uint16_t idlen = (uint16_t)(body[4] << 8 | body[5]);
     if (len != 6u + idlen || memchr(body + 6, 0, idlen) != NULL)
         return -1;
-    cl_take_t *tk = an_malloc(sizeof(*tk) + idlen + 1u);
+    cl_take_t *tk = an_calloc(1, sizeof(*tk) + idlen + 1u);
     tk->cl = cl;
     tk->idx = idx;
     tk->req = req;
@@ -474,9 +664,9 @@ void cl_owner_metrics(cl_t *cl, module_metrics_t *mm)
     module_metrics_family(mm, "antenna_cluster_client_claims_total", "counter",
                           "Client-id claims by outcome (docs/cluster.md).");
 #define OWN_LINE(what, x)                                                                          \
-    module_metrics_printf(mm, "antenna_cluster_client_claims_total{outcome=\"" what "\"} %" PRIu64 \
-                              "\n",                                                                \
-                          atomic_load_explicit(&(x), memory_order_relaxed))
+    module_metrics_printf(                                                                         \
+        mm, "antenna_cluster_client_claims_total{outcome=\"" what "\"} %" PRIu64 "\n",             \
+        atomic_load_explicit(&(x), memory_order_relaxed))
     OWN_LINE("sent", o->claims);
     OWN_LINE("created", o->created);
     OWN_LINE("taken_from_gone", o->stolen);

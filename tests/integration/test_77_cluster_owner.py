@@ -135,3 +135,62 @@ def test_killed_node_ids_free_after_lease(cluster):
     assert owner_of(cluster, "dev-k") == "node0"
     assert time.monotonic() - t0 < 15
     held.close()
+
+
+def routes_seen(on, of):
+    """How many filters node `on` knows node `of` has subscribers for."""
+    j = wait_nodes(on, lambda j: True)
+    peer = {x["node"]: x for x in j["nodes"] if not x["self"]}.get(of.name, {})
+    return peer.get("link_state", {}).get("routes", 0)
+
+
+def queued_on(node, cid):
+    try:
+        j = node.client.get("/api/v1/clients/" + cid)
+    except Exception:  # noqa: BLE001 - not there (yet)
+        return -1
+    j = j.get("client", j)
+    return j.get("queued", -1)
+
+
+@pytest.mark.parametrize("v5", [True, False], ids=["mqtt5", "mqtt311"])
+def test_persistent_session_moves_with_its_queue(cluster, v5):
+    a, b, c = start(cluster, 3)
+    cid = "mover-%d" % (5 if v5 else 3)
+    topic = "dev/%s/cmd" % cid
+    if v5:
+        kw = {"clean_start": False, "props": [(mqttraw.SESSION_EXPIRY_INTERVAL, 300)]}
+        s1 = mqttraw.connect_v5(a.host, a.port, cid, **kw)
+        s1.subscribe(1, [(topic, mqttraw.sub_opts(1))], props=[(mqttraw.SUBSCRIPTION_ID, 7)])
+    else:
+        kw = {"clean": False}
+        s1 = mqttraw.RawClient(a.host, a.port)
+        assert s1.connect(cid, **kw).rc == 0
+        s1.subscribe(1, [(topic, 1)])
+    s1.disconnect()
+    wait_for(lambda: routes_seen(b, a) >= 1, 10, what="node1 knows node0's route")
+    # published on B while the client is offline: queued in its session on A
+    pub = mqttraw.RawClient(b.host, b.port)
+    assert pub.connect("pub-" + cid).rc == 0
+    pub.publish(topic, b"while-away", qos=1, pid=1)
+    wait_for(lambda: queued_on(a, cid) >= 1, 10, what="queued on node0")
+    # back on C: the session follows, with the message
+    s2 = connect_retry(c, cid, v5=v5, **kw)
+    assert s2.connack.session_present == 1, s2.connack
+    p = s2.wait_for(lambda p: p.type == mqttraw.PUBLISH, 5, what="the queued message")
+    assert p.payload == b"while-away" and p.qos == 1
+    if v5:
+        assert p.props.get(mqttraw.SUBSCRIPTION_ID) == 7, p.props
+    s2.ack(p)
+    assert owner_of(cluster, cid) == "node2"
+    wait_for(lambda: queued_on(a, cid) == -1, 5, what="the session gone from node0")
+    # its subscription works there: a publish on A reaches it
+    wait_for(lambda: routes_seen(a, c) >= 1, 10, what="node0 knows node2's route")
+    pa = mqttraw.RawClient(a.host, a.port)
+    assert pa.connect("pub2-" + cid).rc == 0
+    pa.publish(topic, b"from-a", qos=1, pid=1)
+    p = s2.wait_for(lambda p: p.type == mqttraw.PUBLISH, 5, what="a publish from node0")
+    assert p.payload == b"from-a"
+    s2.ack(p)
+    for x in (s2, pub, pa):
+        x.close()
