@@ -188,6 +188,9 @@ int64_t cl_member_lease(cl_t *cl);
 int cl_owner_init(cl_t *cl);
 /* Link thread: a TAKE or GIVEN frame from peer idx.  -1: malformed. */
 int cl_owner_recv(cl_t *cl, int idx, uint8_t type, const uint8_t *body, uint32_t len);
+/* etcd thread: a new lease after a lost one: claim the ids of the
+ * connected clients again (posted to every worker). */
+void cl_owner_lease_back(cl_t *cl);
 /* Link thread, when it stops: answer the claims waiting for a peer. */
 void cl_owner_stop(cl_t *cl);
 void cl_owner_free(cl_t *cl);

@@ -150,10 +150,11 @@ static void lease_up(cl_member_t *m)
         int back = m->first != 0;
         atomic_store(&cl->lease_ok, 1);
         server_door_open(cl->srv, SRV_DOOR_CLUSTER);
-        if (back)
+        if (back) {
             log_info("cluster: lease back (%" PRId64 "): registered again, accepting connections",
                      atomic_load(&m->lease));
-        else
+            cl_owner_lease_back(cl); /* the client ids died with the old lease */
+        } else
             log_info("cluster: registered as %s (lease %" PRId64 ", ttl %u ms)", cl->conf->node,
                      atomic_load(&m->lease), m->ttl_ms);
     }

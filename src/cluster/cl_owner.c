@@ -34,8 +34,10 @@
  * a session expired) deletes its claim with a compare on this node's name
  * (event handlers, on the worker).  Otherwise claims die with the lease.
  *
- * Not built yet (docs/cluster.md, Status): ids are not claimed again after
- * a new lease.
+ * After a lease loss and a new lease (cl_member.c calls
+ * cl_owner_lease_back), every worker claims its connected clients' ids
+ * again; one claimed meanwhile by another node closes here with 0x8E and
+ * its session ends (the other node has the client now).
  *
  * Threads: own_gate, own_take and the event handlers on workers; on_* on
  * the etcd thread; the pending list and the frames on the link thread.
@@ -526,6 +528,111 @@ static void own_take(worker_t *w, inbox_item_t *it)
     free(k);
 }
 
+static void on_released(void *arg, const cl_etcd_res_t *res);
+
+/* ---- after a new lease: claim the connected clients' ids again ---- */
+
+enum { OWN_IT_TAKE = 0, OWN_IT_RECLAIM, OWN_IT_KICK };
+
+static void post_item(cl_t *cl, uint32_t to, uint8_t what, cl_take_t *tk)
+{
+    inbox_vec_t v = {0};
+    inbox_item_t it = {.kind = WM_CL_OWNER, .flags = what, .ptr = tk};
+    inbox_vec_push(&v, &it);
+    inbox_post(&cl->srv->workers[to].inbox, &v);
+    inbox_vec_free(&v);
+}
+
+static cl_take_t *take_new(cl_t *cl, const char *id, size_t len)
+{
+    cl_take_t *tk = an_calloc(1, sizeof(*tk) + len + 1u);
+    tk->cl = cl;
+    tk->idx = -1;
+    memcpy(tk->id, id, len);
+    tk->id[len] = '\0';
+    return tk;
+}
+
+static void on_reclaimed(void *arg, const cl_etcd_res_t *res)
+{
+    cl_take_t *tk = arg;
+    cl_t *cl = tk->cl;
+    const json_t *kv =
+        res->err == CL_ETCD_OK && !cl_etcd_txn_ok(res->json) ? cl_etcd_txn_kv(res->json) : NULL;
+    char val[CL_NAME_MAX];
+    size_t kcap = strlen(cl->owner->prefix) + strlen(tk->id) + 2;
+    char *kbuf = an_malloc(kcap);
+    int held = kv != NULL && cl_etcd_kv(kv, kbuf, kcap, val, sizeof(val)) == 0;
+    if (held && strcmp(val, cl->conf->node) == 0) {
+        /* ours under the old lease, still there: move it to the new one */
+        cl_etcd_t *e = cl_member_etcd(cl);
+        int64_t lease = cl_member_lease(cl);
+        if (e && lease)
+            cl_etcd_call(e, "/v3/kv/txn",
+                         cl_etcd_put_if_mod_req(kbuf, cl->conf->node, lease,
+                                                cl_etcd_int(kv, "mod_revision")),
+                         0, on_released, NULL);
+    } else if (held) {
+        /* another node took it meanwhile: the local client goes */
+        log_info("cluster: client '%s' was claimed by %s while this node's lease was lost: "
+                 "closing it here (0x8E)",
+                 tk->id, val);
+        free(kbuf);
+        post_item(cl, worker_home(cl->srv, (const uint8_t *)tk->id, strlen(tk->id)), OWN_IT_KICK,
+                  tk);
+        return;
+    }
+    free(kbuf);
+    take_free(tk);
+}
+
+static void reclaim_all(worker_t *w, cl_t *cl)
+{
+    cl_etcd_t *e = cl_member_etcd(cl);
+    int64_t lease = cl_member_lease(cl);
+    if (e == NULL || lease == 0)
+        return;
+    for (size_t i = 0; i < w->by_sid.nbuckets; i++)
+        for (sess_t *s = w->by_sid.buckets[i]; s; s = s->sid_next) {
+            if (s->ep == NULL)
+                continue;
+            cl_take_t *tk = take_new(cl, s->client_id, s->client_id_len);
+            char *k = own_key(cl->owner, tk->id);
+            if (cl_etcd_call(e, "/v3/kv/txn", cl_etcd_create_req(k, cl->conf->node, lease), 0,
+                             on_reclaimed, tk) < 0)
+                take_free(tk);
+            free(k);
+        }
+}
+
+void cl_owner_lease_back(cl_t *cl)
+{
+    if (cl->owner == NULL)
+        return;
+    for (uint32_t i = 0; i < cl->srv->nworkers; i++)
+        post_item(cl, i, OWN_IT_RECLAIM, take_new(cl, "", 0));
+}
+
+static void own_item(worker_t *w, inbox_item_t *it)
+{
+    cl_take_t *tk = it->ptr;
+    if (it->flags == OWN_IT_TAKE) {
+        own_take(w, it);
+        return;
+    }
+    if (it->flags == OWN_IT_RECLAIM) {
+        reclaim_all(w, tk->cl);
+    } else { /* OWN_IT_KICK */
+        sess_t *s = sess_table_find_id(&w->by_id, (const uint8_t *)tk->id, strlen(tk->id));
+        if (s != NULL) {
+            if (s->ep)
+                sess_take_over(s, "session claimed by another node while the lease was lost");
+            sess_destroy(w, s);
+        }
+    }
+    take_free(tk);
+}
+
 static void drop_take(inbox_item_t *it)
 {
     take_free(it->ptr);
@@ -571,12 +678,7 @@ int cl_owner_recv(cl_t *cl, int idx, uint8_t type, const uint8_t *body, uint32_t
     tk->req = req;
     memcpy(tk->id, body + 6, idlen);
     tk->id[idlen] = '\0';
-    uint32_t home = worker_home(cl->srv, body + 6, idlen);
-    inbox_vec_t v = {0};
-    inbox_item_t it = {.kind = WM_CL_OWNER, .ptr = tk};
-    inbox_vec_push(&v, &it);
-    inbox_post(&cl->srv->workers[home].inbox, &v);
-    inbox_vec_free(&v);
+    post_item(cl, worker_home(cl->srv, body + 6, idlen), OWN_IT_TAKE, tk);
     return 0;
 }
 
@@ -626,7 +728,7 @@ int cl_owner_init(cl_t *cl)
     o->cl = cl;
     snprintf(o->prefix, sizeof(o->prefix), "/antenna/%s/clients/", cl->conf->name);
     cl->owner = o;
-    static const worker_inbox_kind_t kind = {.run = own_take, .drop = drop_take};
+    static const worker_inbox_kind_t kind = {.run = own_item, .drop = drop_take};
     worker_inbox_register(cl->srv, WM_CL_OWNER, &kind);
     proto_gate_register(cl->srv, own_gate, cl);
     if (event_listen(&cl->srv->events, EVENT_CLIENT_DISCONNECTED, on_event, cl) < 0 ||
