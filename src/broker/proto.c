@@ -963,6 +963,8 @@ static void gate_answer(worker_t *w, proto_gate_t *g)
         return;
     }
     c->x->gate = NULL;
+    if (g->refuse_rc5 == 0 && g->apply)
+        g->refuse_rc5 = g->apply(w, g);
     if (g->refuse_rc5) {
         char why[96];
         snprintf(why, sizeof(why), "client id refused by the cluster (reason 0x%02x)",
@@ -978,8 +980,6 @@ static void gate_answer(worker_t *w, proto_gate_t *g)
         conn_close(c, "cannot watch the socket after the connect gate", 0);
         return;
     }
-    if (g->apply)
-        g->apply(w, g);
     mqtt_raw_t pkt = {
         .hdr = g->hdr, .len = g->connect_len, .body = g->connect_len ? g->held : NULL};
     int rc = on_connect(c, &pkt, NULL, 0, GATE_PASSED);

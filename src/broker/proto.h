@@ -43,7 +43,8 @@ void proto_auth_timer(conn_t *c);
  * or an MQTT 5 reason code to refuse with.  A connection closed meanwhile
  * sets g->owner to NULL; the answer is then dropped.  Before the CONNECT
  * resumes, g->apply(w, g) (if set) runs on the worker (a session handed
- * over from another node is installed there).  Ids the broker assigned are
+ * over from another node is installed there); it may still refuse (a
+ * reason code instead of 0).  Ids the broker assigned are
  * not gated.  Without a gate (NULL) this costs one test per CONNECT. */
 /* proto_gate_t: server.h */
 struct proto_gate_s {
@@ -56,9 +57,10 @@ struct proto_gate_s {
     uint8_t clean_start; /* clean start / clean session */
     uint32_t expiry;     /* the session expiry it asks for (seconds) */
     uint8_t refuse_rc5;  /* the answer: 0 go on, else refuse with this code */
-    void (*apply)(worker_t *w, proto_gate_t *g); /* the module's, or NULL */
-    void (*release)(proto_gate_t *g);            /* frees module state, or NULL */
-    void *arg;                                   /* the module's */
+    uint8_t (*apply)(worker_t *w, proto_gate_t *g); /* the module's, or NULL: 0 or a
+                                                     * reason code to refuse with */
+    void (*release)(proto_gate_t *g);               /* frees module state, or NULL */
+    void *arg;                                      /* the module's */
     /* proto's: the CONNECT and the bytes after it */
     uint8_t *held;
     uint32_t connect_len, held_len;

@@ -30,6 +30,12 @@
  * a member without a link, a take not answered: 0x88 (Server unavailable);
  * the client retries.
  *
+ * Orderings etcd does not settle, kept per home worker (cl_own_wk_t): a
+ * claim answered "ours" while a release of an id with the same hash is in
+ * flight is sent again (the delete would land after it); a take that finds
+ * no session leaves a tombstone, and a parked CONNECT of that id whose
+ * claim was sent before it is refused (0x89) by own_apply.
+ *
  * Releases: a session that ends here (a clean session's connection closed,
  * a session expired) deletes its claim with a compare on this node's name
  * (event handlers, on the worker).  Otherwise claims die with the lease.
@@ -72,7 +78,9 @@ typedef struct cl_claim_s {
     uint32_t req;
     int idx; /* the owner's node index */
     int tries;
-    int64_t rev; /* the owner's key's mod_revision */
+    uint64_t sent_at; /* the worker's clock when the CONNECT was parked */
+    uint32_t slot;    /* cl_own_wk_t.rel index */
+    int64_t rev;      /* the owner's key's mod_revision */
     char owner[CL_NAME_MAX];
     tw_timer_t timer;
     uint8_t *blob; /* the session the owner handed over (GIVEN), or NULL */
@@ -89,8 +97,26 @@ typedef struct {
     char id[];
 } cl_take_t;
 
+#define OWN_REL_SLOTS 256 /* release-in-flight counters per worker, by id hash */
+
+/* An id a take found no session for: a CONNECT of it whose claim was sent
+ * before `at` may not go on (its claim answer was overtaken by the take). */
+typedef struct {
+    char *id;
+    uint64_t at;
+} cl_tomb_t;
+
+/* Per worker (its own cache line; tombs: that worker only). */
+typedef struct {
+    _Atomic uint32_t rel[OWN_REL_SLOTS]; /* releases of ids with this hash in flight */
+    cl_tomb_t *tombs;
+    uint32_t ntombs, cap;
+    char pad[64];
+} cl_own_wk_t;
+
 struct cl_owner_s {
     cl_t *cl;
+    cl_own_wk_t *wk;               /* [nworkers] */
     char prefix[CL_NAME_MAX + 32]; /* /antenna/<name>/clients/ */
     /* link thread */
     cl_claim_t *pending;
@@ -100,6 +126,14 @@ struct cl_owner_s {
 };
 
 #define OWN_INC(x) atomic_fetch_add_explicit(&(x), 1, memory_order_relaxed)
+
+static uint32_t id_slot(const char *id, size_t len)
+{
+    uint32_t h = 2166136261u;
+    for (size_t i = 0; i < len; i++)
+        h = (h ^ (uint8_t)id[i]) * 16777619u;
+    return h % OWN_REL_SLOTS;
+}
 
 static char *own_key(cl_owner_t *o, const char *id)
 {
@@ -406,8 +440,6 @@ static void on_claim(void *arg, const cl_etcd_res_t *res)
     }
     if (cl_etcd_txn_ok(res->json)) {
         OWN_INC(cl->owner->created);
-        if (cm->blob)
-            cm->g->apply = restore_session;
         answer(cm, 0);
         return;
     }
@@ -428,7 +460,15 @@ static void on_claim(void *arg, const cl_etcd_res_t *res)
     cm->rev = cl_etcd_int(kv, "mod_revision");
     int64_t lease = cl_member_lease(cl);
     if (strcmp(val, cl->conf->node) == 0 && cl_etcd_int(kv, "lease") == lease) {
-        answer(cm, 0); /* ours: a takeover on this node, as without a cluster */
+        /* ours: a takeover on this node, as without a cluster; unless a
+         * release of this id is still on its way to etcd (it would delete
+         * the key after this answer): ask again once it went */
+        if (atomic_load(&cl->owner->wk[cm->g->w->id].rel[cm->slot]) != 0 &&
+            ++cm->tries <= OWN_TRIES) {
+            claim_send(cm);
+            return;
+        }
+        answer(cm, 0);
         return;
     }
     snprintf(cm->owner, sizeof(cm->owner), "%s", val);
@@ -449,10 +489,52 @@ static void on_claim(void *arg, const cl_etcd_res_t *res)
         answer(cm, MQTT_RC_SERVER_UNAVAILABLE);
 }
 
+/* Forget tombs older than twice the take timeout (no claim waits longer). */
+static void tombs_prune(cl_own_wk_t *k, uint64_t now)
+{
+    for (uint32_t i = 0; i < k->ntombs;)
+        if (k->tombs[i].at + 2u * OWN_TAKE_MS < now) {
+            free(k->tombs[i].id);
+            k->tombs[i] = k->tombs[--k->ntombs];
+        } else {
+            i++;
+        }
+}
+
+static void tomb_add(cl_own_wk_t *k, const char *id, uint64_t now)
+{
+    tombs_prune(k, now);
+    if (k->ntombs == k->cap) {
+        k->cap = k->cap ? 2 * k->cap : 8;
+        k->tombs = an_realloc(k->tombs, k->cap * sizeof(*k->tombs));
+    }
+    k->tombs[k->ntombs++] = (cl_tomb_t){.id = an_strndup(id, strlen(id)), .at = now};
+}
+
+/* g->apply: refuse a CONNECT whose claim a take overtook, else install the
+ * session handed over, if any. */
+static uint8_t own_apply(worker_t *w, proto_gate_t *g)
+{
+    cl_claim_t *cm = g->arg;
+    cl_own_wk_t *k = &cm->cl->owner->wk[w->id];
+    for (uint32_t i = 0; i < k->ntombs; i++)
+        if (strcmp(k->tombs[i].id, g->client_id) == 0 && k->tombs[i].at >= cm->sent_at) {
+            free(k->tombs[i].id);
+            k->tombs[i] = k->tombs[--k->ntombs];
+            log_limited(5000, AN_LOG_INFO,
+                        "cluster: client '%s' was taken over by another node while its claim "
+                        "was answered: refused (0x89)",
+                        g->client_id);
+            return MQTT_RC_SERVER_BUSY;
+        }
+    if (cm->blob)
+        restore_session(w, g);
+    return 0;
+}
+
 /* The connect gate, on the client's home worker. */
 static int own_gate(worker_t *w, proto_gate_t *g, void *user)
 {
-    (void)w;
     cl_t *cl = user;
     cl_owner_t *o = cl->owner;
     size_t n = strlen(o->prefix) + g->id_len + 1;
@@ -460,8 +542,11 @@ static int own_gate(worker_t *w, proto_gate_t *g, void *user)
     cm->cl = cl;
     cm->g = g;
     snprintf(cm->key, n, "%s%s", o->prefix, g->client_id);
+    cm->sent_at = w->now;
+    cm->slot = id_slot(g->client_id, g->id_len);
     g->arg = cm;
     g->release = claim_release;
+    g->apply = own_apply;
     claim_send(cm);
     return 1;
 }
@@ -516,6 +601,9 @@ static void own_take(worker_t *w, inbox_item_t *it)
         if (s->expiry != 0)
             enc_session(w, s, &tk->blob);
         sess_destroy(w, s);
+    } else {
+        /* maybe its CONNECT is parked here, its claim answer not seen yet */
+        tomb_add(&cl->owner->wk[w->id], tk->id, w->now);
     }
     OWN_INC(cl->owner->takes_served);
     cl_etcd_t *e = cl_member_etcd(cl);
@@ -686,18 +774,22 @@ int cl_owner_recv(cl_t *cl, int idx, uint8_t type, const uint8_t *body, uint32_t
 
 static void on_released(void *arg, const cl_etcd_res_t *res)
 {
-    (void)arg;
     (void)res;
+    if (arg)
+        atomic_fetch_sub_explicit((_Atomic uint32_t *)arg, 1, memory_order_relaxed);
 }
 
-static void release(cl_t *cl, const char *id)
+static void release(worker_t *w, cl_t *cl, const char *id)
 {
     cl_etcd_t *e = cl_member_etcd(cl);
     if (e == NULL || id == NULL)
         return;
     char *k = own_key(cl->owner, id);
-    cl_etcd_call(e, "/v3/kv/txn", cl_etcd_del_if_value_req(k, cl->conf->node), 0, on_released,
-                 NULL);
+    _Atomic uint32_t *inflight = &cl->owner->wk[w->id].rel[id_slot(id, strlen(id))];
+    atomic_fetch_add_explicit(inflight, 1, memory_order_relaxed);
+    if (cl_etcd_call(e, "/v3/kv/txn", cl_etcd_del_if_value_req(k, cl->conf->node), 0, on_released,
+                     (void *)inflight) < 0)
+        atomic_fetch_sub_explicit(inflight, 1, memory_order_relaxed);
     free(k);
     OWN_INC(cl->owner->released);
 }
@@ -706,7 +798,7 @@ static void on_event(worker_t *w, event_kind_t kind, const void *data, void *use
 {
     cl_t *cl = user;
     if (kind == EVENT_SESSION_EXPIRED) {
-        release(cl, ((const event_session_expired_t *)data)->client.client_id);
+        release(w, cl, ((const event_session_expired_t *)data)->client.client_id);
         return;
     }
     const event_disconnected_t *d = data;
@@ -715,7 +807,7 @@ static void on_event(worker_t *w, event_kind_t kind, const void *data, void *use
         return; /* taken over here: the new connection keeps the claim */
     sess_t *s = sess_table_find_id(&w->by_id, (const uint8_t *)id, strlen(id));
     if (s == NULL || s->expiry == 0)
-        release(cl, id);
+        release(w, cl, id);
 }
 
 /* ---- life ---- */
@@ -727,6 +819,7 @@ int cl_owner_init(cl_t *cl)
     cl_owner_t *o = an_calloc(1, sizeof(*o));
     o->cl = cl;
     snprintf(o->prefix, sizeof(o->prefix), "/antenna/%s/clients/", cl->conf->name);
+    o->wk = an_calloc(cl->srv->nworkers, sizeof(*o->wk));
     cl->owner = o;
     static const worker_inbox_kind_t kind = {.run = own_item, .drop = drop_take};
     worker_inbox_register(cl->srv, WM_CL_OWNER, &kind);
@@ -754,7 +847,16 @@ void cl_owner_stop(cl_t *cl)
 
 void cl_owner_free(cl_t *cl)
 {
-    free(cl->owner);
+    cl_owner_t *o = cl->owner;
+    if (o == NULL)
+        return;
+    for (uint32_t i = 0; i < cl->srv->nworkers; i++) {
+        for (uint32_t j = 0; j < o->wk[i].ntombs; j++)
+            free(o->wk[i].tombs[j].id);
+        free(o->wk[i].tombs);
+    }
+    free(o->wk);
+    free(o);
     cl->owner = NULL;
 }
 
