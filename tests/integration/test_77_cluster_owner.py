@@ -194,3 +194,28 @@ def test_persistent_session_moves_with_its_queue(cluster, v5):
     s2.ack(p)
     for x in (s2, pub, pa):
         x.close()
+
+
+def test_lease_lost_then_back_closes_ids_claimed_meanwhile(cluster):
+    import os
+    import signal
+    a, b = start(cluster, 2, lease_ttl="2s")
+    first = mqttraw.connect_v5(a.host, a.port, "dev-l")
+    keep = mqttraw.connect_v5(a.host, a.port, "dev-keep")
+    wait_for(lambda: owner_of(cluster, "dev-l") == "node0", 5, what="claim by node0")
+    # node0 frozen past its lease: etcd drops it and its claims
+    os.kill(a.proc.pid, signal.SIGSTOP)
+    try:
+        wait_members([b], ["node1"], timeout=15)
+        wait_for(lambda: owner_of(cluster, "dev-l") is None, 10, what="claims gone with the lease")
+        second = connect_retry(b, "dev-l")
+        assert owner_of(cluster, "dev-l") == "node1"
+    finally:
+        os.kill(a.proc.pid, signal.SIGCONT)
+    # node0 back with a new lease: claims its clients again; dev-l is node1's
+    a.wait_log(r"cluster: lease back")
+    first.expect_disconnect(0x8E, timeout=10)
+    wait_for(lambda: owner_of(cluster, "dev-keep") == "node0", 10, what="dev-keep claimed again")
+    assert keep.is_open()
+    assert second.is_open()
+    assert owner_of(cluster, "dev-l") == "node1"
