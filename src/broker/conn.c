@@ -829,6 +829,8 @@ static void ext_free(conn_ext_t *x)
     tp_free(x->tp);
     free(x->cert_user);
     auth_client_free(x->auth);
+    if (x->gate)
+        x->gate->owner = NULL;    /* the gate's answer will find nobody */
     msg_origin_unref(&x->origin); /* messages still queued hold their own */
     free(x);
 }

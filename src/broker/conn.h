@@ -111,6 +111,7 @@ typedef struct conn_ext_s {
     struct auth_client *auth;          /* user, rules, ACL cache, a pending answer */
     const struct msg_origin_s *origin; /* provenance of its messages (msg.h), made
                               * at its will or first PUBLISH (proto.c) */
+    struct proto_gate_s *gate;         /* a connect gate parks its CONNECT (proto.h) */
 } conn_ext_t;
 
 conn_ext_t *conn_ext(conn_t *c);

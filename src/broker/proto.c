@@ -835,6 +835,10 @@ void proto_auth_answer(worker_t *w, struct auth_wait *wait)
 
 void proto_auth_timer(conn_t *c)
 {
+    if (c->x && c->x->gate) {
+        conn_close(c, "client id claim not answered within connect_timeout", 0);
+        return;
+    }
     auth_client_t *ac = c->x ? c->x->auth : NULL;
     if (ac && ac->refusing) {
         ac->refusing = 0;
@@ -882,6 +886,106 @@ static int client_id_bound(const conf_t *cf, const char *user, const uint8_t *id
         return 0;
     return len == ul || (bind == CONF_CID_BIND_PREFIX && id[ul] != '\0' &&
                          strchr(CONF_CID_BIND_SEPARATORS, id[ul]) != NULL);
+}
+
+/* ---- the connect gate (proto.h) ---- */
+
+#define GATE_PASSED 2 /* on_connect's `adopted` on a gated replay: home, authenticated, gated */
+
+void proto_gate_register(server_t *srv, int (*fn)(worker_t *w, proto_gate_t *g, void *user),
+                         void *user)
+{
+    srv->connect_gate = fn;
+    srv->connect_gate_user = user;
+}
+
+void proto_gate_free(proto_gate_t *g)
+{
+    if (g == NULL)
+        return;
+    if (g->release)
+        g->release(g);
+    free(g->client_id);
+    free(g->held);
+    free(g);
+}
+
+int proto_gate_post(proto_gate_t *g)
+{
+    inbox_vec_t v = {0};
+    inbox_item_t it = {.kind = WM_GATE, .ptr = g};
+    inbox_vec_push(&v, &it);
+    inbox_post(&g->w->inbox, &v);
+    inbox_vec_free(&v);
+    return 0;
+}
+
+/* Ask the gate about this CONNECT: 0 go on, 1 parked (the CONNECT and the
+ * bytes after it kept until the answer). */
+static int gate(conn_t *c, const mqtt_connect_t *ck, const connect_terms_t *t,
+                const mqtt_raw_t *pkt, const uint8_t *rest, size_t rest_len, const uint8_t *id,
+                uint16_t id_len)
+{
+    worker_t *w = c->w;
+    proto_gate_t *g = an_calloc(1, sizeof(*g));
+    g->owner = c;
+    g->w = w;
+    g->client_id = an_strndup((const char *)id, id_len);
+    g->id_len = id_len;
+    g->proto = ck->proto;
+    g->clean_start = ck->clean_session;
+    g->expiry = t->expiry;
+    g->held = an_malloc(pkt->len + rest_len + 1);
+    if (pkt->len)
+        memcpy(g->held, pkt->body, pkt->len);
+    if (rest_len)
+        memcpy(g->held + pkt->len, rest, rest_len);
+    g->hdr = pkt->hdr;
+    g->connect_len = (uint32_t)pkt->len;
+    g->held_len = (uint32_t)(pkt->len + rest_len);
+    if (w->srv->connect_gate(w, g, w->srv->connect_gate_user) == 0) {
+        proto_gate_free(g);
+        return 0;
+    }
+    conn_ext(c)->gate = g;
+    mqtt_parser_reset(&c->ps);
+    hold(c);
+    if (!tw_pending(&c->timer)) /* adopted from another worker: no timer yet */
+        tw_add(&w->tw, &c->timer, w->now + (uint64_t)server_live(w->srv)->connect_timeout * 1000u);
+    return 1;
+}
+
+static void gate_answer(worker_t *w, proto_gate_t *g)
+{
+    conn_t *c = g->owner;
+    if (c == NULL || c->state != CONN_AUTH) {
+        proto_gate_free(g); /* the connection went meanwhile */
+        return;
+    }
+    c->x->gate = NULL;
+    if (g->refuse_rc5 == 0 && g->apply)
+        g->refuse_rc5 = g->apply(w, g);
+    if (g->refuse_rc5) {
+        char why[96];
+        snprintf(why, sizeof(why), "client id refused by the cluster (reason 0x%02x)",
+                 g->refuse_rc5);
+        c->state = CONN_NEW;
+        refuse(c, NULL, MQTT_CONNACK_UNAVAILABLE, g->refuse_rc5, why);
+        proto_gate_free(g);
+        return;
+    }
+    c->state = CONN_NEW;
+    if (conn_watch(c) < 0) {
+        proto_gate_free(g);
+        conn_close(c, "cannot watch the socket after the connect gate", 0);
+        return;
+    }
+    mqtt_raw_t pkt = {
+        .hdr = g->hdr, .len = g->connect_len, .body = g->connect_len ? g->held : NULL};
+    int rc = on_connect(c, &pkt, NULL, 0, GATE_PASSED);
+    if (rc == 0 && g->held_len > g->connect_len)
+        conn_input(c, g->held + g->connect_len, g->held_len - g->connect_len);
+    proto_gate_free(g);
 }
 
 static int on_connect(conn_t *c, const mqtt_raw_t *pkt, const uint8_t *rest, size_t rest_len,
@@ -1008,6 +1112,11 @@ static int on_connect(conn_t *c, const mqtt_raw_t *pkt, const uint8_t *rest, siz
     uint32_t home = worker_home(w->srv, id, id_len);
     if (home != w->id && !adopted)
         return hand_off(c, home, pkt, rest, rest_len);
+    if (w->srv->connect_gate && adopted != GATE_PASSED && !t.assigned) {
+        int grc = gate(c, &ck, &t, pkt, rest, rest_len, id, id_len);
+        if (grc != 0)
+            return grc; /* parked (1) */
+    }
     return connect_home(c, &ck, &t, id, id_len);
 }
 
@@ -1506,7 +1615,7 @@ void proto_adopt(worker_t *w, handoff_t *h)
     }
     mqtt_raw_t pkt = {
         .hdr = h->hdr, .len = h->connect_len, .body = h->connect_len ? h->data : NULL};
-    if (on_connect(c, &pkt, NULL, 0, 1) == 0 && h->rest_len)
+    if (on_connect(c, &pkt, h->data + h->connect_len, h->rest_len, 1) == 0 && h->rest_len)
         conn_input(c, h->data + h->connect_len, h->rest_len);
     free(h);
 }
@@ -1535,10 +1644,25 @@ static void drop_auth(inbox_item_t *it)
     auth_wait_free(it->ptr);
 }
 
+static void run_gate(worker_t *w, inbox_item_t *it)
+{
+    gate_answer(w, it->ptr);
+}
+
+static void drop_gate(inbox_item_t *it)
+{
+    proto_gate_t *g = it->ptr;
+    if (g->owner)
+        g->owner->x->gate = NULL;
+    proto_gate_free(g);
+}
+
 void proto_register_inbox(server_t *srv)
 {
     static const worker_inbox_kind_t adopt = {.run = run_adopt, .drop = drop_adopt};
     static const worker_inbox_kind_t auth = {.run = run_auth, .drop = drop_auth};
     worker_inbox_register(srv, WM_ADOPT, &adopt);
     worker_inbox_register(srv, WM_AUTH, &auth);
+    static const worker_inbox_kind_t gate_kind = {.run = run_gate, .drop = drop_gate};
+    worker_inbox_register(srv, WM_GATE, &gate_kind);
 }

@@ -33,4 +33,45 @@ void proto_register_inbox(server_t *srv);
  * that did not come within connect_timeout. */
 void proto_auth_timer(conn_t *c);
 
+/* The connect gate: one module (the cluster's client-id registry) may park
+ * a CONNECT after authentication passed and before the session is
+ * attached, on the client's home worker.  gate(w, g, user) is called there
+ * with g describing the CONNECT; it returns 0 to go on at once (g is freed
+ * by proto), or 1 to keep g: the connection then waits (reads paused, state
+ * CONN_AUTH, connect_timeout still runs) until the module posts g back to
+ * g->w as a WM_GATE item (proto_gate_post) with g->refuse_rc5 = 0 to go on
+ * or an MQTT 5 reason code to refuse with.  A connection closed meanwhile
+ * sets g->owner to NULL; the answer is then dropped.  Before the CONNECT
+ * resumes, g->apply(w, g) (if set) runs on the worker (a session handed
+ * over from another node is installed there); it may still refuse (a
+ * reason code instead of 0).  Ids the broker assigned are
+ * not gated.  Without a gate (NULL) this costs one test per CONNECT. */
+/* proto_gate_t: server.h */
+struct proto_gate_s {
+    conn_t *owner; /* NULL: the connection went */
+    worker_t *w;   /* the connection's (home) worker */
+    uint64_t conn_id;
+    char *client_id; /* NUL-terminated copy */
+    uint16_t id_len;
+    uint8_t proto;       /* MQTT_PROTO_* */
+    uint8_t clean_start; /* clean start / clean session */
+    uint32_t expiry;     /* the session expiry it asks for (seconds) */
+    uint8_t refuse_rc5;  /* the answer: 0 go on, else refuse with this code */
+    uint8_t (*apply)(worker_t *w, proto_gate_t *g); /* the module's, or NULL: 0 or a
+                                                     * reason code to refuse with */
+    void (*release)(proto_gate_t *g);               /* frees module state, or NULL */
+    void *arg;                                      /* the module's */
+    /* proto's: the CONNECT and the bytes after it */
+    uint8_t *held;
+    uint32_t connect_len, held_len;
+    uint8_t hdr;
+};
+/* Set the gate (before server_start). */
+void proto_gate_register(server_t *srv, int (*gate)(worker_t *w, proto_gate_t *g, void *user),
+                         void *user);
+/* Any thread: send the answer to g->w.  Returns 0, or -1 (g freed) when the
+ * worker has stopped. */
+int proto_gate_post(proto_gate_t *g);
+void proto_gate_free(proto_gate_t *g);
+
 #endif

@@ -41,6 +41,7 @@
 
 typedef struct server_s server_t;
 typedef struct worker_s worker_t;
+typedef struct proto_gate_s proto_gate_t; /* proto.h: the connect gate */
 typedef struct conn_s conn_t;
 typedef struct sess_s sess_t;
 typedef struct retain_s retain_t;
@@ -61,6 +62,8 @@ enum {
     WM_API,         /* api: ptr: api_job_t* (api_snap.h): a management API request */
     WM_CLUSTER,     /* cluster (src/cluster): a message or control item from a node link */
     WM_CONTROL,     /* reload: ptr: a control job (reload.h): listeners, drain */
+    WM_GATE,        /* proto: ptr: proto_gate_t*: a connect gate's answer (proto.h) */
+    WM_CL_OWNER,    /* cluster (cl_owner.c): hand a client's session over to another node */
     WM_KINDS = 32   /* size of the handler table */
 };
 
@@ -255,6 +258,9 @@ struct server_s {
     /* router_receive_hook (router.h): set before server_start */
     msg_t *(*receive_hook)(worker_t *w, msg_t *m, const sess_t *from, void *user);
     void *receive_user;
+    /* proto_gate_register (proto.h): set before server_start; NULL: none */
+    int (*connect_gate)(worker_t *w, proto_gate_t *g, void *user);
+    void *connect_gate_user;
     /* connections and sessions without malloc headers (slab.h): any thread */
     slab_t conn_slab;                    /* conn_t (conn.c) */
     slab_t sess_slab[SESS_SLAB_CLASSES]; /* sess_t with its client id, by size (sess.c) */

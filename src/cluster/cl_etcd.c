@@ -566,6 +566,21 @@ json_t *cl_etcd_put_if_lease_req(const char *key, const char *value, int64_t lea
     return txn(cmp, key, value, lease);
 }
 
+json_t *cl_etcd_put_if_mod_req(const char *key, const char *value, int64_t lease, int64_t mod_rev)
+{
+    json_t *cmp = json_pack("{s:o,s:s,s:s,s:o}", "key", b64s(key), "target", "MOD", "result",
+                            "EQUAL", "mod_revision", i64s(mod_rev));
+    return txn(cmp, key, value, lease);
+}
+
+json_t *cl_etcd_del_if_value_req(const char *key, const char *value)
+{
+    json_t *cmp = json_pack("{s:o,s:s,s:s,s:o}", "key", b64s(key), "target", "VALUE", "result",
+                            "EQUAL", "value", b64s(value));
+    return json_pack("{s:[o],s:[{s:{s:o}}]}", "compare", cmp, "success", "request_delete_range",
+                     "key", b64s(key));
+}
+
 json_t *cl_etcd_watch_req(const char *key, const char *range_end, int64_t start_revision)
 {
     json_t *c = cl_etcd_range_req(key, range_end);

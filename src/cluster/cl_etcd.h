@@ -109,6 +109,10 @@ json_t *cl_etcd_create_req(const char *key, const char *value, int64_t lease);
 /* Put if the key is held by lease `held_by` (a compare on its lease). */
 json_t *cl_etcd_put_if_lease_req(const char *key, const char *value, int64_t lease,
                                  int64_t held_by);
+/* Put if the key's mod_revision is still mod_rev (else read it). */
+json_t *cl_etcd_put_if_mod_req(const char *key, const char *value, int64_t lease, int64_t mod_rev);
+/* Delete the key if its value is `value`. */
+json_t *cl_etcd_del_if_value_req(const char *key, const char *value);
 /* {"create_request":{"key","range_end","start_revision"}} for /v3/watch. */
 json_t *cl_etcd_watch_req(const char *key, const char *range_end, int64_t start_revision);
 /* {"ID":id} (lease keepalive and revoke), {"TTL":ttl_s} (grant). */

@@ -50,6 +50,7 @@ typedef struct {
 typedef struct cl_s cl_t;
 typedef struct cl_links_s cl_links_t;   /* cl_link.c's state */
 typedef struct cl_member_s cl_member_t; /* cl_member.c's state */
+typedef struct cl_owner_s cl_owner_t;   /* cl_owner.c's state */
 
 /* One known node (the link thread's). */
 typedef struct {
@@ -119,6 +120,7 @@ struct cl_s {
 
     cl_links_t *links;   /* cl_link.c */
     cl_member_t *member; /* cl_member.c */
+    cl_owner_t *owner;   /* cl_owner.c */
 };
 
 /* ---- cluster.c ---- */
@@ -173,5 +175,25 @@ void cl_member_stop(cl_t *cl);
 void cl_member_free(cl_t *cl);
 /* /metrics lines of the etcd client and the lease (any thread). */
 void cl_member_metrics(cl_t *cl, module_metrics_t *mm);
+/* The etcd client (NULL: none, or stopping) and the current lease (0:
+ * none), for the client-id registry (any thread). */
+struct cl_etcd *cl_member_etcd(cl_t *cl);
+int64_t cl_member_lease(cl_t *cl);
+
+/* ---- cl_owner.c: the client-id registry (docs/cluster.md "Client-id
+ * ownership") ---- */
+
+/* Module init (with cluster.etcd): the connect gate, the event handlers,
+ * the inbox kind.  Returns 0 or -1. */
+int cl_owner_init(cl_t *cl);
+/* Link thread: a TAKE or GIVEN frame from peer idx.  -1: malformed. */
+int cl_owner_recv(cl_t *cl, int idx, uint8_t type, const uint8_t *body, uint32_t len);
+/* etcd thread: a new lease after a lost one: claim the ids of the
+ * connected clients again (posted to every worker). */
+void cl_owner_lease_back(cl_t *cl);
+/* Link thread, when it stops: answer the claims waiting for a peer. */
+void cl_owner_stop(cl_t *cl);
+void cl_owner_free(cl_t *cl);
+void cl_owner_metrics(cl_t *cl, module_metrics_t *mm);
 
 #endif

@@ -436,6 +436,10 @@ static int on_frame(cl_t *cl, cl_conn_t *c, uint8_t type, const uint8_t *body, u
     case CL_F_RETAINED:
         rc = cl_retained_recv(cl, p, body, len);
         break;
+    case CL_F_OWN_TAKE:
+    case CL_F_OWN_GIVEN:
+        rc = cl_owner_recv(cl, c->idx, type, body, len);
+        break;
     default:
         break; /* a newer peer's frame: ignored */
     }

@@ -150,10 +150,11 @@ static void lease_up(cl_member_t *m)
         int back = m->first != 0;
         atomic_store(&cl->lease_ok, 1);
         server_door_open(cl->srv, SRV_DOOR_CLUSTER);
-        if (back)
+        if (back) {
             log_info("cluster: lease back (%" PRId64 "): registered again, accepting connections",
                      atomic_load(&m->lease));
-        else
+            cl_owner_lease_back(cl); /* the client ids died with the old lease */
+        } else
             log_info("cluster: registered as %s (lease %" PRId64 ", ttl %u ms)", cl->conf->node,
                      atomic_load(&m->lease), m->ttl_ms);
     }
@@ -624,6 +625,18 @@ void cl_member_free(cl_t *cl)
     pthread_cond_destroy(&m->cv);
     free(m);
     cl->member = NULL;
+}
+
+cl_etcd_t *cl_member_etcd(cl_t *cl)
+{
+    cl_member_t *m = cl->member;
+    return m && !atomic_load(&m->stopping) ? m->client : NULL;
+}
+
+int64_t cl_member_lease(cl_t *cl)
+{
+    cl_member_t *m = cl->member;
+    return m ? atomic_load(&m->lease) : 0;
 }
 
 void cl_member_metrics(cl_t *cl, module_metrics_t *mm)

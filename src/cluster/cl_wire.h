@@ -33,6 +33,9 @@ enum {
     CL_F_MSG,        /* cl_msg_t: a forwarded message */
     CL_F_ACK,        /* u64: every QoS 1/2 message up to this seq is here */
     CL_F_RETAINED,   /* cl_msg_t: a retained message of the sender's set */
+    CL_F_OWN_TAKE,   /* u32 req | u16 len | client id: hand this client's session over
+                      * (cl_owner.c) */
+    CL_F_OWN_GIVEN,  /* u32 req: the claim is released, the session closed */
     CL_F_TYPES
 };
 

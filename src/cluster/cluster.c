@@ -214,6 +214,7 @@ static void *cl_thread_main(void *arg)
         cl->now = an_now_ms();
         tw_advance(&cl->tw, cl->now);
     }
+    cl_owner_stop(cl);
     cl_links_stop(cl);
     cl_run_tasks(cl); /* posted before the stop: run, so their memory is freed */
     return NULL;
@@ -373,6 +374,7 @@ static void cl_metrics(module_inst_t *mi, module_metrics_t *mm)
                           "1 while this node's membership lease is alive (always 1 without etcd).");
     module_metrics_printf(mm, "antenna_cluster_lease_ok %d\n", atomic_load(&cl->lease_ok));
     cl_member_metrics(cl, mm);
+    cl_owner_metrics(cl, mm);
     /* per peer: the names under snap_mu, the figures from the link thread's atomics */
     static const struct {
         const char *name, *type, *help;
@@ -453,7 +455,7 @@ static int cl_init(module_inst_t *mi)
         log_error("cluster: cannot watch the link thread's eventfd: %s", strerror(errno));
         return -1;
     }
-    if (cl_links_init(cl) < 0)
+    if (cl_links_init(cl) < 0 || cl_owner_init(cl) < 0)
         return -1;
     return 0;
 }
@@ -511,6 +513,7 @@ static void cl_free(module_inst_t *mi)
         return;
     cl_links_free(cl);
     cl_member_free(cl);
+    cl_owner_free(cl);
     cl_run_tasks(cl); /* what was posted but never ran */
     if (cl->loop.epfd >= 0)
         ev_loop_free(&cl->loop);

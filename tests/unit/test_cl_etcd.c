@@ -80,6 +80,18 @@ static void test_txns(void **state)
                            "\"aw==\"}}],\"success\":[{\"request_put\":{\"key\":\"aw==\",\"lease\":"
                            "\"6\",\"value\":\"dg==\"}}]}");
     free(s);
+    /* the client-id registry's (cl_owner.c) */
+    s = dump(cl_etcd_put_if_mod_req("k", "v", 6, 42));
+    assert_string_equal(s, "{\"compare\":[{\"key\":\"aw==\",\"mod_revision\":\"42\",\"result\":"
+                           "\"EQUAL\",\"target\":\"MOD\"}],\"failure\":[{\"request_range\":{"
+                           "\"key\":\"aw==\"}}],\"success\":[{\"request_put\":{\"key\":\"aw==\","
+                           "\"lease\":\"6\",\"value\":\"dg==\"}}]}");
+    free(s);
+    s = dump(cl_etcd_del_if_value_req("k", "v"));
+    assert_string_equal(s, "{\"compare\":[{\"key\":\"aw==\",\"result\":\"EQUAL\",\"target\":"
+                           "\"VALUE\",\"value\":\"dg==\"}],\"success\":[{"
+                           "\"request_delete_range\":{\"key\":\"aw==\"}}]}");
+    free(s);
 }
 
 /* answers as etcd 3.4's gateway writes them */
