@@ -281,6 +281,7 @@ static int any_backlogged(const worker_t *w, size_t n)
 size_t router_publish(worker_t *w, msg_t *m, const sess_t *from)
 {
     server_t *srv = w->srv;
+    w->fwd_ticket = 0; /* the node row sets it again when it forwards m */
     if (m->qos > 0 && server_live(srv)->queue_full_policy == CONF_QUEUE_FULL_REFUSE &&
         any_queue_full(w, m, from)) {
         STAT_ADD(w->stats.refused_queue_full, 1);

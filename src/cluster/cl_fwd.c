@@ -21,7 +21,7 @@
 
 /* ---- the workers' side ---- */
 
-static void wq_push(worker_t *w, cl_t *cl, uint16_t node, msg_t *m, uint8_t qos)
+static void wq_push(worker_t *w, cl_t *cl, uint16_t node, msg_t *m, uint8_t qos, uint64_t ticket)
 {
     cl_wq_t *q = &cl->links->wq[w->id];
     cl_batch_t *b = q->b;
@@ -36,7 +36,7 @@ static void wq_push(worker_t *w, cl_t *cl, uint16_t node, msg_t *m, uint8_t qos)
         b->cap = cap;
         q->b = b;
     }
-    b->v[b->n++] = (cl_fwd_t){.m = msg_ref(m), .node = node, .qos = qos};
+    b->v[b->n++] = (cl_fwd_t){.m = msg_ref(m), .ticket = ticket, .node = node, .qos = qos};
 }
 
 /* ROUTE_OWNER_NODE: m matched a filter node `owner` announced. */
@@ -50,15 +50,28 @@ static void cl_deliver(worker_t *w, uint64_t sid, uint16_t owner, msg_t *m, uint
     if (m->hops > 0 || m->retain)
         return;
     cl_t *cl = user;
-    if (qos > 0 && CL_STAT_GET(cl->lstats[owner & (CL_MAX_NODES - 1)].busy))
-        w->publish_backlogged = 1; /* the publisher pauses a tick (router.h) */
-    wq_push(w, cl, owner, m, qos);
+    owner &= CL_MAX_NODES - 1;
+    uint64_t ticket = 0;
+    if (qos > 0) {
+        if (CL_STAT_GET(cl->lstats[owner].busy))
+            w->publish_backlogged = 1; /* the publisher pauses a tick (router.h) */
+        /* one ticket per message, whatever the number of nodes: the
+         * publisher's acknowledgement waits for each of them (cl_ack.c) */
+        cl_wq_t *q = &cl->links->wq[w->id];
+        if (w->fwd_ticket == 0) {
+            w->fwd_ticket = ++q->ticket_no;
+            memset(q->nodes, 0, sizeof(q->nodes));
+        }
+        q->nodes[owner >> 6] |= 1ull << (owner & 63);
+        ticket = w->fwd_ticket;
+    }
+    wq_push(w, cl, owner, m, qos, ticket);
 }
 
 /* A retained publish or clear made here: to every member. */
 static void cl_retained(worker_t *w, msg_t *m, void *user)
 {
-    wq_push(w, user, 0, m, m->qos);
+    wq_push(w, user, 0, m, m->qos, 0);
 }
 
 static void batch_free(cl_batch_t *b)
@@ -82,6 +95,11 @@ void cl_links_turn_end(cl_t *cl, worker_t *w)
 /* WM_CLUSTER, on the worker that took it. */
 static void run_cluster(worker_t *w, inbox_item_t *it)
 {
+    if (it->flags == CL_IT_ACKED) {
+        cl_t *cl = w->srv->route_owners[ROUTE_OWNER_NODE].user;
+        cl_ack_on_acked(cl, w, (uint16_t)(uintptr_t)it->ptr, it->sid);
+        return;
+    }
     msg_t *m = it->ptr;
     if (it->flags == CL_IT_PUBLISH) {
         router_publish(w, m, NULL);
@@ -94,6 +112,8 @@ static void run_cluster(worker_t *w, inbox_item_t *it)
 
 static void drop_cluster(inbox_item_t *it)
 {
+    if (it->flags == CL_IT_ACKED)
+        return;
     msg_t *m = it->ptr;
     msg_unref(&m);
 }
@@ -102,9 +122,12 @@ void cl_fwd_register(cl_t *cl)
 {
     static const worker_inbox_kind_t kind = {.run = run_cluster, .drop = drop_cluster};
     worker_inbox_register(cl->srv, WM_CLUSTER, &kind);
-    router_owner_register(
-        cl->srv, ROUTE_OWNER_NODE,
-        &(route_owner_kind_t){.deliver = cl_deliver, .user = cl, .retained = cl_retained});
+    router_owner_register(cl->srv, ROUTE_OWNER_NODE,
+                          &(route_owner_kind_t){.deliver = cl_deliver,
+                                                .user = cl,
+                                                .retained = cl_retained,
+                                                .hold_ack = cl_ack_hold,
+                                                .forget_endpoint = cl_ack_forget});
 }
 
 void cl_fwd_free(cl_t *cl)
@@ -115,6 +138,10 @@ void cl_fwd_free(cl_t *cl)
             batch_free(L->wq[i].b);
             L->wq[i].b = NULL;
         }
+    for (uint32_t i = 0; i < L->nworkers; i++) {
+        cl_ack_free(L->wq[i].acks);
+        L->wq[i].acks = NULL;
+    }
     for (uint32_t i = 0; i < L->nworkers; i++) {
         for (size_t j = 0; j < L->outv[i].len; j++)
             drop_cluster(&L->outv[i].items[j]);
@@ -167,7 +194,19 @@ void cl_peer_pump(cl_t *cl, cl_peer_t *p)
     }
 }
 
-static void peer_send(cl_t *cl, int idx, msg_t *m, uint8_t qos, uint16_t src)
+/* Tell worker src now that node idx will not acknowledge its ticket (the
+ * message was dropped): its publisher is not kept waiting. */
+static void ack_now(cl_t *cl, int idx, uint16_t src, uint64_t ticket)
+{
+    cl_links_t *L = cl->links;
+    if (ticket == 0 || src >= L->nworkers)
+        return;
+    inbox_item_t it = {
+        .kind = WM_CLUSTER, .flags = CL_IT_ACKED, .sid = ticket, .ptr = (void *)(uintptr_t)idx};
+    inbox_vec_push(&L->outv[src], &it);
+}
+
+static void peer_send(cl_t *cl, int idx, msg_t *m, uint8_t qos, uint16_t src, uint64_t ticket)
 {
     cl_peer_t *p = &cl->links->peers[idx];
     cl_link_stats_t *st = &cl->lstats[idx];
@@ -187,6 +226,7 @@ static void peer_send(cl_t *cl, int idx, msg_t *m, uint8_t qos, uint16_t src)
                     "cluster: %d QoS 1/2 messages for %s wait for its acknowledgement: "
                     "dropping new ones",
                     CL_PEND_MAX, cl->nodes[idx].name);
+        ack_now(cl, idx, src, ticket);
         return;
     }
     if (p->len == p->cap) {
@@ -201,7 +241,8 @@ static void peer_send(cl_t *cl, int idx, msg_t *m, uint8_t qos, uint16_t src)
             p->pend = an_realloc(p->pend, p->cap * sizeof(*p->pend));
         }
     }
-    p->pend[p->len++] = (cl_pend_t){.m = msg_ref(m), .seq = ++p->out_seq, .qos = qos, .src = src};
+    p->pend[p->len++] =
+        (cl_pend_t){.m = msg_ref(m), .seq = ++p->out_seq, .ticket = ticket, .qos = qos, .src = src};
     CL_STAT_ADD(st->fwd[qos], 1);
     CL_STAT_SET(st->queued, p->len - p->head);
     if (p->len - p->head > CL_PEND_HIGH && !CL_STAT_GET(st->busy))
@@ -221,15 +262,18 @@ static void fwd_apply(cl_t *cl, void *arg)
         if (e->node == 0) {
             for (int j = 1; j < CL_MAX_NODES; j++)
                 if (cl->nodes[j].member)
-                    peer_send(cl, j, e->m, e->qos, b->src);
+                    peer_send(cl, j, e->m, e->qos, b->src, 0);
         } else if (cl->nodes[e->node].member) {
-            peer_send(cl, e->node, e->m, e->qos, b->src);
+            peer_send(cl, e->node, e->m, e->qos, b->src, e->ticket);
+        } else {
+            ack_now(cl, e->node, b->src, e->ticket); /* it left: nobody there */
         }
         msg_unref(&e->m);
     }
     free(b);
     if (atomic_load(&cl->stopping))
         return;
+    cl_recv_flush(cl); /* acknowledgements of dropped messages */
     /* one write per link with output */
     cl_conn_t *c = cl->links->conns;
     while (c != NULL) {
@@ -242,13 +286,21 @@ static void fwd_apply(cl_t *cl, void *arg)
 
 void cl_peer_acked(cl_t *cl, cl_peer_t *p, uint64_t seq)
 {
-    while (p->head < p->len && p->pend[p->head].seq <= seq)
-        msg_unref(&p->pend[p->head++].m);
+    cl_links_t *L = cl->links;
+    int any = 0;
+    while (p->head < p->len && p->pend[p->head].seq <= seq) {
+        cl_pend_t *e = &p->pend[p->head++];
+        cl_ack_note(L, e->src, e->ticket);
+        any |= e->ticket != 0;
+        msg_unref(&e->m);
+    }
     if (p->sent < p->head)
         p->sent = p->head;
     if (p->head == p->len)
         p->head = p->sent = p->len = 0;
     int idx = (int)(p - cl->links->peers);
+    if (any)
+        cl_ack_post(cl, idx); /* the read's cl_recv_flush posts it */
     CL_STAT_SET(cl->lstats[idx].queued, p->len - p->head);
     if (p->len - p->head < CL_PEND_LOW && CL_STAT_GET(cl->lstats[idx].busy))
         CL_STAT_SET(cl->lstats[idx].busy, 0);
@@ -256,12 +308,19 @@ void cl_peer_acked(cl_t *cl, cl_peer_t *p, uint64_t seq)
 
 void cl_peer_drop_pending(cl_t *cl, cl_peer_t *p)
 {
-    for (size_t i = p->head; i < p->len; i++)
+    int idx = (int)(p - cl->links->peers);
+    for (size_t i = p->head; i < p->len; i++) {
+        cl_ack_note(cl->links, p->pend[i].src, p->pend[i].ticket);
         msg_unref(&p->pend[i].m);
+    }
+    /* the node left: its subscribers went with it, the publishers of what
+     * it held are acknowledged (docs/cluster.md "QoS across nodes") */
+    cl_ack_post(cl, idx);
+    if (!atomic_load(&cl->stopping))
+        cl_recv_flush(cl);
     free(p->pend);
     p->pend = NULL;
     p->head = p->sent = p->len = p->cap = 0;
-    int idx = (int)(p - cl->links->peers);
     CL_STAT_SET(cl->lstats[idx].queued, 0);
     CL_STAT_SET(cl->lstats[idx].busy, 0);
 }

@@ -631,6 +631,7 @@ int cl_links_init(cl_t *cl)
     L->nworkers = cl->srv->nworkers;
     L->wq = an_calloc(L->nworkers ? L->nworkers : 1, sizeof(*L->wq));
     L->outv = an_calloc(L->nworkers ? L->nworkers : 1, sizeof(*L->outv));
+    L->ackv = an_calloc(L->nworkers ? L->nworkers : 1, sizeof(*L->ackv));
     RAND_bytes((uint8_t *)&L->incarnation, sizeof(L->incarnation));
     for (int i = 0; i < CL_MAX_NODES; i++) {
         L->peers[i].cl = cl;
@@ -701,6 +702,7 @@ void cl_links_free(cl_t *cl)
     cl_links_t *L = cl->links;
     if (L == NULL)
         return;
+    atomic_store(&cl->stopping, 1); /* nothing is posted to the workers any more */
     cl_route_free(cl);
     while (L->conns) { /* the thread never ran */
         cl_conn_t *c = L->conns;
@@ -716,6 +718,7 @@ void cl_links_free(cl_t *cl)
     if (L->listen_fd >= 0)
         close(L->listen_fd);
     free(L->wq);
+    free(L->ackv);
     for (uint32_t i = 0; i < L->nworkers; i++)
         inbox_vec_free(&L->outv[i]);
     free(L->outv);

@@ -47,6 +47,7 @@ struct cl_conn_s {
 typedef struct {
     msg_t *m; /* a reference */
     uint64_t seq;
+    uint64_t ticket; /* the publisher's worker waits for it (cl_ack.c); 0: nobody */
     uint8_t qos;
     uint16_t src;
 } cl_pend_t;
@@ -74,8 +75,9 @@ typedef struct {
 
 /* One forwarding entry of a worker's batch. */
 typedef struct {
-    msg_t *m;      /* a reference */
-    uint16_t node; /* 0: every member (a retained publish) */
+    msg_t *m;        /* a reference */
+    uint64_t ticket; /* cl_pend_t.ticket */
+    uint16_t node;   /* 0: every member (a retained publish) */
     uint8_t qos;
 } cl_fwd_t;
 
@@ -85,9 +87,15 @@ typedef struct {
     cl_fwd_t v[];
 } cl_batch_t;
 
+typedef struct cl_acks_s cl_acks_t;
+
+/* Worker i's forwarding state (worker i only). */
 typedef struct {
-    cl_batch_t *b; /* this turn's, or NULL */
-    char pad[64 - sizeof(cl_batch_t *)];
+    cl_batch_t *b;      /* this turn's, or NULL */
+    cl_acks_t *acks;    /* held acknowledgements (cl_ack.c), from the first */
+    uint64_t ticket_no; /* the last ticket given (one per QoS 1/2 message forwarded) */
+    uint64_t nodes[CL_MAX_NODES / 64]; /* the nodes worker_t.fwd_ticket's message went to */
+    char pad[64 - (2 * sizeof(void *) + 8 + CL_MAX_NODES / 8) % 64];
 } cl_wq_t;
 
 struct cl_links_s {
@@ -99,6 +107,7 @@ struct cl_links_s {
     uint32_t nworkers;
     cl_wq_t *wq;       /* [nworkers]: worker i's batch (worker i only) */
     inbox_vec_t *outv; /* [nworkers]: received messages for each worker */
+    uint64_t *ackv;    /* [nworkers]: the highest ticket acknowledged, being gathered */
     cl_fset_t *local;  /* filters this node announces */
     tw_timer_t resume; /* paused links read again when the inboxes drained */
     cl_peer_t peers[CL_MAX_NODES];
@@ -118,8 +127,25 @@ int cl_recv_msg(cl_t *cl, cl_peer_t *p, const uint8_t *body, uint32_t len);
 void cl_recv_flush(cl_t *cl); /* post what was received to the workers */
 void cl_recv_ack(cl_t *cl, cl_peer_t *p, cl_conn_t *c);
 /* Post m (a reference, given) to worker `to` as a WM_CLUSTER item. */
-enum { CL_IT_PUBLISH = 1, CL_IT_RETAIN = 2 };
+enum { CL_IT_PUBLISH = 1, CL_IT_RETAIN = 2, CL_IT_ACKED = 3 /* sid: ticket, ptr: node */ };
 void cl_recv_post(cl_t *cl, uint32_t to, msg_t *m, uint8_t what);
+
+/* cl_ack.c: acknowledgements held for nodes.  Workers: */
+void cl_ack_hold(worker_t *w, struct endpoint_s *ep, uint64_t sid, uint8_t type, uint16_t pid,
+                 uint8_t reason, int wrote, void *user);
+void cl_ack_forget(worker_t *w, struct endpoint_s *ep, void *user);
+void cl_ack_on_acked(cl_t *cl, worker_t *w, uint16_t node, uint64_t ticket); /* CL_IT_ACKED */
+void cl_ack_free(cl_acks_t *a); /* the server's end: what is held is not sent */
+/* Link thread: entry e (from worker src) is done with for its node:
+ * gathered per worker, posted by cl_ack_post. */
+static inline void cl_ack_note(cl_links_t *L, uint16_t src, uint64_t ticket)
+{
+    if (ticket != 0 && src < L->nworkers && ticket > L->ackv[src])
+        L->ackv[src] = ticket;
+}
+/* One CL_IT_ACKED item per worker with news about node idx (not posted:
+ * cl_recv_flush does). */
+void cl_ack_post(cl_t *cl, int idx);
 
 /* cl_route.c */
 void cl_route_init(cl_t *cl);
