@@ -306,7 +306,8 @@ size_t router_publish(worker_t *w, msg_t *m, const sess_t *from)
     size_t n = merge_overlaps(w->matches, w->nmatches);
     /* QoS 0 is never queued for a connected client: only QoS 1/2 publishers
      * feel a subscriber's backlog */
-    if (m->qos > 0 && from && server_live(srv)->publisher_backpressure && any_backlogged(w, n))
+    if (m->qos > 0 && (from || m->hops > 0) && server_live(srv)->publisher_backpressure &&
+        any_backlogged(w, n)) /* hops: the cluster slows the link it came on */
         w->publish_backlogged = 1;
     if (srv->store && m->qos > 0) {
         /* the sessions behind the references are used under the lock */

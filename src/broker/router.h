@@ -31,6 +31,9 @@
  *     never blocks (a queue per link, written at the end of the turn).
  *     Until a row is registered, matches of that kind are dropped.
  *
+ * A message from another node (hops > 0) sets worker_t.publish_backlogged
+ * like a client's: the cluster then reads that node's link more slowly.
+ *
  * Internal consumers.  A module subscribes to topic filters without being
  * an MQTT session: router_consumer_new(), router_consumer_subscribe().
  * Its on_message runs on the worker that routed the publish (so a module

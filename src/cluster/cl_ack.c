@@ -47,7 +47,7 @@ typedef struct {
 
 struct cl_acks_s {
     cl_hack_t *v;
-    size_t head, len, cap; /* ring; cap a power of two */
+    size_t head, len, cap;        /* ring; cap a power of two */
     uint64_t acked[CL_MAX_NODES]; /* the highest ticket each node acknowledged */
 };
 
@@ -98,8 +98,7 @@ static void drain(worker_t *w, cl_acks_t *a)
         if (e.ep == NULL)
             continue; /* its connection is gone */
         if (persist_on(w) && persist_must_wait(w, e.wrote, e.batch))
-            persist_hold_ack_batch(w, e.ep, e.sid, e.type, e.pid, e.reason,
-                                   e.wrote ? e.batch : 0);
+            persist_hold_ack_batch(w, e.ep, e.sid, e.type, e.pid, e.reason, e.wrote ? e.batch : 0);
         else
             ep_ack(e.ep, e.type, e.pid, e.reason, EP_ACK_HELD);
     }

@@ -102,7 +102,16 @@ static void run_cluster(worker_t *w, inbox_item_t *it)
     }
     msg_t *m = it->ptr;
     if (it->flags == CL_IT_PUBLISH) {
+        w->publish_backlogged = 0;
         router_publish(w, m, NULL);
+        if (unlikely(w->publish_backlogged)) {
+            /* a subscriber here is behind: the link this came on is read
+             * later, its ACKs come later, the publishers there wait for
+             * their PUBACKs (cl_ack.c) and so feel the subscriber's pace */
+            cl_t *cl = w->srv->route_owners[ROUTE_OWNER_NODE].user;
+            atomic_store_explicit(&cl->links->slow[m->origin_node & (CL_MAX_NODES - 1)], 1,
+                                  memory_order_relaxed);
+        }
     } else { /* CL_IT_RETAIN: newer than ours (cl_route.c decided) */
         retain_set(w->srv->retain, m);
         persist_retained(w, m);

@@ -446,13 +446,25 @@ static int on_frame(cl_t *cl, cl_conn_t *c, uint8_t type, const uint8_t *body, u
     return 0;
 }
 
-/* Back-pressure from the workers: is an inbox over CL_INBOX_HIGH? */
-static int inboxes_full(cl_t *cl)
+/* Back-pressure from the workers: is an inbox over `high`? */
+static int inboxes_over(cl_t *cl, size_t high)
 {
     for (uint32_t i = 0; i < cl->srv->nworkers; i++)
-        if (inbox_waiting(&cl->srv->workers[i].inbox) > CL_INBOX_HIGH)
+        if (inbox_waiting(&cl->srv->workers[i].inbox) > high)
             return 1;
     return 0;
+}
+
+static int inboxes_full(cl_t *cl)
+{
+    return inboxes_over(cl, CL_INBOX_HIGH);
+}
+
+/* A worker found a subscriber behind with a message of c's peer (slow[]). */
+static int peer_slow(cl_t *cl, cl_conn_t *c)
+{
+    _Atomic uint8_t *f = &cl->links->slow[c->idx];
+    return atomic_load_explicit(f, memory_order_relaxed) && atomic_exchange(f, 0);
 }
 
 static void on_resume(tw_timer_t *t)
@@ -463,10 +475,16 @@ static void on_resume(tw_timer_t *t)
         tw_add(&cl->tw, &L->resume, cl->now + CL_RESUME_MS);
         return;
     }
+    /* a link paused for a slow subscriber waits until what it brought is
+     * nearly all routed (what is in the inboxes was acknowledged already) */
+    int low = !inboxes_over(cl, CL_INBOX_SLOW);
     cl_conn_t *c = L->conns;
     while (c != NULL) {
         cl_conn_t *next = c->next;
-        if (c->paused) {
+        if (c->paused == 2 && !low) {
+            if (!tw_pending(&L->resume))
+                tw_add(&cl->tw, &L->resume, cl->now + CL_RESUME_MS);
+        } else if (c->paused) {
             c->paused = 0; /* reading again: the data waiting wakes the loop */
             conn_flush(cl, c);
         }
@@ -477,10 +495,12 @@ static void on_resume(tw_timer_t *t)
 /* Read and handle what arrived; -1 when c was closed. */
 static int conn_read(cl_t *cl, cl_conn_t *c)
 {
-    if (c->up && inboxes_full(cl)) {
-        /* the workers are behind: the peer's messages wait in TCP, so its
-         * output bound (and then its publishers) feel it */
-        c->paused = 1;
+    int slow = c->up && peer_slow(cl, c);
+    if (c->up && (slow || inboxes_full(cl))) {
+        /* the workers are behind, or a subscriber here: the peer's messages
+         * wait in TCP, unacknowledged, so its output bound and its
+         * publishers (their PUBACKs wait, cl_ack.c) feel it */
+        c->paused = slow ? 2 : 1;
         if (!tw_pending(&cl->links->resume))
             tw_add(&cl->tw, &cl->links->resume, cl->now + CL_RESUME_MS);
         return 0;

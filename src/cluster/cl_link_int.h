@@ -21,6 +21,7 @@
 #define CL_PEND_LOW 5000       /* ... pause (router.h back-pressure) until under this */
 #define CL_INBOX_HIGH 65536    /* a worker's inbox over this: links stop reading ... */
 #define CL_RESUME_MS 1         /* ... and look again this much later */
+#define CL_INBOX_SLOW 256      /* a link paused for a slow subscriber: read again under this */
 
 typedef struct cl_conn_s cl_conn_t;
 typedef struct cl_fset_s cl_fset_t;
@@ -33,7 +34,8 @@ struct cl_conn_s {
     int fd;
     int idx; /* the peer's node index; -1 (accepted) until its HELLO */
     uint8_t dialer, connecting, got_hello, up;
-    uint8_t paused; /* not reading: a worker's inbox is full (cl_links_t.resume) */
+    uint8_t paused; /* not reading (cl_links_t.resume): 1 a worker's inbox is full,
+                     * 2 a subscriber is behind (cl_links_t.slow) */
     uint8_t nonce[CL_NONCE_LEN], peer_nonce[CL_NONCE_LEN];
     uint64_t peer_inc;
     uint64_t started, last_rx, last_tx;
@@ -110,6 +112,10 @@ struct cl_links_s {
     uint64_t *ackv;    /* [nworkers]: the highest ticket acknowledged, being gathered */
     cl_fset_t *local;  /* filters this node announces */
     tw_timer_t resume; /* paused links read again when the inboxes drained */
+    /* set by a worker that routed a QoS 1/2 message of node i to a
+     * subscriber over limits.publisher_backpressure: the link thread reads
+     * that node's link a tick later (taken with an exchange) */
+    _Atomic uint8_t slow[CL_MAX_NODES];
     cl_peer_t peers[CL_MAX_NODES];
 };
 
