@@ -420,6 +420,9 @@ static int on_frame(cl_t *cl, cl_conn_t *c, uint8_t type, const uint8_t *body, u
     case CL_F_MSG:
         rc = cl_recv_msg(cl, p, body, len);
         break;
+    case CL_F_MSG_SHARED:
+        rc = cl_recv_msg_shared(cl, p, body, len);
+        break;
     case CL_F_ACK: {
         uint64_t seq;
         rc = cl_dec_ack(body, len, &seq);

@@ -49,8 +49,9 @@ struct cl_conn_s {
 typedef struct {
     msg_t *m; /* a reference */
     uint64_t seq;
-    uint64_t ticket; /* the publisher's worker waits for it (cl_ack.c); 0: nobody */
-    uint8_t qos;
+    uint64_t ticket;              /* the publisher's worker waits for it (cl_ack.c); 0: nobody */
+    uint32_t tags[CL_GROUPS_MAX]; /* shared groups picking the node (router_share_tag) */
+    uint8_t qos, plain, ngroups;  /* plain: for its ordinary subscribers too */
     uint16_t src;
 } cl_pend_t;
 
@@ -71,16 +72,19 @@ typedef struct {
     uint64_t acked;   /* last ACK we sent */
     /* routes it announced (cl_route.c) */
     cl_fset_t *routes;
+    struct cl_share_s *shares; /* its "$share/g/f" routes by tag */
+    uint32_t nshares, cap_shares;
     uint32_t sync_gen;
     uint8_t syncing;
 } cl_peer_t;
 
 /* One forwarding entry of a worker's batch. */
 typedef struct {
-    msg_t *m;        /* a reference */
-    uint64_t ticket; /* cl_pend_t.ticket */
-    uint16_t node;   /* 0: every member (a retained publish) */
-    uint8_t qos;
+    msg_t *m;                     /* a reference */
+    uint64_t ticket;              /* cl_pend_t.ticket */
+    uint32_t tags[CL_GROUPS_MAX]; /* cl_pend_t.tags */
+    uint16_t node;                /* 0: every member (a retained publish) */
+    uint8_t qos, plain, ngroups;
 } cl_fwd_t;
 
 typedef struct {
@@ -133,7 +137,21 @@ int cl_recv_msg(cl_t *cl, cl_peer_t *p, const uint8_t *body, uint32_t len);
 void cl_recv_flush(cl_t *cl); /* post what was received to the workers */
 void cl_recv_ack(cl_t *cl, cl_peer_t *p, cl_conn_t *c);
 /* Post m (a reference, given) to worker `to` as a WM_CLUSTER item. */
-enum { CL_IT_PUBLISH = 1, CL_IT_RETAIN = 2, CL_IT_ACKED = 3 /* sid: ticket, ptr: node */ };
+enum {
+    CL_IT_PUBLISH = 1,
+    CL_IT_RETAIN = 2,
+    CL_IT_ACKED = 3, /* sid: ticket, ptr: node */
+    CL_IT_SHARED = 4 /* ptr: cl_shared_msg_t */
+};
+/* A message for shared groups (CL_F_MSG_SHARED), on its way to a worker. */
+typedef struct {
+    msg_t *m; /* a reference */
+    uint8_t plain, n;
+    uint16_t len[CL_GROUPS_MAX];
+    uint8_t *f[CL_GROUPS_MAX]; /* into data */
+    uint8_t data[];
+} cl_shared_msg_t;
+int cl_recv_msg_shared(cl_t *cl, cl_peer_t *p, const uint8_t *body, uint32_t len);
 void cl_recv_post(cl_t *cl, uint32_t to, msg_t *m, uint8_t what);
 
 /* cl_ack.c: acknowledgements held for nodes.  Workers: */
@@ -160,6 +178,8 @@ void cl_route_sync(cl_t *cl, cl_conn_t *c);
 int cl_route_recv(cl_t *cl, cl_peer_t *p, uint8_t type, const uint8_t *body, uint32_t len);
 void cl_route_drop_peer(cl_t *cl, cl_peer_t *p);
 void cl_retained_sync(cl_t *cl, cl_conn_t *c);
+/* The "$share/g/f" route of peer p with this tag, or NULL (then *len 0). */
+const uint8_t *cl_route_share(cl_peer_t *p, uint32_t tag, uint16_t *len);
 int cl_retained_recv(cl_t *cl, cl_peer_t *p, const uint8_t *body, uint32_t len);
 
 #endif

@@ -44,3 +44,80 @@ def test_puback_waits_for_the_remote_node(cluster):
     assert info.is_published()
     assert get(sub, timeout=10).payload == b"held"
     close(pub, sub)
+
+
+def count_until(clients, total, timeout=15):
+    """Collect from several clients until they hold `total` messages between
+    them (or the deadline); then whatever else comes within 0.5 s."""
+    got = {id(c): [] for c in clients}
+    deadline = time.monotonic() + timeout
+    while sum(len(v) for v in got.values()) < total and time.monotonic() < deadline:
+        for c in clients:
+            while not c.q.empty():
+                got[id(c)].append(c.q.get().payload)
+        time.sleep(0.02)
+    quiet = time.monotonic() + 0.5
+    while time.monotonic() < quiet:
+        for c in clients:
+            while not c.q.empty():
+                got[id(c)].append(c.q.get().payload)
+        time.sleep(0.02)
+    return [got[id(c)] for c in clients]
+
+
+def test_shared_group_spans_the_cluster(cluster):
+    cl = cluster(3)
+    cl.wait_links()
+    mb = client(cl.nodes["b"], "member-b")
+    mc = client(cl.nodes["c"], "member-c")
+    plain = client(cl.nodes["b"], "plain-b")
+    subscribe(mb, "$share/g/s/t", 1)
+    subscribe(mc, "$share/g/s/t", 1)
+    subscribe(plain, "s/t", 1)
+    # b announces s/t and $share/g/s/t, c announces $share/g/s/t
+    cl.wait_routes("a", "b", lambda n: n >= 2)
+    cl.wait_routes("a", "c", lambda n: n >= 1)
+    pub = client(cl.nodes["a"], "pub-a")
+    infos = [pub.publish("s/t", b"%d" % i, qos=1) for i in range(200)]
+    wait_for(lambda: all(i.is_published() for i in infos), 15, what="200 PUBACKs")
+    gb, gc, gp = count_until([mb, mc, plain], 400)
+    want = sorted(b"%d" % i for i in range(200))
+    # each message reaches exactly one member across the cluster
+    assert sorted(gb + gc) == want, (len(gb), len(gc))
+    assert gb and gc, (len(gb), len(gc))
+    # and the plain subscriber on b (a member's node too) once each
+    assert sorted(gp) == want, len(gp)
+
+    # c's member leaves: c withdraws the group, b's member gets everything
+    close(mc)
+    cl.wait_routes("a", "c", lambda n: n == 0, what="c withdraws $share/g/s/t")
+    infos = [pub.publish("s/t", b"after%d" % i, qos=1) for i in range(50)]
+    wait_for(lambda: all(i.is_published() for i in infos), 15, what="50 PUBACKs")
+    gb, gp = count_until([mb, plain], 100)
+    want = sorted(b"after%d" % i for i in range(50))
+    assert sorted(gb) == want, len(gb)
+    assert sorted(gp) == want, len(gp)
+    close(pub, mb, plain)
+
+
+def test_shared_group_local_and_remote_members(cluster):
+    """A group with a member on the publisher's node and one elsewhere: one
+    copy per message; a group only on the publisher's node is not announced
+    as a plain route."""
+    cl = cluster(2)
+    cl.wait_links()
+    ma = client(cl.nodes["a"], "member-a")
+    mb = client(cl.nodes["b"], "member-b")
+    subscribe(ma, "$share/h/u/#", 1)
+    subscribe(mb, "$share/h/u/#", 1)
+    cl.wait_routes("a", "b", lambda n: n >= 1)
+    # a's group is announced as the group, not as a plain u/# route: b has
+    # exactly one route of a
+    cl.wait_routes("b", "a", lambda n: n == 1)
+    pub = client(cl.nodes["b"], "pub-b")
+    infos = [pub.publish("u/x", b"%d" % i, qos=1) for i in range(100)]
+    wait_for(lambda: all(i.is_published() for i in infos), 15, what="100 PUBACKs")
+    ga, gb = count_until([ma, mb], 100)
+    assert sorted(ga + gb) == sorted(b"%d" % i for i in range(100)), (len(ga), len(gb))
+    assert ga and gb
+    close(pub, ma, mb)
