@@ -484,6 +484,16 @@ static void on_resume(tw_timer_t *t)
     cl_conn_t *c = L->conns;
     while (c != NULL) {
         cl_conn_t *next = c->next;
+        cl_peer_t *p = c->up ? &L->peers[c->idx] : NULL;
+        if (p && low && p->in_seen != p->acked) { /* deferred by conn_read */
+            cl_recv_ack(cl, p, c);
+            if (!(c->ev.events & EV_WRITE) && cl_conn_flush(cl, c) < 0) {
+                c = next;
+                continue;
+            }
+        } else if (p && p->in_seen != p->acked && !tw_pending(&L->resume)) {
+            tw_add(&cl->tw, &L->resume, cl->now + CL_RESUME_MS);
+        }
         if (c->paused == 2 && !low) {
             if (!tw_pending(&L->resume))
                 tw_add(&cl->tw, &L->resume, cl->now + CL_RESUME_MS);
@@ -504,6 +514,8 @@ static int conn_read(cl_t *cl, cl_conn_t *c)
          * wait in TCP, unacknowledged, so its output bound and its
          * publishers (their PUBACKs wait, cl_ack.c) feel it */
         c->paused = slow ? 2 : 1;
+        if (slow)
+            c->slow_until = cl->now + CL_SLOW_MS;
         if (!tw_pending(&cl->links->resume))
             tw_add(&cl->tw, &cl->links->resume, cl->now + CL_RESUME_MS);
         return 0;
@@ -554,8 +566,17 @@ static int conn_read(cl_t *cl, cl_conn_t *c)
     if (c->in.len == 0 && c->in.cap > CL_OUT_KEEP)
         cl_buf_free(&c->in);
     cl_recv_flush(cl);
-    if (c->up)
-        cl_recv_ack(cl, &cl->links->peers[c->idx], c);
+    if (c->up) {
+        if (cl->now < c->slow_until && inboxes_over(cl, CL_INBOX_SLOW)) {
+            /* a subscriber here is behind: what was read is acknowledged
+             * once the workers routed nearly all of it (on_resume), so the
+             * publishers' windows bound what waits here */
+            if (!tw_pending(&cl->links->resume))
+                tw_add(&cl->tw, &cl->links->resume, cl->now + CL_RESUME_MS);
+        } else {
+            cl_recv_ack(cl, &cl->links->peers[c->idx], c);
+        }
+    }
     return 0;
 }
 

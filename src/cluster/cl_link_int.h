@@ -22,6 +22,7 @@
 #define CL_INBOX_HIGH 65536    /* a worker's inbox over this: links stop reading ... */
 #define CL_RESUME_MS 1         /* ... and look again this much later */
 #define CL_INBOX_SLOW 256      /* a link paused for a slow subscriber: read again under this */
+#define CL_SLOW_MS 100         /* after such a pause, ACKs wait until the inboxes are under it */
 
 typedef struct cl_conn_s cl_conn_t;
 typedef struct cl_fset_s cl_fset_t;
@@ -39,6 +40,7 @@ struct cl_conn_s {
     uint8_t nonce[CL_NONCE_LEN], peer_nonce[CL_NONCE_LEN];
     uint64_t peer_inc;
     uint64_t started, last_rx, last_tx;
+    uint64_t slow_until; /* ACKs wait for the workers (conn_read) until then */
     tw_timer_t timer;
     cl_buf_t in, out;
     size_t out_off;
