@@ -9,6 +9,7 @@ import time
 
 import pytest
 
+import cluster_util
 from conftest import IS_MOSQUITTO, wait_for
 from test_73_cluster_links import client, close, cluster, get, subscribe  # noqa: F401
 
@@ -121,3 +122,76 @@ def test_shared_group_local_and_remote_members(cluster):
     assert sorted(ga + gb) == sorted(b"%d" % i for i in range(100)), (len(ga), len(gb))
     assert ga and gb
     close(pub, ma, mb)
+
+
+@pytest.fixture
+def ecluster(tmp_path):
+    """cluster_util's etcd-backed cluster (nodes that really leave)."""
+    c = cluster_util.Cluster(tmp_path)
+    try:
+        yield c
+    finally:
+        errors = c.stop()
+    if errors:
+        pytest.fail("\n\n".join(errors), pytrace=False)
+
+
+def link_view(node, of):
+    for n in cluster_util.nodes_json(node)["nodes"]:
+        if n["node"] == of:
+            return n.get("link_state", {})
+    return {}
+
+
+@cluster_util.needs_etcd
+def test_member_nodes_leaving(ecluster):
+    """A held PUBACK is released when the node that should acknowledge dies
+    (its lease expires: it left); a shared group's remaining member node
+    gets everything once another member node left cleanly."""
+    ecluster.start_etcd()
+    a, b, c = ecluster.start_nodes(3, lease_ttl="2s")
+    names = [a.name, b.name, c.name]
+    cluster_util.wait_members([a, b, c], names, timeout=15)
+    for x in (a, b, c):
+        for y in names:
+            if y != x.name:
+                wait_for(lambda: link_view(x, y).get("state") == "up", 15,
+                         what="link %s-%s up" % (x.name, y))
+    mb = client(b, "member-b")
+    mc = client(c, "member-c")
+    subscribe(mb, "$share/g/l/t", 1)
+    subscribe(mc, "$share/g/l/t", 1)
+    plain_c = client(c, "plain-c")
+    subscribe(plain_c, "only/c", 1)
+    wait_for(lambda: link_view(a, b.name).get("routes") == 1, 10, what="b's group on a")
+    wait_for(lambda: link_view(a, c.name).get("routes") == 2, 10, what="c's routes on a")
+    pub = client(a, "pub-a")
+
+    # c leaves cleanly: b's member gets every message of the group
+    close(mc, plain_c)
+    c.stop()
+    cluster_util.wait_members([a, b], [a.name, b.name], timeout=15)
+    infos = [pub.publish("l/t", b"%d" % i, qos=1) for i in range(50)]
+    wait_for(lambda: all(i.is_published() for i in infos), 15, what="50 PUBACKs")
+    (gb,) = count_until([mb], 50)
+    assert sorted(gb) == sorted(b"%d" % i for i in range(50)), len(gb)
+
+    # b stops answering with a message for it: no PUBACK; b is killed and
+    # its lease expires (it left): the PUBACK comes
+    pid = b.proc.pid
+    os.kill(pid, signal.SIGSTOP)
+    try:
+        info = pub.publish("l/t", b"last", qos=1)
+        deadline = time.monotonic() + 1.0
+        while time.monotonic() < deadline:
+            assert not info.is_published(), "PUBACK before b had the message or left"
+            time.sleep(0.05)
+    finally:
+        os.kill(pid, signal.SIGKILL)
+        os.kill(pid, signal.SIGCONT)
+    b.proc.wait(5)
+    b.stopped = True
+    cluster_util.wait_members([a], [a.name], timeout=15)
+    wait_for(info.is_published, 10, what="the PUBACK once b left")
+    close(pub)
+    mb.loop_stop()
