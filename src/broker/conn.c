@@ -867,6 +867,10 @@ void conn_free(conn_t *c)
 {
     if (c->x && c->x->held_acks)
         persist_forget_endpoint(c->w, &c->ep);
+    if (c->x && c->x->held_acks && c->w->fwd_held) {
+        const route_owner_kind_t *k = &c->w->srv->route_owners[ROUTE_OWNER_NODE];
+        k->forget_endpoint(c->w, &c->ep, k->user);
+    }
     ext_free(c->x);
     mqtt_parser_reset(&c->ps);
     release_obuf(c);

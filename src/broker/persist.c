@@ -627,6 +627,25 @@ void persist_hold_ack(worker_t *w, endpoint_t *ep, uint64_t sid, uint8_t type, u
     e->reason = reason;
 }
 
+void persist_hold_ack_batch(worker_t *w, endpoint_t *ep, uint64_t sid, uint8_t type, uint16_t pid,
+                            uint8_t reason, uint64_t batch)
+{
+    persist_hold_ack(w, ep, sid, type, pid, reason);
+    held_at(w->held, held_len(w->held) - 1)->batch = batch; /* behind the rest anyway */
+}
+
+uint64_t persist_held_batch(worker_t *w)
+{
+    return held_of(w)->batch_no;
+}
+
+int persist_must_wait(const worker_t *w, int commit, uint64_t batch)
+{
+    const held_ring_t *h = w->held;
+    return h != NULL &&
+           (held_len(h) > 0 || (commit && !held_batch_is_committed(batch, h->committed_no)));
+}
+
 int persist_holding_routes(const worker_t *w)
 {
     return w->held && w->held->routes;

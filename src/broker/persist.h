@@ -94,6 +94,15 @@ size_t persist_pending_ops(const worker_t *w);
  * acknowledgement of it must wait behind them: MQTT keeps them in order). */
 void persist_hold_ack(worker_t *w, struct endpoint_s *ep, uint64_t sid, uint8_t type, uint16_t pid,
                       uint8_t reason);
+/* The same, behind everything held, released with the commit of batch
+ * `batch` (a number persist_held_batch gave; 0: no commit of its own to
+ * wait for): the second stage of an acknowledgement the cluster held. */
+void persist_hold_ack_batch(worker_t *w, struct endpoint_s *ep, uint64_t sid, uint8_t type,
+                            uint16_t pid, uint8_t reason, uint64_t batch);
+/* The number of the store batch being filled (what a hold now waits for);
+ * whether something is held, or (commit) batch's commit is still to come. */
+uint64_t persist_held_batch(worker_t *w);
+int persist_must_wait(const worker_t *w, int commit, uint64_t batch);
 
 /* Routing of one message: targets computed at publish time. */
 struct route_target_s {

@@ -131,6 +131,16 @@ static void send_ack5(conn_t *c, uint8_t type, uint16_t pid, uint8_t reason)
  * count comes down as ep_mqtt.c gets them back). */
 static void send_ack_after(conn_t *c, uint8_t type, uint16_t pid, uint8_t reason, int wrote)
 {
+    worker_t *w = c->w;
+    if (unlikely(w->fwd_ticket | w->fwd_held) && (w->fwd_ticket || (c->x && c->x->held_acks))) {
+        /* forwarded to other nodes (or behind such an acknowledgement): the
+         * cluster holds it until they have the message (router.h) */
+        const route_owner_kind_t *k = &w->srv->route_owners[ROUTE_OWNER_NODE];
+        conn_ext(c)->held_acks++;
+        k->hold_ack(w, &c->ep, c->sess ? c->sess->sid : 0, type, pid,
+                    c->proto == MQTT_PROTO_V5 ? reason : 0, wrote, k->user);
+        return;
+    }
     if (wrote || (c->x && c->x->held_acks)) {
         conn_ext(c)->held_acks++;
         persist_hold_ack(c->w, &c->ep, c->sess ? c->sess->sid : 0, type, pid,

@@ -74,6 +74,8 @@ static void collect(void *ud, const sub_ref_t *sub)
     match_ctx_t *ctx = ud;
     worker_t *w = ctx->w;
     if (sub->opts & SUB_SHARED) {
+        if (ctx->m->hops > 0)
+            return; /* the publishing node picked: router_deliver_shared */
         sub_ref_t member;
         const sess_t *f = ctx->from;
         if (shared_pick(sub, w->srv->conf.shared_strategy, f ? (const uint8_t *)f->client_id : NULL,
@@ -281,6 +283,7 @@ static int any_backlogged(const worker_t *w, size_t n)
 size_t router_publish(worker_t *w, msg_t *m, const sess_t *from)
 {
     server_t *srv = w->srv;
+    w->fwd_ticket = 0; /* the node row sets it again when it forwards m */
     if (m->qos > 0 && server_live(srv)->queue_full_policy == CONF_QUEUE_FULL_REFUSE &&
         any_queue_full(w, m, from)) {
         STAT_ADD(w->stats.refused_queue_full, 1);
@@ -305,7 +308,8 @@ size_t router_publish(worker_t *w, msg_t *m, const sess_t *from)
     size_t n = merge_overlaps(w->matches, w->nmatches);
     /* QoS 0 is never queued for a connected client: only QoS 1/2 publishers
      * feel a subscriber's backlog */
-    if (m->qos > 0 && from && server_live(srv)->publisher_backpressure && any_backlogged(w, n))
+    if (m->qos > 0 && (from || m->hops > 0) && server_live(srv)->publisher_backpressure &&
+        any_backlogged(w, n)) /* hops: the cluster slows the link it came on */
         w->publish_backlogged = 1;
     if (srv->store && m->qos > 0) {
         /* the sessions behind the references are used under the lock */
@@ -375,11 +379,11 @@ void router_send_retained(worker_t *w, sess_t *s, const uint8_t *filter, uint16_
 
 /* ---- remote nodes ------------------------------------------------------ */
 
-static sub_ref_t node_ref(uint16_t idx)
+static sub_ref_t node_ref(uint16_t idx, uint32_t tag)
 {
     /* Retain As Published: the receiving node needs the flag as published
      * (its own subscribers' options apply there) */
-    sub_ref_t r = {.sid = ROUTE_SID_NODE | idx,
+    sub_ref_t r = {.sid = ROUTE_SID_NODE | ((uint64_t)tag << 16) | idx,
                    .owner = idx,
                    .kind = ROUTE_OWNER_NODE,
                    .opts = (uint8_t)(2 | MQTT_SUBOPT_RETAIN_AS_PUBLISHED)};
@@ -392,11 +396,19 @@ int router_node_subscribe(server_t *srv, uint16_t idx, const uint8_t *filter, si
         return -1;
     const uint8_t *g, *real;
     size_t gl, rl;
-    if (mqtt_shared_filter_parse(filter, len, &g, &gl, &real, &rl) != 0)
-        return -1; /* shared groups across nodes: not yet (docs/cluster.md) */
-    sub_ref_t ref = node_ref(idx);
+    int shared = mqtt_shared_filter_parse(filter, len, &g, &gl, &real, &rl);
+    if (shared < 0)
+        return -1;
+    int rc;
     pthread_rwlock_wrlock(&srv->trie_lock);
-    int rc = trie_insert(srv->trie, filter, len, &ref);
+    if (shared == 1) { /* the node is one member of group g on f */
+        sub_ref_t ref = node_ref(idx, router_share_tag(filter, len));
+        shared_join(srv->trie, &srv->groups, g, gl, real, rl, &ref);
+        rc = 1;
+    } else {
+        sub_ref_t ref = node_ref(idx, 0);
+        rc = trie_insert(srv->trie, filter, len, &ref);
+    }
     pthread_rwlock_unlock(&srv->trie_lock);
     if (rc < 0) {
         log_error("cluster: out of memory adding a route");
@@ -407,8 +419,15 @@ int router_node_subscribe(server_t *srv, uint16_t idx, const uint8_t *filter, si
 
 int router_node_unsubscribe(server_t *srv, uint16_t idx, const uint8_t *filter, size_t len)
 {
+    const uint8_t *g, *real;
+    size_t gl, rl;
+    int rc;
     pthread_rwlock_wrlock(&srv->trie_lock);
-    int rc = trie_remove(srv->trie, filter, len, node_ref(idx).sid);
+    if (mqtt_shared_filter_parse(filter, len, &g, &gl, &real, &rl) == 1)
+        rc = shared_leave(srv->trie, &srv->groups, g, gl, real, rl,
+                          node_ref(idx, router_share_tag(filter, len)).sid);
+    else
+        rc = trie_remove(srv->trie, filter, len, node_ref(idx, 0).sid);
     pthread_rwlock_unlock(&srv->trie_lock);
     return rc;
 }
@@ -417,7 +436,29 @@ void router_set_local_hook(server_t *srv, trie_local_fn fn, void *ud)
 {
     pthread_rwlock_wrlock(&srv->trie_lock);
     trie_set_local_hook(srv->trie, fn, ud);
+    if (fn)
+        shared_announce_all(srv->trie, srv->groups);
     pthread_rwlock_unlock(&srv->trie_lock);
+}
+
+int router_deliver_shared(worker_t *w, msg_t *m, const uint8_t *filter, size_t len)
+{
+    server_t *srv = w->srv;
+    const uint8_t *g, *real;
+    size_t gl, rl;
+    sub_ref_t member;
+    if (mqtt_shared_filter_parse(filter, len, &g, &gl, &real, &rl) != 1)
+        return 0;
+    pthread_rwlock_rdlock(&srv->trie_lock);
+    int rc = shared_pick_local(srv->groups, g, gl, real, rl, &w->rng, &member);
+    pthread_rwlock_unlock(&srv->trie_lock);
+    if (rc < 0)
+        return 0; /* its last member left meanwhile */
+    uint8_t flags = DLV_SHARED;
+    if ((member.opts & MQTT_SUBOPT_RETAIN_AS_PUBLISHED) && m->retain)
+        flags |= DLV_RETAIN;
+    hand(w, &member, m, AN_MIN(m->qos, member.opts & 3), flags);
+    return 1;
 }
 
 /* ---- internal consumers ------------------------------------------------ */

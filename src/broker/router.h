@@ -31,6 +31,9 @@
  *     never blocks (a queue per link, written at the end of the turn).
  *     Until a row is registered, matches of that kind are dropped.
  *
+ * A message from another node (hops > 0) sets worker_t.publish_backlogged
+ * like a client's: the cluster then reads that node's link more slowly.
+ *
  * Internal consumers.  A module subscribes to topic filters without being
  * an MQTT session: router_consumer_new(), router_consumer_subscribe().
  * Its on_message runs on the worker that routed the publish (so a module
@@ -113,12 +116,27 @@ typedef msg_t *(*router_receive_fn)(worker_t *w, msg_t *m, const sess_t *from, v
 /* Returns 0, or -1 when another module holds the hook already. */
 int router_receive_hook(server_t *srv, router_receive_fn fn, void *user);
 /* Remote nodes (a cluster module): node idx subscribes to / leaves filter
- * (validated here; "$share/..." is refused, -1), as the subscriber
+ * (validated here), as the subscriber
  * {ROUTE_SID_NODE | idx, owner idx, kind ROUTE_OWNER_NODE, granted QoS 2,
  * Retain As Published}.  Any thread; takes the trie's write lock.
  * subscribe: 1 added, 0 already there, -1 invalid; unsubscribe: 1 removed,
  * 0 not there. */
 int router_node_subscribe(server_t *srv, uint16_t idx, const uint8_t *filter, size_t len);
+/* (A "$share/g/f" filter makes the node ONE member of group g on f, with
+ * the sid ROUTE_SID_NODE | router_share_tag(filter) << 16 | idx: a message
+ * for which the group picks it reaches the node row with that sid and
+ * DLV_SHARED, and the node gives it to one of its own members of g.) */
+static inline uint32_t router_share_tag(const uint8_t *filter, size_t len)
+{
+    uint32_t h = 2166136261u; /* FNV-1a: the same on every node */
+    for (size_t i = 0; i < len; i++)
+        h = (h ^ filter[i]) * 16777619u;
+    return h ? h : 1;
+}
+/* A message from a node picked for group "$share/g/f" here: hand it to one
+ * MQTT session of the group on this node (not to another node).  Returns
+ * 1, or 0 when the group has no local member (any more). */
+int router_deliver_shared(worker_t *w, msg_t *m, const uint8_t *filter, size_t len);
 int router_node_unsubscribe(server_t *srv, uint16_t idx, const uint8_t *filter, size_t len);
 /* trie_set_local_hook (trie.h) under the trie's write lock: the filters
  * this node has MQTT subscribers for, as 0<->1 transitions. */

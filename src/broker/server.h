@@ -75,6 +75,7 @@ typedef struct {
     void (*drop)(inbox_item_t *it);
 } worker_inbox_kind_t;
 
+struct endpoint_s;
 /* What the router does with a message for a subscriber of one owner kind
  * (sub_ref_t.kind, trie.h): router.h says what an implementation keeps. */
 typedef struct {
@@ -85,6 +86,14 @@ typedef struct {
      * stored on this worker that was published on this node (hops 0), not
      * $SYS; called after the store, before the match (router.h) */
     void (*retained)(worker_t *w, msg_t *m, void *user);
+    /* ROUTE_OWNER_NODE only, optional: hold the publisher's acknowledgement
+     * of the message just forwarded (worker_t.fwd_ticket), or one queued
+     * behind such acknowledgements, until the nodes have it (and, wrote,
+     * this turn's store batch is committed): then ep_ack(EP_ACK_HELD) */
+    void (*hold_ack)(worker_t *w, struct endpoint_s *ep, uint64_t sid, uint8_t type, uint16_t pid,
+                     uint8_t reason, int wrote, void *user);
+    /* with hold_ack: endpoint ep is being freed (its held acks are not sent) */
+    void (*forget_endpoint)(worker_t *w, struct endpoint_s *ep, void *user);
 } route_owner_kind_t;
 
 /* Packet types counted in and out (index = MQTT packet type 0..15). */
@@ -164,6 +173,10 @@ struct worker_s {
     uint8_t publish_backlogged; /* router_publish: a subscriber of the last publish
                                  * is over limits.publisher_backpressure (proto.c
                                  * pauses the publisher) */
+    uint32_t fwd_held;          /* acknowledgements held by the node row (hold_ack) */
+    uint64_t fwd_ticket;        /* the node row forwarded the last publish at QoS 1/2:
+                                 * its ticket (router_publish clears it, hold_ack
+                                 * takes it) */
     uint64_t wall_ms;           /* wall clock (CLOCK_REALTIME_COARSE) of this turn, ms:
                           * messages' publish time (router_publish) */
     tw_t tw;

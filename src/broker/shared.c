@@ -22,6 +22,7 @@ struct shared_group_s {
     uint64_t hash;
     sub_ref_t *members;
     uint32_t n, cap;
+    uint32_t nlocal; /* members that are MQTT sessions (not nodes) */
     _Atomic uint32_t cursor;
     _Atomic uint64_t sticky;
     uint64_t key[2]; /* the set's SipHash key: hash_clientid, hash_topic */
@@ -92,6 +93,20 @@ static void set_remove(shared_set_t *set, shared_group_t *g)
     set->count--;
 }
 
+/* The group's local-route transition (trie_local_notify): "$share/g/f". */
+static void announce(trie_t *t, const shared_group_t *g, int up)
+{
+    size_t nl = g->name_len, fl = g->filter_len, len = 8 + nl + fl;
+    uint8_t buf[512], *p = len <= sizeof(buf) ? buf : an_malloc(len);
+    memcpy(p, "$share/", 7);
+    memcpy(p + 7, g->data, nl);
+    p[7 + nl] = '/';
+    memcpy(p + 8 + nl, g->data + nl, fl);
+    trie_local_notify(t, p, len, up);
+    if (p != buf)
+        free(p);
+}
+
 static sub_ref_t group_ref(shared_group_t *g)
 {
     sub_ref_t r = {
@@ -125,6 +140,8 @@ void shared_join(trie_t *t, shared_set_t **groups, const uint8_t *name, size_t n
         g->members = an_realloc(g->members, g->cap * sizeof(*g->members));
     }
     g->members[g->n++] = *sub;
+    if (sub->kind == ROUTE_OWNER_LOCAL && g->nlocal++ == 0)
+        announce(t, g, 1);
 }
 
 int shared_leave(trie_t *t, shared_set_t **groups, const uint8_t *name, size_t nl,
@@ -136,6 +153,8 @@ int shared_leave(trie_t *t, shared_set_t **groups, const uint8_t *name, size_t n
     int found = 0;
     for (uint32_t i = 0; i < g->n; i++)
         if (g->members[i].sid == sid) {
+            if (g->members[i].kind == ROUTE_OWNER_LOCAL && --g->nlocal == 0)
+                announce(t, g, 0);
             g->members[i] = g->members[--g->n];
             found = 1;
             break;
@@ -216,6 +235,29 @@ int shared_pick_named(shared_set_t *groups, const uint8_t *name, size_t nl, cons
     if (strategy == CONF_SHARED_HASH_CLIENTID || strategy == CONF_SHARED_HASH_TOPIC)
         strategy = CONF_SHARED_ROUND_ROBIN;
     return pick(g, strategy, NULL, 0, NULL, 0, exclude, rng, out);
+}
+
+int shared_pick_local(shared_set_t *groups, const uint8_t *name, size_t nl, const uint8_t *filter,
+                      size_t fl, uint64_t *rng, sub_ref_t *out)
+{
+    shared_group_t *g = find(groups, name, nl, filter, fl);
+    if (g == NULL || g->nlocal == 0)
+        return -1;
+    uint32_t k = (uint32_t)(next_rand(rng) % g->nlocal);
+    for (uint32_t i = 0; i < g->n; i++)
+        if (g->members[i].kind == ROUTE_OWNER_LOCAL && k-- == 0) {
+            *out = g->members[i];
+            return 0;
+        }
+    return -1;
+}
+
+void shared_announce_all(trie_t *t, shared_set_t *groups)
+{
+    for (uint32_t i = 0; groups && i < groups->nbuckets; i++)
+        for (shared_group_t *g = groups->buckets[i]; g; g = g->next)
+            if (g->nlocal > 0)
+                announce(t, g, 1);
 }
 
 void shared_free_all(shared_set_t **groups)

@@ -4,6 +4,10 @@
  * sub_ref_t carries SUB_SHARED and the group's address in `sid` (tagged with
  * SHARED_TAG, so it can never equal a session id).  When a topic matches it,
  * the router asks shared_pick() for one member, by the configured strategy.
+ * Across a cluster, a group whose first MQTT session joins (or whose last
+ * one leaves) is announced to the other nodes as "$share/g/f" through the
+ * trie's local-route hook (trie_local_notify); a node that announced it is
+ * one member (kind ROUTE_OWNER_NODE) of the group on the other nodes.
  * Groups and their member lists change only under the trie's write lock
  * (subscribe, unsubscribe, session end) and are read under its read lock, so
  * a group seen in a match stays valid until the lock is released.
@@ -45,6 +49,14 @@ int shared_pick(const sub_ref_t *ref, int strategy, const uint8_t *publisher, si
 int shared_pick_named(shared_set_t *groups, const uint8_t *name, size_t name_len,
                       const uint8_t *filter, size_t filter_len, int strategy, uint64_t exclude,
                       uint64_t *rng, sub_ref_t *out);
+
+/* A cluster (router_deliver_shared): one of the group's MQTT sessions,
+ * never a node, picked at random.  Read lock.  0 and *out, or -1. */
+int shared_pick_local(shared_set_t *groups, const uint8_t *name, size_t name_len,
+                      const uint8_t *filter, size_t filter_len, uint64_t *rng, sub_ref_t *out);
+/* trie_local_notify(.., 1) for every group with a local member (the local
+ * route hook was just set).  Write lock. */
+void shared_announce_all(trie_t *t, shared_set_t *groups);
 
 void shared_free_all(shared_set_t **groups);
 

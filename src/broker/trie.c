@@ -457,11 +457,18 @@ void trie_free(trie_t *t)
 
 /* Does n have a subscriber of kind LOCAL other than item `skip`?  Stops
  * at the first one: bounded by the non-local ones before it. */
+/* A local route: an MQTT session's subscription (a shared group's entry is
+ * not one: the group announces "$share/g/f" itself, shared.c). */
+static inline int is_local(const sub_ref_t *s)
+{
+    return s->kind == ROUTE_OWNER_LOCAL && !(s->opts & SUB_SHARED);
+}
+
 static int has_local(tnode_t *n, uint32_t skip)
 {
     sub_ref_t *v = subs_items(n);
     for (uint32_t i = 0; i < n->nsubs; i++)
-        if (i != skip && v[i].kind == ROUTE_OWNER_LOCAL)
+        if (i != skip && is_local(&v[i]))
             return 1;
     return 0;
 }
@@ -500,6 +507,12 @@ static void walk_local(trie_t *t, tnode_t *n, uint8_t **buf, size_t *cap, size_t
             if (n->kids.tab[i])
                 walk_local(t, n->kids.tab[i], buf, cap, len);
     }
+}
+
+void trie_local_notify(trie_t *t, const uint8_t *filter, size_t len, int up)
+{
+    if (t->local_fn)
+        t->local_fn(t->local_ud, filter, len, up);
 }
 
 void trie_set_local_hook(trie_t *t, trie_local_fn fn, void *ud)
@@ -547,7 +560,7 @@ int trie_insert(trie_t *t, const uint8_t *filter, size_t len, const sub_ref_t *s
         subs_items(n)[i] = *sub;
         return 0;
     }
-    int first = t->local_fn && sub->kind == ROUTE_OWNER_LOCAL && !has_local(n, UINT32_MAX);
+    int first = t->local_fn && is_local(sub) && !has_local(n, UINT32_MAX);
     if (subs_add(n, sub) < 0)
         goto fail;
     t->count++;
@@ -581,7 +594,7 @@ int trie_remove(trie_t *t, const uint8_t *filter, size_t len, uint64_t sid)
     long i = subs_find(n, sid);
     if (i < 0)
         return 0;
-    int local = t->local_fn && subs_items(n)[i].kind == ROUTE_OWNER_LOCAL;
+    int local = t->local_fn && is_local(&subs_items(n)[i]);
     if (local && has_local(n, (uint32_t)i))
         local = 0; /* not the last one */
     subs_del(n, (uint32_t)i);

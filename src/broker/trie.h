@@ -86,7 +86,8 @@ void trie_match(const trie_t *t, const uint8_t *topic, size_t len, trie_match_cb
 
 /* The local-route hook (a cluster module, router.h): fn(ud, filter, len, 1)
  * when a filter gets its first subscriber of kind ROUTE_OWNER_LOCAL (an
- * MQTT session or a shared group's entry) and fn(ud, filter, len, 0) when
+ * MQTT session; a shared group's entry is not one, shared.c announces its
+ * "$share/g/f" through trie_local_notify) and fn(ud, filter, len, 0) when
  * it loses its last one; called inside trie_insert / trie_remove, under the
  * caller's write lock, so the calls come in the order of the changes.
  * Setting the hook calls fn(.., 1) at once for every filter that has a
@@ -95,6 +96,10 @@ void trie_match(const trie_t *t, const uint8_t *topic, size_t len, trie_match_cb
  * bounded by the non-local ones: nodes and consumers). */
 typedef void (*trie_local_fn)(void *ud, const uint8_t *filter, size_t len, int up);
 void trie_set_local_hook(trie_t *t, trie_local_fn fn, void *ud);
+/* Call the hook (when set) for a route that is not a trie entry of its own:
+ * a shared group's "$share/g/f" gaining its first / losing its last local
+ * member (shared.c).  Under the write lock. */
+void trie_local_notify(trie_t *t, const uint8_t *filter, size_t len, int up);
 
 /* Number of (filter, subscriber) pairs, and of nodes (for metrics, tests).
  * The root counts: an empty trie, new or emptied by removes, has 1 node. */

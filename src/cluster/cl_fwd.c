@@ -21,7 +21,9 @@
 
 /* ---- the workers' side ---- */
 
-static void wq_push(worker_t *w, cl_t *cl, uint16_t node, msg_t *m, uint8_t qos)
+/* A new entry of worker w's batch (m referenced). */
+static cl_fwd_t *wq_push(worker_t *w, cl_t *cl, uint16_t node, msg_t *m, uint8_t qos,
+                         uint64_t ticket)
 {
     cl_wq_t *q = &cl->links->wq[w->id];
     cl_batch_t *b = q->b;
@@ -36,29 +38,70 @@ static void wq_push(worker_t *w, cl_t *cl, uint16_t node, msg_t *m, uint8_t qos)
         b->cap = cap;
         q->b = b;
     }
-    b->v[b->n++] = (cl_fwd_t){.m = msg_ref(m), .node = node, .qos = qos};
+    cl_fwd_t *e = &b->v[b->n++];
+    *e = (cl_fwd_t){.m = msg_ref(m), .ticket = ticket, .node = node, .qos = qos, .plain = 1};
+    return e;
+}
+
+/* The entry of this publish of m for node `node` already in w's batch, to
+ * which another fact (an ordinary match, another group) is added: the
+ * deliveries of one publish are at the batch's end, one per match. */
+static cl_fwd_t *wq_find(cl_t *cl, worker_t *w, uint16_t node, const msg_t *m)
+{
+    cl_batch_t *b = cl->links->wq[w->id].b;
+    for (uint32_t i = b ? b->n : 0; i-- > 0 && b->v[i].m == m;)
+        if (b->v[i].node == node && b->v[i].ngroups < CL_GROUPS_MAX)
+            return &b->v[i];
+    return NULL;
 }
 
 /* ROUTE_OWNER_NODE: m matched a filter node `owner` announced. */
 static void cl_deliver(worker_t *w, uint64_t sid, uint16_t owner, msg_t *m, uint8_t qos,
                        uint8_t flags, void *user)
 {
-    (void)sid;
-    (void)flags;
+    /* a group picked the node: the group's tag is in the sid (router.h) */
+    uint32_t tag = (flags & DLV_SHARED) ? (uint32_t)(sid >> 16) : 0;
     /* never forward what came from a node; a retained message goes to
-     * every member through cl_retained instead */
-    if (m->hops > 0 || m->retain)
+     * every member through cl_retained instead (but a group's pick is
+     * for that node alone) */
+    if (m->hops > 0 || (m->retain && tag == 0))
         return;
     cl_t *cl = user;
-    if (qos > 0 && CL_STAT_GET(cl->lstats[owner & (CL_MAX_NODES - 1)].busy))
-        w->publish_backlogged = 1; /* the publisher pauses a tick (router.h) */
-    wq_push(w, cl, owner, m, qos);
+    owner &= CL_MAX_NODES - 1;
+    uint64_t ticket = 0;
+    if (qos > 0) {
+        if (CL_STAT_GET(cl->lstats[owner].busy))
+            w->publish_backlogged = 1; /* the publisher pauses a tick (router.h) */
+        /* one ticket per message, whatever the number of nodes: the
+         * publisher's acknowledgement waits for each of them (cl_ack.c) */
+        cl_wq_t *q = &cl->links->wq[w->id];
+        if (w->fwd_ticket == 0) {
+            w->fwd_ticket = ++q->ticket_no;
+            memset(q->nodes, 0, sizeof(q->nodes));
+        }
+        q->nodes[owner >> 6] |= 1ull << (owner & 63);
+        ticket = w->fwd_ticket;
+    }
+    /* one frame per node and publish, carrying every fact (docs/cluster.md
+     * "Routes": once to each node, never twice) */
+    cl_fwd_t *e = wq_find(cl, w, owner, m);
+    if (e == NULL) {
+        e = wq_push(w, cl, owner, m, qos, ticket);
+        e->plain = 0;
+    } else if (qos > e->qos) {
+        e->qos = qos;
+        e->ticket = ticket;
+    }
+    if (tag)
+        e->tags[e->ngroups++] = tag;
+    else
+        e->plain = 1;
 }
 
 /* A retained publish or clear made here: to every member. */
 static void cl_retained(worker_t *w, msg_t *m, void *user)
 {
-    wq_push(w, user, 0, m, m->qos);
+    wq_push(w, user, 0, m, m->qos, 0);
 }
 
 static void batch_free(cl_batch_t *b)
@@ -82,9 +125,34 @@ void cl_links_turn_end(cl_t *cl, worker_t *w)
 /* WM_CLUSTER, on the worker that took it. */
 static void run_cluster(worker_t *w, inbox_item_t *it)
 {
+    if (it->flags == CL_IT_ACKED) {
+        cl_t *cl = w->srv->route_owners[ROUTE_OWNER_NODE].user;
+        cl_ack_on_acked(cl, w, (uint16_t)(uintptr_t)it->ptr, it->sid);
+        return;
+    }
+    if (it->flags == CL_IT_SHARED) {
+        cl_shared_msg_t *sm = it->ptr;
+        w->publish_backlogged = 0;
+        if (sm->plain)
+            router_publish(w, sm->m, NULL);
+        for (uint8_t i = 0; i < sm->n; i++)
+            router_deliver_shared(w, sm->m, sm->f[i], sm->len[i]);
+        msg_unref(&sm->m);
+        free(sm);
+        return;
+    }
     msg_t *m = it->ptr;
     if (it->flags == CL_IT_PUBLISH) {
+        w->publish_backlogged = 0;
         router_publish(w, m, NULL);
+        if (unlikely(w->publish_backlogged)) {
+            /* a subscriber here is behind: the link this came on is read
+             * later, its ACKs come later, the publishers there wait for
+             * their PUBACKs (cl_ack.c) and so feel the subscriber's pace */
+            cl_t *cl = w->srv->route_owners[ROUTE_OWNER_NODE].user;
+            atomic_store_explicit(&cl->links->slow[m->origin_node & (CL_MAX_NODES - 1)], 1,
+                                  memory_order_relaxed);
+        }
     } else { /* CL_IT_RETAIN: newer than ours (cl_route.c decided) */
         retain_set(w->srv->retain, m);
         persist_retained(w, m);
@@ -94,6 +162,14 @@ static void run_cluster(worker_t *w, inbox_item_t *it)
 
 static void drop_cluster(inbox_item_t *it)
 {
+    if (it->flags == CL_IT_ACKED)
+        return;
+    if (it->flags == CL_IT_SHARED) {
+        cl_shared_msg_t *sm = it->ptr;
+        msg_unref(&sm->m);
+        free(sm);
+        return;
+    }
     msg_t *m = it->ptr;
     msg_unref(&m);
 }
@@ -102,9 +178,12 @@ void cl_fwd_register(cl_t *cl)
 {
     static const worker_inbox_kind_t kind = {.run = run_cluster, .drop = drop_cluster};
     worker_inbox_register(cl->srv, WM_CLUSTER, &kind);
-    router_owner_register(
-        cl->srv, ROUTE_OWNER_NODE,
-        &(route_owner_kind_t){.deliver = cl_deliver, .user = cl, .retained = cl_retained});
+    router_owner_register(cl->srv, ROUTE_OWNER_NODE,
+                          &(route_owner_kind_t){.deliver = cl_deliver,
+                                                .user = cl,
+                                                .retained = cl_retained,
+                                                .hold_ack = cl_ack_hold,
+                                                .forget_endpoint = cl_ack_forget});
 }
 
 void cl_fwd_free(cl_t *cl)
@@ -115,6 +194,10 @@ void cl_fwd_free(cl_t *cl)
             batch_free(L->wq[i].b);
             L->wq[i].b = NULL;
         }
+    for (uint32_t i = 0; i < L->nworkers; i++) {
+        cl_ack_free(L->wq[i].acks);
+        L->wq[i].acks = NULL;
+    }
     for (uint32_t i = 0; i < L->nworkers; i++) {
         for (size_t j = 0; j < L->outv[i].len; j++)
             drop_cluster(&L->outv[i].items[j]);
@@ -129,8 +212,10 @@ static size_t out_pending(const cl_conn_t *c)
     return c->out.len - c->out_off;
 }
 
-/* Encode m into c's output; 0, or -1 when it expired (nothing written). */
-static int encode(cl_t *cl, cl_conn_t *c, msg_t *m, uint64_t seq, uint8_t qos, uint16_t src)
+/* Encode m into c's output (for peer p's groups `tags` and, plain, its
+ * ordinary subscribers); 0, or -1 when it expired (nothing written). */
+static int encode(cl_peer_t *p, cl_conn_t *c, msg_t *m, uint64_t seq, uint8_t qos, uint16_t src,
+                  uint8_t plain, uint8_t ngroups, const uint32_t *tags)
 {
     uint32_t left = 0;
     if (m->expire_at) {
@@ -151,30 +236,53 @@ static int encode(cl_t *cl, cl_conn_t *c, msg_t *m, uint64_t seq, uint8_t qos, u
                   .props_len = m->props_len,
                   .payload = msg_payload(m),
                   .payload_len = m->payload_len};
-    cl_enc_msg(&c->out, CL_F_MSG, &x);
-    (void)cl;
+    if (ngroups == 0) {
+        cl_enc_msg(&c->out, CL_F_MSG, &x);
+        return 0;
+    }
+    cl_groups_t g = {.plain = plain};
+    for (uint8_t i = 0; i < ngroups; i++) {
+        g.f[g.n] = cl_route_share(p, tags[i], &g.len[g.n]);
+        if (g.f[g.n] != NULL) /* else it left the group meanwhile */
+            g.n++;
+    }
+    cl_enc_msg_shared(&c->out, &g, &x); /* also when empty: the seq must arrive */
     return 0;
 }
 
 void cl_peer_pump(cl_t *cl, cl_peer_t *p)
 {
+    (void)cl;
     cl_conn_t *c = p->conn;
     if (c == NULL || !c->up)
         return;
     while (p->sent < p->len && out_pending(c) < CL_OUT_MAX) {
         cl_pend_t *e = &p->pend[p->sent++];
-        encode(cl, c, e->m, e->seq, e->qos, e->src);
+        encode(p, c, e->m, e->seq, e->qos, e->src, e->plain, e->ngroups, e->tags);
     }
 }
 
-static void peer_send(cl_t *cl, int idx, msg_t *m, uint8_t qos, uint16_t src)
+/* Tell worker src now that node idx will not acknowledge its ticket (the
+ * message was dropped): its publisher is not kept waiting. */
+static void ack_now(cl_t *cl, int idx, uint16_t src, uint64_t ticket)
+{
+    cl_links_t *L = cl->links;
+    if (ticket == 0 || src >= L->nworkers)
+        return;
+    inbox_item_t it = {
+        .kind = WM_CLUSTER, .flags = CL_IT_ACKED, .sid = ticket, .ptr = (void *)(uintptr_t)idx};
+    inbox_vec_push(&L->outv[src], &it);
+}
+
+static void peer_send(cl_t *cl, int idx, const cl_fwd_t *f, msg_t *m, uint8_t qos, uint16_t src,
+                      uint64_t ticket)
 {
     cl_peer_t *p = &cl->links->peers[idx];
     cl_link_stats_t *st = &cl->lstats[idx];
     cl_conn_t *c = p->conn;
     if (qos == 0) {
         if (c != NULL && c->up && out_pending(c) < CL_OUT_MAX) {
-            if (encode(cl, c, m, 0, 0, src) == 0)
+            if (encode(p, c, m, 0, 0, src, f->plain, f->ngroups, f->tags) == 0)
                 CL_STAT_ADD(st->fwd[0], 1);
         } else {
             CL_STAT_ADD(st->dropped, 1);
@@ -187,6 +295,7 @@ static void peer_send(cl_t *cl, int idx, msg_t *m, uint8_t qos, uint16_t src)
                     "cluster: %d QoS 1/2 messages for %s wait for its acknowledgement: "
                     "dropping new ones",
                     CL_PEND_MAX, cl->nodes[idx].name);
+        ack_now(cl, idx, src, ticket);
         return;
     }
     if (p->len == p->cap) {
@@ -201,7 +310,15 @@ static void peer_send(cl_t *cl, int idx, msg_t *m, uint8_t qos, uint16_t src)
             p->pend = an_realloc(p->pend, p->cap * sizeof(*p->pend));
         }
     }
-    p->pend[p->len++] = (cl_pend_t){.m = msg_ref(m), .seq = ++p->out_seq, .qos = qos, .src = src};
+    cl_pend_t *e = &p->pend[p->len++];
+    *e = (cl_pend_t){.m = msg_ref(m),
+                     .seq = ++p->out_seq,
+                     .ticket = ticket,
+                     .qos = qos,
+                     .plain = f->plain,
+                     .ngroups = f->ngroups,
+                     .src = src};
+    memcpy(e->tags, f->tags, sizeof(e->tags));
     CL_STAT_ADD(st->fwd[qos], 1);
     CL_STAT_SET(st->queued, p->len - p->head);
     if (p->len - p->head > CL_PEND_HIGH && !CL_STAT_GET(st->busy))
@@ -221,15 +338,18 @@ static void fwd_apply(cl_t *cl, void *arg)
         if (e->node == 0) {
             for (int j = 1; j < CL_MAX_NODES; j++)
                 if (cl->nodes[j].member)
-                    peer_send(cl, j, e->m, e->qos, b->src);
+                    peer_send(cl, j, e, e->m, e->qos, b->src, 0);
         } else if (cl->nodes[e->node].member) {
-            peer_send(cl, e->node, e->m, e->qos, b->src);
+            peer_send(cl, e->node, e, e->m, e->qos, b->src, e->ticket);
+        } else {
+            ack_now(cl, e->node, b->src, e->ticket); /* it left: nobody there */
         }
         msg_unref(&e->m);
     }
     free(b);
     if (atomic_load(&cl->stopping))
         return;
+    cl_recv_flush(cl); /* acknowledgements of dropped messages */
     /* one write per link with output */
     cl_conn_t *c = cl->links->conns;
     while (c != NULL) {
@@ -242,13 +362,21 @@ static void fwd_apply(cl_t *cl, void *arg)
 
 void cl_peer_acked(cl_t *cl, cl_peer_t *p, uint64_t seq)
 {
-    while (p->head < p->len && p->pend[p->head].seq <= seq)
-        msg_unref(&p->pend[p->head++].m);
+    cl_links_t *L = cl->links;
+    int any = 0;
+    while (p->head < p->len && p->pend[p->head].seq <= seq) {
+        cl_pend_t *e = &p->pend[p->head++];
+        cl_ack_note(L, e->src, e->ticket);
+        any |= e->ticket != 0;
+        msg_unref(&e->m);
+    }
     if (p->sent < p->head)
         p->sent = p->head;
     if (p->head == p->len)
         p->head = p->sent = p->len = 0;
     int idx = (int)(p - cl->links->peers);
+    if (any)
+        cl_ack_post(cl, idx); /* the read's cl_recv_flush posts it */
     CL_STAT_SET(cl->lstats[idx].queued, p->len - p->head);
     if (p->len - p->head < CL_PEND_LOW && CL_STAT_GET(cl->lstats[idx].busy))
         CL_STAT_SET(cl->lstats[idx].busy, 0);
@@ -256,12 +384,19 @@ void cl_peer_acked(cl_t *cl, cl_peer_t *p, uint64_t seq)
 
 void cl_peer_drop_pending(cl_t *cl, cl_peer_t *p)
 {
-    for (size_t i = p->head; i < p->len; i++)
+    int idx = (int)(p - cl->links->peers);
+    for (size_t i = p->head; i < p->len; i++) {
+        cl_ack_note(cl->links, p->pend[i].src, p->pend[i].ticket);
         msg_unref(&p->pend[i].m);
+    }
+    /* the node left: its subscribers went with it, the publishers of what
+     * it held are acknowledged (docs/cluster.md "QoS across nodes") */
+    cl_ack_post(cl, idx);
+    if (!atomic_load(&cl->stopping))
+        cl_recv_flush(cl);
     free(p->pend);
     p->pend = NULL;
     p->head = p->sent = p->len = p->cap = 0;
-    int idx = (int)(p - cl->links->peers);
     CL_STAT_SET(cl->lstats[idx].queued, 0);
     CL_STAT_SET(cl->lstats[idx].busy, 0);
 }
@@ -302,6 +437,47 @@ int cl_recv_msg(cl_t *cl, cl_peer_t *p, const uint8_t *body, uint32_t len)
     m->hops = 1;
     CL_STAT_ADD(cl->lstats[idx].received, 1);
     cl_recv_post(cl, x.src, m, CL_IT_PUBLISH);
+    return 0;
+}
+
+int cl_recv_msg_shared(cl_t *cl, cl_peer_t *p, const uint8_t *body, uint32_t len)
+{
+    cl_groups_t g;
+    cl_msg_t x;
+    if (cl_dec_msg_shared(body, len, &g, &x) < 0 || x.topic_len == 0)
+        return -1;
+    if (x.seq != 0) {
+        if (x.seq <= p->in_seen)
+            return 0; /* sent again after a reconnect: we have it */
+        p->in_seen = x.seq;
+    }
+    int idx = (int)(p - cl->links->peers);
+    CL_STAT_ADD(cl->lstats[idx].received, 1);
+    if (g.n == 0 && !g.plain)
+        return 0; /* its groups left: nothing to do but acknowledge */
+    size_t dl = 0;
+    for (uint8_t i = 0; i < g.n; i++)
+        dl += g.len[i];
+    /* one allocation per message for groups (besides the message's own) */
+    cl_shared_msg_t *sm = an_malloc(sizeof(*sm) + dl);
+    sm->plain = g.plain;
+    sm->n = g.n;
+    uint8_t *d = sm->data;
+    for (uint8_t i = 0; i < g.n; i++) {
+        memcpy(d, g.f[i], g.len[i]);
+        sm->f[i] = d;
+        sm->len[i] = g.len[i];
+        d += g.len[i];
+    }
+    uint64_t expire = x.expiry_ms ? an_now_ms() + x.expiry_ms : 0;
+    sm->m = msg_new_v5(x.topic, x.topic_len, x.props, x.props_len, x.payload, x.payload_len, x.qos,
+                       (x.flags & CL_MSG_RETAIN) != 0, expire);
+    sm->m->published_at = x.published_at;
+    sm->m->origin_node = (uint16_t)idx;
+    sm->m->hops = 1;
+    cl_links_t *L = cl->links;
+    inbox_item_t it = {.kind = WM_CLUSTER, .qos = x.qos, .flags = CL_IT_SHARED, .ptr = sm};
+    inbox_vec_push(&L->outv[x.src % L->nworkers], &it);
     return 0;
 }
 

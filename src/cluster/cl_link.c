@@ -420,6 +420,9 @@ static int on_frame(cl_t *cl, cl_conn_t *c, uint8_t type, const uint8_t *body, u
     case CL_F_MSG:
         rc = cl_recv_msg(cl, p, body, len);
         break;
+    case CL_F_MSG_SHARED:
+        rc = cl_recv_msg_shared(cl, p, body, len);
+        break;
     case CL_F_ACK: {
         uint64_t seq;
         rc = cl_dec_ack(body, len, &seq);
@@ -450,13 +453,25 @@ static int on_frame(cl_t *cl, cl_conn_t *c, uint8_t type, const uint8_t *body, u
     return 0;
 }
 
-/* Back-pressure from the workers: is an inbox over CL_INBOX_HIGH? */
-static int inboxes_full(cl_t *cl)
+/* Back-pressure from the workers: is an inbox over `high`? */
+static int inboxes_over(cl_t *cl, size_t high)
 {
     for (uint32_t i = 0; i < cl->srv->nworkers; i++)
-        if (inbox_waiting(&cl->srv->workers[i].inbox) > CL_INBOX_HIGH)
+        if (inbox_waiting(&cl->srv->workers[i].inbox) > high)
             return 1;
     return 0;
+}
+
+static int inboxes_full(cl_t *cl)
+{
+    return inboxes_over(cl, CL_INBOX_HIGH);
+}
+
+/* A worker found a subscriber behind with a message of c's peer (slow[]). */
+static int peer_slow(cl_t *cl, cl_conn_t *c)
+{
+    _Atomic uint8_t *f = &cl->links->slow[c->idx];
+    return atomic_load_explicit(f, memory_order_relaxed) && atomic_exchange(f, 0);
 }
 
 static void on_resume(tw_timer_t *t)
@@ -467,10 +482,26 @@ static void on_resume(tw_timer_t *t)
         tw_add(&cl->tw, &L->resume, cl->now + CL_RESUME_MS);
         return;
     }
+    /* a link paused for a slow subscriber waits until what it brought is
+     * nearly all routed (what is in the inboxes was acknowledged already) */
+    int low = !inboxes_over(cl, CL_INBOX_SLOW);
     cl_conn_t *c = L->conns;
     while (c != NULL) {
         cl_conn_t *next = c->next;
-        if (c->paused) {
+        cl_peer_t *p = c->up ? &L->peers[c->idx] : NULL;
+        if (p && low && p->in_seen != p->acked) { /* deferred by conn_read */
+            cl_recv_ack(cl, p, c);
+            if (!(c->ev.events & EV_WRITE) && cl_conn_flush(cl, c) < 0) {
+                c = next;
+                continue;
+            }
+        } else if (p && p->in_seen != p->acked && !tw_pending(&L->resume)) {
+            tw_add(&cl->tw, &L->resume, cl->now + CL_RESUME_MS);
+        }
+        if (c->paused == 2 && !low) {
+            if (!tw_pending(&L->resume))
+                tw_add(&cl->tw, &L->resume, cl->now + CL_RESUME_MS);
+        } else if (c->paused) {
             c->paused = 0; /* reading again: the data waiting wakes the loop */
             conn_flush(cl, c);
         }
@@ -481,10 +512,14 @@ static void on_resume(tw_timer_t *t)
 /* Read and handle what arrived; -1 when c was closed. */
 static int conn_read(cl_t *cl, cl_conn_t *c)
 {
-    if (c->up && inboxes_full(cl)) {
-        /* the workers are behind: the peer's messages wait in TCP, so its
-         * output bound (and then its publishers) feel it */
-        c->paused = 1;
+    int slow = c->up && peer_slow(cl, c);
+    if (c->up && (slow || inboxes_full(cl))) {
+        /* the workers are behind, or a subscriber here: the peer's messages
+         * wait in TCP, unacknowledged, so its output bound and its
+         * publishers (their PUBACKs wait, cl_ack.c) feel it */
+        c->paused = slow ? 2 : 1;
+        if (slow)
+            c->slow_until = cl->now + CL_SLOW_MS;
         if (!tw_pending(&cl->links->resume))
             tw_add(&cl->tw, &cl->links->resume, cl->now + CL_RESUME_MS);
         return 0;
@@ -535,8 +570,17 @@ static int conn_read(cl_t *cl, cl_conn_t *c)
     if (c->in.len == 0 && c->in.cap > CL_OUT_KEEP)
         cl_buf_free(&c->in);
     cl_recv_flush(cl);
-    if (c->up)
-        cl_recv_ack(cl, &cl->links->peers[c->idx], c);
+    if (c->up) {
+        if (cl->now < c->slow_until && inboxes_over(cl, CL_INBOX_SLOW)) {
+            /* a subscriber here is behind: what was read is acknowledged
+             * once the workers routed nearly all of it (on_resume), so the
+             * publishers' windows bound what waits here */
+            if (!tw_pending(&cl->links->resume))
+                tw_add(&cl->tw, &cl->links->resume, cl->now + CL_RESUME_MS);
+        } else {
+            cl_recv_ack(cl, &cl->links->peers[c->idx], c);
+        }
+    }
     return 0;
 }
 
@@ -635,6 +679,7 @@ int cl_links_init(cl_t *cl)
     L->nworkers = cl->srv->nworkers;
     L->wq = an_calloc(L->nworkers ? L->nworkers : 1, sizeof(*L->wq));
     L->outv = an_calloc(L->nworkers ? L->nworkers : 1, sizeof(*L->outv));
+    L->ackv = an_calloc(L->nworkers ? L->nworkers : 1, sizeof(*L->ackv));
     RAND_bytes((uint8_t *)&L->incarnation, sizeof(L->incarnation));
     for (int i = 0; i < CL_MAX_NODES; i++) {
         L->peers[i].cl = cl;
@@ -705,6 +750,7 @@ void cl_links_free(cl_t *cl)
     cl_links_t *L = cl->links;
     if (L == NULL)
         return;
+    atomic_store(&cl->stopping, 1); /* nothing is posted to the workers any more */
     cl_route_free(cl);
     while (L->conns) { /* the thread never ran */
         cl_conn_t *c = L->conns;
@@ -720,6 +766,7 @@ void cl_links_free(cl_t *cl)
     if (L->listen_fd >= 0)
         close(L->listen_fd);
     free(L->wq);
+    free(L->ackv);
     for (uint32_t i = 0; i < L->nworkers; i++)
         inbox_vec_free(&L->outv[i]);
     free(L->outv);

@@ -21,6 +21,8 @@
 #define CL_PEND_LOW 5000       /* ... pause (router.h back-pressure) until under this */
 #define CL_INBOX_HIGH 65536    /* a worker's inbox over this: links stop reading ... */
 #define CL_RESUME_MS 1         /* ... and look again this much later */
+#define CL_INBOX_SLOW 256      /* a link paused for a slow subscriber: read again under this */
+#define CL_SLOW_MS 100         /* after such a pause, ACKs wait until the inboxes are under it */
 
 typedef struct cl_conn_s cl_conn_t;
 typedef struct cl_fset_s cl_fset_t;
@@ -33,10 +35,12 @@ struct cl_conn_s {
     int fd;
     int idx; /* the peer's node index; -1 (accepted) until its HELLO */
     uint8_t dialer, connecting, got_hello, up;
-    uint8_t paused; /* not reading: a worker's inbox is full (cl_links_t.resume) */
+    uint8_t paused; /* not reading (cl_links_t.resume): 1 a worker's inbox is full,
+                     * 2 a subscriber is behind (cl_links_t.slow) */
     uint8_t nonce[CL_NONCE_LEN], peer_nonce[CL_NONCE_LEN];
     uint64_t peer_inc;
     uint64_t started, last_rx, last_tx;
+    uint64_t slow_until; /* ACKs wait for the workers (conn_read) until then */
     tw_timer_t timer;
     cl_buf_t in, out;
     size_t out_off;
@@ -47,7 +51,9 @@ struct cl_conn_s {
 typedef struct {
     msg_t *m; /* a reference */
     uint64_t seq;
-    uint8_t qos;
+    uint64_t ticket;              /* the publisher's worker waits for it (cl_ack.c); 0: nobody */
+    uint32_t tags[CL_GROUPS_MAX]; /* shared groups picking the node (router_share_tag) */
+    uint8_t qos, plain, ngroups;  /* plain: for its ordinary subscribers too */
     uint16_t src;
 } cl_pend_t;
 
@@ -68,15 +74,19 @@ typedef struct {
     uint64_t acked;   /* last ACK we sent */
     /* routes it announced (cl_route.c) */
     cl_fset_t *routes;
+    struct cl_share_s *shares; /* its "$share/g/f" routes by tag */
+    uint32_t nshares, cap_shares;
     uint32_t sync_gen;
     uint8_t syncing;
 } cl_peer_t;
 
 /* One forwarding entry of a worker's batch. */
 typedef struct {
-    msg_t *m;      /* a reference */
-    uint16_t node; /* 0: every member (a retained publish) */
-    uint8_t qos;
+    msg_t *m;                     /* a reference */
+    uint64_t ticket;              /* cl_pend_t.ticket */
+    uint32_t tags[CL_GROUPS_MAX]; /* cl_pend_t.tags */
+    uint16_t node;                /* 0: every member (a retained publish) */
+    uint8_t qos, plain, ngroups;
 } cl_fwd_t;
 
 typedef struct {
@@ -85,9 +95,15 @@ typedef struct {
     cl_fwd_t v[];
 } cl_batch_t;
 
+typedef struct cl_acks_s cl_acks_t;
+
+/* Worker i's forwarding state (worker i only). */
 typedef struct {
-    cl_batch_t *b; /* this turn's, or NULL */
-    char pad[64 - sizeof(cl_batch_t *)];
+    cl_batch_t *b;      /* this turn's, or NULL */
+    cl_acks_t *acks;    /* held acknowledgements (cl_ack.c), from the first */
+    uint64_t ticket_no; /* the last ticket given (one per QoS 1/2 message forwarded) */
+    uint64_t nodes[CL_MAX_NODES / 64]; /* the nodes worker_t.fwd_ticket's message went to */
+    char pad[64 - (2 * sizeof(void *) + 8 + CL_MAX_NODES / 8) % 64];
 } cl_wq_t;
 
 struct cl_links_s {
@@ -99,8 +115,13 @@ struct cl_links_s {
     uint32_t nworkers;
     cl_wq_t *wq;       /* [nworkers]: worker i's batch (worker i only) */
     inbox_vec_t *outv; /* [nworkers]: received messages for each worker */
+    uint64_t *ackv;    /* [nworkers]: the highest ticket acknowledged, being gathered */
     cl_fset_t *local;  /* filters this node announces */
     tw_timer_t resume; /* paused links read again when the inboxes drained */
+    /* set by a worker that routed a QoS 1/2 message of node i to a
+     * subscriber over limits.publisher_backpressure: the link thread reads
+     * that node's link a tick later (taken with an exchange) */
+    _Atomic uint8_t slow[CL_MAX_NODES];
     cl_peer_t peers[CL_MAX_NODES];
 };
 
@@ -118,8 +139,39 @@ int cl_recv_msg(cl_t *cl, cl_peer_t *p, const uint8_t *body, uint32_t len);
 void cl_recv_flush(cl_t *cl); /* post what was received to the workers */
 void cl_recv_ack(cl_t *cl, cl_peer_t *p, cl_conn_t *c);
 /* Post m (a reference, given) to worker `to` as a WM_CLUSTER item. */
-enum { CL_IT_PUBLISH = 1, CL_IT_RETAIN = 2 };
+enum {
+    CL_IT_PUBLISH = 1,
+    CL_IT_RETAIN = 2,
+    CL_IT_ACKED = 3, /* sid: ticket, ptr: node */
+    CL_IT_SHARED = 4 /* ptr: cl_shared_msg_t */
+};
+/* A message for shared groups (CL_F_MSG_SHARED), on its way to a worker. */
+typedef struct {
+    msg_t *m; /* a reference */
+    uint8_t plain, n;
+    uint16_t len[CL_GROUPS_MAX];
+    uint8_t *f[CL_GROUPS_MAX]; /* into data */
+    uint8_t data[];
+} cl_shared_msg_t;
+int cl_recv_msg_shared(cl_t *cl, cl_peer_t *p, const uint8_t *body, uint32_t len);
 void cl_recv_post(cl_t *cl, uint32_t to, msg_t *m, uint8_t what);
+
+/* cl_ack.c: acknowledgements held for nodes.  Workers: */
+void cl_ack_hold(worker_t *w, struct endpoint_s *ep, uint64_t sid, uint8_t type, uint16_t pid,
+                 uint8_t reason, int wrote, void *user);
+void cl_ack_forget(worker_t *w, struct endpoint_s *ep, void *user);
+void cl_ack_on_acked(cl_t *cl, worker_t *w, uint16_t node, uint64_t ticket); /* CL_IT_ACKED */
+void cl_ack_free(cl_acks_t *a); /* the server's end: what is held is not sent */
+/* Link thread: entry e (from worker src) is done with for its node:
+ * gathered per worker, posted by cl_ack_post. */
+static inline void cl_ack_note(cl_links_t *L, uint16_t src, uint64_t ticket)
+{
+    if (ticket != 0 && src < L->nworkers && ticket > L->ackv[src])
+        L->ackv[src] = ticket;
+}
+/* One CL_IT_ACKED item per worker with news about node idx (not posted:
+ * cl_recv_flush does). */
+void cl_ack_post(cl_t *cl, int idx);
 
 /* cl_route.c */
 void cl_route_init(cl_t *cl);
@@ -128,6 +180,8 @@ void cl_route_sync(cl_t *cl, cl_conn_t *c);
 int cl_route_recv(cl_t *cl, cl_peer_t *p, uint8_t type, const uint8_t *body, uint32_t len);
 void cl_route_drop_peer(cl_t *cl, cl_peer_t *p);
 void cl_retained_sync(cl_t *cl, cl_conn_t *c);
+/* The "$share/g/f" route of peer p with this tag, or NULL (then *len 0). */
+const uint8_t *cl_route_share(cl_peer_t *p, uint32_t tag, uint16_t *len);
 int cl_retained_recv(cl_t *cl, cl_peer_t *p, const uint8_t *body, uint32_t len);
 
 #endif

@@ -206,6 +206,9 @@ void cl_route_free(cl_t *cl)
     for (int i = 0; i < CL_MAX_NODES; i++) {
         fset_free(L->peers[i].routes); /* the trie goes with the server */
         L->peers[i].routes = NULL;
+        free(L->peers[i].shares);
+        L->peers[i].shares = NULL;
+        L->peers[i].nshares = L->peers[i].cap_shares = 0;
     }
 }
 
@@ -221,6 +224,42 @@ void cl_route_sync(cl_t *cl, cl_conn_t *c)
 
 /* ---- remote routes ---- */
 
+/* A peer's "$share/g/f" routes by tag (router_share_tag): a forwarded
+ * message names its groups by tag until the link thread writes the frame. */
+struct cl_share_s {
+    uint32_t tag;
+    cl_fent_t *e;
+};
+
+static int is_share(const uint8_t *f, size_t len)
+{
+    return len > 7 && memcmp(f, "$share/", 7) == 0;
+}
+
+static struct cl_share_s *share_find(cl_peer_t *p, uint32_t tag)
+{
+    for (uint32_t i = 0; i < p->nshares; i++)
+        if (p->shares[i].tag == tag)
+            return &p->shares[i];
+    return NULL;
+}
+
+static void share_forget(cl_peer_t *p, const cl_fent_t *e)
+{
+    for (uint32_t i = 0; i < p->nshares; i++)
+        if (p->shares[i].e == e) {
+            p->shares[i] = p->shares[--p->nshares];
+            return;
+        }
+}
+
+const uint8_t *cl_route_share(cl_peer_t *p, uint32_t tag, uint16_t *len)
+{
+    struct cl_share_s *s = share_find(p, tag);
+    *len = s ? s->e->len : 0;
+    return s ? s->e->f : NULL;
+}
+
 typedef struct {
     cl_t *cl;
     int idx;
@@ -232,6 +271,8 @@ static int sweep_one(cl_fent_t *e, void *ud)
     sweep_ctx_t *x = ud;
     if (x->keep_gen != 0 && e->gen == x->keep_gen)
         return 0;
+    if (is_share(e->f, e->len))
+        share_forget(&x->cl->links->peers[x->idx], e);
     router_node_unsubscribe(x->cl->srv, (uint16_t)x->idx, e->f, e->len);
     return 1;
 }
@@ -262,14 +303,36 @@ int cl_route_recv(cl_t *cl, cl_peer_t *p, uint8_t type, const uint8_t *body, uin
         int added;
         cl_fent_t *e = fset_add(p->routes, f, fl, &added);
         e->gen = p->sync_gen;
+        if (added && is_share(f, fl)) {
+            uint32_t tag = router_share_tag(f, fl);
+            if (share_find(p, tag) != NULL) { /* two groups, one tag: the later is ignored */
+                log_limited(10000, AN_LOG_WARN,
+                            "cluster: %s announced two shared groups with one tag: '%.*s' ignored",
+                            cl->nodes[idx].name, (int)AN_MIN(fl, 200u), (const char *)f);
+                fset_del(p->routes, f, fl);
+                goto out;
+            }
+            if (p->nshares == p->cap_shares) {
+                p->cap_shares = p->cap_shares ? p->cap_shares * 2 : 8;
+                p->shares = an_realloc(p->shares, p->cap_shares * sizeof(*p->shares));
+            }
+            p->shares[p->nshares++] = (struct cl_share_s){tag, e};
+        }
         if (added && router_node_subscribe(cl->srv, (uint16_t)idx, f, fl) < 0) {
             log_limited(10000, AN_LOG_WARN, "cluster: %s announced an invalid filter (%u bytes)",
                         cl->nodes[idx].name, fl);
+            if (is_share(f, fl))
+                share_forget(p, e);
             fset_del(p->routes, f, fl);
         }
-    } else if (fset_del(p->routes, f, fl)) {
-        router_node_unsubscribe(cl->srv, (uint16_t)idx, f, fl);
+    } else {
+        cl_fent_t **pp = fset_slot(p->routes, f, fl, fset_hash(p->routes, f, fl));
+        if (*pp != NULL && is_share(f, fl))
+            share_forget(p, *pp);
+        if (fset_del(p->routes, f, fl))
+            router_node_unsubscribe(cl->srv, (uint16_t)idx, f, fl);
     }
+out:
     CL_STAT_SET(cl->lstats[idx].routes, p->routes->n);
     return 0;
 }

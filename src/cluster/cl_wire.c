@@ -118,10 +118,33 @@ void cl_enc_ack(cl_buf_t *b, uint64_t seq)
 
 #define MSG_FIXED (8 + 8 + 4 + 2 + 1 + 1 + 1 + 2 + 4)
 
+static void put_msg(uint8_t *p, const cl_msg_t *m);
+
 void cl_enc_msg(cl_buf_t *b, uint8_t type, const cl_msg_t *m)
 {
     size_t n = MSG_FIXED + (size_t)m->origin_len + m->topic_len + m->props_len + m->payload_len;
-    uint8_t *p = frame(b, type, n);
+    put_msg(frame(b, type, n), m);
+}
+
+void cl_enc_msg_shared(cl_buf_t *b, const cl_groups_t *g, const cl_msg_t *m)
+{
+    size_t n = MSG_FIXED + (size_t)m->origin_len + m->topic_len + m->props_len + m->payload_len;
+    size_t gn = 2;
+    for (uint8_t i = 0; i < g->n; i++)
+        gn += 2 + (size_t)g->len[i];
+    uint8_t *p = frame(b, CL_F_MSG_SHARED, gn + n);
+    put8(&p, g->plain);
+    put8(&p, g->n);
+    for (uint8_t i = 0; i < g->n; i++) {
+        put16(&p, g->len[i]);
+        putn(&p, g->f[i], g->len[i]);
+    }
+    put_msg(p, m);
+}
+
+static void put_msg(uint8_t *p0, const cl_msg_t *m)
+{
+    uint8_t *p = p0;
     put64(&p, m->seq);
     put64(&p, m->published_at);
     put32(&p, m->expiry_ms);
@@ -208,6 +231,22 @@ int cl_dec_ack(const uint8_t *body, uint32_t len, uint64_t *seq)
     cur_t c = {body, len, 0};
     *seq = get(&c, 8);
     return c.bad || c.left != 0 ? -1 : 0;
+}
+
+int cl_dec_msg_shared(const uint8_t *body, uint32_t len, cl_groups_t *g, cl_msg_t *m)
+{
+    cur_t c = {body, len, 0};
+    g->plain = (uint8_t)get(&c, 1);
+    g->n = (uint8_t)get(&c, 1);
+    if (c.bad || g->plain > 1 || g->n > CL_GROUPS_MAX)
+        return -1;
+    for (uint8_t i = 0; i < g->n; i++) {
+        g->len[i] = (uint16_t)get(&c, 2);
+        g->f[i] = getn(&c, g->len[i]);
+    }
+    if (c.bad)
+        return -1;
+    return cl_dec_msg(c.p, c.left, m);
 }
 
 int cl_dec_msg(const uint8_t *body, uint32_t len, cl_msg_t *m)

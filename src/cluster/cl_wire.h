@@ -36,6 +36,10 @@ enum {
     CL_F_OWN_TAKE,   /* u32 req | u16 len | client id: hand this client's session over
                       * (cl_owner.c) */
     CL_F_OWN_GIVEN,  /* u32 req: the claim is released, the session closed */
+    CL_F_MSG_SHARED, /* cl_groups_t then cl_msg_t: a message for shared groups
+                      * ("$share/g/f" the receiver announced; it gives it to one
+                      * of its own members of each), and plain: also for its
+                      * ordinary subscribers */
     CL_F_TYPES
 };
 
@@ -71,6 +75,14 @@ typedef struct {
     const uint8_t *topic, *props, *payload;
 } cl_msg_t;
 
+#define CL_GROUPS_MAX 4 /* groups named by one CL_F_MSG_SHARED */
+typedef struct {
+    uint8_t plain; /* 1: also routed to the receiver's ordinary subscribers */
+    uint8_t n;
+    uint16_t len[CL_GROUPS_MAX];
+    const uint8_t *f[CL_GROUPS_MAX]; /* "$share/g/f", not NUL-terminated */
+} cl_groups_t;
+
 /* Split the first frame off buf: its total size (> 0) with *type and the
  * body, 0 when more bytes are needed, -1 when the frame is invalid (an
  * empty one, or larger than max). */
@@ -83,6 +95,7 @@ void cl_enc_empty(cl_buf_t *b, uint8_t type); /* PING, SYNC_BEGIN, SYNC_END */
 void cl_enc_route(cl_buf_t *b, uint8_t type, const uint8_t *filter, uint16_t len);
 void cl_enc_ack(cl_buf_t *b, uint64_t seq);
 void cl_enc_msg(cl_buf_t *b, uint8_t type, const cl_msg_t *m); /* MSG, RETAINED */
+void cl_enc_msg_shared(cl_buf_t *b, const cl_groups_t *g, const cl_msg_t *m);
 
 /* 0, or -1 when the body does not parse exactly. */
 int cl_dec_hello(const uint8_t *body, uint32_t len, cl_hello_t *h);
@@ -90,5 +103,6 @@ int cl_dec_auth(const uint8_t *body, uint32_t len, const uint8_t **mac);
 int cl_dec_route(const uint8_t *body, uint32_t len, const uint8_t **filter, uint16_t *flen);
 int cl_dec_ack(const uint8_t *body, uint32_t len, uint64_t *seq);
 int cl_dec_msg(const uint8_t *body, uint32_t len, cl_msg_t *m);
+int cl_dec_msg_shared(const uint8_t *body, uint32_t len, cl_groups_t *g, cl_msg_t *m);
 
 #endif

@@ -40,6 +40,14 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
                 abort();
             cl_buf_free(&b);
         }
+        cl_groups_t g;
+        if (cl_dec_msg_shared(copy, len, &g, &m) == 0) {
+            cl_buf_t b = {0};
+            cl_enc_msg_shared(&b, &g, &m);
+            if (b.len != (size_t)len + 5 || memcmp(b.p + 5, copy, len) != 0)
+                abort();
+            cl_buf_free(&b);
+        }
         free(copy);
         off += (size_t)n;
     }

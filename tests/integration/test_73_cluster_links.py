@@ -355,8 +355,9 @@ def test_qos1_kept_across_a_link_break(cluster):
     try:
         wait_for(lambda: cl.view("a")["b"]["link_state"]["state"] != "up", 20,
                  what="a closes the silent link")
-        for i in range(10):
-            publish(pub, "q/t", b"%d" % i, qos=1)
+        # not acknowledged while b does not have them (test_78): sent
+        # without waiting for their PUBACKs
+        infos = [pub.publish("q/t", b"%d" % i, qos=1) for i in range(10)]
         publish(pub, "q/t0", b"lost", qos=0)
         wait_for(lambda: cl.view("a")["b"]["link_state"]["queued"] == 10, 5,
                  what="10 QoS 1 messages kept for b")
@@ -368,6 +369,8 @@ def test_qos1_kept_across_a_link_break(cluster):
     assert got == [b"%d" % i for i in range(10)], got
     wait_for(lambda: cl.view("a")["b"]["link_state"]["queued"] == 0, 10,
              what="b acknowledged them")
+    wait_for(lambda: all(i.is_published() for i in infos), 10,
+             what="the publisher's PUBACKs, once b had them")
     publish(pub, "q/after", b"end")
     next_is(sub, "q/after", b"end")  # nothing twice, the QoS 0 one lost
     metrics = cl.api("a").call("GET", "/metrics")[2].decode()

@@ -154,10 +154,55 @@ static void test_split_and_limits(void **state)
     cl_buf_free(&c);
 }
 
+/* CL_F_MSG_SHARED: the groups, then a message; bounds checked. */
+static void test_msg_shared(void **state)
+{
+    (void)state;
+    cl_buf_t b = {0};
+    cl_groups_t g = {.plain = 1, .n = 2};
+    g.f[0] = (const uint8_t *)"$share/g/a/#";
+    g.len[0] = 12;
+    g.f[1] = (const uint8_t *)"$share/h/+/b";
+    g.len[1] = 12;
+    cl_msg_t m = {.seq = 7,
+                  .qos = 1,
+                  .src = 1,
+                  .topic = (const uint8_t *)"a/b",
+                  .topic_len = 3,
+                  .payload = (const uint8_t *)"xyz",
+                  .payload_len = 3};
+    cl_enc_msg_shared(&b, &g, &m);
+    size_t off = 0;
+    const uint8_t *body;
+    uint32_t len;
+    next(&b, &off, CL_F_MSG_SHARED, &body, &len);
+    cl_groups_t g2;
+    cl_msg_t m2;
+    assert_int_equal(cl_dec_msg_shared(body, len, &g2, &m2), 0);
+    assert_int_equal(g2.plain, 1);
+    assert_int_equal(g2.n, 2);
+    assert_int_equal(g2.len[1], 12);
+    assert_memory_equal(g2.f[1], "$share/h/+/b", 12);
+    assert_true(m2.seq == 7);
+    assert_int_equal(m2.payload_len, 3);
+    assert_memory_equal(m2.payload, "xyz", 3);
+    /* cut inside a group's name, too many groups, plain not 0/1: refused */
+    assert_int_equal(cl_dec_msg_shared(body, 2 + 2 + 5, &g2, &m2), -1);
+    uint8_t bad[64];
+    memcpy(bad, body, len < sizeof(bad) ? len : sizeof(bad));
+    bad[1] = CL_GROUPS_MAX + 1;
+    assert_int_equal(cl_dec_msg_shared(bad, len < sizeof(bad) ? len : sizeof(bad), &g2, &m2), -1);
+    bad[1] = 2;
+    bad[0] = 2;
+    assert_int_equal(cl_dec_msg_shared(bad, len < sizeof(bad) ? len : sizeof(bad), &g2, &m2), -1);
+    cl_buf_free(&b);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_round_trips),
+        cmocka_unit_test(test_msg_shared),
         cmocka_unit_test(test_split_and_limits),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
