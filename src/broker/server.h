@@ -61,6 +61,7 @@ enum {
     WM_API,         /* api: ptr: api_job_t* (api_snap.h): a management API request */
     WM_CLUSTER,     /* cluster (src/cluster): a message or control item from a node link */
     WM_CONTROL,     /* reload: ptr: a control job (reload.h): listeners, drain */
+    WM_RULES,       /* rules (src/rules): a new rule set, or a message to republish */
     WM_KINDS = 32   /* size of the handler table */
 };
 
