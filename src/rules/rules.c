@@ -104,8 +104,8 @@ rules_rule_t *rules_rule_build(rules_state_t *st, json_t *def, char *err, size_t
     json_array_foreach(acts, i, a)
     {
         char e[200];
-        rules_action_t *act = rules_action_new(st ? st->srv : NULL, st ? st->index : 0, a, e,
-                                               sizeof(e));
+        rules_action_t *act =
+            rules_action_new(st ? st->srv : NULL, st ? st->index : 0, a, e, sizeof(e));
         if (act == NULL) {
             snprintf(err, errlen, "actions[%zu]: %s", i, e);
             rules_rule_unref(r);
@@ -418,8 +418,8 @@ static void drop_item(inbox_item_t *it)
 
 /* ---- configuration ---- */
 
-static const char *const ev_names[] = {"client_connected", "client_disconnected",
-                                       "message_dropped", "message_delivered", NULL};
+static const char *const ev_names[] = {"client_connected", "client_disconnected", "message_dropped",
+                                       "message_delivered", NULL};
 
 static void rules_defaults(void *conf)
 {
@@ -433,8 +433,8 @@ static void rules_defaults(void *conf)
 }
 
 typedef struct {
-    json_t *list;   /* the rules read so far */
-    json_t *acts;   /* the actions of the rule being read */
+    json_t *list; /* the rules read so far */
+    json_t *acts; /* the actions of the rule being read */
 } load_ctx_t;
 
 static int load_action(conf_sec_t *s, uint32_t i, void *ud)
@@ -452,8 +452,8 @@ static int load_action(conf_sec_t *s, uint32_t i, void *ud)
         conf_sec_str(s, "payload", payload, sizeof(payload), 0) < 0 ||
         conf_sec_u32(s, "qos", 0, 2, &qos) < 0 || conf_sec_bool(s, "retain", &retain) < 0)
         return -1;
-    json_t *a = json_pack("{s:s,s:s,s:i,s:b}", "type", types[type], "topic", topic, "qos",
-                          (int)qos, "retain", retain);
+    json_t *a = json_pack("{s:s,s:s,s:i,s:b}", "type", types[type], "topic", topic, "qos", (int)qos,
+                          "retain", retain);
     if (conf_sec_has(s, "payload"))
         json_object_set_new(a, "payload", json_string(payload));
     char err[200];
@@ -477,7 +477,8 @@ static int load_rule(conf_sec_t *s, uint32_t i, void *ud)
     lc->acts = json_array();
     if (conf_sec_str(s, "id", id, sizeof(id), CONF_SEC_NONEMPTY) < 0 ||
         conf_sec_str(s, "sql", sql, RULES_MAX_SQL + 1, CONF_SEC_NONEMPTY) < 0 ||
-        conf_sec_bool(s, "enabled", &enabled) < 0 || conf_sec_each(s, "actions", load_action, lc) < 0)
+        conf_sec_bool(s, "enabled", &enabled) < 0 ||
+        conf_sec_each(s, "actions", load_action, lc) < 0)
         goto done;
     if (!conf_sec_has(s, "id") || !id_valid(id)) {
         conf_sec_fail(s, "id", "1..%d characters of [A-Za-z0-9_.-] required", RULES_ID_MAX - 1);
@@ -503,8 +504,8 @@ static int load_rule(conf_sec_t *s, uint32_t i, void *ud)
         goto done;
     }
     rules_plan_free(plan);
-    json_array_append_new(lc->list, json_pack("{s:s,s:s,s:b,s:O}", "id", id, "sql", sql,
-                                              "enabled", enabled, "actions", lc->acts));
+    json_array_append_new(lc->list, json_pack("{s:s,s:s,s:b,s:O}", "id", id, "sql", sql, "enabled",
+                                              enabled, "actions", lc->acts));
     rc = 0;
 done:
     json_decref(lc->acts);
@@ -673,7 +674,8 @@ static int rules_init(module_inst_t *mi)
             }
             st->listened |= 1u << e;
         }
-    worker_inbox_register(mi->srv, WM_RULES, &(worker_inbox_kind_t){.run = on_item, .drop = drop_item});
+    worker_inbox_register(mi->srv, WM_RULES,
+                          &(worker_inbox_kind_t){.run = on_item, .drop = drop_item});
     json_array_foreach(list, i, def)
     {
         char err[300];
@@ -687,8 +689,8 @@ static int rules_init(module_inst_t *mi)
     }
     json_decref(list);
     if (mi->srv->store) {
-        int rc = store_scan(mi->srv->store, RULES_STORE_PREFIX, RULES_STORE_PREFIX_LEN, load_stored,
-                            st);
+        int rc =
+            store_scan(mi->srv->store, RULES_STORE_PREFIX, RULES_STORE_PREFIX_LEN, load_stored, st);
         if (rc < 0)
             log_warn("rules: reading the stored rules: %s", store_strerror(rc));
     }
@@ -744,7 +746,8 @@ static void rules_free(module_inst_t *mi)
 
 json_t *rules_rule_json(const rules_rule_t *r)
 {
-    uint64_t matched = 0, passed = 0, failed = 0, act[RULES_MAX_ACTIONS][RULES_EMIT_RESULTS] = {{0}};
+    uint64_t matched = 0, passed = 0, failed = 0,
+             act[RULES_MAX_ACTIONS][RULES_EMIT_RESULTS] = {{0}};
     for (uint32_t w = 0; w < r->nworkers; w++) {
         const rules_stats_t *s = &r->stats[w];
         matched += STAT_GET(s->matched);

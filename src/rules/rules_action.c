@@ -98,8 +98,8 @@ static int rp_init(rules_action_t *a, json_t *def, char *err, size_t errlen)
         return -1;
     }
     if ((payload && !json_is_string(payload)) ||
-        (qos && (!json_is_integer(qos) || json_integer_value(qos) < 0 ||
-                 json_integer_value(qos) > 2)) ||
+        (qos &&
+         (!json_is_integer(qos) || json_integer_value(qos) < 0 || json_integer_value(qos) > 2)) ||
         (retain && !json_is_boolean(retain))) {
         snprintf(err, errlen,
                  "republish: payload is a string template, qos 0..2, retain true or false");
@@ -118,8 +118,8 @@ static int rp_init(rules_action_t *a, json_t *def, char *err, size_t errlen)
     }
     republish_t *r = an_calloc(1, sizeof(*r));
     r->topic = an_strndup(t, strlen(t));
-    r->payload = payload ? an_strndup(json_string_value(payload), json_string_length(payload))
-                         : NULL;
+    r->payload =
+        payload ? an_strndup(json_string_value(payload), json_string_length(payload)) : NULL;
     r->qos = qos ? (uint8_t)json_integer_value(qos) : 0;
     r->retain = retain ? (uint8_t)json_is_true(retain) : 0;
     a->impl = r;
@@ -154,8 +154,8 @@ static int rp_emit(rules_action_t *a, struct worker_s *w, json_t *row, const str
         free(body);
         return RULES_EMIT_FAILED;
     }
-    msg_t *out = msg_new((const uint8_t *)topic, (uint16_t)tl, (const uint8_t *)body,
-                         (uint32_t)bl, r->qos, r->retain);
+    msg_t *out = msg_new((const uint8_t *)topic, (uint16_t)tl, (const uint8_t *)body, (uint32_t)bl,
+                         r->qos, r->retain);
     free(body);
     out->published_at = an_wall_ms();
     out->flags |= MSG_F_RULES;

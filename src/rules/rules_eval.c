@@ -386,7 +386,8 @@ static int fn_case(fctx_t *f, val_t *a, val_t *out, int up)
     if (p == NULL)
         return -1;
     for (uint32_t i = 0; i < a[0].len; i++)
-        p[i] = (char)(up ? toupper((unsigned char)a[0].u.s[i]) : tolower((unsigned char)a[0].u.s[i]));
+        p[i] =
+            (char)(up ? toupper((unsigned char)a[0].u.s[i]) : tolower((unsigned char)a[0].u.s[i]));
     *out = vstr(p, a[0].len);
     return 0;
 }
@@ -458,7 +459,7 @@ static int fn_length(fctx_t *f, val_t *a, int argc, val_t *out)
     (void)argc;
     if (a[0].type == RULES_V_JSON) {
         *out = VINT((int64_t)(json_is_array(a[0].u.j) ? json_array_size(a[0].u.j)
-                                                       : json_object_size(a[0].u.j)));
+                                                      : json_object_size(a[0].u.j)));
         return 0;
     }
     if (need_str(f, &a[0], "length") < 0)
@@ -529,8 +530,9 @@ static int fn_abs(fctx_t *f, val_t *a, int argc, val_t *out)
     (void)argc;
     if (need_num(f, &a[0], "abs") < 0)
         return -1;
-    *out = a[0].type == RULES_V_INT ? VINT(a[0].u.i < 0 ? (int64_t)(0 - (uint64_t)a[0].u.i) : a[0].u.i)
-                                    : VDBL(fabs(a[0].u.d));
+    *out = a[0].type == RULES_V_INT
+               ? VINT(a[0].u.i < 0 ? (int64_t)(0 - (uint64_t)a[0].u.i) : a[0].u.i)
+               : VDBL(fabs(a[0].u.d));
     return 0;
 }
 

@@ -40,7 +40,7 @@ typedef struct {
     uint32_t props_len;
     json_t *user_props; /* or the user properties as an object (the test endpoint) */
     /* set by the evaluator */
-    json_t *json;      /* the parsed payload (owned), when json_done */
+    json_t *json; /* the parsed payload (owned), when json_done */
     uint8_t json_done;
 } rules_input_t;
 

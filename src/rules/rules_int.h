@@ -58,8 +58,8 @@ typedef struct {
 } rules_set_t;
 
 typedef struct {
-    rules_set_t *set;     /* this worker's, a reference */
-    uint32_t pending;     /* republishes posted, not yet routed */
+    rules_set_t *set; /* this worker's, a reference */
+    uint32_t pending; /* republishes posted, not yet routed */
     rules_scratch_t scratch;
 } rules_worker_t;
 
@@ -70,11 +70,11 @@ typedef struct {
     pthread_mutex_t mu;
     rules_rule_t **all; /* every rule, enabled or not, in creation order */
     uint32_t nall;
-    rules_set_t *cur;   /* the set last published (a reference) */
+    rules_set_t *cur;            /* the set last published (a reference) */
     router_consumer_t *consumer; /* created at the first topic filter */
-    char **subs;        /* the consumer's filters */
+    char **subs;                 /* the consumer's filters */
     uint32_t nsubs;
-    uint32_t listened;  /* RULES_EV_* bits with an event handler */
+    uint32_t listened; /* RULES_EV_* bits with an event handler */
 } rules_state_t;
 
 /* A rule from its definition; NULL with err ("sql: column 27: ...").  The

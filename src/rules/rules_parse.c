@@ -22,11 +22,11 @@
 #define RULES_MAX_DEPTH 48
 #define NELEM(a) (sizeof(a) / sizeof((a)[0]))
 
-const char *const rules_event_names[RULES_EV_COUNT] = {
-    "client_connected", "client_disconnected", "message_dropped", "message_delivered"};
+const char *const rules_event_names[RULES_EV_COUNT] = {"client_connected", "client_disconnected",
+                                                       "message_dropped", "message_delivered"};
 const char *const rules_field_names[RULES_F_COUNT] = {
-    "clientid", "username", "topic", "qos",      "retain", "payload",
-    "timestamp", "node",    "peer",  "protocol", "event",  "reason"};
+    "clientid",  "username", "topic", "qos",      "retain", "payload",
+    "timestamp", "node",     "peer",  "protocol", "event",  "reason"};
 
 enum { T_END = 0, T_IDENT, T_INT, T_DOUBLE, T_STR, T_QSTR, T_SYM };
 
@@ -76,8 +76,8 @@ static int unexpected(parser_t *ps, const char *expected)
 {
     if (ps->t.type == T_END)
         return perr(ps, &ps->t, "unexpected end of statement, expected %s", expected);
-    return perr(ps, &ps->t, "unexpected token \"%.*s\", expected %s",
-                (int)AN_MIN(ps->t.len, 40u), ps->t.p, expected);
+    return perr(ps, &ps->t, "unexpected token \"%.*s\", expected %s", (int)AN_MIN(ps->t.len, 40u),
+                ps->t.p, expected);
 }
 
 /* ---- lexer ---- */
@@ -147,7 +147,8 @@ static int lex(parser_t *ps)
         if (s - b == 1 && !strchr(",().*+-/%=<>", *b)) {
             t.len = 1;
             ps->t = t;
-            return perr(ps, &t, "unexpected character \"%c\"", isprint((unsigned char)*b) ? *b : '?');
+            return perr(ps, &t, "unexpected character \"%c\"",
+                        isprint((unsigned char)*b) ? *b : '?');
         }
     }
     t.len = (uint32_t)(s - b);
@@ -173,7 +174,7 @@ static int expect_sym(parser_t *ps, const char *sym, const char *what)
     return lex(ps);
 }
 
-static const char *const reserved[] = {"SELECT", "FROM", "WHERE", "AS",   "AND",  "OR",   "NOT",
+static const char *const reserved[] = {"SELECT", "FROM", "WHERE", "AS",   "AND",  "OR",    "NOT",
                                        "IN",     "LIKE", "IS",    "NULL", "TRUE", "FALSE", NULL};
 
 static int is_reserved(const tok_t *t)
@@ -323,8 +324,9 @@ static int parse_primary(parser_t *ps)
         return lex(ps);
     }
     case T_QSTR:
-        return perr(ps, &t, "a double-quoted string is a topic filter (FROM); strings take "
-                            "single quotes");
+        return perr(ps, &t,
+                    "a double-quoted string is a topic filter (FROM); strings take "
+                    "single quotes");
     case T_SYM:
         if (is_sym(&t, "(")) {
             if (lex(ps) < 0 || parse_expr(ps) < 0)
@@ -367,8 +369,8 @@ static int parse_primary(parser_t *ps)
             if (expect_sym(ps, ")", "\",\" or \")\"") < 0)
                 return -1;
             if (argc < min || argc > max)
-                return perr(ps, &close, "%.*s takes %u..%u arguments, got %u", (int)t.len, t.p,
-                            min, max, argc);
+                return perr(ps, &close, "%.*s takes %u..%u arguments, got %u", (int)t.len, t.p, min,
+                            max, argc);
             emit(ps, (rules_node_t){.op = RULES_OP_CALL, .sub = (uint8_t)argc, .arg = (uint16_t)fn},
                  argc);
             return 0;
@@ -431,8 +433,8 @@ static int parse_cmp(parser_t *ps)
     static const struct {
         const char *sym;
         uint8_t op;
-    } cmps[] = {{"=", RULES_OP_EQ}, {"!=", RULES_OP_NE}, {"<>", RULES_OP_NE}, {"<", RULES_OP_LT},
-                {"<=", RULES_OP_LE}, {">", RULES_OP_GT}, {">=", RULES_OP_GE}};
+    } cmps[] = {{"=", RULES_OP_EQ},  {"!=", RULES_OP_NE}, {"<>", RULES_OP_NE}, {"<", RULES_OP_LT},
+                {"<=", RULES_OP_LE}, {">", RULES_OP_GT},  {">=", RULES_OP_GE}};
     for (size_t i = 0; i < NELEM(cmps); i++)
         if (is_sym(&ps->t, cmps[i].sym)) {
             if (lex(ps) < 0 || parse_sum(ps) < 0)
@@ -594,8 +596,9 @@ static int parse_source(parser_t *ps)
     }
     if (n == 0 || n > 4096 || (n >= 7 && memcmp(s, "$share/", 7) == 0) ||
         !mqtt_topic_filter_valid((const uint8_t *)s, n) || memchr(s, '\0', n))
-        return perr(ps, &t, "%.*s is not a topic filter ('+' and '#' whole levels, '#' last, "
-                            "no $share/)",
+        return perr(ps, &t,
+                    "%.*s is not a topic filter ('+' and '#' whole levels, '#' last, "
+                    "no $share/)",
                     (int)AN_MIN(n, 60u), s);
     if (p->nfilters >= RULES_MAX_FROM)
         return perr(ps, &t, "more than %d sources in FROM", RULES_MAX_FROM);

@@ -42,7 +42,7 @@ enum {
     RULES_F_PROTOCOL,
     RULES_F_EVENT,
     RULES_F_REASON,
-    RULES_F_COUNT,       /* the fields `*` expands to end here */
+    RULES_F_COUNT,        /* the fields `*` expands to end here */
     RULES_F_PAYLOAD_PATH, /* payload.a.b: arg = the path (rules_node_t.str) */
     RULES_F_USER_PROP,    /* user_property.key */
 };
@@ -68,9 +68,9 @@ enum {
     RULES_OP_GE,
     RULES_OP_AND,
     RULES_OP_OR,
-    RULES_OP_IN,      /* pop argc list values and the operand: operand IN (list) */
-    RULES_OP_LIKE,    /* pop pattern and operand */
-    RULES_OP_ISNULL,  /* pop one, push bool */
+    RULES_OP_IN,     /* pop argc list values and the operand: operand IN (list) */
+    RULES_OP_LIKE,   /* pop pattern and operand */
+    RULES_OP_ISNULL, /* pop one, push bool */
 };
 
 /* A constant. */
@@ -78,8 +78,8 @@ enum { RULES_V_NULL = 0, RULES_V_BOOL, RULES_V_INT, RULES_V_DOUBLE, RULES_V_STR,
 
 typedef struct {
     uint8_t op;
-    uint8_t sub;   /* RULES_OP_FIELD: the field; RULES_OP_CALL and IN: argc */
-    uint16_t arg;  /* CONST: index; CALL: function */
+    uint8_t sub;     /* RULES_OP_FIELD: the field; RULES_OP_CALL and IN: argc */
+    uint16_t arg;    /* CONST: index; CALL: function */
     const char *str; /* FIELD: the JSON path ("a\0b\0\0") or the user property key */
 } rules_node_t;
 
@@ -94,7 +94,7 @@ typedef struct {
 } rules_const_t;
 
 typedef struct {
-    const char *name; /* the output key: AS name, else the expression's text */
+    const char *name;    /* the output key: AS name, else the expression's text */
     uint32_t start, end; /* nodes[start..end) */
     uint8_t star;        /* `*`: every field */
 } rules_col_t;
@@ -109,17 +109,17 @@ typedef struct rules_plan_s {
     uint32_t where_start, where_end; /* equal: no WHERE */
     char **filters;                  /* topic filters, NUL-terminated */
     uint32_t nfilters;
-    uint32_t events;       /* bit per RULES_EV_* */
-    uint32_t max_stack;    /* values the deepest expression needs */
-    uint8_t uses_json;     /* reads payload.*: parse the payload as JSON */
-    uint8_t uses_props;    /* reads user_property.* */
-    char **strs;           /* strings the nodes, constants and columns point to */
+    uint32_t events;    /* bit per RULES_EV_* */
+    uint32_t max_stack; /* values the deepest expression needs */
+    uint8_t uses_json;  /* reads payload.*: parse the payload as JSON */
+    uint8_t uses_props; /* reads user_property.* */
+    char **strs;        /* strings the nodes, constants and columns point to */
     uint32_t nstrs;
 } rules_plan_t;
 
-#define RULES_MAX_STACK 64   /* values on the evaluation stack */
-#define RULES_MAX_SQL 4096   /* bytes of a statement */
-#define RULES_MAX_FROM 16    /* sources of one FROM */
+#define RULES_MAX_STACK 64 /* values on the evaluation stack */
+#define RULES_MAX_SQL 4096 /* bytes of a statement */
+#define RULES_MAX_FROM 16  /* sources of one FROM */
 
 /* A parse error: column (1-based, 0 when none) and message. */
 typedef struct {
