@@ -25,8 +25,12 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     } else {
         CHECK(p->max_stack <= RULES_MAX_STACK);
         static const char payload[] = "{\"a\":{\"b\":[1,2.5,\"x\"]},\"t\":30}";
-        rules_input_t in = {.clientid = "c", .topic = "a/b/c", .topic_len = 5,
-                            .payload = payload, .payload_len = sizeof(payload) - 1, .qos = 1};
+        rules_input_t in = {.clientid = "c",
+                            .topic = "a/b/c",
+                            .topic_len = 5,
+                            .payload = payload,
+                            .payload_len = sizeof(payload) - 1,
+                            .qos = 1};
         rules_scratch_t sc;
         rules_scratch_init(&sc, 64 * 1024);
         if (rules_eval_where(p, &in, &sc) >= 0) {

@@ -43,7 +43,7 @@ def rbroker(tmp_path):
         b = SectionBroker(tmp_path, len(started), section, ov)
         started.append(b)
         b.start()
-        b.api = Client(b, key)
+        b.rapi = Client(b, key)
         return b
 
     yield start
@@ -66,7 +66,7 @@ def expect_marker(sub, pub, marker_topic="alerts/marker"):
 
 
 def rule(b, rid):
-    return b.api.json("GET", "/api/v1/rules/" + rid)
+    return b.rapi.json("GET", "/api/v1/rules/" + rid)
 
 
 def wait_metric(b, rid, key, want, timeout=10.0):
@@ -92,7 +92,7 @@ def test_where_on_json_payload_republishes_templated(rbroker):
         m = wait_metric(b, "hot", "matched", 3)
         assert m["matched"] == 3 and m["passed"] == 1 and m["failed"] == 0, m
         assert m["actions"][0]["success"] == 1, m
-    st, _, raw = b.api.call("GET", "/metrics")
+    st, _, raw = b.rapi.call("GET", "/metrics")
     assert st == 200
     text = raw.decode()
     assert re.search(r'^antenna_rule_matched_total\{rule="hot"\} 3$', text, re.M), text[-2000:]
@@ -162,54 +162,54 @@ def test_api_create_change_disable_delete(rbroker):
         sub.subscribe("r/#", qos=1)
         d = {"id": "r1", "sql": "SELECT payload FROM \"in/#\"",
              "actions": [{"type": "republish", "topic": "r/one", "payload": "${payload}"}]}
-        created = b.api.json("POST", "/api/v1/rules", d, status=201)
+        created = b.rapi.json("POST", "/api/v1/rules", d, status=201)
         assert created["id"] == "r1" and created["enabled"] is True
-        b.api.json("POST", "/api/v1/rules", d, status=409)
+        b.rapi.json("POST", "/api/v1/rules", d, status=409)
         pub.publish("in/x", b"a", qos=1)
         assert expect_marker(sub, pub, "r/marker") == [("r/one", b"a")]
         # change: another topic and a WHERE
         d2 = dict(d, sql="SELECT payload FROM \"in/#\" WHERE payload = 'b'",
                   actions=[{"type": "republish", "topic": "r/two", "payload": "${payload}"}])
-        b.api.json("PUT", "/api/v1/rules/r1", d2)
+        b.rapi.json("PUT", "/api/v1/rules/r1", d2)
         pub.publish("in/x", b"a", qos=1)
         pub.publish("in/x", b"b", qos=1)
         assert expect_marker(sub, pub, "r/marker") == [("r/two", b"b")]
-        b.api.json("POST", "/api/v1/rules/r1/disable")
+        b.rapi.json("POST", "/api/v1/rules/r1/disable")
         assert rule(b, "r1")["enabled"] is False
         pub.publish("in/x", b"b", qos=1)
         assert expect_marker(sub, pub, "r/marker") == []
-        b.api.json("POST", "/api/v1/rules/r1/enable")
+        b.rapi.json("POST", "/api/v1/rules/r1/enable")
         pub.publish("in/x", b"b", qos=1)
         assert expect_marker(sub, pub, "r/marker") == [("r/two", b"b")]
-        listed = b.api.json("GET", "/api/v1/rules")["rules"]
+        listed = b.rapi.json("GET", "/api/v1/rules")["rules"]
         assert [r["id"] for r in listed] == ["r1"]
-        b.api.json("DELETE", "/api/v1/rules/r1", status=204)
-        b.api.json("GET", "/api/v1/rules/r1", status=404)
+        b.rapi.json("DELETE", "/api/v1/rules/r1", status=204)
+        b.rapi.json("GET", "/api/v1/rules/r1", status=404)
         pub.publish("in/x", b"b", qos=1)
         assert expect_marker(sub, pub, "r/marker") == []
-        bad = b.api.json("POST", "/api/v1/rules", {"id": "x", "sql": "SELECT topic FORM \"t\""},
+        bad = b.rapi.json("POST", "/api/v1/rules", {"id": "x", "sql": "SELECT topic FORM \"t\""},
                          status=400)
         assert bad["column"] == 14 and "FORM" in bad["error"], bad
 
 
 def test_test_endpoint_rows_and_errors(rbroker):
     b = rbroker("")
-    out = b.api.json("POST", "/api/v1/rules/test", {
+    out = b.rapi.json("POST", "/api/v1/rules/test", {
         "sql": "SELECT upper(topic) AS u, payload.a.b[0] AS x FROM \"x/#\"",
         "message": {"topic": "x/y", "payload": "{}"}}, status=400)
     assert out["column"] == 38 and out["token"] == "[", out
-    out = b.api.json("POST", "/api/v1/rules/test", {
+    out = b.rapi.json("POST", "/api/v1/rules/test", {
         "sql": "SELECT upper(topic) AS u, payload.a.b AS b, md5('a') AS h, qos + 1 AS q "
                "FROM \"x/#\" WHERE payload.a.n >= 2 AND topic(2) IN ('y', 'z')",
         "message": {"topic": "x/y", "qos": 1, "payload": "{\"a\": {\"b\": [1, 2], \"n\": 2}}"}})
     assert out["matched"] and out["passed"], out
     assert out["rows"] == [{"u": "X/Y", "b": [1, 2], "h": "0cc175b9c0f1b6a831c399e269772661",
                             "q": 2}], out
-    out = b.api.json("POST", "/api/v1/rules/test", {
+    out = b.rapi.json("POST", "/api/v1/rules/test", {
         "sql": "SELECT 1 FROM \"x/#\" WHERE payload.n > 5", "message": {"topic": "x/y",
                                                                         "payload": "{\"n\": 1}"}})
     assert out == {"matched": True, "passed": False, "rows": []}, out
-    out = b.api.json("POST", "/api/v1/rules/test", {"sql": "SELECT topic FORM \"t\""}, status=400)
+    out = b.rapi.json("POST", "/api/v1/rules/test", {"sql": "SELECT topic FORM \"t\""}, status=400)
     assert out["column"] == 14 and out["token"] == "FORM", out
     assert out["error"] == 'column 14: unexpected token "FORM", expected FROM', out
 
@@ -254,3 +254,19 @@ def test_republish_loop_does_not_loop(rbroker):
         sub.expect_nothing(0.5)
         m = wait_metric(b, "loop", "matched", 2)
         assert m["matched"] == 2 and m["passed"] == 2, m
+
+
+def test_api_rules_survive_a_restart(rbroker):
+    b = rbroker(HOT)
+    d = {"id": "kept", "sql": "SELECT payload FROM \"k/#\"",
+         "actions": [{"type": "republish", "topic": "k-out/x", "payload": "${payload}"}]}
+    b.rapi.json("POST", "/api/v1/rules", d, status=201)
+    b.rapi.json("DELETE", "/api/v1/rules/hot", status=204)  # a file rule, deleted for good
+    b.stop()
+    b.start()
+    listed = b.rapi.json("GET", "/api/v1/rules")["rules"]
+    assert [r["id"] for r in listed] == ["kept"], listed
+    with Paho(b, "sub") as sub, Paho(b, "pub") as pub:
+        sub.subscribe("k-out/#", qos=1)
+        pub.publish("k/1", b"v", qos=1)
+        assert expect_marker(sub, pub, "k-out/marker") == [("k-out/x", b"v")]

@@ -113,8 +113,8 @@ static void test_parse_errors(void **state)
 
 static rules_input_t sample(void)
 {
-    static const char payload[] =
-        "{\"temp\": 31.5, \"n\": 7, \"s\": \"Hi\", \"a\": {\"b\": [10, {\"c\": true}]}, \"z\": null}";
+    static const char payload[] = "{\"temp\": 31.5, \"n\": 7, \"s\": \"Hi\", \"a\": {\"b\": [10, "
+                                  "{\"c\": true}]}, \"z\": null}";
     rules_input_t in;
     memset(&in, 0, sizeof(in));
     in.clientid = "dev-1";
@@ -279,8 +279,7 @@ static void test_eval_functions(void **state)
     expect("json_decode('nope')", "ERR: json_decode");
     expect("format_time(timestamp, '%Y-%m-%dT%H:%M:%SZ')", "\"1970-01-02T00:00:00Z\"");
     expect("md5('a')", "\"0cc175b9c0f1b6a831c399e269772661\"");
-    expect("sha256('a')",
-           "\"ca978112ca1bbdcafac231b39a23dc4da786eff8147c4e72b9807785afee48bb\"");
+    expect("sha256('a')", "\"ca978112ca1bbdcafac231b39a23dc4da786eff8147c4e72b9807785afee48bb\"");
     expect("base64_encode('hello')", "\"aGVsbG8=\"");
     expect("base64_decode('aGVsbG8=')", "\"hello\"");
     expect("base64_decode('!!')", "ERR: base64_decode");
@@ -349,9 +348,9 @@ static void test_templates(void **state)
 int main(void)
 {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_parse_good),       cmocka_unit_test(test_parse_errors),
-        cmocka_unit_test(test_eval_fields),      cmocka_unit_test(test_eval_operators),
-        cmocka_unit_test(test_eval_functions),   cmocka_unit_test(test_eval_where_and_star),
+        cmocka_unit_test(test_parse_good),     cmocka_unit_test(test_parse_errors),
+        cmocka_unit_test(test_eval_fields),    cmocka_unit_test(test_eval_operators),
+        cmocka_unit_test(test_eval_functions), cmocka_unit_test(test_eval_where_and_star),
         cmocka_unit_test(test_templates),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
