@@ -219,7 +219,8 @@ int rules_commit(rules_state_t *st, char *err, size_t errlen)
             continue;
         }
         inbox_vec_t v = {0};
-        inbox_vec_push(&v, &(inbox_item_t){.kind = WM_RULES, .flags = ITEM_SET, .ptr = set});
+        inbox_vec_push(
+            &v, &(inbox_item_t){.kind = WM_RULES, .flags = ITEM_SET, .sid = st->index, .ptr = set});
         inbox_post(&w->inbox, &v);
         inbox_vec_free(&v);
     }
@@ -379,21 +380,15 @@ int rules_republish_post(worker_t *w, uint32_t module_index, msg_t *m)
         return RULES_EMIT_DROPPED;
     }
     rw->pending++;
-    worker_post(w, w->id, &(inbox_item_t){.kind = WM_RULES, .flags = ITEM_PUBLISH, .ptr = m});
+    worker_post(
+        w, w->id,
+        &(inbox_item_t){.kind = WM_RULES, .flags = ITEM_PUBLISH, .sid = module_index, .ptr = m});
     return RULES_EMIT_OK;
-}
-
-static uint32_t module_index_of(server_t *srv)
-{
-    for (uint32_t i = 0; i < srv->nmodules; i++)
-        if (srv->modules[i].m == &rules_module)
-            return i;
-    return 0;
 }
 
 static void on_item(worker_t *w, inbox_item_t *it)
 {
-    rules_worker_t *rw = module_worker_ctx(w, module_index_of(w->srv));
+    rules_worker_t *rw = module_worker_ctx(w, (uint32_t)it->sid); /* the module's index */
     if (it->flags == ITEM_SET) {
         rules_set_t *old = rw->set;
         rw->set = it->ptr;

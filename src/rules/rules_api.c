@@ -1,6 +1,6 @@
 /* rules_api.c -- the rules' management API (docs/rules.md, "Management"):
  *
- *   GET    /api/v1/rules                 every rule with its counters
+ *   GET    /api/v1/rules                 every rule with its counters: {"data", "total"}
  *   POST   /api/v1/rules                 create ({"id", "sql", "enabled", "actions"})
  *   GET    /api/v1/rules/{id}            one
  *   PUT    /api/v1/rules/{id}            replace (counters restart)
@@ -52,7 +52,7 @@ static int api_list(module_inst_t *mi, const module_api_req_t *req, json_t **out
         for (uint32_t i = 0; i < st->nall; i++)
             json_array_append_new(a, rules_rule_json(st->all[i]));
         pthread_mutex_unlock(&st->mu);
-        *out = json_pack("{s:o}", "rules", a);
+        *out = json_pack("{s:o,s:i}", "data", a, "total", (int)json_array_size(a));
         return 200;
     }
     int status = 0;

@@ -181,7 +181,7 @@ def test_api_create_change_disable_delete(rbroker):
         b.rapi.json("POST", "/api/v1/rules/r1/enable")
         pub.publish("in/x", b"b", qos=1)
         assert expect_marker(sub, pub, "r/marker") == [("r/two", b"b")]
-        listed = b.rapi.json("GET", "/api/v1/rules")["rules"]
+        listed = b.rapi.json("GET", "/api/v1/rules")["data"]
         assert [r["id"] for r in listed] == ["r1"]
         b.rapi.json("DELETE", "/api/v1/rules/r1", status=204)
         b.rapi.json("GET", "/api/v1/rules/r1", status=404)
@@ -264,9 +264,37 @@ def test_api_rules_survive_a_restart(rbroker):
     b.rapi.json("DELETE", "/api/v1/rules/hot", status=204)  # a file rule, deleted for good
     b.stop()
     b.start()
-    listed = b.rapi.json("GET", "/api/v1/rules")["rules"]
+    listed = b.rapi.json("GET", "/api/v1/rules")["data"]
     assert [r["id"] for r in listed] == ["kept"], listed
     with Paho(b, "sub") as sub, Paho(b, "pub") as pub:
         sub.subscribe("k-out/#", qos=1)
         pub.publish("k/1", b"v", qos=1)
         assert expect_marker(sub, pub, "k-out/marker") == [("k-out/x", b"v")]
+
+
+def test_ctl_rules(rbroker):
+    b = rbroker(HOT)
+    key = b.rapi.key
+
+    def ctl(*args, ok=True):
+        p = subprocess.run([require_antenna_bin(), "ctl", "--url", b.api_url, "--key", key]
+                           + list(args), capture_output=True, text=True, timeout=20)
+        assert (p.returncode == 0) == ok, (args, p.stdout, p.stderr)
+        return p.stdout + p.stderr
+
+    out = ctl("rules")
+    assert "hot" in out and "1 rules" in out, out
+    d = {"id": "c1", "sql": "SELECT topic FROM \"c/#\""}
+    assert '"id": "c1"' in ctl("--json", "rules", "create", json.dumps(d))
+    assert "c1" in ctl("rules", "show", "c1")
+    ctl("rules", "disable", "c1")
+    assert rule(b, "c1")["enabled"] is False
+    ctl("rules", "enable", "c1")
+    assert rule(b, "c1")["enabled"] is True
+    out = json.loads(ctl("--json", "rules", "test", "SELECT topic(2) AS d FROM \"a/#\"",
+                         '{"topic": "a/b"}'))
+    assert out["rows"] == [{"d": "b"}], out
+    out = ctl("rules", "test", "SELECT topic FORM \"a\"", ok=False)
+    assert "column 14" in out, out
+    assert "deleted" in ctl("rules", "delete", "c1")
+    b.rapi.json("GET", "/api/v1/rules/c1", status=404)
