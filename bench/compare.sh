@@ -46,6 +46,10 @@
 #               sample_ratio $TRACE_RATIO (default 0.01), spans exported to a
 #               local OTLP sink this script starts (a Python HTTP server
 #               that answers 200): the cost of tracing beside antenna-wN
+#   rules-miss-w1/-w2, rules-hit-w1/-w2   antenna with one rule (src/rules)
+#               whose FROM selects no bench topic ("other/+"), or every one
+#               ("t/+", WHERE qos = 0 passes; no action): the cost of the rule
+#               engine beside antenna-wN
 # Every broker is started fresh for every scenario and run, on a free loopback
 # port, with the same limits (100 in flight, 100,000 queued per client,
 # TCP_NODELAY, connection logging off), and without persistence (mosquitto's
@@ -97,6 +101,7 @@ case "$RUNS" in ''|*[!0-9]*|0) echo "compare.sh: --runs must be a positive integ
 for b in $BROKERS; do
     case "$b" in
     mosquitto|antenna-w1|antenna-w2|traced-w1|traced-w2) ;;
+    rules-miss-w1|rules-miss-w2|rules-hit-w1|rules-hit-w2) ;;
     base-w1|base-w2)
         [ -x "${ANTENNA_BASE:-}" ] || { echo "compare.sh: $b needs ANTENNA_BASE=path/to/another/antenna" >&2; exit 2; } ;;
     *) echo "compare.sh: unknown broker '$b'" >&2; exit 2 ;;
@@ -228,7 +233,7 @@ EOF
         [ -z "$tport" ] || printf 'listener %s 127.0.0.1\ncertfile %s\nkeyfile %s\n' \
             "$tport" "$CERTS/server.crt" "$CERTS/server.key" >> "$f"
         ;;
-    antenna-w*|base-w*|traced-w*)
+    antenna-w*|base-w*|traced-w*|rules-*-w*)
         f=$WORK/antenna-$port.yaml
         cat > "$f" <<EOF
 workers: ${kind#*-w}
@@ -262,6 +267,20 @@ api:
   enabled: false
 EOF
         case "$kind" in
+        rules-miss-*) cat >> "$f" <<EOF
+rules:
+  rules:
+    - id: miss
+      sql: SELECT clientid, topic, payload FROM "other/+" WHERE qos = 0
+EOF
+            ;;
+        rules-hit-*) cat >> "$f" <<EOF
+rules:
+  rules:
+    - id: hit
+      sql: SELECT clientid, topic, payload FROM "t/+" WHERE qos = 0
+EOF
+            ;;
         traced-*) cat >> "$f" <<EOF
 tracing:
   endpoint: http://127.0.0.1:$OTLP_PORT/v1/traces

@@ -988,6 +988,10 @@ static void ctl_usage(FILE *out)
             "  drain [--rate N] [--server-reference HOST:PORT] [--stay]\n"
             "                               stop accepting, disconnect every client (N/s), stop\n"
             "  drain status                 the drain's progress\n"
+            "  rules [list] | show ID | delete ID | enable ID | disable ID\n"
+            "  rules create JSON            a rule: {\"id\", \"sql\", \"enabled\", \"actions\"}\n"
+            "  rules test SQL [MESSAGE]     a statement over a sample message (JSON: topic,\n"
+            "                               payload, clientid, qos, user_properties, ...)\n"
             "  keys create NAME --keys-file FILE   a new API key (printed once, stored hashed)\n"
             "\n"
             "Options:\n"
@@ -1209,6 +1213,48 @@ static int ctl_parse(ctl_t *c, int argc, char **argv)
     return 0;
 }
 
+static const char *const RULE_COLS[] = {"id", "enabled", "sql", NULL};
+
+/* rules [list] | show ID | create JSON | delete ID | enable ID | disable ID
+ * | test SQL [MESSAGE_JSON]: the rule engine (docs/rules.md). */
+static int cmd_rules(ctl_t *c)
+{
+    const char *sub = c->nargs > 1 ? c->args[1] : "list";
+    char path[256];
+    if (strcmp(sub, "list") == 0)
+        return c->nargs > 2 ? usage_error("rules list takes no argument")
+                            : cmd_get(c, "/api/v1/rules", RULE_COLS, "rules");
+    if (strcmp(sub, "test") == 0) {
+        if (c->nargs < 3 || c->nargs > 4)
+            return usage_error("rules test SQL [MESSAGE_JSON]");
+        json_t *msg = c->nargs == 4 ? json_loads(c->args[3], 0, NULL) : json_object();
+        if (msg == NULL)
+            return usage_error("rules test: the message is not JSON");
+        json_t *b = json_pack("{s:s,s:o}", "sql", c->args[2], "message", msg);
+        char *body = json_dumps(b, JSON_COMPACT);
+        json_decref(b);
+        int rc = cmd_get_body(c, "/api/v1/rules/test", body, NULL, NULL);
+        free(body);
+        return rc;
+    }
+    if (c->nargs != 3)
+        return usage_error("rules %s takes one argument", sub);
+    if (strcmp(sub, "create") == 0)
+        return cmd_get_body(c, "/api/v1/rules", c->args[2], NULL, NULL);
+    if (strpbrk(c->args[2], "/?#% ") || strlen(c->args[2]) > 64)
+        return usage_error("rules: \"%s\" is not a rule id", c->args[2]);
+    snprintf(path, sizeof(path), "/api/v1/rules/%s", c->args[2]);
+    if (strcmp(sub, "show") == 0)
+        return cmd_get(c, path, NULL, NULL);
+    if (strcmp(sub, "delete") == 0)
+        return cmd_delete(c, path, "deleted");
+    if (strcmp(sub, "enable") == 0 || strcmp(sub, "disable") == 0) {
+        snprintf(path, sizeof(path), "/api/v1/rules/%s/%s", c->args[2], sub);
+        return cmd_get_body(c, path, "{}", NULL, NULL);
+    }
+    return usage_error("unknown rules command '%s'", sub);
+}
+
 int api_ctl_main(int argc, char **argv)
 {
     ctl_t c = {0};
@@ -1281,6 +1327,8 @@ int api_ctl_main(int argc, char **argv)
         rc = cmd_reload(&c);
     else if (strcmp(cmd, "drain") == 0)
         rc = cmd_drain(&c);
+    else if (strcmp(cmd, "rules") == 0)
+        rc = cmd_rules(&c);
     else
         rc = usage_error("unknown command '%s'", cmd);
 

@@ -1079,9 +1079,9 @@ static enum MHD_Result module_call(api_req_t *r, module_inst_t *mi, const module
 
 /* ---- the table ----------------------------------------------------------- */
 
-enum { M_GET = 1, M_POST = 2, M_DELETE = 4 };
+enum { M_GET = 1, M_POST = 2, M_DELETE = 4, M_PUT = 8 };
 _Static_assert((int)M_GET == (int)MODULE_API_GET && (int)M_POST == (int)MODULE_API_POST &&
-                   (int)M_DELETE == (int)MODULE_API_DELETE,
+                   (int)M_DELETE == (int)MODULE_API_DELETE && (int)M_PUT == (int)MODULE_API_PUT,
                "module routes use the same method bits");
 
 typedef struct {
@@ -1122,6 +1122,7 @@ enum MHD_Result api_route(api_req_t *r)
     int m = strcmp(r->method, "GET") == 0 || strcmp(r->method, "HEAD") == 0 ? M_GET
             : strcmp(r->method, "POST") == 0                                ? M_POST
             : strcmp(r->method, "DELETE") == 0                              ? M_DELETE
+            : strcmp(r->method, "PUT") == 0                                 ? M_PUT
                                                                             : 0;
     const route_t *refused = NULL; /* the first route of the path, wrong method */
     for (size_t i = 0; i < sizeof(routes) / sizeof(routes[0]); i++) {

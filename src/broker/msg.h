@@ -85,6 +85,9 @@ typedef struct msg_s {
 enum {
     MSG_F_TRACED = 1 /* sampled for tracing: its properties carry a W3C
                       * traceparent the tracing module wrote (src/modules/tracing) */
+    ,
+    MSG_F_RULES = 2 /* published by a rule's republish action: rules ignore it, so
+                     * a rule never loops on its own output (src/rules) */
 };
 
 _Static_assert(sizeof(msg_t) == 56, "msg_t grew: every message pays for it");

@@ -1202,6 +1202,61 @@ int conf_sec_names(conf_sec_t *s, const char *key, char *out, size_t each, uint3
     return rc;
 }
 
+int conf_sec_each(conf_sec_t *s, const char *key, int (*fn)(conf_sec_t *item, uint32_t i, void *ud),
+                  void *ud)
+{
+    const yaml_node_t *k, *v;
+    if (sec_find(s, key, &k, &v) < 0 || is_null(v))
+        return 0;
+    char kpath[KEYPATH_LEN];
+    key_join(kpath, s->path, ".");
+    key_join(kpath, kpath, key);
+    if (v->type != YAML_SEQUENCE_NODE)
+        return fail(s->ld, k, kpath, "expected a list, got %s", node_kind(v));
+    uint32_t i = 0;
+    for (yaml_node_item_t *it = v->data.sequence.items.start; it < v->data.sequence.items.top;
+         it++, i++) {
+        const yaml_node_t *m = yaml_document_get_node(s->ld->doc, *it);
+        char ipath[KEYPATH_LEN];
+        if (snprintf(ipath, sizeof(ipath), "%s[%u]", kpath, i) >= (int)sizeof(ipath))
+            ipath[sizeof(ipath) - 1] = '\0'; /* cut, as key_join does */
+        if (m == NULL || m->type != YAML_MAPPING_NODE)
+            return fail(s->ld, m ? m : k, ipath, "expected a mapping, got %s",
+                        m ? node_kind(m) : "nothing");
+        size_t n = (size_t)(m->data.mapping.pairs.top - m->data.mapping.pairs.start);
+        for (size_t a = 0; a < n; a++) {
+            yaml_node_t *ka =
+                yaml_document_get_node(s->ld->doc, m->data.mapping.pairs.start[a].key);
+            char apath[KEYPATH_LEN];
+            key_join(apath, ipath, ".");
+            key_join(apath, apath, ka && ka->type == YAML_SCALAR_NODE ? sval(ka) : "?");
+            if (ka == NULL || ka->type != YAML_SCALAR_NODE || a >= SEC_MAX_KEYS)
+                return fail(s->ld, ka ? ka : m, apath, "unknown key");
+            for (size_t b = 0; b < a; b++)
+                if (strcmp(sval(yaml_document_get_node(s->ld->doc,
+                                                       m->data.mapping.pairs.start[b].key)),
+                           sval(ka)) == 0)
+                    return fail(s->ld, ka, apath, "duplicate key");
+        }
+        struct conf_sec_s sub = {.ld = s->ld, .at = m, .map = m, .path = ipath};
+        if (fn(&sub, i, ud) < 0)
+            return -1;
+        for (size_t a = 0; a < n; a++)
+            if (!(sub.used & (1u << a))) {
+                yaml_node_t *ka =
+                    yaml_document_get_node(s->ld->doc, m->data.mapping.pairs.start[a].key);
+                char apath[KEYPATH_LEN];
+                key_join(apath, ipath, ".");
+                key_join(apath, apath, sval(ka));
+                an_near_t nr = AN_NEAR(sval(ka));
+                for (uint32_t q = 0; q < sub.nasked; q++)
+                    an_near_try(&nr, sub.asked[q]);
+                return unknown_key(s->ld, ka, apath, &nr);
+            }
+    }
+    return 0;
+}
+
 int conf_sec_has(const conf_sec_t *s, const char *key)
 {
     if (s->map == NULL)

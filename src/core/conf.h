@@ -337,6 +337,11 @@ int conf_sec_enum(conf_sec_t *s, const char *key, const char *const *names, uint
  * are. */
 int conf_sec_names(conf_sec_t *s, const char *key, char *out, size_t each, uint32_t max,
                    uint32_t *count);
+/* A list of mappings under `key` (absent: nothing): fn(item, i, ud) reads
+ * item i's keys with these readers (errors "section.key[i].k"); a key it
+ * did not read is refused.  0, or -1 (fn's, or not a list of mappings). */
+int conf_sec_each(conf_sec_t *s, const char *key, int (*fn)(conf_sec_t *item, uint32_t i, void *ud),
+                  void *ud);
 /* 1 when the file sets `key` in this section. */
 int conf_sec_has(const conf_sec_t *s, const char *key);
 /* A rule across keys: "PATH:LINE: section.key: problem", LINE of the key

@@ -13,6 +13,7 @@
 #include "modules/heartbeat/heartbeat.h"
 #include "modules/message_log/message_log.h"
 #include "modules/tracing/tracing.h"
+#include "rules/rules.h"
 
 const module_t *const module_list[] = {
     &sys_module,          /* $SYS/broker/... (src/broker/sys.c) */
@@ -24,5 +25,6 @@ const module_t *const module_list[] = {
                           * (src/modules/message_log) */
     &tracing_module,      /* tracing: OpenTelemetry spans of messages (src/modules/tracing) */
     &cluster_module,      /* cluster: nodes acting as one broker (src/cluster) */
+    &rules_module,        /* rules: SQL-like rules over messages and events (src/rules) */
     NULL,
 };
