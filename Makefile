@@ -26,7 +26,7 @@ DEB_PACKAGES = build-essential cmake pkg-config clang libclang-rt-14-dev \
                mosquitto mosquitto-clients haproxy openssl chromium \
                libmicrohttpd-dev libjansson-dev libcurl4-openssl-dev libhiredis-dev \
                libjwt-dev redis-server prometheus wrk man-db python3-yaml clang-format \
-               etcd-server etcd-client
+               etcd-server etcd-client librdkafka-dev influxdb influxdb-client
 
 .PHONY: all deps js-deps build run cluster test unit integration asan tsan tsan-build tsan-threads fuzz \
         fuzz-build format format-check clean install deb package-test
@@ -44,7 +44,7 @@ deps:
 	  SUDO=; [ "$$(id -u)" -eq 0 ] || SUDO=sudo; \
 	  $$SUDO apt-get update -q && \
 	  DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -q --no-install-recommends $$missing && \
-	  if command -v systemctl >/dev/null 2>&1; then $$SUDO systemctl disable --now mosquitto redis-server prometheus prometheus-node-exporter etcd >/dev/null 2>&1 || true; fi; \
+	  if command -v systemctl >/dev/null 2>&1; then $$SUDO systemctl disable --now mosquitto redis-server prometheus prometheus-node-exporter etcd influxdb >/dev/null 2>&1 || true; fi; \
 	fi
 
 $(BUILD)/Makefile: CMakeLists.txt
