@@ -8,7 +8,7 @@
 // Polling: /api/v1/stats every second (figures, and the charts: connections,
 // and message rates computed from the counters' differences over the
 // measured interval, 15 minutes kept); the clients, subscriptions and
-// retained tables and the open client's detail every 3 s (and at once after
+// retained tables, the rules and the open client's detail every 3 s (and at once after
 // a search, a kick, a delete or a publish); info and health (and the
 // listeners) every 5 s.  One request per section at a time, each with a
 // deadline; nothing is polled while logged out.
@@ -549,6 +549,125 @@
     renderPager('retained', res);
   }
 
+  // ------------------------------------------------------------ rules
+
+  // One line per action: "republish 10 ok, 0 failed, 0 dropped".
+  function actionSummary(acts) {
+    if (!Array.isArray(acts) || !acts.length) return 'none';
+    return acts.map((a) => {
+      let t = (a.type || '?') + (a.sink ? ' ' + a.sink : '') + ': ' + fmtNum(a.success) + ' ok, ' +
+        fmtNum(a.failed) + ' failed, ' + fmtNum(a.dropped) + ' dropped';
+      if (typeof a.queued === 'number') t += ', ' + fmtNum(a.queued) + ' queued';
+      return t;
+    }).join('; ');
+  }
+
+  async function ruleAction(id, verb) {
+    const path = '/api/v1/rules/' + encodeURIComponent(id) + (verb === 'delete' ? '' : '/' + verb);
+    const res = await api(verb === 'delete' ? 'DELETE' : 'POST', path);
+    if (res.status >= 200 && res.status < 300) toast((verb === 'delete' ? 'Deleted' : verb === 'enable' ?
+      'Enabled' : 'Disabled') + ' rule ' + id);
+    else toast('Rule ' + id + ': ' + errorText(res), true);
+    await refreshSection('rules', true);
+  }
+
+  async function loadRules() {
+    const res = await api('GET', '/api/v1/rules');
+    const tbody = $('rules-table').tBodies[0];
+    tbody.textContent = '';
+    $('rules-note').textContent = '';
+    if (res.status === 409 && res.data && res.data.code === 'rules_disabled') {
+      $('rules-note').textContent = 'The rule engine is off (rules.enabled in the configuration).';
+      $('rule-form').hidden = true;
+      emptyRow(tbody, 8, 'No rules.');
+      $('rules-count').textContent = '';
+      return;
+    }
+    $('rule-form').hidden = false;
+    if (res.status !== 200) { emptyRow(tbody, 8, 'Error: ' + errorText(res)); return; }
+    const rows = res.data.data || [];
+    rows.forEach((r) => {
+      const m = r.metrics || {};
+      const tr = document.createElement('tr');
+      tr.dataset.ruleId = r.id;
+      cell(tr, r.id, 'mono rule-id');
+      cell(tr, r.sql, 'mono rule-sql');
+      const on = r.enabled !== false;
+      const st = cell(tr, '');
+      const badge = document.createElement('span');
+      badge.className = 'state ' + (on ? 'on' : 'off');
+      badge.textContent = on ? 'enabled' : 'disabled';
+      st.appendChild(badge);
+      cell(tr, fmtNum(m.matched), 'rule-matched');
+      cell(tr, fmtNum(m.passed), 'rule-passed');
+      cell(tr, fmtNum(m.failed), 'rule-failed');
+      cell(tr, actionSummary(m.actions), 'rule-actions');
+      const act = cell(tr, '');
+      const toggle = document.createElement('button');
+      toggle.type = 'button';
+      toggle.className = 'small plain rule-toggle';
+      toggle.textContent = on ? 'Disable' : 'Enable';
+      toggle.onclick = () => ruleAction(r.id, on ? 'disable' : 'enable');
+      act.append(toggle, ' ', confirmButton('delete-rule', r.id, 'Delete', () => ruleAction(r.id, 'delete')));
+      tbody.appendChild(tr);
+    });
+    if (!rows.length) emptyRow(tbody, 8, 'No rules yet.');
+    $('rules-count').textContent = '(' + fmtNum(rows.length) + ')';
+  }
+
+  // The form's JSON fields: the parsed value, or throws naming the field.
+  function formJson(id, label, fallback) {
+    const text = $(id).value.trim();
+    if (!text) return fallback;
+    try { return JSON.parse(text); } catch (e) { throw new Error(label + ' is not JSON: ' + e.message); }
+  }
+
+  function ruleOutcome(ok, text, data) {
+    const result = $('rule-result'), out = $('rule-output');
+    result.dataset.ok = ok ? 'yes' : 'no';
+    result.textContent = text;
+    out.textContent = data === undefined ? '' : JSON.stringify(data, null, 2);
+    out.hidden = data === undefined;
+  }
+
+  function ruleError(res) {
+    const d = res.data || {};
+    return errorText(res) + (d.column ? ' (column ' + d.column + (d.token ? ', at "' + d.token + '"' : '') + ')' : '');
+  }
+
+  async function ruleSubmit(test) {
+    let body;
+    try {
+      if (test) {
+        body = { sql: $('rule-sql').value, message: formJson('rule-sample', 'The sample message', {}) };
+      } else {
+        body = { id: $('rule-id').value.trim(), sql: $('rule-sql').value, enabled: true,
+                 actions: formJson('rule-actions', 'Actions', []) };
+      }
+    } catch (e) {
+      ruleOutcome(false, e.message);
+      return;
+    }
+    $('rule-test').disabled = $('rule-create').disabled = true;
+    try {
+      const res = await api('POST', test ? '/api/v1/rules/test' : '/api/v1/rules', body);
+      if (test && res.status === 200) {
+        const d = res.data || {};
+        ruleOutcome(true, !d.matched ? 'The sample does not match the FROM clause.' : d.passed ?
+          'Passed: ' + (d.rows || []).length + ' row(s).' : 'Matched, but WHERE filtered it out.', d.rows);
+      } else if (!test && res.status === 201) {
+        ruleOutcome(true, 'Created rule ' + body.id + '.');
+        await refreshSection('rules', true);
+      } else {
+        ruleOutcome(false, 'Refused (HTTP ' + res.status + '): ' + ruleError(res), res.data);
+      }
+    } catch (e) {
+      if (e.message !== 'unauthorized') ruleOutcome(false, 'Cannot reach the broker: ' + e.message);
+    } finally {
+      $('rule-test').disabled = $('rule-create').disabled = false;
+    }
+  }
+
   // ------------------------------------------------------------ client detail
 
   function openDetail(clientId) {
@@ -708,7 +827,7 @@
   }
 
   const loaders = { clients: loadClients, subscriptions: loadSubscriptions, retained: loadRetained,
-                    detail: loadDetail };
+                    detail: loadDetail, rules: loadRules };
 
   // Reloads one table; `wait` queues behind a run in flight instead of skipping.
   async function refreshSection(section, wait) {
@@ -721,6 +840,7 @@
     refreshSection('clients');
     refreshSection('subscriptions');
     refreshSection('retained');
+    refreshSection('rules');
     if (state.detail !== null) refreshSection('detail');
   }
 
@@ -786,6 +906,8 @@
     $('logout').onclick = () => logout('');
     $('detail-close').onclick = closeDetail;
     $('publish-form').addEventListener('submit', publish);
+    $('rule-form').addEventListener('submit', (ev) => { ev.preventDefault(); ruleSubmit(false); });
+    $('rule-test').onclick = () => ruleSubmit(true);
     const search = (section) => debounce(() => { state.pages[section] = 1; refreshSection(section, true); }, 250);
     $('clients-search').addEventListener('input', search('clients'));
     $('clients-connected').addEventListener('change', search('clients'));

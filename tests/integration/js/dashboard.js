@@ -29,65 +29,28 @@
 // sessionStorage) and {"event": "logged_out"} (Log out clears it).
 // The Python side checks that the MQTT client really was disconnected.
 'use strict';
-const { chromium } = require('playwright-core');
+const { parseArgs, out, StepError, until, watchErrors, runFlow } = require('./dashlib');
 
 const opts = { url: '', key: '', user: '', password: '', flow: 'full',
                client: '', other: '', topic: '', retained: '',
                'user-data-dir': '', screenshot: '',
                timeout: 45, chromium: '/usr/bin/chromium' };
-const argv = process.argv.slice(2);
-for (let i = 0; i < argv.length; i += 2) {
-  const k = argv[i].replace(/^--/, ''), v = argv[i + 1];
-  if (!(k in opts) || v === undefined) {
-    console.error('usage: dashboard.js --url URL --key KEY --client ID --other ID ' +
-                  '--user-data-dir DIR --screenshot FILE [--timeout S] [--chromium PATH]');
-    process.exit(2);
-  }
-  opts[k] = typeof opts[k] === 'number' ? Number(v) : v;
-}
-const required = opts.flow === 'login' ? ['url', 'user', 'password', 'client', 'user-data-dir']
-  : ['url', 'key', 'client', 'other', 'topic', 'retained', 'user-data-dir', 'screenshot'];
-for (const k of required) {
-  if (!opts[k]) {
-    console.error('dashboard.js: --' + k + ' is required');
-    process.exit(2);
-  }
-}
-
-function out(obj) { process.stdout.write(JSON.stringify(obj) + '\n'); }
-
-class StepError extends Error {
-  constructor(step, message) { super(message); this.step = step; }
-}
+const flowOf = process.argv.indexOf('--flow');
+const loginFlow = flowOf > 0 && process.argv[flowOf + 1] === 'login';
+parseArgs('dashboard.js', opts,
+          loginFlow ? ['url', 'user', 'password', 'client', 'user-data-dir']
+            : ['url', 'key', 'client', 'other', 'topic', 'retained', 'user-data-dir', 'screenshot'],
+          '--url URL --key KEY --client ID --other ID --user-data-dir DIR --screenshot FILE ' +
+          '[--timeout S] [--chromium PATH]');
 
 // The client ids of the clients table's rows.
 async function clientRows(page) {
   return page.$$eval('#clients-table tbody tr[data-client-id]', (trs) => trs.map((t) => t.dataset.clientId));
 }
 
-// Polls fn() (async, truthy = done) every 100 ms for at most `ms`.
-async function until(step, ms, fn) {
-  const deadline = Date.now() + ms;
-  let last;
-  while (Date.now() < deadline) {
-    last = await fn();
-    if (last) return last;
-    await new Promise((r) => setTimeout(r, 100));
-  }
-  throw new StepError(step, 'timed out after ' + ms + ' ms');
-}
-
 async function run(page) {
   const ms = 15000;
-  const errors = [];
-  page.on('pageerror', (e) => errors.push(String(e)));
-  page.on('console', (m) => {
-    process.stderr.write('console: ' + m.text() + '\n');
-    // the API's Content-Security-Policy must not block anything the page uses
-    if (/Content Security Policy/i.test(m.text())) errors.push('CSP: ' + m.text());
-  });
-  // Chromium's own HTTP auth dialog must never appear: the page has its form.
-  page.on('dialog', (d) => { errors.push('unexpected dialog: ' + d.message()); d.dismiss(); });
+  const errors = watchErrors(page);
 
   await page.goto(opts.url, { timeout: opts.timeout * 1000 });
   await page.waitForSelector('#login-form', { state: 'visible', timeout: ms });
@@ -195,33 +158,4 @@ async function run(page) {
   if (errors.length) throw new StepError('page', errors.join('; '));
 }
 
-async function main() {
-  const context = await chromium.launchPersistentContext(opts['user-data-dir'], {
-    executablePath: opts.chromium,
-    headless: true,
-    viewport: { width: 1400, height: 1000 },
-    args: ['--headless', '--no-sandbox', '--disable-gpu', '--disable-quic', '--no-first-run',
-           '--disable-background-networking', '--disable-component-update', '--disable-sync'],
-    timeout: opts.timeout * 1000,
-  });
-  try {
-    const page = context.pages()[0] || await context.newPage();
-    await run(page);
-    return 0;
-  } catch (e) {
-    out({ event: 'error', step: e.step || 'run', message: String(e && e.message || e) });
-    return 1;
-  } finally {
-    await context.close();
-  }
-}
-
-const watchdog = setTimeout(() => {
-  out({ event: 'error', step: 'watchdog', message: 'gave up after ' + opts.timeout + ' s' });
-  process.exit(1);
-}, opts.timeout * 1000);
-
-main().then((code) => { clearTimeout(watchdog); process.exit(code); }, (e) => {
-  out({ event: 'error', step: 'launch', message: String(e && e.message || e) });
-  process.exit(1);
-});
+runFlow(opts, run);

@@ -32,46 +32,14 @@
 // Screenshots: detail.png, publish.png, unreachable.png in --artifacts.
 'use strict';
 const path = require('path');
-const { chromium } = require('playwright-core');
+const { parseArgs, out, StepError, until, watchErrors, loginWithKey, runFlow } = require('./dashlib');
 
-const opts = { url: '', key: '', client: '', other: '', 'publish-topic': '', payload: '',
-               'user-data-dir': '', artifacts: '', timeout: 90, chromium: '/usr/bin/chromium' };
-const argv = process.argv.slice(2);
-for (let i = 0; i < argv.length; i += 2) {
-  const k = argv[i].replace(/^--/, ''), v = argv[i + 1];
-  if (!(k in opts) || v === undefined) {
-    console.error('usage: dashboard_manage.js --url URL --key KEY --client ID --other ID ' +
-                  '--publish-topic T --payload P --user-data-dir DIR --artifacts DIR ' +
-                  '[--timeout S] [--chromium PATH]');
-    process.exit(2);
-  }
-  opts[k] = typeof opts[k] === 'number' ? Number(v) : v;
-}
-for (const k of ['url', 'key', 'client', 'other', 'publish-topic', 'payload', 'user-data-dir',
-                 'artifacts']) {
-  if (!opts[k]) {
-    console.error('dashboard_manage.js: --' + k + ' is required');
-    process.exit(2);
-  }
-}
-
-function out(obj) { process.stdout.write(JSON.stringify(obj) + '\n'); }
-
-class StepError extends Error {
-  constructor(step, message) { super(message); this.step = step; }
-}
-
-// Polls fn() (async, truthy = done) every 100 ms for at most `ms`.
-async function until(step, ms, fn) {
-  const deadline = Date.now() + ms;
-  let last;
-  while (Date.now() < deadline) {
-    last = await fn();
-    if (last) return last;
-    await new Promise((r) => setTimeout(r, 100));
-  }
-  throw new StepError(step, 'timed out after ' + ms + ' ms');
-}
+const opts = parseArgs('dashboard_manage.js',
+  { url: '', key: '', client: '', other: '', 'publish-topic': '', payload: '',
+    'user-data-dir': '', artifacts: '', timeout: 90, chromium: '/usr/bin/chromium' },
+  ['url', 'key', 'client', 'other', 'publish-topic', 'payload', 'user-data-dir', 'artifacts'],
+  '--url URL --key KEY --client ID --other ID --publish-topic T --payload P ' +
+  '--user-data-dir DIR --artifacts DIR [--timeout S] [--chromium PATH]');
 
 function rowSel(id) {
   return '#clients-table tbody tr[data-client-id="' + id.replace(/\\/g, '\\\\').replace(/"/g, '\\"') + '"]';
@@ -104,19 +72,8 @@ async function badge(page) {
 
 async function run(page) {
   const ms = 15000;
-  const errors = [];
-  page.on('pageerror', (e) => errors.push(String(e)));
-  page.on('console', (m) => {
-    process.stderr.write('console: ' + m.text() + '\n');
-    if (/Content Security Policy/i.test(m.text())) errors.push('CSP: ' + m.text());
-  });
-  page.on('dialog', (d) => { errors.push('unexpected dialog: ' + d.message()); d.dismiss(); });
-
-  await page.goto(opts.url, { timeout: ms });
-  await page.waitForSelector('#login-form', { state: 'visible', timeout: ms });
-  await page.fill('#login-key', opts.key);
-  await page.click('#login-submit');
-  await page.waitForSelector('body[data-state="ready"]', { timeout: ms });
+  const errors = watchErrors(page);
+  await loginWithKey(page, opts.url, opts.key, ms);
   out({ event: 'logged_in' });
 
   // the clients table: Username, MQTT version by name, relative times
@@ -219,33 +176,4 @@ async function run(page) {
   if (errors.length) throw new StepError('page', errors.join('; '));
 }
 
-async function main() {
-  const context = await chromium.launchPersistentContext(opts['user-data-dir'], {
-    executablePath: opts.chromium,
-    headless: true,
-    viewport: { width: 1400, height: 1000 },
-    args: ['--headless', '--no-sandbox', '--disable-gpu', '--disable-quic', '--no-first-run',
-           '--disable-background-networking', '--disable-component-update', '--disable-sync'],
-    timeout: opts.timeout * 1000,
-  });
-  try {
-    const page = context.pages()[0] || await context.newPage();
-    await run(page);
-    return 0;
-  } catch (e) {
-    out({ event: 'error', step: e.step || 'run', message: String(e && e.message || e) });
-    return 1;
-  } finally {
-    await context.close();
-  }
-}
-
-const watchdog = setTimeout(() => {
-  out({ event: 'error', step: 'watchdog', message: 'gave up after ' + opts.timeout + ' s' });
-  process.exit(1);
-}, opts.timeout * 1000);
-
-main().then((code) => { clearTimeout(watchdog); process.exit(code); }, (e) => {
-  out({ event: 'error', step: 'launch', message: String(e && e.message || e) });
-  process.exit(1);
-});
+runFlow(opts, run);
