@@ -10,6 +10,7 @@
 #include "module.h"
 
 #include <stdlib.h>
+#include <string.h>
 
 #include "log.h"
 
@@ -130,6 +131,22 @@ void module_stop_all(server_t *srv)
         if (mi->inited && mi->m->stop)
             mi->m->stop(mi);
     }
+}
+
+const module_inst_t *module_live_key(const server_t *srv, const char *p)
+{
+    for (uint32_t j = 0; j < srv->nmodules; j++) {
+        const module_t *m = srv->modules[j].m;
+        size_t n = m->section ? strlen(m->section) : 0;
+        if (!m->live_keys || !m->reload || n == 0 || strncmp(p, m->section, n) != 0 || p[n] != '.')
+            continue;
+        const char *key = p + n + 1;
+        size_t kl = strcspn(key, ".[");
+        for (const char *const *k = m->live_keys; *k; k++)
+            if (strlen(*k) == kl && strncmp(*k, key, kl) == 0)
+                return &srv->modules[j];
+    }
+    return NULL;
 }
 
 void module_worker_free(worker_t *w)

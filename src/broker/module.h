@@ -118,6 +118,16 @@ typedef struct module_s {
     /* NULL when ready; else why not (a static or module-owned string):
      * /health/ready answers 503 with it. */
     const char *(*unready)(module_inst_t *mi);
+    /* live reload (reload.c, SIGHUP or `antenna ctl reload`): the keys of
+     * the section that can change live (NULL-terminated, "rules"); when
+     * one of them differs from the values last applied, reload() gets the
+     * section's new values (already checked by conf_load) on the reloading
+     * thread: apply them and return 0, or -1 with err (nothing of the
+     * module changed; the reload reports the error).  mi->conf keeps the
+     * start-up values.  Other keys of the section need a restart, as the
+     * core's keys do.  A section without conf_walk is never compared. */
+    const char *const *live_keys;
+    int (*reload)(module_inst_t *mi, const void *conf, char *err, size_t errlen);
 } module_t;
 
 /* One module in a running server (server_t.modules[index]). */
@@ -152,6 +162,9 @@ int module_init_all(server_t *srv); /* init, then worker_init on each worker */
 int module_start_all(server_t *srv);
 void module_stop_all(server_t *srv); /* in reverse order */
 void module_free_all(server_t *srv); /* free, in reverse order */
+/* reload.c: the module whose live_keys name the configuration path p
+ * ("rules.rules", "rules.rules[?].sql"), or NULL. */
+const module_inst_t *module_live_key(const server_t *srv, const char *p);
 /* worker.c (worker_free): every module's worker_free for w. */
 void module_worker_free(worker_t *w);
 

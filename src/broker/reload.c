@@ -670,11 +670,18 @@ int reload_run(server_t *srv, reload_result_t *res)
     flatten(rs->start, &fstart);
 
     int live_changed = 0, auth_changed = 0;
+    uint8_t *mod_changed = an_calloc(srv->nmodules ? srv->nmodules : 1, 1);
     for (size_t i = 0; i < fc.n + fstart.n; i++) {
         const char *p = i < fc.n ? fc.v[i].path : fstart.v[i - fc.n].path;
+        const module_inst_t *mi;
         if (strncmp(p, "listeners", 9) == 0)
             continue;
-        if (strncmp(p, "auth.", 5) == 0) {
+        if ((mi = module_live_key(srv, p)) != NULL) {
+            if (differs(&fc, &fcur, p)) {
+                mod_changed[mi->index] = 1;
+                name_add(res->applied, &res->napplied, p);
+            }
+        } else if (strncmp(p, "auth.", 5) == 0) {
             if (differs(&fc, &fcur, p)) {
                 auth_changed = 1;
                 name_add(res->applied, &res->napplied, p);
@@ -700,6 +707,21 @@ int reload_run(server_t *srv, reload_result_t *res)
         log_error("reload: auth: %s: nothing changed", err);
         res->napplied = 0;
         goto out;
+    }
+    /* modules: each applies its own section, or refuses it whole */
+    for (uint32_t j = 0; j < srv->nmodules; j++) {
+        module_inst_t *mi = &srv->modules[j];
+        if (!mod_changed[j])
+            continue;
+        if (mi->m->reload(mi, conf_section_values(cand, mi->m->section), err, sizeof(err)) < 0) {
+            error_add(res, "%s: %s", mi->m->section, err);
+            log_error("reload: %s: %s: not applied", mi->m->section, err);
+            res->napplied = 0;
+            if (chain)
+                auth_chain_free(chain);
+            goto out;
+        }
+        log_info("reload: %s applied", mi->m->section);
     }
     if (live_changed || auth_changed) {
         conf_t *snap = an_malloc(sizeof(conf_t));
@@ -748,6 +770,7 @@ out:
     flat_free(&fc);
     flat_free(&fcur);
     flat_free(&fstart);
+    free(mod_changed);
     free(cand);
     pthread_mutex_unlock(&rs->lock);
     return (int)res->nerrors;

@@ -14,10 +14,13 @@
  *         auth.* (the chain is rebuilt and swapped; ACL, password and JWT
  *         files re-read); listeners added and removed (by name); a
  *         listener's TLS keys (cert_file, key_file, ca_file,
- *         require_client_cert, tls_min_version, ciphers).
+ *         require_client_cert, tls_min_version, ciphers); the keys a
+ *         module names in module_t.live_keys (rules.rules), applied by its
+ *         reload hook before the core's keys (a module that refuses stops
+ *         the reload there).
  *   not live (named in restart_required): everything else: workers,
  *         log.file/format/target, the rest of mqtt.*, memory_high_water,
- *         persistence, api, events, modules' sections, a listener's
+ *         persistence, api, events, modules' other keys, a listener's
  *         other keys (address, port, transport...).
  *
  * Limits are read by the workers through server_live(): an immutable

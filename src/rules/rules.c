@@ -557,6 +557,8 @@ static void rules_walk(const void *conf, conf_visit_fn fn, void *ud)
     fn(ud, CONF_V_STR, "rules", c->json, 0);
 }
 
+static const char *const rules_live_keys[] = {"rules", NULL};
+
 /* ---- the store ---- */
 
 static void store_key(const char *id, char *key, size_t *kl)
@@ -695,6 +697,77 @@ static int rules_init(module_inst_t *mi)
     return 0;
 }
 
+/* Live reload (module_t.reload): the file's rules again.  The new set is
+ * built as at start (the file's rules, then the store's: the API's
+ * changes win), all under st->mu; a rule whose definition did not change
+ * keeps its object, so its counters go on.  A file rule that does not
+ * build (an event not listened to) refuses the reload: nothing changes.
+ * rules.enabled, .events and .max_pending need a restart (not live keys). */
+static int rules_reload(module_inst_t *mi, const void *conf, char *err, size_t errlen)
+{
+    const rules_conf_t *c = conf;
+    rules_state_t *st = mi->state;
+    if (st == NULL) {
+        snprintf(err, errlen, "the rule engine is off since start (rules.enabled): restart");
+        return -1;
+    }
+    json_t *list = json_loads(c->json, 0, NULL);
+    pthread_mutex_lock(&st->mu);
+    rules_rule_t **old = st->all;
+    uint32_t nold = st->nall;
+    st->all = NULL;
+    st->nall = 0;
+    size_t i;
+    json_t *def;
+    json_array_foreach(list, i, def)
+    {
+        char e[300];
+        rules_rule_t *r = rules_rule_build(st, def, e, sizeof(e), NULL);
+        if (r == NULL) {
+            snprintf(err, errlen, "rule %s: %s", json_string_value(json_object_get(def, "id")), e);
+            for (uint32_t k = 0; k < st->nall; k++)
+                rules_rule_unref(st->all[k]);
+            free(st->all);
+            st->all = old;
+            st->nall = nold;
+            pthread_mutex_unlock(&st->mu);
+            json_decref(list);
+            return -1;
+        }
+        replace_rule(st, r->id, r);
+    }
+    json_decref(list);
+    if (st->srv->store) {
+        int rc =
+            store_scan(st->srv->store, RULES_STORE_PREFIX, RULES_STORE_PREFIX_LEN, load_stored, st);
+        if (rc < 0)
+            log_warn("rules: reading the stored rules: %s", store_strerror(rc));
+    }
+    /* unchanged rules keep their objects (and counters) */
+    uint32_t kept = 0;
+    for (uint32_t k = 0; k < st->nall; k++)
+        for (uint32_t o = 0; o < nold; o++)
+            if (old[o] && strcmp(old[o]->id, st->all[k]->id) == 0) {
+                if (json_equal(old[o]->def, st->all[k]->def)) {
+                    rules_rule_unref(st->all[k]);
+                    st->all[k] = old[o];
+                    old[o] = NULL;
+                    kept++;
+                }
+                break;
+            }
+    for (uint32_t o = 0; o < nold; o++)
+        if (old[o])
+            rules_rule_unref(old[o]);
+    free(old);
+    char e[200] = "";
+    if (rules_commit(st, e, sizeof(e)) < 0)
+        log_warn("rules: reload: %s", e);
+    log_info("rules: reloaded: %" PRIu32 " rule(s), %" PRIu32 " unchanged", st->nall, kept);
+    pthread_mutex_unlock(&st->mu);
+    return 0;
+}
+
 static int rules_worker_init(module_inst_t *mi, worker_t *w, void **ctx)
 {
     (void)w;
@@ -822,6 +895,8 @@ const module_t rules_module = {
     .conf_defaults = rules_defaults,
     .conf_load = rules_load,
     .conf_walk = rules_walk,
+    .live_keys = rules_live_keys,
+    .reload = rules_reload,
     .init = rules_init,
     .free = rules_free,
     .worker_init = rules_worker_init,

@@ -298,3 +298,81 @@ def test_ctl_rules(rbroker):
     assert "column 14" in out, out
     assert "deleted" in ctl("rules", "delete", "c1")
     b.rapi.json("GET", "/api/v1/rules/c1", status=404)
+
+
+RELOADED = """rules:
+  rules:
+    - id: hot
+      sql: SELECT clientid, payload.temp AS t, topic(2) AS dev FROM "sensors/+/data" WHERE payload.temp > 30
+      actions:
+        - type: republish
+          topic: alerts/${dev}
+          payload: '{"t": ${t}, "c": "${clientid}"}'
+    - id: cold
+      sql: SELECT payload.temp AS t, topic(2) AS dev FROM "sensors/+/data" WHERE payload.temp < 0
+      actions:
+        - type: republish
+          topic: frost/${dev}
+          payload: '${t}'
+"""
+
+
+def reload(b):
+    return b.rapi.json("POST", "/api/v1/reload")
+
+
+def test_reload_applies_the_files_rules_and_keeps_the_apis(rbroker):
+    """SIGHUP / ctl reload: the file's rules change live; an unchanged rule
+    keeps its counters; a rule created through the API stays."""
+    b = rbroker()
+    b.rapi.json("POST", "/api/v1/rules", {
+        "id": "api-rule", "sql": 'SELECT topic FROM "api/#"',
+        "actions": [{"type": "republish", "topic": "seen/${topic}"}]}, status=201)
+    with Paho(b, "sub") as sub, Paho(b, "pub1") as pub:
+        sub.subscribe("alerts/#", 1)
+        sub.subscribe("frost/#", 1)
+        pub.publish("sensors/a/data", b'{"temp": 40}', qos=1)
+        wait_metric(b, "hot", "passed", 1)
+        b.sections = RELOADED
+        b.write_config()
+        ans = reload(b)
+        assert "rules.rules" in ans["applied"] and ans["errors"] == [], ans
+        ids = [r["id"] for r in b.rapi.json("GET", "/api/v1/rules")["data"]]
+        assert sorted(ids) == ["api-rule", "cold", "hot"], ids
+        # the unchanged rule kept its counters
+        assert rule(b, "hot")["metrics"]["passed"] == 1
+        pub.publish("sensors/b/data", b'{"temp": -5}', qos=1)
+        got = []
+        deadline = time.monotonic() + 10
+        while ("frost/b", b"-5") not in got:
+            assert time.monotonic() < deadline, got
+            m = sub.get(timeout=max(0.01, deadline - time.monotonic()))
+            got.append((m.topic, m.payload))
+        # back to one rule: cold goes, the API's rule stays
+        b.sections = HOT
+        b.write_config()
+        ans = reload(b)
+        assert "rules.rules" in ans["applied"], ans
+        ids = [r["id"] for r in b.rapi.json("GET", "/api/v1/rules")["data"]]
+        assert sorted(ids) == ["api-rule", "hot"], ids
+
+
+def test_reload_with_a_bad_rule_changes_nothing(rbroker):
+    b = rbroker()
+    b.sections = HOT + """    - id: drops
+      sql: SELECT clientid FROM "$events/message_dropped"
+"""
+    b.write_config()
+    st, _, raw = b.rapi.call("POST", "/api/v1/reload")
+    ans = json.loads(raw)
+    assert ans["errors"] and "message_dropped" in ans["errors"][0], (st, ans)
+    ids = [r["id"] for r in b.rapi.json("GET", "/api/v1/rules")["data"]]
+    assert ids == ["hot"], ids
+    # a key that needs a restart is named, the rules still apply
+    b.sections = RELOADED.replace("rules:\n  rules:", "rules:\n  max_pending: 77\n  rules:", 1)
+    b.write_config()
+    ans = reload(b)
+    assert "rules.max_pending" in ans["restart_required"], ans
+    assert "rules.rules" in ans["applied"], ans
+    ids = sorted(r["id"] for r in b.rapi.json("GET", "/api/v1/rules")["data"])
+    assert ids == ["cold", "hot"], ids
