@@ -164,6 +164,32 @@ def wait_for(cond, timeout, interval=0.05, what="condition"):
         time.sleep(interval)
 
 
+def freeze(pid, timeout=10.0):
+    """SIGSTOP pid and wait until every thread of it is stopped.  kill()
+    returns before the stop is done: the kernel wakes one thread, which
+    stops the others when it runs; on a busy machine another thread (a link
+    thread woken by the network) can run on for tens of milliseconds
+    meanwhile.  A test that needs the process silent waits for this."""
+    os.kill(pid, signal.SIGSTOP)
+
+    def all_stopped():
+        try:
+            tids = os.listdir("/proc/%d/task" % pid)
+        except FileNotFoundError:
+            return False
+        for t in tids:
+            try:
+                with open("/proc/%d/task/%s/stat" % (pid, t)) as f:
+                    state = f.read().rsplit(")", 1)[1].split()[0]
+            except (FileNotFoundError, ProcessLookupError):
+                continue
+            if state not in ("T", "t"):
+                return False
+        return True
+
+    wait_for(all_stopped, timeout, interval=0.005, what="every thread of %d stopped" % pid)
+
+
 def yaml_scalar(v):
     if isinstance(v, bool):
         return "true" if v else "false"

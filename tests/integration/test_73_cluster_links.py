@@ -13,7 +13,7 @@ from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 import pytest
 
-from conftest import IS_MOSQUITTO, free_port, stop_all, wait_for
+from conftest import IS_MOSQUITTO, free_port, freeze, stop_all, wait_for
 from test_50_api import Client, make_key
 from test_61_modules import SectionBroker
 
@@ -351,8 +351,8 @@ def test_qos1_kept_across_a_link_break(cluster):
     publish(pub, "q/before", b"0")
     next_is(sub, "q/before", b"0")
     b = cl.nodes["b"]
-    b.proc.send_signal(signal.SIGSTOP)
     try:
+        freeze(b.proc.pid)
         wait_for(lambda: cl.view("a")["b"]["link_state"]["state"] != "up", 20,
                  what="a closes the silent link")
         # not acknowledged while b does not have them (test_78): sent

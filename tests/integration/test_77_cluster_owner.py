@@ -13,7 +13,7 @@ import pytest
 
 import mqttraw
 from cluster_util import cluster, needs_etcd, wait_members, wait_nodes  # noqa: F401
-from conftest import IS_MOSQUITTO, wait_for
+from conftest import IS_MOSQUITTO, freeze, wait_for
 
 pytestmark = [pytest.mark.skipif(IS_MOSQUITTO, reason="antenna_only"), needs_etcd]
 
@@ -204,8 +204,8 @@ def test_lease_lost_then_back_closes_ids_claimed_meanwhile(cluster):
     keep = mqttraw.connect_v5(a.host, a.port, "dev-keep")
     wait_for(lambda: owner_of(cluster, "dev-l") == "node0", 5, what="claim by node0")
     # node0 frozen past its lease: etcd drops it and its claims
-    os.kill(a.proc.pid, signal.SIGSTOP)
     try:
+        freeze(a.proc.pid)
         wait_members([b], ["node1"], timeout=15)
         wait_for(lambda: owner_of(cluster, "dev-l") is None, 10, what="claims gone with the lease")
         second = connect_retry(b, "dev-l")

@@ -10,7 +10,7 @@ import time
 import pytest
 
 import cluster_util
-from conftest import IS_MOSQUITTO, wait_for
+from conftest import IS_MOSQUITTO, freeze, wait_for
 from test_73_cluster_links import client, close, cluster, get, subscribe  # noqa: F401
 
 pytestmark = pytest.mark.skipif(IS_MOSQUITTO, reason="antenna_only")
@@ -30,8 +30,8 @@ def test_puback_waits_for_the_remote_node(cluster):
     assert get(sub).payload == b"warm"
 
     pid = cl.nodes["b"].proc.pid
-    os.kill(pid, signal.SIGSTOP)
     try:
+        freeze(pid)
         info = pub.publish("held/t", b"held", qos=1)
         # b is stopped: its link is silent, the PUBACK must not come (a
         # bounded window, well under the link's 6 s dead time)
@@ -179,8 +179,8 @@ def test_member_nodes_leaving(ecluster):
     # b stops answering with a message for it: no PUBACK; b is killed and
     # its lease expires (it left): the PUBACK comes
     pid = b.proc.pid
-    os.kill(pid, signal.SIGSTOP)
     try:
+        freeze(pid)
         info = pub.publish("l/t", b"last", qos=1)
         deadline = time.monotonic() + 1.0
         while time.monotonic() < deadline:
