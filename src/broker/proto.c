@@ -8,9 +8,12 @@
  * topic aliases, receive maximum, subscription features) are enforced.
  * Each refusal closes the one connection with a log line naming the client
  * and the rule; an MQTT 5 client gets a DISCONNECT with the reason code
- * first.
+ * first.  Authentication of a CONNECT (the auth chain, bans, MQTT 5
+ * enhanced authentication and AUTH packets) is in proto_auth.c; what the
+ * two files share is in proto_int.h.
  */
 #include "proto.h"
+#include "proto_int.h"
 
 #include <arpa/inet.h>
 #include <stdio.h>
@@ -29,7 +32,7 @@
 #include "sess.h"
 #include "sess_acl.h"
 
-static int close_with(conn_t *c, uint8_t rc, const char *what, const char *why)
+int proto_close_with(conn_t *c, uint8_t rc, const char *what, const char *why)
 {
     char msg[256];
     snprintf(msg, sizeof(msg), "%s: %s", what, why ? why : "?");
@@ -37,24 +40,24 @@ static int close_with(conn_t *c, uint8_t rc, const char *what, const char *why)
     return -1;
 }
 
-static int protocol_error(conn_t *c, const char *why)
+int proto_protocol_error(conn_t *c, const char *why)
 {
-    return close_with(c, MQTT_RC_PROTOCOL_ERROR, "protocol error", why);
+    return proto_close_with(c, MQTT_RC_PROTOCOL_ERROR, "protocol error", why);
 }
 
-static int malformed(conn_t *c, int rc, const char *why)
+int proto_malformed(conn_t *c, int rc, const char *why)
 {
     if (rc == MQTT_ERR_PROTOCOL)
-        return protocol_error(c, why);
-    return close_with(c, mqtt_err_reason(rc), "malformed packet", why);
+        return proto_protocol_error(c, why);
+    return proto_close_with(c, mqtt_err_reason(rc), "malformed packet", why);
 }
 
 /* CONNACK refusing the connection, in the client's protocol: the 3.1.1
  * return code, or the MQTT 5 reason code (with a Server Reference for
  * 0x9C/0x9D).  The log line's event (docs/logging.md) is `event`, its
  * reason `reason` (NULL: the reason code's name) and backend `backend`. */
-static int refuse_as(conn_t *c, const mqtt_connect_t *ck, uint8_t rc3, uint8_t rc5, const char *why,
-                     const char *event, const char *reason, const char *backend)
+int proto_refuse_as(conn_t *c, const mqtt_connect_t *ck, uint8_t rc3, uint8_t rc5, const char *why,
+                    const char *event, const char *reason, const char *backend)
 {
     if (c->proto == MQTT_PROTO_V5) {
         uint8_t props[300];
@@ -111,7 +114,7 @@ static int refuse_as(conn_t *c, const mqtt_connect_t *ck, uint8_t rc3, uint8_t r
 
 static int refuse(conn_t *c, const mqtt_connect_t *ck, uint8_t rc3, uint8_t rc5, const char *why)
 {
-    return refuse_as(c, ck, rc3, rc5, why, "connect_refused", NULL, NULL);
+    return proto_refuse_as(c, ck, rc3, rc5, why, "connect_refused", NULL, NULL);
 }
 
 /* An MQTT 5 acknowledgement with a reason code (the short form for 0). */
@@ -155,8 +158,8 @@ static void send_ack_after(conn_t *c, uint8_t type, uint16_t pid, uint8_t reason
 /* auth_failed.  The client id: the CONNECT's (ck), else the one the auth
  * state kept (an asynchronous answer, an enhanced authentication), else
  * the session's (re-authentication), else none. */
-static void emit_auth_failed(conn_t *c, const mqtt_connect_t *ck, auth_cause_t cause, uint8_t rc5,
-                             const char *why)
+void proto_emit_auth_failed(conn_t *c, const mqtt_connect_t *ck, auth_cause_t cause, uint8_t rc5,
+                            const char *why)
 {
     worker_t *w = c->w;
     char peer[64], *id = NULL;
@@ -436,468 +439,6 @@ static int connect_home(conn_t *c, const mqtt_connect_t *ck, const connect_terms
     return 0;
 }
 
-static int on_connect(conn_t *c, const mqtt_raw_t *pkt, const uint8_t *rest, size_t rest_len,
-                      int adopted);
-
-/* ---- authentication (auth_chain.h) ---- */
-
-static void peer_text(const conn_t *c, char *buf, size_t size)
-{
-    char addr[INET6_ADDRSTRLEN] = "?";
-    if (c->peer.family == AF_INET || c->peer.family == AF_INET6)
-        inet_ntop(c->peer.family, c->peer.addr, addr, sizeof(addr));
-    snprintf(buf, size, c->peer.family == AF_INET6 ? "[%s]:%u" : "%s:%u", addr, c->peer.port);
-}
-
-/* Take the connection out of the loop while authentication holds it. */
-static void hold(conn_t *c)
-{
-    c->state = CONN_AUTH;
-    conn_unwatch(c);
-}
-
-/* An authentication refusal for cause (auth_cause.h: the one map to the
- * CONNACK codes), with its auth_failed event; backend: the one that
- * refused (NULL: the broker's own check or the chain's default). */
-static int refuse_auth_by(conn_t *c, const mqtt_connect_t *ck, auth_cause_t cause, const char *why,
-                          const char *backend)
-{
-    uint8_t rc5 = auth_cause_reason_v5(cause);
-    if (event_wanted(c->w->srv, EVENT_AUTH_FAILED))
-        emit_auth_failed(c, ck, cause, rc5, why);
-    return refuse_as(c, ck, auth_cause_connack_v3(cause), rc5, why,
-                     cause == AUTH_BANNED ? "banned" : "auth_failed", auth_cause_name(cause),
-                     backend);
-}
-
-static int refuse_auth(conn_t *c, const mqtt_connect_t *ck, auth_cause_t cause, const char *why)
-{
-    return refuse_auth_by(c, ck, cause, why, NULL);
-}
-
-/* A banned address: the refusal leaves after auth.ban.delay_ms (the
- * connection timer), so a client retrying in a loop is slowed down. */
-static int refuse_later(conn_t *c, const mqtt_connect_t *ck)
-{
-    worker_t *w = c->w;
-    uint8_t rc3 = auth_cause_connack_v3(AUTH_BANNED), rc5 = auth_cause_reason_v5(AUTH_BANNED);
-    if (event_wanted(w->srv, EVENT_AUTH_FAILED))
-        emit_auth_failed(c, ck, AUTH_BANNED, rc5, "address banned (brute-force protection)");
-    conn_ext_t *x = conn_ext(c);
-    if (x->auth == NULL)
-        x->auth = an_calloc(1, sizeof(*x->auth));
-    auth_client_t *ac = x->auth;
-    uint32_t delay = w->srv->conf.auth.ban.delay_ms;
-    if (delay == 0)
-        return refuse_as(c, NULL, rc3, rc5, "address banned (brute-force protection)", "banned",
-                         auth_cause_name(AUTH_BANNED), NULL);
-    ac->refusing = 1;
-    ac->rc3 = rc3;
-    ac->rc5 = rc5;
-    hold(c);
-    tw_del(&w->tw, &c->timer);
-    tw_add(&w->tw, &c->timer, w->now + delay);
-    return 1;
-}
-
-/* A failed login of `user` (NULL: none given): counted, and logged when it
- * starts a ban of the address or a lock of the user name (auth_ban.h). */
-static void ban_failure(conn_t *c, const char *user, const char *peer)
-{
-    worker_t *w = c->w;
-    const conf_auth_ban_t *bc = &w->srv->conf.auth.ban;
-    int what = auth_ban_failure(auth_chain_ban(w->srv->auth), c->listener, c->peer.family,
-                                c->peer.addr, user, w->now);
-    if (what == 0)
-        return;
-    log_fields_t f = {.event = "ban_started",
-                      .username = user,
-                      .peer = peer,
-                      .listener = w->srv->conf.listeners[c->listener].name};
-    if (what & AUTH_BAN_ADDRESS) {
-        STAT_ADD(w->stats.bans, 1);
-        f.reason = "address";
-        log_ev(AN_LOG_WARN, &f, "%s: banned for %u s after %u failed logins (auth.ban)", peer,
-               bc->ban_s, bc->max_failures);
-    }
-    if (what & AUTH_BAN_USER) {
-        STAT_ADD(w->stats.bans, 1);
-        f.reason = "user";
-        /* the user name is the client's: log.c escapes its control bytes */
-        log_ev(AN_LOG_WARN, &f,
-               "%s: user '%.64s' locked for %u s after %u failed logins (auth.ban)", peer, user,
-               bc->ban_s, bc->max_failures);
-    }
-}
-
-/* The chain decided: record it, refuse or go on (0).  user: the CONNECT's
- * user name (NULL when none), for the failure counts. */
-static int auth_decided(conn_t *c, auth_verdict_t v, auth_answer_t *ans, int credentials,
-                        const char *user)
-{
-    worker_t *w = c->w;
-    auth_client_t *ac = c->x->auth;
-    char peer[64];
-    peer_text(c, peer, sizeof(peer));
-    if (v != AUTH_ALLOW) {
-        STAT_ADD(w->stats.auth_failure, 1);
-        /* a DENY without a cause: the credentials were wrong, or there
-         * were none and the default refuses */
-        auth_cause_t cause = ans->cause != AUTH_OK ? ans->cause
-                             : credentials         ? AUTH_BAD_CREDENTIALS
-                                                   : AUTH_NOT_AUTHORIZED;
-        const char *backend = ans->backend;
-        auth_answer_clear(ans);
-        ban_failure(c, user, peer);
-        return refuse_auth_by(c, NULL, cause, "authentication failed", backend);
-    }
-    STAT_ADD(w->stats.auth_success, 1);
-    auth_ban_success(auth_chain_ban(w->srv->auth), c->listener, user);
-    ac->authed = 1;
-    if (ans->username) {
-        free(ac->user);
-        ac->user = ans->username;
-        ans->username = NULL;
-    }
-    if (ans->acl) {
-        auth_acl_free(ac->acl);
-        ac->acl = ans->acl;
-        ans->acl = NULL;
-    }
-    return 0;
-}
-
-/* Run the chain for this CONNECT (from ac->resume).  0: allowed, go on;
- * -1: refused (closed); 1: waiting (the CONNECT and the bytes after it are
- * kept and replayed when the answer comes). */
-static int authenticate(conn_t *c, const mqtt_connect_t *ck, const mqtt_raw_t *pkt,
-                        const uint8_t *rest, size_t rest_len, const uint8_t *id, uint16_t id_len,
-                        int anonymous)
-{
-    worker_t *w = c->w;
-    auth_chain_t *ch = w->srv->auth;
-    if (c->x && c->x->auth && c->x->auth->authed)
-        return 0;
-    char *user =
-        ck->has_username ? an_strndup((const char *)ck->username.p, ck->username.len) : NULL;
-    int banned = auth_ban_blocked(auth_chain_ban(ch), c->listener, c->peer.family, c->peer.addr,
-                                  user, w->now);
-    free(user);
-    if (banned) {
-        STAT_ADD(w->stats.auth_banned, 1);
-        return refuse_later(c, ck);
-    }
-    /* nothing configured to decide: keep idle clients small (no state) */
-    if (auth_chain_trivial(ch, c->listener)) {
-        STAT_ADD(w->stats.auth_success, 1);
-        return 0;
-    }
-    conn_ext_t *x = conn_ext(c);
-    if (x->auth == NULL)
-        x->auth = an_calloc(1, sizeof(*x->auth));
-    auth_client_t *ac = x->auth;
-    /* the user the ACL knows (%u), unless a backend names another */
-    free(ac->user);
-    ac->user = NULL;
-    if (x->cert_user)
-        ac->user = an_strndup(x->cert_user, strlen(x->cert_user));
-    else if (ck->has_username)
-        ac->user = an_strndup((const char *)ck->username.p, ck->username.len);
-    if (anonymous) { /* allowed on this listener (checked before) */
-        STAT_ADD(w->stats.auth_success, 1);
-        ac->authed = 1;
-        return 0;
-    }
-    char *cid = an_strndup((const char *)id, id_len);
-    user = ck->has_username ? an_strndup((const char *)ck->username.p, ck->username.len) : NULL;
-    char peer[64];
-    peer_text(c, peer, sizeof(peer));
-    auth_request_t r = {
-        .action = AUTH_ACT_CONNECT,
-        .client_id = cid,
-        .username = user,
-        .password = ck->has_password ? ck->password.p : NULL,
-        .password_len = ck->has_password ? ck->password.len : 0,
-        .cert_user = x->cert_user,
-        .peer = peer,
-        .listener = c->listener,
-        .stats = &w->stats.auth,
-    };
-    auth_answer_t ans;
-    auth_wait_t *wait = NULL;
-    auth_verdict_t v = auth_chain_connect(ch, &r, ac->resume, &w->inbox, &ans, &wait);
-    free(ac->client_id); /* kept: an auth_failed event names it, also after a wait */
-    ac->client_id = cid;
-    if (v == AUTH_PENDING) {
-        free(user);
-        /* keep the CONNECT and what followed it; stop reading */
-        free(ac->held);
-        ac->held = an_malloc(pkt->len + rest_len + 1);
-        if (pkt->len)
-            memcpy(ac->held, pkt->body, pkt->len);
-        if (rest_len)
-            memcpy(ac->held + pkt->len, rest, rest_len);
-        ac->hdr = pkt->hdr;
-        ac->connect_len = pkt->len;
-        ac->held_len = (uint32_t)(pkt->len + rest_len);
-        ac->wait = wait;
-        wait->owner = c;
-        mqtt_parser_reset(&c->ps);
-        hold(c);
-        return 1;
-    }
-    int rc = auth_decided(c, v, &ans, ck->has_username || ck->has_password || x->cert_user, user);
-    free(user);
-    return rc;
-}
-
-/* ---- MQTT 5 enhanced authentication (auth_method.h) ---- */
-
-static void send_auth(conn_t *c, uint8_t reason, const auth_method_t *m, const uint8_t *data,
-                      size_t len)
-{
-    size_t cap = 16 + strlen(m->name) + len;
-    uint8_t *props = an_malloc(cap);
-    mqtt_pw_t pw;
-    mqtt_pw_init(&pw, props, cap);
-    mqtt_pw_str(&pw, MQTT_PROP_AUTH_METHOD, m->name, strlen(m->name));
-    if (data)
-        mqtt_pw_str(&pw, MQTT_PROP_AUTH_DATA, data, len);
-    size_t plen = mqtt_pw_len(&pw);
-    mqtt_encode_auth(conn_reserve(c, mqtt_auth_size(reason, plen), 1), reason, props, plen);
-    free(props);
-}
-
-/* What a method said: go on, finish (the CONNECT resumes, or the
- * re-authentication is acknowledged) or refuse.  Returns as proto_handle. */
-static int method_result(conn_t *c, auth_method_rc_t rc, auth_method_out_t *out, int reauth)
-{
-    worker_t *w = c->w;
-    auth_client_t *ac = c->x->auth;
-    const auth_method_t *m = ac->mops;
-    char name[160];
-    if (rc == AUTH_METHOD_CONTINUE) {
-        send_auth(c, MQTT_RC_CONTINUE_AUTHENTICATION, m, out->data, out->len);
-        free(out->data);
-        return 0;
-    }
-    if (ac->method) {
-        m->free(ac->method);
-        ac->method = NULL;
-    }
-    if (rc == AUTH_METHOD_SUCCESS && !reauth &&
-        auth_ban_blocked(auth_chain_ban(w->srv->auth), c->listener, c->peer.family, c->peer.addr,
-                         out->user, w->now)) {
-        free(out->data);
-        free(out->user);
-        STAT_ADD(w->stats.auth_banned, 1);
-        return refuse_later(c, NULL);
-    }
-    if (rc == AUTH_METHOD_FAIL) {
-        free(out->data);
-        STAT_ADD(w->stats.auth_failure, 1);
-        char peer[64];
-        peer_text(c, peer, sizeof(peer));
-        ban_failure(c, out->user, peer);
-        free(out->user);
-        char why[160];
-        snprintf(why, sizeof(why), "%s authentication failed: %s", m->name,
-                 out->why ? out->why : "?");
-        if (!reauth)
-            return refuse_auth(c, NULL, AUTH_METHOD_FAILED, why);
-        /* after CONNACK: a DISCONNECT, not authorized any more */
-        if (event_wanted(w->srv, EVENT_AUTH_FAILED))
-            emit_auth_failed(c, NULL, AUTH_METHOD_FAILED, MQTT_RC_NOT_AUTHORIZED, why);
-        return close_with(c, MQTT_RC_NOT_AUTHORIZED, "re-authentication", why);
-    }
-    STAT_ADD(w->stats.auth_success, 1);
-    auth_ban_success(auth_chain_ban(w->srv->auth), c->listener, out->user);
-    int same = ac->user && out->user ? strcmp(ac->user, out->user) == 0 : ac->user == out->user;
-    free(ac->user);
-    ac->user = out->user;
-    if (reauth && !same) {
-        /* another user now: decisions cached and verdicts taken are the
-         * previous one's */
-        ac->gen = 0;
-        if (c->sess)
-            sess_acl_attach(w, c->sess, &c->ep, 1);
-    }
-    if (reauth) {
-        send_auth(c, MQTT_RC_SUCCESS, m, out->data, out->len);
-        free(out->data);
-        conn_log_ev(c, AN_LOG_INFO, "reauthenticated", NULL, "%s: re-authenticated (%s, user '%s')",
-                    conn_name(c, name, sizeof(name)), m->name, ac->user ? ac->user : "");
-        return 0;
-    }
-    ac->authed = 1;
-    free(ac->method_out);
-    ac->method_out = out->data;
-    ac->method_out_len = (uint32_t)out->len;
-    /* replay the CONNECT, now authenticated */
-    uint8_t *held = ac->held;
-    mqtt_raw_t pkt = {
-        .hdr = ac->hdr, .len = ac->connect_len, .body = ac->connect_len ? held : NULL};
-    ac->held = NULL;
-    int r = on_connect(c, &pkt, NULL, 0, 0);
-    free(held);
-    return r;
-}
-
-/* CONNECT with an Authentication Method. */
-static int enhanced_start(conn_t *c, const mqtt_connect_t *ck, const mqtt_raw_t *pkt)
-{
-    worker_t *w = c->w;
-    const mqtt_props_t *pr = &ck->props;
-    const auth_method_t *m = auth_method_find(w->srv->auth, pr->auth_method.p, pr->auth_method.len);
-    if (m == NULL)
-        return refuse_auth(c, ck, AUTH_BAD_METHOD, "authentication method not supported");
-    conn_ext_t *x = conn_ext(c);
-    if (x->auth == NULL)
-        x->auth = an_calloc(1, sizeof(*x->auth));
-    auth_client_t *ac = x->auth;
-    if (auth_ban_blocked(auth_chain_ban(w->srv->auth), c->listener, c->peer.family, c->peer.addr,
-                         NULL, w->now)) {
-        STAT_ADD(w->stats.auth_banned, 1);
-        return refuse_later(c, ck);
-    }
-    free(ac->client_id); /* for an auth_failed event before the replay */
-    ac->client_id = an_strndup((const char *)ck->client_id.p, ck->client_id.len);
-    free(ac->held);
-    ac->held = an_malloc(pkt->len + 1);
-    if (pkt->len)
-        memcpy(ac->held, pkt->body, pkt->len);
-    ac->hdr = pkt->hdr;
-    ac->connect_len = ac->held_len = pkt->len;
-    ac->mops = m;
-    auth_method_out_t out = {0};
-    int has_data = (pr->present & MQTT_PROP_BIT(MQTT_PROP_AUTH_DATA)) != 0;
-    auth_method_rc_t rc = m->start(w->srv->auth, &ac->method, has_data ? pr->auth_data.p : NULL,
-                                   has_data ? pr->auth_data.len : 0, &out);
-    return method_result(c, rc, &out, 0);
-}
-
-/* AUTH from the client: the next step of an exchange, or (after CONNACK)
- * a re-authentication with the CONNECT's method [MQTT5 4.12.1]. */
-static int on_auth(conn_t *c, const mqtt_raw_t *pkt)
-{
-    mqtt_auth_t a;
-    const char *why = NULL;
-    int rc = mqtt_decode_auth(pkt, &a, &why);
-    if (rc < 0)
-        return malformed(c, rc, why);
-    auth_client_t *ac = c->x ? c->x->auth : NULL;
-    if (ac == NULL || ac->mops == NULL)
-        return protocol_error(c, "AUTH without an authentication method in CONNECT");
-    const mqtt_str_t *name = &a.props.auth_method;
-    if (!(a.props.present & MQTT_PROP_BIT(MQTT_PROP_AUTH_METHOD)) ||
-        name->len != strlen(ac->mops->name) || memcmp(name->p, ac->mops->name, name->len) != 0)
-        return protocol_error(c, "[MQTT5-4.12.0-5] AUTH with another authentication method");
-    int has_data = (a.props.present & MQTT_PROP_BIT(MQTT_PROP_AUTH_DATA)) != 0;
-    const uint8_t *data = has_data ? a.props.auth_data.p : NULL;
-    size_t len = has_data ? a.props.auth_data.len : 0;
-    auth_method_out_t out = {0};
-    int reauth = c->state == CONN_ACTIVE;
-    if (reauth && a.reason == MQTT_RC_REAUTHENTICATE && ac->method == NULL)
-        return method_result(c, ac->mops->start(c->w->srv->auth, &ac->method, data, len, &out),
-                             &out, 1);
-    if (a.reason == MQTT_RC_CONTINUE_AUTHENTICATION && ac->method)
-        return method_result(c, ac->mops->step(ac->method, data, len, &out), &out, reauth);
-    return protocol_error(c, "AUTH out of sequence");
-}
-
-void proto_auth_answer(worker_t *w, struct auth_wait *wait)
-{
-    /* the answer came to c's worker: c->w; counted also when c is gone */
-    auth_stats_add(&w->stats.auth, wait->ans.backend, wait->ans.verdict,
-                   wait->done_us - wait->start_us);
-    conn_t *c = wait->owner;
-    if (c == NULL || c->state != CONN_AUTH) {
-        auth_wait_free(wait); /* the connection went meanwhile */
-        return;
-    }
-    auth_client_t *ac = c->x->auth;
-    ac->wait = NULL;
-    c->state = CONN_NEW;
-    if (conn_watch(c) < 0) {
-        auth_wait_free(wait);
-        conn_close(c, "cannot watch the socket after authentication", 0);
-        return;
-    }
-    uint8_t *held = ac->held;
-    uint32_t connect_len = ac->connect_len, held_len = ac->held_len;
-    ac->held = NULL;
-    mqtt_raw_t pkt = {.hdr = ac->hdr, .len = connect_len, .body = connect_len ? held : NULL};
-    int rc;
-    if (wait->ans.verdict == AUTH_PASS) {
-        /* nobody decided yet: the rest of the chain, then the default */
-        ac->resume = wait->next;
-        rc = on_connect(c, &pkt, held + connect_len, held_len - connect_len, 0);
-    } else {
-        rc = auth_decided(c, wait->ans.verdict, &wait->ans, 1, ac->user);
-        if (rc == 0)
-            rc = on_connect(c, &pkt, held + connect_len, held_len - connect_len, 0);
-    }
-    if (rc == 0 && held_len > connect_len)
-        conn_input(c, held + connect_len, held_len - connect_len);
-    auth_wait_free(wait);
-    free(held);
-}
-
-void proto_auth_timer(conn_t *c)
-{
-    if (c->x && c->x->gate) {
-        conn_close(c, "client id claim not answered within connect_timeout", 0);
-        return;
-    }
-    auth_client_t *ac = c->x ? c->x->auth : NULL;
-    if (ac && ac->refusing) {
-        ac->refusing = 0;
-        refuse_as(c, NULL, ac->rc3, ac->rc5, "address banned (brute-force protection)", "banned",
-                  auth_cause_name(AUTH_BANNED), NULL);
-        return;
-    }
-    conn_close(c, "authentication not answered within connect_timeout", 0);
-}
-
-#define ID_PREVIEW 32 /* bytes of a refused client id shown in the log */
-
-/* The first ID_PREVIEW bytes of a client id for a log line, with control
- * characters, quotes, backslashes and bytes over 0x7e as \xNN (out holds
- * 4 * ID_PREVIEW + 1). */
-static void id_preview(const uint8_t *id, size_t len, char *out, size_t size)
-{
-    static const char hexd[] = "0123456789abcdef";
-    size_t o = 0;
-    for (size_t i = 0; i < len && i < ID_PREVIEW && o + 5 <= size; i++) {
-        uint8_t ch = id[i];
-        if (ch < 0x20 || ch > 0x7e || ch == '\'' || ch == '"' || ch == '\\') {
-            out[o++] = '\\';
-            out[o++] = 'x';
-            out[o++] = hexd[ch >> 4];
-            out[o++] = hexd[ch & 15];
-        } else {
-            out[o++] = (char)ch;
-        }
-    }
-    out[o] = '\0';
-}
-
-/* auth.client_id_binding: 1 when `user` may use this client id.  An id
- * the broker assigned is anyone's; a client without user name has none
- * of its own. */
-static int client_id_bound(const conf_t *cf, const char *user, const uint8_t *id, uint16_t len,
-                           int assigned)
-{
-    uint8_t bind = cf->auth.client_id_binding;
-    if (bind == CONF_CID_BIND_NONE || assigned)
-        return 1;
-    size_t ul = user ? strlen(user) : 0;
-    if (user == NULL || len < ul || memcmp(id, user, ul) != 0)
-        return 0;
-    return len == ul || (bind == CONF_CID_BIND_PREFIX && id[ul] != '\0' &&
-                         strchr(CONF_CID_BIND_SEPARATORS, id[ul]) != NULL);
-}
-
 /* ---- the connect gate (proto.h) ---- */
 
 #define GATE_PASSED 2 /* on_connect's `adopted` on a gated replay: home, authenticated, gated */
@@ -959,7 +500,7 @@ static int gate(conn_t *c, const mqtt_connect_t *ck, const connect_terms_t *t,
     }
     conn_ext(c)->gate = g;
     mqtt_parser_reset(&c->ps);
-    hold(c);
+    proto_hold(c);
     if (!tw_pending(&c->timer)) /* adopted from another worker: no timer yet */
         tw_add(&w->tw, &c->timer, w->now + (uint64_t)server_live(w->srv)->connect_timeout * 1000u);
     return 1;
@@ -992,14 +533,14 @@ static void gate_answer(worker_t *w, proto_gate_t *g)
     }
     mqtt_raw_t pkt = {
         .hdr = g->hdr, .len = g->connect_len, .body = g->connect_len ? g->held : NULL};
-    int rc = on_connect(c, &pkt, NULL, 0, GATE_PASSED);
+    int rc = proto_on_connect(c, &pkt, NULL, 0, GATE_PASSED);
     if (rc == 0 && g->held_len > g->connect_len)
         conn_input(c, g->held + g->connect_len, g->held_len - g->connect_len);
     proto_gate_free(g);
 }
 
-static int on_connect(conn_t *c, const mqtt_raw_t *pkt, const uint8_t *rest, size_t rest_len,
-                      int adopted)
+int proto_on_connect(conn_t *c, const mqtt_raw_t *pkt, const uint8_t *rest, size_t rest_len,
+                     int adopted)
 {
     worker_t *w = c->w;
     const conf_t *cf = server_live(w->srv);
@@ -1013,12 +554,12 @@ static int on_connect(conn_t *c, const mqtt_raw_t *pkt, const uint8_t *rest, siz
         return refuse(c, NULL, MQTT_CONNACK_ID_REJECTED, MQTT_RC_CLIENT_ID_NOT_VALID,
                       why ? why : "client identifier");
     if (rc < 0)
-        return malformed(c, rc, why);
+        return proto_malformed(c, rc, why);
     c->proto = ck.proto;
     if (ck.client_id.len > cf->max_client_id_length) {
         /* not passed as &ck: refuse() would log the id whole and raw */
         char preview[4 * ID_PREVIEW + 1], text[4 * ID_PREVIEW + 160];
-        id_preview(ck.client_id.p, ck.client_id.len, preview, sizeof(preview));
+        proto_id_preview(ck.client_id.p, ck.client_id.len, preview, sizeof(preview));
         snprintf(text, sizeof(text),
                  "client identifier of %u bytes over mqtt.max_client_id_length (%u): '%s%s'",
                  (unsigned)ck.client_id.len, cf->max_client_id_length, preview,
@@ -1030,7 +571,7 @@ static int on_connect(conn_t *c, const mqtt_raw_t *pkt, const uint8_t *rest, siz
         const mqtt_props_t *pr = &ck.props;
         if ((pr->present & MQTT_PROP_BIT(MQTT_PROP_AUTH_METHOD)) && !adopted &&
             !(c->x && c->x->auth && c->x->auth->authed))
-            return enhanced_start(c, &ck, pkt);
+            return proto_enhanced_start(c, &ck, pkt);
         if (pr->present & MQTT_PROP_BIT(MQTT_PROP_RECEIVE_MAXIMUM))
             c->ep.receive_max = pr->receive_max;
         if (pr->present & MQTT_PROP_BIT(MQTT_PROP_MAXIMUM_PACKET_SIZE))
@@ -1068,7 +609,7 @@ static int on_connect(conn_t *c, const mqtt_raw_t *pkt, const uint8_t *rest, siz
         lst->allow_anonymous == CONF_ANON_INHERIT ? cf->allow_anonymous : lst->allow_anonymous;
     if (anonymous && !anon_ok) {
         STAT_ADD(w->stats.auth_failure, 1);
-        return refuse_auth(c, &ck, AUTH_ANONYMOUS, "anonymous clients are not allowed");
+        return proto_refuse_auth(c, &ck, AUTH_ANONYMOUS, "anonymous clients are not allowed");
     }
     if (ck.keepalive > cf->max_keepalive) {
         if (ck.proto != MQTT_PROTO_V5 && cf->keepalive_over_max == CONF_KEEPALIVE_REFUSE)
@@ -1086,7 +627,7 @@ static int on_connect(conn_t *c, const mqtt_raw_t *pkt, const uint8_t *rest, siz
         t.assigned = 1;
     }
     if (!adopted) {
-        int arc = authenticate(c, &ck, pkt, rest, rest_len, id, id_len, anonymous);
+        int arc = proto_authenticate(c, &ck, pkt, rest, rest_len, id, id_len, anonymous);
         if (arc != 0)
             return arc; /* refused (-1) or waiting for an answer (1) */
         auth_client_t *ac = c->x ? c->x->auth : NULL;
@@ -1099,11 +640,11 @@ static int on_connect(conn_t *c, const mqtt_raw_t *pkt, const uint8_t *rest, siz
         char *named = NULL;
         if (!ac && !cert_user && ck.has_username)
             user = named = an_strndup((const char *)ck.username.p, ck.username.len);
-        int bound = client_id_bound(cf, user, id, id_len, t.assigned);
+        int bound = proto_client_id_bound(cf, user, id, id_len, t.assigned);
         free(named);
         if (!bound)
-            return refuse_auth(c, &ck, AUTH_CLIENT_ID_REFUSED,
-                               "client id not bound to the user (auth.client_id_binding)");
+            return proto_refuse_auth(c, &ck, AUTH_CLIENT_ID_REFUSED,
+                                     "client id not bound to the user (auth.client_id_binding)");
         if (ck.will_flag && !auth_chain_acl(w->srv->auth, ac, AUTH_ACT_PUBLISH, ck.will_topic.p,
                                             ck.will_topic.len, 0)) {
             STAT_ADD(w->stats.acl_denied, 1);
@@ -1148,8 +689,8 @@ static int resolve_alias(conn_t *c, mqtt_publish_t *pb)
 {
     uint16_t max = server_live(c->w->srv)->topic_alias_max, alias = pb->props.topic_alias;
     if (alias == 0 || alias > max)
-        return close_with(c, MQTT_RC_TOPIC_ALIAS_INVALID, "protocol error",
-                          "[MQTT5-3.3.2-8] topic alias out of range");
+        return proto_close_with(c, MQTT_RC_TOPIC_ALIAS_INVALID, "protocol error",
+                                "[MQTT5-3.3.2-8] topic alias out of range");
     conn_ext_t *x = conn_ext(c);
     if (x->alias_in == NULL) {
         x->alias_in = an_calloc(max, sizeof(*x->alias_in));
@@ -1163,7 +704,7 @@ static int resolve_alias(conn_t *c, mqtt_publish_t *pb)
         slot->p = copy;
         slot->len = pb->topic.len;
     } else if (slot->p == NULL) {
-        return protocol_error(c, "[MQTT5 3.3.4] topic alias not set on this connection");
+        return proto_protocol_error(c, "[MQTT5 3.3.4] topic alias not set on this connection");
     } else {
         pb->topic = *slot;
     }
@@ -1205,7 +746,7 @@ static int on_publish(conn_t *c, const mqtt_raw_t *pkt)
     const char *why = NULL;
     int rc = mqtt_decode_publish(pkt, c->proto, &pb, &why);
     if (rc < 0)
-        return malformed(c, rc, why);
+        return proto_malformed(c, rc, why);
     STAT_ADD(w->stats.msgs_received, 1);
     STAT_ADD(w->stats.msgs_in_qos[pb.qos > 2 ? 2 : pb.qos], 1);
     conn_count_publish(c, pkt->len);
@@ -1214,14 +755,14 @@ static int on_publish(conn_t *c, const mqtt_raw_t *pkt)
         resolve_alias(c, &pb) < 0)
         return -1;
     if (!topic_within_limits(cf, pb.topic.p, pb.topic.len))
-        return close_with(c, MQTT_RC_TOPIC_NAME_INVALID, "protocol error",
-                          "topic exceeds max_topic_length or max_topic_levels");
+        return proto_close_with(c, MQTT_RC_TOPIC_NAME_INVALID, "protocol error",
+                                "topic exceeds max_topic_length or max_topic_levels");
     if (pb.qos > cf->max_qos)
-        return close_with(c, MQTT_RC_QOS_NOT_SUPPORTED, "protocol error",
-                          "[MQTT5-3.2.2-11] QoS above max_qos");
+        return proto_close_with(c, MQTT_RC_QOS_NOT_SUPPORTED, "protocol error",
+                                "[MQTT5-3.2.2-11] QoS above max_qos");
     if (pb.retain && !cf->retain_available)
-        return close_with(c, MQTT_RC_RETAIN_NOT_SUPPORTED, "protocol error",
-                          "[MQTT5-3.2.2-14] retain not available");
+        return proto_close_with(c, MQTT_RC_RETAIN_NOT_SUPPORTED, "protocol error",
+                                "[MQTT5-3.2.2-14] retain not available");
     if (!cf->allow_sys_publish && router_is_sys_topic(pb.topic.p, pb.topic.len))
         return refuse_sys_publish(c, &pb);
     if (!auth_chain_acl(w->srv->auth, c->x ? c->x->auth : NULL, AUTH_ACT_PUBLISH, pb.topic.p,
@@ -1251,8 +792,8 @@ static int on_publish(conn_t *c, const mqtt_raw_t *pkt)
     if (v5 && pb.props.payload_format == 1 && !mqtt_utf8_valid(pb.payload, pb.payload_len)) {
         /* [MQTT5-3.3.2-4] payload said to be UTF-8 and it is not */
         if (pb.qos == 0)
-            return close_with(c, MQTT_RC_PAYLOAD_FORMAT_INVALID, "protocol error",
-                              "payload is not the UTF-8 its format indicator says");
+            return proto_close_with(c, MQTT_RC_PAYLOAD_FORMAT_INVALID, "protocol error",
+                                    "payload is not the UTF-8 its format indicator says");
         send_ack_after(c, pb.qos == 1 ? MQTT_PUBACK : MQTT_PUBREC, pb.packet_id,
                        MQTT_RC_PAYLOAD_FORMAT_INVALID, 0);
         return 0;
@@ -1262,10 +803,10 @@ static int on_publish(conn_t *c, const mqtt_raw_t *pkt)
          * are held to limits.max_awaiting_rel (bounded state and lookups) */
         if (c->sess->nqos2_in >= (v5 ? cf->receive_maximum : cf->max_awaiting_rel) &&
             !sess_qos2_in_known(c->sess, pb.packet_id))
-            return close_with(c, MQTT_RC_RECEIVE_MAXIMUM_EXCEEDED, "protocol error",
-                              v5 ? "[MQTT5-3.3.4-9] receive maximum exceeded"
-                                 : "more QoS 2 messages awaiting PUBREL than "
-                                   "limits.max_awaiting_rel");
+            return proto_close_with(c, MQTT_RC_RECEIVE_MAXIMUM_EXCEEDED, "protocol error",
+                                    v5 ? "[MQTT5-3.3.4-9] receive maximum exceeded"
+                                       : "more QoS 2 messages awaiting PUBREL than "
+                                         "limits.max_awaiting_rel");
         if (!sess_qos2_in_begin(c->sess, pb.packet_id)) {
             /* a resent PUBLISH we already routed: acknowledge, do not deliver */
             send_ack_after(c, MQTT_PUBREC, pb.packet_id, 0, 0);
@@ -1434,12 +975,12 @@ static int on_subscribe(conn_t *c, const mqtt_raw_t *pkt)
     const char *why = NULL;
     int rc = v5 ? mqtt_decode_subscribe_v5(pkt, &it, &why) : mqtt_decode_subscribe(pkt, &it, &why);
     if (rc < 0)
-        return malformed(c, rc, why);
+        return proto_malformed(c, rc, why);
     uint32_t subid = 0;
     if (v5 && (it.props.present & MQTT_PROP_BIT(MQTT_PROP_SUBSCRIPTION_ID))) {
         if (!w->srv->conf.subscription_identifiers)
-            return close_with(c, MQTT_RC_SUB_IDS_NOT_SUPPORTED, "protocol error",
-                              "subscription identifiers are not available");
+            return proto_close_with(c, MQTT_RC_SUB_IDS_NOT_SUPPORTED, "protocol error",
+                                    "subscription identifiers are not available");
         subid = it.props.sub_id;
     }
     mqtt_sub_iter_t again = it;
@@ -1477,7 +1018,7 @@ static int on_unsubscribe(conn_t *c, const mqtt_raw_t *pkt)
     int rc =
         v5 ? mqtt_decode_unsubscribe_v5(pkt, &it, &why) : mqtt_decode_unsubscribe(pkt, &it, &why);
     if (rc < 0)
-        return malformed(c, rc, why);
+        return proto_malformed(c, rc, why);
     uint8_t *codes = an_malloc(it.count);
     mqtt_str_t f;
     uint8_t qos;
@@ -1513,7 +1054,7 @@ static int on_ack(conn_t *c, const mqtt_raw_t *pkt)
     int rc = c->proto == MQTT_PROTO_V5 ? mqtt_decode_ack_v5(pkt, &ack, &why)
                                        : mqtt_decode_ack(pkt, &ack.packet_id, &why);
     if (rc < 0)
-        return malformed(c, rc, why);
+        return proto_malformed(c, rc, why);
     uint16_t pid = ack.packet_id;
     switch (mqtt_raw_type(pkt)) {
     case MQTT_PUBACK:
@@ -1545,18 +1086,18 @@ static int on_disconnect(conn_t *c, const mqtt_raw_t *pkt)
     int rc;
     if (c->proto != MQTT_PROTO_V5) {
         if ((rc = mqtt_decode_empty(pkt, &why)) < 0)
-            return malformed(c, rc, why);
+            return proto_malformed(c, rc, why);
         msg_unref(&c->will); /* [MQTT-3.14.4-3] no will after DISCONNECT */
         conn_close_by_client(c, "DISCONNECT", 0, MQTT_RC_SUCCESS);
         return -1;
     }
     mqtt_disconnect_t d;
     if ((rc = mqtt_decode_disconnect_v5(pkt, MQTT_FROM_CLIENT, &d, &why)) < 0)
-        return malformed(c, rc, why);
+        return proto_malformed(c, rc, why);
     if (d.props.present & MQTT_PROP_BIT(MQTT_PROP_SESSION_EXPIRY)) {
         if (c->sess->expiry == 0 && d.props.session_expiry != 0)
-            return protocol_error(c, "[MQTT5-3.14.2-2] session expiry set on DISCONNECT "
-                                     "after CONNECT had none");
+            return proto_protocol_error(c, "[MQTT5-3.14.2-2] session expiry set on DISCONNECT "
+                                           "after CONNECT had none");
         sess_set_expiry(c->sess, d.props.session_expiry);
     }
     int with_will = d.reason == MQTT_RC_DISCONNECT_WITH_WILL;
@@ -1575,17 +1116,17 @@ int proto_handle(conn_t *c, const mqtt_raw_t *pkt, const uint8_t *rest, size_t r
     if (c->state == CONN_NEW) {
         if (type == MQTT_AUTH && c->proto == MQTT_PROTO_V5 && c->x && c->x->auth &&
             c->x->auth->method)
-            return on_auth(c, pkt);
+            return proto_on_auth(c, pkt);
         if (type != MQTT_CONNECT)
-            return protocol_error(c, "[MQTT-3.1.0-1] first packet is not CONNECT");
-        return on_connect(c, pkt, rest, rest_len, 0);
+            return proto_protocol_error(c, "[MQTT-3.1.0-1] first packet is not CONNECT");
+        return proto_on_connect(c, pkt, rest, rest_len, 0);
     }
     int rc = mqtt_check_client_header(pkt->hdr, c->proto, &why);
     if (rc < 0)
-        return malformed(c, rc, why);
+        return proto_malformed(c, rc, why);
     switch (type) {
     case MQTT_CONNECT:
-        return protocol_error(c, "[MQTT-3.1.0-2] second CONNECT");
+        return proto_protocol_error(c, "[MQTT-3.1.0-2] second CONNECT");
     case MQTT_PUBLISH:
         return on_publish(c, pkt);
     case MQTT_PUBACK:
@@ -1599,7 +1140,7 @@ int proto_handle(conn_t *c, const mqtt_raw_t *pkt, const uint8_t *rest, size_t r
         return on_unsubscribe(c, pkt);
     case MQTT_PINGREQ:
         if ((rc = mqtt_decode_empty(pkt, &why)) < 0)
-            return malformed(c, rc, why);
+            return proto_malformed(c, rc, why);
         mqtt_encode_pingresp(conn_reserve(c, 2, 1));
         conn_count_out(c, MQTT_PINGRESP);
         return 0;
@@ -1607,9 +1148,9 @@ int proto_handle(conn_t *c, const mqtt_raw_t *pkt, const uint8_t *rest, size_t r
         return on_disconnect(c, pkt);
     case MQTT_AUTH:
         /* re-authentication, or an exchange in progress (auth_method.h) */
-        return on_auth(c, pkt);
+        return proto_on_auth(c, pkt);
     default:
-        return protocol_error(c, "unexpected packet type");
+        return proto_protocol_error(c, "unexpected packet type");
     }
 }
 
@@ -1625,7 +1166,7 @@ void proto_adopt(worker_t *w, handoff_t *h)
     }
     mqtt_raw_t pkt = {
         .hdr = h->hdr, .len = h->connect_len, .body = h->connect_len ? h->data : NULL};
-    if (on_connect(c, &pkt, h->data + h->connect_len, h->rest_len, 1) == 0 && h->rest_len)
+    if (proto_on_connect(c, &pkt, h->data + h->connect_len, h->rest_len, 1) == 0 && h->rest_len)
         conn_input(c, h->data + h->connect_len, h->rest_len);
     free(h);
 }
