@@ -57,8 +57,8 @@ static int refuse_auth_by(conn_t *c, const mqtt_connect_t *ck, auth_cause_t caus
     if (event_wanted(c->w->srv, EVENT_AUTH_FAILED))
         proto_emit_auth_failed(c, ck, cause, rc5, why);
     return proto_refuse_as(c, ck, auth_cause_connack_v3(cause), rc5, why,
-                     cause == AUTH_BANNED ? "banned" : "auth_failed", auth_cause_name(cause),
-                     backend);
+                           cause == AUTH_BANNED ? "banned" : "auth_failed", auth_cause_name(cause),
+                           backend);
 }
 
 int proto_refuse_auth(conn_t *c, const mqtt_connect_t *ck, auth_cause_t cause, const char *why)
@@ -80,8 +80,8 @@ static int refuse_later(conn_t *c, const mqtt_connect_t *ck)
     auth_client_t *ac = x->auth;
     uint32_t delay = w->srv->conf.auth.ban.delay_ms;
     if (delay == 0)
-        return proto_refuse_as(c, NULL, rc3, rc5, "address banned (brute-force protection)", "banned",
-                         auth_cause_name(AUTH_BANNED), NULL);
+        return proto_refuse_as(c, NULL, rc3, rc5, "address banned (brute-force protection)",
+                               "banned", auth_cause_name(AUTH_BANNED), NULL);
     ac->refusing = 1;
     ac->rc3 = rc3;
     ac->rc5 = rc5;
@@ -162,8 +162,8 @@ static int auth_decided(conn_t *c, auth_verdict_t v, auth_answer_t *ans, int cre
  * -1: refused (closed); 1: waiting (the CONNECT and the bytes after it are
  * kept and replayed when the answer comes). */
 int proto_authenticate(conn_t *c, const mqtt_connect_t *ck, const mqtt_raw_t *pkt,
-                        const uint8_t *rest, size_t rest_len, const uint8_t *id, uint16_t id_len,
-                        int anonymous)
+                       const uint8_t *rest, size_t rest_len, const uint8_t *id, uint16_t id_len,
+                       int anonymous)
 {
     worker_t *w = c->w;
     auth_chain_t *ch = w->srv->auth;
@@ -443,8 +443,8 @@ void proto_auth_timer(conn_t *c)
     auth_client_t *ac = c->x ? c->x->auth : NULL;
     if (ac && ac->refusing) {
         ac->refusing = 0;
-        proto_refuse_as(c, NULL, ac->rc3, ac->rc5, "address banned (brute-force protection)", "banned",
-                  auth_cause_name(AUTH_BANNED), NULL);
+        proto_refuse_as(c, NULL, ac->rc3, ac->rc5, "address banned (brute-force protection)",
+                        "banned", auth_cause_name(AUTH_BANNED), NULL);
         return;
     }
     conn_close(c, "authentication not answered within connect_timeout", 0);
@@ -476,7 +476,7 @@ void proto_id_preview(const uint8_t *id, size_t len, char *out, size_t size)
  * the broker assigned is anyone's; a client without user name has none
  * of its own. */
 int proto_client_id_bound(const conf_t *cf, const char *user, const uint8_t *id, uint16_t len,
-                           int assigned)
+                          int assigned)
 {
     uint8_t bind = cf->auth.client_id_binding;
     if (bind == CONF_CID_BIND_NONE || assigned)

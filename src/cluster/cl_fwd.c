@@ -336,6 +336,13 @@ static void fwd_apply(cl_t *cl, void *arg)
     for (uint32_t i = 0; i < b->n; i++) {
         cl_fwd_t *e = &b->v[i];
         if (e->node == 0) {
+            /* a retained publish or clear made here (cl_retained) */
+            if (e->m->payload_len == 0)
+                cl_tomb_note(cl, msg_topic(e->m), e->m->topic_len, e->m->published_at,
+                             cl->conf->node);
+            else
+                cl_tomb_set(cl, msg_topic(e->m), e->m->topic_len, e->m->published_at,
+                            cl->conf->node);
             for (int j = 1; j < CL_MAX_NODES; j++)
                 if (cl->nodes[j].member)
                     peer_send(cl, j, e, e->m, e->qos, b->src, 0);
@@ -435,6 +442,12 @@ int cl_recv_msg(cl_t *cl, cl_peer_t *p, const uint8_t *body, uint32_t len)
     m->published_at = x.published_at;
     m->origin_node = (uint16_t)idx;
     m->hops = 1;
+    if (x.flags & CL_MSG_RETAIN) { /* published there: a clear leaves a tombstone */
+        if (x.payload_len == 0)
+            cl_tomb_note(cl, x.topic, x.topic_len, x.published_at, cl->nodes[idx].name);
+        else
+            cl_tomb_set(cl, x.topic, x.topic_len, x.published_at, cl->nodes[idx].name);
+    }
     CL_STAT_ADD(cl->lstats[idx].received, 1);
     cl_recv_post(cl, x.src, m, CL_IT_PUBLISH);
     return 0;

@@ -439,6 +439,9 @@ static int on_frame(cl_t *cl, cl_conn_t *c, uint8_t type, const uint8_t *body, u
     case CL_F_RETAINED:
         rc = cl_retained_recv(cl, p, body, len);
         break;
+    case CL_F_RETAINED_CLEAR:
+        rc = cl_tomb_recv(cl, p, body, len);
+        break;
     case CL_F_OWN_TAKE:
     case CL_F_OWN_GIVEN:
         rc = cl_owner_recv(cl, c->idx, type, body, len);
@@ -693,6 +696,7 @@ int cl_links_init(cl_t *cl)
                  "link to this node");
     cl_fwd_register(cl);
     cl_route_init(cl); /* the local routes: from now on, posted to the link thread */
+    cl_tomb_init(cl);
     return 0;
 }
 
@@ -752,6 +756,7 @@ void cl_links_free(cl_t *cl)
         return;
     atomic_store(&cl->stopping, 1); /* nothing is posted to the workers any more */
     cl_route_free(cl);
+    cl_tomb_free(cl);
     while (L->conns) { /* the thread never ran */
         cl_conn_t *c = L->conns;
         L->conns = c->next;
@@ -790,6 +795,7 @@ void cl_link_up(cl_t *cl, cl_peer_t *p, cl_conn_t *c)
     log_info("cluster: link to %s up (%s)", cl->nodes[idx].name, c->addr);
     cl_route_sync(cl, c);
     cl_retained_sync(cl, c);
+    cl_tomb_sync(cl, c);
     p->sent = p->head; /* the unacknowledged ones again */
     cl_peer_pump(cl, p);
     conn_flush(cl, c);

@@ -96,6 +96,7 @@ typedef struct {
 } cl_batch_t;
 
 typedef struct cl_acks_s cl_acks_t;
+typedef struct cl_tombs_s cl_tombs_t;
 
 /* Worker i's forwarding state (worker i only). */
 typedef struct {
@@ -117,6 +118,7 @@ struct cl_links_s {
     inbox_vec_t *outv; /* [nworkers]: received messages for each worker */
     uint64_t *ackv;    /* [nworkers]: the highest ticket acknowledged, being gathered */
     cl_fset_t *local;  /* filters this node announces */
+    cl_tombs_t *tombs; /* retained topics cleared (cl_tomb.c) */
     tw_timer_t resume; /* paused links read again when the inboxes drained */
     /* set by a worker that routed a QoS 1/2 message of node i to a
      * subscriber over limits.publisher_backpressure: the link thread reads
@@ -173,7 +175,25 @@ static inline void cl_ack_note(cl_links_t *L, uint16_t src, uint64_t ticket)
  * cl_recv_flush does). */
 void cl_ack_post(cl_t *cl, int idx);
 
+/* cl_tomb.c (the link thread): tombstones of cleared retained topics.
+ * note: a clear (publish time, origin node name) was made or received;
+ * set: a retained message was set (removes an older tombstone); covers: 1
+ * when a tombstone is newer than this copy (the copy must not be taken);
+ * sync: every tombstone on a link that came up; recv: a peer's. */
+void cl_tomb_init(cl_t *cl);
+void cl_tomb_free(cl_t *cl);
+void cl_tomb_note(cl_t *cl, const uint8_t *topic, size_t len, uint64_t published_at,
+                  const char *origin);
+void cl_tomb_set(cl_t *cl, const uint8_t *topic, size_t len, uint64_t published_at,
+                 const char *origin);
+int cl_tomb_covers(cl_t *cl, const uint8_t *topic, size_t len, uint64_t published_at,
+                   const char *origin);
+void cl_tomb_sync(cl_t *cl, cl_conn_t *c);
+int cl_tomb_recv(cl_t *cl, cl_peer_t *p, const uint8_t *body, uint32_t len);
+
 /* cl_route.c */
+/* The name of the node a retained message was published on. */
+const char *cl_retained_origin(cl_t *cl, const msg_t *m);
 void cl_route_init(cl_t *cl);
 void cl_route_free(cl_t *cl);
 void cl_route_sync(cl_t *cl, cl_conn_t *c);

@@ -20,8 +20,8 @@
  * (not $SYS); the receiver keeps the newer of its own and the peer's copy
  * of a topic (publish time, then the name of the node it was published
  * on) and hands the winner to a worker (retain_set, persist_retained).
- * A clear made while the link was down is not carried by the sync (no
- * tombstones): the copy that survives on the other side comes back.
+ * A clear made while the link was down is carried by tombstones
+ * (cl_tomb.c), sent after the retained set.
  */
 #include <stdio.h>
 #include <stdlib.h>
@@ -349,7 +349,7 @@ void cl_route_drop_peer(cl_t *cl, cl_peer_t *p)
 
 /* ---- retained messages ---- */
 
-static const char *origin_name(cl_t *cl, const msg_t *m)
+const char *cl_retained_origin(cl_t *cl, const msg_t *m)
 {
     if (m->origin_node > 0 && m->origin_node < CL_MAX_NODES && cl->nodes[m->origin_node].used)
         return cl->nodes[m->origin_node].name;
@@ -366,7 +366,7 @@ static void rsync_one(void *ud, msg_t *m)
     rsync_ctx_t *x = ud;
     uint64_t now = an_now_ms();
     if (!router_is_sys_topic(msg_topic(m), m->topic_len) && !msg_expired(m, now)) {
-        const char *o = origin_name(x->cl, m);
+        const char *o = cl_retained_origin(x->cl, m);
         cl_msg_t w = {.published_at = m->published_at,
                       .expiry_ms =
                           m->expire_at ? (uint32_t)AN_MIN(m->expire_at - now, UINT32_MAX) : 0,
@@ -408,12 +408,15 @@ int cl_retained_recv(cl_t *cl, cl_peer_t *p, const uint8_t *body, uint32_t len)
         return -1;
     char oname[CL_NAME_MAX];
     snprintf(oname, sizeof(oname), "%.*s", (int)x.origin_len, x.origin);
+    /* cleared here (or on a third node) after this copy was published */
+    if (cl_tomb_covers(cl, x.topic, x.topic_len, x.published_at, oname))
+        return 0;
     msg_t *mine = NULL;
     retain_match(cl->srv->retain, x.topic, x.topic_len, keep_first, &mine);
     if (mine != NULL) {
-        int theirs_newer =
-            x.published_at > mine->published_at ||
-            (x.published_at == mine->published_at && strcmp(oname, origin_name(cl, mine)) > 0);
+        int theirs_newer = x.published_at > mine->published_at ||
+                           (x.published_at == mine->published_at &&
+                            strcmp(oname, cl_retained_origin(cl, mine)) > 0);
         msg_unref(&mine);
         if (!theirs_newer)
             return 0;
@@ -426,6 +429,7 @@ int cl_retained_recv(cl_t *cl, cl_peer_t *p, const uint8_t *body, uint32_t len)
     m->published_at = x.published_at;
     m->origin_node = (uint16_t)(onode < 0 ? idx : onode);
     m->hops = 1;
+    cl_tomb_set(cl, x.topic, x.topic_len, x.published_at, oname);
     cl_recv_post(cl, 0, m, CL_IT_RETAIN);
     return 0;
 }

@@ -23,23 +23,25 @@
 #define CL_FRAME_MAX (268435455u + 131072u)
 
 enum {
-    CL_F_HELLO = 1,  /* cl_hello_t */
-    CL_F_AUTH,       /* CL_MAC_LEN bytes */
-    CL_F_PING,       /* empty: any frame proves the link alive */
-    CL_F_ROUTE_ADD,  /* a filter this node has subscribers for */
-    CL_F_ROUTE_DEL,  /* a filter it no longer has */
-    CL_F_SYNC_BEGIN, /* empty: the whole route set follows */
-    CL_F_SYNC_END,   /* empty: drop routes not named since SYNC_BEGIN */
-    CL_F_MSG,        /* cl_msg_t: a forwarded message */
-    CL_F_ACK,        /* u64: every QoS 1/2 message up to this seq is here */
-    CL_F_RETAINED,   /* cl_msg_t: a retained message of the sender's set */
-    CL_F_OWN_TAKE,   /* u32 req | u16 len | client id: hand this client's session over
+    CL_F_HELLO = 1,      /* cl_hello_t */
+    CL_F_AUTH,           /* CL_MAC_LEN bytes */
+    CL_F_PING,           /* empty: any frame proves the link alive */
+    CL_F_ROUTE_ADD,      /* a filter this node has subscribers for */
+    CL_F_ROUTE_DEL,      /* a filter it no longer has */
+    CL_F_SYNC_BEGIN,     /* empty: the whole route set follows */
+    CL_F_SYNC_END,       /* empty: drop routes not named since SYNC_BEGIN */
+    CL_F_MSG,            /* cl_msg_t: a forwarded message */
+    CL_F_ACK,            /* u64: every QoS 1/2 message up to this seq is here */
+    CL_F_RETAINED,       /* cl_msg_t: a retained message of the sender's set */
+    CL_F_OWN_TAKE,       /* u32 req | u16 len | client id: hand this client's session over
                       * (cl_owner.c) */
-    CL_F_OWN_GIVEN,  /* u32 req: the claim is released, the session closed */
-    CL_F_MSG_SHARED, /* cl_groups_t then cl_msg_t: a message for shared groups
+    CL_F_OWN_GIVEN,      /* u32 req: the claim is released, the session closed */
+    CL_F_MSG_SHARED,     /* cl_groups_t then cl_msg_t: a message for shared groups
                       * ("$share/g/f" the receiver announced; it gives it to one
                       * of its own members of each), and plain: also for its
                       * ordinary subscribers */
+    CL_F_RETAINED_CLEAR, /* cl_msg_t, no payload: a tombstone of the sender's (a
+                          * retained topic cleared; cl_tomb.c) */
     CL_F_TYPES
 };
 

@@ -7,6 +7,7 @@ asynchronous."""
 
 import queue
 import re
+import time
 
 import paho.mqtt.client as mqtt
 from paho.mqtt.packettypes import PacketTypes
@@ -375,3 +376,54 @@ def test_qos1_kept_across_a_link_break(cluster):
     next_is(sub, "q/after", b"end")  # nothing twice, the QoS 0 one lost
     metrics = cl.api("a").call("GET", "/metrics")[2].decode()
     assert re.search(r'antenna_cluster_dropped_total\{peer="b"\} [1-9]', metrics)
+
+
+def retained_before_marker(node, topic, marker):
+    """Subscribe to topic and marker at once on node: the retained messages
+    come in the filters' order, so what arrives before the marker's copy is
+    topic's (none when it is cleared there)."""
+    c = client(node, "probe-%s-%d" % (marker.replace("/", "-"), time.monotonic_ns()))
+    done = queue.Queue()
+    c.on_subscribe = lambda *a: done.put(1)
+    c.subscribe([(topic, 1), (marker, 1)])
+    done.get(timeout=5)
+    got = []
+    deadline = time.monotonic() + 10
+    while True:
+        m = get(c, max(0.01, deadline - time.monotonic()))
+        if m.topic == marker:
+            break
+        got.append((m.topic, m.payload))
+    close(c)
+    return got
+
+
+def test_retained_clear_while_the_link_is_down_stays_cleared(cluster):
+    """A retained topic cleared on a (QoS 0, so nothing waits for b) while
+    the link to b is down: when the link is back, b's surviving copy does
+    not come back to a, and b's copy is cleared too (the tombstone)."""
+    import signal
+    cl = cluster(n=2)
+    cl.wait_links()
+    pub = client(cl.nodes["a"], "pub")
+    publish(pub, "t/r", b"old", qos=1, retain=True)
+    publish(pub, "t/m1", b"m1", qos=1, retain=True)
+    wait_for(lambda: retained_before_marker(cl.nodes["b"], "t/r", "t/m1") == [("t/r", b"old")], 10,
+             what="b has the retained copy")
+    b = cl.nodes["b"]
+    try:
+        freeze(b.proc.pid)
+        wait_for(lambda: cl.view("a")["b"]["link_state"]["state"] != "up", 20,
+                 what="a closes the silent link")
+        publish(pub, "t/r", b"", qos=0, retain=True)  # the clear: dropped for b
+    finally:
+        b.proc.send_signal(signal.SIGCONT)
+    cl.wait_links(timeout=20)
+    # a marker set on b after the link is up follows b's retained sync to a
+    pubb = client(b, "pubb")
+    publish(pubb, "t/m2", b"m2", qos=1, retain=True)
+    wait_for(lambda: retained_before_marker(cl.nodes["a"], "t/r", "t/m2") == [], 10,
+             what="t/r stays cleared on a (b's older copy refused)")
+    wait_for(lambda: retained_before_marker(b, "t/r", "t/m2") == [], 10,
+             what="b's copy cleared by a's tombstone")
+    close(pub, pubb)
