@@ -6,9 +6,14 @@ from helpers import receive_publishes
 
 
 def retain(b, topic, payload, qos=1, pid=1, client="retainer"):
+    """Publish a retained message and return once the broker holds it: a
+    QoS 0 one has no acknowledgement, so a ping answered after it on the
+    same connection says it was handled (else a subscriber coming next may
+    get it live, without the retain flag)."""
     with b.raw() as c:
         assert c.connect(client).rc == 0
         c.publish(topic, payload, qos=qos, retain=True, pid=pid)
+        assert c.is_open(timeout=10), "no PINGRESP after the retained publish"
         c.disconnect()
 
 
