@@ -627,6 +627,7 @@ void persist_hold_ack(worker_t *w, endpoint_t *ep, uint64_t sid, uint8_t type, u
                       uint8_t reason)
 {
     held_item_t *e = hold(w);
+    e->sink_wait = w->held->sink_emitted; /* and every earlier one */
     e->ep = ep;
     e->sid = sid;
     e->type = type;
@@ -701,6 +702,62 @@ static void release_ack(worker_t *w, const held_item_t *e, int err)
     ep_ack(e->ep, e->type, e->pid, reason, EP_ACK_HELD);
 }
 
+/* ---- acknowledgements after a sink ("ack": "sink") ----
+ *
+ * A sink action with "ack": "sink" numbers each record it writes on this
+ * worker (persist_sink_ack_emitted); every acknowledgement held from then
+ * on waits, once committed, until every record numbered up to the count
+ * at its hold was confirmed (persist_sink_ack_done, from the sink's
+ * thread through the worker's inbox).  Conservative (it waits for the
+ * worker's earlier records of other publishers too) and ordered: the sink
+ * stage is a FIFO that every later acknowledgement joins while it is not
+ * empty.  Nothing changes while no action asks: sink_emitted stays 0. */
+static void sink_stage_push(held_ring_t *h, const held_item_t *e, int rc)
+{
+    if (h->after_sink == NULL)
+        h->after_sink = an_calloc(1, sizeof(*h->after_sink));
+    held_item_t *x = held_push(h->after_sink);
+    *x = *e;
+    x->rc = rc;
+}
+
+uint64_t persist_sink_ack_emitted(worker_t *w)
+{
+    return ++held_of(w)->sink_emitted;
+}
+
+void persist_sink_ack_done(worker_t *w, uint64_t n)
+{
+    held_ring_t *h = held_of(w);
+    if (n == h->sink_confirmed + 1) {
+        h->sink_confirmed++;
+        size_t k = 0;
+        while (k < h->nsink_ooo && h->sink_ooo[k] == h->sink_confirmed + 1) {
+            h->sink_confirmed++;
+            k++;
+        }
+        if (k) {
+            memmove(h->sink_ooo, h->sink_ooo + k, (h->nsink_ooo - k) * sizeof(*h->sink_ooo));
+            h->nsink_ooo -= k;
+        }
+    } else if (n > h->sink_confirmed) { /* out of order: kept sorted */
+        if (h->nsink_ooo == h->cap_sink_ooo) {
+            h->cap_sink_ooo = h->cap_sink_ooo ? 2 * h->cap_sink_ooo : 64;
+            h->sink_ooo = an_realloc(h->sink_ooo, h->cap_sink_ooo * sizeof(*h->sink_ooo));
+        }
+        size_t i = h->nsink_ooo;
+        while (i > 0 && h->sink_ooo[i - 1] > n)
+            i--;
+        memmove(h->sink_ooo + i + 1, h->sink_ooo + i, (h->nsink_ooo - i) * sizeof(*h->sink_ooo));
+        h->sink_ooo[i] = n;
+        h->nsink_ooo++;
+    }
+    held_ring_t *q = h->after_sink;
+    held_item_t it;
+    while (q && held_len(q) && held_at(q, 0)->sink_wait <= h->sink_confirmed && held_shift(q, &it))
+        release_ack(w, &it, it.rc);
+}
+
 void persist_on_committed(worker_t *w, int err)
 {
     held_ring_t *h = held_of(w);
@@ -744,6 +801,8 @@ void persist_on_committed(worker_t *w, int err)
         } else if (e->type) {
             if (rc == 0 && e->ep && h->module_puts != puts)
                 persist_hold_ack(w, e->ep, e->sid, e->type, e->pid, e->reason);
+            else if (e->sink_wait > h->sink_confirmed || (h->after_sink && held_len(h->after_sink)))
+                sink_stage_push(h, e, rc);
             else
                 release_ack(w, e, rc);
         } else {

@@ -134,6 +134,8 @@ struct sink_s {
     uint32_t inflight_n;
     store_batch_t *del;
     uint32_t dl_next;
+    inbox_vec_t *acks; /* [nworkers]: "ack": "sink" confirmations to post */
+    uint8_t acks_pending;
     uint64_t open_backoff;
     uint8_t closing; /* the driver is being closed: RETRY means "keep it" */
     /* counters */
@@ -165,8 +167,15 @@ typedef struct {
 struct sink_action_s {
     sink_t *s; /* NULL: a check of the file */
     sinks_state_t *st;
-    void *state; /* the driver's */
+    void *state;      /* the driver's */
+    uint8_t ack_sink; /* "ack": "sink" */
 };
+
+/* A record's acknowledgement ("ack": "sink"): the evaluating worker and
+ * its number there (persist_sink_ack_emitted), in rec->ack. */
+#define ACK_WORKER_SHIFT 48
+_Static_assert(sizeof(uintptr_t) >= 8, "a record's ack packs a worker and a number");
+enum { ITEM_DEAD_LETTER = 0, ITEM_ACKED = 1 };
 
 /* ---- accessors (sink.h) ---- */
 
@@ -308,6 +317,14 @@ static void rec_store(worker_t *w, sink_t *s, const sink_rec_t *r)
 /* The sink's thread: r leaves the buffer (completed, dropped). */
 static void rec_forget(sink_t *s, sink_rec_t *r)
 {
+    if (r->ack) { /* its publisher's acknowledgement may go */
+        uintptr_t a = (uintptr_t)r->ack;
+        inbox_vec_push(&s->acks[a >> ACK_WORKER_SHIFT],
+                       &(inbox_item_t){.kind = WM_SINKS,
+                                       .flags = ITEM_ACKED,
+                                       .sid = a & ((UINT64_C(1) << ACK_WORKER_SHIFT) - 1)});
+        s->acks_pending = 1;
+    }
     if (s->srv->store) {
         char key[sizeof(s->key) + 8];
         size_t kl = store_key(s, r->seq, key);
@@ -320,8 +337,19 @@ static void rec_forget(sink_t *s, sink_rec_t *r)
     free(r);
 }
 
+static void flush_acks(sink_t *s)
+{
+    if (!s->acks_pending)
+        return;
+    s->acks_pending = 0;
+    for (uint32_t i = 0; i < s->srv->nworkers; i++)
+        if (s->acks[i].len)
+            inbox_post(&s->srv->workers[i].inbox, &s->acks[i]);
+}
+
 static void flush_deletions(sink_t *s)
 {
+    flush_acks(s); /* (the deletions need not be stored first) */
     if (s->del == NULL)
         return;
     store_batch_t *b = s->del;
@@ -334,7 +362,8 @@ static void flush_deletions(sink_t *s)
 
 /* ---- the worker side ---- */
 
-static int emit(sinks_state_t *st, sink_t *s, void *state, worker_t *w, json_t *row, const msg_t *m)
+static int emit(sinks_state_t *st, sink_t *s, void *state, int ack_sink, worker_t *w, json_t *row,
+                const msg_t *m)
 {
     sinks_worker_t *sw = module_worker_ctx(w, st->index);
     pend_t *p = &sw->pend[s->id];
@@ -361,8 +390,12 @@ static int emit(sinks_state_t *st, sink_t *s, void *state, worker_t *w, json_t *
     sink_rec_t *r =
         rec_new(seq, m && m->published_at ? m->published_at : w->wall_ms, o->k.p,
                 (uint32_t)o->k.len, o->v.p, (uint32_t)o->v.len, o->h.p, (uint32_t)o->h.len);
-    if (persist_on(w))
+    if (persist_on(w)) {
         rec_store(w, s, r);
+        if (ack_sink && m && m->qos > 0)
+            r->ack = (void *)(((uintptr_t)w->id << ACK_WORKER_SHIFT) |
+                              (uintptr_t)persist_sink_ack_emitted(w));
+    }
     if (p->tail)
         p->tail->next = r;
     else
@@ -414,6 +447,10 @@ static void sinks_turn_end(module_inst_t *mi, worker_t *w, void *ctx)
 
 static void dl_run(worker_t *w, inbox_item_t *it)
 {
+    if (it->flags == ITEM_ACKED) {
+        persist_sink_ack_done(w, it->sid);
+        return;
+    }
     msg_t *m = it->ptr;
     router_publish(w, m, NULL);
     msg_unref(&m);
@@ -421,6 +458,8 @@ static void dl_run(worker_t *w, inbox_item_t *it)
 
 static void dl_drop(inbox_item_t *it)
 {
+    if (it->flags == ITEM_ACKED)
+        return;
     msg_t *m = it->ptr;
     msg_unref(&m);
 }
@@ -649,6 +688,7 @@ static void *sink_thread(void *arg)
                 log_limited(5000, AN_LOG_WARN, "sink %s: cannot open: %s (again in %" PRIu64 " ms)",
                             c->name, err, s->open_backoff);
                 take_intake(s);
+                flush_deletions(s); /* what drop_oldest dropped meanwhile */
                 wait_nodrv(s, s->open_backoff ? s->open_backoff : 100);
                 continue;
             }
@@ -700,13 +740,19 @@ sink_action_t *sink_action_new(server_t *srv, json_t *def, char *err, size_t err
         snprintf(err, errlen, "sink: the name of a sink (sinks.sinks[].name) is required");
         return NULL;
     }
-    if (ack && !(json_is_string(ack) && strcmp(json_string_value(ack), "store") == 0)) {
-        snprintf(err, errlen, "ack: \"store\" (\"sink\" is not available yet)");
+    const char *ackv = json_string_value(ack);
+    if (ack && !(ackv && (strcmp(ackv, "store") == 0 || strcmp(ackv, "sink") == 0))) {
+        snprintf(err, errlen, "ack: \"store\" or \"sink\"");
         return NULL;
     }
     sink_action_t *a = an_calloc(1, sizeof(*a));
+    a->ack_sink = ackv && strcmp(ackv, "sink") == 0;
     if (srv == NULL)
         return a;
+    if (a->ack_sink && srv->store == NULL && srv->conf.persistence_enabled == 0)
+        log_warn("sink %s: an action asks for \"ack\": \"sink\" but persistence is off: "
+                 "acknowledgements do not wait for the sink",
+                 name);
     a->st = state_of(srv);
     a->s = sink_find(a->st, name);
     if (a->s == NULL) {
@@ -731,7 +777,7 @@ sink_action_t *sink_action_new(server_t *srv, json_t *def, char *err, size_t err
 
 int sink_action_emit(sink_action_t *a, worker_t *w, json_t *row, const struct msg_s *m)
 {
-    return emit(a->st, a->s, a->state, w, row, m);
+    return emit(a->st, a->s, a->state, a->ack_sink, w, row, m);
 }
 
 void sink_action_free(sink_action_t *a)
@@ -922,6 +968,9 @@ static void sink_free_one(sink_t *s)
     for (size_t i = 0; i < s->nretries; i++)
         free(s->retries[i].rec);
     free(s->retries);
+    for (uint32_t i = 0; s->acks && i < s->srv->nworkers; i++)
+        inbox_vec_free(&s->acks[i]);
+    free(s->acks);
     store_batch_free(s->del);
     pthread_mutex_destroy(&s->mu);
     pthread_cond_destroy(&s->cond);
@@ -954,6 +1003,7 @@ static int sinks_init(module_inst_t *mi)
         s->key[SINK_PREFIX_LEN + nl] = '/';
         s->key_len = SINK_PREFIX_LEN + nl + 1;
         atomic_init(&s->next_seq, 1);
+        s->acks = an_calloc(mi->srv->nworkers ? mi->srv->nworkers : 1, sizeof(*s->acks));
         st->s[st->n++] = s;
         if (mi->srv->store) {
             int rc = store_scan(mi->srv->store, s->key, s->key_len, load_stored, s);

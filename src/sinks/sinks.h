@@ -22,7 +22,7 @@ struct msg_s;
 
 typedef struct sink_action_s sink_action_t;
 
-/* An action {"type": "sink", "sink": NAME, "ack": "store", ...driver keys}
+/* An action {"type": "sink", "sink": NAME, "ack": "store"|"sink", ...driver keys}
  * for server srv (NULL: a check of the file, where sinks are not known
  * yet: the keys of the framework are checked, and the action returned
  * is only good for sink_action_free).  NULL with err ("sink: no sink

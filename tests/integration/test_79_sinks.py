@@ -1,8 +1,9 @@
 """Sinks (src/sinks, docs/sinks.md): rules feeding the webhook sink, checked
 against a local HTTP receiver: delivery exactly once and in order, retries
 through 5xx, dead letters for 4xx, the overflow policies while the
-receiver is down, the buffer in the store across a SIGKILL, configuration
-errors, GET /api/v1/sinks and /metrics."""
+receiver is down, the buffer in the store across a SIGKILL, "ack": "sink"
+(the PUBACK waits for the receiver), configuration errors, GET
+/api/v1/sinks and /metrics."""
 
 import http.server
 import json
@@ -377,3 +378,41 @@ def test_unknown_sink_in_api_rule_is_refused(sbroker):
         p.publish("api/1", b"hello", qos=1)
     got = r.wait(1)
     assert got == [b"api:hello"], got
+
+
+def test_ack_sink_holds_puback_until_the_receiver_confirmed(sbroker):
+    r = Receiver()
+    sbroker.receivers.append(r)
+    b = sbroker(section(r.port, action_extra="          ack: sink", sink_extra="""      retry:
+        max_attempts: 100000
+        backoff: 20ms
+        max_backoff: 50ms"""))
+    p = mqtt.Client(client_id="acker")
+    p.connect(b.host, b.port)
+    p.loop_start()
+    try:
+        info = p.publish("s/a", json.dumps({"n": 1}).encode(), qos=1)
+        # stored and tried at least once (the receiver is down): still no PUBACK
+        wait_sink(b, lambda m: m["appended"] == 1 and m["retried"] >= 1)
+        assert not info.is_published()
+        r.start()
+        info.wait_for_publish(20)
+        assert info.is_published() and r.got() == [b"1"]
+        # refused for good (4xx): the acknowledgement is released too
+        r.answer = lambda body: 400
+        info = p.publish("s/a", json.dumps({"n": 2}).encode(), qos=1)
+        info.wait_for_publish(20)
+        assert info.is_published()
+        wait_sink(b, lambda m: m["failed"] == 1 and m["queued"] == 0)
+    finally:
+        p.loop_stop()
+        p.disconnect()
+    # without persistence, "ack": "sink" is accepted with a warning
+    b2 = sbroker(section(free_port()), persistence={"enabled": False})
+    b2.rapi.json("POST", "/api/v1/rules", {
+        "id": "a", "sql": "SELECT 1 FROM \"t\"",
+        "actions": [{"type": "sink", "sink": "hook", "ack": "sink"}]}, status=201)
+    deadline = time.monotonic() + 10
+    while "acknowledgements do not wait for the sink" not in b2.log_text():
+        assert time.monotonic() < deadline, b2.log_text()[-2000:]
+        time.sleep(0.05)

@@ -10,6 +10,11 @@
  *                             rule only after its own commit, so the
  *                             record lands in a later batch; the PUBACK
  *                             must wait for that one too (persist.c)
+ *   ack_sink                  "ack": "sink": committed, the PUBACK still
+ *                             waits for the record's confirmation
+ *                             (persist_sink_ack_done, here by hand)
+ *   ack_sink_routed_after     the same when the record was written after
+ *                             the message's commit (durable subscriber)
  *
  * Deterministic: no sleep; every wait is a bounded number of turns.
  */
@@ -27,6 +32,7 @@
 #include "harness.h"
 #include "module.h"
 #include "mqtt_codec.h"
+#include "persist.h"
 #include "store.h"
 
 #define QUIET_TURNS 3
@@ -44,13 +50,16 @@ static const char yaml[] = "sinks:\n"
                            "        - type: sink\n"
                            "          sink: hook\n";
 
+static const char *cur_yaml = yaml;
+
 static void tweak(conf_t *cf)
 {
+    const char *y = cur_yaml;
     module_conf_defaults(cf);
     char path[] = "/tmp/test_sink_ack_XXXXXX";
     int fd = mkstemp(path);
     assert_true(fd >= 0);
-    assert_int_equal(write(fd, yaml, sizeof(yaml) - 1), (ssize_t)(sizeof(yaml) - 1));
+    assert_int_equal(write(fd, y, strlen(y)), (ssize_t)strlen(y));
     close(fd);
     char err[512];
     int rc = conf_load(cf, path, err, sizeof(err));
@@ -64,6 +73,20 @@ static void tweak(conf_t *cf)
 static int setup(void **state)
 {
     static harness_t h;
+    cur_yaml = yaml;
+    if (harness_init(&h, tweak) < 0)
+        return -1;
+    *state = &h;
+    return 0;
+}
+
+static char yaml_ack[sizeof(yaml) + 32];
+
+static int setup_ack(void **state)
+{
+    static harness_t h;
+    snprintf(yaml_ack, sizeof(yaml_ack), "%s          ack: sink\n", yaml);
+    cur_yaml = yaml_ack;
     if (harness_init(&h, tweak) < 0)
         return -1;
     *state = &h;
@@ -158,11 +181,57 @@ static void routed_after_commit(void **state)
     hc_close(pub);
 }
 
+static void ack_sink(void **state)
+{
+    harness_t *h = *state;
+    hclient_t *pub = client(h, "pub", 1, 0);
+    assert_true(harness_settle(h));
+    hc_publish(pub, "s/a", "one", 1, 9);
+    assert_true(harness_wait_commits(h, 1));
+    assert_int_equal(harness_commit_release(h, 1), 1);
+    expect_quiet(pub); /* stored, not confirmed */
+    persist_sink_ack_done(h->w, 1);
+    expect_puback(pub, 9);
+    /* a later publish of no rule waits behind a held one, then goes */
+    hc_publish(pub, "s/b", "two", 1, 10);
+    hc_publish(pub, "x/c", "three", 1, 11);
+    assert_true(harness_wait_commits(h, 1));
+    assert_int_equal(harness_commit_release(h, 1), 1);
+    expect_quiet(pub);
+    persist_sink_ack_done(h->w, 2);
+    expect_puback(pub, 10);
+    expect_puback(pub, 11);
+    hc_close(pub);
+}
+
+static void ack_sink_routed_after(void **state)
+{
+    harness_t *h = *state;
+    h->hold_commits = 0;
+    hclient_t *sub = client(h, "dur", 1, 300);
+    assert_int_equal(hc_subscribe(sub, 1, "s/#", 1), 1);
+    hclient_t *pub = client(h, "pub", 1, 0);
+    assert_true(harness_settle(h));
+    h->hold_commits = 1;
+    hc_publish(pub, "s/a", "two", 1, 8);
+    assert_true(harness_wait_commits(h, 1));
+    assert_int_equal(harness_commit_release(h, 1), 1);
+    assert_true(harness_wait_commits(h, 1)); /* the record's batch */
+    assert_int_equal(harness_commit_release(h, 1), 1);
+    expect_quiet(pub);
+    persist_sink_ack_done(h->w, 1);
+    expect_puback(pub, 8);
+    hc_close(sub);
+    hc_close(pub);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test_setup_teardown(record_before_puback, setup, teardown),
         cmocka_unit_test_setup_teardown(routed_after_commit, setup, teardown),
+        cmocka_unit_test_setup_teardown(ack_sink, setup_ack, teardown),
+        cmocka_unit_test_setup_teardown(ack_sink_routed_after, setup_ack, teardown),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
