@@ -627,7 +627,14 @@ void persist_hold_ack(worker_t *w, endpoint_t *ep, uint64_t sid, uint8_t type, u
                       uint8_t reason)
 {
     held_item_t *e = hold(w);
-    e->sink_wait = w->held->sink_emitted; /* and every earlier one */
+    /* the records written since the last hold are this one's (the publish
+     * that wrote them is acknowledged right after); with the cluster on,
+     * an acknowledgement may reach this ring after others, so it waits for
+     * every record so far */
+    held_ring_t *h = w->held;
+    e->sink_wait = h->sink_emitted;
+    e->sink_from = w->srv->route_owners[ROUTE_OWNER_NODE].hold_ack ? 0 : h->sink_taken;
+    h->sink_taken = h->sink_emitted;
     e->ep = ep;
     e->sid = sid;
     e->type = type;
@@ -705,13 +712,16 @@ static void release_ack(worker_t *w, const held_item_t *e, int err)
 /* ---- acknowledgements after a sink ("ack": "sink") ----
  *
  * A sink action with "ack": "sink" numbers each record it writes on this
- * worker (persist_sink_ack_emitted); every acknowledgement held from then
- * on waits, once committed, until every record numbered up to the count
- * at its hold was confirmed (persist_sink_ack_done, from the sink's
- * thread through the worker's inbox).  Conservative (it waits for the
- * worker's earlier records of other publishers too) and ordered: the sink
- * stage is a FIFO that every later acknowledgement joins while it is not
- * empty.  Nothing changes while no action asks: sink_emitted stays 0. */
+ * worker (persist_sink_ack_emitted).  The acknowledgement held next
+ * (persist_hold_ack: the publish that wrote them) takes the records
+ * numbered since the previous hold, (sink_from, sink_wait]; once its
+ * batch is committed it waits in the sink stage until they are all
+ * confirmed (persist_sink_ack_done, from the sink's thread through the
+ * worker's inbox).  The stage keeps each endpoint's acknowledgements in
+ * order (one waits behind an earlier one of its endpoint); the others pass.
+ * A re-held acknowledgement (a route released after its commit wrote)
+ * takes the records that route wrote.  Nothing changes while no action
+ * asks: every range is empty and the stage stays empty. */
 static void sink_stage_push(held_ring_t *h, const held_item_t *e, int rc)
 {
     if (h->after_sink == NULL)
@@ -719,6 +729,52 @@ static void sink_stage_push(held_ring_t *h, const held_item_t *e, int rc)
     held_item_t *x = held_push(h->after_sink);
     *x = *e;
     x->rc = rc;
+}
+
+/* Every record of (from, to] confirmed. */
+static int sink_range_done(const held_ring_t *h, uint64_t from, uint64_t to)
+{
+    if (to <= h->sink_confirmed)
+        return 1;
+    uint64_t lo = from > h->sink_confirmed ? from : h->sink_confirmed, have = 0;
+    for (size_t i = 0; i < h->nsink_ooo; i++)
+        have += h->sink_ooo[i] > lo && h->sink_ooo[i] <= to;
+    return have == to - lo;
+}
+
+/* An acknowledgement of ep waits in the stage. */
+static int sink_stage_has(held_ring_t *h, const endpoint_t *ep)
+{
+    held_ring_t *q = h->after_sink;
+    for (size_t i = 0; ep && q && i < held_len(q); i++)
+        if (held_at(q, i)->ep == ep)
+            return 1;
+    return 0;
+}
+
+/* Release what is confirmed and not behind an earlier one of its endpoint. */
+static void sink_stage_run(worker_t *w, held_ring_t *h)
+{
+    held_ring_t *q = h->after_sink;
+    if (q == NULL || held_len(q) == 0)
+        return;
+    size_t n = held_len(q), nblocked = 0;
+    const endpoint_t *blocked[64];
+    held_item_t it;
+    for (size_t i = 0; i < n; i++) {
+        held_shift(q, &it);
+        int behind = 0;
+        for (size_t b = 0; it.ep && b < nblocked && !behind; b++)
+            behind = blocked[b] == it.ep;
+        if (!behind && (it.ep == NULL || nblocked < sizeof(blocked) / sizeof(blocked[0])) &&
+            sink_range_done(h, it.sink_from, it.sink_wait)) {
+            release_ack(w, &it, it.rc);
+            continue;
+        }
+        if (!behind && it.ep && nblocked < sizeof(blocked) / sizeof(blocked[0]))
+            blocked[nblocked++] = it.ep;
+        *held_push(q) = it; /* kept, in order */
+    }
 }
 
 uint64_t persist_sink_ack_emitted(worker_t *w)
@@ -752,10 +808,7 @@ void persist_sink_ack_done(worker_t *w, uint64_t n)
         h->sink_ooo[i] = n;
         h->nsink_ooo++;
     }
-    held_ring_t *q = h->after_sink;
-    held_item_t it;
-    while (q && held_len(q) && held_at(q, 0)->sink_wait <= h->sink_confirmed && held_shift(q, &it))
-        release_ack(w, &it, it.rc);
+    sink_stage_run(w, h);
 }
 
 void persist_on_committed(worker_t *w, int err)
@@ -801,7 +854,7 @@ void persist_on_committed(worker_t *w, int err)
         } else if (e->type) {
             if (rc == 0 && e->ep && h->module_puts != puts)
                 persist_hold_ack(w, e->ep, e->sid, e->type, e->pid, e->reason);
-            else if (e->sink_wait > h->sink_confirmed || (h->after_sink && held_len(h->after_sink)))
+            else if (!sink_range_done(h, e->sink_from, e->sink_wait) || sink_stage_has(h, e->ep))
                 sink_stage_push(h, e, rc);
             else
                 release_ack(w, e, rc);

@@ -46,10 +46,11 @@ typedef struct {
     uint16_t pid;
     uint8_t type; /* ack: EP_ACK_PUBACK/PUBREC/PUBCOMP; else 0 */
     uint8_t reason;
-    uint8_t failed;     /* its batch could not be submitted */
-    int32_t rc;         /* in the sink stage: the commit's result */
-    uint64_t sink_wait; /* ack: the worker's "ack: sink" records it waits for
-                         * (persist.h, persist_sink_ack_emitted) */
+    uint8_t failed;                /* its batch could not be submitted */
+    int32_t rc;                    /* in the sink stage: the commit's result */
+    uint64_t sink_from, sink_wait; /* ack: the worker's "ack: sink" records
+                                    * (sink_from, sink_wait] it waits for
+                                    * (persist.c, persist_sink_ack_emitted) */
 } held_item_t;
 
 typedef struct persist_held_s {
@@ -60,10 +61,11 @@ typedef struct persist_held_s {
     uint64_t committed_no; /* commits that came back */
     uint64_t module_puts;  /* persist_put_reserve calls (a module's records) */
     /* acknowledgements after a sink: records numbered by the worker, the
-     * highest number below which all are confirmed, the ones confirmed
-     * above it (sorted), and the acknowledgements committed but waiting
-     * for a confirmation (the sink stage, FIFO) */
-    uint64_t sink_emitted, sink_confirmed;
+     * number up to which all are confirmed, the last one given to a held
+     * acknowledgement, the ones confirmed above the first (sorted), and
+     * the acknowledgements committed but waiting for a confirmation (the
+     * sink stage, in order per endpoint) */
+    uint64_t sink_emitted, sink_confirmed, sink_taken;
     uint64_t *sink_ooo;
     size_t nsink_ooo, cap_sink_ooo;
     struct persist_held_s *after_sink;

@@ -12,7 +12,10 @@
  *                             must wait for that one too (persist.c)
  *   ack_sink                  "ack": "sink": committed, the PUBACK still
  *                             waits for the record's confirmation
- *                             (persist_sink_ack_done, here by hand)
+ *                             (persist_sink_ack_done, here by hand); a
+ *                             later one of the same connection waits
+ *                             behind it; another connection's waits for
+ *                             its own record only
  *   ack_sink_routed_after     the same when the record was written after
  *                             the message's commit (durable subscriber)
  *
@@ -192,15 +195,26 @@ static void ack_sink(void **state)
     expect_quiet(pub); /* stored, not confirmed */
     persist_sink_ack_done(h->w, 1);
     expect_puback(pub, 9);
-    /* a later publish of no rule waits behind a held one, then goes */
+    /* a later publish of no rule waits behind a held one of its
+     * connection, then goes; another connection's does not wait */
+    hclient_t *other = client(h, "other", 1, 0);
+    assert_true(harness_settle(h));
     hc_publish(pub, "s/b", "two", 1, 10);
     hc_publish(pub, "x/c", "three", 1, 11);
     assert_true(harness_wait_commits(h, 1));
     assert_int_equal(harness_commit_release(h, 1), 1);
     expect_quiet(pub);
+    hc_publish(other, "s/d", "four", 1, 12); /* record 3, confirmed first */
+    assert_true(harness_wait_commits(h, 1));
+    assert_int_equal(harness_commit_release(h, 1), 1);
+    expect_quiet(other);
+    persist_sink_ack_done(h->w, 3);
+    expect_puback(other, 12);
+    expect_quiet(pub);
     persist_sink_ack_done(h->w, 2);
     expect_puback(pub, 10);
     expect_puback(pub, 11);
+    hc_close(other);
     hc_close(pub);
 }
 
