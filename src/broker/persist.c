@@ -484,6 +484,13 @@ size_t persist_pending_ops(const worker_t *w)
     return w->batch ? store_batch_count(w->batch) : 0;
 }
 
+void *persist_put_reserve(worker_t *w, const void *k, size_t kl, size_t vl)
+{
+    store_batch_t *b = batch_of(w);
+    held_of(w)->module_puts++;
+    return store_batch_put_reserve(b, k, kl, vl);
+}
+
 uint64_t persist_next_seq(server_t *srv)
 {
     return atomic_fetch_add_explicit(&srv->next_qseq, 1, memory_order_relaxed);
@@ -620,6 +627,14 @@ void persist_hold_ack(worker_t *w, endpoint_t *ep, uint64_t sid, uint8_t type, u
                       uint8_t reason)
 {
     held_item_t *e = hold(w);
+    /* the records written since the last hold are this one's (the publish
+     * that wrote them is acknowledged right after); with the cluster on,
+     * an acknowledgement may reach this ring after others, so it waits for
+     * every record so far */
+    held_ring_t *h = w->held;
+    e->sink_wait = h->sink_emitted;
+    e->sink_from = w->srv->route_owners[ROUTE_OWNER_NODE].hold_ack ? 0 : h->sink_taken;
+    h->sink_taken = h->sink_emitted;
     e->ep = ep;
     e->sid = sid;
     e->type = type;
@@ -694,6 +709,108 @@ static void release_ack(worker_t *w, const held_item_t *e, int err)
     ep_ack(e->ep, e->type, e->pid, reason, EP_ACK_HELD);
 }
 
+/* ---- acknowledgements after a sink ("ack": "sink") ----
+ *
+ * A sink action with "ack": "sink" numbers each record it writes on this
+ * worker (persist_sink_ack_emitted).  The acknowledgement held next
+ * (persist_hold_ack: the publish that wrote them) takes the records
+ * numbered since the previous hold, (sink_from, sink_wait]; once its
+ * batch is committed it waits in the sink stage until they are all
+ * confirmed (persist_sink_ack_done, from the sink's thread through the
+ * worker's inbox).  The stage keeps each endpoint's acknowledgements in
+ * order (one waits behind an earlier one of its endpoint); the others pass.
+ * A re-held acknowledgement (a route released after its commit wrote)
+ * takes the records that route wrote.  Nothing changes while no action
+ * asks: every range is empty and the stage stays empty. */
+static void sink_stage_push(held_ring_t *h, const held_item_t *e, int rc)
+{
+    if (h->after_sink == NULL)
+        h->after_sink = an_calloc(1, sizeof(*h->after_sink));
+    held_item_t *x = held_push(h->after_sink);
+    *x = *e;
+    x->rc = rc;
+}
+
+/* Every record of (from, to] confirmed. */
+static int sink_range_done(const held_ring_t *h, uint64_t from, uint64_t to)
+{
+    if (to <= h->sink_confirmed)
+        return 1;
+    uint64_t lo = from > h->sink_confirmed ? from : h->sink_confirmed, have = 0;
+    for (size_t i = 0; i < h->nsink_ooo; i++)
+        have += h->sink_ooo[i] > lo && h->sink_ooo[i] <= to;
+    return have == to - lo;
+}
+
+/* An acknowledgement of ep waits in the stage. */
+static int sink_stage_has(held_ring_t *h, const endpoint_t *ep)
+{
+    held_ring_t *q = h->after_sink;
+    for (size_t i = 0; ep && q && i < held_len(q); i++)
+        if (held_at(q, i)->ep == ep)
+            return 1;
+    return 0;
+}
+
+/* Release what is confirmed and not behind an earlier one of its endpoint. */
+static void sink_stage_run(worker_t *w, held_ring_t *h)
+{
+    held_ring_t *q = h->after_sink;
+    if (q == NULL || held_len(q) == 0)
+        return;
+    size_t n = held_len(q), nblocked = 0;
+    const endpoint_t *blocked[64];
+    held_item_t it;
+    for (size_t i = 0; i < n; i++) {
+        held_shift(q, &it);
+        int behind = 0;
+        for (size_t b = 0; it.ep && b < nblocked && !behind; b++)
+            behind = blocked[b] == it.ep;
+        if (!behind && (it.ep == NULL || nblocked < sizeof(blocked) / sizeof(blocked[0])) &&
+            sink_range_done(h, it.sink_from, it.sink_wait)) {
+            release_ack(w, &it, it.rc);
+            continue;
+        }
+        if (!behind && it.ep && nblocked < sizeof(blocked) / sizeof(blocked[0]))
+            blocked[nblocked++] = it.ep;
+        *held_push(q) = it; /* kept, in order */
+    }
+}
+
+uint64_t persist_sink_ack_emitted(worker_t *w)
+{
+    return ++held_of(w)->sink_emitted;
+}
+
+void persist_sink_ack_done(worker_t *w, uint64_t n)
+{
+    held_ring_t *h = held_of(w);
+    if (n == h->sink_confirmed + 1) {
+        h->sink_confirmed++;
+        size_t k = 0;
+        while (k < h->nsink_ooo && h->sink_ooo[k] == h->sink_confirmed + 1) {
+            h->sink_confirmed++;
+            k++;
+        }
+        if (k) {
+            memmove(h->sink_ooo, h->sink_ooo + k, (h->nsink_ooo - k) * sizeof(*h->sink_ooo));
+            h->nsink_ooo -= k;
+        }
+    } else if (n > h->sink_confirmed) { /* out of order: kept sorted */
+        if (h->nsink_ooo == h->cap_sink_ooo) {
+            h->cap_sink_ooo = h->cap_sink_ooo ? 2 * h->cap_sink_ooo : 64;
+            h->sink_ooo = an_realloc(h->sink_ooo, h->cap_sink_ooo * sizeof(*h->sink_ooo));
+        }
+        size_t i = h->nsink_ooo;
+        while (i > 0 && h->sink_ooo[i - 1] > n)
+            i--;
+        memmove(h->sink_ooo + i + 1, h->sink_ooo + i, (h->nsink_ooo - i) * sizeof(*h->sink_ooo));
+        h->sink_ooo[i] = n;
+        h->nsink_ooo++;
+    }
+    sink_stage_run(w, h);
+}
+
 void persist_on_committed(worker_t *w, int err)
 {
     held_ring_t *h = held_of(w);
@@ -709,7 +826,12 @@ void persist_on_committed(worker_t *w, int err)
             w->store_errors = 0;
         }
     }
-    /* by value: releasing one may hold new ones (see persist_held.h) */
+    /* by value: releasing one may hold new ones (see persist_held.h).  A
+     * released route may make a module write to the batch being filled (a
+     * rule's sink record, persist_put_reserve): every acknowledgement
+     * behind it then waits for that batch too, so none leaves before what
+     * its message caused is stored (and they keep their order) */
+    uint64_t puts = h->module_puts;
     while (held_pop(h, &it)) {
         int rc = e->failed ? STORE_ESHUTDOWN : err;
         if (e->m) {
@@ -730,7 +852,12 @@ void persist_on_committed(worker_t *w, int err)
             msg_unref(&e->m);
             free(e->t);
         } else if (e->type) {
-            release_ack(w, e, rc);
+            if (rc == 0 && e->ep && h->module_puts != puts)
+                persist_hold_ack(w, e->ep, e->sid, e->type, e->pid, e->reason);
+            else if (!sink_range_done(h, e->sink_from, e->sink_wait) || sink_stage_has(h, e->ep))
+                sink_stage_push(h, e, rc);
+            else
+                release_ack(w, e, rc);
         } else {
             /* not stored: not sent now either; the session resends its
              * window when the client comes back */

@@ -62,6 +62,16 @@ int held_pop(held_ring_t *h, held_item_t *out)
     return 1;
 }
 
+int held_shift(held_ring_t *h, held_item_t *out)
+{
+    if (h->len == 0)
+        return 0;
+    *out = *held_at(h, 0);
+    h->head = (h->head + 1) & (h->cap - 1);
+    h->len--;
+    return 1;
+}
+
 void held_forget_endpoint(held_ring_t *h, const struct endpoint_s *ep)
 {
     for (size_t i = 0; i < h->len; i++) {
@@ -69,10 +79,20 @@ void held_forget_endpoint(held_ring_t *h, const struct endpoint_s *ep)
         if (e->ep == ep)
             e->ep = NULL;
     }
+    if (h->after_sink)
+        held_forget_endpoint(h->after_sink, ep);
 }
 
 void held_free(held_ring_t *h)
 {
+    if (h->after_sink) {
+        held_free(h->after_sink);
+        free(h->after_sink);
+        h->after_sink = NULL;
+    }
+    free(h->sink_ooo);
+    h->sink_ooo = NULL;
+    h->nsink_ooo = h->cap_sink_ooo = 0;
     free(h->v);
     h->v = NULL;
     h->head = h->len = h->cap = h->routes = 0;

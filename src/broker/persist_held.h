@@ -46,7 +46,11 @@ typedef struct {
     uint16_t pid;
     uint8_t type; /* ack: EP_ACK_PUBACK/PUBREC/PUBCOMP; else 0 */
     uint8_t reason;
-    uint8_t failed; /* its batch could not be submitted */
+    uint8_t failed;                /* its batch could not be submitted */
+    int32_t rc;                    /* in the sink stage: the commit's result */
+    uint64_t sink_from, sink_wait; /* ack: the worker's "ack: sink" records
+                                    * (sink_from, sink_wait] it waits for
+                                    * (persist.c, persist_sink_ack_emitted) */
 } held_item_t;
 
 typedef struct persist_held_s {
@@ -55,6 +59,16 @@ typedef struct persist_held_s {
     size_t routes;         /* route items in the ring (kept by the user) */
     uint64_t batch_no;     /* the batch being filled */
     uint64_t committed_no; /* commits that came back */
+    uint64_t module_puts;  /* persist_put_reserve calls (a module's records) */
+    /* acknowledgements after a sink: records numbered by the worker, the
+     * number up to which all are confirmed, the last one given to a held
+     * acknowledgement, the ones confirmed above the first (sorted), and
+     * the acknowledgements committed but waiting for a confirmation (the
+     * sink stage, in order per endpoint) */
+    uint64_t sink_emitted, sink_confirmed, sink_taken;
+    uint64_t *sink_ooo;
+    size_t nsink_ooo, cap_sink_ooo;
+    struct persist_held_s *after_sink;
 } held_ring_t;
 
 /* The release rule (see the top of this file). */
@@ -76,6 +90,8 @@ uint64_t held_committed(held_ring_t *h);
 /* The oldest item, when its batch is committed: copied to *out, removed,
  * 1.  Otherwise 0 (everything behind it waits too: order is kept). */
 int held_pop(held_ring_t *h, held_item_t *out);
+/* The oldest item whatever its batch (the sink stage): 1, or 0 when empty. */
+int held_shift(held_ring_t *h, held_item_t *out);
 /* Items in the ring, and the i-th oldest. */
 static inline size_t held_len(const held_ring_t *h)
 {
