@@ -69,10 +69,10 @@ static const char *const kf_sasl_names[] = {"PLAIN", "SCRAM-SHA-256", "SCRAM-SHA
 
 /* One sink's configuration (sink_conf()). */
 typedef struct {
-    char bootstrap_servers[512];
+    char bootstrap_servers[384];
     char topic[256];   /* template; "" = every action names its own */
     char key[128];     /* template, "${clientid}" */
-    char payload[512]; /* template; "" = the row as JSON */
+    char payload[384]; /* template; "" = the row as JSON */
     char headers[512]; /* "name\0template\0" pairs */
     uint32_t headers_len;
     uint8_t nheaders;
@@ -87,9 +87,11 @@ typedef struct {
     uint32_t message_timeout_ms;
     char tls_ca_file[256], tls_cert_file[256], tls_key_file[256];
     char sasl_username[128], sasl_password[128];
-    char properties[1024]; /* "name\0value\0" pairs for librdkafka */
+    char properties[768]; /* "name\0value\0" pairs for librdkafka */
     uint32_t properties_len;
 } kf_conf_t;
+/* the framework keeps up to 4 KiB of a sink's driver configuration */
+_Static_assert(sizeof(kf_conf_t) <= 3584, "kf_conf_t grew");
 
 /* ---- templates ---- */
 
@@ -329,8 +331,8 @@ static rd_kafka_conf_t *kf_rdconf(const kf_conf_t *c, const char **bad, char *er
 {
     rd_kafka_conf_t *rc = rd_kafka_conf_new();
     char num[24];
-    const char *proto = c->tls ? (c->sasl ? "sasl_ssl" : "ssl")
-                               : (c->sasl ? "sasl_plaintext" : "plaintext");
+    const char *proto =
+        c->tls ? (c->sasl ? "sasl_ssl" : "ssl") : (c->sasl ? "sasl_plaintext" : "plaintext");
 #define KF_SET(key, name, value)                                                                   \
     do {                                                                                           \
         if (kf_set(rc, (name), (value), err, errlen) < 0) {                                        \
@@ -465,8 +467,8 @@ static int kf_sasl_load(conf_sec_t *s, void *ud)
     if (!conf_sec_has(s, "mechanism"))
         return conf_sec_fail(s, "mechanism", "required (PLAIN, SCRAM-SHA-256, SCRAM-SHA-512)");
     if (conf_sec_enum(s, "mechanism", kf_sasl_names, &c->sasl_mechanism) < 0 ||
-        conf_sec_str(s, "username", c->sasl_username, sizeof(c->sasl_username),
-                     CONF_SEC_NONEMPTY) < 0 ||
+        conf_sec_str(s, "username", c->sasl_username, sizeof(c->sasl_username), CONF_SEC_NONEMPTY) <
+            0 ||
         conf_sec_str(s, "password", c->sasl_password, sizeof(c->sasl_password), 0) < 0)
         return -1;
     if (!c->sasl_username[0])
@@ -496,7 +498,8 @@ static int kf_conf_load(conf_sec_t *s, void *conf)
         conf_sec_ms(s, "linger", 0, 900000, &c->linger_ms) < 0 ||
         conf_sec_u32(s, "batch_size", 1, 2147483647u, &c->batch_size) < 0 ||
         conf_sec_ms(s, "message_timeout", 100, 2147483647u, &c->message_timeout_ms) < 0 ||
-        conf_sec_map(s, "tls", kf_tls_load, c) < 0 || conf_sec_map(s, "sasl", kf_sasl_load, c) < 0 ||
+        conf_sec_map(s, "tls", kf_tls_load, c) < 0 ||
+        conf_sec_map(s, "sasl", kf_sasl_load, c) < 0 ||
         conf_sec_pairs(s, "properties", kf_property_pair, c) < 0)
         return -1;
     if (c->bootstrap_servers[0] == '\0')
@@ -539,7 +542,8 @@ static void kf_action_free(void *state)
     free(a);
 }
 
-static int kf_action_hdr(kf_action_t *a, const char *name, const char *tpl, char *err, size_t errlen)
+static int kf_action_hdr(kf_action_t *a, const char *name, const char *tpl, char *err,
+                         size_t errlen)
 {
     char e[120];
     if (a->nh >= KF_MAX_HEADERS || name[0] == '\0' || strlen(name) >= KF_HNAME) {
@@ -889,11 +893,11 @@ static int kf_produce(kf_drv_t *d, sink_rec_t *r)
             h = val + vl + 1;
         }
     }
-    rd_kafka_resp_err_t e = rd_kafka_producev(
-        d->rk, RD_KAFKA_V_RKT(rkt), RD_KAFKA_V_KEY(kl ? k + 1 + tl : NULL, kl),
-        RD_KAFKA_V_VALUE((void *)sink_rec_value(r), r->vlen), RD_KAFKA_V_MSGFLAGS(0),
-        RD_KAFKA_V_TIMESTAMP((int64_t)r->ts_ms), RD_KAFKA_V_HEADERS(hs), RD_KAFKA_V_OPAQUE(r),
-        RD_KAFKA_V_END);
+    rd_kafka_resp_err_t e =
+        rd_kafka_producev(d->rk, RD_KAFKA_V_RKT(rkt), RD_KAFKA_V_KEY(kl ? k + 1 + tl : NULL, kl),
+                          RD_KAFKA_V_VALUE((void *)sink_rec_value(r), r->vlen),
+                          RD_KAFKA_V_MSGFLAGS(0), RD_KAFKA_V_TIMESTAMP((int64_t)r->ts_ms),
+                          RD_KAFKA_V_HEADERS(hs), RD_KAFKA_V_OPAQUE(r), RD_KAFKA_V_END);
     if (e == RD_KAFKA_RESP_ERR_NO_ERROR) {
         d->inflight++;
         return 0;
