@@ -1321,6 +1321,31 @@ int conf_sec_pairs(conf_sec_t *s, const char *key,
     return 0;
 }
 
+int conf_sec_rest(conf_sec_t *s,
+                  int (*fn)(conf_sec_t *s, const char *key, const char *value, int quoted,
+                            void *ud),
+                  void *ud)
+{
+    if (s->map == NULL)
+        return 0;
+    yaml_node_pair_t *start = s->map->data.mapping.pairs.start;
+    size_t n = (size_t)(s->map->data.mapping.pairs.top - start);
+    for (size_t a = 0; a < n && a < SEC_MAX_KEYS; a++) {
+        if (s->used & (1u << a))
+            continue;
+        yaml_node_t *ka = yaml_document_get_node(s->ld->doc, start[a].key);
+        yaml_node_t *va = yaml_document_get_node(s->ld->doc, start[a].value);
+        if (ka == NULL || va == NULL || ka->type != YAML_SCALAR_NODE ||
+            va->type != YAML_SCALAR_NODE)
+            continue; /* left unread: refused as an unknown key */
+        s->used |= 1u << a;
+        int quoted = va->data.scalar.style != YAML_PLAIN_SCALAR_STYLE;
+        if (fn(s, sval(ka), sval(va), quoted, ud) < 0)
+            return -1;
+    }
+    return 0;
+}
+
 int conf_sec_has(const conf_sec_t *s, const char *key)
 {
     if (s->map == NULL)

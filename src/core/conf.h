@@ -157,7 +157,7 @@ enum { CONF_JWT_FROM_PASSWORD = 0, CONF_JWT_FROM_USERNAME };
  * reads each key with the conf_sec_* readers below; a key it did not read
  * is an unknown key.  The values live in conf_t.section_data, at `off`. */
 #define CONF_MAX_SECTIONS 16
-#define CONF_SECTION_BYTES 16384      /* for every section's values together */
+#define CONF_SECTION_BYTES 65536      /* for every section's values together */
 typedef struct conf_sec_s conf_sec_t; /* one section being loaded */
 typedef void (*conf_visit_fn)(void *ud, int kind, const char *key, const char *s, uint64_t u);
 typedef struct {
@@ -353,6 +353,14 @@ int conf_sec_map(conf_sec_t *s, const char *key, int (*fn)(conf_sec_t *sub, void
 int conf_sec_pairs(conf_sec_t *s, const char *key,
                    int (*fn)(conf_sec_t *sub, const char *name, const char *value, void *ud),
                    void *ud);
+/* Every scalar key of s not read so far, in file order: fn(s, key, value,
+ * quoted, ud) (quoted: the value was written in quotes, so "1" is text);
+ * they count as read.  For free-form keys (a sink action's driver keys);
+ * call it last.  0, or fn's -1. */
+int conf_sec_rest(conf_sec_t *s,
+                  int (*fn)(conf_sec_t *s, const char *key, const char *value, int quoted,
+                            void *ud),
+                  void *ud);
 /* 1 when the file sets `key` in this section. */
 int conf_sec_has(const conf_sec_t *s, const char *key);
 /* A rule across keys: "PATH:LINE: section.key: problem", LINE of the key
