@@ -24,6 +24,7 @@
 #include <librdkafka/rdkafka_mock.h>
 
 #include "conf.h"
+#include "module.h"
 #include "msg.h"
 #include "sinks/sink.h"
 #include "util.h"
@@ -97,6 +98,20 @@ struct server_s *sink_server(const sink_t *s)
 {
     (void)s;
     return NULL;
+}
+
+/* /metrics: the driver's lines, collected (module.c is not linked: it
+ * would bring in every module, the sink framework with its sink_done) */
+static char metrics_text[4096];
+
+void module_metrics_printf(module_metrics_t *mm, const char *fmt, ...)
+{
+    (void)mm;
+    size_t n = strlen(metrics_text);
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(metrics_text + n, sizeof(metrics_text) - n, fmt, ap);
+    va_end(ap);
 }
 
 /* ---- helpers ---- */
@@ -294,9 +309,9 @@ static void test_render(void **st)
     json_t *def = json_pack("{s:s, s:s}", "type", "sink", "sink", "k");
     void *state = NULL;
     assert_int_equal(sink_kafka_driver.action_init(&s, def, &state, err, sizeof(err)), 0);
-    json_t *row = json_pack("{s:s, s:s, s:i, s:f, s:b, s:n, s:[i,s], s:{s:s}}", "clientid", "d-1",
-                            "kind", "temp", "n", 7, "t", 21.5, "ok", 1, "none", "a", 1, "q\"\n",
-                            "o", "k", "v\x01");
+    json_t *row =
+        json_pack("{s:s, s:s, s:i, s:f, s:b, s:n, s:[i,s], s:{s:s}}", "clientid", "d-1", "kind",
+                  "temp", "n", 7, "t", 21.5, "ok", 1, "none", "a", 1, "q\"\n", "o", "k", "v\x01");
     sink_out_t out = {0};
     assert_int_equal(sink_kafka_driver.render(&s, state, row, NULL, &out), 0);
     /* key: [length]topic then the Kafka key */
@@ -324,7 +339,10 @@ static void test_render(void **st)
     assert_memory_equal(out.key, "\3out7", 5);
     assert_int_equal(out.vl, strlen("temp=21.5"));
     assert_memory_equal(out.val, "temp=21.5", out.vl);
-    assert_memory_equal(out.hdr, "x\0" "1\0", 4);
+    assert_memory_equal(out.hdr,
+                        "x\0"
+                        "1\0",
+                        4);
     sink_kafka_driver.action_free(state);
     json_decref(def);
 
@@ -362,8 +380,8 @@ static sink_rec_t **make_recs(sink_t *s, void *state, int seq0, int n, int nkeys
     for (int i = 0; i < n; i++) {
         char dev[16];
         snprintf(dev, sizeof(dev), "dev%d", (seq0 + i) % nkeys);
-        json_t *row = json_pack("{s:s, s:i, s:s}", "clientid", dev, "i", seq0 + i, "pad",
-                                vbytes ? pad : "");
+        json_t *row =
+            json_pack("{s:s, s:i, s:s}", "clientid", dev, "i", seq0 + i, "pad", vbytes ? pad : "");
         sink_out_t *out = calloc(1, sizeof(*out));
         assert_int_equal(sink_kafka_driver.render(s, state, row, NULL, out), 0);
         recs[i] = mkrec(out, (uint64_t)(seq0 + i));
@@ -444,11 +462,10 @@ static void test_deliver(void **st)
     sink_rec_t **recs = make_recs(&s, state, 0, N, KEYS, 0);
     for (int b = 0; b < N / BATCH; b++) {
         if (b == 3) /* produce requests fail, then succeed when sent again */
-            rd_kafka_mock_push_request_errors(mc, 0 /* Produce */, 4,
-                                              RD_KAFKA_RESP_ERR_NOT_LEADER_FOR_PARTITION,
-                                              RD_KAFKA_RESP_ERR_REQUEST_TIMED_OUT,
-                                              RD_KAFKA_RESP_ERR_NOT_ENOUGH_REPLICAS,
-                                              RD_KAFKA_RESP_ERR_LEADER_NOT_AVAILABLE);
+            rd_kafka_mock_push_request_errors(
+                mc, 0 /* Produce */, 4, RD_KAFKA_RESP_ERR_NOT_LEADER_FOR_PARTITION,
+                RD_KAFKA_RESP_ERR_REQUEST_TIMED_OUT, RD_KAFKA_RESP_ERR_NOT_ENOUGH_REPLICAS,
+                RD_KAFKA_RESP_ERR_LEADER_NOT_AVAILABLE);
         if (b == 6)
             rd_kafka_mock_broker_set_down(mc, 2);
         if (b == 9)
@@ -508,6 +525,11 @@ static void test_queue_full_and_too_large(void **st)
         assert_int_equal(dones[i], 1);
         assert_int_equal(results[i], SINK_OK);
     }
+    metrics_text[0] = '\0';
+    sink_kafka_driver.metrics(&s, d, NULL);
+    assert_non_null(strstr(metrics_text, "antenna_sink_kafka_queue_length{sink=\"k\"} 0\n"));
+    assert_non_null(strstr(metrics_text, "antenna_sink_kafka_produce_errors_total{sink=\"k\","
+                                         "code=\"MSG_SIZE_TOO_LARGE\"} 1\n"));
     sink_kafka_driver.close(&s, d);
     check_t *c = check_new();
     assert_int_equal(consume("small", 2, N, check_msg, c), N);
@@ -540,8 +562,7 @@ static void test_wake_and_close(void **st)
     char err[512], yaml[512];
     enum { N = 50 };
     assert_int_equal(rd_kafka_mock_topic_create(mc, "down", 3, 3), 0);
-    snprintf(yaml, sizeof(yaml), "kafka:\n  bootstrap_servers: '%s'\n  topic: down\n",
-             bootstraps);
+    snprintf(yaml, sizeof(yaml), "kafka:\n  bootstrap_servers: '%s'\n  topic: down\n", bootstraps);
     struct sink_s s = {.conf = load(yaml, err, sizeof(err))};
     assert_non_null(s.conf);
     json_t *def = json_pack("{s:s, s:s}", "type", "sink", "sink", "k");
@@ -588,10 +609,8 @@ static void test_wake_and_close(void **st)
 int main(void)
 {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_conf),
-        cmocka_unit_test(test_render),
-        cmocka_unit_test(test_deliver),
-        cmocka_unit_test(test_queue_full_and_too_large),
+        cmocka_unit_test(test_conf),           cmocka_unit_test(test_render),
+        cmocka_unit_test(test_deliver),        cmocka_unit_test(test_queue_full_and_too_large),
         cmocka_unit_test(test_wake_and_close),
     };
     return cmocka_run_group_tests(tests, setup, teardown);
