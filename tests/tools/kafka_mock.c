@@ -12,7 +12,10 @@
  *   push errors N [CODE]      the next N Produce requests fail with CODE
  *                             (a Kafka error code, default 6:
  *                             NOT_LEADER_FOR_PARTITION)
- *   count TOPIC               "ok N": messages in the topic (high watermarks)
+ *   count TOPIC               "ok N R": messages appended to the topic since it
+ *                             was created (its high watermarks), R of them
+ *                             still kept (the mock drops a partition's oldest
+ *                             messages past a few MB)
  *   consume TOPIC             every message so far, one line each:
  *                             "PARTITION\tOFFSET\tKEY\tVALUE" (\\, \t, \n
  *                             escaped; KEY "-" when null), then "ok N"
@@ -91,16 +94,17 @@ static void cmd_count(rd_kafka_t *ck, const char *topic)
         printf("error unknown topic %s\n", topic);
         return;
     }
-    long long total = 0;
+    long long total = 0, kept = 0;
     for (int p = 0; p < np; p++) {
         int64_t lo, hi;
         if (rd_kafka_query_watermark_offsets(ck, topic, p, &lo, &hi, 5000)) {
             printf("error watermarks of %s/%d\n", topic, p);
             return;
         }
-        total += hi - lo;
+        total += hi;
+        kept += hi - lo;
     }
-    printf("ok %lld\n", total);
+    printf("ok %lld %lld\n", total, kept);
 }
 
 static void cmd_consume(const char *topic)
