@@ -4,8 +4,9 @@ partitions) running in a process of our own (tests/tools/kafka_mock.c);
 what arrived is consumed back with a real librdkafka consumer.  Checked:
 every message exactly once (idempotent producer, acks=all), in order per
 device (the key: the client id), across produce errors and a broker down
-then up injected through the mock API; the producer's metrics; start-up
-errors naming file:line:key."""
+then up injected through the mock API, and across a SIGKILL of the broker
+while the whole cluster is down; the producer's metrics; start-up errors
+naming file:line:key."""
 
 import json
 import os
@@ -110,6 +111,7 @@ def sections(bootstrap, sink_extra="", action_extra=""):
       linger: 2ms
       max_inflight: 10000
       retry:
+        max_attempts: 100000
         backoff: 50ms
         max_backoff: 500ms
 %s
@@ -211,6 +213,34 @@ def test_broker_failure_loses_nothing(kafka, kbroker):
     assert len(msgs) == 1200, len(msgs)
     check_delivered(msgs, devices, 300)
     wait_for(lambda: queue_length(b) == 0, 30, what="an empty producer queue")
+
+
+def sink_metrics(b):
+    return b.rapi.json("GET", "/api/v1/sinks/kafka")["metrics"]
+
+
+@pytest.mark.deadline(240)
+def test_sigkill_while_kafka_is_down_loses_nothing(kafka, kbroker):
+    """Every broker of the cluster down: acknowledged messages wait in the
+    sink's buffer (the store) and in the producer's queue; the broker is
+    killed with SIGKILL, Kafka comes back, the broker restarts and sends
+    them: each arrives once, in order per device."""
+    b = kbroker(sections(kafka.bootstrap))
+    for i in (1, 2, 3):
+        kafka.cmd("down %d" % i)
+    devices = ["dev%d" % i for i in range(3)]
+    publish_devices(b, devices, 0, 40)  # every PUBACK received: stored
+    wait_for(lambda: sink_metrics(b)["appended"] >= 120, 30, what="120 records appended")
+    b.kill()
+    b.stopped = False
+    for i in (1, 2, 3):
+        kafka.cmd("up %d" % i)
+    b.start()
+    wait_for(lambda: kafka.count() >= 120, 90, interval=0.3, what="120 messages in Kafka")
+    wait_for(lambda: sink_metrics(b)["queued"] == 0, 30, what="an empty sink buffer")
+    msgs = kafka.consume()
+    assert len(msgs) == 120, len(msgs)
+    check_delivered(msgs, devices, 40)
 
 
 def check_refused(tmp_path, text, want):
