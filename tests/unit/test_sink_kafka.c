@@ -606,12 +606,59 @@ static void test_wake_and_close(void **st)
     json_decref(def);
 }
 
+/* A fatal idempotent-producer error (a gap in the sequence with
+ * enable.gapless.guarantee): every record still gets exactly one verdict,
+ * and the driver replaces its producer, which delivers what comes next. */
+static void test_fatal_error_replaces_producer(void **st)
+{
+    (void)st;
+    char err[512], yaml[512];
+    enum { N = 200 };
+    assert_int_equal(rd_kafka_mock_topic_create(mc, "fatal", 2, 3), 0);
+    snprintf(yaml, sizeof(yaml),
+             "kafka:\n  bootstrap_servers: '%s'\n  topic: fatal\n  linger: 1ms\n"
+             "  properties:\n    enable.gapless.guarantee: true\n",
+             bootstraps);
+    struct sink_s s = {.conf = load(yaml, err, sizeof(err))};
+    assert_non_null(s.conf);
+    json_t *def = json_pack("{s:s, s:s}", "type", "sink", "sink", "k");
+    void *state = NULL, *d = NULL;
+    assert_int_equal(sink_kafka_driver.action_init(&s, def, &state, err, sizeof(err)), 0);
+    assert_int_equal(sink_kafka_driver.open(&s, s.conf, &d, err, sizeof(err)), 0);
+    reset_verdicts();
+    sink_rec_t **recs = make_recs(&s, state, 0, N, 4, 0);
+    sink_kafka_driver.send(&s, d, recs, 10);
+    poll_until(&s, d, 10);
+    rd_kafka_mock_push_request_errors(mc, 0 /* Produce */, 1,
+                                      RD_KAFKA_RESP_ERR_OUT_OF_ORDER_SEQUENCE_NUMBER);
+    sink_kafka_driver.send(&s, d, recs + 10, N / 2 - 10);
+    poll_until(&s, d, N / 2);
+    int retried = 0;
+    for (int i = 0; i < N / 2; i++) {
+        assert_int_equal(dones[i], 1);
+        assert_true(results[i] == SINK_OK || results[i] == SINK_RETRY);
+        retried += results[i] == SINK_RETRY;
+    }
+    /* the rest goes through (a new producer if the first one died) */
+    sink_kafka_driver.send(&s, d, recs + N / 2, N / 2);
+    poll_until(&s, d, N);
+    for (int i = N / 2; i < N; i++) {
+        assert_int_equal(dones[i], 1);
+        assert_int_equal(results[i], SINK_OK);
+    }
+    print_message("fatal: %d of %d records reported RETRY\n", retried, N / 2);
+    sink_kafka_driver.close(&s, d);
+    free_recs(recs, N);
+    sink_kafka_driver.action_free(state);
+    json_decref(def);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_conf),           cmocka_unit_test(test_render),
         cmocka_unit_test(test_deliver),        cmocka_unit_test(test_queue_full_and_too_large),
-        cmocka_unit_test(test_wake_and_close),
+        cmocka_unit_test(test_wake_and_close), cmocka_unit_test(test_fatal_error_replaces_producer),
     };
     return cmocka_run_group_tests(tests, setup, teardown);
 }
