@@ -1202,6 +1202,47 @@ int conf_sec_names(conf_sec_t *s, const char *key, char *out, size_t each, uint3
     return rc;
 }
 
+/* A nested mapping m at path: scalar keys, at most SEC_MAX_KEYS, no
+ * duplicates.  0, or -1 with the error set. */
+static int map_check(struct loader *ld, const yaml_node_t *m, const char *path)
+{
+    size_t n = (size_t)(m->data.mapping.pairs.top - m->data.mapping.pairs.start);
+    for (size_t a = 0; a < n; a++) {
+        yaml_node_t *ka = yaml_document_get_node(ld->doc, m->data.mapping.pairs.start[a].key);
+        char apath[KEYPATH_LEN];
+        key_join(apath, path, ".");
+        key_join(apath, apath, ka && ka->type == YAML_SCALAR_NODE ? sval(ka) : "?");
+        if (ka == NULL || ka->type != YAML_SCALAR_NODE || a >= SEC_MAX_KEYS)
+            return fail(ld, ka ? ka : m, apath, "unknown key");
+        for (size_t b = 0; b < a; b++)
+            if (strcmp(sval(yaml_document_get_node(ld->doc, m->data.mapping.pairs.start[b].key)),
+                       sval(ka)) == 0)
+                return fail(ld, ka, apath, "duplicate key");
+    }
+    return 0;
+}
+
+/* After a reader's fn: a key of sub it did not read is refused (with the
+ * nearest key it asked for as a suggestion). */
+static int map_unread(const conf_sec_t *sub)
+{
+    const yaml_node_t *m = sub->map;
+    size_t n = (size_t)(m->data.mapping.pairs.top - m->data.mapping.pairs.start);
+    for (size_t a = 0; a < n; a++)
+        if (!(sub->used & (1u << a))) {
+            yaml_node_t *ka =
+                yaml_document_get_node(sub->ld->doc, m->data.mapping.pairs.start[a].key);
+            char apath[KEYPATH_LEN];
+            key_join(apath, sub->path, ".");
+            key_join(apath, apath, sval(ka));
+            an_near_t nr = AN_NEAR(sval(ka));
+            for (uint32_t q = 0; q < sub->nasked; q++)
+                an_near_try(&nr, sub->asked[q]);
+            return unknown_key(sub->ld, ka, apath, &nr);
+        }
+    return 0;
+}
+
 int conf_sec_each(conf_sec_t *s, const char *key, int (*fn)(conf_sec_t *item, uint32_t i, void *ud),
                   void *ud)
 {
@@ -1223,78 +1264,60 @@ int conf_sec_each(conf_sec_t *s, const char *key, int (*fn)(conf_sec_t *item, ui
         if (m == NULL || m->type != YAML_MAPPING_NODE)
             return fail(s->ld, m ? m : k, ipath, "expected a mapping, got %s",
                         m ? node_kind(m) : "nothing");
-        size_t n = (size_t)(m->data.mapping.pairs.top - m->data.mapping.pairs.start);
-        for (size_t a = 0; a < n; a++) {
-            yaml_node_t *ka =
-                yaml_document_get_node(s->ld->doc, m->data.mapping.pairs.start[a].key);
-            char apath[KEYPATH_LEN];
-            key_join(apath, ipath, ".");
-            key_join(apath, apath, ka && ka->type == YAML_SCALAR_NODE ? sval(ka) : "?");
-            if (ka == NULL || ka->type != YAML_SCALAR_NODE || a >= SEC_MAX_KEYS)
-                return fail(s->ld, ka ? ka : m, apath, "unknown key");
-            for (size_t b = 0; b < a; b++)
-                if (strcmp(sval(yaml_document_get_node(s->ld->doc,
-                                                       m->data.mapping.pairs.start[b].key)),
-                           sval(ka)) == 0)
-                    return fail(s->ld, ka, apath, "duplicate key");
-        }
-        struct conf_sec_s sub = {.ld = s->ld, .at = m, .map = m, .path = ipath};
-        if (fn(&sub, i, ud) < 0)
+        if (map_check(s->ld, m, ipath) < 0)
             return -1;
-        for (size_t a = 0; a < n; a++)
-            if (!(sub.used & (1u << a))) {
-                yaml_node_t *ka =
-                    yaml_document_get_node(s->ld->doc, m->data.mapping.pairs.start[a].key);
-                char apath[KEYPATH_LEN];
-                key_join(apath, ipath, ".");
-                key_join(apath, apath, sval(ka));
-                an_near_t nr = AN_NEAR(sval(ka));
-                for (uint32_t q = 0; q < sub.nasked; q++)
-                    an_near_try(&nr, sub.asked[q]);
-                return unknown_key(s->ld, ka, apath, &nr);
-            }
+        struct conf_sec_s sub = {.ld = s->ld, .at = m, .map = m, .path = ipath};
+        if (fn(&sub, i, ud) < 0 || map_unread(&sub) < 0)
+            return -1;
     }
     return 0;
 }
 
 int conf_sec_map(conf_sec_t *s, const char *key, int (*fn)(conf_sec_t *sub, void *ud), void *ud)
 {
-    const yaml_node_t *k, *m;
-    if (sec_find(s, key, &k, &m) < 0 || is_null(m))
+    const yaml_node_t *k, *v;
+    if (sec_find(s, key, &k, &v) < 0 || is_null(v))
         return 0;
-    char mpath[KEYPATH_LEN];
-    key_join(mpath, s->path, ".");
-    key_join(mpath, mpath, key);
-    if (m->type != YAML_MAPPING_NODE)
-        return fail(s->ld, k, mpath, "expected a mapping, got %s", node_kind(m));
-    size_t n = (size_t)(m->data.mapping.pairs.top - m->data.mapping.pairs.start);
-    for (size_t a = 0; a < n; a++) {
-        yaml_node_t *ka = yaml_document_get_node(s->ld->doc, m->data.mapping.pairs.start[a].key);
-        char apath[KEYPATH_LEN];
-        key_join(apath, mpath, ".");
-        key_join(apath, apath, ka && ka->type == YAML_SCALAR_NODE ? sval(ka) : "?");
-        if (ka == NULL || ka->type != YAML_SCALAR_NODE || a >= SEC_MAX_KEYS)
-            return fail(s->ld, ka ? ka : m, apath, "unknown key");
-        for (size_t b = 0; b < a; b++)
-            if (strcmp(sval(yaml_document_get_node(s->ld->doc, m->data.mapping.pairs.start[b].key)),
-                       sval(ka)) == 0)
-                return fail(s->ld, ka, apath, "duplicate key");
-    }
-    struct conf_sec_s sub = {.ld = s->ld, .at = k, .map = m, .path = mpath};
-    if (fn(&sub, ud) < 0)
+    char kpath[KEYPATH_LEN];
+    key_join(kpath, s->path, ".");
+    key_join(kpath, kpath, key);
+    if (v->type != YAML_MAPPING_NODE)
+        return fail(s->ld, k, kpath, "expected a mapping, got %s", node_kind(v));
+    if (map_check(s->ld, v, kpath) < 0)
         return -1;
-    for (size_t a = 0; a < n; a++)
-        if (!(sub.used & (1u << a))) {
-            yaml_node_t *ka =
-                yaml_document_get_node(s->ld->doc, m->data.mapping.pairs.start[a].key);
-            char apath[KEYPATH_LEN];
-            key_join(apath, mpath, ".");
-            key_join(apath, apath, sval(ka));
-            an_near_t nr = AN_NEAR(sval(ka));
-            for (uint32_t q = 0; q < sub.nasked; q++)
-                an_near_try(&nr, sub.asked[q]);
-            return unknown_key(s->ld, ka, apath, &nr);
-        }
+    struct conf_sec_s sub = {.ld = s->ld, .at = k, .map = v, .path = kpath};
+    if (fn(&sub, ud) < 0 || map_unread(&sub) < 0)
+        return -1;
+    return 0;
+}
+
+int conf_sec_pairs(conf_sec_t *s, const char *key,
+                   int (*fn)(conf_sec_t *sub, const char *name, const char *value, void *ud),
+                   void *ud)
+{
+    const yaml_node_t *k, *v;
+    if (sec_find(s, key, &k, &v) < 0 || is_null(v))
+        return 0;
+    char kpath[KEYPATH_LEN];
+    key_join(kpath, s->path, ".");
+    key_join(kpath, kpath, key);
+    if (v->type != YAML_MAPPING_NODE)
+        return fail(s->ld, k, kpath, "expected a mapping, got %s", node_kind(v));
+    if (map_check(s->ld, v, kpath) < 0)
+        return -1;
+    struct conf_sec_s sub = {.ld = s->ld, .at = k, .map = v, .path = kpath};
+    for (yaml_node_pair_t *p = v->data.mapping.pairs.start; p < v->data.mapping.pairs.top; p++) {
+        const yaml_node_t *ka = yaml_document_get_node(s->ld->doc, p->key),
+                          *va = yaml_document_get_node(s->ld->doc, p->value);
+        char apath[KEYPATH_LEN];
+        key_join(apath, kpath, ".");
+        key_join(apath, apath, sval(ka));
+        if (va == NULL || va->type != YAML_SCALAR_NODE)
+            return fail(s->ld, va ? va : ka, apath, "expected a string, got %s",
+                        va ? node_kind(va) : "nothing");
+        if (fn(&sub, sval(ka), sval(va), ud) < 0)
+            return -1;
+    }
     return 0;
 }
 

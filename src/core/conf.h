@@ -342,10 +342,17 @@ int conf_sec_names(conf_sec_t *s, const char *key, char *out, size_t each, uint3
  * did not read is refused.  0, or -1 (fn's, or not a list of mappings). */
 int conf_sec_each(conf_sec_t *s, const char *key, int (*fn)(conf_sec_t *item, uint32_t i, void *ud),
                   void *ud);
-/* A mapping under `key` (absent: nothing): fn(sub, ud) reads its keys with
- * these readers (errors "section.key.k"); a key it did not read is
- * refused.  0, or -1 (fn's, or not a mapping). */
+/* A nested mapping under `key` (absent: nothing): fn(sub, ud) reads its
+ * keys with these readers (errors "section.key.k"); a key it did not read
+ * is refused.  0, or -1 (fn's, or not a mapping). */
 int conf_sec_map(conf_sec_t *s, const char *key, int (*fn)(conf_sec_t *sub, void *ud), void *ud);
+/* A mapping of names to strings under `key` (absent: nothing), e.g.
+ * headers or pass-through properties: fn(sub, name, value, ud) for each
+ * pair in file order; fn may refuse one with conf_sec_fail(sub, name, ...)
+ * ("section.key.name").  0, or -1. */
+int conf_sec_pairs(conf_sec_t *s, const char *key,
+                   int (*fn)(conf_sec_t *sub, const char *name, const char *value, void *ud),
+                   void *ud);
 /* Every scalar key of s not read so far, in file order: fn(s, key, value,
  * quoted, ud) (quoted: the value was written in quotes, so "1" is text);
  * they count as read.  For free-form keys (a sink action's driver keys);
