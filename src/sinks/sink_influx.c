@@ -507,14 +507,73 @@ static int ix_kv_load(json_t *map, const char *what, int fields, ikv_t **out, ui
     return 0;
 }
 
-static int ix_action_init(sink_t *s, json_t *def, void **state, char *err, size_t errlen)
+/* The flat form a configuration file's action can carry (scalars only):
+ * "tags.NAME": template, "fields.NAME": template and "fields.NAME.type":
+ * type, folded into def's tags and fields objects (created as needed). */
+static int ix_fold(json_t *def, char *err, size_t errlen)
+{
+    const char *k;
+    json_t *v;
+    void *tmp;
+    json_object_foreach_safe(def, tmp, k, v)
+    {
+        int tag = strncmp(k, "tags.", 5) == 0, field = strncmp(k, "fields.", 7) == 0;
+        if (!tag && !field)
+            continue;
+        const char *name = k + (tag ? 5 : 7);
+        size_t nl = strlen(name);
+        int type = field && nl > 5 && strcmp(name + nl - 5, ".type") == 0;
+        if (type)
+            nl -= 5;
+        char nm[256];
+        if (nl == 0 || nl >= sizeof(nm) || !json_is_string(v)) {
+            snprintf(err, errlen, "%s: a name after the dot and a string value", k);
+            return -1;
+        }
+        memcpy(nm, name, nl);
+        nm[nl] = '\0';
+        const char *grp = tag ? "tags" : "fields";
+        json_t *g = json_object_get(def, grp);
+        if (g == NULL) {
+            g = json_object();
+            json_object_set_new(def, grp, g);
+        }
+        if (!json_is_object(g)) {
+            snprintf(err, errlen, "%s: %s is not an object", k, grp);
+            return -1;
+        }
+        json_t *cur = json_object_get(g, nm);
+        if (!type && cur == NULL) {
+            json_object_set(g, nm, v);
+        } else if (!type && json_is_object(cur) && !json_object_get(cur, "value")) {
+            json_object_set(cur, "value", v);
+        } else if (type && (cur == NULL || json_is_string(cur))) {
+            json_t *o = json_pack("{s:O}", "type", v);
+            if (cur)
+                json_object_set(o, "value", cur);
+            json_object_set_new(g, nm, o);
+        } else {
+            snprintf(err, errlen, "%s: %s.%s is given twice", k, grp, nm);
+            return -1;
+        }
+        json_object_del(def, k);
+    }
+    return 0;
+}
+
+static int ix_action_init(sink_t *s, json_t *def_in, void **state, char *err, size_t errlen)
 {
     const influx_conf_t *c = sink_conf(s);
     iaction_t *a = calloc(1, sizeof(*a));
-    if (a == NULL) {
+    json_t *def = json_deep_copy(def_in);
+    if (a == NULL || def == NULL) {
+        free(a);
+        json_decref(def);
         snprintf(err, errlen, "out of memory");
         return -1;
     }
+    if (ix_fold(def, err, errlen) < 0)
+        goto fail;
     a->precision = c ? c->precision : INFLUX_PREC_NS;
     const char *k;
     json_t *v;
@@ -560,9 +619,11 @@ static int ix_action_init(sink_t *s, json_t *def, void **state, char *err, size_
         }
     }
     *state = a;
+    json_decref(def);
     return 0;
 fail:
     ix_action_free(a);
+    json_decref(def);
     return -1;
 }
 

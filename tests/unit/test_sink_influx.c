@@ -278,6 +278,13 @@ static void test_render(void **state)
     assert_null(render(s, a, "{\"a\":1}", m));                  /* no timestamp */
     D->action_free(a);
 
+    /* the configuration file's flat form */
+    a = action(s, "{\"measurement\":\"m\",\"tags.b\":\"${x}\",\"fields.t.type\":\"float\","
+                  "\"tags.a\":\"k\",\"fields.t\":\"${t}\",\"fields.n\":\"${t}\"}");
+    assert_string_equal(render(s, a, "{\"x\":\"y\",\"t\":3}", m),
+                        "m,a=k,b=y t=3,n=3i 1700000000123000000");
+    D->action_free(a);
+
     /* a line longer than the writer's stack buffer, and the record bound */
     a = action(s, "{\"measurement\":\"m\",\"tags\":{\"k\":\"${k}\"},\"fields\":{\"v\":\"${v}\"}}");
     static char big[20000], row[60000];
@@ -330,6 +337,12 @@ static void test_action_errors(void **state)
     assert_non_null(strstr(e, "timestamp"));
     assert_null(action_err(s, "{\"type\":\"sink\",\"sink\":\"x\",\"measurement\":\"m\","
                               "\"fields\":{\"v\":\"1\"}}"));
+    e = action_err(s, "{\"measurement\":\"m\",\"fields\":{\"v\":\"1\"},\"fields.v\":\"2\"}");
+    assert_non_null(strstr(e, "fields.v: fields.v is given twice"));
+    e = action_err(s, "{\"measurement\":\"m\",\"tags.\":\"2\"}");
+    assert_non_null(strstr(e, "tags.: a name"));
+    e = action_err(s, "{\"measurement\":\"m\",\"fields.v.type\":\"int\",\"fields.v\":\"${v}\"}");
+    assert_non_null(strstr(e, "fields.v.type"));
     free(s);
 }
 
