@@ -484,6 +484,13 @@ size_t persist_pending_ops(const worker_t *w)
     return w->batch ? store_batch_count(w->batch) : 0;
 }
 
+void *persist_put_reserve(worker_t *w, const void *k, size_t kl, size_t vl)
+{
+    store_batch_t *b = batch_of(w);
+    held_of(w)->module_puts++;
+    return store_batch_put_reserve(b, k, kl, vl);
+}
+
 uint64_t persist_next_seq(server_t *srv)
 {
     return atomic_fetch_add_explicit(&srv->next_qseq, 1, memory_order_relaxed);
@@ -709,7 +716,12 @@ void persist_on_committed(worker_t *w, int err)
             w->store_errors = 0;
         }
     }
-    /* by value: releasing one may hold new ones (see persist_held.h) */
+    /* by value: releasing one may hold new ones (see persist_held.h).  A
+     * released route may make a module write to the batch being filled (a
+     * rule's sink record, persist_put_reserve): every acknowledgement
+     * behind it then waits for that batch too, so none leaves before what
+     * its message caused is stored (and they keep their order) */
+    uint64_t puts = h->module_puts;
     while (held_pop(h, &it)) {
         int rc = e->failed ? STORE_ESHUTDOWN : err;
         if (e->m) {
@@ -730,7 +742,10 @@ void persist_on_committed(worker_t *w, int err)
             msg_unref(&e->m);
             free(e->t);
         } else if (e->type) {
-            release_ack(w, e, rc);
+            if (rc == 0 && e->ep && h->module_puts != puts)
+                persist_hold_ack(w, e->ep, e->sid, e->type, e->pid, e->reason);
+            else
+                release_ack(w, e, rc);
         } else {
             /* not stored: not sent now either; the session resends its
              * window when the client comes back */

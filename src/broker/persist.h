@@ -87,6 +87,10 @@ static inline int persist_on(const worker_t *w)
 }
 /* Operations in this turn's batch so far (to see whether a step wrote). */
 size_t persist_pending_ops(const worker_t *w);
+/* A module's record in this turn's batch (a sink's buffered record): room
+ * for a vl-byte value under key k, to be filled before the turn ends; an
+ * acknowledgement of the turn's publish then waits for its commit. */
+void *persist_put_reserve(worker_t *w, const void *k, size_t kl, size_t vl);
 /* Hold an acknowledgement (EP_ACK_PUBACK, _PUBREC, _PUBCOMP with an MQTT 5
  * reason) to endpoint ep, whose session is sid, until this turn's batch is
  * committed; then ep_ack() with EP_ACK_HELD, and a reason of its own when

@@ -55,6 +55,7 @@ typedef struct persist_held_s {
     size_t routes;         /* route items in the ring (kept by the user) */
     uint64_t batch_no;     /* the batch being filled */
     uint64_t committed_no; /* commits that came back */
+    uint64_t module_puts;  /* persist_put_reserve calls (a module's records) */
 } held_ring_t;
 
 /* The release rule (see the top of this file). */

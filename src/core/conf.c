@@ -1257,6 +1257,72 @@ int conf_sec_each(conf_sec_t *s, const char *key, int (*fn)(conf_sec_t *item, ui
     return 0;
 }
 
+int conf_sec_map(conf_sec_t *s, const char *key, int (*fn)(conf_sec_t *sub, void *ud), void *ud)
+{
+    const yaml_node_t *k, *m;
+    if (sec_find(s, key, &k, &m) < 0 || is_null(m))
+        return 0;
+    char mpath[KEYPATH_LEN];
+    key_join(mpath, s->path, ".");
+    key_join(mpath, mpath, key);
+    if (m->type != YAML_MAPPING_NODE)
+        return fail(s->ld, k, mpath, "expected a mapping, got %s", node_kind(m));
+    size_t n = (size_t)(m->data.mapping.pairs.top - m->data.mapping.pairs.start);
+    for (size_t a = 0; a < n; a++) {
+        yaml_node_t *ka = yaml_document_get_node(s->ld->doc, m->data.mapping.pairs.start[a].key);
+        char apath[KEYPATH_LEN];
+        key_join(apath, mpath, ".");
+        key_join(apath, apath, ka && ka->type == YAML_SCALAR_NODE ? sval(ka) : "?");
+        if (ka == NULL || ka->type != YAML_SCALAR_NODE || a >= SEC_MAX_KEYS)
+            return fail(s->ld, ka ? ka : m, apath, "unknown key");
+        for (size_t b = 0; b < a; b++)
+            if (strcmp(sval(yaml_document_get_node(s->ld->doc, m->data.mapping.pairs.start[b].key)),
+                       sval(ka)) == 0)
+                return fail(s->ld, ka, apath, "duplicate key");
+    }
+    struct conf_sec_s sub = {.ld = s->ld, .at = k, .map = m, .path = mpath};
+    if (fn(&sub, ud) < 0)
+        return -1;
+    for (size_t a = 0; a < n; a++)
+        if (!(sub.used & (1u << a))) {
+            yaml_node_t *ka =
+                yaml_document_get_node(s->ld->doc, m->data.mapping.pairs.start[a].key);
+            char apath[KEYPATH_LEN];
+            key_join(apath, mpath, ".");
+            key_join(apath, apath, sval(ka));
+            an_near_t nr = AN_NEAR(sval(ka));
+            for (uint32_t q = 0; q < sub.nasked; q++)
+                an_near_try(&nr, sub.asked[q]);
+            return unknown_key(s->ld, ka, apath, &nr);
+        }
+    return 0;
+}
+
+int conf_sec_rest(conf_sec_t *s,
+                  int (*fn)(conf_sec_t *s, const char *key, const char *value, int quoted,
+                            void *ud),
+                  void *ud)
+{
+    if (s->map == NULL)
+        return 0;
+    yaml_node_pair_t *start = s->map->data.mapping.pairs.start;
+    size_t n = (size_t)(s->map->data.mapping.pairs.top - start);
+    for (size_t a = 0; a < n && a < SEC_MAX_KEYS; a++) {
+        if (s->used & (1u << a))
+            continue;
+        yaml_node_t *ka = yaml_document_get_node(s->ld->doc, start[a].key);
+        yaml_node_t *va = yaml_document_get_node(s->ld->doc, start[a].value);
+        if (ka == NULL || va == NULL || ka->type != YAML_SCALAR_NODE ||
+            va->type != YAML_SCALAR_NODE)
+            continue; /* left unread: refused as an unknown key */
+        s->used |= 1u << a;
+        int quoted = va->data.scalar.style != YAML_PLAIN_SCALAR_STYLE;
+        if (fn(s, sval(ka), sval(va), quoted, ud) < 0)
+            return -1;
+    }
+    return 0;
+}
+
 int conf_sec_has(const conf_sec_t *s, const char *key)
 {
     if (s->map == NULL)

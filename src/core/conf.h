@@ -157,7 +157,7 @@ enum { CONF_JWT_FROM_PASSWORD = 0, CONF_JWT_FROM_USERNAME };
  * reads each key with the conf_sec_* readers below; a key it did not read
  * is an unknown key.  The values live in conf_t.section_data, at `off`. */
 #define CONF_MAX_SECTIONS 16
-#define CONF_SECTION_BYTES 16384      /* for every section's values together */
+#define CONF_SECTION_BYTES 65536      /* for every section's values together */
 typedef struct conf_sec_s conf_sec_t; /* one section being loaded */
 typedef void (*conf_visit_fn)(void *ud, int kind, const char *key, const char *s, uint64_t u);
 typedef struct {
@@ -341,6 +341,18 @@ int conf_sec_names(conf_sec_t *s, const char *key, char *out, size_t each, uint3
  * item i's keys with these readers (errors "section.key[i].k"); a key it
  * did not read is refused.  0, or -1 (fn's, or not a list of mappings). */
 int conf_sec_each(conf_sec_t *s, const char *key, int (*fn)(conf_sec_t *item, uint32_t i, void *ud),
+                  void *ud);
+/* A mapping under `key` (absent: nothing): fn(sub, ud) reads its keys with
+ * these readers (errors "section.key.k"); a key it did not read is
+ * refused.  0, or -1 (fn's, or not a mapping). */
+int conf_sec_map(conf_sec_t *s, const char *key, int (*fn)(conf_sec_t *sub, void *ud), void *ud);
+/* Every scalar key of s not read so far, in file order: fn(s, key, value,
+ * quoted, ud) (quoted: the value was written in quotes, so "1" is text);
+ * they count as read.  For free-form keys (a sink action's driver keys);
+ * call it last.  0, or fn's -1. */
+int conf_sec_rest(conf_sec_t *s,
+                  int (*fn)(conf_sec_t *s, const char *key, const char *value, int quoted,
+                            void *ud),
                   void *ud);
 /* 1 when the file sets `key` in this section. */
 int conf_sec_has(const conf_sec_t *s, const char *key);

@@ -14,6 +14,7 @@
 #include "modules/message_log/message_log.h"
 #include "modules/tracing/tracing.h"
 #include "rules/rules.h"
+#include "sinks/sinks.h"
 
 const module_t *const module_list[] = {
     &sys_module,          /* $SYS/broker/... (src/broker/sys.c) */
@@ -25,6 +26,8 @@ const module_t *const module_list[] = {
                           * (src/modules/message_log) */
     &tracing_module,      /* tracing: OpenTelemetry spans of messages (src/modules/tracing) */
     &cluster_module,      /* cluster: nodes acting as one broker (src/cluster) */
+    &sinks_module,        /* sinks: webhook, Kafka, InfluxDB destinations of rules
+                           * (src/sinks); before rules, whose actions name them */
     &rules_module,        /* rules: SQL-like rules over messages and events (src/rules) */
     NULL,
 };

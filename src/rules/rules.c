@@ -432,30 +432,68 @@ typedef struct {
     json_t *acts; /* the actions of the rule being read */
 } load_ctx_t;
 
+/* A sink action's driver keys (conf_sec_rest): plain scalars that read as
+ * numbers or booleans become such, the rest strings. */
+static int load_rest(conf_sec_t *s, const char *key, const char *value, int quoted, void *ud)
+{
+    (void)s;
+    json_t *a = ud, *v = NULL;
+    if (!quoted) {
+        char *end;
+        long long n = strtoll(value, &end, 10);
+        if (value[0] && *end == '\0')
+            v = json_integer(n);
+        else if (strcmp(value, "true") == 0 || strcmp(value, "false") == 0)
+            v = json_boolean(value[0] == 't');
+    }
+    json_object_set_new(a, key, v ? v : json_string(value));
+    return 0;
+}
+
 static int load_action(conf_sec_t *s, uint32_t i, void *ud)
 {
     (void)i;
     load_ctx_t *lc = ud;
-    static const char *const types[] = {"republish", NULL};
+    static const char *const types[] = {"republish", "sink", NULL};
     uint8_t type = 0, retain = 0;
     uint32_t qos = 0;
     char topic[1024] = "", payload[4096] = "";
     if (!conf_sec_has(s, "type"))
-        return conf_sec_fail(s, "type", "an action needs a type (republish)");
-    if (conf_sec_enum(s, "type", types, &type) < 0 ||
-        conf_sec_str(s, "topic", topic, sizeof(topic), CONF_SEC_NONEMPTY) < 0 ||
-        conf_sec_str(s, "payload", payload, sizeof(payload), 0) < 0 ||
-        conf_sec_u32(s, "qos", 0, 2, &qos) < 0 || conf_sec_bool(s, "retain", &retain) < 0)
+        return conf_sec_fail(s, "type", "an action needs a type (republish, sink)");
+    if (conf_sec_enum(s, "type", types, &type) < 0)
         return -1;
-    json_t *a = json_pack("{s:s,s:s,s:i,s:b}", "type", types[type], "topic", topic, "qos", (int)qos,
-                          "retain", retain);
-    if (conf_sec_has(s, "payload"))
-        json_object_set_new(a, "payload", json_string(payload));
+    json_t *a;
+    const char *errkey = "topic";
+    if (type == 1) {
+        char sink[64] = "", ack[16] = "";
+        if (conf_sec_str(s, "sink", sink, sizeof(sink), CONF_SEC_NONEMPTY) < 0 ||
+            conf_sec_str(s, "ack", ack, sizeof(ack), 0) < 0)
+            return -1;
+        a = json_pack("{s:s,s:s}", "type", "sink", "sink", sink);
+        if (conf_sec_has(s, "ack"))
+            json_object_set_new(a, "ack", json_string(ack));
+        if (conf_sec_rest(s, load_rest, a) < 0) {
+            json_decref(a);
+            return -1;
+        }
+        errkey = conf_sec_has(s, "ack") ? "ack" : "sink";
+    } else {
+        if (conf_sec_str(s, "topic", topic, sizeof(topic), CONF_SEC_NONEMPTY) < 0 ||
+            conf_sec_str(s, "payload", payload, sizeof(payload), 0) < 0 ||
+            conf_sec_u32(s, "qos", 0, 2, &qos) < 0 || conf_sec_bool(s, "retain", &retain) < 0)
+            return -1;
+        a = json_pack("{s:s,s:s,s:i,s:b}", "type", types[type], "topic", topic, "qos", (int)qos,
+                      "retain", retain);
+        if (conf_sec_has(s, "payload"))
+            json_object_set_new(a, "payload", json_string(payload));
+    }
+    /* checked without a server: a sink's name and driver keys are checked
+     * when the rule is built at start-up (the sinks exist then) */
     char err[200];
     rules_action_t *act = rules_action_new(NULL, 0, a, err, sizeof(err));
     if (act == NULL) {
         json_decref(a);
-        return conf_sec_fail(s, "topic", "%s", err);
+        return conf_sec_fail(s, errkey, "%s", err);
     }
     rules_action_free(act);
     json_array_append_new(lc->acts, a);

@@ -15,6 +15,7 @@
 
 #include "msg.h"
 #include "mqtt_codec.h"
+#include "sinks/sinks.h"
 #include "util.h"
 
 #define TOPIC_MAX 1024
@@ -175,14 +176,34 @@ static void rp_free(rules_action_t *a)
 static const rules_action_ops_t republish_ops = {
     .type = "republish", .init = rp_init, .emit = rp_emit, .free = rp_free};
 
-static const rules_action_ops_t *const action_types[] = {&republish_ops, NULL};
+/* sink: the sink framework's action (src/sinks/sinks.h) */
+static int sk_init(rules_action_t *a, json_t *def, char *err, size_t errlen)
+{
+    a->impl = sink_action_new(a->srv, def, err, errlen);
+    return a->impl ? 0 : -1;
+}
+
+static int sk_emit(rules_action_t *a, struct worker_s *w, json_t *row, const struct msg_s *m)
+{
+    return sink_action_emit(a->impl, w, row, m);
+}
+
+static void sk_free(rules_action_t *a)
+{
+    sink_action_free(a->impl);
+}
+
+static const rules_action_ops_t sink_ops = {
+    .type = "sink", .init = sk_init, .emit = sk_emit, .free = sk_free};
+
+static const rules_action_ops_t *const action_types[] = {&republish_ops, &sink_ops, NULL};
 
 rules_action_t *rules_action_new(struct server_s *srv, uint32_t module_index, json_t *def,
                                  char *err, size_t errlen)
 {
     const char *type = json_string_value(json_object_get(def, "type"));
     if (!json_is_object(def) || type == NULL) {
-        snprintf(err, errlen, "an action is an object with a \"type\" (republish)");
+        snprintf(err, errlen, "an action is an object with a \"type\" (republish, sink)");
         return NULL;
     }
     for (const rules_action_ops_t *const *t = action_types; *t; t++)
@@ -197,7 +218,7 @@ rules_action_t *rules_action_new(struct server_s *srv, uint32_t module_index, js
             }
             return a;
         }
-    snprintf(err, errlen, "unknown action type \"%.40s\" (republish)", type);
+    snprintf(err, errlen, "unknown action type \"%.40s\" (republish, sink)", type);
     return NULL;
 }
 
