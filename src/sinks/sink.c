@@ -70,6 +70,7 @@ enum { OVERFLOW_DROP_OLDEST = 0, OVERFLOW_BACKPRESSURE = 1 };
 /* The drivers, by `type:` (KAFKA and INFLUX add theirs here). */
 static const sink_driver_t *const drivers[] = {
     &sink_webhook_driver,
+    &sink_influx_driver,
     NULL,
 };
 
