@@ -4,8 +4,9 @@
 # and nothing lost.
 #
 #   bench/sink_influx.sh [BUILD_DIR] [PUBLISHERS] [MESSAGES_EACH] [BATCH] [PERSIST]
-#   e.g. bench/sink_influx.sh build 20 50000 256 off   (GZIP=false in the
-#   environment turns gzip off)
+#   e.g. bench/sink_influx.sh build 20 50000 256 off
+#   environment: GZIP=false turns gzip off, INFLIGHT (20000) the sink's
+#   max_inflight, POINTS (5000) the driver's max_request_points
 #
 # Starts its own influxd (Debian's influxdb, temp dir, free ports, the
 # service's settings otherwise) and its own antenna (2 workers, ephemeral
@@ -15,7 +16,8 @@
 # feeding the influxdb sink: measurement bench, tag dev, integer field n,
 # timestamp n (so each message is its own point: series dev, time n), a
 # batch of BATCH points (linger 100 ms; the framework allows at most 256),
-# gzip, 8 batches in flight).
+# joined by the driver into requests of up to POINTS, INFLIGHT records in
+# flight, gzip).
 # PUBLISHERS antenna-bench publishers send MESSAGES_EACH QoS 1 messages each,
 # flat out, on b/<publisher>/<message number>.  The time runs from the
 # first publish until influxd counts every point (SELECT count(n)); it
@@ -106,7 +108,8 @@ sinks:
       database: bench
       precision: ns
       gzip: ${GZIP:-true}
-      max_inflight: $((BATCH * 8))
+      max_inflight: ${INFLIGHT:-20000}
+      max_request_points: ${POINTS:-5000}
       batch:
         max_messages: $BATCH
         linger: 100ms
@@ -169,9 +172,10 @@ MET=$(curl -s -H "Authorization: Bearer $KEY" "http://127.0.0.1:$API_PORT/metric
     grep '^antenna_sink_influx_' | grep -v ' 0$' | tr '\n' ' ')
 awk -v n="${N:-0}" -v total="$TOTAL" -v t0="$T0" -v t1="$T1" -v t2="$T2" \
     -v a="$(echo "$A1 - $A0" | bc)" -v ic="$(echo "$I1 - $I0" | bc)" \
-    -v pubs="$PUBS" -v batch="$BATCH" -v persist="$PERSIST" -v gz="${GZIP:-true}" 'BEGIN {
-    printf "sink-influx: %d publishers x %d QoS 1 messages, batch %d, gzip %s, persistence %s\n",
-        pubs, total / pubs, batch, gz, persist
+    -v pubs="$PUBS" -v batch="$BATCH" -v persist="$PERSIST" -v gz="${GZIP:-true}" \
+    -v pts="${POINTS:-5000}" -v infl="${INFLIGHT:-20000}" 'BEGIN {
+    printf "sink-influx: %d publishers x %d QoS 1 messages, batch %d, request %d, in flight %d, gzip %s, persistence %s\n",
+        pubs, total / pubs, batch, pts, infl, gz, persist
     printf "points in influxd: %d of %d (%s)\n", n, total, n == total ? "nothing lost" : "MISSING"
     printf "publish phase: %.2f s (%.0f msg/s)\n", t1 - t0, total / (t1 - t0)
     printf "publish -> last point in influxd: %.2f s = %.0f points/s\n", t2 - t0, n / (t2 - t0)

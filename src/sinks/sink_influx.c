@@ -15,18 +15,22 @@
  * line carries the message's publish time in the sink's precision.
  *
  * Send (the sink's thread; everything below runs there, except wake()).
- * send() joins the batch's lines into one body, gzips it (zlib, a reused
- * stream) and starts one POST on a curl multi handle whose connections
- * stay open between batches (keep-alive); poll() drives the multi handle
- * (curl_multi_poll, interrupted by wake() through curl_multi_wakeup) and
- * completes the records of finished requests:
+ * send() takes a batch; the batches sent before the next poll() are joined
+ * into requests of at most max_request_points lines (the framework's batch
+ * is at most 256 records; InfluxDB prefers thousands of points a write).
+ * A request's lines become one body, gzipped (zlib, a reused stream), in
+ * one POST on a curl multi handle whose connections stay open between
+ * requests (keep-alive); poll() starts the joined requests, drives the
+ * multi handle (curl_multi_poll, interrupted by wake() through
+ * curl_multi_wakeup) and completes the records of finished requests:
  *   204            every record OK;
  *   400            InfluxDB wrote the lines it could and names no line, so
- *                  the batch is split in halves that are sent again (lines
+ *                  the request is split in halves that are sent again (lines
  *                  already written are written again with the same series
  *                  and time: InfluxDB keeps one point), down to single
  *                  lines, which fail (SINK_FAIL, InfluxDB's message as the
- *                  reason); at most INFLUX_SPLIT_BUDGET requests per batch,
+ *                  reason); a bounded number of requests per request
+ *                  (INFLUX_SPLIT_BUDGET + 16 log2 n),
  *                  past which a part still refused fails as a whole;
  *   413            split the same way (the body was too large), RETRY for a
  *                  single line;
@@ -76,6 +80,7 @@ static int ix_conf_load(conf_sec_t *s, void *conf)
     c->precision = INFLUX_PREC_NS;
     c->gzip = 1;
     c->timeout_ms = 10000;
+    c->max_request_points = 5000;
     if (conf_sec_str(s, "url", c->url, sizeof(c->url), CONF_SEC_NONEMPTY) < 0 ||
         conf_sec_u32(s, "version", 1, 2, &c->version) < 0 ||
         conf_sec_str(s, "database", c->database, sizeof(c->database), CONF_SEC_NONEMPTY) < 0 ||
@@ -88,7 +93,8 @@ static int ix_conf_load(conf_sec_t *s, void *conf)
         conf_sec_str(s, "token", c->token, sizeof(c->token), 0) < 0 ||
         conf_sec_enum(s, "precision", prec_names, &c->precision) < 0 ||
         conf_sec_bool(s, "gzip", &c->gzip) < 0 ||
-        conf_sec_ms(s, "timeout", 100, 600000, &c->timeout_ms) < 0)
+        conf_sec_ms(s, "timeout", 100, 600000, &c->timeout_ms) < 0 ||
+        conf_sec_u32(s, "max_request_points", 1, 1000000, &c->max_request_points) < 0)
         return -1;
     if (!conf_sec_has(s, "url"))
         return conf_sec_fail(s, "url", "required (the server's base URL, http://host:8086)");
@@ -946,6 +952,8 @@ typedef struct {
     z_stream z;
     int zok;
     ireq_t *free_reqs, *active;
+    sink_rec_t **pend; /* sent, not in a request yet (ix_flush) */
+    size_t npend, pcap;
     _Atomic uint64_t requests, points, bytes, splits, errors[ERR_CLASSES];
 } idrv_t;
 
@@ -1094,11 +1102,32 @@ fail:
         ix_req_put(d, r);
 }
 
+/* The batches sent since the last poll, joined into requests of at most
+ * max_request_points lines; all of them, or (full) only the full ones. */
+static void ix_flush(idrv_t *d, int full)
+{
+    size_t max = d->c->max_request_points, i = 0;
+    while (i < d->npend && (!full || d->npend - i >= max)) {
+        size_t k = AN_MIN(max, d->npend - i);
+        ix_start(d, d->pend + i, k, NULL);
+        i += k;
+    }
+    memmove(d->pend, d->pend + i, (d->npend - i) * sizeof(*d->pend));
+    d->npend -= i;
+}
+
 static void ix_send(sink_t *s, void *drv, sink_rec_t **recs, size_t n)
 {
     (void)s;
-    if (n > 0)
-        ix_start(drv, recs, n, NULL);
+    idrv_t *d = drv;
+    if (grow((void **)&d->pend, &d->pcap, d->npend + n, sizeof(*d->pend)) < 0) {
+        ix_complete(d, recs, n, SINK_RETRY, "out of memory");
+        return;
+    }
+    memcpy(d->pend + d->npend, recs, n * sizeof(*recs));
+    d->npend += n;
+    if (d->npend >= d->c->max_request_points)
+        ix_flush(d, 1);
 }
 
 /* InfluxDB's {"error":"..."} answer as a reason, in r->resp. */
@@ -1206,6 +1235,8 @@ static void ix_poll(sink_t *s, void *drv, int timeout_ms)
     (void)s;
     idrv_t *d = drv;
     int running = 0;
+    if (d->npend)
+        ix_flush(d, 0);
     curl_multi_perform(d->multi, &running);
     if (ix_reap(d) > 0 || timeout_ms <= 0)
         return;
@@ -1227,6 +1258,8 @@ static void ix_close(sink_t *s, void *drv)
     idrv_t *d = drv;
     if (d == NULL)
         return;
+    ix_complete(d, d->pend, d->npend, SINK_RETRY, "sink closing");
+    free(d->pend);
     while (d->active) {
         ireq_t *r = d->active;
         d->active = r->next;

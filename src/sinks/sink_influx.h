@@ -22,6 +22,7 @@ typedef struct {
     uint8_t precision;                       /* INFLUX_PREC_* */
     uint8_t gzip;                            /* gzip the bodies (default on) */
     uint32_t timeout_ms;                     /* one request, default 10 s */
+    uint32_t max_request_points;             /* batches joined up to this, default 5000 */
 } influx_conf_t;
 
 /* Where a piece of text goes in a line: what it escapes.

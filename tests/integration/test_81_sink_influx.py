@@ -360,6 +360,8 @@ def test_config_errors_name_file_line_key(tmp_path):
     assert rc != 0 and "s.yaml:7: sinks.sinks[0].timeout" in out, out
     rc, out = check(tmp_path, base + "      database: d\n      gzip: maybe\n")
     assert rc != 0 and "s.yaml:7: sinks.sinks[0].gzip" in out, out
+    rc, out = check(tmp_path, base + "      database: d\n      max_request_points: 0\n")
+    assert rc != 0 and "s.yaml:7: sinks.sinks[0].max_request_points" in out, out
 
 
 def test_bad_action_refuses_start(influxd, sbroker, tmp_path):

@@ -60,6 +60,7 @@ struct sink_s {
     int result[MAXREC]; /* SINK_* + 1; 0: not completed */
     char why[MAXREC][160];
     int ndone, twice;
+    unsigned long requests; /* run(): the requests the driver made */
 };
 
 struct module_metrics_s {
@@ -120,6 +121,7 @@ static sink_t *sink_new(void)
     s->conf.precision = INFLUX_PREC_NS;
     s->conf.gzip = 1;
     s->conf.timeout_ms = 10000;
+    s->conf.max_request_points = 5000;
     return s;
 }
 
@@ -429,7 +431,10 @@ static void run(sink_t *s, sink_rec_t **recs, size_t n, size_t batch)
     D->poll(s, drv, 1000); /* returns at once: woken */
     module_metrics_t mm = {0};
     D->metrics(s, drv, &mm);
-    assert_non_null(strstr(mm.buf, "antenna_sink_influx_requests_total{sink=\"tsdb\"}"));
+    const char *rq = strstr(mm.buf, "antenna_sink_influx_requests_total{sink=\"tsdb\"} ");
+    assert_non_null(rq);
+    s->requests =
+        strtoul(rq + strlen("antenna_sink_influx_requests_total{sink=\"tsdb\"} "), NULL, 10);
     D->close(s, drv);
     assert_int_equal(s->ndone, n);
     assert_int_equal(s->twice, 0);
@@ -567,9 +572,11 @@ static void test_influx_write(void **state)
                             "{\"clientid\":\"a,b=c d\\\\e\",\"n\":1,\"t\":0.1,\"ok\":true,"
                             "\"s\":\"q\\\"uote \\\\ back\\nslash \xc3\xa9\",\"ts\":5}",
                             NULL));
+    s->conf.max_request_points = 700; /* 2001 lines sent in batches of 500: 3 requests */
     run(s, recs, N + 1, 500);
     for (int i = 0; i <= N; i++)
         assert_int_equal(s->result[i], SINK_OK + 1);
+    assert_int_equal(s->requests, 3);
     json_t *ans = query("w", "SELECT count(n), sum(n) FROM env");
     json_t *v = json_array_get(values(ans), 0);
     assert_int_equal(json_integer_value(json_array_get(v, 1)), N + 1);
