@@ -67,6 +67,7 @@
 #define INFLUX_SPLIT_BUDGET 16 /* requests one batch may grow into by splitting, + 16 log2 n */
 #define INFLUX_RESP_MAX 512    /* the start of an error answer, kept for the reason */
 #define INFLUX_TPL_MAX 4096    /* a template's bytes */
+#define INFLUX_KEY_MAX 512     /* a tag or field key's bytes, escaped (fits the line writer) */
 
 static const char *const prec_names[] = {"ns", "us", "ms", "s", NULL};
 
@@ -454,6 +455,11 @@ static int ix_kv_load(json_t *map, const char *what, int fields, ikv_t **out, ui
             return -1;
         }
         e->klen = influx_escape(NULL, 0, name, nl, INFLUX_ESC_KEY);
+        if (e->klen > INFLUX_KEY_MAX) {
+            snprintf(err, errlen, "%s.%.40s...: a key longer than %d bytes", what, name,
+                     INFLUX_KEY_MAX);
+            return -1;
+        }
         e->key = malloc(e->klen + 1);
         if (e->key == NULL) {
             snprintf(err, errlen, "%s: out of memory", what);

@@ -341,6 +341,13 @@ static void test_action_errors(void **state)
                               "\"fields\":{\"v\":\"1\"}}"));
     e = action_err(s, "{\"measurement\":\"m\",\"fields\":{\"v\":\"1\"},\"fields.v\":\"2\"}");
     assert_non_null(strstr(e, "fields.v: fields.v is given twice"));
+    char longkey[700];
+    memset(longkey, 'k', 600);
+    snprintf(longkey + 600, 100, "\":\"1\"}}");
+    char def[800];
+    snprintf(def, sizeof(def), "{\"measurement\":\"m\",\"fields\":{\"%s", longkey);
+    e = action_err(s, def);
+    assert_non_null(strstr(e, "a key longer than 512 bytes"));
     e = action_err(s, "{\"measurement\":\"m\",\"tags.\":\"2\"}");
     assert_non_null(strstr(e, "tags.: a name"));
     e = action_err(s, "{\"measurement\":\"m\",\"fields.v.type\":\"int\",\"fields.v\":\"${v}\"}");
