@@ -1,14 +1,18 @@
-/* sink_influx.h -- the InfluxDB sink's line-protocol helpers, shared by
- * sink_influx.c and its unit test (tests/unit/test_sink_influx.c).
+/* sink_influx.h -- the InfluxDB sink's parts shared by sink_influx.c (the
+ * configuration, the HTTP side, the driver table sink_influx_driver),
+ * sink_influx_lp.c (the line protocol: actions and render) and the unit
+ * test (tests/unit/test_sink_influx.c).
  *
- * The driver itself is sink_influx_driver (sink.h).  These are pure
- * functions with no state: any thread.
+ * influx_escape and influx_fmt_float are pure functions: any thread.
  */
 #ifndef ANTENNA_SINK_INFLUX_H
 #define ANTENNA_SINK_INFLUX_H
 
+#include <jansson.h>
 #include <stddef.h>
 #include <stdint.h>
+
+#include "sink.h"
 
 /* The sink's configuration: its section's keys past the framework's
  * (docs/sinks.md); sink_conf() of an InfluxDB sink. */
@@ -42,5 +46,11 @@ size_t influx_escape(char *out, size_t cap, const char *p, size_t n, int kind);
 /* A float value as line protocol writes it: the shortest of %.15g and
  * %.17g that reads back the same; into out[cap] (cap >= 32); its length. */
 size_t influx_fmt_float(char *out, size_t cap, double v);
+
+/* The driver's action hooks (sink.h): action_init and action_free on the
+ * thread building the rule, render on the workers. */
+int influx_action_init(sink_t *s, json_t *def, void **state, char *err, size_t errlen);
+void influx_action_free(void *state);
+int influx_render(sink_t *s, void *state, json_t *row, const struct msg_s *m, sink_out_t *out);
 
 #endif
