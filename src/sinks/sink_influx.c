@@ -20,8 +20,8 @@
  *                  reason); a bounded number of requests per request
  *                  (INFLUX_SPLIT_BUDGET + 16 log2 n),
  *                  past which a part still refused fails as a whole;
- *   413            split the same way (the body was too large), RETRY for a
- *                  single line;
+ *   413            split the same way (the body was too large); a single
+ *                  line too large fails, a part past the bound is retried;
  *   401, 403, 404, 408, 429, 5xx, a timeout, a refused or broken
  *                  connection: every record RETRY (the framework backs off;
  *                  a database that does not exist yet or a bad token is not

@@ -758,6 +758,10 @@ static int stub_case(int status, const char *body, int version, uint32_t timeout
     sink_t *s = sink_new();
     snprintf(s->conf.url, sizeof(s->conf.url), "http://127.0.0.1:%u", st->port);
     s->conf.timeout_ms = timeout_ms;
+    if (version == 3) { /* version 1 with basic authentication */
+        snprintf(s->conf.username, sizeof(s->conf.username), "u");
+        snprintf(s->conf.password, sizeof(s->conf.password), "p");
+    }
     if (version == 2) {
         s->conf.version = 2;
         s->conf.database[0] = '\0';
@@ -807,6 +811,28 @@ static void test_stub_answers(void **state)
     plain[sizeof(plain) - 1 - z.avail_out] = '\0';
     inflateEnd(&z);
     assert_string_equal(plain, "m v=1 1\nm v=2 2\n");
+    /* basic authentication (u:p) */
+    assert_int_equal(stub_case(204, "", 3, 5000, &st), SINK_OK);
+    assert_non_null(strstr(st.req, "Authorization: Basic dTpw\r\n"));
+    /* a 413 split down to single lines, which fail */
+    assert_int_equal(stub_case(413, "{\"error\":\"too large\"}", 1, 5000, &st), SINK_FAIL);
+    /* splitting is bounded: 300 lines all refused cost at most 16 + 16 x 9
+     * requests after the first, and every line fails */
+    stub_start(&st, 400, "{\"error\":\"partial write: x\"}");
+    sink_t *s = sink_new();
+    snprintf(s->conf.url, sizeof(s->conf.url), "http://127.0.0.1:%u", st.port);
+    static sink_rec_t *many[300];
+    for (int i = 0; i < 300; i++)
+        many[i] = rec((uint64_t)i, "m v=1");
+    run(s, many, 300, 300);
+    for (int i = 0; i < 300; i++) {
+        assert_int_equal(s->result[i], SINK_FAIL + 1);
+        free(many[i]);
+    }
+    assert_true(s->requests > 2 && s->requests <= 1 + 16 + 16 * 9);
+    assert_non_null(strstr(s->why[0], "influxdb 400: partial write: x"));
+    free(s);
+    stub_stop(&st);
     /* no answer: the timeout */
     assert_int_equal(stub_case(0, "", 1, 300, &st), SINK_RETRY);
 }
