@@ -42,8 +42,8 @@
 
 #include "module.h"
 #include "msg.h"
-#include "sink.h"
-#include "sink_influx.h"
+#include "sinks/sink.h"
+#include "sinks/sink_influx.h"
 #include "util.h"
 
 /* ---- the framework, stubbed ---- */
