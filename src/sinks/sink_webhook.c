@@ -26,15 +26,15 @@
 #include "sink.h"
 #include "util.h"
 
-#define WH_MAX_HEADERS 8
-#define WH_HEADER_MAX 192
+#define WH_MAX_HEADERS 6
+#define WH_HEADER_MAX 384
 
 typedef struct {
     char url[512];
     uint8_t method; /* 0 POST, 1 PUT */
     char headers[WH_MAX_HEADERS][WH_HEADER_MAX];
     uint32_t nheaders;
-    char body[1024]; /* the default body template; "" = the row as JSON */
+    char body[512]; /* the default body template; "" = the row as JSON */
     uint32_t timeout_ms;
     uint32_t connect_timeout_ms;
     uint32_t pool_size;

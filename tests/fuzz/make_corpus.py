@@ -338,6 +338,16 @@ CONF_SEEDS = {
     "null_values": "mqtt:\nlimits: ~\nlisteners:\n  - port: 1\n    name: null\n",
     "big_numbers": "mqtt:\n  max_packet_size: 18446744073709551616\n",
     "quoted": "log:\n  file: 'a\\tb'\n  level: \"warn\"\n",
+    # the sinks module's section (nested mappings, a driver's keys) and a
+    # rule's sink action (free-form driver keys)
+    "sinks": "sinks:\n  max_record_bytes: 4096\n  sinks:\n    - name: h\n      type: webhook\n"
+             "      url: http://127.0.0.1:9/x\n      headers: [\"X-A: b\"]\n      body: '${p}'\n"
+             "      buffer: {max_messages: 5, max_bytes: 2048, overflow: backpressure}\n"
+             "      batch: {max_messages: 2, linger: 5ms}\n"
+             "      retry: {max_attempts: 3, backoff: 10ms, max_backoff: 1s}\n"
+             "      dead_letter_topic: dl/h\n"
+             "rules:\n  rules:\n    - id: r\n      sql: SELECT payload AS p FROM \"t/#\"\n"
+             "      actions:\n        - {type: sink, sink: h, body: x, n: 3, b: true}\n",
 }
 
 ACL_SEEDS = {
