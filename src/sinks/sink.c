@@ -71,6 +71,7 @@ enum { OVERFLOW_DROP_OLDEST = 0, OVERFLOW_BACKPRESSURE = 1 };
 static const sink_driver_t *const drivers[] = {
     &sink_webhook_driver,
     &sink_kafka_driver,
+    &sink_influx_driver,
     NULL,
 };
 
