@@ -6,8 +6,9 @@
  * home worker while this node claims the id:
  *
  *   worker      own_gate: a claim (cl_claim_t) and one etcd txn "create if
- *               absent, else read" (cl_etcd_call: pipelined, the worker never
- *               waits);
+ *               absent, else read" (cl_etcd_create: batched with the
+ *               claims and releases of all workers queued meanwhile into
+ *               one etcd txn, cl_etcd.h; the worker never waits);
  *   etcd thread on_claim: created, or already ours under our lease: go on.
  *               Held by a node that is not a member (or by an older lease
  *               of ours): put with a compare on its mod_revision, then go on
@@ -333,8 +334,7 @@ static void claim_send(cl_claim_t *cm)
         return;
     }
     OWN_INC(cl->owner->claims);
-    if (cl_etcd_call(e, "/v3/kv/txn", cl_etcd_create_req(cm->key, cl->conf->node, lease), 0,
-                     on_claim, cm) < 0)
+    if (cl_etcd_create(e, cm->key, cl->conf->node, lease, on_claim, cm) < 0)
         answer(cm, MQTT_RC_SERVER_UNAVAILABLE);
 }
 
@@ -478,9 +478,8 @@ static void on_claim(void *arg, const cl_etcd_res_t *res)
          * lease of ours: take the key over if nobody changed it */
         cl_etcd_t *e = cl_member_etcd(cl);
         if (e == NULL || lease == 0 ||
-            cl_etcd_call(e, "/v3/kv/txn",
-                         cl_etcd_put_if_mod_req(cm->key, cl->conf->node, lease, cm->rev), 0,
-                         on_stolen, cm) < 0)
+            cl_etcd_txn(e, cm->key, cl_etcd_put_if_mod_req(cm->key, cl->conf->node, lease, cm->rev),
+                        on_stolen, cm) < 0)
             answer(cm, MQTT_RC_SERVER_UNAVAILABLE);
         return;
     }
@@ -608,8 +607,8 @@ static void own_take(worker_t *w, inbox_item_t *it)
     OWN_INC(cl->owner->takes_served);
     cl_etcd_t *e = cl_member_etcd(cl);
     char *k = own_key(cl->owner, tk->id);
-    if (e == NULL || cl_etcd_call(e, "/v3/kv/txn", cl_etcd_del_if_value_req(k, cl->conf->node), 0,
-                                  on_released_for, tk) < 0) {
+    if (e == NULL ||
+        cl_etcd_txn(e, k, cl_etcd_del_if_value_req(k, cl->conf->node), on_released_for, tk) < 0) {
         if (cl_post(cl, send_given, tk) < 0)
             take_free(tk);
     }
@@ -656,10 +655,10 @@ static void on_reclaimed(void *arg, const cl_etcd_res_t *res)
         cl_etcd_t *e = cl_member_etcd(cl);
         int64_t lease = cl_member_lease(cl);
         if (e && lease)
-            cl_etcd_call(e, "/v3/kv/txn",
-                         cl_etcd_put_if_mod_req(kbuf, cl->conf->node, lease,
-                                                cl_etcd_int(kv, "mod_revision")),
-                         0, on_released, NULL);
+            cl_etcd_txn(e, kbuf,
+                        cl_etcd_put_if_mod_req(kbuf, cl->conf->node, lease,
+                                               cl_etcd_int(kv, "mod_revision")),
+                        on_released, NULL);
     } else if (held) {
         /* another node took it meanwhile: the local client goes */
         log_info("cluster: client '%s' was claimed by %s while this node's lease was lost: "
@@ -686,8 +685,7 @@ static void reclaim_all(worker_t *w, cl_t *cl)
                 continue;
             cl_take_t *tk = take_new(cl, s->client_id, s->client_id_len);
             char *k = own_key(cl->owner, tk->id);
-            if (cl_etcd_call(e, "/v3/kv/txn", cl_etcd_create_req(k, cl->conf->node, lease), 0,
-                             on_reclaimed, tk) < 0)
+            if (cl_etcd_create(e, k, cl->conf->node, lease, on_reclaimed, tk) < 0)
                 take_free(tk);
             free(k);
         }
@@ -787,8 +785,8 @@ static void release(worker_t *w, cl_t *cl, const char *id)
     char *k = own_key(cl->owner, id);
     _Atomic uint32_t *inflight = &cl->owner->wk[w->id].rel[id_slot(id, strlen(id))];
     atomic_fetch_add_explicit(inflight, 1, memory_order_relaxed);
-    if (cl_etcd_call(e, "/v3/kv/txn", cl_etcd_del_if_value_req(k, cl->conf->node), 0, on_released,
-                     (void *)inflight) < 0)
+    if (cl_etcd_txn(e, k, cl_etcd_del_if_value_req(k, cl->conf->node), on_released,
+                    (void *)inflight) < 0)
         atomic_fetch_sub_explicit(inflight, 1, memory_order_relaxed);
     free(k);
     OWN_INC(cl->owner->released);
