@@ -74,6 +74,8 @@ typedef struct {
     _Atomic uint64_t dropped;   /* QoS 0 dropped (link down or output full), QoS 1/2
                                   * over the bound of unacknowledged ones */
     _Atomic uint64_t queued;    /* QoS 1/2 not acknowledged yet */
+    _Atomic uint64_t oldest;    /* the oldest of them: its publish time (wall ms), 0: none
+                                 * or unknown (the API's lag_ms) */
     _Atomic uint64_t out_bytes; /* bytes waiting in the link's output */
     _Atomic uint64_t routes;    /* filters the peer announced */
     _Atomic uint64_t refused;   /* handshakes refused */
