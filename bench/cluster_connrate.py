@@ -55,7 +55,11 @@ def cpu_s(pid):
 def standalone(args, d):
     b = conftest.Broker(d, 0, {"persistence": {"enabled": False}}).start()
     try:
-        return bench(args, b.port)
+        before = cpu_s(b.proc.pid)
+        res = bench(args, b.port)
+        if args.metrics:
+            print("    CPU s during the run: broker %.2f" % (cpu_s(b.proc.pid) - before))
+        return res
     finally:
         b.stop()
 

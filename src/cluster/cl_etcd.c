@@ -20,9 +20,8 @@
  * next one a txn whose key (by 64-bit hash: a collision only delays a txn
  * by a batch) is already in it; what is left goes back to the head of the
  * queue, order kept.  A batch is an ordinary request whose done()
- * (batch_done) hands each txn its own part; a create whose key was absent
- * in a batch that failed goes back to the head of the queue as a nested
- * txn (cl_etcd.h).
+ * (batch_done) hands each txn its own part; the creates of a batch that
+ * failed go back to the head of the queue as nested txns (cl_etcd.h).
  *
  * A loop turn: send batches, start what is pending, curl_multi_perform, finish what
  * libcurl completed (sending again on the next endpoint when the failure
@@ -50,6 +49,7 @@ typedef struct txop {
     char *text; /* the txn, serialized; a create: "<compare><put><range>" */
     size_t len;
     size_t cmp_len, put_len; /* a create's parts (else 0) */
+    uint8_t was_create;      /* a create, sent as a nested txn */
     uint64_t khash;
     cl_etcd_done_fn done;
     void *arg;
@@ -89,6 +89,7 @@ struct cl_etcd {
     txop_t *txq, **txq_tail;        /* batched txns waiting, under mu */
     req_t *inflight;                /* etcd thread */
     uint32_t batches_inflight;      /* etcd thread */
+    int nested_creates;             /* etcd thread: creates go nested (a flat batch failed) */
     uint64_t next_tick;
     an_counter_t requests, errors, failovers, batches, batched, retried;
 };
@@ -259,8 +260,8 @@ static void txop_done(txop_t *op, const cl_etcd_res_t *res)
     free(op);
 }
 
-/* A create sent flat, whose key was absent in a batch that failed: as a
- * nested txn next time (it cannot fail with the others there). */
+/* A create as a nested txn (after a flat batch failed: it cannot fail with
+ * the others there). */
 static void create_nested(txop_t *op)
 {
     size_t rng_len = op->len - op->cmp_len - op->put_len, len;
@@ -274,44 +275,42 @@ static void create_nested(txop_t *op)
     op->text = t;
     op->len = len;
     op->cmp_len = op->put_len = 0;
+    op->was_create = 1;
 }
 
-/* The batch's answer, split: each txn gets its own part (a create: a txn
- * answer of its own, {"succeeded":true} or the failure with its range), or
- * the error. */
+/* The batch's answer, split: each txn gets its own part (a flat create:
+ * {"succeeded":true}), or the error.  Flat creates of a batch that failed
+ * go back to the head of the queue, nested, and the next creates go nested
+ * too until a batch of them mostly created (7 in 8). */
 static void batch_done(void *arg, const cl_etcd_res_t *res)
 {
     batch_t *b = arg;
     cl_etcd_t *e = b->e;
     e->batches_inflight--;
     int ok = res->err == CL_ETCD_OK && cl_etcd_txn_ok(res->json);
+    uint32_t nested_creates = 0, created = 0;
     txop_t *again = NULL, **again_tail = &again;
     for (uint32_t i = 0; i < b->n; i++) {
         txop_t *op = b->ops[i];
         cl_etcd_res_t r = *res;
         json_t *own = NULL;
         if (res->err == CL_ETCD_OK && i < b->ncreate) {
-            const json_t *rng = ok ? NULL : cl_etcd_batch_range(res->json, i);
-            if (ok) {
-                own = json_pack("{s:b}", "succeeded", 1);
-            } else if (rng != NULL && json_array_size(json_object_get(rng, "kvs")) > 0) {
-                own = json_pack("{s:[{s:O}]}", "responses", "response_range", rng);
-            } else if (rng != NULL) { /* absent: again, alone this time */
+            if (!ok) { /* some key exists: which, the nested txn will say */
                 create_nested(op);
                 *again_tail = op;
                 again_tail = &op->next;
                 continue;
             }
-            r.json = own;
-            if (own == NULL) {
-                r.err = CL_ETCD_EPARSE;
-                r.error = "the batch's answer lacks this txn's part";
-            }
+            r.json = own = json_pack("{s:b}", "succeeded", 1);
         } else if (res->err == CL_ETCD_OK) {
-            r.json = (json_t *)cl_etcd_batch_txn(res->json, i);
+            /* a failed batch answers for its nested txns only */
+            r.json = (json_t *)cl_etcd_batch_txn(res->json, ok ? i : i - b->ncreate);
             if (r.json == NULL) {
                 r.err = CL_ETCD_EPARSE;
                 r.error = "the batch's answer lacks this txn's part";
+            } else if (op->was_create) {
+                nested_creates++;
+                created += cl_etcd_txn_ok(r.json) != 0;
             }
         }
         txop_done(op, &r);
@@ -319,14 +318,19 @@ static void batch_done(void *arg, const cl_etcd_res_t *res)
     }
     if (again != NULL) {
         STAT_ADD(e->retried, 1);
+        e->nested_creates = 1;
         pthread_mutex_lock(&e->mu);
         *again_tail = e->txq;
         if (e->txq == NULL)
             e->txq_tail = again_tail;
         e->txq = again;
         pthread_mutex_unlock(&e->mu);
+    } else if (nested_creates > 0 && created * 8 >= nested_creates * 7) {
+        e->nested_creates = 0;
     }
     free(b);
+    if (e->o.batch_end != NULL)
+        e->o.batch_end(e->o.batch_end_arg);
 }
 
 static req_t *req_new_text(const char *path, char *text, size_t len);
@@ -385,9 +389,11 @@ static void send_batches(cl_etcd_t *e)
             if (dup) {
                 *rest_tail = op;
                 rest_tail = &op->next;
-            } else if (op->cmp_len) {
+            } else if (op->cmp_len && !e->nested_creates) {
                 b->ops[b->n++] = op;
             } else {
+                if (op->cmp_len)
+                    create_nested(op);
                 nested[nn++] = op;
             }
         }
@@ -772,6 +778,8 @@ void cl_etcd_free(cl_etcd_t *e)
         cl_etcd_res_t res = {.err = CL_ETCD_ECANCELLED, .error = "the client stopped"};
         txop_done(op, &res);
     }
+    if (e->o.batch_end != NULL)
+        e->o.batch_end(e->o.batch_end_arg);
     curl_multi_cleanup(e->multi);
     pthread_mutex_destroy(&e->mu);
     free(e);
@@ -905,22 +913,28 @@ char *cl_etcd_batch_body(const cl_etcd_part_t *parts, uint32_t ncreate, uint32_t
         }
         CAT(p, "],");
     }
-    for (int branch = 0; branch < (ncreate > 0 ? 2 : 1); branch++) {
-        p += branch == 0 ? sprintf(p, "\"success\":[") : sprintf(p, ",\"failure\":[");
-        for (uint32_t i = 0; i < n; i++) {
-            const cl_etcd_part_t *t = &parts[i];
-            if (i > 0)
+    CAT(p, "\"success\":[");
+    for (uint32_t i = 0; i < n; i++) {
+        const cl_etcd_part_t *t = &parts[i];
+        if (i > 0)
+            CAT(p, ",");
+        if (i < ncreate) {
+            CAT(p, "{\"request_put\":");
+            cat(&p, t->text + t->cmp_len, t->put_len);
+        } else {
+            CAT(p, "{\"request_txn\":");
+            cat(&p, t->text, t->len);
+        }
+        CAT(p, "}");
+    }
+    CAT(p, "]");
+    if (ncreate > 0 && n > ncreate) { /* the nested txns run either way */
+        CAT(p, ",\"failure\":[");
+        for (uint32_t i = ncreate; i < n; i++) {
+            if (i > ncreate)
                 CAT(p, ",");
-            if (i >= ncreate) {
-                CAT(p, "{\"request_txn\":");
-                cat(&p, t->text, t->len);
-            } else if (branch == 0) {
-                CAT(p, "{\"request_put\":");
-                cat(&p, t->text + t->cmp_len, t->put_len);
-            } else {
-                CAT(p, "{\"request_range\":");
-                cat(&p, t->text + t->cmp_len + t->put_len, t->len - t->cmp_len - t->put_len);
-            }
+            CAT(p, "{\"request_txn\":");
+            cat(&p, parts[i].text, parts[i].len);
             CAT(p, "}");
         }
         CAT(p, "]");
@@ -941,11 +955,6 @@ static const json_t *batch_resp(const json_t *answer, uint32_t i, const char *wh
 const json_t *cl_etcd_batch_txn(const json_t *answer, uint32_t i)
 {
     return batch_resp(answer, i, "response_txn");
-}
-
-const json_t *cl_etcd_batch_range(const json_t *answer, uint32_t i)
-{
-    return batch_resp(answer, i, "response_range");
 }
 
 int64_t cl_etcd_int(const json_t *obj, const char *name)

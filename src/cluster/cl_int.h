@@ -193,6 +193,9 @@ int cl_owner_recv(cl_t *cl, int idx, uint8_t type, const uint8_t *body, uint32_t
 /* etcd thread: a new lease after a lost one: claim the ids of the
  * connected clients again (posted to every worker). */
 void cl_owner_lease_back(cl_t *cl);
+/* The etcd client's batch_end (arg: the cl_t): the claims' answers gathered
+ * during the batch, posted to each worker at once. */
+void cl_owner_batch_end(void *arg);
 /* Link thread, when it stops: answer the claims waiting for a peer. */
 void cl_owner_stop(cl_t *cl);
 void cl_owner_free(cl_t *cl);

@@ -118,6 +118,7 @@ typedef struct {
 struct cl_owner_s {
     cl_t *cl;
     cl_own_wk_t *wk;               /* [nworkers] */
+    inbox_vec_t *later;            /* [nworkers]: answers of this etcd batch (etcd thread) */
     char prefix[CL_NAME_MAX + 32]; /* /antenna/<name>/clients/ */
     /* link thread */
     cl_claim_t *pending;
@@ -153,6 +154,28 @@ static void answer(cl_claim_t *cm, uint8_t rc5)
         OWN_INC(o->refused);
     cm->g->refuse_rc5 = rc5;
     proto_gate_post(cm->g); /* frees cm through g->release, now or later */
+}
+
+/* On the etcd thread, in a batch's done() calls: the answer waits for the
+ * batch's end (cl_owner_batch_end), to reach its worker with the others. */
+static void answer_later(cl_claim_t *cm, uint8_t rc5)
+{
+    cl_owner_t *o = cm->cl->owner;
+    if (rc5)
+        OWN_INC(o->refused);
+    cm->g->refuse_rc5 = rc5;
+    proto_gate_add(&o->later[cm->g->w->id], cm->g);
+}
+
+void cl_owner_batch_end(void *arg)
+{
+    cl_t *cl = arg;
+    cl_owner_t *o = cl->owner;
+    if (o == NULL)
+        return;
+    for (uint32_t i = 0; i < cl->srv->nworkers; i++)
+        if (o->later[i].len > 0)
+            inbox_post(&cl->srv->workers[i].inbox, &o->later[i]);
 }
 
 static void claim_release(proto_gate_t *g)
@@ -357,16 +380,16 @@ static void on_stolen(void *arg, const cl_etcd_res_t *res)
 {
     cl_claim_t *cm = arg;
     if (res->err != CL_ETCD_OK) {
-        answer(cm, MQTT_RC_SERVER_UNAVAILABLE);
+        answer_later(cm, MQTT_RC_SERVER_UNAVAILABLE);
         return;
     }
     if (cl_etcd_txn_ok(res->json)) {
         OWN_INC(cm->cl->owner->stolen);
-        answer(cm, 0);
+        answer_later(cm, 0);
         return;
     }
     if (++cm->tries > OWN_TRIES) { /* someone else was faster, again and again */
-        answer(cm, MQTT_RC_SERVER_BUSY);
+        answer_later(cm, MQTT_RC_SERVER_BUSY);
         return;
     }
     claim_send(cm);
@@ -435,12 +458,12 @@ static void on_claim(void *arg, const cl_etcd_res_t *res)
         if (res->err != CL_ETCD_ECANCELLED)
             log_limited(5000, AN_LOG_WARN, "cluster: claiming client '%s' failed: %s",
                         cm->g->client_id, res->error);
-        answer(cm, MQTT_RC_SERVER_UNAVAILABLE);
+        answer_later(cm, MQTT_RC_SERVER_UNAVAILABLE);
         return;
     }
     if (cl_etcd_txn_ok(res->json)) {
         OWN_INC(cl->owner->created);
-        answer(cm, 0);
+        answer_later(cm, 0);
         return;
     }
     const json_t *kv = cl_etcd_txn_kv(res->json);
@@ -451,7 +474,7 @@ static void on_claim(void *arg, const cl_etcd_res_t *res)
     free(kbuf);
     if (bad) {
         if (++cm->tries > OWN_TRIES) {
-            answer(cm, MQTT_RC_SERVER_BUSY);
+            answer_later(cm, MQTT_RC_SERVER_BUSY);
             return;
         }
         claim_send(cm); /* gone meanwhile: again */
@@ -468,7 +491,7 @@ static void on_claim(void *arg, const cl_etcd_res_t *res)
             claim_send(cm);
             return;
         }
-        answer(cm, 0);
+        answer_later(cm, 0);
         return;
     }
     snprintf(cm->owner, sizeof(cm->owner), "%s", val);
@@ -818,6 +841,7 @@ int cl_owner_init(cl_t *cl)
     o->cl = cl;
     snprintf(o->prefix, sizeof(o->prefix), "/antenna/%s/clients/", cl->conf->name);
     o->wk = an_calloc(cl->srv->nworkers, sizeof(*o->wk));
+    o->later = an_calloc(cl->srv->nworkers, sizeof(*o->later));
     cl->owner = o;
     static const worker_inbox_kind_t kind = {.run = own_item, .drop = drop_take};
     worker_inbox_register(cl->srv, WM_CL_OWNER, &kind);
@@ -854,6 +878,9 @@ void cl_owner_free(cl_t *cl)
         free(o->wk[i].tombs);
     }
     free(o->wk);
+    for (uint32_t i = 0; i < cl->srv->nworkers; i++)
+        inbox_vec_free(&o->later[i]);
+    free(o->later);
     free(o);
     cl->owner = NULL;
 }
