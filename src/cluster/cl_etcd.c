@@ -289,11 +289,11 @@ static void batch_done(void *arg, const cl_etcd_res_t *res)
     e->batches_inflight--;
     int ok = res->err == CL_ETCD_OK && cl_etcd_txn_ok(res->json);
     uint32_t nested_creates = 0, created = 0;
+    json_t *yes = ok && b->ncreate ? json_pack("{s:b}", "succeeded", 1) : NULL;
     txop_t *again = NULL, **again_tail = &again;
     for (uint32_t i = 0; i < b->n; i++) {
         txop_t *op = b->ops[i];
         cl_etcd_res_t r = *res;
-        json_t *own = NULL;
         if (res->err == CL_ETCD_OK && i < b->ncreate) {
             if (!ok) { /* some key exists: which, the nested txn will say */
                 create_nested(op);
@@ -301,7 +301,7 @@ static void batch_done(void *arg, const cl_etcd_res_t *res)
                 again_tail = &op->next;
                 continue;
             }
-            r.json = own = json_pack("{s:b}", "succeeded", 1);
+            r.json = yes;
         } else if (res->err == CL_ETCD_OK) {
             /* a failed batch answers for its nested txns only */
             r.json = (json_t *)cl_etcd_batch_txn(res->json, ok ? i : i - b->ncreate);
@@ -314,8 +314,8 @@ static void batch_done(void *arg, const cl_etcd_res_t *res)
             }
         }
         txop_done(op, &r);
-        json_decref(own);
     }
+    json_decref(yes);
     if (again != NULL) {
         STAT_ADD(e->retried, 1);
         e->nested_creates = 1;
