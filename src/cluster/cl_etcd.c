@@ -14,13 +14,13 @@
  * CL_ETCD_BATCHES_INFLIGHT), so the lists are plain and scanned.
  *
  * Batched txns (txop_t): the submitting thread serializes the txn (a
- * create: its compare, put and range apart) and puts it on txq (under mu);
+ * flat one: its compare, op and failure op apart) and puts it on txq (under mu);
  * the etcd thread takes the queue at the start of a turn and, while a batch
  * slot is free, fills a batch (batch_t) in queue order, leaving for the
  * next one a txn whose key (by 64-bit hash: a collision only delays a txn
  * by a batch) is already in it; what is left goes back to the head of the
  * queue, order kept.  A batch is an ordinary request whose done()
- * (batch_done) hands each txn its own part; the creates of a batch that
+ * (batch_done) hands each txn its own part; the flat txns of a batch that
  * failed go back to the head of the queue as nested txns (cl_etcd.h).
  *
  * A loop turn: send batches, start what is pending, curl_multi_perform, finish what
@@ -46,10 +46,10 @@
 
 typedef struct txop {
     struct txop *next;
-    char *text; /* the txn, serialized; a create: "<compare><put><range>" */
+    char *text; /* the txn, serialized; a flat one: "<compare><op><failure op>" */
     size_t len;
-    size_t cmp_len, put_len; /* a create's parts (else 0) */
-    uint8_t was_create;      /* a create, sent as a nested txn */
+    size_t cmp_len, req_len; /* a flat txn's parts (else 0) */
+    uint8_t was_flat;        /* a flat txn, sent as a nested one */
     uint64_t khash;
     cl_etcd_done_fn done;
     void *arg;
@@ -89,7 +89,7 @@ struct cl_etcd {
     txop_t *txq, **txq_tail;        /* batched txns waiting, under mu */
     req_t *inflight;                /* etcd thread */
     uint32_t batches_inflight;      /* etcd thread */
-    int nested_creates;             /* etcd thread: creates go nested (a flat batch failed) */
+    int nested_flat;                /* etcd thread: flat txns go nested (a flat batch failed) */
     uint64_t next_tick;
     an_counter_t requests, errors, failovers, batches, batched, retried;
 };
@@ -260,22 +260,24 @@ static void txop_done(txop_t *op, const cl_etcd_res_t *res)
     free(op);
 }
 
-/* A create as a nested txn (after a flat batch failed: it cannot fail with
- * the others there). */
-static void create_nested(txop_t *op)
+/* A flat txn as a nested one (after a flat batch failed: it cannot fail
+ * with the others there). */
+static void flat_nested(txop_t *op)
 {
-    size_t rng_len = op->len - op->cmp_len - op->put_len, len;
-    const char *cmp = op->text, *put = cmp + op->cmp_len, *rng = put + op->put_len;
-    char *t = an_malloc(op->len + 96);
-    len = (size_t)sprintf(t,
-                          "{\"compare\":[%.*s],\"success\":[{\"request_put\":%.*s}],"
-                          "\"failure\":[{\"request_range\":%.*s}]}",
-                          (int)op->cmp_len, cmp, (int)op->put_len, put, (int)rng_len, rng);
+    size_t fail_len = op->len - op->cmp_len - op->req_len, len;
+    const char *cmp = op->text, *req = cmp + op->cmp_len, *fail = req + op->req_len;
+    char *t = an_malloc(op->len + 64);
+    len = (size_t)sprintf(t, "{\"compare\":[%.*s],\"success\":[%.*s]", (int)op->cmp_len, cmp,
+                          (int)op->req_len, req);
+    if (fail_len > 0)
+        len += (size_t)sprintf(t + len, ",\"failure\":[%.*s]", (int)fail_len, fail);
+    t[len++] = '}';
+    t[len] = '\0';
     free(op->text);
     op->text = t;
     op->len = len;
-    op->cmp_len = op->put_len = 0;
-    op->was_create = 1;
+    op->cmp_len = op->req_len = 0;
+    op->was_flat = 1;
 }
 
 /* The batch's answer, split: each txn gets its own part (a flat create:
@@ -288,15 +290,15 @@ static void batch_done(void *arg, const cl_etcd_res_t *res)
     cl_etcd_t *e = b->e;
     e->batches_inflight--;
     int ok = res->err == CL_ETCD_OK && cl_etcd_txn_ok(res->json);
-    uint32_t nested_creates = 0, created = 0;
+    uint32_t nested_flat = 0, held = 0;
     json_t *yes = ok && b->ncreate ? json_pack("{s:b}", "succeeded", 1) : NULL;
     txop_t *again = NULL, **again_tail = &again;
     for (uint32_t i = 0; i < b->n; i++) {
         txop_t *op = b->ops[i];
         cl_etcd_res_t r = *res;
         if (res->err == CL_ETCD_OK && i < b->ncreate) {
-            if (!ok) { /* some key exists: which, the nested txn will say */
-                create_nested(op);
+            if (!ok) { /* some compare failed: which, the nested txns will say */
+                flat_nested(op);
                 *again_tail = op;
                 again_tail = &op->next;
                 continue;
@@ -308,9 +310,9 @@ static void batch_done(void *arg, const cl_etcd_res_t *res)
             if (r.json == NULL) {
                 r.err = CL_ETCD_EPARSE;
                 r.error = "the batch's answer lacks this txn's part";
-            } else if (op->was_create) {
-                nested_creates++;
-                created += cl_etcd_txn_ok(r.json) != 0;
+            } else if (op->was_flat) {
+                nested_flat++;
+                held += cl_etcd_txn_ok(r.json) != 0;
             }
         }
         txop_done(op, &r);
@@ -318,15 +320,15 @@ static void batch_done(void *arg, const cl_etcd_res_t *res)
     json_decref(yes);
     if (again != NULL) {
         STAT_ADD(e->retried, 1);
-        e->nested_creates = 1;
+        e->nested_flat = 1;
         pthread_mutex_lock(&e->mu);
         *again_tail = e->txq;
         if (e->txq == NULL)
             e->txq_tail = again_tail;
         e->txq = again;
         pthread_mutex_unlock(&e->mu);
-    } else if (nested_creates > 0 && created * 8 >= nested_creates * 7) {
-        e->nested_creates = 0;
+    } else if (nested_flat > 0 && held * 8 >= nested_flat * 7) {
+        e->nested_flat = 0;
     }
     free(b);
     if (e->o.batch_end != NULL)
@@ -341,7 +343,7 @@ static void batch_start(cl_etcd_t *e, batch_t *b)
     for (uint32_t i = 0; i < b->n; i++) {
         txop_t *op = b->ops[i];
         parts[i] = (cl_etcd_part_t){
-            .text = op->text, .len = op->len, .cmp_len = op->cmp_len, .put_len = op->put_len};
+            .text = op->text, .len = op->len, .cmp_len = op->cmp_len, .req_len = op->req_len};
     }
     size_t len;
     char *body = cl_etcd_batch_body(parts, b->ncreate, b->n, &len);
@@ -389,11 +391,11 @@ static void send_batches(cl_etcd_t *e)
             if (dup) {
                 *rest_tail = op;
                 rest_tail = &op->next;
-            } else if (op->cmp_len && !e->nested_creates) {
+            } else if (op->cmp_len && !e->nested_flat) {
                 b->ops[b->n++] = op;
             } else {
                 if (op->cmp_len)
-                    create_nested(op);
+                    flat_nested(op);
                 nested[nn++] = op;
             }
         }
@@ -634,31 +636,48 @@ int cl_etcd_txn(cl_etcd_t *e, const char *key, json_t *body, cl_etcd_done_fn don
     return txop_queue(e, op);
 }
 
+/* A flat txn: its compare, its op and its failure op (NULL: none). */
+static int flat_queue(cl_etcd_t *e, const char *key, json_t *cmp, json_t *req, json_t *fail,
+                      cl_etcd_done_fn done, void *arg)
+{
+    char *c = json_dumps(cmp, JSON_COMPACT), *q = json_dumps(req, JSON_COMPACT),
+         *f = fail ? json_dumps(fail, JSON_COMPACT) : NULL;
+    json_decref(cmp);
+    json_decref(req);
+    json_decref(fail);
+    int rc = -1;
+    if (c && q && (f || !fail)) {
+        txop_t *op = txop_new(key, done, arg);
+        op->cmp_len = strlen(c);
+        op->req_len = strlen(q);
+        op->len = op->cmp_len + op->req_len + (f ? strlen(f) : 0);
+        op->text = an_malloc(op->len + 1);
+        snprintf(op->text, op->len + 1, "%s%s%s", c, q, f ? f : "");
+        rc = txop_queue(e, op);
+    }
+    free(c);
+    free(q);
+    free(f);
+    return rc;
+}
+
 int cl_etcd_create(cl_etcd_t *e, const char *key, const char *value, int64_t lease,
                    cl_etcd_done_fn done, void *arg)
 {
     json_t *cmp = json_pack("{s:o,s:s,s:s,s:s}", "key", b64s(key), "target", "CREATE", "result",
                             "EQUAL", "create_revision", "0");
-    json_t *put = cl_etcd_put_req(key, value, lease), *rng = cl_etcd_range_req(key, NULL);
-    char *c = json_dumps(cmp, JSON_COMPACT), *p = json_dumps(put, JSON_COMPACT),
-         *r = json_dumps(rng, JSON_COMPACT);
-    json_decref(cmp);
-    json_decref(put);
-    json_decref(rng);
-    int rc = -1;
-    if (c && p && r) {
-        txop_t *op = txop_new(key, done, arg);
-        op->cmp_len = strlen(c);
-        op->put_len = strlen(p);
-        op->len = op->cmp_len + op->put_len + strlen(r);
-        op->text = an_malloc(op->len + 1);
-        snprintf(op->text, op->len + 1, "%s%s%s", c, p, r);
-        rc = txop_queue(e, op);
-    }
-    free(c);
-    free(p);
-    free(r);
-    return rc;
+    return flat_queue(e, key, cmp,
+                      json_pack("{s:o}", "request_put", cl_etcd_put_req(key, value, lease)),
+                      json_pack("{s:o}", "request_range", cl_etcd_range_req(key, NULL)), done, arg);
+}
+
+int cl_etcd_delete_if(cl_etcd_t *e, const char *key, const char *value, cl_etcd_done_fn done,
+                      void *arg)
+{
+    json_t *cmp = json_pack("{s:o,s:s,s:s,s:o}", "key", b64s(key), "target", "VALUE", "result",
+                            "EQUAL", "value", b64s(value));
+    return flat_queue(e, key, cmp, json_pack("{s:{s:o}}", "request_delete_range", "key", b64s(key)),
+                      NULL, done, arg);
 }
 
 uint64_t cl_etcd_stream(cl_etcd_t *e, const char *path, json_t *body, cl_etcd_msg_fn msg,
@@ -919,13 +938,12 @@ char *cl_etcd_batch_body(const cl_etcd_part_t *parts, uint32_t ncreate, uint32_t
         if (i > 0)
             CAT(p, ",");
         if (i < ncreate) {
-            CAT(p, "{\"request_put\":");
-            cat(&p, t->text + t->cmp_len, t->put_len);
+            cat(&p, t->text + t->cmp_len, t->req_len);
         } else {
             CAT(p, "{\"request_txn\":");
             cat(&p, t->text, t->len);
+            CAT(p, "}");
         }
-        CAT(p, "}");
     }
     CAT(p, "]");
     if (ncreate > 0 && n > ncreate) { /* the nested txns run either way */

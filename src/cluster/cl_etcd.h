@@ -24,29 +24,34 @@
  * tick_ms, so that its user keeps its timers (keep-alives, retries) there
  * without a thread of its own.
  *
- * Batched txns (cl_etcd_create, cl_etcd_txn; the client-id registry's): a
- * txn queued from any thread waits on the batch queue; at the start of each
- * loop turn the etcd thread sends what waits there as ONE etcd txn (at most
- * CL_ETCD_BATCH_MAX txns in it, never two on one key), while fewer than
- * CL_ETCD_BATCHES_INFLIGHT batches are in flight.  So a txn alone leaves at
- * once, and under load the batches grow by themselves (with the txns that
- * wait for a free slot) instead of etcd seeing one request per txn: etcd's
- * request rate was the limit of the CONNECT rate with the registry
- * (docs/benchmarks.md).  The batch, one etcd write:
- *   compare: create_revision(k_i) = 0 for each create i;
- *   success: put k_i (under its lease) for each create, then each other
- *            txn as a nested txn (its own compares; atomic on its own);
+ * Batched txns (cl_etcd_create, cl_etcd_delete_if, cl_etcd_txn; the
+ * client-id registry's): a txn queued from any thread waits on the batch
+ * queue; at the start of each loop turn the etcd thread sends what waits
+ * there as ONE etcd txn (at most CL_ETCD_BATCH_MAX txns in it, never two on
+ * one key), while fewer than CL_ETCD_BATCHES_INFLIGHT batches are in
+ * flight.  So a txn alone leaves at once, and under load the batches grow
+ * by themselves (with the txns that wait for a free slot) instead of etcd
+ * seeing one request per txn: etcd's request rate was the limit of the
+ * CONNECT rate with the registry (docs/benchmarks.md).  Creates and
+ * conditional deletes are "flat", the others nested.  The batch, one etcd
+ * write:
+ *   compare: each flat txn's compare (create_revision(k) = 0; value(k) =
+ *            this node);
+ *   success: each flat txn's op (put k under the lease; delete k), then
+ *            each other txn as a nested txn (its own compares; atomic on
+ *            its own);
  *   failure: the same nested txns.
- * All creates' keys absent (the common case): all created, by one write.
- * Else none is, and every create of the batch goes back to the head of the
- * queue as a nested txn ("create if absent, else range"), which no other
- * key can make fail: at most two batches per create.  After such a
- * failure the creates go nested until a batch of them was mostly created
- * (so that a run of reconnects, whose keys exist, costs one try each).
- * Flat creates have no failure ranges: etcd's JSON gateway parses a third
- * less (etcd's cost per create was about 40 us flat, 55 with the ranges,
- * 75 nested, on the development machine).  etcd counts the batch's txns
- * (plus one when some are nested) against --max-txn-ops (default 128).
+ * Every flat compare holds (the common case: absent keys claimed, our own
+ * keys released): all done by one write.  Else none is, and every flat txn
+ * of the batch goes back to the head of the queue as a nested txn ("create
+ * if absent, else range"; "delete if ours"), which no other key can make
+ * fail: at most two batches per txn.  After such a failure the flat txns
+ * go nested until a batch of them mostly (7 in 8) held, so that a run of
+ * reconnects (keys that exist) costs one try each.  Flat creates have no
+ * failure ranges: etcd's JSON gateway parses a third less (etcd's cost per
+ * create was about 40 us flat, 55 with the ranges, 75 nested, on the
+ * development machine).  etcd counts the batch's txns (plus one when some
+ * are nested) against --max-txn-ops (default 128).
  *
  * Shutdown: cl_etcd_free() stops and joins the thread, then calls done()
  * with CL_ETCD_ECANCELLED for every request not answered yet (batched txns
@@ -131,11 +136,15 @@ int cl_etcd_call(cl_etcd_t *e, const char *path, json_t *body, uint32_t timeout_
  * when the client is stopping (done() is not called). */
 int cl_etcd_txn(cl_etcd_t *e, const char *key, json_t *body, cl_etcd_done_fn done, void *arg);
 /* The same for a create: put key = value under lease if the key does not
- * exist, else read it (cl_etcd_create_req's txn), sent flat in a batch
- * (see the top).  done()'s answer: {"succeeded":true}, or, from the nested
+ * exist, else read it (cl_etcd_create_req's txn), flat in a batch (see the
+ * top).  done()'s answer: {"succeeded":true}, or, from the nested
  * txn, a txn answer (failed: the key's range, cl_etcd_txn_kv). */
 int cl_etcd_create(cl_etcd_t *e, const char *key, const char *value, int64_t lease,
                    cl_etcd_done_fn done, void *arg);
+/* The same for "delete key if its value is `value`" (cl_etcd_del_if_value_req's
+ * txn), flat in a batch like a create: {"succeeded":true} when deleted. */
+int cl_etcd_delete_if(cl_etcd_t *e, const char *key, const char *value, cl_etcd_done_fn done,
+                      void *arg);
 /* A stream: msg() per message, then done() once.  Returns an id (> 0) for
  * cl_etcd_cancel, or 0 when the client is stopping. */
 uint64_t cl_etcd_stream(cl_etcd_t *e, const char *path, json_t *body, cl_etcd_msg_fn msg,
@@ -172,12 +181,13 @@ json_t *cl_etcd_lease_req(int64_t id);
 json_t *cl_etcd_grant_req(uint32_t ttl_s);
 
 /* A batch's txn, serialized: a nested txn (cmp_len 0: text is the whole
- * txn), or a create ("<compare><put><range>", the first two's lengths). */
+ * txn), or a flat one ("<compare><op><failure op>", the first two's
+ * lengths; the ops are RequestOp objects: {"request_put":..}). */
 typedef struct {
     const char *text;
-    size_t len, cmp_len, put_len;
+    size_t len, cmp_len, req_len;
 } cl_etcd_part_t;
-/* The body of a batch (the top): parts[0..ncreate) creates, the rest nested
+/* The body of a batch (the top): parts[0..ncreate) flat, the rest nested
  * txns; malloc'd, NUL terminated, its length in *len. */
 char *cl_etcd_batch_body(const cl_etcd_part_t *parts, uint32_t ncreate, uint32_t n, size_t *len);
 /* The batch answer's i-th response if it is a nested txn's answer

@@ -630,8 +630,7 @@ static void own_take(worker_t *w, inbox_item_t *it)
     OWN_INC(cl->owner->takes_served);
     cl_etcd_t *e = cl_member_etcd(cl);
     char *k = own_key(cl->owner, tk->id);
-    if (e == NULL ||
-        cl_etcd_txn(e, k, cl_etcd_del_if_value_req(k, cl->conf->node), on_released_for, tk) < 0) {
+    if (e == NULL || cl_etcd_delete_if(e, k, cl->conf->node, on_released_for, tk) < 0) {
         if (cl_post(cl, send_given, tk) < 0)
             take_free(tk);
     }
@@ -808,8 +807,7 @@ static void release(worker_t *w, cl_t *cl, const char *id)
     char *k = own_key(cl->owner, id);
     _Atomic uint32_t *inflight = &cl->owner->wk[w->id].rel[id_slot(id, strlen(id))];
     atomic_fetch_add_explicit(inflight, 1, memory_order_relaxed);
-    if (cl_etcd_txn(e, k, cl_etcd_del_if_value_req(k, cl->conf->node), on_released,
-                    (void *)inflight) < 0)
+    if (cl_etcd_delete_if(e, k, cl->conf->node, on_released, (void *)inflight) < 0)
         atomic_fetch_sub_explicit(inflight, 1, memory_order_relaxed);
     free(k);
     OWN_INC(cl->owner->released);

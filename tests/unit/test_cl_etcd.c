@@ -158,18 +158,19 @@ static void test_kv(void **state)
 static void test_batch(void **state)
 {
     (void)state;
-    const char *c1 = "{\"c\":1}{\"p\":1}{\"r\":1}", *c2 = "{\"c\":2}{\"p\":2}{\"r\":2}";
+    const char *c1 = "{\"c\":1}{\"request_put\":{\"p\":1}}{\"request_range\":{\"r\":1}}";
+    const char *c2 = "{\"c\":2}{\"request_delete_range\":{\"d\":2}}";
     const char *t = "{\"t\":3}";
     cl_etcd_part_t parts[] = {
-        {.text = c1, .len = strlen(c1), .cmp_len = 7, .put_len = 7},
-        {.text = c2, .len = strlen(c2), .cmp_len = 7, .put_len = 7},
+        {.text = c1, .len = strlen(c1), .cmp_len = 7, .req_len = 23},
+        {.text = c2, .len = strlen(c2), .cmp_len = 7, .req_len = strlen(c2) - 7},
         {.text = t, .len = strlen(t)},
     };
     size_t len;
     char *s = cl_etcd_batch_body(parts, 2, 3, &len);
     assert_string_equal(s,
                         "{\"compare\":[{\"c\":1},{\"c\":2}],\"success\":[{\"request_put\":{\"p\":"
-                        "1}},{\"request_put\":{\"p\":2}},{\"request_txn\":{\"t\":3}}],"
+                        "1}},{\"request_delete_range\":{\"d\":2}},{\"request_txn\":{\"t\":3}}],"
                         "\"failure\":[{\"request_txn\":{\"t\":3}}]}");
     assert_int_equal(len, strlen(s));
     free(s);
