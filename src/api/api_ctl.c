@@ -992,6 +992,7 @@ static void ctl_usage(FILE *out)
             "  rules create JSON            a rule: {\"id\", \"sql\", \"enabled\", \"actions\"}\n"
             "  rules test SQL [MESSAGE]     a statement over a sample message (JSON: topic,\n"
             "                               payload, clientid, qos, user_properties, ...)\n"
+            "  nodes                        the cluster: members, links, routes, lag\n"
             "  keys create NAME --keys-file FILE   a new API key (printed once, stored hashed)\n"
             "\n"
             "Options:\n"
@@ -1255,6 +1256,83 @@ static int cmd_rules(ctl_t *c)
     return usage_error("unknown rules command '%s'", sub);
 }
 
+static const char *const NODE_COLS[] = {"node",     "self",    "member", "state",   "link",
+                                        "routes",   "queued",  "lag",    "output",  "forwarded",
+                                        "received", "dropped", "ups",    "refused", NULL};
+
+/* One row of the nodes table: the node's fields and its link's, flat, each
+ * value one word (lag: "120ms"; forwarded: "q0/q1/q2"). */
+static json_t *node_row(const json_t *n)
+{
+    json_t *row = json_object();
+    const char *k;
+    json_t *v;
+    json_object_foreach((json_t *)n, k, v) if (is_scalar(v) && strcmp(k, "member_for_ms") != 0 &&
+                                               strcmp(k, "out_for_ms") != 0)
+        json_object_set(row, k, v);
+    const json_t *ls = json_object_get(n, "link_state");
+    if (json_is_true(json_object_get(n, "self"))) {
+        json_object_set_new(row, "state", json_string("(self)"));
+        return row;
+    }
+    static const char *const keep[] = {"state",   "routes", "queued",  "received",
+                                       "dropped", "ups",    "refused", NULL};
+    for (int i = 0; keep[i]; i++)
+        if ((v = json_object_get(ls, keep[i])) != NULL)
+            json_object_set(row, keep[i], v);
+    if ((v = json_object_get(ls, "output_bytes")) != NULL)
+        json_object_set(row, "output", v);
+    char t[96];
+    if (json_is_integer(v = json_object_get(ls, "lag_ms"))) {
+        snprintf(t, sizeof(t), "%" JSON_INTEGER_FORMAT "ms", json_integer_value(v));
+        json_object_set_new(row, "lag", json_string(t));
+    }
+    const json_t *fwd = json_object_get(ls, "forwarded");
+    if (json_array_size(fwd) == 3) {
+        snprintf(
+            t, sizeof(t), "%" JSON_INTEGER_FORMAT "/%" JSON_INTEGER_FORMAT "/%" JSON_INTEGER_FORMAT,
+            json_integer_value(json_array_get(fwd, 0)), json_integer_value(json_array_get(fwd, 1)),
+            json_integer_value(json_array_get(fwd, 2)));
+        json_object_set_new(row, "forwarded", json_string(t));
+    }
+    return row;
+}
+
+/* nodes: the cluster as this node sees it (GET /api/v1/nodes; docs/cluster.md
+ * "Operations"): one line about the cluster, then a table of the nodes with
+ * their links (state, routes the peer announced, QoS 1/2 messages waiting
+ * for its acknowledgement and the age of the oldest, output bytes waiting,
+ * messages forwarded by QoS 0/1/2 and received). */
+static int cmd_nodes(ctl_t *c)
+{
+    if (c->nargs > 1)
+        return usage_error("nodes takes no argument");
+    json_t *resp = NULL;
+    if (ctl_call(c, "GET", "/api/v1/nodes", NULL, &resp) != 0)
+        return 1;
+    if (c->json) {
+        print_json(resp ? resp : json_null());
+    } else if (!json_is_true(json_object_get(resp, "clustered"))) {
+        printf("not clustered (cluster.node is not set)\n");
+    } else {
+        printf("node %s, cluster %s, links on %s, %" JSON_INTEGER_FORMAT " members, lease %s\n",
+               json_string_value(json_object_get(resp, "node")),
+               json_string_value(json_object_get(resp, "cluster")),
+               json_string_value(json_object_get(resp, "link")),
+               json_integer_value(json_object_get(resp, "members")),
+               json_is_true(json_object_get(resp, "lease_ok")) ? "ok" : "LOST");
+        json_t *rows = json_array();
+        size_t i;
+        json_t *n;
+        json_array_foreach(json_object_get(resp, "nodes"), i, n)
+            json_array_append_new(rows, node_row(n));
+        print_table(rows, NODE_COLS);
+        json_decref(rows);
+    }
+    json_decref(resp);
+    return 0;
+}
+
 int api_ctl_main(int argc, char **argv)
 {
     ctl_t c = {0};
@@ -1329,6 +1407,8 @@ int api_ctl_main(int argc, char **argv)
         rc = cmd_drain(&c);
     else if (strcmp(cmd, "rules") == 0)
         rc = cmd_rules(&c);
+    else if (strcmp(cmd, "nodes") == 0)
+        rc = cmd_nodes(&c);
     else
         rc = usage_error("unknown command '%s'", cmd);
 

@@ -471,6 +471,12 @@ int proto_gate_post(proto_gate_t *g)
     return 0;
 }
 
+void proto_gate_add(inbox_vec_t *v, proto_gate_t *g)
+{
+    inbox_item_t it = {.kind = WM_GATE, .ptr = g};
+    inbox_vec_push(v, &it);
+}
+
 /* Ask the gate about this CONNECT: 0 go on, 1 parked (the CONNECT and the
  * bytes after it kept until the answer). */
 static int gate(conn_t *c, const mqtt_connect_t *ck, const connect_terms_t *t,

@@ -72,6 +72,9 @@ void proto_gate_register(server_t *srv, int (*gate)(worker_t *w, proto_gate_t *g
 /* Any thread: send the answer to g->w.  Returns 0, or -1 (g freed) when the
  * worker has stopped. */
 int proto_gate_post(proto_gate_t *g);
+/* The same for many answers: g's WM_GATE item appended to v, a batch for
+ * g->w that the caller posts (inbox_post) once for all of them. */
+void proto_gate_add(inbox_vec_t *v, proto_gate_t *g);
 void proto_gate_free(proto_gate_t *g);
 
 #endif

@@ -10,10 +10,20 @@
  * it runs, an easy handle.  Owners: the submitting thread until it is on
  * the pending list (under mu); then the etcd thread, which owns the CURLM
  * handle, the list of requests in flight and the endpoint index.  Requests
- * in flight are few (membership keeps at most four), so the lists are
- * plain and scanned.
+ * in flight are few (membership keeps at most four, the batches at most
+ * CL_ETCD_BATCHES_INFLIGHT), so the lists are plain and scanned.
  *
- * A loop turn: start what is pending, curl_multi_perform, finish what
+ * Batched txns (txop_t): the submitting thread serializes the txn (a
+ * flat one: its compare, op and failure op apart) and puts it on txq (under mu);
+ * the etcd thread takes the queue at the start of a turn and, while a batch
+ * slot is free, fills a batch (batch_t) in queue order, leaving for the
+ * next one a txn whose key (by 64-bit hash: a collision only delays a txn
+ * by a batch) is already in it; what is left goes back to the head of the
+ * queue, order kept.  A batch is an ordinary request whose done()
+ * (batch_done) hands each txn its own part; the flat txns of a batch that
+ * failed go back to the head of the queue as nested txns (cl_etcd.h).
+ *
+ * A loop turn: send batches, start what is pending, curl_multi_perform, finish what
  * libcurl completed (sending again on the next endpoint when the failure
  * was the connection's), end cancelled streams, run the tick when due,
  * then curl_multi_poll until libcurl's timeout, the next tick or a wakeup.
@@ -33,6 +43,17 @@
 #define CL_ETCD_MAX_ENDPOINTS 8
 #define CL_ETCD_MAX_ANSWER (4u << 20) /* a unary answer, or one stream message */
 #define CL_ETCD_CONNECT_MS 2000
+
+typedef struct txop {
+    struct txop *next;
+    char *text; /* the txn, serialized; a flat one: "<compare><op><failure op>" */
+    size_t len;
+    size_t cmp_len, req_len; /* a flat txn's parts (else 0) */
+    uint8_t was_flat;        /* a flat txn, sent as a nested one */
+    uint64_t khash;
+    cl_etcd_done_fn done;
+    void *arg;
+} txop_t;
 
 typedef struct req {
     struct req *next, *prev;
@@ -65,9 +86,12 @@ struct cl_etcd {
     pthread_mutex_t mu;
     req_t *pending, **pending_tail; /* under mu */
     uint64_t next_id;               /* under mu */
+    txop_t *txq, **txq_tail;        /* batched txns waiting, under mu */
     req_t *inflight;                /* etcd thread */
+    uint32_t batches_inflight;      /* etcd thread */
+    int nested_flat;                /* etcd thread: flat txns go nested (a flat batch failed) */
     uint64_t next_tick;
-    an_counter_t requests, errors, failovers;
+    an_counter_t requests, errors, failovers, batches, batched, retried;
 };
 
 /* ---- requests ---- */
@@ -221,8 +245,182 @@ static int start_req(cl_etcd_t *e, req_t *r)
     return 0;
 }
 
+/* ---- batched txns ---- */
+
+typedef struct {
+    cl_etcd_t *e;
+    uint32_t n, ncreate; /* ops[0..ncreate) are creates, sent flat */
+    txop_t *ops[CL_ETCD_BATCH_MAX];
+} batch_t;
+
+static void txop_done(txop_t *op, const cl_etcd_res_t *res)
+{
+    op->done(op->arg, res);
+    free(op->text);
+    free(op);
+}
+
+/* A flat txn as a nested one (after a flat batch failed: it cannot fail
+ * with the others there). */
+static void flat_nested(txop_t *op)
+{
+    size_t fail_len = op->len - op->cmp_len - op->req_len, len;
+    const char *cmp = op->text, *req = cmp + op->cmp_len, *fail = req + op->req_len;
+    char *t = an_malloc(op->len + 64);
+    len = (size_t)sprintf(t, "{\"compare\":[%.*s],\"success\":[%.*s]", (int)op->cmp_len, cmp,
+                          (int)op->req_len, req);
+    if (fail_len > 0)
+        len += (size_t)sprintf(t + len, ",\"failure\":[%.*s]", (int)fail_len, fail);
+    t[len++] = '}';
+    t[len] = '\0';
+    free(op->text);
+    op->text = t;
+    op->len = len;
+    op->cmp_len = op->req_len = 0;
+    op->was_flat = 1;
+}
+
+/* The batch's answer, split: each txn gets its own part (a flat create:
+ * {"succeeded":true}), or the error.  Flat creates of a batch that failed
+ * go back to the head of the queue, nested, and the next creates go nested
+ * too until a batch of them mostly created (7 in 8). */
+static void batch_done(void *arg, const cl_etcd_res_t *res)
+{
+    batch_t *b = arg;
+    cl_etcd_t *e = b->e;
+    e->batches_inflight--;
+    int ok = res->err == CL_ETCD_OK && cl_etcd_txn_ok(res->json);
+    uint32_t nested_flat = 0, held = 0;
+    json_t *yes = ok && b->ncreate ? json_pack("{s:b}", "succeeded", 1) : NULL;
+    txop_t *again = NULL, **again_tail = &again;
+    for (uint32_t i = 0; i < b->n; i++) {
+        txop_t *op = b->ops[i];
+        cl_etcd_res_t r = *res;
+        if (res->err == CL_ETCD_OK && i < b->ncreate) {
+            if (!ok) { /* some compare failed: which, the nested txns will say */
+                flat_nested(op);
+                *again_tail = op;
+                again_tail = &op->next;
+                continue;
+            }
+            r.json = yes;
+        } else if (res->err == CL_ETCD_OK) {
+            /* a failed batch answers for its nested txns only */
+            r.json = (json_t *)cl_etcd_batch_txn(res->json, ok ? i : i - b->ncreate);
+            if (r.json == NULL) {
+                r.err = CL_ETCD_EPARSE;
+                r.error = "the batch's answer lacks this txn's part";
+            } else if (op->was_flat) {
+                nested_flat++;
+                held += cl_etcd_txn_ok(r.json) != 0;
+            }
+        }
+        txop_done(op, &r);
+    }
+    json_decref(yes);
+    if (again != NULL) {
+        STAT_ADD(e->retried, 1);
+        e->nested_flat = 1;
+        pthread_mutex_lock(&e->mu);
+        *again_tail = e->txq;
+        if (e->txq == NULL)
+            e->txq_tail = again_tail;
+        e->txq = again;
+        pthread_mutex_unlock(&e->mu);
+    } else if (nested_flat > 0 && held * 8 >= nested_flat * 7) {
+        e->nested_flat = 0;
+    }
+    free(b);
+    if (e->o.batch_end != NULL)
+        e->o.batch_end(e->o.batch_end_arg);
+}
+
+static req_t *req_new_text(const char *path, char *text, size_t len);
+
+static void batch_start(cl_etcd_t *e, batch_t *b)
+{
+    cl_etcd_part_t parts[CL_ETCD_BATCH_MAX];
+    for (uint32_t i = 0; i < b->n; i++) {
+        txop_t *op = b->ops[i];
+        parts[i] = (cl_etcd_part_t){
+            .text = op->text, .len = op->len, .cmp_len = op->cmp_len, .req_len = op->req_len};
+    }
+    size_t len;
+    char *body = cl_etcd_batch_body(parts, b->ncreate, b->n, &len);
+    req_t *r = req_new_text("/v3/kv/txn", body, len);
+    r->timeout_ms = e->o.timeout_ms;
+    r->done = batch_done;
+    r->arg = b;
+    e->batches_inflight++;
+    STAT_ADD(e->batches, 1);
+    STAT_ADD(e->batched, b->n);
+    if (start_req(e, r) < 0)
+        finish(e, r, CL_ETCD_ECONNECT, 0, "libcurl could not start the request");
+}
+
+/* Etcd thread: batches from the queue while a slot is free. */
+static void send_batches(cl_etcd_t *e)
+{
+    if (e->batches_inflight >= CL_ETCD_BATCHES_INFLIGHT)
+        return;
+    pthread_mutex_lock(&e->mu);
+    txop_t *q = e->txq;
+    e->txq = NULL;
+    e->txq_tail = &e->txq;
+    pthread_mutex_unlock(&e->mu);
+    while (q != NULL && e->batches_inflight < CL_ETCD_BATCHES_INFLIGHT) {
+        batch_t *b = an_calloc(1, sizeof(*b));
+        b->e = e;
+        txop_t *nested[CL_ETCD_BATCH_MAX];
+        uint32_t nn = 0;
+        txop_t *rest = NULL, **rest_tail = &rest;
+        while (q != NULL) {
+            if (b->n + nn == CL_ETCD_BATCH_MAX) { /* full: the others wait */
+                *rest_tail = q;
+                q = NULL;
+                break;
+            }
+            txop_t *op = q;
+            q = op->next;
+            op->next = NULL;
+            int dup = 0;
+            for (uint32_t i = 0; i < b->n && !dup; i++)
+                dup = b->ops[i]->khash == op->khash;
+            for (uint32_t i = 0; i < nn && !dup; i++)
+                dup = nested[i]->khash == op->khash;
+            if (dup) {
+                *rest_tail = op;
+                rest_tail = &op->next;
+            } else if (op->cmp_len && !e->nested_flat) {
+                b->ops[b->n++] = op;
+            } else {
+                if (op->cmp_len)
+                    flat_nested(op);
+                nested[nn++] = op;
+            }
+        }
+        b->ncreate = b->n;
+        for (uint32_t i = 0; i < nn; i++)
+            b->ops[b->n++] = nested[i];
+        q = rest;
+        batch_start(e, b);
+    }
+    if (q != NULL) { /* back to the head of the queue, before newer ones */
+        txop_t *last = q;
+        while (last->next)
+            last = last->next;
+        pthread_mutex_lock(&e->mu);
+        last->next = e->txq;
+        if (e->txq == NULL)
+            e->txq_tail = &last->next;
+        e->txq = q;
+        pthread_mutex_unlock(&e->mu);
+    }
+}
+
 static void start_pending(cl_etcd_t *e)
 {
+    send_batches(e);
     pthread_mutex_lock(&e->mu);
     req_t *r = e->pending;
     e->pending = NULL;
@@ -331,7 +529,8 @@ static void *etcd_main(void *arg)
                 wait = to_tick;
         }
         pthread_mutex_lock(&e->mu);
-        int have = e->pending != NULL;
+        int have = e->pending != NULL ||
+                   (e->txq != NULL && e->batches_inflight < CL_ETCD_BATCHES_INFLIGHT);
         pthread_mutex_unlock(&e->mu);
         if (!have && wait > 0)
             curl_multi_poll(e->multi, NULL, 0, (int)wait, NULL);
@@ -341,17 +540,22 @@ static void *etcd_main(void *arg)
 
 /* ---- the interface ---- */
 
+static req_t *req_new_text(const char *path, char *text, size_t len)
+{
+    req_t *r = an_calloc(1, sizeof(*r));
+    snprintf(r->path, sizeof(r->path), "%s", path);
+    r->body = text;
+    r->body_len = len;
+    return r;
+}
+
 static req_t *req_new(const char *path, json_t *body)
 {
     char *text = json_dumps(body, JSON_COMPACT);
     json_decref(body);
     if (text == NULL)
         return NULL;
-    req_t *r = an_calloc(1, sizeof(*r));
-    snprintf(r->path, sizeof(r->path), "%s", path);
-    r->body = text;
-    r->body_len = strlen(text);
-    return r;
+    return req_new_text(path, text, strlen(text));
 }
 
 static uint64_t submit(cl_etcd_t *e, req_t *r)
@@ -383,6 +587,99 @@ int cl_etcd_call(cl_etcd_t *e, const char *path, json_t *body, uint32_t timeout_
     return submit(e, r) ? 0 : -1;
 }
 
+static json_t *b64s(const char *s);
+
+static uint64_t key_hash(const char *k)
+{
+    uint64_t h = 14695981039346656037ull;
+    for (; *k; k++)
+        h = (h ^ (uint8_t)*k) * 1099511628211ull;
+    return h;
+}
+
+static int txop_queue(cl_etcd_t *e, txop_t *op)
+{
+    pthread_mutex_lock(&e->mu);
+    if (atomic_load(&e->stop)) {
+        pthread_mutex_unlock(&e->mu);
+        free(op->text);
+        free(op);
+        return -1;
+    }
+    int wake = e->txq == NULL; /* else the thread was woken for the first */
+    *e->txq_tail = op;
+    e->txq_tail = &op->next;
+    pthread_mutex_unlock(&e->mu);
+    if (wake)
+        curl_multi_wakeup(e->multi);
+    return 0;
+}
+
+static txop_t *txop_new(const char *key, cl_etcd_done_fn done, void *arg)
+{
+    txop_t *op = an_calloc(1, sizeof(*op));
+    op->khash = key_hash(key);
+    op->done = done;
+    op->arg = arg;
+    return op;
+}
+
+int cl_etcd_txn(cl_etcd_t *e, const char *key, json_t *body, cl_etcd_done_fn done, void *arg)
+{
+    char *text = json_dumps(body, JSON_COMPACT);
+    json_decref(body);
+    if (text == NULL)
+        return -1;
+    txop_t *op = txop_new(key, done, arg);
+    op->text = text;
+    op->len = strlen(text);
+    return txop_queue(e, op);
+}
+
+/* A flat txn: its compare, its op and its failure op (NULL: none). */
+static int flat_queue(cl_etcd_t *e, const char *key, json_t *cmp, json_t *req, json_t *fail,
+                      cl_etcd_done_fn done, void *arg)
+{
+    char *c = json_dumps(cmp, JSON_COMPACT), *q = json_dumps(req, JSON_COMPACT),
+         *f = fail ? json_dumps(fail, JSON_COMPACT) : NULL;
+    json_decref(cmp);
+    json_decref(req);
+    json_decref(fail);
+    int rc = -1;
+    if (c && q && (f || !fail)) {
+        txop_t *op = txop_new(key, done, arg);
+        op->cmp_len = strlen(c);
+        op->req_len = strlen(q);
+        op->len = op->cmp_len + op->req_len + (f ? strlen(f) : 0);
+        op->text = an_malloc(op->len + 1);
+        snprintf(op->text, op->len + 1, "%s%s%s", c, q, f ? f : "");
+        rc = txop_queue(e, op);
+    }
+    free(c);
+    free(q);
+    free(f);
+    return rc;
+}
+
+int cl_etcd_create(cl_etcd_t *e, const char *key, const char *value, int64_t lease,
+                   cl_etcd_done_fn done, void *arg)
+{
+    json_t *cmp = json_pack("{s:o,s:s,s:s,s:s}", "key", b64s(key), "target", "CREATE", "result",
+                            "EQUAL", "create_revision", "0");
+    return flat_queue(e, key, cmp,
+                      json_pack("{s:o}", "request_put", cl_etcd_put_req(key, value, lease)),
+                      json_pack("{s:o}", "request_range", cl_etcd_range_req(key, NULL)), done, arg);
+}
+
+int cl_etcd_delete_if(cl_etcd_t *e, const char *key, const char *value, cl_etcd_done_fn done,
+                      void *arg)
+{
+    json_t *cmp = json_pack("{s:o,s:s,s:s,s:o}", "key", b64s(key), "target", "VALUE", "result",
+                            "EQUAL", "value", b64s(value));
+    return flat_queue(e, key, cmp, json_pack("{s:{s:o}}", "request_delete_range", "key", b64s(key)),
+                      NULL, done, arg);
+}
+
 uint64_t cl_etcd_stream(cl_etcd_t *e, const char *path, json_t *body, cl_etcd_msg_fn msg,
                         cl_etcd_done_fn done, void *arg)
 {
@@ -412,6 +709,9 @@ void cl_etcd_stats(cl_etcd_t *e, cl_etcd_stats_t *out)
     out->requests = atomic_load(&e->requests);
     out->errors = atomic_load(&e->errors);
     out->failovers = atomic_load(&e->failovers);
+    out->batches = atomic_load(&e->batches);
+    out->batched = atomic_load(&e->batched);
+    out->retried = atomic_load(&e->retried);
 }
 
 cl_etcd_t *cl_etcd_new(const cl_etcd_opts_t *o, char *err, size_t errlen)
@@ -419,6 +719,7 @@ cl_etcd_t *cl_etcd_new(const cl_etcd_opts_t *o, char *err, size_t errlen)
     cl_etcd_t *e = an_calloc(1, sizeof(*e));
     e->o = *o;
     e->pending_tail = &e->pending;
+    e->txq_tail = &e->txq;
     pthread_mutex_init(&e->mu, NULL);
     const char *p = o->endpoints;
     while (*p) {
@@ -490,6 +791,14 @@ void cl_etcd_free(cl_etcd_t *e)
         e->pending = r->next;
         finish(e, r, CL_ETCD_ECANCELLED, 0, "the client stopped");
     }
+    while (e->txq != NULL) {
+        txop_t *op = e->txq;
+        e->txq = op->next;
+        cl_etcd_res_t res = {.err = CL_ETCD_ECANCELLED, .error = "the client stopped"};
+        txop_done(op, &res);
+    }
+    if (e->o.batch_end != NULL)
+        e->o.batch_end(e->o.batch_end_arg);
     curl_multi_cleanup(e->multi);
     pthread_mutex_destroy(&e->mu);
     free(e);
@@ -597,6 +906,73 @@ json_t *cl_etcd_lease_req(int64_t id)
 json_t *cl_etcd_grant_req(uint32_t ttl_s)
 {
     return json_pack("{s:o}", "TTL", i64s(ttl_s));
+}
+
+static void cat(char **p, const char *s, size_t n)
+{
+    memcpy(*p, s, n);
+    *p += n;
+}
+
+#define CAT(p, lit) cat(&(p), lit, sizeof(lit) - 1)
+
+char *cl_etcd_batch_body(const cl_etcd_part_t *parts, uint32_t ncreate, uint32_t n, size_t *len)
+{
+    size_t total = 64;
+    for (uint32_t i = 0; i < n; i++)
+        total += 2 * parts[i].len + 64; /* a nested txn is in both branches */
+    char *out = an_malloc(total), *p = out;
+    CAT(p, "{");
+    if (ncreate > 0) {
+        CAT(p, "\"compare\":[");
+        for (uint32_t i = 0; i < ncreate; i++) {
+            if (i > 0)
+                CAT(p, ",");
+            cat(&p, parts[i].text, parts[i].cmp_len);
+        }
+        CAT(p, "],");
+    }
+    CAT(p, "\"success\":[");
+    for (uint32_t i = 0; i < n; i++) {
+        const cl_etcd_part_t *t = &parts[i];
+        if (i > 0)
+            CAT(p, ",");
+        if (i < ncreate) {
+            cat(&p, t->text + t->cmp_len, t->req_len);
+        } else {
+            CAT(p, "{\"request_txn\":");
+            cat(&p, t->text, t->len);
+            CAT(p, "}");
+        }
+    }
+    CAT(p, "]");
+    if (ncreate > 0 && n > ncreate) { /* the nested txns run either way */
+        CAT(p, ",\"failure\":[");
+        for (uint32_t i = ncreate; i < n; i++) {
+            if (i > ncreate)
+                CAT(p, ",");
+            CAT(p, "{\"request_txn\":");
+            cat(&p, parts[i].text, parts[i].len);
+            CAT(p, "}");
+        }
+        CAT(p, "]");
+    }
+    CAT(p, "}");
+    *p = '\0';
+    *len = (size_t)(p - out);
+    return out;
+}
+
+static const json_t *batch_resp(const json_t *answer, uint32_t i, const char *what)
+{
+    const json_t *r = json_array_get(json_object_get(answer, "responses"), i);
+    const json_t *t = json_object_get(r, what);
+    return json_is_object(t) ? t : NULL;
+}
+
+const json_t *cl_etcd_batch_txn(const json_t *answer, uint32_t i)
+{
+    return batch_resp(answer, i, "response_txn");
 }
 
 int64_t cl_etcd_int(const json_t *obj, const char *name)

@@ -24,9 +24,38 @@
  * tick_ms, so that its user keeps its timers (keep-alives, retries) there
  * without a thread of its own.
  *
+ * Batched txns (cl_etcd_create, cl_etcd_delete_if, cl_etcd_txn; the
+ * client-id registry's): a txn queued from any thread waits on the batch
+ * queue; at the start of each loop turn the etcd thread sends what waits
+ * there as ONE etcd txn (at most CL_ETCD_BATCH_MAX txns in it, never two on
+ * one key), while fewer than CL_ETCD_BATCHES_INFLIGHT batches are in
+ * flight.  So a txn alone leaves at once, and under load the batches grow
+ * by themselves (with the txns that wait for a free slot) instead of etcd
+ * seeing one request per txn: etcd's request rate was the limit of the
+ * CONNECT rate with the registry (docs/benchmarks.md).  Creates and
+ * conditional deletes are "flat", the others nested.  The batch, one etcd
+ * write:
+ *   compare: each flat txn's compare (create_revision(k) = 0; value(k) =
+ *            this node);
+ *   success: each flat txn's op (put k under the lease; delete k), then
+ *            each other txn as a nested txn (its own compares; atomic on
+ *            its own);
+ *   failure: the same nested txns.
+ * Every flat compare holds (the common case: absent keys claimed, our own
+ * keys released): all done by one write.  Else none is, and every flat txn
+ * of the batch goes back to the head of the queue as a nested txn ("create
+ * if absent, else range"; "delete if ours"), which no other key can make
+ * fail: at most two batches per txn.  After such a failure the flat txns
+ * go nested until a batch of them mostly (7 in 8) held, so that a run of
+ * reconnects (keys that exist) costs one try each.  Flat creates have no
+ * failure ranges: etcd's JSON gateway parses a third less (etcd's cost per
+ * create was about 40 us flat, 55 with the ranges, 75 nested, on the
+ * development machine).  etcd counts the batch's txns (plus one when some
+ * are nested) against --max-txn-ops (default 128).
+ *
  * Shutdown: cl_etcd_free() stops and joins the thread, then calls done()
- * with CL_ETCD_ECANCELLED for every request not answered yet, on the
- * calling thread; no callback runs after it returns.
+ * with CL_ETCD_ECANCELLED for every request not answered yet (batched txns
+ * too), on the calling thread; no callback runs after it returns.
  *
  * The request builders and answer readers below are pure functions (any
  * thread; unit-tested in tests/unit/test_cl_etcd.c).  etcd's JSON carries
@@ -67,12 +96,26 @@ typedef struct {
     uint32_t tick_ms;                      /* 0: no tick */
     void (*tick)(cl_etcd_t *e, void *arg); /* e: the client, also before cl_etcd_new returns */
     void *tick_arg;
+    /* after the done() calls of one batch (cl_etcd_txn, cl_etcd_create),
+     * on the etcd thread (or cl_etcd_free's): their users flush what they
+     * gathered meanwhile (the registry posts its answers to each worker
+     * at once).  NULL: none. */
+    void (*batch_end)(void *arg);
+    void *batch_end_arg;
 } cl_etcd_opts_t;
+
+/* Batched txns (cl_etcd_txn): at most this many in one request, and this
+ * many such requests in flight. */
+#define CL_ETCD_BATCH_MAX 120
+#define CL_ETCD_BATCHES_INFLIGHT 4
 
 typedef struct {
     uint64_t requests; /* sent (each try) */
     uint64_t errors;   /* ended with an error other than CL_ETCD_ECANCELLED */
     uint64_t failovers;
+    uint64_t batches; /* batch requests (cl_etcd_txn) started */
+    uint64_t batched; /* txns sent in them */
+    uint64_t retried; /* batches whose creates failed (sent again, nested) */
 } cl_etcd_stats_t;
 
 /* A client with its thread running, or NULL with err set. */
@@ -84,6 +127,24 @@ void cl_etcd_free(cl_etcd_t *e);
  * 0, or -1 when the client is stopping (done() is not called). */
 int cl_etcd_call(cl_etcd_t *e, const char *path, json_t *body, uint32_t timeout_ms,
                  cl_etcd_done_fn done, void *arg);
+/* A txn (one of the builders' below: compare, success, failure) on key,
+ * sent in a batch (see the top); the reference to body is taken, also on
+ * failure.  done() is called once, on the etcd thread, with this txn's own
+ * answer (a nested txn's answer has a txn answer's shape: cl_etcd_txn_ok,
+ * cl_etcd_txn_kv) or the batch's error.  Two txns on one key never share a
+ * batch: the later one waits for the next.  Any thread.  Returns 0, or -1
+ * when the client is stopping (done() is not called). */
+int cl_etcd_txn(cl_etcd_t *e, const char *key, json_t *body, cl_etcd_done_fn done, void *arg);
+/* The same for a create: put key = value under lease if the key does not
+ * exist, else read it (cl_etcd_create_req's txn), flat in a batch (see the
+ * top).  done()'s answer: {"succeeded":true}, or, from the nested
+ * txn, a txn answer (failed: the key's range, cl_etcd_txn_kv). */
+int cl_etcd_create(cl_etcd_t *e, const char *key, const char *value, int64_t lease,
+                   cl_etcd_done_fn done, void *arg);
+/* The same for "delete key if its value is `value`" (cl_etcd_del_if_value_req's
+ * txn), flat in a batch like a create: {"succeeded":true} when deleted. */
+int cl_etcd_delete_if(cl_etcd_t *e, const char *key, const char *value, cl_etcd_done_fn done,
+                      void *arg);
 /* A stream: msg() per message, then done() once.  Returns an id (> 0) for
  * cl_etcd_cancel, or 0 when the client is stopping. */
 uint64_t cl_etcd_stream(cl_etcd_t *e, const char *path, json_t *body, cl_etcd_msg_fn msg,
@@ -118,6 +179,20 @@ json_t *cl_etcd_watch_req(const char *key, const char *range_end, int64_t start_
 /* {"ID":id} (lease keepalive and revoke), {"TTL":ttl_s} (grant). */
 json_t *cl_etcd_lease_req(int64_t id);
 json_t *cl_etcd_grant_req(uint32_t ttl_s);
+
+/* A batch's txn, serialized: a nested txn (cmp_len 0: text is the whole
+ * txn), or a flat one ("<compare><op><failure op>", the first two's
+ * lengths; the ops are RequestOp objects: {"request_put":..}). */
+typedef struct {
+    const char *text;
+    size_t len, cmp_len, req_len;
+} cl_etcd_part_t;
+/* The body of a batch (the top): parts[0..ncreate) flat, the rest nested
+ * txns; malloc'd, NUL terminated, its length in *len. */
+char *cl_etcd_batch_body(const cl_etcd_part_t *parts, uint32_t ncreate, uint32_t n, size_t *len);
+/* The batch answer's i-th response if it is a nested txn's answer
+ * (response_txn), else NULL. */
+const json_t *cl_etcd_batch_txn(const json_t *answer, uint32_t i);
 
 /* A 64-bit integer member of obj (etcd writes them as strings; missing: 0). */
 int64_t cl_etcd_int(const json_t *obj, const char *name);

@@ -321,6 +321,8 @@ static void peer_send(cl_t *cl, int idx, const cl_fwd_t *f, msg_t *m, uint8_t qo
     memcpy(e->tags, f->tags, sizeof(e->tags));
     CL_STAT_ADD(st->fwd[qos], 1);
     CL_STAT_SET(st->queued, p->len - p->head);
+    if (p->len - p->head == 1)
+        CL_STAT_SET(st->oldest, m->published_at);
     if (p->len - p->head > CL_PEND_HIGH && !CL_STAT_GET(st->busy))
         CL_STAT_SET(st->busy, 1);
     cl_peer_pump(cl, p);
@@ -385,6 +387,7 @@ void cl_peer_acked(cl_t *cl, cl_peer_t *p, uint64_t seq)
     if (any)
         cl_ack_post(cl, idx); /* the read's cl_recv_flush posts it */
     CL_STAT_SET(cl->lstats[idx].queued, p->len - p->head);
+    CL_STAT_SET(cl->lstats[idx].oldest, p->head < p->len ? p->pend[p->head].m->published_at : 0);
     if (p->len - p->head < CL_PEND_LOW && CL_STAT_GET(cl->lstats[idx].busy))
         CL_STAT_SET(cl->lstats[idx].busy, 0);
 }
@@ -405,6 +408,7 @@ void cl_peer_drop_pending(cl_t *cl, cl_peer_t *p)
     p->pend = NULL;
     p->head = p->sent = p->len = p->cap = 0;
     CL_STAT_SET(cl->lstats[idx].queued, 0);
+    CL_STAT_SET(cl->lstats[idx].oldest, 0);
     CL_STAT_SET(cl->lstats[idx].busy, 0);
 }
 

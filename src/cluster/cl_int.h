@@ -74,6 +74,8 @@ typedef struct {
     _Atomic uint64_t dropped;   /* QoS 0 dropped (link down or output full), QoS 1/2
                                   * over the bound of unacknowledged ones */
     _Atomic uint64_t queued;    /* QoS 1/2 not acknowledged yet */
+    _Atomic uint64_t oldest;    /* the oldest of them: its publish time (wall ms), 0: none
+                                 * or unknown (the API's lag_ms) */
     _Atomic uint64_t out_bytes; /* bytes waiting in the link's output */
     _Atomic uint64_t routes;    /* filters the peer announced */
     _Atomic uint64_t refused;   /* handshakes refused */
@@ -191,6 +193,9 @@ int cl_owner_recv(cl_t *cl, int idx, uint8_t type, const uint8_t *body, uint32_t
 /* etcd thread: a new lease after a lost one: claim the ids of the
  * connected clients again (posted to every worker). */
 void cl_owner_lease_back(cl_t *cl);
+/* The etcd client's batch_end (arg: the cl_t): the claims' answers gathered
+ * during the batch, posted to each worker at once. */
+void cl_owner_batch_end(void *arg);
 /* Link thread, when it stops: answer the claims waiting for a peer. */
 void cl_owner_stop(cl_t *cl);
 void cl_owner_free(cl_t *cl);

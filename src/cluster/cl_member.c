@@ -584,6 +584,8 @@ int cl_member_start(cl_t *cl)
         .tick_ms = CL_MEMBER_TICK_MS,
         .tick = member_tick,
         .tick_arg = m,
+        .batch_end = cl_owner_batch_end,
+        .batch_end_arg = cl,
     };
     m->client = cl_etcd_new(&o, err, sizeof(err));
     if (m->client == NULL) {
@@ -652,6 +654,16 @@ void cl_member_metrics(cl_t *cl, module_metrics_t *mm)
     module_metrics_family(mm, "antenna_cluster_etcd_errors_total", "counter",
                           "etcd requests that failed (no answer, timeout, error status).");
     module_metrics_printf(mm, "antenna_cluster_etcd_errors_total %" PRIu64 "\n", st.errors);
+    module_metrics_family(mm, "antenna_cluster_etcd_txn_batches_total", "counter",
+                          "Batched requests of the client-id registry's txns sent to etcd.");
+    module_metrics_printf(mm, "antenna_cluster_etcd_txn_batches_total %" PRIu64 "\n", st.batches);
+    module_metrics_family(mm, "antenna_cluster_etcd_batched_txns_total", "counter",
+                          "The client-id registry's txns, sent in those batches.");
+    module_metrics_printf(mm, "antenna_cluster_etcd_batched_txns_total %" PRIu64 "\n", st.batched);
+    module_metrics_family(mm, "antenna_cluster_etcd_txn_batches_retried_total", "counter",
+                          "Batches whose creates failed (some key existed): sent again, nested.");
+    module_metrics_printf(mm, "antenna_cluster_etcd_txn_batches_retried_total %" PRIu64 "\n",
+                          st.retried);
     module_metrics_family(mm, "antenna_cluster_lease_renewals_total", "counter",
                           "Successful keep-alives of this node's membership lease.");
     module_metrics_printf(mm, "antenna_cluster_lease_renewals_total %" PRIu64 "\n",

@@ -6,8 +6,9 @@
  * home worker while this node claims the id:
  *
  *   worker      own_gate: a claim (cl_claim_t) and one etcd txn "create if
- *               absent, else read" (cl_etcd_call: pipelined, the worker never
- *               waits);
+ *               absent, else read" (cl_etcd_create: batched with the
+ *               claims and releases of all workers queued meanwhile into
+ *               one etcd txn, cl_etcd.h; the worker never waits);
  *   etcd thread on_claim: created, or already ours under our lease: go on.
  *               Held by a node that is not a member (or by an older lease
  *               of ours): put with a compare on its mod_revision, then go on
@@ -117,6 +118,7 @@ typedef struct {
 struct cl_owner_s {
     cl_t *cl;
     cl_own_wk_t *wk;               /* [nworkers] */
+    inbox_vec_t *later;            /* [nworkers]: answers of this etcd batch (etcd thread) */
     char prefix[CL_NAME_MAX + 32]; /* /antenna/<name>/clients/ */
     /* link thread */
     cl_claim_t *pending;
@@ -152,6 +154,28 @@ static void answer(cl_claim_t *cm, uint8_t rc5)
         OWN_INC(o->refused);
     cm->g->refuse_rc5 = rc5;
     proto_gate_post(cm->g); /* frees cm through g->release, now or later */
+}
+
+/* On the etcd thread, in a batch's done() calls: the answer waits for the
+ * batch's end (cl_owner_batch_end), to reach its worker with the others. */
+static void answer_later(cl_claim_t *cm, uint8_t rc5)
+{
+    cl_owner_t *o = cm->cl->owner;
+    if (rc5)
+        OWN_INC(o->refused);
+    cm->g->refuse_rc5 = rc5;
+    proto_gate_add(&o->later[cm->g->w->id], cm->g);
+}
+
+void cl_owner_batch_end(void *arg)
+{
+    cl_t *cl = arg;
+    cl_owner_t *o = cl->owner;
+    if (o == NULL)
+        return;
+    for (uint32_t i = 0; i < cl->srv->nworkers; i++)
+        if (o->later[i].len > 0)
+            inbox_post(&cl->srv->workers[i].inbox, &o->later[i]);
 }
 
 static void claim_release(proto_gate_t *g)
@@ -333,8 +357,7 @@ static void claim_send(cl_claim_t *cm)
         return;
     }
     OWN_INC(cl->owner->claims);
-    if (cl_etcd_call(e, "/v3/kv/txn", cl_etcd_create_req(cm->key, cl->conf->node, lease), 0,
-                     on_claim, cm) < 0)
+    if (cl_etcd_create(e, cm->key, cl->conf->node, lease, on_claim, cm) < 0)
         answer(cm, MQTT_RC_SERVER_UNAVAILABLE);
 }
 
@@ -357,16 +380,16 @@ static void on_stolen(void *arg, const cl_etcd_res_t *res)
 {
     cl_claim_t *cm = arg;
     if (res->err != CL_ETCD_OK) {
-        answer(cm, MQTT_RC_SERVER_UNAVAILABLE);
+        answer_later(cm, MQTT_RC_SERVER_UNAVAILABLE);
         return;
     }
     if (cl_etcd_txn_ok(res->json)) {
         OWN_INC(cm->cl->owner->stolen);
-        answer(cm, 0);
+        answer_later(cm, 0);
         return;
     }
     if (++cm->tries > OWN_TRIES) { /* someone else was faster, again and again */
-        answer(cm, MQTT_RC_SERVER_BUSY);
+        answer_later(cm, MQTT_RC_SERVER_BUSY);
         return;
     }
     claim_send(cm);
@@ -435,12 +458,12 @@ static void on_claim(void *arg, const cl_etcd_res_t *res)
         if (res->err != CL_ETCD_ECANCELLED)
             log_limited(5000, AN_LOG_WARN, "cluster: claiming client '%s' failed: %s",
                         cm->g->client_id, res->error);
-        answer(cm, MQTT_RC_SERVER_UNAVAILABLE);
+        answer_later(cm, MQTT_RC_SERVER_UNAVAILABLE);
         return;
     }
     if (cl_etcd_txn_ok(res->json)) {
         OWN_INC(cl->owner->created);
-        answer(cm, 0);
+        answer_later(cm, 0);
         return;
     }
     const json_t *kv = cl_etcd_txn_kv(res->json);
@@ -451,7 +474,7 @@ static void on_claim(void *arg, const cl_etcd_res_t *res)
     free(kbuf);
     if (bad) {
         if (++cm->tries > OWN_TRIES) {
-            answer(cm, MQTT_RC_SERVER_BUSY);
+            answer_later(cm, MQTT_RC_SERVER_BUSY);
             return;
         }
         claim_send(cm); /* gone meanwhile: again */
@@ -468,7 +491,7 @@ static void on_claim(void *arg, const cl_etcd_res_t *res)
             claim_send(cm);
             return;
         }
-        answer(cm, 0);
+        answer_later(cm, 0);
         return;
     }
     snprintf(cm->owner, sizeof(cm->owner), "%s", val);
@@ -478,9 +501,8 @@ static void on_claim(void *arg, const cl_etcd_res_t *res)
          * lease of ours: take the key over if nobody changed it */
         cl_etcd_t *e = cl_member_etcd(cl);
         if (e == NULL || lease == 0 ||
-            cl_etcd_call(e, "/v3/kv/txn",
-                         cl_etcd_put_if_mod_req(cm->key, cl->conf->node, lease, cm->rev), 0,
-                         on_stolen, cm) < 0)
+            cl_etcd_txn(e, cm->key, cl_etcd_put_if_mod_req(cm->key, cl->conf->node, lease, cm->rev),
+                        on_stolen, cm) < 0)
             answer(cm, MQTT_RC_SERVER_UNAVAILABLE);
         return;
     }
@@ -608,8 +630,7 @@ static void own_take(worker_t *w, inbox_item_t *it)
     OWN_INC(cl->owner->takes_served);
     cl_etcd_t *e = cl_member_etcd(cl);
     char *k = own_key(cl->owner, tk->id);
-    if (e == NULL || cl_etcd_call(e, "/v3/kv/txn", cl_etcd_del_if_value_req(k, cl->conf->node), 0,
-                                  on_released_for, tk) < 0) {
+    if (e == NULL || cl_etcd_delete_if(e, k, cl->conf->node, on_released_for, tk) < 0) {
         if (cl_post(cl, send_given, tk) < 0)
             take_free(tk);
     }
@@ -656,10 +677,10 @@ static void on_reclaimed(void *arg, const cl_etcd_res_t *res)
         cl_etcd_t *e = cl_member_etcd(cl);
         int64_t lease = cl_member_lease(cl);
         if (e && lease)
-            cl_etcd_call(e, "/v3/kv/txn",
-                         cl_etcd_put_if_mod_req(kbuf, cl->conf->node, lease,
-                                                cl_etcd_int(kv, "mod_revision")),
-                         0, on_released, NULL);
+            cl_etcd_txn(e, kbuf,
+                        cl_etcd_put_if_mod_req(kbuf, cl->conf->node, lease,
+                                               cl_etcd_int(kv, "mod_revision")),
+                        on_released, NULL);
     } else if (held) {
         /* another node took it meanwhile: the local client goes */
         log_info("cluster: client '%s' was claimed by %s while this node's lease was lost: "
@@ -686,8 +707,7 @@ static void reclaim_all(worker_t *w, cl_t *cl)
                 continue;
             cl_take_t *tk = take_new(cl, s->client_id, s->client_id_len);
             char *k = own_key(cl->owner, tk->id);
-            if (cl_etcd_call(e, "/v3/kv/txn", cl_etcd_create_req(k, cl->conf->node, lease), 0,
-                             on_reclaimed, tk) < 0)
+            if (cl_etcd_create(e, k, cl->conf->node, lease, on_reclaimed, tk) < 0)
                 take_free(tk);
             free(k);
         }
@@ -787,8 +807,7 @@ static void release(worker_t *w, cl_t *cl, const char *id)
     char *k = own_key(cl->owner, id);
     _Atomic uint32_t *inflight = &cl->owner->wk[w->id].rel[id_slot(id, strlen(id))];
     atomic_fetch_add_explicit(inflight, 1, memory_order_relaxed);
-    if (cl_etcd_call(e, "/v3/kv/txn", cl_etcd_del_if_value_req(k, cl->conf->node), 0, on_released,
-                     (void *)inflight) < 0)
+    if (cl_etcd_delete_if(e, k, cl->conf->node, on_released, (void *)inflight) < 0)
         atomic_fetch_sub_explicit(inflight, 1, memory_order_relaxed);
     free(k);
     OWN_INC(cl->owner->released);
@@ -820,6 +839,7 @@ int cl_owner_init(cl_t *cl)
     o->cl = cl;
     snprintf(o->prefix, sizeof(o->prefix), "/antenna/%s/clients/", cl->conf->name);
     o->wk = an_calloc(cl->srv->nworkers, sizeof(*o->wk));
+    o->later = an_calloc(cl->srv->nworkers, sizeof(*o->later));
     cl->owner = o;
     static const worker_inbox_kind_t kind = {.run = own_item, .drop = drop_take};
     worker_inbox_register(cl->srv, WM_CL_OWNER, &kind);
@@ -856,6 +876,9 @@ void cl_owner_free(cl_t *cl)
         free(o->wk[i].tombs);
     }
     free(o->wk);
+    for (uint32_t i = 0; i < cl->srv->nworkers; i++)
+        inbox_vec_free(&o->later[i]);
+    free(o->later);
     free(o);
     cl->owner = NULL;
 }

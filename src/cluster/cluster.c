@@ -308,8 +308,11 @@ static json_t *cl_link_json(cl_link_stats_t *st)
 {
     static const char *const states[] = {"down", "handshake", "up"};
     uint32_t state = CL_STAT_GET(st->state);
+    uint64_t oldest = CL_STAT_GET(st->oldest), wall = an_wall_ms();
+    json_int_t lag =
+        CL_STAT_GET(st->queued) && oldest && wall > oldest ? (json_int_t)(wall - oldest) : 0;
     return json_pack(
-        "{s:s,s:I,s:I,s:I,s:I,s:[I,I,I],s:I,s:I,s:I,s:I,s:I}", "state",
+        "{s:s,s:I,s:I,s:I,s:I,s:[I,I,I],s:I,s:I,s:I,s:I,s:I,s:I}", "state",
         states[state < 3 ? state : 0], "ups", (json_int_t)CL_STAT_GET(st->ups), "bytes_in",
         (json_int_t)CL_STAT_GET(st->bytes_in), "bytes_out", (json_int_t)CL_STAT_GET(st->bytes_out),
         "received", (json_int_t)CL_STAT_GET(st->received), "forwarded",
@@ -317,7 +320,7 @@ static json_t *cl_link_json(cl_link_stats_t *st)
         (json_int_t)CL_STAT_GET(st->fwd[2]), "dropped", (json_int_t)CL_STAT_GET(st->dropped),
         "queued", (json_int_t)CL_STAT_GET(st->queued), "output_bytes",
         (json_int_t)CL_STAT_GET(st->out_bytes), "routes", (json_int_t)CL_STAT_GET(st->routes),
-        "refused", (json_int_t)CL_STAT_GET(st->refused));
+        "refused", (json_int_t)CL_STAT_GET(st->refused), "lag_ms", lag);
 }
 
 json_t *cl_nodes_json(cl_t *cl)

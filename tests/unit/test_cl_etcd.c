@@ -154,12 +154,54 @@ static void test_kv(void **state)
     json_decref(big);
 }
 
+/* a batch (cl_etcd.h): creates flat, other txns nested in both branches */
+static void test_batch(void **state)
+{
+    (void)state;
+    const char *c1 = "{\"c\":1}{\"request_put\":{\"p\":1}}{\"request_range\":{\"r\":1}}";
+    const char *c2 = "{\"c\":2}{\"request_delete_range\":{\"d\":2}}";
+    const char *t = "{\"t\":3}";
+    cl_etcd_part_t parts[] = {
+        {.text = c1, .len = strlen(c1), .cmp_len = 7, .req_len = 23},
+        {.text = c2, .len = strlen(c2), .cmp_len = 7, .req_len = strlen(c2) - 7},
+        {.text = t, .len = strlen(t)},
+    };
+    size_t len;
+    char *s = cl_etcd_batch_body(parts, 2, 3, &len);
+    assert_string_equal(s,
+                        "{\"compare\":[{\"c\":1},{\"c\":2}],\"success\":[{\"request_put\":{\"p\":"
+                        "1}},{\"request_delete_range\":{\"d\":2}},{\"request_txn\":{\"t\":3}}],"
+                        "\"failure\":[{\"request_txn\":{\"t\":3}}]}");
+    assert_int_equal(len, strlen(s));
+    free(s);
+    /* nested only: no compare, no failure branch */
+    s = cl_etcd_batch_body(parts + 2, 0, 1, &len);
+    assert_string_equal(s, "{\"success\":[{\"request_txn\":{\"t\":3}}]}");
+    assert_int_equal(len, strlen(s));
+    free(s);
+    /* creates only: no failure branch (a failed batch is sent again, nested) */
+    s = cl_etcd_batch_body(parts, 1, 1, &len);
+    assert_string_equal(s, "{\"compare\":[{\"c\":1}],\"success\":[{\"request_put\":{\"p\":1}}]}");
+    assert_int_equal(len, strlen(s));
+    free(s);
+    /* a failed batch's answer, as etcd 3.4 writes it: the nested txns' */
+    json_t *a = json_loads("{\"header\":{\"revision\":\"427\"},\"responses\":[{\"response_txn\":{"
+                           "\"header\":{},\"succeeded\":true,\"responses\":[{\"response_put\":{"
+                           "\"header\":{}}}]}}]}",
+                           0, NULL);
+    assert_non_null(a);
+    assert_false(cl_etcd_txn_ok(a));
+    assert_true(cl_etcd_txn_ok(cl_etcd_batch_txn(a, 0)));
+    assert_null(cl_etcd_batch_txn(a, 1));
+    json_decref(a);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_prefix_end), cmocka_unit_test(test_requests),
         cmocka_unit_test(test_txns),       cmocka_unit_test(test_answers),
-        cmocka_unit_test(test_kv),
+        cmocka_unit_test(test_kv),         cmocka_unit_test(test_batch),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
