@@ -1221,16 +1221,29 @@ static void sinks_metrics(module_inst_t *mi, module_metrics_t *mm)
         module_metrics_printf(mm, "antenna_sink_latency_seconds_count{sink=\"%s\"} %" PRIu64 "\n",
                               s->conf->name, cum);
     }
-    for (uint32_t i = 0; i < st->n; i++) {
-        sink_t *s = st->s[i];
-        if (s->drv->metrics == NULL)
-            continue;
-        /* the driver's state is the thread's; read it under mu so it is
-         * not closed meanwhile */
-        pthread_mutex_lock(&s->mu);
-        if (s->drv_state)
-            s->drv->metrics(s, s->drv_state, mm);
-        pthread_mutex_unlock(&s->mu);
+    /* the drivers' families: each header once, then every sink's lines
+     * of it (the lines of a family must stay together) */
+    for (int d = 0; drivers[d]; d++) {
+        const sink_driver_t *drv = drivers[d];
+        for (const sink_metric_family_t *f = drv->metric_families; drv->metrics && f && f->name;
+             f++) {
+            int header = 0;
+            for (uint32_t i = 0; i < st->n; i++) {
+                sink_t *s = st->s[i];
+                if (s->drv != drv)
+                    continue;
+                if (!header) {
+                    module_metrics_family(mm, f->name, f->type, f->help);
+                    header = 1;
+                }
+                /* the driver's state is the thread's; read it under mu so
+                 * it is not closed meanwhile */
+                pthread_mutex_lock(&s->mu);
+                if (s->drv_state)
+                    drv->metrics(s, s->drv_state, f->name, mm);
+                pthread_mutex_unlock(&s->mu);
+            }
+        }
     }
 }
 

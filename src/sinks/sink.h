@@ -99,6 +99,10 @@ int sink_out_header(sink_out_t *o, const char *name, const char *value, size_t v
 enum { SINK_OK = 0, SINK_RETRY = 1, SINK_FAIL = 2 };
 
 typedef struct {
+    const char *name, *type, *help; /* a Prometheus family: "counter", "gauge" */
+} sink_metric_family_t;
+
+typedef struct {
     const char *type; /* "webhook", "kafka", "influxdb": the sink's `type:` */
     size_t conf_size; /* bytes of the driver's configuration */
     /* The driver's keys of one sink's section (conf_sec_* readers; the
@@ -136,9 +140,13 @@ typedef struct {
     /* Complete everything still in flight (sink_done with SINK_RETRY: the
      * records stay in the buffer) and free drv. */
     void (*close)(sink_t *s, void *drv);
-    /* Optional: the driver's own metric lines for this sink (/metrics),
-     * appended with module_metrics_printf; NULL when none. */
-    void (*metrics)(sink_t *s, void *drv, void *out);
+    /* Optional: the driver's own metric families (NULL-terminated by
+     * name), and the lines of one of them for this sink (/metrics, with
+     * module_metrics_printf).  The framework writes each family's header
+     * once and then every sink's lines of it, so that a family's lines
+     * stay together however many sinks of the type there are. */
+    const sink_metric_family_t *metric_families;
+    void (*metrics)(sink_t *s, void *drv, const char *family, void *out);
 } sink_driver_t;
 
 /* The driver's verdict on one record it was sent (the sink's thread).

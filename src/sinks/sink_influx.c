@@ -572,20 +572,27 @@ fail:
     return -1;
 }
 
-static void ix_metrics(sink_t *s, void *drv, void *out)
+static const sink_metric_family_t ix_families[] = {
+    {"antenna_sink_influx_requests_total", "counter", "Write requests sent to InfluxDB"},
+    {"antenna_sink_influx_points_total", "counter", "Points InfluxDB accepted"},
+    {"antenna_sink_influx_bytes_total", "counter", "Bytes of request bodies sent (after gzip)"},
+    {"antenna_sink_influx_splits_total", "counter",
+     "Requests split in halves to find the lines InfluxDB refused"},
+    {"antenna_sink_influx_errors_total", "counter", "Failed write requests, by status class"},
+    {NULL, NULL, NULL}};
+
+static void ix_metrics(sink_t *s, void *drv, const char *family, void *out)
 {
     idrv_t *d = drv;
     module_metrics_t *mm = out;
     const char *name = sink_name(s);
 #define LD(x) atomic_load_explicit(&(x), memory_order_relaxed)
-    module_metrics_printf(mm, "antenna_sink_influx_requests_total{sink=\"%s\"} %" PRIu64 "\n", name,
-                          LD(d->requests));
-    module_metrics_printf(mm, "antenna_sink_influx_points_total{sink=\"%s\"} %" PRIu64 "\n", name,
-                          LD(d->points));
-    module_metrics_printf(mm, "antenna_sink_influx_bytes_total{sink=\"%s\"} %" PRIu64 "\n", name,
-                          LD(d->bytes));
-    module_metrics_printf(mm, "antenna_sink_influx_splits_total{sink=\"%s\"} %" PRIu64 "\n", name,
-                          LD(d->splits));
+    const _Atomic uint64_t *one[] = {&d->requests, &d->points, &d->bytes, &d->splits};
+    for (int f = 0; f < 4; f++)
+        if (strcmp(family, ix_families[f].name) == 0) {
+            module_metrics_printf(mm, "%s{sink=\"%s\"} %" PRIu64 "\n", family, name, LD(*one[f]));
+            return;
+        }
     for (int i = 0; i < ERR_CLASSES; i++)
         module_metrics_printf(
             mm, "antenna_sink_influx_errors_total{sink=\"%s\",status=\"%s\"} %" PRIu64 "\n", name,
@@ -595,6 +602,7 @@ static void ix_metrics(sink_t *s, void *drv, void *out)
 
 const sink_driver_t sink_influx_driver = {
     .type = "influxdb",
+    .metric_families = ix_families,
     .conf_size = sizeof(influx_conf_t),
     .conf_load = ix_conf_load,
     .action_init = influx_action_init,

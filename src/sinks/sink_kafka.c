@@ -999,13 +999,23 @@ static void kf_close(sink_t *s, void *drv)
     free(d);
 }
 
-static void kf_metrics(sink_t *s, void *drv, void *out)
+static const sink_metric_family_t kf_families[] = {
+    {"antenna_sink_kafka_queue_length", "gauge",
+     "Messages in the Kafka producer's queue, not yet delivered"},
+    {"antenna_sink_kafka_produce_errors_total", "counter",
+     "Delivery reports with an error, by librdkafka's error name"},
+    {NULL, NULL, NULL}};
+
+static void kf_metrics(sink_t *s, void *drv, const char *family, void *out)
 {
     kf_drv_t *d = drv;
     module_metrics_t *mm = out;
     const char *name = sink_name(s);
-    module_metrics_printf(mm, "antenna_sink_kafka_queue_length{sink=\"%s\"} %lld\n", name,
-                          (long long)atomic_load_explicit(&d->outq, memory_order_relaxed));
+    if (strcmp(family, kf_families[0].name) == 0) {
+        module_metrics_printf(mm, "antenna_sink_kafka_queue_length{sink=\"%s\"} %lld\n", name,
+                              (long long)atomic_load_explicit(&d->outq, memory_order_relaxed));
+        return;
+    }
     for (int i = 0; i < KF_ERR_SLOTS; i++) {
         int32_t c = atomic_load_explicit(&d->errs[i].code, memory_order_acquire);
         if (c == 0)
@@ -1024,6 +1034,7 @@ static void kf_metrics(sink_t *s, void *drv, void *out)
 
 const sink_driver_t sink_kafka_driver = {
     .type = "kafka",
+    .metric_families = kf_families,
     .conf_size = sizeof(kf_conf_t),
     .conf_load = kf_conf_load,
     .action_init = kf_action_init,

@@ -373,3 +373,44 @@ def test_bad_action_refuses_start(influxd, sbroker, tmp_path):
     out = p.stdout + p.stderr + b.log_text()
     assert p.returncode != 0, out[-2000:]
     assert "fields.n: unclosed" in out, out[-2000:]
+
+
+def test_two_sinks_metrics_families_stay_together(influxd, sbroker):
+    """Two InfluxDB sinks: each driver family has one header and its lines
+    of both sinks together (the exposition format wants a family's lines
+    contiguous); promtool accepts the page."""
+    import shutil
+    import subprocess
+    db = new_db(influxd)
+    second = """    - name: tsdb2
+      type: influxdb
+      url: %s
+      database: %s
+""" % (influxd.url, db)
+    b = sbroker(section(influxd, db, sink_extra=second))
+    publish(b, "two", range(1, 11))
+    wait_for(lambda: sink_metrics(b)["succeeded"] == 10, lambda: "sink: %r" % sink_metrics(b))
+    st, _, raw = b.rapi.call("GET", "/metrics")
+    assert st == 200
+    text = raw.decode()
+    seen, last = set(), None
+    for line in text.splitlines():
+        if not line.startswith("antenna_sink_influx_"):
+            if not line.startswith("#"):
+                last = None
+            continue
+        fam = line.split("{", 1)[0]
+        if fam != last:
+            assert fam not in seen, "family %s split in two groups:\n%s" % (fam, text[-4000:])
+            seen.add(fam)
+            last = fam
+    for fam in ("antenna_sink_influx_points_total", "antenna_sink_influx_errors_total"):
+        assert text.count("# TYPE %s counter" % fam) == 1, fam
+        assert '%s{sink="tsdb"' % fam in text and '%s{sink="tsdb2"' % fam in text, fam
+    promtool = shutil.which("promtool")
+    if promtool:
+        p = subprocess.run([promtool, "check", "metrics"], input=raw, capture_output=True,
+                           timeout=30)
+        errors = [line for line in p.stdout.decode().splitlines() + p.stderr.decode().splitlines()
+                  if "error" in line.lower()]
+        assert not errors, errors

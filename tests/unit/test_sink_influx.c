@@ -437,7 +437,8 @@ static void run(sink_t *s, sink_rec_t **recs, size_t n, size_t batch)
     D->wake(s, drv);
     D->poll(s, drv, 1000); /* returns at once: woken */
     module_metrics_t mm = {0};
-    D->metrics(s, drv, &mm);
+    for (const sink_metric_family_t *f = D->metric_families; f->name; f++)
+        D->metrics(s, drv, f->name, &mm);
     const char *rq = strstr(mm.buf, "antenna_sink_influx_requests_total{sink=\"tsdb\"} ");
     assert_non_null(rq);
     s->requests =

@@ -526,7 +526,8 @@ static void test_queue_full_and_too_large(void **st)
         assert_int_equal(results[i], SINK_OK);
     }
     metrics_text[0] = '\0';
-    sink_kafka_driver.metrics(&s, d, NULL);
+    for (const sink_metric_family_t *f = sink_kafka_driver.metric_families; f->name; f++)
+        sink_kafka_driver.metrics(&s, d, f->name, NULL);
     assert_non_null(strstr(metrics_text, "antenna_sink_kafka_queue_length{sink=\"k\"} 0\n"));
     assert_non_null(strstr(metrics_text, "antenna_sink_kafka_produce_errors_total{sink=\"k\","
                                          "code=\"MSG_SIZE_TOO_LARGE\"} 1\n"));
