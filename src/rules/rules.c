@@ -864,11 +864,16 @@ json_t *rules_rule_json(const rules_rule_t *r)
                 act[a][k] += STAT_GET(s->act[a][k]);
     }
     json_t *acts = json_array();
-    for (uint32_t a = 0; a < r->nactions; a++)
-        json_array_append_new(acts, json_pack("{s:s,s:I,s:I,s:I}", "type", r->actions[a]->ops->type,
-                                              "success", (json_int_t)act[a][RULES_EMIT_OK],
-                                              "failed", (json_int_t)act[a][RULES_EMIT_FAILED],
-                                              "dropped", (json_int_t)act[a][RULES_EMIT_DROPPED]));
+    for (uint32_t a = 0; a < r->nactions; a++) {
+        const rules_action_t *ra = r->actions[a];
+        json_t *o = json_pack("{s:s,s:I,s:I,s:I}", "type", ra->ops->type, "success",
+                              (json_int_t)act[a][RULES_EMIT_OK], "failed",
+                              (json_int_t)act[a][RULES_EMIT_FAILED], "dropped",
+                              (json_int_t)act[a][RULES_EMIT_DROPPED]);
+        if (ra->ops->describe)
+            ra->ops->describe(ra, o);
+        json_array_append_new(acts, o);
+    }
     json_t *j = json_deep_copy(r->def);
     json_object_set_new(j, "metrics",
                         json_pack("{s:I,s:I,s:I,s:o}", "matched", (json_int_t)matched, "passed",

@@ -193,8 +193,13 @@ static void sk_free(rules_action_t *a)
     sink_action_free(a->impl);
 }
 
+static void sk_describe(const rules_action_t *a, json_t *obj)
+{
+    sink_action_describe(a->impl, obj);
+}
+
 static const rules_action_ops_t sink_ops = {
-    .type = "sink", .init = sk_init, .emit = sk_emit, .free = sk_free};
+    .type = "sink", .init = sk_init, .emit = sk_emit, .free = sk_free, .describe = sk_describe};
 
 static const rules_action_ops_t *const action_types[] = {&republish_ops, &sink_ops, NULL};
 

@@ -33,6 +33,9 @@ typedef struct {
     /* RULES_EMIT_*, counted per action and worker by the caller. */
     int (*emit)(rules_action_t *a, struct worker_s *w, json_t *row, const struct msg_s *m);
     void (*free)(rules_action_t *a);
+    /* Optional, any thread: more fields for the action's metrics object
+     * (the sink action: its sink and what that sink holds, "queued"). */
+    void (*describe)(const rules_action_t *a, json_t *obj);
 } rules_action_ops_t;
 
 struct rules_action_s {

@@ -782,6 +782,16 @@ int sink_action_emit(sink_action_t *a, worker_t *w, json_t *row, const struct ms
     return emit(a->st, a->s, a->state, a->ack_sink, w, row, m);
 }
 
+void sink_action_describe(const sink_action_t *a, json_t *obj)
+{
+    if (a->s == NULL)
+        return;
+    json_object_set_new(obj, "sink", json_string(a->s->conf->name));
+    json_object_set_new(
+        obj, "queued",
+        json_integer((json_int_t)atomic_load_explicit(&a->s->queued, memory_order_relaxed)));
+}
+
 void sink_action_free(sink_action_t *a)
 {
     if (a == NULL)

@@ -33,6 +33,10 @@ sink_action_t *sink_action_new(server_t *srv, json_t *def, char *err, size_t err
  * buffer.overflow: backpressure). */
 int sink_action_emit(sink_action_t *a, worker_t *w, json_t *row, const struct msg_s *m);
 void sink_action_free(sink_action_t *a);
+/* For a rule's metrics (any thread): the sink's name and the records it
+ * holds, sent or not yet confirmed ("queued": every action feeding that
+ * sink counts there). */
+void sink_action_describe(const sink_action_t *a, json_t *obj);
 
 extern const module_t sinks_module;
 

@@ -269,6 +269,10 @@ def test_receiver_down_drop_oldest(sbroker):
     m = wait_sink(b, lambda m: m["appended"] == 30 and m["dropped"] >= 19)
     assert m["queued"] + m["dropped"] == 30 and m["queued"] <= 11, m
     kept = m["queued"]
+    # the rule's view of its action: appended, and what the sink holds
+    act = b.rapi.json("GET", "/api/v1/rules/r")["metrics"]["actions"][0]
+    assert act["type"] == "sink" and act["sink"] == "hook", act
+    assert act["success"] == 30 and act["queued"] == kept, (act, m)
     r.start()
     got = r.wait(kept)
     assert got == [str(i).encode() for i in range(30 - kept, 30)], got
