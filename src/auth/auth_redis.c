@@ -45,7 +45,6 @@ typedef struct {
     redisContext *ctx;    /* this thread's connection, NULL while down */
     uint64_t retry_at_ms; /* no connect attempt before */
     uint32_t backoff_ms;
-    int was_down;           /* for the "reconnected" log line */
     auth_ratelog_t ratelog; /* failure lines of this thread */
 } rconn_t;
 
@@ -56,6 +55,9 @@ struct redis_backend {
     rconn_t *conns;
     uint32_t nconns;
     atomic_uint_fast64_t lookups, allowed, denied, unknown, errors, queue_full, connects;
+    /* a connection failed since the last success: the next success of any
+     * connection of the pool logs "connected again" (once) */
+    atomic_int down;
     auth_pwcache_t *pcache; /* auth.password_cache: persistent, else NULL */
 };
 
@@ -135,16 +137,15 @@ static int ensure_conn(rconn_t *c, char *why, size_t whylen)
     }
     COUNT(c->rb, connects);
     c->backoff_ms = 0;
-    if (c->was_down)
+    if (atomic_exchange(&c->rb->down, 0))
         log_info("auth redis: connected to %s:%u again", cf->host, cf->port);
-    c->was_down = 0;
     return 0;
 fail:
     drop_conn(c);
     c->backoff_ms =
         c->backoff_ms ? AN_MIN(c->backoff_ms * 2, REDIS_BACKOFF_MAX_MS) : REDIS_BACKOFF_MIN_MS;
     c->retry_at_ms = an_now_ms() + c->backoff_ms;
-    c->was_down = 1;
+    atomic_store(&c->rb->down, 1);
     return -1;
 }
 
@@ -313,6 +314,7 @@ static void answer_job(rconn_t *c, auth_job_t *j, jobq_slot_t *slot)
         if (rc != LOOK_IO)
             break;
         drop_conn(c); /* broken: reconnect */
+        atomic_store(&c->rb->down, 1);
         if (fresh)
             break; /* a new connection failed too: Redis is down */
     }
