@@ -5,8 +5,14 @@
 # one into a webhook sink, and a local receiver (bench/auth_webhook.py:
 # asyncio, HTTP/1.1 keep-alive, 204 to every POST) takes the requests.
 #
-#   bench/sink_webhook.sh [BUILD_DIR] [MSGS] [PUBS] [PERSIST] [INFLIGHT]
+#   bench/sink_webhook.sh [BUILD_DIR] [MSGS] [PUBS] [PERSIST] [INFLIGHT] [RATE]
 #   e.g. bench/sink_webhook.sh build 50000 10 true 64
+#        bench/sink_webhook.sh build 20000 10 true 64 2000   (paced: latency)
+#
+# RATE (messages/s in all, 0 = flat out): paced publishers, for the
+# latency from a message's publish to the receiver's confirmation, read
+# from the sink's histogram (antenna_sink_latency_seconds): p50 and p99 as
+# the upper bounds of the buckets they fall in.
 #
 # PERSIST (true/false): the broker's persistence (records written in the
 # publishers' turn batches, deleted when confirmed).  INFLIGHT: the sink's
@@ -19,6 +25,7 @@ MSGS=${2:-50000}
 PUBS=${3:-10}
 PERSIST=${4:-true}
 INFLIGHT=${5:-64}
+RATE=${6:-0}
 BIN=$(cd "$BUILD" && pwd)/antenna
 BENCH=$(cd "$BUILD" && pwd)/antenna-bench
 HERE=$(cd "$(dirname "$0")" && pwd)
@@ -86,7 +93,7 @@ succeeded() {
 PER=$((MSGS / PUBS))
 TOTAL=$((PER * PUBS))
 T0=$(date +%s.%N)
-"$BENCH" pub -p "$MQTT_PORT" -c "$PUBS" -q 1 -s 64 -L "$PER" -d 600 --quiet \
+"$BENCH" pub -p "$MQTT_PORT" -c "$PUBS" -q 1 -s 64 -L "$PER" -d 600 --quiet -r "$RATE" \
     -t 'bench/%i' > "$TMP/bench.log" 2>&1
 T1=$(date +%s.%N)
 i=0
@@ -100,3 +107,16 @@ awk -v n="$TOTAL" -v t0="$T0" -v t1="$T1" -v t2="$T2" -v p="$PERSIST" -v f="$INF
     printf "  published (PUBACKed): %.0f msg/s\n", n / (t1 - t0)
     printf "  through the webhook sink (confirmed): %.0f msg/s\n", n / (t2 - t0)
 }'
+# the latency from publish to confirmation: the sink's histogram
+curl -s "http://127.0.0.1:$API_PORT/metrics" | awk -F'[{}" ]+' '
+    /^antenna_sink_latency_seconds_bucket\{sink="bench"/ {
+        for (i = 1; i <= NF; i++) if ($i ~ /le=$/) le = $(i + 1)
+        n++; les[n] = le; cum[n] = $NF }
+    /^antenna_sink_latency_seconds_count\{sink="bench"/ { total = $NF }
+    END {
+        if (!total) exit
+        split("0.5 0.99", qs, " ")
+        for (q = 1; q <= 2; q++)
+            for (i = 1; i <= n; i++)
+                if (cum[i] >= qs[q] * total) { printf "  latency p%s <= %s s\n", qs[q] * 100, les[i]; break }
+    }'
