@@ -43,6 +43,9 @@ class Receiver:
         self.requests = 0
         self.lock = threading.Lock()
         self.answer = lambda body: 200
+        # seconds to hold a request before answering 503 (not recorded):
+        # a receiver that times out; 0: answer at once
+        self.hang = lambda body: 0.0
         self.srv = None
 
     def start(self):
@@ -54,6 +57,14 @@ class Receiver:
             def do_POST(self):
                 n = int(self.headers.get("Content-Length", "0"))
                 body = self.rfile.read(n)
+                with rec.lock:
+                    hold = rec.hang(body)
+                if hold > 0:
+                    time.sleep(hold)
+                    self.send_response(503)
+                    self.send_header("Content-Length", "0")
+                    self.end_headers()
+                    return
                 with rec.lock:
                     rec.requests += 1
                     status = rec.answer(body)
@@ -222,6 +233,32 @@ def test_500_then_recovery_loses_nothing(sbroker):
     assert sorted(int(g) for g in got) == list(range(50)), got
     m = wait_sink(b, lambda m: m["succeeded"] == 50 and m["queued"] == 0)
     assert m["retried"] >= 25 and m["failed"] == 0, m
+
+
+def test_receiver_timing_out_then_back_loses_nothing(sbroker):
+    """The receiver holds its first requests past the sink's timeout (2 s):
+    they count as failed attempts and are sent again; nothing is lost and
+    each message arrives once (a held request is answered 503, not kept)."""
+    r = Receiver().start()
+    sbroker.receivers.append(r)
+    held = {"left": 3}
+
+    def hang(body):
+        if held["left"] > 0:
+            held["left"] -= 1
+            return 2.5
+        return 0.0
+    r.hang = hang
+    b = sbroker(section(r.port, sink_extra="""      max_inflight: 2
+      retry:
+        max_attempts: 1000
+        backoff: 10ms
+        max_backoff: 100ms"""))
+    publish_all(b, "p1", range(20))
+    got = r.wait(20, timeout=60)
+    assert sorted(int(g) for g in got) == list(range(20)), got
+    m = wait_sink(b, lambda m: m["succeeded"] == 20 and m["queued"] == 0, timeout=60)
+    assert m["retried"] >= 3 and m["failed"] == 0, m
 
 
 def test_4xx_goes_to_dead_letter_topic(sbroker):
