@@ -32,6 +32,35 @@ class SectionBroker(Broker):
         return path
 
 
+class SectionBrokers:
+    """Brokers with module sections sharing one API key: calling it with a
+    section (and the fixture's overrides) starts one, with b.rapi an API
+    client; close() stops those still running.  The fixtures of the rules
+    and sinks tests are this."""
+
+    def __init__(self, tmp_path):
+        from test_50_api import Client, make_key
+        self.tmp_path = tmp_path
+        self.keys = tmp_path / "api.keys"
+        self.key = make_key(self.keys)
+        self.client = Client
+        self.started = []
+
+    def __call__(self, section, **overrides):
+        ov = {"api": {"keys_file": str(self.keys)}}
+        ov.update(overrides)
+        b = SectionBroker(self.tmp_path, len(self.started), section, ov)
+        self.started.append(b)
+        b.start()
+        b.rapi = self.client(b, self.key)
+        return b
+
+    def close(self):
+        for b in self.started:
+            if b.running():
+                b.stop()
+
+
 @pytest.fixture
 def hb_broker(tmp_path):
     started = []

@@ -15,8 +15,8 @@ from paho.mqtt.properties import Properties
 
 from conftest import IS_MOSQUITTO, require_antenna_bin
 from helpers import Paho
-from test_50_api import Client, make_key
-from test_61_modules import SectionBroker
+from test_50_api import Client
+from test_61_modules import SectionBrokers
 
 pytestmark = pytest.mark.skipif(IS_MOSQUITTO, reason="antenna's rule engine")
 
@@ -33,22 +33,13 @@ HOT = """rules:
 
 @pytest.fixture
 def rbroker(tmp_path):
-    started = []
-    keys = tmp_path / "api.keys"
-    key = make_key(keys)
+    brokers = SectionBrokers(tmp_path)
 
     def start(section=HOT, **overrides):
-        ov = {"api": {"keys_file": str(keys)}}
-        ov.update(overrides)
-        b = SectionBroker(tmp_path, len(started), section, ov)
-        started.append(b)
-        b.start()
-        b.rapi = Client(b, key)
-        return b
+        return brokers(section, **overrides)
 
     yield start
-    for b in started:
-        b.stop()
+    brokers.close()
 
 
 def expect_marker(sub, pub, marker_topic="alerts/marker", first=0):

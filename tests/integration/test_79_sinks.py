@@ -18,8 +18,8 @@ import pytest
 
 from conftest import IS_MOSQUITTO, require_antenna_bin
 from helpers import Paho
-from test_50_api import Client, make_key
-from test_61_modules import SectionBroker
+from test_50_api import Client
+from test_61_modules import SectionBroker, SectionBrokers
 
 pytestmark = pytest.mark.skipif(IS_MOSQUITTO, reason="antenna's sinks")
 
@@ -126,26 +126,11 @@ rules:
 
 @pytest.fixture
 def sbroker(tmp_path):
-    started = []
-    receivers = []
-    keys = tmp_path / "api.keys"
-    key = make_key(keys)
-
-    def start(sec, **overrides):
-        ov = {"api": {"keys_file": str(keys)}}
-        ov.update(overrides)
-        b = SectionBroker(tmp_path, len(started), sec, ov)
-        started.append(b)
-        b.start()
-        b.rapi = Client(b, key)
-        return b
-
-    start.receivers = receivers
-    yield start
-    for b in started:
-        if b.running():
-            b.stop()
-    for r in receivers:
+    brokers = SectionBrokers(tmp_path)
+    brokers.receivers = []
+    yield brokers
+    brokers.close()
+    for r in brokers.receivers:
         r.stop()
 
 

@@ -21,8 +21,7 @@ import pytest
 import mqttraw
 from conftest import ANTENNA_BIN, IS_MOSQUITTO, require_antenna_bin, wait_for
 from helpers import publish_pipelined
-from test_50_api import Client, make_key
-from test_61_modules import SectionBroker
+from test_61_modules import SectionBrokers
 
 pytestmark = pytest.mark.skipif(IS_MOSQUITTO, reason="antenna's sinks")
 
@@ -142,22 +141,9 @@ rules:
 
 @pytest.fixture
 def kbroker(tmp_path):
-    started = []
-    keys = tmp_path / "api.keys"
-    key = make_key(keys)
-
-    def start(section, **overrides):
-        ov = {"api": {"keys_file": str(keys)}}
-        ov.update(overrides)
-        b = SectionBroker(tmp_path, len(started), section, ov)
-        started.append(b)
-        b.start()
-        b.rapi = Client(b, key)
-        return b
-
-    yield start
-    for b in started:
-        b.stop()
+    brokers = SectionBrokers(tmp_path)
+    yield brokers
+    brokers.close()
 
 
 def publish_devices(b, devices, first, count):
