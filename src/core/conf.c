@@ -1273,19 +1273,31 @@ int conf_sec_each(conf_sec_t *s, const char *key, int (*fn)(conf_sec_t *item, ui
     return 0;
 }
 
-int conf_sec_map(conf_sec_t *s, const char *key, int (*fn)(conf_sec_t *sub, void *ud), void *ud)
+/* The mapping under key of s as a section of its own (sub, its path in
+ * kpath): 1, 0 when the key is absent or null, -1 (reported) when it is
+ * not a mapping or its keys repeat. */
+static int sub_map(conf_sec_t *s, const char *key, struct conf_sec_s *sub, char *kpath)
 {
     const yaml_node_t *k, *v;
     if (sec_find(s, key, &k, &v) < 0 || is_null(v))
         return 0;
-    char kpath[KEYPATH_LEN];
     key_join(kpath, s->path, ".");
     key_join(kpath, kpath, key);
     if (v->type != YAML_MAPPING_NODE)
         return fail(s->ld, k, kpath, "expected a mapping, got %s", node_kind(v));
     if (map_check(s->ld, v, kpath) < 0)
         return -1;
-    struct conf_sec_s sub = {.ld = s->ld, .at = k, .map = v, .path = kpath};
+    *sub = (struct conf_sec_s){.ld = s->ld, .at = k, .map = v, .path = kpath};
+    return 1;
+}
+
+int conf_sec_map(conf_sec_t *s, const char *key, int (*fn)(conf_sec_t *sub, void *ud), void *ud)
+{
+    char kpath[KEYPATH_LEN];
+    struct conf_sec_s sub;
+    int rc = sub_map(s, key, &sub, kpath);
+    if (rc <= 0)
+        return rc;
     if (fn(&sub, ud) < 0 || map_unread(&sub) < 0)
         return -1;
     return 0;
@@ -1295,17 +1307,12 @@ int conf_sec_pairs(conf_sec_t *s, const char *key,
                    int (*fn)(conf_sec_t *sub, const char *name, const char *value, void *ud),
                    void *ud)
 {
-    const yaml_node_t *k, *v;
-    if (sec_find(s, key, &k, &v) < 0 || is_null(v))
-        return 0;
     char kpath[KEYPATH_LEN];
-    key_join(kpath, s->path, ".");
-    key_join(kpath, kpath, key);
-    if (v->type != YAML_MAPPING_NODE)
-        return fail(s->ld, k, kpath, "expected a mapping, got %s", node_kind(v));
-    if (map_check(s->ld, v, kpath) < 0)
-        return -1;
-    struct conf_sec_s sub = {.ld = s->ld, .at = k, .map = v, .path = kpath};
+    struct conf_sec_s sub;
+    int rc = sub_map(s, key, &sub, kpath);
+    if (rc <= 0)
+        return rc;
+    const yaml_node_t *v = sub.map;
     for (yaml_node_pair_t *p = v->data.mapping.pairs.start; p < v->data.mapping.pairs.top; p++) {
         const yaml_node_t *ka = yaml_document_get_node(s->ld->doc, p->key),
                           *va = yaml_document_get_node(s->ld->doc, p->value);
