@@ -103,7 +103,9 @@ static int ensure_conn(rconn_t *c, char *why, size_t whylen)
 
     if (c->ctx)
         return 0;
-    if (now < c->retry_at_ms) {
+    /* backing off, unless another connection of the pool got through since
+     * this one failed: Redis is back, no CONNECT waits out a stale backoff */
+    if (now < c->retry_at_ms && atomic_load(&c->rb->down)) {
         snprintf(why, whylen, "Redis unavailable (next attempt in %llu ms)",
                  (unsigned long long)(c->retry_at_ms - now));
         return -1;

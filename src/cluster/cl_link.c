@@ -330,6 +330,12 @@ static int refuse(cl_t *cl, cl_conn_t *c, const char *who, const char *why)
                 who, why);
     if (c->idx > 0)
         CL_STAT_ADD(cl->lstats[c->idx].refused, 1);
+    /* what this side still owes the peer (its own AUTH, answered in the
+     * same read), best effort: the peer then sees the wrong secret too
+     * and says so in its log, instead of a link merely closed */
+    if (!c->connecting && c->out_off < c->out.len)
+        (void)send(c->fd, c->out.p + c->out_off, c->out.len - c->out_off,
+                   MSG_NOSIGNAL | MSG_DONTWAIT);
     conn_close(cl, c, NULL);
     return -1;
 }
