@@ -278,6 +278,11 @@ auth_backend_t *auth_chain_backend(auth_chain_t *ch, const char *name)
     return NULL;
 }
 
+auth_backend_t *auth_chain_at(auth_chain_t *ch, uint32_t i)
+{
+    return i < ch->n ? ch->b[i] : NULL;
+}
+
 auth_ban_t *auth_chain_ban(auth_chain_t *ch)
 {
     return &ch->ban;

@@ -101,6 +101,9 @@ void auth_chain_gen_follow(auth_chain_t *ch, auth_chain_t *prev);
 uint32_t auth_chain_size(const auth_chain_t *ch);
 /* A backend by name (e.g. "password_file" for SCRAM), or NULL. */
 auth_backend_t *auth_chain_backend(auth_chain_t *ch, const char *name);
+/* The i-th backend of the chain (0 .. auth_chain_size - 1), or NULL: for a
+ * caller that runs the backends itself (http_ingest, on its own thread). */
+auth_backend_t *auth_chain_at(auth_chain_t *ch, uint32_t i);
 
 /* Run the CONNECT through backends [start, n).  ALLOW/DENY: *out is the
  * answer (its acl/username now the caller's).  PENDING: *wait is set, the

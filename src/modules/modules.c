@@ -15,6 +15,7 @@
 #include "modules/tracing/tracing.h"
 #include "rules/rules.h"
 #include "sinks/sinks.h"
+#include "gateways/http/httpin.h"
 
 const module_t *const module_list[] = {
     &sys_module,          /* $SYS/broker/... (src/broker/sys.c) */
@@ -29,5 +30,6 @@ const module_t *const module_list[] = {
     &sinks_module,        /* sinks: webhook, Kafka, InfluxDB destinations of rules
                            * (src/sinks); before rules, whose actions name them */
     &rules_module,        /* rules: SQL-like rules over messages and events (src/rules) */
+    &httpin_module,       /* http_ingest: devices publishing over HTTP (src/gateways/http) */
     NULL,
 };

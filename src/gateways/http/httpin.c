@@ -1,0 +1,815 @@
+/* httpin.c -- the device-facing HTTP ingest listener (http_ingest).
+ *
+ * What it owns: a libmicrohttpd daemon on its own address and port (not
+ * the management API's), a per-device rate table and the module's
+ * counters.  Off (enabled: false, the default) nothing is set up: no
+ * thread, no inbox kind used, no cost anywhere.
+ *
+ * Threads: MHD runs the listener on a pool of two threads (epoll), as the
+ * management API does (api_http.c).  A request is handled entirely on its
+ * MHD thread: the body is gathered in a per-request buffer capped at
+ * max_body (413 past it), parsed (httpin_parse: one JSON object, a JSON
+ * array of them, or the raw body with ?topic=), the device authenticated
+ * and each message's topic checked for publish through the broker's auth
+ * chain (auth_chain.h: the same backends and ACL as MQTT, the device being
+ * client id {id}).  The MHD thread never routes: the accepted messages go
+ * to one worker (by a hash of the device id, so a device's messages keep
+ * their order) as one WM_HTTPIN inbox item carrying an httpin_job_t; the
+ * worker calls router_publish for each (routed, retained and stored like
+ * an MQTT PUBLISH) and signals; the MHD thread waits up to timeout_ms and
+ * only then answers 200, so a 200 means what a PUBACK means.  The job is
+ * reference-counted (MHD thread + worker) so a request that gives up after
+ * its timeout leaves the job to the worker.
+ *
+ * Authentication runs the backends of auth.chain in order on the MHD
+ * thread, calling each backend's check() with a completion that signals a
+ * condition variable: an asynchronous backend (password_file's
+ * verification threads, http, redis) simply makes this MHD thread wait
+ * (bounded by timeout_ms), never a worker.  Bearer token: user = the
+ * device id, password = the token; Basic: the user and password given.
+ *
+ * Rate: a fixed table of RATE_SLOTS token buckets under one mutex, a slot
+ * per device by a hash of its id (two devices sharing a slot share a
+ * budget: a deliberate bound on memory).
+ */
+#include "httpin.h"
+
+#include <arpa/inet.h>
+#include <errno.h>
+#include <jansson.h>
+#include <microhttpd.h>
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+#include <time.h>
+
+#include "auth_chain.h"
+#include "b64.h"
+#include "log.h"
+#include "mqtt_codec.h"
+#include "msg.h"
+#include "router.h"
+#include "server.h"
+#include "util.h"
+
+#define RATE_SLOTS 4096
+#define MAX_ID 128
+
+typedef struct {
+    uint64_t key;
+    double tokens;
+    uint64_t last_us;
+} rate_slot_t;
+
+typedef struct {
+    server_t *srv;
+    const httpin_conf_t *c;
+    struct MHD_Daemon *d;
+    pthread_mutex_t rate_mu;
+    rate_slot_t *rate;
+    _Atomic uint64_t requests, messages, refused;
+} httpin_t;
+
+/* Messages handed to a worker. */
+typedef struct {
+    pthread_mutex_t mu;
+    pthread_cond_t cv;
+    int refs, done;
+    size_t n;
+    msg_t **msgs;
+    size_t *delivered; /* per message: sessions reached, or ROUTER_REFUSED */
+} httpin_job_t;
+
+/* One request being received. */
+typedef struct {
+    char *body;
+    size_t len, cap;
+    int too_big;
+} httpin_req_t;
+
+static char *hi_strdup(const char *s)
+{
+    return an_strndup(s, strlen(s));
+}
+
+/* ---- the job on the worker ------------------------------------------------ */
+
+static void job_release(httpin_job_t *j)
+{
+    pthread_mutex_lock(&j->mu);
+    int last = --j->refs == 0;
+    pthread_mutex_unlock(&j->mu);
+    if (!last)
+        return;
+    for (size_t i = 0; i < j->n; i++)
+        msg_unref(&j->msgs[i]);
+    free(j->msgs);
+    free(j->delivered);
+    pthread_mutex_destroy(&j->mu);
+    pthread_cond_destroy(&j->cv);
+    free(j);
+}
+
+static void job_run(worker_t *w, inbox_item_t *it)
+{
+    httpin_job_t *j = it->ptr;
+    for (size_t i = 0; i < j->n; i++)
+        j->delivered[i] = router_publish(w, j->msgs[i], NULL);
+    pthread_mutex_lock(&j->mu);
+    j->done = 1;
+    pthread_cond_signal(&j->cv);
+    pthread_mutex_unlock(&j->mu);
+    job_release(j);
+}
+
+static void job_drop(inbox_item_t *it)
+{
+    job_release(it->ptr); /* a stopped worker: the request times out */
+}
+
+static void deadline(struct timespec *dl, uint32_t ms)
+{
+    clock_gettime(CLOCK_MONOTONIC, dl);
+    dl->tv_sec += ms / 1000u;
+    dl->tv_nsec += (long)(ms % 1000u) * 1000000L;
+    if (dl->tv_nsec >= 1000000000L) {
+        dl->tv_sec++;
+        dl->tv_nsec -= 1000000000L;
+    }
+}
+
+static httpin_job_t *job_new(size_t n)
+{
+    httpin_job_t *j = an_calloc(1, sizeof(*j));
+    pthread_condattr_t ca;
+    pthread_condattr_init(&ca);
+    pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
+    pthread_cond_init(&j->cv, &ca);
+    pthread_condattr_destroy(&ca);
+    pthread_mutex_init(&j->mu, NULL);
+    j->refs = 1;
+    j->msgs = an_calloc(n ? n : 1, sizeof(*j->msgs));
+    j->delivered = an_calloc(n ? n : 1, sizeof(*j->delivered));
+    return j;
+}
+
+/* 0 routed, -1 timeout. */
+static int job_submit(httpin_t *h, httpin_job_t *j, const char *id)
+{
+    uint64_t hash = 1469598103934665603ull;
+    for (const char *p = id; *p; p++)
+        hash = (hash ^ (uint8_t)*p) * 1099511628211ull;
+    uint32_t to = (uint32_t)(hash % h->srv->nworkers);
+    pthread_mutex_lock(&j->mu);
+    j->refs++;
+    pthread_mutex_unlock(&j->mu);
+    inbox_vec_t v = {0};
+    inbox_item_t it = {.kind = WM_HTTPIN, .ptr = j};
+    inbox_vec_push(&v, &it);
+    inbox_post(&h->srv->workers[to].inbox, &v);
+    inbox_vec_free(&v);
+    struct timespec dl;
+    deadline(&dl, h->c->timeout_ms);
+    pthread_mutex_lock(&j->mu);
+    while (!j->done)
+        if (pthread_cond_timedwait(&j->cv, &j->mu, &dl) == ETIMEDOUT)
+            break;
+    int rc = j->done ? 0 : -1;
+    pthread_mutex_unlock(&j->mu);
+    return rc;
+}
+
+/* ---- authentication --------------------------------------------------------- */
+
+typedef struct {
+    pthread_mutex_t mu;
+    pthread_cond_t cv;
+    int refs, done;
+    auth_answer_t ans;
+} auth_sync_t;
+
+static void auth_sync_release(auth_sync_t *a)
+{
+    pthread_mutex_lock(&a->mu);
+    int last = --a->refs == 0;
+    pthread_mutex_unlock(&a->mu);
+    if (!last)
+        return;
+    auth_answer_clear(&a->ans);
+    pthread_mutex_destroy(&a->mu);
+    pthread_cond_destroy(&a->cv);
+    free(a);
+}
+
+static void auth_done(void *token, const auth_answer_t *ans)
+{
+    auth_sync_t *a = token;
+    pthread_mutex_lock(&a->mu);
+    a->ans = *ans; /* what it owns is ours now */
+    a->done = 1;
+    pthread_cond_signal(&a->cv);
+    pthread_mutex_unlock(&a->mu);
+    auth_sync_release(a);
+}
+
+/* AUTH_ALLOW with *acl (the backend's rules for the device, or NULL),
+ * else AUTH_DENY. */
+static auth_verdict_t authenticate(httpin_t *h, auth_chain_t *ch, const auth_request_t *r,
+                                   auth_acl_t **acl)
+{
+    const conf_auth_t *ca = &h->srv->conf.auth;
+    *acl = NULL;
+    for (uint32_t i = 0; i < auth_chain_size(ch); i++) {
+        auth_backend_t *b = auth_chain_at(ch, i);
+        if (b == NULL)
+            continue;
+        auth_sync_t *a = an_calloc(1, sizeof(*a));
+        pthread_condattr_t cattr;
+        pthread_condattr_init(&cattr);
+        pthread_condattr_setclock(&cattr, CLOCK_MONOTONIC);
+        pthread_cond_init(&a->cv, &cattr);
+        pthread_condattr_destroy(&cattr);
+        pthread_mutex_init(&a->mu, NULL);
+        a->refs = 2;
+        auth_answer_t out = {0};
+        auth_verdict_t v = b->check(b, r, &out, auth_done, a);
+        if (v == AUTH_PENDING) {
+            struct timespec dl;
+            deadline(&dl, h->c->timeout_ms);
+            pthread_mutex_lock(&a->mu);
+            while (!a->done)
+                if (pthread_cond_timedwait(&a->cv, &a->mu, &dl) == ETIMEDOUT)
+                    break;
+            if (a->done) {
+                out = a->ans;
+                a->ans = (auth_answer_t){0};
+                v = out.verdict;
+            } else {
+                v = AUTH_DENY;
+            }
+            pthread_mutex_unlock(&a->mu);
+        } else {
+            a->refs--; /* done() will not be called */
+        }
+        auth_sync_release(a);
+        if (v == AUTH_ALLOW) {
+            *acl = out.acl;
+            out.acl = NULL;
+            auth_answer_clear(&out);
+            return AUTH_ALLOW;
+        }
+        auth_answer_clear(&out);
+        if (v == AUTH_DENY)
+            return AUTH_DENY;
+    }
+    return ca->default_policy == CONF_POLICY_ALLOW ? AUTH_ALLOW : AUTH_DENY;
+}
+
+/* ---- answers ---------------------------------------------------------------- */
+
+static enum MHD_Result send_json(struct MHD_Connection *conn, unsigned status, json_t *o)
+{
+    char *text = json_dumps(o, JSON_COMPACT);
+    json_decref(o);
+    size_t len = text ? strlen(text) : 0;
+    struct MHD_Response *resp =
+        MHD_create_response_from_buffer(len, text ? text : (char *)"", MHD_RESPMEM_MUST_FREE);
+    MHD_add_response_header(resp, "Content-Type", "application/json");
+    if (status == 401)
+        MHD_add_response_header(resp, "WWW-Authenticate", "Bearer, Basic realm=\"devices\"");
+    enum MHD_Result ret = MHD_queue_response(conn, status, resp);
+    MHD_destroy_response(resp);
+    return ret;
+}
+
+static json_t *err_json(const char *code, const char *field, const char *text)
+{
+    json_t *o = json_pack("{s:s, s:s}", "error", text, "code", code);
+    if (field)
+        json_object_set_new(o, "field", json_string(field));
+    return o;
+}
+
+static enum MHD_Result send_error(struct MHD_Connection *conn, unsigned status, const char *code,
+                                  const char *field, const char *text)
+{
+    return send_json(conn, status, err_json(code, field, text));
+}
+
+/* ---- parsing ---------------------------------------------------------------- */
+
+typedef struct {
+    const char *topic;
+    size_t tlen;
+    uint8_t *payload; /* malloc'd */
+    size_t plen;
+    uint8_t qos, retain;
+} httpin_msg_t;
+
+/* One message object; NULL, or the field at fault with *why. */
+static const char *parse_one(json_t *o, httpin_msg_t *m, const char **why)
+{
+    if (!json_is_object(o))
+        return *why = "a message must be a JSON object", "body";
+    const char *k;
+    json_t *v;
+    json_object_foreach(o, k, v)
+    {
+        if (strcmp(k, "topic") && strcmp(k, "payload") && strcmp(k, "encoding") &&
+            strcmp(k, "qos") && strcmp(k, "retain"))
+            return *why = "unknown field", k;
+    }
+    json_t *jt = json_object_get(o, "topic");
+    if (!json_is_string(jt) || json_string_length(jt) == 0 || json_string_length(jt) > 65535 ||
+        !mqtt_topic_name_valid((const uint8_t *)json_string_value(jt), json_string_length(jt)))
+        return *why = "topic is required: a topic name (no wildcards)", "topic";
+    m->topic = json_string_value(jt);
+    m->tlen = json_string_length(jt);
+    json_t *je = json_object_get(o, "encoding");
+    int b64 = 0;
+    if (je) {
+        if (json_is_string(je) && strcmp(json_string_value(je), "base64") == 0)
+            b64 = 1;
+        else if (!json_is_string(je) || strcmp(json_string_value(je), "plain") != 0)
+            return *why = "encoding must be \"plain\" or \"base64\"", "encoding";
+    }
+    json_t *jp = json_object_get(o, "payload");
+    if (jp && !json_is_string(jp))
+        return *why = "payload must be a string", "payload";
+    const char *p = jp ? json_string_value(jp) : "";
+    size_t plen = jp ? json_string_length(jp) : 0;
+    m->payload = an_malloc(plen + 4);
+    if (b64) {
+        long n = b64_decode(p, plen, m->payload, plen + 4);
+        if (n < 0)
+            return *why = "payload is not valid base64", "payload";
+        m->plen = (size_t)n;
+    } else {
+        memcpy(m->payload, p, plen);
+        m->plen = plen;
+    }
+    json_t *jq = json_object_get(o, "qos");
+    if (jq && (!json_is_integer(jq) || json_integer_value(jq) < 0 || json_integer_value(jq) > 2))
+        return *why = "qos must be 0, 1 or 2", "qos";
+    m->qos = jq ? (uint8_t)json_integer_value(jq) : 0;
+    json_t *jr = json_object_get(o, "retain");
+    if (jr && !json_is_boolean(jr))
+        return *why = "retain must be true or false", "retain";
+    m->retain = jr && json_is_true(jr);
+    return NULL;
+}
+
+/* ---- rate ------------------------------------------------------------------- */
+
+static int rate_take(httpin_t *h, const char *id, uint32_t n)
+{
+    if (h->c->rate == 0)
+        return 1;
+    uint64_t key = 1469598103934665603ull;
+    for (const char *p = id; *p; p++)
+        key = (key ^ (uint8_t)*p) * 1099511628211ull;
+    uint64_t now = an_now_us();
+    pthread_mutex_lock(&h->rate_mu);
+    rate_slot_t *s = &h->rate[key % RATE_SLOTS];
+    if (s->key != key || s->last_us == 0) {
+        s->key = key;
+        s->tokens = h->c->rate;
+        s->last_us = now;
+    }
+    s->tokens += (double)(now - s->last_us) * h->c->rate / 1e6;
+    if (s->tokens > h->c->rate)
+        s->tokens = h->c->rate;
+    s->last_us = now;
+    int ok = s->tokens >= n;
+    if (ok)
+        s->tokens -= n;
+    pthread_mutex_unlock(&h->rate_mu);
+    return ok;
+}
+
+/* ---- the request ------------------------------------------------------------ */
+
+static int query_flag(const char *v)
+{
+    return v && (strcmp(v, "1") == 0 || strcasecmp(v, "true") == 0);
+}
+
+static enum MHD_Result handle_post(httpin_t *h, struct MHD_Connection *conn, const char *id,
+                                   httpin_req_t *rq)
+{
+    enum MHD_Result ret = MHD_YES;
+    json_t *root = NULL, *results = NULL;
+    httpin_msg_t *ms = NULL;
+    size_t n = 0;
+    auth_client_t *ac = NULL;
+    char *user = NULL;
+    char *pass = NULL;
+    httpin_job_t *job = NULL;
+
+    /* credentials */
+    const char *authz = MHD_lookup_connection_value(conn, MHD_HEADER_KIND, "Authorization");
+    if (authz && strncasecmp(authz, "Bearer ", 7) == 0) {
+        user = hi_strdup(id);
+        pass = hi_strdup(authz + 7);
+    } else if (authz && strncasecmp(authz, "Basic ", 6) == 0) {
+        size_t l = strlen(authz + 6);
+        char *dec = an_malloc(l + 4);
+        long dl = b64_decode(authz + 6, l, (uint8_t *)dec, l + 4);
+        char *colon = dl > 0 ? memchr(dec, ':', (size_t)dl) : NULL;
+        if (colon) {
+            dec[dl] = 0;
+            *colon = 0;
+            user = hi_strdup(dec);
+            pass = hi_strdup(colon + 1);
+        }
+        free(dec);
+    }
+    if (user == NULL) {
+        ret = send_error(conn, 401, "unauthorized", NULL,
+                         "credentials required: Authorization: Bearer TOKEN or Basic");
+        goto out;
+    }
+
+    /* body */
+    const char *qtopic = MHD_lookup_connection_value(conn, MHD_GET_ARGUMENT_KIND, "topic");
+    if (qtopic) {
+        size_t tl = strlen(qtopic);
+        if (tl == 0 || tl > 65535 || !mqtt_topic_name_valid((const uint8_t *)qtopic, tl)) {
+            ret = send_error(conn, 400, "bad_request", "topic",
+                             "topic must be a topic name (no wildcards)");
+            goto out;
+        }
+        const char *q = MHD_lookup_connection_value(conn, MHD_GET_ARGUMENT_KIND, "qos");
+        if (q && strcmp(q, "0") && strcmp(q, "1") && strcmp(q, "2")) {
+            ret = send_error(conn, 400, "bad_request", "qos", "qos must be 0, 1 or 2");
+            goto out;
+        }
+        ms = an_calloc(1, sizeof(*ms));
+        n = 1;
+        ms[0].topic = qtopic;
+        ms[0].tlen = tl;
+        ms[0].payload = an_malloc(rq->len + 1);
+        memcpy(ms[0].payload, rq->body ? rq->body : "", rq->len);
+        ms[0].plen = rq->len;
+        ms[0].qos = q ? (uint8_t)(q[0] - '0') : 0;
+        ms[0].retain = (uint8_t)query_flag(
+            MHD_lookup_connection_value(conn, MHD_GET_ARGUMENT_KIND, "retain"));
+    } else {
+        json_error_t jerr;
+        root = rq->len ? json_loadb(rq->body, rq->len, 0, &jerr) : NULL;
+        if (root == NULL) {
+            ret = send_error(conn, 400, "bad_request", "body",
+                             "the body must be a JSON message or array of messages, or use "
+                             "?topic= with a raw body");
+            goto out;
+        }
+        int batch = json_is_array(root);
+        n = batch ? json_array_size(root) : 1;
+        if (batch && n == 0) {
+            ret = send_error(conn, 400, "bad_request", "body", "an empty batch");
+            goto out;
+        }
+        if (n > h->c->max_messages) {
+            ret = send_error(conn, 413, "too_many_messages", "body",
+                             "more messages than http_ingest.max_messages");
+            goto out;
+        }
+        ms = an_calloc(n, sizeof(*ms));
+        for (size_t i = 0; i < n; i++) {
+            const char *why = NULL;
+            const char *field = parse_one(batch ? json_array_get(root, i) : root, &ms[i], &why);
+            if (field) {
+                char f[160];
+                if (batch)
+                    snprintf(f, sizeof(f), "[%zu].%s", i, field);
+                else
+                    snprintf(f, sizeof(f), "%s", field);
+                ret = send_error(conn, 400, "bad_request", f, why);
+                goto out;
+            }
+        }
+        if (batch)
+            results = json_array();
+    }
+    for (size_t i = 0; i < n; i++)
+        if (ms[i].plen + ms[i].tlen + 64 > h->srv->conf.max_packet_size) {
+            ret = send_error(conn, 413, "too_large", "payload",
+                             "a message is larger than max_packet_size");
+            goto out;
+        }
+
+    /* the device, through the auth chain */
+    auth_chain_t *ch = atomic_load(&h->srv->auth);
+    const union MHD_ConnectionInfo *ci =
+        MHD_get_connection_info(conn, MHD_CONNECTION_INFO_CLIENT_ADDRESS);
+    char peer[80] = "";
+    if (ci && ci->client_addr && ci->client_addr->sa_family == AF_INET) {
+        const struct sockaddr_in *sin = (const struct sockaddr_in *)ci->client_addr;
+        char a[INET_ADDRSTRLEN];
+        inet_ntop(AF_INET, &sin->sin_addr, a, sizeof(a));
+        snprintf(peer, sizeof(peer), "%s:%u", a, ntohs(sin->sin_port));
+    }
+    auth_request_t req = {.action = AUTH_ACT_CONNECT,
+                          .client_id = id,
+                          .username = user,
+                          .password = (const uint8_t *)pass,
+                          .password_len = strlen(pass),
+                          .peer = peer,
+                          .listener = UINT32_MAX};
+    auth_acl_t *acl = NULL;
+    if (authenticate(h, ch, &req, &acl) != AUTH_ALLOW) {
+        atomic_fetch_add(&h->refused, 1);
+        ret = send_error(conn, 401, "unauthorized", NULL, "the device is not authorized");
+        goto out;
+    }
+    ac = an_calloc(1, sizeof(*ac));
+    ac->user = user;
+    user = NULL;
+    ac->client_id = hi_strdup(id);
+    ac->acl = acl;
+    ac->authed = 1;
+    ac->gen = auth_chain_gen(ch);
+
+    /* rate, then publish rights per topic */
+    if (!rate_take(h, id, (uint32_t)n)) {
+        ret = send_error(conn, 429, "rate_limited", NULL,
+                         "the device sends faster than http_ingest.rate");
+        goto out;
+    }
+    job = job_new(n);
+    uint8_t *allowed = an_calloc(n, 1);
+    const msg_origin_t *origin = msg_origin_new(MSG_PROTO_API, id, strlen(id), ac->user, "http_ingest");
+    for (size_t i = 0; i < n; i++) {
+        allowed[i] = auth_chain_acl(ch, ac, AUTH_ACT_PUBLISH, (const uint8_t *)ms[i].topic,
+                                    ms[i].tlen, 0) != 0;
+        if (!allowed[i])
+            continue;
+        msg_t *m = msg_new_v5((const uint8_t *)ms[i].topic, (uint16_t)ms[i].tlen, NULL, 0,
+                              ms[i].payload, (uint32_t)ms[i].plen, ms[i].qos, ms[i].retain, 0);
+        msg_set_origin(m, origin);
+        job->msgs[job->n++] = m;
+    }
+    msg_origin_unref(&origin);
+    int routed = job->n == 0 || job_submit(h, job, id) == 0;
+    if (!routed) {
+        free(allowed);
+        ret = send_error(conn, 503, "timeout", NULL, "the broker did not route in time");
+        goto out;
+    }
+    atomic_fetch_add(&h->messages, job->n);
+    if (results == NULL) {
+        if (!allowed[0])
+            ret = send_error(conn, 403, "forbidden", "topic", "publish to this topic is denied");
+        else if (job->delivered[0] == ROUTER_REFUSED)
+            ret = send_error(conn, 429, "quota_exceeded", NULL, "a subscriber's queue is full");
+        else
+            ret = send_json(conn, 200,
+                            json_pack("{s:I}", "delivered", (json_int_t)job->delivered[0]));
+    } else {
+        size_t k = 0, ok = 0;
+        for (size_t i = 0; i < n; i++) {
+            json_t *o;
+            if (!allowed[i]) {
+                o = err_json("forbidden", "topic", "publish to this topic is denied");
+                json_object_set_new(o, "status", json_integer(403));
+            } else if (job->delivered[k] == ROUTER_REFUSED) {
+                k++;
+                o = err_json("quota_exceeded", NULL, "a subscriber's queue is full");
+                json_object_set_new(o, "status", json_integer(429));
+            } else {
+                o = json_pack("{s:i, s:I}", "status", 200, "delivered",
+                              (json_int_t)job->delivered[k++]);
+                ok++;
+            }
+            json_array_append_new(results, o);
+        }
+        json_t *o = json_pack("{s:I, s:I, s:o}", "accepted", (json_int_t)ok, "refused",
+                              (json_int_t)(n - ok), "results", results);
+        results = NULL;
+        ret = send_json(conn, 200, o);
+    }
+    free(allowed);
+out:
+    if (job)
+        job_release(job);
+    auth_client_free(ac);
+    for (size_t i = 0; i < n && ms; i++)
+        free(ms[i].payload);
+    free(ms);
+    json_decref(root);
+    json_decref(results);
+    free(user);
+    free(pass);
+    return ret;
+}
+
+static enum MHD_Result on_request(void *cls, struct MHD_Connection *conn, const char *url,
+                                  const char *method, const char *version,
+                                  const char *upload_data, size_t *upload_data_size,
+                                  void **con_cls)
+{
+    (void)version;
+    httpin_t *h = cls;
+    httpin_req_t *rq = *con_cls;
+    if (rq == NULL) {
+        rq = an_calloc(1, sizeof(*rq));
+        *con_cls = rq;
+        return MHD_YES;
+    }
+    if (*upload_data_size) {
+        if (!rq->too_big) {
+            if (rq->len + *upload_data_size > h->c->max_body) {
+                rq->too_big = 1;
+            } else {
+                if (rq->len + *upload_data_size + 1 > rq->cap) {
+                    rq->cap = (rq->len + *upload_data_size + 1) * 2;
+                    if (rq->cap > (size_t)h->c->max_body + 1)
+                        rq->cap = (size_t)h->c->max_body + 1;
+                    rq->body = an_realloc(rq->body, rq->cap);
+                }
+                memcpy(rq->body + rq->len, upload_data, *upload_data_size);
+                rq->len += *upload_data_size;
+            }
+        }
+        *upload_data_size = 0;
+        return MHD_YES;
+    }
+    atomic_fetch_add(&h->requests, 1);
+    /* /devices/{id}/messages */
+    const char *p = strncmp(url, "/devices/", 9) == 0 ? url + 9 : NULL;
+    const char *slash = p ? strchr(p, '/') : NULL;
+    if (p == NULL || slash == NULL || slash == p || strcmp(slash, "/messages") != 0)
+        return send_error(conn, 404, "not_found", NULL, "no such route");
+    size_t idlen = (size_t)(slash - p);
+    if (idlen >= MAX_ID)
+        return send_error(conn, 400, "bad_request", "id", "the device id is too long");
+    char id[MAX_ID];
+    memcpy(id, p, idlen);
+    id[idlen] = 0;
+    if (strcmp(method, "POST") != 0)
+        return send_error(conn, 405, "method_not_allowed", NULL, "POST a message");
+    if (rq->too_big)
+        return send_error(conn, 413, "too_large", "body",
+                          "the body is larger than http_ingest.max_body");
+    return handle_post(h, conn, id, rq);
+}
+
+static void on_completed(void *cls, struct MHD_Connection *conn, void **con_cls,
+                         enum MHD_RequestTerminationCode toe)
+{
+    (void)cls;
+    (void)conn;
+    (void)toe;
+    httpin_req_t *rq = *con_cls;
+    if (rq) {
+        free(rq->body);
+        free(rq);
+        *con_cls = NULL;
+    }
+}
+
+/* ---- the module --------------------------------------------------------------- */
+
+static void hi_defaults(void *conf)
+{
+    httpin_conf_t *c = conf;
+    c->enabled = 0;
+    snprintf(c->bind, sizeof(c->bind), "%s", "127.0.0.1");
+    c->port = 8880;
+    c->max_body = 256 * 1024;
+    c->max_messages = 100;
+    c->rate = 0;
+    c->max_connections = 1024;
+    c->timeout_ms = 5000;
+    c->idle_timeout_s = 60;
+}
+
+static int hi_load(conf_sec_t *s, void *conf)
+{
+    httpin_conf_t *c = conf;
+    if (conf_sec_bool(s, "enabled", &c->enabled) < 0 ||
+        conf_sec_str(s, "bind", c->bind, sizeof(c->bind), CONF_SEC_NONEMPTY) < 0 ||
+        conf_sec_u32(s, "port", 0, 65535, &c->port) < 0 ||
+        conf_sec_u32(s, "max_body", 64, 64u * 1024 * 1024, &c->max_body) < 0 ||
+        conf_sec_u32(s, "max_messages", 1, 100000, &c->max_messages) < 0 ||
+        conf_sec_u32(s, "rate", 0, 10000000, &c->rate) < 0 ||
+        conf_sec_u32(s, "max_connections", 1, 1000000, &c->max_connections) < 0 ||
+        conf_sec_ms(s, "timeout", 10, 600000, &c->timeout_ms) < 0 ||
+        conf_sec_u32(s, "idle_timeout_s", 1, 86400, &c->idle_timeout_s) < 0)
+        return -1;
+    struct in_addr a;
+    if (inet_pton(AF_INET, c->bind, &a) != 1)
+        return conf_sec_fail(s, "bind", "\"%.60s\": an IPv4 address", c->bind);
+    return 0;
+}
+
+static void hi_walk(const void *conf, conf_visit_fn fn, void *ud)
+{
+    const httpin_conf_t *c = conf;
+    fn(ud, CONF_V_BOOL, "enabled", NULL, c->enabled);
+    fn(ud, CONF_V_STR, "bind", c->bind, 0);
+    fn(ud, CONF_V_UINT, "port", NULL, c->port);
+    fn(ud, CONF_V_UINT, "max_body", NULL, c->max_body);
+    fn(ud, CONF_V_UINT, "max_messages", NULL, c->max_messages);
+    fn(ud, CONF_V_UINT, "rate", NULL, c->rate);
+    fn(ud, CONF_V_UINT, "max_connections", NULL, c->max_connections);
+    fn(ud, CONF_V_UINT, "timeout", NULL, c->timeout_ms);
+    fn(ud, CONF_V_UINT, "idle_timeout_s", NULL, c->idle_timeout_s);
+}
+
+static int hi_init(module_inst_t *mi)
+{
+    const httpin_conf_t *c = mi->conf;
+    if (!c->enabled)
+        return 0;
+    httpin_t *h = an_calloc(1, sizeof(*h));
+    h->srv = mi->srv;
+    h->c = c;
+    pthread_mutex_init(&h->rate_mu, NULL);
+    h->rate = an_calloc(RATE_SLOTS, sizeof(*h->rate));
+    mi->state = h;
+    static const worker_inbox_kind_t kind = {.run = job_run, .drop = job_drop};
+    worker_inbox_register(mi->srv, WM_HTTPIN, &kind);
+    return 0;
+}
+
+static int hi_start(module_inst_t *mi)
+{
+    httpin_t *h = mi->state;
+    if (h == NULL)
+        return 0;
+    struct sockaddr_in sa = {.sin_family = AF_INET, .sin_port = htons((uint16_t)h->c->port)};
+    inet_pton(AF_INET, h->c->bind, &sa.sin_addr);
+    unsigned flags = MHD_USE_INTERNAL_POLLING_THREAD | MHD_USE_EPOLL | MHD_USE_ERROR_LOG;
+    h->d = MHD_start_daemon(
+        flags, 0, NULL, NULL, on_request, h, MHD_OPTION_SOCK_ADDR, (struct sockaddr *)&sa,
+        MHD_OPTION_THREAD_POOL_SIZE, (unsigned)2, MHD_OPTION_CONNECTION_LIMIT,
+        (unsigned)h->c->max_connections, MHD_OPTION_CONNECTION_TIMEOUT,
+        (unsigned)h->c->idle_timeout_s, MHD_OPTION_NOTIFY_COMPLETED, on_completed, h,
+        MHD_OPTION_END);
+    if (h->d == NULL) {
+        log_error("http_ingest: cannot listen on %s:%u", h->c->bind, h->c->port);
+        return -1;
+    }
+    const union MHD_DaemonInfo *di = MHD_get_daemon_info(h->d, MHD_DAEMON_INFO_BIND_PORT);
+    log_info("http_ingest: listening on %s:%u", h->c->bind, di ? di->port : h->c->port);
+    return 0;
+}
+
+static void hi_stop(module_inst_t *mi)
+{
+    httpin_t *h = mi->state;
+    if (h && h->d) {
+        MHD_stop_daemon(h->d); /* joins its threads */
+        h->d = NULL;
+    }
+}
+
+static void hi_free(module_inst_t *mi)
+{
+    httpin_t *h = mi->state;
+    if (h == NULL)
+        return;
+    if (h->d)
+        MHD_stop_daemon(h->d);
+    pthread_mutex_destroy(&h->rate_mu);
+    free(h->rate);
+    free(h);
+    mi->state = NULL;
+}
+
+static void hi_metrics(module_inst_t *mi, module_metrics_t *mm)
+{
+    httpin_t *h = mi->state;
+    if (h == NULL)
+        return;
+    module_metrics_family(mm, "antenna_http_ingest_requests_total", "counter",
+                          "requests to the device HTTP ingest listener");
+    module_metrics_printf(mm, "antenna_http_ingest_requests_total %llu\n",
+                          (unsigned long long)atomic_load(&h->requests));
+    module_metrics_family(mm, "antenna_http_ingest_messages_total", "counter",
+                          "messages routed from HTTP devices");
+    module_metrics_printf(mm, "antenna_http_ingest_messages_total %llu\n",
+                          (unsigned long long)atomic_load(&h->messages));
+    module_metrics_family(mm, "antenna_http_ingest_auth_refused_total", "counter",
+                          "requests refused by the auth chain");
+    module_metrics_printf(mm, "antenna_http_ingest_auth_refused_total %llu\n",
+                          (unsigned long long)atomic_load(&h->refused));
+}
+
+const module_t httpin_module = {
+    .name = "http_ingest",
+    .section = "http_ingest",
+    .conf_size = sizeof(httpin_conf_t),
+    .conf_defaults = hi_defaults,
+    .conf_load = hi_load,
+    .conf_walk = hi_walk,
+    .init = hi_init,
+    .start = hi_start,
+    .stop = hi_stop,
+    .free = hi_free,
+    .metrics = hi_metrics,
+};

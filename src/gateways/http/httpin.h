@@ -1,0 +1,29 @@
+/* httpin.h -- the device-facing HTTP ingest listener (section http_ingest).
+ *
+ * A module (module.h): devices that cannot speak MQTT POST messages to
+ * /devices/{id}/messages on a listener of their own, separate from the
+ * management API.  See httpin.c for the design and docs/http-ingest.md for
+ * the contract.
+ */
+#ifndef ANTENNA_HTTPIN_H
+#define ANTENNA_HTTPIN_H
+
+#include <stdint.h>
+
+#include "module.h"
+
+typedef struct httpin_conf_s {
+    uint8_t enabled;
+    char bind[64];
+    uint32_t port;
+    uint32_t max_body;        /* bytes of one request's body (413 above) */
+    uint32_t max_messages;    /* messages in one batch (413 above) */
+    uint32_t rate;            /* messages per second per device (429), 0 = no limit */
+    uint32_t max_connections; /* open HTTP connections */
+    uint32_t timeout_ms;      /* wait for the worker that routes the messages */
+    uint32_t idle_timeout_s;  /* an idle keep-alive connection is closed */
+} httpin_conf_t;
+
+extern const module_t httpin_module;
+
+#endif
