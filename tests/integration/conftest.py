@@ -28,6 +28,7 @@ import json
 import math
 import os
 import pathlib
+import random
 import re
 import resource
 import signal
@@ -138,7 +139,27 @@ def _deadline(request):
         signal.signal(signal.SIGALRM, old)
 
 
+_PORTS_GIVEN = set()
+
+
 def free_port():
+    """A port that is free now, for a config that must name it in advance
+    (node links, a fixed API port).  Taken at random below the kernel's
+    ephemeral range (32768-60999 here), where no connect() or bind(0) of
+    another test or suite running beside this one lands between this check
+    and the broker's bind; never the same one twice in this process."""
+    rnd = random.SystemRandom()
+    for _ in range(1000):
+        port = rnd.randrange(20000, 32768)
+        if port in _PORTS_GIVEN:
+            continue
+        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+            try:
+                s.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+        _PORTS_GIVEN.add(port)
+        return port
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]

@@ -8,7 +8,6 @@ receiver is down, the buffer in the store across a SIGKILL, "ack": "sink"
 import http.server
 import json
 import re
-import socket
 import subprocess
 import threading
 import time
@@ -16,20 +15,12 @@ import time
 import paho.mqtt.client as mqtt
 import pytest
 
-from conftest import IS_MOSQUITTO, require_antenna_bin
+from conftest import IS_MOSQUITTO, free_port, require_antenna_bin
 from helpers import Paho
 from test_50_api import Client
 from test_61_modules import SectionBroker, SectionBrokers
 
 pytestmark = pytest.mark.skipif(IS_MOSQUITTO, reason="antenna's sinks")
-
-
-def free_port():
-    s = socket.socket()
-    s.bind(("127.0.0.1", 0))
-    port = s.getsockname()[1]
-    s.close()
-    return port
 
 
 class Receiver:

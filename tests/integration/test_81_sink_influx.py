@@ -10,7 +10,6 @@ import json
 import os
 import shutil
 import signal
-import socket
 import subprocess
 import threading
 import time
@@ -20,7 +19,7 @@ import urllib.request
 import paho.mqtt.client as mqtt
 import pytest
 
-from conftest import IS_MOSQUITTO, require_antenna_bin
+from conftest import IS_MOSQUITTO, free_port, require_antenna_bin
 from helpers import Paho
 from test_50_api import Client
 from test_61_modules import SectionBroker, SectionBrokers
@@ -28,14 +27,6 @@ from test_61_modules import SectionBroker, SectionBrokers
 INFLUXD = shutil.which("influxd")
 pytestmark = [pytest.mark.skipif(IS_MOSQUITTO, reason="antenna's sinks"),
               pytest.mark.skipif(INFLUXD is None, reason="influxd is not installed")]
-
-
-def free_port():
-    s = socket.socket()
-    s.bind(("127.0.0.1", 0))
-    port = s.getsockname()[1]
-    s.close()
-    return port
 
 
 class Influxd:
