@@ -34,8 +34,8 @@ static int usage(const char *why)
 
 /* A request; prints the API's error (status >= 400) and returns 1, or 0
  * with the answer's bytes in *out (malloc'd or NULL). */
-static int call(ctl_t *c, const char *method, const char *path, const char *ctype,
-                const char *body, size_t len, char **out)
+static int call(ctl_t *c, const char *method, const char *path, const char *ctype, const char *body,
+                size_t len, char **out)
 {
     long status;
     size_t olen;

@@ -22,8 +22,8 @@
  * but 409, nothing is loaded; nothing costs anything.
  */
 #include "devices.h"
+#include "devices_int.h"
 
-#include <openssl/rand.h>
 #include <openssl/sha.h>
 #include <pthread.h>
 #include <stdio.h>
@@ -31,6 +31,7 @@
 #include <string.h>
 #include <strings.h>
 
+#include "auth_chain.h"
 #include "auth_passwd.h"
 #include "log.h"
 #include "store.h"
@@ -40,33 +41,14 @@
 #define DEV_KEY_PREFIX_LEN 5u
 #define DEV_ID_MAX 65535u
 
-typedef struct {
-    uint8_t enabled;
-    uint32_t import_plain_max; /* plain passwords an import may hash */
-} devices_conf_t;
-
-typedef struct dev_ent {
-    struct dev_ent *next;
-    uint64_t hash;
-    json_t *rec; /* the record; "id" is its key */
-} dev_ent_t;
-
-typedef struct {
-    pthread_rwlock_t lock;
-    dev_ent_t **b;
-    size_t nb, n;
-    uint64_t key[2];
-    server_t *srv;
-} devices_state_t;
-
-/* ---- the table (callers hold st->lock) ---- */
+/* ---- the table (callers hold st->lock, or st->wmu to read) ---- */
 
 static const char *ent_id(const dev_ent_t *e)
 {
     return json_string_value(json_object_get(e->rec, "id"));
 }
 
-static dev_ent_t *tab_find(devices_state_t *st, const char *id, uint64_t *hash_out)
+dev_ent_t *devices_find(devices_state_t *st, const char *id, uint64_t *hash_out)
 {
     uint64_t h = an_siphash(st->key, id, strlen(id));
     if (hash_out)
@@ -96,7 +78,7 @@ static void tab_grow(devices_state_t *st)
 static void tab_put(devices_state_t *st, json_t *rec)
 {
     uint64_t h;
-    dev_ent_t *e = tab_find(st, json_string_value(json_object_get(rec, "id")), &h);
+    dev_ent_t *e = devices_find(st, json_string_value(json_object_get(rec, "id")), &h);
     if (e) {
         json_decref(e->rec);
         e->rec = rec;
@@ -174,7 +156,7 @@ static int load_one(void *ud, const void *k, size_t kl, const void *v, size_t vl
 
 static int hexval(int c)
 {
-    return c >= '0' && c <= '9' ? c - '0'
+    return c >= '0' && c <= '9'   ? c - '0'
            : c >= 'a' && c <= 'f' ? c - 'a' + 10
            : c >= 'A' && c <= 'F' ? c - 'A' + 10
                                   : -1;
@@ -221,8 +203,8 @@ static int rec_apply(json_t *rec, json_t *in, uint32_t line, int allow_plain, ui
                 FAIL("password", "more plain passwords than devices.import_plain_max: give "
                                  "password_hash (`antenna passwd` format) in a bulk import");
             char h[AUTH_PASSWD_HASH_MAX];
-            if (auth_passwd_hash((const uint8_t *)pw, json_string_length(v),
-                                 AUTH_PASSWD_ITERATIONS, h, sizeof(h)) < 0)
+            if (auth_passwd_hash((const uint8_t *)pw, json_string_length(v), AUTH_PASSWD_ITERATIONS,
+                                 h, sizeof(h)) < 0)
                 FAIL("password", "cannot hash it");
             (*plain)++;
             json_object_set_new(rec, "password_hash", json_string(h));
@@ -262,8 +244,9 @@ static int rec_apply(json_t *rec, json_t *in, uint32_t line, int allow_plain, ui
             {
                 if (!json_is_string(tv) || *tk == '\0' || strpbrk(tk, "=;,") ||
                     strpbrk(json_string_value(tv), ";,"))
-                    FAIL("tags", "\"%.40s\": a string value; keys without = ; , and values "
-                                 "without ; ,",
+                    FAIL("tags",
+                         "\"%.40s\": a string value; keys without = ; , and values "
+                         "without ; ,",
                          tk);
             }
             json_object_set(rec, "tags", v);
@@ -315,8 +298,9 @@ static json_t *rec_show(const json_t *rec)
 
 static int off(json_t **out)
 {
-    return module_api_error(out, 409, "devices_disabled", "the device registry is off "
-                                                          "(devices.enabled)");
+    return module_api_error(out, 409, "devices_disabled",
+                            "the device registry is off "
+                            "(devices.enabled)");
 }
 
 static json_t *body_json(const module_api_req_t *req, json_t **out, int *status)
@@ -441,9 +425,9 @@ static int api_list(module_inst_t *mi, const module_api_req_t *req, json_t **out
         status = bad_device(out, "id: required", "id");
         goto done;
     }
-    pthread_rwlock_wrlock(&st->lock);
-    if (tab_find(st, id, NULL)) {
-        pthread_rwlock_unlock(&st->lock);
+    pthread_mutex_lock(&st->wmu);
+    if (devices_find(st, id, NULL)) {
+        pthread_mutex_unlock(&st->wmu);
         status = module_api_error(out, 409, "exists", "device %.200s exists (PUT changes it)", id);
         goto done;
     }
@@ -453,13 +437,15 @@ static int api_list(module_inst_t *mi, const module_api_req_t *req, json_t **out
     free(k.p);
     int rc = store_commit(st, b);
     if (rc < 0) {
-        pthread_rwlock_unlock(&st->lock);
+        pthread_mutex_unlock(&st->wmu);
         status = module_api_error(out, 503, "store", "cannot store: %s", store_strerror(rc));
         goto done;
     }
+    pthread_rwlock_wrlock(&st->lock);
     tab_put(st, json_incref(rec));
-    *out = rec_show(rec);
     pthread_rwlock_unlock(&st->lock);
+    pthread_mutex_unlock(&st->wmu);
+    *out = rec_show(rec);
     status = 201;
 done:
     json_decref(rec);
@@ -494,12 +480,15 @@ static int api_device(module_inst_t *mi, const module_api_req_t *req, json_t **o
     if (strcmp(req->method, "PUT") == 0 && (in = body_json(req, out, &status)) == NULL)
         goto done;
     if (write)
-        pthread_rwlock_wrlock(&st->lock);
+        pthread_mutex_lock(&st->wmu);
     else
         pthread_rwlock_rdlock(&st->lock);
-    dev_ent_t *e = tab_find(st, id, NULL);
+    dev_ent_t *e = devices_find(st, id, NULL);
     if (e == NULL) {
-        pthread_rwlock_unlock(&st->lock);
+        if (write)
+            pthread_mutex_unlock(&st->wmu);
+        else
+            pthread_rwlock_unlock(&st->lock);
         status = module_api_error(out, 404, "not_found", "no device %.200s", id);
         goto done;
     }
@@ -525,7 +514,7 @@ static int api_device(module_inst_t *mi, const module_api_req_t *req, json_t **o
             json_t *nid = json_object_get(in, "id");
             if ((nid && (!json_is_string(nid) || strcmp(json_string_value(nid), id) != 0)) ||
                 rec_apply(rec, in, 0, 1, &plain, err, sizeof(err), &field) < 0) {
-                pthread_rwlock_unlock(&st->lock);
+                pthread_mutex_unlock(&st->wmu);
                 store_batch_free(b);
                 status = nid && field[0] == '-' ? bad_device(out, "id: does not change", "id")
                                                 : bad_device(out, err, field);
@@ -538,19 +527,23 @@ static int api_device(module_inst_t *mi, const module_api_req_t *req, json_t **o
     free(k.p);
     int rc = store_commit(st, b);
     if (rc < 0) {
-        pthread_rwlock_unlock(&st->lock);
+        pthread_mutex_unlock(&st->wmu);
         status = module_api_error(out, 503, "store", "cannot store: %s", store_strerror(rc));
         goto done;
     }
-    if (rec) {
+    pthread_rwlock_wrlock(&st->lock);
+    if (rec)
         tab_put(st, json_incref(rec));
+    else
+        tab_del(st, id);
+    pthread_rwlock_unlock(&st->lock);
+    pthread_mutex_unlock(&st->wmu);
+    if (rec) {
         *out = rec_show(rec);
         status = 200;
     } else {
-        tab_del(st, id);
         status = 204;
     }
-    pthread_rwlock_unlock(&st->lock);
 done:
     json_decref(rec);
     json_decref(in);
@@ -559,8 +552,8 @@ done:
 }
 
 typedef struct {
-    json_t *recs;  /* the prepared records, in order */
-    json_t *seen;  /* id -> line */
+    json_t *recs; /* the prepared records, in order */
+    json_t *seen; /* id -> line */
     uint32_t plain, plain_max;
     uint64_t now;
     const char *field;
@@ -609,10 +602,10 @@ static int api_import(module_inst_t *mi, const module_api_req_t *req, json_t **o
     else if (f == NULL && (strncasecmp(ct, "application/x-ndjson", 20) == 0 ||
                            strncasecmp(ct, "application/jsonl", 17) == 0))
         f = "jsonl";
-    int fmt = f == NULL                      ? devices_sniff(body, req->body_len)
-              : strcmp(f, "jsonl") == 0      ? DEVICES_FMT_JSONL
-              : strcmp(f, "csv") == 0        ? DEVICES_FMT_CSV
-                                             : 0;
+    int fmt = f == NULL                 ? devices_sniff(body, req->body_len)
+              : strcmp(f, "jsonl") == 0 ? DEVICES_FMT_JSONL
+              : strcmp(f, "csv") == 0   ? DEVICES_FMT_CSV
+                                        : 0;
     if (fmt == 0)
         return module_api_error(out, 400, "bad_request", "format: jsonl or csv");
     import_t im = {.recs = json_array(),
@@ -625,18 +618,18 @@ static int api_import(module_inst_t *mi, const module_api_req_t *req, json_t **o
         unsigned line = 0;
         char field[64] = "-";
         sscanf(err, "line %u: field %63[^:]", &line, field); /* the parser's form */
-        *out = json_pack("{s:s,s:s,s:i,s:s}", "error", err, "code", "bad_import", "line",
-                         (int)line, "field", field);
+        *out = json_pack("{s:s,s:s,s:i,s:s}", "error", err, "code", "bad_import", "line", (int)line,
+                         "field", field);
         status = 400;
         goto done;
     }
     size_t n = json_array_size(im.recs), created = 0;
     store_batch_t *b = store_batch_new();
     devices_buf_t k = {0};
-    pthread_rwlock_wrlock(&st->lock);
+    pthread_mutex_lock(&st->wmu);
     for (size_t i = 0; i < n; i++) {
         json_t *rec = json_array_get(im.recs, i);
-        dev_ent_t *e = tab_find(st, json_string_value(json_object_get(rec, "id")), NULL);
+        dev_ent_t *e = devices_find(st, json_string_value(json_object_get(rec, "id")), NULL);
         if (e) /* a replaced device keeps its creation time */
             json_object_set(rec, "created_ms", json_object_get(e->rec, "created_ms"));
         else
@@ -646,17 +639,18 @@ static int api_import(module_inst_t *mi, const module_api_req_t *req, json_t **o
     free(k.p);
     int rc = store_commit(st, b);
     if (rc < 0) {
-        pthread_rwlock_unlock(&st->lock);
+        pthread_mutex_unlock(&st->wmu);
         status = module_api_error(out, 503, "store", "cannot store: %s", store_strerror(rc));
         goto done;
     }
+    pthread_rwlock_wrlock(&st->lock);
     for (size_t i = 0; i < n; i++)
         tab_put(st, json_incref(json_array_get(im.recs, i)));
     size_t total = st->n;
     pthread_rwlock_unlock(&st->lock);
-    *out = json_pack("{s:I,s:I,s:I,s:I}", "imported", (json_int_t)n, "created",
-                     (json_int_t)created, "replaced", (json_int_t)(n - created), "total",
-                     (json_int_t)total);
+    pthread_mutex_unlock(&st->wmu);
+    *out = json_pack("{s:I,s:I,s:I,s:I}", "imported", (json_int_t)n, "created", (json_int_t)created,
+                     "replaced", (json_int_t)(n - created), "total", (json_int_t)total);
     status = 200;
 done:
     json_decref(im.recs);
@@ -711,6 +705,7 @@ static void dv_defaults(void *conf)
 {
     devices_conf_t *c = conf;
     c->enabled = 0;
+    c->auth_unknown = DEVICES_UNKNOWN_PASS;
     c->import_plain_max = 1000;
 }
 
@@ -720,6 +715,14 @@ static int dv_load(conf_sec_t *s, void *conf)
     if (conf_sec_bool(s, "enabled", &c->enabled) < 0 ||
         conf_sec_u32(s, "import_plain_max", 0, 1000000, &c->import_plain_max) < 0)
         return -1;
+    char unknown[8] = "";
+    if (conf_sec_str(s, "auth_unknown", unknown, sizeof(unknown), 0) < 0)
+        return -1;
+    if (unknown[0] && strcmp(unknown, "pass") != 0 && strcmp(unknown, "deny") != 0)
+        return conf_sec_fail(s, "auth_unknown", "\"%s\": pass or deny", unknown);
+    if (unknown[0])
+        c->auth_unknown =
+            strcmp(unknown, "deny") == 0 ? DEVICES_UNKNOWN_DENY : DEVICES_UNKNOWN_PASS;
     return 0;
 }
 
@@ -727,6 +730,7 @@ static void dv_walk(const void *conf, conf_visit_fn fn, void *ud)
 {
     const devices_conf_t *c = conf;
     fn(ud, CONF_V_BOOL, "enabled", NULL, c->enabled);
+    fn(ud, CONF_V_STR, "auth_unknown", c->auth_unknown ? "deny" : "pass", 0);
     fn(ud, CONF_V_UINT, "import_plain_max", NULL, c->import_plain_max);
 }
 
@@ -743,6 +747,7 @@ static void dv_free(module_inst_t *mi)
         }
     free(st->b);
     pthread_rwlock_destroy(&st->lock);
+    pthread_mutex_destroy(&st->wmu);
     free(st);
     mi->state = NULL;
 }
@@ -750,19 +755,23 @@ static void dv_free(module_inst_t *mi)
 static int dv_init(module_inst_t *mi)
 {
     const devices_conf_t *c = mi->conf;
-    if (!c->enabled)
+    auth_backend_t *ab = mi->srv->auth ? auth_chain_backend(mi->srv->auth, "devices") : NULL;
+    if (!c->enabled) {
+        if (ab) {
+            log_error("auth.chain names devices but the device registry is off "
+                      "(devices.enabled: false)");
+            return -1;
+        }
         return 0;
+    }
     devices_state_t *st = an_calloc(1, sizeof(*st));
     pthread_rwlock_init(&st->lock, NULL);
+    pthread_mutex_init(&st->wmu, NULL);
     st->nb = 1024;
     st->b = an_calloc(st->nb, sizeof(*st->b));
     st->srv = mi->srv;
-    if (RAND_bytes((unsigned char *)st->key, sizeof(st->key)) != 1) {
-        log_error("devices: no random bytes for the table's key");
-        free(st->b);
-        free(st);
-        return -1;
-    }
+    st->conf = c;
+    an_random_key(st->key);
     mi->state = st;
     if (mi->srv->store) {
         int rc = store_scan(mi->srv->store, DEV_KEY_PREFIX, DEV_KEY_PREFIX_LEN, load_one, st);
@@ -771,7 +780,10 @@ static int dv_init(module_inst_t *mi)
             return -1;
         }
     }
-    log_info("devices: %zu devices in the registry", st->n);
+    if (ab)
+        devices_auth_bind(ab, st);
+    log_info("devices: %zu devices in the registry%s", st->n,
+             ab ? "; auth.chain has the devices backend" : "");
     return 0;
 }
 

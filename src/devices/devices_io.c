@@ -24,9 +24,9 @@
 
 #include "util.h"
 
-static const char *const csv_cols[] = {"id",         "password",         "password_hash",
-                                       "token",      "token_hash",       "cert_fingerprint",
-                                       "tags",       "attributes",       "disabled"};
+static const char *const csv_cols[] = {"id",    "password",   "password_hash",
+                                       "token", "token_hash", "cert_fingerprint",
+                                       "tags",  "attributes", "disabled"};
 #define NCOLS (sizeof(csv_cols) / sizeof(csv_cols[0]))
 
 int devices_sniff(const char *buf, size_t len)
@@ -59,8 +59,8 @@ static int parse_jsonl(const char *buf, size_t len, devices_rec_fn cb, void *ud,
         json_error_t je;
         json_t *j = json_loadb(buf + a, b - a, JSON_REJECT_DUPLICATES, &je);
         if (j == NULL || !json_is_object(j)) {
-            snprintf(err, errlen, "line %u: field -: not a JSON object%s%s", line,
-                     j ? "" : ": ", j ? "" : je.text);
+            snprintf(err, errlen, "line %u: field -: not a JSON object%s%s", line, j ? "" : ": ",
+                     j ? "" : je.text);
             json_decref(j);
             return -1;
         }
@@ -290,7 +290,8 @@ static void csv_add(devices_buf_t *b, const char *s)
 
 void devices_csv_header(devices_buf_t *b)
 {
-    static const char h[] = "id,password_hash,token_hash,cert_fingerprint,tags,attributes,disabled\n";
+    static const char h[] =
+        "id,password_hash,token_hash,cert_fingerprint,tags,attributes,disabled\n";
     devices_buf_add(b, h, sizeof(h) - 1);
 }
 

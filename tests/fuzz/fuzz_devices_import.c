@@ -44,7 +44,8 @@ static int on_rec(void *ud, uint32_t line, json_t *rec, char *err, size_t errlen
     if (line < st->last)
         abort();
     st->last = line;
-    if (!json_is_string(json_object_get(rec, "id")) || json_string_length(json_object_get(rec, "id")) == 0)
+    if (!json_is_string(json_object_get(rec, "id")) ||
+        json_string_length(json_object_get(rec, "id")) == 0)
         return 0;
     /* the writer's fields only: ids, tags of strings without ; = , */
     json_t *tags = json_object_get(rec, "tags");
@@ -52,8 +53,8 @@ static int on_rec(void *ud, uint32_t line, json_t *rec, char *err, size_t errlen
         return 0;
     const char *k;
     json_t *v;
-    json_object_foreach(tags, k, v) if (!json_is_string(v) || strpbrk(k, "=;,") ||
-                                        !*k || strpbrk(json_string_value(v), ";,")) return 0;
+    json_object_foreach(tags, k, v) if (!json_is_string(v) || strpbrk(k, "=;,") || !*k ||
+                                        strpbrk(json_string_value(v), ";,")) return 0;
     if (json_object_get(rec, "attributes") && !json_is_object(json_object_get(rec, "attributes")))
         return 0;
     if (json_object_get(rec, "disabled") && !json_is_boolean(json_object_get(rec, "disabled")))

@@ -197,3 +197,62 @@ def test_ctl_devices(dbroker, tmp_path):
     bad.write_text('{"id":"ok"}\n{"idd":"x"}\n')
     rc, _, err = ctl("import", str(bad))
     assert rc == 1 and "line 2: field idd" in err, err
+
+
+def paho_connack(b, client_id, username=None, password=None, v5=False, timeout=15.0):
+    """CONNECT with paho; the CONNACK's code (3.1.1: the return code; 5: the
+    reason code), waited for with a deadline."""
+    import paho.mqtt.client as mqtt
+    got = []
+    c = mqtt.Client(client_id=client_id, protocol=mqtt.MQTTv5 if v5 else mqtt.MQTTv311)
+    if username is not None:
+        c.username_pw_set(username, password)
+
+    def on_connect(cl, ud, flags, rc, props=None):
+        got.append(rc.value if hasattr(rc, "value") else rc)
+
+    c.on_connect = on_connect
+    c.connect(b.host, b.port, keepalive=30)
+    deadline = time.monotonic() + timeout
+    try:
+        while not got and time.monotonic() < deadline:
+            c.loop(timeout=0.2)
+    finally:
+        c.disconnect()
+    assert got, "no CONNACK for %s within %.0f s" % (client_id, timeout)
+    return got[0]
+
+
+AUTH = ON + "  auth_unknown: %s\n"
+
+
+@pytest.mark.parametrize("unknown", ["pass", "deny"])
+def test_auth_backend(dbroker, unknown):
+    b = dbroker(section=AUTH % unknown,
+                auth={"chain": ["devices"], "password_threads": 1})
+    api = b.rapi
+    api.json("POST", "/api/v1/devices", {"id": "pw-dev", "password": "pw1"}, status=201)
+    api.json("POST", "/api/v1/devices", {"id": "tok-dev", "token": "t0k"}, status=201)
+    api.json("POST", "/api/v1/devices", {"id": "off-dev", "token": "t1", "disabled": True},
+             status=201)
+    for v5 in (False, True):
+        ok, bad, notauth = (0, 0x86, 0x87) if v5 else (0, 4, 5)
+        assert paho_connack(b, "pw-dev", "pw-dev", "pw1", v5) == ok
+        assert paho_connack(b, "pw-dev", "x", "wrong", v5) == bad
+        assert paho_connack(b, "tok-dev", "any", "t0k", v5) == ok
+        assert paho_connack(b, "tok-dev", "any", "t0kk", v5) == bad
+        # the user name as the id
+        assert paho_connack(b, "some-client", "tok-dev", "t0k", v5) == ok
+        assert paho_connack(b, "off-dev", "off-dev", "t1", v5) == notauth
+        # unknown: passes to the end of the chain (auth.default refuses),
+        # or refused as not authorized by devices.auth_unknown: deny
+        rc = paho_connack(b, "stranger", "stranger", "x", v5)
+        assert rc != ok and (unknown == "pass" or rc == notauth), rc
+    # enabled again through the API: accepted
+    api.json("POST", "/api/v1/devices/off-dev/enable")
+    assert paho_connack(b, "off-dev", "off-dev", "t1", True) == 0
+
+
+def test_auth_chain_needs_registry(dbroker):
+    with pytest.raises(pytest.fail.Exception, match="device registry is off"):
+        dbroker(section="", auth={"chain": ["devices"]})

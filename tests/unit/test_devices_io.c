@@ -52,8 +52,8 @@ static void test_jsonl(void **state)
     (void)state;
     got_t g;
     char err[256] = "";
-    assert_int_equal(parse("{\"id\":\"a\"}\r\n\n  {\"id\":\"b\",\"tags\":{\"k\":\"v\"}}", 1, &g, err),
-                     0);
+    assert_int_equal(
+        parse("{\"id\":\"a\"}\r\n\n  {\"id\":\"b\",\"tags\":{\"k\":\"v\"}}", 1, &g, err), 0);
     assert_int_equal(json_array_size(g.recs), 2);
     assert_int_equal(json_integer_value(json_array_get(g.lines, 1)), 3);
     got_free(&g);
@@ -76,8 +76,8 @@ static void test_csv(void **state)
     assert_int_equal(json_array_size(g.recs), 3);
     json_t *a = json_array_get(g.recs, 0);
     assert_string_equal(json_string_value(json_object_get(json_object_get(a, "tags"), "k")), "v");
-    assert_string_equal(
-        json_string_value(json_object_get(json_object_get(a, "attributes"), "n")), "1,2");
+    assert_string_equal(json_string_value(json_object_get(json_object_get(a, "attributes"), "n")),
+                        "1,2");
     assert_true(json_is_true(json_object_get(a, "disabled")));
     json_t *b = json_array_get(g.recs, 1);
     assert_string_equal(json_string_value(json_object_get(b, "id")), "b,\"q\"");
@@ -117,9 +117,9 @@ static void test_csv_errors(void **state)
 static void test_csv_round_trip(void **state)
 {
     (void)state;
-    json_t *d = json_pack("{s:s,s:s,s:{s:s,s:s},s:{s:s},s:b}", "id", "x,\"y\"", "token_hash",
-                          "00ff", "tags", "a", "1", "b", "2", "attributes", "q", "a\"b,c",
-                          "disabled", 1);
+    json_t *d =
+        json_pack("{s:s,s:s,s:{s:s,s:s},s:{s:s},s:b}", "id", "x,\"y\"", "token_hash", "00ff",
+                  "tags", "a", "1", "b", "2", "attributes", "q", "a\"b,c", "disabled", 1);
     devices_buf_t t = {0};
     devices_csv_header(&t);
     devices_csv_line(&t, d);
@@ -139,8 +139,10 @@ static void test_csv_round_trip(void **state)
 int main(void)
 {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_sniff),         cmocka_unit_test(test_jsonl),
-        cmocka_unit_test(test_csv),           cmocka_unit_test(test_csv_errors),
+        cmocka_unit_test(test_sniff),
+        cmocka_unit_test(test_jsonl),
+        cmocka_unit_test(test_csv),
+        cmocka_unit_test(test_csv_errors),
         cmocka_unit_test(test_csv_round_trip),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
