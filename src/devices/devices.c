@@ -294,6 +294,14 @@ static json_t *rec_show(const json_t *rec)
     return o;
 }
 
+/* rec_show with the entry's presence (st->lock held). */
+static json_t *ent_show(dev_ent_t *e)
+{
+    json_t *o = rec_show(e->rec);
+    json_object_set_new(o, "presence", devices_presence_json(e));
+    return o;
+}
+
 /* ---- the API ---- */
 
 static int off(json_t **out)
@@ -332,12 +340,16 @@ static dev_ent_t **select_devices(devices_state_t *st, const module_api_req_t *r
 {
     const char *prefix = module_api_query(req, "prefix");
     const char *tag = module_api_query(req, "tag");
+    const char *conn = module_api_query(req, "connected");
+    int want_conn = conn == NULL ? -1 : strcmp(conn, "true") == 0 ? 1 : 0;
     size_t pl = prefix ? strlen(prefix) : 0;
     dev_ent_t **v = an_malloc((st->n ? st->n : 1) * sizeof(*v));
     size_t m = 0;
     for (size_t i = 0; i < st->nb; i++)
         for (dev_ent_t *e = st->b[i]; e; e = e->next) {
             if (pl && strncmp(ent_id(e), prefix, pl) != 0)
+                continue;
+            if (want_conn >= 0 && devices_presence_connected(e) != want_conn)
                 continue;
             if (tag) { /* k=v[,k=v...]: all of them */
                 json_t *tags = json_object_get(e->rec, "tags");
@@ -394,13 +406,16 @@ static int api_list(module_inst_t *mi, const module_api_req_t *req, json_t **out
         if (uint_arg(req, "page", 1, 1000000000L, &page) < 0 ||
             uint_arg(req, "limit", 100, 1000, &limit) < 0)
             return module_api_error(out, 400, "bad_request", "page and limit: 1.. (limit <= 1000)");
+        const char *conn = module_api_query(req, "connected");
+        if (conn && strcmp(conn, "true") != 0 && strcmp(conn, "false") != 0)
+            return module_api_error(out, 400, "bad_request", "connected: true or false");
         pthread_rwlock_rdlock(&st->lock);
         size_t n;
         dev_ent_t **v = select_devices(st, req, &n);
         json_t *data = json_array();
         size_t first = (size_t)(page - 1) * (size_t)limit;
         for (size_t i = first; i < n && i < first + (size_t)limit; i++)
-            json_array_append_new(data, rec_show(v[i]->rec));
+            json_array_append_new(data, ent_show(v[i]));
         pthread_rwlock_unlock(&st->lock);
         free(v);
         *out = json_pack("{s:i,s:i,s:i,s:I,s:o}", "page", (int)page, "limit", (int)limit, "count",
@@ -493,7 +508,7 @@ static int api_device(module_inst_t *mi, const module_api_req_t *req, json_t **o
         goto done;
     }
     if (!write) {
-        *out = rec_show(e->rec);
+        *out = ent_show(e);
         pthread_rwlock_unlock(&st->lock);
         status = 200;
         goto done;
@@ -779,6 +794,10 @@ static int dv_init(module_inst_t *mi)
             log_error("devices: cannot read the registry from the store: %s", store_strerror(rc));
             return -1;
         }
+    }
+    if (devices_presence_init(st) < 0) {
+        log_error("devices: cannot listen to the connection events");
+        return -1;
     }
     if (ab)
         devices_auth_bind(ab, st);

@@ -13,6 +13,7 @@
 
 #include <jansson.h>
 #include <pthread.h>
+#include <stdatomic.h>
 #include <stddef.h>
 #include <stdint.h>
 
@@ -27,10 +28,25 @@ typedef struct {
     uint32_t import_plain_max; /* plain passwords an import may hash */
 } devices_conf_t;
 
+/* A device's presence (devices_presence.c): in memory only (after a
+ * restart every device is offline).  Written by the workers on the
+ * client_connected/client_disconnected events, read by the API: under the
+ * entry's spin flag (a few stores; the table's read lock held too). */
+typedef struct {
+    atomic_flag busy;
+    uint32_t conns; /* connections of this device now (a takeover: 2 for a moment) */
+    uint8_t proto;  /* of the last CONNECT: MQTT_PROTO_* */
+    uint64_t since_ms;
+    uint64_t connects;
+    char peer[56];
+    char listener[40];
+} dev_presence_t;
+
 typedef struct dev_ent {
     struct dev_ent *next;
     uint64_t hash;
     json_t *rec; /* the record (never changed in place: replaced); "id" is its key */
+    dev_presence_t pres;
 } dev_ent_t;
 
 typedef struct devices_state {
@@ -46,6 +62,12 @@ typedef struct devices_state {
 /* The device `id`, or NULL; under st->lock (or wmu).  *hash_out (may be
  * NULL) gets the id's hash. */
 dev_ent_t *devices_find(devices_state_t *st, const char *id, uint64_t *hash_out);
+
+/* devices_presence.c: listen to the connection events (init, main
+ * thread); the presence of an entry as JSON (st->lock held). */
+int devices_presence_init(devices_state_t *st);
+json_t *devices_presence_json(dev_ent_t *e);
+int devices_presence_connected(dev_ent_t *e);
 
 /* devices_auth.c: the `devices` backend of auth.chain.  Made by the chain
  * (auth_chain.c's table of constructors) before the modules' init; the

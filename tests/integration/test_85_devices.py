@@ -256,3 +256,49 @@ def test_auth_backend(dbroker, unknown):
 def test_auth_chain_needs_registry(dbroker):
     with pytest.raises(pytest.fail.Exception, match="device registry is off"):
         dbroker(section="", auth={"chain": ["devices"]})
+
+
+def wait_for(fn, what, timeout=15.0):
+    deadline = time.monotonic() + timeout
+    last = None
+    while time.monotonic() < deadline:
+        last = fn()
+        if last:
+            return last
+        time.sleep(0.05)
+    raise AssertionError("%s not seen within %.0f s (last: %r)" % (what, timeout, last))
+
+
+def test_presence(dbroker):
+    import paho.mqtt.client as mqtt
+    b = dbroker(section=AUTH % "pass", auth={"chain": ["devices"]})
+    api = b.rapi
+    api.json("POST", "/api/v1/devices", {"id": "p-dev", "token": "tk"}, status=201)
+    api.json("POST", "/api/v1/devices", {"id": "p-other", "token": "tk2"}, status=201)
+    p0 = api.get("/api/v1/devices/p-dev")["presence"]
+    assert p0["connected"] is False and p0["connects"] == 0, p0
+    c = mqtt.Client(client_id="p-dev", protocol=mqtt.MQTTv5)
+    c.username_pw_set("p-dev", "tk")
+    c.connect(b.host, b.port, keepalive=30)
+    c.loop_start()
+    try:
+        pres = wait_for(lambda: (lambda p: p if p["connected"] else None)(
+            api.get("/api/v1/devices/p-dev")["presence"]), "p-dev connected")
+        assert pres["protocol"] == "5.0" and pres["peer"].startswith("127.0.0.1:"), pres
+        assert pres["since_ms"] > 0 and pres["connects"] == 1 and pres["listener"], pres
+        on = api.get("/api/v1/devices?connected=true")
+        assert [d["id"] for d in on["data"]] == ["p-dev"], on
+        assert [d["id"] for d in api.get("/api/v1/devices?connected=false")["data"]] == \
+            ["p-other"]
+        # an update of the record keeps the presence
+        api.json("PUT", "/api/v1/devices/p-dev", {"attributes": {"a": 1}})
+        assert api.get("/api/v1/devices/p-dev")["presence"]["connected"] is True
+    finally:
+        c.disconnect()
+        c.loop_stop()
+    pres = wait_for(lambda: (lambda p: p if not p["connected"] else None)(
+        api.get("/api/v1/devices/p-dev")["presence"]), "p-dev disconnected")
+    assert pres["since_ms"] >= pres.get("since_ms", 0) and pres["connects"] == 1, pres
+    assert api.get("/api/v1/devices?connected=true")["total"] == 0
+    st, _, _ = api.call("GET", "/api/v1/devices?connected=maybe")
+    assert st == 400
