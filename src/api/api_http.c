@@ -65,7 +65,8 @@ struct api_s {
 
 typedef struct {
     char *body;
-    size_t len;
+    size_t len, cap; /* cap: bytes allocated, doubled (a 64 MiB import
+                      * arrives in many pieces) */
     int too_large;
     size_t max_body; /* API_MAX_BODY, or API_MAX_BODY_IMPORT */
 } req_t;
@@ -208,7 +209,13 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *c, const cha
         if (rq->len + *upload_size > rq->max_body) {
             rq->too_large = 1;
         } else {
-            rq->body = an_realloc(rq->body, rq->len + *upload_size + 1);
+            if (rq->len + *upload_size + 1 > rq->cap) {
+                size_t cap = rq->cap ? rq->cap : 4096;
+                while (cap < rq->len + *upload_size + 1)
+                    cap *= 2;
+                rq->body = an_realloc(rq->body, cap);
+                rq->cap = cap;
+            }
             memcpy(rq->body + rq->len, upload, *upload_size);
             rq->len += *upload_size;
             rq->body[rq->len] = '\0';

@@ -85,13 +85,15 @@ json_t *devices_presence_json(dev_ent_t *e)
     lock(p);
     memcpy(&v, p, sizeof(v));
     unlock(p);
-    json_t *o = json_pack("{s:b,s:I}", "connected", v.conns > 0, "connects",
-                          (json_int_t)v.connects);
+    json_t *o =
+        json_pack("{s:b,s:I}", "connected", v.conns > 0, "connects", (json_int_t)v.connects);
     if (v.since_ms)
         json_object_set_new(o, "since_ms", json_integer((json_int_t)v.since_ms));
     if (v.connects) {
-        const char *proto = v.proto == 5 ? "5.0" : v.proto == 4 ? "3.1.1" : v.proto == 3 ? "3.1"
-                                                                                         : "";
+        const char *proto = v.proto == 5   ? "5.0"
+                            : v.proto == 4 ? "3.1.1"
+                            : v.proto == 3 ? "3.1"
+                                           : "";
         json_object_set_new(o, "peer", json_string(v.peer));
         json_object_set_new(o, "listener", json_string(v.listener));
         json_object_set_new(o, "protocol", json_string(proto));

@@ -4,6 +4,7 @@ the field, 100,000 devices), export round trip, the registry kept across a
 restart."""
 
 import json
+import os
 import subprocess
 import time
 
@@ -132,6 +133,21 @@ def test_csv_import_export_round_trip(dbroker):
     assert r["replaced"] == 2, r
 
 
+def long_post(api, path, body, timeout=120):
+    """POST with a deadline for a slow build (ASan: the import takes ~10 s);
+    the Client's is 10 s.  The 30 s bound is checked on the release build."""
+    import urllib.error
+    import urllib.request
+    req = urllib.request.Request(api.b.api_url + path, data=body, method="POST",
+                                 headers={"Content-Type": "application/x-ndjson",
+                                          "Authorization": "Bearer " + api.key})
+    try:
+        with urllib.request.urlopen(req, timeout=timeout) as r:
+            return r.status, r.read()
+    except urllib.error.HTTPError as e:
+        return e.code, e.read()
+
+
 def test_import_100k_and_restart(dbroker, tmp_path):
     b = dbroker()
     api = b.rapi
@@ -144,11 +160,12 @@ def test_import_100k_and_restart(dbroker, tmp_path):
     lines = "".join('{"id":"fleet-%06d","password_hash":"%s","tags":{"batch":"%d"}}\n'
                     % (i, h, i % 10) for i in range(100000)).encode()
     t0 = time.monotonic()
-    st, _, raw = api.call("POST", "/api/v1/devices/import?format=jsonl", lines)
+    st, raw = long_post(api, "/api/v1/devices/import?format=jsonl", lines)
     took = time.monotonic() - t0
     assert st == 200, raw[:300]
     assert json.loads(raw)["created"] == 100000
-    assert took < 30, "import of 100,000 devices took %.1f s" % took
+    if not os.environ.get("ANTENNA_SANITIZED"):
+        assert took < 30, "import of 100,000 devices took %.1f s" % took
     assert api.get("/api/v1/devices?tag=batch=3&limit=1")["total"] == 10000
     # plain passwords in bulk are refused beyond devices.import_plain_max
     b.stop()
