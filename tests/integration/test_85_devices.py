@@ -319,3 +319,22 @@ def test_presence(dbroker):
     assert api.get("/api/v1/devices?connected=true")["total"] == 0
     st, _, _ = api.call("GET", "/api/v1/devices?connected=maybe")
     assert st == 400
+
+
+def test_auth_survives_reload(dbroker, tmp_path):
+    """A reload that changes auth.* builds a new chain: its devices backend
+    keeps the registry (auth_backend_t.follow)."""
+    acl1 = tmp_path / "acl1"
+    acl1.write_text("any\nallow all #\n")
+    acl2 = tmp_path / "acl2"
+    acl2.write_text("any\nallow all public/#\n")
+    b = dbroker(section=AUTH % "deny", auth={"chain": ["devices"], "acl_file": str(acl1)})
+    b.rapi.json("POST", "/api/v1/devices", {"id": "r-dev", "token": "rt"}, status=201)
+    assert paho_connack(b, "r-dev", "r-dev", "rt") == 0
+    b.auth["acl_file"] = str(acl2)
+    b.write_config()
+    ans = b.rapi.json("POST", "/api/v1/reload")
+    assert "auth.acl_file" in ans["applied"], ans
+    assert paho_connack(b, "r-dev", "r-dev", "rt") == 0
+    assert paho_connack(b, "r-dev", "r-dev", "wrong") == 4
+    assert paho_connack(b, "nobody", "nobody", "x") == 5
