@@ -31,7 +31,7 @@
 #define CTL_MAX_USER_PROPS 32
 #define CTL_MAX_ARGS 8
 
-typedef struct {
+typedef struct api_ctl {
     const char *url;
     const char *key;
     const char *user;
@@ -149,17 +149,17 @@ static size_t ctl_on_body(char *p, size_t size, size_t n, void *ud)
     return size * n;
 }
 
-/* Sends one request; on a completed exchange returns 0 with *status and
- * *body (parsed JSON or NULL when empty or not JSON).  Returns 1 after
- * printing why when the server cannot be reached. */
-static int ctl_http(ctl_t *c, const char *method, const char *path, const char *body, long *status,
-                    json_t **out)
+/* api_ctl.h: one request with a body of any type (NULL ctype: JSON) and
+ * the answer's raw bytes. */
+int api_ctl_http(ctl_t *c, const char *method, const char *path, const char *ctype,
+                 const char *body, size_t body_len, long *status, char **out, size_t *out_len)
 {
     ctl_str_t url = {0}, resp = {0}, auth = {0};
     struct curl_slist *hdrs = NULL;
     int rc = 1;
 
     *out = NULL;
+    *out_len = 0;
     *status = 0;
     size_t ulen = strlen(c->url);
     while (ulen > 0 && c->url[ulen - 1] == '/')
@@ -192,9 +192,12 @@ static int ctl_http(ctl_t *c, const char *method, const char *path, const char *
         curl_easy_setopt(c->curl, CURLOPT_PASSWORD, c->password ? c->password : "");
     }
     if (body) {
-        hdrs = curl_slist_append(hdrs, "Content-Type: application/json");
+        ctl_str_t ct = {0};
+        str_addf(&ct, "Content-Type: %s", ctype ? ctype : "application/json");
+        hdrs = curl_slist_append(hdrs, ct.s);
+        free(ct.s);
         curl_easy_setopt(c->curl, CURLOPT_POSTFIELDS, body);
-        curl_easy_setopt(c->curl, CURLOPT_POSTFIELDSIZE, (long)strlen(body));
+        curl_easy_setopt(c->curl, CURLOPT_POSTFIELDSIZE_LARGE, (curl_off_t)body_len);
     } else if (strcmp(method, "POST") == 0) {
         curl_easy_setopt(c->curl, CURLOPT_POSTFIELDS, "");
         curl_easy_setopt(c->curl, CURLOPT_POSTFIELDSIZE, 0L);
@@ -207,10 +210,9 @@ static int ctl_http(ctl_t *c, const char *method, const char *path, const char *
         goto out;
     }
     curl_easy_getinfo(c->curl, CURLINFO_RESPONSE_CODE, status);
-    if (resp.len > 0) {
-        json_error_t err;
-        *out = json_loadb(resp.s, resp.len, JSON_DECODE_ANY, &err);
-    }
+    *out = resp.s;
+    *out_len = resp.len;
+    resp.s = NULL;
     rc = 0;
 out:
     curl_slist_free_all(hdrs);
@@ -221,6 +223,40 @@ out:
         free(auth.s);
     }
     return rc;
+}
+
+/* Sends one request; on a completed exchange returns 0 with *status and
+ * *body (parsed JSON or NULL when empty or not JSON).  Returns 1 after
+ * printing why when the server cannot be reached. */
+static int ctl_http(ctl_t *c, const char *method, const char *path, const char *body, long *status,
+                    json_t **out)
+{
+    char *raw;
+    size_t len;
+    *out = NULL;
+    if (api_ctl_http(c, method, path, NULL, body, body ? strlen(body) : 0, status, &raw, &len) != 0)
+        return 1;
+    if (len > 0) {
+        json_error_t err;
+        *out = json_loadb(raw, len, JSON_DECODE_ANY, &err);
+    }
+    free(raw);
+    return 0;
+}
+
+int api_ctl_nargs(const ctl_t *c)
+{
+    return c->nargs;
+}
+
+const char *api_ctl_arg(const ctl_t *c, int i)
+{
+    return i < c->nargs ? c->args[i] : NULL;
+}
+
+int api_ctl_json(const ctl_t *c)
+{
+    return c->json;
 }
 
 /* A request whose HTTP error (>= 400) is an error of the command: prints
@@ -993,6 +1029,8 @@ static void ctl_usage(FILE *out)
             "  rules test SQL [MESSAGE]     a statement over a sample message (JSON: topic,\n"
             "                               payload, clientid, qos, user_properties, ...)\n"
             "  nodes                        the cluster: members, links, routes, lag\n"
+            "  devices list|show ID|create ID [k=v..]|delete ID|disable ID|enable ID|\n"
+            "          import FILE|export [csv|jsonl]   the device registry (docs/devices.md)\n"
             "  keys create NAME --keys-file FILE   a new API key (printed once, stored hashed)\n"
             "\n"
             "Options:\n"
@@ -1409,6 +1447,8 @@ int api_ctl_main(int argc, char **argv)
         rc = cmd_rules(&c);
     else if (strcmp(cmd, "nodes") == 0)
         rc = cmd_nodes(&c);
+    else if (strcmp(cmd, "devices") == 0)
+        rc = api_ctl_devices(&c); /* api_ctl_devices.c */
     else
         rc = usage_error("unknown command '%s'", cmd);
 

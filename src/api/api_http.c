@@ -19,7 +19,8 @@
  * connection when max_connections are open, so /health/live answers
  * through a pool full of slow clients.  Every answer carries the security
  * headers (CSP, X-Frame-Options, nosniff, Referrer-Policy); a body sent with
- * POST/PUT/PATCH must be application/json (else 415).
+ * POST/PUT/PATCH must be application/json (else 415; a POST .../import
+ * may be text/csv or application/x-ndjson too).
  */
 #include "api.h"
 
@@ -43,6 +44,8 @@
 #include "log.h"
 
 #define API_MAX_BODY (1024 * 1024 + 4096)
+/* bulk imports (POST .../import: the devices module's fleets) */
+#define API_MAX_BODY_IMPORT (64 * 1024 * 1024)
 /* The dashboard loads only its own files (no inline script or style, the
  * favicon is a data: URL) and calls the API on the same origin. */
 #define API_CSP                                                                                    \
@@ -62,8 +65,10 @@ struct api_s {
 
 typedef struct {
     char *body;
-    size_t len;
+    size_t len, cap; /* cap: bytes allocated, doubled (a 64 MiB import
+                      * arrives in many pieces) */
     int too_large;
+    size_t max_body; /* API_MAX_BODY, or API_MAX_BODY_IMPORT */
 } req_t;
 
 /* ---- responses ---------------------------------------------------------- */
@@ -156,6 +161,18 @@ static int authorized(api_t *api, struct MHD_Connection *c)
     return ok;
 }
 
+/* A bulk import's body may also be CSV or JSON lines (types a browser
+ * cannot send cross-site without a preflight, as application/json). */
+static int import_content_type(struct MHD_Connection *c)
+{
+    const char *t = MHD_lookup_connection_value(c, MHD_HEADER_KIND, "Content-Type");
+    static const char *const ok[] = {"text/csv", "application/x-ndjson", "application/jsonl"};
+    for (size_t i = 0; t && i < sizeof(ok) / sizeof(ok[0]); i++)
+        if (strncasecmp(t, ok[i], strlen(ok[i])) == 0)
+            return 1;
+    return 0;
+}
+
 /* A body must be JSON: "application/json", parameters allowed. */
 static int json_content_type(struct MHD_Connection *c)
 {
@@ -182,14 +199,23 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *c, const cha
     req_t *rq = *con_cls;
     if (rq == NULL) { /* first call: headers only */
         rq = an_calloc(1, sizeof(*rq));
+        size_t ul = strlen(url);
+        rq->max_body =
+            ul > 7 && strcmp(url + ul - 7, "/import") == 0 ? API_MAX_BODY_IMPORT : API_MAX_BODY;
         *con_cls = rq;
         return MHD_YES;
     }
     if (*upload_size) { /* a piece of the body */
-        if (rq->len + *upload_size > API_MAX_BODY) {
+        if (rq->len + *upload_size > rq->max_body) {
             rq->too_large = 1;
         } else {
-            rq->body = an_realloc(rq->body, rq->len + *upload_size + 1);
+            if (rq->len + *upload_size + 1 > rq->cap) {
+                size_t cap = rq->cap ? rq->cap : 4096;
+                while (cap < rq->len + *upload_size + 1)
+                    cap *= 2;
+                rq->body = an_realloc(rq->body, cap);
+                rq->cap = cap;
+            }
             memcpy(rq->body + rq->len, upload, *upload_size);
             rq->len += *upload_size;
             rq->body[rq->len] = '\0';
@@ -200,8 +226,8 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *c, const cha
     /* the whole request is in: no request deadline while it is answered */
     api_conns_answering(api->conns, c, api->srv->conf.api_timeout_ms);
     if (rq->too_large)
-        return api_send_error(c, 413, "payload_too_large", "body", "the body is over %d bytes",
-                              API_MAX_BODY);
+        return api_send_error(c, 413, "payload_too_large", "body", "the body is over %zu bytes",
+                              rq->max_body);
 
     api_req_t r = {.api = api,
                    .srv = api->srv,
@@ -226,6 +252,7 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *c, const cha
                               "missing or invalid credentials");
     }
     if (rq->len > 0 && !json_content_type(c) &&
+        !(rq->max_body == API_MAX_BODY_IMPORT && import_content_type(c)) &&
         (strcmp(method, "POST") == 0 || strcmp(method, "PUT") == 0 || strcmp(method, "PATCH") == 0))
         return api_send_error(c, 415, "unsupported_media_type", "Content-Type",
                               "a request body must be JSON (Content-Type: application/json)");

@@ -1028,6 +1028,16 @@ int module_api_error(json_t **out, int status, const char *code, const char *fmt
     return status;
 }
 
+/* A text answer travels as an object with the two marker keys below
+ * (module_call sends the text itself, not the JSON). */
+#define MODULE_TEXT_KEY "\001text"
+#define MODULE_TYPE_KEY "\001type"
+
+json_t *module_api_text(const char *type, const char *text, size_t len)
+{
+    return json_pack("{s:s%,s:s}", MODULE_TEXT_KEY, text, len, MODULE_TYPE_KEY, type);
+}
+
 /* A module's route for r->url under /api/v1/ (NULL when none); *refused is
  * set when the path is a module's but not the method. */
 static const module_api_route_t *module_route(api_req_t *r, unsigned m, module_inst_t **mi_out,
@@ -1060,11 +1070,13 @@ static const module_api_route_t *module_route(api_req_t *r, unsigned m, module_i
 static enum MHD_Result module_call(api_req_t *r, module_inst_t *mi, const module_api_route_t *rt,
                                    const char *tail)
 {
-    module_api_req_t req = {.method = strcmp(r->method, "HEAD") == 0 ? "GET" : r->method,
-                            .tail = tail,
-                            .body = r->body,
-                            .body_len = r->body_len,
-                            .conn = r->conn};
+    module_api_req_t req = {
+        .method = strcmp(r->method, "HEAD") == 0 ? "GET" : r->method,
+        .tail = tail,
+        .body = r->body,
+        .body_len = r->body_len,
+        .conn = r->conn,
+        .content_type = MHD_lookup_connection_value(r->conn, MHD_HEADER_KIND, "Content-Type")};
     json_t *out = NULL;
     int status = rt->fn(mi, &req, &out);
     if (status < 100 || status > 599) {
@@ -1074,6 +1086,17 @@ static enum MHD_Result module_call(api_req_t *r, module_inst_t *mi, const module
     }
     if (out == NULL)
         return api_send_empty(r->conn, (unsigned)status);
+    json_t *text = json_object_get(out, MODULE_TEXT_KEY);
+    if (text != NULL) {
+        size_t len = json_string_length(text);
+        char *copy = an_malloc(len + 1);
+        memcpy(copy, json_string_value(text), len + 1);
+        char type[128];
+        snprintf(type, sizeof(type), "%s",
+                 json_string_value(json_object_get(out, MODULE_TYPE_KEY)));
+        json_decref(out);
+        return api_send_text(r->conn, (unsigned)status, type, copy, len);
+    }
     return api_send_json(r->conn, (unsigned)status, out);
 }
 

@@ -71,6 +71,10 @@ struct auth_backend {
     /* Stop threads, cancel what is pending (done() is not called after
      * destroy returns), free. */
     void (*destroy)(auth_backend_t *b);
+    /* Optional: b replaces prev (a backend of the same name in the chain a
+     * reload replaces): take over what was bound to prev after the chain
+     * was built (the devices backend's registry).  Main thread. */
+    void (*follow)(auth_backend_t *b, auth_backend_t *prev);
 };
 
 #endif

@@ -27,6 +27,10 @@
 #include "auth_http.h"
 #define HAVE_AUTH_HTTP 1
 #endif
+#if __has_include("devices/devices_int.h")
+#include "devices/devices_int.h"
+#define HAVE_AUTH_DEVICES 1
+#endif
 #if __has_include("auth_redis.h")
 #include "auth_redis.h"
 #define HAVE_AUTH_REDIS 1
@@ -117,6 +121,9 @@ static const struct {
 #ifdef HAVE_AUTH_REDIS
     {"redis", auth_redis_new},
 #endif
+#ifdef HAVE_AUTH_DEVICES
+    {"devices", devices_auth_new}, /* the device registry (src/devices) */
+#endif
 };
 
 auth_chain_t *auth_chain_new(const conf_t *conf, char *err, size_t errlen)
@@ -151,7 +158,7 @@ auth_chain_t *auth_chain_new(const conf_t *conf, char *err, size_t errlen)
         if (k == sizeof(ctors) / sizeof(ctors[0])) {
             snprintf(err, errlen,
                      "auth.chain: unknown backend \"%s\" (password_file, jwt, cert, http, "
-                     "redis)",
+                     "redis, devices)",
                      names[i]);
             goto fail;
         }
@@ -263,6 +270,11 @@ uint32_t auth_chain_size(const auth_chain_t *ch)
 void auth_chain_gen_follow(auth_chain_t *ch, auth_chain_t *prev)
 {
     atomic_store(&ch->gen, auth_chain_gen(prev) + 1);
+    for (uint32_t i = 0; prev && i < ch->n; i++) {
+        auth_backend_t *old = ch->b[i]->follow ? auth_chain_backend(prev, ch->b[i]->name) : NULL;
+        if (old)
+            ch->b[i]->follow(ch->b[i], old);
+    }
 }
 
 uint32_t auth_chain_gen(auth_chain_t *ch)

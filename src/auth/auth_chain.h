@@ -95,7 +95,8 @@ int auth_chain_acl_open(const auth_chain_t *ch);
  * g any more.  Read it before deciding.  1 for a NULL chain. */
 uint32_t auth_chain_gen(auth_chain_t *ch);
 /* A chain built to replace `prev` (a reload, reload.h): its generation
- * follows prev's, so decisions cached under prev are stale under it. */
+ * follows prev's, so decisions cached under prev are stale under it; its
+ * backends with follow() take over what their namesakes in prev had. */
 void auth_chain_gen_follow(auth_chain_t *ch, auth_chain_t *prev);
 /* Number of backends in the chain. */
 uint32_t auth_chain_size(const auth_chain_t *ch);

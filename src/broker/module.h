@@ -64,7 +64,8 @@ typedef struct module_api_req_s {
     const char *tail;   /* a prefix route: the rest of the path; else "" */
     const char *body;   /* NUL-terminated request body, or NULL */
     size_t body_len;
-    void *conn; /* the API's (module_api_query) */
+    void *conn;               /* the API's (module_api_query) */
+    const char *content_type; /* the request's Content-Type, or NULL */
 } module_api_req_t;
 
 typedef struct {
@@ -82,6 +83,10 @@ const char *module_api_query(const module_api_req_t *req, const char *key);
  * status. */
 int module_api_error(struct json_t **out, int status, const char *code, const char *fmt, ...)
     __attribute__((format(printf, 4, 5)));
+
+/* An answer that is text, not JSON (an export in CSV or JSON lines): put
+ * the result in *out with the status; the API sends text with type. */
+struct json_t *module_api_text(const char *type, const char *text, size_t len);
 
 /* /metrics: text in the Prometheus exposition format. */
 typedef struct module_metrics_s module_metrics_t;

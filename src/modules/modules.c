@@ -10,6 +10,7 @@
 #include "event_recent.h"
 #include "sys.h"
 #include "cluster/cluster.h"
+#include "devices/devices.h"
 #include "modules/heartbeat/heartbeat.h"
 #include "modules/message_log/message_log.h"
 #include "modules/tracing/tracing.h"
@@ -31,5 +32,6 @@ const module_t *const module_list[] = {
                            * (src/sinks); before rules, whose actions name them */
     &rules_module,        /* rules: SQL-like rules over messages and events (src/rules) */
     &httpin_module,       /* http_ingest: devices publishing over HTTP (src/gateways/http) */
+    &devices_module,      /* devices: the device registry (src/devices) */
     NULL,
 };
