@@ -66,6 +66,7 @@ enum {
     WM_CL_OWNER,    /* cluster (cl_owner.c): hand a client's session over to another node */
     WM_RULES,       /* rules (src/rules): a new rule set, or a message to republish */
     WM_SINKS,       /* sinks (src/sinks): ptr: a dead-letter message to publish */
+    WM_COMMANDS,    /* commands (src/commands): ptr: module_inst_t*, sid: a command to send */
     WM_KINDS = 32   /* size of the handler table */
 };
 

@@ -10,6 +10,7 @@
 #include "event_recent.h"
 #include "sys.h"
 #include "cluster/cluster.h"
+#include "commands/commands.h"
 #include "modules/heartbeat/heartbeat.h"
 #include "modules/message_log/message_log.h"
 #include "modules/tracing/tracing.h"
@@ -29,5 +30,7 @@ const module_t *const module_list[] = {
     &sinks_module,        /* sinks: webhook, Kafka, InfluxDB destinations of rules
                            * (src/sinks); before rules, whose actions name them */
     &rules_module,        /* rules: SQL-like rules over messages and events (src/rules) */
+    &commands_module,     /* commands: downlink commands to devices, tracked replies
+                           * (src/commands) */
     NULL,
 };

@@ -1,0 +1,226 @@
+"""Downlink commands (src/commands, docs/commands.md): POST a command to a
+device, delivered as a PUBLISH to $cmd/{id}/{name}, the device's replies on
+$cmd/{id}/reply (MQTT 5: Correlation Data) or $cmd/{id}/reply/{cmd id}
+(MQTT 3.1.1), the lifecycle read back through GET ?wait=, timeouts,
+expiry, cancel, queued commands to an offline device, the metrics."""
+
+import json
+import time
+
+import paho.mqtt.client as mqtt
+import pytest
+from paho.mqtt.packettypes import PacketTypes
+from paho.mqtt.properties import Properties
+
+from conftest import IS_MOSQUITTO, stop_all, wait_for
+from test_50_api import Client, make_key
+from test_61_modules import SectionBroker
+
+pytestmark = pytest.mark.skipif(IS_MOSQUITTO, reason="antenna's commands module")
+
+SECTION = """commands:
+  enabled: true
+  reply_timeout: 20s
+  retry_interval: 500ms
+"""
+DEADLINE = 20.0
+
+
+@pytest.fixture
+def cbroker(tmp_path):
+    started = []
+    keys = tmp_path / "api.keys"
+    key = make_key(keys)
+
+    def start(section=SECTION, **overrides):
+        ov = {"api": {"keys_file": str(keys)}}
+        ov.update(overrides)
+        b = SectionBroker(tmp_path, len(started), section, ov)
+        started.append(b)
+        b.start()
+        b.rapi = Client(b, key)
+        return b
+
+    yield start
+    stop_all(started)
+
+
+class Device:
+    """A paho device that answers commands: mode "ok", "fail", "silent",
+    "ack" (an ack, then a result after `late` seconds)."""
+
+    def __init__(self, b, cid, v5=True, mode="ok", late=0.0, clean=True):
+        self.b, self.cid, self.v5, self.mode, self.late = b, cid, v5, mode, late
+        self.got = []
+        self.connected = False
+        proto = mqtt.MQTTv5 if v5 else mqtt.MQTTv311
+        kw = {} if v5 else {"clean_session": clean}
+        self.c = mqtt.Client(client_id=cid, protocol=proto, **kw)
+        self.c.on_message = self.on_message
+        self.c.on_connect = lambda *a: setattr(self, "connected", True)
+
+    def connect(self):
+        self.c.connect(self.b.host, self.b.port, keepalive=30)
+        self.c.loop_start()
+        wait_for(lambda: self.connected, DEADLINE, what="%s connected" % self.cid)
+        return self
+
+    def close(self):
+        self.c.disconnect()
+        self.c.loop_stop()
+
+    def reply(self, msg, body):
+        data = json.dumps(body)
+        if self.v5:
+            props = Properties(PacketTypes.PUBLISH)
+            props.CorrelationData = msg.properties.CorrelationData
+            self.c.publish(msg.properties.ResponseTopic, data, qos=1, properties=props)
+        else:
+            self.c.publish(json.loads(msg.payload)["reply_topic"], data, qos=1)
+
+    def on_message(self, client, userdata, msg):
+        self.got.append(msg)
+        if self.mode == "silent":
+            return
+        if self.mode == "ack":
+            self.reply(msg, {"ack": True})
+            if self.late:
+                import threading
+                threading.Timer(self.late, self.reply,
+                                (msg, {"status": "succeeded", "result": {"late": True}})).start()
+            return
+        p = json.loads(msg.payload)
+        status = "succeeded" if self.mode == "ok" else "failed"
+        self.reply(msg, {"status": status, "result": {"echo": p["params"]}})
+
+
+def send(b, dev, body, status=202):
+    return b.rapi.json("POST", "/api/v1/devices/%s/commands" % dev, body, status=status)
+
+
+def final(b, cid, deadline=DEADLINE):
+    """GET ?wait= until the command is final (bounded)."""
+    end = time.monotonic() + deadline
+    while True:
+        c = b.rapi.get("/api/v1/commands/%s?wait=2s" % cid)
+        if c["status"] in ("succeeded", "failed", "timed_out", "expired", "cancelled"):
+            return c
+        assert time.monotonic() < end, "command %s still %s" % (cid, c["status"])
+
+
+def state(b, cid):
+    return b.rapi.get("/api/v1/commands/%s" % cid)["status"]
+
+
+def test_v5_device_succeeds(cbroker):
+    b = cbroker()
+    d = Device(b, "dev5").connect()
+    r = send(b, "dev5", {"name": "reboot", "params": {"delay": 3}, "qos": 1})
+    assert r["status"] == "queued" and r["id"].startswith("c")
+    c = final(b, r["id"])
+    assert c["status"] == "succeeded", c
+    assert c["result"] == {"echo": {"delay": 3}}
+    assert c["device"] == "dev5" and c["name"] == "reboot" and c["attempts"] == 1
+    m = d.got[0]
+    assert m.topic == "$cmd/dev5/reboot" and m.qos == 1
+    assert m.properties.ResponseTopic == "$cmd/dev5/reply"
+    assert m.properties.CorrelationData == r["id"].encode()
+    assert json.loads(m.payload)["params"] == {"delay": 3}
+    lst = b.rapi.get("/api/v1/devices/dev5/commands")["data"]
+    assert [x["id"] for x in lst] == [r["id"]]
+    d.close()
+
+
+def test_v311_device_fails_and_qos2(cbroker):
+    b = cbroker()
+    d = Device(b, "dev3", v5=False, mode="fail").connect()
+    r = send(b, "dev3", {"name": "flash", "params": [1, 2], "qos": 2})
+    c = final(b, r["id"])
+    assert c["status"] == "failed" and c["result"] == {"echo": [1, 2]}, c
+    assert json.loads(d.got[0].payload)["reply_topic"] == "$cmd/dev3/reply/" + r["id"]
+    d.close()
+
+
+def test_ack_then_late_result(cbroker):
+    b = cbroker()
+    d = Device(b, "devlate", mode="ack", late=1.0).connect()
+    r = send(b, "devlate", {"name": "scan", "qos": 1})
+    wait_for(lambda: state(b, r["id"]) in ("acked", "succeeded"), DEADLINE, what="acked")
+    c = final(b, r["id"])
+    assert c["status"] == "succeeded" and c["result"] == {"late": True}, c
+    d.close()
+
+
+def test_silent_device_times_out(cbroker):
+    b = cbroker()
+    d = Device(b, "devmute", mode="silent").connect()
+    r = send(b, "devmute", {"name": "noop", "qos": 1, "reply_timeout": 1})
+    c = final(b, r["id"])
+    assert c["status"] == "timed_out", c
+    assert len(d.got) >= 1
+    d.close()
+
+
+def test_offline_device_gets_it_when_back(cbroker):
+    b = cbroker()
+    r = send(b, "devoff", {"name": "sync", "params": {"x": 1}, "qos": 1})
+    assert state(b, r["id"]) == "queued"
+    d = Device(b, "devoff").connect()
+    c = final(b, r["id"])
+    assert c["status"] == "succeeded", c
+    d.close()
+
+
+def test_expired_and_cancelled(cbroker):
+    b = cbroker()
+    r1 = send(b, "nobody", {"name": "a", "expiry": 0.5})
+    r2 = send(b, "nobody", {"name": "b"})
+    assert final(b, r1["id"])["status"] == "expired"
+    c = b.rapi.json("DELETE", "/api/v1/commands/%s" % r2["id"])
+    assert c["status"] == "cancelled"
+    b.rapi.json("DELETE", "/api/v1/commands/%s" % r2["id"], status=409)
+    # a cancelled command is not sent when the device comes
+    d = Device(b, "nobody").connect()
+    r3 = send(b, "nobody", {"name": "c"})
+    assert final(b, r3["id"])["status"] == "succeeded"
+    assert [m.topic for m in d.got] == ["$cmd/nobody/c"]
+    d.close()
+
+
+def test_only_the_device_replies(cbroker):
+    b = cbroker()
+    d = Device(b, "devx", mode="silent").connect()
+    r = send(b, "devx", {"name": "open", "qos": 1, "reply_timeout": 30})
+    wait_for(lambda: d.got, DEADLINE, what="command received")
+    other = mqtt.Client(client_id="intruder",
+                        protocol=mqtt.MQTTv311)
+    other.connect(b.host, b.port)
+    other.loop_start()
+    other.publish("$cmd/devx/reply/" + r["id"], json.dumps({"status": "succeeded"}), qos=1).wait_for_publish(10)
+    other.publish("$cmd/intruder/reply/" + r["id"], json.dumps({"status": "succeeded"}), qos=1).wait_for_publish(10)
+    # the device's own reply afterwards is what counts
+    d.mode = "ok"
+    d.reply(d.got[0], {"status": "failed", "result": "mine"})
+    c = final(b, r["id"])
+    assert c["status"] == "failed" and c["result"] == "mine", c
+    other.disconnect()
+    other.loop_stop()
+    d.close()
+
+
+def test_errors_and_metrics(cbroker):
+    b = cbroker()
+    send(b, "d1", {"name": "a/b"}, status=400)
+    send(b, "d1", {"name": "x", "qos": 3}, status=400)
+    b.rapi.json("GET", "/api/v1/commands/c999", status=404)
+    r = send(b, "d1", {"name": "x"})
+    b.rapi.json("DELETE", "/api/v1/commands/%s" % r["id"])
+    st, _, raw = b.rapi.call("GET", "/metrics")
+    text = raw.decode()
+    assert 'antenna_commands{status="cancelled"} 1' in text
+    assert "antenna_commands_in_flight 0" in text
+
+
+def test_disabled_by_default(cbroker):
+    b = cbroker(section="")
+    b.rapi.json("POST", "/api/v1/devices/d/commands", {"name": "x"}, status=409)
