@@ -43,6 +43,7 @@
 #include "msg.h"
 #include "router.h"
 #include "sess.h"
+#include "store.h"
 
 #define CMD_TICK_MS 100u
 #define CMD_WAIT_MAX_MS 30000u /* GET ?wait= bound: the request holds an API thread */
@@ -71,13 +72,13 @@ typedef enum {
 } cmd_state_t;
 
 static const char *const state_names[CMD_STATES] = {
-    "queued",    "sent",      "delivered", "acked",     "succeeded",
-    "failed",    "timed_out", "expired",   "cancelled",
+    "queued", "sent",      "delivered", "acked",     "succeeded",
+    "failed", "timed_out", "expired",   "cancelled",
 };
 
 #define cmd_final(s) ((s) >= CMD_SUCCEEDED)
 
-typedef struct {
+typedef struct cmd_s {
     uint64_t seq;   /* the number in the id */
     char id[24];    /* "c" + seq in hex */
     char *device;   /* client id */
@@ -101,7 +102,10 @@ typedef struct {
     uint64_t next_seq;
     uint64_t by_state[CMD_STATES]; /* transitions into each state, ever */
     router_consumer_t *consumer;
+    server_t *srv;
 } cmd_state_st;
+
+static void cmd_persist(server_t *srv, const struct cmd_s *c, int del, int sync);
 
 static uint64_t mono_ms(void)
 {
@@ -194,6 +198,7 @@ static void set_state_locked(cmd_state_st *st, cmd_t *c, cmd_state_t s)
     c->state = (uint8_t)s;
     c->updated_wall = wall_ms();
     st->by_state[s]++;
+    cmd_persist(st->srv, c, 0, 0);
     pthread_cond_broadcast(&st->cv);
     log_debug("commands: %s to '%s': %s", c->id, c->device, state_names[s]);
 }
@@ -216,6 +221,107 @@ static json_t *cmd_json(const cmd_t *c)
     json_object_set_new(o, "updated_at", json_integer((json_int_t)c->updated_wall));
     json_object_set_new(o, "result", c->result ? json_incref(c->result) : json_null());
     return o;
+}
+
+/* ---- the store: "\0cmd/" u64 BE seq -> the command as JSON ---- */
+
+#define CMD_KEY_PREFIX "\0cmd/"
+#define CMD_KEY_PREFIX_LEN 5
+
+static size_t cmd_key(uint64_t seq, char *out)
+{
+    memcpy(out, CMD_KEY_PREFIX, CMD_KEY_PREFIX_LEN);
+    for (int i = 0; i < 8; i++)
+        out[CMD_KEY_PREFIX_LEN + i] = (char)(uint8_t)(seq >> (56 - 8 * i));
+    return CMD_KEY_PREFIX_LEN + 8;
+}
+
+static json_t *cmd_record(const cmd_t *c)
+{
+    json_t *o = cmd_json(c);
+    json_object_set_new(o, "retry_interval_ms", json_integer(c->retry_interval));
+    return o;
+}
+
+/* The command's record as it is now (a put, or a delete with del), in a
+ * batch: synchronous on an API thread (POST: 202 means stored), queued
+ * from a worker (never waits). */
+static void cmd_persist(server_t *srv, const struct cmd_s *c, int del, int sync)
+{
+    if (srv->store == NULL)
+        return;
+    char key[CMD_KEY_PREFIX_LEN + 8];
+    size_t kl = cmd_key(c->seq, key);
+    store_batch_t *b = store_batch_new();
+    if (del) {
+        store_batch_del(b, key, kl);
+    } else {
+        json_t *o = cmd_record(c);
+        char *v = json_dumps(o, JSON_COMPACT);
+        json_decref(o);
+        store_batch_put(b, key, kl, v, strlen(v));
+        free(v);
+    }
+    int rc = sync ? store_submit_sync(srv->store, b) : store_submit(srv->store, b, NULL, NULL);
+    if (rc < 0)
+        log_warn("commands: storing %s: %s", c->id, store_strerror(rc));
+}
+
+static int state_parse(const char *s)
+{
+    for (int i = 0; s && i < CMD_STATES; i++)
+        if (strcmp(s, state_names[i]) == 0)
+            return i;
+    return -1;
+}
+
+/* init: a stored command back in the table (st->mu not needed yet). */
+static int load_one(void *ud, const void *k, size_t kl, const void *v, size_t vl)
+{
+    cmd_state_st *st = ud;
+    if (kl != CMD_KEY_PREFIX_LEN + 8)
+        return 0;
+    json_t *o = json_loadb(v, vl, 0, NULL);
+    const char *dev = json_string_value(json_object_get(o, "device"));
+    const char *name = json_string_value(json_object_get(o, "name"));
+    int state = state_parse(json_string_value(json_object_get(o, "status")));
+    if (dev == NULL || name == NULL || state < 0) {
+        json_decref(o);
+        return 0;
+    }
+    cmd_t *c = an_calloc(1, sizeof(*c));
+    const uint8_t *kp = (const uint8_t *)k + CMD_KEY_PREFIX_LEN;
+    for (int i = 0; i < 8; i++)
+        c->seq = c->seq << 8 | kp[i];
+    snprintf(c->id, sizeof(c->id), "c%" PRIx64, c->seq);
+    c->device = strdup(dev);
+    c->name = strdup(name);
+    c->params = json_dumps(json_object_get(o, "params"), JSON_COMPACT | JSON_ENCODE_ANY);
+    json_t *r = json_object_get(o, "result");
+    c->result = r && !json_is_null(r) ? json_incref(r) : NULL;
+    c->qos = (uint8_t)json_integer_value(json_object_get(o, "qos"));
+    c->state = (uint8_t)state;
+    c->attempts = (uint32_t)json_integer_value(json_object_get(o, "attempts"));
+    c->retries = (uint32_t)json_integer_value(json_object_get(o, "retries"));
+    c->reply_timeout = (uint32_t)json_integer_value(json_object_get(o, "reply_timeout_ms"));
+    c->expiry = (uint32_t)json_integer_value(json_object_get(o, "expiry_ms"));
+    c->retry_interval = (uint32_t)json_integer_value(json_object_get(o, "retry_interval_ms"));
+    c->created_wall = (uint64_t)json_integer_value(json_object_get(o, "created_at"));
+    c->updated_wall = (uint64_t)json_integer_value(json_object_get(o, "updated_at"));
+    json_decref(o);
+    /* monotonic times from the wall clock: the expiry runs on across the
+     * restart; a command sent before it waits a full reply_timeout again */
+    uint64_t now = mono_ms(), wall = wall_ms();
+    uint64_t age = wall > c->created_wall ? wall - c->created_wall : 0;
+    c->created_ms = now > age ? now - age : 0;
+    if (c->state != CMD_QUEUED && !cmd_final(c->state))
+        c->first_sent_ms = c->sent_ms = now;
+    if (st->n % 64 == 0)
+        st->v = an_realloc(st->v, (st->n + 64) * sizeof(*st->v));
+    st->v[st->n++] = c;
+    if (c->seq > st->next_seq)
+        st->next_seq = c->seq;
+    return 0;
 }
 
 /* ---- sending (the device's home worker) ---- */
@@ -253,8 +359,8 @@ static void send_locked(module_inst_t *mi, worker_t *w, cmd_t *c, sess_t *s, uin
     if (payload == NULL)
         return;
     uint8_t props[600];
-    size_t pn = put_prop_bin(props, 0x08, reply, (size_t)rl);               /* Response Topic */
-    pn += put_prop_bin(props + pn, 0x09, c->id, strlen(c->id));             /* Correlation Data */
+    size_t pn = put_prop_bin(props, 0x08, reply, (size_t)rl);   /* Response Topic */
+    pn += put_prop_bin(props + pn, 0x09, c->id, strlen(c->id)); /* Correlation Data */
     msg_t *m = msg_new_v5((const uint8_t *)topic, (uint16_t)tl, props, (uint32_t)pn,
                           (const uint8_t *)payload, (uint32_t)strlen(payload), c->qos, 0, 0);
     free(payload);
@@ -491,6 +597,7 @@ static int make_room_locked(cmd_state_st *st, size_t max)
         return 0;
     for (size_t i = 0; i < st->n; i++)
         if (cmd_final(st->v[i]->state)) {
+            cmd_persist(st->srv, st->v[i], 1, 0);
             cmd_free(st->v[i]);
             memmove(st->v + i, st->v + i + 1, (st->n - i - 1) * sizeof(*st->v));
             st->n--;
@@ -546,15 +653,19 @@ static int api_post(module_inst_t *mi, const char *device, const module_api_req_
     c->created_wall = c->updated_wall = wall_ms();
     c->home = worker_home(mi->srv, (const uint8_t *)device, strlen(device));
     pthread_mutex_lock(&st->mu);
+    c->seq = ++st->next_seq;
+    pthread_mutex_unlock(&st->mu);
+    snprintf(c->id, sizeof(c->id), "c%" PRIx64, c->seq);
+    cmd_persist(mi->srv, c, 0, 1); /* before the answer: a 202 survives a crash */
+    pthread_mutex_lock(&st->mu);
     if (make_room_locked(st, cf->max_commands) < 0) {
         pthread_mutex_unlock(&st->mu);
+        cmd_persist(mi->srv, c, 1, 0);
         cmd_free(c);
         status = module_api_error(out, 503, "full", "%" PRIu32 " commands are in progress",
                                   cf->max_commands);
         goto cleanup;
     }
-    c->seq = ++st->next_seq;
-    snprintf(c->id, sizeof(c->id), "c%" PRIx64, c->seq);
     if (st->n % 64 == 0)
         st->v = an_realloc(st->v, (st->n + 64) * sizeof(*st->v));
     st->v[st->n++] = c;
@@ -589,8 +700,7 @@ static int parse_wait(const char *s, uint32_t *ms)
     return 0;
 }
 
-static int api_get_one(module_inst_t *mi, const char *id, const module_api_req_t *req,
-                       json_t **out)
+static int api_get_one(module_inst_t *mi, const char *id, const module_api_req_t *req, json_t **out)
 {
     cmd_state_st *st = mi->state;
     uint32_t wait = 0;
@@ -662,8 +772,9 @@ static int api_devices(module_inst_t *mi, const module_api_req_t *req, json_t **
     char device[256];
     size_t dl = (size_t)(slash - t);
     if (dl >= sizeof(device) || memchr(t, '/', dl) || memchr(t, '+', dl) || memchr(t, '#', dl))
-        return module_api_error(out, 400, "bad_request", "a client id of 1..255 bytes "
-                                                         "without '/', '+', '#'");
+        return module_api_error(out, 400, "bad_request",
+                                "a client id of 1..255 bytes "
+                                "without '/', '+', '#'");
     memcpy(device, t, dl);
     device[dl] = 0;
     if (strcmp(req->method, "POST") == 0)
@@ -695,8 +806,7 @@ static void cmd_metrics(module_inst_t *mi, module_metrics_t *mm)
         now[st->v[i]->state]++;
     memcpy(ever, st->by_state, sizeof(ever));
     pthread_mutex_unlock(&st->mu);
-    module_metrics_family(mm, "antenna_commands", "gauge",
-                          "Commands kept in memory, by status");
+    module_metrics_family(mm, "antenna_commands", "gauge", "Commands kept in memory, by status");
     for (int s = 0; s < CMD_STATES; s++)
         module_metrics_printf(mm, "antenna_commands{status=\"%s\"} %" PRIu64 "\n", state_names[s],
                               now[s]);
@@ -731,6 +841,20 @@ static int cmd_init(module_inst_t *mi)
     pthread_cond_init(&st->cv, &ca);
     pthread_condattr_destroy(&ca);
     mi->state = st;
+    st->srv = mi->srv;
+    if (mi->srv->store) {
+        int rc = store_scan(mi->srv->store, CMD_KEY_PREFIX, CMD_KEY_PREFIX_LEN, load_one, st);
+        if (rc < 0)
+            log_warn("commands: reading the stored commands: %s", store_strerror(rc));
+        size_t live = 0;
+        for (size_t i = 0; i < st->n; i++) {
+            cmd_t *c = st->v[i];
+            c->home = worker_home(mi->srv, (const uint8_t *)c->device, strlen(c->device));
+            live += !cmd_final(c->state);
+        }
+        if (st->n)
+            log_info("commands: %zu stored command(s), %zu in progress", st->n, live);
+    }
     static const worker_inbox_kind_t kind = {.run = run_item, .drop = drop_item};
     worker_inbox_register(mi->srv, WM_COMMANDS, &kind);
     static const consumer_ops_t ops = {.on_message = on_reply, .free = NULL};

@@ -224,3 +224,31 @@ def test_errors_and_metrics(cbroker):
 def test_disabled_by_default(cbroker):
     b = cbroker(section="")
     b.rapi.json("POST", "/api/v1/devices/d/commands", {"name": "x"}, status=409)
+
+
+@pytest.mark.parametrize("how", ["sigterm", "sigkill"])
+def test_queued_command_survives_restart(cbroker, how):
+    b = cbroker()
+    r = send(b, "devr", {"name": "later", "params": {"n": 7}, "qos": 1})
+    done = send(b, "devr", {"name": "gone"})
+    b.rapi.json("DELETE", "/api/v1/commands/%s" % done["id"])
+    # the POST's record is committed before its 202; the cancel is queued
+    # to the store: wait until a SIGKILL cannot lose it (a barrier: the
+    # next POST is synchronous and commits after it)
+    send(b, "other", {"name": "barrier"})
+    if how == "sigkill":
+        b.kill()
+    else:
+        b.stop()
+    b.stopped = False
+    b.start()
+    assert state(b, r["id"]) == "queued"
+    assert state(b, done["id"]) == "cancelled"
+    d = Device(b, "devr").connect()
+    c = final(b, r["id"])
+    assert c["status"] == "succeeded" and c["result"] == {"echo": {"n": 7}}, c
+    assert [m.topic for m in d.got] == ["$cmd/devr/later"]
+    # ids go on after the stored ones
+    r2 = send(b, "devr", {"name": "next"})
+    assert int(r2["id"][1:], 16) > int(r["id"][1:], 16)
+    d.close()
