@@ -103,6 +103,7 @@ typedef struct {
     uint64_t by_state[CMD_STATES]; /* transitions into each state, ever */
     router_consumer_t *consumer;
     server_t *srv;
+    module_inst_t *mi;
 } cmd_state_st;
 
 static void cmd_persist(server_t *srv, const struct cmd_s *c, int del, int sync);
@@ -191,7 +192,32 @@ static cmd_t *find_locked(cmd_state_st *st, const char *id)
     return NULL;
 }
 
-static void set_state_locked(cmd_state_st *st, cmd_t *c, cmd_state_t s)
+static json_t *cmd_json(const cmd_t *c);
+
+/* command_status to the event's listeners, on worker w (st->mu held: a
+ * listener reads the command's strings; none calls back into this
+ * module).  Nothing is built when nobody listens. */
+static void emit_locked(worker_t *w, const cmd_t *c, cmd_state_t s)
+{
+    if (!event_wanted(w->srv, EVENT_COMMAND_STATUS))
+        return;
+    json_t *o = cmd_json(c);
+    json_object_set_new(o, "status", json_string(state_names[s]));
+    char *text = json_dumps(o, JSON_COMPACT | JSON_PRESERVE_ORDER);
+    json_decref(o);
+    event_command_status_t ev = {.client = {.client_id = c->device},
+                                 .command_id = c->id,
+                                 .name = c->name,
+                                 .status = state_names[s],
+                                 .json = text ? text : "{}"};
+    event_emit(w, &w->srv->events, EVENT_COMMAND_STATUS, &ev);
+    free(text);
+}
+
+/* A new status: counted, stored, signalled to the long polls and emitted
+ * as command_status: on w, the worker making the change, or (w NULL: an
+ * API thread) on the device's home worker through an inbox item. */
+static void set_state_locked(cmd_state_st *st, cmd_t *c, cmd_state_t s, worker_t *w)
 {
     if (c->state == s)
         return;
@@ -201,6 +227,16 @@ static void set_state_locked(cmd_state_st *st, cmd_t *c, cmd_state_t s)
     cmd_persist(st->srv, c, 0, 0);
     pthread_cond_broadcast(&st->cv);
     log_debug("commands: %s to '%s': %s", c->id, c->device, state_names[s]);
+    if (w)
+        emit_locked(w, c, s);
+    else if (event_wanted(st->srv, EVENT_COMMAND_STATUS)) {
+        inbox_vec_t v = {0};
+        inbox_item_t it = {
+            .kind = WM_COMMANDS, .flags = 1, .qos = (uint8_t)s, .sid = c->seq, .ptr = st->mi};
+        inbox_vec_push(&v, &it);
+        inbox_post(&st->srv->workers[c->home].inbox, &v);
+        inbox_vec_free(&v);
+    }
 }
 
 static json_t *cmd_json(const cmd_t *c)
@@ -369,11 +405,11 @@ static void send_locked(module_inst_t *mi, worker_t *w, cmd_t *c, sess_t *s, uin
     c->sent_ms = now;
     if (c->first_sent_ms == 0)
         c->first_sent_ms = now;
-    set_state_locked(st, c, CMD_SENT);
+    set_state_locked(st, c, CMD_SENT, w);
     sess_deliver(w, s, m, c->qos, 0);
     msg_unref(&m);
     if (c->qos == 0)
-        set_state_locked(st, c, CMD_DELIVERED); /* QoS 0: delivered when sent */
+        set_state_locked(st, c, CMD_DELIVERED, w); /* QoS 0: delivered when sent */
 }
 
 static sess_t *connected_session(worker_t *w, const char *device)
@@ -394,7 +430,7 @@ static void scan(module_inst_t *mi, worker_t *w, uint64_t only_seq)
             continue;
         if (c->state == CMD_QUEUED) {
             if (now - c->created_ms >= c->expiry) {
-                set_state_locked(st, c, CMD_EXPIRED);
+                set_state_locked(st, c, CMD_EXPIRED, w);
                 continue;
             }
             sess_t *s = connected_session(w, c->device);
@@ -403,7 +439,7 @@ static void scan(module_inst_t *mi, worker_t *w, uint64_t only_seq)
             continue;
         }
         if (now - c->first_sent_ms >= c->reply_timeout) {
-            set_state_locked(st, c, CMD_TIMED_OUT);
+            set_state_locked(st, c, CMD_TIMED_OUT, w);
             continue;
         }
         if (c->state == CMD_SENT && c->attempts <= c->retries &&
@@ -419,6 +455,18 @@ static void scan(module_inst_t *mi, worker_t *w, uint64_t only_seq)
 static void run_item(worker_t *w, inbox_item_t *it)
 {
     module_inst_t *mi = it->ptr;
+    if (it->flags) { /* command_status for a change an API thread made (2: new) */
+        cmd_state_st *st = mi->state;
+        pthread_mutex_lock(&st->mu);
+        for (size_t i = st->n; i-- > 0;)
+            if (st->v[i]->seq == it->sid) {
+                emit_locked(w, st->v[i], (cmd_state_t)it->qos);
+                break;
+            }
+        pthread_mutex_unlock(&st->mu);
+        if (it->flags == 1)
+            return;
+    }
     scan(mi, w, it->sid);
 }
 
@@ -451,7 +499,6 @@ static int payload_id(const msg_t *m, char *out, size_t size)
 
 static void on_acked(worker_t *w, event_kind_t kind, const void *data, void *user)
 {
-    (void)w;
     (void)kind;
     module_inst_t *mi = user;
     cmd_state_st *st = mi->state;
@@ -463,7 +510,7 @@ static void on_acked(worker_t *w, event_kind_t kind, const void *data, void *use
     pthread_mutex_lock(&st->mu);
     cmd_t *c = find_locked(st, id);
     if (c && c->state == CMD_SENT)
-        set_state_locked(st, c, CMD_DELIVERED);
+        set_state_locked(st, c, CMD_DELIVERED, w);
     pthread_mutex_unlock(&st->mu);
 }
 
@@ -510,7 +557,6 @@ static const uint8_t *correlation(const msg_t *m, size_t *len)
 static void on_reply(worker_t *w, router_consumer_t *rc, msg_t *m, uint8_t qos, uint8_t flags,
                      void *user)
 {
-    (void)w;
     (void)rc;
     (void)qos;
     (void)flags;
@@ -555,9 +601,9 @@ static void on_reply(worker_t *w, router_consumer_t *rc, msg_t *m, uint8_t qos, 
             json_t *r = json_object_get(j, "result");
             json_decref(c->result);
             c->result = r ? json_incref(r) : NULL;
-            set_state_locked(st, c, status[0] == 's' ? CMD_SUCCEEDED : CMD_FAILED);
+            set_state_locked(st, c, status[0] == 's' ? CMD_SUCCEEDED : CMD_FAILED, w);
         } else if (c->state < CMD_ACKED) {
-            set_state_locked(st, c, CMD_ACKED);
+            set_state_locked(st, c, CMD_ACKED, w);
         }
     }
     pthread_mutex_unlock(&st->mu);
@@ -676,7 +722,11 @@ static int api_post(module_inst_t *mi, const char *device, const module_api_req_
     pthread_mutex_unlock(&st->mu);
     /* the send, on the device's home worker */
     inbox_vec_t v = {0};
-    inbox_item_t it = {.kind = WM_COMMANDS, .sid = seq, .ptr = mi};
+    inbox_item_t it = {.kind = WM_COMMANDS,
+                       .flags = event_wanted(mi->srv, EVENT_COMMAND_STATUS) ? 2 : 0,
+                       .qos = CMD_QUEUED,
+                       .sid = seq,
+                       .ptr = mi};
     inbox_vec_push(&v, &it);
     inbox_post(&mi->srv->workers[home].inbox, &v);
     inbox_vec_free(&v);
@@ -752,7 +802,7 @@ static int api_commands(module_inst_t *mi, const module_api_req_t *req, json_t *
         status = module_api_error(out, 409, "final", "command %s is %s already", id,
                                   state_names[c->state]);
     else {
-        set_state_locked(st, c, CMD_CANCELLED);
+        set_state_locked(st, c, CMD_CANCELLED, NULL);
         *out = cmd_json(c);
     }
     pthread_mutex_unlock(&st->mu);
@@ -842,6 +892,7 @@ static int cmd_init(module_inst_t *mi)
     pthread_condattr_destroy(&ca);
     mi->state = st;
     st->srv = mi->srv;
+    st->mi = mi;
     if (mi->srv->store) {
         int rc = store_scan(mi->srv->store, CMD_KEY_PREFIX, CMD_KEY_PREFIX_LEN, load_one, st);
         if (rc < 0)

@@ -252,3 +252,41 @@ def test_queued_command_survives_restart(cbroker, how):
     r2 = send(b, "devr", {"name": "next"})
     assert int(r2["id"][1:], 16) > int(r["id"][1:], 16)
     d.close()
+
+
+RULES = SECTION + """rules:
+  rules:
+    - id: cmdstatus
+      sql: SELECT clientid, reason AS st, payload.id AS cid FROM "$events/command_status"
+      actions:
+        - type: republish
+          topic: cmdstatus/${clientid}
+          payload: '{"id": "${cid}", "status": "${st}"}'
+"""
+
+
+def test_command_status_events_reach_rules(cbroker):
+    b = cbroker(section=RULES)
+    seen = []
+    sub = mqtt.Client(client_id="watcher")
+    sub.on_message = lambda c, u, m: seen.append(json.loads(m.payload))
+    subscribed = []
+    sub.on_subscribe = lambda *a: subscribed.append(1)
+    sub.connect(b.host, b.port)
+    sub.loop_start()
+    sub.subscribe("cmdstatus/#", qos=1)
+    wait_for(lambda: subscribed, DEADLINE, what="subscribed")
+    d = Device(b, "devev").connect()
+    r = send(b, "devev", {"name": "x", "qos": 1})
+    assert final(b, r["id"])["status"] == "succeeded"
+    wait_for(lambda: any(e["status"] == "succeeded" for e in seen), DEADLINE, what="events")
+    got = [e["status"] for e in seen if e["id"] == r["id"]]
+    assert got[0] == "queued" and got[-1] == "succeeded", got
+    assert "sent" in got, got
+    r2 = send(b, "offline1", {"name": "y"})
+    b.rapi.json("DELETE", "/api/v1/commands/%s" % r2["id"])
+    wait_for(lambda: any(e["id"] == r2["id"] and e["status"] == "cancelled" for e in seen),
+             DEADLINE, what="cancelled event")
+    sub.disconnect()
+    sub.loop_stop()
+    d.close()
