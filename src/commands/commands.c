@@ -46,7 +46,8 @@
 #include "store.h"
 
 #define CMD_TICK_MS 100u
-#define CMD_WAIT_MAX_MS 30000u /* GET ?wait= bound: the request holds an API thread */
+#define CMD_WAIT_MAX_MS 10000u /* GET ?wait= bound: the request holds an API thread */
+#define CMD_WAITERS_MAX 1      /* long polls at once: the API has two threads (api_http.c) */
 
 typedef struct {
     uint8_t enabled;
@@ -100,6 +101,8 @@ typedef struct {
     cmd_t **v; /* in creation order */
     size_t n;
     uint64_t next_seq;
+    uint32_t waiters;              /* GET ?wait= requests waiting now */
+    uint8_t stopping;              /* stop: the long polls answer now */
     uint64_t by_state[CMD_STATES]; /* transitions into each state, ever */
     router_consumer_t *consumer;
     server_t *srv;
@@ -767,10 +770,16 @@ static int api_get_one(module_inst_t *mi, const char *id, const module_api_req_t
     }
     pthread_mutex_lock(&st->mu);
     cmd_t *c = find_locked(st, id);
-    while (c && wait && !cmd_final(c->state)) {
-        if (pthread_cond_timedwait(&st->cv, &st->mu, &dl) == ETIMEDOUT)
-            break;
-        c = find_locked(st, id); /* may have been evicted */
+    if (c && wait && !cmd_final(c->state) && st->waiters < CMD_WAITERS_MAX) {
+        /* one long poll at a time: the API's other thread keeps serving;
+         * a second one answers at once (the client polls again) */
+        st->waiters++;
+        while (c && !cmd_final(c->state) && !st->stopping) {
+            if (pthread_cond_timedwait(&st->cv, &st->mu, &dl) == ETIMEDOUT)
+                break;
+            c = find_locked(st, id); /* may have been evicted */
+        }
+        st->waiters--;
     }
     int status = 200;
     if (c)
@@ -942,6 +951,17 @@ static int cmd_start(module_inst_t *mi)
     return 0;
 }
 
+static void cmd_stop(module_inst_t *mi)
+{
+    cmd_state_st *st = mi->state;
+    if (st == NULL)
+        return;
+    pthread_mutex_lock(&st->mu);
+    st->stopping = 1;
+    pthread_cond_broadcast(&st->cv);
+    pthread_mutex_unlock(&st->mu);
+}
+
 static void cmd_free_mod(module_inst_t *mi)
 {
     cmd_state_st *st = mi->state;
@@ -965,6 +985,7 @@ const module_t commands_module = {
     .conf_walk = cmd_walk,
     .init = cmd_init,
     .start = cmd_start,
+    .stop = cmd_stop,
     .free = cmd_free_mod,
     .worker_init = cmd_worker_init,
     .tick = cmd_tick,
