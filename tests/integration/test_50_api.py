@@ -118,7 +118,9 @@ def test_every_documented_endpoint_exists(api):
         seen.append((method, path, st))
     # the dashboard is part D's; everything else answered 2xx
     for method, path, st in seen:
-        if path != "/" and "{client_id}" not in path and path not in BY_BODY:
+        # ({command_id}: a command of the commands module, off here: 409)
+        if (path != "/" and "{client_id}" not in path and "{command_id}" not in path
+                and path not in BY_BODY):
             assert 200 <= st < 300, (method, path, st)
     c.client.disconnect()
 
