@@ -290,3 +290,25 @@ def test_command_status_events_reach_rules(cbroker):
     sub.disconnect()
     sub.loop_stop()
     d.close()
+
+
+def test_resent_until_acknowledged(cbroker):
+    """A device that does not PUBACK gets the command again every
+    retry_interval, `retries` times; its PUBACK then makes it delivered."""
+    b = cbroker()
+    raw = b.raw_connected("devraw")
+    r = send(b, "devraw", {"name": "blink", "qos": 1, "retries": 2, "retry_interval": 0.3,
+                           "reply_timeout": 30})
+    pubs = [raw.recv_publish(timeout=DEADLINE) for _ in range(3)]
+    assert all(p.topic == "$cmd/devraw/blink" for p in pubs)
+    assert all(json.loads(p.payload)["id"] == r["id"] for p in pubs)
+    wait_for(lambda: b.rapi.get("/api/v1/commands/%s" % r["id"])["attempts"] == 3, DEADLINE,
+             what="3 attempts")
+    raw.expect_nothing(timeout=0.8)  # no fourth
+    assert state(b, r["id"]) == "sent"
+    raw.ack(pubs[-1])
+    wait_for(lambda: state(b, r["id"]) == "delivered", DEADLINE, what="delivered")
+    raw.publish(json.loads(pubs[0].payload)["reply_topic"],
+                json.dumps({"status": "succeeded", "result": 1}).encode())
+    assert final(b, r["id"])["status"] == "succeeded"
+    raw.close()
