@@ -37,6 +37,7 @@
 #include <string.h>
 #include <time.h>
 
+#include "api_snap.h"
 #include "event.h"
 #include "inbox.h"
 #include "log.h"
@@ -81,6 +82,7 @@ static const char *const state_names[CMD_STATES] = {
 
 typedef struct cmd_s {
     uint64_t seq;   /* the number in the id */
+    uint64_t group; /* the group command's number, 0: none */
     char id[24];    /* "c" + seq in hex */
     char *device;   /* client id */
     char *name;     /* command name (a topic level) */
@@ -101,6 +103,7 @@ typedef struct {
     cmd_t **v; /* in creation order */
     size_t n;
     uint64_t next_seq;
+    uint64_t next_group;
     uint32_t waiters;              /* GET ?wait= requests waiting now */
     uint8_t stopping;              /* stop: the long polls answer now */
     uint64_t by_state[CMD_STATES]; /* transitions into each state, ever */
@@ -259,6 +262,11 @@ static json_t *cmd_json(const cmd_t *c)
     json_object_set_new(o, "created_at", json_integer((json_int_t)c->created_wall));
     json_object_set_new(o, "updated_at", json_integer((json_int_t)c->updated_wall));
     json_object_set_new(o, "result", c->result ? json_incref(c->result) : json_null());
+    if (c->group) {
+        char g[24];
+        snprintf(g, sizeof(g), "g%" PRIx64, c->group);
+        json_object_set_new(o, "group", json_string(g));
+    }
     return o;
 }
 
@@ -279,6 +287,7 @@ static json_t *cmd_record(const cmd_t *c)
 {
     json_t *o = cmd_json(c);
     json_object_set_new(o, "retry_interval_ms", json_integer(c->retry_interval));
+    json_object_set_new(o, "group_seq", json_integer((json_int_t)c->group));
     return o;
 }
 
@@ -345,6 +354,7 @@ static int load_one(void *ud, const void *k, size_t kl, const void *v, size_t vl
     c->reply_timeout = (uint32_t)json_integer_value(json_object_get(o, "reply_timeout_ms"));
     c->expiry = (uint32_t)json_integer_value(json_object_get(o, "expiry_ms"));
     c->retry_interval = (uint32_t)json_integer_value(json_object_get(o, "retry_interval_ms"));
+    c->group = (uint64_t)json_integer_value(json_object_get(o, "group_seq"));
     c->created_wall = (uint64_t)json_integer_value(json_object_get(o, "created_at"));
     c->updated_wall = (uint64_t)json_integer_value(json_object_get(o, "updated_at"));
     json_decref(o);
@@ -360,6 +370,8 @@ static int load_one(void *ud, const void *k, size_t kl, const void *v, size_t vl
     st->v[st->n++] = c;
     if (c->seq > st->next_seq)
         st->next_seq = c->seq;
+    if (c->group > st->next_group)
+        st->next_group = c->group;
     return 0;
 }
 
@@ -655,18 +667,14 @@ static int make_room_locked(cmd_state_st *st, size_t max)
     return -1;
 }
 
-static int api_post(module_inst_t *mi, const char *device, const module_api_req_t *req,
-                    json_t **out)
+/* A new command to device from body b (borrowed), in group (0: none):
+ * 202 with *out {"id", "status"}, or an error status with *out. */
+static int cmd_create(module_inst_t *mi, const char *device, json_t *b, uint64_t group,
+                      json_t **out)
 {
     const cmd_conf_t *cf = mi->conf;
     cmd_state_st *st = mi->state;
-    json_error_t je;
-    json_t *b = req->body ? json_loadb(req->body, req->body_len, 0, &je) : NULL;
     int status = 0;
-    if (!json_is_object(b)) {
-        status = module_api_error(out, 400, "bad_request", "the body is not a JSON object");
-        goto cleanup;
-    }
     const char *name = json_string_value(json_object_get(b, "name"));
     if (name == NULL || !valid_level(name, 128)) {
         status = module_api_error(out, 400, "bad_request",
@@ -701,6 +709,7 @@ static int api_post(module_inst_t *mi, const char *device, const module_api_req_
     c->created_ms = mono_ms();
     c->created_wall = c->updated_wall = wall_ms();
     c->home = worker_home(mi->srv, (const uint8_t *)device, strlen(device));
+    c->group = group;
     pthread_mutex_lock(&st->mu);
     c->seq = ++st->next_seq;
     pthread_mutex_unlock(&st->mu);
@@ -735,6 +744,16 @@ static int api_post(module_inst_t *mi, const char *device, const module_api_req_
     inbox_vec_free(&v);
     status = 202;
 cleanup:
+    return status;
+}
+
+static int api_post(module_inst_t *mi, const char *device, const module_api_req_t *req,
+                    json_t **out)
+{
+    json_t *b = req->body ? json_loadb(req->body, req->body_len, 0, NULL) : NULL;
+    int status = json_is_object(b)
+                     ? cmd_create(mi, device, b, 0, out)
+                     : module_api_error(out, 400, "bad_request", "the body is not a JSON object");
     json_decref(b);
     return status;
 }
@@ -848,9 +867,152 @@ static int api_devices(module_inst_t *mi, const module_api_req_t *req, json_t **
     return 200;
 }
 
+/* ---- group commands: one command per device a selector picks ----
+ *
+ * The selector is a client id prefix today, over the sessions the workers
+ * hold (an API_JOB_CLIENTS snapshot, api_snap.h).  HOOK: a "tags"
+ * selector over the device registry (src/devices) goes in group_devices()
+ * once that registry is merged.  Not done: concurrency and rate limits
+ * (every command is queued at once). */
+
+#define CMD_GROUP_MAX 10000u
+
+/* The client ids the selector picks (a JSON array of strings), or NULL
+ * with *out an error. */
+static json_t *group_devices(module_inst_t *mi, json_t *sel, json_t **out, int *status)
+{
+    const char *prefix = json_string_value(json_object_get(sel, "client_id_prefix"));
+    if (json_object_get(sel, "tags")) {
+        *status = module_api_error(out, 400, "bad_request",
+                                   "selector.tags needs the device registry (src/devices)");
+        return NULL;
+    }
+    if (prefix == NULL) {
+        *status =
+            module_api_error(out, 400, "bad_request", "selector: {\"client_id_prefix\": \"...\"}");
+        return NULL;
+    }
+    api_job_t *job = api_job_new(API_JOB_CLIENTS);
+    job->client_id_prefix = strdup(prefix);
+    int rc = api_job_submit(mi->srv, job, -1, 5000);
+    json_t *ids = NULL;
+    if (rc == 0) {
+        ids = json_array();
+        pthread_mutex_lock(&job->mu);
+        size_t i;
+        json_t *cl;
+        json_array_foreach(job->data, i, cl)
+        {
+            const char *id = json_string_value(json_object_get(cl, "client_id"));
+            if (id && json_array_size(ids) < CMD_GROUP_MAX)
+                json_array_append_new(ids, json_string(id));
+        }
+        pthread_mutex_unlock(&job->mu);
+    } else {
+        *status = module_api_error(out, 503, "unavailable", "the workers did not answer");
+    }
+    api_job_release(job);
+    return ids;
+}
+
+static int group_post(module_inst_t *mi, const module_api_req_t *req, json_t **out)
+{
+    cmd_state_st *st = mi->state;
+    json_t *b = req->body ? json_loadb(req->body, req->body_len, 0, NULL) : NULL, *ids = NULL;
+    int status = 0;
+    if (!json_is_object(b) || !json_is_object(json_object_get(b, "selector"))) {
+        status =
+            module_api_error(out, 400, "bad_request", "the body is a JSON object with a selector");
+        goto cleanup;
+    }
+    ids = group_devices(mi, json_object_get(b, "selector"), out, &status);
+    if (ids == NULL)
+        goto cleanup;
+    pthread_mutex_lock(&st->mu);
+    uint64_t g = ++st->next_group;
+    pthread_mutex_unlock(&st->mu);
+    json_t *made = json_array();
+    size_t i;
+    json_t *id;
+    json_array_foreach(ids, i, id)
+    {
+        json_t *one = NULL;
+        int s = cmd_create(mi, json_string_value(id), b, g, &one);
+        if (s != 202) { /* a bad field (the same for all) or full */
+            if (json_array_size(made) == 0) {
+                *out = one;
+                status = s;
+                json_decref(made);
+                goto cleanup;
+            }
+            json_decref(one);
+            break;
+        }
+        json_array_append_new(made, json_pack("{s:s, s:O}", "device", json_string_value(id), "id",
+                                              json_object_get(one, "id")));
+        json_decref(one);
+    }
+    char gs[24];
+    snprintf(gs, sizeof(gs), "g%" PRIx64, g);
+    *out =
+        json_pack("{s:s, s:I, s:I, s:o}", "group", gs, "selected", (json_int_t)json_array_size(ids),
+                  "count", (json_int_t)json_array_size(made), "commands", made);
+    status = 202;
+cleanup:
+    json_decref(ids);
+    json_decref(b);
+    return status;
+}
+
+/* GET groups/commands/{group}: progress counts by status. */
+static int group_get(module_inst_t *mi, const char *gid, json_t **out)
+{
+    cmd_state_st *st = mi->state;
+    char *end;
+    uint64_t g = gid[0] == 'g' ? strtoull(gid + 1, &end, 16) : 0;
+    if (g == 0 || *end)
+        return module_api_error(out, 404, "not_found", "no group %s", gid);
+    uint64_t n[CMD_STATES] = {0}, total = 0;
+    pthread_mutex_lock(&st->mu);
+    for (size_t i = 0; i < st->n; i++)
+        if (st->v[i]->group == g) {
+            n[st->v[i]->state]++;
+            total++;
+        }
+    pthread_mutex_unlock(&st->mu);
+    if (total == 0)
+        return module_api_error(out, 404, "not_found", "no group %s", gid);
+    json_t *by = json_object();
+    uint64_t fin = 0;
+    for (int s = 0; s < CMD_STATES; s++) {
+        json_object_set_new(by, state_names[s], json_integer((json_int_t)n[s]));
+        if (cmd_final(s))
+            fin += n[s];
+    }
+    *out = json_pack("{s:s, s:I, s:I, s:o}", "group", gid, "count", (json_int_t)total, "done",
+                     (json_int_t)fin, "by_status", by);
+    return 200;
+}
+
+static int api_groups(module_inst_t *mi, const module_api_req_t *req, json_t **out)
+{
+    if (mi->state == NULL)
+        return module_api_error(out, 409, "commands_disabled",
+                                "commands are off (commands.enabled)");
+    if (strcmp(req->method, "POST") == 0) {
+        if (req->tail[0])
+            return module_api_error(out, 404, "not_found", "no endpoint groups/commands/%s",
+                                    req->tail);
+        return group_post(mi, req, out);
+    }
+    const char *gid = req->tail[0] == '/' ? req->tail + 1 : req->tail;
+    return group_get(mi, gid, out);
+}
+
 static const module_api_route_t cmd_routes[] = {
     {"devices/", 1, MODULE_API_GET | MODULE_API_POST, api_devices},
     {"commands/", 1, MODULE_API_GET | MODULE_API_DELETE, api_commands},
+    {"groups/commands", 1, MODULE_API_GET | MODULE_API_POST, api_groups},
     {NULL, 0, 0, NULL},
 };
 

@@ -312,3 +312,27 @@ def test_resent_until_acknowledged(cbroker):
                 json.dumps({"status": "succeeded", "result": 1}).encode())
     assert final(b, r["id"])["status"] == "succeeded"
     raw.close()
+
+
+def test_group_command_by_prefix(cbroker):
+    b = cbroker()
+    devs = [Device(b, "fleet-%d" % i, v5=bool(i % 2)).connect() for i in range(3)]
+    quiet = Device(b, "fleet-x", mode="silent").connect()
+    other = Device(b, "other-1").connect()
+    r = b.rapi.json("POST", "/api/v1/groups/commands",
+                    {"selector": {"client_id_prefix": "fleet-"}, "name": "update",
+                     "params": {"v": 2}, "qos": 1, "reply_timeout": 1.5}, status=202)
+    assert r["count"] == 4 and r["group"].startswith("g"), r
+    assert sorted(c["device"] for c in r["commands"]) == ["fleet-0", "fleet-1", "fleet-2",
+                                                          "fleet-x"]
+    for c in r["commands"]:
+        final(b, c["id"])
+    p = b.rapi.get("/api/v1/groups/commands/%s" % r["group"])
+    assert p["count"] == 4 and p["done"] == 4, p
+    assert p["by_status"]["succeeded"] == 3 and p["by_status"]["timed_out"] == 1, p
+    assert other.got == []
+    b.rapi.json("POST", "/api/v1/groups/commands",
+                {"selector": {"tags": ["a"]}, "name": "x"}, status=400)
+    b.rapi.json("GET", "/api/v1/groups/commands/g999", status=404)
+    for d in devs + [quiet, other]:
+        d.close()
