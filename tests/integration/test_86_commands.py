@@ -336,3 +336,29 @@ def test_group_command_by_prefix(cbroker):
     b.rapi.json("GET", "/api/v1/groups/commands/g999", status=404)
     for d in devs + [quiet, other]:
         d.close()
+
+
+def test_ctl_commands(cbroker):
+    import subprocess
+    from conftest import require_antenna_bin
+    b = cbroker()
+
+    def ctl(*args, ok=True):
+        p = subprocess.run([require_antenna_bin(), "ctl", "--url", b.api_url, "--key", b.rapi.key]
+                           + list(args), capture_output=True, text=True, timeout=20)
+        assert (p.returncode == 0) == ok, (args, p.stdout, p.stderr)
+        return p.stdout + p.stderr
+
+    d = Device(b, "devctl").connect()
+    out = ctl("--json", "commands", "send", "devctl", "ping", '{"a": 1}')
+    cid = json.loads(out)["id"]
+    assert final(b, cid)["status"] == "succeeded"
+    assert "succeeded" in ctl("commands", "show", cid)
+    out = ctl("commands", "list", "devctl")
+    assert cid in out and "ping" in out, out
+    r = send(b, "offline-ctl", {"name": "z"})
+    ctl("commands", "cancel", r["id"])
+    assert state(b, r["id"]) == "cancelled"
+    ctl("commands", "send", "devctl", "x", "{not json", ok=False)
+    ctl("commands", "bogus", "x", ok=False)
+    d.close()
