@@ -33,9 +33,10 @@ int api_ctl_commands(ctl_t *c)
         if (ctl_nargs(c) < 4 || ctl_nargs(c) > 5)
             return ctl_usage_error("commands send DEVICE NAME [PARAMS_JSON]");
         if (!plain_segment(a))
-            return ctl_usage_error("commands: \"%s\" is not a client id this command can send to", a);
-        json_t *params = ctl_nargs(c) == 5 ? json_loads(ctl_arg(c, 4), JSON_DECODE_ANY, NULL)
-                                           : json_null();
+            return ctl_usage_error("commands: \"%s\" is not a client id this command can send to",
+                                   a);
+        json_t *params =
+            ctl_nargs(c) == 5 ? json_loads(ctl_arg(c, 4), JSON_DECODE_ANY, NULL) : json_null();
         if (params == NULL)
             return ctl_usage_error("commands send: the params are not JSON");
         json_t *b = json_pack("{s:s, s:o}", "name", ctl_arg(c, 3), "params", params);
@@ -48,7 +49,7 @@ int api_ctl_commands(ctl_t *c)
     }
     if (ctl_nargs(c) != 3)
         return ctl_usage_error("commands send DEVICE NAME [PARAMS] | show CMD_ID | list DEVICE | "
-                         "cancel CMD_ID");
+                               "cancel CMD_ID");
     if (!plain_segment(a))
         return ctl_usage_error("commands: \"%s\" is not an id", a);
     if (strcmp(sub, "show") == 0) {

@@ -23,6 +23,10 @@
  * QoS 2) comes through the message_acked event, asked only for messages
  * flagged MSG_F_COMMAND: other messages do not reach this module.
  *
+ * GET ?wait= blocks an API thread on st->cv: one such request at a time
+ * (the API has two threads), at most CMD_WAIT_MAX_MS.  Every change of
+ * status is stored ("\0cmd/" seq) and emitted as command_status.
+ *
  * Nothing of this runs while commands.enabled is false (no state, no
  * consumer, no tick, no listener).
  */
@@ -47,8 +51,10 @@
 #include "store.h"
 
 #define CMD_TICK_MS 100u
-#define CMD_WAIT_MAX_MS 10000u /* GET ?wait= bound: the request holds an API thread */
-#define CMD_WAITERS_MAX 1      /* long polls at once: the API has two threads (api_http.c) */
+#define CMD_WAIT_MAX_MS                                                                            \
+    5000u                 /* GET ?wait= bound: the request holds an API thread, and
+                               * api_stop (before module stop) waits for it */
+#define CMD_WAITERS_MAX 1 /* long polls at once: the API has two threads (api_http.c) */
 
 typedef struct {
     uint8_t enabled;
