@@ -362,3 +362,17 @@ def test_ctl_commands(cbroker):
     ctl("commands", "send", "devctl", "x", "{not json", ok=False)
     ctl("commands", "bogus", "x", ok=False)
     d.close()
+
+
+@pytest.mark.parametrize("bad, key", [("topic_prefix: a/+", "commands.topic_prefix"),
+                                      ("retries: 1000", "commands.retries"),
+                                      ("reply_timeout: 1ms", "commands.reply_timeout")])
+def test_bad_config_refused(tmp_path, bad, key):
+    import subprocess
+    from conftest import require_antenna_bin
+    cfg = tmp_path / "a.yaml"
+    cfg.write_text("persistence:\n  enabled: false\ncommands:\n  enabled: true\n  %s\n" % bad)
+    p = subprocess.run([require_antenna_bin(), "check", "-c", str(cfg)], capture_output=True,
+                       text=True, timeout=20)
+    assert p.returncode != 0
+    assert "a.yaml:5" in p.stderr + p.stdout and key in p.stderr + p.stdout, p.stderr + p.stdout
