@@ -24,6 +24,7 @@
 #include <time.h>
 
 #include "api_ctl.h"
+#include "api_ctl_int.h"
 #include "api_keys.h"
 #include "util.h"
 
@@ -611,6 +612,35 @@ static int cmd_delete(ctl_t *c, const char *path, const char *done)
     return cmd_delete_body(c, path, NULL, done);
 }
 
+/* api_ctl_int.h: for the subcommands in their own files */
+int ctl_nargs(const ctl_t *c)
+{
+    return c->nargs;
+}
+const char *ctl_arg(const ctl_t *c, int i)
+{
+    return i < c->nargs ? c->args[i] : NULL;
+}
+int ctl_get_body(ctl_t *c, const char *path, const char *body, const char *const *cols,
+                 const char *what)
+{
+    return cmd_get_body(c, path, body, cols, what);
+}
+int ctl_delete(ctl_t *c, const char *path, const char *done)
+{
+    return cmd_delete(c, path, done);
+}
+int ctl_usage_error(const char *fmt, ...)
+{
+    va_list ap;
+    fprintf(stderr, "antenna ctl: ");
+    va_start(ap, fmt);
+    vfprintf(stderr, fmt, ap);
+    va_end(ap);
+    fprintf(stderr, "\n(antenna ctl --help for the usage)\n");
+    return 2;
+}
+
 /* A client id that is better sent in a body ({"client_id": ...} to the
  * POST forms of docs/api.md) than in a path: a long one (the API's URLs are
  * limited to a few KB), "." and ".." (dot segments), control characters. */
@@ -1031,6 +1061,8 @@ static void ctl_usage(FILE *out)
             "  nodes                        the cluster: members, links, routes, lag\n"
             "  devices list|show ID|create ID [k=v..]|delete ID|disable ID|enable ID|\n"
             "          import FILE|export [csv|jsonl]   the device registry (docs/devices.md)\n"
+            "  commands send ID NAME [PARAMS] | show CMD | list ID | cancel CMD\n"
+            "                               downlink commands to a device (docs/commands.md)\n"
             "  keys create NAME --keys-file FILE   a new API key (printed once, stored hashed)\n"
             "\n"
             "Options:\n"
@@ -1449,6 +1481,8 @@ int api_ctl_main(int argc, char **argv)
         rc = cmd_nodes(&c);
     else if (strcmp(cmd, "devices") == 0)
         rc = api_ctl_devices(&c); /* api_ctl_devices.c */
+    else if (strcmp(cmd, "commands") == 0)
+        rc = api_ctl_commands(&c);
     else
         rc = usage_error("unknown command '%s'", cmd);
 

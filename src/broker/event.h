@@ -48,6 +48,7 @@ typedef enum {
     EVENT_SESSION_CREATED,      /* event_session_created_t */
     EVENT_SESSION_EXPIRED,      /* event_session_expired_t */
     EVENT_SESSION_TAKEN_OVER,   /* event_taken_over_t */
+    EVENT_COMMAND_STATUS,       /* event_command_status_t (src/commands) */
     EVENT_COUNT
 } event_kind_t;
 
@@ -167,6 +168,16 @@ typedef struct {
     const char *old_peer;  /* the connection it replaced */
     uint8_t resumed;       /* 1: the session lives on; 0: it is discarded */
 } event_taken_over_t;
+
+/* A downlink command changed status (src/commands): emitted on the
+ * device's home worker, or on the worker that took the device's reply. */
+typedef struct {
+    event_client_t client;  /* the device: client_id only */
+    const char *command_id; /* "c1f" */
+    const char *name;       /* the command's name */
+    const char *status;     /* "queued", "sent", ... "cancelled" (docs/commands.md) */
+    const char *json;       /* the command as JSON text {"id", "name", "status", "result", ...} */
+} event_command_status_t;
 
 /* A handler: `data` points to the struct of `kind` (above). */
 typedef void (*event_fn)(struct worker_s *w, event_kind_t kind, const void *data, void *user);

@@ -237,6 +237,14 @@ static void on_event(struct worker_s *w, event_kind_t kind, const void *data, vo
         jl_bool(&b, "resumed", e->resumed);
         break;
     }
+    case EVENT_COMMAND_STATUS: {
+        const event_command_status_t *e = data;
+        jl_client(&b, &e->client);
+        jl_strz(&b, "command_id", e->command_id);
+        jl_strz(&b, "name", e->name);
+        jl_strz(&b, "status", e->status);
+        break;
+    }
     default:
         break;
     }

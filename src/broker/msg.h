@@ -88,6 +88,9 @@ enum {
     ,
     MSG_F_RULES = 2 /* published by a rule's republish action: rules ignore it, so
                      * a rule never loops on its own output (src/rules) */
+    ,
+    MSG_F_COMMAND = 4 /* a downlink command (src/commands): its acknowledgement is
+                       * a message_acked event the commands module asked for */
 };
 
 _Static_assert(sizeof(msg_t) == 56, "msg_t grew: every message pays for it");

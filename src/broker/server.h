@@ -67,6 +67,7 @@ enum {
     WM_RULES,       /* rules (src/rules): a new rule set, or a message to republish */
     WM_SINKS,       /* sinks (src/sinks): ptr: a dead-letter message to publish */
     WM_HTTPIN,      /* http_ingest (src/gateways/http): ptr: httpin_job_t*: messages to route */
+    WM_COMMANDS,    /* commands (src/commands): ptr: module_inst_t*, sid: a command to send */
     WM_KINDS = 32   /* size of the handler table */
 };
 

@@ -11,6 +11,7 @@
 #include "sys.h"
 #include "cluster/cluster.h"
 #include "devices/devices.h"
+#include "commands/commands.h"
 #include "modules/heartbeat/heartbeat.h"
 #include "modules/message_log/message_log.h"
 #include "modules/tracing/tracing.h"
@@ -33,5 +34,7 @@ const module_t *const module_list[] = {
     &rules_module,        /* rules: SQL-like rules over messages and events (src/rules) */
     &httpin_module,       /* http_ingest: devices publishing over HTTP (src/gateways/http) */
     &devices_module,      /* devices: the device registry (src/devices) */
+    &commands_module,     /* commands: downlink commands to devices, tracked replies
+                           * (src/commands) */
     NULL,
 };

@@ -325,6 +325,7 @@ static void on_event(worker_t *w, event_kind_t kind, const void *data, void *use
     int ev = kind == EVENT_CLIENT_CONNECTED      ? RULES_EV_CONNECTED
              : kind == EVENT_CLIENT_DISCONNECTED ? RULES_EV_DISCONNECTED
              : kind == EVENT_MESSAGE_DROPPED     ? RULES_EV_DROPPED
+             : kind == EVENT_COMMAND_STATUS      ? RULES_EV_COMMAND
                                                  : RULES_EV_DELIVERED;
     rules_input_t in;
     memset(&in, 0, sizeof(in));
@@ -349,6 +350,15 @@ static void on_event(worker_t *w, event_kind_t kind, const void *data, void *use
         }
     } else if (kind == EVENT_MESSAGE_DELIVERED) {
         m = ((const event_delivered_t *)data)->msg;
+    } else if (kind == EVENT_COMMAND_STATUS) {
+        /* reason: the status; topic: the command's name; payload: the
+         * command as JSON (docs/commands.md) */
+        const event_command_status_t *c = data;
+        in.reason = c->status;
+        in.topic = c->name;
+        in.topic_len = (uint32_t)strlen(c->name);
+        in.payload = c->json;
+        in.payload_len = (uint32_t)strlen(c->json);
     }
     if (m) {
         if (m->flags & MSG_F_RULES)
@@ -413,8 +423,9 @@ static void drop_item(inbox_item_t *it)
 
 /* ---- configuration ---- */
 
-static const char *const ev_names[] = {"client_connected", "client_disconnected", "message_dropped",
-                                       "message_delivered", NULL};
+static const char *const ev_names[] = {"client_connected", "client_disconnected",
+                                       "message_dropped",  "message_delivered",
+                                       "command_status",   NULL};
 
 static void rules_defaults(void *conf)
 {
@@ -552,7 +563,8 @@ static int rules_load(conf_sec_t *s, void *conf)
     rules_conf_t *c = conf;
     if (conf_sec_bool(s, "enabled", &c->enabled) < 0 ||
         conf_sec_u32(s, "max_pending", 1, 10000000, &c->max_pending) < 0 ||
-        conf_sec_names(s, "events", c->events[0], sizeof(c->events[0]), 4, &c->nevents) < 0)
+        conf_sec_names(s, "events", c->events[0], sizeof(c->events[0]), RULES_EV_COUNT,
+                       &c->nevents) < 0)
         return -1;
     for (uint32_t i = 0; i < c->nevents; i++) {
         int ok = 0;
@@ -561,7 +573,7 @@ static int rules_load(conf_sec_t *s, void *conf)
         if (!ok)
             return conf_sec_fail(s, "events",
                                  "\"%s\" is not an event (client_connected, client_disconnected, "
-                                 "message_dropped, message_delivered)",
+                                 "message_dropped, message_delivered, command_status)",
                                  c->events[i]);
     }
     load_ctx_t lc = {.list = json_array()};
@@ -699,7 +711,7 @@ static int rules_init(module_inst_t *mi)
     }
     static const event_kind_t kinds[RULES_EV_COUNT] = {
         EVENT_CLIENT_CONNECTED, EVENT_CLIENT_DISCONNECTED, EVENT_MESSAGE_DROPPED,
-        EVENT_MESSAGE_DELIVERED};
+        EVENT_MESSAGE_DELIVERED, EVENT_COMMAND_STATUS};
     for (int e = 0; e < RULES_EV_COUNT; e++)
         if ((want >> e) & 1u) {
             if (event_listen(&mi->srv->events, kinds[e], on_event, st) < 0) {

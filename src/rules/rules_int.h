@@ -29,7 +29,7 @@
 typedef struct {
     uint8_t enabled;
     uint32_t max_pending;
-    char events[4][24];
+    char events[RULES_EV_COUNT][24];
     uint32_t nevents;
     char json[RULES_FILE_JSON]; /* the file's rules: a JSON array of definitions */
 } rules_conf_t;

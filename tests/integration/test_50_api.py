@@ -115,10 +115,13 @@ def test_every_documented_endpoint_exists(api):
             if path != "/":
                 assert json.loads(raw)["code"] == "not_found"
         assert st < 500, (method, path, st, raw)
-        seen.append((method, path, st))
+        off = st == 409 and json.loads(raw).get("code", "").endswith("_disabled")
+        seen.append((method, path, st, off))
     # the dashboard is part D's; everything else answered 2xx
-    for method, path, st in seen:
-        if path != "/" and "{client_id}" not in path and path not in BY_BODY:
+    for method, path, st, off in seen:
+        # a module that is off here (commands) answers 409 "..._disabled"
+        if (path != "/" and "{client_id}" not in path and path not in BY_BODY
+                and not (st == 409 and off)):
             assert 200 <= st < 300, (method, path, st)
     c.client.disconnect()
 
