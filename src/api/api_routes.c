@@ -1038,8 +1038,36 @@ json_t *module_api_text(const char *type, const char *text, size_t len)
     return json_pack("{s:s%,s:s}", MODULE_TEXT_KEY, text, len, MODULE_TYPE_KEY, type);
 }
 
+/* Does route rt match rest (the path after /api/v1/)?  A '*' in its path
+ * matches one path segment (not empty, no '/'); a prefix route matches
+ * what starts so.  *tail: for a prefix route, what follows the path; for a
+ * route with '*', what follows the part before its first '*' (so the
+ * handler sees the segments it matched); else "". */
+static int route_match(const module_api_route_t *rt, const char *rest, const char **tail)
+{
+    const char *p = rt->path, *r = rest, *star = strchr(rt->path, '*');
+    while (*p) {
+        if (*p == '*') {
+            size_t seg = strcspn(r, "/");
+            if (seg == 0)
+                return 0;
+            r += seg;
+            p++;
+        } else if (*p++ != *r++) {
+            return 0;
+        }
+    }
+    if (!rt->prefix && *r != '\0')
+        return 0;
+    *tail = star ? rest + (star - rt->path) : rt->prefix ? r : "";
+    return 1;
+}
+
 /* A module's route for r->url under /api/v1/ (NULL when none); *refused is
- * set when the path is a module's but not the method. */
+ * set when the path is a module's but not the method.  Exact routes and
+ * routes with '*' are tried before plain prefix routes, across modules, so
+ * that the commands module's devices-star-commands route wins over the
+ * devices module's "devices/" prefix. */
 static const module_api_route_t *module_route(api_req_t *r, unsigned m, module_inst_t **mi_out,
                                               const char **tail, int *refused)
 {
@@ -1047,23 +1075,23 @@ static const module_api_route_t *module_route(api_req_t *r, unsigned m, module_i
     if (strncmp(r->url, base, sizeof(base) - 1) != 0)
         return NULL;
     const char *rest = r->url + sizeof(base) - 1;
-    for (uint32_t i = 0; i < r->srv->nmodules; i++) {
-        module_inst_t *mi = &r->srv->modules[i];
-        if (!mi->inited || mi->m->api_routes == NULL)
-            continue;
-        for (const module_api_route_t *rt = mi->m->api_routes; rt->path; rt++) {
-            size_t n = strlen(rt->path);
-            if (rt->prefix ? strncmp(rest, rt->path, n) != 0 : strcmp(rest, rt->path) != 0)
+    for (int pass = 0; pass < 2; pass++)
+        for (uint32_t i = 0; i < r->srv->nmodules; i++) {
+            module_inst_t *mi = &r->srv->modules[i];
+            if (!mi->inited || mi->m->api_routes == NULL)
                 continue;
-            if (!(rt->methods & m)) {
-                *refused = 1;
-                continue;
+            for (const module_api_route_t *rt = mi->m->api_routes; rt->path; rt++) {
+                int plain_prefix = rt->prefix && strchr(rt->path, '*') == NULL;
+                if (plain_prefix != pass || !route_match(rt, rest, tail))
+                    continue;
+                if (!(rt->methods & m)) {
+                    *refused = 1;
+                    continue;
+                }
+                *mi_out = mi;
+                return rt;
             }
-            *mi_out = mi;
-            *tail = rt->prefix ? rest + n : "";
-            return rt;
         }
-    }
     return NULL;
 }
 

@@ -69,7 +69,10 @@ typedef struct module_api_req_s {
 } module_api_req_t;
 
 typedef struct {
-    const char *path; /* after "/api/v1/": "nodes", or "nodes/" with prefix */
+    const char *path; /* after "/api/v1/": "nodes", or "nodes/" with prefix; a
+                       * '*' matches one segment ("devices/<*>/commands", the
+                       * tail then starts at the '*'); exact and '*' routes
+                       * win over plain prefix routes of any module */
     int prefix;       /* 1: path is a prefix, the rest is req->tail */
     unsigned methods; /* MODULE_API_* */
     /* The HTTP status; *out the JSON answer (a new reference; NULL: no

@@ -1016,7 +1016,7 @@ static int api_groups(module_inst_t *mi, const module_api_req_t *req, json_t **o
 }
 
 static const module_api_route_t cmd_routes[] = {
-    {"devices/", 1, MODULE_API_GET | MODULE_API_POST, api_devices},
+    {"devices/*/commands", 0, MODULE_API_GET | MODULE_API_POST, api_devices},
     {"commands/", 1, MODULE_API_GET | MODULE_API_DELETE, api_commands},
     {"groups/commands", 1, MODULE_API_GET | MODULE_API_POST, api_groups},
     {NULL, 0, 0, NULL},

@@ -455,8 +455,8 @@ static enum MHD_Result handle_post(httpin_t *h, struct MHD_Connection *conn, con
         memcpy(ms[0].payload, rq->body ? rq->body : "", rq->len);
         ms[0].plen = rq->len;
         ms[0].qos = q ? (uint8_t)(q[0] - '0') : 0;
-        ms[0].retain = (uint8_t)query_flag(
-            MHD_lookup_connection_value(conn, MHD_GET_ARGUMENT_KIND, "retain"));
+        ms[0].retain =
+            (uint8_t)query_flag(MHD_lookup_connection_value(conn, MHD_GET_ARGUMENT_KIND, "retain"));
     } else {
         json_error_t jerr;
         root = rq->len ? json_loadb(rq->body, rq->len, 0, &jerr) : NULL;
@@ -541,7 +541,8 @@ static enum MHD_Result handle_post(httpin_t *h, struct MHD_Connection *conn, con
     }
     job = job_new(n);
     uint8_t *allowed = an_calloc(n, 1);
-    const msg_origin_t *origin = msg_origin_new(MSG_PROTO_API, id, strlen(id), ac->user, "http_ingest");
+    const msg_origin_t *origin =
+        msg_origin_new(MSG_PROTO_API, id, strlen(id), ac->user, "http_ingest");
     for (size_t i = 0; i < n; i++) {
         allowed[i] = auth_chain_acl(ch, ac, AUTH_ACT_PUBLISH, (const uint8_t *)ms[i].topic,
                                     ms[i].tlen, 0) != 0;
@@ -607,9 +608,8 @@ out:
 }
 
 static enum MHD_Result on_request(void *cls, struct MHD_Connection *conn, const char *url,
-                                  const char *method, const char *version,
-                                  const char *upload_data, size_t *upload_data_size,
-                                  void **con_cls)
+                                  const char *method, const char *version, const char *upload_data,
+                                  size_t *upload_data_size, void **con_cls)
 {
     (void)version;
     httpin_t *h = cls;
@@ -744,12 +744,11 @@ static int hi_start(module_inst_t *mi)
     struct sockaddr_in sa = {.sin_family = AF_INET, .sin_port = htons((uint16_t)h->c->port)};
     inet_pton(AF_INET, h->c->bind, &sa.sin_addr);
     unsigned flags = MHD_USE_INTERNAL_POLLING_THREAD | MHD_USE_EPOLL | MHD_USE_ERROR_LOG;
-    h->d = MHD_start_daemon(
-        flags, 0, NULL, NULL, on_request, h, MHD_OPTION_SOCK_ADDR, (struct sockaddr *)&sa,
-        MHD_OPTION_THREAD_POOL_SIZE, (unsigned)2, MHD_OPTION_CONNECTION_LIMIT,
-        (unsigned)h->c->max_connections, MHD_OPTION_CONNECTION_TIMEOUT,
-        (unsigned)h->c->idle_timeout_s, MHD_OPTION_NOTIFY_COMPLETED, on_completed, h,
-        MHD_OPTION_END);
+    h->d = MHD_start_daemon(flags, 0, NULL, NULL, on_request, h, MHD_OPTION_SOCK_ADDR,
+                            (struct sockaddr *)&sa, MHD_OPTION_THREAD_POOL_SIZE, (unsigned)2,
+                            MHD_OPTION_CONNECTION_LIMIT, (unsigned)h->c->max_connections,
+                            MHD_OPTION_CONNECTION_TIMEOUT, (unsigned)h->c->idle_timeout_s,
+                            MHD_OPTION_NOTIFY_COMPLETED, on_completed, h, MHD_OPTION_END);
     if (h->d == NULL) {
         log_error("http_ingest: cannot listen on %s:%u", h->c->bind, h->c->port);
         return -1;
