@@ -411,6 +411,9 @@ class Broker:
         return [require_antenna_bin(), "--config", str(self.config_path)]
 
     def start(self):
+        # started (again, after stop() or kill()): stop() must stop it
+        self.stopped = False
+        self.returncode = None
         self.write_config()
         env = dict(os.environ)
         env.setdefault("UBSAN_OPTIONS", "print_stacktrace=1")
