@@ -99,15 +99,20 @@ int harness_turn(harness_t *h, int timeout_ms)
     return worker_turn(h->w, timeout_ms);
 }
 
+/* A wait is bounded by wall time (max_turns * HARNESS_TURN_MS), not by the
+ * number of turns: turns that other events end early (timers, a client's
+ * bytes) must not use the wait up while what is awaited comes from another
+ * thread (the store's committer) that a busy machine runs late. */
 int harness_turn_until(harness_t *h, int (*pred)(harness_t *h, void *ud), void *ud, int max_turns)
 {
-    for (int i = 0; i < max_turns; i++) {
-        if (pred(h, ud))
-            return 1;
-        if (harness_turn(h, HARNESS_TURN_MS) <= 0)
+    uint64_t deadline = an_now_ms() + (uint64_t)max_turns * HARNESS_TURN_MS;
+    while (!pred(h, ud)) {
+        if (an_now_ms() >= deadline)
             return 0;
+        if (harness_turn(h, HARNESS_TURN_MS) <= 0)
+            return 0; /* stopped, or an error */
     }
-    return pred(h, ud);
+    return 1;
 }
 
 static int commits_waiting(harness_t *h, void *ud)
@@ -143,17 +148,17 @@ size_t harness_commit_release_err(harness_t *h, size_t n, int err)
 
 int harness_settle(harness_t *h)
 {
-    for (int i = 0; i < HARNESS_MAX_TURNS; i++) {
+    uint64_t deadline = an_now_ms() + (uint64_t)HARNESS_MAX_TURNS * HARNESS_TURN_MS;
+    for (;;) {
         if (h->ncommits)
             release(h, h->ncommits, 0, 0); /* may submit more (a QoS 2 send) */
         store_stats_t st;
         store_stats(h->srv.store, &st);
         if (h->ncommits == 0 && h->commits_seen == st.batches_submitted)
             return 1;
-        if (harness_turn(h, HARNESS_TURN_MS) <= 0)
-            return 0;
+        if (an_now_ms() >= deadline || harness_turn(h, HARNESS_TURN_MS) <= 0)
+            return 0; /* bounded by wall time, as harness_turn_until */
     }
-    return 0;
 }
 
 /* ---- clients ---------------------------------------------------------- */

@@ -38,7 +38,7 @@
 
 #define HARNESS_MAX_COMMITS 256
 #define HARNESS_TURN_MS 200  /* a turn's longest wait for an event */
-#define HARNESS_MAX_TURNS 50 /* turns before a wait fails (10 s at worst) */
+#define HARNESS_MAX_TURNS 50 /* x HARNESS_TURN_MS: how long a wait lasts (10 s) */
 
 typedef struct harness {
     server_t srv;
@@ -84,7 +84,8 @@ void harness_free(harness_t *h);
 /* One loop turn waiting at most timeout_ms: worker_turn's result. */
 int harness_turn(harness_t *h, int timeout_ms);
 /* Turns until pred(h, ud) holds (checked before each turn): 1, or 0 after
- * max_turns turns of at most HARNESS_TURN_MS each. */
+ * max_turns * HARNESS_TURN_MS ms of wall time (turns that other events end
+ * early do not use the wait up). */
 int harness_turn_until(harness_t *h, int (*pred)(harness_t *h, void *ud), void *ud, int max_turns);
 /* Turns until n commit results wait in the harness (hold_commits): 1/0. */
 int harness_wait_commits(harness_t *h, size_t n);
