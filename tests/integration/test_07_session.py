@@ -22,7 +22,7 @@ def test_subscriptions_survive_reconnect(broker):
     b = broker()
     c, ack = persistent(b, "keep", [("s/t", 1)])
     assert ack.session_present == 0
-    c.disconnect()
+    c.go_offline()
     c, ack = persistent(b, "keep")           # no SUBSCRIBE this time
     assert ack.session_present == 1
     pub = b.raw_connected("pub")
@@ -34,7 +34,7 @@ def test_subscriptions_survive_reconnect(broker):
 def test_offline_qos1_and_qos2_delivered_in_order_on_return(broker):
     b = broker()
     c, _ = persistent(b, "away", [("s/q", 2)])
-    c.disconnect()
+    c.go_offline()
     pub = b.raw_connected("pub")
     for i in range(5):
         pub.publish("s/q", b"m%d" % i, qos=1, pid=i + 1)
@@ -50,7 +50,7 @@ def test_offline_qos1_and_qos2_delivered_in_order_on_return(broker):
 def test_offline_qos0_not_queued(broker):
     b = broker()
     c, _ = persistent(b, "away0", [("s/z", 2)])
-    c.disconnect()
+    c.go_offline()
     pub = b.raw_connected("pub")
     pub.publish("s/z", b"qos0-a")
     pub.publish("s/z", b"qos1", qos=1, pid=1)
@@ -64,7 +64,7 @@ def test_offline_qos0_not_queued(broker):
 def test_offline_message_downgraded_to_qos0_subscription_not_queued(broker):
     b = broker()
     c, _ = persistent(b, "away-sub0", [("s/d", 0)])
-    c.disconnect()
+    c.go_offline()
     pub = b.raw_connected("pub")
     pub.publish("s/d", b"q1", qos=1, pid=1)
     c, _ = persistent(b, "away-sub0")
@@ -153,7 +153,7 @@ def test_takeover_keeps_persistent_session(broker):
 def test_clean_session_discards_old_session(broker):
     b = broker()
     c, _ = persistent(b, "wipe", [("s/w", 1)])
-    c.disconnect()
+    c.go_offline()
     pub = b.raw_connected("pub")
     pub.publish("s/w", b"queued-before-clean", qos=1, pid=1)
     with b.raw() as c:
@@ -162,7 +162,7 @@ def test_clean_session_discards_old_session(broker):
         pub.publish("s/w", b"after-clean", qos=1, pid=2)
         # neither the queued message nor the old subscription survive
         assert receive_publishes(c, 0, quiet=0.7) == []
-        c.disconnect()
+        c.go_offline()
     c, ack = persistent(b, "wipe")
     assert ack.session_present == 0
     pub.publish("s/w", b"no-sub", qos=1, pid=3)
@@ -174,7 +174,7 @@ def test_clean_session_client_leaves_nothing_behind(broker):
     with b.raw() as c:
         assert c.connect("transient", clean=True).rc == 0
         c.subscribe(1, [("s/tr", 1)])
-        c.disconnect()
+        c.go_offline()
     pub = b.raw_connected("pub")
     pub.publish("s/tr", b"lost", qos=1, pid=1)
     c, ack = persistent(b, "transient")
