@@ -348,22 +348,24 @@ int hc_poll(hclient_t *c, hpkt_t *out)
     return 1;
 }
 
+/* Both waits are bounded by wall time, as harness_turn_until. */
 int hc_expect(hclient_t *c, hpkt_t *out)
 {
-    for (int i = 0; i < HARNESS_MAX_TURNS; i++) {
+    uint64_t deadline = an_now_ms() + (uint64_t)HARNESS_MAX_TURNS * HARNESS_TURN_MS;
+    for (;;) {
         if (hc_poll(c, out))
             return 1;
-        if (c->eof || harness_turn(c->h, HARNESS_TURN_MS) <= 0)
-            return 0;
+        if (c->eof || an_now_ms() >= deadline || harness_turn(c->h, HARNESS_TURN_MS) <= 0)
+            return hc_poll(c, out);
     }
-    return hc_poll(c, out);
 }
 
 int hc_wait_eof(hclient_t *c)
 {
-    for (int i = 0; i < HARNESS_MAX_TURNS; i++) {
+    uint64_t deadline = an_now_ms() + (uint64_t)HARNESS_MAX_TURNS * HARNESS_TURN_MS;
+    for (;;) {
         fill(c);
-        if (c->eof || harness_turn(c->h, HARNESS_TURN_MS) <= 0)
+        if (c->eof || an_now_ms() >= deadline || harness_turn(c->h, HARNESS_TURN_MS) <= 0)
             break;
     }
     fill(c);
