@@ -355,6 +355,18 @@ static void end_of_turn(worker_t *w)
      * posted to another worker: their writes about what we send them then
      * commit after ours (persist.h) */
     persist_flush(w);
+    /* modules that asked to hand this turn's work on (module.h) */
+    if (w->turn_end_head)
+        module_turn_end_run(w);
+    /* one inbox post per destination worker, before our own writes: a
+     * client that reads our PUBACK finds the message already on its way to
+     * every other worker's sessions (a reconnect cannot overtake it) */
+    for (uint32_t i = 0; i < w->srv->nworkers; i++)
+        if (w->outbox[i].len && inbox_post(&w->srv->workers[i].inbox, &w->outbox[i]) > INBOX_HIGH) {
+            /* the other worker is behind: pause our readers briefly */
+            w->congested_until = w->now + CONGESTION_PAUSE_MS;
+            STAT_ADD(w->stats.congested, 1);
+        }
     /* one write per connection that has output */
     while (w->flush_head) {
         conn_t *c = w->flush_head;
@@ -365,16 +377,6 @@ static void end_of_turn(worker_t *w)
         else
             conn_flush(c);
     }
-    /* modules that asked to hand this turn's work on (module.h) */
-    if (w->turn_end_head)
-        module_turn_end_run(w);
-    /* one inbox post per destination worker */
-    for (uint32_t i = 0; i < w->srv->nworkers; i++)
-        if (w->outbox[i].len && inbox_post(&w->srv->workers[i].inbox, &w->outbox[i]) > INBOX_HIGH) {
-            /* the other worker is behind: pause our readers briefly */
-            w->congested_until = w->now + CONGESTION_PAUSE_MS;
-            STAT_ADD(w->stats.congested, 1);
-        }
     while (w->dead_head) {
         conn_t *c = w->dead_head;
         w->dead_head = c->turn_next;
