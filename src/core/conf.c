@@ -9,12 +9,14 @@
  * The only state is a struct loader on conf_load()'s stack.
  *
  * A top-level key that is not in root_fields may be a module's section
- * (conf_section_add): its mapping goes to the module's load function, which
- * reads keys through the conf_sec_* readers.  They build a one-entry field
- * and call the same load_* functions, so the rules and the error text are
- * those of every other key; a key the module did not read is unknown.
+ * (conf_section_add): its mapping goes to the module's load function
+ * (conf_sec.c), which reads keys through the conf_sec_* readers.  They
+ * build a one-entry field and call the same load_* functions
+ * (cf_load_field, conf_int.h), so the rules and the error text are those
+ * of every other key; a key the module did not read is unknown.
  */
 #include "conf.h"
+#include "conf_int.h"
 
 #include "log.h"
 #include "util.h"
@@ -29,39 +31,6 @@
 #include <sys/stat.h>
 #include <yaml.h>
 
-enum ftype {
-    F_UINT,      /* unsigned decimal, [min, max], stored in `size` bytes */
-    F_BOOL,      /* true/false, yes/no, on/off into a uint8_t */
-    F_STR,       /* any scalar, fits a char[size] with its NUL */
-    F_NAME,      /* F_STR, not empty */
-    F_ADDR,      /* F_STR, an IPv4 or IPv6 literal */
-    F_LEVEL,     /* log level name into an int */
-    F_ENUM,      /* one of the NULL-terminated `names`, its index into a uint8_t */
-    F_SECTION,   /* a mapping of `sub` fields over the same base */
-    F_LISTENERS, /* the listener sequence (base is the conf_t) */
-    F_NAMELIST,  /* a sequence of names into char[max][size], count (uint32_t) at off2 */
-    F_FLAGS,     /* a sequence of `names` (or "all") into a uint32_t, bit = index */
-};
-
-struct field {
-    const char *key;
-    enum ftype type;
-    size_t off;  /* offset of the member in the base struct */
-    size_t size; /* size of the member */
-    uint64_t min, max;
-    const struct field *sub;
-    size_t nsub;
-    const char *const *names; /* F_ENUM */
-    size_t off2;              /* F_NAMELIST: offset of the count */
-    uint8_t unit;             /* F_UINT: U_* suffixes accepted besides a plain integer */
-};
-
-/* Units an integer key may be written in (load_uint): a size ("256KB",
- * "64MiB": K, M, G, T are powers of 1024, B or iB optional, any case) or a
- * duration ("500ms", "30s", "15m" or "15min", "2h", "7d"), converted to
- * the key's own unit; a duration that is not a whole number of it (1500ms
- * for seconds) is refused. */
-enum { U_NONE = 0, U_BYTES, U_S, U_MS };
 
 /* The key tables below are laid out by hand, one key per line or two
  * (clang-format would put each designated initializer on its own line). */
@@ -376,14 +345,14 @@ static const conf_listener_t default_listener = {
     .allow_anonymous = CONF_ANON_INHERIT,
 };
 
-struct loader {
-    const char *path;
-    yaml_document_t *doc;
-    conf_t *c; /* the working copy */
-    char *err;
-    size_t errlen;
-    uint32_t sections_seen; /* bit per module section found (duplicates) */
-};
+
+int cf_is_root_key(const char *name)
+{
+    for (size_t i = 0; i < NELEM(root_fields); i++)
+        if (strcmp(root_fields[i].key, name) == 0)
+            return 1;
+    return 0;
+}
 
 void conf_defaults(conf_t *c)
 {
@@ -493,12 +462,8 @@ static void put_err(char *err, size_t errlen, const char *fmt, ...)
     va_end(ap);
 }
 
-static int fail(struct loader *ld, const yaml_node_t *at, const char *key, const char *fmt, ...)
-    __attribute__((format(printf, 4, 5)));
-
 /* "PATH:LINE: KEY: problem"; always returns -1. */
-static int vfail(struct loader *ld, const yaml_node_t *at, const char *key, const char *fmt,
-                 va_list ap)
+int cf_vfail(struct loader *ld, const yaml_node_t *at, const char *key, const char *fmt, va_list ap)
 {
     if (ld->err == NULL || ld->errlen == 0)
         return -1;
@@ -510,22 +475,21 @@ static int vfail(struct loader *ld, const yaml_node_t *at, const char *key, cons
     return -1;
 }
 
-static int fail(struct loader *ld, const yaml_node_t *at, const char *key, const char *fmt, ...)
+int cf_fail(struct loader *ld, const yaml_node_t *at, const char *key, const char *fmt, ...)
 {
     va_list ap;
     va_start(ap, fmt);
-    vfail(ld, at, key, fmt, ap);
+    cf_vfail(ld, at, key, fmt, ap);
     va_end(ap);
     return -1;
 }
 
 /* "unknown key", with the nearest known key when there is one. */
-static int unknown_key(struct loader *ld, const yaml_node_t *at, const char *path,
-                       const an_near_t *nr)
+int cf_unknown_key(struct loader *ld, const yaml_node_t *at, const char *path, const an_near_t *nr)
 {
     if (nr && nr->best)
-        return fail(ld, at, path, "unknown key (did you mean \"%s\"?)", nr->best);
-    return fail(ld, at, path, "unknown key");
+        return cf_fail(ld, at, path, "unknown key (did you mean \"%s\"?)", nr->best);
+    return cf_fail(ld, at, path, "unknown key");
 }
 
 /* 1-based line of byte `offset` in f (reader errors carry no mark). */
@@ -572,7 +536,7 @@ static void yaml_fail(struct loader *ld, yaml_parser_t *p, FILE *f)
 
 /* ---- scalars ---- */
 
-static const char *node_kind(const yaml_node_t *n)
+const char *cf_node_kind(const yaml_node_t *n)
 {
     switch (n->type) {
     case YAML_SCALAR_NODE:
@@ -586,7 +550,7 @@ static const char *node_kind(const yaml_node_t *n)
     }
 }
 
-static const char *sval(const yaml_node_t *n)
+const char *cf_sval(const yaml_node_t *n)
 {
     return (const char *)n->data.scalar.value;
 }
@@ -597,11 +561,11 @@ static int is_plain(const yaml_node_t *n)
 }
 
 /* An empty value, "~" or "null" (unquoted). */
-static int is_null(const yaml_node_t *n)
+int cf_is_null(const yaml_node_t *n)
 {
     if (!is_plain(n))
         return 0;
-    const char *s = sval(n);
+    const char *s = cf_sval(n);
     return s[0] == '\0' || strcmp(s, "~") == 0 || strcmp(s, "null") == 0 ||
            strcmp(s, "Null") == 0 || strcmp(s, "NULL") == 0;
 }
@@ -649,13 +613,13 @@ static int load_uint(struct loader *ld, const struct field *f, const yaml_node_t
                      const yaml_node_t *v, void *base, const char *path)
 {
     if (v->type != YAML_SCALAR_NODE)
-        return fail(ld, k, path, "expected an integer, got %s", node_kind(v));
-    const char *s = sval(v);
+        return cf_fail(ld, k, path, "expected an integer, got %s", cf_node_kind(v));
+    const char *s = cf_sval(v);
     size_t len = v->data.scalar.length;
     if (!is_plain(v))
-        return fail(ld, v, path, "expected an integer, got a quoted string");
+        return cf_fail(ld, v, path, "expected an integer, got a quoted string");
     if (len == 0)
-        return fail(ld, v, path, "expected an integer, got an empty value");
+        return cf_fail(ld, v, path, "expected an integer, got an empty value");
     uint64_t val = 0;
     int overflow = 0;
     size_t i = 0;
@@ -672,19 +636,20 @@ static int load_uint(struct loader *ld, const struct field *f, const yaml_node_t
             "an integer (seconds) or a duration (30s, 15m, 2h, 7d)",
             "an integer (ms) or a duration (500ms, 30s, 2h)"};
         if (i == 0 || f->unit == U_NONE)
-            return fail(ld, v, path, "expected %s, got \"%.40s\"", wanted[f->unit], s);
+            return cf_fail(ld, v, path, "expected %s, got \"%.40s\"", wanted[f->unit], s);
         if (apply_unit(f->unit, s + i, &val, &overflow) < 0)
-            return fail(ld, v, path, "\"%.40s\": %s", s,
-                        f->unit == U_BYTES ? "unknown size unit (B, K, KB, KiB, M, MB, MiB, G, T)"
-                        : f->unit == U_S   ? "not a whole number of seconds, or an unknown unit "
-                                             "(ms, s, m, min, h, d)"
-                                           : "unknown duration unit (ms, s, m, min, h, d)");
+            return cf_fail(ld, v, path, "\"%.40s\": %s", s,
+                           f->unit == U_BYTES
+                               ? "unknown size unit (B, K, KB, KiB, M, MB, MiB, G, T)"
+                           : f->unit == U_S ? "not a whole number of seconds, or an unknown unit "
+                                              "(ms, s, m, min, h, d)"
+                                            : "unknown duration unit (ms, s, m, min, h, d)");
     }
     if (i > 1 && s[0] == '0')
-        return fail(ld, v, path, "\"%.40s\": leading zeros are not allowed", s);
+        return cf_fail(ld, v, path, "\"%.40s\": leading zeros are not allowed", s);
     if (overflow || val < f->min || val > f->max)
-        return fail(ld, v, path, "%.40s is out of range %llu..%llu", s, (unsigned long long)f->min,
-                    (unsigned long long)f->max);
+        return cf_fail(ld, v, path, "%.40s is out of range %llu..%llu", s,
+                       (unsigned long long)f->min, (unsigned long long)f->max);
 
     unsigned char *p = (unsigned char *)base + f->off;
     switch (f->size) {
@@ -717,15 +682,18 @@ static int load_bool(struct loader *ld, const struct field *f, const yaml_node_t
     static const char *const no[] = {"false", "no", "off"};
 
     if (v->type != YAML_SCALAR_NODE)
-        return fail(ld, k, path, "expected true or false, got %s", node_kind(v));
+        return cf_fail(ld, k, path, "expected true or false, got %s", cf_node_kind(v));
     for (size_t i = 0; is_plain(v) && i < NELEM(yes); i++) {
-        int b = strcasecmp(sval(v), yes[i]) == 0 ? 1 : strcasecmp(sval(v), no[i]) == 0 ? 0 : -1;
+        int b = strcasecmp(cf_sval(v), yes[i]) == 0  ? 1
+                : strcasecmp(cf_sval(v), no[i]) == 0 ? 0
+                                                     : -1;
         if (b >= 0) {
             *((uint8_t *)base + f->off) = (uint8_t)b;
             return 0;
         }
     }
-    return fail(ld, v, path, "expected true or false (yes/no, on/off), got \"%.40s\"", sval(v));
+    return cf_fail(ld, v, path, "expected true or false (yes/no, on/off), got \"%.40s\"",
+                   cf_sval(v));
 }
 
 /* F_STR, F_NAME, F_ADDR: any scalar style; an unquoted null is "". */
@@ -733,19 +701,19 @@ static int load_str(struct loader *ld, const struct field *f, const yaml_node_t 
                     const yaml_node_t *v, void *base, const char *path)
 {
     if (v->type != YAML_SCALAR_NODE)
-        return fail(ld, k, path, "expected a string, got %s", node_kind(v));
-    const char *s = is_null(v) ? "" : sval(v);
-    size_t len = is_null(v) ? 0 : v->data.scalar.length;
+        return cf_fail(ld, k, path, "expected a string, got %s", cf_node_kind(v));
+    const char *s = cf_is_null(v) ? "" : cf_sval(v);
+    size_t len = cf_is_null(v) ? 0 : v->data.scalar.length;
     if (strlen(s) != len)
-        return fail(ld, v, path, "contains a NUL character");
+        return cf_fail(ld, v, path, "contains a NUL character");
     if (len >= f->size)
-        return fail(ld, v, path, "too long (%zu characters, max %zu)", len, f->size - 1);
+        return cf_fail(ld, v, path, "too long (%zu characters, max %zu)", len, f->size - 1);
     if (f->type == F_NAME && len == 0)
-        return fail(ld, v, path, "must not be empty");
+        return cf_fail(ld, v, path, "must not be empty");
     if (f->type == F_ADDR) {
         unsigned char buf[sizeof(struct in6_addr)];
         if (inet_pton(AF_INET, s, buf) != 1 && inet_pton(AF_INET6, s, buf) != 1)
-            return fail(ld, v, path, "\"%.64s\" is not an IPv4 or IPv6 address", s);
+            return cf_fail(ld, v, path, "\"%.64s\" is not an IPv4 or IPv6 address", s);
     }
     memcpy((char *)base + f->off, s, len + 1);
     return 0;
@@ -755,10 +723,11 @@ static int load_level(struct loader *ld, const struct field *f, const yaml_node_
                       const yaml_node_t *v, void *base, const char *path)
 {
     if (v->type != YAML_SCALAR_NODE)
-        return fail(ld, k, path, "expected a level name, got %s", node_kind(v));
-    int level = log_level_parse(sval(v));
+        return cf_fail(ld, k, path, "expected a level name, got %s", cf_node_kind(v));
+    int level = log_level_parse(cf_sval(v));
     if (level < 0)
-        return fail(ld, v, path, "unknown level \"%.40s\" (error, warn, info or debug)", sval(v));
+        return cf_fail(ld, v, path, "unknown level \"%.40s\" (error, warn, info or debug)",
+                       cf_sval(v));
     memcpy((char *)base + f->off, &level, sizeof(level));
     return 0;
 }
@@ -767,9 +736,9 @@ static int load_enum(struct loader *ld, const struct field *f, const yaml_node_t
                      const yaml_node_t *v, void *base, const char *path)
 {
     if (v->type != YAML_SCALAR_NODE)
-        return fail(ld, k, path, "expected a name, got %s", node_kind(v));
+        return cf_fail(ld, k, path, "expected a name, got %s", cf_node_kind(v));
     for (uint8_t i = 0; f->names[i]; i++)
-        if (strcmp(sval(v), f->names[i]) == 0) {
+        if (strcmp(cf_sval(v), f->names[i]) == 0) {
             memcpy((char *)base + f->off, &i, sizeof(i));
             return 0;
         }
@@ -778,15 +747,14 @@ static int load_enum(struct loader *ld, const struct field *f, const yaml_node_t
         size_t used = strlen(list);
         snprintf(list + used, sizeof(list) - used, "%s%s", i ? ", " : "", f->names[i]);
     }
-    return fail(ld, v, path, "unknown value \"%.40s\" (one of: %s)", sval(v), list);
+    return cf_fail(ld, v, path, "unknown value \"%.40s\" (one of: %s)", cf_sval(v), list);
 }
 
 /* ---- mappings and the listener list ---- */
 
-#define KEYPATH_LEN 160 /* "listeners[15].max_connections"; longer names are cut */
 
 /* out = a + b, cut to KEYPATH_LEN - 1 characters; out may be a. */
-static void key_join(char *out, const char *a, const char *b)
+void cf_key_join(char *out, const char *a, const char *b)
 {
     size_t la = strnlen(a, KEYPATH_LEN - 1);
     size_t lb = strnlen(b, KEYPATH_LEN - 1 - la);
@@ -801,12 +769,12 @@ static int load_map(struct loader *ld, const yaml_node_t *at, const yaml_node_t 
 
 /* Rules across the keys of one listener.  `seen` tells which keys the file
  * set, so the error can point at the key's own line. */
-static const yaml_node_t *key_node(struct loader *ld, const yaml_node_t *map, const char *key)
+const yaml_node_t *cf_key_node(struct loader *ld, const yaml_node_t *map, const char *key)
 {
     for (yaml_node_pair_t *pair = map->data.mapping.pairs.start; pair < map->data.mapping.pairs.top;
          pair++) {
         yaml_node_t *k = yaml_document_get_node(ld->doc, pair->key);
-        if (k && k->type == YAML_SCALAR_NODE && strcmp(sval(k), key) == 0)
+        if (k && k->type == YAML_SCALAR_NODE && strcmp(cf_sval(k), key) == 0)
             return k;
     }
     return map;
@@ -824,58 +792,58 @@ static int listener_check(struct loader *ld, const yaml_node_t *item, const conf
         for (; ok && *p; p++)
             ok = *p > 0x20 && *p < 0x7f && *p != '?' && *p != '#';
         if (!ok) {
-            key_join(kpath, ipath, ".ws_path");
-            return fail(ld, key_node(ld, item, "ws_path"), kpath,
-                        "expected a path starting with \"/\" (no spaces, query or fragment)");
+            cf_key_join(kpath, ipath, ".ws_path");
+            return cf_fail(ld, cf_key_node(ld, item, "ws_path"), kpath,
+                           "expected a path starting with \"/\" (no spaces, query or fragment)");
         }
         for (uint32_t i = 0; i < l->nws_allowed_origins; i++)
             if (!origin_valid(l->ws_allowed_origins[i])) {
-                key_join(kpath, ipath, ".ws_allowed_origins");
-                return fail(ld, key_node(ld, item, "ws_allowed_origins"), kpath,
-                            "\"%.60s\" is not an origin (http:// or https://, a host, an "
-                            "optional :port, no path)",
-                            l->ws_allowed_origins[i]);
+                cf_key_join(kpath, ipath, ".ws_allowed_origins");
+                return cf_fail(ld, cf_key_node(ld, item, "ws_allowed_origins"), kpath,
+                               "\"%.60s\" is not an origin (http:// or https://, a host, an "
+                               "optional :port, no path)",
+                               l->ws_allowed_origins[i]);
             }
     } else if (seen & (LISTENER_WSPATH_BIT | LISTENER_WSMAX_BIT | LISTENER_WSORIGINS_BIT)) {
-        key_join(kpath, ipath,
-                 (seen & LISTENER_WSPATH_BIT)  ? ".ws_path"
-                 : (seen & LISTENER_WSMAX_BIT) ? ".ws_max_frame"
-                                               : ".ws_allowed_origins");
-        return fail(ld, key_node(ld, item, strrchr(kpath, '.') + 1), kpath,
-                    "only meaningful with transport: ws or wss");
+        cf_key_join(kpath, ipath,
+                    (seen & LISTENER_WSPATH_BIT)  ? ".ws_path"
+                    : (seen & LISTENER_WSMAX_BIT) ? ".ws_max_frame"
+                                                  : ".ws_allowed_origins");
+        return cf_fail(ld, cf_key_node(ld, item, strrchr(kpath, '.') + 1), kpath,
+                       "only meaningful with transport: ws or wss");
     }
     if (l->transport == CONF_TRANSPORT_TLS || l->transport == CONF_TRANSPORT_WSS) {
         if (!(seen & LISTENER_CERT_BIT) || l->cert_file[0] == '\0') {
-            key_join(kpath, ipath, ".cert_file");
-            return fail(ld, key_node(ld, item, "cert_file"), kpath,
-                        "required when transport is tls or wss");
+            cf_key_join(kpath, ipath, ".cert_file");
+            return cf_fail(ld, cf_key_node(ld, item, "cert_file"), kpath,
+                           "required when transport is tls or wss");
         }
         if (!(seen & LISTENER_KEY_BIT) || l->key_file[0] == '\0') {
-            key_join(kpath, ipath, ".key_file");
-            return fail(ld, key_node(ld, item, "key_file"), kpath,
-                        "required when transport is tls or wss");
+            cf_key_join(kpath, ipath, ".key_file");
+            return cf_fail(ld, cf_key_node(ld, item, "key_file"), kpath,
+                           "required when transport is tls or wss");
         }
         if (l->require_client_cert && l->ca_file[0] == '\0') {
-            key_join(kpath, ipath, ".ca_file");
-            return fail(ld, key_node(ld, item, "require_client_cert"), kpath,
-                        "required when require_client_cert is true");
+            cf_key_join(kpath, ipath, ".ca_file");
+            return cf_fail(ld, cf_key_node(ld, item, "require_client_cert"), kpath,
+                           "required when require_client_cert is true");
         }
         if (l->cert_username != CONF_CERT_USER_NONE && l->ca_file[0] == '\0') {
-            key_join(kpath, ipath, ".ca_file");
-            return fail(ld, key_node(ld, item, "cert_username"), kpath,
-                        "required when cert_username is cn or san (client certificates "
-                        "are verified against it)");
+            cf_key_join(kpath, ipath, ".ca_file");
+            return cf_fail(ld, cf_key_node(ld, item, "cert_username"), kpath,
+                           "required when cert_username is cn or san (client certificates "
+                           "are verified against it)");
         }
     } else if (seen & (LISTENER_CERT_BIT | LISTENER_KEY_BIT | LISTENER_CA_BIT |
                        LISTENER_REQCERT_BIT | LISTENER_CERTUSER_BIT)) {
-        key_join(kpath, ipath,
-                 (seen & LISTENER_CERT_BIT)      ? ".cert_file"
-                 : (seen & LISTENER_KEY_BIT)     ? ".key_file"
-                 : (seen & LISTENER_CA_BIT)      ? ".ca_file"
-                 : (seen & LISTENER_REQCERT_BIT) ? ".require_client_cert"
-                                                 : ".cert_username");
-        return fail(ld, key_node(ld, item, strrchr(kpath, '.') + 1), kpath,
-                    "only meaningful with transport: tls or wss");
+        cf_key_join(kpath, ipath,
+                    (seen & LISTENER_CERT_BIT)      ? ".cert_file"
+                    : (seen & LISTENER_KEY_BIT)     ? ".key_file"
+                    : (seen & LISTENER_CA_BIT)      ? ".ca_file"
+                    : (seen & LISTENER_REQCERT_BIT) ? ".require_client_cert"
+                                                    : ".cert_username");
+        return cf_fail(ld, cf_key_node(ld, item, strrchr(kpath, '.') + 1), kpath,
+                       "only meaningful with transport: tls or wss");
     }
     return 0;
 }
@@ -884,24 +852,24 @@ static int load_listeners(struct loader *ld, const yaml_node_t *k, const yaml_no
                           const char *path)
 {
     conf_t *c = ld->c;
-    if (is_null(v))
-        return fail(ld, k, path, "the listener list is empty");
+    if (cf_is_null(v))
+        return cf_fail(ld, k, path, "the listener list is empty");
     if (v->type != YAML_SEQUENCE_NODE)
-        return fail(ld, k, path, "expected a sequence of listeners, got %s", node_kind(v));
+        return cf_fail(ld, k, path, "expected a sequence of listeners, got %s", cf_node_kind(v));
     yaml_node_item_t *start = v->data.sequence.items.start;
     size_t count = (size_t)(v->data.sequence.items.top - start);
     if (count == 0)
-        return fail(ld, v, path, "the listener list is empty");
+        return cf_fail(ld, v, path, "the listener list is empty");
 
     for (size_t i = 0; i < count; i++) {
         yaml_node_t *item = yaml_document_get_node(ld->doc, start[i]);
         char ipath[KEYPATH_LEN], index[24];
         if (item == NULL)
-            return fail(ld, v, path, "internal error: missing node");
+            return cf_fail(ld, v, path, "internal error: missing node");
         if (i >= CONF_MAX_LISTENERS)
-            return fail(ld, item, path, "too many listeners (max %d)", CONF_MAX_LISTENERS);
+            return cf_fail(ld, item, path, "too many listeners (max %d)", CONF_MAX_LISTENERS);
         snprintf(index, sizeof(index), "[%zu]", i);
-        key_join(ipath, path, index);
+        cf_key_join(ipath, path, index);
 
         conf_listener_t *l = &c->listeners[i];
         uint32_t seen = 0;
@@ -910,8 +878,8 @@ static int load_listeners(struct loader *ld, const yaml_node_t *k, const yaml_no
             return -1;
         if (!(seen & LISTENER_PORT_BIT)) {
             char ppath[KEYPATH_LEN];
-            key_join(ppath, ipath, ".port");
-            return fail(ld, item, ppath, "missing (every listener needs a port)");
+            cf_key_join(ppath, ipath, ".port");
+            return cf_fail(ld, item, ppath, "missing (every listener needs a port)");
         }
         if (listener_check(ld, item, l, ipath, seen) < 0)
             return -1;
@@ -925,24 +893,24 @@ static int load_namelist(struct loader *ld, const struct field *f, const yaml_no
                          const yaml_node_t *v, void *base, const char *path)
 {
     uint32_t count = 0;
-    if (!is_null(v)) {
+    if (!cf_is_null(v)) {
         if (v->type != YAML_SEQUENCE_NODE)
-            return fail(ld, k, path, "expected a sequence of names, got %s", node_kind(v));
+            return cf_fail(ld, k, path, "expected a sequence of names, got %s", cf_node_kind(v));
         for (yaml_node_item_t *it = v->data.sequence.items.start; it < v->data.sequence.items.top;
              it++) {
             yaml_node_t *item = yaml_document_get_node(ld->doc, *it);
-            if (item == NULL || item->type != YAML_SCALAR_NODE || is_null(item))
-                return fail(ld, item ? item : v, path, "expected a name");
+            if (item == NULL || item->type != YAML_SCALAR_NODE || cf_is_null(item))
+                return cf_fail(ld, item ? item : v, path, "expected a name");
             if (count >= f->max)
-                return fail(ld, item, path, "too many names (max %llu)",
-                            (unsigned long long)f->max);
+                return cf_fail(ld, item, path, "too many names (max %llu)",
+                               (unsigned long long)f->max);
             if (item->data.scalar.length >= f->size)
-                return fail(ld, item, path, "name too long (max %zu characters)", f->size - 1);
+                return cf_fail(ld, item, path, "name too long (max %zu characters)", f->size - 1);
             char *dst = (char *)base + f->off + count * f->size;
             for (uint32_t j = 0; j < count; j++)
-                if (strcmp((char *)base + f->off + j * f->size, sval(item)) == 0)
-                    return fail(ld, item, path, "\"%.40s\" is listed twice", sval(item));
-            memcpy(dst, sval(item), item->data.scalar.length + 1);
+                if (strcmp((char *)base + f->off + j * f->size, cf_sval(item)) == 0)
+                    return cf_fail(ld, item, path, "\"%.40s\" is listed twice", cf_sval(item));
+            memcpy(dst, cf_sval(item), item->data.scalar.length + 1);
             count++;
         }
     }
@@ -955,24 +923,24 @@ static int load_flags(struct loader *ld, const struct field *f, const yaml_node_
                       const yaml_node_t *v, void *base, const char *path)
 {
     uint32_t flags = 0;
-    if (!is_null(v)) {
+    if (!cf_is_null(v)) {
         if (v->type != YAML_SEQUENCE_NODE)
-            return fail(ld, k, path, "expected a sequence of names, got %s", node_kind(v));
+            return cf_fail(ld, k, path, "expected a sequence of names, got %s", cf_node_kind(v));
         for (yaml_node_item_t *it = v->data.sequence.items.start; it < v->data.sequence.items.top;
              it++) {
             yaml_node_t *item = yaml_document_get_node(ld->doc, *it);
-            if (item == NULL || item->type != YAML_SCALAR_NODE || is_null(item))
-                return fail(ld, item ? item : v, path, "expected a name");
-            uint32_t i = 0, all = strcmp(sval(item), "all") == 0;
-            while (f->names[i] && strcmp(f->names[i], sval(item)) != 0)
+            if (item == NULL || item->type != YAML_SCALAR_NODE || cf_is_null(item))
+                return cf_fail(ld, item ? item : v, path, "expected a name");
+            uint32_t i = 0, all = strcmp(cf_sval(item), "all") == 0;
+            while (f->names[i] && strcmp(f->names[i], cf_sval(item)) != 0)
                 i++;
             if (all) {
                 flags |= (uint32_t)((1ull << i) - 1); /* i: the count here */
                 continue;
             }
             if (f->names[i] == NULL)
-                return fail(ld, item, path, "unknown name \"%.40s\" (all, %s, ...)", sval(item),
-                            f->names[0]);
+                return cf_fail(ld, item, path, "unknown name \"%.40s\" (all, %s, ...)",
+                               cf_sval(item), f->names[0]);
             flags |= 1u << i;
         }
     }
@@ -980,8 +948,8 @@ static int load_flags(struct loader *ld, const struct field *f, const yaml_node_
     return 0;
 }
 
-static int load_field(struct loader *ld, const struct field *f, const yaml_node_t *k,
-                      const yaml_node_t *v, void *base, const char *path)
+int cf_load_field(struct loader *ld, const struct field *f, const yaml_node_t *k,
+                  const yaml_node_t *v, void *base, const char *path)
 {
     switch (f->type) {
     case F_UINT:
@@ -997,7 +965,7 @@ static int load_field(struct loader *ld, const struct field *f, const yaml_node_
     case F_ENUM:
         return load_enum(ld, f, k, v, base, path);
     case F_SECTION:
-        if (is_null(v)) /* "mqtt:" with every key commented out */
+        if (cf_is_null(v)) /* "mqtt:" with every key commented out */
             return 0;
         return load_map(ld, k, v, f->sub, f->nsub, base, path, NULL);
     case F_LISTENERS:
@@ -1007,377 +975,7 @@ static int load_field(struct loader *ld, const struct field *f, const yaml_node_
     case F_FLAGS:
         return load_flags(ld, f, k, v, base, path);
     }
-    return fail(ld, k, path, "internal error: bad field type");
-}
-
-/* ---- sections of modules ---- */
-
-#define SEC_MAX_KEYS 32 /* keys of one section (a bit each in conf_sec_t.used) */
-
-struct conf_sec_s {
-    struct loader *ld;
-    const yaml_node_t *at;  /* the section's key: where a missing key points */
-    const yaml_node_t *map; /* its mapping, or NULL (empty section) */
-    const char *path;       /* "name" */
-    uint32_t used;          /* bit per pair read by the module */
-    const char *asked[32];  /* keys the module asked for: suggestions */
-    uint32_t nasked;
-};
-
-void *conf_section_add(conf_t *c, const char *name, int (*load)(conf_sec_t *s, void *values),
-                       void (*walk)(const void *values, conf_visit_fn fn, void *ud), size_t size)
-{
-    size_t off = (c->section_used + 15u) & ~(size_t)15u;
-    if (c->nsections >= CONF_MAX_SECTIONS || off + size > CONF_SECTION_BYTES || load == NULL ||
-        conf_section_values(c, name) != NULL)
-        return NULL;
-    for (size_t i = 0; i < NELEM(root_fields); i++)
-        if (strcmp(root_fields[i].key, name) == 0)
-            return NULL;
-    c->sections[c->nsections++] = (conf_section_t){
-        .name = name, .load = load, .walk = walk, .off = (uint32_t)off, .size = (uint32_t)size};
-    c->section_used = (uint32_t)(off + size);
-    memset(c->section_data + off, 0, size);
-    return c->section_data + off;
-}
-
-const void *conf_section_values(const conf_t *c, const char *name)
-{
-    for (uint32_t i = 0; i < c->nsections; i++)
-        if (strcmp(c->sections[i].name, name) == 0)
-            return c->section_data + c->sections[i].off;
-    return NULL;
-}
-
-/* Root key k names a section of ld->c: check its mapping, let the module
- * load it, refuse the keys it did not read.  1 when k is no section, else
- * 0 or -1. */
-static int load_section(struct loader *ld, const yaml_node_t *k, const yaml_node_t *v,
-                        const char *path)
-{
-    conf_t *c = ld->c;
-    uint32_t i = 0;
-    while (i < c->nsections && strcmp(c->sections[i].name, sval(k)) != 0)
-        i++;
-    if (i == c->nsections)
-        return 1;
-    if (ld->sections_seen & (1u << i))
-        return fail(ld, k, path, "duplicate key");
-    ld->sections_seen |= 1u << i;
-    struct conf_sec_s s = {.ld = ld, .at = k, .map = NULL, .path = path};
-    if (!is_null(v)) {
-        if (v->type != YAML_MAPPING_NODE)
-            return fail(ld, k, path, "expected a mapping, got %s", node_kind(v));
-        s.map = v;
-        size_t n = (size_t)(v->data.mapping.pairs.top - v->data.mapping.pairs.start);
-        for (size_t a = 0; a < n; a++) {
-            yaml_node_t *ka = yaml_document_get_node(ld->doc, v->data.mapping.pairs.start[a].key);
-            char kpath[KEYPATH_LEN];
-            if (ka == NULL ||
-                yaml_document_get_node(ld->doc, v->data.mapping.pairs.start[a].value) == NULL)
-                return fail(ld, v, path, "internal error: missing node");
-            if (ka->type != YAML_SCALAR_NODE)
-                return fail(ld, ka, path, "a key must be a scalar, got %s", node_kind(ka));
-            key_join(kpath, path, ".");
-            key_join(kpath, kpath, sval(ka));
-            if (a >= SEC_MAX_KEYS)
-                return fail(ld, ka, kpath, "unknown key");
-            for (size_t b = 0; b < a; b++) {
-                yaml_node_t *kb =
-                    yaml_document_get_node(ld->doc, v->data.mapping.pairs.start[b].key);
-                if (strcmp(sval(kb), sval(ka)) == 0)
-                    return fail(ld, ka, kpath, "duplicate key");
-            }
-        }
-    }
-    if (c->sections[i].load(&s, c->section_data + c->sections[i].off) < 0)
-        return -1;
-    for (size_t a = 0;
-         s.map && a < (size_t)(v->data.mapping.pairs.top - v->data.mapping.pairs.start); a++)
-        if (!(s.used & (1u << a))) {
-            yaml_node_t *ka = yaml_document_get_node(ld->doc, v->data.mapping.pairs.start[a].key);
-            char kpath[KEYPATH_LEN];
-            key_join(kpath, path, ".");
-            key_join(kpath, kpath, sval(ka));
-            an_near_t nr = AN_NEAR(sval(ka));
-            for (uint32_t q = 0; q < s.nasked; q++)
-                an_near_try(&nr, s.asked[q]);
-            return unknown_key(ld, ka, kpath, &nr);
-        }
-    return 0;
-}
-
-/* The pair of `key` in s (marked read), or -1. */
-static int sec_find(conf_sec_t *s, const char *key, const yaml_node_t **k, const yaml_node_t **v)
-{
-    if (s->nasked < sizeof(s->asked) / sizeof(s->asked[0]))
-        s->asked[s->nasked++] = key; /* module keys are string literals */
-    if (s->map == NULL)
-        return -1;
-    yaml_node_pair_t *start = s->map->data.mapping.pairs.start;
-    size_t n = (size_t)(s->map->data.mapping.pairs.top - start);
-    for (size_t a = 0; a < n && a < SEC_MAX_KEYS; a++) {
-        yaml_node_t *ka = yaml_document_get_node(s->ld->doc, start[a].key);
-        if (strcmp(sval(ka), key) == 0) {
-            *k = ka;
-            *v = yaml_document_get_node(s->ld->doc, start[a].value);
-            s->used |= 1u << a;
-            return (int)a;
-        }
-    }
-    return -1;
-}
-
-/* Load `key` of s with a one-entry field table `f` (its off is 0) into out. */
-static int sec_load(conf_sec_t *s, const char *key, const struct field *f, void *out)
-{
-    const yaml_node_t *k, *v;
-    if (sec_find(s, key, &k, &v) < 0)
-        return 0;
-    char kpath[KEYPATH_LEN];
-    key_join(kpath, s->path, ".");
-    key_join(kpath, kpath, key);
-    return load_field(s->ld, f, k, v, out, kpath);
-}
-
-int conf_sec_u32(conf_sec_t *s, const char *key, uint32_t min, uint32_t max, uint32_t *out)
-{
-    const struct field f = {
-        .key = key, .type = F_UINT, .size = sizeof(*out), .min = min, .max = max};
-    return sec_load(s, key, &f, out);
-}
-
-int conf_sec_u64(conf_sec_t *s, const char *key, uint64_t min, uint64_t max, uint64_t *out)
-{
-    const struct field f = {
-        .key = key, .type = F_UINT, .size = sizeof(*out), .min = min, .max = max};
-    return sec_load(s, key, &f, out);
-}
-
-int conf_sec_ms(conf_sec_t *s, const char *key, uint32_t min, uint32_t max, uint32_t *out)
-{
-    const struct field f = {
-        .key = key, .type = F_UINT, .size = sizeof(*out), .min = min, .max = max, .unit = U_MS};
-    return sec_load(s, key, &f, out);
-}
-
-int conf_sec_bool(conf_sec_t *s, const char *key, uint8_t *out)
-{
-    const struct field f = {.key = key, .type = F_BOOL, .size = sizeof(*out)};
-    return sec_load(s, key, &f, out);
-}
-
-int conf_sec_str(conf_sec_t *s, const char *key, char *out, size_t size, int flags)
-{
-    const struct field f = {
-        .key = key, .type = (flags & CONF_SEC_NONEMPTY) ? F_NAME : F_STR, .size = size};
-    return sec_load(s, key, &f, out);
-}
-
-int conf_sec_enum(conf_sec_t *s, const char *key, const char *const *names, uint8_t *out)
-{
-    const struct field f = {.key = key, .type = F_ENUM, .size = sizeof(*out), .names = names};
-    return sec_load(s, key, &f, out);
-}
-
-int conf_sec_names(conf_sec_t *s, const char *key, char *out, size_t each, uint32_t max,
-                   uint32_t *count)
-{
-    if (!conf_sec_has(s, key))
-        return 0;
-    /* load_namelist writes the names at off and the count at off2 of one
-     * base: a scratch block laid out so, copied out once it is valid */
-    size_t bytes = each * max;
-    char *tmp = calloc(1, bytes + sizeof(uint32_t));
-    if (tmp == NULL)
-        return conf_sec_fail(s, key, "out of memory");
-    const struct field f = {
-        .key = key, .type = F_NAMELIST, .off = 0, .size = each, .max = max, .off2 = bytes};
-    int rc = sec_load(s, key, &f, tmp);
-    if (rc == 0) {
-        memcpy(out, tmp, bytes);
-        memcpy(count, tmp + bytes, sizeof(*count));
-    }
-    free(tmp);
-    return rc;
-}
-
-/* A nested mapping m at path: scalar keys, at most SEC_MAX_KEYS, no
- * duplicates.  0, or -1 with the error set. */
-static int map_check(struct loader *ld, const yaml_node_t *m, const char *path)
-{
-    size_t n = (size_t)(m->data.mapping.pairs.top - m->data.mapping.pairs.start);
-    for (size_t a = 0; a < n; a++) {
-        yaml_node_t *ka = yaml_document_get_node(ld->doc, m->data.mapping.pairs.start[a].key);
-        char apath[KEYPATH_LEN];
-        key_join(apath, path, ".");
-        key_join(apath, apath, ka && ka->type == YAML_SCALAR_NODE ? sval(ka) : "?");
-        if (ka == NULL || ka->type != YAML_SCALAR_NODE || a >= SEC_MAX_KEYS)
-            return fail(ld, ka ? ka : m, apath, "unknown key");
-        for (size_t b = 0; b < a; b++)
-            if (strcmp(sval(yaml_document_get_node(ld->doc, m->data.mapping.pairs.start[b].key)),
-                       sval(ka)) == 0)
-                return fail(ld, ka, apath, "duplicate key");
-    }
-    return 0;
-}
-
-/* After a reader's fn: a key of sub it did not read is refused (with the
- * nearest key it asked for as a suggestion). */
-static int map_unread(const conf_sec_t *sub)
-{
-    const yaml_node_t *m = sub->map;
-    size_t n = (size_t)(m->data.mapping.pairs.top - m->data.mapping.pairs.start);
-    for (size_t a = 0; a < n; a++)
-        if (!(sub->used & (1u << a))) {
-            yaml_node_t *ka =
-                yaml_document_get_node(sub->ld->doc, m->data.mapping.pairs.start[a].key);
-            char apath[KEYPATH_LEN];
-            key_join(apath, sub->path, ".");
-            key_join(apath, apath, sval(ka));
-            an_near_t nr = AN_NEAR(sval(ka));
-            for (uint32_t q = 0; q < sub->nasked; q++)
-                an_near_try(&nr, sub->asked[q]);
-            return unknown_key(sub->ld, ka, apath, &nr);
-        }
-    return 0;
-}
-
-int conf_sec_each(conf_sec_t *s, const char *key, int (*fn)(conf_sec_t *item, uint32_t i, void *ud),
-                  void *ud)
-{
-    const yaml_node_t *k, *v;
-    if (sec_find(s, key, &k, &v) < 0 || is_null(v))
-        return 0;
-    char kpath[KEYPATH_LEN];
-    key_join(kpath, s->path, ".");
-    key_join(kpath, kpath, key);
-    if (v->type != YAML_SEQUENCE_NODE)
-        return fail(s->ld, k, kpath, "expected a list, got %s", node_kind(v));
-    uint32_t i = 0;
-    for (yaml_node_item_t *it = v->data.sequence.items.start; it < v->data.sequence.items.top;
-         it++, i++) {
-        const yaml_node_t *m = yaml_document_get_node(s->ld->doc, *it);
-        char ipath[KEYPATH_LEN];
-        if (snprintf(ipath, sizeof(ipath), "%s[%u]", kpath, i) >= (int)sizeof(ipath))
-            ipath[sizeof(ipath) - 1] = '\0'; /* cut, as key_join does */
-        if (m == NULL || m->type != YAML_MAPPING_NODE)
-            return fail(s->ld, m ? m : k, ipath, "expected a mapping, got %s",
-                        m ? node_kind(m) : "nothing");
-        if (map_check(s->ld, m, ipath) < 0)
-            return -1;
-        struct conf_sec_s sub = {.ld = s->ld, .at = m, .map = m, .path = ipath};
-        if (fn(&sub, i, ud) < 0 || map_unread(&sub) < 0)
-            return -1;
-    }
-    return 0;
-}
-
-/* The mapping under key of s as a section of its own (sub, its path in
- * kpath): 1, 0 when the key is absent or null, -1 (reported) when it is
- * not a mapping or its keys repeat. */
-static int sub_map(conf_sec_t *s, const char *key, struct conf_sec_s *sub, char *kpath)
-{
-    const yaml_node_t *k, *v;
-    if (sec_find(s, key, &k, &v) < 0 || is_null(v))
-        return 0;
-    key_join(kpath, s->path, ".");
-    key_join(kpath, kpath, key);
-    if (v->type != YAML_MAPPING_NODE)
-        return fail(s->ld, k, kpath, "expected a mapping, got %s", node_kind(v));
-    if (map_check(s->ld, v, kpath) < 0)
-        return -1;
-    *sub = (struct conf_sec_s){.ld = s->ld, .at = k, .map = v, .path = kpath};
-    return 1;
-}
-
-int conf_sec_map(conf_sec_t *s, const char *key, int (*fn)(conf_sec_t *sub, void *ud), void *ud)
-{
-    char kpath[KEYPATH_LEN];
-    struct conf_sec_s sub;
-    int rc = sub_map(s, key, &sub, kpath);
-    if (rc <= 0)
-        return rc;
-    if (fn(&sub, ud) < 0 || map_unread(&sub) < 0)
-        return -1;
-    return 0;
-}
-
-int conf_sec_pairs(conf_sec_t *s, const char *key,
-                   int (*fn)(conf_sec_t *sub, const char *name, const char *value, void *ud),
-                   void *ud)
-{
-    char kpath[KEYPATH_LEN];
-    struct conf_sec_s sub;
-    int rc = sub_map(s, key, &sub, kpath);
-    if (rc <= 0)
-        return rc;
-    const yaml_node_t *v = sub.map;
-    for (yaml_node_pair_t *p = v->data.mapping.pairs.start; p < v->data.mapping.pairs.top; p++) {
-        const yaml_node_t *ka = yaml_document_get_node(s->ld->doc, p->key),
-                          *va = yaml_document_get_node(s->ld->doc, p->value);
-        char apath[KEYPATH_LEN];
-        key_join(apath, kpath, ".");
-        key_join(apath, apath, sval(ka));
-        if (va == NULL || va->type != YAML_SCALAR_NODE)
-            return fail(s->ld, va ? va : ka, apath, "expected a string, got %s",
-                        va ? node_kind(va) : "nothing");
-        if (fn(&sub, sval(ka), sval(va), ud) < 0)
-            return -1;
-    }
-    return 0;
-}
-
-int conf_sec_rest(conf_sec_t *s,
-                  int (*fn)(conf_sec_t *s, const char *key, const char *value, int quoted,
-                            void *ud),
-                  void *ud)
-{
-    if (s->map == NULL)
-        return 0;
-    yaml_node_pair_t *start = s->map->data.mapping.pairs.start;
-    size_t n = (size_t)(s->map->data.mapping.pairs.top - start);
-    for (size_t a = 0; a < n && a < SEC_MAX_KEYS; a++) {
-        if (s->used & (1u << a))
-            continue;
-        yaml_node_t *ka = yaml_document_get_node(s->ld->doc, start[a].key);
-        yaml_node_t *va = yaml_document_get_node(s->ld->doc, start[a].value);
-        if (ka == NULL || va == NULL || ka->type != YAML_SCALAR_NODE ||
-            va->type != YAML_SCALAR_NODE)
-            continue; /* left unread: refused as an unknown key */
-        s->used |= 1u << a;
-        int quoted = va->data.scalar.style != YAML_PLAIN_SCALAR_STYLE;
-        if (fn(s, sval(ka), sval(va), quoted, ud) < 0)
-            return -1;
-    }
-    return 0;
-}
-
-int conf_sec_has(const conf_sec_t *s, const char *key)
-{
-    if (s->map == NULL)
-        return 0;
-    for (yaml_node_pair_t *p = s->map->data.mapping.pairs.start; p < s->map->data.mapping.pairs.top;
-         p++)
-        if (strcmp(sval(yaml_document_get_node(s->ld->doc, p->key)), key) == 0)
-            return 1;
-    return 0;
-}
-
-int conf_sec_fail(conf_sec_t *s, const char *key, const char *fmt, ...)
-{
-    struct loader *ld = s->ld;
-    const yaml_node_t *at = s->map ? key_node(ld, s->map, key) : s->at;
-    if (at == s->map)
-        at = s->at;
-    char kpath[KEYPATH_LEN];
-    key_join(kpath, s->path, ".");
-    key_join(kpath, kpath, key);
-    va_list ap;
-    va_start(ap, fmt);
-    vfail(ld, at, kpath, fmt, ap);
-    va_end(ap);
-    return -1;
+    return cf_fail(ld, k, path, "internal error: bad field type");
 }
 
 /* Walk mapping `node` against `tab` (at most 32 entries).  `at` is where a
@@ -1390,42 +988,42 @@ static int load_map(struct loader *ld, const yaml_node_t *at, const yaml_node_t 
     uint32_t seen = 0;
 
     if (node->type != YAML_MAPPING_NODE)
-        return fail(ld, at, prefix, "expected a mapping, got %s", node_kind(node));
+        return cf_fail(ld, at, prefix, "expected a mapping, got %s", cf_node_kind(node));
     for (yaml_node_pair_t *pair = node->data.mapping.pairs.start;
          pair < node->data.mapping.pairs.top; pair++) {
         yaml_node_t *k = yaml_document_get_node(ld->doc, pair->key);
         yaml_node_t *v = yaml_document_get_node(ld->doc, pair->value);
         char path[KEYPATH_LEN];
         if (k == NULL || v == NULL)
-            return fail(ld, node, prefix, "internal error: missing node");
+            return cf_fail(ld, node, prefix, "internal error: missing node");
         if (k->type != YAML_SCALAR_NODE)
-            return fail(ld, k, prefix, "a key must be a scalar, got %s", node_kind(k));
-        key_join(path, prefix, prefix[0] ? "." : "");
-        key_join(path, path, sval(k));
+            return cf_fail(ld, k, prefix, "a key must be a scalar, got %s", cf_node_kind(k));
+        cf_key_join(path, prefix, prefix[0] ? "." : "");
+        cf_key_join(path, path, cf_sval(k));
 
         size_t i = 0;
-        while (i < n && strcmp(tab[i].key, sval(k)) != 0)
+        while (i < n && strcmp(tab[i].key, cf_sval(k)) != 0)
             i++;
         if (i == n && tab == root_fields) { /* a module's section? */
-            int rc = load_section(ld, k, v, path);
+            int rc = cf_load_section(ld, k, v, path);
             if (rc < 0)
                 return -1;
             if (rc == 0)
                 continue;
         }
         if (i == n) {
-            an_near_t nr = AN_NEAR(sval(k));
+            an_near_t nr = AN_NEAR(cf_sval(k));
             for (size_t q = 0; q < n; q++)
                 an_near_try(&nr, tab[q].key);
             if (tab == root_fields)
                 for (uint32_t q = 0; q < ld->c->nsections; q++)
                     an_near_try(&nr, ld->c->sections[q].name);
-            return unknown_key(ld, k, path, &nr);
+            return cf_unknown_key(ld, k, path, &nr);
         }
         if (seen & (1u << i))
-            return fail(ld, k, path, "duplicate key");
+            return cf_fail(ld, k, path, "duplicate key");
         seen |= 1u << i;
-        if (load_field(ld, &tab[i], k, v, base, path) < 0)
+        if (cf_load_field(ld, &tab[i], k, v, base, path) < 0)
             return -1;
     }
     if (seen_out)
@@ -1487,7 +1085,7 @@ int conf_load(conf_t *c, const char *path, char *err, size_t errlen)
         goto out;
     }
 
-    if (is_null(root)) /* "---" alone */
+    if (cf_is_null(root)) /* "---" alone */
         goto ok;
     uint8_t anon_before = tmp.allow_anonymous;
     tmp.allow_anonymous = CONF_ANON_INHERIT; /* "not set by the file" */
@@ -1503,12 +1101,12 @@ int conf_load(conf_t *c, const char *path, char *err, size_t errlen)
              root->type == YAML_MAPPING_NODE && pr < root->data.mapping.pairs.top; pr++) {
             yaml_node_t *k = yaml_document_get_node(&doc, pr->key);
             yaml_node_t *v = yaml_document_get_node(&doc, pr->value);
-            if (k && v && k->type == YAML_SCALAR_NODE && strcmp(sval(k), "auth") == 0 &&
+            if (k && v && k->type == YAML_SCALAR_NODE && strcmp(cf_sval(k), "auth") == 0 &&
                 v->type == YAML_MAPPING_NODE)
-                at = key_node(&ld, v, "password_cache");
+                at = cf_key_node(&ld, v, "password_cache");
         }
-        fail(&ld, at, "auth.password_cache",
-             "persistent needs persistence.enabled: true (the entries live in the store)");
+        cf_fail(&ld, at, "auth.password_cache",
+                "persistent needs persistence.enabled: true (the entries live in the store)");
         goto out;
     }
     if (tmp.auth.ban.loopback == 2) /* a ban set by hand applies everywhere */
