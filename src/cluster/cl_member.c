@@ -64,7 +64,7 @@ typedef struct {
 
 struct cl_member_s {
     cl_t *cl;
-    cl_etcd_t *client;             /* start, stop, free and metrics (main and API threads) */
+    cl_etcd_t *client;             /* set at start, freed at free (main thread); read by all */
     cl_etcd_t *etcd;               /* the same, for the etcd thread (set by its first tick) */
     char prefix[CL_NAME_MAX + 32]; /* /antenna/<name>/members/ */
     char prefix_end[CL_NAME_MAX + 32];
@@ -613,8 +613,10 @@ void cl_member_stop(cl_t *cl)
         return;
     atomic_store(&m->stopping, 1); /* the etcd thread's next tick revokes the lease */
     wait_flag(m, &m->revoked, CL_MEMBER_LEAVE_WAIT_MS + CL_MEMBER_TICK_MS);
-    cl_etcd_free(m->client);
-    m->client = NULL;
+    /* the client stays until cl_member_free, after the workers ended: a
+     * worker that took it from cl_member_etcd just before `stopping` may
+     * still be queueing a request on it (its thread answers it with
+     * nothing more to do) */
 }
 
 void cl_member_free(cl_t *cl)

@@ -10,7 +10,8 @@
  *                         cl_member_start (the etcd thread);
  *   stop   (main thread)  cl_member_stop (a clean leave), then the link
  *                         thread ends (cl_links_stop on it);
- *   free   (main thread)  cl_links_free, cl_member_free, the state.
+ *   free   (main thread)  cl_member_free (the etcd client and its thread
+ *                         end), cl_links_free, the state.
  *
  * The link thread turns an ev loop with a timer wheel; other threads hand
  * it work with cl_post() (a locked list and an eventfd), which is how
@@ -514,8 +515,8 @@ static void cl_free(module_inst_t *mi)
     cl_t *cl = mi->state;
     if (cl == NULL)
         return;
+    cl_member_free(cl); /* first: the etcd thread ends, its answers posted */
     cl_links_free(cl);
-    cl_member_free(cl);
     cl_owner_free(cl);
     cl_run_tasks(cl); /* what was posted but never ran */
     if (cl->loop.epfd >= 0)

@@ -82,8 +82,7 @@ int cf_fail(struct loader *ld, const yaml_node_t *at, const char *key, const cha
 int cf_vfail(struct loader *ld, const yaml_node_t *at, const char *key, const char *fmt,
              va_list ap);
 /* "unknown key", with the nearest known key when nr has one */
-int cf_unknown_key(struct loader *ld, const yaml_node_t *at, const char *path,
-                   const an_near_t *nr);
+int cf_unknown_key(struct loader *ld, const yaml_node_t *at, const char *path, const an_near_t *nr);
 const char *cf_node_kind(const yaml_node_t *n);
 const char *cf_sval(const yaml_node_t *n); /* a scalar node's text */
 int cf_is_null(const yaml_node_t *n);

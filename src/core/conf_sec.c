@@ -55,8 +55,7 @@ const void *conf_section_values(const conf_t *c, const char *name)
 /* Root key k names a section of ld->c: check its mapping, let the module
  * load it, refuse the keys it did not read.  1 when k is no section, else
  * 0 or -1. */
-int cf_load_section(struct loader *ld, const yaml_node_t *k, const yaml_node_t *v,
-                        const char *path)
+int cf_load_section(struct loader *ld, const yaml_node_t *k, const yaml_node_t *v, const char *path)
 {
     conf_t *c = ld->c;
     uint32_t i = 0;
@@ -266,7 +265,7 @@ int conf_sec_each(conf_sec_t *s, const char *key, int (*fn)(conf_sec_t *item, ui
             ipath[sizeof(ipath) - 1] = '\0'; /* cut, as key_join does */
         if (m == NULL || m->type != YAML_MAPPING_NODE)
             return cf_fail(s->ld, m ? m : k, ipath, "expected a mapping, got %s",
-                        m ? cf_node_kind(m) : "nothing");
+                           m ? cf_node_kind(m) : "nothing");
         if (map_check(s->ld, m, ipath) < 0)
             return -1;
         struct conf_sec_s sub = {.ld = s->ld, .at = m, .map = m, .path = ipath};
@@ -324,7 +323,7 @@ int conf_sec_pairs(conf_sec_t *s, const char *key,
         cf_key_join(apath, apath, cf_sval(ka));
         if (va == NULL || va->type != YAML_SCALAR_NODE)
             return cf_fail(s->ld, va ? va : ka, apath, "expected a string, got %s",
-                        va ? cf_node_kind(va) : "nothing");
+                           va ? cf_node_kind(va) : "nothing");
         if (fn(&sub, cf_sval(ka), cf_sval(va), ud) < 0)
             return -1;
     }
