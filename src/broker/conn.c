@@ -293,7 +293,7 @@ void conn_input(conn_t *c, const uint8_t *data, size_t n)
         STAT_ADD(c->w->stats.pkts_in[pkt.hdr >> 4], 1);
         if (proto_handle(c, &pkt, data + off, n - off) != 0)
             return; /* closed, or moved with the rest of the bytes */
-        if ((c->flags & (CONN_F_THROTTLED | CONN_F_PAUSED)) && off < n) {
+        if ((c->flags & (CONN_F_THROTTLED | CONN_F_PAUSED | CONN_F_ROUTE_WAIT)) && off < n) {
             /* over its rate, or paused (a subscriber of what it publishes
              * is behind): keep the rest for when reading resumes */
             conn_ext_t *x = conn_ext(c);
@@ -452,6 +452,7 @@ static __attribute__((noinline, cold)) void transport_preamble(conn_t *c)
 }
 
 static void update_events(conn_t *c);
+static void route_unhold(conn_t *c);
 
 void conn_pause(conn_t *c, uint64_t until)
 {
@@ -475,7 +476,7 @@ void conn_hold_reads(conn_t *c, uint64_t until)
 void conn_on_readable(conn_t *c)
 {
     worker_t *w = c->w;
-    if (unlikely(c->flags & CONN_F_PAUSED)) {
+    if (unlikely(c->flags & (CONN_F_PAUSED | CONN_F_ROUTE_WAIT))) {
         /* held (conn_hold_reads) and readable: now drop the interest */
         update_events(c);
         return;
@@ -635,7 +636,8 @@ void conn_send_ack(conn_t *c, uint8_t type, uint16_t pid)
  * it is out of the loop until conn_watch). */
 static void update_events(conn_t *c)
 {
-    uint32_t events = (c->flags & (CONN_F_THROTTLED | CONN_F_PAUSED)) ? 0 : EV_READ;
+    uint32_t events =
+        (c->flags & (CONN_F_THROTTLED | CONN_F_PAUSED | CONN_F_ROUTE_WAIT)) ? 0 : EV_READ;
     if (c->want_out)
         events |= EV_WRITE;
     (void)ev_watch_modify(&c->w->loop, &c->ev, events);
@@ -710,6 +712,8 @@ void conn_flush(conn_t *c)
     c->in_list = 0;
     if (c->state != CONN_ACTIVE && c->state != CONN_NEW)
         return;
+    if (unlikely(c->flags & CONN_F_ROUTE_WAIT))
+        return; /* conn_routes_done flushes it */
     if (write_out(c, 0) < 0) {
         char msg[128];
         snprintf(msg, sizeof(msg), "write error: %s", strerror(errno));
@@ -865,6 +869,8 @@ void conn_close_by_client(conn_t *c, const char *why, int publish_will, uint8_t 
 
 void conn_free(conn_t *c)
 {
+    if (c->flags & CONN_F_ROUTE_WAIT)
+        route_unhold(c);
     if (c->x && c->x->held_acks)
         persist_forget_endpoint(c->w, &c->ep);
     if (c->x && c->x->held_acks && c->w->fwd_held) {
@@ -909,6 +915,82 @@ void conn_count_publish(conn_t *c, size_t bytes)
     }
 }
 
+/* Reading again (a pause, a throttle or a route wait is over): the input
+ * kept while it was not is handled now. */
+static void resume_input(conn_t *c)
+{
+    if ((c->flags & (CONN_F_THROTTLED | CONN_F_PAUSED | CONN_F_ROUTE_WAIT)) || !c->x->pending)
+        return;
+    uint8_t *held = c->x->pending;
+    uint32_t nheld = c->x->npending;
+    c->x->pending = NULL;
+    c->x->npending = 0;
+    conn_input(c, held, nheld); /* may pause or throttle again and keep a rest */
+    free(held);
+}
+
+/* ---- the route barrier ---- */
+
+/* Out of the worker's list of held connections, output flushed this turn. */
+static void route_unhold(conn_t *c)
+{
+    worker_t *w = c->w;
+    for (uint32_t i = 0; i < w->nroute_held; i++)
+        if (w->route_held[i] == c) {
+            w->route_held[i] = w->route_held[--w->nroute_held];
+            break;
+        }
+    c->flags &= (uint8_t)~CONN_F_ROUTE_WAIT;
+    if (c->state == CONN_ACTIVE) {
+        update_events(c);
+        mark_flush(c);
+    }
+}
+
+void conn_route_hold(conn_t *c, uint64_t ticket, uint32_t wait_ms)
+{
+    worker_t *w = c->w;
+    conn_ext_t *x = conn_ext(c);
+    x->route_ticket = ticket;
+    x->route_until = w->now + wait_ms;
+    if (!(c->flags & CONN_F_ROUTE_WAIT)) {
+        if (w->nroute_held == w->route_held_cap) {
+            w->route_held_cap = w->route_held_cap ? 2 * w->route_held_cap : 16;
+            w->route_held = an_realloc(w->route_held, w->route_held_cap * sizeof(*w->route_held));
+        }
+        w->route_held[w->nroute_held++] = c;
+        c->flags |= CONN_F_ROUTE_WAIT; /* reads: dropped when readable (conn_on_readable) */
+    }
+    conn_arm_timer(c);
+}
+
+void conn_routes_done(worker_t *w, uint64_t done)
+{
+    /* the ready ones first, then each released: releasing runs the input
+     * it kept, which may hold it (or another) again */
+    uint32_t n = 0;
+    for (uint32_t i = 0; i < w->nroute_held; i++)
+        n += w->route_held[i]->x->route_ticket <= done;
+    if (n == 0)
+        return;
+    conn_t **ready = an_malloc(n * sizeof(*ready));
+    n = 0;
+    for (uint32_t i = 0; i < w->nroute_held; i++)
+        if (w->route_held[i]->x->route_ticket <= done)
+            ready[n++] = w->route_held[i];
+    for (uint32_t i = 0; i < n; i++) {
+        conn_t *c = ready[i];
+        if (!(c->flags & CONN_F_ROUTE_WAIT) || c->x->route_ticket > done)
+            continue; /* released or held again on the way */
+        route_unhold(c);
+        if (c->state == CONN_ACTIVE)
+            resume_input(c);
+        if (c->state == CONN_ACTIVE)
+            conn_arm_timer(c);
+    }
+    free(ready);
+}
+
 void conn_arm_timer(conn_t *c)
 {
     worker_t *w = c->w;
@@ -919,6 +1001,8 @@ void conn_arm_timer(conn_t *c)
         at = AN_MIN(at, (c->x->rl_window + 1) * 1000u);
     if (c->flags & CONN_F_PAUSED)
         at = AN_MIN(at, c->x->paused_until);
+    if (c->flags & CONN_F_ROUTE_WAIT)
+        at = AN_MIN(at, c->x->route_until);
     if ((c->flags & CONN_F_OUT_FULL) && server_live(w->srv)->slow_subscriber_timeout)
         at = AN_MIN(at, c->x->out_full_since +
                             (uint64_t)server_live(w->srv)->slow_subscriber_timeout * 1000u);
@@ -967,6 +1051,10 @@ void conn_on_timer(tw_timer_t *t)
         return;
     }
     int resume = 0;
+    if ((c->flags & CONN_F_ROUTE_WAIT) && w->now >= c->x->route_until) {
+        route_unhold(c); /* a node too slow to answer: the SUBACK goes */
+        resume = 1;
+    }
     if ((c->flags & CONN_F_PAUSED) && w->now >= c->x->paused_until) {
         c->flags &= (uint8_t)~CONN_F_PAUSED;
         update_events(c);
@@ -977,13 +1065,8 @@ void conn_on_timer(tw_timer_t *t)
         update_events(c);
         resume = 1;
     }
-    if (resume && !(c->flags & (CONN_F_THROTTLED | CONN_F_PAUSED)) && c->x->pending) {
-        uint8_t *held = c->x->pending;
-        uint32_t nheld = c->x->npending;
-        c->x->pending = NULL;
-        c->x->npending = 0;
-        conn_input(c, held, nheld); /* may pause or throttle again and keep a rest */
-        free(held);
+    if (resume) {
+        resume_input(c);
         if (c->state != CONN_ACTIVE)
             return;
     }

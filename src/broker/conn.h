@@ -81,7 +81,9 @@ enum {
     CONN_F_HANDSHAKE = 8,    /* the transport's handshake in progress (TLS) */
     CONN_F_PROXY = 16,       /* waiting for the PROXY protocol header */
     CONN_F_PAUSED = 32,      /* reads paused: another worker's inbox is full */
-    CONN_F_UPGRADE = 64      /* the transport is not up yet (a WebSocket upgrade) */
+    CONN_F_UPGRADE = 64,     /* the transport is not up yet (a WebSocket upgrade) */
+    CONN_F_ROUTE_WAIT = 128  /* a SUBACK waits for the cluster's routes: no reads,
+                              * output held (conn_route_hold) */
 };
 
 /* State few connections need, allocated on first use and freed with the
@@ -101,6 +103,8 @@ typedef struct conn_ext_s {
     mqtt_str_t *alias_out;  /* topic of alias i + 1 (owned copies) */
     uint32_t will_delay;    /* seconds (MQTT 5 Will Delay Interval) */
     uint64_t paused_until;  /* ms, with CONN_F_PAUSED */
+    uint64_t route_ticket;  /* with CONN_F_ROUTE_WAIT: the barrier to pass */
+    uint64_t route_until;   /* with CONN_F_ROUTE_WAIT: ms, released anyway then */
     transport_t *tp;        /* the transport stack (tls, ws, ws over tls), for
                               * life; NULL: plain TCP (tp_tcp()) */
     uint8_t *proxy_buf;     /* PROXY header bytes consumed so far */
@@ -125,6 +129,11 @@ void conn_pause(conn_t *c, uint64_t until);
  * the socket becomes readable before `until` (back-pressure on publishers,
  * most of which have nothing more to send by then). */
 void conn_hold_reads(conn_t *c, uint64_t until);
+/* The route barrier (a cluster: route_owner_kind_t.sub_barrier): hold
+ * c's output (its SUBACK) and its reads until conn_routes_done(w, t) with
+ * t >= ticket, or for wait_ms at most.  Other output queues behind it. */
+void conn_route_hold(conn_t *c, uint64_t ticket, uint32_t wait_ms);
+void conn_routes_done(worker_t *w, uint64_t done);
 /* Count a PUBLISH of `bytes` against the client's rate limits; pauses reads
  * until the next second when over. */
 void conn_count_publish(conn_t *c, size_t bytes);

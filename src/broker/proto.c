@@ -1013,6 +1013,15 @@ static int on_subscribe(conn_t *c, const mqtt_raw_t *pkt)
             router_send_retained(w, c->sess, f.p, f.len, codes[j]);
     free(codes);
     free(retained);
+    /* a cluster: the SUBACK leaves once every node has the routes, so a
+     * message published anywhere after it reaches this subscriber */
+    const route_owner_kind_t *k = &w->srv->route_owners[ROUTE_OWNER_NODE];
+    if (granted && k->sub_barrier) {
+        uint32_t wait_ms = 0;
+        uint64_t ticket = k->sub_barrier(w, &wait_ms, k->user);
+        if (ticket)
+            conn_route_hold(c, ticket, wait_ms);
+    }
     return 0;
 }
 

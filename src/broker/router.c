@@ -432,6 +432,11 @@ int router_node_unsubscribe(server_t *srv, uint16_t idx, const uint8_t *filter, 
     return rc;
 }
 
+void router_barrier_passed(worker_t *w, uint64_t ticket)
+{
+    conn_routes_done(w, ticket);
+}
+
 void router_set_local_hook(server_t *srv, trie_local_fn fn, void *ud)
 {
     pthread_rwlock_wrlock(&srv->trie_lock);

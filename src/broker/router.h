@@ -100,6 +100,10 @@ void router_deliver_local(worker_t *w, uint64_t sid, msg_t *m, uint8_t qos, uint
  * start-up). */
 void router_register_inbox(server_t *srv);
 
+/* The cluster's route barrier was passed up to `ticket` (sub_barrier):
+ * the SUBACKs held for it on w go out. */
+void router_barrier_passed(worker_t *w, uint64_t ticket);
+
 /* Register the row of owner kind `kind` (ROUTE_OWNER_*, < ROUTE_OWNER_KINDS)
  * before server_start (the table is read without a lock).  The router
  * registers LOCAL and CONSUMER itself (router_register_inbox). */

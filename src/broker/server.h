@@ -98,6 +98,11 @@ typedef struct {
                      uint8_t reason, int wrote, void *user);
     /* with hold_ack: endpoint ep is being freed (its held acks are not sent) */
     void (*forget_endpoint)(worker_t *w, struct endpoint_s *ep, void *user);
+    /* ROUTE_OWNER_NODE only, optional: a SUBSCRIBE was just handled on w;
+     * 0 when every node has this node's routes already, else a ticket: the
+     * SUBACK is held until router_barrier_passed(w, t >= ticket), or for
+     * *wait_ms at most */
+    uint64_t (*sub_barrier)(worker_t *w, uint32_t *wait_ms, void *user);
 } route_owner_kind_t;
 
 /* Packet types counted in and out (index = MQTT packet type 0..15). */
@@ -197,8 +202,10 @@ struct worker_s {
     conn_t *conns;                              /* every connection of this worker */
     conn_t *flush_head;                         /* connections with output this turn */
     conn_t *dead_head;                          /* closed this turn, freed at its end */
-    linger_list_t lingers;                      /* sockets closing gracefully (net_linger.h) */
-    uint8_t *scratch;                           /* read buffer shared by the worker's connections */
+    conn_t **route_held; /* holding a SUBACK for the cluster's routes (conn.c) */
+    uint32_t nroute_held, route_held_cap;
+    linger_list_t lingers; /* sockets closing gracefully (net_linger.h) */
+    uint8_t *scratch;      /* read buffer shared by the worker's connections */
     size_t scratch_size;
     void **buf_cache; /* spare output buffers of BUF_CHUNK bytes */
     uint32_t buf_cached;

@@ -554,6 +554,7 @@ void worker_free(worker_t *w)
     free(w->scratch);
     free(w->matches);
     free(w->targets);
+    free(w->route_held);
     ev_loop_free(&w->loop);
     if (w->reserve_fd >= 0)
         close(w->reserve_fd);

@@ -130,6 +130,10 @@ static void run_cluster(worker_t *w, inbox_item_t *it)
         cl_ack_on_acked(cl, w, (uint16_t)(uintptr_t)it->ptr, it->sid);
         return;
     }
+    if (it->flags == CL_IT_ROUTES) {
+        router_barrier_passed(w, it->sid);
+        return;
+    }
     if (it->flags == CL_IT_SHARED) {
         cl_shared_msg_t *sm = it->ptr;
         w->publish_backlogged = 0;
@@ -162,7 +166,7 @@ static void run_cluster(worker_t *w, inbox_item_t *it)
 
 static void drop_cluster(inbox_item_t *it)
 {
-    if (it->flags == CL_IT_ACKED)
+    if (it->flags == CL_IT_ACKED || it->flags == CL_IT_ROUTES)
         return;
     if (it->flags == CL_IT_SHARED) {
         cl_shared_msg_t *sm = it->ptr;
@@ -183,7 +187,8 @@ void cl_fwd_register(cl_t *cl)
                                                 .user = cl,
                                                 .retained = cl_retained,
                                                 .hold_ack = cl_ack_hold,
-                                                .forget_endpoint = cl_ack_forget});
+                                                .forget_endpoint = cl_ack_forget,
+                                                .sub_barrier = cl_route_barrier});
 }
 
 void cl_fwd_free(cl_t *cl)

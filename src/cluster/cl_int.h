@@ -162,6 +162,9 @@ void cl_links_member_changed(cl_t *cl, int idx);
 /* Worker w's turn ends and it asked for it: hand the messages it queued
  * for other nodes to the link thread, in one batch. */
 void cl_links_turn_end(cl_t *cl, worker_t *w);
+/* On the link thread, after a run of posted tasks: a ROUTE_MARK on every
+ * link up when the tasks changed local routes (cl_route.c). */
+void cl_route_marks(cl_t *cl);
 /* On the link thread, when it is stopping: close every link. */
 void cl_links_stop(cl_t *cl);
 /* After the link thread and the workers stopped. */

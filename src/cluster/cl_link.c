@@ -119,6 +119,8 @@ static void conn_close(cl_t *cl, cl_conn_t *c, const char *why)
                         cl->nodes[c->idx].name, why);
         if (c->dialer)
             peer_redial_later(cl, p);
+        if (c->up)
+            cl_route_recompute(cl); /* nobody waits for a node that is gone */
     } else if (why != NULL && c->idx <= 0) {
         log_info("cluster: link from %s closed: %s", c->addr, why);
     }
@@ -448,6 +450,23 @@ static int on_frame(cl_t *cl, cl_conn_t *c, uint8_t type, const uint8_t *body, u
     case CL_F_RETAINED_CLEAR:
         rc = cl_tomb_recv(cl, p, body, len);
         break;
+    case CL_F_ROUTE_MARK: {
+        /* the routes before it are in the trie already (cl_route_recv
+         * applies each as it comes): answer on this link (flushed by
+         * conn_io after the read) */
+        uint64_t v;
+        rc = cl_dec_ack(body, len, &v);
+        if (rc == 0)
+            cl_enc_u64(&c->out, CL_F_ROUTE_ACKED, v);
+        break;
+    }
+    case CL_F_ROUTE_ACKED: {
+        uint64_t v;
+        rc = cl_dec_ack(body, len, &v);
+        if (rc == 0)
+            cl_route_acked(cl, p, v);
+        break;
+    }
     case CL_F_OWN_TAKE:
     case CL_F_OWN_GIVEN:
         rc = cl_owner_recv(cl, c->idx, type, body, len);

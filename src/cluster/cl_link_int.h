@@ -78,6 +78,7 @@ typedef struct {
     uint32_t nshares, cap_shares;
     uint32_t sync_gen;
     uint8_t syncing;
+    uint64_t route_acked; /* the highest of our ROUTE_MARKs it answered */
 } cl_peer_t;
 
 /* One forwarding entry of a worker's batch. */
@@ -124,6 +125,14 @@ struct cl_links_s {
      * subscriber over limits.publisher_backpressure: the link thread reads
      * that node's link a tick later (taken with an exchange) */
     _Atomic uint8_t slow[CL_MAX_NODES];
+    /* the route barrier (cl_route.c): the trie's hook numbers this node's
+     * route changes (route_posted, on any thread); route_applied is the
+     * last one written to the links, mark_due asks for a ROUTE_MARK after
+     * the tasks that wrote it (link thread); route_done: every peer whose
+     * link is up answered a ROUTE_MARK this high (read by the workers) */
+    _Atomic uint64_t route_posted, route_done;
+    uint64_t route_applied;
+    uint8_t mark_due;
     cl_peer_t peers[CL_MAX_NODES];
 };
 
@@ -144,8 +153,9 @@ void cl_recv_ack(cl_t *cl, cl_peer_t *p, cl_conn_t *c);
 enum {
     CL_IT_PUBLISH = 1,
     CL_IT_RETAIN = 2,
-    CL_IT_ACKED = 3, /* sid: ticket, ptr: node */
-    CL_IT_SHARED = 4 /* ptr: cl_shared_msg_t */
+    CL_IT_ACKED = 3,  /* sid: ticket, ptr: node */
+    CL_IT_SHARED = 4, /* ptr: cl_shared_msg_t */
+    CL_IT_ROUTES = 5  /* sid: route_done: held SUBACKs up to it may go */
 };
 /* A message for shared groups (CL_F_MSG_SHARED), on its way to a worker. */
 typedef struct {
@@ -199,6 +209,14 @@ void cl_route_free(cl_t *cl);
 void cl_route_sync(cl_t *cl, cl_conn_t *c);
 int cl_route_recv(cl_t *cl, cl_peer_t *p, uint8_t type, const uint8_t *body, uint32_t len);
 void cl_route_drop_peer(cl_t *cl, cl_peer_t *p);
+/* The route barrier: SUBACKs wait until every node up has this node's
+ * routes (docs/cluster.md "Routes"), CL_ROUTE_WAIT_MS at most (a peer
+ * too slow to answer). */
+#define CL_ROUTE_WAIT_MS 2000
+void cl_route_recompute(cl_t *cl);
+void cl_route_acked(cl_t *cl, cl_peer_t *p, uint64_t v); /* its ROUTE_ACKED */
+/* ROUTE_OWNER_NODE's sub_barrier: 0, or the number route_done must reach */
+uint64_t cl_route_barrier(worker_t *w, uint32_t *wait_ms, void *user);
 void cl_retained_sync(cl_t *cl, cl_conn_t *c);
 /* The "$share/g/f" route of peer p with this tag, or NULL (then *len 0). */
 const uint8_t *cl_route_share(cl_peer_t *p, uint32_t tag, uint16_t *len);

@@ -143,6 +143,7 @@ static void fset_free(cl_fset_t *s)
 /* ---- local routes ---- */
 
 typedef struct {
+    uint64_t seq; /* L->route_posted when the hook made it */
     int up;
     uint16_t len;
     uint8_t f[];
@@ -161,6 +162,8 @@ static void local_apply(cl_t *cl, void *arg)
         fset_add(L->local, ch->f, ch->len, &changed);
     else
         changed = fset_del(L->local, ch->f, ch->len);
+    L->route_applied = ch->seq;
+    L->mark_due = 1; /* cl_route_marks, after this run of tasks */
     CL_STAT_SET(cl->local_routes, L->local->n);
     if (changed && !atomic_load(&cl->stopping)) {
         cl_conn_t *c = L->conns;
@@ -184,6 +187,8 @@ static void local_hook(void *ud, const uint8_t *filter, size_t len, int up)
     if (len > UINT16_MAX)
         return;
     local_change_t *ch = an_malloc(sizeof(*ch) + len);
+    /* under the trie's write lock: numbered in the order they are posted */
+    ch->seq = atomic_fetch_add(&cl->links->route_posted, 1) + 1;
     ch->up = up;
     ch->len = (uint16_t)len;
     memcpy(ch->f, filter, len);
@@ -220,6 +225,67 @@ void cl_route_sync(cl_t *cl, cl_conn_t *c)
         for (cl_fent_t *e = s->b[i]; e; e = e->next)
             cl_enc_route(&c->out, CL_F_ROUTE_ADD, e->f, e->len);
     cl_enc_empty(&c->out, CL_F_SYNC_END);
+    cl_enc_u64(&c->out, CL_F_ROUTE_MARK, cl->links->route_applied);
+}
+
+/* ---- the route barrier ---- */
+
+/* route_done = the lowest ROUTE_MARK answered by a peer whose link is up
+ * (route_applied when none is up); when it moved, one CL_IT_ROUTES item to
+ * every worker (the SUBACKs held there, proto.c). */
+void cl_route_recompute(cl_t *cl)
+{
+    cl_links_t *L = cl->links;
+    uint64_t done = L->route_applied;
+    for (int i = 1; i < CL_MAX_NODES; i++) {
+        const cl_peer_t *p = &L->peers[i];
+        if (p->conn != NULL && p->conn->up && p->route_acked < done)
+            done = p->route_acked;
+    }
+    if (done <= atomic_load(&L->route_done))
+        return;
+    atomic_store(&L->route_done, done);
+    for (uint32_t i = 0; i < L->nworkers; i++) {
+        inbox_item_t it = {.kind = WM_CLUSTER, .flags = CL_IT_ROUTES, .sid = done};
+        inbox_vec_push(&L->outv[i], &it);
+    }
+    cl_recv_flush(cl);
+}
+
+/* After a run of tasks that changed local routes: one ROUTE_MARK on each
+ * link that is up. */
+void cl_route_marks(cl_t *cl)
+{
+    cl_links_t *L = cl->links;
+    if (L == NULL || !L->mark_due)
+        return;
+    L->mark_due = 0;
+    for (cl_conn_t *c = L->conns, *next; c; c = next) {
+        next = c->next;
+        if (c->up) {
+            cl_enc_u64(&c->out, CL_F_ROUTE_MARK, L->route_applied);
+            if (!(c->ev.events & EV_WRITE))
+                cl_conn_flush(cl, c);
+        }
+    }
+    cl_route_recompute(cl); /* no link up: done at once */
+}
+
+void cl_route_acked(cl_t *cl, cl_peer_t *p, uint64_t v)
+{
+    if (v > p->route_acked) {
+        p->route_acked = v;
+        cl_route_recompute(cl);
+    }
+}
+
+uint64_t cl_route_barrier(worker_t *w, uint32_t *wait_ms, void *user)
+{
+    (void)w;
+    cl_links_t *L = ((cl_t *)user)->links;
+    *wait_ms = CL_ROUTE_WAIT_MS;
+    uint64_t posted = atomic_load_explicit(&L->route_posted, memory_order_acquire);
+    return posted > atomic_load_explicit(&L->route_done, memory_order_acquire) ? posted : 0;
 }
 
 /* ---- remote routes ---- */

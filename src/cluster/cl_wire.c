@@ -112,8 +112,13 @@ void cl_enc_route(cl_buf_t *b, uint8_t type, const uint8_t *filter, uint16_t len
 
 void cl_enc_ack(cl_buf_t *b, uint64_t seq)
 {
-    uint8_t *p = frame(b, CL_F_ACK, 8);
-    put64(&p, seq);
+    cl_enc_u64(b, CL_F_ACK, seq);
+}
+
+void cl_enc_u64(cl_buf_t *b, uint8_t type, uint64_t v)
+{
+    uint8_t *p = frame(b, type, 8);
+    put64(&p, v);
 }
 
 #define MSG_FIXED (8 + 8 + 4 + 2 + 1 + 1 + 1 + 2 + 4)

@@ -42,6 +42,9 @@ enum {
                       * ordinary subscribers */
     CL_F_RETAINED_CLEAR, /* cl_msg_t, no payload: a tombstone of the sender's (a
                           * retained topic cleared; cl_tomb.c) */
+    CL_F_ROUTE_MARK,     /* u64: the sender's local route changes up to here were sent
+                          * before this frame: answer with ROUTE_ACKED */
+    CL_F_ROUTE_ACKED,    /* u64: the ROUTE_MARK answered: those routes are in my trie */
     CL_F_TYPES
 };
 
@@ -96,6 +99,7 @@ void cl_enc_auth(cl_buf_t *b, const uint8_t mac[CL_MAC_LEN]);
 void cl_enc_empty(cl_buf_t *b, uint8_t type); /* PING, SYNC_BEGIN, SYNC_END */
 void cl_enc_route(cl_buf_t *b, uint8_t type, const uint8_t *filter, uint16_t len);
 void cl_enc_ack(cl_buf_t *b, uint64_t seq);
+void cl_enc_u64(cl_buf_t *b, uint8_t type, uint64_t v);        /* ROUTE_MARK, ROUTE_ACKED */
 void cl_enc_msg(cl_buf_t *b, uint8_t type, const cl_msg_t *m); /* MSG, RETAINED */
 void cl_enc_msg_shared(cl_buf_t *b, const cl_groups_t *g, const cl_msg_t *m);
 
@@ -103,7 +107,7 @@ void cl_enc_msg_shared(cl_buf_t *b, const cl_groups_t *g, const cl_msg_t *m);
 int cl_dec_hello(const uint8_t *body, uint32_t len, cl_hello_t *h);
 int cl_dec_auth(const uint8_t *body, uint32_t len, const uint8_t **mac);
 int cl_dec_route(const uint8_t *body, uint32_t len, const uint8_t **filter, uint16_t *flen);
-int cl_dec_ack(const uint8_t *body, uint32_t len, uint64_t *seq);
+int cl_dec_ack(const uint8_t *body, uint32_t len, uint64_t *seq); /* any u64 body */
 int cl_dec_msg(const uint8_t *body, uint32_t len, cl_msg_t *m);
 int cl_dec_msg_shared(const uint8_t *body, uint32_t len, cl_groups_t *g, cl_msg_t *m);
 

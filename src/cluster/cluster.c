@@ -193,6 +193,7 @@ static void cl_on_wake(ev_loop_t *loop, ev_watcher_t *w, uint32_t events)
     ssize_t r = read(w->fd, &n, sizeof(n));
     (void)r;
     cl_run_tasks(cl);
+    cl_route_marks(cl);
 }
 
 static void *cl_thread_main(void *arg)

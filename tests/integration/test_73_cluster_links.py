@@ -5,8 +5,10 @@ cl_fwd.c, cl_route.c; docs/cluster.md): three nodes with static members
 known before it publishes: the links and the route announcements are
 asynchronous."""
 
+import os
 import queue
 import re
+import signal
 import time
 
 import paho.mqtt.client as mqtt
@@ -14,6 +16,7 @@ from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 import pytest
 
+import mqttraw
 from conftest import IS_MOSQUITTO, free_port, freeze, stop_all, wait_for
 from test_50_api import Client, make_key
 from test_61_modules import SectionBroker
@@ -427,3 +430,35 @@ def test_retained_clear_while_the_link_is_down_stays_cleared(cluster):
     wait_for(lambda: retained_before_marker(b, "t/r", "t/m2") == [], 10,
              what="b's copy cleared by a's tombstone")
     close(pub, pubb)
+
+
+def test_suback_means_every_node_has_the_route(cluster):
+    """A SUBACK leaves once every node whose link is up has the new route
+    (the route barrier, docs/cluster.md "Routes"): a message published on
+    another node right after it is forwarded.  Without the barrier about
+    one round in three lost its message on this machine."""
+    import os
+    cl = cluster()
+    cl.wait_links()
+    pub = mqttraw.RawClient("127.0.0.1", cl.nodes["a"].port)
+    pub.connect("barrier-pub")
+    for i in range(40):
+        sub = mqttraw.RawClient("127.0.0.1", cl.nodes[("b", "c")[i % 2]].port)
+        sub.connect("barrier-sub-%d" % i)
+        assert sub.subscribe(1, [("barrier/%d" % i, 1)]).codes == [1]
+        pub.publish("barrier/%d" % i, b"m%d" % i, qos=1, pid=i + 1)
+        p = sub.recv_publish(timeout=10)
+        assert (p.topic, p.payload) == ("barrier/%d" % i, b"m%d" % i)
+        sub.close()
+    pub.close()
+    # a node that does not answer holds a SUBACK for a bounded time only
+    freeze(cl.nodes["c"].proc.pid)
+    try:
+        sub = mqttraw.RawClient("127.0.0.1", cl.nodes["b"].port)
+        sub.connect("barrier-frozen")
+        t0 = time.monotonic()
+        assert sub.subscribe(1, [("barrier/frozen", 1)], timeout=15).codes == [1]
+        assert time.monotonic() - t0 < 12
+        sub.close()
+    finally:
+        os.kill(cl.nodes["c"].proc.pid, signal.SIGCONT)
