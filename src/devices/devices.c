@@ -31,6 +31,7 @@
 #include <string.h>
 #include <strings.h>
 
+#include "api_snap.h"
 #include "auth_chain.h"
 #include "auth_passwd.h"
 #include "log.h"
@@ -304,6 +305,27 @@ static json_t *ent_show(dev_ent_t *e)
 
 /* ---- the API ---- */
 
+/* A device that was just disabled or deleted loses its connection: the
+ * management API's kick (API_JOB_KICK on the home worker of the client id
+ * that is the device id; MQTT 5 DISCONNECT 0x98, 3.1.1 the connection
+ * closed).  API thread, no lock held.  The client_disconnected event then
+ * marks the presence disconnected. */
+static void kick(devices_state_t *st, const char *id, const char *why)
+{
+    api_job_t *job = api_job_new(API_JOB_KICK);
+    job->client_id = an_strndup(id, strlen(id));
+    int home = (int)worker_home(st->srv, (const uint8_t *)id, strlen(id));
+    int rc = api_job_submit(st->srv, job, home, st->srv->conf.api_timeout_ms);
+    int found = rc == 0 && job->found;
+    api_job_release(job);
+    if (found)
+        log_info("devices: device '%.200s' %s: its connection is closed", id, why);
+    else if (rc < 0)
+        log_warn("devices: device '%.200s' %s: its worker did not answer in time, a connection "
+                 "may remain",
+                 id, why);
+}
+
 static int off(json_t **out)
 {
     return module_api_error(out, 409, "devices_disabled",
@@ -492,7 +514,8 @@ static int api_device(module_inst_t *mi, const module_api_req_t *req, json_t **o
         status = module_api_error(out, 405, "method_not_allowed", "GET, PUT or DELETE");
         goto done;
     }
-    if (strcmp(req->method, "PUT") == 0 && (in = body_json(req, out, &status)) == NULL)
+    int put = strcmp(req->method, "PUT") == 0 || strcmp(req->method, "PATCH") == 0;
+    if (put && (in = body_json(req, out, &status)) == NULL)
         goto done;
     if (write)
         pthread_mutex_lock(&st->wmu);
@@ -513,6 +536,7 @@ static int api_device(module_inst_t *mi, const module_api_req_t *req, json_t **o
         status = 200;
         goto done;
     }
+    int was_disabled = json_is_true(json_object_get(e->rec, "disabled"));
     store_batch_t *b = store_batch_new();
     devices_buf_t k = {0};
     if (strcmp(req->method, "DELETE") == 0) {
@@ -553,6 +577,12 @@ static int api_device(module_inst_t *mi, const module_api_req_t *req, json_t **o
         tab_del(st, id);
     pthread_rwlock_unlock(&st->lock);
     pthread_mutex_unlock(&st->wmu);
+    /* always asked (not only when the presence says connected): a client
+     * that connected before its device was created has no presence */
+    if (rec == NULL)
+        kick(st, id, "deleted");
+    else if (!was_disabled && json_is_true(json_object_get(rec, "disabled")))
+        kick(st, id, "disabled");
     if (rec) {
         *out = rec_show(rec);
         status = 200;
@@ -709,7 +739,8 @@ static const module_api_route_t devices_routes[] = {
     {"devices", 0, MODULE_API_GET | MODULE_API_POST, api_list},
     {"devices/import", 0, MODULE_API_POST, api_import},
     {"devices/export", 0, MODULE_API_GET, api_export},
-    {"devices/", 1, MODULE_API_GET | MODULE_API_PUT | MODULE_API_DELETE | MODULE_API_POST,
+    {"devices/", 1,
+     MODULE_API_GET | MODULE_API_PUT | MODULE_API_PATCH | MODULE_API_DELETE | MODULE_API_POST,
      api_device},
     {NULL, 0, 0, NULL},
 };
