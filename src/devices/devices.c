@@ -296,10 +296,10 @@ static json_t *rec_show(const json_t *rec)
 }
 
 /* rec_show with the entry's presence (st->lock held). */
-static json_t *ent_show(dev_ent_t *e)
+static json_t *ent_show(devices_state_t *st, dev_ent_t *e)
 {
     json_t *o = rec_show(e->rec);
-    json_object_set_new(o, "presence", devices_presence_json(e));
+    json_object_set_new(o, "presence", devices_presence_json(st, e));
     return o;
 }
 
@@ -437,7 +437,7 @@ static int api_list(module_inst_t *mi, const module_api_req_t *req, json_t **out
         json_t *data = json_array();
         size_t first = (size_t)(page - 1) * (size_t)limit;
         for (size_t i = first; i < n && i < first + (size_t)limit; i++)
-            json_array_append_new(data, ent_show(v[i]));
+            json_array_append_new(data, ent_show(st, v[i]));
         pthread_rwlock_unlock(&st->lock);
         free(v);
         *out = json_pack("{s:i,s:i,s:i,s:I,s:o}", "page", (int)page, "limit", (int)limit, "count",
@@ -531,7 +531,7 @@ static int api_device(module_inst_t *mi, const module_api_req_t *req, json_t **o
         goto done;
     }
     if (!write) {
-        *out = ent_show(e);
+        *out = ent_show(st, e);
         pthread_rwlock_unlock(&st->lock);
         status = 200;
         goto done;

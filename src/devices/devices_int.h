@@ -57,6 +57,8 @@ typedef struct devices_state {
     uint64_t key[2];
     server_t *srv;
     const devices_conf_t *conf;
+    char node[160]; /* this node's name in the presence: cluster.node, else antenna@host */
+    struct dev_shadow_s *shadow; /* devices_shadow.c's, NULL when the shadow is off */
 } devices_state_t;
 
 /* The device `id`, or NULL; under st->lock (or wmu).  *hash_out (may be
@@ -66,7 +68,7 @@ dev_ent_t *devices_find(devices_state_t *st, const char *id, uint64_t *hash_out)
 /* devices_presence.c: listen to the connection events (init, main
  * thread); the presence of an entry as JSON (st->lock held). */
 int devices_presence_init(devices_state_t *st);
-json_t *devices_presence_json(dev_ent_t *e);
+json_t *devices_presence_json(devices_state_t *st, dev_ent_t *e);
 int devices_presence_connected(dev_ent_t *e);
 
 /* devices_auth.c: the `devices` backend of auth.chain.  Made by the chain

@@ -122,3 +122,36 @@ def test_disable_closes_connection(dbroker, v5, how):
                      "k-dev disconnected")
     finally:
         d.close()
+
+
+PRESENCE_RULE = """rules:
+  rules:
+    - id: presence
+      sql: SELECT clientid, reason AS st, payload.node AS node, payload.peer AS peer,
+        payload.protocol AS proto, payload.at_ms AS at FROM "$events/device_presence"
+      actions:
+        - type: republish
+          topic: presence/${clientid}
+          payload: '{"st": "${st}", "node": "${node}", "peer": "${peer}", "proto": "${proto}", "at": ${at}}'
+"""
+
+
+def test_presence_node_and_event(dbroker):
+    b = dbroker(section=AUTH % "pass" + PRESENCE_RULE, auth={"chain": ["devices"]})
+    api = b.rapi
+    node = api.get("/api/v1/info")["node"]
+    api.json("POST", "/api/v1/devices", {"id": "e-dev", "token": "tk"}, status=201)
+    assert api.get("/api/v1/devices/e-dev")["presence"]["node"] == node
+    # the watcher is not a device: its own connection makes no event
+    w = Device(b, "watcher", subscribe=["presence/#"])
+    try:
+        d = Device(b, "e-dev", "tk", v5=True)
+        on = w.wait_msg("presence/e-dev", lambda j: j["st"] == "connected")
+        assert on["node"] == node and on["proto"] == "5.0" and on["peer"].startswith("127.0.0.1:")
+        assert on["at"] > 0, on
+        d.close()
+        w.wait_msg("presence/e-dev", lambda j: j["st"] == "disconnected")
+        with w.lock:
+            assert not any(t == "presence/watcher" for t, _, _ in w.msgs), w.msgs
+    finally:
+        w.close()
