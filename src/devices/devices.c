@@ -505,6 +505,10 @@ static int api_device(module_inst_t *mi, const module_api_req_t *req, json_t **o
     int status = 0;
     json_t *in = NULL, *rec = NULL;
     int write = strcmp(req->method, "GET") != 0;
+    if (verb && strncmp(verb, "shadow", 6) == 0 && (verb[6] == '\0' || verb[6] == '/')) {
+        status = devices_shadow_api(st, id, verb, req, out);
+        goto done;
+    }
     if (verb && (strcmp(req->method, "POST") != 0 ||
                  (strcmp(verb, "enable") != 0 && strcmp(verb, "disable") != 0))) {
         status = module_api_error(out, 404, "not_found", "no endpoint devices/%.200s", req->tail);
@@ -579,9 +583,10 @@ static int api_device(module_inst_t *mi, const module_api_req_t *req, json_t **o
     pthread_mutex_unlock(&st->wmu);
     /* always asked (not only when the presence says connected): a client
      * that connected before its device was created has no presence */
-    if (rec == NULL)
+    if (rec == NULL) {
+        devices_shadow_forget(st, id);
         kick(st, id, "deleted");
-    else if (!was_disabled && json_is_true(json_object_get(rec, "disabled")))
+    } else if (!was_disabled && json_is_true(json_object_get(rec, "disabled")))
         kick(st, id, "disabled");
     if (rec) {
         *out = rec_show(rec);
@@ -753,13 +758,32 @@ static void dv_defaults(void *conf)
     c->enabled = 0;
     c->auth_unknown = DEVICES_UNKNOWN_PASS;
     c->import_plain_max = 1000;
+    c->shadow_enabled = 1;
+    c->shadow_max_bytes = 16384;
+    snprintf(c->shadow_prefix, sizeof(c->shadow_prefix), "$shadow");
+}
+
+static int load_shadow(conf_sec_t *s, void *conf)
+{
+    devices_conf_t *c = conf;
+    if (conf_sec_bool(s, "enabled", &c->shadow_enabled) < 0 ||
+        conf_sec_u32(s, "max_bytes", 2, 16777216, &c->shadow_max_bytes) < 0 ||
+        conf_sec_str(s, "topic_prefix", c->shadow_prefix, sizeof(c->shadow_prefix),
+                     CONF_SEC_NONEMPTY) < 0)
+        return -1;
+    if (strpbrk(c->shadow_prefix, "+#") || c->shadow_prefix[strlen(c->shadow_prefix) - 1] == '/')
+        return conf_sec_fail(s, "topic_prefix",
+                             "\"%s\": a topic without '+', '#' or a trailing '/'",
+                             c->shadow_prefix);
+    return 0;
 }
 
 static int dv_load(conf_sec_t *s, void *conf)
 {
     devices_conf_t *c = conf;
     if (conf_sec_bool(s, "enabled", &c->enabled) < 0 ||
-        conf_sec_u32(s, "import_plain_max", 0, 1000000, &c->import_plain_max) < 0)
+        conf_sec_u32(s, "import_plain_max", 0, 1000000, &c->import_plain_max) < 0 ||
+        conf_sec_map(s, "shadow", load_shadow, c) < 0)
         return -1;
     char unknown[8] = "";
     if (conf_sec_str(s, "auth_unknown", unknown, sizeof(unknown), 0) < 0)
@@ -778,6 +802,11 @@ static void dv_walk(const void *conf, conf_visit_fn fn, void *ud)
     fn(ud, CONF_V_BOOL, "enabled", NULL, c->enabled);
     fn(ud, CONF_V_STR, "auth_unknown", c->auth_unknown ? "deny" : "pass", 0);
     fn(ud, CONF_V_UINT, "import_plain_max", NULL, c->import_plain_max);
+    fn(ud, CONF_V_SECTION, "shadow", NULL, 0);
+    fn(ud, CONF_V_BOOL, "enabled", NULL, c->shadow_enabled);
+    fn(ud, CONF_V_UINT, "max_bytes", NULL, c->shadow_max_bytes);
+    fn(ud, CONF_V_STR, "topic_prefix", c->shadow_prefix, 0);
+    fn(ud, CONF_V_END, NULL, NULL, 0);
 }
 
 static void dv_free(module_inst_t *mi)
@@ -785,6 +814,7 @@ static void dv_free(module_inst_t *mi)
     devices_state_t *st = mi->state;
     if (st == NULL)
         return;
+    devices_shadow_free(st);
     for (size_t i = 0; i < st->nb; i++)
         for (dev_ent_t *e = st->b[i], *nx; e; e = nx) {
             nx = e->next;
@@ -826,6 +856,8 @@ static int dv_init(module_inst_t *mi)
             return -1;
         }
     }
+    if (devices_shadow_init(st) < 0)
+        return -1;
     if (devices_presence_init(st) < 0) {
         log_error("devices: cannot listen to the connection events");
         return -1;

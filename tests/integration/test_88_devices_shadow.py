@@ -155,3 +155,144 @@ def test_presence_node_and_event(dbroker):
             assert not any(t == "presence/watcher" for t, _, _ in w.msgs), w.msgs
     finally:
         w.close()
+
+
+SHADOW_TOPICS = ["$shadow/%s/delta", "$shadow/%s/reported/accepted",
+                 "$shadow/%s/reported/rejected", "$shadow/%s/get/accepted"]
+
+
+def shadow_device(b, cid, v5=False):
+    b.rapi.call("POST", "/api/v1/devices", {"id": cid, "token": "tk-" + cid})
+    return Device(b, cid, "tk-" + cid, v5, subscribe=[t % cid for t in SHADOW_TOPICS])
+
+
+@pytest.mark.parametrize("v5", [False, True])
+def test_shadow_desired_delta_and_reports(dbroker, v5):
+    b = dbroker(section=AUTH % "pass", auth={"chain": ["devices"]})
+    api = b.rapi
+    d = shadow_device(b, "s-dev", v5)
+    other = shadow_device(b, "o-dev")
+    try:
+        sh = api.get("/api/v1/devices/s-dev/shadow")
+        assert sh["desired"] == {} and sh["version_desired"] == 0 and sh["delta"] == {}, sh
+        sh = api.json("PATCH", "/api/v1/devices/s-dev/shadow/desired",
+                      {"state": {"led": "on", "cfg": {"rate": 5, "mode": "eco"}}})
+        assert sh["version_desired"] == 1 and sh["delta"]["cfg"]["rate"] == 5, sh
+        delta = d.wait_msg("$shadow/s-dev/delta", lambda j: j and j["version"] == 1)
+        assert delta["state"] == {"led": "on", "cfg": {"rate": 5, "mode": "eco"}}, delta
+
+        # a partial report: the delta that remains comes again
+        d.publish("$shadow/s-dev/reported", {"state": {"led": "on", "cfg": {"rate": 5}}})
+        acc = d.wait_msg("$shadow/s-dev/reported/accepted")
+        assert acc["version"] == 1 and acc["state"]["cfg"] == {"rate": 5}, acc
+        d.wait_msg("$shadow/s-dev/delta", lambda j: j and j["state"] == {"cfg": {"mode": "eco"}})
+        sh = api.get("/api/v1/devices/s-dev/shadow")
+        assert sh["delta"] == {"cfg": {"mode": "eco"}} and sh["version_reported"] == 1, sh
+
+        # the rest, with the right version: nothing left, the delta is cleared
+        d.clear()
+        d.publish("$shadow/s-dev/reported", {"state": {"cfg": {"mode": "eco"}}, "version": 1})
+        assert d.wait_msg("$shadow/s-dev/reported/accepted")["version"] == 2
+        d.wait_msg("$shadow/s-dev/delta", lambda j: j is None)  # the empty retained message
+        assert api.get("/api/v1/devices/s-dev/shadow")["delta"] == {}
+
+        # a stale version or bad JSON: rejected with the reason
+        d.publish("$shadow/s-dev/reported", {"state": {"led": "off"}, "version": 1})
+        rej = d.wait_msg("$shadow/s-dev/reported/rejected")
+        assert rej["code"] == 409 and "version" in rej["error"] and rej["version"] == 2, rej
+        d.clear()
+        d.publish("$shadow/s-dev/reported", b"{not json")
+        assert d.wait_msg("$shadow/s-dev/reported/rejected")["code"] == 400
+
+        # the API: a stale version is 409 with a JSON error; PUT replaces;
+        # PATCH's null deletes
+        st, _, raw = api.call("PATCH", "/api/v1/devices/s-dev/shadow/desired",
+                              {"state": {"led": "off"}, "version": 0})
+        assert st == 409 and json.loads(raw)["code"] == "version_conflict", raw
+        sh = api.json("PUT", "/api/v1/devices/s-dev/shadow/desired",
+                      {"state": {"led": "off", "x": 1}, "version": 1})
+        assert sh["desired"] == {"led": "off", "x": 1} and sh["version_desired"] == 2, sh
+        assert sh["delta"] == {"led": "off", "x": 1}, sh
+        sh = api.json("PATCH", "/api/v1/devices/s-dev/shadow/desired", {"state": {"x": None}})
+        assert sh["desired"] == {"led": "off"} and sh["delta"] == {"led": "off"}, sh
+        d.wait_msg("$shadow/s-dev/delta", lambda j: j and j["version"] == 3)
+        st, _, raw = api.call("PATCH", "/api/v1/devices/s-dev/shadow/desired", {"x": 1})
+        assert st == 400, raw
+        api.json("GET", "/api/v1/devices/nobody/shadow", status=404)
+
+        # get: the whole shadow
+        d.publish("$shadow/s-dev/get", b"")
+        got = d.wait_msg("$shadow/s-dev/get/accepted")
+        assert got["desired"] == {"led": "off"} and got["version_reported"] == 2, got
+
+        # another device cannot report for s-dev
+        other.publish("$shadow/s-dev/reported", {"state": {"led": "off"}})
+        wait_for(lambda: "from client 'o-dev' ignored" in b.log_text(), "the refusal")
+        assert api.get("/api/v1/devices/s-dev/shadow")["version_reported"] == 2
+    finally:
+        d.close()
+        other.close()
+
+
+def test_shadow_delta_after_reconnect(dbroker):
+    b = dbroker(section=AUTH % "pass", auth={"chain": ["devices"]})
+    api = b.rapi
+    api.json("POST", "/api/v1/devices", {"id": "r-dev", "token": "tk-r-dev"}, status=201)
+    api.json("PUT", "/api/v1/devices/r-dev/shadow/desired", {"state": {"fw": "2.0"}})
+    # offline when desired changed: the delta waits, retained
+    d = shadow_device(b, "r-dev", v5=True)
+    try:
+        got = d.wait_msg("$shadow/r-dev/delta")
+        assert got["state"] == {"fw": "2.0"} and got["version"] == 1, got
+        with d.lock:
+            assert [r for t, _, r in d.msgs if t == "$shadow/r-dev/delta"][0]
+    finally:
+        d.close()
+    # deleting the device forgets its shadow and its retained delta
+    assert any(m["topic"] == "$shadow/r-dev/delta"
+               for m in api.get("/api/v1/retained").get("data", []))
+    api.json("DELETE", "/api/v1/devices/r-dev", status=204)
+    wait_for(lambda: not any(m["topic"] == "$shadow/r-dev/delta"
+                             for m in api.get("/api/v1/retained").get("data", [])),
+             "the retained delta cleared")
+
+
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGKILL])
+def test_shadow_survives_restart(dbroker, sig):
+    b = dbroker(section=AUTH % "pass", auth={"chain": ["devices"]})
+    api = b.rapi
+    d = shadow_device(b, "p-dev")
+    try:
+        api.json("PATCH", "/api/v1/devices/p-dev/shadow/desired", {"state": {"a": 1, "b": 2}})
+        d.publish("$shadow/p-dev/reported", {"state": {"a": 1}})
+        d.wait_msg("$shadow/p-dev/reported/accepted")
+    finally:
+        d.close()
+    # a later API write commits after the report's (one FIFO in the store)
+    before = api.json("PATCH", "/api/v1/devices/p-dev/shadow/desired", {"state": {"c": 3}})
+    if sig == signal.SIGKILL:
+        b.kill()
+    else:
+        b.stop()
+    b2 = dbroker(section=AUTH % "pass", auth={"chain": ["devices"]},
+                 persistence={"dir": b.persistence["dir"]})
+    after = b2.rapi.get("/api/v1/devices/p-dev/shadow")
+    for k in ("desired", "reported", "delta", "version_desired", "version_reported"):
+        assert after[k] == before[k], (k, before, after)
+    assert after["desired"] == {"a": 1, "b": 2, "c": 3} and after["reported"] == {"a": 1}
+
+
+def test_shadow_config(dbroker):
+    with pytest.raises(pytest.fail.Exception, match=r"yaml:\d+: devices.shadow.max_bytes"):
+        dbroker(section=ON + "  shadow:\n    max_bytes: 0\n")
+    with pytest.raises(pytest.fail.Exception, match=r"devices.shadow.topic_prefix"):
+        dbroker(section=ON + "  shadow:\n    topic_prefix: a/+\n")
+    b = dbroker(section=ON + "  shadow:\n    enabled: false\n")
+    b.rapi.json("POST", "/api/v1/devices", {"id": "x"}, status=201)
+    st, _, raw = b.rapi.call("GET", "/api/v1/devices/x/shadow")
+    assert st == 409 and json.loads(raw)["code"] == "shadow_disabled", raw
+    b2 = dbroker(section=ON + "  shadow:\n    max_bytes: 20\n")
+    b2.rapi.json("POST", "/api/v1/devices", {"id": "x"}, status=201)
+    st, _, raw = b2.rapi.call("PUT", "/api/v1/devices/x/shadow/desired",
+                              {"state": {"k": "a long value over twenty bytes"}})
+    assert st == 413, raw
