@@ -583,6 +583,15 @@ void router_consumers_free(server_t *srv)
     }
 }
 
+int router_dollar_guard(server_t *srv, router_dollar_fn fn, void *user)
+{
+    if (srv->dollar_guard != NULL)
+        return -1;
+    srv->dollar_guard = fn;
+    srv->dollar_user = user;
+    return 0;
+}
+
 int router_receive_hook(server_t *srv, router_receive_fn fn, void *user)
 {
     if (srv->receive_hook != NULL)

@@ -115,6 +115,15 @@ void router_owner_register(server_t *srv, uint8_t kind, const route_owner_kind_t
 typedef msg_t *(*router_receive_fn)(worker_t *w, msg_t *m, const sess_t *from, void *user);
 /* Returns 0, or -1 when another module holds the hook already. */
 int router_receive_hook(server_t *srv, router_receive_fn fn, void *user);
+/* The '$' guard: one module may judge the PUBLISHes of clients to topics
+ * that start with '$' (other than $SYS, which mqtt.allow_sys_publish
+ * judges), on the publisher's worker before the ACL: 1 allowed, 0 refused
+ * as an ACL denial (MQTT 5 PUBACK/PUBREC 0x87, 3.1.1 acknowledged and
+ * dropped).  The device shadow keeps PREFIX/{id}/... to the device `id`
+ * with it.  Other topics cost one test of their first byte; NULL nothing.
+ * Register before server_start; -1 when another module holds it. */
+typedef int (*router_dollar_fn)(const sess_t *from, const uint8_t *topic, size_t len, void *user);
+int router_dollar_guard(server_t *srv, router_dollar_fn fn, void *user);
 /* Remote nodes (a cluster module): node idx subscribes to / leaves filter
  * (validated here), as the subscriber
  * {ROUTE_SID_NODE | idx, owner idx, kind ROUTE_OWNER_NODE, granted QoS 2,

@@ -771,9 +771,11 @@ static int load_shadow(conf_sec_t *s, void *conf)
         conf_sec_str(s, "topic_prefix", c->shadow_prefix, sizeof(c->shadow_prefix),
                      CONF_SEC_NONEMPTY) < 0)
         return -1;
-    if (strpbrk(c->shadow_prefix, "+#") || c->shadow_prefix[strlen(c->shadow_prefix) - 1] == '/')
+    if (c->shadow_prefix[0] != '$' || strpbrk(c->shadow_prefix, "+#") ||
+        c->shadow_prefix[strlen(c->shadow_prefix) - 1] == '/')
         return conf_sec_fail(s, "topic_prefix",
-                             "\"%s\": a topic without '+', '#' or a trailing '/'",
+                             "\"%s\": a topic that starts with '$' (out of reach of "
+                             "wildcards, guarded), without '+', '#' or a trailing '/'",
                              c->shadow_prefix);
     return 0;
 }

@@ -20,8 +20,10 @@
  *   PREFIX/{id}/reported/accepted  | rejected: the answer
  *   PREFIX/{id}/get                from the device: any payload
  *   PREFIX/{id}/get/accepted       the whole shadow (as the API's GET)
- * A report or get counts only from the client whose client id is the id
- * of the topic (the message's origin); others are ignored and logged.
+ * Clients publish only PREFIX/{own client id}/reported and .../get: the
+ * '$' guard (router_dollar_guard, on the publisher's worker) refuses the
+ * rest under PREFIX as an ACL denial (another device's topics, a forged
+ * delta or answer).  The consumer checks the message's origin again.
  *
  * Threads.  Every shadow is under st->shadow->mu: the API threads (GET,
  * PUT/PATCH desired) and the workers (the consumer, on the worker that
@@ -45,6 +47,7 @@
 #include "log.h"
 #include "msg.h"
 #include "router.h"
+#include "sess.h"
 #include "store.h"
 #include "util.h"
 
@@ -110,8 +113,8 @@ static json_t *rec_get(dev_shadow_t *sh, const char *id, int create)
     json_t *r = json_object_get(sh->docs, id);
     if (r == NULL && create) {
         r = json_pack("{s:o,s:o,s:I,s:I,s:I,s:I,s:b}", "desired", json_object(), "reported",
-                      json_object(), "vd", (json_int_t)0, "vr", (json_int_t)0, "ud",
-                      (json_int_t)0, "ur", (json_int_t)0, "dl", 0);
+                      json_object(), "vd", (json_int_t)0, "vr", (json_int_t)0, "ud", (json_int_t)0,
+                      "ur", (json_int_t)0, "dl", 0);
         json_object_set_new(sh->docs, id, r);
     }
     return r;
@@ -128,12 +131,12 @@ static json_t *rec_view(const char *id, const json_t *r)
     json_t *des = r ? json_object_get(r, "desired") : NULL;
     json_t *rep = r ? json_object_get(r, "reported") : NULL;
     json_t *empty = json_object();
-    json_t *o = json_pack(
-        "{s:s,s:O,s:O,s:o,s:I,s:I,s:I,s:I}", "device", id, "desired", des ? des : empty,
-        "reported", rep ? rep : empty, "delta",
-        devices_shadow_delta(des ? des : empty, rep ? rep : empty), "version_desired",
-        r ? rint_(r, "vd") : 0, "version_reported", r ? rint_(r, "vr") : 0, "updated_desired_ms",
-        r ? rint_(r, "ud") : 0, "updated_reported_ms", r ? rint_(r, "ur") : 0);
+    json_t *o = json_pack("{s:s,s:O,s:O,s:o,s:I,s:I,s:I,s:I}", "device", id, "desired",
+                          des ? des : empty, "reported", rep ? rep : empty, "delta",
+                          devices_shadow_delta(des ? des : empty, rep ? rep : empty),
+                          "version_desired", r ? rint_(r, "vd") : 0, "version_reported",
+                          r ? rint_(r, "vr") : 0, "updated_desired_ms", r ? rint_(r, "ud") : 0,
+                          "updated_reported_ms", r ? rint_(r, "ur") : 0);
     json_decref(empty);
     json_int_t ud = r ? rint_(r, "ud") : 0, ur = r ? rint_(r, "ur") : 0;
     json_object_set_new(o, "updated_ms", json_integer(ud > ur ? ud : ur));
@@ -234,11 +237,10 @@ static void post(devices_state_t *st, const char *id, const char *suffix, const 
  * delta cleared when none is left (sh->mu held). */
 static void post_delta(devices_state_t *st, const char *id, json_t *r, uint64_t now)
 {
-    json_t *d =
-        devices_shadow_delta(json_object_get(r, "desired"), json_object_get(r, "reported"));
+    json_t *d = devices_shadow_delta(json_object_get(r, "desired"), json_object_get(r, "reported"));
     if (json_object_size(d)) {
-        json_t *o = json_pack("{s:O,s:I,s:I}", "state", d, "version", rint_(r, "vd"),
-                              "timestamp", (json_int_t)now);
+        json_t *o = json_pack("{s:O,s:I,s:I}", "state", d, "version", rint_(r, "vd"), "timestamp",
+                              (json_int_t)now);
         post(st, id, "delta", o, 1);
         json_decref(o);
         json_object_set_new(r, "dl", json_true());
@@ -293,8 +295,8 @@ static void on_report(devices_state_t *st, const char *id, const msg_t *m)
     json_object_set_new(r, "reported", rep);
     json_object_set_new(r, "vr", json_integer(vr + 1));
     json_object_set_new(r, "ur", json_integer((json_int_t)now));
-    json_t *ok = json_pack("{s:O,s:I,s:I}", "state", rep, "version", vr + 1, "timestamp",
-                           (json_int_t)now);
+    json_t *ok =
+        json_pack("{s:O,s:I,s:I}", "state", rep, "version", vr + 1, "timestamp", (json_int_t)now);
     post(st, id, "reported/accepted", ok, 0);
     json_decref(ok);
     post_delta(st, id, r, now);
@@ -347,6 +349,26 @@ static void on_message(worker_t *w, router_consumer_t *rc, msg_t *m, uint8_t qos
     }
 }
 
+/* The '$' guard (router.h): under PREFIX/, a client publishes only to
+ * PREFIX/{its client id}/reported and .../get. */
+static int guard(const sess_t *from, const uint8_t *topic, size_t len, void *user)
+{
+    const devices_state_t *st = user;
+    const char *pre = st->conf->shadow_prefix;
+    size_t pl = strlen(pre);
+    if (len <= pl || memcmp(topic, pre, pl) != 0 || topic[pl] != '/')
+        return 1; /* not ours */
+    size_t cl = from ? from->client_id_len : 0;
+    const uint8_t *rest = topic + pl + 1;
+    size_t rl = len - pl - 1;
+    if (from == NULL || rl <= cl || memcmp(rest, from->client_id, cl) != 0 || rest[cl] != '/')
+        return 0;
+    rest += cl + 1;
+    rl -= cl + 1;
+    return (rl == 8 && memcmp(rest, "reported", 8) == 0) ||
+           (rl == 3 && memcmp(rest, "get", 3) == 0);
+}
+
 /* ---- the API (API threads) ---- */
 
 int devices_shadow_api(devices_state_t *st, const char *id, const char *verb,
@@ -389,14 +411,15 @@ int devices_shadow_api(devices_state_t *st, const char *id, const char *verb,
     json_int_t vd = rint_(r, "vd");
     if (ver && json_integer_value(ver) != vd) {
         pthread_mutex_unlock(&sh->mu);
-        *out = json_pack("{s:s,s:s,s:I}", "error", "version conflict: the desired state is at "
-                         "another version", "code", "version_conflict", "version", vd);
+        *out = json_pack("{s:s,s:s,s:I}", "error",
+                         "version conflict: the desired state is at "
+                         "another version",
+                         "code", "version_conflict", "version", vd);
         status = 409;
         goto done;
     }
-    json_t *des = strcmp(req->method, "PATCH") == 0
-                      ? json_deep_copy(json_object_get(r, "desired"))
-                      : json_object();
+    json_t *des = strcmp(req->method, "PATCH") == 0 ? json_deep_copy(json_object_get(r, "desired"))
+                                                    : json_object();
     devices_shadow_merge(des, state);
     char *text = json_dumps(des, JSON_COMPACT);
     size_t len = text ? strlen(text) : 0;
@@ -496,6 +519,10 @@ int devices_shadow_init(devices_state_t *st)
     snprintf(f, sizeof(f), "%s/+/get", st->conf->shadow_prefix);
     if (router_consumer_subscribe(sh->consumer, f, 1) < 0)
         goto fail;
+    if (router_dollar_guard(st->srv, guard, st) < 0)
+        log_warn("devices: another module guards the '$' topics: %s/ is not guarded (use the "
+                 "ACL file)",
+                 st->conf->shadow_prefix);
     log_info("devices: shadows on (%zu stored), topics %s/{id}/delta|reported|get",
              json_object_size(sh->docs), st->conf->shadow_prefix);
     return 0;

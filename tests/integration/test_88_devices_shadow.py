@@ -225,9 +225,18 @@ def test_shadow_desired_delta_and_reports(dbroker, v5):
         got = d.wait_msg("$shadow/s-dev/get/accepted")
         assert got["desired"] == {"led": "off"} and got["version_reported"] == 2, got
 
-        # another device cannot report for s-dev
+        # another device cannot report for s-dev, nor forge its delta: the
+        # '$' guard refuses them as the ACL would (MQTT 5: PUBACK 0x87)
         other.publish("$shadow/s-dev/reported", {"state": {"led": "off"}})
-        wait_for(lambda: "from client 'o-dev' ignored" in b.log_text(), "the refusal")
+        wait_for(lambda: "PUBLISH to '$shadow/s-dev/reported' refused" in b.log_text(),
+                 "the refusal")
+        d.clear()
+        info = d.c.publish("$shadow/s-dev/delta", json.dumps({"state": {"evil": 1}}), qos=1)
+        info.wait_for_publish(15)
+        d.publish("$shadow/s-dev/get", b"")
+        d.wait_msg("$shadow/s-dev/get/accepted")
+        with d.lock:
+            assert not any(t == "$shadow/s-dev/delta" for t, _, _ in d.msgs), d.msgs
         assert api.get("/api/v1/devices/s-dev/shadow")["version_reported"] == 2
     finally:
         d.close()
@@ -287,6 +296,8 @@ def test_shadow_config(dbroker):
         dbroker(section=ON + "  shadow:\n    max_bytes: 0\n")
     with pytest.raises(pytest.fail.Exception, match=r"devices.shadow.topic_prefix"):
         dbroker(section=ON + "  shadow:\n    topic_prefix: a/+\n")
+    with pytest.raises(pytest.fail.Exception, match=r"devices.shadow.topic_prefix"):
+        dbroker(section=ON + "  shadow:\n    topic_prefix: shadow\n")
     b = dbroker(section=ON + "  shadow:\n    enabled: false\n")
     b.rapi.json("POST", "/api/v1/devices", {"id": "x"}, status=201)
     st, _, raw = b.rapi.call("GET", "/api/v1/devices/x/shadow")
