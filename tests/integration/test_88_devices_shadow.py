@@ -307,3 +307,32 @@ def test_shadow_config(dbroker):
     st, _, raw = b2.rapi.call("PUT", "/api/v1/devices/x/shadow/desired",
                               {"state": {"k": "a long value over twenty bytes"}})
     assert st == 413, raw
+
+
+def test_ctl_shadow_and_disable(dbroker):
+    import subprocess
+    from conftest import require_antenna_bin
+    b = dbroker(section=AUTH % "pass", auth={"chain": ["devices"]})
+
+    def ctl(*args):
+        p = subprocess.run([require_antenna_bin(), "ctl", "--url", b.api_url, "--key",
+                            b.rapi.key, "--json", "devices"] + list(args),
+                           capture_output=True, timeout=30)
+        return p.returncode, p.stdout.decode(), p.stderr.decode()
+
+    d = shadow_device(b, "c-dev", v5=True)
+    try:
+        rc, out, err = ctl("shadow", "c-dev", '{"led": "on"}')
+        assert rc == 0 and json.loads(out)["version_desired"] == 1, (out, err)
+        d.wait_msg("$shadow/c-dev/delta", lambda j: j and j["state"] == {"led": "on"})
+        rc, out, err = ctl("shadow", "c-dev")
+        assert rc == 0 and json.loads(out)["delta"] == {"led": "on"}, (out, err)
+        rc, _, err = ctl("shadow", "c-dev", "[1]")
+        assert rc == 2 and "JSON object" in err, err
+        rc, _, err = ctl("shadow", "nobody")
+        assert rc == 1 and "404" in err, err
+        # ctl disable closes the device's connection
+        assert ctl("disable", "c-dev")[0] == 0
+        assert d.gone.wait(15) and d.disconnect_rc == 0x98, d.disconnect_rc
+    finally:
+        d.close()
