@@ -658,6 +658,7 @@ static int api_import(module_inst_t *mi, const module_api_req_t *req, json_t **o
                                         : 0;
     if (fmt == 0)
         return module_api_error(out, 400, "bad_request", "format: jsonl or csv");
+    json_t *kicks = NULL; /* connected devices the import disables */
     import_t im = {.recs = json_array(),
                    .seen = json_object(),
                    .plain_max = c->import_plain_max,
@@ -676,14 +677,19 @@ static int api_import(module_inst_t *mi, const module_api_req_t *req, json_t **o
     size_t n = json_array_size(im.recs), created = 0;
     store_batch_t *b = store_batch_new();
     devices_buf_t k = {0};
+    kicks = json_array();
     pthread_mutex_lock(&st->wmu);
     for (size_t i = 0; i < n; i++) {
         json_t *rec = json_array_get(im.recs, i);
         dev_ent_t *e = devices_find(st, json_string_value(json_object_get(rec, "id")), NULL);
-        if (e) /* a replaced device keeps its creation time */
+        if (e) { /* a replaced device keeps its creation time */
             json_object_set(rec, "created_ms", json_object_get(e->rec, "created_ms"));
-        else
+            if (json_is_true(json_object_get(rec, "disabled")) &&
+                !json_is_true(json_object_get(e->rec, "disabled")) && devices_presence_connected(e))
+                json_array_append(kicks, json_object_get(rec, "id"));
+        } else {
             created++;
+        }
         batch_put(b, rec, &k);
     }
     free(k.p);
@@ -699,10 +705,17 @@ static int api_import(module_inst_t *mi, const module_api_req_t *req, json_t **o
     size_t total = st->n;
     pthread_rwlock_unlock(&st->lock);
     pthread_mutex_unlock(&st->wmu);
+    size_t ki;
+    json_t *kid;
+    json_array_foreach(kicks, ki, kid)
+    {
+        kick(st, json_string_value(kid), "disabled by an import");
+    }
     *out = json_pack("{s:I,s:I,s:I,s:I}", "imported", (json_int_t)n, "created", (json_int_t)created,
                      "replaced", (json_int_t)(n - created), "total", (json_int_t)total);
     status = 200;
 done:
+    json_decref(kicks);
     json_decref(im.recs);
     json_decref(im.seen);
     return status;

@@ -124,6 +124,24 @@ def test_disable_closes_connection(dbroker, v5, how):
         d.close()
 
 
+def test_import_that_disables_closes_connection(dbroker):
+    b = dbroker(section=AUTH % "pass", auth={"chain": ["devices"]})
+    api = b.rapi
+    api.json("POST", "/api/v1/devices", {"id": "i-dev", "token": "tk"}, status=201)
+    d = Device(b, "i-dev", "tk", v5=True)
+    try:
+        wait_for(lambda: api.get("/api/v1/devices/i-dev")["presence"]["connected"],
+                 "i-dev connected")
+        r = api.json("POST", "/api/v1/devices/import?format=csv",
+                     b"id,token,disabled\ni-dev,tk,true\ni-new,tk2,true\n")
+        assert r["replaced"] == 1 and r["created"] == 1, r
+        assert d.gone.wait(15) and d.disconnect_rc == 0x98, d.disconnect_rc
+        wait_for(lambda: "device 'i-dev' disabled by an import: its connection is closed"
+                 in b.log_text(), "the log line")
+    finally:
+        d.close()
+
+
 PRESENCE_RULE = """rules:
   rules:
     - id: presence
