@@ -317,6 +317,9 @@ def test_shadow_config(dbroker):
     with pytest.raises(pytest.fail.Exception, match=r"devices.shadow.topic_prefix"):
         dbroker(section=ON + "  shadow:\n    topic_prefix: shadow\n")
     b = dbroker(section=ON + "  shadow:\n    enabled: false\n")
+    cfg = b.rapi.get("/api/v1/config")
+    assert cfg["devices"]["shadow"] == {"enabled": False, "max_bytes": 16384,
+                                        "topic_prefix": "$shadow"}, cfg.get("devices")
     b.rapi.json("POST", "/api/v1/devices", {"id": "x"}, status=201)
     st, _, raw = b.rapi.call("GET", "/api/v1/devices/x/shadow")
     assert st == 409 and json.loads(raw)["code"] == "shadow_disabled", raw
