@@ -770,8 +770,8 @@ static int on_publish(conn_t *c, const mqtt_raw_t *pkt)
                                 "[MQTT5-3.2.2-14] retain not available");
     if (!cf->allow_sys_publish && router_is_sys_topic(pb.topic.p, pb.topic.len))
         return refuse_sys_publish(c, &pb, "$SYS topics are the broker's (mqtt.allow_sys_publish)");
-    if (unlikely(pb.topic.len && pb.topic.p[0] == '$') && w->srv->dollar_guard &&
-        !w->srv->dollar_guard(c->sess, pb.topic.p, pb.topic.len, w->srv->dollar_user))
+    if (unlikely(pb.topic.len && pb.topic.p[0] == '$') && w->srv->ndollar_guards &&
+        !router_dollar_allowed(w->srv, c->sess, pb.topic.p, pb.topic.len))
         return refuse_sys_publish(c, &pb, "not this client's topic (a module's '$' topics)");
     if (!auth_chain_acl(w->srv->auth, c->x ? c->x->auth : NULL, AUTH_ACT_PUBLISH, pb.topic.p,
                         pb.topic.len, 0)) {

@@ -276,9 +276,9 @@ struct server_s {
     /* router_receive_hook (router.h): set before server_start */
     msg_t *(*receive_hook)(worker_t *w, msg_t *m, const sess_t *from, void *user);
     void *receive_user;
-    /* router_dollar_guard (router.h): set before server_start; NULL: none */
-    int (*dollar_guard)(const sess_t *from, const uint8_t *topic, size_t len, void *user);
-    void *dollar_user;
+    /* router_dollar_guard (router.h): set before server_start, read-only after */
+    struct router_dollar_s *dollar_guards; /* ndollar_guards of them */
+    uint32_t ndollar_guards;
     /* proto_gate_register (proto.h): set before server_start; NULL: none */
     int (*connect_gate)(worker_t *w, proto_gate_t *g, void *user);
     void *connect_gate_user;

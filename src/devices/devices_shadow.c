@@ -354,10 +354,7 @@ static void on_message(worker_t *w, router_consumer_t *rc, msg_t *m, uint8_t qos
 static int guard(const sess_t *from, const uint8_t *topic, size_t len, void *user)
 {
     const devices_state_t *st = user;
-    const char *pre = st->conf->shadow_prefix;
-    size_t pl = strlen(pre);
-    if (len <= pl || memcmp(topic, pre, pl) != 0 || topic[pl] != '/')
-        return 1; /* not ours */
+    size_t pl = strlen(st->conf->shadow_prefix); /* the router matched PREFIX/ */
     size_t cl = from ? from->client_id_len : 0;
     const uint8_t *rest = topic + pl + 1;
     size_t rl = len - pl - 1;
@@ -519,10 +516,12 @@ int devices_shadow_init(devices_state_t *st)
     snprintf(f, sizeof(f), "%s/+/get", st->conf->shadow_prefix);
     if (router_consumer_subscribe(sh->consumer, f, 1) < 0)
         goto fail;
-    if (router_dollar_guard(st->srv, guard, st) < 0)
-        log_warn("devices: another module guards the '$' topics: %s/ is not guarded (use the "
-                 "ACL file)",
-                 st->conf->shadow_prefix);
+    snprintf(f, sizeof(f), "%s/", st->conf->shadow_prefix);
+    if (router_dollar_guard(st->srv, f, guard, st) < 0) {
+        log_error("devices: devices.shadow.topic_prefix %s: another module guards these topics",
+                  st->conf->shadow_prefix);
+        return -1;
+    }
     log_info("devices: shadows on (%zu stored), topics %s/{id}/delta|reported|get",
              json_object_size(sh->docs), st->conf->shadow_prefix);
     return 0;
