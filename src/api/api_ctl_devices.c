@@ -8,6 +8,8 @@
  *   devices import FILE                     POST /api/v1/devices/import (CSV or
  *                                           JSON lines, told apart by the server)
  *   devices export [csv|jsonl]              the whole registry on stdout
+ *   devices shadow ID [DESIRED_JSON]        GET /api/v1/devices/ID/shadow, or
+ *                                           PATCH .../shadow/desired {"state": JSON}
  *
  * Runs in the `antenna ctl` process only (one thread); the HTTP request,
  * the key and the URL are api_ctl.c's (api_ctl_http).
@@ -27,7 +29,7 @@ static int usage(const char *why)
             "antenna ctl: devices: %s\n"
             "usage: antenna ctl devices list [TAG=V ...] | show ID | create ID [password=P]\n"
             "       [token=T] [cert=FINGERPRINT] [TAG=V ...] | delete ID | disable ID | enable ID\n"
-            "       | import FILE | export [csv|jsonl]\n",
+            "       | import FILE | export [csv|jsonl] | shadow ID [DESIRED_JSON]\n",
             why);
     return 2;
 }
@@ -200,6 +202,35 @@ static int cmd_import(ctl_t *c)
     return rc;
 }
 
+/* shadow ID: the shadow; shadow ID JSON: a merge of JSON (an object,
+ * null deletes a key) into the desired state. */
+static int cmd_shadow(ctl_t *c, const char *id)
+{
+    if (api_ctl_nargs(c) > 4)
+        return usage("shadow takes an id and at most one JSON object");
+    char *body = NULL, *raw = NULL;
+    if (api_ctl_nargs(c) == 4) {
+        json_error_t je;
+        json_t *st = json_loads(api_ctl_arg(c, 3), 0, &je);
+        if (!json_is_object(st)) {
+            json_decref(st);
+            return usage("the desired state is a JSON object: '{\"led\": \"on\"}'");
+        }
+        json_t *b = json_pack("{s:o}", "state", st);
+        body = json_dumps(b, JSON_COMPACT);
+        json_decref(b);
+    }
+    char *path = dev_path(id, body ? "shadow/desired" : "shadow");
+    int rc = call(c, body ? "PATCH" : "GET", path, body ? "application/json" : NULL, body,
+                  body ? strlen(body) : 0, &raw);
+    if (rc == 0)
+        print_device(c, raw);
+    free(raw);
+    free(body);
+    free(path);
+    return rc;
+}
+
 int api_ctl_devices(ctl_t *c)
 {
     int n = api_ctl_nargs(c);
@@ -227,6 +258,8 @@ int api_ctl_devices(ctl_t *c)
         return cmd_import(c);
     if (strcmp(sub, "create") == 0)
         return cmd_create(c);
+    if (strcmp(sub, "shadow") == 0)
+        return cmd_shadow(c, id);
     if (n > 3)
         return usage("too many arguments");
     char *path;

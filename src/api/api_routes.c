@@ -1130,9 +1130,10 @@ static enum MHD_Result module_call(api_req_t *r, module_inst_t *mi, const module
 
 /* ---- the table ----------------------------------------------------------- */
 
-enum { M_GET = 1, M_POST = 2, M_DELETE = 4, M_PUT = 8 };
+enum { M_GET = 1, M_POST = 2, M_DELETE = 4, M_PUT = 8, M_PATCH = 16 };
 _Static_assert((int)M_GET == (int)MODULE_API_GET && (int)M_POST == (int)MODULE_API_POST &&
-                   (int)M_DELETE == (int)MODULE_API_DELETE && (int)M_PUT == (int)MODULE_API_PUT,
+                   (int)M_DELETE == (int)MODULE_API_DELETE && (int)M_PUT == (int)MODULE_API_PUT &&
+                   (int)M_PATCH == (int)MODULE_API_PATCH,
                "module routes use the same method bits");
 
 typedef struct {
@@ -1174,6 +1175,7 @@ enum MHD_Result api_route(api_req_t *r)
             : strcmp(r->method, "POST") == 0                                ? M_POST
             : strcmp(r->method, "DELETE") == 0                              ? M_DELETE
             : strcmp(r->method, "PUT") == 0                                 ? M_PUT
+            : strcmp(r->method, "PATCH") == 0                               ? M_PATCH
                                                                             : 0;
     const route_t *refused = NULL; /* the first route of the path, wrong method */
     for (size_t i = 0; i < sizeof(routes) / sizeof(routes[0]); i++) {

@@ -49,6 +49,7 @@ typedef enum {
     EVENT_SESSION_EXPIRED,      /* event_session_expired_t */
     EVENT_SESSION_TAKEN_OVER,   /* event_taken_over_t */
     EVENT_COMMAND_STATUS,       /* event_command_status_t (src/commands) */
+    EVENT_DEVICE_PRESENCE,      /* event_device_presence_t (src/devices) */
     EVENT_COUNT
 } event_kind_t;
 
@@ -178,6 +179,18 @@ typedef struct {
     const char *status;     /* "queued", "sent", ... "cancelled" (docs/commands.md) */
     const char *json;       /* the command as JSON text {"id", "name", "status", "result", ...} */
 } event_command_status_t;
+
+/* A device of the registry became connected (its first connection) or
+ * disconnected (its last one ended): emitted by src/devices on the worker
+ * of the connection, after the presence changed. */
+typedef struct {
+    event_client_t client; /* the connection's (client_id, username, peer, ...) */
+    const char *device;    /* the device id */
+    const char *node;      /* this node's name (cluster.node, else antenna@host) */
+    const char *json;      /* {"device","connected","peer","protocol","listener","node","at_ms"} */
+    uint64_t at_ms;        /* wall clock */
+    uint8_t connected;
+} event_device_presence_t;
 
 /* A handler: `data` points to the struct of `kind` (above). */
 typedef void (*event_fn)(struct worker_s *w, event_kind_t kind, const void *data, void *user);

@@ -245,6 +245,14 @@ static void on_event(struct worker_s *w, event_kind_t kind, const void *data, vo
         jl_strz(&b, "status", e->status);
         break;
     }
+    case EVENT_DEVICE_PRESENCE: {
+        const event_device_presence_t *e = data;
+        jl_client(&b, &e->client);
+        jl_strz(&b, "device", e->device);
+        jl_bool(&b, "connected", e->connected);
+        jl_strz(&b, "node", e->node);
+        break;
+    }
     default:
         break;
     }

@@ -57,10 +57,16 @@ struct json_t; /* jansson */
  * each other: a module reads its own state under its own lock or through
  * atomics, or asks a worker with an inbox kind.  The API authenticates the
  * request first (api.keys, users) as for its own endpoints. */
-enum { MODULE_API_GET = 1, MODULE_API_POST = 2, MODULE_API_DELETE = 4, MODULE_API_PUT = 8 };
+enum {
+    MODULE_API_GET = 1,
+    MODULE_API_POST = 2,
+    MODULE_API_DELETE = 4,
+    MODULE_API_PUT = 8,
+    MODULE_API_PATCH = 16
+};
 
 typedef struct module_api_req_s {
-    const char *method; /* "GET" (also for HEAD), "POST", "PUT", "DELETE" */
+    const char *method; /* "GET" (also for HEAD), "POST", "PUT", "PATCH", "DELETE" */
     const char *tail;   /* a prefix route: the rest of the path; else "" */
     const char *body;   /* NUL-terminated request body, or NULL */
     size_t body_len;

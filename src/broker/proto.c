@@ -718,10 +718,11 @@ static int resolve_alias(conn_t *c, mqtt_publish_t *pb)
 }
 
 /* A client PUBLISH to $SYS or $SYS/... (mqtt.allow_sys_publish false):
- * forged broker figures or invented retained topics.  Handled as an ACL
+ * forged broker figures or invented retained topics; or to a '$' topic the
+ * '$' guard refused (router_dollar_guard: why).  Handled as an ACL
  * denial: MQTT 5 PUBACK/PUBREC 0x87, MQTT 3.1.1 acknowledged and dropped,
  * QoS 0 dropped; one log line per worker per second at most. */
-static int refuse_sys_publish(conn_t *c, const mqtt_publish_t *pb)
+static int refuse_sys_publish(conn_t *c, const mqtt_publish_t *pb, const char *why)
 {
     worker_t *w = c->w;
     STAT_ADD(w->stats.acl_denied, 1);
@@ -730,10 +731,8 @@ static int refuse_sys_publish(conn_t *c, const mqtt_publish_t *pb)
         char name[160];
         w->acl_logged_at = w->now;
         conn_log_ev(c, AN_LOG_INFO, "acl_denied", "publish",
-                    "%s: PUBLISH to '%.*s' refused: $SYS topics are the broker's "
-                    "(mqtt.allow_sys_publish), dropped",
-                    conn_name(c, name, sizeof(name)), (int)AN_MIN(pb->topic.len, 200),
-                    (const char *)pb->topic.p);
+                    "%s: PUBLISH to '%.*s' refused: %s, dropped", conn_name(c, name, sizeof(name)),
+                    (int)AN_MIN(pb->topic.len, 200), (const char *)pb->topic.p, why);
     }
     if (event_wanted(w->srv, EVENT_MESSAGE_DROPPED))
         emit_publish_dropped(c, NULL, pb, EVENT_DROP_PUBLISH_DENIED);
@@ -770,7 +769,10 @@ static int on_publish(conn_t *c, const mqtt_raw_t *pkt)
         return proto_close_with(c, MQTT_RC_RETAIN_NOT_SUPPORTED, "protocol error",
                                 "[MQTT5-3.2.2-14] retain not available");
     if (!cf->allow_sys_publish && router_is_sys_topic(pb.topic.p, pb.topic.len))
-        return refuse_sys_publish(c, &pb);
+        return refuse_sys_publish(c, &pb, "$SYS topics are the broker's (mqtt.allow_sys_publish)");
+    if (unlikely(pb.topic.len && pb.topic.p[0] == '$') && w->srv->ndollar_guards &&
+        !router_dollar_allowed(w->srv, c->sess, pb.topic.p, pb.topic.len))
+        return refuse_sys_publish(c, &pb, "not this client's topic (a module's '$' topics)");
     if (!auth_chain_acl(w->srv->auth, c->x ? c->x->auth : NULL, AUTH_ACT_PUBLISH, pb.topic.p,
                         pb.topic.len, 0)) {
         /* MQTT 5: 0x87 in the acknowledgement; MQTT 3.1.1 has no negative

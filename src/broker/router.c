@@ -588,6 +588,49 @@ void router_consumers_free(server_t *srv)
     }
 }
 
+struct router_dollar_s {
+    char *prefix; /* "$shadow/" */
+    size_t len;
+    router_dollar_fn fn;
+    void *user;
+};
+
+int router_dollar_guard(server_t *srv, const char *prefix, router_dollar_fn fn, void *user)
+{
+    size_t n = strlen(prefix);
+    if (n < 2 || prefix[0] != '$' || (n >= 4 && memcmp(prefix, "$SYS", 4) == 0))
+        return -1;
+    for (uint32_t i = 0; i < srv->ndollar_guards; i++) {
+        const struct router_dollar_s *g = &srv->dollar_guards[i];
+        if (memcmp(g->prefix, prefix, AN_MIN(g->len, n)) == 0)
+            return -1; /* one prefix covers the other */
+    }
+    srv->dollar_guards =
+        an_realloc(srv->dollar_guards, (srv->ndollar_guards + 1) * sizeof(*srv->dollar_guards));
+    srv->dollar_guards[srv->ndollar_guards++] =
+        (struct router_dollar_s){an_strndup(prefix, n), n, fn, user};
+    return 0;
+}
+
+int router_dollar_allowed(const server_t *srv, const sess_t *from, const uint8_t *topic, size_t len)
+{
+    for (uint32_t i = 0; i < srv->ndollar_guards; i++) {
+        const struct router_dollar_s *g = &srv->dollar_guards[i];
+        if (len >= g->len && memcmp(topic, g->prefix, g->len) == 0)
+            return g->fn(from, topic, len, g->user);
+    }
+    return 1;
+}
+
+void router_dollar_free(server_t *srv)
+{
+    for (uint32_t i = 0; i < srv->ndollar_guards; i++)
+        free(srv->dollar_guards[i].prefix);
+    free(srv->dollar_guards);
+    srv->dollar_guards = NULL;
+    srv->ndollar_guards = 0;
+}
+
 int router_receive_hook(server_t *srv, router_receive_fn fn, void *user)
 {
     if (srv->receive_hook != NULL)

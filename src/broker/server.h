@@ -68,6 +68,7 @@ enum {
     WM_SINKS,       /* sinks (src/sinks): ptr: a dead-letter message to publish */
     WM_HTTPIN,      /* http_ingest (src/gateways/http): ptr: httpin_job_t*: messages to route */
     WM_COMMANDS,    /* commands (src/commands): ptr: module_inst_t*, sid: a command to send */
+    WM_DEVICES,     /* devices (devices_shadow.c): ptr: msg_t* (a reference) to publish */
     WM_KINDS = 32   /* size of the handler table */
 };
 
@@ -282,6 +283,9 @@ struct server_s {
     /* router_receive_hook (router.h): set before server_start */
     msg_t *(*receive_hook)(worker_t *w, msg_t *m, const sess_t *from, void *user);
     void *receive_user;
+    /* router_dollar_guard (router.h): set before server_start, read-only after */
+    struct router_dollar_s *dollar_guards; /* ndollar_guards of them */
+    uint32_t ndollar_guards;
     /* proto_gate_register (proto.h): set before server_start; NULL: none */
     int (*connect_gate)(worker_t *w, proto_gate_t *g, void *user);
     void *connect_gate_user;

@@ -57,7 +57,8 @@ static const char *const cert_username_names[] = {"none", "cn", "san", NULL};
 const char *const conf_event_names[] = {
     "client_connected", "client_disconnected", "auth_failed", "subscribed", "unsubscribed",
     "message_published", "message_delivered", "message_acked", "message_dropped",
-    "session_created", "session_expired", "session_taken_over", "command_status", NULL};
+    "session_created", "session_expired", "session_taken_over", "command_status",
+    "device_presence", NULL};
 
 static const struct field events_fields[] = {
     { .key = "log", .type = F_FLAGS, .off = offsetof(conf_t, events_log),

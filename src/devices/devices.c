@@ -31,6 +31,7 @@
 #include <string.h>
 #include <strings.h>
 
+#include "api_snap.h"
 #include "auth_chain.h"
 #include "auth_passwd.h"
 #include "log.h"
@@ -295,14 +296,35 @@ static json_t *rec_show(const json_t *rec)
 }
 
 /* rec_show with the entry's presence (st->lock held). */
-static json_t *ent_show(dev_ent_t *e)
+static json_t *ent_show(devices_state_t *st, dev_ent_t *e)
 {
     json_t *o = rec_show(e->rec);
-    json_object_set_new(o, "presence", devices_presence_json(e));
+    json_object_set_new(o, "presence", devices_presence_json(st, e));
     return o;
 }
 
 /* ---- the API ---- */
+
+/* A device that was just disabled or deleted loses its connection: the
+ * management API's kick (API_JOB_KICK on the home worker of the client id
+ * that is the device id; MQTT 5 DISCONNECT 0x98, 3.1.1 the connection
+ * closed).  API thread, no lock held.  The client_disconnected event then
+ * marks the presence disconnected. */
+static void kick(devices_state_t *st, const char *id, const char *why)
+{
+    api_job_t *job = api_job_new(API_JOB_KICK);
+    job->client_id = an_strndup(id, strlen(id));
+    int home = (int)worker_home(st->srv, (const uint8_t *)id, strlen(id));
+    int rc = api_job_submit(st->srv, job, home, st->srv->conf.api_timeout_ms);
+    int found = rc == 0 && job->found;
+    api_job_release(job);
+    if (found)
+        log_info("devices: device '%.200s' %s: its connection is closed", id, why);
+    else if (rc < 0)
+        log_warn("devices: device '%.200s' %s: its worker did not answer in time, a connection "
+                 "may remain",
+                 id, why);
+}
 
 static int off(json_t **out)
 {
@@ -415,7 +437,7 @@ static int api_list(module_inst_t *mi, const module_api_req_t *req, json_t **out
         json_t *data = json_array();
         size_t first = (size_t)(page - 1) * (size_t)limit;
         for (size_t i = first; i < n && i < first + (size_t)limit; i++)
-            json_array_append_new(data, ent_show(v[i]));
+            json_array_append_new(data, ent_show(st, v[i]));
         pthread_rwlock_unlock(&st->lock);
         free(v);
         *out = json_pack("{s:i,s:i,s:i,s:I,s:o}", "page", (int)page, "limit", (int)limit, "count",
@@ -483,6 +505,10 @@ static int api_device(module_inst_t *mi, const module_api_req_t *req, json_t **o
     int status = 0;
     json_t *in = NULL, *rec = NULL;
     int write = strcmp(req->method, "GET") != 0;
+    if (verb && strncmp(verb, "shadow", 6) == 0 && (verb[6] == '\0' || verb[6] == '/')) {
+        status = devices_shadow_api(st, id, verb, req, out);
+        goto done;
+    }
     if (verb && (strcmp(req->method, "POST") != 0 ||
                  (strcmp(verb, "enable") != 0 && strcmp(verb, "disable") != 0))) {
         status = module_api_error(out, 404, "not_found", "no endpoint devices/%.200s", req->tail);
@@ -492,7 +518,8 @@ static int api_device(module_inst_t *mi, const module_api_req_t *req, json_t **o
         status = module_api_error(out, 405, "method_not_allowed", "GET, PUT or DELETE");
         goto done;
     }
-    if (strcmp(req->method, "PUT") == 0 && (in = body_json(req, out, &status)) == NULL)
+    int put = strcmp(req->method, "PUT") == 0 || strcmp(req->method, "PATCH") == 0;
+    if (put && (in = body_json(req, out, &status)) == NULL)
         goto done;
     if (write)
         pthread_mutex_lock(&st->wmu);
@@ -508,11 +535,12 @@ static int api_device(module_inst_t *mi, const module_api_req_t *req, json_t **o
         goto done;
     }
     if (!write) {
-        *out = ent_show(e);
+        *out = ent_show(st, e);
         pthread_rwlock_unlock(&st->lock);
         status = 200;
         goto done;
     }
+    int was_disabled = json_is_true(json_object_get(e->rec, "disabled"));
     store_batch_t *b = store_batch_new();
     devices_buf_t k = {0};
     if (strcmp(req->method, "DELETE") == 0) {
@@ -553,6 +581,13 @@ static int api_device(module_inst_t *mi, const module_api_req_t *req, json_t **o
         tab_del(st, id);
     pthread_rwlock_unlock(&st->lock);
     pthread_mutex_unlock(&st->wmu);
+    /* always asked (not only when the presence says connected): a client
+     * that connected before its device was created has no presence */
+    if (rec == NULL) {
+        devices_shadow_forget(st, id);
+        kick(st, id, "deleted");
+    } else if (!was_disabled && json_is_true(json_object_get(rec, "disabled")))
+        kick(st, id, "disabled");
     if (rec) {
         *out = rec_show(rec);
         status = 200;
@@ -623,6 +658,7 @@ static int api_import(module_inst_t *mi, const module_api_req_t *req, json_t **o
                                         : 0;
     if (fmt == 0)
         return module_api_error(out, 400, "bad_request", "format: jsonl or csv");
+    json_t *kicks = NULL; /* connected devices the import disables */
     import_t im = {.recs = json_array(),
                    .seen = json_object(),
                    .plain_max = c->import_plain_max,
@@ -641,14 +677,19 @@ static int api_import(module_inst_t *mi, const module_api_req_t *req, json_t **o
     size_t n = json_array_size(im.recs), created = 0;
     store_batch_t *b = store_batch_new();
     devices_buf_t k = {0};
+    kicks = json_array();
     pthread_mutex_lock(&st->wmu);
     for (size_t i = 0; i < n; i++) {
         json_t *rec = json_array_get(im.recs, i);
         dev_ent_t *e = devices_find(st, json_string_value(json_object_get(rec, "id")), NULL);
-        if (e) /* a replaced device keeps its creation time */
+        if (e) { /* a replaced device keeps its creation time */
             json_object_set(rec, "created_ms", json_object_get(e->rec, "created_ms"));
-        else
+            if (json_is_true(json_object_get(rec, "disabled")) &&
+                !json_is_true(json_object_get(e->rec, "disabled")) && devices_presence_connected(e))
+                json_array_append(kicks, json_object_get(rec, "id"));
+        } else {
             created++;
+        }
         batch_put(b, rec, &k);
     }
     free(k.p);
@@ -664,10 +705,17 @@ static int api_import(module_inst_t *mi, const module_api_req_t *req, json_t **o
     size_t total = st->n;
     pthread_rwlock_unlock(&st->lock);
     pthread_mutex_unlock(&st->wmu);
+    size_t ki;
+    json_t *kid;
+    json_array_foreach(kicks, ki, kid)
+    {
+        kick(st, json_string_value(kid), "disabled by an import");
+    }
     *out = json_pack("{s:I,s:I,s:I,s:I}", "imported", (json_int_t)n, "created", (json_int_t)created,
                      "replaced", (json_int_t)(n - created), "total", (json_int_t)total);
     status = 200;
 done:
+    json_decref(kicks);
     json_decref(im.recs);
     json_decref(im.seen);
     return status;
@@ -709,7 +757,8 @@ static const module_api_route_t devices_routes[] = {
     {"devices", 0, MODULE_API_GET | MODULE_API_POST, api_list},
     {"devices/import", 0, MODULE_API_POST, api_import},
     {"devices/export", 0, MODULE_API_GET, api_export},
-    {"devices/", 1, MODULE_API_GET | MODULE_API_PUT | MODULE_API_DELETE | MODULE_API_POST,
+    {"devices/", 1,
+     MODULE_API_GET | MODULE_API_PUT | MODULE_API_PATCH | MODULE_API_DELETE | MODULE_API_POST,
      api_device},
     {NULL, 0, 0, NULL},
 };
@@ -722,13 +771,34 @@ static void dv_defaults(void *conf)
     c->enabled = 0;
     c->auth_unknown = DEVICES_UNKNOWN_PASS;
     c->import_plain_max = 1000;
+    c->shadow_enabled = 1;
+    c->shadow_max_bytes = 16384;
+    snprintf(c->shadow_prefix, sizeof(c->shadow_prefix), "$shadow");
+}
+
+static int load_shadow(conf_sec_t *s, void *conf)
+{
+    devices_conf_t *c = conf;
+    if (conf_sec_bool(s, "enabled", &c->shadow_enabled) < 0 ||
+        conf_sec_u32(s, "max_bytes", 2, 16777216, &c->shadow_max_bytes) < 0 ||
+        conf_sec_str(s, "topic_prefix", c->shadow_prefix, sizeof(c->shadow_prefix),
+                     CONF_SEC_NONEMPTY) < 0)
+        return -1;
+    if (c->shadow_prefix[0] != '$' || strpbrk(c->shadow_prefix, "+#") ||
+        c->shadow_prefix[strlen(c->shadow_prefix) - 1] == '/')
+        return conf_sec_fail(s, "topic_prefix",
+                             "\"%s\": a topic that starts with '$' (out of reach of "
+                             "wildcards, guarded), without '+', '#' or a trailing '/'",
+                             c->shadow_prefix);
+    return 0;
 }
 
 static int dv_load(conf_sec_t *s, void *conf)
 {
     devices_conf_t *c = conf;
     if (conf_sec_bool(s, "enabled", &c->enabled) < 0 ||
-        conf_sec_u32(s, "import_plain_max", 0, 1000000, &c->import_plain_max) < 0)
+        conf_sec_u32(s, "import_plain_max", 0, 1000000, &c->import_plain_max) < 0 ||
+        conf_sec_map(s, "shadow", load_shadow, c) < 0)
         return -1;
     char unknown[8] = "";
     if (conf_sec_str(s, "auth_unknown", unknown, sizeof(unknown), 0) < 0)
@@ -747,6 +817,11 @@ static void dv_walk(const void *conf, conf_visit_fn fn, void *ud)
     fn(ud, CONF_V_BOOL, "enabled", NULL, c->enabled);
     fn(ud, CONF_V_STR, "auth_unknown", c->auth_unknown ? "deny" : "pass", 0);
     fn(ud, CONF_V_UINT, "import_plain_max", NULL, c->import_plain_max);
+    fn(ud, CONF_V_SECTION, "shadow", NULL, 0);
+    fn(ud, CONF_V_BOOL, "enabled", NULL, c->shadow_enabled);
+    fn(ud, CONF_V_UINT, "max_bytes", NULL, c->shadow_max_bytes);
+    fn(ud, CONF_V_STR, "topic_prefix", c->shadow_prefix, 0);
+    fn(ud, CONF_V_END, NULL, NULL, 0);
 }
 
 static void dv_free(module_inst_t *mi)
@@ -754,6 +829,7 @@ static void dv_free(module_inst_t *mi)
     devices_state_t *st = mi->state;
     if (st == NULL)
         return;
+    devices_shadow_free(st);
     for (size_t i = 0; i < st->nb; i++)
         for (dev_ent_t *e = st->b[i], *nx; e; e = nx) {
             nx = e->next;
@@ -795,6 +871,8 @@ static int dv_init(module_inst_t *mi)
             return -1;
         }
     }
+    if (devices_shadow_init(st) < 0)
+        return -1;
     if (devices_presence_init(st) < 0) {
         log_error("devices: cannot listen to the connection events");
         return -1;

@@ -35,4 +35,12 @@ void devices_buf_add(devices_buf_t *b, const char *s, size_t n);
 void devices_csv_header(devices_buf_t *b);
 void devices_csv_line(devices_buf_t *b, const json_t *dev);
 
+/* The shadow's documents (devices_shadow.c): a JSON merge patch (RFC 7386:
+ * null deletes a key, objects merge recursively, anything else replaces)
+ * of patch into the object doc; the delta of desired over reported (a new
+ * object: the keys of desired whose value differs from reported's,
+ * recursively where both are objects; empty when they agree). */
+void devices_shadow_merge(json_t *doc, const json_t *patch);
+json_t *devices_shadow_delta(const json_t *desired, const json_t *reported);
+
 #endif

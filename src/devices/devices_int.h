@@ -26,6 +26,9 @@ typedef struct {
     uint8_t enabled;
     uint8_t auth_unknown;      /* DEVICES_UNKNOWN_*: an id not in the registry */
     uint32_t import_plain_max; /* plain passwords an import may hash */
+    uint8_t shadow_enabled;    /* devices.shadow.enabled */
+    uint32_t shadow_max_bytes; /* each of desired and reported, as compact JSON */
+    char shadow_prefix[64];    /* topics: PREFIX/{id}/delta, ... */
 } devices_conf_t;
 
 /* A device's presence (devices_presence.c): in memory only (after a
@@ -57,6 +60,8 @@ typedef struct devices_state {
     uint64_t key[2];
     server_t *srv;
     const devices_conf_t *conf;
+    char node[160]; /* this node's name in the presence: cluster.node, else antenna@host */
+    struct dev_shadow_s *shadow; /* devices_shadow.c's, NULL when the shadow is off */
 } devices_state_t;
 
 /* The device `id`, or NULL; under st->lock (or wmu).  *hash_out (may be
@@ -66,8 +71,19 @@ dev_ent_t *devices_find(devices_state_t *st, const char *id, uint64_t *hash_out)
 /* devices_presence.c: listen to the connection events (init, main
  * thread); the presence of an entry as JSON (st->lock held). */
 int devices_presence_init(devices_state_t *st);
-json_t *devices_presence_json(dev_ent_t *e);
+json_t *devices_presence_json(devices_state_t *st, dev_ent_t *e);
 int devices_presence_connected(dev_ent_t *e);
+
+/* devices_shadow.c (docs/devices.md "Shadow"): init and free (main
+ * thread; nothing with devices.shadow.enabled false); the routes
+ * devices/{id}/shadow[/desired] (API threads, verb "shadow" or
+ * "shadow/desired"); forget a deleted device's shadow. */
+struct module_api_req_s;
+int devices_shadow_init(devices_state_t *st);
+void devices_shadow_free(devices_state_t *st);
+int devices_shadow_api(devices_state_t *st, const char *id, const char *verb,
+                       const struct module_api_req_s *req, json_t **out);
+void devices_shadow_forget(devices_state_t *st, const char *id);
 
 /* devices_auth.c: the `devices` backend of auth.chain.  Made by the chain
  * (auth_chain.c's table of constructors) before the modules' init; the

@@ -326,6 +326,7 @@ static void on_event(worker_t *w, event_kind_t kind, const void *data, void *use
              : kind == EVENT_CLIENT_DISCONNECTED ? RULES_EV_DISCONNECTED
              : kind == EVENT_MESSAGE_DROPPED     ? RULES_EV_DROPPED
              : kind == EVENT_COMMAND_STATUS      ? RULES_EV_COMMAND
+             : kind == EVENT_DEVICE_PRESENCE     ? RULES_EV_PRESENCE
                                                  : RULES_EV_DELIVERED;
     rules_input_t in;
     memset(&in, 0, sizeof(in));
@@ -359,6 +360,15 @@ static void on_event(worker_t *w, event_kind_t kind, const void *data, void *use
         in.topic_len = (uint32_t)strlen(c->name);
         in.payload = c->json;
         in.payload_len = (uint32_t)strlen(c->json);
+    } else if (kind == EVENT_DEVICE_PRESENCE) {
+        /* clientid: the device; reason: "connected" or "disconnected";
+         * payload: the presence as JSON (docs/devices.md) */
+        const event_device_presence_t *p = data;
+        in.clientid = p->device;
+        in.reason = p->connected ? "connected" : "disconnected";
+        in.payload = p->json;
+        in.payload_len = (uint32_t)strlen(p->json);
+        in.timestamp = (int64_t)p->at_ms;
     }
     if (m) {
         if (m->flags & MSG_F_RULES)
@@ -423,9 +433,13 @@ static void drop_item(inbox_item_t *it)
 
 /* ---- configuration ---- */
 
-static const char *const ev_names[] = {"client_connected", "client_disconnected",
-                                       "message_dropped",  "message_delivered",
-                                       "command_status",   NULL};
+static const char *const ev_names[] = {"client_connected",
+                                       "client_disconnected",
+                                       "message_dropped",
+                                       "message_delivered",
+                                       "command_status",
+                                       "device_presence",
+                                       NULL};
 
 static void rules_defaults(void *conf)
 {
@@ -571,10 +585,11 @@ static int rules_load(conf_sec_t *s, void *conf)
         for (int e = 0; ev_names[e]; e++)
             ok |= strcmp(ev_names[e], c->events[i]) == 0;
         if (!ok)
-            return conf_sec_fail(s, "events",
-                                 "\"%s\" is not an event (client_connected, client_disconnected, "
-                                 "message_dropped, message_delivered, command_status)",
-                                 c->events[i]);
+            return conf_sec_fail(
+                s, "events",
+                "\"%s\" is not an event (client_connected, client_disconnected, "
+                "message_dropped, message_delivered, command_status, device_presence)",
+                c->events[i]);
     }
     load_ctx_t lc = {.list = json_array()};
     if (conf_sec_each(s, "rules", load_rule, &lc) < 0) {
@@ -710,8 +725,8 @@ static int rules_init(module_inst_t *mi)
         rules_plan_free(p);
     }
     static const event_kind_t kinds[RULES_EV_COUNT] = {
-        EVENT_CLIENT_CONNECTED, EVENT_CLIENT_DISCONNECTED, EVENT_MESSAGE_DROPPED,
-        EVENT_MESSAGE_DELIVERED, EVENT_COMMAND_STATUS};
+        EVENT_CLIENT_CONNECTED,  EVENT_CLIENT_DISCONNECTED, EVENT_MESSAGE_DROPPED,
+        EVENT_MESSAGE_DELIVERED, EVENT_COMMAND_STATUS,      EVENT_DEVICE_PRESENCE};
     for (int e = 0; e < RULES_EV_COUNT; e++)
         if ((want >> e) & 1u) {
             if (event_listen(&mi->srv->events, kinds[e], on_event, st) < 0) {

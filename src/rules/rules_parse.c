@@ -23,8 +23,8 @@
 #define NELEM(a) (sizeof(a) / sizeof((a)[0]))
 
 const char *const rules_event_names[RULES_EV_COUNT] = {"client_connected", "client_disconnected",
-                                                       "message_dropped", "message_delivered",
-                                                       "command_status"};
+                                                       "message_dropped",  "message_delivered",
+                                                       "command_status",   "device_presence"};
 const char *const rules_field_names[RULES_F_COUNT] = {
     "clientid",  "username", "topic", "qos",      "retain", "payload",
     "timestamp", "node",     "peer",  "protocol", "event",  "reason"};
@@ -592,7 +592,7 @@ static int parse_source(parser_t *ps)
             }
         return perr(ps, &t,
                     "unknown event %.*s (client_connected, client_disconnected, "
-                    "message_dropped, message_delivered, command_status)",
+                    "message_dropped, message_delivered, command_status, device_presence)",
                     (int)AN_MIN(n, 60u), s);
     }
     if (n == 0 || n > 4096 || (n >= 7 && memcmp(s, "$share/", 7) == 0) ||

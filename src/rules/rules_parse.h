@@ -25,6 +25,7 @@ enum {
     RULES_EV_DROPPED,       /* "$events/message_dropped" */
     RULES_EV_DELIVERED,     /* "$events/message_delivered" */
     RULES_EV_COMMAND,       /* "$events/command_status" (src/commands) */
+    RULES_EV_PRESENCE,      /* "$events/device_presence" (src/devices) */
     RULES_EV_COUNT
 };
 extern const char *const rules_event_names[RULES_EV_COUNT]; /* "client_connected", ... */
