@@ -35,4 +35,11 @@ void devices_buf_add(devices_buf_t *b, const char *s, size_t n);
 void devices_csv_header(devices_buf_t *b);
 void devices_csv_line(devices_buf_t *b, const json_t *dev);
 
+/* The registry's devices whose tags hold every pair of `tags` (a JSON
+ * object of strings; empty: all): cb(ud, id) for each, under the
+ * registry's read lock (cb must not call into the registry).  Any thread.
+ * The number of devices, or -1 when the registry is off. */
+typedef void (*devices_id_fn)(void *ud, const char *id);
+long devices_each_tagged(server_t *srv, json_t *tags, devices_id_fn cb, void *ud);
+
 #endif
