@@ -201,7 +201,7 @@ def test_group_rate_limit(gbroker):
     # 4 a second, no burst beyond one: 6 sends span >= 1.25 s (ideal);
     # generous bounds for a busy machine, and never all at once
     assert a[-1] - a[0] >= 0.9, a
-    assert sum(1 for t in a if t - a[0] < 0.2) <= 2, a
+    assert sum(1 for t in a if t - a[0] < 0.2) <= 3, a
     for d in devs:
         d.close()
 
