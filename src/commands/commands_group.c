@@ -121,8 +121,9 @@ static json_t *group_devices(module_inst_t *mi, json_t *sel, json_t **out, int *
         return ids;
     }
     if (prefix == NULL) {
-        *status = module_api_error(out, 400, "bad_request",
-                                   "selector: {\"client_id_prefix\": \"...\"} or {\"tags\": {...}}");
+        *status =
+            module_api_error(out, 400, "bad_request",
+                             "selector: {\"client_id_prefix\": \"...\"} or {\"tags\": {...}}");
         return NULL;
     }
     api_job_t *job = api_job_new(API_JOB_CLIENTS);

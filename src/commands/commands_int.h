@@ -27,12 +27,12 @@
 
 typedef struct {
     uint8_t enabled;
-    char prefix[64];         /* topics: PREFIX/{device}/{name}, PREFIX/{device}/reply */
-    uint32_t max_commands;   /* kept in memory, final ones evicted first */
-    uint32_t reply_timeout;  /* ms, default of a command's reply_timeout */
-    uint32_t expiry;         /* ms, default of a command's expiry */
-    uint32_t retry_interval; /* ms */
-    uint32_t retries;        /* default */
+    char prefix[64];            /* topics: PREFIX/{device}/{name}, PREFIX/{device}/reply */
+    uint32_t max_commands;      /* kept in memory, final ones evicted first */
+    uint32_t reply_timeout;     /* ms, default of a command's reply_timeout */
+    uint32_t expiry;            /* ms, default of a command's expiry */
+    uint32_t retry_interval;    /* ms */
+    uint32_t retries;           /* default */
     uint32_t group_concurrency; /* default of a group's concurrency */
     uint32_t group_rate;        /* default of a group's rate (sends/s), 0: unlimited */
     uint8_t acl;                /* the $cmd ACL (commands_acl.c) */
@@ -73,15 +73,15 @@ typedef struct cmd_group_s {
 } cmd_group_t;
 
 typedef struct cmd_s {
-    uint64_t seq;       /* the number in the id */
-    uint64_t group;     /* the group command's number, 0: none */
-    cmd_group_t *grp;   /* its group, or NULL */
-    char id[24];        /* "c" + seq in hex */
-    char *device;       /* client id */
-    char *name;         /* command name (a topic level) */
-    char *params;       /* JSON text */
-    json_t *result;     /* the reply's result, or NULL */
-    uint32_t home;      /* the device's home worker */
+    uint64_t seq;     /* the number in the id */
+    uint64_t group;   /* the group command's number, 0: none */
+    cmd_group_t *grp; /* its group, or NULL */
+    char id[24];      /* "c" + seq in hex */
+    char *device;     /* client id */
+    char *name;       /* command name (a topic level) */
+    char *params;     /* JSON text */
+    json_t *result;   /* the reply's result, or NULL */
+    uint32_t home;    /* the device's home worker */
     uint8_t qos;
     uint8_t state;
     uint32_t retries, attempts;
