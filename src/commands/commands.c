@@ -350,6 +350,7 @@ static int load_one(void *ud, const void *k, size_t kl, const void *v, size_t vl
         c->grp = cmd_group_get_locked(st, c->group, gc > 0 ? (uint32_t)gc : UINT32_MAX,
                                       gr > 0 ? (uint32_t)gr : 0);
         c->grp->ready = 1;
+        c->grp->refs++;
     }
     c->created_wall = (uint64_t)json_integer_value(json_object_get(o, "created_at"));
     c->updated_wall = (uint64_t)json_integer_value(json_object_get(o, "updated_at"));

@@ -232,6 +232,27 @@ def test_group_wait_and_cancel(gbroker):
         d.close()
 
 
+def test_group_survives_restart_with_its_limit(gbroker):
+    b = gbroker()
+    for dev in ("r-1", "r-2", "r-3"):
+        b.rapi.json("POST", "/api/v1/devices", {"id": dev, "tags": {"ring": "r"}}, status=201)
+    r = post_group(b, {"selector": {"tags": {"ring": "r"}}, "name": "upd", "qos": 1,
+                       "concurrency": 1})
+    assert r["count"] == 3  # all offline: queued, stored before the 202
+    b.stop()
+    b.stopped = False
+    b.start()
+    p = progress(b, r["group"])
+    assert p["total"] == 3 and p["by_status"]["queued"] == 3 and p["concurrency"] == 1, p
+    fleet = Fleet()
+    devs = [Device(b, d, fleet, delay=0.2).connect() for d in ("r-1", "r-2", "r-3")]
+    p = all_finished(b, r["group"])
+    assert p["by_status"]["succeeded"] == 3, p
+    assert fleet.max_outstanding == 1
+    for d in devs:
+        d.close()
+
+
 class V5Sub:
     """A paho MQTT 5 client that reports SUBACK reason codes."""
 
