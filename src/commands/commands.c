@@ -432,14 +432,16 @@ static sess_t *connected_session(worker_t *w, const char *device)
 static void scan(module_inst_t *mi, worker_t *w, uint64_t only_seq)
 {
     cmd_state_st *st = mi->state;
-    uint64_t now = cmd_mono_ms();
     pthread_mutex_lock(&st->mu);
+    /* read under the lock: a command an API thread made since (created_ms
+     * after a `now` read before) would look 2^64 ms old, and expire */
+    uint64_t now = cmd_mono_ms();
     for (size_t i = 0; i < st->n; i++) {
         cmd_t *c = st->v[i];
         if (c->home != w->id || cmd_final(c->state) || (only_seq && c->seq != only_seq))
             continue;
         if (c->state == CMD_QUEUED) {
-            if (now - c->created_ms >= c->expiry) {
+            if (now > c->created_ms && now - c->created_ms >= c->expiry) {
                 cmd_set_state_locked(st, c, CMD_EXPIRED, w);
                 continue;
             }
