@@ -52,7 +52,7 @@ ulimit -n 65536 2>/dev/null || ulimit -n 20000 2>/dev/null || true
 "$BIN" --config "$TMP/antenna.yaml" > "$TMP/log" 2>&1 &
 BROKER=$!
 i=0
-while ! grep -q "api: listening" "$TMP/log"; do
+while ! grep -qs "api: listening" "$TMP/log"; do
     i=$((i + 1)); [ $i -lt 300 ] || { cat "$TMP/log"; exit 1; }; sleep 0.1
 done
 MQTT_PORT=$(sed -n 's/.*listener mqtt: listening on [^ ]*:\([0-9]*\).*/\1/p' "$TMP/log")
