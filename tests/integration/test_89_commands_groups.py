@@ -324,3 +324,18 @@ def test_cmd_acl_off(gbroker):
     a = V5Sub(b, "a1")
     assert a.sub("$cmd/#") == 1
     a.close()
+
+
+@pytest.mark.parametrize("bad, key", [("group_concurrency: 0", "commands.group_concurrency"),
+                                      ("group_rate: -1", "commands.group_rate"),
+                                      ("acl: maybe", "commands.acl"),
+                                      ("acl_admins: ops", "commands.acl_admins")])
+def test_bad_config_refused(tmp_path, bad, key):
+    import subprocess
+    from conftest import require_antenna_bin
+    cfg = tmp_path / "a.yaml"
+    cfg.write_text("persistence:\n  enabled: false\ncommands:\n  enabled: true\n  %s\n" % bad)
+    p = subprocess.run([require_antenna_bin(), "check", "-c", str(cfg)], capture_output=True,
+                       text=True, timeout=20)
+    assert p.returncode != 0
+    assert "a.yaml:5" in p.stderr + p.stdout and key in p.stderr + p.stdout, p.stderr + p.stdout
