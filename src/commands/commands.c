@@ -27,8 +27,14 @@
  * (the API has two threads), at most CMD_WAIT_MAX_MS.  Every change of
  * status is stored ("\0cmd/" seq) and emitted as command_status.
  *
+ * The table is kept in seq (id) order, so a reply or an acknowledgement
+ * finds its command by binary search; the ticks and the API's lists scan
+ * it.  Group commands (selectors, concurrency and rate limits, progress,
+ * cancel) are in commands_group.c, the $cmd ACL in commands_acl.c; what
+ * the three share is commands_int.h.
+ *
  * Nothing of this runs while commands.enabled is false (no state, no
- * consumer, no tick, no listener).
+ * consumer, no tick, no listener, no ACL).
  */
 #include "commands.h"
 #include "commands_int.h"
