@@ -23,6 +23,7 @@
 
 #include "auth_chain.h"
 #include "auth_method.h"
+#include "commands/commands.h"
 #include "ep_mqtt.h"
 #include "log.h"
 #include "mqtt_props.h"
@@ -774,7 +775,11 @@ static int on_publish(conn_t *c, const mqtt_raw_t *pkt)
         !router_dollar_allowed(w->srv, c->sess, pb.topic.p, pb.topic.len))
         return refuse_sys_publish(c, &pb, "not this client's topic (a module's '$' topics)");
     if (!auth_chain_acl(w->srv->auth, c->x ? c->x->auth : NULL, AUTH_ACT_PUBLISH, pb.topic.p,
-                        pb.topic.len, 0)) {
+                        pb.topic.len, 0) ||
+        (unlikely(w->srv->cmd_acl != NULL) &&
+         cmd_acl_refuses(w->srv->cmd_acl, c->sess->client_id, c->sess->client_id_len,
+                         c->x && c->x->auth ? c->x->auth->user : NULL, pb.topic.p, pb.topic.len,
+                         0))) {
         /* MQTT 5: 0x87 in the acknowledgement; MQTT 3.1.1 has no negative
          * acknowledgement: acknowledged (QoS 1/2) and dropped */
         char name[160];
@@ -941,6 +946,10 @@ static uint8_t subscribe_one(conn_t *c, const mqtt_str_t *f, uint8_t opts, uint3
     uint32_t gen = auth_chain_gen(w->srv->auth);
     int verdict =
         auth_chain_acl(w->srv->auth, c->x ? c->x->auth : NULL, AUTH_ACT_SUBSCRIBE, real, rl, 1);
+    if (unlikely(w->srv->cmd_acl != NULL) && verdict != AUTH_ACL_DENY &&
+        cmd_acl_refuses(w->srv->cmd_acl, s->client_id, s->client_id_len,
+                        c->x && c->x->auth ? c->x->auth->user : NULL, real, rl, 1))
+        verdict = AUTH_ACL_DENY; /* the $cmd ACL: another device's commands */
     if (verdict == AUTH_ACL_DENY) {
         char name[160];
         STAT_ADD(w->stats.acl_denied, 1);

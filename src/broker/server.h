@@ -289,6 +289,9 @@ struct server_s {
     /* proto_gate_register (proto.h): set before server_start; NULL: none */
     int (*connect_gate)(worker_t *w, proto_gate_t *g, void *user);
     void *connect_gate_user;
+    /* commands (src/commands/commands_acl.c): the $cmd ACL, checked at
+     * SUBSCRIBE and PUBLISH; set by the module's init; NULL: off */
+    const struct cmd_acl_s *cmd_acl;
     /* connections and sessions without malloc headers (slab.h): any thread */
     slab_t conn_slab;                    /* conn_t (conn.c) */
     slab_t sess_slab[SESS_SLAB_CLASSES]; /* sess_t with its client id, by size (sess.c) */

@@ -27,10 +27,17 @@
  * (the API has two threads), at most CMD_WAIT_MAX_MS.  Every change of
  * status is stored ("\0cmd/" seq) and emitted as command_status.
  *
+ * The table is kept in seq (id) order, so a reply or an acknowledgement
+ * finds its command by binary search; the ticks and the API's lists scan
+ * it.  Group commands (selectors, concurrency and rate limits, progress,
+ * cancel) are in commands_group.c, the $cmd ACL in commands_acl.c; what
+ * the three share is commands_int.h.
+ *
  * Nothing of this runs while commands.enabled is false (no state, no
- * consumer, no tick, no listener).
+ * consumer, no tick, no listener, no ACL).
  */
 #include "commands.h"
+#include "commands_int.h"
 
 #include <errno.h>
 #include <inttypes.h>
@@ -50,77 +57,14 @@
 #include "sess.h"
 #include "store.h"
 
-#define CMD_TICK_MS 100u
-#define CMD_WAIT_MAX_MS                                                                            \
-    5000u                 /* GET ?wait= bound: the request holds an API thread, and
-                               * api_stop (before module stop) waits for it */
-#define CMD_WAITERS_MAX 1 /* long polls at once: the API has two threads (api_http.c) */
-
-typedef struct {
-    uint8_t enabled;
-    char prefix[64];         /* topics: PREFIX/{device}/{name}, PREFIX/{device}/reply */
-    uint32_t max_commands;   /* kept in memory, final ones evicted first */
-    uint32_t reply_timeout;  /* ms, default of a command's reply_timeout */
-    uint32_t expiry;         /* ms, default of a command's expiry */
-    uint32_t retry_interval; /* ms */
-    uint32_t retries;        /* default */
-} cmd_conf_t;
-
-typedef enum {
-    CMD_QUEUED = 0,
-    CMD_SENT,
-    CMD_DELIVERED,
-    CMD_ACKED,
-    CMD_SUCCEEDED, /* replied: succeeded */
-    CMD_FAILED,    /* replied: failed */
-    CMD_TIMED_OUT,
-    CMD_EXPIRED,
-    CMD_CANCELLED,
-    CMD_STATES
-} cmd_state_t;
-
-static const char *const state_names[CMD_STATES] = {
+const char *const cmd_state_names[CMD_STATES] = {
     "queued", "sent",      "delivered", "acked",     "succeeded",
     "failed", "timed_out", "expired",   "cancelled",
 };
 
-#define cmd_final(s) ((s) >= CMD_SUCCEEDED)
-
-typedef struct cmd_s {
-    uint64_t seq;   /* the number in the id */
-    uint64_t group; /* the group command's number, 0: none */
-    char id[24];    /* "c" + seq in hex */
-    char *device;   /* client id */
-    char *name;     /* command name (a topic level) */
-    char *params;   /* JSON text */
-    json_t *result; /* the reply's result, or NULL */
-    uint32_t home;  /* the device's home worker */
-    uint8_t qos;
-    uint8_t state;
-    uint32_t retries, attempts;
-    uint32_t reply_timeout, expiry, retry_interval; /* ms */
-    uint64_t created_ms, sent_ms, first_sent_ms;    /* monotonic */
-    uint64_t created_wall, updated_wall;            /* ms since the epoch */
-} cmd_t;
-
-typedef struct {
-    pthread_mutex_t mu;
-    pthread_cond_t cv;
-    cmd_t **v; /* in creation order */
-    size_t n;
-    uint64_t next_seq;
-    uint64_t next_group;
-    uint32_t waiters;              /* GET ?wait= requests waiting now */
-    uint8_t stopping;              /* stop: the long polls answer now */
-    uint64_t by_state[CMD_STATES]; /* transitions into each state, ever */
-    router_consumer_t *consumer;
-    server_t *srv;
-    module_inst_t *mi;
-} cmd_state_st;
-
 static void cmd_persist(server_t *srv, const struct cmd_s *c, int del, int sync);
 
-static uint64_t mono_ms(void)
+uint64_t cmd_mono_ms(void)
 {
     struct timespec ts;
     clock_gettime(CLOCK_MONOTONIC, &ts);
@@ -146,6 +90,10 @@ static void cmd_defaults(void *conf)
     c->expiry = 3600000;
     c->retry_interval = 10000;
     c->retries = 2;
+    c->group_concurrency = 1000;
+    c->group_rate = 0;
+    c->acl = 1;
+    c->nadmins = 0;
 }
 
 static int cmd_load(conf_sec_t *s, void *conf)
@@ -157,7 +105,12 @@ static int cmd_load(conf_sec_t *s, void *conf)
         conf_sec_ms(s, "reply_timeout", 100, 86400000, &c->reply_timeout) < 0 ||
         conf_sec_ms(s, "expiry", 100, 2000000000, &c->expiry) < 0 ||
         conf_sec_ms(s, "retry_interval", 100, 86400000, &c->retry_interval) < 0 ||
-        conf_sec_u32(s, "retries", 0, 100, &c->retries) < 0)
+        conf_sec_u32(s, "retries", 0, 100, &c->retries) < 0 ||
+        conf_sec_u32(s, "group_concurrency", 1, 1000000, &c->group_concurrency) < 0 ||
+        conf_sec_u32(s, "group_rate", 0, 1000000, &c->group_rate) < 0 ||
+        conf_sec_bool(s, "acl", &c->acl) < 0 ||
+        conf_sec_names(s, "acl_admins", &c->admins[0][0], sizeof(c->admins[0]), CMD_ADMINS_MAX,
+                       &c->nadmins) < 0)
         return -1;
     if (strpbrk(c->prefix, "+#") != NULL || c->prefix[strlen(c->prefix) - 1] == '/')
         return conf_sec_fail(s, "topic_prefix",
@@ -176,12 +129,17 @@ static void cmd_walk(const void *conf, conf_visit_fn fn, void *ud)
     fn(ud, CONF_V_UINT, "expiry", NULL, c->expiry);
     fn(ud, CONF_V_UINT, "retry_interval", NULL, c->retry_interval);
     fn(ud, CONF_V_UINT, "retries", NULL, c->retries);
+    fn(ud, CONF_V_UINT, "group_concurrency", NULL, c->group_concurrency);
+    fn(ud, CONF_V_UINT, "group_rate", NULL, c->group_rate);
+    fn(ud, CONF_V_BOOL, "acl", NULL, c->acl);
 }
 
 /* ---- the table (st->mu held) ---- */
 
-static void cmd_free(cmd_t *c)
+static void cmd_free(cmd_state_st *st, cmd_t *c)
 {
+    if (c->grp)
+        cmd_group_unref_locked(st, c->grp);
     free(c->device);
     free(c->name);
     free(c->params);
@@ -198,10 +156,31 @@ static cmd_t *find_locked(cmd_state_st *st, const char *id)
     unsigned long long seq = strtoull(id + 1, &end, 16);
     if (errno || *end || end == id + 1)
         return NULL;
-    for (size_t i = 0; i < st->n; i++)
-        if (st->v[i]->seq == seq)
-            return st->v[i];
-    return NULL;
+    size_t lo = 0, hi = st->n; /* st->v is in seq order */
+    while (lo < hi) {
+        size_t mid = lo + (hi - lo) / 2;
+        if (st->v[mid]->seq < seq)
+            lo = mid + 1;
+        else
+            hi = mid;
+    }
+    return lo < st->n && st->v[lo]->seq == seq ? st->v[lo] : NULL;
+}
+
+/* c into the table at its place in seq order (at the end, but for two
+ * POSTs crossing); st->mu held. */
+static void insert_locked(cmd_state_st *st, cmd_t *c)
+{
+    if (st->n % 64 == 0)
+        st->v = an_realloc(st->v, (st->n + 64) * sizeof(*st->v));
+    size_t i = st->n;
+    while (i > 0 && st->v[i - 1]->seq > c->seq)
+        i--;
+    memmove(st->v + i + 1, st->v + i, (st->n - i) * sizeof(*st->v));
+    st->v[i] = c;
+    st->n++;
+    if (c->grp && cmd_active(c->state))
+        c->grp->active++;
 }
 
 static json_t *cmd_json(const cmd_t *c);
@@ -214,13 +193,13 @@ static void emit_locked(worker_t *w, const cmd_t *c, cmd_state_t s)
     if (!event_wanted(w->srv, EVENT_COMMAND_STATUS))
         return;
     json_t *o = cmd_json(c);
-    json_object_set_new(o, "status", json_string(state_names[s]));
+    json_object_set_new(o, "status", json_string(cmd_state_names[s]));
     char *text = json_dumps(o, JSON_COMPACT | JSON_PRESERVE_ORDER);
     json_decref(o);
     event_command_status_t ev = {.client = {.client_id = c->device},
                                  .command_id = c->id,
                                  .name = c->name,
-                                 .status = state_names[s],
+                                 .status = cmd_state_names[s],
                                  .json = text ? text : "{}"};
     event_emit(w, &w->srv->events, EVENT_COMMAND_STATUS, &ev);
     free(text);
@@ -229,16 +208,22 @@ static void emit_locked(worker_t *w, const cmd_t *c, cmd_state_t s)
 /* A new status: counted, stored, signalled to the long polls and emitted
  * as command_status: on w, the worker making the change, or (w NULL: an
  * API thread) on the device's home worker through an inbox item. */
-static void set_state_locked(cmd_state_st *st, cmd_t *c, cmd_state_t s, worker_t *w)
+void cmd_set_state_locked(cmd_state_st *st, cmd_t *c, cmd_state_t s, worker_t *w)
 {
     if (c->state == s)
         return;
+    if (c->grp && cmd_active(c->state) != cmd_active(s)) {
+        if (cmd_active(s))
+            c->grp->active++;
+        else
+            c->grp->active--;
+    }
     c->state = (uint8_t)s;
     c->updated_wall = wall_ms();
     st->by_state[s]++;
     cmd_persist(st->srv, c, 0, 0);
     pthread_cond_broadcast(&st->cv);
-    log_debug("commands: %s to '%s': %s", c->id, c->device, state_names[s]);
+    log_debug("commands: %s to '%s': %s", c->id, c->device, cmd_state_names[s]);
     if (w)
         emit_locked(w, c, s);
     else if (event_wanted(st->srv, EVENT_COMMAND_STATUS)) {
@@ -260,7 +245,7 @@ static json_t *cmd_json(const cmd_t *c)
     json_t *p = json_loads(c->params, JSON_DECODE_ANY, NULL);
     json_object_set_new(o, "params", p ? p : json_null());
     json_object_set_new(o, "qos", json_integer(c->qos));
-    json_object_set_new(o, "status", json_string(state_names[c->state]));
+    json_object_set_new(o, "status", json_string(cmd_state_names[c->state]));
     json_object_set_new(o, "attempts", json_integer(c->attempts));
     json_object_set_new(o, "retries", json_integer(c->retries));
     json_object_set_new(o, "reply_timeout_ms", json_integer(c->reply_timeout));
@@ -289,11 +274,15 @@ static size_t cmd_key(uint64_t seq, char *out)
     return CMD_KEY_PREFIX_LEN + 8;
 }
 
-static json_t *cmd_record(const cmd_t *c)
+json_t *cmd_record(const cmd_t *c)
 {
     json_t *o = cmd_json(c);
     json_object_set_new(o, "retry_interval_ms", json_integer(c->retry_interval));
     json_object_set_new(o, "group_seq", json_integer((json_int_t)c->group));
+    if (c->grp) {
+        json_object_set_new(o, "group_concurrency", json_integer(c->grp->concurrency));
+        json_object_set_new(o, "group_rate", json_integer(c->grp->rate));
+    }
     return o;
 }
 
@@ -324,7 +313,7 @@ static void cmd_persist(server_t *srv, const struct cmd_s *c, int del, int sync)
 static int state_parse(const char *s)
 {
     for (int i = 0; s && i < CMD_STATES; i++)
-        if (strcmp(s, state_names[i]) == 0)
+        if (strcmp(s, cmd_state_names[i]) == 0)
             return i;
     return -1;
 }
@@ -361,19 +350,25 @@ static int load_one(void *ud, const void *k, size_t kl, const void *v, size_t vl
     c->expiry = (uint32_t)json_integer_value(json_object_get(o, "expiry_ms"));
     c->retry_interval = (uint32_t)json_integer_value(json_object_get(o, "retry_interval_ms"));
     c->group = (uint64_t)json_integer_value(json_object_get(o, "group_seq"));
+    if (c->group) {
+        json_int_t gc = json_integer_value(json_object_get(o, "group_concurrency"));
+        json_int_t gr = json_integer_value(json_object_get(o, "group_rate"));
+        c->grp = cmd_group_get_locked(st, c->group, gc > 0 ? (uint32_t)gc : UINT32_MAX,
+                                      gr > 0 ? (uint32_t)gr : 0);
+        c->grp->ready = 1;
+        c->grp->refs++;
+    }
     c->created_wall = (uint64_t)json_integer_value(json_object_get(o, "created_at"));
     c->updated_wall = (uint64_t)json_integer_value(json_object_get(o, "updated_at"));
     json_decref(o);
     /* monotonic times from the wall clock: the expiry runs on across the
      * restart; a command sent before it waits a full reply_timeout again */
-    uint64_t now = mono_ms(), wall = wall_ms();
+    uint64_t now = cmd_mono_ms(), wall = wall_ms();
     uint64_t age = wall > c->created_wall ? wall - c->created_wall : 0;
     c->created_ms = now > age ? now - age : 0;
     if (c->state != CMD_QUEUED && !cmd_final(c->state))
         c->first_sent_ms = c->sent_ms = now;
-    if (st->n % 64 == 0)
-        st->v = an_realloc(st->v, (st->n + 64) * sizeof(*st->v));
-    st->v[st->n++] = c;
+    insert_locked(st, c);
     if (c->seq > st->next_seq)
         st->next_seq = c->seq;
     if (c->group > st->next_group)
@@ -426,11 +421,11 @@ static void send_locked(module_inst_t *mi, worker_t *w, cmd_t *c, sess_t *s, uin
     c->sent_ms = now;
     if (c->first_sent_ms == 0)
         c->first_sent_ms = now;
-    set_state_locked(st, c, CMD_SENT, w);
+    cmd_set_state_locked(st, c, CMD_SENT, w);
     sess_deliver(w, s, m, c->qos, 0);
     msg_unref(&m);
     if (c->qos == 0)
-        set_state_locked(st, c, CMD_DELIVERED, w); /* QoS 0: delivered when sent */
+        cmd_set_state_locked(st, c, CMD_DELIVERED, w); /* QoS 0: delivered when sent */
 }
 
 static sess_t *connected_session(worker_t *w, const char *device)
@@ -443,24 +438,28 @@ static sess_t *connected_session(worker_t *w, const char *device)
 static void scan(module_inst_t *mi, worker_t *w, uint64_t only_seq)
 {
     cmd_state_st *st = mi->state;
-    uint64_t now = mono_ms();
     pthread_mutex_lock(&st->mu);
+    /* read under the lock: a command an API thread made since (created_ms
+     * after a `now` read before) would look 2^64 ms old, and expire */
+    uint64_t now = cmd_mono_ms();
     for (size_t i = 0; i < st->n; i++) {
         cmd_t *c = st->v[i];
         if (c->home != w->id || cmd_final(c->state) || (only_seq && c->seq != only_seq))
             continue;
         if (c->state == CMD_QUEUED) {
-            if (now - c->created_ms >= c->expiry) {
-                set_state_locked(st, c, CMD_EXPIRED, w);
+            if (now > c->created_ms && now - c->created_ms >= c->expiry) {
+                cmd_set_state_locked(st, c, CMD_EXPIRED, w);
                 continue;
             }
+            if (c->grp && (!c->grp->ready || c->grp->active >= c->grp->concurrency))
+                continue; /* the group's limits: it goes out as others end */
             sess_t *s = connected_session(w, c->device);
-            if (s)
+            if (s && (c->grp == NULL || cmd_group_may_send_locked(c->grp, now)))
                 send_locked(mi, w, c, s, now);
             continue;
         }
         if (now - c->first_sent_ms >= c->reply_timeout) {
-            set_state_locked(st, c, CMD_TIMED_OUT, w);
+            cmd_set_state_locked(st, c, CMD_TIMED_OUT, w);
             continue;
         }
         if (c->state == CMD_SENT && c->attempts <= c->retries &&
@@ -531,7 +530,7 @@ static void on_acked(worker_t *w, event_kind_t kind, const void *data, void *use
     pthread_mutex_lock(&st->mu);
     cmd_t *c = find_locked(st, id);
     if (c && c->state == CMD_SENT)
-        set_state_locked(st, c, CMD_DELIVERED, w);
+        cmd_set_state_locked(st, c, CMD_DELIVERED, w);
     pthread_mutex_unlock(&st->mu);
 }
 
@@ -622,9 +621,9 @@ static void on_reply(worker_t *w, router_consumer_t *rc, msg_t *m, uint8_t qos, 
             json_t *r = json_object_get(j, "result");
             json_decref(c->result);
             c->result = r ? json_incref(r) : NULL;
-            set_state_locked(st, c, status[0] == 's' ? CMD_SUCCEEDED : CMD_FAILED, w);
+            cmd_set_state_locked(st, c, status[0] == 's' ? CMD_SUCCEEDED : CMD_FAILED, w);
         } else if (c->state < CMD_ACKED) {
-            set_state_locked(st, c, CMD_ACKED, w);
+            cmd_set_state_locked(st, c, CMD_ACKED, w);
         }
     }
     pthread_mutex_unlock(&st->mu);
@@ -665,7 +664,7 @@ static int make_room_locked(cmd_state_st *st, size_t max)
     for (size_t i = 0; i < st->n; i++)
         if (cmd_final(st->v[i]->state)) {
             cmd_persist(st->srv, st->v[i], 1, 0);
-            cmd_free(st->v[i]);
+            cmd_free(st, st->v[i]);
             memmove(st->v + i, st->v + i + 1, (st->n - i - 1) * sizeof(*st->v));
             st->n--;
             return 0;
@@ -673,10 +672,9 @@ static int make_room_locked(cmd_state_st *st, size_t max)
     return -1;
 }
 
-/* A new command to device from body b (borrowed), in group (0: none):
- * 202 with *out {"id", "status"}, or an error status with *out. */
-static int cmd_create(module_inst_t *mi, const char *device, json_t *b, uint64_t group,
-                      json_t **out)
+/* commands_int.h */
+int cmd_create(module_inst_t *mi, const char *device, json_t *b, cmd_group_t *grp,
+               store_batch_t *batch, json_t **out)
 {
     const cmd_conf_t *cf = mi->conf;
     cmd_state_st *st = mi->state;
@@ -712,32 +710,56 @@ static int cmd_create(module_inst_t *mi, const char *device, json_t *b, uint64_t
     c->reply_timeout = rto;
     c->expiry = exp;
     c->retry_interval = rint;
-    c->created_ms = mono_ms();
+    c->created_ms = cmd_mono_ms();
     c->created_wall = c->updated_wall = wall_ms();
     c->home = worker_home(mi->srv, (const uint8_t *)device, strlen(device));
-    c->group = group;
+    c->group = grp ? grp->seq : 0;
     pthread_mutex_lock(&st->mu);
     c->seq = ++st->next_seq;
     pthread_mutex_unlock(&st->mu);
     snprintf(c->id, sizeof(c->id), "c%" PRIx64, c->seq);
-    cmd_persist(mi->srv, c, 0, 1); /* before the answer: a 202 survives a crash */
+    if (batch == NULL)
+        cmd_persist(mi->srv, c, 0, 1); /* before the answer: a 202 survives a crash */
     pthread_mutex_lock(&st->mu);
     if (make_room_locked(st, cf->max_commands) < 0) {
         pthread_mutex_unlock(&st->mu);
-        cmd_persist(mi->srv, c, 1, 0);
-        cmd_free(c);
+        if (batch == NULL)
+            cmd_persist(mi->srv, c, 1, 0);
+        cmd_free(st, c);
         status = module_api_error(out, 503, "full", "%" PRIu32 " commands are in progress",
                                   cf->max_commands);
         goto cleanup;
     }
-    if (st->n % 64 == 0)
-        st->v = an_realloc(st->v, (st->n + 64) * sizeof(*st->v));
-    st->v[st->n++] = c;
+    if (grp) {
+        c->grp = grp;
+        grp->refs++;
+    }
+    insert_locked(st, c);
     st->by_state[CMD_QUEUED]++;
     uint64_t seq = c->seq;
     uint32_t home = c->home;
     *out = json_pack("{s:s, s:s}", "id", c->id, "status", "queued");
+    if (batch && mi->srv->store) {
+        char key[CMD_KEY_PREFIX_LEN + 8];
+        size_t kl = cmd_key(c->seq, key);
+        json_t *o = cmd_record(c);
+        char *v = json_dumps(o, JSON_COMPACT);
+        json_decref(o);
+        store_batch_put(batch, key, kl, v, strlen(v));
+        free(v);
+    }
     pthread_mutex_unlock(&st->mu);
+    if (batch) { /* a group: the caller stores them all, then kicks the workers */
+        if (event_wanted(mi->srv, EVENT_COMMAND_STATUS)) {
+            inbox_vec_t v = {0};
+            inbox_item_t it = {
+                .kind = WM_COMMANDS, .flags = 1, .qos = CMD_QUEUED, .sid = seq, .ptr = mi};
+            inbox_vec_push(&v, &it);
+            inbox_post(&mi->srv->workers[home].inbox, &v);
+            inbox_vec_free(&v);
+        }
+        return 202;
+    }
     /* the send, on the device's home worker */
     inbox_vec_t v = {0};
     inbox_item_t it = {.kind = WM_COMMANDS,
@@ -758,13 +780,13 @@ static int api_post(module_inst_t *mi, const char *device, const module_api_req_
 {
     json_t *b = req->body ? json_loadb(req->body, req->body_len, 0, NULL) : NULL;
     int status = json_is_object(b)
-                     ? cmd_create(mi, device, b, 0, out)
+                     ? cmd_create(mi, device, b, NULL, NULL, out)
                      : module_api_error(out, 400, "bad_request", "the body is not a JSON object");
     json_decref(b);
     return status;
 }
 
-static int parse_wait(const char *s, uint32_t *ms)
+int cmd_parse_wait(const char *s, uint32_t *ms)
 {
     char *end;
     double d = strtod(s, &end);
@@ -783,7 +805,7 @@ static int api_get_one(module_inst_t *mi, const char *id, const module_api_req_t
     cmd_state_st *st = mi->state;
     uint32_t wait = 0;
     const char *ws = module_api_query(req, "wait");
-    if (ws && parse_wait(ws, &wait) < 0)
+    if (ws && cmd_parse_wait(ws, &wait) < 0)
         return module_api_error(out, 400, "bad_request", "wait: a duration (\"10s\", \"500ms\")");
     struct timespec dl;
     clock_gettime(CLOCK_MONOTONIC, &dl);
@@ -834,9 +856,9 @@ static int api_commands(module_inst_t *mi, const module_api_req_t *req, json_t *
         status = module_api_error(out, 404, "not_found", "no command %s", id);
     else if (cmd_final(c->state))
         status = module_api_error(out, 409, "final", "command %s is %s already", id,
-                                  state_names[c->state]);
+                                  cmd_state_names[c->state]);
     else {
-        set_state_locked(st, c, CMD_CANCELLED, NULL);
+        cmd_set_state_locked(st, c, CMD_CANCELLED, NULL);
         *out = cmd_json(c);
     }
     pthread_mutex_unlock(&st->mu);
@@ -873,152 +895,21 @@ static int api_devices(module_inst_t *mi, const module_api_req_t *req, json_t **
     return 200;
 }
 
-/* ---- group commands: one command per device a selector picks ----
- *
- * The selector is a client id prefix today, over the sessions the workers
- * hold (an API_JOB_CLIENTS snapshot, api_snap.h).  HOOK: a "tags"
- * selector over the device registry (src/devices) goes in group_devices()
- * once that registry is merged.  Not done: concurrency and rate limits
- * (every command is queued at once). */
-
-#define CMD_GROUP_MAX 10000u
-
-/* The client ids the selector picks (a JSON array of strings), or NULL
- * with *out an error. */
-static json_t *group_devices(module_inst_t *mi, json_t *sel, json_t **out, int *status)
+void cmd_kick_all(module_inst_t *mi)
 {
-    const char *prefix = json_string_value(json_object_get(sel, "client_id_prefix"));
-    if (json_object_get(sel, "tags")) {
-        *status = module_api_error(out, 400, "bad_request",
-                                   "selector.tags needs the device registry (src/devices)");
-        return NULL;
+    for (uint32_t i = 0; i < mi->srv->nworkers; i++) {
+        inbox_vec_t v = {0};
+        inbox_item_t it = {.kind = WM_COMMANDS, .sid = 0, .ptr = mi};
+        inbox_vec_push(&v, &it);
+        inbox_post(&mi->srv->workers[i].inbox, &v);
+        inbox_vec_free(&v);
     }
-    if (prefix == NULL) {
-        *status =
-            module_api_error(out, 400, "bad_request", "selector: {\"client_id_prefix\": \"...\"}");
-        return NULL;
-    }
-    api_job_t *job = api_job_new(API_JOB_CLIENTS);
-    job->client_id_prefix = strdup(prefix);
-    int rc = api_job_submit(mi->srv, job, -1, 5000);
-    json_t *ids = NULL;
-    if (rc == 0) {
-        ids = json_array();
-        pthread_mutex_lock(&job->mu);
-        size_t i;
-        json_t *cl;
-        json_array_foreach(job->data, i, cl)
-        {
-            const char *id = json_string_value(json_object_get(cl, "client_id"));
-            if (id && json_array_size(ids) < CMD_GROUP_MAX)
-                json_array_append_new(ids, json_string(id));
-        }
-        pthread_mutex_unlock(&job->mu);
-    } else {
-        *status = module_api_error(out, 503, "unavailable", "the workers did not answer");
-    }
-    api_job_release(job);
-    return ids;
-}
-
-static int group_post(module_inst_t *mi, const module_api_req_t *req, json_t **out)
-{
-    cmd_state_st *st = mi->state;
-    json_t *b = req->body ? json_loadb(req->body, req->body_len, 0, NULL) : NULL, *ids = NULL;
-    int status = 0;
-    if (!json_is_object(b) || !json_is_object(json_object_get(b, "selector"))) {
-        status =
-            module_api_error(out, 400, "bad_request", "the body is a JSON object with a selector");
-        goto cleanup;
-    }
-    ids = group_devices(mi, json_object_get(b, "selector"), out, &status);
-    if (ids == NULL)
-        goto cleanup;
-    pthread_mutex_lock(&st->mu);
-    uint64_t g = ++st->next_group;
-    pthread_mutex_unlock(&st->mu);
-    json_t *made = json_array();
-    size_t i;
-    json_t *id;
-    json_array_foreach(ids, i, id)
-    {
-        json_t *one = NULL;
-        int s = cmd_create(mi, json_string_value(id), b, g, &one);
-        if (s != 202) { /* a bad field (the same for all) or full */
-            if (json_array_size(made) == 0) {
-                *out = one;
-                status = s;
-                json_decref(made);
-                goto cleanup;
-            }
-            json_decref(one);
-            break;
-        }
-        json_array_append_new(made, json_pack("{s:s, s:O}", "device", json_string_value(id), "id",
-                                              json_object_get(one, "id")));
-        json_decref(one);
-    }
-    char gs[24];
-    snprintf(gs, sizeof(gs), "g%" PRIx64, g);
-    *out =
-        json_pack("{s:s, s:I, s:I, s:o}", "group", gs, "selected", (json_int_t)json_array_size(ids),
-                  "count", (json_int_t)json_array_size(made), "commands", made);
-    status = 202;
-cleanup:
-    json_decref(ids);
-    json_decref(b);
-    return status;
-}
-
-/* GET groups/commands/{group}: progress counts by status. */
-static int group_get(module_inst_t *mi, const char *gid, json_t **out)
-{
-    cmd_state_st *st = mi->state;
-    char *end;
-    uint64_t g = gid[0] == 'g' ? strtoull(gid + 1, &end, 16) : 0;
-    if (g == 0 || *end)
-        return module_api_error(out, 404, "not_found", "no group %s", gid);
-    uint64_t n[CMD_STATES] = {0}, total = 0;
-    pthread_mutex_lock(&st->mu);
-    for (size_t i = 0; i < st->n; i++)
-        if (st->v[i]->group == g) {
-            n[st->v[i]->state]++;
-            total++;
-        }
-    pthread_mutex_unlock(&st->mu);
-    if (total == 0)
-        return module_api_error(out, 404, "not_found", "no group %s", gid);
-    json_t *by = json_object();
-    uint64_t fin = 0;
-    for (int s = 0; s < CMD_STATES; s++) {
-        json_object_set_new(by, state_names[s], json_integer((json_int_t)n[s]));
-        if (cmd_final(s))
-            fin += n[s];
-    }
-    *out = json_pack("{s:s, s:I, s:I, s:o}", "group", gid, "count", (json_int_t)total, "done",
-                     (json_int_t)fin, "by_status", by);
-    return 200;
-}
-
-static int api_groups(module_inst_t *mi, const module_api_req_t *req, json_t **out)
-{
-    if (mi->state == NULL)
-        return module_api_error(out, 409, "commands_disabled",
-                                "commands are off (commands.enabled)");
-    if (strcmp(req->method, "POST") == 0) {
-        if (req->tail[0])
-            return module_api_error(out, 404, "not_found", "no endpoint groups/commands/%s",
-                                    req->tail);
-        return group_post(mi, req, out);
-    }
-    const char *gid = req->tail[0] == '/' ? req->tail + 1 : req->tail;
-    return group_get(mi, gid, out);
 }
 
 static const module_api_route_t cmd_routes[] = {
     {"devices/*/commands", 0, MODULE_API_GET | MODULE_API_POST, api_devices},
     {"commands/", 1, MODULE_API_GET | MODULE_API_DELETE, api_commands},
-    {"groups/commands", 1, MODULE_API_GET | MODULE_API_POST, api_groups},
+    {"groups/commands", 1, MODULE_API_GET | MODULE_API_POST | MODULE_API_DELETE, cmd_api_groups},
     {NULL, 0, 0, NULL},
 };
 
@@ -1035,13 +926,13 @@ static void cmd_metrics(module_inst_t *mi, module_metrics_t *mm)
     pthread_mutex_unlock(&st->mu);
     module_metrics_family(mm, "antenna_commands", "gauge", "Commands kept in memory, by status");
     for (int s = 0; s < CMD_STATES; s++)
-        module_metrics_printf(mm, "antenna_commands{status=\"%s\"} %" PRIu64 "\n", state_names[s],
-                              now[s]);
+        module_metrics_printf(mm, "antenna_commands{status=\"%s\"} %" PRIu64 "\n",
+                              cmd_state_names[s], now[s]);
     module_metrics_family(mm, "antenna_commands_status_total", "counter",
                           "Commands that reached each status");
     for (int s = 0; s < CMD_STATES; s++)
         module_metrics_printf(mm, "antenna_commands_status_total{status=\"%s\"} %" PRIu64 "\n",
-                              state_names[s], ever[s]);
+                              cmd_state_names[s], ever[s]);
     module_metrics_family(mm, "antenna_commands_in_flight", "gauge",
                           "Commands sent and waiting for a reply");
     module_metrics_printf(mm, "antenna_commands_in_flight %" PRIu64 "\n",
@@ -1096,6 +987,8 @@ static int cmd_init(module_inst_t *mi)
         goto fail;
     if (event_listen_msgs(&mi->srv->events, EVENT_MESSAGE_ACKED, MSG_F_COMMAND, on_acked, mi) < 0)
         goto fail;
+    if (cf->acl)
+        mi->srv->cmd_acl = cmd_acl_new(cf);
     return 0;
 fail:
     log_error("commands: cannot subscribe to the replies under %s", cf->prefix);
@@ -1136,8 +1029,10 @@ static void cmd_free_mod(module_inst_t *mi)
     if (st == NULL)
         return;
     for (size_t i = 0; i < st->n; i++)
-        cmd_free(st->v[i]);
+        cmd_free(st, st->v[i]);
     free(st->v);
+    free((void *)mi->srv->cmd_acl);
+    mi->srv->cmd_acl = NULL;
     pthread_mutex_destroy(&st->mu);
     pthread_cond_destroy(&st->cv);
     free(st);

@@ -895,3 +895,37 @@ const module_t devices_module = {
     .free = dv_free,
     .api_routes = devices_routes,
 };
+
+/* devices.h: a tag selector over the registry (the commands module's group
+ * commands). */
+long devices_each_tagged(server_t *srv, json_t *tags, devices_id_fn cb, void *ud)
+{
+    devices_state_t *st = NULL;
+    for (uint32_t i = 0; i < srv->nmodules && st == NULL; i++)
+        if (srv->modules[i].m == &devices_module)
+            st = srv->modules[i].state;
+    if (st == NULL)
+        return -1;
+    long n = 0;
+    pthread_rwlock_rdlock(&st->lock);
+    for (size_t i = 0; i < st->nb; i++)
+        for (dev_ent_t *e = st->b[i]; e; e = e->next) {
+            json_t *have = json_object_get(e->rec, "tags"), *v;
+            const char *k;
+            int ok = 1;
+            json_object_foreach(tags, k, v)
+            {
+                const char *hv = json_string_value(json_object_get(have, k));
+                if (hv == NULL || !json_is_string(v) || strcmp(hv, json_string_value(v)) != 0) {
+                    ok = 0;
+                    break;
+                }
+            }
+            if (ok) {
+                cb(ud, ent_id(e));
+                n++;
+            }
+        }
+    pthread_rwlock_unlock(&st->lock);
+    return n;
+}

@@ -42,5 +42,11 @@ void devices_csv_line(devices_buf_t *b, const json_t *dev);
  * recursively where both are objects; empty when they agree). */
 void devices_shadow_merge(json_t *doc, const json_t *patch);
 json_t *devices_shadow_delta(const json_t *desired, const json_t *reported);
+/* The registry's devices whose tags hold every pair of `tags` (a JSON
+ * object of strings; empty: all): cb(ud, id) for each, under the
+ * registry's read lock (cb must not call into the registry).  Any thread.
+ * The number of devices, or -1 when the registry is off. */
+typedef void (*devices_id_fn)(void *ud, const char *id);
+long devices_each_tagged(server_t *srv, json_t *tags, devices_id_fn cb, void *ud);
 
 #endif
