@@ -89,6 +89,10 @@ enum {
                      * matching subscriptions (MQTT 5) */
 };
 
+/* event_client_t.proto of a client that does not speak MQTT (MQTT's are
+ * its protocol levels, 3 to 5). */
+enum { EP_PROTO_HTTP = 0x80 /* the device HTTP downlink (src/gateways/http) */ };
+
 /* Acknowledgements, numbered as the MQTT packet types they are. */
 enum {
     EP_ACK_PUBACK = 4, /* a QoS 1 message from the peer was taken */
