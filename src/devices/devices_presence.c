@@ -15,6 +15,7 @@
 #include <string.h>
 
 #include "devices_int.h"
+#include "endpoint.h"
 #include "event.h"
 #include "util.h"
 
@@ -90,10 +91,11 @@ json_t *devices_presence_json(dev_ent_t *e)
     if (v.since_ms)
         json_object_set_new(o, "since_ms", json_integer((json_int_t)v.since_ms));
     if (v.connects) {
-        const char *proto = v.proto == 5   ? "5.0"
-                            : v.proto == 4 ? "3.1.1"
-                            : v.proto == 3 ? "3.1"
-                                           : "";
+        const char *proto = v.proto == 5               ? "5.0"
+                            : v.proto == 4             ? "3.1.1"
+                            : v.proto == 3             ? "3.1"
+                            : v.proto == EP_PROTO_HTTP ? "http"
+                                                       : "";
         json_object_set_new(o, "peer", json_string(v.peer));
         json_object_set_new(o, "listener", json_string(v.listener));
         json_object_set_new(o, "protocol", json_string(proto));
