@@ -865,6 +865,22 @@ static void hi_metrics(module_inst_t *mi, module_metrics_t *mm)
                           "requests refused by the auth chain");
     module_metrics_printf(mm, "antenna_http_ingest_auth_refused_total %llu\n",
                           (unsigned long long)atomic_load(&h->refused));
+    module_metrics_family(mm, "antenna_http_ingest_polls_total", "counter",
+                          "long polls of the device downlink");
+    module_metrics_printf(mm, "antenna_http_ingest_polls_total %llu\n",
+                          (unsigned long long)atomic_load(&h->polls));
+    module_metrics_family(mm, "antenna_http_ingest_streams_total", "counter",
+                          "event streams of the device downlink");
+    module_metrics_printf(mm, "antenna_http_ingest_streams_total %llu\n",
+                          (unsigned long long)atomic_load(&h->streams));
+    module_metrics_family(mm, "antenna_http_ingest_delivered_total", "counter",
+                          "messages handed to polls and streams");
+    module_metrics_printf(mm, "antenna_http_ingest_delivered_total %llu\n",
+                          (unsigned long long)atomic_load(&h->delivered));
+    module_metrics_family(mm, "antenna_http_ingest_takeovers_total", "counter",
+                          "polls and streams that took a session over from another");
+    module_metrics_printf(mm, "antenna_http_ingest_takeovers_total %llu\n",
+                          (unsigned long long)atomic_load(&h->takeovers));
 }
 
 const module_t httpin_module = {
