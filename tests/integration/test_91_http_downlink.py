@@ -276,3 +276,81 @@ def test_refused(dbroker):
     assert get(b, "/devices/dev2/messages?wait=0", token="tok2")[0] == 204
     o = b.rapi.json("GET", "/api/v1/clients/dev2")
     assert [x["topic"] for x in o["subscriptions"]] == ["$cmd/dev2/#"], o
+
+
+def test_presence_kick_and_mqtt_takeover(dbroker):
+    b = dbroker()
+    assert get(b, "/devices/dev1/messages?wait=0")[0] == 204
+    # client_connected and client_disconnected fired for the poll
+    end = time.monotonic() + 30
+    while True:
+        evs = b.rapi.json("GET", "/api/v1/clients/dev1/events")["events"]
+        kinds = [e["event"] for e in evs]
+        if "client_connected" in kinds and "client_disconnected" in kinds:
+            break
+        assert time.monotonic() < end, evs
+        time.sleep(0.05)
+    conn = [e for e in evs if e["event"] == "client_connected"][0]
+    assert "http_ingest" in conn["detail"] and "HTTP" in conn["detail"], conn
+    # an administrator's kick ends the stream
+    s = Stream(b)
+    try:
+        wait_attached(b, "dev1")
+        st, _, _ = b.rapi.call("DELETE", "/api/v1/clients/dev1")
+        assert st in (200, 204)
+        e = s.next_event()
+        assert e and e[0] == "close" and e[1]["code"] == "kicked", e
+    finally:
+        s.close()
+    # an MQTT connection with the device's id takes the session from a stream
+    s = Stream(b)
+    m = None
+    try:
+        wait_attached(b, "dev1")
+        m = mqtt.Client(client_id="dev1", protocol=mqtt.MQTTv311, clean_session=False)
+        m.username_pw_set("dev1", "tok1")
+        m.connect("127.0.0.1", b.port)
+        m.loop_start()
+        e = s.next_event()
+        assert e and e[0] == "close" and e[1]["code"] == "taken_over", e
+        end = time.monotonic() + 30
+        while (client_info(b, "dev1") or {}).get("protocol") != "mqtt":
+            assert time.monotonic() < end
+            time.sleep(0.05)
+        # and a poll takes it back from the MQTT connection
+        disc = threading.Event()
+        m.on_disconnect = lambda *a: disc.set()
+        assert get(b, "/devices/dev1/messages?wait=0")[0] == 204
+        assert disc.wait(30)
+    finally:
+        s.close()
+        if m:
+            m.loop_stop()
+            m.disconnect()
+
+
+def test_stop_with_open_requests(dbroker):
+    """The broker stops cleanly (exit 0, nothing leaked under ASan) with a
+    stream open and a poll waiting: both end."""
+    b = dbroker()
+    s = Stream(b)
+    out = {}
+
+    def poll():
+        try:
+            out["r"] = get(b, "/devices/dev2/messages?wait=25", token="tok2")
+        except (OSError, http.client.HTTPException) as e:
+            out["r"] = (None, repr(e))
+
+    th = threading.Thread(target=poll)
+    try:
+        wait_attached(b, "dev1")
+        th.start()
+        wait_attached(b, "dev2")
+        b.stop()
+        th.join(30)
+        assert not th.is_alive()
+        assert out["r"][0] in (None, 503), out
+        assert s.next_event() is None
+    finally:
+        s.close()

@@ -60,6 +60,11 @@
 #include "util.h"
 
 #define HD_MAX_ID 128
+/* A stream whose client reads slower than messages come: past this many
+ * bytes not yet read, QoS 0 messages are dropped and QoS 1/2 ones are not
+ * acknowledged, so the session's window fills and its queue (bounded by
+ * limits) holds the rest. */
+#define HD_OUT_MAX (1u << 20)
 
 typedef struct {
     uint16_t pid;
@@ -220,6 +225,15 @@ static void want_flush(hd_t *d)
     }
 }
 
+static size_t hd_backlog(const endpoint_t *ep)
+{
+    hd_t *d = hd_of(ep);
+    pthread_mutex_lock(&d->h->mu);
+    size_t n = d->outlen;
+    pthread_mutex_unlock(&d->h->mu);
+    return n;
+}
+
 static int hd_deliver(endpoint_t *ep, const msg_t *m, uint8_t qos, uint8_t retain, uint8_t dup,
                       uint16_t pid, const uint32_t *subids, uint32_t nsubids)
 {
@@ -230,6 +244,8 @@ static int hd_deliver(endpoint_t *ep, const msg_t *m, uint8_t qos, uint8_t retai
     if (d->closing || (!d->sse && json_array_size(d->items) >= d->max))
         /* the answer is made: QoS 1/2 stay in flight for the next request */
         return qos == 0 && !retain ? -1 : 0;
+    if (d->sse && qos == 0 && !retain && hd_backlog(ep) > HD_OUT_MAX)
+        return -1; /* counted by the session as a slow consumer's drop */
     json_t *o = msg_json(m, qos, retain);
     if (d->sse) {
         char *t = json_dumps(o, JSON_COMPACT);
@@ -268,15 +284,6 @@ static void hd_ack(endpoint_t *ep, uint8_t type, uint16_t pid, uint8_t reason, u
     }
     d->rels[d->nrels++] = pid;
     want_flush(d);
-}
-
-static size_t hd_backlog(const endpoint_t *ep)
-{
-    hd_t *d = hd_of(ep);
-    pthread_mutex_lock(&d->h->mu);
-    size_t n = d->outlen;
-    pthread_mutex_unlock(&d->h->mu);
-    return n;
 }
 
 static void hd_describe(const endpoint_t *ep, ep_info_t *out, char *peer, size_t size)
@@ -412,6 +419,8 @@ static void hd_finish(hd_t *d)
     hd_release(d); /* the attachment's */
 }
 
+static void hd_flush(hd_t *d);
+
 static void hd_on_timer(tw_timer_t *t)
 {
     hd_t *d = container_of(t, hd_t, timer);
@@ -423,9 +432,9 @@ static void hd_on_timer(tw_timer_t *t)
     }
     pthread_mutex_lock(&d->h->mu);
     out_append(d, ": heartbeat\n\n", 13);
-    wake_locked(d);
     pthread_mutex_unlock(&d->h->mu);
     tw_add(&d->w->tw, &d->timer, d->w->now + d->h->c->heartbeat_ms);
+    hd_flush(d); /* and what a slow reader held back */
 }
 
 static void hd_flush(hd_t *d)
@@ -440,10 +449,12 @@ static void hd_flush(hd_t *d)
             hd_acks(d); /* a PUBREL resent at the attach */
         return;
     }
-    hd_acks(d);
     pthread_mutex_lock(&d->h->mu);
+    size_t unread = d->outlen;
     wake_locked(d);
     pthread_mutex_unlock(&d->h->mu);
+    if (unread <= HD_OUT_MAX)
+        hd_acks(d);
 }
 
 /* The session's subscriptions: the configured filters with {id} replaced,
