@@ -8,6 +8,9 @@ ending the older request, the device listed by the API while attached."""
 import base64
 import http.client
 import json
+import shutil
+import ssl
+import subprocess
 import threading
 import time
 
@@ -55,7 +58,8 @@ def dbroker(tmp_path):
         b.start()
         b.http_port = port
         b.rapi = Client(b, key)
-        wait_listening(b)
+        if "tls_cert" not in extra:  # HTTPS: the test waits itself
+            wait_listening(b)
         return b
 
     yield start
@@ -354,3 +358,37 @@ def test_stop_with_open_requests(dbroker):
         assert s.next_event() is None
     finally:
         s.close()
+
+
+@pytest.mark.skipif(not shutil.which("openssl"), reason="openssl not installed")
+def test_tls(dbroker, tmp_path):
+    """tls_cert/tls_key: the device listener speaks HTTPS (MHD with GnuTLS),
+    the long poll too."""
+    crt, key = tmp_path / "d.crt", tmp_path / "d.key"
+    subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout",
+                    str(key), "-out", str(crt), "-days", "2", "-subj", "/CN=127.0.0.1",
+                    "-addext", "subjectAltName=IP:127.0.0.1"], check=True,
+                   capture_output=True, timeout=60)
+    b = dbroker("  tls_cert: %s\n  tls_key: %s\n" % (crt, key))
+    ctx = ssl.create_default_context(cafile=str(crt))
+    end = time.monotonic() + 30
+    while True:
+        try:
+            c = http.client.HTTPSConnection("127.0.0.1", b.http_port, timeout=30, context=ctx)
+            c.request("GET", "/devices/dev1/messages?wait=0",
+                      headers={"Authorization": "Bearer tok1"})
+            r = c.getresponse()
+            r.read()
+            c.close()
+            break
+        except OSError:
+            assert time.monotonic() < end, "no HTTPS listener"
+            time.sleep(0.1)
+    assert r.status == 204
+    # plain HTTP gets no answer from it
+    with pytest.raises((OSError, http.client.HTTPException)):
+        get(b, "/devices/dev1/messages?wait=0", timeout=5)
+    # one without the other refuses the file, naming the key
+    with pytest.raises(pytest.fail.Exception) as e:
+        dbroker("  tls_cert: %s\n" % crt)
+    assert "http_ingest.tls_key" in str(e.value)

@@ -736,8 +736,13 @@ static int hi_load(conf_sec_t *s, void *conf)
         conf_sec_ms(s, "heartbeat", 1000, 3600000, &c->heartbeat_ms) < 0 ||
         conf_sec_u32(s, "session_expiry", 0, 100u * 365 * 86400, &c->session_expiry) < 0 ||
         conf_sec_names(s, "subscriptions", c->subs[0], sizeof(c->subs[0]), HTTPIN_MAX_SUBS,
-                       &c->nsubs) < 0)
+                       &c->nsubs) < 0 ||
+        conf_sec_str(s, "tls_cert", c->tls_cert, sizeof(c->tls_cert), 0) < 0 ||
+        conf_sec_str(s, "tls_key", c->tls_key, sizeof(c->tls_key), 0) < 0)
         return -1;
+    if (!c->tls_cert[0] != !c->tls_key[0])
+        return conf_sec_fail(s, c->tls_cert[0] ? "tls_key" : "tls_cert",
+                             "HTTPS needs both tls_cert and tls_key");
     for (uint32_t i = 0; i < c->nsubs; i++) {
         /* {id} stands for the device id: a filter with "x" in its place */
         char f[sizeof(c->subs[0]) * 2];
@@ -779,6 +784,8 @@ static void hi_walk(const void *conf, conf_visit_fn fn, void *ud)
     for (uint32_t i = 0; i < c->nsubs; i++)
         fn(ud, CONF_V_STR, NULL, c->subs[i], 0);
     fn(ud, CONF_V_END, "subscriptions", NULL, 0);
+    fn(ud, CONF_V_STR, "tls_cert", c->tls_cert, 0);
+    fn(ud, CONF_V_STR, "tls_key", c->tls_key, 0);
 }
 
 static int hi_init(module_inst_t *mi)
@@ -798,27 +805,66 @@ static int hi_init(module_inst_t *mi)
     return 0;
 }
 
+/* A PEM file's text, or NULL (errno set). */
+static char *read_pem(const char *path)
+{
+    FILE *f = fopen(path, "rb");
+    if (f == NULL)
+        return NULL;
+    size_t cap = 4096, n = 0, got;
+    char *buf = an_malloc(cap);
+    while ((got = fread(buf + n, 1, cap - n - 1, f)) > 0) {
+        n += got;
+        if (cap - n - 1 == 0)
+            buf = an_realloc(buf, cap *= 2);
+    }
+    fclose(f);
+    buf[n] = '\0';
+    return buf;
+}
+
 static int hi_start(module_inst_t *mi)
 {
     httpin_t *h = mi->state;
     if (h == NULL)
         return 0;
+    int tls = h->c->tls_cert[0] != '\0';
+    if (tls) {
+        if (MHD_is_feature_supported(MHD_FEATURE_TLS) != MHD_YES) {
+            log_error("http_ingest: tls_cert/tls_key set but this libmicrohttpd has no TLS");
+            return -1;
+        }
+        h->tls_cert = read_pem(h->c->tls_cert);
+        h->tls_key = h->tls_cert ? read_pem(h->c->tls_key) : NULL;
+        if (h->tls_key == NULL) {
+            log_error("http_ingest: cannot read %s: %s",
+                      h->tls_cert ? h->c->tls_key : h->c->tls_cert, strerror(errno));
+            return -1;
+        }
+    }
     struct sockaddr_in sa = {.sin_family = AF_INET, .sin_port = htons((uint16_t)h->c->port)};
     inet_pton(AF_INET, h->c->bind, &sa.sin_addr);
     /* suspend/resume: a waiting poll or an idle stream holds no thread */
     unsigned flags = MHD_USE_INTERNAL_POLLING_THREAD | MHD_USE_EPOLL | MHD_USE_ERROR_LOG |
                      MHD_ALLOW_SUSPEND_RESUME;
+    if (tls)
+        flags |= MHD_USE_TLS;
     h->d = MHD_start_daemon(flags, 0, NULL, NULL, on_request, h, MHD_OPTION_SOCK_ADDR,
                             (struct sockaddr *)&sa, MHD_OPTION_THREAD_POOL_SIZE, (unsigned)2,
                             MHD_OPTION_CONNECTION_LIMIT, (unsigned)h->c->max_connections,
                             MHD_OPTION_CONNECTION_TIMEOUT, (unsigned)h->c->idle_timeout_s,
-                            MHD_OPTION_NOTIFY_COMPLETED, on_completed, h, MHD_OPTION_END);
+                            MHD_OPTION_NOTIFY_COMPLETED, on_completed, h,
+                            /* without TLS the options end here */
+                            tls ? MHD_OPTION_HTTPS_MEM_CERT : MHD_OPTION_END, h->tls_cert,
+                            MHD_OPTION_HTTPS_MEM_KEY, h->tls_key, MHD_OPTION_END);
     if (h->d == NULL) {
-        log_error("http_ingest: cannot listen on %s:%u", h->c->bind, h->c->port);
+        log_error("http_ingest: cannot listen on %s:%u%s", h->c->bind, h->c->port,
+                  tls ? " (check tls_cert and tls_key)" : "");
         return -1;
     }
     const union MHD_DaemonInfo *di = MHD_get_daemon_info(h->d, MHD_DAEMON_INFO_BIND_PORT);
-    log_info("http_ingest: listening on %s:%u", h->c->bind, di ? di->port : h->c->port);
+    log_info("http_ingest: listening on %s:%u%s", h->c->bind, di ? di->port : h->c->port,
+             tls ? " (HTTPS)" : "");
     return 0;
 }
 
@@ -843,6 +889,8 @@ static void hi_free(module_inst_t *mi)
     }
     pthread_mutex_destroy(&h->rate_mu);
     pthread_mutex_destroy(&h->mu);
+    free(h->tls_cert);
+    free(h->tls_key);
     free(h->rate);
     free(h);
     mi->state = NULL;

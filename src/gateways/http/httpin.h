@@ -27,11 +27,12 @@ typedef struct httpin_conf_s {
     uint32_t timeout_ms;      /* wait for the worker that routes the messages */
     uint32_t idle_timeout_s;  /* an idle keep-alive connection is closed */
     /* the downlink (httpin_down.c) */
-    uint32_t max_wait_ms;            /* a long poll's ?wait= is capped at this */
-    uint32_t heartbeat_ms;           /* an event stream's comment line */
-    uint32_t session_expiry;         /* seconds the device's session outlives a poll */
-    uint32_t nsubs;                  /* the session's subscriptions */
-    char subs[HTTPIN_MAX_SUBS][256]; /* "{id}": the device id */
+    uint32_t max_wait_ms;             /* a long poll's ?wait= is capped at this */
+    uint32_t heartbeat_ms;            /* an event stream's comment line */
+    uint32_t session_expiry;          /* seconds the device's session outlives a poll */
+    uint32_t nsubs;                   /* the session's subscriptions */
+    char subs[HTTPIN_MAX_SUBS][256];  /* "{id}": the device id */
+    char tls_cert[256], tls_key[256]; /* PEM files: HTTPS when both are set */
 } httpin_conf_t;
 
 extern const module_t httpin_module;

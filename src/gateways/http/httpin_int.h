@@ -27,6 +27,7 @@ typedef struct {
     pthread_mutex_t rate_mu;
     struct hi_rate_slot_s *rate;
     _Atomic uint64_t requests, messages, refused;
+    char *tls_cert, *tls_key; /* PEM text for MHD (HTTPS), or NULL */
     /* the downlink (httpin_down.c) */
     pthread_mutex_t mu; /* the fields below, and every hd_t's shared part */
     hd_t *open;         /* requests that may be suspended */
