@@ -30,6 +30,7 @@ ACL = """\
 any
 allow all devices/%c/#
 allow sub $cmd/%c/#
+allow pub $cmd/%c/reply/#
 user ops
 allow all #
 allow all $cmd/#
@@ -392,3 +393,39 @@ def test_tls(dbroker, tmp_path):
     with pytest.raises(pytest.fail.Exception) as e:
         dbroker("  tls_cert: %s\n" % crt)
     assert "http_ingest.tls_key" in str(e.value)
+
+
+def test_command_round_trip(dbroker):
+    """A command of the commands module (docs/commands.md) reaches a polling
+    device, with its MQTT 5 properties; the device answers with a POST."""
+    b = dbroker("commands:\n  enabled: true\n  reply_timeout: 20s\n")
+    assert get(b, "/devices/dev1/messages?wait=0")[0] == 204
+    r = b.rapi.json("POST", "/api/v1/devices/dev1/commands",
+                    {"name": "reboot", "params": {"delay": 3}, "qos": 1}, status=202)
+    end = time.monotonic() + 30
+    msgs = []
+    while not msgs:
+        st, msgs = get(b, "/devices/dev1/messages?wait=5")
+        assert st in (200, 204) and time.monotonic() < end
+        msgs = msgs or []
+    m = msgs[0]
+    assert m["topic"] == "$cmd/dev1/reboot" and m["qos"] == 1, m
+    assert json.loads(m["payload"])["params"] == {"delay": 3}
+    assert m["properties"]["response_topic"] == "$cmd/dev1/reply"
+    assert m["properties"]["correlation_data"] == r["id"]
+    body = json.dumps({"topic": "$cmd/dev1/reply/" + r["id"],
+                       "payload": json.dumps({"status": "succeeded", "result": 1})}).encode()
+    c = http.client.HTTPConnection("127.0.0.1", b.http_port, timeout=30)
+    c.request("POST", "/devices/dev1/messages", body=body,
+              headers={"Authorization": "Bearer tok1", "Content-Type": "application/json"})
+    resp = c.getresponse()
+    resp.read()
+    c.close()
+    assert resp.status == 200
+    end = time.monotonic() + 30
+    while True:
+        o = b.rapi.json("GET", "/api/v1/commands/%s?wait=2s" % r["id"])
+        if o["status"] == "succeeded":
+            break
+        assert time.monotonic() < end, o
+    assert o["result"] == 1
