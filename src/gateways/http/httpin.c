@@ -31,6 +31,13 @@
  * Rate: a fixed table of RATE_SLOTS token buckets under one mutex, a slot
  * per device by a hash of its id (two devices sharing a slot share a
  * budget: a deliberate bound on memory).
+ *
+ * GET routes to the downlink (httpin_down.c: long poll and server-sent
+ * events), which shares this file's daemon, authentication and WM_HTTPIN
+ * inbox kind (inbox_item_t.flags tells its items from publish jobs), and
+ * needs MHD_ALLOW_SUSPEND_RESUME: before MHD stops, httpin_down_stop
+ * resumes every suspended request.  HTTPS (tls_cert/tls_key): the PEM
+ * texts are read at start and kept in httpin_t for MHD.
  */
 #include "httpin.h"
 #include "httpin_int.h"

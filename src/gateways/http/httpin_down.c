@@ -339,7 +339,9 @@ static void hd_end(hd_t *d, unsigned status, json_t *body)
     free(t);
 }
 
-/* The session lets go of d (worker); the attachment's reference goes. */
+/* The session lets go of d (worker): detached (and client_disconnected)
+ * unless the session already let go; the caller drops the attachment's
+ * reference. */
 static void hd_let_go(hd_t *d, const char *why, uint8_t rc, uint8_t by_client, int detach)
 {
     sess_t *s = d->s;
