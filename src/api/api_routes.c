@@ -150,12 +150,9 @@ static int home_of(const server_t *srv, const char *client_id)
 static enum MHD_Result h_info(api_req_t *r, const char *tail)
 {
     (void)tail;
-    char host[128] = "localhost", node[160];
-    gethostname(host, sizeof(host) - 1);
-    snprintf(node, sizeof(node), "antenna@%s", host);
     json_t *o = json_object();
     json_object_set_new(o, "version", json_string(ANTENNA_VERSION));
-    json_object_set_new(o, "node", json_string(node));
+    json_object_set_new(o, "node", json_string(r->srv->node_name));
     uint64_t uptime = (an_now_ms() - r->srv->started_ms) / 1000u;
     json_object_set_new(o, "uptime_s", json_integer((json_int_t)uptime));
     json_object_set_new(o, "started_at", json_integer((json_int_t)r->srv->started_wall));

@@ -171,12 +171,16 @@ static json_t *client_json(const sess_t *s, int with_subs)
         json_object_set_new(o, "address", json_string(info.client.peer));
         json_object_set_new(o, "listener",
                             info.client.listener ? json_string(info.client.listener) : json_null());
-        json_object_set_new(o, "protocol_version", json_integer(info.client.proto));
+        int http = info.client.proto == EP_PROTO_HTTP; /* endpoint.h */
+        json_object_set_new(o, "protocol", json_string(http ? "http" : "mqtt"));
+        json_object_set_new(o, "protocol_version",
+                            http ? json_null() : json_integer(info.client.proto));
         json_object_set_new(o, "keepalive", json_integer(info.keepalive));
         json_object_set_new(o, "connected_at", json_integer(s->connected_at));
     } else {
         json_object_set_new(o, "address", json_null());
         json_object_set_new(o, "listener", json_null());
+        json_object_set_new(o, "protocol", json_null());
         json_object_set_new(o, "protocol_version", json_null());
         json_object_set_new(o, "keepalive", json_null());
         json_object_set_new(o, "connected_at",

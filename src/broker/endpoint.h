@@ -7,9 +7,10 @@
  * subscriber, and the PUBACK/PUBREC/PUBCOMP held for a store commit to a
  * publisher), a close.  sess.c, sess_acl.c and persist.c know nothing else
  * about the client's side: not MQTT, not TCP.  The MQTT connection is the
- * first endpoint (ep_mqtt.c: an endpoint_t embedded in conn_t); a CoAP
- * observer, a device attached to another cluster node or a test recorder
- * (tests/unit/test_endpoint.c) implement the same few operations.
+ * first endpoint (ep_mqtt.c: an endpoint_t embedded in conn_t); an HTTP
+ * device's long poll or event stream (src/gateways/http/httpin_down.c), a
+ * CoAP observer, a device attached to another cluster node or a test
+ * recorder (tests/unit/test_endpoint.c) implement the same few operations.
  *
  *   sess_t.ep ───> endpoint_t {ops, max_packet, receive_max, flags}
  *                    embedded in its owner (conn_t.ep), found with container_of
@@ -88,6 +89,10 @@ enum {
     EP_F_SUBIDS = 2 /* give each delivery the identifiers of the session's
                      * matching subscriptions (MQTT 5) */
 };
+
+/* event_client_t.proto of a client that does not speak MQTT (MQTT's are
+ * its protocol levels, 3 to 5). */
+enum { EP_PROTO_HTTP = 0x80 /* the device HTTP downlink (src/gateways/http) */ };
 
 /* Acknowledgements, numbered as the MQTT packet types they are. */
 enum {

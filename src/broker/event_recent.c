@@ -38,6 +38,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "endpoint.h"
 #include "event.h"
 #include "log.h"
 #include "module.h"
@@ -133,6 +134,7 @@ static void on_event(worker_t *w, event_kind_t kind, const void *data, void *use
             c->client.peer ? c->client.peer : "?", c->client.listener ? c->client.listener : "?",
             c->client.proto == MQTT_PROTO_V5    ? "MQTT 5.0"
             : c->client.proto == MQTT_PROTO_V31 ? "MQTT 3.1"
+            : c->client.proto == EP_PROTO_HTTP  ? "HTTP"
                                                 : "MQTT 3.1.1",
             c->clean_start, c->session_present);
         break;

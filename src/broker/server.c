@@ -189,6 +189,9 @@ int server_init(server_t *srv, const conf_t *conf)
     atomic_init(&srv->next_sid, 1);
     srv->started_wall = an_wall_s();
     srv->started_ms = an_now_ms();
+    char host[128] = "localhost";
+    gethostname(host, sizeof(host) - 1);
+    snprintf(srv->node_name, sizeof(srv->node_name), "antenna@%s", host);
 
     if (persist_open(srv) < 0)
         return -1;

@@ -271,6 +271,8 @@ struct server_s {
     struct api_s *api;                         /* management API (api.h), or NULL */
     uint64_t started_wall;                     /* seconds since the epoch */
     uint64_t started_ms;                       /* monotonic */
+    char node_name[160];           /* "antenna@HOST", or cluster.node: the cluster's init
+                          * sets it (before the workers run; read-only then) */
     event_bus_t events;            /* event handlers (event.h): set before server_start */
     struct module_inst_s *modules; /* the modules of module_list (module.h) */
     uint32_t nmodules;

@@ -437,6 +437,7 @@ static int cl_init(module_inst_t *mi)
     if (c->node[0] == '\0')
         return 0;
     cl_t *cl = an_calloc(1, sizeof(*cl));
+    snprintf(mi->srv->node_name, sizeof(mi->srv->node_name), "%s", c->node);
     cl->srv = mi->srv;
     cl->conf = c;
     cl->mod_index = mi->index;

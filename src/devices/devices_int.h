@@ -60,7 +60,6 @@ typedef struct devices_state {
     uint64_t key[2];
     server_t *srv;
     const devices_conf_t *conf;
-    char node[160]; /* this node's name in the presence: cluster.node, else antenna@host */
     struct dev_shadow_s *shadow; /* devices_shadow.c's, NULL when the shadow is off */
 } devices_state_t;
 

@@ -10,8 +10,8 @@
  * Clients that are not devices cost one hash lookup per CONNECT and
  * disconnect, and only with the registry on.
  *
- * The presence names this node (st->node: cluster.node when the cluster
- * is on, else "antenna@" the host name, as GET /api/v1/info).  A change
+ * The presence names this node (server_t.node_name: cluster.node when
+ * the cluster is on, else "antenna@" the host name, as GET /api/v1/info).  A change
  * of a device between connected and disconnected (its first connection,
  * its last one's end; not a takeover) is emitted as device_presence
  * (event.h) on the same worker, after the table's lock is released; its
@@ -22,10 +22,9 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <unistd.h>
 
-#include "cluster/cl_int.h"
 #include "devices_int.h"
+#include "endpoint.h"
 #include "event.h"
 #include "util.h"
 
@@ -50,7 +49,11 @@ static dev_ent_t *find(devices_state_t *st, const event_client_t *c)
 
 static const char *proto_name(uint8_t proto)
 {
-    return proto == 5 ? "5.0" : proto == 4 ? "3.1.1" : proto == 3 ? "3.1" : "";
+    return proto == 5               ? "5.0"
+           : proto == 4             ? "3.1.1"
+           : proto == 3             ? "3.1"
+           : proto == EP_PROTO_HTTP ? "http"
+                                    : "";
 }
 
 /* device_presence for the device `id` (the event's client id or user
@@ -60,12 +63,12 @@ static void emit(struct worker_s *w, devices_state_t *st, const event_client_t *
 {
     json_t *o = json_pack("{s:s,s:b,s:s,s:s,s:s,s:s,s:I}", "device", id, "connected", connected,
                           "peer", p->peer, "protocol", proto_name(p->proto), "listener",
-                          p->listener, "node", st->node, "at_ms", (json_int_t)now);
+                          p->listener, "node", st->srv->node_name, "at_ms", (json_int_t)now);
     char *text = o ? json_dumps(o, JSON_COMPACT | JSON_PRESERVE_ORDER) : NULL;
     json_decref(o);
     event_device_presence_t ev = {.client = *c,
                                   .device = id,
-                                  .node = st->node,
+                                  .node = st->srv->node_name,
                                   .json = text ? text : "{}",
                                   .at_ms = now,
                                   .connected = (uint8_t)connected};
@@ -112,14 +115,6 @@ static void on_event(struct worker_s *w, event_kind_t kind, const void *data, vo
 
 int devices_presence_init(devices_state_t *st)
 {
-    const cl_conf_t *cl = conf_section_values(&st->srv->conf, "cluster");
-    if (cl && cl->node[0]) {
-        snprintf(st->node, sizeof(st->node), "%s", cl->node);
-    } else {
-        char host[128] = "localhost";
-        gethostname(host, sizeof(host) - 1);
-        snprintf(st->node, sizeof(st->node), "antenna@%s", host);
-    }
     if (event_listen(&st->srv->events, EVENT_CLIENT_CONNECTED, on_event, st) < 0 ||
         event_listen(&st->srv->events, EVENT_CLIENT_DISCONNECTED, on_event, st) < 0)
         return -1;
@@ -149,6 +144,6 @@ json_t *devices_presence_json(devices_state_t *st, dev_ent_t *e)
         json_object_set_new(o, "listener", json_string(v.listener));
         json_object_set_new(o, "protocol", json_string(proto_name(v.proto)));
     }
-    json_object_set_new(o, "node", json_string(st->node));
+    json_object_set_new(o, "node", json_string(st->srv->node_name));
     return o;
 }

@@ -468,7 +468,7 @@
       cell(tr, c.username, 'username');
       cell(tr, c.address, 'mono');
       cell(tr, c.listener);
-      cell(tr, fmtProto(c.protocol_version), 'protocol');
+      cell(tr, c.protocol === 'http' ? 'HTTP' : fmtProto(c.protocol_version), 'protocol');
       setAgo(cell(tr, '', 'since'), c.connected_at);
       cell(tr, c.keepalive);
       cell(tr, Array.isArray(c.subscriptions) ? c.subscriptions.length : c.subscriptions);
@@ -728,7 +728,8 @@
     fact(conn, 'Username', 'username', c.username);
     fact(conn, 'Address', 'address', c.address).classList.add('mono');
     fact(conn, 'Listener', 'listener', c.listener);
-    fact(conn, 'Protocol', 'protocol', c.protocol_version === null || c.protocol_version === undefined
+    fact(conn, 'Protocol', 'protocol', c.protocol === 'http' ? 'HTTP'
+      : c.protocol_version === null || c.protocol_version === undefined
       ? '-' : 'MQTT ' + fmtProto(c.protocol_version));
     fact(conn, 'Keepalive', 'keepalive', typeof c.keepalive === 'number' ? c.keepalive + ' s' : null);
     setAgo(fact(conn, c.connected ? 'Connected since' : 'Last connected', 'connected_at', ''),

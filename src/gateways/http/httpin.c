@@ -31,8 +31,16 @@
  * Rate: a fixed table of RATE_SLOTS token buckets under one mutex, a slot
  * per device by a hash of its id (two devices sharing a slot share a
  * budget: a deliberate bound on memory).
+ *
+ * GET routes to the downlink (httpin_down.c: long poll and server-sent
+ * events), which shares this file's daemon, authentication and WM_HTTPIN
+ * inbox kind (inbox_item_t.flags tells its items from publish jobs), and
+ * needs MHD_ALLOW_SUSPEND_RESUME: before MHD stops, httpin_down_stop
+ * resumes every suspended request.  HTTPS (tls_cert/tls_key): the PEM
+ * texts are read at start and kept in httpin_t for MHD.
  */
 #include "httpin.h"
+#include "httpin_int.h"
 
 #include <arpa/inet.h>
 #include <errno.h>
@@ -58,20 +66,12 @@
 #define RATE_SLOTS 4096
 #define MAX_ID 128
 
-typedef struct {
+typedef struct hi_rate_slot_s {
     uint64_t key;
     double tokens;
     uint64_t last_us;
 } rate_slot_t;
 
-typedef struct {
-    server_t *srv;
-    const httpin_conf_t *c;
-    struct MHD_Daemon *d;
-    pthread_mutex_t rate_mu;
-    rate_slot_t *rate;
-    _Atomic uint64_t requests, messages, refused;
-} httpin_t;
 
 /* Messages handed to a worker. */
 typedef struct {
@@ -83,12 +83,6 @@ typedef struct {
     size_t *delivered; /* per message: sessions reached, or ROUTER_REFUSED */
 } httpin_job_t;
 
-/* One request being received. */
-typedef struct {
-    char *body;
-    size_t len, cap;
-    int too_big;
-} httpin_req_t;
 
 static char *hi_strdup(const char *s)
 {
@@ -115,6 +109,10 @@ static void job_release(httpin_job_t *j)
 
 static void job_run(worker_t *w, inbox_item_t *it)
 {
+    if (it->flags != HI_OP_JOB) {
+        httpin_down_run(w, it);
+        return;
+    }
     httpin_job_t *j = it->ptr;
     for (size_t i = 0; i < j->n; i++)
         j->delivered[i] = router_publish(w, j->msgs[i], NULL);
@@ -127,6 +125,10 @@ static void job_run(worker_t *w, inbox_item_t *it)
 
 static void job_drop(inbox_item_t *it)
 {
+    if (it->flags != HI_OP_JOB) {
+        httpin_down_drop(it);
+        return;
+    }
     job_release(it->ptr); /* a stopped worker: the request times out */
 }
 
@@ -270,7 +272,7 @@ static auth_verdict_t authenticate(httpin_t *h, auth_chain_t *ch, const auth_req
 
 /* ---- answers ---------------------------------------------------------------- */
 
-static enum MHD_Result send_json(struct MHD_Connection *conn, unsigned status, json_t *o)
+static enum MHD_Result httpin_send_json(struct MHD_Connection *conn, unsigned status, json_t *o)
 {
     char *text = json_dumps(o, JSON_COMPACT);
     json_decref(o);
@@ -293,10 +295,10 @@ static json_t *err_json(const char *code, const char *field, const char *text)
     return o;
 }
 
-static enum MHD_Result send_error(struct MHD_Connection *conn, unsigned status, const char *code,
+enum MHD_Result httpin_send_error(struct MHD_Connection *conn, unsigned status, const char *code,
                                   const char *field, const char *text)
 {
-    return send_json(conn, status, err_json(code, field, text));
+    return httpin_send_json(conn, status, err_json(code, field, text));
 }
 
 /* ---- parsing ---------------------------------------------------------------- */
@@ -362,6 +364,85 @@ static const char *parse_one(json_t *o, httpin_msg_t *m, const char **why)
     return NULL;
 }
 
+void httpin_peer(struct MHD_Connection *conn, char *peer, size_t size)
+{
+    const union MHD_ConnectionInfo *ci =
+        MHD_get_connection_info(conn, MHD_CONNECTION_INFO_CLIENT_ADDRESS);
+    peer[0] = '\0';
+    if (ci && ci->client_addr && ci->client_addr->sa_family == AF_INET) {
+        const struct sockaddr_in *sin = (const struct sockaddr_in *)ci->client_addr;
+        char a[INET_ADDRSTRLEN];
+        inet_ntop(AF_INET, &sin->sin_addr, a, sizeof(a));
+        snprintf(peer, size, "%s:%u", a, ntohs(sin->sin_port));
+    }
+}
+
+/* The device behind a request (Bearer: user = id, password = the token;
+ * Basic: the user and password given), through the auth chain: 0 and *acp
+ * (the device's auth state: user, ACL), or -1 with the 401 queued
+ * (*ret). */
+int httpin_device_auth(httpin_t *h, struct MHD_Connection *conn, const char *id,
+                       auth_client_t **acp, enum MHD_Result *ret)
+{
+    char *user = NULL, *pass = NULL;
+    int rc = -1;
+    *acp = NULL;
+    /* credentials */
+    const char *authz = MHD_lookup_connection_value(conn, MHD_HEADER_KIND, "Authorization");
+    if (authz && strncasecmp(authz, "Bearer ", 7) == 0) {
+        user = hi_strdup(id);
+        pass = hi_strdup(authz + 7);
+    } else if (authz && strncasecmp(authz, "Basic ", 6) == 0) {
+        size_t l = strlen(authz + 6);
+        char *dec = an_malloc(l + 4);
+        long dl = b64_decode(authz + 6, l, (uint8_t *)dec, l + 4);
+        char *colon = dl > 0 ? memchr(dec, ':', (size_t)dl) : NULL;
+        if (colon) {
+            dec[dl] = 0;
+            *colon = 0;
+            user = hi_strdup(dec);
+            pass = hi_strdup(colon + 1);
+        }
+        free(dec);
+    }
+    if (user == NULL) {
+        *ret = httpin_send_error(conn, 401, "unauthorized", NULL,
+                                 "credentials required: Authorization: Bearer TOKEN or Basic");
+        goto out;
+    }
+
+    /* the device, through the auth chain */
+    auth_chain_t *ch = atomic_load(&h->srv->auth);
+    char peer[80];
+    httpin_peer(conn, peer, sizeof(peer));
+    auth_request_t req = {.action = AUTH_ACT_CONNECT,
+                          .client_id = id,
+                          .username = user,
+                          .password = (const uint8_t *)pass,
+                          .password_len = strlen(pass),
+                          .peer = peer,
+                          .listener = UINT32_MAX};
+    auth_acl_t *acl = NULL;
+    if (authenticate(h, ch, &req, &acl) != AUTH_ALLOW) {
+        atomic_fetch_add(&h->refused, 1);
+        *ret = httpin_send_error(conn, 401, "unauthorized", NULL, "the device is not authorized");
+        goto out;
+    }
+    auth_client_t *ac = an_calloc(1, sizeof(*ac));
+    ac->user = user;
+    user = NULL;
+    ac->client_id = hi_strdup(id);
+    ac->acl = acl;
+    ac->authed = 1;
+    ac->gen = auth_chain_gen(ch);
+    *acp = ac;
+    rc = 0;
+out:
+    free(user);
+    free(pass);
+    return rc;
+}
+
 /* ---- rate ------------------------------------------------------------------- */
 
 static int rate_take(httpin_t *h, const char *id, uint32_t n)
@@ -405,46 +486,20 @@ static enum MHD_Result handle_post(httpin_t *h, struct MHD_Connection *conn, con
     httpin_msg_t *ms = NULL;
     size_t n = 0;
     auth_client_t *ac = NULL;
-    char *user = NULL;
-    char *pass = NULL;
     httpin_job_t *job = NULL;
-
-    /* credentials */
-    const char *authz = MHD_lookup_connection_value(conn, MHD_HEADER_KIND, "Authorization");
-    if (authz && strncasecmp(authz, "Bearer ", 7) == 0) {
-        user = hi_strdup(id);
-        pass = hi_strdup(authz + 7);
-    } else if (authz && strncasecmp(authz, "Basic ", 6) == 0) {
-        size_t l = strlen(authz + 6);
-        char *dec = an_malloc(l + 4);
-        long dl = b64_decode(authz + 6, l, (uint8_t *)dec, l + 4);
-        char *colon = dl > 0 ? memchr(dec, ':', (size_t)dl) : NULL;
-        if (colon) {
-            dec[dl] = 0;
-            *colon = 0;
-            user = hi_strdup(dec);
-            pass = hi_strdup(colon + 1);
-        }
-        free(dec);
-    }
-    if (user == NULL) {
-        ret = send_error(conn, 401, "unauthorized", NULL,
-                         "credentials required: Authorization: Bearer TOKEN or Basic");
-        goto out;
-    }
 
     /* body */
     const char *qtopic = MHD_lookup_connection_value(conn, MHD_GET_ARGUMENT_KIND, "topic");
     if (qtopic) {
         size_t tl = strlen(qtopic);
         if (tl == 0 || tl > 65535 || !mqtt_topic_name_valid((const uint8_t *)qtopic, tl)) {
-            ret = send_error(conn, 400, "bad_request", "topic",
-                             "topic must be a topic name (no wildcards)");
+            ret = httpin_send_error(conn, 400, "bad_request", "topic",
+                                    "topic must be a topic name (no wildcards)");
             goto out;
         }
         const char *q = MHD_lookup_connection_value(conn, MHD_GET_ARGUMENT_KIND, "qos");
         if (q && strcmp(q, "0") && strcmp(q, "1") && strcmp(q, "2")) {
-            ret = send_error(conn, 400, "bad_request", "qos", "qos must be 0, 1 or 2");
+            ret = httpin_send_error(conn, 400, "bad_request", "qos", "qos must be 0, 1 or 2");
             goto out;
         }
         ms = an_calloc(1, sizeof(*ms));
@@ -461,20 +516,20 @@ static enum MHD_Result handle_post(httpin_t *h, struct MHD_Connection *conn, con
         json_error_t jerr;
         root = rq->len ? json_loadb(rq->body, rq->len, 0, &jerr) : NULL;
         if (root == NULL) {
-            ret = send_error(conn, 400, "bad_request", "body",
-                             "the body must be a JSON message or array of messages, or use "
-                             "?topic= with a raw body");
+            ret = httpin_send_error(conn, 400, "bad_request", "body",
+                                    "the body must be a JSON message or array of messages, or use "
+                                    "?topic= with a raw body");
             goto out;
         }
         int batch = json_is_array(root);
         n = batch ? json_array_size(root) : 1;
         if (batch && n == 0) {
-            ret = send_error(conn, 400, "bad_request", "body", "an empty batch");
+            ret = httpin_send_error(conn, 400, "bad_request", "body", "an empty batch");
             goto out;
         }
         if (n > h->c->max_messages) {
-            ret = send_error(conn, 413, "too_many_messages", "body",
-                             "more messages than http_ingest.max_messages");
+            ret = httpin_send_error(conn, 413, "too_many_messages", "body",
+                                    "more messages than http_ingest.max_messages");
             goto out;
         }
         ms = an_calloc(n, sizeof(*ms));
@@ -487,7 +542,7 @@ static enum MHD_Result handle_post(httpin_t *h, struct MHD_Connection *conn, con
                     snprintf(f, sizeof(f), "[%zu].%s", i, field);
                 else
                     snprintf(f, sizeof(f), "%s", field);
-                ret = send_error(conn, 400, "bad_request", f, why);
+                ret = httpin_send_error(conn, 400, "bad_request", f, why);
                 goto out;
             }
         }
@@ -496,47 +551,20 @@ static enum MHD_Result handle_post(httpin_t *h, struct MHD_Connection *conn, con
     }
     for (size_t i = 0; i < n; i++)
         if (ms[i].plen + ms[i].tlen + 64 > h->srv->conf.max_packet_size) {
-            ret = send_error(conn, 413, "too_large", "payload",
-                             "a message is larger than max_packet_size");
+            ret = httpin_send_error(conn, 413, "too_large", "payload",
+                                    "a message is larger than max_packet_size");
             goto out;
         }
 
     /* the device, through the auth chain */
     auth_chain_t *ch = atomic_load(&h->srv->auth);
-    const union MHD_ConnectionInfo *ci =
-        MHD_get_connection_info(conn, MHD_CONNECTION_INFO_CLIENT_ADDRESS);
-    char peer[80] = "";
-    if (ci && ci->client_addr && ci->client_addr->sa_family == AF_INET) {
-        const struct sockaddr_in *sin = (const struct sockaddr_in *)ci->client_addr;
-        char a[INET_ADDRSTRLEN];
-        inet_ntop(AF_INET, &sin->sin_addr, a, sizeof(a));
-        snprintf(peer, sizeof(peer), "%s:%u", a, ntohs(sin->sin_port));
-    }
-    auth_request_t req = {.action = AUTH_ACT_CONNECT,
-                          .client_id = id,
-                          .username = user,
-                          .password = (const uint8_t *)pass,
-                          .password_len = strlen(pass),
-                          .peer = peer,
-                          .listener = UINT32_MAX};
-    auth_acl_t *acl = NULL;
-    if (authenticate(h, ch, &req, &acl) != AUTH_ALLOW) {
-        atomic_fetch_add(&h->refused, 1);
-        ret = send_error(conn, 401, "unauthorized", NULL, "the device is not authorized");
+    if (httpin_device_auth(h, conn, id, &ac, &ret) < 0)
         goto out;
-    }
-    ac = an_calloc(1, sizeof(*ac));
-    ac->user = user;
-    user = NULL;
-    ac->client_id = hi_strdup(id);
-    ac->acl = acl;
-    ac->authed = 1;
-    ac->gen = auth_chain_gen(ch);
 
     /* rate, then publish rights per topic */
     if (!rate_take(h, id, (uint32_t)n)) {
-        ret = send_error(conn, 429, "rate_limited", NULL,
-                         "the device sends faster than http_ingest.rate");
+        ret = httpin_send_error(conn, 429, "rate_limited", NULL,
+                                "the device sends faster than http_ingest.rate");
         goto out;
     }
     job = job_new(n);
@@ -557,18 +585,20 @@ static enum MHD_Result handle_post(httpin_t *h, struct MHD_Connection *conn, con
     int routed = job->n == 0 || job_submit(h, job, id) == 0;
     if (!routed) {
         free(allowed);
-        ret = send_error(conn, 503, "timeout", NULL, "the broker did not route in time");
+        ret = httpin_send_error(conn, 503, "timeout", NULL, "the broker did not route in time");
         goto out;
     }
     atomic_fetch_add(&h->messages, job->n);
     if (results == NULL) {
         if (!allowed[0])
-            ret = send_error(conn, 403, "forbidden", "topic", "publish to this topic is denied");
+            ret = httpin_send_error(conn, 403, "forbidden", "topic",
+                                    "publish to this topic is denied");
         else if (job->delivered[0] == ROUTER_REFUSED)
-            ret = send_error(conn, 429, "quota_exceeded", NULL, "a subscriber's queue is full");
+            ret = httpin_send_error(conn, 429, "quota_exceeded", NULL,
+                                    "a subscriber's queue is full");
         else
-            ret = send_json(conn, 200,
-                            json_pack("{s:I}", "delivered", (json_int_t)job->delivered[0]));
+            ret = httpin_send_json(conn, 200,
+                                   json_pack("{s:I}", "delivered", (json_int_t)job->delivered[0]));
     } else {
         size_t k = 0, ok = 0;
         for (size_t i = 0; i < n; i++) {
@@ -590,7 +620,7 @@ static enum MHD_Result handle_post(httpin_t *h, struct MHD_Connection *conn, con
         json_t *o = json_pack("{s:I, s:I, s:o}", "accepted", (json_int_t)ok, "refused",
                               (json_int_t)(n - ok), "results", results);
         results = NULL;
-        ret = send_json(conn, 200, o);
+        ret = httpin_send_json(conn, 200, o);
     }
     free(allowed);
 out:
@@ -602,8 +632,6 @@ out:
     free(ms);
     json_decref(root);
     json_decref(results);
-    free(user);
-    free(pass);
     return ret;
 }
 
@@ -637,34 +665,41 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *conn, const 
         *upload_data_size = 0;
         return MHD_YES;
     }
+    if (rq->hd) /* a downlink request, resumed */
+        return httpin_down_get(h, conn, NULL, 0, rq);
     atomic_fetch_add(&h->requests, 1);
-    /* /devices/{id}/messages */
+    /* /devices/{id}/messages, /devices/{id}/events */
     const char *p = strncmp(url, "/devices/", 9) == 0 ? url + 9 : NULL;
     const char *slash = p ? strchr(p, '/') : NULL;
-    if (p == NULL || slash == NULL || slash == p || strcmp(slash, "/messages") != 0)
-        return send_error(conn, 404, "not_found", NULL, "no such route");
+    int events = slash && strcmp(slash, "/events") == 0;
+    if (p == NULL || slash == NULL || slash == p || (strcmp(slash, "/messages") != 0 && !events))
+        return httpin_send_error(conn, 404, "not_found", NULL, "no such route");
     size_t idlen = (size_t)(slash - p);
     if (idlen >= MAX_ID)
-        return send_error(conn, 400, "bad_request", "id", "the device id is too long");
+        return httpin_send_error(conn, 400, "bad_request", "id", "the device id is too long");
     char id[MAX_ID];
     memcpy(id, p, idlen);
     id[idlen] = 0;
-    if (strcmp(method, "POST") != 0)
-        return send_error(conn, 405, "method_not_allowed", NULL, "POST a message");
+    if (strcmp(method, "GET") == 0)
+        return httpin_down_get(h, conn, id, events, rq);
+    if (strcmp(method, "POST") != 0 || events)
+        return httpin_send_error(conn, 405, "method_not_allowed", NULL,
+                                 events ? "GET the event stream" : "POST a message, or GET");
     if (rq->too_big)
-        return send_error(conn, 413, "too_large", "body",
-                          "the body is larger than http_ingest.max_body");
+        return httpin_send_error(conn, 413, "too_large", "body",
+                                 "the body is larger than http_ingest.max_body");
     return handle_post(h, conn, id, rq);
 }
 
 static void on_completed(void *cls, struct MHD_Connection *conn, void **con_cls,
                          enum MHD_RequestTerminationCode toe)
 {
-    (void)cls;
     (void)conn;
     (void)toe;
     httpin_req_t *rq = *con_cls;
     if (rq) {
+        if (rq->hd)
+            httpin_down_completed(cls, rq);
         free(rq->body);
         free(rq);
         *con_cls = NULL;
@@ -685,6 +720,11 @@ static void hi_defaults(void *conf)
     c->max_connections = 1024;
     c->timeout_ms = 5000;
     c->idle_timeout_s = 60;
+    c->max_wait_ms = 30000;
+    c->heartbeat_ms = 15000;
+    c->session_expiry = 3600;
+    c->nsubs = 1;
+    snprintf(c->subs[0], sizeof(c->subs[0]), "%s", "$cmd/{id}/#");
 }
 
 static int hi_load(conf_sec_t *s, void *conf)
@@ -698,8 +738,34 @@ static int hi_load(conf_sec_t *s, void *conf)
         conf_sec_u32(s, "rate", 0, 10000000, &c->rate) < 0 ||
         conf_sec_u32(s, "max_connections", 1, 1000000, &c->max_connections) < 0 ||
         conf_sec_ms(s, "timeout", 10, 600000, &c->timeout_ms) < 0 ||
-        conf_sec_u32(s, "idle_timeout_s", 1, 86400, &c->idle_timeout_s) < 0)
+        conf_sec_u32(s, "idle_timeout_s", 1, 86400, &c->idle_timeout_s) < 0 ||
+        conf_sec_ms(s, "max_wait", 0, 3600000, &c->max_wait_ms) < 0 ||
+        conf_sec_ms(s, "heartbeat", 1000, 3600000, &c->heartbeat_ms) < 0 ||
+        conf_sec_u32(s, "session_expiry", 0, 100u * 365 * 86400, &c->session_expiry) < 0 ||
+        conf_sec_names(s, "subscriptions", c->subs[0], sizeof(c->subs[0]), HTTPIN_MAX_SUBS,
+                       &c->nsubs) < 0 ||
+        conf_sec_str(s, "tls_cert", c->tls_cert, sizeof(c->tls_cert), 0) < 0 ||
+        conf_sec_str(s, "tls_key", c->tls_key, sizeof(c->tls_key), 0) < 0)
         return -1;
+    if (!c->tls_cert[0] != !c->tls_key[0])
+        return conf_sec_fail(s, c->tls_cert[0] ? "tls_key" : "tls_cert",
+                             "HTTPS needs both tls_cert and tls_key");
+    for (uint32_t i = 0; i < c->nsubs; i++) {
+        /* {id} stands for the device id: a filter with "x" in its place */
+        char f[sizeof(c->subs[0]) * 2];
+        size_t n = 0;
+        for (const char *q = c->subs[i]; *q && n + 2 < sizeof(f);) {
+            if (strncmp(q, "{id}", 4) == 0) {
+                f[n++] = 'x';
+                q += 4;
+            } else {
+                f[n++] = *q++;
+            }
+        }
+        if (!mqtt_topic_filter_valid((const uint8_t *)f, n) || strncmp(f, "$share/", 7) == 0)
+            return conf_sec_fail(s, "subscriptions", "\"%.80s\": a topic filter ({id}: the device)",
+                                 c->subs[i]);
+    }
     struct in_addr a;
     if (inet_pton(AF_INET, c->bind, &a) != 1)
         return conf_sec_fail(s, "bind", "\"%.60s\": an IPv4 address", c->bind);
@@ -718,6 +784,15 @@ static void hi_walk(const void *conf, conf_visit_fn fn, void *ud)
     fn(ud, CONF_V_UINT, "max_connections", NULL, c->max_connections);
     fn(ud, CONF_V_UINT, "timeout", NULL, c->timeout_ms);
     fn(ud, CONF_V_UINT, "idle_timeout_s", NULL, c->idle_timeout_s);
+    fn(ud, CONF_V_UINT, "max_wait", NULL, c->max_wait_ms);
+    fn(ud, CONF_V_UINT, "heartbeat", NULL, c->heartbeat_ms);
+    fn(ud, CONF_V_UINT, "session_expiry", NULL, c->session_expiry);
+    fn(ud, CONF_V_LIST, "subscriptions", NULL, 0);
+    for (uint32_t i = 0; i < c->nsubs; i++)
+        fn(ud, CONF_V_STR, NULL, c->subs[i], 0);
+    fn(ud, CONF_V_END, "subscriptions", NULL, 0);
+    fn(ud, CONF_V_STR, "tls_cert", c->tls_cert, 0);
+    fn(ud, CONF_V_STR, "tls_key", c->tls_key, 0);
 }
 
 static int hi_init(module_inst_t *mi)
@@ -729,6 +804,7 @@ static int hi_init(module_inst_t *mi)
     h->srv = mi->srv;
     h->c = c;
     pthread_mutex_init(&h->rate_mu, NULL);
+    pthread_mutex_init(&h->mu, NULL);
     h->rate = an_calloc(RATE_SLOTS, sizeof(*h->rate));
     mi->state = h;
     static const worker_inbox_kind_t kind = {.run = job_run, .drop = job_drop};
@@ -736,25 +812,66 @@ static int hi_init(module_inst_t *mi)
     return 0;
 }
 
+/* A PEM file's text, or NULL (errno set). */
+static char *read_pem(const char *path)
+{
+    FILE *f = fopen(path, "rb");
+    if (f == NULL)
+        return NULL;
+    size_t cap = 4096, n = 0, got;
+    char *buf = an_malloc(cap);
+    while ((got = fread(buf + n, 1, cap - n - 1, f)) > 0) {
+        n += got;
+        if (cap - n - 1 == 0)
+            buf = an_realloc(buf, cap *= 2);
+    }
+    fclose(f);
+    buf[n] = '\0';
+    return buf;
+}
+
 static int hi_start(module_inst_t *mi)
 {
     httpin_t *h = mi->state;
     if (h == NULL)
         return 0;
+    int tls = h->c->tls_cert[0] != '\0';
+    if (tls) {
+        if (MHD_is_feature_supported(MHD_FEATURE_TLS) != MHD_YES) {
+            log_error("http_ingest: tls_cert/tls_key set but this libmicrohttpd has no TLS");
+            return -1;
+        }
+        h->tls_cert = read_pem(h->c->tls_cert);
+        h->tls_key = h->tls_cert ? read_pem(h->c->tls_key) : NULL;
+        if (h->tls_key == NULL) {
+            log_error("http_ingest: cannot read %s: %s",
+                      h->tls_cert ? h->c->tls_key : h->c->tls_cert, strerror(errno));
+            return -1;
+        }
+    }
     struct sockaddr_in sa = {.sin_family = AF_INET, .sin_port = htons((uint16_t)h->c->port)};
     inet_pton(AF_INET, h->c->bind, &sa.sin_addr);
-    unsigned flags = MHD_USE_INTERNAL_POLLING_THREAD | MHD_USE_EPOLL | MHD_USE_ERROR_LOG;
+    /* suspend/resume: a waiting poll or an idle stream holds no thread */
+    unsigned flags = MHD_USE_INTERNAL_POLLING_THREAD | MHD_USE_EPOLL | MHD_USE_ERROR_LOG |
+                     MHD_ALLOW_SUSPEND_RESUME;
+    if (tls)
+        flags |= MHD_USE_TLS;
     h->d = MHD_start_daemon(flags, 0, NULL, NULL, on_request, h, MHD_OPTION_SOCK_ADDR,
                             (struct sockaddr *)&sa, MHD_OPTION_THREAD_POOL_SIZE, (unsigned)2,
                             MHD_OPTION_CONNECTION_LIMIT, (unsigned)h->c->max_connections,
                             MHD_OPTION_CONNECTION_TIMEOUT, (unsigned)h->c->idle_timeout_s,
-                            MHD_OPTION_NOTIFY_COMPLETED, on_completed, h, MHD_OPTION_END);
+                            MHD_OPTION_NOTIFY_COMPLETED, on_completed, h,
+                            /* without TLS the options end here */
+                            tls ? MHD_OPTION_HTTPS_MEM_CERT : MHD_OPTION_END, h->tls_cert,
+                            MHD_OPTION_HTTPS_MEM_KEY, h->tls_key, MHD_OPTION_END);
     if (h->d == NULL) {
-        log_error("http_ingest: cannot listen on %s:%u", h->c->bind, h->c->port);
+        log_error("http_ingest: cannot listen on %s:%u%s", h->c->bind, h->c->port,
+                  tls ? " (check tls_cert and tls_key)" : "");
         return -1;
     }
     const union MHD_DaemonInfo *di = MHD_get_daemon_info(h->d, MHD_DAEMON_INFO_BIND_PORT);
-    log_info("http_ingest: listening on %s:%u", h->c->bind, di ? di->port : h->c->port);
+    log_info("http_ingest: listening on %s:%u%s", h->c->bind, di ? di->port : h->c->port,
+             tls ? " (HTTPS)" : "");
     return 0;
 }
 
@@ -762,6 +879,7 @@ static void hi_stop(module_inst_t *mi)
 {
     httpin_t *h = mi->state;
     if (h && h->d) {
+        httpin_down_stop(h);   /* resumes what waits: MHD refuses to stop otherwise */
         MHD_stop_daemon(h->d); /* joins its threads */
         h->d = NULL;
     }
@@ -772,9 +890,14 @@ static void hi_free(module_inst_t *mi)
     httpin_t *h = mi->state;
     if (h == NULL)
         return;
-    if (h->d)
+    if (h->d) {
+        httpin_down_stop(h);
         MHD_stop_daemon(h->d);
+    }
     pthread_mutex_destroy(&h->rate_mu);
+    pthread_mutex_destroy(&h->mu);
+    free(h->tls_cert);
+    free(h->tls_key);
     free(h->rate);
     free(h);
     mi->state = NULL;
@@ -797,6 +920,22 @@ static void hi_metrics(module_inst_t *mi, module_metrics_t *mm)
                           "requests refused by the auth chain");
     module_metrics_printf(mm, "antenna_http_ingest_auth_refused_total %llu\n",
                           (unsigned long long)atomic_load(&h->refused));
+    module_metrics_family(mm, "antenna_http_ingest_polls_total", "counter",
+                          "long polls of the device downlink");
+    module_metrics_printf(mm, "antenna_http_ingest_polls_total %llu\n",
+                          (unsigned long long)atomic_load(&h->polls));
+    module_metrics_family(mm, "antenna_http_ingest_streams_total", "counter",
+                          "event streams of the device downlink");
+    module_metrics_printf(mm, "antenna_http_ingest_streams_total %llu\n",
+                          (unsigned long long)atomic_load(&h->streams));
+    module_metrics_family(mm, "antenna_http_ingest_delivered_total", "counter",
+                          "messages handed to polls and streams");
+    module_metrics_printf(mm, "antenna_http_ingest_delivered_total %llu\n",
+                          (unsigned long long)atomic_load(&h->delivered));
+    module_metrics_family(mm, "antenna_http_ingest_takeovers_total", "counter",
+                          "polls and streams that took a session over from another");
+    module_metrics_printf(mm, "antenna_http_ingest_takeovers_total %llu\n",
+                          (unsigned long long)atomic_load(&h->takeovers));
 }
 
 const module_t httpin_module = {
