@@ -16,7 +16,8 @@
 #   NODE_PIDS   the nodes' process ids
 #   API_KEY     a key for the nodes' APIs
 # Ports are free ones picked at start.  The binary: ANTENNA_BIN, or
-# build/antenna.  Each node has two MQTT listeners: `mqtt` (direct, the port
+# build/antenna.  CLUSTER_EXTRA_YAML names a file of more top-level sections
+# (mqtt:, auth: ...) appended to every node's configuration.  Each node has two MQTT listeners: `mqtt` (direct, the port
 # in NODE_PORTS) and `lb` (PROXY protocol v2, only HAProxy connects there).
 set -eu
 
@@ -163,6 +164,10 @@ cluster:
   listen: 127.0.0.1:0
   secret_file: $DIR/secret
 EOF
+        # CLUSTER_EXTRA_YAML: a file of more top-level sections for every node
+        if [ -n "${CLUSTER_EXTRA_YAML:-}" ]; then
+            cat "$CLUSTER_EXTRA_YAML" >>"$d/antenna.yaml" || die "cannot read $CLUSTER_EXTRA_YAML"
+        fi
         "$BIN" --config "$d/antenna.yaml" >"$d/stderr.log" 2>&1 &
         echo $! >"$d/pid"
         NODE_PORTS="$NODE_PORTS${NODE_PORTS:+ }$1"
