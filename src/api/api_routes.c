@@ -943,10 +943,11 @@ static json_t *drain_json(server_t *srv)
 {
     reload_drain_status_t st;
     reload_drain_status(srv, &st);
-    return json_pack("{s:b,s:I,s:i,s:b,s:s,s:I,s:I}", "draining", st.draining, "started_ms",
+    return json_pack("{s:b,s:I,s:i,s:b,s:s,s:I,s:I,s:I}", "draining", st.draining, "started_ms",
                      (json_int_t)st.started_ms, "rate", (int)st.rate, "stay", st.stay,
                      "server_reference", st.server_reference, "disconnected",
-                     (json_int_t)st.disconnected, "clients_left", (json_int_t)st.clients_left);
+                     (json_int_t)st.disconnected, "clients_left", (json_int_t)st.clients_left,
+                     "sessions_to_hand_over", (json_int_t)st.sessions_to_hand_over);
 }
 
 /* POST {"rate": N, "server_reference": "host:port", "stay": bool}: start

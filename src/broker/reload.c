@@ -61,6 +61,8 @@ struct reload_s {
     _Atomic uint64_t disconnected;
     uint32_t rate, stay;
     uint64_t started_ms;
+    _Atomic int handover_gave_up; /* hook.wait_ms passed with sessions left (logged once) */
+    _Atomic uint64_t empty_ms;    /* wall ms the last client left (hook.pending's wait) */
     char ref[256];
     drain_worker_t *dw;
     reload_drain_hook_t hook;
@@ -835,12 +837,31 @@ static void drain_tick(tw_timer_t *t)
         quota--;
     }
     uint32_t left = atomic_load(&srv->total_conns);
+    /* no client left: the sessions their clients take on other nodes go
+     * first (a cluster), for hook.wait_ms at most */
+    uint64_t handing = 0;
+    if (left == 0 && rs->hook.pending) {
+        uint64_t none = 0, now = wall_ms();
+        atomic_compare_exchange_strong(&rs->empty_ms, &none, now); /* the first to see it */
+        handing = rs->hook.pending(srv, rs->hook.user);
+        if (handing && now >= atomic_load(&rs->empty_ms) + rs->hook.wait_ms &&
+            !atomic_exchange(&rs->handover_gave_up, 1))
+            log_warn("drain: %llu session(s) not handed over %u ms after the last client "
+                     "left: they stay in this node's store",
+                     (unsigned long long)handing, rs->hook.wait_ms);
+        if (atomic_load(&rs->handover_gave_up))
+            handing = 0;
+    }
     if (w->id == 0 && w->now >= dw->logged_at + 1000u) {
         dw->logged_at = w->now;
-        log_info("drain: %u client(s) left, %llu disconnected", left,
-                 (unsigned long long)atomic_load(&rs->disconnected));
+        if (handing)
+            log_info("drain: no client left, %llu session(s) to hand over",
+                     (unsigned long long)handing);
+        else
+            log_info("drain: %u client(s) left, %llu disconnected", left,
+                     (unsigned long long)atomic_load(&rs->disconnected));
     }
-    if (left == 0 && !atomic_exchange(&rs->stop_sent, 1)) {
+    if (left == 0 && handing == 0 && !atomic_exchange(&rs->stop_sent, 1)) {
         log_info("drain: finished after %llu ms, %llu client(s) disconnected: %s",
                  (unsigned long long)(wall_ms() - rs->started_ms),
                  (unsigned long long)atomic_load(&rs->disconnected),
@@ -848,7 +869,7 @@ static void drain_tick(tw_timer_t *t)
         if (!rs->stay)
             kill(getpid(), SIGTERM); /* the main thread's signalfd: the normal shutdown */
     }
-    if (left > 0 || w->conns) /* every worker ticks until the whole broker is empty */
+    if (left > 0 || w->conns || handing) /* every worker ticks until the broker is empty */
         tw_add(&w->tw, &dw->timer, w->now + DRAIN_TICK_MS);
 }
 
@@ -903,6 +924,8 @@ void reload_drain_status(server_t *srv, reload_drain_status_t *st)
     pthread_mutex_lock(&rs->lock);
     st->draining = 1;
     st->started_ms = rs->started_ms;
+    if (rs->hook.pending && atomic_load(&rs->draining))
+        st->sessions_to_hand_over = rs->hook.pending(srv, rs->hook.user);
     st->rate = rs->rate;
     st->stay = rs->stay;
     memcpy(st->server_reference, rs->ref, sizeof(st->server_reference));

@@ -91,8 +91,9 @@ typedef struct {
     uint32_t rate;       /* clients per second */
     uint32_t stay;       /* the broker keeps running when empty */
     char server_reference[256];
-    uint64_t disconnected; /* clients closed by the drain */
-    uint64_t clients_left; /* connections still open */
+    uint64_t disconnected;          /* clients closed by the drain */
+    uint64_t clients_left;          /* connections still open */
+    uint64_t sessions_to_hand_over; /* the cluster's pending(), 0 without one */
 } reload_drain_status_t;
 
 /* Start draining (any thread but a worker's).  0, or -1 with err set
@@ -105,10 +106,15 @@ int reload_draining(const server_t *srv);
 /* The cluster's hook: handover() runs on the client's worker for each
  * connected client before the drain closes it; return 1 when it took the
  * connection over (closed it itself), 0 to let the drain close it.
- * Set before reload_drain_start. */
+ * pending(): sessions still to be handed over (their clients reconnect on
+ * other nodes, which take them): once no client is left, the broker waits
+ * for it to be 0, or wait_ms, before it stops.  Set before
+ * reload_drain_start; any member may be NULL. */
 typedef struct {
     int (*handover)(worker_t *w, conn_t *c, void *user);
-    void (*started)(server_t *srv, void *user); /* on the thread that started it */
+    void (*started)(server_t *srv, void *user);     /* on the thread that started it */
+    uint64_t (*pending)(server_t *srv, void *user); /* any worker */
+    uint32_t wait_ms;
     void *user;
 } reload_drain_hook_t;
 void reload_drain_hook_set(server_t *srv, const reload_drain_hook_t *h);

@@ -39,9 +39,10 @@ typedef struct {
     char name[CL_NAME_MAX]; /* the cluster's name (etcd prefix) */
     char etcd[512];         /* endpoints, comma-separated; "" = static members only */
     uint32_t lease_ttl_ms;
-    char listen[CL_ADDR_MAX];    /* node links: host:port, port 0 = any */
-    char advertise[CL_ADDR_MAX]; /* "" = the bound listen address */
-    char secret[256];            /* the shared secret (or read from secret_file) */
+    uint32_t drain_handover_wait_ms; /* a drain waits this long for sessions to be taken */
+    char listen[CL_ADDR_MAX];        /* node links: host:port, port 0 = any */
+    char advertise[CL_ADDR_MAX];     /* "" = the bound listen address */
+    char secret[256];                /* the shared secret (or read from secret_file) */
     char secret_file[256];
     char static_members[CL_STATIC_MAX][CL_NAME_MAX + CL_ADDR_MAX]; /* "name@host:port" */
     uint32_t nstatic;

@@ -31,6 +31,7 @@
 #include <jansson.h>
 
 #include "cl_int.h"
+#include "reload.h"
 #include "log.h"
 #include "util.h"
 
@@ -43,6 +44,7 @@ static void cl_conf_defaults(void *conf)
     snprintf(c->name, sizeof(c->name), "%s", "antenna");
     snprintf(c->etcd, sizeof(c->etcd), "%s", "http://127.0.0.1:2379");
     c->lease_ttl_ms = 10000;
+    c->drain_handover_wait_ms = 60000;
     snprintf(c->listen, sizeof(c->listen), "%s", "127.0.0.1:0");
 }
 
@@ -96,6 +98,7 @@ static int cl_conf_load(conf_sec_t *s, void *conf)
         conf_sec_str(s, "name", c->name, sizeof(c->name), CONF_SEC_NONEMPTY) < 0 ||
         conf_sec_str(s, "etcd", c->etcd, sizeof(c->etcd), 0) < 0 ||
         conf_sec_ms(s, "lease_ttl", 2000, 3600000, &c->lease_ttl_ms) < 0 ||
+        conf_sec_ms(s, "drain_handover_wait", 0, 3600000, &c->drain_handover_wait_ms) < 0 ||
         conf_sec_str(s, "listen", c->listen, sizeof(c->listen), CONF_SEC_NONEMPTY) < 0 ||
         conf_sec_str(s, "advertise", c->advertise, sizeof(c->advertise), 0) < 0 ||
         conf_sec_str(s, "secret", c->secret, sizeof(c->secret), 0) < 0 ||
@@ -140,6 +143,7 @@ static void cl_conf_walk(const void *conf, conf_visit_fn fn, void *ud)
     fn(ud, CONF_V_STR, "name", c->name, 0);
     fn(ud, CONF_V_STR, "etcd", c->etcd, 0);
     fn(ud, CONF_V_UINT, "lease_ttl_ms", NULL, c->lease_ttl_ms);
+    fn(ud, CONF_V_UINT, "drain_handover_wait_ms", NULL, c->drain_handover_wait_ms);
     fn(ud, CONF_V_STR, "listen", c->listen, 0);
     fn(ud, CONF_V_STR, "advertise", c->advertise, 0);
     fn(ud, CONF_V_STR, "secret", c->secret[0] ? "(set)" : "", 0);
@@ -466,11 +470,25 @@ static int cl_init(module_inst_t *mi)
     return 0;
 }
 
+/* The drain's hook (reload.h): with the client-id registry, a session
+ * left here is taken by the node its client reconnects to (cl_owner.c):
+ * the drain waits for the persistent sessions to go before the node stops. */
+static uint64_t cl_drain_pending(server_t *srv, void *user)
+{
+    (void)user;
+    return atomic_load(&srv->persistent_sessions);
+}
+
 static int cl_start(module_inst_t *mi)
 {
     cl_t *cl = mi->state;
     if (cl == NULL)
         return 0;
+    if (cl->conf->etcd[0] != '\0' && mi->srv->reload != NULL)
+        reload_drain_hook_set(mi->srv,
+                              &(reload_drain_hook_t){.pending = cl_drain_pending,
+                                                     .wait_ms = cl->conf->drain_handover_wait_ms,
+                                                     .user = cl});
     for (uint32_t i = 0; i < cl->conf->nstatic; i++) {
         char m[CL_NAME_MAX + CL_ADDR_MAX];
         snprintf(m, sizeof(m), "%s", cl->conf->static_members[i]);

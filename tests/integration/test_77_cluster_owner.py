@@ -219,3 +219,41 @@ def test_lease_lost_then_back_closes_ids_claimed_meanwhile(cluster):
     assert keep.is_open()
     assert second.is_open()
     assert owner_of(cluster, "dev-l") == "node1"
+
+
+def test_drain_hands_the_session_over_then_stops(cluster):
+    """A drain on a node of a cluster with etcd: its MQTT 5 client is told
+    to move (0x9C with the server reference), reconnects on another node,
+    which takes the session with the message queued meanwhile; the drained
+    node stops only once the session is taken (cluster.drain_handover_wait),
+    not when its last client left."""
+    a, b = start(cluster, 2)
+    cid, topic = "drained-1", "dev/drained-1/cmd"
+    kw = {"clean_start": False, "props": [(mqttraw.SESSION_EXPIRY_INTERVAL, 300)]}
+    s1 = mqttraw.connect_v5(a.host, a.port, cid, **kw)
+    s1.subscribe(1, [(topic, mqttraw.sub_opts(1))])
+    wait_for(lambda: routes_seen(b, a) >= 1, 10, what="node1 knows node0's route")
+    a.client.json("POST", "/api/v1/drain", {"server_reference": "%s:%d" % (b.host, b.port)},
+                  status=202)
+    d = s1.expect_disconnect(0x9C, timeout=10)  # Use another server
+    assert d.props.get(mqttraw.SERVER_REFERENCE) == "%s:%d" % (b.host, b.port), d
+    # no client left on node0, its session still there: node0 waits
+    pub = mqttraw.RawClient(b.host, b.port)
+    assert pub.connect("pub-" + cid).rc == 0
+    pub.publish(topic, b"while-moving", qos=1, pid=1)
+    wait_for(lambda: queued_on(a, cid) >= 1, 10, what="queued on node0")
+    body = a.client.get("/api/v1/drain")
+    assert body["clients_left"] == 0 and body["sessions_to_hand_over"] >= 1, body
+    assert a.proc.poll() is None, "node0 stopped with a session not handed over"
+    # the client moves as told: node1 takes the session and its message
+    s2 = connect_retry(b, cid, **kw)
+    assert s2.connack.session_present == 1, s2.connack
+    p = s2.wait_for(lambda p: p.type == mqttraw.PUBLISH, 5, what="the queued message")
+    assert p.payload == b"while-moving"
+    s2.ack(p)
+    # and node0, empty now, stops by itself
+    wait_for(lambda: a.proc.poll() is not None, 15, what="node0 stopped after the hand-over")
+    assert a.proc.returncode == 0, a.log_text()[-2000:]
+    assert "drain: finished" in a.log_text()
+    s2.close()
+    pub.close()
