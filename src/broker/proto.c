@@ -23,7 +23,6 @@
 
 #include "auth_chain.h"
 #include "auth_method.h"
-#include "commands/commands.h"
 #include "ep_mqtt.h"
 #include "log.h"
 #include "mqtt_props.h"
@@ -720,7 +719,7 @@ static int resolve_alias(conn_t *c, mqtt_publish_t *pb)
 
 /* A client PUBLISH to $SYS or $SYS/... (mqtt.allow_sys_publish false):
  * forged broker figures or invented retained topics; or to a '$' topic the
- * '$' guard refused (router_dollar_guard: why).  Handled as an ACL
+ * module's topic guard refused (router_guard: why).  Handled as an ACL
  * denial: MQTT 5 PUBACK/PUBREC 0x87, MQTT 3.1.1 acknowledged and dropped,
  * QoS 0 dropped; one log line per worker per second at most. */
 static int refuse_sys_publish(conn_t *c, const mqtt_publish_t *pb, const char *why)
@@ -771,15 +770,13 @@ static int on_publish(conn_t *c, const mqtt_raw_t *pkt)
                                 "[MQTT5-3.2.2-14] retain not available");
     if (!cf->allow_sys_publish && router_is_sys_topic(pb.topic.p, pb.topic.len))
         return refuse_sys_publish(c, &pb, "$SYS topics are the broker's (mqtt.allow_sys_publish)");
-    if (unlikely(pb.topic.len && pb.topic.p[0] == '$') && w->srv->ndollar_guards &&
-        !router_dollar_allowed(w->srv, c->sess, pb.topic.p, pb.topic.len))
-        return refuse_sys_publish(c, &pb, "not this client's topic (a module's '$' topics)");
+    if (unlikely(w->srv->nguards != 0) && pb.topic.len &&
+        router_guard_first(w->srv, pb.topic.p[0]) &&
+        !router_guard_publish(w->srv, c->sess, c->x && c->x->auth ? c->x->auth->user : NULL,
+                              pb.topic.p, pb.topic.len))
+        return refuse_sys_publish(c, &pb, "not this client's topic (a module's topic guard)");
     if (!auth_chain_acl(w->srv->auth, c->x ? c->x->auth : NULL, AUTH_ACT_PUBLISH, pb.topic.p,
-                        pb.topic.len, 0) ||
-        (unlikely(w->srv->cmd_acl != NULL) &&
-         cmd_acl_refuses(w->srv->cmd_acl, c->sess->client_id, c->sess->client_id_len,
-                         c->x && c->x->auth ? c->x->auth->user : NULL, pb.topic.p, pb.topic.len,
-                         0))) {
+                        pb.topic.len, 0)) {
         /* MQTT 5: 0x87 in the acknowledgement; MQTT 3.1.1 has no negative
          * acknowledgement: acknowledged (QoS 1/2) and dropped */
         char name[160];
@@ -946,10 +943,9 @@ static uint8_t subscribe_one(conn_t *c, const mqtt_str_t *f, uint8_t opts, uint3
     uint32_t gen = auth_chain_gen(w->srv->auth);
     int verdict =
         auth_chain_acl(w->srv->auth, c->x ? c->x->auth : NULL, AUTH_ACT_SUBSCRIBE, real, rl, 1);
-    if (unlikely(w->srv->cmd_acl != NULL) && verdict != AUTH_ACL_DENY &&
-        cmd_acl_refuses(w->srv->cmd_acl, s->client_id, s->client_id_len,
-                        c->x && c->x->auth ? c->x->auth->user : NULL, real, rl, 1))
-        verdict = AUTH_ACL_DENY; /* the $cmd ACL: another device's commands */
+    if (unlikely(w->srv->nguards_sub != 0) && verdict != AUTH_ACL_DENY &&
+        !router_guard_subscribe(w->srv, s, c->x && c->x->auth ? c->x->auth->user : NULL, real, rl))
+        verdict = AUTH_ACL_DENY; /* a module's topics: another device's commands */
     if (verdict == AUTH_ACL_DENY) {
         char name[160];
         STAT_ADD(w->stats.acl_denied, 1);

@@ -588,47 +588,64 @@ void router_consumers_free(server_t *srv)
     }
 }
 
-struct router_dollar_s {
+struct router_guard_s {
     char *prefix; /* "$shadow/" */
     size_t len;
-    router_dollar_fn fn;
-    void *user;
+    router_guard_t g;
 };
 
-int router_dollar_guard(server_t *srv, const char *prefix, router_dollar_fn fn, void *user)
+int router_guard(server_t *srv, const char *prefix, const router_guard_t *g)
 {
     size_t n = strlen(prefix);
-    if (n < 2 || prefix[0] != '$' || (n >= 4 && memcmp(prefix, "$SYS", 4) == 0))
+    if (n == 0 || g->publish == NULL || strpbrk(prefix, "+#") != NULL ||
+        router_is_sys_topic((const uint8_t *)prefix, AN_MIN(n, 4)) ||
+        (n >= 4 && memcmp(prefix, "$SYS", 4) == 0))
         return -1;
-    for (uint32_t i = 0; i < srv->ndollar_guards; i++) {
-        const struct router_dollar_s *g = &srv->dollar_guards[i];
-        if (memcmp(g->prefix, prefix, AN_MIN(g->len, n)) == 0)
+    for (uint32_t i = 0; i < srv->nguards; i++) {
+        const struct router_guard_s *o = &srv->guards[i];
+        if (memcmp(o->prefix, prefix, AN_MIN(o->len, n)) == 0)
             return -1; /* one prefix covers the other */
     }
-    srv->dollar_guards =
-        an_realloc(srv->dollar_guards, (srv->ndollar_guards + 1) * sizeof(*srv->dollar_guards));
-    srv->dollar_guards[srv->ndollar_guards++] =
-        (struct router_dollar_s){an_strndup(prefix, n), n, fn, user};
+    srv->guards = an_realloc(srv->guards, (srv->nguards + 1) * sizeof(*srv->guards));
+    srv->guards[srv->nguards++] = (struct router_guard_s){an_strndup(prefix, n), n, *g};
+    srv->nguards_sub += g->subscribe != NULL;
+    uint8_t c = (uint8_t)prefix[0];
+    srv->guard_first[c >> 6] |= (uint64_t)1 << (c & 63);
     return 0;
 }
 
-int router_dollar_allowed(const server_t *srv, const sess_t *from, const uint8_t *topic, size_t len)
+int router_guard_publish(const server_t *srv, const sess_t *from, const char *user,
+                         const uint8_t *topic, size_t len)
 {
-    for (uint32_t i = 0; i < srv->ndollar_guards; i++) {
-        const struct router_dollar_s *g = &srv->dollar_guards[i];
-        if (len >= g->len && memcmp(topic, g->prefix, g->len) == 0)
-            return g->fn(from, topic, len, g->user);
+    if (len == 0 || !router_guard_first(srv, topic[0]))
+        return 1;
+    for (uint32_t i = 0; i < srv->nguards; i++) {
+        const struct router_guard_s *o = &srv->guards[i];
+        if (len >= o->len && memcmp(topic, o->prefix, o->len) == 0)
+            return o->g.publish(from, user, topic, len, o->g.ud);
     }
     return 1;
 }
 
-void router_dollar_free(server_t *srv)
+int router_guard_subscribe(const server_t *srv, const sess_t *from, const char *user,
+                           const uint8_t *filter, size_t len)
 {
-    for (uint32_t i = 0; i < srv->ndollar_guards; i++)
-        free(srv->dollar_guards[i].prefix);
-    free(srv->dollar_guards);
-    srv->dollar_guards = NULL;
-    srv->ndollar_guards = 0;
+    for (uint32_t i = 0; i < srv->nguards; i++) {
+        const struct router_guard_s *o = &srv->guards[i];
+        if (o->g.subscribe && !o->g.subscribe(from, user, filter, len, o->g.ud))
+            return 0;
+    }
+    return 1;
+}
+
+void router_guard_free(server_t *srv)
+{
+    for (uint32_t i = 0; i < srv->nguards; i++)
+        free(srv->guards[i].prefix);
+    free(srv->guards);
+    srv->guards = NULL;
+    srv->nguards = srv->nguards_sub = 0;
+    memset(srv->guard_first, 0, sizeof(srv->guard_first));
 }
 
 int router_receive_hook(server_t *srv, router_receive_fn fn, void *user)

@@ -119,22 +119,39 @@ void router_owner_register(server_t *srv, uint8_t kind, const route_owner_kind_t
 typedef msg_t *(*router_receive_fn)(worker_t *w, msg_t *m, const sess_t *from, void *user);
 /* Returns 0, or -1 when another module holds the hook already. */
 int router_receive_hook(server_t *srv, router_receive_fn fn, void *user);
-/* '$' guards: a module judges the PUBLISHes of clients to the topics that
- * start with its prefix (a '$' topic, not $SYS, which
- * mqtt.allow_sys_publish judges: "$shadow/"), on the publisher's worker
- * before the ACL: fn returns 1 allowed, 0 refused as an ACL denial (MQTT 5
- * PUBACK/PUBREC 0x87, 3.1.1 acknowledged and dropped).  The device shadow
- * keeps $shadow/{id}/... to the device `id` with one.  A topic that does
- * not start with '$' costs one test of its first byte; with no guard,
- * nothing.  Register before server_start (main thread); -1 for a prefix
- * that is not '$...', is $SYS, or covers or is covered by another
- * module's.  router_dollar_allowed: proto.c's check (1 when no guard's
- * prefix matches); router_dollar_free: server_free. */
-typedef int (*router_dollar_fn)(const sess_t *from, const uint8_t *topic, size_t len, void *user);
-int router_dollar_guard(server_t *srv, const char *prefix, router_dollar_fn fn, void *user);
-int router_dollar_allowed(const server_t *srv, const sess_t *from, const uint8_t *topic,
-                          size_t len);
-void router_dollar_free(server_t *srv);
+/* Topic guards: a module judges what clients do under its topic prefix:
+ * their PUBLISHes to topics under it, and (optional) every SUBSCRIBE filter
+ * (the guard itself tells whether a filter could reach its topics: "+"
+ * levels, "#").  The device shadow keeps $shadow/{id}/... to the device
+ * `id`; the commands module keeps $cmd/{id}/... to it (commands.acl).
+ * Each returns 1 allowed, 0 refused, handled as an ACL denial (PUBLISH:
+ * MQTT 5 PUBACK/PUBREC 0x87, 3.1.1 acknowledged and dropped; SUBSCRIBE:
+ * 0x87 / 0x80), after the broker's own checks and before the ACL.  `user`
+ * is the client's authenticated user name, or NULL.  Cost: with no guard,
+ * nothing; with guards, a PUBLISH whose topic's first byte starts no
+ * guard's prefix pays one bit test (router_guard_first), the others a
+ * prefix comparison per guard and the guard's call; every SUBSCRIBE filter
+ * one call per guard with a subscribe function.  Register before
+ * server_start (main thread): -1 for an empty prefix, $SYS, one with a
+ * wildcard, or one that covers or is covered by another guard's. */
+typedef struct {
+    int (*publish)(const sess_t *from, const char *user, const uint8_t *topic, size_t len,
+                   void *ud);
+    int (*subscribe)(const sess_t *from, const char *user, const uint8_t *filter, size_t len,
+                     void *ud);
+    void *ud;
+} router_guard_t;
+int router_guard(server_t *srv, const char *prefix, const router_guard_t *g);
+int router_guard_publish(const server_t *srv, const sess_t *from, const char *user,
+                         const uint8_t *topic, size_t len);
+int router_guard_subscribe(const server_t *srv, const sess_t *from, const char *user,
+                           const uint8_t *filter, size_t len);
+void router_guard_free(server_t *srv); /* server_free */
+/* proto.c's fast path: may a topic starting with byte c be guarded? */
+static inline int router_guard_first(const server_t *srv, uint8_t c)
+{
+    return (srv->guard_first[c >> 6] >> (c & 63)) & 1u;
+}
 /* Remote nodes (a cluster module): node idx subscribes to / leaves filter
  * (validated here), as the subscriber
  * {ROUTE_SID_NODE | idx, owner idx, kind ROUTE_OWNER_NODE, granted QoS 2,

@@ -311,7 +311,7 @@ void server_free(server_t *srv)
         srv->tls_ctx[i] = NULL;
     }
     router_consumers_free(srv); /* before the trie: they leave it */
-    router_dollar_free(srv);
+    router_guard_free(srv);
     shared_free_all(&srv->groups);
     trie_free(srv->trie);
     retain_free(srv->retain);

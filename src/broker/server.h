@@ -285,15 +285,13 @@ struct server_s {
     /* router_receive_hook (router.h): set before server_start */
     msg_t *(*receive_hook)(worker_t *w, msg_t *m, const sess_t *from, void *user);
     void *receive_user;
-    /* router_dollar_guard (router.h): set before server_start, read-only after */
-    struct router_dollar_s *dollar_guards; /* ndollar_guards of them */
-    uint32_t ndollar_guards;
+    /* router_guard (router.h): set before server_start, read-only after */
+    struct router_guard_s *guards; /* nguards of them */
+    uint32_t nguards, nguards_sub; /* nguards_sub: with a subscribe function */
+    uint64_t guard_first[4];       /* bit per first byte of a guard's prefix */
     /* proto_gate_register (proto.h): set before server_start; NULL: none */
     int (*connect_gate)(worker_t *w, proto_gate_t *g, void *user);
     void *connect_gate_user;
-    /* commands (src/commands/commands_acl.c): the $cmd ACL, checked at
-     * SUBSCRIBE and PUBLISH; set by the module's init; NULL: off */
-    const struct cmd_acl_s *cmd_acl;
     /* connections and sessions without malloc headers (slab.h): any thread */
     slab_t conn_slab;                    /* conn_t (conn.c) */
     slab_t sess_slab[SESS_SLAB_CLASSES]; /* sess_t with its client id, by size (sess.c) */

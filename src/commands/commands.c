@@ -987,8 +987,10 @@ static int cmd_init(module_inst_t *mi)
         goto fail;
     if (event_listen_msgs(&mi->srv->events, EVENT_MESSAGE_ACKED, MSG_F_COMMAND, on_acked, mi) < 0)
         goto fail;
-    if (cf->acl)
-        mi->srv->cmd_acl = cmd_acl_new(cf);
+    if (cf->acl && cmd_acl_register(mi->srv, cf) < 0) {
+        log_error("commands: the prefix %s: another module guards these topics", cf->prefix);
+        return -1;
+    }
     return 0;
 fail:
     log_error("commands: cannot subscribe to the replies under %s", cf->prefix);
@@ -1031,8 +1033,6 @@ static void cmd_free_mod(module_inst_t *mi)
     for (size_t i = 0; i < st->n; i++)
         cmd_free(st, st->v[i]);
     free(st->v);
-    free((void *)mi->srv->cmd_acl);
-    mi->srv->cmd_acl = NULL;
     pthread_mutex_destroy(&st->mu);
     pthread_cond_destroy(&st->cv);
     free(st);

@@ -4,29 +4,19 @@
  * topic PREFIX/{client id}/reply[/...].  Users named in
  * commands.acl_admins pass.
  *
- * What it owns: cmd_acl_s, made by the module's init (main thread, before
- * the workers run) when commands.enabled and commands.acl, and published
- * as server_t.cmd_acl; read-only after, by the workers (proto.c, at
- * SUBSCRIBE and at PUBLISH).  Off, proto.c tests one pointer; on, a
- * message costs one comparison with the prefix's first level.
+ * It is a topic guard (router.h, router_guard), registered by the
+ * module's init (main thread, before the workers run) when
+ * commands.enabled and commands.acl: the broker asks it about a client's
+ * PUBLISH under the prefix and about every SUBSCRIBE filter; it reads only
+ * the module's configuration.  Off, nothing is registered; on, a PUBLISH
+ * elsewhere costs the router's one-bit test of its first byte.
  */
 #include <string.h>
 
 #include "commands.h"
 #include "commands_int.h"
+#include "sess.h"
 
-struct cmd_acl_s {
-    const cmd_conf_t *cf;
-    size_t plen;
-};
-
-struct cmd_acl_s *cmd_acl_new(const cmd_conf_t *cf)
-{
-    struct cmd_acl_s *a = an_calloc(1, sizeof(*a));
-    a->cf = cf;
-    a->plen = strlen(cf->prefix);
-    return a;
-}
 
 static int is_admin(const cmd_conf_t *cf, const char *user)
 {
@@ -49,11 +39,11 @@ static int refuse(const cmd_conf_t *cf, const char *user)
     return !is_admin(cf, user);
 }
 
-int cmd_acl_refuses(const struct cmd_acl_s *a, const char *id, size_t idlen, const char *user,
+int cmd_acl_refuses(const cmd_conf_t *cf, const char *id, size_t idlen, const char *user,
                     const uint8_t *t, size_t tl, int subscribe)
 {
-    const char *p = a->cf->prefix;
-    size_t pl = a->plen, i = 0, j = 0;
+    const char *p = cf->prefix;
+    size_t pl = strlen(p), i = 0, j = 0;
     int dollar = p[0] == '$';
     /* a topic: a byte of the prefix decides most (the common case) */
     if (!subscribe && (tl < pl || t[0] != (uint8_t)p[0]))
@@ -64,7 +54,7 @@ int cmd_acl_refuses(const struct cmd_acl_s *a, const char *id, size_t idlen, con
             pe++;
         size_t te = level_end(t, tl, i), ll = te - i;
         if (subscribe && ll == 1 && t[i] == '#') /* everything below: others' too */
-            return i == 0 && dollar ? 0 : refuse(a->cf, user);
+            return i == 0 && dollar ? 0 : refuse(cf, user);
         if (!(subscribe && ll == 1 && t[i] == '+' && !(i == 0 && dollar)) &&
             (ll != pe - j || memcmp(t + i, p + j, ll) != 0))
             return 0; /* not under the prefix */
@@ -78,13 +68,31 @@ int cmd_acl_refuses(const struct cmd_acl_s *a, const char *id, size_t idlen, con
     /* the device level */
     size_t te = level_end(t, tl, i), ll = te - i;
     if (ll != idlen || memcmp(t + i, id, idlen) != 0)
-        return refuse(a->cf, user); /* another id, or '+' / '#' over them */
+        return refuse(cf, user); /* another id, or '+' / '#' over them */
     if (subscribe)
         return 0;
     /* its own: a reply only */
     i = te + 1;
     te = level_end(t, tl, i);
     if (te > tl || te - i != 5 || memcmp(t + i, "reply", 5) != 0)
-        return refuse(a->cf, user);
+        return refuse(cf, user);
     return 0;
+}
+
+static int guard_publish(const sess_t *from, const char *user, const uint8_t *topic, size_t len,
+                         void *ud)
+{
+    return from && !cmd_acl_refuses(ud, from->client_id, from->client_id_len, user, topic, len, 0);
+}
+
+static int guard_subscribe(const sess_t *from, const char *user, const uint8_t *filter, size_t len,
+                           void *ud)
+{
+    return from && !cmd_acl_refuses(ud, from->client_id, from->client_id_len, user, filter, len, 1);
+}
+
+int cmd_acl_register(server_t *srv, const cmd_conf_t *cf)
+{
+    router_guard_t g = {.publish = guard_publish, .subscribe = guard_subscribe, .ud = (void *)cf};
+    return router_guard(srv, cf->prefix, &g);
 }

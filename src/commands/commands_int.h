@@ -132,6 +132,14 @@ int cmd_group_may_send_locked(cmd_group_t *g, uint64_t now);
 int cmd_api_groups(module_inst_t *mi, const module_api_req_t *req, json_t **out);
 
 /* commands_acl.c: the $cmd ACL for cf (freed with free()). */
-struct cmd_acl_s *cmd_acl_new(const cmd_conf_t *cf);
+/* The $cmd ACL (commands_acl.c): does it refuse client `id` (user `user`,
+ * may be NULL) a SUBSCRIBE to filter t (subscribe: 1, without a $share/
+ * part) or a PUBLISH to topic t?  A client reads only its own
+ * PREFIX/{id}/..., and writes only its own PREFIX/{id}/reply[/...];
+ * commands.acl_admins users pass.  cmd_acl_register: as a topic guard
+ * (router.h); 0, or -1 when another module guards the prefix. */
+int cmd_acl_refuses(const cmd_conf_t *cf, const char *id, size_t idlen, const char *user,
+                    const uint8_t *t, size_t tl, int subscribe);
+int cmd_acl_register(server_t *srv, const cmd_conf_t *cf);
 
 #endif

@@ -21,7 +21,7 @@
  *   PREFIX/{id}/get                from the device: any payload
  *   PREFIX/{id}/get/accepted       the whole shadow (as the API's GET)
  * Clients publish only PREFIX/{own client id}/reported and .../get: the
- * '$' guard (router_dollar_guard, on the publisher's worker) refuses the
+ * topic guard (router_guard, on the publisher's worker) refuses the
  * rest under PREFIX as an ACL denial (another device's topics, a forged
  * delta or answer).  The consumer checks the message's origin again.
  *
@@ -349,10 +349,11 @@ static void on_message(worker_t *w, router_consumer_t *rc, msg_t *m, uint8_t qos
     }
 }
 
-/* The '$' guard (router.h): under PREFIX/, a client publishes only to
+/* The topic guard (router.h): under PREFIX/, a client publishes only to
  * PREFIX/{its client id}/reported and .../get. */
-static int guard(const sess_t *from, const uint8_t *topic, size_t len, void *user)
+static int guard(const sess_t *from, const char *who, const uint8_t *topic, size_t len, void *user)
 {
+    (void)who;
     const devices_state_t *st = user;
     size_t pl = strlen(st->conf->shadow_prefix); /* the router matched PREFIX/ */
     size_t cl = from ? from->client_id_len : 0;
@@ -517,7 +518,7 @@ int devices_shadow_init(devices_state_t *st)
     if (router_consumer_subscribe(sh->consumer, f, 1) < 0)
         goto fail;
     snprintf(f, sizeof(f), "%s/", st->conf->shadow_prefix);
-    if (router_dollar_guard(st->srv, f, guard, st) < 0) {
+    if (router_guard(st->srv, f, &(router_guard_t){.publish = guard, .ud = st}) < 0) {
         log_error("devices: devices.shadow.topic_prefix %s: another module guards these topics",
                   st->conf->shadow_prefix);
         return -1;
