@@ -68,6 +68,7 @@ enum {
     WM_SINKS,       /* sinks (src/sinks): ptr: a dead-letter message to publish */
     WM_HTTPIN,      /* http_ingest (src/gateways/http): ptr: httpin_job_t*: messages to route */
     WM_COMMANDS,    /* commands (src/commands): ptr: module_inst_t*, sid: a command to send */
+    WM_COAP,        /* coap (src/gateways/coap): ptr: msg_t* (flags 0) or a QoS 1 job to route */
     WM_KINDS = 32   /* size of the handler table */
 };
 
