@@ -263,7 +263,8 @@ def test_observe_refused_and_lifetime(cbroker):
 
 @pytest.mark.parametrize("bad, key", [("port: 70000", "coap.port"),
                                       ("bind: not-an-address", "coap.bind"),
-                                      ("observe_lifetime_s: 0", "coap.observe_lifetime_s")])
+                                      ("observe_lifetime_s: 0", "coap.observe_lifetime_s"),
+                                      ("psk_file: /nonexistent/psk", "coap.psk_file")])
 def test_bad_config_refused(tmp_path, bad, key):
     from conftest import require_antenna_bin
     cfg = tmp_path / "a.yaml"
@@ -272,3 +273,48 @@ def test_bad_config_refused(tmp_path, bad, key):
                        text=True, timeout=20)
     assert p.returncode != 0
     assert "a.yaml:5" in p.stderr + p.stdout and key in p.stderr + p.stdout, p.stderr + p.stdout
+
+
+def dtls_port(b, deadline=30.0):
+    end = time.monotonic() + deadline
+    while time.monotonic() < end:
+        m = re.search(r"coap: listening on dtls [0-9.]+:(\d+)", b.log_path.read_text())
+        if m:
+            return int(m.group(1))
+        time.sleep(0.1)
+    raise AssertionError("the coap gateway did not log its DTLS port")
+
+
+def test_dtls_psk(cbroker, tmp_path):
+    psk = tmp_path / "coap.psk"
+    psk.write_text("# identity:key\ndev1:secret-one\ndev2:hex:00112233445566778899\n")
+    b = cbroker("  psk_file: %s\n  dtls_port: 0\n" % psk)
+    port = dtls_port(b)
+    c, got = subscriber(b, "devices/#")
+
+    def put(path, ident, key, payload):
+        args = [CLIENT, "-m", "put", "-B", "20", "-u", ident, "-k", key, "-e", payload,
+                "coaps://127.0.0.1:%d%s" % (port, path)]
+        r = subprocess.run(args, capture_output=True, timeout=60)
+        return r.returncode, (r.stdout + r.stderr).decode(errors="replace")
+
+    try:
+        # the identity is the user and, without ?c=, the client id: no query credentials
+        rc, out = put("/ps/devices/dev1/secure", "dev1", "secret-one", "over-dtls")
+        assert rc == 0 and "4." not in out, out
+        assert got.get(timeout=30)[:2] == ("devices/dev1/secure", b"over-dtls")
+        rc, out = put("/ps/devices/dev2/secure", "dev1", "secret-one", "not-mine")
+        assert "4.03" in out, out
+        refused = metric(b, "antenna_coap_auth_refused_total")
+        # a wrong key or an unknown identity: the handshake fails, nothing is published
+        # (coap-client only logs "cannot send CoAP pdu")
+        rc, out = put("/ps/devices/dev1/secure", "dev1", "wrong-key", "bad")
+        assert "2.04" not in out, out
+        rc, out = put("/ps/devices/dev1/secure", "nobody", "x", "bad")
+        assert "2.04" not in out, out
+        assert metric(b, "antenna_coap_auth_refused_total") >= refused + 1
+        assert metric(b, "antenna_coap_published_total") == 1
+        assert got.empty()
+    finally:
+        c.loop_stop()
+        c.disconnect()

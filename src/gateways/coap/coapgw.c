@@ -59,6 +59,7 @@
 #include <time.h>
 
 #include "auth_chain.h"
+#include "coapgw_psk.h"
 #include "ev.h"
 #include "inbox.h"
 #include "log.h"
@@ -103,6 +104,8 @@ typedef struct {
     const coapgw_conf_t *c;
     coap_context_t *ctx;
     coap_resource_t *res;
+    coapgw_psk_t *psk;        /* DTLS keys, or NULL: no DTLS listener */
+    coap_bin_const_t psk_out; /* the key handed to libcoap (it copies it) */
     router_consumer_t *consumer;
     inbox_t inbox; /* workers -> the gateway thread */
     int inbox_ok;
@@ -404,11 +407,27 @@ static void peer_text(coap_session_t *s, char *out, size_t size)
 
 /* The client behind a request, authenticated: an auth_client_t, or NULL
  * (refused: counted). */
-static auth_client_t *login(coapgw_t *g, coap_session_t *s, const coapgw_req_t *q,
-                            char *client_id, size_t idsize)
+static auth_client_t *login(coapgw_t *g, coap_session_t *s, const coapgw_req_t *q, char *client_id,
+                            size_t idsize)
 {
     char peer[80];
     peer_text(s, peer, sizeof(peer));
+    auth_chain_t *ch = atomic_load(&g->srv->auth);
+    if (coap_session_get_proto(s) == COAP_PROTO_DTLS) {
+        /* the handshake proved the identity's key: it is the user */
+        const coap_bin_const_t *id = coap_session_get_psk_identity(s);
+        if (id == NULL || id->length == 0) {
+            atomic_fetch_add(&g->refused, 1);
+            return NULL;
+        }
+        auth_client_t *ac = an_calloc(1, sizeof(*ac));
+        ac->user = an_strndup((const char *)id->s, id->length);
+        snprintf(client_id, idsize, "%s", q->has_c ? q->c : ac->user);
+        ac->client_id = an_strndup(client_id, strlen(client_id));
+        ac->authed = 1;
+        ac->gen = auth_chain_gen(ch);
+        return ac;
+    }
     const char *user = q->has_u ? q->u : q->has_token && q->has_c ? q->c : NULL;
     const char *pass = q->has_token ? q->token : q->has_p ? q->p : NULL;
     if (q->has_c)
@@ -417,7 +436,6 @@ static auth_client_t *login(coapgw_t *g, coap_session_t *s, const coapgw_req_t *
         snprintf(client_id, idsize, "%s", user);
     else
         snprintf(client_id, idsize, "coap-%s", peer);
-    auth_chain_t *ch = atomic_load(&g->srv->auth);
     auth_request_t r = {.action = AUTH_ACT_CONNECT,
                         .client_id = client_id,
                         .username = user,
@@ -439,8 +457,8 @@ static auth_client_t *login(coapgw_t *g, coap_session_t *s, const coapgw_req_t *
     return ac;
 }
 
-static void do_publish(coapgw_t *g, coap_session_t *s, const coap_pdu_t *req,
-                       const coapgw_req_t *q, coap_pdu_t *resp)
+static void do_publish(coapgw_t *g, coap_session_t *s, const coap_pdu_t *req, const coapgw_req_t *q,
+                       coap_pdu_t *resp)
 {
     auth_client_t *ac = NULL;
     if (q->tlen == 0 || !mqtt_topic_name_valid((const uint8_t *)q->topic, q->tlen)) {
@@ -558,8 +576,8 @@ static void add_observe(coap_pdu_t *pdu, uint32_t seq)
     coap_add_option(pdu, COAP_OPTION_OBSERVE, coap_encode_var_safe(buf, sizeof(buf), seq), buf);
 }
 
-static void do_observe(coapgw_t *g, coap_session_t *s, const coap_pdu_t *req,
-                       const coapgw_req_t *q, coap_pdu_t *resp)
+static void do_observe(coapgw_t *g, coap_session_t *s, const coap_pdu_t *req, const coapgw_req_t *q,
+                       coap_pdu_t *resp)
 {
     auth_client_t *ac = NULL;
     coap_opt_iterator_t it;
@@ -718,9 +736,9 @@ static void sweep(coapgw_t *g)
             pp = &o->next;
             continue;
         }
-        coap_pdu_t *pdu = coap_pdu_init(COAP_MESSAGE_NON, COAP_RESPONSE_CODE(503),
-                                        coap_new_message_id(o->session),
-                                        coap_session_max_pdu_size(o->session));
+        coap_pdu_t *pdu =
+            coap_pdu_init(COAP_MESSAGE_NON, COAP_RESPONSE_CODE(503),
+                          coap_new_message_id(o->session), coap_session_max_pdu_size(o->session));
         if (pdu) {
             coap_add_token(pdu, o->token_len, o->token);
             coap_send(o->session, pdu);
@@ -728,6 +746,24 @@ static void sweep(coapgw_t *g)
         atomic_fetch_add(&g->expired, 1);
         obs_remove(g, pp);
     }
+}
+
+/* A DTLS-PSK handshake: the identity's key from coap.psk_file, or NULL (the
+ * handshake fails). */
+static const coap_bin_const_t *on_psk_identity(coap_bin_const_t *identity, coap_session_t *s,
+                                               void *arg)
+{
+    (void)s;
+    coapgw_t *g = arg;
+    size_t klen = 0;
+    const uint8_t *key = coapgw_psk_find(g->psk, identity->s, identity->length, &klen);
+    if (key == NULL) {
+        atomic_fetch_add(&g->refused, 1);
+        return NULL;
+    }
+    g->psk_out.s = key;
+    g->psk_out.length = klen;
+    return &g->psk_out;
 }
 
 /* ---- the gateway thread --------------------------------------------------------- */
@@ -831,6 +867,8 @@ static void gw_defaults(void *conf)
     c->max_observers = 10000;
     c->observe_lifetime_s = 300;
     c->timeout_ms = 5000;
+    c->psk_file[0] = 0;
+    c->dtls_port = 5684;
 }
 
 static int gw_load(conf_sec_t *s, void *conf)
@@ -843,8 +881,17 @@ static int gw_load(conf_sec_t *s, void *conf)
         conf_sec_u32(s, "max_body", 16, 16u * 1024 * 1024, &c->max_body) < 0 ||
         conf_sec_u32(s, "max_observers", 1, 10000000, &c->max_observers) < 0 ||
         conf_sec_u32(s, "observe_lifetime_s", 1, 86400 * 7, &c->observe_lifetime_s) < 0 ||
-        conf_sec_ms(s, "timeout", 10, 600000, &c->timeout_ms) < 0)
+        conf_sec_ms(s, "timeout", 10, 600000, &c->timeout_ms) < 0 ||
+        conf_sec_str(s, "psk_file", c->psk_file, sizeof(c->psk_file), 0) < 0 ||
+        conf_sec_u32(s, "dtls_port", 0, 65535, &c->dtls_port) < 0)
         return -1;
+    if (c->psk_file[0]) {
+        char err[300];
+        coapgw_psk_t *t = coapgw_psk_load(c->psk_file, err, sizeof(err));
+        if (t == NULL)
+            return conf_sec_fail(s, "psk_file", "%s", err);
+        coapgw_psk_free(t);
+    }
     struct in_addr a;
     if (inet_pton(AF_INET, c->bind, &a) != 1)
         return conf_sec_fail(s, "bind", "\"%.60s\": an IPv4 address", c->bind);
@@ -862,6 +909,8 @@ static void gw_walk(const void *conf, conf_visit_fn fn, void *ud)
     fn(ud, CONF_V_UINT, "observe_lifetime_s", NULL, c->observe_lifetime_s);
     fn(ud, CONF_V_BOOL, "confirmable", NULL, c->confirmable);
     fn(ud, CONF_V_UINT, "timeout", NULL, c->timeout_ms);
+    fn(ud, CONF_V_STR, "psk_file", c->psk_file, 0);
+    fn(ud, CONF_V_UINT, "dtls_port", NULL, c->dtls_port);
 }
 
 static int gw_init(module_inst_t *mi)
@@ -935,6 +984,36 @@ static int gw_start(module_inst_t *mi)
         log_error("coap: cannot listen on udp %s:%u", g->c->bind, g->c->port);
         return -1;
     }
+    const char *bound = coap_endpoint_str(ep); /* "127.0.0.1:5683 UDP" */
+    log_info("coap: listening on udp %.*s", (int)strcspn(bound, " "), bound);
+    if (g->c->psk_file[0]) {
+        char err[300];
+        if (!coap_dtls_is_supported()) {
+            log_error("coap: coap.psk_file is set but libcoap has no DTLS");
+            return -1;
+        }
+        g->psk = coapgw_psk_load(g->c->psk_file, err, sizeof(err));
+        if (g->psk == NULL) {
+            log_error("coap: psk_file: %s", err);
+            return -1;
+        }
+        coap_dtls_spsk_t ps = {.version = COAP_DTLS_SPSK_SETUP_VERSION,
+                               .validate_id_call_back = on_psk_identity,
+                               .id_call_back_arg = g};
+        if (!coap_context_set_psk2(g->ctx, &ps)) {
+            log_error("coap: cannot set up DTLS-PSK");
+            return -1;
+        }
+        addr.addr.sin.sin_port = htons((uint16_t)g->c->dtls_port);
+        coap_endpoint_t *dep = coap_new_endpoint(g->ctx, &addr, COAP_PROTO_DTLS);
+        if (dep == NULL) {
+            log_error("coap: cannot listen on dtls %s:%u", g->c->bind, g->c->dtls_port);
+            return -1;
+        }
+        bound = coap_endpoint_str(dep);
+        log_info("coap: listening on dtls %.*s (%zu identities)", (int)strcspn(bound, " "), bound,
+                 coapgw_psk_count(g->psk));
+    }
     g->res = coap_resource_unknown_init2(on_request, 0);
     coap_register_request_handler(g->res, COAP_REQUEST_POST, on_request);
     coap_register_request_handler(g->res, COAP_REQUEST_GET, on_request);
@@ -962,8 +1041,6 @@ static int gw_start(module_inst_t *mi)
         return -1;
     }
     g->thread_started = 1;
-    const char *bound = coap_endpoint_str(ep); /* "127.0.0.1:5683 UDP" */
-    log_info("coap: listening on udp %.*s", (int)strcspn(bound, " "), bound);
     return 0;
 }
 
@@ -1010,6 +1087,7 @@ static void gw_free(module_inst_t *mi)
         coap_free_context(g->ctx); /* frees the resource and the endpoint */
         coap_cleanup();
     }
+    coapgw_psk_free(g->psk);
     free(g);
     mi->state = NULL;
 }
@@ -1035,8 +1113,7 @@ static void gw_metrics(module_inst_t *mi, module_metrics_t *mm)
          "notifications not sent (too large for one datagram, or libcoap refused)",
          offsetof(coapgw_t, dropped)},
         {"antenna_coap_observations_expired_total", "counter",
-         "observations dropped after coap.observe_lifetime_s",
-         offsetof(coapgw_t, expired)},
+         "observations dropped after coap.observe_lifetime_s", offsetof(coapgw_t, expired)},
     };
     for (size_t i = 0; i < sizeof(ctr) / sizeof(ctr[0]); i++) {
         module_metrics_family(mm, ctr[i].name, ctr[i].type, ctr[i].help);

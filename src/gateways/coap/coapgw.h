@@ -15,12 +15,14 @@ typedef struct coapgw_conf_s {
     uint8_t enabled;
     uint8_t confirmable; /* notifications as CON (else NON) */
     char bind[64];
-    uint32_t port;          /* UDP; 0: any free port (logged) */
-    uint32_t max_body;      /* bytes of one request's payload (4.13 above) */
-    uint32_t max_observers; /* observations held at once (5.03 above) */
+    uint32_t port;               /* UDP; 0: any free port (logged) */
+    uint32_t max_body;           /* bytes of one request's payload (4.13 above) */
+    uint32_t max_observers;      /* observations held at once (5.03 above) */
     uint32_t observe_lifetime_s; /* an observation not refreshed is dropped */
     uint32_t timeout_ms;         /* wait for the auth chain, and for the
                                   * worker routing a QoS 1 message */
+    char psk_file[256];          /* DTLS-PSK keys (coapgw_psk.h); "": no DTLS */
+    uint32_t dtls_port;          /* the DTLS listener's UDP port; 0: any */
 } coapgw_conf_t;
 
 extern const module_t coapgw_module;
