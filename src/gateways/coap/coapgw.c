@@ -34,8 +34,11 @@
  * The gateway thread matches each message against the observations
  * (topic_matches, and the ACL per message when the filter was only partly
  * granted) and sends each match a notification (NON, or CON with
- * `confirmable`) with the observation's token and the next Observe number.
- * Nothing else is allocated per message than libcoap's PDU.  Matching walks
+ * `confirmable`) with the observation's token and the next Observe number;
+ * a payload larger than one datagram goes block-wise (libcoap's
+ * coap_add_data_large_response on a copy of the registration request,
+ * keeping a message reference until the transfer ends).  Nothing else is
+ * allocated per message than libcoap's PDU.  Matching walks
  * every observation: fine for thousands, an index is future work.
  *
  * An observation ends with a GET Observe=1 on the same token, a RST or a
@@ -86,6 +89,8 @@ typedef struct coapgw_obs_s {
     char *filter;
     size_t flen;
     auth_client_t *ac;
+    coap_pdu_t *req;      /* a copy of the registration: block-wise notifications */
+    coap_string_t *query; /* its query (libcoap matches the Block2 follow-ups by it) */
 } coapgw_obs_t;
 
 typedef struct {
@@ -564,6 +569,8 @@ static void obs_remove(coapgw_t *g, coapgw_obs_t **pp)
     *pp = o->next;
     filter_unref(g, o->filter);
     auth_client_free(o->ac);
+    coap_delete_pdu(o->req);
+    coap_delete_string(o->query);
     coap_session_release(o->session);
     free(o->filter);
     free(o);
@@ -641,6 +648,8 @@ static void do_observe(coapgw_t *g, coap_session_t *s, const coap_pdu_t *req, co
     o->flen = q->tlen;
     o->ac = ac;
     ac = NULL;
+    o->req = coap_pdu_duplicate(req, s, tok.length, tok.s, NULL);
+    o->query = coap_get_query(req);
     o->next = g->obs;
     g->obs = o;
     atomic_fetch_add(&g->observers, 1);
@@ -684,6 +693,14 @@ static void on_nack(coap_session_t *s, const coap_pdu_t *sent, const coap_nack_r
         obs_remove(g, pp);
 }
 
+/* libcoap is done with a block-wise notification's body. */
+static void release_msg(coap_session_t *s, void *app_ptr)
+{
+    (void)s;
+    msg_t *m = app_ptr;
+    msg_unref(&m);
+}
+
 static void notify(coapgw_t *g, msg_t *m)
 {
     const uint8_t *topic = m->data;
@@ -699,10 +716,6 @@ static void notify(coapgw_t *g, msg_t *m)
                 continue;
         }
         size_t max = coap_session_max_pdu_size(o->session);
-        if ((size_t)m->payload_len + 24 > max) {
-            atomic_fetch_add(&g->dropped, 1); /* block-wise notifications: not built */
-            continue;
-        }
         coap_pdu_t *pdu =
             coap_pdu_init(g->c->confirmable ? COAP_MESSAGE_CON : COAP_MESSAGE_NON,
                           COAP_RESPONSE_CODE_CONTENT, coap_new_message_id(o->session), max);
@@ -713,7 +726,18 @@ static void notify(coapgw_t *g, msg_t *m)
         coap_add_token(pdu, o->token_len, o->token);
         o->seq = (o->seq + 1) & 0xFFFFFF;
         add_observe(pdu, o->seq);
-        coap_add_data(pdu, m->payload_len, payload);
+        if ((size_t)m->payload_len + 32 <= max) {
+            coap_add_data(pdu, m->payload_len, payload);
+        } else if (o->req == NULL || !coap_add_data_large_response(
+                                         g->res, o->session, o->req, pdu, o->query,
+                                         COAP_MEDIATYPE_APPLICATION_OCTET_STREAM, -1, 0,
+                                         m->payload_len, payload, release_msg, msg_ref(m))) {
+            /* Block2: libcoap keeps the message (a reference) for the client's
+             * follow-up requests of the other blocks */
+            coap_delete_pdu(pdu);
+            atomic_fetch_add(&g->dropped, 1);
+            continue;
+        }
         if (coap_send(o->session, pdu) == COAP_INVALID_MID)
             atomic_fetch_add(&g->dropped, 1);
         else
@@ -1109,8 +1133,7 @@ static void gw_metrics(module_inst_t *mi, module_metrics_t *mm)
          offsetof(coapgw_t, notified)},
         {"antenna_coap_auth_refused_total", "counter", "CoAP requests refused by the auth chain",
          offsetof(coapgw_t, refused)},
-        {"antenna_coap_dropped_total", "counter",
-         "notifications not sent (too large for one datagram, or libcoap refused)",
+        {"antenna_coap_dropped_total", "counter", "notifications not sent (libcoap refused them)",
          offsetof(coapgw_t, dropped)},
         {"antenna_coap_observations_expired_total", "counter",
          "observations dropped after coap.observe_lifetime_s", offsetof(coapgw_t, expired)},

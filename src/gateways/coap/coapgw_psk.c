@@ -134,8 +134,7 @@ fail:
     return NULL;
 }
 
-const uint8_t *coapgw_psk_find(const coapgw_psk_t *t, const uint8_t *id, size_t len,
-                               size_t *klen)
+const uint8_t *coapgw_psk_find(const coapgw_psk_t *t, const uint8_t *id, size_t len, size_t *klen)
 {
     size_t lo = 0, hi = t->n;
     while (lo < hi) {

@@ -20,8 +20,7 @@ typedef struct coapgw_psk_s coapgw_psk_t;
 coapgw_psk_t *coapgw_psk_load(const char *path, char *err, size_t errlen);
 /* The key of identity (len bytes), or NULL; *klen its length.  The key
  * stays valid until coapgw_psk_free. */
-const uint8_t *coapgw_psk_find(const coapgw_psk_t *t, const uint8_t *id, size_t len,
-                               size_t *klen);
+const uint8_t *coapgw_psk_find(const coapgw_psk_t *t, const uint8_t *id, size_t len, size_t *klen);
 size_t coapgw_psk_count(const coapgw_psk_t *t);
 void coapgw_psk_free(coapgw_psk_t *t);
 
