@@ -24,7 +24,8 @@
  * checked on the gateway thread, then the message goes to one worker (by a
  * hash of the client id, so a device's messages keep their order) as a
  * WM_COAP inbox item and is routed there with router_publish, as an MQTT
- * PUBLISH.  QoS 0 is answered at once; QoS 1 waits (at most timeout) for
+ * PUBLISH.  QoS 0 is answered at once and posted at the end of the
+ * gateway's turn (one post per worker and turn); QoS 1 waits (at most timeout) for
  * the worker to have routed it, so its 2.04 means what a PUBACK means.
  *
  * Observing (GET + Observe=0 on /ps/{filter}): the consumer's callback runs
@@ -112,7 +113,8 @@ typedef struct {
     coapgw_psk_t *psk;        /* DTLS keys, or NULL: no DTLS listener */
     coap_bin_const_t psk_out; /* the key handed to libcoap (it copies it) */
     router_consumer_t *consumer;
-    inbox_t inbox; /* workers -> the gateway thread */
+    inbox_t inbox;        /* workers -> the gateway thread */
+    inbox_vec_t *pending; /* per worker: QoS 0 publishes of this turn */
     int inbox_ok;
     ev_loop_t loop;
     ev_watcher_t coap_ev, inbox_ev;
@@ -200,30 +202,40 @@ static void pub_drop(inbox_item_t *it)
     }
 }
 
+/* The QoS 0 messages gathered for each worker during a turn of the gateway
+ * thread go out at its end: one inbox post (lock, wake-up) per worker and
+ * turn, not per message. */
+static void flush_pending(coapgw_t *g)
+{
+    for (uint32_t i = 0; i < g->srv->nworkers; i++)
+        if (g->pending[i].len)
+            inbox_post(&g->srv->workers[i].inbox, &g->pending[i]);
+}
+
 /* 0 routed (or QoS 0 handed on), -1 not in time, -2 refused by a quota. */
 static int publish(coapgw_t *g, msg_t *m, const char *client_id)
 {
     uint64_t hash = 1469598103934665603ull;
     for (const char *p = client_id; *p; p++)
         hash = (hash ^ (uint8_t)*p) * 1099511628211ull;
-    inbox_t *to = &g->srv->workers[hash % g->srv->nworkers].inbox;
-    inbox_vec_t v = {0};
+    uint32_t to = (uint32_t)(hash % g->srv->nworkers);
     inbox_item_t it = {.kind = WM_COAP, .ptr = m};
-    coapgw_job_t *j = NULL;
-    if (m->qos > 0) {
-        j = an_calloc(1, sizeof(*j));
-        pthread_mutex_init(&j->mu, NULL);
-        mono_cond_init(&j->cv);
-        j->refs = 2;
-        j->m = m;
-        it.ptr = j;
-        it.flags = 1;
-    }
-    inbox_vec_push(&v, &it);
-    inbox_post(to, &v);
-    inbox_vec_free(&v);
-    if (j == NULL)
+    if (m->qos == 0) {
+        inbox_vec_push(&g->pending[to], &it);
         return 0;
+    }
+    coapgw_job_t *j = an_calloc(1, sizeof(*j));
+    pthread_mutex_init(&j->mu, NULL);
+    mono_cond_init(&j->cv);
+    j->refs = 2;
+    j->m = m;
+    it.ptr = j;
+    it.flags = 1;
+    flush_pending(g); /* the QoS 0 messages before it stay before it */
+    inbox_vec_t v = {0};
+    inbox_vec_push(&v, &it);
+    inbox_post(&g->srv->workers[to].inbox, &v);
+    inbox_vec_free(&v);
     struct timespec dl;
     deadline_in(&dl, g->c->timeout_ms);
     pthread_mutex_lock(&j->mu);
@@ -797,7 +809,16 @@ static void on_coap_fd(ev_loop_t *loop, ev_watcher_t *w, uint32_t events)
     (void)loop;
     (void)events;
     coapgw_t *g = container_of(w, coapgw_t, coap_ev);
-    coap_io_process(g->ctx, COAP_IO_NO_WAIT);
+    /* libcoap reads one datagram per call: take up to 64 while requests keep
+     * coming (a call that handled none ends it) before handing the turn's
+     * publishes on */
+    for (int i = 0; i < 64; i++) {
+        uint64_t before = atomic_load_explicit(&g->requests, memory_order_relaxed);
+        coap_io_process(g->ctx, COAP_IO_NO_WAIT);
+        if (atomic_load_explicit(&g->requests, memory_order_relaxed) == before)
+            break;
+    }
+    flush_pending(g);
 }
 
 static void on_inbox(ev_loop_t *loop, ev_watcher_t *w, uint32_t events)
@@ -828,6 +849,7 @@ static void *gw_thread(void *arg)
             break;
         }
         coap_io_process(g->ctx, COAP_IO_NO_WAIT); /* what the sends armed */
+        flush_pending(g);
         sweep(g);
     }
     return NULL;
@@ -953,6 +975,7 @@ static int gw_init(module_inst_t *mi)
         return -1;
     }
     g->inbox_ok = 1;
+    g->pending = an_calloc(mi->srv->nworkers, sizeof(*g->pending));
     g->consumer = router_consumer_new(mi->srv, "coap", &consumer_ops, g);
     static const worker_inbox_kind_t kind = {.run = pub_run, .drop = pub_drop};
     worker_inbox_register(mi->srv, WM_COAP, &kind);
@@ -1094,6 +1117,14 @@ static void gw_free(module_inst_t *mi)
     for (uint32_t i = 0; i < g->nfilters; i++)
         free(g->filters[i].filter);
     free(g->filters);
+    for (uint32_t i = 0; g->pending && i < g->srv->nworkers; i++) {
+        for (size_t k = 0; k < g->pending[i].len; k++) {
+            msg_t *m = g->pending[i].items[k].ptr;
+            msg_unref(&m);
+        }
+        inbox_vec_free(&g->pending[i]);
+    }
+    free(g->pending);
     if (g->inbox_ok) {
         inbox_vec_t v = {0};
         inbox_take(&g->inbox, &v);
