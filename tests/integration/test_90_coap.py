@@ -219,12 +219,18 @@ def publish_until(b, c, topic, payload, obs, deadline=30.0):
 
 
 def test_observe_receives_mqtt_and_cancel(cbroker):
-    b = cbroker()
-    obs = Observer(b, "/ps/devices/dev1/%23?c=dev1&token=tok1", 8)
+    # one idle libcoap session at most: the other clients' sessions recycle
+    # each other, the observer's is held
+    b = cbroker("  max_idle_sessions: 1\n")
+    obs = Observer(b, "/ps/devices/dev1/%23?c=dev1&token=tok1", 12)
     pub = publisher(b)
     try:
         wait_metric(b, "antenna_coap_observers", 1)
         publish_until(b, pub, "devices/dev1/x", "from-mqtt-1", obs)
+        for i in range(3):  # each coap-client from a port of its own
+            rc, out = coap(b, "put", "/ps/devices/dev1/c?c=dev1&token=tok1", "via-coap-%d" % i)
+            assert rc == 0 and "4." not in out, out
+        obs.wait_for("via-coap-2")
         publish_until(b, pub, "devices/dev1/y/z", "from-mqtt-2", obs)
         pub.publish("devices/dev2/other", "not-mine", qos=1).wait_for_publish(timeout=30)
         # the client's -s time ends: it cancels the observation (GET Observe=1)

@@ -911,6 +911,7 @@ static void gw_defaults(void *conf)
     c->port = 5683;
     c->max_body = 64 * 1024;
     c->max_observers = 10000;
+    c->max_idle_sessions = 10000;
     c->observe_lifetime_s = 300;
     c->timeout_ms = 5000;
     c->psk_file[0] = 0;
@@ -926,6 +927,7 @@ static int gw_load(conf_sec_t *s, void *conf)
         conf_sec_u32(s, "port", 0, 65535, &c->port) < 0 ||
         conf_sec_u32(s, "max_body", 16, 16u * 1024 * 1024, &c->max_body) < 0 ||
         conf_sec_u32(s, "max_observers", 1, 10000000, &c->max_observers) < 0 ||
+        conf_sec_u32(s, "max_idle_sessions", 1, 10000000, &c->max_idle_sessions) < 0 ||
         conf_sec_u32(s, "observe_lifetime_s", 1, 86400 * 7, &c->observe_lifetime_s) < 0 ||
         conf_sec_ms(s, "timeout", 10, 600000, &c->timeout_ms) < 0 ||
         conf_sec_str(s, "psk_file", c->psk_file, sizeof(c->psk_file), 0) < 0 ||
@@ -952,6 +954,7 @@ static void gw_walk(const void *conf, conf_visit_fn fn, void *ud)
     fn(ud, CONF_V_UINT, "port", NULL, c->port);
     fn(ud, CONF_V_UINT, "max_body", NULL, c->max_body);
     fn(ud, CONF_V_UINT, "max_observers", NULL, c->max_observers);
+    fn(ud, CONF_V_UINT, "max_idle_sessions", NULL, c->max_idle_sessions);
     fn(ud, CONF_V_UINT, "observe_lifetime_s", NULL, c->observe_lifetime_s);
     fn(ud, CONF_V_BOOL, "confirmable", NULL, c->confirmable);
     fn(ud, CONF_V_UINT, "timeout", NULL, c->timeout_ms);
@@ -1019,6 +1022,10 @@ static int gw_start(module_inst_t *mi)
         return -1;
     }
     coap_set_app_data(g->ctx, g);
+    /* libcoap keeps a session per source address: bounded, so that a flood
+     * from spoofed addresses recycles the oldest idle one (an observation's
+     * session is held, not idle; DTLS answers with a cookie first) */
+    coap_context_set_max_idle_sessions(g->ctx, g->c->max_idle_sessions);
     coap_context_set_block_mode(g->ctx, COAP_BLOCK_USE_LIBCOAP | COAP_BLOCK_SINGLE_BODY);
     coap_address_t addr;
     coap_address_init(&addr);

@@ -18,6 +18,8 @@ typedef struct coapgw_conf_s {
     uint32_t port;               /* UDP; 0: any free port (logged) */
     uint32_t max_body;           /* bytes of one request's payload (4.13 above) */
     uint32_t max_observers;      /* observations held at once (5.03 above) */
+    uint32_t max_idle_sessions;  /* libcoap's per-address sessions without an
+                                  * observation: past it the oldest goes */
     uint32_t observe_lifetime_s; /* an observation not refreshed is dropped */
     uint32_t timeout_ms;         /* wait for the auth chain, and for the
                                   * worker routing a QoS 1 message */
