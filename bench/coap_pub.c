@@ -29,8 +29,8 @@ static double now_s(void)
 
 static void send_one(coap_session_t *s)
 {
-    coap_pdu_t *pdu = coap_pdu_init(COAP_MESSAGE_NON, COAP_REQUEST_CODE_PUT,
-                                    coap_new_message_id(s), coap_session_max_pdu_size(s));
+    coap_pdu_t *pdu = coap_pdu_init(COAP_MESSAGE_NON, COAP_REQUEST_CODE_PUT, coap_new_message_id(s),
+                                    coap_session_max_pdu_size(s));
     if (pdu == NULL)
         return;
     uint8_t tok[8];
