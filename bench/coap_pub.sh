@@ -50,7 +50,7 @@ YAML
 "$BIN" -c "$TMP/antenna.yaml" > "$TMP/log" 2>&1 &
 BROKER=$!
 i=0
-until grep -q "coap: listening on udp" "$TMP/log"; do
+until grep -qs "coap: listening on udp" "$TMP/log"; do
     i=$((i + 1))
     [ $i -lt 100 ] || { cat "$TMP/log"; exit 1; }
     sleep 0.1

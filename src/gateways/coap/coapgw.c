@@ -37,8 +37,9 @@
  * granted) and sends each match a notification (NON, or CON with
  * `confirmable`) with the observation's token and the next Observe number;
  * a payload larger than one datagram goes block-wise (libcoap's
- * coap_add_data_large_response on a copy of the registration request,
- * keeping a message reference until the transfer ends).  Nothing else is
+ * coap_add_data_large_response with one shared bare GET as its request and
+ * the registration's query, keeping a message reference until the transfer
+ * ends).  Nothing else is
  * allocated per message than libcoap's PDU.  Matching walks
  * every observation: fine for thousands, an index is future work.
  *
@@ -90,8 +91,8 @@ typedef struct coapgw_obs_s {
     char *filter;
     size_t flen;
     auth_client_t *ac;
-    coap_pdu_t *req;      /* a copy of the registration: block-wise notifications */
-    coap_string_t *query; /* its query (libcoap matches the Block2 follow-ups by it) */
+    coap_string_t *query; /* the registration's query: libcoap matches the Block2
+                           * follow-ups of a large notification by it */
 } coapgw_obs_t;
 
 typedef struct {
@@ -111,6 +112,9 @@ typedef struct {
     coap_context_t *ctx;
     coap_resource_t *res;
     coapgw_psk_t *psk;        /* DTLS keys, or NULL: no DTLS listener */
+    coap_pdu_t *get_req;      /* a bare GET, the "request" of every block-wise
+                               * notification (libcoap reads only its code and
+                               * Block2 option): no copy per observation */
     coap_bin_const_t psk_out; /* the key handed to libcoap (it copies it) */
     router_consumer_t *consumer;
     inbox_t inbox;        /* workers -> the gateway thread */
@@ -581,7 +585,6 @@ static void obs_remove(coapgw_t *g, coapgw_obs_t **pp)
     *pp = o->next;
     filter_unref(g, o->filter);
     auth_client_free(o->ac);
-    coap_delete_pdu(o->req);
     coap_delete_string(o->query);
     coap_session_release(o->session);
     free(o->filter);
@@ -660,7 +663,6 @@ static void do_observe(coapgw_t *g, coap_session_t *s, const coap_pdu_t *req, co
     o->flen = q->tlen;
     o->ac = ac;
     ac = NULL;
-    o->req = coap_pdu_duplicate(req, s, tok.length, tok.s, NULL);
     o->query = coap_get_query(req);
     o->next = g->obs;
     g->obs = o;
@@ -740,10 +742,10 @@ static void notify(coapgw_t *g, msg_t *m)
         add_observe(pdu, o->seq);
         if ((size_t)m->payload_len + 32 <= max) {
             coap_add_data(pdu, m->payload_len, payload);
-        } else if (o->req == NULL || !coap_add_data_large_response(
-                                         g->res, o->session, o->req, pdu, o->query,
-                                         COAP_MEDIATYPE_APPLICATION_OCTET_STREAM, -1, 0,
-                                         m->payload_len, payload, release_msg, msg_ref(m))) {
+        } else if (!coap_add_data_large_response(g->res, o->session, g->get_req, pdu, o->query,
+                                                 COAP_MEDIATYPE_APPLICATION_OCTET_STREAM, -1, 0,
+                                                 m->payload_len, payload, release_msg,
+                                                 msg_ref(m))) {
             /* Block2: libcoap keeps the message (a reference) for the client's
              * follow-up requests of the other blocks */
             coap_delete_pdu(pdu);
@@ -1068,6 +1070,11 @@ static int gw_start(module_inst_t *mi)
         log_info("coap: listening on dtls %.*s (%zu identities)", (int)strcspn(bound, " "), bound,
                  coapgw_psk_count(g->psk));
     }
+    g->get_req = coap_pdu_init(COAP_MESSAGE_CON, COAP_REQUEST_CODE_GET, 0, 16);
+    if (g->get_req == NULL) {
+        log_error("coap: out of memory");
+        return -1;
+    }
     g->res = coap_resource_unknown_init2(on_request, 0);
     coap_register_request_handler(g->res, COAP_REQUEST_POST, on_request);
     coap_register_request_handler(g->res, COAP_REQUEST_GET, on_request);
@@ -1145,6 +1152,7 @@ static void gw_free(module_inst_t *mi)
     }
     if (g->loop.epfd >= 0)
         ev_loop_free(&g->loop);
+    coap_delete_pdu(g->get_req);
     if (g->ctx) {
         coap_free_context(g->ctx); /* frees the resource and the endpoint */
         coap_cleanup();
