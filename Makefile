@@ -26,7 +26,8 @@ DEB_PACKAGES = build-essential cmake pkg-config clang libclang-rt-14-dev \
                mosquitto mosquitto-clients haproxy openssl chromium \
                libmicrohttpd-dev libjansson-dev libcurl4-openssl-dev libhiredis-dev \
                libjwt-dev redis-server prometheus wrk man-db python3-yaml clang-format \
-               etcd-server etcd-client librdkafka-dev influxdb influxdb-client
+               etcd-server etcd-client librdkafka-dev influxdb influxdb-client \
+               libcoap3-dev libcoap3-bin
 
 .PHONY: all deps js-deps build run cluster test unit integration asan tsan tsan-build tsan-threads fuzz \
         fuzz-build format format-check clean install deb package-test

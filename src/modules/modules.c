@@ -17,6 +17,7 @@
 #include "modules/tracing/tracing.h"
 #include "rules/rules.h"
 #include "sinks/sinks.h"
+#include "gateways/coap/coapgw.h"
 #include "gateways/http/httpin.h"
 
 const module_t *const module_list[] = {
@@ -33,6 +34,7 @@ const module_t *const module_list[] = {
                            * (src/sinks); before rules, whose actions name them */
     &rules_module,        /* rules: SQL-like rules over messages and events (src/rules) */
     &httpin_module,       /* http_ingest: devices publishing over HTTP (src/gateways/http) */
+    &coapgw_module,       /* coap: devices over CoAP, publish and Observe (src/gateways/coap) */
     &devices_module,      /* devices: the device registry (src/devices) */
     &commands_module,     /* commands: downlink commands to devices, tracked replies
                            * (src/commands) */

@@ -1,0 +1,32 @@
+/* coapgw.h -- the CoAP gateway (section coap), on libcoap3.
+ *
+ * A module (module.h): constrained devices publish with POST/PUT to
+ * /ps/{topic} and subscribe with GET + Observe on /ps/{filter} over UDP.
+ * See coapgw.c for the design and docs/coap.md for the contract.
+ */
+#ifndef ANTENNA_COAPGW_H
+#define ANTENNA_COAPGW_H
+
+#include <stdint.h>
+
+#include "module.h"
+
+typedef struct coapgw_conf_s {
+    uint8_t enabled;
+    uint8_t confirmable; /* notifications as CON (else NON) */
+    char bind[64];
+    uint32_t port;               /* UDP; 0: any free port (logged) */
+    uint32_t max_body;           /* bytes of one request's payload (4.13 above) */
+    uint32_t max_observers;      /* observations held at once (5.03 above) */
+    uint32_t max_idle_sessions;  /* libcoap's per-address sessions without an
+                                  * observation: past it the oldest goes */
+    uint32_t observe_lifetime_s; /* an observation not refreshed is dropped */
+    uint32_t timeout_ms;         /* wait for the auth chain, and for the
+                                  * worker routing a QoS 1 message */
+    char psk_file[256];          /* DTLS-PSK keys (coapgw_psk.h); "": no DTLS */
+    uint32_t dtls_port;          /* the DTLS listener's UDP port; 0: any */
+} coapgw_conf_t;
+
+extern const module_t coapgw_module;
+
+#endif
