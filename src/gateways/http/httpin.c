@@ -55,6 +55,7 @@
 #include <time.h>
 
 #include "auth_chain.h"
+#include "auth_wait.h"
 #include "b64.h"
 #include "log.h"
 #include "mqtt_codec.h"
@@ -186,88 +187,16 @@ static int job_submit(httpin_t *h, httpin_job_t *j, const char *id)
 
 /* ---- authentication --------------------------------------------------------- */
 
-typedef struct {
-    pthread_mutex_t mu;
-    pthread_cond_t cv;
-    int refs, done;
-    auth_answer_t ans;
-} auth_sync_t;
-
-static void auth_sync_release(auth_sync_t *a)
-{
-    pthread_mutex_lock(&a->mu);
-    int last = --a->refs == 0;
-    pthread_mutex_unlock(&a->mu);
-    if (!last)
-        return;
-    auth_answer_clear(&a->ans);
-    pthread_mutex_destroy(&a->mu);
-    pthread_cond_destroy(&a->cv);
-    free(a);
-}
-
-static void auth_done(void *token, const auth_answer_t *ans)
-{
-    auth_sync_t *a = token;
-    pthread_mutex_lock(&a->mu);
-    a->ans = *ans; /* what it owns is ours now */
-    a->done = 1;
-    pthread_cond_signal(&a->cv);
-    pthread_mutex_unlock(&a->mu);
-    auth_sync_release(a);
-}
-
-/* AUTH_ALLOW with *acl (the backend's rules for the device, or NULL),
- * else AUTH_DENY. */
+/* The chain on this MHD thread (auth_wait.h), then auth.default_policy:
+ * AUTH_ALLOW with *acl (the backend's rules for the device, or NULL), else
+ * AUTH_DENY. */
 static auth_verdict_t authenticate(httpin_t *h, auth_chain_t *ch, const auth_request_t *r,
                                    auth_acl_t **acl)
 {
-    const conf_auth_t *ca = &h->srv->conf.auth;
-    *acl = NULL;
-    for (uint32_t i = 0; i < auth_chain_size(ch); i++) {
-        auth_backend_t *b = auth_chain_at(ch, i);
-        if (b == NULL)
-            continue;
-        auth_sync_t *a = an_calloc(1, sizeof(*a));
-        pthread_condattr_t cattr;
-        pthread_condattr_init(&cattr);
-        pthread_condattr_setclock(&cattr, CLOCK_MONOTONIC);
-        pthread_cond_init(&a->cv, &cattr);
-        pthread_condattr_destroy(&cattr);
-        pthread_mutex_init(&a->mu, NULL);
-        a->refs = 2;
-        auth_answer_t out = {0};
-        auth_verdict_t v = b->check(b, r, &out, auth_done, a);
-        if (v == AUTH_PENDING) {
-            struct timespec dl;
-            deadline(&dl, h->c->timeout_ms);
-            pthread_mutex_lock(&a->mu);
-            while (!a->done)
-                if (pthread_cond_timedwait(&a->cv, &a->mu, &dl) == ETIMEDOUT)
-                    break;
-            if (a->done) {
-                out = a->ans;
-                a->ans = (auth_answer_t){0};
-                v = out.verdict;
-            } else {
-                v = AUTH_DENY;
-            }
-            pthread_mutex_unlock(&a->mu);
-        } else {
-            a->refs--; /* done() will not be called */
-        }
-        auth_sync_release(a);
-        if (v == AUTH_ALLOW) {
-            *acl = out.acl;
-            out.acl = NULL;
-            auth_answer_clear(&out);
-            return AUTH_ALLOW;
-        }
-        auth_answer_clear(&out);
-        if (v == AUTH_DENY)
-            return AUTH_DENY;
-    }
-    return ca->default_policy == CONF_POLICY_ALLOW ? AUTH_ALLOW : AUTH_DENY;
+    auth_verdict_t v = auth_wait_chain(ch, r, h->c->timeout_ms, acl);
+    if (v == AUTH_PASS)
+        v = h->srv->conf.auth.default_policy == CONF_POLICY_ALLOW ? AUTH_ALLOW : AUTH_DENY;
+    return v;
 }
 
 /* ---- answers ---------------------------------------------------------------- */
