@@ -61,6 +61,21 @@ class SectionBrokers:
                 b.stop()
 
 
+def section_fixture(tmp_path, default_section):
+    """The body of a fixture of SectionBrokers: yields start(section=
+    default_section, **overrides); the brokers stop at the end.  A module's
+    test file: `yield from section_fixture(tmp_path, SECTION)`."""
+    brokers = SectionBrokers(tmp_path)
+
+    def start(section=default_section, **overrides):
+        return brokers(section, **overrides)
+
+    try:
+        yield start
+    finally:
+        brokers.close()
+
+
 @pytest.fixture
 def hb_broker(tmp_path):
     started = []

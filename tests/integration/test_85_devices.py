@@ -11,8 +11,7 @@ import time
 import pytest
 
 from conftest import IS_MOSQUITTO, require_antenna_bin
-from test_50_api import Client, make_key
-from test_61_modules import SectionBroker
+from test_61_modules import section_fixture
 
 pytestmark = pytest.mark.skipif(IS_MOSQUITTO, reason="antenna's device registry")
 
@@ -21,22 +20,7 @@ ON = "devices:\n  enabled: true\n"
 
 @pytest.fixture
 def dbroker(tmp_path):
-    started = []
-    keys = tmp_path / "api.keys"
-    key = make_key(keys)
-
-    def start(section=ON, **overrides):
-        ov = {"api": {"keys_file": str(keys)}}
-        ov.update(overrides)
-        b = SectionBroker(tmp_path, len(started), section, ov)
-        started.append(b)
-        b.start()
-        b.rapi = Client(b, key)
-        return b
-
-    yield start
-    for b in started:
-        b.stop()
+    yield from section_fixture(tmp_path, ON)
 
 
 def test_off_by_default(dbroker):

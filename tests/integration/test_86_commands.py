@@ -12,9 +12,8 @@ import pytest
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 
-from conftest import IS_MOSQUITTO, stop_all, wait_for
-from test_50_api import Client, make_key
-from test_61_modules import SectionBroker
+from conftest import IS_MOSQUITTO, wait_for
+from test_61_modules import section_fixture
 
 pytestmark = pytest.mark.skipif(IS_MOSQUITTO, reason="antenna's commands module")
 
@@ -28,21 +27,7 @@ DEADLINE = 20.0
 
 @pytest.fixture
 def cbroker(tmp_path):
-    started = []
-    keys = tmp_path / "api.keys"
-    key = make_key(keys)
-
-    def start(section=SECTION, **overrides):
-        ov = {"api": {"keys_file": str(keys)}}
-        ov.update(overrides)
-        b = SectionBroker(tmp_path, len(started), section, ov)
-        started.append(b)
-        b.start()
-        b.rapi = Client(b, key)
-        return b
-
-    yield start
-    stop_all(started)
+    yield from section_fixture(tmp_path, SECTION)
 
 
 class Device:

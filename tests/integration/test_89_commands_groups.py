@@ -17,9 +17,8 @@ from paho.mqtt.properties import Properties
 
 import mqttraw
 from authutil import pbkdf2_line
-from conftest import IS_MOSQUITTO, stop_all, wait_for
-from test_50_api import Client, make_key
-from test_61_modules import SectionBroker
+from conftest import IS_MOSQUITTO, wait_for
+from test_61_modules import section_fixture
 
 pytestmark = pytest.mark.skipif(IS_MOSQUITTO, reason="antenna's commands module")
 
@@ -37,21 +36,7 @@ FINAL = ("succeeded", "failed", "timed_out", "expired", "cancelled")
 
 @pytest.fixture
 def gbroker(tmp_path):
-    started = []
-    keys = tmp_path / "api.keys"
-    key = make_key(keys)
-
-    def start(section=SECTION, **overrides):
-        ov = {"api": {"keys_file": str(keys)}}
-        ov.update(overrides)
-        b = SectionBroker(tmp_path, len(started), section, ov)
-        started.append(b)
-        b.start()
-        b.rapi = Client(b, key)
-        return b
-
-    yield start
-    stop_all(started)
+    yield from section_fixture(tmp_path, SECTION)
 
 
 class Fleet:
