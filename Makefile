@@ -17,7 +17,7 @@ FUZZ_BUILD  ?= build-fuzz
 JOBS        ?= $(shell nproc)
 FUZZ_TIME   ?= 30
 PYTEST      ?= /usr/bin/python3 -m pytest
-PYTEST_ARGS ?= -q
+PYTEST_ARGS ?= -q --durations=15
 PREFIX      ?= /usr/local
 
 DEB_PACKAGES = build-essential cmake pkg-config clang libclang-rt-14-dev \
