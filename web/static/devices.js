@@ -203,6 +203,10 @@
   async function loadDevice() {
     const id = st.open;
     if (id === null) return;
+    if (id.indexOf('/') >= 0) { // one path segment: the routes cannot take it
+      $('device-error').textContent = 'This id has a "/": the API\'s device routes cannot address it.';
+      return;
+    }
     const [dev, shadow, cmds] = await Promise.all([
       D.api('GET', devPath(id)), D.api('GET', devPath(id) + '/shadow'),
       D.api('GET', devPath(id) + '/commands')]);
