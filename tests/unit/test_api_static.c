@@ -55,6 +55,7 @@ static void test_files_match_web_dir(void **state)
     check_file("/index.html", "index.html", "text/html");
     check_file("/static/app.js", "static/app.js", "text/javascript");
     check_file("/static/chart.js", "static/chart.js", "text/javascript");
+    check_file("/static/devices.js", "static/devices.js", "text/javascript");
     check_file("/static/style.css", "static/style.css", "text/css");
     assert_ptr_equal(api_static_find("/")->data, api_static_find("/index.html")->data);
 }

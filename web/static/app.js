@@ -8,10 +8,11 @@
 // Polling: /api/v1/stats every second (figures, and the charts: connections,
 // and message rates computed from the counters' differences over the
 // measured interval, 15 minutes kept); the clients, subscriptions and
-// retained tables, the rules and the open client's detail every 3 s (and at once after
-// a search, a kick, a delete or a publish); info and health (and the
-// listeners) every 5 s.  One request per section at a time, each with a
-// deadline; nothing is polled while logged out.
+// retained tables, the rules, the devices (devices.js) and the open client's
+// detail every 3 s (and at once after a search, a kick, a delete or a
+// publish); info and health (and the listeners) every 5 s.  One request per
+// section at a time, each with a deadline; nothing is polled while logged
+// out.  devices.js is a separate file using what window.antennaDash gives.
 //
 // Reachability: the stats poll is the heartbeat.  When it fails (no answer,
 // a network error, a 5xx) the badge turns red and counts the seconds since
@@ -245,6 +246,7 @@
     state.down = null;
     state.lastOk = 0;
     closeDetail();
+    logoutHooks.forEach((fn) => fn());
     renderBadge();
     sessionStorage.removeItem(STORE);
     document.body.dataset.state = 'login';
@@ -829,6 +831,8 @@
 
   const loaders = { clients: loadClients, subscriptions: loadSubscriptions, retained: loadRetained,
                     detail: loadDetail, rules: loadRules };
+  const extraSections = []; // added by the other files through antennaDash.addSection
+  const logoutHooks = [];
 
   // Reloads one table; `wait` queues behind a run in flight instead of skipping.
   async function refreshSection(section, wait) {
@@ -843,6 +847,7 @@
     refreshSection('retained');
     refreshSection('rules');
     if (state.detail !== null) refreshSection('detail');
+    extraSections.forEach((name) => refreshSection(name));
   }
 
   // ------------------------------------------------------------ node
@@ -892,6 +897,21 @@
       });
     });
   }
+
+  // ------------------------------------------------------------ other files
+
+  // What the page's other scripts (devices.js) use: the API call, the
+  // helpers that put server text into the page, and the polling.  A
+  // section added here is loaded with the lists (every 3 s, one run at a
+  // time) and at once by refresh(name, true); onLogout runs at log out.
+  window.antennaDash = Object.freeze({
+    api, errorText, cell, emptyRow, fact, setAgo, fmtAgo, fmtTime, fmtNum, query, toast, debounce,
+    confirmButton,
+    addSection(name, loader) { loaders[name] = loader; extraSections.push(name); },
+    refresh: refreshSection,
+    onLogout(fn) { logoutHooks.push(fn); },
+    signedIn: () => state.auth !== null,
+  });
 
   // ------------------------------------------------------------ wiring
 
