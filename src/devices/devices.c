@@ -357,6 +357,21 @@ static int cmp_ids(const void *a, const void *b)
     return strcmp(ent_id(*(dev_ent_t *const *)a), ent_id(*(dev_ent_t *const *)b));
 }
 
+/* The tag filter k=v[,k=v...]: 1 well formed (or absent), else 0. */
+static int tag_filter_ok(const char *tag)
+{
+    for (const char *p = tag; p && *p;) {
+        size_t len = strcspn(p, ",");
+        const char *eq = memchr(p, '=', len);
+        if (eq == NULL || eq == p)
+            return 0;
+        p += len;
+        if (*p == ',')
+            p++;
+    }
+    return 1;
+}
+
 /* The entries (sorted by id) that pass the list's filters; st->lock held. */
 static dev_ent_t **select_devices(devices_state_t *st, const module_api_req_t *req, size_t *n)
 {
@@ -431,6 +446,8 @@ static int api_list(module_inst_t *mi, const module_api_req_t *req, json_t **out
         const char *conn = module_api_query(req, "connected");
         if (conn && strcmp(conn, "true") != 0 && strcmp(conn, "false") != 0)
             return module_api_error(out, 400, "bad_request", "connected: true or false");
+        if (!tag_filter_ok(module_api_query(req, "tag")))
+            return module_api_error(out, 400, "bad_request", "tag: KEY=VALUE[,KEY=VALUE...]");
         pthread_rwlock_rdlock(&st->lock);
         size_t n;
         dev_ent_t **v = select_devices(st, req, &n);
@@ -730,6 +747,8 @@ static int api_export(module_inst_t *mi, const module_api_req_t *req, json_t **o
     int csv = f && strcmp(f, "csv") == 0;
     if (f && !csv && strcmp(f, "jsonl") != 0)
         return module_api_error(out, 400, "bad_request", "format: jsonl or csv");
+    if (!tag_filter_ok(module_api_query(req, "tag")))
+        return module_api_error(out, 400, "bad_request", "tag: KEY=VALUE[,KEY=VALUE...]");
     devices_buf_t t = {0};
     if (csv)
         devices_csv_header(&t);

@@ -55,6 +55,9 @@ def test_crud(dbroker):
     assert [d["id"] for d in api.get("/api/v1/devices?tag=site=b")["data"]] == ["dev-2"]
     assert api.get("/api/v1/devices?tag=site=a,kind=meter")["total"] == 1
     assert api.get("/api/v1/devices?tag=site=a,kind=valve")["total"] == 0
+    for bad in ("site", "=a", "site=a,kind"):  # not KEY=VALUE: a 400, not an empty list
+        st, _, raw = api.call("GET", "/api/v1/devices?tag=" + bad)
+        assert st == 400 and json.loads(raw)["code"] == "bad_request", (bad, st, raw)
     assert api.get("/api/v1/devices?prefix=dev-2")["total"] == 1
     page = api.get("/api/v1/devices?limit=1&page=2")
     assert page["count"] == 1 and page["data"][0]["id"] == "dev-2", page
