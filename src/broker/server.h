@@ -69,6 +69,7 @@ enum {
     WM_HTTPIN,      /* http_ingest (src/gateways/http): ptr: httpin_job_t*: messages to route */
     WM_COMMANDS,    /* commands (src/commands): ptr: module_inst_t*, sid: a command to send */
     WM_DEVICES,     /* devices (devices_shadow.c): ptr: msg_t* (a reference) to publish */
+    WM_LORA,        /* lora (src/gateways/lora): ptr: msg_t* (a reference) to publish */
     WM_KINDS = 32   /* size of the handler table */
 };
 

@@ -18,6 +18,7 @@
 #include "rules/rules.h"
 #include "sinks/sinks.h"
 #include "gateways/http/httpin.h"
+#include "gateways/lora/lora.h"
 
 const module_t *const module_list[] = {
     &sys_module,          /* $SYS/broker/... (src/broker/sys.c) */
@@ -33,6 +34,7 @@ const module_t *const module_list[] = {
                            * (src/sinks); before rules, whose actions name them */
     &rules_module,        /* rules: SQL-like rules over messages and events (src/rules) */
     &httpin_module,       /* http_ingest: devices publishing over HTTP (src/gateways/http) */
+    &lora_module,         /* lora: Semtech UDP packet forwarder gateways (src/gateways/lora) */
     &devices_module,      /* devices: the device registry (src/devices) */
     &commands_module,     /* commands: downlink commands to devices, tracked replies
                            * (src/commands) */
