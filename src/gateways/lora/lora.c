@@ -480,7 +480,7 @@ static int lo_load(conf_sec_t *s, void *conf)
         conf_sec_u32(s, "port", 0, 65535, &c->port) < 0 ||
         conf_sec_ms(s, "keepalive", 100, 3600000, &c->keepalive_ms) < 0 ||
         conf_sec_u32(s, "qos", 0, 2, &c->qos) < 0 ||
-        conf_sec_u32(s, "max_gateways", 1, 1000000, &c->max_gateways) < 0 ||
+        conf_sec_u32(s, "max_gateways", 1, 100000, &c->max_gateways) < 0 ||
         conf_sec_str(s, "topic_up", c->topic_up, sizeof(c->topic_up), CONF_SEC_NONEMPTY) < 0 ||
         conf_sec_str(s, "topic_devaddr", c->topic_devaddr, sizeof(c->topic_devaddr), 0) < 0 ||
         conf_sec_str(s, "topic_stats", c->topic_stats, sizeof(c->topic_stats), CONF_SEC_NONEMPTY) <
