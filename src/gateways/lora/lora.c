@@ -1,6 +1,7 @@
 /* lora.c -- the Semtech UDP packet forwarder gateway (section lora).
  *
- * What it owns: one UDP socket (lora.bind, lora.port; port 0 takes a free
+ * What it owns: one UDP socket (lora.bind, lora.port, bound in init before
+ * any thread runs; port 0 takes a free
  * port, logged as "lora: listening on udp ADDR:PORT" and shown by GET
  * /api/v1/lora/gateways), the module's own thread reading it, a table of
  * the gateways seen (open addressing by EUI, at most lora.max_gateways,
@@ -529,6 +530,30 @@ static void lo_walk(const void *conf, conf_visit_fn fn, void *ud)
 
 /* ---- life cycle --------------------------------------------------------------- */
 
+/* The socket, bound in init (before any thread runs: the workers'
+ * consumer and the API read fd and bound_port without a lock). */
+static int lo_bind(lora_t *h)
+{
+    struct sockaddr_in sa = {.sin_family = AF_INET, .sin_port = htons((uint16_t)h->c->port)};
+    inet_pton(AF_INET, h->c->bind, &sa.sin_addr);
+    h->fd = socket(AF_INET, SOCK_DGRAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0);
+    if (h->fd < 0 || bind(h->fd, (struct sockaddr *)&sa, sizeof(sa)) < 0) {
+        log_error("lora: cannot listen on udp %s:%u: %s", h->c->bind, h->c->port, strerror(errno));
+        return -1;
+    }
+    int rcv = 1 << 20;
+    setsockopt(h->fd, SOL_SOCKET, SO_RCVBUF, &rcv, sizeof(rcv));
+    socklen_t sl = sizeof(sa);
+    getsockname(h->fd, (struct sockaddr *)&sa, &sl);
+    h->bound_port = ntohs(sa.sin_port);
+    h->wake_fd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
+    if (h->wake_fd < 0) {
+        log_error("lora: eventfd: %s", strerror(errno));
+        return -1;
+    }
+    return 0;
+}
+
 static int lo_init(module_inst_t *mi)
 {
     const lora_conf_t *c = mi->conf;
@@ -547,6 +572,8 @@ static int lo_init(module_inst_t *mi)
     h->origin = msg_origin_new(MSG_PROTO_API, "lora", 4, NULL, "lora");
     an_random_key(h->token_key);
     mi->state = h;
+    if (lo_bind(h) < 0)
+        return -1;
     static const worker_inbox_kind_t kind = {.run = run_item, .drop = drop_item};
     worker_inbox_register(mi->srv, WM_LORA, &kind);
     /* the downlink: topic_down with {gateway} as '+' */
@@ -568,20 +595,7 @@ static int lo_start(module_inst_t *mi)
     lora_t *h = mi->state;
     if (h == NULL)
         return 0;
-    struct sockaddr_in sa = {.sin_family = AF_INET, .sin_port = htons((uint16_t)h->c->port)};
-    inet_pton(AF_INET, h->c->bind, &sa.sin_addr);
-    h->fd = socket(AF_INET, SOCK_DGRAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0);
-    if (h->fd < 0 || bind(h->fd, (struct sockaddr *)&sa, sizeof(sa)) < 0) {
-        log_error("lora: cannot listen on udp %s:%u: %s", h->c->bind, h->c->port, strerror(errno));
-        return -1;
-    }
-    int rcv = 1 << 20;
-    setsockopt(h->fd, SOL_SOCKET, SO_RCVBUF, &rcv, sizeof(rcv));
-    socklen_t sl = sizeof(sa);
-    getsockname(h->fd, (struct sockaddr *)&sa, &sl);
-    h->bound_port = ntohs(sa.sin_port);
-    h->wake_fd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
-    if (h->wake_fd < 0 || pthread_create(&h->th, NULL, lora_thread, h) != 0) {
+    if (pthread_create(&h->th, NULL, lora_thread, h) != 0) {
         log_error("lora: cannot start its thread");
         return -1;
     }
