@@ -78,9 +78,8 @@ typedef struct {
     uint32_t cap, ngws; /* cap: a power of two, >= 2 x max_gateways */
     /* publishing (the lora thread) */
     const msg_origin_t *origin;
-    inbox_vec_t vec;
-    uint32_t vec_to;
-    uint8_t *buf; /* one datagram */
+    inbox_vec_t *vecs; /* per worker, posted by flush */
+    uint8_t *buf;      /* one datagram */
     /* downlinks (workers) */
     router_consumer_t *cons;
     size_t down_pre, down_suf; /* topic_down around "{gateway}" */
@@ -112,7 +111,8 @@ static void drop_item(inbox_item_t *it)
 }
 
 /* Queue topic(tpl) with payload for the gateway's worker (the lora
- * thread; sent by flush). */
+ * thread; posted by flush, once per batch of datagrams: one wake-up of a
+ * worker for many messages). */
 static void post(lora_t *h, const char *tpl, uint64_t eui, int64_t devaddr, const char *payload,
                  size_t len, int retain)
 {
@@ -124,15 +124,16 @@ static void post(lora_t *h, const char *tpl, uint64_t eui, int64_t devaddr, cons
     msg_t *m = msg_new((const uint8_t *)topic, (uint16_t)tl, (const uint8_t *)payload,
                        (uint32_t)len, (uint8_t)h->c->qos, (uint8_t)retain);
     msg_set_origin(m, h->origin);
-    h->vec_to = (uint32_t)(an_hash64(eui) % h->srv->nworkers);
+    uint32_t to = (uint32_t)(an_hash64(eui) % h->srv->nworkers);
     inbox_item_t it = {.kind = WM_LORA, .ptr = m};
-    inbox_vec_push(&h->vec, &it);
+    inbox_vec_push(&h->vecs[to], &it);
 }
 
 static void flush(lora_t *h)
 {
-    if (h->vec.len)
-        inbox_post(&h->srv->workers[h->vec_to].inbox, &h->vec);
+    for (uint32_t i = 0; i < h->srv->nworkers; i++)
+        if (h->vecs[i].len)
+            inbox_post(&h->srv->workers[i].inbox, &h->vecs[i]);
 }
 
 /* ---- the gateways ----------------------------------------------------------- */
@@ -231,10 +232,10 @@ static void presence_check(lora_t *h)
             log_info("lora: gateway %s is offline (silent for %llu ms)", hex,
                      (unsigned long long)(now - g->last_seen));
             post_status(h, g);
-            flush(h); /* each to its own gateway's worker */
         }
     }
     pthread_mutex_unlock(&h->mu);
+    flush(h);
 }
 
 /* ---- the datagrams (the lora thread) ---------------------------------------- */
@@ -314,7 +315,6 @@ static void on_datagram(lora_t *h, const uint8_t *b, size_t n, const struct sock
         break;
     }
     }
-    flush(h);
 }
 
 static void *lora_thread(void *arg)
@@ -344,6 +344,7 @@ static void *lora_thread(void *arg)
                 if (from.sin_family == AF_INET)
                     on_datagram(h, h->buf, (size_t)got, &from);
             }
+            flush(h);
         }
         if (an_now_ms() >= next) {
             presence_check(h);
@@ -541,7 +542,8 @@ static int lo_bind(lora_t *h)
         log_error("lora: cannot listen on udp %s:%u: %s", h->c->bind, h->c->port, strerror(errno));
         return -1;
     }
-    int rcv = 1 << 20;
+    int rcv = 8 << 20; /* bursts while the thread waits for a core; capped by
+                        * net.core.rmem_max */
     setsockopt(h->fd, SOL_SOCKET, SO_RCVBUF, &rcv, sizeof(rcv));
     socklen_t sl = sizeof(sa);
     getsockname(h->fd, (struct sockaddr *)&sa, &sl);
@@ -569,6 +571,7 @@ static int lo_init(module_inst_t *mi)
         h->cap *= 2;
     h->gws = an_calloc(h->cap, sizeof(*h->gws));
     h->buf = an_malloc(LORA_DGRAM_MAX);
+    h->vecs = an_calloc(mi->srv->nworkers, sizeof(*h->vecs));
     h->origin = msg_origin_new(MSG_PROTO_API, "lora", 4, NULL, "lora");
     an_random_key(h->token_key);
     mi->state = h;
@@ -628,11 +631,14 @@ static void lo_free(module_inst_t *mi)
     if (h->wake_fd >= 0)
         close(h->wake_fd);
     /* messages queued for a worker that never took them */
-    for (size_t i = 0; i < h->vec.len; i++) {
-        msg_t *m = h->vec.items[i].ptr;
-        msg_unref(&m);
+    for (uint32_t w = 0; h->vecs && w < h->srv->nworkers; w++) {
+        for (size_t i = 0; i < h->vecs[w].len; i++) {
+            msg_t *m = h->vecs[w].items[i].ptr;
+            msg_unref(&m);
+        }
+        inbox_vec_free(&h->vecs[w]);
     }
-    inbox_vec_free(&h->vec);
+    free(h->vecs);
     msg_origin_unref(&h->origin);
     pthread_mutex_destroy(&h->mu);
     free(h->gws);
