@@ -654,7 +654,7 @@ static int api_gateways(module_inst_t *mi, const module_api_req_t *req, json_t *
     (void)req;
     lora_t *h = mi->state;
     if (h == NULL)
-        return module_api_error(out, 404, "not_found", "lora is not enabled");
+        return module_api_error(out, 409, "lora_disabled", "lora.enabled is false");
     json_t *arr = json_array();
     pthread_mutex_lock(&h->mu);
     for (uint32_t i = 0; i < h->cap; i++) {
