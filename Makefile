@@ -95,14 +95,16 @@ asan: deps js-deps
 # store's committer, the password pool, the HTTP and Redis auth threads, the
 # API's threads and reaper, SIGHUP reloads on the main thread, the cluster's
 # etcd and link threads, a sink's thread and its httpc thread, the InfluxDB
-# sink's thread driving curl multi itself), ~2.5 min.
+# sink's thread driving curl multi itself, the lora gateway's thread and the
+# workers' downlinks on its socket), ~2.5 min.
 TSAN_TESTS = test_01_cli_config.py::test_sighup_reopens_log_file test_11_load.py \
              test_13_handoff.py test_15_persistence.py test_18_durability.py \
              test_28_v5_shared.py test_30_tls.py test_40_auth.py test_41_acl.py \
              test_42_auth_http.py test_43_auth_redis.py test_46_authz_delivery.py \
              test_50_api.py test_51_ctl.py test_54_api_hardening.py test_60_threads.py \
              test_62_consumers.py test_68_backpressure.py test_69_reload_drain.py \
-             test_72_cluster_members.py test_79_sinks.py test_81_sink_influx.py
+             test_72_cluster_members.py test_79_sinks.py test_81_sink_influx.py \
+             test_93_lora.py
 TSAN_RUN = ANTENNA_BIN=$(CURDIR)/$(TSAN_BUILD)/antenna ANTENNA_SANITIZED=1 $(PYTEST) $(PYTEST_ARGS)
 
 tsan-build: deps js-deps

@@ -211,6 +211,10 @@ static void gw_seen(lora_t *h, const lora_hdr_t *hd, const struct sockaddr_in *f
     if (!g->online) {
         g->online = 1;
         atomic_fetch_add(&h->online, 1);
+        char hex[17], addr[64];
+        lora_eui_hex(g->eui, hex);
+        addr_text(from, addr, sizeof(addr));
+        log_info("lora: gateway %s is online (protocol v%u, from %s)", hex, g->version, addr);
     }
     if (changed)
         post_status(h, g);
