@@ -98,7 +98,8 @@ asan: deps js-deps
 # etcd and link threads, a sink's thread and its httpc thread, the InfluxDB
 # sink's thread driving curl multi itself, the route barrier between the link
 # thread and the workers, the CoAP gateway's thread, the HTTP downlink's
-# endpoints across MHD's threads and the workers), ~3.5 min.
+# endpoints across MHD's threads and the workers, the lora gateway's thread
+# and the workers' downlinks on its socket), ~4 min.
 TSAN_TESTS = test_01_cli_config.py::test_sighup_reopens_log_file test_11_load.py \
              test_13_handoff.py test_15_persistence.py test_18_durability.py \
              test_28_v5_shared.py test_30_tls.py test_40_auth.py test_41_acl.py \
@@ -107,7 +108,8 @@ TSAN_TESTS = test_01_cli_config.py::test_sighup_reopens_log_file test_11_load.py
              test_62_consumers.py test_68_backpressure.py test_69_reload_drain.py \
              test_72_cluster_members.py test_79_sinks.py test_81_sink_influx.py \
              test_73_cluster_links.py::test_suback_means_every_node_has_the_route \
-             test_90_coap.py test_91_http_downlink.py
+             test_90_coap.py test_91_http_downlink.py \
+             test_93_lora.py
 TSAN_RUN = ANTENNA_BIN=$(CURDIR)/$(TSAN_BUILD)/antenna ANTENNA_SANITIZED=1 $(PYTEST) $(PYTEST_ARGS)
 
 tsan-build: deps js-deps

@@ -70,6 +70,7 @@ enum {
     WM_COMMANDS,    /* commands (src/commands): ptr: module_inst_t*, sid: a command to send */
     WM_DEVICES,     /* devices (devices_shadow.c): ptr: msg_t* (a reference) to publish */
     WM_COAP,        /* coap (src/gateways/coap): ptr: msg_t* (flags 0) or a QoS 1 job to route */
+    WM_LORA,        /* lora (src/gateways/lora): ptr: msg_t* (a reference) to publish */
     WM_KINDS = 32   /* size of the handler table */
 };
 

@@ -19,6 +19,7 @@
 #include "sinks/sinks.h"
 #include "gateways/coap/coapgw.h"
 #include "gateways/http/httpin.h"
+#include "gateways/lora/lora.h"
 
 const module_t *const module_list[] = {
     &sys_module,          /* $SYS/broker/... (src/broker/sys.c) */
@@ -35,6 +36,7 @@ const module_t *const module_list[] = {
     &rules_module,        /* rules: SQL-like rules over messages and events (src/rules) */
     &httpin_module,       /* http_ingest: devices publishing over HTTP (src/gateways/http) */
     &coapgw_module,       /* coap: devices over CoAP, publish and Observe (src/gateways/coap) */
+    &lora_module,         /* lora: Semtech UDP packet forwarder gateways (src/gateways/lora) */
     &devices_module,      /* devices: the device registry (src/devices) */
     &commands_module,     /* commands: downlink commands to devices, tracked replies
                            * (src/commands) */
