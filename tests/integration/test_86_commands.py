@@ -346,6 +346,16 @@ def test_ctl_commands(cbroker):
     assert state(b, r["id"]) == "cancelled"
     ctl("commands", "send", "devctl", "x", "{not json", ok=False)
     ctl("commands", "bogus", "x", ok=False)
+    # a group by client id prefix: one device up, one away (queued, cancelled)
+    send(b, "devctl-away", {"name": "warm", "expiry": 300000})  # a session to select
+    out = ctl("--json", "commands", "group-send", "ping", '{"g": 1}', "prefix:devctl")
+    g = json.loads(out)
+    assert g["count"] >= 1, g
+    gid = g["group"]
+    assert "total" in ctl("commands", "group-show", gid)
+    ctl("commands", "group-cancel", gid)
+    ctl("commands", "group-send", "ping", "prefix:x", "site=a", ok=False)  # both
+    ctl("commands", "group-send", "ping", "neither", ok=False)
     d.close()
 
 
