@@ -9,7 +9,8 @@
  * about the client's side: not MQTT, not TCP.  The MQTT connection is the
  * first endpoint (ep_mqtt.c: an endpoint_t embedded in conn_t); an HTTP
  * device's long poll or event stream (src/gateways/http/httpin_down.c), a
- * CoAP observer, a device attached to another cluster node or a test
+ * CoAP device observing its command resource
+ * (src/gateways/coap/coapgw_down.c), a device attached to another cluster node or a test
  * recorder (tests/unit/test_endpoint.c) implement the same few operations.
  *
  *   sess_t.ep ───> endpoint_t {ops, max_packet, receive_max, flags}
@@ -92,7 +93,10 @@ enum {
 
 /* event_client_t.proto of a client that does not speak MQTT (MQTT's are
  * its protocol levels, 3 to 5). */
-enum { EP_PROTO_HTTP = 0x80 /* the device HTTP downlink (src/gateways/http) */ };
+enum {
+    EP_PROTO_HTTP = 0x80, /* the device HTTP downlink (src/gateways/http) */
+    EP_PROTO_COAP = 0x81  /* a CoAP device observing /cmd (src/gateways/coap) */
+};
 
 /* Acknowledgements, numbered as the MQTT packet types they are. */
 enum {

@@ -1,0 +1,251 @@
+"""The CoAP downlink (issue 19, docs/coap.md "Downlink"): a device observing
+/cmd?c=ID&token=T is a client with a persistent session (client id ID,
+subscribed to $cmd/ID/#): commands of the commands module and QoS 1
+messages reach it as notifications, queued while it does not observe; the
+API lists it with protocol coap; presence events fire; a newer observation
+takes the session over.  Driven with libcoap's coap-client-openssl."""
+
+import json
+import re
+import shutil
+import signal
+import time
+
+import paho.mqtt.client as mqtt
+import pytest
+
+from authutil import pbkdf2_line
+from test_61_modules import SectionBrokers
+from test_90_coap import Observer, bound_port, coap, metric, wait_metric
+
+pytestmark = [
+    pytest.mark.antenna_only,
+    pytest.mark.skipif(shutil.which("coap-client-openssl") is None,
+                       reason="coap-client-openssl (libcoap3-bin) is not installed"),
+]
+
+ACL = """\
+any
+allow all devices/%c/#
+allow sub $cmd/%c/#
+allow pub $cmd/%c/reply/#
+user ops
+allow all #
+allow all $cmd/#
+"""
+
+
+@pytest.fixture
+def dbroker(tmp_path):
+    brokers = SectionBrokers(tmp_path)
+
+    def start(extra="", sections=""):
+        pw = tmp_path / "passwd"
+        pw.write_text(pbkdf2_line("dev1", "tok1") + "\n" + pbkdf2_line("dev2", "tok2") + "\n" +
+                      pbkdf2_line("ops", "o") + "\n")
+        acl = tmp_path / "acl"
+        acl.write_text(ACL)
+        sec = "coap:\n  enabled: true\n  bind: 127.0.0.1\n  port: 0\n%s%s" % (extra, sections)
+        b = brokers(sec, auth={"password_file": str(pw), "acl_file": str(acl)})
+        b.coap_port = bound_port(b)
+        return b
+
+    yield start
+    brokers.close()
+
+
+def client_info(b, cid):
+    st, _, raw = b.rapi.call("GET", "/api/v1/clients/" + cid)
+    return json.loads(raw) if st == 200 else None
+
+
+def wait_client(b, cid, connected, deadline=30.0):
+    """Until the API lists cid attached over CoAP (connected) or detached."""
+    end = time.monotonic() + deadline
+    while True:
+        o = client_info(b, cid)
+        if o and connected and o.get("connected") and o.get("protocol") == "coap":
+            return o
+        if o and not connected and not o.get("connected"):
+            return o
+        assert time.monotonic() < end, "%s: %r" % (cid, o)
+        time.sleep(0.05)
+
+
+def ops_client(b):
+    c = mqtt.Client(client_id="ops-pub", protocol=mqtt.MQTTv311)
+    c.username_pw_set("ops", "o")
+    c.connect("127.0.0.1", b.port)
+    c.loop_start()
+    return c
+
+
+def test_command_round_trip(dbroker):
+    """A command sent through the API reaches the observer of /cmd, the
+    device answers with a POST on its reply topic, the command succeeds."""
+    b = dbroker(sections="commands:\n  enabled: true\n  reply_timeout: 30s\n")
+    obs = Observer(b, "/cmd?c=dev1&token=tok1", 90)
+    try:
+        o = wait_client(b, "dev1", True)
+        assert o["listener"] == "coap" and o["protocol_version"] is None, o
+        assert [x["topic"] for x in o["subscriptions"]] == ["$cmd/dev1/#"], o
+        assert o["persistent"] and o["session_expiry"] == 3600, o
+        r = b.rapi.json("POST", "/api/v1/devices/dev1/commands",
+                        {"name": "reboot", "params": {"delay": 3}, "qos": 1}, status=202)
+        obs.wait_for('"reply_topic"')
+        m = re.search(r'\{"id".*?"reply_topic": ?"([^"]+)"\}', obs.output())
+        assert m, obs.output()
+        cmd = json.loads(m.group(0))
+        assert cmd["id"] == r["id"] and cmd["params"] == {"delay": 3}, cmd
+        assert m.group(1) == "$cmd/dev1/reply/" + r["id"]
+        # delivered: the CON notification was handed to libcoap (the PUBACK)
+        end = time.monotonic() + 30
+        while True:
+            st = b.rapi.json("GET", "/api/v1/commands/%s" % r["id"])["status"]
+            if st == "delivered":
+                break
+            assert time.monotonic() < end and st in ("queued", "sent"), st
+            time.sleep(0.05)
+        # another device cannot answer for it: the $cmd guard refuses
+        rc, out = coap(b, "post", "/ps/$cmd/dev1/reply/%s?c=dev2&token=tok2" % r["id"],
+                       '{"status": "failed"}')
+        assert "4.03" in out, out
+        rc, out = coap(b, "post", "/ps/%s?c=dev1&token=tok1&qos=1" % m.group(1),
+                       json.dumps({"status": "succeeded", "result": 7}))
+        assert rc == 0 and "4." not in out and "5." not in out, out
+        end = time.monotonic() + 30
+        while True:
+            o = b.rapi.json("GET", "/api/v1/commands/%s?wait=2s" % r["id"])
+            if o["status"] == "succeeded":
+                break
+            assert time.monotonic() < end, o
+        assert o["result"] == 7
+    finally:
+        obs.close()
+
+
+def test_queued_while_away_and_presence(dbroker):
+    """QoS 1 messages published while the device does not observe wait in its
+    session and come with its next observation; client_connected and
+    client_disconnected fire for it."""
+    b = dbroker()
+    obs = Observer(b, "/cmd?c=dev1&token=tok1", 2)  # cancels after 2 s
+    try:
+        wait_client(b, "dev1", True)
+        assert obs.p.wait(timeout=60) == 0
+        wait_client(b, "dev1", False)
+    finally:
+        obs.close()
+    pub = ops_client(b)
+    try:
+        for i in range(3):
+            pub.publish("$cmd/dev1/x", "queued-%d" % i, qos=1).wait_for_publish(timeout=30)
+        end = time.monotonic() + 30
+        while client_info(b, "dev1")["queued"] + client_info(b, "dev1")["inflight"] < 3:
+            assert time.monotonic() < end, client_info(b, "dev1")
+            time.sleep(0.05)
+        obs = Observer(b, "/cmd?c=dev1&token=tok1", 90)
+        try:
+            for i in range(3):
+                obs.wait_for("queued-%d" % i)
+            # acknowledged: nothing left in the session
+            end = time.monotonic() + 30
+            while True:
+                o = client_info(b, "dev1")
+                if o["connected"] and o["queued"] == 0 and o["inflight"] == 0:
+                    break
+                assert time.monotonic() < end, o
+                time.sleep(0.05)
+            # live, QoS 0 and 1
+            pub.publish("$cmd/dev1/y", "live-0", qos=0)
+            pub.publish("$cmd/dev1/y", "live-1", qos=1).wait_for_publish(timeout=30)
+            obs.wait_for("live-1")
+        finally:
+            obs.close()
+    finally:
+        pub.loop_stop()
+        pub.disconnect()
+    end = time.monotonic() + 30
+    while True:
+        evs = b.rapi.json("GET", "/api/v1/clients/dev1/events")["events"]
+        kinds = [e["event"] for e in evs]
+        if kinds.count("client_connected") >= 2 and "client_disconnected" in kinds:
+            break
+        assert time.monotonic() < end, evs
+        time.sleep(0.05)
+    conn = [e for e in evs if e["event"] == "client_connected"][0]
+    assert "coap" in conn["detail"] and "CoAP" in conn["detail"], conn
+    assert metric(b, "antenna_coap_downlink_attached_total") >= 2
+
+
+def test_takeover_and_kill(dbroker):
+    """A newer observation for the same device takes the session over (the
+    older one ends with a 5.03); a killed observer is dropped after the
+    observation lifetime and its session stays."""
+    b = dbroker("  observe_lifetime_s: 3\n")
+    first = Observer(b, "/cmd?c=dev1&token=tok1", 90)
+    second = None
+    try:
+        wait_client(b, "dev1", True)
+        wait_metric(b, "antenna_coap_observers", 1)
+        second = Observer(b, "/cmd?c=dev1&token=tok1", 90)
+        first.wait_for("5.03")
+        wait_metric(b, "antenna_coap_downlink_takeovers_total", 1)
+        wait_metric(b, "antenna_coap_observers", 1)
+        o = wait_client(b, "dev1", True)
+        assert o["connected"], o
+        second.p.send_signal(signal.SIGKILL)
+        second.p.wait(timeout=30)
+        wait_metric(b, "antenna_coap_observers", 0)
+        o = wait_client(b, "dev1", False)
+        assert o["persistent"], o
+    finally:
+        first.close()
+        if second:
+            second.close()
+
+
+def test_refused(dbroker):
+    b = dbroker()
+    rc, out = coap(b, "get", "/cmd?token=tok1", extra=["-s", "1"])
+    assert "4.00" in out, out
+    rc, out = coap(b, "get", "/cmd?c=dev1&token=bad", extra=["-s", "1"])
+    assert "4.01" in out, out
+    rc, out = coap(b, "post", "/cmd?c=dev1&token=tok1", "x")
+    assert "4.05" in out, out
+    rc, out = coap(b, "get", "/cmd/more?c=dev1&token=tok1")
+    assert "4.04" in out, out
+    assert client_info(b, "dev1") is None
+
+
+def test_stop_while_observing(dbroker):
+    """The broker stops cleanly (nothing leaked under ASan) with a device
+    observing /cmd and a message on its way."""
+    b = dbroker()
+    obs = Observer(b, "/cmd?c=dev1&token=tok1", 90)
+    pub = ops_client(b)
+    try:
+        wait_client(b, "dev1", True)
+        pub.publish("$cmd/dev1/z", "bye", qos=1).wait_for_publish(timeout=30)
+        obs.wait_for("bye")
+    finally:
+        pub.loop_stop()
+        pub.disconnect()
+    try:
+        b.stop()
+    finally:
+        obs.close()
+
+
+@pytest.mark.parametrize("bad, key", [("session_expiry: -1", "coap.session_expiry"),
+                                      ("subscriptions: [\"a/#/b\"]", "coap.subscriptions")])
+def test_bad_config_refused(tmp_path, bad, key):
+    import subprocess
+
+    from conftest import require_antenna_bin
+    cfg = tmp_path / "a.yaml"
+    cfg.write_text("persistence:\n  enabled: false\ncoap:\n  enabled: true\n  %s\n" % bad)
+    p = subprocess.run([require_antenna_bin(), "check", "-c", str(cfg)], capture_output=True,
+                       text=True, timeout=20)
+    assert p.returncode != 0
+    assert "a.yaml:5" in p.stderr + p.stdout and key in p.stderr + p.stdout, p.stderr + p.stdout
