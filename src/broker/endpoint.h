@@ -63,11 +63,10 @@
  *   text (only when a buffer is given: the ACL's per-message check passes
  *   none), listener, protocol.
  *
- * A CoAP observer (RFC 7641) would map deliver to a notification (QoS 0:
- * NON, QoS 1/2: CON with the packet id as its token, and call
- * sess_on_puback at the ACK), receive_max to its NSTART, max_packet to its
- * block size, close to a 5.03 or a reset, and set EP_F_RETRY off (CoAP
- * retransmits CONs itself).  A proxy for a client attached to another node
+ * A CoAP device observing /cmd (coapgw_down.c) maps deliver to a
+ * notification of its observation (QoS 0: NON, QoS 1/2: CON, acknowledged
+ * when libcoap took it: libcoap 4.3 reports no ACK), close to a final 5.03,
+ * and sets EP_F_RETRY off (CoAP retransmits CONs itself).  A proxy for a client attached to another node
  * would forward each call to that node over the cluster link, and the
  * node's answers (acknowledgements, the link going down: sess_detach) come
  * back through the home worker's inbox.
