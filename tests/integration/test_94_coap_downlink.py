@@ -238,6 +238,7 @@ def test_stop_while_observing(dbroker):
 
 
 @pytest.mark.parametrize("bad, key", [("session_expiry: -1", "coap.session_expiry"),
+                                      ("rate: -1", "coap.rate"),
                                       ("subscriptions: [\"a/#/b\"]", "coap.subscriptions")])
 def test_bad_config_refused(tmp_path, bad, key):
     import subprocess
@@ -249,3 +250,70 @@ def test_bad_config_refused(tmp_path, bad, key):
                        text=True, timeout=20)
     assert p.returncode != 0
     assert "a.yaml:5" in p.stderr + p.stdout and key in p.stderr + p.stdout, p.stderr + p.stdout
+
+
+def test_device_registry_presence(tmp_path):
+    """The device registry (src/devices) authenticates the device's token and
+    shows its presence over CoAP."""
+    brokers = SectionBrokers(tmp_path)
+    try:
+        b = brokers("devices:\n  enabled: true\n  auth_unknown: deny\n"
+                    "coap:\n  enabled: true\n  bind: 127.0.0.1\n  port: 0\n",
+                    auth={"chain": ["devices"]})
+        b.coap_port = bound_port(b)
+        b.rapi.json("POST", "/api/v1/devices", {"id": "c-dev", "token": "ct"}, status=201)
+        obs = Observer(b, "/cmd?c=c-dev&token=ct", 90)
+        try:
+            end = time.monotonic() + 30
+            while True:
+                p = b.rapi.json("GET", "/api/v1/devices/c-dev")["presence"]
+                if p["connected"]:
+                    break
+                assert time.monotonic() < end, p
+                time.sleep(0.05)
+            assert p["protocol"] == "coap" and p["listener"] == "coap", p
+            assert p["peer"].startswith("127.0.0.1:"), p
+        finally:
+            obs.close()
+        rc, out = coap(b, "get", "/cmd?c=c-dev&token=wrong", extra=["-s", "1"])
+        assert "4.01" in out, out
+    finally:
+        brokers.close()
+
+
+def test_rate_per_source_address(dbroker):
+    """coap.rate: requests per second per source address; past it 4.29
+    (no payload), counted; the bucket refills."""
+    import socket
+    import struct
+    b = dbroker("  rate: 5\n")
+    s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    s.settimeout(10)
+    try:
+        def ask(mid):
+            # CON GET /nothing: 4.04 when let through
+            s.sendto(struct.pack("!BBH", 0x40, 0x01, mid) + b"\xb7nothing",
+                     ("127.0.0.1", b.coap_port))
+            while True:
+                data, _ = s.recvfrom(2048)
+                if struct.unpack("!H", data[2:4])[0] == mid:
+                    return data
+        codes = []
+        while len(codes) < 300 and (4 << 5) | 29 not in codes:  # bounded
+            codes.append(ask(len(codes) + 1)[1])
+        limited = [c for c in codes if c == (4 << 5) | 29]
+        assert limited and codes[0] == (4 << 5) | 4, codes
+        wait_metric(b, "antenna_coap_rate_limited_total", len(limited))
+        # 4.29 carries no payload: no larger than the request
+        mid = 100
+        end = time.monotonic() + 30
+        while True:
+            d = ask(mid)
+            mid += 1
+            if d[1] == (4 << 5) | 4:
+                break  # refilled
+            assert d[1] == (4 << 5) | 29 and len(d) == 4, d
+            assert time.monotonic() < end
+            time.sleep(0.05)
+    finally:
+        s.close()

@@ -666,12 +666,60 @@ out:
     auth_client_free(ac);
 }
 
+/* ---- a rate per source address (coap.rate) ------------------------------------- */
+
+/* A token bucket per IPv4 source address in a fixed table (allocated at
+ * start when coap.rate is set, nothing per datagram): an address takes the
+ * slot its hash picks, replacing another one there (which then starts with
+ * a full bucket again: a collision can only let more through, never refuse
+ * a legitimate address).  The gateway thread's only. */
+#define COAPGW_RATE_SLOTS 4096
+
+struct coapgw_rate_s {
+    uint32_t addr;
+    uint32_t milli; /* thousandths of a request */
+    uint64_t at_ms;
+};
+
+/* 1: the request may go on; 0: over coap.rate (4.29). */
+static int rate_take(coapgw_t *g, coap_session_t *s)
+{
+    const coap_address_t *a = coap_session_get_addr_remote(s);
+    if (g->rate == NULL || a == NULL || a->addr.sa.sa_family != AF_INET)
+        return 1;
+    uint32_t ip = a->addr.sin.sin_addr.s_addr;
+    struct coapgw_rate_s *r =
+        &g->rate[(uint32_t)((ip * 0x9E3779B1u) >> 20) & (COAPGW_RATE_SLOTS - 1)];
+    uint64_t now = an_now_us() / 1000u;
+    uint64_t cap = (uint64_t)g->c->rate * 1000u; /* a second's worth */
+    if (r->addr != ip || r->at_ms == 0) {
+        *r = (struct coapgw_rate_s){
+            .addr = ip, .milli = (uint32_t)AN_MIN(cap, UINT32_MAX), .at_ms = now};
+    } else if (now > r->at_ms) {
+        uint64_t m = r->milli + (now - r->at_ms) * g->c->rate;
+        r->milli = (uint32_t)AN_MIN(AN_MIN(m, cap), UINT32_MAX);
+        r->at_ms = now;
+    }
+    if (r->milli < 1000u) {
+        atomic_fetch_add(&g->limited, 1);
+        return 0;
+    }
+    r->milli -= 1000u;
+    return 1;
+}
+
 static void on_request(coap_resource_t *r, coap_session_t *s, const coap_pdu_t *req,
                        const coap_string_t *query, coap_pdu_t *resp)
 {
     (void)query;
     coapgw_t *g = coap_resource_get_userdata(r);
     atomic_fetch_add(&g->requests, 1);
+    if (!rate_take(g, s)) {
+        /* no diagnostic text: an answer to a spoofed address is no larger
+         * than what came */
+        coapgw_answer(resp, 429, NULL);
+        return;
+    }
     coapgw_req_t *q = an_calloc(1, sizeof(*q));
     const char *why = NULL;
     int code = parse_request(req, q, &why);
@@ -934,6 +982,7 @@ static void gw_defaults(void *conf)
     c->timeout_ms = 5000;
     c->psk_file[0] = 0;
     c->dtls_port = 5684;
+    c->rate = 0;
     c->session_expiry = 3600;
     c->nsubs = 1;
     snprintf(c->subs[0], sizeof(c->subs[0]), "%s", "$cmd/{id}/#");
@@ -953,6 +1002,7 @@ static int gw_load(conf_sec_t *s, void *conf)
         conf_sec_ms(s, "timeout", 10, 600000, &c->timeout_ms) < 0 ||
         conf_sec_str(s, "psk_file", c->psk_file, sizeof(c->psk_file), 0) < 0 ||
         conf_sec_u32(s, "dtls_port", 0, 65535, &c->dtls_port) < 0 ||
+        conf_sec_u32(s, "rate", 0, 10000000, &c->rate) < 0 ||
         conf_sec_u32(s, "session_expiry", 0, 100u * 365 * 86400, &c->session_expiry) < 0 ||
         conf_sec_names(s, "subscriptions", c->subs[0], sizeof(c->subs[0]), COAPGW_MAX_SUBS,
                        &c->nsubs) < 0)
@@ -1000,6 +1050,7 @@ static void gw_walk(const void *conf, conf_visit_fn fn, void *ud)
     fn(ud, CONF_V_UINT, "timeout", NULL, c->timeout_ms);
     fn(ud, CONF_V_STR, "psk_file", c->psk_file, 0);
     fn(ud, CONF_V_UINT, "dtls_port", NULL, c->dtls_port);
+    fn(ud, CONF_V_UINT, "rate", NULL, c->rate);
     fn(ud, CONF_V_UINT, "session_expiry", NULL, c->session_expiry);
     fn(ud, CONF_V_LIST, "subscriptions", NULL, 0);
     for (uint32_t i = 0; i < c->nsubs; i++)
@@ -1018,6 +1069,8 @@ static int gw_init(module_inst_t *mi)
     g->c = c;
     g->loop.epfd = -1;
     pthread_mutex_init(&g->down_mu, NULL);
+    if (c->rate)
+        g->rate = an_calloc(COAPGW_RATE_SLOTS, sizeof(*g->rate));
     mi->state = g;
     if (inbox_init(&g->inbox) != 0) {
         log_error("coap: inbox: %s", strerror(errno));
@@ -1208,6 +1261,7 @@ static void gw_free(module_inst_t *mi)
     }
     coapgw_psk_free(g->psk);
     pthread_mutex_destroy(&g->down_mu);
+    free(g->rate);
     free(g);
     mi->state = NULL;
 }
@@ -1233,6 +1287,8 @@ static void gw_metrics(module_inst_t *mi, module_metrics_t *mm)
          offsetof(coapgw_t, dropped)},
         {"antenna_coap_observations_expired_total", "counter",
          "observations dropped after coap.observe_lifetime_s", offsetof(coapgw_t, expired)},
+        {"antenna_coap_rate_limited_total", "counter",
+         "requests refused with 4.29 (coap.rate per source address)", offsetof(coapgw_t, limited)},
         {"antenna_coap_downlink_attached_total", "counter",
          "observations of /cmd attached to their device's session",
          offsetof(coapgw_t, down_attached)},

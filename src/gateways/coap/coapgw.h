@@ -29,6 +29,8 @@ typedef struct coapgw_conf_s {
                                   * worker routing a QoS 1 message */
     char psk_file[256];          /* DTLS-PSK keys (coapgw_psk.h); "": no DTLS */
     uint32_t dtls_port;          /* the DTLS listener's UDP port; 0: any */
+    uint32_t rate;               /* requests per second per source address
+                                  * (4.29 above), 0: no limit */
     /* the downlink (coapgw_down.c): an observation of /cmd is a session */
     uint32_t session_expiry;         /* seconds the device's session outlives it */
     uint32_t nsubs;                  /* the session's subscriptions */

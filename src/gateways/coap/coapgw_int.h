@@ -85,9 +85,10 @@ typedef struct {
     coapgw_filter_t *filters;
     uint32_t nfilters, capfilters;
     uint64_t last_sweep_us;
-    coapgw_down_t *down; /* observations of /cmd (coapgw_down.c) */
+    coapgw_down_t *down;        /* observations of /cmd (coapgw_down.c) */
+    struct coapgw_rate_s *rate; /* COAPGW_RATE_SLOTS buckets, or NULL (rate 0) */
     pthread_mutex_t down_mu;
-    _Atomic uint64_t requests, published, notified, refused, dropped, expired;
+    _Atomic uint64_t requests, published, notified, refused, dropped, expired, limited;
     _Atomic uint64_t down_attached, down_delivered, down_takeovers;
     _Atomic uint32_t observers;
 } coapgw_t;
