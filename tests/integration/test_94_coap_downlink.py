@@ -205,6 +205,50 @@ def test_takeover_and_kill(dbroker):
             second.close()
 
 
+def test_kick_and_mqtt_takeover(dbroker):
+    """An administrator's kick ends the observation (5.03); an MQTT CONNECT
+    with the device's client id takes the session from an observation, and
+    an observation takes it back from the MQTT connection."""
+    import threading
+    b = dbroker()
+    obs = Observer(b, "/cmd?c=dev1&token=tok1", 90)
+    try:
+        wait_client(b, "dev1", True)
+        st, _, _ = b.rapi.call("DELETE", "/api/v1/clients/dev1")
+        assert st in (200, 204)
+        obs.wait_for("5.03")
+        wait_client(b, "dev1", False)
+    finally:
+        obs.close()
+    obs = Observer(b, "/cmd?c=dev1&token=tok1", 90)
+    m = None
+    try:
+        wait_client(b, "dev1", True)
+        m = mqtt.Client(client_id="dev1", protocol=mqtt.MQTTv311, clean_session=False)
+        m.username_pw_set("dev1", "tok1")
+        m.reconnect_delay_set(min_delay=120, max_delay=120)  # no reconnect to race
+        disc = threading.Event()
+        m.on_disconnect = lambda *a: disc.set()
+        m.connect("127.0.0.1", b.port)
+        m.loop_start()
+        obs.wait_for("5.03")
+        end = time.monotonic() + 30
+        while (client_info(b, "dev1") or {}).get("protocol") != "mqtt":
+            assert time.monotonic() < end, client_info(b, "dev1")
+            time.sleep(0.05)
+        again = Observer(b, "/cmd?c=dev1&token=tok1", 90)
+        try:
+            assert disc.wait(30)
+            wait_client(b, "dev1", True)
+        finally:
+            again.close()
+    finally:
+        obs.close()
+        if m:
+            m.loop_stop()
+            m.disconnect()
+
+
 def test_refused(dbroker):
     b = dbroker()
     rc, out = coap(b, "get", "/cmd?token=tok1", extra=["-s", "1"])
