@@ -361,3 +361,33 @@ def test_rate_per_source_address(dbroker):
             time.sleep(0.05)
     finally:
         s.close()
+
+
+def test_dtls_identity_is_the_device(dbroker, tmp_path):
+    """Over DTLS-PSK the identity is the device: /cmd needs no query."""
+    import subprocess
+
+    from test_90_coap import CLIENT, dtls_port
+    psk = tmp_path / "coap.psk"
+    psk.write_text("dev1:secret-one\n")
+    b = dbroker("  psk_file: %s\n  dtls_port: 0\n" % psk)
+    port = dtls_port(b)
+    out_path = tmp_path / "dtls-observer.out"
+    with open(out_path, "wb") as f:
+        p = subprocess.Popen([CLIENT, "-m", "get", "-s", "90", "-B", "120", "-u", "dev1", "-k",
+                              "secret-one", "coaps://127.0.0.1:%d/cmd" % port],
+                             stdout=f, stderr=subprocess.STDOUT)
+        pub = ops_client(b)
+        try:
+            o = wait_client(b, "dev1", True)
+            assert o["username"] == "dev1", o
+            pub.publish("$cmd/dev1/x", "secret-command", qos=1).wait_for_publish(timeout=30)
+            end = time.monotonic() + 30
+            while b"secret-command" not in out_path.read_bytes():
+                assert time.monotonic() < end and p.poll() is None, out_path.read_bytes()
+                time.sleep(0.05)
+        finally:
+            pub.loop_stop()
+            pub.disconnect()
+            p.send_signal(signal.SIGKILL)
+            p.wait(timeout=30)
