@@ -65,7 +65,7 @@
  *
  * A CoAP device observing /cmd (coapgw_down.c) maps deliver to a
  * notification of its observation (QoS 0: NON, QoS 1/2: CON, acknowledged
- * when libcoap took it: libcoap 4.3 reports no ACK), close to a final 5.03,
+ * at the device's ACK), close to a final 5.03,
  * and sets EP_F_RETRY off (CoAP retransmits CONs itself).  A proxy for a client attached to another node
  * would forward each call to that node over the cluster link, and the
  * node's answers (acknowledgements, the link going down: sess_detach) come

@@ -391,3 +391,52 @@ def test_dtls_identity_is_the_device(dbroker, tmp_path):
             pub.disconnect()
             p.send_signal(signal.SIGKILL)
             p.wait(timeout=30)
+
+
+def test_qos1_acknowledged_at_the_devices_ack(dbroker):
+    """A QoS 1 command is sent as a CON notification and is delivered (the
+    session's PUBACK) only when the device ACKs it: a raw CoAP device that
+    does not ACK leaves it in flight (libcoap retransmits), its ACK ends it."""
+    import socket
+    import struct
+    b = dbroker(sections="commands:\n  enabled: true\n  reply_timeout: 60s\n")
+    s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    s.settimeout(30)
+    try:
+        # CON GET /cmd?c=dev1&token=tok1, Observe: 0, token 0x7a
+        reg = (struct.pack("!BBHB", 0x41, 0x01, 1, 0x7a) + b"\x60" + b"\x53cmd" +
+               b"\x46c=dev1" + b"\x0atoken=tok1")
+        s.sendto(reg, ("127.0.0.1", b.coap_port))
+        ack = s.recvfrom(2048)[0]
+        assert ack[0] >> 4 & 3 == 2 and ack[1] == (2 << 5) | 5, ack  # ACK 2.05
+        wait_client(b, "dev1", True)
+        r = b.rapi.json("POST", "/api/v1/devices/dev1/commands",
+                        {"name": "open", "qos": 1}, status=202)
+        end = time.monotonic() + 30
+        while True:
+            d = s.recvfrom(2048)[0]
+            if b'"open"' in d:
+                break
+            assert time.monotonic() < end
+        assert d[0] >> 4 & 3 == 0 and d[4] == 0x7a, d  # CON, the observation's token
+        mid = struct.unpack("!H", d[2:4])[0]
+        # not ACKed: libcoap sends it again (ACK_TIMEOUT 2-3 s), and until the
+        # ACK it stays in flight, the command "sent"
+        while True:
+            again = s.recvfrom(2048)[0]
+            if again[2:4] == d[2:4]:
+                break
+            assert time.monotonic() < end + 30
+        assert b.rapi.json("GET", "/api/v1/commands/%s" % r["id"])["status"] == "sent"
+        assert client_info(b, "dev1")["inflight"] == 1
+        s.sendto(struct.pack("!BBH", 0x60, 0, mid), ("127.0.0.1", b.coap_port))
+        end = time.monotonic() + 30
+        while True:
+            o = client_info(b, "dev1")
+            st = b.rapi.json("GET", "/api/v1/commands/%s" % r["id"])["status"]
+            if st == "delivered" and o["inflight"] == 0:
+                break
+            assert time.monotonic() < end, (st, o)
+            time.sleep(0.05)
+    finally:
+        s.close()

@@ -54,7 +54,9 @@
  * an endpoint attached to the device's persistent session on its home
  * worker, which hands the session's deliveries to this thread (one
  * ITEM_DOWN per observation and worker turn); the acknowledgements go back
- * as WM_COAP items, gathered per worker like the QoS 0 publishes.  What
+ * as WM_COAP items, gathered per worker like the QoS 0 publishes, when the
+ * device ACKs a CON notification (io_once peeks at the datagram libcoap is
+ * about to read while such a CON waits).  What
  * both files share is coapgw_int.h.
  *
  * The topic guards (router.h: $cmd/{id}/, $shadow/{id}/) judge a CoAP
@@ -64,6 +66,7 @@
 #include "coapgw_int.h"
 
 #include <arpa/inet.h>
+#include <sys/socket.h>
 #include <coap3/coap.h>
 #include <errno.h>
 #include <pthread.h>
@@ -762,8 +765,9 @@ static void release_msg(coap_session_t *s, void *app_ptr)
     msg_unref(&m);
 }
 
-int coapgw_notify_one(coapgw_t *g, coap_session_t *s, const uint8_t *token, uint8_t token_len,
-                      const coap_string_t *query, uint32_t seq, int con, const msg_t *m)
+coap_mid_t coapgw_notify_one(coapgw_t *g, coap_session_t *s, const uint8_t *token,
+                             uint8_t token_len, const coap_string_t *query, uint32_t seq, int con,
+                             const msg_t *m)
 {
     const uint8_t *payload = m->data + m->topic_len + m->props_len;
     size_t max = coap_session_max_pdu_size(s);
@@ -771,7 +775,7 @@ int coapgw_notify_one(coapgw_t *g, coap_session_t *s, const uint8_t *token, uint
                                     COAP_RESPONSE_CODE_CONTENT, coap_new_message_id(s), max);
     if (pdu == NULL) {
         atomic_fetch_add(&g->dropped, 1);
-        return -1;
+        return COAP_INVALID_MID;
     }
     coap_add_token(pdu, token_len, token);
     coapgw_add_observe(pdu, seq);
@@ -784,14 +788,15 @@ int coapgw_notify_one(coapgw_t *g, coap_session_t *s, const uint8_t *token, uint
          * follow-up requests of the other blocks */
         coap_delete_pdu(pdu);
         atomic_fetch_add(&g->dropped, 1);
-        return -1;
+        return COAP_INVALID_MID;
     }
-    if (coap_send(s, pdu) == COAP_INVALID_MID) {
+    coap_mid_t mid = coap_send(s, pdu);
+    if (mid == COAP_INVALID_MID) {
         atomic_fetch_add(&g->dropped, 1);
-        return -1;
+        return COAP_INVALID_MID;
     }
     atomic_fetch_add(&g->notified, 1);
-    return 0;
+    return mid;
 }
 
 void coapgw_send_final(coap_session_t *s, const uint8_t *token, uint8_t token_len, int code)
@@ -865,6 +870,59 @@ static const coap_bin_const_t *on_psk_identity(coap_bin_const_t *identity, coap_
 
 /* ---- the gateway thread --------------------------------------------------------- */
 
+/* libcoap 4.3 consumes an empty ACK without telling the application, but
+ * the downlink acknowledges a QoS 1/2 message when the device ACKs its CON
+ * notification: while such a notification waits (con_waiting), the
+ * datagram libcoap is about to read (it reads one per call, from the
+ * endpoint's socket) is looked at first with MSG_PEEK.  An empty ACK is 4
+ * bytes: version 1, type ACK, no token, code 0.  Nothing is peeked while no
+ * CON waits; DTLS records are not readable here (coapgw_down.c
+ * acknowledges those at the hand-off). */
+static void io_once(coapgw_t *g)
+{
+    if (g->con_waiting && g->udp_fd >= 0) {
+        uint8_t b[4];
+        struct sockaddr_in from;
+        socklen_t fl = sizeof(from);
+        ssize_t n = recvfrom(g->udp_fd, b, sizeof(b), MSG_PEEK | MSG_DONTWAIT | MSG_TRUNC,
+                             (struct sockaddr *)&from, &fl);
+        if (n == 4 && b[0] == 0x60 && b[1] == 0 && fl == sizeof(from) && from.sin_family == AF_INET)
+            coapgw_down_acked(g, &from, (uint16_t)(b[2] << 8 | b[3]));
+    }
+    coap_io_process(g->ctx, COAP_IO_NO_WAIT);
+}
+
+/* The socket of the UDP endpoint just made (libcoap does not expose it):
+ * the datagram socket bound to its address, or -1. */
+static int find_udp_fd(const char *bound)
+{
+    char host[64];
+    unsigned port = 0;
+    if (sscanf(bound, "%63[0-9.]:%u", host, &port) != 2)
+        return -1;
+    struct in_addr want;
+    if (inet_pton(AF_INET, host, &want) != 1)
+        return -1;
+    /* a new descriptor is the lowest one free: a run of 1,024 closed ones
+     * is past it */
+    for (int fd = 3, closed = 0; fd < 65536 && closed < 1024; fd++) {
+        int type = 0;
+        socklen_t tl = sizeof(type);
+        if (getsockopt(fd, SOL_SOCKET, SO_TYPE, &type, &tl) < 0) {
+            closed = errno == EBADF ? closed + 1 : 0;
+            continue;
+        }
+        closed = 0;
+        struct sockaddr_in a;
+        socklen_t al = sizeof(a);
+        if (type == SOCK_DGRAM && getsockname(fd, (struct sockaddr *)&a, &al) == 0 &&
+            al == sizeof(a) && a.sin_family == AF_INET && ntohs(a.sin_port) == port &&
+            a.sin_addr.s_addr == want.s_addr)
+            return fd;
+    }
+    return -1;
+}
+
 static void on_coap_fd(ev_loop_t *loop, ev_watcher_t *w, uint32_t events)
 {
     (void)loop;
@@ -875,7 +933,7 @@ static void on_coap_fd(ev_loop_t *loop, ev_watcher_t *w, uint32_t events)
      * publishes on */
     for (int i = 0; i < 64; i++) {
         uint64_t before = atomic_load_explicit(&g->requests, memory_order_relaxed);
-        coap_io_process(g->ctx, COAP_IO_NO_WAIT);
+        io_once(g);
         if (atomic_load_explicit(&g->requests, memory_order_relaxed) == before)
             break;
     }
@@ -914,7 +972,7 @@ static void *gw_thread(void *arg)
             log_error("coap: event loop: %s", strerror(errno));
             break;
         }
-        coap_io_process(g->ctx, COAP_IO_NO_WAIT); /* what the sends armed */
+        io_once(g); /* what the sends armed */
         sweep(g);
         flush_pending(g);
     }
@@ -1069,6 +1127,7 @@ static int gw_init(module_inst_t *mi)
     g->c = c;
     g->loop.epfd = -1;
     pthread_mutex_init(&g->down_mu, NULL);
+    g->udp_fd = -1;
     if (c->rate)
         g->rate = an_calloc(COAPGW_RATE_SLOTS, sizeof(*g->rate));
     mi->state = g;
@@ -1143,6 +1202,10 @@ static int gw_start(module_inst_t *mi)
     }
     const char *bound = coap_endpoint_str(ep); /* "127.0.0.1:5683 UDP" */
     log_info("coap: listening on udp %.*s", (int)strcspn(bound, " "), bound);
+    g->udp_fd = find_udp_fd(bound);
+    if (g->udp_fd < 0)
+        log_warn("coap: the UDP socket was not found: /cmd acknowledges QoS 1/2 at the hand-off "
+                 "to libcoap, not at the device's ACK");
     if (g->c->psk_file[0]) {
         char err[300];
         if (!coap_dtls_is_supported()) {

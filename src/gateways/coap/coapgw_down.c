@@ -23,17 +23,21 @@
  * g->down_mu; the first of a turn queues one ITEM_DOWN in the worker's
  * batch for the gateway (posted at the module's turn end).  The gateway
  * thread sends each message as a notification of the observation: CON for
- * QoS 1/2 (libcoap retransmits it), NON for QoS 0 unless coap.confirmable;
- * then it posts COAP_OP_ACK for each QoS 1/2 one to the home worker, which
- * acknowledges it to the session (sess_on_puback; QoS 2: sess_on_pubrec,
- * then sess_on_pubcomp at the PUBREL the session hands back).
+ * QoS 1/2 (libcoap retransmits it), NON for QoS 0 unless coap.confirmable.
+ * Each QoS 1/2 one is acknowledged to the session (COAP_OP_ACK to the home
+ * worker: sess_on_puback; QoS 2: sess_on_pubrec, then sess_on_pubcomp at
+ * the PUBREL the session hands back) when the device ACKs the CON.
  *
  * Delivery guarantee: libcoap 4.3 tells nothing when a CON is acknowledged
  * (an empty ACK is consumed inside coap_dispatch; only a RST or a give-up
- * reach the nack handler), so a QoS 1/2 message counts as received when it
- * is handed to libcoap as a CON, not when the device ACKs it.  Until then
- * (the observation gone, libcoap refusing it) it stays in flight and goes
- * out again, with dup, at the next observation.
+ * reach the nack handler).  So over UDP the down keeps the message id of
+ * each such CON (`wait`), and coapgw.c looks at each datagram libcoap is
+ * about to read while one waits (MSG_PEEK): an empty ACK from the device's
+ * address with that id acknowledges it (coapgw_down_acked).  Over DTLS the
+ * ACK is inside a record: the message counts as received when libcoap took
+ * the CON.  A message not acknowledged (the observation gone, a RST, a
+ * give-up) stays in flight and goes out again, with dup, at the next
+ * observation.
  *
  * An observation ends by a cancel (GET with Observe: 1 and its token), a
  * RST or a give-up on a CON notification, not being refreshed within
@@ -72,6 +76,12 @@ typedef struct {
     uint8_t qos;
 } down_out_t;
 
+/* A CON notification of a QoS 1/2 message waiting for the device's ACK. */
+typedef struct {
+    uint16_t mid, pid;
+    uint8_t qos;
+} down_wait_t;
+
 struct coapgw_down_s {
     endpoint_t ep; /* the session borrows it while attached */
     coapgw_t *g;
@@ -87,6 +97,8 @@ struct coapgw_down_s {
     uint8_t token[8], token_len, listed;
     uint32_t seq;
     uint64_t refreshed_us;
+    down_wait_t *wait; /* CONs not yet ACKed (UDP) */
+    size_t nwait, capwait;
     /* the home worker's */
     worker_t *w;
     sess_t *s; /* attached to, or NULL */
@@ -106,6 +118,7 @@ static void down_release(coapgw_down_t *d)
     for (size_t i = 0; i < d->nout; i++)
         msg_unref(&d->out[i].m);
     free(d->out);
+    free(d->wait);
     free(d->rels);
     auth_client_free(d->ac);
     free(d);
@@ -495,6 +508,8 @@ static void unlist(coapgw_t *g, coapgw_down_t **pp, int tell)
     pthread_mutex_unlock(&g->down_mu);
     if (tell)
         post_worker(g, d, COAP_OP_DETACH, 0, 0);
+    g->con_waiting -= (uint32_t)d->nwait; /* never ACKed: they stay in flight */
+    d->nwait = 0;
     coap_delete_string(d->query);
     d->query = NULL;
     coap_session_release(d->session);
@@ -613,16 +628,48 @@ static void send_out(coapgw_t *g, coapgw_down_t *d)
         if (d->listed) {
             d->seq = (d->seq + 1) & 0xFFFFFF;
             int con = o->qos > 0 || g->c->confirmable;
-            if (coapgw_notify_one(g, d->session, d->token, d->token_len, d->query, d->seq, con,
-                                  o->m) == 0) {
+            coap_mid_t mid = coapgw_notify_one(g, d->session, d->token, d->token_len, d->query,
+                                               d->seq, con, o->m);
+            if (mid != COAP_INVALID_MID) {
                 atomic_fetch_add_explicit(&g->down_delivered, 1, memory_order_relaxed);
-                if (o->qos)
-                    post_worker(g, d, COAP_OP_ACK, o->pid, o->qos);
+                if (o->qos && g->udp_fd >= 0 &&
+                    coap_session_get_proto(d->session) == COAP_PROTO_UDP) {
+                    /* acknowledged at the device's ACK (coapgw_down_acked) */
+                    if (d->nwait == d->capwait) {
+                        d->capwait = d->capwait ? d->capwait * 2 : 8;
+                        d->wait = an_realloc(d->wait, d->capwait * sizeof(*d->wait));
+                    }
+                    d->wait[d->nwait++] =
+                        (down_wait_t){.mid = (uint16_t)mid, .pid = o->pid, .qos = o->qos};
+                    g->con_waiting++;
+                } else if (o->qos) {
+                    post_worker(g, d, COAP_OP_ACK, o->pid, o->qos); /* DTLS: at the hand-off */
+                }
             }
         }
         msg_unref(&o->m);
     }
     free(out);
+}
+
+void coapgw_down_acked(coapgw_t *g, const struct sockaddr_in *from, uint16_t mid)
+{
+    for (coapgw_down_t *d = g->down; d; d = d->next) {
+        if (d->nwait == 0)
+            continue;
+        const coap_address_t *a = coap_session_get_addr_remote(d->session);
+        if (a == NULL || a->addr.sa.sa_family != AF_INET ||
+            a->addr.sin.sin_port != from->sin_port ||
+            a->addr.sin.sin_addr.s_addr != from->sin_addr.s_addr)
+            continue;
+        for (size_t i = 0; i < d->nwait; i++)
+            if (d->wait[i].mid == mid) {
+                post_worker(g, d, COAP_OP_ACK, d->wait[i].pid, d->wait[i].qos);
+                d->wait[i] = d->wait[--d->nwait];
+                g->con_waiting--;
+                return;
+            }
+    }
 }
 
 void coapgw_down_item(coapgw_t *g, inbox_item_t *it)

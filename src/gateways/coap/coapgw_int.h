@@ -13,6 +13,7 @@
 #define ANTENNA_COAPGW_INT_H
 
 #include <coap3/coap.h>
+#include <netinet/in.h>
 #include <pthread.h>
 #include <stdatomic.h>
 #include <stdint.h>
@@ -87,6 +88,8 @@ typedef struct {
     uint64_t last_sweep_us;
     coapgw_down_t *down;        /* observations of /cmd (coapgw_down.c) */
     struct coapgw_rate_s *rate; /* COAPGW_RATE_SLOTS buckets, or NULL (rate 0) */
+    int udp_fd;                 /* libcoap's UDP endpoint socket (peeked), or -1 */
+    uint32_t con_waiting;       /* /cmd CON notifications waiting for their ACK */
     pthread_mutex_t down_mu;
     _Atomic uint64_t requests, published, notified, refused, dropped, expired, limited;
     _Atomic uint64_t down_attached, down_delivered, down_takeovers;
@@ -110,10 +113,11 @@ void coapgw_add_observe(coap_pdu_t *pdu, uint32_t seq);
 auth_client_t *coapgw_login(coapgw_t *g, coap_session_t *s, const coapgw_req_t *q, char *client_id,
                             size_t idsize);
 /* A notification of m on an observation (its session, token, query),
- * number seq, CON or NON; block-wise when larger than a datagram.  0 sent,
- * -1 not (counted as dropped). */
-int coapgw_notify_one(coapgw_t *g, coap_session_t *s, const uint8_t *token, uint8_t token_len,
-                      const coap_string_t *query, uint32_t seq, int con, const msg_t *m);
+ * number seq, CON or NON; block-wise when larger than a datagram.  Its
+ * message id, or COAP_INVALID_MID: not sent (counted as dropped). */
+coap_mid_t coapgw_notify_one(coapgw_t *g, coap_session_t *s, const uint8_t *token,
+                             uint8_t token_len, const coap_string_t *query, uint32_t seq, int con,
+                             const msg_t *m);
 /* The end of an observation: a NON with `code` (5.03) and its token. */
 void coapgw_send_final(coap_session_t *s, const uint8_t *token, uint8_t token_len, int code);
 
@@ -121,6 +125,10 @@ void coapgw_send_final(coap_session_t *s, const uint8_t *token, uint8_t token_le
 void coapgw_down_request(coapgw_t *g, coap_session_t *s, const coap_pdu_t *req,
                          const coapgw_req_t *q, coap_pdu_t *resp);
 int coapgw_down_nack(coapgw_t *g, coap_session_t *s, coap_bin_const_t tok); /* 1: one of ours */
+/* An empty ACK with message id mid from `from` is about to be read by
+ * libcoap (coapgw.c peeked at it): the CON notification it answers is
+ * acknowledged to its session. */
+void coapgw_down_acked(coapgw_t *g, const struct sockaddr_in *from, uint16_t mid);
 void coapgw_down_item(coapgw_t *g, inbox_item_t *it); /* ITEM_DOWN, ITEM_END */
 void coapgw_down_sweep(coapgw_t *g, uint64_t now);
 void coapgw_down_free(coapgw_t *g);           /* gw_free, the thread stopped */
