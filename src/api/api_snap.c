@@ -172,9 +172,10 @@ static json_t *client_json(const sess_t *s, int with_subs)
         json_object_set_new(o, "listener",
                             info.client.listener ? json_string(info.client.listener) : json_null());
         int http = info.client.proto == EP_PROTO_HTTP; /* endpoint.h */
-        json_object_set_new(o, "protocol", json_string(http ? "http" : "mqtt"));
+        int coap = info.client.proto == EP_PROTO_COAP;
+        json_object_set_new(o, "protocol", json_string(http ? "http" : coap ? "coap" : "mqtt"));
         json_object_set_new(o, "protocol_version",
-                            http ? json_null() : json_integer(info.client.proto));
+                            http || coap ? json_null() : json_integer(info.client.proto));
         json_object_set_new(o, "keepalive", json_integer(info.keepalive));
         json_object_set_new(o, "connected_at", json_integer(s->connected_at));
     } else {

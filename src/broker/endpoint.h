@@ -9,7 +9,8 @@
  * about the client's side: not MQTT, not TCP.  The MQTT connection is the
  * first endpoint (ep_mqtt.c: an endpoint_t embedded in conn_t); an HTTP
  * device's long poll or event stream (src/gateways/http/httpin_down.c), a
- * CoAP observer, a device attached to another cluster node or a test
+ * CoAP device observing its command resource
+ * (src/gateways/coap/coapgw_down.c), a device attached to another cluster node or a test
  * recorder (tests/unit/test_endpoint.c) implement the same few operations.
  *
  *   sess_t.ep ───> endpoint_t {ops, max_packet, receive_max, flags}
@@ -62,11 +63,10 @@
  *   text (only when a buffer is given: the ACL's per-message check passes
  *   none), listener, protocol.
  *
- * A CoAP observer (RFC 7641) would map deliver to a notification (QoS 0:
- * NON, QoS 1/2: CON with the packet id as its token, and call
- * sess_on_puback at the ACK), receive_max to its NSTART, max_packet to its
- * block size, close to a 5.03 or a reset, and set EP_F_RETRY off (CoAP
- * retransmits CONs itself).  A proxy for a client attached to another node
+ * A CoAP device observing /cmd (coapgw_down.c) maps deliver to a
+ * notification of its observation (QoS 0: NON, QoS 1/2: CON, acknowledged
+ * at the device's ACK), close to a final 5.03,
+ * and sets EP_F_RETRY off (CoAP retransmits CONs itself).  A proxy for a client attached to another node
  * would forward each call to that node over the cluster link, and the
  * node's answers (acknowledgements, the link going down: sess_detach) come
  * back through the home worker's inbox.
@@ -92,7 +92,10 @@ enum {
 
 /* event_client_t.proto of a client that does not speak MQTT (MQTT's are
  * its protocol levels, 3 to 5). */
-enum { EP_PROTO_HTTP = 0x80 /* the device HTTP downlink (src/gateways/http) */ };
+enum {
+    EP_PROTO_HTTP = 0x80, /* the device HTTP downlink (src/gateways/http) */
+    EP_PROTO_COAP = 0x81  /* a CoAP device observing /cmd (src/gateways/coap) */
+};
 
 /* Acknowledgements, numbered as the MQTT packet types they are. */
 enum {

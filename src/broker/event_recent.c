@@ -135,6 +135,7 @@ static void on_event(worker_t *w, event_kind_t kind, const void *data, void *use
             c->client.proto == MQTT_PROTO_V5    ? "MQTT 5.0"
             : c->client.proto == MQTT_PROTO_V31 ? "MQTT 3.1"
             : c->client.proto == EP_PROTO_HTTP  ? "HTTP"
+            : c->client.proto == EP_PROTO_COAP  ? "CoAP"
                                                 : "MQTT 3.1.1",
             c->clean_start, c->session_present);
         break;

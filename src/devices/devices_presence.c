@@ -53,6 +53,7 @@ static const char *proto_name(uint8_t proto)
            : proto == 4             ? "3.1.1"
            : proto == 3             ? "3.1"
            : proto == EP_PROTO_HTTP ? "http"
+           : proto == EP_PROTO_COAP ? "coap"
                                     : "";
 }
 

@@ -49,10 +49,24 @@
  * observe_lifetime_s: the gateway then sends a 5.03 (RFC 7641: a non-2.xx
  * notification ends an observation) and forgets it.  An observation holds a
  * reference to its libcoap session.
+ *
+ * The downlink (GET + Observe on /cmd, coapgw_down.c): the observation is
+ * an endpoint attached to the device's persistent session on its home
+ * worker, which hands the session's deliveries to this thread (one
+ * ITEM_DOWN per observation and worker turn); the acknowledgements go back
+ * as WM_COAP items, gathered per worker like the QoS 0 publishes, when the
+ * device ACKs a CON notification (io_once peeks at the datagram libcoap is
+ * about to read while such a CON waits).  What
+ * both files share is coapgw_int.h.
+ *
+ * The topic guards (router.h: $cmd/{id}/, $shadow/{id}/) judge a CoAP
+ * publish as they judge an MQTT one, by the device's client id.
  */
 #include "coapgw.h"
+#include "coapgw_int.h"
 
 #include <arpa/inet.h>
+#include <sys/socket.h>
 #include <coap3/coap.h>
 #include <errno.h>
 #include <pthread.h>
@@ -72,15 +86,12 @@
 #include "msg.h"
 #include "router.h"
 #include "server.h"
+#include "sess.h"
 #include "trie.h"
 #include "util.h"
 
-#define MAX_TOPIC 1024
-#define MAX_ARG 256
-
-enum { ITEM_WAKE = 0, ITEM_MSG = 1 };
-
-typedef struct coapgw_obs_s {
+/* An observation of /ps/{filter}. */
+struct coapgw_obs_s {
     struct coapgw_obs_s *next;
     coap_session_t *session; /* a reference */
     uint8_t token[8];
@@ -93,46 +104,7 @@ typedef struct coapgw_obs_s {
     auth_client_t *ac;
     coap_string_t *query; /* the registration's query: libcoap matches the Block2
                            * follow-ups of a large notification by it */
-} coapgw_obs_t;
-
-typedef struct {
-    char *filter;
-    uint32_t refs;
-} coapgw_filter_t;
-
-/* A worker's messages for the gateway, gathered during a turn. */
-typedef struct {
-    inbox_vec_t out;
-} coapgw_wctx_t;
-
-typedef struct {
-    server_t *srv;
-    module_inst_t *mi;
-    const coapgw_conf_t *c;
-    coap_context_t *ctx;
-    coap_resource_t *res;
-    coapgw_psk_t *psk;        /* DTLS keys, or NULL: no DTLS listener */
-    coap_pdu_t *get_req;      /* a bare GET, the "request" of every block-wise
-                               * notification (libcoap reads only its code and
-                               * Block2 option): no copy per observation */
-    coap_bin_const_t psk_out; /* the key handed to libcoap (it copies it) */
-    router_consumer_t *consumer;
-    inbox_t inbox;        /* workers -> the gateway thread */
-    inbox_vec_t *pending; /* per worker: QoS 0 publishes of this turn */
-    int inbox_ok;
-    ev_loop_t loop;
-    ev_watcher_t coap_ev, inbox_ev;
-    pthread_t thread;
-    int thread_started;
-    _Atomic int stopping;
-    /* the gateway thread's own */
-    coapgw_obs_t *obs;
-    coapgw_filter_t *filters;
-    uint32_t nfilters, capfilters;
-    uint64_t last_sweep_us;
-    _Atomic uint64_t requests, published, notified, refused, dropped, expired;
-    _Atomic uint32_t observers;
-} coapgw_t;
+};
 
 /* A QoS 1 message handed to a worker, waited for. */
 typedef struct {
@@ -180,7 +152,11 @@ static void job_release(coapgw_job_t *j)
 
 static void pub_run(worker_t *w, inbox_item_t *it)
 {
-    if (it->flags == 0) { /* QoS 0: the message alone */
+    if (it->flags >= COAP_OP_ATTACH) { /* the downlink (coapgw_down.c) */
+        coapgw_down_run(w, it);
+        return;
+    }
+    if (it->flags == COAP_OP_PUB0) { /* QoS 0: the message alone */
         msg_t *m = it->ptr;
         router_publish(w, m, NULL);
         msg_unref(&m);
@@ -198,7 +174,9 @@ static void pub_run(worker_t *w, inbox_item_t *it)
 
 static void pub_drop(inbox_item_t *it)
 {
-    if (it->flags == 0) {
+    if (it->flags >= COAP_OP_ATTACH) {
+        coapgw_down_drop(it);
+    } else if (it->flags == COAP_OP_PUB0) {
         msg_t *m = it->ptr;
         msg_unref(&m);
     } else {
@@ -234,7 +212,7 @@ static int publish(coapgw_t *g, msg_t *m, const char *client_id)
     j->refs = 2;
     j->m = m;
     it.ptr = j;
-    it.flags = 1;
+    it.flags = COAP_OP_PUB1;
     flush_pending(g); /* the QoS 0 messages before it stay before it */
     inbox_vec_t v = {0};
     inbox_vec_push(&v, &it);
@@ -335,13 +313,6 @@ static auth_verdict_t authenticate(coapgw_t *g, auth_chain_t *ch, const auth_req
 
 /* ---- a request ---------------------------------------------------------------- */
 
-typedef struct {
-    char topic[MAX_TOPIC];
-    size_t tlen;
-    char qos[MAX_ARG], retain[MAX_ARG], token[MAX_ARG], u[MAX_ARG], p[MAX_ARG], c[MAX_ARG];
-    uint8_t has_qos, has_retain, has_token, has_u, has_p, has_c;
-} coapgw_req_t;
-
 /* 0, or the response code of the fault (404, 400) with *why. */
 static int parse_request(const coap_pdu_t *req, coapgw_req_t *q, const char **why)
 {
@@ -357,10 +328,14 @@ static int parse_request(const coap_pdu_t *req, coapgw_req_t *q, const char **wh
         size_t l = coap_opt_length(o);
         const uint8_t *v = coap_opt_value(o);
         if (seg++ == 0) {
-            if (l != 2 || memcmp(v, "ps", 2) != 0)
-                return *why = "no such resource: use /ps/{topic}", 404;
+            if (l == 3 && memcmp(v, "cmd", 3) == 0)
+                q->cmd = 1; /* the downlink: /cmd alone */
+            else if (l != 2 || memcmp(v, "ps", 2) != 0)
+                return *why = "no such resource: use /ps/{topic} or /cmd", 404;
             continue;
         }
+        if (q->cmd)
+            return *why = "no such resource: /cmd has no sub-path", 404;
         if (q->tlen + l + 1 >= sizeof(q->topic))
             return *why = "the topic is too long", 400;
         if (seg > 2)
@@ -369,8 +344,8 @@ static int parse_request(const coap_pdu_t *req, coapgw_req_t *q, const char **wh
         q->tlen += l;
     }
     if (seg == 0)
-        return *why = "no such resource: use /ps/{topic}", 404;
-    if (seg == 1)
+        return *why = "no such resource: use /ps/{topic} or /cmd", 404;
+    if (seg == 1 && !q->cmd)
         return *why = "a topic is required: /ps/{topic}", 400;
     q->topic[q->tlen] = 0;
 
@@ -408,14 +383,14 @@ static int parse_request(const coap_pdu_t *req, coapgw_req_t *q, const char **wh
     return 0;
 }
 
-static void answer(coap_pdu_t *resp, int code, const char *text)
+void coapgw_answer(coap_pdu_t *resp, int code, const char *text)
 {
     coap_pdu_set_code(resp, COAP_RESPONSE_CODE(code));
     if (text && code >= 400)
         coap_add_data(resp, strlen(text), (const uint8_t *)text);
 }
 
-static void peer_text(coap_session_t *s, char *out, size_t size)
+void coapgw_peer_text(coap_session_t *s, char *out, size_t size)
 {
     const coap_address_t *a = coap_session_get_addr_remote(s);
     out[0] = 0;
@@ -428,11 +403,11 @@ static void peer_text(coap_session_t *s, char *out, size_t size)
 
 /* The client behind a request, authenticated: an auth_client_t, or NULL
  * (refused: counted). */
-static auth_client_t *login(coapgw_t *g, coap_session_t *s, const coapgw_req_t *q, char *client_id,
+auth_client_t *coapgw_login(coapgw_t *g, coap_session_t *s, const coapgw_req_t *q, char *client_id,
                             size_t idsize)
 {
     char peer[80];
-    peer_text(s, peer, sizeof(peer));
+    coapgw_peer_text(s, peer, sizeof(peer));
     auth_chain_t *ch = atomic_load(&g->srv->auth);
     if (coap_session_get_proto(s) == COAP_PROTO_DTLS) {
         /* the handshake proved the identity's key: it is the user */
@@ -478,16 +453,33 @@ static auth_client_t *login(coapgw_t *g, coap_session_t *s, const coapgw_req_t *
     return ac;
 }
 
+/* The topic guards (router.h: $cmd/{id}/..., $shadow/{id}/...) judge a
+ * client by its session's client id: a CoAP device has none on this
+ * thread, so they are shown one that holds only the id (all they read). */
+static int guard_allows(coapgw_t *g, const auth_client_t *ac, const char *client_id,
+                        const coapgw_req_t *q)
+{
+    union {
+        sess_t s;
+        char bytes[sizeof(sess_t) + MAX_ARG + 96];
+    } who;
+    size_t n = strlen(client_id);
+    memset(&who.s, 0, sizeof(who.s));
+    who.s.client_id_len = (uint16_t)n;
+    memcpy(who.s.client_id, client_id, n + 1);
+    return router_guard_publish(g->srv, &who.s, ac->user, (const uint8_t *)q->topic, q->tlen);
+}
+
 static void do_publish(coapgw_t *g, coap_session_t *s, const coap_pdu_t *req, const coapgw_req_t *q,
                        coap_pdu_t *resp)
 {
     auth_client_t *ac = NULL;
     if (q->tlen == 0 || !mqtt_topic_name_valid((const uint8_t *)q->topic, q->tlen)) {
-        answer(resp, 400, "the topic must be a topic name (no wildcards)");
+        coapgw_answer(resp, 400, "the topic must be a topic name (no wildcards)");
         goto out;
     }
     if (q->has_qos && strcmp(q->qos, "0") != 0 && strcmp(q->qos, "1") != 0) {
-        answer(resp, 400, "qos must be 0 or 1");
+        coapgw_answer(resp, 400, "qos must be 0 or 1");
         goto out;
     }
     uint8_t retain = 0;
@@ -495,7 +487,7 @@ static void do_publish(coapgw_t *g, coap_session_t *s, const coap_pdu_t *req, co
         if (strcmp(q->retain, "1") == 0 || strcasecmp(q->retain, "true") == 0)
             retain = 1;
         else if (strcmp(q->retain, "0") != 0 && strcasecmp(q->retain, "false") != 0) {
-            answer(resp, 400, "retain must be 0 or 1");
+            coapgw_answer(resp, 400, "retain must be 0 or 1");
             goto out;
         }
     }
@@ -504,18 +496,22 @@ static void do_publish(coapgw_t *g, coap_session_t *s, const coap_pdu_t *req, co
     if (!coap_get_data_large(req, &len, &data, &offset, &total))
         len = total = 0;
     if (total > g->c->max_body || len + q->tlen + 64 > g->srv->conf.max_packet_size) {
-        answer(resp, 413, "the payload is larger than coap.max_body");
+        coapgw_answer(resp, 413, "the payload is larger than coap.max_body");
         goto out;
     }
     char client_id[MAX_ARG + 96];
-    ac = login(g, s, q, client_id, sizeof(client_id));
+    ac = coapgw_login(g, s, q, client_id, sizeof(client_id));
     if (ac == NULL) {
-        answer(resp, 401, "not authorized");
+        coapgw_answer(resp, 401, "not authorized");
         goto out;
     }
     auth_chain_t *ch = atomic_load(&g->srv->auth);
     if (!auth_chain_acl(ch, ac, AUTH_ACT_PUBLISH, (const uint8_t *)q->topic, q->tlen, 0)) {
-        answer(resp, 403, "publish to this topic is denied");
+        coapgw_answer(resp, 403, "publish to this topic is denied");
+        goto out;
+    }
+    if (router_guard_first(g->srv, (uint8_t)q->topic[0]) && !guard_allows(g, ac, client_id, q)) {
+        coapgw_answer(resp, 403, "publish to this topic is denied");
         goto out;
     }
     uint8_t qos = q->has_qos ? (uint8_t)(q->qos[0] - '0') : 0;
@@ -527,12 +523,12 @@ static void do_publish(coapgw_t *g, coap_session_t *s, const coap_pdu_t *req, co
     msg_origin_unref(&origin);
     int rc = publish(g, m, client_id); /* takes m */
     if (rc == -1)
-        answer(resp, 503, "the broker did not route in time");
+        coapgw_answer(resp, 503, "the broker did not route in time");
     else if (rc == -2)
-        answer(resp, 503, "a subscriber's queue is full");
+        coapgw_answer(resp, 503, "a subscriber's queue is full");
     else {
         atomic_fetch_add(&g->published, 1);
-        answer(resp, 204, NULL);
+        coapgw_answer(resp, 204, NULL);
     }
 out:
     auth_client_free(ac);
@@ -592,7 +588,7 @@ static void obs_remove(coapgw_t *g, coapgw_obs_t **pp)
     atomic_fetch_sub(&g->observers, 1);
 }
 
-static void add_observe(coap_pdu_t *pdu, uint32_t seq)
+void coapgw_add_observe(coap_pdu_t *pdu, uint32_t seq)
 {
     uint8_t buf[4];
     coap_add_option(pdu, COAP_OPTION_OBSERVE, coap_encode_var_safe(buf, sizeof(buf), seq), buf);
@@ -607,49 +603,49 @@ static void do_observe(coapgw_t *g, coap_session_t *s, const coap_pdu_t *req, co
     int action = ob ? (int)coap_decode_var_bytes(coap_opt_value(ob), coap_opt_length(ob)) : -1;
     coap_bin_const_t tok = coap_pdu_get_token(req);
     if (q->tlen == 0 || !mqtt_topic_filter_valid((const uint8_t *)q->topic, q->tlen)) {
-        answer(resp, 400, "the path must be a topic filter");
+        coapgw_answer(resp, 400, "the path must be a topic filter");
         goto out;
     }
     if (action == COAP_OBSERVE_CANCEL) {
         coapgw_obs_t **pp = obs_find(g, s, tok);
         if (pp)
             obs_remove(g, pp);
-        answer(resp, 205, NULL);
+        coapgw_answer(resp, 205, NULL);
         goto out;
     }
     if (action != COAP_OBSERVE_ESTABLISH) {
-        answer(resp, 205, NULL); /* a plain GET: no current value is kept */
+        coapgw_answer(resp, 205, NULL); /* a plain GET: no current value is kept */
         goto out;
     }
     coapgw_obs_t **pp = obs_find(g, s, tok);
     if (pp) { /* a re-registration: the observation lives on */
         (*pp)->refreshed_us = an_now_us();
-        answer(resp, 205, NULL);
-        add_observe(resp, (*pp)->seq);
+        coapgw_answer(resp, 205, NULL);
+        coapgw_add_observe(resp, (*pp)->seq);
         goto out;
     }
     if (tok.length > 8) {
-        answer(resp, 400, "a token is at most 8 bytes");
+        coapgw_answer(resp, 400, "a token is at most 8 bytes");
         goto out;
     }
     char client_id[MAX_ARG + 96];
-    ac = login(g, s, q, client_id, sizeof(client_id));
+    ac = coapgw_login(g, s, q, client_id, sizeof(client_id));
     if (ac == NULL) {
-        answer(resp, 401, "not authorized");
+        coapgw_answer(resp, 401, "not authorized");
         goto out;
     }
     auth_chain_t *ch = atomic_load(&g->srv->auth);
     int v = auth_chain_acl(ch, ac, AUTH_ACT_SUBSCRIBE, (const uint8_t *)q->topic, q->tlen, 1);
     if (v == 0) {
-        answer(resp, 403, "subscribing to this filter is denied");
+        coapgw_answer(resp, 403, "subscribing to this filter is denied");
         goto out;
     }
     if (atomic_load(&g->observers) >= g->c->max_observers) {
-        answer(resp, 503, "too many observations (coap.max_observers)");
+        coapgw_answer(resp, 503, "too many observations (coap.max_observers)");
         goto out;
     }
     if (filter_ref(g, q->topic) < 0) {
-        answer(resp, 400, "the path must be a topic filter");
+        coapgw_answer(resp, 400, "the path must be a topic filter");
         goto out;
     }
     coapgw_obs_t *o = an_calloc(1, sizeof(*o));
@@ -667,10 +663,52 @@ static void do_observe(coapgw_t *g, coap_session_t *s, const coap_pdu_t *req, co
     o->next = g->obs;
     g->obs = o;
     atomic_fetch_add(&g->observers, 1);
-    answer(resp, 205, NULL);
-    add_observe(resp, o->seq);
+    coapgw_answer(resp, 205, NULL);
+    coapgw_add_observe(resp, o->seq);
 out:
     auth_client_free(ac);
+}
+
+/* ---- a rate per source address (coap.rate) ------------------------------------- */
+
+/* A token bucket per IPv4 source address in a fixed table (allocated at
+ * start when coap.rate is set, nothing per datagram): an address takes the
+ * slot its hash picks, replacing another one there (which then starts with
+ * a full bucket again: a collision can only let more through, never refuse
+ * a legitimate address).  The gateway thread's only. */
+#define COAPGW_RATE_SLOTS 4096
+
+struct coapgw_rate_s {
+    uint32_t addr;
+    uint32_t milli; /* thousandths of a request */
+    uint64_t at_ms;
+};
+
+/* 1: the request may go on; 0: over coap.rate (4.29). */
+static int rate_take(coapgw_t *g, coap_session_t *s)
+{
+    const coap_address_t *a = coap_session_get_addr_remote(s);
+    if (g->rate == NULL || a == NULL || a->addr.sa.sa_family != AF_INET)
+        return 1;
+    uint32_t ip = a->addr.sin.sin_addr.s_addr;
+    struct coapgw_rate_s *r =
+        &g->rate[(uint32_t)((ip * 0x9E3779B1u) >> 20) & (COAPGW_RATE_SLOTS - 1)];
+    uint64_t now = an_now_us() / 1000u;
+    uint64_t cap = (uint64_t)g->c->rate * 1000u; /* a second's worth */
+    if (r->addr != ip || r->at_ms == 0) {
+        *r = (struct coapgw_rate_s){
+            .addr = ip, .milli = (uint32_t)AN_MIN(cap, UINT32_MAX), .at_ms = now};
+    } else if (now > r->at_ms) {
+        uint64_t m = r->milli + (now - r->at_ms) * g->c->rate;
+        r->milli = (uint32_t)AN_MIN(AN_MIN(m, cap), UINT32_MAX);
+        r->at_ms = now;
+    }
+    if (r->milli < 1000u) {
+        atomic_fetch_add(&g->limited, 1);
+        return 0;
+    }
+    r->milli -= 1000u;
+    return 1;
 }
 
 static void on_request(coap_resource_t *r, coap_session_t *s, const coap_pdu_t *req,
@@ -679,11 +717,21 @@ static void on_request(coap_resource_t *r, coap_session_t *s, const coap_pdu_t *
     (void)query;
     coapgw_t *g = coap_resource_get_userdata(r);
     atomic_fetch_add(&g->requests, 1);
+    if (!rate_take(g, s)) {
+        /* no diagnostic text: an answer to a spoofed address is no larger
+         * than what came */
+        coapgw_answer(resp, 429, NULL);
+        return;
+    }
     coapgw_req_t *q = an_calloc(1, sizeof(*q));
     const char *why = NULL;
     int code = parse_request(req, q, &why);
     if (code)
-        answer(resp, code, why);
+        coapgw_answer(resp, code, why);
+    else if (q->cmd && coap_pdu_get_code(req) != COAP_REQUEST_CODE_GET)
+        coapgw_answer(resp, 405, "/cmd is observed with GET");
+    else if (q->cmd)
+        coapgw_down_request(g, s, req, q, resp);
     else if (coap_pdu_get_code(req) == COAP_REQUEST_CODE_GET)
         do_observe(g, s, req, q, resp);
     else
@@ -705,6 +753,8 @@ static void on_nack(coap_session_t *s, const coap_pdu_t *sent, const coap_nack_r
     coapgw_obs_t **pp = obs_find(g, s, coap_pdu_get_token(sent));
     if (pp)
         obs_remove(g, pp);
+    else
+        coapgw_down_nack(g, s, coap_pdu_get_token(sent));
 }
 
 /* libcoap is done with a block-wise notification's body. */
@@ -715,10 +765,53 @@ static void release_msg(coap_session_t *s, void *app_ptr)
     msg_unref(&m);
 }
 
+coap_mid_t coapgw_notify_one(coapgw_t *g, coap_session_t *s, const uint8_t *token,
+                             uint8_t token_len, const coap_string_t *query, uint32_t seq, int con,
+                             const msg_t *m)
+{
+    const uint8_t *payload = m->data + m->topic_len + m->props_len;
+    size_t max = coap_session_max_pdu_size(s);
+    coap_pdu_t *pdu = coap_pdu_init(con ? COAP_MESSAGE_CON : COAP_MESSAGE_NON,
+                                    COAP_RESPONSE_CODE_CONTENT, coap_new_message_id(s), max);
+    if (pdu == NULL) {
+        atomic_fetch_add(&g->dropped, 1);
+        return COAP_INVALID_MID;
+    }
+    coap_add_token(pdu, token_len, token);
+    coapgw_add_observe(pdu, seq);
+    if ((size_t)m->payload_len + 32 <= max) {
+        coap_add_data(pdu, m->payload_len, payload);
+    } else if (!coap_add_data_large_response(
+                   g->res, s, g->get_req, pdu, query, COAP_MEDIATYPE_APPLICATION_OCTET_STREAM, -1,
+                   0, m->payload_len, payload, release_msg, msg_ref((msg_t *)m))) {
+        /* Block2: libcoap keeps the message (a reference) for the client's
+         * follow-up requests of the other blocks */
+        coap_delete_pdu(pdu);
+        atomic_fetch_add(&g->dropped, 1);
+        return COAP_INVALID_MID;
+    }
+    coap_mid_t mid = coap_send(s, pdu);
+    if (mid == COAP_INVALID_MID) {
+        atomic_fetch_add(&g->dropped, 1);
+        return COAP_INVALID_MID;
+    }
+    atomic_fetch_add(&g->notified, 1);
+    return mid;
+}
+
+void coapgw_send_final(coap_session_t *s, const uint8_t *token, uint8_t token_len, int code)
+{
+    coap_pdu_t *pdu = coap_pdu_init(COAP_MESSAGE_NON, COAP_RESPONSE_CODE(code),
+                                    coap_new_message_id(s), coap_session_max_pdu_size(s));
+    if (pdu) {
+        coap_add_token(pdu, token_len, token);
+        coap_send(s, pdu);
+    }
+}
+
 static void notify(coapgw_t *g, msg_t *m)
 {
     const uint8_t *topic = m->data;
-    const uint8_t *payload = m->data + m->topic_len + m->props_len;
     auth_chain_t *ch = NULL;
     for (coapgw_obs_t *o = g->obs; o; o = o->next) {
         if (!topic_matches((const uint8_t *)o->filter, o->flen, topic, m->topic_len))
@@ -729,33 +822,9 @@ static void notify(coapgw_t *g, msg_t *m)
             if (!auth_chain_acl(ch, o->ac, AUTH_ACT_SUBSCRIBE, topic, m->topic_len, 0))
                 continue;
         }
-        size_t max = coap_session_max_pdu_size(o->session);
-        coap_pdu_t *pdu =
-            coap_pdu_init(g->c->confirmable ? COAP_MESSAGE_CON : COAP_MESSAGE_NON,
-                          COAP_RESPONSE_CODE_CONTENT, coap_new_message_id(o->session), max);
-        if (pdu == NULL) {
-            atomic_fetch_add(&g->dropped, 1);
-            continue;
-        }
-        coap_add_token(pdu, o->token_len, o->token);
         o->seq = (o->seq + 1) & 0xFFFFFF;
-        add_observe(pdu, o->seq);
-        if ((size_t)m->payload_len + 32 <= max) {
-            coap_add_data(pdu, m->payload_len, payload);
-        } else if (!coap_add_data_large_response(g->res, o->session, g->get_req, pdu, o->query,
-                                                 COAP_MEDIATYPE_APPLICATION_OCTET_STREAM, -1, 0,
-                                                 m->payload_len, payload, release_msg,
-                                                 msg_ref(m))) {
-            /* Block2: libcoap keeps the message (a reference) for the client's
-             * follow-up requests of the other blocks */
-            coap_delete_pdu(pdu);
-            atomic_fetch_add(&g->dropped, 1);
-            continue;
-        }
-        if (coap_send(o->session, pdu) == COAP_INVALID_MID)
-            atomic_fetch_add(&g->dropped, 1);
-        else
-            atomic_fetch_add(&g->notified, 1);
+        coapgw_notify_one(g, o->session, o->token, o->token_len, o->query, o->seq,
+                          g->c->confirmable, m);
     }
 }
 
@@ -774,16 +843,11 @@ static void sweep(coapgw_t *g)
             pp = &o->next;
             continue;
         }
-        coap_pdu_t *pdu =
-            coap_pdu_init(COAP_MESSAGE_NON, COAP_RESPONSE_CODE(503),
-                          coap_new_message_id(o->session), coap_session_max_pdu_size(o->session));
-        if (pdu) {
-            coap_add_token(pdu, o->token_len, o->token);
-            coap_send(o->session, pdu);
-        }
+        coapgw_send_final(o->session, o->token, o->token_len, 503);
         atomic_fetch_add(&g->expired, 1);
         obs_remove(g, pp);
     }
+    coapgw_down_sweep(g, now);
 }
 
 /* A DTLS-PSK handshake: the identity's key from coap.psk_file, or NULL (the
@@ -806,6 +870,59 @@ static const coap_bin_const_t *on_psk_identity(coap_bin_const_t *identity, coap_
 
 /* ---- the gateway thread --------------------------------------------------------- */
 
+/* libcoap 4.3 consumes an empty ACK without telling the application, but
+ * the downlink acknowledges a QoS 1/2 message when the device ACKs its CON
+ * notification: while such a notification waits (con_waiting), the
+ * datagram libcoap is about to read (it reads one per call, from the
+ * endpoint's socket) is looked at first with MSG_PEEK.  An empty ACK is 4
+ * bytes: version 1, type ACK, no token, code 0.  Nothing is peeked while no
+ * CON waits; DTLS records are not readable here (coapgw_down.c
+ * acknowledges those at the hand-off). */
+static void io_once(coapgw_t *g)
+{
+    if (g->con_waiting && g->udp_fd >= 0) {
+        uint8_t b[4];
+        struct sockaddr_in from;
+        socklen_t fl = sizeof(from);
+        ssize_t n = recvfrom(g->udp_fd, b, sizeof(b), MSG_PEEK | MSG_DONTWAIT | MSG_TRUNC,
+                             (struct sockaddr *)&from, &fl);
+        if (n == 4 && b[0] == 0x60 && b[1] == 0 && fl == sizeof(from) && from.sin_family == AF_INET)
+            coapgw_down_acked(g, &from, (uint16_t)(b[2] << 8 | b[3]));
+    }
+    coap_io_process(g->ctx, COAP_IO_NO_WAIT);
+}
+
+/* The socket of the UDP endpoint just made (libcoap does not expose it):
+ * the datagram socket bound to its address, or -1. */
+static int find_udp_fd(const char *bound)
+{
+    char host[64];
+    unsigned port = 0;
+    if (sscanf(bound, "%63[0-9.]:%u", host, &port) != 2)
+        return -1;
+    struct in_addr want;
+    if (inet_pton(AF_INET, host, &want) != 1)
+        return -1;
+    /* a new descriptor is the lowest one free: a run of 1,024 closed ones
+     * is past it */
+    for (int fd = 3, closed = 0; fd < 65536 && closed < 1024; fd++) {
+        int type = 0;
+        socklen_t tl = sizeof(type);
+        if (getsockopt(fd, SOL_SOCKET, SO_TYPE, &type, &tl) < 0) {
+            closed = errno == EBADF ? closed + 1 : 0;
+            continue;
+        }
+        closed = 0;
+        struct sockaddr_in a;
+        socklen_t al = sizeof(a);
+        if (type == SOCK_DGRAM && getsockname(fd, (struct sockaddr *)&a, &al) == 0 &&
+            al == sizeof(a) && a.sin_family == AF_INET && ntohs(a.sin_port) == port &&
+            a.sin_addr.s_addr == want.s_addr)
+            return fd;
+    }
+    return -1;
+}
+
 static void on_coap_fd(ev_loop_t *loop, ev_watcher_t *w, uint32_t events)
 {
     (void)loop;
@@ -816,7 +933,7 @@ static void on_coap_fd(ev_loop_t *loop, ev_watcher_t *w, uint32_t events)
      * publishes on */
     for (int i = 0; i < 64; i++) {
         uint64_t before = atomic_load_explicit(&g->requests, memory_order_relaxed);
-        coap_io_process(g->ctx, COAP_IO_NO_WAIT);
+        io_once(g);
         if (atomic_load_explicit(&g->requests, memory_order_relaxed) == before)
             break;
     }
@@ -831,12 +948,17 @@ static void on_inbox(ev_loop_t *loop, ev_watcher_t *w, uint32_t events)
     inbox_vec_t v = {0};
     inbox_take(&g->inbox, &v);
     for (size_t i = 0; i < v.len; i++) {
+        if (v.items[i].kind == ITEM_DOWN || v.items[i].kind == ITEM_END) {
+            coapgw_down_item(g, &v.items[i]);
+            continue;
+        }
         if (v.items[i].kind != ITEM_MSG)
             continue;
         msg_t *m = v.items[i].ptr;
         notify(g, m);
         msg_unref(&m);
     }
+    flush_pending(g); /* the downlink's acknowledgements */
     inbox_vec_free(&v);
 }
 
@@ -850,9 +972,9 @@ static void *gw_thread(void *arg)
             log_error("coap: event loop: %s", strerror(errno));
             break;
         }
-        coap_io_process(g->ctx, COAP_IO_NO_WAIT); /* what the sends armed */
-        flush_pending(g);
+        io_once(g); /* what the sends armed */
         sweep(g);
+        flush_pending(g);
     }
     return NULL;
 }
@@ -918,6 +1040,10 @@ static void gw_defaults(void *conf)
     c->timeout_ms = 5000;
     c->psk_file[0] = 0;
     c->dtls_port = 5684;
+    c->rate = 0;
+    c->session_expiry = 3600;
+    c->nsubs = 1;
+    snprintf(c->subs[0], sizeof(c->subs[0]), "%s", "$cmd/{id}/#");
 }
 
 static int gw_load(conf_sec_t *s, void *conf)
@@ -933,8 +1059,28 @@ static int gw_load(conf_sec_t *s, void *conf)
         conf_sec_u32(s, "observe_lifetime_s", 1, 86400 * 7, &c->observe_lifetime_s) < 0 ||
         conf_sec_ms(s, "timeout", 10, 600000, &c->timeout_ms) < 0 ||
         conf_sec_str(s, "psk_file", c->psk_file, sizeof(c->psk_file), 0) < 0 ||
-        conf_sec_u32(s, "dtls_port", 0, 65535, &c->dtls_port) < 0)
+        conf_sec_u32(s, "dtls_port", 0, 65535, &c->dtls_port) < 0 ||
+        conf_sec_u32(s, "rate", 0, 10000000, &c->rate) < 0 ||
+        conf_sec_u32(s, "session_expiry", 0, 100u * 365 * 86400, &c->session_expiry) < 0 ||
+        conf_sec_names(s, "subscriptions", c->subs[0], sizeof(c->subs[0]), COAPGW_MAX_SUBS,
+                       &c->nsubs) < 0)
         return -1;
+    for (uint32_t i = 0; i < c->nsubs; i++) {
+        /* {id} stands for the device id: a filter with "x" in its place */
+        char f[sizeof(c->subs[0]) * 2];
+        size_t n = 0;
+        for (const char *q = c->subs[i]; *q && n + 2 < sizeof(f);) {
+            if (strncmp(q, "{id}", 4) == 0) {
+                f[n++] = 'x';
+                q += 4;
+            } else {
+                f[n++] = *q++;
+            }
+        }
+        if (!mqtt_topic_filter_valid((const uint8_t *)f, n) || strncmp(f, "$share/", 7) == 0)
+            return conf_sec_fail(s, "subscriptions", "\"%.80s\": a topic filter ({id}: the device)",
+                                 c->subs[i]);
+    }
     if (c->psk_file[0]) {
         char err[300];
         coapgw_psk_t *t = coapgw_psk_load(c->psk_file, err, sizeof(err));
@@ -962,6 +1108,12 @@ static void gw_walk(const void *conf, conf_visit_fn fn, void *ud)
     fn(ud, CONF_V_UINT, "timeout", NULL, c->timeout_ms);
     fn(ud, CONF_V_STR, "psk_file", c->psk_file, 0);
     fn(ud, CONF_V_UINT, "dtls_port", NULL, c->dtls_port);
+    fn(ud, CONF_V_UINT, "rate", NULL, c->rate);
+    fn(ud, CONF_V_UINT, "session_expiry", NULL, c->session_expiry);
+    fn(ud, CONF_V_LIST, "subscriptions", NULL, 0);
+    for (uint32_t i = 0; i < c->nsubs; i++)
+        fn(ud, CONF_V_STR, NULL, c->subs[i], 0);
+    fn(ud, CONF_V_END, "subscriptions", NULL, 0);
 }
 
 static int gw_init(module_inst_t *mi)
@@ -974,6 +1126,10 @@ static int gw_init(module_inst_t *mi)
     g->mi = mi;
     g->c = c;
     g->loop.epfd = -1;
+    pthread_mutex_init(&g->down_mu, NULL);
+    g->udp_fd = -1;
+    if (c->rate)
+        g->rate = an_calloc(COAPGW_RATE_SLOTS, sizeof(*g->rate));
     mi->state = g;
     if (inbox_init(&g->inbox) != 0) {
         log_error("coap: inbox: %s", strerror(errno));
@@ -1003,6 +1159,10 @@ static void gw_worker_free(module_inst_t *mi, worker_t *w, void *ctx)
     if (x == NULL)
         return;
     for (size_t i = 0; i < x->out.len; i++) {
+        if (x->out.items[i].kind != ITEM_MSG) {
+            coapgw_down_item_drop(&x->out.items[i]);
+            continue;
+        }
         msg_t *m = x->out.items[i].ptr;
         msg_unref(&m);
     }
@@ -1042,6 +1202,10 @@ static int gw_start(module_inst_t *mi)
     }
     const char *bound = coap_endpoint_str(ep); /* "127.0.0.1:5683 UDP" */
     log_info("coap: listening on udp %.*s", (int)strcspn(bound, " "), bound);
+    g->udp_fd = find_udp_fd(bound);
+    if (g->udp_fd < 0)
+        log_warn("coap: the UDP socket was not found: /cmd acknowledges QoS 1/2 at the hand-off "
+                 "to libcoap, not at the device's ACK");
     if (g->c->psk_file[0]) {
         char err[300];
         if (!coap_dtls_is_supported()) {
@@ -1128,14 +1292,13 @@ static void gw_free(module_inst_t *mi)
     gw_stop(mi);
     while (g->obs)
         obs_remove(g, &g->obs);
+    coapgw_down_free(g);
     for (uint32_t i = 0; i < g->nfilters; i++)
         free(g->filters[i].filter);
     free(g->filters);
     for (uint32_t i = 0; g->pending && i < g->srv->nworkers; i++) {
-        for (size_t k = 0; k < g->pending[i].len; k++) {
-            msg_t *m = g->pending[i].items[k].ptr;
-            msg_unref(&m);
-        }
+        for (size_t k = 0; k < g->pending[i].len; k++)
+            pub_drop(&g->pending[i].items[k]);
         inbox_vec_free(&g->pending[i]);
     }
     free(g->pending);
@@ -1146,6 +1309,8 @@ static void gw_free(module_inst_t *mi)
             if (v.items[i].kind == ITEM_MSG) {
                 msg_t *m = v.items[i].ptr;
                 msg_unref(&m);
+            } else if (v.items[i].kind != ITEM_WAKE) {
+                coapgw_down_item_drop(&v.items[i]);
             }
         inbox_vec_free(&v);
         inbox_destroy(&g->inbox);
@@ -1158,6 +1323,8 @@ static void gw_free(module_inst_t *mi)
         coap_cleanup();
     }
     coapgw_psk_free(g->psk);
+    pthread_mutex_destroy(&g->down_mu);
+    free(g->rate);
     free(g);
     mi->state = NULL;
 }
@@ -1183,6 +1350,15 @@ static void gw_metrics(module_inst_t *mi, module_metrics_t *mm)
          offsetof(coapgw_t, dropped)},
         {"antenna_coap_observations_expired_total", "counter",
          "observations dropped after coap.observe_lifetime_s", offsetof(coapgw_t, expired)},
+        {"antenna_coap_rate_limited_total", "counter",
+         "requests refused with 4.29 (coap.rate per source address)", offsetof(coapgw_t, limited)},
+        {"antenna_coap_downlink_attached_total", "counter",
+         "observations of /cmd attached to their device's session",
+         offsetof(coapgw_t, down_attached)},
+        {"antenna_coap_downlink_delivered_total", "counter",
+         "session messages sent as /cmd notifications", offsetof(coapgw_t, down_delivered)},
+        {"antenna_coap_downlink_takeovers_total", "counter",
+         "sessions an observation of /cmd took over", offsetof(coapgw_t, down_takeovers)},
     };
     for (size_t i = 0; i < sizeof(ctr) / sizeof(ctr[0]); i++) {
         module_metrics_family(mm, ctr[i].name, ctr[i].type, ctr[i].help);

@@ -1,7 +1,9 @@
 /* coapgw.h -- the CoAP gateway (section coap), on libcoap3.
  *
  * A module (module.h): constrained devices publish with POST/PUT to
- * /ps/{topic} and subscribe with GET + Observe on /ps/{filter} over UDP.
+ * /ps/{topic} and subscribe with GET + Observe on /ps/{filter} over UDP;
+ * an observation of /cmd attaches the device to its session (the downlink,
+ * coapgw_down.c).
  * See coapgw.c for the design and docs/coap.md for the contract.
  */
 #ifndef ANTENNA_COAPGW_H
@@ -10,6 +12,8 @@
 #include <stdint.h>
 
 #include "module.h"
+
+#define COAPGW_MAX_SUBS 8
 
 typedef struct coapgw_conf_s {
     uint8_t enabled;
@@ -25,6 +29,12 @@ typedef struct coapgw_conf_s {
                                   * worker routing a QoS 1 message */
     char psk_file[256];          /* DTLS-PSK keys (coapgw_psk.h); "": no DTLS */
     uint32_t dtls_port;          /* the DTLS listener's UDP port; 0: any */
+    uint32_t rate;               /* requests per second per source address
+                                  * (4.29 above), 0: no limit */
+    /* the downlink (coapgw_down.c): an observation of /cmd is a session */
+    uint32_t session_expiry;         /* seconds the device's session outlives it */
+    uint32_t nsubs;                  /* the session's subscriptions */
+    char subs[COAPGW_MAX_SUBS][256]; /* "{id}": the device id */
 } coapgw_conf_t;
 
 extern const module_t coapgw_module;
