@@ -771,10 +771,12 @@ static int on_publish(conn_t *c, const mqtt_raw_t *pkt)
     if (!cf->allow_sys_publish && router_is_sys_topic(pb.topic.p, pb.topic.len))
         return refuse_sys_publish(c, &pb, "$SYS topics are the broker's (mqtt.allow_sys_publish)");
     if (unlikely(w->srv->nguards != 0) && pb.topic.len &&
-        router_guard_first(w->srv, pb.topic.p[0]) &&
-        !router_guard_publish(w->srv, c->sess, c->x && c->x->auth ? c->x->auth->user : NULL,
-                              pb.topic.p, pb.topic.len))
-        return refuse_sys_publish(c, &pb, "not this client's topic (a module's topic guard)");
+        router_guard_first(w->srv, pb.topic.p[0])) {
+        router_who_t who = {c->sess->client_id, c->sess->client_id_len,
+                            c->x && c->x->auth ? c->x->auth->user : NULL};
+        if (!router_guard_publish(w->srv, &who, pb.topic.p, pb.topic.len))
+            return refuse_sys_publish(c, &pb, "not this client's topic (a module's topic guard)");
+    }
     if (!auth_chain_acl(w->srv->auth, c->x ? c->x->auth : NULL, AUTH_ACT_PUBLISH, pb.topic.p,
                         pb.topic.len, 0)) {
         /* MQTT 5: 0x87 in the acknowledgement; MQTT 3.1.1 has no negative
@@ -943,9 +945,12 @@ static uint8_t subscribe_one(conn_t *c, const mqtt_str_t *f, uint8_t opts, uint3
     uint32_t gen = auth_chain_gen(w->srv->auth);
     int verdict =
         auth_chain_acl(w->srv->auth, c->x ? c->x->auth : NULL, AUTH_ACT_SUBSCRIBE, real, rl, 1);
-    if (unlikely(w->srv->nguards_sub != 0) && verdict != AUTH_ACL_DENY &&
-        !router_guard_subscribe(w->srv, s, c->x && c->x->auth ? c->x->auth->user : NULL, real, rl))
-        verdict = AUTH_ACL_DENY; /* a module's topics: another device's commands */
+    if (unlikely(w->srv->nguards_sub != 0) && verdict != AUTH_ACL_DENY) {
+        router_who_t who = {s->client_id, s->client_id_len,
+                            c->x && c->x->auth ? c->x->auth->user : NULL};
+        if (!router_guard_subscribe(w->srv, &who, real, rl))
+            verdict = AUTH_ACL_DENY; /* a module's topics: another device's commands */
+    }
     if (verdict == AUTH_ACL_DENY) {
         char name[160];
         STAT_ADD(w->stats.acl_denied, 1);

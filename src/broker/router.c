@@ -614,25 +614,25 @@ int router_guard(server_t *srv, const char *prefix, const router_guard_t *g)
     return 0;
 }
 
-int router_guard_publish(const server_t *srv, const sess_t *from, const char *user,
-                         const uint8_t *topic, size_t len)
+int router_guard_publish(const server_t *srv, const router_who_t *who, const uint8_t *topic,
+                         size_t len)
 {
     if (len == 0 || !router_guard_first(srv, topic[0]))
         return 1;
     for (uint32_t i = 0; i < srv->nguards; i++) {
         const struct router_guard_s *o = &srv->guards[i];
         if (len >= o->len && memcmp(topic, o->prefix, o->len) == 0)
-            return o->g.publish(from, user, topic, len, o->g.ud);
+            return o->g.publish(who, topic, len, o->g.ud);
     }
     return 1;
 }
 
-int router_guard_subscribe(const server_t *srv, const sess_t *from, const char *user,
-                           const uint8_t *filter, size_t len)
+int router_guard_subscribe(const server_t *srv, const router_who_t *who, const uint8_t *filter,
+                           size_t len)
 {
     for (uint32_t i = 0; i < srv->nguards; i++) {
         const struct router_guard_s *o = &srv->guards[i];
-        if (o->g.subscribe && !o->g.subscribe(from, user, filter, len, o->g.ud))
+        if (o->g.subscribe && !o->g.subscribe(who, filter, len, o->g.ud))
             return 0;
     }
     return 1;

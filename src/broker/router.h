@@ -126,8 +126,9 @@ int router_receive_hook(server_t *srv, router_receive_fn fn, void *user);
  * `id`; the commands module keeps $cmd/{id}/... to it (commands.acl).
  * Each returns 1 allowed, 0 refused, handled as an ACL denial (PUBLISH:
  * MQTT 5 PUBACK/PUBREC 0x87, 3.1.1 acknowledged and dropped; SUBSCRIBE:
- * 0x87 / 0x80), after the broker's own checks and before the ACL.  `user`
- * is the client's authenticated user name, or NULL.  Cost: with no guard,
+ * 0x87 / 0x80), after the broker's own checks and before the ACL.  `who`
+ * is the client: its client id and authenticated user name (an MQTT
+ * connection's, or a gateway's device: HTTP, CoAP).  Cost: with no guard,
  * nothing; with guards, a PUBLISH whose topic's first byte starts no
  * guard's prefix pays one bit test (router_guard_first), the others a
  * prefix comparison per guard and the guard's call; every SUBSCRIBE filter
@@ -135,17 +136,20 @@ int router_receive_hook(server_t *srv, router_receive_fn fn, void *user);
  * server_start (main thread): -1 for an empty prefix, $SYS, one with a
  * wildcard, or one that covers or is covered by another guard's. */
 typedef struct {
-    int (*publish)(const sess_t *from, const char *user, const uint8_t *topic, size_t len,
-                   void *ud);
-    int (*subscribe)(const sess_t *from, const char *user, const uint8_t *filter, size_t len,
-                     void *ud);
+    const char *client_id; /* NUL-terminated, id_len bytes */
+    size_t id_len;
+    const char *user; /* the authenticated user name, or NULL */
+} router_who_t;
+typedef struct {
+    int (*publish)(const router_who_t *who, const uint8_t *topic, size_t len, void *ud);
+    int (*subscribe)(const router_who_t *who, const uint8_t *filter, size_t len, void *ud);
     void *ud;
 } router_guard_t;
 int router_guard(server_t *srv, const char *prefix, const router_guard_t *g);
-int router_guard_publish(const server_t *srv, const sess_t *from, const char *user,
-                         const uint8_t *topic, size_t len);
-int router_guard_subscribe(const server_t *srv, const sess_t *from, const char *user,
-                           const uint8_t *filter, size_t len);
+int router_guard_publish(const server_t *srv, const router_who_t *who, const uint8_t *topic,
+                         size_t len);
+int router_guard_subscribe(const server_t *srv, const router_who_t *who, const uint8_t *filter,
+                           size_t len);
 void router_guard_free(server_t *srv); /* server_free */
 /* proto.c's fast path: may a topic starting with byte c be guarded? */
 static inline int router_guard_first(const server_t *srv, uint8_t c)

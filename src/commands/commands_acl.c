@@ -15,7 +15,6 @@
 
 #include "commands.h"
 #include "commands_int.h"
-#include "sess.h"
 
 
 static int is_admin(const cmd_conf_t *cf, const char *user)
@@ -79,16 +78,14 @@ int cmd_acl_refuses(const cmd_conf_t *cf, const char *id, size_t idlen, const ch
     return 0;
 }
 
-static int guard_publish(const sess_t *from, const char *user, const uint8_t *topic, size_t len,
-                         void *ud)
+static int guard_publish(const router_who_t *who, const uint8_t *topic, size_t len, void *ud)
 {
-    return from && !cmd_acl_refuses(ud, from->client_id, from->client_id_len, user, topic, len, 0);
+    return !cmd_acl_refuses(ud, who->client_id, who->id_len, who->user, topic, len, 0);
 }
 
-static int guard_subscribe(const sess_t *from, const char *user, const uint8_t *filter, size_t len,
-                           void *ud)
+static int guard_subscribe(const router_who_t *who, const uint8_t *filter, size_t len, void *ud)
 {
-    return from && !cmd_acl_refuses(ud, from->client_id, from->client_id_len, user, filter, len, 1);
+    return !cmd_acl_refuses(ud, who->client_id, who->id_len, who->user, filter, len, 1);
 }
 
 int cmd_acl_register(server_t *srv, const cmd_conf_t *cf)

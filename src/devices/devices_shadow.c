@@ -351,15 +351,14 @@ static void on_message(worker_t *w, router_consumer_t *rc, msg_t *m, uint8_t qos
 
 /* The topic guard (router.h): under PREFIX/, a client publishes only to
  * PREFIX/{its client id}/reported and .../get. */
-static int guard(const sess_t *from, const char *who, const uint8_t *topic, size_t len, void *user)
+static int guard(const router_who_t *who, const uint8_t *topic, size_t len, void *user)
 {
-    (void)who;
     const devices_state_t *st = user;
     size_t pl = strlen(st->conf->shadow_prefix); /* the router matched PREFIX/ */
-    size_t cl = from ? from->client_id_len : 0;
+    size_t cl = who->id_len;
     const uint8_t *rest = topic + pl + 1;
     size_t rl = len - pl - 1;
-    if (from == NULL || rl <= cl || memcmp(rest, from->client_id, cl) != 0 || rest[cl] != '/')
+    if (rl <= cl || memcmp(rest, who->client_id, cl) != 0 || rest[cl] != '/')
         return 0;
     rest += cl + 1;
     rl -= cl + 1;

@@ -178,3 +178,18 @@ def test_limits_and_keepalive(hbroker):
     conn.close()
     assert statuses[0] == 200 and 429 in statuses, statuses
     assert statuses.count(200) >= 2  # the connection was reused
+
+
+def test_module_topics_are_guarded(hbroker, tmp_path):
+    """A device the ACL lets publish anywhere under $cmd/ still posts only to
+    its own reply topic: the commands module's topic guard judges HTTP
+    devices as it judges MQTT clients (router.h, router_guard)."""
+    acl = tmp_path / "acl-open"
+    acl.write_text("any\nallow all $cmd/#\nallow all devices/#\n")
+    b = hbroker("commands:\n  enabled: true\n",
+                auth={"password_file": str(tmp_path / "passwd"), "acl_file": str(acl)})
+    wait_listening(b)
+    st, o = post(b, "/devices/dev1/messages", {"topic": "$cmd/dev2/reply", "payload": "{}"})
+    assert st == 403 and o["field"] == "topic", (st, o)
+    st, o = post(b, "/devices/dev1/messages", {"topic": "$cmd/dev1/reply", "payload": "{}"})
+    assert st == 200, (st, o)

@@ -18,10 +18,9 @@ typedef struct {
     int answer;
 } judge_t;
 
-static int judge(const sess_t *from, const char *user, const uint8_t *topic, size_t len, void *ud)
+static int judge(const router_who_t *who, const uint8_t *topic, size_t len, void *ud)
 {
-    (void)from;
-    (void)user;
+    (void)who;
     (void)topic;
     (void)len;
     judge_t *j = ud;
@@ -31,7 +30,8 @@ static int judge(const sess_t *from, const char *user, const uint8_t *topic, siz
 
 static int allowed(server_t *srv, const char *topic)
 {
-    return router_guard_publish(srv, NULL, NULL, (const uint8_t *)topic, strlen(topic));
+    router_who_t who = {"dev", 3, NULL};
+    return router_guard_publish(srv, &who, (const uint8_t *)topic, strlen(topic));
 }
 
 static void test_prefixes_and_publish(void **state)
@@ -82,11 +82,12 @@ static void test_subscribe_asks_every_guard(void **state)
     assert_int_equal(router_guard(srv, "$cmd", &g2), 0);
     assert_int_equal(srv->nguards_sub, 1);
     const uint8_t f[] = "#";
-    assert_int_equal(router_guard_subscribe(srv, NULL, NULL, f, 1), 1);
+    router_who_t who = {"dev", 3, NULL};
+    assert_int_equal(router_guard_subscribe(srv, &who, f, 1), 1);
     assert_int_equal(yes.calls, 1);
     router_guard_t g3 = {.publish = judge, .subscribe = judge, .ud = &no};
     assert_int_equal(router_guard(srv, "other/", &g3), 0);
-    assert_int_equal(router_guard_subscribe(srv, NULL, NULL, f, 1), 0);
+    assert_int_equal(router_guard_subscribe(srv, &who, f, 1), 0);
     assert_int_equal(no.calls, 1);
     assert_int_equal(pub.calls, 0); /* no subscribe function: not asked */
     router_guard_free(srv);

@@ -78,6 +78,7 @@
 #include <time.h>
 
 #include "auth_chain.h"
+#include "auth_wait.h"
 #include "coapgw_psk.h"
 #include "ev.h"
 #include "inbox.h"
@@ -232,83 +233,15 @@ static int publish(coapgw_t *g, msg_t *m, const char *client_id)
 
 /* ---- authentication, on the gateway thread ---------------------------------- */
 
-typedef struct {
-    pthread_mutex_t mu;
-    pthread_cond_t cv;
-    int refs, done;
-    auth_answer_t ans;
-} coapgw_wait_t;
-
-static void wait_release(coapgw_wait_t *a)
-{
-    pthread_mutex_lock(&a->mu);
-    int last = --a->refs == 0;
-    pthread_mutex_unlock(&a->mu);
-    if (!last)
-        return;
-    auth_answer_clear(&a->ans);
-    pthread_mutex_destroy(&a->mu);
-    pthread_cond_destroy(&a->cv);
-    free(a);
-}
-
-static void wait_done(void *token, const auth_answer_t *ans)
-{
-    coapgw_wait_t *a = token;
-    pthread_mutex_lock(&a->mu);
-    a->ans = *ans; /* what it owns is ours now */
-    a->done = 1;
-    pthread_cond_signal(&a->cv);
-    pthread_mutex_unlock(&a->mu);
-    wait_release(a);
-}
-
-/* The backends of the chain in order, each waited for at most timeout;
+/* The chain on this thread (auth_wait.h), then auth.default_policy:
  * AUTH_ALLOW with *acl (the backend's rules, or NULL), else AUTH_DENY. */
 static auth_verdict_t authenticate(coapgw_t *g, auth_chain_t *ch, const auth_request_t *r,
                                    auth_acl_t **acl)
 {
-    *acl = NULL;
-    for (uint32_t i = 0; i < auth_chain_size(ch); i++) {
-        auth_backend_t *b = auth_chain_at(ch, i);
-        if (b == NULL)
-            continue;
-        coapgw_wait_t *a = an_calloc(1, sizeof(*a));
-        pthread_mutex_init(&a->mu, NULL);
-        mono_cond_init(&a->cv);
-        a->refs = 2;
-        auth_answer_t out = {0};
-        auth_verdict_t v = b->check(b, r, &out, wait_done, a);
-        if (v == AUTH_PENDING) {
-            struct timespec dl;
-            deadline_in(&dl, g->c->timeout_ms);
-            pthread_mutex_lock(&a->mu);
-            while (!a->done)
-                if (pthread_cond_timedwait(&a->cv, &a->mu, &dl) == ETIMEDOUT)
-                    break;
-            if (a->done) {
-                out = a->ans;
-                a->ans = (auth_answer_t){0};
-                v = out.verdict;
-            } else {
-                v = AUTH_DENY;
-            }
-            pthread_mutex_unlock(&a->mu);
-        } else {
-            a->refs--; /* done() will not be called */
-        }
-        wait_release(a);
-        if (v == AUTH_ALLOW) {
-            *acl = out.acl;
-            out.acl = NULL;
-            auth_answer_clear(&out);
-            return AUTH_ALLOW;
-        }
-        auth_answer_clear(&out);
-        if (v == AUTH_DENY)
-            return AUTH_DENY;
-    }
-    return g->srv->conf.auth.default_policy == CONF_POLICY_ALLOW ? AUTH_ALLOW : AUTH_DENY;
+    auth_verdict_t v = auth_wait_chain(ch, r, g->c->timeout_ms, acl);
+    if (v == AUTH_PASS)
+        v = g->srv->conf.auth.default_policy == CONF_POLICY_ALLOW ? AUTH_ALLOW : AUTH_DENY;
+    return v;
 }
 
 /* ---- a request ---------------------------------------------------------------- */
@@ -453,21 +386,13 @@ auth_client_t *coapgw_login(coapgw_t *g, coap_session_t *s, const coapgw_req_t *
     return ac;
 }
 
-/* The topic guards (router.h: $cmd/{id}/..., $shadow/{id}/...) judge a
- * client by its session's client id: a CoAP device has none on this
- * thread, so they are shown one that holds only the id (all they read). */
+/* The topic guards (router.h: $cmd/{id}/..., $shadow/{id}/...) judge the
+ * device by its client id and user, as they judge an MQTT client. */
 static int guard_allows(coapgw_t *g, const auth_client_t *ac, const char *client_id,
                         const coapgw_req_t *q)
 {
-    union {
-        sess_t s;
-        char bytes[sizeof(sess_t) + MAX_ARG + 96];
-    } who;
-    size_t n = strlen(client_id);
-    memset(&who.s, 0, sizeof(who.s));
-    who.s.client_id_len = (uint16_t)n;
-    memcpy(who.s.client_id, client_id, n + 1);
-    return router_guard_publish(g->srv, &who.s, ac->user, (const uint8_t *)q->topic, q->tlen);
+    router_who_t who = {client_id, strlen(client_id), ac->user};
+    return router_guard_publish(g->srv, &who, (const uint8_t *)q->topic, q->tlen);
 }
 
 static void do_publish(coapgw_t *g, coap_session_t *s, const coap_pdu_t *req, const coapgw_req_t *q,

@@ -500,8 +500,12 @@ static enum MHD_Result handle_post(httpin_t *h, struct MHD_Connection *conn, con
     uint8_t *allowed = an_calloc(n, 1);
     const msg_origin_t *origin =
         msg_origin_new(MSG_PROTO_API, id, strlen(id), ac->user, "http_ingest");
+    router_who_t who = {id, strlen(id), ac->user};
     for (size_t i = 0; i < n; i++) {
-        allowed[i] = auth_chain_acl(ch, ac, AUTH_ACT_PUBLISH, (const uint8_t *)ms[i].topic,
+        /* a module's topics ($cmd/{id}/..., $shadow/{id}/...: router.h's
+         * topic guards), then the ACL, as for an MQTT PUBLISH */
+        allowed[i] = router_guard_publish(h->srv, &who, (const uint8_t *)ms[i].topic, ms[i].tlen) &&
+                     auth_chain_acl(ch, ac, AUTH_ACT_PUBLISH, (const uint8_t *)ms[i].topic,
                                     ms[i].tlen, 0) != 0;
         if (!allowed[i])
             continue;
