@@ -48,6 +48,7 @@
 #include "auth_chain.h"
 #include "b64.h"
 #include "endpoint.h"
+#include "ep_claim.h"
 #include "event.h"
 #include "httpin_int.h"
 #include "log.h"
@@ -459,66 +460,6 @@ static void hd_flush(hd_t *d)
         hd_acks(d);
 }
 
-/* The session's subscriptions: the configured filters with {id} replaced,
- * each one the ACL lets the device subscribe to.  Returns how many were
- * added; their filters go into added[] for the retained messages. */
-static uint32_t hd_subscribe(hd_t *d, sess_t *s, char added[][512])
-{
-    worker_t *w = d->w;
-    const httpin_conf_t *c = d->h->c;
-    const conf_t *cf = server_live(w->srv);
-    uint32_t n = 0;
-    for (uint32_t i = 0; i < c->nsubs; i++) {
-        char f[512];
-        size_t len = 0;
-        for (const char *q = c->subs[i]; *q && len + 1 < sizeof(f);) {
-            if (strncmp(q, "{id}", 4) == 0) {
-                int k = snprintf(f + len, sizeof(f) - len, "%s", d->id);
-                len = AN_MIN(len + (size_t)(k > 0 ? k : 0), sizeof(f) - 1);
-                q += 4;
-            } else {
-                f[len++] = *q++;
-            }
-        }
-        f[len] = '\0';
-        if (!mqtt_topic_filter_valid((const uint8_t *)f, len) ||
-            sess_has_sub(s, (const uint8_t *)f, (uint16_t)len))
-            continue;
-        uint32_t gen = auth_chain_gen(w->srv->auth);
-        int verdict =
-            auth_chain_acl(w->srv->auth, d->ac, AUTH_ACT_SUBSCRIBE, (const uint8_t *)f, len, 1);
-        if (verdict == AUTH_ACL_DENY) {
-            STAT_ADD(w->stats.acl_denied, 1);
-            STAT_ADD(w->stats.acl_denied_by[STAT_ACL_SUBSCRIBE], 1);
-            log_ev(
-                AN_LOG_INFO,
-                &(log_fields_t){.event = "acl_denied", .client_id = d->id, .reason = "subscribe"},
-                "http device '%s': subscription to '%s' denied by the ACL", d->id, f);
-            continue;
-        }
-        uint8_t opts = cf->max_qos; /* the message's QoS, up to the broker's */
-        sess_subscribe(w, s, (const uint8_t *)f, (uint16_t)len, opts, 0);
-        sess_acl_subscribed(s, (const uint8_t *)f, (uint16_t)len, verdict, gen);
-        if (event_wanted(w->srv, EVENT_SUBSCRIBED)) {
-            char peer[80];
-            ep_info_t info;
-            ep_describe(&d->ep, &info, peer, sizeof(peer));
-            event_subscribed_t ev = {.filter = (const uint8_t *)f,
-                                     .filter_len = (uint16_t)len,
-                                     .qos = opts,
-                                     .options = opts,
-                                     .is_new = 1};
-            ev.client = info.client;
-            ev.client.client_id = s->client_id;
-            event_emit(w, &w->srv->events, EVENT_SUBSCRIBED, &ev);
-        }
-        snprintf(added[n++], 512, "%s", f);
-    }
-    if (n)
-        sess_subscriptions_saved(w, s);
-    return n;
-}
-
 static void hd_attach(worker_t *w, hd_t *d)
 {
     d->w = w;
@@ -527,86 +468,29 @@ static void hd_attach(worker_t *w, hd_t *d)
     pthread_mutex_unlock(&d->h->mu);
     if (gone)
         return; /* the client left before it was attached */
-    const uint8_t *id = (const uint8_t *)d->id;
-    uint16_t len = (uint16_t)strlen(d->id);
-    uint32_t expiry = d->h->c->session_expiry;
-    sess_t *s = sess_table_find_id(&w->by_id, id, len);
-    uint32_t max_sessions = server_live(w->srv)->max_sessions;
-    if (expiry && max_sessions && !(s && s->expiry) &&
-        atomic_load_explicit(&w->srv->persistent_sessions, memory_order_relaxed) >= max_sessions) {
+    const httpin_conf_t *c = d->h->c;
+    const char *filters[HTTPIN_MAX_SUBS];
+    for (uint32_t i = 0; i < c->nsubs; i++)
+        filters[i] = c->subs[i];
+    ep_claim_t o = {.id = d->id,
+                    .expiry = c->session_expiry,
+                    .filters = filters,
+                    .nfilters = c->nsubs,
+                    .ac = d->ac,
+                    .kind = "http"};
+    ep_claimed_t *cl = an_malloc(sizeof(*cl)); /* 4 KB of filters: not on the stack */
+    if (ep_claim(w, &d->ep, &o, cl) < 0) {
+        free(cl);
         hd_end(d, 503, err_body("quota_exceeded", "limits.max_sessions persistent sessions exist"));
         return;
     }
-    if (s)
-        sess_acl_claim(w, s, &d->ep, s->ep ? "taken over by an HTTP request" : "resumed over HTTP");
-    if (s && s->ep) {
-        /* takeover: the older request (or connection) ends */
-        endpoint_t *old = s->ep;
-        char why[96];
-        snprintf(why, sizeof(why), "session of '%.48s%s' taken over", s->client_id,
-                 s->client_id_len > 48 ? "..." : "");
-        if (event_wanted(w->srv, EVENT_CLIENT_DISCONNECTED)) {
-            char peer[80];
-            ep_info_t info;
-            event_disconnected_t ev = {.reason = why, .reason_code = 0x8E};
-            ep_describe(old, &info, peer, sizeof(peer));
-            ev.client = info.client;
-            ev.client.client_id = s->client_id;
-            event_emit(w, &w->srv->events, EVENT_CLIENT_DISCONNECTED, &ev);
-        }
-        if (event_wanted(w->srv, EVENT_SESSION_TAKEN_OVER)) {
-            char peer[80], old_peer[80];
-            ep_info_t info, mine;
-            ep_describe(old, &info, old_peer, sizeof(old_peer));
-            ep_describe(&d->ep, &mine, peer, sizeof(peer));
-            event_taken_over_t ev = {.old_peer = info.client.peer, .resumed = s->expiry != 0};
-            ev.client = mine.client;
-            ev.client.client_id = s->client_id;
-            event_emit(w, &w->srv->events, EVENT_SESSION_TAKEN_OVER, &ev);
-        }
+    if (cl->took_over)
         atomic_fetch_add_explicit(&d->h->takeovers, 1, memory_order_relaxed);
-        sess_take_over(s, why);
-    }
-    if (s && s->expiry == 0) { /* an MQTT clean session: not ours to keep */
-        sess_destroy(w, s);
-        s = NULL;
-    }
-    int present = s != NULL;
-    if (s) {
-        sess_set_expiry(s, expiry);
-    } else {
-        s = sess_new(w, id, len, expiry);
-        if (event_wanted(w->srv, EVENT_SESSION_CREATED)) {
-            char peer[80];
-            ep_info_t info;
-            ep_describe(&d->ep, &info, peer, sizeof(peer));
-            event_session_created_t ev = {.session_expiry = s->expiry};
-            ev.client = info.client;
-            ev.client.client_id = s->client_id;
-            event_emit(w, &w->srv->events, EVENT_SESSION_CREATED, &ev);
-        }
-    }
-    char added[HTTPIN_MAX_SUBS][512];
-    sess_acl_attach(w, s, &d->ep, present);
-    uint32_t nadded = hd_subscribe(d, s, added);
+    int present = cl->present;
     atomic_fetch_add(&d->refs, 1); /* the attachment */
-    d->s = s;
-    STAT_ADD(w->stats.clients_connected, 1);
-    STAT_ADD(w->stats.connections_total, 1);
-    sess_attach(s, &d->ep);
-    persist_session_update(w, s);
-    for (uint32_t i = 0; i < nadded && d->s; i++)
-        router_send_retained(w, s, (const uint8_t *)added[i], (uint16_t)strlen(added[i]),
-                             server_live(w->srv)->max_qos);
-    if (d->s && event_wanted(w->srv, EVENT_CLIENT_CONNECTED)) {
-        char peer[80];
-        ep_info_t info;
-        ep_describe(&d->ep, &info, peer, sizeof(peer));
-        event_connected_t ev = {.session_expiry = s->expiry, .session_present = (uint8_t)present};
-        ev.client = info.client;
-        ev.client.client_id = s->client_id;
-        event_emit(w, &w->srv->events, EVENT_CLIENT_CONNECTED, &ev);
-    }
+    d->s = cl->s;
+    ep_claim_attach(w, &d->ep, cl, &d->s);
+    free(cl);
     if (d->s == NULL)
         return;
     if (d->sse) {
