@@ -66,6 +66,14 @@ static size_t expand(const char *t, const char *id, char *f, size_t size)
     return len;
 }
 
+int ep_claim_template_ok(const char *t)
+{
+    char f[EP_CLAIM_FILTER_LEN];
+    size_t len = expand(t, "x", f, sizeof(f));
+    return len < sizeof(f) - 1 && mqtt_topic_filter_valid((const uint8_t *)f, len) &&
+           strncmp(f, "$share/", 7) != 0;
+}
+
 static void subscribe(worker_t *w, endpoint_t *ep, const ep_claim_t *o, ep_claimed_t *out)
 {
     sess_t *s = out->s;

@@ -52,6 +52,9 @@ typedef struct {
     char added[EP_CLAIM_MAX_FILTERS][EP_CLAIM_FILTER_LEN];
 } ep_claimed_t;
 
+/* A filter template of a gateway's configuration: a topic filter once
+ * "{id}" is a device id (and not a shared subscription)? 1 or 0. */
+int ep_claim_template_ok(const char *t);
 /* 0 with *out filled, or -1: limits.max_sessions persistent sessions
  * exist (logged). */
 int ep_claim(worker_t *w, endpoint_t *ep, const ep_claim_t *o, ep_claimed_t *out);

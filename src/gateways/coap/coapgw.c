@@ -82,6 +82,7 @@
 #include "coapgw_psk.h"
 #include "ev.h"
 #include "inbox.h"
+#include "ep_claim.h"
 #include "log.h"
 #include "mqtt_codec.h"
 #include "msg.h"
@@ -990,22 +991,10 @@ static int gw_load(conf_sec_t *s, void *conf)
         conf_sec_names(s, "subscriptions", c->subs[0], sizeof(c->subs[0]), COAPGW_MAX_SUBS,
                        &c->nsubs) < 0)
         return -1;
-    for (uint32_t i = 0; i < c->nsubs; i++) {
-        /* {id} stands for the device id: a filter with "x" in its place */
-        char f[sizeof(c->subs[0]) * 2];
-        size_t n = 0;
-        for (const char *q = c->subs[i]; *q && n + 2 < sizeof(f);) {
-            if (strncmp(q, "{id}", 4) == 0) {
-                f[n++] = 'x';
-                q += 4;
-            } else {
-                f[n++] = *q++;
-            }
-        }
-        if (!mqtt_topic_filter_valid((const uint8_t *)f, n) || strncmp(f, "$share/", 7) == 0)
+    for (uint32_t i = 0; i < c->nsubs; i++)
+        if (!ep_claim_template_ok(c->subs[i]))
             return conf_sec_fail(s, "subscriptions", "\"%.80s\": a topic filter ({id}: the device)",
                                  c->subs[i]);
-    }
     if (c->psk_file[0]) {
         char err[300];
         coapgw_psk_t *t = coapgw_psk_load(c->psk_file, err, sizeof(err));

@@ -57,6 +57,7 @@
 #include "auth_chain.h"
 #include "auth_wait.h"
 #include "b64.h"
+#include "ep_claim.h"
 #include "log.h"
 #include "mqtt_codec.h"
 #include "msg.h"
@@ -683,22 +684,10 @@ static int hi_load(conf_sec_t *s, void *conf)
     if (!c->tls_cert[0] != !c->tls_key[0])
         return conf_sec_fail(s, c->tls_cert[0] ? "tls_key" : "tls_cert",
                              "HTTPS needs both tls_cert and tls_key");
-    for (uint32_t i = 0; i < c->nsubs; i++) {
-        /* {id} stands for the device id: a filter with "x" in its place */
-        char f[sizeof(c->subs[0]) * 2];
-        size_t n = 0;
-        for (const char *q = c->subs[i]; *q && n + 2 < sizeof(f);) {
-            if (strncmp(q, "{id}", 4) == 0) {
-                f[n++] = 'x';
-                q += 4;
-            } else {
-                f[n++] = *q++;
-            }
-        }
-        if (!mqtt_topic_filter_valid((const uint8_t *)f, n) || strncmp(f, "$share/", 7) == 0)
+    for (uint32_t i = 0; i < c->nsubs; i++)
+        if (!ep_claim_template_ok(c->subs[i]))
             return conf_sec_fail(s, "subscriptions", "\"%.80s\": a topic filter ({id}: the device)",
                                  c->subs[i]);
-    }
     struct in_addr a;
     if (inet_pton(AF_INET, c->bind, &a) != 1)
         return conf_sec_fail(s, "bind", "\"%.60s\": an IPv4 address", c->bind);
