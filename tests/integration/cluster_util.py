@@ -263,9 +263,11 @@ def wait_nodes(node, cond, timeout=10.0, what="a condition on /api/v1/nodes"):
     return last["v"]
 
 
-def wait_members(nodes, names_or_count, timeout=10.0):
+def wait_members(nodes, names_or_count, timeout=30.0):
     """Wait until each node sees exactly these members (a list of names or a
-    count)."""
+    count).  30 s: on a loaded machine a node's lease grant, registration and
+    the others' watch took more than 10 s (a clean-clone run beside another
+    under ASan)."""
     for n in nodes:
         if isinstance(names_or_count, int):
             wait_nodes(n, lambda j: j["members"] == names_or_count, timeout,

@@ -26,7 +26,7 @@ def owner_of(cluster, cid):
     return base64.b64decode(kvs[0]["value"]).decode() if kvs else None
 
 
-def links_up(nodes, timeout=15):
+def links_up(nodes, timeout=30):
     names = {n.name for n in nodes}
 
     def up(n):
