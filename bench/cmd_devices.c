@@ -309,7 +309,7 @@ static void *thr_main(void *arg)
 
 int main(int argc, char **argv)
 {
-    for (int i = 1; i < argc; i++) {
+    for (int i = 1; i < argc; i += 2) { /* OPTION VALUE pairs */
         const char *a = argv[i], *v = i + 1 < argc ? argv[i + 1] : NULL;
         if (v == NULL) {
             fprintf(stderr, "%s: a value is missing\n", a);
@@ -334,7 +334,6 @@ int main(int argc, char **argv)
                             "[--prefix P] [--ready-file F] [--seconds S]\n");
             return 2;
         }
-        i++;
     }
     if (port <= 0 || ndev <= 0 || nthr <= 0 || nthr > 64) {
         fprintf(stderr, "cmd_devices: -p PORT is needed; -n, -t positive\n");
