@@ -6,7 +6,7 @@
 #               build, run every test (unit, integration, the Debian package
 #               run as systemd would, the same under ASan+UBSan, unit and a
 #               subset covering every thread under ThreadSanitizer, and a
-#               short fuzz run)
+#               short fuzz run: TEST_FUZZ_TIME s per target)
 #   make tsan   the unit tests and the whole integration suite under TSan
 # Everything the build and the tests need comes from Debian packages (make deps).
 
@@ -16,13 +16,19 @@ TSAN_BUILD  ?= build-tsan
 FUZZ_BUILD  ?= build-fuzz
 JOBS        ?= $(shell nproc)
 FUZZ_TIME   ?= 30
+TEST_FUZZ_TIME ?= 10
+# the integration suite runs in PYTEST_JOBS processes (pytest-xdist), one
+# test file per process at a time: most of a test's time is waiting for a
+# broker, so 2 processes on 2 cores halve it (conftest.free_port gives each
+# process its own ports)
+PYTEST_JOBS ?= 2
 PYTEST      ?= /usr/bin/python3 -m pytest
-PYTEST_ARGS ?= -q --durations=15
+PYTEST_ARGS ?= -q --durations=15 -n $(PYTEST_JOBS) --dist loadfile
 PREFIX      ?= /usr/local
 
 DEB_PACKAGES = build-essential cmake pkg-config clang libclang-rt-14-dev \
                libyaml-dev libcmocka-dev libssl-dev librocksdb-dev libwslay-dev \
-               python3 python3-pytest python3-paho-mqtt \
+               python3 python3-pytest python3-pytest-xdist python3-paho-mqtt \
                mosquitto mosquitto-clients haproxy openssl chromium \
                libmicrohttpd-dev libjansson-dev libcurl4-openssl-dev libhiredis-dev \
                libjwt-dev redis-server prometheus wrk man-db python3-yaml clang-format \
@@ -143,7 +149,7 @@ fuzz: fuzz-build
 	done
 
 test: format-check build unit integration package-test asan tsan-threads
-	$(MAKE) fuzz FUZZ_TIME=$(FUZZ_TIME)
+	$(MAKE) fuzz FUZZ_TIME=$(TEST_FUZZ_TIME)
 
 # Install under PREFIX (DESTDIR honoured): the binary, /etc/antenna (or
 # PREFIX/etc), the systemd unit, logrotate, man pages, docs.

@@ -147,10 +147,18 @@ def free_port():
     (node links, a fixed API port).  Taken at random below the kernel's
     ephemeral range (32768-60999 here), where no connect() or bind(0) of
     another test or suite running beside this one lands between this check
-    and the broker's bind; never the same one twice in this process."""
+    and the broker's bind; never the same one twice in this process.  Under
+    pytest-xdist (make test runs the suite in 2 processes) each worker
+    takes its own slice of the range, so two workers never pick one port."""
     rnd = random.SystemRandom()
+    lo, hi = 20000, 32768
+    worker = os.environ.get("PYTEST_XDIST_WORKER", "")
+    count = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1") or 1)
+    if worker.startswith("gw") and worker[2:].isdigit() and count > 1:
+        k, width = int(worker[2:]) % count, (hi - lo) // count
+        lo, hi = lo + k * width, lo + (k + 1) * width
     for _ in range(1000):
-        port = rnd.randrange(20000, 32768)
+        port = rnd.randrange(lo, hi)
         if port in _PORTS_GIVEN:
             continue
         with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
