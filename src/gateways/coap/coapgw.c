@@ -1,6 +1,7 @@
 /* coapgw.c -- the CoAP gateway (section coap): devices over UDP, on libcoap3.
  *
- * What it owns: one libcoap context with one UDP endpoint (bind, port), the
+ * What it owns: one libcoap context with its endpoints (UDP, and DTLS, TCP,
+ * TLS as configured: coapgw_sec.c), the
  * table of observations (GET + Observe on /ps/{filter}), one internal router
  * consumer subscribed to the observed filters (a reference count per
  * distinct filter), the gateway's thread and its counters.  Off (enabled:
@@ -343,15 +344,17 @@ auth_client_t *coapgw_login(coapgw_t *g, coap_session_t *s, const coapgw_req_t *
     char peer[80];
     coapgw_peer_text(s, peer, sizeof(peer));
     auth_chain_t *ch = atomic_load(&g->srv->auth);
-    if (coap_session_get_proto(s) == COAP_PROTO_DTLS) {
-        /* the handshake proved the identity's key: it is the user */
-        const coap_bin_const_t *id = coap_session_get_psk_identity(s);
-        if (id == NULL || id->length == 0) {
-            atomic_fetch_add(&g->refused, 1);
-            return NULL;
-        }
+    char who[256];
+    int wl = coapgw_secure_user(g, s, who, sizeof(who));
+    if (wl < 0) {
+        atomic_fetch_add(&g->refused, 1);
+        return NULL;
+    }
+    if (wl > 0) {
+        /* the handshake proved it (a PSK identity, a client certificate):
+         * it is the user */
         auth_client_t *ac = an_calloc(1, sizeof(*ac));
-        ac->user = an_strndup((const char *)id->s, id->length);
+        ac->user = an_strndup(who, (size_t)wl);
         snprintf(client_id, idsize, "%s", q->has_c ? q->c : ac->user);
         ac->client_id = an_strndup(client_id, strlen(client_id));
         ac->authed = 1;
@@ -776,24 +779,6 @@ static void sweep(coapgw_t *g)
     coapgw_down_sweep(g, now);
 }
 
-/* A DTLS-PSK handshake: the identity's key from coap.psk_file, or NULL (the
- * handshake fails). */
-static const coap_bin_const_t *on_psk_identity(coap_bin_const_t *identity, coap_session_t *s,
-                                               void *arg)
-{
-    (void)s;
-    coapgw_t *g = arg;
-    size_t klen = 0;
-    const uint8_t *key = coapgw_psk_find(g->psk, identity->s, identity->length, &klen);
-    if (key == NULL) {
-        atomic_fetch_add(&g->refused, 1);
-        return NULL;
-    }
-    g->psk_out.s = key;
-    g->psk_out.length = klen;
-    return &g->psk_out;
-}
-
 /* ---- the gateway thread --------------------------------------------------------- */
 
 /* libcoap 4.3 consumes an empty ACK without telling the application, but
@@ -816,37 +801,6 @@ static void io_once(coapgw_t *g)
             coapgw_down_acked(g, &from, (uint16_t)(b[2] << 8 | b[3]));
     }
     coap_io_process(g->ctx, COAP_IO_NO_WAIT);
-}
-
-/* The socket of the UDP endpoint just made (libcoap does not expose it):
- * the datagram socket bound to its address, or -1. */
-static int find_udp_fd(const char *bound)
-{
-    char host[64];
-    unsigned port = 0;
-    if (sscanf(bound, "%63[0-9.]:%u", host, &port) != 2)
-        return -1;
-    struct in_addr want;
-    if (inet_pton(AF_INET, host, &want) != 1)
-        return -1;
-    /* a new descriptor is the lowest one free: a run of 1,024 closed ones
-     * is past it */
-    for (int fd = 3, closed = 0; fd < 65536 && closed < 1024; fd++) {
-        int type = 0;
-        socklen_t tl = sizeof(type);
-        if (getsockopt(fd, SOL_SOCKET, SO_TYPE, &type, &tl) < 0) {
-            closed = errno == EBADF ? closed + 1 : 0;
-            continue;
-        }
-        closed = 0;
-        struct sockaddr_in a;
-        socklen_t al = sizeof(a);
-        if (type == SOCK_DGRAM && getsockname(fd, (struct sockaddr *)&a, &al) == 0 &&
-            al == sizeof(a) && a.sin_family == AF_INET && ntohs(a.sin_port) == port &&
-            a.sin_addr.s_addr == want.s_addr)
-            return fd;
-    }
-    return -1;
 }
 
 static void on_coap_fd(ev_loop_t *loop, ev_watcher_t *w, uint32_t events)
@@ -952,6 +906,10 @@ static void coap_log_to_ours(coap_log_t level, const char *text)
 
 /* ---- the module ------------------------------------------------------------------ */
 
+/* cert_username, by CONF_CERT_USER_* (none is refused: the handshake's
+ * identity must name the user) */
+static const char *const cert_user_names[] = {"none", "cn", "san", NULL};
+
 static void gw_defaults(void *conf)
 {
     coapgw_conf_t *c = conf;
@@ -966,6 +924,11 @@ static void gw_defaults(void *conf)
     c->timeout_ms = 5000;
     c->psk_file[0] = 0;
     c->dtls_port = 5684;
+    c->cert_file[0] = c->key_file[0] = c->ca_file[0] = 0;
+    c->cert_username = CONF_CERT_USER_CN;
+    c->tcp = 0;
+    c->tcp_port = 5683;
+    c->tls_port = 5684;
     c->rate = 0;
     c->session_expiry = 3600;
     c->nsubs = 1;
@@ -986,6 +949,13 @@ static int gw_load(conf_sec_t *s, void *conf)
         conf_sec_ms(s, "timeout", 10, 600000, &c->timeout_ms) < 0 ||
         conf_sec_str(s, "psk_file", c->psk_file, sizeof(c->psk_file), 0) < 0 ||
         conf_sec_u32(s, "dtls_port", 0, 65535, &c->dtls_port) < 0 ||
+        conf_sec_str(s, "cert_file", c->cert_file, sizeof(c->cert_file), 0) < 0 ||
+        conf_sec_str(s, "key_file", c->key_file, sizeof(c->key_file), 0) < 0 ||
+        conf_sec_str(s, "ca_file", c->ca_file, sizeof(c->ca_file), 0) < 0 ||
+        conf_sec_enum(s, "cert_username", cert_user_names, &c->cert_username) < 0 ||
+        conf_sec_bool(s, "tcp", &c->tcp) < 0 ||
+        conf_sec_u32(s, "tcp_port", 0, 65535, &c->tcp_port) < 0 ||
+        conf_sec_u32(s, "tls_port", 0, 65535, &c->tls_port) < 0 ||
         conf_sec_u32(s, "rate", 0, 10000000, &c->rate) < 0 ||
         conf_sec_u32(s, "session_expiry", 0, 100u * 365 * 86400, &c->session_expiry) < 0 ||
         conf_sec_names(s, "subscriptions", c->subs[0], sizeof(c->subs[0]), COAPGW_MAX_SUBS,
@@ -995,13 +965,10 @@ static int gw_load(conf_sec_t *s, void *conf)
         if (!ep_claim_template_ok(c->subs[i]))
             return conf_sec_fail(s, "subscriptions", "\"%.80s\": a topic filter ({id}: the device)",
                                  c->subs[i]);
-    if (c->psk_file[0]) {
-        char err[300];
-        coapgw_psk_t *t = coapgw_psk_load(c->psk_file, err, sizeof(err));
-        if (t == NULL)
-            return conf_sec_fail(s, "psk_file", "%s", err);
-        coapgw_psk_free(t);
-    }
+    if (c->cert_username == CONF_CERT_USER_NONE)
+        return conf_sec_fail(s, "cert_username", "cn or san");
+    if (coapgw_sec_check(s, c) < 0)
+        return -1;
     struct in_addr a;
     if (inet_pton(AF_INET, c->bind, &a) != 1)
         return conf_sec_fail(s, "bind", "\"%.60s\": an IPv4 address", c->bind);
@@ -1022,6 +989,13 @@ static void gw_walk(const void *conf, conf_visit_fn fn, void *ud)
     fn(ud, CONF_V_UINT, "timeout", NULL, c->timeout_ms);
     fn(ud, CONF_V_STR, "psk_file", c->psk_file, 0);
     fn(ud, CONF_V_UINT, "dtls_port", NULL, c->dtls_port);
+    fn(ud, CONF_V_STR, "cert_file", c->cert_file, 0);
+    fn(ud, CONF_V_STR, "key_file", c->key_file, 0);
+    fn(ud, CONF_V_STR, "ca_file", c->ca_file, 0);
+    fn(ud, CONF_V_STR, "cert_username", cert_user_names[c->cert_username], 0);
+    fn(ud, CONF_V_BOOL, "tcp", NULL, c->tcp);
+    fn(ud, CONF_V_UINT, "tcp_port", NULL, c->tcp_port);
+    fn(ud, CONF_V_UINT, "tls_port", NULL, c->tls_port);
     fn(ud, CONF_V_UINT, "rate", NULL, c->rate);
     fn(ud, CONF_V_UINT, "session_expiry", NULL, c->session_expiry);
     fn(ud, CONF_V_LIST, "subscriptions", NULL, 0);
@@ -1103,51 +1077,8 @@ static int gw_start(module_inst_t *mi)
      * session is held, not idle; DTLS answers with a cookie first) */
     coap_context_set_max_idle_sessions(g->ctx, g->c->max_idle_sessions);
     coap_context_set_block_mode(g->ctx, COAP_BLOCK_USE_LIBCOAP | COAP_BLOCK_SINGLE_BODY);
-    coap_address_t addr;
-    coap_address_init(&addr);
-    addr.addr.sin.sin_family = AF_INET;
-    addr.addr.sin.sin_port = htons((uint16_t)g->c->port);
-    inet_pton(AF_INET, g->c->bind, &addr.addr.sin.sin_addr);
-    addr.size = sizeof(addr.addr.sin);
-    coap_endpoint_t *ep = coap_new_endpoint(g->ctx, &addr, COAP_PROTO_UDP);
-    if (ep == NULL) {
-        log_error("coap: cannot listen on udp %s:%u", g->c->bind, g->c->port);
+    if (coapgw_listen(g) < 0)
         return -1;
-    }
-    const char *bound = coap_endpoint_str(ep); /* "127.0.0.1:5683 UDP" */
-    log_info("coap: listening on udp %.*s", (int)strcspn(bound, " "), bound);
-    g->udp_fd = find_udp_fd(bound);
-    if (g->udp_fd < 0)
-        log_warn("coap: the UDP socket was not found: /cmd acknowledges QoS 1/2 at the hand-off "
-                 "to libcoap, not at the device's ACK");
-    if (g->c->psk_file[0]) {
-        char err[300];
-        if (!coap_dtls_is_supported()) {
-            log_error("coap: coap.psk_file is set but libcoap has no DTLS");
-            return -1;
-        }
-        g->psk = coapgw_psk_load(g->c->psk_file, err, sizeof(err));
-        if (g->psk == NULL) {
-            log_error("coap: psk_file: %s", err);
-            return -1;
-        }
-        coap_dtls_spsk_t ps = {.version = COAP_DTLS_SPSK_SETUP_VERSION,
-                               .validate_id_call_back = on_psk_identity,
-                               .id_call_back_arg = g};
-        if (!coap_context_set_psk2(g->ctx, &ps)) {
-            log_error("coap: cannot set up DTLS-PSK");
-            return -1;
-        }
-        addr.addr.sin.sin_port = htons((uint16_t)g->c->dtls_port);
-        coap_endpoint_t *dep = coap_new_endpoint(g->ctx, &addr, COAP_PROTO_DTLS);
-        if (dep == NULL) {
-            log_error("coap: cannot listen on dtls %s:%u", g->c->bind, g->c->dtls_port);
-            return -1;
-        }
-        bound = coap_endpoint_str(dep);
-        log_info("coap: listening on dtls %.*s (%zu identities)", (int)strcspn(bound, " "), bound,
-                 coapgw_psk_count(g->psk));
-    }
     g->get_req = coap_pdu_init(COAP_MESSAGE_CON, COAP_REQUEST_CODE_GET, 0, 16);
     if (g->get_req == NULL) {
         log_error("coap: out of memory");
@@ -1260,6 +1191,9 @@ static void gw_metrics(module_inst_t *mi, module_metrics_t *mm)
          offsetof(coapgw_t, notified)},
         {"antenna_coap_auth_refused_total", "counter", "CoAP requests refused by the auth chain",
          offsetof(coapgw_t, refused)},
+        {"antenna_coap_handshakes_failed_total", "counter",
+         "DTLS/TLS handshakes failed (unknown PSK identity, a certificate not trusted)",
+         offsetof(coapgw_t, handshakes_failed)},
         {"antenna_coap_dropped_total", "counter", "notifications not sent (libcoap refused them)",
          offsetof(coapgw_t, dropped)},
         {"antenna_coap_observations_expired_total", "counter",

@@ -29,6 +29,12 @@ typedef struct coapgw_conf_s {
                                   * worker routing a QoS 1 message */
     char psk_file[256];          /* DTLS-PSK keys (coapgw_psk.h); "": no DTLS */
     uint32_t dtls_port;          /* the DTLS listener's UDP port; 0: any */
+    char cert_file[256];         /* PEM certificate (chain) of (D)TLS; "": PSK only */
+    char key_file[256];          /* its private key */
+    char ca_file[256];           /* client certificates must chain to it; "": none asked */
+    uint8_t cert_username;       /* CONF_CERT_USER_CN or _SAN: the user of a certificate */
+    uint8_t tcp;                 /* CoAP over TCP (and TLS) listeners, RFC 8323 */
+    uint32_t tcp_port, tls_port; /* 0: any free port */
     uint32_t rate;               /* requests per second per source address
                                   * (4.29 above), 0: no limit */
     /* the downlink (coapgw_down.c): an observation of /cmd is a session */

@@ -432,7 +432,8 @@ void coapgw_down_request(coapgw_t *g, coap_session_t *s, const coap_pdu_t *req,
         coapgw_answer(resp, 400, "a token is at most 8 bytes");
         goto out;
     }
-    if (!q->has_c && !q->has_u && coap_session_get_proto(s) != COAP_PROTO_DTLS) {
+    char who[256];
+    if (!q->has_c && !q->has_u && coapgw_secure_user(g, s, who, sizeof(who)) <= 0) {
         coapgw_answer(resp, 400, "/cmd needs the device: ?c=ID (or ?u=USER)");
         goto out;
     }

@@ -92,6 +92,7 @@ typedef struct {
     uint32_t con_waiting;       /* /cmd CON notifications waiting for their ACK */
     pthread_mutex_t down_mu;
     _Atomic uint64_t requests, published, notified, refused, dropped, expired, limited;
+    _Atomic uint64_t handshakes_failed; /* DTLS/TLS errors (coapgw_sec.c) */
     _Atomic uint64_t down_attached, down_delivered, down_takeovers;
     _Atomic uint32_t observers;
 } coapgw_t;
@@ -120,6 +121,15 @@ coap_mid_t coapgw_notify_one(coapgw_t *g, coap_session_t *s, const uint8_t *toke
                              const msg_t *m);
 /* The end of an observation: a NON with `code` (5.03) and its token. */
 void coapgw_send_final(coap_session_t *s, const uint8_t *token, uint8_t token_len, int code);
+
+/* coapgw_sec.c: the endpoints (gw_start, main thread), the identity a
+ * (D)TLS handshake proved (gateway thread), the section's file keys */
+int coapgw_listen(coapgw_t *g);
+/* The user a secured session's handshake proved, copied into buf: its
+ * length; 0 none (not (D)TLS, or PKI without a client certificate: the
+ * request's query authenticates), -1 unusable (too long, a NUL). */
+int coapgw_secure_user(coapgw_t *g, coap_session_t *s, char *buf, size_t size);
+int coapgw_sec_check(conf_sec_t *s, const coapgw_conf_t *c);
 
 /* coapgw_down.c, on the gateway thread */
 void coapgw_down_request(coapgw_t *g, coap_session_t *s, const coap_pdu_t *req,
