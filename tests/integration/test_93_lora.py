@@ -251,7 +251,11 @@ def test_malformed_counted_and_unknown_downlinks_dropped(lbroker):
                  30, what="the dropped downlinks")
         # a seen gateway, a payload that is no txpk
         gw.pull(1)
-        wait_for(lambda: b.rapi.get("/api/v1/lora/gateways")["gateways"], 30, what="the gateway")
+        # listed with its PULL_DATA address (the bad PUSH_DATA above may have
+        # listed it already, without one: a downlink then is unknown_gateway)
+        wait_for(lambda: any(g["gateway"] == EUI and g["address"]
+                             for g in b.rapi.get("/api/v1/lora/gateways")["gateways"]),
+                 30, what="the gateway's PULL_DATA")
         app.publish("lora/%s/down" % EUI, '[1,2]', qos=1)
         wait_for(lambda: metric(b, 'antenna_lora_downlinks_dropped_total{reason="invalid"}') == 2,
                  30, what="the invalid downlink")

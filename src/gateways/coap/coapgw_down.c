@@ -81,6 +81,7 @@ typedef struct {
 typedef struct {
     uint16_t mid, pid;
     uint8_t qos;
+    uint64_t sent_us; /* when libcoap took the CON */
 } down_wait_t;
 
 struct coapgw_down_s {
@@ -515,8 +516,8 @@ static void send_out(coapgw_t *g, coapgw_down_t *d)
                         d->capwait = d->capwait ? d->capwait * 2 : 8;
                         d->wait = an_realloc(d->wait, d->capwait * sizeof(*d->wait));
                     }
-                    d->wait[d->nwait++] =
-                        (down_wait_t){.mid = (uint16_t)mid, .pid = o->pid, .qos = o->qos};
+                    d->wait[d->nwait++] = (down_wait_t){
+                        .mid = (uint16_t)mid, .pid = o->pid, .qos = o->qos, .sent_us = an_now_us()};
                     g->con_waiting++;
                 } else if (o->qos) {
                     post_worker(g, d, COAP_OP_ACK, o->pid, o->qos); /* DTLS: at the hand-off */
@@ -569,6 +570,41 @@ void coapgw_down_item_drop(inbox_item_t *it)
     down_release(it->ptr);
 }
 
+/* RFC 7252's MAX_TRANSMIT_WAIT for session s, in us: ACK_TIMEOUT x
+ * (2^(MAX_RETRANSMIT + 1) - 1) x ACK_RANDOM_FACTOR (93 s by default), plus
+ * a second: by then libcoap has either had the CON's ACK or given up. */
+static uint64_t max_transmit_wait_us(coap_session_t *s)
+{
+    coap_fixed_point_t t = coap_session_get_ack_timeout(s);
+    coap_fixed_point_t f = coap_session_get_ack_random_factor(s);
+    uint16_t r = coap_session_get_max_retransmit(s);
+    uint64_t ms = (uint64_t)t.integer_part * 1000 + t.fractional_part;
+    uint64_t factor = (uint64_t)f.integer_part * 1000 + f.fractional_part;
+    uint64_t tries = ((uint64_t)1 << (r < 20 ? r + 1 : 21)) - 1;
+    return ms * tries * factor + 1000000;
+}
+
+/* A CON whose ACK the peek did not see: the ACK arrived between the peek
+ * and libcoap's read (io_once cannot close that window: libcoap reads in
+ * its own epoll turn).  libcoap calls the nack handler when it gives up,
+ * which ends the observation; an observation still here past
+ * MAX_TRANSMIT_WAIT therefore had its CON acknowledged. */
+static void wait_sweep(coapgw_t *g, coapgw_down_t *d, uint64_t now)
+{
+    if (d->nwait == 0)
+        return;
+    uint64_t limit = max_transmit_wait_us(d->session);
+    for (size_t i = 0; i < d->nwait;) {
+        if (now - d->wait[i].sent_us < limit) {
+            i++;
+            continue;
+        }
+        post_worker(g, d, COAP_OP_ACK, d->wait[i].pid, d->wait[i].qos);
+        d->wait[i] = d->wait[--d->nwait];
+        g->con_waiting--;
+    }
+}
+
 void coapgw_down_sweep(coapgw_t *g, uint64_t now)
 {
     uint64_t life = (uint64_t)g->c->observe_lifetime_s * 1000000;
@@ -576,6 +612,7 @@ void coapgw_down_sweep(coapgw_t *g, uint64_t now)
     while (*pp) {
         coapgw_down_t *d = *pp;
         if (now - d->refreshed_us < life) {
+            wait_sweep(g, d, now);
             pp = &d->next;
             continue;
         }

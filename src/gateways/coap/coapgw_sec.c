@@ -122,8 +122,7 @@ static int find_udp_fd(const char *bound)
 }
 
 /* One endpoint on bind:port; logs "coap: listening on NAME ADDR:PORT". */
-static coap_endpoint_t *listen_one(coapgw_t *g, coap_proto_t proto, const char *name,
-                                   uint32_t port)
+static coap_endpoint_t *listen_one(coapgw_t *g, coap_proto_t proto, const char *name, uint32_t port)
 {
     coap_address_t addr;
     coap_address_init(&addr);
@@ -250,7 +249,7 @@ int coapgw_sec_check(conf_sec_t *s, const coapgw_conf_t *c)
     snprintf(l.ciphers, sizeof(l.ciphers), "%s", CONF_DEFAULT_CIPHERS);
     struct ssl_ctx_st *ctx = tls_ctx_new(&l, err, sizeof(err));
     if (ctx == NULL) {
-        const char *key = strstr(err, "key_file") ? "key_file"
+        const char *key = strstr(err, "key_file")  ? "key_file"
                           : strstr(err, "ca_file") ? "ca_file"
                                                    : "cert_file";
         const char *why = strncmp(err, "listener coap: ", 15) == 0 ? err + 15 : err;
