@@ -14,6 +14,7 @@
 #include "log.h"
 #include "mqtt_codec.h"
 #include "persist.h"
+#include "router.h"
 #include "util.h"
 
 /* The endpoint's auth state (user, rules, decision cache), or NULL. */
@@ -53,6 +54,26 @@ void sess_acl_set_owner(sess_t *s, const char *owner, size_t len, int known)
     s->owner_unknown = !known;
 }
 
+/* The topic guards' word (router.h: $cmd/{id}/, $shadow/{id}/) on what the
+ * session's client may read: a filter at SUBSCRIBE, and, for a session
+ * whose subscriptions were taken before a guard existed (restored from the
+ * store, or a guard enabled since), each message's topic at delivery. */
+static int guard_reads(const server_t *srv, const sess_t *s, const auth_client_t *ac,
+                       const uint8_t *t, size_t tl)
+{
+    if (srv->nguards_sub == 0)
+        return 1;
+    router_who_t who = {s->client_id, s->client_id_len, ac ? ac->user : NULL};
+    return router_guard_subscribe(srv, &who, t, tl);
+}
+
+/* The client ac may read m: the ACL and the guards. */
+static int may_read(const worker_t *w, const sess_t *s, auth_client_t *ac, const msg_t *m)
+{
+    return auth_chain_acl(w->srv->auth, ac, AUTH_ACT_SUBSCRIBE, msg_topic(m), m->topic_len, 0) &&
+           guard_reads(w->srv, s, ac, msg_topic(m), m->topic_len);
+}
+
 static const char *user_text(const char *user, char *buf, size_t size)
 {
     if (user == NULL)
@@ -82,6 +103,8 @@ static void judge(worker_t *w, sess_t *s, auth_client_t *ac, uint32_t gen, int r
             fl = rl;
         }
         int v = auth_chain_acl(ch, ac, AUTH_ACT_SUBSCRIBE, f, fl, 1);
+        if (v != AUTH_ACL_DENY && !guard_reads(w->srv, s, ac, f, fl))
+            v = AUTH_ACL_PARTIAL; /* a guard's topics under it: judged per message */
         if (reload && v != AUTH_ACL_ALLOW && v != sub->acl &&
             w->now >= w->judged_logged_at + 1000u) {
             w->judged_logged_at = w->now;
@@ -102,12 +125,10 @@ static void judge(worker_t *w, sess_t *s, auth_client_t *ac, uint32_t gen, int r
  * Entries that wait only for PUBCOMP carry no message and stay. */
 static void purge(worker_t *w, sess_t *s, auth_client_t *ac, sq_t *q, int queued)
 {
-    auth_chain_t *ch = w->srv->auth;
     uint32_t n = sq_len(q), kept = 0;
     for (uint32_t i = 0; i < n; i++) {
         sq_entry_t *e = sq_at(q, i);
-        if (e->m == NULL ||
-            auth_chain_acl(ch, ac, AUTH_ACT_SUBSCRIBE, msg_topic(e->m), e->m->topic_len, 0)) {
+        if (e->m == NULL || may_read(w, s, ac, e->m)) {
             if (kept != i)
                 *sq_at(q, kept) = *e;
             kept++;
@@ -140,10 +161,10 @@ int sess_acl_check(worker_t *w, sess_t *s, const msg_t *m)
     if (s->acl_gen != gen) {
         /* the rules changed since the verdicts were taken */
         judge(w, s, ac, gen, s->acl_gen != 0);
-        if (!auth_chain_acl_open(ch))
+        if (!auth_chain_acl_open(ch) || w->srv->nguards_sub)
             purge(w, s, ac, &s->queue, 1);
     }
-    if (!s->acl_check || auth_chain_acl(ch, ac, AUTH_ACT_SUBSCRIBE, msg_topic(m), m->topic_len, 0))
+    if (!s->acl_check || may_read(w, s, ac, m))
         return 1;
     STAT_ADD(w->stats.acl_denied, 1);
     STAT_ADD(w->stats.acl_denied_by[STAT_ACL_READ], 1);
@@ -194,7 +215,7 @@ void sess_acl_attach(worker_t *w, sess_t *s, const endpoint_t *ep, int resumed)
     if (!same_user(sess_acl_owner(s), user) || s->owner_unknown)
         sess_acl_set_owner(s, user, user ? strlen(user) : 0, 1);
     judge(w, s, ac, auth_chain_gen(ch), 0);
-    if (resumed && !auth_chain_acl_open(ch)) {
+    if (resumed && (!auth_chain_acl_open(ch) || w->srv->nguards_sub)) {
         /* what was queued for the session, perhaps for another user or
          * under other rules, is checked for this client */
         purge(w, s, ac, &s->inflight, 0);

@@ -17,6 +17,12 @@
  * delivers nothing: none of its topics passes the check.  Dropped messages
  * count in acl_denied.
  *
+ * The topic guards (router.h: the $cmd and $shadow prefixes) take part the
+ * same way: a subscription a guard refuses (restored from the store, or
+ * taken before the guard's module was enabled) is judged PARTIAL, and each
+ * message is then also asked of the guards; SUBSCRIBE refuses such filters
+ * outright (proto.c), so only old subscriptions take this path.
+ *
  * Offline sessions queue without a check.  A client that resumes a session
  * (sess_acl_attach) has its subscriptions judged for it, and the queued and
  * inflight messages it may not read are dropped before anything is sent.

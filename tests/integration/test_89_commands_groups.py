@@ -324,3 +324,52 @@ def test_bad_config_refused(tmp_path, bad, key):
                        text=True, timeout=20)
     assert p.returncode != 0
     assert "a.yaml:5" in p.stderr + p.stdout and key in p.stderr + p.stdout, p.stderr + p.stdout
+
+
+def test_cmd_acl_applies_to_a_restored_subscription(gbroker):
+    """A persistent session subscribed to $cmd/# while the $cmd ACL was off
+    keeps that subscription across a restart with the ACL on, but reads
+    only its own commands: the guard judges it again at delivery."""
+    b = gbroker("commands:\n  enabled: true\n  acl: false\ndevices:\n  enabled: true\n")
+    for dev in ("victim", "spy"):
+        b.rapi.json("POST", "/api/v1/devices", {"id": dev}, status=201)
+    props = Properties(PacketTypes.CONNECT)
+    props.SessionExpiryInterval = 3600
+    got = []
+    connected = []
+    spy = mqtt.Client(client_id="spy", protocol=mqtt.MQTTv5)
+    spy.on_connect = lambda *a: connected.append(1)
+    spy.on_message = lambda c, u, m: got.append(m.topic)
+    subacks = []
+    spy.on_subscribe = lambda c, u, mid, rcs, p: subacks.append([rc.value for rc in rcs])
+    spy.connect(b.host, b.port, keepalive=30, clean_start=False, properties=props)
+    spy.loop_start()
+    wait_for(lambda: connected, DEADLINE, what="spy connected")
+    spy.subscribe("$cmd/#", qos=1)
+    wait_for(lambda: subacks, DEADLINE, what="SUBACK")
+    assert subacks == [[1]]
+    spy.disconnect()
+    spy.loop_stop()
+    # the ACL on (the default), the session restored from the store
+    b.stop()
+    b.sections = SECTION
+    b.stopped = False
+    b.start()
+    connected.clear()
+    spy.reconnect()
+    spy.loop_start()
+    wait_for(lambda: connected, DEADLINE, what="spy reconnected")
+    victim = Device(b, "victim").connect()
+    r = b.rapi.json("POST", "/api/v1/devices/victim/commands", {"name": "open", "qos": 1},
+                    status=202)
+    wait_for(lambda: b.rapi.json("GET", "/api/v1/commands/%s" % r["id"])["status"] == "succeeded",
+             DEADLINE, what="the victim's command done")
+    # its own commands still arrive on the old subscription
+    b.rapi.json("POST", "/api/v1/devices/spy/commands", {"name": "mine", "qos": 1}, status=202)
+    wait_for(lambda: any(t.startswith("$cmd/spy/") for t in got), DEADLINE,
+             what="the spy's own command")
+    time.sleep(0.5)  # anything else routed by then would have arrived with it
+    assert not [t for t in got if t.startswith("$cmd/victim/")], got
+    spy.disconnect()
+    spy.loop_stop()
+    victim.close()
