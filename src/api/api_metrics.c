@@ -165,6 +165,15 @@ void module_metrics_printf(module_metrics_t *mm, const char *fmt, ...)
     va_end(ap);
 }
 
+void module_metrics_counters(module_metrics_t *mm, const void *state, const module_counter_t *c,
+                             size_t n)
+{
+    for (size_t i = 0; i < n; i++) {
+        const _Atomic uint64_t *v = (const _Atomic uint64_t *)((const char *)state + c[i].off);
+        one(mm->b, c[i].name, "counter", c[i].help, atomic_load_explicit(v, memory_order_relaxed));
+    }
+}
+
 /* A histogram from per-bucket counts over an_hist_bounds_us, in seconds. */
 static void histogram(sb_t *b, const char *name, const char *labels, const uint64_t *bucket,
                       uint64_t sum_us)

@@ -104,6 +104,15 @@ void module_metrics_family(module_metrics_t *mm, const char *name, const char *t
 void module_metrics_printf(module_metrics_t *mm, const char *fmt, ...)
     __attribute__((format(printf, 2, 3)));
 
+/* A module's plain counters, one family each: name, help and where the
+ * value is (an _Atomic uint64_t at `off` bytes into the module's state). */
+typedef struct {
+    const char *name, *help;
+    size_t off;
+} module_counter_t;
+void module_metrics_counters(module_metrics_t *mm, const void *state, const module_counter_t *c,
+                             size_t n);
+
 #define MODULE_TICK_OFF UINT64_MAX
 
 typedef struct module_s {

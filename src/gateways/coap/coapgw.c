@@ -1179,41 +1179,32 @@ static void gw_metrics(module_inst_t *mi, module_metrics_t *mm)
     coapgw_t *g = mi->state;
     if (g == NULL)
         return;
-    static const struct {
-        const char *name, *type, *help;
-        size_t off;
-    } ctr[] = {
-        {"antenna_coap_requests_total", "counter", "CoAP requests handled",
-         offsetof(coapgw_t, requests)},
-        {"antenna_coap_published_total", "counter", "messages published by CoAP devices",
+    static const module_counter_t ctr[] = {
+        {"antenna_coap_requests_total", "CoAP requests handled", offsetof(coapgw_t, requests)},
+        {"antenna_coap_published_total", "messages published by CoAP devices",
          offsetof(coapgw_t, published)},
-        {"antenna_coap_notifications_total", "counter", "Observe notifications sent",
+        {"antenna_coap_notifications_total", "Observe notifications sent",
          offsetof(coapgw_t, notified)},
-        {"antenna_coap_auth_refused_total", "counter", "CoAP requests refused by the auth chain",
+        {"antenna_coap_auth_refused_total", "CoAP requests refused by the auth chain",
          offsetof(coapgw_t, refused)},
-        {"antenna_coap_handshakes_failed_total", "counter",
+        {"antenna_coap_handshakes_failed_total",
          "DTLS/TLS handshakes failed (unknown PSK identity, a certificate not trusted)",
          offsetof(coapgw_t, handshakes_failed)},
-        {"antenna_coap_dropped_total", "counter", "notifications not sent (libcoap refused them)",
+        {"antenna_coap_dropped_total", "notifications not sent (libcoap refused them)",
          offsetof(coapgw_t, dropped)},
-        {"antenna_coap_observations_expired_total", "counter",
+        {"antenna_coap_observations_expired_total",
          "observations dropped after coap.observe_lifetime_s", offsetof(coapgw_t, expired)},
-        {"antenna_coap_rate_limited_total", "counter",
+        {"antenna_coap_rate_limited_total",
          "requests refused with 4.29 (coap.rate per source address)", offsetof(coapgw_t, limited)},
-        {"antenna_coap_downlink_attached_total", "counter",
+        {"antenna_coap_downlink_attached_total",
          "observations of /cmd attached to their device's session",
          offsetof(coapgw_t, down_attached)},
-        {"antenna_coap_downlink_delivered_total", "counter",
-         "session messages sent as /cmd notifications", offsetof(coapgw_t, down_delivered)},
-        {"antenna_coap_downlink_takeovers_total", "counter",
-         "sessions an observation of /cmd took over", offsetof(coapgw_t, down_takeovers)},
+        {"antenna_coap_downlink_delivered_total", "session messages sent as /cmd notifications",
+         offsetof(coapgw_t, down_delivered)},
+        {"antenna_coap_downlink_takeovers_total", "sessions an observation of /cmd took over",
+         offsetof(coapgw_t, down_takeovers)},
     };
-    for (size_t i = 0; i < sizeof(ctr) / sizeof(ctr[0]); i++) {
-        module_metrics_family(mm, ctr[i].name, ctr[i].type, ctr[i].help);
-        module_metrics_printf(
-            mm, "%s %llu\n", ctr[i].name,
-            (unsigned long long)atomic_load((_Atomic uint64_t *)((char *)g + ctr[i].off)));
-    }
+    module_metrics_counters(mm, g, ctr, sizeof(ctr) / sizeof(ctr[0]));
     module_metrics_family(mm, "antenna_coap_observers", "gauge", "CoAP observations held");
     module_metrics_printf(mm, "antenna_coap_observers %u\n", atomic_load(&g->observers));
 }

@@ -830,34 +830,23 @@ static void hi_metrics(module_inst_t *mi, module_metrics_t *mm)
     httpin_t *h = mi->state;
     if (h == NULL)
         return;
-    module_metrics_family(mm, "antenna_http_ingest_requests_total", "counter",
-                          "requests to the device HTTP ingest listener");
-    module_metrics_printf(mm, "antenna_http_ingest_requests_total %llu\n",
-                          (unsigned long long)atomic_load(&h->requests));
-    module_metrics_family(mm, "antenna_http_ingest_messages_total", "counter",
-                          "messages routed from HTTP devices");
-    module_metrics_printf(mm, "antenna_http_ingest_messages_total %llu\n",
-                          (unsigned long long)atomic_load(&h->messages));
-    module_metrics_family(mm, "antenna_http_ingest_auth_refused_total", "counter",
-                          "requests refused by the auth chain");
-    module_metrics_printf(mm, "antenna_http_ingest_auth_refused_total %llu\n",
-                          (unsigned long long)atomic_load(&h->refused));
-    module_metrics_family(mm, "antenna_http_ingest_polls_total", "counter",
-                          "long polls of the device downlink");
-    module_metrics_printf(mm, "antenna_http_ingest_polls_total %llu\n",
-                          (unsigned long long)atomic_load(&h->polls));
-    module_metrics_family(mm, "antenna_http_ingest_streams_total", "counter",
-                          "event streams of the device downlink");
-    module_metrics_printf(mm, "antenna_http_ingest_streams_total %llu\n",
-                          (unsigned long long)atomic_load(&h->streams));
-    module_metrics_family(mm, "antenna_http_ingest_delivered_total", "counter",
-                          "messages handed to polls and streams");
-    module_metrics_printf(mm, "antenna_http_ingest_delivered_total %llu\n",
-                          (unsigned long long)atomic_load(&h->delivered));
-    module_metrics_family(mm, "antenna_http_ingest_takeovers_total", "counter",
-                          "polls and streams that took a session over from another");
-    module_metrics_printf(mm, "antenna_http_ingest_takeovers_total %llu\n",
-                          (unsigned long long)atomic_load(&h->takeovers));
+    static const module_counter_t ctr[] = {
+        {"antenna_http_ingest_requests_total", "requests to the device HTTP ingest listener",
+         offsetof(httpin_t, requests)},
+        {"antenna_http_ingest_messages_total", "messages routed from HTTP devices",
+         offsetof(httpin_t, messages)},
+        {"antenna_http_ingest_auth_refused_total", "requests refused by the auth chain",
+         offsetof(httpin_t, refused)},
+        {"antenna_http_ingest_polls_total", "long polls of the device downlink",
+         offsetof(httpin_t, polls)},
+        {"antenna_http_ingest_streams_total", "event streams of the device downlink",
+         offsetof(httpin_t, streams)},
+        {"antenna_http_ingest_delivered_total", "messages handed to polls and streams",
+         offsetof(httpin_t, delivered)},
+        {"antenna_http_ingest_takeovers_total",
+         "polls and streams that took a session over from another", offsetof(httpin_t, takeovers)},
+    };
+    module_metrics_counters(mm, h, ctr, sizeof(ctr) / sizeof(ctr[0]));
 }
 
 const module_t httpin_module = {

@@ -688,12 +688,6 @@ static const module_api_route_t lo_routes[] = {
     {NULL, 0, 0, NULL},
 };
 
-#define COUNTER(name, help, v)                                                                     \
-    do {                                                                                           \
-        module_metrics_family(mm, name, "counter", help);                                          \
-        module_metrics_printf(mm, name " %llu\n", (unsigned long long)(v));                        \
-    } while (0)
-
 static void lo_metrics(module_inst_t *mi, module_metrics_t *mm)
 {
     lora_t *h = mi->state;
@@ -711,12 +705,15 @@ static void lo_metrics(module_inst_t *mi, module_metrics_t *mm)
     for (int e = LORA_E_SHORT; e <= LORA_E_JSON; e++)
         module_metrics_printf(mm, "antenna_lora_malformed_total{reason=\"%s\"} %llu\n",
                               lora_err_name(e), (unsigned long long)atomic_load(&h->malformed[e]));
-    COUNTER("antenna_lora_uplinks_total", "rxpk published", atomic_load(&h->uplinks));
-    COUNTER("antenna_lora_stats_total", "gateway stat objects published", atomic_load(&h->stats));
-    COUNTER("antenna_lora_tx_acks_total", "TX_ACKs published", atomic_load(&h->acks));
-    COUNTER("antenna_lora_tx_ack_errors_total", "TX_ACKs with an error other than NONE",
-            atomic_load(&h->tx_ack_errors));
-    COUNTER("antenna_lora_downlinks_total", "PULL_RESP sent", atomic_load(&h->downlinks));
+    static const module_counter_t ctr[] = {
+        {"antenna_lora_uplinks_total", "rxpk published", offsetof(lora_t, uplinks)},
+        {"antenna_lora_stats_total", "gateway stat objects published", offsetof(lora_t, stats)},
+        {"antenna_lora_tx_acks_total", "TX_ACKs published", offsetof(lora_t, acks)},
+        {"antenna_lora_tx_ack_errors_total", "TX_ACKs with an error other than NONE",
+         offsetof(lora_t, tx_ack_errors)},
+        {"antenna_lora_downlinks_total", "PULL_RESP sent", offsetof(lora_t, downlinks)},
+    };
+    module_metrics_counters(mm, h, ctr, sizeof(ctr) / sizeof(ctr[0]));
     module_metrics_family(mm, "antenna_lora_downlinks_dropped_total", "counter",
                           "downlinks not sent, by why");
     module_metrics_printf(mm,
