@@ -105,8 +105,14 @@ static int cl_tls_conf_check(conf_sec_t *s, cl_conf_t *c)
     const char *bad = NULL;
     struct ssl_ctx_st *ctx =
         tls_link_ctx_new(c->tls_cert_file, c->tls_key_file, c->tls_ca_file, &bad, err, sizeof(err));
-    if (ctx == NULL)
-        return conf_sec_fail(s, bad ? bad : "tls", "%s", err);
+    if (ctx == NULL) { /* "cluster: KEY FILE: why": the key is named already */
+        const char *msg = err;
+        size_t pl = strlen("cluster: "), kl = bad ? strlen(bad) : 0;
+        if (bad && strncmp(err, "cluster: ", pl) == 0 && strncmp(err + pl, bad, kl) == 0 &&
+            err[pl + kl] == ' ')
+            msg = err + pl + kl + 1;
+        return conf_sec_fail(s, bad ? bad : "tls", "%s", msg);
+    }
     tls_ctx_free(ctx);
     if (strchr(c->tls_verify_name, '*') != NULL)
         return conf_sec_fail(s, "tls_verify_name", "\"%.60s\": a name, not a pattern",
