@@ -37,13 +37,14 @@ def make_ca(d, ca):
         "-keyout", ca + ".key", "-out", ca + ".pem", "-days", "2", "-subj", "/CN=" + ca, cwd=d)
 
 
-def make_cert(d, ca, name):
-    """name.pem / name.key signed by ca, naming the node (CN and DNS SAN)."""
+def make_cert(d, ca, name, days="2"):
+    """name.pem / name.key signed by ca, naming the node (CN and DNS SAN);
+    days "-1": expired already."""
     (d / (name + ".ext")).write_text("subjectAltName=DNS:%s\n" % name)
     run("req", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes", "-keyout",
         name + ".key", "-out", name + ".csr", "-subj", "/CN=" + name, cwd=d)
     run("x509", "-req", "-in", name + ".csr", "-CA", ca + ".pem", "-CAkey", ca + ".key",
-        "-CAcreateserial", "-out", name + ".pem", "-days", "2", "-extfile", name + ".ext", cwd=d)
+        "-CAcreateserial", "-out", name + ".pem", "-days", days, "-extfile", name + ".ext", cwd=d)
 
 
 @pytest.fixture(scope="module")
@@ -54,6 +55,7 @@ def pki(tmp_path_factory):
     for n in ("a", "b", "c"):
         make_cert(d, "ca", n)
     make_cert(d, "other", "x")  # a node certificate from another CA
+    make_cert(d, "ca", "y", days="-1")  # the right CA, expired
     return d
 
 
@@ -207,6 +209,15 @@ def test_node_with_another_ca_cannot_join(tls_cluster):
     # still refused after the retries (the existing backoff), still logged once per 5 s at most
     lines = [ln for ln in cl.nodes["a"].log_text().splitlines() if "link to x" in ln]
     assert len(lines) < 20, lines
+
+
+def test_expired_certificate_is_refused(tls_cluster):
+    cl = tls_cluster(names=("a", "b", "y"))
+    cl.wait_links(["a", "b"])
+    wait_refused(cl, "a", "y")
+    cl.wait_log("a", "certificate has expired")
+    assert cl.link("a", "y").get("state") != "up"
+    assert cl.link("y", "a").get("state") != "up"
 
 
 def test_plain_node_cannot_talk_to_tls_nodes(tls_cluster):
