@@ -17,7 +17,10 @@
 #   API_KEY     a key for the nodes' APIs
 # Ports are free ones picked at start.  The binary: ANTENNA_BIN, or
 # build/antenna.  CLUSTER_EXTRA_YAML names a file of more top-level sections
-# (mqtt:, auth: ...) appended to every node's configuration.  Each node has two MQTT listeners: `mqtt` (direct, the port
+# (mqtt:, auth: ...) appended to every node's configuration.  CLUSTER_TLS=1:
+# TLS on the node links (cluster.tls): a throwaway CA and a certificate per
+# node (CN and DNS name nodeK) made with the openssl CLI under tls/, each
+# node verifying the others' names (tls_verify_name: node).  Each node has two MQTT listeners: `mqtt` (direct, the port
 # in NODE_PORTS) and `lb` (PROXY protocol v2, only HAProxy connects there).
 set -eu
 
@@ -130,6 +133,26 @@ up() {
     echo "$KEY" >"$DIR/api.key"
     umask 022
 
+    # CLUSTER_TLS=1: a CA (EC P-256, valid 30 days) and one certificate per node
+    if [ "${CLUSTER_TLS:-0}" = 1 ]; then
+        command -v openssl >/dev/null || die "CLUSTER_TLS=1 needs the openssl CLI"
+        t=$DIR/tls
+        mkdir -p "$t"
+        openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes \
+            -keyout "$t/ca.key" -out "$t/ca.pem" -days 30 -subj "/CN=antenna local cluster CA" \
+            >"$t/openssl.log" 2>&1 || die "openssl: cannot make the CA; see $t/openssl.log"
+        k=0
+        while [ $k -lt "$n" ]; do
+            echo "subjectAltName=DNS:node$k" >"$t/node$k.ext"
+            { openssl req -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes \
+                -keyout "$t/node$k.key" -out "$t/node$k.csr" -subj "/CN=node$k" &&
+                openssl x509 -req -in "$t/node$k.csr" -CA "$t/ca.pem" -CAkey "$t/ca.key" \
+                    -CAcreateserial -out "$t/node$k.pem" -days 30 -extfile "$t/node$k.ext"; } \
+                >>"$t/openssl.log" 2>&1 || die "openssl: cannot make node$k's certificate"
+            k=$((k + 1))
+        done
+    fi
+
     # the nodes
     NODE_PORTS= API_PORTS= LB_TARGETS= NODE_PIDS=
     k=0
@@ -164,6 +187,15 @@ cluster:
   listen: 127.0.0.1:0
   secret_file: $DIR/secret
 EOF
+        if [ "${CLUSTER_TLS:-0}" = 1 ]; then
+            cat >>"$d/antenna.yaml" <<EOF
+  tls: true
+  tls_cert_file: $DIR/tls/node$k.pem
+  tls_key_file: $DIR/tls/node$k.key
+  tls_ca_file: $DIR/tls/ca.pem
+  tls_verify_name: node
+EOF
+        fi
         # CLUSTER_EXTRA_YAML: a file of more top-level sections for every node
         if [ -n "${CLUSTER_EXTRA_YAML:-}" ]; then
             cat "$CLUSTER_EXTRA_YAML" >>"$d/antenna.yaml" || die "cannot read $CLUSTER_EXTRA_YAML"

@@ -1327,9 +1327,9 @@ static int cmd_rules(ctl_t *c)
     return usage_error("unknown rules command '%s'", sub);
 }
 
-static const char *const NODE_COLS[] = {"node",     "self",    "member", "state",   "link",
-                                        "routes",   "queued",  "lag",    "output",  "forwarded",
-                                        "received", "dropped", "ups",    "refused", NULL};
+static const char *const NODE_COLS[] = {
+    "node", "self",   "member",    "state",    "link",    "tls", "routes",  "queued",
+    "lag",  "output", "forwarded", "received", "dropped", "ups", "refused", NULL};
 
 /* One row of the nodes table: the node's fields and its link's, flat, each
  * value one word (lag: "120ms"; forwarded: "q0/q1/q2"). */
@@ -1357,6 +1357,15 @@ static json_t *node_row(const json_t *n)
     if (json_is_integer(v = json_object_get(ls, "lag_ms"))) {
         snprintf(t, sizeof(t), "%" JSON_INTEGER_FORMAT "ms", json_integer_value(v));
         json_object_set_new(row, "lag", json_string(t));
+    }
+    if (json_is_true(json_object_get(ls, "tls")) &&
+        json_is_string(v = json_object_get(ls, "cipher"))) {
+        snprintf(t, sizeof(t), "%s", json_string_value(v)); /* one word: "TLSv1.3/TLS_AES..." */
+        for (char *sp = strchr(t, ' '); sp; sp = strchr(sp, ' '))
+            *sp = '/';
+        json_object_set_new(row, "tls", json_string(t));
+    } else if (ls != NULL) {
+        json_object_set_new(row, "tls", json_string("no"));
     }
     const json_t *fwd = json_object_get(ls, "forwarded");
     if (json_array_size(fwd) == 3) {

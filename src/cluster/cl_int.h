@@ -46,6 +46,13 @@ typedef struct {
     char secret_file[256];
     char static_members[CL_STATIC_MAX][CL_NAME_MAX + CL_ADDR_MAX]; /* "name@host:port" */
     uint32_t nstatic;
+    /* TLS on the node links (docs/cluster.md "TLS on links"): mutual */
+    uint8_t tls;
+    char tls_cert_file[256];
+    char tls_key_file[256];
+    char tls_ca_file[256];
+    char tls_verify_name[CL_NAME_MAX]; /* "": the CA only; "node": the peer's
+                                        * node name; else this fixed name */
 } cl_conf_t;
 
 typedef struct cl_s cl_t;
@@ -82,6 +89,8 @@ typedef struct {
     _Atomic uint64_t refused;   /* handshakes refused */
     _Atomic uint32_t busy;      /* too many QoS 1/2 unacknowledged: the workers
                                  * pause QoS 1/2 publishers of messages for it */
+    _Atomic uint32_t tls;       /* the link (last up) runs over TLS */
+    char cipher[64];            /* its "TLSv1.3 TLS_AES_256_GCM_SHA384" (under snap_mu) */
 } cl_link_stats_t;
 
 /* A closure for the link thread. */
@@ -120,6 +129,8 @@ struct cl_s {
 
     cl_link_stats_t lstats[CL_MAX_NODES]; /* by node index (cl_link.c) */
     _Atomic uint64_t local_routes;        /* filters this node announces */
+    _Atomic uint64_t refused_unnamed;     /* links refused before the peer named
+                                           * itself (an accepted TLS handshake) */
 
     cl_links_t *links;   /* cl_link.c */
     cl_member_t *member; /* cl_member.c */

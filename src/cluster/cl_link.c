@@ -30,6 +30,20 @@
  * receiver drops what it has seen (sequence numbers per peer process: the
  * HELLO's incarnation says when the sender restarted).
  *
+ * TLS (cluster.tls; docs/cluster.md "TLS on links").  Every link, dialled
+ * or accepted, is a tls transport (net_tls.h) over its socket, built from
+ * one context (cl_links_t.tls_ctx, mutual: each side presents its
+ * certificate and verifies the peer's against the CA).  An accepted link's
+ * first byte must open a TLS handshake record (else: a plain peer, refused
+ * by name); the handshake then runs on the link's watcher (WANT_READ /
+ * WANT_WRITE), HELLO waiting in the output until it is over, and HELLO/AUTH
+ * run inside TLS as before.  tls_verify_name is checked at HELLO, when the
+ * peer has said which node it is.  Reads and writes go through the
+ * transport's table (one indirect call per read or write of a batch, not
+ * per message); a plain link keeps calling recv/send.  A TLS record read
+ * only in part leaves plaintext in the SSL that the socket no longer
+ * announces: conn_read and on_resume look at SSL_pending.
+ *
  * Receiving.  A message read from a link becomes a msg_t (origin_node =
  * the peer, hops = 1) and an inbox item WM_CLUSTER for worker
  * (source worker % workers), so one worker's stream stays in order; that
@@ -52,10 +66,13 @@
 #include <openssl/evp.h>
 #include <openssl/hmac.h>
 #include <openssl/rand.h>
+#include <openssl/ssl.h>
 
 #include "cl_link_int.h"
 #include "log.h"
 #include "module.h"
+#include "net_tls.h"
+#include "transport.h"
 #include "persist.h"
 #include "retain.h"
 #include "router.h"
@@ -66,6 +83,7 @@ static void conn_io(ev_loop_t *loop, ev_watcher_t *ev, uint32_t events);
 static void conn_on_timer(tw_timer_t *t);
 static void peer_redial_later(cl_t *cl, cl_peer_t *p);
 static int conn_flush(cl_t *cl, cl_conn_t *c);
+static int conn_read(cl_t *cl, cl_conn_t *c);
 
 static const char *peer_name(cl_t *cl, const cl_conn_t *c)
 {
@@ -83,6 +101,14 @@ static cl_conn_t *conn_new(cl_t *cl, int fd, int dialer, const char *addr)
     c->last_tx = cl->now;
     snprintf(c->addr, sizeof(c->addr), "%s", addr);
     RAND_bytes(c->nonce, sizeof(c->nonce));
+    if (cl->links->tls_ctx != NULL) {
+        /* a failed SSL_new is refused by conn_tls_step */
+        c->ssl = dialer ? tls_new_client(cl->links->tls_ctx, fd) : tls_new(cl->links->tls_ctx, fd);
+        if (c->ssl != NULL)
+            c->tp = tls_transport_new(c->ssl); /* owns the SSL from now on */
+        c->tls_hs = dialer ? CL_TLS_SHAKE : CL_TLS_PEEK;
+        c->hs_want = dialer ? EV_WRITE : EV_READ;
+    }
     ev_watcher_init(&c->ev, fd, conn_io);
     tw_timer_init(&c->timer, conn_on_timer);
     tw_add(&cl->tw, &c->timer, cl->now + CL_TICK_MS);
@@ -100,6 +126,11 @@ static void conn_close(cl_t *cl, cl_conn_t *c, const char *why)
     cl_links_t *L = cl->links;
     if (ev_watch_active(&c->ev))
         ev_watch_stop(&cl->loop, &c->ev);
+    if (c->tp != NULL) {
+        if (c->tls_hs == CL_TLS_NONE)
+            c->tp->ops->shutdown(c->tp, c->fd); /* close_notify, best effort */
+        tp_free(c->tp);
+    }
     close(c->fd);
     tw_del(&cl->tw, &c->timer);
     *c->pprev = c->next;
@@ -132,8 +163,15 @@ static void conn_close(cl_t *cl, cl_conn_t *c, const char *why)
 /* Write what c has; EV_WRITE while some is left.  -1: c was closed. */
 static int conn_flush(cl_t *cl, cl_conn_t *c)
 {
-    while (c->out_off < c->out.len) {
-        ssize_t n = send(c->fd, c->out.p + c->out_off, c->out.len - c->out_off, MSG_NOSIGNAL);
+    while (c->out_off < c->out.len && c->tls_hs == CL_TLS_NONE) {
+        ssize_t n;
+        if (c->tp != NULL) { /* TLS: 0 while OpenSSL waits for the socket */
+            n = c->tp->ops->write(c->tp, c->fd, c->out.p + c->out_off, c->out.len - c->out_off, 0);
+            if (n == 0)
+                break;
+        } else {
+            n = send(c->fd, c->out.p + c->out_off, c->out.len - c->out_off, MSG_NOSIGNAL);
+        }
         if (n < 0 && errno == EINTR)
             continue;
         if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK))
@@ -159,6 +197,8 @@ static int conn_flush(cl_t *cl, cl_conn_t *c)
     uint32_t want = (c->paused ? 0 : EV_READ) | (c->out_off < c->out.len ? EV_WRITE : 0);
     if (c->connecting)
         want = EV_WRITE;
+    else if (c->tls_hs != CL_TLS_NONE)
+        want = c->hs_want;
     if (!ev_watch_active(&c->ev))
         ev_watch_start(&cl->loop, &c->ev, want);
     else if ((c->ev.events & (EV_READ | EV_WRITE)) != want)
@@ -332,12 +372,18 @@ static int refuse(cl_t *cl, cl_conn_t *c, const char *who, const char *why)
                 who, why);
     if (c->idx > 0)
         CL_STAT_ADD(cl->lstats[c->idx].refused, 1);
+    else
+        CL_STAT_ADD(cl->refused_unnamed, 1);
     /* what this side still owes the peer (its own AUTH, answered in the
      * same read), best effort: the peer then sees the wrong secret too
-     * and says so in its log, instead of a link merely closed */
-    if (!c->connecting && c->out_off < c->out.len)
+     * and says so in its log, instead of a link merely closed (over TLS
+     * only once the handshake is over: never plaintext on a TLS link) */
+    if (!c->connecting && c->out_off < c->out.len && c->tp == NULL)
         (void)send(c->fd, c->out.p + c->out_off, c->out.len - c->out_off,
                    MSG_NOSIGNAL | MSG_DONTWAIT);
+    else if (!c->connecting && c->out_off < c->out.len && c->tls_hs == CL_TLS_NONE)
+        (void)c->tp->ops->write(c->tp, c->fd, c->out.p + c->out_off, c->out.len - c->out_off,
+                                TP_WRITE_LAST);
     conn_close(cl, c, NULL);
     return -1;
 }
@@ -378,6 +424,15 @@ static int on_hello(cl_t *cl, cl_conn_t *c, const uint8_t *body, uint32_t len)
             return refuse(cl, c, who, "this node dials that one, not the reverse");
         c->idx = idx;
     }
+    const char *vn = cl->conf->tls_verify_name;
+    if (c->ssl != NULL && vn[0] != '\0') {
+        const char *want = strcmp(vn, "node") == 0 ? cl->nodes[idx].name : vn;
+        if (!tls_peer_has_name(c->ssl, want)) {
+            char why[CL_NAME_MAX + 64];
+            snprintf(why, sizeof(why), "TLS: the peer's certificate does not name \"%s\"", want);
+            return refuse(cl, c, who, why);
+        }
+    }
     c->got_hello = 1;
     c->peer_inc = h.incarnation;
     memcpy(c->peer_nonce, h.nonce, CL_NONCE_LEN);
@@ -407,6 +462,48 @@ static int on_auth(cl_t *cl, cl_conn_t *c, const uint8_t *body, uint32_t len)
     c->up = 1;
     p->backoff_ms = 0;
     cl_link_up(cl, p, c);
+    return 0;
+}
+
+/* Advance c's TLS handshake (CL_TLS_PEEK: an accepted link's first byte
+ * must open a TLS handshake record; CL_TLS_SHAKE: OpenSSL's).  -1: c was
+ * closed (refused and logged). */
+static int conn_tls_step(cl_t *cl, cl_conn_t *c)
+{
+    if (c->tp == NULL)
+        return refuse(cl, c, peer_name(cl, c), "TLS: cannot create a session");
+    if (c->tls_hs == CL_TLS_PEEK) {
+        uint8_t b;
+        ssize_t n = recv(c->fd, &b, 1, MSG_PEEK);
+        if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR)) {
+            c->hs_want = EV_READ;
+            return conn_flush(cl, c);
+        }
+        if (n <= 0) {
+            conn_close(cl, c, n < 0 ? strerror(errno) : "closed by the peer");
+            return -1;
+        }
+        if (b != 0x16) /* a TLS record of type handshake */
+            return refuse(cl, c, c->addr,
+                          "the peer does not speak TLS (cluster.tls is true on this node)");
+        c->tls_hs = CL_TLS_SHAKE;
+    }
+    char why[256] = "";
+    int rc = c->tp->ops->handshake(c->tp, c->fd, why, sizeof(why));
+    if (rc == TP_WANT_READ || rc == TP_WANT_WRITE) {
+        c->hs_want = rc == TP_WANT_READ ? EV_READ : EV_WRITE;
+        return conn_flush(cl, c);
+    }
+    if (rc != TP_OK) {
+        char r[400];
+        const char *hint = strstr(why, "alert") ? " (the peer refused this node's certificate)"
+                           : strstr(why, "wrong version number")
+                               ? " (the peer does not speak TLS: is cluster.tls false there?)"
+                               : "";
+        snprintf(r, sizeof(r), "TLS handshake: %s%s", why, hint);
+        return refuse(cl, c, peer_name(cl, c), r);
+    }
+    c->tls_hs = CL_TLS_NONE; /* HELLO goes now; what the peer sent is read next */
     return 0;
 }
 
@@ -531,7 +628,11 @@ static void on_resume(tw_timer_t *t)
                 tw_add(&cl->tw, &L->resume, cl->now + CL_RESUME_MS);
         } else if (c->paused) {
             c->paused = 0; /* reading again: the data waiting wakes the loop */
-            conn_flush(cl, c);
+            if (conn_flush(cl, c) < 0 ||
+                (c->ssl != NULL && SSL_pending(c->ssl) > 0 && conn_read(cl, c) < 0)) {
+                c = next; /* ... but not what a TLS record left in the SSL */
+                continue;
+            }
         }
         c = next;
     }
@@ -552,22 +653,45 @@ static int conn_read(cl_t *cl, cl_conn_t *c)
             tw_add(&cl->tw, &cl->links->resume, cl->now + CL_RESUME_MS);
         return 0;
     }
+    int tls_end = 0; /* TLS: the peer closed or failed after what was read */
+    tp_read_t tr;
+    size_t full = 65536; /* a read this long: more may wait */
     for (int rounds = 0; rounds < 16; rounds++) {
         cl_buf_reserve(&c->in, 65536);
-        ssize_t n = recv(c->fd, c->in.p + c->in.len, c->in.cap - c->in.len, 0);
-        if (n < 0 && errno == EINTR)
-            continue;
-        if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK))
-            break;
+        ssize_t n;
+        if (c->tp != NULL) {
+            tr.buf = c->in.p + c->in.len;
+            tr.cap = full = c->in.cap - c->in.len;
+            tls_end = c->tp->ops->read(c->tp, c->fd, &tr) != TP_OK;
+            n = (ssize_t)tr.len;
+            if (n == 0 && !tls_end)
+                break;
+        } else {
+            n = recv(c->fd, c->in.p + c->in.len, c->in.cap - c->in.len, 0);
+            if (n < 0 && errno == EINTR)
+                continue;
+            if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK))
+                break;
+        }
         if (n <= 0) {
             cl_recv_flush(cl);
-            conn_close(cl, c, n < 0 ? strerror(errno) : "closed by the peer");
+            if (tls_end && !c->up) {
+                char why[300];
+                snprintf(why, sizeof(why), "TLS: %s", tr.why);
+                return refuse(cl, c, peer_name(cl, c), why);
+            }
+            conn_close(cl, c, tls_end ? tr.why : n < 0 ? strerror(errno) : "closed by the peer");
             return -1;
         }
         c->in.len += (size_t)n;
         c->last_rx = cl->now;
         if (c->idx > 0)
             CL_STAT_ADD(cl->lstats[c->idx].bytes_in, (uint64_t)n);
+        if (c->tp == NULL && !c->got_hello && c->in.p[0] == 0x16) { /* frames start 0x00 */
+            cl_recv_flush(cl);
+            return refuse(cl, c, peer_name(cl, c),
+                          "the peer speaks TLS (cluster.tls is false on this node)");
+        }
         size_t off = 0;
         for (;;) {
             uint8_t type;
@@ -592,8 +716,19 @@ static int conn_read(cl_t *cl, cl_conn_t *c)
             memmove(c->in.p, c->in.p + off, c->in.len - off);
             c->in.len -= off;
         }
-        if ((size_t)n < 65536)
+        if (tls_end) {
+            cl_recv_flush(cl);
+            conn_close(cl, c, tr.why);
+            return -1;
+        }
+        if ((size_t)n < full)
             break;
+    }
+    if (c->ssl != NULL && SSL_pending(c->ssl) > 0) {
+        /* plaintext left in the SSL: the socket will not say so */
+        c->paused = 1;
+        if (!tw_pending(&cl->links->resume))
+            tw_add(&cl->tw, &cl->links->resume, cl->now + CL_RESUME_MS);
     }
     if (c->in.len == 0 && c->in.cap > CL_OUT_KEEP)
         cl_buf_free(&c->in);
@@ -626,8 +761,15 @@ static void conn_io(ev_loop_t *loop, ev_watcher_t *ev, uint32_t events)
             return;
         }
         c->connecting = 0;
-        if (conn_flush(cl, c) < 0)
+        if (c->tls_hs == CL_TLS_NONE && conn_flush(cl, c) < 0)
             return;
+    }
+    if (c->tls_hs != CL_TLS_NONE) {
+        if (conn_tls_step(cl, c) < 0 || c->tls_hs != CL_TLS_NONE)
+            return;                /* closed, or waiting for the socket */
+        if (conn_flush(cl, c) < 0) /* HELLO */
+            return;
+        events |= EV_READ; /* the peer's HELLO may be there already */
     }
     if ((events & (EV_READ | EV_ERROR | EV_HUP | EV_RDHUP)) && conn_read(cl, c) < 0)
         return; /* closed */
@@ -714,6 +856,16 @@ int cl_links_init(cl_t *cl)
         tw_timer_init(&L->peers[i].redial, on_redial);
     }
     tw_timer_init(&L->resume, on_resume);
+    if (cl->conf->tls) {
+        char err[512];
+        const char *bad;
+        L->tls_ctx = tls_link_ctx_new(cl->conf->tls_cert_file, cl->conf->tls_key_file,
+                                      cl->conf->tls_ca_file, &bad, err, sizeof(err));
+        if (L->tls_ctx == NULL) {
+            log_error("%s", err);
+            return -1;
+        }
+    }
     if (listen_open(cl) < 0)
         return -1;
     if (cl->conf->secret[0] == '\0')
@@ -785,6 +937,7 @@ void cl_links_free(cl_t *cl)
     while (L->conns) { /* the thread never ran */
         cl_conn_t *c = L->conns;
         L->conns = c->next;
+        tp_free(c->tp);
         close(c->fd);
         cl_buf_free(&c->in);
         cl_buf_free(&c->out);
@@ -795,6 +948,7 @@ void cl_links_free(cl_t *cl)
     cl_fwd_free(cl);
     if (L->listen_fd >= 0)
         close(L->listen_fd);
+    tls_ctx_free(L->tls_ctx);
     free(L->wq);
     free(L->ackv);
     for (uint32_t i = 0; i < L->nworkers; i++)
@@ -817,7 +971,17 @@ void cl_link_up(cl_t *cl, cl_peer_t *p, cl_conn_t *c)
     if (p->in_seen) /* what arrived before the break: not to be sent again */
         cl_enc_ack(&c->out, p->in_seen);
     p->acked = p->in_seen;
-    log_info("cluster: link to %s up (%s)", cl->nodes[idx].name, c->addr);
+    CL_STAT_SET(cl->lstats[idx].tls, c->ssl != NULL);
+    if (c->ssl != NULL) {
+        char d[sizeof(cl->lstats[idx].cipher)];
+        tls_describe(c->ssl, d, sizeof(d));
+        pthread_mutex_lock(&cl->snap_mu); /* read under it by the API */
+        memcpy(cl->lstats[idx].cipher, d, sizeof(d));
+        pthread_mutex_unlock(&cl->snap_mu);
+        log_info("cluster: link to %s up (%s, %s)", cl->nodes[idx].name, c->addr, d);
+    } else {
+        log_info("cluster: link to %s up (%s)", cl->nodes[idx].name, c->addr);
+    }
     cl_route_sync(cl, c);
     cl_retained_sync(cl, c);
     cl_tomb_sync(cl, c);

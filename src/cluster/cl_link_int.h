@@ -26,6 +26,12 @@
 
 typedef struct cl_conn_s cl_conn_t;
 typedef struct cl_fset_s cl_fset_t;
+struct transport_s;
+struct ssl_st;
+struct ssl_ctx_st;
+
+/* cl_conn_t.tls_hs: where a TLS link's handshake is */
+enum { CL_TLS_NONE = 0, CL_TLS_PEEK = 1, CL_TLS_SHAKE = 2 };
 
 /* One TCP connection to a peer (in its handshake or up). */
 struct cl_conn_s {
@@ -44,6 +50,12 @@ struct cl_conn_s {
     tw_timer_t timer;
     cl_buf_t in, out;
     size_t out_off;
+    /* cluster.tls: the tls transport (net_tls.h) over fd and its SSL; NULL:
+     * plain TCP (recv/send directly, nothing added) */
+    struct transport_s *tp;
+    struct ssl_st *ssl;
+    uint8_t tls_hs;         /* CL_TLS_*: the handshake is not over (HELLO waits in out) */
+    uint32_t hs_want;       /* EV_READ / EV_WRITE: what the handshake waits for */
     char addr[CL_ADDR_MAX]; /* the other end's address */
 };
 
@@ -112,6 +124,7 @@ struct cl_links_s {
     cl_t *cl;
     int listen_fd;
     ev_watcher_t listen_ev;
+    struct ssl_ctx_st *tls_ctx; /* cluster.tls: both roles (read-only once built) */
     cl_conn_t *conns;
     uint64_t incarnation;
     uint32_t nworkers;

@@ -33,6 +33,7 @@
 #include "cl_int.h"
 #include "reload.h"
 #include "log.h"
+#include "net_tls.h"
 #include "util.h"
 
 /* ---- configuration ---- */
@@ -91,6 +92,34 @@ static int cl_read_secret(conf_sec_t *s, cl_conf_t *c)
     return 0;
 }
 
+/* cluster.tls: the three files set, readable and usable together (the
+ * context is built once here, so `antenna check` sees what startup would). */
+static int cl_tls_conf_check(conf_sec_t *s, cl_conf_t *c)
+{
+    static const char *const keys[] = {"tls_cert_file", "tls_key_file", "tls_ca_file"};
+    const char *vals[] = {c->tls_cert_file, c->tls_key_file, c->tls_ca_file};
+    for (int i = 0; i < 3; i++)
+        if (vals[i][0] == '\0')
+            return conf_sec_fail(s, keys[i], "required when cluster.tls is true");
+    char err[512];
+    const char *bad = NULL;
+    struct ssl_ctx_st *ctx =
+        tls_link_ctx_new(c->tls_cert_file, c->tls_key_file, c->tls_ca_file, &bad, err, sizeof(err));
+    if (ctx == NULL) { /* "cluster: KEY FILE: why": the key is named already */
+        const char *msg = err;
+        size_t pl = strlen("cluster: "), kl = bad ? strlen(bad) : 0;
+        if (bad && strncmp(err, "cluster: ", pl) == 0 && strncmp(err + pl, bad, kl) == 0 &&
+            err[pl + kl] == ' ')
+            msg = err + pl + kl + 1;
+        return conf_sec_fail(s, bad ? bad : "tls", "%s", msg);
+    }
+    tls_ctx_free(ctx);
+    if (strchr(c->tls_verify_name, '*') != NULL)
+        return conf_sec_fail(s, "tls_verify_name", "\"%.60s\": a name, not a pattern",
+                             c->tls_verify_name);
+    return 0;
+}
+
 static int cl_conf_load(conf_sec_t *s, void *conf)
 {
     cl_conf_t *c = conf;
@@ -104,7 +133,14 @@ static int cl_conf_load(conf_sec_t *s, void *conf)
         conf_sec_str(s, "secret", c->secret, sizeof(c->secret), 0) < 0 ||
         conf_sec_str(s, "secret_file", c->secret_file, sizeof(c->secret_file), 0) < 0 ||
         conf_sec_names(s, "static_members", &c->static_members[0][0], sizeof(c->static_members[0]),
-                       CL_STATIC_MAX, &c->nstatic) < 0)
+                       CL_STATIC_MAX, &c->nstatic) < 0 ||
+        conf_sec_bool(s, "tls", &c->tls) < 0 ||
+        conf_sec_str(s, "tls_cert_file", c->tls_cert_file, sizeof(c->tls_cert_file), 0) < 0 ||
+        conf_sec_str(s, "tls_key_file", c->tls_key_file, sizeof(c->tls_key_file), 0) < 0 ||
+        conf_sec_str(s, "tls_ca_file", c->tls_ca_file, sizeof(c->tls_ca_file), 0) < 0 ||
+        conf_sec_str(s, "tls_verify_name", c->tls_verify_name, sizeof(c->tls_verify_name), 0) < 0)
+        return -1;
+    if (c->tls && cl_tls_conf_check(s, c) < 0)
         return -1;
     if (c->node[0] != '\0' && !cl_name_ok(c->node))
         return conf_sec_fail(s, "node", "\"%.60s\": letters, digits, '-', '_' and '.' only",
@@ -152,6 +188,11 @@ static void cl_conf_walk(const void *conf, conf_visit_fn fn, void *ud)
     for (uint32_t i = 0; i < c->nstatic; i++)
         fn(ud, CONF_V_STR, NULL, c->static_members[i], 0);
     fn(ud, CONF_V_END, NULL, NULL, 0);
+    fn(ud, CONF_V_BOOL, "tls", NULL, c->tls);
+    fn(ud, CONF_V_STR, "tls_cert_file", c->tls_cert_file, 0);
+    fn(ud, CONF_V_STR, "tls_key_file", c->tls_key_file, 0);
+    fn(ud, CONF_V_STR, "tls_ca_file", c->tls_ca_file, 0);
+    fn(ud, CONF_V_STR, "tls_verify_name", c->tls_verify_name, 0);
 }
 
 /* ---- the link thread ---- */
@@ -309,7 +350,8 @@ void cl_member_gone(cl_t *cl, const char *name)
 
 /* ---- the management API ---- */
 
-/* A peer's link as cl_link.c counts it (relaxed atomics). */
+/* A peer's link as cl_link.c counts it (relaxed atomics; the cipher under
+ * snap_mu, held by the caller). */
 static json_t *cl_link_json(cl_link_stats_t *st)
 {
     static const char *const states[] = {"down", "handshake", "up"};
@@ -317,7 +359,7 @@ static json_t *cl_link_json(cl_link_stats_t *st)
     uint64_t oldest = CL_STAT_GET(st->oldest), wall = an_wall_ms();
     json_int_t lag =
         CL_STAT_GET(st->queued) && oldest && wall > oldest ? (json_int_t)(wall - oldest) : 0;
-    return json_pack(
+    json_t *o = json_pack(
         "{s:s,s:I,s:I,s:I,s:I,s:[I,I,I],s:I,s:I,s:I,s:I,s:I,s:I}", "state",
         states[state < 3 ? state : 0], "ups", (json_int_t)CL_STAT_GET(st->ups), "bytes_in",
         (json_int_t)CL_STAT_GET(st->bytes_in), "bytes_out", (json_int_t)CL_STAT_GET(st->bytes_out),
@@ -327,6 +369,11 @@ static json_t *cl_link_json(cl_link_stats_t *st)
         "queued", (json_int_t)CL_STAT_GET(st->queued), "output_bytes",
         (json_int_t)CL_STAT_GET(st->out_bytes), "routes", (json_int_t)CL_STAT_GET(st->routes),
         "refused", (json_int_t)CL_STAT_GET(st->refused), "lag_ms", lag);
+    int tls = CL_STAT_GET(st->tls) != 0;
+    json_object_set_new(o, "tls", json_boolean(tls));
+    if (tls)
+        json_object_set_new(o, "cipher", json_string(st->cipher));
+    return o;
 }
 
 json_t *cl_nodes_json(cl_t *cl)
@@ -348,10 +395,11 @@ json_t *cl_nodes_json(cl_t *cl)
         json_array_append_new(members, o);
     }
     pthread_mutex_unlock(&cl->snap_mu);
-    return json_pack("{s:b,s:s,s:s,s:s,s:i,s:b,s:o}", "clustered", 1, "node", cl->conf->node,
-                     "cluster", cl->conf->name, "link", cl->link_addr, "members",
-                     (int)atomic_load(&cl->members), "lease_ok", atomic_load(&cl->lease_ok),
-                     "nodes", members);
+    return json_pack("{s:b,s:s,s:s,s:s,s:i,s:b,s:b,s:I,s:o}", "clustered", 1, "node",
+                     cl->conf->node, "cluster", cl->conf->name, "link", cl->link_addr, "members",
+                     (int)atomic_load(&cl->members), "lease_ok", atomic_load(&cl->lease_ok), "tls",
+                     cl->conf->tls != 0, "refused_unnamed",
+                     (json_int_t)CL_STAT_GET(cl->refused_unnamed), "nodes", members);
 }
 
 static int cl_api_nodes(module_inst_t *mi, const module_api_req_t *req, json_t **out)
@@ -396,6 +444,10 @@ static void cl_metrics(module_inst_t *mi, module_metrics_t *mm)
          "Messages for the peer node dropped (link down or its output full for QoS 0; too "
          "many unacknowledged for QoS 1/2)."},
         {"antenna_cluster_routes", "gauge", "Topic filters the peer node announced."},
+        {"antenna_cluster_link_refused_total", "counter",
+         "Links with the peer node refused in their handshake (TLS, secret, name)."},
+        {"antenna_cluster_link_tls", "gauge",
+         "1 when the peer node's link (last up) runs over TLS."},
     };
     char names[CL_MAX_NODES][CL_NAME_MAX];
     int idx[CL_MAX_NODES], n = 0;
@@ -419,10 +471,17 @@ static void cl_metrics(module_inst_t *mi, module_metrics_t *mm)
             uint64_t v = f == 0   ? CL_STAT_GET(st->state) == CL_LINK_UP
                          : f == 2 ? CL_STAT_GET(st->received)
                          : f == 3 ? CL_STAT_GET(st->dropped)
-                                  : CL_STAT_GET(st->routes);
+                         : f == 4 ? CL_STAT_GET(st->routes)
+                         : f == 5 ? CL_STAT_GET(st->refused)
+                                  : CL_STAT_GET(st->tls);
             module_metrics_printf(mm, "%s{peer=\"%s\"} %" PRIu64 "\n", fam[f].name, names[j], v);
         }
     }
+    module_metrics_family(mm, "antenna_cluster_link_refused_unnamed_total", "counter",
+                          "Accepted links refused before the peer said which node it is (a TLS "
+                          "handshake that failed, a plain peer at a TLS node).");
+    module_metrics_printf(mm, "antenna_cluster_link_refused_unnamed_total %" PRIu64 "\n",
+                          CL_STAT_GET(cl->refused_unnamed));
 }
 
 static const char *cl_unready(module_inst_t *mi)

@@ -44,33 +44,34 @@ void tls_error_text(SSL *ssl, int ret, int err, const char *peer_cert, char *out
 
 static void reason(SSL *ssl, int ret, int err, char *why, size_t whylen)
 {
-    tls_error_text(ssl, ret, err, "client certificate", why, whylen);
+    tls_error_text(ssl, ret, err, SSL_is_server(ssl) ? "client certificate" : "server certificate",
+                   why, whylen);
 }
 
-static int file_err(const conf_listener_t *l, const char *what, const char *file, char *err,
-                    size_t errlen)
+/* who: "listener NAME" or "cluster" (the start of the message). */
+static int file_err(const char *who, const char *what, const char *file, char *err, size_t errlen)
 {
     /* What an operator can act on: the file's own errno when it cannot be
      * read, else OpenSSL's reason in words ("no start line", "key values
      * mismatch"), not its packed code (error:0A080002:...). */
     FILE *f = fopen(file, "r");
     if (f == NULL) {
-        snprintf(err, errlen, "listener %s: %s %s: cannot read it: %s", l->name, what, file,
-                 strerror(errno));
+        snprintf(err, errlen, "%s: %s %s: cannot read it: %s", who, what, file, strerror(errno));
         ERR_clear_error();
         return -1;
     }
     fclose(f);
     unsigned long e = ERR_peek_error(); /* the first: the cause, not "PEM lib" */
     const char *why = e ? ERR_reason_error_string(e) : NULL;
-    snprintf(err, errlen, "listener %s: %s %s: %s", l->name, what, file,
-             why ? why : "not a usable PEM file");
+    snprintf(err, errlen, "%s: %s %s: %s", who, what, file, why ? why : "not a usable PEM file");
     ERR_clear_error();
     return -1;
 }
 
 struct ssl_ctx_st *tls_ctx_new(const conf_listener_t *l, char *err, size_t errlen)
 {
+    char who[96];
+    snprintf(who, sizeof(who), "listener %.80s", l->name);
     ERR_clear_error();
     SSL_CTX *ctx = SSL_CTX_new(TLS_server_method());
     if (ctx == NULL) {
@@ -92,20 +93,20 @@ struct ssl_ctx_st *tls_ctx_new(const conf_listener_t *l, char *err, size_t errle
         goto fail;
     }
     if (SSL_CTX_use_certificate_chain_file(ctx, l->cert_file) != 1) {
-        file_err(l, "cert_file", l->cert_file, err, errlen);
+        file_err(who, "cert_file", l->cert_file, err, errlen);
         goto fail;
     }
     if (SSL_CTX_use_PrivateKey_file(ctx, l->key_file, SSL_FILETYPE_PEM) != 1) {
-        file_err(l, "key_file", l->key_file, err, errlen);
+        file_err(who, "key_file", l->key_file, err, errlen);
         goto fail;
     }
     if (SSL_CTX_check_private_key(ctx) != 1) {
-        file_err(l, "key_file", l->key_file, err, errlen);
+        file_err(who, "key_file", l->key_file, err, errlen);
         goto fail;
     }
     if (l->ca_file[0]) {
         if (SSL_CTX_load_verify_locations(ctx, l->ca_file, NULL) != 1) {
-            file_err(l, "ca_file", l->ca_file, err, errlen);
+            file_err(who, "ca_file", l->ca_file, err, errlen);
             goto fail;
         }
         STACK_OF(X509_NAME) *names = SSL_load_client_CA_file(l->ca_file);
@@ -124,6 +125,61 @@ struct ssl_ctx_st *tls_ctx_new(const conf_listener_t *l, char *err, size_t errle
 fail:
     SSL_CTX_free(ctx);
     return NULL;
+}
+
+struct ssl_ctx_st *tls_link_ctx_new(const char *cert_file, const char *key_file,
+                                    const char *ca_file, const char **bad, char *err, size_t errlen)
+{
+    ERR_clear_error();
+    *bad = "tls";
+    SSL_CTX *ctx = SSL_CTX_new(TLS_method()); /* both roles: a node dials and accepts */
+    if (ctx == NULL) {
+        snprintf(err, errlen, "cluster: cannot create a TLS context");
+        return NULL;
+    }
+    if (!SSL_CTX_set_min_proto_version(ctx, TLS1_2_VERSION) ||
+        !SSL_CTX_set_cipher_list(ctx, "ECDHE+AESGCM:ECDHE+CHACHA20:!aNULL")) {
+        snprintf(err, errlen, "cluster: cannot set the TLS version or ciphers");
+        ERR_clear_error();
+        goto fail;
+    }
+    /* links live long: no tickets, no session cache; partial writes from
+     * a buffer that may move (the link's output is compacted) */
+    SSL_CTX_set_options(ctx, SSL_OP_NO_RENEGOTIATION | SSL_OP_NO_COMPRESSION | SSL_OP_NO_TICKET);
+    SSL_CTX_set_mode(ctx, SSL_MODE_ENABLE_PARTIAL_WRITE | SSL_MODE_ACCEPT_MOVING_WRITE_BUFFER);
+    SSL_CTX_set_session_cache_mode(ctx, SSL_SESS_CACHE_OFF);
+    if (SSL_CTX_use_certificate_chain_file(ctx, cert_file) != 1) {
+        *bad = "tls_cert_file";
+        file_err("cluster", "tls_cert_file", cert_file, err, errlen);
+        goto fail;
+    }
+    if (SSL_CTX_use_PrivateKey_file(ctx, key_file, SSL_FILETYPE_PEM) != 1 ||
+        SSL_CTX_check_private_key(ctx) != 1) {
+        *bad = "tls_key_file";
+        file_err("cluster", "tls_key_file", key_file, err, errlen);
+        goto fail;
+    }
+    if (SSL_CTX_load_verify_locations(ctx, ca_file, NULL) != 1) {
+        *bad = "tls_ca_file";
+        file_err("cluster", "tls_ca_file", ca_file, err, errlen);
+        goto fail;
+    }
+    /* mutual: each side presents its certificate and verifies the other's */
+    SSL_CTX_set_verify(ctx, SSL_VERIFY_PEER | SSL_VERIFY_FAIL_IF_NO_PEER_CERT, NULL);
+    *bad = NULL;
+    return ctx;
+fail:
+    SSL_CTX_free(ctx);
+    return NULL;
+}
+
+int tls_peer_has_name(struct ssl_st *ssl, const char *name)
+{
+    X509 *cert = ssl ? SSL_get0_peer_certificate(ssl) : NULL;
+    int ok = cert != NULL && SSL_get_verify_result(ssl) == X509_V_OK &&
+             X509_check_host(cert, name, strlen(name), 0, NULL) == 1;
+    ERR_clear_error();
+    return ok;
 }
 
 void tls_ctx_free(struct ssl_ctx_st *ctx)
@@ -202,6 +258,14 @@ struct ssl_st *tls_new(struct ssl_ctx_st *ctx, int fd)
         return NULL;
     }
     SSL_set_accept_state(ssl);
+    return ssl;
+}
+
+struct ssl_st *tls_new_client(struct ssl_ctx_st *ctx, int fd)
+{
+    SSL *ssl = tls_new(ctx, fd);
+    if (ssl != NULL)
+        SSL_set_connect_state(ssl);
     return ssl;
 }
 

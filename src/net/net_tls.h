@@ -34,7 +34,13 @@
  *   the socket I/O on the fd given to tls_new.
  * - Certificate usernames (listener cert_username: cn | san): the verified
  *   peer certificate's CN, or its first DNS or email SAN (tls_peer_username).
- * Thread: an SSL is used only by the worker owning its connection.
+ * - Node links (cluster.tls, src/cluster/cl_link.c): one context for both
+ *   roles (tls_link_ctx_new: TLS 1.2+, a certificate presented and the
+ *   peer's verified against the CA file both ways, no tickets), SSLs from
+ *   tls_new (acceptor) or tls_new_client (dialler) wrapped in the same
+ *   transport; the link thread drives them like a worker drives its own.
+ * Thread: an SSL is used only by the thread owning its connection (a
+ * worker, or the cluster's link thread).
  */
 #ifndef ANTENNA_NET_TLS_H
 #define ANTENNA_NET_TLS_H
@@ -57,6 +63,17 @@ void tls_ctx_free(struct ssl_ctx_st *ctx);
  * then no longer resume: a full handshake, nothing worse). */
 int tls_ctx_copy_ticket_keys(struct ssl_ctx_st *to, struct ssl_ctx_st *from);
 
+/* The context of the cluster's node links: cert_file and key_file presented,
+ * the peer's certificate verified against ca_file (required in both
+ * directions), TLS 1.2 or newer.  NULL with err set and *bad naming the
+ * config key at fault ("tls_cert_file", "tls_key_file", "tls_ca_file"). */
+struct ssl_ctx_st *tls_link_ctx_new(const char *cert_file, const char *key_file,
+                                    const char *ca_file, const char **bad, char *err,
+                                    size_t errlen);
+/* 1 when the peer's certificate was verified and names `name` (a DNS
+ * subjectAltName, or the CN when it has none: X509_check_host). */
+int tls_peer_has_name(struct ssl_st *ssl, const char *name);
+
 /* The username carried by the peer's certificate, only when it was verified
  * (X509_V_OK): `kind` CONF_CERT_USER_CN (subject CN) or CONF_CERT_USER_SAN
  * (first DNS or email subjectAltName).  Returns its length (copied into
@@ -66,6 +83,8 @@ int tls_peer_username(struct ssl_st *ssl, int kind, char *buf, size_t size);
 
 /* A server-side SSL on socket fd (NULL on allocation failure). */
 struct ssl_st *tls_new(struct ssl_ctx_st *ctx, int fd);
+/* The same on the dialling side (connect state). */
+struct ssl_st *tls_new_client(struct ssl_ctx_st *ctx, int fd);
 void tls_free(struct ssl_st *ssl);
 
 enum { TLS_OK = 0, TLS_WANT_READ = 1, TLS_WANT_WRITE = 2, TLS_CLOSED = 3, TLS_ERROR = -1 };
