@@ -14,8 +14,9 @@
  * for them.  So libcoap runs on the module's own thread ("coap"), which has
  * its own ev_loop_t (ev.h) watching two descriptors: libcoap's epoll fd
  * (coap_context_get_coap_fd; its timers are a timerfd inside it, so
- * retransmissions wake it too), handled with coap_io_process(ctx,
- * COAP_IO_NO_WAIT), and the eventfd of the gateway's inbox (inbox.h).  A
+ * retransmissions wake it too), handled by epoll_wait on it and
+ * coap_io_do_epoll per datagram, coap_io_prepare_epoll (timers) once per
+ * turn, and the eventfd of the gateway's inbox (inbox.h).  A
  * one-second loop timeout sweeps expired observations.  The cost: one
  * thread, a request that authenticates blocks the other CoAP requests for
  * that time (bounded by timeout), and every message crosses threads twice
@@ -67,6 +68,7 @@
 #include "coapgw_int.h"
 
 #include <arpa/inet.h>
+#include <sys/epoll.h>
 #include <sys/socket.h>
 #include <coap3/coap.h>
 #include <errno.h>
@@ -791,6 +793,7 @@ static void sweep(coapgw_t *g)
  * acknowledges those at the hand-off). */
 static void io_once(coapgw_t *g)
 {
+    struct epoll_event ev[8];
     if (g->con_waiting && g->udp_fd >= 0) {
         uint8_t b[4];
         struct sockaddr_in from;
@@ -800,7 +803,22 @@ static void io_once(coapgw_t *g)
         if (n == 4 && b[0] == 0x60 && b[1] == 0 && fl == sizeof(from) && from.sin_family == AF_INET)
             coapgw_down_acked(g, &from, (uint16_t)(b[2] << 8 | b[3]));
     }
-    coap_io_process(g->ctx, COAP_IO_NO_WAIT);
+    /* libcoap's own turn, split: the descriptors that are ready now (one
+     * datagram per ready endpoint), without its timer work: that runs
+     * once per gateway turn (io_timers), not per datagram (it re-arms
+     * libcoap's timerfd each time: a system call per request) */
+    int n = epoll_wait(g->coap_ev.fd, ev, (int)(sizeof(ev) / sizeof(ev[0])), 0);
+    if (n > 0)
+        coap_io_do_epoll(g->ctx, ev, (size_t)n);
+}
+
+/* libcoap's timers: retransmissions, idle sessions, the next wake-up (its
+ * timerfd, inside coap_fd). */
+static void io_timers(coapgw_t *g)
+{
+    coap_tick_t now;
+    coap_ticks(&now);
+    coap_io_prepare_epoll(g->ctx, now);
 }
 
 static void on_coap_fd(ev_loop_t *loop, ev_watcher_t *w, uint32_t events)
@@ -817,6 +835,7 @@ static void on_coap_fd(ev_loop_t *loop, ev_watcher_t *w, uint32_t events)
         if (atomic_load_explicit(&g->requests, memory_order_relaxed) == before)
             break;
     }
+    io_timers(g);
     flush_pending(g);
 }
 
@@ -852,7 +871,7 @@ static void *gw_thread(void *arg)
             log_error("coap: event loop: %s", strerror(errno));
             break;
         }
-        io_once(g); /* what the sends armed */
+        io_timers(g); /* what the sends armed */
         sweep(g);
         flush_pending(g);
     }
