@@ -9,6 +9,9 @@
 # the auth chain without backends), builds bench/coap_pub.c (a libcoap
 # client: SESSIONS UDP sessions, WINDOW non-confirmable QoS 0 PUTs
 # outstanding on each) and counts what a mosquitto_sub on bench/# receives.
+# GEN=flood uses bench/coap_flood.c instead (the same requests encoded by
+# hand on plain UDP sockets, sendmmsg/recvmmsg: a generator that leaves the
+# cores to the broker; SESSIONS sockets, WINDOW at most 64).
 # Needs libcoap3-dev and mosquitto-clients.
 set -eu
 BUILD=${1:-build}
@@ -28,7 +31,12 @@ cleanup() {
     rm -rf "$TMP"
 }
 trap cleanup EXIT INT TERM
-cc -O2 -o "$TMP/coap_pub" "$HERE/coap_pub.c" $(pkg-config --cflags --libs libcoap-3-openssl)
+GEN=${GEN:-libcoap}
+if [ "$GEN" = flood ]; then
+    cc -O2 -o "$TMP/coap_pub" "$HERE/coap_flood.c"
+else
+    cc -O2 -o "$TMP/coap_pub" "$HERE/coap_pub.c" $(pkg-config --cflags --libs libcoap-3-openssl)
+fi
 MQTT=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
 cat > "$TMP/antenna.yaml" <<YAML
 workers: 2
