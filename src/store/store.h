@@ -94,7 +94,11 @@
  * when a store is created; store_open() refuses any other value. */
 #define STORE_FORMAT_VERSION 1u
 
-typedef enum { STORE_BACKEND_MEMORY = 0, STORE_BACKEND_ROCKSDB = 1 } store_backend_kind_t;
+typedef enum {
+    STORE_BACKEND_MEMORY = 0,
+    STORE_BACKEND_ROCKSDB = 1,
+    STORE_BACKEND_REDIS = 2
+} store_backend_kind_t;
 typedef enum { STORE_SYNC_ALWAYS = 0, STORE_SYNC_INTERVAL = 1, STORE_SYNC_NONE = 2 } store_sync_t;
 
 typedef struct store_opts {
@@ -108,7 +112,15 @@ typedef struct store_opts {
      * instead (store_rocks.c: the damaged records are skipped, the log
      * files copied aside first, what was dropped is logged). */
     int recover;
+    /* redis (store_redis.c): the server, "redis://[user:password@]host
+     * [:port][/db]" or "unix:/path"; the prefix of the store's two Redis keys
+     * (default "antenna:default:"); timeouts in ms (0: 2000 and 5000).
+     * path is then only the store's name in messages. */
+    const char *redis_url;
+    const char *redis_prefix;
+    uint32_t redis_connect_timeout_ms, redis_timeout_ms;
 } store_opts_t;
+
 
 typedef struct store store_t;
 typedef struct store_batch store_batch_t;
