@@ -78,8 +78,8 @@ int redis_url_parse(const char *url, redis_url_t *a, char *err, size_t errlen)
             return url_fail(err, errlen, url, "the database must be a number (/0../65535)");
         a->db = (uint32_t)db;
     }
-    snprintf(a->display, sizeof(a->display), "redis://%s%s%s:%u/%u", strchr(a->host, ':') ? "[" : "",
-             a->host, strchr(a->host, ':') ? "]" : "", a->port, a->db);
+    snprintf(a->display, sizeof(a->display), "redis://%s%s%s:%u/%u",
+             strchr(a->host, ':') ? "[" : "", a->host, strchr(a->host, ':') ? "]" : "", a->port,
+             a->db);
     return 0;
 }
-

@@ -332,8 +332,7 @@ static int rds_open(const store_opts_t *o, void **be, char *err, size_t errlen)
     int rc;
 
     pthread_mutex_init(&d->rmu, NULL);
-    if (o->redis_url == NULL ||
-        redis_url_parse(o->redis_url, &d->a, why, sizeof(why)) != 0) {
+    if (o->redis_url == NULL || redis_url_parse(o->redis_url, &d->a, why, sizeof(why)) != 0) {
         snprintf(err, errlen, "store: redis url %s", o->redis_url ? why : "missing");
         rc = STORE_EINVAL;
         goto fail;
@@ -425,8 +424,7 @@ static int rds_write(void *be, store_batch_t *first, int sync, char *err, size_t
                 arg(d, &n, op.vl ? (const char *)op.v : "", op.vl);
         }
     }
-    redisReply *r =
-        eval(d, &d->w, WRITE_LUA, d->wsha, (int)n, d->argv, d->argl, err, errlen);
+    redisReply *r = eval(d, &d->w, WRITE_LUA, d->wsha, (int)n, d->argv, d->argl, err, errlen);
     if (r == NULL) {
         d->down = 1;
         return STORE_EIO;
@@ -493,8 +491,8 @@ static int rds_scan(void *be, const void *prefix, size_t len, store_scan_fn cb, 
         memcpy(lo + 1, prefix, len);
     snprintf(page, sizeof(page), "%d", SCAN_PAGE);
     for (;;) {
-        const char *av[8] = {NULL, NULL, "2", d->hkey, d->zkey, (const char *)lo,
-                             len ? prefix : "", page};
+        const char *av[8] = {NULL, NULL, "2", d->hkey, d->zkey, (const char *)lo, len ? prefix : "",
+                             page};
         size_t al[8] = {0, 0, 1, d->hlen, d->zlen, lol, len, strlen(page)};
         if (len == 0 && lo[0] == '[') { /* everything: from the first key */
             av[5] = "-";
