@@ -349,3 +349,27 @@ def test_password_and_database(broker, tmp_path):
         assert retained_on(b, "pw/#") == {"pw/keep": b"kept"}
     finally:
         r.kill()
+
+
+def test_store_tools_on_redis(broker, redis, tmp_path):
+    """antenna store works on a Redis store named by its url: what a
+    broker stored is inspected, exported and imported under another
+    prefix, where a broker finds it."""
+    b = broker(persistence=redis_persistence(redis))
+    c = b.raw_connected("tool-pub")
+    c.publish("tool/keep", b"kept", qos=1, retain=True, pid=1)
+    c.close()
+    b.stop()
+    tool = [require_antenna_bin(), "store"]
+    src = redis.url + "?prefix=antenna:default:"
+    r = subprocess.run(tool + ["inspect", src, "--retained"], capture_output=True, text=True,
+                       timeout=60)
+    assert r.returncode == 0 and "tool/keep" in r.stdout, r
+    backup = str(tmp_path / "backup.jsonl")
+    r = subprocess.run(tool + ["export", src, backup], capture_output=True, text=True, timeout=60)
+    assert r.returncode == 0, r
+    r = subprocess.run(tool + ["import", redis.url + "?prefix=antenna:copy:", backup],
+                       capture_output=True, text=True, timeout=60)
+    assert r.returncode == 0 and "1 retained" in r.stdout + r.stderr, r
+    b2 = broker(persistence=redis_persistence(redis, redis={"prefix": "antenna:copy:"}))
+    assert retained_on(b2, "tool/#") == {"tool/keep": b"kept"}

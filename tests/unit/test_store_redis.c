@@ -96,8 +96,8 @@ static void redis_start(redis_srv_t *s)
             dup2(null, 2);
         }
         execlp("redis-server", "redis-server", "--port", port, "--bind", "127.0.0.1", "--dir",
-               s->dir, "--save", "", "--appendonly", "yes", "--appendfsync", "always",
-               "--logfile", log, (char *)NULL);
+               s->dir, "--save", "", "--appendonly", "yes", "--appendfsync", "always", "--logfile",
+               log, (char *)NULL);
         _exit(127);
     }
     for (int i = 0; i < 1500 && !redis_up(s); i++) /* 15 s */
@@ -254,10 +254,9 @@ static void scan_binary_keys_in_bytewise_order(void **state)
         const char *k;
         size_t kl;
     } want[] = {
-        {"k/", 2},         {"k/\x00", 3},     {"k/\x00\x00", 4}, {"k/\x00\x01", 4},
-        {"k/\x01", 3},     {"k/A", 3},        {"k/a", 3},        {"k/a\x00", 4},
-        {"k/ab", 4},       {"k/\x7f", 3},     {"k/\x80", 3},     {"k/\xfe\xff", 4},
-        {"k/\xff", 3},     {"k/\xff\x00", 4}, {"k/\xff\xff", 4},
+        {"k/", 2},     {"k/\x00", 3},     {"k/\x00\x00", 4}, {"k/\x00\x01", 4}, {"k/\x01", 3},
+        {"k/A", 3},    {"k/a", 3},        {"k/a\x00", 4},    {"k/ab", 4},       {"k/\x7f", 3},
+        {"k/\x80", 3}, {"k/\xfe\xff", 4}, {"k/\xff", 3},     {"k/\xff\x00", 4}, {"k/\xff\xff", 4},
     };
     size_t n = sizeof(want) / sizeof(want[0]);
     store_batch_t *b = store_batch_new();
