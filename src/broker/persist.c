@@ -463,7 +463,8 @@ int persist_load_sessions(server_t *srv)
         rc = store_scan(srv->store, "i/", 2, load_incoming, &ctx);
     int rc2 = store_submit_sync(srv->store, ctx.cleanup);
     if (rc < 0 || rc2 < 0) {
-        log_error("persistence: reading sessions from %s: %s", srv->conf.data_dir,
+        log_error("persistence: reading sessions from %s: %s",
+                  srv->conf.persistence_backend == CONF_STORE_REDIS ? "Redis" : srv->conf.data_dir,
                   store_strerror(rc < 0 ? rc : rc2));
         return -1;
     }

@@ -1,8 +1,8 @@
 /* store.h -- the persistence store: ordered binary keys and values, written
- * in batches by a group-committing thread, with two backends behind one
+ * in batches by a group-committing thread, with three backends behind one
  * small interface (src/store/store_int.h: a struct of function pointers, as
- * Redis' ae backends): memory (tests, persistence.enabled: false) and
- * RocksDB (its C API).  The record formats and the key layout that the
+ * Redis' ae backends): memory (tests, persistence.enabled: false), RocksDB
+ * (its C API) and Redis (store_redis.c, hiredis: persistence.backend: redis).  The record formats and the key layout that the
  * broker stores through it are in store_rec.h.
  *
  * Threads.  Any thread may build a batch and store_submit() it: a worker
@@ -46,6 +46,13 @@
  *                        memtable to a table file.  Survives a process crash;
  *                        a kernel crash or power loss can lose an unbounded
  *                        recent suffix.
+ *
+ *   With Redis (store_redis.c) done(ud, 0) means Redis answered the group's
+ *   script, which it does after writing it to its append-only file and,
+ *   with Redis' appendfsync always, after the fsync: the policies differ
+ *   only in name (sync() does nothing), and what survives a crash of Redis'
+ *   machine is what Redis' appendonly/appendfsync promise (store_open()
+ *   warns when they fall short of always; docs/persistence.md).
  *
  *   In every policy a batch is atomic (all of it or none of it after a
  *   crash) and recovery replays the log up to a torn last record (RocksDB

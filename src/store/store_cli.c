@@ -50,6 +50,7 @@
 #include <getopt.h>
 #include <inttypes.h>
 #include <jansson.h>
+#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -119,6 +120,7 @@ static store_t *open_redis(const char *dir, store_sync_t sync)
     }
     memcpy(url, dir, ul);
     url[ul] = '\0';
+    signal(SIGPIPE, SIG_IGN); /* a Redis that goes away: an error, not death */
     store_opts_t o = {.backend = STORE_BACKEND_REDIS,
                       .path = q ? q + 8 : "antenna:default:",
                       .sync = sync,
