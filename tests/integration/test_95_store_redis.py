@@ -337,8 +337,16 @@ def test_password_and_database(broker, tmp_path):
     r = Redis(tmp_path, password="pa55")
     r.start()
     try:
+        from test_50_api import Client, make_key
+        keys = tmp_path / "api.keys"
+        key = make_key(keys)
         b = broker(persistence={"enabled": True, "backend": "redis", "redis": {
-            "url": "redis://:pa55@127.0.0.1:%d/2" % r.port, "prefix": "t:{node}:x:"}})
+            "url": "redis://:pa55@127.0.0.1:%d/2" % r.port, "prefix": "t:{node}:x:"}},
+            api={"keys_file": str(keys)})
+        cfg = Client(b, key).get("/api/v1/config")
+        assert cfg["persistence"]["redis"]["url"] == \
+            "redis://:<redacted>@127.0.0.1:%d/2" % r.port, cfg["persistence"]
+        assert cfg["persistence"]["backend"] == "redis"
         c = b.raw_connected("pw-pub")
         c.publish("pw/keep", b"kept", qos=1, retain=True, pid=1)
         c.close()
