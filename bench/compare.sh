@@ -32,7 +32,13 @@
 #             written while the messages flow), antenna-always, antenna-interval
 #             and antenna-none (2 workers, persistence.sync always / interval
 #             (1000 ms) / none): delivered msg/s, CPU, latency, and for antenna
-#             the store's fsyncs/s and batches per commit (from its exit log)
+#             the store's fsyncs/s and batches per commit (from its exit log);
+#             DURABLE_BROKERS=... picks among those and antenna-redis-always /
+#             antenna-redis-none (persistence.backend: redis on a redis-server
+#             this script starts, appendonly yes, appendfsync always resp.
+#             everysec, emptied before each start; the broker's CPU only,
+#             Redis' own is reported apart as "redis CPU us/msg");
+#             bench/store_redis.sh runs that comparison
 #
 # Brokers (--brokers, default all three, run alternately within every run):
 #   mosquitto   /usr/sbin/mosquitto (one thread)
@@ -80,8 +86,8 @@ WARM=2       # seconds of warm-up per measured run
 DUR=8        # measured seconds per run
 IFADDRS=127.0.0.2,127.0.0.3,127.0.0.4,127.0.0.5   # spread source ports
 
-usage() { sed -n '2,59p' "$0" | sed 's/^# \{0,1\}//'; }
-DURABLE_BROKERS="mosquitto-persist antenna-always antenna-interval antenna-none"
+usage() { sed -n '2,65p' "$0" | sed 's/^# \{0,1\}//'; }
+DURABLE_BROKERS=${DURABLE_BROKERS:-mosquitto-persist antenna-always antenna-interval antenna-none}
 
 while [ $# -gt 0 ]; do
     case "$1" in
@@ -289,6 +295,29 @@ EOF
             ;;
         esac
         ;;
+    antenna-redis-always|antenna-redis-none)
+        f=$WORK/antenna-$port.yaml
+        cat > "$f" <<EOF
+workers: 2
+log:
+  level: info
+listeners:
+  - name: mqtt
+    address: 127.0.0.1
+    port: $port
+mqtt:
+  max_inflight: 100
+  max_queued: 100000
+persistence:
+  enabled: true
+  backend: redis
+  sync: ${kind#antenna-redis-}
+  redis:
+    url: redis://127.0.0.1:$REDIS_PORT/0
+api:
+  enabled: false
+EOF
+        ;;
     antenna-always|antenna-interval|antenna-none)
         f=$WORK/antenna-$port.yaml
         cat > "$f" <<EOF
@@ -330,6 +359,7 @@ start_broker() {
         done
     fi
     case "$kind" in traced-*) start_otlp_sink || { log "no OTLP sink"; return 1; } ;; esac
+    case "$kind" in antenna-redis-*) start_redis "${kind#antenna-redis-}" || return 1 ;; esac
     conf=$(broker_conf "$kind" "$port" "$tport")
     : > "$WORK/broker-$kind.log"
     case "$kind" in
@@ -351,6 +381,34 @@ start_broker() {
         return 1
     fi
     BTLSPORT=$tport
+}
+
+# The Redis server of the antenna-redis-* brokers, started once (AOF on, in
+# the work dir); start_redis always|none sets its appendfsync (always or
+# everysec) and empties it, so each run starts from nothing.
+REDIS_PORT=""
+REDIS_PID=""
+start_redis() {
+    local fsync=always
+    [ "$1" = always ] || fsync=everysec
+    if [ -z "$REDIS_PID" ]; then
+        command -v redis-server > /dev/null || { log "redis-server not found"; return 1; }
+        REDIS_PORT=$(free_port) || { log "no free port"; return 1; }
+        mkdir -p "$WORK/redis"
+        redis-server --port "$REDIS_PORT" --bind 127.0.0.1 --dir "$WORK/redis" --save "" \
+            --appendonly yes --logfile "$WORK/redis/redis.log" > /dev/null 2>&1 &
+        REDIS_PID=$!
+        PIDS+=("$REDIS_PID")
+        wait_port "$REDIS_PORT" || { log "redis-server did not start"; return 1; }
+    fi
+    redis-cli -p "$REDIS_PORT" CONFIG SET appendfsync "$fsync" > /dev/null &&
+        redis-cli -p "$REDIS_PORT" FLUSHALL > /dev/null
+}
+
+# Redis' CPU time in clock ticks (utime + stime), 0 without it.
+redis_ticks() {
+    [ -n "$REDIS_PID" ] || { echo 0; return; }
+    awk '{ print $14 + $15 }' "/proc/$REDIS_PID/stat" 2>/dev/null || echo 0
 }
 
 stop_broker() {
@@ -552,9 +610,17 @@ s_storm() {
 
 DURABLE="-c 10 -t d/%i --sub-topic d/%i -q 1 -C 0 --client-prefix dur_"
 s_durable() {
+    local r0 r1
+    r0=$(redis_ticks)
     bench durable "$TMO" pubsub $DURABLE $MSG --e2e-window 100 --broker-pid "$BPID" || return
+    r1=$(redis_ticks)
     local f=$WORK/durable.json v="QoS 1 persistent, flat out (100/pub)"
     rec_msgs durable "$v" "$f"
+    case "$BKIND" in antenna-redis-*)
+        # Redis' CPU over the whole bench (warm-up included) per message sent
+        rec durable "$v" "redis CPU us/msg" "$(awk -v t=$((r1 - r0)) -v hz="$(getconf CLK_TCK)" \
+            -v m="$(jget sent "$f")" 'BEGIN { printf "%.2f", m ? t * 1e6 / hz / m : 0 }')" ;;
+    esac
     case "$BKIND" in antenna-*)
         stop_broker # the store's totals are logged at exit
         local line syncs commits batches sent

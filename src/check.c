@@ -247,8 +247,8 @@ int check_cli(int argc, char **argv)
     check_listeners(&ck, &conf);
     check_auth(&ck, &conf);
     check_api(&ck, &conf);
-    if (conf.persistence_enabled)
-        check_dir(&ck, "persistence.dir", conf.data_dir);
+    if (conf.persistence_enabled && conf.persistence_backend == CONF_STORE_ROCKSDB)
+        check_dir(&ck, "persistence.dir", conf.data_dir); /* redis: reached at start */
     if (conf.log_target == CONF_LOG_TO_FILE || conf.log_file[0])
         check_log_file(&ck, conf.log_file);
     if (ck.problems) {

@@ -828,6 +828,24 @@ static void put(conf_ctx_t *x, const char *key, json_t *v)
         json_object_set_new(top, key, v);
 }
 
+/* s as a JSON string, the password of a "scheme://user:password@host..."
+ * replaced by <redacted>. */
+static json_t *url_redacted(const char *s)
+{
+    const char *p = s ? strstr(s, "://") : NULL;
+    if (p == NULL)
+        return json_string(s);
+    p += 3;
+    size_t auth = strcspn(p, "/?#");
+    const char *at = memchr(p, '@', auth);
+    const char *colon = at ? memchr(p, ':', (size_t)(at - p)) : NULL;
+    if (colon == NULL)
+        return json_string(s);
+    char buf[1024];
+    snprintf(buf, sizeof(buf), "%.*s<redacted>%s", (int)(colon + 1 - s), s, at);
+    return json_string(buf);
+}
+
 static void on_conf(void *ud, int kind, const char *key, const char *s, uint64_t u)
 {
     conf_ctx_t *x = ud;
@@ -847,11 +865,12 @@ static void on_conf(void *ud, int kind, const char *key, const char *s, uint64_t
         break;
     case CONF_V_STR:
         /* secrets held in the configuration itself (auth.jwt.secret,
-         * auth.redis.password) are redacted; files are shown by path */
+         * auth.redis.password, the password of a url such as
+         * persistence.redis.url) are redacted; files are shown by path */
         if (key && s && s[0] && (strcmp(key, "secret") == 0 || strcmp(key, "password") == 0))
             put(x, key, json_string("<redacted>"));
         else
-            put(x, key, json_string(s));
+            put(x, key, url_redacted(s));
         break;
     case CONF_V_UINT:
         put(x, key, json_integer((json_int_t)u));

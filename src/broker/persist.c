@@ -10,13 +10,16 @@
 #include "persist.h"
 #include "persist_held.h"
 
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
+#include "cluster/cluster.h"
 #include "endpoint.h"
 #include "log.h"
 #include "mqtt_codec.h"
 #include "mqtt_props.h"
+#include "redis_url.h"
 #include "router.h"
 #include "retain.h"
 #include "sess.h"
@@ -133,6 +136,21 @@ static int load_one(void *ud, const void *k, size_t kl, const void *v, size_t vl
     return 0;
 }
 
+/* persistence.redis.prefix with "{node}" replaced by cluster.node, or by
+ * "default" without a cluster: nodes sharing one Redis keep apart. */
+static void redis_prefix(const conf_t *cf, char *out, size_t len)
+{
+    const char *node = cluster_conf_node(cf);
+    const char *p = cf->persistence_redis.prefix;
+    const char *at = strstr(p, "{node}");
+    if (node[0] == '\0')
+        node = "default";
+    if (at == NULL)
+        snprintf(out, len, "%s", p);
+    else
+        snprintf(out, len, "%.*s%s%s", (int)(at - p), p, node, at + 6);
+}
+
 int persist_open(server_t *srv)
 {
     const conf_t *cf = &srv->conf;
@@ -143,7 +161,22 @@ int persist_open(server_t *srv)
                       .sync = (store_sync_t)cf->persistence_sync,
                       .sync_interval_ms = cf->sync_interval_ms,
                       .recover = cf->persistence_recover};
-    char err[768];
+    char err[768], prefix[sizeof(cf->persistence_redis.prefix) + 64], where[640];
+    if (cf->persistence_backend == CONF_STORE_REDIS) {
+        redis_prefix(cf, prefix, sizeof(prefix));
+        redis_url_t u;
+        if (redis_url_parse(cf->persistence_redis.url, &u, err, sizeof(err)) < 0) {
+            log_error("persistence: redis url: %s", err); /* conf_load checked it */
+            return -1;
+        }
+        snprintf(where, sizeof(where), "%s %s", u.display, prefix);
+        o.backend = STORE_BACKEND_REDIS;
+        o.path = where;
+        o.redis_url = cf->persistence_redis.url;
+        o.redis_prefix = prefix;
+        o.redis_connect_timeout_ms = cf->persistence_redis.connect_timeout_ms;
+        o.redis_timeout_ms = cf->persistence_redis.timeout_ms;
+    }
     srv->store = store_open(&o, err, sizeof(err));
     if (srv->store == NULL) {
         log_error("persistence: %s", err);
@@ -165,13 +198,12 @@ int persist_open(server_t *srv)
     if (rc == 0)
         rc = rc2;
     if (rc < 0) {
-        log_error("persistence: reading %s: %s", cf->data_dir, store_strerror(rc));
+        log_error("persistence: reading %s: %s", o.path, store_strerror(rc));
         return -1;
     }
     log_info("persistence: %s: %zu retained messages loaded in %llu ms (%zu expired and "
              "%zu unreadable removed)",
-             cf->data_dir, ctx.loaded, (unsigned long long)(an_now_ms() - t0), ctx.expired,
-             ctx.bad);
+             o.path, ctx.loaded, (unsigned long long)(an_now_ms() - t0), ctx.expired, ctx.bad);
     return 0;
 }
 
@@ -431,7 +463,8 @@ int persist_load_sessions(server_t *srv)
         rc = store_scan(srv->store, "i/", 2, load_incoming, &ctx);
     int rc2 = store_submit_sync(srv->store, ctx.cleanup);
     if (rc < 0 || rc2 < 0) {
-        log_error("persistence: reading sessions from %s: %s", srv->conf.data_dir,
+        log_error("persistence: reading sessions from %s: %s",
+                  srv->conf.persistence_backend == CONF_STORE_REDIS ? "Redis" : srv->conf.data_dir,
                   store_strerror(rc < 0 ? rc : rc2));
         return -1;
     }

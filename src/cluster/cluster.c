@@ -624,3 +624,9 @@ const module_t cluster_module = {
     .metrics = cl_metrics,
     .unready = cl_unready,
 };
+
+const char *cluster_conf_node(const conf_t *c)
+{
+    const cl_conf_t *cc = conf_section_values(c, cluster_module.section);
+    return cc ? cc->node : "";
+}

@@ -21,4 +21,8 @@
 
 extern const module_t cluster_module;
 
+/* cluster.node as read from the configuration c ("" when the cluster is
+ * off), before the module runs: the Redis store's key prefix ({node}). */
+const char *cluster_conf_node(const conf_t *c);
+
 #endif

@@ -19,6 +19,7 @@
 #include "conf_int.h"
 
 #include "log.h"
+#include "redis_url.h"
 #include "util.h"
 
 #include <arpa/inet.h>
@@ -208,6 +209,17 @@ static const struct field limits_fields[] = {
     UINTU(conf_t, memory_high_water, 0, UINT64_MAX, U_BYTES),
 };
 
+static const char *const store_backend_names[] = {"rocksdb", "redis", NULL};
+
+#define PREDIS(m, t) .key = #m, .type = (t), .off = offsetof(conf_t, persistence_redis.m), \
+                     .size = MSIZE(conf_t, persistence_redis.m)
+static const struct field persistence_redis_fields[] = {
+    { PREDIS(url, F_STR) },
+    { PREDIS(prefix, F_STR) },
+    { PREDIS(connect_timeout_ms, F_UINT), .min = 1, .max = 600000, .unit = U_MS },
+    { PREDIS(timeout_ms, F_UINT), .min = 1, .max = 600000, .unit = U_MS },
+};
+
 static const struct field persistence_fields[] = {
     { .key = "enabled", .type = F_BOOL, .off = offsetof(conf_t, persistence_enabled),
       .size = MSIZE(conf_t, persistence_enabled) },
@@ -216,6 +228,10 @@ static const struct field persistence_fields[] = {
     { .key = "sync", .type = F_ENUM, .off = offsetof(conf_t, persistence_sync),
       .size = MSIZE(conf_t, persistence_sync), .names = sync_names },
     UINTU(conf_t, sync_interval_ms, 1, 3600000, U_MS),
+    { .key = "backend", .type = F_ENUM, .off = offsetof(conf_t, persistence_backend),
+      .size = MSIZE(conf_t, persistence_backend), .names = store_backend_names },
+    { .key = "redis", .type = F_SECTION, .sub = persistence_redis_fields,
+      .nsub = NELEM(persistence_redis_fields) },
 };
 
 static const char *const auth_format_names[] = {"json", "opa", NULL};
@@ -408,6 +424,13 @@ void conf_defaults(conf_t *c)
     snprintf(c->data_dir, sizeof(c->data_dir), "%s", "data");
     c->persistence_sync = 0; /* always */
     c->sync_interval_ms = 1000;
+    c->persistence_backend = CONF_STORE_ROCKSDB;
+    snprintf(c->persistence_redis.url, sizeof(c->persistence_redis.url), "%s",
+             "redis://127.0.0.1:6379/0");
+    snprintf(c->persistence_redis.prefix, sizeof(c->persistence_redis.prefix), "%s",
+             "antenna:{node}:");
+    c->persistence_redis.connect_timeout_ms = 2000;
+    c->persistence_redis.timeout_ms = 5000;
     /* auth */
     c->auth.default_policy = CONF_POLICY_AUTO;
     c->auth.acl_default = CONF_POLICY_AUTO;
@@ -1035,6 +1058,37 @@ static int load_map(struct loader *ld, const yaml_node_t *at, const yaml_node_t 
 
 /* ---- entry point ---- */
 
+/* persistence.redis: a url that parses and a prefix, pointing at the key's
+ * own line (the section's, or the file's, when the key is absent). */
+static const yaml_node_t *cf_sub_node(struct loader *ld, const yaml_node_t *map, const char *key)
+{
+    const yaml_node_t *k = map->type == YAML_MAPPING_NODE ? cf_key_node(ld, map, key) : map;
+    if (k == map)
+        return NULL;
+    for (yaml_node_pair_t *pr = map->data.mapping.pairs.start; pr < map->data.mapping.pairs.top;
+         pr++)
+        if (yaml_document_get_node(ld->doc, pr->key) == k)
+            return yaml_document_get_node(ld->doc, pr->value);
+    return NULL;
+}
+
+static int persistence_redis_check(struct loader *ld, const yaml_node_t *root, const conf_t *c)
+{
+    const yaml_node_t *pers = cf_sub_node(ld, root, "persistence");
+    const yaml_node_t *red = pers ? cf_sub_node(ld, pers, "redis") : NULL;
+    const yaml_node_t *at = red ? red : pers ? pers : root;
+    redis_url_t u;
+    char why[256];
+
+    if (redis_url_parse(c->persistence_redis.url, &u, why, sizeof(why)) < 0)
+        return cf_fail(ld, red ? cf_key_node(ld, red, "url") : at, "persistence.redis.url", "%s",
+                       why);
+    if (c->persistence_redis.prefix[0] == '\0')
+        return cf_fail(ld, red ? cf_key_node(ld, red, "prefix") : at, "persistence.redis.prefix",
+                       "must not be empty (it keeps the stores sharing one Redis apart)");
+    return 0;
+}
+
 int conf_load(conf_t *c, const char *path, char *err, size_t errlen)
 {
     int rc = -1;
@@ -1110,6 +1164,8 @@ int conf_load(conf_t *c, const char *path, char *err, size_t errlen)
                 "persistent needs persistence.enabled: true (the entries live in the store)");
         goto out;
     }
+    if (persistence_redis_check(&ld, root, &tmp) < 0)
+        goto out;
     if (tmp.auth.ban.loopback == 2) /* a ban set by hand applies everywhere */
         tmp.auth.ban.loopback = tmp.auth.ban.max_failures != UINT32_MAX ? 1 : ban_lo_before;
     if (tmp.auth.ban.max_failures == UINT32_MAX)

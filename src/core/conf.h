@@ -168,6 +168,7 @@ typedef struct {
 } conf_section_t;
 
 enum { CONF_AUTH_FORMAT_JSON = 0, CONF_AUTH_FORMAT_OPA };
+enum { CONF_STORE_ROCKSDB = 0, CONF_STORE_REDIS };
 enum { CONF_AUTH_ON_ERROR_DENY = 0, CONF_AUTH_ON_ERROR_PASS };
 
 typedef struct {
@@ -248,6 +249,12 @@ typedef struct {
     uint8_t persistence_sync; /* 0 always, 1 interval, 2 none (store_sync_t) */
     uint32_t sync_interval_ms;
     char data_dir[256];
+    uint8_t persistence_backend; /* CONF_STORE_ROCKSDB (under data_dir), CONF_STORE_REDIS */
+    struct {
+        char url[512];    /* redis_url.h: redis://[user:pass@]host[:port][/db], unix:/path */
+        char prefix[256]; /* of the store's Redis keys; "{node}": cluster.node or "default" */
+        uint32_t connect_timeout_ms, timeout_ms;
+    } persistence_redis;
     uint8_t persistence_recover; /* antenna --recover (command line only): salvage a
                                        * damaged store instead of refusing to start */
     uint64_t memory_high_water;  /* bytes of messages and buffers; above it new

@@ -396,7 +396,8 @@ store_t *store_open(const store_opts_t *o, char *err, size_t errlen)
     int rc;
     const char *path = o->path ? o->path : "";
 
-    if (o->backend != STORE_BACKEND_MEMORY && o->backend != STORE_BACKEND_ROCKSDB) {
+    if (o->backend != STORE_BACKEND_MEMORY && o->backend != STORE_BACKEND_ROCKSDB &&
+        o->backend != STORE_BACKEND_REDIS) {
         snprintf(err, errlen, "store: unknown backend %d", (int)o->backend);
         return NULL;
     }
@@ -416,10 +417,12 @@ store_t *store_open(const store_opts_t *o, char *err, size_t errlen)
 
     s = an_calloc(1, sizeof(*s));
     s->opts = *o;
-    path = path[0] ? path : "(memory)";
+    path = path[0] ? path : o->backend == STORE_BACKEND_REDIS ? "(redis)" : "(memory)";
     s->path = an_strndup(path, strlen(path));
     s->opts.path = s->path;
-    s->be = o->backend == STORE_BACKEND_MEMORY ? &store__memory_backend : &store__rocksdb_backend;
+    s->be = o->backend == STORE_BACKEND_MEMORY  ? &store__memory_backend
+            : o->backend == STORE_BACKEND_REDIS ? &store__redis_backend
+                                                : &store__rocksdb_backend;
     if (s->be->open(&s->opts, &s->bs, err, errlen) != 0)
         goto fail_free;
     if (check_version(s, err, errlen) != 0)

@@ -1,8 +1,8 @@
 /* store.h -- the persistence store: ordered binary keys and values, written
- * in batches by a group-committing thread, with two backends behind one
+ * in batches by a group-committing thread, with three backends behind one
  * small interface (src/store/store_int.h: a struct of function pointers, as
- * Redis' ae backends): memory (tests, persistence.enabled: false) and
- * RocksDB (its C API).  The record formats and the key layout that the
+ * Redis' ae backends): memory (tests, persistence.enabled: false), RocksDB
+ * (its C API) and Redis (store_redis.c, hiredis: persistence.backend: redis).  The record formats and the key layout that the
  * broker stores through it are in store_rec.h.
  *
  * Threads.  Any thread may build a batch and store_submit() it: a worker
@@ -46,6 +46,13 @@
  *                        memtable to a table file.  Survives a process crash;
  *                        a kernel crash or power loss can lose an unbounded
  *                        recent suffix.
+ *
+ *   With Redis (store_redis.c) done(ud, 0) means Redis answered the group's
+ *   script, which it does after writing it to its append-only file and,
+ *   with Redis' appendfsync always, after the fsync: the policies differ
+ *   only in name (sync() does nothing), and what survives a crash of Redis'
+ *   machine is what Redis' appendonly/appendfsync promise (store_open()
+ *   warns when they fall short of always; docs/persistence.md).
  *
  *   In every policy a batch is atomic (all of it or none of it after a
  *   crash) and recovery replays the log up to a torn last record (RocksDB
@@ -94,7 +101,11 @@
  * when a store is created; store_open() refuses any other value. */
 #define STORE_FORMAT_VERSION 1u
 
-typedef enum { STORE_BACKEND_MEMORY = 0, STORE_BACKEND_ROCKSDB = 1 } store_backend_kind_t;
+typedef enum {
+    STORE_BACKEND_MEMORY = 0,
+    STORE_BACKEND_ROCKSDB = 1,
+    STORE_BACKEND_REDIS = 2
+} store_backend_kind_t;
 typedef enum { STORE_SYNC_ALWAYS = 0, STORE_SYNC_INTERVAL = 1, STORE_SYNC_NONE = 2 } store_sync_t;
 
 typedef struct store_opts {
@@ -108,7 +119,15 @@ typedef struct store_opts {
      * instead (store_rocks.c: the damaged records are skipped, the log
      * files copied aside first, what was dropped is logged). */
     int recover;
+    /* redis (store_redis.c): the server, "redis://[user:password@]host
+     * [:port][/db]" or "unix:/path"; the prefix of the store's two Redis keys
+     * (default "antenna:default:"); timeouts in ms (0: 2000 and 5000).
+     * path is then only the store's name in messages. */
+    const char *redis_url;
+    const char *redis_prefix;
+    uint32_t redis_connect_timeout_ms, redis_timeout_ms;
 } store_opts_t;
+
 
 typedef struct store store_t;
 typedef struct store_batch store_batch_t;

@@ -38,6 +38,10 @@
  * starts with range deletions of r/ s/ q/ i/).  The batch holds the whole
  * backup in memory (about the export's size, once more inside RocksDB).
  *
+ * A Redis store (persistence.backend: redis) is named by its url instead of
+ * DIR, "redis://host:6379/0?prefix=antenna:n1:" (open_redis()); every action
+ * works on it, without the LOCK's protection (see open_redis()).
+ *
  * Exit status (cli.h): 0 success, 1 an error that was printed, 2 usage.
  */
 #include "store_cli.h"
@@ -46,6 +50,7 @@
 #include <getopt.h>
 #include <inttypes.h>
 #include <jansson.h>
+#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -79,6 +84,9 @@ static const char usage_text[] =
     "        write synthetic records (topics site/NNN/dev/NNNN/temp, client ids\n"
     "        gen-NNNNNNN), for tests and benchmarks\n"
     "\n"
+    "DIR may be a Redis store (persistence.backend: redis): redis://[user:pass@]\n"
+    "host[:port][/db][?prefix=P] or unix:/path[?prefix=P], P the store's key\n"
+    "prefix (default antenna:default:; antenna:NODE: in a cluster).\n"
     "The broker must not be running on DIR. Exit status: 0 ok, 1 error, 2 usage.\n";
 
 static int usage_error(const char *fmt, const char *arg)
@@ -91,10 +99,46 @@ static int usage_error(const char *fmt, const char *arg)
 
 /* ---- opening ------------------------------------------------------------ */
 
+/* A Redis store instead of a directory: "redis://...[?prefix=P]" or
+ * "unix:/path[?prefix=P]" (persistence.redis.url; P the resolved
+ * persistence.redis.prefix, default antenna:default:).  Redis has no LOCK:
+ * the tools read and write while a broker may run on it, so an export is a
+ * snapshot only of a store no broker is writing. */
+static int is_redis(const char *dir)
+{
+    return strncmp(dir, "redis://", 8) == 0 || strncmp(dir, "unix:", 5) == 0;
+}
+
+static store_t *open_redis(const char *dir, store_sync_t sync)
+{
+    char url[1024], err[768];
+    const char *q = strstr(dir, "?prefix=");
+    size_t ul = q ? (size_t)(q - dir) : strlen(dir);
+    if (ul >= sizeof(url)) {
+        fprintf(stderr, "antenna store: the Redis url is too long\n");
+        return NULL;
+    }
+    memcpy(url, dir, ul);
+    url[ul] = '\0';
+    signal(SIGPIPE, SIG_IGN); /* a Redis that goes away: an error, not death */
+    store_opts_t o = {.backend = STORE_BACKEND_REDIS,
+                      .path = q ? q + 8 : "antenna:default:",
+                      .sync = sync,
+                      .sync_interval_ms = 1000,
+                      .redis_url = url,
+                      .redis_prefix = q ? q + 8 : "antenna:default:"};
+    store_t *s = store_open(&o, err, sizeof(err));
+    if (s == NULL)
+        fprintf(stderr, "antenna store: %s\n", err);
+    return s;
+}
+
 /* Opens DIR's store; must_exist: refuse to create one.  Prints the error. */
 static store_t *open_store(const char *dir, int must_exist, store_sync_t sync)
 {
     char err[768];
+    if (is_redis(dir))
+        return open_redis(dir, sync);
     if (must_exist) {
         char cur[4096];
         struct stat st;
@@ -128,7 +172,7 @@ static store_t *open_store(const char *dir, int must_exist, store_sync_t sync)
 static uint64_t dir_bytes(const char *dir)
 {
     uint64_t total = 0;
-    DIR *d = opendir(dir);
+    DIR *d = is_redis(dir) ? NULL : opendir(dir);
     struct dirent *e;
     if (d == NULL)
         return 0;

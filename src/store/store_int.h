@@ -74,5 +74,6 @@ typedef struct store_backend {
 
 extern const store_backend_t store__memory_backend;
 extern const store_backend_t store__rocksdb_backend;
+extern const store_backend_t store__redis_backend;
 
 #endif

@@ -1,0 +1,548 @@
+/* store_redis.c -- the Redis backend (hiredis, synchronous contexts): the
+ * store's ordered binary keys and values kept in one Redis server, so a
+ * node started again (here or on another machine) with the same Redis and
+ * the same prefix finds every session, queue and retained message.
+ *
+ * Layout: two Redis keys per store, under store_opts.redis_prefix P:
+ *   P "data"    a hash: store key -> value (binary safe)
+ *   P "index"   a sorted set of every store key, all with score 0, so
+ *               ZRANGEBYLEX walks them in bytewise (memcmp) order, as
+ *               RocksDB's comparator: scans and prefix deletions use it.
+ * The prefix keeps nodes that share one Redis apart ("antenna:{node}:").
+ *
+ * A group of batches is ONE round trip: EVALSHA of WRITE_LUA with every
+ * operation in ARGV ("P" key value, "D" key, "X" prefix).  A script runs
+ * atomically in Redis and reaches the AOF as one MULTI/EXEC (which Redis
+ * drops whole when a crash tore it), so after any crash a group is there
+ * entirely or not at all, and groups survive in commit order.  Redis
+ * answers a client only after the command went to the AOF (write(2)) and,
+ * with appendfsync always, after its fsync: that answer is what done()
+ * waits for.  Hence the sync policies (documented in store.h and
+ * docs/persistence.md): always = acknowledged after Redis has it in its AOF
+ * as Redis' own appendfsync promises (the open warns when that is not
+ * "always" with appendonly yes); interval and none = the same writes, and
+ * sync() does nothing (Redis fsyncs on its own schedule).  A script that
+ * fails midway (Redis out of memory) may leave part of a group applied: its
+ * batches fail, as for a failed fsync.
+ *
+ * Scans read pages of SCAN_PAGE keys with their values through SCAN_LUA
+ * (one round trip each, each page consistent); between pages the scan
+ * resumes after the last key it saw.  Scans are for start-up and tools,
+ * when the broker is not writing the keys it reads.
+ *
+ * Connections and threads: write() and sync() run on the committer thread,
+ * on the writer's own connection `w` (no lock); get() and scan() on any
+ * thread, on the reader connection `r` under `rmu` (released while a scan
+ * callback runs).  No worker talks to Redis.  A connection that fails is
+ * dropped; the next call reconnects, at most every backoff (100 ms doubling
+ * to 2 s), failing at once in between, so a dead Redis costs a group one
+ * quick error.  A command that fails on a connection that had worked is
+ * tried once more on a fresh one (a Redis restarted since the last group:
+ * a group applied twice ends in the same state, its operations being
+ * assignments).  Scripts are loaded at open; NOSCRIPT (a Redis restarted
+ * without its script cache) falls back to EVAL with the body.
+ */
+#include <hiredis/hiredis.h>
+#include <pthread.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "log.h"
+#include "redis_url.h"
+#include "store_int.h"
+#include "util.h"
+
+#define BACKOFF_MIN_MS 100u
+#define BACKOFF_MAX_MS 2000u
+#define SCAN_PAGE 512
+
+/* ARGV: ops as above.  HSET answers 1 for a new field: only then is the key
+ * added to the index; HDEL answers 1 when it removed one. */
+static const char WRITE_LUA[] =
+    "local h, z = KEYS[1], KEYS[2]\n"
+    "local function succ(p)\n"
+    "  local n = #p\n"
+    "  while n > 0 and string.byte(p, n) == 255 do n = n - 1 end\n"
+    "  if n == 0 then return '+' end\n"
+    "  return '(' .. string.sub(p, 1, n - 1) .. string.char(string.byte(p, n) + 1)\n"
+    "end\n"
+    "local i, n = 1, #ARGV\n"
+    "while i <= n do\n"
+    "  local op, k = ARGV[i], ARGV[i + 1]\n"
+    "  if op == 'P' then\n"
+    "    if redis.call('HSET', h, k, ARGV[i + 2]) == 1 then redis.call('ZADD', z, 0, k) end\n"
+    "    i = i + 3\n"
+    "  elseif op == 'D' then\n"
+    "    if redis.call('HDEL', h, k) == 1 then redis.call('ZREM', z, k) end\n"
+    "    i = i + 2\n"
+    "  else\n"
+    "    local lo, hi = '[' .. k, succ(k)\n"
+    "    while true do\n"
+    "      local ks = redis.call('ZRANGEBYLEX', z, lo, hi, 'LIMIT', 0, 512)\n"
+    "      if #ks == 0 then break end\n"
+    "      redis.call('HDEL', h, unpack(ks))\n"
+    "      redis.call('ZREM', z, unpack(ks))\n"
+    "    end\n"
+    "    i = i + 2\n"
+    "  end\n"
+    "end\n"
+    "return n\n";
+
+/* ARGV: the lower bound ("[prefix", "(last key" or "-"), the prefix (the
+ * upper bound is its successor), the page size.  Answers k1 v1 k2 v2 ... */
+static const char SCAN_LUA[] =
+    "local h, z, p = KEYS[1], KEYS[2], ARGV[2]\n"
+    "local hi = '+'\n"
+    "local n = #p\n"
+    "while n > 0 and string.byte(p, n) == 255 do n = n - 1 end\n"
+    "if n > 0 then hi = '(' .. string.sub(p, 1, n - 1) .. string.char(string.byte(p, n) + 1) end\n"
+    "local ks = redis.call('ZRANGEBYLEX', z, ARGV[1], hi, 'LIMIT', 0, tonumber(ARGV[3]))\n"
+    "if #ks == 0 then return {} end\n"
+    "local vs = redis.call('HMGET', h, unpack(ks))\n"
+    "local out = {}\n"
+    "for j = 1, #ks do out[2 * j - 1] = ks[j]; out[2 * j] = vs[j] or '' end\n"
+    "return out\n";
+
+typedef struct {
+    redisContext *c;      /* NULL while down */
+    uint64_t retry_at_ms; /* no connect before */
+    uint32_t backoff_ms;
+    int fresh; /* connected for this command: no second try */
+} rconn_t;
+
+typedef struct {
+    redis_url_t a;
+    char url[320]; /* a.display: for messages, no credentials */
+    uint32_t connect_ms, timeout_ms;
+    char *hkey, *zkey; /* P "data", P "index" */
+    size_t hlen, zlen;
+    char wsha[48], ssha[48]; /* the scripts' SHA1, "" if not loaded */
+    rconn_t w;               /* the committer's */
+    pthread_mutex_t rmu;
+    rconn_t r; /* readers', under rmu */
+    /* the committer's argument arrays, grown as needed */
+    const char **argv;
+    size_t *argl;
+    size_t argcap;
+    int down; /* the writer failed since its last success (logging) */
+} rds_t;
+
+/* ---- connections ------------------------------------------------------ */
+
+static struct timeval tv_ms(uint32_t ms)
+{
+    struct timeval tv = {.tv_sec = ms / 1000, .tv_usec = (suseconds_t)(ms % 1000) * 1000};
+    return tv;
+}
+
+static void conn_drop(rconn_t *c)
+{
+    if (c->c)
+        redisFree(c->c);
+    c->c = NULL;
+}
+
+/* A status command (AUTH, SELECT) on a new context: 0 or -1 with why. */
+static int conn_setup_cmd(redisContext *c, int argc, const char **argv, char *err, size_t errlen)
+{
+    redisReply *r = redisCommandArgv(c, argc, argv, NULL);
+    int rc = 0;
+    if (r == NULL) {
+        snprintf(err, errlen, "%s: %s", argv[0], c->errstr[0] ? c->errstr : "no answer");
+        return -1;
+    }
+    if (r->type == REDIS_REPLY_ERROR) {
+        snprintf(err, errlen, "%s: %.*s", argv[0], (int)AN_MIN(r->len, (size_t)200), r->str);
+        rc = -1;
+    }
+    freeReplyObject(r);
+    return rc;
+}
+
+/* Connects c if it is down and its backoff is over: 0, or STORE_EIO with
+ * the cause in err. */
+static int conn_get(rds_t *d, rconn_t *c, char *err, size_t errlen)
+{
+    char why[256] = "";
+    c->fresh = 0;
+    if (c->c)
+        return 0;
+    uint64_t now = an_now_ms();
+    if (now < c->retry_at_ms) {
+        snprintf(err, errlen, "Redis at %s is unreachable (next try in %llu ms)", d->url,
+                 (unsigned long long)(c->retry_at_ms - now));
+        return STORE_EIO;
+    }
+    redisContext *rc = d->a.unix_path[0]
+                           ? redisConnectUnixWithTimeout(d->a.unix_path, tv_ms(d->connect_ms))
+                           : redisConnectWithTimeout(d->a.host, d->a.port, tv_ms(d->connect_ms));
+    if (rc == NULL || rc->err) {
+        snprintf(why, sizeof(why), "%s", rc ? rc->errstr : "out of memory");
+        goto fail;
+    }
+    redisSetTimeout(rc, tv_ms(d->timeout_ms));
+    if (!d->a.unix_path[0])
+        redisEnableKeepAlive(rc);
+    if (d->a.pass[0]) {
+        const char *av[3] = {"AUTH", d->a.user[0] ? d->a.user : d->a.pass, d->a.pass};
+        if (conn_setup_cmd(rc, d->a.user[0] ? 3 : 2, av, why, sizeof(why)) < 0)
+            goto fail;
+    }
+    if (d->a.db) {
+        char db[16];
+        snprintf(db, sizeof(db), "%u", d->a.db);
+        const char *av[2] = {"SELECT", db};
+        if (conn_setup_cmd(rc, 2, av, why, sizeof(why)) < 0)
+            goto fail;
+    }
+    c->c = rc;
+    c->fresh = 1;
+    c->backoff_ms = 0;
+    return 0;
+fail:
+    if (rc)
+        redisFree(rc);
+    c->backoff_ms = c->backoff_ms ? AN_MIN(c->backoff_ms * 2, BACKOFF_MAX_MS) : BACKOFF_MIN_MS;
+    c->retry_at_ms = now + c->backoff_ms;
+    snprintf(err, errlen, "cannot connect to Redis at %s: %s", d->url, why);
+    return STORE_EIO;
+}
+
+/* Runs one command on c (connecting first), once more on a fresh
+ * connection if the first failed on an older one.  The reply (not an
+ * error reply), or NULL with the cause in err. */
+static redisReply *conn_cmd(rds_t *d, rconn_t *c, int argc, const char **argv, const size_t *argl,
+                            char *err, size_t errlen)
+{
+    for (int attempt = 0; attempt < 2; attempt++) {
+        if (conn_get(d, c, err, errlen) != 0)
+            return NULL;
+        redisReply *r = redisCommandArgv(c->c, argc, argv, argl);
+        if (r != NULL)
+            return r;
+        snprintf(err, errlen, "Redis at %s: %s", d->url,
+                 c->c->errstr[0] ? c->c->errstr : "no answer");
+        int fresh = c->fresh;
+        conn_drop(c);
+        if (fresh)
+            break;
+    }
+    return NULL;
+}
+
+/* An error reply: its text in err; returns 1 for NOSCRIPT. */
+static int reply_error(rds_t *d, redisReply *r, char *err, size_t errlen)
+{
+    snprintf(err, errlen, "Redis at %s: %.*s", d->url, (int)AN_MIN(r->len, (size_t)300), r->str);
+    return r->len >= 8 && memcmp(r->str, "NOSCRIPT", 8) == 0;
+}
+
+/* EVALSHA sha (argv[1] = sha), or EVAL body after NOSCRIPT.  The reply, or
+ * NULL with err. */
+static redisReply *eval(rds_t *d, rconn_t *c, const char *body, const char *sha, int argc,
+                        const char **argv, size_t *argl, char *err, size_t errlen)
+{
+    argv[0] = "EVALSHA";
+    argl[0] = 7;
+    argv[1] = sha;
+    argl[1] = strlen(sha);
+    for (int attempt = 0; attempt < 2; attempt++) {
+        redisReply *r = conn_cmd(d, c, argc, argv, argl, err, errlen);
+        if (r == NULL)
+            return NULL;
+        if (r->type != REDIS_REPLY_ERROR)
+            return r;
+        int noscript = reply_error(d, r, err, errlen);
+        freeReplyObject(r);
+        if (!noscript || attempt > 0)
+            return NULL;
+        argv[0] = "EVAL";
+        argl[0] = 4;
+        argv[1] = body;
+        argl[1] = strlen(body);
+    }
+    return NULL;
+}
+
+static int script_load(rds_t *d, const char *body, char *sha, size_t shalen, char *err,
+                       size_t errlen)
+{
+    const char *av[3] = {"SCRIPT", "LOAD", body};
+    redisReply *r = conn_cmd(d, &d->w, 3, av, NULL, err, errlen);
+    int rc = 0;
+    if (r == NULL)
+        return STORE_EIO;
+    if (r->type == REDIS_REPLY_STRING && r->len < shalen) {
+        memcpy(sha, r->str, r->len);
+        sha[r->len] = '\0';
+    } else {
+        if (r->type == REDIS_REPLY_ERROR)
+            reply_error(d, r, err, errlen);
+        else
+            snprintf(err, errlen, "Redis at %s: SCRIPT LOAD: unexpected answer", d->url);
+        rc = STORE_EIO;
+    }
+    freeReplyObject(r);
+    return rc;
+}
+
+/* CONFIG GET name into out ("" when refused: CONFIG may be renamed). */
+static void config_get(rds_t *d, const char *name, char *out, size_t len)
+{
+    const char *av[3] = {"CONFIG", "GET", name};
+    char err[256];
+    redisReply *r = conn_cmd(d, &d->w, 3, av, NULL, err, sizeof(err));
+    out[0] = '\0';
+    if (r && r->type == REDIS_REPLY_ARRAY && r->elements == 2 &&
+        r->element[1]->type == REDIS_REPLY_STRING)
+        snprintf(out, len, "%s", r->element[1]->str);
+    if (r)
+        freeReplyObject(r);
+}
+
+/* ---- the backend ------------------------------------------------------ */
+
+static void rds_free(rds_t *d)
+{
+    conn_drop(&d->w);
+    conn_drop(&d->r);
+    pthread_mutex_destroy(&d->rmu);
+    free(d->hkey);
+    free(d->zkey);
+    free(d->argv);
+    free(d->argl);
+    free(d);
+}
+
+static char *key_join(const char *prefix, const char *name, size_t *len)
+{
+    size_t pl = strlen(prefix), nl = strlen(name);
+    char *k = an_malloc(pl + nl + 1);
+    memcpy(k, prefix, pl);
+    memcpy(k + pl, name, nl + 1);
+    *len = pl + nl;
+    return k;
+}
+
+static int rds_open(const store_opts_t *o, void **be, char *err, size_t errlen)
+{
+    rds_t *d = an_calloc(1, sizeof(*d));
+    char why[512] = "";
+    int rc;
+
+    pthread_mutex_init(&d->rmu, NULL);
+    if (o->redis_url == NULL || redis_url_parse(o->redis_url, &d->a, why, sizeof(why)) != 0) {
+        snprintf(err, errlen, "store: redis url %s", o->redis_url ? why : "missing");
+        rc = STORE_EINVAL;
+        goto fail;
+    }
+    snprintf(d->url, sizeof(d->url), "%s", d->a.display);
+    d->connect_ms = o->redis_connect_timeout_ms ? o->redis_connect_timeout_ms : 2000;
+    d->timeout_ms = o->redis_timeout_ms ? o->redis_timeout_ms : 5000;
+    const char *prefix = o->redis_prefix ? o->redis_prefix : "antenna:default:";
+    d->hkey = key_join(prefix, "data", &d->hlen);
+    d->zkey = key_join(prefix, "index", &d->zlen);
+
+    if ((rc = script_load(d, WRITE_LUA, d->wsha, sizeof(d->wsha), why, sizeof(why))) != 0 ||
+        (rc = script_load(d, SCAN_LUA, d->ssha, sizeof(d->ssha), why, sizeof(why))) != 0) {
+        snprintf(err, errlen, "store: %s", why);
+        goto fail;
+    }
+
+    char aof[32], fsync[32];
+    config_get(d, "appendonly", aof, sizeof(aof));
+    config_get(d, "appendfsync", fsync, sizeof(fsync));
+    if (aof[0] == '\0')
+        log_warn("store %s: CONFIG GET refused: cannot check that Redis keeps an fsynced "
+                 "append-only file; acknowledged messages are as durable as Redis makes them",
+                 d->url);
+    else if (strcmp(aof, "yes") != 0)
+        log_warn("store %s: Redis runs with appendonly %s: a Redis restart or crash loses "
+                 "what the store acknowledged since its last snapshot (set appendonly yes, "
+                 "appendfsync always for persistence.sync: always)",
+                 d->url, aof);
+    else if (o->sync == STORE_SYNC_ALWAYS && strcmp(fsync, "always") != 0)
+        log_warn("store %s: persistence.sync is always but Redis runs with appendfsync %s: "
+                 "Redis acknowledges before its fsync, so a crash of Redis' machine can lose "
+                 "the last acknowledged writes (set appendfsync always in Redis)",
+                 d->url, fsync);
+    log_info("store: Redis at %s, keys %sdata and %sindex (appendonly %s, appendfsync %s)", d->url,
+             prefix, prefix, aof[0] ? aof : "?", fsync[0] ? fsync : "?");
+    *be = d;
+    return 0;
+fail:
+    rds_free(d);
+    return rc;
+}
+
+static void rds_close(void *be)
+{
+    rds_free(be);
+}
+
+static void args_reserve(rds_t *d, size_t n)
+{
+    if (n <= d->argcap)
+        return;
+    size_t cap = AN_MAX(n, d->argcap * 2);
+    d->argv = an_realloc(d->argv, cap * sizeof(*d->argv));
+    d->argl = an_realloc(d->argl, cap * sizeof(*d->argl));
+    d->argcap = cap;
+}
+
+static void arg(rds_t *d, size_t *n, const void *p, size_t len)
+{
+    d->argv[*n] = p;
+    d->argl[*n] = len;
+    (*n)++;
+}
+
+static int rds_write(void *be, store_batch_t *first, int sync, char *err, size_t errlen)
+{
+    rds_t *d = be;
+    size_t nops = 0, n = 0;
+    (void)sync; /* Redis' appendfsync decides; see the header comment */
+
+    for (store_batch_t *b = first; b; b = b->next)
+        if (b->err == 0)
+            nops += b->nops;
+    args_reserve(d, 5 + 3 * nops);
+    n = 2; /* EVALSHA sha: set by eval() */
+    arg(d, &n, "2", 1);
+    arg(d, &n, d->hkey, d->hlen);
+    arg(d, &n, d->zkey, d->zlen);
+    for (store_batch_t *b = first; b; b = b->next) {
+        store_op_t op;
+        size_t off = 0;
+        if (b->err)
+            continue;
+        while (store__batch_next(b, &off, &op)) {
+            arg(d, &n, op.op == STORE_OP_PUT ? "P" : op.op == STORE_OP_DEL ? "D" : "X", 1);
+            arg(d, &n, op.kl ? (const char *)op.k : "", op.kl);
+            if (op.op == STORE_OP_PUT)
+                arg(d, &n, op.vl ? (const char *)op.v : "", op.vl);
+        }
+    }
+    redisReply *r = eval(d, &d->w, WRITE_LUA, d->wsha, (int)n, d->argv, d->argl, err, errlen);
+    if (r == NULL) {
+        d->down = 1;
+        return STORE_EIO;
+    }
+    freeReplyObject(r);
+    if (d->down)
+        log_info("store: Redis at %s answers again", d->url);
+    d->down = 0;
+    return 0;
+}
+
+static int rds_sync(void *be, char *err, size_t errlen)
+{
+    (void)be, (void)err, (void)errlen;
+    return 0; /* Redis fsyncs its AOF on its own schedule (appendfsync) */
+}
+
+static int rds_get(void *be, const void *k, size_t kl, void **val, size_t *vl)
+{
+    rds_t *d = be;
+    char err[512];
+    const char *av[3] = {"HGET", d->hkey, kl ? k : ""};
+    size_t al[3] = {4, d->hlen, kl};
+    int rc;
+
+    pthread_mutex_lock(&d->rmu);
+    redisReply *r = conn_cmd(d, &d->r, 3, av, al, err, sizeof(err));
+    pthread_mutex_unlock(&d->rmu);
+    if (r == NULL) {
+        log_error("store: %s", err);
+        return STORE_EIO;
+    }
+    if (r->type == REDIS_REPLY_NIL) {
+        rc = STORE_ENOTFOUND;
+    } else if (r->type == REDIS_REPLY_STRING) {
+        uint8_t *v = an_malloc(r->len + 1);
+        memcpy(v, r->str, r->len);
+        v[r->len] = '\0';
+        *val = v;
+        *vl = r->len;
+        rc = 0;
+    } else {
+        if (r->type == REDIS_REPLY_ERROR)
+            reply_error(d, r, err, sizeof(err));
+        else
+            snprintf(err, sizeof(err), "Redis at %s: HGET: unexpected answer", d->url);
+        log_error("store: %s", err);
+        rc = STORE_EIO;
+    }
+    freeReplyObject(r);
+    return rc;
+}
+
+static int rds_scan(void *be, const void *prefix, size_t len, store_scan_fn cb, void *ud)
+{
+    rds_t *d = be;
+    char err[512], page[16];
+    uint8_t *lo = an_malloc(len + 1); /* "[prefix", then "(last key" */
+    size_t lol = len + 1;
+    int rc = 0;
+
+    lo[0] = '[';
+    if (len)
+        memcpy(lo + 1, prefix, len);
+    snprintf(page, sizeof(page), "%d", SCAN_PAGE);
+    for (;;) {
+        const char *av[8] = {NULL, NULL, "2", d->hkey, d->zkey, (const char *)lo, len ? prefix : "",
+                             page};
+        size_t al[8] = {0, 0, 1, d->hlen, d->zlen, lol, len, strlen(page)};
+        if (len == 0 && lo[0] == '[') { /* everything: from the first key */
+            av[5] = "-";
+            al[5] = 1;
+        }
+        pthread_mutex_lock(&d->rmu);
+        redisReply *r = eval(d, &d->r, SCAN_LUA, d->ssha, 8, av, al, err, sizeof(err));
+        pthread_mutex_unlock(&d->rmu);
+        if (r == NULL || r->type != REDIS_REPLY_ARRAY) {
+            if (r)
+                snprintf(err, sizeof(err), "Redis at %s: scan: unexpected answer", d->url);
+            log_error("store: %s", err);
+            if (r)
+                freeReplyObject(r);
+            rc = STORE_EIO;
+            break;
+        }
+        size_t nel = r->elements;
+        for (size_t i = 0; rc == 0 && i + 1 < nel; i += 2)
+            rc = cb(ud, r->element[i]->str, r->element[i]->len, r->element[i + 1]->str,
+                    r->element[i + 1]->len);
+        if (rc == 0 && nel == 2 * SCAN_PAGE) {
+            const redisReply *last = r->element[nel - 2];
+            lo = an_realloc(lo, last->len + 1);
+            lo[0] = '(';
+            memcpy(lo + 1, last->str, last->len);
+            lol = last->len + 1;
+        }
+        freeReplyObject(r);
+        if (rc != 0 || nel < 2 * SCAN_PAGE)
+            break;
+    }
+    free(lo);
+    return rc;
+}
+
+static int rds_compact(void *be, const void *prefix, size_t len)
+{
+    (void)be, (void)prefix, (void)len;
+    return 0; /* Redis frees memory itself */
+}
+
+const store_backend_t store__redis_backend = {
+    .name = "redis",
+    .durable = 1,
+    .open = rds_open,
+    .close = rds_close,
+    .write = rds_write,
+    .sync = rds_sync,
+    .get = rds_get,
+    .scan = rds_scan,
+    .compact = rds_compact,
+};
