@@ -20,7 +20,12 @@
 # (mqtt:, auth: ...) appended to every node's configuration.  CLUSTER_TLS=1:
 # TLS on the node links (cluster.tls): a throwaway CA and a certificate per
 # node (CN and DNS name nodeK) made with the openssl CLI under tls/, each
-# node verifying the others' names (tls_verify_name: node).  Each node has two MQTT listeners: `mqtt` (direct, the port
+# node verifying the others' names (tls_verify_name: node).
+# SESSION_STORE=redis: a redis-server of the cluster's own (appendonly yes,
+# appendfsync always; its data in redis/, REDIS_URL in cluster.env) holds
+# every node's store (persistence.backend: redis, prefix antenna:<node>:),
+# so a node started again anywhere with its name finds its sessions
+# (docs/persistence.md).  Each node has two MQTT listeners: `mqtt` (direct, the port
 # in NODE_PORTS) and `lb` (PROXY protocol v2, only HAProxy connects there).
 set -eu
 
@@ -79,6 +84,7 @@ down() {
         [ -e "$p" ] && stop_pidfile "$p"
     done
     stop_pidfile "$DIR/etcd.pid"
+    stop_pidfile "$DIR/redis.pid"
     rm -f "$DIR/cluster.env"
 }
 
@@ -125,6 +131,29 @@ up() {
         [ "$(date +%s)" -lt "$deadline" ] || die "etcd not healthy in ${WAIT_S}s; see $DIR/etcd.log"
         sleep 0.1
     done
+
+    # SESSION_STORE=redis: one redis-server for every node's store
+    REDIS_URL=
+    case ${SESSION_STORE:-local} in
+    local | rocksdb) ;;
+    redis)
+        command -v redis-server >/dev/null || die "SESSION_STORE=redis needs redis-server"
+        REDIS_PORT=$(free_ports 1)
+        mkdir -p "$DIR/redis"
+        redis-server --port "$REDIS_PORT" --bind 127.0.0.1 --dir "$DIR/redis" \
+            --appendonly yes --appendfsync always --save "" --daemonize no \
+            --set-proc-title no \
+            >"$DIR/redis.log" 2>&1 &
+        echo $! >"$DIR/redis.pid"
+        REDIS_URL=redis://127.0.0.1:$REDIS_PORT/0
+        until [ "$(redis-cli -p "$REDIS_PORT" ping 2>/dev/null)" = PONG ]; do
+            alive "$DIR/redis.pid" || die "redis-server exited; see $DIR/redis.log"
+            [ "$(date +%s)" -lt "$deadline" ] || die "redis-server not up in ${WAIT_S}s"
+            sleep 0.1
+        done
+        ;;
+    *) die "SESSION_STORE: local or redis (replicated is not built yet)" ;;
+    esac
 
     # the shared secret and an API key
     umask 077
@@ -175,7 +204,10 @@ listeners:
     port: $2
     proxy_protocol: v2
 persistence:
-  dir: $d/data
+  dir: $d/data${REDIS_URL:+
+  backend: redis
+  redis:
+    url: $REDIS_URL}
 api:
   bind: 127.0.0.1
   port: $3
@@ -254,6 +286,7 @@ NODE_PORTS="$NODE_PORTS"
 API_PORTS="$API_PORTS"
 NODE_PIDS="$NODE_PIDS"
 API_KEY="$KEY"
+REDIS_URL="$REDIS_URL"
 EOF
     echo "cluster.sh: $n nodes up behind 127.0.0.1:$LB_PORT (etcd $ETCD_URL); $DIR/cluster.env"
 }

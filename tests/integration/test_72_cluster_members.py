@@ -180,6 +180,45 @@ def test_cluster_sh_up_down(tmp_path):
             open("/proc/%d/stat" % pid).read().split()[2] == "Z", pid
 
 
+@pytest.mark.skipif(shutil.which("redis-server") is None, reason="redis-server not installed")
+def test_cluster_sh_session_store_redis(tmp_path):
+    """SESSION_STORE=redis tools/cluster.sh up 2: the cluster's own
+    redis-server holds both nodes' stores (persistence.backend: redis),
+    a persistent session is in it, and down stops it too."""
+    d = tmp_path / "cluster"
+    env = dict(os.environ, CLUSTER_DIR=str(d), ANTENNA_BIN=require_antenna_bin(),
+               CLUSTER_WAIT_S="40", SESSION_STORE="redis")
+    script = str(ROOT / "tools" / "cluster.sh")
+    redis_pid = None
+    try:
+        p = subprocess.run([script, "up", "2"], env=env, capture_output=True, text=True,
+                           timeout=60)
+        assert p.returncode == 0, p.stdout + p.stderr
+        e = read_env(d / "cluster.env")
+        assert e["REDIS_URL"].startswith("redis://127.0.0.1:"), e
+        redis_pid = int((d / "redis.pid").read_text())
+        port = e["REDIS_URL"].rsplit(":", 1)[1].split("/")[0]
+        c = mqttraw.RawClient("127.0.0.1", int(e["NODE_PORTS"].split()[0]), timeout=5)
+        try:
+            assert c.connect("kept", clean=False).rc == 0
+            assert c.subscribe(1, [("kept/t", 1)]).codes == [1]
+        finally:
+            c.close()
+
+        def stored():
+            out = subprocess.run(["redis-cli", "-p", port, "--raw", "keys", "antenna:node0:*"],
+                                 capture_output=True, text=True, timeout=10).stdout
+            return "antenna:node0:index" in out
+        wait_for(stored, 30, what="node0's store in redis")
+    finally:
+        p = subprocess.run([script, "down"], env=env, capture_output=True, text=True,
+                           timeout=60)
+    assert p.returncode == 0, p.stdout + p.stderr
+    assert redis_pid is not None
+    assert not os.path.exists("/proc/%d" % redis_pid) or \
+        open("/proc/%d/stat" % redis_pid).read().split()[2] == "Z", redis_pid
+
+
 def test_etcd_endpoints_tried_in_turn(cluster):
     """cluster.etcd lists a dead endpoint first: requests move on to the
     next one."""
