@@ -49,7 +49,7 @@ def test_will_with_retain_is_retained(broker):
     # new SUBSCRIBE then sends the retained copy, with retain 1
     retained = []
     pid = 1
-    deadline = time.monotonic() + 5
+    deadline = time.monotonic() + 30
     while not retained and time.monotonic() < deadline:
         late.subscribe(pid, [("will/ret", 1)])
         pid += 1

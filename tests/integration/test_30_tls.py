@@ -250,7 +250,7 @@ def test_plain_tcp_on_tls_port_closed(broker, certs):
     c = b.raw()
     c.sock.sendall(mqttraw.connect("plain"))
     data = b""
-    deadline = time.monotonic() + 5
+    deadline = time.monotonic() + 30
     while time.monotonic() < deadline:
         try:
             chunk = c.sock.recv(100)
