@@ -116,8 +116,9 @@ TSAN_TESTS = test_01_cli_config.py::test_sighup_reopens_log_file test_11_load.py
              test_72_cluster_members.py test_79_sinks.py test_81_sink_influx.py \
              test_73_cluster_links.py::test_suback_means_every_node_has_the_route \
              test_90_coap.py test_91_http_downlink.py \
-             test_93_lora.py \
-             test_96_cluster_tls.py::test_forwarding_over_tls_every_qos_and_retained
+             test_93_lora.py test_95_store_redis.py \
+             test_96_cluster_tls.py::test_forwarding_over_tls_every_qos_and_retained \
+             test_97_coap_secure.py
 TSAN_RUN = ANTENNA_BIN=$(CURDIR)/$(TSAN_BUILD)/antenna ANTENNA_SANITIZED=1 $(PYTEST) $(PYTEST_ARGS)
 
 tsan-build: deps js-deps
