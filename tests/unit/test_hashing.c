@@ -82,7 +82,8 @@ static void test_sess_table_client_ids(void **state)
         sess_table_add(&t, v[i]);
     }
     assert_int_equal(t.count, N);
-    assert_true(t.nbuckets >= N / 2 && t.nbuckets <= 1024); /* chains of 2 at most on average */
+    assert_true(t.nbuckets >= N / 4 &&
+                t.nbuckets <= 1024); /* by id: chains of 4 at most on average */
     size_t longest = 0;
     for (size_t b = 0; b < t.nbuckets; b++) {
         size_t len = 0;
@@ -91,8 +92,9 @@ static void test_sess_table_client_ids(void **state)
         if (len > longest)
             longest = len;
     }
-    /* FNV-1a: all 256 in bucket 0; keyed: a handful at most */
-    assert_true(longest <= 12);
+    /* FNV-1a: all 256 in bucket 0; keyed: a handful at most (256 in 64
+     * buckets: Poisson(4), a chain over 20 has odds below 1e-7 in all) */
+    assert_true(longest <= 20);
     for (int i = 0; i < N; i++)
         assert_ptr_equal(
             sess_table_find_id(&t, (const uint8_t *)v[i]->client_id, v[i]->client_id_len), v[i]);
