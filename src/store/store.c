@@ -274,14 +274,16 @@ static int sync_due(const store_t *s, uint64_t now_ms)
 static void *committer_main(void *arg)
 {
     store_t *s = arg;
+    uint64_t next_tick = s->be->tick ? an_now_ms() + s->be->tick_ms : UINT64_MAX;
     for (;;) {
         uint64_t now = an_now_ms();
         pthread_mutex_lock(&s->mu);
-        while (s->head == NULL && !s->stopping && !sync_due(s, now)) {
-            if (s->dirty) {
+        while (s->head == NULL && !s->stopping && !sync_due(s, now) && now < next_tick) {
+            if (s->dirty || next_tick != UINT64_MAX) {
                 struct timespec ts;
                 clock_gettime(CLOCK_MONOTONIC, &ts);
-                uint64_t wait_ms = s->next_sync_ms > now ? s->next_sync_ms - now : 0;
+                uint64_t until = s->dirty ? AN_MIN(s->next_sync_ms, next_tick) : next_tick;
+                uint64_t wait_ms = until > now ? until - now : 0;
                 ts.tv_sec += (time_t)(wait_ms / 1000);
                 ts.tv_nsec += (long)(wait_ms % 1000) * 1000000L + 999999L; /* round up */
                 if (ts.tv_nsec >= 1000000000L) {
@@ -311,6 +313,10 @@ static void *committer_main(void *arg)
             commit_group(s, group);
         if (s->dirty && (sync_due(s, an_now_ms()) || (stopping && group == NULL)))
             sync_now(s);
+        if (s->be->tick && an_now_ms() >= next_tick) {
+            s->be->tick(s->bs);
+            next_tick = an_now_ms() + s->be->tick_ms;
+        }
         if (stopping && group == NULL)
             return NULL;
     }

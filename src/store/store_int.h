@@ -70,6 +70,10 @@ typedef struct store_backend {
     int (*get)(void *be, const void *k, size_t kl, void **val, size_t *vl);
     int (*scan)(void *be, const void *prefix, size_t len, store_scan_fn cb, void *ud);
     int (*compact)(void *be, const void *prefix, size_t len);
+    /* Optional: called by the committer thread at least every tick_ms,
+     * also while idle (the Redis backend renews its lock). */
+    void (*tick)(void *be);
+    uint32_t tick_ms;
 } store_backend_t;
 
 extern const store_backend_t store__memory_backend;

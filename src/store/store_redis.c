@@ -3,11 +3,15 @@
  * node started again (here or on another machine) with the same Redis and
  * the same prefix finds every session, queue and retained message.
  *
- * Layout: two Redis keys per store, under store_opts.redis_prefix P:
+ * Layout: three Redis keys per store, under store_opts.redis_prefix P:
  *   P "data"    a hash: store key -> value (binary safe)
  *   P "index"   a sorted set of every store key, all with score 0, so
  *               ZRANGEBYLEX walks them in bytewise (memcmp) order, as
  *               RocksDB's comparator: scans and prefix deletions use it.
+ *   P "lock"    "host:pid:random" of the process that has the store open
+ *               (lock_take: one at a time, as RocksDB's LOCK file), with a
+ *               TTL the writes and the committer's tick renew; the write
+ *               script writes only for its holder (fencing).
  * The prefix keeps nodes that share one Redis apart ("antenna:{node}:").
  *
  * A group of batches is ONE round trip: EVALSHA of WRITE_LUA with every
@@ -42,11 +46,14 @@
  * assignments).  Scripts are loaded at open; NOSCRIPT (a Redis restarted
  * without its script cache) falls back to EVAL with the body.
  */
+#include <errno.h>
 #include <hiredis/hiredis.h>
 #include <pthread.h>
+#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "log.h"
 #include "redis_url.h"
@@ -60,14 +67,22 @@
 /* ARGV: ops as above.  HSET answers 1 for a new field: only then is the key
  * added to the index; HDEL answers 1 when it removed one. */
 static const char WRITE_LUA[] =
-    "local h, z = KEYS[1], KEYS[2]\n"
+    "local h, z, l = KEYS[1], KEYS[2], KEYS[3]\n"
+    "local holder = redis.call('GET', l)\n"
+    "if holder == false then\n"
+    "  redis.call('SET', l, ARGV[1], 'PX', ARGV[2])\n"
+    "elseif holder ~= ARGV[1] then\n"
+    "  return redis.error_reply('ANTENNALOCK the store is held by ' .. holder)\n"
+    "else\n"
+    "  redis.call('PEXPIRE', l, ARGV[2])\n"
+    "end\n"
     "local function succ(p)\n"
     "  local n = #p\n"
     "  while n > 0 and string.byte(p, n) == 255 do n = n - 1 end\n"
     "  if n == 0 then return '+' end\n"
     "  return '(' .. string.sub(p, 1, n - 1) .. string.char(string.byte(p, n) + 1)\n"
     "end\n"
-    "local i, n = 1, #ARGV\n"
+    "local i, n = 3, #ARGV\n"
     "while i <= n do\n"
     "  local op, k = ARGV[i], ARGV[i + 1]\n"
     "  if op == 'P' then\n"
@@ -104,6 +119,25 @@ static const char SCAN_LUA[] =
     "for j = 1, #ks do out[2 * j - 1] = ks[j]; out[2 * j] = vs[j] or '' end\n"
     "return out\n";
 
+/* The lock (KEYS[1]) taken at open: ARGV[1] our token, ARGV[2] the TTL,
+ * ARGV[3] the holder we may replace ("" none: only a free lock). */
+static const char LOCK_LUA[] =
+    "local v = redis.call('GET', KEYS[1])\n"
+    "if v == false or v == ARGV[1] or (ARGV[3] ~= '' and v == ARGV[3]) then\n"
+    "  redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])\n"
+    "  return ''\n"
+    "end\n"
+    "return v\n";
+
+/* Let the lock go at close, if it is still ours (ARGV[1]). */
+static const char UNLOCK_LUA[] = "if redis.call('GET', KEYS[1]) == ARGV[1] then\n"
+                                 "  redis.call('DEL', KEYS[1])\n"
+                                 "end\n"
+                                 "return 0\n";
+
+#define LOCK_TTL_MS 10000u
+#define LOCK_TICK_MS 3000u
+
 typedef struct {
     redisContext *c;      /* NULL while down */
     uint64_t retry_at_ms; /* no connect before */
@@ -115,8 +149,10 @@ typedef struct {
     redis_url_t a;
     char url[320]; /* a.display: for messages, no credentials */
     uint32_t connect_ms, timeout_ms;
-    char *hkey, *zkey; /* P "data", P "index" */
-    size_t hlen, zlen;
+    char *hkey, *zkey, *lkey; /* P "data", P "index", P "lock" */
+    size_t hlen, zlen, llen;
+    char token[160];         /* "host:pid:random": this store's hold of P "lock" */
+    int locked;              /* we took it at open (close lets it go) */
     char wsha[48], ssha[48]; /* the scripts' SHA1, "" if not loaded */
     rconn_t w;               /* the committer's */
     pthread_mutex_t rmu;
@@ -310,6 +346,7 @@ static void rds_free(rds_t *d)
     pthread_mutex_destroy(&d->rmu);
     free(d->hkey);
     free(d->zkey);
+    free(d->lkey);
     free(d->argv);
     free(d->argl);
     free(d);
@@ -323,6 +360,87 @@ static char *key_join(const char *prefix, const char *name, size_t *len)
     memcpy(k + pl, name, nl + 1);
     *len = pl + nl;
     return k;
+}
+
+/* One EVAL of a lock script on the writer's connection: the string it
+ * answered into out, 0; or a negative error with err. */
+static int lock_eval(rds_t *d, const char *body, const char *replace, char *out, size_t outlen,
+                     char *err, size_t errlen)
+{
+    char ttl[16];
+    snprintf(ttl, sizeof(ttl), "%u", LOCK_TTL_MS);
+    const char *av[7] = {"EVAL", body, "1", d->lkey, d->token, ttl, replace ? replace : ""};
+    size_t al[7] = {4, strlen(body), 1, d->llen, strlen(d->token), strlen(ttl), 0};
+    al[6] = strlen(av[6]);
+    redisReply *r = conn_cmd(d, &d->w, 7, av, al, err, errlen);
+    if (r == NULL)
+        return STORE_EIO;
+    int rc = 0;
+    if (r->type == REDIS_REPLY_ERROR) {
+        reply_error(d, r, err, errlen);
+        rc = STORE_EIO;
+    } else if (out) {
+        snprintf(out, outlen, "%.*s", r->type == REDIS_REPLY_STRING ? (int)AN_MIN(r->len, 200u) : 0,
+                 r->type == REDIS_REPLY_STRING ? r->str : "");
+    }
+    freeReplyObject(r);
+    return rc;
+}
+
+/* The holder "host:pid:..." is a process of this host that is gone (a
+ * broker killed before it could let the lock go). */
+static int holder_dead_here(const char *holder)
+{
+    char host[128], me[128];
+    long pid = 0;
+    if (sscanf(holder, "%127[^:]:%ld:", host, &pid) != 2 || pid <= 0)
+        return 0;
+    if (gethostname(me, sizeof(me)) != 0)
+        return 0;
+    me[sizeof(me) - 1] = '\0';
+    return strcmp(host, me) == 0 && pid != (long)getpid() && kill((pid_t)pid, 0) != 0 &&
+           errno == ESRCH;
+}
+
+/* Like RocksDB's LOCK file: one process at a time writes a store.  P "lock"
+ * holds "host:pid:random" for LOCK_TTL_MS, renewed by every write and by
+ * the committer's tick; the write script refuses to write for anyone else
+ * (a process that lost the lock, e.g. paused past the TTL while another
+ * took it, is fenced off).  A holder on this host whose process is gone is
+ * replaced at once; one elsewhere frees the lock LOCK_TTL_MS after it
+ * stopped. */
+static int lock_take(rds_t *d, const char *prefix, char *err, size_t errlen)
+{
+    char host[128] = "", holder[256] = "", why[512];
+    uint64_t rnd[2];
+    if (gethostname(host, sizeof(host)) != 0)
+        snprintf(host, sizeof(host), "unknown");
+    host[sizeof(host) - 1] = '\0';
+    host[strcspn(host, ":")] = '\0';
+    an_random_key(rnd);
+    snprintf(d->token, sizeof(d->token), "%s:%ld:%016llx", host, (long)getpid(),
+             (unsigned long long)rnd[0]);
+    int rc = lock_eval(d, LOCK_LUA, NULL, holder, sizeof(holder), why, sizeof(why));
+    if (rc == 0 && holder[0] && holder_dead_here(holder)) {
+        log_warn("store: Redis at %s, prefix %s: taking the lock of %s (that process is gone)",
+                 d->url, prefix, holder);
+        char replaced[256];
+        snprintf(replaced, sizeof(replaced), "%s", holder);
+        rc = lock_eval(d, LOCK_LUA, replaced, holder, sizeof(holder), why, sizeof(why));
+    }
+    if (rc != 0) {
+        snprintf(err, errlen, "store: %s", why);
+        return rc;
+    }
+    if (holder[0]) {
+        snprintf(err, errlen,
+                 "store: Redis at %s, prefix %s: in use by %s (another broker with this node "
+                 "name?); the lock frees itself %u s after that process stops",
+                 d->url, prefix, holder, LOCK_TTL_MS / 1000);
+        return STORE_EBUSY;
+    }
+    d->locked = 1;
+    return 0;
 }
 
 static int rds_open(const store_opts_t *o, void **be, char *err, size_t errlen)
@@ -343,12 +461,16 @@ static int rds_open(const store_opts_t *o, void **be, char *err, size_t errlen)
     const char *prefix = o->redis_prefix ? o->redis_prefix : "antenna:default:";
     d->hkey = key_join(prefix, "data", &d->hlen);
     d->zkey = key_join(prefix, "index", &d->zlen);
+    d->lkey = key_join(prefix, "lock", &d->llen);
 
     if ((rc = script_load(d, WRITE_LUA, d->wsha, sizeof(d->wsha), why, sizeof(why))) != 0 ||
         (rc = script_load(d, SCAN_LUA, d->ssha, sizeof(d->ssha), why, sizeof(why))) != 0) {
         snprintf(err, errlen, "store: %s", why);
         goto fail;
     }
+
+    if ((rc = lock_take(d, prefix, err, errlen)) != 0)
+        goto fail;
 
     char aof[32], fsync[32];
     config_get(d, "appendonly", aof, sizeof(aof));
@@ -376,9 +498,26 @@ fail:
     return rc;
 }
 
+static int rds_write_ops(rds_t *d, store_batch_t *first, char *err, size_t errlen);
+
 static void rds_close(void *be)
 {
-    rds_free(be);
+    rds_t *d = be;
+    char err[256];
+    if (d->locked && lock_eval(d, UNLOCK_LUA, NULL, NULL, 0, err, sizeof(err)) != 0)
+        log_warn("store: %s (the lock frees itself in %u s)", err, LOCK_TTL_MS / 1000);
+    rds_free(d);
+}
+
+/* The committer's tick: an empty write renews the lock (and finds out
+ * that it was lost). */
+static void rds_tick(void *be)
+{
+    rds_t *d = be;
+    char err[512];
+    int rc = rds_write_ops(d, NULL, err, sizeof(err));
+    if (rc != 0 && !d->down)
+        log_warn("store: cannot renew the store's lock: %s", err);
 }
 
 static void args_reserve(rds_t *d, size_t n)
@@ -398,20 +537,25 @@ static void arg(rds_t *d, size_t *n, const void *p, size_t len)
     (*n)++;
 }
 
-static int rds_write(void *be, store_batch_t *first, int sync, char *err, size_t errlen)
+/* The group first..NULL (NULL: none, the lock renewed only) in one
+ * EVALSHA of WRITE_LUA. */
+static int rds_write_ops(rds_t *d, store_batch_t *first, char *err, size_t errlen)
 {
-    rds_t *d = be;
     size_t nops = 0, n = 0;
-    (void)sync; /* Redis' appendfsync decides; see the header comment */
+    char ttl[16];
+    snprintf(ttl, sizeof(ttl), "%u", LOCK_TTL_MS);
 
     for (store_batch_t *b = first; b; b = b->next)
         if (b->err == 0)
             nops += b->nops;
-    args_reserve(d, 5 + 3 * nops);
+    args_reserve(d, 8 + 3 * nops);
     n = 2; /* EVALSHA sha: set by eval() */
-    arg(d, &n, "2", 1);
+    arg(d, &n, "3", 1);
     arg(d, &n, d->hkey, d->hlen);
     arg(d, &n, d->zkey, d->zlen);
+    arg(d, &n, d->lkey, d->llen);
+    arg(d, &n, d->token, strlen(d->token));
+    arg(d, &n, ttl, strlen(ttl));
     for (store_batch_t *b = first; b; b = b->next) {
         store_op_t op;
         size_t off = 0;
@@ -426,6 +570,13 @@ static int rds_write(void *be, store_batch_t *first, int sync, char *err, size_t
     }
     redisReply *r = eval(d, &d->w, WRITE_LUA, d->wsha, (int)n, d->argv, d->argl, err, errlen);
     if (r == NULL) {
+        if (strstr(err, "ANTENNALOCK") != NULL) {
+            log_limited(10000, AN_LOG_ERROR,
+                        "store: Redis at %s: this broker lost the store's lock to another "
+                        "process: nothing is written (%s)",
+                        d->url, err);
+            return STORE_EBUSY;
+        }
         d->down = 1;
         return STORE_EIO;
     }
@@ -434,6 +585,12 @@ static int rds_write(void *be, store_batch_t *first, int sync, char *err, size_t
         log_info("store: Redis at %s answers again", d->url);
     d->down = 0;
     return 0;
+}
+
+static int rds_write(void *be, store_batch_t *first, int sync, char *err, size_t errlen)
+{
+    (void)sync; /* Redis' appendfsync decides; see the header comment */
+    return rds_write_ops(be, first, err, errlen);
 }
 
 static int rds_sync(void *be, char *err, size_t errlen)
@@ -545,4 +702,6 @@ const store_backend_t store__redis_backend = {
     .get = rds_get,
     .scan = rds_scan,
     .compact = rds_compact,
+    .tick = rds_tick,
+    .tick_ms = LOCK_TICK_MS,
 };

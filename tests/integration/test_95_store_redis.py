@@ -381,3 +381,33 @@ def test_store_tools_on_redis(broker, redis, tmp_path):
     assert r.returncode == 0 and "1 retained" in r.stdout + r.stderr, r
     b2 = broker(persistence=redis_persistence(redis, redis={"prefix": "antenna:copy:"}))
     assert retained_on(b2, "tool/#") == {"tool/keep": b"kept"}
+
+
+def test_one_broker_per_store_and_a_lost_lock_writes_nothing(broker, redis, tmp_path):
+    """Like RocksDB's LOCK file: a second broker on the same Redis and
+    prefix refuses to start while the first runs; a broker whose lock was
+    taken from it (here: overwritten by hand, as another process would
+    after a pause past the lock's TTL) refuses QoS 1 publishes (0x97)
+    rather than write beside the new holder."""
+    b = broker(persistence=redis_persistence(redis))
+    holder = redis.cli("GET", "antenna:default:lock").strip()
+    assert holder.split(":")[1] == str(b.proc.pid), holder
+    second = tmp_path / "second"
+    second.mkdir()
+    rc, out = start_fails(second, redis_persistence(redis))
+    assert rc == 1, out
+    assert "in use by %s" % holder in out and "another broker with this node name" in out, out
+    c = RawClient5(b.host, b.port)
+    assert c.connect("locked-pub").rc == 0
+    # retained: each publish is a store write before its PUBACK
+    assert c.publish("lk/a", b"before", qos=1, retain=True, pid=1).rc in (0, 0x10)
+    redis.cli("SET", "antenna:default:lock", "elsewhere:1:00")
+    assert c.publish("lk/b", b"after", qos=1, retain=True, pid=2, timeout=10).rc == 0x97
+    b.wait_log(r"lost the store's lock")
+    c.close()
+    # let go at a clean stop: another broker starts at once
+    redis.cli("SET", "antenna:default:lock", holder)
+    b.stop()
+    assert redis.cli("EXISTS", "antenna:default:lock").strip() == "0"
+    b.start()
+    assert retained_on(b, "lk/#") == {"lk/a": b"before"}
