@@ -1,7 +1,7 @@
 /* rtab.c -- the compact table of other nodes' exact routes (rtab.h).
  *
- * Linear probing from home(h) = the low bits of h (a keyed hash: uniform
- * already).  A run of occupied slots ends at an empty one; every slot of
+ * Linear probing from home(h) = the high half of h scaled to the
+ * capacity (a keyed hash: uniform already).  A run of occupied slots ends at an empty one; every slot of
  * hash h lies in the run that holds home(h), after it.  Deleting slot i
  * moves back each later slot of the run whose home is not in (i, j], so no
  * lookup ever stops early.
@@ -12,8 +12,6 @@
 
 #include "util.h"
 
-#define RTAB_MIN 64
-
 static inline uint64_t slot_hash(const rtab_slot_t *s)
 {
     return (uint64_t)s->hhi << 32 | s->hlo;
@@ -21,14 +19,13 @@ static inline uint64_t slot_hash(const rtab_slot_t *s)
 
 static inline size_t home(const rtab_t *t, uint64_t h)
 {
-    return (size_t)h & (t->cap - 1);
+    return rtab_home(h, t->cap);
 }
 
 static rtab_slot_t *find(const rtab_t *t, uint64_t h, uint16_t node)
 {
     uint32_t lo = (uint32_t)h, hi = (uint32_t)(h >> 32);
-    size_t mask = t->cap - 1;
-    for (size_t i = home(t, h);; i = (i + 1) & mask) {
+    for (size_t i = home(t, h);; i = rtab_next(i, t->cap)) {
         rtab_slot_t *s = &t->slots[i];
         if (s->count == 0)
             return NULL;
@@ -40,9 +37,9 @@ static rtab_slot_t *find(const rtab_t *t, uint64_t h, uint16_t node)
 /* Into a free slot (the pair is absent; there is room). */
 static void put(rtab_t *t, uint64_t h, uint16_t node, uint16_t count)
 {
-    size_t mask = t->cap - 1, i = home(t, h);
+    size_t i = home(t, h);
     while (t->slots[i].count != 0)
-        i = (i + 1) & mask;
+        i = rtab_next(i, t->cap);
     t->slots[i] = (rtab_slot_t){(uint32_t)h, (uint32_t)(h >> 32), node, count};
     t->n++;
 }
@@ -79,11 +76,11 @@ void rtab_free(rtab_t *t)
 /* Empty slot s and close the gap (backward shift). */
 static void remove_at(rtab_t *t, rtab_slot_t *s)
 {
-    size_t mask = t->cap - 1, i = (size_t)(s - t->slots);
-    for (size_t j = (i + 1) & mask; t->slots[j].count != 0; j = (j + 1) & mask) {
+    size_t cap = t->cap, i = (size_t)(s - t->slots);
+    for (size_t j = rtab_next(i, cap); t->slots[j].count != 0; j = rtab_next(j, cap)) {
         size_t k = home(t, slot_hash(&t->slots[j]));
         /* j may move to i unless its home lies cyclically in (i, j] */
-        if (((j - k) & mask) >= ((j - i) & mask)) {
+        if (rtab_dist(k, j, cap) >= rtab_dist(i, j, cap)) {
             t->slots[i] = t->slots[j];
             i = j;
         }
@@ -91,7 +88,7 @@ static void remove_at(rtab_t *t, rtab_slot_t *s)
     t->slots[i].count = 0;
     t->n--;
     if (t->cap > RTAB_MIN && t->n * 8 < t->cap)
-        resize(t, t->cap / 2);
+        resize(t, AN_MAX(t->cap / 2, (size_t)RTAB_MIN));
 }
 
 uint32_t rtab_add(rtab_t *t, uint64_t h, uint16_t node)
@@ -102,8 +99,8 @@ uint32_t rtab_add(rtab_t *t, uint64_t h, uint16_t node)
             s->count++;
         return s->count;
     }
-    if ((t->n + 1) * 4 > t->cap * 3)
-        resize(t, t->cap * 2);
+    if (rtab_full(t->n, t->cap))
+        resize(t, t->cap + t->cap / 2);
     put(t, h, node, 1);
     return 1;
 }
@@ -134,8 +131,8 @@ uint32_t rtab_set(rtab_t *t, uint64_t h, uint16_t node, uint32_t count)
         s->count = (uint16_t)count;
         return old;
     }
-    if ((t->n + 1) * 4 > t->cap * 3)
-        resize(t, t->cap * 2);
+    if (rtab_full(t->n, t->cap))
+        resize(t, t->cap + t->cap / 2);
     put(t, h, node, (uint16_t)count);
     return 0;
 }
@@ -149,8 +146,8 @@ uint32_t rtab_count(const rtab_t *t, uint64_t h, uint16_t node)
 size_t rtab_lookup(const rtab_t *t, uint64_t h, uint16_t *out, size_t cap)
 {
     uint32_t lo = (uint32_t)h, hi = (uint32_t)(h >> 32);
-    size_t mask = t->cap - 1, n = 0;
-    for (size_t i = home(t, h); t->slots[i].count != 0; i = (i + 1) & mask) {
+    size_t n = 0;
+    for (size_t i = home(t, h); t->slots[i].count != 0; i = rtab_next(i, t->cap)) {
         const rtab_slot_t *s = &t->slots[i];
         if (s->hlo == lo && s->hhi == hi) {
             if (n < cap)

@@ -16,8 +16,12 @@
  * Open addressing with linear probing, keyed by (hash, node): the slots of
  * one hash start at the same place, so rtab_lookup() scans one run and
  * finds every node of a hash.  Deletion shifts the run back (no
- * tombstones).  The table doubles past 3/4 full and halves below 1/8
- * (never under 64 slots).  No allocation per entry.
+ * tombstones).  The capacity is any number of slots (the home slot is the
+ * high half of the hash scaled to it, rtab_home): the table grows by half
+ * past 3/4 full, so it is always between 1/2 and 3/4 full while it grows
+ * (12 / 0.5 = 24 B a pair at worst), and halves below 1/8 (never under 64
+ * slots).  No allocation per entry.  cl_route.c's per-peer hash sets use
+ * the same probing (the inline helpers below).
  *
  * Not thread-safe: the router keeps it under srv->trie_lock (the link
  * thread writes under the write lock, the workers read under the read
@@ -37,9 +41,31 @@ typedef struct {
 
 typedef struct rtab_s {
     rtab_slot_t *slots;
-    size_t cap; /* a power of two */
+    size_t cap; /* slots (any number >= RTAB_MIN) */
     size_t n;   /* (hash, node) pairs */
 } rtab_t;
+
+#define RTAB_MIN 64
+
+/* The home slot of hash h among cap (< 2^32): its high half, scaled. */
+static inline size_t rtab_home(uint64_t h, size_t cap)
+{
+    return (size_t)(((h >> 32) * (uint64_t)cap) >> 32);
+}
+static inline size_t rtab_next(size_t i, size_t cap)
+{
+    return i + 1 == cap ? 0 : i + 1;
+}
+/* How far slot j lies after slot k, cyclically. */
+static inline size_t rtab_dist(size_t k, size_t j, size_t cap)
+{
+    return j >= k ? j - k : j + cap - k;
+}
+/* Time to grow before adding to n of cap? */
+static inline int rtab_full(size_t n, size_t cap)
+{
+    return (n + 1) * 4 > cap * 3;
+}
 
 rtab_t *rtab_new(void);
 void rtab_free(rtab_t *t);

@@ -36,6 +36,7 @@
 #include "log.h"
 #include "retain.h"
 #include "router.h"
+#include "rtab.h"
 
 /* ---- a set of filters ---- */
 
@@ -147,8 +148,8 @@ static void fset_free(cl_fset_t *s)
 
 /* ---- a peer's exact routes: hashes only ----
  *
- * Open addressing, linear probing from the low bits of the (keyed) hash,
- * backward-shift deletion; 12 bytes a slot, at most 3/4 full.  The count
+ * Open addressing, linear probing and backward-shift deletion as in the
+ * router's table (rtab.h: its helpers); 12 bytes a slot, 1/2 to 3/4 full.  The count
  * of a hash (how many of the peer's filters have it) is in the router's
  * table (rtab.h); here only the generation of the last sync that named
  * it (the low 16 bits of sync_gen). */
@@ -163,8 +164,6 @@ struct cl_hset_s {
     cl_hent_t *e;
     size_t cap, n;
 };
-
-#define HSET_MIN 64
 
 static uint64_t hent_hash(const cl_hent_t *e)
 {
@@ -189,8 +188,7 @@ static void hset_free(cl_hset_t *s)
 
 static cl_hent_t *hset_find(const cl_hset_t *s, uint64_t h)
 {
-    size_t mask = s->cap - 1;
-    for (size_t i = (size_t)h & mask; s->e[i].used; i = (i + 1) & mask)
+    for (size_t i = rtab_home(h, s->cap); s->e[i].used; i = rtab_next(i, s->cap))
         if (hent_hash(&s->e[i]) == h)
             return &s->e[i];
     return NULL;
@@ -198,9 +196,9 @@ static cl_hent_t *hset_find(const cl_hset_t *s, uint64_t h)
 
 static cl_hent_t *hset_put(cl_hset_t *s, uint64_t h, uint16_t gen)
 {
-    size_t mask = s->cap - 1, i = (size_t)h & mask;
+    size_t i = rtab_home(h, s->cap);
     while (s->e[i].used)
-        i = (i + 1) & mask;
+        i = rtab_next(i, s->cap);
     s->e[i] = (cl_hent_t){(uint32_t)h, (uint32_t)(h >> 32), gen, 1};
     s->n++;
     return &s->e[i];
@@ -226,8 +224,8 @@ static cl_hent_t *hset_add(cl_hset_t *s, uint64_t h, uint16_t gen, int *added)
     *added = e == NULL;
     if (e != NULL)
         return e;
-    if ((s->n + 1) * 4 > s->cap * 3)
-        hset_resize(s, s->cap * 2);
+    if (rtab_full(s->n, s->cap))
+        hset_resize(s, s->cap + s->cap / 2);
     return hset_put(s, h, gen);
 }
 
@@ -236,10 +234,10 @@ static cl_hent_t *hset_add(cl_hset_t *s, uint64_t h, uint16_t gen, int *added)
  * be walking the slots: it looks at slot i again). */
 static void hset_del(cl_hset_t *s, cl_hent_t *e)
 {
-    size_t mask = s->cap - 1, i = (size_t)(e - s->e);
-    for (size_t j = (i + 1) & mask; s->e[j].used; j = (j + 1) & mask) {
-        size_t k = (size_t)hent_hash(&s->e[j]) & mask;
-        if (((j - k) & mask) >= ((j - i) & mask)) {
+    size_t cap = s->cap, i = (size_t)(e - s->e);
+    for (size_t j = rtab_next(i, cap); s->e[j].used; j = rtab_next(j, cap)) {
+        size_t k = rtab_home(hent_hash(&s->e[j]), cap);
+        if (rtab_dist(k, j, cap) >= rtab_dist(i, j, cap)) {
             s->e[i] = s->e[j];
             i = j;
         }
@@ -251,8 +249,8 @@ static void hset_del(cl_hset_t *s, cl_hent_t *e)
 static void hset_shrink(cl_hset_t *s)
 {
     size_t cap = s->cap;
-    while (cap > HSET_MIN && s->n * 8 < cap)
-        cap /= 2;
+    while (cap > RTAB_MIN && s->n * 8 < cap)
+        cap = AN_MAX(cap / 2, (size_t)RTAB_MIN);
     if (cap != s->cap)
         hset_resize(s, cap);
 }
@@ -519,7 +517,7 @@ int cl_route_recv(cl_t *cl, cl_peer_t *p, uint8_t type, const uint8_t *body, uin
     if (p->routes == NULL)
         p->routes = fset_new();
     if (p->exact == NULL)
-        p->exact = hset_new(HSET_MIN);
+        p->exact = hset_new(RTAB_MIN);
     if (type == CL_F_SYNC_BEGIN) {
         p->syncing = 1;
         if (++p->sync_gen == 0)
