@@ -100,22 +100,11 @@ static sub_ref_t node_ref(uint16_t idx, uint32_t tag);
  * them with the same nodes' trie matches (one sid per node). */
 static void push_exact_nodes(worker_t *w, const msg_t *m)
 {
-    server_t *srv = w->srv;
-    uint16_t nodes[64];
-    uint64_t h = an_siphash(srv->route_key, msg_topic(m), m->topic_len);
-    size_t n = rtab_lookup(srv->rtab, h, nodes, sizeof(nodes) / sizeof(nodes[0]));
-    if (unlikely(n > sizeof(nodes) / sizeof(nodes[0]))) { /* a topic on many nodes */
-        uint16_t *all = an_malloc(n * sizeof(*all));
-        rtab_lookup(srv->rtab, h, all, n);
-        for (size_t i = 0; i < n; i++) {
-            sub_ref_t r = node_ref(all[i], 0);
-            push(w, &r);
-        }
-        free(all);
-        return;
-    }
-    for (size_t i = 0; i < n; i++) {
-        sub_ref_t r = node_ref(nodes[i], 0);
+    const rtab_t *t = w->srv->rtab;
+    uint64_t h = an_siphash(w->srv->route_key, msg_topic(m), m->topic_len);
+    size_t i = rtab_home(h, t->cap);
+    for (int node; (node = rtab_next_node(t, h, &i)) >= 0;) {
+        sub_ref_t r = node_ref((uint16_t)node, 0);
         push(w, &r);
     }
 }

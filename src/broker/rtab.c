@@ -145,15 +145,9 @@ uint32_t rtab_count(const rtab_t *t, uint64_t h, uint16_t node)
 
 size_t rtab_lookup(const rtab_t *t, uint64_t h, uint16_t *out, size_t cap)
 {
-    uint32_t lo = (uint32_t)h, hi = (uint32_t)(h >> 32);
-    size_t n = 0;
-    for (size_t i = home(t, h); t->slots[i].count != 0; i = rtab_next(i, t->cap)) {
-        const rtab_slot_t *s = &t->slots[i];
-        if (s->hlo == lo && s->hhi == hi) {
-            if (n < cap)
-                out[n] = s->node;
-            n++;
-        }
-    }
+    size_t n = 0, i = home(t, h);
+    for (int node; (node = rtab_next_node(t, h, &i)) >= 0; n++)
+        if (n < cap)
+            out[n] = (uint16_t)node;
     return n;
 }

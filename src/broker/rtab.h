@@ -78,6 +78,20 @@ uint32_t rtab_del(rtab_t *t, uint64_t h, uint16_t node, int all);
 /* Set the count of (h, node) (0 removes it); returns the previous one. */
 uint32_t rtab_set(rtab_t *t, uint64_t h, uint16_t node, uint32_t count);
 uint32_t rtab_count(const rtab_t *t, uint64_t h, uint16_t node);
+/* The next node with a filter of hash h, from slot *i on (start at
+ * rtab_home(h, t->cap)); -1 at the end of the run.  Inline: the publish
+ * path walks the run without a buffer or a call. */
+static inline int rtab_next_node(const rtab_t *t, uint64_t h, size_t *i)
+{
+    uint32_t lo = (uint32_t)h, hi = (uint32_t)(h >> 32);
+    while (t->slots[*i].count != 0) { /* never full: the run ends */
+        const rtab_slot_t *s = &t->slots[*i];
+        *i = rtab_next(*i, t->cap);
+        if (s->hlo == lo && s->hhi == hi)
+            return s->node;
+    }
+    return -1;
+}
 /* The nodes with a filter of hash h: up to cap of them into out; returns
  * how many there are. */
 size_t rtab_lookup(const rtab_t *t, uint64_t h, uint16_t *out, size_t cap);

@@ -505,8 +505,10 @@ static void exact_recv(cl_t *cl, cl_peer_t *p, int idx, uint8_t type, uint64_t h
     cl_hent_t *e = hset_find(p->exact, h);
     if (e == NULL)
         return;
-    if (router_node_exact(cl->srv, (uint16_t)idx, h, ROUTER_EXACT_DEL, 0) == 0)
+    if (router_node_exact(cl->srv, (uint16_t)idx, h, ROUTER_EXACT_DEL, 0) == 0) {
         hset_del(p->exact, e);
+        hset_shrink(p->exact);
+    }
     if (p->nexact > 0)
         p->nexact--;
 }
