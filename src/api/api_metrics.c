@@ -26,6 +26,7 @@
 #include "reload.h"
 #include "auth_chain.h"
 #include "retain.h"
+#include "rtab.h"
 #include "store.h"
 #include "sys.h"
 
@@ -79,7 +80,7 @@ void api_totals(server_t *srv, api_totals_t *t)
         t->takeovers_other_user += STAT_GET(st->takeovers_other_user);
     }
     pthread_rwlock_rdlock(&srv->trie_lock);
-    t->subscriptions = trie_count(srv->trie);
+    t->subscriptions = trie_count(srv->trie) + rtab_size(srv->rtab); /* + exact remote routes */
     pthread_rwlock_unlock(&srv->trie_lock);
     t->retained = retain_count(srv->retain);
 }

@@ -26,6 +26,7 @@
 #include "mqtt_codec.h"
 #include "persist.h"
 #include "retain.h"
+#include "rtab.h"
 #include "sess.h"
 #include "shared.h"
 #include "store_rec.h"
@@ -89,6 +90,23 @@ static void collect(void *ud, const sub_ref_t *sub)
     if ((sub->opts & MQTT_SUBOPT_NO_LOCAL) && ctx->from && sub->sid == ctx->from->sid)
         return; /* [MQTT5-3.8.3-3] not to the publisher's own subscription */
     push(w, sub);
+}
+
+static sub_ref_t node_ref(uint16_t idx, uint32_t tag);
+
+/* Other nodes' exact routes (rtab.h), under the trie's read lock: the nodes
+ * with a filter equal to m's topic (or, after a 64-bit collision, another
+ * one: a spurious forward) join the matches; merge_overlaps() then merges
+ * them with the same nodes' trie matches (one sid per node). */
+static void push_exact_nodes(worker_t *w, const msg_t *m)
+{
+    const rtab_t *t = w->srv->rtab;
+    uint64_t h = an_siphash(w->srv->route_key, msg_topic(m), m->topic_len);
+    size_t i = rtab_home(h, t->cap);
+    for (int node; (node = rtab_next_node(t, h, &i)) >= 0;) {
+        sub_ref_t r = node_ref((uint16_t)node, 0);
+        push(w, &r);
+    }
 }
 
 static int by_sid(const void *a, const void *b)
@@ -305,6 +323,8 @@ size_t router_publish(worker_t *w, msg_t *m, const sess_t *from)
     w->nmatches = 0;
     pthread_rwlock_rdlock(&srv->trie_lock);
     trie_match(srv->trie, msg_topic(m), m->topic_len, collect, &ctx);
+    if (rtab_size(srv->rtab) != 0 && m->hops == 0) /* a node never forwards a node's message */
+        push_exact_nodes(w, m);
     size_t n = merge_overlaps(w->matches, w->nmatches);
     /* QoS 0 is never queued for a connected client: only QoS 1/2 publishers
      * feel a subscriber's backlog */
@@ -415,6 +435,43 @@ int router_node_subscribe(server_t *srv, uint16_t idx, const uint8_t *filter, si
         abort(); /* an_* policy */
     }
     return rc;
+}
+
+int router_route_exact(const server_t *srv, const uint8_t *filter, size_t len, uint64_t *h)
+{
+    if (len == 0 || len > UINT16_MAX || !mqtt_topic_filter_valid(filter, len))
+        return -1;
+    if (memchr(filter, '+', len) || memchr(filter, '#', len) ||
+        (len >= 7 && memcmp(filter, "$share/", 7) == 0))
+        return 0;
+    *h = an_siphash(srv->route_key, filter, len);
+    return 1;
+}
+
+uint32_t router_node_exact(server_t *srv, uint16_t idx, uint64_t h, int op, uint32_t count)
+{
+    uint32_t rc;
+    pthread_rwlock_wrlock(&srv->trie_lock);
+    if (srv->rtab == NULL) /* the first remote route: a single node never has one */
+        srv->rtab = rtab_new();
+    if (op == ROUTER_EXACT_ADD)
+        rc = rtab_add(srv->rtab, h, idx);
+    else if (op == ROUTER_EXACT_SET)
+        rc = rtab_set(srv->rtab, h, idx, count);
+    else if (op == ROUTER_EXACT_DROP)
+        rc = rtab_del(srv->rtab, h, idx, 1);
+    else
+        rc = rtab_del(srv->rtab, h, idx, 0) ? rtab_count(srv->rtab, h, idx) : 0;
+    pthread_rwlock_unlock(&srv->trie_lock);
+    return rc;
+}
+
+size_t router_node_exact_routes(server_t *srv)
+{
+    pthread_rwlock_rdlock(&srv->trie_lock);
+    size_t n = rtab_size(srv->rtab);
+    pthread_rwlock_unlock(&srv->trie_lock);
+    return n;
 }
 
 int router_node_unsubscribe(server_t *srv, uint16_t idx, const uint8_t *filter, size_t len)

@@ -179,6 +179,23 @@ static inline uint32_t router_share_tag(const uint8_t *filter, size_t len)
  * 1, or 0 when the group has no local member (any more). */
 int router_deliver_shared(worker_t *w, msg_t *m, const uint8_t *filter, size_t len);
 int router_node_unsubscribe(server_t *srv, uint16_t idx, const uint8_t *filter, size_t len);
+/* Exact remote routes (rtab.h): a filter without '+' or '#', not
+ * "$share/...", is not put in the trie but kept as its 64-bit hash with
+ * the node index and a count, looked up by the topic's hash at publish
+ * time (when any is kept: a single node pays nothing).  Returns 1 and the
+ * hash in *h for an exact filter, 0 for a wildcard or shared one (use
+ * router_node_subscribe), -1 for an invalid one.  Any thread. */
+int router_route_exact(const server_t *srv, const uint8_t *filter, size_t len, uint64_t *h);
+enum {
+    ROUTER_EXACT_ADD,  /* count + 1; returns the new count */
+    ROUTER_EXACT_DEL,  /* count - 1; returns the count left (0: gone or absent) */
+    ROUTER_EXACT_DROP, /* the pair goes; returns the count it had */
+    ROUTER_EXACT_SET   /* count = count; returns the previous count */
+};
+/* Change node idx's exact route of hash h; takes the trie's write lock. */
+uint32_t router_node_exact(server_t *srv, uint16_t idx, uint64_t h, int op, uint32_t count);
+/* (hash, node) pairs kept (metrics: they count as subscriptions). */
+size_t router_node_exact_routes(server_t *srv);
 /* trie_set_local_hook (trie.h) under the trie's write lock: the filters
  * this node has MQTT subscribers for, as 0<->1 transitions. */
 void router_set_local_hook(server_t *srv, trie_local_fn fn, void *ud);

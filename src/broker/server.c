@@ -30,6 +30,7 @@
 #include "conn.h"
 #include "retain.h"
 #include "router.h"
+#include "rtab.h"
 #include "sess.h"
 #include "shared.h"
 #include "sys.h"
@@ -185,6 +186,7 @@ int server_init(server_t *srv, const conf_t *conf)
     pthread_rwlock_init(&srv->trie_lock, NULL);
     pthread_mutex_init(&srv->tls_lock, NULL);
     srv->trie = trie_new();
+    an_random_key(srv->route_key);
     srv->retain = retain_new();
     atomic_init(&srv->next_sid, 1);
     srv->started_wall = an_wall_s();
@@ -314,6 +316,8 @@ void server_free(server_t *srv)
     router_guard_free(srv);
     shared_free_all(&srv->groups);
     trie_free(srv->trie);
+    rtab_free(srv->rtab);
+    srv->rtab = NULL;
     retain_free(srv->retain);
     pthread_rwlock_destroy(&srv->trie_lock);
     pthread_mutex_destroy(&srv->tls_lock);

@@ -256,6 +256,9 @@ struct server_s {
     pthread_rwlock_t trie_lock;
     trie_t *trie;
     struct shared_set_s *groups; /* shared subscriptions, under trie_lock */
+    struct rtab_s *rtab;         /* other nodes' exact routes (rtab.h), under trie_lock;
+                                  * NULL until the first one */
+    uint64_t route_key[2];       /* SipHash key of rtab's hashes (router_route_exact) */
     retain_t *retain;
     struct store *store;             /* persistence (persist.h), or NULL */
     _Atomic uint64_t next_qseq;      /* keys of stored session messages */

@@ -26,6 +26,7 @@
 #include "module.h"
 #include "msg.h"
 #include "retain.h"
+#include "rtab.h"
 #include "router.h"
 #include "store.h"
 
@@ -126,7 +127,7 @@ static uint64_t sys_tick(module_inst_t *mi, worker_t *w, void *ctx)
         takeovers += STAT_GET(st->takeovers_other_user);
     }
     pthread_rwlock_rdlock(&srv->trie_lock);
-    uint64_t subs = trie_count(srv->trie);
+    uint64_t subs = trie_count(srv->trie) + rtab_size(srv->rtab); /* + exact remote routes */
     pthread_rwlock_unlock(&srv->trie_lock);
 
     char buf[64];

@@ -1,0 +1,178 @@
+/* test_rtab.c -- the compact table of other nodes' exact routes (rtab.h):
+ * add/del/set/count semantics, one hash on many nodes (also past a run's
+ * wrap-around), colliding home slots, growth to 200,000 pairs (by half:
+ * at most 24 B a pair) and shrinking back, and a randomized run against a naive reference (every lookup
+ * agrees after each step, through backward-shift deletions).
+ */
+#include <stdarg.h>
+#include <stddef.h>
+#include <setjmp.h>
+#include <stdint.h>
+#include <cmocka.h>
+
+#include <stdlib.h>
+#include <string.h>
+
+#include "rtab.h"
+
+static int has(const uint16_t *v, size_t n, uint16_t node)
+{
+    for (size_t i = 0; i < n; i++)
+        if (v[i] == node)
+            return 1;
+    return 0;
+}
+
+static void test_counts(void **state)
+{
+    (void)state;
+    rtab_t *t = rtab_new();
+    uint64_t h = 0x0123456789abcdefull;
+    assert_int_equal(rtab_count(t, h, 3), 0);
+    assert_int_equal(rtab_add(t, h, 3), 1);
+    assert_int_equal(rtab_add(t, h, 3), 2); /* a second filter with this hash */
+    assert_int_equal(t->n, 1);
+    assert_int_equal(rtab_del(t, h, 3, 0), 1);
+    assert_int_equal(rtab_count(t, h, 3), 1); /* kept while one lives */
+    assert_int_equal(rtab_del(t, h, 3, 0), 1);
+    assert_int_equal(rtab_count(t, h, 3), 0);
+    assert_int_equal(t->n, 0);
+    assert_int_equal(rtab_del(t, h, 3, 0), 0); /* absent */
+    assert_int_equal(rtab_set(t, h, 3, 5), 0);
+    assert_int_equal(rtab_set(t, h, 3, 1), 5); /* a sync names it once */
+    assert_int_equal(rtab_count(t, h, 3), 1);
+    assert_int_equal(rtab_add(t, h, 3), 2);
+    assert_int_equal(rtab_del(t, h, 3, 1), 2); /* dropped whole */
+    assert_int_equal(t->n, 0);
+    assert_int_equal(rtab_set(t, h, 3, 0), 0);
+    /* the same low 32 bits, another high half: distinct */
+    rtab_add(t, h, 1);
+    rtab_add(t, h ^ (1ull << 40), 1);
+    assert_int_equal(t->n, 2);
+    uint16_t out[4];
+    assert_int_equal(rtab_lookup(t, h, out, 4), 1);
+    assert_int_equal(rtab_lookup(t, h ^ (1ull << 40), out, 4), 1);
+    assert_int_equal(rtab_lookup(t, h ^ 1, out, 4), 0);
+    rtab_free(t);
+}
+
+static void test_many_nodes(void **state)
+{
+    (void)state;
+    rtab_t *t = rtab_new();
+    /* a broadcast topic on 255 nodes, its home the last slot: the run wraps */
+    uint64_t h = 0xffffffff0000ffffull;
+    for (uint16_t node = 1; node < 256; node++)
+        assert_int_equal(rtab_add(t, h, node), 1);
+    /* other hashes with the same home, interleaved in the run */
+    for (uint64_t k = 1; k <= 50; k++)
+        rtab_add(t, h + (k << 20), 7);
+    uint16_t out[300];
+    assert_int_equal(rtab_lookup(t, h, out, 300), 255);
+    for (uint16_t node = 1; node < 256; node++)
+        assert_true(has(out, 255, node));
+    assert_int_equal(rtab_lookup(t, h, out, 10), 255); /* the total, 10 written */
+    /* remove every odd node: the rest is still found */
+    for (uint16_t node = 1; node < 256; node += 2)
+        assert_int_equal(rtab_del(t, h, node, 0), 1);
+    assert_int_equal(rtab_lookup(t, h, out, 300), 127);
+    for (uint16_t node = 2; node < 256; node += 2)
+        assert_true(has(out, 127, node));
+    for (uint64_t k = 1; k <= 50; k++) {
+        assert_int_equal(rtab_lookup(t, h + (k << 20), out, 300), 1);
+        assert_int_equal(out[0], 7);
+    }
+    rtab_free(t);
+}
+
+static uint64_t mix(uint64_t x)
+{
+    x ^= x >> 33;
+    x *= 0xff51afd7ed558ccdull;
+    x ^= x >> 33;
+    x *= 0xc4ceb9fe1a85ec53ull;
+    return x ^ (x >> 33);
+}
+
+static void test_growth(void **state)
+{
+    (void)state;
+    rtab_t *t = rtab_new();
+    size_t n = 200000;
+    for (size_t i = 0; i < n; i++)
+        assert_int_equal(rtab_add(t, mix(i), (uint16_t)(i % 53 + 1)), 1);
+    assert_int_equal(t->n, n);
+    assert_true(t->cap * 3 >= t->n * 4);
+    /* 12-byte slots at least 1/2 full: <= 24 bytes a route */
+    assert_true(rtab_bytes(t) <= n * 24);
+    uint16_t out[4];
+    for (size_t i = 0; i < n; i++) {
+        assert_int_equal(rtab_lookup(t, mix(i), out, 4), 1);
+        assert_int_equal(out[0], i % 53 + 1);
+    }
+    for (size_t i = 0; i < n; i++)
+        if (i % 100 != 0)
+            assert_int_equal(rtab_del(t, mix(i), (uint16_t)(i % 53 + 1), 0), 1);
+    assert_int_equal(t->n, n / 100);
+    assert_true(t->cap <= 16 * (n / 100)); /* shrank */
+    for (size_t i = 0; i < n; i++)
+        assert_int_equal(rtab_count(t, mix(i), (uint16_t)(i % 53 + 1)), i % 100 == 0);
+    rtab_free(t);
+}
+
+/* Random operations on few hashes with few distinct home slots (long,
+ * wrapping runs), against a count matrix. */
+static void test_random(void **state)
+{
+    (void)state;
+    enum { NH = 40, NN = 6 };
+    static uint32_t ref[NH][NN];
+    memset(ref, 0, sizeof(ref));
+    uint64_t hs[NH];
+    for (int i = 0; i < NH; i++)
+        /* 5 homes at the end of the table: wrapping runs */
+        hs[i] =
+            ((uint64_t)(0xffffffffu - (uint32_t)(i % 5) * 0x2000000u) << 32) | (uint32_t)(i + 1);
+    rtab_t *t = rtab_new();
+    srand(7);
+    for (int step = 0; step < 20000; step++) {
+        int i = rand() % NH, j = rand() % NN, op = rand() % 4;
+        uint64_t h = hs[i];
+        if (op == 0 || op == 1) {
+            assert_int_equal(rtab_add(t, h, (uint16_t)j), ref[i][j] + 1);
+            ref[i][j]++;
+        } else if (op == 2) {
+            assert_int_equal(rtab_del(t, h, (uint16_t)j, 0), ref[i][j] ? 1 : 0);
+            if (ref[i][j])
+                ref[i][j]--;
+        } else {
+            assert_int_equal(rtab_del(t, h, (uint16_t)j, 1), ref[i][j]);
+            ref[i][j] = 0;
+        }
+        size_t pairs = 0;
+        for (int a = 0; a < NH; a++) {
+            uint16_t out[NN + 1];
+            size_t want = 0;
+            for (int b = 0; b < NN; b++)
+                want += ref[a][b] != 0;
+            pairs += want;
+            size_t got = rtab_lookup(t, hs[a], out, NN + 1);
+            assert_int_equal(got, want);
+            for (int b = 0; b < NN; b++)
+                assert_int_equal(has(out, got, (uint16_t)b), ref[a][b] != 0);
+        }
+        assert_int_equal(t->n, pairs);
+    }
+    rtab_free(t);
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_counts),
+        cmocka_unit_test(test_many_nodes),
+        cmocka_unit_test(test_growth),
+        cmocka_unit_test(test_random),
+    };
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}
