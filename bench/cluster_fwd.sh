@@ -23,20 +23,10 @@ DUR=${4:-6}
 BIN=$(cd "$BUILD" && pwd)/antenna
 BENCH=$(cd "$BUILD" && pwd)/antenna-bench
 TMP=$(mktemp -d)
-PIDS=
-cleanup() {
-    for p in $PIDS; do kill "$p" 2>/dev/null || true; done
-    wait 2>/dev/null || true
-    [ -n "${KEEP:-}" ] || rm -rf "$TMP"
-}
-trap cleanup EXIT INT TERM
-set -- $(python3 -c '
-import socket
-ss = [socket.socket() for _ in range(6)]
-for s in ss: s.bind(("127.0.0.1", 0))
-print(" ".join(str(s.getsockname()[1]) for s in ss))')
-MQ_A=$1 MQ_B=$2 API_A=$3 API_B=$4 LINK_A=$5 LINK_B=$6
-KEY=$("$BIN" apikey create "$TMP/api.keys" bench)
+WORKERS=2
+. "$(dirname "$0")/lib_pair.sh"
+trap pair_cleanup EXIT INT TERM
+pair_setup
 if [ "${TLS:-0}" = 1 ]; then
     (
         cd "$TMP"
@@ -49,44 +39,12 @@ if [ "${TLS:-0}" = 1 ]; then
         done
     ) >"$TMP/openssl.log" 2>&1
 fi
-node() { # name mqtt_port api_port link_port
-    cat >"$TMP/$1.yaml" <<YAML
-workers: 2
-log:
-  level: info
-  file: $TMP/$1.log
-listeners:
-  - name: mqtt
-    address: 127.0.0.1
-    port: $2
-persistence:
-  enabled: false
-api:
-  bind: 127.0.0.1
-  port: $3
-  keys_file: $TMP/api.keys
-cluster:
-  node: $1
-  etcd: ""
-  listen: 127.0.0.1:$4
-  secret: s
-  static_members: [a@127.0.0.1:$LINK_A, b@127.0.0.1:$LINK_B]
-YAML
-    if [ "${TLS:-0}" = 1 ]; then
-        printf '  tls: true\n  tls_cert_file: %s\n  tls_key_file: %s\n  tls_ca_file: %s\n' \
-            "$TMP/$1.pem" "$TMP/$1.key" "$TMP/ca.pem" >>"$TMP/$1.yaml"
-    fi
-    "$BIN" --config "$TMP/$1.yaml" >"$TMP/$1.out" 2>&1 &
-    PIDS="$PIDS $!"
-    echo $!
-}
-PID_A=$(node a "$MQ_A" "$API_A" "$LINK_A")
-node b "$MQ_B" "$API_B" "$LINK_B" >/dev/null
+pair_node a "$MQ_A" "$API_A" "$LINK_A"
+PID_A=$PAIR_PID
+pair_node b "$MQ_B" "$API_B" "$LINK_B"
 link_up() {
-    curl -s -m 2 -H "Authorization: Bearer $KEY" "http://127.0.0.1:$API_B/api/v1/nodes" 2>/dev/null |
-        python3 -c 'import json,sys
-j = json.load(sys.stdin)
-ls = [n["link_state"] for n in j["nodes"] if n["node"] == "a"][0]
+    pair_link_of_a | python3 -c 'import json,sys
+ls = json.load(sys.stdin)
 print("up" if ls["state"] == "up" else "", "tls=%s %s" % (ls.get("tls"), ls.get("cipher", "")))' 2>/dev/null || true
 }
 i=0

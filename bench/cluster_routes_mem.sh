@@ -17,53 +17,16 @@ N=${2:-18000}
 BIN=${ANTENNA:-$(cd "$BUILD" && pwd)/antenna}
 BENCH=$(cd "$BUILD" && pwd)/antenna-bench
 TMP=$(mktemp -d)
-PIDS=
-cleanup() {
-    for p in $PIDS; do kill "$p" 2>/dev/null || true; done
-    wait 2>/dev/null || true
-    [ -n "${KEEP:-}" ] || rm -rf "$TMP"
-}
-trap cleanup EXIT INT TERM
-set -- $(python3 -c '
-import socket
-ss = [socket.socket() for _ in range(6)]
-for s in ss: s.bind(("127.0.0.1", 0))
-print(" ".join(str(s.getsockname()[1]) for s in ss))')
-MQ_A=$1 MQ_B=$2 API_A=$3 API_B=$4 LINK_A=$5 LINK_B=$6
-KEY=$("$BIN" apikey create "$TMP/api.keys" bench)
-node() { # name mqtt_port api_port link_port
-    cat >"$TMP/$1.yaml" <<YAML
-workers: 1
-log:
-  level: info
-  file: $TMP/$1.log
-listeners:
-  - name: mqtt
-    address: 127.0.0.1
-    port: $2
-persistence:
-  enabled: false
-api:
-  bind: 127.0.0.1
-  port: $3
-  keys_file: $TMP/api.keys
-cluster:
-  node: $1
-  etcd: ""
-  listen: 127.0.0.1:$4
-  secret: s
-  static_members: [a@127.0.0.1:$LINK_A, b@127.0.0.1:$LINK_B]
-YAML
-    "$BIN" --config "$TMP/$1.yaml" >"$TMP/$1.out" 2>&1 &
-    PIDS="$PIDS $!"
-    echo $!
-}
-node a "$MQ_A" "$API_A" "$LINK_A" >/dev/null
-PID_B=$(node b "$MQ_B" "$API_B" "$LINK_B")
+WORKERS=1
+. "$(dirname "$0")/lib_pair.sh"
+trap pair_cleanup EXIT INT TERM
+pair_setup
+pair_node a "$MQ_A" "$API_A" "$LINK_A"
+pair_node b "$MQ_B" "$API_B" "$LINK_B"
+PID_B=$PAIR_PID
 routes() { # b's view of a: "<state> <routes>"
-    curl -s -m 2 -H "Authorization: Bearer $KEY" "http://127.0.0.1:$API_B/api/v1/nodes" 2>/dev/null |
-        python3 -c 'import json,sys
-ls = [n["link_state"] for n in json.load(sys.stdin)["nodes"] if n["node"] == "a"][0]
+    pair_link_of_a | python3 -c 'import json,sys
+ls = json.load(sys.stdin)
 print(ls["state"], ls["routes"])' 2>/dev/null || echo "down 0"
 }
 rss() { awk '/^VmRSS/ {print $2 * 1024}' "/proc/$PID_B/status"; }
