@@ -295,31 +295,17 @@ EOF
             ;;
         esac
         ;;
-    antenna-redis-always|antenna-redis-none)
+    antenna-always|antenna-interval|antenna-none|antenna-redis-always|antenna-redis-none)
         f=$WORK/antenna-$port.yaml
-        cat > "$f" <<EOF
-workers: 2
-log:
-  level: info
-listeners:
-  - name: mqtt
-    address: 127.0.0.1
-    port: $port
-mqtt:
-  max_inflight: 100
-  max_queued: 100000
-persistence:
-  enabled: true
-  backend: redis
+        case $kind in # the store: RocksDB in a directory, or the Redis at REDIS_PORT
+        antenna-redis-*) store="  backend: redis
   sync: ${kind#antenna-redis-}
   redis:
-    url: redis://127.0.0.1:$REDIS_PORT/0
-api:
-  enabled: false
-EOF
-        ;;
-    antenna-always|antenna-interval|antenna-none)
-        f=$WORK/antenna-$port.yaml
+    url: redis://127.0.0.1:$REDIS_PORT/0" ;;
+        *) store="  dir: $WORK/store-$port
+  sync: ${kind#antenna-}
+  sync_interval_ms: 1000" ;;
+        esac
         cat > "$f" <<EOF
 workers: 2
 log:
@@ -333,9 +319,7 @@ mqtt:
   max_queued: 100000
 persistence:
   enabled: true
-  dir: $WORK/store-$port
-  sync: ${kind#antenna-}
-  sync_interval_ms: 1000
+$store
 api:
   enabled: false
 EOF
