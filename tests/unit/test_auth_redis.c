@@ -16,6 +16,8 @@
 #include <stdint.h>
 #include <cmocka.h>
 
+#include "redis_srv.h"
+
 #include <arpa/inet.h>
 #include <hiredis/hiredis.h>
 #include <netinet/in.h>
@@ -38,24 +40,7 @@
 #include "log.h"
 #include "util.h"
 
-/* ---- the Redis server ---- */
-
-typedef struct {
-    pid_t pid;
-    uint16_t port;
-    char dir[64];
-} redis_srv_t;
-
-static uint16_t free_port(void)
-{
-    int fd = socket(AF_INET, SOCK_STREAM, 0);
-    struct sockaddr_in sa = {.sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
-    socklen_t len = sizeof(sa);
-    assert_int_equal(bind(fd, (struct sockaddr *)&sa, sizeof(sa)), 0);
-    assert_int_equal(getsockname(fd, (struct sockaddr *)&sa, &len), 0);
-    close(fd);
-    return ntohs(sa.sin_port);
-}
+/* ---- the Redis server (redis_srv.h) ---- */
 
 static redisContext *client(const redis_srv_t *s)
 {
@@ -63,77 +48,25 @@ static redisContext *client(const redis_srv_t *s)
     return redisConnectWithTimeout("127.0.0.1", s->port, tv);
 }
 
-/* Start redis-server on s->port (kept across restarts) and wait for PING. */
+/* Start it on s->port (kept across restarts): no AOF, a password or none. */
 static void redis_start(redis_srv_t *s, const char *requirepass)
 {
-    char port[16], log[128];
-    snprintf(port, sizeof(port), "%u", s->port);
-    snprintf(log, sizeof(log), "%s/redis.log", s->dir);
-    s->pid = fork();
-    assert_true(s->pid >= 0);
-    if (s->pid == 0) {
-        /* never outlive the test (a failed assertion skips redis_free), and
-         * never hold ctest's output pipe open */
-        prctl(PR_SET_PDEATHSIG, SIGKILL);
-        int null = open("/dev/null", O_RDWR);
-        if (null >= 0) {
-            dup2(null, 0);
-            dup2(null, 1);
-            dup2(null, 2);
-        }
-        if (requirepass)
-            execlp("redis-server", "redis-server", "--port", port, "--bind", "127.0.0.1", "--dir",
-                   s->dir, "--save", "", "--appendonly", "no", "--logfile", log, "--requirepass",
-                   requirepass, (char *)NULL);
-        else
-            execlp("redis-server", "redis-server", "--port", port, "--bind", "127.0.0.1", "--dir",
-                   s->dir, "--save", "", "--appendonly", "no", "--logfile", log, (char *)NULL);
-        _exit(127);
-    }
-    for (int i = 0; i < 500; i++) { /* 5 s */
-        redisContext *c = client(s);
-        if (c && !c->err) {
-            redisReply *r = redisCommand(c, "PING");
-            int up = r != NULL; /* PONG, or NOAUTH: either way it answers */
-            if (r)
-                freeReplyObject(r);
-            redisFree(c);
-            if (up)
-                return;
-        } else if (c) {
-            redisFree(c);
-        }
-        usleep(10 * 1000);
-    }
-    fail_msg("redis-server did not start on port %u", s->port);
-}
-
-static void redis_stop(redis_srv_t *s)
-{
-    if (s->pid <= 0)
-        return;
-    kill(s->pid, SIGKILL);
-    waitpid(s->pid, NULL, 0);
-    s->pid = 0;
+    const char *args[] = {"--appendonly", "no", requirepass ? "--requirepass" : NULL, requirepass,
+                          NULL};
+    redis_srv_start(s, args);
 }
 
 static redis_srv_t *redis_new(const char *requirepass)
 {
     redis_srv_t *s = calloc(1, sizeof(*s));
-    snprintf(s->dir, sizeof(s->dir), "/tmp/antenna-redis-XXXXXX");
-    assert_non_null(mkdtemp(s->dir));
-    s->port = free_port();
+    redis_srv_init(s, "antenna-redis");
     redis_start(s, requirepass);
     return s;
 }
 
 static void redis_free(redis_srv_t *s)
 {
-    char path[128];
-    redis_stop(s);
-    snprintf(path, sizeof(path), "%s/redis.log", s->dir);
-    unlink(path);
-    rmdir(s->dir);
+    redis_srv_cleanup(s);
     free(s);
 }
 
@@ -392,7 +325,7 @@ static void test_down_and_back(void **state)
     auth_backend_t *b = start(c);
     assert_int_equal(ask(b, AUTH_ACT_CONNECT, "erin", "pw").a.verdict, AUTH_ALLOW);
 
-    redis_stop(s);
+    redis_srv_kill(s);
     /* the pooled connection is dead: retried once on a new one, refused,
      * answered at once (not after the timeout) */
     result_t r = ask(b, AUTH_ACT_CONNECT, "erin", "pw");
@@ -424,7 +357,7 @@ static void test_down_and_back(void **state)
      * pooled connection is replaced at once */
     b = start(c);
     assert_int_equal(ask(b, AUTH_ACT_CONNECT, "erin", "pw").a.verdict, AUTH_ALLOW);
-    redis_stop(s);
+    redis_srv_kill(s);
     redis_start(s, NULL);
     add_user(s, NULL, 0, "erin", "pw");
     assert_int_equal(ask(b, AUTH_ACT_CONNECT, "erin", "pw").a.verdict, AUTH_ALLOW);
@@ -496,7 +429,7 @@ static void test_hung_and_queue_full(void **state)
 static void test_never_up(void **state)
 {
     (void)state;
-    conf_t *c = make_conf(free_port());
+    conf_t *c = make_conf(redis_srv_free_port());
     auth_backend_t *b = start(c);
     result_t r = ask(b, AUTH_ACT_CONNECT, "x", "y");
     assert_int_equal(r.a.verdict, AUTH_DENY);

@@ -20,6 +20,8 @@
 #include <stdint.h>
 #include <cmocka.h>
 
+#include "redis_srv.h"
+
 #include <arpa/inet.h>
 #include <fcntl.h>
 #include <ftw.h>
@@ -43,84 +45,10 @@
 
 /* ---- the Redis server ---- */
 
-typedef struct {
-    pid_t pid;
-    uint16_t port;
-    char dir[64];
-    char url[64];
-} redis_srv_t;
-
 static redis_srv_t srv;
+static char srv_url[64];
 static int have_redis;
-
-static uint16_t free_port(void)
-{
-    int fd = socket(AF_INET, SOCK_STREAM, 0);
-    struct sockaddr_in sa = {.sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
-    socklen_t len = sizeof(sa);
-    assert_int_equal(bind(fd, (struct sockaddr *)&sa, sizeof(sa)), 0);
-    assert_int_equal(getsockname(fd, (struct sockaddr *)&sa, &len), 0);
-    close(fd);
-    return ntohs(sa.sin_port);
-}
-
-static int redis_up(const redis_srv_t *s)
-{
-    struct timeval tv = {1, 0};
-    redisContext *c = redisConnectWithTimeout("127.0.0.1", s->port, tv);
-    int up = 0;
-    if (c && !c->err) {
-        redisReply *r = redisCommand(c, "PING");
-        up = r != NULL && r->type == REDIS_REPLY_STATUS;
-        if (r)
-            freeReplyObject(r);
-    }
-    if (c)
-        redisFree(c);
-    return up;
-}
-
-static void redis_start(redis_srv_t *s)
-{
-    char port[16], log[128];
-    snprintf(port, sizeof(port), "%u", s->port);
-    snprintf(log, sizeof(log), "%s/redis.log", s->dir);
-    s->pid = fork();
-    assert_true(s->pid >= 0);
-    if (s->pid == 0) {
-        prctl(PR_SET_PDEATHSIG, SIGKILL); /* never outlive the test */
-        int null = open("/dev/null", O_RDWR);
-        if (null >= 0) {
-            dup2(null, 0);
-            dup2(null, 1);
-            dup2(null, 2);
-        }
-        execlp("redis-server", "redis-server", "--port", port, "--bind", "127.0.0.1", "--dir",
-               s->dir, "--save", "", "--appendonly", "yes", "--appendfsync", "always", "--logfile",
-               log, (char *)NULL);
-        _exit(127);
-    }
-    for (int i = 0; i < 1500 && !redis_up(s); i++) /* 15 s */
-        usleep(10 * 1000);
-    if (!redis_up(s))
-        fail_msg("redis-server did not start on port %u", s->port);
-}
-
-static void redis_kill(redis_srv_t *s)
-{
-    if (s->pid <= 0)
-        return;
-    kill(s->pid, SIGKILL);
-    waitpid(s->pid, NULL, 0);
-    s->pid = 0;
-}
-
-static int rm_entry(const char *p, const struct stat *st, int flag, struct FTW *ftw)
-{
-    (void)st, (void)flag, (void)ftw;
-    remove(p);
-    return 0;
-}
+static const char *const SRV_ARGS[] = {"--appendonly", "yes", "--appendfsync", "always", NULL};
 
 static int group_setup(void **state)
 {
@@ -130,22 +58,17 @@ static int group_setup(void **state)
         fprintf(stderr, "test_store_redis: redis-server is not installed: every test skipped\n");
         return 0;
     }
-    snprintf(srv.dir, sizeof(srv.dir), "/tmp/antenna-store-redis-XXXXXX");
-    if (mkdtemp(srv.dir) == NULL)
-        return -1;
-    srv.port = free_port();
-    snprintf(srv.url, sizeof(srv.url), "redis://127.0.0.1:%u/0", srv.port);
-    redis_start(&srv);
+    redis_srv_init(&srv, "antenna-store-redis");
+    snprintf(srv_url, sizeof(srv_url), "redis://127.0.0.1:%u/0", srv.port);
+    redis_srv_start(&srv, SRV_ARGS);
     return 0;
 }
 
 static int group_teardown(void **state)
 {
     (void)state;
-    if (!have_redis)
-        return 0;
-    redis_kill(&srv);
-    nftw(srv.dir, rm_entry, 16, FTW_DEPTH | FTW_PHYS);
+    if (have_redis)
+        redis_srv_cleanup(&srv);
     return 0;
 }
 
@@ -162,7 +85,7 @@ static store_t *open_prefix(const char *prefix, char *err, size_t errlen)
     store_opts_t o = {.backend = STORE_BACKEND_REDIS,
                       .path = prefix,
                       .sync = STORE_SYNC_ALWAYS,
-                      .redis_url = srv.url,
+                      .redis_url = srv_url,
                       .redis_prefix = prefix,
                       .redis_connect_timeout_ms = 1000,
                       .redis_timeout_ms = 5000};
@@ -478,7 +401,7 @@ static void open_errors(void **state)
     (void)state;
     NEED_REDIS();
     char err[512] = "", url[64];
-    uint16_t port = free_port(); /* nobody listens there */
+    uint16_t port = redis_srv_free_port(); /* nobody listens there */
     snprintf(url, sizeof(url), "redis://:pw@127.0.0.1:%u/1", port);
     store_opts_t o = {.backend = STORE_BACKEND_REDIS,
                       .path = "x",
@@ -510,7 +433,7 @@ static void down_then_back_from_the_aof(void **state)
     put(b, "d/1", 3, "before", 6);
     assert_int_equal(store_submit_sync(s, b), 0);
 
-    redis_kill(&srv);
+    redis_srv_kill(&srv);
     uint64_t t0 = an_now_ms();
     b = store_batch_new();
     put(b, "d/2", 3, "while down", 10);
@@ -523,7 +446,7 @@ static void down_then_back_from_the_aof(void **state)
     store_stats(s, &st);
     assert_true(st.write_errors >= 2);
 
-    redis_start(&srv); /* from its AOF; its script cache is empty */
+    redis_srv_start(&srv, SRV_ARGS); /* from its AOF; its script cache is empty */
     int rc = -1;
     for (int i = 0; i < 200 && rc != 0; i++) { /* the backoff is at most 2 s */
         b = store_batch_new();
