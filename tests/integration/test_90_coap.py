@@ -244,6 +244,32 @@ def test_observe_receives_mqtt_and_cancel(cbroker):
         pub.disconnect()
 
 
+def test_observe_gets_the_retained_messages_first(cbroker):
+    """A new observation's first notifications are the retained messages
+    its filter matches (as an MQTT subscription's), those the ACL lets the
+    device read; then live ones."""
+    b = cbroker()
+    pub = publisher(b)
+    try:
+        for t, p in (("devices/dev1/r/a", "kept-a"), ("devices/dev1/r/b", "kept-b"),
+                     ("devices/dev2/r/a", "not-dev1s")):
+            pub.publish(t, p, qos=1, retain=True).wait_for_publish(timeout=30)
+        # ACL: dev1 may read devices/dev1/# only: a filter over every device
+        # is partly granted, and devices/dev2's retained message is not sent
+        obs = Observer(b, "/ps/devices/%2B/r/%2B?c=dev1&token=tok1", 8)
+        try:
+            obs.wait_for("kept-a")
+            obs.wait_for("kept-b")
+            publish_until(b, pub, "devices/dev1/r/c", "live-c", obs)
+            assert obs.p.wait(timeout=60) == 0
+            assert "not-dev1s" not in obs.output()
+        finally:
+            obs.close()
+    finally:
+        pub.loop_stop()
+        pub.disconnect()
+
+
 def test_observe_blockwise_notification(cbroker):
     """A message larger than one datagram reaches the observer block-wise
     (Block2, RFC 7959): libcoap sends the first block with the notification

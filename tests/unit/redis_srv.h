@@ -80,8 +80,8 @@ static inline void redis_srv_start(redis_srv_t *s, const char *const *extra)
     int n = 0;
     snprintf(port, sizeof(port), "%u", s->port);
     snprintf(log, sizeof(log), "%s/redis.log", s->dir);
-    const char *base[] = {"redis-server", "--port", port, "--bind", "127.0.0.1", "--dir", s->dir,
-                          "--save", "", "--logfile", log};
+    const char *base[] = {"redis-server", "--port", port, "--bind",    "127.0.0.1", "--dir",
+                          s->dir,         "--save", "",   "--logfile", log};
     for (size_t i = 0; i < sizeof(base) / sizeof(base[0]); i++)
         argv[n++] = base[i];
     for (; extra && *extra && n < 31; extra++)

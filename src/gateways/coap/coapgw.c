@@ -89,6 +89,7 @@
 #include "log.h"
 #include "mqtt_codec.h"
 #include "msg.h"
+#include "retain.h"
 #include "router.h"
 #include "server.h"
 #include "sess.h"
@@ -525,6 +526,8 @@ void coapgw_add_observe(coap_pdu_t *pdu, uint32_t seq)
     coap_add_option(pdu, COAP_OPTION_OBSERVE, coap_encode_var_safe(buf, sizeof(buf), seq), buf);
 }
 
+static void retained_queue(coapgw_t *g, const coapgw_obs_t *o);
+
 static void do_observe(coapgw_t *g, coap_session_t *s, const coap_pdu_t *req, const coapgw_req_t *q,
                        coap_pdu_t *resp)
 {
@@ -596,8 +599,86 @@ static void do_observe(coapgw_t *g, coap_session_t *s, const coap_pdu_t *req, co
     atomic_fetch_add(&g->observers, 1);
     coapgw_answer(resp, 205, NULL);
     coapgw_add_observe(resp, o->seq);
+    retained_queue(g, o);
 out:
     auth_client_free(ac);
+}
+
+/* ---- retained messages for a new observation ------------------------------------- */
+
+/* The retained messages matching a new observation's filter, sent as its
+ * first notifications once the registration's 2.05 has gone (an item of
+ * the gateway's own inbox: handled in a later loop turn, after libcoap
+ * sent the response the handler built). */
+#define COAPGW_MAX_RETAINED 1000 /* per registration; more are not sent */
+
+typedef struct {
+    coap_session_t *session; /* a reference */
+    uint8_t token[8];
+    uint8_t token_len;
+    uint32_t n, cap;
+    msg_t **m; /* references */
+} coapgw_retained_t;
+
+static void collect_retained(void *ud, msg_t *m)
+{
+    coapgw_retained_t *r = ud;
+    if (r->n == COAPGW_MAX_RETAINED) {
+        msg_unref(&m);
+        return;
+    }
+    if (r->n == r->cap) {
+        r->cap = r->cap ? r->cap * 2 : 4;
+        r->m = an_realloc(r->m, r->cap * sizeof(*r->m));
+    }
+    r->m[r->n++] = m;
+}
+
+static void retained_free(coapgw_retained_t *r)
+{
+    for (uint32_t i = 0; i < r->n; i++)
+        msg_unref(&r->m[i]);
+    free(r->m);
+    coap_session_release(r->session);
+    free(r);
+}
+
+/* After do_observe registered o: its retained messages, if any, queued. */
+static void retained_queue(coapgw_t *g, const coapgw_obs_t *o)
+{
+    coapgw_retained_t *r = an_calloc(1, sizeof(*r));
+    retain_match(g->srv->retain, (const uint8_t *)o->filter, o->flen, collect_retained, r);
+    if (r->n == 0) {
+        free(r->m);
+        free(r);
+        return;
+    }
+    r->session = coap_session_reference(o->session);
+    memcpy(r->token, o->token, o->token_len);
+    r->token_len = o->token_len;
+    inbox_vec_t v = {0};
+    inbox_item_t it = {.kind = ITEM_RETAINED, .ptr = r};
+    inbox_vec_push(&v, &it);
+    inbox_post(&g->inbox, &v); /* never refuses: the gateway's own inbox */
+    inbox_vec_free(&v);
+}
+
+/* ITEM_RETAINED: to the observation, if it still exists (ACL per message
+ * when its filter was only partly granted). */
+static void retained_send(coapgw_t *g, coapgw_retained_t *r)
+{
+    coapgw_obs_t **pp = obs_find(g, r->session, (coap_bin_const_t){r->token_len, r->token});
+    auth_chain_t *ch = atomic_load(&g->srv->auth);
+    for (uint32_t i = 0; pp && i < r->n; i++) {
+        coapgw_obs_t *o = *pp;
+        const msg_t *m = r->m[i];
+        if (o->partial && !auth_chain_acl(ch, o->ac, AUTH_ACT_SUBSCRIBE, m->data, m->topic_len, 0))
+            continue;
+        o->seq = (o->seq + 1) & 0xFFFFFF;
+        coapgw_notify_one(g, o->session, o->token, o->token_len, o->query, o->seq,
+                          g->c->confirmable, m);
+    }
+    retained_free(r);
 }
 
 /* ---- a rate per source address (coap.rate) ------------------------------------- */
@@ -849,6 +930,10 @@ static void on_inbox(ev_loop_t *loop, ev_watcher_t *w, uint32_t events)
     for (size_t i = 0; i < v.len; i++) {
         if (v.items[i].kind == ITEM_DOWN || v.items[i].kind == ITEM_END) {
             coapgw_down_item(g, &v.items[i]);
+            continue;
+        }
+        if (v.items[i].kind == ITEM_RETAINED) {
+            retained_send(g, v.items[i].ptr);
             continue;
         }
         if (v.items[i].kind != ITEM_MSG)
@@ -1173,6 +1258,8 @@ static void gw_free(module_inst_t *mi)
             if (v.items[i].kind == ITEM_MSG) {
                 msg_t *m = v.items[i].ptr;
                 msg_unref(&m);
+            } else if (v.items[i].kind == ITEM_RETAINED) {
+                retained_free(v.items[i].ptr); /* before the context goes */
             } else if (v.items[i].kind != ITEM_WAKE) {
                 coapgw_down_item_drop(&v.items[i]);
             }

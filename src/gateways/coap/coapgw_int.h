@@ -32,10 +32,11 @@
 
 /* The gateway's inbox: what its items are. */
 enum {
-    ITEM_WAKE = 0, /* nothing: the thread looks at `stopping` */
-    ITEM_MSG = 1,  /* ptr: msg_t* (a reference) for the /ps observations */
-    ITEM_DOWN = 2, /* ptr: coapgw_down_t*: its deliveries wait in it */
-    ITEM_END = 3   /* ptr: coapgw_down_t*: its session let go of it */
+    ITEM_WAKE = 0,    /* nothing: the thread looks at `stopping` */
+    ITEM_MSG = 1,     /* ptr: msg_t* (a reference) for the /ps observations */
+    ITEM_DOWN = 2,    /* ptr: coapgw_down_t*: its deliveries wait in it */
+    ITEM_END = 3,     /* ptr: coapgw_down_t*: its session let go of it */
+    ITEM_RETAINED = 4 /* ptr: coapgw_retained_t*: a new observation's retained messages */
 };
 
 /* WM_COAP items (a worker's inbox): inbox_item_t.flags. */
