@@ -265,6 +265,17 @@ def test_observe_gets_the_retained_messages_first(cbroker):
             assert "not-dev1s" not in obs.output()
         finally:
             obs.close()
+        # a plain GET reads a topic's retained message: its current value
+        rc, out = coap(b, "get", "/ps/devices/dev1/r/b?c=dev1&token=tok1")
+        assert rc == 0 and out.strip() == "kept-b", out
+        rc, out = coap(b, "get", "/ps/devices/dev1/none?c=dev1&token=tok1")
+        assert "4.04" in out, out
+        rc, out = coap(b, "get", "/ps/devices/dev2/r/a?c=dev1&token=tok1")
+        assert "4.03" in out and "not-dev1s" not in out, out
+        rc, out = coap(b, "get", "/ps/devices/%2B/r/a?c=dev1&token=tok1")
+        assert "4.00" in out, out
+        rc, out = coap(b, "get", "/ps/devices/dev1/r/b?c=dev1&token=bad")
+        assert "4.01" in out, out
     finally:
         pub.loop_stop()
         pub.disconnect()

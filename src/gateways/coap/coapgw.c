@@ -527,6 +527,59 @@ void coapgw_add_observe(coap_pdu_t *pdu, uint32_t seq)
 }
 
 static void retained_queue(coapgw_t *g, const coapgw_obs_t *o);
+static void release_msg(coap_session_t *s, void *app_ptr);
+
+static void first_retained(void *ud, msg_t *m)
+{
+    msg_t **out = ud;
+    if (*out == NULL)
+        *out = m;
+    else
+        msg_unref(&m);
+}
+
+/* A plain GET of /ps/{topic}: its retained message (2.05), 4.04 without
+ * one; authenticated and checked by the ACL as a read. */
+static void current_value(coapgw_t *g, coap_session_t *s, const coap_pdu_t *req,
+                          const coapgw_req_t *q, coap_pdu_t *resp)
+{
+    char client_id[MAX_ARG + 96];
+    if (!mqtt_topic_name_valid((const uint8_t *)q->topic, q->tlen)) {
+        coapgw_answer(resp, 400, "a plain GET reads one topic (no wildcards): observe a filter");
+        return;
+    }
+    auth_client_t *ac = coapgw_login(g, s, q, client_id, sizeof(client_id));
+    if (ac == NULL) {
+        coapgw_answer(resp, 401, "not authorized");
+        return;
+    }
+    auth_chain_t *ch = atomic_load(&g->srv->auth);
+    int ok = auth_chain_acl(ch, ac, AUTH_ACT_SUBSCRIBE, (const uint8_t *)q->topic, q->tlen, 0);
+    auth_client_free(ac);
+    if (!ok) {
+        coapgw_answer(resp, 403, "reading this topic is denied");
+        return;
+    }
+    msg_t *m = NULL;
+    retain_match(g->srv->retain, (const uint8_t *)q->topic, q->tlen, first_retained, &m);
+    if (m == NULL) {
+        coapgw_answer(resp, 404, "no retained message on this topic");
+        return;
+    }
+    coap_pdu_set_code(resp, COAP_RESPONSE_CODE(205));
+    const uint8_t *payload = m->data + m->topic_len + m->props_len;
+    if ((size_t)m->payload_len + 32 <= coap_session_max_pdu_size(s)) {
+        coap_add_data(resp, m->payload_len, payload);
+        msg_unref(&m);
+    } else { /* block-wise: libcoap keeps the reference until the last block */
+        coap_string_t *query = coap_get_query(req);
+        if (!coap_add_data_large_response(g->res, s, req, resp, query,
+                                          COAP_MEDIATYPE_APPLICATION_OCTET_STREAM, -1, 0,
+                                          m->payload_len, payload, release_msg, m))
+            coapgw_answer(resp, 500, "cannot send the retained message");
+        coap_delete_string(query);
+    }
+}
 
 static void do_observe(coapgw_t *g, coap_session_t *s, const coap_pdu_t *req, const coapgw_req_t *q,
                        coap_pdu_t *resp)
@@ -548,7 +601,7 @@ static void do_observe(coapgw_t *g, coap_session_t *s, const coap_pdu_t *req, co
         goto out;
     }
     if (action != COAP_OBSERVE_ESTABLISH) {
-        coapgw_answer(resp, 205, NULL); /* a plain GET: no current value is kept */
+        current_value(g, s, req, q, resp); /* a plain GET */
         goto out;
     }
     coapgw_obs_t **pp = obs_find(g, s, tok);
