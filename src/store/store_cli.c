@@ -59,6 +59,7 @@
 #include <unistd.h>
 
 #include "b64.h"
+#include "redis_url.h"
 #include "store.h"
 #include "store_rec.h"
 #include "util.h"
@@ -101,12 +102,31 @@ static int usage_error(const char *fmt, const char *arg)
 
 /* A Redis store instead of a directory: "redis://...[?prefix=P]" or
  * "unix:/path[?prefix=P]" (persistence.redis.url; P the resolved
- * persistence.redis.prefix, default antenna:default:).  Redis has no LOCK:
- * the tools read and write while a broker may run on it, so an export is a
- * snapshot only of a store no broker is writing. */
+ * persistence.redis.prefix, default antenna:default:).  Opening it takes
+ * the store's lock (store_redis.c), as a broker does: a store a broker is
+ * running on is refused. */
 static int is_redis(const char *dir)
 {
     return strncmp(dir, "redis://", 8) == 0 || strncmp(dir, "unix:", 5) == 0;
+}
+
+/* DIR as an export names its source: a Redis url without its credentials. */
+static void source_text(const char *dir, char *out, size_t size)
+{
+    char url[1024], err[256];
+    redis_url_t a;
+    const char *q = is_redis(dir) ? strstr(dir, "?prefix=") : NULL;
+    size_t ul = q ? (size_t)(q - dir) : strlen(dir);
+    if (!is_redis(dir) || ul >= sizeof(url)) {
+        snprintf(out, size, "%s", dir);
+        return;
+    }
+    memcpy(url, dir, ul);
+    url[ul] = '\0';
+    if (redis_url_parse(url, &a, err, sizeof(err)) != 0)
+        snprintf(out, size, "(a Redis url)");
+    else
+        snprintf(out, size, "%s%s", a.display, q ? q : "");
 }
 
 static store_t *open_redis(const char *dir, store_sync_t sync)
@@ -735,9 +755,11 @@ static int cmd_export(int argc, char **argv)
             goto out;
         }
     }
+    char source[1400];
+    source_text(dir, source, sizeof(source));
     json_t *hdr = json_pack("{s:i,s:i,s:I,s:s}", "antenna_store_export", EXPORT_VERSION,
                             "store_format", (int)STORE_FORMAT_VERSION, "created",
-                            (json_int_t)(an_wall_ms() / 1000u), "source", dir);
+                            (json_int_t)(an_wall_ms() / 1000u), "source", source);
     json_dumpf(hdr, ex.out, JSON_COMPACT | JSON_PRESERVE_ORDER);
     fputc('\n', ex.out);
     json_decref(hdr);

@@ -353,6 +353,13 @@ def test_password_and_database(broker, tmp_path):
         assert int(r.cli("-n", "2", "ZCARD", "t:default:x:index")) > 0
         assert "pa55" not in b.log_text()
         b.kill()
+        # an export names its source without the password
+        out = subprocess.run([require_antenna_bin(), "store", "export",
+                              "redis://:pa55@127.0.0.1:%d/2?prefix=t:default:x:" % r.port, "-"],
+                             capture_output=True, text=True, timeout=60)
+        assert out.returncode == 0, out.stderr
+        header = out.stdout.splitlines()[0]
+        assert "pa55" not in out.stdout and "t:default:x:" in header, header
         b.start()
         assert retained_on(b, "pw/#") == {"pw/keep": b"kept"}
     finally:
