@@ -14,6 +14,10 @@
 #             session per generator process, offered on every new connection)
 #   qos0      100 -> 100 point to point, 64 B: 10k msg/s, 50k msg/s, flat out
 #   fanin     QoS 1, 1,000 publishers -> 1 subscriber on t/#: 20k msg/s, flat out
+#   fanin0    (not in the default set) QoS 0, 1,000 publishers -> 1 subscriber
+#             on t/#, paced at 200k and 300k msg/s in all (issue 15, item 2)
+#   qos0hi    (not in the default set) QoS 0 100 -> 100 point to point paced
+#             at 200k, 400k and 800k msg/s
 #   fanout    QoS 0, 1 publisher -> 1,000 subscribers: 50 msg/s (50k deliveries/s), flat out
 #   qos1      QoS 1, 100 -> 100 point to point, 64 B, flat out with 100 messages
 #             in flight per publisher (PUBACK windows only, no end-to-end
@@ -40,10 +44,18 @@
 #             Redis' own is reported apart as "redis CPU us/msg");
 #             bench/store_redis.sh runs that comparison
 #
+# CONTEND=1 runs a busy loop (one process spinning on a core) beside every
+# measured bench: the broker shares the machine with a CPU-heavy neighbour.
+#
 # Brokers (--brokers, default all three, run alternately within every run):
 #   mosquitto   /usr/sbin/mosquitto (one thread)
 #   antenna-w1  build/antenna with workers: 1
 #   antenna-w2  build/antenna with workers: 2 (the default on this 2-core machine)
+#   flashmq-w1, flashmq-w2   FlashMQ (thread_count 1 / 2) at $FLASHMQ, its
+#               release build from its own sources, kept outside this tree
+#               (bench/flashmq.sh builds it): 65,535 QoS messages and 64 MiB
+#               pending per client, a 64 MiB write buffer, tcp_nodelay,
+#               log level error, no persistence (no storage_dir)
 #   base-w1, base-w2   the same configuration on $ANTENNA_BASE, another build
 #               of antenna (an earlier commit): a before/after comparison in
 #               one run, e.g. ANTENNA_BASE=/tmp/old/build/antenna
@@ -77,6 +89,7 @@ ROOT=$(cd "$(dirname "$0")/.." && pwd)
 BENCH=${BENCH:-$ROOT/build/antenna-bench}
 ANTENNA=${ANTENNA:-$ROOT/build/antenna}
 MOSQUITTO=${MOSQUITTO:-/usr/sbin/mosquitto}
+FLASHMQ=${FLASHMQ:-}
 RUNS=3
 OUT=""
 BROKERS="mosquitto antenna-w1 antenna-w2"
@@ -86,7 +99,7 @@ WARM=2       # seconds of warm-up per measured run
 DUR=8        # measured seconds per run
 IFADDRS=127.0.0.2,127.0.0.3,127.0.0.4,127.0.0.5   # spread source ports
 
-usage() { sed -n '2,65p' "$0" | sed 's/^# \{0,1\}//'; }
+usage() { sed -n '2,/^set -u/p' "$0" | sed '$d' | sed 's/^# \{0,1\}//'; }
 DURABLE_BROKERS=${DURABLE_BROKERS:-mosquitto-persist antenna-always antenna-interval antenna-none}
 
 while [ $# -gt 0 ]; do
@@ -98,7 +111,7 @@ while [ $# -gt 0 ]; do
     --brokers) BROKERS=${2//,/ }; shift 2 ;;
     --brokers=*) BROKERS=${1#*=}; BROKERS=${BROKERS//,/ }; shift ;;
     -h|--help) usage; exit 0 ;;
-    idle|connrate|qos0|qos1|fanin|fanout|qos2|retained|storm|flood|durable) SCEN="$SCEN $1"; shift ;;
+    idle|connrate|qos0|qos0hi|qos1|fanin|fanin0|fanout|qos2|retained|storm|flood|durable) SCEN="$SCEN $1"; shift ;;
     *) echo "compare.sh: unknown argument '$1' (--help)" >&2; exit 2 ;;
     esac
 done
@@ -108,6 +121,8 @@ for b in $BROKERS; do
     case "$b" in
     mosquitto|antenna-w1|antenna-w2|traced-w1|traced-w2) ;;
     rules-miss-w1|rules-miss-w2|rules-hit-w1|rules-hit-w2) ;;
+    flashmq-w1|flashmq-w2)
+        [ -x "$FLASHMQ" ] || { echo "compare.sh: $b needs FLASHMQ=path/to/flashmq (bench/flashmq.sh builds one)" >&2; exit 2; } ;;
     base-w1|base-w2)
         [ -x "${ANTENNA_BASE:-}" ] || { echo "compare.sh: $b needs ANTENNA_BASE=path/to/another/antenna" >&2; exit 2; } ;;
     *) echo "compare.sh: unknown broker '$b'" >&2; exit 2 ;;
@@ -239,6 +254,26 @@ EOF
         [ -z "$tport" ] || printf 'listener %s 127.0.0.1\ncertfile %s\nkeyfile %s\n' \
             "$tport" "$CERTS/server.crt" "$CERTS/server.key" >> "$f"
         ;;
+    flashmq-w*)
+        f=$WORK/flashmq-$port.conf
+        cat > "$f" <<EOF
+thread_count ${kind#flashmq-w}
+rlimit_nofile 20000
+log_level error
+allow_anonymous true
+max_qos_msg_pending_per_client 65535
+max_qos_bytes_pending_per_client 67108864
+client_max_write_buffer_size 67108864
+listen {
+    protocol mqtt
+    inet4_bind_address 127.0.0.1
+    port $port
+    tcp_nodelay true
+}
+EOF
+        [ -z "$tport" ] || printf 'listen {\n    protocol mqtt\n    inet4_bind_address 127.0.0.1\n    port %s\n    tcp_nodelay true\n    fullchain %s\n    privkey %s\n}\n' \
+            "$tport" "$CERTS/server.crt" "$CERTS/server.key" >> "$f"
+        ;;
     antenna-w*|base-w*|traced-w*|rules-*-w*)
         f=$WORK/antenna-$port.yaml
         cat > "$f" <<EOF
@@ -348,6 +383,7 @@ start_broker() {
     : > "$WORK/broker-$kind.log"
     case "$kind" in
     mosquitto*) "$MOSQUITTO" -c "$conf" >> "$WORK/broker-$kind.log" 2>&1 & ;;
+    flashmq-*) "$FLASHMQ" --config-file "$conf" >> "$WORK/broker-$kind.log" 2>&1 & ;;
     base-*) "$ANTENNA_BASE" --config "$conf" >> "$WORK/broker-$kind.log" 2>&1 & ;;
     *) "$ANTENNA" --config "$conf" >> "$WORK/broker-$kind.log" 2>&1 & ;;
     esac
@@ -416,13 +452,22 @@ jget() { sed -n "s/.*\"$1\":\([^,}]*\).*/\1/p" "$2" | head -1; }
 # rec SCENARIO VARIANT METRIC VALUE
 rec() { printf '%s\t%s\t%s\t%s\t%s\n' "$1|$2|$3" "$BKIND" "$RUN" "$4" "$ORDER" >> "$RES"; ORDER=$((ORDER + 1)); }
 
-# bench NAME TIMEOUT ARGS...: runs antenna-bench, JSON to $WORK/NAME.json.
+# bench NAME TIMEOUT ARGS...: runs antenna-bench, JSON to $WORK/NAME.json
+# (beside a busy loop when CONTEND=1).
 bench() {
-    local name=$1 tmo=$2
+    local name=$1 tmo=$2 spin=""
     shift 2
+    if [ "${CONTEND:-0}" = 1 ]; then
+        sh -c 'while :; do :; done' &
+        spin=$!
+    fi
     timeout -k 5 "$tmo" "$BENCH" "$@" -p "${BENCH_PORT:-$BPORT}" --json --quiet \
         > "$WORK/$name.json" 2> "$WORK/$name.err"
     local rc=$?
+    if [ -n "$spin" ]; then
+        kill "$spin" 2>/dev/null
+        wait "$spin" 2>/dev/null
+    fi
     cp "$WORK/$name.json" "$OUT/$name-$BKIND-$RUN.json" 2>/dev/null
     cp "$WORK/$name.err" "$OUT/$name-$BKIND-$RUN.err" 2>/dev/null
     if [ $rc -ne 0 ] || ! grep -q '^{' "$WORK/$name.json"; then
@@ -508,6 +553,17 @@ s_fanin() {
     20k) bench fanin-$VARIANT "$TMO" pubsub $FANIN $MSG -r 20000 --broker-pid "$BPID" && rec_msgs fanin "QoS 1, 20k msg/s" "$WORK/fanin-$VARIANT.json" ;;
     flat) bench fanin-$VARIANT "$TMO" pubsub $FANIN $MSG --e2e-window 10 --broker-pid "$BPID" && rec_msgs fanin "QoS 1, flat out (10/pub)" "$WORK/fanin-$VARIANT.json" ;;
     esac
+}
+
+FANIN0="--pub-count 1000 --sub-count 1 -t t/%i --sub-topic t/# -q 0"
+s_fanin0() {
+    bench fanin0-$VARIANT "$TMO" pubsub $FANIN0 $MSG -r "${VARIANT%k}000" --broker-pid "$BPID" &&
+        rec_msgs fanin0 "QoS 0, $VARIANT msg/s" "$WORK/fanin0-$VARIANT.json"
+}
+
+s_qos0hi() {
+    bench qos0hi-$VARIANT "$TMO" pubsub $P2P $MSG -r "${VARIANT%k}000" --broker-pid "$BPID" &&
+        rec_msgs qos0hi "QoS 0 p2p, $VARIANT msg/s" "$WORK/qos0hi-$VARIANT.json"
 }
 
 FANOUT="--pub-count 1 --sub-count 1000 -t fan --sub-topic fan -q 0"
@@ -627,6 +683,8 @@ variants() {
     case "$1" in
     qos0) echo "10k 50k flat" ;;
     fanin) echo "20k flat" ;;
+    fanin0) echo "200k 300k" ;;
+    qos0hi) echo "200k 400k 800k" ;;
     fanout) echo "50 flat" ;;
     qos1) echo "flat" ;;
     qos2) echo "10k flat" ;;
