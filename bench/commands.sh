@@ -8,7 +8,7 @@
 #
 # Starts its own broker (2 workers, ephemeral ports, temp dir; commands
 # on, max_commands 4 x DEVICES, persistence PERSIST, default true),
-# build/cmd_devices with DEVICES MQTT 3.1.1 devices (dev-00000...) that
+# `antenna-bench device` with DEVICES MQTT 3.1.1 devices (dev-00000...) that
 # answer each command at once, waits until all are subscribed, POSTs
 # /api/v1/groups/commands with {"selector": {"client_id_prefix": "dev-"},
 # "concurrency": CONCURRENCY}, polls the group's progress every 100 ms
@@ -19,7 +19,7 @@ N=${2:-10000}
 CONC=${3:-1000}
 PERSIST=${4:-true}
 BIN=$(cd "$BUILD" && pwd)/antenna
-DEVS=$(cd "$BUILD" && pwd)/cmd_devices
+DEVS=$(cd "$BUILD" && pwd)/antenna-bench
 TMP=$(mktemp -d)
 BROKER=
 DEVPID=
@@ -58,7 +58,7 @@ done
 MQTT_PORT=$(sed -n 's/.*listener mqtt: listening on [^ ]*:\([0-9]*\).*/\1/p' "$TMP/log")
 API_PORT=$(sed -n 's/.*api: listening on [^ ]*:\([0-9]*\) .*/\1/p' "$TMP/log")
 API="http://127.0.0.1:$API_PORT/api/v1"
-"$DEVS" -p "$MQTT_PORT" -n "$N" -t 2 --prefix dev- --ready-file "$TMP/ready" \
+"$DEVS" device -p "$MQTT_PORT" -n "$N" -t 2 --prefix dev- --ready-file "$TMP/ready" \
     --seconds 600 > "$TMP/devices.log" 2>&1 &
 DEVPID=$!
 i=0

@@ -54,6 +54,8 @@ static void usage(FILE *out)
     fprintf(
         out,
         "Usage: antenna-bench conn|pub|sub|pubsub [options]\n"
+        "       antenna-bench device -p PORT [-n N] ...   (devices answering commands;\n"
+        "                                                   device --help)\n"
         "\n"
         "Modes:\n"
         "  conn     open and hold --count connections (connect rate, failures)\n"
@@ -726,6 +728,8 @@ static const char *phase_name(int p)
 
 int main(int argc, char **argv)
 {
+    if (argc > 1 && !strcmp(argv[1], "device"))
+        return bench_device_main(argc - 1, argv + 1);
     parse_options(argc, argv);
     btls_setup();
     signal(SIGPIPE, SIG_IGN);

@@ -19,6 +19,8 @@
  *   bench_track.c   loss/duplicate/reorder tracking, topic templates, matching
  *   bench_ws.c      --ws: the WebSocket upgrade and framing
  *   bench_report.c  pipe protocol, aggregation, summary and JSON, /proc sampling
+ *   bench_device.c  the device mode: devices that answer downlink commands
+ *                   (threads of their own, nothing shared with the above)
  */
 #ifndef ANTENNA_BENCH_H
 #define ANTENNA_BENCH_H
@@ -331,5 +333,8 @@ typedef struct {
 
 void report_summary(FILE *out, const bench_result_t *r);
 void report_json(FILE *out, const bench_result_t *r);
+
+/* antenna-bench device ...: argv[0] is "device"; the exit status. */
+int bench_device_main(int argc, char **argv);
 
 #endif

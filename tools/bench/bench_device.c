@@ -1,8 +1,12 @@
-/* cmd_devices.c -- many MQTT 3.1.1 devices that answer downlink commands
- * at once (bench/commands.sh, docs/benchmarks.md "Commands").
+/* bench_device.c -- antenna-bench's device mode: many MQTT 3.1.1 devices
+ * that answer downlink commands at once (bench/commands.sh,
+ * docs/benchmarks.md "Commands").
  *
- *   cmd_devices -p PORT [-h HOST] [-n 10000] [-t 2] [--prefix dev-]
- *               [--ready-file F] [--seconds 600]
+ *   antenna-bench device -p PORT [-h HOST] [-n 10000] [-t 2] [--prefix dev-]
+ *                        [--ready-file F] [--seconds 600]
+ *
+ * bench.c hands the command line over (bench_device_main) before its own
+ * option parsing: the mode shares nothing with the pub/sub engine.
  *
  * Each of the -t threads owns n/t connections and one epoll (level
  * triggered).  A device connects (client id PREFIX + 5-digit index, clean
@@ -307,10 +311,16 @@ static void *thr_main(void *arg)
     return NULL;
 }
 
-int main(int argc, char **argv)
+int bench_device_main(int argc, char **argv)
 {
+    static const char usage[] = "usage: antenna-bench device -p PORT [-h HOST] [-n N] [-t THREADS] "
+                                "[--prefix P] [--ready-file F] [--seconds S]\n";
     for (int i = 1; i < argc; i += 2) { /* OPTION VALUE pairs */
         const char *a = argv[i], *v = i + 1 < argc ? argv[i + 1] : NULL;
+        if (strcmp(a, "--help") == 0) {
+            fputs(usage, stdout);
+            return 0;
+        }
         if (v == NULL) {
             fprintf(stderr, "%s: a value is missing\n", a);
             return 2;
@@ -330,13 +340,12 @@ int main(int argc, char **argv)
         else if (strcmp(a, "--seconds") == 0)
             seconds = atoi(v);
         else {
-            fprintf(stderr, "usage: cmd_devices -p PORT [-h HOST] [-n N] [-t THREADS] "
-                            "[--prefix P] [--ready-file F] [--seconds S]\n");
+            fputs(usage, stderr);
             return 2;
         }
     }
     if (port <= 0 || ndev <= 0 || nthr <= 0 || nthr > 64) {
-        fprintf(stderr, "cmd_devices: -p PORT is needed; -n, -t positive\n");
+        fprintf(stderr, "antenna-bench device: -p PORT is needed; -n, -t positive\n");
         return 2;
     }
     signal(SIGTERM, on_sig);
@@ -367,7 +376,7 @@ int main(int argc, char **argv)
         int r = atomic_load(&ready), f = atomic_load(&failures);
         if (!said_ready && r + f >= ndev) {
             said_ready = 1;
-            fprintf(stderr, "cmd_devices: %d ready, %d failed, in %.2f s\n", r, f,
+            fprintf(stderr, "antenna-bench device: %d ready, %d failed, in %.2f s\n", r, f,
                     (double)(now_ms() - start) / 1000.0);
             if (ready_file) {
                 FILE *fp = fopen(ready_file, "w");
@@ -381,15 +390,15 @@ int main(int argc, char **argv)
             last = now_ms();
             int rp = atomic_load(&replies);
             if (rp != last_replies)
-                fprintf(stderr, "cmd_devices: %d replies sent\n", rp);
+                fprintf(stderr, "antenna-bench device: %d replies sent\n", rp);
             last_replies = rp;
         }
     }
     stop = 1;
     for (int i = 0; i < nthr; i++)
         pthread_join(tid[i], NULL);
-    printf("cmd_devices: %d devices ready, %d failures, %d replies sent\n", atomic_load(&ready),
-           atomic_load(&failures), atomic_load(&replies));
+    printf("antenna-bench device: %d devices ready, %d failures, %d replies sent\n",
+           atomic_load(&ready), atomic_load(&failures), atomic_load(&replies));
     for (int i = 0; i < ndev; i++)
         if (devs[i].fd >= 0)
             close(devs[i].fd);
