@@ -9,6 +9,14 @@
  * with a sid index above 16 so crowded filters stay O(1)).  Every non-root
  * node is non-empty: remove, and an insert failing for memory, prune back
  * up.  The root is always there (trie_nodes of an empty trie is 1).
+ *
+ * Exact filters (no '+' or '#') are not split into levels: each is ONE
+ * node keyed by the whole filter, a named child of `exact`, a keyless hub
+ * beside the root (not counted in trie_nodes).  Most device subscriptions
+ * are exact (dev/{id}/in): one node of ~100 B instead of a node per unique
+ * level, and a publish finds them with one hash lookup of the whole topic
+ * before the level walk, which then only meets wildcard filters.  Exact
+ * filters match '$' topics as any other (the '$' rule is about wildcards).
  */
 #ifndef _GNU_SOURCE
 #define _GNU_SOURCE /* memrchr */
@@ -50,6 +58,7 @@ struct tnode_s {
 
 struct trie_s {
     tnode_t *root;
+    tnode_t *exact; /* hub of the exact filters, keyed by the whole filter */
     size_t count, nodes;
     uint64_t key[2];        /* SipHash key */
     trie_local_fn local_fn; /* trie_set_local_hook, or NULL */
@@ -385,7 +394,7 @@ static inline int node_empty(const tnode_t *n)
 /* Free n and its ancestors while they are empty (never the root). */
 static void prune(trie_t *t, tnode_t *n)
 {
-    while (n != t->root && node_empty(n)) {
+    while (n != t->root && n != t->exact && node_empty(n)) {
         tnode_t *p = n->parent;
         if (p->plus == n)
             p->plus = NULL;
@@ -408,21 +417,24 @@ trie_t *trie_new(void)
         return NULL;
     an_random_key(t->key);
     t->root = node_new(t, NULL, NULL, 0, 0);
-    if (!t->root) {
+    t->exact = node_new(t, NULL, NULL, 0, 0);
+    if (!t->root || !t->exact) {
+        free(t->root);
+        free(t->exact);
         free(t);
         return NULL;
     }
+    t->nodes--; /* the hub is not a filter level */
     return t;
 }
 
-void trie_free(trie_t *t)
+/* Free n and everything under it (n has no parent, or its parent is freed
+ * apart): post-order without a stack: detach one child at a time, climb
+ * back up through parent; a table node's khash serves as its scan cursor. */
+static void free_tree(tnode_t *n)
 {
-    if (!t)
-        return;
-    /* post-order without a stack: detach one child at a time, climb back
-     * up through parent; a table node's khash serves as its scan cursor */
-    tnode_t *n = t->root;
-    while (n) {
+    tnode_t *top = n->parent;
+    while (n != top) {
         tnode_t *c = NULL;
         if (n->plus) {
             c = n->plus;
@@ -452,7 +464,21 @@ void trie_free(trie_t *t)
         node_release(n);
         n = c;
     }
+}
+
+void trie_free(trie_t *t)
+{
+    if (!t)
+        return;
+    free_tree(t->root);
+    free_tree(t->exact);
     free(t);
+}
+
+/* A filter without wildcards: one node under the exact hub. */
+static inline int is_exact(const uint8_t *filter, size_t len)
+{
+    return !memchr(filter, '+', len) && !memchr(filter, '#', len);
 }
 
 /* Does n have a subscriber of kind LOCAL other than item `skip`?  Stops
@@ -525,12 +551,43 @@ void trie_set_local_hook(trie_t *t, trie_local_fn fn, void *ud)
     uint8_t *buf = an_malloc(cap);
     walk_local(t, t->root, &buf, &cap, 0);
     free(buf);
+    tnode_t *x = t->exact; /* exact nodes are keyed by their whole filter */
+    if (x->kbits == 0) {
+        if (x->nkids && has_local(x->kids.one, UINT32_MAX))
+            fn(ud, x->kids.one->key, x->kids.one->klen, 1);
+    } else {
+        for (size_t i = 0; i < ((size_t)1 << x->kbits); i++)
+            if (x->kids.tab[i] && has_local(x->kids.tab[i], UINT32_MAX))
+                fn(ud, x->kids.tab[i]->key, x->kids.tab[i]->klen, 1);
+    }
+}
+
+/* The exact filter's node, made when absent (NULL: out of memory, or a
+ * filter longer than a key holds). */
+static tnode_t *exact_node(trie_t *t, const uint8_t *filter, size_t len, int make)
+{
+    tnode_t *c = kid_find(t, t->exact, filter, len);
+    if (c || !make)
+        return c;
+    if (len > UINT16_MAX || !(c = node_new(t, t->exact, filter, len, level_hash(t, filter, len))))
+        return NULL;
+    if (kid_add(t->exact, c) < 0) {
+        node_release(c);
+        t->nodes--;
+        return NULL;
+    }
+    return c;
 }
 
 int trie_insert(trie_t *t, const uint8_t *filter, size_t len, const sub_ref_t *sub)
 {
     tnode_t *n = t->root, *c;
     size_t pos = 0;
+    if (is_exact(filter, len)) {
+        if (!(n = exact_node(t, filter, len, 1)))
+            return -1;
+        goto found;
+    }
     for (;;) {
         size_t end = level_end(filter, pos, len), ll = end - pos;
         const uint8_t *lv = filter + pos;
@@ -555,6 +612,7 @@ int trie_insert(trie_t *t, const uint8_t *filter, size_t len, const sub_ref_t *s
             break;
         pos = end + 1;
     }
+found:;
     long i = subs_find(n, sub->sid);
     if (i >= 0) {
         subs_items(n)[i] = *sub;
@@ -576,6 +634,11 @@ int trie_remove(trie_t *t, const uint8_t *filter, size_t len, uint64_t sid)
 {
     tnode_t *n = t->root;
     size_t pos = 0;
+    if (is_exact(filter, len)) {
+        if (!(n = exact_node(t, filter, len, 0)))
+            return 0;
+        goto found;
+    }
     for (;;) {
         size_t end = level_end(filter, pos, len), ll = end - pos;
         const uint8_t *lv = filter + pos;
@@ -591,6 +654,7 @@ int trie_remove(trie_t *t, const uint8_t *filter, size_t len, uint64_t sid)
             break;
         pos = end + 1;
     }
+found:;
     long i = subs_find(n, sid);
     if (i < 0)
         return 0;
@@ -622,6 +686,8 @@ void trie_match(const trie_t *t, const uint8_t *topic, size_t len, trie_match_cb
     tnode_t *root = t->root, *n = root, *c;
     int dollar = len > 0 && topic[0] == '$'; /* [MQTT-4.7.2-1] */
     size_t pos = 0, next = 0;
+    if (t->exact->nkids && (c = kid_find(t, t->exact, topic, len)))
+        report(c, cb, ud); /* the exact filters: the whole topic, one lookup */
 
 enter:
     if (n->hash && !(dollar && n == root))

@@ -360,7 +360,7 @@ static void test_crowd_churn(void **state)
                 assert_int_equal(h.v[k].opts, opts[i]);
                 k++;
             }
-            assert_int_equal(trie_nodes(t), n ? 6 : 1);
+            assert_int_equal(trie_nodes(t), n ? 2 : 1); /* one node: an exact filter */
         }
     }
     free(h.v);
@@ -377,7 +377,7 @@ static void test_remove_prune(void **state)
     assert_int_equal(trie_nodes(t), 1);
     assert_int_equal(rem(t, "a", 1), 0);
     assert_int_equal(ins(t, "a/b/c", 1, 0, 0), 1);
-    assert_int_equal(trie_nodes(t), 4);
+    assert_int_equal(trie_nodes(t), 2); /* exact: one node for the whole filter */
     assert_int_equal(ins(t, "a/b/+", 2, 0, 0), 1);
     assert_int_equal(ins(t, "a/#", 3, 0, 0), 1);
     assert_int_equal(ins(t, "a/b/c", 4, 0, 0), 1);
@@ -408,10 +408,11 @@ static void test_remove_prune(void **state)
     match_sorted(t, "a/b/c", &h);
     assert_int_equal(h.n, 0);
 
-    /* a wide node grows its table, then shrinks back to nothing */
+    /* a wide node grows its table, then shrinks back to nothing (filters
+     * with a wildcard: exact ones would go to the exact hub) */
     char f[64];
     for (int i = 0; i < 3000; i++) {
-        snprintf(f, sizeof(f), "w/%d/x", i);
+        snprintf(f, sizeof(f), "w/%d/+", i);
         assert_int_equal(ins(t, f, (uint64_t)i, 0, 0), 1);
     }
     assert_int_equal(trie_nodes(t), 2 + 2 * 3000);
@@ -432,7 +433,7 @@ static void test_remove_prune(void **state)
         order[j] = x;
     }
     for (int k = 0; k < 3000; k++) {
-        snprintf(f, sizeof(f), "w/%d/x", order[k]);
+        snprintf(f, sizeof(f), "w/%d/+", order[k]);
         assert_int_equal(rem(t, f, (uint64_t)order[k]), 1);
         if (k % 97 == 0) { /* the rest still there, the removed gone */
             for (int m = 0; m < 3000; m += 13) {
@@ -622,7 +623,8 @@ static void test_deep(void **state)
     match_sorted(t, aa, &h);
     assert_int_equal(h.n, 2); /* +/+/... and a/+/a/# */
     assert_int_equal(rem(t, pp, 2), 1);
-    assert_int_equal(trie_nodes(t), 1 + DEPTH + 1 + 3); /* root, a.., #; +, a, # */
+    /* root, a.., # (of ah); +, a, # (of a/+/a/#); aa's own exact node */
+    assert_int_equal(trie_nodes(t), 1 + DEPTH + 1 + 3 + 1);
     free(aa);
     free(pp);
     free(ah);
@@ -754,14 +756,69 @@ static void test_local_hook(void **state)
     trie_free(t);
 }
 
+/* Exact filters live as one node each under the exact hub: '$' topics,
+ * the hub's table growing and shrinking, an exact and a wildcard filter
+ * of one session both reported, and prefixes that are not the filter. */
+static void test_exact(void **state)
+{
+    (void)state;
+    trie_t *t = trie_new();
+    hits_t h = {0};
+    char f[32];
+    assert_int_equal(ins(t, "$SYS/x", 1, 0, 0), 1);
+    assert_int_equal(ins(t, "#", 2, 0, 0), 1);
+    match_sorted(t, "$SYS/x", &h);
+    assert_int_equal(h.n, 1); /* '#' does not match a '$' topic, the exact one does */
+    assert_int_equal(h.v[0].sid, 1);
+    assert_int_equal(ins(t, "d/1/in", 3, 0, 0), 1);
+    assert_int_equal(ins(t, "d/+/in", 3, 0, 1), 1);
+    match_sorted(t, "d/1/in", &h);
+    assert_int_equal(h.n, 3); /* #, d/1/in and d/+/in: both of sid 3 */
+    match_sorted(t, "d/1", &h);
+    assert_int_equal(h.n, 1); /* only '#': an exact filter is not a prefix */
+    match_sorted(t, "d/1/in/x", &h);
+    assert_int_equal(h.n, 1);
+    for (uint64_t i = 0; i < 5000; i++) {
+        snprintf(f, sizeof(f), "dev/%llu/in", (unsigned long long)i);
+        assert_int_equal(ins(t, f, 100 + i, 0, 0), 1);
+    }
+    assert_int_equal(trie_nodes(t), 1 + 1 + 3 + 2 + 5000); /* root, #, d/+/in, 2 exact, 5000 */
+    for (uint64_t i = 0; i < 5000; i += 499) {
+        snprintf(f, sizeof(f), "dev/%llu/in", (unsigned long long)i);
+        match_sorted(t, f, &h);
+        assert_int_equal(h.n, 2); /* its own and '#' */
+    }
+    for (uint64_t i = 0; i < 5000; i++) {
+        snprintf(f, sizeof(f), "dev/%llu/in", (unsigned long long)i);
+        assert_int_equal(rem(t, f, 100 + i), 1);
+        assert_int_equal(rem(t, f, 100 + i), 0);
+    }
+    assert_int_equal(rem(t, "d/1/in", 3), 1);
+    assert_int_equal(rem(t, "d/+/in", 3), 1);
+    assert_int_equal(rem(t, "$SYS/x", 1), 1);
+    assert_int_equal(rem(t, "#", 2), 1);
+    assert_int_equal(trie_nodes(t), 1);
+    assert_int_equal(trie_count(t), 0);
+    match_sorted(t, "dev/7/in", &h);
+    assert_int_equal(h.n, 0);
+    free(h.v);
+    trie_free(t);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_spec_examples),   cmocka_unit_test(test_wildcards_alone),
-        cmocka_unit_test(test_insert_replace),  cmocka_unit_test(test_crowd_churn),
-        cmocka_unit_test(test_remove_prune),    cmocka_unit_test(test_overlapping),
-        cmocka_unit_test(test_random_vs_brute), cmocka_unit_test(test_deep),
-        cmocka_unit_test(test_scale),           cmocka_unit_test(test_local_hook),
+        cmocka_unit_test(test_exact),
+        cmocka_unit_test(test_spec_examples),
+        cmocka_unit_test(test_wildcards_alone),
+        cmocka_unit_test(test_insert_replace),
+        cmocka_unit_test(test_crowd_churn),
+        cmocka_unit_test(test_remove_prune),
+        cmocka_unit_test(test_overlapping),
+        cmocka_unit_test(test_random_vs_brute),
+        cmocka_unit_test(test_deep),
+        cmocka_unit_test(test_scale),
+        cmocka_unit_test(test_local_hook),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
