@@ -67,11 +67,11 @@
 #include "store_rec.h"
 #include "util.h"
 
-#define ADOPT_POLL_MS 250       /* a watched store is looked at this often */
-#define ADOPT_RANK_MS 3000      /* the next survivor's turn comes this much later */
-#define ADOPT_RETRY_MS 1000     /* after a failed adoption */
-#define ADOPT_INSTALL_MS 60000  /* the workers install within this, or it fails */
-#define ADOPT_CLAIMS_MS 10000   /* etcd answers the claims within this */
+#define ADOPT_POLL_MS 250      /* a watched store is looked at this often */
+#define ADOPT_RANK_MS 3000     /* the next survivor's turn comes this much later */
+#define ADOPT_RETRY_MS 1000    /* after a failed adoption */
+#define ADOPT_INSTALL_MS 60000 /* the workers install within this, or it fails */
+#define ADOPT_CLAIMS_MS 10000  /* etcd answers the claims within this */
 
 typedef struct {
     char name[CL_NAME_MAX];
@@ -240,9 +240,9 @@ static int scan_session(void *ud, const void *k, size_t kl, const void *v, size_
         j->bad++;
         return 0;
     }
-    int expired = rec.expiry_interval == 0 ||
-                  (rec.expiry_interval != SESS_NEVER && rec.expiry_deadline &&
-                   rec.expiry_deadline * 1000u <= j->now_wall_ms);
+    int expired =
+        rec.expiry_interval == 0 || (rec.expiry_interval != SESS_NEVER && rec.expiry_deadline &&
+                                     rec.expiry_deadline * 1000u <= j->now_wall_ms);
     store_rec_session_free(&rec);
     if (expired) {
         j->expired++;

@@ -939,5 +939,6 @@ void cl_owner_metrics(cl_t *cl, module_metrics_t *mm)
     OWN_LINE("handed_over", o->takes_served);
     OWN_LINE("refused", o->refused);
     OWN_LINE("released", o->released);
+    OWN_LINE("adoption_pending", o->adopt_waits);
 #undef OWN_LINE
 }

@@ -132,6 +132,10 @@ typedef struct store_opts {
      * left in it (otherwise no state: another survivor adopts again),
      * instead of "stopped"; the open leaves the state as it is. */
     const char *redis_adopted_by;
+    /* redis: neither the open nor the close touch the state (`antenna
+     * store`: a tool looking at a dead node's store must not make it look
+     * stopped cleanly, which would keep survivors from adopting it). */
+    int redis_keep_state;
 } store_opts_t;
 
 

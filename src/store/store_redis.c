@@ -137,10 +137,12 @@ static const char LOCK_LUA[] =
 /* Let the lock (KEYS[1]) go at close, if it is still ours (ARGV[1]), and
  * say how in the state (KEYS[2]): "stopped"; or, for an adoption
  * (ARGV[2] the mark "adopted by <node>"), the mark once no session is left
- * in the index (KEYS[3]), nothing otherwise (a survivor adopts again). */
+ * in the index (KEYS[3]), nothing otherwise (a survivor adopts again);
+ * ARGV[2] "-": the state stays as it is (redis_keep_state). */
 static const char UNLOCK_LUA[] =
     "if redis.call('GET', KEYS[1]) ~= ARGV[1] then return 0 end\n"
     "redis.call('DEL', KEYS[1])\n"
+    "if ARGV[2] == '-' then return 1 end\n"
     "if ARGV[2] == '' then\n"
     "  redis.call('SET', KEYS[2], 'stopped')\n"
     "elseif #redis.call('ZRANGEBYLEX', KEYS[3], '[s/', '(s0', 'LIMIT', 0, 1) == 0 then\n"
@@ -172,6 +174,7 @@ typedef struct {
     char *hkey, *zkey, *lkey, *skey; /* P "data", P "index", P "lock", P "state" */
     size_t hlen, zlen, llen, slen;
     char mark[96];           /* an adoption's close mark ("adopted by <node>"), "" otherwise */
+    int keep_state;          /* store_opts.redis_keep_state */
     char token[160];         /* "host:pid:random": this store's hold of P "lock" */
     int locked;              /* we took it at open (close lets it go) */
     char wsha[48], ssha[48]; /* the scripts' SHA1, "" if not loaded */
@@ -508,6 +511,7 @@ static int rds_open(const store_opts_t *o, void **be, char *err, size_t errlen)
     d->skey = key_join(prefix, "state", &d->slen);
     if (o->redis_adopted_by)
         snprintf(d->mark, sizeof(d->mark), "adopted by %s", o->redis_adopted_by);
+    d->keep_state = o->redis_keep_state;
 
     if ((rc = script_load(d, WRITE_LUA, d->wsha, sizeof(d->wsha), why, sizeof(why))) != 0 ||
         (rc = script_load(d, SCAN_LUA, d->ssha, sizeof(d->ssha), why, sizeof(why))) != 0) {
@@ -517,7 +521,7 @@ static int rds_open(const store_opts_t *o, void **be, char *err, size_t errlen)
 
     if ((rc = lock_take(d, prefix, err, errlen)) != 0)
         goto fail;
-    if (!d->mark[0])
+    if (!d->mark[0] && !d->keep_state)
         state_clear(d, prefix);
 
     char aof[32], fsync[32];
