@@ -13,8 +13,10 @@
  *   - state "stopped" (N closed its store cleanly: a stop or a drain; its
  *     sessions wait for a node with its name), "adopted by ..." (done), no
  *     session stored: nothing to do, the watch ends;
- *   - the lock held by a live process (N itself, cut off from etcd but
- *     alive; or the survivor adopting it): wait;
+ *   - the lock held by a live process: a survivor adopting it (its lock
+ *     token says ":adopting"): wait; N itself, cut off from etcd but
+ *     alive and renewing its lock: wait too, but without holding
+ *     CONNECTs back (its clients are still with it);
  *   - otherwise, once this node's turn came (its rank among the live
  *     members by rendezvous hashing of N's name, times ADOPT_RANK_MS: the
  *     first survivor at once, the next ones later in case it dies midway),
@@ -76,6 +78,7 @@
 typedef struct {
     char name[CL_NAME_MAX];
     uint64_t since, try_at; /* monotonic ms */
+    int gate;               /* resuming CONNECTs wait (0: N itself holds its lock) */
 } ad_watch_t;
 
 struct cl_adopt_s {
@@ -87,7 +90,7 @@ struct cl_adopt_s {
     int stop;                       /* under mu */
     ad_watch_t watch[CL_MAX_NODES]; /* under mu */
     uint32_t nwatch;
-    _Atomic uint32_t pending; /* nwatch, for the connect gate */
+    _Atomic uint32_t pending; /* watches with gate set, for the connect gate */
     _Atomic uint64_t adoptions, sessions, messages, failures, last_ms, last_sessions;
 };
 
@@ -153,6 +156,14 @@ static void put32(cl_buf_t *b, uint32_t v)
 
 /* ---- the watches ---- */
 
+static void pending_update(cl_adopt_t *a) /* under mu */
+{
+    uint32_t n = 0;
+    for (uint32_t i = 0; i < a->nwatch; i++)
+        n += a->watch[i].gate != 0;
+    atomic_store(&a->pending, n);
+}
+
 void cl_adopt_member(cl_t *cl, const char *name, int present, int rank)
 {
     cl_adopt_t *a = cl->adopt;
@@ -171,9 +182,10 @@ void cl_adopt_member(cl_t *cl, const char *name, int present, int rank)
             snprintf(w->name, sizeof(w->name), "%s", name);
             w->since = an_now_ms();
             w->try_at = w->since + (uint64_t)rank * ADOPT_RANK_MS;
+            w->gate = 1;
         }
     }
-    atomic_store(&a->pending, a->nwatch);
+    pending_update(a);
     pthread_cond_broadcast(&a->cv);
     pthread_mutex_unlock(&a->mu);
 }
@@ -191,7 +203,17 @@ static void watch_end(cl_adopt_t *a, const char *name)
             a->watch[i] = a->watch[--a->nwatch];
             break;
         }
-    atomic_store(&a->pending, a->nwatch);
+    pending_update(a);
+    pthread_mutex_unlock(&a->mu);
+}
+
+static void watch_gate(cl_adopt_t *a, const char *name, int gate)
+{
+    pthread_mutex_lock(&a->mu);
+    for (uint32_t i = 0; i < a->nwatch; i++)
+        if (strcmp(a->watch[i].name, name) == 0)
+            a->watch[i].gate = gate;
+    pending_update(a);
     pthread_mutex_unlock(&a->mu);
 }
 
@@ -622,8 +644,14 @@ static void check(cl_adopt_t *a, const ad_watch_t *w, uint64_t now)
         watch_end(a, w->name);
         return;
     }
+    /* its lock held by a live process that is not an adopter: N itself, cut
+     * off from etcd but alive (it renews its lock): its clients stay with
+     * it, nobody else needs to wait (until its lock expires) */
+    int own_holder = pk.holder[0] && !pk.holder_gone && !pk.adopting;
+    if (own_holder == w->gate)
+        watch_gate(a, w->name, !own_holder);
     if ((pk.holder[0] && !pk.holder_gone) || now < w->try_at)
-        return; /* its lock is held by a live process, or not our turn yet */
+        return; /* a live holder (N, or a survivor adopting), or not our turn yet */
     if (adopt(a, w->name) == 0)
         watch_end(a, w->name);
     else

@@ -256,12 +256,14 @@ const char *store_strerror(int err);
 /* What a Redis store holds, read without opening it (store_redis.c: one
  * short connection; for a cluster survivor deciding whether to adopt a dead
  * node's store): the lock's holder ("" free) and whether that holder is a
- * process of this host that is gone; the state ("" while a holder runs or
+ * process of this host that is gone, or a survivor adopting the store
+ * (opened with redis_adopted_by); the state ("" while a holder runs or
  * after a crash, "stopped" after a clean close, "adopted by <node>"); 1 when
  * a session is stored.  0, or a negative error with the cause in err. */
 typedef struct store_redis_peek {
     char holder[160];
     int holder_gone;
+    int adopting;
     char state[128];
     int has_sessions;
 } store_redis_peek_t;

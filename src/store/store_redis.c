@@ -9,6 +9,7 @@
  *               ZRANGEBYLEX walks them in bytewise (memcmp) order, as
  *               RocksDB's comparator: scans and prefix deletions use it.
  *   P "lock"    "host:pid:random" of the process that has the store open
+ *               (":adopting" after it for a survivor adopting the store)
  *               (lock_take: one at a time, as RocksDB's LOCK file), with a
  *               TTL the writes and the committer's tick renew; the write
  *               script writes only for its holder (fencing).
@@ -443,8 +444,9 @@ static int lock_take(rds_t *d, const char *prefix, char *err, size_t errlen)
     host[sizeof(host) - 1] = '\0';
     host[strcspn(host, ":")] = '\0';
     an_random_key(rnd);
-    snprintf(d->token, sizeof(d->token), "%s:%ld:%016llx", host, (long)getpid(),
-             (unsigned long long)rnd[0]);
+    /* an adopter says so (store_redis_peek: the survivors wait for it) */
+    snprintf(d->token, sizeof(d->token), "%s:%ld:%016llx%s", host, (long)getpid(),
+             (unsigned long long)rnd[0], d->mark[0] ? ":adopting" : "");
     int rc = lock_eval(d, LOCK_LUA, NULL, holder, sizeof(holder), why, sizeof(why));
     if (rc == 0 && holder[0] && holder_dead_here(holder)) {
         log_warn("store: Redis at %s, prefix %s: taking the lock of %s (that process is gone)",
@@ -803,6 +805,7 @@ int store_redis_peek(const char *url, const char *prefix, uint32_t timeout_ms,
                  (int)AN_MIN(r->element[1]->len, sizeof(out->state) - 1), r->element[1]->str);
         out->has_sessions = r->element[2]->integer > 0;
         out->holder_gone = out->holder[0] && holder_dead_here(out->holder);
+        out->adopting = strstr(out->holder, ":adopting") != NULL;
         rc = 0;
     } else {
         if (r->type == REDIS_REPLY_ERROR)

@@ -412,6 +412,7 @@ static void state_and_peek(void **state)
     assert_int_equal(store_redis_peek(srv_url, "t:adopt-me:", 1000, &pk, err, sizeof(err)), 0);
     assert_true(pk.holder[0] != '\0');
     assert_false(pk.holder_gone); /* this process holds it */
+    assert_false(pk.adopting);
     assert_string_equal(pk.state, "");
     assert_int_equal(pk.has_sessions, 1);
     store_close(s);
@@ -444,7 +445,9 @@ static void state_and_peek(void **state)
     o.redis_adopted_by = "n2";
     s = store_open(&o, err, sizeof(err));
     assert_non_null(s);
-    store_close(s); /* a session is left: no mark (another survivor adopts again) */
+    assert_int_equal(store_redis_peek(srv_url, "t:adopt-me:", 1000, &pk, err, sizeof(err)), 0);
+    assert_true(pk.adopting); /* the others wait for an adopter */
+    store_close(s);           /* a session is left: no mark (another survivor adopts again) */
     assert_int_equal(store_redis_peek(srv_url, "t:adopt-me:", 1000, &pk, err, sizeof(err)), 0);
     assert_string_equal(pk.state, "");
     assert_int_equal(pk.has_sessions, 1);
