@@ -196,3 +196,37 @@ def test_dead_node_sessions_adopted_from_redis(redis, cluster):
     assert c.wait_log(r"0 sessions with 0 messages restored", 10 * SLOW)
     assert redis.cli("EXISTS", "antenna:c:state") == "0"
 
+
+
+def test_clean_stop_is_not_adopted(redis, cluster):
+    """A node stopped cleanly (SIGTERM: its store's state says "stopped")
+    keeps its sessions for a node with its name: nothing is adopted, and
+    resuming CONNECTs elsewhere are not held back for long."""
+    cluster.start_etcd()
+    a = node(cluster, redis, "a")
+    c = node(cluster, redis, "c")
+    wait_members([a, c], 2)
+    s = RawClient(c.host, c.port, timeout=T)
+    assert s.connect("kept", clean=False, timeout=T).rc == 0
+    assert s.subscribe(1, [("kept/t", 1)], timeout=T).codes == [1]
+    s.go_offline(T)
+    pub = RawClient(a.host, a.port, timeout=T)
+    assert pub.connect("kept-pub", clean=True, timeout=T).rc == 0
+    pub.publish("kept/t", b"for c", qos=1, pid=1, timeout=T)
+    pub.close()
+    wait_for(lambda: queued_in(redis, "antenna:c:") == 1, T, what="the message in c's store")
+    c.stop()
+    assert redis.cli("GET", "antenna:c:state") == "stopped"
+    wait_members([a], 1)
+    a.wait_log(r"node c stopped cleanly: its sessions wait for a node with its name", T)
+    assert metric(a, "antenna_cluster_adoptions_pending") == 0
+    assert adoptions(a) == 0
+    assert queued_in(redis, "antenna:c:") == 1
+    c2 = node(cluster, redis, "c")  # c again with its name: its session is there
+    wait_members([a, c2], 2)
+    s, ack = connect_resume([c2], "kept", 10 * SLOW)
+    assert ack.session_present == 1
+    m = s.recv_publish(T)
+    assert m.payload == b"for c"
+    s.ack(m)
+    s.close()
