@@ -25,7 +25,9 @@
 # appendfsync always; its data in redis/, REDIS_URL in cluster.env) holds
 # every node's store (persistence.backend: redis, prefix antenna:<node>:),
 # so a node started again anywhere with its name finds its sessions
-# (docs/persistence.md).  Each node has two MQTT listeners: `mqtt` (direct, the port
+# (docs/persistence.md), and a survivor adopts the sessions of a node that
+# dies (docs/cluster.md, "A dead node's sessions").  CLUSTER_LEASE_TTL:
+# cluster.lease_ttl (10s).  Each node has two MQTT listeners: `mqtt` (direct, the port
 # in NODE_PORTS) and `lb` (PROXY protocol v2, only HAProxy connects there).
 set -eu
 
@@ -216,6 +218,7 @@ cluster:
   node: node$k
   name: local
   etcd: $ETCD_URL
+  lease_ttl: ${CLUSTER_LEASE_TTL:-10s}
   listen: 127.0.0.1:0
   secret_file: $DIR/secret
 EOF

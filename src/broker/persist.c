@@ -140,7 +140,11 @@ static int load_one(void *ud, const void *k, size_t kl, const void *v, size_t vl
  * "default" without a cluster: nodes sharing one Redis keep apart. */
 static void redis_prefix(const conf_t *cf, char *out, size_t len)
 {
-    const char *node = cluster_conf_node(cf);
+    persist_redis_prefix(cf, cluster_conf_node(cf), out, len);
+}
+
+void persist_redis_prefix(const conf_t *cf, const char *node, char *out, size_t len)
+{
     const char *p = cf->persistence_redis.prefix;
     const char *at = strstr(p, "{node}");
     if (node[0] == '\0')

@@ -54,6 +54,9 @@ struct endpoint_s;
  * (also when persistence is off) or -1 with the reason logged (naming the
  * path). */
 int persist_open(server_t *srv);
+/* The Redis store's key prefix of cluster node `node` (persistence.redis.
+ * prefix with "{node}" replaced; "" stands for "default"). */
+void persist_redis_prefix(const conf_t *cf, const char *node, char *out, size_t len);
 /* Worker 0, every PERSIST_SWEEP_MS: retained messages whose Message Expiry
  * Interval passed leave memory and the store (expired queued messages
  * leave when their session reaches them, and at start-up). */

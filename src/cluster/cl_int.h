@@ -40,6 +40,8 @@ typedef struct {
     char etcd[512];         /* endpoints, comma-separated; "" = static members only */
     uint32_t lease_ttl_ms;
     uint32_t drain_handover_wait_ms; /* a drain waits this long for sessions to be taken */
+    uint8_t adopt;                   /* a dead member's Redis store adopted (cl_adopt.c) */
+    uint32_t adopt_wait_ms;          /* at most this long after a member went out */
     char listen[CL_ADDR_MAX];        /* node links: host:port, port 0 = any */
     char advertise[CL_ADDR_MAX];     /* "" = the bound listen address */
     char secret[256];                /* the shared secret (or read from secret_file) */
@@ -59,6 +61,7 @@ typedef struct cl_s cl_t;
 typedef struct cl_links_s cl_links_t;   /* cl_link.c's state */
 typedef struct cl_member_s cl_member_t; /* cl_member.c's state */
 typedef struct cl_owner_s cl_owner_t;   /* cl_owner.c's state */
+typedef struct cl_adopt_s cl_adopt_t;   /* cl_adopt.c's state */
 
 /* One known node (the link thread's). */
 typedef struct {
@@ -135,6 +138,7 @@ struct cl_s {
     cl_links_t *links;   /* cl_link.c */
     cl_member_t *member; /* cl_member.c */
     cl_owner_t *owner;   /* cl_owner.c */
+    cl_adopt_t *adopt;   /* cl_adopt.c; NULL: adoption off */
 };
 
 /* ---- cluster.c ---- */
@@ -215,5 +219,37 @@ void cl_owner_batch_end(void *arg);
 void cl_owner_stop(cl_t *cl);
 void cl_owner_free(cl_t *cl);
 void cl_owner_metrics(cl_t *cl, module_metrics_t *mm);
+/* A session in the hand-over format (cl_owner.c's "the session, handed
+ * over") installed on its home worker w: 0, 1 when one of that id is there
+ * already (it stays), -1 unreadable.  Worker w only. */
+int cl_owner_install(worker_t *w, const char *id, uint16_t id_len, const uint8_t *blob, size_t len);
+/* Any thread: end the session of client id on its home worker (a claim
+ * found it owned by another node). */
+void cl_owner_kick(cl_t *cl, const char *id);
+/* Any thread: hand ptr to cl_adopt_item on worker `to` (WM_CL_OWNER). */
+void cl_owner_post_adopt(cl_t *cl, uint32_t to, void *ptr);
+
+/* ---- cl_adopt.c: a dead member's sessions adopted from its Redis store
+ * (docs/cluster.md "A dead node's sessions") ---- */
+
+/* Module init: the state when cluster.adopt is on, the store is Redis and
+ * etcd is used (otherwise nothing, and every call below is a no-op).
+ * Start: the adopter thread; stop: it ends (an adoption midway is
+ * abandoned, which loses nothing); free. */
+int cl_adopt_init(cl_t *cl);
+int cl_adopt_start(cl_t *cl);
+void cl_adopt_stop(cl_t *cl);
+void cl_adopt_free(cl_t *cl);
+/* Link thread: member `name` came (present) or went out; rank: this
+ * node's place among the live members by rendezvous hash of the name. */
+void cl_adopt_member(cl_t *cl, const char *name, int present, int rank);
+/* Any thread: 1 while a member that went out may still have sessions to
+ * adopt (the connect gate refuses resuming CONNECTs meanwhile: 0x88). */
+int cl_adopt_pending(cl_t *cl);
+/* The home worker's part of an adoption (WM_CL_OWNER), and its drop when
+ * the worker stopped. */
+void cl_adopt_item(worker_t *w, void *ptr);
+void cl_adopt_item_drop(void *ptr);
+void cl_adopt_metrics(cl_t *cl, module_metrics_t *mm);
 
 #endif

@@ -125,6 +125,7 @@ struct cl_owner_s {
     uint32_t next_req;
     /* any thread */
     _Atomic uint64_t claims, created, stolen, takes_sent, takes_served, refused, released;
+    _Atomic uint64_t adopt_waits; /* resuming CONNECTs refused while an adoption was pending */
 };
 
 #define OWN_INC(x) atomic_fetch_add_explicit(&(x), 1, memory_order_relaxed)
@@ -283,26 +284,21 @@ static void enc_session(worker_t *w, sess_t *s, cl_buf_t *b)
     }
 }
 
-/* g->apply, on the client's home worker before its CONNECT resumes: the
- * session the old owner sent, installed as a restore from the store would
- * (offline; the CONNECT attaches it: session present 1). */
-static void restore_session(worker_t *w, proto_gate_t *g)
+/* A session in the hand-over format, installed on its home worker w as a
+ * restore from the store would (offline; a CONNECT attaches it) and
+ * written to this node's store when it is persistent.  0, 1 when a session
+ * of that id is here already (it stays), -1 unreadable. */
+int cl_owner_install(worker_t *w, const char *id, uint16_t id_len, const uint8_t *p, size_t len)
 {
-    cl_claim_t *cm = g->arg;
-    const uint8_t *p = cm->blob, *end = cm->blob + cm->blob_len;
-    if (g->clean_start || p == NULL)
-        return;
-    if (sess_table_find_id(&w->by_id, (const uint8_t *)g->client_id, g->id_len) != NULL)
-        return; /* one here already: the CONNECT takes it over as usual */
+    const uint8_t *end = p + len;
+    if (sess_table_find_id(&w->by_id, (const uint8_t *)id, id_len) != NULL)
+        return 1;
     store_session_t rec;
     if (end - p < 4 || get32(p) > (size_t)(end - p - 4) ||
-        store_rec_decode_session(p + 4, get32(p), &rec) != 0) {
-        log_warn("cluster: the session of client '%s' handed over is unreadable: dropped",
-                 g->client_id);
-        return;
-    }
+        store_rec_decode_session(p + 4, get32(p), &rec) != 0)
+        return -1;
     p += 4 + get32(p);
-    sess_t *s = sess_restore(w, (const uint8_t *)g->client_id, g->id_len, rec.expiry_interval,
+    sess_t *s = sess_restore(w, (const uint8_t *)id, id_len, rec.expiry_interval,
                              w->now + (uint64_t)rec.expiry_interval * 1000u, rec.next_pid);
     sess_acl_set_owner(s, (const char *)rec.owner, rec.owner_len, rec.owner_known);
     for (uint32_t i = 0; i < rec.nsubs; i++)
@@ -312,11 +308,11 @@ static void restore_session(worker_t *w, proto_gate_t *g)
     uint32_t n = end - p >= 4 ? get32(p) : 0;
     p += end - p >= 4 ? 4 : 0;
     for (uint32_t i = 0; i < n && end - p >= 4; i++) {
-        uint32_t len = get32(p);
+        uint32_t mlen = get32(p);
         store_outmsg_t o;
-        if (len > (size_t)(end - p - 4) || store_rec_decode_outmsg(p + 4, len, &o) != 0)
+        if (mlen > (size_t)(end - p - 4) || store_rec_decode_outmsg(p + 4, mlen, &o) != 0)
             break;
-        p += 4 + len;
+        p += 4 + mlen;
         sq_entry_t e = {.qos = o.qos, .retain = o.retain, .state = o.state, .pid = o.pid};
         if (o.state != STORE_OUT_WAIT_PUBCOMP)
             e.m = msg_new_v5(o.topic, (uint16_t)o.topic_len, o.props, (uint32_t)o.props_len,
@@ -343,6 +339,19 @@ static void restore_session(worker_t *w, proto_gate_t *g)
     persist_session_update(w, s);
     for (uint32_t i = 0; i < s->nqos2_in; i++)
         persist_incoming(w, s, s->qos2_in[i], 1);
+    return 0;
+}
+
+/* g->apply, on the client's home worker before its CONNECT resumes: the
+ * session the old owner sent (cl_owner_install). */
+static void restore_session(worker_t *w, proto_gate_t *g)
+{
+    cl_claim_t *cm = g->arg;
+    if (g->clean_start || cm->blob == NULL)
+        return;
+    if (cl_owner_install(w, g->client_id, g->id_len, cm->blob, cm->blob_len) < 0)
+        log_warn("cluster: the session of client '%s' handed over is unreadable: dropped",
+                 g->client_id);
 }
 
 static void on_claim(void *arg, const cl_etcd_res_t *res);
@@ -569,6 +578,13 @@ static int own_gate(worker_t *w, proto_gate_t *g, void *user)
     g->arg = cm;
     g->release = claim_release;
     g->apply = own_apply;
+    if (!g->clean_start && cl_adopt_pending(cl)) {
+        /* a member went out and its sessions may be adopted: this one may
+         * be among them (cl_adopt.c); the client retries */
+        OWN_INC(o->adopt_waits);
+        answer(cm, MQTT_RC_SERVER_UNAVAILABLE);
+        return 1;
+    }
     claim_send(cm);
     return 1;
 }
@@ -641,7 +657,7 @@ static void on_released(void *arg, const cl_etcd_res_t *res);
 
 /* ---- after a new lease: claim the connected clients' ids again ---- */
 
-enum { OWN_IT_TAKE = 0, OWN_IT_RECLAIM, OWN_IT_KICK };
+enum { OWN_IT_TAKE = 0, OWN_IT_RECLAIM, OWN_IT_KICK, OWN_IT_ADOPT };
 
 static void post_item(cl_t *cl, uint32_t to, uint8_t what, cl_take_t *tk)
 {
@@ -721,9 +737,28 @@ void cl_owner_lease_back(cl_t *cl)
         post_item(cl, i, OWN_IT_RECLAIM, take_new(cl, "", 0));
 }
 
+void cl_owner_kick(cl_t *cl, const char *id)
+{
+    post_item(cl, worker_home(cl->srv, (const uint8_t *)id, strlen(id)), OWN_IT_KICK,
+              take_new(cl, id, strlen(id)));
+}
+
+void cl_owner_post_adopt(cl_t *cl, uint32_t to, void *ptr)
+{
+    inbox_vec_t v = {0};
+    inbox_item_t it = {.kind = WM_CL_OWNER, .flags = OWN_IT_ADOPT, .ptr = ptr};
+    inbox_vec_push(&v, &it);
+    inbox_post(&cl->srv->workers[to].inbox, &v);
+    inbox_vec_free(&v);
+}
+
 static void own_item(worker_t *w, inbox_item_t *it)
 {
     cl_take_t *tk = it->ptr;
+    if (it->flags == OWN_IT_ADOPT) {
+        cl_adopt_item(w, it->ptr);
+        return;
+    }
     if (it->flags == OWN_IT_TAKE) {
         own_take(w, it);
         return;
@@ -743,7 +778,10 @@ static void own_item(worker_t *w, inbox_item_t *it)
 
 static void drop_take(inbox_item_t *it)
 {
-    take_free(it->ptr);
+    if (it->flags == OWN_IT_ADOPT)
+        cl_adopt_item_drop(it->ptr);
+    else
+        take_free(it->ptr);
 }
 
 int cl_owner_recv(cl_t *cl, int idx, uint8_t type, const uint8_t *body, uint32_t len)
@@ -901,5 +939,6 @@ void cl_owner_metrics(cl_t *cl, module_metrics_t *mm)
     OWN_LINE("handed_over", o->takes_served);
     OWN_LINE("refused", o->refused);
     OWN_LINE("released", o->released);
+    OWN_LINE("adoption_pending", o->adopt_waits);
 #undef OWN_LINE
 }

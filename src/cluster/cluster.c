@@ -46,6 +46,8 @@ static void cl_conf_defaults(void *conf)
     snprintf(c->etcd, sizeof(c->etcd), "%s", "http://127.0.0.1:2379");
     c->lease_ttl_ms = 10000;
     c->drain_handover_wait_ms = 60000;
+    c->adopt = 1;
+    c->adopt_wait_ms = 30000;
     snprintf(c->listen, sizeof(c->listen), "%s", "127.0.0.1:0");
 }
 
@@ -128,6 +130,8 @@ static int cl_conf_load(conf_sec_t *s, void *conf)
         conf_sec_str(s, "etcd", c->etcd, sizeof(c->etcd), 0) < 0 ||
         conf_sec_ms(s, "lease_ttl", 2000, 3600000, &c->lease_ttl_ms) < 0 ||
         conf_sec_ms(s, "drain_handover_wait", 0, 3600000, &c->drain_handover_wait_ms) < 0 ||
+        conf_sec_bool(s, "adopt", &c->adopt) < 0 ||
+        conf_sec_ms(s, "adopt_wait", 1000, 3600000, &c->adopt_wait_ms) < 0 ||
         conf_sec_str(s, "listen", c->listen, sizeof(c->listen), CONF_SEC_NONEMPTY) < 0 ||
         conf_sec_str(s, "advertise", c->advertise, sizeof(c->advertise), 0) < 0 ||
         conf_sec_str(s, "secret", c->secret, sizeof(c->secret), 0) < 0 ||
@@ -180,6 +184,8 @@ static void cl_conf_walk(const void *conf, conf_visit_fn fn, void *ud)
     fn(ud, CONF_V_STR, "etcd", c->etcd, 0);
     fn(ud, CONF_V_UINT, "lease_ttl_ms", NULL, c->lease_ttl_ms);
     fn(ud, CONF_V_UINT, "drain_handover_wait_ms", NULL, c->drain_handover_wait_ms);
+    fn(ud, CONF_V_BOOL, "adopt", NULL, c->adopt);
+    fn(ud, CONF_V_UINT, "adopt_wait_ms", NULL, c->adopt_wait_ms);
     fn(ud, CONF_V_STR, "listen", c->listen, 0);
     fn(ud, CONF_V_STR, "advertise", c->advertise, 0);
     fn(ud, CONF_V_STR, "secret", c->secret[0] ? "(set)" : "", 0);
@@ -293,6 +299,8 @@ typedef struct {
     int present;
 } cl_member_msg_t;
 
+static int cl_adopt_rank(cl_t *cl, const char *name);
+
 static void cl_member_apply(cl_t *cl, void *arg)
 {
     cl_member_msg_t *m = arg;
@@ -324,8 +332,38 @@ static void cl_member_apply(cl_t *cl, void *arg)
     cl->snap[idx] = *n;
     pthread_mutex_unlock(&cl->snap_mu);
     cl_links_member_changed(cl, idx);
+    if (cl->adopt != NULL)
+        cl_adopt_member(cl, n->name, m->present, m->present ? 0 : cl_adopt_rank(cl, n->name));
 done:
     free(m);
+}
+
+/* Rendezvous hashing: this node's place (0 first) among the live members
+ * for a dead member's name: each survivor computes the same order. */
+static uint64_t cl_rdv(const char *node, const char *name)
+{
+    uint64_t h = 1469598103934665603ull;
+    for (const char *p = node; *p; p++)
+        h = (h ^ (uint8_t)*p) * 1099511628211ull;
+    h = (h ^ 0xff) * 1099511628211ull;
+    for (const char *p = name; *p; p++)
+        h = (h ^ (uint8_t)*p) * 1099511628211ull;
+    h ^= h >> 29; /* FNV-1a's low bits mix poorly: a final avalanche */
+    h *= 0xbf58476d1ce4e5b9ull;
+    h ^= h >> 32;
+    return h;
+}
+
+static int cl_adopt_rank(cl_t *cl, const char *name)
+{
+    uint64_t mine = cl_rdv(cl->conf->node, name);
+    int rank = 0;
+    for (int i = 1; i < CL_MAX_NODES; i++)
+        if (cl->nodes[i].used && cl->nodes[i].member) {
+            uint64_t h = cl_rdv(cl->nodes[i].name, name);
+            rank += h > mine || (h == mine && strcmp(cl->nodes[i].name, cl->conf->node) < 0);
+        }
+    return rank;
 }
 
 static void cl_member_post(cl_t *cl, const char *name, const char *addr, int present)
@@ -432,6 +470,7 @@ static void cl_metrics(module_inst_t *mi, module_metrics_t *mm)
     module_metrics_printf(mm, "antenna_cluster_lease_ok %d\n", atomic_load(&cl->lease_ok));
     cl_member_metrics(cl, mm);
     cl_owner_metrics(cl, mm);
+    cl_adopt_metrics(cl, mm);
     /* per peer: the names under snap_mu, the figures from the link thread's atomics */
     static const struct {
         const char *name, *type, *help;
@@ -524,7 +563,7 @@ static int cl_init(module_inst_t *mi)
         log_error("cluster: cannot watch the link thread's eventfd: %s", strerror(errno));
         return -1;
     }
-    if (cl_links_init(cl) < 0 || cl_owner_init(cl) < 0)
+    if (cl_links_init(cl) < 0 || cl_owner_init(cl) < 0 || cl_adopt_init(cl) < 0)
         return -1;
     return 0;
 }
@@ -561,6 +600,8 @@ static int cl_start(module_inst_t *mi)
         return -1;
     }
     cl->thread_started = 1;
+    if (cl_adopt_start(cl) < 0)
+        return -1;
     log_info("cluster: node %s of cluster %s, links at %s%s%s", cl->conf->node, cl->conf->name,
              cl->link_addr, cl->conf->etcd[0] ? ", etcd " : ", static members only",
              cl->conf->etcd);
@@ -572,6 +613,7 @@ static void cl_stop(module_inst_t *mi)
     cl_t *cl = mi->state;
     if (cl == NULL)
         return;
+    cl_adopt_stop(cl);
     cl_member_stop(cl);
     atomic_store(&cl->stopping, 1);
     if (cl->thread_started) {
@@ -597,6 +639,7 @@ static void cl_free(module_inst_t *mi)
     cl_member_free(cl); /* first: the etcd thread ends, its answers posted */
     cl_links_free(cl);
     cl_owner_free(cl);
+    cl_adopt_free(cl);
     cl_run_tasks(cl); /* what was posted but never ran */
     if (cl->loop.epfd >= 0)
         ev_loop_free(&cl->loop);

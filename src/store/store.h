@@ -126,6 +126,16 @@ typedef struct store_opts {
     const char *redis_url;
     const char *redis_prefix;
     uint32_t redis_connect_timeout_ms, redis_timeout_ms;
+    /* redis: an adoption (docs/cluster.md "A dead node's sessions"): the
+     * store of a dead node opened by the survivor named here.  Its close
+     * leaves "adopted by <name>" as the store's state once no session is
+     * left in it (otherwise no state: another survivor adopts again),
+     * instead of "stopped"; the open leaves the state as it is. */
+    const char *redis_adopted_by;
+    /* redis: neither the open nor the close touch the state (`antenna
+     * store`: a tool looking at a dead node's store must not make it look
+     * stopped cleanly, which would keep survivors from adopting it). */
+    int redis_keep_state;
 } store_opts_t;
 
 
@@ -242,5 +252,22 @@ void store_last_error(store_t *s, char *buf, size_t len);
 void store_inject_write_failures(store_t *s, unsigned n, int err);
 
 const char *store_strerror(int err);
+
+/* What a Redis store holds, read without opening it (store_redis.c: one
+ * short connection; for a cluster survivor deciding whether to adopt a dead
+ * node's store): the lock's holder ("" free) and whether that holder is a
+ * process of this host that is gone, or a survivor adopting the store
+ * (opened with redis_adopted_by); the state ("" while a holder runs or
+ * after a crash, "stopped" after a clean close, "adopted by <node>"); 1 when
+ * a session is stored.  0, or a negative error with the cause in err. */
+typedef struct store_redis_peek {
+    char holder[160];
+    int holder_gone;
+    int adopting;
+    char state[128];
+    int has_sessions;
+} store_redis_peek_t;
+int store_redis_peek(const char *url, const char *prefix, uint32_t timeout_ms,
+                     store_redis_peek_t *out, char *err, size_t errlen);
 
 #endif

@@ -146,7 +146,8 @@ static store_t *open_redis(const char *dir, store_sync_t sync)
                       .sync = sync,
                       .sync_interval_ms = 1000,
                       .redis_url = url,
-                      .redis_prefix = q ? q + 8 : "antenna:default:"};
+                      .redis_prefix = q ? q + 8 : "antenna:default:",
+                      .redis_keep_state = 1};
     store_t *s = store_open(&o, err, sizeof(err));
     if (s == NULL)
         fprintf(stderr, "antenna store: %s\n", err);

@@ -9,9 +9,15 @@
  *               ZRANGEBYLEX walks them in bytewise (memcmp) order, as
  *               RocksDB's comparator: scans and prefix deletions use it.
  *   P "lock"    "host:pid:random" of the process that has the store open
+ *               (":adopting" after it for a survivor adopting the store)
  *               (lock_take: one at a time, as RocksDB's LOCK file), with a
  *               TTL the writes and the committer's tick renew; the write
  *               script writes only for its holder (fencing).
+ *   P "state"   how the last holder left: "stopped" (a clean close), or
+ *               "adopted by <node>" (a cluster survivor took the sessions
+ *               of this node while it was dead: docs/cluster.md); absent
+ *               while a holder runs, or after a crash.  An open that takes
+ *               the lock deletes it; store_redis_peek() reads it.
  * The prefix keeps nodes that share one Redis apart ("antenna:{node}:").
  *
  * A group of batches is ONE round trip: EVALSHA of WRITE_LUA with every
@@ -129,11 +135,28 @@ static const char LOCK_LUA[] =
     "end\n"
     "return v\n";
 
-/* Let the lock go at close, if it is still ours (ARGV[1]). */
-static const char UNLOCK_LUA[] = "if redis.call('GET', KEYS[1]) == ARGV[1] then\n"
-                                 "  redis.call('DEL', KEYS[1])\n"
-                                 "end\n"
-                                 "return 0\n";
+/* Let the lock (KEYS[1]) go at close, if it is still ours (ARGV[1]), and
+ * say how in the state (KEYS[2]): "stopped"; or, for an adoption
+ * (ARGV[2] the mark "adopted by <node>"), the mark once no session is left
+ * in the index (KEYS[3]), nothing otherwise (a survivor adopts again);
+ * ARGV[2] "-": the state stays as it is (redis_keep_state). */
+static const char UNLOCK_LUA[] =
+    "if redis.call('GET', KEYS[1]) ~= ARGV[1] then return 0 end\n"
+    "redis.call('DEL', KEYS[1])\n"
+    "if ARGV[2] == '-' then return 1 end\n"
+    "if ARGV[2] == '' then\n"
+    "  redis.call('SET', KEYS[2], 'stopped')\n"
+    "elseif #redis.call('ZRANGEBYLEX', KEYS[3], '[s/', '(s0', 'LIMIT', 0, 1) == 0 then\n"
+    "  redis.call('SET', KEYS[2], ARGV[2])\n"
+    "end\n"
+    "return 1\n";
+
+/* store_redis_peek: the lock, the state, whether a session is stored. */
+static const char PEEK_LUA[] =
+    "local l = redis.call('GET', KEYS[1]) or ''\n"
+    "local st = redis.call('GET', KEYS[2]) or ''\n"
+    "local n = #redis.call('ZRANGEBYLEX', KEYS[3], '[s/', '(s0', 'LIMIT', 0, 1)\n"
+    "return {l, st, n}\n";
 
 #define LOCK_TTL_MS 10000u
 #define LOCK_TICK_MS 3000u
@@ -149,8 +172,10 @@ typedef struct {
     redis_url_t a;
     char url[320]; /* a.display: for messages, no credentials */
     uint32_t connect_ms, timeout_ms;
-    char *hkey, *zkey, *lkey; /* P "data", P "index", P "lock" */
-    size_t hlen, zlen, llen;
+    char *hkey, *zkey, *lkey, *skey; /* P "data", P "index", P "lock", P "state" */
+    size_t hlen, zlen, llen, slen;
+    char mark[96];           /* an adoption's close mark ("adopted by <node>"), "" otherwise */
+    int keep_state;          /* store_opts.redis_keep_state */
     char token[160];         /* "host:pid:random": this store's hold of P "lock" */
     int locked;              /* we took it at open (close lets it go) */
     char wsha[48], ssha[48]; /* the scripts' SHA1, "" if not loaded */
@@ -347,6 +372,7 @@ static void rds_free(rds_t *d)
     free(d->hkey);
     free(d->zkey);
     free(d->lkey);
+    free(d->skey);
     free(d->argv);
     free(d->argl);
     free(d);
@@ -418,8 +444,9 @@ static int lock_take(rds_t *d, const char *prefix, char *err, size_t errlen)
     host[sizeof(host) - 1] = '\0';
     host[strcspn(host, ":")] = '\0';
     an_random_key(rnd);
-    snprintf(d->token, sizeof(d->token), "%s:%ld:%016llx", host, (long)getpid(),
-             (unsigned long long)rnd[0]);
+    /* an adopter says so (store_redis_peek: the survivors wait for it) */
+    snprintf(d->token, sizeof(d->token), "%s:%ld:%016llx%s", host, (long)getpid(),
+             (unsigned long long)rnd[0], d->mark[0] ? ":adopting" : "");
     int rc = lock_eval(d, LOCK_LUA, NULL, holder, sizeof(holder), why, sizeof(why));
     if (rc == 0 && holder[0] && holder_dead_here(holder)) {
         log_warn("store: Redis at %s, prefix %s: taking the lock of %s (that process is gone)",
@@ -443,6 +470,27 @@ static int lock_take(rds_t *d, const char *prefix, char *err, size_t errlen)
     return 0;
 }
 
+/* A normal open, the lock taken: the state goes (a holder runs); say so
+ * when survivors adopted this node's sessions while it was down. */
+static void state_clear(rds_t *d, const char *prefix)
+{
+    const char *av[4] = {"EVAL",
+                         "local v = redis.call('GET', KEYS[1]); redis.call('DEL', KEYS[1]); "
+                         "return v",
+                         "1", d->skey};
+    char err[512];
+    redisReply *r = conn_cmd(d, &d->w, 4, av, NULL, err, sizeof(err));
+    if (r == NULL || r->type == REDIS_REPLY_ERROR)
+        log_warn("store: Redis at %s, prefix %s: cannot clear the store's state: %s", d->url,
+                 prefix, r ? r->str : err);
+    if (r && r->type == REDIS_REPLY_STRING && r->len > 8 && memcmp(r->str, "adopted ", 8) == 0)
+        log_warn("store: Redis at %s, prefix %s: the sessions of this node were %.*s while it "
+                 "was down (docs/cluster.md): they are not resumed here",
+                 d->url, prefix, (int)AN_MIN(r->len, (size_t)120), r->str);
+    if (r)
+        freeReplyObject(r);
+}
+
 static int rds_open(const store_opts_t *o, void **be, char *err, size_t errlen)
 {
     rds_t *d = an_calloc(1, sizeof(*d));
@@ -462,6 +510,10 @@ static int rds_open(const store_opts_t *o, void **be, char *err, size_t errlen)
     d->hkey = key_join(prefix, "data", &d->hlen);
     d->zkey = key_join(prefix, "index", &d->zlen);
     d->lkey = key_join(prefix, "lock", &d->llen);
+    d->skey = key_join(prefix, "state", &d->slen);
+    if (o->redis_adopted_by)
+        snprintf(d->mark, sizeof(d->mark), "adopted by %s", o->redis_adopted_by);
+    d->keep_state = o->redis_keep_state;
 
     if ((rc = script_load(d, WRITE_LUA, d->wsha, sizeof(d->wsha), why, sizeof(why))) != 0 ||
         (rc = script_load(d, SCAN_LUA, d->ssha, sizeof(d->ssha), why, sizeof(why))) != 0) {
@@ -471,6 +523,8 @@ static int rds_open(const store_opts_t *o, void **be, char *err, size_t errlen)
 
     if ((rc = lock_take(d, prefix, err, errlen)) != 0)
         goto fail;
+    if (!d->mark[0] && !d->keep_state)
+        state_clear(d, prefix);
 
     char aof[32], fsync[32];
     config_get(d, "appendonly", aof, sizeof(aof));
@@ -503,9 +557,18 @@ static int rds_write_ops(rds_t *d, store_batch_t *first, char *err, size_t errle
 static void rds_close(void *be)
 {
     rds_t *d = be;
-    char err[256];
-    if (d->locked && lock_eval(d, UNLOCK_LUA, NULL, NULL, 0, err, sizeof(err)) != 0)
-        log_warn("store: %s (the lock frees itself in %u s)", err, LOCK_TTL_MS / 1000);
+    char err[512];
+    if (d->locked) {
+        const char *av[8] = {"EVAL", UNLOCK_LUA, "3", d->lkey, d->skey, d->zkey, d->token, d->mark};
+        redisReply *r = conn_cmd(d, &d->w, 8, av, NULL, err, sizeof(err));
+        if (r == NULL || r->type == REDIS_REPLY_ERROR) {
+            if (r)
+                reply_error(d, r, err, sizeof(err));
+            log_warn("store: %s (the lock frees itself in %u s)", err, LOCK_TTL_MS / 1000);
+        }
+        if (r)
+            freeReplyObject(r);
+    }
     rds_free(d);
 }
 
@@ -705,3 +768,53 @@ const store_backend_t store__redis_backend = {
     .tick = rds_tick,
     .tick_ms = LOCK_TICK_MS,
 };
+
+/* ---- store_redis_peek (store.h) ---------------------------------------- */
+
+int store_redis_peek(const char *url, const char *prefix, uint32_t timeout_ms,
+                     store_redis_peek_t *out, char *err, size_t errlen)
+{
+    rds_t *d = an_calloc(1, sizeof(*d));
+    char why[512] = "";
+    int rc = STORE_EIO;
+
+    memset(out, 0, sizeof(*out));
+    pthread_mutex_init(&d->rmu, NULL);
+    if (redis_url_parse(url, &d->a, why, sizeof(why)) != 0) {
+        snprintf(err, errlen, "redis url %s", why);
+        rc = STORE_EINVAL;
+        goto done;
+    }
+    snprintf(d->url, sizeof(d->url), "%s", d->a.display);
+    d->connect_ms = d->timeout_ms = timeout_ms ? timeout_ms : 2000;
+    d->lkey = key_join(prefix, "lock", &d->llen);
+    d->skey = key_join(prefix, "state", &d->slen);
+    d->zkey = key_join(prefix, "index", &d->zlen);
+    const char *av[6] = {"EVAL", PEEK_LUA, "3", d->lkey, d->skey, d->zkey};
+    redisReply *r = conn_cmd(d, &d->w, 6, av, NULL, why, sizeof(why));
+    if (r == NULL) {
+        snprintf(err, errlen, "%s", why);
+        goto done;
+    }
+    if (r->type == REDIS_REPLY_ARRAY && r->elements == 3 &&
+        r->element[0]->type == REDIS_REPLY_STRING && r->element[1]->type == REDIS_REPLY_STRING &&
+        r->element[2]->type == REDIS_REPLY_INTEGER) {
+        snprintf(out->holder, sizeof(out->holder), "%.*s",
+                 (int)AN_MIN(r->element[0]->len, sizeof(out->holder) - 1), r->element[0]->str);
+        snprintf(out->state, sizeof(out->state), "%.*s",
+                 (int)AN_MIN(r->element[1]->len, sizeof(out->state) - 1), r->element[1]->str);
+        out->has_sessions = r->element[2]->integer > 0;
+        out->holder_gone = out->holder[0] && holder_dead_here(out->holder);
+        out->adopting = strstr(out->holder, ":adopting") != NULL;
+        rc = 0;
+    } else {
+        if (r->type == REDIS_REPLY_ERROR)
+            reply_error(d, r, err, errlen);
+        else
+            snprintf(err, errlen, "Redis at %s: peek: unexpected answer", d->url);
+    }
+    freeReplyObject(r);
+done:
+    rds_free(d);
+    return rc;
+}

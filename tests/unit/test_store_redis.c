@@ -396,6 +396,75 @@ static void prefixes_apart_and_reopen(void **state)
     store_close(a);
 }
 
+/* The state key: "stopped" after a clean close, cleared by the next open;
+ * an adoption's close marks "adopted by" only once no session is left;
+ * redis_keep_state (antenna store) changes nothing; store_redis_peek. */
+static void state_and_peek(void **state)
+{
+    (void)state;
+    NEED_REDIS();
+    char err[512] = "";
+    store_redis_peek_t pk;
+    store_t *s = fresh("adopt-me");
+    store_batch_t *bt = store_batch_new();
+    put(bt, "s/dev1", 6, "x", 1);
+    assert_int_equal(store_submit_sync(s, bt), 0);
+    assert_int_equal(store_redis_peek(srv_url, "t:adopt-me:", 1000, &pk, err, sizeof(err)), 0);
+    assert_true(pk.holder[0] != '\0');
+    assert_false(pk.holder_gone); /* this process holds it */
+    assert_false(pk.adopting);
+    assert_string_equal(pk.state, "");
+    assert_int_equal(pk.has_sessions, 1);
+    store_close(s);
+    assert_int_equal(store_redis_peek(srv_url, "t:adopt-me:", 1000, &pk, err, sizeof(err)), 0);
+    assert_string_equal(pk.holder, "");
+    assert_string_equal(pk.state, "stopped");
+
+    store_opts_t o = {.backend = STORE_BACKEND_REDIS,
+                      .path = "adopt",
+                      .sync = STORE_SYNC_ALWAYS,
+                      .redis_url = srv_url,
+                      .redis_prefix = "t:adopt-me:",
+                      .redis_keep_state = 1};
+    s = store_open(&o, err, sizeof(err)); /* a tool: the state stays */
+    assert_non_null(s);
+    store_close(s);
+    assert_int_equal(store_redis_peek(srv_url, "t:adopt-me:", 1000, &pk, err, sizeof(err)), 0);
+    assert_string_equal(pk.state, "stopped");
+
+    s = open_prefix("t:adopt-me:", err, sizeof(err)); /* the node again: running */
+    assert_non_null(s);
+    assert_int_equal(store_redis_peek(srv_url, "t:adopt-me:", 1000, &pk, err, sizeof(err)), 0);
+    assert_string_equal(pk.state, "");
+    redisContext *c = redisConnectWithTimeout("127.0.0.1", srv.port, (struct timeval){2, 0});
+    assert_non_null(c);
+    freeReplyObject(redisCommand(c, "DEL t:adopt-me:lock")); /* as if it had died */
+    store_close(s);                                          /* not ours: nothing changes */
+
+    o.redis_keep_state = 0;
+    o.redis_adopted_by = "n2";
+    s = store_open(&o, err, sizeof(err));
+    assert_non_null(s);
+    assert_int_equal(store_redis_peek(srv_url, "t:adopt-me:", 1000, &pk, err, sizeof(err)), 0);
+    assert_true(pk.adopting); /* the others wait for an adopter */
+    store_close(s);           /* a session is left: no mark (another survivor adopts again) */
+    assert_int_equal(store_redis_peek(srv_url, "t:adopt-me:", 1000, &pk, err, sizeof(err)), 0);
+    assert_string_equal(pk.state, "");
+    assert_int_equal(pk.has_sessions, 1);
+    s = store_open(&o, err, sizeof(err));
+    assert_non_null(s);
+    bt = store_batch_new();
+    assert_int_equal(store_batch_del_prefix(bt, "s/", 2), 0);
+    assert_int_equal(store_submit_sync(s, bt), 0);
+    store_close(s);
+    assert_int_equal(store_redis_peek(srv_url, "t:adopt-me:", 1000, &pk, err, sizeof(err)), 0);
+    assert_string_equal(pk.state, "adopted by n2");
+    assert_int_equal(pk.has_sessions, 0);
+    assert_string_equal(pk.holder, "");
+    freeReplyObject(redisCommand(c, "DEL t:adopt-me:state"));
+    redisFree(c);
+}
+
 static void open_errors(void **state)
 {
     (void)state;
@@ -474,6 +543,7 @@ int main(void)
         cmocka_unit_test(del_prefix_and_order_in_a_group),
         cmocka_unit_test(random_batches_match_memory),
         cmocka_unit_test(prefixes_apart_and_reopen),
+        cmocka_unit_test(state_and_peek),
         cmocka_unit_test(open_errors),
         cmocka_unit_test(down_then_back_from_the_aof), /* last: restarts the server */
     };

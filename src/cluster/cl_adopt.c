@@ -1,0 +1,786 @@
+/* cl_adopt.c -- a dead member's sessions adopted by a survivor, from the
+ * dead node's Redis store (cl_int.h; docs/cluster.md "A dead node's
+ * sessions").  On only with persistence.backend: redis, cluster.etcd and
+ * cluster.adopt (the default).
+ *
+ * When the member table (link thread) sees member N go out, every survivor
+ * starts a watch of N here: N's store may hold sessions that no node
+ * serves.  While a watch runs, this node's connect gate refuses CONNECTs
+ * that resume a session (clean start 0) with 0x88, so that no client
+ * starts afresh somewhere while its session waits in N's store (the client
+ * retries).  The adopter thread looks at each watched store every
+ * ADOPT_POLL_MS (store_redis_peek: lock, state, any session):
+ *   - state "stopped" (N closed its store cleanly: a stop or a drain; its
+ *     sessions wait for a node with its name), "adopted by ..." (done), no
+ *     session stored: nothing to do, the watch ends;
+ *   - the lock held by a live process: a survivor adopting it (its lock
+ *     token says ":adopting"): wait; N itself, cut off from etcd but
+ *     alive and renewing its lock: wait too, but without holding
+ *     CONNECTs back (its clients are still with it);
+ *   - otherwise, once this node's turn came (its rank among the live
+ *     members by rendezvous hashing of N's name, times ADOPT_RANK_MS: the
+ *     first survivor at once, the next ones later in case it dies midway),
+ *     adopt: only the node that takes N's lock (store_open) does.
+ * A watch ends at the latest cluster.adopt_wait after the member went out
+ * (logged).  A member that comes back ends its watch.
+ *
+ * An adoption, on the adopter thread, with N's store open (its lock held):
+ *   1. read N's sessions, queues and incoming QoS 2 ids (store_scan), each
+ *      session made into the hand-over format of cl_owner.c (what a node
+ *      sends when a client moves), expired ones left out;
+ *   2. post them to their home workers (WM_CL_OWNER, one item per worker):
+ *      each installs them as a hand-over (cl_owner_install: sessions,
+ *      subscriptions and their routes, queues with new sequence numbers,
+ *      QoS 2 state) and writes them to this node's store by the normal
+ *      persist path, then submits its batch at once; a session of that id
+ *      already here stays as it is;
+ *   3. wait for every worker, then an empty batch on this node's store: a
+ *      barrier, committed after every batch submitted before it; a failed
+ *      commit meanwhile (store stats) abandons the adoption;
+ *   4. claim the installed client ids in etcd under this node's lease; one
+ *      owned by another live node meanwhile (its client connected there
+ *      with clean start) ends here (cl_owner_kick);
+ *   5. only now delete N's records (sessions, queues, QoS 2 ids and its
+ *      retained messages, which every node has already: retained messages
+ *      are replicated) and close N's store: the close leaves the state
+ *      "adopted by <this node>" and frees the lock.
+ * A crash of the adopter before 5 loses nothing: N's records are still
+ * there, its lock frees itself (LOCK_TTL_MS) and the next survivor adopts
+ * again (QoS 1 messages that were delivered in between come again; QoS 2
+ * state is the stored one).  N started again with its name finds an empty
+ * store and logs who adopted its sessions (store_redis.c).
+ *
+ * Threads: cl_adopt_member on the link thread, cl_adopt_pending on any
+ * (an atomic), the items on the workers, the rest on the adopter thread;
+ * the watch list and the install counts are under mu.
+ */
+#include <inttypes.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "cl_etcd.h"
+#include "cl_int.h"
+#include "cl_wire.h"
+#include "log.h"
+#include "persist.h"
+#include "sess.h"
+#include "store.h"
+#include "store_rec.h"
+#include "util.h"
+
+#define ADOPT_POLL_MS 250      /* a watched store is looked at this often */
+#define ADOPT_RANK_MS 3000     /* the next survivor's turn comes this much later */
+#define ADOPT_RETRY_MS 1000    /* after a failed adoption */
+#define ADOPT_INSTALL_MS 60000 /* the workers install within this, or it fails */
+#define ADOPT_CLAIMS_MS 10000  /* etcd answers the claims within this */
+
+typedef struct {
+    char name[CL_NAME_MAX];
+    uint64_t since, try_at; /* monotonic ms */
+    int gate;               /* resuming CONNECTs wait (0: N itself holds its lock) */
+} ad_watch_t;
+
+struct cl_adopt_s {
+    cl_t *cl;
+    pthread_t thread;
+    int started;
+    pthread_mutex_t mu;
+    pthread_cond_t cv;
+    int stop;                       /* under mu */
+    ad_watch_t watch[CL_MAX_NODES]; /* under mu */
+    uint32_t nwatch;
+    _Atomic uint32_t pending; /* watches with gate set, for the connect gate */
+    _Atomic uint64_t adoptions, sessions, messages, failures, last_ms, last_sessions;
+};
+
+/* One session of the dead node, in the hand-over format being built. */
+typedef struct {
+    uint8_t *id;
+    uint16_t len;
+    uint32_t home;
+    uint8_t *rec; /* the session record */
+    uint32_t rec_len;
+    cl_buf_t infl, queued; /* u32 len | outmsg record, each */
+    uint32_t ninfl, nqueued;
+    cl_buf_t pids;
+    uint32_t npids;
+    int rc;    /* cl_owner_install's, -2 not run */
+    int claim; /* 0 not answered, 1 ours, 2 another node's, 3 failed */
+} ad_sess_t;
+
+typedef struct {
+    cl_adopt_t *a;
+    _Atomic int refs;
+    uint32_t left, claims_left; /* under a->mu */
+    ad_sess_t *v;
+    size_t n, cap;
+    uint64_t now_wall_ms;
+    size_t messages, expired, bad;
+} ad_job_t;
+
+typedef struct {
+    ad_job_t *job;
+    uint32_t n;
+    ad_sess_t *s[];
+} ad_item_t;
+
+typedef struct {
+    ad_job_t *job;
+    ad_sess_t *s;
+} ad_claim_t;
+
+static void job_unref(ad_job_t *j)
+{
+    if (atomic_fetch_sub(&j->refs, 1) != 1)
+        return;
+    for (size_t i = 0; i < j->n; i++) {
+        free(j->v[i].id);
+        free(j->v[i].rec);
+        cl_buf_free(&j->v[i].infl);
+        cl_buf_free(&j->v[i].queued);
+        cl_buf_free(&j->v[i].pids);
+    }
+    free(j->v);
+    free(j);
+}
+
+static void put32(cl_buf_t *b, uint32_t v)
+{
+    cl_buf_reserve(b, 4);
+    uint8_t *p = b->p + b->len;
+    p[0] = (uint8_t)(v >> 24), p[1] = (uint8_t)(v >> 16), p[2] = (uint8_t)(v >> 8);
+    p[3] = (uint8_t)v;
+    b->len += 4;
+}
+
+/* ---- the watches ---- */
+
+static void pending_update(cl_adopt_t *a) /* under mu */
+{
+    uint32_t n = 0;
+    for (uint32_t i = 0; i < a->nwatch; i++)
+        n += a->watch[i].gate != 0;
+    atomic_store(&a->pending, n);
+}
+
+void cl_adopt_member(cl_t *cl, const char *name, int present, int rank)
+{
+    cl_adopt_t *a = cl->adopt;
+    pthread_mutex_lock(&a->mu);
+    uint32_t i = 0;
+    while (i < a->nwatch && strcmp(a->watch[i].name, name) != 0)
+        i++;
+    if (present && i < a->nwatch) {
+        log_info("cluster: node %s is back: its sessions are its own again", name);
+        a->watch[i] = a->watch[--a->nwatch];
+    } else if (!present) {
+        if (i == a->nwatch && a->nwatch < CL_MAX_NODES)
+            a->nwatch++;
+        if (i < a->nwatch) {
+            ad_watch_t *w = &a->watch[i];
+            snprintf(w->name, sizeof(w->name), "%s", name);
+            w->since = an_now_ms();
+            w->try_at = w->since + (uint64_t)rank * ADOPT_RANK_MS;
+            w->gate = 1;
+        }
+    }
+    pending_update(a);
+    pthread_cond_broadcast(&a->cv);
+    pthread_mutex_unlock(&a->mu);
+}
+
+int cl_adopt_pending(cl_t *cl)
+{
+    return cl->adopt != NULL && atomic_load_explicit(&cl->adopt->pending, memory_order_relaxed);
+}
+
+static void watch_end(cl_adopt_t *a, const char *name)
+{
+    pthread_mutex_lock(&a->mu);
+    for (uint32_t i = 0; i < a->nwatch; i++)
+        if (strcmp(a->watch[i].name, name) == 0) {
+            a->watch[i] = a->watch[--a->nwatch];
+            break;
+        }
+    pending_update(a);
+    pthread_mutex_unlock(&a->mu);
+}
+
+static void watch_gate(cl_adopt_t *a, const char *name, int gate)
+{
+    pthread_mutex_lock(&a->mu);
+    for (uint32_t i = 0; i < a->nwatch; i++)
+        if (strcmp(a->watch[i].name, name) == 0)
+            a->watch[i].gate = gate;
+    pending_update(a);
+    pthread_mutex_unlock(&a->mu);
+}
+
+static void watch_retry(cl_adopt_t *a, const char *name, uint64_t at)
+{
+    pthread_mutex_lock(&a->mu);
+    for (uint32_t i = 0; i < a->nwatch; i++)
+        if (strcmp(a->watch[i].name, name) == 0 && a->watch[i].try_at < at)
+            a->watch[i].try_at = at;
+    pthread_mutex_unlock(&a->mu);
+}
+
+static int stopping(cl_adopt_t *a)
+{
+    pthread_mutex_lock(&a->mu);
+    int s = a->stop;
+    pthread_mutex_unlock(&a->mu);
+    return s;
+}
+
+/* ---- reading the dead node's store ---- */
+
+static int sess_cmp(const void *x, const void *y)
+{
+    const ad_sess_t *a = x, *b = y;
+    if (a->len != b->len)
+        return a->len < b->len ? -1 : 1;
+    return memcmp(a->id, b->id, a->len);
+}
+
+static ad_sess_t *job_find(ad_job_t *j, const uint8_t *id, size_t len)
+{
+    if (len > UINT16_MAX)
+        return NULL;
+    ad_sess_t key = {.id = (uint8_t *)id, .len = (uint16_t)len};
+    return bsearch(&key, j->v, j->n, sizeof(*j->v), sess_cmp);
+}
+
+static int scan_session(void *ud, const void *k, size_t kl, const void *v, size_t vl)
+{
+    ad_job_t *j = ud;
+    store_key_info_t ki;
+    store_session_t rec;
+    if (store_key_parse(k, kl, &ki) != 0 || ki.name_len == 0 || ki.name_len > UINT16_MAX ||
+        memchr(ki.name, 0, ki.name_len) != NULL || store_rec_decode_session(v, vl, &rec) != 0) {
+        j->bad++;
+        return 0;
+    }
+    int expired =
+        rec.expiry_interval == 0 || (rec.expiry_interval != SESS_NEVER && rec.expiry_deadline &&
+                                     rec.expiry_deadline * 1000u <= j->now_wall_ms);
+    store_rec_session_free(&rec);
+    if (expired) {
+        j->expired++;
+        return 0;
+    }
+    if (j->n == j->cap) {
+        j->cap = j->cap ? 2 * j->cap : 64;
+        j->v = an_realloc(j->v, j->cap * sizeof(*j->v));
+    }
+    ad_sess_t *s = &j->v[j->n++];
+    memset(s, 0, sizeof(*s));
+    s->id = an_malloc(ki.name_len + 1);
+    memcpy(s->id, ki.name, ki.name_len);
+    s->id[ki.name_len] = '\0';
+    s->len = (uint16_t)ki.name_len;
+    s->rec = an_malloc(vl ? vl : 1);
+    memcpy(s->rec, v, vl);
+    s->rec_len = (uint32_t)vl;
+    s->rc = -2;
+    return 0;
+}
+
+/* A queue entry: its expiry from wall seconds to "ms left + 1" (the
+ * hand-over's), one that expired before it was sent left out. */
+static int scan_outmsg(void *ud, const void *k, size_t kl, const void *v, size_t vl)
+{
+    ad_job_t *j = ud;
+    store_key_info_t ki;
+    store_outmsg_t o;
+    if (store_key_parse(k, kl, &ki) != 0 || store_rec_decode_outmsg(v, vl, &o) != 0) {
+        j->bad++;
+        return 0;
+    }
+    ad_sess_t *s = job_find(j, ki.name, ki.name_len);
+    if (s == NULL)
+        return 0; /* its session expired or was unreadable */
+    if (o.state != STORE_OUT_WAIT_PUBCOMP && o.expiry) {
+        uint64_t at = o.expiry * 1000u;
+        if (at <= j->now_wall_ms && o.state == STORE_OUT_QUEUED)
+            return 0;
+        o.expiry = (at > j->now_wall_ms ? at - j->now_wall_ms : 0) + 1;
+    }
+    size_t n = store_rec_encode_outmsg(&o, NULL, 0);
+    if (n == 0) {
+        j->bad++;
+        return 0;
+    }
+    cl_buf_t *b = o.state == STORE_OUT_QUEUED ? &s->queued : &s->infl;
+    put32(b, (uint32_t)n);
+    cl_buf_reserve(b, n);
+    store_rec_encode_outmsg(&o, b->p + b->len, n);
+    b->len += n;
+    if (o.state == STORE_OUT_QUEUED)
+        s->nqueued++;
+    else
+        s->ninfl++;
+    j->messages++;
+    return 0;
+}
+
+static int scan_incoming(void *ud, const void *k, size_t kl, const void *v, size_t vl)
+{
+    ad_job_t *j = ud;
+    store_key_info_t ki;
+    (void)v, (void)vl;
+    ad_sess_t *s = store_key_parse(k, kl, &ki) == 0 ? job_find(j, ki.name, ki.name_len) : NULL;
+    if (s != NULL) {
+        cl_buf_reserve(&s->pids, 2);
+        s->pids.p[s->pids.len++] = (uint8_t)(ki.pid >> 8);
+        s->pids.p[s->pids.len++] = (uint8_t)ki.pid;
+        s->npids++;
+    }
+    return 0;
+}
+
+/* ---- on the home workers ---- */
+
+void cl_adopt_item(worker_t *w, void *ptr)
+{
+    ad_item_t *it = ptr;
+    ad_job_t *j = it->job;
+    cl_buf_t b = {0};
+    for (uint32_t i = 0; i < it->n; i++) {
+        ad_sess_t *s = it->s[i];
+        b.len = 0;
+        put32(&b, s->rec_len);
+        cl_buf_reserve(&b, s->rec_len);
+        memcpy(b.p + b.len, s->rec, s->rec_len);
+        b.len += s->rec_len;
+        put32(&b, s->ninfl + s->nqueued);
+        cl_buf_reserve(&b, s->infl.len + s->queued.len);
+        if (s->infl.len)
+            memcpy(b.p + b.len, s->infl.p, s->infl.len);
+        b.len += s->infl.len;
+        if (s->queued.len)
+            memcpy(b.p + b.len, s->queued.p, s->queued.len);
+        b.len += s->queued.len;
+        put32(&b, s->npids);
+        cl_buf_reserve(&b, s->pids.len);
+        if (s->pids.len)
+            memcpy(b.p + b.len, s->pids.p, s->pids.len);
+        b.len += s->pids.len;
+        s->rc = cl_owner_install(w, (const char *)s->id, s->len, b.p, b.len);
+    }
+    cl_buf_free(&b);
+    /* now, not at the turn's end: the adopter's barrier must come after */
+    persist_flush(w);
+    pthread_mutex_lock(&j->a->mu);
+    j->left--;
+    pthread_cond_broadcast(&j->a->cv);
+    pthread_mutex_unlock(&j->a->mu);
+    job_unref(j);
+    free(it);
+}
+
+void cl_adopt_item_drop(void *ptr)
+{
+    ad_item_t *it = ptr;
+    ad_job_t *j = it->job;
+    pthread_mutex_lock(&j->a->mu);
+    j->left--;
+    pthread_cond_broadcast(&j->a->cv);
+    pthread_mutex_unlock(&j->a->mu);
+    job_unref(j);
+    free(it);
+}
+
+/* ---- the claims ---- */
+
+static void on_claim(void *arg, const cl_etcd_res_t *res)
+{
+    ad_claim_t *c = arg;
+    ad_job_t *j = c->job;
+    cl_t *cl = j->a->cl;
+    int claim = 3;
+    if (res->err == CL_ETCD_OK && cl_etcd_txn_ok(res->json)) {
+        claim = 1;
+    } else if (res->err == CL_ETCD_OK) {
+        const json_t *kv = cl_etcd_txn_kv(res->json);
+        size_t kcap = 2 * CL_NAME_MAX + 32 + c->s->len;
+        char *key = an_malloc(kcap), val[CL_NAME_MAX];
+        if (kv != NULL && cl_etcd_kv(kv, key, kcap, val, sizeof(val)) == 0)
+            claim = strcmp(val, cl->conf->node) == 0 ? 1 : 2;
+        free(key);
+    }
+    pthread_mutex_lock(&j->a->mu);
+    c->s->claim = claim;
+    j->claims_left--;
+    pthread_cond_broadcast(&j->a->cv);
+    pthread_mutex_unlock(&j->a->mu);
+    job_unref(j);
+    free(c);
+}
+
+/* Waits until *count is 0 (under mu), at most ms or until stop: 0 or -1. */
+static int wait_zero(cl_adopt_t *a, uint32_t *count, uint32_t ms)
+{
+    uint64_t deadline = an_now_ms() + ms;
+    pthread_mutex_lock(&a->mu);
+    while (*count > 0 && !a->stop && an_now_ms() < deadline) {
+        struct timespec ts;
+        clock_gettime(CLOCK_REALTIME, &ts);
+        ts.tv_nsec += 100 * 1000000L;
+        if (ts.tv_nsec >= 1000000000L) {
+            ts.tv_sec++;
+            ts.tv_nsec -= 1000000000L;
+        }
+        pthread_cond_timedwait(&a->cv, &a->mu, &ts);
+    }
+    int rc = *count == 0 ? 0 : -1;
+    pthread_mutex_unlock(&a->mu);
+    return rc;
+}
+
+/* ---- one adoption ---- */
+
+/* 0 adopted (or nothing to adopt), -1 failed or busy: try again later. */
+static int adopt(cl_adopt_t *a, const char *name)
+{
+    cl_t *cl = a->cl;
+    server_t *srv = cl->srv;
+    const conf_t *cf = &srv->conf;
+    char prefix[sizeof(cf->persistence_redis.prefix) + CL_NAME_MAX], where[sizeof(prefix) + 96];
+    char err[768];
+    uint64_t t0 = an_now_ms();
+    int rc = -1;
+
+    persist_redis_prefix(cf, name, prefix, sizeof(prefix));
+    snprintf(where, sizeof(where), "%s (node %.63s)", prefix, name);
+    store_opts_t o = {.backend = STORE_BACKEND_REDIS,
+                      .path = where,
+                      .sync = (store_sync_t)cf->persistence_sync,
+                      .sync_interval_ms = cf->sync_interval_ms,
+                      .redis_url = cf->persistence_redis.url,
+                      .redis_prefix = prefix,
+                      .redis_connect_timeout_ms = cf->persistence_redis.connect_timeout_ms,
+                      .redis_timeout_ms = cf->persistence_redis.timeout_ms,
+                      .redis_adopted_by = cl->conf->node};
+    store_t *ns = store_open(&o, err, sizeof(err));
+    if (ns == NULL) {
+        log_limited(5000, AN_LOG_WARN, "cluster: cannot adopt the sessions of node %s yet: %s",
+                    name, err);
+        return -1;
+    }
+    ad_job_t *j = an_calloc(1, sizeof(*j));
+    j->a = a;
+    atomic_init(&j->refs, 1);
+    j->now_wall_ms = an_wall_ms();
+    int src = store_scan(ns, "s/", 2, scan_session, j);
+    if (src == 0) {
+        qsort(j->v, j->n, sizeof(*j->v), sess_cmp);
+        src = store_scan(ns, "q/", 2, scan_outmsg, j);
+    }
+    if (src == 0)
+        src = store_scan(ns, "i/", 2, scan_incoming, j);
+    if (src != 0) {
+        log_warn("cluster: reading the sessions of node %s: %s", name, store_strerror(src));
+        goto done;
+    }
+    uint64_t t_read = an_now_ms();
+
+    /* 2. to the home workers */
+    store_stats_t st0, st1;
+    store_stats(srv->store, &st0);
+    uint32_t nw = srv->nworkers;
+    uint32_t *per = an_calloc(nw, sizeof(*per));
+    for (size_t i = 0; i < j->n; i++) {
+        j->v[i].home = worker_home(srv, j->v[i].id, j->v[i].len);
+        per[j->v[i].home]++;
+    }
+    ad_item_t **items = an_calloc(nw, sizeof(*items));
+    for (uint32_t k = 0; k < nw; k++)
+        if (per[k]) {
+            items[k] = an_malloc(sizeof(ad_item_t) + per[k] * sizeof(ad_sess_t *));
+            items[k]->job = j;
+            items[k]->n = 0;
+        }
+    for (size_t i = 0; i < j->n; i++) {
+        ad_item_t *it = items[j->v[i].home];
+        it->s[it->n++] = &j->v[i];
+    }
+    pthread_mutex_lock(&a->mu);
+    for (uint32_t k = 0; k < nw; k++)
+        j->left += per[k] != 0;
+    pthread_mutex_unlock(&a->mu);
+    for (uint32_t k = 0; k < nw; k++)
+        if (items[k]) {
+            atomic_fetch_add(&j->refs, 1);
+            cl_owner_post_adopt(cl, k, items[k]);
+        }
+    free(items);
+    free(per);
+    if (wait_zero(a, &j->left, ADOPT_INSTALL_MS) < 0) {
+        log_warn("cluster: adopting the sessions of node %s: the workers did not install them "
+                 "in time: abandoned",
+                 name);
+        goto done;
+    }
+
+    /* 3. in this node's store */
+    int brc = store_submit_sync(srv->store, store_batch_new());
+    store_stats(srv->store, &st1);
+    if (brc != 0 || st1.batches_failed != st0.batches_failed) {
+        log_warn("cluster: adopting the sessions of node %s: this node's store failed a commit "
+                 "meanwhile (%s): abandoned, adopted again later",
+                 name, brc ? store_strerror(brc) : "see above");
+        goto done;
+    }
+
+    /* 4. the client ids */
+    cl_etcd_t *e = cl_member_etcd(cl);
+    int64_t lease = cl_member_lease(cl);
+    size_t installed = 0, here = 0, unreadable = 0, elsewhere = 0;
+    if (e == NULL || lease == 0) {
+        log_warn("cluster: adopting the sessions of node %s: no lease: abandoned", name);
+        goto done;
+    }
+    size_t plen = strlen(cl->conf->name) + 20;
+    for (size_t i = 0; i < j->n; i++) {
+        ad_sess_t *s = &j->v[i];
+        if (s->rc != 0) {
+            here += s->rc == 1;
+            unreadable += s->rc < 0;
+            continue;
+        }
+        installed++;
+        ad_claim_t *c = an_malloc(sizeof(*c));
+        c->job = j;
+        c->s = s;
+        char *key = an_malloc(plen + s->len + 1);
+        snprintf(key, plen + s->len + 1, "/antenna/%s/clients/%s", cl->conf->name,
+                 (const char *)s->id);
+        pthread_mutex_lock(&a->mu);
+        j->claims_left++;
+        pthread_mutex_unlock(&a->mu);
+        atomic_fetch_add(&j->refs, 1);
+        if (cl_etcd_create(e, key, cl->conf->node, lease, on_claim, c) < 0) {
+            pthread_mutex_lock(&a->mu);
+            j->claims_left--;
+            pthread_mutex_unlock(&a->mu);
+            atomic_fetch_sub(&j->refs, 1);
+            free(c);
+        }
+        free(key);
+    }
+    if (wait_zero(a, &j->claims_left, ADOPT_CLAIMS_MS) < 0)
+        log_warn("cluster: adopting the sessions of node %s: etcd did not answer every claim "
+                 "in time (the sessions stay here)",
+                 name);
+    pthread_mutex_lock(&a->mu);
+    for (size_t i = 0; i < j->n; i++)
+        if (j->v[i].claim == 2) {
+            elsewhere++;
+            cl_owner_kick(cl, (const char *)j->v[i].id);
+        }
+    pthread_mutex_unlock(&a->mu);
+
+    /* 5. out of the dead node's store */
+    store_batch_t *del = store_batch_new();
+    static const char *const fam[] = {"s/", "q/", "i/", "r/"};
+    for (size_t f = 0; f < 4; f++)
+        store_batch_del_prefix(del, fam[f], 2);
+    int drc = store_submit_sync(ns, del);
+    if (drc != 0) {
+        log_warn("cluster: adopting the sessions of node %s: deleting them from its store: %s "
+                 "(adopted again later: the sessions here stay)",
+                 name, store_strerror(drc));
+        goto done;
+    }
+    uint64_t ms = an_now_ms() - t0;
+    atomic_fetch_add(&a->adoptions, 1);
+    atomic_fetch_add(&a->sessions, installed);
+    atomic_fetch_add(&a->messages, j->messages);
+    atomic_store(&a->last_ms, ms);
+    atomic_store(&a->last_sessions, installed);
+    log_info("cluster: adopted the sessions of node %s from Redis: %zu sessions with %zu "
+             "messages in %" PRIu64 " ms (read in %" PRIu64 " ms; %zu here already, %zu owned "
+             "elsewhere meanwhile and ended here, %zu expired, %zu unreadable)",
+             name, installed, j->messages, ms, t_read - t0, here, elsewhere, j->expired,
+             unreadable + j->bad);
+    rc = 0;
+done:
+    if (rc != 0)
+        atomic_fetch_add(&a->failures, 1);
+    job_unref(j);
+    store_close(ns); /* the state says "adopted by" once no session is left */
+    return rc;
+}
+
+/* ---- the adopter thread ---- */
+
+static void check(cl_adopt_t *a, const ad_watch_t *w, uint64_t now)
+{
+    const conf_t *cf = &a->cl->srv->conf;
+    char prefix[sizeof(cf->persistence_redis.prefix) + CL_NAME_MAX], err[512];
+    if (now - w->since > a->cl->conf->adopt_wait_ms) {
+        log_warn("cluster: node %s went out %u ms ago and its sessions were not adopted: "
+                 "not waiting any longer (cluster.adopt_wait)",
+                 w->name, a->cl->conf->adopt_wait_ms);
+        watch_end(a, w->name);
+        return;
+    }
+    persist_redis_prefix(cf, w->name, prefix, sizeof(prefix));
+    store_redis_peek_t pk;
+    if (store_redis_peek(cf->persistence_redis.url, prefix, cf->persistence_redis.timeout_ms, &pk,
+                         err, sizeof(err)) != 0) {
+        log_limited(5000, AN_LOG_WARN, "cluster: looking at the store of node %s: %s", w->name,
+                    err);
+        return;
+    }
+    if (strcmp(pk.state, "stopped") == 0 || strncmp(pk.state, "adopted ", 8) == 0 ||
+        !pk.has_sessions) {
+        if (strcmp(pk.state, "stopped") == 0 && pk.has_sessions)
+            log_info("cluster: node %s stopped cleanly: its sessions wait for a node with its "
+                     "name",
+                     w->name);
+        watch_end(a, w->name);
+        return;
+    }
+    /* its lock held by a live process that is not an adopter: N itself, cut
+     * off from etcd but alive (it renews its lock): its clients stay with
+     * it, nobody else needs to wait (until its lock expires) */
+    int own_holder = pk.holder[0] && !pk.holder_gone && !pk.adopting;
+    if (own_holder == w->gate)
+        watch_gate(a, w->name, !own_holder);
+    if ((pk.holder[0] && !pk.holder_gone) || now < w->try_at)
+        return; /* a live holder (N, or a survivor adopting), or not our turn yet */
+    if (adopt(a, w->name) == 0)
+        watch_end(a, w->name);
+    else
+        watch_retry(a, w->name, an_now_ms() + ADOPT_RETRY_MS);
+}
+
+static void *adopt_main(void *arg)
+{
+    cl_adopt_t *a = arg;
+    pthread_setname_np(pthread_self(), "an-adopt");
+    pthread_mutex_lock(&a->mu);
+    while (!a->stop) {
+        if (a->nwatch == 0) {
+            pthread_cond_wait(&a->cv, &a->mu);
+            continue;
+        }
+        ad_watch_t copy[CL_MAX_NODES];
+        uint32_t n = a->nwatch;
+        memcpy(copy, a->watch, n * sizeof(*copy));
+        pthread_mutex_unlock(&a->mu);
+        uint64_t now = an_now_ms();
+        for (uint32_t i = 0; i < n && !stopping(a); i++)
+            check(a, &copy[i], now);
+        pthread_mutex_lock(&a->mu);
+        if (a->stop || a->nwatch == 0)
+            continue;
+        struct timespec ts;
+        clock_gettime(CLOCK_REALTIME, &ts);
+        ts.tv_nsec += ADOPT_POLL_MS * 1000000L;
+        if (ts.tv_nsec >= 1000000000L) {
+            ts.tv_sec++;
+            ts.tv_nsec -= 1000000000L;
+        }
+        pthread_cond_timedwait(&a->cv, &a->mu, &ts);
+    }
+    pthread_mutex_unlock(&a->mu);
+    return NULL;
+}
+
+/* ---- the module's calls ---- */
+
+int cl_adopt_init(cl_t *cl)
+{
+    const conf_t *cf = &cl->srv->conf;
+    if (!cl->conf->adopt || cl->conf->etcd[0] == '\0' || !cf->persistence_enabled ||
+        cf->persistence_backend != CONF_STORE_REDIS)
+        return 0;
+    if (strstr(cf->persistence_redis.prefix, "{node}") == NULL) {
+        log_warn("cluster: persistence.redis.prefix has no {node}: the nodes share one store "
+                 "and no dead node's sessions can be adopted (cluster.adopt is ignored)");
+        return 0;
+    }
+    cl_adopt_t *a = an_calloc(1, sizeof(*a));
+    a->cl = cl;
+    pthread_mutex_init(&a->mu, NULL);
+    pthread_cond_init(&a->cv, NULL);
+    cl->adopt = a;
+    return 0;
+}
+
+int cl_adopt_start(cl_t *cl)
+{
+    cl_adopt_t *a = cl->adopt;
+    if (a == NULL)
+        return 0;
+    int rc = pthread_create(&a->thread, NULL, adopt_main, a);
+    if (rc != 0) {
+        log_error("cluster: cannot start the adopter thread: %s", strerror(rc));
+        return -1;
+    }
+    a->started = 1;
+    return 0;
+}
+
+void cl_adopt_stop(cl_t *cl)
+{
+    cl_adopt_t *a = cl->adopt;
+    if (a == NULL || !a->started)
+        return;
+    pthread_mutex_lock(&a->mu);
+    a->stop = 1;
+    pthread_cond_broadcast(&a->cv);
+    pthread_mutex_unlock(&a->mu);
+    pthread_join(a->thread, NULL);
+    a->started = 0;
+}
+
+void cl_adopt_free(cl_t *cl)
+{
+    cl_adopt_t *a = cl->adopt;
+    if (a == NULL)
+        return;
+    cl_adopt_stop(cl);
+    pthread_mutex_destroy(&a->mu);
+    pthread_cond_destroy(&a->cv);
+    free(a);
+    cl->adopt = NULL;
+}
+
+void cl_adopt_metrics(cl_t *cl, module_metrics_t *mm)
+{
+    cl_adopt_t *a = cl->adopt;
+    if (a == NULL)
+        return;
+    static const struct {
+        const char *name, *type, *help;
+    } fam[] = {
+        {"antenna_cluster_adoptions_total", "counter",
+         "Dead members whose sessions this node adopted from their Redis store."},
+        {"antenna_cluster_adopted_sessions_total", "counter",
+         "Sessions this node adopted from dead members' stores."},
+        {"antenna_cluster_adopted_messages_total", "counter",
+         "Queued and in-flight messages of the sessions adopted."},
+        {"antenna_cluster_adoption_failures_total", "counter",
+         "Adoptions abandoned midway (tried again later; nothing lost)."},
+        {"antenna_cluster_adoption_last_duration_ms", "gauge",
+         "How long the last adoption took, from opening the dead node's store to deleting it."},
+        {"antenna_cluster_adoption_last_sessions", "gauge",
+         "Sessions the last adoption installed."},
+        {"antenna_cluster_adoptions_pending", "gauge",
+         "Members gone out whose stores may still hold sessions to adopt (resuming CONNECTs "
+         "are refused with 0x88 meanwhile)."},
+    };
+    uint64_t v[] = {atomic_load(&a->adoptions), atomic_load(&a->sessions),
+                    atomic_load(&a->messages),  atomic_load(&a->failures),
+                    atomic_load(&a->last_ms),   atomic_load(&a->last_sessions),
+                    atomic_load(&a->pending)};
+    for (size_t i = 0; i < sizeof(fam) / sizeof(fam[0]); i++) {
+        module_metrics_family(mm, fam[i].name, fam[i].type, fam[i].help);
+        module_metrics_printf(mm, "%s %" PRIu64 "\n", fam[i].name, v[i]);
+    }
+}
