@@ -89,8 +89,12 @@ typedef struct {
     uint64_t nexact;      /* exact filters it announced (kept by the router as
                                 * hashes: rtab.h, or its Bloom filter, rbloom.h) */
     uint64_t bloom_sized; /* its Bloom filter was sized for this many; 0: none */
-    uint64_t *sync_h;     /* during a sync: the hashes of the exact filters named */
-    size_t sync_n, sync_cap;
+    /* during a sync, the exact filters it names (cl_route.c): their hashes
+     * while at most cluster.route_bloom_above, and/or a new Bloom filter */
+    uint64_t *sync_h;
+    size_t sync_n, sync_cap, sync_kept; /* named; buffer; hashes in sync_h */
+    struct rbloom_s *sync_bloom;
+    uint8_t sync_over;         /* sync_h stopped: more than route_bloom_above named */
     uint8_t resync_asked;      /* a ROUTE_RESYNC went since the last SYNC_BEGIN */
     struct cl_share_s *shares; /* its "$share/g/f" routes by tag */
     uint32_t nshares, cap_shares;

@@ -20,7 +20,9 @@
  * 16-24 B a route) while the peer has at most cluster.route_bloom_above
  * of them, else in a counting Bloom filter of the peer's (rbloom.h: 8 B a
  * route when built, 4 B when it has doubled).  A sync notes the hashes it
- * names (p->sync_h, for the sync only) and SYNC_END swaps them in at once
+ * names (p->sync_h while they are few enough for the table, p->sync_bloom
+ * a new filter past that, both for the sync only) and SYNC_END swaps them
+ * in at once
  * (a new filter or the peer's pairs of the table, under one write lock),
  * so a peer that rejoins replaces its stale routes without a moment with
  * none.  A filter built from deltas or a sync is rebuilt by asking the
@@ -153,6 +155,8 @@ static void fset_free(cl_fset_t *s)
     free(s);
 }
 
+static void sync_clear(cl_peer_t *p);
+
 /* ---- local routes ---- */
 
 typedef struct {
@@ -224,9 +228,7 @@ void cl_route_free(cl_t *cl)
     for (int i = 0; i < CL_MAX_NODES; i++) {
         fset_free(L->peers[i].routes); /* the trie goes with the server */
         L->peers[i].routes = NULL;
-        free(L->peers[i].sync_h); /* its exact routes go with the server */
-        L->peers[i].sync_h = NULL;
-        L->peers[i].sync_n = L->peers[i].sync_cap = 0;
+        sync_clear(&L->peers[i]); /* its exact routes go with the server */
         L->peers[i].nexact = L->peers[i].bloom_sized = 0;
         free(L->peers[i].shares);
         L->peers[i].shares = NULL;
@@ -397,27 +399,89 @@ static void exact_check(cl_t *cl, cl_peer_t *p, int idx)
     }
 }
 
+static void sync_clear(cl_peer_t *p)
+{
+    free(p->sync_h); /* a sync's buffers live for the sync only */
+    p->sync_h = NULL;
+    rbloom_free(p->sync_bloom);
+    p->sync_bloom = NULL;
+    p->sync_n = p->sync_cap = p->sync_kept = 0;
+    p->sync_over = 0;
+}
+
+/* SYNC_BEGIN: a peer known to have more exact routes than the table takes
+ * (a resync we asked for, a link back up) gets its new filter at once,
+ * sized for what it had; the hashes are kept too while they are few
+ * enough for the table. */
+static void exact_sync_begin(cl_t *cl, cl_peer_t *p)
+{
+    uint64_t above = cl->conf->route_bloom_above;
+    sync_clear(p);
+    if (above != 0 && p->nexact > above)
+        p->sync_bloom = rbloom_new(p->nexact);
+}
+
+/* During a sync: note h (ADD) or forget it (DEL: not sent inside a sync,
+ * which is written at once, but handled). */
+static void exact_sync_note(cl_t *cl, cl_peer_t *p, uint8_t type, uint64_t h)
+{
+    uint64_t above = cl->conf->route_bloom_above;
+    if (type == CL_F_ROUTE_DEL) {
+        int found = 0;
+        for (size_t i = p->sync_kept; i-- > 0 && !found;)
+            if (p->sync_h[i] == h) {
+                p->sync_h[i] = p->sync_h[--p->sync_kept];
+                found = 1;
+            }
+        if (p->sync_bloom != NULL)
+            found = rbloom_del(p->sync_bloom, h);
+        if (found && p->sync_n > 0)
+            p->sync_n--;
+        return;
+    }
+    p->sync_n++;
+    if (p->sync_bloom != NULL)
+        rbloom_add(p->sync_bloom, h);
+    if (p->sync_over)
+        return;
+    if (above != 0 && p->sync_n > above) { /* the table will not take them */
+        if (p->sync_bloom == NULL) {       /* sized for twice the table: SYNC_END asks
+                                      * again, sized right, if that was short */
+            p->sync_bloom = rbloom_new(2 * (uint64_t)above);
+            for (size_t i = 0; i < p->sync_kept; i++)
+                rbloom_add(p->sync_bloom, p->sync_h[i]);
+            rbloom_add(p->sync_bloom, h);
+        }
+        free(p->sync_h);
+        p->sync_h = NULL;
+        p->sync_kept = p->sync_cap = 0;
+        p->sync_over = 1;
+        return;
+    }
+    if (p->sync_kept == p->sync_cap) {
+        p->sync_cap = p->sync_cap ? p->sync_cap * 2 : 256;
+        p->sync_h = an_realloc(p->sync_h, p->sync_cap * sizeof(*p->sync_h));
+    }
+    p->sync_h[p->sync_kept++] = h;
+}
+
 /* SYNC_END: the exact filters named since SYNC_BEGIN replace the peer's
- * (the stale ones go): in a new Bloom filter sized for them when there
- * are more than cluster.route_bloom_above, else in the exact table. */
+ * (the stale ones go): the new Bloom filter when there were more than
+ * cluster.route_bloom_above, else the hashes into the exact table. */
 static void exact_sync_end(cl_t *cl, cl_peer_t *p, int idx)
 {
-    uint64_t above = cl->conf->route_bloom_above, n = p->sync_n;
-    if (above != 0 && n > above) {
-        rbloom_t *b = rbloom_new(n);
-        for (size_t i = 0; i < p->sync_n; i++)
-            rbloom_add(b, p->sync_h[i]);
+    if (p->sync_over) {
+        rbloom_t *b = p->sync_bloom;
+        p->sync_bloom = NULL;
         p->bloom_sized = b->sized;
         router_node_exact_replace(cl->srv, (uint16_t)idx, b, NULL, 0);
     } else {
-        router_node_exact_replace(cl->srv, (uint16_t)idx, NULL, p->sync_h, p->sync_n);
+        router_node_exact_replace(cl->srv, (uint16_t)idx, NULL, p->sync_h, p->sync_kept);
         p->bloom_sized = 0;
     }
-    p->nexact = n;
+    p->nexact = p->sync_n;
     bloom_stat(cl, idx);
-    free(p->sync_h); /* a sync's buffer lives for the sync only */
-    p->sync_h = NULL;
-    p->sync_n = p->sync_cap = 0;
+    sync_clear(p);
 }
 
 /* ROUTE_ADD / ROUTE_DEL of an exact filter of hash h.  During a sync the
@@ -427,19 +491,7 @@ static void exact_sync_end(cl_t *cl, cl_peer_t *p, int idx)
 static void exact_recv(cl_t *cl, cl_peer_t *p, int idx, uint8_t type, uint64_t h)
 {
     if (p->syncing) {
-        if (type == CL_F_ROUTE_ADD) {
-            if (p->sync_n == p->sync_cap) {
-                p->sync_cap = p->sync_cap ? p->sync_cap * 2 : 1024;
-                p->sync_h = an_realloc(p->sync_h, p->sync_cap * sizeof(*p->sync_h));
-            }
-            p->sync_h[p->sync_n++] = h;
-        } else { /* not sent inside a sync (it is written at once): rare */
-            for (size_t i = p->sync_n; i-- > 0;)
-                if (p->sync_h[i] == h) {
-                    p->sync_h[i] = p->sync_h[--p->sync_n];
-                    break;
-                }
-        }
+        exact_sync_note(cl, p, type, h);
         return;
     }
     if (type == CL_F_ROUTE_ADD) {
@@ -459,7 +511,7 @@ int cl_route_recv(cl_t *cl, cl_peer_t *p, uint8_t type, const uint8_t *body, uin
     if (type == CL_F_SYNC_BEGIN) {
         p->syncing = 1;
         p->resync_asked = 0;
-        p->sync_n = 0;
+        exact_sync_begin(cl, p);
         if (++p->sync_gen == 0)
             p->sync_gen = 1;
         return 0;
@@ -467,9 +519,11 @@ int cl_route_recv(cl_t *cl, cl_peer_t *p, uint8_t type, const uint8_t *body, uin
     if (type == CL_F_SYNC_END) {
         sweep_ctx_t x = {cl, idx, p->sync_gen};
         fset_sweep(p->routes, sweep_one, &x);
-        if (p->syncing)
+        if (p->syncing) {
             exact_sync_end(cl, p, idx);
-        p->syncing = 0;
+            p->syncing = 0;
+            exact_check(cl, p, idx); /* sized short (a peer that grew while away)? */
+        }
         CL_STAT_SET(cl->lstats[idx].routes, p->routes->n + p->nexact);
         return 0;
     }
@@ -538,9 +592,7 @@ void cl_route_drop_peer(cl_t *cl, cl_peer_t *p)
     p->nexact = p->bloom_sized = 0;
     CL_STAT_SET(cl->lstats[idx].bloom_bytes, 0);
     p->syncing = 0;
-    free(p->sync_h);
-    p->sync_h = NULL;
-    p->sync_n = p->sync_cap = 0;
+    sync_clear(p);
     CL_STAT_SET(cl->lstats[idx].routes, 0);
 }
 
