@@ -433,7 +433,7 @@ static void exact_sync_note(cl_t *cl, cl_peer_t *p, uint8_t type, uint64_t h)
                 p->sync_h[i] = p->sync_h[--p->sync_kept];
                 found = 1;
             }
-        if (p->sync_bloom != NULL)
+        if (p->sync_bloom != NULL) /* holds every hash of this sync */
             found = rbloom_del(p->sync_bloom, h);
         if (found && p->sync_n > 0)
             p->sync_n--;
@@ -445,8 +445,9 @@ static void exact_sync_note(cl_t *cl, cl_peer_t *p, uint8_t type, uint64_t h)
     if (p->sync_over)
         return;
     if (above != 0 && p->sync_n > above) { /* the table will not take them */
-        if (p->sync_bloom == NULL) {       /* sized for twice the table: SYNC_END asks
-                                      * again, sized right, if that was short */
+        /* sized for twice the table: if that is short, SYNC_END asks
+         * again and the next sync is sized right */
+        if (p->sync_bloom == NULL) {
             p->sync_bloom = rbloom_new(2 * (uint64_t)above);
             for (size_t i = 0; i < p->sync_kept; i++)
                 rbloom_add(p->sync_bloom, p->sync_h[i]);

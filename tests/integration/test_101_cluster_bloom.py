@@ -231,6 +231,30 @@ def test_restart_resync_drops_stale_routes(cluster):
     close(sc2, pub)
 
 
+def test_restarted_receiver_builds_its_filter_from_the_sync(cluster):
+    """a restarts while b has 300 exact routes: a's link-up sync passes the
+    threshold with nothing known of b (a filter for twice the threshold),
+    finds it short at SYNC_END and asks once more, sized right."""
+    cl = cluster(2, above=50)
+    cl.wait_links()
+    sb = client(cl.nodes["b"], "sb")
+    subscribe(sb, [("x/%d" % i, 1) for i in range(300)])
+    cl.wait_routes("a", "b", lambda n: n == 300)
+    cl.nodes["a"].kill()
+    wait_for(lambda: cl.link("b", "a")["state"] != "up", 15, what="b sees a down")
+    cl.start("a")
+    cl.wait_links()
+    cl.wait_routes("a", "b", lambda n: n == 300, timeout=15)
+    wait_for(lambda: cl.link("a", "b")["route_resyncs"] == 1, 10, what="one resync")
+    wait_for(lambda: 300 * 8 <= cl.link("a", "b")["route_bloom_bytes"] <= 300 * 8 + 64, 10,
+             what="a filter sized for 300")
+    pub = client(cl.nodes["a"], "pub")
+    for i in (0, 150, 299):
+        publish(pub, "x/%d" % i, b"%d" % i)
+    assert drain(sb, 3) == sorted(b"%d" % i for i in (0, 150, 299))
+    close(sb, pub)
+
+
 @needs_etcd
 def test_a_node_that_leaves_takes_its_filter(ecluster):
     ecluster.start_etcd()
