@@ -26,7 +26,7 @@
 #include "reload.h"
 #include "auth_chain.h"
 #include "retain.h"
-#include "rtab.h"
+#include "router.h"
 #include "store.h"
 #include "sys.h"
 
@@ -80,7 +80,8 @@ void api_totals(server_t *srv, api_totals_t *t)
         t->takeovers_other_user += STAT_GET(st->takeovers_other_user);
     }
     pthread_rwlock_rdlock(&srv->trie_lock);
-    t->subscriptions = trie_count(srv->trie) + rtab_size(srv->rtab); /* + exact remote routes */
+    t->subscriptions =
+        trie_count(srv->trie) + router_node_exact_count(srv); /* + exact remote routes */
     pthread_rwlock_unlock(&srv->trie_lock);
     t->retained = retain_count(srv->retain);
 }

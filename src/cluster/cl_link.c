@@ -564,6 +564,9 @@ static int on_frame(cl_t *cl, cl_conn_t *c, uint8_t type, const uint8_t *body, u
             cl_route_acked(cl, p, v);
         break;
     }
+    case CL_F_ROUTE_RESYNC: /* the peer rebuilds its filter of our exact routes */
+        cl_route_sync(cl, c);
+        break;
     case CL_F_OWN_TAKE:
     case CL_F_OWN_GIVEN:
         rc = cl_owner_recv(cl, c->idx, type, body, len);

@@ -45,6 +45,9 @@ enum {
     CL_F_ROUTE_MARK,     /* u64: the sender's local route changes up to here were sent
                           * before this frame: answer with ROUTE_ACKED */
     CL_F_ROUTE_ACKED,    /* u64: the ROUTE_MARK answered: those routes are in my trie */
+    CL_F_ROUTE_RESYNC,   /* empty: send me your whole route set again (SYNC_BEGIN..
+                          * SYNC_END); optional: a node that does not know it
+                          * ignores it (cl_link.c), so the version stays */
     CL_F_TYPES
 };
 
