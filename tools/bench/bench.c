@@ -100,6 +100,8 @@ static void usage(FILE *out)
         "  -t, --topic T           publish topic; %%i client index, %%c client id,\n"
         "                          %%n message number (bench/%%i)\n"
         "      --sub-topic T       subscription filter, %%i and %%c expanded (default --topic)\n"
+        "      --extra-sub F       sub: also subscribe to F (as is) in the same SUBSCRIBE,\n"
+        "                          e.g. a broadcast topic; its messages are counted\n"
         "  -F, --inflight N        unacknowledged QoS 1/2 messages per publisher (100)\n"
         "      --e2e-window N      pubsub flat out (one process): at most N messages per\n"
         "                          publisher sent and not yet received, any QoS (0 = off:\n"
@@ -213,6 +215,7 @@ static void parse_options(int argc, char **argv)
         O_IFADDR,
         O_SUBQOS,
         O_SUBTOPIC,
+        O_EXTRASUB,
         O_RETAIN,
         O_EXPECT,
         O_DRAIN,
@@ -260,6 +263,7 @@ static void parse_options(int argc, char **argv)
         {"rate", required_argument, NULL, 'r'},
         {"topic", required_argument, NULL, 't'},
         {"sub-topic", required_argument, NULL, O_SUBTOPIC},
+        {"extra-sub", required_argument, NULL, O_EXTRASUB},
         {"clean", required_argument, NULL, 'C'},
         {"keepalive", required_argument, NULL, 'k'},
         {"username", required_argument, NULL, 'u'},
@@ -394,6 +398,9 @@ static void parse_options(int argc, char **argv)
         case O_SUBTOPIC:
             sub_topic = optarg;
             break;
+        case O_EXTRASUB:
+            o->extra_sub = optarg;
+            break;
         case 'C':
             o->clean = (uint8_t)parse_num(optarg, "--clean", 0, 1);
             break;
@@ -517,6 +524,10 @@ static void parse_options(int argc, char **argv)
 
     o->sub_qos = subqos >= 0 ? (uint8_t)subqos : o->qos;
     o->sub_topic.text = (char *)(sub_topic ? sub_topic : o->topic.text);
+    if (o->extra_sub && o->mode != MODE_SUB)
+        die("%s is for the sub mode (its messages are counted, not tracked)", "--extra-sub");
+    if (o->extra_sub && (strlen(o->extra_sub) == 0 || strlen(o->extra_sub) > 1000))
+        die("%s: 1 to 1000 bytes", "--extra-sub");
     o->topic.has_n = strstr(o->topic.text, "%n") != NULL;
     o->pub_count =
         o->mode == MODE_PUB || o->mode == MODE_PUBSUB ? (uint32_t)(pubc >= 0 ? pubc : o->count) : 0;

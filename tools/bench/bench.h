@@ -84,6 +84,7 @@ typedef struct {
     uint32_t size; /* payload bytes */
     double rate;   /* aggregate messages/s, 0 = flat out */
     bench_tmpl_t topic, sub_topic;
+    const char *extra_sub; /* sub: a second filter in the SUBSCRIBE, or NULL */
     uint16_t keepalive;
     const char *username, *password;
     const char *user_prefix; /* --user-prefix: user name = prefix + index */

@@ -469,6 +469,29 @@ static void proto_error(client_t *c, const char *what, const char *why)
     client_lost(c, msg);
 }
 
+/* --extra-sub: one SUBSCRIBE (packet id 1) of the client's filter and the
+ * extra one, both at --sub-qos. */
+static void encode_subscribe2(client_t *c, const char *f1, uint16_t l1)
+{
+    uint16_t l2 = (uint16_t)strlen(g_opt.extra_sub);
+    uint32_t rem = 2u + 2u + l1 + 1u + 2u + l2 + 1u;
+    uint8_t *p = reserve(c, 1 + mqtt_varint_size(rem) + rem);
+    *p++ = MQTT_SUBSCRIBE << 4 | 2;
+    p += mqtt_encode_varint(p, rem);
+    *p++ = 0;
+    *p++ = 1;
+    *p++ = (uint8_t)(l1 >> 8);
+    *p++ = (uint8_t)l1;
+    memcpy(p, f1, l1);
+    p += l1;
+    *p++ = g_opt.sub_qos;
+    *p++ = (uint8_t)(l2 >> 8);
+    *p++ = (uint8_t)l2;
+    memcpy(p, g_opt.extra_sub, l2);
+    p += l2;
+    *p = g_opt.sub_qos;
+}
+
 static void on_connack(client_t *c, const mqtt_raw_t *r)
 {
     uint8_t sp, rc;
@@ -506,8 +529,11 @@ static void on_connack(client_t *c, const mqtt_raw_t *r)
         char cid[128], filter[1024];
         client_id_for(c->role, c->idx, cid, sizeof(cid));
         int l = tmpl_expand(g_opt.sub_topic.text, c->idx, cid, NULL, filter, sizeof(filter));
-        uint8_t *p = reserve(c, mqtt_subscribe_size((uint16_t)l));
-        mqtt_encode_subscribe(p, 1, (const uint8_t *)filter, (uint16_t)l, g_opt.sub_qos);
+        if (g_opt.extra_sub)
+            encode_subscribe2(c, filter, (uint16_t)l);
+        else
+            mqtt_encode_subscribe(reserve(c, mqtt_subscribe_size((uint16_t)l)), 1,
+                                  (const uint8_t *)filter, (uint16_t)l, g_opt.sub_qos);
         if (!W.st.t[T_sub_sent])
             W.st.t[T_sub_sent] = W.now;
         set_state(c, CS_SUBACK);
@@ -532,7 +558,8 @@ static void on_suback(client_t *c, const mqtt_raw_t *r)
         proto_error(c, "bad SUBACK", why);
         return;
     }
-    if (n < 1 || rcs[0] == MQTT_SUBACK_FAILURE) {
+    if (n < 1 || rcs[0] == MQTT_SUBACK_FAILURE ||
+        (g_opt.extra_sub && (n < 2 || rcs[1] == MQTT_SUBACK_FAILURE))) {
         W.st.c[C_sub_fail]++;
         proto_error(c, "SUBACK: subscription refused", NULL);
         return;

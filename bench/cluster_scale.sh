@@ -1,0 +1,188 @@
+#!/bin/bash
+# bench/cluster_scale.sh -- issue 20's scale run, at any size: NODES cluster
+# nodes on loopback hold PER_NODE devices each, every device subscribed to
+# its own topic dev/<client id>/in and to one broadcast topic; one message
+# to the broadcast topic must reach every device, and one message to each of
+# RANDOM random device topics must arrive (docs/benchmarks.md, "Cluster:
+# scale").
+#
+#   bench/cluster_scale.sh [NODES] [PER_NODE] [HOLD_S] [RANDOM]
+#   e.g. bench/cluster_scale.sh 4 15000 60 10000      (60,000 devices)
+#        bench/cluster_scale.sh 53 18900 600 10000    (1,000,000: the issue's run)
+#
+# The cluster: tools/cluster.sh up NODES with etcd, CLUSTER_WORKERS (1) per
+# node, no store (CLUSTER_PERSISTENCE=0), log level warn, max_connections
+# 19,800.  The devices: one `antenna-bench sub` per node, connected straight
+# to that node's own port (client ids n<K>_s<I>, --extra-sub for the
+# broadcast topic, clean sessions, QoS 1), source addresses spread over
+# 127.0.1.0/24 so no address runs out of ephemeral ports.  The run: all
+# connect at once (time until every generator wrote its ready file), then
+# wait until every node has learnt every other node's routes, then
+# mosquitto_pub sends the broadcast and a paho client sends RANDOM QoS 1
+# messages to random devices' topics (through node 0: forwarded to the
+# device's node), then the devices are held until HOLD_S seconds after they
+# connected.  Reported: connect time, routes, broker RSS per device (sum over
+# the nodes of VmRSS with the devices minus without, divided by the
+# devices), the kernel's slab memory (/proc/meminfo Slab, with the devices
+# minus before: both ends' sockets, machine-wide), messages received against
+# expected, and drops.
+# Exit status 1 if any device failed, dropped or missed a message.
+set -u -o pipefail
+
+NODES=${1:-4}
+PER=${2:-15000}
+HOLD=${3:-60}
+RANDOM_MSGS=${4:-10000}
+ROOT=$(cd "$(dirname "$0")/.." && pwd)
+BENCH=${BENCH:-$ROOT/build/antenna-bench}
+export ANTENNA_BIN=${ANTENNA_BIN:-$ROOT/build/antenna}
+DEVICES=$((NODES * PER))
+
+for t in "$BENCH" "$ANTENNA_BIN"; do
+    [ -x "$t" ] || { echo "cluster_scale.sh: $t not found: build first" >&2; exit 2; }
+done
+command -v mosquitto_pub >/dev/null || { echo "cluster_scale.sh: mosquitto_pub needed" >&2; exit 2; }
+[ "$PER" -le 19000 ] || { echo "cluster_scale.sh: PER_NODE at most 19000 (open files)" >&2; exit 2; }
+
+WORK=$(mktemp -d /tmp/antenna-scale.XXXXXX)
+export CLUSTER_DIR=$WORK/cluster CLUSTER_WORKERS=${CLUSTER_WORKERS:-1} CLUSTER_PERSISTENCE=0
+export CLUSTER_LOG_LEVEL=warn CLUSTER_LEASE_TTL=${CLUSTER_LEASE_TTL:-30s}
+# etcd first for the CPU: on this machine it shares two cores with every node
+# and generator; a starved etcd lets leases expire and the nodes close their
+# doors (docs/cluster.md, "a node cut off from etcd")
+[ "$(id -u)" = 0 ] && export CLUSTER_ETCD_NICE=${CLUSTER_ETCD_NICE:--10}
+export CLUSTER_WAIT_S=$((60 + NODES * 3))
+GENS=()
+cleanup() {
+    for p in "${GENS[@]}"; do kill "$p" 2>/dev/null; done
+    "$ROOT/tools/cluster.sh" down >/dev/null 2>&1
+    [ -n "${KEEP:-}" ] || rm -rf "$WORK"
+}
+trap cleanup EXIT
+trap 'exit 130' INT TERM
+log() { echo "[$(date +%H:%M:%S)] $*" >&2; }
+
+cat >"$WORK/extra.yaml" <<EOF
+limits:
+  max_connections: 19800
+EOF
+export CLUSTER_EXTRA_YAML=$WORK/extra.yaml
+log "cluster: $NODES nodes, $CLUSTER_WORKERS worker(s) each"
+"$ROOT/tools/cluster.sh" up "$NODES" >"$WORK/up.log" 2>&1 || { cat "$WORK/up.log" >&2; exit 1; }
+. "$CLUSTER_DIR/cluster.env"
+read -r -a PORTS <<<"$NODE_PORTS"
+read -r -a APIS <<<"$API_PORTS"
+read -r -a PIDS <<<"$NODE_PIDS"
+
+rss_sum() {
+    local s=0 p
+    for p in "${PIDS[@]}"; do
+        s=$((s + $(awk '/^VmRSS:/ {print $2}' "/proc/$p/status")))
+    done
+    echo "$s"
+}
+slab_kb() { awk '/^Slab:/ {print $2}' /proc/meminfo; }
+
+RSS0=$(rss_sum)
+SLAB0=$(slab_kb)
+IFADDRS=$(seq -s, -f '127.0.1.%g' 1 60)
+log "devices: $DEVICES ($PER per node), held $HOLD s"
+T0=$(date +%s.%N)
+for k in $(seq 0 $((NODES - 1))); do
+    "$BENCH" sub -p "${PORTS[$k]}" -c "$PER" --client-prefix "n${k}_" --sub-topic 'dev/%c/in' \
+        --extra-sub bcast -q 1 --ifaddr "$IFADDRS" -d "$HOLD" --drain 10 \
+        --setup-timeout $((HOLD + 600)) --conn-pending 200 --ready-file "$WORK/ready.$k" \
+        --json --quiet >"$WORK/sub.$k.json" 2>"$WORK/sub.$k.err" &
+    GENS+=("$!")
+done
+deadline=$(($(date +%s) + 900))
+while :; do
+    n=$(ls "$WORK"/ready.* 2>/dev/null | wc -l)
+    [ "$n" -eq "$NODES" ] && break
+    for p in "${GENS[@]}"; do
+        kill -0 "$p" 2>/dev/null || { log "a generator exited early:"; tail -3 "$WORK"/sub.*.err >&2; exit 1; }
+    done
+    [ "$(date +%s)" -lt "$deadline" ] || { log "not all connected in 900 s"; exit 1; }
+    sleep 0.2
+done
+T1=$(date +%s.%N)
+short=$(awk -v want="$PER" '$2 != want { n++ } END { print n + 0 }' "$WORK"/ready.*)
+if [ "$short" -gt 0 ]; then
+    log "$short generator(s) connected fewer than $PER devices:"
+    head -q -n 1 "$WORK"/ready.* | sort | uniq -c | sort -rn | head -5 >&2
+    tail -q -n 2 "$WORK"/sub.*.err | sort | uniq -c | sort -rn | head -5 >&2
+    exit 1
+fi
+CONNECT_S=$(awk -v a="$T0" -v b="$T1" 'BEGIN { printf "%.1f", b - a }')
+log "all $DEVICES connected and subscribed in $CONNECT_S s"
+
+# every node has every other node's routes: (NODES - 1) * PER exact ones
+# (the broadcast filter is one route per peer on top)
+want_routes=$(((NODES - 1) * PER))
+routes_ok() {
+    local p
+    for p in "${APIS[@]}"; do
+        r=$(curl -s -m 5 -H "Authorization: Bearer $API_KEY" "http://127.0.0.1:$p/api/v1/nodes" |
+            python3 -c 'import json,sys; d=json.load(sys.stdin); print(sum(n.get("link_state",{}).get("routes",0) for n in d["nodes"] if not n["self"]))')
+        [ "${r:-0}" -ge "$want_routes" ] || return 1
+    done
+}
+deadline=$(($(date +%s) + 300))
+until routes_ok; do
+    [ "$(date +%s)" -lt "$deadline" ] || { log "routes not complete in 300 s"; exit 1; }
+    sleep 1
+done
+T2=$(date +%s.%N)
+log "routes complete on every node $(awk -v a="$T1" -v b="$T2" 'BEGIN { printf "%.1f", b - a }') s later"
+RSS1=$(rss_sum)
+SLAB1=$(slab_kb)
+
+mosquitto_pub -p "${PORTS[0]}" -t bcast -m broadcast -q 1 || { log "broadcast publish failed"; exit 1; }
+/usr/bin/python3 - "${PORTS[0]}" "$NODES" "$PER" "$RANDOM_MSGS" >"$WORK/random.txt" <<'EOF'
+import random, sys, time
+import paho.mqtt.client as mqtt
+port, nodes, per, n = map(int, sys.argv[1:])
+c = mqtt.Client(client_id="scale-random", clean_session=True)
+c.max_inflight_messages_set(1000)
+c.connect("127.0.0.1", port)
+c.loop_start()
+rng = random.Random(20)
+infos = []
+for _ in range(n):
+    k, i = rng.randrange(nodes), rng.randrange(per)
+    infos.append(c.publish("dev/n%d_s%d/in" % (k, i), b"one", qos=1))
+deadline = time.monotonic() + 120
+for info in infos:
+    info.wait_for_publish(max(0.1, deadline - time.monotonic()))
+print(sum(1 for i in infos if i.is_published()))
+c.loop_stop()
+c.disconnect()
+EOF
+ACKED=$(cat "$WORK/random.txt")
+log "broadcast sent; $ACKED of $RANDOM_MSGS random device messages acknowledged"
+
+for p in "${GENS[@]}"; do wait "$p"; done
+GENS=()
+python3 - "$WORK" "$NODES" "$PER" "$RANDOM_MSGS" "$ACKED" "$CONNECT_S" "$RSS0" "$RSS1" "$SLAB0" "$SLAB1" <<'EOF'
+import json, sys
+work, nodes, per, rnd, acked, conn_s, rss0, rss1, slab0, slab1 = sys.argv[1:]
+nodes, per, rnd, acked = int(nodes), int(per), int(rnd), int(acked)
+ok = fail = recv = drops = errors = 0
+for k in range(nodes):
+    d = json.loads(open("%s/sub.%d.json" % (work, k)).read().strip().splitlines()[-1])
+    ok += d.get("conn_ok", 0)
+    fail += d.get("conn_fail", 0)
+    recv += d.get("recv", 0)
+    drops += d.get("drops", 0) + (per - d.get("connected_end", per))
+    errors += d.get("errors", 0)
+devices = nodes * per
+want = devices + rnd
+rss = (int(rss1) - int(rss0)) * 1024 / devices
+slab = (int(slab1) - int(slab0)) * 1024 / devices
+print("| nodes | devices | connected | failed | connect s | broker RSS/device | kernel slab/device | received | expected | dropped |")
+print("|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
+print("| %d | %d | %d | %d | %s | %.0f B | %.0f B | %d | %d | %d |"
+      % (nodes, devices, ok, fail, conn_s, rss, slab, recv, want, drops + errors))
+sys.exit(0 if ok == devices and fail == 0 and recv == want and acked == rnd
+         and drops + errors == 0 else 1)
+EOF
