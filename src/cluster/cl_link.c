@@ -614,13 +614,13 @@ static void on_resume(tw_timer_t *t)
     while (c != NULL) {
         cl_conn_t *next = c->next;
         cl_peer_t *p = c->up ? &L->peers[c->idx] : NULL;
-        if (p && low && p->in_seen != p->acked) { /* deferred by conn_read */
+        if (p && low && cl_lack_value(p) > p->acked) { /* deferred by conn_read */
             cl_recv_ack(cl, p, c);
             if (!(c->ev.events & EV_WRITE) && cl_conn_flush(cl, c) < 0) {
                 c = next;
                 continue;
             }
-        } else if (p && p->in_seen != p->acked && !tw_pending(&L->resume)) {
+        } else if (p && cl_lack_value(p) > p->acked && !tw_pending(&L->resume)) {
             tw_add(&cl->tw, &L->resume, cl->now + CL_RESUME_MS);
         }
         if (c->paused == 2 && !low) {
@@ -943,8 +943,10 @@ void cl_links_free(cl_t *cl)
         cl_buf_free(&c->out);
         free(c);
     }
-    for (int i = 0; i < CL_MAX_NODES; i++)
+    for (int i = 0; i < CL_MAX_NODES; i++) {
         cl_peer_drop_pending(cl, &L->peers[i]);
+        free(L->peers[i].lk);
+    }
     cl_fwd_free(cl);
     if (L->listen_fd >= 0)
         close(L->listen_fd);
@@ -967,10 +969,13 @@ void cl_link_up(cl_t *cl, cl_peer_t *p, cl_conn_t *c)
     if (p->in_inc != c->peer_inc) { /* a new process: its sequence starts again */
         p->in_inc = c->peer_inc;
         p->in_seen = 0;
+        cl_lack_reset(p);
     }
-    if (p->in_seen) /* what arrived before the break: not to be sent again */
-        cl_enc_ack(&c->out, p->in_seen);
-    p->acked = p->in_seen;
+    /* what arrived before the break (and, with a store, is stored): not to
+     * be sent again */
+    p->acked = cl_lack_value(p);
+    if (p->acked)
+        cl_enc_ack(&c->out, p->acked);
     CL_STAT_SET(cl->lstats[idx].tls, c->ssl != NULL);
     if (c->ssl != NULL) {
         char d[sizeof(cl->lstats[idx].cipher)];
