@@ -564,6 +564,12 @@ static int on_frame(cl_t *cl, cl_conn_t *c, uint8_t type, const uint8_t *body, u
             cl_route_acked(cl, p, v);
         break;
     }
+    case CL_F_ADOPT_ASK:
+    case CL_F_ADOPT_MSG:
+    case CL_F_ADOPT_END:
+    case CL_F_ADOPT_DONE:
+        rc = cl_hand_recv(cl, p, c, type, body, len);
+        break;
     case CL_F_OWN_TAKE:
     case CL_F_OWN_GIVEN:
         rc = cl_owner_recv(cl, c->idx, type, body, len);
@@ -894,6 +900,7 @@ void cl_links_member_changed(cl_t *cl, int idx)
         return; /* cl_free runs what was posted after the thread ended */
     cl_peer_t *p = &L->peers[idx];
     if (cl->nodes[idx].member) {
+        p->orphan = 0; /* back: what was kept for its adopter goes to it again */
         if (!we_dial(cl, idx) || (p->conn != NULL && p->conn->up))
             return; /* the peer dials, or the link works: kept */
         /* joined, or its address changed: a dial in progress (maybe to the
@@ -909,7 +916,9 @@ void cl_links_member_changed(cl_t *cl, int idx)
     if (p->conn)
         conn_close(cl, p->conn, "the node left the cluster");
     cl_route_drop_peer(cl, p);
-    cl_peer_drop_pending(cl, p);
+    cl_hand_in_free(p);
+    if (!cl_hand_keep(cl, p)) /* its adopter may want them (cl_hand.c) */
+        cl_peer_drop_pending(cl, p);
 }
 
 void cl_links_stop(cl_t *cl)
@@ -945,6 +954,7 @@ void cl_links_free(cl_t *cl)
     }
     for (int i = 0; i < CL_MAX_NODES; i++) {
         cl_peer_drop_pending(cl, &L->peers[i]);
+        cl_hand_in_free(&L->peers[i]);
         free(L->peers[i].lk);
     }
     cl_fwd_free(cl);

@@ -89,6 +89,10 @@ typedef struct {
      * last one it reported committed (cl_lack.c); NULL until the first */
     uint64_t *lk;
     uint16_t lk_gen; /* bumped when the peer's process changes */
+    /* it left and its sessions may be adopted: its window is kept for the
+     * adopter (cl_hand.c); what an adopter-to-be receives from it */
+    uint8_t orphan;
+    struct cl_hand_in_s *hand_in;
     /* routes it announced (cl_route.c) */
     cl_fset_t *routes;         /* wildcard and shared filters, whole */
     cl_hset_t *exact;          /* exact filters: their hashes only (router's rtab) */
@@ -223,6 +227,15 @@ void cl_lack_reset(cl_peer_t *p);
 void cl_lack_routed(cl_t *cl, worker_t *w, uint16_t peer, uint64_t v, int wrote);
 void cl_lack_turn_end(cl_t *cl, worker_t *w);
 void cl_lack_free(cl_lack_t *L);
+
+/* cl_hand.c: a dead member's unacknowledged copies for its adopter.
+ * keep: member p left, keep its window (1) or not (0); recv: the
+ * CL_F_ADOPT_* frames; in_free: what p sent for an adoption, dropped. */
+typedef struct cl_hand_in_s cl_hand_in_t;
+int cl_hand_keep(cl_t *cl, cl_peer_t *p);
+int cl_hand_recv(cl_t *cl, cl_peer_t *p, cl_conn_t *c, uint8_t type, const uint8_t *body,
+                 uint32_t len);
+void cl_hand_in_free(cl_peer_t *p);
 
 /* cl_tomb.c (the link thread): tombstones of cleared retained topics.
  * note: a clear (publish time, origin node name) was made or received;
