@@ -27,7 +27,11 @@
  * An adoption, on the adopter thread, with N's store open (its lock held):
  *   1. read N's sessions, queues and incoming QoS 2 ids (store_scan), each
  *      session made into the hand-over format of cl_owner.c (what a node
- *      sends when a client moves), expired ones left out;
+ *      sends when a client moves), expired ones left out; then the copies
+ *      forwarded to N that it never acknowledged, kept by the members
+ *      (cl_hand.c: asked for, ADOPT_COLLECT_MS at most), queued to the
+ *      sessions whose subscriptions match them (merge_collected: not twice
+ *      what N had stored);
  *   2. post them to their home workers (WM_CL_OWNER, one item per worker):
  *      each installs them as a hand-over (cl_owner_install: sessions,
  *      subscriptions and their routes, queues with new sequence numbers,
@@ -37,6 +41,8 @@
  *   3. wait for every worker, then an empty batch on this node's store: a
  *      barrier, committed after every batch submitted before it; a failed
  *      commit meanwhile (store stats) abandons the adoption;
+ *      once it committed the members release their kept copies (their
+ *      publishers' acknowledgements leave: cl_hand_done);
  *   4. claim the installed client ids in etcd under this node's lease; one
  *      owned by another live node meanwhile (its client connected there
  *      with clean start) ends here (cl_owner_kick);

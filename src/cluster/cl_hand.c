@@ -114,8 +114,8 @@ int cl_hand_recv(cl_t *cl, cl_peer_t *p, cl_conn_t *c, uint8_t type, const uint8
         if (cl_dec_msg(body, len, &x) < 0 || x.topic_len == 0)
             return -1;
         uint64_t expire = x.expiry_ms ? an_now_ms() + x.expiry_ms : 0;
-        msg_t *m = msg_new_v5(x.topic, x.topic_len, x.props, x.props_len, x.payload,
-                              x.payload_len, x.qos, (x.flags & CL_MSG_RETAIN) != 0, expire);
+        msg_t *m = msg_new_v5(x.topic, x.topic_len, x.props, x.props_len, x.payload, x.payload_len,
+                              x.qos, (x.flags & CL_MSG_RETAIN) != 0, expire);
         m->published_at = x.published_at;
         in_push(p, m);
         return 0;
@@ -136,9 +136,9 @@ int cl_hand_recv(cl_t *cl, cl_peer_t *p, cl_conn_t *c, uint8_t type, const uint8
             msg_t *m = v[i];
             if (!m->expire_at || m->expire_at > now) {
                 cl_msg_t x = {.published_at = m->published_at,
-                              .expiry_ms = m->expire_at ? (uint32_t)AN_MIN(m->expire_at - now,
-                                                                           UINT32_MAX)
-                                                        : 0,
+                              .expiry_ms = m->expire_at
+                                               ? (uint32_t)AN_MIN(m->expire_at - now, UINT32_MAX)
+                                               : 0,
                               .qos = m->qos,
                               .flags = m->retain ? CL_MSG_RETAIN : 0,
                               .topic = msg_topic(m),

@@ -132,7 +132,7 @@ def test_dead_node_sessions_adopted_from_redis(redis, cluster):
             pid += 1
             pub.publish(t2, b"q2-%d" % i, qos=2, pid=pid, timeout=T)
         # everything a acknowledged is in c's store (c acknowledges on the
-        # link before its commit: wait for the commit)
+        # link after its commit: this holds at once, polled all the same)
         wait_for(lambda: queued_in(redis, "antenna:c:") >= N1 + N2, 10 * SLOW,
                  what="c's store holding the %d messages" % (N1 + N2))
         ad_a = adoptions(a)
