@@ -59,6 +59,10 @@ void cl_hand_in_free(cl_peer_t *p)
 
 int cl_hand_keep(cl_t *cl, cl_peer_t *p)
 {
+    if (p->hand_done) { /* its adopter stored them already */
+        p->hand_done = 0;
+        return 0;
+    }
     if (cl->adopt == NULL || p->head == p->len)
         return 0;
     p->orphan = 1;
@@ -83,7 +87,9 @@ static msg_t **kept(cl_t *cl, int n, uint32_t *count)
     if (n <= 0)
         return NULL;
     cl_peer_t *p = &cl->links->peers[n];
-    if (!p->orphan || p->head == p->len)
+    /* also while it still looks a member here with its link down: the
+     * adopter holds its lock, its going out has not reached us yet */
+    if (p->head == p->len || (!p->orphan && p->conn != NULL && p->conn->up))
         return NULL;
     msg_t **v = an_malloc((p->len - p->head) * sizeof(*v));
     for (size_t i = p->head; i < p->len; i++)
@@ -95,11 +101,15 @@ static msg_t **kept(cl_t *cl, int n, uint32_t *count)
 static void release(cl_t *cl, int n, const char *why)
 {
     cl_peer_t *p = &cl->links->peers[n];
+    if (cl->nodes[n].member) {
+        /* its going out has not reached us (DONE came first): released
+         * when it does; or it is back: its new process gets them */
+        p->hand_done = why == NULL && !p->orphan && (p->conn == NULL || !p->conn->up);
+        return;
+    }
     if (!p->orphan)
         return;
     p->orphan = 0;
-    if (cl->nodes[n].member)
-        return; /* back: its new process gets them */
     if (why != NULL && p->len > p->head)
         log_warn("cluster: %zu QoS 1/2 messages for node %s released unacknowledged (%s)",
                  p->len - p->head, cl->nodes[n].name, why);

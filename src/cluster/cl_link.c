@@ -975,6 +975,7 @@ void cl_link_up(cl_t *cl, cl_peer_t *p, cl_conn_t *c)
 {
     int idx = c->idx;
     CL_STAT_SET(cl->lstats[idx].state, CL_LINK_UP);
+    p->hand_done = 0; /* alive: what it had not acknowledged goes to it again */
     CL_STAT_ADD(cl->lstats[idx].ups, 1);
     if (p->in_inc != c->peer_inc) { /* a new process: its sequence starts again */
         p->in_inc = c->peer_inc;

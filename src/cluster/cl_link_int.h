@@ -92,6 +92,7 @@ typedef struct {
     /* it left and its sessions may be adopted: its window is kept for the
      * adopter (cl_hand.c); what an adopter-to-be receives from it */
     uint8_t orphan;
+    uint8_t hand_done; /* an adopter stored its copies before it went out here */
     struct cl_hand_in_s *hand_in;
     /* routes it announced (cl_route.c) */
     cl_fset_t *routes;         /* wildcard and shared filters, whole */
