@@ -6,7 +6,8 @@
 # pair_setup picks six free ports and an API key and sets MQ_A MQ_B API_A
 # API_B LINK_A LINK_B KEY; pair_node NAME MQTT API LINK writes NAME's
 # config (persistence off, static members, the API on) and starts it,
-# appending its pid to PIDS and setting PAIR_PID (not in a subshell: PIDS
+# appending its pid to PIDS and setting PAIR_PID; CLUSTER_KEYS (optional,
+# "key: value" lines) is added to both nodes' cluster section (not in a subshell: PIDS
 # must see it); pair_link_of_a prints b's view of a's link as JSON;
 # pair_cleanup (the caller's
 # EXIT trap) stops them and removes TMP unless KEEP is set.
@@ -51,6 +52,9 @@ cluster:
   secret: s
   static_members: [a@127.0.0.1:$LINK_A, b@127.0.0.1:$LINK_B]
 YAML
+    if [ -n "${CLUSTER_KEYS:-}" ]; then
+        printf '%s\n' "$CLUSTER_KEYS" | sed 's/^/  /' >>"$TMP/$1.yaml"
+    fi
     if [ "${TLS:-0}" = 1 ]; then
         printf '  tls: true\n  tls_cert_file: %s\n  tls_key_file: %s\n  tls_ca_file: %s\n' \
             "$TMP/$1.pem" "$TMP/$1.key" "$TMP/ca.pem" >>"$TMP/$1.yaml"

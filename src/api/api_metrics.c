@@ -26,7 +26,7 @@
 #include "reload.h"
 #include "auth_chain.h"
 #include "retain.h"
-#include "rtab.h"
+#include "router.h"
 #include "store.h"
 #include "sys.h"
 
@@ -80,7 +80,8 @@ void api_totals(server_t *srv, api_totals_t *t)
         t->takeovers_other_user += STAT_GET(st->takeovers_other_user);
     }
     pthread_rwlock_rdlock(&srv->trie_lock);
-    t->subscriptions = trie_count(srv->trie) + rtab_size(srv->rtab); /* + exact remote routes */
+    t->subscriptions =
+        trie_count(srv->trie) + router_node_exact_count(srv); /* + exact remote routes */
     pthread_rwlock_unlock(&srv->trie_lock);
     t->retained = retain_count(srv->retain);
 }
@@ -442,6 +443,12 @@ char *api_metrics_text(server_t *srv, size_t *len)
     if (srv->store) {
         store_stats_t ss;
         store_stats(srv->store, &ss);
+        /* which store holds the sessions: with the gauges above, the
+         * sessions by store; with redis, a write below is one round trip */
+        family(&b, "antenna_store_backend_info", "gauge",
+               "The session store in use (label backend): 1.");
+        sb_printf(&b, "antenna_store_backend_info{backend=\"%s\"} 1\n",
+                  server_live(srv)->persistence_backend == CONF_STORE_REDIS ? "redis" : "rocksdb");
         one(&b, "antenna_store_batches_total", "counter", "Store batches committed.",
             ss.batches_committed);
         one(&b, "antenna_store_batches_failed_total", "counter", "Store batches failed.",
@@ -453,7 +460,7 @@ char *api_metrics_text(server_t *srv, size_t *len)
         one(&b, "antenna_store_pending_batches", "gauge", "Batches waiting for the committer.",
             ss.pending_batches);
         family(&b, "antenna_store_write_seconds", "histogram",
-               "Duration of a backend write (one group of batches).");
+               "Duration of a backend write (one group of batches; with redis one round trip).");
         histogram(&b, "antenna_store_write_seconds", "", ss.write_hist, ss.write_sum_us);
         family(&b, "antenna_store_fsync_seconds", "histogram",
                "Duration of an fsync (sync writes and WAL syncs).");

@@ -180,6 +180,7 @@ int persist_open(server_t *srv)
         o.redis_prefix = prefix;
         o.redis_connect_timeout_ms = cf->persistence_redis.connect_timeout_ms;
         o.redis_timeout_ms = cf->persistence_redis.timeout_ms;
+        o.redis_min_replicas = cf->persistence_redis.min_replicas;
     }
     srv->store = store_open(&o, err, sizeof(err));
     if (srv->store == NULL) {

@@ -26,6 +26,7 @@
 #include "mqtt_codec.h"
 #include "persist.h"
 #include "retain.h"
+#include "rbloom.h"
 #include "rtab.h"
 #include "sess.h"
 #include "shared.h"
@@ -94,19 +95,29 @@ static void collect(void *ud, const sub_ref_t *sub)
 
 static sub_ref_t node_ref(uint16_t idx, uint32_t tag);
 
-/* Other nodes' exact routes (rtab.h), under the trie's read lock: the nodes
- * with a filter equal to m's topic (or, after a 64-bit collision, another
- * one: a spurious forward) join the matches; merge_overlaps() then merges
- * them with the same nodes' trie matches (one sid per node). */
+/* Other nodes' exact routes, under the trie's read lock: the nodes with a
+ * filter equal to m's topic in the exact table (rtab.h; or, after a 64-bit
+ * collision, another one) and the nodes whose Bloom filter (rbloom.h) may
+ * hold it join the matches (either may be a spurious forward: the node
+ * drops it); merge_overlaps() then merges them with the same nodes' trie
+ * matches (one sid per node). */
 static void push_exact_nodes(worker_t *w, const msg_t *m)
 {
-    const rtab_t *t = w->srv->rtab;
-    uint64_t h = an_siphash(w->srv->route_key, msg_topic(m), m->topic_len);
-    size_t i = rtab_home(h, t->cap);
-    for (int node; (node = rtab_next_node(t, h, &i)) >= 0;) {
-        sub_ref_t r = node_ref((uint16_t)node, 0);
-        push(w, &r);
+    const server_t *srv = w->srv;
+    uint64_t h = an_siphash(srv->route_key, msg_topic(m), m->topic_len);
+    const rtab_t *t = srv->rtab;
+    if (rtab_size(t) != 0) {
+        size_t i = rtab_home(h, t->cap);
+        for (int node; (node = rtab_next_node(t, h, &i)) >= 0;) {
+            sub_ref_t r = node_ref((uint16_t)node, 0);
+            push(w, &r);
+        }
     }
+    for (uint32_t i = 0; i < srv->nrblooms; i++)
+        if (rbloom_test(srv->rblooms[i].b, h)) {
+            sub_ref_t r = node_ref(srv->rblooms[i].node, 0);
+            push(w, &r);
+        }
 }
 
 static int by_sid(const void *a, const void *b)
@@ -323,7 +334,8 @@ size_t router_publish(worker_t *w, msg_t *m, const sess_t *from)
     w->nmatches = 0;
     pthread_rwlock_rdlock(&srv->trie_lock);
     trie_match(srv->trie, msg_topic(m), m->topic_len, collect, &ctx);
-    if (rtab_size(srv->rtab) != 0 && m->hops == 0) /* a node never forwards a node's message */
+    if ((rtab_size(srv->rtab) != 0 || srv->nrblooms != 0) &&
+        m->hops == 0) /* a node never forwards a node's message */
         push_exact_nodes(w, m);
     size_t n = merge_overlaps(w->matches, w->nmatches);
     /* QoS 0 is never queued for a connected client: only QoS 1/2 publishers
@@ -448,29 +460,108 @@ int router_route_exact(const server_t *srv, const uint8_t *filter, size_t len, u
     return 1;
 }
 
-uint32_t router_node_exact(server_t *srv, uint16_t idx, uint64_t h, int op, uint32_t count)
+/* Node idx's Bloom filter in srv->rblooms, or NULL (under trie_lock). */
+static rbloom_peer_t *bloom_of(const server_t *srv, uint16_t idx)
+{
+    for (uint32_t i = 0; i < srv->nrblooms; i++)
+        if (srv->rblooms[i].node == idx)
+            return &srv->rblooms[i];
+    return NULL;
+}
+
+uint32_t router_node_exact(server_t *srv, uint16_t idx, uint64_t h, int op)
 {
     uint32_t rc;
     pthread_rwlock_wrlock(&srv->trie_lock);
-    if (srv->rtab == NULL) /* the first remote route: a single node never has one */
-        srv->rtab = rtab_new();
-    if (op == ROUTER_EXACT_ADD)
-        rc = rtab_add(srv->rtab, h, idx);
-    else if (op == ROUTER_EXACT_SET)
-        rc = rtab_set(srv->rtab, h, idx, count);
-    else if (op == ROUTER_EXACT_DROP)
-        rc = rtab_del(srv->rtab, h, idx, 1);
-    else
-        rc = rtab_del(srv->rtab, h, idx, 0) ? rtab_count(srv->rtab, h, idx) : 0;
+    rbloom_peer_t *bp = bloom_of(srv, idx);
+    if (bp != NULL) {
+        if (op == ROUTER_EXACT_ADD) {
+            rbloom_add(bp->b, h);
+            rc = 1;
+        } else {
+            rc = (uint32_t)rbloom_del(bp->b, h);
+        }
+    } else if (op == ROUTER_EXACT_ADD) {
+        if (srv->rtab == NULL) /* the first remote route: a single node never has one */
+            srv->rtab = rtab_new();
+        rc = rtab_add(srv->rtab, h, idx) != 0;
+    } else {
+        rc = srv->rtab != NULL ? (rtab_del(srv->rtab, h, idx, 0) != 0) : 0;
+    }
     pthread_rwlock_unlock(&srv->trie_lock);
     return rc;
 }
 
-size_t router_node_exact_routes(server_t *srv)
+/* Install b as idx's filter (NULL: none); returns the one it replaces.
+ * Under the write lock. */
+static rbloom_t *bloom_set(server_t *srv, uint16_t idx, rbloom_t *b)
+{
+    rbloom_peer_t *bp = bloom_of(srv, idx);
+    rbloom_t *old = bp ? bp->b : NULL;
+    if (bp != NULL && b != NULL) {
+        bp->b = b;
+    } else if (bp != NULL) {
+        *bp = srv->rblooms[--srv->nrblooms];
+    } else if (b != NULL) {
+        if (srv->nrblooms == srv->cap_rblooms) {
+            srv->cap_rblooms = srv->cap_rblooms ? srv->cap_rblooms * 2 : 8;
+            srv->rblooms = an_realloc(srv->rblooms, srv->cap_rblooms * sizeof(*srv->rblooms));
+        }
+        srv->rblooms[srv->nrblooms++] = (rbloom_peer_t){b, idx};
+    }
+    return old;
+}
+
+void router_node_exact_replace(server_t *srv, uint16_t idx, rbloom_t *b, const uint64_t *hashes,
+                               size_t n)
+{
+    pthread_rwlock_wrlock(&srv->trie_lock);
+    if (srv->rtab != NULL)
+        rtab_drop_node(srv->rtab, idx, NULL, NULL);
+    rbloom_t *old = bloom_set(srv, idx, b);
+    if (b == NULL && n > 0) {
+        if (srv->rtab == NULL)
+            srv->rtab = rtab_new();
+        for (size_t i = 0; i < n; i++)
+            rtab_add(srv->rtab, hashes[i], idx);
+    }
+    pthread_rwlock_unlock(&srv->trie_lock);
+    rbloom_free(old);
+}
+
+static void into_bloom(void *ud, uint64_t h, uint32_t count)
+{
+    for (uint32_t i = 0; i < count; i++)
+        rbloom_add(ud, h);
+}
+
+void router_node_exact_to_bloom(server_t *srv, uint16_t idx, uint64_t routes)
+{
+    rbloom_t *b = rbloom_new(routes); /* the allocation outside the lock */
+    pthread_rwlock_wrlock(&srv->trie_lock);
+    if (srv->rtab != NULL)
+        rtab_drop_node(srv->rtab, idx, into_bloom, b);
+    rbloom_t *old = bloom_set(srv, idx, b);
+    pthread_rwlock_unlock(&srv->trie_lock);
+    rbloom_free(old);
+}
+
+int router_node_exact_info(server_t *srv, uint16_t idx, size_t *bytes, uint64_t *sized)
 {
     pthread_rwlock_rdlock(&srv->trie_lock);
-    size_t n = rtab_size(srv->rtab);
+    const rbloom_peer_t *bp = bloom_of(srv, idx);
+    int rc = bp != NULL;
+    *bytes = bp ? rbloom_bytes(bp->b) : 0;
+    *sized = bp ? bp->b->sized : 0;
     pthread_rwlock_unlock(&srv->trie_lock);
+    return rc;
+}
+
+size_t router_node_exact_count(const server_t *srv)
+{
+    size_t n = rtab_size(srv->rtab);
+    for (uint32_t i = 0; i < srv->nrblooms; i++)
+        n += (size_t)srv->rblooms[i].b->n;
     return n;
 }
 

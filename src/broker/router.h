@@ -179,23 +179,37 @@ static inline uint32_t router_share_tag(const uint8_t *filter, size_t len)
  * 1, or 0 when the group has no local member (any more). */
 int router_deliver_shared(worker_t *w, msg_t *m, const uint8_t *filter, size_t len);
 int router_node_unsubscribe(server_t *srv, uint16_t idx, const uint8_t *filter, size_t len);
-/* Exact remote routes (rtab.h): a filter without '+' or '#', not
- * "$share/...", is not put in the trie but kept as its 64-bit hash with
- * the node index and a count, looked up by the topic's hash at publish
- * time (when any is kept: a single node pays nothing).  Returns 1 and the
- * hash in *h for an exact filter, 0 for a wildcard or shared one (use
- * router_node_subscribe), -1 for an invalid one.  Any thread. */
+/* Exact remote routes: a filter without '+' or '#', not "$share/...", is
+ * not put in the trie but kept as its 64-bit hash: in the exact table
+ * (rtab.h: hash, node, count) or, for a node with many of them, in that
+ * node's counting Bloom filter (rbloom.h; docs/cluster.md "Routes"); a
+ * publish looks its topic's hash up in both (when there is any: a single
+ * node pays nothing).  Returns 1 and the hash in *h for an exact filter, 0
+ * for a wildcard or shared one (use router_node_subscribe), -1 for an
+ * invalid one.  Any thread. */
 int router_route_exact(const server_t *srv, const uint8_t *filter, size_t len, uint64_t *h);
 enum {
-    ROUTER_EXACT_ADD,  /* count + 1; returns the new count */
-    ROUTER_EXACT_DEL,  /* count - 1; returns the count left (0: gone or absent) */
-    ROUTER_EXACT_DROP, /* the pair goes; returns the count it had */
-    ROUTER_EXACT_SET   /* count = count; returns the previous count */
+    ROUTER_EXACT_ADD, /* one more filter of hash h: returns 1 */
+    ROUTER_EXACT_DEL  /* one fewer: returns 1, or 0 when it was (certainly) absent */
 };
-/* Change node idx's exact route of hash h; takes the trie's write lock. */
-uint32_t router_node_exact(server_t *srv, uint16_t idx, uint64_t h, int op, uint32_t count);
-/* (hash, node) pairs kept (metrics: they count as subscriptions). */
-size_t router_node_exact_routes(server_t *srv);
+/* Change node idx's exact routes (its Bloom filter when it has one, else
+ * the exact table); takes the trie's write lock. */
+uint32_t router_node_exact(server_t *srv, uint16_t idx, uint64_t h, int op);
+/* Replace all of node idx's exact routes at once (one write lock: no
+ * publish sees it without them): by the Bloom filter b (taken over), or,
+ * when b is NULL, by the n hashes in the exact table (n = 0: none left). */
+struct rbloom_s;
+void router_node_exact_replace(server_t *srv, uint16_t idx, struct rbloom_s *b,
+                               const uint64_t *hashes, size_t n);
+/* Move node idx's exact routes from the exact table into a new Bloom
+ * filter sized for `routes` (one write lock). */
+void router_node_exact_to_bloom(server_t *srv, uint16_t idx, uint64_t routes);
+/* Does node idx have a Bloom filter?  Its bytes and the routes it was
+ * sized for (0 and 0 if not).  Takes the read lock. */
+int router_node_exact_info(server_t *srv, uint16_t idx, size_t *bytes, uint64_t *sized);
+/* Exact remote routes kept (pairs of the exact table, keys of the Bloom
+ * filters: metrics count them as subscriptions).  Under trie_lock. */
+size_t router_node_exact_count(const server_t *srv);
 /* trie_set_local_hook (trie.h) under the trie's write lock: the filters
  * this node has MQTT subscribers for, as 0<->1 transitions. */
 void router_set_local_hook(server_t *srv, trie_local_fn fn, void *ud);

@@ -73,8 +73,8 @@ void rtab_free(rtab_t *t)
     free(t);
 }
 
-/* Empty slot s and close the gap (backward shift). */
-static void remove_at(rtab_t *t, rtab_slot_t *s)
+/* Empty slot s and close the gap (backward shift); no resize. */
+static void shift_out(rtab_t *t, rtab_slot_t *s)
 {
     size_t cap = t->cap, i = (size_t)(s - t->slots);
     for (size_t j = rtab_next(i, cap); t->slots[j].count != 0; j = rtab_next(j, cap)) {
@@ -87,8 +87,21 @@ static void remove_at(rtab_t *t, rtab_slot_t *s)
     }
     t->slots[i].count = 0;
     t->n--;
-    if (t->cap > RTAB_MIN && t->n * 8 < t->cap)
-        resize(t, AN_MAX(t->cap / 2, (size_t)RTAB_MIN));
+}
+
+static void shrink(rtab_t *t)
+{
+    size_t cap = t->cap;
+    while (cap > RTAB_MIN && t->n * 8 < cap)
+        cap = AN_MAX(cap / 2, (size_t)RTAB_MIN);
+    if (cap != t->cap)
+        resize(t, cap);
+}
+
+static void remove_at(rtab_t *t, rtab_slot_t *s)
+{
+    shift_out(t, s);
+    shrink(t);
 }
 
 uint32_t rtab_add(rtab_t *t, uint64_t h, uint16_t node)
@@ -149,5 +162,26 @@ size_t rtab_lookup(const rtab_t *t, uint64_t h, uint16_t *out, size_t cap)
     for (int node; (node = rtab_next_node(t, h, &i)) >= 0; n++)
         if (n < cap)
             out[n] = (uint16_t)node;
+    return n;
+}
+
+size_t rtab_drop_node(rtab_t *t, uint16_t node, void (*fn)(void *ud, uint64_t h, uint32_t count),
+                      void *ud)
+{
+    size_t n = 0;
+    /* a shift moves later slots back into slot i, never one of node's
+     * into a slot already passed: look at slot i again after each */
+    for (size_t i = 0; i < t->cap;) {
+        rtab_slot_t *s = &t->slots[i];
+        if (s->count != 0 && s->node == node) {
+            if (fn != NULL)
+                fn(ud, slot_hash(s), s->count);
+            n++;
+            shift_out(t, s);
+        } else {
+            i++;
+        }
+    }
+    shrink(t);
     return n;
 }

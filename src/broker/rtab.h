@@ -20,8 +20,10 @@
  * high half of the hash scaled to it, rtab_home): the table grows by half
  * past 3/4 full, so it is always between 1/2 and 3/4 full while it grows
  * (12 / 0.5 = 24 B a pair at worst), and halves below 1/8 (never under 64
- * slots).  No allocation per entry.  cl_route.c's per-peer hash sets use
- * the same probing (the inline helpers below).
+ * slots).  No allocation per entry.  A peer with more than
+ * cluster.route_bloom_above exact routes has them in a counting Bloom
+ * filter instead (rbloom.h, at 8 B a route or less): rtab_drop_node moves
+ * them out.
  *
  * Not thread-safe: the router keeps it under srv->trie_lock (the link
  * thread writes under the write lock, the workers read under the read
@@ -95,6 +97,10 @@ static inline int rtab_next_node(const rtab_t *t, uint64_t h, size_t *i)
 /* The nodes with a filter of hash h: up to cap of them into out; returns
  * how many there are. */
 size_t rtab_lookup(const rtab_t *t, uint64_t h, uint16_t *out, size_t cap);
+/* Remove every pair of node, calling fn (if not NULL) with each hash and
+ * count first; returns how many pairs went. */
+size_t rtab_drop_node(rtab_t *t, uint16_t node, void (*fn)(void *ud, uint64_t h, uint32_t count),
+                      void *ud);
 /* (hash, node) pairs; 0 for NULL (no table yet). */
 static inline size_t rtab_size(const rtab_t *t)
 {

@@ -30,6 +30,7 @@
 #include "conn.h"
 #include "retain.h"
 #include "router.h"
+#include "rbloom.h"
 #include "rtab.h"
 #include "sess.h"
 #include "shared.h"
@@ -318,6 +319,11 @@ void server_free(server_t *srv)
     trie_free(srv->trie);
     rtab_free(srv->rtab);
     srv->rtab = NULL;
+    for (uint32_t i = 0; i < srv->nrblooms; i++)
+        rbloom_free(srv->rblooms[i].b);
+    free(srv->rblooms);
+    srv->rblooms = NULL;
+    srv->nrblooms = srv->cap_rblooms = 0;
     retain_free(srv->retain);
     pthread_rwlock_destroy(&srv->trie_lock);
     pthread_mutex_destroy(&srv->tls_lock);

@@ -255,10 +255,13 @@ struct server_s {
     /* router: the subscription trie under a read-write lock */
     pthread_rwlock_t trie_lock;
     trie_t *trie;
-    struct shared_set_s *groups; /* shared subscriptions, under trie_lock */
-    struct rtab_s *rtab;         /* other nodes' exact routes (rtab.h), under trie_lock;
+    struct shared_set_s *groups;   /* shared subscriptions, under trie_lock */
+    struct rtab_s *rtab;           /* other nodes' exact routes (rtab.h), under trie_lock;
                                   * NULL until the first one */
-    uint64_t route_key[2];       /* SipHash key of rtab's hashes (router_route_exact) */
+    struct rbloom_peer_s *rblooms; /* peers whose exact routes are a counting Bloom filter
+                                    * instead (rbloom.h), under trie_lock */
+    uint32_t nrblooms, cap_rblooms;
+    uint64_t route_key[2]; /* SipHash key of rtab's and rblooms' hashes (router_route_exact) */
     retain_t *retain;
     struct store *store;             /* persistence (persist.h), or NULL */
     _Atomic uint64_t next_qseq;      /* keys of stored session messages */

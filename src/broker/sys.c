@@ -26,7 +26,6 @@
 #include "module.h"
 #include "msg.h"
 #include "retain.h"
-#include "rtab.h"
 #include "router.h"
 #include "store.h"
 
@@ -127,7 +126,8 @@ static uint64_t sys_tick(module_inst_t *mi, worker_t *w, void *ctx)
         takeovers += STAT_GET(st->takeovers_other_user);
     }
     pthread_rwlock_rdlock(&srv->trie_lock);
-    uint64_t subs = trie_count(srv->trie) + rtab_size(srv->rtab); /* + exact remote routes */
+    uint64_t subs =
+        trie_count(srv->trie) + router_node_exact_count(srv); /* + exact remote routes */
     pthread_rwlock_unlock(&srv->trie_lock);
 
     char buf[64];

@@ -155,7 +155,13 @@ static void run_cluster(worker_t *w, inbox_item_t *it)
     msg_t *m = it->ptr;
     if (it->flags == CL_IT_PUBLISH) {
         w->publish_backlogged = 0;
-        router_publish(w, m, NULL);
+        if (router_publish(w, m, NULL) == 0 && !m->retain) {
+            /* forwarded for nothing (rbloom.h): counted, dropped; its
+             * link ack is not held (nothing was written: cl_lack.c) */
+            cl_t *cl = w->srv->route_owners[ROUTE_OWNER_NODE].user;
+            atomic_fetch_add_explicit(&cl->lstats[m->origin_node & (CL_MAX_NODES - 1)].unmatched, 1,
+                                      memory_order_relaxed); /* any worker: a locked add */
+        }
         if (unlikely(w->publish_backlogged)) {
             /* a subscriber here is behind: the link this came on is read
              * later, its ACKs come later, the publishers there wait for

@@ -42,6 +42,7 @@ typedef struct {
     uint32_t drain_handover_wait_ms; /* a drain waits this long for sessions to be taken */
     uint8_t adopt;                   /* a dead member's Redis store adopted (cl_adopt.c) */
     uint32_t adopt_wait_ms;          /* at most this long after a member went out */
+    uint32_t route_bloom_above;      /* a peer with more exact routes: a Bloom filter; 0: never */
     char listen[CL_ADDR_MAX];        /* node links: host:port, port 0 = any */
     char advertise[CL_ADDR_MAX];     /* "" = the bound listen address */
     char secret[256];                /* the shared secret (or read from secret_file) */
@@ -80,20 +81,25 @@ typedef struct {
     _Atomic uint32_t ups;      /* times the link came up */
     _Atomic uint64_t bytes_in; /* link bytes read / written */
     _Atomic uint64_t bytes_out;
-    _Atomic uint64_t received;  /* messages received from the peer */
-    _Atomic uint64_t fwd[3];    /* messages forwarded to it, by QoS */
-    _Atomic uint64_t dropped;   /* QoS 0 dropped (link down or output full), QoS 1/2
+    _Atomic uint64_t received;    /* messages received from the peer */
+    _Atomic uint64_t fwd[3];      /* messages forwarded to it, by QoS */
+    _Atomic uint64_t dropped;     /* QoS 0 dropped (link down or output full), QoS 1/2
                                   * over the bound of unacknowledged ones */
-    _Atomic uint64_t queued;    /* QoS 1/2 not acknowledged yet */
-    _Atomic uint64_t oldest;    /* the oldest of them: its publish time (wall ms), 0: none
+    _Atomic uint64_t queued;      /* QoS 1/2 not acknowledged yet */
+    _Atomic uint64_t oldest;      /* the oldest of them: its publish time (wall ms), 0: none
                                  * or unknown (the API's lag_ms) */
-    _Atomic uint64_t out_bytes; /* bytes waiting in the link's output */
-    _Atomic uint64_t routes;    /* filters the peer announced */
-    _Atomic uint64_t refused;   /* handshakes refused */
-    _Atomic uint32_t busy;      /* too many QoS 1/2 unacknowledged: the workers
+    _Atomic uint64_t out_bytes;   /* bytes waiting in the link's output */
+    _Atomic uint64_t routes;      /* filters the peer announced */
+    _Atomic uint64_t unmatched;   /* messages from the peer no subscriber here matched
+                                 * (a Bloom filter's false positive, a collision, a
+                                 * subscriber gone meanwhile): written by workers */
+    _Atomic uint64_t bloom_bytes; /* its exact routes' Bloom filter (rbloom.h), 0: none */
+    _Atomic uint64_t resyncs;     /* ROUTE_RESYNCs we sent it (its filter rebuilt) */
+    _Atomic uint64_t refused;     /* handshakes refused */
+    _Atomic uint32_t busy;        /* too many QoS 1/2 unacknowledged: the workers
                                  * pause QoS 1/2 publishers of messages for it */
-    _Atomic uint32_t tls;       /* the link (last up) runs over TLS */
-    char cipher[64];            /* its "TLSv1.3 TLS_AES_256_GCM_SHA384" (under snap_mu) */
+    _Atomic uint32_t tls;         /* the link (last up) runs over TLS */
+    char cipher[64];              /* its "TLSv1.3 TLS_AES_256_GCM_SHA384" (under snap_mu) */
 } cl_link_stats_t;
 
 /* A closure for the link thread. */

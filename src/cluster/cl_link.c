@@ -564,6 +564,9 @@ static int on_frame(cl_t *cl, cl_conn_t *c, uint8_t type, const uint8_t *body, u
             cl_route_acked(cl, p, v);
         break;
     }
+    case CL_F_ROUTE_RESYNC: /* the peer rebuilds its filter of our exact routes */
+        cl_route_sync(cl, c);
+        break;
     case CL_F_ADOPT_ASK:
     case CL_F_ADOPT_MSG:
     case CL_F_ADOPT_END:

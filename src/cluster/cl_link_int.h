@@ -26,7 +26,6 @@
 
 typedef struct cl_conn_s cl_conn_t;
 typedef struct cl_fset_s cl_fset_t;
-typedef struct cl_hset_s cl_hset_t;
 struct transport_s;
 struct ssl_st;
 struct ssl_ctx_st;
@@ -95,9 +94,17 @@ typedef struct {
     uint8_t hand_done; /* an adopter stored its copies before it went out here */
     struct cl_hand_in_s *hand_in;
     /* routes it announced (cl_route.c) */
-    cl_fset_t *routes;         /* wildcard and shared filters, whole */
-    cl_hset_t *exact;          /* exact filters: their hashes only (router's rtab) */
-    uint64_t nexact;           /* exact filters it announced (counted per hash) */
+    cl_fset_t *routes;    /* wildcard and shared filters, whole */
+    uint64_t nexact;      /* exact filters it announced (kept by the router as
+                                * hashes: rtab.h, or its Bloom filter, rbloom.h) */
+    uint64_t bloom_sized; /* its Bloom filter was sized for this many; 0: none */
+    /* during a sync, the exact filters it names (cl_route.c): their hashes
+     * while at most cluster.route_bloom_above, and/or a new Bloom filter */
+    uint64_t *sync_h;
+    size_t sync_n, sync_cap, sync_kept; /* named; buffer; hashes in sync_h */
+    struct rbloom_s *sync_bloom;
+    uint8_t sync_over;         /* sync_h stopped: more than route_bloom_above named */
+    uint8_t resync_asked;      /* a ROUTE_RESYNC went since the last SYNC_BEGIN */
     struct cl_share_s *shares; /* its "$share/g/f" routes by tag */
     uint32_t nshares, cap_shares;
     uint32_t sync_gen;

@@ -12,14 +12,23 @@
  *
  * Remote routes: per peer the set it announced.  Wildcard and shared
  * filters (p->routes, whole strings) are mirrored into the trie as
- * subscribers of kind ROUTE_OWNER_NODE (router_node_subscribe).  Exact
- * filters, the bulk (a device's own topic), are kept as 64-bit hashes
- * only (p->exact), mirrored into the router's compact table (rtab.h,
- * router_node_exact) with a count per (hash, node): ~45 B a route instead
- * of ~265.  A sync marks what it names with a new generation; SYNC_END
- * removes what it did not name, so a peer that rejoins replaces its stale
- * routes without a moment with none.  A node that leaves loses all of
- * them.
+ * subscribers of kind ROUTE_OWNER_NODE (router_node_subscribe); a sync
+ * marks what it names with a new generation and SYNC_END removes what it
+ * did not name.  Exact filters, the bulk (a device's own topic), are not
+ * kept here at all, only counted (p->nexact): the router keeps their
+ * 64-bit hashes, in its exact table (rtab.h: a count per (hash, node),
+ * 16-24 B a route) while the peer has at most cluster.route_bloom_above
+ * of them, else in a counting Bloom filter of the peer's (rbloom.h: 8 B a
+ * route when built, 4 B when it has doubled).  A sync notes the hashes it
+ * names (p->sync_h while they are few enough for the table, p->sync_bloom
+ * a new filter past that, both for the sync only) and SYNC_END swaps them
+ * in at once
+ * (a new filter or the peer's pairs of the table, under one write lock),
+ * so a peer that rejoins replaces its stale routes without a moment with
+ * none.  A filter built from deltas or a sync is rebuilt by asking the
+ * peer for a full sync (ROUTE_RESYNC) when its routes doubled (the false
+ * positive bound) or fell to a quarter (the memory bound), or few enough
+ * for the exact table.  A node that leaves loses all of them.
  *
  * Retained messages: a link that comes up sends its whole retained set
  * (not $SYS); the receiver keeps the newer of its own and the peer's copy
@@ -36,7 +45,7 @@
 #include "log.h"
 #include "retain.h"
 #include "router.h"
-#include "rtab.h"
+#include "rbloom.h"
 
 /* ---- a set of filters ---- */
 
@@ -146,114 +155,7 @@ static void fset_free(cl_fset_t *s)
     free(s);
 }
 
-/* ---- a peer's exact routes: hashes only ----
- *
- * Open addressing, linear probing and backward-shift deletion as in the
- * router's table (rtab.h: its helpers); 12 bytes a slot, 1/2 to 3/4 full.  The count
- * of a hash (how many of the peer's filters have it) is in the router's
- * table (rtab.h); here only the generation of the last sync that named
- * it (the low 16 bits of sync_gen). */
-
-typedef struct {
-    uint32_t hlo, hhi;
-    uint16_t gen;
-    uint16_t used;
-} cl_hent_t;
-
-struct cl_hset_s {
-    cl_hent_t *e;
-    size_t cap, n;
-};
-
-static uint64_t hent_hash(const cl_hent_t *e)
-{
-    return (uint64_t)e->hhi << 32 | e->hlo;
-}
-
-static cl_hset_t *hset_new(size_t cap)
-{
-    cl_hset_t *s = an_calloc(1, sizeof(*s));
-    s->cap = cap;
-    s->e = an_calloc(cap, sizeof(*s->e));
-    return s;
-}
-
-static void hset_free(cl_hset_t *s)
-{
-    if (s == NULL)
-        return;
-    free(s->e);
-    free(s);
-}
-
-static cl_hent_t *hset_find(const cl_hset_t *s, uint64_t h)
-{
-    for (size_t i = rtab_home(h, s->cap); s->e[i].used; i = rtab_next(i, s->cap))
-        if (hent_hash(&s->e[i]) == h)
-            return &s->e[i];
-    return NULL;
-}
-
-static cl_hent_t *hset_put(cl_hset_t *s, uint64_t h, uint16_t gen)
-{
-    size_t i = rtab_home(h, s->cap);
-    while (s->e[i].used)
-        i = rtab_next(i, s->cap);
-    s->e[i] = (cl_hent_t){(uint32_t)h, (uint32_t)(h >> 32), gen, 1};
-    s->n++;
-    return &s->e[i];
-}
-
-static void hset_resize(cl_hset_t *s, size_t cap)
-{
-    cl_hent_t *old = s->e;
-    size_t ocap = s->cap;
-    s->e = an_calloc(cap, sizeof(*s->e));
-    s->cap = cap;
-    s->n = 0;
-    for (size_t i = 0; i < ocap; i++)
-        if (old[i].used)
-            hset_put(s, hent_hash(&old[i]), old[i].gen);
-    free(old);
-}
-
-/* The entry of h, added (generation gen) when absent (*added = 1). */
-static cl_hent_t *hset_add(cl_hset_t *s, uint64_t h, uint16_t gen, int *added)
-{
-    cl_hent_t *e = hset_find(s, h);
-    *added = e == NULL;
-    if (e != NULL)
-        return e;
-    if (rtab_full(s->n, s->cap))
-        hset_resize(s, s->cap + s->cap / 2);
-    return hset_put(s, h, gen);
-}
-
-/* Empty slot e and close the gap: a later slot of the run moves back
- * unless its home lies cyclically in (i, j].  Never resizes (a sweep may
- * be walking the slots: it looks at slot i again). */
-static void hset_del(cl_hset_t *s, cl_hent_t *e)
-{
-    size_t cap = s->cap, i = (size_t)(e - s->e);
-    for (size_t j = rtab_next(i, cap); s->e[j].used; j = rtab_next(j, cap)) {
-        size_t k = rtab_home(hent_hash(&s->e[j]), cap);
-        if (rtab_dist(k, j, cap) >= rtab_dist(i, j, cap)) {
-            s->e[i] = s->e[j];
-            i = j;
-        }
-    }
-    s->e[i].used = 0;
-    s->n--;
-}
-
-static void hset_shrink(cl_hset_t *s)
-{
-    size_t cap = s->cap;
-    while (cap > RTAB_MIN && s->n * 8 < cap)
-        cap = AN_MAX(cap / 2, (size_t)RTAB_MIN);
-    if (cap != s->cap)
-        hset_resize(s, cap);
-}
+static void sync_clear(cl_peer_t *p);
 
 /* ---- local routes ---- */
 
@@ -326,9 +228,8 @@ void cl_route_free(cl_t *cl)
     for (int i = 0; i < CL_MAX_NODES; i++) {
         fset_free(L->peers[i].routes); /* the trie goes with the server */
         L->peers[i].routes = NULL;
-        hset_free(L->peers[i].exact); /* and so does its rtab */
-        L->peers[i].exact = NULL;
-        L->peers[i].nexact = 0;
+        sync_clear(&L->peers[i]); /* its exact routes go with the server */
+        L->peers[i].nexact = L->peers[i].bloom_sized = 0;
         free(L->peers[i].shares);
         L->peers[i].shares = NULL;
         L->peers[i].nshares = L->peers[i].cap_shares = 0;
@@ -461,56 +362,146 @@ static int sweep_one(cl_fent_t *e, void *ud)
     return 1;
 }
 
-/* Remove the peer's exact routes of another generation than keep_gen
- * (all: every one) from the router's table. */
-static void exact_sweep(cl_t *cl, cl_peer_t *p, int idx, int all, uint16_t keep_gen)
+static void bloom_stat(cl_t *cl, int idx)
 {
-    cl_hset_t *s = p->exact;
-    for (size_t i = 0; i < s->cap;) {
-        cl_hent_t *e = &s->e[i];
-        if (e->used && (all || e->gen != keep_gen)) {
-            uint32_t n =
-                router_node_exact(cl->srv, (uint16_t)idx, hent_hash(e), ROUTER_EXACT_DROP, 0);
-            p->nexact -= AN_MIN(n, p->nexact);
-            hset_del(s, e); /* slot i may hold another entry now: look again */
-        } else {
-            i++;
-        }
-    }
-    hset_shrink(s);
+    size_t bytes;
+    uint64_t sized;
+    router_node_exact_info(cl->srv, (uint16_t)idx, &bytes, &sized);
+    CL_STAT_SET(cl->lstats[idx].bloom_bytes, bytes);
 }
 
-/* ROUTE_ADD / ROUTE_DEL of an exact filter of hash h.  During a sync, the
- * first ADD of a hash the peer named before resets its count to 1 (the
- * sync names each of its filters once); any other ADD of a known hash is
- * a second filter with that hash (a 64-bit collision): the count keeps
- * the route until both are gone. */
-static void exact_recv(cl_t *cl, cl_peer_t *p, int idx, uint8_t type, uint64_t h)
+/* The peer's filter no longer fits its routes (doubled since it was
+ * built, or down to a quarter, or few enough for the exact table): ask it
+ * for a full sync, once per sync (a peer that does not know the frame
+ * ignores it: its filter then fills past its bound, see docs/cluster.md
+ * "Routes"). */
+static void exact_check(cl_t *cl, cl_peer_t *p, int idx)
 {
-    uint16_t gen = (uint16_t)p->sync_gen;
-    if (type == CL_F_ROUTE_ADD) {
-        int added;
-        cl_hent_t *e = hset_add(p->exact, h, gen, &added);
-        if (!added && p->syncing && e->gen != gen) {
-            e->gen = gen;
-            uint32_t old = router_node_exact(cl->srv, (uint16_t)idx, h, ROUTER_EXACT_SET, 1);
-            p->nexact = p->nexact + 1 - AN_MIN(old, p->nexact + 1);
-        } else {
-            e->gen = gen;
-            router_node_exact(cl->srv, (uint16_t)idx, h, ROUTER_EXACT_ADD, 0);
-            p->nexact++;
+    uint64_t above = cl->conf->route_bloom_above, n = p->nexact;
+    if (p->syncing)
+        return;
+    if (p->bloom_sized == 0) {
+        if (above != 0 && n > above) { /* the exact table holds them until now */
+            uint64_t sized = AN_MAX(n, (uint64_t)RBLOOM_MIN_ROUTES);
+            router_node_exact_to_bloom(cl->srv, (uint16_t)idx, sized);
+            p->bloom_sized = sized;
+            bloom_stat(cl, idx);
         }
         return;
     }
-    cl_hent_t *e = hset_find(p->exact, h);
-    if (e == NULL)
-        return;
-    if (router_node_exact(cl->srv, (uint16_t)idx, h, ROUTER_EXACT_DEL, 0) == 0) {
-        hset_del(p->exact, e);
-        hset_shrink(p->exact);
+    int grown = n > 2 * p->bloom_sized;
+    int shrunk = (n * 4 < p->bloom_sized && p->bloom_sized > RBLOOM_MIN_ROUTES) ||
+                 (above != 0 && n * 2 < above);
+    if ((grown || shrunk) && !p->resync_asked && p->conn != NULL && p->conn->up) {
+        p->resync_asked = 1;
+        cl_enc_empty(&p->conn->out, CL_F_ROUTE_RESYNC);
+        CL_STAT_ADD(cl->lstats[idx].resyncs, 1);
     }
-    if (p->nexact > 0)
+}
+
+static void sync_clear(cl_peer_t *p)
+{
+    free(p->sync_h); /* a sync's buffers live for the sync only */
+    p->sync_h = NULL;
+    rbloom_free(p->sync_bloom);
+    p->sync_bloom = NULL;
+    p->sync_n = p->sync_cap = p->sync_kept = 0;
+    p->sync_over = 0;
+}
+
+/* SYNC_BEGIN: a peer known to have more exact routes than the table takes
+ * (a resync we asked for, a link back up) gets its new filter at once,
+ * sized for what it had; the hashes are kept too while they are few
+ * enough for the table. */
+static void exact_sync_begin(cl_t *cl, cl_peer_t *p)
+{
+    uint64_t above = cl->conf->route_bloom_above;
+    sync_clear(p);
+    if (above != 0 && p->nexact > above)
+        p->sync_bloom = rbloom_new(p->nexact);
+}
+
+/* During a sync: note h (ADD) or forget it (DEL: not sent inside a sync,
+ * which is written at once, but handled). */
+static void exact_sync_note(cl_t *cl, cl_peer_t *p, uint8_t type, uint64_t h)
+{
+    uint64_t above = cl->conf->route_bloom_above;
+    if (type == CL_F_ROUTE_DEL) {
+        int found = 0;
+        for (size_t i = p->sync_kept; i-- > 0 && !found;)
+            if (p->sync_h[i] == h) {
+                p->sync_h[i] = p->sync_h[--p->sync_kept];
+                found = 1;
+            }
+        if (p->sync_bloom != NULL) /* holds every hash of this sync */
+            found = rbloom_del(p->sync_bloom, h);
+        if (found && p->sync_n > 0)
+            p->sync_n--;
+        return;
+    }
+    p->sync_n++;
+    if (p->sync_bloom != NULL)
+        rbloom_add(p->sync_bloom, h);
+    if (p->sync_over)
+        return;
+    if (above != 0 && p->sync_n > above) { /* the table will not take them */
+        /* sized for twice the table: if that is short, SYNC_END asks
+         * again and the next sync is sized right */
+        if (p->sync_bloom == NULL) {
+            p->sync_bloom = rbloom_new(2 * (uint64_t)above);
+            for (size_t i = 0; i < p->sync_kept; i++)
+                rbloom_add(p->sync_bloom, p->sync_h[i]);
+            rbloom_add(p->sync_bloom, h);
+        }
+        free(p->sync_h);
+        p->sync_h = NULL;
+        p->sync_kept = p->sync_cap = 0;
+        p->sync_over = 1;
+        return;
+    }
+    if (p->sync_kept == p->sync_cap) {
+        p->sync_cap = p->sync_cap ? p->sync_cap * 2 : 256;
+        p->sync_h = an_realloc(p->sync_h, p->sync_cap * sizeof(*p->sync_h));
+    }
+    p->sync_h[p->sync_kept++] = h;
+}
+
+/* SYNC_END: the exact filters named since SYNC_BEGIN replace the peer's
+ * (the stale ones go): the new Bloom filter when there were more than
+ * cluster.route_bloom_above, else the hashes into the exact table. */
+static void exact_sync_end(cl_t *cl, cl_peer_t *p, int idx)
+{
+    if (p->sync_over) {
+        rbloom_t *b = p->sync_bloom;
+        p->sync_bloom = NULL;
+        p->bloom_sized = b->sized;
+        router_node_exact_replace(cl->srv, (uint16_t)idx, b, NULL, 0);
+    } else {
+        router_node_exact_replace(cl->srv, (uint16_t)idx, NULL, p->sync_h, p->sync_kept);
+        p->bloom_sized = 0;
+    }
+    p->nexact = p->sync_n;
+    bloom_stat(cl, idx);
+    sync_clear(p);
+}
+
+/* ROUTE_ADD / ROUTE_DEL of an exact filter of hash h.  During a sync the
+ * hash is only noted (SYNC_END swaps the set in); else it goes to the
+ * router at once.  Two filters with one hash (a 64-bit collision) count
+ * twice, so the route stays until both are gone. */
+static void exact_recv(cl_t *cl, cl_peer_t *p, int idx, uint8_t type, uint64_t h)
+{
+    if (p->syncing) {
+        exact_sync_note(cl, p, type, h);
+        return;
+    }
+    if (type == CL_F_ROUTE_ADD) {
+        router_node_exact(cl->srv, (uint16_t)idx, h, ROUTER_EXACT_ADD);
+        p->nexact++;
+    } else if (router_node_exact(cl->srv, (uint16_t)idx, h, ROUTER_EXACT_DEL) && p->nexact > 0) {
         p->nexact--;
+    }
+    exact_check(cl, p, idx);
 }
 
 int cl_route_recv(cl_t *cl, cl_peer_t *p, uint8_t type, const uint8_t *body, uint32_t len)
@@ -518,10 +509,10 @@ int cl_route_recv(cl_t *cl, cl_peer_t *p, uint8_t type, const uint8_t *body, uin
     int idx = (int)(p - cl->links->peers);
     if (p->routes == NULL)
         p->routes = fset_new();
-    if (p->exact == NULL)
-        p->exact = hset_new(RTAB_MIN);
     if (type == CL_F_SYNC_BEGIN) {
         p->syncing = 1;
+        p->resync_asked = 0;
+        exact_sync_begin(cl, p);
         if (++p->sync_gen == 0)
             p->sync_gen = 1;
         return 0;
@@ -529,8 +520,11 @@ int cl_route_recv(cl_t *cl, cl_peer_t *p, uint8_t type, const uint8_t *body, uin
     if (type == CL_F_SYNC_END) {
         sweep_ctx_t x = {cl, idx, p->sync_gen};
         fset_sweep(p->routes, sweep_one, &x);
-        exact_sweep(cl, p, idx, 0, (uint16_t)p->sync_gen);
-        p->syncing = 0;
+        if (p->syncing) {
+            exact_sync_end(cl, p, idx);
+            p->syncing = 0;
+            exact_check(cl, p, idx); /* sized short (a peer that grew while away)? */
+        }
         CL_STAT_SET(cl->lstats[idx].routes, p->routes->n + p->nexact);
         return 0;
     }
@@ -595,9 +589,11 @@ void cl_route_drop_peer(cl_t *cl, cl_peer_t *p)
         sweep_ctx_t x = {cl, idx, 0};
         fset_sweep(p->routes, sweep_one, &x);
     }
-    if (p->exact)
-        exact_sweep(cl, p, idx, 1, 0);
-    p->nexact = 0;
+    router_node_exact_replace(cl->srv, (uint16_t)idx, NULL, NULL, 0);
+    p->nexact = p->bloom_sized = 0;
+    CL_STAT_SET(cl->lstats[idx].bloom_bytes, 0);
+    p->syncing = 0;
+    sync_clear(p);
     CL_STAT_SET(cl->lstats[idx].routes, 0);
 }
 

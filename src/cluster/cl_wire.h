@@ -45,6 +45,9 @@ enum {
     CL_F_ROUTE_MARK,     /* u64: the sender's local route changes up to here were sent
                           * before this frame: answer with ROUTE_ACKED */
     CL_F_ROUTE_ACKED,    /* u64: the ROUTE_MARK answered: those routes are in my trie */
+    CL_F_ROUTE_RESYNC,   /* empty: send me your whole route set again (SYNC_BEGIN..
+                          * SYNC_END); optional: a node that does not know it
+                          * ignores it (cl_link.c), so the version stays */
     CL_F_ADOPT_ASK,      /* u16 len | node name: I adopt it, send what you kept for it */
     CL_F_ADOPT_MSG,      /* cl_msg_t: a copy kept for that node (cl_hand.c) */
     CL_F_ADOPT_END,      /* u16 len | node name: the copies kept for it were all sent */

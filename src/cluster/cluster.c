@@ -48,6 +48,7 @@ static void cl_conf_defaults(void *conf)
     c->drain_handover_wait_ms = 60000;
     c->adopt = 1;
     c->adopt_wait_ms = 30000;
+    c->route_bloom_above = 10000;
     snprintf(c->listen, sizeof(c->listen), "%s", "127.0.0.1:0");
 }
 
@@ -132,6 +133,7 @@ static int cl_conf_load(conf_sec_t *s, void *conf)
         conf_sec_ms(s, "drain_handover_wait", 0, 3600000, &c->drain_handover_wait_ms) < 0 ||
         conf_sec_bool(s, "adopt", &c->adopt) < 0 ||
         conf_sec_ms(s, "adopt_wait", 1000, 3600000, &c->adopt_wait_ms) < 0 ||
+        conf_sec_u32(s, "route_bloom_above", 0, UINT32_MAX, &c->route_bloom_above) < 0 ||
         conf_sec_str(s, "listen", c->listen, sizeof(c->listen), CONF_SEC_NONEMPTY) < 0 ||
         conf_sec_str(s, "advertise", c->advertise, sizeof(c->advertise), 0) < 0 ||
         conf_sec_str(s, "secret", c->secret, sizeof(c->secret), 0) < 0 ||
@@ -186,6 +188,7 @@ static void cl_conf_walk(const void *conf, conf_visit_fn fn, void *ud)
     fn(ud, CONF_V_UINT, "drain_handover_wait_ms", NULL, c->drain_handover_wait_ms);
     fn(ud, CONF_V_BOOL, "adopt", NULL, c->adopt);
     fn(ud, CONF_V_UINT, "adopt_wait_ms", NULL, c->adopt_wait_ms);
+    fn(ud, CONF_V_UINT, "route_bloom_above", NULL, c->route_bloom_above);
     fn(ud, CONF_V_STR, "listen", c->listen, 0);
     fn(ud, CONF_V_STR, "advertise", c->advertise, 0);
     fn(ud, CONF_V_STR, "secret", c->secret[0] ? "(set)" : "", 0);
@@ -407,6 +410,10 @@ static json_t *cl_link_json(cl_link_stats_t *st)
         "queued", (json_int_t)CL_STAT_GET(st->queued), "output_bytes",
         (json_int_t)CL_STAT_GET(st->out_bytes), "routes", (json_int_t)CL_STAT_GET(st->routes),
         "refused", (json_int_t)CL_STAT_GET(st->refused), "lag_ms", lag);
+    json_object_set_new(o, "unmatched", json_integer((json_int_t)CL_STAT_GET(st->unmatched)));
+    json_object_set_new(o, "route_bloom_bytes",
+                        json_integer((json_int_t)CL_STAT_GET(st->bloom_bytes)));
+    json_object_set_new(o, "route_resyncs", json_integer((json_int_t)CL_STAT_GET(st->resyncs)));
     int tls = CL_STAT_GET(st->tls) != 0;
     json_object_set_new(o, "tls", json_boolean(tls));
     if (tls)
@@ -487,6 +494,13 @@ static void cl_metrics(module_inst_t *mi, module_metrics_t *mm)
          "Links with the peer node refused in their handshake (TLS, secret, name)."},
         {"antenna_cluster_link_tls", "gauge",
          "1 when the peer node's link (last up) runs over TLS."},
+        {"antenna_cluster_forward_unmatched_total", "counter",
+         "Messages from the peer node that matched no subscriber here (a false positive of "
+         "its exact-route Bloom filter, a hash collision, a subscriber gone meanwhile)."},
+        {"antenna_cluster_route_bloom_bytes", "gauge",
+         "Bytes of the Bloom filter holding the peer node's exact routes (0: kept exactly)."},
+        {"antenna_cluster_route_resyncs_total", "counter",
+         "Full route syncs asked of the peer node to rebuild its Bloom filter."},
     };
     char names[CL_MAX_NODES][CL_NAME_MAX];
     int idx[CL_MAX_NODES], n = 0;
@@ -512,7 +526,10 @@ static void cl_metrics(module_inst_t *mi, module_metrics_t *mm)
                          : f == 3 ? CL_STAT_GET(st->dropped)
                          : f == 4 ? CL_STAT_GET(st->routes)
                          : f == 5 ? CL_STAT_GET(st->refused)
-                                  : CL_STAT_GET(st->tls);
+                         : f == 6 ? CL_STAT_GET(st->tls)
+                         : f == 7 ? CL_STAT_GET(st->unmatched)
+                         : f == 8 ? CL_STAT_GET(st->bloom_bytes)
+                                  : CL_STAT_GET(st->resyncs);
             module_metrics_printf(mm, "%s{peer=\"%s\"} %" PRIu64 "\n", fam[f].name, names[j], v);
         }
     }

@@ -218,6 +218,7 @@ static const struct field persistence_redis_fields[] = {
     { PREDIS(prefix, F_STR) },
     { PREDIS(connect_timeout_ms, F_UINT), .min = 1, .max = 600000, .unit = U_MS },
     { PREDIS(timeout_ms, F_UINT), .min = 1, .max = 600000, .unit = U_MS },
+    { PREDIS(min_replicas, F_UINT), .min = 0, .max = 16 },
 };
 
 static const struct field persistence_fields[] = {

@@ -254,6 +254,7 @@ typedef struct {
         char url[512];    /* redis_url.h: redis://[user:pass@]host[:port][/db], unix:/path */
         char prefix[256]; /* of the store's Redis keys; "{node}": cluster.node or "default" */
         uint32_t connect_timeout_ms, timeout_ms;
+        uint32_t min_replicas; /* WAIT for this many replicas after each write */
     } persistence_redis;
     uint8_t persistence_recover; /* antenna --recover (command line only): salvage a
                                        * damaged store instead of refusing to start */

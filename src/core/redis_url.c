@@ -14,6 +14,79 @@ static int url_fail(char *err, size_t errlen, const char *url, const char *why)
     return -1;
 }
 
+/* One "host:port" of a Sentinel list, [v6]:port allowed: 0 or -1. */
+static int parse_hostport(const char *p, size_t n, char *host, size_t hsize, uint16_t *port)
+{
+    const char *colon;
+    if (n && *p == '[') {
+        const char *rb = memchr(p, ']', n);
+        if (rb == NULL || (size_t)(rb - p) >= hsize || rb + 1 >= p + n || rb[1] != ':')
+            return -1;
+        memcpy(host, p + 1, (size_t)(rb - p - 1));
+        host[rb - p - 1] = '\0';
+        colon = rb + 1;
+    } else {
+        colon = memchr(p, ':', n);
+        if (colon == NULL || colon == p || (size_t)(colon - p) >= hsize)
+            return -1;
+        memcpy(host, p, (size_t)(colon - p));
+        host[colon - p] = '\0';
+    }
+    char num[8];
+    size_t nl = (size_t)(p + n - colon - 1);
+    if (nl == 0 || nl >= sizeof(num))
+        return -1;
+    memcpy(num, colon + 1, nl);
+    num[nl] = '\0';
+    char *e;
+    unsigned long v = strtoul(num, &e, 10);
+    if (*e != '\0' || v == 0 || v > 65535)
+        return -1;
+    *port = (uint16_t)v;
+    return 0;
+}
+
+/* The part after "redis-sentinel://[creds@]": "h:p[,h:p...]/MASTER[/db]". */
+static int parse_sentinels(const char *p, redis_url_t *a, char *err, size_t errlen)
+{
+    const char *slash = strchr(p, '/');
+    if (slash == NULL || slash == p)
+        return url_fail(err, errlen, p, "redis-sentinel:// needs host:port[,host:port]/master");
+    if (slash[-1] == ',')
+        return url_fail(err, errlen, p, "each Sentinel is host:port (an empty one before the /)");
+    for (const char *s = p; s < slash;) {
+        const char *e = memchr(s, ',', (size_t)(slash - s));
+        if (e == NULL)
+            e = slash;
+        if (a->nsent == REDIS_URL_SENTINELS)
+            return url_fail(err, errlen, p, "at most 8 Sentinels");
+        if (parse_hostport(s, (size_t)(e - s), a->sent[a->nsent].host,
+                           sizeof(a->sent[a->nsent].host), &a->sent[a->nsent].port) < 0)
+            return url_fail(err, errlen, p,
+                            "each Sentinel is host:port (port 1..65535; [IPv6]:port)");
+        a->nsent++;
+        s = e < slash ? e + 1 : e;
+    }
+    const char *m = slash + 1, *me = m + strcspn(m, "/");
+    if (me == m || (size_t)(me - m) >= sizeof(a->master))
+        return url_fail(err, errlen, p, "the master's name is missing or too long");
+    memcpy(a->master, m, (size_t)(me - m));
+    if (*me == '/' && me[1] != '\0') {
+        char *e;
+        unsigned long db = strtoul(me + 1, &e, 10);
+        if (*e != '\0' || db > 65535)
+            return url_fail(err, errlen, p, "the database must be a number (/0../65535)");
+        a->db = (uint32_t)db;
+    }
+    int n = snprintf(a->display, sizeof(a->display), "redis-sentinel://");
+    for (uint32_t i = 0; i < a->nsent && n > 0 && (size_t)n < sizeof(a->display); i++)
+        n += snprintf(a->display + n, sizeof(a->display) - (size_t)n, "%s%s:%u", i ? "," : "",
+                      a->sent[i].host, a->sent[i].port);
+    if (n > 0 && (size_t)n < sizeof(a->display))
+        snprintf(a->display + n, sizeof(a->display) - (size_t)n, "/%s/%u", a->master, a->db);
+    return 0;
+}
+
 int redis_url_parse(const char *url, redis_url_t *a, char *err, size_t errlen)
 {
     memset(a, 0, sizeof(*a));
@@ -30,10 +103,12 @@ int redis_url_parse(const char *url, redis_url_t *a, char *err, size_t errlen)
         snprintf(a->display, sizeof(a->display), "unix:%s", p);
         return 0;
     }
-    if (strncmp(url, "redis://", 8) != 0)
+    int sentinel = strncmp(url, "redis-sentinel://", 17) == 0;
+    if (!sentinel && strncmp(url, "redis://", 8) != 0)
         return url_fail(err, errlen, url,
-                        "expected redis://[user:password@]host[:port][/db] or unix:/path");
-    const char *p = url + 8;
+                        "expected redis://[user:password@]host[:port][/db], unix:/path or "
+                        "redis-sentinel://host:port[,host:port]/master[/db]");
+    const char *p = url + (sentinel ? 17 : 8);
     const char *at = strrchr(p, '@');
     if (at) {
         const char *colon = memchr(p, ':', (size_t)(at - p));
@@ -45,6 +120,8 @@ int redis_url_parse(const char *url, redis_url_t *a, char *err, size_t errlen)
         memcpy(a->pass, colon ? colon + 1 : p, pl);
         p = at + 1;
     }
+    if (sentinel)
+        return parse_sentinels(p, a, err, errlen);
     const char *end = p + strcspn(p, "/");
     const char *hend = end;
     if (*p == '[') { /* [v6]:port */

@@ -126,6 +126,9 @@ typedef struct store_opts {
     const char *redis_url;
     const char *redis_prefix;
     uint32_t redis_connect_timeout_ms, redis_timeout_ms;
+    /* WAIT for this many replicas after each group (0: none); with a
+     * redis-sentinel:// url, 1 keeps acknowledged writes across a failover */
+    uint32_t redis_min_replicas;
     /* redis: an adoption (docs/cluster.md "A dead node's sessions"): the
      * store of a dead node opened by the survivor named here.  Its close
      * leaves "adopted by <name>" as the store's state once no session is

@@ -107,7 +107,8 @@ static int usage_error(const char *fmt, const char *arg)
  * running on is refused. */
 static int is_redis(const char *dir)
 {
-    return strncmp(dir, "redis://", 8) == 0 || strncmp(dir, "unix:", 5) == 0;
+    return strncmp(dir, "redis://", 8) == 0 || strncmp(dir, "unix:", 5) == 0 ||
+           strncmp(dir, "redis-sentinel://", 17) == 0;
 }
 
 /* DIR as an export names its source: a Redis url without its credentials. */

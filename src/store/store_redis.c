@@ -186,7 +186,8 @@ typedef struct {
     const char **argv;
     size_t *argl;
     size_t argcap;
-    int down; /* the writer failed since its last success (logging) */
+    int down;              /* the writer failed since its last success (logging) */
+    uint32_t min_replicas; /* WAIT for this many replicas after each group */
 } rds_t;
 
 /* ---- connections ------------------------------------------------------ */
@@ -221,6 +222,64 @@ static int conn_setup_cmd(redisContext *c, int argc, const char **argv, char *er
     return rc;
 }
 
+/* redis-sentinel://: asks the Sentinels in turn for the master's address
+ * (SENTINEL get-master-addr-by-name) into d->a.host and port: 0, or -1
+ * with why.  Asked at every connect, so after a failover the next
+ * connection goes to the new master. */
+static int sentinel_master(rds_t *d, char *why, size_t wl)
+{
+    snprintf(why, wl, "no Sentinel answered");
+    for (uint32_t i = 0; i < d->a.nsent; i++) {
+        redisContext *s =
+            redisConnectWithTimeout(d->a.sent[i].host, d->a.sent[i].port, tv_ms(d->connect_ms));
+        if (s == NULL || s->err) {
+            snprintf(why, wl, "Sentinel %.100s:%u: %.100s", d->a.sent[i].host, d->a.sent[i].port,
+                     s ? s->errstr : "out of memory");
+            if (s)
+                redisFree(s);
+            continue;
+        }
+        redisSetTimeout(s, tv_ms(d->timeout_ms));
+        const char *av[3] = {"SENTINEL", "get-master-addr-by-name", d->a.master};
+        redisReply *r = redisCommandArgv(s, 3, av, NULL);
+        int ok = r && r->type == REDIS_REPLY_ARRAY && r->elements == 2 &&
+                 r->element[0]->type == REDIS_REPLY_STRING &&
+                 r->element[1]->type == REDIS_REPLY_STRING &&
+                 r->element[0]->len < sizeof(d->a.host);
+        unsigned long port = ok ? strtoul(r->element[1]->str, NULL, 10) : 0;
+        if (ok && port > 0 && port <= 65535) {
+            memcpy(d->a.host, r->element[0]->str, r->element[0]->len);
+            d->a.host[r->element[0]->len] = '\0';
+            d->a.port = (uint16_t)port;
+        } else {
+            snprintf(why, wl, "Sentinel %.100s:%u does not know a master named %.100s",
+                     d->a.sent[i].host, d->a.sent[i].port, d->a.master);
+            ok = 0;
+        }
+        if (r)
+            freeReplyObject(r);
+        redisFree(s);
+        if (ok && port > 0 && port <= 65535)
+            return 0;
+    }
+    return -1;
+}
+
+/* ROLE says "master" (a Sentinel can name a master that was just demoted). */
+static int is_master(const rds_t *d, redisContext *c, char *why, size_t wl)
+{
+    redisReply *r = redisCommand(c, "ROLE");
+    int ok = r && r->type == REDIS_REPLY_ARRAY && r->elements > 0 &&
+             r->element[0]->type == REDIS_REPLY_STRING && strcmp(r->element[0]->str, "master") == 0;
+    if (!ok)
+        snprintf(why, wl,
+                 "%.120s:%u, named master by the Sentinels, is not one (a failover in progress)",
+                 d->a.host, d->a.port);
+    if (r)
+        freeReplyObject(r);
+    return ok;
+}
+
 /* Connects c if it is down and its backoff is over: 0, or STORE_EIO with
  * the cause in err. */
 static int conn_get(rds_t *d, rconn_t *c, char *err, size_t errlen)
@@ -235,11 +294,14 @@ static int conn_get(rds_t *d, rconn_t *c, char *err, size_t errlen)
                  (unsigned long long)(c->retry_at_ms - now));
         return STORE_EIO;
     }
-    redisContext *rc = d->a.unix_path[0]
-                           ? redisConnectUnixWithTimeout(d->a.unix_path, tv_ms(d->connect_ms))
+    redisContext *rc = NULL;
+    if (d->a.nsent && sentinel_master(d, why, sizeof(why)) < 0)
+        goto fail;
+    rc = d->a.unix_path[0] ? redisConnectUnixWithTimeout(d->a.unix_path, tv_ms(d->connect_ms))
                            : redisConnectWithTimeout(d->a.host, d->a.port, tv_ms(d->connect_ms));
     if (rc == NULL || rc->err) {
-        snprintf(why, sizeof(why), "%s", rc ? rc->errstr : "out of memory");
+        snprintf(why, sizeof(why), "%s%s", d->a.nsent ? "the master: " : "",
+                 rc ? rc->errstr : "out of memory");
         goto fail;
     }
     redisSetTimeout(rc, tv_ms(d->timeout_ms));
@@ -257,6 +319,8 @@ static int conn_get(rds_t *d, rconn_t *c, char *err, size_t errlen)
         if (conn_setup_cmd(rc, 2, av, why, sizeof(why)) < 0)
             goto fail;
     }
+    if (d->a.nsent && !is_master(d, rc, why, sizeof(why)))
+        goto fail; /* a demoted master the Sentinels still named: try again */
     c->c = rc;
     c->fresh = 1;
     c->backoff_ms = 0;
@@ -514,6 +578,7 @@ static int rds_open(const store_opts_t *o, void **be, char *err, size_t errlen)
     if (o->redis_adopted_by)
         snprintf(d->mark, sizeof(d->mark), "adopted by %s", o->redis_adopted_by);
     d->keep_state = o->redis_keep_state;
+    d->min_replicas = o->redis_min_replicas;
 
     if ((rc = script_load(d, WRITE_LUA, d->wsha, sizeof(d->wsha), why, sizeof(why))) != 0 ||
         (rc = script_load(d, SCAN_LUA, d->ssha, sizeof(d->ssha), why, sizeof(why))) != 0) {
@@ -600,6 +665,28 @@ static void arg(rds_t *d, size_t *n, const void *p, size_t len)
     (*n)++;
 }
 
+/* persistence.redis.min_replicas: WAIT until that many replicas have the
+ * group (a failover to one of them then keeps it), at most timeout_ms.
+ * Fewer: the group fails, as for a failed fsync (it stays applied on the
+ * master; a retry rewrites the same values). */
+static int wait_replicas(rds_t *d, char *err, size_t errlen)
+{
+    char n[16], ms[16];
+    snprintf(n, sizeof(n), "%u", d->min_replicas);
+    snprintf(ms, sizeof(ms), "%u", d->timeout_ms);
+    const char *av[3] = {"WAIT", n, ms};
+    redisReply *r = conn_cmd(d, &d->w, 3, av, NULL, err, errlen);
+    if (r == NULL)
+        return -1;
+    long long got = r->type == REDIS_REPLY_INTEGER ? r->integer : -1;
+    freeReplyObject(r);
+    if (got >= (long long)d->min_replicas)
+        return 0;
+    snprintf(err, errlen, "Redis at %s: %lld of %u replicas acknowledged within %u ms", d->url,
+             got < 0 ? 0 : got, d->min_replicas, d->timeout_ms);
+    return -1;
+}
+
 /* The group first..NULL (NULL: none, the lock renewed only) in one
  * EVALSHA of WRITE_LUA. */
 static int rds_write_ops(rds_t *d, store_batch_t *first, char *err, size_t errlen)
@@ -644,6 +731,10 @@ static int rds_write_ops(rds_t *d, store_batch_t *first, char *err, size_t errle
         return STORE_EIO;
     }
     freeReplyObject(r);
+    if (d->min_replicas && first && wait_replicas(d, err, errlen) != 0) {
+        d->down = 1;
+        return STORE_EIO;
+    }
     if (d->down)
         log_info("store: Redis at %s answers again", d->url);
     d->down = 0;

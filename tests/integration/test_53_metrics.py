@@ -137,6 +137,7 @@ def test_metrics_text_format(metrics_broker):
         count = value(hist + "_count", labels.rstrip(","))
         assert vals[-1] == count
     assert value("antenna_worker_loop_seconds_count", 'worker="0"') > 0
+    assert value("antenna_store_backend_info", 'backend="rocksdb"') == 1
     # the retained message went to the store: one fsync at least (sync: always)
     wait_for(lambda: parse(fetch(b.api_url + "/metrics", key)[2])
              ["antenna_store_fsync_seconds"]["samples"][-1][2] >= 1, 5,

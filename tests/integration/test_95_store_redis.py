@@ -351,6 +351,12 @@ def test_password_and_database(broker, tmp_path):
         c.publish("pw/keep", b"kept", qos=1, retain=True, pid=1)
         c.close()
         assert int(r.cli("-n", "2", "ZCARD", "t:default:x:index")) > 0
+        # /metrics names the backend; a write is one Redis round trip
+        from test_53_metrics import fetch, parse
+        fams = parse(fetch(b.api_url + "/metrics", key)[2])
+        info = fams["antenna_store_backend_info"]["samples"]
+        assert info == [("antenna_store_backend_info", 'backend="redis"', 1)], info
+        assert fams["antenna_store_write_seconds"]["type"] == "histogram"
         assert "pa55" not in b.log_text()
         b.kill()
         # an export names its source without the password

@@ -166,13 +166,57 @@ static void test_random(void **state)
     rtab_free(t);
 }
 
+static void sum_dropped(void *ud, uint64_t h, uint32_t count)
+{
+    (void)h;
+    *(uint64_t *)ud += count;
+}
+
+/* rtab_drop_node: every pair of one node goes (through wrap-arounds and
+ * backward shifts), the others stay, the callback sees each with its count. */
+static void test_drop_node(void **state)
+{
+    (void)state;
+    rtab_t *t = rtab_new();
+    enum { NK = 5000 };
+    uint64_t x = 0x1234;
+    static uint64_t hs[NK];
+    for (int i = 0; i < NK; i++) {
+        x = x * 6364136223846793005ull + 1442695040888963407ull;
+        hs[i] = x;
+        rtab_add(t, hs[i], (uint16_t)(i % 3));
+        if (i % 7 == 0)
+            rtab_add(t, hs[i], (uint16_t)(i % 3)); /* a count of 2 */
+    }
+    uint64_t total = 0;
+    size_t want = 0;
+    uint64_t want_total = 0;
+    for (int i = 0; i < NK; i++)
+        if (i % 3 == 1) {
+            want++;
+            want_total += i % 7 == 0 ? 2 : 1;
+        }
+    assert_int_equal(rtab_drop_node(t, 1, sum_dropped, &total), want);
+    assert_int_equal(total, want_total);
+    assert_int_equal(t->n, NK - want);
+    for (int i = 0; i < NK; i++) {
+        assert_int_equal(rtab_count(t, hs[i], 1), 0);
+        if (i % 3 != 1)
+            assert_int_equal(rtab_count(t, hs[i], (uint16_t)(i % 3)), i % 7 == 0 ? 2 : 1);
+    }
+    assert_int_equal(rtab_drop_node(t, 0, NULL, NULL) + rtab_drop_node(t, 2, NULL, NULL),
+                     NK - want);
+    assert_int_equal(t->n, 0);
+    assert_int_equal(t->cap, RTAB_MIN); /* shrunk back */
+    rtab_free(t);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_counts),
-        cmocka_unit_test(test_many_nodes),
-        cmocka_unit_test(test_growth),
-        cmocka_unit_test(test_random),
+        cmocka_unit_test(test_counts),    cmocka_unit_test(test_many_nodes),
+        cmocka_unit_test(test_growth),    cmocka_unit_test(test_random),
+        cmocka_unit_test(test_drop_node),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
