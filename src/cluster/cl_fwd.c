@@ -371,7 +371,8 @@ static void fwd_apply(cl_t *cl, void *arg)
             for (int j = 1; j < CL_MAX_NODES; j++)
                 if (cl->nodes[j].member)
                     peer_send(cl, j, e, e->m, e->qos, b->src, 0);
-        } else if (cl->nodes[e->node].member) {
+        } else if (cl->nodes[e->node].member || cl->links->peers[e->node].routes_kept) {
+            /* routes_kept: it left, kept for its adopter (cl_hand.c) */
             peer_send(cl, e->node, e, e->m, e->qos, b->src, e->ticket);
         } else {
             ack_now(cl, e->node, b->src, e->ticket); /* it left: nobody there */

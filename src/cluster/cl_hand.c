@@ -5,7 +5,12 @@
  * Sender side.  When member N goes out and adoption is on (cl->adopt),
  * the copies forwarded to N and not acknowledged by it stay in N's window
  * (cl_peer_t.orphan) instead of being released: their publishers'
- * acknowledgements stay held (cl_ack.c).  The adopter X asks for them
+ * acknowledgements stay held (cl_ack.c).  N's routes stay too
+ * (routes_kept; its shared groups' go at once, so the groups pick other
+ * members): what is published meanwhile for N's subscribers is queued in
+ * N's window the same way (fwd_apply), until an adopter asks (then they go:
+ * the adopter announces the routes of the sessions it installs) or the
+ * watch ends.  The adopter X asks for them
  * (CL_F_ADOPT_ASK with N's name) before it installs N's sessions; the
  * sender answers on the same link with each copy (CL_F_ADOPT_MSG, the
  * message as forwarded) and CL_F_ADOPT_END.  Once X's store has the
@@ -63,11 +68,22 @@ int cl_hand_keep(cl_t *cl, cl_peer_t *p)
         p->hand_done = 0;
         return 0;
     }
-    if (cl->adopt == NULL || p->head == p->len)
+    if (cl->adopt == NULL)
         return 0;
-    p->orphan = 1;
+    p->orphan = p->routes_kept = 1;
     p->sent = p->head;
+    cl_route_drop_peer_shares(cl, p);
     return 1;
+}
+
+/* An adopter asked for node n's copies, or nobody will: its routes go (the
+ * adopter announces those of the sessions it installs). */
+static void drop_routes(cl_t *cl, int n)
+{
+    cl_peer_t *p = &cl->links->peers[n];
+    if (p->routes_kept && !cl->nodes[n].member)
+        cl_route_drop_peer(cl, p);
+    p->routes_kept = 0;
 }
 
 /* The node of this name, or -1 (never seen: nothing kept for it). */
@@ -80,12 +96,14 @@ static int find_node(cl_t *cl, const uint8_t *name, uint16_t len)
     return -1;
 }
 
-/* The copies kept for node n, as new references (plain ones only). */
+/* The copies kept for node n, as new references (plain ones only); its
+ * routes kept go: nothing more is kept for it. */
 static msg_t **kept(cl_t *cl, int n, uint32_t *count)
 {
     *count = 0;
     if (n <= 0)
         return NULL;
+    drop_routes(cl, n);
     cl_peer_t *p = &cl->links->peers[n];
     /* also while it still looks a member here with its link down: the
      * adopter holds its lock, its going out has not reached us yet */
@@ -107,6 +125,7 @@ static void release(cl_t *cl, int n, const char *why)
         p->hand_done = why == NULL && !p->orphan && (p->conn == NULL || !p->conn->up);
         return;
     }
+    drop_routes(cl, n);
     if (!p->orphan)
         return;
     p->orphan = 0;

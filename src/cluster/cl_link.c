@@ -903,7 +903,9 @@ void cl_links_member_changed(cl_t *cl, int idx)
         return; /* cl_free runs what was posted after the thread ended */
     cl_peer_t *p = &L->peers[idx];
     if (cl->nodes[idx].member) {
-        p->orphan = 0; /* back: what was kept for its adopter goes to it again */
+        /* back: what was kept for its adopter goes to it again; its new
+         * process's route sync replaces the routes kept */
+        p->orphan = p->routes_kept = 0;
         if (!we_dial(cl, idx) || (p->conn != NULL && p->conn->up))
             return; /* the peer dials, or the link works: kept */
         /* joined, or its address changed: a dial in progress (maybe to the
@@ -918,10 +920,11 @@ void cl_links_member_changed(cl_t *cl, int idx)
     tw_del(&cl->tw, &p->redial);
     if (p->conn)
         conn_close(cl, p->conn, "the node left the cluster");
-    cl_route_drop_peer(cl, p);
     cl_hand_in_free(p);
-    if (!cl_hand_keep(cl, p)) /* its adopter may want them (cl_hand.c) */
+    if (!cl_hand_keep(cl, p)) { /* its adopter may want its routes' copies (cl_hand.c) */
+        cl_route_drop_peer(cl, p);
         cl_peer_drop_pending(cl, p);
+    }
 }
 
 void cl_links_stop(cl_t *cl)

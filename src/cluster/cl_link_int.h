@@ -91,7 +91,8 @@ typedef struct {
     /* it left and its sessions may be adopted: its window is kept for the
      * adopter (cl_hand.c); what an adopter-to-be receives from it */
     uint8_t orphan;
-    uint8_t hand_done; /* an adopter stored its copies before it went out here */
+    uint8_t routes_kept; /* orphan: its routes stay until an adopter asks (cl_hand.c) */
+    uint8_t hand_done;   /* an adopter stored its copies before it went out here */
     struct cl_hand_in_s *hand_in;
     /* routes it announced (cl_route.c) */
     cl_fset_t *routes;    /* wildcard and shared filters, whole */
@@ -269,6 +270,7 @@ void cl_route_free(cl_t *cl);
 void cl_route_sync(cl_t *cl, cl_conn_t *c);
 int cl_route_recv(cl_t *cl, cl_peer_t *p, uint8_t type, const uint8_t *body, uint32_t len);
 void cl_route_drop_peer(cl_t *cl, cl_peer_t *p);
+void cl_route_drop_peer_shares(cl_t *cl, cl_peer_t *p); /* its $share routes only */
 /* The route barrier: SUBACKs wait until every node up has this node's
  * routes (docs/cluster.md "Routes"), CL_ROUTE_WAIT_MS at most (a peer
  * too slow to answer). */
