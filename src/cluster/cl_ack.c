@@ -12,7 +12,9 @@
  * ticket of that worker to n is acknowledged too: a worker keeps one number
  * per node (cl_acks_t.acked).  A node that leaves, a copy dropped (the node
  * is no member, the bound of unacknowledged copies): the ticket is reported
- * as acknowledged, so no publisher waits for a node that is gone.
+ * as acknowledged, so no publisher waits for a node that is gone; but the
+ * copies of a node whose sessions may be adopted are kept until its adopter
+ * stored them (cl_hand.c), and their tickets wait until then.
  *
  * The ring.  proto.c's send_ack_after hands the acknowledgement of a
  * forwarded message to cl_ack_hold (the node row's hold_ack), and also any

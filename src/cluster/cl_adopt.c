@@ -27,7 +27,11 @@
  * An adoption, on the adopter thread, with N's store open (its lock held):
  *   1. read N's sessions, queues and incoming QoS 2 ids (store_scan), each
  *      session made into the hand-over format of cl_owner.c (what a node
- *      sends when a client moves), expired ones left out;
+ *      sends when a client moves), expired ones left out; then the copies
+ *      forwarded to N that it never acknowledged, kept by the members
+ *      (cl_hand.c: asked for, ADOPT_COLLECT_MS at most), queued to the
+ *      sessions whose subscriptions match them (merge_collected: not twice
+ *      what N had stored);
  *   2. post them to their home workers (WM_CL_OWNER, one item per worker):
  *      each installs them as a hand-over (cl_owner_install: sessions,
  *      subscriptions and their routes, queues with new sequence numbers,
@@ -37,6 +41,8 @@
  *   3. wait for every worker, then an empty batch on this node's store: a
  *      barrier, committed after every batch submitted before it; a failed
  *      commit meanwhile (store stats) abandons the adoption;
+ *      once it committed the members release their kept copies (their
+ *      publishers' acknowledgements leave: cl_hand_done);
  *   4. claim the installed client ids in etcd under this node's lease; one
  *      owned by another live node meanwhile (its client connected there
  *      with clean start) ends here (cl_owner_kick);
@@ -67,6 +73,7 @@
 #include "sess.h"
 #include "store.h"
 #include "store_rec.h"
+#include "trie.h"
 #include "util.h"
 
 #define ADOPT_POLL_MS 250      /* a watched store is looked at this often */
@@ -74,6 +81,7 @@
 #define ADOPT_RETRY_MS 1000    /* after a failed adoption */
 #define ADOPT_INSTALL_MS 60000 /* the workers install within this, or it fails */
 #define ADOPT_CLAIMS_MS 10000  /* etcd answers the claims within this */
+#define ADOPT_COLLECT_MS 5000  /* the members send what they kept for N within this */
 
 typedef struct {
     char name[CL_NAME_MAX];
@@ -92,6 +100,14 @@ struct cl_adopt_s {
     uint32_t nwatch;
     _Atomic uint32_t pending; /* watches with gate set, for the connect gate */
     _Atomic uint64_t adoptions, sessions, messages, failures, last_ms, last_sessions;
+    _Atomic uint64_t handed; /* copies kept by the members, merged into adopted sessions */
+    /* the copies the members kept for the node being adopted (cl_hand.c),
+     * under mu: coll_on while adopt() collects, coll_left answers due */
+    char coll_name[CL_NAME_MAX];
+    int coll_on;
+    uint32_t coll_left;
+    msg_t **coll;
+    uint32_t ncoll, cap_coll;
 };
 
 /* One session of the dead node, in the hand-over format being built. */
@@ -197,6 +213,7 @@ int cl_adopt_pending(cl_t *cl)
 
 static void watch_end(cl_adopt_t *a, const char *name)
 {
+    cl_hand_watch_end(a->cl, name); /* what this node kept for it, released */
     pthread_mutex_lock(&a->mu);
     for (uint32_t i = 0; i < a->nwatch; i++)
         if (strcmp(a->watch[i].name, name) == 0) {
@@ -439,6 +456,158 @@ static int wait_zero(cl_adopt_t *a, uint32_t *count, uint32_t ms)
     return rc;
 }
 
+/* ---- the copies the members kept (cl_hand.c) ---- */
+
+void cl_adopt_expect(cl_t *cl, const char *name, uint32_t asked)
+{
+    cl_adopt_t *a = cl->adopt;
+    if (a == NULL)
+        return;
+    pthread_mutex_lock(&a->mu);
+    if (a->coll_on && strcmp(a->coll_name, name) == 0)
+        a->coll_left = asked;
+    pthread_cond_broadcast(&a->cv);
+    pthread_mutex_unlock(&a->mu);
+}
+
+void cl_adopt_collected(cl_t *cl, const char *name, msg_t **v, uint32_t n, int from_peer)
+{
+    cl_adopt_t *a = cl->adopt;
+    uint32_t i = 0;
+    if (a != NULL) {
+        pthread_mutex_lock(&a->mu);
+        if (a->coll_on && strcmp(a->coll_name, name) == 0) {
+            if (a->ncoll + n > a->cap_coll) {
+                a->cap_coll = a->ncoll + n + 64;
+                a->coll = an_realloc(a->coll, a->cap_coll * sizeof(*a->coll));
+            }
+            for (; i < n; i++)
+                a->coll[a->ncoll++] = v[i];
+            if (from_peer && a->coll_left > 0 && a->coll_left != UINT32_MAX)
+                a->coll_left--;
+            pthread_cond_broadcast(&a->cv);
+        }
+        pthread_mutex_unlock(&a->mu);
+    }
+    for (; i < n; i++) /* not adopting that node (any more) */
+        msg_unref(&v[i]);
+}
+
+static int same_bytes(const uint8_t *x, size_t xl, const uint8_t *y, size_t yl)
+{
+    return xl == yl && (xl == 0 || memcmp(x, y, xl) == 0);
+}
+
+/* Does buffer b (u32 len | outmsg record, each) hold this message? */
+static int holds(const cl_buf_t *b, const msg_t *m)
+{
+    size_t off = 0;
+    while (off + 4 <= b->len) {
+        const uint8_t *p = b->p + off;
+        uint32_t l = (uint32_t)p[0] << 24 | (uint32_t)p[1] << 16 | (uint32_t)p[2] << 8 | p[3];
+        store_outmsg_t o;
+        if (off + 4 + l > b->len || store_rec_decode_outmsg(p + 4, l, &o) != 0)
+            return 0;
+        if (same_bytes(o.topic, o.topic_len, msg_topic(m), m->topic_len) &&
+            same_bytes(o.payload, o.payload_len, msg_payload(m), m->payload_len) &&
+            same_bytes(o.props, o.props_len, msg_props(m), m->props_len))
+            return 1;
+        off += 4 + (size_t)l;
+    }
+    return 0;
+}
+
+/* Merge the collected copies into the sessions read from N's store: each
+ * goes to the queue of every session with a (not shared) subscription
+ * matching it, at the granted QoS, unless the session holds it already
+ * (N stored it before it could acknowledge it: a QoS 2 message must not
+ * come twice).  Returns the copies queued. */
+static size_t merge_collected(ad_job_t *j, msg_t **v, uint32_t n)
+{
+    size_t added = 0;
+    uint64_t now = an_now_ms();
+    for (size_t i = 0; i < j->n && n > 0; i++) {
+        ad_sess_t *s = &j->v[i];
+        store_session_t rec;
+        if (store_rec_decode_session(s->rec, s->rec_len, &rec) != 0)
+            continue;
+        for (uint32_t k = 0; k < n; k++) {
+            msg_t *m = v[k];
+            uint8_t best = 0, rap = 0;
+            for (uint32_t f = 0; f < rec.nsubs; f++) {
+                const store_sub_t *sub = &rec.subs[f];
+                if (sub->filter_len >= 7 && memcmp(sub->filter, "$share/", 7) == 0)
+                    continue; /* a group's pick was made for N alone */
+                if (!topic_matches(sub->filter, sub->filter_len, msg_topic(m), m->topic_len))
+                    continue;
+                uint8_t q = (uint8_t)((sub->options & 3) + 1); /* +1: matched */
+                best = AN_MAX(best, q);
+                rap |= (sub->options & 8) != 0;
+            }
+            uint8_t qos = best ? AN_MIN(m->qos, (uint8_t)(best - 1)) : 0;
+            if (qos == 0 || (m->expire_at && m->expire_at <= now) || holds(&s->infl, m) ||
+                holds(&s->queued, m))
+                continue;
+            store_outmsg_t o = {.state = STORE_OUT_QUEUED,
+                                .qos = qos,
+                                .retain = rap && m->retain,
+                                .expiry = m->expire_at ? m->expire_at - now + 1 : 0,
+                                .topic = msg_topic(m),
+                                .topic_len = m->topic_len,
+                                .props = msg_props(m),
+                                .props_len = m->props_len,
+                                .payload = msg_payload(m),
+                                .payload_len = m->payload_len};
+            size_t l = store_rec_encode_outmsg(&o, NULL, 0);
+            if (l == 0)
+                continue;
+            put32(&s->queued, (uint32_t)l);
+            cl_buf_reserve(&s->queued, l);
+            store_rec_encode_outmsg(&o, s->queued.p + s->queued.len, l);
+            s->queued.len += l;
+            s->nqueued++;
+            j->messages++;
+            added++;
+        }
+        store_rec_session_free(&rec);
+    }
+    return added;
+}
+
+/* Ask the members for what they kept for N, wait for their answers
+ * (ADOPT_COLLECT_MS at most), merge it into j. */
+static void collect(cl_adopt_t *a, ad_job_t *j, const char *name)
+{
+    pthread_mutex_lock(&a->mu);
+    size_t nl = strnlen(name, sizeof(a->coll_name) - 1);
+    memcpy(a->coll_name, name, nl);
+    a->coll_name[nl] = '\0';
+    a->coll_on = 1;
+    a->coll_left = UINT32_MAX; /* until the link thread says how many it asked */
+    pthread_mutex_unlock(&a->mu);
+    int rc = cl_hand_ask(a->cl, name) == 0 ? wait_zero(a, &a->coll_left, ADOPT_COLLECT_MS) : -1;
+    pthread_mutex_lock(&a->mu);
+    a->coll_on = 0;
+    msg_t **v = a->coll;
+    uint32_t n = a->ncoll;
+    a->coll = NULL;
+    a->ncoll = a->cap_coll = 0;
+    pthread_mutex_unlock(&a->mu);
+    if (rc < 0)
+        log_warn("cluster: adopting the sessions of node %s: not every member sent the messages "
+                 "it kept for it in time",
+                 name);
+    size_t added = merge_collected(j, v, n);
+    if (n > 0)
+        log_info("cluster: adopting the sessions of node %s: %u messages kept by the members for "
+                 "it, %zu queued to its sessions",
+                 name, n, added);
+    atomic_fetch_add(&a->handed, added);
+    for (uint32_t i = 0; i < n; i++)
+        msg_unref(&v[i]);
+    free(v);
+}
+
 /* ---- one adoption ---- */
 
 /* 0 adopted (or nothing to adopt), -1 failed or busy: try again later. */
@@ -484,6 +653,9 @@ static int adopt(cl_adopt_t *a, const char *name)
         log_warn("cluster: reading the sessions of node %s: %s", name, store_strerror(src));
         goto done;
     }
+    /* the copies forwarded to N that it never acknowledged: kept by their
+     * senders for its sessions (cl_hand.c) */
+    collect(a, j, name);
     uint64_t t_read = an_now_ms();
 
     /* 2. to the home workers */
@@ -533,6 +705,7 @@ static int adopt(cl_adopt_t *a, const char *name)
                  name, brc ? store_strerror(brc) : "see above");
         goto done;
     }
+    cl_hand_done(cl, name); /* stored here: their senders release the copies */
 
     /* 4. the client ids */
     cl_etcd_t *e = cl_member_etcd(cl);
@@ -745,6 +918,9 @@ void cl_adopt_free(cl_t *cl)
     if (a == NULL)
         return;
     cl_adopt_stop(cl);
+    for (uint32_t i = 0; i < a->ncoll; i++)
+        msg_unref(&a->coll[i]);
+    free(a->coll);
     pthread_mutex_destroy(&a->mu);
     pthread_cond_destroy(&a->cv);
     free(a);
@@ -774,11 +950,14 @@ void cl_adopt_metrics(cl_t *cl, module_metrics_t *mm)
         {"antenna_cluster_adoptions_pending", "gauge",
          "Members gone out whose stores may still hold sessions to adopt (resuming CONNECTs "
          "are refused with 0x88 meanwhile)."},
+        {"antenna_cluster_adopted_handed_total", "counter",
+         "Messages forwarded to the dead members and never acknowledged by them, kept by "
+         "the members and queued to the adopted sessions."},
     };
     uint64_t v[] = {atomic_load(&a->adoptions), atomic_load(&a->sessions),
                     atomic_load(&a->messages),  atomic_load(&a->failures),
                     atomic_load(&a->last_ms),   atomic_load(&a->last_sessions),
-                    atomic_load(&a->pending)};
+                    atomic_load(&a->pending),   atomic_load(&a->handed)};
     for (size_t i = 0; i < sizeof(fam) / sizeof(fam[0]); i++) {
         module_metrics_family(mm, fam[i].name, fam[i].type, fam[i].help);
         module_metrics_printf(mm, "%s %" PRIu64 "\n", fam[i].name, v[i]);

@@ -120,6 +120,8 @@ void cl_links_turn_end(cl_t *cl, worker_t *w)
     q->b = NULL;
     if (b != NULL && cl_post(cl, fwd_apply, b) < 0)
         batch_free(b);
+    if (q->lack != NULL)
+        cl_lack_turn_end(cl, w);
 }
 
 /* WM_CLUSTER, on the worker that took it. */
@@ -134,6 +136,8 @@ static void run_cluster(worker_t *w, inbox_item_t *it)
         router_barrier_passed(w, it->sid);
         return;
     }
+    /* sid: the link waits for the store (cl_lack.c) */
+    size_t ops = it->sid ? persist_pending_ops(w) : 0;
     if (it->flags == CL_IT_SHARED) {
         cl_shared_msg_t *sm = it->ptr;
         w->publish_backlogged = 0;
@@ -141,6 +145,9 @@ static void run_cluster(worker_t *w, inbox_item_t *it)
             router_publish(w, sm->m, NULL);
         for (uint8_t i = 0; i < sm->n; i++)
             router_deliver_shared(w, sm->m, sm->f[i], sm->len[i]);
+        if (it->sid)
+            cl_lack_routed(w->srv->route_owners[ROUTE_OWNER_NODE].user, w, sm->m->origin_node,
+                           it->sid, persist_pending_ops(w) != ops);
         msg_unref(&sm->m);
         free(sm);
         return;
@@ -149,8 +156,8 @@ static void run_cluster(worker_t *w, inbox_item_t *it)
     if (it->flags == CL_IT_PUBLISH) {
         w->publish_backlogged = 0;
         if (router_publish(w, m, NULL) == 0 && !m->retain) {
-            /* forwarded for nothing (rbloom.h): counted, dropped; its ack
-             * went already (the link thread acks what it received) */
+            /* forwarded for nothing (rbloom.h): counted, dropped; its
+             * link ack is not held (nothing was written: cl_lack.c) */
             cl_t *cl = w->srv->route_owners[ROUTE_OWNER_NODE].user;
             atomic_fetch_add_explicit(&cl->lstats[m->origin_node & (CL_MAX_NODES - 1)].unmatched, 1,
                                       memory_order_relaxed); /* any worker: a locked add */
@@ -163,6 +170,9 @@ static void run_cluster(worker_t *w, inbox_item_t *it)
             atomic_store_explicit(&cl->links->slow[m->origin_node & (CL_MAX_NODES - 1)], 1,
                                   memory_order_relaxed);
         }
+        if (it->sid)
+            cl_lack_routed(w->srv->route_owners[ROUTE_OWNER_NODE].user, w, m->origin_node, it->sid,
+                           persist_pending_ops(w) != ops);
     } else { /* CL_IT_RETAIN: newer than ours (cl_route.c decided) */
         retain_set(w->srv->retain, m);
         persist_retained(w, m);
@@ -208,6 +218,8 @@ void cl_fwd_free(cl_t *cl)
     for (uint32_t i = 0; i < L->nworkers; i++) {
         cl_ack_free(L->wq[i].acks);
         L->wq[i].acks = NULL;
+        cl_lack_free(L->wq[i].lack);
+        L->wq[i].lack = NULL;
     }
     for (uint32_t i = 0; i < L->nworkers; i++) {
         for (size_t j = 0; j < L->outv[i].len; j++)
@@ -359,7 +371,8 @@ static void fwd_apply(cl_t *cl, void *arg)
             for (int j = 1; j < CL_MAX_NODES; j++)
                 if (cl->nodes[j].member)
                     peer_send(cl, j, e, e->m, e->qos, b->src, 0);
-        } else if (cl->nodes[e->node].member) {
+        } else if (cl->nodes[e->node].member || cl->links->peers[e->node].routes_kept) {
+            /* routes_kept: it left, kept for its adopter (cl_hand.c) */
             peer_send(cl, e->node, e, e->m, e->qos, b->src, e->ticket);
         } else {
             ack_now(cl, e->node, b->src, e->ticket); /* it left: nobody there */
@@ -464,7 +477,12 @@ int cl_recv_msg(cl_t *cl, cl_peer_t *p, const uint8_t *body, uint32_t len)
             cl_tomb_set(cl, x.topic, x.topic_len, x.published_at, cl->nodes[idx].name);
     }
     CL_STAT_ADD(cl->lstats[idx].received, 1);
-    cl_recv_post(cl, x.src, m, CL_IT_PUBLISH);
+    cl_links_t *L = cl->links;
+    uint32_t to = x.src % L->nworkers;
+    inbox_item_t it = {.kind = WM_CLUSTER, .qos = m->qos, .flags = CL_IT_PUBLISH, .ptr = m};
+    if (x.seq != 0 && cl->srv->store != NULL) /* acknowledged after the store (cl_lack.c) */
+        it.sid = cl_lack_post(cl, p, to, x.seq);
+    inbox_vec_push(&L->outv[to], &it);
     return 0;
 }
 
@@ -504,16 +522,20 @@ int cl_recv_msg_shared(cl_t *cl, cl_peer_t *p, const uint8_t *body, uint32_t len
     sm->m->origin_node = (uint16_t)idx;
     sm->m->hops = 1;
     cl_links_t *L = cl->links;
+    uint32_t to = x.src % L->nworkers;
     inbox_item_t it = {.kind = WM_CLUSTER, .qos = x.qos, .flags = CL_IT_SHARED, .ptr = sm};
-    inbox_vec_push(&L->outv[x.src % L->nworkers], &it);
+    if (x.seq != 0 && cl->srv->store != NULL)
+        it.sid = cl_lack_post(cl, p, to, x.seq);
+    inbox_vec_push(&L->outv[to], &it);
     return 0;
 }
 
 void cl_recv_ack(cl_t *cl, cl_peer_t *p, cl_conn_t *c)
 {
     (void)cl;
-    if (p->in_seen != p->acked) {
-        cl_enc_ack(&c->out, p->in_seen);
-        p->acked = p->in_seen;
+    uint64_t v = cl_lack_value(p); /* in_seen, or less with a store */
+    if (v > p->acked) {
+        cl_enc_ack(&c->out, v);
+        p->acked = v;
     }
 }

@@ -252,6 +252,19 @@ void cl_adopt_member(cl_t *cl, const char *name, int present, int rank);
 /* Any thread: 1 while a member that went out may still have sessions to
  * adopt (the connect gate refuses resuming CONNECTs meanwhile: 0x88). */
 int cl_adopt_pending(cl_t *cl);
+/* The copies other nodes kept for a dead node (cl_hand.c), while this node
+ * adopts it: expect (link thread) how many nodes were asked; collected:
+ * copies for it (new references, given; the array stays the caller's),
+ * from_peer 1 for a node's complete answer. */
+void cl_adopt_expect(cl_t *cl, const char *name, uint32_t asked);
+void cl_adopt_collected(cl_t *cl, const char *name, msg_t **v, uint32_t n, int from_peer);
+/* cl_hand.c, any thread (posted to the link thread): ask the members for
+ * their copies kept for `name` (-1: the link thread stopped); tell them
+ * the adoption is stored (they release theirs); this node's watch of
+ * `name` ended (what it kept is released). */
+int cl_hand_ask(cl_t *cl, const char *name);
+void cl_hand_done(cl_t *cl, const char *name);
+void cl_hand_watch_end(cl_t *cl, const char *name);
 /* The home worker's part of an adoption (WM_CL_OWNER), and its drop when
  * the worker stopped. */
 void cl_adopt_item(worker_t *w, void *ptr);

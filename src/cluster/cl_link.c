@@ -567,6 +567,12 @@ static int on_frame(cl_t *cl, cl_conn_t *c, uint8_t type, const uint8_t *body, u
     case CL_F_ROUTE_RESYNC: /* the peer rebuilds its filter of our exact routes */
         cl_route_sync(cl, c);
         break;
+    case CL_F_ADOPT_ASK:
+    case CL_F_ADOPT_MSG:
+    case CL_F_ADOPT_END:
+    case CL_F_ADOPT_DONE:
+        rc = cl_hand_recv(cl, p, c, type, body, len);
+        break;
     case CL_F_OWN_TAKE:
     case CL_F_OWN_GIVEN:
         rc = cl_owner_recv(cl, c->idx, type, body, len);
@@ -617,13 +623,13 @@ static void on_resume(tw_timer_t *t)
     while (c != NULL) {
         cl_conn_t *next = c->next;
         cl_peer_t *p = c->up ? &L->peers[c->idx] : NULL;
-        if (p && low && p->in_seen != p->acked) { /* deferred by conn_read */
+        if (p && low && cl_lack_value(p) > p->acked) { /* deferred by conn_read */
             cl_recv_ack(cl, p, c);
             if (!(c->ev.events & EV_WRITE) && cl_conn_flush(cl, c) < 0) {
                 c = next;
                 continue;
             }
-        } else if (p && p->in_seen != p->acked && !tw_pending(&L->resume)) {
+        } else if (p && cl_lack_value(p) > p->acked && !tw_pending(&L->resume)) {
             tw_add(&cl->tw, &L->resume, cl->now + CL_RESUME_MS);
         }
         if (c->paused == 2 && !low) {
@@ -897,6 +903,9 @@ void cl_links_member_changed(cl_t *cl, int idx)
         return; /* cl_free runs what was posted after the thread ended */
     cl_peer_t *p = &L->peers[idx];
     if (cl->nodes[idx].member) {
+        /* back: what was kept for its adopter goes to it again; its new
+         * process's route sync replaces the routes kept */
+        p->orphan = p->routes_kept = 0;
         if (!we_dial(cl, idx) || (p->conn != NULL && p->conn->up))
             return; /* the peer dials, or the link works: kept */
         /* joined, or its address changed: a dial in progress (maybe to the
@@ -911,8 +920,11 @@ void cl_links_member_changed(cl_t *cl, int idx)
     tw_del(&cl->tw, &p->redial);
     if (p->conn)
         conn_close(cl, p->conn, "the node left the cluster");
-    cl_route_drop_peer(cl, p);
-    cl_peer_drop_pending(cl, p);
+    cl_hand_in_free(p);
+    if (!cl_hand_keep(cl, p)) { /* its adopter may want its routes' copies (cl_hand.c) */
+        cl_route_drop_peer(cl, p);
+        cl_peer_drop_pending(cl, p);
+    }
 }
 
 void cl_links_stop(cl_t *cl)
@@ -946,8 +958,11 @@ void cl_links_free(cl_t *cl)
         cl_buf_free(&c->out);
         free(c);
     }
-    for (int i = 0; i < CL_MAX_NODES; i++)
+    for (int i = 0; i < CL_MAX_NODES; i++) {
         cl_peer_drop_pending(cl, &L->peers[i]);
+        cl_hand_in_free(&L->peers[i]);
+        free(L->peers[i].lk);
+    }
     cl_fwd_free(cl);
     if (L->listen_fd >= 0)
         close(L->listen_fd);
@@ -966,14 +981,18 @@ void cl_link_up(cl_t *cl, cl_peer_t *p, cl_conn_t *c)
 {
     int idx = c->idx;
     CL_STAT_SET(cl->lstats[idx].state, CL_LINK_UP);
+    p->hand_done = 0; /* alive: what it had not acknowledged goes to it again */
     CL_STAT_ADD(cl->lstats[idx].ups, 1);
     if (p->in_inc != c->peer_inc) { /* a new process: its sequence starts again */
         p->in_inc = c->peer_inc;
         p->in_seen = 0;
+        cl_lack_reset(p);
     }
-    if (p->in_seen) /* what arrived before the break: not to be sent again */
-        cl_enc_ack(&c->out, p->in_seen);
-    p->acked = p->in_seen;
+    /* what arrived before the break (and, with a store, is stored): not to
+     * be sent again */
+    p->acked = cl_lack_value(p);
+    if (p->acked)
+        cl_enc_ack(&c->out, p->acked);
     CL_STAT_SET(cl->lstats[idx].tls, c->ssl != NULL);
     if (c->ssl != NULL) {
         char d[sizeof(cl->lstats[idx].cipher)];

@@ -84,6 +84,16 @@ typedef struct {
     uint64_t in_inc;  /* the peer process whose sequence in_seen counts */
     uint64_t in_seen; /* highest QoS 1/2 sequence received */
     uint64_t acked;   /* last ACK we sent */
+    /* with a store: [2i] the last sequence posted to worker i, [2i+1] the
+     * last one it reported committed (cl_lack.c); NULL until the first */
+    uint64_t *lk;
+    uint16_t lk_gen; /* bumped when the peer's process changes */
+    /* it left and its sessions may be adopted: its window is kept for the
+     * adopter (cl_hand.c); what an adopter-to-be receives from it */
+    uint8_t orphan;
+    uint8_t routes_kept; /* orphan: its routes stay until an adopter asks (cl_hand.c) */
+    uint8_t hand_done;   /* an adopter stored its copies before it went out here */
+    struct cl_hand_in_s *hand_in;
     /* routes it announced (cl_route.c) */
     cl_fset_t *routes;    /* wildcard and shared filters, whole */
     uint64_t nexact;      /* exact filters it announced (kept by the router as
@@ -119,15 +129,17 @@ typedef struct {
 } cl_batch_t;
 
 typedef struct cl_acks_s cl_acks_t;
+typedef struct cl_lack_s cl_lack_t;
 typedef struct cl_tombs_s cl_tombs_t;
 
 /* Worker i's forwarding state (worker i only). */
 typedef struct {
     cl_batch_t *b;      /* this turn's, or NULL */
     cl_acks_t *acks;    /* held acknowledgements (cl_ack.c), from the first */
+    cl_lack_t *lack;    /* link acknowledgements after the store (cl_lack.c) */
     uint64_t ticket_no; /* the last ticket given (one per QoS 1/2 message forwarded) */
     uint64_t nodes[CL_MAX_NODES / 64]; /* the nodes worker_t.fwd_ticket's message went to */
-    char pad[64 - (2 * sizeof(void *) + 8 + CL_MAX_NODES / 8) % 64];
+    char pad[64 - (3 * sizeof(void *) + 8 + CL_MAX_NODES / 8) % 64];
 } cl_wq_t;
 
 struct cl_links_s {
@@ -208,6 +220,32 @@ static inline void cl_ack_note(cl_links_t *L, uint16_t src, uint64_t ticket)
  * cl_recv_flush does). */
 void cl_ack_post(cl_t *cl, int idx);
 
+/* cl_lack.c: with a store, a forwarded QoS 1/2 message is acknowledged on
+ * the link once the batch holding its queue entries committed.  Link
+ * thread: cl_lack_post numbers a message posted to worker `to` (the item's
+ * sid), cl_lack_value is what the peer may be acknowledged (cl_recv_ack),
+ * cl_lack_reset forgets a peer's earlier process.  Workers: cl_lack_routed
+ * after routing an item with a sid (wrote: the routing wrote to the store
+ * batch), cl_lack_turn_end posts what is done. */
+#define CL_LACK_PACK(gen, seq) (((uint64_t)(gen) << 48) | ((seq) & ((1ull << 48) - 1)))
+#define CL_LACK_GEN(v) ((uint16_t)((v) >> 48))
+#define CL_LACK_SEQ(v) ((v) & ((1ull << 48) - 1))
+uint64_t cl_lack_post(cl_t *cl, cl_peer_t *p, uint32_t to, uint64_t seq);
+uint64_t cl_lack_value(const cl_peer_t *p);
+void cl_lack_reset(cl_peer_t *p);
+void cl_lack_routed(cl_t *cl, worker_t *w, uint16_t peer, uint64_t v, int wrote);
+void cl_lack_turn_end(cl_t *cl, worker_t *w);
+void cl_lack_free(cl_lack_t *L);
+
+/* cl_hand.c: a dead member's unacknowledged copies for its adopter.
+ * keep: member p left, keep its window (1) or not (0); recv: the
+ * CL_F_ADOPT_* frames; in_free: what p sent for an adoption, dropped. */
+typedef struct cl_hand_in_s cl_hand_in_t;
+int cl_hand_keep(cl_t *cl, cl_peer_t *p);
+int cl_hand_recv(cl_t *cl, cl_peer_t *p, cl_conn_t *c, uint8_t type, const uint8_t *body,
+                 uint32_t len);
+void cl_hand_in_free(cl_peer_t *p);
+
 /* cl_tomb.c (the link thread): tombstones of cleared retained topics.
  * note: a clear (publish time, origin node name) was made or received;
  * set: a retained message was set (removes an older tombstone); covers: 1
@@ -232,6 +270,7 @@ void cl_route_free(cl_t *cl);
 void cl_route_sync(cl_t *cl, cl_conn_t *c);
 int cl_route_recv(cl_t *cl, cl_peer_t *p, uint8_t type, const uint8_t *body, uint32_t len);
 void cl_route_drop_peer(cl_t *cl, cl_peer_t *p);
+void cl_route_drop_peer_shares(cl_t *cl, cl_peer_t *p); /* its $share routes only */
 /* The route barrier: SUBACKs wait until every node up has this node's
  * routes (docs/cluster.md "Routes"), CL_ROUTE_WAIT_MS at most (a peer
  * too slow to answer). */

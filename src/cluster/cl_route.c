@@ -597,6 +597,24 @@ void cl_route_drop_peer(cl_t *cl, cl_peer_t *p)
     CL_STAT_SET(cl->lstats[idx].routes, 0);
 }
 
+/* A member that left and whose sessions may be adopted keeps its other
+ * routes for a while (cl_hand.c); its shared groups' picks go to the other
+ * members at once. */
+static int sweep_share(cl_fent_t *e, void *ud)
+{
+    return is_share(e->f, e->len) && sweep_one(e, ud);
+}
+
+void cl_route_drop_peer_shares(cl_t *cl, cl_peer_t *p)
+{
+    int idx = (int)(p - cl->links->peers);
+    if (p->routes) {
+        sweep_ctx_t x = {cl, idx, 0};
+        fset_sweep(p->routes, sweep_share, &x);
+        CL_STAT_SET(cl->lstats[idx].routes, p->routes->n + p->nexact);
+    }
+}
+
 /* ---- retained messages ---- */
 
 const char *cl_retained_origin(cl_t *cl, const msg_t *m)

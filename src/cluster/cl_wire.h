@@ -48,6 +48,10 @@ enum {
     CL_F_ROUTE_RESYNC,   /* empty: send me your whole route set again (SYNC_BEGIN..
                           * SYNC_END); optional: a node that does not know it
                           * ignores it (cl_link.c), so the version stays */
+    CL_F_ADOPT_ASK,      /* u16 len | node name: I adopt it, send what you kept for it */
+    CL_F_ADOPT_MSG,      /* cl_msg_t: a copy kept for that node (cl_hand.c) */
+    CL_F_ADOPT_END,      /* u16 len | node name: the copies kept for it were all sent */
+    CL_F_ADOPT_DONE,     /* u16 len | node name: they are stored here, release them */
     CL_F_TYPES
 };
 
