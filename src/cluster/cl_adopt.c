@@ -362,7 +362,6 @@ static int scan_incoming(void *ud, const void *k, size_t kl, const void *v, size
 void cl_adopt_item(worker_t *w, void *ptr)
 {
     ad_item_t *it = ptr;
-    ad_job_t *j = it->job;
     cl_buf_t b = {0};
     for (uint32_t i = 0; i < it->n; i++) {
         ad_sess_t *s = it->s[i];
@@ -389,14 +388,11 @@ void cl_adopt_item(worker_t *w, void *ptr)
     cl_buf_free(&b);
     /* now, not at the turn's end: the adopter's barrier must come after */
     persist_flush(w);
-    pthread_mutex_lock(&j->a->mu);
-    j->left--;
-    pthread_cond_broadcast(&j->a->cv);
-    pthread_mutex_unlock(&j->a->mu);
-    job_unref(j);
-    free(it);
+    cl_adopt_item_drop(it);
 }
 
+/* An item is done, run or dropped (a worker stopping): its job waits for
+ * one less. */
 void cl_adopt_item_drop(void *ptr)
 {
     ad_item_t *it = ptr;
