@@ -509,7 +509,7 @@ static int lock_take(rds_t *d, const char *prefix, char *err, size_t errlen)
     host[strcspn(host, ":")] = '\0';
     an_random_key(rnd);
     /* an adopter says so (store_redis_peek: the survivors wait for it) */
-    snprintf(d->token, sizeof(d->token), "%s:%ld:%016llx%s", host, (long)getpid(),
+    snprintf(d->token, sizeof(d->token), "%.100s:%ld:%016llx%s", host, (long)getpid(),
              (unsigned long long)rnd[0], d->mark[0] ? ":adopting" : "");
     int rc = lock_eval(d, LOCK_LUA, NULL, holder, sizeof(holder), why, sizeof(why));
     if (rc == 0 && holder[0] && holder_dead_here(holder)) {
