@@ -240,25 +240,16 @@ static size_t out_pending(const cl_conn_t *c)
 static int encode(cl_peer_t *p, cl_conn_t *c, msg_t *m, uint64_t seq, uint8_t qos, uint16_t src,
                   uint8_t plain, uint8_t ngroups, const uint32_t *tags)
 {
-    uint32_t left = 0;
+    uint64_t now = 0; /* the clock only for a message with an expiry */
     if (m->expire_at) {
-        uint64_t now = an_now_ms();
+        now = an_now_ms();
         if (now >= m->expire_at)
             return -1;
-        left = (uint32_t)AN_MIN(m->expire_at - now, UINT32_MAX);
     }
-    cl_msg_t x = {.seq = seq,
-                  .published_at = m->published_at,
-                  .expiry_ms = left,
-                  .src = src,
-                  .qos = qos,
-                  .flags = m->retain ? CL_MSG_RETAIN : 0,
-                  .topic = msg_topic(m),
-                  .topic_len = m->topic_len,
-                  .props = msg_props(m),
-                  .props_len = m->props_len,
-                  .payload = msg_payload(m),
-                  .payload_len = m->payload_len};
+    cl_msg_t x = cl_msg_of(m, now);
+    x.seq = seq;
+    x.src = src;
+    x.qos = qos;
     if (ngroups == 0) {
         cl_enc_msg(&c->out, CL_F_MSG, &x);
         return 0;

@@ -164,18 +164,7 @@ int cl_hand_recv(cl_t *cl, cl_peer_t *p, cl_conn_t *c, uint8_t type, const uint8
         for (uint32_t i = 0; i < k; i++) {
             msg_t *m = v[i];
             if (!m->expire_at || m->expire_at > now) {
-                cl_msg_t x = {.published_at = m->published_at,
-                              .expiry_ms = m->expire_at
-                                               ? (uint32_t)AN_MIN(m->expire_at - now, UINT32_MAX)
-                                               : 0,
-                              .qos = m->qos,
-                              .flags = m->retain ? CL_MSG_RETAIN : 0,
-                              .topic = msg_topic(m),
-                              .topic_len = m->topic_len,
-                              .props = msg_props(m),
-                              .props_len = m->props_len,
-                              .payload = msg_payload(m),
-                              .payload_len = m->payload_len};
+                cl_msg_t x = cl_msg_of(m, now);
                 cl_enc_msg(&c->out, CL_F_ADOPT_MSG, &x);
             }
             msg_unref(&v[i]);

@@ -284,4 +284,24 @@ void cl_retained_sync(cl_t *cl, cl_conn_t *c);
 const uint8_t *cl_route_share(cl_peer_t *p, uint32_t tag, uint16_t *len);
 int cl_retained_recv(cl_t *cl, cl_peer_t *p, const uint8_t *body, uint32_t len);
 
+/* A message as the link carries it: its time, the expiry left at now (0:
+ * none), QoS, the retain flag and its bytes (pointing into m); the caller
+ * sets what else its frame needs (seq, src, origin). */
+static inline cl_msg_t cl_msg_of(const msg_t *m, uint64_t now)
+{
+    cl_msg_t x = {.published_at = m->published_at,
+                  .expiry_ms = m->expire_at && m->expire_at > now
+                                   ? (uint32_t)AN_MIN(m->expire_at - now, UINT32_MAX)
+                                   : 0,
+                  .qos = m->qos,
+                  .flags = m->retain ? CL_MSG_RETAIN : 0,
+                  .topic = msg_topic(m),
+                  .topic_len = m->topic_len,
+                  .props = msg_props(m),
+                  .props_len = m->props_len,
+                  .payload = msg_payload(m),
+                  .payload_len = m->payload_len};
+    return x;
+}
+
 #endif

@@ -635,19 +635,10 @@ static void rsync_one(void *ud, msg_t *m)
     uint64_t now = an_now_ms();
     if (!router_is_sys_topic(msg_topic(m), m->topic_len) && !msg_expired(m, now)) {
         const char *o = cl_retained_origin(x->cl, m);
-        cl_msg_t w = {.published_at = m->published_at,
-                      .expiry_ms =
-                          m->expire_at ? (uint32_t)AN_MIN(m->expire_at - now, UINT32_MAX) : 0,
-                      .qos = m->qos,
-                      .flags = CL_MSG_RETAIN,
-                      .origin = o,
-                      .origin_len = (uint8_t)strlen(o),
-                      .topic = msg_topic(m),
-                      .topic_len = m->topic_len,
-                      .props = msg_props(m),
-                      .props_len = m->props_len,
-                      .payload = msg_payload(m),
-                      .payload_len = m->payload_len};
+        cl_msg_t w = cl_msg_of(m, now);
+        w.flags = CL_MSG_RETAIN;
+        w.origin = o;
+        w.origin_len = (uint8_t)strlen(o);
         cl_enc_msg(&x->c->out, CL_F_RETAINED, &w);
     }
     msg_unref(&m);
