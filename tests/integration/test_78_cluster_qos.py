@@ -195,3 +195,37 @@ def test_member_nodes_leaving(ecluster):
     wait_for(info.is_published, 10, what="the PUBACK once b left")
     close(pub)
     mb.loop_stop()
+
+
+def test_message_expiry_crosses_nodes(cluster):
+    """MQTT 5 Message Expiry Interval on a forwarded message and on a
+    retained message a node learns from another (cl_msg_of): the receiver
+    gets what is left of it, and a message that ran out is not sent."""
+    from paho.mqtt.packettypes import PacketTypes
+    from paho.mqtt.properties import Properties
+    cl = cluster(2)
+    cl.wait_links()
+    sub = client(cl.nodes["b"], "exp-sub", v5=True)
+    subscribe(sub, "exp/#", 1)
+    cl.wait_routes("a", "b", lambda n: n >= 1)
+    pub = client(cl.nodes["a"], "exp-pub", v5=True)
+    props = Properties(PacketTypes.PUBLISH)
+    props.MessageExpiryInterval = 120
+    for retain in (False, True):
+        info = pub.publish("exp/t%d" % retain, b"x", qos=1, retain=retain, properties=props)
+        info.wait_for_publish(5)
+        m = get(sub, timeout=10)
+        left = getattr(m.properties, "MessageExpiryInterval", None)
+        assert left is not None and 0 < left <= 120, (m.topic, left)
+    # the retained one, read on b by a new subscriber, still carries it
+    late = client(cl.nodes["b"], "exp-late", v5=True)
+    subscribe(late, "exp/t1", 1)
+    m = get(late, timeout=10)
+    assert m.retain and 0 < m.properties.MessageExpiryInterval <= 120
+    # no expiry: none on the other side either
+    info = pub.publish("exp/none", b"y", qos=1)
+    info.wait_for_publish(5)
+    m = get(sub, timeout=10)
+    assert m.topic == "exp/none"
+    assert getattr(m.properties, "MessageExpiryInterval", None) is None
+    close(pub, sub, late)
