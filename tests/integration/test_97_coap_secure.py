@@ -96,14 +96,16 @@ def test_client_certificate_is_the_user(cbroker, tmp_path):
         assert rc == 0 and "4." not in out, out
         assert got.get(timeout=30)[:2] == ("devices/dev1/t", b"over-tls")
         failed = metric(b, "antenna_coap_handshakes_failed_total")
-        # a certificate of another CA, or none: no handshake, nothing published
+        # a certificate of another CA: the handshake fails and is counted
         rc, out = request("coaps://127.0.0.1:%d/ps/devices/dev1/t" % dtls, "evil",
                           d / "evil.crt", d / "evil.key", d / "ca.crt", wait=5)
         assert "2.04" not in out, out
+        wait_metric(b, "antenna_coap_handshakes_failed_total", failed + 1, at_least=True)
+        # none: nothing published (coap-client now and then gives up after
+        # the TCP connect, before any handshake, so the count may not move)
         rc, out = request("coaps+tcp://127.0.0.1:%d/ps/devices/dev1/t" % tls, "no-cert",
                           ca=d / "ca.crt", wait=5)
         assert "2.04" not in out, out
-        wait_metric(b, "antenna_coap_handshakes_failed_total", failed + 2, at_least=True)
         assert metric(b, "antenna_coap_published_total") == 2
         assert got.empty()
     finally:
