@@ -275,27 +275,12 @@ def test_a_node_that_leaves_takes_its_filter(ecluster):
 
 
 def test_memory_per_remote_exact_route(cluster):
+    from test_99_cluster_routes_mem import remote_route_growth
     cl = cluster(2)  # the default threshold (10,000)
     cl.wait_links()
     b = cl.nodes["b"]
-
-    def rss():
-        with open("/proc/%d/status" % b.proc.pid) as f:
-            for line in f:
-                if line.startswith("VmRSS:"):
-                    return int(line.split()[1]) * 1024
-        raise AssertionError("no VmRSS")
     n = 16000
-    sa = client(cl.nodes["a"], "sa")
-    subscribe(sa, [("warm/%d" % i, 0) for i in range(500)])
-    cl.wait_routes("b", "a", lambda k: k == 500, timeout=20)
-    before = rss()
-    for start in range(0, n, 1000):
-        subscribe(sa, [("dev/%d/in" % i, 0) for i in range(start, start + 1000)])
-    cl.wait_routes("b", "a", lambda k: k == n + 500, timeout=60)
-    grown = rss() - before
-    per = grown / n
-    print("b grew by %d B for %d exact routes: %.1f B each" % (grown, n, per))
+    sa, grown, per = remote_route_growth(cl, n, 60)
     assert cl.link("b", "a")["route_bloom_bytes"] > 0
     pub = client(b, "pub")
     for i in (0, n // 2, n - 1):

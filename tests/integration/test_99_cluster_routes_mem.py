@@ -148,9 +148,10 @@ def test_restart_resync_drops_stale_exact_routes(cluster):
     close(sc2, pub)
 
 
-def test_memory_per_remote_exact_route(cluster):
-    cl = cluster(2)
-    cl.wait_links()
+def remote_route_growth(cl, n, timeout):
+    """Node a subscribes to n exact filters dev/<i>/in (after 500 to warm
+    b's link buffers and first table sizes); returns (a's client, b's RSS
+    growth in bytes, per route) once b has every route."""
     b = cl.nodes["b"]
 
     def rss():
@@ -159,18 +160,24 @@ def test_memory_per_remote_exact_route(cluster):
                 if line.startswith("VmRSS:"):
                     return int(line.split()[1]) * 1024
         raise AssertionError("no VmRSS")
-    n = 8000
     sa = client(cl.nodes["a"], "sa")
-    # warm: b's link buffers, the first table sizes
     subscribe(sa, [("warm/%d" % i, 0) for i in range(500)])
     cl.wait_routes("b", "a", lambda k: k == 500, timeout=20)
     before = rss()
     for start in range(0, n, 1000):
         subscribe(sa, [("dev/%d/in" % i, 0) for i in range(start, start + 1000)])
-    cl.wait_routes("b", "a", lambda k: k == n + 500, timeout=30)
+    cl.wait_routes("b", "a", lambda k: k == n + 500, timeout=timeout)
     grown = rss() - before
-    per = grown / n
-    print("b grew by %d B for %d exact routes: %.1f B each" % (grown, n, per))
+    print("b grew by %d B for %d exact routes: %.1f B each" % (grown, n, grown / n))
+    return sa, grown, grown / n
+
+
+def test_memory_per_remote_exact_route(cluster):
+    cl = cluster(2)
+    cl.wait_links()
+    b = cl.nodes["b"]
+    n = 8000
+    sa, grown, per = remote_route_growth(cl, n, 30)
     pub = client(b, "pub")
     publish(pub, "dev/%d/in" % (n - 1), b"last")
     assert get(sa).payload == b"last"
