@@ -26,7 +26,10 @@
 # every node's store (persistence.backend: redis, prefix antenna:<node>:),
 # so a node started again anywhere with its name finds its sessions
 # (docs/persistence.md), and a survivor adopts the sessions of a node that
-# dies (docs/cluster.md, "A dead node's sessions").  CLUSTER_LEASE_TTL:
+# dies (docs/cluster.md, "A dead node's sessions").  SESSION_STORE=
+# replicated: each node's RocksDB store copied to a replica node over the
+# links (persistence.session_store: replicated; docs/cluster.md "Replicated
+# sessions"), no Redis.  CLUSTER_LEASE_TTL:
 # cluster.lease_ttl (10s).  CLUSTER_WORKERS: each node's workers (2);
 # CLUSTER_PERSISTENCE=0: nodes without a store; CLUSTER_LOG_LEVEL (info);
 # CLUSTER_ETCD_NICE: etcd's nice value (0)
@@ -140,9 +143,10 @@ up() {
     done
 
     # SESSION_STORE=redis: one redis-server for every node's store
-    REDIS_URL=
+    REDIS_URL= REPLICATED=
     case ${SESSION_STORE:-local} in
     local | rocksdb) ;;
+    replicated) REPLICATED=1 ;;
     redis)
         command -v redis-server >/dev/null || die "SESSION_STORE=redis needs redis-server"
         REDIS_PORT=$(free_ports 1)
@@ -159,7 +163,7 @@ up() {
             sleep 0.1
         done
         ;;
-    *) die "SESSION_STORE: local or redis (replicated is not built yet)" ;;
+    *) die "SESSION_STORE: local, redis or replicated" ;;
     esac
 
     # the shared secret and an API key
@@ -212,7 +216,8 @@ listeners:
     proxy_protocol: v2
 persistence:
   enabled: $([ "${CLUSTER_PERSISTENCE:-1}" = 0 ] && echo false || echo true)
-  dir: $d/data${REDIS_URL:+
+  dir: $d/data${REPLICATED:+
+  session_store: replicated}${REDIS_URL:+
   backend: redis
   redis:
     url: $REDIS_URL}

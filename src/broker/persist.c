@@ -193,6 +193,8 @@ int persist_open(server_t *srv)
                       cf->data_dir, cf->data_dir);
         return -1;
     }
+    if (cf->session_store == CONF_SESSIONS_REPLICATED && cluster_replica_boot(cf, srv->store) < 0)
+        return -1;
     load_ctx_t ctx = {.srv = srv,
                       .now_wall_ms = an_wall_ms(),
                       .now_ms = an_now_ms(),

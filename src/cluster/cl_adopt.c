@@ -606,34 +606,15 @@ static void collect(cl_adopt_t *a, ad_job_t *j, const char *name)
 
 /* ---- one adoption ---- */
 
-/* 0 adopted (or nothing to adopt), -1 failed or busy: try again later. */
-static int adopt(cl_adopt_t *a, const char *name)
+/* Steps 1-5 from ns, N's store (its Redis store, or its replica's copy
+ * here: repl, where "adopted:<this node>" goes to etcd before step 5):
+ * 0 adopted, -1 failed (try again later).  ns stays open. */
+static int adopt_store(cl_adopt_t *a, const char *name, store_t *ns, const char *from, int repl)
 {
     cl_t *cl = a->cl;
     server_t *srv = cl->srv;
-    const conf_t *cf = &srv->conf;
-    char prefix[sizeof(cf->persistence_redis.prefix) + CL_NAME_MAX], where[sizeof(prefix) + 96];
-    char err[768];
     uint64_t t0 = an_now_ms();
     int rc = -1;
-
-    persist_redis_prefix(cf, name, prefix, sizeof(prefix));
-    snprintf(where, sizeof(where), "%s (node %.63s)", prefix, name);
-    store_opts_t o = {.backend = STORE_BACKEND_REDIS,
-                      .path = where,
-                      .sync = (store_sync_t)cf->persistence_sync,
-                      .sync_interval_ms = cf->sync_interval_ms,
-                      .redis_url = cf->persistence_redis.url,
-                      .redis_prefix = prefix,
-                      .redis_connect_timeout_ms = cf->persistence_redis.connect_timeout_ms,
-                      .redis_timeout_ms = cf->persistence_redis.timeout_ms,
-                      .redis_adopted_by = cl->conf->node};
-    store_t *ns = store_open(&o, err, sizeof(err));
-    if (ns == NULL) {
-        log_limited(5000, AN_LOG_WARN, "cluster: cannot adopt the sessions of node %s yet: %s",
-                    name, err);
-        return -1;
-    }
     ad_job_t *j = an_calloc(1, sizeof(*j));
     j->a = a;
     atomic_init(&j->refs, 1);
@@ -751,7 +732,14 @@ static int adopt(cl_adopt_t *a, const char *name)
         }
     pthread_mutex_unlock(&a->mu);
 
-    /* 5. out of the dead node's store */
+    /* 5. out of the dead node's store; with a replica, etcd says first
+     * that N's sessions are here (N started again empties its own) */
+    if (repl && cl_repl_etcd_adopted(cl, name) < 0) {
+        log_warn("cluster: adopting the sessions of node %s: recording the adoption in etcd "
+                 "failed (tried again later: the sessions here stay)",
+                 name);
+        goto done;
+    }
     store_batch_t *del = store_batch_new();
     static const char *const fam[] = {"s/", "q/", "i/", "r/"};
     for (size_t f = 0; f < 4; f++)
@@ -769,18 +757,110 @@ static int adopt(cl_adopt_t *a, const char *name)
     atomic_fetch_add(&a->messages, j->messages);
     atomic_store(&a->last_ms, ms);
     atomic_store(&a->last_sessions, installed);
-    log_info("cluster: adopted the sessions of node %s from Redis: %zu sessions with %zu "
+    log_info("cluster: adopted the sessions of node %s from %s: %zu sessions with %zu "
              "messages in %" PRIu64 " ms (read in %" PRIu64 " ms; %zu here already, %zu owned "
              "elsewhere meanwhile and ended here, %zu expired, %zu unreadable)",
-             name, installed, j->messages, ms, t_read - t0, here, elsewhere, j->expired,
+             name, from, installed, j->messages, ms, t_read - t0, here, elsewhere, j->expired,
              unreadable + j->bad);
     rc = 0;
 done:
     if (rc != 0)
         atomic_fetch_add(&a->failures, 1);
     job_unref(j);
+    return rc;
+}
+
+/* 0 adopted (or nothing to adopt), -1 failed or busy: try again later. */
+static int adopt(cl_adopt_t *a, const char *name)
+{
+    cl_t *cl = a->cl;
+    const conf_t *cf = &cl->srv->conf;
+    char prefix[sizeof(cf->persistence_redis.prefix) + CL_NAME_MAX], where[sizeof(prefix) + 96];
+    char err[768];
+
+    persist_redis_prefix(cf, name, prefix, sizeof(prefix));
+    snprintf(where, sizeof(where), "%s (node %.63s)", prefix, name);
+    store_opts_t o = {.backend = STORE_BACKEND_REDIS,
+                      .path = where,
+                      .sync = (store_sync_t)cf->persistence_sync,
+                      .sync_interval_ms = cf->sync_interval_ms,
+                      .redis_url = cf->persistence_redis.url,
+                      .redis_prefix = prefix,
+                      .redis_connect_timeout_ms = cf->persistence_redis.connect_timeout_ms,
+                      .redis_timeout_ms = cf->persistence_redis.timeout_ms,
+                      .redis_adopted_by = cl->conf->node};
+    store_t *ns = store_open(&o, err, sizeof(err));
+    if (ns == NULL) {
+        log_limited(5000, AN_LOG_WARN, "cluster: cannot adopt the sessions of node %s yet: %s",
+                    name, err);
+        return -1;
+    }
+    int rc = adopt_store(a, name, ns, "Redis", 0);
     store_close(ns); /* the state says "adopted by" once no session is left */
     return rc;
+}
+
+/* Is `name` a live member (the API's copy of the member table)? */
+static int member_live(cl_t *cl, const char *name)
+{
+    int live = strcmp(name, cl->conf->node) == 0;
+    pthread_mutex_lock(&cl->snap_mu);
+    for (int i = 1; i < CL_MAX_NODES && !live; i++)
+        live = cl->snap[i].used && cl->snap[i].member && strcmp(cl->snap[i].name, name) == 0;
+    pthread_mutex_unlock(&cl->snap_mu);
+    return live;
+}
+
+/* session_store: replicated: etcd's replica/<N> names the adopter, which
+ * adopts from its copy of N's store; the others keep the gate until it is
+ * done ("adopted:..."), N stopped cleanly, or no live node has a copy. */
+static void check_repl(cl_adopt_t *a, const ad_watch_t *w)
+{
+    cl_t *cl = a->cl;
+    char val[CL_NAME_MAX + 16];
+    if (cl_repl_etcd_get(cl, w->name, val, sizeof(val)) < 0) {
+        log_limited(5000, AN_LOG_WARN, "cluster: etcd did not say who is node %s's replica",
+                    w->name);
+        return;
+    }
+    if (val[0] == '\0' || strncmp(val, "adopted:", 8) == 0 || strcmp(val, "stopped") == 0) {
+        if (strcmp(val, "stopped") == 0)
+            log_info("cluster: node %s stopped cleanly: its sessions wait for a node with its "
+                     "name",
+                     w->name);
+        else if (val[0] == '\0')
+            log_warn("cluster: node %s had no replica in sync: its sessions are not adopted",
+                     w->name);
+        watch_end(a, w->name);
+        return;
+    }
+    if (strcmp(val, cl->conf->node) != 0) {
+        if (!member_live(cl, val)) {
+            log_warn("cluster: node %s's replica %s is gone too: its sessions are not adopted",
+                     w->name, val);
+            watch_end(a, w->name);
+        }
+        return; /* its replica adopts: the gate stays until it is done */
+    }
+    int complete = 0, loose = 0;
+    store_t *ns = cl_repl_copy_open(cl, w->name, &complete, &loose);
+    if (ns == NULL || !complete) {
+        log_warn("cluster: this node is node %s's replica but holds no complete copy of its "
+                 "store: its sessions are not adopted",
+                 w->name);
+        if (ns != NULL && loose)
+            store_close(ns);
+        watch_end(a, w->name);
+        return;
+    }
+    if (adopt_store(a, w->name, ns, "its replica here", 1) == 0) {
+        cl_repl_copy_drop(cl, w->name, ns); /* the sessions are this node's own now */
+        watch_end(a, w->name);
+    } else {
+        if (loose)
+            store_close(ns);
+        watch_retry(a, w->name, an_now_ms() + ADOPT_RETRY_MS);
+    }
 }
 
 /* ---- the adopter thread ---- */
@@ -794,6 +874,10 @@ static void check(cl_adopt_t *a, const ad_watch_t *w, uint64_t now)
                  "not waiting any longer (cluster.adopt_wait)",
                  w->name, a->cl->conf->adopt_wait_ms);
         watch_end(a, w->name);
+        return;
+    }
+    if (cl_repl_on(a->cl)) {
+        check_repl(a, w);
         return;
     }
     persist_redis_prefix(cf, w->name, prefix, sizeof(prefix));
@@ -866,9 +950,9 @@ int cl_adopt_init(cl_t *cl)
 {
     const conf_t *cf = &cl->srv->conf;
     if (!cl->conf->adopt || cl->conf->etcd[0] == '\0' || !cf->persistence_enabled ||
-        cf->persistence_backend != CONF_STORE_REDIS)
+        (cf->persistence_backend != CONF_STORE_REDIS && !cl_repl_on(cl)))
         return 0;
-    if (strstr(cf->persistence_redis.prefix, "{node}") == NULL) {
+    if (!cl_repl_on(cl) && strstr(cf->persistence_redis.prefix, "{node}") == NULL) {
         log_warn("cluster: persistence.redis.prefix has no {node}: the nodes share one store "
                  "and no dead node's sessions can be adopted (cluster.adopt is ignored)");
         return 0;

@@ -43,9 +43,12 @@ typedef struct {
     uint8_t adopt;                   /* a dead member's Redis store adopted (cl_adopt.c) */
     uint32_t adopt_wait_ms;          /* at most this long after a member went out */
     uint32_t route_bloom_above;      /* a peer with more exact routes: a Bloom filter; 0: never */
-    char listen[CL_ADDR_MAX];        /* node links: host:port, port 0 = any */
-    char advertise[CL_ADDR_MAX];     /* "" = the bound listen address */
-    char secret[256];                /* the shared secret (or read from secret_file) */
+    /* persistence.session_store: replicated (cl_repl.c): cluster.replication */
+    uint8_t repl_required;       /* no replica in sync: refuse stored changes (else ack locally) */
+    uint32_t repl_timeout_ms;    /* the replica acknowledges a group within this */
+    char listen[CL_ADDR_MAX];    /* node links: host:port, port 0 = any */
+    char advertise[CL_ADDR_MAX]; /* "" = the bound listen address */
+    char secret[256];            /* the shared secret (or read from secret_file) */
     char secret_file[256];
     char static_members[CL_STATIC_MAX][CL_NAME_MAX + CL_ADDR_MAX]; /* "name@host:port" */
     uint32_t nstatic;
@@ -63,6 +66,8 @@ typedef struct cl_links_s cl_links_t;   /* cl_link.c's state */
 typedef struct cl_member_s cl_member_t; /* cl_member.c's state */
 typedef struct cl_owner_s cl_owner_t;   /* cl_owner.c's state */
 typedef struct cl_adopt_s cl_adopt_t;   /* cl_adopt.c's state */
+typedef struct cl_repl_s cl_repl_t;     /* cl_repl.c's state */
+typedef struct cl_conn_s cl_conn_t;
 
 /* One known node (the link thread's). */
 typedef struct {
@@ -145,6 +150,7 @@ struct cl_s {
     cl_member_t *member; /* cl_member.c */
     cl_owner_t *owner;   /* cl_owner.c */
     cl_adopt_t *adopt;   /* cl_adopt.c; NULL: adoption off */
+    cl_repl_t *repl;     /* cl_repl.c; NULL: session_store is not replicated */
 };
 
 /* ---- cluster.c ---- */
@@ -270,5 +276,34 @@ void cl_hand_watch_end(cl_t *cl, const char *name);
 void cl_adopt_item(worker_t *w, void *ptr);
 void cl_adopt_item_drop(void *ptr);
 void cl_adopt_metrics(cl_t *cl, module_metrics_t *mm);
+
+/* ---- cl_repl.c: persistence.session_store: replicated (docs/cluster.md
+ * "Replicated sessions") ---- */
+
+/* Module init: with session_store replicated, the state and the store's
+ * replicate hook (-1: no etcd); start (link thread): its timer; stop: the
+ * hook removed, "stopped" recorded in etcd (a clean stop); free. */
+int cl_repl_init(cl_t *cl);
+void cl_repl_start(cl_t *cl);
+void cl_repl_stop(cl_t *cl);
+void cl_repl_free(cl_t *cl);
+int cl_repl_on(const cl_t *cl);
+/* Link thread: the link to node idx came up / went down. */
+void cl_repl_link(cl_t *cl, int idx, int up);
+/* Link thread: a REPL_DATA, REPL_ACK or REPL_DROP frame.  -1: malformed. */
+int cl_repl_recv(cl_t *cl, cl_conn_t *c, uint8_t type, const uint8_t *body, uint32_t len);
+/* Any thread (posted): tell the members but the replica to drop their
+ * copies of this node. */
+void cl_repl_drop_others(cl_t *cl);
+/* Adopter thread: etcd's replica/<node> ("" absent; -1 etcd failed);
+ * record "adopted:<this node>" there (0 or -1). */
+int cl_repl_etcd_get(cl_t *cl, const char *node, char *val, size_t cap);
+int cl_repl_etcd_adopted(cl_t *cl, const char *node);
+/* Adopter thread: the copy of node `name` kept here (NULL: none) and
+ * whether it is complete; loose: opened from its directory (not followed
+ * by the link thread).  Drop: closed and its directory removed. */
+struct store *cl_repl_copy_open(cl_t *cl, const char *name, int *complete, int *loose);
+void cl_repl_copy_drop(cl_t *cl, const char *name, struct store *st);
+void cl_repl_metrics(cl_t *cl, module_metrics_t *mm);
 
 #endif

@@ -150,8 +150,10 @@ static void conn_close(cl_t *cl, cl_conn_t *c, const char *why)
                         cl->nodes[c->idx].name, why);
         if (c->dialer)
             peer_redial_later(cl, p);
-        if (c->up)
+        if (c->up) {
             cl_route_recompute(cl); /* nobody waits for a node that is gone */
+            cl_repl_link(cl, c->idx, 0);
+        }
     } else if (why != NULL && c->idx <= 0) {
         log_info("cluster: link from %s closed: %s", c->addr, why);
     }
@@ -576,6 +578,11 @@ static int on_frame(cl_t *cl, cl_conn_t *c, uint8_t type, const uint8_t *body, u
     case CL_F_OWN_TAKE:
     case CL_F_OWN_GIVEN:
         rc = cl_owner_recv(cl, c->idx, type, body, len);
+        break;
+    case CL_F_REPL_DATA:
+    case CL_F_REPL_ACK:
+    case CL_F_REPL_DROP:
+        rc = cl_repl_recv(cl, c, type, body, len);
         break;
     default:
         break; /* a newer peer's frame: ignored */
@@ -1010,6 +1017,7 @@ void cl_link_up(cl_t *cl, cl_peer_t *p, cl_conn_t *c)
     p->sent = p->head; /* the unacknowledged ones again */
     cl_peer_pump(cl, p);
     conn_flush(cl, c);
+    cl_repl_link(cl, idx, 1);
 }
 
 int cl_conn_flush(cl_t *cl, cl_conn_t *c)

@@ -275,3 +275,44 @@ int cl_dec_msg(const uint8_t *body, uint32_t len, cl_msg_t *m)
     m->payload = c.p;
     return 0;
 }
+
+void cl_enc_repl_head(cl_buf_t *b, uint64_t seq, uint8_t flags)
+{
+    uint8_t *p = frame(b, CL_F_REPL_DATA, 9);
+    put64(&p, seq);
+    put8(&p, flags);
+}
+
+void cl_enc_patch_len(cl_buf_t *b, size_t start)
+{
+    uint8_t *p = b->p + start;
+    put32(&p, (uint32_t)(b->len - start - 4));
+}
+
+void cl_enc_repl_ack(cl_buf_t *b, uint64_t seq, uint8_t ok)
+{
+    uint8_t *p = frame(b, CL_F_REPL_ACK, 9);
+    put64(&p, seq);
+    put8(&p, ok);
+}
+
+int cl_dec_repl_data(const uint8_t *body, uint32_t len, uint64_t *seq, uint8_t *flags,
+                     const uint8_t **ops, uint32_t *ops_len)
+{
+    cur_t c = {body, len, 0};
+    *seq = get(&c, 8);
+    *flags = (uint8_t)get(&c, 1);
+    if (c.bad)
+        return -1;
+    *ops = c.p;
+    *ops_len = c.left;
+    return 0;
+}
+
+int cl_dec_repl_ack(const uint8_t *body, uint32_t len, uint64_t *seq, uint8_t *ok)
+{
+    cur_t c = {body, len, 0};
+    *seq = get(&c, 8);
+    *ok = (uint8_t)get(&c, 1);
+    return c.bad || c.left != 0 ? -1 : 0;
+}

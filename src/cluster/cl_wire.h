@@ -52,10 +52,16 @@ enum {
     CL_F_ADOPT_MSG,      /* cl_msg_t: a copy kept for that node (cl_hand.c) */
     CL_F_ADOPT_END,      /* u16 len | node name: the copies kept for it were all sent */
     CL_F_ADOPT_DONE,     /* u16 len | node name: they are stored here, release them */
+    CL_F_REPL_DATA,      /* u64 seq | u8 CL_REPL_* flags | store operations (store_batch_raw):
+                          * apply them to your copy of my store, then REPL_ACK (cl_repl.c) */
+    CL_F_REPL_ACK,       /* u64 seq | u8 ok: your REPL_DATA up to seq is in my copy */
+    CL_F_REPL_DROP,      /* empty: another node is my replica now: drop your copy of me */
     CL_F_TYPES
 };
 
-#define CL_MSG_RETAIN 1 /* cl_msg_t.flags: published with retain */
+#define CL_MSG_RETAIN 1    /* cl_msg_t.flags: published with retain */
+#define CL_REPL_RESET 1    /* CL_F_REPL_DATA: the copy is emptied first (a full copy begins) */
+#define CL_REPL_COMPLETE 2 /* CL_F_REPL_DATA: the full copy ends with this frame */
 
 typedef struct {
     uint8_t *p;
@@ -110,12 +116,22 @@ void cl_enc_u64(cl_buf_t *b, uint8_t type, uint64_t v);        /* ROUTE_MARK, RO
 void cl_enc_msg(cl_buf_t *b, uint8_t type, const cl_msg_t *m); /* MSG, RETAINED */
 void cl_enc_msg_shared(cl_buf_t *b, const cl_groups_t *g, const cl_msg_t *m);
 
+/* REPL_DATA's header (the operations follow: append them after it) and
+ * REPL_ACK; the frame's length is patched by cl_enc_patch_len once the
+ * body is complete (start: b->len before cl_enc_repl_head). */
+void cl_enc_repl_head(cl_buf_t *b, uint64_t seq, uint8_t flags);
+void cl_enc_patch_len(cl_buf_t *b, size_t start);
+void cl_enc_repl_ack(cl_buf_t *b, uint64_t seq, uint8_t ok);
+
 /* 0, or -1 when the body does not parse exactly. */
 int cl_dec_hello(const uint8_t *body, uint32_t len, cl_hello_t *h);
 int cl_dec_auth(const uint8_t *body, uint32_t len, const uint8_t **mac);
 int cl_dec_route(const uint8_t *body, uint32_t len, const uint8_t **filter, uint16_t *flen);
 int cl_dec_ack(const uint8_t *body, uint32_t len, uint64_t *seq); /* any u64 body */
 int cl_dec_msg(const uint8_t *body, uint32_t len, cl_msg_t *m);
+int cl_dec_repl_data(const uint8_t *body, uint32_t len, uint64_t *seq, uint8_t *flags,
+                     const uint8_t **ops, uint32_t *ops_len);
+int cl_dec_repl_ack(const uint8_t *body, uint32_t len, uint64_t *seq, uint8_t *ok);
 int cl_dec_msg_shared(const uint8_t *body, uint32_t len, cl_groups_t *g, cl_msg_t *m);
 
 #endif

@@ -49,6 +49,7 @@ static void cl_conf_defaults(void *conf)
     c->adopt = 1;
     c->adopt_wait_ms = 30000;
     c->route_bloom_above = 10000;
+    c->repl_timeout_ms = 5000;
     snprintf(c->listen, sizeof(c->listen), "%s", "127.0.0.1:0");
 }
 
@@ -123,6 +124,16 @@ static int cl_tls_conf_check(conf_sec_t *s, cl_conf_t *c)
     return 0;
 }
 
+/* cluster.replication (persistence.session_store: replicated, cl_repl.c) */
+static int cl_conf_repl(conf_sec_t *s, void *conf)
+{
+    cl_conf_t *c = conf;
+    if (conf_sec_bool(s, "required", &c->repl_required) < 0 ||
+        conf_sec_ms(s, "timeout", 100, 600000, &c->repl_timeout_ms) < 0)
+        return -1;
+    return 0;
+}
+
 static int cl_conf_load(conf_sec_t *s, void *conf)
 {
     cl_conf_t *c = conf;
@@ -134,6 +145,7 @@ static int cl_conf_load(conf_sec_t *s, void *conf)
         conf_sec_bool(s, "adopt", &c->adopt) < 0 ||
         conf_sec_ms(s, "adopt_wait", 1000, 3600000, &c->adopt_wait_ms) < 0 ||
         conf_sec_u32(s, "route_bloom_above", 0, UINT32_MAX, &c->route_bloom_above) < 0 ||
+        conf_sec_map(s, "replication", cl_conf_repl, c) < 0 ||
         conf_sec_str(s, "listen", c->listen, sizeof(c->listen), CONF_SEC_NONEMPTY) < 0 ||
         conf_sec_str(s, "advertise", c->advertise, sizeof(c->advertise), 0) < 0 ||
         conf_sec_str(s, "secret", c->secret, sizeof(c->secret), 0) < 0 ||
@@ -189,6 +201,10 @@ static void cl_conf_walk(const void *conf, conf_visit_fn fn, void *ud)
     fn(ud, CONF_V_BOOL, "adopt", NULL, c->adopt);
     fn(ud, CONF_V_UINT, "adopt_wait_ms", NULL, c->adopt_wait_ms);
     fn(ud, CONF_V_UINT, "route_bloom_above", NULL, c->route_bloom_above);
+    fn(ud, CONF_V_SECTION, "replication", NULL, 0);
+    fn(ud, CONF_V_BOOL, "required", NULL, c->repl_required);
+    fn(ud, CONF_V_UINT, "timeout_ms", NULL, c->repl_timeout_ms);
+    fn(ud, CONF_V_END, NULL, NULL, 0);
     fn(ud, CONF_V_STR, "listen", c->listen, 0);
     fn(ud, CONF_V_STR, "advertise", c->advertise, 0);
     fn(ud, CONF_V_STR, "secret", c->secret[0] ? "(set)" : "", 0);
@@ -259,6 +275,7 @@ static void *cl_thread_main(void *arg)
     if (cl_links_start(cl) < 0) {
         log_error("cluster: the node links could not start; this node forwards nothing");
     }
+    cl_repl_start(cl);
     cl_run_tasks(cl);
     while (!atomic_load(&cl->stopping)) {
         int64_t t = tw_next_timeout(&cl->tw);
@@ -478,6 +495,7 @@ static void cl_metrics(module_inst_t *mi, module_metrics_t *mm)
     cl_member_metrics(cl, mm);
     cl_owner_metrics(cl, mm);
     cl_adopt_metrics(cl, mm);
+    cl_repl_metrics(cl, mm);
     /* per peer: the names under snap_mu, the figures from the link thread's atomics */
     static const struct {
         const char *name, *type, *help;
@@ -580,7 +598,8 @@ static int cl_init(module_inst_t *mi)
         log_error("cluster: cannot watch the link thread's eventfd: %s", strerror(errno));
         return -1;
     }
-    if (cl_links_init(cl) < 0 || cl_owner_init(cl) < 0 || cl_adopt_init(cl) < 0)
+    if (cl_links_init(cl) < 0 || cl_owner_init(cl) < 0 || cl_repl_init(cl) < 0 ||
+        cl_adopt_init(cl) < 0)
         return -1;
     return 0;
 }
@@ -631,6 +650,7 @@ static void cl_stop(module_inst_t *mi)
     if (cl == NULL)
         return;
     cl_adopt_stop(cl);
+    cl_repl_stop(cl); /* before the lease goes: "stopped" in etcd */
     cl_member_stop(cl);
     atomic_store(&cl->stopping, 1);
     if (cl->thread_started) {
@@ -657,7 +677,8 @@ static void cl_free(module_inst_t *mi)
     cl_links_free(cl);
     cl_owner_free(cl);
     cl_adopt_free(cl);
-    cl_run_tasks(cl); /* what was posted but never ran */
+    cl_run_tasks(cl); /* what was posted but never ran (cl_repl's: before its free) */
+    cl_repl_free(cl);
     if (cl->loop.epfd >= 0)
         ev_loop_free(&cl->loop);
     if (cl->wake.fd >= 0)

@@ -25,4 +25,11 @@ extern const module_t cluster_module;
  * off), before the module runs: the Redis store's key prefix ({node}). */
 const char *cluster_conf_node(const conf_t *c);
 
+/* persistence.session_store: replicated, at start-up before the sessions
+ * are read (persist_open, main thread): when etcd says this node's
+ * sessions were adopted by its replica while it was down, they are removed
+ * from st (logged).  0, or -1 when that removal failed. */
+struct store;
+int cluster_replica_boot(const conf_t *c, struct store *st);
+
 #endif

@@ -210,6 +210,7 @@ static const struct field limits_fields[] = {
 };
 
 static const char *const store_backend_names[] = {"rocksdb", "redis", NULL};
+static const char *const session_store_names[] = {"local", "replicated", NULL};
 
 #define PREDIS(m, t) .key = #m, .type = (t), .off = offsetof(conf_t, persistence_redis.m), \
                      .size = MSIZE(conf_t, persistence_redis.m)
@@ -231,6 +232,8 @@ static const struct field persistence_fields[] = {
     UINTU(conf_t, sync_interval_ms, 1, 3600000, U_MS),
     { .key = "backend", .type = F_ENUM, .off = offsetof(conf_t, persistence_backend),
       .size = MSIZE(conf_t, persistence_backend), .names = store_backend_names },
+    { .key = "session_store", .type = F_ENUM, .off = offsetof(conf_t, session_store),
+      .size = MSIZE(conf_t, session_store), .names = session_store_names },
     { .key = "redis", .type = F_SECTION, .sub = persistence_redis_fields,
       .nsub = NELEM(persistence_redis_fields) },
 };
@@ -1087,6 +1090,13 @@ static int persistence_redis_check(struct loader *ld, const yaml_node_t *root, c
     if (c->persistence_redis.prefix[0] == '\0')
         return cf_fail(ld, red ? cf_key_node(ld, red, "prefix") : at, "persistence.redis.prefix",
                        "must not be empty (it keeps the stores sharing one Redis apart)");
+    if (c->session_store == CONF_SESSIONS_REPLICATED &&
+        (!c->persistence_enabled || c->persistence_backend != CONF_STORE_ROCKSDB))
+        return cf_fail(ld, pers ? cf_key_node(ld, pers, "session_store") : root,
+                       "persistence.session_store",
+                       "replicated needs persistence.enabled: true and persistence.backend: "
+                       "rocksdb (the replica is kept in another node's RocksDB; with redis, the "
+                       "sessions are in Redis already)");
     return 0;
 }
 

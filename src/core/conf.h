@@ -169,6 +169,8 @@ typedef struct {
 
 enum { CONF_AUTH_FORMAT_JSON = 0, CONF_AUTH_FORMAT_OPA };
 enum { CONF_STORE_ROCKSDB = 0, CONF_STORE_REDIS };
+/* persistence.session_store: where a node's sessions also live */
+enum { CONF_SESSIONS_LOCAL = 0, CONF_SESSIONS_REPLICATED };
 enum { CONF_AUTH_ON_ERROR_DENY = 0, CONF_AUTH_ON_ERROR_PASS };
 
 typedef struct {
@@ -250,6 +252,8 @@ typedef struct {
     uint32_t sync_interval_ms;
     char data_dir[256];
     uint8_t persistence_backend; /* CONF_STORE_ROCKSDB (under data_dir), CONF_STORE_REDIS */
+    uint8_t session_store;       /* CONF_SESSIONS_*: replicated copies the store to a
+                                  * replica node (src/cluster/cl_repl.c) */
     struct {
         char url[512];    /* redis_url.h: redis://[user:pass@]host[:port][/db], unix:/path */
         char prefix[256]; /* of the store's Redis keys; "{node}": cluster.node or "default" */

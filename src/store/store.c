@@ -42,6 +42,10 @@ struct store {
     int inject_err;
     char last_err[256];
     uint64_t submitted, pending_batches, pending_bytes;
+    store_replicate_fn repl_fn; /* under mu; the committer calls it outside */
+    void *repl_ud;
+    int in_repl; /* under mu: the committer is inside repl_fn */
+    pthread_cond_t repl_idle;
 
     /* the committer's own */
     int dirty; /* interval: written since the last sync */
@@ -150,6 +154,54 @@ int store__batch_next(const store_batch_t *b, size_t *off, store_op_t *op)
     return 1;
 }
 
+const store_batch_t *store_group_next(const store_batch_t *b)
+{
+    return b->next;
+}
+
+int store_batch_failed(const store_batch_t *b)
+{
+    return b->err != 0;
+}
+
+const void *store_batch_raw(const store_batch_t *b, size_t *len)
+{
+    *len = b->len;
+    return b->buf;
+}
+
+int store_batch_append_raw(store_batch_t *b, const void *buf, size_t len)
+{
+    const uint8_t *p = buf;
+    size_t off = 0, nops = 0, bytes = 0;
+    while (off < len) { /* whole operations only */
+        if (len - off < STORE__OP_HDR)
+            return STORE_EINVAL;
+        uint32_t k32, v32;
+        memcpy(&k32, p + off + 1, 4);
+        memcpy(&v32, p + off + 5, 4);
+        uint8_t op = p[off];
+        if ((op != STORE_OP_PUT && op != STORE_OP_DEL && op != STORE_OP_DEL_PREFIX) ||
+            (uint64_t)k32 + v32 > len - off - STORE__OP_HDR || (op == STORE_OP_DEL_PREFIX && !k32))
+            return STORE_EINVAL;
+        off += STORE__OP_HDR + (size_t)k32 + v32;
+        nops++;
+        bytes += (size_t)k32 + v32;
+    }
+    if (len == 0)
+        return 0;
+    if (b->cap - b->len < len) {
+        size_t cap = AN_MAX(AN_MAX(b->cap * 2, b->len + len), (size_t)256);
+        b->buf = an_realloc(b->buf, cap);
+        b->cap = cap;
+    }
+    memcpy(b->buf + b->len, buf, len);
+    b->len += len;
+    b->nops += nops;
+    b->bytes += bytes;
+    return 0;
+}
+
 size_t store__prefix_end(const void *prefix, size_t len, uint8_t *out)
 {
     if (len)
@@ -249,6 +301,20 @@ static void commit_group(store_t *s, store_batch_t *group)
             s->next_sync_ms = an_now_ms() + s->opts.sync_interval_ms;
         }
         report_write(s, rc, msg);
+    }
+    if (rc == 0) {
+        pthread_mutex_lock(&s->mu);
+        store_replicate_fn fn = s->repl_fn;
+        void *ud = s->repl_ud;
+        s->in_repl = fn != NULL;
+        pthread_mutex_unlock(&s->mu);
+        if (fn != NULL) {
+            rc = fn(ud, s, group);
+            pthread_mutex_lock(&s->mu);
+            s->in_repl = 0;
+            pthread_cond_broadcast(&s->repl_idle);
+            pthread_mutex_unlock(&s->mu);
+        }
     }
     while (group) {
         store_batch_t *b = group;
@@ -439,6 +505,7 @@ store_t *store_open(const store_opts_t *o, char *err, size_t errlen)
     pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
     pthread_cond_init(&s->wake, &ca);
     pthread_condattr_destroy(&ca);
+    pthread_cond_init(&s->repl_idle, NULL);
     if ((rc = pthread_create(&s->committer, NULL, committer_main, s)) != 0) {
         snprintf(err, errlen, "store '%s': cannot start the committer thread: %s", s->path,
                  strerror(rc));
@@ -447,6 +514,7 @@ store_t *store_open(const store_opts_t *o, char *err, size_t errlen)
     return s;
 
 fail_sync:
+    pthread_cond_destroy(&s->repl_idle);
     pthread_cond_destroy(&s->wake);
     pthread_mutex_destroy(&s->mu);
 fail_backend:
@@ -467,10 +535,21 @@ void store_close(store_t *s)
     pthread_mutex_unlock(&s->mu);
     pthread_join(s->committer, NULL);
     s->be->close(s->bs);
+    pthread_cond_destroy(&s->repl_idle);
     pthread_cond_destroy(&s->wake);
     pthread_mutex_destroy(&s->mu);
     free(s->path);
     free(s);
+}
+
+void store_set_replicate(store_t *s, store_replicate_fn fn, void *ud)
+{
+    pthread_mutex_lock(&s->mu);
+    while (s->in_repl)
+        pthread_cond_wait(&s->repl_idle, &s->mu);
+    s->repl_fn = fn;
+    s->repl_ud = ud;
+    pthread_mutex_unlock(&s->mu);
 }
 
 /* ---- submitting ------------------------------------------------------- */

@@ -256,6 +256,33 @@ void store_inject_write_failures(store_t *s, unsigned n, int err);
 
 const char *store_strerror(int err);
 
+/* ---- replication (persistence.session_store: replicated; the seam the
+ * cluster's cl_repl.c uses: store.c knows nothing of nodes or links) ----
+ *
+ * A replicate callback runs on the committer thread after every group's
+ * local write succeeded (also for a group of empty batches: a barrier) and
+ * before the group's done() callbacks: they wait for it.  It sees the group
+ * (store_group_next, store_batch_failed, store_batch_raw) and returns 0
+ * (replicated, or not required: the completions go) or a negative error
+ * (every batch of the group fails with it: applied locally but not
+ * acknowledged, as after a failed fsync).  It may block (with a deadline:
+ * every later batch waits) and may store_scan() this store (it is the only
+ * writer then: a consistent snapshot that includes the group).  Set and
+ * cleared from any thread; store_set_replicate returns once the committer
+ * is not inside the previous callback. */
+typedef int (*store_replicate_fn)(void *ud, store_t *s, const store_batch_t *group);
+void store_set_replicate(store_t *s, store_replicate_fn fn, void *ud);
+/* A group's next batch (NULL at the end); 1 when the batch was failed
+ * before the write (not applied: not to be replicated). */
+const store_batch_t *store_group_next(const store_batch_t *b);
+int store_batch_failed(const store_batch_t *b);
+/* A batch's operations in their flat form ([u8 op][u32 kl][u32 vl][key]
+ * [value]..., host order): the replica's wire format; and appended back
+ * into a batch: 0, or STORE_EINVAL when buf is not a sequence of whole
+ * operations (the batch is then unchanged). */
+const void *store_batch_raw(const store_batch_t *b, size_t *len);
+int store_batch_append_raw(store_batch_t *b, const void *buf, size_t len);
+
 /* What a Redis store holds, read without opening it (store_redis.c: one
  * short connection; for a cluster survivor deciding whether to adopt a dead
  * node's store): the lock's holder ("" free) and whether that holder is a

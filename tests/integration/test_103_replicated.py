@@ -1,0 +1,187 @@
+"""persistence.session_store: replicated (issue 16; docs/cluster.md
+"Replicated sessions"): each node's store copied to a replica node over the
+node links, no Redis; the replica adopts the sessions of a node that dies.
+
+Three nodes a, b, c with etcd and a 2 s lease.  Persistent subscribers at
+QoS 1 and QoS 2 on c; publishers on a and b keep QoS 1 and QoS 2 windows in
+flight while c is killed with SIGKILL (and, in the second test, its store
+directory deleted: the machine lost); c's replica adopts its sessions from
+its copy; the subscribers reconnect to a or b: session present, every
+message whose PUBACK / PUBCOMP a publisher got arrives, no QoS 2 message
+twice.  c started again with its name resumes nothing (etcd says it was
+adopted).
+
+test_replica_rebuilt: c's replica is killed; c picks the other node and
+sends it a full copy; then c is killed: nothing acknowledged is lost.
+
+test_single_node_degraded: replicated configured on a node without a
+cluster, and on a cluster of one: degraded, still serves and stores.
+"""
+
+import shutil
+import time
+
+from cluster_util import cluster, metric, metrics, wait_members  # noqa: F401
+from conftest import broker, wait_for  # noqa: F401
+from mqttraw import RawClient
+from test_100_redis_takeover import (SLOW, T, Publisher, connect_resume, receive_all,
+                                     route_count)
+
+REPL = {"session_store": "replicated", "sync": "always"}
+
+
+def node(cluster, name):
+    return cluster.start_node(name, workers=2, persistence=dict(REPL))
+
+
+def adoptions(n):
+    return metric(n, "antenna_cluster_adoptions_total") or 0
+
+
+def replica_of(n):
+    """The peer named by n's antenna_cluster_replica_synced while it is 1."""
+    for line in metrics(n).splitlines():
+        if line.startswith("antenna_cluster_replica_synced{") and line.split()[1] == "1":
+            return line.split('"')[1]
+    return None
+
+
+def subscribe_offline(c, subs):
+    for cid, t, q in subs:
+        s = RawClient(c.host, c.port, timeout=T)
+        assert s.connect(cid, clean=False, timeout=T).rc == 0
+        assert s.subscribe(1, [(t, q)], timeout=T).codes == [q]
+        s.go_offline(T)
+
+
+def kill_under_load(c, survivors, tag, t1, t2, lose_disk=False):
+    """Publishers on the survivors through c's SIGKILL; returns the
+    payloads they got acknowledged (after c's replica adopted)."""
+    pubs = [Publisher(n, "%s-p%s" % (tag, n.name), t1, t2) for n in survivors]
+    for p in pubs:
+        p.start()
+    for p in pubs:
+        assert p.started_ok.wait(T), p.error
+    wait_for(lambda: all(len(p.acked) >= 40 or p.error for p in pubs), 20 * SLOW,
+             what="the publishers under way")
+    before = sum(adoptions(n) for n in survivors)
+    c.kill()
+    c.stopped = True
+    if lose_disk:
+        shutil.rmtree(c.persistence["dir"], ignore_errors=True)
+    stop = time.monotonic() + 0.3
+    for p in pubs:
+        p.give_up = stop + 40 * SLOW
+        p.stop_at = stop
+    wait_for(lambda: sum(adoptions(n) for n in survivors) == before + 1, 30 * SLOW,
+             what="%s: an adoption of %s" % (tag, c.name))
+    for p in pubs:
+        p.join(45 * SLOW)
+        assert not p.is_alive() and p.error is None, p.error
+    wait_for(lambda: all(metric(n, "antenna_cluster_adoptions_pending") == 0 for n in survivors),
+             20 * SLOW, what="no adoption pending")
+    acked = set().union(*(p.acked for p in pubs))
+    assert len(acked) >= 40 * len(pubs), len(acked)
+    return acked
+
+
+def check_resumed(order, acked, id1, id2, what):
+    want1 = {m for m in acked if int(m.rsplit(b"-", 1)[1]) % 2 == 0}
+    s1, ack = connect_resume(order, id1, 20 * SLOW)
+    assert ack.session_present == 1
+    receive_all(s1, want1, 1, 30 * SLOW, what + ", QoS 1")
+    s1.close()
+    s2, ack = connect_resume(order[::-1], id2, 20 * SLOW)
+    assert ack.session_present == 1
+    got2 = receive_all(s2, acked - want1, 2, 30 * SLOW, what + ", QoS 2")
+    twice = sorted(m for m in set(got2) if got2.count(m) > 1)
+    assert not twice, "%s: QoS 2 twice: %r" % (what, twice[:10])
+    s2.close()
+
+
+def three(cluster):
+    cluster.start_etcd()
+    a, b, c = node(cluster, "a"), node(cluster, "b"), node(cluster, "c")
+    wait_members([a, b, c], 3, timeout=30 * SLOW)
+    return a, b, c
+
+
+def run_kill(cluster, lose_disk):
+    a, b, c = three(cluster)
+    tag = "lost" if lose_disk else "kill"
+    t1, t2 = tag + "/q1", tag + "/q2"
+    id1, id2 = tag + "-sub1", tag + "-sub2"
+    subscribe_offline(c, [(id1, t1, 1), (id2, t2, 2)])
+    wait_for(lambda: route_count(a, "c") >= 2 and route_count(b, "c") >= 2, 10 * SLOW,
+             what="c's routes on a and b")
+    wait_for(lambda: replica_of(c) in ("a", "b"), 20 * SLOW, what="c's replica in sync")
+    acked = kill_under_load(c, [a, b], tag, t1, t2, lose_disk)
+    check_resumed([a, b], acked, id1, id2, tag)
+    # c again with its name: its old sessions are not resumed from its store
+    c2 = cluster.start_node("c", workers=2, persistence=dict(REPL, dir=c.persistence["dir"]))
+    if not lose_disk:
+        assert c2.wait_log(r"sessions of this node were adopted by", 20 * SLOW)
+    assert c2.wait_log(r"0 sessions with 0 messages restored", 20 * SLOW)
+    wait_members([a, b, c2], 3, timeout=30 * SLOW)
+
+
+def test_kill_replica_adopts(cluster):
+    run_kill(cluster, lose_disk=False)
+
+
+def test_machine_lost_replica_adopts(cluster):
+    run_kill(cluster, lose_disk=True)
+
+
+def test_replica_rebuilt(cluster):
+    a, b, c = three(cluster)
+    t1, t2 = "rb/q1", "rb/q2"
+    subscribe_offline(c, [("rb-sub1", t1, 1), ("rb-sub2", t2, 2)])
+    wait_for(lambda: replica_of(c) in ("a", "b"), 20 * SLOW, what="c's replica in sync")
+    first = replica_of(c)
+    x, y = (a, b) if first == "a" else (b, a)
+    # some stored state before the replica dies: a full copy must carry it
+    pubs = [Publisher(y, "rb-pre", t1, t2, window=8, limit=40)]
+    for p in pubs:
+        p.start()
+        p.join(30 * SLOW)
+        assert p.error is None and len(p.acked) == 40, (p.error, len(p.acked))
+    pre = set(pubs[0].acked)
+    x.kill()
+    x.stopped = True
+    wait_for(lambda: replica_of(c) == y.name, 30 * SLOW, what="c's new replica " + y.name)
+    wait_members([y, c], 2, timeout=30 * SLOW)
+    acked = kill_under_load(c, [y], "rb", t1, t2) | pre
+    check_resumed([y], acked, "rb-sub1", "rb-sub2", "rebuilt")
+
+
+def test_single_node_degraded(broker):
+    # no cluster at all: replicated is degraded to the local store, served
+    b = broker(persistence=dict(REPL))
+    assert b.wait_log(r"without a cluster with etcd: no replica", 10 * SLOW)
+    s = RawClient(b.host, b.port, timeout=T)
+    assert s.connect("solo", clean=False, timeout=T).rc == 0
+    assert s.subscribe(1, [("solo/t", 1)], timeout=T).codes == [1]
+    s.go_offline(T)
+    p = RawClient(b.host, b.port, timeout=T)
+    assert p.connect("solo-pub", clean=True, timeout=T).rc == 0
+    p.publish("solo/t", b"x", qos=1, pid=1, timeout=T)  # raises without its PUBACK
+    s = RawClient(b.host, b.port, timeout=T)
+    assert s.connect("solo", clean=False, timeout=T).session_present == 1
+    assert s.recv_publish(10 * SLOW).payload == b"x"
+    s.close()
+
+
+def test_cluster_of_one_degraded(cluster):
+    # a cluster of one: no other member to replicate to
+    cluster.start_etcd()
+    a = node(cluster, "a")
+    wait_members([a], 1)
+    c = RawClient(a.host, a.port, timeout=T)
+    assert c.connect("one", clean=False, timeout=T).rc == 0
+    assert c.subscribe(1, [("one/t", 1)], timeout=T).codes == [1]
+    wait_for(lambda: (metric(a, "antenna_cluster_replication_degraded_total") or 0) > 0,
+             10 * SLOW, what="the degraded count")
+    assert replica_of(a) is None
+    assert a.wait_log(r"not replicated \(no other member\)", 10 * SLOW)
+    c.close()
