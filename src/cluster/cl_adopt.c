@@ -1,7 +1,11 @@
 /* cl_adopt.c -- a dead member's sessions adopted by a survivor, from the
  * dead node's Redis store (cl_int.h; docs/cluster.md "A dead node's
  * sessions").  On only with persistence.backend: redis, cluster.etcd and
- * cluster.adopt (the default).
+ * cluster.adopt (the default); or with persistence.session_store:
+ * replicated, where the adopter is the node etcd's replica/<N> names and
+ * reads its own copy of N's store (check_repl; cl_repl.c): the same steps
+ * 1-4 (adopt_store), then "adopted:<this node>" in etcd, N's records
+ * deleted from the copy and the copy dropped.
  *
  * When the member table (link thread) sees member N go out, every survivor
  * starts a watch of N here: N's store may hold sessions that no node

@@ -201,6 +201,12 @@ static void ask_task(cl_t *cl, void *arg)
         return;
     }
     uint16_t nl = (uint16_t)strlen(name);
+    /* our own copies first: once the count below is known (0 when no
+     * other member is up), the adopter may go on at once */
+    uint32_t k = 0;
+    msg_t **v = kept(cl, find_node(cl, (const uint8_t *)name, nl), &k);
+    cl_adopt_collected(cl, name, v, k, 0);
+    free(v);
     uint32_t asked = 0;
     for (int i = 1; i < CL_MAX_NODES; i++) {
         cl_peer_t *p = &cl->links->peers[i];
@@ -213,10 +219,6 @@ static void ask_task(cl_t *cl, void *arg)
         asked++;
     }
     cl_adopt_expect(cl, name, asked);
-    uint32_t k = 0;
-    msg_t **v = kept(cl, find_node(cl, (const uint8_t *)name, nl), &k);
-    cl_adopt_collected(cl, name, v, k, 0);
-    free(v);
     free(name);
 }
 

@@ -63,18 +63,18 @@
 #include "store.h"
 #include "util.h"
 
-#define REPL_CHUNK (1u << 20)    /* a full copy's frames: about this much each */
-#define REPL_FULL_MS 60000       /* a full copy is acknowledged within this */
-#define REPL_RETRY_MS 1000       /* degraded: a full copy tried again after this */
-#define REPL_ETCD_MS 5000        /* etcd answers within this */
+#define REPL_CHUNK (1u << 20) /* a full copy's frames: about this much each */
+#define REPL_FULL_MS 60000    /* a full copy is acknowledged within this */
+#define REPL_RETRY_MS 1000    /* degraded: a full copy tried again after this */
+#define REPL_ETCD_MS 5000     /* etcd answers within this */
 #define REPL_KEY_COMPLETE "\0repl/complete"
 #define REPL_KEY_COMPLETE_LEN 14u
 
 typedef struct {
     char name[CL_NAME_MAX]; /* the primary's; "" free */
     store_t *st;
-    int complete;     /* the full copy's marker is committed in it */
-    uint64_t inc;     /* the primary process whose stream it follows */
+    int complete; /* the full copy's marker is committed in it */
+    uint64_t inc; /* the primary process whose stream it follows */
 } rp_copy_t;
 
 struct cl_repl_s {
@@ -84,15 +84,15 @@ struct cl_repl_s {
     pthread_cond_t cv;
     int stop;
     /* primary side, under mu: the link thread writes target and gen */
-    int target;                  /* node index of the replica, 0: none */
+    int target; /* node index of the replica, 0: none */
     char target_name[CL_NAME_MAX];
-    uint64_t gen;                /* bumped when the target changes or its link drops */
-    uint64_t acked;              /* REPL_ACKs: every REPL_DATA up to this is in R's copy */
-    int ack_bad;                 /* R failed to apply one */
+    uint64_t gen;   /* bumped when the target changes or its link drops */
+    uint64_t acked; /* REPL_ACKs: every REPL_DATA up to this is in R's copy */
+    int ack_bad;    /* R failed to apply one */
     /* the committer's own */
-    uint64_t synced_gen;         /* the gen whose full copy R acknowledged (0: none) */
+    uint64_t synced_gen; /* the gen whose full copy R acknowledged (0: none) */
     uint64_t seq;
-    uint64_t retry_at;           /* degraded: no full copy before this */
+    uint64_t retry_at; /* degraded: no full copy before this */
     int degraded_logged;
     _Atomic uint64_t wait_since_us; /* a group waits for R since (0: none): the lag */
     /* replica side, under mu */
@@ -298,8 +298,7 @@ static void ack_task(cl_t *cl, void *arg)
         if (r->copy[a->idx].st != NULL && r->copy[a->idx].inc == a->inc)
             r->copy[a->idx].complete = 1;
         pthread_mutex_unlock(&r->mu);
-        log_info("cluster: the copy of node %s's store is complete here",
-                 cl->nodes[a->idx].name);
+        log_info("cluster: the copy of node %s's store is complete here", cl->nodes[a->idx].name);
     }
     cl_conn_t *c = cl->links ? cl->links->peers[a->idx].conn : NULL;
     if (c != NULL && c->up && c->peer_inc == a->inc) {
@@ -435,8 +434,8 @@ static void choose(cl_t *cl)
     for (int i = 1; i < CL_MAX_NODES; i++)
         if (link_up(cl, i)) {
             uint64_t h = rdv(cl->nodes[i].name, cl->conf->node);
-            if (best == 0 || h > bh || (h == bh && strcmp(cl->nodes[i].name,
-                                                          cl->nodes[best].name) < 0))
+            if (best == 0 || h > bh ||
+                (h == bh && strcmp(cl->nodes[i].name, cl->nodes[best].name) < 0))
                 best = i, bh = h;
         }
     pthread_mutex_lock(&r->mu);
@@ -612,8 +611,8 @@ static int full_copy(cl_repl_t *r, store_t *s, int idx, uint64_t gen, const char
     pthread_mutex_lock(&r->mu);
     r->ack_bad = 0;
     pthread_mutex_unlock(&r->mu);
-    rp_full_t f = {.r = r, .idx = idx, .gen = gen, .chunk = store_batch_new(),
-                   .flags = CL_REPL_RESET};
+    rp_full_t f = {
+        .r = r, .idx = idx, .gen = gen, .chunk = store_batch_new(), .flags = CL_REPL_RESET};
     int rc = store_scan(s, "", 0, full_key, &f);
     if (rc == 0)
         rc = full_flush(&f, CL_REPL_COMPLETE);
@@ -634,8 +633,8 @@ static int full_copy(cl_repl_t *r, store_t *s, int idx, uint64_t gen, const char
     uint64_t ms = an_now_ms() - t0;
     CL_STAT_ADD(r->fulls, 1);
     CL_STAT_SET(r->full_ms, ms);
-    log_info("cluster: node %s has a full copy of this node's store (%" PRIu64
-             " keys in %" PRIu64 " ms): replicated",
+    log_info("cluster: node %s has a full copy of this node's store (%" PRIu64 " keys in %" PRIu64
+             " ms): replicated",
              rname, f.keys, ms);
     cl_repl_drop_others(cl);
     return 0;
@@ -893,8 +892,7 @@ void cl_repl_metrics(cl_t *cl, module_metrics_t *mm)
          "cluster.replication.required)."},
         {"antenna_cluster_replica_full_copies_total", "counter",
          "Full copies of this node's store sent to a replica."},
-        {"antenna_cluster_replica_full_copy_last_ms", "gauge",
-         "How long the last full copy took."},
+        {"antenna_cluster_replica_full_copy_last_ms", "gauge", "How long the last full copy took."},
         {"antenna_cluster_replica_applied_total", "counter",
          "Replication frames of other nodes applied to their copies here."},
         {"antenna_cluster_replica_copies", "gauge", "Copies of other nodes' stores open here."},
@@ -940,8 +938,7 @@ int cluster_replica_boot(const conf_t *cf, store_t *st)
     cl_etcd_opts_t eo = {.endpoints = c->etcd, .timeout_ms = REPL_ETCD_MS};
     cl_etcd_t *e = cl_etcd_new(&eo, err, sizeof(err));
     if (e == NULL) {
-        log_warn("persistence: cannot ask etcd whether this node's sessions were adopted: %s",
-                 err);
+        log_warn("persistence: cannot ask etcd whether this node's sessions were adopted: %s", err);
         return 0;
     }
     replica_key(c->name, c->node, key, sizeof(key));

@@ -9,6 +9,11 @@
  *                                   committer --> one backend write (+ fsync: always)
  *                                             --> done(ud, err) per batch, FIFO order
  *
+ * Replication (persistence.session_store: replicated): a callback set
+ * with store_set_replicate runs on the committer after each group's local
+ * write and before its completions (the cluster sends the group to a
+ * replica node and waits for it); none set: nothing more than a test.
+ *
  * Invariants: the queue, `stopping`, the injection counter and the error
  * text are under s->mu; the committer holds no lock while it writes or runs
  * callbacks, so a callback may submit again and submitters never wait for
@@ -44,7 +49,8 @@ struct store {
     uint64_t submitted, pending_batches, pending_bytes;
     store_replicate_fn repl_fn; /* under mu; the committer calls it outside */
     void *repl_ud;
-    int in_repl; /* under mu: the committer is inside repl_fn */
+    int in_repl;         /* under mu: the committer is inside repl_fn */
+    _Atomic int repl_on; /* repl_fn is set: looked at without mu (off: free) */
     pthread_cond_t repl_idle;
 
     /* the committer's own */
@@ -302,7 +308,7 @@ static void commit_group(store_t *s, store_batch_t *group)
         }
         report_write(s, rc, msg);
     }
-    if (rc == 0) {
+    if (rc == 0 && atomic_load_explicit(&s->repl_on, memory_order_acquire)) {
         pthread_mutex_lock(&s->mu);
         store_replicate_fn fn = s->repl_fn;
         void *ud = s->repl_ud;
@@ -549,6 +555,7 @@ void store_set_replicate(store_t *s, store_replicate_fn fn, void *ud)
         pthread_cond_wait(&s->repl_idle, &s->mu);
     s->repl_fn = fn;
     s->repl_ud = ud;
+    atomic_store_explicit(&s->repl_on, fn != NULL, memory_order_release);
     pthread_mutex_unlock(&s->mu);
 }
 
