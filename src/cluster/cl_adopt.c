@@ -267,7 +267,7 @@ static int sess_cmp(const void *x, const void *y)
 
 static ad_sess_t *job_find(ad_job_t *j, const uint8_t *id, size_t len)
 {
-    if (len > UINT16_MAX)
+    if (len > UINT16_MAX || j->n == 0)
         return NULL;
     ad_sess_t key = {.id = (uint8_t *)id, .len = (uint16_t)len};
     return bsearch(&key, j->v, j->n, sizeof(*j->v), sess_cmp);
@@ -625,7 +625,8 @@ static int adopt_store(cl_adopt_t *a, const char *name, store_t *ns, const char 
     j->now_wall_ms = an_wall_ms();
     int src = store_scan(ns, "s/", 2, scan_session, j);
     if (src == 0) {
-        qsort(j->v, j->n, sizeof(*j->v), sess_cmp);
+        if (j->n > 0) /* a replica's copy may hold none */
+            qsort(j->v, j->n, sizeof(*j->v), sess_cmp);
         src = store_scan(ns, "q/", 2, scan_outmsg, j);
     }
     if (src == 0)
