@@ -155,6 +155,41 @@ static void test_split_and_limits(void **state)
 }
 
 /* CL_F_MSG_SHARED: the groups, then a message; bounds checked. */
+/* REPL_DATA: a header, the operations appended, the length patched;
+ * REPL_ACK exact. */
+static void test_repl(void **state)
+{
+    (void)state;
+    cl_buf_t b = {0};
+    cl_enc_empty(&b, CL_F_PING);
+    size_t start = b.len;
+    cl_enc_repl_head(&b, 77, CL_REPL_RESET | CL_REPL_COMPLETE);
+    cl_buf_reserve(&b, 5);
+    memcpy(b.p + b.len, "abcde", 5);
+    b.len += 5;
+    cl_enc_patch_len(&b, start);
+    cl_enc_repl_ack(&b, 77, 1);
+    size_t off = 0;
+    const uint8_t *body, *ops;
+    uint32_t len, olen;
+    uint64_t seq;
+    uint8_t flags, ok;
+    next(&b, &off, CL_F_PING, &body, &len);
+    next(&b, &off, CL_F_REPL_DATA, &body, &len);
+    assert_int_equal(cl_dec_repl_data(body, len, &seq, &flags, &ops, &olen), 0);
+    assert_true(seq == 77);
+    assert_int_equal(flags, CL_REPL_RESET | CL_REPL_COMPLETE);
+    assert_int_equal(olen, 5);
+    assert_memory_equal(ops, "abcde", 5);
+    assert_int_equal(cl_dec_repl_data(body, 8, &seq, &flags, &ops, &olen), -1);
+    next(&b, &off, CL_F_REPL_ACK, &body, &len);
+    assert_int_equal(cl_dec_repl_ack(body, len, &seq, &ok), 0);
+    assert_true(seq == 77 && ok == 1);
+    assert_int_equal(cl_dec_repl_ack(body, len - 1, &seq, &ok), -1);
+    assert_int_equal(off, b.len);
+    cl_buf_free(&b);
+}
+
 static void test_msg_shared(void **state)
 {
     (void)state;
@@ -203,6 +238,7 @@ int main(void)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_round_trips),
         cmocka_unit_test(test_msg_shared),
+        cmocka_unit_test(test_repl),
         cmocka_unit_test(test_split_and_limits),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);

@@ -995,6 +995,73 @@ static void store_reads_during_writes(void **state)
 
 /* ---- RocksDB only ----------------------------------------------------- */
 
+/* The replicate seam: the hook sees each group after its local write and
+ * before its completions, in the flat form store_batch_append_raw takes
+ * back; its error fails the group's batches (applied here all the same). */
+typedef struct {
+    store_t *copy; /* what the hook "replicates" into */
+    int calls, fail;
+    size_t groups_ops;
+} repl_fx_t;
+
+static int repl_hook(void *ud, store_t *s, const store_batch_t *group)
+{
+    repl_fx_t *r = ud;
+    (void)s;
+    r->calls++;
+    store_batch_t *b = store_batch_new();
+    for (const store_batch_t *x = group; x; x = store_group_next(x)) {
+        size_t len;
+        const void *raw = store_batch_raw(x, &len);
+        if (!store_batch_failed(x))
+            assert_int_equal(store_batch_append_raw(b, raw, len), 0);
+    }
+    r->groups_ops += store_batch_count(b);
+    int rc = store_submit_sync(r->copy, b);
+    return rc ? rc : r->fail;
+}
+
+static void store_replicate_hook(void **state)
+{
+    fx_t *f = *state;
+    char err[512], path[160];
+    snprintf(path, sizeof(path), "%s/copy", f->dir);
+    repl_fx_t r = {
+        .copy = open_store(STORE_BACKEND_MEMORY, path, STORE_SYNC_ALWAYS, 0, err, sizeof(err))};
+    assert_non_null(r.copy);
+    store_set_replicate(f->s, repl_hook, &r);
+    assert_int_equal(put1(f->s, "s/a", "1"), 0);
+    assert_int_equal(put1(f->s, "s/b", "2"), 0);
+    assert_int_equal(del1(f->s, "s/a"), 0);
+    store_batch_t *b = store_batch_new();
+    assert_int_equal(store_batch_del_prefix(b, "q/", 2), 0);
+    assert_int_equal(store_submit_sync(f->s, b), 0);
+    assert_int_equal(r.groups_ops, 4);
+    void *v = NULL;
+    size_t vl = 0;
+    assert_int_equal(store_get(r.copy, "s/a", 3, &v, &vl), STORE_ENOTFOUND);
+    assert_int_equal(store_get(r.copy, "s/b", 3, &v, &vl), 0);
+    assert_memory_equal(v, "2", 1);
+    free(v);
+    int before = r.calls;
+    assert_int_equal(store_submit_sync(f->s, store_batch_new()), 0); /* a barrier: called too */
+    assert_int_equal(r.calls, before + 1);
+    r.fail = STORE_EIO; /* the replica refuses: the batch fails */
+    assert_int_equal(put1(f->s, "s/c", "3"), STORE_EIO);
+    store_set_replicate(f->s, NULL, NULL);
+    before = r.calls;
+    assert_int_equal(put1(f->s, "s/d", "4"), 0);
+    assert_int_equal(r.calls, before);
+    /* malformed flat operations are refused whole */
+    store_batch_t *x = store_batch_new();
+    uint8_t bad[12] = {1 /* put */, 200, 0, 0, 0, 0, 0, 0, 0, 'k', 'e', 'y'};
+    assert_int_equal(store_batch_append_raw(x, bad, sizeof(bad)), STORE_EINVAL);
+    assert_int_equal(store_batch_append_raw(x, bad, 5), STORE_EINVAL);
+    assert_int_equal(store_batch_count(x), 0);
+    store_batch_free(x);
+    store_close(r.copy);
+}
+
 static void rocks_reopen_keeps_data(void **state)
 {
     fx_t *f = *state;
@@ -1523,6 +1590,7 @@ int main(int argc, char **argv)
         BOTH(store_compact_gives_space_back),
         BOTH(store_random_ops_match_a_model),
         BOTH(store_reads_during_writes),
+        BOTH(store_replicate_hook),
         ROCKS(rocks_reopen_keeps_data),
         ROCKS(rocks_second_open_fails_on_lock),
         ROCKS(rocks_wrong_version_fails),
