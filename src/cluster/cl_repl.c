@@ -92,7 +92,8 @@ struct cl_repl_s {
     /* the committer's own */
     uint64_t synced_gen; /* the gen whose full copy R acknowledged (0: none) */
     uint64_t seq;
-    uint64_t retry_at; /* degraded: no full copy before this */
+    uint64_t retry_at;                    /* degraded: no full copy before this */
+    uint64_t sent_seq, sent_gen, sent_us; /* the group sent before its local write */
     int degraded_logged;
     _Atomic uint64_t wait_since_us; /* a group waits for R since (0: none): the lag */
     /* replica side, under mu */
@@ -666,7 +667,38 @@ static int degraded(cl_repl_t *r, const char *why)
     return cl->conf->repl_required ? STORE_EIO : 0;
 }
 
-static int repl_hook(void *ud, store_t *s, const store_batch_t *group)
+/* SEND (before the local write): a replica in sync gets the group at
+ * once, so its write and ours run together; remembered in sent_seq. */
+static void repl_send(cl_repl_t *r, const store_batch_t *group, int idx, uint64_t gen)
+{
+    r->sent_seq = 0;
+    if (idx == 0 || r->synced_gen != gen)
+        return; /* none, or a full copy first (after the write) */
+    cl_buf_t b = {0};
+    cl_enc_repl_head(&b, r->seq + 1, 0);
+    size_t head = b.len;
+    for (const store_batch_t *x = group; x; x = store_group_next(x)) {
+        size_t rl;
+        const void *raw = store_batch_raw(x, &rl);
+        if (store_batch_failed(x) || rl == 0)
+            continue;
+        cl_buf_reserve(&b, rl);
+        memcpy(b.p + b.len, raw, rl);
+        b.len += rl;
+    }
+    if (b.len == head) { /* a barrier: every earlier group was acknowledged */
+        cl_buf_free(&b);
+        return;
+    }
+    uint64_t seq = ++r->seq;
+    cl_enc_patch_len(&b, 0);
+    r->sent_us = an_now_us();
+    atomic_store(&r->wait_since_us, r->sent_us);
+    r->sent_gen = gen;
+    r->sent_seq = post_frame(r, idx, gen, &b) == 0 ? seq : UINT64_MAX; /* MAX: failed */
+}
+
+static int repl_hook(void *ud, store_t *s, const store_batch_t *group, int phase)
 {
     cl_repl_t *r = ud;
     char rname[CL_NAME_MAX];
@@ -677,6 +709,30 @@ static int repl_hook(void *ud, store_t *s, const store_batch_t *group)
     pthread_mutex_unlock(&r->mu);
     if (stop)
         return 0;
+    if (phase == STORE_REPL_SEND) {
+        repl_send(r, group, idx, gen);
+        return 0;
+    }
+    if (phase == STORE_REPL_ABORT) { /* the replica may have what we do not: a full copy */
+        atomic_store(&r->wait_since_us, 0);
+        r->synced_gen = 0;
+        r->sent_seq = 0;
+        return 0;
+    }
+    if (r->sent_seq != 0) { /* sent before the write: its acknowledgement */
+        uint64_t seq = r->sent_seq;
+        r->sent_seq = 0;
+        int rc =
+            seq != UINT64_MAX ? wait_ack(r, seq, r->sent_gen, r->cl->conf->repl_timeout_ms) : -1;
+        atomic_store(&r->wait_since_us, 0);
+        if (rc != 0) {
+            r->retry_at = 0; /* a full copy at the next group (another replica, or the same) */
+            return degraded(r, "the replica did not acknowledge a change in time");
+        }
+        an_hist_add(&r->rtt, an_now_us() - r->sent_us);
+        CL_STAT_ADD(r->groups, 1);
+        return 0;
+    }
     if (idx == 0)
         return degraded(r, "no other member");
     if (r->synced_gen != gen) {
@@ -692,37 +748,7 @@ static int repl_hook(void *ud, store_t *s, const store_batch_t *group)
         atomic_store(&r->synced, 1);
         return 0; /* the group is in the full copy */
     }
-    cl_buf_t b = {0};
-    cl_enc_repl_head(&b, r->seq + 1, 0);
-    size_t head = b.len;
-    for (const store_batch_t *x = group; x; x = store_group_next(x)) {
-        size_t rl;
-        const void *raw = store_batch_raw(x, &rl);
-        if (store_batch_failed(x) || rl == 0)
-            continue;
-        cl_buf_reserve(&b, rl);
-        memcpy(b.p + b.len, raw, rl);
-        b.len += rl;
-    }
-    if (b.len == head) { /* a barrier: every earlier group was acknowledged */
-        cl_buf_free(&b);
-        return 0;
-    }
-    uint64_t seq = ++r->seq;
-    cl_enc_patch_len(&b, 0);
-    uint64_t t0 = an_now_us();
-    atomic_store(&r->wait_since_us, t0);
-    int rc = post_frame(r, idx, gen, &b);
-    if (rc == 0)
-        rc = wait_ack(r, seq, gen, r->cl->conf->repl_timeout_ms);
-    atomic_store(&r->wait_since_us, 0);
-    if (rc != 0) {
-        r->retry_at = 0; /* a full copy at the next group (another replica, or the same) */
-        return degraded(r, "the replica did not acknowledge a change in time");
-    }
-    an_hist_add(&r->rtt, an_now_us() - t0);
-    CL_STAT_ADD(r->groups, 1);
-    return 0;
+    return 0; /* a barrier, or a group sent under an earlier gen is in the full copy */
 }
 
 /* ---- frames (link thread) ---- */

@@ -290,6 +290,19 @@ static void commit_group(store_t *s, store_batch_t *group)
             nops += b->nops;
     }
     stat_max(&s->max_group, nbatches);
+    /* replication: the group goes to the replica before the local write
+     * (both run at once), its acknowledgement is awaited after it */
+    store_replicate_fn fn = NULL;
+    void *ud = NULL;
+    if (atomic_load_explicit(&s->repl_on, memory_order_acquire)) {
+        pthread_mutex_lock(&s->mu);
+        fn = s->repl_fn;
+        ud = s->repl_ud;
+        s->in_repl = fn != NULL;
+        pthread_mutex_unlock(&s->mu);
+        if (fn != NULL)
+            fn(ud, s, group, STORE_REPL_SEND);
+    }
     if (nops > 0) {
         char msg[256] = "";
         uint64_t t0 = now_us();
@@ -308,19 +321,14 @@ static void commit_group(store_t *s, store_batch_t *group)
         }
         report_write(s, rc, msg);
     }
-    if (rc == 0 && atomic_load_explicit(&s->repl_on, memory_order_acquire)) {
+    if (fn != NULL) {
+        int r = fn(ud, s, group, rc == 0 ? STORE_REPL_WAIT : STORE_REPL_ABORT);
+        if (rc == 0)
+            rc = r;
         pthread_mutex_lock(&s->mu);
-        store_replicate_fn fn = s->repl_fn;
-        void *ud = s->repl_ud;
-        s->in_repl = fn != NULL;
+        s->in_repl = 0;
+        pthread_cond_broadcast(&s->repl_idle);
         pthread_mutex_unlock(&s->mu);
-        if (fn != NULL) {
-            rc = fn(ud, s, group);
-            pthread_mutex_lock(&s->mu);
-            s->in_repl = 0;
-            pthread_cond_broadcast(&s->repl_idle);
-            pthread_mutex_unlock(&s->mu);
-        }
     }
     while (group) {
         store_batch_t *b = group;

@@ -259,18 +259,22 @@ const char *store_strerror(int err);
 /* ---- replication (persistence.session_store: replicated; the seam the
  * cluster's cl_repl.c uses: store.c knows nothing of nodes or links) ----
  *
- * A replicate callback runs on the committer thread after every group's
- * local write succeeded (also for a group of empty batches: a barrier) and
- * before the group's done() callbacks: they wait for it.  It sees the group
- * (store_group_next, store_batch_failed, store_batch_raw) and returns 0
+ * A replicate callback runs on the committer thread twice per group (also
+ * a group of empty batches: a barrier): STORE_REPL_SEND before the local
+ * write (the group may go to the replica meanwhile; the return value is
+ * ignored), then STORE_REPL_WAIT once the local write succeeded, before
+ * the group's done() callbacks: they wait for it; it returns 0
  * (replicated, or not required: the completions go) or a negative error
  * (every batch of the group fails with it: applied locally but not
- * acknowledged, as after a failed fsync).  It may block (with a deadline:
- * every later batch waits) and may store_scan() this store (it is the only
- * writer then: a consistent snapshot that includes the group).  Set and
- * cleared from any thread; store_set_replicate returns once the committer
- * is not inside the previous callback. */
-typedef int (*store_replicate_fn)(void *ud, store_t *s, const store_batch_t *group);
+ * acknowledged, as after a failed fsync); or STORE_REPL_ABORT when the
+ * local write failed (what was sent is not in the store here).  WAIT may
+ * block (with a deadline: every later batch waits) and may store_scan()
+ * this store (it is the only writer then: a consistent snapshot that
+ * includes the group).  Set and cleared from any thread;
+ * store_set_replicate returns once the committer is not inside the
+ * previous callback. */
+enum { STORE_REPL_SEND = 0, STORE_REPL_WAIT = 1, STORE_REPL_ABORT = 2 };
+typedef int (*store_replicate_fn)(void *ud, store_t *s, const store_batch_t *group, int phase);
 void store_set_replicate(store_t *s, store_replicate_fn fn, void *ud);
 /* A group's next batch (NULL at the end); 1 when the batch was failed
  * before the write (not applied: not to be replicated). */

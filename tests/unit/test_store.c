@@ -1004,10 +1004,12 @@ typedef struct {
     size_t groups_ops;
 } repl_fx_t;
 
-static int repl_hook(void *ud, store_t *s, const store_batch_t *group)
+static int repl_hook(void *ud, store_t *s, const store_batch_t *group, int phase)
 {
     repl_fx_t *r = ud;
     (void)s;
+    if (phase != STORE_REPL_WAIT)
+        return phase == STORE_REPL_SEND ? 0 : -1;
     r->calls++;
     store_batch_t *b = store_batch_new();
     for (const store_batch_t *x = group; x; x = store_group_next(x)) {
