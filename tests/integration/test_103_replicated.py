@@ -3,13 +3,15 @@
 node links, no Redis; the replica adopts the sessions of a node that dies.
 
 Three nodes a, b, c with etcd and a 2 s lease.  Persistent subscribers at
-QoS 1 and QoS 2 on c; publishers on a and b keep QoS 1 and QoS 2 windows in
+QoS 1 and QoS 2 on c (MQTT 3.1.1 clean session 0, and MQTT 5 with a session
+expiry); publishers on a and b keep QoS 1 and QoS 2 windows in
 flight while c is killed with SIGKILL (and, in the second test, its store
 directory deleted: the machine lost); c's replica adopts its sessions from
 its copy; the subscribers reconnect to a or b: session present, every
 message whose PUBACK / PUBCOMP a publisher got arrives, no QoS 2 message
 twice.  c started again with its name resumes nothing (etcd says it was
-adopted).
+adopted).  REPL_ROUNDS (default 1; the issue's run: 10) kill rounds in
+each of the two tests.
 
 test_replica_rebuilt: c's replica is killed; c picks the other node and
 sends it a full copy; then c is killed: nothing acknowledged is lost.
@@ -18,12 +20,13 @@ test_single_node_degraded: replicated configured on a node without a
 cluster, and on a cluster of one: degraded, still serves and stores.
 """
 
+import os
 import shutil
 import time
 
 from cluster_util import cluster, metric, metrics, wait_members  # noqa: F401
 from conftest import broker, wait_for  # noqa: F401
-from mqttraw import RawClient
+from mqttraw import SESSION_EXPIRY_INTERVAL, RawClient, RawClient5, Timeout
 from test_100_redis_takeover import (SLOW, T, Publisher, connect_resume, receive_all,
                                      route_count)
 
@@ -106,23 +109,64 @@ def three(cluster):
     return a, b, c
 
 
+def connect_resume5(nodes, cid, deadline_s):
+    """connect_resume for an MQTT 5 client with a session expiry."""
+    deadline = time.monotonic() + deadline_s
+    i = 0
+    while True:
+        n = nodes[i % len(nodes)]
+        c = RawClient5(n.host, n.port, timeout=T)
+        try:
+            ack = c.connect(cid, clean_start=False, props=[(SESSION_EXPIRY_INTERVAL, 3600)],
+                            timeout=T)
+        except Timeout:
+            ack = None
+        if ack is not None and ack.rc == 0:
+            return c, ack
+        c.close()
+        assert time.monotonic() < deadline, "%s refused on every try (last %r)" % (cid, ack)
+        time.sleep(0.2)
+        i += 1
+
+
 def run_kill(cluster, lose_disk):
-    a, b, c = three(cluster)
-    tag = "lost" if lose_disk else "kill"
-    t1, t2 = tag + "/q1", tag + "/q2"
-    id1, id2 = tag + "-sub1", tag + "-sub2"
-    subscribe_offline(c, [(id1, t1, 1), (id2, t2, 2)])
-    wait_for(lambda: route_count(a, "c") >= 2 and route_count(b, "c") >= 2, 10 * SLOW,
-             what="c's routes on a and b")
-    wait_for(lambda: replica_of(c) in ("a", "b"), 20 * SLOW, what="c's replica in sync")
-    acked = kill_under_load(c, [a, b], tag, t1, t2, lose_disk)
-    check_resumed([a, b], acked, id1, id2, tag)
-    # c again with its name: its old sessions are not resumed from its store
-    c2 = cluster.start_node("c", workers=2, persistence=dict(REPL, dir=c.persistence["dir"]))
-    if not lose_disk:
-        assert c2.wait_log(r"sessions of this node were adopted by", 20 * SLOW)
-    assert c2.wait_log(r"0 sessions with 0 messages restored", 20 * SLOW)
-    wait_members([a, b, c2], 3, timeout=30 * SLOW)
+    """REPL_ROUNDS (default 1; the issue's run: 10) kill rounds: c started
+    again with its name each time resumes nothing of the sessions adopted."""
+    rounds = max(1, min(10, int(os.environ.get("REPL_ROUNDS", "1"))))
+    cluster.start_etcd()
+    a, b = node(cluster, "a"), node(cluster, "b")
+    wait_members([a, b], 2, timeout=30 * SLOW)
+    c = node(cluster, "c")
+    t_end = time.monotonic() + 90 * SLOW * rounds
+    for rnd in range(rounds):
+        assert time.monotonic() < t_end, "round %d: out of time" % rnd
+        wait_members([a, b, c], 3, timeout=30 * SLOW)
+        tag = "%s%d" % ("lost" if lose_disk else "kill", rnd)
+        t1, t2 = tag + "/q1", tag + "/q2"
+        id1, id2, id5 = tag + "-sub1", tag + "-sub2", tag + "-sub5"
+        subscribe_offline(c, [(id1, t1, 1), (id2, t2, 2)])
+        s5 = RawClient5(c.host, c.port, timeout=T)  # MQTT 5, a session expiry
+        assert s5.connect(id5, clean_start=False, props=[(SESSION_EXPIRY_INTERVAL, 3600)],
+                          timeout=T).rc == 0
+        assert s5.subscribe(1, [(t1, 1)], timeout=T).codes == [1]
+        s5.go_offline(T)
+        wait_for(lambda: route_count(a, "c") >= 2 and route_count(b, "c") >= 2, 10 * SLOW,
+                 what="c's routes on a and b")
+        wait_for(lambda: replica_of(c) in ("a", "b"), 20 * SLOW, what="c's replica in sync")
+        acked = kill_under_load(c, [a, b], tag, t1, t2, lose_disk)
+        order = [b, a] if rnd % 2 else [a, b]
+        check_resumed(order, acked, id1, id2, tag)
+        want1 = {m for m in acked if int(m.rsplit(b"-", 1)[1]) % 2 == 0}
+        s5, ack = connect_resume5(order[::-1], id5, 20 * SLOW)
+        assert ack.session_present == 1
+        receive_all(s5, want1, 1, 30 * SLOW, tag + ", MQTT 5")
+        s5.close()
+        # c again with its name: its old sessions are not resumed from its store
+        c = cluster.start_node("c", workers=2, persistence=dict(REPL, dir=c.persistence["dir"]))
+        if not lose_disk:
+            assert c.wait_log(r"sessions of this node were adopted by", 20 * SLOW)
+        assert c.wait_log(r"0 sessions with 0 messages restored", 20 * SLOW)
+    wait_members([a, b, c], 3, timeout=30 * SLOW)
 
 
 def test_kill_replica_adopts(cluster):
