@@ -305,5 +305,7 @@ int cl_repl_etcd_adopted(cl_t *cl, const char *node);
 struct store *cl_repl_copy_open(cl_t *cl, const char *name, int *complete, int *loose);
 void cl_repl_copy_drop(cl_t *cl, const char *name, struct store *st);
 void cl_repl_metrics(cl_t *cl, module_metrics_t *mm);
+/* GET /api/v1/nodes' "replication" object (NULL: not replicated). */
+struct json_t *cl_repl_json(cl_t *cl);
 
 #endif

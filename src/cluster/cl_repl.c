@@ -950,6 +950,27 @@ void cl_repl_metrics(cl_t *cl, module_metrics_t *mm)
     module_metrics_printf(mm, "antenna_cluster_replication_rtt_seconds_count %" PRIu64 "\n", cum);
 }
 
+/* GET /api/v1/nodes' "replication": this node's replica and whether it is
+ * in sync, the copies of other nodes kept here (any thread). */
+json_t *cl_repl_json(cl_t *cl)
+{
+    cl_repl_t *r = cl->repl;
+    if (r == NULL)
+        return NULL;
+    json_t *copies = json_array();
+    pthread_mutex_lock(&r->mu);
+    json_t *o =
+        json_pack("{s:s?,s:b,s:b}", "replica", r->target_name[0] ? r->target_name : NULL, "synced",
+                  atomic_load(&r->synced) != 0, "required", cl->conf->repl_required != 0);
+    for (int i = 1; i < CL_MAX_NODES; i++)
+        if (r->copy[i].st != NULL)
+            json_array_append_new(copies, json_pack("{s:s,s:b}", "node", r->copy[i].name,
+                                                    "complete", r->copy[i].complete != 0));
+    pthread_mutex_unlock(&r->mu);
+    json_object_set_new(o, "copies", copies);
+    return o;
+}
+
 /* ---- before the sessions are read (persist_open, main thread) ---- */
 
 int cluster_replica_boot(const conf_t *cf, store_t *st)

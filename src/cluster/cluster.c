@@ -457,11 +457,15 @@ json_t *cl_nodes_json(cl_t *cl)
         json_array_append_new(members, o);
     }
     pthread_mutex_unlock(&cl->snap_mu);
-    return json_pack("{s:b,s:s,s:s,s:s,s:i,s:b,s:b,s:I,s:o}", "clustered", 1, "node",
-                     cl->conf->node, "cluster", cl->conf->name, "link", cl->link_addr, "members",
-                     (int)atomic_load(&cl->members), "lease_ok", atomic_load(&cl->lease_ok), "tls",
-                     cl->conf->tls != 0, "refused_unnamed",
-                     (json_int_t)CL_STAT_GET(cl->refused_unnamed), "nodes", members);
+    json_t *root = json_pack(
+        "{s:b,s:s,s:s,s:s,s:i,s:b,s:b,s:I,s:o}", "clustered", 1, "node", cl->conf->node, "cluster",
+        cl->conf->name, "link", cl->link_addr, "members", (int)atomic_load(&cl->members),
+        "lease_ok", atomic_load(&cl->lease_ok), "tls", cl->conf->tls != 0, "refused_unnamed",
+        (json_int_t)CL_STAT_GET(cl->refused_unnamed), "nodes", members);
+    json_t *repl = cl_repl_json(cl);
+    if (repl != NULL)
+        json_object_set_new(root, "replication", repl);
+    return root;
 }
 
 static int cl_api_nodes(module_inst_t *mi, const module_api_req_t *req, json_t **out)

@@ -33,6 +33,14 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
         (void)cl_dec_auth(copy, len, &p);
         (void)cl_dec_route(copy, len, &p, &fl);
         (void)cl_dec_ack(copy, len, &seq);
+        uint8_t flags, ok;
+        const uint8_t *ops;
+        uint32_t olen;
+        /* REPL_DATA: the operations are the rest of the body */
+        if (cl_dec_repl_data(copy, len, &seq, &flags, &ops, &olen) == 0 &&
+            (len < 9 || ops != copy + 9 || olen != len - 9))
+            abort();
+        (void)cl_dec_repl_ack(copy, len, &seq, &ok);
         if (cl_dec_msg(copy, len, &m) == 0) {
             cl_buf_t b = {0};
             cl_enc_msg(&b, CL_F_MSG, &m);

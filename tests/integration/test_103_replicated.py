@@ -22,10 +22,11 @@ cluster, and on a cluster of one: degraded, still serves and stores.
 
 import os
 import shutil
+import subprocess
 import time
 
-from cluster_util import cluster, metric, metrics, wait_members  # noqa: F401
-from conftest import broker, wait_for  # noqa: F401
+from cluster_util import cluster, metric, metrics, nodes_json, wait_members  # noqa: F401
+from conftest import Broker, broker, require_antenna_bin, wait_for  # noqa: F401
 from mqttraw import SESSION_EXPIRY_INTERVAL, RawClient, RawClient5, Timeout
 from test_100_redis_takeover import (SLOW, T, Publisher, connect_resume, receive_all,
                                      route_count)
@@ -183,6 +184,11 @@ def test_replica_rebuilt(cluster):
     subscribe_offline(c, [("rb-sub1", t1, 1), ("rb-sub2", t2, 2)])
     wait_for(lambda: replica_of(c) in ("a", "b"), 20 * SLOW, what="c's replica in sync")
     first = replica_of(c)
+    rep = nodes_json(c)["replication"]
+    assert rep["replica"] == first and rep["synced"] is True, rep
+    holder = a if first == "a" else b
+    wait_for(lambda: {"node": "c", "complete": True} in nodes_json(holder)["replication"]["copies"],
+             10 * SLOW, what="c's copy on " + first)
     x, y = (a, b) if first == "a" else (b, a)
     # some stored state before the replica dies: a full copy must carry it
     pubs = [Publisher(y, "rb-pre", t1, t2, window=8, limit=40)]
@@ -229,3 +235,21 @@ def test_cluster_of_one_degraded(cluster):
     assert replica_of(a) is None
     assert a.wait_log(r"not replicated \(no other member\)", 10 * SLOW)
     c.close()
+
+
+def test_config_refused(tmp_path, cluster):
+    """replicated with the Redis backend, or in a cluster without etcd:
+    the broker refuses to start and says why (file:line: key)."""
+    b = Broker(tmp_path, 0, {"persistence": dict(REPL, backend="redis")})
+    r = subprocess.run([require_antenna_bin(), "--config", str(b.write_config())],
+                       capture_output=True, text=True, timeout=60, cwd=str(tmp_path))
+    out = r.stdout + r.stderr
+    assert r.returncode == 1, out
+    assert "persistence.session_store" in out and "rocksdb" in out and ".yaml:" in out, out
+    n = cluster.make_node("s", workers=1, persistence=dict(REPL),
+                          cluster_keys={"etcd": "", "static_members": ["s@127.0.0.1:1"]})
+    r = subprocess.run([require_antenna_bin(), "--config", str(n.write_config())],
+                       capture_output=True, text=True, timeout=60, cwd=str(tmp_path))
+    out = r.stdout + r.stderr
+    assert r.returncode != 0, out
+    assert "needs cluster.etcd" in out, out
