@@ -828,6 +828,10 @@ static void check_repl(cl_adopt_t *a, const ad_watch_t *w)
                     w->name);
         return;
     }
+    int mine = strcmp(val, cl->conf->node) == 0 ||
+               (strncmp(val, "adopted:", 8) == 0 && strcmp(val + 8, cl->conf->node) == 0);
+    if (!mine && strcmp(val, "stopped") != 0)
+        cl_repl_copy_forget(cl, w->name); /* not the copy to adopt from: stale */
     if (val[0] == '\0' || strncmp(val, "adopted:", 8) == 0 || strcmp(val, "stopped") == 0) {
         if (strcmp(val, "stopped") == 0)
             log_info("cluster: node %s stopped cleanly: its sessions wait for a node with its "

@@ -304,6 +304,9 @@ int cl_repl_etcd_adopted(cl_t *cl, const char *node);
  * by the link thread).  Drop: closed and its directory removed. */
 struct store *cl_repl_copy_open(cl_t *cl, const char *name, int *complete, int *loose);
 void cl_repl_copy_drop(cl_t *cl, const char *name, struct store *st);
+/* Adopter thread: a stale copy of `name` (etcd names another node, or it
+ * was adopted elsewhere): closed and removed, if there is one. */
+void cl_repl_copy_forget(cl_t *cl, const char *name);
 void cl_repl_metrics(cl_t *cl, module_metrics_t *mm);
 /* GET /api/v1/nodes' "replication" object (NULL: not replicated). */
 struct json_t *cl_repl_json(cl_t *cl);

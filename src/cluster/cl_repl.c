@@ -282,6 +282,29 @@ void cl_repl_copy_drop(cl_t *cl, const char *name, store_t *st)
     copy_remove_dir(cl, name);
 }
 
+/* A copy of `name` kept here that etcd says is not the one to adopt from
+ * (another node is its replica, or adopted it): closed and removed. */
+void cl_repl_copy_forget(cl_t *cl, const char *name)
+{
+    cl_repl_t *r = cl->repl;
+    store_t *st = NULL;
+    pthread_mutex_lock(&r->mu);
+    for (int i = 1; i < CL_MAX_NODES; i++)
+        if (r->copy[i].st != NULL && strcmp(r->copy[i].name, name) == 0) {
+            st = r->copy[i].st;
+            memset(&r->copy[i], 0, sizeof(r->copy[i]));
+        }
+    pthread_mutex_unlock(&r->mu);
+    char path[512];
+    struct stat sb;
+    copy_path(cl, name, path, sizeof(path));
+    if (st == NULL && stat(path, &sb) < 0)
+        return;
+    store_close(st);
+    copy_remove_dir(cl, name);
+    log_info("cluster: the copy of node %s's store here is not its replica's: dropped", name);
+}
+
 typedef struct {
     cl_t *cl;
     int idx;

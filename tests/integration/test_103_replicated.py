@@ -27,7 +27,7 @@ import time
 
 from cluster_util import cluster, metric, metrics, nodes_json, wait_members  # noqa: F401
 from conftest import Broker, broker, require_antenna_bin, wait_for  # noqa: F401
-from mqttraw import SESSION_EXPIRY_INTERVAL, RawClient, RawClient5, Timeout
+from mqttraw import SESSION_EXPIRY_INTERVAL, RawClient, RawClient5, Timeout, subscribe
 from test_100_redis_takeover import (SLOW, T, Publisher, connect_resume, receive_all,
                                      route_count)
 
@@ -253,3 +253,28 @@ def test_config_refused(tmp_path, cluster):
     out = r.stdout + r.stderr
     assert r.returncode != 0, out
     assert "needs cluster.etcd" in out, out
+
+
+def test_required_refuses_without_replica(cluster):
+    """cluster.replication.required: a node without a replica in sync
+    refuses what it would store (PUBACK 0x97), then accepts once one is."""
+    cluster.start_etcd()
+    a = cluster.start_node("a", workers=2, persistence=dict(REPL),
+                           cluster_keys={"replication": {"required": True, "timeout": 2000}})
+    wait_members([a], 1)
+    s = RawClient(a.host, a.port, timeout=T)
+    assert s.connect("req-sub", clean=False, timeout=T).rc == 0
+    s.send(subscribe(1, [("req/t", 1)]))  # its SUBACK waits for a store write
+    p = RawClient5(a.host, a.port, timeout=T)
+    assert p.connect("req-pub", timeout=T).rc == 0
+    b = node(cluster, "b")
+    wait_members([a, b], 2, timeout=30 * SLOW)
+    wait_for(lambda: replica_of(a) == "b", 20 * SLOW, what="a's replica in sync")
+    s.close()
+    assert p.publish("req/t", b"x", qos=1, pid=2, timeout=T).rc in (0, 0x10)
+    # b gone: nothing a stores is acknowledged until a replica is in sync
+    b.kill()
+    b.stopped = True
+    wait_for(lambda: replica_of(a) is None, 20 * SLOW, what="a without a replica")
+    assert p.publish("req/t", b"y", qos=1, pid=3, timeout=T).rc == 0x97
+    p.close()
