@@ -397,7 +397,15 @@ static int recv_data(cl_t *cl, cl_conn_t *c, const uint8_t *body, uint32_t len)
         store_batch_put(b, REPL_KEY_COMPLETE, REPL_KEY_COMPLETE_LEN, "1", 1);
     rp_applied_t *a = an_calloc(1, sizeof(*a));
     *a = (rp_applied_t){.cl = cl, .idx = idx, .seq = seq, .inc = c->peer_inc, .flags = flags};
-    if (store_submit(st, b, on_applied, a) < 0) {
+    /* under mu: the adopter thread closes a copy only once it is out of
+     * the table (cl_repl_copy_drop, _forget) */
+    pthread_mutex_lock(&r->mu);
+    int same = cp->st == st;
+    int rc = same ? store_submit(st, b, on_applied, a) : -1; /* takes b in every case */
+    pthread_mutex_unlock(&r->mu);
+    if (rc < 0) {
+        if (!same)
+            store_batch_free(b);
         free(a);
         cl_enc_repl_ack(&c->out, seq, 0);
     }
