@@ -76,7 +76,7 @@
 #include "trie.h"
 #include "util.h"
 
-#define ADOPT_POLL_MS 250      /* a watched store is looked at this often */
+#define ADOPT_POLL_MS 100      /* a watched store is looked at this often */
 #define ADOPT_RANK_MS 3000     /* the next survivor's turn comes this much later */
 #define ADOPT_RETRY_MS 1000    /* after a failed adoption */
 #define ADOPT_INSTALL_MS 60000 /* the workers install within this, or it fails */
@@ -87,6 +87,7 @@ typedef struct {
     char name[CL_NAME_MAX];
     uint64_t since, try_at; /* monotonic ms */
     int gate;               /* resuming CONNECTs wait (0: N itself holds its lock) */
+    int over;               /* its adopter claimed the client ids: no gate (cl_adopt_over) */
 } ad_watch_t;
 
 struct cl_adopt_s {
@@ -199,6 +200,7 @@ void cl_adopt_member(cl_t *cl, const char *name, int present, int rank)
             w->since = an_now_ms();
             w->try_at = w->since + (uint64_t)rank * ADOPT_RANK_MS;
             w->gate = 1;
+            w->over = 0;
         }
     }
     pending_update(a);
@@ -228,10 +230,33 @@ static void watch_gate(cl_adopt_t *a, const char *name, int gate)
 {
     pthread_mutex_lock(&a->mu);
     for (uint32_t i = 0; i < a->nwatch; i++)
-        if (strcmp(a->watch[i].name, name) == 0)
+        if (strcmp(a->watch[i].name, name) == 0 && !a->watch[i].over)
             a->watch[i].gate = gate;
     pending_update(a);
     pthread_mutex_unlock(&a->mu);
+}
+
+/* over 1: N's adopter made its claims (CL_F_ADOPT_OVER, or this node is the
+ * adopter): resuming CONNECTs go on at once (a client of N's finds its
+ * session's claim, on the adopter or through a take-over from it) instead
+ * of waiting for this node's next look at N's store; 0: that adopter died
+ * before it finished (the gate again until the next one has). */
+static void watch_over(cl_adopt_t *a, const char *name, int over)
+{
+    pthread_mutex_lock(&a->mu);
+    for (uint32_t i = 0; i < a->nwatch; i++)
+        if (strcmp(a->watch[i].name, name) == 0) {
+            a->watch[i].over = over;
+            a->watch[i].gate = !over;
+        }
+    pending_update(a);
+    pthread_mutex_unlock(&a->mu);
+}
+
+void cl_adopt_over(cl_t *cl, const char *name)
+{
+    if (cl->adopt != NULL)
+        watch_over(cl->adopt, name, 1);
 }
 
 static void watch_retry(cl_adopt_t *a, const char *name, uint64_t at)
@@ -691,6 +716,7 @@ static int adopt(cl_adopt_t *a, const char *name)
                  name);
         goto done;
     }
+    uint64_t t_inst = an_now_ms();
 
     /* 3. in this node's store */
     int brc = store_submit_sync(srv->store, store_batch_new());
@@ -702,6 +728,7 @@ static int adopt(cl_adopt_t *a, const char *name)
         goto done;
     }
     cl_hand_done(cl, name); /* stored here: their senders release the copies */
+    uint64_t t_stored = an_now_ms();
 
     /* 4. the client ids */
     cl_etcd_t *e = cl_member_etcd(cl);
@@ -743,6 +770,9 @@ static int adopt(cl_adopt_t *a, const char *name)
         log_warn("cluster: adopting the sessions of node %s: etcd did not answer every claim "
                  "in time (the sessions stay here)",
                  name);
+    else
+        cl_hand_over(cl, name); /* every id claimed: the members' gates open */
+    uint64_t t_claimed = an_now_ms();
     pthread_mutex_lock(&a->mu);
     for (size_t i = 0; i < j->n; i++)
         if (j->v[i].claim == 2) {
@@ -770,10 +800,11 @@ static int adopt(cl_adopt_t *a, const char *name)
     atomic_store(&a->last_ms, ms);
     atomic_store(&a->last_sessions, installed);
     log_info("cluster: adopted the sessions of node %s from Redis: %zu sessions with %zu "
-             "messages in %" PRIu64 " ms (read in %" PRIu64 " ms; %zu here already, %zu owned "
-             "elsewhere meanwhile and ended here, %zu expired, %zu unreadable)",
-             name, installed, j->messages, ms, t_read - t0, here, elsewhere, j->expired,
-             unreadable + j->bad);
+             "messages in %" PRIu64 " ms (read in %" PRIu64 ", installed %" PRIu64
+             ", stored %" PRIu64 ", claimed %" PRIu64 " ms after the start; %zu here already, "
+             "%zu owned elsewhere meanwhile and ended here, %zu expired, %zu unreadable)",
+             name, installed, j->messages, ms, t_read - t0, t_inst - t0, t_stored - t0,
+             t_claimed - t0, here, elsewhere, j->expired, unreadable + j->bad);
     rc = 0;
 done:
     if (rc != 0)
@@ -817,6 +848,8 @@ static void check(cl_adopt_t *a, const ad_watch_t *w, uint64_t now)
      * off from etcd but alive (it renews its lock): its clients stay with
      * it, nobody else needs to wait (until its lock expires) */
     int own_holder = pk.holder[0] && !pk.holder_gone && !pk.adopting;
+    if (w->over && !(pk.holder[0] && !pk.holder_gone))
+        watch_over(a, w->name, 0); /* its adopter died before it deleted N's sessions */
     if (own_holder == w->gate)
         watch_gate(a, w->name, !own_holder);
     if ((pk.holder[0] && !pk.holder_gone) || now < w->try_at)

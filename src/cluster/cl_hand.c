@@ -188,6 +188,8 @@ int cl_hand_recv(cl_t *cl, cl_peer_t *p, cl_conn_t *c, uint8_t type, const uint8
     }
     if (type == CL_F_ADOPT_DONE && n > 0)
         release(cl, n, NULL);
+    if (type == CL_F_ADOPT_OVER)
+        cl_adopt_over(cl, nm);
     return 0;
 }
 
@@ -240,6 +242,24 @@ static void done_task(cl_t *cl, void *arg)
     free(name);
 }
 
+static void over_task(cl_t *cl, void *arg)
+{
+    char *name = arg;
+    if (cl->links != NULL) {
+        uint16_t nl = (uint16_t)strlen(name);
+        for (int i = 1; i < CL_MAX_NODES; i++) {
+            cl_peer_t *p = &cl->links->peers[i];
+            if (!cl->nodes[i].member || p->conn == NULL || !p->conn->up)
+                continue;
+            cl_enc_route(&p->conn->out, CL_F_ADOPT_OVER, (const uint8_t *)name, nl);
+            if (!(p->conn->ev.events & EV_WRITE))
+                cl_conn_flush(cl, p->conn);
+        }
+    }
+    cl_adopt_over(cl, name);
+    free(name);
+}
+
 static void end_task(cl_t *cl, void *arg)
 {
     char *name = arg;
@@ -268,6 +288,12 @@ int cl_hand_ask(cl_t *cl, const char *name)
 void cl_hand_done(cl_t *cl, const char *name)
 {
     post_name(cl, done_task, name);
+}
+
+void cl_hand_over(cl_t *cl, const char *name)
+{
+    if (post_name(cl, over_task, name) < 0)
+        cl_adopt_over(cl, name);
 }
 
 void cl_hand_watch_end(cl_t *cl, const char *name)

@@ -265,6 +265,12 @@ void cl_adopt_collected(cl_t *cl, const char *name, msg_t **v, uint32_t n, int f
 int cl_hand_ask(cl_t *cl, const char *name);
 void cl_hand_done(cl_t *cl, const char *name);
 void cl_hand_watch_end(cl_t *cl, const char *name);
+/* cl_hand.c, adopter thread: every client id of `name` is claimed here: the
+ * members' (and this node's) connect gates for it open (CL_F_ADOPT_OVER). */
+void cl_hand_over(cl_t *cl, const char *name);
+/* Any thread: `name`'s adopter made its claims: this node's watch of it
+ * holds CONNECTs back no longer (it still ends when the store says so). */
+void cl_adopt_over(cl_t *cl, const char *name);
 /* The home worker's part of an adoption (WM_CL_OWNER), and its drop when
  * the worker stopped. */
 void cl_adopt_item(worker_t *w, void *ptr);

@@ -52,6 +52,8 @@ enum {
     CL_F_ADOPT_MSG,      /* cl_msg_t: a copy kept for that node (cl_hand.c) */
     CL_F_ADOPT_END,      /* u16 len | node name: the copies kept for it were all sent */
     CL_F_ADOPT_DONE,     /* u16 len | node name: they are stored here, release them */
+    CL_F_ADOPT_OVER,     /* u16 len | node name: its client ids are claimed by me (the
+                          * sender, its adopter): resuming CONNECTs go on */
     CL_F_TYPES
 };
 
