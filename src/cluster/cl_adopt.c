@@ -100,6 +100,7 @@ struct cl_adopt_s {
     ad_watch_t watch[CL_MAX_NODES]; /* under mu */
     uint32_t nwatch;
     _Atomic uint32_t pending; /* watches with gate set, for the connect gate */
+    _Atomic int32_t early;    /* departures the etcd thread saw, not yet watched (link thread) */
     _Atomic uint64_t adoptions, sessions, messages, failures, last_ms, last_sessions;
     _Atomic uint64_t handed; /* copies kept by the members, merged into adopted sessions */
     /* the copies the members kept for the node being adopted (cl_hand.c),
@@ -210,7 +211,14 @@ void cl_adopt_member(cl_t *cl, const char *name, int present, int rank)
 
 int cl_adopt_pending(cl_t *cl)
 {
-    return cl->adopt != NULL && atomic_load_explicit(&cl->adopt->pending, memory_order_relaxed);
+    return cl->adopt != NULL && (atomic_load_explicit(&cl->adopt->pending, memory_order_relaxed) ||
+                                 atomic_load_explicit(&cl->adopt->early, memory_order_acquire) > 0);
+}
+
+void cl_adopt_early(cl_t *cl, int delta)
+{
+    if (cl->adopt != NULL)
+        atomic_fetch_add_explicit(&cl->adopt->early, delta, memory_order_acq_rel);
 }
 
 static void watch_end(cl_adopt_t *a, const char *name)

@@ -206,6 +206,12 @@ void cl_member_metrics(cl_t *cl, module_metrics_t *mm);
  * none), for the client-id registry (any thread). */
 struct cl_etcd *cl_member_etcd(cl_t *cl);
 int64_t cl_member_lease(cl_t *cl);
+/* Etcd thread: fn(arg, ok) once this node's view of the members is at
+ * least as new as etcd's at this call (a full read of the member list sent
+ * after it, applied: a departure it finds reaches cl_member_gone first); ok
+ * 0 when the read failed or the node stops.  Reads are shared by the
+ * callers that wait meanwhile. */
+void cl_member_fresh(cl_t *cl, void (*fn)(void *arg, int ok), void *arg);
 
 /* ---- cl_owner.c: the client-id registry (docs/cluster.md "Client-id
  * ownership") ---- */
@@ -252,6 +258,11 @@ void cl_adopt_member(cl_t *cl, const char *name, int present, int rank);
 /* Any thread: 1 while a member that went out may still have sessions to
  * adopt (the connect gate refuses resuming CONNECTs meanwhile: 0x88). */
 int cl_adopt_pending(cl_t *cl);
+/* Any thread: +1 when the etcd thread sees a member go out (cl_member_gone),
+ * -1 once the link thread applied it (its watch started): between the two
+ * cl_adopt_pending is 1 too, so the gate closes as soon as etcd's answer
+ * is seen, not one thread hop later. */
+void cl_adopt_early(cl_t *cl, int delta);
 /* The copies other nodes kept for a dead node (cl_hand.c), while this node
  * adopts it: expect (link thread) how many nodes were asked; collected:
  * copies for it (new references, given; the array stays the caller's),

@@ -385,6 +385,67 @@ static int member_index(cl_t *cl, const char *name)
     return idx;
 }
 
+/* ---- a resuming CONNECT whose claim found no owner ----
+ *
+ * Its session, if it had one on a member that just died, is in that
+ * member's store waiting for an adopter; the dead member's claims went with
+ * its lease, in the same etcd revision as its member key.  The connect gate
+ * (cl_adopt_pending) refuses such CONNECTs once this node saw the member go
+ * out, but the claim's answer can come before the member watch's event: a
+ * session would start afresh here, and the adopter's claim would then find
+ * the id owned here and end the adopted one.  So such a claim waits for a
+ * read of the member list sent after its answer (cl_member_fresh: what
+ * went out by then is seen); a member gone out meanwhile (the gate closed):
+ * the key is deleted again, then 0x88 (the client retries, and finds its
+ * session once adopted). */
+
+static void on_unclaimed(void *arg, const cl_etcd_res_t *res)
+{
+    (void)res; /* deleted, or not ours any more: either way not claimed here */
+    answer_later(arg, MQTT_RC_SERVER_UNAVAILABLE);
+}
+
+static void unclaim_refuse(cl_claim_t *cm)
+{
+    cl_t *cl = cm->cl;
+    cl_etcd_t *e = cl_member_etcd(cl);
+    OWN_INC(cl->owner->adopt_waits);
+    log_limited(5000, AN_LOG_INFO,
+                "cluster: client '%s' claimed while a member went out: refused (0x88) until "
+                "its sessions are adopted",
+                cm->g->client_id);
+    if (e == NULL || cl_etcd_delete_if(e, cm->key, cl->conf->node, on_unclaimed, cm) < 0)
+        answer(cm, MQTT_RC_SERVER_UNAVAILABLE);
+}
+
+static void on_fresh(void *arg, int ok)
+{
+    cl_claim_t *cm = arg;
+    if (ok && !cl_adopt_pending(cm->cl))
+        answer(cm, 0); /* nobody went out: a new session */
+    else
+        unclaim_refuse(cm);
+}
+
+/* A claim found no owner (created, or taken from a node that left): go on,
+ * unless a resuming CONNECT's session may wait for an adopter. */
+static void claimed(cl_claim_t *cm, int taken_from_gone)
+{
+    cl_t *cl = cm->cl;
+    if (cm->g->clean_start || cl->adopt == NULL) {
+        answer_later(cm, 0);
+    } else if (taken_from_gone) {
+        /* its owner left: this node saw it (member_index), so the gate
+         * says whether its sessions may still be adopted */
+        if (cl_adopt_pending(cl))
+            unclaim_refuse(cm);
+        else
+            answer_later(cm, 0);
+    } else {
+        cl_member_fresh(cl, on_fresh, cm);
+    }
+}
+
 static void on_stolen(void *arg, const cl_etcd_res_t *res)
 {
     cl_claim_t *cm = arg;
@@ -394,7 +455,7 @@ static void on_stolen(void *arg, const cl_etcd_res_t *res)
     }
     if (cl_etcd_txn_ok(res->json)) {
         OWN_INC(cm->cl->owner->stolen);
-        answer_later(cm, 0);
+        claimed(cm, 1);
         return;
     }
     if (++cm->tries > OWN_TRIES) { /* someone else was faster, again and again */
@@ -472,7 +533,7 @@ static void on_claim(void *arg, const cl_etcd_res_t *res)
     }
     if (cl_etcd_txn_ok(res->json)) {
         OWN_INC(cl->owner->created);
-        answer_later(cm, 0);
+        claimed(cm, 0);
         return;
     }
     const json_t *kv = cl_etcd_txn_kv(res->json);

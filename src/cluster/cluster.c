@@ -338,6 +338,8 @@ static void cl_member_apply(cl_t *cl, void *arg)
     if (cl->adopt != NULL)
         cl_adopt_member(cl, n->name, m->present, m->present ? 0 : cl_adopt_rank(cl, n->name));
 done:
+    if (!m->present)
+        cl_adopt_early(cl, -1); /* its watch (if any) holds CONNECTs back from here */
     free(m);
 }
 
@@ -375,8 +377,13 @@ static void cl_member_post(cl_t *cl, const char *name, const char *addr, int pre
     snprintf(m->name, sizeof(m->name), "%s", name);
     snprintf(m->addr, sizeof(m->addr), "%s", addr ? addr : "");
     m->present = present;
-    if (cl_post(cl, cl_member_apply, m) < 0)
+    if (!present)
+        cl_adopt_early(cl, 1); /* until cl_member_apply watched it */
+    if (cl_post(cl, cl_member_apply, m) < 0) {
+        if (!present)
+            cl_adopt_early(cl, -1);
         free(m);
+    }
 }
 
 void cl_member_seen(cl_t *cl, const char *name, const char *link_addr)
