@@ -118,11 +118,15 @@ one_run() { # build directory, run number
     failed=$(sed -n 's/.*ready, \([0-9]*\) failed attempts.*/\1/p' "$CLUSTER_DIR/resume.err" | tail -1)
     waits=$(($(claims "$A0" adoption_pending) + $(claims "$A1" adoption_pending)))
     asked=$(($(claims "$A0" asked_owner) + $(claims "$A1" asked_owner)))
+    local here take
+    here=$(($(claims "$A0" adopted_here) + $(claims "$A1" adopted_here)))
+    take=$(($(claims "$A0" adopted_take) + $(claims "$A1" adopted_take)))
     echo "run $run ($(basename "$bin")): $stored sessions stored on node2; lease $LEASE:" \
         "kill -> out $((t_out - t_kill)) ms, out -> adopted $((t_adopted - t_out)) ms" \
         "(polled), adopted -> ${ready:-0}/$SESSIONS resumed $((t_resumed - t_adopted)) ms;" \
         "kill -> resumed $((t_resumed - t_kill)) ms; clients started at $AT," \
-        "${failed:-?} failed attempts, $waits refused for the adoption, $asked take-overs asked"
+        "${failed:-?} failed attempts, $waits refused for the adoption, $asked take-overs asked" \
+        "($take without a claim first), $here resumed on the adopter without a claim"
     echo "  ${line#*info  }"
     echo "  CPU from the adoption to all resumed: etcd $ce ms, node0 $c0 ms, node1 $c1 ms"
     "$ROOT/tools/cluster.sh" down >/dev/null 2>&1

@@ -637,6 +637,24 @@ static void collect(cl_adopt_t *a, ad_job_t *j, const char *name)
     free(v);
 }
 
+/* Every id claimed: tell the members which (they ask this node for those
+ * sessions without a claim of their own first) and open their gates. */
+static void over(cl_adopt_t *a, ad_job_t *j, const char *name, int64_t lease)
+{
+    cl_buf_t ids = {0};
+    pthread_mutex_lock(&a->mu);
+    for (size_t i = 0; i < j->n; i++)
+        if (j->v[i].claim == 1) {
+            cl_buf_reserve(&ids, 2u + j->v[i].len);
+            ids.p[ids.len++] = (uint8_t)(j->v[i].len >> 8);
+            ids.p[ids.len++] = (uint8_t)j->v[i].len;
+            memcpy(ids.p + ids.len, j->v[i].id, j->v[i].len);
+            ids.len += j->v[i].len;
+        }
+    pthread_mutex_unlock(&a->mu);
+    cl_hand_over(a->cl, name, lease, ids.p, ids.len);
+}
+
 /* ---- one adoption ---- */
 
 /* 0 adopted (or nothing to adopt), -1 failed or busy: try again later. */
@@ -779,7 +797,7 @@ static int adopt(cl_adopt_t *a, const char *name)
                  "in time (the sessions stay here)",
                  name);
     else
-        cl_hand_over(cl, name); /* every id claimed: the members' gates open */
+        over(a, j, name, lease); /* every id claimed: the members' gates open */
     uint64_t t_claimed = an_now_ms();
     pthread_mutex_lock(&a->mu);
     for (size_t i = 0; i < j->n; i++)

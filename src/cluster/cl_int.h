@@ -63,6 +63,7 @@ typedef struct cl_links_s cl_links_t;   /* cl_link.c's state */
 typedef struct cl_member_s cl_member_t; /* cl_member.c's state */
 typedef struct cl_owner_s cl_owner_t;   /* cl_owner.c's state */
 typedef struct cl_adopt_s cl_adopt_t;   /* cl_adopt.c's state */
+typedef struct cl_recent_s cl_recent_t; /* cl_recent.c: ids of recent adoptions */
 
 /* One known node (the link thread's). */
 typedef struct {
@@ -238,8 +239,22 @@ int cl_owner_install(worker_t *w, const char *id, uint16_t id_len, const uint8_t
 /* Any thread: end the session of client id on its home worker (a claim
  * found it owned by another node). */
 void cl_owner_kick(cl_t *cl, const char *id);
+/* Any thread: the client ids an adoption claimed (u16 len | id, each) are
+ * owned by node `owner` (this node: under `lease`): resuming CONNECTs of
+ * them skip their claim for a while (cl_recent.c). */
+void cl_owner_adopted(cl_t *cl, const char *owner, int64_t lease, const uint8_t *ids, size_t len);
 /* Any thread: hand ptr to cl_adopt_item on worker `to` (WM_CL_OWNER). */
 void cl_owner_post_adopt(cl_t *cl, uint32_t to, void *ptr);
+
+/* ---- cl_recent.c: the ids of recent adoptions, by owner (any thread) ---- */
+cl_recent_t *cl_recent_new(void);
+void cl_recent_free(cl_recent_t *r);
+/* Keep ids (u16 len | id, each; copied) as owned by `owner` (under lease). */
+void cl_recent_add(cl_recent_t *r, const char *owner, int64_t lease, const uint8_t *ids, size_t len,
+                   uint64_t now);
+/* 1 and the owner (and lease) when id is kept, taken out; else 0. */
+int cl_recent_take(cl_recent_t *r, const char *id, size_t len, uint64_t now,
+                   char owner[CL_NAME_MAX], int64_t *lease);
 
 /* ---- cl_adopt.c: a dead member's sessions adopted from its Redis store
  * (docs/cluster.md "A dead node's sessions") ---- */
@@ -277,8 +292,11 @@ int cl_hand_ask(cl_t *cl, const char *name);
 void cl_hand_done(cl_t *cl, const char *name);
 void cl_hand_watch_end(cl_t *cl, const char *name);
 /* cl_hand.c, adopter thread: every client id of `name` is claimed here: the
- * members' (and this node's) connect gates for it open (CL_F_ADOPT_OVER). */
-void cl_hand_over(cl_t *cl, const char *name);
+ * members' (and this node's) connect gates for it open (CL_F_ADOPT_OVER),
+ * after the ids claimed (ids: u16 len | id each, under lease; malloc'd,
+ * taken) went to them (CL_F_ADOPT_IDS) and to this node's registry
+ * (cl_owner_adopted). */
+void cl_hand_over(cl_t *cl, const char *name, int64_t lease, uint8_t *ids, size_t len);
 /* Any thread: `name`'s adopter made its claims: this node's watch of it
  * holds CONNECTs back no longer (it still ends when the store says so). */
 void cl_adopt_over(cl_t *cl, const char *name);

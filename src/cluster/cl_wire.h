@@ -54,6 +54,8 @@ enum {
     CL_F_ADOPT_DONE,     /* u16 len | node name: they are stored here, release them */
     CL_F_ADOPT_OVER,     /* u16 len | node name: its client ids are claimed by me (the
                           * sender, its adopter): resuming CONNECTs go on */
+    CL_F_ADOPT_IDS,      /* u16 len | node name, then (u16 len | client id) each: ids of
+                          * its sessions I claimed (before ADOPT_OVER; cl_recent.c) */
     CL_F_TYPES
 };
 
