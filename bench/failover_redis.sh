@@ -19,10 +19,12 @@
 # connection broke do (refused with 0x88 until the adoption, retrying with
 # the back-off), instead of once the adoption is done.  --bin DIR (repeat
 # it): the build directories (antenna, antenna-bench) to compare, one run
-# of each in turn per round (default: build).
+# of each in turn per round (default: build).  --to adopter: every client
+# reconnects to the adopter (no take-over: the floor of the reconnection),
+# instead of round-robin over both survivors (with --at adopted only).
 #
 #   bench/failover_redis.sh [--sessions N] [--lease TTL] [--runs N]
-#                           [--at adopted|kill] [--bin DIR]...
+#                           [--at adopted|kill] [--to both|adopter] [--bin DIR]...
 #
 # Needs antenna, antenna-bench, etcd, haproxy, redis-server.
 # Results: docs/benchmarks.md, "Failover of sessions from Redis".
@@ -32,6 +34,7 @@ SESSIONS=10000
 LEASE=2s
 RUNS=1
 AT=adopted
+TO=both
 BINS=()
 while [ $# -gt 0 ]; do
     case "$1" in
@@ -39,6 +42,7 @@ while [ $# -gt 0 ]; do
     --lease) LEASE=$2; shift 2 ;;
     --runs) RUNS=$2; shift 2 ;;
     --at) AT=$2; shift 2 ;;
+    --to) TO=$2; shift 2 ;;
     --bin) BINS+=("$(cd "$2" && pwd)"); shift 2 ;;
     *) echo "usage: $0 [--sessions N] [--lease TTL] [--runs N] [--at adopted|kill] [--bin DIR]..." >&2
         exit 2 ;;
@@ -102,6 +106,11 @@ one_run() { # build directory, run number
     line=$(grep -h "adopted the sessions of node node2" "$CLUSTER_DIR"/node[01]/antenna.log | tail -1)
     local c0 c1 ce
     c0=$(cpu_ms "$PID0") c1=$(cpu_ms "$PID1") ce=$(cpu_ms "$EPID")
+    if [ "$TO" = adopter ]; then
+        local ap=$P0
+        [ "$(metric "$A1" antenna_cluster_adoptions_total)" = 0 ] || ap=$P1
+        resume[3]=$ap
+    fi
     if [ "$AT" = adopted ]; then
         "${resume[@]}" >/dev/null 2>"$CLUSTER_DIR/resume.err" &
         bpid=$!
