@@ -60,8 +60,10 @@ metric() { # API port, metric name (with its labels)
 cpu_ms() { # pid: user + system CPU so far, ms
     awk -v hz="$(getconf CLK_TCK)" '{ print int(($14 + $15) * 1000 / hz) }' "/proc/$1/stat" 2>/dev/null || echo 0
 }
-claims() { # API port, outcome
-    metric "$1" "antenna_cluster_client_claims_total{outcome=\"$2\"}"
+claims() { # API port, outcome (0 when the build does not count it)
+    local v
+    v=$(metric "$1" "antenna_cluster_client_claims_total{outcome=\"$2\"}")
+    echo "${v:-0}"
 }
 ulimit -n 65536 2>/dev/null || true
 
