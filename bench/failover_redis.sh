@@ -22,9 +22,13 @@
 # of each in turn per round (default: build).  --to adopter: every client
 # reconnects to the adopter (no take-over: the floor of the reconnection),
 # instead of round-robin over both survivors (with --at adopted only).
+# --client-opts "...": more antenna-bench options for the clients that
+# reconnect, e.g. their back-off ("--backoff-base 0.25 --backoff-min 0.5
+# --backoff-max 1": a retry every 0.5-1 s after the first three).
 #
 #   bench/failover_redis.sh [--sessions N] [--lease TTL] [--runs N]
-#                           [--at adopted|kill] [--to both|adopter] [--bin DIR]...
+#                           [--at adopted|kill] [--to both|adopter]
+#                           [--client-opts OPTS] [--bin DIR]...
 #
 # Needs antenna, antenna-bench, etcd, haproxy, redis-server.
 # Results: docs/benchmarks.md, "Failover of sessions from Redis".
@@ -35,6 +39,7 @@ LEASE=2s
 RUNS=1
 AT=adopted
 TO=both
+CLIENT_OPTS=
 BINS=()
 while [ $# -gt 0 ]; do
     case "$1" in
@@ -43,6 +48,7 @@ while [ $# -gt 0 ]; do
     --runs) RUNS=$2; shift 2 ;;
     --at) AT=$2; shift 2 ;;
     --to) TO=$2; shift 2 ;;
+    --client-opts) CLIENT_OPTS=$2; shift 2 ;;
     --bin) BINS+=("$(cd "$2" && pwd)"); shift 2 ;;
     *) echo "usage: $0 [--sessions N] [--lease TTL] [--runs N] [--at adopted|kill] [--bin DIR]..." >&2
         exit 2 ;;
@@ -86,6 +92,8 @@ one_run() { # build directory, run number
     local resume=("$BENCH" sub -p "$P0,$P1" -c "$SESSIONS" -C 0 -q 1 --client-prefix fo_
         -t 'fo/%i' -d 0 --drain 0 --reconnect --setup-timeout 120
         --ready-file "$CLUSTER_DIR/resumed")
+    # shellcheck disable=SC2206
+    resume+=($CLIENT_OPTS)
     rm -f "$CLUSTER_DIR/resumed"
     t_kill=$(now_ms)
     kill -9 "$PID2"

@@ -8,7 +8,12 @@
  * serves.  While a watch runs, this node's connect gate refuses CONNECTs
  * that resume a session (clean start 0) with 0x88, so that no client
  * starts afresh somewhere while its session waits in N's store (the client
- * retries).  The adopter thread looks at each watched store every
+ * retries); the gate closes already when the etcd thread sees N go out
+ * (cl_adopt_early, before the link thread starts the watch) and opens as
+ * soon as N's adopter says its claims are made (cl_adopt_over: its
+ * CL_F_ADOPT_OVER, or this node's own adoption; a watch so opened closes
+ * again if the adopter's lock is found gone before N's store says
+ * "adopted").  The adopter thread looks at each watched store every
  * ADOPT_POLL_MS (store_redis_peek: lock, state, any session):
  *   - state "stopped" (N closed its store cleanly: a stop or a drain; its
  *     sessions wait for a node with its name), "adopted by ..." (done), no
@@ -45,7 +50,10 @@
  *      publishers' acknowledgements leave: cl_hand_done);
  *   4. claim the installed client ids in etcd under this node's lease; one
  *      owned by another live node meanwhile (its client connected there
- *      with clean start) ends here (cl_owner_kick);
+ *      with clean start) ends here (cl_owner_kick); every claim answered:
+ *      the ids claimed go to the members and this node's registry, and
+ *      the gates open (cl_hand_over: CL_F_ADOPT_IDS, CL_F_ADOPT_OVER;
+ *      cl_recent.c);
  *   5. only now delete N's records (sessions, queues, QoS 2 ids and its
  *      retained messages, which every node has already: retained messages
  *      are replicated) and close N's store: the close leaves the state

@@ -21,6 +21,13 @@
  * adopt, cluster.adopt_wait): the old rule.  N coming back ends the state:
  * its new process gets them again (the link resends what is unacknowledged).
  *
+ * The end (cl_hand_over, after the adopter's claims): CL_F_ADOPT_IDS, the
+ * client ids it claimed (in frames of about IDS_CHUNK bytes), then
+ * CL_F_ADOPT_OVER to every member whose link is up; a receiver keeps the
+ * ids with the sender as their owner (cl_owner_adopted) and opens its
+ * connect gate for N (cl_adopt_over).  The adopter does the same for
+ * itself.
+ *
  * Adopter side.  cl_hand_ask (adopter thread, through cl_post) sends ASK to
  * every member whose link is up and takes its own copies for N directly;
  * what arrives is passed to cl_adopt_collected, which merges the copies

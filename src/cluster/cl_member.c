@@ -32,6 +32,11 @@
  * compared with the members known (known[]), and only the differences go
  * to cl_member_seen / cl_member_gone.
  *
+ * cl_member_fresh (the registry's, for a resuming CONNECT whose claim found
+ * no owner): one more full read, sent after the call, applied like any
+ * read, then the callers that waited for it are called; callers that come
+ * while it is in flight wait for the next one.
+ *
  * A clean stop revokes the lease (on the etcd thread, at its next tick):
  * the key goes at once and the others see this node leave without waiting
  * for lease_ttl.

@@ -27,6 +27,12 @@
  *               OWN_TRIES times; then 0x89 (Server busy).  Created: the
  *               session is installed on the home worker (restore_session,
  *               g->apply) before the CONNECT resumes: session present 1.
+ * A resuming CONNECT (clean start 0): refused with 0x88 while a member's
+ * sessions may be adopted (cl_adopt_pending); its id claimed by a recent
+ * adoption (cl_recent.c): no claim, resumed at once on the adopter, the
+ * take asked of the adopter at once elsewhere (recent_skip); its claim
+ * finding no owner: it waits for a fresh read of the member list (see
+ * "a resuming CONNECT whose claim found no owner" below).
  * The answer goes back to the worker with proto_gate_post.  An etcd error,
  * a member without a link, a take not answered: 0x88 (Server unavailable);
  * the client retries.

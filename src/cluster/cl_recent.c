@@ -116,8 +116,8 @@ static int64_t find(const rc_table_t *t, const uint8_t *id, size_t len, int for_
     return -1;
 }
 
-void cl_recent_add(cl_recent_t *r, const char *owner, int64_t lease, const uint8_t *ids,
-                   size_t len, uint64_t now)
+void cl_recent_add(cl_recent_t *r, const char *owner, int64_t lease, const uint8_t *ids, size_t len,
+                   uint64_t now)
 {
     if (r == NULL || len == 0 || len > UINT32_MAX - 2)
         return;
