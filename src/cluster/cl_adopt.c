@@ -27,7 +27,10 @@
  *     first survivor at once, the next ones later in case it dies midway),
  *     adopt: only the node that takes N's lock (store_open) does.
  * A watch ends at the latest cluster.adopt_wait after the member went out
- * (logged).  A member that comes back ends its watch.
+ * (logged).  A member that comes back ends its watch.  ADOPT_SCAN_MS after
+ * start the adopter thread also looks for the stores in Redis of nodes that
+ * are not members (startup_scan: they died before this node came, nobody
+ * up saw them go) and watches them the same way (cl_adopt_unseen).
  *
  * An adoption, on the adopter thread, with N's store open (its lock held):
  *   1. read N's sessions, queues and incoming QoS 2 ids (store_scan), each
@@ -90,6 +93,7 @@
 #define ADOPT_INSTALL_MS 60000 /* the workers install within this, or it fails */
 #define ADOPT_CLAIMS_MS 10000  /* etcd answers the claims within this */
 #define ADOPT_COLLECT_MS 5000  /* the members send what they kept for N within this */
+#define ADOPT_SCAN_MS 2000     /* after start: the stores of nodes not members looked for */
 
 typedef struct {
     char name[CL_NAME_MAX];
@@ -848,6 +852,77 @@ done:
     return rc;
 }
 
+/* ---- at start: stores of nodes that died before this node came ---- */
+
+typedef struct {
+    char names[CL_MAX_NODES][CL_NAME_MAX];
+    uint32_t n;
+    const char *pre, *post;
+    size_t prel, postl;
+} ad_scan_t;
+
+static void scan_key(void *arg, const char *k, size_t len)
+{
+    ad_scan_t *s = arg;
+    if (len <= s->prel + s->postl || memcmp(k, s->pre, s->prel) != 0 ||
+        memcmp(k + len - s->postl, s->post, s->postl) != 0)
+        return;
+    size_t nl = len - s->prel - s->postl;
+    if (nl >= CL_NAME_MAX || memchr(k + s->prel, 0, nl) != NULL)
+        return;
+    for (uint32_t i = 0; i < s->n; i++)
+        if (strlen(s->names[i]) == nl && memcmp(s->names[i], k + s->prel, nl) == 0)
+            return; /* SCAN may give a key twice */
+    if (s->n == CL_MAX_NODES)
+        return;
+    memcpy(s->names[s->n], k + s->prel, nl);
+    s->names[s->n++][nl] = '\0';
+}
+
+/* glob-escaped src (SCAN's MATCH) at the end of out */
+static void glob_cat(char *out, size_t cap, const char *src, size_t n)
+{
+    size_t o = strlen(out);
+    for (size_t i = 0; i < n && o + 2 < cap; i++) {
+        if (strchr("*?[]\\", src[i]) != NULL)
+            out[o++] = '\\';
+        out[o++] = src[i];
+    }
+    out[o] = '\0';
+}
+
+/* Every node's store in Redis whose node is not a member (it died while no
+ * node that is up now was a member: nobody saw it go out) is watched as if
+ * this node had seen it go out: its sessions are adopted by the same rules
+ * (a store stopped cleanly, adopted or empty ends its watch at once). */
+static void startup_scan(cl_adopt_t *a)
+{
+    const conf_t *cf = &a->cl->srv->conf;
+    const char *tmpl = cf->persistence_redis.prefix, *at = strstr(tmpl, "{node}");
+    if (at == NULL)
+        return;
+    ad_scan_t *s = an_calloc(1, sizeof(*s));
+    char post[sizeof(cf->persistence_redis.prefix) + 8], pattern[4 * sizeof(post) + 8] = "";
+    char err[512];
+    snprintf(post, sizeof(post), "%sindex", at + 6);
+    s->pre = tmpl;
+    s->prel = (size_t)(at - tmpl);
+    s->post = post;
+    s->postl = strlen(post);
+    glob_cat(pattern, sizeof(pattern), tmpl, s->prel);
+    strcat(pattern, "*");
+    glob_cat(pattern, sizeof(pattern), post, s->postl);
+    if (store_redis_scan_keys(cf->persistence_redis.url, pattern, cf->persistence_redis.timeout_ms,
+                              1000, scan_key, s, err, sizeof(err)) != 0) {
+        log_warn("cluster: looking for the stores of nodes that are not members: %s", err);
+    } else {
+        for (uint32_t i = 0; i < s->n; i++)
+            if (strcmp(s->names[i], a->cl->conf->node) != 0)
+                cl_adopt_unseen(a->cl, s->names[i]);
+    }
+    free(s);
+}
+
 /* ---- the adopter thread ---- */
 
 static void check(cl_adopt_t *a, const ad_watch_t *w, uint64_t now)
@@ -898,10 +973,29 @@ static void *adopt_main(void *arg)
 {
     cl_adopt_t *a = arg;
     pthread_setname_np(pthread_self(), "an-adopt");
+    uint64_t scan_at = an_now_ms() + ADOPT_SCAN_MS;
     pthread_mutex_lock(&a->mu);
     while (!a->stop) {
+        if (scan_at != 0 && an_now_ms() >= scan_at) {
+            scan_at = 0;
+            pthread_mutex_unlock(&a->mu);
+            startup_scan(a);
+            pthread_mutex_lock(&a->mu);
+            continue;
+        }
         if (a->nwatch == 0) {
-            pthread_cond_wait(&a->cv, &a->mu);
+            if (scan_at == 0) {
+                pthread_cond_wait(&a->cv, &a->mu);
+            } else {
+                struct timespec ts;
+                clock_gettime(CLOCK_REALTIME, &ts);
+                ts.tv_nsec += ADOPT_POLL_MS * 1000000L;
+                if (ts.tv_nsec >= 1000000000L) {
+                    ts.tv_sec++;
+                    ts.tv_nsec -= 1000000000L;
+                }
+                pthread_cond_timedwait(&a->cv, &a->mu, &ts);
+            }
             continue;
         }
         ad_watch_t copy[CL_MAX_NODES];

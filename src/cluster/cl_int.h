@@ -278,6 +278,10 @@ int cl_adopt_pending(cl_t *cl);
  * cl_adopt_pending is 1 too, so the gate closes as soon as etcd's answer
  * is seen, not one thread hop later. */
 void cl_adopt_early(cl_t *cl, int delta);
+/* Any thread (cluster.c): a store of node `name` found in Redis at start;
+ * on the link thread, unless it is a member, it is watched as if it had
+ * just gone out (cl_adopt_member). */
+void cl_adopt_unseen(cl_t *cl, const char *name);
 /* The copies other nodes kept for a dead node (cl_hand.c), while this node
  * adopts it: expect (link thread) how many nodes were asked; collected:
  * copies for it (new references, given; the array stays the caller's),

@@ -386,6 +386,26 @@ static void cl_member_post(cl_t *cl, const char *name, const char *addr, int pre
     }
 }
 
+/* Link thread: a store of a node that is not a member, found at start
+ * (cl_adopt.c): watched as if this node had seen it go out. */
+static void cl_unseen_apply(cl_t *cl, void *arg)
+{
+    char *name = arg;
+    int idx = strcmp(name, cl->conf->node) == 0 ? -1 : cl_node_index(cl, name);
+    if (idx > 0 && !cl->nodes[idx].member && cl->adopt != NULL)
+        cl_adopt_member(cl, name, 0, cl_adopt_rank(cl, name));
+    free(name);
+}
+
+void cl_adopt_unseen(cl_t *cl, const char *name)
+{
+    size_t l = strlen(name);
+    char *s = an_malloc(l + 1);
+    memcpy(s, name, l + 1);
+    if (cl_post(cl, cl_unseen_apply, s) < 0)
+        free(s);
+}
+
 void cl_member_seen(cl_t *cl, const char *name, const char *link_addr)
 {
     cl_member_post(cl, name, link_addr, 1);

@@ -27,8 +27,13 @@ others' routes, and go on again: a message published between the adopter's
 ask and its routes reaching the publisher's node is not covered yet
 (docs/cluster.md "A dead node's sessions", what it does not cover).
 
-FAILOVER_ROUNDS kill rounds (default 2; the issue's run: 10)."""
+FAILOVER_ROUNDS kill rounds (default 2; the issue's run: 10).
 
+test_node_started_after_the_death: a node that starts after a member died
+(its lease expired, no node up saw it go out) finds its store in Redis and
+adopts its sessions."""
+
+import base64
 import os
 import shutil
 import socket
@@ -362,3 +367,39 @@ def test_kill_rounds_through_haproxy(redis, cluster):
         for t in subs + pubs:
             t.join(5)
         lb.stop()
+
+
+def test_node_started_after_the_death(redis, cluster):
+    """A node that starts after a member died (no node up saw it go out)
+    finds its store in Redis and adopts its sessions: the subscriber
+    resumes there with its queued message."""
+    cluster.start_etcd()
+    a = cluster.start_node("a", workers=2, persistence=redis_persistence(redis))
+    wait_members([a], 1, timeout=30 * SLOW)
+    s = RawClient(a.host, a.port, timeout=T)
+    assert s.connect("late-sub", clean=False, timeout=T).rc == 0
+    assert s.subscribe(1, [("late/t", 1)], timeout=T).codes == [1]
+    s.go_offline(T)
+    p = RawClient(a.host, a.port, timeout=T)
+    assert p.connect("late-pub", timeout=T).rc == 0
+    p.send(publish("late/t", b"kept", qos=1, pid=1))
+    assert p.recv(T).type == PUBACK
+    p.close()
+    a.kill()
+
+    def a_gone():  # its lease expired: no member key left
+        j = cluster.etcd.call("/v3/kv/range", {
+            "key": base64.b64encode(b"/antenna/t/members/").decode(),
+            "range_end": base64.b64encode(b"/antenna/t/members0").decode(),
+            "count_only": True})
+        return int(j.get("count", 0)) == 0
+    wait_for(a_gone, 20 * SLOW, what="a's member key gone with its lease")
+    b = cluster.start_node("b", workers=2, persistence=redis_persistence(redis))
+    wait_for(lambda: (metric(b, "antenna_cluster_adoptions_total") or 0) == 1, 30 * SLOW,
+             what="b adopted a's sessions")
+    c, ack = lb_connect(b.port, "late-sub", False, time.monotonic() + 20 * SLOW)
+    assert ack.session_present == 1
+    m = c.recv(T)
+    assert m.type == PUBLISH and m.payload == b"kept", m
+    c.send(puback(m.pid))
+    c.close()
