@@ -391,9 +391,16 @@ static void cl_member_post(cl_t *cl, const char *name, const char *addr, int pre
 static void cl_unseen_apply(cl_t *cl, void *arg)
 {
     char *name = arg;
-    int idx = strcmp(name, cl->conf->node) == 0 ? -1 : cl_node_index(cl, name);
-    if (idx > 0 && !cl->nodes[idx].member && cl->adopt != NULL)
+    int known = strcmp(name, cl->conf->node) == 0;
+    for (int i = 1; i < CL_MAX_NODES && !known; i++)
+        known = cl->nodes[i].used && strcmp(cl->nodes[i].name, name) == 0;
+    /* a node heard of (a member, or seen go out: watched then) is not */
+    if (!known && cl->adopt != NULL && cl_node_index(cl, name) > 0) {
+        log_info("cluster: node %s is not a member and its store is in Redis: watched for "
+                 "sessions to adopt",
+                 name);
         cl_adopt_member(cl, name, 0, cl_adopt_rank(cl, name));
+    }
     free(name);
 }
 
