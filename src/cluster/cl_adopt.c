@@ -12,7 +12,12 @@
  * serves.  While a watch runs, this node's connect gate refuses CONNECTs
  * that resume a session (clean start 0) with 0x88, so that no client
  * starts afresh somewhere while its session waits in N's store (the client
- * retries).  The adopter thread looks at each watched store every
+ * retries); the gate closes already when the etcd thread sees N go out
+ * (cl_adopt_early, before the link thread starts the watch) and opens as
+ * soon as N's adopter says its claims are made (cl_adopt_over: its
+ * CL_F_ADOPT_OVER, or this node's own adoption; a watch so opened closes
+ * again if the adopter's lock is found gone before N's store says
+ * "adopted").  The adopter thread looks at each watched store every
  * ADOPT_POLL_MS (store_redis_peek: lock, state, any session):
  *   - state "stopped" (N closed its store cleanly: a stop or a drain; its
  *     sessions wait for a node with its name), "adopted by ..." (done), no
@@ -26,7 +31,10 @@
  *     first survivor at once, the next ones later in case it dies midway),
  *     adopt: only the node that takes N's lock (store_open) does.
  * A watch ends at the latest cluster.adopt_wait after the member went out
- * (logged).  A member that comes back ends its watch.
+ * (logged).  A member that comes back ends its watch.  ADOPT_SCAN_MS after
+ * start the adopter thread also looks for the stores in Redis of nodes that
+ * are not members (startup_scan: they died before this node came, nobody
+ * up saw them go) and watches them the same way (cl_adopt_unseen).
  *
  * An adoption, on the adopter thread, with N's store open (its lock held):
  *   1. read N's sessions, queues and incoming QoS 2 ids (store_scan), each
@@ -49,7 +57,10 @@
  *      publishers' acknowledgements leave: cl_hand_done);
  *   4. claim the installed client ids in etcd under this node's lease; one
  *      owned by another live node meanwhile (its client connected there
- *      with clean start) ends here (cl_owner_kick);
+ *      with clean start) ends here (cl_owner_kick); every claim answered:
+ *      the ids claimed go to the members and this node's registry, and
+ *      the gates open (cl_hand_over: CL_F_ADOPT_IDS, CL_F_ADOPT_OVER;
+ *      cl_recent.c);
  *   5. only now delete N's records (sessions, queues, QoS 2 ids and its
  *      retained messages, which every node has already: retained messages
  *      are replicated) and close N's store: the close leaves the state
@@ -80,17 +91,19 @@
 #include "trie.h"
 #include "util.h"
 
-#define ADOPT_POLL_MS 250      /* a watched store is looked at this often */
+#define ADOPT_POLL_MS 100      /* a watched store is looked at this often */
 #define ADOPT_RANK_MS 3000     /* the next survivor's turn comes this much later */
 #define ADOPT_RETRY_MS 1000    /* after a failed adoption */
 #define ADOPT_INSTALL_MS 60000 /* the workers install within this, or it fails */
 #define ADOPT_CLAIMS_MS 10000  /* etcd answers the claims within this */
 #define ADOPT_COLLECT_MS 5000  /* the members send what they kept for N within this */
+#define ADOPT_SCAN_MS 2000     /* after start: the stores of nodes not members looked for */
 
 typedef struct {
     char name[CL_NAME_MAX];
     uint64_t since, try_at; /* monotonic ms */
     int gate;               /* resuming CONNECTs wait (0: N itself holds its lock) */
+    int over;               /* its adopter claimed the client ids: no gate (cl_adopt_over) */
 } ad_watch_t;
 
 struct cl_adopt_s {
@@ -103,6 +116,7 @@ struct cl_adopt_s {
     ad_watch_t watch[CL_MAX_NODES]; /* under mu */
     uint32_t nwatch;
     _Atomic uint32_t pending; /* watches with gate set, for the connect gate */
+    _Atomic int32_t early;    /* departures the etcd thread saw, not yet watched (link thread) */
     _Atomic uint64_t adoptions, sessions, messages, failures, last_ms, last_sessions;
     _Atomic uint64_t handed; /* copies kept by the members, merged into adopted sessions */
     /* the copies the members kept for the node being adopted (cl_hand.c),
@@ -203,6 +217,7 @@ void cl_adopt_member(cl_t *cl, const char *name, int present, int rank)
             w->since = an_now_ms();
             w->try_at = w->since + (uint64_t)rank * ADOPT_RANK_MS;
             w->gate = 1;
+            w->over = 0;
         }
     }
     pending_update(a);
@@ -212,7 +227,14 @@ void cl_adopt_member(cl_t *cl, const char *name, int present, int rank)
 
 int cl_adopt_pending(cl_t *cl)
 {
-    return cl->adopt != NULL && atomic_load_explicit(&cl->adopt->pending, memory_order_relaxed);
+    return cl->adopt != NULL && (atomic_load_explicit(&cl->adopt->pending, memory_order_relaxed) ||
+                                 atomic_load_explicit(&cl->adopt->early, memory_order_acquire) > 0);
+}
+
+void cl_adopt_early(cl_t *cl, int delta)
+{
+    if (cl->adopt != NULL)
+        atomic_fetch_add_explicit(&cl->adopt->early, delta, memory_order_acq_rel);
 }
 
 static void watch_end(cl_adopt_t *a, const char *name)
@@ -232,10 +254,33 @@ static void watch_gate(cl_adopt_t *a, const char *name, int gate)
 {
     pthread_mutex_lock(&a->mu);
     for (uint32_t i = 0; i < a->nwatch; i++)
-        if (strcmp(a->watch[i].name, name) == 0)
+        if (strcmp(a->watch[i].name, name) == 0 && !a->watch[i].over)
             a->watch[i].gate = gate;
     pending_update(a);
     pthread_mutex_unlock(&a->mu);
+}
+
+/* over 1: N's adopter made its claims (CL_F_ADOPT_OVER, or this node is the
+ * adopter): resuming CONNECTs go on at once (a client of N's finds its
+ * session's claim, on the adopter or through a take-over from it) instead
+ * of waiting for this node's next look at N's store; 0: that adopter died
+ * before it finished (the gate again until the next one has). */
+static void watch_over(cl_adopt_t *a, const char *name, int over)
+{
+    pthread_mutex_lock(&a->mu);
+    for (uint32_t i = 0; i < a->nwatch; i++)
+        if (strcmp(a->watch[i].name, name) == 0) {
+            a->watch[i].over = over;
+            a->watch[i].gate = !over;
+        }
+    pending_update(a);
+    pthread_mutex_unlock(&a->mu);
+}
+
+void cl_adopt_over(cl_t *cl, const char *name)
+{
+    if (cl->adopt != NULL)
+        watch_over(cl->adopt, name, 1);
 }
 
 static void watch_retry(cl_adopt_t *a, const char *name, uint64_t at)
@@ -608,6 +653,24 @@ static void collect(cl_adopt_t *a, ad_job_t *j, const char *name)
     free(v);
 }
 
+/* Every id claimed: tell the members which (they ask this node for those
+ * sessions without a claim of their own first) and open their gates. */
+static void over(cl_adopt_t *a, ad_job_t *j, const char *name, int64_t lease)
+{
+    cl_buf_t ids = {0};
+    pthread_mutex_lock(&a->mu);
+    for (size_t i = 0; i < j->n; i++)
+        if (j->v[i].claim == 1) {
+            cl_buf_reserve(&ids, 2u + j->v[i].len);
+            ids.p[ids.len++] = (uint8_t)(j->v[i].len >> 8);
+            ids.p[ids.len++] = (uint8_t)j->v[i].len;
+            memcpy(ids.p + ids.len, j->v[i].id, j->v[i].len);
+            ids.len += j->v[i].len;
+        }
+    pthread_mutex_unlock(&a->mu);
+    cl_hand_over(a->cl, name, lease, ids.p, ids.len);
+}
+
 /* ---- one adoption ---- */
 
 /* Steps 1-5 from ns, N's store (its Redis store, or its replica's copy
@@ -677,6 +740,7 @@ static int adopt_store(cl_adopt_t *a, const char *name, store_t *ns, const char 
                  name);
         goto done;
     }
+    uint64_t t_inst = an_now_ms();
 
     /* 3. in this node's store */
     int brc = store_submit_sync(srv->store, store_batch_new());
@@ -688,6 +752,7 @@ static int adopt_store(cl_adopt_t *a, const char *name, store_t *ns, const char 
         goto done;
     }
     cl_hand_done(cl, name); /* stored here: their senders release the copies */
+    uint64_t t_stored = an_now_ms();
 
     /* 4. the client ids */
     cl_etcd_t *e = cl_member_etcd(cl);
@@ -729,6 +794,9 @@ static int adopt_store(cl_adopt_t *a, const char *name, store_t *ns, const char 
         log_warn("cluster: adopting the sessions of node %s: etcd did not answer every claim "
                  "in time (the sessions stay here)",
                  name);
+    else
+        over(a, j, name, lease); /* every id claimed: the members' gates open */
+    uint64_t t_claimed = an_now_ms();
     pthread_mutex_lock(&a->mu);
     for (size_t i = 0; i < j->n; i++)
         if (j->v[i].claim == 2) {
@@ -763,10 +831,11 @@ static int adopt_store(cl_adopt_t *a, const char *name, store_t *ns, const char 
     atomic_store(&a->last_ms, ms);
     atomic_store(&a->last_sessions, installed);
     log_info("cluster: adopted the sessions of node %s from %s: %zu sessions with %zu "
-             "messages in %" PRIu64 " ms (read in %" PRIu64 " ms; %zu here already, %zu owned "
-             "elsewhere meanwhile and ended here, %zu expired, %zu unreadable)",
-             name, from, installed, j->messages, ms, t_read - t0, here, elsewhere, j->expired,
-             unreadable + j->bad);
+             "messages in %" PRIu64 " ms (read in %" PRIu64 ", installed %" PRIu64
+             ", stored %" PRIu64 ", claimed %" PRIu64 " ms after the start; %zu here already, "
+             "%zu owned elsewhere meanwhile and ended here, %zu expired, %zu unreadable)",
+             name, from, installed, j->messages, ms, t_read - t0, t_inst - t0, t_stored - t0,
+             t_claimed - t0, here, elsewhere, j->expired, unreadable + j->bad);
     rc = 0;
 done:
     if (rc != 0)
@@ -872,6 +941,77 @@ static void check_repl(cl_adopt_t *a, const ad_watch_t *w)
     }
 }
 
+/* ---- at start: stores of nodes that died before this node came ---- */
+
+typedef struct {
+    char names[CL_MAX_NODES][CL_NAME_MAX];
+    uint32_t n;
+    const char *pre, *post;
+    size_t prel, postl;
+} ad_scan_t;
+
+static void scan_key(void *arg, const char *k, size_t len)
+{
+    ad_scan_t *s = arg;
+    if (len <= s->prel + s->postl || memcmp(k, s->pre, s->prel) != 0 ||
+        memcmp(k + len - s->postl, s->post, s->postl) != 0)
+        return;
+    size_t nl = len - s->prel - s->postl;
+    if (nl >= CL_NAME_MAX || memchr(k + s->prel, 0, nl) != NULL)
+        return;
+    for (uint32_t i = 0; i < s->n; i++)
+        if (strlen(s->names[i]) == nl && memcmp(s->names[i], k + s->prel, nl) == 0)
+            return; /* SCAN may give a key twice */
+    if (s->n == CL_MAX_NODES)
+        return;
+    memcpy(s->names[s->n], k + s->prel, nl);
+    s->names[s->n++][nl] = '\0';
+}
+
+/* glob-escaped src (SCAN's MATCH) at the end of out */
+static void glob_cat(char *out, size_t cap, const char *src, size_t n)
+{
+    size_t o = strlen(out);
+    for (size_t i = 0; i < n && o + 2 < cap; i++) {
+        if (strchr("*?[]\\", src[i]) != NULL)
+            out[o++] = '\\';
+        out[o++] = src[i];
+    }
+    out[o] = '\0';
+}
+
+/* Every node's store in Redis whose node is not a member (it died while no
+ * node that is up now was a member: nobody saw it go out) is watched as if
+ * this node had seen it go out: its sessions are adopted by the same rules
+ * (a store stopped cleanly, adopted or empty ends its watch at once). */
+static void startup_scan(cl_adopt_t *a)
+{
+    const conf_t *cf = &a->cl->srv->conf;
+    const char *tmpl = cf->persistence_redis.prefix, *at = strstr(tmpl, "{node}");
+    if (at == NULL)
+        return;
+    ad_scan_t *s = an_calloc(1, sizeof(*s));
+    char post[sizeof(cf->persistence_redis.prefix) + 8], pattern[4 * sizeof(post) + 8] = "";
+    char err[512];
+    snprintf(post, sizeof(post), "%sindex", at + 6);
+    s->pre = tmpl;
+    s->prel = (size_t)(at - tmpl);
+    s->post = post;
+    s->postl = strlen(post);
+    glob_cat(pattern, sizeof(pattern), tmpl, s->prel);
+    strcat(pattern, "*");
+    glob_cat(pattern, sizeof(pattern), post, s->postl);
+    if (store_redis_scan_keys(cf->persistence_redis.url, pattern, cf->persistence_redis.timeout_ms,
+                              1000, scan_key, s, err, sizeof(err)) != 0) {
+        log_warn("cluster: looking for the stores of nodes that are not members: %s", err);
+    } else {
+        for (uint32_t i = 0; i < s->n; i++)
+            if (strcmp(s->names[i], a->cl->conf->node) != 0)
+                cl_adopt_unseen(a->cl, s->names[i]);
+    }
+    free(s);
+}
+
 /* ---- the adopter thread ---- */
 
 static void check(cl_adopt_t *a, const ad_watch_t *w, uint64_t now)
@@ -910,6 +1050,8 @@ static void check(cl_adopt_t *a, const ad_watch_t *w, uint64_t now)
      * off from etcd but alive (it renews its lock): its clients stay with
      * it, nobody else needs to wait (until its lock expires) */
     int own_holder = pk.holder[0] && !pk.holder_gone && !pk.adopting;
+    if (w->over && !(pk.holder[0] && !pk.holder_gone))
+        watch_over(a, w->name, 0); /* its adopter died before it deleted N's sessions */
     if (own_holder == w->gate)
         watch_gate(a, w->name, !own_holder);
     if ((pk.holder[0] && !pk.holder_gone) || now < w->try_at)
@@ -924,10 +1066,31 @@ static void *adopt_main(void *arg)
 {
     cl_adopt_t *a = arg;
     pthread_setname_np(pthread_self(), "an-adopt");
+    /* the start-up look is Redis': a replicated node's copies are named in
+     * etcd by the nodes that made them */
+    uint64_t scan_at = cl_repl_on(a->cl) ? 0 : an_now_ms() + ADOPT_SCAN_MS;
     pthread_mutex_lock(&a->mu);
     while (!a->stop) {
+        if (scan_at != 0 && an_now_ms() >= scan_at) {
+            scan_at = 0;
+            pthread_mutex_unlock(&a->mu);
+            startup_scan(a);
+            pthread_mutex_lock(&a->mu);
+            continue;
+        }
         if (a->nwatch == 0) {
-            pthread_cond_wait(&a->cv, &a->mu);
+            if (scan_at == 0) {
+                pthread_cond_wait(&a->cv, &a->mu);
+            } else {
+                struct timespec ts;
+                clock_gettime(CLOCK_REALTIME, &ts);
+                ts.tv_nsec += ADOPT_POLL_MS * 1000000L;
+                if (ts.tv_nsec >= 1000000000L) {
+                    ts.tv_sec++;
+                    ts.tv_nsec -= 1000000000L;
+                }
+                pthread_cond_timedwait(&a->cv, &a->mu, &ts);
+            }
             continue;
         }
         ad_watch_t copy[CL_MAX_NODES];

@@ -21,6 +21,13 @@
  * adopt, cluster.adopt_wait): the old rule.  N coming back ends the state:
  * its new process gets them again (the link resends what is unacknowledged).
  *
+ * The end (cl_hand_over, after the adopter's claims): CL_F_ADOPT_IDS, the
+ * client ids it claimed (in frames of about IDS_CHUNK bytes), then
+ * CL_F_ADOPT_OVER to every member whose link is up; a receiver keeps the
+ * ids with the sender as their owner (cl_owner_adopted) and opens its
+ * connect gate for N (cl_adopt_over).  The adopter does the same for
+ * itself.
+ *
  * Adopter side.  cl_hand_ask (adopter thread, through cl_post) sends ASK to
  * every member whose link is up and takes its own copies for N directly;
  * what arrives is passed to cl_adopt_collected, which merges the copies
@@ -138,6 +145,13 @@ static void release(cl_t *cl, int n, const char *why)
 int cl_hand_recv(cl_t *cl, cl_peer_t *p, cl_conn_t *c, uint8_t type, const uint8_t *body,
                  uint32_t len)
 {
+    if (type == CL_F_ADOPT_IDS) { /* the sender adopted them: it owns their claims */
+        if (len < 2 || 2u + (uint32_t)(body[0] << 8 | body[1]) > len)
+            return -1;
+        uint32_t off = 2u + (uint32_t)(body[0] << 8 | body[1]);
+        cl_owner_adopted(cl, cl->nodes[c->idx].name, 0, body + off, len - off);
+        return 0;
+    }
     if (type == CL_F_ADOPT_MSG) {
         cl_msg_t x;
         if (cl_dec_msg(body, len, &x) < 0 || x.topic_len == 0)
@@ -188,6 +202,8 @@ int cl_hand_recv(cl_t *cl, cl_peer_t *p, cl_conn_t *c, uint8_t type, const uint8
     }
     if (type == CL_F_ADOPT_DONE && n > 0)
         release(cl, n, NULL);
+    if (type == CL_F_ADOPT_OVER)
+        cl_adopt_over(cl, nm);
     return 0;
 }
 
@@ -242,6 +258,57 @@ static void done_task(cl_t *cl, void *arg)
     free(name);
 }
 
+typedef struct {
+    int64_t lease;
+    cl_buf_t ids;
+    char name[];
+} hand_over_t;
+
+#define IDS_CHUNK 65536 /* ids per CL_F_ADOPT_IDS frame, in bytes (about) */
+
+/* The ids in frames of IDS_CHUNK bytes or so, each cut after an id. */
+static void send_ids(cl_buf_t *out, const char *name, uint16_t nl, const cl_buf_t *ids)
+{
+    for (size_t off = 0; off + 2 <= ids->len;) {
+        size_t end = off;
+        while (end + 2 <= ids->len && end - off < IDS_CHUNK)
+            end += 2 + ((size_t)ids->p[end] << 8 | ids->p[end + 1]);
+        if (end > ids->len)
+            break; /* cannot happen: the adopter encoded them */
+        uint32_t flen = (uint32_t)(1 + 2 + nl + (end - off));
+        cl_buf_reserve(out, 4 + flen);
+        uint8_t *p = out->p + out->len;
+        p[0] = (uint8_t)(flen >> 24), p[1] = (uint8_t)(flen >> 16), p[2] = (uint8_t)(flen >> 8);
+        p[3] = (uint8_t)flen, p[4] = CL_F_ADOPT_IDS, p[5] = (uint8_t)(nl >> 8), p[6] = (uint8_t)nl;
+        memcpy(p + 7, name, nl);
+        memcpy(p + 7 + nl, ids->p + off, end - off);
+        out->len += 4 + flen;
+        off = end;
+    }
+}
+
+static void over_task(cl_t *cl, void *arg)
+{
+    hand_over_t *h = arg;
+    const char *name = h->name;
+    if (cl->links != NULL) {
+        uint16_t nl = (uint16_t)strlen(name);
+        for (int i = 1; i < CL_MAX_NODES; i++) {
+            cl_peer_t *p = &cl->links->peers[i];
+            if (!cl->nodes[i].member || p->conn == NULL || !p->conn->up)
+                continue;
+            send_ids(&p->conn->out, name, nl, &h->ids);
+            cl_enc_route(&p->conn->out, CL_F_ADOPT_OVER, (const uint8_t *)name, nl);
+            if (!(p->conn->ev.events & EV_WRITE))
+                cl_conn_flush(cl, p->conn);
+        }
+    }
+    cl_owner_adopted(cl, cl->conf->node, h->lease, h->ids.p, h->ids.len);
+    cl_adopt_over(cl, name);
+    cl_buf_free(&h->ids);
+    free(h);
+}
+
 static void end_task(cl_t *cl, void *arg)
 {
     char *name = arg;
@@ -270,6 +337,20 @@ int cl_hand_ask(cl_t *cl, const char *name)
 void cl_hand_done(cl_t *cl, const char *name)
 {
     post_name(cl, done_task, name);
+}
+
+void cl_hand_over(cl_t *cl, const char *name, int64_t lease, uint8_t *ids, size_t len)
+{
+    size_t l = strlen(name);
+    hand_over_t *h = an_malloc(sizeof(*h) + l + 1);
+    h->lease = lease;
+    h->ids = (cl_buf_t){.p = ids, .len = len, .cap = len};
+    memcpy(h->name, name, l + 1);
+    if (cl_post(cl, over_task, h) == 0)
+        return;
+    cl_adopt_over(cl, name);
+    cl_buf_free(&h->ids);
+    free(h);
 }
 
 void cl_hand_watch_end(cl_t *cl, const char *name)

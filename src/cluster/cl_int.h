@@ -68,6 +68,7 @@ typedef struct cl_owner_s cl_owner_t;   /* cl_owner.c's state */
 typedef struct cl_adopt_s cl_adopt_t;   /* cl_adopt.c's state */
 typedef struct cl_repl_s cl_repl_t;     /* cl_repl.c's state */
 typedef struct cl_conn_s cl_conn_t;
+typedef struct cl_recent_s cl_recent_t; /* cl_recent.c: ids of recent adoptions */
 
 /* One known node (the link thread's). */
 typedef struct {
@@ -212,6 +213,12 @@ void cl_member_metrics(cl_t *cl, module_metrics_t *mm);
  * none), for the client-id registry (any thread). */
 struct cl_etcd *cl_member_etcd(cl_t *cl);
 int64_t cl_member_lease(cl_t *cl);
+/* Etcd thread: fn(arg, ok) once this node's view of the members is at
+ * least as new as etcd's at this call (a full read of the member list sent
+ * after it, applied: a departure it finds reaches cl_member_gone first); ok
+ * 0 when the read failed or the node stops.  Reads are shared by the
+ * callers that wait meanwhile. */
+void cl_member_fresh(cl_t *cl, void (*fn)(void *arg, int ok), void *arg);
 
 /* ---- cl_owner.c: the client-id registry (docs/cluster.md "Client-id
  * ownership") ---- */
@@ -238,8 +245,22 @@ int cl_owner_install(worker_t *w, const char *id, uint16_t id_len, const uint8_t
 /* Any thread: end the session of client id on its home worker (a claim
  * found it owned by another node). */
 void cl_owner_kick(cl_t *cl, const char *id);
+/* Any thread: the client ids an adoption claimed (u16 len | id, each) are
+ * owned by node `owner` (this node: under `lease`): resuming CONNECTs of
+ * them skip their claim for a while (cl_recent.c). */
+void cl_owner_adopted(cl_t *cl, const char *owner, int64_t lease, const uint8_t *ids, size_t len);
 /* Any thread: hand ptr to cl_adopt_item on worker `to` (WM_CL_OWNER). */
 void cl_owner_post_adopt(cl_t *cl, uint32_t to, void *ptr);
+
+/* ---- cl_recent.c: the ids of recent adoptions, by owner (any thread) ---- */
+cl_recent_t *cl_recent_new(void);
+void cl_recent_free(cl_recent_t *r);
+/* Keep ids (u16 len | id, each; copied) as owned by `owner` (under lease). */
+void cl_recent_add(cl_recent_t *r, const char *owner, int64_t lease, const uint8_t *ids, size_t len,
+                   uint64_t now);
+/* 1 and the owner (and lease) when id is kept, taken out; else 0. */
+int cl_recent_take(cl_recent_t *r, const char *id, size_t len, uint64_t now,
+                   char owner[CL_NAME_MAX], int64_t *lease);
 
 /* ---- cl_adopt.c: a dead member's sessions adopted from its Redis store
  * (docs/cluster.md "A dead node's sessions") ---- */
@@ -258,6 +279,15 @@ void cl_adopt_member(cl_t *cl, const char *name, int present, int rank);
 /* Any thread: 1 while a member that went out may still have sessions to
  * adopt (the connect gate refuses resuming CONNECTs meanwhile: 0x88). */
 int cl_adopt_pending(cl_t *cl);
+/* Any thread: +1 when the etcd thread sees a member go out (cl_member_gone),
+ * -1 once the link thread applied it (its watch started): between the two
+ * cl_adopt_pending is 1 too, so the gate closes as soon as etcd's answer
+ * is seen, not one thread hop later. */
+void cl_adopt_early(cl_t *cl, int delta);
+/* Any thread (cluster.c): a store of node `name` found in Redis at start;
+ * on the link thread, unless it is a member, it is watched as if it had
+ * just gone out (cl_adopt_member). */
+void cl_adopt_unseen(cl_t *cl, const char *name);
 /* The copies other nodes kept for a dead node (cl_hand.c), while this node
  * adopts it: expect (link thread) how many nodes were asked; collected:
  * copies for it (new references, given; the array stays the caller's),
@@ -271,6 +301,15 @@ void cl_adopt_collected(cl_t *cl, const char *name, msg_t **v, uint32_t n, int f
 int cl_hand_ask(cl_t *cl, const char *name);
 void cl_hand_done(cl_t *cl, const char *name);
 void cl_hand_watch_end(cl_t *cl, const char *name);
+/* cl_hand.c, adopter thread: every client id of `name` is claimed here: the
+ * members' (and this node's) connect gates for it open (CL_F_ADOPT_OVER),
+ * after the ids claimed (ids: u16 len | id each, under lease; malloc'd,
+ * taken) went to them (CL_F_ADOPT_IDS) and to this node's registry
+ * (cl_owner_adopted). */
+void cl_hand_over(cl_t *cl, const char *name, int64_t lease, uint8_t *ids, size_t len);
+/* Any thread: `name`'s adopter made its claims: this node's watch of it
+ * holds CONNECTs back no longer (it still ends when the store says so). */
+void cl_adopt_over(cl_t *cl, const char *name);
 /* The home worker's part of an adoption (WM_CL_OWNER), and its drop when
  * the worker stopped. */
 void cl_adopt_item(worker_t *w, void *ptr);

@@ -573,6 +573,8 @@ static int on_frame(cl_t *cl, cl_conn_t *c, uint8_t type, const uint8_t *body, u
     case CL_F_ADOPT_MSG:
     case CL_F_ADOPT_END:
     case CL_F_ADOPT_DONE:
+    case CL_F_ADOPT_OVER:
+    case CL_F_ADOPT_IDS:
         rc = cl_hand_recv(cl, p, c, type, body, len);
         break;
     case CL_F_OWN_TAKE:

@@ -32,6 +32,11 @@
  * compared with the members known (known[]), and only the differences go
  * to cl_member_seen / cl_member_gone.
  *
+ * cl_member_fresh (the registry's, for a resuming CONNECT whose claim found
+ * no owner): one more full read, sent after the call, applied like any
+ * read, then the callers that waited for it are called; callers that come
+ * while it is in flight wait for the next one.
+ *
  * A clean stop revokes the lease (on the etcd thread, at its next tick):
  * the key goes at once and the others see this node leave without waiting
  * for lease_ttl.
@@ -62,6 +67,13 @@ typedef struct {
     char link[CL_ADDR_MAX];
 } cl_known_t;
 
+/* A caller of cl_member_fresh waiting for its read. */
+typedef struct cl_fresh_s {
+    void (*fn)(void *arg, int ok);
+    void *arg;
+    struct cl_fresh_s *next;
+} cl_fresh_t;
+
 struct cl_member_s {
     cl_t *cl;
     cl_etcd_t *client;             /* set at start, freed at free (main thread); read by all */
@@ -85,6 +97,8 @@ struct cl_member_s {
     cl_known_t known[CL_MAX_NODES];
     uint32_t nknown;
     int taken_logged;
+    cl_fresh_t *fresh_wait, *fresh_sent; /* cl_member_fresh: for the next read, this one's */
+    int fresh_inflight;
 
     /* any thread */
     _Atomic int64_t lease;  /* the current lease, 0 = none */
@@ -390,21 +404,9 @@ static void on_watch_end(void *arg, const cl_etcd_res_t *res)
     m->need_read = 1;
 }
 
-static void on_read(void *arg, const cl_etcd_res_t *res)
+/* The set read (a range answer) replaces the set known. */
+static void apply_read(cl_member_t *m, const cl_etcd_res_t *res)
 {
-    cl_member_t *m = arg;
-    m->read_inflight = 0;
-    if (res->err == CL_ETCD_ECANCELLED || atomic_load(&m->stopping))
-        return;
-    uint64_t now = an_now_ms();
-    if (res->err != CL_ETCD_OK) {
-        log_limited(10000, AN_LOG_WARN, "cluster: reading the members from etcd failed: %s",
-                    res->error);
-        m->need_read = 1;
-        m->read_retry_at = now + CL_MEMBER_RETRY_MS;
-        return;
-    }
-    /* the set read replaces the set known */
     char names[CL_MAX_NODES][CL_NAME_MAX];
     uint32_t n = 0;
     size_t i;
@@ -426,6 +428,23 @@ static void on_read(void *arg, const cl_etcd_res_t *res)
         else
             known_del(m, m->known[k].name); /* moves the last one here */
     }
+}
+
+static void on_read(void *arg, const cl_etcd_res_t *res)
+{
+    cl_member_t *m = arg;
+    m->read_inflight = 0;
+    if (res->err == CL_ETCD_ECANCELLED || atomic_load(&m->stopping))
+        return;
+    uint64_t now = an_now_ms();
+    if (res->err != CL_ETCD_OK) {
+        log_limited(10000, AN_LOG_WARN, "cluster: reading the members from etcd failed: %s",
+                    res->error);
+        m->need_read = 1;
+        m->read_retry_at = now + CL_MEMBER_RETRY_MS;
+        return;
+    }
+    apply_read(m, res);
     m->need_read = 0;
     m->read_at = now + CL_MEMBER_RESYNC_MS;
     if (m->watch_id == 0) {
@@ -444,6 +463,71 @@ static void member_read(cl_member_t *m)
     if (cl_etcd_call(m->etcd, "/v3/kv/range", cl_etcd_range_req(m->prefix, m->prefix_end), 0,
                      on_read, m) < 0)
         m->read_inflight = 0;
+}
+
+/* ---- a view as new as etcd's (cl_member_fresh) ---- */
+
+static void fresh_send(cl_member_t *m);
+
+static void fresh_call(cl_fresh_t *f, int ok)
+{
+    while (f != NULL) {
+        cl_fresh_t *next = f->next;
+        f->fn(f->arg, ok);
+        free(f);
+        f = next;
+    }
+}
+
+static void on_fresh(void *arg, const cl_etcd_res_t *res)
+{
+    cl_member_t *m = arg;
+    int ok = res->err == CL_ETCD_OK && !atomic_load(&m->stopping);
+    if (ok)
+        apply_read(m, res); /* the departures it finds: cl_member_gone, now */
+    cl_fresh_t *f = m->fresh_sent;
+    m->fresh_sent = NULL;
+    m->fresh_inflight = 0;
+    fresh_call(f, ok);
+    if (m->fresh_wait != NULL && !m->fresh_inflight) {
+        if (atomic_load(&m->stopping)) {
+            f = m->fresh_wait;
+            m->fresh_wait = NULL;
+            fresh_call(f, 0);
+        } else {
+            fresh_send(m);
+        }
+    }
+}
+
+static void fresh_send(cl_member_t *m)
+{
+    m->fresh_sent = m->fresh_wait;
+    m->fresh_wait = NULL;
+    m->fresh_inflight = 1;
+    if (cl_etcd_call(m->etcd, "/v3/kv/range", cl_etcd_range_req(m->prefix, m->prefix_end), 0,
+                     on_fresh, m) < 0) {
+        m->fresh_inflight = 0;
+        cl_fresh_t *f = m->fresh_sent;
+        m->fresh_sent = NULL;
+        fresh_call(f, 0);
+    }
+}
+
+void cl_member_fresh(cl_t *cl, void (*fn)(void *arg, int ok), void *arg)
+{
+    cl_member_t *m = cl->member;
+    if (m == NULL || m->etcd == NULL || atomic_load(&m->stopping)) {
+        fn(arg, 0);
+        return;
+    }
+    cl_fresh_t *f = an_malloc(sizeof(*f));
+    f->fn = fn;
+    f->arg = arg;
+    f->next = m->fresh_wait;
+    m->fresh_wait = f;
+    if (!m->fresh_inflight)
+        fresh_send(m); /* else when the read in flight (sent before this) is answered */
 }
 
 /* ---- leaving ---- */

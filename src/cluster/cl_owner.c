@@ -27,6 +27,12 @@
  *               OWN_TRIES times; then 0x89 (Server busy).  Created: the
  *               session is installed on the home worker (restore_session,
  *               g->apply) before the CONNECT resumes: session present 1.
+ * A resuming CONNECT (clean start 0): refused with 0x88 while a member's
+ * sessions may be adopted (cl_adopt_pending); its id claimed by a recent
+ * adoption (cl_recent.c): no claim, resumed at once on the adopter, the
+ * take asked of the adopter at once elsewhere (recent_skip); its claim
+ * finding no owner: it waits for a fresh read of the member list (see
+ * "a resuming CONNECT whose claim found no owner" below).
  * The answer goes back to the worker with proto_gate_post.  An etcd error,
  * a member without a link, a take not answered: 0x88 (Server unavailable);
  * the client retries.
@@ -79,6 +85,7 @@ typedef struct cl_claim_s {
     uint32_t req;
     int idx; /* the owner's node index */
     int tries;
+    int given;        /* its owner handed the session over (GIVEN): it was alive */
     uint64_t sent_at; /* the worker's clock when the CONNECT was parked */
     uint32_t slot;    /* cl_own_wk_t.rel index */
     int64_t rev;      /* the owner's key's mod_revision */
@@ -126,6 +133,8 @@ struct cl_owner_s {
     /* any thread */
     _Atomic uint64_t claims, created, stolen, takes_sent, takes_served, refused, released;
     _Atomic uint64_t adopt_waits; /* resuming CONNECTs refused while an adoption was pending */
+    _Atomic uint64_t adopted_here, adopted_take; /* claims skipped (cl_recent.c) */
+    cl_recent_t *recent;                         /* the ids of recent adoptions (cl_recent.c) */
 };
 
 #define OWN_INC(x) atomic_fetch_add_explicit(&(x), 1, memory_order_relaxed)
@@ -385,6 +394,67 @@ static int member_index(cl_t *cl, const char *name)
     return idx;
 }
 
+/* ---- a resuming CONNECT whose claim found no owner ----
+ *
+ * Its session, if it had one on a member that just died, is in that
+ * member's store waiting for an adopter; the dead member's claims went with
+ * its lease, in the same etcd revision as its member key.  The connect gate
+ * (cl_adopt_pending) refuses such CONNECTs once this node saw the member go
+ * out, but the claim's answer can come before the member watch's event: a
+ * session would start afresh here, and the adopter's claim would then find
+ * the id owned here and end the adopted one.  So such a claim waits for a
+ * read of the member list sent after its answer (cl_member_fresh: what
+ * went out by then is seen); a member gone out meanwhile (the gate closed):
+ * the key is deleted again, then 0x88 (the client retries, and finds its
+ * session once adopted). */
+
+static void on_unclaimed(void *arg, const cl_etcd_res_t *res)
+{
+    (void)res; /* deleted, or not ours any more: either way not claimed here */
+    answer_later(arg, MQTT_RC_SERVER_UNAVAILABLE);
+}
+
+static void unclaim_refuse(cl_claim_t *cm)
+{
+    cl_t *cl = cm->cl;
+    cl_etcd_t *e = cl_member_etcd(cl);
+    OWN_INC(cl->owner->adopt_waits);
+    log_limited(5000, AN_LOG_INFO,
+                "cluster: client '%s' claimed while a member went out: refused (0x88) until "
+                "its sessions are adopted",
+                cm->g->client_id);
+    if (e == NULL || cl_etcd_delete_if(e, cm->key, cl->conf->node, on_unclaimed, cm) < 0)
+        answer(cm, MQTT_RC_SERVER_UNAVAILABLE);
+}
+
+static void on_fresh(void *arg, int ok)
+{
+    cl_claim_t *cm = arg;
+    if (ok && !cl_adopt_pending(cm->cl))
+        answer(cm, 0); /* nobody went out: a new session */
+    else
+        unclaim_refuse(cm);
+}
+
+/* A claim found no owner (created, or taken from a node that left): go on,
+ * unless a resuming CONNECT's session may wait for an adopter. */
+static void claimed(cl_claim_t *cm, int taken_from_gone)
+{
+    cl_t *cl = cm->cl;
+    if (cm->g->clean_start || cl->adopt == NULL || cm->given) {
+        answer_later(cm, 0);
+    } else if (taken_from_gone) {
+        /* its owner left: this node saw it (member_index), so the gate
+         * says whether its sessions may still be adopted */
+        if (cl_adopt_pending(cl))
+            unclaim_refuse(cm);
+        else
+            answer_later(cm, 0);
+    } else {
+        cl_member_fresh(cl, on_fresh, cm);
+    }
+}
+
 static void on_stolen(void *arg, const cl_etcd_res_t *res)
 {
     cl_claim_t *cm = arg;
@@ -394,7 +464,7 @@ static void on_stolen(void *arg, const cl_etcd_res_t *res)
     }
     if (cl_etcd_txn_ok(res->json)) {
         OWN_INC(cm->cl->owner->stolen);
-        answer_later(cm, 0);
+        claimed(cm, 1);
         return;
     }
     if (++cm->tries > OWN_TRIES) { /* someone else was faster, again and again */
@@ -472,7 +542,7 @@ static void on_claim(void *arg, const cl_etcd_res_t *res)
     }
     if (cl_etcd_txn_ok(res->json)) {
         OWN_INC(cl->owner->created);
-        answer_later(cm, 0);
+        claimed(cm, 0);
         return;
     }
     const json_t *kv = cl_etcd_txn_kv(res->json);
@@ -563,6 +633,53 @@ static uint8_t own_apply(worker_t *w, proto_gate_t *g)
     return 0;
 }
 
+/* A resuming CONNECT of an id a recent adoption claimed (cl_recent.c): its
+ * claim's answer is known.  Adopted here, under the lease this node still
+ * has, the session still here (a take or a release would have taken the id
+ * out): it resumes at once.  Adopted by another member: the take-over is
+ * asked of it at once (it answers as to any take; the claim follows).
+ * 1 when done so, 0: claim as usual. */
+static int recent_skip(worker_t *w, cl_t *cl, cl_claim_t *cm)
+{
+    cl_owner_t *o = cl->owner;
+    proto_gate_t *g = cm->g;
+    char owner[CL_NAME_MAX];
+    int64_t lease;
+    if (!cl_recent_take(o->recent, g->client_id, g->id_len, an_now_ms(), owner, &lease))
+        return 0;
+    if (strcmp(owner, cl->conf->node) == 0) {
+        if (lease == 0 || lease != cl_member_lease(cl) ||
+            sess_table_find_id(&w->by_id, (const uint8_t *)g->client_id, g->id_len) == NULL)
+            return 0;
+        OWN_INC(o->adopted_here);
+        answer(cm, 0);
+        return 1;
+    }
+    int idx = member_index(cl, owner);
+    if (idx < 0)
+        return 0;
+    snprintf(cm->owner, sizeof(cm->owner), "%s", owner);
+    cm->idx = idx;
+    OWN_INC(o->adopted_take);
+    if (cl_post(cl, send_take, cm) < 0)
+        answer(cm, MQTT_RC_SERVER_UNAVAILABLE);
+    return 1;
+}
+
+void cl_owner_adopted(cl_t *cl, const char *owner, int64_t lease, const uint8_t *ids, size_t len)
+{
+    if (cl->owner != NULL)
+        cl_recent_add(cl->owner->recent, owner, lease, ids, len, an_now_ms());
+}
+
+/* An id whose session leaves this node: not to be resumed here unclaimed. */
+static void recent_forget(cl_t *cl, const char *id)
+{
+    char owner[CL_NAME_MAX];
+    int64_t lease;
+    cl_recent_take(cl->owner->recent, id, strlen(id), an_now_ms(), owner, &lease);
+}
+
 /* The connect gate, on the client's home worker. */
 static int own_gate(worker_t *w, proto_gate_t *g, void *user)
 {
@@ -585,6 +702,8 @@ static int own_gate(worker_t *w, proto_gate_t *g, void *user)
         answer(cm, MQTT_RC_SERVER_UNAVAILABLE);
         return 1;
     }
+    if (!g->clean_start && recent_skip(w, cl, cm))
+        return 1;
     claim_send(cm);
     return 1;
 }
@@ -632,6 +751,7 @@ static void own_take(worker_t *w, inbox_item_t *it)
     cl_take_t *tk = it->ptr;
     cl_t *cl = tk->cl;
     size_t idlen = strlen(tk->id);
+    recent_forget(cl, tk->id);
     sess_t *s = sess_table_find_id(&w->by_id, (const uint8_t *)tk->id, idlen);
     if (s != NULL) {
         if (s->ep)
@@ -800,6 +920,7 @@ int cl_owner_recv(cl_t *cl, int idx, uint8_t type, const uint8_t *body, uint32_t
                 tw_del(&cl->tw, &cm->timer);
                 free(cm->blob);
                 cm->blob = NULL;
+                cm->given = 1;
                 if (len > 4) {
                     cm->blob = an_malloc(len - 4);
                     memcpy(cm->blob, body + 4, len - 4);
@@ -842,6 +963,7 @@ static void release(worker_t *w, cl_t *cl, const char *id)
     cl_etcd_t *e = cl_member_etcd(cl);
     if (e == NULL || id == NULL)
         return;
+    recent_forget(cl, id);
     char *k = own_key(cl->owner, id);
     _Atomic uint32_t *inflight = &cl->owner->wk[w->id].rel[id_slot(id, strlen(id))];
     atomic_fetch_add_explicit(inflight, 1, memory_order_relaxed);
@@ -878,6 +1000,7 @@ int cl_owner_init(cl_t *cl)
     snprintf(o->prefix, sizeof(o->prefix), "/antenna/%s/clients/", cl->conf->name);
     o->wk = an_calloc(cl->srv->nworkers, sizeof(*o->wk));
     o->later = an_calloc(cl->srv->nworkers, sizeof(*o->later));
+    o->recent = cl_recent_new();
     cl->owner = o;
     static const worker_inbox_kind_t kind = {.run = own_item, .drop = drop_take};
     worker_inbox_register(cl->srv, WM_CL_OWNER, &kind);
@@ -917,6 +1040,7 @@ void cl_owner_free(cl_t *cl)
     for (uint32_t i = 0; i < cl->srv->nworkers; i++)
         inbox_vec_free(&o->later[i]);
     free(o->later);
+    cl_recent_free(o->recent);
     free(o);
     cl->owner = NULL;
 }
@@ -940,5 +1064,7 @@ void cl_owner_metrics(cl_t *cl, module_metrics_t *mm)
     OWN_LINE("refused", o->refused);
     OWN_LINE("released", o->released);
     OWN_LINE("adoption_pending", o->adopt_waits);
+    OWN_LINE("adopted_here", o->adopted_here);
+    OWN_LINE("adopted_take", o->adopted_take);
 #undef OWN_LINE
 }

@@ -56,6 +56,10 @@ enum {
                           * apply them to your copy of my store, then REPL_ACK (cl_repl.c) */
     CL_F_REPL_ACK,       /* u64 seq | u8 ok: your REPL_DATA up to seq is in my copy */
     CL_F_REPL_DROP,      /* empty: another node is my replica now: drop your copy of me */
+    CL_F_ADOPT_OVER,     /* u16 len | node name: its client ids are claimed by me (the
+                          * sender, its adopter): resuming CONNECTs go on */
+    CL_F_ADOPT_IDS,      /* u16 len | node name, then (u16 len | client id) each: ids of
+                          * its sessions I claimed (before ADOPT_OVER; cl_recent.c) */
     CL_F_TYPES
 };
 

@@ -355,6 +355,8 @@ static void cl_member_apply(cl_t *cl, void *arg)
     if (cl->adopt != NULL)
         cl_adopt_member(cl, n->name, m->present, m->present ? 0 : cl_adopt_rank(cl, n->name));
 done:
+    if (!m->present)
+        cl_adopt_early(cl, -1); /* its watch (if any) holds CONNECTs back from here */
     free(m);
 }
 
@@ -392,8 +394,40 @@ static void cl_member_post(cl_t *cl, const char *name, const char *addr, int pre
     snprintf(m->name, sizeof(m->name), "%s", name);
     snprintf(m->addr, sizeof(m->addr), "%s", addr ? addr : "");
     m->present = present;
-    if (cl_post(cl, cl_member_apply, m) < 0)
+    if (!present)
+        cl_adopt_early(cl, 1); /* until cl_member_apply watched it */
+    if (cl_post(cl, cl_member_apply, m) < 0) {
+        if (!present)
+            cl_adopt_early(cl, -1);
         free(m);
+    }
+}
+
+/* Link thread: a store of a node that is not a member, found at start
+ * (cl_adopt.c): watched as if this node had seen it go out. */
+static void cl_unseen_apply(cl_t *cl, void *arg)
+{
+    char *name = arg;
+    int known = strcmp(name, cl->conf->node) == 0;
+    for (int i = 1; i < CL_MAX_NODES && !known; i++)
+        known = cl->nodes[i].used && strcmp(cl->nodes[i].name, name) == 0;
+    /* a node heard of (a member, or seen go out: watched then) is not */
+    if (!known && cl->adopt != NULL && cl_node_index(cl, name) > 0) {
+        log_info("cluster: node %s is not a member and its store is in Redis: watched for "
+                 "sessions to adopt",
+                 name);
+        cl_adopt_member(cl, name, 0, cl_adopt_rank(cl, name));
+    }
+    free(name);
+}
+
+void cl_adopt_unseen(cl_t *cl, const char *name)
+{
+    size_t l = strlen(name);
+    char *s = an_malloc(l + 1);
+    memcpy(s, name, l + 1);
+    if (cl_post(cl, cl_unseen_apply, s) < 0)
+        free(s);
 }
 
 void cl_member_seen(cl_t *cl, const char *name, const char *link_addr)

@@ -303,5 +303,11 @@ typedef struct store_redis_peek {
 } store_redis_peek_t;
 int store_redis_peek(const char *url, const char *prefix, uint32_t timeout_ms,
                      store_redis_peek_t *out, char *err, size_t errlen);
+/* The keys matching a glob pattern (SCAN ... MATCH, one short connection,
+ * at most max_pages pages of about 1,000 keys), each to fn (a key may come
+ * twice, as SCAN promises).  0, or a negative error with the cause in err. */
+int store_redis_scan_keys(const char *url, const char *pattern, uint32_t timeout_ms,
+                          uint32_t max_pages, void (*fn)(void *arg, const char *key, size_t len),
+                          void *arg, char *err, size_t errlen);
 
 #endif

@@ -862,6 +862,59 @@ const store_backend_t store__redis_backend = {
 
 /* ---- store_redis_peek (store.h) ---------------------------------------- */
 
+int store_redis_scan_keys(const char *url, const char *pattern, uint32_t timeout_ms,
+                          uint32_t max_pages, void (*fn)(void *arg, const char *key, size_t len),
+                          void *arg, char *err, size_t errlen)
+{
+    rds_t *d = an_calloc(1, sizeof(*d));
+    char why[512] = "", cursor[32] = "0";
+    int rc = STORE_EIO;
+
+    pthread_mutex_init(&d->rmu, NULL);
+    if (redis_url_parse(url, &d->a, why, sizeof(why)) != 0) {
+        snprintf(err, errlen, "redis url %s", why);
+        rc = STORE_EINVAL;
+        goto done;
+    }
+    snprintf(d->url, sizeof(d->url), "%s", d->a.display);
+    d->connect_ms = d->timeout_ms = timeout_ms ? timeout_ms : 2000;
+    for (uint32_t page = 0; page < max_pages; page++) {
+        const char *av[6] = {"SCAN", cursor, "MATCH", pattern, "COUNT", "1000"};
+        redisReply *r = conn_cmd(d, &d->w, 6, av, NULL, why, sizeof(why));
+        if (r == NULL) {
+            snprintf(err, errlen, "%s", why);
+            goto done;
+        }
+        if (r->type != REDIS_REPLY_ARRAY || r->elements != 2 ||
+            r->element[0]->type != REDIS_REPLY_STRING || r->element[0]->len >= sizeof(cursor) ||
+            r->element[1]->type != REDIS_REPLY_ARRAY) {
+            if (r->type == REDIS_REPLY_ERROR)
+                reply_error(d, r, err, errlen);
+            else
+                snprintf(err, errlen, "Redis at %s: scan: unexpected answer", d->url);
+            freeReplyObject(r);
+            goto done;
+        }
+        memcpy(cursor, r->element[0]->str, r->element[0]->len);
+        cursor[r->element[0]->len] = '\0';
+        for (size_t i = 0; i < r->element[1]->elements; i++) {
+            const redisReply *k = r->element[1]->element[i];
+            if (k->type == REDIS_REPLY_STRING)
+                fn(arg, k->str, k->len);
+        }
+        freeReplyObject(r);
+        if (strcmp(cursor, "0") == 0) {
+            rc = 0;
+            break;
+        }
+    }
+    if (rc != 0)
+        snprintf(err, errlen, "Redis at %s: scan: more than %u pages", d->url, max_pages);
+done:
+    rds_free(d);
+    return rc;
+}
+
 int store_redis_peek(const char *url, const char *prefix, uint32_t timeout_ms,
                      store_redis_peek_t *out, char *err, size_t errlen)
 {
