@@ -183,16 +183,11 @@ static void local_apply(cl_t *cl, void *arg)
     L->mark_due = 1; /* cl_route_marks, after this run of tasks */
     CL_STAT_SET(cl->local_routes, L->local->n);
     if (changed && !atomic_load(&cl->stopping)) {
-        cl_conn_t *c = L->conns;
-        while (c) {
-            cl_conn_t *next = c->next;
-            if (c->up) {
+        /* written by cl_route_marks after this run of tasks, with its
+         * ROUTE_MARK: one write per link for all the run's changes */
+        for (cl_conn_t *c = L->conns; c; c = c->next)
+            if (c->up)
                 cl_enc_route(&c->out, ch->up ? CL_F_ROUTE_ADD : CL_F_ROUTE_DEL, ch->f, ch->len);
-                if (!(c->ev.events & EV_WRITE))
-                    cl_conn_flush(cl, c);
-            }
-            c = next;
-        }
     }
     free(ch);
 }
