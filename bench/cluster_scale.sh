@@ -91,7 +91,8 @@ cpu_sum() {
     echo "$s"
 }
 # SCALE_MEM=1: where the nodes' memory is (bench/node_mem.py: every node's
-# mappings, malloc_info of node 0 and node 1) and the links' buffers
+# mappings, malloc_info of node 0 and node 1) and the links' buffers; at the
+# end nodes 0 and 1 again after a malloc_trim(0)
 mem_detail() {
     [ -n "${SCALE_MEM:-}" ] || return 0
     log "memory ($1):"
@@ -195,6 +196,10 @@ RSS2=$(rss_sum)
 log "broker RSS per device after the messages: $(awk -v a="$RSS0" -v b="$RSS2" -v d="$DEVICES" \
     'BEGIN { printf "%.0f B", (b - a) * 1024 / d }')"
 mem_detail "after the messages"
+if [ -n "${SCALE_MEM:-}" ]; then
+    log "nodes 0 and 1 after malloc_trim(0) (what malloc kept free):"
+    "$ROOT/bench/node_mem.py" --trim --malloc "${PIDS[0]}" "${PIDS[1]}" >&2
+fi
 
 for p in "${GENS[@]}"; do wait "$p"; done
 GENS=()

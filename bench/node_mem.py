@@ -18,7 +18,9 @@ From /proc/PID/smaps, each process's RSS by kind of mapping:
 With --malloc, also malloc_info(3) of each process (through gdb -batch,
 which stops the process for a moment): the bytes malloc holds free in its
 arenas (fast bins and the rest) and the arenas' system bytes, i.e. heap
-kept after it was freed.  Several PIDs: one line each and the sum.
+kept after it was freed.  With --trim, malloc_trim(0) is called in each
+process first (gdb -batch): what the figures are once malloc gives its free
+pages back.  Several PIDs: one line each and the sum.
 """
 import json
 import os
@@ -96,12 +98,20 @@ def malloc_info(pid):
             "mmap": int(mmap.group(1)) if mmap else 0, "arenas": xml.count("<heap nr=")}
 
 
+def trim(pid):
+    subprocess.run(["gdb", "-batch", "-nx", "-p", str(pid),
+                    "-ex", "call ((int (*)(unsigned long))malloc_trim)(0)"],
+                   stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, timeout=60, check=False)
+
+
 def main(argv):
     want_malloc = "--malloc" in argv
     as_json = "--json" in argv
     pids = [int(a) for a in argv if not a.startswith("--")]
     rows = []
     for pid in pids:
+        if "--trim" in argv:
+            trim(pid)
         r = {"pid": pid}
         r.update(status(pid))
         r.update(smaps(pid))
