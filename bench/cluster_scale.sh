@@ -124,7 +124,7 @@ while :; do
     n=$(ls "$WORK"/ready.* 2>/dev/null | wc -l)
     [ "$n" -eq "$NODES" ] && break
     for p in "${GENS[@]}"; do
-        kill -0 "$p" 2>/dev/null || { log "a generator exited early:"; tail -3 "$WORK"/sub.*.err >&2; exit 1; }
+        kill -0 "$p" 2>/dev/null || { log "a generator exited early:"; tail -n 3 "$WORK"/sub.*.err >&2; exit 1; }
     done
     [ "$(date +%s)" -lt "$deadline" ] || { log "not all connected in 900 s"; exit 1; }
     sleep 0.2
