@@ -44,6 +44,16 @@
  * only in part leaves plaintext in the SSL that the socket no longer
  * announces: conn_read and on_resume look at SSL_pending.
  *
+ * Buffers.  Every link is read into the link thread's one buffer
+ * (cl_links_t.rbuf, CL_READ_LEN a read); what is left of a frame read in
+ * part is kept in the link's own `in` (copied back in front of the next
+ * read; a frame longer than a read grows there until it is whole), so an
+ * idle link holds no input buffer.  An output buffer over CL_OUT_KEEP is
+ * freed once drained, and any over CL_BUF_IDLE once the link has been
+ * quiet for a tick (conn_on_timer): a route storm or a big message does
+ * not leave its buffers behind on each of 50 links.  buffer_bytes and
+ * buffer_peak in the API show them.
+ *
  * Receiving.  A message read from a link becomes a msg_t (origin_node =
  * the peer, hops = 1) and an inbox item WM_CLUSTER for worker
  * (source worker % workers), so one worker's stream stays in order; that
@@ -862,7 +872,7 @@ static void conn_on_timer(tw_timer_t *t)
     tw_add(&cl->tw, &c->timer, cl->now + CL_TICK_MS);
     if (c->up && cl->now - c->last_tx >= CL_TICK_MS && conn_pending(c) == 0) {
         /* quiet for a tick: what a burst grew goes back (a PING needs little) */
-        if (c->out.cap > CL_BUF_IDLE)
+        if (c->out.len == 0 && c->out.cap > CL_BUF_IDLE)
             cl_buf_free(&c->out);
         cl_enc_empty(&c->out, CL_F_PING);
         if (conn_flush(cl, c) < 0)

@@ -5,7 +5,9 @@
  * from whichever thread subscribes) when a filter gets its first MQTT
  * subscriber on this node and when it loses its last one; each change is
  * posted, in order, to the link thread, which keeps the set (L->local) and
- * sends ROUTE_ADD / ROUTE_DEL on every link that is up.  A link that comes
+ * encodes ROUTE_ADD / ROUTE_DEL into every link that is up; after the run
+ * of tasks, cl_route_marks appends the ROUTE_MARK and writes each link
+ * once (a SUBSCRIBE storm: one write per link per run, not per route).  A link that comes
  * up gets the whole set between SYNC_BEGIN and SYNC_END.  Internal
  * consumers and other nodes' routes are not local subscribers (other
  * kinds), so they are never announced.
