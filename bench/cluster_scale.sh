@@ -82,9 +82,33 @@ rss_sum() {
     echo "$s"
 }
 slab_kb() { awk '/^Slab:/ {print $2}' /proc/meminfo; }
+# the nodes' CPU so far (utime + stime, clock ticks)
+cpu_sum() {
+    local s=0 p
+    for p in "${PIDS[@]}"; do
+        s=$((s + $(awk '{print $14 + $15}' "/proc/$p/stat")))
+    done
+    echo "$s"
+}
+# SCALE_MEM=1: where the nodes' memory is (bench/node_mem.py: every node's
+# mappings, malloc_info of node 0 and node 1) and the links' buffers; at the
+# end nodes 0 and 1 again after a malloc_trim(0)
+mem_detail() {
+    [ -n "${SCALE_MEM:-}" ] || return 0
+    log "memory ($1):"
+    "$ROOT/bench/node_mem.py" "${PIDS[@]}" | tail -1 >&2
+    "$ROOT/bench/node_mem.py" --malloc "${PIDS[0]}" "${PIDS[1]}" >&2
+    local p
+    for p in "${APIS[0]}" "${APIS[1]}"; do
+        curl -s -m 5 -H "Authorization: Bearer $API_KEY" "http://127.0.0.1:$p/api/v1/nodes" |
+            python3 -c 'import json,sys; d=json.load(sys.stdin); ls=[n.get("link_state",{}) for n in d["nodes"] if not n["self"]]; print("  links: buffers %d kB now, %d kB at their peaks; Bloom filters %d kB" % (sum(l.get("buffer_bytes",0) for l in ls)//1024, sum(l.get("buffer_peak",0) for l in ls)//1024, sum(l.get("route_bloom_bytes",0) for l in ls)//1024))' >&2
+    done
+}
 
 RSS0=$(rss_sum)
 SLAB0=$(slab_kb)
+mem_detail "idle nodes"
+CPU0=$(cpu_sum)
 IFADDRS=$(seq -s, -f '127.0.1.%g' 1 60)
 log "devices: $DEVICES ($PER per node), held $HOLD s"
 T0=$(date +%s.%N)
@@ -100,12 +124,13 @@ while :; do
     n=$(ls "$WORK"/ready.* 2>/dev/null | wc -l)
     [ "$n" -eq "$NODES" ] && break
     for p in "${GENS[@]}"; do
-        kill -0 "$p" 2>/dev/null || { log "a generator exited early:"; tail -3 "$WORK"/sub.*.err >&2; exit 1; }
+        kill -0 "$p" 2>/dev/null || { log "a generator exited early:"; tail -n 3 "$WORK"/sub.*.err >&2; exit 1; }
     done
     [ "$(date +%s)" -lt "$deadline" ] || { log "not all connected in 900 s"; exit 1; }
     sleep 0.2
 done
 T1=$(date +%s.%N)
+CPU1=$(cpu_sum)
 short=$(awk -v want="$PER" '$2 != want { n++ } END { print n + 0 }' "$WORK"/ready.*)
 if [ "$short" -gt 0 ]; then
     log "$short generator(s) connected fewer than $PER devices:"
@@ -136,6 +161,13 @@ T2=$(date +%s.%N)
 log "routes complete on every node $(awk -v a="$T1" -v b="$T2" 'BEGIN { printf "%.1f", b - a }') s later"
 RSS1=$(rss_sum)
 SLAB1=$(slab_kb)
+CPU2=$(cpu_sum)
+HZ=$(getconf CLK_TCK)
+log "nodes' CPU per device: $(awk -v a="$CPU0" -v b="$CPU1" -v c="$CPU2" -v hz="$HZ" -v d="$DEVICES" \
+    'BEGIN { printf "%.0f us connecting, %.0f us with the routes complete", (b - a) * 1e6 / hz / d, (c - a) * 1e6 / hz / d }')"
+log "broker RSS per device with the routes complete: $(awk -v a="$RSS0" -v b="$RSS1" -v d="$DEVICES" \
+    'BEGIN { printf "%.0f B", (b - a) * 1024 / d }')"
+mem_detail "routes complete"
 
 mosquitto_pub -p "${PORTS[0]}" -t bcast -m broadcast -q 1 || { log "broadcast publish failed"; exit 1; }
 /usr/bin/python3 - "${PORTS[0]}" "$NODES" "$PER" "$RANDOM_MSGS" >"$WORK/random.txt" <<'EOF'
@@ -160,6 +192,14 @@ c.disconnect()
 EOF
 ACKED=$(cat "$WORK/random.txt")
 log "broadcast sent; $ACKED of $RANDOM_MSGS random device messages acknowledged"
+RSS2=$(rss_sum)
+log "broker RSS per device after the messages: $(awk -v a="$RSS0" -v b="$RSS2" -v d="$DEVICES" \
+    'BEGIN { printf "%.0f B", (b - a) * 1024 / d }')"
+mem_detail "after the messages"
+if [ -n "${SCALE_MEM:-}" ]; then
+    log "nodes 0 and 1 after malloc_trim(0) (what malloc kept free):"
+    "$ROOT/bench/node_mem.py" --trim --malloc "${PIDS[0]}" "${PIDS[1]}" >&2
+fi
 
 for p in "${GENS[@]}"; do wait "$p"; done
 GENS=()

@@ -95,6 +95,8 @@ typedef struct {
     _Atomic uint64_t oldest;      /* the oldest of them: its publish time (wall ms), 0: none
                                  * or unknown (the API's lag_ms) */
     _Atomic uint64_t out_bytes;   /* bytes waiting in the link's output */
+    _Atomic uint64_t buf_bytes;   /* the link's input and output buffers (capacity) */
+    _Atomic uint64_t buf_peak;    /* their highest since the link came up */
     _Atomic uint64_t routes;      /* filters the peer announced */
     _Atomic uint64_t unmatched;   /* messages from the peer no subscriber here matched
                                  * (a Bloom filter's false positive, a collision, a

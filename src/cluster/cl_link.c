@@ -44,6 +44,16 @@
  * only in part leaves plaintext in the SSL that the socket no longer
  * announces: conn_read and on_resume look at SSL_pending.
  *
+ * Buffers.  Every link is read into the link thread's one buffer
+ * (cl_links_t.rbuf, CL_READ_LEN a read); what is left of a frame read in
+ * part is kept in the link's own `in` (copied back in front of the next
+ * read; a frame longer than a read grows there until it is whole), so an
+ * idle link holds no input buffer.  An output buffer over CL_OUT_KEEP is
+ * freed once drained, and any over CL_BUF_IDLE once the link has been
+ * quiet for a tick (conn_on_timer): a route storm or a big message does
+ * not leave its buffers behind on each of 50 links.  buffer_bytes and
+ * buffer_peak in the API show them.
+ *
  * Receiving.  A message read from a link becomes a msg_t (origin_node =
  * the peer, hops = 1) and an inbox item WM_CLUSTER for worker
  * (source worker % workers), so one worker's stream stays in order; that
@@ -120,6 +130,18 @@ static cl_conn_t *conn_new(cl_t *cl, int fd, int dialer, const char *addr)
     return c;
 }
 
+/* The link's buffers for the API (buffer_bytes, buffer_peak). */
+static void conn_buf_stat(cl_t *cl, const cl_conn_t *c)
+{
+    if (c->idx <= 0 || !c->up)
+        return;
+    cl_link_stats_t *st = &cl->lstats[c->idx];
+    uint64_t b = c->in.cap + c->out.cap;
+    CL_STAT_SET(st->buf_bytes, b);
+    if (b > CL_STAT_GET(st->buf_peak))
+        CL_STAT_SET(st->buf_peak, b);
+}
+
 /* Close c (logged when it was some peer's link), free it. */
 static void conn_close(cl_t *cl, cl_conn_t *c, const char *why)
 {
@@ -141,6 +163,7 @@ static void conn_close(cl_t *cl, cl_conn_t *c, const char *why)
         p->conn = NULL;
         CL_STAT_SET(cl->lstats[c->idx].state, CL_LINK_DOWN);
         CL_STAT_SET(cl->lstats[c->idx].out_bytes, 0);
+        CL_STAT_SET(cl->lstats[c->idx].buf_bytes, 0);
         if (c->up && atomic_load(&cl->stopping))
             log_info("cluster: link to %s closed: this node stops", cl->nodes[c->idx].name);
         else if (c->up)
@@ -207,6 +230,7 @@ static int conn_flush(cl_t *cl, cl_conn_t *c)
         ev_watch_modify(&cl->loop, &c->ev, want);
     if (c->idx > 0 && c->up)
         CL_STAT_SET(cl->lstats[c->idx].out_bytes, c->out.len - c->out_off);
+    conn_buf_stat(cl, c);
     return 0;
 }
 
@@ -462,6 +486,7 @@ static int on_auth(cl_t *cl, cl_conn_t *c, const uint8_t *body, uint32_t len)
         conn_close(cl, p->conn, "replaced by a new link");
     p->conn = c;
     c->up = 1;
+    CL_STAT_SET(cl->lstats[c->idx].buf_peak, 0);
     p->backoff_ms = 0;
     cl_link_up(cl, p, c);
     return 0;
@@ -656,6 +681,26 @@ static void on_resume(tw_timer_t *t)
     }
 }
 
+/* After a read into b (the thread's rbuf, or c->in for a long frame) and
+ * its first `off` bytes handled: the rest, a frame read in part, is kept
+ * at the start of c->in. */
+static void keep_rest(cl_conn_t *c, cl_buf_t *b, size_t off)
+{
+    size_t rest = b->len - off;
+    if (b == &c->in) {
+        if (off > 0 && rest > 0)
+            memmove(c->in.p, c->in.p + off, rest);
+        c->in.len = rest;
+        return;
+    }
+    b->len = 0;
+    if (rest == 0)
+        return;
+    cl_buf_reserve(&c->in, rest);
+    memcpy(c->in.p, b->p + off, rest);
+    c->in.len = rest;
+}
+
 /* Read and handle what arrived; -1 when c was closed. */
 static int conn_read(cl_t *cl, cl_conn_t *c)
 {
@@ -673,23 +718,45 @@ static int conn_read(cl_t *cl, cl_conn_t *c)
     }
     int tls_end = 0; /* TLS: the peer closed or failed after what was read */
     tp_read_t tr;
-    size_t full = 65536; /* a read this long: more may wait */
+    size_t full = CL_READ_LEN; /* a read this long: more may wait */
+    cl_buf_t *rb = &cl->links->rbuf;
     for (int rounds = 0; rounds < 16; rounds++) {
-        cl_buf_reserve(&c->in, 65536);
+        /* read into the thread's one buffer (rbuf), after what c kept of a
+         * frame read in part; only a frame longer than a read keeps
+         * growing in c->in */
+        cl_buf_t *b = rb;
+        if (c->in.len > CL_READ_LEN) {
+            b = &c->in;
+        } else {
+            rb->len = 0;
+            if (c->in.len > 0) {
+                cl_buf_reserve(rb, c->in.len + CL_READ_LEN);
+                memcpy(rb->p, c->in.p, c->in.len);
+                rb->len = c->in.len;
+                c->in.len = 0;
+            }
+        }
+        cl_buf_reserve(b, CL_READ_LEN);
         ssize_t n;
         if (c->tp != NULL) {
-            tr.buf = c->in.p + c->in.len;
-            tr.cap = full = c->in.cap - c->in.len;
+            tr.buf = b->p + b->len;
+            tr.cap = full = b->cap - b->len;
             tls_end = c->tp->ops->read(c->tp, c->fd, &tr) != TP_OK;
             n = (ssize_t)tr.len;
-            if (n == 0 && !tls_end)
+            if (n == 0 && !tls_end) {
+                keep_rest(c, b, 0);
                 break;
+            }
         } else {
-            n = recv(c->fd, c->in.p + c->in.len, c->in.cap - c->in.len, 0);
-            if (n < 0 && errno == EINTR)
+            n = recv(c->fd, b->p + b->len, b->cap - b->len, 0);
+            if (n < 0 && errno == EINTR) {
+                keep_rest(c, b, 0);
                 continue;
-            if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK))
+            }
+            if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) {
+                keep_rest(c, b, 0);
                 break;
+            }
         }
         if (n <= 0) {
             cl_recv_flush(cl);
@@ -701,11 +768,11 @@ static int conn_read(cl_t *cl, cl_conn_t *c)
             conn_close(cl, c, tls_end ? tr.why : n < 0 ? strerror(errno) : "closed by the peer");
             return -1;
         }
-        c->in.len += (size_t)n;
+        b->len += (size_t)n;
         c->last_rx = cl->now;
         if (c->idx > 0)
             CL_STAT_ADD(cl->lstats[c->idx].bytes_in, (uint64_t)n);
-        if (c->tp == NULL && !c->got_hello && c->in.p[0] == 0x16) { /* frames start 0x00 */
+        if (c->tp == NULL && !c->got_hello && b->p[0] == 0x16) { /* frames start 0x00 */
             cl_recv_flush(cl);
             return refuse(cl, c, peer_name(cl, c),
                           "the peer speaks TLS (cluster.tls is false on this node)");
@@ -715,8 +782,8 @@ static int conn_read(cl_t *cl, cl_conn_t *c)
             uint8_t type;
             const uint8_t *body;
             uint32_t blen;
-            long fl = cl_frame_next(c->in.p + off, c->in.len - off, c->up ? CL_FRAME_MAX : 4096,
-                                    &type, &body, &blen);
+            long fl = cl_frame_next(b->p + off, b->len - off, c->up ? CL_FRAME_MAX : 4096, &type,
+                                    &body, &blen);
             if (fl == 0)
                 break;
             if (fl < 0) {
@@ -730,10 +797,7 @@ static int conn_read(cl_t *cl, cl_conn_t *c)
             }
             off += (size_t)fl;
         }
-        if (off > 0) {
-            memmove(c->in.p, c->in.p + off, c->in.len - off);
-            c->in.len -= off;
-        }
+        keep_rest(c, b, off);
         if (tls_end) {
             cl_recv_flush(cl);
             conn_close(cl, c, tr.why);
@@ -748,8 +812,9 @@ static int conn_read(cl_t *cl, cl_conn_t *c)
         if (!tw_pending(&cl->links->resume))
             tw_add(&cl->tw, &cl->links->resume, cl->now + CL_RESUME_MS);
     }
-    if (c->in.len == 0 && c->in.cap > CL_OUT_KEEP)
+    if (c->in.len == 0 && c->in.cap > CL_BUF_IDLE) /* a long frame is over */
         cl_buf_free(&c->in);
+    conn_buf_stat(cl, c);
     cl_recv_flush(cl);
     if (c->up) {
         if (cl->now < c->slow_until && inboxes_over(cl, CL_INBOX_SLOW)) {
@@ -815,9 +880,16 @@ static void conn_on_timer(tw_timer_t *t)
     }
     tw_add(&cl->tw, &c->timer, cl->now + CL_TICK_MS);
     if (c->up && cl->now - c->last_tx >= CL_TICK_MS && conn_pending(c) == 0) {
+        /* quiet for a tick: what a burst grew goes back (a PING needs little) */
+        if (c->out.len == 0 && c->out.cap > CL_BUF_IDLE)
+            cl_buf_free(&c->out);
         cl_enc_empty(&c->out, CL_F_PING);
-        conn_flush(cl, c);
+        if (conn_flush(cl, c) < 0)
+            return;
     }
+    if (c->in.len == 0 && c->in.cap > 0 && cl->now - c->last_rx >= CL_TICK_MS)
+        cl_buf_free(&c->in);
+    conn_buf_stat(cl, c);
 }
 
 /* ---- the module's interface (cl_int.h) ---- */
@@ -973,6 +1045,7 @@ void cl_links_free(cl_t *cl)
         free(L->peers[i].lk);
     }
     cl_fwd_free(cl);
+    cl_buf_free(&L->rbuf);
     if (L->listen_fd >= 0)
         close(L->listen_fd);
     tls_ctx_free(L->tls_ctx);

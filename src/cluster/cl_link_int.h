@@ -16,6 +16,8 @@
 #define CL_BACKOFF_MAX_MS 5000 /* ... doubling to this */
 #define CL_OUT_MAX (8u << 20)  /* a link's output over this: QoS 0 dropped, QoS 1/2 wait */
 #define CL_OUT_KEEP (1u << 20) /* buffers above this are freed once empty */
+#define CL_BUF_IDLE 4096       /* ... and above this once quiet for a tick */
+#define CL_READ_LEN 65536      /* a read from a link, into cl_links_t.rbuf */
 #define CL_PEND_MAX 1000000    /* QoS 1/2 messages kept per peer until acknowledged */
 #define CL_PEND_HIGH 10000     /* more unacknowledged: the peer is busy, publishers ... */
 #define CL_PEND_LOW 5000       /* ... pause (router.h back-pressure) until under this */
@@ -48,7 +50,8 @@ struct cl_conn_s {
     uint64_t started, last_rx, last_tx;
     uint64_t slow_until; /* ACKs wait for the workers (conn_read) until then */
     tw_timer_t timer;
-    cl_buf_t in, out;
+    cl_buf_t in; /* a frame read in part (reads go to cl_links_t.rbuf) */
+    cl_buf_t out;
     size_t out_off;
     /* cluster.tls: the tls transport (net_tls.h) over fd and its SSL; NULL:
      * plain TCP (recv/send directly, nothing added) */
@@ -148,6 +151,7 @@ struct cl_links_s {
     ev_watcher_t listen_ev;
     struct ssl_ctx_st *tls_ctx; /* cluster.tls: both roles (read-only once built) */
     cl_conn_t *conns;
+    cl_buf_t rbuf; /* every link reads here (conn_read: one at a time) */
     uint64_t incarnation;
     uint32_t nworkers;
     cl_wq_t *wq;       /* [nworkers]: worker i's batch (worker i only) */

@@ -5,7 +5,9 @@
  * from whichever thread subscribes) when a filter gets its first MQTT
  * subscriber on this node and when it loses its last one; each change is
  * posted, in order, to the link thread, which keeps the set (L->local) and
- * sends ROUTE_ADD / ROUTE_DEL on every link that is up.  A link that comes
+ * encodes ROUTE_ADD / ROUTE_DEL into every link that is up; after the run
+ * of tasks, cl_route_marks appends the ROUTE_MARK and writes each link
+ * once (a SUBSCRIBE storm: one write per link per run, not per route).  A link that comes
  * up gets the whole set between SYNC_BEGIN and SYNC_END.  Internal
  * consumers and other nodes' routes are not local subscribers (other
  * kinds), so they are never announced.
@@ -183,16 +185,11 @@ static void local_apply(cl_t *cl, void *arg)
     L->mark_due = 1; /* cl_route_marks, after this run of tasks */
     CL_STAT_SET(cl->local_routes, L->local->n);
     if (changed && !atomic_load(&cl->stopping)) {
-        cl_conn_t *c = L->conns;
-        while (c) {
-            cl_conn_t *next = c->next;
-            if (c->up) {
+        /* written by cl_route_marks after this run of tasks, with its
+         * ROUTE_MARK: one write per link for all the run's changes */
+        for (cl_conn_t *c = L->conns; c; c = c->next)
+            if (c->up)
                 cl_enc_route(&c->out, ch->up ? CL_F_ROUTE_ADD : CL_F_ROUTE_DEL, ch->f, ch->len);
-                if (!(c->ev.events & EV_WRITE))
-                    cl_conn_flush(cl, c);
-            }
-            c = next;
-        }
     }
     free(ch);
 }

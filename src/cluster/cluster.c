@@ -230,12 +230,19 @@ int cl_post(cl_t *cl, void (*fn)(cl_t *cl, void *arg), void *arg)
     t->fn = fn;
     t->arg = arg;
     pthread_mutex_lock(&cl->mu);
+    /* a list that was not empty has been woken for already, and the
+     * thread takes it whole after reading the wake-up (cl_on_wake): one
+     * write(2) per run of tasks, not per task (a storm of subscriptions
+     * posts one per route change) */
+    int wake = cl->tasks == NULL;
     *cl->tasks_tail = t;
     cl->tasks_tail = &t->next;
     pthread_mutex_unlock(&cl->mu);
-    uint64_t one = 1;
-    ssize_t n = write(cl->wake.fd, &one, sizeof(one));
-    (void)n; /* EAGAIN: the counter is full, the thread is woken anyway */
+    if (wake) {
+        uint64_t one = 1;
+        ssize_t n = write(cl->wake.fd, &one, sizeof(one));
+        (void)n; /* EAGAIN: the counter is full, the thread is woken anyway */
+    }
     return 0;
 }
 
@@ -464,6 +471,8 @@ static json_t *cl_link_json(cl_link_stats_t *st)
     json_object_set_new(o, "unmatched", json_integer((json_int_t)CL_STAT_GET(st->unmatched)));
     json_object_set_new(o, "route_bloom_bytes",
                         json_integer((json_int_t)CL_STAT_GET(st->bloom_bytes)));
+    json_object_set_new(o, "buffer_bytes", json_integer((json_int_t)CL_STAT_GET(st->buf_bytes)));
+    json_object_set_new(o, "buffer_peak", json_integer((json_int_t)CL_STAT_GET(st->buf_peak)));
     json_object_set_new(o, "route_resyncs", json_integer((json_int_t)CL_STAT_GET(st->resyncs)));
     int tls = CL_STAT_GET(st->tls) != 0;
     json_object_set_new(o, "tls", json_boolean(tls));
