@@ -19,12 +19,21 @@
  * (inbox.h) is rung only while this worker sleeps: before each wait
  * inbox_sleep says whether items came without one (then the wait does not
  * block), and after the wait they are run even without the eventfd.  A
- * doorbell for another worker that woke less than wake_defer_us ago is
+ * doorbell for another worker that woke less than coalesce_us ago is
  * deferred (a busy worker takes our items in its next turn anyway): its
  * time is in ring_at[], our wait is cut to the earliest (ev_loop_run_once_us),
  * and every end of turn rings_check drops those no longer needed (the
- * items taken, or the other worker running) and rings those due.  Fewer
- * wake-ups for the same deliveries, each delayed at most wake_defer_us.
+ * items taken, or the other worker running) and rings those due.
+ *
+ * Coalescing (conf workers_coalesce_us, the same window): a busy worker,
+ * one whose last wait lasted less than the window, sleeps out the rest of
+ * the window counted from its last wake-up before it polls again, so that
+ * a stream of small events (a thousand publishers' sockets, another
+ * worker's doorbells) is taken in one turn instead of a wake-up each.  An
+ * idle worker never holds back (its last wait was long); a busy one wakes
+ * at most once per window.  Fewer context switches for the same work, each
+ * event delayed at most one window: what matters when the broker shares
+ * two cores with its clients (docs/benchmarks.md, issue 15).
  *
  * Out of file descriptors (accept4: EMFILE/ENFILE), a level-triggered
  * listener stays readable and the loop would spin on it.  Each worker
@@ -68,9 +77,6 @@
  * absorb; log lines a client can cause: at most one per LOG_LIMIT_MS. */
 #define ACCEPT_PAUSE_MS 100
 #define LOG_LIMIT_MS 1000
-/* A doorbell for a worker that woke less than this long ago is deferred
- * (inbox_post_defer): it is busy and likely to take our items on its own. */
-#define WAKE_DEFER_US 100
 
 /* Keyed: no client can pick ids that all land on one worker. */
 uint32_t worker_home(const server_t *srv, const uint8_t *client_id, size_t len)
@@ -401,14 +407,14 @@ static void end_of_turn(worker_t *w)
         if (w->outbox[i].len == 0)
             continue;
         int owed = 0;
-        if (inbox_post_defer(&w->srv->workers[i].inbox, &w->outbox[i], now_us, w->wake_defer_us,
+        if (inbox_post_defer(&w->srv->workers[i].inbox, &w->outbox[i], now_us, w->coalesce_us,
                              &owed) > INBOX_HIGH) {
             /* the other worker is behind: pause our readers briefly */
             w->congested_until = w->now + CONGESTION_PAUSE_MS;
             STAT_ADD(w->stats.congested, 1);
         }
         if (owed && w->ring_at[i] == 0) {
-            w->ring_at[i] = now_us + w->wake_defer_us;
+            w->ring_at[i] = now_us + w->coalesce_us;
             w->rings_owed++;
         }
     }
@@ -453,6 +459,7 @@ static void after_poll(ev_loop_t *loop)
     clock_gettime(CLOCK_REALTIME_COARSE, &ts);
     w->wall_ms = (uint64_t)ts.tv_sec * 1000u + (uint64_t)ts.tv_nsec / 1000000u;
     inbox_wake(&w->inbox, w->turn_start);
+    w->last_sleep_us = w->turn_start - w->wait_start;
 }
 
 /* One turn: wait at most max_ms (-1: no cap) or until the next timer, run
@@ -470,9 +477,19 @@ static int turn(worker_t *w, int max_ms)
         if (timeout < 0 || d < timeout)
             timeout = d;
     }
+    if (timeout != 0 && w->last_sleep_us < w->coalesce_us) {
+        /* busy (woken again soon after the last wait began): let this
+         * window's events gather and take them in one turn */
+        uint64_t now_us = an_now_us(), until = w->turn_start + w->coalesce_us;
+        if (now_us < until && (timeout < 0 || timeout > (int64_t)(until - now_us))) {
+            struct timespec hs = {0, (long)(until - now_us) * 1000};
+            nanosleep(&hs, NULL);
+        }
+    }
     /* items whose producer saw us running and did not ring: no blocking */
     if (timeout != 0 && !inbox_sleep(&w->inbox))
         timeout = 0;
+    w->wait_start = an_now_us();
     if (ev_loop_run_once_us(&w->loop, timeout) < 0) {
         log_error("worker %u: event loop: %s", w->id, strerror(errno));
         return -1;
@@ -558,7 +575,7 @@ int worker_init(worker_t *w, server_t *srv, uint32_t id)
     linger_init(&w->lingers, &w->loop, &w->tw, w->scratch, w->scratch_size);
     w->outbox = an_calloc(srv->nworkers, sizeof(*w->outbox));
     w->ring_at = an_calloc(srv->nworkers, sizeof(*w->ring_at));
-    w->wake_defer_us = WAKE_DEFER_US;
+    w->coalesce_us = srv->conf.workers_coalesce_us;
     w->buf_cache = an_calloc(BUF_CACHE_MAX, sizeof(void *));
     ev_watcher_init(&w->inbox_ev, w->inbox.evfd, on_inbox);
     if (ev_watch_start(&w->loop, &w->inbox_ev, EV_READ) < 0)

@@ -281,8 +281,8 @@ static void run_race(uint32_t defer_us)
     pthread_t tc, tp[NPROD];
     assert_int_equal(pthread_create(&tc, NULL, consumer_main, &c), 0);
     for (uint32_t i = 0; i < NPROD; i++) {
-        p[i] = (prod_t){.ib = &ib, .id = i + 1, .defer_us = i == 0 ? 0 : defer_us,
-                        .consumed = &consumed};
+        p[i] = (prod_t){
+            .ib = &ib, .id = i + 1, .defer_us = i == 0 ? 0 : defer_us, .consumed = &consumed};
         assert_int_equal(pthread_create(&tp[i], NULL, producer_main, &p[i]), 0);
     }
     for (uint32_t i = 0; i < NPROD; i++)
