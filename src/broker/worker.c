@@ -484,6 +484,8 @@ static int turn(worker_t *w, int max_ms)
         if (now_us < until && (timeout < 0 || timeout > (int64_t)(until - now_us))) {
             struct timespec hs = {0, (long)(until - now_us) * 1000};
             nanosleep(&hs, NULL);
+            if (timeout > 0) /* the next timer is that much nearer */
+                timeout -= (int64_t)(until - now_us);
         }
     }
     /* items whose producer saw us running and did not ring: no blocking */
