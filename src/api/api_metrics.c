@@ -425,6 +425,17 @@ char *api_metrics_text(server_t *srv, size_t *len)
         "Subscribers closed by slow_subscriber_timeout.", t.slow_disconnects);
     one(&b, "antenna_worker_congested_total", "counter",
         "Loop turns that found another worker's inbox over its bound.", t.congested);
+    uint64_t rings = 0, skipped = 0;
+    for (uint32_t i = 0; i < srv->nworkers; i++) {
+        rings += atomic_load_explicit(&srv->workers[i].inbox.rings, memory_order_relaxed);
+        skipped += atomic_load_explicit(&srv->workers[i].inbox.skipped, memory_order_relaxed);
+    }
+    one(&b, "antenna_worker_inbox_doorbells_total", "counter",
+        "Sleeping workers woken for their inbox (eventfd writes).", rings);
+    one(&b, "antenna_worker_inbox_doorbells_saved_total", "counter",
+        "Inbox posts that rang no doorbell: the worker was running, or had just woken and "
+        "its producer rang later only if still needed.",
+        skipped);
     one(&b, "antenna_memory_rss_bytes", "gauge", "Resident memory of the process.",
         sys_rss_bytes());
 

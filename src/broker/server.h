@@ -228,6 +228,14 @@ struct worker_s {
     int reserve_fd;               /* /dev/null, given up to refuse a connection at EMFILE */
     uint8_t accept_paused;        /* listeners out of the loop until accept_timer (EMFILE) */
     tw_timer_t accept_timer;
+    /* wake-up coalescing (worker.c, conf workers_coalesce_us), and the
+     * deferred doorbells of other workers' inboxes (inbox_post_defer) */
+    uint32_t coalesce_us;
+    uint32_t rings_owed;         /* entries of ring_at[] set */
+    uint64_t wait_start;         /* us: when the last wait began */
+    uint64_t last_sleep_us;      /* how long it lasted */
+    uint64_t *ring_at;           /* per worker, us: ring it by then if still needed (0: none) */
+    uint64_t ring_next;          /* us: the earliest of ring_at[] while rings_owed */
     struct store_batch *batch;   /* store writes of this turn (persist.h), or NULL */
     struct persist_held_s *held; /* acks and routes waiting for a commit, and the
                                   * batch numbering (persist_held.h) */

@@ -15,7 +15,25 @@
  * stopped earlier in the batch).
  *
  * The inbox: each item is run by the handler its kind's module registered
- * (worker_inbox_register), an index into the server's table.
+ * (worker_inbox_register), an index into the server's table.  Its doorbell
+ * (inbox.h) is rung only while this worker sleeps: before each wait
+ * inbox_sleep says whether items came without one (then the wait does not
+ * block), and after the wait they are run even without the eventfd.  A
+ * doorbell for another worker that woke less than coalesce_us ago is
+ * deferred (a busy worker takes our items in its next turn anyway): its
+ * time is in ring_at[], our wait is cut to the earliest (ev_loop_run_once_us),
+ * and every end of turn rings_check drops those no longer needed (the
+ * items taken, or the other worker running) and rings those due.
+ *
+ * Coalescing (conf workers_coalesce_us, the same window): a busy worker,
+ * one whose last wait lasted less than the window, sleeps out the rest of
+ * the window counted from its last wake-up before it polls again, so that
+ * a stream of small events (a thousand publishers' sockets, another
+ * worker's doorbells) is taken in one turn instead of a wake-up each.  An
+ * idle worker never holds back (its last wait was long); a busy one wakes
+ * at most once per window.  Fewer context switches for the same work, each
+ * event delayed at most one window: what matters when the broker shares
+ * two cores with its clients (docs/benchmarks.md, issue 15).
  *
  * Out of file descriptors (accept4: EMFILE/ENFILE), a level-triggered
  * listener stays readable and the loop would spin on it.  Each worker
@@ -332,12 +350,9 @@ void worker_register_inbox(server_t *srv)
     worker_inbox_register(srv, WM_STOP, &stop);
 }
 
-/* The inbox's eventfd is readable: run every item taken, in order. */
-static void on_inbox(ev_loop_t *loop, ev_watcher_t *ev, uint32_t events)
+/* Run every item waiting in the inbox, in order. */
+static void run_inbox(worker_t *w)
 {
-    (void)events;
-    (void)ev;
-    worker_t *w = container_of(loop, worker_t, loop);
     const worker_inbox_kind_t *kinds = w->srv->inbox_kinds;
     inbox_take(&w->inbox, &w->taken);
     for (size_t i = 0; i < w->taken.len; i++) {
@@ -347,6 +362,32 @@ static void on_inbox(ev_loop_t *loop, ev_watcher_t *ev, uint32_t events)
     w->taken.len = 0;
     if (w->taken.cap > 4 * INBOX_HIGH) /* a burst is over: give it back */
         inbox_vec_free(&w->taken);
+}
+
+/* The inbox's eventfd is readable (it was rung while we slept). */
+static void on_inbox(ev_loop_t *loop, ev_watcher_t *ev, uint32_t events)
+{
+    (void)events;
+    (void)ev;
+    run_inbox(container_of(loop, worker_t, loop));
+}
+
+/* Deferred doorbells (inbox_post_defer): drop those no longer needed,
+ * ring those whose time has come, note when the next one is due. */
+static void rings_check(worker_t *w, uint64_t now_us, int all)
+{
+    uint64_t next = UINT64_MAX;
+    for (uint32_t i = 0; i < w->srv->nworkers && w->rings_owed; i++) {
+        if (w->ring_at[i] == 0)
+            continue;
+        if (!inbox_ring_due(&w->srv->workers[i].inbox, all || now_us >= w->ring_at[i])) {
+            w->ring_at[i] = 0;
+            w->rings_owed--;
+        } else if (w->ring_at[i] < next) {
+            next = w->ring_at[i];
+        }
+    }
+    w->ring_next = next;
 }
 
 static void end_of_turn(worker_t *w)
@@ -361,12 +402,24 @@ static void end_of_turn(worker_t *w)
     /* one inbox post per destination worker, before our own writes: a
      * client that reads our PUBACK finds the message already on its way to
      * every other worker's sessions (a reconnect cannot overtake it) */
-    for (uint32_t i = 0; i < w->srv->nworkers; i++)
-        if (w->outbox[i].len && inbox_post(&w->srv->workers[i].inbox, &w->outbox[i]) > INBOX_HIGH) {
+    uint64_t now_us = an_now_us();
+    for (uint32_t i = 0; i < w->srv->nworkers; i++) {
+        if (w->outbox[i].len == 0)
+            continue;
+        int owed = 0;
+        if (inbox_post_defer(&w->srv->workers[i].inbox, &w->outbox[i], now_us, w->coalesce_us,
+                             &owed) > INBOX_HIGH) {
             /* the other worker is behind: pause our readers briefly */
             w->congested_until = w->now + CONGESTION_PAUSE_MS;
             STAT_ADD(w->stats.congested, 1);
         }
+        if (owed && w->ring_at[i] == 0) {
+            w->ring_at[i] = now_us + w->coalesce_us;
+            w->rings_owed++;
+        }
+    }
+    if (w->rings_owed)
+        rings_check(w, now_us, 0);
     /* one write per connection that has output */
     while (w->flush_head) {
         conn_t *c = w->flush_head;
@@ -390,6 +443,8 @@ static void shutdown_worker(worker_t *w)
     while (w->conns)
         conn_close_reason(w->conns, "server shutting down", 0, MQTT_RC_SERVER_SHUTTING_DOWN);
     end_of_turn(w);
+    if (w->rings_owed)
+        rings_check(w, 0, 1);      /* nobody comes back to ring them */
     linger_close_all(&w->lingers); /* no waiting on the way out */
     linger_reap(&w->lingers);
 }
@@ -403,6 +458,8 @@ static void after_poll(ev_loop_t *loop)
     struct timespec ts; /* the vDSO's coarse clock: a few ns, once per turn */
     clock_gettime(CLOCK_REALTIME_COARSE, &ts);
     w->wall_ms = (uint64_t)ts.tv_sec * 1000u + (uint64_t)ts.tv_nsec / 1000000u;
+    inbox_wake(&w->inbox, w->turn_start);
+    w->last_sleep_us = w->turn_start - w->wait_start;
 }
 
 /* One turn: wait at most max_ms (-1: no cap) or until the next timer, run
@@ -411,13 +468,36 @@ static void after_poll(ev_loop_t *loop)
 static int turn(worker_t *w, int max_ms)
 {
     int64_t t = tw_next_timeout(&w->tw);
-    int timeout = t < 0 ? -1 : (t > INT_MAX ? INT_MAX : (int)t);
-    if (max_ms >= 0 && (timeout < 0 || timeout > max_ms))
-        timeout = max_ms;
-    if (ev_loop_run_once(&w->loop, timeout) < 0) {
+    int64_t timeout = t < 0 ? -1 : (t > INT_MAX ? INT_MAX : t) * 1000; /* us */
+    if (max_ms >= 0 && (timeout < 0 || timeout > (int64_t)max_ms * 1000))
+        timeout = (int64_t)max_ms * 1000;
+    if (w->rings_owed) { /* wake up to ring a deferred doorbell */
+        uint64_t now_us = an_now_us();
+        int64_t d = w->ring_next > now_us ? (int64_t)(w->ring_next - now_us) : 0;
+        if (timeout < 0 || d < timeout)
+            timeout = d;
+    }
+    if (timeout != 0 && w->last_sleep_us < w->coalesce_us) {
+        /* busy (woken again soon after the last wait began): let this
+         * window's events gather and take them in one turn */
+        uint64_t now_us = an_now_us(), until = w->turn_start + w->coalesce_us;
+        if (now_us < until && (timeout < 0 || timeout > (int64_t)(until - now_us))) {
+            struct timespec hs = {0, (long)(until - now_us) * 1000};
+            nanosleep(&hs, NULL);
+            if (timeout > 0) /* the next timer is that much nearer */
+                timeout -= (int64_t)(until - now_us);
+        }
+    }
+    /* items whose producer saw us running and did not ring: no blocking */
+    if (timeout != 0 && !inbox_sleep(&w->inbox))
+        timeout = 0;
+    w->wait_start = an_now_us();
+    if (ev_loop_run_once_us(&w->loop, timeout) < 0) {
         log_error("worker %u: event loop: %s", w->id, strerror(errno));
         return -1;
     }
+    if (inbox_waiting(&w->inbox)) /* posted while we ran: no doorbell came */
+        run_inbox(w);
     tw_advance(&w->tw, w->now);
     end_of_turn(w);
     an_hist_add(&w->stats.loop_turn, an_now_us() - w->turn_start);
@@ -496,6 +576,8 @@ int worker_init(worker_t *w, server_t *srv, uint32_t id)
     w->scratch = an_malloc(w->scratch_size);
     linger_init(&w->lingers, &w->loop, &w->tw, w->scratch, w->scratch_size);
     w->outbox = an_calloc(srv->nworkers, sizeof(*w->outbox));
+    w->ring_at = an_calloc(srv->nworkers, sizeof(*w->ring_at));
+    w->coalesce_us = srv->conf.workers_coalesce_us;
     w->buf_cache = an_calloc(BUF_CACHE_MAX, sizeof(void *));
     ev_watcher_init(&w->inbox_ev, w->inbox.evfd, on_inbox);
     if (ev_watch_start(&w->loop, &w->inbox_ev, EV_READ) < 0)
@@ -547,6 +629,7 @@ void worker_free(worker_t *w)
             inbox_vec_free(&w->outbox[i]);
         }
     free(w->outbox);
+    free(w->ring_at);
     inbox_vec_free(&w->taken);
     for (uint32_t i = 0; i < w->buf_cached; i++)
         free(w->buf_cache[i]);

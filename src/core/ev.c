@@ -11,8 +11,10 @@
 #include "ev.h"
 
 #include <errno.h>
+#include <limits.h>
 #include <stdlib.h>
 #include <sys/epoll.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "util.h"
@@ -30,6 +32,7 @@ int ev_loop_init(ev_loop_t *loop, int batch, void (*after_poll)(ev_loop_t *loop)
     loop->batch = batch > 0 ? batch : 1;
     loop->nready = loop->next = 0;
     loop->after_poll = after_poll;
+    loop->no_pwait2 = 0;
     loop->events = NULL;
     loop->epfd = epoll_create1(EPOLL_CLOEXEC);
     if (loop->epfd < 0)
@@ -47,9 +50,9 @@ void ev_loop_free(ev_loop_t *loop)
     loop->events = NULL;
 }
 
-int ev_loop_run_once(ev_loop_t *loop, int timeout_ms)
+/* The wait returned n (or -1): the turn's callbacks. */
+static int dispatch(ev_loop_t *loop, int n)
 {
-    int n = epoll_wait(loop->epfd, loop->events, loop->batch, timeout_ms);
     if (n < 0) {
         if (errno != EINTR)
             return -1;
@@ -70,6 +73,26 @@ int ev_loop_run_once(ev_loop_t *loop, int timeout_ms)
     }
     loop->nready = loop->next = 0;
     return n;
+}
+
+int ev_loop_run_once(ev_loop_t *loop, int timeout_ms)
+{
+    return dispatch(loop, epoll_wait(loop->epfd, loop->events, loop->batch, timeout_ms));
+}
+
+int ev_loop_run_once_us(ev_loop_t *loop, int64_t timeout_us)
+{
+    if (timeout_us < 0 || timeout_us % 1000 == 0 || loop->no_pwait2) {
+        int64_t ms = timeout_us < 0 ? -1 : (timeout_us + 999) / 1000;
+        return ev_loop_run_once(loop, ms > INT_MAX ? INT_MAX : (int)ms);
+    }
+    struct timespec ts = {.tv_sec = timeout_us / 1000000, .tv_nsec = (timeout_us % 1000000) * 1000};
+    int n = epoll_pwait2(loop->epfd, loop->events, loop->batch, &ts, NULL);
+    if (n < 0 && errno == ENOSYS) {
+        loop->no_pwait2 = 1;
+        return ev_loop_run_once_us(loop, timeout_us);
+    }
+    return dispatch(loop, n);
 }
 
 void ev_watcher_init(ev_watcher_t *w, int fd, ev_cb_t cb)

@@ -84,6 +84,7 @@ struct ev_loop_s {
     int nready, next; /* the batch being dispatched: events[next..nready) wait */
     struct epoll_event *events;
     void (*after_poll)(ev_loop_t *loop);
+    int no_pwait2; /* epoll_pwait2 said ENOSYS: waits in microseconds round up to ms */
 };
 
 /* Create the poller; after_poll (may be NULL) is called once per turn when
@@ -97,6 +98,11 @@ void ev_loop_free(ev_loop_t *loop);
  * return the number of ready descriptors (0 on timeout or a signal), or -1
  * on a poller error (errno; the loop is unusable). */
 int ev_loop_run_once(ev_loop_t *loop, int timeout_ms);
+
+/* The same with a timeout in microseconds (-1: no limit): epoll_pwait2,
+ * or on a kernel without it (before 5.11) epoll_wait rounded up to a
+ * millisecond. */
+int ev_loop_run_once_us(ev_loop_t *loop, int64_t timeout_us);
 
 /* Set a watcher's descriptor and callback (not started). */
 void ev_watcher_init(ev_watcher_t *w, int fd, ev_cb_t cb);

@@ -48,6 +48,7 @@ static int load_yaml(conf_t *c, const char *yaml, char *err, size_t errlen)
 static void assert_conf_equal(const conf_t *a, const conf_t *b)
 {
     assert_int_equal(a->workers, b->workers);
+    assert_int_equal(a->workers_coalesce_us, b->workers_coalesce_us);
     assert_int_equal(a->log_level, b->log_level);
     assert_string_equal(a->log_file, b->log_file);
     assert_int_equal(a->nlisteners, b->nlisteners);
@@ -198,6 +199,7 @@ static void test_defaults(void **state)
     memset(&c, 0xab, sizeof(c));
     conf_defaults(&c);
     assert_int_equal(c.workers, 0);
+    assert_int_equal(c.workers_coalesce_us, 100);
     assert_int_equal(c.log_level, AN_LOG_INFO);
     assert_string_equal(c.log_file, "");
     assert_int_equal(c.nlisteners, 1);
@@ -569,6 +571,7 @@ static void test_integer_ranges(void **state)
         const char *min, *max, *below, *above;
     } keys[] = {
         {NULL, "workers", "workers", "0", "256", NULL, "257"},
+        {NULL, "workers_coalesce_us", "workers_coalesce_us", "0", "10000", NULL, "10001"},
         {"L", "port", "listeners[0].port", "0", "65535", NULL, "65536"},
         {"L", "max_connections", "listeners[0].max_connections", "0", "4294967295", NULL,
          "4294967296"},
