@@ -64,9 +64,9 @@
 #               sample_ratio $TRACE_RATIO (default 0.01), spans exported to a
 #               local OTLP sink this script starts (a Python HTTP server
 #               that answers 200): the cost of tracing beside antenna-wN
-#   nc-w1, nc-w2   antenna with workers_coalesce_us: 0 (no wake-up
-#               coalescing, no deferred doorbells): the window's cost and
-#               gain beside antenna-wN
+#   cw-w1, cw-w2   antenna with workers_coalesce_us: $COALESCE_US (default
+#               100; antenna-wN runs with the default, 0): the wake-up
+#               coalescing window's cost and gain beside antenna-wN
 #   rules-miss-w1/-w2, rules-hit-w1/-w2   antenna with one rule (src/rules)
 #               whose FROM selects no bench topic ("other/+"), or every one
 #               ("t/+", WHERE qos = 0 passes; no action): the cost of the rule
@@ -122,7 +122,7 @@ SCEN=${SCEN:-$ALL}
 case "$RUNS" in ''|*[!0-9]*|0) echo "compare.sh: --runs must be a positive integer" >&2; exit 2 ;; esac
 for b in $BROKERS; do
     case "$b" in
-    mosquitto|antenna-w1|antenna-w2|traced-w1|traced-w2|nc-w1|nc-w2) ;;
+    mosquitto|antenna-w1|antenna-w2|traced-w1|traced-w2|cw-w1|cw-w2) ;;
     rules-miss-w1|rules-miss-w2|rules-hit-w1|rules-hit-w2) ;;
     flashmq-w1|flashmq-w2)
         [ -x "$FLASHMQ" ] || { echo "compare.sh: $b needs FLASHMQ=path/to/flashmq (bench/flashmq.sh builds one)" >&2; exit 2; } ;;
@@ -277,7 +277,7 @@ EOF
         [ -z "$tport" ] || printf 'listen {\n    protocol mqtt\n    inet4_bind_address 127.0.0.1\n    port %s\n    tcp_nodelay true\n    fullchain %s\n    privkey %s\n}\n' \
             "$tport" "$CERTS/server.crt" "$CERTS/server.key" >> "$f"
         ;;
-    antenna-w*|base-w*|traced-w*|rules-*-w*|nc-w*)
+    antenna-w*|base-w*|traced-w*|rules-*-w*|cw-w*)
         f=$WORK/antenna-$port.yaml
         cat > "$f" <<EOF
 workers: ${kind#*-w}
@@ -325,7 +325,7 @@ rules:
       sql: SELECT clientid, topic, payload FROM "t/+" WHERE qos = 0
 EOF
             ;;
-        nc-*) echo "workers_coalesce_us: 0" >> "$f" ;;
+        cw-*) echo "workers_coalesce_us: ${COALESCE_US:-100}" >> "$f" ;;
         traced-*) cat >> "$f" <<EOF
 tracing:
   endpoint: http://127.0.0.1:$OTLP_PORT/v1/traces

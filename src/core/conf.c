@@ -380,7 +380,7 @@ void conf_defaults(conf_t *c)
 {
     memset(c, 0, sizeof(*c));
     c->workers = 0;
-    c->workers_coalesce_us = 100;
+    c->workers_coalesce_us = 0; /* opt-in: docs/benchmarks.md, issue 15 item 2 */
     c->log_level = AN_LOG_INFO;
     c->log_file[0] = '\0';
     c->listeners[0] = default_listener;

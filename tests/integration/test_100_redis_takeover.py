@@ -234,6 +234,9 @@ def test_clean_stop_is_not_adopted(redis, cluster):
     s = RawClient(c.host, c.port, timeout=T)
     assert s.connect("kept", clean=False, timeout=T).rc == 0
     assert s.subscribe(1, [("kept/t", 1)], timeout=T).codes == [1]
+    # a member is not yet a link: the SUBACK waits only for the nodes whose
+    # link is up, so a learns c's route by the link's sync when it comes up
+    wait_for(lambda: route_count(a, "c") >= 1, 10 * SLOW, what="c's route on a")
     s.go_offline(T)
     pub = RawClient(a.host, a.port, timeout=T)
     assert pub.connect("kept-pub", clean=True, timeout=T).rc == 0

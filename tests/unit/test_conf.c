@@ -199,7 +199,7 @@ static void test_defaults(void **state)
     memset(&c, 0xab, sizeof(c));
     conf_defaults(&c);
     assert_int_equal(c.workers, 0);
-    assert_int_equal(c.workers_coalesce_us, 100);
+    assert_int_equal(c.workers_coalesce_us, 0);
     assert_int_equal(c.log_level, AN_LOG_INFO);
     assert_string_equal(c.log_file, "");
     assert_int_equal(c.nlisteners, 1);
