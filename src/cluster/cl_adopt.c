@@ -1062,6 +1062,19 @@ static void check(cl_adopt_t *a, const ad_watch_t *w, uint64_t now)
         watch_retry(a, w->name, an_now_ms() + ADOPT_RETRY_MS);
 }
 
+/* Waits on a->cv (a->mu held) for ADOPT_POLL_MS at most. */
+static void poll_wait(cl_adopt_t *a)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_REALTIME, &ts);
+    ts.tv_nsec += ADOPT_POLL_MS * 1000000L;
+    if (ts.tv_nsec >= 1000000000L) {
+        ts.tv_sec++;
+        ts.tv_nsec -= 1000000000L;
+    }
+    pthread_cond_timedwait(&a->cv, &a->mu, &ts);
+}
+
 static void *adopt_main(void *arg)
 {
     cl_adopt_t *a = arg;
@@ -1082,14 +1095,7 @@ static void *adopt_main(void *arg)
             if (scan_at == 0) {
                 pthread_cond_wait(&a->cv, &a->mu);
             } else {
-                struct timespec ts;
-                clock_gettime(CLOCK_REALTIME, &ts);
-                ts.tv_nsec += ADOPT_POLL_MS * 1000000L;
-                if (ts.tv_nsec >= 1000000000L) {
-                    ts.tv_sec++;
-                    ts.tv_nsec -= 1000000000L;
-                }
-                pthread_cond_timedwait(&a->cv, &a->mu, &ts);
+                poll_wait(a);
             }
             continue;
         }
@@ -1103,14 +1109,7 @@ static void *adopt_main(void *arg)
         pthread_mutex_lock(&a->mu);
         if (a->stop || a->nwatch == 0)
             continue;
-        struct timespec ts;
-        clock_gettime(CLOCK_REALTIME, &ts);
-        ts.tv_nsec += ADOPT_POLL_MS * 1000000L;
-        if (ts.tv_nsec >= 1000000000L) {
-            ts.tv_sec++;
-            ts.tv_nsec -= 1000000000L;
-        }
-        pthread_cond_timedwait(&a->cv, &a->mu, &ts);
+        poll_wait(a);
     }
     pthread_mutex_unlock(&a->mu);
     return NULL;

@@ -164,6 +164,9 @@ int cl_post(cl_t *cl, void (*fn)(cl_t *cl, void *arg), void *arg);
 /* The index of node `name`, given on first sight; -1 when the table is full.
  * Link thread (or init, before it runs). */
 int cl_node_index(cl_t *cl, const char *name);
+/* Rendezvous hashing: node's weight for name (FNV-1a of both, then an
+ * avalanche); the highest weight first.  Pure: any thread. */
+uint64_t cl_rdv(const char *node, const char *name);
 /* Membership, from any thread (posted to the link thread): `name` is a
  * member whose links listen at link_addr / is no longer a member.  This
  * node's own name is ignored. */

@@ -433,20 +433,6 @@ static void recv_drop(cl_t *cl, cl_conn_t *c)
 
 /* ---- the replica's choice (link thread) ---- */
 
-static uint64_t rdv(const char *node, const char *name)
-{
-    uint64_t h = 1469598103934665603ull;
-    for (const char *p = node; *p; p++)
-        h = (h ^ (uint8_t)*p) * 1099511628211ull;
-    h = (h ^ 0xff) * 1099511628211ull;
-    for (const char *p = name; *p; p++)
-        h = (h ^ (uint8_t)*p) * 1099511628211ull;
-    h ^= h >> 29;
-    h *= 0xbf58476d1ce4e5b9ull;
-    h ^= h >> 32;
-    return h;
-}
-
 static int link_up(cl_t *cl, int i)
 {
     cl_conn_t *c = cl->links ? cl->links->peers[i].conn : NULL;
@@ -465,7 +451,7 @@ static void choose(cl_t *cl)
     uint64_t bh = 0;
     for (int i = 1; i < CL_MAX_NODES; i++)
         if (link_up(cl, i)) {
-            uint64_t h = rdv(cl->nodes[i].name, cl->conf->node);
+            uint64_t h = cl_rdv(cl->nodes[i].name, cl->conf->node);
             if (best == 0 || h > bh ||
                 (h == bh && strcmp(cl->nodes[i].name, cl->nodes[best].name) < 0))
                 best = i, bh = h;

@@ -367,9 +367,9 @@ done:
     free(m);
 }
 
-/* Rendezvous hashing: this node's place (0 first) among the live members
- * for a dead member's name: each survivor computes the same order. */
-static uint64_t cl_rdv(const char *node, const char *name)
+/* Rendezvous hashing (cl_int.h): node's weight for name; every node
+ * computes the same order (an adopter's rank, a node's replica). */
+uint64_t cl_rdv(const char *node, const char *name)
 {
     uint64_t h = 1469598103934665603ull;
     for (const char *p = node; *p; p++)

@@ -862,22 +862,33 @@ const store_backend_t store__redis_backend = {
 
 /* ---- store_redis_peek (store.h) ---------------------------------------- */
 
+/* A handle for one look at a Redis, outside any open store (the adopter's
+ * peeks and scans): NULL with *rc and err set when the url is bad. */
+static rds_t *oneshot_new(const char *url, uint32_t timeout_ms, int *rc, char *err, size_t errlen)
+{
+    rds_t *d = an_calloc(1, sizeof(*d));
+    char why[512] = "";
+    pthread_mutex_init(&d->rmu, NULL);
+    if (redis_url_parse(url, &d->a, why, sizeof(why)) != 0) {
+        snprintf(err, errlen, "redis url %s", why);
+        *rc = STORE_EINVAL;
+        rds_free(d);
+        return NULL;
+    }
+    snprintf(d->url, sizeof(d->url), "%s", d->a.display);
+    d->connect_ms = d->timeout_ms = timeout_ms ? timeout_ms : 2000;
+    return d;
+}
+
 int store_redis_scan_keys(const char *url, const char *pattern, uint32_t timeout_ms,
                           uint32_t max_pages, void (*fn)(void *arg, const char *key, size_t len),
                           void *arg, char *err, size_t errlen)
 {
-    rds_t *d = an_calloc(1, sizeof(*d));
     char why[512] = "", cursor[32] = "0";
     int rc = STORE_EIO;
-
-    pthread_mutex_init(&d->rmu, NULL);
-    if (redis_url_parse(url, &d->a, why, sizeof(why)) != 0) {
-        snprintf(err, errlen, "redis url %s", why);
-        rc = STORE_EINVAL;
-        goto done;
-    }
-    snprintf(d->url, sizeof(d->url), "%s", d->a.display);
-    d->connect_ms = d->timeout_ms = timeout_ms ? timeout_ms : 2000;
+    rds_t *d = oneshot_new(url, timeout_ms, &rc, err, errlen);
+    if (d == NULL)
+        return rc;
     for (uint32_t page = 0; page < max_pages; page++) {
         const char *av[6] = {"SCAN", cursor, "MATCH", pattern, "COUNT", "1000"};
         redisReply *r = conn_cmd(d, &d->w, 6, av, NULL, why, sizeof(why));
@@ -918,19 +929,13 @@ done:
 int store_redis_peek(const char *url, const char *prefix, uint32_t timeout_ms,
                      store_redis_peek_t *out, char *err, size_t errlen)
 {
-    rds_t *d = an_calloc(1, sizeof(*d));
     char why[512] = "";
     int rc = STORE_EIO;
 
     memset(out, 0, sizeof(*out));
-    pthread_mutex_init(&d->rmu, NULL);
-    if (redis_url_parse(url, &d->a, why, sizeof(why)) != 0) {
-        snprintf(err, errlen, "redis url %s", why);
-        rc = STORE_EINVAL;
-        goto done;
-    }
-    snprintf(d->url, sizeof(d->url), "%s", d->a.display);
-    d->connect_ms = d->timeout_ms = timeout_ms ? timeout_ms : 2000;
+    rds_t *d = oneshot_new(url, timeout_ms, &rc, err, errlen);
+    if (d == NULL)
+        return rc;
     d->lkey = key_join(prefix, "lock", &d->llen);
     d->skey = key_join(prefix, "state", &d->slen);
     d->zkey = key_join(prefix, "index", &d->zlen);

@@ -57,17 +57,19 @@ def adoptions(n):
     return metric(n, "antenna_cluster_adoptions_total") or 0
 
 
-def connect_resume(nodes, cid, deadline_s):
+def connect_resume(nodes, cid, deadline_s, client=RawClient, **connect_kw):
     """CONNECT with clean session 0 to nodes[0], [1], ... in turn until one
     accepts (0x88 / rc 3 while an adoption is pending): the client and its
-    CONNACK."""
+    CONNACK.  client and connect_kw: another client class (RawClient5) and
+    its CONNECT's arguments (default: MQTT 3.1.1, clean=False)."""
+    connect_kw = connect_kw or {"clean": False}
     deadline = time.monotonic() + deadline_s
     i = 0
     while True:
         n = nodes[i % len(nodes)]
-        c = RawClient(n.host, n.port, timeout=T)
+        c = client(n.host, n.port, timeout=T)
         try:
-            ack = c.connect(cid, clean=False, timeout=T)
+            ack = c.connect(cid, timeout=T, **connect_kw)
         except Timeout:  # a take-over that did not finish: try again
             ack = None
         if ack is not None and ack.rc == 0:

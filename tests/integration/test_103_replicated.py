@@ -27,7 +27,7 @@ import time
 
 from cluster_util import cluster, metric, metrics, nodes_json, wait_members  # noqa: F401
 from conftest import Broker, broker, require_antenna_bin, wait_for  # noqa: F401
-from mqttraw import SESSION_EXPIRY_INTERVAL, RawClient, RawClient5, Timeout, subscribe
+from mqttraw import SESSION_EXPIRY_INTERVAL, RawClient, RawClient5, subscribe
 from test_100_redis_takeover import (SLOW, T, Publisher, connect_resume, receive_all,
                                      route_count)
 
@@ -110,26 +110,6 @@ def three(cluster):
     return a, b, c
 
 
-def connect_resume5(nodes, cid, deadline_s):
-    """connect_resume for an MQTT 5 client with a session expiry."""
-    deadline = time.monotonic() + deadline_s
-    i = 0
-    while True:
-        n = nodes[i % len(nodes)]
-        c = RawClient5(n.host, n.port, timeout=T)
-        try:
-            ack = c.connect(cid, clean_start=False, props=[(SESSION_EXPIRY_INTERVAL, 3600)],
-                            timeout=T)
-        except Timeout:
-            ack = None
-        if ack is not None and ack.rc == 0:
-            return c, ack
-        c.close()
-        assert time.monotonic() < deadline, "%s refused on every try (last %r)" % (cid, ack)
-        time.sleep(0.2)
-        i += 1
-
-
 def run_kill(cluster, lose_disk):
     """REPL_ROUNDS (default 1; the issue's run: 10) kill rounds: c started
     again with its name each time resumes nothing of the sessions adopted."""
@@ -158,7 +138,9 @@ def run_kill(cluster, lose_disk):
         order = [b, a] if rnd % 2 else [a, b]
         check_resumed(order, acked, id1, id2, tag)
         want1 = {m for m in acked if int(m.rsplit(b"-", 1)[1]) % 2 == 0}
-        s5, ack = connect_resume5(order[::-1], id5, 20 * SLOW)
+        s5, ack = connect_resume(order[::-1], id5, 20 * SLOW, client=RawClient5,
+                                 clean_start=False,
+                                 props=[(SESSION_EXPIRY_INTERVAL, 3600)])
         assert ack.session_present == 1
         receive_all(s5, want1, 1, 30 * SLOW, tag + ", MQTT 5")
         s5.close()
