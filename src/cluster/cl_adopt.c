@@ -487,13 +487,7 @@ static int wait_zero(cl_adopt_t *a, uint32_t *count, uint32_t ms)
     uint64_t deadline = an_now_ms() + ms;
     pthread_mutex_lock(&a->mu);
     while (*count > 0 && !a->stop && an_now_ms() < deadline) {
-        struct timespec ts;
-        clock_gettime(CLOCK_REALTIME, &ts);
-        ts.tv_nsec += 100 * 1000000L;
-        if (ts.tv_nsec >= 1000000000L) {
-            ts.tv_sec++;
-            ts.tv_nsec -= 1000000000L;
-        }
+        struct timespec ts = an_wall_after(100);
         pthread_cond_timedwait(&a->cv, &a->mu, &ts);
     }
     int rc = *count == 0 ? 0 : -1;
@@ -1065,13 +1059,7 @@ static void check(cl_adopt_t *a, const ad_watch_t *w, uint64_t now)
 /* Waits on a->cv (a->mu held) for ADOPT_POLL_MS at most. */
 static void poll_wait(cl_adopt_t *a)
 {
-    struct timespec ts;
-    clock_gettime(CLOCK_REALTIME, &ts);
-    ts.tv_nsec += ADOPT_POLL_MS * 1000000L;
-    if (ts.tv_nsec >= 1000000000L) {
-        ts.tv_sec++;
-        ts.tv_nsec -= 1000000000L;
-    }
+    struct timespec ts = an_wall_after(ADOPT_POLL_MS);
     pthread_cond_timedwait(&a->cv, &a->mu, &ts);
 }
 

@@ -150,13 +150,7 @@ static int etcd_sync(cl_etcd_t *e, const char *path, json_t *body, char *val, si
     uint64_t deadline = an_now_ms() + REPL_ETCD_MS + 2000;
     pthread_mutex_lock(&s->mu);
     while (!s->done && an_now_ms() < deadline) {
-        struct timespec ts;
-        clock_gettime(CLOCK_REALTIME, &ts);
-        ts.tv_nsec += 50 * 1000000L;
-        if (ts.tv_nsec >= 1000000000L) {
-            ts.tv_sec++;
-            ts.tv_nsec -= 1000000000L;
-        }
+        struct timespec ts = an_wall_after(50);
         pthread_cond_timedwait(&s->cv, &s->mu, &ts);
     }
     int done = s->done, ok = s->ok;
@@ -566,15 +560,7 @@ static int wait_ack(cl_repl_t *r, uint64_t seq, uint64_t gen, uint32_t ms)
         uint64_t now = an_now_ms();
         if (now >= deadline)
             break;
-        uint64_t left = deadline - now;
-        struct timespec ts;
-        clock_gettime(CLOCK_REALTIME, &ts);
-        ts.tv_sec += (time_t)(left / 1000);
-        ts.tv_nsec += (long)(left % 1000) * 1000000L;
-        if (ts.tv_nsec >= 1000000000L) {
-            ts.tv_sec++;
-            ts.tv_nsec -= 1000000000L;
-        }
+        struct timespec ts = an_wall_after(deadline - now);
         pthread_cond_timedwait(&r->cv, &r->mu, &ts);
     }
     int ok = !r->stop && r->gen == gen && !r->ack_bad && r->acked >= seq;

@@ -56,6 +56,7 @@
 #include "server.h"
 #include "sink.h"
 #include "store.h"
+#include "util.h"
 
 #define SINK_MAX 8
 #define SINK_NAME_MAX 48
@@ -649,14 +650,7 @@ static uint64_t send_ready(sink_t *s, uint64_t now)
 
 static void wait_nodrv(sink_t *s, uint64_t ms)
 {
-    struct timespec ts;
-    clock_gettime(CLOCK_REALTIME, &ts);
-    ts.tv_sec += (time_t)(ms / 1000);
-    ts.tv_nsec += (long)(ms % 1000) * 1000000L;
-    if (ts.tv_nsec >= 1000000000L) {
-        ts.tv_sec++;
-        ts.tv_nsec -= 1000000000L;
-    }
+    struct timespec ts = an_wall_after(ms);
     pthread_mutex_lock(&s->mu);
     if (!s->stop && s->in_head == NULL) {
         s->sleeping = 1;
