@@ -354,9 +354,7 @@ static int each_worker(server_t *srv, int op, uint32_t slot)
         inbox_post(&srv->workers[i].inbox, &v);
         inbox_vec_free(&v);
     }
-    struct timespec dl;
-    clock_gettime(CLOCK_REALTIME, &dl);
-    dl.tv_sec += CTL_WAIT_MS / 1000;
+    struct timespec dl = an_wall_after(CTL_WAIT_MS);
     pthread_mutex_lock(&j->mu);
     while (j->pending > 0)
         if (pthread_cond_timedwait(&j->cv, &j->mu, &dl) == ETIMEDOUT)
@@ -780,13 +778,6 @@ out:
 
 /* ---- drain --------------------------------------------------------------- */
 
-static uint64_t wall_ms(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_REALTIME, &ts);
-    return (uint64_t)ts.tv_sec * 1000u + (uint64_t)ts.tv_nsec / 1000000u;
-}
-
 int reload_draining(const server_t *srv)
 {
     return srv->reload && atomic_load(&srv->reload->draining);
@@ -841,7 +832,7 @@ static void drain_tick(tw_timer_t *t)
      * first (a cluster), for hook.wait_ms at most */
     uint64_t handing = 0;
     if (left == 0 && rs->hook.pending) {
-        uint64_t none = 0, now = wall_ms();
+        uint64_t none = 0, now = an_wall_ms();
         atomic_compare_exchange_strong(&rs->empty_ms, &none, now); /* the first to see it */
         handing = rs->hook.pending(srv, rs->hook.user);
         if (handing && now >= atomic_load(&rs->empty_ms) + rs->hook.wait_ms &&
@@ -863,7 +854,7 @@ static void drain_tick(tw_timer_t *t)
     }
     if (left == 0 && handing == 0 && !atomic_exchange(&rs->stop_sent, 1)) {
         log_info("drain: finished after %llu ms, %llu client(s) disconnected: %s",
-                 (unsigned long long)(wall_ms() - rs->started_ms),
+                 (unsigned long long)(an_wall_ms() - rs->started_ms),
                  (unsigned long long)atomic_load(&rs->disconnected),
                  rs->stay ? "no client left (the broker stays up)" : "stopping");
         if (!rs->stay)
@@ -898,7 +889,7 @@ int reload_drain_start(server_t *srv, uint32_t rate, const char *server_referenc
     rs->rate = rate ? rate : 1000;
     rs->stay = stay != 0;
     snprintf(rs->ref, sizeof(rs->ref), "%s", server_reference ? server_reference : "");
-    rs->started_ms = wall_ms();
+    rs->started_ms = an_wall_ms();
     atomic_store(&rs->draining, 1);
     server_door_close(srv, SRV_DOOR_DRAIN); /* also what the listeners still queue */
     log_info("drain: started: %u client(s), %u per second, %s%s%s", atomic_load(&srv->total_conns),

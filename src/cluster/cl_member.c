@@ -136,15 +136,7 @@ static int wait_flag(cl_member_t *m, int *flag, uint32_t ms)
         uint64_t now = an_now_ms();
         if (now >= deadline)
             break;
-        struct timespec ts;
-        clock_gettime(CLOCK_REALTIME, &ts);
-        uint64_t left = deadline - now;
-        ts.tv_sec += (time_t)(left / 1000);
-        ts.tv_nsec += (long)(left % 1000) * 1000000L;
-        if (ts.tv_nsec >= 1000000000L) {
-            ts.tv_sec++;
-            ts.tv_nsec -= 1000000000L;
-        }
+        struct timespec ts = an_wall_after(deadline - now);
         pthread_cond_timedwait(&m->cv, &m->mu, &ts);
     }
     int v = *flag;

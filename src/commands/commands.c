@@ -66,16 +66,7 @@ static void cmd_persist(server_t *srv, const struct cmd_s *c, int del, int sync)
 
 uint64_t cmd_mono_ms(void)
 {
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (uint64_t)ts.tv_sec * 1000u + (uint64_t)ts.tv_nsec / 1000000u;
-}
-
-static uint64_t wall_ms(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_REALTIME, &ts);
-    return (uint64_t)ts.tv_sec * 1000u + (uint64_t)ts.tv_nsec / 1000000u;
+    return an_now_ms();
 }
 
 /* ---- configuration ---- */
@@ -219,7 +210,7 @@ void cmd_set_state_locked(cmd_state_st *st, cmd_t *c, cmd_state_t s, worker_t *w
             c->grp->active--;
     }
     c->state = (uint8_t)s;
-    c->updated_wall = wall_ms();
+    c->updated_wall = an_wall_ms();
     st->by_state[s]++;
     cmd_persist(st->srv, c, 0, 0);
     pthread_cond_broadcast(&st->cv);
@@ -363,7 +354,7 @@ static int load_one(void *ud, const void *k, size_t kl, const void *v, size_t vl
     json_decref(o);
     /* monotonic times from the wall clock: the expiry runs on across the
      * restart; a command sent before it waits a full reply_timeout again */
-    uint64_t now = cmd_mono_ms(), wall = wall_ms();
+    uint64_t now = cmd_mono_ms(), wall = an_wall_ms();
     uint64_t age = wall > c->created_wall ? wall - c->created_wall : 0;
     c->created_ms = now > age ? now - age : 0;
     if (c->state != CMD_QUEUED && !cmd_final(c->state))
@@ -711,7 +702,7 @@ int cmd_create(module_inst_t *mi, const char *device, json_t *b, cmd_group_t *gr
     c->expiry = exp;
     c->retry_interval = rint;
     c->created_ms = cmd_mono_ms();
-    c->created_wall = c->updated_wall = wall_ms();
+    c->created_wall = c->updated_wall = an_wall_ms();
     c->home = worker_home(mi->srv, (const uint8_t *)device, strlen(device));
     c->group = grp ? grp->seq : 0;
     pthread_mutex_lock(&st->mu);

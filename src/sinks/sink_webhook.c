@@ -268,14 +268,7 @@ static void wh_poll(sink_t *s, void *drv, int timeout_ms)
     wh_t *wh = drv;
     pthread_mutex_lock(&wh->mu);
     if (wh->done_head == NULL && !wh->woken && timeout_ms > 0) {
-        struct timespec ts;
-        clock_gettime(CLOCK_REALTIME, &ts);
-        ts.tv_sec += timeout_ms / 1000;
-        ts.tv_nsec += (long)(timeout_ms % 1000) * 1000000L;
-        if (ts.tv_nsec >= 1000000000L) {
-            ts.tv_sec++;
-            ts.tv_nsec -= 1000000000L;
-        }
+        struct timespec ts = an_wall_after((uint64_t)timeout_ms);
         while (wh->done_head == NULL && !wh->woken &&
                pthread_cond_timedwait(&wh->cv, &wh->mu, &ts) != ETIMEDOUT)
             ;
