@@ -614,6 +614,24 @@ int router_deliver_shared(worker_t *w, msg_t *m, const uint8_t *filter, size_t l
     return 1;
 }
 
+int router_reshare_named(worker_t *w, msg_t *m, const uint8_t *filter, size_t len)
+{
+    server_t *srv = w->srv;
+    const uint8_t *g, *real;
+    size_t gl, rl;
+    sub_ref_t member;
+    if (mqtt_shared_filter_parse(filter, len, &g, &gl, &real, &rl) != 1)
+        return 0;
+    pthread_rwlock_rdlock(&srv->trie_lock);
+    int rc = shared_pick_named(srv->groups, g, gl, real, rl, srv->conf.shared_strategy, 0, &w->rng,
+                               &member);
+    pthread_rwlock_unlock(&srv->trie_lock);
+    if (rc < 0)
+        return 0;
+    hand(w, &member, m, AN_MIN(m->qos, member.opts & 3), DLV_SHARED);
+    return 1;
+}
+
 /* ---- internal consumers ------------------------------------------------ */
 
 void router_want_origins(server_t *srv)

@@ -178,6 +178,11 @@ static inline uint32_t router_share_tag(const uint8_t *filter, size_t len)
  * MQTT session of the group on this node (not to another node).  Returns
  * 1, or 0 when the group has no local member (any more). */
 int router_deliver_shared(worker_t *w, msg_t *m, const uint8_t *filter, size_t len);
+/* A message this node forwarded to a node picked for group "$share/g/f"
+ * that left before acknowledging it: the group picks again, among all its
+ * members (this node's sessions or other nodes; the one that left is no
+ * member any more), as at the publish.  1, or 0 when the group is gone. */
+int router_reshare_named(worker_t *w, msg_t *m, const uint8_t *filter, size_t len);
 int router_node_unsubscribe(server_t *srv, uint16_t idx, const uint8_t *filter, size_t len);
 /* Exact remote routes: a filter without '+' or '#', not "$share/...", is
  * not put in the trie but kept as its 64-bit hash: in the exact table

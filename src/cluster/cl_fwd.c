@@ -138,6 +138,14 @@ static void run_cluster(worker_t *w, inbox_item_t *it)
     }
     /* sid: the link waits for the store (cl_lack.c) */
     size_t ops = it->sid ? persist_pending_ops(w) : 0;
+    if (it->flags == CL_IT_RESHARE) {
+        cl_shared_msg_t *sm = it->ptr;
+        for (uint8_t i = 0; i < sm->n; i++)
+            router_reshare_named(w, sm->m, sm->f[i], sm->len[i]);
+        msg_unref(&sm->m);
+        free(sm);
+        return;
+    }
     if (it->flags == CL_IT_SHARED) {
         cl_shared_msg_t *sm = it->ptr;
         w->publish_backlogged = 0;
@@ -184,7 +192,7 @@ static void drop_cluster(inbox_item_t *it)
 {
     if (it->flags == CL_IT_ACKED || it->flags == CL_IT_ROUTES)
         return;
-    if (it->flags == CL_IT_SHARED) {
+    if (it->flags == CL_IT_SHARED || it->flags == CL_IT_RESHARE) {
         cl_shared_msg_t *sm = it->ptr;
         msg_unref(&sm->m);
         free(sm);
@@ -425,6 +433,46 @@ void cl_peer_drop_pending(cl_t *cl, cl_peer_t *p)
     CL_STAT_SET(cl->lstats[idx].queued, 0);
     CL_STAT_SET(cl->lstats[idx].oldest, 0);
     CL_STAT_SET(cl->lstats[idx].busy, 0);
+}
+
+void cl_fwd_reshare(cl_t *cl, cl_peer_t *p)
+{
+    cl_links_t *L = cl->links;
+    uint32_t posted = 0;
+    for (size_t i = p->head; i < p->len; i++) {
+        cl_pend_t *e = &p->pend[i];
+        if (e->ngroups == 0)
+            continue;
+        const uint8_t *f[CL_GROUPS_MAX];
+        uint16_t fl[CL_GROUPS_MAX];
+        uint8_t n = 0;
+        size_t dl = 0;
+        for (uint8_t k = 0; k < e->ngroups; k++)
+            if ((f[n] = cl_route_share(p, e->tags[k], &fl[n])) != NULL)
+                dl += fl[n++];
+        e->ngroups = 0; /* picked again here: not handed or sent twice */
+        if (n == 0)
+            continue; /* the group left p before p did */
+        cl_shared_msg_t *sm = an_malloc(sizeof(*sm) + dl);
+        sm->m = msg_ref(e->m);
+        sm->plain = 0;
+        sm->n = n;
+        uint8_t *d = sm->data;
+        for (uint8_t k = 0; k < n; k++) {
+            memcpy(d, f[k], fl[k]);
+            sm->f[k] = d;
+            sm->len[k] = fl[k];
+            d += fl[k];
+        }
+        /* the publisher's worker: its messages are picked again in order */
+        inbox_item_t it = {.kind = WM_CLUSTER, .qos = e->qos, .flags = CL_IT_RESHARE, .ptr = sm};
+        inbox_vec_push(&L->outv[e->src % L->nworkers], &it);
+        posted++;
+    }
+    if (posted)
+        log_info("cluster: %u QoS 1/2 messages for shared groups that node %s had not "
+                 "acknowledged go to their groups' other members",
+                 posted, cl->nodes[p - L->peers].name);
 }
 
 /* ---- the link thread: receiving ---- */

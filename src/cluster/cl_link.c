@@ -1002,10 +1002,13 @@ void cl_links_member_changed(cl_t *cl, int idx)
     if (p->conn)
         conn_close(cl, p->conn, "the node left the cluster");
     cl_hand_in_free(p);
+    cl_fwd_reshare(cl, p);      /* picked again once its shared routes are gone */
     if (!cl_hand_keep(cl, p)) { /* its adopter may want its routes' copies (cl_hand.c) */
         cl_route_drop_peer(cl, p);
         cl_peer_drop_pending(cl, p);
     }
+    if (!atomic_load(&cl->stopping))
+        cl_recv_flush(cl);
 }
 
 void cl_links_stop(cl_t *cl)

@@ -185,6 +185,11 @@ void cl_fwd_free(cl_t *cl);
 void cl_peer_pump(cl_t *cl, cl_peer_t *p); /* pending QoS 1/2 into the output */
 void cl_peer_acked(cl_t *cl, cl_peer_t *p, uint64_t seq);
 void cl_peer_drop_pending(cl_t *cl, cl_peer_t *p);
+/* Peer p left the cluster: the copies in its window picked by shared
+ * groups (tags) are posted to the workers (not flushed: the caller drops
+ * p's shared routes first, then cl_recv_flush), where each group picks a
+ * member again (router_reshare_named); their entries lose the groups. */
+void cl_fwd_reshare(cl_t *cl, cl_peer_t *p);
 int cl_recv_msg(cl_t *cl, cl_peer_t *p, const uint8_t *body, uint32_t len);
 void cl_recv_flush(cl_t *cl); /* post what was received to the workers */
 void cl_recv_ack(cl_t *cl, cl_peer_t *p, cl_conn_t *c);
@@ -194,7 +199,8 @@ enum {
     CL_IT_RETAIN = 2,
     CL_IT_ACKED = 3,  /* sid: ticket, ptr: node */
     CL_IT_SHARED = 4, /* ptr: cl_shared_msg_t */
-    CL_IT_ROUTES = 5  /* sid: route_done: held SUBACKs up to it may go */
+    CL_IT_ROUTES = 5, /* sid: route_done: held SUBACKs up to it may go */
+    CL_IT_RESHARE = 6 /* ptr: cl_shared_msg_t: its groups pick again (cl_fwd_reshare) */
 };
 /* A message for shared groups (CL_F_MSG_SHARED), on its way to a worker. */
 typedef struct {

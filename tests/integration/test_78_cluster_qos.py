@@ -197,6 +197,51 @@ def test_member_nodes_leaving(ecluster):
     mb.loop_stop()
 
 
+@cluster_util.needs_etcd
+def test_shared_copies_of_a_dead_node_picked_again(ecluster):
+    """A shared group with member sessions on b and c, publishes on a: the
+    QoS 1 copies a forwarded to c (the group picked c) and c never
+    acknowledged are picked again among the group's other members once c
+    died (its lease expired): b's member gets every message, none lost;
+    the publisher gets every PUBACK (docs/cluster.md "QoS across nodes")."""
+    ecluster.start_etcd()
+    a, b, c = ecluster.start_nodes(3, lease_ttl="2s")
+    names = [a.name, b.name, c.name]
+    cluster_util.wait_members([a, b, c], names, timeout=15)
+    for x in (a, b, c):
+        for y in names:
+            if y != x.name:
+                wait_for(lambda: link_view(x, y).get("state") == "up", 15,
+                         what="link %s-%s up" % (x.name, y))
+    mb = client(b, "rs-member-b")
+    mc = client(c, "rs-member-c")
+    subscribe(mb, "$share/g/rs/t", 1)
+    subscribe(mc, "$share/g/rs/t", 1)
+    wait_for(lambda: link_view(a, b.name).get("routes") == 1, 10, what="b's group on a")
+    wait_for(lambda: link_view(a, c.name).get("routes") == 1, 10, what="c's group on a")
+    pub = client(a, "rs-pub")
+    pid = c.proc.pid
+    try:
+        freeze(pid)  # c takes nothing more: what the group picks it for waits
+        infos = [pub.publish("rs/t", b"%d" % i, qos=1) for i in range(40)]
+        # some were picked for c: their PUBACKs wait (paho sends the rest
+        # as PUBACKs come)
+        wait_for(lambda: sum(i.is_published() for i in infos) >= 1, 10, what="PUBACKs via b")
+        assert not all(i.is_published() for i in infos), "the group never picked c"
+    finally:
+        os.kill(pid, signal.SIGKILL)
+        os.kill(pid, signal.SIGCONT)
+    c.proc.wait(5)
+    c.stopped = True
+    cluster_util.wait_members([a, b], [a.name, b.name], timeout=15)
+    wait_for(lambda: all(i.is_published() for i in infos), 20, what="40 PUBACKs once c left")
+    (gb,) = count_until([mb], 40)
+    assert sorted(set(gb)) == sorted(b"%d" % i for i in range(40)), len(gb)
+    assert a.wait_log(r"for shared groups that node %s had not acknowledged" % c.name, 10)
+    close(pub, mb)
+    mc.loop_stop()
+
+
 def test_message_expiry_crosses_nodes(cluster):
     """MQTT 5 Message Expiry Interval on a forwarded message and on a
     retained message a node learns from another (cl_msg_of): the receiver
