@@ -213,20 +213,19 @@ static void recent_defaults(void *conf)
     c->size = 256;
 }
 
+static const conf_key_t recent_keys[] = {
+    CONF_KEY_BOOL(recent_conf_t, enabled, "enabled"),
+    CONF_KEY_U32(recent_conf_t, size, "size", 16, 65536),
+};
+
 static int recent_load(conf_sec_t *s, void *conf)
 {
-    recent_conf_t *c = conf;
-    if (conf_sec_bool(s, "enabled", &c->enabled) < 0 ||
-        conf_sec_u32(s, "size", 16, 65536, &c->size) < 0)
-        return -1;
-    return 0;
+    return conf_sec_keys(s, CONF_KEYS(recent_keys), conf);
 }
 
 static void recent_walk(const void *conf, conf_visit_fn fn, void *ud)
 {
-    const recent_conf_t *c = conf;
-    fn(ud, CONF_V_BOOL, "enabled", NULL, c->enabled);
-    fn(ud, CONF_V_UINT, "size", NULL, c->size);
+    conf_keys_walk(CONF_KEYS(recent_keys), conf, fn, ud);
 }
 
 static int recent_init(module_inst_t *mi)

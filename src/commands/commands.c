@@ -87,21 +87,24 @@ static void cmd_defaults(void *conf)
     c->nadmins = 0;
 }
 
+static const conf_key_t cmd_keys[] = {
+    CONF_KEY_BOOL(cmd_conf_t, enabled, "enabled"),
+    CONF_KEY_STR(cmd_conf_t, prefix, "topic_prefix", CONF_SEC_NONEMPTY),
+    CONF_KEY_U32(cmd_conf_t, max_commands, "max_commands", 1, 10000000),
+    CONF_KEY_MS(cmd_conf_t, reply_timeout, "reply_timeout", 100, 86400000),
+    CONF_KEY_MS(cmd_conf_t, expiry, "expiry", 100, 2000000000),
+    CONF_KEY_MS(cmd_conf_t, retry_interval, "retry_interval", 100, 86400000),
+    CONF_KEY_U32(cmd_conf_t, retries, "retries", 0, 100),
+    CONF_KEY_U32(cmd_conf_t, group_concurrency, "group_concurrency", 1, 1000000),
+    CONF_KEY_U32(cmd_conf_t, group_rate, "group_rate", 0, 1000000),
+    CONF_KEY_BOOL(cmd_conf_t, acl, "acl"),
+    CONF_KEY_NAMES(cmd_conf_t, admins, nadmins, "acl_admins", CMD_ADMINS_MAX),
+};
+
 static int cmd_load(conf_sec_t *s, void *conf)
 {
     cmd_conf_t *c = conf;
-    if (conf_sec_bool(s, "enabled", &c->enabled) < 0 ||
-        conf_sec_str(s, "topic_prefix", c->prefix, sizeof(c->prefix), CONF_SEC_NONEMPTY) < 0 ||
-        conf_sec_u32(s, "max_commands", 1, 10000000, &c->max_commands) < 0 ||
-        conf_sec_ms(s, "reply_timeout", 100, 86400000, &c->reply_timeout) < 0 ||
-        conf_sec_ms(s, "expiry", 100, 2000000000, &c->expiry) < 0 ||
-        conf_sec_ms(s, "retry_interval", 100, 86400000, &c->retry_interval) < 0 ||
-        conf_sec_u32(s, "retries", 0, 100, &c->retries) < 0 ||
-        conf_sec_u32(s, "group_concurrency", 1, 1000000, &c->group_concurrency) < 0 ||
-        conf_sec_u32(s, "group_rate", 0, 1000000, &c->group_rate) < 0 ||
-        conf_sec_bool(s, "acl", &c->acl) < 0 ||
-        conf_sec_names(s, "acl_admins", &c->admins[0][0], sizeof(c->admins[0]), CMD_ADMINS_MAX,
-                       &c->nadmins) < 0)
+    if (conf_sec_keys(s, CONF_KEYS(cmd_keys), c) < 0)
         return -1;
     if (strpbrk(c->prefix, "+#") != NULL || c->prefix[strlen(c->prefix) - 1] == '/')
         return conf_sec_fail(s, "topic_prefix",
@@ -112,17 +115,7 @@ static int cmd_load(conf_sec_t *s, void *conf)
 
 static void cmd_walk(const void *conf, conf_visit_fn fn, void *ud)
 {
-    const cmd_conf_t *c = conf;
-    fn(ud, CONF_V_BOOL, "enabled", NULL, c->enabled);
-    fn(ud, CONF_V_STR, "topic_prefix", c->prefix, 0);
-    fn(ud, CONF_V_UINT, "max_commands", NULL, c->max_commands);
-    fn(ud, CONF_V_UINT, "reply_timeout", NULL, c->reply_timeout);
-    fn(ud, CONF_V_UINT, "expiry", NULL, c->expiry);
-    fn(ud, CONF_V_UINT, "retry_interval", NULL, c->retry_interval);
-    fn(ud, CONF_V_UINT, "retries", NULL, c->retries);
-    fn(ud, CONF_V_UINT, "group_concurrency", NULL, c->group_concurrency);
-    fn(ud, CONF_V_UINT, "group_rate", NULL, c->group_rate);
-    fn(ud, CONF_V_BOOL, "acl", NULL, c->acl);
+    conf_keys_walk(CONF_KEYS(cmd_keys), conf, fn, ud);
 }
 
 /* ---- the table (st->mu held) ---- */

@@ -381,4 +381,61 @@ int conf_sec_has(const conf_sec_t *s, const char *key);
 int conf_sec_fail(conf_sec_t *s, const char *key, const char *fmt, ...)
     __attribute__((format(printf, 3, 4)));
 
+/* A section's plain keys as one table, read by conf_sec_keys (the readers
+ * above, in table order) and shown by conf_keys_walk (GET /api/v1/config):
+ * a key is named once, so what is loaded and what is shown cannot differ.
+ * Checks across keys stay in the module's load function, after the table.
+ * The CONF_K_* macros take the values' struct type T and the member; a
+ * member of the wrong type is a compile error (distinct pointer types). */
+enum { CONF_K_BOOL, CONF_K_U32, CONF_K_U64, CONF_K_MS, CONF_K_STR, CONF_K_ENUM, CONF_K_NAMES };
+typedef struct {
+    const char *key;
+    uint8_t type;             /* CONF_K_* */
+    uint8_t flags;            /* CONF_K_STR: CONF_SEC_NONEMPTY */
+    uint32_t off;             /* the member's offset */
+    uint32_t size;            /* CONF_K_STR: the buffer; CONF_K_NAMES: one name */
+    uint64_t min, max;        /* numbers; CONF_K_NAMES: max = how many */
+    const char *const *names; /* CONF_K_ENUM */
+    uint32_t count_off;       /* CONF_K_NAMES: the uint32_t count */
+} conf_key_t;
+#define CONF_K_AT(T, m, ptype) ((uint32_t)(offsetof(T, m) + 0 * sizeof((ptype)0 == &((T *)0)->m)))
+#define CONF_KEY_BOOL(T, m, k)                                                                     \
+    {                                                                                              \
+        .key = (k), .type = CONF_K_BOOL, .off = CONF_K_AT(T, m, uint8_t *)                         \
+    }
+#define CONF_KEY_U32(T, m, k, lo, hi)                                                              \
+    {                                                                                              \
+        .key = (k), .type = CONF_K_U32, .off = CONF_K_AT(T, m, uint32_t *), .min = (lo),           \
+        .max = (hi)                                                                                \
+    }
+#define CONF_KEY_U64(T, m, k, lo, hi)                                                              \
+    {                                                                                              \
+        .key = (k), .type = CONF_K_U64, .off = CONF_K_AT(T, m, uint64_t *), .min = (lo),           \
+        .max = (hi)                                                                                \
+    }
+#define CONF_KEY_MS(T, m, k, lo, hi)                                                               \
+    {                                                                                              \
+        .key = (k), .type = CONF_K_MS, .off = CONF_K_AT(T, m, uint32_t *), .min = (lo),            \
+        .max = (hi)                                                                                \
+    }
+#define CONF_KEY_STR(T, m, k, fl)                                                                  \
+    {                                                                                              \
+        .key = (k), .type = CONF_K_STR, .flags = (fl),                                             \
+        .off = CONF_K_AT(T, m, char(*)[sizeof(((T *)0)->m)]), .size = sizeof(((T *)0)->m)          \
+    }
+#define CONF_KEY_ENUM(T, m, k, nm)                                                                 \
+    {                                                                                              \
+        .key = (k), .type = CONF_K_ENUM, .off = CONF_K_AT(T, m, uint8_t *), .names = (nm)          \
+    }
+#define CONF_KEY_NAMES(T, m, n, k, most)                                                           \
+    {                                                                                              \
+        .key = (k), .type = CONF_K_NAMES, .off = (uint32_t)offsetof(T, m),                         \
+        .size = sizeof(((T *)0)->m[0]), .max = (most), .count_off = CONF_K_AT(T, n, uint32_t *)    \
+    }
+#define CONF_KEYS(t) (t), (sizeof(t) / sizeof((t)[0]))
+/* Read the n keys of table k into values: 0, or the first reader's -1. */
+int conf_sec_keys(conf_sec_t *s, const conf_key_t *k, size_t n, void *values);
+/* Show them (a section's walk function calls it). */
+void conf_keys_walk(const conf_key_t *k, size_t n, const void *values, conf_visit_fn fn, void *ud);
+
 #endif

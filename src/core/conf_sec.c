@@ -381,3 +381,78 @@ int conf_sec_fail(conf_sec_t *s, const char *key, const char *fmt, ...)
     va_end(ap);
     return -1;
 }
+
+int conf_sec_keys(conf_sec_t *s, const conf_key_t *k, size_t n, void *values)
+{
+    char *base = values;
+    for (size_t i = 0; i < n; i++) {
+        const conf_key_t *f = &k[i];
+        void *p = base + f->off;
+        int rc = 0;
+        switch (f->type) {
+        case CONF_K_BOOL:
+            rc = conf_sec_bool(s, f->key, p);
+            break;
+        case CONF_K_U32:
+            rc = conf_sec_u32(s, f->key, (uint32_t)f->min, (uint32_t)f->max, p);
+            break;
+        case CONF_K_U64:
+            rc = conf_sec_u64(s, f->key, f->min, f->max, p);
+            break;
+        case CONF_K_MS:
+            rc = conf_sec_ms(s, f->key, (uint32_t)f->min, (uint32_t)f->max, p);
+            break;
+        case CONF_K_STR:
+            rc = conf_sec_str(s, f->key, p, f->size, f->flags);
+            break;
+        case CONF_K_ENUM:
+            rc = conf_sec_enum(s, f->key, f->names, p);
+            break;
+        case CONF_K_NAMES:
+            rc = conf_sec_names(s, f->key, p, f->size, (uint32_t)f->max,
+                                (uint32_t *)(void *)(base + f->count_off));
+            break;
+        }
+        if (rc < 0)
+            return -1;
+    }
+    return 0;
+}
+
+void conf_keys_walk(const conf_key_t *k, size_t n, const void *values, conf_visit_fn fn, void *ud)
+{
+    const char *base = values;
+    for (size_t i = 0; i < n; i++) {
+        const conf_key_t *f = &k[i];
+        const char *p = base + f->off;
+        uint32_t u32;
+        uint64_t u64;
+        switch (f->type) {
+        case CONF_K_BOOL:
+            fn(ud, CONF_V_BOOL, f->key, NULL, *(const uint8_t *)p);
+            break;
+        case CONF_K_U32:
+        case CONF_K_MS:
+            memcpy(&u32, p, sizeof(u32));
+            fn(ud, CONF_V_UINT, f->key, NULL, u32);
+            break;
+        case CONF_K_U64:
+            memcpy(&u64, p, sizeof(u64));
+            fn(ud, CONF_V_UINT, f->key, NULL, u64);
+            break;
+        case CONF_K_STR:
+            fn(ud, CONF_V_STR, f->key, p, 0);
+            break;
+        case CONF_K_ENUM:
+            fn(ud, CONF_V_STR, f->key, f->names[*(const uint8_t *)p], 0);
+            break;
+        case CONF_K_NAMES:
+            memcpy(&u32, base + f->count_off, sizeof(u32));
+            fn(ud, CONF_V_LIST, f->key, NULL, 0);
+            for (uint32_t j = 0; j < u32; j++)
+                fn(ud, CONF_V_STR, NULL, p + (size_t)j * f->size, 0);
+            fn(ud, CONF_V_END, f->key, NULL, 0);
+            break;
+        }
+    }
+}

@@ -221,6 +221,9 @@ def test_info_stats_listeners_config(api):
     assert cfg["api"]["keys_file"].endswith("api.keys")
     assert cfg["mqtt"]["sys_interval"] == 1
     assert api.key not in json.dumps(cfg)
+    # a module section shows the keys its file takes (conf_key_t tables)
+    assert cfg["tracing"]["flush_interval"] > 0 and "flush_interval_ms" not in cfg["tracing"]
+    assert cfg["commands"]["acl_admins"] == []
     c.client.disconnect()
 
 

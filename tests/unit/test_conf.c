@@ -882,6 +882,114 @@ static void test_walk_listener_anonymous(void **state)
     assert_int_equal(w.anon[0], 1);
 }
 
+/* ---- a module section read and shown through a conf_key_t table ---- */
+
+typedef struct {
+    uint8_t on;
+    uint32_t n;
+    uint64_t big;
+    uint32_t wait_ms;
+    char name[16];
+    uint8_t mode;
+    char subs[3][8];
+    uint32_t nsubs;
+} keys_conf_t;
+
+static const char *const keys_modes[] = {"slow", "fast", NULL};
+static const conf_key_t keys_table[] = {
+    CONF_KEY_BOOL(keys_conf_t, on, "on"),
+    CONF_KEY_U32(keys_conf_t, n, "n", 1, 10),
+    CONF_KEY_U64(keys_conf_t, big, "big", 0, 1ull << 40),
+    CONF_KEY_MS(keys_conf_t, wait_ms, "wait", 10, 60000),
+    CONF_KEY_STR(keys_conf_t, name, "name", CONF_SEC_NONEMPTY),
+    CONF_KEY_ENUM(keys_conf_t, mode, "mode", keys_modes),
+    CONF_KEY_NAMES(keys_conf_t, subs, nsubs, "subs", 3),
+};
+
+static int keys_load(conf_sec_t *s, void *values)
+{
+    return conf_sec_keys(s, CONF_KEYS(keys_table), values);
+}
+
+static void keys_walk(const void *values, conf_visit_fn fn, void *ud)
+{
+    conf_keys_walk(CONF_KEYS(keys_table), values, fn, ud);
+}
+
+struct keys_seen {
+    char text[512];
+    size_t len;
+};
+
+static void keys_cb(void *ud, int kind, const char *key, const char *s, uint64_t u)
+{
+    struct keys_seen *w = ud;
+    if (w->len >= sizeof(w->text) - 64)
+        return;
+    w->len += (size_t)snprintf(w->text + w->len, sizeof(w->text) - w->len, "%d:%s=%s/%llu;", kind,
+                               key ? key : "", s ? s : "", (unsigned long long)u);
+}
+
+static keys_conf_t *keys_section(conf_t *c)
+{
+    conf_defaults(c);
+    keys_conf_t *k = conf_section_add(c, "keyed", keys_load, keys_walk, sizeof(keys_conf_t));
+    assert_non_null(k);
+    k->n = 5;
+    snprintf(k->name, sizeof(k->name), "dflt");
+    return k;
+}
+
+static void test_key_table(void **state)
+{
+    (void)state;
+    conf_t c;
+    char err[512] = "";
+    keys_section(&c);
+    assert_int_equal(load_yaml(&c,
+                               "keyed:\n  on: true\n  n: 7\n  big: 1099511627776\n  wait: 2s\n"
+                               "  name: abc\n  mode: fast\n  subs: [a/b, c]\n",
+                               err, sizeof(err)),
+                     0);
+    const keys_conf_t *k = conf_section_values(&c, "keyed");
+    assert_int_equal(k->on, 1);
+    assert_int_equal(k->n, 7);
+    assert_true(k->big == 1ull << 40);
+    assert_int_equal(k->wait_ms, 2000);
+    assert_string_equal(k->name, "abc");
+    assert_int_equal(k->mode, 1);
+    assert_int_equal(k->nsubs, 2);
+    assert_string_equal(k->subs[1], "c");
+    /* shown with the keys the file takes, in table order */
+    struct keys_seen w = {.len = 0};
+    keys_walk(k, keys_cb, &w);
+    assert_string_equal(w.text, "6:on=/1;5:n=/7;5:big=/1099511627776;5:wait=/2000;4:name=abc/0;"
+                                "4:mode=fast/0;1:subs=/0;4:=a/b/0;4:=c/0;3:subs=/0;");
+    /* absent keys keep the defaults */
+    keys_section(&c);
+    assert_int_equal(load_yaml(&c, "keyed:\n  on: true\n", err, sizeof(err)), 0);
+    k = conf_section_values(&c, "keyed");
+    assert_int_equal(k->n, 5);
+    assert_string_equal(k->name, "dflt");
+    /* each reader's error names its key */
+    static const char *const bad[][2] = {
+        {"keyed:\n  n: 11\n", "keyed.n"},
+        {"keyed:\n  wait: 5ms\n", "keyed.wait"},
+        {"keyed:\n  name: \"\"\n", "keyed.name"},
+        {"keyed:\n  mode: medium\n", "keyed.mode"},
+        {"keyed:\n  subs: [a, b, c, d]\n", "keyed.subs"},
+        {"keyed:\n  on: maybe\n", "keyed.on"},
+    };
+    for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
+        keys_section(&c);
+        err[0] = '\0';
+        assert_int_equal(load_yaml(&c, bad[i][0], err, sizeof(err)), -1);
+        if (strstr(err, bad[i][1]) == NULL)
+            print_error("%s: %s\n", bad[i][1], err);
+        assert_non_null(strstr(err, bad[i][1]));
+    }
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -910,6 +1018,7 @@ int main(void)
         cmocka_unit_test(test_did_you_mean),
         cmocka_unit_test(test_err_buffer),
         cmocka_unit_test(test_walk_listener_anonymous),
+        cmocka_unit_test(test_key_table),
     };
     return cmocka_run_group_tests_name("conf", tests, NULL, NULL);
 }

@@ -1092,31 +1092,34 @@ static void gw_defaults(void *conf)
     snprintf(c->subs[0], sizeof(c->subs[0]), "%s", "$cmd/{id}/#");
 }
 
+static const conf_key_t gw_keys[] = {
+    CONF_KEY_BOOL(coapgw_conf_t, enabled, "enabled"),
+    CONF_KEY_STR(coapgw_conf_t, bind, "bind", CONF_SEC_NONEMPTY),
+    CONF_KEY_U32(coapgw_conf_t, port, "port", 0, 65535),
+    CONF_KEY_U32(coapgw_conf_t, max_body, "max_body", 16, 16u * 1024 * 1024),
+    CONF_KEY_U32(coapgw_conf_t, max_observers, "max_observers", 1, 10000000),
+    CONF_KEY_U32(coapgw_conf_t, max_idle_sessions, "max_idle_sessions", 1, 10000000),
+    CONF_KEY_U32(coapgw_conf_t, observe_lifetime_s, "observe_lifetime_s", 1, 86400 * 7),
+    CONF_KEY_BOOL(coapgw_conf_t, confirmable, "confirmable"),
+    CONF_KEY_MS(coapgw_conf_t, timeout_ms, "timeout", 10, 600000),
+    CONF_KEY_STR(coapgw_conf_t, psk_file, "psk_file", 0),
+    CONF_KEY_U32(coapgw_conf_t, dtls_port, "dtls_port", 0, 65535),
+    CONF_KEY_STR(coapgw_conf_t, cert_file, "cert_file", 0),
+    CONF_KEY_STR(coapgw_conf_t, key_file, "key_file", 0),
+    CONF_KEY_STR(coapgw_conf_t, ca_file, "ca_file", 0),
+    CONF_KEY_ENUM(coapgw_conf_t, cert_username, "cert_username", cert_user_names),
+    CONF_KEY_BOOL(coapgw_conf_t, tcp, "tcp"),
+    CONF_KEY_U32(coapgw_conf_t, tcp_port, "tcp_port", 0, 65535),
+    CONF_KEY_U32(coapgw_conf_t, tls_port, "tls_port", 0, 65535),
+    CONF_KEY_U32(coapgw_conf_t, rate, "rate", 0, 10000000),
+    CONF_KEY_U32(coapgw_conf_t, session_expiry, "session_expiry", 0, 100u * 365 * 86400),
+    CONF_KEY_NAMES(coapgw_conf_t, subs, nsubs, "subscriptions", COAPGW_MAX_SUBS),
+};
+
 static int gw_load(conf_sec_t *s, void *conf)
 {
     coapgw_conf_t *c = conf;
-    if (conf_sec_bool(s, "enabled", &c->enabled) < 0 ||
-        conf_sec_bool(s, "confirmable", &c->confirmable) < 0 ||
-        conf_sec_str(s, "bind", c->bind, sizeof(c->bind), CONF_SEC_NONEMPTY) < 0 ||
-        conf_sec_u32(s, "port", 0, 65535, &c->port) < 0 ||
-        conf_sec_u32(s, "max_body", 16, 16u * 1024 * 1024, &c->max_body) < 0 ||
-        conf_sec_u32(s, "max_observers", 1, 10000000, &c->max_observers) < 0 ||
-        conf_sec_u32(s, "max_idle_sessions", 1, 10000000, &c->max_idle_sessions) < 0 ||
-        conf_sec_u32(s, "observe_lifetime_s", 1, 86400 * 7, &c->observe_lifetime_s) < 0 ||
-        conf_sec_ms(s, "timeout", 10, 600000, &c->timeout_ms) < 0 ||
-        conf_sec_str(s, "psk_file", c->psk_file, sizeof(c->psk_file), 0) < 0 ||
-        conf_sec_u32(s, "dtls_port", 0, 65535, &c->dtls_port) < 0 ||
-        conf_sec_str(s, "cert_file", c->cert_file, sizeof(c->cert_file), 0) < 0 ||
-        conf_sec_str(s, "key_file", c->key_file, sizeof(c->key_file), 0) < 0 ||
-        conf_sec_str(s, "ca_file", c->ca_file, sizeof(c->ca_file), 0) < 0 ||
-        conf_sec_enum(s, "cert_username", cert_user_names, &c->cert_username) < 0 ||
-        conf_sec_bool(s, "tcp", &c->tcp) < 0 ||
-        conf_sec_u32(s, "tcp_port", 0, 65535, &c->tcp_port) < 0 ||
-        conf_sec_u32(s, "tls_port", 0, 65535, &c->tls_port) < 0 ||
-        conf_sec_u32(s, "rate", 0, 10000000, &c->rate) < 0 ||
-        conf_sec_u32(s, "session_expiry", 0, 100u * 365 * 86400, &c->session_expiry) < 0 ||
-        conf_sec_names(s, "subscriptions", c->subs[0], sizeof(c->subs[0]), COAPGW_MAX_SUBS,
-                       &c->nsubs) < 0)
+    if (conf_sec_keys(s, CONF_KEYS(gw_keys), c) < 0)
         return -1;
     for (uint32_t i = 0; i < c->nsubs; i++)
         if (!ep_claim_template_ok(c->subs[i]))
@@ -1134,31 +1137,7 @@ static int gw_load(conf_sec_t *s, void *conf)
 
 static void gw_walk(const void *conf, conf_visit_fn fn, void *ud)
 {
-    const coapgw_conf_t *c = conf;
-    fn(ud, CONF_V_BOOL, "enabled", NULL, c->enabled);
-    fn(ud, CONF_V_STR, "bind", c->bind, 0);
-    fn(ud, CONF_V_UINT, "port", NULL, c->port);
-    fn(ud, CONF_V_UINT, "max_body", NULL, c->max_body);
-    fn(ud, CONF_V_UINT, "max_observers", NULL, c->max_observers);
-    fn(ud, CONF_V_UINT, "max_idle_sessions", NULL, c->max_idle_sessions);
-    fn(ud, CONF_V_UINT, "observe_lifetime_s", NULL, c->observe_lifetime_s);
-    fn(ud, CONF_V_BOOL, "confirmable", NULL, c->confirmable);
-    fn(ud, CONF_V_UINT, "timeout", NULL, c->timeout_ms);
-    fn(ud, CONF_V_STR, "psk_file", c->psk_file, 0);
-    fn(ud, CONF_V_UINT, "dtls_port", NULL, c->dtls_port);
-    fn(ud, CONF_V_STR, "cert_file", c->cert_file, 0);
-    fn(ud, CONF_V_STR, "key_file", c->key_file, 0);
-    fn(ud, CONF_V_STR, "ca_file", c->ca_file, 0);
-    fn(ud, CONF_V_STR, "cert_username", cert_user_names[c->cert_username], 0);
-    fn(ud, CONF_V_BOOL, "tcp", NULL, c->tcp);
-    fn(ud, CONF_V_UINT, "tcp_port", NULL, c->tcp_port);
-    fn(ud, CONF_V_UINT, "tls_port", NULL, c->tls_port);
-    fn(ud, CONF_V_UINT, "rate", NULL, c->rate);
-    fn(ud, CONF_V_UINT, "session_expiry", NULL, c->session_expiry);
-    fn(ud, CONF_V_LIST, "subscriptions", NULL, 0);
-    for (uint32_t i = 0; i < c->nsubs; i++)
-        fn(ud, CONF_V_STR, NULL, c->subs[i], 0);
-    fn(ud, CONF_V_END, "subscriptions", NULL, 0);
+    conf_keys_walk(CONF_KEYS(gw_keys), conf, fn, ud);
 }
 
 static int gw_init(module_inst_t *mi)

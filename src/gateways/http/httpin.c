@@ -661,25 +661,28 @@ static void hi_defaults(void *conf)
     snprintf(c->subs[0], sizeof(c->subs[0]), "%s", "$cmd/{id}/#");
 }
 
+static const conf_key_t hi_keys[] = {
+    CONF_KEY_BOOL(httpin_conf_t, enabled, "enabled"),
+    CONF_KEY_STR(httpin_conf_t, bind, "bind", CONF_SEC_NONEMPTY),
+    CONF_KEY_U32(httpin_conf_t, port, "port", 0, 65535),
+    CONF_KEY_U32(httpin_conf_t, max_body, "max_body", 64, 64u * 1024 * 1024),
+    CONF_KEY_U32(httpin_conf_t, max_messages, "max_messages", 1, 100000),
+    CONF_KEY_U32(httpin_conf_t, rate, "rate", 0, 10000000),
+    CONF_KEY_U32(httpin_conf_t, max_connections, "max_connections", 1, 1000000),
+    CONF_KEY_MS(httpin_conf_t, timeout_ms, "timeout", 10, 600000),
+    CONF_KEY_U32(httpin_conf_t, idle_timeout_s, "idle_timeout_s", 1, 86400),
+    CONF_KEY_MS(httpin_conf_t, max_wait_ms, "max_wait", 0, 3600000),
+    CONF_KEY_MS(httpin_conf_t, heartbeat_ms, "heartbeat", 1000, 3600000),
+    CONF_KEY_U32(httpin_conf_t, session_expiry, "session_expiry", 0, 100u * 365 * 86400),
+    CONF_KEY_NAMES(httpin_conf_t, subs, nsubs, "subscriptions", HTTPIN_MAX_SUBS),
+    CONF_KEY_STR(httpin_conf_t, tls_cert, "tls_cert", 0),
+    CONF_KEY_STR(httpin_conf_t, tls_key, "tls_key", 0),
+};
+
 static int hi_load(conf_sec_t *s, void *conf)
 {
     httpin_conf_t *c = conf;
-    if (conf_sec_bool(s, "enabled", &c->enabled) < 0 ||
-        conf_sec_str(s, "bind", c->bind, sizeof(c->bind), CONF_SEC_NONEMPTY) < 0 ||
-        conf_sec_u32(s, "port", 0, 65535, &c->port) < 0 ||
-        conf_sec_u32(s, "max_body", 64, 64u * 1024 * 1024, &c->max_body) < 0 ||
-        conf_sec_u32(s, "max_messages", 1, 100000, &c->max_messages) < 0 ||
-        conf_sec_u32(s, "rate", 0, 10000000, &c->rate) < 0 ||
-        conf_sec_u32(s, "max_connections", 1, 1000000, &c->max_connections) < 0 ||
-        conf_sec_ms(s, "timeout", 10, 600000, &c->timeout_ms) < 0 ||
-        conf_sec_u32(s, "idle_timeout_s", 1, 86400, &c->idle_timeout_s) < 0 ||
-        conf_sec_ms(s, "max_wait", 0, 3600000, &c->max_wait_ms) < 0 ||
-        conf_sec_ms(s, "heartbeat", 1000, 3600000, &c->heartbeat_ms) < 0 ||
-        conf_sec_u32(s, "session_expiry", 0, 100u * 365 * 86400, &c->session_expiry) < 0 ||
-        conf_sec_names(s, "subscriptions", c->subs[0], sizeof(c->subs[0]), HTTPIN_MAX_SUBS,
-                       &c->nsubs) < 0 ||
-        conf_sec_str(s, "tls_cert", c->tls_cert, sizeof(c->tls_cert), 0) < 0 ||
-        conf_sec_str(s, "tls_key", c->tls_key, sizeof(c->tls_key), 0) < 0)
+    if (conf_sec_keys(s, CONF_KEYS(hi_keys), c) < 0)
         return -1;
     if (!c->tls_cert[0] != !c->tls_key[0])
         return conf_sec_fail(s, c->tls_cert[0] ? "tls_key" : "tls_cert",
@@ -696,25 +699,7 @@ static int hi_load(conf_sec_t *s, void *conf)
 
 static void hi_walk(const void *conf, conf_visit_fn fn, void *ud)
 {
-    const httpin_conf_t *c = conf;
-    fn(ud, CONF_V_BOOL, "enabled", NULL, c->enabled);
-    fn(ud, CONF_V_STR, "bind", c->bind, 0);
-    fn(ud, CONF_V_UINT, "port", NULL, c->port);
-    fn(ud, CONF_V_UINT, "max_body", NULL, c->max_body);
-    fn(ud, CONF_V_UINT, "max_messages", NULL, c->max_messages);
-    fn(ud, CONF_V_UINT, "rate", NULL, c->rate);
-    fn(ud, CONF_V_UINT, "max_connections", NULL, c->max_connections);
-    fn(ud, CONF_V_UINT, "timeout", NULL, c->timeout_ms);
-    fn(ud, CONF_V_UINT, "idle_timeout_s", NULL, c->idle_timeout_s);
-    fn(ud, CONF_V_UINT, "max_wait", NULL, c->max_wait_ms);
-    fn(ud, CONF_V_UINT, "heartbeat", NULL, c->heartbeat_ms);
-    fn(ud, CONF_V_UINT, "session_expiry", NULL, c->session_expiry);
-    fn(ud, CONF_V_LIST, "subscriptions", NULL, 0);
-    for (uint32_t i = 0; i < c->nsubs; i++)
-        fn(ud, CONF_V_STR, NULL, c->subs[i], 0);
-    fn(ud, CONF_V_END, "subscriptions", NULL, 0);
-    fn(ud, CONF_V_STR, "tls_cert", c->tls_cert, 0);
-    fn(ud, CONF_V_STR, "tls_key", c->tls_key, 0);
+    conf_keys_walk(CONF_KEYS(hi_keys), conf, fn, ud);
 }
 
 static int hi_init(module_inst_t *mi)

@@ -478,25 +478,25 @@ static int check_tpl(conf_sec_t *s, const char *key, const char *tpl, int devadd
     return 0;
 }
 
+static const conf_key_t lo_keys[] = {
+    CONF_KEY_BOOL(lora_conf_t, enabled, "enabled"),
+    CONF_KEY_STR(lora_conf_t, bind, "bind", CONF_SEC_NONEMPTY),
+    CONF_KEY_U32(lora_conf_t, port, "port", 0, 65535),
+    CONF_KEY_MS(lora_conf_t, keepalive_ms, "keepalive", 100, 3600000),
+    CONF_KEY_U32(lora_conf_t, qos, "qos", 0, 2),
+    CONF_KEY_U32(lora_conf_t, max_gateways, "max_gateways", 1, 100000),
+    CONF_KEY_STR(lora_conf_t, topic_up, "topic_up", CONF_SEC_NONEMPTY),
+    CONF_KEY_STR(lora_conf_t, topic_devaddr, "topic_devaddr", 0),
+    CONF_KEY_STR(lora_conf_t, topic_stats, "topic_stats", CONF_SEC_NONEMPTY),
+    CONF_KEY_STR(lora_conf_t, topic_status, "topic_status", CONF_SEC_NONEMPTY),
+    CONF_KEY_STR(lora_conf_t, topic_down, "topic_down", CONF_SEC_NONEMPTY),
+    CONF_KEY_STR(lora_conf_t, topic_down_ack, "topic_down_ack", CONF_SEC_NONEMPTY),
+};
+
 static int lo_load(conf_sec_t *s, void *conf)
 {
     lora_conf_t *c = conf;
-    if (conf_sec_bool(s, "enabled", &c->enabled) < 0 ||
-        conf_sec_str(s, "bind", c->bind, sizeof(c->bind), CONF_SEC_NONEMPTY) < 0 ||
-        conf_sec_u32(s, "port", 0, 65535, &c->port) < 0 ||
-        conf_sec_ms(s, "keepalive", 100, 3600000, &c->keepalive_ms) < 0 ||
-        conf_sec_u32(s, "qos", 0, 2, &c->qos) < 0 ||
-        conf_sec_u32(s, "max_gateways", 1, 100000, &c->max_gateways) < 0 ||
-        conf_sec_str(s, "topic_up", c->topic_up, sizeof(c->topic_up), CONF_SEC_NONEMPTY) < 0 ||
-        conf_sec_str(s, "topic_devaddr", c->topic_devaddr, sizeof(c->topic_devaddr), 0) < 0 ||
-        conf_sec_str(s, "topic_stats", c->topic_stats, sizeof(c->topic_stats), CONF_SEC_NONEMPTY) <
-            0 ||
-        conf_sec_str(s, "topic_status", c->topic_status, sizeof(c->topic_status),
-                     CONF_SEC_NONEMPTY) < 0 ||
-        conf_sec_str(s, "topic_down", c->topic_down, sizeof(c->topic_down), CONF_SEC_NONEMPTY) <
-            0 ||
-        conf_sec_str(s, "topic_down_ack", c->topic_down_ack, sizeof(c->topic_down_ack),
-                     CONF_SEC_NONEMPTY) < 0)
+    if (conf_sec_keys(s, CONF_KEYS(lo_keys), c) < 0)
         return -1;
     struct in_addr a;
     if (inet_pton(AF_INET, c->bind, &a) != 1)
@@ -518,19 +518,7 @@ static int lo_load(conf_sec_t *s, void *conf)
 
 static void lo_walk(const void *conf, conf_visit_fn fn, void *ud)
 {
-    const lora_conf_t *c = conf;
-    fn(ud, CONF_V_BOOL, "enabled", NULL, c->enabled);
-    fn(ud, CONF_V_STR, "bind", c->bind, 0);
-    fn(ud, CONF_V_UINT, "port", NULL, c->port);
-    fn(ud, CONF_V_UINT, "keepalive", NULL, c->keepalive_ms);
-    fn(ud, CONF_V_UINT, "qos", NULL, c->qos);
-    fn(ud, CONF_V_UINT, "max_gateways", NULL, c->max_gateways);
-    fn(ud, CONF_V_STR, "topic_up", c->topic_up, 0);
-    fn(ud, CONF_V_STR, "topic_devaddr", c->topic_devaddr, 0);
-    fn(ud, CONF_V_STR, "topic_stats", c->topic_stats, 0);
-    fn(ud, CONF_V_STR, "topic_status", c->topic_status, 0);
-    fn(ud, CONF_V_STR, "topic_down", c->topic_down, 0);
-    fn(ud, CONF_V_STR, "topic_down_ack", c->topic_down_ack, 0);
+    conf_keys_walk(CONF_KEYS(lo_keys), conf, fn, ud);
 }
 
 /* ---- life cycle --------------------------------------------------------------- */

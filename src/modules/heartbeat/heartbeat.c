@@ -60,12 +60,16 @@ static void hb_defaults(void *conf)
     c->retain = 0;
 }
 
+static const conf_key_t hb_keys[] = {
+    CONF_KEY_U32(heartbeat_conf_t, interval, "interval", 0, 86400),
+    CONF_KEY_STR(heartbeat_conf_t, topic, "topic", CONF_SEC_NONEMPTY),
+    CONF_KEY_BOOL(heartbeat_conf_t, retain, "retain"),
+};
+
 static int hb_load(conf_sec_t *s, void *conf)
 {
     heartbeat_conf_t *c = conf;
-    if (conf_sec_u32(s, "interval", 0, 86400, &c->interval) < 0 ||
-        conf_sec_str(s, "topic", c->topic, sizeof(c->topic), CONF_SEC_NONEMPTY) < 0 ||
-        conf_sec_bool(s, "retain", &c->retain) < 0)
+    if (conf_sec_keys(s, CONF_KEYS(hb_keys), c) < 0)
         return -1;
     if (strpbrk(c->topic, "+#") != NULL)
         return conf_sec_fail(s, "topic", "\"%.60s\": a topic to publish on has no wildcards",
@@ -75,10 +79,7 @@ static int hb_load(conf_sec_t *s, void *conf)
 
 static void hb_walk(const void *conf, conf_visit_fn fn, void *ud)
 {
-    const heartbeat_conf_t *c = conf;
-    fn(ud, CONF_V_UINT, "interval", NULL, c->interval);
-    fn(ud, CONF_V_STR, "topic", c->topic, 0);
-    fn(ud, CONF_V_BOOL, "retain", NULL, c->retain);
+    conf_keys_walk(CONF_KEYS(hb_keys), conf, fn, ud);
 }
 
 static int hb_init(module_inst_t *mi)

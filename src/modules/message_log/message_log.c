@@ -126,11 +126,14 @@ static void ml_defaults(void *conf)
 
 /* Each item a topic filter ('+' and '#' whole levels, '#' last), and not
  * "$share/...": a consumer joins no group. */
+static const conf_key_t ml_keys[] = {
+    CONF_KEY_NAMES(ml_conf_t, filters, n, "message_log", ML_FILTERS),
+};
+
 static int ml_load(conf_sec_t *s, void *conf)
 {
     ml_conf_t *c = conf;
-    if (conf_sec_names(s, "message_log", c->filters[0], sizeof(c->filters[0]), ML_FILTERS, &c->n) <
-        0)
+    if (conf_sec_keys(s, CONF_KEYS(ml_keys), c) < 0)
         return -1;
     for (uint32_t i = 0; i < c->n; i++) {
         const char *f = c->filters[i];
@@ -146,11 +149,7 @@ static int ml_load(conf_sec_t *s, void *conf)
 
 static void ml_walk(const void *conf, conf_visit_fn fn, void *ud)
 {
-    const ml_conf_t *c = conf;
-    fn(ud, CONF_V_LIST, "message_log", NULL, 0);
-    for (uint32_t i = 0; i < c->n; i++)
-        fn(ud, CONF_V_STR, NULL, c->filters[i], 0);
-    fn(ud, CONF_V_END, "message_log", NULL, 0);
+    conf_keys_walk(CONF_KEYS(ml_keys), conf, fn, ud);
 }
 
 static int ml_init(module_inst_t *mi)

@@ -642,18 +642,20 @@ static void tr_defaults(void *conf)
     c->max_exports = 16;
 }
 
+static const conf_key_t tr_keys[] = {
+    CONF_KEY_STR(tr_conf_t, endpoint, "endpoint", 0),
+    CONF_KEY_STR(tr_conf_t, sample_ratio, "sample_ratio", CONF_SEC_NONEMPTY),
+    CONF_KEY_STR(tr_conf_t, service_name, "service_name", CONF_SEC_NONEMPTY),
+    CONF_KEY_U32(tr_conf_t, batch_size, "batch_size", 1, 10000),
+    CONF_KEY_MS(tr_conf_t, flush_ms, "flush_interval", 10, 60000),
+    CONF_KEY_MS(tr_conf_t, timeout_ms, "timeout", 100, 60000),
+    CONF_KEY_U32(tr_conf_t, max_exports, "max_exports", 1, 1024),
+};
+
 static int tr_load(conf_sec_t *s, void *conf)
 {
     tr_conf_t *c = conf;
-    if (conf_sec_str(s, "endpoint", c->endpoint, sizeof(c->endpoint), 0) < 0 ||
-        conf_sec_str(s, "sample_ratio", c->sample_ratio, sizeof(c->sample_ratio),
-                     CONF_SEC_NONEMPTY) < 0 ||
-        conf_sec_str(s, "service_name", c->service_name, sizeof(c->service_name),
-                     CONF_SEC_NONEMPTY) < 0 ||
-        conf_sec_u32(s, "batch_size", 1, 10000, &c->batch_size) < 0 ||
-        conf_sec_ms(s, "flush_interval", 10, 60000, &c->flush_ms) < 0 ||
-        conf_sec_ms(s, "timeout", 100, 60000, &c->timeout_ms) < 0 ||
-        conf_sec_u32(s, "max_exports", 1, 1024, &c->max_exports) < 0)
+    if (conf_sec_keys(s, CONF_KEYS(tr_keys), c) < 0)
         return -1;
     if (c->endpoint[0] != '\0' && strncmp(c->endpoint, "http://", 7) != 0 &&
         strncmp(c->endpoint, "https://", 8) != 0)
@@ -669,14 +671,7 @@ static int tr_load(conf_sec_t *s, void *conf)
 
 static void tr_walk(const void *conf, conf_visit_fn fn, void *ud)
 {
-    const tr_conf_t *c = conf;
-    fn(ud, CONF_V_STR, "endpoint", c->endpoint, 0);
-    fn(ud, CONF_V_STR, "sample_ratio", c->sample_ratio, 0);
-    fn(ud, CONF_V_STR, "service_name", c->service_name, 0);
-    fn(ud, CONF_V_UINT, "batch_size", NULL, c->batch_size);
-    fn(ud, CONF_V_UINT, "flush_interval_ms", NULL, c->flush_ms);
-    fn(ud, CONF_V_UINT, "timeout_ms", NULL, c->timeout_ms);
-    fn(ud, CONF_V_UINT, "max_exports", NULL, c->max_exports);
+    conf_keys_walk(CONF_KEYS(tr_keys), conf, fn, ud);
 }
 
 /* ---- life cycle ---- */
