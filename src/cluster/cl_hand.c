@@ -203,7 +203,7 @@ int cl_hand_recv(cl_t *cl, cl_peer_t *p, cl_conn_t *c, uint8_t type, const uint8
     if (type == CL_F_ADOPT_DONE && n > 0)
         release(cl, n, NULL);
     if (type == CL_F_ADOPT_OVER)
-        cl_adopt_over(cl, nm);
+        cl_adopt_over(cl, nm, c->idx);
     return 0;
 }
 
@@ -304,7 +304,7 @@ static void over_task(cl_t *cl, void *arg)
         }
     }
     cl_owner_adopted(cl, cl->conf->node, h->lease, h->ids.p, h->ids.len);
-    cl_adopt_over(cl, name);
+    cl_adopt_over(cl, name, 0);
     cl_buf_free(&h->ids);
     free(h);
 }
@@ -348,7 +348,7 @@ void cl_hand_over(cl_t *cl, const char *name, int64_t lease, uint8_t *ids, size_
     memcpy(h->name, name, l + 1);
     if (cl_post(cl, over_task, h) == 0)
         return;
-    cl_adopt_over(cl, name);
+    cl_adopt_over(cl, name, 0);
     cl_buf_free(&h->ids);
     free(h);
 }
