@@ -679,6 +679,7 @@ static int wait_ack(cl_repl_t *r, int idx, uint64_t seq, uint64_t gen, uint32_t 
 }
 
 static int stopping(cl_repl_t *r);
+static int settle(cl_repl_t *r, store_t *s);
 
 /* A placement being made: the new set (np peers), what each gets. */
 typedef struct {
@@ -1013,35 +1014,63 @@ static int repl_hook(void *ud, store_t *s, const store_batch_t *group, int phase
         atomic_store(&r->wait_since_us, 0);
         if (failed) {
             pthread_mutex_lock(&r->mu);
-            r->placed_ok = 0; /* every share copied again at the next group */
+            r->placed_ok = 0; /* every share copied again (the group with them) */
             pthread_mutex_unlock(&r->mu);
             r->retry_at = 0;
-            return degraded(r, "a replica did not acknowledge a change in time");
+            if (!r->cl->conf->repl_required)
+                return degraded(r, "a replica did not acknowledge a change in time");
+        } else {
+            an_hist_add(&r->rtt, an_now_us() - r->sent_us);
+            CL_STAT_ADD(r->groups, 1);
         }
-        an_hist_add(&r->rtt, an_now_us() - r->sent_us);
-        CL_STAT_ADD(r->groups, 1);
     }
-    pthread_mutex_lock(&r->mu);
-    same = r->placed_ok && r->placed_lgen == r->lgen && r->nplace > 0;
-    int any = 0;
-    for (int i = 1; i < CL_MAX_NODES && !any; i++)
-        any = r->live[i];
-    pthread_mutex_unlock(&r->mu);
-    if (same)
-        return 0;
-    if (!any)
-        return degraded(r, "no other member");
-    if (an_now_ms() < r->retry_at)
-        return degraded(r, "copying the shares failed");
-    if (place(r, s) < 0) {
-        r->retry_at = an_now_ms() + REPL_RETRY_MS;
-        return degraded(r, "copying the shares failed");
+    return settle(r, s);
+}
+
+/* WAIT, after the group's own acknowledgements: the shares placed again
+ * if the live set changed (the group is in the copies then).  Not placed:
+ * degraded; with cluster.replication.required and a member to place them
+ * on, the group is held first (every later one waits too) while they are
+ * being placed, for cluster.replication.timeout at most. */
+static int settle(cl_repl_t *r, store_t *s)
+{
+    int required = r->cl->conf->repl_required;
+    uint64_t deadline = an_now_ms() + r->cl->conf->repl_timeout_ms;
+    const char *why = "copying the shares failed";
+    for (;;) {
+        pthread_mutex_lock(&r->mu);
+        int stop = r->stop, same = r->placed_ok && r->placed_lgen == r->lgen && r->nplace > 0;
+        int any = 0;
+        for (int i = 1; i < CL_MAX_NODES && !any; i++)
+            any = r->live[i];
+        uint64_t lgen = r->lgen;
+        pthread_mutex_unlock(&r->mu);
+        if (stop || same)
+            return 0;
+        if (!any)
+            return degraded(r, "no other member");
+        uint64_t now = an_now_ms();
+        if (now >= r->retry_at) {
+            if (place(r, s) == 0) {
+                for (int j = 0; j < r->nplace; j++)
+                    r->place_seeds[j] = r->place[j].seed;
+                r->degraded_logged = 0;
+                atomic_store(&r->synced, 1);
+                return 0; /* the group is in the copies */
+            }
+            r->retry_at = an_now_ms() + REPL_RETRY_MS;
+            now = an_now_ms();
+        }
+        if (!required || now >= deadline)
+            return degraded(r, why);
+        uint64_t until = AN_MIN(deadline, r->retry_at); /* held: the next try */
+        pthread_mutex_lock(&r->mu);
+        if (!r->stop && r->lgen == lgen && until > now) {
+            struct timespec ts = an_wall_after(until - now);
+            pthread_cond_timedwait(&r->cv, &r->mu, &ts);
+        }
+        pthread_mutex_unlock(&r->mu);
     }
-    for (int j = 0; j < r->nplace; j++)
-        r->place_seeds[j] = r->place[j].seed;
-    r->degraded_logged = 0;
-    atomic_store(&r->synced, 1);
-    return 0; /* the group is in the copies */
 }
 
 /* ---- frames (link thread) ---- */
@@ -1083,15 +1112,12 @@ int cl_repl_recv(cl_t *cl, cl_conn_t *c, uint8_t type, const uint8_t *body, uint
     return 0;
 }
 
+/* arg: the placement's members (node indexes, CL_MAX_NODES bytes), as
+ * when it was made: this task runs after the frames posted before it and
+ * before those of a later placement (cl_post is in order) */
 static void drop_task(cl_t *cl, void *arg)
 {
-    (void)arg;
-    cl_repl_t *r = cl->repl;
-    uint8_t *in = an_calloc(CL_MAX_NODES, 1);
-    pthread_mutex_lock(&r->mu);
-    for (int j = 0; r->placed_ok && j < r->nplace; j++)
-        in[r->place[j].idx] = 1;
-    pthread_mutex_unlock(&r->mu);
+    uint8_t *in = arg;
     for (int i = 1; i < CL_MAX_NODES; i++)
         if (!in[i] && link_up(cl, i)) { /* a copy of an older placement there */
             cl_conn_t *c = cl->links->peers[i].conn;
@@ -1103,7 +1129,15 @@ static void drop_task(cl_t *cl, void *arg)
 
 void cl_repl_drop_others(cl_t *cl)
 {
-    cl_post(cl, drop_task, NULL);
+    cl_repl_t *r = cl->repl;
+    uint8_t *in = an_calloc(CL_MAX_NODES, 1);
+    pthread_mutex_lock(&r->mu);
+    for (int j = 0; r->placed_ok && j < r->nplace; j++)
+        in[r->place[j].idx] = 1;
+    int ok = r->placed_ok;
+    pthread_mutex_unlock(&r->mu);
+    if (!ok || cl_post(cl, drop_task, in) < 0)
+        free(in);
 }
 
 /* ---- the module's calls ---- */
