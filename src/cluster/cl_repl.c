@@ -726,7 +726,16 @@ static int full_key(void *ud, const void *k, size_t kl, const void *v, size_t vl
     rp_full_t *f = ud;
     const uint8_t *pk;
     size_t pkl;
-    cl_share_key(STORE_RAW_PUT, k, kl, &pk, &pkl);
+    if (!cl_share_key(STORE_RAW_PUT, k, kl, &pk, &pkl)) { /* a meta key: every copy has it */
+        for (int j = 0; j < f->np; j++)
+            if (f->full[j]) {
+                store_batch_put(f->ch[j], k, kl, v, vl);
+                f->keys[j]++;
+                if (store_batch_bytes(f->ch[j]) >= REPL_CHUNK && full_flush(f, j, 0) < 0)
+                    return -1;
+            }
+        return 0;
+    }
     int j = cl_share_pick(f->seeds, f->np, pk, pkl);
     int o = f->nold ? cl_share_pick(f->old_seeds, f->nold, pk, pkl) : -1;
     int moved = o < 0 || f->old[o].idx != f->p[j].idx;

@@ -7,6 +7,8 @@
 
 int cl_share_key(int op, const uint8_t *k, size_t kl, const uint8_t **pk, size_t *pkl)
 {
+    if (kl > 0 && k[0] == 0)
+        return 0; /* a meta key: every copy is a store with its format version */
     if (kl >= 2 && k[1] == '/' && (k[0] == 'q' || k[0] == 'i')) {
         size_t n = kl >= 4 ? (size_t)k[2] << 8 | k[3] : 0;
         if (kl >= 4 && n > 0 && kl >= 4 + n) { /* u16 n, client id, then seq or pid */

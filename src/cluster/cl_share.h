@@ -6,9 +6,10 @@
  * A store key's share key: the client id for a session's keys ("s/" id,
  * "q/" and "i/" u16 n + id: cl_share_key), so that a session, its queue,
  * in-flight messages and QoS 2 ids always go to one replica; any other key
- * (a retained message "r/" topic, a meta key "\0...") by the whole key.  A
- * prefix delete that is not one client's ("s/", "q/", a family) concerns
- * every share.  The replica of a share key among n peers: the highest
+ * (a retained message "r/" topic) by the whole key.  A meta key ("\0...":
+ * the format version, the password cache) and a prefix delete that is not
+ * one client's ("s/", "q/", a family) concern every share: each copy is a
+ * store of its own, with the format version store_open wants.  The replica of a share key among n peers: the highest
  * rendezvous hash of (peer name, share key) (cl_share_pick; ties: the
  * first); when a peer joins or goes, only the share keys it wins or won
  * move.
@@ -21,8 +22,8 @@
 
 #include "cl_wire.h"
 
-/* 1 and the share key in *pk (pointing into k), or 0: every share (a prefix
- * delete of more than one client's keys).  op: STORE_RAW_*. */
+/* 1 and the share key in *pk (pointing into k), or 0: every share (a meta
+ * key, a prefix delete of more than one client's keys).  op: STORE_RAW_*. */
 int cl_share_key(int op, const uint8_t *k, size_t kl, const uint8_t **pk, size_t *pkl);
 /* A peer's seed (its name hashed once) and the rendezvous hash of a share
  * key under it. */

@@ -1,7 +1,7 @@
 /* test_cl_share.c -- replicated sessions' shares (src/cluster/cl_share.c)
  * and the store's flat form (store_raw_next): a session's keys (record,
  * queue, QoS 2 ids, their prefix deletes) share one share key; other keys
- * go by the whole key; family deletes concern every share; the pick
+ * go by the whole key; meta keys and family deletes concern every share; the pick
  * spreads ids over the peers and moves only the ids a new peer wins; a
  * split puts each operation where its pick says, and every replica gets
  * the family deletes; the lengths are little-endian on every host; a
@@ -55,6 +55,9 @@ static void test_share_key(void **state)
     check_key(STORE_RAW_DEL_PREFIX, (const uint8_t *)"q/", 2, NULL);
     check_key(STORE_RAW_DEL_PREFIX, (const uint8_t *)"s/dev", 5, NULL);
     check_key(STORE_RAW_DEL_PREFIX, (const uint8_t *)"r/", 2, NULL);
+    /* meta keys: every copy (each is a store with its format version) */
+    check_key(STORE_RAW_PUT, (const uint8_t *)STORE_KEY_VERSION, STORE_KEY_VERSION_LEN, NULL);
+    check_key(STORE_RAW_DEL, (const uint8_t *)"\0auth/x", 7, NULL);
     /* a queue key whose length runs past the key: by the whole key */
     const uint8_t bad[] = {'q', '/', 0, 9, 'a'};
     const uint8_t *pk;
