@@ -681,6 +681,19 @@ static int wait_ack(cl_repl_t *r, int idx, uint64_t seq, uint64_t gen, uint32_t 
 static int stopping(cl_repl_t *r);
 static int settle(cl_repl_t *r, store_t *s);
 
+/* The placement's peer at position j (-1: every one) is no longer in sync
+ * (its frames failed, or a placement failed midway): its whole share is
+ * copied again at the next placement (a live peer's gen is never 0). */
+static void invalidate(cl_repl_t *r, int j)
+{
+    pthread_mutex_lock(&r->mu);
+    for (int k = 0; k < r->nplace; k++)
+        if (j < 0 || k == j)
+            r->place[k].gen = 0;
+    r->placed_ok = 0;
+    pthread_mutex_unlock(&r->mu);
+}
+
 /* A placement being made: the new set (np peers), what each gets. */
 typedef struct {
     cl_repl_t *r;
@@ -807,7 +820,7 @@ static int place(cl_repl_t *r, store_t *s)
             r->ack_bad[i] = 0;
             np++;
         }
-    int nold = r->placed_ok ? r->nplace : 0;
+    int nold = r->nplace; /* a peer there is in sync while its gen is (0: not) */
     rp_place_t *old = an_calloc(CL_MAX_NODES, sizeof(*old));
     memcpy(old, r->place, (size_t)nold * sizeof(*old));
     r->placed_ok = 0; /* until this one is done */
@@ -902,6 +915,8 @@ static int place(cl_repl_t *r, store_t *s)
     cl_repl_drop_others(cl);
     rc = 0;
 done:
+    if (rc != 0) /* some got a part of it: every share whole the next time */
+        invalidate(r, -1);
     for (int j = 0; j < np; j++)
         store_batch_free(f.ch[j]);
     for (int o = 0; o < nold; o++)
@@ -938,9 +953,11 @@ static int degraded(cl_repl_t *r, const char *why)
     return cl->conf->repl_required ? STORE_EIO : 0;
 }
 
-/* SEND (before the local write): with the shares placed and the live set
- * unchanged, each replica gets its part of the group at once (one frame
- * per replica that has a part), so their writes and ours run together. */
+/* SEND (before the local write): each replica of the placement in sync
+ * gets its part of the group at once (one frame per replica that has a
+ * part), so their writes and ours run together.  Also when the live set
+ * changed since (the placement made after this group's write counts on
+ * the replicas that stay having every change up to it). */
 static void repl_send(cl_repl_t *r, const store_batch_t *group)
 {
     rp_place_t *p = r->place;
@@ -975,6 +992,10 @@ static void repl_send(cl_repl_t *r, const store_batch_t *group)
             cl_buf_free(&b[j]);
             continue;
         }
+        if (p[j].gen == 0) { /* not in sync: its share is copied whole later */
+            cl_buf_free(&b[j]);
+            continue;
+        }
         cl_enc_patch_len(&b[j], 0);
         p[j].sent =
             post_frame(r, p[j].idx, p[j].gen, &b[j]) == 0 ? seq0 + 1 + (uint64_t)j : UINT64_MAX;
@@ -989,22 +1010,21 @@ static void repl_send(cl_repl_t *r, const store_batch_t *group)
 static int repl_hook(void *ud, store_t *s, const store_batch_t *group, int phase)
 {
     cl_repl_t *r = ud;
-    pthread_mutex_lock(&r->mu);
-    int stop = r->stop, same = r->placed_ok && r->placed_lgen == r->lgen && r->nplace > 0;
-    pthread_mutex_unlock(&r->mu);
-    if (stop)
+    if (stopping(r))
         return 0;
     if (phase == STORE_REPL_SEND) {
         r->nsent = 0;
-        if (same)
+        if (r->nplace > 0)
             repl_send(r, group);
         return 0;
     }
-    if (phase == STORE_REPL_ABORT) { /* the replicas may have what we do not: placed again */
+    if (phase == STORE_REPL_ABORT) { /* the replicas may have what we do not */
         atomic_store(&r->wait_since_us, 0);
-        pthread_mutex_lock(&r->mu);
-        r->placed_ok = 0;
-        pthread_mutex_unlock(&r->mu);
+        for (int j = 0; j < r->nplace; j++)
+            if (r->place[j].sent != 0) {
+                r->place[j].sent = 0;
+                invalidate(r, j);
+            }
         r->nsent = 0;
         return 0;
     }
@@ -1016,15 +1036,14 @@ static int repl_hook(void *ud, store_t *s, const store_batch_t *group, int phase
                 continue;
             r->place[j].sent = 0;
             if (seq == UINT64_MAX ||
-                wait_ack(r, r->place[j].idx, seq, r->place[j].gen, r->cl->conf->repl_timeout_ms))
+                wait_ack(r, r->place[j].idx, seq, r->place[j].gen, r->cl->conf->repl_timeout_ms)) {
                 failed = 1;
+                invalidate(r, j); /* its share copied whole again (the group with it) */
+            }
         }
         r->nsent = 0;
         atomic_store(&r->wait_since_us, 0);
         if (failed) {
-            pthread_mutex_lock(&r->mu);
-            r->placed_ok = 0; /* every share copied again (the group with them) */
-            pthread_mutex_unlock(&r->mu);
             r->retry_at = 0;
             if (!r->cl->conf->repl_required)
                 return degraded(r, "a replica did not acknowledge a change in time");
