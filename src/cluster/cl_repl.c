@@ -1339,7 +1339,8 @@ json_t *cl_repl_json(cl_t *cl)
     for (int j = 0; j < r->nplace; j++)
         json_array_append_new(reps, json_pack("{s:s,s:I,s:b}", "node", r->place[j].name, "sessions",
                                               (json_int_t)r->place[j].sessions, "synced", ok));
-    json_object_set_new(o, "replica", json_string(r->nplace && ok ? r->place[0].name : ""));
+    json_object_set_new(o, "replica",
+                        r->nplace && ok ? json_string(r->place[0].name) : json_null());
     for (int i = 1; i < CL_MAX_NODES; i++)
         if (r->copy[i].st != NULL)
             json_array_append_new(copies, json_pack("{s:s,s:b}", "node", r->copy[i].name,
