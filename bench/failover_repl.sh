@@ -1,17 +1,20 @@
 #!/usr/bin/env bash
 # bench/failover_repl.sh -- failover of persistent sessions from a replica
 # (docs/cluster.md "Replicated sessions"): SESSION_STORE=replicated
-# tools/cluster.sh up 3 with a short lease; --sessions persistent sessions
-# (MQTT 3.1.1, clean session 0, one subscription each) made on node2, then
-# offline; node2 killed with SIGKILL; reported:
-#   lease    kill -> the survivors see node2 out (the lease TTL's part)
-#   adopt    node2 out -> its replica adopted every session from its copy
-#            (its log line: read, installed, committed in its own store,
-#            claimed, recorded in etcd)
+# tools/cluster.sh up --nodes (default 3) with a short lease; --sessions
+# persistent sessions (MQTT 3.1.1, clean session 0, one subscription each)
+# made on the last node V, then offline; V killed with SIGKILL; reported:
+#   lease    kill -> the survivors see V out (the lease TTL's part)
+#   adopt    V out -> its replicas adopted every session from their copies
+#            (polled: the survivors' antenna_cluster_adopted_sessions_total
+#            add up to the sessions stored; their log lines: read,
+#            installed, committed in its own store, claimed, recorded in
+#            etcd), and how many each survivor adopted
 #   resume   adopted -> every client connected again with clean session 0
-#            to the survivors (antenna-bench sub, round-robin over both)
+#            to the survivors (antenna-bench sub, round-robin over them)
+# ANTENNA_BIN: the binary (main's, to compare: one replica per node).
 #
-#   bench/failover_repl.sh [--sessions N] [--lease TTL] [--runs N]
+#   bench/failover_repl.sh [--sessions N] [--lease TTL] [--runs N] [--nodes N]
 #
 # Needs build/antenna, build/antenna-bench, etcd, haproxy.
 # Results: docs/benchmarks.md, "Failover of replicated sessions".
@@ -20,12 +23,14 @@ ROOT=$(cd "$(dirname "$0")/.." && pwd)
 SESSIONS=10000
 LEASE=2s
 RUNS=1
+NODES=3
 while [ $# -gt 0 ]; do
     case "$1" in
     --sessions) SESSIONS=$2; shift 2 ;;
     --lease) LEASE=$2; shift 2 ;;
     --runs) RUNS=$2; shift 2 ;;
-    *) echo "usage: $0 [--sessions N] [--lease TTL] [--runs N]" >&2; exit 2 ;;
+    --nodes) NODES=$2; shift 2 ;;
+    *) echo "usage: $0 [--sessions N] [--lease TTL] [--runs N] [--nodes N]" >&2; exit 2 ;;
     esac
 done
 BENCH=$ROOT/build/antenna-bench
@@ -41,32 +46,46 @@ ulimit -n 65536 2>/dev/null || true
 for run in $(seq 1 "$RUNS"); do
     "$ROOT/tools/cluster.sh" down >/dev/null 2>&1
     rm -rf "$CLUSTER_DIR"
-    "$ROOT/tools/cluster.sh" up 3 >/dev/null || { echo "cluster.sh up failed" >&2; exit 1; }
+    "$ROOT/tools/cluster.sh" up "$NODES" >/dev/null || { echo "cluster.sh up failed" >&2; exit 1; }
     # shellcheck disable=SC1091
     . "$CLUSTER_DIR/cluster.env"
-    set -- $NODE_PORTS; P0=$1 P1=$2 P2=$3
-    set -- $API_PORTS; A0=$1 A1=$2 A2=$3
-    set -- $NODE_PIDS; PID2=$3
-    "$BENCH" sub -p "$P2" -c "$SESSIONS" -C 0 -q 1 --client-prefix fo_ -t 'fo/%i' \
+    V=$((NODES - 1))
+    read -r -a NP <<< "$NODE_PORTS"
+    read -r -a AP <<< "$API_PORTS"
+    read -r -a PIDS <<< "$NODE_PIDS"
+    PV=${NP[$V]} AV=${AP[$V]} PIDV=${PIDS[$V]}
+    SURV=$(IFS=,; echo "${NP[*]:0:$V}")
+    "$BENCH" sub -p "$PV" -c "$SESSIONS" -C 0 -q 1 --client-prefix fo_ -t 'fo/%i' \
         -d 1 --drain 0 --quiet >/dev/null 2>&1 || { echo "making the sessions failed" >&2; exit 1; }
-    # every session in node2's replica: its stream idle (nothing waits)
-    until [ "$(metric "$A2" antenna_cluster_replication_lag_seconds)" = "0.000000" ] &&
-        grep -q "has a full copy of this node's store" "$CLUSTER_DIR/node2/antenna.log"; do
+    # every session in V's replicas: its stream idle (nothing waits), placed
+    until [ "$(metric "$AV" antenna_cluster_replication_lag_seconds)" = "0.000000" ] &&
+        grep -q "has a full copy of this node's store\|sessions are replicated over" \
+            "$CLUSTER_DIR/node$V/antenna.log"; do
         sleep 0.05
     done
-    stored=$(metric "$A2" antenna_sessions)
+    stored=$(metric "$AV" antenna_sessions)
+    adopted() { # the survivors' adopted sessions, summed
+        local t=0 i
+        for i in $(seq 0 $((V - 1))); do
+            t=$((t + $(metric "${AP[$i]}" antenna_cluster_adopted_sessions_total)))
+        done
+        echo $t
+    }
     t_kill=$(now_ms)
-    kill -9 "$PID2"
-    # node2 out, seen by node0
-    until grep -q "node node2 left" "$CLUSTER_DIR/node0/antenna.log"; do sleep 0.02; done
+    kill -9 "$PIDV"
+    # V out, seen by node0
+    until grep -q "node node$V left" "$CLUSTER_DIR/node0/antenna.log"; do sleep 0.02; done
     t_out=$(now_ms)
-    until [ "$(metric "$A0" antenna_cluster_adoptions_total)$(metric "$A1" antenna_cluster_adoptions_total)" != "00" ]; do
+    until [ "$(adopted)" -ge "$stored" ]; do
         sleep 0.02
-        [ $(($(now_ms) - t_kill)) -lt 120000 ] || { echo "no adoption within 120 s" >&2; exit 1; }
+        [ $(($(now_ms) - t_kill)) -lt 120000 ] || { echo "not all adopted within 120 s" >&2; exit 1; }
     done
     t_adopted=$(now_ms)
-    line=$(grep -h "adopted the sessions of node node2" "$CLUSTER_DIR"/node[01]/antenna.log | tail -1)
-    "$BENCH" sub -p "$P0,$P1" -c "$SESSIONS" -C 0 -q 1 --client-prefix fo_ -t 'fo/%i' \
+    per=""
+    for i in $(seq 0 $((V - 1))); do
+        per="$per node$i $(metric "${AP[$i]}" antenna_cluster_adopted_sessions_total)"
+    done
+    "$BENCH" sub -p "$SURV" -c "$SESSIONS" -C 0 -q 1 --client-prefix fo_ -t 'fo/%i' \
         -d 0 --drain 0 --quiet --ready-file "$CLUSTER_DIR/resumed" >/dev/null 2>&1 &
     bpid=$!
     until [ -e "$CLUSTER_DIR/resumed" ]; do
@@ -75,10 +94,11 @@ for run in $(seq 1 "$RUNS"); do
     done
     t_resumed=$(now_ms)
     wait $bpid
-    echo "run $run: $stored sessions stored on node2; lease $LEASE:" \
+    echo "run $run: $NODES nodes, $stored sessions stored on node$V; lease $LEASE:" \
         "kill -> out $((t_out - t_kill)) ms, out -> adopted $((t_adopted - t_out)) ms" \
         "(polled), adopted -> all $SESSIONS reconnected $((t_resumed - t_adopted)) ms;" \
-        "kill -> resumed $((t_resumed - t_kill)) ms"
-    echo "  ${line#*info  }"
+        "kill -> resumed $((t_resumed - t_kill)) ms; adopted by:$per"
+    grep -h "adopted the sessions of node node$V" "$CLUSTER_DIR"/node*/antenna.log |
+        sed 's/.*info  /  /'
     "$ROOT/tools/cluster.sh" down >/dev/null 2>&1
 done

@@ -7,22 +7,28 @@
 # (node1 holds node0's copy) alternating, --runs each (default 3); the
 # medians.  Reported per run: delivered msg/s, p50/p99 latency, node0's CPU
 # per message (antenna-bench --broker-pid) and node1's (the replica's, from
-# /proc over the same run).
+# /proc over the same run).  --other BIN adds a third mode, replicated with
+# that binary (main's, say), in the same alternation; --nodes N (default
+# 2): a cluster of N, node0's sessions spread over the N - 1 others.
 #
-#   bench/store_repl.sh [--runs N] [--dur S]
+#   bench/store_repl.sh [--runs N] [--dur S] [--other BIN] [--nodes N]
 #
 # Needs build/antenna, build/antenna-bench, etcd, haproxy.
 # Results: docs/benchmarks.md, "Durable QoS 1 with replicated sessions".
 set -u
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
 RUNS=3
+NODES=2
 DUR=8
 WARM=2
+OTHER=
 while [ $# -gt 0 ]; do
     case "$1" in
     --runs) RUNS=$2; shift 2 ;;
     --dur) DUR=$2; shift 2 ;;
-    *) echo "usage: $0 [--runs N] [--dur S]" >&2; exit 2 ;;
+    --other) OTHER=$2; shift 2 ;;
+    --nodes) NODES=$2; shift 2 ;;
+    *) echo "usage: $0 [--runs N] [--dur S] [--other BIN] [--nodes N]" >&2; exit 2 ;;
     esac
 done
 BENCH=$ROOT/build/antenna-bench
@@ -33,19 +39,21 @@ mkdir -p "$OUT"
 ticks() { awk '{ print $14 + $15 }' "/proc/$1/stat" 2>/dev/null || echo 0; }
 jget() { sed -n "s/.*\"$1\": *\([0-9.eE+-]*\).*/\1/p" "$2" | head -1; }
 
-one() { # mode run
-    local mode=$1 run=$2
+one() { # mode run (mode other: replicated with $OTHER)
+    local mode=$1 run=$2 store=$1 bin=${ANTENNA_BIN:-$ROOT/build/antenna}
+    [ "$mode" = other ] && store=replicated bin=$OTHER
     "$ROOT/tools/cluster.sh" down >/dev/null 2>&1
     rm -rf "$CLUSTER_DIR"
-    SESSION_STORE=$mode CLUSTER_LEASE_TTL=10s "$ROOT/tools/cluster.sh" up 2 >/dev/null ||
+    ANTENNA_BIN=$bin SESSION_STORE=$store CLUSTER_LEASE_TTL=10s "$ROOT/tools/cluster.sh" up "$NODES" >/dev/null ||
         { echo "cluster.sh up failed ($mode)" >&2; return 1; }
     # shellcheck disable=SC1091
     . "$CLUSTER_DIR/cluster.env"
     set -- $NODE_PORTS; local p0=$1
     set -- $NODE_PIDS; local pid0=$1 pid1=$2
-    if [ "$mode" = replicated ]; then # node0's replica in sync before the run
+    if [ "$store" = replicated ]; then # node0's replica in sync before the run
         local t=0
-        until grep -q "has a full copy of this node's store" "$CLUSTER_DIR/node0/antenna.log"; do
+        until grep -q "has a full copy of this node's store\|sessions are replicated over" \
+            "$CLUSTER_DIR/node0/antenna.log"; do
             sleep 0.1; t=$((t + 1))
             [ $t -lt 300 ] || { echo "no replica for node0" >&2; return 1; }
         done
@@ -71,9 +79,10 @@ one() { # mode run
 for run in $(seq 1 "$RUNS"); do
     one local "$run"
     one replicated "$run"
+    [ -z "$OTHER" ] || one other "$run"
 done
 echo "medians:"
-for mode in local replicated; do
+for mode in local replicated ${OTHER:+other}; do
     for col in 4 7 10 14 18; do
         grep "^$mode run" "$OUT/all.txt" | awk -v c=$col '{ gsub(",", "", $c); print $c }' |
             sort -n | awk '{ v[NR] = $1 } END { printf "%s ", v[int((NR + 1) / 2)] }'

@@ -2,10 +2,14 @@
  * dead node's Redis store (cl_int.h; docs/cluster.md "A dead node's
  * sessions").  On only with persistence.backend: redis, cluster.etcd and
  * cluster.adopt (the default); or with persistence.session_store:
- * replicated, where the adopter is the node etcd's replica/<N> names and
- * reads its own copy of N's store (check_repl; cl_repl.c): the same steps
- * 1-4 (adopt_store), then "adopted:<this node>" in etcd, N's records
- * deleted from the copy and the copy dropped.
+ * replicated, where the adopters are the nodes etcd's replica/<N>/<R>
+ * names (each holds a share of N's sessions) and each reads its own copy
+ * (check_repl; cl_repl.c): the same steps 1-4 (adopt_store), then
+ * "adopted:<this node>" in etcd and its name out of replica/<N>/, N's
+ * records deleted from the copy and the copy dropped.  There every
+ * survivor's gate for N stays until each named replica that lives made its
+ * claims (CL_F_ADOPT_OVER from each: ad_watch_t.need, .overs), and the
+ * watch ends once no live replica is named.
  *
  * When the member table (link thread) sees member N go out, every survivor
  * starts a watch of N here: N's store may hold sessions that no node
@@ -104,6 +108,10 @@ typedef struct {
     uint64_t since, try_at; /* monotonic ms */
     int gate;               /* resuming CONNECTs wait (0: N itself holds its lock) */
     int over;               /* its adopter claimed the client ids: no gate (cl_adopt_over) */
+    /* replicated: the adopters (node indexes, 0 this node) etcd names, once
+     * read (need_known), and those that made their claims (CL_F_ADOPT_OVER) */
+    int need_known;
+    uint64_t need[CL_MAX_NODES / 64], overs[CL_MAX_NODES / 64];
 } ad_watch_t;
 
 struct cl_adopt_s {
@@ -218,6 +226,9 @@ void cl_adopt_member(cl_t *cl, const char *name, int present, int rank)
             w->try_at = w->since + (uint64_t)rank * ADOPT_RANK_MS;
             w->gate = 1;
             w->over = 0;
+            w->need_known = 0;
+            memset(w->need, 0, sizeof(w->need));
+            memset(w->overs, 0, sizeof(w->overs));
         }
     }
     pending_update(a);
@@ -260,27 +271,62 @@ static void watch_gate(cl_adopt_t *a, const char *name, int gate)
     pthread_mutex_unlock(&a->mu);
 }
 
-/* over 1: N's adopter made its claims (CL_F_ADOPT_OVER, or this node is the
- * adopter): resuming CONNECTs go on at once (a client of N's finds its
- * session's claim, on the adopter or through a take-over from it) instead
- * of waiting for this node's next look at N's store; 0: that adopter died
- * before it finished (the gate again until the next one has). */
-static void watch_over(cl_adopt_t *a, const char *name, int over)
+/* replicated: every adopter etcd names made its claims (none named: over) */
+static int all_over(const ad_watch_t *w)
 {
+    if (!w->need_known)
+        return 0;
+    for (size_t k = 0; k < CL_MAX_NODES / 64; k++)
+        if ((w->need[k] & w->overs[k]) != w->need[k])
+            return 0;
+    return 1;
+}
+
+/* over 1: N's adopter (node index from, 0 this node) made its claims
+ * (CL_F_ADOPT_OVER, or this node is the adopter): resuming CONNECTs go on
+ * at once (a client of N's finds its session's claim, on the adopter or
+ * through a take-over from it) instead of waiting for this node's next
+ * look at N's store; with replicated sessions only once every replica
+ * that adopts a share of N has; 0: that adopter died before it finished
+ * (the gate again until the next one has). */
+static void watch_over(cl_adopt_t *a, const char *name, int over, int from)
+{
+    int repl = cl_repl_on(a->cl);
     pthread_mutex_lock(&a->mu);
     for (uint32_t i = 0; i < a->nwatch; i++)
         if (strcmp(a->watch[i].name, name) == 0) {
-            a->watch[i].over = over;
-            a->watch[i].gate = !over;
+            ad_watch_t *w = &a->watch[i];
+            if (repl && over) {
+                w->overs[from / 64] |= 1ull << (from % 64);
+                over = all_over(w);
+            }
+            w->over = over;
+            w->gate = !over;
         }
     pending_update(a);
     pthread_mutex_unlock(&a->mu);
 }
 
-void cl_adopt_over(cl_t *cl, const char *name)
+/* replicated: the adopters etcd names for N now (check_repl) */
+static void watch_need(cl_adopt_t *a, const char *name, const uint64_t *need)
 {
-    if (cl->adopt != NULL)
-        watch_over(cl->adopt, name, 1);
+    pthread_mutex_lock(&a->mu);
+    for (uint32_t i = 0; i < a->nwatch; i++)
+        if (strcmp(a->watch[i].name, name) == 0) {
+            ad_watch_t *w = &a->watch[i];
+            memcpy(w->need, need, sizeof(w->need));
+            w->need_known = 1;
+            w->over = all_over(w);
+            w->gate = !w->over;
+        }
+    pending_update(a);
+    pthread_mutex_unlock(&a->mu);
+}
+
+void cl_adopt_over(cl_t *cl, const char *name, int from)
+{
+    if (cl->adopt != NULL && from >= 0 && from < CL_MAX_NODES)
+        watch_over(cl->adopt, name, 1, from);
 }
 
 static void watch_retry(cl_adopt_t *a, const char *name, uint64_t at)
@@ -801,7 +847,7 @@ static int adopt_store(cl_adopt_t *a, const char *name, store_t *ns, const char 
 
     /* 5. out of the dead node's store; with a replica, etcd says first
      * that N's sessions are here (N started again empties its own) */
-    if (repl && cl_repl_etcd_adopted(cl, name) < 0) {
+    if (repl && cl_repl_etcd_adopted(cl, name, 1) < 0) {
         log_warn("cluster: adopting the sessions of node %s: recording the adoption in etcd "
                  "failed (tried again later: the sessions here stay)",
                  name);
@@ -868,66 +914,89 @@ static int adopt(cl_adopt_t *a, const char *name)
     return rc;
 }
 
-/* Is `name` a live member (the API's copy of the member table)? */
-static int member_live(cl_t *cl, const char *name)
+/* A live member's node index (0: this node), -1 when `name` is not one. */
+static int member_index(cl_t *cl, const char *name)
 {
-    int live = strcmp(name, cl->conf->node) == 0;
+    if (strcmp(name, cl->conf->node) == 0)
+        return 0;
+    int idx = -1;
     pthread_mutex_lock(&cl->snap_mu);
-    for (int i = 1; i < CL_MAX_NODES && !live; i++)
-        live = cl->snap[i].used && cl->snap[i].member && strcmp(cl->snap[i].name, name) == 0;
+    for (int i = 1; i < CL_MAX_NODES && idx < 0; i++)
+        if (cl->snap[i].used && cl->snap[i].member && strcmp(cl->snap[i].name, name) == 0)
+            idx = i;
     pthread_mutex_unlock(&cl->snap_mu);
-    return live;
+    return idx;
 }
 
-/* session_store: replicated: etcd's replica/<N> names the adopter, which
- * adopts from its copy of N's store; the others keep the gate until it is
- * done ("adopted:..."), N stopped cleanly, or no live node has a copy. */
+/* session_store: replicated: etcd's replica/<N>/<R> names the replicas of
+ * N's shares; each adopts the sessions of its own copy of N's store and
+ * then takes its name out.  Every survivor keeps the gate until each named
+ * replica that lives made its claims (CL_F_ADOPT_OVER) and ends its watch
+ * once none that lives is named, or N stopped cleanly. */
 static void check_repl(cl_adopt_t *a, const ad_watch_t *w)
 {
     cl_t *cl = a->cl;
     char val[CL_NAME_MAX + 16];
     if (cl_repl_etcd_get(cl, w->name, val, sizeof(val)) < 0) {
-        log_limited(5000, AN_LOG_WARN, "cluster: etcd did not say who is node %s's replica",
+        log_limited(5000, AN_LOG_WARN, "cluster: etcd did not say who holds node %s's sessions",
                     w->name);
         return;
     }
-    int mine = strcmp(val, cl->conf->node) == 0 ||
-               (strncmp(val, "adopted:", 8) == 0 && strcmp(val + 8, cl->conf->node) == 0);
-    if (!mine && strcmp(val, "stopped") != 0)
-        cl_repl_copy_forget(cl, w->name); /* not the copy to adopt from: stale */
-    if (val[0] == '\0' || strncmp(val, "adopted:", 8) == 0 || strcmp(val, "stopped") == 0) {
-        if (strcmp(val, "stopped") == 0)
-            log_info("cluster: node %s stopped cleanly: its sessions wait for a node with its "
-                     "name",
-                     w->name);
-        else if (val[0] == '\0')
-            log_warn("cluster: node %s had no replica in sync: its sessions are not adopted",
+    if (strcmp(val, "stopped") == 0) {
+        log_info("cluster: node %s stopped cleanly: its sessions wait for a node with its name",
+                 w->name);
+        watch_end(a, w->name);
+        return;
+    }
+    char(*names)[CL_NAME_MAX] = an_calloc(CL_MAX_NODES, CL_NAME_MAX);
+    int n = cl_repl_etcd_replicas(cl, w->name, names, CL_MAX_NODES);
+    if (n < 0) {
+        log_limited(5000, AN_LOG_WARN, "cluster: etcd did not say who holds node %s's sessions",
+                    w->name);
+        free(names);
+        return;
+    }
+    uint64_t need[CL_MAX_NODES / 64] = {0};
+    int mine = 0, live = 0;
+    for (int i = 0; i < n; i++) {
+        int idx = member_index(cl, names[i]);
+        if (idx < 0)
+            continue; /* gone too: its share is not adopted */
+        need[idx / 64] |= 1ull << (idx % 64);
+        live++;
+        mine |= idx == 0;
+    }
+    free(names);
+    if (!mine)
+        cl_repl_copy_forget(cl, w->name); /* not a copy to adopt from (if any): stale */
+    if (live == 0) {
+        if (strncmp(val, "adopted:", 8) == 0)
+            log_info("cluster: node %s's sessions were adopted by its replicas", w->name);
+        else
+            log_warn("cluster: node %s has no live replica in sync: its sessions (or those not "
+                     "adopted yet) are not adopted",
                      w->name);
         watch_end(a, w->name);
         return;
     }
-    if (strcmp(val, cl->conf->node) != 0) {
-        if (!member_live(cl, val)) {
-            log_warn("cluster: node %s's replica %s is gone too: its sessions are not adopted",
-                     w->name, val);
-            watch_end(a, w->name);
-        }
-        return; /* its replica adopts: the gate stays until it is done */
-    }
+    watch_need(a, w->name, need);
+    if (!mine)
+        return; /* its replicas adopt: the gate stays until they made their claims */
     int complete = 0, loose = 0;
     store_t *ns = cl_repl_copy_open(cl, w->name, &complete, &loose);
     if (ns == NULL || !complete) {
-        log_warn("cluster: this node is node %s's replica but holds no complete copy of its "
-                 "store: its sessions are not adopted",
+        log_warn("cluster: this node is named a replica of node %s but holds no complete copy of "
+                 "its share: those sessions are not adopted",
                  w->name);
         if (ns != NULL && loose)
             store_close(ns);
-        watch_end(a, w->name);
+        if (cl_repl_etcd_adopted(cl, w->name, 0) < 0) /* the others stop waiting for it */
+            watch_retry(a, w->name, an_now_ms() + ADOPT_RETRY_MS);
         return;
     }
     if (adopt_store(a, w->name, ns, "its replica here", 1) == 0) {
-        cl_repl_copy_drop(cl, w->name, ns); /* the sessions are this node's own now */
-        watch_end(a, w->name);
+        cl_repl_copy_drop(cl, w->name, ns); /* the sessions are this node's own now; the
+                                             * watch ends once no other replica adopts */
     } else {
         if (loose)
             store_close(ns);
@@ -1045,7 +1114,7 @@ static void check(cl_adopt_t *a, const ad_watch_t *w, uint64_t now)
      * it, nobody else needs to wait (until its lock expires) */
     int own_holder = pk.holder[0] && !pk.holder_gone && !pk.adopting;
     if (w->over && !(pk.holder[0] && !pk.holder_gone))
-        watch_over(a, w->name, 0); /* its adopter died before it deleted N's sessions */
+        watch_over(a, w->name, 0, 0); /* its adopter died before it deleted N's sessions */
     if (own_holder == w->gate)
         watch_gate(a, w->name, !own_holder);
     if ((pk.holder[0] && !pk.holder_gone) || now < w->try_at)

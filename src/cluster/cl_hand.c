@@ -18,7 +18,10 @@
  * sender releases them (the tickets are reported acknowledged).  If no
  * adopter asks, the copies are released when this node's own watch of N
  * ends (adopted elsewhere without asking us, stopped cleanly, nothing to
- * adopt, cluster.adopt_wait): the old rule.  N coming back ends the state:
+ * adopt, cluster.adopt_wait): the old rule.  With replicated sessions N
+ * has several adopters (one per share): every one asks, and the copies and
+ * N's routes stay until the watch ends (each named replica done), not
+ * released at the first DONE.  N coming back ends the state:
  * its new process gets them again (the link resends what is unacknowledged).
  *
  * The end (cl_hand_over, after the adopter's claims): CL_F_ADOPT_IDS, the
@@ -104,13 +107,18 @@ static int find_node(cl_t *cl, const uint8_t *name, uint16_t len)
 }
 
 /* The copies kept for node n, as new references (plain ones only); its
- * routes kept go: nothing more is kept for it. */
+ * routes kept go: nothing more is kept for it.  With replicated sessions
+ * (several adopters, one per share of n's sessions, each asking) the
+ * routes and the copies stay until this node's watch of n ends (every
+ * adopter done: end_task), so each adopter gets what was kept up to its
+ * own ask. */
 static msg_t **kept(cl_t *cl, int n, uint32_t *count)
 {
     *count = 0;
     if (n <= 0)
         return NULL;
-    drop_routes(cl, n);
+    if (!cl_repl_on(cl))
+        drop_routes(cl, n);
     cl_peer_t *p = &cl->links->peers[n];
     /* also while it still looks a member here with its link down: the
      * adopter holds its lock, its going out has not reached us yet */
@@ -200,10 +208,10 @@ int cl_hand_recv(cl_t *cl, cl_peer_t *p, cl_conn_t *c, uint8_t type, const uint8
         }
         return 0;
     }
-    if (type == CL_F_ADOPT_DONE && n > 0)
+    if (type == CL_F_ADOPT_DONE && n > 0 && !cl_repl_on(cl)) /* replicated: at the watch's end */
         release(cl, n, NULL);
     if (type == CL_F_ADOPT_OVER)
-        cl_adopt_over(cl, nm);
+        cl_adopt_over(cl, nm, c->idx);
     return 0;
 }
 
@@ -252,7 +260,7 @@ static void done_task(cl_t *cl, void *arg)
                 cl_conn_flush(cl, p->conn);
         }
         int n = find_node(cl, (const uint8_t *)name, nl);
-        if (n > 0)
+        if (n > 0 && !cl_repl_on(cl)) /* replicated: at the watch's end (end_task) */
             release(cl, n, NULL);
     }
     free(name);
@@ -304,7 +312,7 @@ static void over_task(cl_t *cl, void *arg)
         }
     }
     cl_owner_adopted(cl, cl->conf->node, h->lease, h->ids.p, h->ids.len);
-    cl_adopt_over(cl, name);
+    cl_adopt_over(cl, name, 0);
     cl_buf_free(&h->ids);
     free(h);
 }
@@ -313,8 +321,11 @@ static void end_task(cl_t *cl, void *arg)
 {
     char *name = arg;
     int n = cl->links ? find_node(cl, (const uint8_t *)name, (uint16_t)strlen(name)) : -1;
-    if (n > 0)
-        release(cl, n, "its sessions were not adopted here, and no adopter asked for them");
+    if (n > 0) /* replicated: every adopter of a share is done, or none lives */
+        release(cl, n,
+                cl_repl_on(cl)
+                    ? NULL
+                    : "its sessions were not adopted here, and no adopter asked for them");
     free(name);
 }
 
@@ -348,7 +359,7 @@ void cl_hand_over(cl_t *cl, const char *name, int64_t lease, uint8_t *ids, size_
     memcpy(h->name, name, l + 1);
     if (cl_post(cl, over_task, h) == 0)
         return;
-    cl_adopt_over(cl, name);
+    cl_adopt_over(cl, name, 0);
     cl_buf_free(&h->ids);
     free(h);
 }

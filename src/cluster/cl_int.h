@@ -312,9 +312,11 @@ void cl_hand_watch_end(cl_t *cl, const char *name);
  * taken) went to them (CL_F_ADOPT_IDS) and to this node's registry
  * (cl_owner_adopted). */
 void cl_hand_over(cl_t *cl, const char *name, int64_t lease, uint8_t *ids, size_t len);
-/* Any thread: `name`'s adopter made its claims: this node's watch of it
- * holds CONNECTs back no longer (it still ends when the store says so). */
-void cl_adopt_over(cl_t *cl, const char *name);
+/* Any thread: `name`'s adopter (node index from, 0: this node) made its
+ * claims: this node's watch of it holds CONNECTs back no longer (it still
+ * ends when the store says so); with replicated sessions, once every
+ * replica etcd names for it has (each adopts its share). */
+void cl_adopt_over(cl_t *cl, const char *name, int from);
 /* The home worker's part of an adoption (WM_CL_OWNER), and its drop when
  * the worker stopped. */
 void cl_adopt_item(worker_t *w, void *ptr);
@@ -336,13 +338,17 @@ int cl_repl_on(const cl_t *cl);
 void cl_repl_link(cl_t *cl, int idx, int up);
 /* Link thread: a REPL_DATA, REPL_ACK or REPL_DROP frame.  -1: malformed. */
 int cl_repl_recv(cl_t *cl, cl_conn_t *c, uint8_t type, const uint8_t *body, uint32_t len);
-/* Any thread (posted): tell the members but the replica to drop their
- * copies of this node. */
+/* Any thread (posted): tell the members that hold no share of this node
+ * to drop their copies of it. */
 void cl_repl_drop_others(cl_t *cl);
-/* Adopter thread: etcd's replica/<node> ("" absent; -1 etcd failed);
- * record "adopted:<this node>" there (0 or -1). */
+/* Adopter thread: etcd's replica/<node>, node's state ("live", "stopped",
+ * "adopted:<R>"; "" absent; -1 etcd failed); the replicas it names
+ * (replica/<node>/<R>: their count, -1 etcd failed); this node's share of
+ * node adopted (adopted 1: the state "adopted:<this node>") or none to
+ * adopt: this node no longer named among its replicas (0 or -1). */
 int cl_repl_etcd_get(cl_t *cl, const char *node, char *val, size_t cap);
-int cl_repl_etcd_adopted(cl_t *cl, const char *node);
+int cl_repl_etcd_replicas(cl_t *cl, const char *node, char (*names)[CL_NAME_MAX], int max);
+int cl_repl_etcd_adopted(cl_t *cl, const char *node, int adopted);
 /* Adopter thread: the copy of node `name` kept here (NULL: none) and
  * whether it is complete; loose: opened from its directory (not followed
  * by the link thread).  Drop: closed and its directory removed. */

@@ -84,10 +84,9 @@ static uint8_t *batch_add(store_batch_t *b, int op, const void *k, size_t kl, si
         b->cap = cap;
     }
     uint8_t *p = b->buf + b->len;
-    uint32_t k32 = (uint32_t)kl, v32 = (uint32_t)vl;
     p[0] = (uint8_t)op;
-    memcpy(p + 1, &k32, 4);
-    memcpy(p + 5, &v32, 4);
+    le32_put(p + 1, (uint32_t)kl);
+    le32_put(p + 5, (uint32_t)vl);
     if (kl)
         memcpy(p + STORE__OP_HDR, k, kl);
     b->len += need;
@@ -148,9 +147,7 @@ int store__batch_next(const store_batch_t *b, size_t *off, store_op_t *op)
     if (*off >= b->len)
         return 0;
     const uint8_t *p = b->buf + *off;
-    uint32_t k32, v32;
-    memcpy(&k32, p + 1, 4);
-    memcpy(&v32, p + 5, 4);
+    uint32_t k32 = le32_get(p + 1), v32 = le32_get(p + 5);
     op->op = p[0];
     op->k = p + STORE__OP_HDR;
     op->kl = k32;
@@ -176,24 +173,42 @@ const void *store_batch_raw(const store_batch_t *b, size_t *len)
     return b->buf;
 }
 
-int store_batch_append_raw(store_batch_t *b, const void *buf, size_t len)
+int store_raw_next(const void *buf, size_t len, size_t *off, store_raw_op_t *op)
 {
     const uint8_t *p = buf;
+    size_t o = *off;
+    if (o >= len)
+        return 0;
+    if (len - o < STORE__OP_HDR)
+        return STORE_EINVAL;
+    uint32_t k32 = le32_get(p + o + 1), v32 = le32_get(p + o + 5);
+    uint8_t t = p[o];
+    if ((t != STORE_OP_PUT && t != STORE_OP_DEL && t != STORE_OP_DEL_PREFIX) ||
+        (uint64_t)k32 + v32 > len - o - STORE__OP_HDR || (t != STORE_OP_PUT && v32) ||
+        (t == STORE_OP_DEL_PREFIX && !k32))
+        return STORE_EINVAL;
+    op->op = t;
+    op->k = p + o + STORE__OP_HDR;
+    op->kl = k32;
+    op->v = op->k + k32;
+    op->vl = v32;
+    op->at = o;
+    op->size = STORE__OP_HDR + (size_t)k32 + v32;
+    *off = o + op->size;
+    return 1;
+}
+
+int store_batch_append_raw(store_batch_t *b, const void *buf, size_t len)
+{
     size_t off = 0, nops = 0, bytes = 0;
-    while (off < len) { /* whole operations only */
-        if (len - off < STORE__OP_HDR)
-            return STORE_EINVAL;
-        uint32_t k32, v32;
-        memcpy(&k32, p + off + 1, 4);
-        memcpy(&v32, p + off + 5, 4);
-        uint8_t op = p[off];
-        if ((op != STORE_OP_PUT && op != STORE_OP_DEL && op != STORE_OP_DEL_PREFIX) ||
-            (uint64_t)k32 + v32 > len - off - STORE__OP_HDR || (op == STORE_OP_DEL_PREFIX && !k32))
-            return STORE_EINVAL;
-        off += STORE__OP_HDR + (size_t)k32 + v32;
+    store_raw_op_t op;
+    int rc;
+    while ((rc = store_raw_next(buf, len, &off, &op)) == 1) { /* whole operations only */
         nops++;
-        bytes += (size_t)k32 + v32;
+        bytes += op.kl + op.vl;
     }
+    if (rc < 0)
+        return rc;
     if (len == 0)
         return 0;
     if (b->cap - b->len < len) {

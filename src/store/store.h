@@ -281,11 +281,23 @@ void store_set_replicate(store_t *s, store_replicate_fn fn, void *ud);
 const store_batch_t *store_group_next(const store_batch_t *b);
 int store_batch_failed(const store_batch_t *b);
 /* A batch's operations in their flat form ([u8 op][u32 kl][u32 vl][key]
- * [value]..., host order): the replica's wire format; and appended back
- * into a batch: 0, or STORE_EINVAL when buf is not a sequence of whole
- * operations (the batch is then unchanged). */
+ * [value]..., the lengths little-endian on every host): the replica's wire
+ * format; and appended back into a batch: 0, or STORE_EINVAL when buf is
+ * not a sequence of whole operations (the batch is then unchanged). */
 const void *store_batch_raw(const store_batch_t *b, size_t *len);
 int store_batch_append_raw(store_batch_t *b, const void *buf, size_t len);
+/* One operation of a flat form: STORE_RAW_* (a prefix delete's key is the
+ * prefix), its bytes [at, at + size) in the buffer. */
+enum { STORE_RAW_PUT = 1, STORE_RAW_DEL = 2, STORE_RAW_DEL_PREFIX = 3 };
+typedef struct store_raw_op {
+    int op;
+    const uint8_t *k, *v;
+    size_t kl, vl;
+    size_t at, size;
+} store_raw_op_t;
+/* The operation at *off (which it advances): 1, 0 at the end, or
+ * STORE_EINVAL when the bytes there are not a whole valid operation. */
+int store_raw_next(const void *buf, size_t len, size_t *off, store_raw_op_t *op);
 
 /* What a Redis store holds, read without opening it (store_redis.c: one
  * short connection; for a cluster survivor deciding whether to adopt a dead

@@ -9,9 +9,12 @@
  * time, concurrently with write() (the backend protects itself).
  *
  * A batch is one growable buffer of operations, each
- *   [u8 op][u32 key length][u32 value length][key][value]   (host order)
+ *   [u8 op][u32 key length][u32 value length][key][value]   (little-endian)
  * so building one costs one amortised memcpy per operation, and it carries
- * its queue link and completion so submitting allocates nothing.
+ * its queue link and completion so submitting allocates nothing.  The
+ * lengths are little-endian on every host (le32_put, le32_get: one plain
+ * load or store on x86 and arm64), since the same bytes are the
+ * replication stream's operations (store_batch_raw) between nodes.
  */
 #ifndef ANTENNA_STORE_INT_H
 #define ANTENNA_STORE_INT_H
@@ -20,7 +23,22 @@
 
 #include "store.h"
 
-enum { STORE_OP_PUT = 1, STORE_OP_DEL = 2, STORE_OP_DEL_PREFIX = 3 };
+enum {
+    STORE_OP_PUT = STORE_RAW_PUT,
+    STORE_OP_DEL = STORE_RAW_DEL,
+    STORE_OP_DEL_PREFIX = STORE_RAW_DEL_PREFIX
+};
+
+static inline void le32_put(uint8_t *p, uint32_t v)
+{
+    p[0] = (uint8_t)v, p[1] = (uint8_t)(v >> 8), p[2] = (uint8_t)(v >> 16);
+    p[3] = (uint8_t)(v >> 24);
+}
+
+static inline uint32_t le32_get(const uint8_t *p)
+{
+    return (uint32_t)p[0] | (uint32_t)p[1] << 8 | (uint32_t)p[2] << 16 | (uint32_t)p[3] << 24;
+}
 
 #define STORE__OP_HDR 9u
 

@@ -1,20 +1,22 @@
 """persistence.session_store: replicated (issue 16; docs/cluster.md
-"Replicated sessions"): each node's store copied to a replica node over the
-node links, no Redis; the replica adopts the sessions of a node that dies.
+"Replicated sessions"): each node's sessions copied to replica nodes over
+the node links (a replica per session, spread over the members), no Redis;
+the replicas adopt the sessions of a node that dies (test_109 checks the
+spread itself).
 
 Three nodes a, b, c with etcd and a 2 s lease.  Persistent subscribers at
 QoS 1 and QoS 2 on c (MQTT 3.1.1 clean session 0, and MQTT 5 with a session
 expiry); publishers on a and b keep QoS 1 and QoS 2 windows in
 flight while c is killed with SIGKILL (and, in the second test, its store
-directory deleted: the machine lost); c's replica adopts its sessions from
-its copy; the subscribers reconnect to a or b: session present, every
+directory deleted: the machine lost); c's replicas adopt its sessions from
+their copies; the subscribers reconnect to a or b: session present, every
 message whose PUBACK / PUBCOMP a publisher got arrives, no QoS 2 message
 twice.  c started again with its name resumes nothing (etcd says it was
 adopted).  REPL_ROUNDS (default 1; the issue's run: 10) kill rounds in
 each of the two tests.
 
-test_replica_rebuilt: c's replica is killed; c picks the other node and
-sends it a full copy; then c is killed: nothing acknowledged is lost.
+test_replica_rebuilt: one of c's replicas is killed; c moves its share to
+the other node; then c is killed: nothing acknowledged is lost.
 
 test_single_node_degraded: replicated configured on a node without a
 cluster, and on a cluster of one: degraded, still serves and stores.
@@ -77,7 +79,9 @@ def kill_under_load(c, survivors, tag, t1, t2, lose_disk=False):
     for p in pubs:
         p.give_up = stop + 40 * SLOW
         p.stop_at = stop
-    wait_for(lambda: sum(adoptions(n) for n in survivors) == before + 1, 30 * SLOW,
+    # each survivor holding a share of c's sessions adopts it (one adoption
+    # each): at least one, all of them over once none is pending below
+    wait_for(lambda: sum(adoptions(n) for n in survivors) > before, 30 * SLOW,
              what="%s: an adoption of %s" % (tag, c.name))
     for p in pubs:
         p.join(45 * SLOW)
