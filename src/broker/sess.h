@@ -72,8 +72,10 @@ typedef struct {
 /* What few sessions need, allocated when first needed: a will waiting for
  * its Will Delay Interval after the connection ended, the user the session
  * belongs to (sess_acl.h), and the index of its subscriptions once it has
- * more than SUBIDX_MIN (subidx.h). */
-typedef struct {
+ * more than SUBIDX_MIN (subidx.h).  Given back once it holds nothing
+ * (sess.c: the last message in flight acknowledged), through a short list
+ * of spares on the worker: a QoS 1 broadcast leaves none behind. */
+typedef struct sess_ext_s {
     struct subidx_s *subs_idx; /* filter -> subs[] position; NULL while few */
     msg_t *will;               /* pending delayed will, or NULL */
     uint64_t will_at;          /* ms */
@@ -249,6 +251,8 @@ void sess_subscriptions_saved(worker_t *w, sess_t *s);
 
 /* The session's sess_ext_t, allocated on first use. */
 sess_ext_t *sess_ext(sess_t *s);
+/* Free the worker's spare sess_ext_t (worker_free). */
+void sess_ext_spares_free(worker_t *w);
 
 /* Timer callback (retry or expiry). */
 void sess_on_timer(tw_timer_t *t);
