@@ -31,12 +31,12 @@
 #include <stdint.h>
 
 typedef struct {
-    uint8_t *base;  /* reserved range (MAP_NORESERVE), NULL when unavailable */
-    size_t size;    /* bytes reserved */
-    size_t used;    /* bump offset: bytes handed out since the last reset */
-    size_t touched; /* high-water mark since the last trim: resident at most */
-    size_t peak;    /* highest `used` since the last trim */
-    uint8_t *last;  /* the newest chunk: grows in place */
+    uint8_t *base;     /* reserved range (MAP_NORESERVE), NULL when unavailable */
+    size_t size;       /* bytes reserved */
+    size_t used;       /* bump offset: bytes handed out since the last reset */
+    size_t touched;    /* high-water mark since the last trim: resident at most */
+    size_t peak;       /* highest `used` since the last trim */
+    uint8_t *last;     /* the newest chunk: grows in place */
     size_t given_back; /* bytes given back by oarena_trim, in all (metrics, tests) */
 } oarena_t;
 
