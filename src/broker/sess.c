@@ -299,6 +299,22 @@ static void drop_pending_will(sess_t *s)
         msg_unref(&s->x->will);
 }
 
+/* A subscription's struct and filter: from the slab of its size. */
+static sess_sub_t *sub_alloc(server_t *srv, uint16_t len)
+{
+    int cls = sess_sub_slab_class(len);
+    return cls >= 0 ? slab_alloc(&srv->sub_slab[cls]) : an_malloc(sizeof(sess_sub_t) + len);
+}
+
+static void sub_free(server_t *srv, sess_sub_t *sub)
+{
+    int cls = sess_sub_slab_class(sub->len);
+    if (cls >= 0)
+        slab_free(&srv->sub_slab[cls], sub);
+    else
+        free(sub);
+}
+
 /* Remove one subscription from the trie or its shared group; trie write
  * lock held. */
 static void unroute(worker_t *w, sess_t *s, const uint8_t *f, uint16_t len)
@@ -327,7 +343,7 @@ void sess_destroy(worker_t *w, sess_t *s)
         pthread_rwlock_unlock(&w->srv->trie_lock);
     }
     for (uint32_t i = 0; i < s->nsubs; i++)
-        free(s->subs[i]);
+        sub_free(w->srv, s->subs[i]);
     free(s->subs);
     s->subs = NULL;
     s->nsubs = 0;
@@ -950,7 +966,7 @@ int sess_subscribe(worker_t *w, sess_t *s, const uint8_t *filter, uint16_t len, 
         uint32_t cap = implied_growth(s->nsubs, 2);
         if (cap)
             s->subs = an_realloc(s->subs, cap * sizeof(*s->subs));
-        sess_sub_t *sub = an_malloc(sizeof(*sub) + len);
+        sess_sub_t *sub = sub_alloc(w->srv, len);
         sub->len = len;
         sub->opts = opts;
         sub->subid = subid;
@@ -988,7 +1004,7 @@ int sess_unsubscribe(worker_t *w, sess_t *s, const uint8_t *filter, uint16_t len
     pthread_rwlock_unlock(&w->srv->trie_lock);
     if (s->x)
         subidx_removing(&s->x->subs_idx, s->subs, s->nsubs, (uint32_t)i);
-    free(s->subs[i]);
+    sub_free(w->srv, s->subs[i]);
     s->subs[i] = s->subs[--s->nsubs];
     if (s->nsubs == 0) {
         free(s->subs);
