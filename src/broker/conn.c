@@ -88,6 +88,10 @@ int conn_watch(conn_t *c)
 void conn_unwatch(conn_t *c)
 {
     ev_watch_stop(&c->w->loop, &c->ev);
+    /* leaving this worker's loop (a hand-off may give it to another
+     * thread before the end of the turn): no chunk of our arena with it */
+    if (c->obuf)
+        worker_buf_keep(c->w, &c->obuf, &c->olen, &c->ooff, &c->ocap);
 }
 
 /* The listener's transport stack: NULL for plain TCP (the shared tp_tcp()),
@@ -723,8 +727,10 @@ void conn_flush(conn_t *c)
         }
         set_want_out(c, out_pending_all(c) > 0);
     }
-    /* what the socket did not take outlives the turn's arena (server.h) */
-    if (c->obuf)
+    /* what the socket did not take outlives the turn's arena (server.h);
+     * a moving connection may be another worker's already (conn_unwatch
+     * kept its output before it left) */
+    if (c->obuf && c->state != CONN_MOVING)
         worker_buf_keep(c->w, &c->obuf, &c->olen, &c->ooff, &c->ocap);
 }
 
