@@ -4,9 +4,10 @@
  * (a bounded share of the loop turn per connection); every complete packet
  * in it is dispatched before the next read, and only a split packet is kept
  * (by the framer).  Output is appended to a buffer taken from the worker's
- * cache and written once at the end of the loop turn; EV_WRITE is asked
- * only while the socket refuses bytes.  An idle connection holds neither
- * buffer.
+ * turn arena (server.h, oarena.h) and written once at the end of the loop
+ * turn; what the socket does not take is copied to a buffer of the
+ * connection's own there (conn_flush), and EV_WRITE is asked only while
+ * the socket refuses bytes.  An idle connection holds neither buffer.
  *
  * Transports (transport.h): every read and write goes through the
  * connection's transport, plain TCP or the stack conn_new builds for the
@@ -87,6 +88,10 @@ int conn_watch(conn_t *c)
 void conn_unwatch(conn_t *c)
 {
     ev_watch_stop(&c->w->loop, &c->ev);
+    /* leaving this worker's loop (a hand-off may give it to another
+     * thread before the end of the turn): no chunk of our arena with it */
+    if (c->obuf)
+        worker_buf_keep(c->w, &c->obuf, &c->olen, &c->ooff, &c->ocap);
 }
 
 /* The listener's transport stack: NULL for plain TCP (the shared tp_tcp()),
@@ -530,7 +535,7 @@ uint8_t *conn_reserve(conn_t *c, size_t n, int force)
         c->ocap = (uint32_t)cap;
         c->olen = c->ooff = 0;
     } else {
-        buf_make_room(&c->obuf, &c->olen, &c->ooff, &c->ocap, n);
+        worker_buf_room(c->w, &c->obuf, &c->olen, &c->ooff, &c->ocap, n);
     }
     uint8_t *p = c->obuf + c->olen;
     c->olen += (uint32_t)n;
@@ -710,17 +715,23 @@ static int write_out(conn_t *c, unsigned flags)
 void conn_flush(conn_t *c)
 {
     c->in_list = 0;
-    if (c->state != CONN_ACTIVE && c->state != CONN_NEW)
-        return;
-    if (unlikely(c->flags & CONN_F_ROUTE_WAIT))
-        return; /* conn_routes_done flushes it */
-    if (write_out(c, 0) < 0) {
-        char msg[128];
-        snprintf(msg, sizeof(msg), "write error: %s", strerror(errno));
-        conn_close(c, msg, 1);
-        return;
+    /* not written now (waiting for routes, moving, held by authentication:
+     * conn_routes_done and the rest flush it later) */
+    if ((c->state == CONN_ACTIVE || c->state == CONN_NEW) &&
+        likely(!(c->flags & CONN_F_ROUTE_WAIT))) {
+        if (write_out(c, 0) < 0) {
+            char msg[128];
+            snprintf(msg, sizeof(msg), "write error: %s", strerror(errno));
+            conn_close(c, msg, 1); /* freed this turn, its buffer with it */
+            return;
+        }
+        set_want_out(c, out_pending_all(c) > 0);
     }
-    set_want_out(c, out_pending_all(c) > 0);
+    /* what the socket did not take outlives the turn's arena (server.h);
+     * a moving connection may be another worker's already (conn_unwatch
+     * kept its output before it left) */
+    if (c->obuf && c->state != CONN_MOVING)
+        worker_buf_keep(c->w, &c->obuf, &c->olen, &c->ooff, &c->ocap);
 }
 
 void conn_on_writable(conn_t *c)

@@ -4,8 +4,10 @@
  * buffer: input is read into the worker's scratch buffer and parsed in
  * place; only a packet split across reads is kept (by the framer, sized to
  * that packet).  Output is appended to a buffer taken when there is
- * something to send and given back once the socket took it all; writes are
- * batched: one write per connection per loop turn.
+ * something to send (a chunk of the worker's turn arena) and given back
+ * once the socket took it all; writes are batched: one write per
+ * connection per loop turn, and only what the socket refused outlives the
+ * turn (copied to a buffer of the connection's own).
  *
  * The socket is a watcher (ev.h) in its worker's loop: conn_watch puts it
  * there (accept, hand-off, the end of an authentication hold), conn.c asks

@@ -164,6 +164,8 @@ void server_slabs_init(server_t *srv)
     slab_init(&srv->conn_slab, sizeof(conn_t));
     for (size_t i = 0; i < SESS_SLAB_CLASSES; i++)
         slab_init(&srv->sess_slab[i], sess_slab_size(i));
+    for (size_t i = 0; i < SUB_SLAB_CLASSES; i++)
+        slab_init(&srv->sub_slab[i], sess_sub_slab_size(i));
 }
 
 void server_slabs_free(server_t *srv)
@@ -171,6 +173,8 @@ void server_slabs_free(server_t *srv)
     slab_destroy(&srv->conn_slab);
     for (size_t i = 0; i < SESS_SLAB_CLASSES; i++)
         slab_destroy(&srv->sess_slab[i]);
+    for (size_t i = 0; i < SUB_SLAB_CLASSES; i++)
+        slab_destroy(&srv->sub_slab[i]);
 }
 
 int server_init(server_t *srv, const conf_t *conf)

@@ -30,6 +30,7 @@
 #include "event.h"
 #include "inbox.h"
 #include "net_linger.h"
+#include "oarena.h"
 #include "slab.h"
 #include "trie.h"
 #include "tw.h"
@@ -38,6 +39,9 @@
 /* Session sizes (sess_t and its client id) kept in slabs, in steps of 8
  * bytes (sess.c); a longer client id is malloc'd. */
 #define SESS_SLAB_CLASSES 16
+/* Subscriptions (sess_sub_t and its filter) in slabs too, by size in steps
+ * of 8 bytes from 16 (filters of up to 128 bytes); longer ones malloc'd. */
+#define SUB_SLAB_CLASSES 16
 
 typedef struct server_s server_t;
 typedef struct worker_s worker_t;
@@ -210,9 +214,11 @@ struct worker_s {
     linger_list_t lingers; /* sockets closing gracefully (net_linger.h) */
     uint8_t *scratch;      /* read buffer shared by the worker's connections */
     size_t scratch_size;
-    void **buf_cache; /* spare output buffers of BUF_CHUNK bytes */
-    uint32_t buf_cached;
-    sub_ref_t *matches; /* router scratch: subscribers of one publish */
+    struct sess_ext_s *ext_spare; /* sess_ext_t given back when idle (sess.c) */
+    uint32_t ext_spares;          /* how many */
+    oarena_t obufs;               /* this turn's output buffers (worker_buf_get) */
+    tw_timer_t obufs_timer;       /* gives back what a burst of output touched */
+    sub_ref_t *matches;           /* router scratch: subscribers of one publish */
     size_t nmatches, matches_cap;
     struct route_target_s *targets; /* router scratch: where a stored message goes */
     size_t targets_cap;
@@ -311,6 +317,7 @@ struct server_s {
     /* connections and sessions without malloc headers (slab.h): any thread */
     slab_t conn_slab;                    /* conn_t (conn.c) */
     slab_t sess_slab[SESS_SLAB_CLASSES]; /* sess_t with its client id, by size (sess.c) */
+    slab_t sub_slab[SUB_SLAB_CLASSES];   /* sess_sub_t with its filter, by size (sess.c) */
     struct reload_s *reload;             /* reload.h: live reload and drain, or NULL */
     const conf_t *_Atomic live;          /* reload.h: the keys a reload changes live
                                      * (limits...), read through server_live(); NULL:
@@ -381,11 +388,22 @@ int worker_congested(worker_t *w);
 void worker_gauges_now(worker_t *w);
 uint32_t worker_home(const server_t *srv, const uint8_t *client_id, size_t len);
 
-/* Output buffers: BUF_CHUNK-sized ones are recycled per worker. */
-#define BUF_CHUNK 16384
+/* Output buffers (conn.c).  A connection's output starts in the worker's
+ * turn arena (oarena.h): written at the end of the turn, or copied out to
+ * a buffer of its own by worker_buf_keep when the socket did not take it
+ * all; above BUF_ARENA_MAX bytes it moves to its own buffer at once
+ * (malloc, BUF_SMALL and doubling).  worker_buf_room makes room for n more
+ * bytes (compacting, growing in place, or moving); worker_buf_put gives a
+ * buffer back (an arena chunk: nothing to do). */
 #define BUF_SMALL 256
+#define BUF_ARENA_MAX (64u * 1024u)
 void *worker_buf_get(worker_t *w, size_t size, size_t *cap);
+void worker_buf_room(worker_t *w, uint8_t **buf, uint32_t *len, uint32_t *off, uint32_t *cap,
+                     size_t n);
 void worker_buf_put(worker_t *w, void *buf, size_t cap);
+/* At the end of the turn: output still pending in the arena moves to a
+ * buffer of its own (the arena is reset after the flush). */
+void worker_buf_keep(worker_t *w, uint8_t **buf, uint32_t *len, uint32_t *off, uint32_t *cap);
 
 /* Session tables (sess.c). */
 void sess_table_add(sess_table_t *t, sess_t *s);

@@ -215,14 +215,58 @@ sess_t *sess_new(worker_t *w, const uint8_t *client_id, uint16_t len, uint32_t e
     return s;
 }
 
+/* Spare sess_ext_t kept by a worker (a spare links the next through its
+ * `s`): a QoS 1 subscriber taking one message at a time takes and gives
+ * back one without malloc; past EXT_SPARES they go back to malloc. */
+#define EXT_SPARES 64
+
 sess_ext_t *sess_ext(sess_t *s)
 {
     if (s->x == NULL) {
-        s->x = an_calloc(1, sizeof(*s->x));
-        tw_timer_init(&s->x->timer, sess_on_timer);
-        s->x->s = s;
+        worker_t *w = s->w;
+        sess_ext_t *x = w->ext_spare;
+        if (x != NULL) {
+            w->ext_spare = (sess_ext_t *)x->s;
+            w->ext_spares--;
+            memset(x, 0, sizeof(*x));
+        } else {
+            x = an_calloc(1, sizeof(*x));
+        }
+        tw_timer_init(&x->timer, sess_on_timer);
+        x->s = s;
+        s->x = x;
     }
     return s->x;
+}
+
+/* Give s->x back when nothing is in it (its timer stopped): after a QoS 1
+ * broadcast every session would otherwise keep one, ~96 B a device, among
+ * the freed inflight rings (a heap malloc cannot give back, issue 20). */
+static void ext_release_if_idle(sess_t *s)
+{
+    sess_ext_t *x = s->x;
+    if (x == NULL || x->subs_idx || x->will || x->owner || x->expire_at ||
+        x->timer_kind != SESS_TIMER_NONE || tw_pending(&x->timer))
+        return;
+    s->x = NULL;
+    worker_t *w = s->w;
+    if (w->ext_spares < EXT_SPARES) {
+        x->s = (sess_t *)w->ext_spare;
+        w->ext_spare = x;
+        w->ext_spares++;
+    } else {
+        free(x);
+    }
+}
+
+void sess_ext_spares_free(worker_t *w)
+{
+    while (w->ext_spare) {
+        sess_ext_t *x = w->ext_spare;
+        w->ext_spare = (sess_ext_t *)x->s;
+        free(x);
+    }
+    w->ext_spares = 0;
 }
 
 /* Disarm the session's timer, if it has one. */
@@ -255,6 +299,22 @@ static void drop_pending_will(sess_t *s)
         msg_unref(&s->x->will);
 }
 
+/* A subscription's struct and filter: from the slab of its size. */
+static sess_sub_t *sub_alloc(server_t *srv, uint16_t len)
+{
+    int cls = sess_sub_slab_class(len);
+    return cls >= 0 ? slab_alloc(&srv->sub_slab[cls]) : an_malloc(sizeof(sess_sub_t) + len);
+}
+
+static void sub_free(server_t *srv, sess_sub_t *sub)
+{
+    int cls = sess_sub_slab_class(sub->len);
+    if (cls >= 0)
+        slab_free(&srv->sub_slab[cls], sub);
+    else
+        free(sub);
+}
+
 /* Remove one subscription from the trie or its shared group; trie write
  * lock held. */
 static void unroute(worker_t *w, sess_t *s, const uint8_t *f, uint16_t len)
@@ -283,7 +343,7 @@ void sess_destroy(worker_t *w, sess_t *s)
         pthread_rwlock_unlock(&w->srv->trie_lock);
     }
     for (uint32_t i = 0; i < s->nsubs; i++)
-        free(s->subs[i]);
+        sub_free(w->srv, s->subs[i]);
     free(s->subs);
     s->subs = NULL;
     s->nsubs = 0;
@@ -776,8 +836,10 @@ static int complete(sess_t *s, uint16_t pid, uint8_t state, uint8_t reason)
     entry_forget(s, sq_at(&s->inflight, (uint32_t)i));
     msg_unref(&sq_at(&s->inflight, (uint32_t)i)->m);
     sq_remove(&s->inflight, (uint32_t)i);
-    if (sq_len(&s->inflight) == 0 && s->x && s->x->timer_kind == SESS_TIMER_RETRY)
+    if (sq_len(&s->inflight) == 0 && s->x && s->x->timer_kind == SESS_TIMER_RETRY) {
         timer_stop(s);
+        ext_release_if_idle(s);
+    }
     pump(s);
     return 0;
 }
@@ -904,7 +966,7 @@ int sess_subscribe(worker_t *w, sess_t *s, const uint8_t *filter, uint16_t len, 
         uint32_t cap = implied_growth(s->nsubs, 2);
         if (cap)
             s->subs = an_realloc(s->subs, cap * sizeof(*s->subs));
-        sess_sub_t *sub = an_malloc(sizeof(*sub) + len);
+        sess_sub_t *sub = sub_alloc(w->srv, len);
         sub->len = len;
         sub->opts = opts;
         sub->subid = subid;
@@ -942,7 +1004,7 @@ int sess_unsubscribe(worker_t *w, sess_t *s, const uint8_t *filter, uint16_t len
     pthread_rwlock_unlock(&w->srv->trie_lock);
     if (s->x)
         subidx_removing(&s->x->subs_idx, s->subs, s->nsubs, (uint32_t)i);
-    free(s->subs[i]);
+    sub_free(w->srv, s->subs[i]);
     s->subs[i] = s->subs[--s->nsubs];
     if (s->nsubs == 0) {
         free(s->subs);

@@ -69,11 +69,26 @@ typedef struct {
     uint8_t filter[]; /* as subscribed, "$share/g/f" included; not NUL terminated */
 } sess_sub_t;
 
+/* The slab class (srv->sub_slab) of a subscription to a filter of len
+ * bytes, or -1: malloc'd.  8 + len rounded to 8, from 16 bytes: a device's
+ * dev/<id>/in takes 24 or 32 bytes where malloc took 32 or 48. */
+static inline int sess_sub_slab_class(size_t len)
+{
+    size_t c = (sizeof(sess_sub_t) + (len ? len : 1) + 7u) / 8u - 2u;
+    return c < SUB_SLAB_CLASSES ? (int)c : -1;
+}
+static inline size_t sess_sub_slab_size(size_t cls)
+{
+    return 16u + cls * 8u;
+}
+
 /* What few sessions need, allocated when first needed: a will waiting for
  * its Will Delay Interval after the connection ended, the user the session
  * belongs to (sess_acl.h), and the index of its subscriptions once it has
- * more than SUBIDX_MIN (subidx.h). */
-typedef struct {
+ * more than SUBIDX_MIN (subidx.h).  Given back once it holds nothing
+ * (sess.c: the last message in flight acknowledged), through a short list
+ * of spares on the worker: a QoS 1 broadcast leaves none behind. */
+typedef struct sess_ext_s {
     struct subidx_s *subs_idx; /* filter -> subs[] position; NULL while few */
     msg_t *will;               /* pending delayed will, or NULL */
     uint64_t will_at;          /* ms */
@@ -249,6 +264,8 @@ void sess_subscriptions_saved(worker_t *w, sess_t *s);
 
 /* The session's sess_ext_t, allocated on first use. */
 sess_ext_t *sess_ext(sess_t *s);
+/* Free the worker's spare sess_ext_t (worker_free). */
+void sess_ext_spares_free(worker_t *w);
 
 /* Timer callback (retry or expiry). */
 void sess_on_timer(tw_timer_t *t);

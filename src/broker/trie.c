@@ -11,12 +11,15 @@
  * up.  The root is always there (trie_nodes of an empty trie is 1).
  *
  * Exact filters (no '+' or '#') are not split into levels: each is ONE
- * node keyed by the whole filter, a named child of `exact`, a keyless hub
- * beside the root (not counted in trie_nodes).  Most device subscriptions
- * are exact (dev/{id}/in): one node of ~100 B instead of a node per unique
- * level, and a publish finds them with one hash lookup of the whole topic
- * before the level walk, which then only meets wildcard filters.  Exact
- * filters match '$' topics as any other (the '$' rule is about wildcards).
+ * compact node (xnode_t: its subscribers, the hash and the whole filter as
+ * its key, 34 bytes and the key; no parent, children or wildcard slots,
+ * which an exact filter never has) in a table of its own beside the root
+ * (the same linear probing as a node's children).  Most device
+ * subscriptions are exact (dev/{id}/in): one ~64-byte allocation instead of
+ * a node per unique level, and a publish finds them with one hash lookup
+ * of the whole topic before the level walk, which then only meets wildcard
+ * filters.  Exact filters match '$' topics as any other (the '$' rule is
+ * about wildcards).  trie_nodes counts them as nodes.
  */
 #ifndef _GNU_SOURCE
 #define _GNU_SOURCE /* memrchr */
@@ -37,6 +40,13 @@ typedef struct {
     sub_ref_t items[];
 } subvec_t;
 
+/* A filter's subscribers: one inline, else a dense array (the count is
+ * kept beside it, in the node). */
+typedef union {
+    sub_ref_t one; /* nsubs <= 1 */
+    subvec_t *vec; /* nsubs >= 2 */
+} subu_t;
+
 struct tnode_s {
     tnode_t *parent;
     tnode_t *plus, *hash;
@@ -44,10 +54,7 @@ struct tnode_s {
         tnode_t *one;  /* kbits == 0: at most one named child */
         tnode_t **tab; /* kbits >= 2: 2^kbits slots */
     } kids;
-    union {
-        sub_ref_t one; /* nsubs <= 1 */
-        subvec_t *vec; /* nsubs >= 2 */
-    } subs;
+    subu_t subs;
     uint32_t nsubs;
     uint32_t nkids; /* named children */
     uint32_t khash; /* hash of key */
@@ -56,9 +63,21 @@ struct tnode_s {
     uint8_t key[]; /* this level's bytes (named nodes) */
 };
 
+/* An exact filter (no wildcard): its subscribers and the whole filter as
+ * its key; never a child, a parent or a level (34 bytes and the key, where
+ * a level node takes 72). */
+typedef struct {
+    subu_t subs;
+    uint32_t nsubs;
+    uint32_t khash; /* hash of the whole filter */
+    uint16_t klen;
+    uint8_t key[];
+} xnode_t;
+
 struct trie_s {
     tnode_t *root;
-    tnode_t *exact; /* hub of the exact filters, keyed by the whole filter */
+    xnode_t **xtab; /* the exact filters: 2^xbits slots, linear probing */
+    uint32_t xbits, nx;
     size_t count, nodes;
     uint64_t key[2];        /* SipHash key */
     trie_local_fn local_fn; /* trie_set_local_hook, or NULL */
@@ -205,9 +224,9 @@ static void kid_remove(tnode_t *n, const tnode_t *c)
 
 /* ---- subscribers ---- */
 
-static inline sub_ref_t *subs_items(tnode_t *n)
+static inline sub_ref_t *subs_items(subu_t *u, uint32_t n)
 {
-    return n->nsubs <= 1 ? &n->subs.one : n->subs.vec->items;
+    return n <= 1 ? &u->one : u->vec->items;
 }
 
 static void idx_put(uint32_t *idx, size_t mask, uint64_t sid, uint32_t i)
@@ -232,12 +251,12 @@ static int idx_build(subvec_t *v, uint32_t n, unsigned bits)
     return 0;
 }
 
-/* Index of sid among n's subscribers, or -1. */
-static long subs_find(tnode_t *n, uint64_t sid)
+/* Index of sid among the n subscribers in u, or -1. */
+static long subs_find(const subu_t *u, uint32_t n, uint64_t sid)
 {
-    if (n->nsubs <= 1)
-        return n->nsubs && n->subs.one.sid == sid ? 0 : -1;
-    const subvec_t *v = n->subs.vec;
+    if (n <= 1)
+        return n && u->one.sid == sid ? 0 : -1;
+    const subvec_t *v = u->vec;
     if (v->idx) {
         size_t mask = ((size_t)1 << v->ibits) - 1;
         for (size_t j = sid_hash(sid) & mask; v->idx[j]; j = (j + 1) & mask)
@@ -245,20 +264,20 @@ static long subs_find(tnode_t *n, uint64_t sid)
                 return (long)v->idx[j] - 1;
         return -1;
     }
-    for (uint32_t i = 0; i < n->nsubs; i++)
+    for (uint32_t i = 0; i < n; i++)
         if (v->items[i].sid == sid)
             return (long)i;
     return -1;
 }
 
 /* Append sub (its sid is not there yet).  On failure nothing changed. */
-static int subs_add(tnode_t *n, const sub_ref_t *sub)
+static int subs_add(subu_t *u, uint32_t *np, const sub_ref_t *sub)
 {
-    uint32_t k = n->nsubs;
+    uint32_t k = *np;
     subvec_t *v;
     if (k == 0) {
-        n->subs.one = *sub;
-        n->nsubs = 1;
+        u->one = *sub;
+        *np = 1;
         return 0;
     }
     if (k == 1) {
@@ -268,13 +287,13 @@ static int subs_add(tnode_t *n, const sub_ref_t *sub)
         v->cap = 4;
         v->ibits = 0;
         v->idx = NULL;
-        v->items[0] = n->subs.one;
+        v->items[0] = u->one;
         v->items[1] = *sub;
-        n->subs.vec = v;
-        n->nsubs = 2;
+        u->vec = v;
+        *np = 2;
         return 0;
     }
-    v = n->subs.vec;
+    v = u->vec;
     if (k == v->cap) {
         if (v->cap >= UINT32_MAX / 4)
             return -1;
@@ -282,7 +301,7 @@ static int subs_add(tnode_t *n, const sub_ref_t *sub)
         if (!nv)
             return -1;
         nv->cap *= 2;
-        n->subs.vec = v = nv;
+        u->vec = v = nv;
     }
     if (v->idx || k + 1 > SUBS_INDEX_MIN) {
         unsigned bits = v->ibits ? v->ibits : SUBS_IDX_BITS0;
@@ -293,7 +312,7 @@ static int subs_add(tnode_t *n, const sub_ref_t *sub)
         idx_put(v->idx, ((size_t)1 << v->ibits) - 1, sub->sid, k);
     }
     v->items[k] = *sub;
-    n->nsubs = k + 1;
+    *np = k + 1;
     return 0;
 }
 
@@ -315,14 +334,14 @@ static void idx_remove(subvec_t *v, uint64_t sid)
 }
 
 /* Remove the subscriber at index i (swap with the last). */
-static void subs_del(tnode_t *n, uint32_t i)
+static void subs_del(subu_t *u, uint32_t *np, uint32_t i)
 {
-    uint32_t last = n->nsubs - 1;
+    uint32_t last = *np - 1;
     if (last == 0) {
-        n->nsubs = 0;
+        *np = 0;
         return;
     }
-    subvec_t *v = n->subs.vec;
+    subvec_t *v = u->vec;
     if (v->idx) {
         idx_remove(v, v->items[i].sid);
         if (i != last) {
@@ -333,9 +352,9 @@ static void subs_del(tnode_t *n, uint32_t i)
         }
     }
     v->items[i] = v->items[last];
-    n->nsubs = last;
+    *np = last;
     if (last == 1) {
-        n->subs.one = v->items[0];
+        u->one = v->items[0];
         free(v->idx);
         free(v);
         return;
@@ -353,8 +372,16 @@ static void subs_del(tnode_t *n, uint32_t i)
         subvec_t *nv = realloc(v, sizeof(*v) + (size_t)(v->cap / 2) * sizeof(sub_ref_t));
         if (nv) {
             nv->cap /= 2;
-            n->subs.vec = nv;
+            u->vec = nv;
         }
+    }
+}
+
+static void subs_release(subu_t *u, uint32_t n)
+{
+    if (n >= 2) {
+        free(u->vec->idx);
+        free(u->vec);
     }
 }
 
@@ -377,10 +404,7 @@ static tnode_t *node_new(trie_t *t, tnode_t *parent, const uint8_t *key, size_t 
 
 static void node_release(tnode_t *n)
 {
-    if (n->nsubs >= 2) {
-        free(n->subs.vec->idx);
-        free(n->subs.vec);
-    }
+    subs_release(&n->subs, n->nsubs);
     if (n->kbits)
         free(n->kids.tab);
     free(n);
@@ -394,7 +418,7 @@ static inline int node_empty(const tnode_t *n)
 /* Free n and its ancestors while they are empty (never the root). */
 static void prune(trie_t *t, tnode_t *n)
 {
-    while (n != t->root && n != t->exact && node_empty(n)) {
+    while (n != t->root && node_empty(n)) {
         tnode_t *p = n->parent;
         if (p->plus == n)
             p->plus = NULL;
@@ -408,6 +432,104 @@ static void prune(trie_t *t, tnode_t *n)
     }
 }
 
+/* ---- exact filters: one table of xnode_t keyed by the whole filter ---- */
+
+static xnode_t *x_find(const trie_t *t, const uint8_t *key, size_t klen)
+{
+    if (!t->nx)
+        return NULL;
+    uint32_t h = level_hash(t, key, klen);
+    size_t mask = ((size_t)1 << t->xbits) - 1;
+    for (size_t i = h & mask;; i = (i + 1) & mask) {
+        xnode_t *x = t->xtab[i];
+        if (!x)
+            return NULL;
+        if (x->khash == h && x->klen == klen && (klen == 0 || memcmp(x->key, key, klen) == 0))
+            return x;
+    }
+}
+
+static void x_put(xnode_t **tab, size_t mask, xnode_t *x)
+{
+    size_t i = x->khash & mask;
+    while (tab[i])
+        i = (i + 1) & mask;
+    tab[i] = x;
+}
+
+/* Move the exact filters into a table of 2^bits slots. */
+static int x_resize(trie_t *t, unsigned bits)
+{
+    size_t cap = (size_t)1 << bits, mask = cap - 1;
+    xnode_t **tab = calloc(cap, sizeof(*tab));
+    if (!tab)
+        return -1;
+    if (t->xtab) {
+        for (size_t i = 0, ocap = (size_t)1 << t->xbits; i < ocap; i++)
+            if (t->xtab[i])
+                x_put(tab, mask, t->xtab[i]);
+        free(t->xtab);
+    }
+    t->xtab = tab;
+    t->xbits = bits;
+    return 0;
+}
+
+/* The node of an exact filter, made when absent (NULL: out of memory, or
+ * a filter longer than a key holds). */
+static xnode_t *x_node(trie_t *t, const uint8_t *filter, size_t len, int make)
+{
+    xnode_t *x = x_find(t, filter, len);
+    if (x || !make)
+        return x;
+    if (len > UINT16_MAX)
+        return NULL;
+    if (!t->xtab || (size_t)(t->nx + 1) * 10 > ((size_t)7 << t->xbits))
+        if (x_resize(t, t->xtab ? t->xbits + 1u : KIDS_BITS0) < 0)
+            return NULL;
+    size_t sz = offsetof(xnode_t, key) + len;
+    if (!(x = calloc(1, sz < sizeof(xnode_t) ? sizeof(xnode_t) : sz)))
+        return NULL;
+    x->khash = level_hash(t, filter, len);
+    x->klen = (uint16_t)len;
+    if (len)
+        memcpy(x->key, filter, len);
+    x_put(t->xtab, ((size_t)1 << t->xbits) - 1, x);
+    t->nx++;
+    t->nodes++;
+    return x;
+}
+
+/* Free x when it has no subscriber left. */
+static void x_prune(trie_t *t, xnode_t *x)
+{
+    if (x->nsubs)
+        return;
+    xnode_t **tab = t->xtab;
+    size_t mask = ((size_t)1 << t->xbits) - 1, i = x->khash & mask, j;
+    while (tab[i] != x)
+        i = (i + 1) & mask;
+    tab[i] = NULL; /* backward-shift deletion: no tombstones */
+    for (j = (i + 1) & mask; tab[j]; j = (j + 1) & mask) {
+        size_t home = tab[j]->khash & mask;
+        if (((j - home) & mask) >= ((j - i) & mask)) {
+            tab[i] = tab[j];
+            tab[j] = NULL;
+            i = j;
+        }
+    }
+    free(x);
+    t->nx--;
+    t->nodes--;
+    if (t->nx == 0) {
+        free(t->xtab);
+        t->xtab = NULL;
+        t->xbits = 0;
+    } else if (t->xbits > KIDS_BITS0 && (size_t)t->nx * 10 < ((size_t)2 << t->xbits)) {
+        (void)x_resize(t, t->xbits - 1u); /* load < 0.2: halve; keep it on failure */
+    }
+}
+
 /* ---- API ---- */
 
 trie_t *trie_new(void)
@@ -416,15 +538,10 @@ trie_t *trie_new(void)
     if (!t)
         return NULL;
     an_random_key(t->key);
-    t->root = node_new(t, NULL, NULL, 0, 0);
-    t->exact = node_new(t, NULL, NULL, 0, 0);
-    if (!t->root || !t->exact) {
-        free(t->root);
-        free(t->exact);
+    if (!(t->root = node_new(t, NULL, NULL, 0, 0))) {
         free(t);
         return NULL;
     }
-    t->nodes--; /* the hub is not a filter level */
     return t;
 }
 
@@ -471,7 +588,12 @@ void trie_free(trie_t *t)
     if (!t)
         return;
     free_tree(t->root);
-    free_tree(t->exact);
+    for (size_t i = 0; t->xtab && i < ((size_t)1 << t->xbits); i++)
+        if (t->xtab[i]) {
+            subs_release(&t->xtab[i]->subs, t->xtab[i]->nsubs);
+            free(t->xtab[i]);
+        }
+    free(t->xtab);
     free(t);
 }
 
@@ -490,10 +612,10 @@ static inline int is_local(const sub_ref_t *s)
     return s->kind == ROUTE_OWNER_LOCAL && !(s->opts & SUB_SHARED);
 }
 
-static int has_local(tnode_t *n, uint32_t skip)
+static int has_local(subu_t *u, uint32_t n, uint32_t skip)
 {
-    sub_ref_t *v = subs_items(n);
-    for (uint32_t i = 0; i < n->nsubs; i++)
+    sub_ref_t *v = subs_items(u, n);
+    for (uint32_t i = 0; i < n; i++)
         if (i != skip && is_local(&v[i]))
             return 1;
     return 0;
@@ -518,7 +640,7 @@ static void walk_local(trie_t *t, tnode_t *n, uint8_t **buf, size_t *cap, size_t
             (*buf)[len++] = '/';
         memcpy(*buf + len, key, kl);
         len += kl;
-        if (has_local(n, UINT32_MAX))
+        if (has_local(&n->subs, n->nsubs, UINT32_MAX))
             t->local_fn(t->local_ud, *buf, len, 1);
     }
     if (n->plus)
@@ -551,32 +673,47 @@ void trie_set_local_hook(trie_t *t, trie_local_fn fn, void *ud)
     uint8_t *buf = an_malloc(cap);
     walk_local(t, t->root, &buf, &cap, 0);
     free(buf);
-    tnode_t *x = t->exact; /* exact nodes are keyed by their whole filter */
-    if (x->kbits == 0) {
-        if (x->nkids && has_local(x->kids.one, UINT32_MAX))
-            fn(ud, x->kids.one->key, x->kids.one->klen, 1);
-    } else {
-        for (size_t i = 0; i < ((size_t)1 << x->kbits); i++)
-            if (x->kids.tab[i] && has_local(x->kids.tab[i], UINT32_MAX))
-                fn(ud, x->kids.tab[i]->key, x->kids.tab[i]->klen, 1);
+    for (size_t i = 0; t->xtab && i < ((size_t)1 << t->xbits); i++) {
+        xnode_t *x = t->xtab[i]; /* keyed by the whole filter */
+        if (x && has_local(&x->subs, x->nsubs, UINT32_MAX))
+            fn(ud, x->key, x->klen, 1);
     }
 }
 
-/* The exact filter's node, made when absent (NULL: out of memory, or a
- * filter longer than a key holds). */
-static tnode_t *exact_node(trie_t *t, const uint8_t *filter, size_t len, int make)
+/* Add sub to the subscribers in u (of *np): 1 added, 0 replaced, -1 out
+ * of memory (nothing changed). */
+static int subs_put(trie_t *t, subu_t *u, uint32_t *np, const uint8_t *filter, size_t len,
+                    const sub_ref_t *sub)
 {
-    tnode_t *c = kid_find(t, t->exact, filter, len);
-    if (c || !make)
-        return c;
-    if (len > UINT16_MAX || !(c = node_new(t, t->exact, filter, len, level_hash(t, filter, len))))
-        return NULL;
-    if (kid_add(t->exact, c) < 0) {
-        node_release(c);
-        t->nodes--;
-        return NULL;
+    long i = subs_find(u, *np, sub->sid);
+    if (i >= 0) {
+        subs_items(u, *np)[i] = *sub;
+        return 0;
     }
-    return c;
+    int first = t->local_fn && is_local(sub) && !has_local(u, *np, UINT32_MAX);
+    if (subs_add(u, np, sub) < 0)
+        return -1;
+    t->count++;
+    if (first)
+        t->local_fn(t->local_ud, filter, len, 1);
+    return 1;
+}
+
+/* Remove sid from the subscribers in u (of *np): 1 removed, 0 not there. */
+static int subs_take(trie_t *t, subu_t *u, uint32_t *np, const uint8_t *filter, size_t len,
+                     uint64_t sid)
+{
+    long i = subs_find(u, *np, sid);
+    if (i < 0)
+        return 0;
+    int local = t->local_fn && is_local(&subs_items(u, *np)[i]);
+    if (local && has_local(u, *np, (uint32_t)i))
+        local = 0; /* not the last one */
+    subs_del(u, np, (uint32_t)i);
+    t->count--;
+    if (local)
+        t->local_fn(t->local_ud, filter, len, 0);
+    return 1;
 }
 
 int trie_insert(trie_t *t, const uint8_t *filter, size_t len, const sub_ref_t *sub)
@@ -584,9 +721,13 @@ int trie_insert(trie_t *t, const uint8_t *filter, size_t len, const sub_ref_t *s
     tnode_t *n = t->root, *c;
     size_t pos = 0;
     if (is_exact(filter, len)) {
-        if (!(n = exact_node(t, filter, len, 1)))
+        xnode_t *x = x_node(t, filter, len, 1);
+        if (!x)
             return -1;
-        goto found;
+        int rc = subs_put(t, &x->subs, &x->nsubs, filter, len, sub);
+        if (rc < 0)
+            x_prune(t, x); /* made for this filter */
+        return rc;
     }
     for (;;) {
         size_t end = level_end(filter, pos, len), ll = end - pos;
@@ -612,19 +753,9 @@ int trie_insert(trie_t *t, const uint8_t *filter, size_t len, const sub_ref_t *s
             break;
         pos = end + 1;
     }
-found:;
-    long i = subs_find(n, sub->sid);
-    if (i >= 0) {
-        subs_items(n)[i] = *sub;
-        return 0;
-    }
-    int first = t->local_fn && is_local(sub) && !has_local(n, UINT32_MAX);
-    if (subs_add(n, sub) < 0)
-        goto fail;
-    t->count++;
-    if (first)
-        t->local_fn(t->local_ud, filter, len, 1);
-    return 1;
+    int rc = subs_put(t, &n->subs, &n->nsubs, filter, len, sub);
+    if (rc >= 0)
+        return rc;
 fail:
     prune(t, n); /* the nodes made for this filter, if any */
     return -1;
@@ -635,9 +766,11 @@ int trie_remove(trie_t *t, const uint8_t *filter, size_t len, uint64_t sid)
     tnode_t *n = t->root;
     size_t pos = 0;
     if (is_exact(filter, len)) {
-        if (!(n = exact_node(t, filter, len, 0)))
+        xnode_t *x = x_node(t, filter, len, 0);
+        if (!x || !subs_take(t, &x->subs, &x->nsubs, filter, len, sid))
             return 0;
-        goto found;
+        x_prune(t, x);
+        return 1;
     }
     for (;;) {
         size_t end = level_end(filter, pos, len), ll = end - pos;
@@ -654,25 +787,16 @@ int trie_remove(trie_t *t, const uint8_t *filter, size_t len, uint64_t sid)
             break;
         pos = end + 1;
     }
-found:;
-    long i = subs_find(n, sid);
-    if (i < 0)
+    if (!subs_take(t, &n->subs, &n->nsubs, filter, len, sid))
         return 0;
-    int local = t->local_fn && is_local(&subs_items(n)[i]);
-    if (local && has_local(n, (uint32_t)i))
-        local = 0; /* not the last one */
-    subs_del(n, (uint32_t)i);
-    t->count--;
     prune(t, n);
-    if (local)
-        t->local_fn(t->local_ud, filter, len, 0);
     return 1;
 }
 
-static inline void report(tnode_t *n, trie_match_cb cb, void *ud)
+static inline void report(subu_t *u, uint32_t n, trie_match_cb cb, void *ud)
 {
-    sub_ref_t *s = subs_items(n);
-    for (uint32_t i = 0, k = n->nsubs; i < k; i++)
+    sub_ref_t *s = subs_items(u, n);
+    for (uint32_t i = 0; i < n; i++)
         cb(ud, &s[i]);
 }
 
@@ -686,14 +810,15 @@ void trie_match(const trie_t *t, const uint8_t *topic, size_t len, trie_match_cb
     tnode_t *root = t->root, *n = root, *c;
     int dollar = len > 0 && topic[0] == '$'; /* [MQTT-4.7.2-1] */
     size_t pos = 0, next = 0;
-    if (t->exact->nkids && (c = kid_find(t, t->exact, topic, len)))
-        report(c, cb, ud); /* the exact filters: the whole topic, one lookup */
+    xnode_t *x;
+    if (t->nx && (x = x_find(t, topic, len)))
+        report(&x->subs, x->nsubs, cb, ud); /* the exact filters: the whole topic, one lookup */
 
 enter:
     if (n->hash && !(dollar && n == root))
-        report(n->hash, cb, ud);
+        report(&n->hash->subs, n->hash->nsubs, cb, ud);
     if (pos > len) {
-        report(n, cb, ud);
+        report(&n->subs, n->nsubs, cb, ud);
         goto up;
     }
     {

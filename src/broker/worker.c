@@ -48,6 +48,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <limits.h>
+#include <malloc.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
 #include <arpa/inet.h>
@@ -68,7 +69,6 @@
 
 #define EV_BATCH 256
 #define ACCEPT_BATCH 64
-#define BUF_CACHE_MAX 8
 /* Back-pressure between workers: past this many items waiting in another
  * worker's inbox, this worker stops reading its clients for a moment. */
 #define INBOX_HIGH 65536
@@ -94,29 +94,116 @@ void worker_post(worker_t *w, uint32_t to, const inbox_item_t *it)
     inbox_vec_push(&w->outbox[to], it);
 }
 
-/* A connection's output buffer: a recycled BUF_CHUNK when one is cached,
- * else a small one (a CONNACK or a few acks need no 16 KiB) that grows by
- * doubling and joins the cache once it reaches BUF_CHUNK. */
+/* Output buffers (server.h): this turn's in the arena, the rest malloc'd. */
+static size_t buf_private_size(size_t need)
+{
+    size_t c = BUF_SMALL;
+    while (c < need)
+        c *= 2;
+    return c;
+}
+
 void *worker_buf_get(worker_t *w, size_t size, size_t *cap)
 {
-    if (size <= BUF_CHUNK && w->buf_cached) {
-        *cap = BUF_CHUNK;
-        return w->buf_cache[--w->buf_cached];
+    void *p;
+    if (size <= BUF_ARENA_MAX && (p = oarena_alloc(&w->obufs, size, cap)) != NULL)
+        return p;
+    *cap = buf_private_size(size);
+    return an_malloc(*cap);
+}
+
+void worker_buf_room(worker_t *w, uint8_t **buf, uint32_t *len, uint32_t *off, uint32_t *cap,
+                     size_t n)
+{
+    if ((size_t)*len + n <= *cap)
+        return;
+    if (!oarena_owns(&w->obufs, *buf)) {
+        buf_make_room(buf, len, off, cap, n);
+        return;
     }
-    size_t c = BUF_SMALL;
-    while (c < size)
-        c *= 2;
-    *cap = c;
-    return an_malloc(c);
+    size_t c = *cap, pending = *len - *off, need = pending + n;
+    if (oarena_grow(&w->obufs, *buf, (size_t)*len + n, &c)) {
+        *cap = (uint32_t)c; /* the newest chunk: in place */
+        return;
+    }
+    /* a new chunk of twice the size (amortised copies), or its own buffer */
+    size_t want = AN_MAX((size_t)*cap * 2, need);
+    uint8_t *nb = want <= BUF_ARENA_MAX ? oarena_alloc(&w->obufs, want, &c) : NULL;
+    if (nb == NULL) {
+        c = buf_private_size(need);
+        nb = an_malloc(c);
+    }
+    memcpy(nb, *buf + *off, pending);
+    *buf = nb;
+    *len = (uint32_t)pending;
+    *off = 0;
+    *cap = (uint32_t)c;
 }
 
 void worker_buf_put(worker_t *w, void *buf, size_t cap)
 {
-    if (cap == BUF_CHUNK && w->buf_cached < BUF_CACHE_MAX) {
-        w->buf_cache[w->buf_cached++] = buf;
+    (void)cap;
+    if (!oarena_owns(&w->obufs, buf))
+        free(buf);
+}
+
+void worker_buf_keep(worker_t *w, uint8_t **buf, uint32_t *len, uint32_t *off, uint32_t *cap)
+{
+    if (*buf == NULL || !oarena_owns(&w->obufs, *buf))
+        return;
+    uint32_t pending = *len - *off;
+    if (pending == 0) {
+        *buf = NULL;
+        *len = *off = *cap = 0;
         return;
     }
-    free(buf);
+    size_t c = buf_private_size(pending);
+    uint8_t *nb = an_malloc(c);
+    memcpy(nb, *buf + *off, pending);
+    *buf = nb;
+    *len = pending;
+    *off = 0;
+    *cap = (uint32_t)c;
+}
+
+/* The arena's resident pages above BUF_ARENA_KEEP, once a second while a
+ * burst's are there: given back when the last second used less than half
+ * of them (oarena_trim). */
+#define BUF_ARENA_SIZE ((size_t)64 << 20) /* address space per worker */
+#define BUF_ARENA_KEEP ((size_t)256 << 10)
+#define BUF_TRIM_MS 1000
+#define SCRATCH_KEEP 4096 /* router scratch entries kept after a burst */
+
+static void on_obufs_timer(tw_timer_t *t)
+{
+    worker_t *w = container_of(t, worker_t, obufs_timer);
+    if (oarena_trim(&w->obufs, BUF_ARENA_KEEP) > 0) {
+        /* the burst is over: the router's scratch of a big fanout (24 B a
+         * subscriber matched), and what malloc holds free (the sessions'
+         * inflight rings of a QoS 1 broadcast, all freed by now) */
+        if (w->matches_cap > SCRATCH_KEEP) {
+            free(w->matches);
+            w->matches = NULL;
+            w->matches_cap = 0;
+        }
+        if (w->targets_cap > SCRATCH_KEEP) {
+            free(w->targets);
+            w->targets = NULL;
+            w->targets_cap = 0;
+        }
+        malloc_trim(0);
+    }
+    if (oarena_resident(&w->obufs) > BUF_ARENA_KEEP)
+        tw_add(&w->tw, &w->obufs_timer, w->now + BUF_TRIM_MS);
+}
+
+/* The end of the turn, after every connection with output was flushed
+ * (and kept what its socket did not take): every arena chunk is dead. */
+static void obufs_turn_end(worker_t *w)
+{
+    oarena_reset(&w->obufs);
+    if (oarena_resident(&w->obufs) > BUF_ARENA_KEEP && !tw_pending(&w->obufs_timer))
+        tw_add(&w->tw, &w->obufs_timer, w->now + BUF_TRIM_MS);
 }
 
 /* Overload protection at the door: returns NULL and counts the connection,
@@ -435,6 +522,7 @@ static void end_of_turn(worker_t *w)
         w->dead_head = c->turn_next;
         conn_free(c);
     }
+    obufs_turn_end(w);
     linger_reap(&w->lingers);
 }
 
@@ -578,7 +666,10 @@ int worker_init(worker_t *w, server_t *srv, uint32_t id)
     w->outbox = an_calloc(srv->nworkers, sizeof(*w->outbox));
     w->ring_at = an_calloc(srv->nworkers, sizeof(*w->ring_at));
     w->coalesce_us = srv->conf.workers_coalesce_us;
-    w->buf_cache = an_calloc(BUF_CACHE_MAX, sizeof(void *));
+    if (oarena_init(&w->obufs, BUF_ARENA_SIZE) < 0) /* then every buffer is malloc'd */
+        log_warn("worker %u: no output arena (%s): output buffers from malloc", id,
+                 strerror(errno));
+    tw_timer_init(&w->obufs_timer, on_obufs_timer);
     ev_watcher_init(&w->inbox_ev, w->inbox.evfd, on_inbox);
     if (ev_watch_start(&w->loop, &w->inbox_ev, EV_READ) < 0)
         goto fail;
@@ -628,12 +719,11 @@ void worker_free(worker_t *w)
                 drop_item(w->srv, &w->outbox[i].items[j]);
             inbox_vec_free(&w->outbox[i]);
         }
+    sess_ext_spares_free(w);
     free(w->outbox);
     free(w->ring_at);
     inbox_vec_free(&w->taken);
-    for (uint32_t i = 0; i < w->buf_cached; i++)
-        free(w->buf_cache[i]);
-    free(w->buf_cache);
+    oarena_destroy(&w->obufs);
     free(w->scratch);
     free(w->matches);
     free(w->targets);
