@@ -148,6 +148,14 @@ typedef struct {
     uint8_t data[];
 } handoff_t;
 
+/* Moving an active connection to another worker (migrate.h): can it leave
+ * now (between packets, nothing held, nothing unsent)?  Out of its worker
+ * (timer, loop, list; state CONN_MOVING), then into w's (active again,
+ * watched, its keepalive armed; closed if the socket cannot be watched). */
+int conn_movable(const conn_t *c);
+void conn_move_out(conn_t *c);
+void conn_move_in(worker_t *w, conn_t *c);
+
 /* The worker's list of connections (for shutdown): add c as owned by w,
  * remove c from its worker's list. */
 void conn_link(worker_t *w, conn_t *c);
