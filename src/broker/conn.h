@@ -38,7 +38,8 @@ enum {
     CONN_NEW = 0, /* waiting for CONNECT */
     CONN_ACTIVE,  /* CONNACK sent, session attached */
     CONN_DEAD,    /* closed, freed at the end of the loop turn */
-    CONN_MOVING,  /* handed to its home worker at the end of the turn */
+    CONN_MOVING,  /* handed to its home worker (at CONNECT, or with its session:
+                    * migrate.h), in no worker's loop until adopted */
     CONN_AUTH     /* CONNECT read, authentication holds it: not polled, the
                     * CONNECT bytes kept in x->auth (auth_chain.h) */
 };

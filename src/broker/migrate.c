@@ -196,9 +196,8 @@ void migrate_home_claim(server_t *srv, sess_t *s)
 /* Session s on w, with its MQTT connection: can both leave now? */
 static conn_t *movable(worker_t *w, sess_t *s)
 {
-    if (s->ep == NULL || s->ep->ops != &ep_mqtt_ops || s->nsubs != 0 ||
-        sq_len(&s->inflight) != 0 || sq_len(&s->queue) != 0 ||
-        (s->x && (s->x->timer_kind != SESS_TIMER_NONE || s->x->will)))
+    if (s->ep == NULL || s->ep->ops != &ep_mqtt_ops || s->nsubs != 0 || sq_len(&s->inflight) != 0 ||
+        sq_len(&s->queue) != 0 || (s->x && (s->x->timer_kind != SESS_TIMER_NONE || s->x->will)))
         return NULL;
     conn_t *c = container_of(s->ep, conn_t, ep);
     if (c->w != w || c->sess != s || !conn_movable(c))
@@ -210,7 +209,7 @@ static void move_one(worker_t *w, const migrate_want_t *want)
 {
     server_t *srv = w->srv;
     sess_t *s = worker_find_sid(w, want->sid);
-    if (s == NULL || srv->workers[want->to].stopping)
+    if (s == NULL) /* ended this turn, or moved */
         return;
     conn_t *c = movable(w, s);
     if (c == NULL)

@@ -8,10 +8,12 @@
  * Each worker is one thread with its own event loop (ev.h), timer wheel
  * and inbox.
  * A worker owns the connections it serves and the sessions whose home it is
- * (home = hash(client id) % workers): only that thread touches them.  A
- * connection accepted by one worker moves, once, to its session's home
- * worker right after its CONNECT is read, before CONNACK; from then on one
- * worker owns it for life.  Everything that crosses threads travels as
+ * (home = hash(client id) % workers, or the worker a moved session went
+ * to: worker_home, migrate.h): only that thread touches them.  A
+ * connection accepted by one worker moves to its session's home worker
+ * right after its CONNECT is read, before CONNACK; from then on one worker
+ * owns it, until its traffic moves it and its session to the worker its
+ * deliveries go to (migrate.h).  Everything that crosses threads travels as
  * inbox items: deliveries (a message reference for a session id), adopted
  * connections, the stop request.  The worker does not know what an item
  * means: the module that owns a kind registers its handler
@@ -397,6 +399,9 @@ sess_t *worker_find_sid(worker_t *w, uint64_t sid);
 int worker_congested(worker_t *w);
 /* Refresh this worker's session gauges (worker_stats_t) now. */
 void worker_gauges_now(worker_t *w);
+/* The worker a client id's session lives on: its keyed hash, unless the
+ * session moved (migrate.h's table, looked at only while not empty).  Any
+ * thread. */
 uint32_t worker_home(const server_t *srv, const uint8_t *client_id, size_t len);
 
 /* Output buffers: BUF_CHUNK-sized ones are recycled per worker. */
