@@ -13,6 +13,8 @@ published when its connection drops, and a persistent session resumes
 
 import json
 import re
+import shutil
+import ssl
 import subprocess
 import threading
 import time
@@ -98,9 +100,12 @@ class Sink:
             return list(self.got.get(topic, []))
 
 
-def client(b, cid, proto=mqtt.MQTTv311, clean=True, will=None, on_message=None):
+def client(b, cid, proto=mqtt.MQTTv311, clean=True, will=None, on_message=None, tls=False):
     kw = {"clean_session": clean} if proto != mqtt.MQTTv5 else {}
     c = mqtt.Client(client_id=cid, protocol=proto, **kw)
+    if tls:  # the broker's self-signed certificate, not verified
+        c.tls_set(cert_reqs=ssl.CERT_NONE)
+        c.tls_insecure_set(True)
     got = {}
     connected = threading.Event()
 
@@ -137,8 +142,8 @@ def stop(c):
         c.loop_stop()
 
 
-def subscriber(b, api, sink, proto=mqtt.MQTTv311, qos=2):
-    s = client(b, "m-sub", proto=proto, on_message=sink.on_message)
+def subscriber(b, api, sink, proto=mqtt.MQTTv311, qos=2, tls=False):
+    s = client(b, "m-sub", proto=proto, on_message=sink.on_message, tls=tls)
     done = threading.Event()
     s.on_subscribe = lambda *_a: done.set()
     s.subscribe("mig/#", qos)
@@ -147,16 +152,14 @@ def subscriber(b, api, sink, proto=mqtt.MQTTv311, qos=2):
     return s, home
 
 
-def other_ids(api, home, prefix, n):
+def other_ids(api, home, prefix, n, tls=False):
     """n client ids (prefix-<i>) whose hash home is not `home`: each one is
     connected once and asked for; those on `home` are skipped."""
     picked, i = [], 0
     while len(picked) < n and i < 64:
         cid = "%s%d" % (prefix, i)
         i += 1
-        c = mqtt.Client(client_id=cid, protocol=mqtt.MQTTv311)
-        c.connect(api.b.host, api.b.port, 60)
-        c.loop_start()
+        c = client(api.b, cid, tls=tls)
         w = api.worker_of(cid)
         stop(c)
         wait_for(lambda: cid not in api.workers(cid), DEADLINE, what=cid + " gone")
@@ -320,3 +323,35 @@ def test_p2p_pairs_colocated_and_spread(env):
     finally:
         for c in pubs + subs:
             stop(c)
+
+
+@pytest.mark.skipif(not shutil.which("openssl"), reason="openssl not installed")
+def test_tls_publisher_moves(broker, tmp_path):
+    """A connection over TLS moves too (its transport state is its own)."""
+    subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout",
+                    "srv.key", "-out", "srv.crt", "-days", "2", "-subj", "/CN=127.0.0.1"],
+                   cwd=str(tmp_path), check=True, capture_output=True, timeout=60)
+    keys = tmp_path / "api.keys"
+    key = make_key(keys)
+    b = broker(workers=2, api={"keys_file": str(keys)},
+               listener={"transport": "tls", "cert_file": str(tmp_path / "srv.crt"),
+                         "key_file": str(tmp_path / "srv.key")})
+    api = Api(b, key)
+    sink = Sink()
+    s, home = subscriber(b, api, sink, tls=True)
+    ids = other_ids(api, home, "m-tls", 2, tls=True)
+    pubs = [client(b, i, tls=True) for i in ids]
+    try:
+        for p, i in zip(pubs, ids):
+            publish_all(p, "mig/" + i, 1, MSGS)
+        wait_moved(api, ids, home, "m-tls")
+        for p, i in zip(pubs, ids):
+            p.publish("mig/" + i, "after", qos=1).wait_for_publish(DEADLINE)
+        want = [str(k) for k in range(MSGS)] + ["after"]
+        for i in ids:
+            wait_for(lambda: len(sink.of("mig/" + i)) >= MSGS + 1, DEADLINE, what=i + " all")
+            assert sink.of("mig/" + i) == want, i
+    finally:
+        for p in pubs:
+            stop(p)
+        stop(s)
