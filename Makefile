@@ -107,7 +107,9 @@ asan: deps js-deps
 # endpoints across MHD's threads and the workers, the lora gateway's thread
 # and the workers' downlinks on its socket, the cluster's links over TLS and
 # the API reading their cipher, the compact route table and the peers' Bloom
-# filters written by the link thread and read by the workers), ~4 min.
+# filters written by the link thread and read by the workers, connections
+# and sessions moving between workers with the table of their homes read by
+# the API's threads), ~4 min.
 TSAN_TESTS = test_01_cli_config.py::test_sighup_reopens_log_file test_11_load.py \
              test_13_handoff.py test_15_persistence.py test_18_durability.py \
              test_28_v5_shared.py test_30_tls.py test_40_auth.py test_41_acl.py \
@@ -121,7 +123,8 @@ TSAN_TESTS = test_01_cli_config.py::test_sighup_reopens_log_file test_11_load.py
              test_96_cluster_tls.py::test_forwarding_over_tls_every_qos_and_retained \
              test_97_coap_secure.py \
              test_99_cluster_routes_mem.py::test_exact_and_wildcard_routes_forward_once \
-             test_101_cluster_bloom.py::test_routes_above_and_below_the_threshold
+             test_101_cluster_bloom.py::test_routes_above_and_below_the_threshold \
+             test_110_migrate.py
 TSAN_RUN = ANTENNA_BIN=$(CURDIR)/$(TSAN_BUILD)/antenna ANTENNA_SANITIZED=1 $(PYTEST) $(PYTEST_ARGS)
 
 tsan-build: deps js-deps

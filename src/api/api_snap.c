@@ -164,6 +164,7 @@ static json_t *client_json(const sess_t *s, int with_subs)
     const char *user = username_of(s);
     json_object_set_new(o, "username", user ? json_string(user) : json_null());
     json_object_set_new(o, "connected", json_boolean(ep != NULL));
+    json_object_set_new(o, "worker", json_integer(s->w->id)); /* its home (migrate.h) */
     if (ep) {
         char peer[INET6_ADDRSTRLEN + 8];
         ep_info_t info;

@@ -67,6 +67,40 @@ void conn_unlink(conn_t *c)
     c->next = c->prev = NULL;
 }
 
+int conn_movable(const conn_t *c)
+{
+    if (c->state != CONN_ACTIVE || (c->flags & ~CONN_F_PROBLEM_INFO) || c->want_out || c->in_list ||
+        c->obuf != NULL || c->ps.state != MQTT_PS_HDR || (c->ps.buf != NULL && !c->ps.buf_done))
+        return 0;
+    const conn_ext_t *x = c->x;
+    if (x == NULL)
+        return 1;
+    if (x->held_acks || x->gate || x->pending || x->npending || tp_pending(conn_transport(c)))
+        return 0;
+    const auth_client_t *ac = x->auth;
+    return ac == NULL ||
+           (ac->wait == NULL && ac->held == NULL && ac->method == NULL && !ac->refusing);
+}
+
+void conn_move_out(conn_t *c)
+{
+    tw_del(&c->w->tw, &c->timer);
+    conn_unwatch(c);
+    conn_unlink(c);
+    c->state = CONN_MOVING;
+}
+
+void conn_move_in(worker_t *w, conn_t *c)
+{
+    conn_link(w, c);
+    c->state = CONN_ACTIVE;
+    if (conn_watch(c) < 0) {
+        conn_close(c, "cannot watch the socket after a move between workers", 1);
+        return;
+    }
+    conn_arm_timer(c);
+}
+
 /* The socket is ready.  A connection closed, moved or held is out of the
  * loop (its watcher stopped): no event reaches it. */
 static void on_event(ev_loop_t *loop, ev_watcher_t *ev, uint32_t events)

@@ -40,7 +40,8 @@ enum {
     CONN_NEW = 0, /* waiting for CONNECT */
     CONN_ACTIVE,  /* CONNACK sent, session attached */
     CONN_DEAD,    /* closed, freed at the end of the loop turn */
-    CONN_MOVING,  /* handed to its home worker at the end of the turn */
+    CONN_MOVING,  /* handed to its home worker (at CONNECT, or with its session:
+                    * migrate.h), in no worker's loop until adopted */
     CONN_AUTH     /* CONNECT read, authentication holds it: not polled, the
                     * CONNECT bytes kept in x->auth (auth_chain.h) */
 };
@@ -149,6 +150,14 @@ typedef struct {
     uint32_t rest_len;
     uint8_t data[];
 } handoff_t;
+
+/* Moving an active connection to another worker (migrate.h): can it leave
+ * now (between packets, nothing held, nothing unsent)?  Out of its worker
+ * (timer, loop, list; state CONN_MOVING), then into w's (active again,
+ * watched, its keepalive armed; closed if the socket cannot be watched). */
+int conn_movable(const conn_t *c);
+void conn_move_out(conn_t *c);
+void conn_move_in(worker_t *w, conn_t *c);
 
 /* The worker's list of connections (for shutdown): add c as owned by w,
  * remove c from its worker's list. */

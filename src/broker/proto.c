@@ -25,6 +25,7 @@
 #include "auth_method.h"
 #include "ep_mqtt.h"
 #include "log.h"
+#include "migrate.h"
 #include "mqtt_props.h"
 #include "msg.h"
 #include "persist.h"
@@ -666,8 +667,10 @@ int proto_on_connect(conn_t *c, const mqtt_raw_t *pkt, const uint8_t *rest, size
                           "will topic in $SYS (mqtt.allow_sys_publish is false)");
         }
     }
+    /* adopted too: the session may have moved since it was handed here
+     * (migrate.h); the home table converges, so this ends */
     uint32_t home = worker_home(w->srv, id, id_len);
-    if (home != w->id && !adopted)
+    if (home != w->id)
         return hand_off(c, home, pkt, rest, rest_len);
     if (w->srv->connect_gate && adopted != GATE_PASSED && !t.assigned) {
         int grc = gate(c, &ck, &t, pkt, rest, rest_len, id, id_len);
@@ -862,7 +865,11 @@ static int on_publish(conn_t *c, const mqtt_raw_t *pkt)
     if (unlikely(w->srv->receive_hook != NULL))
         m = w->srv->receive_hook(w, m, c->sess, w->srv->receive_user);
     w->publish_backlogged = 0;
+    w->dlv_local = w->dlv_cross = 0;
+    w->dlv_mixed = 0;
     size_t n = router_publish(w, m, c->sess);
+    if (w->mig_on) /* where its deliveries went: move it there? */
+        migrate_note(w, c->sess);
     if (unlikely(w->publish_backlogged)) {
         /* a subscriber is behind: read no more from this publisher for a
          * tick, so that it feels the subscriber's pace (this message is

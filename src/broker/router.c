@@ -188,8 +188,13 @@ static void deliver_session(worker_t *w, uint64_t sid, uint16_t owner, msg_t *m,
 {
     (void)user;
     if (owner == w->id) {
+        w->dlv_local++; /* where the publisher's traffic goes (migrate.h) */
         router_deliver_local(w, sid, m, qos, flags);
     } else {
+        if (w->dlv_cross++ == 0)
+            w->dlv_to = owner;
+        else if (owner != w->dlv_to)
+            w->dlv_mixed = 1;
         inbox_item_t it = {
             .kind = WM_DELIVER, .qos = qos, .flags = flags, .sid = sid, .ptr = msg_ref(m)};
         worker_post(w, owner, &it);

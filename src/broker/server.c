@@ -24,6 +24,7 @@
 
 #include "api.h"
 #include "log.h"
+#include "migrate.h"
 #include "net_tls.h"
 #include "persist.h"
 #include "proto.h"
@@ -236,6 +237,9 @@ int server_init(server_t *srv, const conf_t *conf)
     router_register_inbox(srv);
     proto_register_inbox(srv);
     persist_register_inbox(srv);
+    migrate_register_inbox(srv);
+    if (migrate_init(srv) < 0)
+        return -1;
 
     srv->workers = an_calloc(srv->nworkers, sizeof(*srv->workers));
     for (uint32_t i = 0; i < srv->nworkers; i++) {
@@ -309,6 +313,7 @@ void server_free(server_t *srv)
         worker_free(&srv->workers[i]);
     free(srv->workers);
     srv->workers = NULL;
+    migrate_free(srv);    /* after the sessions that moved */
     module_free_all(srv); /* after every worker's context */
     persist_close(srv);   /* after the workers saved their sessions */
     for (uint32_t i = 0; i < CONF_MAX_LISTENERS; i++) {

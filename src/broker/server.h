@@ -8,10 +8,12 @@
  * Each worker is one thread with its own event loop (ev.h), timer wheel
  * and inbox.
  * A worker owns the connections it serves and the sessions whose home it is
- * (home = hash(client id) % workers): only that thread touches them.  A
- * connection accepted by one worker moves, once, to its session's home
- * worker right after its CONNECT is read, before CONNACK; from then on one
- * worker owns it for life.  Everything that crosses threads travels as
+ * (home = hash(client id) % workers, or the worker a moved session went
+ * to: worker_home, migrate.h): only that thread touches them.  A
+ * connection accepted by one worker moves to its session's home worker
+ * right after its CONNECT is read, before CONNACK; from then on one worker
+ * owns it, until its traffic moves it and its session to the worker its
+ * deliveries go to (migrate.h).  Everything that crosses threads travels as
  * inbox items: deliveries (a message reference for a session id), adopted
  * connections, the stop request.  The worker does not know what an item
  * means: the module that owns a kind registers its handler
@@ -75,6 +77,8 @@ enum {
     WM_DEVICES,     /* devices (devices_shadow.c): ptr: msg_t* (a reference) to publish */
     WM_COAP,        /* coap (src/gateways/coap): ptr: msg_t* (flags 0) or a QoS 1 job to route */
     WM_LORA,        /* lora (src/gateways/lora): ptr: msg_t* (a reference) to publish */
+    WM_MIGRATE,     /* migrate (migrate.h): ptr: conn_t*: a connection and its session
+                     * moving to the worker its traffic goes to */
     WM_KINDS = 32   /* size of the handler table */
 };
 
@@ -159,6 +163,9 @@ typedef struct {
     an_counter_t acl_denied_by[3];
     /* bans started (auth.ban): an address banned, a user name locked */
     an_counter_t bans;
+    /* connections moved from this worker to the one their traffic goes to
+     * (migrate.h) */
+    an_counter_t migrations;
     /* auth backends' answers to CONNECT and their latency (auth_stats.h) */
     auth_stats_t auth;
 } worker_stats_t;
@@ -190,10 +197,19 @@ struct worker_s {
                                  * is over limits.publisher_backpressure (proto.c
                                  * pauses the publisher) */
     uint32_t fwd_held;          /* acknowledgements held by the node row (hold_ack) */
-    uint64_t fwd_ticket;        /* the node row forwarded the last publish at QoS 1/2:
+    /* migrate.h: the deliveries of the publish being routed (router.c
+     * deliver_session counts, proto.c clears and reads), and the sessions
+     * wanted on another worker, moved at the end of the turn */
+    uint32_t dlv_local, dlv_cross;
+    uint16_t dlv_to;   /* the first other worker delivered to */
+    uint8_t dlv_mixed; /* deliveries went to more than one other worker */
+    uint8_t mig_on;    /* workers_migrate and 2 workers or more */
+    struct migrate_want_s *migs;
+    uint32_t nmigs, migs_cap;
+    uint64_t fwd_ticket; /* the node row forwarded the last publish at QoS 1/2:
                                  * its ticket (router_publish clears it, hold_ack
                                  * takes it) */
-    uint64_t wall_ms;           /* wall clock (CLOCK_REALTIME_COARSE) of this turn, ms:
+    uint64_t wall_ms;    /* wall clock (CLOCK_REALTIME_COARSE) of this turn, ms:
                           * messages' publish time (router_publish) */
     tw_t tw;
     tw_timer_t mem_timer;   /* worker 0 only: memory high-water check */
@@ -254,6 +270,10 @@ struct server_s {
     conf_t conf;
     uint32_t nworkers;
     uint64_t home_key[2]; /* SipHash key of worker_home (client ids) */
+    /* client ids homed elsewhere than their hash says (migrate.h), and how
+     * many: worker_home looks only when not 0 */
+    struct migrate_homes_s *homes;
+    _Atomic uint32_t nhomes;
     worker_t *workers;
     /* listeners: opened and closed at runtime by a reload (reload.h), hence atomic */
     _Atomic int listen_fds[CONF_MAX_LISTENERS];
@@ -386,6 +406,9 @@ sess_t *worker_find_sid(worker_t *w, uint64_t sid);
 int worker_congested(worker_t *w);
 /* Refresh this worker's session gauges (worker_stats_t) now. */
 void worker_gauges_now(worker_t *w);
+/* The worker a client id's session lives on: its keyed hash, unless the
+ * session moved (migrate.h's table, looked at only while not empty).  Any
+ * thread. */
 uint32_t worker_home(const server_t *srv, const uint8_t *client_id, size_t len);
 
 /* Output buffers (conn.c).  A connection's output starts in the worker's

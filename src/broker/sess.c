@@ -13,6 +13,7 @@
 #include <string.h>
 
 #include "log.h"
+#include "migrate.h"
 #include "mqtt_codec.h"
 #include "persist.h"
 #include "router.h"
@@ -212,6 +213,8 @@ sess_t *sess_new(worker_t *w, const uint8_t *client_id, uint16_t len, uint32_t e
     s->client_id[len] = '\0';
     sess_table_add(&w->by_id, s);
     sess_table_add(&w->by_sid, s);
+    if (w->srv->homes) /* made where a moved one lived: the table keeps saying so */
+        migrate_home_claim(w->srv, s);
     return s;
 }
 
@@ -358,6 +361,8 @@ void sess_destroy(worker_t *w, sess_t *s)
     timer_stop(s);
     sess_table_del(&w->by_id, s);
     sess_table_del(&w->by_sid, s);
+    if (s->moved) /* its id homes by hash again (migrate.h) */
+        migrate_home_drop(w->srv, s);
     publish_pending_will(w, s); /* [MQTT5 3.1.3.2.2] at the latest when the session ends */
     if (s->x) {
         free(s->x->owner);
@@ -367,6 +372,28 @@ void sess_destroy(worker_t *w, sess_t *s)
     int cls = sess_slab_class(s->client_id_len);
     if (cls >= 0)
         slab_free(&w->srv->sess_slab[cls], s);
+    else
+        free(s);
+}
+
+void sess_free_detached(sess_t *s)
+{
+    for (uint32_t i = 0; i < s->nsubs; i++)
+        free(s->subs[i]);
+    free(s->subs);
+    sess_set_expiry(s, 0);
+    sq_clear(&s->inflight);
+    sq_clear(&s->queue);
+    free(s->qos2_in);
+    if (s->x) {
+        drop_pending_will(s);
+        free(s->x->owner);
+        subidx_free(&s->x->subs_idx);
+    }
+    free(s->x);
+    int cls = sess_slab_class(s->client_id_len);
+    if (cls >= 0)
+        slab_free(&s->w->srv->sess_slab[cls], s);
     else
         free(s);
 }

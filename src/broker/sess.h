@@ -119,6 +119,8 @@ struct sess_s {
     uint32_t nqos2_in;
     uint32_t acl_gen;      /* ACL generation the subscriptions' verdicts
                                  * were taken under, 0 = never (sess_acl.h) */
+    uint16_t mig_n, mig_k; /* migrate.h: messages counted this window, and
+                                 * those delivered wholly on worker mig_to */
     uint64_t queued_bytes; /* topic + payload bytes in `queue` */
     sess_ext_t *x;         /* timer, delayed will, owner; or NULL */
     uint32_t expiry;       /* seconds after disconnect; 0 = with the
@@ -130,9 +132,12 @@ struct sess_s {
     uint8_t acl_check : 1;     /* a subscription is not ALLOW: every
                                  * delivery checks its topic (sess_acl.h) */
     uint8_t owner_unknown : 1; /* restored from a record that has no owner */
+    uint8_t moved : 1;         /* homed away from its hash (migrate.h's table) */
+    uint8_t mig_to;            /* migrate.h: the window's candidate worker */
     uint16_t client_id_len;
     _Atomic uint8_t shared_flags; /* SESS_F_*: written by the home worker,
                                  * read by publishers on any worker */
+    uint8_t mig_hold;             /* migrate.h: windows to wait after a move */
     uint32_t connected_at;        /* wall seconds of the last attach (API) */
     char client_id[];             /* NUL terminated */
 };
@@ -202,6 +207,10 @@ sess_t *sess_restore(worker_t *w, const uint8_t *client_id, uint16_t len, uint32
 void sess_set_expiry(sess_t *s, uint32_t expiry);
 /* Remove from tables and trie, drop queues, publish a pending will, free. */
 void sess_destroy(worker_t *w, sess_t *s);
+/* Free a session in no table, no timer wheel and not in the trie (one
+ * that was moving between workers when its new worker stopped), without
+ * touching the store. */
+void sess_free_detached(sess_t *s);
 /* The connection ended abnormally with a will delayed by `delay` seconds:
  * keep it (takes the reference) until then, or until the session ends. */
 void sess_delay_will(sess_t *s, msg_t *will, uint32_t delay);

@@ -61,6 +61,7 @@
 
 #include "conn.h"
 #include "log.h"
+#include "migrate.h"
 #include "module.h"
 #include "net_linger.h"
 #include "persist.h"
@@ -81,7 +82,10 @@
 /* Keyed: no client can pick ids that all land on one worker. */
 uint32_t worker_home(const server_t *srv, const uint8_t *client_id, size_t len)
 {
-    return (uint32_t)(an_siphash(srv->home_key, client_id, len) % srv->nworkers);
+    uint64_t h = an_siphash(srv->home_key, client_id, len);
+    if (unlikely(atomic_load_explicit(&((server_t *)srv)->nhomes, memory_order_acquire) != 0))
+        return migrate_home(srv, h, client_id, len); /* moved sessions (migrate.h) */
+    return (uint32_t)(h % srv->nworkers);
 }
 
 sess_t *worker_find_sid(worker_t *w, uint64_t sid)
@@ -517,6 +521,10 @@ static void end_of_turn(worker_t *w)
         else
             conn_flush(c);
     }
+    /* connections wanted on another worker (migrate.h): after every post
+     * and write of the turn, so what they sent is on its way first */
+    if (unlikely(w->nmigs != 0))
+        migrate_run(w);
     while (w->dead_head) {
         conn_t *c = w->dead_head;
         w->dead_head = c->turn_next;
@@ -670,6 +678,7 @@ int worker_init(worker_t *w, server_t *srv, uint32_t id)
         log_warn("worker %u: no output arena (%s): output buffers from malloc", id,
                  strerror(errno));
     tw_timer_init(&w->obufs_timer, on_obufs_timer);
+    w->mig_on = srv->conf.workers_migrate && srv->nworkers > 1;
     ev_watcher_init(&w->inbox_ev, w->inbox.evfd, on_inbox);
     if (ev_watch_start(&w->loop, &w->inbox_ev, EV_READ) < 0)
         goto fail;
@@ -728,6 +737,7 @@ void worker_free(worker_t *w)
     free(w->matches);
     free(w->targets);
     free(w->route_held);
+    free(w->migs);
     ev_loop_free(&w->loop);
     if (w->reserve_fd >= 0)
         close(w->reserve_fd);

@@ -418,6 +418,18 @@ static sess_t *connected_session(worker_t *w, const char *device)
     return s && s->ep ? s : NULL;
 }
 
+/* The device's session is not connected here: it may live on another
+ * worker now (a session that moved to its traffic's worker, migrate.h);
+ * the command follows it, sent by that worker's next pass.  Under mu. */
+static void follow_home(worker_t *w, cmd_t *c)
+{
+    if (w->srv->homes == NULL) /* sessions never move */
+        return;
+    uint32_t h = worker_home(w->srv, (const uint8_t *)c->device, strlen(c->device));
+    if (h != w->id)
+        c->home = h;
+}
+
 /* One pass over w's commands: send, resend, end. */
 static void scan(module_inst_t *mi, worker_t *w, uint64_t only_seq)
 {
@@ -440,6 +452,8 @@ static void scan(module_inst_t *mi, worker_t *w, uint64_t only_seq)
             sess_t *s = connected_session(w, c->device);
             if (s && (c->grp == NULL || cmd_group_may_send_locked(c->grp, now)))
                 send_locked(mi, w, c, s, now);
+            else if (s == NULL)
+                follow_home(w, c);
             continue;
         }
         if (now - c->first_sent_ms >= c->reply_timeout) {
@@ -451,6 +465,8 @@ static void scan(module_inst_t *mi, worker_t *w, uint64_t only_seq)
             sess_t *s = connected_session(w, c->device);
             if (s)
                 send_locked(mi, w, c, s, now);
+            else
+                follow_home(w, c);
         }
     }
     pthread_mutex_unlock(&st->mu);

@@ -333,6 +333,7 @@ static const struct field auth_fields[] = {
 static const struct field root_fields[] = {
     UINTF(conf_t, workers, 0, 256),
     UINTF(conf_t, workers_coalesce_us, 0, 10000),
+    { FLD(conf_t, workers_migrate, F_BOOL) },
     { .key = "log", .type = F_SECTION, .sub = log_fields, .nsub = NELEM(log_fields) },
     { .key = "listeners", .type = F_LISTENERS },
     { .key = "mqtt", .type = F_SECTION, .sub = mqtt_fields, .nsub = NELEM(mqtt_fields) },
@@ -381,6 +382,7 @@ void conf_defaults(conf_t *c)
     memset(c, 0, sizeof(*c));
     c->workers = 0;
     c->workers_coalesce_us = 0; /* opt-in: docs/benchmarks.md, issue 15 item 2 */
+    c->workers_migrate = 1;
     c->log_level = AN_LOG_INFO;
     c->log_file[0] = '\0';
     c->listeners[0] = default_listener;

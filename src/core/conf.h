@@ -176,6 +176,8 @@ enum { CONF_AUTH_ON_ERROR_DENY = 0, CONF_AUTH_ON_ERROR_PASS };
 typedef struct {
     uint32_t workers;             /* 0 = one per core */
     uint32_t workers_coalesce_us; /* wake-up coalescing window (worker.c), 0 = off */
+    uint8_t workers_migrate;      /* a connection moves to the worker its traffic
+                                   * goes to (migrate.h); default on */
     /* log */
     int log_level;      /* AN_LOG_ERROR..AN_LOG_DEBUG, see log.h */
     char log_file[256]; /* "" = stderr */

@@ -1,0 +1,120 @@
+/* migrate.h -- a connection moves to the worker its traffic goes to.
+ *
+ * With two workers a fan-in publisher homed (by the hash of its client id)
+ * on the worker without the subscriber sends every message across: an
+ * inbox item, often a wake-up, for each one, and both workers busy where
+ * one would do (issue 15, item 2; docs/benchmarks.md).  So a connection
+ * whose deliveries go (nearly) all to ONE other worker moves there, with
+ * its session: the fan-in then runs on one worker and the other sleeps; a
+ * point-to-point publisher joins its subscriber, so pairs end co-located
+ * and spread over the workers as the subscribers are.
+ *
+ * Counting (per publish, no lock, no allocation).  The router's local-
+ * session row (router.c deliver_session) counts into the worker the
+ * publish's deliveries on this worker (dlv_local) and to others (dlv_cross,
+ * dlv_to the first destination, dlv_mixed if there were several); proto.c's
+ * on_publish clears them before router_publish and hands them to
+ * migrate_note after it.  The publisher's session counts, in bytes that
+ * were padding (sess_t does not grow): mig_n messages that had local
+ * deliveries, mig_k of them delivered wholly to worker mig_to (the first
+ * such destination of the window).  Deliveries made after a store commit
+ * (QoS 1/2 to durable subscribers) are not counted.
+ *
+ * Deciding (migrate_decide, a pure function).  Every MIGRATE_WINDOW counted
+ * messages (not a timer: nothing costs anything while idle, and a slow
+ * publisher that gains nothing by moving moves late): at least 90 % of
+ * them wholly to one other worker -> the connection is wanted there.
+ * Hysteresis: a moved session skips MIGRATE_HOLD windows; only a session
+ * without subscriptions moves (a pure publisher), so its partner never
+ * follows it back and nothing ping-pongs; a p2p or fan-in subscriber stays
+ * where its hash put it, which keeps the load spread.
+ *
+ * Moving (end of the worker's turn, migrate_run).  After every outbox batch
+ * of the turn was posted and the output written: so what this connection
+ * published before the move is in every destination's inbox before the
+ * new worker can read its next packet (inboxes are FIFO), and nothing of
+ * its order per topic changes.  It moves only between packets and when
+ * idle in every other respect: state ACTIVE, no flag but Problem
+ * Information (no pause, throttle, route barrier, unsent output), no
+ * partial packet in the framer, no acknowledgement held for a store commit
+ * or the cluster, no authentication exchange or connect gate, and its
+ * session has no subscription, nothing in flight or queued, no timer.
+ * The old worker takes the socket out of its loop and the session out of
+ * its tables, records the new home (below) and posts a WM_MIGRATE item;
+ * the new worker puts both in its tables and loop (migrate_adopt).
+ *
+ * The home of a client id (worker_home, worker.c) is the hash of the id
+ * unless this table overrides it: client id -> worker, for the sessions
+ * that moved away from their hash home.  Consulted where the hash is (a
+ * CONNECT and its take-over, the API, the cluster's registry, gateways,
+ * commands) and only when not empty (one relaxed load otherwise).  Written
+ * under its write lock, and the WM_MIGRATE item is posted under that lock:
+ * whoever reads the new home posts behind the session.  Whoever read the
+ * old home a moment before posts to the old worker: a CONNECT handed there
+ * is handed on (proto.c: the home is asked again on adoption); an API job
+ * finds no session (a kick racing the move answers 404).  The entry goes
+ * when the session ends (sess_destroy) or moves back to its hash home.  It
+ * is not stored: after a restart sessions load on their hash home.
+ *
+ * Threads: the counters, the decision and the move run on the workers
+ * owning the session; the table is read by any thread.
+ */
+#ifndef ANTENNA_MIGRATE_H
+#define ANTENNA_MIGRATE_H
+
+#include <stdint.h>
+
+#include "server.h"
+#include "sess.h"
+
+#define MIGRATE_WINDOW 256 /* counted messages per decision */
+#define MIGRATE_SHARE 90   /* percent of them wholly to one other worker */
+#define MIGRATE_HOLD 4     /* windows a moved session waits before it may move again */
+
+/* 1 when a window of n counted messages, k of them wholly to worker `to`,
+ * on worker self, asks for a move (nothing is known of `to` when k == 0). */
+int migrate_decide(uint32_t n, uint32_t k, uint32_t to, uint32_t self, uint32_t nworkers);
+
+/* A window is complete: decide, and note the session as wanted elsewhere
+ * (moved at the end of the turn). */
+void migrate_window(worker_t *w, sess_t *s);
+
+/* After router_publish of a message from s (its deliveries counted in w). */
+static inline void migrate_note(worker_t *w, sess_t *s)
+{
+    uint32_t cross = w->dlv_cross, all = cross + w->dlv_local;
+    if (all == 0)
+        return;
+    if (cross == all && !w->dlv_mixed) {
+        if (s->mig_k == 0)
+            s->mig_to = (uint8_t)w->dlv_to;
+        if (w->dlv_to == s->mig_to)
+            s->mig_k++;
+    }
+    if (++s->mig_n >= MIGRATE_WINDOW)
+        migrate_window(w, s);
+}
+
+/* End of turn: move the sessions wanted elsewhere that can move now. */
+void migrate_run(worker_t *w);
+
+/* The home table (server_t.homes): created at start-up when workers_migrate
+ * is on and there are 2 workers or more; freed after the workers. */
+int migrate_init(server_t *srv);
+void migrate_free(server_t *srv);
+/* The home of a client id whose hash (an_siphash(home_key)) is h, when the
+ * table may hold it. */
+uint32_t migrate_home(const server_t *srv, uint64_t h, const uint8_t *id, size_t len);
+/* A session made on s->w (a CONNECT handed there by the table, after the
+ * moved session of its id ended): if that is not its hash home, the table
+ * says s->w again and s is marked moved. */
+void migrate_home_claim(server_t *srv, sess_t *s);
+/* Session s (moved, on its worker) ended: its id homes by hash again. */
+void migrate_home_drop(server_t *srv, const sess_t *s);
+
+/* An item as migrate_run posts it, adopted on w (WM_MIGRATE's handler). */
+void migrate_adopt(worker_t *w, conn_t *c);
+/* WM_MIGRATE's handler, registered at start-up. */
+void migrate_register_inbox(server_t *srv);
+
+#endif
