@@ -47,6 +47,7 @@
 #include "log.h"
 #include "retain.h"
 #include "router.h"
+#include "rbits.h"
 #include "rbloom.h"
 
 /* ---- a set of filters ---- */
@@ -55,6 +56,7 @@ typedef struct cl_fent_s {
     struct cl_fent_s *next;
     uint32_t hash, gen;
     uint16_t len;
+    uint8_t exact; /* L->local: an exact filter (router_route_exact) */
     uint8_t f[];
 } cl_fent_t;
 
@@ -113,6 +115,7 @@ static cl_fent_t *fset_add(cl_fset_t *s, const uint8_t *f, size_t len, int *adde
     e->next = NULL;
     e->hash = h;
     e->gen = 0;
+    e->exact = 0;
     e->len = (uint16_t)len;
     memcpy(e->f, f, len);
     *pp = e;
@@ -177,18 +180,26 @@ static void local_apply(cl_t *cl, void *arg)
         free(ch);
         return;
     }
-    if (ch->up)
-        fset_add(L->local, ch->f, ch->len, &changed);
-    else
+    uint64_t h;
+    int exact = router_route_exact(cl->srv, ch->f, ch->len, &h) == 1;
+    if (ch->up) {
+        cl_fent_t *e = fset_add(L->local, ch->f, ch->len, &changed);
+        e->exact = (uint8_t)exact;
+    } else {
         changed = fset_del(L->local, ch->f, ch->len);
+    }
     L->route_applied = ch->seq;
     L->mark_due = 1; /* cl_route_marks, after this run of tasks */
     CL_STAT_SET(cl->local_routes, L->local->n);
+    if (changed && exact)
+        cl_bits_local(cl, ch->up, h); /* the owner's counters (cl_bits.c) */
     if (changed && !atomic_load(&cl->stopping)) {
         /* written by cl_route_marks after this run of tasks, with its
-         * ROUTE_MARK: one write per link for all the run's changes */
+         * ROUTE_MARK: one write per link for all the run's changes (a link
+         * that takes our exact routes as bits gets them there; one whose
+         * sync waits for the peer's first frame gets them with it) */
         for (cl_conn_t *c = L->conns; c; c = c->next)
-            if (c->up)
+            if (c->up && !c->route_wait && !(exact && cl_bits_out(cl, c)))
                 cl_enc_route(&c->out, ch->up ? CL_F_ROUTE_ADD : CL_F_ROUTE_DEL, ch->f, ch->len);
     }
     free(ch);
@@ -212,6 +223,7 @@ static void local_hook(void *ud, const uint8_t *filter, size_t len, int up)
 
 void cl_route_init(cl_t *cl)
 {
+    cl_bits_init(cl); /* the cluster's route key first */
     cl->links->local = fset_new();
     router_set_local_hook(cl->srv, local_hook, cl);
 }
@@ -222,6 +234,7 @@ void cl_route_free(cl_t *cl)
     router_set_local_hook(cl->srv, NULL, NULL);
     fset_free(L->local);
     L->local = NULL;
+    cl_bits_free(cl);
     for (int i = 0; i < CL_MAX_NODES; i++) {
         fset_free(L->peers[i].routes); /* the trie goes with the server */
         L->peers[i].routes = NULL;
@@ -236,12 +249,32 @@ void cl_route_free(cl_t *cl)
 void cl_route_sync(cl_t *cl, cl_conn_t *c)
 {
     cl_fset_t *s = cl->links->local;
+    int bits = cl_bits_out(cl, c); /* the exact filters as one bitmap */
     cl_enc_empty(&c->out, CL_F_SYNC_BEGIN);
     for (size_t i = 0; i < s->nb; i++)
         for (cl_fent_t *e = s->b[i]; e; e = e->next)
-            cl_enc_route(&c->out, CL_F_ROUTE_ADD, e->f, e->len);
+            if (!(bits && e->exact))
+                cl_enc_route(&c->out, CL_F_ROUTE_ADD, e->f, e->len);
+    if (bits)
+        cl_bits_sync(cl, c);
     cl_enc_empty(&c->out, CL_F_SYNC_END);
     cl_enc_u64(&c->out, CL_F_ROUTE_MARK, cl->links->route_applied);
+}
+
+void cl_route_local_exact(cl_t *cl, rbcount_t *c)
+{
+    cl_fset_t *s = cl->links->local;
+    uint32_t flips[RBITS_K];
+    uint64_t h;
+    for (size_t i = 0; i < s->nb; i++)
+        for (cl_fent_t *e = s->b[i]; e; e = e->next)
+            if (e->exact && router_route_exact(cl->srv, e->f, e->len, &h) == 1)
+                (void)rbcount_add(c, h, flips);
+}
+
+uint64_t cl_route_count(const cl_peer_t *p)
+{
+    return (p->routes ? p->routes->n : 0) + p->nexact;
 }
 
 /* ---- the route barrier ---- */
@@ -278,12 +311,14 @@ void cl_route_marks(cl_t *cl)
     L->mark_due = 0;
     for (cl_conn_t *c = L->conns, *next; c; c = next) {
         next = c->next;
-        if (c->up) {
+        if (c->up && !c->route_wait) { /* a waiting one gets them with its sync */
+            cl_bits_mark(cl, c);       /* the run's bit changes, before its mark */
             cl_enc_u64(&c->out, CL_F_ROUTE_MARK, L->route_applied);
             if (!(c->ev.events & EV_WRITE))
                 cl_conn_flush(cl, c);
         }
     }
+    cl_bits_marks_done(cl);
     cl_route_recompute(cl); /* no link up: done at once */
 }
 
@@ -375,7 +410,7 @@ static void bloom_stat(cl_t *cl, int idx)
 static void exact_check(cl_t *cl, cl_peer_t *p, int idx)
 {
     uint64_t above = cl->conf->route_bloom_above, n = p->nexact;
-    if (p->syncing)
+    if (p->syncing || p->bits) /* its owner sizes its bits */
         return;
     if (p->bloom_sized == 0) {
         if (above != 0 && n > above) { /* the exact table holds them until now */
@@ -402,6 +437,8 @@ static void sync_clear(cl_peer_t *p)
     p->sync_h = NULL;
     rbloom_free(p->sync_bloom);
     p->sync_bloom = NULL;
+    rbits_free(p->sync_bits);
+    p->sync_bits = NULL;
     p->sync_n = p->sync_cap = p->sync_kept = 0;
     p->sync_over = 0;
 }
@@ -414,7 +451,7 @@ static void exact_sync_begin(cl_t *cl, cl_peer_t *p)
 {
     uint64_t above = cl->conf->route_bloom_above;
     sync_clear(p);
-    if (above != 0 && p->nexact > above)
+    if (above != 0 && p->nexact > above && !p->bits) /* bits: they come as bits again */
         p->sync_bloom = rbloom_new(p->nexact);
 }
 
@@ -468,6 +505,13 @@ static void exact_sync_note(cl_t *cl, cl_peer_t *p, uint8_t type, uint64_t h)
  * cluster.route_bloom_above, else the hashes into the exact table. */
 static void exact_sync_end(cl_t *cl, cl_peer_t *p, int idx)
 {
+    if (p->sync_bits != NULL) { /* its exact routes came as one bitmap */
+        cl_bits_sync_end(cl, p, idx);
+        sync_clear(p);
+        return;
+    }
+    p->bits = 0; /* strings now: the replace drops its bits */
+    CL_STAT_SET(cl->lstats[idx].bits_in, 0);
     if (p->sync_over) {
         rbloom_t *b = p->sync_bloom;
         p->sync_bloom = NULL;
@@ -588,6 +632,8 @@ void cl_route_drop_peer(cl_t *cl, cl_peer_t *p)
     }
     router_node_exact_replace(cl->srv, (uint16_t)idx, NULL, NULL, 0);
     p->nexact = p->bloom_sized = 0;
+    p->bits = 0;
+    CL_STAT_SET(cl->lstats[idx].bits_in, 0);
     CL_STAT_SET(cl->lstats[idx].bloom_bytes, 0);
     p->syncing = 0;
     sync_clear(p);
