@@ -39,13 +39,13 @@
 #include <stddef.h>
 #include <stdint.h>
 
-#define RBITS_K 6            /* positions per key */
-#define RBITS_BPR 12         /* bits a route when built */
-#define RBITS_GROW_NUM 6     /* rebuilt when routes > sized * 6 / 5 ... */
-#define RBITS_GROW_DEN 5     /* ... (10 bits a route) */
-#define RBITS_BLOCK 64       /* bytes of bits a block: 512, one cache line */
-#define RBITS_BLOCK_BITS 512 /* positions a block */
-#define RBITS_MIN_ROUTES 64  /* the smallest filter is sized for this many */
+#define RBITS_K 6                   /* positions per key */
+#define RBITS_BPR 12                /* bits a route when built */
+#define RBITS_GROW_NUM 6            /* rebuilt when routes > sized * 6 / 5 ... */
+#define RBITS_GROW_DEN 5            /* ... (10 bits a route) */
+#define RBITS_BLOCK 64              /* bytes of bits a block: 512, one cache line */
+#define RBITS_BLOCK_BITS 512        /* positions a block */
+#define RBITS_MIN_ROUTES 64         /* the smallest filter is sized for this many */
 #define RBITS_MAX_BLOCKS (1u << 22) /* 256 MB of bits: a frame's bound */
 
 /* Blocks for `routes` keys at RBITS_BPR bits each (at least one). */

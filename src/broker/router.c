@@ -566,10 +566,10 @@ void router_node_exact_replace(server_t *srv, uint16_t idx, rbloom_t *b, const u
     rbits_free(oldbits);
 }
 
-void router_node_bits_set(server_t *srv, uint16_t idx, rbits_t *b)
+void router_node_bits_set(server_t *srv, uint16_t idx, rbits_t *b, int had_pairs)
 {
     pthread_rwlock_wrlock(&srv->trie_lock);
-    if (srv->rtab != NULL)
+    if (had_pairs && srv->rtab != NULL)
         rtab_drop_node(srv->rtab, idx, NULL, NULL);
     rbloom_t *old = bloom_set(srv, idx, NULL);
     rbits_t *oldbits = bits_set(srv, idx, b);

@@ -206,10 +206,11 @@ void router_node_exact_replace(server_t *srv, uint16_t idx, struct rbloom_s *b,
 void router_node_exact_to_bloom(server_t *srv, uint16_t idx, uint64_t routes);
 /* Node idx ships its exact routes as a plain bit filter (rbits.h): b
  * (taken over) replaces whatever the router kept of them (its pairs of the
- * exact table, its Bloom filter, its previous bits; NULL: none left), under
- * one write lock. */
+ * exact table when had_pairs -- a scan of the whole table, so not for a
+ * node known to have none --, its Bloom filter, its previous bits; NULL:
+ * none left), under one write lock. */
 struct rbits_s;
-void router_node_bits_set(server_t *srv, uint16_t idx, struct rbits_s *b);
+void router_node_bits_set(server_t *srv, uint16_t idx, struct rbits_s *b, int had_pairs);
 /* Positions that flipped in node idx's bit filter: each entry is a
  * position (RBITS_POS_MASK) with RBITS_POS_SET when it is set now, clear
  * when not; n is the owner's route count.  -1 (nothing more applied) when

@@ -218,13 +218,11 @@ void cl_bits_link_up(cl_t *cl, cl_conn_t *c)
     cl_route_sync(cl, c);
 }
 
-void cl_bits_first_frame(cl_t *cl, cl_conn_t *c, uint8_t type, const uint8_t *body,
-                         uint32_t len)
+void cl_bits_first_frame(cl_t *cl, cl_conn_t *c, uint8_t type, const uint8_t *body, uint32_t len)
 {
     uint64_t v;
     c->route_wait = 0;
-    if (type == CL_F_ROUTE_BITS_WANT && cl_dec_ack(body, len, &v) == 0 &&
-        v == cl->links->key_check)
+    if (type == CL_F_ROUTE_BITS_WANT && cl_dec_ack(body, len, &v) == 0 && v == cl->links->key_check)
         c->bits_ok = 1;
     cl_route_sync(cl, c);
 }
@@ -264,11 +262,14 @@ static void bits_stat(cl_t *cl, cl_peer_t *p, int idx)
 void cl_bits_sync_end(cl_t *cl, cl_peer_t *p, int idx)
 {
     rbits_t *b = p->sync_bits;
+    /* its pairs of the exact table: only while it was kept there (the
+     * drop scans the whole table: not for each resize of its bits) */
+    int had_pairs = !p->bits && p->bloom_sized == 0 && p->nexact > 0;
     p->sync_bits = NULL;
     p->nexact = b->n;
     p->bloom_sized = 0;
     p->bits = 1;
-    router_node_bits_set(cl->srv, (uint16_t)idx, b);
+    router_node_bits_set(cl->srv, (uint16_t)idx, b, had_pairs);
     bits_stat(cl, p, idx);
 }
 

@@ -957,6 +957,7 @@ int cl_links_init(cl_t *cl)
         tw_timer_init(&L->peers[i].redial, on_redial);
     }
     tw_timer_init(&L->resume, on_resume);
+    tw_timer_init(&L->mark_timer, cl_route_marks_timer);
     if (cl->conf->tls) {
         char err[512];
         const char *bad;
@@ -1029,6 +1030,7 @@ void cl_links_stop(cl_t *cl)
     for (int i = 0; i < CL_MAX_NODES; i++)
         tw_del(&cl->tw, &L->peers[i].redial);
     tw_del(&cl->tw, &L->resume);
+    tw_del(&cl->tw, &L->mark_timer);
     if (L->listen_fd >= 0 && ev_watch_active(&L->listen_ev))
         ev_watch_stop(&cl->loop, &L->listen_ev);
 }

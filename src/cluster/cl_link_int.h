@@ -25,6 +25,7 @@
 #define CL_RESUME_MS 1         /* ... and look again this much later */
 #define CL_INBOX_SLOW 256      /* a link paused for a slow subscriber: read again under this */
 #define CL_SLOW_MS 100         /* after such a pause, ACKs wait until the inboxes are under it */
+#define CL_MARK_GAP_MS 20      /* route changes written at most this often (cl_route_marks) */
 
 typedef struct cl_conn_s cl_conn_t;
 typedef struct cl_fset_s cl_fset_t;
@@ -176,6 +177,8 @@ struct cl_links_s {
     _Atomic uint64_t route_posted, route_done;
     uint64_t route_applied;
     uint8_t mark_due;
+    uint64_t mark_last;    /* when cl_route_marks last wrote (an_now_ms) */
+    tw_timer_t mark_timer; /* the marks held back for CL_MARK_GAP_MS */
     /* this node's exact routes as a bit filter (cl_bits.c) */
     uint8_t bits;              /* cluster.route_bits: ask for and ship bit filters */
     uint8_t own_full_due;      /* built or resized in this run: the whole bitmap goes */
@@ -323,6 +326,7 @@ void cl_route_drop_peer_shares(cl_t *cl, cl_peer_t *p); /* its $share routes onl
  * too slow to answer). */
 #define CL_ROUTE_WAIT_MS 2000
 void cl_route_recompute(cl_t *cl);
+void cl_route_marks_timer(tw_timer_t *t);                /* L->mark_timer: the marks held back */
 void cl_route_acked(cl_t *cl, cl_peer_t *p, uint64_t v); /* its ROUTE_ACKED */
 /* ROUTE_OWNER_NODE's sub_barrier: 0, or the number route_done must reach */
 uint64_t cl_route_barrier(worker_t *w, uint32_t *wait_ms, void *user);

@@ -39,6 +39,7 @@
  * A clear made while the link was down is carried by tombstones
  * (cl_tomb.c), sent after the retained set.
  */
+#include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -302,12 +303,23 @@ void cl_route_recompute(cl_t *cl)
 }
 
 /* After a run of tasks that changed local routes: one ROUTE_MARK on each
- * link that is up. */
+ * link that is up.  At most every CL_MARK_GAP_MS: under a storm of
+ * SUBSCRIBEs (a node of a big cluster while its devices connect, ~150 new
+ * routes a second) the changes of several runs go in one write per link,
+ * one mark and one ROUTE_ACKED each (the SUBACKs wait that much longer);
+ * a lone change after a quiet gap goes at once. */
 void cl_route_marks(cl_t *cl)
 {
     cl_links_t *L = cl->links;
     if (L == NULL || !L->mark_due)
         return;
+    uint64_t now = an_now_ms(); /* cl->now may be a whole poll old */
+    if (now < L->mark_last + CL_MARK_GAP_MS && !atomic_load(&cl->stopping)) {
+        if (!tw_pending(&L->mark_timer))
+            tw_add(&cl->tw, &L->mark_timer, L->mark_last + CL_MARK_GAP_MS);
+        return;
+    }
+    L->mark_last = now;
     L->mark_due = 0;
     for (cl_conn_t *c = L->conns, *next; c; c = next) {
         next = c->next;
@@ -320,6 +332,12 @@ void cl_route_marks(cl_t *cl)
     }
     cl_bits_marks_done(cl);
     cl_route_recompute(cl); /* no link up: done at once */
+}
+
+void cl_route_marks_timer(tw_timer_t *t)
+{
+    cl_links_t *L = (cl_links_t *)((char *)t - offsetof(cl_links_t, mark_timer));
+    cl_route_marks(L->cl);
 }
 
 void cl_route_acked(cl_t *cl, cl_peer_t *p, uint64_t v)

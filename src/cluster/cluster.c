@@ -48,7 +48,7 @@ static void cl_conf_defaults(void *conf)
     c->drain_handover_wait_ms = 60000;
     c->adopt = 1;
     c->adopt_wait_ms = 30000;
-    c->route_bloom_above = 10000;
+    c->route_bloom_above = 1000;
     c->route_bits = 1;
     c->repl_timeout_ms = 5000;
     snprintf(c->listen, sizeof(c->listen), "%s", "127.0.0.1:0");

@@ -280,7 +280,7 @@ def test_a_node_that_leaves_takes_its_filter(ecluster):
 
 def test_memory_per_remote_exact_route(cluster):
     from test_99_cluster_routes_mem import remote_route_growth
-    cl = cluster(2)  # the default threshold (10,000)
+    cl = cluster(2, above=10000)  # one filter, no rebuild on the way
     cl.wait_links()
     b = cl.nodes["b"]
     n = 16000
