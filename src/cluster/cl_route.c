@@ -7,8 +7,12 @@
  * posted, in order, to the link thread, which keeps the set (L->local) and
  * encodes ROUTE_ADD / ROUTE_DEL into every link that is up; after the run
  * of tasks, cl_route_marks appends the ROUTE_MARK and writes each link
- * once (a SUBSCRIBE storm: one write per link per run, not per route).  A link that comes
- * up gets the whole set between SYNC_BEGIN and SYNC_END.  Internal
+ * once (a SUBSCRIBE storm: one write per link per run, not per route;
+ * runs closer than CL_MARK_GAP_MS share one).  A link that comes up gets
+ * the whole set between SYNC_BEGIN and SYNC_END.  Above
+ * cluster.route_bloom_above exact filters, a peer that asked for them so
+ * gets the exact ones as a bit filter instead (cl_bits.c: the whole bitmap
+ * in the sync, then the flipped positions before each ROUTE_MARK).  Internal
  * consumers and other nodes' routes are not local subscribers (other
  * kinds), so they are never announced.
  *
@@ -30,7 +34,10 @@
  * none.  A filter built from deltas or a sync is rebuilt by asking the
  * peer for a full sync (ROUTE_RESYNC) when its routes doubled (the false
  * positive bound) or fell to a quarter (the memory bound), or few enough
- * for the exact table.  A node that leaves loses all of them.
+ * for the exact table.  A peer that ships its exact routes as a bit
+ * filter (cl_bits.c) has them in the router as its bits: this file only
+ * swaps a sync's bitmap in at SYNC_END.  A node that leaves loses all of
+ * them.
  *
  * Retained messages: a link that comes up sends its whole retained set
  * (not $SYS); the receiver keeps the newer of its own and the peer's copy
