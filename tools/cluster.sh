@@ -17,7 +17,9 @@
 #   API_KEY     a key for the nodes' APIs
 # Ports are free ones picked at start.  The binary: ANTENNA_BIN, or
 # build/antenna.  CLUSTER_EXTRA_YAML names a file of more top-level sections
-# (mqtt:, auth: ...) appended to every node's configuration.  CLUSTER_TLS=1:
+# (mqtt:, auth: ...) appended to every node's configuration; CLUSTER_KEYS,
+# lines ("  route_bloom_above: 10000") added to every node's cluster:
+# section.  CLUSTER_TLS=1:
 # TLS on the node links (cluster.tls): a throwaway CA and a certificate per
 # node (CN and DNS name nodeK) made with the openssl CLI under tls/, each
 # node verifying the others' names (tls_verify_name: node).
@@ -231,7 +233,8 @@ cluster:
   etcd: $ETCD_URL
   lease_ttl: ${CLUSTER_LEASE_TTL:-10s}
   listen: 127.0.0.1:0
-  secret_file: $DIR/secret
+  secret_file: $DIR/secret${CLUSTER_KEYS:+
+$CLUSTER_KEYS}
 EOF
         if [ "${CLUSTER_TLS:-0}" = 1 ]; then
             cat >>"$d/antenna.yaml" <<EOF

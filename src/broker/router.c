@@ -26,6 +26,7 @@
 #include "mqtt_codec.h"
 #include "persist.h"
 #include "retain.h"
+#include "rbits.h"
 #include "rbloom.h"
 #include "rtab.h"
 #include "sess.h"
@@ -97,8 +98,8 @@ static sub_ref_t node_ref(uint16_t idx, uint32_t tag);
 
 /* Other nodes' exact routes, under the trie's read lock: the nodes with a
  * filter equal to m's topic in the exact table (rtab.h; or, after a 64-bit
- * collision, another one) and the nodes whose Bloom filter (rbloom.h) may
- * hold it join the matches (either may be a spurious forward: the node
+ * collision, another one) and the nodes whose Bloom filter (rbloom.h) or
+ * bit filter (rbits.h) may hold it join the matches (either may be a spurious forward: the node
  * drops it); merge_overlaps() then merges them with the same nodes' trie
  * matches (one sid per node). */
 static void push_exact_nodes(worker_t *w, const msg_t *m)
@@ -116,6 +117,11 @@ static void push_exact_nodes(worker_t *w, const msg_t *m)
     for (uint32_t i = 0; i < srv->nrblooms; i++)
         if (rbloom_test(srv->rblooms[i].b, h)) {
             sub_ref_t r = node_ref(srv->rblooms[i].node, 0);
+            push(w, &r);
+        }
+    for (uint32_t i = 0; i < srv->nrbits; i++)
+        if (rbits_test(srv->rbits[i].b, h)) {
+            sub_ref_t r = node_ref(srv->rbits[i].node, 0);
             push(w, &r);
         }
 }
@@ -339,7 +345,7 @@ size_t router_publish(worker_t *w, msg_t *m, const sess_t *from)
     w->nmatches = 0;
     pthread_rwlock_rdlock(&srv->trie_lock);
     trie_match(srv->trie, msg_topic(m), m->topic_len, collect, &ctx);
-    if ((rtab_size(srv->rtab) != 0 || srv->nrblooms != 0) &&
+    if ((rtab_size(srv->rtab) != 0 || srv->nrblooms != 0 || srv->nrbits != 0) &&
         m->hops == 0) /* a node never forwards a node's message */
         push_exact_nodes(w, m);
     size_t n = merge_overlaps(w->matches, w->nmatches);
@@ -497,6 +503,35 @@ uint32_t router_node_exact(server_t *srv, uint16_t idx, uint64_t h, int op)
     return rc;
 }
 
+/* Node idx's bit filter in srv->rbits, or NULL (under trie_lock). */
+static rbits_peer_t *bits_of(const server_t *srv, uint16_t idx)
+{
+    for (uint32_t i = 0; i < srv->nrbits; i++)
+        if (srv->rbits[i].node == idx)
+            return &srv->rbits[i];
+    return NULL;
+}
+
+/* Install b as idx's bit filter (NULL: none); returns the one it
+ * replaces.  Under the write lock. */
+static rbits_t *bits_set(server_t *srv, uint16_t idx, rbits_t *b)
+{
+    rbits_peer_t *bp = bits_of(srv, idx);
+    rbits_t *old = bp ? bp->b : NULL;
+    if (bp != NULL && b != NULL) {
+        bp->b = b;
+    } else if (bp != NULL) {
+        *bp = srv->rbits[--srv->nrbits];
+    } else if (b != NULL) {
+        if (srv->nrbits == srv->cap_rbits) {
+            srv->cap_rbits = srv->cap_rbits ? srv->cap_rbits * 2 : 8;
+            srv->rbits = an_realloc(srv->rbits, srv->cap_rbits * sizeof(*srv->rbits));
+        }
+        srv->rbits[srv->nrbits++] = (rbits_peer_t){b, idx};
+    }
+    return old;
+}
+
 /* Install b as idx's filter (NULL: none); returns the one it replaces.
  * Under the write lock. */
 static rbloom_t *bloom_set(server_t *srv, uint16_t idx, rbloom_t *b)
@@ -524,6 +559,7 @@ void router_node_exact_replace(server_t *srv, uint16_t idx, rbloom_t *b, const u
     if (srv->rtab != NULL)
         rtab_drop_node(srv->rtab, idx, NULL, NULL);
     rbloom_t *old = bloom_set(srv, idx, b);
+    rbits_t *oldbits = bits_set(srv, idx, NULL);
     if (b == NULL && n > 0) {
         if (srv->rtab == NULL)
             srv->rtab = rtab_new();
@@ -532,6 +568,36 @@ void router_node_exact_replace(server_t *srv, uint16_t idx, rbloom_t *b, const u
     }
     pthread_rwlock_unlock(&srv->trie_lock);
     rbloom_free(old);
+    rbits_free(oldbits);
+}
+
+void router_node_bits_set(server_t *srv, uint16_t idx, rbits_t *b, int had_pairs)
+{
+    pthread_rwlock_wrlock(&srv->trie_lock);
+    if (had_pairs && srv->rtab != NULL)
+        rtab_drop_node(srv->rtab, idx, NULL, NULL);
+    rbloom_t *old = bloom_set(srv, idx, NULL);
+    rbits_t *oldbits = bits_set(srv, idx, b);
+    pthread_rwlock_unlock(&srv->trie_lock);
+    rbloom_free(old);
+    rbits_free(oldbits);
+}
+
+int router_node_bits_apply(server_t *srv, uint16_t idx, uint32_t nblocks, uint64_t n,
+                           const uint32_t *ent, size_t count)
+{
+    int rc = 0;
+    pthread_rwlock_wrlock(&srv->trie_lock);
+    rbits_peer_t *bp = bits_of(srv, idx);
+    if (bp == NULL || bp->b->nblocks != nblocks) {
+        rc = -1; /* not the filter these positions belong to */
+    } else {
+        for (size_t i = 0; i < count && rc == 0; i++)
+            rc = rbits_put(bp->b, ent[i] & RBITS_POS_MASK, (ent[i] & RBITS_POS_SET) != 0);
+        bp->b->n = n;
+    }
+    pthread_rwlock_unlock(&srv->trie_lock);
+    return rc;
 }
 
 static void into_bloom(void *ud, uint64_t h, uint32_t count)
@@ -555,8 +621,9 @@ int router_node_exact_info(server_t *srv, uint16_t idx, size_t *bytes, uint64_t 
 {
     pthread_rwlock_rdlock(&srv->trie_lock);
     const rbloom_peer_t *bp = bloom_of(srv, idx);
-    int rc = bp != NULL;
-    *bytes = bp ? rbloom_bytes(bp->b) : 0;
+    const rbits_peer_t *xp = bits_of(srv, idx);
+    int rc = bp != NULL ? 1 : xp != NULL ? 2 : 0;
+    *bytes = bp ? rbloom_bytes(bp->b) : xp ? rbits_bytes(xp->b) : 0;
     *sized = bp ? bp->b->sized : 0;
     pthread_rwlock_unlock(&srv->trie_lock);
     return rc;
@@ -567,6 +634,8 @@ size_t router_node_exact_count(const server_t *srv)
     size_t n = rtab_size(srv->rtab);
     for (uint32_t i = 0; i < srv->nrblooms; i++)
         n += (size_t)srv->rblooms[i].b->n;
+    for (uint32_t i = 0; i < srv->nrbits; i++)
+        n += (size_t)srv->rbits[i].b->n;
     return n;
 }
 

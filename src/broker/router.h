@@ -209,8 +209,25 @@ void router_node_exact_replace(server_t *srv, uint16_t idx, struct rbloom_s *b,
 /* Move node idx's exact routes from the exact table into a new Bloom
  * filter sized for `routes` (one write lock). */
 void router_node_exact_to_bloom(server_t *srv, uint16_t idx, uint64_t routes);
-/* Does node idx have a Bloom filter?  Its bytes and the routes it was
- * sized for (0 and 0 if not).  Takes the read lock. */
+/* Node idx ships its exact routes as a plain bit filter (rbits.h): b
+ * (taken over) replaces whatever the router kept of them (its pairs of the
+ * exact table when had_pairs -- a scan of the whole table, so not for a
+ * node known to have none --, its Bloom filter, its previous bits; NULL:
+ * none left), under one write lock. */
+struct rbits_s;
+void router_node_bits_set(server_t *srv, uint16_t idx, struct rbits_s *b, int had_pairs);
+/* Positions that flipped in node idx's bit filter: each entry is a
+ * position (RBITS_POS_MASK) with RBITS_POS_SET when it is set now, clear
+ * when not; n is the owner's route count.  -1 (nothing more applied) when
+ * the node has no bit filter of nblocks blocks or a position is out of
+ * range: the caller asks for the whole filter again. */
+#define RBITS_POS_SET 0x80000000u
+#define RBITS_POS_MASK 0x7fffffffu
+int router_node_bits_apply(server_t *srv, uint16_t idx, uint32_t nblocks, uint64_t n,
+                           const uint32_t *ent, size_t count);
+/* Does node idx have a Bloom filter (1) or a bit filter (2)?  Its bytes
+ * and the routes a Bloom filter was sized for (0 and 0 if none).  Takes the
+ * read lock. */
 int router_node_exact_info(server_t *srv, uint16_t idx, size_t *bytes, uint64_t *sized);
 /* Exact remote routes kept (pairs of the exact table, keys of the Bloom
  * filters: metrics count them as subscriptions).  Under trie_lock. */

@@ -31,6 +31,7 @@
 #include "conn.h"
 #include "retain.h"
 #include "router.h"
+#include "rbits.h"
 #include "rbloom.h"
 #include "rtab.h"
 #include "sess.h"
@@ -333,6 +334,11 @@ void server_free(server_t *srv)
     free(srv->rblooms);
     srv->rblooms = NULL;
     srv->nrblooms = srv->cap_rblooms = 0;
+    for (uint32_t i = 0; i < srv->nrbits; i++)
+        rbits_free(srv->rbits[i].b);
+    free(srv->rbits);
+    srv->rbits = NULL;
+    srv->nrbits = srv->cap_rbits = 0;
     retain_free(srv->retain);
     pthread_rwlock_destroy(&srv->trie_lock);
     pthread_mutex_destroy(&srv->tls_lock);

@@ -295,7 +295,12 @@ struct server_s {
     struct rbloom_peer_s *rblooms; /* peers whose exact routes are a counting Bloom filter
                                     * instead (rbloom.h), under trie_lock */
     uint32_t nrblooms, cap_rblooms;
-    uint64_t route_key[2]; /* SipHash key of rtab's and rblooms' hashes (router_route_exact) */
+    struct rbits_peer_s *rbits; /* peers that ship their exact routes as a plain bit filter
+                                 * (rbits.h), under trie_lock */
+    uint32_t nrbits, cap_rbits;
+    uint64_t
+        route_key[2]; /* SipHash key of rtab's, rblooms' and rbits' hashes (router_route_exact):
+                            * random; the cluster sets one key for all its nodes (cl_bits.c) */
     retain_t *retain;
     struct store *store;             /* persistence (persist.h), or NULL */
     _Atomic uint64_t next_qseq;      /* keys of stored session messages */

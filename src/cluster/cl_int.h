@@ -42,7 +42,9 @@ typedef struct {
     uint32_t drain_handover_wait_ms; /* a drain waits this long for sessions to be taken */
     uint8_t adopt;                   /* a dead member's Redis store adopted (cl_adopt.c) */
     uint32_t adopt_wait_ms;          /* at most this long after a member went out */
-    uint32_t route_bloom_above;      /* a peer with more exact routes: a Bloom filter; 0: never */
+    uint32_t route_bloom_above;      /* more exact routes: shipped as bits (cl_bits.c), a peer's
+                                      * kept in a Bloom filter; 0: never */
+    uint8_t route_bits;              /* ask for and ship exact routes as bit filters (cl_bits.c) */
     /* persistence.session_store: replicated (cl_repl.c): cluster.replication */
     uint8_t repl_required;       /* no replica in sync: refuse stored changes (else ack locally) */
     uint32_t repl_timeout_ms;    /* the replica acknowledges a group within this */
@@ -103,6 +105,7 @@ typedef struct {
                                  * subscriber gone meanwhile): written by workers */
     _Atomic uint64_t bloom_bytes; /* its exact routes' Bloom filter (rbloom.h), 0: none */
     _Atomic uint64_t resyncs;     /* ROUTE_RESYNCs we sent it (its filter rebuilt) */
+    _Atomic uint32_t bits_in;     /* its exact routes are its bit filter here (cl_bits.c) */
     _Atomic uint64_t refused;     /* handshakes refused */
     _Atomic uint32_t busy;        /* too many QoS 1/2 unacknowledged: the workers
                                  * pause QoS 1/2 publishers of messages for it */

@@ -546,6 +546,8 @@ static int on_frame(cl_t *cl, cl_conn_t *c, uint8_t type, const uint8_t *body, u
         return refuse(cl, c, peer_name(cl, c), "a frame before the handshake");
     cl_peer_t *p = &cl->links->peers[c->idx];
     int rc = 0;
+    if (c->route_wait) /* our route sync waited for this: bits or strings? */
+        cl_bits_first_frame(cl, c, type, body, len);
     switch (type) {
     case CL_F_PING:
         break;
@@ -593,6 +595,15 @@ static int on_frame(cl_t *cl, cl_conn_t *c, uint8_t type, const uint8_t *body, u
     }
     case CL_F_ROUTE_RESYNC: /* the peer rebuilds its filter of our exact routes */
         cl_route_sync(cl, c);
+        break;
+    case CL_F_ROUTE_BITS_WANT: /* optional (cl_bits.c): off, as a node without them */
+        if (cl->links->bits)
+            rc = cl_bits_want(cl, c, body, len);
+        break;
+    case CL_F_ROUTE_BITS:
+    case CL_F_ROUTE_BITS_DELTA:
+        if (cl->links->bits)
+            rc = cl_bits_recv(cl, p, type, body, len);
         break;
     case CL_F_ADOPT_ASK:
     case CL_F_ADOPT_MSG:
@@ -946,6 +957,7 @@ int cl_links_init(cl_t *cl)
         tw_timer_init(&L->peers[i].redial, on_redial);
     }
     tw_timer_init(&L->resume, on_resume);
+    tw_timer_init(&L->mark_timer, cl_route_marks_timer);
     if (cl->conf->tls) {
         char err[512];
         const char *bad;
@@ -1021,6 +1033,7 @@ void cl_links_stop(cl_t *cl)
     for (int i = 0; i < CL_MAX_NODES; i++)
         tw_del(&cl->tw, &L->peers[i].redial);
     tw_del(&cl->tw, &L->resume);
+    tw_del(&cl->tw, &L->mark_timer);
     if (L->listen_fd >= 0 && ev_watch_active(&L->listen_ev))
         ev_watch_stop(&cl->loop, &L->listen_ev);
 }
@@ -1068,6 +1081,9 @@ void cl_link_up(cl_t *cl, cl_peer_t *p, cl_conn_t *c)
     CL_STAT_SET(cl->lstats[idx].state, CL_LINK_UP);
     p->hand_done = 0; /* alive: what it had not acknowledged goes to it again */
     CL_STAT_ADD(cl->lstats[idx].ups, 1);
+    /* ROUTE_BITS_WANT first (the peer's first frame tells it whether we
+     * take bits), and our route sync (now or after the peer's first frame) */
+    cl_bits_link_up(cl, c);
     if (p->in_inc != c->peer_inc) { /* a new process: its sequence starts again */
         p->in_inc = c->peer_inc;
         p->in_seen = 0;
@@ -1089,7 +1105,6 @@ void cl_link_up(cl_t *cl, cl_peer_t *p, cl_conn_t *c)
     } else {
         log_info("cluster: link to %s up (%s)", cl->nodes[idx].name, c->addr);
     }
-    cl_route_sync(cl, c);
     cl_retained_sync(cl, c);
     cl_tomb_sync(cl, c);
     p->sent = p->head; /* the unacknowledged ones again */

@@ -25,6 +25,7 @@
 #define CL_RESUME_MS 1         /* ... and look again this much later */
 #define CL_INBOX_SLOW 256      /* a link paused for a slow subscriber: read again under this */
 #define CL_SLOW_MS 100         /* after such a pause, ACKs wait until the inboxes are under it */
+#define CL_MARK_GAP_MS 20      /* route changes written at most this often (cl_route_marks) */
 
 typedef struct cl_conn_s cl_conn_t;
 typedef struct cl_fset_s cl_fset_t;
@@ -59,6 +60,8 @@ struct cl_conn_s {
     struct ssl_st *ssl;
     uint8_t tls_hs;         /* CL_TLS_*: the handshake is not over (HELLO waits in out) */
     uint32_t hs_want;       /* EV_READ / EV_WRITE: what the handshake waits for */
+    uint8_t bits_ok;        /* the peer takes our exact routes as bits (ROUTE_BITS_WANT) */
+    uint8_t route_wait;     /* our route sync waits for the peer's first frame (cl_bits.c) */
     char addr[CL_ADDR_MAX]; /* the other end's address */
 };
 
@@ -113,7 +116,9 @@ typedef struct {
     uint32_t nshares, cap_shares;
     uint32_t sync_gen;
     uint8_t syncing;
-    uint64_t route_acked; /* the highest of our ROUTE_MARKs it answered */
+    uint8_t bits;              /* its exact routes are its bit filter here (cl_bits.c) */
+    struct rbits_s *sync_bits; /* a sync's ROUTE_BITS, swapped in at SYNC_END */
+    uint64_t route_acked;      /* the highest of our ROUTE_MARKs it answered */
 } cl_peer_t;
 
 /* One forwarding entry of a worker's batch. */
@@ -172,6 +177,21 @@ struct cl_links_s {
     _Atomic uint64_t route_posted, route_done;
     uint64_t route_applied;
     uint8_t mark_due;
+    uint64_t mark_last;    /* when cl_route_marks last wrote (an_now_ms) */
+    tw_timer_t mark_timer; /* the marks held back for CL_MARK_GAP_MS */
+    /* this node's exact routes as a bit filter (cl_bits.c) */
+    uint8_t bits;              /* cluster.route_bits: ask for and ship bit filters */
+    uint8_t own_full_due;      /* built or resized in this run: the whole bitmap goes */
+    uint8_t own_strings_due;   /* dropped in this run: links that took bits get strings */
+    uint8_t own_scratch_fresh; /* own_scratch holds the bits of now */
+    uint64_t key_check;        /* ROUTE_BITS_WANT's check of the route key */
+    struct rbcount_s *own;     /* NULL: the exact routes go as strings */
+    uint64_t own_exact;        /* exact filters among local */
+    uint32_t *own_delta;       /* positions flipped in this run of tasks */
+    size_t own_ndelta, own_capdelta;
+    uint8_t *own_scratch; /* the bitmap being sent */
+    uint32_t *in_scratch; /* a received delta's entries */
+    size_t in_capscratch;
     cl_peer_t peers[CL_MAX_NODES];
 };
 
@@ -272,7 +292,33 @@ int cl_tomb_covers(cl_t *cl, const uint8_t *topic, size_t len, uint64_t publishe
 void cl_tomb_sync(cl_t *cl, cl_conn_t *c);
 int cl_tomb_recv(cl_t *cl, cl_peer_t *p, const uint8_t *body, uint32_t len);
 
+/* cl_bits.c: exact routes as a plain bit filter built by their owner.
+ * init: the cluster-wide route key; local: an exact local filter came (up)
+ * or went; out: c takes our exact routes as bits now; sync: the whole
+ * bitmap into c (inside cl_route_sync); mark: what this run changed, into
+ * c (cl_route_marks, before the ROUTE_MARK), marks_done after every link;
+ * link_up: ROUTE_BITS_WANT and the route sync (now or after the peer's
+ * first frame: first_frame); want: the peer's ROUTE_BITS_WANT; recv:
+ * ROUTE_BITS / ROUTE_BITS_DELTA; sync_end: a sync's bits swapped in. */
+void cl_bits_init(cl_t *cl);
+void cl_bits_free(cl_t *cl);
+void cl_bits_local(cl_t *cl, int up, uint64_t h);
+int cl_bits_out(const cl_t *cl, const cl_conn_t *c);
+void cl_bits_sync(cl_t *cl, cl_conn_t *c);
+void cl_bits_mark(cl_t *cl, cl_conn_t *c);
+void cl_bits_marks_done(cl_t *cl);
+void cl_bits_link_up(cl_t *cl, cl_conn_t *c);
+void cl_bits_first_frame(cl_t *cl, cl_conn_t *c, uint8_t type, const uint8_t *body, uint32_t len);
+int cl_bits_want(cl_t *cl, cl_conn_t *c, const uint8_t *body, uint32_t len);
+int cl_bits_recv(cl_t *cl, cl_peer_t *p, uint8_t type, const uint8_t *body, uint32_t len);
+void cl_bits_sync_end(cl_t *cl, cl_peer_t *p, int idx);
+
 /* cl_route.c */
+/* Add every exact filter this node announces to c (cl_bits.c's build). */
+struct rbcount_s;
+void cl_route_local_exact(cl_t *cl, struct rbcount_s *c);
+/* The filters peer p announced (its "routes" in the API). */
+uint64_t cl_route_count(const cl_peer_t *p);
 /* The name of the node a retained message was published on. */
 const char *cl_retained_origin(cl_t *cl, const msg_t *m);
 void cl_route_init(cl_t *cl);
@@ -286,6 +332,7 @@ void cl_route_drop_peer_shares(cl_t *cl, cl_peer_t *p); /* its $share routes onl
  * too slow to answer). */
 #define CL_ROUTE_WAIT_MS 2000
 void cl_route_recompute(cl_t *cl);
+void cl_route_marks_timer(tw_timer_t *t);                /* L->mark_timer: the marks held back */
 void cl_route_acked(cl_t *cl, cl_peer_t *p, uint64_t v); /* its ROUTE_ACKED */
 /* ROUTE_OWNER_NODE's sub_barrier: 0, or the number route_done must reach */
 uint64_t cl_route_barrier(worker_t *w, uint32_t *wait_ms, void *user);

@@ -7,8 +7,12 @@
  * posted, in order, to the link thread, which keeps the set (L->local) and
  * encodes ROUTE_ADD / ROUTE_DEL into every link that is up; after the run
  * of tasks, cl_route_marks appends the ROUTE_MARK and writes each link
- * once (a SUBSCRIBE storm: one write per link per run, not per route).  A link that comes
- * up gets the whole set between SYNC_BEGIN and SYNC_END.  Internal
+ * once (a SUBSCRIBE storm: one write per link per run, not per route;
+ * runs closer than CL_MARK_GAP_MS share one).  A link that comes up gets
+ * the whole set between SYNC_BEGIN and SYNC_END.  Above
+ * cluster.route_bloom_above exact filters, a peer that asked for them so
+ * gets the exact ones as a bit filter instead (cl_bits.c: the whole bitmap
+ * in the sync, then the flipped positions before each ROUTE_MARK).  Internal
  * consumers and other nodes' routes are not local subscribers (other
  * kinds), so they are never announced.
  *
@@ -30,7 +34,10 @@
  * none.  A filter built from deltas or a sync is rebuilt by asking the
  * peer for a full sync (ROUTE_RESYNC) when its routes doubled (the false
  * positive bound) or fell to a quarter (the memory bound), or few enough
- * for the exact table.  A node that leaves loses all of them.
+ * for the exact table.  A peer that ships its exact routes as a bit
+ * filter (cl_bits.c) has them in the router as its bits: this file only
+ * swaps a sync's bitmap in at SYNC_END.  A node that leaves loses all of
+ * them.
  *
  * Retained messages: a link that comes up sends its whole retained set
  * (not $SYS); the receiver keeps the newer of its own and the peer's copy
@@ -39,6 +46,7 @@
  * A clear made while the link was down is carried by tombstones
  * (cl_tomb.c), sent after the retained set.
  */
+#include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -47,6 +55,7 @@
 #include "log.h"
 #include "retain.h"
 #include "router.h"
+#include "rbits.h"
 #include "rbloom.h"
 
 /* ---- a set of filters ---- */
@@ -55,6 +64,7 @@ typedef struct cl_fent_s {
     struct cl_fent_s *next;
     uint32_t hash, gen;
     uint16_t len;
+    uint8_t exact; /* L->local: an exact filter (router_route_exact) */
     uint8_t f[];
 } cl_fent_t;
 
@@ -113,6 +123,7 @@ static cl_fent_t *fset_add(cl_fset_t *s, const uint8_t *f, size_t len, int *adde
     e->next = NULL;
     e->hash = h;
     e->gen = 0;
+    e->exact = 0;
     e->len = (uint16_t)len;
     memcpy(e->f, f, len);
     *pp = e;
@@ -177,18 +188,26 @@ static void local_apply(cl_t *cl, void *arg)
         free(ch);
         return;
     }
-    if (ch->up)
-        fset_add(L->local, ch->f, ch->len, &changed);
-    else
+    uint64_t h;
+    int exact = router_route_exact(cl->srv, ch->f, ch->len, &h) == 1;
+    if (ch->up) {
+        cl_fent_t *e = fset_add(L->local, ch->f, ch->len, &changed);
+        e->exact = (uint8_t)exact;
+    } else {
         changed = fset_del(L->local, ch->f, ch->len);
+    }
     L->route_applied = ch->seq;
     L->mark_due = 1; /* cl_route_marks, after this run of tasks */
     CL_STAT_SET(cl->local_routes, L->local->n);
+    if (changed && exact)
+        cl_bits_local(cl, ch->up, h); /* the owner's counters (cl_bits.c) */
     if (changed && !atomic_load(&cl->stopping)) {
         /* written by cl_route_marks after this run of tasks, with its
-         * ROUTE_MARK: one write per link for all the run's changes */
+         * ROUTE_MARK: one write per link for all the run's changes (a link
+         * that takes our exact routes as bits gets them there; one whose
+         * sync waits for the peer's first frame gets them with it) */
         for (cl_conn_t *c = L->conns; c; c = c->next)
-            if (c->up)
+            if (c->up && !c->route_wait && !(exact && cl_bits_out(cl, c)))
                 cl_enc_route(&c->out, ch->up ? CL_F_ROUTE_ADD : CL_F_ROUTE_DEL, ch->f, ch->len);
     }
     free(ch);
@@ -212,6 +231,7 @@ static void local_hook(void *ud, const uint8_t *filter, size_t len, int up)
 
 void cl_route_init(cl_t *cl)
 {
+    cl_bits_init(cl); /* the cluster's route key first */
     cl->links->local = fset_new();
     router_set_local_hook(cl->srv, local_hook, cl);
 }
@@ -222,6 +242,7 @@ void cl_route_free(cl_t *cl)
     router_set_local_hook(cl->srv, NULL, NULL);
     fset_free(L->local);
     L->local = NULL;
+    cl_bits_free(cl);
     for (int i = 0; i < CL_MAX_NODES; i++) {
         fset_free(L->peers[i].routes); /* the trie goes with the server */
         L->peers[i].routes = NULL;
@@ -236,12 +257,32 @@ void cl_route_free(cl_t *cl)
 void cl_route_sync(cl_t *cl, cl_conn_t *c)
 {
     cl_fset_t *s = cl->links->local;
+    int bits = cl_bits_out(cl, c); /* the exact filters as one bitmap */
     cl_enc_empty(&c->out, CL_F_SYNC_BEGIN);
     for (size_t i = 0; i < s->nb; i++)
         for (cl_fent_t *e = s->b[i]; e; e = e->next)
-            cl_enc_route(&c->out, CL_F_ROUTE_ADD, e->f, e->len);
+            if (!(bits && e->exact))
+                cl_enc_route(&c->out, CL_F_ROUTE_ADD, e->f, e->len);
+    if (bits)
+        cl_bits_sync(cl, c);
     cl_enc_empty(&c->out, CL_F_SYNC_END);
     cl_enc_u64(&c->out, CL_F_ROUTE_MARK, cl->links->route_applied);
+}
+
+void cl_route_local_exact(cl_t *cl, rbcount_t *c)
+{
+    cl_fset_t *s = cl->links->local;
+    uint32_t flips[RBITS_K];
+    uint64_t h;
+    for (size_t i = 0; i < s->nb; i++)
+        for (cl_fent_t *e = s->b[i]; e; e = e->next)
+            if (e->exact && router_route_exact(cl->srv, e->f, e->len, &h) == 1)
+                (void)rbcount_add(c, h, flips);
+}
+
+uint64_t cl_route_count(const cl_peer_t *p)
+{
+    return (p->routes ? p->routes->n : 0) + p->nexact;
 }
 
 /* ---- the route barrier ---- */
@@ -269,22 +310,41 @@ void cl_route_recompute(cl_t *cl)
 }
 
 /* After a run of tasks that changed local routes: one ROUTE_MARK on each
- * link that is up. */
+ * link that is up.  At most every CL_MARK_GAP_MS: under a storm of
+ * SUBSCRIBEs (a node of a big cluster while its devices connect, ~150 new
+ * routes a second) the changes of several runs go in one write per link,
+ * one mark and one ROUTE_ACKED each (the SUBACKs wait that much longer);
+ * a lone change after a quiet gap goes at once. */
 void cl_route_marks(cl_t *cl)
 {
     cl_links_t *L = cl->links;
     if (L == NULL || !L->mark_due)
         return;
+    uint64_t now = an_now_ms(); /* cl->now may be a whole poll old */
+    if (now < L->mark_last + CL_MARK_GAP_MS && !atomic_load(&cl->stopping)) {
+        if (!tw_pending(&L->mark_timer))
+            tw_add(&cl->tw, &L->mark_timer, L->mark_last + CL_MARK_GAP_MS);
+        return;
+    }
+    L->mark_last = now;
     L->mark_due = 0;
     for (cl_conn_t *c = L->conns, *next; c; c = next) {
         next = c->next;
-        if (c->up) {
+        if (c->up && !c->route_wait) { /* a waiting one gets them with its sync */
+            cl_bits_mark(cl, c);       /* the run's bit changes, before its mark */
             cl_enc_u64(&c->out, CL_F_ROUTE_MARK, L->route_applied);
             if (!(c->ev.events & EV_WRITE))
                 cl_conn_flush(cl, c);
         }
     }
+    cl_bits_marks_done(cl);
     cl_route_recompute(cl); /* no link up: done at once */
+}
+
+void cl_route_marks_timer(tw_timer_t *t)
+{
+    cl_links_t *L = (cl_links_t *)((char *)t - offsetof(cl_links_t, mark_timer));
+    cl_route_marks(L->cl);
 }
 
 void cl_route_acked(cl_t *cl, cl_peer_t *p, uint64_t v)
@@ -375,7 +435,7 @@ static void bloom_stat(cl_t *cl, int idx)
 static void exact_check(cl_t *cl, cl_peer_t *p, int idx)
 {
     uint64_t above = cl->conf->route_bloom_above, n = p->nexact;
-    if (p->syncing)
+    if (p->syncing || p->bits) /* its owner sizes its bits */
         return;
     if (p->bloom_sized == 0) {
         if (above != 0 && n > above) { /* the exact table holds them until now */
@@ -402,6 +462,8 @@ static void sync_clear(cl_peer_t *p)
     p->sync_h = NULL;
     rbloom_free(p->sync_bloom);
     p->sync_bloom = NULL;
+    rbits_free(p->sync_bits);
+    p->sync_bits = NULL;
     p->sync_n = p->sync_cap = p->sync_kept = 0;
     p->sync_over = 0;
 }
@@ -414,7 +476,7 @@ static void exact_sync_begin(cl_t *cl, cl_peer_t *p)
 {
     uint64_t above = cl->conf->route_bloom_above;
     sync_clear(p);
-    if (above != 0 && p->nexact > above)
+    if (above != 0 && p->nexact > above && !p->bits) /* bits: they come as bits again */
         p->sync_bloom = rbloom_new(p->nexact);
 }
 
@@ -468,6 +530,13 @@ static void exact_sync_note(cl_t *cl, cl_peer_t *p, uint8_t type, uint64_t h)
  * cluster.route_bloom_above, else the hashes into the exact table. */
 static void exact_sync_end(cl_t *cl, cl_peer_t *p, int idx)
 {
+    if (p->sync_bits != NULL) { /* its exact routes came as one bitmap */
+        cl_bits_sync_end(cl, p, idx);
+        sync_clear(p);
+        return;
+    }
+    p->bits = 0; /* strings now: the replace drops its bits */
+    CL_STAT_SET(cl->lstats[idx].bits_in, 0);
     if (p->sync_over) {
         rbloom_t *b = p->sync_bloom;
         p->sync_bloom = NULL;
@@ -588,6 +657,8 @@ void cl_route_drop_peer(cl_t *cl, cl_peer_t *p)
     }
     router_node_exact_replace(cl->srv, (uint16_t)idx, NULL, NULL, 0);
     p->nexact = p->bloom_sized = 0;
+    p->bits = 0;
+    CL_STAT_SET(cl->lstats[idx].bits_in, 0);
     CL_STAT_SET(cl->lstats[idx].bloom_bytes, 0);
     p->syncing = 0;
     sync_clear(p);

@@ -316,3 +316,46 @@ int cl_dec_repl_ack(const uint8_t *body, uint32_t len, uint64_t *seq, uint8_t *o
     *ok = (uint8_t)get(&c, 1);
     return c.bad || c.left != 0 ? -1 : 0;
 }
+
+void cl_enc_bits(cl_buf_t *b, uint32_t blocks, uint64_t routes, const uint8_t *bits)
+{
+    uint8_t *p = frame(b, CL_F_ROUTE_BITS, CL_BITS_HEAD + (size_t)blocks * 64);
+    put32(&p, blocks);
+    put64(&p, routes);
+    putn(&p, bits, (size_t)blocks * 64);
+}
+
+void cl_enc_bits_delta(cl_buf_t *b, uint32_t blocks, uint64_t routes, const uint32_t *ent,
+                       size_t count)
+{
+    uint8_t *p = frame(b, CL_F_ROUTE_BITS_DELTA, CL_BITS_HEAD + 4 * count);
+    put32(&p, blocks);
+    put64(&p, routes);
+    for (size_t i = 0; i < count; i++)
+        put32(&p, ent[i]);
+}
+
+int cl_dec_bits(const uint8_t *body, uint32_t len, uint32_t *blocks, uint64_t *routes,
+                const uint8_t **bits)
+{
+    cur_t c = {body, len, 0};
+    *blocks = (uint32_t)get(&c, 4);
+    *routes = get(&c, 8);
+    if (c.bad || *blocks == 0 || *blocks > CL_BITS_MAX_BLOCKS || c.left != *blocks * 64u)
+        return -1;
+    *bits = c.p;
+    return 0;
+}
+
+int cl_dec_bits_delta(const uint8_t *body, uint32_t len, uint32_t *blocks, uint64_t *routes,
+                      const uint8_t **ents, size_t *count)
+{
+    cur_t c = {body, len, 0};
+    *blocks = (uint32_t)get(&c, 4);
+    *routes = get(&c, 8);
+    if (c.bad || *blocks == 0 || *blocks > CL_BITS_MAX_BLOCKS || c.left % 4 != 0)
+        return -1;
+    *ents = c.p;
+    *count = c.left / 4;
+    return 0;
+}

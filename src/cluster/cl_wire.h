@@ -23,45 +23,55 @@
 #define CL_FRAME_MAX (268435455u + 131072u)
 
 enum {
-    CL_F_HELLO = 1,      /* cl_hello_t */
-    CL_F_AUTH,           /* CL_MAC_LEN bytes */
-    CL_F_PING,           /* empty: any frame proves the link alive */
-    CL_F_ROUTE_ADD,      /* a filter this node has subscribers for */
-    CL_F_ROUTE_DEL,      /* a filter it no longer has */
-    CL_F_SYNC_BEGIN,     /* empty: the whole route set follows */
-    CL_F_SYNC_END,       /* empty: drop routes not named since SYNC_BEGIN */
-    CL_F_MSG,            /* cl_msg_t: a forwarded message */
-    CL_F_ACK,            /* u64: every QoS 1/2 message up to this seq is here */
-    CL_F_RETAINED,       /* cl_msg_t: a retained message of the sender's set */
-    CL_F_OWN_TAKE,       /* u32 req | u16 len | client id: hand this client's session over
+    CL_F_HELLO = 1,        /* cl_hello_t */
+    CL_F_AUTH,             /* CL_MAC_LEN bytes */
+    CL_F_PING,             /* empty: any frame proves the link alive */
+    CL_F_ROUTE_ADD,        /* a filter this node has subscribers for */
+    CL_F_ROUTE_DEL,        /* a filter it no longer has */
+    CL_F_SYNC_BEGIN,       /* empty: the whole route set follows */
+    CL_F_SYNC_END,         /* empty: drop routes not named since SYNC_BEGIN */
+    CL_F_MSG,              /* cl_msg_t: a forwarded message */
+    CL_F_ACK,              /* u64: every QoS 1/2 message up to this seq is here */
+    CL_F_RETAINED,         /* cl_msg_t: a retained message of the sender's set */
+    CL_F_OWN_TAKE,         /* u32 req | u16 len | client id: hand this client's session over
                       * (cl_owner.c) */
-    CL_F_OWN_GIVEN,      /* u32 req: the claim is released, the session closed */
-    CL_F_MSG_SHARED,     /* cl_groups_t then cl_msg_t: a message for shared groups
+    CL_F_OWN_GIVEN,        /* u32 req: the claim is released, the session closed */
+    CL_F_MSG_SHARED,       /* cl_groups_t then cl_msg_t: a message for shared groups
                       * ("$share/g/f" the receiver announced; it gives it to one
                       * of its own members of each), and plain: also for its
                       * ordinary subscribers */
-    CL_F_RETAINED_CLEAR, /* cl_msg_t, no payload: a tombstone of the sender's (a
+    CL_F_RETAINED_CLEAR,   /* cl_msg_t, no payload: a tombstone of the sender's (a
                           * retained topic cleared; cl_tomb.c) */
-    CL_F_ROUTE_MARK,     /* u64: the sender's local route changes up to here were sent
+    CL_F_ROUTE_MARK,       /* u64: the sender's local route changes up to here were sent
                           * before this frame: answer with ROUTE_ACKED */
-    CL_F_ROUTE_ACKED,    /* u64: the ROUTE_MARK answered: those routes are in my trie */
-    CL_F_ROUTE_RESYNC,   /* empty: send me your whole route set again (SYNC_BEGIN..
+    CL_F_ROUTE_ACKED,      /* u64: the ROUTE_MARK answered: those routes are in my trie */
+    CL_F_ROUTE_RESYNC,     /* empty: send me your whole route set again (SYNC_BEGIN..
                           * SYNC_END); optional: a node that does not know it
                           * ignores it (cl_link.c), so the version stays */
-    CL_F_ADOPT_ASK,      /* u16 len | node name: I adopt it, send what you kept for it */
-    CL_F_ADOPT_MSG,      /* cl_msg_t: a copy kept for that node (cl_hand.c) */
-    CL_F_ADOPT_END,      /* u16 len | node name: the copies kept for it were all sent */
-    CL_F_ADOPT_DONE,     /* u16 len | node name: they are stored here, release them */
-    CL_F_REPL_DATA,      /* u64 seq | u8 CL_REPL_* flags | store operations (store_batch_raw):
+    CL_F_ADOPT_ASK,        /* u16 len | node name: I adopt it, send what you kept for it */
+    CL_F_ADOPT_MSG,        /* cl_msg_t: a copy kept for that node (cl_hand.c) */
+    CL_F_ADOPT_END,        /* u16 len | node name: the copies kept for it were all sent */
+    CL_F_ADOPT_DONE,       /* u16 len | node name: they are stored here, release them */
+    CL_F_REPL_DATA,        /* u64 seq | u8 CL_REPL_* flags | store operations (store_batch_raw):
                           * apply them to your copy of my store, then REPL_ACK (cl_repl.c) */
-    CL_F_REPL_ACK,       /* u64 seq | u8 ok: your REPL_DATA up to seq is in my copy */
-    CL_F_REPL_DROP,      /* empty: another node is my replica now: drop your copy of me */
-    CL_F_ADOPT_OVER,     /* u16 len | node name: its client ids are claimed by me (the
+    CL_F_REPL_ACK,         /* u64 seq | u8 ok: your REPL_DATA up to seq is in my copy */
+    CL_F_REPL_DROP,        /* empty: another node is my replica now: drop your copy of me */
+    CL_F_ADOPT_OVER,       /* u16 len | node name: its client ids are claimed by me (the
                           * sender, its adopter): resuming CONNECTs go on */
-    CL_F_ADOPT_IDS,      /* u16 len | node name, then (u16 len | client id) each: ids of
+    CL_F_ADOPT_IDS,        /* u16 len | node name, then (u16 len | client id) each: ids of
                           * its sessions I claimed (before ADOPT_OVER; cl_recent.c) */
+    CL_F_ROUTE_BITS_WANT,  /* u64 key check: send me your exact routes as a bit filter
+                            * (cl_bits.c); optional: an older node ignores it and
+                            * keeps sending them as strings */
+    CL_F_ROUTE_BITS,       /* u32 blocks | u64 routes | the bits (blocks * 64 bytes): my
+                            * exact routes are these now (rbits.h) */
+    CL_F_ROUTE_BITS_DELTA, /* u32 blocks | u64 routes | u32 each: a position, its top bit
+                            * set when the bit is set now, clear when cleared */
     CL_F_TYPES
 };
+
+#define CL_BITS_MAX_BLOCKS (1u << 22) /* = RBITS_MAX_BLOCKS (rbits.h) */
+#define CL_BITS_HEAD 12               /* u32 blocks | u64 routes */
 
 #define CL_MSG_RETAIN 1    /* cl_msg_t.flags: published with retain */
 #define CL_REPL_RESET 1    /* CL_F_REPL_DATA: the copy is emptied first (a full copy begins) */
@@ -127,7 +137,23 @@ void cl_enc_repl_head(cl_buf_t *b, uint64_t seq, uint8_t flags);
 void cl_enc_patch_len(cl_buf_t *b, size_t start);
 void cl_enc_repl_ack(cl_buf_t *b, uint64_t seq, uint8_t ok);
 
+/* ROUTE_BITS_WANT is cl_enc_u64; ROUTE_BITS: bits is blocks * 64 bytes;
+ * ROUTE_BITS_DELTA: count entries (position | set bit). */
+void cl_enc_bits(cl_buf_t *b, uint32_t blocks, uint64_t routes, const uint8_t *bits);
+void cl_enc_bits_delta(cl_buf_t *b, uint32_t blocks, uint64_t routes, const uint32_t *ent,
+                       size_t count);
+/* Entry i of a decoded ROUTE_BITS_DELTA. */
+static inline uint32_t cl_bits_ent(const uint8_t *ents, size_t i)
+{
+    const uint8_t *q = ents + 4 * i;
+    return (uint32_t)q[0] << 24 | (uint32_t)q[1] << 16 | (uint32_t)q[2] << 8 | q[3];
+}
+
 /* 0, or -1 when the body does not parse exactly. */
+int cl_dec_bits(const uint8_t *body, uint32_t len, uint32_t *blocks, uint64_t *routes,
+                const uint8_t **bits);
+int cl_dec_bits_delta(const uint8_t *body, uint32_t len, uint32_t *blocks, uint64_t *routes,
+                      const uint8_t **ents, size_t *count);
 int cl_dec_hello(const uint8_t *body, uint32_t len, cl_hello_t *h);
 int cl_dec_auth(const uint8_t *body, uint32_t len, const uint8_t **mac);
 int cl_dec_route(const uint8_t *body, uint32_t len, const uint8_t **filter, uint16_t *flen);

@@ -1,11 +1,12 @@
 /* fuzz_cl_wire.c -- libFuzzer: the node links' frame codec (cl_wire.h) on
  * arbitrary bytes, as a link's reader sees them.  Checks: every frame
  * split off lies inside the input; every decoder reads only inside its
- * frame's body (ASan); a message that decodes encodes back to the same
- * body; a REPL_DATA's operations (the store's flat form, little-endian
- * lengths) are read only inside them (store_raw_next), split over three
- * replicas by share (cl_share_split) into parts that hold every operation
- * once (or on every part: a family's delete) and go back into a batch. */
+ * frame's body (ASan); a message, a bit filter or its delta that decodes
+ * encodes back to the same body; a REPL_DATA's operations (the store's flat
+ * form, little-endian lengths) are read only inside them (store_raw_next),
+ * split over three replicas by share (cl_share_split) into parts that hold
+ * every operation once (or on every part: a family's delete) and go back
+ * into a batch. */
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
@@ -111,6 +112,28 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
             if (b.len != (size_t)len + 5 || memcmp(b.p + 5, copy, len) != 0)
                 abort();
             cl_buf_free(&b);
+        }
+        /* ROUTE_BITS / ROUTE_BITS_DELTA: decode, then encode back */
+        uint32_t blocks;
+        uint64_t routes;
+        size_t nent;
+        if (cl_dec_bits(copy, len, &blocks, &routes, &p) == 0) {
+            cl_buf_t b = {0};
+            cl_enc_bits(&b, blocks, routes, p);
+            if (b.len != (size_t)len + 5 || memcmp(b.p + 5, copy, len) != 0)
+                abort();
+            cl_buf_free(&b);
+        }
+        if (cl_dec_bits_delta(copy, len, &blocks, &routes, &p, &nent) == 0) {
+            uint32_t *ent = malloc(nent ? nent * sizeof(*ent) : 1);
+            for (size_t i = 0; i < nent; i++)
+                ent[i] = cl_bits_ent(p, i);
+            cl_buf_t b = {0};
+            cl_enc_bits_delta(&b, blocks, routes, ent, nent);
+            if (b.len != (size_t)len + 5 || memcmp(b.p + 5, copy, len) != 0)
+                abort();
+            cl_buf_free(&b);
+            free(ent);
         }
         cl_groups_t g;
         if (cl_dec_msg_shared(copy, len, &g, &m) == 0) {

@@ -8,7 +8,11 @@ is rebuilt by a resync (and one that shrank goes back to the table), a
 restarted node's resync drops its stale routes, a node that leaves (etcd)
 takes its filter along, spurious forwards are dropped and counted on the
 receiving node (a QoS 1 publisher still gets its PUBACKs), and a node that
-learns 16,000 exact routes grows by well under 20 B each (60 before)."""
+learns 16,000 exact routes grows by well under 20 B each (60 before).
+
+The nodes run with cluster.route_bits: false: the receiver's counting
+filter is what a node builds for a peer that does not ship its exact routes
+as bits (test_107_route_bits.py tests those)."""
 
 import os
 import queue
@@ -31,7 +35,7 @@ class BloomCluster(Cluster):
     above = None
 
     def section(self, name):
-        s = super().section(name)
+        s = super().section(name) + "  route_bits: false\n"
         if self.above is not None:
             s += "  route_bloom_above: %d\n" % self.above
         return s
@@ -258,7 +262,7 @@ def test_restarted_receiver_builds_its_filter_from_the_sync(cluster):
 @needs_etcd
 def test_a_node_that_leaves_takes_its_filter(ecluster):
     ecluster.start_etcd()
-    keys = {"route_bloom_above": 20}
+    keys = {"route_bloom_above": 20, "route_bits": False}
     a, b, c = ecluster.start_nodes(3, lease_ttl="30s", cluster_keys=keys)
     wait_members([a, b, c], 3)
     base = metric(a, "antenna_subscriptions")
@@ -276,7 +280,7 @@ def test_a_node_that_leaves_takes_its_filter(ecluster):
 
 def test_memory_per_remote_exact_route(cluster):
     from test_99_cluster_routes_mem import remote_route_growth
-    cl = cluster(2)  # the default threshold (10,000)
+    cl = cluster(2, above=10000)  # one filter, no rebuild on the way
     cl.wait_links()
     b = cl.nodes["b"]
     n = 16000

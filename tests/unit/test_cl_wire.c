@@ -190,6 +190,55 @@ static void test_repl(void **state)
     cl_buf_free(&b);
 }
 
+/* ROUTE_BITS: blocks, routes, the bits (exactly blocks * 64 bytes);
+ * ROUTE_BITS_DELTA: blocks, routes, whole u32 entries; both refuse 0 or
+ * too many blocks and a body of the wrong size. */
+static void test_bits(void **state)
+{
+    (void)state;
+    cl_buf_t b = {0};
+    uint8_t bits[128];
+    for (int i = 0; i < 128; i++)
+        bits[i] = (uint8_t)(i * 13);
+    uint32_t ent[3] = {5, 0x80000000u | 1023, 77};
+    cl_enc_u64(&b, CL_F_ROUTE_BITS_WANT, 0xfeedull);
+    cl_enc_bits(&b, 2, 19000, bits);
+    cl_enc_bits_delta(&b, 2, 19001, ent, 3);
+    cl_enc_bits_delta(&b, 2, 19001, NULL, 0);
+    size_t off = 0;
+    const uint8_t *body, *p;
+    uint32_t len, blocks;
+    uint64_t v, routes;
+    size_t n;
+    next(&b, &off, CL_F_ROUTE_BITS_WANT, &body, &len);
+    assert_int_equal(cl_dec_ack(body, len, &v), 0);
+    assert_true(v == 0xfeedull);
+    next(&b, &off, CL_F_ROUTE_BITS, &body, &len);
+    assert_int_equal(cl_dec_bits(body, len, &blocks, &routes, &p), 0);
+    assert_int_equal(blocks, 2);
+    assert_true(routes == 19000);
+    assert_memory_equal(p, bits, 128);
+    assert_int_equal(cl_dec_bits(body, len - 1, &blocks, &routes, &p), -1);
+    assert_int_equal(cl_dec_bits(body, CL_BITS_HEAD - 1, &blocks, &routes, &p), -1);
+    uint8_t bad[CL_BITS_HEAD] = {0}; /* 0 blocks */
+    assert_int_equal(cl_dec_bits(bad, sizeof(bad), &blocks, &routes, &p), -1);
+    bad[0] = 0xff; /* too many */
+    assert_int_equal(cl_dec_bits_delta(bad, sizeof(bad), &blocks, &routes, &p, &n), -1);
+    next(&b, &off, CL_F_ROUTE_BITS_DELTA, &body, &len);
+    assert_int_equal(cl_dec_bits_delta(body, len, &blocks, &routes, &p, &n), 0);
+    assert_int_equal(blocks, 2);
+    assert_true(routes == 19001);
+    assert_int_equal(n, 3);
+    for (size_t i = 0; i < 3; i++)
+        assert_int_equal(cl_bits_ent(p, i), ent[i]);
+    assert_int_equal(cl_dec_bits_delta(body, len - 1, &blocks, &routes, &p, &n), -1);
+    next(&b, &off, CL_F_ROUTE_BITS_DELTA, &body, &len);
+    assert_int_equal(cl_dec_bits_delta(body, len, &blocks, &routes, &p, &n), 0);
+    assert_int_equal(n, 0);
+    assert_int_equal(off, b.len);
+    cl_buf_free(&b);
+}
+
 static void test_msg_shared(void **state)
 {
     (void)state;
@@ -239,6 +288,7 @@ int main(void)
         cmocka_unit_test(test_round_trips),
         cmocka_unit_test(test_msg_shared),
         cmocka_unit_test(test_repl),
+        cmocka_unit_test(test_bits),
         cmocka_unit_test(test_split_and_limits),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
