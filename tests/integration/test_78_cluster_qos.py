@@ -143,20 +143,26 @@ def link_view(node, of):
     return {}
 
 
+def three_linked(ecluster):
+    """Three etcd members (2 s leases) with every link up."""
+    ecluster.start_etcd()
+    nodes = ecluster.start_nodes(3, lease_ttl="2s")
+    names = [n.name for n in nodes]
+    cluster_util.wait_members(nodes, names, timeout=15)
+    for x in nodes:
+        for y in names:
+            if y != x.name:
+                wait_for(lambda: link_view(x, y).get("state") == "up", 15,
+                         what="link %s-%s up" % (x.name, y))
+    return nodes
+
+
 @cluster_util.needs_etcd
 def test_member_nodes_leaving(ecluster):
     """A held PUBACK is released when the node that should acknowledge dies
     (its lease expires: it left); a shared group's remaining member node
     gets everything once another member node left cleanly."""
-    ecluster.start_etcd()
-    a, b, c = ecluster.start_nodes(3, lease_ttl="2s")
-    names = [a.name, b.name, c.name]
-    cluster_util.wait_members([a, b, c], names, timeout=15)
-    for x in (a, b, c):
-        for y in names:
-            if y != x.name:
-                wait_for(lambda: link_view(x, y).get("state") == "up", 15,
-                         what="link %s-%s up" % (x.name, y))
+    a, b, c = three_linked(ecluster)
     mb = client(b, "member-b")
     mc = client(c, "member-c")
     subscribe(mb, "$share/g/l/t", 1)
@@ -204,15 +210,7 @@ def test_shared_copies_of_a_dead_node_picked_again(ecluster):
     acknowledged are picked again among the group's other members once c
     died (its lease expired): b's member gets every message, none lost;
     the publisher gets every PUBACK (docs/cluster.md "QoS across nodes")."""
-    ecluster.start_etcd()
-    a, b, c = ecluster.start_nodes(3, lease_ttl="2s")
-    names = [a.name, b.name, c.name]
-    cluster_util.wait_members([a, b, c], names, timeout=15)
-    for x in (a, b, c):
-        for y in names:
-            if y != x.name:
-                wait_for(lambda: link_view(x, y).get("state") == "up", 15,
-                         what="link %s-%s up" % (x.name, y))
+    a, b, c = three_linked(ecluster)
     mb = client(b, "rs-member-b")
     mc = client(c, "rs-member-c")
     subscribe(mb, "$share/g/rs/t", 1)
