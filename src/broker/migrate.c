@@ -247,6 +247,22 @@ void migrate_run(worker_t *w)
     }
 }
 
+int migrate_hand_on(worker_t *w, const char *id, size_t len, const inbox_item_t *it)
+{
+    server_t *srv = w->srv;
+    if (srv->homes == NULL)
+        return 0;
+    uint32_t to = worker_home(srv, (const uint8_t *)id, len);
+    if (to == w->id)
+        return 0;
+    inbox_vec_t one = {0};
+    inbox_vec_push(&one, it);
+    inbox_post(&srv->workers[to].inbox, &one);
+    inbox_vec_free(&one);
+    STAT_ADD(w->stats.migrate_handed, 1);
+    return 1;
+}
+
 void migrate_adopt(worker_t *w, conn_t *c)
 {
     sess_t *s = c->sess;

@@ -51,8 +51,11 @@
  * under its write lock, and the WM_MIGRATE item is posted under that lock:
  * whoever reads the new home posts behind the session.  Whoever read the
  * old home a moment before posts to the old worker: a CONNECT handed there
- * is handed on (proto.c: the home is asked again on adoption); an API job
- * finds no session (a kick racing the move answers 404).  The entry goes
+ * is handed on (proto.c: the home is asked again on adoption), and so are
+ * an API job for one client id and a cluster take-over or kick that find
+ * no session there (migrate_hand_on: the home is read again and the item
+ * posted to it, after the move's item; a session holds MIGRATE_HOLD
+ * windows before it moves again, so an item follows it a hop or two).  The entry goes
  * when the session ends (sess_destroy) or moves back to its hash home.  It
  * is not stored: after a restart sessions load on their hash home.
  *
@@ -111,6 +114,15 @@ uint32_t migrate_home(const server_t *srv, uint64_t h, const uint8_t *id, size_t
 void migrate_home_claim(server_t *srv, sess_t *s);
 /* Session s (moved, on its worker) ended: its id homes by hash again. */
 void migrate_home_drop(server_t *srv, const sess_t *s);
+
+/* An item about client id `id` reached worker w, which does not hold its
+ * session: when the id's home is now another worker (the session moved
+ * after the sender read its home), post the item there, behind the move's
+ * WM_MIGRATE item, and return 1; 0 when w is the home (the session does not
+ * exist) or sessions never move.  Whoever looks a session up by client id
+ * on the worker it was posted to (an API job, a cluster take-over or kick)
+ * calls it before answering "not found". */
+int migrate_hand_on(worker_t *w, const char *id, size_t len, const inbox_item_t *it);
 
 /* An item as migrate_run posts it, adopted on w (WM_MIGRATE's handler). */
 void migrate_adopt(worker_t *w, conn_t *c);

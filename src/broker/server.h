@@ -166,6 +166,9 @@ typedef struct {
     /* connections moved from this worker to the one their traffic goes to
      * (migrate.h) */
     an_counter_t migrations;
+    /* items about a client id handed on to the worker its session moved to
+     * after they were posted (migrate_hand_on) */
+    an_counter_t migrate_handed;
     /* auth backends' answers to CONNECT and their latency (auth_stats.h) */
     auth_stats_t auth;
 } worker_stats_t;

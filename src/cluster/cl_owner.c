@@ -67,6 +67,7 @@
 #include "cl_link_int.h"
 #include "event.h"
 #include "log.h"
+#include "migrate.h"
 #include "mqtt_props.h"
 #include "persist.h"
 #include "proto.h"
@@ -879,6 +880,13 @@ static void own_item(worker_t *w, inbox_item_t *it)
         cl_adopt_item(w, it->ptr);
         return;
     }
+    /* a take-over or kick for a session that moved to another worker after
+     * the home was read follows it (migrate.h): else the take-over would
+     * release the id while the session stays connected there */
+    if ((it->flags == OWN_IT_TAKE || it->flags == OWN_IT_KICK) &&
+        sess_table_find_id(&w->by_id, (const uint8_t *)tk->id, strlen(tk->id)) == NULL &&
+        migrate_hand_on(w, tk->id, strlen(tk->id), it))
+        return;
     if (it->flags == OWN_IT_TAKE) {
         own_take(w, it);
         return;
