@@ -17,8 +17,10 @@
  * migrate_note after it.  The publisher's session counts, in bytes that
  * were padding (sess_t does not grow): mig_n messages that had local
  * deliveries, mig_k of them delivered wholly to worker mig_to (the first
- * such destination of the window).  Deliveries made after a store commit
- * (QoS 1/2 to durable subscribers) are not counted.
+ * such destination of the window).  A message held for a store commit
+ * (QoS 1/2 to durable subscribers: delivered after it) is counted when it
+ * is held, by its targets' homes (router.c publish_durable), and not again
+ * when released (router_hand_held).
  *
  * Deciding (migrate_decide, a pure function).  Every MIGRATE_WINDOW counted
  * messages (not a timer: nothing costs anything while idle, and a slow
@@ -39,6 +41,8 @@
  * partial packet in the framer, no acknowledgement held for a store commit
  * or the cluster, no authentication exchange or connect gate, and its
  * session has no subscription, nothing in flight or queued, no timer.
+ * A connection busy at the end of the turn stays wanted, and is tried at
+ * the end of each turn, for MIGRATE_WANT_MS.
  * The old worker takes the socket out of its loop and the session out of
  * its tables, records the new home (below) and posts a WM_MIGRATE item;
  * the new worker puts both in its tables and loop (migrate_adopt).
@@ -70,9 +74,10 @@
 #include "server.h"
 #include "sess.h"
 
-#define MIGRATE_WINDOW 256 /* counted messages per decision */
-#define MIGRATE_SHARE 90   /* percent of them wholly to one other worker */
-#define MIGRATE_HOLD 4     /* windows a moved session waits before it may move again */
+#define MIGRATE_WINDOW 256   /* counted messages per decision */
+#define MIGRATE_SHARE 90     /* percent of them wholly to one other worker */
+#define MIGRATE_HOLD 4       /* windows a moved session waits before it may move again */
+#define MIGRATE_WANT_MS 2000 /* a wanted move waits this long for its connection to be idle */
 
 /* 1 when a window of n counted messages, k of them wholly to worker `to`,
  * on worker self, asks for a move (nothing is known of `to` when k == 0). */

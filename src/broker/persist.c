@@ -877,7 +877,7 @@ void persist_on_committed(worker_t *w, int err)
         if (e->m) {
             h->routes--;
             if (rc == 0) {
-                router_hand_targets(w, e->m, e->t, e->nt);
+                router_hand_held(w, e->m, e->t, e->nt);
             } else {
                 STAT_ADD(w->stats.msgs_dropped, 1);
                 if (event_wanted(w->srv, EVENT_MESSAGE_DROPPED)) {

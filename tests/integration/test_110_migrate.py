@@ -148,8 +148,8 @@ def stop(c):
         c.loop_stop()
 
 
-def subscriber(b, api, sink, proto=mqtt.MQTTv311, qos=2, tls=False, ws=False):
-    s = client(b, "m-sub", proto=proto, on_message=sink.on_message, tls=tls, ws=ws)
+def subscriber(b, api, sink, proto=mqtt.MQTTv311, qos=2, tls=False, ws=False, clean=True):
+    s = client(b, "m-sub", proto=proto, on_message=sink.on_message, tls=tls, ws=ws, clean=clean)
     done = threading.Event()
     s.on_subscribe = lambda *_a: done.set()
     s.subscribe("mig/#", qos)
@@ -212,6 +212,32 @@ def test_fanin_publishers_move_in_order(env, qos, proto):
             p.publish("mig/" + i, "after", qos=qos).wait_for_publish(DEADLINE)
         for i in ids:
             wait_for(lambda: sink.of("mig/" + i)[-1:] == ["after"], DEADLINE, what=i + " after")
+    finally:
+        for p in pubs:
+            stop(p)
+        stop(s)
+
+
+@pytest.mark.parametrize("qos", [1, 2])
+def test_publishers_to_a_durable_subscriber_move(env, qos):
+    """A persistent subscriber: its QoS 1/2 messages are stored before they
+    are delivered (after the commit); they count for their publishers'
+    move all the same, and arrive in order, once each."""
+    b, api = env
+    sink = Sink()
+    s, home = subscriber(b, api, sink, qos=qos, clean=False)
+    ids = other_ids(api, home, "m-d%d-" % qos, 2)
+    pubs = [client(b, i) for i in ids]
+    try:
+        for p, i in zip(pubs, ids):
+            publish_all(p, "mig/" + i, qos, MSGS)
+        wait_moved(api, ids, home, "m-d%d-" % qos)
+        for p, i in zip(pubs, ids):
+            p.publish("mig/" + i, "after", qos=qos).wait_for_publish(DEADLINE)
+        want = [str(k) for k in range(MSGS)] + ["after"]
+        for i in ids:
+            wait_for(lambda: len(sink.of("mig/" + i)) >= MSGS + 1, DEADLINE, what=i + " all")
+            assert sink.of("mig/" + i) == want, i
     finally:
         for p in pubs:
             stop(p)
