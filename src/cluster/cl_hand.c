@@ -81,6 +81,7 @@ int cl_hand_keep(cl_t *cl, cl_peer_t *p)
     if (cl->adopt == NULL)
         return 0;
     p->orphan = p->routes_kept = 1;
+    memset(p->asked_by, 0, sizeof(p->asked_by));
     p->sent = p->head;
     cl_route_drop_peer_shares(cl, p);
     return 1;
@@ -182,6 +183,8 @@ int cl_hand_recv(cl_t *cl, cl_peer_t *p, cl_conn_t *c, uint8_t type, const uint8
     if (type == CL_F_ADOPT_ASK) { /* we are a sender: our copies for n */
         uint32_t k = 0;
         msg_t **v = kept(cl, n, &k);
+        if (n > 0) /* what is routed for n after this goes to it too (cl_fwd.c) */
+            cl->links->peers[n].asked_by[c->idx / 64] |= 1ull << (c->idx % 64);
         uint64_t now = an_now_ms();
         for (uint32_t i = 0; i < k; i++) {
             msg_t *m = v[i];

@@ -202,6 +202,9 @@ void cl_links_turn_end(cl_t *cl, worker_t *w);
 /* On the link thread, after a run of posted tasks: a ROUTE_MARK on every
  * link up when the tasks changed local routes (cl_route.c). */
 void cl_route_marks(cl_t *cl);
+/* Any thread: the route barrier's state: this node's route changes made so
+ * far (posted) and how far every peer whose link is up has them (done). */
+void cl_route_progress(cl_t *cl, uint64_t *posted, uint64_t *done);
 /* On the link thread, when it is stopping: close every link. */
 void cl_links_stop(cl_t *cl);
 /* After the link thread and the workers stopped. */
@@ -248,8 +251,11 @@ void cl_owner_free(cl_t *cl);
 void cl_owner_metrics(cl_t *cl, module_metrics_t *mm);
 /* A session in the hand-over format (cl_owner.c's "the session, handed
  * over") installed on its home worker w: 0, 1 when one of that id is there
- * already (it stays), -1 unreadable.  Worker w only. */
-int cl_owner_install(worker_t *w, const char *id, uint16_t id_len, const uint8_t *blob, size_t len);
+ * already (it stays), -1 unreadable.  Its stored messages take their keys
+ * from *seq_next (counting up; a range the caller reserved) or, NULL, from
+ * persist_next_seq.  Worker w only. */
+int cl_owner_install(worker_t *w, const char *id, uint16_t id_len, const uint8_t *blob, size_t len,
+                     uint64_t *seq_next);
 /* Any thread: end the session of client id on its home worker (a claim
  * found it owned by another node). */
 void cl_owner_kick(cl_t *cl, const char *id);
