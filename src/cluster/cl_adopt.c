@@ -43,17 +43,27 @@
  * An adoption, on the adopter thread, with N's store open (its lock held):
  *   1. read N's sessions, queues and incoming QoS 2 ids (store_scan), each
  *      session made into the hand-over format of cl_owner.c (what a node
- *      sends when a client moves), expired ones left out; then the copies
- *      forwarded to N that it never acknowledged, kept by the members
- *      (cl_hand.c: asked for, ADOPT_COLLECT_MS at most), queued to the
- *      sessions whose subscriptions match them (merge_collected: not twice
- *      what N had stored);
- *   2. post them to their home workers (WM_CL_OWNER, one item per worker):
- *      each installs them as a hand-over (cl_owner_install: sessions,
- *      subscriptions and their routes, queues with new sequence numbers,
- *      QoS 2 state) and writes them to this node's store by the normal
- *      persist path, then submits its batch at once; a session of that id
- *      already here stays as it is;
+ *      sends when a client moves), expired ones left out;
+ *   2. post them to their home workers (WM_CL_OWNER, one item per worker,
+ *      phase 0): each reserves a range of store keys (ADOPT_SEQ_RANGE),
+ *      installs them as a hand-over (cl_owner_install: sessions,
+ *      subscriptions and their routes, queues keyed from the range, QoS 2
+ *      state; offline: nothing is delivered) and writes them to this
+ *      node's store by the normal persist path, then submits its batch at
+ *      once; a session of that id already here stays as it is.  Then wait
+ *      until every member whose link is up has their routes (wait_routes:
+ *      the route barrier of SUBACKs, ADOPT_ROUTES_MS at most), and only
+ *      then ask for the copies forwarded to N that it never acknowledged
+ *      and those published for it since, kept by the members until they
+ *      answer (cl_hand.c: ADOPT_COLLECT_MS at most): once a member has the
+ *      routes, what it publishes for those sessions comes here directly
+ *      too, so every message is covered one way or both.  The copies go
+ *      to the sessions whose subscriptions match them (merge_collected:
+ *      not what N had stored), each home worker queues them (phase 1,
+ *      merge_item): not what the session holds already (the direct way),
+ *      ahead of what came the direct way (keys from the range: below every
+ *      later message's), and a copy merged drops its direct twin that
+ *      comes later (dedup_hook, sess_deliver's srv->dedup_hook);
  *   3. wait for every worker, then an empty batch on this node's store: a
  *      barrier, committed after every batch submitted before it; a failed
  *      commit meanwhile (store stats) abandons the adoption;
@@ -76,8 +86,9 @@
  * store and logs who adopted its sessions (store_redis.c).
  *
  * Threads: cl_adopt_member on the link thread, cl_adopt_pending on any
- * (an atomic), the items on the workers, the rest on the adopter thread;
- * the watch list and the install counts are under mu.
+ * (an atomic), the items and dedup_hook on the workers (seen[w]: worker w's
+ * own), the rest on the adopter thread; the watch list and the install
+ * counts are under mu.
  */
 #include <inttypes.h>
 #include <stdio.h>

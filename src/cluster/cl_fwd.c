@@ -412,15 +412,19 @@ static void fwd_apply(cl_t *cl, void *arg)
                     peer_send(cl, j, e, e->m, e->qos, b->src, 0);
         } else {
             const cl_peer_t *p = &cl->links->peers[e->node];
-            if (!cl->nodes[e->node].member && e->qos > 0 && e->plain && asked_any(p))
+            /* published (routed) up to the latest ask: perhaps before the
+             * adopter's routes were known (the turn clock: 1 ms slack) */
+            if (!cl->nodes[e->node].member && e->qos > 0 && e->plain && asked_any(p) &&
+                e->m->published_at <= p->asked_at + 1)
                 late_copy(cl, b, i);
             if (cl->nodes[e->node].member || p->routes_kept) /* routes_kept: it left, */
                 peer_send(cl, e->node, e, e->m, e->qos, b->src, e->ticket); /* kept (cl_hand.c) */
             else
                 ack_now(cl, e->node, b->src, e->ticket); /* it left: nobody there */
         }
-        msg_unref(&e->m);
     }
+    for (uint32_t i = 0; i < b->n; i++) /* after the loop: late_copy looks at the others */
+        msg_unref(&b->v[i].m);
     free(b);
     if (atomic_load(&cl->stopping))
         return;

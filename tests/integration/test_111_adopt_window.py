@@ -105,7 +105,9 @@ def test_publishing_through_the_adoption(store, request, cluster):
                      what="the sessions in c's store")
         else:
             wait_for(lambda: replica_synced(c), 20 * SLOW, what="c's replicas in sync")
-        pubs = [Publisher(n, "win%d-p%s" % (rnd, n.name), t1, t2, window=8, pace=0.002)
+        # a window wide enough not to fill up while the acknowledgements of
+        # what is kept for c wait for the adoption: they publish through it
+        pubs = [Publisher(n, "win%d-p%s" % (rnd, n.name), t1, t2, window=4000, pace=0.002)
                 for n in (a, b)]
         for p in pubs:
             p.start()
