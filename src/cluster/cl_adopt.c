@@ -116,6 +116,7 @@
 #define ADOPT_ROUTES_MS 2000         /* the members have the adopted sessions' routes within this */
 #define ADOPT_DEDUP_MS 60000         /* a kept copy merged drops its direct twin this long */
 #define ADOPT_SEQ_RANGE (1ull << 32) /* store keys reserved per worker and adoption */
+#define ADOPT_LATE_MS 10000 /* this node's late publishes reach the adopted sessions this long */
 
 typedef struct {
     char name[CL_NAME_MAX];
@@ -162,7 +163,11 @@ struct cl_adopt_s {
     uint32_t coll_left;
     msg_t **coll;
     uint32_t ncoll, cap_coll;
-    ad_seenv_t *seen;                /* [nworkers]: each worker's own (dedup_hook) */
+    ad_seenv_t *seen; /* [nworkers]: each worker's own (dedup_hook) */
+    /* the latest adoption here, for cl_adopt_late (under mu; a reference) */
+    struct ad_job_s *late_job;
+    char late_name[CL_NAME_MAX];
+    uint64_t late_until;
     _Atomic uint64_t dropped_direct; /* direct copies dropped as handed already */
 };
 
@@ -189,7 +194,7 @@ typedef struct {
     int claim; /* 0 not answered, 1 ours, 2 another node's, 3 failed */
 } ad_sess_t;
 
-typedef struct {
+typedef struct ad_job_s {
     cl_adopt_t *a;
     _Atomic int refs;
     uint32_t left, claims_left; /* under a->mu */
@@ -209,6 +214,7 @@ typedef struct {
 typedef struct {
     ad_job_t *job;
     int phase;
+    int late; /* cl_adopt_late's: s[] are its own (one copy each), not waited for */
     uint32_t n;
     ad_sess_t *s[];
 } ad_item_t;
@@ -692,6 +698,8 @@ static void merge_item(worker_t *w, ad_item_t *it)
         qsort(sv->v, sv->n, sizeof(*sv->v), seen_cmp);
     atomic_fetch_add(&j->merged, merged);
     atomic_fetch_add(&j->skipped, skipped);
+    if (it->late)
+        atomic_fetch_add(&j->a->handed, merged);
 }
 
 void cl_adopt_item(worker_t *w, void *ptr)
@@ -712,10 +720,18 @@ void cl_adopt_item_drop(void *ptr)
 {
     ad_item_t *it = ptr;
     ad_job_t *j = it->job;
-    pthread_mutex_lock(&j->a->mu);
-    j->left--;
-    pthread_cond_broadcast(&j->a->cv);
-    pthread_mutex_unlock(&j->a->mu);
+    if (it->late) {
+        for (uint32_t i = 0; i < it->n; i++) {
+            msg_unref(&it->s[i]->hand[0].m);
+            free(it->s[i]->hand);
+            free(it->s[i]);
+        }
+    } else {
+        pthread_mutex_lock(&j->a->mu);
+        j->left--;
+        pthread_cond_broadcast(&j->a->cv);
+        pthread_mutex_unlock(&j->a->mu);
+    }
     job_unref(j);
     free(it);
 }
@@ -822,6 +838,24 @@ static int holds(const cl_buf_t *b, const msg_t *m)
     return 0;
 }
 
+/* The QoS session record rec takes m at through its (not shared)
+ * subscriptions, 0 none; *rap: one of them has Retain As Published. */
+static uint8_t sub_qos(const store_session_t *rec, const msg_t *m, uint8_t *rap)
+{
+    uint8_t best = 0;
+    for (uint32_t f = 0; f < rec->nsubs; f++) {
+        const store_sub_t *sub = &rec->subs[f];
+        if (sub->filter_len >= 7 && memcmp(sub->filter, "$share/", 7) == 0)
+            continue; /* a group's pick was made for N alone */
+        if (!topic_matches(sub->filter, sub->filter_len, msg_topic(m), m->topic_len))
+            continue;
+        uint8_t q = (uint8_t)((sub->options & 3) + 1); /* +1: matched */
+        best = AN_MAX(best, q);
+        *rap |= (sub->options & 8) != 0;
+    }
+    return best ? AN_MIN(m->qos, (uint8_t)(best - 1)) : 0;
+}
+
 /* The collected copies, sorted to the sessions read from N's store: each
  * goes to every session with a (not shared) subscription matching it, at
  * the granted QoS, unless the session's stored messages hold it already
@@ -839,18 +873,7 @@ static size_t merge_collected(ad_job_t *j, msg_t **v, uint32_t n)
             continue;
         for (uint32_t k = 0; k < n; k++) {
             msg_t *m = v[k];
-            uint8_t best = 0, rap = 0;
-            for (uint32_t f = 0; f < rec.nsubs; f++) {
-                const store_sub_t *sub = &rec.subs[f];
-                if (sub->filter_len >= 7 && memcmp(sub->filter, "$share/", 7) == 0)
-                    continue; /* a group's pick was made for N alone */
-                if (!topic_matches(sub->filter, sub->filter_len, msg_topic(m), m->topic_len))
-                    continue;
-                uint8_t q = (uint8_t)((sub->options & 3) + 1); /* +1: matched */
-                best = AN_MAX(best, q);
-                rap |= (sub->options & 8) != 0;
-            }
-            uint8_t qos = best ? AN_MIN(m->qos, (uint8_t)(best - 1)) : 0;
+            uint8_t rap = 0, qos = sub_qos(&rec, m, &rap);
             if (qos == 0 || (m->expire_at && m->expire_at <= now) || holds(&s->infl, m) ||
                 holds(&s->queued, m))
                 continue;
@@ -899,6 +922,59 @@ static size_t collect(cl_adopt_t *a, ad_job_t *j, const char *name)
     return added;
 }
 
+void cl_adopt_late(cl_t *cl, const char *name, msg_t *m)
+{
+    cl_adopt_t *a = cl->adopt;
+    if (a == NULL)
+        return;
+    pthread_mutex_lock(&a->mu);
+    ad_job_t *j = a->late_job;
+    if (j == NULL || strcmp(a->late_name, name) != 0 || an_now_ms() > a->late_until)
+        j = NULL;
+    else
+        atomic_fetch_add(&j->refs, 1);
+    pthread_mutex_unlock(&a->mu);
+    if (j == NULL)
+        return;
+    uint32_t nw = cl->srv->nworkers;
+    ad_item_t **items = an_calloc(nw, sizeof(*items));
+    uint32_t *cap = an_calloc(nw, sizeof(*cap));
+    for (size_t i = 0; i < j->n; i++) {
+        const ad_sess_t *s = &j->v[i];
+        store_session_t rec;
+        if (s->rc != 0 || store_rec_decode_session(s->rec, s->rec_len, &rec) != 0)
+            continue;
+        uint8_t rap = 0, qos = sub_qos(&rec, m, &rap);
+        store_rec_session_free(&rec);
+        if (qos == 0)
+            continue;
+        ad_sess_t *sh = an_calloc(1, sizeof(*sh)); /* the item's own: id borrowed from j */
+        sh->id = s->id;
+        sh->len = s->len;
+        sh->home = s->home;
+        sh->hand = an_malloc(sizeof(*sh->hand));
+        sh->hand[0] = (ad_hand_t){.m = msg_ref(m), .qos = qos, .retain = rap && m->retain};
+        sh->nhand = 1;
+        ad_item_t *it = items[s->home];
+        if (it == NULL || it->n == cap[s->home]) {
+            cap[s->home] = cap[s->home] ? 2 * cap[s->home] : 8;
+            it = an_realloc(it, sizeof(*it) + cap[s->home] * sizeof(it->s[0]));
+            if (items[s->home] == NULL)
+                *it = (ad_item_t){.job = j, .phase = 1, .late = 1, .n = 0};
+            items[s->home] = it;
+        }
+        it->s[it->n++] = sh;
+    }
+    for (uint32_t k = 0; k < nw; k++)
+        if (items[k]) {
+            atomic_fetch_add(&j->refs, 1);
+            cl_owner_post_adopt(cl, k, items[k]);
+        }
+    free(items);
+    free(cap);
+    job_unref(j);
+}
+
 /* Posts each home worker its sessions of j (phase 0: install them, 1:
  * queue the kept copies) and waits for them: 0, or -1 (ADOPT_INSTALL_MS
  * passed, or stopping). */
@@ -918,6 +994,7 @@ static int run_items(cl_adopt_t *a, ad_job_t *j, int phase)
             items[k] = an_malloc(sizeof(ad_item_t) + per[k] * sizeof(ad_sess_t *));
             items[k]->job = j;
             items[k]->phase = phase;
+            items[k]->late = 0;
             items[k]->n = 0;
         }
     for (size_t i = 0; i < j->n; i++) {
@@ -1020,6 +1097,17 @@ static int adopt_store(cl_adopt_t *a, const char *name, store_t *ns, const char 
                  "their routes within %u ms: asking for the messages kept anyway",
                  name, ADOPT_ROUTES_MS);
     uint64_t t_routes = an_now_ms();
+    /* what this node routed for N before its sessions were here and its
+     * link thread applies after its own ask: cl_adopt_late */
+    atomic_fetch_add(&j->refs, 1);
+    pthread_mutex_lock(&a->mu);
+    ad_job_t *old_late = a->late_job;
+    a->late_job = j;
+    snprintf(a->late_name, sizeof(a->late_name), "%s", name);
+    a->late_until = an_now_ms() + ADOPT_LATE_MS;
+    pthread_mutex_unlock(&a->mu);
+    if (old_late != NULL)
+        job_unref(old_late);
     /* the copies forwarded to N that it never acknowledged, and those
      * published for its sessions since, kept by their senders until now
      * (cl_hand.c): the members had this node's routes before they answer,
@@ -1395,6 +1483,14 @@ static void *adopt_main(void *arg)
     uint64_t scan_at = cl_repl_on(a->cl) ? 0 : an_now_ms() + ADOPT_SCAN_MS;
     pthread_mutex_lock(&a->mu);
     while (!a->stop) {
+        if (a->late_job != NULL && an_now_ms() > a->late_until) {
+            ad_job_t *j = a->late_job; /* its sessions' records are not needed any more */
+            a->late_job = NULL;
+            pthread_mutex_unlock(&a->mu);
+            job_unref(j);
+            pthread_mutex_lock(&a->mu);
+            continue;
+        }
         if (scan_at != 0 && an_now_ms() >= scan_at) {
             scan_at = 0;
             pthread_mutex_unlock(&a->mu);
@@ -1403,7 +1499,7 @@ static void *adopt_main(void *arg)
             continue;
         }
         if (a->nwatch == 0) {
-            if (scan_at == 0) {
+            if (scan_at == 0 && a->late_job == NULL) {
                 pthread_cond_wait(&a->cv, &a->mu);
             } else {
                 poll_wait(a);
@@ -1486,6 +1582,8 @@ void cl_adopt_free(cl_t *cl)
     for (uint32_t i = 0; i < a->ncoll; i++)
         msg_unref(&a->coll[i]);
     free(a->coll);
+    if (a->late_job != NULL)
+        job_unref(a->late_job);
     for (uint32_t w = 0; w < cl->srv->nworkers; w++) {
         seen_prune(&a->seen[w], UINT64_MAX); /* every one past its time */
         free(a->seen[w].v);

@@ -417,6 +417,9 @@ static void fwd_apply(cl_t *cl, void *arg)
             if (!cl->nodes[e->node].member && e->qos > 0 && e->plain && asked_any(p) &&
                 e->m->published_at <= p->asked_at + 1)
                 late_copy(cl, b, i);
+            if (!cl->nodes[e->node].member && e->qos > 0 && e->plain && p->own_asked_at &&
+                e->m->published_at <= p->own_asked_at + 1) /* this node adopts it */
+                cl_adopt_late(cl, cl->nodes[e->node].name, e->m);
             if (cl->nodes[e->node].member || p->routes_kept) /* routes_kept: it left, */
                 peer_send(cl, e->node, e, e->m, e->qos, b->src, e->ticket); /* kept (cl_hand.c) */
             else

@@ -83,6 +83,7 @@ int cl_hand_keep(cl_t *cl, cl_peer_t *p)
         return 0;
     p->orphan = p->routes_kept = 1;
     memset(p->asked_by, 0, sizeof(p->asked_by));
+    p->asked_at = p->own_asked_at = 0;
     p->sent = p->head;
     cl_route_drop_peer_shares(cl, p);
     return 1;
@@ -234,7 +235,10 @@ static void ask_task(cl_t *cl, void *arg)
     /* our own copies first: once the count below is known (0 when no
      * other member is up), the adopter may go on at once */
     uint32_t k = 0;
-    msg_t **v = kept(cl, find_node(cl, (const uint8_t *)name, nl), &k);
+    int n = find_node(cl, (const uint8_t *)name, nl);
+    msg_t **v = kept(cl, n, &k);
+    if (n > 0) /* what was routed for it before and comes later: cl_adopt_late */
+        cl->links->peers[n].own_asked_at = an_wall_ms();
     cl_adopt_collected(cl, name, v, k, 0);
     free(v);
     uint32_t asked = 0;

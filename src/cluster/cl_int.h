@@ -308,6 +308,12 @@ void cl_adopt_unseen(cl_t *cl, const char *name);
  * from_peer 1 for a node's complete answer. */
 void cl_adopt_expect(cl_t *cl, const char *name, uint32_t asked);
 void cl_adopt_collected(cl_t *cl, const char *name, msg_t **v, uint32_t n, int from_peer);
+/* Link thread: m, published here for node `name` up to this node's own ask
+ * for its copies and applied after it (a worker's turn, a route held for a
+ * commit), goes to the sessions this node adopted from it (a merge on their
+ * home workers, as the kept copies) while the adoption's sessions are
+ * known here (ADOPT_LATE_MS after it). */
+void cl_adopt_late(cl_t *cl, const char *name, msg_t *m);
 /* cl_hand.c, any thread (posted to the link thread): ask the members for
  * their copies kept for `name` (-1: the link thread stopped); tell them
  * the adoption is stored (they release theirs); this node's watch of
