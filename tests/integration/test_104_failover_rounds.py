@@ -25,7 +25,8 @@ windows in flight at the kill and what they publish for the dead node's
 subscribers until the adopter asks are held for it; what they publish once
 the adopter's routes are known goes to it directly; docs/cluster.md "A
 dead node's sessions").  The dead node's subscribers reconnect once the
-adoption is over and the publishers paused, and the publishers go on once
+adoption is over, the publishers paused and their windows acknowledged
+(nothing in flight), and the publishers go on once
 every survivor has the others' routes: a session that moves between two
 live nodes (here from the adopter to the node HAProxy picks) loses what is
 published for it while it moves (docs/cluster.md, "Client-id ownership",
@@ -205,6 +206,7 @@ class Pub(threading.Thread):
         self.port, self.cid, self.window, self.pace = port, cid, window, pace
         self.acked = {1: set(), 2: set()}
         self.acked_at = {}  # payload: when its PUBACK / PUBCOMP came (a failure's report)
+        self.in_flight = 0  # PUBLISHes not acknowledged yet
         self.paused = False
         self.stop_at = None  # monotonic: no new PUBLISH after this
         self.give_up = None  # ... and no more waiting for acks after this
@@ -223,6 +225,7 @@ class Pub(threading.Thread):
         next_send = time.monotonic()
         while True:
             now = time.monotonic()
+            self.in_flight = len(inflight)
             stopping = self.stop_at is not None and now >= self.stop_at
             if stopping and (not inflight or (self.give_up and now >= self.give_up)):
                 break
@@ -365,6 +368,8 @@ def test_kill_rounds_through_haproxy(store, request, cluster):
             if PAUSE == "moves":  # the sessions move from the adopter: nothing published
                 for p in pubs:
                     p.paused = True
+                wait_for(lambda: all(p.in_flight == 0 for p in pubs), 20 * SLOW,
+                         what="round %d: the publishers' windows acknowledged" % rnd)
                 for s in subs:
                     s.may_return.set()
             try:
