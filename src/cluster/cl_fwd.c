@@ -414,14 +414,21 @@ static void fwd_apply(cl_t *cl, void *arg)
             const cl_peer_t *p = &cl->links->peers[e->node];
             /* published (routed) up to the latest ask: perhaps before the
              * adopter's routes were known (the turn clock: 1 ms slack) */
+            int late = 0;
             if (!cl->nodes[e->node].member && e->qos > 0 && e->plain && asked_any(p) &&
-                e->m->published_at <= p->asked_at + 1)
+                e->m->published_at <= p->asked_at + 1) {
+                late = 1;
                 late_copy(cl, b, i);
+            }
             if (!cl->nodes[e->node].member && e->qos > 0 && e->plain && p->own_asked_at &&
-                e->m->published_at <= p->own_asked_at + 1) /* this node adopts it */
+                e->m->published_at <= p->own_asked_at + 1) { /* this node adopts it */
+                late = 1;
                 cl_adopt_late(cl, cl->nodes[e->node].name, e->m);
-            if (cl->nodes[e->node].member || p->routes_kept) /* routes_kept: it left, */
-                peer_send(cl, e->node, e, e->m, e->qos, b->src, e->ticket); /* kept (cl_hand.c) */
+            }
+            /* routes_kept: it left, kept (cl_hand.c); a late one too while its
+             * copies are (its publisher's acknowledgement waits until then) */
+            if (cl->nodes[e->node].member || p->routes_kept || (late && p->orphan))
+                peer_send(cl, e->node, e, e->m, e->qos, b->src, e->ticket);
             else
                 ack_now(cl, e->node, b->src, e->ticket); /* it left: nobody there */
         }
