@@ -536,6 +536,11 @@ uint64_t persist_next_seq(server_t *srv)
     return atomic_fetch_add_explicit(&srv->next_qseq, 1, memory_order_relaxed);
 }
 
+uint64_t persist_reserve_seq(server_t *srv, uint64_t n)
+{
+    return atomic_fetch_add_explicit(&srv->next_qseq, n, memory_order_relaxed);
+}
+
 void persist_queue_put(worker_t *w, const char *cid, uint16_t cid_len, uint64_t seq, const msg_t *m,
                        uint8_t qos, uint8_t retain, uint8_t state, uint16_t pid)
 {
