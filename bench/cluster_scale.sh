@@ -90,6 +90,20 @@ cpu_sum() {
     done
     echo "$s"
 }
+# etcd's CPU so far (utime + stime, clock ticks)
+etcd_cpu() { awk '{print $14 + $15}' "/proc/$(cat "$CLUSTER_DIR/etcd.pid")/stat"; }
+# the nodes' etcd txns, the batches that carried them and their rounds of
+# route marks (0 when a binary does not count them), summed: "txns batches marks"
+node_counts() {
+    local p
+    for p in "${APIS[@]}"; do
+        curl -s -m 5 -H "Authorization: Bearer $API_KEY" "http://127.0.0.1:$p/metrics" |
+            awk '$1 == "antenna_cluster_etcd_batched_txns_total" { t = $2 }
+                 $1 == "antenna_cluster_etcd_txn_batches_total" { b = $2 }
+                 $1 == "antenna_cluster_route_mark_rounds_total" { m = $2 }
+                 END { print t + 0, b + 0, m + 0 }'
+    done | awk '{ t += $1; b += $2; m += $3 } END { print t + 0, b + 0, m + 0 }'
+}
 # SCALE_MEM=1: where the nodes' memory is (bench/node_mem.py: every node's
 # mappings, malloc_info of node 0 and node 1) and the links' buffers; at the
 # end nodes 0 and 1 again after a malloc_trim(0)
@@ -109,6 +123,8 @@ RSS0=$(rss_sum)
 SLAB0=$(slab_kb)
 mem_detail "idle nodes"
 CPU0=$(cpu_sum)
+ETCD0=$(etcd_cpu)
+read -r TXN0 BAT0 MARK0 <<<"$(node_counts)"
 IFADDRS=$(seq -s, -f '127.0.1.%g' 1 60)
 log "devices: $DEVICES ($PER per node), held $HOLD s"
 T0=$(date +%s.%N)
@@ -131,6 +147,8 @@ while :; do
 done
 T1=$(date +%s.%N)
 CPU1=$(cpu_sum)
+ETCD1=$(etcd_cpu)
+read -r TXN1 BAT1 MARK1 <<<"$(node_counts)"
 short=$(awk -v want="$PER" '$2 != want { n++ } END { print n + 0 }' "$WORK"/ready.*)
 if [ "$short" -gt 0 ]; then
     log "$short generator(s) connected fewer than $PER devices:"
@@ -140,6 +158,11 @@ if [ "$short" -gt 0 ]; then
 fi
 CONNECT_S=$(awk -v a="$T0" -v b="$T1" 'BEGIN { printf "%.1f", b - a }')
 log "all $DEVICES connected and subscribed in $CONNECT_S s"
+HZ=$(getconf CLK_TCK)
+log "nodes' CPU per device while connecting: $(awk -v a="$CPU0" -v b="$CPU1" -v hz="$HZ" -v d="$DEVICES" \
+    'BEGIN { printf "%.0f us", (b - a) * 1e6 / hz / d }')"
+log "etcd's CPU per device while connecting: $(awk -v a="$ETCD0" -v b="$ETCD1" -v hz="$HZ" -v d="$DEVICES" \
+    'BEGIN { printf "%.0f us (%.1f s in all)", (b - a) * 1e6 / hz / d, (b - a) / hz }'); the nodes' etcd txns $((TXN1 - TXN0)) in $((BAT1 - BAT0)) batches; route mark rounds $((MARK1 - MARK0))"
 
 # every node has every other node's routes: (NODES - 1) * PER exact ones
 # (the broadcast filter is one route per peer on top)
@@ -154,7 +177,14 @@ routes_ok() {
 }
 deadline=$(($(date +%s) + 300))
 until routes_ok; do
-    [ "$(date +%s)" -lt "$deadline" ] || { log "routes not complete in 300 s"; exit 1; }
+    if [ "$(date +%s)" -ge "$deadline" ]; then
+        log "routes not complete in 300 s; each node's (want $want_routes):"
+        for p in "${APIS[@]}"; do
+            curl -s -m 5 -H "Authorization: Bearer $API_KEY" "http://127.0.0.1:$p/api/v1/nodes" |
+                python3 -c 'import json,sys; d=json.load(sys.stdin); ps=[n for n in d["nodes"] if not n["self"]]; print(sum(n.get("link_state",{}).get("routes",0) for n in ps), len(ps), "peers")' 2>&1 | tail -1
+        done | sort | uniq -c | sort -rn | head -10 >&2
+        exit 1
+    fi
     sleep 1
 done
 T2=$(date +%s.%N)
@@ -162,7 +192,6 @@ log "routes complete on every node $(awk -v a="$T1" -v b="$T2" 'BEGIN { printf "
 RSS1=$(rss_sum)
 SLAB1=$(slab_kb)
 CPU2=$(cpu_sum)
-HZ=$(getconf CLK_TCK)
 log "nodes' CPU per device: $(awk -v a="$CPU0" -v b="$CPU1" -v c="$CPU2" -v hz="$HZ" -v d="$DEVICES" \
     'BEGIN { printf "%.0f us connecting, %.0f us with the routes complete", (b - a) * 1e6 / hz / d, (c - a) * 1e6 / hz / d }')"
 log "broker RSS per device with the routes complete: $(awk -v a="$RSS0" -v b="$RSS1" -v d="$DEVICES" \

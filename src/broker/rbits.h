@@ -76,12 +76,6 @@ typedef struct rbits_s {
     uint64_t n;       /* the owner's routes, as it last said */
 } rbits_t;
 
-/* A peer node's bits, in server_t.rbits (router.c). */
-typedef struct rbits_peer_s {
-    rbits_t *b;
-    uint16_t node;
-} rbits_peer_t;
-
 /* A filter of nblocks blocks (1..RBITS_MAX_BLOCKS), its bits a copy of
  * `bits` (nblocks * RBITS_BLOCK bytes; NULL: all clear). */
 rbits_t *rbits_new(uint32_t nblocks, const uint8_t *bits);

@@ -51,12 +51,6 @@ typedef struct rbloom_s {
     uint64_t sized;     /* the routes it was sized for */
 } rbloom_t;
 
-/* A peer node's filter, in server_t.rblooms (router.c). */
-typedef struct rbloom_peer_s {
-    rbloom_t *b;
-    uint16_t node;
-} rbloom_peer_t;
-
 /* A filter sized for `routes` keys (at least RBLOOM_MIN_ROUTES). */
 rbloom_t *rbloom_new(uint64_t routes);
 void rbloom_free(rbloom_t *b);

@@ -114,14 +114,14 @@ static void push_exact_nodes(worker_t *w, const msg_t *m)
             push(w, &r);
         }
     }
-    for (uint32_t i = 0; i < srv->nrblooms; i++)
-        if (rbloom_test(srv->rblooms[i].b, h)) {
-            sub_ref_t r = node_ref(srv->rblooms[i].node, 0);
+    for (uint32_t i = 0; i < srv->rblooms.n; i++)
+        if (rbloom_test(srv->rblooms.v[i].f, h)) {
+            sub_ref_t r = node_ref(srv->rblooms.v[i].node, 0);
             push(w, &r);
         }
-    for (uint32_t i = 0; i < srv->nrbits; i++)
-        if (rbits_test(srv->rbits[i].b, h)) {
-            sub_ref_t r = node_ref(srv->rbits[i].node, 0);
+    for (uint32_t i = 0; i < srv->rbits.n; i++)
+        if (rbits_test(srv->rbits.v[i].f, h)) {
+            sub_ref_t r = node_ref(srv->rbits.v[i].node, 0);
             push(w, &r);
         }
 }
@@ -372,7 +372,7 @@ size_t router_publish(worker_t *w, msg_t *m, const sess_t *from)
     w->nmatches = 0;
     pthread_rwlock_rdlock(&srv->trie_lock);
     trie_match(srv->trie, msg_topic(m), m->topic_len, collect, &ctx);
-    if ((rtab_size(srv->rtab) != 0 || srv->nrblooms != 0 || srv->nrbits != 0) &&
+    if ((rtab_size(srv->rtab) != 0 || srv->rblooms.n != 0 || srv->rbits.n != 0) &&
         m->hops == 0) /* a node never forwards a node's message */
         push_exact_nodes(w, m);
     size_t n = merge_overlaps(w->matches, w->nmatches);
@@ -498,26 +498,60 @@ int router_route_exact(const server_t *srv, const uint8_t *filter, size_t len, u
     return 1;
 }
 
-/* Node idx's Bloom filter in srv->rblooms, or NULL (under trie_lock). */
-static rbloom_peer_t *bloom_of(const server_t *srv, uint16_t idx)
+/* Node idx's entry in a list of peers' filters (srv->rblooms, srv->rbits),
+ * or NULL (under trie_lock). */
+static rpeer_t *peer_of(const rpeers_t *l, uint16_t idx)
 {
-    for (uint32_t i = 0; i < srv->nrblooms; i++)
-        if (srv->rblooms[i].node == idx)
-            return &srv->rblooms[i];
+    for (uint32_t i = 0; i < l->n; i++)
+        if (l->v[i].node == idx)
+            return &l->v[i];
     return NULL;
+}
+
+/* Install f as idx's filter in l (NULL: none); returns the one it
+ * replaces.  Under the write lock. */
+static void *peer_set(rpeers_t *l, uint16_t idx, void *f)
+{
+    rpeer_t *p = peer_of(l, idx);
+    void *old = p ? p->f : NULL;
+    if (p != NULL && f != NULL) {
+        p->f = f;
+    } else if (p != NULL) {
+        *p = l->v[--l->n];
+    } else if (f != NULL) {
+        if (l->n == l->cap) {
+            l->cap = l->cap ? l->cap * 2 : 8;
+            l->v = an_realloc(l->v, l->cap * sizeof(*l->v));
+        }
+        l->v[l->n++] = (rpeer_t){f, idx};
+    }
+    return old;
+}
+
+/* Node idx's filter of each kind, or NULL (under trie_lock). */
+static rbloom_t *bloom_of(const server_t *srv, uint16_t idx)
+{
+    rpeer_t *p = peer_of(&srv->rblooms, idx);
+    return p ? p->f : NULL;
+}
+
+static rbits_t *bits_of(const server_t *srv, uint16_t idx)
+{
+    rpeer_t *p = peer_of(&srv->rbits, idx);
+    return p ? p->f : NULL;
 }
 
 uint32_t router_node_exact(server_t *srv, uint16_t idx, uint64_t h, int op)
 {
     uint32_t rc;
     pthread_rwlock_wrlock(&srv->trie_lock);
-    rbloom_peer_t *bp = bloom_of(srv, idx);
-    if (bp != NULL) {
+    rbloom_t *bf = bloom_of(srv, idx);
+    if (bf != NULL) {
         if (op == ROUTER_EXACT_ADD) {
-            rbloom_add(bp->b, h);
+            rbloom_add(bf, h);
             rc = 1;
         } else {
-            rc = (uint32_t)rbloom_del(bp->b, h);
+            rc = (uint32_t)rbloom_del(bf, h);
         }
     } else if (op == ROUTER_EXACT_ADD) {
         if (srv->rtab == NULL) /* the first remote route: a single node never has one */
@@ -530,63 +564,14 @@ uint32_t router_node_exact(server_t *srv, uint16_t idx, uint64_t h, int op)
     return rc;
 }
 
-/* Node idx's bit filter in srv->rbits, or NULL (under trie_lock). */
-static rbits_peer_t *bits_of(const server_t *srv, uint16_t idx)
-{
-    for (uint32_t i = 0; i < srv->nrbits; i++)
-        if (srv->rbits[i].node == idx)
-            return &srv->rbits[i];
-    return NULL;
-}
-
-/* Install b as idx's bit filter (NULL: none); returns the one it
- * replaces.  Under the write lock. */
-static rbits_t *bits_set(server_t *srv, uint16_t idx, rbits_t *b)
-{
-    rbits_peer_t *bp = bits_of(srv, idx);
-    rbits_t *old = bp ? bp->b : NULL;
-    if (bp != NULL && b != NULL) {
-        bp->b = b;
-    } else if (bp != NULL) {
-        *bp = srv->rbits[--srv->nrbits];
-    } else if (b != NULL) {
-        if (srv->nrbits == srv->cap_rbits) {
-            srv->cap_rbits = srv->cap_rbits ? srv->cap_rbits * 2 : 8;
-            srv->rbits = an_realloc(srv->rbits, srv->cap_rbits * sizeof(*srv->rbits));
-        }
-        srv->rbits[srv->nrbits++] = (rbits_peer_t){b, idx};
-    }
-    return old;
-}
-
-/* Install b as idx's filter (NULL: none); returns the one it replaces.
- * Under the write lock. */
-static rbloom_t *bloom_set(server_t *srv, uint16_t idx, rbloom_t *b)
-{
-    rbloom_peer_t *bp = bloom_of(srv, idx);
-    rbloom_t *old = bp ? bp->b : NULL;
-    if (bp != NULL && b != NULL) {
-        bp->b = b;
-    } else if (bp != NULL) {
-        *bp = srv->rblooms[--srv->nrblooms];
-    } else if (b != NULL) {
-        if (srv->nrblooms == srv->cap_rblooms) {
-            srv->cap_rblooms = srv->cap_rblooms ? srv->cap_rblooms * 2 : 8;
-            srv->rblooms = an_realloc(srv->rblooms, srv->cap_rblooms * sizeof(*srv->rblooms));
-        }
-        srv->rblooms[srv->nrblooms++] = (rbloom_peer_t){b, idx};
-    }
-    return old;
-}
-
 void router_node_exact_replace(server_t *srv, uint16_t idx, rbloom_t *b, const uint64_t *hashes,
                                size_t n)
 {
     pthread_rwlock_wrlock(&srv->trie_lock);
     if (srv->rtab != NULL)
         rtab_drop_node(srv->rtab, idx, NULL, NULL);
-    rbloom_t *old = bloom_set(srv, idx, b);
-    rbits_t *oldbits = bits_set(srv, idx, NULL);
+    rbloom_t *old = peer_set(&srv->rblooms, idx, b);
+    rbits_t *oldbits = peer_set(&srv->rbits, idx, NULL);
     if (b == NULL && n > 0) {
         if (srv->rtab == NULL)
             srv->rtab = rtab_new();
@@ -603,8 +588,8 @@ void router_node_bits_set(server_t *srv, uint16_t idx, rbits_t *b, int had_pairs
     pthread_rwlock_wrlock(&srv->trie_lock);
     if (had_pairs && srv->rtab != NULL)
         rtab_drop_node(srv->rtab, idx, NULL, NULL);
-    rbloom_t *old = bloom_set(srv, idx, NULL);
-    rbits_t *oldbits = bits_set(srv, idx, b);
+    rbloom_t *old = peer_set(&srv->rblooms, idx, NULL);
+    rbits_t *oldbits = peer_set(&srv->rbits, idx, b);
     pthread_rwlock_unlock(&srv->trie_lock);
     rbloom_free(old);
     rbits_free(oldbits);
@@ -615,13 +600,13 @@ int router_node_bits_apply(server_t *srv, uint16_t idx, uint32_t nblocks, uint64
 {
     int rc = 0;
     pthread_rwlock_wrlock(&srv->trie_lock);
-    rbits_peer_t *bp = bits_of(srv, idx);
-    if (bp == NULL || bp->b->nblocks != nblocks) {
+    rbits_t *bf = bits_of(srv, idx);
+    if (bf == NULL || bf->nblocks != nblocks) {
         rc = -1; /* not the filter these positions belong to */
     } else {
         for (size_t i = 0; i < count && rc == 0; i++)
-            rc = rbits_put(bp->b, ent[i] & RBITS_POS_MASK, (ent[i] & RBITS_POS_SET) != 0);
-        bp->b->n = n;
+            rc = rbits_put(bf, ent[i] & RBITS_POS_MASK, (ent[i] & RBITS_POS_SET) != 0);
+        bf->n = n;
     }
     pthread_rwlock_unlock(&srv->trie_lock);
     return rc;
@@ -639,7 +624,7 @@ void router_node_exact_to_bloom(server_t *srv, uint16_t idx, uint64_t routes)
     pthread_rwlock_wrlock(&srv->trie_lock);
     if (srv->rtab != NULL)
         rtab_drop_node(srv->rtab, idx, into_bloom, b);
-    rbloom_t *old = bloom_set(srv, idx, b);
+    rbloom_t *old = peer_set(&srv->rblooms, idx, b);
     pthread_rwlock_unlock(&srv->trie_lock);
     rbloom_free(old);
 }
@@ -647,11 +632,11 @@ void router_node_exact_to_bloom(server_t *srv, uint16_t idx, uint64_t routes)
 int router_node_exact_info(server_t *srv, uint16_t idx, size_t *bytes, uint64_t *sized)
 {
     pthread_rwlock_rdlock(&srv->trie_lock);
-    const rbloom_peer_t *bp = bloom_of(srv, idx);
-    const rbits_peer_t *xp = bits_of(srv, idx);
-    int rc = bp != NULL ? 1 : xp != NULL ? 2 : 0;
-    *bytes = bp ? rbloom_bytes(bp->b) : xp ? rbits_bytes(xp->b) : 0;
-    *sized = bp ? bp->b->sized : 0;
+    const rbloom_t *bf = bloom_of(srv, idx);
+    const rbits_t *xf = bits_of(srv, idx);
+    int rc = bf != NULL ? 1 : xf != NULL ? 2 : 0;
+    *bytes = bf ? rbloom_bytes(bf) : xf ? rbits_bytes(xf) : 0;
+    *sized = bf ? bf->sized : 0;
     pthread_rwlock_unlock(&srv->trie_lock);
     return rc;
 }
@@ -659,10 +644,10 @@ int router_node_exact_info(server_t *srv, uint16_t idx, size_t *bytes, uint64_t 
 size_t router_node_exact_count(const server_t *srv)
 {
     size_t n = rtab_size(srv->rtab);
-    for (uint32_t i = 0; i < srv->nrblooms; i++)
-        n += (size_t)srv->rblooms[i].b->n;
-    for (uint32_t i = 0; i < srv->nrbits; i++)
-        n += (size_t)srv->rbits[i].b->n;
+    for (uint32_t i = 0; i < srv->rblooms.n; i++)
+        n += (size_t)((const rbloom_t *)srv->rblooms.v[i].f)->n;
+    for (uint32_t i = 0; i < srv->rbits.n; i++)
+        n += (size_t)((const rbits_t *)srv->rbits.v[i].f)->n;
     return n;
 }
 

@@ -329,16 +329,14 @@ void server_free(server_t *srv)
     trie_free(srv->trie);
     rtab_free(srv->rtab);
     srv->rtab = NULL;
-    for (uint32_t i = 0; i < srv->nrblooms; i++)
-        rbloom_free(srv->rblooms[i].b);
-    free(srv->rblooms);
-    srv->rblooms = NULL;
-    srv->nrblooms = srv->cap_rblooms = 0;
-    for (uint32_t i = 0; i < srv->nrbits; i++)
-        rbits_free(srv->rbits[i].b);
-    free(srv->rbits);
-    srv->rbits = NULL;
-    srv->nrbits = srv->cap_rbits = 0;
+    for (uint32_t i = 0; i < srv->rblooms.n; i++)
+        rbloom_free(srv->rblooms.v[i].f);
+    free(srv->rblooms.v);
+    srv->rblooms = (rpeers_t){0};
+    for (uint32_t i = 0; i < srv->rbits.n; i++)
+        rbits_free(srv->rbits.v[i].f);
+    free(srv->rbits.v);
+    srv->rbits = (rpeers_t){0};
     retain_free(srv->retain);
     pthread_rwlock_destroy(&srv->trie_lock);
     pthread_mutex_destroy(&srv->tls_lock);

@@ -55,6 +55,19 @@ typedef struct msg_s msg_t;
 struct ssl_ctx_st;
 struct ssl_st;
 
+/* Peers whose exact routes are in a filter of one kind (a counting Bloom
+ * filter, rbloom.h, or a plain bit filter, rbits.h): the filter and the
+ * peer's node index, at most one entry a node; under trie_lock (router.c
+ * keeps them: router_node_exact_*, router_node_bits_*). */
+typedef struct {
+    void *f;
+    uint16_t node;
+} rpeer_t;
+typedef struct {
+    rpeer_t *v;
+    uint32_t n, cap;
+} rpeers_t;
+
 /* Inbox item kinds: numbers only.  The module named after each registers
  * its handler (worker_inbox_register) before anything of that kind is
  * posted; a new module takes the next number. */
@@ -292,15 +305,13 @@ struct server_s {
     /* router: the subscription trie under a read-write lock */
     pthread_rwlock_t trie_lock;
     trie_t *trie;
-    struct shared_set_s *groups;   /* shared subscriptions, under trie_lock */
-    struct rtab_s *rtab;           /* other nodes' exact routes (rtab.h), under trie_lock;
+    struct shared_set_s *groups; /* shared subscriptions, under trie_lock */
+    struct rtab_s *rtab;         /* other nodes' exact routes (rtab.h), under trie_lock;
                                   * NULL until the first one */
-    struct rbloom_peer_s *rblooms; /* peers whose exact routes are a counting Bloom filter
-                                    * instead (rbloom.h), under trie_lock */
-    uint32_t nrblooms, cap_rblooms;
-    struct rbits_peer_s *rbits; /* peers that ship their exact routes as a plain bit filter
-                                 * (rbits.h), under trie_lock */
-    uint32_t nrbits, cap_rbits;
+    rpeers_t rblooms;            /* peers whose exact routes are a counting Bloom filter instead
+                       * (rbloom_t), under trie_lock */
+    rpeers_t rbits;              /* peers that ship their exact routes as a plain bit filter
+                       * (rbits_t), under trie_lock */
     uint64_t
         route_key[2]; /* SipHash key of rtab's, rblooms' and rbits' hashes (router_route_exact):
                             * random; the cluster sets one key for all its nodes (cl_bits.c) */

@@ -26,6 +26,7 @@
 #define CL_INBOX_SLOW 256      /* a link paused for a slow subscriber: read again under this */
 #define CL_SLOW_MS 100         /* after such a pause, ACKs wait until the inboxes are under it */
 #define CL_MARK_GAP_MS 20      /* route changes written at most this often (cl_route_marks) */
+#define CL_MARK_HOLD_MS 9000   /* ... and while the last mark is unanswered, at most this late */
 
 typedef struct cl_conn_s cl_conn_t;
 typedef struct cl_fset_s cl_fset_t;
@@ -183,7 +184,8 @@ struct cl_links_s {
     uint64_t route_applied;
     uint8_t mark_due;
     uint64_t mark_last;    /* when cl_route_marks last wrote (an_now_ms) */
-    tw_timer_t mark_timer; /* the marks held back for CL_MARK_GAP_MS */
+    uint64_t mark_sent;    /* the ROUTE_MARK it wrote (route_applied then) */
+    tw_timer_t mark_timer; /* the marks held back (CL_MARK_GAP_MS, CL_MARK_HOLD_MS) */
     /* this node's exact routes as a bit filter (cl_bits.c) */
     uint8_t bits;              /* cluster.route_bits: ask for and ship bit filters */
     uint8_t own_full_due;      /* built or resized in this run: the whole bitmap goes */

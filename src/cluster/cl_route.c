@@ -307,6 +307,8 @@ void cl_route_recompute(cl_t *cl)
         inbox_vec_push(&L->outv[i], &it);
     }
     cl_recv_flush(cl);
+    if (L->mark_due && done >= L->mark_sent) /* the changes held for these answers: */
+        tw_add(&cl->tw, &L->mark_timer, 0);  /* cl_route_marks on the next tick */
 }
 
 /* After a run of tasks that changed local routes: one ROUTE_MARK on each
@@ -314,20 +316,31 @@ void cl_route_recompute(cl_t *cl)
  * SUBSCRIBEs (a node of a big cluster while its devices connect, ~150 new
  * routes a second) the changes of several runs go in one write per link,
  * one mark and one ROUTE_ACKED each (the SUBACKs wait that much longer);
- * a lone change after a quiet gap goes at once. */
+ * a lone change after a quiet gap goes at once.  And while some peer has
+ * not answered the last mark, the next waits for its answers
+ * (cl_route_recompute calls back), CL_MARK_HOLD_MS at most: the rounds
+ * are clocked by the slowest peer's answers, which a SUBACK waits for
+ * anyway, so with 52 peers under a storm a round carries the changes of
+ * all the runs the last one took, not of 20 ms (each round is a write, a
+ * wake-up and a read on every link, and an answer back). */
 void cl_route_marks(cl_t *cl)
 {
     cl_links_t *L = cl->links;
     if (L == NULL || !L->mark_due)
         return;
     uint64_t now = an_now_ms(); /* cl->now may be a whole poll old */
-    if (now < L->mark_last + CL_MARK_GAP_MS && !atomic_load(&cl->stopping)) {
-        if (!tw_pending(&L->mark_timer))
-            tw_add(&cl->tw, &L->mark_timer, L->mark_last + CL_MARK_GAP_MS);
+    uint64_t due = L->mark_last + CL_MARK_GAP_MS;
+    if (atomic_load(&L->route_done) < L->mark_sent)
+        due = L->mark_last + CL_MARK_HOLD_MS;
+    if (now < due && !atomic_load(&cl->stopping)) {
+        if (!tw_pending(&L->mark_timer) || L->mark_timer.expires > due)
+            tw_add(&cl->tw, &L->mark_timer, due);
         return;
     }
     L->mark_last = now;
+    L->mark_sent = L->route_applied;
     L->mark_due = 0;
+    STAT_ADD(cl->route_marks, 1);
     for (cl_conn_t *c = L->conns, *next; c; c = next) {
         next = c->next;
         if (c->up && !c->route_wait) { /* a waiting one gets them with its sync */

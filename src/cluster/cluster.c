@@ -543,6 +543,11 @@ static void cl_metrics(module_inst_t *mi, module_metrics_t *mm)
     module_metrics_family(mm, "antenna_cluster_lease_ok", "gauge",
                           "1 while this node's membership lease is alive (always 1 without etcd).");
     module_metrics_printf(mm, "antenna_cluster_lease_ok %d\n", atomic_load(&cl->lease_ok));
+    module_metrics_family(mm, "antenna_cluster_route_mark_rounds_total", "counter",
+                          "Rounds of this node's route changes written to its links, each "
+                          "with a ROUTE_MARK on every link up.");
+    module_metrics_printf(mm, "antenna_cluster_route_mark_rounds_total %" PRIu64 "\n",
+                          (uint64_t)atomic_load(&cl->route_marks));
     cl_member_metrics(cl, mm);
     cl_owner_metrics(cl, mm);
     cl_adopt_metrics(cl, mm);
