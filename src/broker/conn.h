@@ -46,8 +46,10 @@ enum {
                     * CONNECT bytes kept in x->auth (auth_chain.h) */
 };
 
-/* Field order packs the struct (200 bytes, see the _Static_assert in
- * conn.c): the watcher, the small fields, then the pointers. */
+/* Field order packs the struct (192 bytes, see the _Static_assert in
+ * conn.c): the watcher, the small fields, then the pointers.  What only
+ * some connections use (a will, TLS or WebSocket, rate limits, topic
+ * aliases, authentication) is in conn_ext_t. */
 struct conn_s {
     ev_watcher_t ev; /* the socket (ev.fd, -1 once closed) in w's loop */
     uint8_t state;
@@ -63,9 +65,10 @@ struct conn_s {
         uint16_t port;    /* host order */
     } peer;               /* 20 bytes where a sockaddr_in6 takes 28 */
     uint32_t olen, ooff, ocap;
+    uint32_t last_rx; /* ms, the low 32 bits of w->now: compared by
+                       * difference, never older than 1.5 x 65535 s */
     worker_t *w;
     sess_t *sess;
-    msg_t *will;
     conn_t *next, *prev;  /* worker's list of connections */
     conn_t *turn_next;    /* flush list, or dead list once closed */
     struct conn_ext_s *x; /* rarely needed state, allocated on demand */
@@ -74,7 +77,6 @@ struct conn_s {
                            * client's Maximum Packet Size and Receive Maximum */
     mqtt_parser_t ps;
     tw_timer_t timer; /* CONNECT timeout, then keepalive */
-    uint64_t last_rx; /* ms */
 };
 
 enum {
@@ -90,8 +92,8 @@ enum {
 };
 
 /* State few connections need, allocated on first use and freed with the
- * connection: rate-limit windows, slow-subscriber tracking, MQTT 5 topic
- * aliases. */
+ * connection: a will, rate-limit windows, slow-subscriber tracking, MQTT 5
+ * topic aliases. */
 typedef struct conn_ext_s {
     uint64_t rl_window;      /* second (ms / 1000) the counters below cover */
     uint32_t rl_msgs;        /* PUBLISH read in that second */
@@ -104,6 +106,8 @@ typedef struct conn_ext_s {
     uint16_t nalias_out;    /* broker -> client aliases assigned so far */
     uint16_t alias_out_max; /* the client's Topic Alias Maximum */
     mqtt_str_t *alias_out;  /* topic of alias i + 1 (owned copies) */
+    msg_t *will;            /* its will, from CONNECT until it is published,
+                              * handed to the session or dropped */
     uint32_t will_delay;    /* seconds (MQTT 5 Will Delay Interval) */
     uint64_t paused_until;  /* ms, with CONN_F_PAUSED */
     uint64_t route_ticket;  /* with CONN_F_ROUTE_WAIT: the barrier to pass */

@@ -295,8 +295,8 @@ static void save_one(worker_t *w, sess_t *s)
     s->stored = 1;
     save_ring(w, s, &s->inflight);
     save_ring(w, s, &s->queue);
-    for (uint32_t i = 0; i < s->nqos2_in; i++)
-        persist_incoming(w, s, s->qos2_in[i], 1);
+    for (uint32_t i = 0; i < sess_qos2_in_count(s); i++)
+        persist_incoming(w, s, sess_qos2_in_at(s, i), 1);
 }
 
 int persist_save_sessions(worker_t *w)
@@ -432,7 +432,7 @@ static int load_outmsg(void *ud, const void *k, size_t kl, const void *v, size_t
     }
     if (o.state == STORE_OUT_QUEUED) {
         sq_push(&s->queue, &e);
-        s->queued_bytes += (uint64_t)o.topic_len + o.props_len + o.payload_len;
+        sq_bytes_add(&s->queue, (uint64_t)o.topic_len + o.props_len + o.payload_len);
     } else {
         sq_push(&s->inflight, &e);
     }

@@ -34,6 +34,7 @@ void sq_push(sq_t *q, const sq_entry_t *e)
         n->head = 0;
         n->len = r ? r->len : 0;
         n->cap = cap;
+        n->bytes = r ? r->bytes : 0;
         for (uint32_t i = 0; i < n->len; i++)
             n->e[i] = r->e[(r->head + i) & (r->cap - 1)];
         free(r);
@@ -318,6 +319,49 @@ static void sub_free(server_t *srv, sess_sub_t *sub)
         free(sub);
 }
 
+/* The session's array of subscription pointers.  Its capacity is implied
+ * by nsubs (a power of two, at least 2: subs_cap), and while it is at most
+ * 16 pointers it is a chunk of the subscription slabs (the same sizes in
+ * steps of 8 bytes: a device's two subscriptions take 16 bytes where malloc
+ * took 32), larger ones malloc'd.  So that the capacity stays implied, an
+ * unsubscribe that halves it moves the array to the smaller size
+ * (subscribing is not on the message path). */
+static uint32_t subs_cap(uint32_t n)
+{
+    uint32_t c = 2;
+    while (c < n)
+        c *= 2;
+    return n ? c : 0;
+}
+
+static int subs_class(uint32_t cap)
+{
+    size_t c = ((size_t)cap * sizeof(sess_sub_t *) - 16u) / 8u;
+    return cap >= 2 && c < SUB_SLAB_CLASSES ? (int)c : -1;
+}
+
+/* Move the first n of a (capacity ocap, or NULL) to an array of capacity
+ * cap (0: none); returns it. */
+static sess_sub_t **subs_resize(server_t *srv, sess_sub_t **a, uint32_t n, uint32_t ocap,
+                                uint32_t cap)
+{
+    sess_sub_t **na = NULL;
+    if (cap) {
+        int cls = subs_class(cap);
+        na = cls >= 0 ? slab_alloc(&srv->sub_slab[cls]) : an_malloc(cap * sizeof(*na));
+        if (n)
+            memcpy(na, a, n * sizeof(*na));
+    }
+    if (a) {
+        int cls = subs_class(ocap);
+        if (cls >= 0)
+            slab_free(&srv->sub_slab[cls], a);
+        else
+            free(a);
+    }
+    return na;
+}
+
 /* Remove one subscription from the trie or its shared group; trie write
  * lock held. */
 static void unroute(worker_t *w, sess_t *s, const uint8_t *f, uint16_t len)
@@ -347,8 +391,7 @@ void sess_destroy(worker_t *w, sess_t *s)
     }
     for (uint32_t i = 0; i < s->nsubs; i++)
         sub_free(w->srv, s->subs[i]);
-    free(s->subs);
-    s->subs = NULL;
+    s->subs = subs_resize(w->srv, s->subs, 0, subs_cap(s->nsubs), 0);
     s->nsubs = 0;
     if (s->x)
         subidx_free(&s->x->subs_idx);
@@ -356,7 +399,6 @@ void sess_destroy(worker_t *w, sess_t *s)
     sess_set_expiry(s, 0);
     sq_clear(&s->inflight);
     sq_clear(&s->queue);
-    s->queued_bytes = 0;
     free(s->qos2_in);
     timer_stop(s);
     sess_table_del(&w->by_id, s);
@@ -379,8 +421,8 @@ void sess_destroy(worker_t *w, sess_t *s)
 void sess_free_detached(sess_t *s)
 {
     for (uint32_t i = 0; i < s->nsubs; i++)
-        free(s->subs[i]);
-    free(s->subs);
+        sub_free(s->w->srv, s->subs[i]); /* from slabs: free() would not do */
+    s->subs = subs_resize(s->w->srv, s->subs, 0, subs_cap(s->nsubs), 0);
     sess_set_expiry(s, 0);
     sq_clear(&s->inflight);
     sq_clear(&s->queue);
@@ -569,7 +611,7 @@ static int drop_oldest_qos0(sess_t *s)
         if (e->qos == 0) {
             if (event_wanted(s->w->srv, EVENT_MESSAGE_DROPPED))
                 sess_event_dropped(s, e->m, 0, EVENT_DROP_QUEUE_FULL);
-            s->queued_bytes -= msg_bytes(e->m);
+            sq_bytes_sub(&s->queue, msg_bytes(e->m));
             msg_unref(&e->m);
             sq_remove(&s->queue, i);
             return 1;
@@ -582,7 +624,7 @@ static int queue_full(const sess_t *s, uint64_t more)
 {
     const conf_t *cf = server_live(s->w->srv);
     return sq_len(&s->queue) >= cf->max_queued ||
-           (cf->max_queued_bytes && s->queued_bytes + more > cf->max_queued_bytes);
+           (cf->max_queued_bytes && sess_queued_bytes(s) + more > cf->max_queued_bytes);
 }
 
 /* Back-pressure (limits.publisher_backpressure): a connected subscriber
@@ -623,9 +665,9 @@ static void pump(sess_t *s)
         sq_entry_t *head = sq_at(&s->queue, 0);
         if (head->qos > 0 && sq_len(&s->inflight) >= window(s))
             break;
+        sq_bytes_sub(&s->queue, msg_bytes(head->m)); /* while the ring is there */
         sq_entry_t e;
         sq_pop(&s->queue, &e);
-        s->queued_bytes -= msg_bytes(e.m);
         if (sess_flag(s, SESS_F_FULL) && !queue_full(s, 0))
             sess_set_flag(s, SESS_F_FULL, 0);
         backlog_check(s);
@@ -714,7 +756,7 @@ void sess_deliver(worker_t *w, sess_t *s, msg_t *m, uint8_t qos, uint8_t flags)
             log_fields_t f = {
                 .event = "messages_dropped", .client_id = s->client_id, .reason = "queue_full"};
             log_ev(AN_LOG_INFO, &f, "%s: queue full (%u messages, %llu bytes): messages dropped",
-                   s->client_id, sq_len(&s->queue), (unsigned long long)s->queued_bytes);
+                   s->client_id, sq_len(&s->queue), (unsigned long long)sess_queued_bytes(s));
         }
         if (event_wanted(w->srv, EVENT_MESSAGE_DROPPED))
             sess_event_dropped(s, m, qos, EVENT_DROP_QUEUE_FULL);
@@ -728,7 +770,7 @@ void sess_deliver(worker_t *w, sess_t *s, msg_t *m, uint8_t qos, uint8_t flags)
                     .state = SQ_QUEUED,
                     .seq = seq};
     sq_push(&s->queue, &e);
-    s->queued_bytes += bytes;
+    sq_bytes_add(&s->queue, bytes);
     if (queue_full(s, 0))
         sess_set_flag(s, SESS_F_FULL, 1);
     backlog_check(s);
@@ -756,7 +798,7 @@ static void reshare(worker_t *w, sess_t *s, sq_t *q, int queued)
         if (e->shared && e->m && e->state != SQ_WAIT_PUBCOMP &&
             router_reshare(w, s, e->m, e->qos)) {
             if (queued)
-                s->queued_bytes -= msg_bytes(e->m);
+                sq_bytes_sub(q, msg_bytes(e->m));
             msg_unref(&e->m);
             sq_remove(q, i);
             continue;
@@ -924,35 +966,39 @@ void sess_send_held(sess_t *s, uint16_t pid)
 
 int sess_qos2_in_known(const sess_t *s, uint16_t pid)
 {
-    for (uint32_t i = 0; i < s->nqos2_in; i++)
-        if (s->qos2_in[i] == pid)
+    for (uint32_t i = 0; i < sess_qos2_in_count(s); i++)
+        if (s->qos2_in->id[i] == pid)
             return 1;
     return 0;
 }
 
 int sess_qos2_in_begin(sess_t *s, uint16_t pid)
 {
-    for (uint32_t i = 0; i < s->nqos2_in; i++)
-        if (s->qos2_in[i] == pid)
+    uint32_t n = sess_qos2_in_count(s);
+    for (uint32_t i = 0; i < n; i++)
+        if (s->qos2_in->id[i] == pid)
             return 0;
-    uint32_t cap = implied_growth(s->nqos2_in, 4);
-    if (cap)
-        s->qos2_in = an_realloc(s->qos2_in, cap * sizeof(*s->qos2_in));
-    s->qos2_in[s->nqos2_in++] = pid;
+    uint32_t cap = implied_growth(n, 4);
+    if (cap) {
+        s->qos2_in = an_realloc(s->qos2_in, sizeof(sess_qos2_t) + cap * sizeof(uint16_t));
+        s->qos2_in->n = n;
+    }
+    s->qos2_in->id[s->qos2_in->n++] = pid;
     return 1;
 }
 
 int sess_qos2_in_end(sess_t *s, uint16_t pid)
 {
     int found = 0;
-    for (uint32_t i = 0; i < s->nqos2_in; i++)
-        if (s->qos2_in[i] == pid) {
-            s->qos2_in[i] = s->qos2_in[--s->nqos2_in];
+    sess_qos2_t *q = s->qos2_in;
+    for (uint32_t i = 0; q && i < q->n; i++)
+        if (q->id[i] == pid) {
+            q->id[i] = q->id[--q->n];
             found = 1;
             break;
         }
-    if (s->nqos2_in == 0) {
-        free(s->qos2_in);
+    if (q && q->n == 0) {
+        free(q);
         s->qos2_in = NULL;
     }
     return found;
@@ -992,7 +1038,7 @@ int sess_subscribe(worker_t *w, sess_t *s, const uint8_t *filter, uint16_t len, 
     } else {
         uint32_t cap = implied_growth(s->nsubs, 2);
         if (cap)
-            s->subs = an_realloc(s->subs, cap * sizeof(*s->subs));
+            s->subs = subs_resize(w->srv, s->subs, s->nsubs, subs_cap(s->nsubs), cap);
         sess_sub_t *sub = sub_alloc(w->srv, len);
         sub->len = len;
         sub->opts = opts;
@@ -1033,10 +1079,9 @@ int sess_unsubscribe(worker_t *w, sess_t *s, const uint8_t *filter, uint16_t len
         subidx_removing(&s->x->subs_idx, s->subs, s->nsubs, (uint32_t)i);
     sub_free(w->srv, s->subs[i]);
     s->subs[i] = s->subs[--s->nsubs];
-    if (s->nsubs == 0) {
-        free(s->subs);
-        s->subs = NULL;
-    }
+    uint32_t cap = subs_cap(s->nsubs), ocap = subs_cap(s->nsubs + 1);
+    if (cap < ocap)
+        s->subs = subs_resize(w->srv, s->subs, s->nsubs, ocap, cap);
     return 1;
 }
 
@@ -1086,4 +1131,4 @@ void sess_on_timer(tw_timer_t *t)
         x->timer_kind = SESS_TIMER_NONE;
 }
 
-_Static_assert(sizeof(sess_t) <= 120, "sess_t grew: every idle client pays for it");
+_Static_assert(offsetof(sess_t, client_id) <= 108, "sess_t grew: every idle client pays for it");

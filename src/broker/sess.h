@@ -23,6 +23,7 @@
 #ifndef ANTENNA_SESS_H
 #define ANTENNA_SESS_H
 
+#include <stddef.h>
 #include <stdint.h>
 
 #include "endpoint.h"
@@ -45,9 +46,13 @@ typedef struct {
 
 /* Ring buffer of entries.  One pointer in the session; the ring (its
  * indexes and entries in one allocation) exists only while not empty, so an
- * idle session pays 8 bytes per ring. */
+ * idle session pays 8 bytes per ring.  `bytes` counts what its messages
+ * weigh (topic, properties, payload) for the session's queue limit
+ * (limits.max_queued_bytes): kept by the session, 0 with a new ring, so an
+ * empty queue costs no counter in sess_t. */
 typedef struct {
     uint32_t head, len, cap;
+    uint64_t bytes;
     sq_entry_t e[];
 } sq_ring_t;
 
@@ -59,6 +64,28 @@ static inline uint32_t sq_len(const sq_t *q)
 {
     return q->r ? q->r->len : 0;
 }
+
+/* The ring's byte count (see sq_ring_t); add and subtract only while the
+ * ring holds the entry counted (after sq_push, before sq_pop/sq_remove). */
+static inline uint64_t sq_bytes(const sq_t *q)
+{
+    return q->r ? q->r->bytes : 0;
+}
+static inline void sq_bytes_add(sq_t *q, uint64_t n)
+{
+    q->r->bytes += n;
+}
+static inline void sq_bytes_sub(sq_t *q, uint64_t n)
+{
+    q->r->bytes -= n;
+}
+
+/* Incoming QoS 2 packet ids awaiting their PUBREL: the count in the same
+ * allocation, which exists only while one is awaited (sess_qos2_in_*). */
+typedef struct {
+    uint32_t n;
+    uint16_t id[];
+} sess_qos2_t;
 
 typedef struct {
     uint32_t subid; /* MQTT 5 subscription identifier, 0 = none */
@@ -106,41 +133,61 @@ typedef struct sess_ext_s {
 
 #define SESS_NEVER UINT32_MAX /* session expiry "never" */
 
+/* Field order packs the struct (108 bytes before the client id, see the
+ * _Static_assert in sess.c): pointers, then 32-bit, 16-bit and 8-bit
+ * fields.  The queue's byte count lives in its ring (sq_ring_t), the
+ * incoming QoS 2 ids' count in their array (sess_qos2_t). */
 struct sess_s {
     uint64_t sid;
     sess_t *id_next, *sid_next; /* hash chains */
     endpoint_t *ep;             /* where it delivers; NULL while offline */
     worker_t *w;                /* home worker */
     sq_t inflight;              /* outgoing QoS 1/2, in send order */
-    sq_t queue;                 /* behind the window, or while offline */
-    sess_sub_t **subs;          /* dense, in no particular order */
-    uint16_t *qos2_in;          /* incoming QoS 2 ids awaiting PUBREL */
-    uint32_t nsubs;             /* capacities implied (sess.c) */
-    uint32_t nqos2_in;
+    sq_t queue;                 /* behind the window, or while offline; its
+                                 * ring counts the bytes queued (sq_bytes) */
+    sess_sub_t **subs;          /* dense, in no particular order; capacity
+                                 * implied by nsubs (sess.c) */
+    sess_qos2_t *qos2_in;       /* incoming QoS 2 ids awaiting PUBREL, or NULL */
+    sess_ext_t *x;              /* timer, delayed will, owner; or NULL */
+    uint32_t nsubs;
     uint32_t acl_gen;      /* ACL generation the subscriptions' verdicts
-                                 * were taken under, 0 = never (sess_acl.h) */
+                            * were taken under, 0 = never (sess_acl.h) */
     uint16_t mig_n, mig_k; /* migrate.h: messages counted this window, and
-                                 * those delivered wholly on worker mig_to */
-    uint64_t queued_bytes; /* topic + payload bytes in `queue` */
-    sess_ext_t *x;         /* timer, delayed will, owner; or NULL */
+                            * those delivered wholly on worker mig_to */
     uint32_t expiry;       /* seconds after disconnect; 0 = with the
-                                 * connection, SESS_NEVER = never */
+                            * connection, SESS_NEVER = never */
+    uint32_t connected_at; /* wall seconds of the last attach (API) */
     uint16_t next_pid;
-    uint8_t has_subids : 1;    /* a subscription carries an identifier */
-    uint8_t stored : 1;        /* records of it may be in the store */
-    uint8_t counted : 1;       /* in srv->persistent_sessions (expiry != 0) */
-    uint8_t acl_check : 1;     /* a subscription is not ALLOW: every
-                                 * delivery checks its topic (sess_acl.h) */
-    uint8_t owner_unknown : 1; /* restored from a record that has no owner */
-    uint8_t moved : 1;         /* homed away from its hash (migrate.h's table) */
-    uint8_t mig_to;            /* migrate.h: the window's candidate worker */
     uint16_t client_id_len;
+    uint8_t has_subids : 1;       /* a subscription carries an identifier */
+    uint8_t stored : 1;           /* records of it may be in the store */
+    uint8_t counted : 1;          /* in srv->persistent_sessions (expiry != 0) */
+    uint8_t acl_check : 1;        /* a subscription is not ALLOW: every
+                                * delivery checks its topic (sess_acl.h) */
+    uint8_t owner_unknown : 1;    /* restored from a record that has no owner */
+    uint8_t moved : 1;            /* homed away from its hash (migrate.h's table) */
+    uint8_t mig_to;               /* migrate.h: the window's candidate worker */
     _Atomic uint8_t shared_flags; /* SESS_F_*: written by the home worker,
-                                 * read by publishers on any worker */
+                                   * read by publishers on any worker */
     uint8_t mig_hold;             /* migrate.h: windows to wait after a move */
-    uint32_t connected_at;        /* wall seconds of the last attach (API) */
     char client_id[];             /* NUL terminated */
 };
+
+/* Incoming QoS 2 ids awaiting PUBREL: how many, and the i-th. */
+static inline uint32_t sess_qos2_in_count(const sess_t *s)
+{
+    return s->qos2_in ? s->qos2_in->n : 0;
+}
+static inline uint16_t sess_qos2_in_at(const sess_t *s, uint32_t i)
+{
+    return s->qos2_in->id[i];
+}
+
+/* Bytes of the messages in the session's queue (limits.max_queued_bytes). */
+static inline uint64_t sess_queued_bytes(const sess_t *s)
+{
+    return sq_bytes(&s->queue);
+}
 
 enum { SESS_TIMER_NONE = 0, SESS_TIMER_RETRY, SESS_TIMER_EXPIRY };
 
@@ -155,7 +202,7 @@ static inline uint64_t sess_expire_at(const sess_t *s)
  * or -1: malloc'd. */
 static inline size_t sess_alloc_size(size_t len)
 {
-    return (sizeof(sess_t) + len + 1u + 7u) & ~(size_t)7u;
+    return (offsetof(sess_t, client_id) + len + 1u + 7u) & ~(size_t)7u;
 }
 static inline int sess_slab_class(size_t len)
 {

@@ -137,7 +137,7 @@ static void purge(worker_t *w, sess_t *s, auth_client_t *ac, sq_t *q, int queued
         if (event_wanted(w->srv, EVENT_MESSAGE_DROPPED))
             sess_event_dropped(s, e->m, e->qos, EVENT_DROP_ACL_DENIED);
         if (queued)
-            s->queued_bytes -= (uint64_t)e->m->topic_len + e->m->props_len + e->m->payload_len;
+            sq_bytes_sub(q, (uint64_t)e->m->topic_len + e->m->props_len + e->m->payload_len);
         if (e->seq)
             persist_queue_del(w, s->client_id, s->client_id_len, e->seq);
         msg_unref(&e->m);
