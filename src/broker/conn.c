@@ -172,15 +172,15 @@ conn_t *conn_new(worker_t *w, int fd, const struct sockaddr *sa, uint8_t listene
     c->w = w;
     c->listener = listener;
     c->state = CONN_NEW;
-    c->peer.family = (uint8_t)sa->sa_family;
+    conn_set_peer_family(c, (uint8_t)sa->sa_family);
     if (sa->sa_family == AF_INET6) {
         const struct sockaddr_in6 *in6 = (const struct sockaddr_in6 *)sa;
-        memcpy(c->peer.addr, &in6->sin6_addr, 16);
-        c->peer.port = ntohs(in6->sin6_port);
+        memcpy(c->peer_addr, &in6->sin6_addr, 16);
+        c->peer_port = ntohs(in6->sin6_port);
     } else if (sa->sa_family == AF_INET) {
         const struct sockaddr_in *in4 = (const struct sockaddr_in *)sa;
-        memcpy(c->peer.addr, &in4->sin_addr, 4);
-        c->peer.port = ntohs(in4->sin_port);
+        memcpy(c->peer_addr, &in4->sin_addr, 4);
+        c->peer_port = ntohs(in4->sin_port);
     }
     tw_timer_init(&c->timer, conn_on_timer);
     c->last_rx = (uint32_t)w->now;
@@ -193,10 +193,10 @@ conn_t *conn_new(worker_t *w, int fd, const struct sockaddr *sa, uint8_t listene
 const char *conn_peer(const conn_t *c, char *buf, size_t size)
 {
     char addr[INET6_ADDRSTRLEN] = "?";
-    if (c->peer.family == AF_INET6 || c->peer.family == AF_INET)
-        inet_ntop(c->peer.family, c->peer.addr, addr, sizeof(addr));
-    snprintf(buf, size, c->peer.family == AF_INET6 ? "[%s]:%u" : "%s:%u", addr,
-             (unsigned)c->peer.port);
+    if (conn_peer_family(c) == AF_INET6 || conn_peer_family(c) == AF_INET)
+        inet_ntop(conn_peer_family(c), c->peer_addr, addr, sizeof(addr));
+    snprintf(buf, size, conn_peer_family(c) == AF_INET6 ? "[%s]:%u" : "%s:%u", addr,
+             (unsigned)c->peer_port);
     return buf;
 }
 
@@ -282,9 +282,9 @@ static const char *close_event(const char *why, uint8_t rc, int by_client, char 
 const char *conn_name(const conn_t *c, char *buf, size_t size)
 {
     char addr[INET6_ADDRSTRLEN] = "?";
-    unsigned port = c->peer.port;
-    if (c->peer.family == AF_INET6 || c->peer.family == AF_INET)
-        inet_ntop(c->peer.family, c->peer.addr, addr, sizeof(addr));
+    unsigned port = c->peer_port;
+    if (conn_peer_family(c) == AF_INET6 || conn_peer_family(c) == AF_INET)
+        inet_ntop(conn_peer_family(c), c->peer_addr, addr, sizeof(addr));
     if (c->sess)
         snprintf(buf, size, "client '%s' (%s:%u)", c->sess->client_id, addr, port);
     else
@@ -405,9 +405,9 @@ static void read_proxy(conn_t *c)
     c->flags &= (uint8_t)~CONN_F_PROXY;
     conn_name(c, name, sizeof(name));
     if (!r.local) {
-        c->peer.family = r.family;
-        memcpy(c->peer.addr, r.src, sizeof(c->peer.addr));
-        c->peer.port = r.src_port;
+        conn_set_peer_family(c, r.family);
+        memcpy(c->peer_addr, r.src, sizeof(c->peer_addr));
+        c->peer_port = r.src_port;
     }
     char client[160];
     conn_log_ev(c, AN_LOG_DEBUG, "proxy_header", NULL, "%s: PROXY v%u header: client %s (via %s)",
@@ -686,7 +686,7 @@ static void update_events(conn_t *c)
 static void set_hs_want_out(conn_t *c, int on)
 {
     if (c->want_out != on) {
-        c->want_out = (uint8_t)on;
+        c->want_out = on != 0;
         update_events(c);
     }
 }
@@ -695,7 +695,7 @@ static void set_want_out(conn_t *c, int on)
 {
     if (c->want_out == on)
         return;
-    c->want_out = (uint8_t)on;
+    c->want_out = on != 0;
     update_events(c);
     /* slow subscriber tracking: since when the socket refuses our bytes */
     if (on && server_live(c->w->srv)->slow_subscriber_timeout) {
@@ -1125,4 +1125,4 @@ void conn_on_timer(tw_timer_t *t)
  * session endpoint (8 bytes net): glibc serves 193 to 200 bytes from the
  * same 208-byte chunk as 192 (malloc_usable_size(192) is 200), so RSS per
  * client did not move; 201 would cost 16 bytes more. */
-_Static_assert(sizeof(conn_t) <= 192, "conn_t grew: every idle client pays for it");
+_Static_assert(sizeof(conn_t) <= 184, "conn_t grew: every idle client pays for it");

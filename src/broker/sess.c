@@ -249,7 +249,7 @@ sess_ext_t *sess_ext(sess_t *s)
 static void ext_release_if_idle(sess_t *s)
 {
     sess_ext_t *x = s->x;
-    if (x == NULL || x->subs_idx || x->will || x->owner || x->expire_at ||
+    if (x == NULL || x->subs_idx || x->qos2_in || x->will || x->owner || x->expire_at ||
         x->timer_kind != SESS_TIMER_NONE || tw_pending(&x->timer))
         return;
     s->x = NULL;
@@ -399,7 +399,6 @@ void sess_destroy(worker_t *w, sess_t *s)
     sess_set_expiry(s, 0);
     sq_clear(&s->inflight);
     sq_clear(&s->queue);
-    free(s->qos2_in);
     timer_stop(s);
     sess_table_del(&w->by_id, s);
     sess_table_del(&w->by_sid, s);
@@ -408,6 +407,7 @@ void sess_destroy(worker_t *w, sess_t *s)
     publish_pending_will(w, s); /* [MQTT5 3.1.3.2.2] at the latest when the session ends */
     if (s->x) {
         free(s->x->owner);
+        free(s->x->qos2_in);
         subidx_free(&s->x->subs_idx);
     }
     free(s->x);
@@ -426,10 +426,10 @@ void sess_free_detached(sess_t *s)
     sess_set_expiry(s, 0);
     sq_clear(&s->inflight);
     sq_clear(&s->queue);
-    free(s->qos2_in);
     if (s->x) {
         drop_pending_will(s);
         free(s->x->owner);
+        free(s->x->qos2_in);
         subidx_free(&s->x->subs_idx);
     }
     free(s->x);
@@ -967,7 +967,7 @@ void sess_send_held(sess_t *s, uint16_t pid)
 int sess_qos2_in_known(const sess_t *s, uint16_t pid)
 {
     for (uint32_t i = 0; i < sess_qos2_in_count(s); i++)
-        if (s->qos2_in->id[i] == pid)
+        if (s->x->qos2_in->id[i] == pid)
             return 1;
     return 0;
 }
@@ -976,21 +976,22 @@ int sess_qos2_in_begin(sess_t *s, uint16_t pid)
 {
     uint32_t n = sess_qos2_in_count(s);
     for (uint32_t i = 0; i < n; i++)
-        if (s->qos2_in->id[i] == pid)
+        if (s->x->qos2_in->id[i] == pid)
             return 0;
+    sess_ext_t *x = sess_ext(s);
     uint32_t cap = implied_growth(n, 4);
     if (cap) {
-        s->qos2_in = an_realloc(s->qos2_in, sizeof(sess_qos2_t) + cap * sizeof(uint16_t));
-        s->qos2_in->n = n;
+        x->qos2_in = an_realloc(x->qos2_in, sizeof(sess_qos2_t) + cap * sizeof(uint16_t));
+        x->qos2_in->n = n;
     }
-    s->qos2_in->id[s->qos2_in->n++] = pid;
+    x->qos2_in->id[x->qos2_in->n++] = pid;
     return 1;
 }
 
 int sess_qos2_in_end(sess_t *s, uint16_t pid)
 {
     int found = 0;
-    sess_qos2_t *q = s->qos2_in;
+    sess_qos2_t *q = s->x ? s->x->qos2_in : NULL;
     for (uint32_t i = 0; q && i < q->n; i++)
         if (q->id[i] == pid) {
             q->id[i] = q->id[--q->n];
@@ -999,7 +1000,8 @@ int sess_qos2_in_end(sess_t *s, uint16_t pid)
         }
     if (q && q->n == 0) {
         free(q);
-        s->qos2_in = NULL;
+        s->x->qos2_in = NULL;
+        ext_release_if_idle(s);
     }
     return found;
 }
@@ -1131,4 +1133,4 @@ void sess_on_timer(tw_timer_t *t)
         x->timer_kind = SESS_TIMER_NONE;
 }
 
-_Static_assert(offsetof(sess_t, client_id) <= 108, "sess_t grew: every idle client pays for it");
+_Static_assert(offsetof(sess_t, client_id) <= 100, "sess_t grew: every idle client pays for it");

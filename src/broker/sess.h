@@ -111,12 +111,14 @@ static inline size_t sess_sub_slab_size(size_t cls)
 
 /* What few sessions need, allocated when first needed: a will waiting for
  * its Will Delay Interval after the connection ended, the user the session
- * belongs to (sess_acl.h), and the index of its subscriptions once it has
- * more than SUBIDX_MIN (subidx.h).  Given back once it holds nothing
+ * belongs to (sess_acl.h), the index of its subscriptions once it has
+ * more than SUBIDX_MIN (subidx.h), incoming QoS 2 ids awaiting PUBREL.  Given back once it holds nothing
  * (sess.c: the last message in flight acknowledged), through a short list
  * of spares on the worker: a QoS 1 broadcast leaves none behind. */
 typedef struct sess_ext_s {
     struct subidx_s *subs_idx; /* filter -> subs[] position; NULL while few */
+    sess_qos2_t *qos2_in;      /* incoming QoS 2 ids awaiting PUBREL, or NULL
+                                * (a QoS 2 publisher's, for a round trip) */
     msg_t *will;               /* pending delayed will, or NULL */
     uint64_t will_at;          /* ms */
     char *owner;               /* user of the client that created or last resumed
@@ -133,10 +135,10 @@ typedef struct sess_ext_s {
 
 #define SESS_NEVER UINT32_MAX /* session expiry "never" */
 
-/* Field order packs the struct (108 bytes before the client id, see the
+/* Field order packs the struct (100 bytes before the client id, see the
  * _Static_assert in sess.c): pointers, then 32-bit, 16-bit and 8-bit
  * fields.  The queue's byte count lives in its ring (sq_ring_t), the
- * incoming QoS 2 ids' count in their array (sess_qos2_t). */
+ * incoming QoS 2 ids in sess_ext_t (sess_qos2_t). */
 struct sess_s {
     uint64_t sid;
     sess_t *id_next, *sid_next; /* hash chains */
@@ -147,7 +149,6 @@ struct sess_s {
                                  * ring counts the bytes queued (sq_bytes) */
     sess_sub_t **subs;          /* dense, in no particular order; capacity
                                  * implied by nsubs (sess.c) */
-    sess_qos2_t *qos2_in;       /* incoming QoS 2 ids awaiting PUBREL, or NULL */
     sess_ext_t *x;              /* timer, delayed will, owner; or NULL */
     uint32_t nsubs;
     uint32_t acl_gen;      /* ACL generation the subscriptions' verdicts
@@ -176,11 +177,11 @@ struct sess_s {
 /* Incoming QoS 2 ids awaiting PUBREL: how many, and the i-th. */
 static inline uint32_t sess_qos2_in_count(const sess_t *s)
 {
-    return s->qos2_in ? s->qos2_in->n : 0;
+    return s->x && s->x->qos2_in ? s->x->qos2_in->n : 0;
 }
 static inline uint16_t sess_qos2_in_at(const sess_t *s, uint32_t i)
 {
-    return s->qos2_in->id[i];
+    return s->x->qos2_in->id[i];
 }
 
 /* Bytes of the messages in the session's queue (limits.max_queued_bytes). */
