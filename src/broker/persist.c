@@ -582,7 +582,7 @@ static void put_session(worker_t *w, store_batch_t *b, const sess_t *s)
 {
     store_sub_t *subs = s->nsubs ? an_calloc(s->nsubs, sizeof(*subs)) : NULL;
     for (uint32_t i = 0; i < s->nsubs; i++) {
-        subs[i].filter = s->subs[i]->filter;
+        subs[i].filter = sess_sub_filter(s->subs[i]);
         subs[i].filter_len = s->subs[i]->len;
         subs[i].options = s->subs[i]->opts & 0x3f;
         subs[i].sub_id = s->subs[i]->subid;

@@ -303,16 +303,27 @@ static void drop_pending_will(sess_t *s)
         msg_unref(&s->x->will);
 }
 
-/* A subscription's struct and filter: from the slab of its size. */
-static sess_sub_t *sub_alloc(server_t *srv, uint16_t len)
+/* A subscription to a filter of len bytes, with the filter (key: NULL)
+ * or a pointer to the trie's copy (key: trie_exact_key), from the slab of
+ * its size. */
+static sess_sub_t *sub_new(server_t *srv, const uint8_t *filter, uint16_t len, const uint8_t *key)
 {
-    int cls = sess_sub_slab_class(len);
-    return cls >= 0 ? slab_alloc(&srv->sub_slab[cls]) : an_malloc(sizeof(sess_sub_t) + len);
+    int cls = sess_sub_slab_class(key ? sizeof(key) : len);
+    sess_sub_t *sub =
+        cls >= 0 ? slab_alloc(&srv->sub_slab[cls]) : an_malloc(sizeof(sess_sub_t) + len);
+    sub->len = len;
+    sub->acl = 0; /* set by sess_acl_subscribed, or judged at attach */
+    sub->by_ref = key != NULL;
+    if (key)
+        memcpy(sub->filter, &key, sizeof(key));
+    else
+        memcpy(sub->filter, filter, len);
+    return sub;
 }
 
 static void sub_free(server_t *srv, sess_sub_t *sub)
 {
-    int cls = sess_sub_slab_class(sub->len);
+    int cls = sess_sub_slab_class(sub->by_ref ? sizeof(uint8_t *) : sub->len);
     if (cls >= 0)
         slab_free(&srv->sub_slab[cls], sub);
     else
@@ -384,9 +395,11 @@ void sess_destroy(worker_t *w, sess_t *s)
         ep_close(ep, EP_CLOSE_SESSION_ENDED, "session ended");
     }
     if (s->nsubs) {
+        /* a filter kept by reference is gone with its route: each is read
+         * once, before its own unroute */
         pthread_rwlock_wrlock(&w->srv->trie_lock);
         for (uint32_t i = 0; i < s->nsubs; i++)
-            unroute(w, s, s->subs[i]->filter, s->subs[i]->len);
+            unroute(w, s, sess_sub_filter(s->subs[i]), s->subs[i]->len);
         pthread_rwlock_unlock(&w->srv->trie_lock);
     }
     for (uint32_t i = 0; i < s->nsubs; i++)
@@ -495,10 +508,10 @@ static uint32_t match_subids(const sess_t *s, const msg_t *m, uint32_t *ids)
         return 0;
     for (uint32_t i = 0; i < s->nsubs && n < MAX_SUBIDS; i++) {
         const sess_sub_t *sub = s->subs[i];
-        const uint8_t *f = sub->filter, *real;
-        size_t fl = sub->len, rl;
         if (sub->subid == 0)
             continue;
+        const uint8_t *f = sess_sub_filter(sub), *real;
+        size_t fl = sub->len, rl;
         if (mqtt_shared_filter_parse(f, fl, NULL, NULL, &real, &rl) == 1) {
             f = real;
             fl = rl;
@@ -1037,34 +1050,35 @@ int sess_subscribe(worker_t *w, sess_t *s, const uint8_t *filter, uint16_t len, 
     if (i >= 0) {
         s->subs[i]->opts = opts;
         s->subs[i]->subid = subid;
-    } else {
-        uint32_t cap = implied_growth(s->nsubs, 2);
-        if (cap)
-            s->subs = subs_resize(w->srv, s->subs, s->nsubs, subs_cap(s->nsubs), cap);
-        sess_sub_t *sub = sub_alloc(w->srv, len);
-        sub->len = len;
-        sub->opts = opts;
-        sub->subid = subid;
-        sub->acl = 0; /* set by sess_acl_subscribed, or judged at attach */
-        memcpy(sub->filter, filter, len);
-        s->subs[s->nsubs++] = sub;
-        if (s->nsubs > SUBIDX_MIN)
-            subidx_added(&sess_ext(s)->subs_idx, s->subs, s->nsubs);
     }
     if (subid)
         s->has_subids = 1;
-    const uint8_t *group, *real;
+    const uint8_t *group, *real, *key = NULL;
     size_t gl, rl;
     pthread_rwlock_wrlock(&w->srv->trie_lock);
     int rc = 0;
-    if (mqtt_shared_filter_parse(filter, len, &group, &gl, &real, &rl) == 1)
+    if (mqtt_shared_filter_parse(filter, len, &group, &gl, &real, &rl) == 1) {
         shared_join(w->srv->trie, &w->srv->groups, group, gl, real, rl, &ref);
-    else
+    } else {
         rc = trie_insert(w->srv->trie, filter, len, &ref);
+        if (added && rc >= 0)
+            key = trie_exact_key(w->srv->trie, filter, len); /* the filter kept once */
+    }
     pthread_rwlock_unlock(&w->srv->trie_lock);
     if (rc < 0) {
         log_error("%s: out of memory adding a subscription", s->client_id);
         abort();
+    }
+    if (added) {
+        uint32_t cap = implied_growth(s->nsubs, 2);
+        if (cap)
+            s->subs = subs_resize(w->srv, s->subs, s->nsubs, subs_cap(s->nsubs), cap);
+        sess_sub_t *sub = sub_new(w->srv, filter, len, key);
+        sub->opts = opts;
+        sub->subid = subid;
+        s->subs[s->nsubs++] = sub;
+        if (s->nsubs > SUBIDX_MIN)
+            subidx_added(&sess_ext(s)->subs_idx, s->subs, s->nsubs);
     }
     return added;
 }
@@ -1074,11 +1088,11 @@ int sess_unsubscribe(worker_t *w, sess_t *s, const uint8_t *filter, uint16_t len
     long i = find_sub(s, filter, len);
     if (i < 0)
         return 0;
+    if (s->x) /* first: it reads the filter, which may go with the route */
+        subidx_removing(&s->x->subs_idx, s->subs, s->nsubs, (uint32_t)i);
     pthread_rwlock_wrlock(&w->srv->trie_lock);
     unroute(w, s, filter, len);
     pthread_rwlock_unlock(&w->srv->trie_lock);
-    if (s->x)
-        subidx_removing(&s->x->subs_idx, s->subs, s->nsubs, (uint32_t)i);
     sub_free(w->srv, s->subs[i]);
     s->subs[i] = s->subs[--s->nsubs];
     uint32_t cap = subs_cap(s->nsubs), ocap = subs_cap(s->nsubs + 1);

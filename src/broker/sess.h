@@ -25,6 +25,7 @@
 
 #include <stddef.h>
 #include <stdint.h>
+#include <string.h>
 
 #include "endpoint.h"
 #include "msg.h"
@@ -87,18 +88,37 @@ typedef struct {
     uint16_t id[];
 } sess_qos2_t;
 
+/* A subscription.  Its filter is kept once: an exact filter (no
+ * wildcard, not shared) is the key of its node in the topic trie, which
+ * lives as long as the subscription is in it (trie_exact_key), so the
+ * subscription holds a pointer to those bytes (`by_ref`, 16 bytes in all);
+ * another filter is copied after the header.  Read it with
+ * sess_sub_filter().  The trie's node goes with the subscription's route:
+ * read the filter before unrouting, never after. */
 typedef struct {
     uint32_t subid; /* MQTT 5 subscription identifier, 0 = none */
     uint16_t len;
-    uint8_t opts;     /* the options byte (granted QoS in bits 0-1) */
-    uint8_t acl;      /* AUTH_ACL_ALLOW/_PARTIAL/_DENY for the session's user,
-                       * as of sess_t.acl_gen (sess_acl.h) */
-    uint8_t filter[]; /* as subscribed, "$share/g/f" included; not NUL terminated */
+    uint8_t opts;       /* the options byte (granted QoS in bits 0-1) */
+    uint8_t acl : 2;    /* AUTH_ACL_ALLOW/_PARTIAL/_DENY for the session's user,
+                         * as of sess_t.acl_gen (sess_acl.h) */
+    uint8_t by_ref : 1; /* filter[] holds a pointer to the trie's copy */
+    uint8_t filter[];   /* as subscribed, "$share/g/f" included; not NUL
+                         * terminated; or (by_ref) a pointer to it */
 } sess_sub_t;
 
+static inline const uint8_t *sess_sub_filter(const sess_sub_t *sub)
+{
+    const uint8_t *p;
+    if (!sub->by_ref)
+        return sub->filter;
+    memcpy(&p, sub->filter, sizeof(p));
+    return p;
+}
+
 /* The slab class (srv->sub_slab) of a subscription to a filter of len
- * bytes, or -1: malloc'd.  8 + len rounded to 8, from 16 bytes: a device's
- * dev/<id>/in takes 24 or 32 bytes where malloc took 32 or 48. */
+ * bytes (0 for one by reference), or -1: malloc'd.  8 + len rounded to 8,
+ * from 16 bytes: a device's dev/<id>/in takes 16 bytes by reference where
+ * a copy took 24 or 32 and malloc 32 or 48. */
 static inline int sess_sub_slab_class(size_t len)
 {
     size_t c = (sizeof(sess_sub_t) + (len ? len : 1) + 7u) / 8u - 2u;

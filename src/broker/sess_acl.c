@@ -96,7 +96,7 @@ static void judge(worker_t *w, sess_t *s, auth_client_t *ac, uint32_t gen, int r
     int check = 0;
     for (uint32_t i = 0; i < s->nsubs; i++) {
         sess_sub_t *sub = s->subs[i];
-        const uint8_t *f = sub->filter, *real;
+        const uint8_t *f = sess_sub_filter(sub), *real;
         size_t fl = sub->len, rl;
         if (mqtt_shared_filter_parse(f, fl, NULL, NULL, &real, &rl) == 1) {
             f = real;
@@ -111,7 +111,8 @@ static void judge(worker_t *w, sess_t *s, auth_client_t *ac, uint32_t gen, int r
             log_fields_t lf = {.event = "acl_changed", .client_id = s->client_id};
             log_ev(AN_LOG_INFO, &lf,
                    "client '%s': subscription '%.*s' is now %s by the ACL (reloaded)", s->client_id,
-                   (int)AN_MIN(sub->len, 200u), (const char *)sub->filter, verdict_text(v));
+                   (int)AN_MIN(sub->len, 200u), (const char *)sess_sub_filter(sub),
+                   verdict_text(v));
         }
         sub->acl = (uint8_t)v;
         check |= v != AUTH_ACL_ALLOW;

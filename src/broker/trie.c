@@ -807,6 +807,14 @@ fail:
     return -1;
 }
 
+const uint8_t *trie_exact_key(const trie_t *t, const uint8_t *filter, size_t len)
+{
+    if (!is_exact(filter, len))
+        return NULL;
+    const xnode_t *x = x_find(t, filter, len);
+    return x && x->nsubs ? x->key : NULL;
+}
+
 int trie_remove(trie_t *t, const uint8_t *filter, size_t len, uint64_t sid)
 {
     tnode_t *n = t->root;
