@@ -25,6 +25,7 @@
 #include "endpoint.h"
 #include "sess.h"
 #include "server.h"
+#include "shared.h"
 #include "trie.h"
 
 /* ---- the recorder endpoint ---- */
@@ -156,6 +157,7 @@ static int teardown(void **state)
             sess_destroy(f->w, f->w->by_sid.buckets[b]);
     sess_table_free(&f->w->by_id);
     sess_table_free(&f->w->by_sid);
+    shared_free_all(&f->srv->groups);
     trie_free(f->srv->trie);
     pthread_rwlock_destroy(&f->srv->trie_lock);
     server_slabs_free(f->srv);
