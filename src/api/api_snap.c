@@ -196,7 +196,7 @@ static json_t *client_json(const sess_t *s, int with_subs)
     if (with_subs) {
         json_t *subs = json_array();
         for (uint32_t i = 0; i < s->nsubs; i++)
-            json_array_append_new(subs, sub_json(s, s->subs[i]));
+            json_array_append_new(subs, sub_json(s, &s->subs[i]));
         json_object_set_new(o, "subscriptions", subs);
     } else {
         json_object_set_new(o, "subscriptions", json_integer(s->nsubs));
@@ -331,7 +331,7 @@ static void run_subs(worker_t *w, api_job_t *job)
             if (job->client_id && strcmp(job->client_id, s->client_id) != 0)
                 continue;
             for (uint32_t i = 0; i < s->nsubs; i++) {
-                const sess_sub_t *sub = s->subs[i];
+                const sess_sub_t *sub = &s->subs[i];
                 if (job->topic &&
                     (tlen != sub->len || memcmp(job->topic, sess_sub_filter(sub), tlen) != 0))
                     continue;

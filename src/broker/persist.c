@@ -582,10 +582,10 @@ static void put_session(worker_t *w, store_batch_t *b, const sess_t *s)
 {
     store_sub_t *subs = s->nsubs ? an_calloc(s->nsubs, sizeof(*subs)) : NULL;
     for (uint32_t i = 0; i < s->nsubs; i++) {
-        subs[i].filter = sess_sub_filter(s->subs[i]);
-        subs[i].filter_len = s->subs[i]->len;
-        subs[i].options = s->subs[i]->opts & 0x3f;
-        subs[i].sub_id = s->subs[i]->subid;
+        subs[i].filter = s->subs[i].filter;
+        subs[i].filter_len = s->subs[i].len;
+        subs[i].options = s->subs[i].opts & 0x3f;
+        subs[i].sub_id = s->subs[i].subid;
     }
     /* the deadline only means something while offline; online it is 0 and
      * start-up counts the interval from the restart */

@@ -303,40 +303,42 @@ static void drop_pending_will(sess_t *s)
         msg_unref(&s->x->will);
 }
 
-/* A subscription to a filter of len bytes, with the filter (key: NULL)
- * or a pointer to the trie's copy (key: trie_exact_key), from the slab of
- * its size. */
-static sess_sub_t *sub_new(server_t *srv, const uint8_t *filter, uint16_t len, const uint8_t *key)
+/* Fill sub for a filter of len bytes: the trie's copy (key, from
+ * trie_exact_key), or a copy of its own from the slab of its size. */
+static void sub_init(server_t *srv, sess_sub_t *sub, const uint8_t *filter, uint16_t len,
+                     const uint8_t *key)
 {
-    int cls = sess_sub_slab_class(key ? sizeof(key) : len);
-    sess_sub_t *sub =
-        cls >= 0 ? slab_alloc(&srv->sub_slab[cls]) : an_malloc(sizeof(sess_sub_t) + len);
+    memset(sub, 0, sizeof(*sub)); /* acl: set by sess_acl_subscribed, or judged at attach */
     sub->len = len;
-    sub->acl = 0; /* set by sess_acl_subscribed, or judged at attach */
     sub->by_ref = key != NULL;
-    if (key)
-        memcpy(sub->filter, &key, sizeof(key));
-    else
-        memcpy(sub->filter, filter, len);
-    return sub;
+    if (key) {
+        sub->filter = key;
+    } else {
+        int cls = sess_sub_slab_class(len);
+        uint8_t *f = cls >= 0 ? slab_alloc(&srv->sub_slab[cls]) : an_malloc(len ? len : 1);
+        memcpy(f, filter, len);
+        sub->filter = f;
+    }
 }
 
-static void sub_free(server_t *srv, sess_sub_t *sub)
+static void sub_release(server_t *srv, sess_sub_t *sub)
 {
-    int cls = sess_sub_slab_class(sub->by_ref ? sizeof(uint8_t *) : sub->len);
+    if (sub->by_ref)
+        return;
+    int cls = sess_sub_slab_class(sub->len);
     if (cls >= 0)
-        slab_free(&srv->sub_slab[cls], sub);
+        slab_free(&srv->sub_slab[cls], (void *)sub->filter);
     else
-        free(sub);
+        free((void *)sub->filter);
 }
 
-/* The session's array of subscription pointers.  Its capacity is implied
- * by nsubs (a power of two, at least 2: subs_cap), and while it is at most
- * 16 pointers it is a chunk of the subscription slabs (the same sizes in
- * steps of 8 bytes: a device's two subscriptions take 16 bytes where malloc
- * took 32), larger ones malloc'd.  So that the capacity stays implied, an
- * unsubscribe that halves it moves the array to the smaller size
- * (subscribing is not on the message path). */
+/* The session's array of subscriptions.  Its capacity is implied by nsubs
+ * (a power of two, at least 2: subs_cap), and while it is at most 8
+ * subscriptions it is a chunk of the subscription slabs (a device's two
+ * take 32 bytes where two pointers and two allocations took 48), larger
+ * ones malloc'd.  So that the capacity stays implied, an unsubscribe that
+ * halves it moves the array to the smaller size (subscribing is not on
+ * the message path). */
 static uint32_t subs_cap(uint32_t n)
 {
     uint32_t c = 2;
@@ -347,16 +349,15 @@ static uint32_t subs_cap(uint32_t n)
 
 static int subs_class(uint32_t cap)
 {
-    size_t c = ((size_t)cap * sizeof(sess_sub_t *) - 16u) / 8u;
-    return cap >= 2 && c < SUB_SLAB_CLASSES ? (int)c : -1;
+    return sess_sub_slab_class((size_t)cap * sizeof(sess_sub_t));
 }
 
 /* Move the first n of a (capacity ocap, or NULL) to an array of capacity
  * cap (0: none); returns it. */
-static sess_sub_t **subs_resize(server_t *srv, sess_sub_t **a, uint32_t n, uint32_t ocap,
-                                uint32_t cap)
+static sess_sub_t *subs_resize(server_t *srv, sess_sub_t *a, uint32_t n, uint32_t ocap,
+                               uint32_t cap)
 {
-    sess_sub_t **na = NULL;
+    sess_sub_t *na = NULL;
     if (cap) {
         int cls = subs_class(cap);
         na = cls >= 0 ? slab_alloc(&srv->sub_slab[cls]) : an_malloc(cap * sizeof(*na));
@@ -399,11 +400,11 @@ void sess_destroy(worker_t *w, sess_t *s)
          * once, before its own unroute */
         pthread_rwlock_wrlock(&w->srv->trie_lock);
         for (uint32_t i = 0; i < s->nsubs; i++)
-            unroute(w, s, sess_sub_filter(s->subs[i]), s->subs[i]->len);
+            unroute(w, s, s->subs[i].filter, s->subs[i].len);
         pthread_rwlock_unlock(&w->srv->trie_lock);
     }
     for (uint32_t i = 0; i < s->nsubs; i++)
-        sub_free(w->srv, s->subs[i]);
+        sub_release(w->srv, &s->subs[i]);
     s->subs = subs_resize(w->srv, s->subs, 0, subs_cap(s->nsubs), 0);
     s->nsubs = 0;
     if (s->x)
@@ -434,7 +435,7 @@ void sess_destroy(worker_t *w, sess_t *s)
 void sess_free_detached(sess_t *s)
 {
     for (uint32_t i = 0; i < s->nsubs; i++)
-        sub_free(s->w->srv, s->subs[i]); /* from slabs: free() would not do */
+        sub_release(s->w->srv, &s->subs[i]); /* from slabs: free() would not do */
     s->subs = subs_resize(s->w->srv, s->subs, 0, subs_cap(s->nsubs), 0);
     sess_set_expiry(s, 0);
     sq_clear(&s->inflight);
@@ -507,7 +508,7 @@ static uint32_t match_subids(const sess_t *s, const msg_t *m, uint32_t *ids)
     if (!s->has_subids)
         return 0;
     for (uint32_t i = 0; i < s->nsubs && n < MAX_SUBIDS; i++) {
-        const sess_sub_t *sub = s->subs[i];
+        const sess_sub_t *sub = &s->subs[i];
         if (sub->subid == 0)
             continue;
         const uint8_t *f = sess_sub_filter(sub), *real;
@@ -1034,7 +1035,7 @@ int sess_has_sub(const sess_t *s, const uint8_t *filter, uint16_t len)
 sess_sub_t *sess_sub_find(const sess_t *s, const uint8_t *filter, uint16_t len)
 {
     int i = find_sub(s, filter, len);
-    return i < 0 ? NULL : s->subs[i];
+    return i < 0 ? NULL : &s->subs[i];
 }
 
 int sess_subscribe(worker_t *w, sess_t *s, const uint8_t *filter, uint16_t len, uint8_t opts,
@@ -1048,8 +1049,8 @@ int sess_subscribe(worker_t *w, sess_t *s, const uint8_t *filter, uint16_t len, 
     long i = find_sub(s, filter, len);
     int added = i < 0;
     if (i >= 0) {
-        s->subs[i]->opts = opts;
-        s->subs[i]->subid = subid;
+        s->subs[i].opts = opts;
+        s->subs[i].subid = subid;
     }
     if (subid)
         s->has_subids = 1;
@@ -1073,10 +1074,10 @@ int sess_subscribe(worker_t *w, sess_t *s, const uint8_t *filter, uint16_t len, 
         uint32_t cap = implied_growth(s->nsubs, 2);
         if (cap)
             s->subs = subs_resize(w->srv, s->subs, s->nsubs, subs_cap(s->nsubs), cap);
-        sess_sub_t *sub = sub_new(w->srv, filter, len, key);
+        sess_sub_t *sub = &s->subs[s->nsubs++];
+        sub_init(w->srv, sub, filter, len, key);
         sub->opts = opts;
         sub->subid = subid;
-        s->subs[s->nsubs++] = sub;
         if (s->nsubs > SUBIDX_MIN)
             subidx_added(&sess_ext(s)->subs_idx, s->subs, s->nsubs);
     }
@@ -1093,7 +1094,7 @@ int sess_unsubscribe(worker_t *w, sess_t *s, const uint8_t *filter, uint16_t len
     pthread_rwlock_wrlock(&w->srv->trie_lock);
     unroute(w, s, filter, len);
     pthread_rwlock_unlock(&w->srv->trie_lock);
-    sub_free(w->srv, s->subs[i]);
+    sub_release(w->srv, &s->subs[i]);
     s->subs[i] = s->subs[--s->nsubs];
     uint32_t cap = subs_cap(s->nsubs), ocap = subs_cap(s->nsubs + 1);
     if (cap < ocap)

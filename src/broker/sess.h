@@ -88,40 +88,37 @@ typedef struct {
     uint16_t id[];
 } sess_qos2_t;
 
-/* A subscription.  Its filter is kept once: an exact filter (no
+/* A subscription, held by value in the session's array (16 bytes: no
+ * allocation of its own).  Its filter is kept once: an exact filter (no
  * wildcard, not shared) is the key of its node in the topic trie, which
- * lives as long as the subscription is in it (trie_exact_key), so the
- * subscription holds a pointer to those bytes (`by_ref`, 16 bytes in all);
- * another filter is copied after the header.  Read it with
- * sess_sub_filter().  The trie's node goes with the subscription's route:
- * read the filter before unrouting, never after. */
+ * lives as long as the filter has a subscriber (trie_exact_key), so the
+ * subscription points at those bytes (`by_ref`); another filter is a copy
+ * of the session's own (srv->sub_slab by size).  The trie's node goes with
+ * the subscription's route: read the filter before unrouting, never after.
+ * A pointer to a subscription is good until the session's next subscribe
+ * or unsubscribe (the array moves). */
 typedef struct {
-    uint32_t subid; /* MQTT 5 subscription identifier, 0 = none */
+    const uint8_t *filter; /* as subscribed, "$share/g/f" included; not NUL
+                            * terminated */
+    uint32_t subid;        /* MQTT 5 subscription identifier, 0 = none */
     uint16_t len;
     uint8_t opts;       /* the options byte (granted QoS in bits 0-1) */
     uint8_t acl : 2;    /* AUTH_ACL_ALLOW/_PARTIAL/_DENY for the session's user,
                          * as of sess_t.acl_gen (sess_acl.h) */
-    uint8_t by_ref : 1; /* filter[] holds a pointer to the trie's copy */
-    uint8_t filter[];   /* as subscribed, "$share/g/f" included; not NUL
-                         * terminated; or (by_ref) a pointer to it */
+    uint8_t by_ref : 1; /* filter is the trie's copy, not the session's */
 } sess_sub_t;
 
 static inline const uint8_t *sess_sub_filter(const sess_sub_t *sub)
 {
-    const uint8_t *p;
-    if (!sub->by_ref)
-        return sub->filter;
-    memcpy(&p, sub->filter, sizeof(p));
-    return p;
+    return sub->filter;
 }
 
-/* The slab class (srv->sub_slab) of a subscription to a filter of len
- * bytes (0 for one by reference), or -1: malloc'd.  8 + len rounded to 8,
- * from 16 bytes: a device's dev/<id>/in takes 16 bytes by reference where
- * a copy took 24 or 32 and malloc 32 or 48. */
+/* The slab class (srv->sub_slab: 16 bytes and up in steps of 8) of a
+ * session's copy of a filter of len bytes, or of its array of subscriptions
+ * (len: its bytes), or -1: malloc'd. */
 static inline int sess_sub_slab_class(size_t len)
 {
-    size_t c = (sizeof(sess_sub_t) + (len ? len : 1) + 7u) / 8u - 2u;
+    size_t c = len <= 16u ? 0u : (len - 16u + 7u) / 8u;
     return c < SUB_SLAB_CLASSES ? (int)c : -1;
 }
 static inline size_t sess_sub_slab_size(size_t cls)
@@ -167,7 +164,7 @@ struct sess_s {
     sq_t inflight;              /* outgoing QoS 1/2, in send order */
     sq_t queue;                 /* behind the window, or while offline; its
                                  * ring counts the bytes queued (sq_bytes) */
-    sess_sub_t **subs;          /* dense, in no particular order; capacity
+    sess_sub_t *subs;           /* dense, in no particular order; capacity
                                  * implied by nsubs (sess.c) */
     sess_ext_t *x;              /* timer, delayed will, owner; or NULL */
     uint32_t nsubs;

@@ -95,7 +95,7 @@ static void judge(worker_t *w, sess_t *s, auth_client_t *ac, uint32_t gen, int r
     auth_chain_t *ch = w->srv->auth;
     int check = 0;
     for (uint32_t i = 0; i < s->nsubs; i++) {
-        sess_sub_t *sub = s->subs[i];
+        sess_sub_t *sub = &s->subs[i];
         const uint8_t *f = sess_sub_filter(sub), *real;
         size_t fl = sub->len, rl;
         if (mqtt_shared_filter_parse(f, fl, NULL, NULL, &real, &rl) == 1) {

@@ -255,10 +255,10 @@ static void enc_session(worker_t *w, sess_t *s, cl_buf_t *b)
 {
     store_sub_t *subs = s->nsubs ? an_calloc(s->nsubs, sizeof(*subs)) : NULL;
     for (uint32_t i = 0; i < s->nsubs; i++) {
-        subs[i].filter = sess_sub_filter(s->subs[i]);
-        subs[i].filter_len = s->subs[i]->len;
-        subs[i].options = s->subs[i]->opts & 0x3f;
-        subs[i].sub_id = s->subs[i]->subid;
+        subs[i].filter = s->subs[i].filter;
+        subs[i].filter_len = s->subs[i].len;
+        subs[i].options = s->subs[i].opts & 0x3f;
+        subs[i].sub_id = s->subs[i].subid;
     }
     const char *owner = sess_acl_owner(s);
     store_session_t rec = {.expiry_interval = s->expiry,
