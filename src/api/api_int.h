@@ -33,7 +33,8 @@ typedef struct {
     uint64_t bytes_received, bytes_sent;
     uint64_t pkts_in[STAT_PKT_TYPES], pkts_out[STAT_PKT_TYPES];
     uint64_t sessions, inflight, queued, subscriptions, retained;
-    uint64_t throttled, slow_disconnects, congested, backpressure_pauses, migrations;
+    uint64_t throttled, slow_disconnects, congested, backpressure_pauses, migrations,
+        migrate_handed;
     uint64_t auth_success, auth_failure, auth_banned;
     uint64_t acl_denied, takeovers_other_user;
 } api_totals_t;

@@ -74,6 +74,7 @@ void api_totals(server_t *srv, api_totals_t *t)
         t->slow_disconnects += STAT_GET(st->slow_disconnects);
         t->congested += STAT_GET(st->congested);
         t->migrations += STAT_GET(st->migrations);
+        t->migrate_handed += STAT_GET(st->migrate_handed);
         t->auth_success += STAT_GET(st->auth_success);
         t->auth_failure += STAT_GET(st->auth_failure);
         t->auth_banned += STAT_GET(st->auth_banned);
@@ -428,6 +429,9 @@ char *api_metrics_text(server_t *srv, size_t *len)
         "Loop turns that found another worker's inbox over its bound.", t.congested);
     one(&b, "antenna_worker_migrations_total", "counter",
         "Connections moved to the worker their deliveries go to (workers_migrate).", t.migrations);
+    one(&b, "antenna_worker_migrate_handed_total", "counter",
+        "API jobs and cluster take-overs handed on to the worker a session had just moved to.",
+        t.migrate_handed);
     uint64_t rings = 0, skipped = 0;
     for (uint32_t i = 0; i < srv->nworkers; i++) {
         rings += atomic_load_explicit(&srv->workers[i].inbox.rings, memory_order_relaxed);

@@ -15,6 +15,7 @@
 
 #include "endpoint.h"
 #include "log.h"
+#include "migrate.h"
 #include "mqtt_codec.h"
 #include "persist.h"
 #include "retain.h"
@@ -74,6 +75,7 @@ int api_job_submit(server_t *srv, api_job_t *job, int to, uint32_t timeout_ms)
     pthread_mutex_lock(&job->mu);
     job->refs += (int)(last - first);
     job->pending = (int)(last - first);
+    job->one = to >= 0;
     pthread_mutex_unlock(&job->mu);
     for (uint32_t i = first; i < last; i++) {
         inbox_vec_t v = {0};
@@ -390,7 +392,13 @@ void api_job_run(worker_t *w, api_job_t *job)
 
 static void run_job(worker_t *w, inbox_item_t *it)
 {
-    api_job_run(w, it->ptr);
+    api_job_t *job = it->ptr;
+    /* a job for one client id whose session moved to another worker after
+     * the API thread read its home follows it (migrate.h) */
+    if (job->one && job->client_id != NULL && find(w, job->client_id) == NULL &&
+        migrate_hand_on(w, job->client_id, strlen(job->client_id), it))
+        return;
+    api_job_run(w, job);
 }
 
 static void drop_job(inbox_item_t *it)

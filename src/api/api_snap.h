@@ -40,6 +40,8 @@ typedef struct api_job {
     pthread_cond_t cv;
     int refs;    /* under mu: the API thread + workers not done yet */
     int pending; /* under mu: workers that have not answered */
+    int one;     /* posted to one worker (the home of client_id): written
+                  * before the post; then it follows a moved session */
     /* input (read-only once posted) */
     char *client_id;        /* exact client id (CLIENT, KICK, DROP, SUBS filter) */
     char *client_id_prefix; /* CLIENTS filter */

@@ -20,6 +20,7 @@
 typedef struct migrate_want_s {
     uint64_t sid;
     uint32_t to;
+    uint64_t since; /* w->now when wanted: kept while busy, MIGRATE_WANT_MS */
 } migrate_want_t;
 
 typedef struct home_ent_s {
@@ -59,7 +60,7 @@ void migrate_window(worker_t *w, sess_t *s)
         w->migs_cap = w->migs_cap ? w->migs_cap * 2 : 16;
         w->migs = an_realloc(w->migs, w->migs_cap * sizeof(*w->migs));
     }
-    w->migs[w->nmigs++] = (migrate_want_t){s->sid, to};
+    w->migs[w->nmigs++] = (migrate_want_t){s->sid, to, w->now};
 }
 
 /* ---- the home table ---------------------------------------------------- */
@@ -205,15 +206,17 @@ static conn_t *movable(worker_t *w, sess_t *s)
     return c;
 }
 
-static void move_one(worker_t *w, const migrate_want_t *want)
+/* 1 when the session is still wanted elsewhere but busy now (asked again
+ * at the end of the next turns); 0 when moved or gone. */
+static int move_one(worker_t *w, const migrate_want_t *want)
 {
     server_t *srv = w->srv;
     sess_t *s = worker_find_sid(w, want->sid);
-    if (s == NULL) /* ended this turn, or moved */
-        return;
+    if (s == NULL) /* ended, or moved (a second wish for it) */
+        return 0;
     conn_t *c = movable(w, s);
     if (c == NULL)
-        return; /* busy: the next window asks again */
+        return 1; /* busy: an acknowledgement held for a commit, output... */
     conn_move_out(c);
     sess_table_del(&w->by_id, s);
     sess_table_del(&w->by_sid, s);
@@ -230,21 +233,44 @@ static void move_one(worker_t *w, const migrate_want_t *want)
     inbox_post(&srv->workers[want->to].inbox, &one);
     pthread_rwlock_unlock(&srv->homes->lock);
     inbox_vec_free(&one);
+    return 0;
 }
 
 void migrate_run(worker_t *w)
 {
-    uint32_t n = w->nmigs;
+    uint32_t n = w->nmigs, kept = 0;
     w->nmigs = 0;
     if (w->srv->homes == NULL)
         return;
+    /* a wish that finds its connection busy stays for the next turns, up to
+     * MIGRATE_WANT_MS: a publisher whose acknowledgements wait for store
+     * commits is busy at the end of most turns while it sends, idle only
+     * once they are out (a turn the commit's completion makes) */
     for (uint32_t i = 0; i < n; i++)
-        move_one(w, &w->migs[i]);
-    if (w->migs_cap > 1024) { /* a burst is over: give it back */
+        if (move_one(w, &w->migs[i]) && w->now - w->migs[i].since < MIGRATE_WANT_MS)
+            w->migs[kept++] = w->migs[i];
+    w->nmigs = kept;
+    if (kept == 0 && w->migs_cap > 1024) { /* a burst is over: give it back */
         free(w->migs);
         w->migs = NULL;
         w->migs_cap = 0;
     }
+}
+
+int migrate_hand_on(worker_t *w, const char *id, size_t len, const inbox_item_t *it)
+{
+    server_t *srv = w->srv;
+    if (srv->homes == NULL)
+        return 0;
+    uint32_t to = worker_home(srv, (const uint8_t *)id, len);
+    if (to == w->id)
+        return 0;
+    inbox_vec_t one = {0};
+    inbox_vec_push(&one, it);
+    inbox_post(&srv->workers[to].inbox, &one);
+    inbox_vec_free(&one);
+    STAT_ADD(w->stats.migrate_handed, 1);
+    return 1;
 }
 
 void migrate_adopt(worker_t *w, conn_t *c)

@@ -17,8 +17,10 @@
  * migrate_note after it.  The publisher's session counts, in bytes that
  * were padding (sess_t does not grow): mig_n messages that had local
  * deliveries, mig_k of them delivered wholly to worker mig_to (the first
- * such destination of the window).  Deliveries made after a store commit
- * (QoS 1/2 to durable subscribers) are not counted.
+ * such destination of the window).  A message held for a store commit
+ * (QoS 1/2 to durable subscribers: delivered after it) is counted when it
+ * is held, by its targets' homes (router.c publish_durable), and not again
+ * when released (router_hand_held).
  *
  * Deciding (migrate_decide, a pure function).  Every MIGRATE_WINDOW counted
  * messages (not a timer: nothing costs anything while idle, and a slow
@@ -39,6 +41,8 @@
  * partial packet in the framer, no acknowledgement held for a store commit
  * or the cluster, no authentication exchange or connect gate, and its
  * session has no subscription, nothing in flight or queued, no timer.
+ * A connection busy at the end of the turn stays wanted, and is tried at
+ * the end of each turn, for MIGRATE_WANT_MS.
  * The old worker takes the socket out of its loop and the session out of
  * its tables, records the new home (below) and posts a WM_MIGRATE item;
  * the new worker puts both in its tables and loop (migrate_adopt).
@@ -51,8 +55,11 @@
  * under its write lock, and the WM_MIGRATE item is posted under that lock:
  * whoever reads the new home posts behind the session.  Whoever read the
  * old home a moment before posts to the old worker: a CONNECT handed there
- * is handed on (proto.c: the home is asked again on adoption); an API job
- * finds no session (a kick racing the move answers 404).  The entry goes
+ * is handed on (proto.c: the home is asked again on adoption), and so are
+ * an API job for one client id and a cluster take-over or kick that find
+ * no session there (migrate_hand_on: the home is read again and the item
+ * posted to it, after the move's item; a session holds MIGRATE_HOLD
+ * windows before it moves again, so an item follows it a hop or two).  The entry goes
  * when the session ends (sess_destroy) or moves back to its hash home.  It
  * is not stored: after a restart sessions load on their hash home.
  *
@@ -67,9 +74,10 @@
 #include "server.h"
 #include "sess.h"
 
-#define MIGRATE_WINDOW 256 /* counted messages per decision */
-#define MIGRATE_SHARE 90   /* percent of them wholly to one other worker */
-#define MIGRATE_HOLD 4     /* windows a moved session waits before it may move again */
+#define MIGRATE_WINDOW 256   /* counted messages per decision */
+#define MIGRATE_SHARE 90     /* percent of them wholly to one other worker */
+#define MIGRATE_HOLD 4       /* windows a moved session waits before it may move again */
+#define MIGRATE_WANT_MS 2000 /* a wanted move waits this long for its connection to be idle */
 
 /* 1 when a window of n counted messages, k of them wholly to worker `to`,
  * on worker self, asks for a move (nothing is known of `to` when k == 0). */
@@ -111,6 +119,15 @@ uint32_t migrate_home(const server_t *srv, uint64_t h, const uint8_t *id, size_t
 void migrate_home_claim(server_t *srv, sess_t *s);
 /* Session s (moved, on its worker) ended: its id homes by hash again. */
 void migrate_home_drop(server_t *srv, const sess_t *s);
+
+/* An item about client id `id` reached worker w, which does not hold its
+ * session: when the id's home is now another worker (the session moved
+ * after the sender read its home), post the item there, behind the move's
+ * WM_MIGRATE item, and return 1; 0 when w is the home (the session does not
+ * exist) or sessions never move.  Whoever looks a session up by client id
+ * on the worker it was posted to (an API job, a cluster take-over or kick)
+ * calls it before answering "not found". */
+int migrate_hand_on(worker_t *w, const char *id, size_t len, const inbox_item_t *it);
 
 /* An item as migrate_run posts it, adopted on w (WM_MIGRATE's handler). */
 void migrate_adopt(worker_t *w, conn_t *c);

@@ -536,6 +536,11 @@ uint64_t persist_next_seq(server_t *srv)
     return atomic_fetch_add_explicit(&srv->next_qseq, 1, memory_order_relaxed);
 }
 
+uint64_t persist_reserve_seq(server_t *srv, uint64_t n)
+{
+    return atomic_fetch_add_explicit(&srv->next_qseq, n, memory_order_relaxed);
+}
+
 void persist_queue_put(worker_t *w, const char *cid, uint16_t cid_len, uint64_t seq, const msg_t *m,
                        uint8_t qos, uint8_t retain, uint8_t state, uint16_t pid)
 {
@@ -877,7 +882,7 @@ void persist_on_committed(worker_t *w, int err)
         if (e->m) {
             h->routes--;
             if (rc == 0) {
-                router_hand_targets(w, e->m, e->t, e->nt);
+                router_hand_held(w, e->m, e->t, e->nt);
             } else {
                 STAT_ADD(w->stats.msgs_dropped, 1);
                 if (event_wanted(w->srv, EVENT_MESSAGE_DROPPED)) {

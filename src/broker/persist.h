@@ -137,6 +137,9 @@ int persist_holding_routes(const worker_t *w);
 void persist_hold_route(worker_t *w, msg_t *m, const route_target_t *t, size_t n);
 /* A new key for a stored message. */
 uint64_t persist_next_seq(server_t *srv);
+/* n consecutive keys, the first returned: every key persist_next_seq gives
+ * later is above them (a merge that must sort before later messages). */
+uint64_t persist_reserve_seq(server_t *srv, uint64_t n);
 
 /* Queue entries of session client id `cid`: m NULL means "only the PUBREL
  * is left" (state WAIT_PUBCOMP). */

@@ -188,19 +188,29 @@ static inline void dispatch(worker_t *w, uint8_t kind, uint64_t sid, uint16_t ow
         k->deliver(w, sid, owner, m, qos, flags, k->user);
 }
 
-/* ROUTE_OWNER_LOCAL: an MQTT session whose home is worker `owner`. */
-static void deliver_session(worker_t *w, uint64_t sid, uint16_t owner, msg_t *m, uint8_t qos,
-                            uint8_t flags, void *user)
+/* Where the publisher's traffic goes (migrate.h): a delivery to a session
+ * on worker `owner`. */
+static inline void count_delivery(worker_t *w, uint16_t owner)
 {
-    (void)user;
     if (owner == w->id) {
-        w->dlv_local++; /* where the publisher's traffic goes (migrate.h) */
-        router_deliver_local(w, sid, m, qos, flags);
+        w->dlv_local++;
     } else {
         if (w->dlv_cross++ == 0)
             w->dlv_to = owner;
         else if (owner != w->dlv_to)
             w->dlv_mixed = 1;
+    }
+}
+
+/* ROUTE_OWNER_LOCAL: an MQTT session whose home is worker `owner`. */
+static void deliver_session(worker_t *w, uint64_t sid, uint16_t owner, msg_t *m, uint8_t qos,
+                            uint8_t flags, void *user)
+{
+    (void)user;
+    count_delivery(w, owner);
+    if (owner == w->id) {
+        router_deliver_local(w, sid, m, qos, flags);
+    } else {
         inbox_item_t it = {
             .kind = WM_DELIVER, .qos = qos, .flags = flags, .sid = sid, .ptr = msg_ref(m)};
         worker_post(w, owner, &it);
@@ -247,6 +257,19 @@ void router_hand_targets(worker_t *w, msg_t *m, const route_target_t *t, size_t 
         dispatch(w, t[i].kind, t[i].sid, t[i].owner, m, t[i].qos, t[i].flags);
 }
 
+void router_hand_held(worker_t *w, msg_t *m, const route_target_t *t, size_t n)
+{
+    /* counted for its publisher when it was held (publish_durable) */
+    uint32_t local = w->dlv_local, cross = w->dlv_cross;
+    uint16_t to = w->dlv_to;
+    uint8_t mixed = w->dlv_mixed;
+    router_hand_targets(w, m, t, n);
+    w->dlv_local = local;
+    w->dlv_cross = cross;
+    w->dlv_to = to;
+    w->dlv_mixed = mixed;
+}
+
 /* With persistence: store m in the queue of every durable subscriber that
  * takes it at QoS 1/2 (persist.h), then route it now, or after the commit
  * when anything was stored or earlier messages of this worker still wait. */
@@ -281,9 +304,13 @@ static void publish_durable(worker_t *w, msg_t *m, size_t n)
         stored = 1;
     }
     pthread_rwlock_unlock(&srv->trie_lock);
-    if (stored || persist_holding_routes(w))
+    if (stored || persist_holding_routes(w)) {
+        /* delivered after the commit: counted for its publisher now */
+        for (size_t i = 0; i < n; i++)
+            if (t[i].kind == ROUTE_OWNER_LOCAL)
+                count_delivery(w, t[i].owner);
         persist_hold_route(w, m, t, n);
-    else
+    } else
         router_hand_targets(w, m, t, n);
 }
 

@@ -68,6 +68,10 @@
  * inboxes): the second half of a publish that waited for a commit. */
 typedef struct route_target_s route_target_t;
 void router_hand_targets(worker_t *w, msg_t *m, const route_target_t *t, size_t n);
+/* The same for a message held for a store commit (persist.c): its
+ * deliveries were counted for its publisher when it was held (migrate.h),
+ * so the publish being routed now, if any, does not count them. */
+void router_hand_held(worker_t *w, msg_t *m, const route_target_t *t, size_t n);
 
 /* router_publish's answer when limits.queue_full is refuse and a session
  * that should take a QoS 1/2 message has a full queue: nothing was done. */

@@ -167,6 +167,9 @@ typedef struct {
     /* connections moved from this worker to the one their traffic goes to
      * (migrate.h) */
     an_counter_t migrations;
+    /* items about a client id handed on to the worker its session moved to
+     * after they were posted (migrate_hand_on) */
+    an_counter_t migrate_handed;
     /* auth backends' answers to CONNECT and their latency (auth_stats.h) */
     auth_stats_t auth;
 } worker_stats_t;
@@ -337,6 +340,11 @@ struct server_s {
     struct router_guard_s *guards; /* nguards of them */
     uint32_t nguards, nguards_sub; /* nguards_sub: with a subscribe function */
     uint64_t guard_first[4];       /* bit per first byte of a guard's prefix */
+    /* sess_deliver asks it for a session marked adopt_dedup (sess.h; the
+     * cluster's adopter, cl_adopt.c): 1 drops m as a copy the session has
+     * already.  Home worker; set before server_start; NULL: none */
+    int (*dedup_hook)(worker_t *w, sess_t *s, const msg_t *m, void *user);
+    void *dedup_user;
     /* proto_gate_register (proto.h): set before server_start; NULL: none */
     int (*connect_gate)(worker_t *w, proto_gate_t *g, void *user);
     void *connect_gate_user;

@@ -711,6 +711,11 @@ void sess_deliver(worker_t *w, sess_t *s, msg_t *m, uint8_t qos, uint8_t flags)
     endpoint_t *ep = s->ep;
     uint8_t retain = (flags & DLV_RETAIN) ? 1 : 0, shared = (flags & DLV_SHARED) ? 1 : 0;
     uint64_t seq = (flags & DLV_DURABLE) ? m->store_seq : 0;
+    if (unlikely(s->adopt_dedup) && w->srv->dedup_hook &&
+        w->srv->dedup_hook(w, s, m, w->srv->dedup_user)) {
+        persist_queue_del(w, s->client_id, s->client_id_len, seq); /* a copy it has */
+        return;
+    }
     if (msg_expired(m, w->now) || (ep && !sess_acl_may_read(w, s, m))) {
         /* offline, the ACL waits for the client that resumes the session */
         if (event_wanted(w->srv, EVENT_MESSAGE_DROPPED))

@@ -43,17 +43,27 @@
  * An adoption, on the adopter thread, with N's store open (its lock held):
  *   1. read N's sessions, queues and incoming QoS 2 ids (store_scan), each
  *      session made into the hand-over format of cl_owner.c (what a node
- *      sends when a client moves), expired ones left out; then the copies
- *      forwarded to N that it never acknowledged, kept by the members
- *      (cl_hand.c: asked for, ADOPT_COLLECT_MS at most), queued to the
- *      sessions whose subscriptions match them (merge_collected: not twice
- *      what N had stored);
- *   2. post them to their home workers (WM_CL_OWNER, one item per worker):
- *      each installs them as a hand-over (cl_owner_install: sessions,
- *      subscriptions and their routes, queues with new sequence numbers,
- *      QoS 2 state) and writes them to this node's store by the normal
- *      persist path, then submits its batch at once; a session of that id
- *      already here stays as it is;
+ *      sends when a client moves), expired ones left out;
+ *   2. post them to their home workers (WM_CL_OWNER, one item per worker,
+ *      phase 0): each reserves a range of store keys (ADOPT_SEQ_RANGE),
+ *      installs them as a hand-over (cl_owner_install: sessions,
+ *      subscriptions and their routes, queues keyed from the range, QoS 2
+ *      state; offline: nothing is delivered) and writes them to this
+ *      node's store by the normal persist path, then submits its batch at
+ *      once; a session of that id already here stays as it is.  Then wait
+ *      until every member whose link is up has their routes (wait_routes:
+ *      the route barrier of SUBACKs, ADOPT_ROUTES_MS at most), and only
+ *      then ask for the copies forwarded to N that it never acknowledged
+ *      and those published for it since, kept by the members until they
+ *      answer (cl_hand.c: ADOPT_COLLECT_MS at most): once a member has the
+ *      routes, what it publishes for those sessions comes here directly
+ *      too, so every message is covered one way or both.  The copies go
+ *      to the sessions whose subscriptions match them (merge_collected:
+ *      not what N had stored), each home worker queues them (phase 1,
+ *      merge_item): not what the session holds already (the direct way),
+ *      ahead of what came the direct way (keys from the range: below every
+ *      later message's), and a copy merged drops its direct twin that
+ *      comes later (dedup_hook, sess_deliver's srv->dedup_hook);
  *   3. wait for every worker, then an empty batch on this node's store: a
  *      barrier, committed after every batch submitted before it; a failed
  *      commit meanwhile (store stats) abandons the adoption;
@@ -76,8 +86,9 @@
  * store and logs who adopted its sessions (store_redis.c).
  *
  * Threads: cl_adopt_member on the link thread, cl_adopt_pending on any
- * (an atomic), the items on the workers, the rest on the adopter thread;
- * the watch list and the install counts are under mu.
+ * (an atomic), the items and dedup_hook on the workers (seen[w]: worker w's
+ * own), the rest on the adopter thread; the watch list and the install
+ * counts are under mu.
  */
 #include <inttypes.h>
 #include <stdio.h>
@@ -95,13 +106,17 @@
 #include "trie.h"
 #include "util.h"
 
-#define ADOPT_POLL_MS 100      /* a watched store is looked at this often */
-#define ADOPT_RANK_MS 3000     /* the next survivor's turn comes this much later */
-#define ADOPT_RETRY_MS 1000    /* after a failed adoption */
-#define ADOPT_INSTALL_MS 60000 /* the workers install within this, or it fails */
-#define ADOPT_CLAIMS_MS 10000  /* etcd answers the claims within this */
-#define ADOPT_COLLECT_MS 5000  /* the members send what they kept for N within this */
-#define ADOPT_SCAN_MS 2000     /* after start: the stores of nodes not members looked for */
+#define ADOPT_POLL_MS 100            /* a watched store is looked at this often */
+#define ADOPT_RANK_MS 3000           /* the next survivor's turn comes this much later */
+#define ADOPT_RETRY_MS 1000          /* after a failed adoption */
+#define ADOPT_INSTALL_MS 60000       /* the workers install within this, or it fails */
+#define ADOPT_CLAIMS_MS 10000        /* etcd answers the claims within this */
+#define ADOPT_COLLECT_MS 5000        /* the members send what they kept for N within this */
+#define ADOPT_SCAN_MS 2000           /* after start: the stores of nodes not members looked for */
+#define ADOPT_ROUTES_MS 2000         /* the members have the adopted sessions' routes within this */
+#define ADOPT_DEDUP_MS 60000         /* a kept copy merged drops its direct twin this long */
+#define ADOPT_SEQ_RANGE (1ull << 32) /* store keys reserved per worker and adoption */
+#define ADOPT_LATE_MS 10000 /* this node's late publishes reach the adopted sessions this long */
 
 typedef struct {
     char name[CL_NAME_MAX];
@@ -113,6 +128,20 @@ typedef struct {
     int need_known;
     uint64_t need[CL_MAX_NODES / 64], overs[CL_MAX_NODES / 64];
 } ad_watch_t;
+
+/* A copy merged into adopted session sid on its home worker: a copy that
+ * comes the direct way too (published while both N's routes and this
+ * node's were known) is dropped when it reaches the session (dedup_hook),
+ * until `until` (monotonic ms).  Each one drops one copy at most. */
+typedef struct {
+    uint64_t sid, until;
+    msg_t *m;
+} ad_seen_t;
+
+typedef struct {
+    ad_seen_t *v;
+    size_t n, cap;
+} ad_seenv_t;
 
 struct cl_adopt_s {
     cl_t *cl;
@@ -134,7 +163,19 @@ struct cl_adopt_s {
     uint32_t coll_left;
     msg_t **coll;
     uint32_t ncoll, cap_coll;
+    ad_seenv_t *seen; /* [nworkers]: each worker's own (dedup_hook) */
+    /* the latest adoption here, for cl_adopt_late (under mu; a reference) */
+    struct ad_job_s *late_job;
+    char late_name[CL_NAME_MAX];
+    uint64_t late_until;
+    _Atomic uint64_t dropped_direct; /* direct copies dropped as handed already */
 };
+
+/* A copy kept by a member for N, to be queued to one adopted session. */
+typedef struct {
+    msg_t *m;
+    uint8_t qos, retain;
+} ad_hand_t;
 
 /* One session of the dead node, in the hand-over format being built. */
 typedef struct {
@@ -147,11 +188,13 @@ typedef struct {
     uint32_t ninfl, nqueued;
     cl_buf_t pids;
     uint32_t npids;
+    ad_hand_t *hand; /* the kept copies for it (merge_collected), queued by merge_item */
+    uint32_t nhand;
     int rc;    /* cl_owner_install's, -2 not run */
     int claim; /* 0 not answered, 1 ours, 2 another node's, 3 failed */
 } ad_sess_t;
 
-typedef struct {
+typedef struct ad_job_s {
     cl_adopt_t *a;
     _Atomic int refs;
     uint32_t left, claims_left; /* under a->mu */
@@ -159,10 +202,19 @@ typedef struct {
     size_t n, cap;
     uint64_t now_wall_ms;
     size_t messages, expired, bad;
+    /* per worker: the store keys reserved for the adopted sessions' stored
+     * messages and then the kept copies (below every key of a message that
+     * reaches them the direct way); seq_next, seq_end[nworkers] */
+    uint64_t *seq_next, *seq_end;
+    _Atomic uint64_t merged, skipped; /* kept copies queued / found there already */
 } ad_job_t;
 
+/* What a home worker does with its adopted sessions: install them (phase
+ * 0), then queue the copies the members kept (phase 1, merge_item). */
 typedef struct {
     ad_job_t *job;
+    int phase;
+    int late; /* cl_adopt_late's: s[] are its own (one copy each), not waited for */
     uint32_t n;
     ad_sess_t *s[];
 } ad_item_t;
@@ -171,6 +223,14 @@ typedef struct {
     ad_job_t *job;
     ad_sess_t *s;
 } ad_claim_t;
+
+
+/* What a queued message counts against the session's limits.max_queued_bytes
+ * (sess.h: the queue ring keeps the sum). */
+static uint64_t queued_bytes(const msg_t *m)
+{
+    return m ? (uint64_t)m->topic_len + m->props_len + m->payload_len : 0;
+}
 
 static void job_unref(ad_job_t *j)
 {
@@ -182,8 +242,13 @@ static void job_unref(ad_job_t *j)
         cl_buf_free(&j->v[i].infl);
         cl_buf_free(&j->v[i].queued);
         cl_buf_free(&j->v[i].pids);
+        for (uint32_t k = 0; k < j->v[i].nhand; k++)
+            msg_unref(&j->v[i].hand[k].m);
+        free(j->v[i].hand);
     }
     free(j->v);
+    free(j->seq_next);
+    free(j->seq_end);
     free(j);
 }
 
@@ -454,9 +519,86 @@ static int scan_incoming(void *ud, const void *k, size_t kl, const void *v, size
 
 /* ---- on the home workers ---- */
 
-void cl_adopt_item(worker_t *w, void *ptr)
+/* The same message: topic, payload, properties, and the publish time when
+ * both know it (a copy rebuilt from N's store does not). */
+static int same_msg(const msg_t *x, const msg_t *y)
 {
-    ad_item_t *it = ptr;
+    return x->topic_len == y->topic_len && x->payload_len == y->payload_len &&
+           x->props_len == y->props_len &&
+           (x->published_at == 0 || y->published_at == 0 || x->published_at == y->published_at) &&
+           memcmp(msg_topic(x), msg_topic(y), x->topic_len) == 0 &&
+           memcmp(msg_props(x), msg_props(y), x->props_len) == 0 &&
+           memcmp(msg_payload(x), msg_payload(y), x->payload_len) == 0;
+}
+
+static int sq_holds(sq_t *q, const msg_t *m)
+{
+    for (uint32_t i = 0; i < sq_len(q); i++) {
+        const sq_entry_t *e = sq_at(q, i);
+        if (e->m != NULL && same_msg(e->m, m))
+            return 1;
+    }
+    return 0;
+}
+
+/* The merged copies of worker w: those past their time or used go. */
+static void seen_prune(ad_seenv_t *sv, uint64_t now)
+{
+    size_t k = 0;
+    for (size_t i = 0; i < sv->n; i++) {
+        if (sv->v[i].m != NULL && sv->v[i].until > now)
+            sv->v[k++] = sv->v[i];
+        else if (sv->v[i].m != NULL)
+            msg_unref(&sv->v[i].m);
+    }
+    sv->n = k;
+}
+
+static int seen_cmp(const void *x, const void *y)
+{
+    const ad_seen_t *a = x, *b = y;
+    return a->sid < b->sid ? -1 : a->sid > b->sid;
+}
+
+/* srv->dedup_hook, for a session marked adopt_dedup, on its home worker:
+ * 1 when m is the direct twin of a kept copy merged into it (dropped). */
+static int dedup_hook(worker_t *w, sess_t *s, const msg_t *m, void *user)
+{
+    cl_adopt_t *a = user;
+    ad_seenv_t *sv = &a->seen[w->id];
+    size_t lo = 0, hi = sv->n;
+    while (lo < hi) {
+        size_t mid = lo + (hi - lo) / 2;
+        if (sv->v[mid].sid < s->sid)
+            lo = mid + 1;
+        else
+            hi = mid;
+    }
+    int live = 0;
+    for (size_t i = lo; i < sv->n && sv->v[i].sid == s->sid; i++) {
+        ad_seen_t *e = &sv->v[i];
+        if (e->m == NULL || e->until <= w->now)
+            continue;
+        if (same_msg(e->m, m)) {
+            msg_unref(&e->m);
+            atomic_fetch_add_explicit(&a->dropped_direct, 1, memory_order_relaxed);
+            return 1;
+        }
+        live = 1;
+    }
+    if (!live)
+        s->adopt_dedup = 0;
+    return 0;
+}
+
+/* Phase 0: the sessions installed (their stored messages keyed from the
+ * range reserved here: every message that reaches them afterwards has a
+ * higher key). */
+static void install_item(worker_t *w, ad_item_t *it)
+{
+    ad_job_t *j = it->job;
+    j->seq_next[w->id] = persist_reserve_seq(w->srv, ADOPT_SEQ_RANGE);
+    j->seq_end[w->id] = j->seq_next[w->id] + ADOPT_SEQ_RANGE;
     cl_buf_t b = {0};
     for (uint32_t i = 0; i < it->n; i++) {
         ad_sess_t *s = it->s[i];
@@ -478,9 +620,108 @@ void cl_adopt_item(worker_t *w, void *ptr)
         if (s->pids.len)
             memcpy(b.p + b.len, s->pids.p, s->pids.len);
         b.len += s->pids.len;
-        s->rc = cl_owner_install(w, (const char *)s->id, s->len, b.p, b.len);
+        s->rc = cl_owner_install(w, (const char *)s->id, s->len, b.p, b.len, &j->seq_next[w->id]);
     }
     cl_buf_free(&b);
+}
+
+/* Phase 1: the copies the members kept, into the installed sessions (still
+ * offline: their queues only grew at the end since phase 0).  A copy the
+ * session holds already (N stored it, or it came the direct way too) is
+ * left out; the others go ahead of what came the direct way (keys above
+ * the reserved range), so each publisher's order is kept: kept = published
+ * up to the ask, direct = published once this node's routes were known,
+ * their overlap once.  Each one merged drops its direct twin if that comes
+ * later (dedup_hook, ADOPT_DEDUP_MS). */
+static void merge_item(worker_t *w, ad_item_t *it)
+{
+    ad_job_t *j = it->job;
+    ad_seenv_t *sv = &j->a->seen[w->id];
+    uint64_t end = j->seq_end[w->id], merged = 0, skipped = 0;
+    seen_prune(sv, w->now);
+    sq_entry_t *tail = NULL;
+    uint8_t *add = NULL;
+    uint32_t cap_tail = 0, cap_add = 0;
+    for (uint32_t i = 0; i < it->n; i++) {
+        ad_sess_t *as = it->s[i];
+        sess_t *s =
+            as->rc == 0 && as->nhand ? sess_table_find_id(&w->by_id, as->id, as->len) : NULL;
+        if (s == NULL)
+            continue; /* not installed here, nothing kept for it, or ended since */
+        if (as->nhand > cap_add) {
+            cap_add = as->nhand;
+            add = an_realloc(add, cap_add);
+        }
+        uint32_t nadd = 0;
+        for (uint32_t k = 0; k < as->nhand; k++) {
+            const msg_t *m = as->hand[k].m;
+            add[k] =
+                !msg_expired(m, w->now) && !sq_holds(&s->inflight, m) && !sq_holds(&s->queue, m);
+            nadd += add[k];
+            skipped += !add[k];
+        }
+        if (nadd == 0)
+            continue;
+        /* what came the direct way, off the end for now */
+        uint32_t k = sq_len(&s->queue);
+        while (k > 0 && (sq_at(&s->queue, k - 1)->seq == 0 || sq_at(&s->queue, k - 1)->seq >= end))
+            k--;
+        uint32_t nd = sq_len(&s->queue) - k;
+        if (nd > cap_tail) {
+            cap_tail = nd;
+            tail = an_realloc(tail, cap_tail * sizeof(*tail));
+        }
+        for (uint32_t d = nd; d-- > 0;) {
+            tail[d] = *sq_at(&s->queue, k + d);
+            /* the queue's byte count is in its ring, which goes when it
+             * empties: each entry's bytes leave and come back with it */
+            sq_bytes_sub(&s->queue, queued_bytes(tail[d].m));
+            sq_remove(&s->queue, k + d);
+        }
+        for (uint32_t h = 0; h < as->nhand; h++) {
+            if (!add[h])
+                continue;
+            msg_t *m = as->hand[h].m;
+            sq_entry_t e = {.m = msg_ref(m),
+                            .qos = as->hand[h].qos,
+                            .retain = as->hand[h].retain,
+                            .state = SQ_QUEUED,
+                            .seq = j->seq_next[w->id]++};
+            persist_queue_put(w, s->client_id, s->client_id_len, e.seq, m, e.qos, e.retain,
+                              SQ_QUEUED, 0);
+            sq_push(&s->queue, &e);
+            sq_bytes_add(&s->queue, queued_bytes(m));
+            if (sv->n == sv->cap) {
+                sv->cap = sv->cap ? 2 * sv->cap : 64;
+                sv->v = an_realloc(sv->v, sv->cap * sizeof(*sv->v));
+            }
+            sv->v[sv->n++] =
+                (ad_seen_t){.sid = s->sid, .until = w->now + ADOPT_DEDUP_MS, .m = msg_ref(m)};
+            merged++;
+        }
+        for (uint32_t d = 0; d < nd; d++) {
+            sq_push(&s->queue, &tail[d]);
+            sq_bytes_add(&s->queue, queued_bytes(tail[d].m));
+        }
+        s->adopt_dedup = 1;
+    }
+    free(tail);
+    free(add);
+    if (sv->n > 1)
+        qsort(sv->v, sv->n, sizeof(*sv->v), seen_cmp);
+    atomic_fetch_add(&j->merged, merged);
+    atomic_fetch_add(&j->skipped, skipped);
+    if (it->late)
+        atomic_fetch_add(&j->a->handed, merged);
+}
+
+void cl_adopt_item(worker_t *w, void *ptr)
+{
+    ad_item_t *it = ptr;
+    if (it->phase == 0)
+        install_item(w, it);
+    else
+        merge_item(w, it);
     /* now, not at the turn's end: the adopter's barrier must come after */
     persist_flush(w);
     cl_adopt_item_drop(it);
@@ -492,10 +733,18 @@ void cl_adopt_item_drop(void *ptr)
 {
     ad_item_t *it = ptr;
     ad_job_t *j = it->job;
-    pthread_mutex_lock(&j->a->mu);
-    j->left--;
-    pthread_cond_broadcast(&j->a->cv);
-    pthread_mutex_unlock(&j->a->mu);
+    if (it->late) {
+        for (uint32_t i = 0; i < it->n; i++) {
+            msg_unref(&it->s[i]->hand[0].m);
+            free(it->s[i]->hand);
+            free(it->s[i]);
+        }
+    } else {
+        pthread_mutex_lock(&j->a->mu);
+        j->left--;
+        pthread_cond_broadcast(&j->a->cv);
+        pthread_mutex_unlock(&j->a->mu);
+    }
     job_unref(j);
     free(it);
 }
@@ -602,11 +851,30 @@ static int holds(const cl_buf_t *b, const msg_t *m)
     return 0;
 }
 
-/* Merge the collected copies into the sessions read from N's store: each
- * goes to the queue of every session with a (not shared) subscription
- * matching it, at the granted QoS, unless the session holds it already
+/* The QoS session record rec takes m at through its (not shared)
+ * subscriptions, 0 none; *rap: one of them has Retain As Published. */
+static uint8_t sub_qos(const store_session_t *rec, const msg_t *m, uint8_t *rap)
+{
+    uint8_t best = 0;
+    for (uint32_t f = 0; f < rec->nsubs; f++) {
+        const store_sub_t *sub = &rec->subs[f];
+        if (sub->filter_len >= 7 && memcmp(sub->filter, "$share/", 7) == 0)
+            continue; /* a group's pick was made for N alone */
+        if (!topic_matches(sub->filter, sub->filter_len, msg_topic(m), m->topic_len))
+            continue;
+        uint8_t q = (uint8_t)((sub->options & 3) + 1); /* +1: matched */
+        best = AN_MAX(best, q);
+        *rap |= (sub->options & 8) != 0;
+    }
+    return best ? AN_MIN(m->qos, (uint8_t)(best - 1)) : 0;
+}
+
+/* The collected copies, sorted to the sessions read from N's store: each
+ * goes to every session with a (not shared) subscription matching it, at
+ * the granted QoS, unless the session's stored messages hold it already
  * (N stored it before it could acknowledge it: a QoS 2 message must not
- * come twice).  Returns the copies queued. */
+ * come twice); the home workers queue them (merge_item).  Returns the
+ * copies sorted to a session. */
 static size_t merge_collected(ad_job_t *j, msg_t **v, uint32_t n)
 {
     size_t added = 0;
@@ -614,44 +882,18 @@ static size_t merge_collected(ad_job_t *j, msg_t **v, uint32_t n)
     for (size_t i = 0; i < j->n && n > 0; i++) {
         ad_sess_t *s = &j->v[i];
         store_session_t rec;
-        if (store_rec_decode_session(s->rec, s->rec_len, &rec) != 0)
+        if (s->rc != 0 || store_rec_decode_session(s->rec, s->rec_len, &rec) != 0)
             continue;
         for (uint32_t k = 0; k < n; k++) {
             msg_t *m = v[k];
-            uint8_t best = 0, rap = 0;
-            for (uint32_t f = 0; f < rec.nsubs; f++) {
-                const store_sub_t *sub = &rec.subs[f];
-                if (sub->filter_len >= 7 && memcmp(sub->filter, "$share/", 7) == 0)
-                    continue; /* a group's pick was made for N alone */
-                if (!topic_matches(sub->filter, sub->filter_len, msg_topic(m), m->topic_len))
-                    continue;
-                uint8_t q = (uint8_t)((sub->options & 3) + 1); /* +1: matched */
-                best = AN_MAX(best, q);
-                rap |= (sub->options & 8) != 0;
-            }
-            uint8_t qos = best ? AN_MIN(m->qos, (uint8_t)(best - 1)) : 0;
+            uint8_t rap = 0, qos = sub_qos(&rec, m, &rap);
             if (qos == 0 || (m->expire_at && m->expire_at <= now) || holds(&s->infl, m) ||
                 holds(&s->queued, m))
                 continue;
-            store_outmsg_t o = {.state = STORE_OUT_QUEUED,
-                                .qos = qos,
-                                .retain = rap && m->retain,
-                                .expiry = m->expire_at ? m->expire_at - now + 1 : 0,
-                                .topic = msg_topic(m),
-                                .topic_len = m->topic_len,
-                                .props = msg_props(m),
-                                .props_len = m->props_len,
-                                .payload = msg_payload(m),
-                                .payload_len = m->payload_len};
-            size_t l = store_rec_encode_outmsg(&o, NULL, 0);
-            if (l == 0)
-                continue;
-            put32(&s->queued, (uint32_t)l);
-            cl_buf_reserve(&s->queued, l);
-            store_rec_encode_outmsg(&o, s->queued.p + s->queued.len, l);
-            s->queued.len += l;
-            s->nqueued++;
-            j->messages++;
+            if (s->nhand == 0 || (s->nhand >= 4 && (s->nhand & (s->nhand - 1)) == 0))
+                s->hand = an_realloc(s->hand, AN_MAX(4u, 2 * s->nhand) * sizeof(*s->hand));
+            s->hand[s->nhand++] =
+                (ad_hand_t){.m = msg_ref(m), .qos = qos, .retain = rap && m->retain};
             added++;
         }
         store_rec_session_free(&rec);
@@ -660,8 +902,8 @@ static size_t merge_collected(ad_job_t *j, msg_t **v, uint32_t n)
 }
 
 /* Ask the members for what they kept for N, wait for their answers
- * (ADOPT_COLLECT_MS at most), merge it into j. */
-static void collect(cl_adopt_t *a, ad_job_t *j, const char *name)
+ * (ADOPT_COLLECT_MS at most), sort it to j's sessions: the copies sorted. */
+static size_t collect(cl_adopt_t *a, ad_job_t *j, const char *name)
 {
     pthread_mutex_lock(&a->mu);
     size_t nl = strnlen(name, sizeof(a->coll_name) - 1);
@@ -685,12 +927,123 @@ static void collect(cl_adopt_t *a, ad_job_t *j, const char *name)
     size_t added = merge_collected(j, v, n);
     if (n > 0)
         log_info("cluster: adopting the sessions of node %s: %u messages kept by the members for "
-                 "it, %zu queued to its sessions",
+                 "it, %zu copies for its sessions",
                  name, n, added);
-    atomic_fetch_add(&a->handed, added);
     for (uint32_t i = 0; i < n; i++)
         msg_unref(&v[i]);
     free(v);
+    return added;
+}
+
+void cl_adopt_late(cl_t *cl, const char *name, msg_t *m)
+{
+    cl_adopt_t *a = cl->adopt;
+    if (a == NULL)
+        return;
+    pthread_mutex_lock(&a->mu);
+    ad_job_t *j = a->late_job;
+    if (j == NULL || strcmp(a->late_name, name) != 0 || an_now_ms() > a->late_until)
+        j = NULL;
+    else
+        atomic_fetch_add(&j->refs, 1);
+    pthread_mutex_unlock(&a->mu);
+    if (j == NULL)
+        return;
+    uint32_t nw = cl->srv->nworkers;
+    ad_item_t **items = an_calloc(nw, sizeof(*items));
+    uint32_t *cap = an_calloc(nw, sizeof(*cap));
+    for (size_t i = 0; i < j->n; i++) {
+        const ad_sess_t *s = &j->v[i];
+        store_session_t rec;
+        if (s->rc != 0 || store_rec_decode_session(s->rec, s->rec_len, &rec) != 0)
+            continue;
+        uint8_t rap = 0, qos = sub_qos(&rec, m, &rap);
+        store_rec_session_free(&rec);
+        if (qos == 0)
+            continue;
+        ad_sess_t *sh = an_calloc(1, sizeof(*sh)); /* the item's own: id borrowed from j */
+        sh->id = s->id;
+        sh->len = s->len;
+        sh->home = s->home;
+        sh->hand = an_malloc(sizeof(*sh->hand));
+        sh->hand[0] = (ad_hand_t){.m = msg_ref(m), .qos = qos, .retain = rap && m->retain};
+        sh->nhand = 1;
+        ad_item_t *it = items[s->home];
+        if (it == NULL || it->n == cap[s->home]) {
+            cap[s->home] = cap[s->home] ? 2 * cap[s->home] : 8;
+            it = an_realloc(it, sizeof(*it) + cap[s->home] * sizeof(it->s[0]));
+            if (items[s->home] == NULL)
+                *it = (ad_item_t){.job = j, .phase = 1, .late = 1, .n = 0};
+            items[s->home] = it;
+        }
+        it->s[it->n++] = sh;
+    }
+    for (uint32_t k = 0; k < nw; k++)
+        if (items[k]) {
+            atomic_fetch_add(&j->refs, 1);
+            cl_owner_post_adopt(cl, k, items[k]);
+        }
+    free(items);
+    free(cap);
+    job_unref(j);
+}
+
+/* Posts each home worker its sessions of j (phase 0: install them, 1:
+ * queue the kept copies) and waits for them: 0, or -1 (ADOPT_INSTALL_MS
+ * passed, or stopping). */
+static int run_items(cl_adopt_t *a, ad_job_t *j, int phase)
+{
+    uint32_t nw = a->cl->srv->nworkers;
+    uint32_t *per = an_calloc(nw, sizeof(*per));
+    for (size_t i = 0; i < j->n; i++) {
+        if (phase == 0)
+            j->v[i].home = worker_home(a->cl->srv, j->v[i].id, j->v[i].len);
+        if (phase == 0 || (j->v[i].rc == 0 && j->v[i].nhand > 0))
+            per[j->v[i].home]++;
+    }
+    ad_item_t **items = an_calloc(nw, sizeof(*items));
+    for (uint32_t k = 0; k < nw; k++)
+        if (per[k]) {
+            items[k] = an_malloc(sizeof(ad_item_t) + per[k] * sizeof(ad_sess_t *));
+            items[k]->job = j;
+            items[k]->phase = phase;
+            items[k]->late = 0;
+            items[k]->n = 0;
+        }
+    for (size_t i = 0; i < j->n; i++) {
+        ad_item_t *it = items[j->v[i].home];
+        if (phase == 0 || (j->v[i].rc == 0 && j->v[i].nhand > 0))
+            it->s[it->n++] = &j->v[i];
+    }
+    pthread_mutex_lock(&a->mu);
+    for (uint32_t k = 0; k < nw; k++)
+        j->left += per[k] != 0;
+    pthread_mutex_unlock(&a->mu);
+    for (uint32_t k = 0; k < nw; k++)
+        if (items[k]) {
+            atomic_fetch_add(&j->refs, 1);
+            cl_owner_post_adopt(a->cl, k, items[k]);
+        }
+    free(items);
+    free(per);
+    return wait_zero(a, &j->left, ADOPT_INSTALL_MS);
+}
+
+/* Every member whose link is up has the routes of the sessions installed
+ * (the route barrier a SUBACK waits for, cl_route.c), ADOPT_ROUTES_MS at
+ * most: 0, or -1. */
+static int wait_routes(cl_adopt_t *a)
+{
+    uint64_t posted, done, later, deadline = an_now_ms() + ADOPT_ROUTES_MS;
+    cl_route_progress(a->cl, &posted, &done);
+    pthread_mutex_lock(&a->mu);
+    while (done < posted && !a->stop && an_now_ms() < deadline) {
+        struct timespec ts = an_wall_after(5); /* route marks go every 20 ms at most */
+        pthread_cond_timedwait(&a->cv, &a->mu, &ts);
+        cl_route_progress(a->cl, &later, &done);
+    }
+    pthread_mutex_unlock(&a->mu);
+    return done >= posted ? 0 : -1;
 }
 
 /* Every id claimed: tell the members which (they ask this node for those
@@ -738,49 +1091,48 @@ static int adopt_store(cl_adopt_t *a, const char *name, store_t *ns, const char 
         log_warn("cluster: reading the sessions of node %s: %s", name, store_strerror(src));
         goto done;
     }
-    /* the copies forwarded to N that it never acknowledged: kept by their
-     * senders for its sessions (cl_hand.c) */
-    collect(a, j, name);
     uint64_t t_read = an_now_ms();
 
-    /* 2. to the home workers */
+    /* 2. to the home workers, and their routes to every member */
     store_stats_t st0, st1;
     store_stats(srv->store, &st0);
-    uint32_t nw = srv->nworkers;
-    uint32_t *per = an_calloc(nw, sizeof(*per));
-    for (size_t i = 0; i < j->n; i++) {
-        j->v[i].home = worker_home(srv, j->v[i].id, j->v[i].len);
-        per[j->v[i].home]++;
-    }
-    ad_item_t **items = an_calloc(nw, sizeof(*items));
-    for (uint32_t k = 0; k < nw; k++)
-        if (per[k]) {
-            items[k] = an_malloc(sizeof(ad_item_t) + per[k] * sizeof(ad_sess_t *));
-            items[k]->job = j;
-            items[k]->n = 0;
-        }
-    for (size_t i = 0; i < j->n; i++) {
-        ad_item_t *it = items[j->v[i].home];
-        it->s[it->n++] = &j->v[i];
-    }
-    pthread_mutex_lock(&a->mu);
-    for (uint32_t k = 0; k < nw; k++)
-        j->left += per[k] != 0;
-    pthread_mutex_unlock(&a->mu);
-    for (uint32_t k = 0; k < nw; k++)
-        if (items[k]) {
-            atomic_fetch_add(&j->refs, 1);
-            cl_owner_post_adopt(cl, k, items[k]);
-        }
-    free(items);
-    free(per);
-    if (wait_zero(a, &j->left, ADOPT_INSTALL_MS) < 0) {
+    j->seq_next = an_calloc(srv->nworkers, sizeof(*j->seq_next));
+    j->seq_end = an_calloc(srv->nworkers, sizeof(*j->seq_end));
+    if (run_items(a, j, 0) < 0) {
         log_warn("cluster: adopting the sessions of node %s: the workers did not install them "
                  "in time: abandoned",
                  name);
         goto done;
     }
     uint64_t t_inst = an_now_ms();
+    if (wait_routes(a) < 0)
+        log_warn("cluster: adopting the sessions of node %s: not every member acknowledged "
+                 "their routes within %u ms: asking for the messages kept anyway",
+                 name, ADOPT_ROUTES_MS);
+    uint64_t t_routes = an_now_ms();
+    /* what this node routed for N before its sessions were here and its
+     * link thread applies after its own ask: cl_adopt_late */
+    atomic_fetch_add(&j->refs, 1);
+    pthread_mutex_lock(&a->mu);
+    ad_job_t *old_late = a->late_job;
+    a->late_job = j;
+    snprintf(a->late_name, sizeof(a->late_name), "%s", name);
+    a->late_until = an_now_ms() + ADOPT_LATE_MS;
+    pthread_mutex_unlock(&a->mu);
+    if (old_late != NULL)
+        job_unref(old_late);
+    /* the copies forwarded to N that it never acknowledged, and those
+     * published for its sessions since, kept by their senders until now
+     * (cl_hand.c): the members had this node's routes before they answer,
+     * so what they publish after their answer comes the direct way */
+    if (collect(a, j, name) > 0 && run_items(a, j, 1) < 0) {
+        log_warn("cluster: adopting the sessions of node %s: the workers did not queue the "
+                 "messages kept for them in time: abandoned",
+                 name);
+        goto done;
+    }
+    atomic_fetch_add(&a->handed, atomic_load(&j->merged));
+    j->messages += atomic_load(&j->merged);
 
     /* 3. in this node's store */
     int brc = store_submit_sync(srv->store, store_batch_new());
@@ -872,10 +1224,13 @@ static int adopt_store(cl_adopt_t *a, const char *name, store_t *ns, const char 
     atomic_store(&a->last_sessions, installed);
     log_info("cluster: adopted the sessions of node %s from %s: %zu sessions with %zu "
              "messages in %" PRIu64 " ms (read in %" PRIu64 ", installed %" PRIu64
-             ", stored %" PRIu64 ", claimed %" PRIu64 " ms after the start; %zu here already, "
-             "%zu owned elsewhere meanwhile and ended here, %zu expired, %zu unreadable)",
-             name, from, installed, j->messages, ms, t_read - t0, t_inst - t0, t_stored - t0,
-             t_claimed - t0, here, elsewhere, j->expired, unreadable + j->bad);
+             ", routes known %" PRIu64 ", stored %" PRIu64 ", claimed %" PRIu64
+             " ms after the start; %" PRIu64 " kept copies queued, %" PRIu64
+             " there already; %zu here already, %zu owned elsewhere meanwhile and ended here, "
+             "%zu expired, %zu unreadable)",
+             name, from, installed, j->messages, ms, t_read - t0, t_inst - t0, t_routes - t0,
+             t_stored - t0, t_claimed - t0, atomic_load(&j->merged), atomic_load(&j->skipped), here,
+             elsewhere, j->expired, unreadable + j->bad);
     rc = 0;
 done:
     if (rc != 0)
@@ -1141,6 +1496,14 @@ static void *adopt_main(void *arg)
     uint64_t scan_at = cl_repl_on(a->cl) ? 0 : an_now_ms() + ADOPT_SCAN_MS;
     pthread_mutex_lock(&a->mu);
     while (!a->stop) {
+        if (a->late_job != NULL && an_now_ms() > a->late_until) {
+            ad_job_t *j = a->late_job; /* its sessions' records are not needed any more */
+            a->late_job = NULL;
+            pthread_mutex_unlock(&a->mu);
+            job_unref(j);
+            pthread_mutex_lock(&a->mu);
+            continue;
+        }
         if (scan_at != 0 && an_now_ms() >= scan_at) {
             scan_at = 0;
             pthread_mutex_unlock(&a->mu);
@@ -1149,7 +1512,7 @@ static void *adopt_main(void *arg)
             continue;
         }
         if (a->nwatch == 0) {
-            if (scan_at == 0) {
+            if (scan_at == 0 && a->late_job == NULL) {
                 pthread_cond_wait(&a->cv, &a->mu);
             } else {
                 poll_wait(a);
@@ -1187,6 +1550,9 @@ int cl_adopt_init(cl_t *cl)
     }
     cl_adopt_t *a = an_calloc(1, sizeof(*a));
     a->cl = cl;
+    a->seen = an_calloc(cl->srv->nworkers, sizeof(*a->seen));
+    cl->srv->dedup_hook = dedup_hook;
+    cl->srv->dedup_user = a;
     pthread_mutex_init(&a->mu, NULL);
     pthread_cond_init(&a->cv, NULL);
     cl->adopt = a;
@@ -1229,6 +1595,14 @@ void cl_adopt_free(cl_t *cl)
     for (uint32_t i = 0; i < a->ncoll; i++)
         msg_unref(&a->coll[i]);
     free(a->coll);
+    if (a->late_job != NULL)
+        job_unref(a->late_job);
+    for (uint32_t w = 0; w < cl->srv->nworkers; w++) {
+        seen_prune(&a->seen[w], UINT64_MAX); /* every one past its time */
+        free(a->seen[w].v);
+    }
+    free(a->seen);
+    cl->srv->dedup_hook = NULL;
     pthread_mutex_destroy(&a->mu);
     pthread_cond_destroy(&a->cv);
     free(a);
@@ -1261,11 +1635,14 @@ void cl_adopt_metrics(cl_t *cl, module_metrics_t *mm)
         {"antenna_cluster_adopted_handed_total", "counter",
          "Messages forwarded to the dead members and never acknowledged by them, kept by "
          "the members and queued to the adopted sessions."},
+        {"antenna_cluster_adopted_twins_dropped_total", "counter",
+         "Messages that reached an adopted session the direct way after the same message, "
+         "kept by a member, was queued to it: dropped."},
     };
-    uint64_t v[] = {atomic_load(&a->adoptions), atomic_load(&a->sessions),
-                    atomic_load(&a->messages),  atomic_load(&a->failures),
-                    atomic_load(&a->last_ms),   atomic_load(&a->last_sessions),
-                    atomic_load(&a->pending),   atomic_load(&a->handed)};
+    uint64_t v[] = {
+        atomic_load(&a->adoptions), atomic_load(&a->sessions), atomic_load(&a->messages),
+        atomic_load(&a->failures),  atomic_load(&a->last_ms),  atomic_load(&a->last_sessions),
+        atomic_load(&a->pending),   atomic_load(&a->handed),   atomic_load(&a->dropped_direct)};
     for (size_t i = 0; i < sizeof(fam) / sizeof(fam[0]); i++) {
         module_metrics_family(mm, fam[i].name, fam[i].type, fam[i].help);
         module_metrics_printf(mm, "%s %" PRIu64 "\n", fam[i].name, v[i]);

@@ -350,6 +350,46 @@ static void peer_send(cl_t *cl, int idx, const cl_fwd_t *f, msg_t *m, uint8_t qo
     cl_peer_pump(cl, p);
 }
 
+/* Entry i of b is for node n that left: a publish routed before the
+ * routes of n's adopted sessions were known here, applied after their
+ * adopter asked for what was kept for n (a worker's batch; a route held
+ * for a store commit), would reach nobody.  Each adopter that asked and
+ * that this publish does not reach anyway gets it: the adopter routes it
+ * to the adopted sessions (its own sessions would have been reached).
+ * The publisher's acknowledgement does not wait for it (cl_hand.c). */
+static void late_copy(cl_t *cl, const cl_batch_t *b, uint32_t i)
+{
+    const cl_fwd_t *e = &b->v[i];
+    const cl_peer_t *p = &cl->links->peers[e->node];
+    for (int a = 1; a < CL_MAX_NODES; a++) {
+        if (!(p->asked_by[a / 64] >> (a % 64) & 1) || !cl->nodes[a].member)
+            continue;
+        int reached = 0;
+        for (uint32_t k = i; k-- > 0 && b->v[k].m == e->m && !reached;)
+            reached = b->v[k].node == a;
+        for (uint32_t k = i + 1; k < b->n && b->v[k].m == e->m && !reached; k++)
+            reached = b->v[k].node == a;
+        if (reached)
+            continue;
+        cl_fwd_t f = *e; /* for its plain subscribers: a group's pick was n's */
+        f.node = (uint16_t)a;
+        f.ngroups = 0;
+        peer_send(cl, a, &f, e->m, e->qos, b->src, 0);
+        log_limited(5000, AN_LOG_INFO,
+                    "cluster: a QoS %u message for node %s routed before its adopter's routes "
+                    "were known here: sent to %s, its adopter",
+                    e->qos, cl->nodes[e->node].name, cl->nodes[a].name);
+    }
+}
+
+static int asked_any(const cl_peer_t *p)
+{
+    for (size_t k = 0; k < CL_MAX_NODES / 64; k++)
+        if (p->asked_by[k])
+            return 1;
+    return 0;
+}
+
 static void fwd_apply(cl_t *cl, void *arg)
 {
     cl_batch_t *b = arg;
@@ -370,14 +410,31 @@ static void fwd_apply(cl_t *cl, void *arg)
             for (int j = 1; j < CL_MAX_NODES; j++)
                 if (cl->nodes[j].member)
                     peer_send(cl, j, e, e->m, e->qos, b->src, 0);
-        } else if (cl->nodes[e->node].member || cl->links->peers[e->node].routes_kept) {
-            /* routes_kept: it left, kept for its adopter (cl_hand.c) */
-            peer_send(cl, e->node, e, e->m, e->qos, b->src, e->ticket);
         } else {
-            ack_now(cl, e->node, b->src, e->ticket); /* it left: nobody there */
+            const cl_peer_t *p = &cl->links->peers[e->node];
+            /* published (routed) up to the latest ask: perhaps before the
+             * adopter's routes were known (the turn clock: 1 ms slack) */
+            int late = 0;
+            if (!cl->nodes[e->node].member && e->qos > 0 && e->plain && asked_any(p) &&
+                e->m->published_at <= p->asked_at + 1) {
+                late = 1;
+                late_copy(cl, b, i);
+            }
+            if (!cl->nodes[e->node].member && e->qos > 0 && e->plain && p->own_asked_at &&
+                e->m->published_at <= p->own_asked_at + 1) { /* this node adopts it */
+                late = 1;
+                cl_adopt_late(cl, cl->nodes[e->node].name, e->m);
+            }
+            /* routes_kept: it left, kept (cl_hand.c); a late one too while its
+             * copies are (its publisher's acknowledgement waits until then) */
+            if (cl->nodes[e->node].member || p->routes_kept || (late && p->orphan))
+                peer_send(cl, e->node, e, e->m, e->qos, b->src, e->ticket);
+            else
+                ack_now(cl, e->node, b->src, e->ticket); /* it left: nobody there */
         }
-        msg_unref(&e->m);
     }
+    for (uint32_t i = 0; i < b->n; i++) /* after the loop: late_copy looks at the others */
+        msg_unref(&b->v[i].m);
     free(b);
     if (atomic_load(&cl->stopping))
         return;

@@ -9,11 +9,12 @@
  * (routes_kept; its shared groups' go at once, so the groups pick other
  * members): what is published meanwhile for N's subscribers is queued in
  * N's window the same way (fwd_apply), until an adopter asks (then they go:
- * the adopter announces the routes of the sessions it installs) or the
- * watch ends.  The adopter X asks for them
- * (CL_F_ADOPT_ASK with N's name) before it installs N's sessions; the
- * sender answers on the same link with each copy (CL_F_ADOPT_MSG, the
- * message as forwarded) and CL_F_ADOPT_END.  Once X's store has the
+ * the adopter installed N's sessions and every member acknowledged their
+ * routes before it asked) or the watch ends.  The adopter X asks for them
+ * (CL_F_ADOPT_ASK with N's name); the sender answers on the same link with
+ * each copy (CL_F_ADOPT_MSG, the message as forwarded) and CL_F_ADOPT_END,
+ * and notes X in N's asked_by: a publish routed to N before X's routes were
+ * known here and applied after the answer goes to X (cl_fwd.c late_copy).  Once X's store has the
  * adopted sessions (its barrier commit) it says CL_F_ADOPT_DONE, and the
  * sender releases them (the tickets are reported acknowledged).  If no
  * adopter asks, the copies are released when this node's own watch of N
@@ -81,6 +82,8 @@ int cl_hand_keep(cl_t *cl, cl_peer_t *p)
     if (cl->adopt == NULL)
         return 0;
     p->orphan = p->routes_kept = 1;
+    memset(p->asked_by, 0, sizeof(p->asked_by));
+    p->asked_at = p->own_asked_at = 0;
     p->sent = p->head;
     cl_route_drop_peer_shares(cl, p);
     return 1;
@@ -182,6 +185,10 @@ int cl_hand_recv(cl_t *cl, cl_peer_t *p, cl_conn_t *c, uint8_t type, const uint8
     if (type == CL_F_ADOPT_ASK) { /* we are a sender: our copies for n */
         uint32_t k = 0;
         msg_t **v = kept(cl, n, &k);
+        if (n > 0) { /* what was routed for n before this and comes later goes to it */
+            cl->links->peers[n].asked_by[c->idx / 64] |= 1ull << (c->idx % 64);
+            cl->links->peers[n].asked_at = an_wall_ms();
+        }
         uint64_t now = an_now_ms();
         for (uint32_t i = 0; i < k; i++) {
             msg_t *m = v[i];
@@ -228,7 +235,10 @@ static void ask_task(cl_t *cl, void *arg)
     /* our own copies first: once the count below is known (0 when no
      * other member is up), the adopter may go on at once */
     uint32_t k = 0;
-    msg_t **v = kept(cl, find_node(cl, (const uint8_t *)name, nl), &k);
+    int n = find_node(cl, (const uint8_t *)name, nl);
+    msg_t **v = kept(cl, n, &k);
+    if (n > 0) /* what was routed for it before and comes later: cl_adopt_late */
+        cl->links->peers[n].own_asked_at = an_wall_ms();
     cl_adopt_collected(cl, name, v, k, 0);
     free(v);
     uint32_t asked = 0;

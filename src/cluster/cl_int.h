@@ -202,6 +202,9 @@ void cl_links_turn_end(cl_t *cl, worker_t *w);
 /* On the link thread, after a run of posted tasks: a ROUTE_MARK on every
  * link up when the tasks changed local routes (cl_route.c). */
 void cl_route_marks(cl_t *cl);
+/* Any thread: the route barrier's state: this node's route changes made so
+ * far (posted) and how far every peer whose link is up has them (done). */
+void cl_route_progress(cl_t *cl, uint64_t *posted, uint64_t *done);
 /* On the link thread, when it is stopping: close every link. */
 void cl_links_stop(cl_t *cl);
 /* After the link thread and the workers stopped. */
@@ -248,8 +251,11 @@ void cl_owner_free(cl_t *cl);
 void cl_owner_metrics(cl_t *cl, module_metrics_t *mm);
 /* A session in the hand-over format (cl_owner.c's "the session, handed
  * over") installed on its home worker w: 0, 1 when one of that id is there
- * already (it stays), -1 unreadable.  Worker w only. */
-int cl_owner_install(worker_t *w, const char *id, uint16_t id_len, const uint8_t *blob, size_t len);
+ * already (it stays), -1 unreadable.  Its stored messages take their keys
+ * from *seq_next (counting up; a range the caller reserved) or, NULL, from
+ * persist_next_seq.  Worker w only. */
+int cl_owner_install(worker_t *w, const char *id, uint16_t id_len, const uint8_t *blob, size_t len,
+                     uint64_t *seq_next);
 /* Any thread: end the session of client id on its home worker (a claim
  * found it owned by another node). */
 void cl_owner_kick(cl_t *cl, const char *id);
@@ -302,6 +308,12 @@ void cl_adopt_unseen(cl_t *cl, const char *name);
  * from_peer 1 for a node's complete answer. */
 void cl_adopt_expect(cl_t *cl, const char *name, uint32_t asked);
 void cl_adopt_collected(cl_t *cl, const char *name, msg_t **v, uint32_t n, int from_peer);
+/* Link thread: m, published here for node `name` up to this node's own ask
+ * for its copies and applied after it (a worker's turn, a route held for a
+ * commit), goes to the sessions this node adopted from it (a merge on their
+ * home workers, as the kept copies) while the adoption's sessions are
+ * known here (ADOPT_LATE_MS after it). */
+void cl_adopt_late(cl_t *cl, const char *name, msg_t *m);
 /* cl_hand.c, any thread (posted to the link thread): ask the members for
  * their copies kept for `name` (-1: the link thread stopped); tell them
  * the adoption is stored (they release theirs); this node's watch of

@@ -100,6 +100,11 @@ typedef struct {
     uint8_t routes_kept; /* orphan: its routes stay until an adopter asks (cl_hand.c) */
     uint8_t hand_done;   /* an adopter stored its copies before it went out here */
     struct cl_hand_in_s *hand_in;
+    /* orphan: the adopters (node indexes) that asked for its copies: one
+     * routed before their routes were known here reaches them (cl_fwd.c) */
+    uint64_t asked_by[CL_MAX_NODES / 64];
+    uint64_t asked_at;     /* wall ms of the latest such ask */
+    uint64_t own_asked_at; /* wall ms this node, adopting it, took its own copies */
     /* routes it announced (cl_route.c) */
     cl_fset_t *routes;    /* wildcard and shared filters, whole */
     uint64_t nexact;      /* exact filters it announced (kept by the router as

@@ -67,6 +67,7 @@
 #include "cl_link_int.h"
 #include "event.h"
 #include "log.h"
+#include "migrate.h"
 #include "mqtt_props.h"
 #include "persist.h"
 #include "proto.h"
@@ -298,7 +299,8 @@ static void enc_session(worker_t *w, sess_t *s, cl_buf_t *b)
  * restore from the store would (offline; a CONNECT attaches it) and
  * written to this node's store when it is persistent.  0, 1 when a session
  * of that id is here already (it stays), -1 unreadable. */
-int cl_owner_install(worker_t *w, const char *id, uint16_t id_len, const uint8_t *p, size_t len)
+int cl_owner_install(worker_t *w, const char *id, uint16_t id_len, const uint8_t *p, size_t len,
+                     uint64_t *seq_next)
 {
     const uint8_t *end = p + len;
     if (sess_table_find_id(&w->by_id, (const uint8_t *)id, id_len) != NULL)
@@ -329,7 +331,7 @@ int cl_owner_install(worker_t *w, const char *id, uint16_t id_len, const uint8_t
                              o.payload, (uint32_t)o.payload_len, o.qos, o.retain,
                              o.expiry ? w->now + o.expiry - 1 : 0);
         if (rec.expiry_interval != 0) { /* durable here too */
-            e.seq = persist_next_seq(w->srv);
+            e.seq = seq_next ? (*seq_next)++ : persist_next_seq(w->srv);
             if (e.m)
                 e.m->store_seq = e.seq;
             persist_queue_put(w, s->client_id, s->client_id_len, e.seq, e.m, e.qos, e.retain,
@@ -359,7 +361,7 @@ static void restore_session(worker_t *w, proto_gate_t *g)
     cl_claim_t *cm = g->arg;
     if (g->clean_start || cm->blob == NULL)
         return;
-    if (cl_owner_install(w, g->client_id, g->id_len, cm->blob, cm->blob_len) < 0)
+    if (cl_owner_install(w, g->client_id, g->id_len, cm->blob, cm->blob_len, NULL) < 0)
         log_warn("cluster: the session of client '%s' handed over is unreadable: dropped",
                  g->client_id);
 }
@@ -880,6 +882,13 @@ static void own_item(worker_t *w, inbox_item_t *it)
         cl_adopt_item(w, it->ptr);
         return;
     }
+    /* a take-over or kick for a session that moved to another worker after
+     * the home was read follows it (migrate.h): else the take-over would
+     * release the id while the session stays connected there */
+    if ((it->flags == OWN_IT_TAKE || it->flags == OWN_IT_KICK) &&
+        sess_table_find_id(&w->by_id, (const uint8_t *)tk->id, strlen(tk->id)) == NULL &&
+        migrate_hand_on(w, tk->id, strlen(tk->id), it))
+        return;
     if (it->flags == OWN_IT_TAKE) {
         own_take(w, it);
         return;

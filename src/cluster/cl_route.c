@@ -355,6 +355,13 @@ void cl_route_acked(cl_t *cl, cl_peer_t *p, uint64_t v)
     }
 }
 
+void cl_route_progress(cl_t *cl, uint64_t *posted, uint64_t *done)
+{
+    cl_links_t *L = cl->links;
+    *posted = L ? atomic_load_explicit(&L->route_posted, memory_order_acquire) : 0;
+    *done = L ? atomic_load_explicit(&L->route_done, memory_order_acquire) : 0;
+}
+
 uint64_t cl_route_barrier(worker_t *w, uint32_t *wait_ms, void *user)
 {
     (void)w;

@@ -9,7 +9,8 @@ Each publisher's messages arrive in its order across the move (QoS 0, 1, 2;
 MQTT 3.1.1 and 5), none lost.  After the move: a new connection with the
 same client id takes the session over, the API kicks it, a will is
 published when its connection drops, and a persistent session resumes
-(session present) after a reconnect and after a broker restart."""
+(session present) after a reconnect and after a broker restart.  TLS and
+WebSocket publishers move too."""
 
 import json
 import re
@@ -100,9 +101,14 @@ class Sink:
             return list(self.got.get(topic, []))
 
 
-def client(b, cid, proto=mqtt.MQTTv311, clean=True, will=None, on_message=None, tls=False):
+def client(b, cid, proto=mqtt.MQTTv311, clean=True, will=None, on_message=None, tls=False,
+           ws=False):
     kw = {"clean_session": clean} if proto != mqtt.MQTTv5 else {}
+    if ws:
+        kw["transport"] = "websockets"
     c = mqtt.Client(client_id=cid, protocol=proto, **kw)
+    if ws:
+        c.ws_set_options(path="/mqtt")
     if tls:  # the broker's self-signed certificate, not verified
         c.tls_set(cert_reqs=ssl.CERT_NONE)
         c.tls_insecure_set(True)
@@ -142,8 +148,8 @@ def stop(c):
         c.loop_stop()
 
 
-def subscriber(b, api, sink, proto=mqtt.MQTTv311, qos=2, tls=False):
-    s = client(b, "m-sub", proto=proto, on_message=sink.on_message, tls=tls)
+def subscriber(b, api, sink, proto=mqtt.MQTTv311, qos=2, tls=False, ws=False, clean=True):
+    s = client(b, "m-sub", proto=proto, on_message=sink.on_message, tls=tls, ws=ws, clean=clean)
     done = threading.Event()
     s.on_subscribe = lambda *_a: done.set()
     s.subscribe("mig/#", qos)
@@ -152,14 +158,14 @@ def subscriber(b, api, sink, proto=mqtt.MQTTv311, qos=2, tls=False):
     return s, home
 
 
-def other_ids(api, home, prefix, n, tls=False):
+def other_ids(api, home, prefix, n, tls=False, ws=False):
     """n client ids (prefix-<i>) whose hash home is not `home`: each one is
     connected once and asked for; those on `home` are skipped."""
     picked, i = [], 0
     while len(picked) < n and i < 64:
         cid = "%s%d" % (prefix, i)
         i += 1
-        c = client(api.b, cid, tls=tls)
+        c = client(api.b, cid, tls=tls, ws=ws)
         w = api.worker_of(cid)
         stop(c)
         wait_for(lambda: cid not in api.workers(cid), DEADLINE, what=cid + " gone")
@@ -206,6 +212,32 @@ def test_fanin_publishers_move_in_order(env, qos, proto):
             p.publish("mig/" + i, "after", qos=qos).wait_for_publish(DEADLINE)
         for i in ids:
             wait_for(lambda: sink.of("mig/" + i)[-1:] == ["after"], DEADLINE, what=i + " after")
+    finally:
+        for p in pubs:
+            stop(p)
+        stop(s)
+
+
+@pytest.mark.parametrize("qos", [1, 2])
+def test_publishers_to_a_durable_subscriber_move(env, qos):
+    """A persistent subscriber: its QoS 1/2 messages are stored before they
+    are delivered (after the commit); they count for their publishers'
+    move all the same, and arrive in order, once each."""
+    b, api = env
+    sink = Sink()
+    s, home = subscriber(b, api, sink, qos=qos, clean=False)
+    ids = other_ids(api, home, "m-d%d-" % qos, 2)
+    pubs = [client(b, i) for i in ids]
+    try:
+        for p, i in zip(pubs, ids):
+            publish_all(p, "mig/" + i, qos, MSGS)
+        wait_moved(api, ids, home, "m-d%d-" % qos)
+        for p, i in zip(pubs, ids):
+            p.publish("mig/" + i, "after", qos=qos).wait_for_publish(DEADLINE)
+        want = [str(k) for k in range(MSGS)] + ["after"]
+        for i in ids:
+            wait_for(lambda: len(sink.of("mig/" + i)) >= MSGS + 1, DEADLINE, what=i + " all")
+            assert sink.of("mig/" + i) == want, i
     finally:
         for p in pubs:
             stop(p)
@@ -345,6 +377,33 @@ def test_tls_publisher_moves(broker, tmp_path):
         for p, i in zip(pubs, ids):
             publish_all(p, "mig/" + i, 1, MSGS)
         wait_moved(api, ids, home, "m-tls")
+        for p, i in zip(pubs, ids):
+            p.publish("mig/" + i, "after", qos=1).wait_for_publish(DEADLINE)
+        want = [str(k) for k in range(MSGS)] + ["after"]
+        for i in ids:
+            wait_for(lambda: len(sink.of("mig/" + i)) >= MSGS + 1, DEADLINE, what=i + " all")
+            assert sink.of("mig/" + i) == want, i
+    finally:
+        for p in pubs:
+            stop(p)
+        stop(s)
+
+
+def test_websocket_publisher_moves(broker, tmp_path):
+    """A connection over WebSocket moves too (its framing state is its own):
+    every message in order across the move, and after it."""
+    keys = tmp_path / "api.keys"
+    key = make_key(keys)
+    b = broker(workers=2, api={"keys_file": str(keys)}, listener={"transport": "ws"})
+    api = Api(b, key)
+    sink = Sink()
+    s, home = subscriber(b, api, sink, ws=True)
+    ids = other_ids(api, home, "m-ws", 2, ws=True)
+    pubs = [client(b, i, ws=True) for i in ids]
+    try:
+        for p, i in zip(pubs, ids):
+            publish_all(p, "mig/" + i, 1, MSGS)
+        wait_moved(api, ids, home, "m-ws")
         for p, i in zip(pubs, ids):
             p.publish("mig/" + i, "after", qos=1).wait_for_publish(DEADLINE)
         want = [str(k) for k in range(MSGS)] + ["after"]

@@ -4,7 +4,10 @@
  * migrate_note + migrate_window on a worker and a session made by hand: a
  * fan-in publisher is wanted after one window, a spread or local one never,
  * a session with subscriptions never, a moved one only after MIGRATE_HOLD
- * windows, a message delivered to two other workers counts for none.
+ * windows, a message delivered to two other workers counts for none;
+ * migrate_hand_on: an item for a session that moved after its sender read
+ * the home goes on to the new home, one that is at its home (or a server
+ * whose sessions never move) stays.
  */
 #include <stdarg.h>
 #include <stddef.h>
@@ -12,9 +15,11 @@
 #include <stdint.h>
 #include <cmocka.h>
 
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
+#include "inbox.h"
 #include "migrate.h"
 
 static void test_decide(void **state)
@@ -143,6 +148,73 @@ static void test_subscriber_and_hold(void **state)
     fake_free(f);
 }
 
+/* An id whose hash home (home_key zero) is worker `want` of 2. */
+static void id_homed(const server_t *srv, uint32_t want, char *buf, size_t cap)
+{
+    for (int i = 0; i < 1000; i++) {
+        snprintf(buf, cap, "dev-%d", i);
+        if (worker_home(srv, (const uint8_t *)buf, strlen(buf)) == want)
+            return;
+    }
+    fail_msg("no id homed on worker %u", want);
+}
+
+static void test_hand_on(void **state)
+{
+    (void)state;
+    server_t *srv = calloc(1, sizeof(*srv));
+    worker_t *ws = calloc(2, sizeof(*ws));
+    srv->nworkers = 2;
+    srv->workers = ws;
+    srv->conf.workers_migrate = 1;
+    for (uint32_t i = 0; i < 2; i++) {
+        ws[i].srv = srv;
+        ws[i].id = i;
+        assert_int_equal(inbox_init(&ws[i].inbox), 0);
+    }
+    inbox_item_t it = {.kind = WM_MIGRATE, .ptr = srv};
+    char id[32];
+    id_homed(srv, 0, id, sizeof(id));
+    /* no table: sessions never move, the item stays */
+    assert_int_equal(migrate_hand_on(&ws[1], id, strlen(id), &it), 0);
+    assert_int_equal(migrate_init(srv), 0);
+    assert_non_null(srv->homes);
+    /* at its hash home: stays; elsewhere: handed to the hash home */
+    assert_int_equal(migrate_hand_on(&ws[0], id, strlen(id), &it), 0);
+    assert_int_equal(migrate_hand_on(&ws[1], id, strlen(id), &it), 1);
+    inbox_vec_t got = {0};
+    inbox_take(&ws[0].inbox, &got);
+    assert_int_equal(got.len, 1);
+    assert_int_equal(got.items[0].kind, WM_MIGRATE);
+    assert_ptr_equal(got.items[0].ptr, srv);
+    got.len = 0;
+    /* the session moved to worker 1 (its home in the table): an item that
+     * reached worker 0 follows it there */
+    sess_t *s = calloc(1, sizeof(*s) + sizeof(id));
+    s->w = &ws[1];
+    s->client_id_len = (uint16_t)strlen(id);
+    memcpy(s->client_id, id, strlen(id) + 1);
+    migrate_home_claim(srv, s);
+    assert_int_equal(worker_home(srv, (const uint8_t *)id, strlen(id)), 1);
+    assert_int_equal(migrate_hand_on(&ws[1], id, strlen(id), &it), 0);
+    assert_int_equal(migrate_hand_on(&ws[0], id, strlen(id), &it), 1);
+    inbox_take(&ws[1].inbox, &got);
+    assert_int_equal(got.len, 1);
+    got.len = 0;
+    inbox_take(&ws[0].inbox, &got);
+    assert_int_equal(got.len, 0);
+    /* it ended there: its id homes by hash again */
+    migrate_home_drop(srv, s);
+    assert_int_equal(migrate_hand_on(&ws[0], id, strlen(id), &it), 0);
+    inbox_vec_free(&got);
+    free(s);
+    migrate_free(srv);
+    for (uint32_t i = 0; i < 2; i++)
+        inbox_destroy(&ws[i].inbox);
+    free(ws);
+    free(srv);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -150,6 +222,7 @@ int main(void)
         cmocka_unit_test(test_fanin_wanted),
         cmocka_unit_test(test_spread_or_local_stays),
         cmocka_unit_test(test_subscriber_and_hold),
+        cmocka_unit_test(test_hand_on),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
