@@ -138,7 +138,7 @@ static json_t *sub_json(const sess_t *s, const sess_sub_t *sub)
 {
     json_t *o = json_object();
     json_object_set_new(o, "client_id", json_string(s->client_id));
-    json_object_set_new(o, "topic", json_stringn((const char *)sub->filter, sub->len));
+    json_object_set_new(o, "topic", json_stringn((const char *)sess_sub_filter(sub), sub->len));
     json_object_set_new(o, "qos", json_integer(MQTT_SUBOPT_QOS(sub->opts)));
     json_object_set_new(o, "no_local", json_boolean(sub->opts & MQTT_SUBOPT_NO_LOCAL));
     json_object_set_new(o, "retain_as_published",
@@ -198,7 +198,7 @@ static json_t *client_json(const sess_t *s, int with_subs)
     if (with_subs) {
         json_t *subs = json_array();
         for (uint32_t i = 0; i < s->nsubs; i++)
-            json_array_append_new(subs, sub_json(s, s->subs[i]));
+            json_array_append_new(subs, sub_json(s, &s->subs[i]));
         json_object_set_new(o, "subscriptions", subs);
     } else {
         json_object_set_new(o, "subscriptions", json_integer(s->nsubs));
@@ -317,7 +317,8 @@ static int by_id_filter(const void *a, const void *b)
     int c = strcmp(x->s->client_id, y->s->client_id);
     if (c)
         return c;
-    int m = memcmp(x->sub->filter, y->sub->filter, AN_MIN(x->sub->len, y->sub->len));
+    int m =
+        memcmp(sess_sub_filter(x->sub), sess_sub_filter(y->sub), AN_MIN(x->sub->len, y->sub->len));
     return m ? m : (int)x->sub->len - (int)y->sub->len;
 }
 
@@ -332,8 +333,9 @@ static void run_subs(worker_t *w, api_job_t *job)
             if (job->client_id && strcmp(job->client_id, s->client_id) != 0)
                 continue;
             for (uint32_t i = 0; i < s->nsubs; i++) {
-                const sess_sub_t *sub = s->subs[i];
-                if (job->topic && (tlen != sub->len || memcmp(job->topic, sub->filter, tlen) != 0))
+                const sess_sub_t *sub = &s->subs[i];
+                if (job->topic &&
+                    (tlen != sub->len || memcmp(job->topic, sess_sub_filter(sub), tlen) != 0))
                     continue;
                 if (n == cap)
                     v = an_realloc(v, (cap *= 2) * sizeof(*v));

@@ -172,18 +172,18 @@ conn_t *conn_new(worker_t *w, int fd, const struct sockaddr *sa, uint8_t listene
     c->w = w;
     c->listener = listener;
     c->state = CONN_NEW;
-    c->peer.family = (uint8_t)sa->sa_family;
+    conn_set_peer_family(c, (uint8_t)sa->sa_family);
     if (sa->sa_family == AF_INET6) {
         const struct sockaddr_in6 *in6 = (const struct sockaddr_in6 *)sa;
-        memcpy(c->peer.addr, &in6->sin6_addr, 16);
-        c->peer.port = ntohs(in6->sin6_port);
+        memcpy(c->peer_addr, &in6->sin6_addr, 16);
+        c->peer_port = ntohs(in6->sin6_port);
     } else if (sa->sa_family == AF_INET) {
         const struct sockaddr_in *in4 = (const struct sockaddr_in *)sa;
-        memcpy(c->peer.addr, &in4->sin_addr, 4);
-        c->peer.port = ntohs(in4->sin_port);
+        memcpy(c->peer_addr, &in4->sin_addr, 4);
+        c->peer_port = ntohs(in4->sin_port);
     }
     tw_timer_init(&c->timer, conn_on_timer);
-    c->last_rx = w->now;
+    c->last_rx = (uint32_t)w->now;
     c->ep = (endpoint_t){.ops = &ep_mqtt_ops, .receive_max = 65535};
     c->flags |= CONN_F_PROBLEM_INFO;
     conn_link(w, c);
@@ -193,10 +193,10 @@ conn_t *conn_new(worker_t *w, int fd, const struct sockaddr *sa, uint8_t listene
 const char *conn_peer(const conn_t *c, char *buf, size_t size)
 {
     char addr[INET6_ADDRSTRLEN] = "?";
-    if (c->peer.family == AF_INET6 || c->peer.family == AF_INET)
-        inet_ntop(c->peer.family, c->peer.addr, addr, sizeof(addr));
-    snprintf(buf, size, c->peer.family == AF_INET6 ? "[%s]:%u" : "%s:%u", addr,
-             (unsigned)c->peer.port);
+    if (conn_peer_family(c) == AF_INET6 || conn_peer_family(c) == AF_INET)
+        inet_ntop(conn_peer_family(c), c->peer_addr, addr, sizeof(addr));
+    snprintf(buf, size, conn_peer_family(c) == AF_INET6 ? "[%s]:%u" : "%s:%u", addr,
+             (unsigned)c->peer_port);
     return buf;
 }
 
@@ -282,9 +282,9 @@ static const char *close_event(const char *why, uint8_t rc, int by_client, char 
 const char *conn_name(const conn_t *c, char *buf, size_t size)
 {
     char addr[INET6_ADDRSTRLEN] = "?";
-    unsigned port = c->peer.port;
-    if (c->peer.family == AF_INET6 || c->peer.family == AF_INET)
-        inet_ntop(c->peer.family, c->peer.addr, addr, sizeof(addr));
+    unsigned port = c->peer_port;
+    if (conn_peer_family(c) == AF_INET6 || conn_peer_family(c) == AF_INET)
+        inet_ntop(conn_peer_family(c), c->peer_addr, addr, sizeof(addr));
     if (c->sess)
         snprintf(buf, size, "client '%s' (%s:%u)", c->sess->client_id, addr, port);
     else
@@ -405,9 +405,9 @@ static void read_proxy(conn_t *c)
     c->flags &= (uint8_t)~CONN_F_PROXY;
     conn_name(c, name, sizeof(name));
     if (!r.local) {
-        c->peer.family = r.family;
-        memcpy(c->peer.addr, r.src, sizeof(c->peer.addr));
-        c->peer.port = r.src_port;
+        conn_set_peer_family(c, r.family);
+        memcpy(c->peer_addr, r.src, sizeof(c->peer_addr));
+        c->peer_port = r.src_port;
     }
     char client[160];
     conn_log_ev(c, AN_LOG_DEBUG, "proxy_header", NULL, "%s: PROXY v%u header: client %s (via %s)",
@@ -455,7 +455,7 @@ static inline void read_done(conn_t *c, transport_t *tp, int rc, const tp_read_t
     worker_t *w = c->w;
     if (in->wire) {
         STAT_ADD(w->stats.bytes_received, (uint64_t)in->wire);
-        c->last_rx = w->now;
+        c->last_rx = (uint32_t)w->now;
     }
     if (in->len) {
         conn_input(c, in->data, in->len);
@@ -686,7 +686,7 @@ static void update_events(conn_t *c)
 static void set_hs_want_out(conn_t *c, int on)
 {
     if (c->want_out != on) {
-        c->want_out = (uint8_t)on;
+        c->want_out = on != 0;
         update_events(c);
     }
 }
@@ -695,7 +695,7 @@ static void set_want_out(conn_t *c, int on)
 {
     if (c->want_out == on)
         return;
-    c->want_out = (uint8_t)on;
+    c->want_out = on != 0;
     update_events(c);
     /* slow subscriber tracking: since when the socket refuses our bytes */
     if (on && server_live(c->w->srv)->slow_subscriber_timeout) {
@@ -821,17 +821,18 @@ static void close_conn(conn_t *c, const char *why, int publish_will, uint8_t rc,
     if (tp->ops->shutdown)
         tp->ops->shutdown(tp, c->ev.fd);
     c->state = CONN_DEAD;
-    if (c->will && publish_will) {
-        uint32_t delay = c->x ? c->x->will_delay : 0;
-        if (delay && c->sess && c->sess->expiry) {
+    conn_ext_t *x = c->x;
+    if (x && x->will && publish_will) {
+        if (x->will_delay && c->sess && c->sess->expiry) {
             /* [MQTT5 3.1.3.2.2] later, unless the client is back first */
-            sess_delay_will(c->sess, c->will, delay);
-            c->will = NULL;
+            sess_delay_will(c->sess, x->will, x->will_delay);
+            x->will = NULL;
         } else {
-            router_publish(w, c->will, NULL);
+            router_publish(w, x->will, NULL);
         }
     }
-    msg_unref(&c->will);
+    if (x)
+        msg_unref(&x->will);
     if (c->sess) {
         sess_t *s = c->sess;
         c->sess = NULL;
@@ -863,6 +864,7 @@ static void ext_free(conn_ext_t *x)
 {
     if (x == NULL)
         return;
+    msg_unref(&x->will);
     if (x->alias_in) {
         for (uint16_t i = 0; i < x->nalias_in; i++)
             free((void *)x->alias_in[i].p);
@@ -925,7 +927,6 @@ void conn_free(conn_t *c)
     ext_free(c->x);
     mqtt_parser_reset(&c->ps);
     release_obuf(c);
-    msg_unref(&c->will);
     slab_free(&c->w->srv->conn_slab, c);
 }
 
@@ -1041,7 +1042,7 @@ void conn_arm_timer(conn_t *c)
     worker_t *w = c->w;
     uint64_t at = UINT64_MAX;
     if (c->keepalive)
-        at = c->last_rx + (uint64_t)c->keepalive * 1500u;
+        at = w->now - (uint32_t)((uint32_t)w->now - c->last_rx) + (uint64_t)c->keepalive * 1500u;
     if (c->flags & CONN_F_THROTTLED)
         at = AN_MIN(at, (c->x->rl_window + 1) * 1000u);
     if (c->flags & CONN_F_PAUSED)
@@ -1085,7 +1086,8 @@ void conn_on_timer(tw_timer_t *t)
         return;
     /* [MQTT-3.1.2-24] silent for 1.5 x keepalive: gone.  The deadline is
      * re-armed lazily here rather than on every packet. */
-    if (c->keepalive && w->now >= c->last_rx + (uint64_t)c->keepalive * 1500u) {
+    if (c->keepalive &&
+        (uint32_t)((uint32_t)w->now - c->last_rx) >= (uint32_t)c->keepalive * 1500u) {
         conn_close_reason(c, "keepalive timeout", 1, MQTT_RC_KEEP_ALIVE_TIMEOUT);
         return;
     }
@@ -1123,4 +1125,4 @@ void conn_on_timer(tw_timer_t *t)
  * session endpoint (8 bytes net): glibc serves 193 to 200 bytes from the
  * same 208-byte chunk as 192 (malloc_usable_size(192) is 200), so RSS per
  * client did not move; 201 would cost 16 bytes more. */
-_Static_assert(sizeof(conn_t) <= 200, "conn_t grew: every idle client pays for it");
+_Static_assert(sizeof(conn_t) <= 184, "conn_t grew: every idle client pays for it");

@@ -46,26 +46,30 @@ enum {
                     * CONNECT bytes kept in x->auth (auth_chain.h) */
 };
 
-/* Field order packs the struct (200 bytes, see the _Static_assert in
- * conn.c): the watcher, the small fields, then the pointers. */
+/* Field order packs the struct (184 bytes, see the _Static_assert in
+ * conn.c): the watcher, the small fields (state, list marks and the
+ * peer's family in one byte), then the pointers.  What only
+ * some connections use (a will, TLS or WebSocket, rate limits, topic
+ * aliases, authentication) is in conn_ext_t. */
 struct conn_s {
-    ev_watcher_t ev; /* the socket (ev.fd, -1 once closed) in w's loop */
-    uint8_t state;
-    uint8_t proto;      /* MQTT_PROTO_*, 0 before CONNECT */
-    uint8_t in_list;    /* on the worker's flush list or dead list */
-    uint8_t want_out;   /* EV_WRITE asked */
-    uint16_t keepalive; /* seconds, 0 = none */
+    ev_watcher_t ev;         /* the socket (ev.fd, -1 once closed) in w's loop */
+    uint8_t state : 3;       /* CONN_* */
+    uint8_t in_list : 1;     /* on the worker's flush list or dead list */
+    uint8_t want_out : 1;    /* EV_WRITE asked */
+    uint8_t peer_family : 2; /* CONN_PEER_*: conn_peer_family() */
+    uint8_t proto;           /* MQTT_PROTO_*, 0 before CONNECT */
     uint8_t listener;
-    uint8_t flags; /* CONN_F_* */
-    struct {
-        uint8_t family;   /* AF_INET or AF_INET6 */
-        uint8_t addr[16]; /* network order; IPv4 in the first 4 bytes */
-        uint16_t port;    /* host order */
-    } peer;               /* 20 bytes where a sockaddr_in6 takes 28 */
+    uint8_t flags;         /* CONN_F_* */
+    uint16_t keepalive;    /* seconds, 0 = none */
+    uint16_t peer_port;    /* host order */
+    uint8_t peer_addr[16]; /* network order; IPv4 in the first 4 bytes: the
+                            * peer in 19 bytes and 2 bits where a
+                            * sockaddr_in6 takes 28 */
     uint32_t olen, ooff, ocap;
+    uint32_t last_rx; /* ms, the low 32 bits of w->now: compared by
+                       * difference, never older than 1.5 x 65535 s */
     worker_t *w;
     sess_t *sess;
-    msg_t *will;
     conn_t *next, *prev;  /* worker's list of connections */
     conn_t *turn_next;    /* flush list, or dead list once closed */
     struct conn_ext_s *x; /* rarely needed state, allocated on demand */
@@ -74,7 +78,6 @@ struct conn_s {
                            * client's Maximum Packet Size and Receive Maximum */
     mqtt_parser_t ps;
     tw_timer_t timer; /* CONNECT timeout, then keepalive */
-    uint64_t last_rx; /* ms */
 };
 
 enum {
@@ -90,8 +93,8 @@ enum {
 };
 
 /* State few connections need, allocated on first use and freed with the
- * connection: rate-limit windows, slow-subscriber tracking, MQTT 5 topic
- * aliases. */
+ * connection: a will, rate-limit windows, slow-subscriber tracking, MQTT 5
+ * topic aliases. */
 typedef struct conn_ext_s {
     uint64_t rl_window;      /* second (ms / 1000) the counters below cover */
     uint32_t rl_msgs;        /* PUBLISH read in that second */
@@ -104,6 +107,8 @@ typedef struct conn_ext_s {
     uint16_t nalias_out;    /* broker -> client aliases assigned so far */
     uint16_t alias_out_max; /* the client's Topic Alias Maximum */
     mqtt_str_t *alias_out;  /* topic of alias i + 1 (owned copies) */
+    msg_t *will;            /* its will, from CONNECT until it is published,
+                              * handed to the session or dropped */
     uint32_t will_delay;    /* seconds (MQTT 5 Will Delay Interval) */
     uint64_t paused_until;  /* ms, with CONN_F_PAUSED */
     uint64_t route_ticket;  /* with CONN_F_ROUTE_WAIT: the barrier to pass */
@@ -227,6 +232,25 @@ void conn_on_timer(tw_timer_t *t);
 
 /* Count a packet of MQTT type `type` queued for sending (metrics). */
 #define conn_count_out(c, type) STAT_ADD((c)->w->stats.pkts_out[(type)&15], 1)
+
+/* The peer's address family as conn_t keeps it in two bits. */
+enum { CONN_PEER_NONE = 0, CONN_PEER_V4, CONN_PEER_V6 };
+
+/* The peer's address family: AF_INET, AF_INET6, or AF_UNSPEC (another
+ * kind of socket: no address). */
+static inline uint8_t conn_peer_family(const conn_t *c)
+{
+    return c->peer_family == CONN_PEER_V4   ? AF_INET
+           : c->peer_family == CONN_PEER_V6 ? AF_INET6
+                                            : AF_UNSPEC;
+}
+
+static inline void conn_set_peer_family(conn_t *c, int family)
+{
+    c->peer_family = family == AF_INET    ? CONN_PEER_V4
+                     : family == AF_INET6 ? CONN_PEER_V6
+                                          : CONN_PEER_NONE;
+}
 
 /* Pending output bytes. */
 static inline uint32_t conn_out_pending(const conn_t *c)

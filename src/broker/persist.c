@@ -295,8 +295,8 @@ static void save_one(worker_t *w, sess_t *s)
     s->stored = 1;
     save_ring(w, s, &s->inflight);
     save_ring(w, s, &s->queue);
-    for (uint32_t i = 0; i < s->nqos2_in; i++)
-        persist_incoming(w, s, s->qos2_in[i], 1);
+    for (uint32_t i = 0; i < sess_qos2_in_count(s); i++)
+        persist_incoming(w, s, sess_qos2_in_at(s, i), 1);
 }
 
 int persist_save_sessions(worker_t *w)
@@ -432,7 +432,7 @@ static int load_outmsg(void *ud, const void *k, size_t kl, const void *v, size_t
     }
     if (o.state == STORE_OUT_QUEUED) {
         sq_push(&s->queue, &e);
-        s->queued_bytes += (uint64_t)o.topic_len + o.props_len + o.payload_len;
+        sq_bytes_add(&s->queue, (uint64_t)o.topic_len + o.props_len + o.payload_len);
     } else {
         sq_push(&s->inflight, &e);
     }
@@ -587,10 +587,10 @@ static void put_session(worker_t *w, store_batch_t *b, const sess_t *s)
 {
     store_sub_t *subs = s->nsubs ? an_calloc(s->nsubs, sizeof(*subs)) : NULL;
     for (uint32_t i = 0; i < s->nsubs; i++) {
-        subs[i].filter = s->subs[i]->filter;
-        subs[i].filter_len = s->subs[i]->len;
-        subs[i].options = s->subs[i]->opts & 0x3f;
-        subs[i].sub_id = s->subs[i]->subid;
+        subs[i].filter = s->subs[i].filter;
+        subs[i].filter_len = s->subs[i].len;
+        subs[i].options = s->subs[i].opts & 0x3f;
+        subs[i].sub_id = s->subs[i].subid;
     }
     /* the deadline only means something while offline; online it is 0 and
      * start-up counts the interval from the restart */

@@ -384,10 +384,12 @@ static int connect_home(conn_t *c, const mqtt_connect_t *ck, const connect_terms
         if (expire_at)
             expire_at = w->now + (uint64_t)wp->message_expiry * 1000u +
                         (c->x ? (uint64_t)c->x->will_delay * 1000u : 0);
-        c->will = msg_new_v5(ck->will_topic.p, ck->will_topic.len, props, plen, ck->will_payload.p,
-                             ck->will_payload.len, ck->will_qos, ck->will_retain, expire_at);
+        msg_t *will =
+            msg_new_v5(ck->will_topic.p, ck->will_topic.len, props, plen, ck->will_payload.p,
+                       ck->will_payload.len, ck->will_qos, ck->will_retain, expire_at);
+        conn_ext(c)->will = will;
         if (atomic_load_explicit(&c->w->srv->origins_wanted, memory_order_relaxed))
-            msg_set_origin(c->will, conn_origin(c, id, id_len));
+            msg_set_origin(will, conn_origin(c, id, id_len));
         if (props != buf)
             free(props);
     }
@@ -816,7 +818,7 @@ static int on_publish(conn_t *c, const mqtt_raw_t *pkt)
     if (pb.qos == 2) {
         /* MQTT 3.1.1 has no Receive Maximum: its QoS 2 ids awaiting PUBREL
          * are held to limits.max_awaiting_rel (bounded state and lookups) */
-        if (c->sess->nqos2_in >= (v5 ? cf->receive_maximum : cf->max_awaiting_rel) &&
+        if (sess_qos2_in_count(c->sess) >= (v5 ? cf->receive_maximum : cf->max_awaiting_rel) &&
             !sess_qos2_in_known(c->sess, pb.packet_id))
             return proto_close_with(c, MQTT_RC_RECEIVE_MAXIMUM_EXCEEDED, "protocol error",
                                     v5 ? "[MQTT5-3.3.4-9] receive maximum exceeded"
@@ -1121,7 +1123,8 @@ static int on_disconnect(conn_t *c, const mqtt_raw_t *pkt)
     if (c->proto != MQTT_PROTO_V5) {
         if ((rc = mqtt_decode_empty(pkt, &why)) < 0)
             return proto_malformed(c, rc, why);
-        msg_unref(&c->will); /* [MQTT-3.14.4-3] no will after DISCONNECT */
+        if (c->x) /* [MQTT-3.14.4-3] no will after DISCONNECT */
+            msg_unref(&c->x->will);
         conn_close_by_client(c, "DISCONNECT", 0, MQTT_RC_SUCCESS);
         return -1;
     }
@@ -1135,8 +1138,8 @@ static int on_disconnect(conn_t *c, const mqtt_raw_t *pkt)
         sess_set_expiry(c->sess, d.props.session_expiry);
     }
     int with_will = d.reason == MQTT_RC_DISCONNECT_WITH_WILL;
-    if (!with_will)
-        msg_unref(&c->will);
+    if (!with_will && c->x)
+        msg_unref(&c->x->will);
     char msg[80];
     snprintf(msg, sizeof(msg), "DISCONNECT (reason 0x%02x)", d.reason);
     conn_close_by_client(c, msg, with_will, d.reason);

@@ -35,9 +35,9 @@
 static void peer_text(const conn_t *c, char *buf, size_t size)
 {
     char addr[INET6_ADDRSTRLEN] = "?";
-    if (c->peer.family == AF_INET || c->peer.family == AF_INET6)
-        inet_ntop(c->peer.family, c->peer.addr, addr, sizeof(addr));
-    snprintf(buf, size, c->peer.family == AF_INET6 ? "[%s]:%u" : "%s:%u", addr, c->peer.port);
+    if (conn_peer_family(c) == AF_INET || conn_peer_family(c) == AF_INET6)
+        inet_ntop(conn_peer_family(c), c->peer_addr, addr, sizeof(addr));
+    snprintf(buf, size, conn_peer_family(c) == AF_INET6 ? "[%s]:%u" : "%s:%u", addr, c->peer_port);
 }
 
 /* Take the connection out of the loop while authentication holds it. */
@@ -97,8 +97,8 @@ static void ban_failure(conn_t *c, const char *user, const char *peer)
 {
     worker_t *w = c->w;
     const conf_auth_ban_t *bc = &w->srv->conf.auth.ban;
-    int what = auth_ban_failure(auth_chain_ban(w->srv->auth), c->listener, c->peer.family,
-                                c->peer.addr, user, w->now);
+    int what = auth_ban_failure(auth_chain_ban(w->srv->auth), c->listener, conn_peer_family(c),
+                                c->peer_addr, user, w->now);
     if (what == 0)
         return;
     log_fields_t f = {.event = "ban_started",
@@ -171,8 +171,8 @@ int proto_authenticate(conn_t *c, const mqtt_connect_t *ck, const mqtt_raw_t *pk
         return 0;
     char *user =
         ck->has_username ? an_strndup((const char *)ck->username.p, ck->username.len) : NULL;
-    int banned = auth_ban_blocked(auth_chain_ban(ch), c->listener, c->peer.family, c->peer.addr,
-                                  user, w->now);
+    int banned = auth_ban_blocked(auth_chain_ban(ch), c->listener, conn_peer_family(c),
+                                  c->peer_addr, user, w->now);
     free(user);
     if (banned) {
         STAT_ADD(w->stats.auth_banned, 1);
@@ -277,8 +277,8 @@ static int method_result(conn_t *c, auth_method_rc_t rc, auth_method_out_t *out,
         ac->method = NULL;
     }
     if (rc == AUTH_METHOD_SUCCESS && !reauth &&
-        auth_ban_blocked(auth_chain_ban(w->srv->auth), c->listener, c->peer.family, c->peer.addr,
-                         out->user, w->now)) {
+        auth_ban_blocked(auth_chain_ban(w->srv->auth), c->listener, conn_peer_family(c),
+                         c->peer_addr, out->user, w->now)) {
         free(out->data);
         free(out->user);
         STAT_ADD(w->stats.auth_banned, 1);
@@ -346,8 +346,8 @@ int proto_enhanced_start(conn_t *c, const mqtt_connect_t *ck, const mqtt_raw_t *
     if (x->auth == NULL)
         x->auth = an_calloc(1, sizeof(*x->auth));
     auth_client_t *ac = x->auth;
-    if (auth_ban_blocked(auth_chain_ban(w->srv->auth), c->listener, c->peer.family, c->peer.addr,
-                         NULL, w->now)) {
+    if (auth_ban_blocked(auth_chain_ban(w->srv->auth), c->listener, conn_peer_family(c),
+                         c->peer_addr, NULL, w->now)) {
         STAT_ADD(w->stats.auth_banned, 1);
         return refuse_later(c, ck);
     }

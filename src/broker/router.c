@@ -408,10 +408,11 @@ int router_reshare(worker_t *w, sess_t *s, msg_t *m, uint8_t qos)
     int found = -1;
     pthread_rwlock_rdlock(&srv->trie_lock);
     for (uint32_t i = 0; i < s->nsubs && found < 0; i++) {
-        const sess_sub_t *sub = s->subs[i];
+        const sess_sub_t *sub = &s->subs[i];
         const uint8_t *group, *filter;
         size_t gl, fl;
-        if (mqtt_shared_filter_parse(sub->filter, sub->len, &group, &gl, &filter, &fl) != 1 ||
+        if (mqtt_shared_filter_parse(sess_sub_filter(sub), sub->len, &group, &gl, &filter, &fl) !=
+                1 ||
             !topic_matches(filter, fl, msg_topic(m), m->topic_len))
             continue;
         found = shared_pick_named(srv->groups, group, gl, filter, fl, srv->conf.shared_strategy,

@@ -41,8 +41,9 @@
 /* Session sizes (sess_t and its client id) kept in slabs, in steps of 8
  * bytes (sess.c); a longer client id is malloc'd. */
 #define SESS_SLAB_CLASSES 16
-/* Subscriptions (sess_sub_t and its filter) in slabs too, by size in steps
- * of 8 bytes from 16 (filters of up to 128 bytes); longer ones malloc'd. */
+/* A session's array of subscriptions and its copies of filters in slabs
+ * too, by size in steps of 8 bytes from 16 (up to 136 bytes); larger ones
+ * malloc'd. */
 #define SUB_SLAB_CLASSES 16
 
 typedef struct server_s server_t;
@@ -361,7 +362,7 @@ struct server_s {
     /* connections and sessions without malloc headers (slab.h): any thread */
     slab_t conn_slab;                    /* conn_t (conn.c) */
     slab_t sess_slab[SESS_SLAB_CLASSES]; /* sess_t with its client id, by size (sess.c) */
-    slab_t sub_slab[SUB_SLAB_CLASSES];   /* sess_sub_t with its filter, by size (sess.c) */
+    slab_t sub_slab[SUB_SLAB_CLASSES];   /* subscription arrays, filter copies (sess.c) */
     struct reload_s *reload;             /* reload.h: live reload and drain, or NULL */
     const conf_t *_Atomic live;          /* reload.h: the keys a reload changes live
                                      * (limits...), read through server_live(); NULL:

@@ -34,6 +34,7 @@ void sq_push(sq_t *q, const sq_entry_t *e)
         n->head = 0;
         n->len = r ? r->len : 0;
         n->cap = cap;
+        n->bytes = r ? r->bytes : 0;
         for (uint32_t i = 0; i < n->len; i++)
             n->e[i] = r->e[(r->head + i) & (r->cap - 1)];
         free(r);
@@ -248,7 +249,7 @@ sess_ext_t *sess_ext(sess_t *s)
 static void ext_release_if_idle(sess_t *s)
 {
     sess_ext_t *x = s->x;
-    if (x == NULL || x->subs_idx || x->will || x->owner || x->expire_at ||
+    if (x == NULL || x->subs_idx || x->qos2_in || x->will || x->owner || x->expire_at ||
         x->timer_kind != SESS_TIMER_NONE || tw_pending(&x->timer))
         return;
     s->x = NULL;
@@ -302,20 +303,75 @@ static void drop_pending_will(sess_t *s)
         msg_unref(&s->x->will);
 }
 
-/* A subscription's struct and filter: from the slab of its size. */
-static sess_sub_t *sub_alloc(server_t *srv, uint16_t len)
+/* Fill sub for a filter of len bytes: the trie's copy (key, from
+ * trie_exact_key), or a copy of its own from the slab of its size. */
+static void sub_init(server_t *srv, sess_sub_t *sub, const uint8_t *filter, uint16_t len,
+                     const uint8_t *key)
 {
-    int cls = sess_sub_slab_class(len);
-    return cls >= 0 ? slab_alloc(&srv->sub_slab[cls]) : an_malloc(sizeof(sess_sub_t) + len);
+    memset(sub, 0, sizeof(*sub)); /* acl: set by sess_acl_subscribed, or judged at attach */
+    sub->len = len;
+    sub->by_ref = key != NULL;
+    if (key) {
+        sub->filter = key;
+    } else {
+        int cls = sess_sub_slab_class(len);
+        uint8_t *f = cls >= 0 ? slab_alloc(&srv->sub_slab[cls]) : an_malloc(len ? len : 1);
+        memcpy(f, filter, len);
+        sub->filter = f;
+    }
 }
 
-static void sub_free(server_t *srv, sess_sub_t *sub)
+static void sub_release(server_t *srv, sess_sub_t *sub)
 {
+    if (sub->by_ref)
+        return;
     int cls = sess_sub_slab_class(sub->len);
     if (cls >= 0)
-        slab_free(&srv->sub_slab[cls], sub);
+        slab_free(&srv->sub_slab[cls], (void *)sub->filter);
     else
-        free(sub);
+        free((void *)sub->filter);
+}
+
+/* The session's array of subscriptions.  Its capacity is implied by nsubs
+ * (a power of two, at least 2: subs_cap), and while it is at most 8
+ * subscriptions it is a chunk of the subscription slabs (a device's two
+ * take 32 bytes where two pointers and two allocations took 48), larger
+ * ones malloc'd.  So that the capacity stays implied, an unsubscribe that
+ * halves it moves the array to the smaller size (subscribing is not on
+ * the message path). */
+static uint32_t subs_cap(uint32_t n)
+{
+    uint32_t c = 2;
+    while (c < n)
+        c *= 2;
+    return n ? c : 0;
+}
+
+static int subs_class(uint32_t cap)
+{
+    return sess_sub_slab_class((size_t)cap * sizeof(sess_sub_t));
+}
+
+/* Move the first n of a (capacity ocap, or NULL) to an array of capacity
+ * cap (0: none); returns it. */
+static sess_sub_t *subs_resize(server_t *srv, sess_sub_t *a, uint32_t n, uint32_t ocap,
+                               uint32_t cap)
+{
+    sess_sub_t *na = NULL;
+    if (cap) {
+        int cls = subs_class(cap);
+        na = cls >= 0 ? slab_alloc(&srv->sub_slab[cls]) : an_malloc(cap * sizeof(*na));
+        if (n)
+            memcpy(na, a, n * sizeof(*na));
+    }
+    if (a) {
+        int cls = subs_class(ocap);
+        if (cls >= 0)
+            slab_free(&srv->sub_slab[cls], a);
+        else
+            free(a);
+    }
+    return na;
 }
 
 /* Remove one subscription from the trie or its shared group; trie write
@@ -340,15 +396,16 @@ void sess_destroy(worker_t *w, sess_t *s)
         ep_close(ep, EP_CLOSE_SESSION_ENDED, "session ended");
     }
     if (s->nsubs) {
+        /* a filter kept by reference is gone with its route: each is read
+         * once, before its own unroute */
         pthread_rwlock_wrlock(&w->srv->trie_lock);
         for (uint32_t i = 0; i < s->nsubs; i++)
-            unroute(w, s, s->subs[i]->filter, s->subs[i]->len);
+            unroute(w, s, s->subs[i].filter, s->subs[i].len);
         pthread_rwlock_unlock(&w->srv->trie_lock);
     }
     for (uint32_t i = 0; i < s->nsubs; i++)
-        sub_free(w->srv, s->subs[i]);
-    free(s->subs);
-    s->subs = NULL;
+        sub_release(w->srv, &s->subs[i]);
+    s->subs = subs_resize(w->srv, s->subs, 0, subs_cap(s->nsubs), 0);
     s->nsubs = 0;
     if (s->x)
         subidx_free(&s->x->subs_idx);
@@ -356,8 +413,6 @@ void sess_destroy(worker_t *w, sess_t *s)
     sess_set_expiry(s, 0);
     sq_clear(&s->inflight);
     sq_clear(&s->queue);
-    s->queued_bytes = 0;
-    free(s->qos2_in);
     timer_stop(s);
     sess_table_del(&w->by_id, s);
     sess_table_del(&w->by_sid, s);
@@ -366,6 +421,7 @@ void sess_destroy(worker_t *w, sess_t *s)
     publish_pending_will(w, s); /* [MQTT5 3.1.3.2.2] at the latest when the session ends */
     if (s->x) {
         free(s->x->owner);
+        free(s->x->qos2_in);
         subidx_free(&s->x->subs_idx);
     }
     free(s->x);
@@ -379,15 +435,15 @@ void sess_destroy(worker_t *w, sess_t *s)
 void sess_free_detached(sess_t *s)
 {
     for (uint32_t i = 0; i < s->nsubs; i++)
-        free(s->subs[i]);
-    free(s->subs);
+        sub_release(s->w->srv, &s->subs[i]); /* from slabs: free() would not do */
+    s->subs = subs_resize(s->w->srv, s->subs, 0, subs_cap(s->nsubs), 0);
     sess_set_expiry(s, 0);
     sq_clear(&s->inflight);
     sq_clear(&s->queue);
-    free(s->qos2_in);
     if (s->x) {
         drop_pending_will(s);
         free(s->x->owner);
+        free(s->x->qos2_in);
         subidx_free(&s->x->subs_idx);
     }
     free(s->x);
@@ -452,11 +508,11 @@ static uint32_t match_subids(const sess_t *s, const msg_t *m, uint32_t *ids)
     if (!s->has_subids)
         return 0;
     for (uint32_t i = 0; i < s->nsubs && n < MAX_SUBIDS; i++) {
-        const sess_sub_t *sub = s->subs[i];
-        const uint8_t *f = sub->filter, *real;
-        size_t fl = sub->len, rl;
+        const sess_sub_t *sub = &s->subs[i];
         if (sub->subid == 0)
             continue;
+        const uint8_t *f = sess_sub_filter(sub), *real;
+        size_t fl = sub->len, rl;
         if (mqtt_shared_filter_parse(f, fl, NULL, NULL, &real, &rl) == 1) {
             f = real;
             fl = rl;
@@ -569,7 +625,7 @@ static int drop_oldest_qos0(sess_t *s)
         if (e->qos == 0) {
             if (event_wanted(s->w->srv, EVENT_MESSAGE_DROPPED))
                 sess_event_dropped(s, e->m, 0, EVENT_DROP_QUEUE_FULL);
-            s->queued_bytes -= msg_bytes(e->m);
+            sq_bytes_sub(&s->queue, msg_bytes(e->m));
             msg_unref(&e->m);
             sq_remove(&s->queue, i);
             return 1;
@@ -582,7 +638,7 @@ static int queue_full(const sess_t *s, uint64_t more)
 {
     const conf_t *cf = server_live(s->w->srv);
     return sq_len(&s->queue) >= cf->max_queued ||
-           (cf->max_queued_bytes && s->queued_bytes + more > cf->max_queued_bytes);
+           (cf->max_queued_bytes && sess_queued_bytes(s) + more > cf->max_queued_bytes);
 }
 
 /* Back-pressure (limits.publisher_backpressure): a connected subscriber
@@ -623,9 +679,9 @@ static void pump(sess_t *s)
         sq_entry_t *head = sq_at(&s->queue, 0);
         if (head->qos > 0 && sq_len(&s->inflight) >= window(s))
             break;
+        sq_bytes_sub(&s->queue, msg_bytes(head->m)); /* while the ring is there */
         sq_entry_t e;
         sq_pop(&s->queue, &e);
-        s->queued_bytes -= msg_bytes(e.m);
         if (sess_flag(s, SESS_F_FULL) && !queue_full(s, 0))
             sess_set_flag(s, SESS_F_FULL, 0);
         backlog_check(s);
@@ -719,7 +775,7 @@ void sess_deliver(worker_t *w, sess_t *s, msg_t *m, uint8_t qos, uint8_t flags)
             log_fields_t f = {
                 .event = "messages_dropped", .client_id = s->client_id, .reason = "queue_full"};
             log_ev(AN_LOG_INFO, &f, "%s: queue full (%u messages, %llu bytes): messages dropped",
-                   s->client_id, sq_len(&s->queue), (unsigned long long)s->queued_bytes);
+                   s->client_id, sq_len(&s->queue), (unsigned long long)sess_queued_bytes(s));
         }
         if (event_wanted(w->srv, EVENT_MESSAGE_DROPPED))
             sess_event_dropped(s, m, qos, EVENT_DROP_QUEUE_FULL);
@@ -733,7 +789,7 @@ void sess_deliver(worker_t *w, sess_t *s, msg_t *m, uint8_t qos, uint8_t flags)
                     .state = SQ_QUEUED,
                     .seq = seq};
     sq_push(&s->queue, &e);
-    s->queued_bytes += bytes;
+    sq_bytes_add(&s->queue, bytes);
     if (queue_full(s, 0))
         sess_set_flag(s, SESS_F_FULL, 1);
     backlog_check(s);
@@ -761,7 +817,7 @@ static void reshare(worker_t *w, sess_t *s, sq_t *q, int queued)
         if (e->shared && e->m && e->state != SQ_WAIT_PUBCOMP &&
             router_reshare(w, s, e->m, e->qos)) {
             if (queued)
-                s->queued_bytes -= msg_bytes(e->m);
+                sq_bytes_sub(q, msg_bytes(e->m));
             msg_unref(&e->m);
             sq_remove(q, i);
             continue;
@@ -929,36 +985,42 @@ void sess_send_held(sess_t *s, uint16_t pid)
 
 int sess_qos2_in_known(const sess_t *s, uint16_t pid)
 {
-    for (uint32_t i = 0; i < s->nqos2_in; i++)
-        if (s->qos2_in[i] == pid)
+    for (uint32_t i = 0; i < sess_qos2_in_count(s); i++)
+        if (s->x->qos2_in->id[i] == pid)
             return 1;
     return 0;
 }
 
 int sess_qos2_in_begin(sess_t *s, uint16_t pid)
 {
-    for (uint32_t i = 0; i < s->nqos2_in; i++)
-        if (s->qos2_in[i] == pid)
+    uint32_t n = sess_qos2_in_count(s);
+    for (uint32_t i = 0; i < n; i++)
+        if (s->x->qos2_in->id[i] == pid)
             return 0;
-    uint32_t cap = implied_growth(s->nqos2_in, 4);
-    if (cap)
-        s->qos2_in = an_realloc(s->qos2_in, cap * sizeof(*s->qos2_in));
-    s->qos2_in[s->nqos2_in++] = pid;
+    sess_ext_t *x = sess_ext(s);
+    uint32_t cap = implied_growth(n, 4);
+    if (cap) {
+        x->qos2_in = an_realloc(x->qos2_in, sizeof(sess_qos2_t) + cap * sizeof(uint16_t));
+        x->qos2_in->n = n;
+    }
+    x->qos2_in->id[x->qos2_in->n++] = pid;
     return 1;
 }
 
 int sess_qos2_in_end(sess_t *s, uint16_t pid)
 {
     int found = 0;
-    for (uint32_t i = 0; i < s->nqos2_in; i++)
-        if (s->qos2_in[i] == pid) {
-            s->qos2_in[i] = s->qos2_in[--s->nqos2_in];
+    sess_qos2_t *q = s->x ? s->x->qos2_in : NULL;
+    for (uint32_t i = 0; q && i < q->n; i++)
+        if (q->id[i] == pid) {
+            q->id[i] = q->id[--q->n];
             found = 1;
             break;
         }
-    if (s->nqos2_in == 0) {
-        free(s->qos2_in);
-        s->qos2_in = NULL;
+    if (q && q->n == 0) {
+        free(q);
+        s->x->qos2_in = NULL;
+        ext_release_if_idle(s);
     }
     return found;
 }
@@ -978,7 +1040,7 @@ int sess_has_sub(const sess_t *s, const uint8_t *filter, uint16_t len)
 sess_sub_t *sess_sub_find(const sess_t *s, const uint8_t *filter, uint16_t len)
 {
     int i = find_sub(s, filter, len);
-    return i < 0 ? NULL : s->subs[i];
+    return i < 0 ? NULL : &s->subs[i];
 }
 
 int sess_subscribe(worker_t *w, sess_t *s, const uint8_t *filter, uint16_t len, uint8_t opts,
@@ -992,36 +1054,37 @@ int sess_subscribe(worker_t *w, sess_t *s, const uint8_t *filter, uint16_t len, 
     long i = find_sub(s, filter, len);
     int added = i < 0;
     if (i >= 0) {
-        s->subs[i]->opts = opts;
-        s->subs[i]->subid = subid;
-    } else {
-        uint32_t cap = implied_growth(s->nsubs, 2);
-        if (cap)
-            s->subs = an_realloc(s->subs, cap * sizeof(*s->subs));
-        sess_sub_t *sub = sub_alloc(w->srv, len);
-        sub->len = len;
-        sub->opts = opts;
-        sub->subid = subid;
-        sub->acl = 0; /* set by sess_acl_subscribed, or judged at attach */
-        memcpy(sub->filter, filter, len);
-        s->subs[s->nsubs++] = sub;
-        if (s->nsubs > SUBIDX_MIN)
-            subidx_added(&sess_ext(s)->subs_idx, s->subs, s->nsubs);
+        s->subs[i].opts = opts;
+        s->subs[i].subid = subid;
     }
     if (subid)
         s->has_subids = 1;
-    const uint8_t *group, *real;
+    const uint8_t *group, *real, *key = NULL;
     size_t gl, rl;
     pthread_rwlock_wrlock(&w->srv->trie_lock);
     int rc = 0;
-    if (mqtt_shared_filter_parse(filter, len, &group, &gl, &real, &rl) == 1)
+    if (mqtt_shared_filter_parse(filter, len, &group, &gl, &real, &rl) == 1) {
         shared_join(w->srv->trie, &w->srv->groups, group, gl, real, rl, &ref);
-    else
+    } else {
         rc = trie_insert(w->srv->trie, filter, len, &ref);
+        if (added && rc >= 0)
+            key = trie_exact_key(w->srv->trie, filter, len); /* the filter kept once */
+    }
     pthread_rwlock_unlock(&w->srv->trie_lock);
     if (rc < 0) {
         log_error("%s: out of memory adding a subscription", s->client_id);
         abort();
+    }
+    if (added) {
+        uint32_t cap = implied_growth(s->nsubs, 2);
+        if (cap)
+            s->subs = subs_resize(w->srv, s->subs, s->nsubs, subs_cap(s->nsubs), cap);
+        sess_sub_t *sub = &s->subs[s->nsubs++];
+        sub_init(w->srv, sub, filter, len, key);
+        sub->opts = opts;
+        sub->subid = subid;
+        if (s->nsubs > SUBIDX_MIN)
+            subidx_added(&sess_ext(s)->subs_idx, s->subs, s->nsubs);
     }
     return added;
 }
@@ -1031,17 +1094,16 @@ int sess_unsubscribe(worker_t *w, sess_t *s, const uint8_t *filter, uint16_t len
     long i = find_sub(s, filter, len);
     if (i < 0)
         return 0;
+    if (s->x) /* first: it reads the filter, which may go with the route */
+        subidx_removing(&s->x->subs_idx, s->subs, s->nsubs, (uint32_t)i);
     pthread_rwlock_wrlock(&w->srv->trie_lock);
     unroute(w, s, filter, len);
     pthread_rwlock_unlock(&w->srv->trie_lock);
-    if (s->x)
-        subidx_removing(&s->x->subs_idx, s->subs, s->nsubs, (uint32_t)i);
-    sub_free(w->srv, s->subs[i]);
+    sub_release(w->srv, &s->subs[i]);
     s->subs[i] = s->subs[--s->nsubs];
-    if (s->nsubs == 0) {
-        free(s->subs);
-        s->subs = NULL;
-    }
+    uint32_t cap = subs_cap(s->nsubs), ocap = subs_cap(s->nsubs + 1);
+    if (cap < ocap)
+        s->subs = subs_resize(w->srv, s->subs, s->nsubs, ocap, cap);
     return 1;
 }
 
@@ -1091,4 +1153,4 @@ void sess_on_timer(tw_timer_t *t)
         x->timer_kind = SESS_TIMER_NONE;
 }
 
-_Static_assert(sizeof(sess_t) <= 120, "sess_t grew: every idle client pays for it");
+_Static_assert(offsetof(sess_t, client_id) <= 100, "sess_t grew: every idle client pays for it");

@@ -23,7 +23,9 @@
 #ifndef ANTENNA_SESS_H
 #define ANTENNA_SESS_H
 
+#include <stddef.h>
 #include <stdint.h>
+#include <string.h>
 
 #include "endpoint.h"
 #include "msg.h"
@@ -45,9 +47,13 @@ typedef struct {
 
 /* Ring buffer of entries.  One pointer in the session; the ring (its
  * indexes and entries in one allocation) exists only while not empty, so an
- * idle session pays 8 bytes per ring. */
+ * idle session pays 8 bytes per ring.  `bytes` counts what its messages
+ * weigh (topic, properties, payload) for the session's queue limit
+ * (limits.max_queued_bytes): kept by the session, 0 with a new ring, so an
+ * empty queue costs no counter in sess_t. */
 typedef struct {
     uint32_t head, len, cap;
+    uint64_t bytes;
     sq_entry_t e[];
 } sq_ring_t;
 
@@ -60,21 +66,59 @@ static inline uint32_t sq_len(const sq_t *q)
     return q->r ? q->r->len : 0;
 }
 
+/* The ring's byte count (see sq_ring_t); add and subtract only while the
+ * ring holds the entry counted (after sq_push, before sq_pop/sq_remove). */
+static inline uint64_t sq_bytes(const sq_t *q)
+{
+    return q->r ? q->r->bytes : 0;
+}
+static inline void sq_bytes_add(sq_t *q, uint64_t n)
+{
+    q->r->bytes += n;
+}
+static inline void sq_bytes_sub(sq_t *q, uint64_t n)
+{
+    q->r->bytes -= n;
+}
+
+/* Incoming QoS 2 packet ids awaiting their PUBREL: the count in the same
+ * allocation, which exists only while one is awaited (sess_qos2_in_*). */
 typedef struct {
-    uint32_t subid; /* MQTT 5 subscription identifier, 0 = none */
+    uint32_t n;
+    uint16_t id[];
+} sess_qos2_t;
+
+/* A subscription, held by value in the session's array (16 bytes: no
+ * allocation of its own).  Its filter is kept once: an exact filter (no
+ * wildcard, not shared) is the key of its node in the topic trie, which
+ * lives as long as the filter has a subscriber (trie_exact_key), so the
+ * subscription points at those bytes (`by_ref`); another filter is a copy
+ * of the session's own (srv->sub_slab by size).  The trie's node goes with
+ * the subscription's route: read the filter before unrouting, never after.
+ * A pointer to a subscription is good until the session's next subscribe
+ * or unsubscribe (the array moves). */
+typedef struct {
+    const uint8_t *filter; /* as subscribed, "$share/g/f" included; not NUL
+                            * terminated */
+    uint32_t subid;        /* MQTT 5 subscription identifier, 0 = none */
     uint16_t len;
-    uint8_t opts;     /* the options byte (granted QoS in bits 0-1) */
-    uint8_t acl;      /* AUTH_ACL_ALLOW/_PARTIAL/_DENY for the session's user,
-                       * as of sess_t.acl_gen (sess_acl.h) */
-    uint8_t filter[]; /* as subscribed, "$share/g/f" included; not NUL terminated */
+    uint8_t opts;       /* the options byte (granted QoS in bits 0-1) */
+    uint8_t acl : 2;    /* AUTH_ACL_ALLOW/_PARTIAL/_DENY for the session's user,
+                         * as of sess_t.acl_gen (sess_acl.h) */
+    uint8_t by_ref : 1; /* filter is the trie's copy, not the session's */
 } sess_sub_t;
 
-/* The slab class (srv->sub_slab) of a subscription to a filter of len
- * bytes, or -1: malloc'd.  8 + len rounded to 8, from 16 bytes: a device's
- * dev/<id>/in takes 24 or 32 bytes where malloc took 32 or 48. */
+static inline const uint8_t *sess_sub_filter(const sess_sub_t *sub)
+{
+    return sub->filter;
+}
+
+/* The slab class (srv->sub_slab: 16 bytes and up in steps of 8) of a
+ * session's copy of a filter of len bytes, or of its array of subscriptions
+ * (len: its bytes), or -1: malloc'd. */
 static inline int sess_sub_slab_class(size_t len)
 {
-    size_t c = (sizeof(sess_sub_t) + (len ? len : 1) + 7u) / 8u - 2u;
+    size_t c = len <= 16u ? 0u : (len - 16u + 7u) / 8u;
     return c < SUB_SLAB_CLASSES ? (int)c : -1;
 }
 static inline size_t sess_sub_slab_size(size_t cls)
@@ -84,12 +128,14 @@ static inline size_t sess_sub_slab_size(size_t cls)
 
 /* What few sessions need, allocated when first needed: a will waiting for
  * its Will Delay Interval after the connection ended, the user the session
- * belongs to (sess_acl.h), and the index of its subscriptions once it has
- * more than SUBIDX_MIN (subidx.h).  Given back once it holds nothing
+ * belongs to (sess_acl.h), the index of its subscriptions once it has
+ * more than SUBIDX_MIN (subidx.h), incoming QoS 2 ids awaiting PUBREL.  Given back once it holds nothing
  * (sess.c: the last message in flight acknowledged), through a short list
  * of spares on the worker: a QoS 1 broadcast leaves none behind. */
 typedef struct sess_ext_s {
     struct subidx_s *subs_idx; /* filter -> subs[] position; NULL while few */
+    sess_qos2_t *qos2_in;      /* incoming QoS 2 ids awaiting PUBREL, or NULL
+                                * (a QoS 2 publisher's, for a round trip) */
     msg_t *will;               /* pending delayed will, or NULL */
     uint64_t will_at;          /* ms */
     char *owner;               /* user of the client that created or last resumed
@@ -106,43 +152,62 @@ typedef struct sess_ext_s {
 
 #define SESS_NEVER UINT32_MAX /* session expiry "never" */
 
+/* Field order packs the struct (100 bytes before the client id, see the
+ * _Static_assert in sess.c): pointers, then 32-bit, 16-bit and 8-bit
+ * fields.  The queue's byte count lives in its ring (sq_ring_t), the
+ * incoming QoS 2 ids in sess_ext_t (sess_qos2_t). */
 struct sess_s {
     uint64_t sid;
     sess_t *id_next, *sid_next; /* hash chains */
     endpoint_t *ep;             /* where it delivers; NULL while offline */
     worker_t *w;                /* home worker */
     sq_t inflight;              /* outgoing QoS 1/2, in send order */
-    sq_t queue;                 /* behind the window, or while offline */
-    sess_sub_t **subs;          /* dense, in no particular order */
-    uint16_t *qos2_in;          /* incoming QoS 2 ids awaiting PUBREL */
-    uint32_t nsubs;             /* capacities implied (sess.c) */
-    uint32_t nqos2_in;
+    sq_t queue;                 /* behind the window, or while offline; its
+                                 * ring counts the bytes queued (sq_bytes) */
+    sess_sub_t *subs;           /* dense, in no particular order; capacity
+                                 * implied by nsubs (sess.c) */
+    sess_ext_t *x;              /* timer, delayed will, owner; or NULL */
+    uint32_t nsubs;
     uint32_t acl_gen;      /* ACL generation the subscriptions' verdicts
-                                 * were taken under, 0 = never (sess_acl.h) */
+                            * were taken under, 0 = never (sess_acl.h) */
     uint16_t mig_n, mig_k; /* migrate.h: messages counted this window, and
-                                 * those delivered wholly on worker mig_to */
-    uint64_t queued_bytes; /* topic + payload bytes in `queue` */
-    sess_ext_t *x;         /* timer, delayed will, owner; or NULL */
+                            * those delivered wholly on worker mig_to */
     uint32_t expiry;       /* seconds after disconnect; 0 = with the
-                                 * connection, SESS_NEVER = never */
+                            * connection, SESS_NEVER = never */
+    uint32_t connected_at; /* wall seconds of the last attach (API) */
     uint16_t next_pid;
-    uint8_t has_subids : 1;    /* a subscription carries an identifier */
-    uint8_t stored : 1;        /* records of it may be in the store */
-    uint8_t counted : 1;       /* in srv->persistent_sessions (expiry != 0) */
-    uint8_t acl_check : 1;     /* a subscription is not ALLOW: every
-                                 * delivery checks its topic (sess_acl.h) */
-    uint8_t owner_unknown : 1; /* restored from a record that has no owner */
-    uint8_t moved : 1;         /* homed away from its hash (migrate.h's table) */
-    uint8_t adopt_dedup : 1;   /* adopted with copies that may also come the direct
-                                 * way: sess_deliver asks srv->dedup_hook */
-    uint8_t mig_to;            /* migrate.h: the window's candidate worker */
     uint16_t client_id_len;
+    uint8_t has_subids : 1;       /* a subscription carries an identifier */
+    uint8_t stored : 1;           /* records of it may be in the store */
+    uint8_t counted : 1;          /* in srv->persistent_sessions (expiry != 0) */
+    uint8_t acl_check : 1;        /* a subscription is not ALLOW: every
+                                * delivery checks its topic (sess_acl.h) */
+    uint8_t owner_unknown : 1;    /* restored from a record that has no owner */
+    uint8_t moved : 1;            /* homed away from its hash (migrate.h's table) */
+    uint8_t adopt_dedup : 1;      /* adopted with copies that may also come the direct
+                                   * way: sess_deliver asks srv->dedup_hook */
+    uint8_t mig_to;               /* migrate.h: the window's candidate worker */
     _Atomic uint8_t shared_flags; /* SESS_F_*: written by the home worker,
-                                 * read by publishers on any worker */
+                                   * read by publishers on any worker */
     uint8_t mig_hold;             /* migrate.h: windows to wait after a move */
-    uint32_t connected_at;        /* wall seconds of the last attach (API) */
     char client_id[];             /* NUL terminated */
 };
+
+/* Incoming QoS 2 ids awaiting PUBREL: how many, and the i-th. */
+static inline uint32_t sess_qos2_in_count(const sess_t *s)
+{
+    return s->x && s->x->qos2_in ? s->x->qos2_in->n : 0;
+}
+static inline uint16_t sess_qos2_in_at(const sess_t *s, uint32_t i)
+{
+    return s->x->qos2_in->id[i];
+}
+
+/* Bytes of the messages in the session's queue (limits.max_queued_bytes). */
+static inline uint64_t sess_queued_bytes(const sess_t *s)
+{
+    return sq_bytes(&s->queue);
+}
 
 enum { SESS_TIMER_NONE = 0, SESS_TIMER_RETRY, SESS_TIMER_EXPIRY };
 
@@ -157,7 +222,7 @@ static inline uint64_t sess_expire_at(const sess_t *s)
  * or -1: malloc'd. */
 static inline size_t sess_alloc_size(size_t len)
 {
-    return (sizeof(sess_t) + len + 1u + 7u) & ~(size_t)7u;
+    return (offsetof(sess_t, client_id) + len + 1u + 7u) & ~(size_t)7u;
 }
 static inline int sess_slab_class(size_t len)
 {

@@ -95,8 +95,8 @@ static void judge(worker_t *w, sess_t *s, auth_client_t *ac, uint32_t gen, int r
     auth_chain_t *ch = w->srv->auth;
     int check = 0;
     for (uint32_t i = 0; i < s->nsubs; i++) {
-        sess_sub_t *sub = s->subs[i];
-        const uint8_t *f = sub->filter, *real;
+        sess_sub_t *sub = &s->subs[i];
+        const uint8_t *f = sess_sub_filter(sub), *real;
         size_t fl = sub->len, rl;
         if (mqtt_shared_filter_parse(f, fl, NULL, NULL, &real, &rl) == 1) {
             f = real;
@@ -111,7 +111,8 @@ static void judge(worker_t *w, sess_t *s, auth_client_t *ac, uint32_t gen, int r
             log_fields_t lf = {.event = "acl_changed", .client_id = s->client_id};
             log_ev(AN_LOG_INFO, &lf,
                    "client '%s': subscription '%.*s' is now %s by the ACL (reloaded)", s->client_id,
-                   (int)AN_MIN(sub->len, 200u), (const char *)sub->filter, verdict_text(v));
+                   (int)AN_MIN(sub->len, 200u), (const char *)sess_sub_filter(sub),
+                   verdict_text(v));
         }
         sub->acl = (uint8_t)v;
         check |= v != AUTH_ACL_ALLOW;
@@ -137,7 +138,7 @@ static void purge(worker_t *w, sess_t *s, auth_client_t *ac, sq_t *q, int queued
         if (event_wanted(w->srv, EVENT_MESSAGE_DROPPED))
             sess_event_dropped(s, e->m, e->qos, EVENT_DROP_ACL_DENIED);
         if (queued)
-            s->queued_bytes -= (uint64_t)e->m->topic_len + e->m->props_len + e->m->payload_len;
+            sq_bytes_sub(q, (uint64_t)e->m->topic_len + e->m->props_len + e->m->payload_len);
         if (e->seq)
             persist_queue_del(w, s->client_id, s->client_id_len, e->seq);
         msg_unref(&e->m);

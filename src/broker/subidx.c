@@ -29,7 +29,7 @@ static uint32_t filter_hash(const subidx_t *x, const uint8_t *f, uint16_t len)
 
 static int same_filter(const sess_sub_t *s, const uint8_t *f, uint16_t len)
 {
-    return s->len == len && memcmp(s->filter, f, len) == 0;
+    return s->len == len && memcmp(sess_sub_filter(s), f, len) == 0;
 }
 
 static uint32_t mask_of(const subidx_t *x)
@@ -66,33 +66,32 @@ static subidx_t *resize(subidx_t *x, uint32_t bits)
 }
 
 /* Slot index holding position pos (which must be there). */
-static uint32_t slot_of(const subidx_t *x, sess_sub_t *const *v, uint32_t pos)
+static uint32_t slot_of(const subidx_t *x, const sess_sub_t *v, uint32_t pos)
 {
-    uint32_t mask = mask_of(x), j = filter_hash(x, v[pos]->filter, v[pos]->len) & mask;
+    uint32_t mask = mask_of(x), j = filter_hash(x, v[pos].filter, v[pos].len) & mask;
     while (SLOT_POS1(x->slot[j]) != pos + 1)
         j = (j + 1) & mask;
     return j;
 }
 
-long subidx_find(const subidx_t *x, sess_sub_t *const *v, uint32_t n, const uint8_t *f,
-                 uint16_t len)
+long subidx_find(const subidx_t *x, const sess_sub_t *v, uint32_t n, const uint8_t *f, uint16_t len)
 {
     if (x == NULL) {
         for (uint32_t i = 0; i < n; i++)
-            if (same_filter(v[i], f, len))
+            if (same_filter(&v[i], f, len))
                 return (long)i;
         return -1;
     }
     uint32_t h = filter_hash(x, f, len), mask = mask_of(x);
     for (uint32_t j = h & mask; x->slot[j]; j = (j + 1) & mask) {
         uint64_t s = x->slot[j];
-        if (SLOT_HASH(s) == h && same_filter(v[SLOT_POS1(s) - 1], f, len))
+        if (SLOT_HASH(s) == h && same_filter(&v[SLOT_POS1(s) - 1], f, len))
             return (long)SLOT_POS1(s) - 1;
     }
     return -1;
 }
 
-void subidx_added(subidx_t **xp, sess_sub_t *const *v, uint32_t n)
+void subidx_added(subidx_t **xp, const sess_sub_t *v, uint32_t n)
 {
     subidx_t *x = *xp;
     if (x == NULL) {
@@ -105,16 +104,16 @@ void subidx_added(subidx_t **xp, sess_sub_t *const *v, uint32_t n)
         an_random_key(key);
         x = alloc_table(key, bits);
         for (uint32_t i = 0; i < n; i++)
-            put(x, filter_hash(x, v[i]->filter, v[i]->len), i);
+            put(x, filter_hash(x, v[i].filter, v[i].len), i);
         *xp = x;
         return;
     }
     if ((uint64_t)n * 2 > ((uint64_t)1 << x->bits))
         x = *xp = resize(x, x->bits + 1);
-    put(x, filter_hash(x, v[n - 1]->filter, v[n - 1]->len), n - 1);
+    put(x, filter_hash(x, v[n - 1].filter, v[n - 1].len), n - 1);
 }
 
-void subidx_removing(subidx_t **xp, sess_sub_t *const *v, uint32_t n, uint32_t i)
+void subidx_removing(subidx_t **xp, const sess_sub_t *v, uint32_t n, uint32_t i)
 {
     subidx_t *x = *xp;
     if (x == NULL)

@@ -30,15 +30,15 @@ typedef struct subidx_s subidx_t;
 
 /* Array index of the subscription to filter [f, f + len) among v[0..n),
  * or -1.  x may be NULL (no index yet: a scan). */
-long subidx_find(const subidx_t *x, sess_sub_t *const *v, uint32_t n, const uint8_t *f,
+long subidx_find(const subidx_t *x, const sess_sub_t *v, uint32_t n, const uint8_t *f,
                  uint16_t len);
 /* v[n - 1] was just appended: index it (building the index when n passes
  * SUBIDX_MIN, growing it when needed). */
-void subidx_added(subidx_t **x, sess_sub_t *const *v, uint32_t n);
+void subidx_added(subidx_t **x, const sess_sub_t *v, uint32_t n);
 /* v[i] is about to be removed by moving v[n - 1] into its place (n is the
  * count before the removal): forget it and follow the move.  The index goes
  * when fewer than SUBIDX_MIN / 2 entries are left. */
-void subidx_removing(subidx_t **x, sess_sub_t *const *v, uint32_t n, uint32_t i);
+void subidx_removing(subidx_t **x, const sess_sub_t *v, uint32_t n, uint32_t i);
 void subidx_free(subidx_t **x);
 /* Slots of the table (0 without an index): for tests. */
 uint32_t subidx_capacity(const subidx_t *x);

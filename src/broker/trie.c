@@ -14,11 +14,11 @@
  * compact node (xnode_t: its subscribers, the hash and the whole filter as
  * its key, 34 bytes and the key; no parent, children or wildcard slots,
  * which an exact filter never has) in a table of its own beside the root
- * (the same linear probing as a node's children).  Most device
- * subscriptions are exact (dev/{id}/in): one ~64-byte allocation instead of
- * a node per unique level, and a publish finds them with one hash lookup
- * of the whole topic before the level walk, which then only meets wildcard
- * filters.  Exact filters match '$' topics as any other (the '$' rule is
+ * (the same open-addressing code as a node's children).  Most device
+ * subscriptions are exact (dev/{id}/in): one ~56-byte object from the
+ * trie's slabs by size (slab.h) instead of a node per unique level, and a
+ * publish finds them with one hash lookup of the whole topic before the
+ * level walk, which then only meets wildcard filters.  Exact filters match '$' topics as any other (the '$' rule is
  * about wildcards).  trie_nodes counts them as nodes.
  */
 #ifndef _GNU_SOURCE
@@ -29,6 +29,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "slab.h"
 #include "util.h"
 
 typedef struct tnode_s tnode_t;
@@ -51,8 +52,8 @@ struct tnode_s {
     tnode_t *parent;
     tnode_t *plus, *hash;
     union {
-        tnode_t *one;  /* kbits == 0: at most one named child */
-        tnode_t **tab; /* kbits >= 2: 2^kbits slots */
+        tnode_t *one; /* kbits == 0: at most one named child */
+        void **tab;   /* kbits >= 2: 2^kbits slots of tnode_t * (slots_*) */
     } kids;
     subu_t subs;
     uint32_t nsubs;
@@ -74,10 +75,18 @@ typedef struct {
     uint8_t key[];
 } xnode_t;
 
+/* Exact filters' nodes (xnode_t and the filter, rounded to 8 bytes) come
+ * from slabs by size, from 40 bytes in steps of 8: no malloc header, no
+ * rounding to 16 (dev/<id>/in with an 8-byte id: 56 bytes where malloc
+ * took 64).  Longer filters are malloc'd. */
+#define XSLAB_CLASSES 16
+#define XNODE_MIN 40u
+
 struct trie_s {
     tnode_t *root;
-    xnode_t **xtab; /* the exact filters: 2^xbits slots, linear probing */
+    void **xtab; /* the exact filters: 2^xbits slots of xnode_t * (slots_*) */
     uint32_t xbits, nx;
+    slab_t xslab[XSLAB_CLASSES]; /* xnode_t by size (x_alloc) */
     size_t count, nodes;
     uint64_t key[2];        /* SipHash key */
     trie_local_fn local_fn; /* trie_set_local_hook, or NULL */
@@ -140,31 +149,70 @@ static tnode_t *kid_find(const trie_t *t, const tnode_t *n, const uint8_t *key, 
     }
 }
 
-static void tab_put(tnode_t **tab, size_t mask, tnode_t *c)
+/* ---- open addressing over node pointers ----
+ *
+ * A node's named children and the exact filters are both tables of 2^bits
+ * slots, linear probing from the node's khash, backward-shift deletion (no
+ * tombstones).  The lookups stay typed (kid_find, x_find: the publish
+ * path, one compare of the node's own fields per probe); adding, moving to
+ * a new size and deleting are these, the node kind given by its hash. */
+
+typedef uint32_t (*slot_hash_fn)(const void *node);
+
+static uint32_t tnode_hash(const void *node)
 {
-    size_t i = c->khash & mask;
+    return ((const tnode_t *)node)->khash;
+}
+
+static void slot_put(void **tab, size_t mask, void *node, uint32_t h)
+{
+    size_t i = h & mask;
     while (tab[i])
         i = (i + 1) & mask;
-    tab[i] = c;
+    tab[i] = node;
+}
+
+/* A table of 2^bits slots holding old's nodes (2^obits slots; old is
+ * freed), or NULL on out of memory (old untouched). */
+static void **slots_new(unsigned bits, void **old, unsigned obits, slot_hash_fn hash)
+{
+    size_t mask = ((size_t)1 << bits) - 1;
+    void **tab = calloc(mask + 1, sizeof(*tab));
+    if (!tab)
+        return NULL;
+    if (old) {
+        for (size_t i = 0, ocap = (size_t)1 << obits; i < ocap; i++)
+            if (old[i])
+                slot_put(tab, mask, old[i], hash(old[i]));
+        free(old);
+    }
+    return tab;
+}
+
+static void slot_del(void **tab, size_t mask, const void *node, slot_hash_fn hash)
+{
+    size_t i = hash(node) & mask, j;
+    while (tab[i] != node)
+        i = (i + 1) & mask;
+    tab[i] = NULL;
+    for (j = (i + 1) & mask; tab[j]; j = (j + 1) & mask) {
+        size_t home = hash(tab[j]) & mask;
+        if (((j - home) & mask) >= ((j - i) & mask)) {
+            tab[i] = tab[j];
+            tab[j] = NULL;
+            i = j;
+        }
+    }
 }
 
 /* Move n's named children into a new table of 2^bits slots. */
 static int kids_resize(tnode_t *n, unsigned bits)
 {
-    size_t cap = (size_t)1 << bits, mask = cap - 1;
-    tnode_t **tab = calloc(cap, sizeof(*tab));
+    void **tab = slots_new(bits, n->kbits ? n->kids.tab : NULL, n->kbits, tnode_hash);
     if (!tab)
         return -1;
-    if (!n->kbits) {
-        if (n->kids.one)
-            tab_put(tab, mask, n->kids.one);
-    } else {
-        size_t ocap = (size_t)1 << n->kbits;
-        for (size_t i = 0; i < ocap; i++)
-            if (n->kids.tab[i])
-                tab_put(tab, mask, n->kids.tab[i]);
-        free(n->kids.tab);
-    }
+    if (!n->kbits && n->kids.one)
+        slot_put(tab, ((size_t)1 << bits) - 1, n->kids.one, n->kids.one->khash);
     n->kids.tab = tab;
     n->kbits = (uint8_t)bits;
     return 0;
@@ -184,7 +232,7 @@ static int kid_add(tnode_t *n, tnode_t *c)
         if (kids_resize(n, n->kbits + 1u) < 0)
             return -1;
     }
-    tab_put(n->kids.tab, ((size_t)1 << n->kbits) - 1, c);
+    slot_put(n->kids.tab, ((size_t)1 << n->kbits) - 1, c, c->khash);
     n->nkids++;
     return 0;
 }
@@ -196,20 +244,9 @@ static void kid_remove(tnode_t *n, const tnode_t *c)
         n->nkids = 0;
         return;
     }
-    tnode_t **tab = n->kids.tab;
-    size_t mask = ((size_t)1 << n->kbits) - 1, i = c->khash & mask, j;
-    while (tab[i] != c)
-        i = (i + 1) & mask;
-    /* backward-shift deletion: no tombstones */
-    tab[i] = NULL;
-    for (j = (i + 1) & mask; tab[j]; j = (j + 1) & mask) {
-        size_t home = tab[j]->khash & mask;
-        if (((j - home) & mask) >= ((j - i) & mask)) {
-            tab[i] = tab[j];
-            tab[j] = NULL;
-            i = j;
-        }
-    }
+    void **tab = n->kids.tab;
+    size_t i;
+    slot_del(tab, ((size_t)1 << n->kbits) - 1, c, tnode_hash);
     n->nkids--;
     if (n->nkids == 1) {
         for (i = 0; !tab[i]; i++)
@@ -449,30 +486,47 @@ static xnode_t *x_find(const trie_t *t, const uint8_t *key, size_t klen)
     }
 }
 
-static void x_put(xnode_t **tab, size_t mask, xnode_t *x)
+static uint32_t xnode_hash(const void *node)
 {
-    size_t i = x->khash & mask;
-    while (tab[i])
-        i = (i + 1) & mask;
-    tab[i] = x;
+    return ((const xnode_t *)node)->khash;
 }
 
 /* Move the exact filters into a table of 2^bits slots. */
 static int x_resize(trie_t *t, unsigned bits)
 {
-    size_t cap = (size_t)1 << bits, mask = cap - 1;
-    xnode_t **tab = calloc(cap, sizeof(*tab));
+    void **tab = slots_new(bits, t->xtab, t->xbits, xnode_hash);
     if (!tab)
         return -1;
-    if (t->xtab) {
-        for (size_t i = 0, ocap = (size_t)1 << t->xbits; i < ocap; i++)
-            if (t->xtab[i])
-                x_put(tab, mask, t->xtab[i]);
-        free(t->xtab);
-    }
     t->xtab = tab;
     t->xbits = bits;
     return 0;
+}
+
+/* The slab class of an exact filter's node with a key of len bytes, or -1:
+ * malloc'd. */
+static int x_class(size_t len)
+{
+    size_t sz = (offsetof(xnode_t, key) + len + 7u) & ~(size_t)7u;
+    size_t c = (sz < XNODE_MIN ? 0 : sz - XNODE_MIN) / 8u;
+    return c < XSLAB_CLASSES ? (int)c : -1;
+}
+
+static xnode_t *x_alloc(trie_t *t, size_t len)
+{
+    int c = x_class(len);
+    if (c >= 0)
+        return slab_try_alloc(&t->xslab[c]);
+    size_t sz = offsetof(xnode_t, key) + len;
+    return calloc(1, sz);
+}
+
+static void x_free(trie_t *t, xnode_t *x)
+{
+    int c = x_class(x->klen);
+    if (c >= 0)
+        slab_free(&t->xslab[c], x);
+    else
+        free(x);
 }
 
 /* The node of an exact filter, made when absent (NULL: out of memory, or
@@ -487,14 +541,13 @@ static xnode_t *x_node(trie_t *t, const uint8_t *filter, size_t len, int make)
     if (!t->xtab || (size_t)(t->nx + 1) * 10 > ((size_t)7 << t->xbits))
         if (x_resize(t, t->xtab ? t->xbits + 1u : KIDS_BITS0) < 0)
             return NULL;
-    size_t sz = offsetof(xnode_t, key) + len;
-    if (!(x = calloc(1, sz < sizeof(xnode_t) ? sizeof(xnode_t) : sz)))
+    if (!(x = x_alloc(t, len)))
         return NULL;
     x->khash = level_hash(t, filter, len);
     x->klen = (uint16_t)len;
     if (len)
         memcpy(x->key, filter, len);
-    x_put(t->xtab, ((size_t)1 << t->xbits) - 1, x);
+    slot_put(t->xtab, ((size_t)1 << t->xbits) - 1, x, x->khash);
     t->nx++;
     t->nodes++;
     return x;
@@ -505,20 +558,8 @@ static void x_prune(trie_t *t, xnode_t *x)
 {
     if (x->nsubs)
         return;
-    xnode_t **tab = t->xtab;
-    size_t mask = ((size_t)1 << t->xbits) - 1, i = x->khash & mask, j;
-    while (tab[i] != x)
-        i = (i + 1) & mask;
-    tab[i] = NULL; /* backward-shift deletion: no tombstones */
-    for (j = (i + 1) & mask; tab[j]; j = (j + 1) & mask) {
-        size_t home = tab[j]->khash & mask;
-        if (((j - home) & mask) >= ((j - i) & mask)) {
-            tab[i] = tab[j];
-            tab[j] = NULL;
-            i = j;
-        }
-    }
-    free(x);
+    slot_del(t->xtab, ((size_t)1 << t->xbits) - 1, x, xnode_hash);
+    x_free(t, x);
     t->nx--;
     t->nodes--;
     if (t->nx == 0) {
@@ -542,6 +583,8 @@ trie_t *trie_new(void)
         free(t);
         return NULL;
     }
+    for (size_t i = 0; i < XSLAB_CLASSES; i++)
+        slab_init(&t->xslab[i], XNODE_MIN + i * 8u);
     return t;
 }
 
@@ -590,10 +633,13 @@ void trie_free(trie_t *t)
     free_tree(t->root);
     for (size_t i = 0; t->xtab && i < ((size_t)1 << t->xbits); i++)
         if (t->xtab[i]) {
-            subs_release(&t->xtab[i]->subs, t->xtab[i]->nsubs);
-            free(t->xtab[i]);
+            xnode_t *x = t->xtab[i];
+            subs_release(&x->subs, x->nsubs);
+            x_free(t, x);
         }
     free(t->xtab);
+    for (size_t i = 0; i < XSLAB_CLASSES; i++)
+        slab_destroy(&t->xslab[i]);
     free(t);
 }
 
@@ -759,6 +805,14 @@ int trie_insert(trie_t *t, const uint8_t *filter, size_t len, const sub_ref_t *s
 fail:
     prune(t, n); /* the nodes made for this filter, if any */
     return -1;
+}
+
+const uint8_t *trie_exact_key(const trie_t *t, const uint8_t *filter, size_t len)
+{
+    if (!is_exact(filter, len))
+        return NULL;
+    const xnode_t *x = x_find(t, filter, len);
+    return x && x->nsubs ? x->key : NULL;
 }
 
 int trie_remove(trie_t *t, const uint8_t *filter, size_t len, uint64_t sid)

@@ -72,6 +72,13 @@ void trie_free(trie_t *t);
  * which no valid filter has). */
 int trie_insert(trie_t *t, const uint8_t *filter, size_t len, const sub_ref_t *sub);
 
+/* The trie's own copy of an exact filter (no '+' or '#') that has a
+ * subscriber, or NULL (a wildcard filter, or none subscribed).  The bytes
+ * stay where they are as long as the filter has a subscriber: a
+ * subscription keeps them instead of a copy of its own (sess.h).  Under
+ * the lock, read or write. */
+const uint8_t *trie_exact_key(const trie_t *t, const uint8_t *filter, size_t len);
+
 /* Remove sid from filter; prunes nodes left empty.  Returns 1 when removed,
  * 0 when it was not subscribed. */
 int trie_remove(trie_t *t, const uint8_t *filter, size_t len, uint64_t sid);

@@ -224,6 +224,14 @@ typedef struct {
     ad_sess_t *s;
 } ad_claim_t;
 
+
+/* What a queued message counts against the session's limits.max_queued_bytes
+ * (sess.h: the queue ring keeps the sum). */
+static uint64_t queued_bytes(const msg_t *m)
+{
+    return m ? (uint64_t)m->topic_len + m->props_len + m->payload_len : 0;
+}
+
 static void job_unref(ad_job_t *j)
 {
     if (atomic_fetch_sub(&j->refs, 1) != 1)
@@ -665,6 +673,9 @@ static void merge_item(worker_t *w, ad_item_t *it)
         }
         for (uint32_t d = nd; d-- > 0;) {
             tail[d] = *sq_at(&s->queue, k + d);
+            /* the queue's byte count is in its ring, which goes when it
+             * empties: each entry's bytes leave and come back with it */
+            sq_bytes_sub(&s->queue, queued_bytes(tail[d].m));
             sq_remove(&s->queue, k + d);
         }
         for (uint32_t h = 0; h < as->nhand; h++) {
@@ -679,7 +690,7 @@ static void merge_item(worker_t *w, ad_item_t *it)
             persist_queue_put(w, s->client_id, s->client_id_len, e.seq, m, e.qos, e.retain,
                               SQ_QUEUED, 0);
             sq_push(&s->queue, &e);
-            s->queued_bytes += (uint64_t)m->topic_len + m->props_len + m->payload_len;
+            sq_bytes_add(&s->queue, queued_bytes(m));
             if (sv->n == sv->cap) {
                 sv->cap = sv->cap ? 2 * sv->cap : 64;
                 sv->v = an_realloc(sv->v, sv->cap * sizeof(*sv->v));
@@ -688,8 +699,10 @@ static void merge_item(worker_t *w, ad_item_t *it)
                 (ad_seen_t){.sid = s->sid, .until = w->now + ADOPT_DEDUP_MS, .m = msg_ref(m)};
             merged++;
         }
-        for (uint32_t d = 0; d < nd; d++)
+        for (uint32_t d = 0; d < nd; d++) {
             sq_push(&s->queue, &tail[d]);
+            sq_bytes_add(&s->queue, queued_bytes(tail[d].m));
+        }
         s->adopt_dedup = 1;
     }
     free(tail);

@@ -256,10 +256,10 @@ static void enc_session(worker_t *w, sess_t *s, cl_buf_t *b)
 {
     store_sub_t *subs = s->nsubs ? an_calloc(s->nsubs, sizeof(*subs)) : NULL;
     for (uint32_t i = 0; i < s->nsubs; i++) {
-        subs[i].filter = s->subs[i]->filter;
-        subs[i].filter_len = s->subs[i]->len;
-        subs[i].options = s->subs[i]->opts & 0x3f;
-        subs[i].sub_id = s->subs[i]->subid;
+        subs[i].filter = s->subs[i].filter;
+        subs[i].filter_len = s->subs[i].len;
+        subs[i].options = s->subs[i].opts & 0x3f;
+        subs[i].sub_id = s->subs[i].subid;
     }
     const char *owner = sess_acl_owner(s);
     store_session_t rec = {.expiry_interval = s->expiry,
@@ -286,11 +286,12 @@ static void enc_session(worker_t *w, sess_t *s, cl_buf_t *b)
         off += 4 + get32(b->p + off);
     b->p[count_at] = (uint8_t)(cnt >> 24), b->p[count_at + 1] = (uint8_t)(cnt >> 16);
     b->p[count_at + 2] = (uint8_t)(cnt >> 8), b->p[count_at + 3] = (uint8_t)cnt;
-    put32(b, s->nqos2_in);
-    cl_buf_reserve(b, 2u * s->nqos2_in);
-    for (uint32_t i = 0; i < s->nqos2_in; i++) {
-        b->p[b->len++] = (uint8_t)(s->qos2_in[i] >> 8);
-        b->p[b->len++] = (uint8_t)s->qos2_in[i];
+    uint32_t nq2 = sess_qos2_in_count(s);
+    put32(b, nq2);
+    cl_buf_reserve(b, 2u * nq2);
+    for (uint32_t i = 0; i < nq2; i++) {
+        b->p[b->len++] = (uint8_t)(sess_qos2_in_at(s, i) >> 8);
+        b->p[b->len++] = (uint8_t)sess_qos2_in_at(s, i);
     }
 }
 
@@ -338,7 +339,7 @@ int cl_owner_install(worker_t *w, const char *id, uint16_t id_len, const uint8_t
         }
         if (o.state == STORE_OUT_QUEUED) {
             sq_push(&s->queue, &e);
-            s->queued_bytes += (uint64_t)o.topic_len + o.props_len + o.payload_len;
+            sq_bytes_add(&s->queue, (uint64_t)o.topic_len + o.props_len + o.payload_len);
         } else {
             sq_push(&s->inflight, &e);
         }
@@ -348,8 +349,8 @@ int cl_owner_install(worker_t *w, const char *id, uint16_t id_len, const uint8_t
     for (uint32_t i = 0; i < n && end - p >= 2; i++, p += 2)
         sess_qos2_in_begin(s, (uint16_t)(p[0] << 8 | p[1]));
     persist_session_update(w, s);
-    for (uint32_t i = 0; i < s->nqos2_in; i++)
-        persist_incoming(w, s, s->qos2_in[i], 1);
+    for (uint32_t i = 0; i < sess_qos2_in_count(s); i++)
+        persist_incoming(w, s, sess_qos2_in_at(s, i), 1);
     return 0;
 }
 

@@ -28,6 +28,17 @@ void *slab_alloc(slab_t *s)
     return an_calloc(1, s->size);
 }
 
+void *slab_try_alloc(slab_t *s)
+{
+    void *p = calloc(1, s->size);
+    if (p) {
+        pthread_mutex_lock(&s->mu);
+        s->in_use++;
+        pthread_mutex_unlock(&s->mu);
+    }
+    return p;
+}
+
 void slab_free(slab_t *s, void *p)
 {
     if (p == NULL)
@@ -40,24 +51,28 @@ void slab_free(slab_t *s, void *p)
 
 #else
 
-/* A new page for s (s->mu held). */
-static void slab_grow(slab_t *s)
+/* A new page for s (s->mu held).  Returns 0, or -1 when memory is
+ * exhausted (s unchanged). */
+static int slab_grow(slab_t *s)
 {
-    void *page = mmap(NULL, SLAB_PAGE, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
-    if (page == MAP_FAILED) {
-        log_error("out of memory: mmap of a %u-byte slab page failed", SLAB_PAGE);
-        abort();
-    }
     if (s->npages == s->cap_pages) {
-        s->cap_pages = s->cap_pages ? s->cap_pages * 2 : 16;
-        s->pages = an_realloc(s->pages, s->cap_pages * sizeof(*s->pages));
+        size_t cap = s->cap_pages ? s->cap_pages * 2 : 16;
+        void **pages = realloc(s->pages, cap * sizeof(*pages));
+        if (pages == NULL)
+            return -1;
+        s->pages = pages;
+        s->cap_pages = cap;
     }
+    void *page = mmap(NULL, SLAB_PAGE, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+    if (page == MAP_FAILED)
+        return -1;
     s->pages[s->npages++] = page;
     s->cur = page;
     s->left = SLAB_PAGE;
+    return 0;
 }
 
-void *slab_alloc(slab_t *s)
+void *slab_try_alloc(slab_t *s)
 {
     void *p;
     pthread_mutex_lock(&s->mu);
@@ -65,8 +80,10 @@ void *slab_alloc(slab_t *s)
         p = s->free_list;
         s->free_list = *(void **)p;
     } else {
-        if (s->left < s->size)
-            slab_grow(s);
+        if (s->left < s->size && slab_grow(s) < 0) {
+            pthread_mutex_unlock(&s->mu);
+            return NULL;
+        }
         p = s->cur;
         s->cur += s->size;
         s->left -= s->size;
@@ -74,6 +91,16 @@ void *slab_alloc(slab_t *s)
     s->in_use++;
     pthread_mutex_unlock(&s->mu);
     memset(p, 0, s->size);
+    return p;
+}
+
+void *slab_alloc(slab_t *s)
+{
+    void *p = slab_try_alloc(s);
+    if (p == NULL) {
+        log_error("out of memory: mmap of a %u-byte slab page failed", SLAB_PAGE);
+        abort();
+    }
     return p;
 }
 

@@ -42,7 +42,10 @@ typedef struct slab_s {
 void slab_init(slab_t *s, size_t size);
 /* A zeroed object; aborts when memory is exhausted, as an_calloc does. */
 void *slab_alloc(slab_t *s);
-/* p from slab_alloc(s), or NULL. */
+/* The same, or NULL when memory is exhausted (for a caller that can
+ * refuse: the topic trie's exact filters). */
+void *slab_try_alloc(slab_t *s);
+/* p from slab_alloc(s) or slab_try_alloc(s), or NULL. */
 void slab_free(slab_t *s, void *p);
 /* Bytes of pages held (RSS at most), and objects in use. */
 size_t slab_bytes(slab_t *s);

@@ -7,7 +7,9 @@
  * identifiers only with EP_F_SUBIDS, offline queueing and the resend with
  * dup on the next attach, a takeover (close with EP_CLOSE_TAKEN_OVER, the
  * session intact for the next endpoint), the session ended under its
- * endpoint, and describe() as events see it.
+ * endpoint, and describe() as events see it.  And where a session keeps
+ * its bytes (issue 20): an exact filter once, in the trie; the queue's
+ * byte count in its ring; incoming QoS 2 ids in sess_ext_t.
  */
 #include <stdarg.h>
 #include <stddef.h>
@@ -15,6 +17,7 @@
 #include <stdint.h>
 #include <cmocka.h>
 
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -22,6 +25,7 @@
 #include "endpoint.h"
 #include "sess.h"
 #include "server.h"
+#include "shared.h"
 #include "trie.h"
 
 /* ---- the recorder endpoint ---- */
@@ -153,6 +157,7 @@ static int teardown(void **state)
             sess_destroy(f->w, f->w->by_sid.buckets[b]);
     sess_table_free(&f->w->by_id);
     sess_table_free(&f->w->by_sid);
+    shared_free_all(&f->srv->groups);
     trie_free(f->srv->trie);
     pthread_rwlock_destroy(&f->srv->trie_lock);
     server_slabs_free(f->srv);
@@ -365,6 +370,117 @@ static void session_ended_under_its_endpoint(void **state)
 
 static char seen_user[16], seen_peer[32], seen_id[16];
 
+/* ---- a session's memory (issue 20): what it keeps, and where ---- */
+
+static int subscribe(fixture_t *f, sess_t *s, const char *filter)
+{
+    return sess_subscribe(f->w, s, (const uint8_t *)filter, (uint16_t)strlen(filter), 1, 0);
+}
+
+static int unsubscribe(fixture_t *f, sess_t *s, const char *filter)
+{
+    return sess_unsubscribe(f->w, s, (const uint8_t *)filter, (uint16_t)strlen(filter));
+}
+
+static const sess_sub_t *sub_of(const sess_t *s, const char *filter)
+{
+    return sess_sub_find(s, (const uint8_t *)filter, (uint16_t)strlen(filter));
+}
+
+/* An exact filter is kept once, by the trie (sess.h): two sessions'
+ * subscriptions point at the same bytes, which stay while either is
+ * subscribed; wildcard and shared filters are copies. */
+static void exact_filters_kept_once(void **state)
+{
+    fixture_t *f = *state;
+    sess_t *a = new_session(f, "a", 0), *b = new_session(f, "b", 0);
+    assert_int_equal(subscribe(f, a, "dev/x/in"), 1);
+    assert_int_equal(subscribe(f, b, "dev/x/in"), 1);
+    assert_int_equal(subscribe(f, a, "dev/x/in"), 0); /* again: replaced */
+    assert_int_equal(subscribe(f, a, "a/+/c"), 1);
+    assert_int_equal(subscribe(f, a, "$share/g/dev/x/in"), 1);
+    const sess_sub_t *sa = sub_of(a, "dev/x/in"), *sb = sub_of(b, "dev/x/in");
+    assert_non_null(sa);
+    assert_non_null(sb);
+    assert_true(sa->by_ref && sb->by_ref);
+    assert_ptr_equal(sess_sub_filter(sa), sess_sub_filter(sb));
+    assert_false(sub_of(a, "a/+/c")->by_ref);
+    assert_false(sub_of(a, "$share/g/dev/x/in")->by_ref);
+    assert_memory_equal(sess_sub_filter(sub_of(a, "$share/g/dev/x/in")), "$share/g/dev/x/in", 17);
+    assert_int_equal(unsubscribe(f, a, "dev/x/in"), 1);
+    assert_null(sub_of(a, "dev/x/in"));
+    sb = sub_of(b, "dev/x/in"); /* still there, its bytes too */
+    assert_non_null(sb);
+    assert_int_equal(sb->len, 8);
+    assert_memory_equal(sess_sub_filter(sb), "dev/x/in", 8);
+    /* many: the session's index (above SUBIDX_MIN) reads each filter
+     * before its route goes; the pointer array shrinks back through the
+     * slab sizes */
+    char fl[32];
+    for (int i = 0; i < 40; i++) {
+        snprintf(fl, sizeof(fl), "dev/%d/in", i);
+        assert_int_equal(subscribe(f, a, fl), 1);
+    }
+    assert_int_equal(a->nsubs, 42);
+    for (int i = 39; i >= 0; i -= 2) { /* odd ones first, then even */
+        snprintf(fl, sizeof(fl), "dev/%d/in", i);
+        assert_int_equal(unsubscribe(f, a, fl), 1);
+    }
+    for (int i = 0; i < 40; i++) {
+        snprintf(fl, sizeof(fl), "dev/%d/in", i);
+        const sess_sub_t *x = sub_of(a, fl);
+        if (i % 2) {
+            assert_null(x);
+        } else {
+            assert_non_null(x);
+            assert_memory_equal(sess_sub_filter(x), fl, strlen(fl));
+            assert_int_equal(unsubscribe(f, a, fl), 1);
+        }
+    }
+    assert_int_equal(a->nsubs, 2);
+    /* b's dev/x/in, a's a/+/c, the group's entry for a's shared one */
+    assert_int_equal(trie_count(f->srv->trie), 3);
+    sess_destroy(f->w, a);
+    assert_int_equal(trie_count(f->srv->trie), 1);
+}
+
+/* The queue's byte count lives in its ring; the incoming QoS 2 ids in
+ * sess_ext_t, given back with the last PUBREL. */
+static void queue_bytes_and_qos2_ids_outside_the_session(void **state)
+{
+    fixture_t *f = *state;
+    sess_t *s = new_session(f, "q", 60);
+    deliver(f, s, "t/1", 10, 1); /* offline: queued */
+    deliver(f, s, "t/2", 20, 1);
+    assert_int_equal(sq_len(&s->queue), 2);
+    assert_int_equal(sess_queued_bytes(s), 3 + 10 + 3 + 20);
+    rec_t r;
+    rec_init(&r, 1, 0);
+    sess_attach(s, &r.ep); /* one into the window, one left */
+    assert_int_equal(sq_len(&s->queue), 1);
+    assert_int_equal(sess_queued_bytes(s), 3 + 20);
+    assert_int_equal(sess_on_puback(s, r.d[0].pid, 0), 0);
+    assert_int_equal(sq_len(&s->queue), 0);
+    assert_int_equal(sess_queued_bytes(s), 0);
+    assert_int_equal(sess_on_puback(s, r.d[1].pid, 0), 0);
+
+    sess_t *p = new_session(f, "pub", 0);
+    assert_null(p->x);
+    assert_int_equal(sess_qos2_in_begin(p, 7), 1);
+    assert_int_equal(sess_qos2_in_begin(p, 7), 0); /* a resend */
+    for (uint16_t id = 100; id < 110; id++)
+        assert_int_equal(sess_qos2_in_begin(p, id), 1);
+    assert_int_equal(sess_qos2_in_count(p), 11);
+    assert_true(sess_qos2_in_known(p, 105));
+    assert_int_equal(sess_qos2_in_end(p, 7), 1);
+    assert_int_equal(sess_qos2_in_end(p, 7), 0);
+    for (uint16_t id = 100; id < 110; id++)
+        assert_int_equal(sess_qos2_in_end(p, id), 1);
+    assert_int_equal(sess_qos2_in_count(p), 0);
+    assert_null(p->x); /* nothing else in it: given back */
+    sess_detach(f->w, s);
+}
+
 static void on_delivered(struct worker_s *w, event_kind_t kind, const void *data, void *user)
 {
     (void)w;
@@ -403,6 +519,9 @@ int main(void)
         cmocka_unit_test_setup_teardown(takeover_closes_the_old_endpoint, setup, teardown),
         cmocka_unit_test_setup_teardown(session_ended_under_its_endpoint, setup, teardown),
         cmocka_unit_test_setup_teardown(describe_feeds_events, setup, teardown),
+        cmocka_unit_test_setup_teardown(exact_filters_kept_once, setup, teardown),
+        cmocka_unit_test_setup_teardown(queue_bytes_and_qos2_ids_outside_the_session, setup,
+                                        teardown),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -19,18 +19,17 @@
 #include "subidx.h"
 
 typedef struct {
-    sess_sub_t **v;
+    sess_sub_t *v; /* by value, as in sess_t */
     uint32_t n, cap;
     subidx_t *x;
 } tab_t;
 
-static sess_sub_t *sub_new(const char *f)
+static sess_sub_t sub_new(const char *f)
 {
     size_t len = strlen(f);
-    sess_sub_t *s = calloc(1, sizeof(*s) + len);
-    s->len = (uint16_t)len;
-    memcpy(s->filter, f, len);
-    return s;
+    uint8_t *copy = malloc(len ? len : 1);
+    memcpy(copy, f, len);
+    return (sess_sub_t){.filter = copy, .len = (uint16_t)len};
 }
 
 static void add(tab_t *t, const char *f)
@@ -46,7 +45,7 @@ static void add(tab_t *t, const char *f)
 static void del(tab_t *t, uint32_t i)
 {
     subidx_removing(&t->x, t->v, t->n, i);
-    free(t->v[i]);
+    free((void *)t->v[i].filter);
     t->v[i] = t->v[--t->n];
 }
 
@@ -59,7 +58,7 @@ static long scan(const tab_t *t, const char *f)
 {
     size_t len = strlen(f);
     for (uint32_t i = 0; i < t->n; i++)
-        if (t->v[i]->len == len && memcmp(t->v[i]->filter, f, len) == 0)
+        if (t->v[i].len == len && memcmp(t->v[i].filter, f, len) == 0)
             return (long)i;
     return -1;
 }
@@ -67,7 +66,7 @@ static long scan(const tab_t *t, const char *f)
 static void tab_free(tab_t *t)
 {
     for (uint32_t i = 0; i < t->n; i++)
-        free(t->v[i]);
+        free((void *)t->v[i].filter);
     free(t->v);
     subidx_free(&t->x);
 }
@@ -152,7 +151,7 @@ static void test_random_against_scan(void **state)
     while (t.n) {
         uint32_t i = (uint32_t)(rng_next(&seed) % t.n);
         char keep[64];
-        snprintf(keep, sizeof(keep), "%.*s", (int)t.v[i]->len, (const char *)t.v[i]->filter);
+        snprintf(keep, sizeof(keep), "%.*s", (int)t.v[i].len, (const char *)t.v[i].filter);
         del(&t, i);
         assert_int_equal(find(&t, keep), -1);
     }
@@ -176,7 +175,7 @@ static void test_65535_filters(void **state)
         snprintf(f, sizeof(f), "bomb/%05d", i);
         long p = find(&t, f);
         assert_true(p >= 0);
-        assert_memory_equal(t.v[p]->filter, f, strlen(f));
+        assert_memory_equal(t.v[p].filter, f, strlen(f));
     }
     assert_true(subidx_capacity(t.x) <= 4u * 65536u);
     for (int i = 0; i < 65535; i += 2) {
