@@ -224,24 +224,7 @@ def test_publishers_to_a_durable_subscriber_move(env, qos):
     are delivered (after the commit); they count for their publishers'
     move all the same, and arrive in order, once each."""
     b, api = env
-    sink = Sink()
-    s, home = subscriber(b, api, sink, qos=qos, clean=False)
-    ids = other_ids(api, home, "m-d%d-" % qos, 2)
-    pubs = [client(b, i) for i in ids]
-    try:
-        for p, i in zip(pubs, ids):
-            publish_all(p, "mig/" + i, qos, MSGS)
-        wait_moved(api, ids, home, "m-d%d-" % qos)
-        for p, i in zip(pubs, ids):
-            p.publish("mig/" + i, "after", qos=qos).wait_for_publish(DEADLINE)
-        want = [str(k) for k in range(MSGS)] + ["after"]
-        for i in ids:
-            wait_for(lambda: len(sink.of("mig/" + i)) >= MSGS + 1, DEADLINE, what=i + " all")
-            assert sink.of("mig/" + i) == want, i
-    finally:
-        for p in pubs:
-            stop(p)
-        stop(s)
+    moves_in_order(b, api, "m-d%d-" % qos, qos=qos, durable=True)
 
 
 def moved_publisher(b, api, sink, home, cid, **kw):
@@ -357,6 +340,31 @@ def test_p2p_pairs_colocated_and_spread(env):
             stop(c)
 
 
+def moves_in_order(b, api, prefix, qos=1, durable=False, **kw):
+    """Two publishers over the transport kw names (tls=True, ws=True) on the
+    other worker move to their subscriber's (a persistent session when
+    durable): every message arrives in order across the move, and one after
+    it."""
+    sink = Sink()
+    s, home = subscriber(b, api, sink, qos=qos, clean=not durable, **kw)
+    ids = other_ids(api, home, prefix, 2, **kw)
+    pubs = [client(b, i, **kw) for i in ids]
+    try:
+        for p, i in zip(pubs, ids):
+            publish_all(p, "mig/" + i, qos, MSGS)
+        wait_moved(api, ids, home, prefix)
+        for p, i in zip(pubs, ids):
+            p.publish("mig/" + i, "after", qos=qos).wait_for_publish(DEADLINE)
+        want = [str(k) for k in range(MSGS)] + ["after"]
+        for i in ids:
+            wait_for(lambda: len(sink.of("mig/" + i)) >= MSGS + 1, DEADLINE, what=i + " all")
+            assert sink.of("mig/" + i) == want, i
+    finally:
+        for p in pubs:
+            stop(p)
+        stop(s)
+
+
 @pytest.mark.skipif(not shutil.which("openssl"), reason="openssl not installed")
 def test_tls_publisher_moves(broker, tmp_path):
     """A connection over TLS moves too (its transport state is its own)."""
@@ -368,25 +376,7 @@ def test_tls_publisher_moves(broker, tmp_path):
     b = broker(workers=2, api={"keys_file": str(keys)},
                listener={"transport": "tls", "cert_file": str(tmp_path / "srv.crt"),
                          "key_file": str(tmp_path / "srv.key")})
-    api = Api(b, key)
-    sink = Sink()
-    s, home = subscriber(b, api, sink, tls=True)
-    ids = other_ids(api, home, "m-tls", 2, tls=True)
-    pubs = [client(b, i, tls=True) for i in ids]
-    try:
-        for p, i in zip(pubs, ids):
-            publish_all(p, "mig/" + i, 1, MSGS)
-        wait_moved(api, ids, home, "m-tls")
-        for p, i in zip(pubs, ids):
-            p.publish("mig/" + i, "after", qos=1).wait_for_publish(DEADLINE)
-        want = [str(k) for k in range(MSGS)] + ["after"]
-        for i in ids:
-            wait_for(lambda: len(sink.of("mig/" + i)) >= MSGS + 1, DEADLINE, what=i + " all")
-            assert sink.of("mig/" + i) == want, i
-    finally:
-        for p in pubs:
-            stop(p)
-        stop(s)
+    moves_in_order(b, Api(b, key), "m-tls", tls=True)
 
 
 def test_websocket_publisher_moves(broker, tmp_path):
@@ -395,22 +385,4 @@ def test_websocket_publisher_moves(broker, tmp_path):
     keys = tmp_path / "api.keys"
     key = make_key(keys)
     b = broker(workers=2, api={"keys_file": str(keys)}, listener={"transport": "ws"})
-    api = Api(b, key)
-    sink = Sink()
-    s, home = subscriber(b, api, sink, ws=True)
-    ids = other_ids(api, home, "m-ws", 2, ws=True)
-    pubs = [client(b, i, ws=True) for i in ids]
-    try:
-        for p, i in zip(pubs, ids):
-            publish_all(p, "mig/" + i, 1, MSGS)
-        wait_moved(api, ids, home, "m-ws")
-        for p, i in zip(pubs, ids):
-            p.publish("mig/" + i, "after", qos=1).wait_for_publish(DEADLINE)
-        want = [str(k) for k in range(MSGS)] + ["after"]
-        for i in ids:
-            wait_for(lambda: len(sink.of("mig/" + i)) >= MSGS + 1, DEADLINE, what=i + " all")
-            assert sink.of("mig/" + i) == want, i
-    finally:
-        for p in pubs:
-            stop(p)
-        stop(s)
+    moves_in_order(b, Api(b, key), "m-ws", ws=True)
