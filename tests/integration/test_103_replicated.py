@@ -170,8 +170,12 @@ def test_replica_rebuilt(cluster):
     subscribe_offline(c, [("rb-sub1", t1, 1), ("rb-sub2", t2, 2)])
     wait_for(lambda: replica_of(c) in ("a", "b"), 20 * SLOW, what="c's replica in sync")
     first = replica_of(c)
-    rep = nodes_json(c)["replication"]
-    assert rep["replica"] == first and rep["synced"] is True, rep
+
+    def in_sync():  # a link that flapped under load places the shares again
+        rep = nodes_json(c)["replication"]
+        return rep["replica"] == first and rep["synced"] is True
+
+    wait_for(in_sync, 20 * SLOW, what="c's replica %s in sync" % first)
     holder = a if first == "a" else b
     wait_for(lambda: {"node": "c", "complete": True} in nodes_json(holder)["replication"]["copies"],
              10 * SLOW, what="c's copy on " + first)
