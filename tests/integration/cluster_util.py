@@ -15,6 +15,8 @@ their output fail the test)."""
 
 import json
 import os
+import pathlib
+import re
 import shutil
 import signal
 import subprocess
@@ -269,13 +271,32 @@ def wait_members(nodes, names_or_count, timeout=30.0):
     the others' watch took more than 10 s (a clean-clone run beside another
     under ASan)."""
     for n in nodes:
-        if isinstance(names_or_count, int):
-            wait_nodes(n, lambda j: j["members"] == names_or_count, timeout,
-                       "%d members" % names_or_count)
-        else:
-            want = sorted(names_or_count)
-            wait_nodes(n, lambda j: sorted(x["node"] for x in j["nodes"] if x["member"]) == want
-                       and j["members"] == len(want), timeout, "members %r" % want)
+        try:
+            if isinstance(names_or_count, int):
+                wait_nodes(n, lambda j: j["members"] == names_or_count, timeout,
+                           "%d members" % names_or_count)
+            else:
+                want = sorted(names_or_count)
+                wait_nodes(n, lambda j: sorted(x["node"] for x in j["nodes"] if x["member"])
+                           == want and j["members"] == len(want), timeout,
+                           "members %r" % want)
+        except AssertionError as e:
+            raise AssertionError("%s\n%s" % (e, membership_logs(nodes))) from None
+
+
+def membership_logs(nodes, keep=20):
+    """The last lines of each node's log about leases and members (what a
+    failed wait_members needs to be understood)."""
+    out = []
+    for n in nodes:
+        try:
+            lines = pathlib.Path(n.log_path).read_text(errors="replace").splitlines()
+        except (OSError, AttributeError):
+            continue
+        hits = [ln for ln in lines if re.search(r"lease|member|etcd|registered|link", ln)]
+        out.append("--- %s (%d lines, the last %d about membership):\n%s"
+                   % (n.name, len(lines), min(keep, len(hits)), "\n".join(hits[-keep:])))
+    return "\n".join(out)
 
 
 def metrics(node):
