@@ -120,6 +120,10 @@ def test_dead_node_sessions_adopted_from_redis(redis, cluster):
         s2 = RawClient(c.host, c.port, timeout=T)
         assert s2.connect(id2, clean=False, timeout=T).rc == 0
         assert s2.subscribe(1, [(t2, 2)], timeout=T).codes == [2]
+        # a SUBACK means every node whose link is up has the route; right
+        # after wait_members the link a-c may not be up yet (its sync then
+        # brings the routes): wait for them on a before publishing there
+        wait_for(lambda: route_count(a, "c") >= 2, 10 * SLOW, what="c's routes on a")
         pub = RawClient(a.host, a.port, timeout=T)
         assert pub.connect("pub-%d" % rnd, clean=True, timeout=T).rc == 0
         pid = 1
