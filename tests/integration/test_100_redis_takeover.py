@@ -97,6 +97,17 @@ def route_count(n, peer):
     return 0
 
 
+def start_publishers(pubs, acked=40):
+    """Start the publishers and wait until each has `acked` messages
+    acknowledged (or an error): traffic under way before a kill."""
+    for p in pubs:
+        p.start()
+    for p in pubs:
+        assert p.started_ok.wait(T), p.error
+    wait_for(lambda: all(len(p.acked) >= acked or p.error for p in pubs), 20 * SLOW,
+             what="the publishers under way")
+
+
 def test_dead_node_sessions_adopted_from_redis(redis, cluster):
     cluster.start_etcd()
     a = node(cluster, redis, "a")
@@ -375,12 +386,7 @@ def test_publishing_through_the_kill(redis, cluster):
         wait_for(lambda: sessions_in(redis, "antenna:c:") >= 2, 10 * SLOW,
                  what="the sessions in c's store")
         pubs = [Publisher(a, "thr-pa-%d" % rnd, t1, t2), Publisher(b, "thr-pb-%d" % rnd, t1, t2)]
-        for p in pubs:
-            p.start()
-        for p in pubs:
-            assert p.started_ok.wait(T), p.error
-        wait_for(lambda: all(len(p.acked) >= 40 or p.error for p in pubs), 20 * SLOW,
-                 what="the publishers under way")
+        start_publishers(pubs)
         before = adoptions(a) + adoptions(b)
         handed_before = sum(metric(n, "antenna_cluster_adopted_handed_total") or 0 for n in (a, b))
         c.kill()

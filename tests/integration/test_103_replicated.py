@@ -30,8 +30,8 @@ import time
 from cluster_util import cluster, metric, metrics, nodes_json, wait_members  # noqa: F401
 from conftest import Broker, broker, require_antenna_bin, wait_for  # noqa: F401
 from mqttraw import SESSION_EXPIRY_INTERVAL, RawClient, RawClient5, subscribe
-from test_100_redis_takeover import (SLOW, T, Publisher, connect_resume, receive_all,
-                                     route_count)
+from test_100_redis_takeover import (SLOW, T, Publisher, connect_resume, receive_all, route_count,
+                                     start_publishers)
 
 REPL = {"session_store": "replicated", "sync": "always"}
 
@@ -64,12 +64,7 @@ def kill_under_load(c, survivors, tag, t1, t2, lose_disk=False):
     """Publishers on the survivors through c's SIGKILL; returns the
     payloads they got acknowledged (after c's replica adopted)."""
     pubs = [Publisher(n, "%s-p%s" % (tag, n.name), t1, t2) for n in survivors]
-    for p in pubs:
-        p.start()
-    for p in pubs:
-        assert p.started_ok.wait(T), p.error
-    wait_for(lambda: all(len(p.acked) >= 40 or p.error for p in pubs), 20 * SLOW,
-             what="the publishers under way")
+    start_publishers(pubs)
     before = sum(adoptions(n) for n in survivors)
     c.kill()
     c.stopped = True

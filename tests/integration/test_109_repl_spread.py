@@ -23,7 +23,8 @@ import time
 from cluster_util import cluster, metric, metrics, nodes_json, wait_members  # noqa: F401
 from conftest import wait_for
 from mqttraw import SESSION_EXPIRY_INTERVAL, RawClient, RawClient5
-from test_100_redis_takeover import SLOW, T, Publisher, connect_resume, receive_all, route_count
+from test_100_redis_takeover import (SLOW, T, Publisher, connect_resume, receive_all,
+                                     route_count, start_publishers)
 from test_103_replicated import REPL, adoptions, node, subscribe_offline
 
 V5 = {"clean_start": False, "props": [(SESSION_EXPIRY_INTERVAL, 3600)]}
@@ -64,12 +65,7 @@ def kill(c, survivors, tag, t1, t2):
     acknowledged, once every survivor's adoption is over."""
     before = sum(adopted_sessions(n) for n in survivors)
     pubs = [Publisher(n, "%s-p%s" % (tag, n.name), t1, t2) for n in survivors[:2]]
-    for p in pubs:
-        p.start()
-    for p in pubs:
-        assert p.started_ok.wait(T), p.error
-    wait_for(lambda: all(len(p.acked) >= 30 or p.error for p in pubs), 20 * SLOW,
-             what="the publishers under way")
+    start_publishers(pubs, 30)
     c.kill()
     c.stopped = True
     stop = time.monotonic() + 0.3

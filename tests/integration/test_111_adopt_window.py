@@ -35,8 +35,8 @@ import pytest
 from cluster_util import cluster, metric, metrics, wait_members  # noqa: F401
 from conftest import wait_for
 from mqttraw import RawClient
-from test_100_redis_takeover import (SLOW, T, Publisher, connect_resume, receive_all,
-                                     route_count, sessions_in)
+from test_100_redis_takeover import (SLOW, T, Publisher, connect_resume, receive_all, route_count,
+                                     sessions_in, start_publishers)
 from test_95_store_redis import redis, redis_persistence  # noqa: F401
 
 ROUNDS = max(1, min(10, int(os.environ.get("WINDOW_ROUNDS", "2"))))
@@ -110,12 +110,7 @@ def test_publishing_through_the_adoption(store, request, cluster):
         # what is kept for c wait for the adoption: they publish through it
         pubs = [Publisher(n, "win%d-p%s" % (rnd, n.name), t1, t2, window=4000, pace=0.002)
                 for n in (a, b)]
-        for p in pubs:
-            p.start()
-        for p in pubs:
-            assert p.started_ok.wait(T), p.error
-        wait_for(lambda: all(len(p.acked) >= 40 or p.error for p in pubs), 20 * SLOW,
-                 what="the publishers under way")
+        start_publishers(pubs)
         before = adoptions(a) + adoptions(b)
         c.kill()
         c.stopped = True
