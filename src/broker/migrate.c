@@ -406,7 +406,7 @@ int migrate_fence_hold(worker_t *w, sess_t *s, msg_t *m, uint8_t qos, uint8_t fl
     return 1;
 }
 
-void migrate_hand_stray(worker_t *w, uint64_t sid, msg_t *m, uint8_t qos, uint8_t flags)
+int migrate_hand_stray(worker_t *w, uint64_t sid, msg_t *m, uint8_t qos, uint8_t flags)
 {
     for (uint32_t i = 0; i < w->nfences; i++)
         if (w->fences[i].sid == sid) {
@@ -417,8 +417,9 @@ void migrate_hand_stray(worker_t *w, uint64_t sid, msg_t *m, uint8_t qos, uint8_
                                .ptr = msg_ref(m)};
             worker_post(w, w->fences[i].to, &it);
             STAT_ADD(w->stats.fence_handed, 1);
-            return;
+            return 1;
         }
+    return 0;
 }
 
 static void fences_expire(worker_t *w)

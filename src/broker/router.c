@@ -157,17 +157,18 @@ static size_t merge_overlaps(sub_ref_t *v, size_t n)
     return out;
 }
 
-void router_deliver_local(worker_t *w, uint64_t sid, msg_t *m, uint8_t qos, uint8_t flags)
+int router_deliver_local(worker_t *w, uint64_t sid, msg_t *m, uint8_t qos, uint8_t flags)
 {
     sess_t *s = worker_find_sid(w, sid);
     if (s == NULL) { /* the session ended while the message travelled, or moved */
-        if (unlikely(w->nfences != 0))
-            migrate_hand_stray(w, sid, m, qos, flags);
-        return;
+        if (unlikely(w->nfences != 0) && migrate_hand_stray(w, sid, m, qos, flags))
+            return 0;
+        return -1;
     }
     if (unlikely(s->fenced) && migrate_fence_hold(w, s, m, qos, flags))
-        return;
-    sess_deliver(w, s, m, qos, (uint8_t)(flags & ~DLV_HANDED));
+        return 0;
+    sess_deliver(w, s, m, qos, (uint8_t)(flags & ~(DLV_HANDED | DLV_AGAIN)));
+    return 0;
 }
 
 /* WM_DELIVER: a message for one of this worker's sessions; the item holds
@@ -215,7 +216,17 @@ static void deliver_session(worker_t *w, uint64_t sid, uint16_t owner, msg_t *m,
     (void)user;
     count_delivery(w, owner);
     if (owner == w->id) {
-        router_deliver_local(w, sid, m, qos, flags);
+        /* not here: a subscriber moving in (migrate.h) whose WM_MIGRATE is
+         * still in our inbox (its routes name us already) is found behind
+         * it; a session that ended is not found again and that is all */
+        if (router_deliver_local(w, sid, m, qos, flags) < 0 && w->srv->homes != NULL) {
+            inbox_item_t it = {.kind = WM_DELIVER,
+                               .qos = qos,
+                               .flags = (uint8_t)(flags | DLV_AGAIN),
+                               .sid = sid,
+                               .ptr = msg_ref(m)};
+            worker_post(w, w->id, &it);
+        }
     } else {
         inbox_item_t it = {
             .kind = WM_DELIVER, .qos = qos, .flags = flags, .sid = sid, .ptr = msg_ref(m)};

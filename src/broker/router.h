@@ -63,9 +63,12 @@
 #define DLV_DURABLE                                                                                \
     4 /* the publisher stored it in the session's queue
                        * (key q/ client id, m->store_seq): persist.h */
-#define DLV_HANDED                                                                                 \
-    8 /* WM_DELIVER handed on by the worker a subscriber left
-                      * (migrate.h's fence); never reaches sess_deliver */
+/* DLV_HANDED: a WM_DELIVER handed on by the worker a subscriber left
+ * (migrate.h's fence).  DLV_AGAIN: one a worker posted to itself, a local
+ * match that found no session (one moving in, its WM_MIGRATE still in the
+ * inbox).  Neither reaches sess_deliver. */
+#define DLV_HANDED 8
+#define DLV_AGAIN 16
 
 /* Hand m to each target now (the other workers' ones through their
  * inboxes): the second half of a publish that waited for a commit. */
@@ -101,8 +104,10 @@ size_t router_publish(worker_t *w, msg_t *m, const sess_t *from);
  * filter, at min(message QoS, qos), with the retain flag set. */
 void router_send_retained(worker_t *w, sess_t *s, const uint8_t *filter, uint16_t len, uint8_t qos);
 
-/* Inbox item from another worker: deliver to a local session by id. */
-void router_deliver_local(worker_t *w, uint64_t sid, msg_t *m, uint8_t qos, uint8_t flags);
+/* Inbox item from another worker: deliver to a local session by id; -1
+ * when w has no such session and did not hand it on (ended, or moving in:
+ * see migrate.h). */
+int router_deliver_local(worker_t *w, uint64_t sid, msg_t *m, uint8_t qos, uint8_t flags);
 /* Register WM_DELIVER and the LOCAL and CONSUMER owner kinds (server
  * start-up). */
 void router_register_inbox(server_t *srv);

@@ -18,6 +18,7 @@ pytestmark = pytest.mark.antenna_only  # about antenna's workers
 
 
 def env(broker, tmp_path, **root):
+    root.setdefault("workers_consolidate", True)  # off by default (migrate.h)
     keys = tmp_path / "api.keys"
     key = make_key(keys)
     b = broker(workers=2, root=root, api={"keys_file": str(keys), "open_metrics": True},
