@@ -87,9 +87,9 @@
  * store and logs who adopted its sessions (store_redis.c).
  *
  * Threads: cl_adopt_member on the link thread, cl_adopt_pending on any
- * (an atomic), the items and ad_dedup_hook on the workers (seen[w]: worker w's
- * own), the rest on the adopter thread; the watch list and the install
- * counts are under mu.
+ * (an atomic), the items and ad_dedup_hook on the workers (the merged
+ * copies under seen_mu), the rest on the adopter thread; the watch list and
+ * the install counts are under mu.
  */
 #include <inttypes.h>
 #include <stdio.h>
@@ -965,7 +965,7 @@ int cl_adopt_init(cl_t *cl)
     }
     cl_adopt_t *a = an_calloc(1, sizeof(*a));
     a->cl = cl;
-    a->seen = an_calloc(cl->srv->nworkers, sizeof(*a->seen));
+    pthread_mutex_init(&a->seen_mu, NULL);
     cl->srv->dedup_hook = ad_dedup_hook;
     cl->srv->dedup_user = a;
     pthread_mutex_init(&a->mu, NULL);
@@ -1012,11 +1012,9 @@ void cl_adopt_free(cl_t *cl)
     free(a->coll);
     if (a->late_job != NULL)
         ad_job_unref(a->late_job);
-    for (uint32_t w = 0; w < cl->srv->nworkers; w++) {
-        ad_seen_prune(&a->seen[w], UINT64_MAX); /* every one past its time */
-        free(a->seen[w].v);
-    }
-    free(a->seen);
+    ad_seen_prune(&a->seen, UINT64_MAX); /* every one past its time */
+    free(a->seen.v);
+    pthread_mutex_destroy(&a->seen_mu);
     cl->srv->dedup_hook = NULL;
     pthread_mutex_destroy(&a->mu);
     pthread_cond_destroy(&a->cv);

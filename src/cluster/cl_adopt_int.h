@@ -24,13 +24,22 @@ typedef struct {
     uint64_t need[CL_MAX_NODES / 64], overs[CL_MAX_NODES / 64];
 } ad_watch_t;
 
-/* A copy merged into adopted session sid on its home worker: a copy that
- * comes the direct way too (published while both N's routes and this
- * node's were known) is dropped when it reaches the session (ad_dedup_hook),
- * until `until` (monotonic ms).  Each one drops one copy at most. */
+/* A copy merged into adopted session sid: a copy that comes the direct
+ * way too (published while both N's routes and this node's were known) is
+ * dropped when it reaches the session (ad_dedup_hook), on whichever worker
+ * the session is then.  Each one drops one copy at most.  With a publish
+ * id only the id is kept (m NULL); the entry goes when its twin came, when
+ * a later QoS 1/2 message of the same publisher (its epoch, a higher
+ * number) reached the session first (its twin would have come before: a
+ * publisher's stream to a session keeps its order), or at `until`
+ * (ADOPT_DEDUP_ID_MS: a memory bound for a publisher gone quiet).  Without
+ * one, the copy (m, a reference) is compared by content until `until`
+ * (ADOPT_DEDUP_MS).  until 0: used. */
 typedef struct {
-    uint64_t sid, until;
+    uint64_t sid, until; /* monotonic ms */
     msg_t *m;
+    uint64_t id_epoch;
+    uint32_t id_seq;
 } ad_seen_t;
 
 typedef struct {
@@ -58,7 +67,10 @@ struct cl_adopt_s {
     uint32_t coll_left;
     msg_t **coll;
     uint32_t ncoll, cap_coll;
-    ad_seenv_t *seen; /* [nworkers]: each worker's own (ad_dedup_hook) */
+    /* the copies merged into adopted sessions, sorted by session id (the
+     * workers': merge_item, ad_dedup_hook), under seen_mu */
+    pthread_mutex_t seen_mu;
+    ad_seenv_t seen;
     /* the latest adoption here, for cl_adopt_late (under mu; a reference) */
     struct ad_job_s *late_job;
     char late_name[CL_NAME_MAX];
@@ -128,7 +140,7 @@ int ad_wait_zero(cl_adopt_t *a, uint32_t *count, uint32_t ms);
 /* srv->dedup_hook, for a session marked adopt_dedup, on its home worker:
  * 1 when m is the direct twin of a kept copy merged into it (dropped). */
 int ad_dedup_hook(worker_t *w, sess_t *s, const msg_t *m, void *user);
-/* The merged copies of one worker: those past `now` or used go. */
+/* The merged copies: those past `now` or used go (under seen_mu). */
 void ad_seen_prune(ad_seenv_t *sv, uint64_t now);
 /* Posts each home worker its sessions of j (phase 0: install them, 1:
  * queue the kept copies) and waits for them: 0, or -1 (ADOPT_INSTALL_MS

@@ -45,6 +45,7 @@
 #define ADOPT_INSTALL_MS 60000       /* the workers install within this, or it fails */
 #define ADOPT_COLLECT_MS 5000        /* the members send what they kept for N within this */
 #define ADOPT_DEDUP_MS 60000         /* a kept copy merged drops its direct twin this long */
+#define ADOPT_DEDUP_ID_MS 600000     /* ... one with a publish id at most this long */
 #define ADOPT_SEQ_RANGE (1ull << 32) /* store keys reserved per worker and adoption */
 
 /* What a queued message counts against the session's limits.max_queued_bytes
@@ -56,10 +57,13 @@ static uint64_t queued_bytes(const msg_t *m)
 
 /* ---- on the home workers ---- */
 
-/* The same message: topic, payload, properties, and the publish time when
- * both know it (a copy rebuilt from N's store does not). */
+/* The same message: the same publish id when both have one (msg.h: exact);
+ * else topic, payload, properties, and the publish time when both know it
+ * (a copy rebuilt from N's store does not). */
 static int same_msg(const msg_t *x, const msg_t *y)
 {
+    if (x->id_seq != 0 && y->id_seq != 0)
+        return msg_same_id(x, y);
     return x->topic_len == y->topic_len && x->payload_len == y->payload_len &&
            x->props_len == y->props_len &&
            (x->published_at == 0 || y->published_at == 0 || x->published_at == y->published_at) &&
@@ -78,17 +82,25 @@ static int sq_holds(sq_t *q, const msg_t *m)
     return 0;
 }
 
-/* The merged copies of worker w: those past their time or used go. */
+/* The merged copies: those past their time or used go. */
 void ad_seen_prune(ad_seenv_t *sv, uint64_t now)
 {
     size_t k = 0;
     for (size_t i = 0; i < sv->n; i++) {
-        if (sv->v[i].m != NULL && sv->v[i].until > now)
+        if (sv->v[i].until > now)
             sv->v[k++] = sv->v[i];
         else if (sv->v[i].m != NULL)
             msg_unref(&sv->v[i].m);
     }
     sv->n = k;
+}
+
+/* Is m the twin of the merged copy e? */
+static int seen_same(const ad_seen_t *e, const msg_t *m)
+{
+    if (e->id_seq != 0 && m->id_seq != 0)
+        return e->id_seq == m->id_seq && e->id_epoch == m->id_epoch;
+    return e->m != NULL && same_msg(e->m, m);
 }
 
 static int seen_cmp(const void *x, const void *y)
@@ -102,7 +114,8 @@ static int seen_cmp(const void *x, const void *y)
 int ad_dedup_hook(worker_t *w, sess_t *s, const msg_t *m, void *user)
 {
     cl_adopt_t *a = user;
-    ad_seenv_t *sv = &a->seen[w->id];
+    ad_seenv_t *sv = &a->seen;
+    pthread_mutex_lock(&a->seen_mu);
     size_t lo = 0, hi = sv->n;
     while (lo < hi) {
         size_t mid = lo + (hi - lo) / 2;
@@ -111,21 +124,31 @@ int ad_dedup_hook(worker_t *w, sess_t *s, const msg_t *m, void *user)
         else
             hi = mid;
     }
-    int live = 0;
+    int live = 0, twin = 0;
     for (size_t i = lo; i < sv->n && sv->v[i].sid == s->sid; i++) {
         ad_seen_t *e = &sv->v[i];
-        if (e->m == NULL || e->until <= w->now)
+        if (e->until <= w->now)
             continue;
-        if (same_msg(e->m, m)) {
-            msg_unref(&e->m);
-            atomic_fetch_add_explicit(&a->dropped_direct, 1, memory_order_relaxed);
-            return 1;
+        if (!twin && seen_same(e, m)) {
+            e->until = 0; /* each drops one */
+            if (e->m != NULL)
+                msg_unref(&e->m);
+            twin = 1;
+            continue;
+        }
+        if (e->id_seq != 0 && m->qos > 0 && !m->retain && m->id_seq > e->id_seq &&
+            m->id_epoch == e->id_epoch) {
+            e->until = 0; /* its publisher's stream is past it: its twin cannot come now */
+            continue;
         }
         live = 1;
     }
+    pthread_mutex_unlock(&a->seen_mu);
+    if (twin)
+        atomic_fetch_add_explicit(&a->dropped_direct, 1, memory_order_relaxed);
     if (!live)
         s->adopt_dedup = 0;
-    return 0;
+    return twin;
 }
 
 /* Phase 0: the sessions installed (their stored messages keyed from the
@@ -173,8 +196,9 @@ static void install_item(worker_t *w, ad_item_t *it)
 static void merge_item(worker_t *w, ad_item_t *it)
 {
     ad_job_t *j = it->job;
-    ad_seenv_t *sv = &j->a->seen[w->id];
+    ad_seenv_t *sv = &j->a->seen;
     uint64_t end = j->seq_end[w->id], merged = 0, skipped = 0;
+    pthread_mutex_lock(&j->a->seen_mu);
     ad_seen_prune(sv, w->now);
     sq_entry_t *tail = NULL;
     uint8_t *add = NULL;
@@ -232,8 +256,14 @@ static void merge_item(worker_t *w, ad_item_t *it)
                 sv->cap = sv->cap ? 2 * sv->cap : 64;
                 sv->v = an_realloc(sv->v, sv->cap * sizeof(*sv->v));
             }
-            sv->v[sv->n++] =
-                (ad_seen_t){.sid = s->sid, .until = w->now + ADOPT_DEDUP_MS, .m = msg_ref(m)};
+            if (m->id_seq != 0) /* the id alone: no message held */
+                sv->v[sv->n++] = (ad_seen_t){.sid = s->sid,
+                                             .until = w->now + ADOPT_DEDUP_ID_MS,
+                                             .id_epoch = m->id_epoch,
+                                             .id_seq = m->id_seq};
+            else
+                sv->v[sv->n++] =
+                    (ad_seen_t){.sid = s->sid, .until = w->now + ADOPT_DEDUP_MS, .m = msg_ref(m)};
             merged++;
         }
         for (uint32_t d = 0; d < nd; d++) {
@@ -246,6 +276,7 @@ static void merge_item(worker_t *w, ad_item_t *it)
     free(add);
     if (sv->n > 1)
         qsort(sv->v, sv->n, sizeof(*sv->v), seen_cmp);
+    pthread_mutex_unlock(&j->a->seen_mu);
     atomic_fetch_add(&j->merged, merged);
     atomic_fetch_add(&j->skipped, skipped);
     if (it->late)
@@ -338,9 +369,12 @@ static int holds(const cl_buf_t *b, const msg_t *m)
         store_outmsg_t o;
         if (off + 4 + l > b->len || store_rec_decode_outmsg(p + 4, l, &o) != 0)
             return 0;
-        if (same_bytes(o.topic, o.topic_len, msg_topic(m), m->topic_len) &&
-            same_bytes(o.payload, o.payload_len, msg_payload(m), m->payload_len) &&
-            same_bytes(o.props, o.props_len, msg_props(m), m->props_len))
+        if (o.id_seq != 0 && m->id_seq != 0) { /* both have a publish id: exact */
+            if (o.id_seq == m->id_seq && o.id_epoch == m->id_epoch)
+                return 1;
+        } else if (same_bytes(o.topic, o.topic_len, msg_topic(m), m->topic_len) &&
+                   same_bytes(o.payload, o.payload_len, msg_payload(m), m->payload_len) &&
+                   same_bytes(o.props, o.props_len, msg_props(m), m->props_len))
             return 1;
         off += 4 + (size_t)l;
     }
