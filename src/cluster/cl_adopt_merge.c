@@ -13,20 +13,25 @@
  * stored it, or it came the direct way too: sq_holds) is left out; the
  * others go ahead of what came the direct way, with the rest of the range's
  * keys (below every key a later message gets), so each publisher's order
- * is kept.  Each copy merged is remembered for its session (seen[w], worker
- * w's own, sorted by session id, ADOPT_DEDUP_MS) and drops one direct twin
+ * is kept.  Each copy merged is remembered for its session (a->seen, the
+ * node's, sorted by session id: found on whichever worker the session is
+ * when its twin comes; ad_seen_t says how long) and drops one direct twin
  * that reaches the session later (ad_dedup_hook, sess_deliver's
  * srv->dedup_hook; the session's adopt_dedup flag says there may be one).
  * cl_adopt_late: a publish this node routed for N before its sessions were
  * here, applied after its own ask, is merged the same way (an item of its
  * own, not waited for).
  *
- * "The same message" (same_msg, holds) is topic, payload and properties,
- * and the publish time when both copies know it (a copy rebuilt from N's
- * store does not).
+ * "The same message" (same_msg, holds, seen_same) is the same publish id
+ * when both copies have one (msg.h: exact: two publishes of the same bytes
+ * in the same millisecond are two); without, topic, payload and
+ * properties, and the publish time when both copies know it (a copy
+ * rebuilt from N's store does not).
  *
- * Threads: install_item, merge_item, ad_dedup_hook and seen[w] on worker
- * w; ad_run_items, ad_collect and merge_collected on the adopter thread;
+ * Threads: install_item, merge_item and ad_dedup_hook on the workers
+ * (a->seen under a->seen_mu: the sessions of several workers, rarely
+ * contended: only adopted sessions with merged copies ask);
+ * ad_run_items, ad_collect and merge_collected on the adopter thread;
  * cl_adopt_expect, cl_adopt_collected and cl_adopt_late on the link thread
  * (coll* and late_* under a->mu).
  */
@@ -192,7 +197,7 @@ static void install_item(worker_t *w, ad_item_t *it)
  * the reserved range), so each publisher's order is kept: kept = published
  * up to the ask, direct = published once this node's routes were known,
  * their overlap once.  Each one merged drops its direct twin if that comes
- * later (ad_dedup_hook, ADOPT_DEDUP_MS). */
+ * later (ad_dedup_hook; ad_seen_t). */
 static void merge_item(worker_t *w, ad_item_t *it)
 {
     ad_job_t *j = it->job;
