@@ -81,6 +81,8 @@ msg_t *msg_new_v5(const uint8_t *topic, uint16_t topic_len, const uint8_t *props
     m->origin_node = 0;
     m->hops = 0;
     m->flags = 0;
+    m->id_seq = 0;
+    m->id_epoch = 0;
     memcpy(m->data, topic, topic_len);
     if (props_len)
         memcpy(m->data + topic_len, props, props_len);
@@ -104,5 +106,17 @@ void msg_unref(msg_t **mp)
     if (atomic_fetch_sub_explicit(&m->refs, 1, memory_order_acq_rel) == 1) {
         msg_origin_unref(&m->origin);
         free(m);
+    }
+}
+
+void msg_id_next(uint64_t *epoch, uint32_t *seq)
+{
+    if (*epoch == 0 || ++*seq == 0) {
+        uint64_t k[2];
+        do {
+            an_random_key(k); /* getrandom */
+        } while (k[0] == 0);
+        *epoch = k[0];
+        *seq = 1;
     }
 }

@@ -23,6 +23,22 @@
  *     session): NULL (nothing of the origin is stored); their publish time
  *     is the time they were loaded.
  * A reader treats NULL as "unknown".
+ *
+ * The publish id (id_epoch, id_seq; docs/cluster.md "A dead node's
+ * sessions"): in a cluster (server_t.msg_ids) router_publish gives every
+ * message published on this node (hops 0) a number of its publishing
+ * worker, id_seq 1, 2, ... under that worker's epoch, a random 64-bit
+ * value drawn at start and again each time the 32-bit number wraps (after
+ * 4 billion publishes: msg_id_next).  The pair names one publish across
+ * the cluster and its restarts: two epochs meet only with probability
+ * about k^2 / 2^65 for k epochs ever drawn (k = 10^6: 3e-8 over a cluster's
+ * whole life), and the numbers under one epoch never repeat.  The id goes
+ * with every copy of the message (node links, kept copies, store records,
+ * hand-overs), so the adopter of a dead node's sessions tells a copy that
+ * came two ways from two publishes of the same bytes.  id_seq 0: no id
+ * (a single node, a message restored from an older record or received from
+ * an older node): such copies are compared by content.  The 4 bytes of
+ * id_seq sat in msg_t's padding; id_epoch costs 8 bytes a message.
  */
 #ifndef ANTENNA_MSG_H
 #define ANTENNA_MSG_H
@@ -79,6 +95,8 @@ typedef struct msg_s {
     uint16_t origin_node;       /* the node it was published on, 0 = this one */
     uint8_t hops;               /* nodes it crossed to get here, 0 = published here */
     uint8_t flags;              /* MSG_F_* */
+    uint32_t id_seq;            /* the publish id's number, 0 = no id (above) */
+    uint64_t id_epoch;          /* the publish id's epoch (its worker's, random) */
     uint8_t data[];             /* topic bytes, property bytes, payload bytes */
 } msg_t;
 
@@ -93,7 +111,7 @@ enum {
                        * a message_acked event the commands module asked for */
 };
 
-_Static_assert(sizeof(msg_t) == 56, "msg_t grew: every message pays for it");
+_Static_assert(sizeof(msg_t) == 64, "msg_t grew: every message pays for it");
 
 /* The properties kept are those a subscriber receives unchanged (payload
  * format, content type, response topic, correlation data, user properties,
@@ -126,6 +144,18 @@ static inline void msg_set_origin(msg_t *m, const msg_origin_t *o)
 {
     m->origin = o ? msg_origin_ref(o) : NULL;
 }
+
+/* The same publish: both have an id and they are equal.  (Copies without
+ * one are compared by content where it matters: cl_adopt_merge.c.) */
+static inline int msg_same_id(const msg_t *x, const msg_t *y)
+{
+    return x->id_seq != 0 && x->id_seq == y->id_seq && x->id_epoch == y->id_epoch;
+}
+
+/* The next publish id of a publisher with *epoch and *seq (one worker's):
+ * the number counts up; at its wrap, and at the first call (*epoch 0), a
+ * new random epoch. */
+void msg_id_next(uint64_t *epoch, uint32_t *seq);
 
 /* Drops the caller's reference and NULLs its pointer. */
 void msg_unref(msg_t **mp);

@@ -429,6 +429,8 @@ static int load_outmsg(void *ud, const void *k, size_t kl, const void *v, size_t
         e.m = msg_new_v5(o.topic, (uint16_t)o.topic_len, o.props, (uint32_t)o.props_len, o.payload,
                          (uint32_t)o.payload_len, o.qos, o.retain, exp);
         e.m->store_seq = ki.seq;
+        e.m->id_epoch = o.id_epoch; /* its publish id (none from a version 1 record) */
+        e.m->id_seq = o.id_seq;
     }
     if (o.state == STORE_OUT_QUEUED) {
         sq_push(&s->queue, &e);
@@ -559,6 +561,10 @@ void persist_queue_put(worker_t *w, const char *cid, uint16_t cid_len, uint64_t 
         o.payload = msg_payload(m);
         o.payload_len = m->payload_len;
         o.expiry = to_wall_s(m->expire_at, w->now);
+        if (atomic_load_explicit(&w->srv->msg_ids_store, memory_order_relaxed)) {
+            o.id_epoch = m->id_epoch; /* 'Q' version 2: every member reads it */
+            o.id_seq = m->id_seq;
+        }
     } else {
         o.topic = (const uint8_t *)"-"; /* only the PUBREL is left */
         o.topic_len = 1;

@@ -375,6 +375,11 @@ size_t router_publish(worker_t *w, msg_t *m, const sess_t *from)
     }
     if (m->published_at == 0)
         m->published_at = w->wall_ms;
+    if (srv->msg_ids && m->hops == 0 && m->id_seq == 0) { /* published here: its id */
+        msg_id_next(&w->id_epoch, &w->id_seq);
+        m->id_epoch = w->id_epoch;
+        m->id_seq = w->id_seq;
+    }
     if (m->retain) {
         int own = from == NULL && router_is_sys_topic(msg_topic(m), m->topic_len);
         if (retain_set_max(srv->retain, m, own ? 0 : server_live(srv)->max_retained) < 0)

@@ -249,6 +249,8 @@ struct worker_s {
                                  * takes it) */
     uint64_t wall_ms;    /* wall clock (CLOCK_REALTIME_COARSE) of this turn, ms:
                           * messages' publish time (router_publish) */
+    uint64_t id_epoch;   /* the publish ids this worker gives (msg.h, msg_id_next) */
+    uint32_t id_seq;
     tw_t tw;
     tw_timer_t mem_timer;   /* worker 0 only: memory high-water check */
     tw_timer_t sweep_timer; /* worker 0 only: expired retained messages */
@@ -384,6 +386,12 @@ struct server_s {
      * already.  Home worker; set before server_start; NULL: none */
     int (*dedup_hook)(worker_t *w, sess_t *s, const msg_t *m, void *user);
     void *dedup_user;
+    /* router_publish gives each message published here a publish id
+     * (msg.h): the cluster sets it before server_start */
+    uint8_t msg_ids;
+    /* the store's queue records carry those ids ('Q' version 2): the
+     * cluster's link thread, while every member reads them (cl_link.c) */
+    _Atomic uint8_t msg_ids_store;
     /* proto_gate_register (proto.h): set before server_start; NULL: none */
     int (*connect_gate)(worker_t *w, proto_gate_t *g, void *user);
     void *connect_gate_user;

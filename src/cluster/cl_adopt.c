@@ -63,7 +63,8 @@
  *      merge_item): not what the session holds already (the direct way),
  *      ahead of what came the direct way (keys from the range: below every
  *      later message's), and a copy merged drops its direct twin that
- *      comes later (dedup_hook, sess_deliver's srv->dedup_hook);
+ *      comes later (ad_dedup_hook, sess_deliver's srv->dedup_hook): the
+ *      home workers' part and the copies kept are cl_adopt_merge.c's;
  *   3. wait for every worker, then an empty batch on this node's store: a
  *      barrier, committed after every batch submitted before it; a failed
  *      commit meanwhile (store stats) abandons the adoption;
@@ -86,153 +87,38 @@
  * store and logs who adopted its sessions (store_redis.c).
  *
  * Threads: cl_adopt_member on the link thread, cl_adopt_pending on any
- * (an atomic), the items and dedup_hook on the workers (seen[w]: worker w's
- * own), the rest on the adopter thread; the watch list and the install
- * counts are under mu.
+ * (an atomic), the items and ad_dedup_hook on the workers (the merged
+ * copies under seen_mu), the rest on the adopter thread; the watch list and
+ * the install counts are under mu.
  */
 #include <inttypes.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
+#include "cl_adopt_int.h"
 #include "cl_etcd.h"
-#include "cl_int.h"
-#include "cl_wire.h"
 #include "log.h"
 #include "persist.h"
 #include "sess.h"
 #include "store.h"
 #include "store_rec.h"
-#include "trie.h"
 #include "util.h"
 
-#define ADOPT_POLL_MS 100            /* a watched store is looked at this often */
-#define ADOPT_RANK_MS 3000           /* the next survivor's turn comes this much later */
-#define ADOPT_RETRY_MS 1000          /* after a failed adoption */
-#define ADOPT_INSTALL_MS 60000       /* the workers install within this, or it fails */
-#define ADOPT_CLAIMS_MS 10000        /* etcd answers the claims within this */
-#define ADOPT_COLLECT_MS 5000        /* the members send what they kept for N within this */
-#define ADOPT_SCAN_MS 2000           /* after start: the stores of nodes not members looked for */
-#define ADOPT_ROUTES_MS 2000         /* the members have the adopted sessions' routes within this */
-#define ADOPT_DEDUP_MS 60000         /* a kept copy merged drops its direct twin this long */
-#define ADOPT_SEQ_RANGE (1ull << 32) /* store keys reserved per worker and adoption */
-#define ADOPT_LATE_MS 10000 /* this node's late publishes reach the adopted sessions this long */
-
-typedef struct {
-    char name[CL_NAME_MAX];
-    uint64_t since, try_at; /* monotonic ms */
-    int gate;               /* resuming CONNECTs wait (0: N itself holds its lock) */
-    int over;               /* its adopter claimed the client ids: no gate (cl_adopt_over) */
-    /* replicated: the adopters (node indexes, 0 this node) etcd names, once
-     * read (need_known), and those that made their claims (CL_F_ADOPT_OVER) */
-    int need_known;
-    uint64_t need[CL_MAX_NODES / 64], overs[CL_MAX_NODES / 64];
-} ad_watch_t;
-
-/* A copy merged into adopted session sid on its home worker: a copy that
- * comes the direct way too (published while both N's routes and this
- * node's were known) is dropped when it reaches the session (dedup_hook),
- * until `until` (monotonic ms).  Each one drops one copy at most. */
-typedef struct {
-    uint64_t sid, until;
-    msg_t *m;
-} ad_seen_t;
-
-typedef struct {
-    ad_seen_t *v;
-    size_t n, cap;
-} ad_seenv_t;
-
-struct cl_adopt_s {
-    cl_t *cl;
-    pthread_t thread;
-    int started;
-    pthread_mutex_t mu;
-    pthread_cond_t cv;
-    int stop;                       /* under mu */
-    ad_watch_t watch[CL_MAX_NODES]; /* under mu */
-    uint32_t nwatch;
-    _Atomic uint32_t pending; /* watches with gate set, for the connect gate */
-    _Atomic int32_t early;    /* departures the etcd thread saw, not yet watched (link thread) */
-    _Atomic uint64_t adoptions, sessions, messages, failures, last_ms, last_sessions;
-    _Atomic uint64_t handed; /* copies kept by the members, merged into adopted sessions */
-    /* the copies the members kept for the node being adopted (cl_hand.c),
-     * under mu: coll_on while adopt() collects, coll_left answers due */
-    char coll_name[CL_NAME_MAX];
-    int coll_on;
-    uint32_t coll_left;
-    msg_t **coll;
-    uint32_t ncoll, cap_coll;
-    ad_seenv_t *seen; /* [nworkers]: each worker's own (dedup_hook) */
-    /* the latest adoption here, for cl_adopt_late (under mu; a reference) */
-    struct ad_job_s *late_job;
-    char late_name[CL_NAME_MAX];
-    uint64_t late_until;
-    _Atomic uint64_t dropped_direct; /* direct copies dropped as handed already */
-};
-
-/* A copy kept by a member for N, to be queued to one adopted session. */
-typedef struct {
-    msg_t *m;
-    uint8_t qos, retain;
-} ad_hand_t;
-
-/* One session of the dead node, in the hand-over format being built. */
-typedef struct {
-    uint8_t *id;
-    uint16_t len;
-    uint32_t home;
-    uint8_t *rec; /* the session record */
-    uint32_t rec_len;
-    cl_buf_t infl, queued; /* u32 len | outmsg record, each */
-    uint32_t ninfl, nqueued;
-    cl_buf_t pids;
-    uint32_t npids;
-    ad_hand_t *hand; /* the kept copies for it (merge_collected), queued by merge_item */
-    uint32_t nhand;
-    int rc;    /* cl_owner_install's, -2 not run */
-    int claim; /* 0 not answered, 1 ours, 2 another node's, 3 failed */
-} ad_sess_t;
-
-typedef struct ad_job_s {
-    cl_adopt_t *a;
-    _Atomic int refs;
-    uint32_t left, claims_left; /* under a->mu */
-    ad_sess_t *v;
-    size_t n, cap;
-    uint64_t now_wall_ms;
-    size_t messages, expired, bad;
-    /* per worker: the store keys reserved for the adopted sessions' stored
-     * messages and then the kept copies (below every key of a message that
-     * reaches them the direct way); seq_next, seq_end[nworkers] */
-    uint64_t *seq_next, *seq_end;
-    _Atomic uint64_t merged, skipped; /* kept copies queued / found there already */
-} ad_job_t;
-
-/* What a home worker does with its adopted sessions: install them (phase
- * 0), then queue the copies the members kept (phase 1, merge_item). */
-typedef struct {
-    ad_job_t *job;
-    int phase;
-    int late; /* cl_adopt_late's: s[] are its own (one copy each), not waited for */
-    uint32_t n;
-    ad_sess_t *s[];
-} ad_item_t;
+#define ADOPT_POLL_MS 100     /* a watched store is looked at this often */
+#define ADOPT_RANK_MS 3000    /* the next survivor's turn comes this much later */
+#define ADOPT_RETRY_MS 1000   /* after a failed adoption */
+#define ADOPT_CLAIMS_MS 10000 /* etcd answers the claims within this */
+#define ADOPT_SCAN_MS 2000    /* after start: the stores of nodes not members looked for */
+#define ADOPT_ROUTES_MS 2000  /* the members have the adopted sessions' routes within this */
+#define ADOPT_LATE_MS 10000   /* this node's late publishes reach the adopted sessions this long */
 
 typedef struct {
     ad_job_t *job;
     ad_sess_t *s;
 } ad_claim_t;
 
-
-/* What a queued message counts against the session's limits.max_queued_bytes
- * (sess.h: the queue ring keeps the sum). */
-static uint64_t queued_bytes(const msg_t *m)
-{
-    return m ? (uint64_t)m->topic_len + m->props_len + m->payload_len : 0;
-}
-
-static void job_unref(ad_job_t *j)
+void ad_job_unref(ad_job_t *j)
 {
     if (atomic_fetch_sub(&j->refs, 1) != 1)
         return;
@@ -252,7 +138,7 @@ static void job_unref(ad_job_t *j)
     free(j);
 }
 
-static void put32(cl_buf_t *b, uint32_t v)
+void ad_put32(cl_buf_t *b, uint32_t v)
 {
     cl_buf_reserve(b, 4);
     uint8_t *p = b->p + b->len;
@@ -490,7 +376,7 @@ static int scan_outmsg(void *ud, const void *k, size_t kl, const void *v, size_t
         return 0;
     }
     cl_buf_t *b = o.state == STORE_OUT_QUEUED ? &s->queued : &s->infl;
-    put32(b, (uint32_t)n);
+    ad_put32(b, (uint32_t)n);
     cl_buf_reserve(b, n);
     store_rec_encode_outmsg(&o, b->p + b->len, n);
     b->len += n;
@@ -517,243 +403,6 @@ static int scan_incoming(void *ud, const void *k, size_t kl, const void *v, size
     return 0;
 }
 
-/* ---- on the home workers ---- */
-
-/* The same message: topic, payload, properties, and the publish time when
- * both know it (a copy rebuilt from N's store does not). */
-static int same_msg(const msg_t *x, const msg_t *y)
-{
-    return x->topic_len == y->topic_len && x->payload_len == y->payload_len &&
-           x->props_len == y->props_len &&
-           (x->published_at == 0 || y->published_at == 0 || x->published_at == y->published_at) &&
-           memcmp(msg_topic(x), msg_topic(y), x->topic_len) == 0 &&
-           memcmp(msg_props(x), msg_props(y), x->props_len) == 0 &&
-           memcmp(msg_payload(x), msg_payload(y), x->payload_len) == 0;
-}
-
-int cl_adopt_same(const msg_t *x, const msg_t *y)
-{
-    return same_msg(x, y);
-}
-
-static int sq_holds(sq_t *q, const msg_t *m)
-{
-    for (uint32_t i = 0; i < sq_len(q); i++) {
-        const sq_entry_t *e = sq_at(q, i);
-        if (e->m != NULL && same_msg(e->m, m))
-            return 1;
-    }
-    return 0;
-}
-
-/* The merged copies of worker w: those past their time or used go. */
-static void seen_prune(ad_seenv_t *sv, uint64_t now)
-{
-    size_t k = 0;
-    for (size_t i = 0; i < sv->n; i++) {
-        if (sv->v[i].m != NULL && sv->v[i].until > now)
-            sv->v[k++] = sv->v[i];
-        else if (sv->v[i].m != NULL)
-            msg_unref(&sv->v[i].m);
-    }
-    sv->n = k;
-}
-
-static int seen_cmp(const void *x, const void *y)
-{
-    const ad_seen_t *a = x, *b = y;
-    return a->sid < b->sid ? -1 : a->sid > b->sid;
-}
-
-/* srv->dedup_hook, for a session marked adopt_dedup, on its home worker:
- * 1 when m is the direct twin of a kept copy merged into it (dropped). */
-static int dedup_hook(worker_t *w, sess_t *s, const msg_t *m, void *user)
-{
-    cl_adopt_t *a = user;
-    ad_seenv_t *sv = &a->seen[w->id];
-    size_t lo = 0, hi = sv->n;
-    while (lo < hi) {
-        size_t mid = lo + (hi - lo) / 2;
-        if (sv->v[mid].sid < s->sid)
-            lo = mid + 1;
-        else
-            hi = mid;
-    }
-    int live = 0;
-    for (size_t i = lo; i < sv->n && sv->v[i].sid == s->sid; i++) {
-        ad_seen_t *e = &sv->v[i];
-        if (e->m == NULL || e->until <= w->now)
-            continue;
-        if (same_msg(e->m, m)) {
-            msg_unref(&e->m);
-            atomic_fetch_add_explicit(&a->dropped_direct, 1, memory_order_relaxed);
-            return 1;
-        }
-        live = 1;
-    }
-    if (!live)
-        s->adopt_dedup = 0;
-    return 0;
-}
-
-/* Phase 0: the sessions installed (their stored messages keyed from the
- * range reserved here: every message that reaches them afterwards has a
- * higher key). */
-static void install_item(worker_t *w, ad_item_t *it)
-{
-    ad_job_t *j = it->job;
-    j->seq_next[w->id] = persist_reserve_seq(w->srv, ADOPT_SEQ_RANGE);
-    j->seq_end[w->id] = j->seq_next[w->id] + ADOPT_SEQ_RANGE;
-    cl_buf_t b = {0};
-    for (uint32_t i = 0; i < it->n; i++) {
-        ad_sess_t *s = it->s[i];
-        b.len = 0;
-        put32(&b, s->rec_len);
-        cl_buf_reserve(&b, s->rec_len);
-        memcpy(b.p + b.len, s->rec, s->rec_len);
-        b.len += s->rec_len;
-        put32(&b, s->ninfl + s->nqueued);
-        cl_buf_reserve(&b, s->infl.len + s->queued.len);
-        if (s->infl.len)
-            memcpy(b.p + b.len, s->infl.p, s->infl.len);
-        b.len += s->infl.len;
-        if (s->queued.len)
-            memcpy(b.p + b.len, s->queued.p, s->queued.len);
-        b.len += s->queued.len;
-        put32(&b, s->npids);
-        cl_buf_reserve(&b, s->pids.len);
-        if (s->pids.len)
-            memcpy(b.p + b.len, s->pids.p, s->pids.len);
-        b.len += s->pids.len;
-        s->rc = cl_owner_install(w, (const char *)s->id, s->len, b.p, b.len, &j->seq_next[w->id]);
-    }
-    cl_buf_free(&b);
-}
-
-/* Phase 1: the copies the members kept, into the installed sessions (still
- * offline: their queues only grew at the end since phase 0).  A copy the
- * session holds already (N stored it, or it came the direct way too) is
- * left out; the others go ahead of what came the direct way (keys above
- * the reserved range), so each publisher's order is kept: kept = published
- * up to the ask, direct = published once this node's routes were known,
- * their overlap once.  Each one merged drops its direct twin if that comes
- * later (dedup_hook, ADOPT_DEDUP_MS). */
-static void merge_item(worker_t *w, ad_item_t *it)
-{
-    ad_job_t *j = it->job;
-    ad_seenv_t *sv = &j->a->seen[w->id];
-    uint64_t end = j->seq_end[w->id], merged = 0, skipped = 0;
-    seen_prune(sv, w->now);
-    sq_entry_t *tail = NULL;
-    uint8_t *add = NULL;
-    uint32_t cap_tail = 0, cap_add = 0;
-    for (uint32_t i = 0; i < it->n; i++) {
-        ad_sess_t *as = it->s[i];
-        sess_t *s =
-            as->rc == 0 && as->nhand ? sess_table_find_id(&w->by_id, as->id, as->len) : NULL;
-        if (s == NULL)
-            continue; /* not installed here, nothing kept for it, or ended since */
-        if (as->nhand > cap_add) {
-            cap_add = as->nhand;
-            add = an_realloc(add, cap_add);
-        }
-        uint32_t nadd = 0;
-        for (uint32_t k = 0; k < as->nhand; k++) {
-            const msg_t *m = as->hand[k].m;
-            add[k] =
-                !msg_expired(m, w->now) && !sq_holds(&s->inflight, m) && !sq_holds(&s->queue, m);
-            nadd += add[k];
-            skipped += !add[k];
-        }
-        if (nadd == 0)
-            continue;
-        /* what came the direct way, off the end for now */
-        uint32_t k = sq_len(&s->queue);
-        while (k > 0 && (sq_at(&s->queue, k - 1)->seq == 0 || sq_at(&s->queue, k - 1)->seq >= end))
-            k--;
-        uint32_t nd = sq_len(&s->queue) - k;
-        if (nd > cap_tail) {
-            cap_tail = nd;
-            tail = an_realloc(tail, cap_tail * sizeof(*tail));
-        }
-        for (uint32_t d = nd; d-- > 0;) {
-            tail[d] = *sq_at(&s->queue, k + d);
-            /* the queue's byte count is in its ring, which goes when it
-             * empties: each entry's bytes leave and come back with it */
-            sq_bytes_sub(&s->queue, queued_bytes(tail[d].m));
-            sq_remove(&s->queue, k + d);
-        }
-        for (uint32_t h = 0; h < as->nhand; h++) {
-            if (!add[h])
-                continue;
-            msg_t *m = as->hand[h].m;
-            sq_entry_t e = {.m = msg_ref(m),
-                            .qos = as->hand[h].qos,
-                            .retain = as->hand[h].retain,
-                            .state = SQ_QUEUED,
-                            .seq = j->seq_next[w->id]++};
-            persist_queue_put(w, s->client_id, s->client_id_len, e.seq, m, e.qos, e.retain,
-                              SQ_QUEUED, 0);
-            sq_push(&s->queue, &e);
-            sq_bytes_add(&s->queue, queued_bytes(m));
-            if (sv->n == sv->cap) {
-                sv->cap = sv->cap ? 2 * sv->cap : 64;
-                sv->v = an_realloc(sv->v, sv->cap * sizeof(*sv->v));
-            }
-            sv->v[sv->n++] =
-                (ad_seen_t){.sid = s->sid, .until = w->now + ADOPT_DEDUP_MS, .m = msg_ref(m)};
-            merged++;
-        }
-        for (uint32_t d = 0; d < nd; d++) {
-            sq_push(&s->queue, &tail[d]);
-            sq_bytes_add(&s->queue, queued_bytes(tail[d].m));
-        }
-        s->adopt_dedup = 1;
-    }
-    free(tail);
-    free(add);
-    if (sv->n > 1)
-        qsort(sv->v, sv->n, sizeof(*sv->v), seen_cmp);
-    atomic_fetch_add(&j->merged, merged);
-    atomic_fetch_add(&j->skipped, skipped);
-    if (it->late)
-        atomic_fetch_add(&j->a->handed, merged);
-}
-
-void cl_adopt_item(worker_t *w, void *ptr)
-{
-    ad_item_t *it = ptr;
-    if (it->phase == 0)
-        install_item(w, it);
-    else
-        merge_item(w, it);
-    /* now, not at the turn's end: the adopter's barrier must come after */
-    persist_flush(w);
-    cl_adopt_item_drop(it);
-}
-
-/* An item is done, run or dropped (a worker stopping): its job waits for
- * one less. */
-void cl_adopt_item_drop(void *ptr)
-{
-    ad_item_t *it = ptr;
-    ad_job_t *j = it->job;
-    if (it->late) {
-        for (uint32_t i = 0; i < it->n; i++) {
-            msg_unref(&it->s[i]->hand[0].m);
-            free(it->s[i]->hand);
-            free(it->s[i]);
-        }
-    } else {
-        pthread_mutex_lock(&j->a->mu);
-        j->left--;
-        pthread_cond_broadcast(&j->a->cv);
-        pthread_mutex_unlock(&j->a->mu);
-    }
-    job_unref(j);
-    free(it);
-}
-
 /* ---- the claims ---- */
 
 static void on_claim(void *arg, const cl_etcd_res_t *res)
@@ -777,12 +426,12 @@ static void on_claim(void *arg, const cl_etcd_res_t *res)
     j->claims_left--;
     pthread_cond_broadcast(&j->a->cv);
     pthread_mutex_unlock(&j->a->mu);
-    job_unref(j);
+    ad_job_unref(j);
     free(c);
 }
 
 /* Waits until *count is 0 (under mu), at most ms or until stop: 0 or -1. */
-static int wait_zero(cl_adopt_t *a, uint32_t *count, uint32_t ms)
+int ad_wait_zero(cl_adopt_t *a, uint32_t *count, uint32_t ms)
 {
     uint64_t deadline = an_now_ms() + ms;
     pthread_mutex_lock(&a->mu);
@@ -793,245 +442,6 @@ static int wait_zero(cl_adopt_t *a, uint32_t *count, uint32_t ms)
     int rc = *count == 0 ? 0 : -1;
     pthread_mutex_unlock(&a->mu);
     return rc;
-}
-
-/* ---- the copies the members kept (cl_hand.c) ---- */
-
-void cl_adopt_expect(cl_t *cl, const char *name, uint32_t asked)
-{
-    cl_adopt_t *a = cl->adopt;
-    if (a == NULL)
-        return;
-    pthread_mutex_lock(&a->mu);
-    if (a->coll_on && strcmp(a->coll_name, name) == 0)
-        a->coll_left = asked;
-    pthread_cond_broadcast(&a->cv);
-    pthread_mutex_unlock(&a->mu);
-}
-
-void cl_adopt_collected(cl_t *cl, const char *name, msg_t **v, uint32_t n, int from_peer)
-{
-    cl_adopt_t *a = cl->adopt;
-    uint32_t i = 0;
-    if (a != NULL) {
-        pthread_mutex_lock(&a->mu);
-        if (a->coll_on && strcmp(a->coll_name, name) == 0) {
-            if (a->ncoll + n > a->cap_coll) {
-                a->cap_coll = a->ncoll + n + 64;
-                a->coll = an_realloc(a->coll, a->cap_coll * sizeof(*a->coll));
-            }
-            for (; i < n; i++)
-                a->coll[a->ncoll++] = v[i];
-            if (from_peer && a->coll_left > 0 && a->coll_left != UINT32_MAX)
-                a->coll_left--;
-            pthread_cond_broadcast(&a->cv);
-        }
-        pthread_mutex_unlock(&a->mu);
-    }
-    for (; i < n; i++) /* not adopting that node (any more) */
-        msg_unref(&v[i]);
-}
-
-static int same_bytes(const uint8_t *x, size_t xl, const uint8_t *y, size_t yl)
-{
-    return xl == yl && (xl == 0 || memcmp(x, y, xl) == 0);
-}
-
-/* Does buffer b (u32 len | outmsg record, each) hold this message? */
-static int holds(const cl_buf_t *b, const msg_t *m)
-{
-    size_t off = 0;
-    while (off + 4 <= b->len) {
-        const uint8_t *p = b->p + off;
-        uint32_t l = (uint32_t)p[0] << 24 | (uint32_t)p[1] << 16 | (uint32_t)p[2] << 8 | p[3];
-        store_outmsg_t o;
-        if (off + 4 + l > b->len || store_rec_decode_outmsg(p + 4, l, &o) != 0)
-            return 0;
-        if (same_bytes(o.topic, o.topic_len, msg_topic(m), m->topic_len) &&
-            same_bytes(o.payload, o.payload_len, msg_payload(m), m->payload_len) &&
-            same_bytes(o.props, o.props_len, msg_props(m), m->props_len))
-            return 1;
-        off += 4 + (size_t)l;
-    }
-    return 0;
-}
-
-/* The QoS session record rec takes m at through its (not shared)
- * subscriptions, 0 none; *rap: one of them has Retain As Published. */
-static uint8_t sub_qos(const store_session_t *rec, const msg_t *m, uint8_t *rap)
-{
-    uint8_t best = 0;
-    for (uint32_t f = 0; f < rec->nsubs; f++) {
-        const store_sub_t *sub = &rec->subs[f];
-        if (sub->filter_len >= 7 && memcmp(sub->filter, "$share/", 7) == 0)
-            continue; /* a group's pick was made for N alone */
-        if (!topic_matches(sub->filter, sub->filter_len, msg_topic(m), m->topic_len))
-            continue;
-        uint8_t q = (uint8_t)((sub->options & 3) + 1); /* +1: matched */
-        best = AN_MAX(best, q);
-        *rap |= (sub->options & 8) != 0;
-    }
-    return best ? AN_MIN(m->qos, (uint8_t)(best - 1)) : 0;
-}
-
-/* The collected copies, sorted to the sessions read from N's store: each
- * goes to every session with a (not shared) subscription matching it, at
- * the granted QoS, unless the session's stored messages hold it already
- * (N stored it before it could acknowledge it: a QoS 2 message must not
- * come twice); the home workers queue them (merge_item).  Returns the
- * copies sorted to a session. */
-static size_t merge_collected(ad_job_t *j, msg_t **v, uint32_t n)
-{
-    size_t added = 0;
-    uint64_t now = an_now_ms();
-    for (size_t i = 0; i < j->n && n > 0; i++) {
-        ad_sess_t *s = &j->v[i];
-        store_session_t rec;
-        if (s->rc != 0 || store_rec_decode_session(s->rec, s->rec_len, &rec) != 0)
-            continue;
-        for (uint32_t k = 0; k < n; k++) {
-            msg_t *m = v[k];
-            uint8_t rap = 0, qos = sub_qos(&rec, m, &rap);
-            if (qos == 0 || (m->expire_at && m->expire_at <= now) || holds(&s->infl, m) ||
-                holds(&s->queued, m))
-                continue;
-            if (s->nhand == 0 || (s->nhand >= 4 && (s->nhand & (s->nhand - 1)) == 0))
-                s->hand = an_realloc(s->hand, AN_MAX(4u, 2 * s->nhand) * sizeof(*s->hand));
-            s->hand[s->nhand++] =
-                (ad_hand_t){.m = msg_ref(m), .qos = qos, .retain = rap && m->retain};
-            added++;
-        }
-        store_rec_session_free(&rec);
-    }
-    return added;
-}
-
-/* Ask the members for what they kept for N, wait for their answers
- * (ADOPT_COLLECT_MS at most), sort it to j's sessions: the copies sorted. */
-static size_t collect(cl_adopt_t *a, ad_job_t *j, const char *name)
-{
-    pthread_mutex_lock(&a->mu);
-    size_t nl = strnlen(name, sizeof(a->coll_name) - 1);
-    memcpy(a->coll_name, name, nl);
-    a->coll_name[nl] = '\0';
-    a->coll_on = 1;
-    a->coll_left = UINT32_MAX; /* until the link thread says how many it asked */
-    pthread_mutex_unlock(&a->mu);
-    int rc = cl_hand_ask(a->cl, name) == 0 ? wait_zero(a, &a->coll_left, ADOPT_COLLECT_MS) : -1;
-    pthread_mutex_lock(&a->mu);
-    a->coll_on = 0;
-    msg_t **v = a->coll;
-    uint32_t n = a->ncoll;
-    a->coll = NULL;
-    a->ncoll = a->cap_coll = 0;
-    pthread_mutex_unlock(&a->mu);
-    if (rc < 0)
-        log_warn("cluster: adopting the sessions of node %s: not every member sent the messages "
-                 "it kept for it in time",
-                 name);
-    size_t added = merge_collected(j, v, n);
-    if (n > 0)
-        log_info("cluster: adopting the sessions of node %s: %u messages kept by the members for "
-                 "it, %zu copies for its sessions",
-                 name, n, added);
-    for (uint32_t i = 0; i < n; i++)
-        msg_unref(&v[i]);
-    free(v);
-    return added;
-}
-
-void cl_adopt_late(cl_t *cl, const char *name, msg_t *m)
-{
-    cl_adopt_t *a = cl->adopt;
-    if (a == NULL)
-        return;
-    pthread_mutex_lock(&a->mu);
-    ad_job_t *j = a->late_job;
-    if (j == NULL || strcmp(a->late_name, name) != 0 || an_now_ms() > a->late_until)
-        j = NULL;
-    else
-        atomic_fetch_add(&j->refs, 1);
-    pthread_mutex_unlock(&a->mu);
-    if (j == NULL)
-        return;
-    uint32_t nw = cl->srv->nworkers;
-    ad_item_t **items = an_calloc(nw, sizeof(*items));
-    uint32_t *cap = an_calloc(nw, sizeof(*cap));
-    for (size_t i = 0; i < j->n; i++) {
-        const ad_sess_t *s = &j->v[i];
-        store_session_t rec;
-        if (s->rc != 0 || store_rec_decode_session(s->rec, s->rec_len, &rec) != 0)
-            continue;
-        uint8_t rap = 0, qos = sub_qos(&rec, m, &rap);
-        store_rec_session_free(&rec);
-        if (qos == 0)
-            continue;
-        ad_sess_t *sh = an_calloc(1, sizeof(*sh)); /* the item's own: id borrowed from j */
-        sh->id = s->id;
-        sh->len = s->len;
-        sh->home = s->home;
-        sh->hand = an_malloc(sizeof(*sh->hand));
-        sh->hand[0] = (ad_hand_t){.m = msg_ref(m), .qos = qos, .retain = rap && m->retain};
-        sh->nhand = 1;
-        ad_item_t *it = items[s->home];
-        if (it == NULL || it->n == cap[s->home]) {
-            cap[s->home] = cap[s->home] ? 2 * cap[s->home] : 8;
-            it = an_realloc(it, sizeof(*it) + cap[s->home] * sizeof(it->s[0]));
-            if (items[s->home] == NULL)
-                *it = (ad_item_t){.job = j, .phase = 1, .late = 1, .n = 0};
-            items[s->home] = it;
-        }
-        it->s[it->n++] = sh;
-    }
-    for (uint32_t k = 0; k < nw; k++)
-        if (items[k]) {
-            atomic_fetch_add(&j->refs, 1);
-            cl_owner_post_adopt(cl, k, items[k]);
-        }
-    free(items);
-    free(cap);
-    job_unref(j);
-}
-
-/* Posts each home worker its sessions of j (phase 0: install them, 1:
- * queue the kept copies) and waits for them: 0, or -1 (ADOPT_INSTALL_MS
- * passed, or stopping). */
-static int run_items(cl_adopt_t *a, ad_job_t *j, int phase)
-{
-    uint32_t nw = a->cl->srv->nworkers;
-    uint32_t *per = an_calloc(nw, sizeof(*per));
-    for (size_t i = 0; i < j->n; i++) {
-        if (phase == 0)
-            j->v[i].home = worker_home(a->cl->srv, j->v[i].id, j->v[i].len);
-        if (phase == 0 || (j->v[i].rc == 0 && j->v[i].nhand > 0))
-            per[j->v[i].home]++;
-    }
-    ad_item_t **items = an_calloc(nw, sizeof(*items));
-    for (uint32_t k = 0; k < nw; k++)
-        if (per[k]) {
-            items[k] = an_malloc(sizeof(ad_item_t) + per[k] * sizeof(ad_sess_t *));
-            items[k]->job = j;
-            items[k]->phase = phase;
-            items[k]->late = 0;
-            items[k]->n = 0;
-        }
-    for (size_t i = 0; i < j->n; i++) {
-        ad_item_t *it = items[j->v[i].home];
-        if (phase == 0 || (j->v[i].rc == 0 && j->v[i].nhand > 0))
-            it->s[it->n++] = &j->v[i];
-    }
-    pthread_mutex_lock(&a->mu);
-    for (uint32_t k = 0; k < nw; k++)
-        j->left += per[k] != 0;
-    pthread_mutex_unlock(&a->mu);
-    for (uint32_t k = 0; k < nw; k++)
-        if (items[k]) {
-            atomic_fetch_add(&j->refs, 1);
-            cl_owner_post_adopt(a->cl, k, items[k]);
-        }
-    free(items);
-    free(per);
-    return wait_zero(a, &j->left, ADOPT_INSTALL_MS);
 }
 
 /* Every member whose link is up has the routes of the sessions installed
@@ -1103,7 +513,7 @@ static int adopt_store(cl_adopt_t *a, const char *name, store_t *ns, const char 
     store_stats(srv->store, &st0);
     j->seq_next = an_calloc(srv->nworkers, sizeof(*j->seq_next));
     j->seq_end = an_calloc(srv->nworkers, sizeof(*j->seq_end));
-    if (run_items(a, j, 0) < 0) {
+    if (ad_run_items(a, j, 0) < 0) {
         log_warn("cluster: adopting the sessions of node %s: the workers did not install them "
                  "in time: abandoned",
                  name);
@@ -1125,12 +535,12 @@ static int adopt_store(cl_adopt_t *a, const char *name, store_t *ns, const char 
     a->late_until = an_now_ms() + ADOPT_LATE_MS;
     pthread_mutex_unlock(&a->mu);
     if (old_late != NULL)
-        job_unref(old_late);
+        ad_job_unref(old_late);
     /* the copies forwarded to N that it never acknowledged, and those
      * published for its sessions since, kept by their senders until now
      * (cl_hand.c): the members had this node's routes before they answer,
      * so what they publish after their answer comes the direct way */
-    if (collect(a, j, name) > 0 && run_items(a, j, 1) < 0) {
+    if (ad_collect(a, j, name) > 0 && ad_run_items(a, j, 1) < 0) {
         log_warn("cluster: adopting the sessions of node %s: the workers did not queue the "
                  "messages kept for them in time: abandoned",
                  name);
@@ -1187,7 +597,7 @@ static int adopt_store(cl_adopt_t *a, const char *name, store_t *ns, const char 
         }
         free(key);
     }
-    if (wait_zero(a, &j->claims_left, ADOPT_CLAIMS_MS) < 0)
+    if (ad_wait_zero(a, &j->claims_left, ADOPT_CLAIMS_MS) < 0)
         log_warn("cluster: adopting the sessions of node %s: etcd did not answer every claim "
                  "in time (the sessions stay here)",
                  name);
@@ -1240,7 +650,7 @@ static int adopt_store(cl_adopt_t *a, const char *name, store_t *ns, const char 
 done:
     if (rc != 0)
         atomic_fetch_add(&a->failures, 1);
-    job_unref(j);
+    ad_job_unref(j);
     return rc;
 }
 
@@ -1505,7 +915,7 @@ static void *adopt_main(void *arg)
             ad_job_t *j = a->late_job; /* its sessions' records are not needed any more */
             a->late_job = NULL;
             pthread_mutex_unlock(&a->mu);
-            job_unref(j);
+            ad_job_unref(j);
             pthread_mutex_lock(&a->mu);
             continue;
         }
@@ -1555,8 +965,8 @@ int cl_adopt_init(cl_t *cl)
     }
     cl_adopt_t *a = an_calloc(1, sizeof(*a));
     a->cl = cl;
-    a->seen = an_calloc(cl->srv->nworkers, sizeof(*a->seen));
-    cl->srv->dedup_hook = dedup_hook;
+    pthread_mutex_init(&a->seen_mu, NULL);
+    cl->srv->dedup_hook = ad_dedup_hook;
     cl->srv->dedup_user = a;
     pthread_mutex_init(&a->mu, NULL);
     pthread_cond_init(&a->cv, NULL);
@@ -1601,12 +1011,10 @@ void cl_adopt_free(cl_t *cl)
         msg_unref(&a->coll[i]);
     free(a->coll);
     if (a->late_job != NULL)
-        job_unref(a->late_job);
-    for (uint32_t w = 0; w < cl->srv->nworkers; w++) {
-        seen_prune(&a->seen[w], UINT64_MAX); /* every one past its time */
-        free(a->seen[w].v);
-    }
-    free(a->seen);
+        ad_job_unref(a->late_job);
+    ad_seen_prune(&a->seen, UINT64_MAX); /* every one past its time */
+    free(a->seen.v);
+    pthread_mutex_destroy(&a->seen_mu);
     cl->srv->dedup_hook = NULL;
     pthread_mutex_destroy(&a->mu);
     pthread_cond_destroy(&a->cv);

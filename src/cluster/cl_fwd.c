@@ -258,6 +258,7 @@ static int encode(cl_peer_t *p, cl_conn_t *c, msg_t *m, uint64_t seq, uint8_t qo
     x.seq = seq;
     x.src = src;
     x.qos = qos;
+    cl_msg_set_id(&x, m, c);
     if (ngroups == 0) {
         cl_enc_msg(&c->out, CL_F_MSG, &x);
         return 0;
@@ -566,6 +567,8 @@ int cl_recv_msg(cl_t *cl, cl_peer_t *p, const uint8_t *body, uint32_t len)
     m->published_at = x.published_at;
     m->origin_node = (uint16_t)idx;
     m->hops = 1;
+    m->id_epoch = x.id_epoch; /* its publish id (id_seq 0: the peer sent none) */
+    m->id_seq = x.id_seq;
     if (x.flags & CL_MSG_RETAIN) { /* published there: a clear leaves a tombstone */
         if (x.payload_len == 0)
             cl_tomb_note(cl, x.topic, x.topic_len, x.published_at, cl->nodes[idx].name);
@@ -617,6 +620,8 @@ int cl_recv_msg_shared(cl_t *cl, cl_peer_t *p, const uint8_t *body, uint32_t len
     sm->m->published_at = x.published_at;
     sm->m->origin_node = (uint16_t)idx;
     sm->m->hops = 1;
+    sm->m->id_epoch = x.id_epoch;
+    sm->m->id_seq = x.id_seq;
     cl_links_t *L = cl->links;
     uint32_t to = x.src % L->nworkers;
     inbox_item_t it = {.kind = WM_CLUSTER, .qos = x.qos, .flags = CL_IT_SHARED, .ptr = sm};

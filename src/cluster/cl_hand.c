@@ -171,6 +171,8 @@ int cl_hand_recv(cl_t *cl, cl_peer_t *p, cl_conn_t *c, uint8_t type, const uint8
         msg_t *m = msg_new_v5(x.topic, x.topic_len, x.props, x.props_len, x.payload, x.payload_len,
                               x.qos, (x.flags & CL_MSG_RETAIN) != 0, expire);
         m->published_at = x.published_at;
+        m->id_epoch = x.id_epoch; /* its publish id, if the member sent it */
+        m->id_seq = x.id_seq;
         in_push(p, m);
         return 0;
     }
@@ -194,6 +196,7 @@ int cl_hand_recv(cl_t *cl, cl_peer_t *p, cl_conn_t *c, uint8_t type, const uint8
             msg_t *m = v[i];
             if (!m->expire_at || m->expire_at > now) {
                 cl_msg_t x = cl_msg_of(m, now);
+                cl_msg_set_id(&x, m, c);
                 cl_enc_msg(&c->out, CL_F_ADOPT_MSG, &x);
             }
             msg_unref(&v[i]);

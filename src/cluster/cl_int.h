@@ -111,6 +111,7 @@ typedef struct {
     _Atomic uint32_t busy;        /* too many QoS 1/2 unacknowledged: the workers
                                  * pause QoS 1/2 publishers of messages for it */
     _Atomic uint32_t tls;         /* the link (last up) runs over TLS */
+    _Atomic uint32_t msg_ids;     /* the peer reads publish ids (CL_F_MSG_IDS) on the link up */
     char cipher[64];              /* its "TLSv1.3 TLS_AES_256_GCM_SHA384" (under snap_mu) */
 } cl_link_stats_t;
 

@@ -536,6 +536,20 @@ static int conn_tls_step(cl_t *cl, cl_conn_t *c)
 
 /* ---- frames ---- */
 
+/* The store's queue records carry publish ids (server_t.msg_ids_store)
+ * while every member reads them: each one's process said so on its link
+ * (CL_F_MSG_IDS, kept for that process), so an older member adopting this
+ * node's store or keeping its replica never meets a record it cannot
+ * read.  Link thread: on a member change, a new process of a peer, its
+ * CL_F_MSG_IDS. */
+static void ids_gate(cl_t *cl)
+{
+    int all = 1;
+    for (int i = 1; i < CL_MAX_NODES && all; i++)
+        all = !cl->nodes[i].member || CL_STAT_GET(cl->lstats[i].msg_ids) != 0;
+    atomic_store_explicit(&cl->srv->msg_ids_store, (uint8_t)all, memory_order_relaxed);
+}
+
 static int on_frame(cl_t *cl, cl_conn_t *c, uint8_t type, const uint8_t *body, uint32_t len)
 {
     if (type == CL_F_HELLO)
@@ -599,6 +613,11 @@ static int on_frame(cl_t *cl, cl_conn_t *c, uint8_t type, const uint8_t *body, u
     case CL_F_ROUTE_BITS_WANT: /* optional (cl_bits.c): off, as a node without them */
         if (cl->links->bits)
             rc = cl_bits_want(cl, c, body, len);
+        break;
+    case CL_F_MSG_IDS: /* optional: what we forward to it carries publish ids from now */
+        c->ids_out = 1;
+        CL_STAT_SET(cl->lstats[c->idx].msg_ids, 1);
+        ids_gate(cl);
         break;
     case CL_F_ROUTE_BITS:
     case CL_F_ROUTE_BITS_DELTA:
@@ -1000,6 +1019,7 @@ void cl_links_member_changed(cl_t *cl, int idx)
     cl_links_t *L = cl->links;
     if (L == NULL)
         return; /* cl_free runs what was posted after the thread ended */
+    ids_gate(cl);
     cl_peer_t *p = &L->peers[idx];
     if (cl->nodes[idx].member) {
         /* back: what was kept for its adopter goes to it again; its new
@@ -1090,10 +1110,14 @@ void cl_link_up(cl_t *cl, cl_peer_t *p, cl_conn_t *c)
     /* ROUTE_BITS_WANT first (the peer's first frame tells it whether we
      * take bits), and our route sync (now or after the peer's first frame) */
     cl_bits_link_up(cl, c);
+    /* then: we read publish ids (an older peer ignores the frame) */
+    cl_enc_empty(&c->out, CL_F_MSG_IDS);
     if (p->in_inc != c->peer_inc) { /* a new process: its sequence starts again */
         p->in_inc = c->peer_inc;
         p->in_seen = 0;
         cl_lack_reset(p);
+        CL_STAT_SET(cl->lstats[idx].msg_ids, 0); /* its version: its CL_F_MSG_IDS says */
+        ids_gate(cl);
     }
     /* what arrived before the break (and, with a store, is stored): not to
      * be sent again */

@@ -62,6 +62,7 @@ struct cl_conn_s {
     uint8_t tls_hs;         /* CL_TLS_*: the handshake is not over (HELLO waits in out) */
     uint32_t hs_want;       /* EV_READ / EV_WRITE: what the handshake waits for */
     uint8_t bits_ok;        /* the peer takes our exact routes as bits (ROUTE_BITS_WANT) */
+    uint8_t ids_out;        /* the peer reads publish ids (CL_F_MSG_IDS): CL_MSG_ID */
     uint8_t route_wait;     /* our route sync waits for the peer's first frame (cl_bits.c) */
     char addr[CL_ADDR_MAX]; /* the other end's address */
 };
@@ -366,6 +367,16 @@ static inline cl_msg_t cl_msg_of(const msg_t *m, uint64_t now)
                   .payload = msg_payload(m),
                   .payload_len = m->payload_len};
     return x;
+}
+
+/* m's publish id into x, when it has one and c's peer reads them. */
+static inline void cl_msg_set_id(cl_msg_t *x, const msg_t *m, const cl_conn_t *c)
+{
+    if (m->id_seq != 0 && c->ids_out) {
+        x->flags |= CL_MSG_ID;
+        x->id_epoch = m->id_epoch;
+        x->id_seq = m->id_seq;
+    }
 }
 
 #endif

@@ -44,7 +44,8 @@
  * drops the direct twin of a copy merged, and remembers the others (at
  * most MOVE_SEEN_MAX), so a late copy that came the direct way too is not
  * queued twice.  "The same message" is the adopter's test (cl_adopt_same:
- * topic, payload, properties, publish time when both know it).
+ * the same publish id when both copies have one, msg.h; else topic,
+ * payload, properties, publish time when both know it).
  *
  * Threads: the etcd thread starts a move-in (cl_move_in_begin), the home
  * workers install, merge, keep tombstones and run the hook (mv_wk_t: each
@@ -336,9 +337,11 @@ static int dedup_hook(worker_t *w, sess_t *s, const msg_t *m, void *user)
 /* ---- the copies on the wire: CL_F_MSG frames, one a copy ---- */
 
 /* Frames of the queued messages of s (the granted QoS and retain flag of
- * each entry) into b; the count. */
-static uint32_t enc_queue(worker_t *w, sess_t *s, cl_buf_t *b)
+ * each entry, and its publish id when peer idx reads them) into b; the
+ * count. */
+static uint32_t enc_queue(worker_t *w, cl_t *cl, int idx, sess_t *s, cl_buf_t *b)
 {
+    int ids = idx > 0 && CL_STAT_GET(cl->lstats[idx].msg_ids) != 0;
     uint32_t n = 0;
     for (uint32_t i = 0; i < sq_len(&s->queue); i++) {
         const sq_entry_t *e = sq_at(&s->queue, i);
@@ -347,6 +350,11 @@ static uint32_t enc_queue(worker_t *w, sess_t *s, cl_buf_t *b)
         cl_msg_t x = cl_msg_of(e->m, w->now);
         x.qos = e->qos;
         x.flags = e->retain ? CL_MSG_RETAIN : 0;
+        if (ids && e->m->id_seq != 0) {
+            x.flags |= CL_MSG_ID;
+            x.id_epoch = e->m->id_epoch;
+            x.id_seq = e->m->id_seq;
+        }
         cl_enc_msg(b, CL_F_MSG, &x);
         n++;
     }
@@ -373,6 +381,8 @@ static int dec_copies(const uint8_t *p, uint32_t len, mv_msg_t **out, uint32_t *
             msg_new_v5(x.topic, x.topic_len, x.props, x.props_len, x.payload, x.payload_len, x.qos,
                        (x.flags & CL_MSG_RETAIN) != 0, x.expiry_ms ? now + x.expiry_ms : 0);
         m->published_at = x.published_at;
+        m->id_epoch = x.id_epoch; /* its publish id (id_seq 0: none came) */
+        m->id_seq = x.id_seq;
         if (n == cap) {
             cap = cap ? 2 * cap : 16;
             v = an_realloc(v, cap * sizeof(*v));
@@ -488,7 +498,7 @@ static void out_timer(tw_timer_t *t)
     if (s != NULL && s->sid == o->sid && o->answered) {
         /* the linger is over: what came since the answer goes to B */
         mv_send_t *sd = send_new(o->idx, CL_F_MOVE_LATE, o->req, o->id, strlen(o->id));
-        uint32_t n = enc_queue(w, s, &sd->body);
+        uint32_t n = enc_queue(w, cl, o->idx, s, &sd->body);
         MV_INC(mv->late, n);
         if (n > 0)
             log_limited(5000, AN_LOG_INFO,
@@ -564,7 +574,7 @@ static void out_ask(worker_t *w, mv_item_t *it)
     sess_t *s = pp ? sess_table_find_id(&w->by_id, (const uint8_t *)it->id, it->id_len) : NULL;
     if (s != NULL && s->sid == (*pp)->sid && (*pp)->idx == it->idx) {
         mv_out_t *o = *pp;
-        MV_INC(mv->kept, enc_queue(w, s, &sd->body));
+        MV_INC(mv->kept, enc_queue(w, it->cl, it->idx, s, &sd->body));
         sq_clear(&s->queue);
         o->answered = 1;
         o->req = it->req;

@@ -205,8 +205,9 @@ static void claim_release(proto_gate_t *g)
  * u32 len | session record (store_rec_encode_session) | u32 n | n x (u32
  * len | message record (store_rec_encode_outmsg; its expiry: ms left + 1,
  * 0 = none; queued ones with STORE_OUT_QUEUED, in flight with their
- * state)) | u32 n | n x u16 incoming QoS 2 packet id.  The records are the
- * store's, so their decoders check every field. */
+ * state; with their publish ids, version 2, only to a node that reads them:
+ * CL_F_MSG_IDS)) | u32 n | n x u16 incoming QoS 2 packet id.  The records
+ * are the store's, so their decoders check every field. */
 
 static void put32(cl_buf_t *b, uint32_t v)
 {
@@ -222,7 +223,8 @@ static uint32_t get32(const uint8_t *p)
     return (uint32_t)p[0] << 24 | (uint32_t)p[1] << 16 | (uint32_t)p[2] << 8 | p[3];
 }
 
-static void enc_ring(worker_t *w, cl_buf_t *b, sq_t *q)
+/* ids: the records carry the publish ids (the receiver reads them: CL_F_MSG_IDS) */
+static void enc_ring(worker_t *w, cl_buf_t *b, sq_t *q, int ids)
 {
     for (uint32_t i = 0; i < sq_len(q); i++) {
         sq_entry_t *e = sq_at(q, i);
@@ -240,6 +242,8 @@ static void enc_ring(worker_t *w, cl_buf_t *b, sq_t *q)
             o.payload_len = e->m->payload_len;
             o.expiry =
                 e->m->expire_at ? (e->m->expire_at > w->now ? e->m->expire_at - w->now : 0) + 1 : 0;
+            o.id_epoch = ids ? e->m->id_epoch : 0;
+            o.id_seq = ids ? e->m->id_seq : 0;
         } else {
             o.topic = (const uint8_t *)"-"; /* only the PUBREL is left */
             o.topic_len = 1;
@@ -254,7 +258,7 @@ static void enc_ring(worker_t *w, cl_buf_t *b, sq_t *q)
     }
 }
 
-static void enc_session(worker_t *w, sess_t *s, cl_buf_t *b)
+static void enc_session(worker_t *w, sess_t *s, cl_buf_t *b, int ids)
 {
     store_sub_t *subs = s->nsubs ? an_calloc(s->nsubs, sizeof(*subs)) : NULL;
     for (uint32_t i = 0; i < s->nsubs; i++) {
@@ -280,8 +284,8 @@ static void enc_session(worker_t *w, sess_t *s, cl_buf_t *b)
     free(subs);
     put32(b, sq_len(&s->inflight) + sq_len(&s->queue));
     size_t count_at = b->len - 4;
-    enc_ring(w, b, &s->inflight);
-    enc_ring(w, b, &s->queue);
+    enc_ring(w, b, &s->inflight, ids);
+    enc_ring(w, b, &s->queue, ids);
     /* the count again: records that did not encode were left out */
     uint32_t cnt = 0;
     for (size_t off = count_at + 4; off + 4 <= b->len; cnt++)
@@ -332,6 +336,10 @@ int cl_owner_install(worker_t *w, const char *id, uint16_t id_len, const uint8_t
             e.m = msg_new_v5(o.topic, (uint16_t)o.topic_len, o.props, (uint32_t)o.props_len,
                              o.payload, (uint32_t)o.payload_len, o.qos, o.retain,
                              o.expiry ? w->now + o.expiry - 1 : 0);
+        if (e.m != NULL) { /* its publish id, if the record has one */
+            e.m->id_epoch = o.id_epoch;
+            e.m->id_seq = o.id_seq;
+        }
         if (rec.expiry_interval != 0) { /* durable here too */
             e.seq = seq_next ? (*seq_next)++ : persist_next_seq(w->srv);
             if (e.m)
@@ -785,7 +793,8 @@ static void own_take(worker_t *w, inbox_item_t *it)
         if (s->ep)
             sess_take_over(s, "session taken over by another node");
         if (s->expiry != 0)
-            enc_session(w, s, &tk->blob);
+            enc_session(w, s, &tk->blob,
+                        tk->idx > 0 && CL_STAT_GET(cl->lstats[tk->idx].msg_ids) != 0);
         /* a persistent one stays as a tombstone that keeps what reaches it
          * for the new owner (cl_move.c); else it ends here */
         tk->kept = s->expiry != 0 && cl_move_out_keep(w, cl, s, tk->idx, tk->req);

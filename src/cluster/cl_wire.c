@@ -122,19 +122,25 @@ void cl_enc_u64(cl_buf_t *b, uint8_t type, uint64_t v)
 }
 
 #define MSG_FIXED (8 + 8 + 4 + 2 + 1 + 1 + 1 + 2 + 4)
+#define MSG_ID_LEN (8 + 4) /* CL_MSG_ID: epoch | number, after the properties */
+
+/* The message's size in a frame. */
+static size_t msg_len(const cl_msg_t *m)
+{
+    return MSG_FIXED + (size_t)m->origin_len + m->topic_len + m->props_len + m->payload_len +
+           ((m->flags & CL_MSG_ID) ? MSG_ID_LEN : 0);
+}
 
 static void put_msg(uint8_t *p, const cl_msg_t *m);
 
 void cl_enc_msg(cl_buf_t *b, uint8_t type, const cl_msg_t *m)
 {
-    size_t n = MSG_FIXED + (size_t)m->origin_len + m->topic_len + m->props_len + m->payload_len;
-    put_msg(frame(b, type, n), m);
+    put_msg(frame(b, type, msg_len(m)), m);
 }
 
 void cl_enc_msg_shared(cl_buf_t *b, const cl_groups_t *g, const cl_msg_t *m)
 {
-    size_t n = MSG_FIXED + (size_t)m->origin_len + m->topic_len + m->props_len + m->payload_len;
-    size_t gn = 2;
+    size_t n = msg_len(m), gn = 2;
     for (uint8_t i = 0; i < g->n; i++)
         gn += 2 + (size_t)g->len[i];
     uint8_t *p = frame(b, CL_F_MSG_SHARED, gn + n);
@@ -162,6 +168,10 @@ static void put_msg(uint8_t *p0, const cl_msg_t *m)
     putn(&p, m->topic, m->topic_len);
     put32(&p, m->props_len);
     putn(&p, m->props, m->props_len);
+    if (m->flags & CL_MSG_ID) {
+        put64(&p, m->id_epoch);
+        put32(&p, m->id_seq);
+    }
     putn(&p, m->payload, m->payload_len);
 }
 
@@ -269,7 +279,13 @@ int cl_dec_msg(const uint8_t *body, uint32_t len, cl_msg_t *m)
     m->topic = getn(&c, m->topic_len);
     m->props_len = (uint32_t)get(&c, 4);
     m->props = getn(&c, m->props_len);
-    if (c.bad || m->qos > 2)
+    m->id_epoch = 0;
+    m->id_seq = 0;
+    if (m->flags & CL_MSG_ID) {
+        m->id_epoch = get(&c, 8);
+        m->id_seq = (uint32_t)get(&c, 4);
+    }
+    if (c.bad || m->qos > 2 || ((m->flags & CL_MSG_ID) && m->id_seq == 0))
         return -1;
     m->payload_len = c.left;
     m->payload = c.p;

@@ -74,13 +74,20 @@ enum {
     CL_F_MOVE_KEPT, /* u32 req | u16 len | client id | CL_F_MSG frames: the copies kept (the
                      * entry's QoS and retain flag); the tombstone lingers for late ones */
     CL_F_MOVE_LATE, /* as MOVE_KEPT: what reached it after that answer; it is gone now */
+    CL_F_MSG_IDS,   /* empty: I read publish ids (CL_MSG_ID) in MSG, MSG_SHARED and
+                            * ADOPT_MSG, and in the hand-over's message records; optional:
+                            * an older node ignores it and gets none */
     CL_F_TYPES
 };
 
 #define CL_BITS_MAX_BLOCKS (1u << 22) /* = RBITS_MAX_BLOCKS (rbits.h) */
 #define CL_BITS_HEAD 12               /* u32 blocks | u64 routes */
 
-#define CL_MSG_RETAIN 1    /* cl_msg_t.flags: published with retain */
+#define CL_MSG_RETAIN 1 /* cl_msg_t.flags: published with retain */
+#define CL_MSG_ID                                                                                  \
+    2                      /* cl_msg_t.flags: the publish id (msg.h) follows the properties:
+                            * u64 epoch | u32 number (not 0); only to a node that sent
+                            * CL_F_MSG_IDS */
 #define CL_REPL_RESET 1    /* CL_F_REPL_DATA: the copy is emptied first (a full copy begins) */
 #define CL_REPL_COMPLETE 2 /* CL_F_REPL_DATA: the full copy ends with this frame */
 
@@ -112,6 +119,8 @@ typedef struct {
     uint16_t topic_len;
     uint32_t props_len, payload_len;
     const uint8_t *topic, *props, *payload;
+    uint64_t id_epoch; /* with CL_MSG_ID: the publish id (msg.h); else id_seq 0 */
+    uint32_t id_seq;
 } cl_msg_t;
 
 #define CL_GROUPS_MAX 4 /* groups named by one CL_F_MSG_SHARED */

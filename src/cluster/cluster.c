@@ -634,6 +634,8 @@ static int cl_init(module_inst_t *mi)
     cl_t *cl = an_calloc(1, sizeof(*cl));
     snprintf(mi->srv->node_name, sizeof(mi->srv->node_name), "%s", c->node);
     cl->srv = mi->srv;
+    cl->srv->msg_ids = 1; /* what is published here carries its publish id (msg.h) */
+    atomic_store(&cl->srv->msg_ids_store, 1); /* alone so far (cl_link.c ids_gate) */
     cl->conf = c;
     cl->mod_index = mi->index;
     cl->tasks_tail = &cl->tasks;

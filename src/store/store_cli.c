@@ -967,7 +967,7 @@ static int import_message(store_batch_t *b, json_t *o, uint8_t *key, ierr_t *e)
     uint8_t *cid = NULL, *topic = NULL, *props = NULL, *payload = NULL;
     size_t cid_len;
     uint64_t seq, state, qos, pid, expiry;
-    store_outmsg_t m;
+    store_outmsg_t m = {0}; /* no publish id: export leaves it out */
     int rc = -1;
     void *val;
     if (check_fields(o, 12, e) || get_b64(o, "client_id", &cid, &cid_len, e) ||

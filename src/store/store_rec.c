@@ -406,6 +406,7 @@ void store_rec_session_free(store_session_t *s)
 
 #define OUT_F_RETAIN 0x01u
 #define OUT_F_DUP 0x02u
+#define OUTMSG_ID_VERSION 2u /* 'Q' 2: the publish id after the payload */
 
 static int outmsg_ok(const store_outmsg_t *m)
 {
@@ -430,10 +431,12 @@ size_t store_rec_encode_outmsg(const store_outmsg_t *m, void *out, size_t cap)
     if (!outmsg_ok(m))
         return 0;
     size_t n = 2 + 1 + 1 + 1 + 2 + 8 + 2 + m->topic_len + 4 + m->props_len + 4 + m->payload_len;
+    if (m->id_seq)
+        n += 8 + 4;
     if (n <= cap) {
         wr_t w = {out};
         put_u8(&w, 'Q');
-        put_u8(&w, STORE_REC_VERSION);
+        put_u8(&w, m->id_seq ? OUTMSG_ID_VERSION : STORE_REC_VERSION);
         put_u8(&w, m->state);
         put_u8(&w, m->qos);
         put_u8(&w, (uint8_t)((m->retain ? OUT_F_RETAIN : 0) | (m->dup ? OUT_F_DUP : 0)));
@@ -445,6 +448,10 @@ size_t store_rec_encode_outmsg(const store_outmsg_t *m, void *out, size_t cap)
         put_bytes(&w, m->props, m->props_len);
         put_u32(&w, (uint32_t)m->payload_len);
         put_bytes(&w, m->payload, m->payload_len);
+        if (m->id_seq) {
+            put_u64(&w, m->id_epoch);
+            put_u32(&w, m->id_seq);
+        }
     }
     return n;
 }
@@ -452,7 +459,10 @@ size_t store_rec_encode_outmsg(const store_outmsg_t *m, void *out, size_t cap)
 int store_rec_decode_outmsg(const void *buf, size_t len, store_outmsg_t *out)
 {
     rd_t r;
-    int rc = get_header(&r, buf, len, 'Q');
+    uint8_t version = 0;
+    int rc = get_header_v(&r, buf, len, 'Q', OUTMSG_ID_VERSION, &version);
+    out->id_epoch = 0;
+    out->id_seq = 0;
     if (rc)
         return rc;
     out->state = get_u8(&r);
@@ -465,6 +475,12 @@ int store_rec_decode_outmsg(const void *buf, size_t len, store_outmsg_t *out)
     out->topic = get_field(&r, 2, &out->topic_len);
     out->props = get_field(&r, 4, &out->props_len);
     out->payload = get_field(&r, 4, &out->payload_len);
+    if (version >= OUTMSG_ID_VERSION) {
+        out->id_epoch = get_u64(&r);
+        out->id_seq = get_u32(&r);
+        if (out->id_seq == 0) /* version 2 is written only with an id */
+            r.bad = 1;
+    }
     if ((rc = finish(&r)) != 0)
         return rc;
     if ((flags & ~(OUT_F_RETAIN | OUT_F_DUP)) != 0 || !outmsg_ok(out))

@@ -35,6 +35,9 @@
  *          session whose owner is not known) decodes with owner_known false.
  *   'Q' 1  state u8, qos u8, flags u8 (0x01 retain, 0x02 dup), pid u16,
  *          expiry u64, topic u16+n, props u32+n, payload u32+n
+ *   'Q' 2  the same, then the publish id (msg.h): epoch u64, number u32
+ *          (not 0).  Written only for a message that has one (a cluster's);
+ *          version 1 decodes with id_seq 0 (no id: compared by content).
  *   'I' 1  (nothing more)
  *
  * Times are unix seconds, 0 meaning "never".  props is the MQTT v5
@@ -140,6 +143,8 @@ typedef struct store_outmsg {
     size_t props_len;
     const uint8_t *payload;
     size_t payload_len;
+    uint64_t id_epoch; /* the publish id (msg.h); id_seq 0 = none (version 1) */
+    uint32_t id_seq;
 } store_outmsg_t;
 
 /* Encoders: return the record's size and write it to out only if it fits

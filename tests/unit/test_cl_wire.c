@@ -127,6 +127,55 @@ static void test_round_trips(void **state)
     cl_buf_free(&b);
 }
 
+/* CL_MSG_ID: the publish id between the properties and the payload; a
+ * message without the flag has none; the flag with number 0 is refused. */
+static void test_msg_id(void **state)
+{
+    (void)state;
+    cl_buf_t b = {0};
+    cl_msg_t m = {.seq = 9,
+                  .qos = 1,
+                  .flags = CL_MSG_ID,
+                  .topic = (const uint8_t *)"t/x",
+                  .topic_len = 3,
+                  .props = (const uint8_t *)"\x03\x00\x01j",
+                  .props_len = 4,
+                  .payload = (const uint8_t *)"hello",
+                  .payload_len = 5,
+                  .id_epoch = 0xfedcba9876543210ull,
+                  .id_seq = 77};
+    cl_enc_msg(&b, CL_F_MSG, &m);
+    m.flags = 0;
+    cl_enc_msg(&b, CL_F_ADOPT_MSG, &m);
+    size_t off = 0;
+    const uint8_t *body;
+    uint32_t len, len0;
+    next(&b, &off, CL_F_MSG, &body, &len);
+    cl_msg_t m2;
+    assert_int_equal(cl_dec_msg(body, len, &m2), 0);
+    assert_int_equal(m2.flags, CL_MSG_ID);
+    assert_true(m2.id_epoch == 0xfedcba9876543210ull);
+    assert_int_equal(m2.id_seq, 77);
+    assert_int_equal(m2.props_len, 4);
+    assert_int_equal(m2.payload_len, 5);
+    assert_memory_equal(m2.payload, "hello", 5);
+    const uint8_t *with = body;
+    next(&b, &off, CL_F_ADOPT_MSG, &body, &len0);
+    assert_int_equal(len0 + 12, len);
+    assert_int_equal(cl_dec_msg(body, len0, &m2), 0);
+    assert_int_equal(m2.id_seq, 0);
+    assert_true(m2.id_epoch == 0);
+    assert_int_equal(m2.payload_len, 5);
+    /* the flag with the number 0, or cut inside the id: refused */
+    uint8_t *z = malloc(len);
+    memcpy(z, with, len);
+    memset(z + len - 5 - 4, 0, 4);
+    assert_int_equal(cl_dec_msg(z, len, &m2), -1);
+    assert_int_equal(cl_dec_msg(with, len - 5 - 5, &m2), -1);
+    free(z);
+    cl_buf_free(&b);
+}
+
 static void test_split_and_limits(void **state)
 {
     (void)state;
@@ -285,11 +334,9 @@ static void test_msg_shared(void **state)
 int main(void)
 {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_round_trips),
-        cmocka_unit_test(test_msg_shared),
-        cmocka_unit_test(test_repl),
-        cmocka_unit_test(test_bits),
-        cmocka_unit_test(test_split_and_limits),
+        cmocka_unit_test(test_round_trips), cmocka_unit_test(test_msg_shared),
+        cmocka_unit_test(test_repl),        cmocka_unit_test(test_bits),
+        cmocka_unit_test(test_msg_id),      cmocka_unit_test(test_split_and_limits),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
