@@ -13,12 +13,15 @@ the lease (the node's name as value), no failure branch; INFLIGHT
 connections each send batch after batch until the claims are made.  Each
 key is new (a run's keys carry the run's number).  Meanwhile a keep-alive
 of the lease goes every 0.5 s on a connection of its own, as a node's does
-(POST /v3/lease/keepalive).
+(POST /v3/lease/keepalive); one that fails is tried again 500 ms later, and
+with --hold the senders send nothing from a failed keep-alive until one is
+answered (as every node's cl_etcd_hold, all at once: a storm fails them all).
 
 Reported per combination: claims/s, etcd's CPU per claim (utime + stime of
 the etcd process over the run), the batches' round trip (p50, max) and the
-keep-alives' (max, and how many failed: an HTTP status other than 200, no
-TTL in the answer, or no answer in 5 s).
+keep-alives' (max, how many failed: an HTTP status other than 200, no TTL
+in the answer, or no answer in 5 s; and the longest time without a
+successful one: a lease of that TTL or less would have been lost).
 
   bench/etcd_claims.py --claims 20000 --batch 1,35,120 --inflight 4
   bench/etcd_claims.py --claims 60000 --batch 35 --inflight 4,212 --keepalive-ms 500
@@ -71,16 +74,20 @@ def batch_body(keys, value, lease):
     return '{"compare":[%s],"success":[%s]}' % (cmp, ops)
 
 
-def run(port, pid, lease, claims, batch, inflight, prefix, run_no, ka_ms):
+def run(port, pid, lease, claims, batch, inflight, prefix, run_no, ka_ms, hold):
     keys = ["%sr%d_n%d_s%d" % (prefix, run_no, i % 53, i) for i in range(claims)]
     chunks = [keys[i:i + batch] for i in range(0, len(keys), batch)]
     lock = threading.Lock()
     rtts, errors = [], []
     nxt = [0]
+    ka_ok = threading.Event()  # --hold: cleared while the keep-alive fails
+    ka_ok.set()
 
     def sender():
         c = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
         while True:
+            if hold:
+                ka_ok.wait(2.0)  # as a node holds its batches (at most 2 s a failure)
             with lock:
                 if nxt[0] >= len(chunks):
                     break
@@ -100,12 +107,14 @@ def run(port, pid, lease, claims, batch, inflight, prefix, run_no, ka_ms):
                     errors.append(st)
         c.close()
 
-    ka = {"max": 0.0, "failed": 0, "sent": 0}
+    ka = {"max": 0.0, "failed": 0, "sent": 0, "gap": 0.0}
     stop = threading.Event()
 
     def keepalive():
         c = http.client.HTTPConnection("127.0.0.1", port, timeout=5)
-        while not stop.wait(ka_ms / 1000):
+        last_ok = time.monotonic()
+        delay = ka_ms
+        while not stop.wait(delay / 1000):
             t = time.monotonic()
             try:
                 st, raw = post(c, "/v3/lease/keepalive", '{"ID":"%d"}' % lease)
@@ -113,9 +122,18 @@ def run(port, pid, lease, claims, batch, inflight, prefix, run_no, ka_ms):
             except Exception:  # noqa: BLE001 -- counted
                 ok = False
                 c = http.client.HTTPConnection("127.0.0.1", port, timeout=5)
+            now = time.monotonic()
             ka["sent"] += 1
-            ka["max"] = max(ka["max"], time.monotonic() - t)
+            ka["max"] = max(ka["max"], now - t)
             ka["failed"] += not ok
+            if ok:
+                ka["gap"] = max(ka["gap"], now - last_ok)
+                last_ok = now
+                ka_ok.set()
+            elif hold:
+                ka_ok.clear()
+            delay = ka_ms if ok else min(ka_ms, 500)  # a node retries after 500 ms
+        ka["gap"] = max(ka["gap"], time.monotonic() - last_ok)
         c.close()
 
     kt = threading.Thread(target=keepalive)
@@ -135,6 +153,7 @@ def run(port, pid, lease, claims, batch, inflight, prefix, run_no, ka_ms):
         "claims_s": claims / (t1 - t0), "etcd_us": (cpu1 - cpu0) * 1e6 / claims,
         "rtt_p50_ms": statistics.median(rtts) * 1e3, "rtt_max_ms": rtts[-1] * 1e3,
         "ka_max_ms": ka["max"] * 1e3, "ka_failed": ka["failed"], "ka_sent": ka["sent"],
+        "ka_gap_s": ka["gap"], "hold": hold,
         "errors": len(errors), "first_error": errors[0] if errors else None,
         "body_bytes": len(batch_body(keys[:batch], "node12", lease)) / batch,
     }
@@ -148,6 +167,8 @@ def main():
     ap.add_argument("--prefix", default="/antenna/antenna/clients/")
     ap.add_argument("--runs", type=int, default=1, help="each combination this often, in turn")
     ap.add_argument("--keepalive-ms", type=int, default=500)
+    ap.add_argument("--hold", action="store_true",
+                    help="the senders pause while the keep-alive fails (cl_etcd_hold)")
     a = ap.parse_args()
     if shutil.which("etcd") is None:
         sys.exit("etcd_claims.py: etcd not found (apt install etcd-server)")
@@ -179,22 +200,24 @@ def main():
         c = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
         st, raw = post(c, "/v3/lease/grant", '{"TTL":"30"}')
         lease = int(json.loads(raw)["ID"])
-        print("| batch | in flight | key prefix | claims/s | etcd CPU / claim | request B / claim "
-              "| batch RTT p50 / max | keep-alive max | keep-alives failed | errors |")
-        print("|---:|---:|---|---:|---:|---:|---:|---:|---:|---:|")
+        print("| batch | in flight | held | key prefix | claims/s | etcd CPU / claim | request B / claim "
+              "| batch RTT p50 / max | keep-alive max | keep-alives failed | longest without one "
+              "| errors |")
+        print("|---:|---:|---|---|---:|---:|---:|---:|---:|---:|---:|---:|")
         run_no = 0
         combos = [(int(b), int(i), pf) for b in a.batch.split(",") for i in a.inflight.split(",")
                   for pf in a.prefix.split(",")]
         for _ in range(a.runs):
             for b, i, pf in combos:
                 run_no += 1
-                r = run(port, p.pid, lease, a.claims, b, i, pf, run_no, a.keepalive_ms)
-                print("| %d | %d | `%s` | %.0f | %.1f us | %.0f | %.0f / %.0f ms | %.0f ms | %d of %d "
-                      "| %d%s |" % (r["batch"], r["inflight"], r["prefix"], r["claims_s"],
-                                    r["etcd_us"], r["body_bytes"], r["rtt_p50_ms"],
-                                    r["rtt_max_ms"], r["ka_max_ms"], r["ka_failed"], r["ka_sent"],
-                                    r["errors"], " (%s)" % r["first_error"] if r["errors"] else ""),
-                      flush=True)
+                r = run(port, p.pid, lease, a.claims, b, i, pf, run_no, a.keepalive_ms, a.hold)
+                print("| %d | %d | %s | `%s` | %.0f | %.1f us | %.0f | %.0f / %.0f ms | %.0f ms "
+                      "| %d of %d | %.1f s | %d%s |"
+                      % (r["batch"], r["inflight"], "yes" if r["hold"] else "no", r["prefix"],
+                         r["claims_s"], r["etcd_us"], r["body_bytes"], r["rtt_p50_ms"],
+                         r["rtt_max_ms"], r["ka_max_ms"], r["ka_failed"], r["ka_sent"],
+                         r["ka_gap_s"], r["errors"],
+                         " (%s)" % r["first_error"] if r["errors"] else ""), flush=True)
     finally:
         p.terminate()
         try:
