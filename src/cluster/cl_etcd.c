@@ -90,6 +90,7 @@ struct cl_etcd {
     req_t *inflight;                /* etcd thread */
     uint32_t batches_inflight;      /* etcd thread */
     uint32_t window;                /* etcd thread: batches allowed in flight (1..INFLIGHT) */
+    uint64_t cut_at;                /* etcd thread: when a slow answer last halved it */
     uint64_t hold_until;            /* etcd thread: no batch starts before (cl_etcd_hold) */
     int nested_flat;                /* etcd thread: flat txns go nested (a flat batch failed) */
     uint64_t next_tick;
@@ -292,15 +293,17 @@ static void batch_done(void *arg, const cl_etcd_res_t *res)
     batch_t *b = arg;
     cl_etcd_t *e = b->e;
     e->batches_inflight--;
-    /* the window: one batch in flight while etcd answers slowly (its
-     * applies lag: a keep-alive would wait as long), back up by one per
-     * quick answer */
-    uint64_t rtt = an_now_ms() - b->sent_at;
+    /* the window: halved by a slow answer (etcd's applies lag: a
+     * keep-alive would wait as long), once for the batches sent before the
+     * cut; back up by one per answer in under half of that */
+    uint64_t now = an_now_ms(), rtt = now - b->sent_at;
     if (res->err != CL_ETCD_ECANCELLED && rtt >= CL_ETCD_SLOW_MS) {
-        if (e->window > 1)
+        if (e->window > 1 && b->sent_at >= e->cut_at) {
             STAT_ADD(e->slow, 1);
-        e->window = 1;
-    } else if (rtt < CL_ETCD_SLOW_MS / 4 && e->window < CL_ETCD_BATCHES_INFLIGHT) {
+            e->window /= 2;
+            e->cut_at = now;
+        }
+    } else if (rtt < CL_ETCD_SLOW_MS / 2 && e->window < CL_ETCD_BATCHES_INFLIGHT) {
         e->window++;
     }
     int ok = res->err == CL_ETCD_OK && cl_etcd_txn_ok(res->json);

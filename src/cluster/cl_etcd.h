@@ -29,7 +29,7 @@
  * queue; at the start of each loop turn the etcd thread sends what waits
  * there as ONE etcd txn (at most CL_ETCD_BATCH_MAX txns in it, never two on
  * one key), while fewer than CL_ETCD_BATCHES_INFLIGHT batches are in
- * flight (one while etcd answers slowly, none while cl_etcd_hold says so:
+ * flight (fewer while etcd answers slowly, none while cl_etcd_hold says so:
  * the keep-alive first).  So a txn alone leaves at once, and under load the batches grow
  * by themselves (with the txns that wait for a free slot) instead of etcd
  * seeing one request per txn: etcd's request rate was the limit of the
@@ -106,8 +106,8 @@ typedef struct {
 } cl_etcd_opts_t;
 
 /* Batched txns (cl_etcd_txn): at most this many in one request, and this
- * many such requests in flight; while etcd answers a batch in
- * CL_ETCD_SLOW_MS or more, one (back up by one per answer in a quarter of
+ * many such requests in flight, halved when etcd answers a batch in
+ * CL_ETCD_SLOW_MS or more (back up by one per answer in under half of
  * that): etcd renews a lease only once it applied what it committed before
  * (waiting 1 s at most, else HTTP 503), so a queue of writes in etcd that
  * long costs the members their keep-alives. */

@@ -760,9 +760,8 @@ void cl_member_metrics(cl_t *cl, module_metrics_t *mm)
     module_metrics_family(mm, "antenna_cluster_etcd_batches_held_total", "counter",
                           "Times the registry's batches were held while a keep-alive failed.");
     module_metrics_printf(mm, "antenna_cluster_etcd_batches_held_total %" PRIu64 "\n", st.held);
-    module_metrics_family(
-        mm, "antenna_cluster_etcd_slow_total", "counter",
-        "Times a batch answered in 1 s or more cut the batches in flight to one.");
+    module_metrics_family(mm, "antenna_cluster_etcd_slow_total", "counter",
+                          "Times a batch answered in 1 s or more halved the batches in flight.");
     module_metrics_printf(mm, "antenna_cluster_etcd_slow_total %" PRIu64 "\n", st.slow);
     module_metrics_family(mm, "antenna_cluster_lease_renewals_total", "counter",
                           "Successful keep-alives of this node's membership lease.");
