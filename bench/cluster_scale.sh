@@ -134,6 +134,10 @@ link_counts() {
             python3 -c 'import json,sys; d=json.load(sys.stdin); ls=[n.get("link_state",{}) for n in d["nodes"] if not n["self"]]; print(sum(l.get("bytes_out",0) for l in ls), sum(l.get("send_calls",0) for l in ls), sum(l.get("recv_calls",0) for l in ls))'
     done | awk '{ b += $1; s += $2; r += $3 } END { print b + 0, s + 0, r + 0 }'
 }
+# the nodes' logs: leases lost and keep-alives failed
+leases_log() {
+    log "nodes' logs: $(cat "$CLUSTER_DIR"/node*/antenna.log 2>/dev/null | grep -c 'lease lost') \"lease lost\", $(cat "$CLUSTER_DIR"/node*/antenna.log 2>/dev/null | grep -c 'keep-alive failed') \"keep-alive failed\" lines"
+}
 # SCALE_MEM=1: where the nodes' memory is (bench/node_mem.py: every node's
 # mappings, malloc_info of node 0 and node 1) and the links' buffers; at the
 # end nodes 0 and 1 again after a malloc_trim(0)
@@ -183,15 +187,8 @@ ETCD1=$(etcd_cpu)
 THR1=$(thread_cpu)
 read -r TXN1 BAT1 MARK1 HOLD1 HTO1 <<<"$(node_counts)"
 read -r LB1 LS1 LR1 <<<"$(link_counts)"
-short=$(awk -v want="$PER" '$2 != want { n++ } END { print n + 0 }' "$WORK"/ready.*)
-if [ "$short" -gt 0 ]; then
-    log "$short generator(s) connected fewer than $PER devices:"
-    head -q -n 1 "$WORK"/ready.* | sort | uniq -c | sort -rn | head -5 >&2
-    tail -q -n 2 "$WORK"/sub.*.err | sort | uniq -c | sort -rn | head -5 >&2
-    exit 1
-fi
 CONNECT_S=$(awk -v a="$T0" -v b="$T1" 'BEGIN { printf "%.1f", b - a }')
-log "all $DEVICES connected and subscribed in $CONNECT_S s"
+log "all generators ready in $CONNECT_S s"
 HZ=$(getconf CLK_TCK)
 log "nodes' CPU per device while connecting: $(awk -v a="$CPU0" -v b="$CPU1" -v hz="$HZ" -v d="$DEVICES" \
     'BEGIN { printf "%.0f us", (b - a) * 1e6 / hz / d }')"
@@ -205,6 +202,15 @@ log "links while connecting, per device and peer: $(awk -v b0="$LB0" -v b1="$LB1
     'BEGIN { k = d * (n - 1); printf "%.1f B sent, %.3f send(2), %.3f recv(2) calls", (b1 - b0) / k, (s1 - s0) / k, (r1 - r0) / k }')"
 log "a device's CONNECT to SUBACK: $(awk -v t="$CONNECT_S" -v p="$PENDING" -v per="$PER" \
     'BEGIN { printf "%.2f s on average (%d in progress per generator)", t * p / per, p }')"
+
+short=$(awk -v want="$PER" '$2 != want { n++ } END { print n + 0 }' "$WORK"/ready.*)
+if [ "$short" -gt 0 ]; then
+    log "$short generator(s) connected fewer than $PER devices:"
+    head -q -n 1 "$WORK"/ready.* | sort | uniq -c | sort -rn | head -5 >&2
+    tail -q -n 2 "$WORK"/sub.*.err | sort | uniq -c | sort -rn | head -5 >&2
+    leases_log
+    exit 1
+fi
 
 # every node has every other node's routes: (NODES - 1) * PER exact ones
 # (the broadcast filter is one route per peer on top)
@@ -278,7 +284,7 @@ log "CONNACK p50 / p99 (the median over the generators): $(for k in $(seq 0 $((N
     tail -n 1 "$WORK/sub.$k.json"; done | python3 -c 'import json,statistics,sys
 d=[json.loads(l) for l in sys.stdin if l.strip()]
 print("%.0f / %.0f ms" % (statistics.median(x.get("conn_p50_us",0) for x in d) / 1e3, statistics.median(x.get("conn_p99_us",0) for x in d) / 1e3))' 2>/dev/null)"
-log "nodes' logs: $(cat "$CLUSTER_DIR"/node*/antenna.log 2>/dev/null | grep -c 'lease lost') \"lease lost\", $(cat "$CLUSTER_DIR"/node*/antenna.log 2>/dev/null | grep -c 'keep-alive failed') \"keep-alive failed\" lines"
+leases_log
 python3 - "$WORK" "$NODES" "$PER" "$RANDOM_MSGS" "$ACKED" "$CONNECT_S" "$RSS0" "$RSS1" "$SLAB0" "$SLAB1" <<'EOF'
 import json, sys
 work, nodes, per, rnd, acked, conn_s, rss0, rss1, slab0, slab1 = sys.argv[1:]
