@@ -22,6 +22,11 @@
  * queue, order kept.  A batch is an ordinary request whose done()
  * (batch_done) hands each txn its own part; the flat txns of a batch that
  * failed go back to the head of the queue as nested txns (cl_etcd.h).
+ * How many batches may be in flight (window) follows etcd's answers: a
+ * batch answered in CL_ETCD_SLOW_MS or more halves it (etcd's applies lag,
+ * and it would answer a keep-alive 503), each quick one adds one back; and
+ * none starts while the membership holds them (cl_etcd_hold: a keep-alive
+ * failed and none was answered since).  Both are the etcd thread's.
  *
  * A loop turn: send batches, start what is pending, curl_multi_perform, finish what
  * libcurl completed (sending again on the next endpoint when the failure
