@@ -77,6 +77,9 @@ void api_totals(server_t *srv, api_totals_t *t)
         t->congested += STAT_GET(st->congested);
         t->migrations += STAT_GET(st->migrations);
         t->migrate_handed += STAT_GET(st->migrate_handed);
+        t->consol_changes += STAT_GET(st->consol_changes);
+        t->fence_held += STAT_GET(st->fence_held);
+        t->fence_handed += STAT_GET(st->fence_handed);
         t->auth_success += STAT_GET(st->auth_success);
         t->auth_failure += STAT_GET(st->auth_failure);
         t->auth_banned += STAT_GET(st->auth_banned);
@@ -439,6 +442,19 @@ char *api_metrics_text(server_t *srv, size_t *len)
     one(&b, "antenna_worker_migrate_handed_total", "counter",
         "API jobs and cluster take-overs handed on to the worker a session had just moved to.",
         t.migrate_handed);
+    one(&b, "antenna_worker_consolidations_total", "counter",
+        "Changes between all sessions on worker 0 (light load) and spread by hash "
+        "(workers_consolidate).",
+        t.consol_changes);
+    one(&b, "antenna_worker_consolidated", "gauge",
+        "1 while the load is light enough for worker 0 alone (workers_consolidate).",
+        atomic_load_explicit(&srv->consolidated, memory_order_relaxed));
+    one(&b, "antenna_worker_fence_held_total", "counter",
+        "Deliveries a moved subscriber's new worker held until no earlier one could follow.",
+        t.fence_held);
+    one(&b, "antenna_worker_fence_handed_total", "counter",
+        "Deliveries matched before a subscriber moved, handed on by its old worker.",
+        t.fence_handed);
     uint64_t rings = 0, skipped = 0;
     for (uint32_t i = 0; i < srv->nworkers; i++) {
         rings += atomic_load_explicit(&srv->workers[i].inbox.rings, memory_order_relaxed);

@@ -23,6 +23,7 @@
 
 #include "conn.h"
 #include "log.h"
+#include "migrate.h"
 #include "mqtt_codec.h"
 #include "persist.h"
 #include "retain.h"
@@ -159,9 +160,14 @@ static size_t merge_overlaps(sub_ref_t *v, size_t n)
 void router_deliver_local(worker_t *w, uint64_t sid, msg_t *m, uint8_t qos, uint8_t flags)
 {
     sess_t *s = worker_find_sid(w, sid);
-    if (s == NULL)
-        return; /* the session ended while the message travelled */
-    sess_deliver(w, s, m, qos, flags);
+    if (s == NULL) { /* the session ended while the message travelled, or moved */
+        if (unlikely(w->nfences != 0))
+            migrate_hand_stray(w, sid, m, qos, flags);
+        return;
+    }
+    if (unlikely(s->fenced) && migrate_fence_hold(w, s, m, qos, flags))
+        return;
+    sess_deliver(w, s, m, qos, (uint8_t)(flags & ~DLV_HANDED));
 }
 
 /* WM_DELIVER: a message for one of this worker's sessions; the item holds

@@ -63,6 +63,9 @@
 #define DLV_DURABLE                                                                                \
     4 /* the publisher stored it in the session's queue
                        * (key q/ client id, m->store_seq): persist.h */
+#define DLV_HANDED                                                                                 \
+    8 /* WM_DELIVER handed on by the worker a subscriber left
+                      * (migrate.h's fence); never reaches sess_deliver */
 
 /* Hand m to each target now (the other workers' ones through their
  * inboxes): the second half of a publish that waited for a commit. */

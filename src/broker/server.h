@@ -93,6 +93,8 @@ enum {
     WM_LORA,        /* lora (src/gateways/lora): ptr: msg_t* (a reference) to publish */
     WM_MIGRATE,     /* migrate (migrate.h): ptr: conn_t*: a connection and its session
                      * moving to the worker its traffic goes to */
+    WM_FENCE,       /* migrate (migrate.h): a moved subscriber's fence: qos: MIGRATE_FENCE_*,
+                     * sid: the session, flags: the worker asking */
     WM_KINDS = 32   /* size of the handler table */
 };
 
@@ -185,6 +187,12 @@ typedef struct {
     /* items about a client id handed on to the worker its session moved to
      * after they were posted (migrate_hand_on) */
     an_counter_t migrate_handed;
+    /* consolidation (migrate.h): changes of mode (worker 0), deliveries a
+     * moved subscriber's new worker held for its fence, and stragglers the
+     * old worker handed on */
+    an_counter_t consol_changes;
+    an_counter_t fence_held;
+    an_counter_t fence_handed;
     /* auth backends' answers to CONNECT and their latency (auth_stats.h) */
     auth_stats_t auth;
 } worker_stats_t;
@@ -225,6 +233,19 @@ struct worker_s {
     uint8_t mig_on;    /* workers_migrate and 2 workers or more */
     struct migrate_want_s *migs;
     uint32_t nmigs, migs_cap;
+    /* migrate.h, consolidation: this worker's busy time (us, written by it,
+     * read by worker 0), the sweep's timer and cursor, the subscribers that
+     * moved away and still get stragglers (fence), the deliveries held for
+     * a subscriber that moved in until its fence is done */
+    _Atomic uint64_t busy_us;
+    tw_timer_t consol_timer;
+    size_t consol_cursor;
+    struct migrate_fence_s *fences;
+    uint32_t nfences, fences_cap;
+    uint32_t fence_epoch;  /* the last epoch asked of the other workers */
+    uint32_t fence_moved;  /* subscribers moved out this turn (an epoch to ask) */
+    uint32_t *fence_acked; /* per worker: the last epoch it acknowledged */
+    inbox_vec_t fence_held;
     uint64_t fwd_ticket; /* the node row forwarded the last publish at QoS 1/2:
                                  * its ticket (router_publish clears it, hold_ack
                                  * takes it) */
@@ -293,6 +314,13 @@ struct server_s {
      * many: worker_home looks only when not 0 */
     struct migrate_homes_s *homes;
     _Atomic uint32_t nhomes;
+    /* migrate.h, consolidation: 1 while the load is light enough for worker
+     * 0 alone (every session moves there), 0 while it is spread by hash;
+     * written by worker 0's decision, read by every worker's sweep */
+    _Atomic uint8_t consolidated;
+    uint64_t consol_last_busy; /* worker 0 only: the sum of busy_us at the last decision */
+    uint64_t consol_since;     /* worker 0 only: ms of the last change of mode */
+    uint8_t consol_votes;      /* worker 0 only: periods in a row below the threshold */
     worker_t *workers;
     /* listeners: opened and closed at runtime by a reload (reload.h), hence atomic */
     _Atomic int listen_fds[CONF_MAX_LISTENERS];

@@ -186,6 +186,8 @@ struct sess_s {
     uint8_t moved : 1;            /* homed away from its hash (migrate.h's table) */
     uint8_t adopt_dedup : 1;      /* adopted with copies that may also come the direct
                                    * way: sess_deliver asks srv->dedup_hook */
+    uint8_t fenced : 1;           /* moved in with its subscriptions: deliveries that did
+                                   * not come through the old worker wait (migrate.h) */
     uint8_t mig_to;               /* migrate.h: the window's candidate worker */
     _Atomic uint8_t shared_flags; /* SESS_F_*: written by the home worker,
                                    * read by publishers on any worker */

@@ -596,7 +596,12 @@ static int turn(worker_t *w, int max_ms)
         run_inbox(w);
     tw_advance(&w->tw, w->now);
     end_of_turn(w);
-    an_hist_add(&w->stats.loop_turn, an_now_us() - w->turn_start);
+    uint64_t busy = an_now_us() - w->turn_start;
+    an_hist_add(&w->stats.loop_turn, busy);
+    /* consolidation's measure (migrate.h): only this thread writes it */
+    atomic_store_explicit(&w->busy_us,
+                          atomic_load_explicit(&w->busy_us, memory_order_relaxed) + busy,
+                          memory_order_relaxed);
     return 0;
 }
 
@@ -679,6 +684,7 @@ int worker_init(worker_t *w, server_t *srv, uint32_t id)
                  strerror(errno));
     tw_timer_init(&w->obufs_timer, on_obufs_timer);
     w->mig_on = srv->conf.workers_migrate && srv->nworkers > 1;
+    migrate_worker_start(w);
     ev_watcher_init(&w->inbox_ev, w->inbox.evfd, on_inbox);
     if (ev_watch_start(&w->loop, &w->inbox_ev, EV_READ) < 0)
         goto fail;
@@ -738,6 +744,7 @@ void worker_free(worker_t *w)
     free(w->targets);
     free(w->route_held);
     free(w->migs);
+    migrate_worker_free(w);
     ev_loop_free(&w->loop);
     if (w->reserve_fd >= 0)
         close(w->reserve_fd);

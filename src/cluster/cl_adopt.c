@@ -531,6 +531,11 @@ static int same_msg(const msg_t *x, const msg_t *y)
            memcmp(msg_payload(x), msg_payload(y), x->payload_len) == 0;
 }
 
+int cl_adopt_same(const msg_t *x, const msg_t *y)
+{
+    return same_msg(x, y);
+}
+
 static int sq_holds(sq_t *q, const msg_t *m)
 {
     for (uint32_t i = 0; i < sq_len(q); i++) {

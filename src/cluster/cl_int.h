@@ -71,6 +71,7 @@ typedef struct cl_adopt_s cl_adopt_t;   /* cl_adopt.c's state */
 typedef struct cl_repl_s cl_repl_t;     /* cl_repl.c's state */
 typedef struct cl_conn_s cl_conn_t;
 typedef struct cl_recent_s cl_recent_t; /* cl_recent.c: ids of recent adoptions */
+typedef struct cl_move_s cl_move_t;     /* cl_move.c's state */
 
 /* One known node (the link thread's). */
 typedef struct {
@@ -161,6 +162,7 @@ struct cl_s {
     cl_owner_t *owner;   /* cl_owner.c */
     cl_adopt_t *adopt;   /* cl_adopt.c; NULL: adoption off */
     cl_repl_t *repl;     /* cl_repl.c; NULL: session_store is not replicated */
+    cl_move_t *move;     /* cl_move.c; NULL: no client-id registry */
 };
 
 /* ---- cluster.c ---- */
@@ -269,6 +271,44 @@ void cl_owner_kick(cl_t *cl, const char *id);
 void cl_owner_adopted(cl_t *cl, const char *owner, int64_t lease, const uint8_t *ids, size_t len);
 /* Any thread: hand ptr to cl_adopt_item on worker `to` (WM_CL_OWNER). */
 void cl_owner_post_adopt(cl_t *cl, uint32_t to, void *ptr);
+/* Any thread: hand ptr to cl_move_item on worker `to` (WM_CL_OWNER). */
+void cl_owner_post_move(cl_t *cl, uint32_t to, void *ptr);
+
+/* ---- cl_move.c: a session moving between live nodes (docs/cluster.md
+ * "Client-id ownership") ---- */
+
+/* Module init (after cl_owner_init and cl_adopt_init: its dedup hook goes
+ * in front of the adopter's); link thread stop (the moves waiting answered
+ * 0x88); free; metrics. */
+int cl_move_init(cl_t *cl);
+void cl_move_stop(cl_t *cl);
+void cl_move_free(cl_t *cl);
+void cl_move_metrics(cl_t *cl, module_metrics_t *mm);
+/* The old owner, home worker, in a take from peer idx (request req), after
+ * the session was encoded: 1 when s stays as a tombstone (offline, its
+ * routes kept, emptied, not durable) that keeps what reaches it for the new
+ * owner (the caller then sends CL_F_MOVE_KEEP before the GIVEN), 0 when
+ * the caller ends it. */
+int cl_move_out_keep(worker_t *w, cl_t *cl, sess_t *s, int idx, uint32_t req);
+/* Home worker: a tombstone of this id is here. */
+int cl_move_out_here(worker_t *w, cl_t *cl, const char *id, size_t len);
+/* Home worker, a CONNECT of an id with a tombstone here going on (the
+ * gate's apply): without a session handed over (handed 0) and without a
+ * clean start: 0x89 (the session is another node's); else the tombstone
+ * ends, install(w, g) runs (NULL: none) and what the tombstone still held
+ * goes into the session installed.  0 or the reason code. */
+uint8_t cl_move_out_reinstall(worker_t *w, cl_t *cl, proto_gate_t *g, int handed,
+                              void (*install)(worker_t *w, proto_gate_t *g));
+/* Any thread (the etcd thread: the claim after a GIVEN that came with a
+ * MOVE_KEEP): install the session (blob, taken) on g's worker, wait for
+ * its routes, ask peer idx for what it kept, merge it, then answer g. */
+void cl_move_in_begin(cl_t *cl, proto_gate_t *g, int idx, uint32_t req, uint8_t *blob,
+                      uint32_t blob_len);
+/* Link thread: a MOVE_ASK, MOVE_KEPT or MOVE_LATE frame from peer idx. */
+int cl_move_recv(cl_t *cl, int idx, uint8_t type, const uint8_t *body, uint32_t len);
+/* The worker's part (WM_CL_OWNER), and its drop when the worker stopped. */
+void cl_move_item(worker_t *w, inbox_item_t *it);
+void cl_move_item_drop(void *ptr);
 
 /* ---- cl_recent.c: the ids of recent adoptions, by owner (any thread) ---- */
 cl_recent_t *cl_recent_new(void);
@@ -336,6 +376,9 @@ void cl_hand_over(cl_t *cl, const char *name, int64_t lease, uint8_t *ids, size_
  * ends when the store says so); with replicated sessions, once every
  * replica etcd names for it has (each adopts its share). */
 void cl_adopt_over(cl_t *cl, const char *name, int from);
+/* Any thread: x and y are the same message (the adopter's dedup:
+ * topic, payload, properties, the publish time when both know it). */
+int cl_adopt_same(const msg_t *x, const msg_t *y);
 /* The home worker's part of an adoption (WM_CL_OWNER), and its drop when
  * the worker stopped. */
 void cl_adopt_item(worker_t *w, void *ptr);

@@ -617,7 +617,13 @@ static int on_frame(cl_t *cl, cl_conn_t *c, uint8_t type, const uint8_t *body, u
         break;
     case CL_F_OWN_TAKE:
     case CL_F_OWN_GIVEN:
+    case CL_F_MOVE_KEEP:
         rc = cl_owner_recv(cl, c->idx, type, body, len);
+        break;
+    case CL_F_MOVE_ASK:
+    case CL_F_MOVE_KEPT:
+    case CL_F_MOVE_LATE:
+        rc = cl_move_recv(cl, c->idx, type, body, len);
         break;
     case CL_F_REPL_DATA:
     case CL_F_REPL_ACK:

@@ -87,6 +87,7 @@ typedef struct cl_claim_s {
     int idx; /* the owner's node index */
     int tries;
     int given;        /* its owner handed the session over (GIVEN): it was alive */
+    int keep;         /* ... and keeps what reaches it until asked (MOVE_KEEP, cl_move.c) */
     uint64_t sent_at; /* the worker's clock when the CONNECT was parked */
     uint32_t slot;    /* cl_own_wk_t.rel index */
     int64_t rev;      /* the owner's key's mod_revision */
@@ -102,6 +103,7 @@ typedef struct {
     cl_t *cl;
     int idx;
     uint32_t req;
+    int kept;      /* a tombstone keeps what reaches the session (cl_move.c) */
     cl_buf_t blob; /* the session, encoded (empty: none) */
     char id[];
 } cl_take_t;
@@ -444,6 +446,15 @@ static void on_fresh(void *arg, int ok)
 static void claimed(cl_claim_t *cm, int taken_from_gone)
 {
     cl_t *cl = cm->cl;
+    if (cm->given && cm->keep && cm->blob != NULL && !cm->g->clean_start) {
+        /* the old owner keeps what reaches the session: installed now, its
+         * routes known everywhere, then what it kept is asked for and
+         * merged before the CONNECT goes on (cl_move.c) */
+        uint8_t *blob = cm->blob;
+        cm->blob = NULL;
+        cl_move_in_begin(cl, cm->g, cm->idx, cm->req, blob, cm->blob_len);
+        return;
+    }
     if (cm->g->clean_start || cl->adopt == NULL || cm->given) {
         answer_later(cm, 0);
     } else if (taken_from_gone) {
@@ -494,6 +505,7 @@ static void send_take(cl_t *cl, void *arg)
         return;
     }
     cm->req = ++o->next_req;
+    cm->keep = 0;
     cm->next = o->pending;
     o->pending = cm;
     tw_timer_init(&cm->timer, take_timeout);
@@ -631,6 +643,10 @@ static uint8_t own_apply(worker_t *w, proto_gate_t *g)
                         g->client_id);
             return MQTT_RC_SERVER_BUSY;
         }
+    if (cl_move_out_here(w, cm->cl, g->client_id, g->id_len))
+        /* it moved away and comes back during the tombstone's linger */
+        return cl_move_out_reinstall(w, cm->cl, g, cm->blob != NULL,
+                                     cm->blob ? restore_session : NULL);
     if (cm->blob)
         restore_session(w, g);
     return 0;
@@ -724,6 +740,12 @@ static void send_given(cl_t *cl, void *arg)
     cl_take_t *tk = arg;
     cl_conn_t *c = cl->links->peers[tk->idx].conn;
     if (c != NULL && c->up && !atomic_load(&cl->stopping)) {
+        if (tk->kept) { /* before the GIVEN: the claim it starts may need it */
+            put32(&c->out, 5);
+            cl_buf_reserve(&c->out, 5);
+            c->out.p[c->out.len++] = CL_F_MOVE_KEEP;
+            put32(&c->out, tk->req);
+        }
         put32(&c->out, (uint32_t)(5 + tk->blob.len));
         cl_buf_reserve(&c->out, 1);
         c->out.p[c->out.len++] = CL_F_OWN_GIVEN;
@@ -756,12 +778,19 @@ static void own_take(worker_t *w, inbox_item_t *it)
     size_t idlen = strlen(tk->id);
     recent_forget(cl, tk->id);
     sess_t *s = sess_table_find_id(&w->by_id, (const uint8_t *)tk->id, idlen);
-    if (s != NULL) {
+    if (s != NULL && cl_move_out_here(w, cl, tk->id, idlen)) {
+        /* a tombstone: its session was handed over already (the claim is
+         * another node's: a stale take); nothing to hand, it stays */
+    } else if (s != NULL) {
         if (s->ep)
             sess_take_over(s, "session taken over by another node");
         if (s->expiry != 0)
             enc_session(w, s, &tk->blob);
-        sess_destroy(w, s);
+        /* a persistent one stays as a tombstone that keeps what reaches it
+         * for the new owner (cl_move.c); else it ends here */
+        tk->kept = s->expiry != 0 && cl_move_out_keep(w, cl, s, tk->idx, tk->req);
+        if (!tk->kept)
+            sess_destroy(w, s);
     } else {
         /* maybe its CONNECT is parked here, its claim answer not seen yet */
         tomb_add(&cl->owner->wk[w->id], tk->id, w->now);
@@ -780,7 +809,7 @@ static void on_released(void *arg, const cl_etcd_res_t *res);
 
 /* ---- after a new lease: claim the connected clients' ids again ---- */
 
-enum { OWN_IT_TAKE = 0, OWN_IT_RECLAIM, OWN_IT_KICK, OWN_IT_ADOPT };
+enum { OWN_IT_TAKE = 0, OWN_IT_RECLAIM, OWN_IT_KICK, OWN_IT_ADOPT, OWN_IT_MOVE };
 
 static void post_item(cl_t *cl, uint32_t to, uint8_t what, cl_take_t *tk)
 {
@@ -875,11 +904,24 @@ void cl_owner_post_adopt(cl_t *cl, uint32_t to, void *ptr)
     inbox_vec_free(&v);
 }
 
+void cl_owner_post_move(cl_t *cl, uint32_t to, void *ptr)
+{
+    inbox_vec_t v = {0};
+    inbox_item_t it = {.kind = WM_CL_OWNER, .flags = OWN_IT_MOVE, .ptr = ptr};
+    inbox_vec_push(&v, &it);
+    inbox_post(&cl->srv->workers[to].inbox, &v);
+    inbox_vec_free(&v);
+}
+
 static void own_item(worker_t *w, inbox_item_t *it)
 {
     cl_take_t *tk = it->ptr;
     if (it->flags == OWN_IT_ADOPT) {
         cl_adopt_item(w, it->ptr);
+        return;
+    }
+    if (it->flags == OWN_IT_MOVE) {
+        cl_move_item(w, it);
         return;
     }
     /* a take-over or kick for a session that moved to another worker after
@@ -910,6 +952,8 @@ static void drop_take(inbox_item_t *it)
 {
     if (it->flags == OWN_IT_ADOPT)
         cl_adopt_item_drop(it->ptr);
+    else if (it->flags == OWN_IT_MOVE)
+        cl_move_item_drop(it->ptr);
     else
         take_free(it->ptr);
 }
@@ -923,6 +967,12 @@ int cl_owner_recv(cl_t *cl, int idx, uint8_t type, const uint8_t *body, uint32_t
         return -1;
     uint32_t req =
         (uint32_t)body[0] << 24 | (uint32_t)body[1] << 16 | (uint32_t)body[2] << 8 | body[3];
+    if (type == CL_F_MOVE_KEEP) { /* comes right before its GIVEN */
+        for (cl_claim_t *cm = o->pending; cm; cm = cm->next)
+            if (cm->req == req && cm->idx == idx)
+                cm->keep = 1;
+        return 0;
+    }
     if (type == CL_F_OWN_GIVEN) {
         for (cl_claim_t *cm = o->pending; cm; cm = cm->next)
             if (cm->req == req && cm->idx == idx) {

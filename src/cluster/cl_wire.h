@@ -67,6 +67,13 @@ enum {
                             * exact routes are these now (rbits.h) */
     CL_F_ROUTE_BITS_DELTA, /* u32 blocks | u64 routes | u32 each: a position, its top bit
                             * set when the bit is set now, clear when cleared */
+    /* a session moving between live nodes (cl_move.c); optional: an older
+     * node ignores them (its moves lose what is published meanwhile) */
+    CL_F_MOVE_KEEP, /* u32 req: (before OWN_GIVEN) I keep what reaches that session: ask me */
+    CL_F_MOVE_ASK,  /* u32 req | u16 len | client id: its routes are known: send what you kept */
+    CL_F_MOVE_KEPT, /* u32 req | u16 len | client id | CL_F_MSG frames: the copies kept (the
+                     * entry's QoS and retain flag); the tombstone lingers for late ones */
+    CL_F_MOVE_LATE, /* as MOVE_KEPT: what reached it after that answer; it is gone now */
     CL_F_TYPES
 };
 

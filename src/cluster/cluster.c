@@ -298,6 +298,7 @@ static void *cl_thread_main(void *arg)
         tw_advance(&cl->tw, cl->now);
     }
     cl_owner_stop(cl);
+    cl_move_stop(cl);
     cl_links_stop(cl);
     cl_run_tasks(cl); /* posted before the stop: run, so their memory is freed */
     return NULL;
@@ -553,6 +554,7 @@ static void cl_metrics(module_inst_t *mi, module_metrics_t *mm)
     cl_member_metrics(cl, mm);
     cl_owner_metrics(cl, mm);
     cl_adopt_metrics(cl, mm);
+    cl_move_metrics(cl, mm);
     cl_repl_metrics(cl, mm);
     /* per peer: the names under snap_mu, the figures from the link thread's atomics */
     static const struct {
@@ -657,7 +659,7 @@ static int cl_init(module_inst_t *mi)
         return -1;
     }
     if (cl_links_init(cl) < 0 || cl_owner_init(cl) < 0 || cl_repl_init(cl) < 0 ||
-        cl_adopt_init(cl) < 0)
+        cl_adopt_init(cl) < 0 || cl_move_init(cl) < 0)
         return -1;
     return 0;
 }
@@ -734,6 +736,7 @@ static void cl_free(module_inst_t *mi)
     cl_member_free(cl); /* first: the etcd thread ends, its answers posted */
     cl_links_free(cl);
     cl_owner_free(cl);
+    cl_move_free(cl); /* before the adopter's: its dedup hook goes back first */
     cl_adopt_free(cl);
     cl_run_tasks(cl); /* what was posted but never ran (cl_repl's: before its free) */
     cl_repl_free(cl);

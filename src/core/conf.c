@@ -334,6 +334,9 @@ static const struct field root_fields[] = {
     UINTF(conf_t, workers, 0, 256),
     UINTF(conf_t, workers_coalesce_us, 0, 10000),
     { FLD(conf_t, workers_migrate, F_BOOL) },
+    { FLD(conf_t, workers_consolidate, F_BOOL) },
+    UINTF(conf_t, workers_consolidate_below, 0, 100),
+    UINTF(conf_t, workers_consolidate_above, 1, 100),
     { .key = "log", .type = F_SECTION, .sub = log_fields, .nsub = NELEM(log_fields) },
     { .key = "listeners", .type = F_LISTENERS },
     { .key = "mqtt", .type = F_SECTION, .sub = mqtt_fields, .nsub = NELEM(mqtt_fields) },
@@ -383,6 +386,9 @@ void conf_defaults(conf_t *c)
     c->workers = 0;
     c->workers_coalesce_us = 0; /* opt-in: docs/benchmarks.md, issue 15 item 2 */
     c->workers_migrate = 1;
+    c->workers_consolidate = 1;
+    c->workers_consolidate_below = 35;
+    c->workers_consolidate_above = 85;
     c->log_level = AN_LOG_INFO;
     c->log_file[0] = '\0';
     c->listeners[0] = default_listener;
@@ -1181,6 +1187,14 @@ int conf_load(conf_t *c, const char *path, char *err, size_t errlen)
     }
     if (persistence_redis_check(&ld, root, &tmp) < 0)
         goto out;
+    if (tmp.workers_consolidate_below >= tmp.workers_consolidate_above) {
+        const yaml_node_t *at = cf_key_node(&ld, root, "workers_consolidate_below");
+        cf_fail(&ld, at ? at : root, "workers_consolidate_below",
+                "must be less than workers_consolidate_above (%u), or the workers would "
+                "consolidate and spread again at every look",
+                tmp.workers_consolidate_above);
+        goto out;
+    }
     if (tmp.auth.ban.loopback == 2) /* a ban set by hand applies everywhere */
         tmp.auth.ban.loopback = tmp.auth.ban.max_failures != UINT32_MAX ? 1 : ban_lo_before;
     if (tmp.auth.ban.max_failures == UINT32_MAX)

@@ -174,10 +174,13 @@ enum { CONF_SESSIONS_LOCAL = 0, CONF_SESSIONS_REPLICATED };
 enum { CONF_AUTH_ON_ERROR_DENY = 0, CONF_AUTH_ON_ERROR_PASS };
 
 typedef struct {
-    uint32_t workers;             /* 0 = one per core */
-    uint32_t workers_coalesce_us; /* wake-up coalescing window (worker.c), 0 = off */
-    uint8_t workers_migrate;      /* a connection moves to the worker its traffic
+    uint32_t workers;                   /* 0 = one per core */
+    uint32_t workers_coalesce_us;       /* wake-up coalescing window (worker.c), 0 = off */
+    uint8_t workers_migrate;            /* a connection moves to the worker its traffic
                                    * goes to (migrate.h); default on */
+    uint8_t workers_consolidate;        /* light load: every session on worker 0 (migrate.h) */
+    uint32_t workers_consolidate_below; /* % of one core, all workers: consolidate */
+    uint32_t workers_consolidate_above; /* % of one core on worker 0: spread again */
     /* log */
     int log_level;      /* AN_LOG_ERROR..AN_LOG_DEBUG, see log.h */
     char log_file[256]; /* "" = stderr */

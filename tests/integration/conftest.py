@@ -304,6 +304,7 @@ class Broker:
         self.auth = dict(ov.pop("auth", {}))  # antenna-only: the auth section
         self.events = ov.pop("events", None)  # antenna-only: the events section
         self.examples = ov.pop("examples", None)  # antenna-only: the examples section
+        self.root = dict(ov.pop("root", {}))  # antenna-only: other top-level keys
         extra_mqtt = dict(ov.pop("extra_mqtt", {}))  # antenna-only mqtt keys
         # the management API (antenna only): None = `api: {enabled: false}`
         # (parallel brokers must not share its default port); a dict is the
@@ -357,6 +358,7 @@ class Broker:
                 cfg["events"] = self.events
             if self.examples:
                 cfg["examples"] = self.examples
+            cfg.update(self.root)
             cfg["api"] = self.api if self.api is not None else {"enabled": False}
             path = self.dir / ("antenna%d.yaml" % self.index)
             path.write_text("\n".join(to_yaml(cfg)) + "\n")

@@ -20,19 +20,19 @@ message came twice to a subscriber (the subscriber keeps the packet ids it
 sent PUBREC for until their PUBREL, as MQTT's receiver must, across its
 reconnects).
 
-The publishers go on publishing through the kill and the adoption (their
-windows in flight at the kill and what they publish for the dead node's
-subscribers until the adopter asks are held for it; what they publish once
-the adopter's routes are known goes to it directly; docs/cluster.md "A
-dead node's sessions").  The dead node's subscribers reconnect once the
-adoption is over, the publishers paused and their windows acknowledged
-(nothing in flight), and the publishers go on once
-every survivor has the others' routes: a session that moves between two
-live nodes (here from the adopter to the node HAProxy picks) loses what is
-published for it while it moves (docs/cluster.md, "Client-id ownership",
-known gaps).  FAILOVER_PAUSE=kill pauses the publishers from 0.3 s after
-the kill instead (as before the adoption's window was covered);
-FAILOVER_PAUSE=none never pauses them (the moves' gap shows).
+The publishers go on publishing through the kill, the adoption and the
+subscribers' return, never paused (their windows in flight at the kill
+and what they publish for the dead node's subscribers until the adopter
+asks are held for it; what they publish once the adopter's routes are
+known goes to it directly; docs/cluster.md "A dead node's sessions"; a
+subscriber that comes back on another node than the adopter moves its
+session from the adopter, a live node, without a gap: "Client-id
+ownership", src/cluster/cl_move.c).  FAILOVER_PAUSE=moves pauses the
+publishers while the dead node's subscribers come back (as before moves
+between live nodes were covered: main's binary then lost a few messages
+per 5-round run with this default); FAILOVER_PAUSE=kill pauses
+them from 0.3 s after the kill (as before the adoption's window was
+covered).
 
 FAILOVER_ROUNDS kill rounds (default 2; the issue's run: 10).
 
@@ -64,7 +64,7 @@ from mqttraw import connect as mqtt_connect
 from test_95_store_redis import SANITIZED, redis, redis_persistence  # noqa: F401
 
 ROUNDS = max(1, min(10, int(os.environ.get("FAILOVER_ROUNDS", "2"))))
-PAUSE = os.environ.get("FAILOVER_PAUSE", "moves")  # moves, kill or none
+PAUSE = os.environ.get("FAILOVER_PAUSE", "none")  # none, moves or kill
 SLOW = 3 if SANITIZED else 1
 T = 10 * SLOW  # per packet: a loaded 2-core machine, ASan
 NSUB = 3  # subscribers per QoS

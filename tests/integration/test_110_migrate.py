@@ -32,6 +32,8 @@ pytestmark = pytest.mark.antenna_only  # about antenna's workers
 NPUB = 4       # publishers on the other worker
 MSGS = 700     # per publisher: two windows and more
 DEADLINE = 30  # seconds, for anything the broker completes asynchronously
+# locality alone: consolidation (test_122) would put every session on worker 0
+LOCALITY = {"workers_consolidate": False}
 
 
 def make_key(path):
@@ -81,7 +83,7 @@ class Api:
 def env(broker, tmp_path):
     keys = tmp_path / "api.keys"
     key = make_key(keys)
-    b = broker(workers=2, api={"keys_file": str(keys), "open_metrics": True},
+    b = broker(workers=2, root=LOCALITY, api={"keys_file": str(keys), "open_metrics": True},
                mqtt={"max_queued": 100000, "max_inflight": 1000})
     assert b.api_url
     return b, Api(b, key)
@@ -373,7 +375,7 @@ def test_tls_publisher_moves(broker, tmp_path):
                    cwd=str(tmp_path), check=True, capture_output=True, timeout=60)
     keys = tmp_path / "api.keys"
     key = make_key(keys)
-    b = broker(workers=2, api={"keys_file": str(keys)},
+    b = broker(workers=2, root=LOCALITY, api={"keys_file": str(keys)},
                listener={"transport": "tls", "cert_file": str(tmp_path / "srv.crt"),
                          "key_file": str(tmp_path / "srv.key")})
     moves_in_order(b, Api(b, key), "m-tls", tls=True)
@@ -384,5 +386,5 @@ def test_websocket_publisher_moves(broker, tmp_path):
     every message in order across the move, and after it."""
     keys = tmp_path / "api.keys"
     key = make_key(keys)
-    b = broker(workers=2, api={"keys_file": str(keys)}, listener={"transport": "ws"})
+    b = broker(workers=2, root=LOCALITY, api={"keys_file": str(keys)}, listener={"transport": "ws"})
     moves_in_order(b, Api(b, key), "m-ws", ws=True)

@@ -7,7 +7,13 @@
  * windows, a message delivered to two other workers counts for none;
  * migrate_hand_on: an item for a session that moved after its sender read
  * the home goes on to the new home, one that is at its home (or a server
- * whose sessions never move) stays.
+ * whose sessions never move) stays.  Consolidation: migrate_consol_decide
+ * (votes below the threshold, hysteresis up to the upper one); a moved
+ * subscriber's fence at the level of the items the workers exchange (the
+ * old worker hands a straggler on marked DLV_HANDED, answers come after
+ * what a worker matched before, DONE behind the stragglers; the new worker
+ * holds a direct delivery, lets a handed one through, and releases what it
+ * held at DONE).
  */
 #include <stdarg.h>
 #include <stddef.h>
@@ -21,6 +27,8 @@
 
 #include "inbox.h"
 #include "migrate.h"
+#include "msg.h"
+#include "router.h"
 
 static void test_decide(void **state)
 {
@@ -215,6 +223,134 @@ static void test_hand_on(void **state)
     free(srv);
 }
 
+static void test_consol_decide(void **state)
+{
+    (void)state;
+    uint8_t votes = 0;
+    /* spread: MIGRATE_CONSOL_VOTES looks in a row under `below` */
+    assert_int_equal(migrate_consol_decide(0, 10, 35, 85, &votes), 0);
+    assert_int_equal(migrate_consol_decide(0, 50, 35, 85, &votes), 0); /* resets */
+    assert_int_equal(votes, 0);
+    assert_int_equal(migrate_consol_decide(0, 34, 35, 85, &votes), 0);
+    assert_int_equal(migrate_consol_decide(0, 0, 35, 85, &votes), 1);
+    /* consolidated: stays up to `above`, spreads past it */
+    assert_int_equal(migrate_consol_decide(1, 85, 35, 85, &votes), 1);
+    assert_int_equal(migrate_consol_decide(1, 60, 35, 85, &votes), 1);
+    assert_int_equal(migrate_consol_decide(1, 86, 35, 85, &votes), 0);
+    assert_int_equal(votes, 0);
+    /* below 0: never consolidates again */
+    for (int i = 0; i < 10; i++)
+        assert_int_equal(migrate_consol_decide(0, 0, 0, 1, &votes), 0);
+}
+
+/* The outbox of `w` toward `to`: taken (moved into got). */
+static void take_outbox(worker_t *w, uint32_t to, inbox_vec_t *got)
+{
+    got->len = 0;
+    for (size_t i = 0; i < w->outbox[to].len; i++)
+        inbox_vec_push(got, &w->outbox[to].items[i]);
+    w->outbox[to].len = 0;
+}
+
+static void test_fence(void **state)
+{
+    (void)state;
+    server_t *srv = calloc(1, sizeof(*srv));
+    worker_t *ws = calloc(2, sizeof(*ws));
+    srv->nworkers = 2;
+    srv->workers = ws;
+    for (uint32_t i = 0; i < 2; i++) {
+        ws[i].srv = srv;
+        ws[i].id = i;
+        ws[i].now = 1000;
+        ws[i].outbox = calloc(2, sizeof(*ws[i].outbox));
+        assert_int_equal(inbox_init(&ws[i].inbox), 0);
+    }
+    migrate_register_inbox(srv);
+    const worker_inbox_kind_t *fk = &srv->inbox_kinds[WM_FENCE];
+    worker_t *old = &ws[1], *neu = &ws[0];
+    msg_t *before = msg_new((const uint8_t *)"t", 1, (const uint8_t *)"1", 1, 1, 0);
+    msg_t *after = msg_new((const uint8_t *)"t", 1, (const uint8_t *)"2", 1, 1, 0);
+    sess_t *s = calloc(1, sizeof(*s) + 8);
+    s->sid = 42;
+    s->w = neu;
+    s->fenced = 1;
+
+    /* the old worker: the fence, then one ASK posted to the new worker */
+    migrate_fence_open(old, 42, 0);
+    migrate_fence_ask(old);
+    inbox_vec_t got = {0};
+    inbox_take(&neu->inbox, &got);
+    assert_int_equal(got.len, 1);
+    inbox_item_t ask = got.items[0];
+    assert_int_equal(ask.kind, WM_FENCE);
+    assert_int_equal(ask.qos, MIGRATE_FENCE_ASK);
+    assert_int_equal(ask.flags, 1);
+
+    /* a delivery matched before the move reaches the old worker: handed on */
+    migrate_hand_stray(old, 42, before, 1, DLV_RETAIN);
+    migrate_hand_stray(old, 7, before, 1, 0); /* another sid: not ours */
+    /* the new worker: a direct one waits, a handed one goes now */
+    assert_int_equal(migrate_fence_hold(neu, s, after, 1, 0), 1);
+    assert_int_equal(migrate_fence_hold(neu, s, before, 1, DLV_HANDED), 0);
+    assert_int_equal(neu->fence_held.len, 1);
+    assert_ptr_equal(neu->fence_held.items[0].ptr, after);
+
+    /* the new worker answers the ASK behind what it matched before */
+    inbox_item_t earlier = {.kind = WM_DELIVER, .sid = 42, .ptr = msg_ref(before)};
+    worker_post(neu, 1, &earlier);
+    fk->run(neu, &ask);
+    take_outbox(neu, 1, &got);
+    assert_int_equal(got.len, 2);
+    assert_int_equal(got.items[0].kind, WM_DELIVER);
+    assert_int_equal(got.items[1].kind, WM_FENCE);
+    assert_int_equal(got.items[1].qos, MIGRATE_FENCE_ACK);
+    msg_t *m = got.items[0].ptr;
+    /* the old worker takes both in that order: the straggler is handed
+     * on, then DONE follows it */
+    migrate_hand_stray(old, 42, m, 1, 0);
+    msg_unref(&m);
+    inbox_item_t ack = got.items[1];
+    fk->run(old, &ack);
+    take_outbox(old, 0, &got);
+    assert_int_equal(got.len, 3);
+    assert_int_equal(got.items[0].kind, WM_DELIVER);
+    assert_int_equal(got.items[0].flags, DLV_RETAIN | DLV_HANDED);
+    assert_int_equal(got.items[1].kind, WM_DELIVER);
+    assert_int_equal(got.items[1].flags, DLV_HANDED);
+    assert_int_equal(got.items[2].kind, WM_FENCE);
+    assert_int_equal(got.items[2].qos, MIGRATE_FENCE_DONE);
+    assert_int_equal(got.items[2].sid, 42);
+    for (int i = 0; i < 2; i++) {
+        m = got.items[i].ptr;
+        msg_unref(&m);
+    }
+    /* a second ACK of the same epoch changes nothing: DONE once */
+    fk->run(old, &ack);
+    assert_int_equal(old->outbox[0].len, 0);
+    /* DONE on the new worker (the session is not in its tables here: what
+     * waited is released, not delivered) */
+    inbox_item_t done = got.items[2];
+    fk->run(neu, &done);
+    assert_int_equal(neu->fence_held.len, 0);
+    /* the fence outlives DONE by MIGRATE_FENCE_GRACE_MS for late stragglers */
+    assert_int_equal(old->nfences, 1);
+
+    inbox_vec_free(&got);
+    msg_unref(&before);
+    msg_unref(&after);
+    free(s);
+    for (uint32_t i = 0; i < 2; i++) {
+        migrate_worker_free(&ws[i]);
+        for (uint32_t j = 0; j < 2; j++)
+            inbox_vec_free(&ws[i].outbox[j]);
+        free(ws[i].outbox);
+        inbox_destroy(&ws[i].inbox);
+    }
+    free(ws);
+    free(srv);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -223,6 +359,8 @@ int main(void)
         cmocka_unit_test(test_spread_or_local_stays),
         cmocka_unit_test(test_subscriber_and_hold),
         cmocka_unit_test(test_hand_on),
+        cmocka_unit_test(test_consol_decide),
+        cmocka_unit_test(test_fence),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
