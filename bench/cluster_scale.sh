@@ -25,7 +25,12 @@
 # the nodes of VmRSS with the devices minus without, divided by the
 # devices), the kernel's slab memory (/proc/meminfo Slab, with the devices
 # minus before: both ends' sockets, machine-wide), messages received against
-# expected, and drops.
+# expected, and drops.  While connecting also: the nodes' CPU per device
+# (all, and by thread: workers, link thread, etcd client), etcd's, the etcd
+# txns and batches, the route rounds, the links' bytes and send(2)/recv(2)
+# calls per device and peer, a device's mean CONNECT-to-SUBACK time (Little's
+# law over the generators' 200 handshakes in progress) and, at the end, the
+# generators' CONNACK latency and the nodes' lease losses (their logs).
 # Exit status 1 if any device failed, dropped or missed a message.
 set -u -o pipefail
 
@@ -37,6 +42,7 @@ ROOT=$(cd "$(dirname "$0")/.." && pwd)
 BENCH=${BENCH:-$ROOT/build/antenna-bench}
 export ANTENNA_BIN=${ANTENNA_BIN:-$ROOT/build/antenna}
 DEVICES=$((NODES * PER))
+PENDING=200 # handshakes (CONNECT to SUBACK) in progress per generator
 
 for t in "$BENCH" "$ANTENNA_BIN"; do
     [ -x "$t" ] || { echo "cluster_scale.sh: $t not found: build first" >&2; exit 2; }
@@ -92,8 +98,10 @@ cpu_sum() {
 }
 # etcd's CPU so far (utime + stime, clock ticks)
 etcd_cpu() { awk '{print $14 + $15}' "/proc/$(cat "$CLUSTER_DIR/etcd.pid")/stat"; }
-# the nodes' etcd txns, the batches that carried them and their rounds of
-# route marks (0 when a binary does not count them), summed: "txns batches marks"
+# the nodes' etcd txns, the batches that carried them, their rounds of route
+# marks, the SUBACKs held by the route barrier and those let go by its bound
+# (0 when a binary does not count them), summed: "txns batches marks holds
+# timeouts"
 node_counts() {
     local p
     for p in "${APIS[@]}"; do
@@ -101,8 +109,34 @@ node_counts() {
             awk '$1 == "antenna_cluster_etcd_batched_txns_total" { t = $2 }
                  $1 == "antenna_cluster_etcd_txn_batches_total" { b = $2 }
                  $1 == "antenna_cluster_route_mark_rounds_total" { m = $2 }
-                 END { print t + 0, b + 0, m + 0 }'
-    done | awk '{ t += $1; b += $2; m += $3 } END { print t + 0, b + 0, m + 0 }'
+                 $1 == "antenna_route_barrier_holds_total" { h = $2 }
+                 $1 == "antenna_route_barrier_timeouts_total" { o = $2 }
+                 END { print t + 0, b + 0, m + 0, h + 0, o + 0 }'
+    done | awk '{ t += $1; b += $2; m += $3; h += $4; o += $5 } END { print t + 0, b + 0, m + 0, h + 0, o + 0 }'
+}
+# the nodes' CPU by thread name, summed over the nodes (utime + stime, clock
+# ticks): one "name ticks" line each; the workers and the main thread are
+# "antenna", the link thread "an-cluster", the etcd client "an-etcd"
+thread_cpu() {
+    local p
+    for p in "${PIDS[@]}"; do cat /proc/"$p"/task/*/stat 2>/dev/null; done |
+        awk '{ c = $0; sub(/^[0-9]+ \(/, "", c); i = index(c, ") ");
+               split(substr(c, i + 2), f, " "); t[substr(c, 1, i - 1)] += f[12] + f[13] }
+             END { for (n in t) print n, t[n] }' | sort
+}
+# the nodes' links, summed over every node and peer: "bytes_out sends recvs"
+# (send(2) and recv(2) calls; 0 0 0 for the calls with a binary that does
+# not count them)
+link_counts() {
+    local p
+    for p in "${APIS[@]}"; do
+        curl -s -m 5 -H "Authorization: Bearer $API_KEY" "http://127.0.0.1:$p/api/v1/nodes" |
+            python3 -c 'import json,sys; d=json.load(sys.stdin); ls=[n.get("link_state",{}) for n in d["nodes"] if not n["self"]]; print(sum(l.get("bytes_out",0) for l in ls), sum(l.get("send_calls",0) for l in ls), sum(l.get("recv_calls",0) for l in ls))'
+    done | awk '{ b += $1; s += $2; r += $3 } END { print b + 0, s + 0, r + 0 }'
+}
+# the nodes' logs: leases lost and keep-alives failed
+leases_log() {
+    log "nodes' logs: $(cat "$CLUSTER_DIR"/node*/antenna.log 2>/dev/null | grep -c 'lease lost') \"lease lost\", $(cat "$CLUSTER_DIR"/node*/antenna.log 2>/dev/null | grep -c 'keep-alive failed') \"keep-alive failed\" lines"
 }
 # SCALE_MEM=1: where the nodes' memory is (bench/node_mem.py: every node's
 # mappings, malloc_info of node 0 and node 1) and the links' buffers; at the
@@ -124,14 +158,16 @@ SLAB0=$(slab_kb)
 mem_detail "idle nodes"
 CPU0=$(cpu_sum)
 ETCD0=$(etcd_cpu)
-read -r TXN0 BAT0 MARK0 <<<"$(node_counts)"
+read -r TXN0 BAT0 MARK0 HOLD0 HTO0 <<<"$(node_counts)"
+read -r LB0 LS0 LR0 <<<"$(link_counts)"
+THR0=$(thread_cpu)
 IFADDRS=$(seq -s, -f '127.0.1.%g' 1 60)
 log "devices: $DEVICES ($PER per node), held $HOLD s"
 T0=$(date +%s.%N)
 for k in $(seq 0 $((NODES - 1))); do
     "$BENCH" sub -p "${PORTS[$k]}" -c "$PER" --client-prefix "n${k}_" --sub-topic 'dev/%c/in' \
         --extra-sub bcast -q 1 --ifaddr "$IFADDRS" -d "$HOLD" --drain 10 \
-        --setup-timeout $((HOLD + 600)) --conn-pending 200 --ready-file "$WORK/ready.$k" \
+        --setup-timeout $((HOLD + 600)) --conn-pending "$PENDING" --ready-file "$WORK/ready.$k" \
         --json --quiet >"$WORK/sub.$k.json" 2>"$WORK/sub.$k.err" &
     GENS+=("$!")
 done
@@ -148,21 +184,33 @@ done
 T1=$(date +%s.%N)
 CPU1=$(cpu_sum)
 ETCD1=$(etcd_cpu)
-read -r TXN1 BAT1 MARK1 <<<"$(node_counts)"
+THR1=$(thread_cpu)
+read -r TXN1 BAT1 MARK1 HOLD1 HTO1 <<<"$(node_counts)"
+read -r LB1 LS1 LR1 <<<"$(link_counts)"
+CONNECT_S=$(awk -v a="$T0" -v b="$T1" 'BEGIN { printf "%.1f", b - a }')
+log "all generators ready in $CONNECT_S s"
+HZ=$(getconf CLK_TCK)
+log "nodes' CPU per device while connecting: $(awk -v a="$CPU0" -v b="$CPU1" -v hz="$HZ" -v d="$DEVICES" \
+    'BEGIN { printf "%.0f us", (b - a) * 1e6 / hz / d }')"
+log "etcd's CPU per device while connecting: $(awk -v a="$ETCD0" -v b="$ETCD1" -v hz="$HZ" -v d="$DEVICES" \
+    'BEGIN { printf "%.0f us (%.1f s in all)", (b - a) * 1e6 / hz / d, (b - a) / hz }'); the nodes' etcd txns $((TXN1 - TXN0)) in $((BAT1 - BAT0)) batches; route mark rounds $((MARK1 - MARK0)); SUBACKs held for the routes $((HOLD1 - HOLD0)), let go by the 2 s bound $((HTO1 - HTO0))"
+log "nodes' CPU per device while connecting, by thread: $(join -a 1 -a 2 -e 0 -o 0,1.2,2.2 \
+    <(echo "$THR0") <(echo "$THR1") 2>/dev/null | awk -v hz="$HZ" -v d="$DEVICES" \
+    '{ v = ($3 - $2) * 1e6 / hz / d; if (v >= 0.5) printf "%s%s %.0f us", sep, $1, v; sep = ", " }')"
+log "links while connecting, per device and peer: $(awk -v b0="$LB0" -v b1="$LB1" -v s0="$LS0" \
+    -v s1="$LS1" -v r0="$LR0" -v r1="$LR1" -v d="$DEVICES" -v n="$NODES" \
+    'BEGIN { k = d * (n - 1); printf "%.1f B sent, %.3f send(2), %.3f recv(2) calls", (b1 - b0) / k, (s1 - s0) / k, (r1 - r0) / k }')"
+log "a device's CONNECT to SUBACK: $(awk -v t="$CONNECT_S" -v p="$PENDING" -v per="$PER" \
+    'BEGIN { printf "%.2f s on average (%d in progress per generator)", t * p / per, p }')"
+
 short=$(awk -v want="$PER" '$2 != want { n++ } END { print n + 0 }' "$WORK"/ready.*)
 if [ "$short" -gt 0 ]; then
     log "$short generator(s) connected fewer than $PER devices:"
     head -q -n 1 "$WORK"/ready.* | sort | uniq -c | sort -rn | head -5 >&2
     tail -q -n 2 "$WORK"/sub.*.err | sort | uniq -c | sort -rn | head -5 >&2
+    leases_log
     exit 1
 fi
-CONNECT_S=$(awk -v a="$T0" -v b="$T1" 'BEGIN { printf "%.1f", b - a }')
-log "all $DEVICES connected and subscribed in $CONNECT_S s"
-HZ=$(getconf CLK_TCK)
-log "nodes' CPU per device while connecting: $(awk -v a="$CPU0" -v b="$CPU1" -v hz="$HZ" -v d="$DEVICES" \
-    'BEGIN { printf "%.0f us", (b - a) * 1e6 / hz / d }')"
-log "etcd's CPU per device while connecting: $(awk -v a="$ETCD0" -v b="$ETCD1" -v hz="$HZ" -v d="$DEVICES" \
-    'BEGIN { printf "%.0f us (%.1f s in all)", (b - a) * 1e6 / hz / d, (b - a) / hz }'); the nodes' etcd txns $((TXN1 - TXN0)) in $((BAT1 - BAT0)) batches; route mark rounds $((MARK1 - MARK0))"
 
 # every node has every other node's routes: (NODES - 1) * PER exact ones
 # (the broadcast filter is one route per peer on top)
@@ -232,6 +280,11 @@ fi
 
 for p in "${GENS[@]}"; do wait "$p"; done
 GENS=()
+log "CONNACK p50 / p99 (the median over the generators): $(for k in $(seq 0 $((NODES - 1))); do
+    tail -n 1 "$WORK/sub.$k.json"; done | python3 -c 'import json,statistics,sys
+d=[json.loads(l) for l in sys.stdin if l.strip()]
+print("%.0f / %.0f ms" % (statistics.median(x.get("conn_p50_us",0) for x in d) / 1e3, statistics.median(x.get("conn_p99_us",0) for x in d) / 1e3))' 2>/dev/null)"
+leases_log
 python3 - "$WORK" "$NODES" "$PER" "$RANDOM_MSGS" "$ACKED" "$CONNECT_S" "$RSS0" "$RSS1" "$SLAB0" "$SLAB1" <<'EOF'
 import json, sys
 work, nodes, per, rnd, acked, conn_s, rss0, rss1, slab0, slab1 = sys.argv[1:]

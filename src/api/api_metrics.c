@@ -72,6 +72,8 @@ void api_totals(server_t *srv, api_totals_t *t)
         t->throttled += STAT_GET(st->throttled);
         t->backpressure_pauses += STAT_GET(st->backpressure_pauses);
         t->slow_disconnects += STAT_GET(st->slow_disconnects);
+        t->route_holds += STAT_GET(st->route_holds);
+        t->route_hold_timeouts += STAT_GET(st->route_hold_timeouts);
         t->congested += STAT_GET(st->congested);
         t->migrations += STAT_GET(st->migrations);
         t->migrate_handed += STAT_GET(st->migrate_handed);
@@ -428,6 +430,11 @@ char *api_metrics_text(server_t *srv, size_t *len)
         t.backpressure_pauses);
     one(&b, "antenna_slow_disconnects_total", "counter",
         "Subscribers closed by slow_subscriber_timeout.", t.slow_disconnects);
+    one(&b, "antenna_route_barrier_holds_total", "counter",
+        "SUBACKs held until every node has the subscription's route (cluster).", t.route_holds);
+    one(&b, "antenna_route_barrier_timeouts_total", "counter",
+        "Of those, SUBACKs let go by the barrier's bound (2 s), a node not answering in time.",
+        t.route_hold_timeouts);
     one(&b, "antenna_worker_congested_total", "counter",
         "Loop turns that found another worker's inbox over its bound.", t.congested);
     one(&b, "antenna_worker_migrations_total", "counter",

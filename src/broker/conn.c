@@ -1005,6 +1005,7 @@ void conn_route_hold(conn_t *c, uint64_t ticket, uint32_t wait_ms)
             w->route_held = an_realloc(w->route_held, w->route_held_cap * sizeof(*w->route_held));
         }
         w->route_held[w->nroute_held++] = c;
+        STAT_ADD(w->stats.route_holds, 1);
         c->flags |= CONN_F_ROUTE_WAIT; /* reads: dropped when readable (conn_on_readable) */
     }
     conn_arm_timer(c);
@@ -1099,6 +1100,7 @@ void conn_on_timer(tw_timer_t *t)
     }
     int resume = 0;
     if ((c->flags & CONN_F_ROUTE_WAIT) && w->now >= c->x->route_until) {
+        STAT_ADD(w->stats.route_hold_timeouts, 1);
         route_unhold(c); /* a node too slow to answer: the SUBACK goes */
         resume = 1;
     }

@@ -153,6 +153,8 @@ typedef struct {
     an_counter_t backpressure_pauses;          /* publishers paused a tick: a subscriber's queue
                                        * over limits.publisher_backpressure */
     an_counter_t slow_disconnects;             /* subscribers closed by slow_subscriber_timeout */
+    an_counter_t route_holds;                  /* SUBACKs held for the route barrier (cluster) */
+    an_counter_t route_hold_timeouts;          /* ... let go by its bound, not by the answers */
     an_counter_t dropped_queue_full;           /* messages dropped: session queue full */
     an_counter_t refused_queue_full;           /* QoS 1/2 PUBLISH refused: a queue was full */
     an_counter_t congested;                    /* turns that found another inbox over its bound */

@@ -22,6 +22,11 @@
  * queue, order kept.  A batch is an ordinary request whose done()
  * (batch_done) hands each txn its own part; the flat txns of a batch that
  * failed go back to the head of the queue as nested txns (cl_etcd.h).
+ * How many batches may be in flight (window) follows etcd's answers: a
+ * batch answered in CL_ETCD_SLOW_MS or more halves it (etcd's applies lag,
+ * and it would answer a keep-alive 503), each quick one adds one back; and
+ * none starts while the membership holds them (cl_etcd_hold: a keep-alive
+ * failed and none was answered since).  Both are the etcd thread's.
  *
  * A loop turn: send batches, start what is pending, curl_multi_perform, finish what
  * libcurl completed (sending again on the next endpoint when the failure
@@ -89,9 +94,12 @@ struct cl_etcd {
     txop_t *txq, **txq_tail;        /* batched txns waiting, under mu */
     req_t *inflight;                /* etcd thread */
     uint32_t batches_inflight;      /* etcd thread */
+    uint32_t window;                /* etcd thread: batches allowed in flight (1..INFLIGHT) */
+    uint64_t cut_at;                /* etcd thread: when a slow answer last halved it */
+    uint64_t hold_until;            /* etcd thread: no batch starts before (cl_etcd_hold) */
     int nested_flat;                /* etcd thread: flat txns go nested (a flat batch failed) */
     uint64_t next_tick;
-    an_counter_t requests, errors, failovers, batches, batched, retried;
+    an_counter_t requests, errors, failovers, batches, batched, retried, held, slow;
 };
 
 /* ---- requests ---- */
@@ -249,6 +257,7 @@ static int start_req(cl_etcd_t *e, req_t *r)
 
 typedef struct {
     cl_etcd_t *e;
+    uint64_t sent_at;    /* an_now_ms() */
     uint32_t n, ncreate; /* ops[0..ncreate) are creates, sent flat */
     txop_t *ops[CL_ETCD_BATCH_MAX];
 } batch_t;
@@ -289,6 +298,19 @@ static void batch_done(void *arg, const cl_etcd_res_t *res)
     batch_t *b = arg;
     cl_etcd_t *e = b->e;
     e->batches_inflight--;
+    /* the window: halved by a slow answer (etcd's applies lag: a
+     * keep-alive would wait as long), once for the batches sent before the
+     * cut; back up by one per answer in under half of that */
+    uint64_t now = an_now_ms(), rtt = now - b->sent_at;
+    if (res->err != CL_ETCD_ECANCELLED && rtt >= CL_ETCD_SLOW_MS) {
+        if (e->window > 1 && b->sent_at >= e->cut_at) {
+            STAT_ADD(e->slow, 1);
+            e->window /= 2;
+            e->cut_at = now;
+        }
+    } else if (rtt < CL_ETCD_SLOW_MS / 2 && e->window < CL_ETCD_BATCHES_INFLIGHT) {
+        e->window++;
+    }
     int ok = res->err == CL_ETCD_OK && cl_etcd_txn_ok(res->json);
     uint32_t nested_flat = 0, held = 0;
     json_t *yes = ok && b->ncreate ? json_pack("{s:b}", "succeeded", 1) : NULL;
@@ -351,6 +373,7 @@ static void batch_start(cl_etcd_t *e, batch_t *b)
     r->timeout_ms = e->o.timeout_ms;
     r->done = batch_done;
     r->arg = b;
+    b->sent_at = an_now_ms();
     e->batches_inflight++;
     STAT_ADD(e->batches, 1);
     STAT_ADD(e->batched, b->n);
@@ -358,17 +381,23 @@ static void batch_start(cl_etcd_t *e, batch_t *b)
         finish(e, r, CL_ETCD_ECONNECT, 0, "libcurl could not start the request");
 }
 
-/* Etcd thread: batches from the queue while a slot is free. */
+/* Etcd thread: batches from the queue while a slot of the window is free
+ * and no keep-alive holds them (cl_etcd_hold). */
+static int batch_slot(const cl_etcd_t *e)
+{
+    return e->batches_inflight < e->window && (e->hold_until == 0 || an_now_ms() >= e->hold_until);
+}
+
 static void send_batches(cl_etcd_t *e)
 {
-    if (e->batches_inflight >= CL_ETCD_BATCHES_INFLIGHT)
+    if (!batch_slot(e))
         return;
     pthread_mutex_lock(&e->mu);
     txop_t *q = e->txq;
     e->txq = NULL;
     e->txq_tail = &e->txq;
     pthread_mutex_unlock(&e->mu);
-    while (q != NULL && e->batches_inflight < CL_ETCD_BATCHES_INFLIGHT) {
+    while (q != NULL && e->batches_inflight < e->window) {
         batch_t *b = an_calloc(1, sizeof(*b));
         b->e = e;
         txop_t *nested[CL_ETCD_BATCH_MAX];
@@ -528,9 +557,13 @@ static void *etcd_main(void *arg)
             if (to_tick < wait)
                 wait = to_tick;
         }
+        if (e->hold_until > now && e->batches_inflight < e->window) {
+            long to_hold = (long)(e->hold_until - now); /* the batches go on then */
+            if (to_hold < wait)
+                wait = to_hold;
+        }
         pthread_mutex_lock(&e->mu);
-        int have = e->pending != NULL ||
-                   (e->txq != NULL && e->batches_inflight < CL_ETCD_BATCHES_INFLIGHT);
+        int have = e->pending != NULL || (e->txq != NULL && batch_slot(e));
         pthread_mutex_unlock(&e->mu);
         if (!have && wait > 0)
             curl_multi_poll(e->multi, NULL, 0, (int)wait, NULL);
@@ -587,7 +620,6 @@ int cl_etcd_call(cl_etcd_t *e, const char *path, json_t *body, uint32_t timeout_
     return submit(e, r) ? 0 : -1;
 }
 
-static json_t *b64s(const char *s);
 
 static uint64_t key_hash(const char *k)
 {
@@ -636,48 +668,28 @@ int cl_etcd_txn(cl_etcd_t *e, const char *key, json_t *body, cl_etcd_done_fn don
     return txop_queue(e, op);
 }
 
-/* A flat txn: its compare, its op and its failure op (NULL: none). */
-static int flat_queue(cl_etcd_t *e, const char *key, json_t *cmp, json_t *req, json_t *fail,
-                      cl_etcd_done_fn done, void *arg)
+/* A flat txn (cl_etcd_create_part, cl_etcd_delete_if_part). */
+static int flat_queue(cl_etcd_t *e, const char *key, cl_etcd_part_t part, cl_etcd_done_fn done,
+                      void *arg)
 {
-    char *c = json_dumps(cmp, JSON_COMPACT), *q = json_dumps(req, JSON_COMPACT),
-         *f = fail ? json_dumps(fail, JSON_COMPACT) : NULL;
-    json_decref(cmp);
-    json_decref(req);
-    json_decref(fail);
-    int rc = -1;
-    if (c && q && (f || !fail)) {
-        txop_t *op = txop_new(key, done, arg);
-        op->cmp_len = strlen(c);
-        op->req_len = strlen(q);
-        op->len = op->cmp_len + op->req_len + (f ? strlen(f) : 0);
-        op->text = an_malloc(op->len + 1);
-        snprintf(op->text, op->len + 1, "%s%s%s", c, q, f ? f : "");
-        rc = txop_queue(e, op);
-    }
-    free(c);
-    free(q);
-    free(f);
-    return rc;
+    txop_t *op = txop_new(key, done, arg);
+    op->text = (char *)part.text;
+    op->len = part.len;
+    op->cmp_len = part.cmp_len;
+    op->req_len = part.req_len;
+    return txop_queue(e, op);
 }
 
 int cl_etcd_create(cl_etcd_t *e, const char *key, const char *value, int64_t lease,
                    cl_etcd_done_fn done, void *arg)
 {
-    json_t *cmp = json_pack("{s:o,s:s,s:s,s:s}", "key", b64s(key), "target", "CREATE", "result",
-                            "EQUAL", "create_revision", "0");
-    return flat_queue(e, key, cmp,
-                      json_pack("{s:o}", "request_put", cl_etcd_put_req(key, value, lease)),
-                      json_pack("{s:o}", "request_range", cl_etcd_range_req(key, NULL)), done, arg);
+    return flat_queue(e, key, cl_etcd_create_part(key, value, lease), done, arg);
 }
 
 int cl_etcd_delete_if(cl_etcd_t *e, const char *key, const char *value, cl_etcd_done_fn done,
                       void *arg)
 {
-    json_t *cmp = json_pack("{s:o,s:s,s:s,s:o}", "key", b64s(key), "target", "VALUE", "result",
-                            "EQUAL", "value", b64s(value));
-    return flat_queue(e, key, cmp, json_pack("{s:{s:o}}", "request_delete_range", "key", b64s(key)),
-                      NULL, done, arg);
+    return flat_queue(e, key, cl_etcd_delete_if_part(key, value), done, arg);
 }
 
 uint64_t cl_etcd_stream(cl_etcd_t *e, const char *path, json_t *body, cl_etcd_msg_fn msg,
@@ -712,6 +724,20 @@ void cl_etcd_stats(cl_etcd_t *e, cl_etcd_stats_t *out)
     out->batches = atomic_load(&e->batches);
     out->batched = atomic_load(&e->batched);
     out->retried = atomic_load(&e->retried);
+    out->held = atomic_load(&e->held);
+    out->slow = atomic_load(&e->slow);
+}
+
+void cl_etcd_hold(cl_etcd_t *e, uint32_t ms)
+{
+    if (ms == 0) {
+        e->hold_until = 0;
+        return;
+    }
+    uint64_t now = an_now_ms();
+    if (now >= e->hold_until) /* not held now: a new hold */
+        STAT_ADD(e->held, 1);
+    e->hold_until = now + ms;
 }
 
 cl_etcd_t *cl_etcd_new(const cl_etcd_opts_t *o, char *err, size_t errlen)
@@ -720,6 +746,7 @@ cl_etcd_t *cl_etcd_new(const cl_etcd_opts_t *o, char *err, size_t errlen)
     e->o = *o;
     e->pending_tail = &e->pending;
     e->txq_tail = &e->txq;
+    e->window = CL_ETCD_BATCHES_INFLIGHT;
     pthread_mutex_init(&e->mu, NULL);
     const char *p = o->endpoints;
     while (*p) {
@@ -915,6 +942,58 @@ static void cat(char **p, const char *s, size_t n)
 }
 
 #define CAT(p, lit) cat(&(p), lit, sizeof(lit) - 1)
+
+/* s in base64 at p (B64_ENCODED_LEN(strlen(s)) characters, no NUL kept). */
+static char *b64_at(char *p, const char *s)
+{
+    return p + b64_encode((const uint8_t *)s, strlen(s), p);
+}
+
+cl_etcd_part_t cl_etcd_create_part(const char *key, const char *value, int64_t lease)
+{
+    size_t kl = B64_ENCODED_LEN(strlen(key)), vl = B64_ENCODED_LEN(strlen(value));
+    char *t = an_malloc(3 * kl + vl + 192), *p = t;
+    cl_etcd_part_t part = {.text = t};
+    CAT(p, "{\"key\":\"");
+    p = b64_at(p, key);
+    CAT(p, "\",\"target\":\"CREATE\",\"result\":\"EQUAL\",\"create_revision\":\"0\"}");
+    part.cmp_len = (size_t)(p - t);
+    CAT(p, "{\"request_put\":{\"key\":\"");
+    p = b64_at(p, key);
+    CAT(p, "\",\"value\":\"");
+    p = b64_at(p, value);
+    CAT(p, "\"");
+    if (lease != 0)
+        p += sprintf(p, ",\"lease\":\"%lld\"", (long long)lease);
+    CAT(p, "}}");
+    part.req_len = (size_t)(p - t) - part.cmp_len;
+    CAT(p, "{\"request_range\":{\"key\":\"");
+    p = b64_at(p, key);
+    CAT(p, "\"}}");
+    *p = '\0';
+    part.len = (size_t)(p - t);
+    return part;
+}
+
+cl_etcd_part_t cl_etcd_delete_if_part(const char *key, const char *value)
+{
+    size_t kl = B64_ENCODED_LEN(strlen(key)), vl = B64_ENCODED_LEN(strlen(value));
+    char *t = an_malloc(2 * kl + vl + 160), *p = t;
+    cl_etcd_part_t part = {.text = t};
+    CAT(p, "{\"key\":\"");
+    p = b64_at(p, key);
+    CAT(p, "\",\"target\":\"VALUE\",\"result\":\"EQUAL\",\"value\":\"");
+    p = b64_at(p, value);
+    CAT(p, "\"}");
+    part.cmp_len = (size_t)(p - t);
+    CAT(p, "{\"request_delete_range\":{\"key\":\"");
+    p = b64_at(p, key);
+    CAT(p, "\"}}");
+    *p = '\0';
+    part.len = (size_t)(p - t);
+    part.req_len = part.len - part.cmp_len;
+    return part;
+}
 
 char *cl_etcd_batch_body(const cl_etcd_part_t *parts, uint32_t ncreate, uint32_t n, size_t *len)
 {

@@ -29,7 +29,8 @@
  * queue; at the start of each loop turn the etcd thread sends what waits
  * there as ONE etcd txn (at most CL_ETCD_BATCH_MAX txns in it, never two on
  * one key), while fewer than CL_ETCD_BATCHES_INFLIGHT batches are in
- * flight.  So a txn alone leaves at once, and under load the batches grow
+ * flight (fewer while etcd answers slowly, none while cl_etcd_hold says so:
+ * the keep-alive first).  So a txn alone leaves at once, and under load the batches grow
  * by themselves (with the txns that wait for a free slot) instead of etcd
  * seeing one request per txn: etcd's request rate was the limit of the
  * CONNECT rate with the registry (docs/benchmarks.md).  Creates and
@@ -105,9 +106,14 @@ typedef struct {
 } cl_etcd_opts_t;
 
 /* Batched txns (cl_etcd_txn): at most this many in one request, and this
- * many such requests in flight. */
+ * many such requests in flight, halved when etcd answers a batch in
+ * CL_ETCD_SLOW_MS or more (back up by one per answer in under half of
+ * that): etcd renews a lease only once it applied what it committed before
+ * (waiting 1 s at most, else HTTP 503), so a queue of writes in etcd that
+ * long costs the members their keep-alives. */
 #define CL_ETCD_BATCH_MAX 120
 #define CL_ETCD_BATCHES_INFLIGHT 4
+#define CL_ETCD_SLOW_MS 1000
 
 typedef struct {
     uint64_t requests; /* sent (each try) */
@@ -116,6 +122,8 @@ typedef struct {
     uint64_t batches; /* batch requests (cl_etcd_txn) started */
     uint64_t batched; /* txns sent in them */
     uint64_t retried; /* batches whose creates failed (sent again, nested) */
+    uint64_t held;    /* times the batches were held for a keep-alive (cl_etcd_hold) */
+    uint64_t slow;    /* times a slow answer cut the window to one batch in flight */
 } cl_etcd_stats_t;
 
 /* A client with its thread running, or NULL with err set. */
@@ -155,6 +163,13 @@ void cl_etcd_cancel(cl_etcd_t *e, uint64_t id);
 
 void cl_etcd_stats(cl_etcd_t *e, cl_etcd_stats_t *out);
 
+/* Etcd thread only (a done() or the tick): no batch starts for the next ms
+ * milliseconds (0: they go on now); requests of cl_etcd_call are not held.
+ * The membership holds the registry's batches while its keep-alive fails,
+ * so that etcd's queue drains and the lease is renewed before more claims
+ * are written (docs/cluster.md "Membership"). */
+void cl_etcd_hold(cl_etcd_t *e, uint32_t ms);
+
 /* ---- building requests, reading answers (pure) ---- */
 
 /* The end of the range of every key starting with prefix (the prefix with
@@ -187,6 +202,13 @@ typedef struct {
     const char *text;
     size_t len, cmp_len, req_len;
 } cl_etcd_part_t;
+/* A flat create's part (cl_etcd_create: compare create_revision = 0, put
+ * key = value under lease, failure: range key) and a flat delete-if's
+ * (cl_etcd_delete_if: compare value = value, delete key, no failure op),
+ * written without jansson (one per CONNECT, on the worker): malloc'd, NUL
+ * terminated, the same JSON as the builders above give. */
+cl_etcd_part_t cl_etcd_create_part(const char *key, const char *value, int64_t lease);
+cl_etcd_part_t cl_etcd_delete_if_part(const char *key, const char *value);
 /* The body of a batch (the top): parts[0..ncreate) flat, the rest nested
  * txns; malloc'd, NUL terminated, its length in *len. */
 char *cl_etcd_batch_body(const cl_etcd_part_t *parts, uint32_t ncreate, uint32_t n, size_t *len);

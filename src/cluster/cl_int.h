@@ -90,6 +90,9 @@ typedef struct {
     _Atomic uint32_t ups;      /* times the link came up */
     _Atomic uint64_t bytes_in; /* link bytes read / written */
     _Atomic uint64_t bytes_out;
+    _Atomic uint64_t sends;       /* send(2) calls on the link (a write that moved bytes or
+                                   * found the socket full) */
+    _Atomic uint64_t recvs;       /* recv(2) calls (the last of a read usually finds none) */
     _Atomic uint64_t received;    /* messages received from the peer */
     _Atomic uint64_t fwd[3];      /* messages forwarded to it, by QoS */
     _Atomic uint64_t dropped;     /* QoS 0 dropped (link down or output full), QoS 1/2

@@ -196,6 +196,8 @@ static int conn_flush(cl_t *cl, cl_conn_t *c)
                 break;
         } else {
             n = send(c->fd, c->out.p + c->out_off, c->out.len - c->out_off, MSG_NOSIGNAL);
+            if (c->idx > 0)
+                CL_STAT_ADD(cl->lstats[c->idx].sends, 1);
         }
         if (n < 0 && errno == EINTR)
             continue;
@@ -785,6 +787,8 @@ static int conn_read(cl_t *cl, cl_conn_t *c)
             }
         } else {
             n = recv(c->fd, b->p + b->len, b->cap - b->len, 0);
+            if (c->idx > 0)
+                CL_STAT_ADD(cl->lstats[c->idx].recvs, 1);
             if (n < 0 && errno == EINTR) {
                 keep_rest(c, b, 0);
                 continue;

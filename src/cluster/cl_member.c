@@ -18,6 +18,12 @@
  *               it is logged and retried after lease_ttl;
  *   UP          keep the lease alive every lease_ttl / 3.  An answer without
  *               a TTL means etcd no longer knows the lease: NEED_LEASE.
+ *               A keep-alive that fails is tried again after
+ *               CL_MEMBER_RETRY_MS and holds the registry's batches until
+ *               one is answered (cl_etcd_hold, CL_MEMBER_KA_HOLD_MS at
+ *               most each time): under a storm of claims etcd answers
+ *               keep-alives 503 once its applies lag a second, and the
+ *               claims must not cost the lease they are made under.
  * Whatever the phase, once lease_ttl has passed since the last successful
  * keep-alive (or grant) the lease is lost as far as the others know:
  * lease_ok = 0, the door closes (SRV_DOOR_CLUSTER: new connections
@@ -56,6 +62,7 @@
 
 #define CL_MEMBER_TICK_MS 100
 #define CL_MEMBER_RETRY_MS 500
+#define CL_MEMBER_KA_HOLD_MS 2000 /* a failed keep-alive holds the claims this long at most */
 #define CL_MEMBER_RESYNC_MS 30000
 #define CL_MEMBER_START_WAIT_MS 5000 /* at most: how long start waits for the first answer */
 #define CL_MEMBER_LEAVE_WAIT_MS 2000 /* at most: how long stop waits for the revoke */
@@ -176,6 +183,8 @@ static void lease_lost(cl_member_t *m, const char *why)
         server_door_close(cl->srv, SRV_DOOR_CLUSTER);
         log_warn("cluster: lease lost (%s): new connections refused until etcd answers again", why);
     }
+    if (m->etcd != NULL)
+        cl_etcd_hold(m->etcd, 0); /* nothing left to put first */
 }
 
 static void drop_lease(cl_member_t *m)
@@ -287,8 +296,14 @@ static void on_keepalive(void *arg, const cl_etcd_res_t *res)
     if (res->err != CL_ETCD_OK) {
         log_limited(10000, AN_LOG_WARN, "cluster: etcd keep-alive failed: %s", res->error);
         m->next_ka = now + AN_MIN(CL_MEMBER_RETRY_MS, m->ttl_ms / 3);
+        /* the lease first: no more claims until etcd renews it (a storm
+         * of claims makes etcd answer keep-alives 503 once its applies
+         * lag a second); the retry's answer lets them go */
+        if (atomic_load(&m->cl->lease_ok))
+            cl_etcd_hold(m->etcd, CL_MEMBER_KA_HOLD_MS);
         return;
     }
+    cl_etcd_hold(m->etcd, 0);
     const json_t *r = json_object_get(res->json, "result");
     if (cl_etcd_int(r, "TTL") <= 0) { /* etcd no longer knows it: it expired */
         lease_lost(m, "etcd says the lease expired");
@@ -742,6 +757,12 @@ void cl_member_metrics(cl_t *cl, module_metrics_t *mm)
                           "Batches whose creates failed (some key existed): sent again, nested.");
     module_metrics_printf(mm, "antenna_cluster_etcd_txn_batches_retried_total %" PRIu64 "\n",
                           st.retried);
+    module_metrics_family(mm, "antenna_cluster_etcd_batches_held_total", "counter",
+                          "Times the registry's batches were held while a keep-alive failed.");
+    module_metrics_printf(mm, "antenna_cluster_etcd_batches_held_total %" PRIu64 "\n", st.held);
+    module_metrics_family(mm, "antenna_cluster_etcd_slow_total", "counter",
+                          "Times a batch answered in 1 s or more halved the batches in flight.");
+    module_metrics_printf(mm, "antenna_cluster_etcd_slow_total %" PRIu64 "\n", st.slow);
     module_metrics_family(mm, "antenna_cluster_lease_renewals_total", "counter",
                           "Successful keep-alives of this node's membership lease.");
     module_metrics_printf(mm, "antenna_cluster_lease_renewals_total %" PRIu64 "\n",

@@ -475,6 +475,8 @@ static json_t *cl_link_json(cl_link_stats_t *st)
     json_object_set_new(o, "unmatched", json_integer((json_int_t)CL_STAT_GET(st->unmatched)));
     json_object_set_new(o, "route_bloom_bytes",
                         json_integer((json_int_t)CL_STAT_GET(st->bloom_bytes)));
+    json_object_set_new(o, "send_calls", json_integer((json_int_t)CL_STAT_GET(st->sends)));
+    json_object_set_new(o, "recv_calls", json_integer((json_int_t)CL_STAT_GET(st->recvs)));
     json_object_set_new(o, "buffer_bytes", json_integer((json_int_t)CL_STAT_GET(st->buf_bytes)));
     json_object_set_new(o, "buffer_peak", json_integer((json_int_t)CL_STAT_GET(st->buf_peak)));
     json_object_set_new(o, "route_resyncs", json_integer((json_int_t)CL_STAT_GET(st->resyncs)));

@@ -3,7 +3,8 @@
  * keys and values in base64, 64-bit integers as strings, the put-if-absent
  * and compare-on-lease transactions, the watch request, reading a txn's
  * outcome and its kv, a kv's key and value decoded (and refused when not
- * base64 or too long).
+ * base64 or too long); a flat create's and delete-if's text (written without
+ * jansson) equal to the builders' JSON.
  */
 #include <stdarg.h>
 #include <stddef.h>
@@ -196,12 +197,51 @@ static void test_batch(void **state)
     json_decref(a);
 }
 
+/* part [off, off + len) of a flat txn's text equals want (json_equal) */
+static void part_is(const char *text, size_t off, size_t len, const json_t *want)
+{
+    json_t *got = json_loadb(text + off, len, 0, NULL);
+    assert_non_null(got);
+    assert_true(json_equal(got, want));
+    json_decref(got);
+}
+
+static void test_flat_parts(void **state)
+{
+    (void)state;
+    /* a create: the same compare, op and failure op as cl_etcd_create_req */
+    const char *keys[] = {"/antenna/antenna/clients/n12_s1234", "k", "/a/b/\xc3\xa9\"q"};
+    const int64_t leases[] = {7587869038318141444LL, 0, 1};
+    for (size_t i = 0; i < 3; i++) {
+        cl_etcd_part_t p = cl_etcd_create_part(keys[i], "node12", leases[i]);
+        json_t *want = cl_etcd_create_req(keys[i], "node12", leases[i]);
+        assert_int_equal(strlen(p.text), p.len);
+        assert_true(p.cmp_len > 0 && p.req_len > 0 && p.cmp_len + p.req_len < p.len);
+        part_is(p.text, 0, p.cmp_len, json_array_get(json_object_get(want, "compare"), 0));
+        part_is(p.text, p.cmp_len, p.req_len, json_array_get(json_object_get(want, "success"), 0));
+        part_is(p.text, p.cmp_len + p.req_len, p.len - p.cmp_len - p.req_len,
+                json_array_get(json_object_get(want, "failure"), 0));
+        json_decref(want);
+        free((char *)p.text);
+    }
+    /* a delete-if: cl_etcd_del_if_value_req's, no failure op */
+    cl_etcd_part_t p = cl_etcd_delete_if_part(keys[0], "node12");
+    json_t *want = cl_etcd_del_if_value_req(keys[0], "node12");
+    assert_int_equal(strlen(p.text), p.len);
+    assert_int_equal(p.cmp_len + p.req_len, p.len);
+    part_is(p.text, 0, p.cmp_len, json_array_get(json_object_get(want, "compare"), 0));
+    part_is(p.text, p.cmp_len, p.req_len, json_array_get(json_object_get(want, "success"), 0));
+    json_decref(want);
+    free((char *)p.text);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_prefix_end), cmocka_unit_test(test_requests),
         cmocka_unit_test(test_txns),       cmocka_unit_test(test_answers),
         cmocka_unit_test(test_kv),         cmocka_unit_test(test_batch),
+        cmocka_unit_test(test_flat_parts),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
