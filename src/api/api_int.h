@@ -34,8 +34,7 @@ typedef struct {
     uint64_t pkts_in[STAT_PKT_TYPES], pkts_out[STAT_PKT_TYPES];
     uint64_t sessions, inflight, queued, subscriptions, retained;
     uint64_t throttled, slow_disconnects, congested, backpressure_pauses, migrations,
-        migrate_handed, consol_changes, fence_held, fence_handed, route_holds,
-        route_hold_timeouts;
+        migrate_handed, consol_changes, fence_held, fence_handed, route_holds, route_hold_timeouts;
     uint64_t auth_success, auth_failure, auth_banned;
     uint64_t acl_denied, takeovers_other_user;
 } api_totals_t;

@@ -26,7 +26,7 @@
 #define CL_INBOX_SLOW 256      /* a link paused for a slow subscriber: read again under this */
 #define CL_SLOW_MS 100         /* after such a pause, ACKs wait until the inboxes are under it */
 #define CL_MARK_GAP_MS 20      /* route changes written at most this often (cl_route_marks) */
-#define CL_MARK_HOLD_MS 9000   /* ... and while the last mark is unanswered, at most this late */
+#define CL_MARK_HOLD_MS 250    /* ... and while the last mark is unanswered, at most this late */
 
 typedef struct cl_conn_s cl_conn_t;
 typedef struct cl_fset_s cl_fset_t;
