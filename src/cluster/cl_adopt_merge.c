@@ -10,7 +10,7 @@
  * whose not-shared subscriptions match it, at the granted QoS, unless N's
  * records hold it already: holds), each worker queues the copies into its
  * installed sessions, still offline: a copy the session holds already (N
- * stored it, or it came the direct way too: sq_holds) is left out; the
+ * stored it, or it came the direct way too: cl_adopt_sess_holds) is left out; the
  * others go ahead of what came the direct way, with the rest of the range's
  * keys (below every key a later message gets), so each publisher's order
  * is kept.  Each copy merged is remembered for its session (a->seen, the
@@ -90,6 +90,11 @@ static int sq_holds(sq_t *q, const msg_t *m)
             return 1;
     }
     return 0;
+}
+
+int cl_adopt_sess_holds(sess_t *s, const msg_t *m)
+{
+    return sq_holds(&s->inflight, m) || sq_holds(&s->queue, m);
 }
 
 /* The merged copies: those past their time or used go. */
@@ -226,8 +231,7 @@ static void merge_item(worker_t *w, ad_item_t *it)
         uint32_t nadd = 0;
         for (uint32_t k = 0; k < as->nhand; k++) {
             const msg_t *m = as->hand[k].m;
-            add[k] =
-                !msg_expired(m, w->now) && !sq_holds(&s->inflight, m) && !sq_holds(&s->queue, m);
+            add[k] = !msg_expired(m, w->now) && !cl_adopt_sess_holds(s, m);
             nadd += add[k];
             skipped += !add[k];
         }

@@ -380,6 +380,8 @@ void cl_adopt_over(cl_t *cl, const char *name, int from);
 /* Any thread: x and y are the same message (the adopter's dedup:
  * topic, payload, properties, the publish time when both know it). */
 int cl_adopt_same(const msg_t *x, const msg_t *y);
+/* 1 when s has a message cl_adopt_same as m in flight or queued. */
+int cl_adopt_sess_holds(sess_t *s, const msg_t *m);
 /* The home worker's part of an adoption (WM_CL_OWNER), and its drop when
  * the worker stopped. */
 void cl_adopt_item(worker_t *w, void *ptr);

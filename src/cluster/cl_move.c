@@ -298,16 +298,6 @@ static mv_seen_t *dd_holds(mv_dd_t *d, const msg_t *m, int kept)
     return NULL;
 }
 
-static int sq_holds(sq_t *q, const msg_t *m)
-{
-    for (uint32_t i = 0; i < sq_len(q); i++) {
-        const sq_entry_t *e = sq_at(q, i);
-        if (e->m != NULL && cl_adopt_same(e->m, m))
-            return 1;
-    }
-    return 0;
-}
-
 /* srv->dedup_hook, in front of the adopter's (next_hook): for a session
  * marked adopt_dedup, on its home worker: 1 drops m (the direct twin of a
  * copy merged from A); else m is remembered as come directly. */
@@ -606,8 +596,7 @@ static uint32_t merge(worker_t *w, sess_t *s, mv_dd_t *d, mv_msg_t *v, uint32_t 
     int durable = s->expiry != 0;
     for (uint32_t i = 0; i < n; i++) {
         msg_t *m = v[i].m;
-        if (msg_expired(m, w->now) || sq_holds(&s->inflight, m) || sq_holds(&s->queue, m) ||
-            (d && dd_holds(d, m, 0)))
+        if (msg_expired(m, w->now) || cl_adopt_sess_holds(s, m) || (d && dd_holds(d, m, 0)))
             continue;
         int dup = 0;
         for (uint32_t t = 0; t < nd && !dup; t++)
@@ -855,7 +844,7 @@ static void in_late(worker_t *w, mv_item_t *it)
     for (uint32_t i = 0; i < it->n; i++) {
         msg_t *m = it->v[i].m;
         if (msg_expired(m, w->now) || dd_holds(d, m, 0) || dd_holds(d, m, 1) ||
-            sq_holds(&s->inflight, m) || sq_holds(&s->queue, m))
+            cl_adopt_sess_holds(s, m))
             continue;
         uint8_t flags = it->v[i].retain ? DLV_RETAIN : 0;
         if (s->expiry != 0 && persist_on(w)) {
