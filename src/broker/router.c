@@ -219,7 +219,8 @@ static void deliver_session(worker_t *w, uint64_t sid, uint16_t owner, msg_t *m,
         /* not here: a subscriber moving in (migrate.h) whose WM_MIGRATE is
          * still in our inbox (its routes name us already) is found behind
          * it; a session that ended is not found again and that is all */
-        if (router_deliver_local(w, sid, m, qos, flags) < 0 && w->srv->homes != NULL) {
+        if (router_deliver_local(w, sid, m, qos, flags) < 0 && w->srv->homes != NULL &&
+            w->srv->conf.workers_consolidate) {
             inbox_item_t it = {.kind = WM_DELIVER,
                                .qos = qos,
                                .flags = (uint8_t)(flags | DLV_AGAIN),
