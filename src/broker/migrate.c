@@ -406,6 +406,43 @@ int migrate_fence_hold(worker_t *w, sess_t *s, msg_t *m, uint8_t qos, uint8_t fl
     return 1;
 }
 
+void migrate_hold_early(worker_t *w, uint64_t sid, msg_t *m, uint8_t qos, uint8_t flags)
+{
+    inbox_vec_push(
+        &w->fence_held,
+        &(inbox_item_t){
+            .kind = WM_DELIVER, .qos = qos, .flags = flags, .sid = sid, .ptr = msg_ref(m)});
+    STAT_ADD(w->stats.fence_held, 1);
+}
+
+/* Every look: a held delivery whose session is here and not fenced goes
+ * (it came another way than a move: nothing will release it); one whose
+ * session is not here is marked (kind WM_FENCE), and dropped at the next
+ * look if still alone (the session ended before it arrived). */
+static void held_sweep(worker_t *w)
+{
+    inbox_vec_t *v = &w->fence_held;
+    size_t kept = 0;
+    for (size_t i = 0; i < v->len; i++) {
+        inbox_item_t it = v->items[i];
+        sess_t *s = worker_find_sid(w, it.sid);
+        if (s == NULL && it.kind == WM_DELIVER) {
+            it.kind = WM_FENCE;
+            v->items[kept++] = it;
+            continue;
+        }
+        if (s != NULL && s->fenced) {
+            v->items[kept++] = it;
+            continue;
+        }
+        msg_t *m = it.ptr;
+        if (s != NULL)
+            sess_deliver(w, s, m, it.qos, (uint8_t)(it.flags & ~DLV_HANDED));
+        msg_unref(&m);
+    }
+    v->len = kept;
+}
+
 int migrate_hand_stray(worker_t *w, uint64_t sid, msg_t *m, uint8_t qos, uint8_t flags)
 {
     for (uint32_t i = 0; i < w->nfences; i++)
@@ -536,6 +573,8 @@ static void on_consol_timer(tw_timer_t *t)
     consol_sweep(w);
     if (w->nfences)
         fences_expire(w);
+    if (w->fence_held.len)
+        held_sweep(w);
     tw_add(&w->tw, t, w->now + MIGRATE_CONSOL_MS);
 }
 

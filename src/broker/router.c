@@ -167,7 +167,7 @@ int router_deliver_local(worker_t *w, uint64_t sid, msg_t *m, uint8_t qos, uint8
     }
     if (unlikely(s->fenced) && migrate_fence_hold(w, s, m, qos, flags))
         return 0;
-    sess_deliver(w, s, m, qos, (uint8_t)(flags & ~(DLV_HANDED | DLV_AGAIN)));
+    sess_deliver(w, s, m, qos, (uint8_t)(flags & ~DLV_HANDED));
     return 0;
 }
 
@@ -216,18 +216,12 @@ static void deliver_session(worker_t *w, uint64_t sid, uint16_t owner, msg_t *m,
     (void)user;
     count_delivery(w, owner);
     if (owner == w->id) {
-        /* not here: a subscriber moving in (migrate.h) whose WM_MIGRATE is
-         * still in our inbox (its routes name us already) is found behind
-         * it; a session that ended is not found again and that is all */
+        /* not here: maybe a subscriber moving in (migrate.h) whose
+         * WM_MIGRATE is still in our inbox (its routes name us already):
+         * held, in order, until its fence is done */
         if (router_deliver_local(w, sid, m, qos, flags) < 0 && w->srv->homes != NULL &&
-            w->srv->conf.workers_consolidate) {
-            inbox_item_t it = {.kind = WM_DELIVER,
-                               .qos = qos,
-                               .flags = (uint8_t)(flags | DLV_AGAIN),
-                               .sid = sid,
-                               .ptr = msg_ref(m)};
-            worker_post(w, w->id, &it);
-        }
+            w->srv->conf.workers_consolidate)
+            migrate_hold_early(w, sid, m, qos, flags);
     } else {
         inbox_item_t it = {
             .kind = WM_DELIVER, .qos = qos, .flags = flags, .sid = sid, .ptr = msg_ref(m)};

@@ -63,12 +63,9 @@
 #define DLV_DURABLE                                                                                \
     4 /* the publisher stored it in the session's queue
                        * (key q/ client id, m->store_seq): persist.h */
-/* DLV_HANDED: a WM_DELIVER handed on by the worker a subscriber left
- * (migrate.h's fence).  DLV_AGAIN: one a worker posted to itself, a local
- * match that found no session (one moving in, its WM_MIGRATE still in the
- * inbox).  Neither reaches sess_deliver. */
+/* A WM_DELIVER handed on by the worker a subscriber left (migrate.h's
+ * fence); never reaches sess_deliver. */
 #define DLV_HANDED 8
-#define DLV_AGAIN 16
 
 /* Hand m to each target now (the other workers' ones through their
  * inboxes): the second half of a publish that waited for a commit. */

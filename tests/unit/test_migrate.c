@@ -12,7 +12,8 @@
  * subscriber's fence at the level of the items the workers exchange (the
  * old worker hands a straggler on marked DLV_HANDED, answers come after
  * what a worker matched before, DONE behind the stragglers; the new worker
- * holds a direct delivery, lets a handed one through, and releases what it
+ * holds a direct delivery, and a local match made before it took the
+ * session ahead of it, lets a handed one through, and releases what it
  * held at DONE).
  */
 #include <stdarg.h>
@@ -290,11 +291,14 @@ static void test_fence(void **state)
     /* a delivery matched before the move reaches the old worker: handed on */
     migrate_hand_stray(old, 42, before, 1, DLV_RETAIN);
     migrate_hand_stray(old, 7, before, 1, 0); /* another sid: not ours */
-    /* the new worker: a direct one waits, a handed one goes now */
+    /* the new worker: a local match before it took the session waits
+     * first (migrate_hold_early), then a direct one; a handed one goes now */
+    migrate_hold_early(neu, 42, before, 1, 0);
     assert_int_equal(migrate_fence_hold(neu, s, after, 1, 0), 1);
     assert_int_equal(migrate_fence_hold(neu, s, before, 1, DLV_HANDED), 0);
-    assert_int_equal(neu->fence_held.len, 1);
-    assert_ptr_equal(neu->fence_held.items[0].ptr, after);
+    assert_int_equal(neu->fence_held.len, 2);
+    assert_ptr_equal(neu->fence_held.items[0].ptr, before);
+    assert_ptr_equal(neu->fence_held.items[1].ptr, after);
 
     /* the new worker answers the ASK behind what it matched before */
     inbox_item_t earlier = {.kind = WM_DELIVER, .sid = 42, .ptr = msg_ref(before)};
