@@ -124,7 +124,7 @@ TSAN_TESTS = test_01_cli_config.py::test_sighup_reopens_log_file test_11_load.py
              test_97_coap_secure.py \
              test_99_cluster_routes_mem.py::test_exact_and_wildcard_routes_forward_once \
              test_101_cluster_bloom.py::test_routes_above_and_below_the_threshold \
-             test_110_migrate.py
+             test_110_migrate.py test_122_consolidate.py
 TSAN_RUN = ANTENNA_BIN=$(CURDIR)/$(TSAN_BUILD)/antenna ANTENNA_SANITIZED=1 $(PYTEST) $(PYTEST_ARGS)
 
 tsan-build: deps js-deps

@@ -235,8 +235,15 @@ static int subs_movable(const server_t *srv, const sess_t *s)
 static conn_t *movable(worker_t *w, sess_t *s)
 {
     if (s->ep == NULL || s->ep->ops != &ep_mqtt_ops || s->fenced ||
-        (s->nsubs != 0 && !subs_movable(w->srv, s)) || sq_len(&s->inflight) != 0 ||
-        sq_len(&s->queue) != 0 || (s->x && (s->x->timer_kind != SESS_TIMER_NONE || s->x->will)))
+        (s->nsubs != 0 && !subs_movable(w->srv, s)) ||
+        (s->x && (s->x->timer_kind == SESS_TIMER_EXPIRY || s->x->will)))
+        return NULL;
+    /* messages in flight or queued go along, unless the store has records
+     * of them: their deletes must follow their writes in one worker's
+     * batches (persist.h) */
+    if ((sq_len(&s->inflight) != 0 || sq_len(&s->queue) != 0) &&
+        (s->stored ||
+         (atomic_load_explicit(&s->shared_flags, memory_order_relaxed) & SESS_F_DURABLE)))
         return NULL;
     conn_t *c = container_of(s->ep, conn_t, ep);
     if (c->w != w || c->sess != s || !conn_movable(c))
@@ -256,6 +263,7 @@ static int move_one(worker_t *w, const migrate_want_t *want)
     if (c == NULL)
         return 1; /* busy: an acknowledgement held for a commit, output... */
     conn_move_out(c);
+    sess_timer_move_out(s); /* messages in flight and queued go along */
     sess_table_del(&w->by_id, s);
     sess_table_del(&w->by_sid, s);
     uint64_t h = an_siphash(srv->home_key, s->client_id, s->client_id_len);
@@ -647,6 +655,7 @@ void migrate_adopt(worker_t *w, conn_t *c)
     s->w = w;
     sess_table_add(&w->by_id, s);
     sess_table_add(&w->by_sid, s);
+    sess_timer_move_in(s);
     conn_move_in(w, c);
 }
 

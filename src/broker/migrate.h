@@ -41,8 +41,11 @@
  * Information (no pause, throttle, route barrier, unsent output), no
  * partial packet in the framer, no acknowledgement held for a store commit
  * or the cluster, no authentication exchange or connect gate, and its
- * session has nothing in flight or queued, no timer, no will, and no
- * subscription unless consolidation may move it (below).
+ * session has no will, no expiry timer, nothing in flight or queued that
+ * the store has records of, and no subscription unless consolidation may
+ * move it (below).  Messages in flight and queued go along with the
+ * session (a QoS 1 subscriber always has some under traffic), and so does
+ * the retry timer of a 3.1.1 session (sess_timer_move_out/_in).
  * A connection busy at the end of the turn stays wanted, and is tried at
  * the end of each turn, for MIGRATE_WANT_MS.
  * The old worker takes the socket out of its loop and the session out of

@@ -1153,4 +1153,23 @@ void sess_on_timer(tw_timer_t *t)
         x->timer_kind = SESS_TIMER_NONE;
 }
 
+void sess_timer_move_out(sess_t *s)
+{
+    if (s->x && s->x->timer_kind == SESS_TIMER_RETRY)
+        tw_del(&s->w->tw, &s->x->timer);
+}
+
+void sess_timer_move_in(sess_t *s)
+{
+    if (s->x == NULL || s->x->timer_kind != SESS_TIMER_RETRY)
+        return;
+    /* the oldest unacknowledged message sets the time, as sess_on_timer */
+    uint64_t oldest = s->w->now;
+    for (uint32_t i = 0; i < sq_len(&s->inflight); i++)
+        if (sq_at(&s->inflight, i)->sent_ms < oldest)
+            oldest = sq_at(&s->inflight, i)->sent_ms;
+    tw_add(&s->w->tw, &s->x->timer,
+           oldest + (uint64_t)server_live(s->w->srv)->retry_interval * 1000u);
+}
+
 _Static_assert(offsetof(sess_t, client_id) <= 100, "sess_t grew: every idle client pays for it");

@@ -348,4 +348,11 @@ void sess_ext_spares_free(worker_t *w);
 /* Timer callback (retry or expiry). */
 void sess_on_timer(tw_timer_t *t);
 
+/* A connected session moving to another worker (migrate.h) with messages
+ * in flight: its retry timer leaves the old worker's wheel (move_out, on
+ * the old worker, s->w still the old one) and is armed again on the new
+ * one (move_in, after s->w changed).  The kind stays RETRY meanwhile. */
+void sess_timer_move_out(sess_t *s);
+void sess_timer_move_in(sess_t *s);
+
 #endif

@@ -402,8 +402,8 @@ static int cl_adopt_rank(cl_t *cl, const char *name)
 static void cl_member_post(cl_t *cl, const char *name, const char *addr, int present)
 {
     cl_member_msg_t *m = an_calloc(1, sizeof(*m));
-    snprintf(m->name, sizeof(m->name), "%s", name);
-    snprintf(m->addr, sizeof(m->addr), "%s", addr ? addr : "");
+    snprintf(m->name, sizeof(m->name), "%.*s", CL_NAME_MAX - 1, name);
+    snprintf(m->addr, sizeof(m->addr), "%.*s", CL_ADDR_MAX - 1, addr ? addr : "");
     m->present = present;
     if (!present)
         cl_adopt_early(cl, 1); /* until cl_member_apply watched it */

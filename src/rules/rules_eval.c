@@ -428,8 +428,8 @@ static int fn_concat(fctx_t *f, val_t *a, int argc, val_t *out)
 static int fn_str(fctx_t *f, val_t *a, int argc, val_t *out)
 {
     (void)argc;
-    const char *s;
-    size_t n;
+    const char *s = NULL;
+    size_t n = 0;
     if (to_text(f->sc, &a[0], &s, &n) < 0)
         return -1;
     *out = vstr(s, n);
@@ -669,8 +669,8 @@ static int hex_of(fctx_t *f, const uint8_t *b, size_t n, val_t *out)
 
 static int digest(fctx_t *f, val_t *a, val_t *out, const EVP_MD *md, const char *name)
 {
-    const char *s;
-    size_t n;
+    const char *s = NULL;
+    size_t n = 0;
     if (a[0].type == RULES_V_NULL) {
         *out = VNULL;
         return 0;
@@ -699,8 +699,8 @@ static int fn_sha256(fctx_t *f, val_t *a, int argc, val_t *out)
 static int fn_hex_encode(fctx_t *f, val_t *a, int argc, val_t *out)
 {
     (void)argc;
-    const char *s;
-    size_t n;
+    const char *s = NULL;
+    size_t n = 0;
     if (to_text(f->sc, &a[0], &s, &n) < 0)
         return -1;
     return hex_of(f, (const uint8_t *)s, n, out);
@@ -709,8 +709,8 @@ static int fn_hex_encode(fctx_t *f, val_t *a, int argc, val_t *out)
 static int fn_b64_encode(fctx_t *f, val_t *a, int argc, val_t *out)
 {
     (void)argc;
-    const char *s;
-    size_t n;
+    const char *s = NULL;
+    size_t n = 0;
     if (to_text(f->sc, &a[0], &s, &n) < 0)
         return -1;
     char *p = sc_alloc(f->sc, B64_ENCODED_LEN(n) + 1);

@@ -346,7 +346,7 @@ static redisReply *conn_cmd(rds_t *d, rconn_t *c, int argc, const char **argv, c
         redisReply *r = redisCommandArgv(c->c, argc, argv, argl);
         if (r != NULL)
             return r;
-        snprintf(err, errlen, "Redis at %s: %s", d->url,
+        snprintf(err, errlen, "Redis at %.100s: %.120s", d->url,
                  c->c->errstr[0] ? c->c->errstr : "no answer");
         int fresh = c->fresh;
         conn_drop(c);

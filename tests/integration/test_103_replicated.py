@@ -163,17 +163,20 @@ def test_replica_rebuilt(cluster):
     a, b, c = three(cluster)
     t1, t2 = "rb/q1", "rb/q2"
     subscribe_offline(c, [("rb-sub1", t1, 1), ("rb-sub2", t2, 2)])
-    wait_for(lambda: replica_of(c) in ("a", "b"), 20 * SLOW, what="c's replica in sync")
-    first = replica_of(c)
+    byname = {"a": a, "b": b}
 
-    def in_sync():  # a link that flapped under load places the shares again
+    def in_sync():
+        """The replica c names while synced, once its holder has the
+        complete copy; read in one look, as a link that flapped under load
+        places the shares again (and c names none for a moment)."""
         rep = nodes_json(c)["replication"]
-        return rep["replica"] == first and rep["synced"] is True
+        name = rep["replica"]
+        if name not in byname or rep["synced"] is not True:
+            return None
+        copies = nodes_json(byname[name])["replication"]["copies"]
+        return name if {"node": "c", "complete": True} in copies else None
 
-    wait_for(in_sync, 20 * SLOW, what="c's replica %s in sync" % first)
-    holder = a if first == "a" else b
-    wait_for(lambda: {"node": "c", "complete": True} in nodes_json(holder)["replication"]["copies"],
-             10 * SLOW, what="c's copy on " + first)
+    first = wait_for(in_sync, 40 * SLOW, what="c's replica in sync with its complete copy")
     x, y = (a, b) if first == "a" else (b, a)
     # some stored state before the replica dies: a full copy must carry it
     pubs = [Publisher(y, "rb-pre", t1, t2, window=8, limit=40)]

@@ -12,17 +12,18 @@ import time
 import pytest
 
 from conftest import wait_for
+from mqttraw import PUBLISH, RawClient, Timeout, puback, publish
 from test_110_migrate import DEADLINE, Api, Sink, client, make_key, stop
 
 pytestmark = pytest.mark.antenna_only  # about antenna's workers
 
 
-def env(broker, tmp_path, **root):
+def env(broker, tmp_path, mqtt=None, **root):
     root.setdefault("workers_consolidate", True)  # off by default (migrate.h)
     keys = tmp_path / "api.keys"
     key = make_key(keys)
     b = broker(workers=2, root=root, api={"keys_file": str(keys), "open_metrics": True},
-               mqtt={"max_queued": 100000, "max_inflight": 1000})
+               mqtt=dict({"max_queued": 100000, "max_inflight": 1000}, **(mqtt or {})))
     return b, Api(b, key)
 
 
@@ -77,7 +78,7 @@ def test_subscribers_move_while_messages_flow(broker, tmp_path):
     consolidated again): subscribers move to worker 0 and back to their hash
     homes under the traffic, and every message arrives once, in order."""
     b, api = env(broker, tmp_path, workers_consolidate_below=0, workers_consolidate_above=1)
-    n = 8
+    n = 12
     sink = Sink()
     subs, pubs, sent = [], [], [0] * n
     stop_at = [time.monotonic() + 3 * DEADLINE]
@@ -101,7 +102,7 @@ def test_subscribers_move_while_messages_flow(broker, tmp_path):
         wait_for(lambda: api.metric("antenna_worker_consolidations_total") >= 1, DEADLINE,
                  what="spread")
         subids = ["f-sub%d" % i for i in range(n)]
-        # 8 subscribers hashed to one worker is 1 in 128: some go back to 1
+        # 12 subscribers hashed to worker 0 is 1 in 4,096: some go back to 1
         wait_for(lambda: 1 in {api.workers("f-").get(i) for i in subids}, DEADLINE,
                  what="subscribers back on worker 1")
         time.sleep(1)  # traffic after the moves as well
@@ -115,3 +116,78 @@ def test_subscribers_move_while_messages_flow(broker, tmp_path):
         stop_at[0] = 0
         for c in pubs + subs:
             stop(c)
+
+
+def test_subscribers_move_with_messages_in_flight(broker, tmp_path):
+    """MQTT 3.1.1 QoS 1 subscribers that have not acknowledged what they
+    got move all the same when the workers spread (a busy QoS 1 subscriber
+    always has something in flight): the new worker resends it (the retry
+    timer came along), takes its PUBACK and sends what follows."""
+    b, api = env(broker, tmp_path, mqtt={"retry_interval": 1},
+                 workers_consolidate_below=0, workers_consolidate_above=50)
+    n = 16  # all 16 hashed to worker 0 is 1 in 65,536: some go back to 1
+    subs, pub, flooder = [], None, None
+    stop_flood = threading.Event()
+    try:
+        for i in range(n):
+            s = RawClient(b.host, b.port, timeout=DEADLINE)
+            assert s.connect("i-sub%d" % i).rc == 0
+            assert s.subscribe(1, [("in/%d" % i, 1)]).codes == [1]
+            subs.append(s)
+        ids = ["i-sub%d" % i for i in range(n)]
+        wait_for(lambda: all(api.workers("i-").get(i) == 0 for i in ids), DEADLINE,
+                 what="every subscriber on worker 0")
+        pub = RawClient(b.host, b.port, timeout=DEADLINE)
+        assert pub.connect("i-pub").rc == 0
+        first = []
+        for i, s in enumerate(subs):
+            pub.publish("in/%d" % i, b"one", qos=1, pid=i + 1)
+            p = s.recv_publish(DEADLINE)
+            assert (p.topic, p.payload, p.qos) == ("in/%d" % i, b"one", 1), p
+            first.append(p.pid)  # not acknowledged: in flight
+
+        # load over half a core (QoS 0 to a topic nobody reads) spreads the
+        # workers; the subscribers consolidation moved go home, in flight
+        flooder = RawClient(b.host, b.port, timeout=DEADLINE)
+        assert flooder.connect("i-flood").rc == 0
+        blob = publish("nobody/reads", b"x" * 64) * 2000
+
+        def flood():
+            deadline = time.monotonic() + 3 * DEADLINE
+            while not stop_flood.is_set() and time.monotonic() < deadline:
+                if not flooder.try_send(blob):
+                    return
+        th = threading.Thread(target=flood)
+        th.start()
+        wait_for(lambda: 1 in set(api.workers("i-sub").values()), DEADLINE,
+                 what="a subscriber back on worker 1")
+        stop_flood.set()
+        th.join(DEADLINE)
+        wait_for(lambda: api.metric("antenna_worker_consolidated") == 0, DEADLINE,
+                 what="spread")
+        moved = [int(cid[len("i-sub"):]) for cid, w in api.workers("i-sub").items() if w == 1]
+        for i in moved:
+            # what the old worker sent is in the socket already: read it all
+            s = subs[i]
+            s.backlog.clear()
+            while True:
+                try:
+                    s.recv(0.3)
+                except Timeout:
+                    break
+            p = s.wait_for(lambda p, i=i: p.type == PUBLISH and p.dup and p.pid == first[i],
+                           DEADLINE, "i-sub%d: its message resent by the new worker" % i)
+            assert p.payload == b"one"
+        for i, s in enumerate(subs):
+            s.send(puback(first[i]))
+            pub.publish("in/%d" % i, b"two", qos=1, pid=i + 1)
+            p = s.wait_for(lambda p: p.type == PUBLISH and p.payload == b"two", DEADLINE,
+                           "in/%d: the message after the acknowledgement" % i)
+            assert p.qos == 1 and p.pid != first[i], p
+            s.ack(p)
+        assert moved
+    finally:
+        stop_flood.set()
+        for c in subs + [pub, flooder]:
+            if c is not None:
+                c.close()
