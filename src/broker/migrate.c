@@ -346,14 +346,15 @@ void migrate_fence_ask(worker_t *w)
     if (w->fence_acked == NULL)
         w->fence_acked = an_calloc(srv->nworkers, sizeof(*w->fence_acked));
     inbox_vec_t one = {0};
-    inbox_vec_push(&one, &(inbox_item_t){.kind = WM_FENCE,
-                                         .qos = MIGRATE_FENCE_ASK,
-                                         .flags = (uint8_t)w->id,
-                                         .sid = w->fence_epoch});
+    const inbox_item_t ask = {
+        .kind = WM_FENCE, .qos = MIGRATE_FENCE_ASK, .flags = (uint8_t)w->id, .sid = w->fence_epoch};
     for (uint32_t i = 0; i < srv->nworkers; i++)
         if (i != w->id) {
+            /* inbox_post empties the batch and may swap its storage for
+             * the inbox's (none at all for an inbox never posted to): the
+             * item is pushed again for each worker */
+            inbox_vec_push(&one, &ask);
             inbox_post(&srv->workers[i].inbox, &one);
-            one.len = 1; /* inbox_post took the items: push it again */
         }
     inbox_vec_free(&one);
 }

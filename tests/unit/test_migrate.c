@@ -14,7 +14,8 @@
  * what a worker matched before, DONE behind the stragglers; the new worker
  * holds a direct delivery, and a local match made before it took the
  * session ahead of it, lets a handed one through, and releases what it
- * held at DONE).
+ * held at DONE).  With three workers whose inboxes were never posted to
+ * (no storage yet), every other worker gets one ASK of the same epoch.
  */
 #include <stdarg.h>
 #include <stddef.h>
@@ -355,6 +356,48 @@ static void test_fence(void **state)
     free(srv);
 }
 
+/* Three workers, inboxes never posted to: inbox_post swaps the batch's
+ * storage for the inbox's (none), so the ASK must be pushed again for each
+ * worker (it was reused by length once: a NULL read with 3 workers). */
+static void test_fence_ask_three(void **state)
+{
+    (void)state;
+    server_t *srv = calloc(1, sizeof(*srv));
+    worker_t *ws = calloc(3, sizeof(*ws));
+    srv->nworkers = 3;
+    srv->workers = ws;
+    for (uint32_t i = 0; i < 3; i++) {
+        ws[i].srv = srv;
+        ws[i].id = i;
+        ws[i].now = 1000;
+        ws[i].outbox = calloc(3, sizeof(*ws[i].outbox));
+        assert_int_equal(inbox_init(&ws[i].inbox), 0);
+    }
+    migrate_fence_open(&ws[2], 42, 0);
+    migrate_fence_ask(&ws[2]);
+    for (uint32_t i = 0; i < 3; i++) {
+        inbox_vec_t got = {0};
+        inbox_take(&ws[i].inbox, &got);
+        if (i == 2) {
+            assert_int_equal(got.len, 0); /* not to itself */
+        } else {
+            assert_int_equal(got.len, 1);
+            assert_int_equal(got.items[0].kind, WM_FENCE);
+            assert_int_equal(got.items[0].qos, MIGRATE_FENCE_ASK);
+            assert_int_equal(got.items[0].flags, 2);
+            assert_int_equal(got.items[0].sid, 1); /* the first epoch */
+        }
+        inbox_vec_free(&got);
+    }
+    for (uint32_t i = 0; i < 3; i++) {
+        migrate_worker_free(&ws[i]);
+        free(ws[i].outbox);
+        inbox_destroy(&ws[i].inbox);
+    }
+    free(ws);
+    free(srv);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -365,6 +408,7 @@ int main(void)
         cmocka_unit_test(test_hand_on),
         cmocka_unit_test(test_consol_decide),
         cmocka_unit_test(test_fence),
+        cmocka_unit_test(test_fence_ask_three),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
