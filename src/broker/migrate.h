@@ -68,10 +68,7 @@
  * when the session ends (sess_destroy) or moves back to its hash home.  It
  * is not stored: after a restart sessions load on their hash home.
  *
- * Light load (consolidation, workers_consolidate, off by default until a
- * full sanitizer run with it on: its order fault, a local match made
- * before the new worker took the subscriber and delivered a turn late, is
- * fixed by migrate_hold_early).  Two
+ * Light load (consolidation, workers_consolidate, default on).  Two
  * workers each woken by their share of every burst cost more than one
  * woken once (measured on this 2-core machine: 10k msg/s point to point,
  * 12-20 us a message against 11 on one worker), and locality alone never

@@ -386,7 +386,7 @@ void conf_defaults(conf_t *c)
     c->workers = 0;
     c->workers_coalesce_us = 0; /* opt-in: docs/benchmarks.md, issue 15 item 2 */
     c->workers_migrate = 1;
-    c->workers_consolidate = 0; /* off until a full sanitizer run with it on (issue 15) */
+    c->workers_consolidate = 1; /* light load on worker 0 (migrate.h) */
     c->workers_consolidate_below = 35;
     c->workers_consolidate_above = 85;
     c->log_level = AN_LOG_INFO;

@@ -19,7 +19,7 @@ pytestmark = pytest.mark.antenna_only  # about antenna's workers
 
 
 def env(broker, tmp_path, mqtt=None, workers=2, **root):
-    root.setdefault("workers_consolidate", True)  # off by default (migrate.h)
+    root.setdefault("workers_consolidate", True)  # the default; said, as the thresholds
     keys = tmp_path / "api.keys"
     key = make_key(keys)
     b = broker(workers=workers, root=root, api={"keys_file": str(keys), "open_metrics": True},
