@@ -254,20 +254,42 @@ static void take_outbox(worker_t *w, uint32_t to, inbox_vec_t *got)
     w->outbox[to].len = 0;
 }
 
-static void test_fence(void **state)
+/* n workers with inboxes and outboxes (none posted to yet), for the fence */
+static server_t *fence_server(uint32_t n)
 {
-    (void)state;
     server_t *srv = calloc(1, sizeof(*srv));
-    worker_t *ws = calloc(2, sizeof(*ws));
-    srv->nworkers = 2;
+    worker_t *ws = calloc(n, sizeof(*ws));
+    srv->nworkers = n;
     srv->workers = ws;
-    for (uint32_t i = 0; i < 2; i++) {
+    for (uint32_t i = 0; i < n; i++) {
         ws[i].srv = srv;
         ws[i].id = i;
         ws[i].now = 1000;
-        ws[i].outbox = calloc(2, sizeof(*ws[i].outbox));
+        ws[i].outbox = calloc(n, sizeof(*ws[i].outbox));
         assert_int_equal(inbox_init(&ws[i].inbox), 0);
     }
+    return srv;
+}
+
+static void fence_server_free(server_t *srv)
+{
+    for (uint32_t i = 0; i < srv->nworkers; i++) {
+        worker_t *w = &srv->workers[i];
+        migrate_worker_free(w);
+        for (uint32_t j = 0; j < srv->nworkers; j++)
+            inbox_vec_free(&w->outbox[j]);
+        free(w->outbox);
+        inbox_destroy(&w->inbox);
+    }
+    free(srv->workers);
+    free(srv);
+}
+
+static void test_fence(void **state)
+{
+    (void)state;
+    server_t *srv = fence_server(2);
+    worker_t *ws = srv->workers;
     migrate_register_inbox(srv);
     const worker_inbox_kind_t *fk = &srv->inbox_kinds[WM_FENCE];
     worker_t *old = &ws[1], *neu = &ws[0];
@@ -345,15 +367,7 @@ static void test_fence(void **state)
     msg_unref(&before);
     msg_unref(&after);
     free(s);
-    for (uint32_t i = 0; i < 2; i++) {
-        migrate_worker_free(&ws[i]);
-        for (uint32_t j = 0; j < 2; j++)
-            inbox_vec_free(&ws[i].outbox[j]);
-        free(ws[i].outbox);
-        inbox_destroy(&ws[i].inbox);
-    }
-    free(ws);
-    free(srv);
+    fence_server_free(srv);
 }
 
 /* Three workers, inboxes never posted to: inbox_post swaps the batch's
@@ -362,17 +376,8 @@ static void test_fence(void **state)
 static void test_fence_ask_three(void **state)
 {
     (void)state;
-    server_t *srv = calloc(1, sizeof(*srv));
-    worker_t *ws = calloc(3, sizeof(*ws));
-    srv->nworkers = 3;
-    srv->workers = ws;
-    for (uint32_t i = 0; i < 3; i++) {
-        ws[i].srv = srv;
-        ws[i].id = i;
-        ws[i].now = 1000;
-        ws[i].outbox = calloc(3, sizeof(*ws[i].outbox));
-        assert_int_equal(inbox_init(&ws[i].inbox), 0);
-    }
+    server_t *srv = fence_server(3);
+    worker_t *ws = srv->workers;
     migrate_fence_open(&ws[2], 42, 0);
     migrate_fence_ask(&ws[2]);
     for (uint32_t i = 0; i < 3; i++) {
@@ -389,13 +394,7 @@ static void test_fence_ask_three(void **state)
         }
         inbox_vec_free(&got);
     }
-    for (uint32_t i = 0; i < 3; i++) {
-        migrate_worker_free(&ws[i]);
-        free(ws[i].outbox);
-        inbox_destroy(&ws[i].inbox);
-    }
-    free(ws);
-    free(srv);
+    fence_server_free(srv);
 }
 
 int main(void)
