@@ -305,7 +305,12 @@ uint8_t cl_move_out_reinstall(worker_t *w, cl_t *cl, proto_gate_t *g, int handed
  * its routes, ask peer idx for what it kept, merge it, then answer g. */
 void cl_move_in_begin(cl_t *cl, proto_gate_t *g, int idx, uint32_t req, uint8_t *blob,
                       uint32_t blob_len);
-/* Link thread: a MOVE_ASK, MOVE_KEPT or MOVE_LATE frame from peer idx. */
+/* Any thread (the etcd thread: a clean-start claim after a GIVEN that
+ * came with a MOVE_KEEP): tell peer idx to end its tombstone of id now
+ * (CL_F_MOVE_DROP {req, id}). */
+void cl_move_drop_send(cl_t *cl, int idx, uint32_t req, const char *id, size_t len);
+/* Link thread: a MOVE_ASK, MOVE_KEPT, MOVE_LATE or MOVE_DROP frame from
+ * peer idx. */
 int cl_move_recv(cl_t *cl, int idx, uint8_t type, const uint8_t *body, uint32_t len);
 /* The worker's part (WM_CL_OWNER), and its drop when the worker stopped. */
 void cl_move_item(worker_t *w, inbox_item_t *it);

@@ -30,20 +30,21 @@
  *      reaches A only now (a worker's turn, a commit held the route); then
  *      CL_F_MOVE_LATE {req, id, copies} with what came meanwhile, and the
  *      tombstone ends (its routes go).  Never asked within MOVE_KEEP_MS
- *      (B died, B's client came with a clean start, an older B): it ends,
- *      logged with what it held.
+ *      (B died, an older B): it ends, logged with what it held.
  *   B  the copies go into the session, still offline, ahead of what came
  *      the direct way (keys from the reserved range), each one unless the
  *      session holds it already; only then the CONNECT resumes (session
  *      present 1).  Late copies go to the session as a new publish would.
+ *   B  a clean-start CONNECT instead (it wants nothing of A's): once its
+ *      claim is made, CL_F_MOVE_DROP {req, id}; A ends the tombstone at
+ *      once (its routes go) rather than after MOVE_KEEP_MS.
  *
  * The will (MQTT 5 Will Delay Interval): a connected client's will is
  * published by A when the take closes it (as a take-over on one node).  A
  * delayed will pending in an offline session is taken into the tombstone
  * (mv_out_t.will, no timer): B's ask means the session resumed on a new
  * connection made before the delay passed: cancelled [MQTT-3.1.3-9]; a
- * tombstone never asked (a clean start on B too) means it ended:
- * published then.
+ * MOVE_DROP or a tombstone never asked means it ended: published then.
  *
  * Dedup (B, per moved-in session, MOVE_DEDUP_MS): while B's routes and A's
  * are both known on a node, a message goes both ways.  The session is
@@ -155,19 +156,20 @@ struct cl_move_s {
     int (*next_hook)(worker_t *w, sess_t *s, const msg_t *m, void *user);
     void *next_user;
     _Atomic uint64_t ins, outs, kept, merged, late, skipped, twins, timeouts, lost, wait_ms;
+    _Atomic uint64_t discarded;                        /* tombstones ended by a MOVE_DROP */
     _Atomic uint64_t wills_cancelled, wills_published; /* tombstones' delayed wills */
 };
 
 #define MV_INC(x, n) atomic_fetch_add_explicit(&(x), (n), memory_order_relaxed)
 
 /* Worker items (WM_CL_OWNER, cl_move_item). */
-enum { MV_IT_INSTALL = 1, MV_IT_MERGE, MV_IT_ASK, MV_IT_LATE };
+enum { MV_IT_INSTALL = 1, MV_IT_MERGE, MV_IT_ASK, MV_IT_LATE, MV_IT_DROP };
 
 typedef struct {
     int kind;
     cl_t *cl;
     mv_in_t *mi; /* INSTALL, MERGE */
-    int idx;     /* ASK, LATE: the peer */
+    int idx;     /* ASK, LATE, DROP: the peer */
     uint32_t req;
     mv_msg_t *v; /* LATE */
     uint32_t n;
@@ -466,8 +468,8 @@ enum { WILL_CANCEL, WILL_PUBLISH };
 
 /* The tombstone's delayed will, settled: cancelled (the session resumed
  * on a new connection before the Will Delay Interval passed [MQTT-3.1.3-9])
- * or published now (the session ended: nobody resumed it, or a clean
- * start elsewhere [MQTT5 3.1.2.5]). */
+ * or published now (the session ended: a clean start elsewhere, or nobody
+ * resumed it [MQTT5 3.1.2.5]). */
 static void out_will(mv_out_t *o, int fate)
 {
     if (o->will == NULL)
@@ -569,7 +571,7 @@ int cl_move_out_keep(worker_t *w, cl_t *cl, sess_t *s, int idx, uint32_t req)
      * passed (else the session's timer published it): whether it resumes
      * the session (the will is cancelled) or starts clean (the session
      * ends: the will goes) only B knows; held, without its timer, until B
-     * asks (MOVE_ASK) or the tombstone ends unasked */
+     * says (MOVE_ASK, MOVE_DROP) or the tombstone ends unasked */
     o->will = sess_will_take(s);
     memcpy(o->id, s->client_id, s->client_id_len);
     o->next = k->outs;
@@ -620,6 +622,35 @@ static void out_ask(worker_t *w, mv_item_t *it)
     }
     /* else: nothing kept (ended, or never): an empty answer */
     send_post(it->cl, sd);
+}
+
+/* B claimed the id with a clean start (MOVE_DROP, on the home worker): it
+ * needs nothing the tombstone holds; the session ends here at once, its
+ * routes with it, its delayed will published (a clean start ends a
+ * session on one node the same way), instead of waiting MOVE_KEEP_MS. */
+static void out_drop(worker_t *w, mv_item_t *it)
+{
+    cl_move_t *mv = it->cl->move;
+    mv_wk_t *k = &mv->wk[w->id];
+    mv_out_t **pp = out_find(k, it->id, it->id_len);
+    if (pp == NULL || (*pp)->idx != it->idx || (*pp)->req != it->req || (*pp)->answered)
+        return; /* ended already, or another move's */
+    mv_out_t *o = *pp;
+    sess_t *s = sess_table_find_id(&w->by_id, (const uint8_t *)it->id, it->id_len);
+    uint32_t queued = s != NULL && s->sid == o->sid ? sq_len(&s->queue) : 0;
+    MV_INC(mv->discarded, 1);
+    log_limited(5000, AN_LOG_INFO,
+                "cluster: client '%s' started a clean session on another node: its old "
+                "session ends here (%u messages kept for it dropped)",
+                o->id, queued);
+    out_end(k, o, NULL, NULL, WILL_PUBLISH);
+}
+
+void cl_move_drop_send(cl_t *cl, int idx, uint32_t req, const char *id, size_t len)
+{
+    if (cl->move == NULL || idx <= 0)
+        return;
+    send_post(cl, send_new(idx, CL_F_MOVE_DROP, req, id, len));
 }
 
 /* ---- B: the move in ---- */
@@ -930,7 +961,7 @@ void cl_move_item(worker_t *w, inbox_item_t *item)
 {
     mv_item_t *it = item->ptr;
     /* a session homed on another worker meanwhile (migrate.h): follow it */
-    if ((it->kind == MV_IT_ASK || it->kind == MV_IT_LATE) &&
+    if ((it->kind == MV_IT_ASK || it->kind == MV_IT_LATE || it->kind == MV_IT_DROP) &&
         sess_table_find_id(&w->by_id, (const uint8_t *)it->id, it->id_len) == NULL &&
         migrate_hand_on(w, it->id, it->id_len, item))
         return;
@@ -946,6 +977,9 @@ void cl_move_item(worker_t *w, inbox_item_t *item)
         break;
     case MV_IT_LATE:
         in_late(w, it);
+        break;
+    case MV_IT_DROP:
+        out_drop(w, it);
         break;
     }
     item_free(it);
@@ -976,8 +1010,8 @@ int cl_move_recv(cl_t *cl, int idx, uint8_t type, const uint8_t *body, uint32_t 
     const char *id = (const char *)body + 6;
     const uint8_t *rest = body + 6 + idlen;
     uint32_t rlen = len - 6 - idlen;
-    if (type == CL_F_MOVE_ASK) {
-        mv_item_t *it = item_new(cl, MV_IT_ASK, id, idlen);
+    if (type == CL_F_MOVE_ASK || type == CL_F_MOVE_DROP) {
+        mv_item_t *it = item_new(cl, type == CL_F_MOVE_ASK ? MV_IT_ASK : MV_IT_DROP, id, idlen);
         it->idx = idx;
         it->req = req;
         post_item(cl, worker_home(cl->srv, (const uint8_t *)id, idlen), it);
@@ -1105,6 +1139,9 @@ void cl_move_metrics(cl_t *cl, module_metrics_t *mm)
             mv->timeouts);
     MV_LINE("antenna_cluster_move_lost_total",
             "Messages kept for a moved session that nobody asked for (dropped).", mv->lost);
+    MV_LINE("antenna_cluster_move_discarded_total",
+            "Tombstones ended at once: the client started a clean session on its new node.",
+            mv->discarded);
     MV_LINE("antenna_cluster_move_wills_cancelled_total",
             "Delayed wills of moved sessions cancelled: the session resumed on the new node.",
             mv->wills_cancelled);
