@@ -291,6 +291,9 @@ void cl_move_metrics(cl_t *cl, module_metrics_t *mm);
  * owner (the caller then sends CL_F_MOVE_KEEP before the GIVEN), 0 when
  * the caller ends it. */
 int cl_move_out_keep(worker_t *w, cl_t *cl, sess_t *s, int idx, uint32_t req);
+/* Any thread: the tombstones alive on this node (a drain waits for them
+ * to be asked and answered: cluster.c cl_drain_pending). */
+uint64_t cl_move_tombstones(cl_t *cl);
 /* Home worker: a tombstone of this id is here. */
 int cl_move_out_here(worker_t *w, cl_t *cl, const char *id, size_t len);
 /* Home worker, a CONNECT of an id with a tombstone here going on (the

@@ -45,6 +45,7 @@
  * (mv_out_t.will, no timer): B's ask means the session resumed on a new
  * connection made before the delay passed: cancelled [MQTT-3.1.3-9]; a
  * MOVE_DROP or a tombstone never asked means it ended: published then.
+ * A draining node waits for its tombstones (cl_move_tombstones).
  *
  * Dedup (B, per moved-in session, MOVE_DEDUP_MS): while B's routes and A's
  * are both known on a node, a message goes both ways.  The session is
@@ -157,6 +158,7 @@ struct cl_move_s {
     void *next_user;
     _Atomic uint64_t ins, outs, kept, merged, late, skipped, twins, timeouts, lost, wait_ms;
     _Atomic uint64_t discarded;                        /* tombstones ended by a MOVE_DROP */
+    _Atomic uint64_t tombs;                            /* tombstones alive (a drain waits) */
     _Atomic uint64_t wills_cancelled, wills_published; /* tombstones' delayed wills */
 };
 
@@ -496,6 +498,7 @@ static void out_will(mv_out_t *o, int fate)
 static void out_end(mv_wk_t *k, mv_out_t *o, mv_msg_t **v, uint32_t *n, int will)
 {
     worker_t *w = o->w;
+    atomic_fetch_sub_explicit(&o->cl->move->tombs, 1, memory_order_relaxed);
     for (mv_out_t **pp = &k->outs; *pp; pp = &(*pp)->next)
         if (*pp == o) {
             *pp = o->next;
@@ -579,6 +582,7 @@ int cl_move_out_keep(worker_t *w, cl_t *cl, sess_t *s, int idx, uint32_t req)
     tw_timer_init(&o->timer, out_timer);
     tw_add(&w->tw, &o->timer, w->now + MOVE_KEEP_MS);
     MV_INC(mv->outs, 1);
+    MV_INC(mv->tombs, 1);
     return 1;
 }
 
@@ -596,6 +600,11 @@ static int out_take(worker_t *w, cl_t *cl, const char *id, size_t len, mv_msg_t 
         return 0;
     out_end(k, *pp, v, n, will);
     return 1;
+}
+
+uint64_t cl_move_tombstones(cl_t *cl)
+{
+    return cl->move ? atomic_load_explicit(&cl->move->tombs, memory_order_relaxed) : 0;
 }
 
 int cl_move_out_here(worker_t *w, cl_t *cl, const char *id, size_t len)

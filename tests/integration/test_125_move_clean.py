@@ -10,17 +10,23 @@ session's delayed will is published then (the session ended), as a clean
 start ends a session on one node.  Before the fix a kept the tombstone
 (subscribed, queueing) 10 s, so c still saw a's route after 3 s and the
 will came at the 10 s.
+A drain (the second test): a waits for its tombstones before it stops.
 Every wait polls with a deadline."""
 
+import os
+import signal
+import threading
 import time
 
 import pytest
 
+import mqttraw
 from cluster_util import cluster, metric, needs_etcd  # noqa: F401
-from conftest import IS_MOSQUITTO, wait_for
+from conftest import IS_MOSQUITTO, freeze, wait_for
 from mqttraw import SESSION_EXPIRY_INTERVAL as SE, WILL_DELAY_INTERVAL, connect_v5, sub_opts
 from test_124_move_will import client_info, offline_on, wait_will, watcher
-from test_77_cluster_owner import routes_seen, start
+from test_104_failover_rounds import SLOW, T
+from test_77_cluster_owner import connect_retry, routes_seen, start
 
 pytestmark = [pytest.mark.skipif(IS_MOSQUITTO, reason="antenna_only"), needs_etcd]
 
@@ -57,3 +63,162 @@ def test_clean_start_elsewhere_ends_the_old_session_at_once(cluster):
     w.close()
 
 
+
+class DrainSub(threading.Thread):
+    """A persistent MQTT 5 subscriber at QoS 1 on its own topic: on `first`
+    until the drain tells it to move (DISCONNECT 0x9C), then on `then`
+    (clean start 0: its session follows); `got` the payloads, `present` the
+    session present flag of the CONNACK after the move."""
+
+    def __init__(self, first, then, cid, topic):
+        super().__init__(daemon=True)
+        self.first, self.then, self.cid, self.topic = first, then, cid, topic
+        self.got, self.present, self.moved_rc = [], [], None
+        self.subscribed = threading.Event()
+        self.stop = False
+        self.error = None
+
+    def run(self):
+        try:
+            self._run()
+        except Exception as e:  # reported by the test
+            self.error = e
+
+    def read(self, c):
+        """Until the connection closes, or stop."""
+        while not self.stop:
+            try:
+                p = c.recv(0.05)
+            except mqttraw.Timeout:
+                continue
+            except (mqttraw.Closed, OSError):
+                return
+            if p.type == mqttraw.PUBLISH:
+                self.got.append(p.payload)
+                c.try_send(mqttraw.puback(p.pid))
+            elif p.type == mqttraw.DISCONNECT:
+                self.moved_rc = p.rc
+
+    def _run(self):
+        kw = {"clean_start": False, "props": [(SE, 300)]}
+        c = connect_v5(self.first.host, self.first.port, self.cid, **kw)
+        assert c.subscribe(1, [(self.topic, sub_opts(1))]).codes == [1]
+        self.subscribed.set()
+        self.read(c)
+        c.close()
+        if self.stop:
+            return
+        c = connect_retry(self.then, self.cid, timeout=60 * SLOW, **kw)
+        self.present.append(c.connack.session_present)
+        self.read(c)
+        c.close()
+
+
+class Publisher(threading.Thread):
+    """QoS 1 to each topic in turn, `window` in flight, one every `pace`
+    seconds at most; `acked` the payloads whose PUBACK came, by topic."""
+
+    def __init__(self, node, cid, topics, window=16, pace=0.002):
+        super().__init__(daemon=True)
+        self.node, self.cid, self.topics, self.window = node, cid, topics, window
+        self.pace = pace
+        self.acked = {t: set() for t in topics}
+        self.stop_at = None
+        self.error = None
+
+    def run(self):
+        try:
+            self._run()
+        except Exception as e:  # reported by the test
+            self.error = e
+
+    def _run(self):
+        c = mqttraw.RawClient(self.node.host, self.node.port, timeout=T)
+        assert c.connect(self.cid).rc == 0
+        inflight, pid, i = {}, 0, 0
+        give_up, next_send = None, time.monotonic()
+        while True:
+            now = time.monotonic()
+            stopping = self.stop_at is not None and now >= self.stop_at
+            if stopping:
+                give_up = give_up or now + 30 * SLOW
+                if not inflight or now >= give_up:
+                    break
+            elif len(inflight) < self.window and now >= next_send:
+                next_send = now + self.pace
+                pid = pid % 65535 + 1
+                topic = self.topics[i % len(self.topics)]
+                payload = b"%s-%d" % (self.cid.encode(), i)
+                i += 1
+                inflight[pid] = (topic, payload)
+                assert c.try_send(mqttraw.publish(topic, payload, qos=1, pid=pid))
+                continue
+            try:
+                p = c.recv(0.02)
+            except mqttraw.Timeout:
+                continue
+            if p.type == mqttraw.PUBACK and p.pid in inflight:
+                topic, payload = inflight.pop(p.pid)
+                self.acked[topic].add(payload)
+        c.close()
+
+    def count(self):
+        return sum(len(v) for v in self.acked.values())
+
+
+def test_drain_waits_for_its_tombstones(cluster):
+    """`POST /api/v1/drain` (what `antenna ctl drain` sends) on a under a
+    QoS 1 publisher on c: a's 8 subscribers (one topic each) are told to
+    move (0x9C) and resume on b.  d is frozen meanwhile, so b's route
+    barrier holds each move's ask up to its 2 s bound: what reached a's
+    tombstones before c knew b's routes waits there that long.  a stops
+    only once its tombstones were asked and answered, so every acknowledged
+    message reaches its subscriber.  Before, a stopped as soon as its
+    persistent sessions were taken, and its tombstones went with it (b
+    then resumed without their copies: acknowledged messages lost)."""
+    a, b, c, d = start(cluster, 4, lease_ttl="10s")
+    topics = ["md/t%d" % i for i in range(8)]
+    subs = [DrainSub(a, b, "md-s%d" % i, t) for i, t in enumerate(topics)]
+    for s in subs:
+        s.start()
+    for s in subs:
+        assert s.subscribed.wait(30 * SLOW), "%s never subscribed" % s.cid
+    wait_for(lambda: routes_seen(c, a) >= len(topics), 10 * SLOW, what="c knows a's routes")
+    pub = Publisher(c, "md-pub", topics)
+    pub.start()
+    wait_for(lambda: pub.error is not None or pub.count() >= 100, 30 * SLOW, what="publishing")
+    assert pub.error is None, pub.error
+    freeze(d.proc.pid)
+    try:
+        t0 = time.monotonic()
+        a.client.json("POST", "/api/v1/drain",
+                      {"server_reference": "%s:%d" % (b.host, b.port)}, status=202)
+        wait_for(lambda: a.proc.poll() is not None, 60 * SLOW, what="a stopped after the drain")
+        print("a stopped %.0f ms after the drain began" % ((time.monotonic() - t0) * 1000))
+    finally:
+        os.kill(d.proc.pid, signal.SIGCONT)
+    assert a.proc.returncode == 0, a.log_text()[-2000:]
+    wait_for(lambda: all(s.present for s in subs) or any(s.error for s in subs), 60 * SLOW,
+             what="every subscriber moved to b")
+    for s in subs:
+        assert s.error is None, (s.cid, s.error)
+        assert s.moved_rc == 0x9C and s.present == [1], (s.cid, s.moved_rc, s.present)
+    pub.stop_at = time.monotonic()
+    pub.join(40 * SLOW)
+    assert not pub.is_alive() and pub.error is None, pub.error
+
+    def missing():
+        return {s.cid: pub.acked[s.topic] - set(s.got) for s in subs
+                if pub.acked[s.topic] - set(s.got)}
+    try:
+        wait_for(lambda: not missing(), 30 * SLOW, what="every acknowledged message delivered")
+    finally:
+        for s in subs:
+            s.stop = True
+        for s in subs:
+            s.join(10)
+        print("b:", {k: metric(b, k) for k in (
+            "antenna_cluster_moves_in_total", "antenna_cluster_move_merged_total",
+            "antenna_cluster_move_timeouts_total")})
+        for cid, m in sorted(missing().items()):
+            print("%s: %d acknowledged missing %s" % (cid, len(m), sorted(m)[:10]))
