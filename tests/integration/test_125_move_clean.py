@@ -11,10 +11,13 @@ start ends a session on one node.  Before the fix a kept the tombstone
 (subscribed, queueing) 10 s, so c still saw a's route after 3 s and the
 will came at the 10 s.
 A drain (the second test): a waits for its tombstones before it stops.
+The store tool (the third): export and import keep publish ids.
 Every wait polls with a deadline."""
 
+import json
 import os
 import signal
+import subprocess
 import threading
 import time
 
@@ -22,11 +25,12 @@ import pytest
 
 import mqttraw
 from cluster_util import cluster, metric, needs_etcd  # noqa: F401
-from conftest import IS_MOSQUITTO, freeze, wait_for
+from conftest import IS_MOSQUITTO, freeze, require_antenna_bin, wait_for
 from mqttraw import SESSION_EXPIRY_INTERVAL as SE, WILL_DELAY_INTERVAL, connect_v5, sub_opts
 from test_124_move_will import client_info, offline_on, wait_will, watcher
 from test_104_failover_rounds import SLOW, T
 from test_77_cluster_owner import connect_retry, routes_seen, start
+from test_95_store_redis import redis  # noqa: F401
 
 pytestmark = [pytest.mark.skipif(IS_MOSQUITTO, reason="antenna_only"), needs_etcd]
 
@@ -222,3 +226,54 @@ def test_drain_waits_for_its_tombstones(cluster):
             "antenna_cluster_move_timeouts_total")})
         for cid, m in sorted(missing().items()):
             print("%s: %d acknowledged missing %s" % (cid, len(m), sorted(m)[:10]))
+
+
+def test_store_export_import_keeps_publish_ids(cluster, tmp_path, request):
+    """`antenna store export` / `import` carry a queued message's publish id
+    (docs/persistence.md): a cluster node's RocksDB store (its queued
+    records carry ids) exported, imported into Redis, exported from there:
+    the same ids, and the import of an export whose lines lack them (an
+    older one) still works."""
+    redis = request.getfixturevalue("redis")
+    cluster.start_etcd()
+    a = cluster.start_node("a", persistence={"sync": "always"})
+    x = connect_v5(a.host, a.port, "ex-sub", clean_start=False, props=[(SE, 300)])
+    assert x.subscribe(1, [("ex/t", sub_opts(1))]).codes == [1]
+    x.close()
+    wait_for(lambda: offline_on(a, "ex-sub"), 5, what="the subscriber offline")
+    p = connect_v5(a.host, a.port, "ex-pub")
+    for i in range(3):
+        assert p.publish("ex/t", b"m%d" % i, qos=1, pid=i + 1).rc in (0, 0x10)
+    p.close()
+    wait_for(lambda: (client_info(a, "ex-sub") or {}).get("queued", 0) == 3, 10, what="queued")
+    a.stop()
+    tool = [require_antenna_bin(), "store"]
+
+    def run(*args):
+        r = subprocess.run(tool + list(args), capture_output=True, text=True, timeout=60)
+        assert r.returncode == 0, r
+        return r
+
+    def ids(path):
+        return sorted((m["payload"], m["id_epoch"], m["id_seq"]) for m in map(
+            json.loads, open(path).read().splitlines()) if m.get("type") == "message")
+    first, second = str(tmp_path / "rocks.jsonl"), str(tmp_path / "redis.jsonl")
+    run("export", a.persistence["dir"], first)
+    got = ids(first)
+    assert len(got) == 3 and all(s > 0 for _, _, s in got), got
+    url = redis.url + "?prefix=antenna:exp:"
+    run("import", url, first)
+    run("export", url, second)
+    assert ids(second) == got
+    # an export without ids (as older builds wrote it) imports, ids and all gone
+    older = str(tmp_path / "older.jsonl")
+    with open(older, "w") as f:
+        for line in open(first).read().splitlines():
+            m = json.loads(line)
+            m.pop("id_epoch", None)
+            m.pop("id_seq", None)
+            f.write(json.dumps(m) + "\n")
+    run("import", redis.url + "?prefix=antenna:old:", older)
+    run("export", redis.url + "?prefix=antenna:old:", second)
+    assert [m for m in map(json.loads, open(second).read().splitlines())
+            if m.get("type") == "message" and "id_seq" in m] == []
