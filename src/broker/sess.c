@@ -858,6 +858,15 @@ void sess_delay_will(sess_t *s, msg_t *will, uint32_t delay)
     s->x->will_at = s->w->now + (uint64_t)delay * 1000u;
 }
 
+msg_t *sess_will_take(sess_t *s)
+{
+    if (!has_will(s))
+        return NULL;
+    msg_t *will = s->x->will;
+    s->x->will = NULL;
+    return will;
+}
+
 void sess_take_over(sess_t *s, const char *why)
 {
     endpoint_t *ep = s->ep;

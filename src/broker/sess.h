@@ -283,6 +283,10 @@ void sess_free_detached(sess_t *s);
 /* The connection ended abnormally with a will delayed by `delay` seconds:
  * keep it (takes the reference) until then, or until the session ends. */
 void sess_delay_will(sess_t *s, msg_t *will, uint32_t delay);
+/* The pending delayed will, taken out of the session (the caller holds
+ * the reference and decides its fate), or NULL: a session moving to
+ * another node (cl_move.c). */
+msg_t *sess_will_take(sess_t *s);
 
 /* Attach an endpoint (for MQTT: CONNACK sent; the owner keeps its own
  * pointer to s): resend inflight with DUP, then pump the queue. */

@@ -291,6 +291,9 @@ void cl_move_metrics(cl_t *cl, module_metrics_t *mm);
  * owner (the caller then sends CL_F_MOVE_KEEP before the GIVEN), 0 when
  * the caller ends it. */
 int cl_move_out_keep(worker_t *w, cl_t *cl, sess_t *s, int idx, uint32_t req);
+/* Any thread: the tombstones alive on this node (a drain waits for them
+ * to be asked and answered: cluster.c cl_drain_pending). */
+uint64_t cl_move_tombstones(cl_t *cl);
 /* Home worker: a tombstone of this id is here. */
 int cl_move_out_here(worker_t *w, cl_t *cl, const char *id, size_t len);
 /* Home worker, a CONNECT of an id with a tombstone here going on (the
@@ -305,7 +308,12 @@ uint8_t cl_move_out_reinstall(worker_t *w, cl_t *cl, proto_gate_t *g, int handed
  * its routes, ask peer idx for what it kept, merge it, then answer g. */
 void cl_move_in_begin(cl_t *cl, proto_gate_t *g, int idx, uint32_t req, uint8_t *blob,
                       uint32_t blob_len);
-/* Link thread: a MOVE_ASK, MOVE_KEPT or MOVE_LATE frame from peer idx. */
+/* Any thread (the etcd thread: a clean-start claim after a GIVEN that
+ * came with a MOVE_KEEP): tell peer idx to end its tombstone of id now
+ * (CL_F_MOVE_DROP {req, id}). */
+void cl_move_drop_send(cl_t *cl, int idx, uint32_t req, const char *id, size_t len);
+/* Link thread: a MOVE_ASK, MOVE_KEPT, MOVE_LATE or MOVE_DROP frame from
+ * peer idx. */
 int cl_move_recv(cl_t *cl, int idx, uint8_t type, const uint8_t *body, uint32_t len);
 /* The worker's part (WM_CL_OWNER), and its drop when the worker stopped. */
 void cl_move_item(worker_t *w, inbox_item_t *it);

@@ -642,6 +642,7 @@ static int on_frame(cl_t *cl, cl_conn_t *c, uint8_t type, const uint8_t *body, u
     case CL_F_MOVE_ASK:
     case CL_F_MOVE_KEPT:
     case CL_F_MOVE_LATE:
+    case CL_F_MOVE_DROP:
         rc = cl_move_recv(cl, c->idx, type, body, len);
         break;
     case CL_F_REPL_DATA:

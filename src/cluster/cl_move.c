@@ -30,12 +30,22 @@
  *      reaches A only now (a worker's turn, a commit held the route); then
  *      CL_F_MOVE_LATE {req, id, copies} with what came meanwhile, and the
  *      tombstone ends (its routes go).  Never asked within MOVE_KEEP_MS
- *      (B died, B's client came with a clean start, an older B): it ends,
- *      logged with what it held.
+ *      (B died, an older B): it ends, logged with what it held.
  *   B  the copies go into the session, still offline, ahead of what came
  *      the direct way (keys from the reserved range), each one unless the
  *      session holds it already; only then the CONNECT resumes (session
  *      present 1).  Late copies go to the session as a new publish would.
+ *   B  a clean-start CONNECT instead (it wants nothing of A's): once its
+ *      claim is made, CL_F_MOVE_DROP {req, id}; A ends the tombstone at
+ *      once (its routes go) rather than after MOVE_KEEP_MS.
+ *
+ * The will (MQTT 5 Will Delay Interval): a connected client's will is
+ * published by A when the take closes it (as a take-over on one node).  A
+ * delayed will pending in an offline session is taken into the tombstone
+ * (mv_out_t.will, no timer): B's ask means the session resumed on a new
+ * connection made before the delay passed: cancelled [MQTT-3.1.3-9]; a
+ * MOVE_DROP or a tombstone never asked means it ended: published then.
+ * A draining node waits for its tombstones (cl_move_tombstones).
  *
  * Dedup (B, per moved-in session, MOVE_DEDUP_MS): while B's routes and A's
  * are both known on a node, a message goes both ways.  The session is
@@ -89,6 +99,8 @@ typedef struct mv_out_s {
     int idx;      /* the node it moved to */
     int answered; /* its copies sent: lingering */
     uint32_t req;
+    msg_t *will; /* its delayed will (MQTT 5), held until B says what became of the
+                  * session: resumed (MOVE_ASK: cancelled) or ended (published) */
     char id[];
 } mv_out_t;
 
@@ -145,18 +157,21 @@ struct cl_move_s {
     int (*next_hook)(worker_t *w, sess_t *s, const msg_t *m, void *user);
     void *next_user;
     _Atomic uint64_t ins, outs, kept, merged, late, skipped, twins, timeouts, lost, wait_ms;
+    _Atomic uint64_t discarded;                        /* tombstones ended by a MOVE_DROP */
+    _Atomic uint64_t tombs;                            /* tombstones alive (a drain waits) */
+    _Atomic uint64_t wills_cancelled, wills_published; /* tombstones' delayed wills */
 };
 
 #define MV_INC(x, n) atomic_fetch_add_explicit(&(x), (n), memory_order_relaxed)
 
 /* Worker items (WM_CL_OWNER, cl_move_item). */
-enum { MV_IT_INSTALL = 1, MV_IT_MERGE, MV_IT_ASK, MV_IT_LATE };
+enum { MV_IT_INSTALL = 1, MV_IT_MERGE, MV_IT_ASK, MV_IT_LATE, MV_IT_DROP };
 
 typedef struct {
     int kind;
     cl_t *cl;
     mv_in_t *mi; /* INSTALL, MERGE */
-    int idx;     /* ASK, LATE: the peer */
+    int idx;     /* ASK, LATE, DROP: the peer */
     uint32_t req;
     mv_msg_t *v; /* LATE */
     uint32_t n;
@@ -450,11 +465,40 @@ static mv_out_t **out_find(mv_wk_t *k, const char *id, size_t len)
     return NULL;
 }
 
-/* The tombstone o ends: its session goes (with its routes); what it still
- * queued goes into *v (new references; NULL: dropped). */
-static void out_end(mv_wk_t *k, mv_out_t *o, mv_msg_t **v, uint32_t *n)
+/* What becomes of a tombstone's delayed will when it ends. */
+enum { WILL_CANCEL, WILL_PUBLISH };
+
+/* The tombstone's delayed will, settled: cancelled (the session resumed
+ * on a new connection before the Will Delay Interval passed [MQTT-3.1.3-9])
+ * or published now (the session ended: a clean start elsewhere, or nobody
+ * resumed it [MQTT5 3.1.2.5]). */
+static void out_will(mv_out_t *o, int fate)
+{
+    if (o->will == NULL)
+        return;
+    cl_move_t *mv = o->cl->move;
+    msg_t *will = o->will;
+    o->will = NULL;
+    if (fate == WILL_PUBLISH) {
+        MV_INC(mv->wills_published, 1);
+        router_publish(o->w, will, NULL);
+    } else {
+        MV_INC(mv->wills_cancelled, 1);
+        log_limited(5000, AN_LOG_INFO,
+                    "cluster: client '%s' resumed its session on another node before its "
+                    "will delay passed: will cancelled",
+                    o->id);
+    }
+    msg_unref(&will);
+}
+
+/* The tombstone o ends: its session goes (with its routes), its will as
+ * `will` says; what it still queued goes into *v (new references; NULL:
+ * dropped). */
+static void out_end(mv_wk_t *k, mv_out_t *o, mv_msg_t **v, uint32_t *n, int will)
 {
     worker_t *w = o->w;
+    atomic_fetch_sub_explicit(&o->cl->move->tombs, 1, memory_order_relaxed);
     for (mv_out_t **pp = &k->outs; *pp; pp = &(*pp)->next)
         if (*pp == o) {
             *pp = o->next;
@@ -475,6 +519,7 @@ static void out_end(mv_wk_t *k, mv_out_t *o, mv_msg_t **v, uint32_t *n)
         }
         sess_destroy(w, s);
     }
+    out_will(o, will); /* after its routes went, as sess_destroy publishes one */
     free(o);
 }
 
@@ -502,7 +547,7 @@ static void out_timer(tw_timer_t *t)
                  "for the %u messages kept for it here: dropped",
                  o->id, MOVE_KEEP_MS, sq_len(&s->queue));
     }
-    out_end(&mv->wk[w->id], o, NULL, NULL);
+    out_end(&mv->wk[w->id], o, NULL, NULL, WILL_PUBLISH);
 }
 
 int cl_move_out_keep(worker_t *w, cl_t *cl, sess_t *s, int idx, uint32_t req)
@@ -513,7 +558,7 @@ int cl_move_out_keep(worker_t *w, cl_t *cl, sess_t *s, int idx, uint32_t req)
     mv_wk_t *k = &mv->wk[w->id];
     mv_out_t **old = out_find(k, s->client_id, s->client_id_len);
     if (old != NULL) /* cannot be: a tombstone is never resumed; keep one */
-        out_end(k, *old, NULL, NULL);
+        out_end(k, *old, NULL, NULL, WILL_PUBLISH);
     /* handed over: what it had goes; not durable here any more */
     sq_clear(&s->inflight);
     sq_clear(&s->queue);
@@ -525,16 +570,24 @@ int cl_move_out_keep(worker_t *w, cl_t *cl, sess_t *s, int idx, uint32_t req)
     o->sid = s->sid;
     o->idx = idx;
     o->req = req;
+    /* a new connection to the session was made on B before its will delay
+     * passed (else the session's timer published it): whether it resumes
+     * the session (the will is cancelled) or starts clean (the session
+     * ends: the will goes) only B knows; held, without its timer, until B
+     * says (MOVE_ASK, MOVE_DROP) or the tombstone ends unasked */
+    o->will = sess_will_take(s);
     memcpy(o->id, s->client_id, s->client_id_len);
     o->next = k->outs;
     k->outs = o;
     tw_timer_init(&o->timer, out_timer);
     tw_add(&w->tw, &o->timer, w->now + MOVE_KEEP_MS);
     MV_INC(mv->outs, 1);
+    MV_INC(mv->tombs, 1);
     return 1;
 }
 
-static int out_take(worker_t *w, cl_t *cl, const char *id, size_t len, mv_msg_t **v, uint32_t *n)
+static int out_take(worker_t *w, cl_t *cl, const char *id, size_t len, mv_msg_t **v, uint32_t *n,
+                    int will)
 {
     cl_move_t *mv = cl->move;
     *v = NULL;
@@ -545,8 +598,13 @@ static int out_take(worker_t *w, cl_t *cl, const char *id, size_t len, mv_msg_t 
     mv_out_t **pp = out_find(k, id, len);
     if (pp == NULL)
         return 0;
-    out_end(k, *pp, v, n);
+    out_end(k, *pp, v, n, will);
     return 1;
+}
+
+uint64_t cl_move_tombstones(cl_t *cl)
+{
+    return cl->move ? atomic_load_explicit(&cl->move->tombs, memory_order_relaxed) : 0;
 }
 
 int cl_move_out_here(worker_t *w, cl_t *cl, const char *id, size_t len)
@@ -566,12 +624,42 @@ static void out_ask(worker_t *w, mv_item_t *it)
         mv_out_t *o = *pp;
         MV_INC(mv->kept, enc_queue(w, it->cl, it->idx, s, &sd->body));
         sq_clear(&s->queue);
+        out_will(o, WILL_CANCEL); /* B resumed the session */
         o->answered = 1;
         o->req = it->req;
         tw_add(&w->tw, &o->timer, w->now + MOVE_LINGER_MS);
     }
     /* else: nothing kept (ended, or never): an empty answer */
     send_post(it->cl, sd);
+}
+
+/* B claimed the id with a clean start (MOVE_DROP, on the home worker): it
+ * needs nothing the tombstone holds; the session ends here at once, its
+ * routes with it, its delayed will published (a clean start ends a
+ * session on one node the same way), instead of waiting MOVE_KEEP_MS. */
+static void out_drop(worker_t *w, mv_item_t *it)
+{
+    cl_move_t *mv = it->cl->move;
+    mv_wk_t *k = &mv->wk[w->id];
+    mv_out_t **pp = out_find(k, it->id, it->id_len);
+    if (pp == NULL || (*pp)->idx != it->idx || (*pp)->req != it->req || (*pp)->answered)
+        return; /* ended already, or another move's */
+    mv_out_t *o = *pp;
+    sess_t *s = sess_table_find_id(&w->by_id, (const uint8_t *)it->id, it->id_len);
+    uint32_t queued = s != NULL && s->sid == o->sid ? sq_len(&s->queue) : 0;
+    MV_INC(mv->discarded, 1);
+    log_limited(5000, AN_LOG_INFO,
+                "cluster: client '%s' started a clean session on another node: its old "
+                "session ends here (%u messages kept for it dropped)",
+                o->id, queued);
+    out_end(k, o, NULL, NULL, WILL_PUBLISH);
+}
+
+void cl_move_drop_send(cl_t *cl, int idx, uint32_t req, const char *id, size_t len)
+{
+    if (cl->move == NULL || idx <= 0)
+        return;
+    send_post(cl, send_new(idx, CL_F_MOVE_DROP, req, id, len));
 }
 
 /* ---- B: the move in ---- */
@@ -631,7 +719,10 @@ uint8_t cl_move_out_reinstall(worker_t *w, cl_t *cl, proto_gate_t *g, int handed
         return MQTT_RC_SERVER_BUSY;
     mv_msg_t *left = NULL;
     uint32_t nleft = 0;
-    out_take(w, cl, g->client_id, g->id_len, &left, &nleft);
+    /* a clean start ends the session (its will goes, as on one node);
+     * else the client resumed it here */
+    out_take(w, cl, g->client_id, g->id_len, &left, &nleft,
+             g->clean_start ? WILL_PUBLISH : WILL_CANCEL);
     if (install != NULL)
         install(w, g);
     sess_t *s = sess_table_find_id(&w->by_id, (const uint8_t *)g->client_id, g->id_len);
@@ -778,7 +869,7 @@ static void in_install(worker_t *w, mv_item_t *it)
      * linger ended): its leftovers go into the session installed */
     mv_msg_t *left = NULL;
     uint32_t nleft = 0;
-    out_take(w, cl, mi->id, mi->id_len, &left, &nleft);
+    out_take(w, cl, mi->id, mi->id_len, &left, &nleft, WILL_CANCEL); /* resumed (B, then here) */
     mi->seq_next = persist_reserve_seq(w->srv, MOVE_SEQ_RANGE);
     mi->seq_end = mi->seq_next + MOVE_SEQ_RANGE;
     int rc = cl_owner_install(w, mi->id, mi->id_len, mi->blob, mi->blob_len, &mi->seq_next);
@@ -879,7 +970,7 @@ void cl_move_item(worker_t *w, inbox_item_t *item)
 {
     mv_item_t *it = item->ptr;
     /* a session homed on another worker meanwhile (migrate.h): follow it */
-    if ((it->kind == MV_IT_ASK || it->kind == MV_IT_LATE) &&
+    if ((it->kind == MV_IT_ASK || it->kind == MV_IT_LATE || it->kind == MV_IT_DROP) &&
         sess_table_find_id(&w->by_id, (const uint8_t *)it->id, it->id_len) == NULL &&
         migrate_hand_on(w, it->id, it->id_len, item))
         return;
@@ -895,6 +986,9 @@ void cl_move_item(worker_t *w, inbox_item_t *item)
         break;
     case MV_IT_LATE:
         in_late(w, it);
+        break;
+    case MV_IT_DROP:
+        out_drop(w, it);
         break;
     }
     item_free(it);
@@ -925,8 +1019,8 @@ int cl_move_recv(cl_t *cl, int idx, uint8_t type, const uint8_t *body, uint32_t 
     const char *id = (const char *)body + 6;
     const uint8_t *rest = body + 6 + idlen;
     uint32_t rlen = len - 6 - idlen;
-    if (type == CL_F_MOVE_ASK) {
-        mv_item_t *it = item_new(cl, MV_IT_ASK, id, idlen);
+    if (type == CL_F_MOVE_ASK || type == CL_F_MOVE_DROP) {
+        mv_item_t *it = item_new(cl, type == CL_F_MOVE_ASK ? MV_IT_ASK : MV_IT_DROP, id, idlen);
         it->idx = idx;
         it->req = req;
         post_item(cl, worker_home(cl->srv, (const uint8_t *)id, idlen), it);
@@ -1011,6 +1105,7 @@ void cl_move_free(cl_t *cl)
         while (k->outs) { /* the sessions go with their workers */
             mv_out_t *o = k->outs;
             k->outs = o->next;
+            msg_unref(&o->will);
             free(o);
         }
     }
@@ -1053,6 +1148,15 @@ void cl_move_metrics(cl_t *cl, module_metrics_t *mm)
             mv->timeouts);
     MV_LINE("antenna_cluster_move_lost_total",
             "Messages kept for a moved session that nobody asked for (dropped).", mv->lost);
+    MV_LINE("antenna_cluster_move_discarded_total",
+            "Tombstones ended at once: the client started a clean session on its new node.",
+            mv->discarded);
+    MV_LINE("antenna_cluster_move_wills_cancelled_total",
+            "Delayed wills of moved sessions cancelled: the session resumed on the new node.",
+            mv->wills_cancelled);
+    MV_LINE("antenna_cluster_move_wills_published_total",
+            "Delayed wills of moved sessions published: the session ended instead.",
+            mv->wills_published);
     MV_LINE("antenna_cluster_move_wait_ms_total",
             "Milliseconds CONNECTs of moved sessions waited for routes and the old node's copies.",
             mv->wait_ms);

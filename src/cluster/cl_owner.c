@@ -463,6 +463,10 @@ static void claimed(cl_claim_t *cm, int taken_from_gone)
         cl_move_in_begin(cl, cm->g, cm->idx, cm->req, blob, cm->blob_len);
         return;
     }
+    if (cm->given && cm->keep && cm->g->clean_start)
+        /* the old owner keeps a tombstone for a session this CONNECT does
+         * not want: it ends it at once (its routes go) */
+        cl_move_drop_send(cl, cm->idx, cm->req, cm->g->client_id, cm->g->id_len);
     if (cm->g->clean_start || cl->adopt == NULL || cm->given) {
         answer_later(cm, 0);
     } else if (taken_from_gone) {

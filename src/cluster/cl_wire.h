@@ -77,6 +77,9 @@ enum {
     CL_F_MSG_IDS,   /* empty: I read publish ids (CL_MSG_ID) in MSG, MSG_SHARED and
                             * ADOPT_MSG, and in the hand-over's message records; optional:
                             * an older node ignores it and gets none */
+    CL_F_MOVE_DROP, /* u32 req | u16 len | client id: (after that move's OWN_GIVEN) I
+                     * claimed it with a clean start: end your tombstone now; optional:
+                     * an older node ignores it and keeps it MOVE_KEEP_MS */
     CL_F_TYPES
 };
 

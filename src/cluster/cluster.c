@@ -668,11 +668,13 @@ static int cl_init(module_inst_t *mi)
 
 /* The drain's hook (reload.h): with the client-id registry, a session
  * left here is taken by the node its client reconnects to (cl_owner.c):
- * the drain waits for the persistent sessions to go before the node stops. */
+ * the drain waits for the persistent sessions to go before the node
+ * stops, and for the tombstones those takes left (cl_move.c): what they
+ * queued goes to the new owner once it asks, and each ends within
+ * MOVE_KEEP_MS (asked: its linger; a clean start: at once). */
 static uint64_t cl_drain_pending(server_t *srv, void *user)
 {
-    (void)user;
-    return atomic_load(&srv->persistent_sessions);
+    return atomic_load(&srv->persistent_sessions) + cl_move_tombstones(user);
 }
 
 static int cl_start(module_inst_t *mi)

@@ -26,7 +26,11 @@
  *    "expiry_deadline":S,"next_pid":P,"subs":[{"filter":B64,"options":O,"sub_id":I}..]
  *    [,"owner":B64|null]}    (owner: absent when not known, null for none)
  *   {"type":"message","client_id":B64,"seq":N,"state":S,"qos":Q,"retain":B,"dup":B,
- *    "pid":P,"expiry":S,"topic":B64,"props":B64,"payload":B64}
+ *    "pid":P,"expiry":S,"topic":B64,"props":B64,"payload":B64
+ *    [,"id_epoch":HEX16,"id_seq":N]}  (the publish id, msg.h: only a message that
+ *    has one, a 'Q' version 2 record; the epoch is 16 hex digits, as a
+ *    random u64 does not fit JSON's integers; an export without them, an
+ *    older one, imports as before)
  *   {"type":"incoming","client_id":B64,"pid":P}
  * and last {"type":"end","records":N}, so a truncated file is detected.
  * Field meanings are store_rec.h's.  Import is all or nothing: every line is
@@ -700,6 +704,12 @@ static int export_one(void *ud, const void *k, size_t kl, const void *v, size_t 
         set_b64(o, "topic", m.topic, m.topic_len);
         set_b64(o, "props", m.props, m.props_len);
         set_b64(o, "payload", m.payload, m.payload_len);
+        if (m.id_seq != 0) { /* its publish id: the import writes it back */
+            char hex[17];
+            snprintf(hex, sizeof(hex), "%016" PRIx64, m.id_epoch);
+            json_object_set_new(o, "id_epoch", json_string(hex));
+            json_object_set_new(o, "id_seq", json_integer(m.id_seq));
+        }
         break;
     }
     case STORE_KEY_INCOMING:
@@ -962,15 +972,35 @@ out:
     return rc;
 }
 
+/* The publish id of a message line, when it has one: both fields or
+ * neither (an export of a message without one, or an older export). */
+static int get_publish_id(json_t *o, store_outmsg_t *m, ierr_t *e)
+{
+    json_t *ep = json_object_get(o, "id_epoch");
+    if (ep == NULL && json_object_get(o, "id_seq") == NULL)
+        return check_fields(o, 12, e);
+    uint64_t seq;
+    if (check_fields(o, 14, e) || get_uint(o, "id_seq", UINT32_MAX, &seq, e))
+        return -1;
+    const char *hex = json_is_string(ep) ? json_string_value(ep) : NULL;
+    if (hex == NULL || json_string_length(ep) != 16 || strspn(hex, "0123456789abcdef") != 16)
+        return fail(e, "%s", "field 'id_epoch' is not 16 lowercase hex digits");
+    if (seq == 0)
+        return fail(e, "%s", "field 'id_seq' out of range");
+    m->id_epoch = strtoull(hex, NULL, 16);
+    m->id_seq = (uint32_t)seq;
+    return 0;
+}
+
 static int import_message(store_batch_t *b, json_t *o, uint8_t *key, ierr_t *e)
 {
     uint8_t *cid = NULL, *topic = NULL, *props = NULL, *payload = NULL;
     size_t cid_len;
     uint64_t seq, state, qos, pid, expiry;
-    store_outmsg_t m = {0}; /* no publish id: export leaves it out */
+    store_outmsg_t m = {0}; /* id_seq 0: no publish id (a version 1 record) */
     int rc = -1;
     void *val;
-    if (check_fields(o, 12, e) || get_b64(o, "client_id", &cid, &cid_len, e) ||
+    if (get_publish_id(o, &m, e) || get_b64(o, "client_id", &cid, &cid_len, e) ||
         get_uint(o, "seq", INT64_MAX, &seq, e) || get_uint(o, "state", 3, &state, e) ||
         get_uint(o, "qos", 2, &qos, e) || get_bool(o, "retain", &m.retain, e) ||
         get_bool(o, "dup", &m.dup, e) || get_uint(o, "pid", 65535, &pid, e) ||

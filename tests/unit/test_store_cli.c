@@ -5,7 +5,10 @@
  *   - records with byte fields of every length 0..7 (all base64 paddings),
  *     non-UTF-8 topics and client ids, v5 property blocks, every outgoing
  *     state and incoming QoS 2 ids survive export + import byte for byte
- *     (the raw keys and values of the two stores are compared);
+ *     (the raw keys and values of the two stores are compared), a queued
+ *     message's publish id ('Q' version 2) too;
+ *   - an export without publish ids (an older one) imports: its messages
+ *     have none; a broken id is refused with its line;
  *   - a store with another format version, or keys but no version, is
  *     refused by every action with exit status 1 and a message naming the
  *     path (stderr is redirected to a file and read back).
@@ -197,6 +200,20 @@ static void fill(store_t *s)
         put(b, key, kl, vl, &v);
         store_rec_encode_outmsg(&m, v, vl);
     }
+    /* a publish id (msg.h): a 'Q' version 2 record; an epoch past
+     * INT64_MAX, as a random one often is */
+    store_outmsg_t idm = {.state = STORE_OUT_QUEUED,
+                          .qos = 1,
+                          .topic = (const uint8_t *)"id/t",
+                          .topic_len = 4,
+                          .payload = payload,
+                          .payload_len = 2,
+                          .id_epoch = 0xfedcba9876543210ull,
+                          .id_seq = 4000000000u};
+    kl = store_key_queue(key, sizeof(key), "e", 1, 77);
+    vl = store_rec_encode_outmsg(&idm, NULL, 0);
+    put(b, key, kl, vl, &v);
+    store_rec_encode_outmsg(&idm, v, vl);
     for (uint16_t pid = 1; pid <= 3; pid++) {
         kl =
             store_key_incoming(key, sizeof(key), odd_cid, sizeof(odd_cid), (uint16_t)(pid * 20000));
@@ -245,12 +262,12 @@ static void export_import_is_exact(void **state)
     store_close(s);
 
     assert_int_equal(run(fx, out, sizeof(out), "export", fx->a, fx->file, NULL), 0);
-    assert_non_null(strstr(out, "exported 20 records"));
+    assert_non_null(strstr(out, "exported 21 records"));
     assert_int_equal(run(fx, out, sizeof(out), "import", fx->b, fx->file, NULL), 0);
-    assert_non_null(strstr(out, "9 retained, 4 sessions, 4 messages, 3 qos2 ids"));
+    assert_non_null(strstr(out, "9 retained, 4 sessions, 5 messages, 3 qos2 ids"));
 
     dump_t da = dump(fx->a), db = dump(fx->b);
-    assert_int_equal(da.n, 21); /* 20 records and the version key */
+    assert_int_equal(da.n, 22); /* 21 records and the version key */
     assert_int_equal(da.n, db.n);
     assert_int_equal(da.len, db.len);
     assert_memory_equal(da.buf, db.buf, da.len);
@@ -265,6 +282,69 @@ static void export_import_is_exact(void **state)
     assert_int_equal(run(fx, out, sizeof(out), "inspect", fx->b, "--json", NULL), 0);
     assert_non_null(strstr(out, "\"client_id_b64\":\"wyhj\""));
     assert_non_null(strstr(out, "\"topic\":\"len/7\""));
+}
+
+/* ---- publish ids: an older export, a broken one ------------------------- */
+
+static void write_file(const char *path, const char *text)
+{
+    FILE *f = fopen(path, "w");
+    assert_non_null(f);
+    assert_int_equal(fputs(text, f) >= 0, 1);
+    assert_int_equal(fclose(f), 0);
+}
+
+static int find_queued(void *ud, const void *k, size_t kl, const void *v, size_t vl)
+{
+    store_outmsg_t *m = ud;
+    if (kl > 0 && ((const char *)k)[0] == 'q')
+        assert_int_equal(store_rec_decode_outmsg(v, vl, m), 0);
+    return 0;
+}
+
+#define EXPORT_HEAD                                                                                \
+    "{\"antenna_store_export\":1,\"store_format\":1,\"created\":1,\"source\":\"x\"}\n"
+#define EXPORT_MSG                                                                                 \
+    "{\"type\":\"message\",\"client_id\":\"Yw==\",\"seq\":5,\"state\":0,\"qos\":1,"                \
+    "\"retain\":false,\"dup\":false,\"pid\":0,\"expiry\":0,\"topic\":\"dA==\",\"props\":\"\","     \
+    "\"payload\":\"cA==\""
+
+static void export_without_ids_imports(void **state)
+{
+    fx_t *fx = *state;
+    char out[4096];
+    /* an export written before the publish id: no id fields */
+    write_file(fx->file, EXPORT_HEAD EXPORT_MSG "}\n{\"type\":\"end\",\"records\":1}\n");
+    assert_int_equal(run(fx, out, sizeof(out), "import", fx->a, fx->file, NULL), 0);
+    store_outmsg_t m = {.id_seq = 1};
+    store_t *s = open_at(fx->a);
+    assert_int_equal(store_scan(s, "", 0, find_queued, &m), 0);
+    store_close(s);
+    assert_int_equal(m.id_seq, 0);
+    assert_int_equal(m.payload_len, 1);
+
+    /* with one: kept; read back as the export wrote it */
+    write_file(fx->file, EXPORT_HEAD EXPORT_MSG ",\"id_epoch\":\"8000000000000001\",\"id_seq\":9}\n"
+                                                "{\"type\":\"end\",\"records\":1}\n");
+    assert_int_equal(run(fx, out, sizeof(out), "import", fx->b, fx->file, NULL), 0);
+    s = open_at(fx->b);
+    assert_int_equal(store_scan(s, "", 0, find_queued, &m), 0);
+    store_close(s);
+    assert_int_equal(m.id_seq, 9);
+    assert_true(m.id_epoch == 0x8000000000000001ull);
+
+    /* half an id, a bad epoch, number 0: refused, naming the line */
+    static const char *const bad[] = {",\"id_seq\":9}\n", ",\"id_epoch\":\"12\",\"id_seq\":9}\n",
+                                      ",\"id_epoch\":\"800000000000000g\",\"id_seq\":9}\n",
+                                      ",\"id_epoch\":\"8000000000000001\",\"id_seq\":0}\n"};
+    for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
+        char text[1024];
+        snprintf(text, sizeof(text), "%s%s%s{\"type\":\"end\",\"records\":1}\n", EXPORT_HEAD,
+                 EXPORT_MSG, bad[i]);
+        write_file(fx->file, text);
+        assert_int_equal(run(fx, out, sizeof(out), "import", fx->b, fx->file, "--force", NULL), 1);
+        assert_non_null(strstr(out, "line 2"));
+    }
 }
 
 /* ---- a store this build cannot read ------------------------------------- */
@@ -316,6 +396,7 @@ int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test_setup_teardown(export_import_is_exact, setup, teardown),
+        cmocka_unit_test_setup_teardown(export_without_ids_imports, setup, teardown),
         cmocka_unit_test_setup_teardown(wrong_version_refused, setup, teardown),
         cmocka_unit_test_setup_teardown(usage_errors, setup, teardown),
     };
