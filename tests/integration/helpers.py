@@ -175,6 +175,21 @@ def receive_publishes(client, n, timeout=10.0, ack=True, quiet=0.0):
             raise AssertionError("unexpected packet while receiving: %r" % p)
 
 
+class CheckedThread(threading.Thread):
+    """A daemon thread running self._run(); what it raised is kept in
+    .error for the test to report (a client thread of a load test)."""
+
+    def __init__(self):
+        super().__init__(daemon=True)
+        self.error = None
+
+    def run(self):
+        try:
+            self._run()
+        except Exception as e:  # reported by the test
+            self.error = e
+
+
 class Background(threading.Thread):
     """Run fn(*args) in a thread; .result() returns its value or re-raises."""
 

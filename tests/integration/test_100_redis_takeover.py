@@ -39,6 +39,7 @@ import time
 
 from cluster_util import cluster, metric, metrics, wait_members  # noqa: F401
 from conftest import wait_for
+from helpers import CheckedThread
 from mqttraw import (PUBACK, PUBCOMP, PUBLISH, PUBREC, PUBREL, RawClient, Timeout, publish,
                      pubcomp, puback, pubrec, pubrel)
 from test_95_store_redis import SANITIZED, redis, redis_persistence  # noqa: F401
@@ -277,25 +278,18 @@ def test_clean_stop_is_not_adopted(redis, cluster):
     s.close()
 
 
-class Publisher(threading.Thread):
+class Publisher(CheckedThread):
     """Publishes QoS 1 and QoS 2 in turn to t1 / t2, `window` in flight,
     until stopped; `acked`: the payloads whose PUBACK / PUBCOMP came."""
 
     def __init__(self, n, cid, t1, t2, window=8, pace=0.004, limit=0):
-        super().__init__(daemon=True)
+        super().__init__()
         self.n, self.cid, self.t1, self.t2 = n, cid, t1, t2
         self.window, self.pace, self.limit = window, pace, limit
         self.acked, self.sent = set(), 0
         self.stop_at = None  # monotonic: no new PUBLISH after this
         self.give_up = None  # ... and no more waiting for acks after this
-        self.error = None
         self.started_ok = threading.Event()
-
-    def run(self):
-        try:
-            self._run()
-        except Exception as e:  # reported by the test
-            self.error = e
 
     def _run(self):
         c = RawClient(self.n.host, self.n.port, timeout=T)

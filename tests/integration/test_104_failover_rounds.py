@@ -58,6 +58,7 @@ import pytest
 
 from cluster_util import cluster, metric, metrics, wait_members  # noqa: F401
 from conftest import free_port, wait_for
+from helpers import CheckedThread
 from mqttraw import (CONNACK, PUBACK, PUBCOMP, PUBLISH, PUBREC, PUBREL, Closed, RawClient,
                      Timeout, puback, pubcomp, publish, pubrec, pubrel)
 from mqttraw import connect as mqtt_connect
@@ -137,28 +138,21 @@ def lb_connect(port, cid, clean, deadline):
         time.sleep(0.1)
 
 
-class Sub(threading.Thread):
+class Sub(CheckedThread):
     """A persistent subscriber through HAProxy: reconnects with clean
     session 0 when its connection drops; `got` the payloads delivered to
     the application (QoS 2: once per packet id until its PUBREL)."""
 
     def __init__(self, port, cid, qos):
-        super().__init__(daemon=True)
+        super().__init__()
         self.port, self.cid, self.qos = port, cid, qos
         self.got = []
         self.connected = threading.Event()
         self.drops = 0
         self.stop = False
-        self.error = None
         self.rec = set()  # QoS 2: PUBREC sent, PUBREL not yet received
         self.may_return = threading.Event()  # cleared: wait before reconnecting
         self.may_return.set()
-
-    def run(self):
-        try:
-            self._run()
-        except Exception as e:  # reported by the test
-            self.error = e
 
     def _run(self):
         deadline = time.monotonic() + 60 * SLOW
@@ -196,13 +190,13 @@ class Sub(threading.Thread):
         c.close()
 
 
-class Pub(threading.Thread):
+class Pub(CheckedThread):
     """Publishes QoS 1 and QoS 2 in turn through HAProxy, `window` in
     flight, reconnecting (clean session) when its connection drops (what
     was in flight then was never acknowledged); `acked` by QoS."""
 
     def __init__(self, port, cid, window=8, pace=0.004):
-        super().__init__(daemon=True)
+        super().__init__()
         self.port, self.cid, self.window, self.pace = port, cid, window, pace
         self.acked = {1: set(), 2: set()}
         self.acked_at = {}  # payload: when its PUBACK / PUBCOMP came (a failure's report)
@@ -210,14 +204,7 @@ class Pub(threading.Thread):
         self.paused = False
         self.stop_at = None  # monotonic: no new PUBLISH after this
         self.give_up = None  # ... and no more waiting for acks after this
-        self.error = None
         self.i = 0
-
-    def run(self):
-        try:
-            self._run()
-        except Exception as e:  # reported by the test
-            self.error = e
 
     def _run(self):
         c, _ = lb_connect(self.port, self.cid, True, time.monotonic() + 60 * SLOW)

@@ -33,6 +33,7 @@ import pytest
 
 from cluster_util import cluster, metric, needs_etcd, wait_members  # noqa: F401
 from conftest import IS_MOSQUITTO, wait_for
+from helpers import CheckedThread
 from mqttraw import PUBLISH, PUBREL, Closed, Timeout, puback, pubcomp, pubrec
 from test_104_failover_rounds import Pub, SLOW, T, TOPIC, lb_connect
 from test_77_cluster_owner import links_up
@@ -45,13 +46,13 @@ pytestmark = [pytest.mark.skipif(IS_MOSQUITTO, reason="antenna_only"), needs_etc
               pytest.mark.deadline(600)]
 
 
-class Mover(threading.Thread):
+class Mover(CheckedThread):
     """A persistent subscriber that moves between two nodes; `got` the
     payloads given to the application (QoS 2: once per packet id until its
     PUBREL), `connect_ms` the time of each move's CONNECT."""
 
     def __init__(self, nodes, cid, qos):
-        super().__init__(daemon=True)
+        super().__init__()
         self.nodes, self.cid, self.qos = nodes, cid, qos
         self.got = []
         self.rec = set()
@@ -59,13 +60,7 @@ class Mover(threading.Thread):
         self.moves = 0
         self.subscribed = threading.Event()
         self.stop = False
-        self.error = None
 
-    def run(self):
-        try:
-            self._run()
-        except Exception as e:  # reported by the test
-            self.error = e
 
     def read(self, c, until):
         while time.monotonic() < until and not self.stop:

@@ -33,6 +33,7 @@ import pytest
 
 from cluster_util import cluster, metric, metrics, wait_members  # noqa: F401
 from conftest import wait_for
+from helpers import CheckedThread
 from mqttraw import (PUBACK, PUBCOMP, PUBLISH, PUBREC, RawClient, Timeout, publish, pubcomp,
                      puback, pubrec, pubrel)
 from test_100_redis_takeover import SLOW, T, connect_resume, route_count, sessions_in
@@ -58,27 +59,20 @@ def replica_synced(n):
     return bool(vals) and all(v == "1" for v in vals)
 
 
-class PairPublisher(threading.Thread):
+class PairPublisher(CheckedThread):
     """Sends its client id as the payload, two PUBLISHes in one write (QoS 1
     to t1 and QoS 2 to t2 in turn), up to `window` messages in flight, until
     stopped; counts what was sent and acknowledged, by QoS."""
 
     def __init__(self, n, cid, t1, t2, window=2000, pace=0.004):
-        super().__init__(daemon=True)
+        super().__init__()
         self.n, self.cid, self.t1, self.t2 = n, cid, t1, t2
         self.payload = cid.encode()
         self.window, self.pace = window, pace
         self.sent, self.acked = {1: 0, 2: 0}, {1: 0, 2: 0}
         self.stop_at = None  # monotonic: no new PUBLISH after this
         self.give_up = None  # ... and no more waiting for acks after this
-        self.error = None
         self.started_ok = threading.Event()
-
-    def run(self):
-        try:
-            self._run()
-        except Exception as e:  # reported by the test
-            self.error = e
 
     def _run(self):
         c = RawClient(self.n.host, self.n.port, timeout=T)

@@ -26,6 +26,7 @@ import pytest
 import mqttraw
 from cluster_util import cluster, metric, needs_etcd  # noqa: F401
 from conftest import IS_MOSQUITTO, freeze, require_antenna_bin, wait_for
+from helpers import CheckedThread
 from mqttraw import SESSION_EXPIRY_INTERVAL as SE, WILL_DELAY_INTERVAL, connect_v5, sub_opts
 from test_124_move_will import client_info, offline_on, wait_will, watcher
 from test_104_failover_rounds import SLOW, T
@@ -68,25 +69,19 @@ def test_clean_start_elsewhere_ends_the_old_session_at_once(cluster):
 
 
 
-class DrainSub(threading.Thread):
+class DrainSub(CheckedThread):
     """A persistent MQTT 5 subscriber at QoS 1 on its own topic: on `first`
     until the drain tells it to move (DISCONNECT 0x9C), then on `then`
     (clean start 0: its session follows); `got` the payloads, `present` the
     session present flag of the CONNACK after the move."""
 
     def __init__(self, first, then, cid, topic):
-        super().__init__(daemon=True)
+        super().__init__()
         self.first, self.then, self.cid, self.topic = first, then, cid, topic
         self.got, self.present, self.moved_rc = [], [], None
         self.subscribed = threading.Event()
         self.stop = False
-        self.error = None
 
-    def run(self):
-        try:
-            self._run()
-        except Exception as e:  # reported by the test
-            self.error = e
 
     def read(self, c):
         """Until the connection closes, or stop."""
@@ -118,23 +113,16 @@ class DrainSub(threading.Thread):
         c.close()
 
 
-class Publisher(threading.Thread):
+class Publisher(CheckedThread):
     """QoS 1 to each topic in turn, `window` in flight, one every `pace`
     seconds at most; `acked` the payloads whose PUBACK came, by topic."""
 
     def __init__(self, node, cid, topics, window=16, pace=0.002):
-        super().__init__(daemon=True)
+        super().__init__()
         self.node, self.cid, self.topics, self.window = node, cid, topics, window
         self.pace = pace
         self.acked = {t: set() for t in topics}
         self.stop_at = None
-        self.error = None
-
-    def run(self):
-        try:
-            self._run()
-        except Exception as e:  # reported by the test
-            self.error = e
 
     def _run(self):
         c = mqttraw.RawClient(self.node.host, self.node.port, timeout=T)
