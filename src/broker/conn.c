@@ -853,6 +853,15 @@ static void close_conn(conn_t *c, const char *why, int publish_will, uint8_t rc,
     }
 }
 
+void conn_will_to_session(conn_t *c)
+{
+    conn_ext_t *x = c->x;
+    if (c->sess && c->sess->expiry && x && x->will && x->will_delay) {
+        sess_delay_will(c->sess, x->will, x->will_delay);
+        x->will = NULL;
+    }
+}
+
 conn_ext_t *conn_ext(conn_t *c)
 {
     if (c->x == NULL)

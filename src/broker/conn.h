@@ -205,6 +205,11 @@ void conn_close(conn_t *c, const char *why, int publish_will);
 /* The same, after sending an MQTT 5 client a DISCONNECT with reason code
  * rc (MQTT 3.1.1 has no server DISCONNECT: it is just closed). */
 void conn_close_reason(conn_t *c, const char *why, int publish_will, uint8_t rc);
+/* A take-over, before the close: the connection's will with a Will Delay
+ * Interval goes into its session (a persistent one), as a will delayed
+ * there; the session's next connection cancels it (sess_attach), its end
+ * publishes it (a clean start, or the old node's tombstone: cl_move.c). */
+void conn_will_to_session(conn_t *c);
 /* The same for a client's DISCONNECT with reason code rc (0 for MQTT 3.1.1):
  * the client_disconnected event says the client ended it. */
 void conn_close_by_client(conn_t *c, const char *why, int publish_will, uint8_t rc);

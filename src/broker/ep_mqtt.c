@@ -64,6 +64,13 @@ static void mqtt_close(endpoint_t *ep, ep_close_t why, const char *text)
     conn_t *c = conn_of(ep);
     switch (why) {
     case EP_CLOSE_TAKEN_OVER:
+        /* a will with a delay waits in the session, which goes on: the
+         * new connection resumes it before the delay passed (no will) or
+         * starts clean and ends it (the will goes then) [MQTT5 3.1.4,
+         * "Session taken over"]; one without a delay, or of a session that
+         * ends with its connection, goes now (conn_close_reason) */
+        conn_will_to_session(c);
+        /* fall through */
     case EP_CLOSE_SESSION_ENDED:
         /* the session let go: closing must not detach it */
         if (c->sess) {
