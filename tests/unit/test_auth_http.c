@@ -622,10 +622,15 @@ static void test_slow_webhook_times_out(void **state)
     auth_http_stats_t st;
     auth_http_stats(b, &st);
     assert_int_equal(st.timeouts, 20);
-    /* the pool, not a connection per request: 2, plus at most one
-     * replacement each for the connections closed at the deadline while a
-     * request (enqueued a moment later) still waited for one */
-    assert_true(atomic_load(&w->connections) <= 4);
+    /* the pool, not a connection per request: 2 at first, then a
+     * replacement for each closed at a deadline while a request enqueued
+     * a moment later still waited (which may itself time out before it is
+     * sent): how many such waves there are depends on how far apart the
+     * 20 asks were (ASan on a busy host: 3-6 connections, 2-3 requests on
+     * the wire), never one per request */
+    int conns = atomic_load(&w->connections), reqs = atomic_load(&w->requests);
+    if (conns > 10 || reqs >= 20)
+        fail_msg("%d connections, %d requests on the wire, of 20", conns, reqs);
     box_destroy(&box);
     b->destroy(b);
     free(c);
