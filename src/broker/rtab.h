@@ -34,8 +34,8 @@
  * cluster's devices connect each of ~52 peers passes route_bloom_above
  * within seconds, each with ~1,000 pairs in a table of ~52,000: 52 scans
  * of it a node under the write lock (~10 % of a link thread's CPU in
- * session 33's perf) became a handful of rebuilds (16.5 against 1.8 ms for
- * those 52 drops, docs/benchmarks.md).  The retired slots take no more
+ * session 33's perf) became a handful of rebuilds (21 against 2 ms for
+ * those 52 drops, bench/rtab_drops.c).  The retired slots take no more
  * room than the table had before the drop (a sweep comes before any
  * growth), so lookups walk runs no longer than then.  The table counts
  * each node's pairs (a small array by node index) so
