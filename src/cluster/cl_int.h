@@ -45,6 +45,8 @@ typedef struct {
     uint32_t route_bloom_above;      /* more exact routes: shipped as bits (cl_bits.c), a peer's
                                       * kept in a Bloom filter; 0: never */
     uint8_t route_bits;              /* ask for and ship exact routes as bit filters (cl_bits.c) */
+    uint8_t revoke_refused;          /* a member whose link went down and whose link address refuses
+                             * connections is gone: revoke its lease (cl_link.c's probe) */
     /* persistence.session_store: replicated (cl_repl.c): cluster.replication */
     uint8_t repl_required;       /* no replica in sync: refuse stored changes (else ack locally) */
     uint32_t repl_timeout_ms;    /* the replica acknowledges a group within this */
@@ -195,6 +197,11 @@ uint64_t cl_rdv(const char *node, const char *name);
  * node's own name is ignored. */
 void cl_member_seen(cl_t *cl, const char *name, const char *link_addr);
 void cl_member_gone(cl_t *cl, const char *name);
+/* Any thread: member `name`'s process is gone (its link went down and its
+ * link address refuses connections: cl_link.c's probe): its lease is
+ * revoked at the etcd thread's next tick, if etcd still shows it under the
+ * lease it had (cl_member.c). */
+void cl_member_dead(cl_t *cl, const char *name);
 /* GET /api/v1/nodes: {"node","cluster","link","members":[...]} from the
  * copy of the member table (API threads). */
 struct json_t *cl_nodes_json(cl_t *cl);

@@ -44,6 +44,19 @@
  * only in part leaves plaintext in the SSL that the socket no longer
  * announces: conn_read and on_resume look at SSL_pending.
  *
+ * A peer's process gone (docs/cluster.md "A dead node's process").  When
+ * a link that was up goes down while its peer is a member, either side
+ * probes the peer's link address every CL_PROBE_GAP_MS (CL_PROBE_TRIES at
+ * most): a connect that sends nothing.  A live process answers it with its
+ * HELLO: the probe ends.  Refused (ECONNREFUSED: the host answers, nothing
+ * listens), or accepted and then reset or closed without a byte (a process
+ * dying with connections in its listener's backlog): CL_PROBE_REFUSED in a
+ * row say the process is gone, and with cluster.revoke_refused its lease
+ * is revoked (cl_member_dead) instead of waiting lease_ttl for it to
+ * expire.  Anything else (no answer by the next probe: a frozen process,
+ * whose kernel still accepts; no route) proves nothing and starts the
+ * count again: the lease expires as before.
+ *
  * Buffers.  Every link is read into the link thread's one buffer
  * (cl_links_t.rbuf, CL_READ_LEN a read); what is left of a frame read in
  * part is kept in the link's own `in` (copied back in front of the next
@@ -91,6 +104,8 @@
 
 static void conn_io(ev_loop_t *loop, ev_watcher_t *ev, uint32_t events);
 static void conn_on_timer(tw_timer_t *t);
+static void probe_start(cl_t *cl, cl_peer_t *p);
+static void probe_end(cl_t *cl, cl_peer_t *p);
 static void peer_redial_later(cl_t *cl, cl_peer_t *p);
 static int conn_flush(cl_t *cl, cl_conn_t *c);
 static int conn_read(cl_t *cl, cl_conn_t *c);
@@ -176,8 +191,9 @@ static void conn_close(cl_t *cl, cl_conn_t *c, const char *why)
         if (c->up) {
             cl_route_recompute(cl); /* nobody waits for a node that is gone */
             cl_repl_link(cl, c->idx, 0);
+            probe_start(cl, p);
         }
-    } else if (why != NULL && c->idx <= 0) {
+    } else if (why != NULL && c->idx <= 0 && c->heard) { /* a probe says nothing */
         log_info("cluster: link from %s closed: %s", c->addr, why);
     }
     cl_buf_free(&c->in);
@@ -343,6 +359,119 @@ static void peer_redial_later(cl_t *cl, cl_peer_t *p)
     tw_add(&cl->tw, &p->redial, cl->now + p->backoff_ms);
 }
 
+/* ---- the probe: is a peer's process gone? ---- */
+
+static void probe_close(cl_t *cl, cl_peer_t *p)
+{
+    if (p->probe_fd < 0)
+        return;
+    if (ev_watch_active(&p->probe_ev))
+        ev_watch_stop(&cl->loop, &p->probe_ev);
+    close(p->probe_fd);
+    p->probe_fd = -1;
+    p->probe_open = 0;
+}
+
+static void probe_end(cl_t *cl, cl_peer_t *p)
+{
+    probe_close(cl, p);
+    tw_del(&cl->tw, &p->probe);
+}
+
+/* A probe's outcome: err 0 the peer's HELLO came, ECONNREFUSED nothing
+ * listens, else it proves nothing. */
+static void probe_result(cl_t *cl, cl_peer_t *p, int err)
+{
+    int idx = (int)(p - cl->links->peers);
+    probe_close(cl, p);
+    if (err == 0) { /* something listens there: not gone */
+        tw_del(&cl->tw, &p->probe);
+        return;
+    }
+    if (err != ECONNREFUSED) {
+        p->probe_refused = 0;
+        return;
+    }
+    if (++p->probe_refused < CL_PROBE_REFUSED)
+        return;
+    tw_del(&cl->tw, &p->probe);
+    log_warn("cluster: %s's link address %s refused %u connections in a row after its link went "
+             "down: its process is gone",
+             cl->nodes[idx].name, cl->nodes[idx].link_addr, (unsigned)p->probe_refused);
+    cl_member_dead(cl, cl->nodes[idx].name);
+}
+
+static void on_probe_io(ev_loop_t *loop, ev_watcher_t *ev, uint32_t events)
+{
+    (void)loop;
+    (void)events;
+    cl_peer_t *p = container_of(ev, cl_peer_t, probe_ev);
+    cl_t *cl = p->cl;
+    if (p->probe_open) { /* accepted: its HELLO, or a reset */
+        uint8_t b[64];
+        ssize_t n = recv(p->probe_fd, b, sizeof(b), 0);
+        if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR))
+            return;
+        probe_result(cl, p, n > 0 ? 0 : ECONNREFUSED);
+        return;
+    }
+    int err = 0;
+    socklen_t el = sizeof(err);
+    if (getsockopt(p->probe_fd, SOL_SOCKET, SO_ERROR, &err, &el) < 0)
+        err = errno;
+    if (err != 0) {
+        probe_result(cl, p, err);
+        return;
+    }
+    p->probe_open = 1;
+    ev_watch_modify(&cl->loop, &p->probe_ev, EV_READ);
+}
+
+static void on_probe(tw_timer_t *t)
+{
+    cl_peer_t *p = container_of(t, cl_peer_t, probe);
+    cl_t *cl = p->cl;
+    int idx = (int)(p - cl->links->peers);
+    cl_node_t *n = &cl->nodes[idx];
+    if (p->probe_fd >= 0) { /* the last one is still unanswered: proves nothing */
+        probe_close(cl, p);
+        p->probe_refused = 0;
+    }
+    if (!n->member || (p->conn != NULL && p->conn->up) || atomic_load(&cl->stopping))
+        return;
+    if (++p->probe_tries < CL_PROBE_TRIES)
+        tw_add(&cl->tw, &p->probe, cl->now + CL_PROBE_GAP_MS);
+    struct sockaddr_storage ss;
+    socklen_t sl;
+    if (addr_resolve(n->link_addr, 0, &ss, &sl) < 0)
+        return;
+    int fd = socket(ss.ss_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+    if (fd < 0)
+        return;
+    p->probe_fd = fd;
+    int rc = connect(fd, (struct sockaddr *)&ss, sl);
+    if (rc < 0 && errno != EINPROGRESS) {
+        probe_result(cl, p, errno);
+        return;
+    }
+    p->probe_open = rc == 0;
+    ev_watcher_init(&p->probe_ev, fd, on_probe_io);
+    if (ev_watch_start(&cl->loop, &p->probe_ev, rc == 0 ? EV_READ : EV_WRITE) < 0)
+        probe_close(cl, p);
+}
+
+/* p's link (up until now) went down while p is a member. */
+static void probe_start(cl_t *cl, cl_peer_t *p)
+{
+    int idx = (int)(p - cl->links->peers);
+    if (!cl->conf->revoke_refused || cl->conf->etcd[0] == '\0' || !cl->nodes[idx].member ||
+        atomic_load(&cl->stopping))
+        return;
+    probe_end(cl, p);
+    p->probe_refused = p->probe_tries = 0;
+    tw_add(&cl->tw, &p->probe, cl->now + CL_PROBE_FIRST_MS);
+}
+
 static int we_dial(cl_t *cl, int idx)
 {
     return strcmp(cl->conf->node, cl->nodes[idx].name) < 0;
@@ -490,6 +619,7 @@ static int on_auth(cl_t *cl, cl_conn_t *c, const uint8_t *body, uint32_t len)
     c->up = 1;
     CL_STAT_SET(cl->lstats[c->idx].buf_peak, 0);
     p->backoff_ms = 0;
+    probe_end(cl, p); /* back: its process is there */
     cl_link_up(cl, p, c);
     return 0;
 }
@@ -810,6 +940,7 @@ static int conn_read(cl_t *cl, cl_conn_t *c)
             return -1;
         }
         b->len += (size_t)n;
+        c->heard = 1;
         c->last_rx = cl->now;
         if (c->idx > 0)
             CL_STAT_ADD(cl->lstats[c->idx].bytes_in, (uint64_t)n);
@@ -984,7 +1115,9 @@ int cl_links_init(cl_t *cl)
     RAND_bytes((uint8_t *)&L->incarnation, sizeof(L->incarnation));
     for (int i = 0; i < CL_MAX_NODES; i++) {
         L->peers[i].cl = cl;
+        L->peers[i].probe_fd = -1;
         tw_timer_init(&L->peers[i].redial, on_redial);
+        tw_timer_init(&L->peers[i].probe, on_probe);
     }
     tw_timer_init(&L->resume, on_resume);
     tw_timer_init(&L->mark_timer, cl_route_marks_timer);
@@ -1042,6 +1175,7 @@ void cl_links_member_changed(cl_t *cl, int idx)
         return;
     }
     tw_del(&cl->tw, &p->redial);
+    probe_end(cl, p);
     if (p->conn)
         conn_close(cl, p->conn, "the node left the cluster");
     cl_hand_in_free(p);
@@ -1061,8 +1195,10 @@ void cl_links_stop(cl_t *cl)
         return;
     while (L->conns)
         conn_close(cl, L->conns, NULL);
-    for (int i = 0; i < CL_MAX_NODES; i++)
+    for (int i = 0; i < CL_MAX_NODES; i++) {
         tw_del(&cl->tw, &L->peers[i].redial);
+        probe_end(cl, &L->peers[i]);
+    }
     tw_del(&cl->tw, &L->resume);
     tw_del(&cl->tw, &L->mark_timer);
     if (L->listen_fd >= 0 && ev_watch_active(&L->listen_ev))

@@ -27,6 +27,10 @@
 #define CL_SLOW_MS 100         /* after such a pause, ACKs wait until the inboxes are under it */
 #define CL_MARK_GAP_MS 20      /* route changes written at most this often (cl_route_marks) */
 #define CL_MARK_HOLD_MS 250    /* ... and while the last mark is unanswered, at most this late */
+#define CL_PROBE_FIRST_MS 20   /* a link went down: its peer's address probed this much later, */
+#define CL_PROBE_GAP_MS 100    /* ... then this often, */
+#define CL_PROBE_REFUSED 2     /* ... refused this many times in a row: its process is gone */
+#define CL_PROBE_TRIES 10      /* ... at most this many probes after one loss */
 
 typedef struct cl_conn_s cl_conn_t;
 typedef struct cl_fset_s cl_fset_t;
@@ -45,6 +49,7 @@ struct cl_conn_s {
     int fd;
     int idx; /* the peer's node index; -1 (accepted) until its HELLO */
     uint8_t dialer, connecting, got_hello, up;
+    uint8_t heard;  /* a byte was read from it (an accepted probe sends none) */
     uint8_t paused; /* not reading (cl_links_t.resume): 1 a worker's inbox is full,
                      * 2 a subscriber is behind (cl_links_t.slow) */
     uint8_t nonce[CL_NONCE_LEN], peer_nonce[CL_NONCE_LEN];
@@ -83,6 +88,12 @@ typedef struct {
     cl_conn_t *conn; /* its link (up or in its handshake), or NULL */
     tw_timer_t redial;
     uint32_t backoff_ms;
+    /* its link went down: is its process gone? (cl_link.c, "the probe") */
+    tw_timer_t probe;
+    ev_watcher_t probe_ev;
+    int probe_fd; /* a probe in flight, or -1 */
+    uint8_t probe_refused, probe_tries;
+    uint8_t probe_open; /* accepted: waiting for its HELLO (or a reset) */
     /* out: QoS 1/2 by sequence number; [head, len) wait for the ack,
      * [sent, len) are not written on the current link yet */
     cl_pend_t *pend;

@@ -46,6 +46,14 @@
  * A clean stop revokes the lease (on the etcd thread, at its next tick):
  * the key goes at once and the others see this node leave without waiting
  * for lease_ttl.
+ *
+ * A dead member's lease (cl_member_dead, from the link thread: the member's
+ * link went down and its link address refuses connections: no process
+ * listens there) is revoked the same way, at the next tick, if it is still
+ * the lease etcd last showed for that member (known[].lease): the key goes,
+ * every node sees the member out at once, not lease_ttl later, and its
+ * sessions are adopted (docs/cluster.md "A dead node's process").  A
+ * member that registered again meanwhile has another lease: not touched.
  */
 #include <inttypes.h>
 #include <stdio.h>
@@ -72,7 +80,10 @@ enum { PH_NEED_LEASE, PH_GRANTING, PH_REGISTER, PH_REGISTERING, PH_UP };
 typedef struct {
     char name[CL_NAME_MAX];
     char link[CL_ADDR_MAX];
+    int64_t lease; /* the lease its key is under (0: not said) */
 } cl_known_t;
+
+#define CL_MEMBER_DEAD_MAX 16 /* members reported dead between two ticks */
 
 /* A caller of cl_member_fresh waiting for its read. */
 typedef struct cl_fresh_s {
@@ -121,6 +132,10 @@ struct cl_member_s {
     /* etcd thread */
     int leave_sent;
     int64_t leave_lease;
+    /* cl_member_dead (any thread, under mu): the names to revoke at the tick */
+    char dead[CL_MEMBER_DEAD_MAX][CL_NAME_MAX];
+    uint32_t ndead;
+    an_counter_t revoked_dead; /* leases of dead members revoked */
 };
 
 
@@ -325,9 +340,11 @@ static cl_known_t *known_find(cl_member_t *m, const char *name)
     return NULL;
 }
 
-static void known_put(cl_member_t *m, const char *name, const char *link)
+static void known_put(cl_member_t *m, const char *name, const char *link, int64_t lease)
 {
     cl_known_t *k = known_find(m, name);
+    if (k != NULL)
+        k->lease = lease;
     if (k != NULL && strcmp(k->link, link) == 0)
         return;
     if (k == NULL) {
@@ -335,6 +352,7 @@ static void known_put(cl_member_t *m, const char *name, const char *link)
             return;
         k = &m->known[m->nknown++];
         snprintf(k->name, sizeof(k->name), "%s", name);
+        k->lease = lease;
     }
     snprintf(k->link, sizeof(k->link), "%s", link);
     cl_member_seen(m->cl, name, link);
@@ -349,10 +367,11 @@ static void known_del(cl_member_t *m, const char *name)
     *k = m->known[--m->nknown];
 }
 
-/* A kv of the prefix: the member's name (from the key) and its link address
- * (from the value; NULL for a deletion).  Returns 0, or -1 when the kv is
- * not a member entry. */
-static int member_kv(cl_member_t *m, const json_t *kv, int with_value, char *name, char *link)
+/* A kv of the prefix: the member's name (from the key), its link address
+ * (from the value; not for a deletion) and the lease it is under (lease may
+ * be NULL).  Returns 0, or -1 when the kv is not a member entry. */
+static int member_kv(cl_member_t *m, const json_t *kv, int with_value, char *name, char *link,
+                     int64_t *lease)
 {
     char key[512], val[1024];
     if (cl_etcd_kv(kv, key, sizeof(key), with_value ? val : NULL, sizeof(val)) < 0)
@@ -361,6 +380,8 @@ static int member_kv(cl_member_t *m, const json_t *kv, int with_value, char *nam
     if (strncmp(key, m->prefix, pl) != 0 || key[pl] == '\0' || strlen(key + pl) >= CL_NAME_MAX)
         return -1;
     snprintf(name, CL_NAME_MAX, "%s", key + pl);
+    if (lease != NULL)
+        *lease = cl_etcd_int(kv, "lease");
     if (!with_value)
         return 0;
     json_t *j = json_loads(val, 0, NULL);
@@ -390,12 +411,13 @@ static void on_watch_msg(void *arg, json_t *msg)
         const char *type = json_string_value(json_object_get(ev, "type"));
         int del = type != NULL && strcmp(type, "DELETE") == 0;
         char name[CL_NAME_MAX], link[CL_ADDR_MAX];
-        if (member_kv(m, json_object_get(ev, "kv"), !del, name, link) < 0)
+        int64_t lease = 0;
+        if (member_kv(m, json_object_get(ev, "kv"), !del, name, link, &lease) < 0)
             continue;
         if (del)
             known_del(m, name);
         else
-            known_put(m, name, link);
+            known_put(m, name, link, lease);
     }
 }
 
@@ -421,9 +443,10 @@ static void apply_read(cl_member_t *m, const cl_etcd_res_t *res)
     json_array_foreach(json_object_get(res->json, "kvs"), i, kv)
     {
         char link[CL_ADDR_MAX];
-        if (n == CL_MAX_NODES || member_kv(m, kv, 1, names[n], link) < 0)
+        int64_t lease = 0;
+        if (n == CL_MAX_NODES || member_kv(m, kv, 1, names[n], link, &lease) < 0)
             continue;
-        known_put(m, names[n], link);
+        known_put(m, names[n], link, lease);
         n++;
     }
     for (uint32_t k = 0; k < m->nknown;) {
@@ -573,6 +596,72 @@ static void member_leave(cl_member_t *m)
         leave_done(m);
 }
 
+/* ---- a dead member's lease ---- */
+
+typedef struct {
+    cl_member_t *m;
+    char name[CL_NAME_MAX];
+    int64_t lease;
+} cl_dead_t;
+
+static void on_dead_revoked(void *arg, const cl_etcd_res_t *res)
+{
+    cl_dead_t *d = arg;
+    if (res->err == CL_ETCD_OK) {
+        STAT_ADD(d->m->revoked_dead, 1);
+        log_info("cluster: node %s's lease %" PRId64 " revoked: its process is gone (its link "
+                 "address refuses connections)",
+                 d->name, d->lease);
+    } else if (res->err != CL_ETCD_ECANCELLED) {
+        /* gone already (expired, or it left), or etcd did not answer: the
+         * lease expires by itself */
+        log_info("cluster: revoking node %s's lease %" PRId64 " failed (%s): it goes at its "
+                 "expiry",
+                 d->name, d->lease, res->error);
+    }
+    free(d);
+}
+
+void cl_member_dead(cl_t *cl, const char *name)
+{
+    cl_member_t *m = cl->member;
+    if (m == NULL)
+        return;
+    pthread_mutex_lock(&m->mu);
+    int dup = 0;
+    for (uint32_t i = 0; i < m->ndead && !dup; i++)
+        dup = strcmp(m->dead[i], name) == 0;
+    if (!dup && m->ndead < CL_MEMBER_DEAD_MAX)
+        snprintf(m->dead[m->ndead++], CL_NAME_MAX, "%s", name);
+    pthread_mutex_unlock(&m->mu);
+}
+
+/* The tick: revoke the leases of the members reported dead meanwhile. */
+static void dead_revoke(cl_member_t *m)
+{
+    char names[CL_MEMBER_DEAD_MAX][CL_NAME_MAX];
+    pthread_mutex_lock(&m->mu);
+    uint32_t n = m->ndead;
+    memcpy(names, m->dead, n * sizeof(names[0]));
+    m->ndead = 0;
+    pthread_mutex_unlock(&m->mu);
+    for (uint32_t i = 0; i < n; i++) {
+        cl_known_t *k = known_find(m, names[i]);
+        if (k == NULL || k->lease == 0 || k->lease == atomic_load(&m->lease))
+            continue; /* out already, or a lease not said (or ours: never) */
+        cl_dead_t *d = an_malloc(sizeof(*d));
+        d->m = m;
+        snprintf(d->name, sizeof(d->name), "%s", k->name);
+        d->lease = k->lease;
+        log_warn("cluster: node %s's link address refuses connections after its link went "
+                 "down: revoking its lease %" PRId64,
+                 d->name, d->lease);
+        if (cl_etcd_call(m->etcd, "/v3/lease/revoke", cl_etcd_lease_req(d->lease), 0,
+                         on_dead_revoked, d) < 0)
+            free(d);
+    }
+}
+
 /* ---- the timers ---- */
 
 static void member_tick(cl_etcd_t *e, void *arg)
@@ -622,6 +711,7 @@ static void member_tick(cl_etcd_t *e, void *arg)
     }
     if (!m->read_inflight && (m->need_read ? now >= m->read_retry_at : now >= m->read_at))
         member_read(m);
+    dead_revoke(m);
 }
 
 /* ---- the module's calls ---- */
@@ -767,6 +857,11 @@ void cl_member_metrics(cl_t *cl, module_metrics_t *mm)
                           "Successful keep-alives of this node's membership lease.");
     module_metrics_printf(mm, "antenna_cluster_lease_renewals_total %" PRIu64 "\n",
                           (uint64_t)atomic_load(&m->renewals));
+    module_metrics_family(mm, "antenna_cluster_dead_leases_revoked_total", "counter",
+                          "Leases of members whose process was gone (their link address refused "
+                          "connections) revoked by this node.");
+    module_metrics_printf(mm, "antenna_cluster_dead_leases_revoked_total %" PRIu64 "\n",
+                          (uint64_t)atomic_load(&m->revoked_dead));
     module_metrics_family(mm, "antenna_cluster_lease_keepalive_age_seconds", "gauge",
                           "Seconds since the last successful keep-alive (or grant) of the lease.");
     uint64_t age = an_now_ms() - atomic_load(&m->ka_ok);

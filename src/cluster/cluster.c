@@ -51,6 +51,7 @@ static void cl_conf_defaults(void *conf)
     c->adopt_wait_ms = 30000;
     c->route_bloom_above = 1000;
     c->route_bits = 1;
+    c->revoke_refused = 1;
     c->repl_timeout_ms = 5000;
     snprintf(c->listen, sizeof(c->listen), "%s", "127.0.0.1:0");
 }
@@ -148,6 +149,7 @@ static int cl_conf_load(conf_sec_t *s, void *conf)
         conf_sec_ms(s, "adopt_wait", 1000, 3600000, &c->adopt_wait_ms) < 0 ||
         conf_sec_u32(s, "route_bloom_above", 0, UINT32_MAX, &c->route_bloom_above) < 0 ||
         conf_sec_bool(s, "route_bits", &c->route_bits) < 0 ||
+        conf_sec_bool(s, "revoke_refused", &c->revoke_refused) < 0 ||
         conf_sec_map(s, "replication", cl_conf_repl, c) < 0 ||
         conf_sec_str(s, "listen", c->listen, sizeof(c->listen), CONF_SEC_NONEMPTY) < 0 ||
         conf_sec_str(s, "advertise", c->advertise, sizeof(c->advertise), 0) < 0 ||
@@ -205,6 +207,7 @@ static void cl_conf_walk(const void *conf, conf_visit_fn fn, void *ud)
     fn(ud, CONF_V_UINT, "adopt_wait_ms", NULL, c->adopt_wait_ms);
     fn(ud, CONF_V_UINT, "route_bloom_above", NULL, c->route_bloom_above);
     fn(ud, CONF_V_BOOL, "route_bits", NULL, c->route_bits);
+    fn(ud, CONF_V_BOOL, "revoke_refused", NULL, c->revoke_refused);
     fn(ud, CONF_V_SECTION, "replication", NULL, 0);
     fn(ud, CONF_V_BOOL, "required", NULL, c->repl_required);
     fn(ud, CONF_V_UINT, "timeout_ms", NULL, c->repl_timeout_ms);
