@@ -141,10 +141,7 @@ struct cl_s {
     uint64_t now;      /* monotonic ms of this turn */
     ev_watcher_t wake; /* eventfd: cl_post */
     pthread_mutex_t mu;
-    cl_task_t *tasks, **tasks_tail; /* under mu */
-    int woken;                      /* under mu: the eventfd was written for the list */
-    int tasks_later;                /* under mu: a round of route changes waits for its
-                                     * timer, which runs the list (cl_post_later) */
+    cl_task_t *tasks, **tasks_tail;
 
     /* the member table (link thread) */
     cl_node_t nodes[CL_MAX_NODES];
@@ -176,16 +173,6 @@ struct cl_s {
 /* Run fn(cl, arg) on the link thread, in order of posting.  Any thread.
  * Returns 0, or -1 when the link thread has stopped (fn is not called). */
 int cl_post(cl_t *cl, void (*fn)(cl_t *cl, void *arg), void *arg);
-/* cl_post without a wake-up while the link thread holds a round of route
- * changes for its mark timer (cl_tasks_later): that timer runs the list
- * before it writes the round, so the task runs in time for it, in order
- * with every other.  For a local route change (cl_route.c). */
-int cl_post_later(cl_t *cl, void (*fn)(cl_t *cl, void *arg), void *arg);
-/* Link thread: route changes may wait for the mark timer (on), or not any
- * more (off: what waited is run now). */
-void cl_tasks_later(cl_t *cl, int on);
-/* Link thread: run the tasks posted so far. */
-void cl_tasks_run(cl_t *cl);
 /* The index of node `name`, given on first sight; -1 when the table is full.
  * Link thread (or init, before it runs). */
 int cl_node_index(cl_t *cl, const char *name);

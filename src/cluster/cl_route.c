@@ -5,9 +5,7 @@
  * from whichever thread subscribes) when a filter gets its first MQTT
  * subscriber on this node and when it loses its last one; each change is
  * posted, in order, to the link thread, which keeps the set (L->local) and
- * encodes ROUTE_ADD / ROUTE_DEL into every link that is up (while a
- * round waits for its timer, the posts wake nothing and the timer runs
- * them: cl_post_later); after the run
+ * encodes ROUTE_ADD / ROUTE_DEL into every link that is up; after the run
  * of tasks, cl_route_marks appends the ROUTE_MARK and writes each link
  * once (a SUBSCRIBE storm: one write per link per run, not per route;
  * runs closer than CL_MARK_GAP_MS share one).  A link that comes up gets
@@ -227,8 +225,7 @@ static void local_hook(void *ud, const uint8_t *filter, size_t len, int up)
     ch->up = up;
     ch->len = (uint16_t)len;
     memcpy(ch->f, filter, len);
-    /* no wake-up while a round waits for its timer: the timer runs it */
-    if (cl_post_later(cl, local_apply, ch) < 0)
+    if (cl_post(cl, local_apply, ch) < 0)
         free(ch);
 }
 
@@ -325,10 +322,7 @@ void cl_route_recompute(cl_t *cl)
  * are clocked by the slowest peer's answers, which a SUBACK waits for
  * anyway, so with 52 peers under a storm a round carries the changes of
  * all the runs the last one took, not of 20 ms (each round is a write, a
- * wake-up and a read on every link, and an answer back).  While a round
- * waits so, the trie's hook posts the next changes without waking this
- * thread (cl_post_later): the mark timer runs them first, so the link
- * thread wakes once a round, not once a subscribing device. */
+ * wake-up and a read on every link, and an answer back). */
 void cl_route_marks(cl_t *cl)
 {
     cl_links_t *L = cl->links;
@@ -341,13 +335,11 @@ void cl_route_marks(cl_t *cl)
     if (now < due && !atomic_load(&cl->stopping)) {
         if (!tw_pending(&L->mark_timer) || L->mark_timer.expires > due)
             tw_add(&cl->tw, &L->mark_timer, due);
-        cl_tasks_later(cl, 1); /* the next changes wait for the timer, unwoken */
         return;
     }
     L->mark_last = now;
     L->mark_sent = L->route_applied;
     L->mark_due = 0;
-    cl_tasks_later(cl, 0); /* a change wakes the thread again */
     STAT_ADD(cl->route_marks, 1);
     for (cl_conn_t *c = L->conns, *next; c; c = next) {
         next = c->next;
@@ -365,7 +357,6 @@ void cl_route_marks(cl_t *cl)
 void cl_route_marks_timer(tw_timer_t *t)
 {
     cl_links_t *L = (cl_links_t *)((char *)t - offsetof(cl_links_t, mark_timer));
-    cl_tasks_run(L->cl); /* the changes posted without a wake-up (cl_post_later) */
     cl_route_marks(L->cl);
 }
 

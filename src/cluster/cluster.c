@@ -14,8 +14,7 @@
  *                         end), cl_links_free, the state.
  *
  * The link thread turns an ev loop with a timer wheel; other threads hand
- * it work with cl_post() (a locked list and an eventfd; cl_post_later for
- * route changes, which wait for the round's timer without a wake-up), which is how
+ * it work with cl_post() (a locked list and an eventfd), which is how
  * membership changes (cl_member_seen / cl_member_gone) reach the member
  * table, which only the link thread touches.
  */
@@ -229,14 +228,7 @@ static void cl_conf_walk(const void *conf, conf_visit_fn fn, void *ud)
 
 /* ---- the link thread ---- */
 
-/* The wake-up: at most one write(2) per run of tasks.  `woken` says the
- * eventfd was written for the list since the thread last took it: a
- * storm of subscriptions posts one task per route change, and the thread
- * takes the list whole after reading the wake-up (cl_on_wake).  A task
- * posted "later" while a round waits for its timer (tasks_later) writes
- * nothing: the timer takes the list (cl_route_marks_timer), so a node
- * whose devices connect is not woken once per device between rounds. */
-static int post(cl_t *cl, void (*fn)(cl_t *cl, void *arg), void *arg, int later)
+int cl_post(cl_t *cl, void (*fn)(cl_t *cl, void *arg), void *arg)
 {
     if (atomic_load(&cl->stopping))
         return -1;
@@ -244,9 +236,11 @@ static int post(cl_t *cl, void (*fn)(cl_t *cl, void *arg), void *arg, int later)
     t->fn = fn;
     t->arg = arg;
     pthread_mutex_lock(&cl->mu);
-    int wake = !cl->woken && !(later && cl->tasks_later);
-    if (wake)
-        cl->woken = 1;
+    /* a list that was not empty has been woken for already, and the
+     * thread takes it whole after reading the wake-up (cl_on_wake): one
+     * write(2) per run of tasks, not per task (a storm of subscriptions
+     * posts one per route change) */
+    int wake = cl->tasks == NULL;
     *cl->tasks_tail = t;
     cl->tasks_tail = &t->next;
     pthread_mutex_unlock(&cl->mu);
@@ -258,45 +252,18 @@ static int post(cl_t *cl, void (*fn)(cl_t *cl, void *arg), void *arg, int later)
     return 0;
 }
 
-int cl_post(cl_t *cl, void (*fn)(cl_t *cl, void *arg), void *arg)
-{
-    return post(cl, fn, arg, 0);
-}
-
-int cl_post_later(cl_t *cl, void (*fn)(cl_t *cl, void *arg), void *arg)
-{
-    return post(cl, fn, arg, 1);
-}
-
-void cl_tasks_run(cl_t *cl)
+static void cl_run_tasks(cl_t *cl)
 {
     pthread_mutex_lock(&cl->mu);
     cl_task_t *t = cl->tasks;
     cl->tasks = NULL;
     cl->tasks_tail = &cl->tasks;
-    cl->woken = 0; /* a post from now on writes again (the eventfd may hold
-                    * a count already: one spurious turn at most) */
     pthread_mutex_unlock(&cl->mu);
     while (t != NULL) {
         cl_task_t *next = t->next;
         t->fn(cl, t->arg);
         free(t);
         t = next;
-    }
-}
-
-void cl_tasks_later(cl_t *cl, int on)
-{
-    pthread_mutex_lock(&cl->mu);
-    int run = !on && cl->tasks_later && cl->tasks != NULL && !cl->woken;
-    cl->tasks_later = on;
-    if (run)
-        cl->woken = 1; /* posted "later" meanwhile: woken now */
-    pthread_mutex_unlock(&cl->mu);
-    if (run) {
-        uint64_t one = 1;
-        ssize_t n = write(cl->wake.fd, &one, sizeof(one));
-        (void)n;
     }
 }
 
@@ -308,7 +275,7 @@ static void cl_on_wake(ev_loop_t *loop, ev_watcher_t *w, uint32_t events)
     uint64_t n;
     ssize_t r = read(w->fd, &n, sizeof(n));
     (void)r;
-    cl_tasks_run(cl);
+    cl_run_tasks(cl);
     cl_route_marks(cl);
 }
 
@@ -322,7 +289,7 @@ static void *cl_thread_main(void *arg)
         log_error("cluster: the node links could not start; this node forwards nothing");
     }
     cl_repl_start(cl);
-    cl_tasks_run(cl);
+    cl_run_tasks(cl);
     while (!atomic_load(&cl->stopping)) {
         int64_t t = tw_next_timeout(&cl->tw);
         int timeout = t < 0 || t > 1000 ? 1000 : (int)t;
@@ -336,8 +303,7 @@ static void *cl_thread_main(void *arg)
     cl_owner_stop(cl);
     cl_move_stop(cl);
     cl_links_stop(cl);
-    cl_tasks_later(cl, 0);
-    cl_tasks_run(cl); /* posted before the stop: run, so their memory is freed */
+    cl_run_tasks(cl); /* posted before the stop: run, so their memory is freed */
     return NULL;
 }
 
@@ -779,7 +745,7 @@ static void cl_free(module_inst_t *mi)
     cl_owner_free(cl);
     cl_move_free(cl); /* before the adopter's: its dedup hook goes back first */
     cl_adopt_free(cl);
-    cl_tasks_run(cl); /* what was posted but never ran (cl_repl's: before its free) */
+    cl_run_tasks(cl); /* what was posted but never ran (cl_repl's: before its free) */
     cl_repl_free(cl);
     if (cl->loop.epfd >= 0)
         ev_loop_free(&cl->loop);
