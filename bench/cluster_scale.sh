@@ -26,7 +26,8 @@
 # devices), the kernel's slab memory (/proc/meminfo Slab, with the devices
 # minus before: both ends' sockets, machine-wide), messages received against
 # expected, and drops.  While connecting also: the nodes' CPU per device
-# (all, and by thread: workers, link thread, etcd client), etcd's, the etcd
+# (all, and by thread: workers, link thread, etcd client), their wake-ups
+# per device by thread (voluntary context switches), etcd's, the etcd
 # txns and batches, the route rounds, the links' bytes and send(2)/recv(2)
 # calls per device and peer, a device's mean CONNECT-to-SUBACK time (Little's
 # law over the generators' 200 handshakes in progress) and, at the end, the
@@ -124,6 +125,15 @@ thread_cpu() {
                split(substr(c, i + 2), f, " "); t[substr(c, 1, i - 1)] += f[12] + f[13] }
              END { for (n in t) print n, t[n] }' | sort
 }
+# the nodes' wake-ups by thread name, summed over the nodes (voluntary
+# context switches: each time a thread slept in epoll_wait, poll or a lock
+# and was woken): one "name count" line each, names as in thread_cpu
+thread_wakes() {
+    local p
+    for p in "${PIDS[@]}"; do cat /proc/"$p"/task/*/status 2>/dev/null; done |
+        awk '$1 == "Name:" { n = $2 } $1 == "voluntary_ctxt_switches:" { t[n] += $2 }
+             END { for (n in t) print n, t[n] }' | sort
+}
 # the nodes' links, summed over every node and peer: "bytes_out sends recvs"
 # (send(2) and recv(2) calls; 0 0 0 for the calls with a binary that does
 # not count them)
@@ -161,6 +171,7 @@ ETCD0=$(etcd_cpu)
 read -r TXN0 BAT0 MARK0 HOLD0 HTO0 <<<"$(node_counts)"
 read -r LB0 LS0 LR0 <<<"$(link_counts)"
 THR0=$(thread_cpu)
+WAK0=$(thread_wakes)
 IFADDRS=$(seq -s, -f '127.0.1.%g' 1 60)
 log "devices: $DEVICES ($PER per node), held $HOLD s"
 T0=$(date +%s.%N)
@@ -185,6 +196,7 @@ T1=$(date +%s.%N)
 CPU1=$(cpu_sum)
 ETCD1=$(etcd_cpu)
 THR1=$(thread_cpu)
+WAK1=$(thread_wakes)
 read -r TXN1 BAT1 MARK1 HOLD1 HTO1 <<<"$(node_counts)"
 read -r LB1 LS1 LR1 <<<"$(link_counts)"
 CONNECT_S=$(awk -v a="$T0" -v b="$T1" 'BEGIN { printf "%.1f", b - a }')
@@ -197,6 +209,9 @@ log "etcd's CPU per device while connecting: $(awk -v a="$ETCD0" -v b="$ETCD1" -
 log "nodes' CPU per device while connecting, by thread: $(join -a 1 -a 2 -e 0 -o 0,1.2,2.2 \
     <(echo "$THR0") <(echo "$THR1") 2>/dev/null | awk -v hz="$HZ" -v d="$DEVICES" \
     '{ v = ($3 - $2) * 1e6 / hz / d; if (v >= 0.5) printf "%s%s %.0f us", sep, $1, v; sep = ", " }')"
+log "nodes' wake-ups per device while connecting, by thread: $(join -a 1 -a 2 -e 0 -o 0,1.2,2.2 \
+    <(echo "$WAK0") <(echo "$WAK1") 2>/dev/null | awk -v d="$DEVICES" \
+    '{ v = ($3 - $2) / d; if (v >= 0.005) printf "%s%s %.2f", sep, $1, v; sep = ", " }')"
 log "links while connecting, per device and peer: $(awk -v b0="$LB0" -v b1="$LB1" -v s0="$LS0" \
     -v s1="$LS1" -v r0="$LR0" -v r1="$LR1" -v d="$DEVICES" -v n="$NODES" \
     'BEGIN { k = d * (n - 1); printf "%.1f B sent, %.3f send(2), %.3f recv(2) calls", (b1 - b0) / k, (s1 - s0) / k, (r1 - r0) / k }')"

@@ -2,7 +2,8 @@
  * add/del/set/count semantics, one hash on many nodes (also past a run's
  * wrap-around), colliding home slots, growth to 200,000 pairs (by half:
  * at most 24 B a pair) and shrinking back, and a randomized run against a naive reference (every lookup
- * agrees after each step, through backward-shift deletions).
+ * agrees after each step, through backward-shift deletions and retired
+ * nodes); a storm of nodes retired one by one (test_retire).
  */
 #include <stdarg.h>
 #include <stddef.h>
@@ -145,10 +146,20 @@ static void test_random(void **state)
             assert_int_equal(rtab_del(t, h, (uint16_t)j, 0), ref[i][j] ? 1 : 0);
             if (ref[i][j])
                 ref[i][j]--;
-        } else {
+        } else if (rand() % 16 != 0) {
             assert_int_equal(rtab_del(t, h, (uint16_t)j, 1), ref[i][j]);
             ref[i][j] = 0;
+        } else { /* the whole node, retired: its slots swept later */
+            size_t had = 0;
+            for (int a = 0; a < NH; a++) {
+                had += ref[a][j] != 0;
+                ref[a][j] = 0;
+            }
+            assert_int_equal(rtab_drop_node(t, (uint16_t)j, NULL, NULL), had);
+            assert_int_equal(rtab_drop_node(t, (uint16_t)j, NULL, NULL), 0);
         }
+        /* the retired slots: fewer than the live ones */
+        assert_true(t->nretired == 0 || t->nretired < t->n);
         size_t pairs = 0;
         for (int a = 0; a < NH; a++) {
             uint16_t out[NN + 1];
@@ -211,12 +222,67 @@ static void test_drop_node(void **state)
     rtab_free(t);
 }
 
+/* A connect storm's drops: 52 nodes of 1,000 pairs each (and one hash on
+ * every node), each node dropped in turn without a callback: every lookup
+ * right after each drop, the retired slots swept by a few rebuilds (never
+ * more than the live ones), writes for a retired node see none of
+ * its old pairs, the table back to its smallest at the end. */
+static void test_retire(void **state)
+{
+    (void)state;
+    enum { NODES = 52, PER = 1000 };
+    rtab_t *t = rtab_new();
+    uint64_t bcast = mix(999999);
+    for (uint16_t k = 1; k <= NODES; k++) {
+        for (uint64_t i = 0; i < PER; i++)
+            rtab_add(t, mix(k * 100000ull + i), k);
+        rtab_add(t, bcast, k);
+    }
+    assert_int_equal(t->n, NODES * (PER + 1));
+    size_t big = t->cap, rebuilt = 0;
+    uint16_t out[NODES + 1];
+    for (uint16_t k = 1; k <= NODES; k++) {
+        rtab_slot_t *before = t->slots;
+        assert_int_equal(rtab_drop_node(t, k, NULL, NULL), PER + 1);
+        rebuilt += t->slots != before;
+        assert_int_equal(t->n, (size_t)(NODES - k) * (PER + 1));
+        assert_true(t->nretired == 0 || t->nretired < t->n);
+        assert_int_equal(rtab_lookup(t, bcast, out, NODES + 1), NODES - k);
+        for (uint16_t j = 1; j <= NODES; j += 7) {
+            uint64_t h = mix(j * 100000ull + (uint64_t)(k % PER));
+            assert_int_equal(rtab_count(t, h, j), j > k);
+            assert_int_equal(rtab_lookup(t, h, out, NODES + 1), j > k);
+        }
+        if (k == 3) { /* a retired node's routes again: only the new ones */
+            assert_int_equal(rtab_add(t, mix(3 * 100000ull + 5), 3), 1);
+            assert_int_equal(rtab_count(t, mix(3 * 100000ull + 6), 3), 0);
+            assert_int_equal(rtab_del(t, mix(3 * 100000ull + 5), 3, 1), 1);
+            assert_int_equal(t->nretired, 0); /* swept first */
+        }
+    }
+    /* the scan of a whole table a drop, 52 times before: a few now */
+    assert_true(rebuilt <= 16);
+    assert_true(big > RTAB_MIN);
+    assert_int_equal(t->n, 0);
+    assert_int_equal(t->cap, RTAB_MIN);
+    /* with a callback: at once, and the retired ones swept with it */
+    uint64_t total = 0;
+    rtab_add(t, 1, 1);
+    rtab_add(t, 2, 2);
+    rtab_add(t, 2, 2);
+    assert_int_equal(rtab_drop_node(t, 1, NULL, NULL), 1);
+    assert_int_equal(rtab_drop_node(t, 2, sum_dropped, &total), 1);
+    assert_int_equal(total, 2);
+    assert_int_equal(t->n + t->nretired, 0);
+    rtab_free(t);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_counts),    cmocka_unit_test(test_many_nodes),
         cmocka_unit_test(test_growth),    cmocka_unit_test(test_random),
-        cmocka_unit_test(test_drop_node),
+        cmocka_unit_test(test_drop_node), cmocka_unit_test(test_retire),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
