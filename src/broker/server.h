@@ -143,6 +143,9 @@ typedef struct {
     an_counter_t bytes_received;
     an_counter_t bytes_sent;
     an_counter_t clients_connected; /* current; maintained as +1/-1 */
+    an_counter_t conn_exts;         /* connections holding a conn_ext_t now; +1/-1 (a
+                                     * connection that moves takes its count along: the
+                                     * sum over the workers is right) */
     an_counter_t connections_total;
     an_counter_t refused_limit;                /* connections refused: max_connections */
     an_counter_t refused_rate;                 /* connections refused: max_connection_rate */
