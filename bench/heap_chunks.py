@@ -77,6 +77,39 @@ def first_chunk(mem, start, end):
     return best[0] if best else None
 
 
+def exe_range(pid):
+    """(start, end, load base) of the executable's mappings."""
+    exe = None
+    lo = hi = base = None
+    with open("/proc/%d/maps" % pid) as f:
+        for line in f:
+            parts = line.split()
+            if len(parts) < 6:
+                continue
+            if exe is None:
+                exe = parts[5]
+            if parts[5] != exe:
+                continue
+            a, b = (int(x, 16) for x in parts[0].split("-"))
+            if base is None:
+                base = a - int(parts[2], 16)
+            lo = a if lo is None else min(lo, a)
+            hi = b if hi is None else max(hi, b)
+    return lo, hi, base
+
+
+def code_words(buf, rng):
+    """The words of buf that point into the executable, as offsets from its
+    load base (addr2line -f -e BINARY OFFSET names them)."""
+    lo, hi, base = rng
+    out = []
+    for i in range(0, len(buf) - 7, 8):
+        v = struct.unpack_from("<Q", buf, i)[0]
+        if lo <= v < hi:
+            out.append("+%d:exe+0x%x" % (i, v - base))
+    return out
+
+
 def strings(buf, minlen=4):
     return [s.decode() for s in re.findall(rb"[\x20-\x7e]{%d,}" % minlen, buf)]
 
@@ -87,6 +120,8 @@ def main(argv):
     ap.add_argument("--top", type=int, default=12, help="sizes shown (by bytes)")
     ap.add_argument("--samples", type=int, default=3, help="chunks sampled a size")
     ap.add_argument("--min-count", type=int, default=1)
+    ap.add_argument("--code", action="store_true",
+                    help="also the sampled chunks' words that point into the executable")
     a = ap.parse_args(argv)
     by_size = collections.defaultdict(lambda: [0, []])  # size -> [count, samples]
     total_used = total_free = 0
@@ -114,10 +149,13 @@ def main(argv):
     print("in use %d kB, free %d kB" % (total_used >> 10, total_free >> 10))
     print("%8s %9s %10s  samples (printable strings)" % ("chunk", "count", "kB"))
     rows = sorted(by_size.items(), key=lambda kv: -kv[0] * kv[1][0])
+    rng = exe_range(a.pid) if a.code else None
     for size, (count, samples) in rows[:a.top]:
         if count < a.min_count:
             continue
         shown = " | ".join(" ".join(strings(b))[:60] for b in samples)
+        if rng:
+            shown += "  [" + " | ".join(" ".join(code_words(b, rng)) for b in samples) + "]"
         print("%8d %9d %10d  %s" % (size, count, size * count >> 10, shown))
     return 0
 

@@ -157,6 +157,7 @@ conn_t *conn_new(worker_t *w, int fd, const struct sockaddr *sa, uint8_t listene
     if (fail)
         return NULL;
     conn_t *c = slab_alloc(&w->srv->conn_slab);
+    c->w = w; /* first: conn_ext counts on it */
     if (tp) {
         conn_ext(c)->tp = tp;
         if (tp_handshaker(tp))
@@ -169,7 +170,6 @@ conn_t *conn_new(worker_t *w, int fd, const struct sockaddr *sa, uint8_t listene
         c->flags |= CONN_F_PROXY;
     }
     ev_watcher_init(&c->ev, fd, on_event);
-    c->w = w;
     c->listener = listener;
     c->state = CONN_NEW;
     conn_set_peer_family(c, (uint8_t)sa->sa_family);
@@ -403,6 +403,7 @@ static void read_proxy(conn_t *c)
     x->proxy_buf = NULL;
     x->nproxy = 0;
     c->flags &= (uint8_t)~CONN_F_PROXY;
+    conn_ext_trim(c); /* the header was all it held (x is not used below) */
     conn_name(c, name, sizeof(name));
     if (!r.local) {
         conn_set_peer_family(c, r.family);

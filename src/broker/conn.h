@@ -132,8 +132,8 @@ typedef struct conn_ext_s {
 conn_ext_t *conn_ext(conn_t *c);
 /* Free c's conn_ext_t when it holds nothing: no flag that reads it, every
  * pointer NULL, no count, the rate-limit window of an earlier second.  The
- * connect gate's answer and the route barrier's release call it (on c's
- * worker, with no conn_ext_t pointer held across). */
+ * end of a PROXY header, the connect gate's answer and the route barrier's
+ * release call it (on c's worker, with no conn_ext_t pointer held across). */
 void conn_ext_trim(conn_t *c);
 
 /* Arm the connection timer for its earliest deadline: keepalive, the end of

@@ -15,7 +15,9 @@ barrier's release give it back when it holds nothing else
   topic (the barrier held each SUBACK until the peer had the routes);
 - a connection whose conn_ext_t holds something keeps it: a will (the
   will is published when the client is cut off) and an MQTT 5 client's
-  Topic Alias Maximum (the second message on a topic comes by alias).
+  Topic Alias Maximum (the second message on a topic comes by alias);
+- behind a PROXY listener (HAProxy in front of the nodes) the header's
+  state goes once it is read, on a standalone broker too.
 Main's binary has no such gauge and keeps one conn_ext_t per connection.
 Every wait polls with a deadline."""
 
@@ -116,4 +118,39 @@ def test_a_will_and_topic_aliases_keep_theirs(cluster):
     watcher.ack(p)
     wait_for(lambda: exts(a) == 1, 10, what="the aliased client's only (%s)" % exts(a))
     for c in (al, plain, watcher, pub):
+        c.disconnect()
+
+
+def test_proxy_header_gives_it_back(broker, tmp_path):
+    """A standalone broker behind a PROXY listener (HAProxy in front of the
+    cluster's nodes sends one on every connection): the header's state goes
+    once it is read; a client with a will behind it keeps its own."""
+    from test_53_metrics import fetch, make_key, parse
+
+    keys = tmp_path / "api.keys"
+    key = make_key(keys)
+    b = broker(api={"keys_file": str(keys)}, listener={"proxy_protocol": "v1"})
+
+    def gauge():
+        st, _, text = fetch(b.api_url + "/metrics", key)
+        assert st == 200
+        return parse(text)["antenna_connection_extensions"]["samples"][0][2]
+    header = b"PROXY TCP4 203.0.113.7 127.0.0.1 51234 %d\r\n" % b.port
+    plain = []
+    for i in range(5):
+        c = b.raw()
+        c.sock.sendall(header + mqttraw.connect("px%d" % i))
+        assert c.recv_type(mqttraw.CONNACK).rc == 0
+        assert c.subscribe(1, [("px/%d" % i, 1)]).codes == [1]
+        plain.append(c)
+    w = b.raw()
+    w.sock.sendall(header + mqttraw.connect("pxw", will=("px/0", b"gone", 1, False)))
+    assert w.recv_type(mqttraw.CONNACK).rc == 0
+    wait_for(lambda: gauge() == 1, 10, what="only the will's conn_ext_t")
+    w.close()
+    p = plain[0].recv_publish(10)
+    assert p.payload == b"gone"
+    plain[0].ack(p)
+    wait_for(lambda: gauge() == 0, 10, what="none")
+    for c in plain:
         c.disconnect()
