@@ -15,8 +15,9 @@ acknowledgements after many (1,024 or more since the last trim) trims too:
 - 2,000 devices (antenna-bench sub beside the broker's binary, MQTT
   3.1.1, each subscribed to its own topic and `bcast` at QoS 1), two
   broadcasts of a 9-byte message, every copy acknowledged: within a
-  deadline the broker's RSS is back within 200 kB of what it was before
-  (main's binary: ~550 kB more, for good);
+  deadline the broker's RSS is back within 400 kB of what it was before
+  (the turn arena keeps up to 256 kB; main's binary: ~650-690 kB more, for
+  good);
 - and it still delivers: the generator counts both broadcasts on every
   device.
 Skipped under ASan (its allocator is not glibc's)."""
@@ -35,6 +36,10 @@ pytestmark = [pytest.mark.skipif(IS_MOSQUITTO, reason="antenna_only"),
                                  reason="ASan's allocator: no malloc_trim")]
 
 N = 2000
+# the turn arena keeps up to 256 kB it touched (a busy host's turns carry
+# more output), and a few pages of malloc's: main's binary keeps ~650 kB more
+KEEP = 400 * 1024
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 
 def test_memory_comes_back_after_small_broadcasts(broker, tmp_path):
@@ -67,9 +72,14 @@ def test_memory_comes_back_after_small_broadcasts(broker, tmp_path):
         # both reached the devices (the broker's RSS grew) ...
         wait_for(lambda: rss(b) > before + 100 * 1024, 10, what="the broadcasts delivered")
         grown = rss(b) - before
-        wait_for(lambda: rss(b) <= before + 200 * 1024, 15,
-                 what="RSS back within 200 kB of %d B (it grew %d B; now %d B)"
-                 % (before, grown, rss(b)))
+        try:
+            wait_for(lambda: rss(b) <= before + KEEP, 30,
+                     what="RSS back within %d kB of %d B (it grew %d B)"
+                     % (KEEP >> 10, before, grown))
+        except AssertionError as e:  # what malloc holds then, for the reader
+            mem = subprocess.run([os.path.join(ROOT, "bench", "node_mem.py"), "--malloc",
+                                  str(b.proc.pid)], capture_output=True, text=True, timeout=60)
+            raise AssertionError("%s; now %d B\n%s" % (e, rss(b), mem.stdout)) from None
         pub.disconnect()
     finally:
         gen.terminate()
