@@ -23,7 +23,8 @@
 # device's node), then the devices are held until HOLD_S seconds after they
 # connected.  Reported: connect time, routes, broker RSS per device (sum over
 # the nodes of VmRSS with the devices minus without, divided by the
-# devices), the kernel's slab memory (/proc/meminfo Slab, with the devices
+# devices; with the routes complete, right after the messages and SETTLE_S
+# (5) seconds later), the kernel's slab memory (/proc/meminfo Slab, with the devices
 # minus before: both ends' sockets, machine-wide), messages received against
 # expected, and drops.  While connecting also: the nodes' CPU per device
 # (all, and by thread: workers, link thread, etcd client), their wake-ups
@@ -288,6 +289,12 @@ RSS2=$(rss_sum)
 log "broker RSS per device after the messages: $(awk -v a="$RSS0" -v b="$RSS2" -v d="$DEVICES" \
     'BEGIN { printf "%.0f B", (b - a) * 1024 / d }')"
 mem_detail "after the messages"
+# and once what a burst leaves is given back (a second after it at the
+# earliest: the workers' trims, worker.c); SETTLE_S (5) later
+sleep "${SETTLE_S:-5}"
+RSS3=$(rss_sum)
+log "broker RSS per device ${SETTLE_S:-5} s after the messages: $(awk -v a="$RSS0" -v b="$RSS3" -v d="$DEVICES" \
+    'BEGIN { printf "%.0f B", (b - a) * 1024 / d }')"
 if [ -n "${SCALE_MEM:-}" ]; then
     log "nodes 0 and 1 after malloc_trim(0) (what malloc kept free):"
     "$ROOT/bench/node_mem.py" --trim --malloc "${PIDS[0]}" "${PIDS[1]}" >&2

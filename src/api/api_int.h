@@ -26,7 +26,7 @@ enum MHD_Result api_route(api_req_t *r);
 /* The broker's figures: sums of the per-worker counters (read atomically,
  * each has one writer), the trie's and the retained tree's counts. */
 typedef struct {
-    uint64_t connected, connections_total, refused_limit, refused_rate, refused_memory;
+    uint64_t connected, conn_exts, connections_total, refused_limit, refused_rate, refused_memory;
     uint64_t refused_fd_limit, refused_door;
     uint64_t msgs_received, msgs_sent, msgs_dropped, dropped_queue_full;
     uint64_t msgs_in_qos[3], msgs_out_qos[3];

@@ -46,6 +46,7 @@ void api_totals(server_t *srv, api_totals_t *t)
     for (uint32_t i = 0; i < srv->nworkers; i++) {
         worker_stats_t *st = &srv->workers[i].stats;
         t->connected += STAT_GET(st->clients_connected);
+        t->conn_exts += STAT_GET(st->conn_exts);
         t->connections_total += STAT_GET(st->connections_total);
         t->refused_limit += STAT_GET(st->refused_limit);
         t->refused_rate += STAT_GET(st->refused_rate);
@@ -341,6 +342,10 @@ char *api_metrics_text(server_t *srv, size_t *len)
     process_metrics(&b, srv);
     one(&b, "antenna_connections_active", "gauge", "Clients connected now (CONNACK sent).",
         t.connected);
+    one(&b, "antenna_connection_extensions", "gauge",
+        "Connections holding their rarely needed state now (a will, aliases, a rate-limit window, "
+        "an authentication state, a TLS stack: conn_ext_t, 168 bytes each).",
+        t.conn_exts);
     one(&b, "antenna_draining", "gauge", "1 while the broker drains (POST /api/v1/drain).",
         (uint64_t)reload_draining(srv));
     one(&b, "antenna_drain_clients_left", "gauge",

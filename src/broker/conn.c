@@ -157,6 +157,7 @@ conn_t *conn_new(worker_t *w, int fd, const struct sockaddr *sa, uint8_t listene
     if (fail)
         return NULL;
     conn_t *c = slab_alloc(&w->srv->conn_slab);
+    c->w = w; /* first: conn_ext counts on it */
     if (tp) {
         conn_ext(c)->tp = tp;
         if (tp_handshaker(tp))
@@ -169,7 +170,6 @@ conn_t *conn_new(worker_t *w, int fd, const struct sockaddr *sa, uint8_t listene
         c->flags |= CONN_F_PROXY;
     }
     ev_watcher_init(&c->ev, fd, on_event);
-    c->w = w;
     c->listener = listener;
     c->state = CONN_NEW;
     conn_set_peer_family(c, (uint8_t)sa->sa_family);
@@ -403,6 +403,7 @@ static void read_proxy(conn_t *c)
     x->proxy_buf = NULL;
     x->nproxy = 0;
     c->flags &= (uint8_t)~CONN_F_PROXY;
+    conn_ext_trim(c); /* the header was all it held (x is not used below) */
     conn_name(c, name, sizeof(name));
     if (!r.local) {
         conn_set_peer_family(c, r.family);
@@ -864,9 +865,35 @@ void conn_will_to_session(conn_t *c)
 
 conn_ext_t *conn_ext(conn_t *c)
 {
-    if (c->x == NULL)
+    if (c->x == NULL) {
         c->x = an_calloc(1, sizeof(*c->x));
+        STAT_ADD(c->w->stats.conn_exts, 1);
+    }
     return c->x;
+}
+
+/* The flags whose state is in conn_ext_t. */
+#define CONN_F_EXT (CONN_F_THROTTLED | CONN_F_OUT_FULL | CONN_F_PAUSED | CONN_F_ROUTE_WAIT)
+
+/* A field added to conn_ext_t must be added to conn_ext_trim's test too. */
+_Static_assert(sizeof(conn_ext_t) == 168, "conn_ext_t changed: update conn_ext_trim");
+
+void conn_ext_trim(conn_t *c)
+{
+    const conn_ext_t *x = c->x;
+    if (x == NULL || (c->flags & CONN_F_EXT))
+        return;
+    /* paused_until, route_ticket, route_until and out_full_since are read
+     * only under their flags; the rate-limit counters only in their second */
+    if (x->rl_window == c->w->now / 1000u && (x->rl_msgs || x->rl_bytes))
+        return;
+    if (x->pending || x->npending || x->alias_in || x->nalias_in || x->nalias_out ||
+        x->alias_out_max || x->alias_out || x->will || x->will_delay || x->tp || x->proxy_buf ||
+        x->nproxy || x->cert_user || x->held_acks || x->auth || x->origin || x->gate)
+        return;
+    free(c->x);
+    c->x = NULL;
+    STAT_ADD(c->w->stats.conn_exts, (uint64_t)-1);
 }
 
 static void ext_free(conn_ext_t *x)
@@ -933,6 +960,8 @@ void conn_free(conn_t *c)
         const route_owner_kind_t *k = &c->w->srv->route_owners[ROUTE_OWNER_NODE];
         k->forget_endpoint(c->w, &c->ep, k->user);
     }
+    if (c->x)
+        STAT_ADD(c->w->stats.conn_exts, (uint64_t)-1);
     ext_free(c->x);
     mqtt_parser_reset(&c->ps);
     release_obuf(c);
@@ -974,7 +1003,8 @@ void conn_count_publish(conn_t *c, size_t bytes)
  * kept while it was not is handled now. */
 static void resume_input(conn_t *c)
 {
-    if ((c->flags & (CONN_F_THROTTLED | CONN_F_PAUSED | CONN_F_ROUTE_WAIT)) || !c->x->pending)
+    if ((c->flags & (CONN_F_THROTTLED | CONN_F_PAUSED | CONN_F_ROUTE_WAIT)) || !c->x ||
+        !c->x->pending)
         return;
     uint8_t *held = c->x->pending;
     uint32_t nheld = c->x->npending;
@@ -1041,8 +1071,10 @@ void conn_routes_done(worker_t *w, uint64_t done)
         route_unhold(c);
         if (c->state == CONN_ACTIVE)
             resume_input(c);
-        if (c->state == CONN_ACTIVE)
+        if (c->state == CONN_ACTIVE) {
             conn_arm_timer(c);
+            conn_ext_trim(c); /* the barrier's fields were all it held, mostly */
+        }
     }
     free(ready);
 }
@@ -1129,6 +1161,8 @@ void conn_on_timer(tw_timer_t *t)
             return;
     }
     conn_arm_timer(c);
+    if (resume)
+        conn_ext_trim(c);
 }
 
 /* The memory goal's tripwire (tests/unit/test_retain.c checks it too): an

@@ -94,7 +94,10 @@ enum {
 
 /* State few connections need, allocated on first use and freed with the
  * connection: a will, rate-limit windows, slow-subscriber tracking, MQTT 5
- * topic aliases. */
+ * topic aliases.  State every connection of a cluster node needs for a
+ * moment (the connect gate's parked CONNECT, the route barrier's held
+ * SUBACK) gives it back when that moment is over and it holds nothing else
+ * (conn_ext_trim): 176 bytes a device otherwise. */
 typedef struct conn_ext_s {
     uint64_t rl_window;      /* second (ms / 1000) the counters below cover */
     uint32_t rl_msgs;        /* PUBLISH read in that second */
@@ -127,6 +130,11 @@ typedef struct conn_ext_s {
 } conn_ext_t;
 
 conn_ext_t *conn_ext(conn_t *c);
+/* Free c's conn_ext_t when it holds nothing: no flag that reads it, every
+ * pointer NULL, no count, the rate-limit window of an earlier second.  The
+ * end of a PROXY header, the connect gate's answer and the route barrier's
+ * release call it (on c's worker, with no conn_ext_t pointer held across). */
+void conn_ext_trim(conn_t *c);
 
 /* Arm the connection timer for its earliest deadline: keepalive, the end of
  * a read throttle, the slow-subscriber limit. */

@@ -546,6 +546,8 @@ static void gate_answer(worker_t *w, proto_gate_t *g)
     if (rc == 0 && g->held_len > g->connect_len)
         conn_input(c, g->held + g->connect_len, g->held_len - g->connect_len);
     proto_gate_free(g);
+    if (c->state == CONN_ACTIVE)
+        conn_ext_trim(c); /* the gate's pointer was all it held, mostly */
 }
 
 int proto_on_connect(conn_t *c, const mqtt_raw_t *pkt, const uint8_t *rest, size_t rest_len,

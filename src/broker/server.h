@@ -143,6 +143,9 @@ typedef struct {
     an_counter_t bytes_received;
     an_counter_t bytes_sent;
     an_counter_t clients_connected; /* current; maintained as +1/-1 */
+    an_counter_t conn_exts;         /* connections holding a conn_ext_t now; +1/-1 (a
+                                     * connection that moves takes its count along: the
+                                     * sum over the workers is right) */
     an_counter_t connections_total;
     an_counter_t refused_limit;                /* connections refused: max_connections */
     an_counter_t refused_rate;                 /* connections refused: max_connection_rate */
@@ -276,6 +279,8 @@ struct worker_s {
     uint32_t ext_spares;          /* how many */
     oarena_t obufs;               /* this turn's output buffers (worker_buf_get) */
     tw_timer_t obufs_timer;       /* gives back what a burst of output touched */
+    uint64_t trim_acks;           /* PUBACKs + PUBCOMPs read at the last malloc_trim */
+    uint64_t gauge_acks;          /* ... at the last gauge tick (worker.c) */
     sub_ref_t *matches;           /* router scratch: subscribers of one publish */
     size_t nmatches, matches_cap;
     struct route_target_s *targets; /* router scratch: where a stored message goes */
