@@ -433,6 +433,13 @@ class Broker:
 
             def preexec():
                 resource.setrlimit(resource.RLIMIT_NOFILE, (n, n))
+        # KEEP_LOGS=1: a restarted broker's earlier output is kept beside
+        # (brokerN.stderr.0, .1, ...) instead of overwritten: kill rounds
+        if os.environ.get("KEEP_LOGS") and self.stderr_path.exists():
+            k = 0
+            while self.stderr_path.with_suffix(".%d" % k).exists():
+                k += 1
+            self.stderr_path.rename(self.stderr_path.with_suffix(".%d" % k))
         with open(self.stderr_path, "wb") as err:
             self.proc = subprocess.Popen(self.command(), stdin=subprocess.DEVNULL,
                                          stdout=err, stderr=err, env=env,

@@ -62,8 +62,8 @@ def test_clean_stop_leaves_at_once_kill_after_ttl(cluster):
 
 def test_killed_node_leaves_after_lease_ttl(cluster):
     cluster.start_etcd()
-    # without the revoke of a dead process's lease (test_130): its expiry
-    a, b, c = cluster.start_nodes(3, lease_ttl="2s", cluster_keys={"revoke_refused": False})
+    # the default: no revoke of a dead process's lease (test_130): its expiry
+    a, b, c = cluster.start_nodes(3, lease_ttl="2s")
     wait_members([a, b, c], 3)
     t0 = time.monotonic()
     c.kill()
