@@ -18,15 +18,7 @@
 #include <time.h>
 
 #include "rtab.h"
-
-static uint64_t mix(uint64_t x)
-{
-    x ^= x >> 33;
-    x *= 0xff51afd7ed558ccdull;
-    x ^= x >> 33;
-    x *= 0xc4ceb9fe1a85ec53ull;
-    return x ^ (x >> 33);
-}
+#include "util.h"
 
 static double now_s(void)
 {
@@ -49,7 +41,7 @@ int main(int argc, char **argv)
         rtab_t *t = rtab_new();
         for (int k = 1; k <= peers; k++)
             for (int i = 0; i < per; i++)
-                rtab_add(t, mix((uint64_t)k * 10000000u + (uint64_t)i), (uint16_t)k);
+                rtab_add(t, an_hash64((uint64_t)k * 10000000u + (uint64_t)i), (uint16_t)k);
         double a = now_s();
         for (int k = 1; k <= peers; k++)
             rtab_drop_node(t, (uint16_t)k, NULL, NULL);

@@ -15,6 +15,7 @@
 #include <string.h>
 
 #include "rtab.h"
+#include "util.h"
 
 static int has(const uint16_t *v, size_t n, uint16_t node)
 {
@@ -86,38 +87,29 @@ static void test_many_nodes(void **state)
     rtab_free(t);
 }
 
-static uint64_t mix(uint64_t x)
-{
-    x ^= x >> 33;
-    x *= 0xff51afd7ed558ccdull;
-    x ^= x >> 33;
-    x *= 0xc4ceb9fe1a85ec53ull;
-    return x ^ (x >> 33);
-}
-
 static void test_growth(void **state)
 {
     (void)state;
     rtab_t *t = rtab_new();
     size_t n = 200000;
     for (size_t i = 0; i < n; i++)
-        assert_int_equal(rtab_add(t, mix(i), (uint16_t)(i % 53 + 1)), 1);
+        assert_int_equal(rtab_add(t, an_hash64(i), (uint16_t)(i % 53 + 1)), 1);
     assert_int_equal(t->n, n);
     assert_true(t->cap * 3 >= t->n * 4);
     /* 12-byte slots at least 1/2 full: <= 24 bytes a route */
     assert_true(rtab_bytes(t) <= n * 24);
     uint16_t out[4];
     for (size_t i = 0; i < n; i++) {
-        assert_int_equal(rtab_lookup(t, mix(i), out, 4), 1);
+        assert_int_equal(rtab_lookup(t, an_hash64(i), out, 4), 1);
         assert_int_equal(out[0], i % 53 + 1);
     }
     for (size_t i = 0; i < n; i++)
         if (i % 100 != 0)
-            assert_int_equal(rtab_del(t, mix(i), (uint16_t)(i % 53 + 1), 0), 1);
+            assert_int_equal(rtab_del(t, an_hash64(i), (uint16_t)(i % 53 + 1), 0), 1);
     assert_int_equal(t->n, n / 100);
     assert_true(t->cap <= 16 * (n / 100)); /* shrank */
     for (size_t i = 0; i < n; i++)
-        assert_int_equal(rtab_count(t, mix(i), (uint16_t)(i % 53 + 1)), i % 100 == 0);
+        assert_int_equal(rtab_count(t, an_hash64(i), (uint16_t)(i % 53 + 1)), i % 100 == 0);
     rtab_free(t);
 }
 
@@ -232,10 +224,10 @@ static void test_retire(void **state)
     (void)state;
     enum { NODES = 52, PER = 1000 };
     rtab_t *t = rtab_new();
-    uint64_t bcast = mix(999999);
+    uint64_t bcast = an_hash64(999999);
     for (uint16_t k = 1; k <= NODES; k++) {
         for (uint64_t i = 0; i < PER; i++)
-            rtab_add(t, mix(k * 100000ull + i), k);
+            rtab_add(t, an_hash64(k * 100000ull + i), k);
         rtab_add(t, bcast, k);
     }
     assert_int_equal(t->n, NODES * (PER + 1));
@@ -249,14 +241,14 @@ static void test_retire(void **state)
         assert_true(t->nretired == 0 || t->nretired < t->n);
         assert_int_equal(rtab_lookup(t, bcast, out, NODES + 1), NODES - k);
         for (uint16_t j = 1; j <= NODES; j += 7) {
-            uint64_t h = mix(j * 100000ull + (uint64_t)(k % PER));
+            uint64_t h = an_hash64(j * 100000ull + (uint64_t)(k % PER));
             assert_int_equal(rtab_count(t, h, j), j > k);
             assert_int_equal(rtab_lookup(t, h, out, NODES + 1), j > k);
         }
         if (k == 3) { /* a retired node's routes again: only the new ones */
-            assert_int_equal(rtab_add(t, mix(3 * 100000ull + 5), 3), 1);
-            assert_int_equal(rtab_count(t, mix(3 * 100000ull + 6), 3), 0);
-            assert_int_equal(rtab_del(t, mix(3 * 100000ull + 5), 3, 1), 1);
+            assert_int_equal(rtab_add(t, an_hash64(3 * 100000ull + 5), 3), 1);
+            assert_int_equal(rtab_count(t, an_hash64(3 * 100000ull + 6), 3), 0);
+            assert_int_equal(rtab_del(t, an_hash64(3 * 100000ull + 5), 3, 1), 1);
             assert_int_equal(t->nretired, 0); /* swept first */
         }
     }
