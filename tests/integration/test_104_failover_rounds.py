@@ -34,7 +34,8 @@ per 5-round run with this default); FAILOVER_PAUSE=kill pauses
 them from 0.3 s after the kill (as before the adoption's window was
 covered).
 
-FAILOVER_ROUNDS kill rounds (default 2; the issue's run: 10).
+FAILOVER_ROUNDS kill rounds (default 2; the issue's run: 10).  FAILOVER_REVOKE=1 turns
+cluster.revoke_refused on (a killed node out at once, not lease_ttl later).
 
 The same rounds run with `persistence.session_store: replicated` (no
 Redis: each node's sessions are copied to a replica node over the links;
@@ -248,14 +249,16 @@ class Pub(CheckedThread):
 
 
 REPLICATED = {"session_store": "replicated", "sync": "always"}
+REVOKE = os.environ.get("FAILOVER_REVOKE") == "1"  # cluster.revoke_refused on
 
 
 def start_node(cluster, redis, name, api_port=None):
     """A node behind HAProxy; `redis` None: the replicated store."""
     persistence = redis_persistence(redis) if redis is not None else dict(REPLICATED)
+    keys = {"revoke_refused": True} if REVOKE else None
     n = cluster.make_node(name, workers=2, persistence=persistence,
                           listener={"proxy_protocol": "v2"},
-                          api={"port": api_port or free_port()})
+                          api={"port": api_port or free_port()}, cluster_keys=keys)
     n.api_fixed = n.api["port"]
     return n.start()
 
