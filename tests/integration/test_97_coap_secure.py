@@ -12,7 +12,7 @@ import time
 
 import pytest
 
-from test_90_coap import cbroker, metric, subscriber, wait_metric  # noqa: F401 (fixture)
+from test_90_coap import cbroker, client_output, metric, subscriber, wait_metric  # noqa: F401 (fixture)
 
 pytestmark = [
     pytest.mark.antenna_only,
@@ -71,7 +71,7 @@ def request(url, payload, cert=None, key=None, ca=None, wait=20):
         args += ["-C", str(ca)]
     args.append(url)
     r = subprocess.run(args, capture_output=True, timeout=60)
-    return r.returncode, (r.stdout + r.stderr).decode(errors="replace")
+    return r.returncode, client_output(r)
 
 
 def test_client_certificate_is_the_user(cbroker, tmp_path):
