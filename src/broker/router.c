@@ -317,11 +317,25 @@ static void publish_durable(worker_t *w, msg_t *m, size_t n)
     }
     pthread_rwlock_unlock(&srv->trie_lock);
     if (stored || persist_holding_routes(w)) {
-        /* delivered after the commit: counted for its publisher now */
-        for (size_t i = 0; i < n; i++)
+        /* delivered after the commit: counted for its publisher now.  The
+         * copies for other nodes go now, not after the commit: the
+         * publisher's acknowledgement then waits for those nodes (the node
+         * row's ticket, router.h) as well as for the commit, so a node that
+         * dies once it acknowledged has not lost them in its link's output.
+         * Every QoS 1/2 copy for a node leaves at its publish, held or not:
+         * their order per node is the publish order. */
+        size_t k = 0;
+        for (size_t i = 0; i < n; i++) {
+            if (t[i].kind == ROUTE_OWNER_NODE) {
+                dispatch(w, t[i].kind, t[i].sid, t[i].owner, m, t[i].qos, t[i].flags);
+                continue;
+            }
             if (t[i].kind == ROUTE_OWNER_LOCAL)
                 count_delivery(w, t[i].owner);
-        persist_hold_route(w, m, t, n);
+            t[k++] = t[i];
+        }
+        if (k > 0)
+            persist_hold_route(w, m, t, k);
     } else
         router_hand_targets(w, m, t, n);
 }

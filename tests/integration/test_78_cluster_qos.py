@@ -47,6 +47,63 @@ def test_puback_waits_for_the_remote_node(cluster):
     close(pub, sub)
 
 
+def test_puback_waits_for_the_remote_node_when_stored(cluster):
+    """With persistence on the publisher's node and a durable subscriber
+    there, the message's local delivery waits for the store commit; its
+    copy for node b must still be acknowledged by b before the publisher's
+    PUBACK (QoS 1) or PUBREC (QoS 2): until session 36 the copy left after
+    the commit and the acknowledgement did not wait for b, so a node killed
+    just after acknowledging could lose it (test_104)."""
+    cl = cluster(2, start=False)
+    # a with its store (the fixture's default: RocksDB in the test's
+    # directory), b without
+    a = cluster_util_section_broker(cl, "a")
+    cl.start("b")
+    cl.wait_links()
+    local = client(a, "durable-a", clean=False)  # stored messages: held for the commit
+    subscribe(local, "held/s", 1)
+    sub = client(cl.nodes["b"], "sub-b")
+    subscribe(sub, "held/s", 2)
+    cl.wait_routes("a", "b", lambda n: n >= 1)
+    pub = client(a, "pub-a")
+    info = pub.publish("held/s", b"warm", qos=1)
+    info.wait_for_publish(5)
+    assert get(sub).payload == b"warm" and get(local).payload == b"warm"
+
+    pid = cl.nodes["b"].proc.pid
+    try:
+        freeze(pid)
+        held = [pub.publish("held/s", b"held-%d" % q, qos=q) for q in (1, 2)]
+        # b is stopped: neither acknowledgement may come (a bounded window,
+        # well under the link's 6 s dead time); a's own subscriber has them
+        got = [get(local, timeout=10).payload for _ in range(2)]
+        assert sorted(got) == [b"held-1", b"held-2"], got
+        deadline = time.monotonic() + 1.5
+        while time.monotonic() < deadline:
+            assert not any(i.is_published() for i in held), \
+                "acknowledged before the remote node had the message"
+            time.sleep(0.05)
+    finally:
+        os.kill(pid, signal.SIGCONT)
+    for i in held:
+        i.wait_for_publish(10)
+        assert i.is_published()
+    assert sorted(get(sub, timeout=10).payload for _ in range(2)) == [b"held-1", b"held-2"]
+    close(pub, sub, local)
+
+
+def cluster_util_section_broker(cl, name):
+    """Start node `name` of test_73's Cluster with the fixture's default
+    persistence (its store in the test's directory) instead of none."""
+    from test_61_modules import SectionBroker
+    b = SectionBroker(cl.tmp_path, len(cl.started), cl.section(name),
+                      {"api": {"keys_file": str(cl.keys)}})
+    cl.started.append(b)
+    b.start()
+    cl.nodes[name] = b
+    return b
+
+
 def count_until(clients, total, timeout=15):
     """Collect from several clients until they hold `total` messages between
     them (or the deadline); then whatever else comes within 0.5 s."""
