@@ -717,10 +717,11 @@ int persist_holding_routes(const worker_t *w)
     return w->held && w->held->routes;
 }
 
-void persist_hold_route(worker_t *w, msg_t *m, const route_target_t *t, size_t n)
+void persist_hold_route(worker_t *w, msg_t *m, const route_target_t *t, size_t n, uint64_t ticket)
 {
     held_item_t *e = hold(w);
     e->m = msg_ref(m);
+    e->ticket = ticket;
     e->nt = (uint32_t)n;
     if (n) {
         e->t = an_malloc(n * sizeof(*t));
@@ -888,7 +889,7 @@ void persist_on_committed(worker_t *w, int err)
         if (e->m) {
             h->routes--;
             if (rc == 0) {
-                router_hand_held(w, e->m, e->t, e->nt);
+                router_hand_held(w, e->m, e->t, e->nt, e->ticket);
             } else {
                 STAT_ADD(w->stats.msgs_dropped, 1);
                 if (event_wanted(w->srv, EVENT_MESSAGE_DROPPED)) {

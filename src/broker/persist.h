@@ -133,8 +133,9 @@ void persist_hold_send(worker_t *w, uint64_t sid, uint16_t pid);
 /* 1 while messages wait for a commit on w (later ones queue behind). */
 int persist_holding_routes(const worker_t *w);
 /* Hold the routing of m (a new reference is taken) to targets until this
- * turn's batch is committed. */
-void persist_hold_route(worker_t *w, msg_t *m, const route_target_t *t, size_t n);
+ * turn's batch is committed; ticket: the node row's, taken for its copies
+ * to other nodes (router_hand_held), or 0. */
+void persist_hold_route(worker_t *w, msg_t *m, const route_target_t *t, size_t n, uint64_t ticket);
 /* A new key for a stored message. */
 uint64_t persist_next_seq(server_t *srv);
 /* n consecutive keys, the first returned: every key persist_next_seq gives

@@ -42,6 +42,7 @@ typedef struct {
                                 * ack: the endpoint's session */
     struct msg_s *m;       /* route */
     struct route_target_s *t;
+    uint64_t ticket; /* route: its copies' ticket at the node row (router.h DLV_TICKET) */
     uint32_t nt;
     uint16_t pid;
     uint8_t type; /* ack: EP_ACK_PUBACK/PUBREC/PUBCOMP; else 0 */

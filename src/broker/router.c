@@ -269,13 +269,16 @@ void router_hand_targets(worker_t *w, msg_t *m, const route_target_t *t, size_t 
         dispatch(w, t[i].kind, t[i].sid, t[i].owner, m, t[i].qos, t[i].flags);
 }
 
-void router_hand_held(worker_t *w, msg_t *m, const route_target_t *t, size_t n)
+void router_hand_held(worker_t *w, msg_t *m, const route_target_t *t, size_t n, uint64_t ticket)
 {
     /* counted for its publisher when it was held (publish_durable) */
     uint32_t local = w->dlv_local, cross = w->dlv_cross;
     uint16_t to = w->dlv_to;
     uint8_t mixed = w->dlv_mixed;
+    uint64_t was = w->fwd_ticket;
+    w->fwd_ticket = ticket; /* taken when it was held: its copies carry it */
     router_hand_targets(w, m, t, n);
+    w->fwd_ticket = was;
     w->dlv_local = local;
     w->dlv_cross = cross;
     w->dlv_to = to;
@@ -317,25 +320,22 @@ static void publish_durable(worker_t *w, msg_t *m, size_t n)
     }
     pthread_rwlock_unlock(&srv->trie_lock);
     if (stored || persist_holding_routes(w)) {
-        /* delivered after the commit: counted for its publisher now.  The
-         * copies for other nodes go now, not after the commit: the
-         * publisher's acknowledgement then waits for those nodes (the node
-         * row's ticket, router.h) as well as for the commit, so a node that
-         * dies once it acknowledged has not lost them in its link's output.
-         * Every QoS 1/2 copy for a node leaves at its publish, held or not:
-         * their order per node is the publish order. */
-        size_t k = 0;
+        /* delivered after the commit: counted for its publisher now.  Its
+         * copies for other nodes leave after the commit too, but their
+         * ticket is taken now (DLV_TICKET: the node row notes the nodes
+         * and numbers the copies, sends nothing), so the publisher's
+         * acknowledgement, held by the node row, waits for those nodes as
+         * well as for the commit.  Before session 36 it waited for the
+         * commit only: a node killed just after acknowledging could take
+         * the copies down with its link's output (test_104). */
         for (size_t i = 0; i < n; i++) {
-            if (t[i].kind == ROUTE_OWNER_NODE) {
-                dispatch(w, t[i].kind, t[i].sid, t[i].owner, m, t[i].qos, t[i].flags);
-                continue;
-            }
             if (t[i].kind == ROUTE_OWNER_LOCAL)
                 count_delivery(w, t[i].owner);
-            t[k++] = t[i];
+            else if (t[i].kind == ROUTE_OWNER_NODE && t[i].qos > 0)
+                dispatch(w, t[i].kind, t[i].sid, t[i].owner, m, t[i].qos,
+                         (uint8_t)(t[i].flags | DLV_TICKET));
         }
-        if (k > 0)
-            persist_hold_route(w, m, t, k);
+        persist_hold_route(w, m, t, n, w->fwd_ticket);
     } else
         router_hand_targets(w, m, t, n);
 }

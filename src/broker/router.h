@@ -66,6 +66,11 @@
 /* A WM_DELIVER handed on by the worker a subscriber left (migrate.h's
  * fence); never reaches sess_deliver. */
 #define DLV_HANDED 8
+/* To the node row only, for a message held for a store commit: take its
+ * ticket now (worker_t.fwd_ticket, the nodes noted for the publisher's
+ * acknowledgement), send nothing; router_hand_held sends it with that
+ * ticket after the commit. */
+#define DLV_TICKET 16
 
 /* Hand m to each target now (the other workers' ones through their
  * inboxes): the second half of a publish that waited for a commit. */
@@ -73,8 +78,9 @@ typedef struct route_target_s route_target_t;
 void router_hand_targets(worker_t *w, msg_t *m, const route_target_t *t, size_t n);
 /* The same for a message held for a store commit (persist.c): its
  * deliveries were counted for its publisher when it was held (migrate.h),
- * so the publish being routed now, if any, does not count them. */
-void router_hand_held(worker_t *w, msg_t *m, const route_target_t *t, size_t n);
+ * so the publish being routed now, if any, does not count them; its copies
+ * for other nodes carry the ticket taken then (DLV_TICKET; 0: none). */
+void router_hand_held(worker_t *w, msg_t *m, const route_target_t *t, size_t n, uint64_t ticket);
 
 /* router_publish's answer when limits.queue_full is refuse and a session
  * that should take a QoS 1/2 message has a full queue: nothing was done. */

@@ -82,6 +82,8 @@ static void cl_deliver(worker_t *w, uint64_t sid, uint16_t owner, msg_t *m, uint
         q->nodes[owner >> 6] |= 1ull << (owner & 63);
         ticket = w->fwd_ticket;
     }
+    if (flags & DLV_TICKET)
+        return; /* held for a commit: the ticket only, sent later (router.h) */
     /* one frame per node and publish, carrying every fact (docs/cluster.md
      * "Routes": once to each node, never twice) */
     cl_fwd_t *e = wq_find(cl, w, owner, m);
