@@ -554,6 +554,9 @@ static int adopt_store(cl_adopt_t *a, const char *name, store_t *ns, const char 
         goto done;
     }
     uint64_t t_read = an_now_ms();
+    pthread_mutex_lock(&a->mu);
+    a->cur = j; /* its ids are this node's to claim (cl_adopt_holds) */
+    pthread_mutex_unlock(&a->mu);
 
     /* 2. to the home workers, and their routes to every member */
     store_stats_t st0, st1;
@@ -688,10 +691,25 @@ static int adopt_store(cl_adopt_t *a, const char *name, store_t *ns, const char 
              elsewhere, j->expired, unreadable + j->bad);
     rc = 0;
 done:
+    pthread_mutex_lock(&a->mu);
+    if (a->cur == j)
+        a->cur = NULL;
+    pthread_mutex_unlock(&a->mu);
     if (rc != 0)
         atomic_fetch_add(&a->failures, 1);
     ad_job_unref(j);
     return rc;
+}
+
+int cl_adopt_holds(cl_t *cl, const char *id, size_t len)
+{
+    cl_adopt_t *a = cl->adopt;
+    if (a == NULL)
+        return 0;
+    pthread_mutex_lock(&a->mu);
+    int held = a->cur != NULL && job_find(a->cur, (const uint8_t *)id, len) != NULL;
+    pthread_mutex_unlock(&a->mu);
+    return held;
 }
 
 /* 0 adopted (or nothing to adopt), -1 failed or busy: try again later. */

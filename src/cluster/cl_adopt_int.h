@@ -71,6 +71,9 @@ struct cl_adopt_s {
      * workers': merge_item, ad_dedup_hook), under seen_mu */
     pthread_mutex_t seen_mu;
     ad_seenv_t seen;
+    /* the adoption running here, once its sessions are read (under mu; the
+     * adopter's reference): cl_adopt_holds */
+    struct ad_job_s *cur;
     /* the latest adoption here, for cl_adopt_late (under mu; a reference) */
     struct ad_job_s *late_job;
     char late_name[CL_NAME_MAX];

@@ -335,6 +335,8 @@ void cl_recent_add(cl_recent_t *r, const char *owner, int64_t lease, const uint8
 /* 1 and the owner (and lease) when id is kept, taken out; else 0. */
 int cl_recent_take(cl_recent_t *r, const char *id, size_t len, uint64_t now,
                    char owner[CL_NAME_MAX], int64_t *lease);
+/* 1 when id is kept with `owner` as its owner (left in); else 0. */
+int cl_recent_has(cl_recent_t *r, const char *id, size_t len, uint64_t now, const char *owner);
 
 /* ---- cl_adopt.c: a dead member's sessions adopted from its Redis store
  * (docs/cluster.md "A dead node's sessions") ---- */
@@ -353,6 +355,9 @@ void cl_adopt_member(cl_t *cl, const char *name, int present, int rank);
 /* Any thread: 1 while a member that went out may still have sessions to
  * adopt (the connect gate refuses resuming CONNECTs meanwhile: 0x88). */
 int cl_adopt_pending(cl_t *cl);
+/* Any thread: 1 when the adoption running here has a session with this
+ * client id (its claim of the id is this node's, made or to come). */
+int cl_adopt_holds(cl_t *cl, const char *id, size_t len);
 /* Any thread: +1 when the etcd thread sees a member go out (cl_member_gone),
  * -1 once the link thread applied it (its watch started): between the two
  * cl_adopt_pending is 1 too, so the gate closes as soon as etcd's answer

@@ -136,6 +136,7 @@ struct cl_owner_s {
     /* any thread */
     _Atomic uint64_t claims, created, stolen, takes_sent, takes_served, refused, released;
     _Atomic uint64_t adopt_waits; /* resuming CONNECTs refused while an adoption was pending */
+    _Atomic uint64_t adopt_kept;  /* ... whose id this node's adoption holds: its claim kept */
     _Atomic uint64_t adopted_here, adopted_take; /* claims skipped (cl_recent.c) */
     cl_recent_t *recent;                         /* the ids of recent adoptions (cl_recent.c) */
 };
@@ -436,6 +437,20 @@ static void unclaim_refuse(cl_claim_t *cm)
                 "cluster: client '%s' claimed while a member went out: refused (0x88) until "
                 "its sessions are adopted",
                 cm->g->client_id);
+    /* This node adopts that session (running, or just done): the key, with
+     * this node's name, is the adoption's claim as well as ours (the two
+     * claims look alike in etcd, whichever came first).  Deleting it left
+     * the adopted session here unclaimed: a client that came back here
+     * resumed it without a claim (cl_recent.c), and one that reconnected
+     * later elsewhere found no owner and started afresh, the session lost
+     * (test_104).  Kept. */
+    if (cl_adopt_holds(cl, cm->g->client_id, cm->g->id_len) ||
+        cl_recent_has(cl->owner->recent, cm->g->client_id, cm->g->id_len, an_now_ms(),
+                      cl->conf->node)) {
+        OWN_INC(cl->owner->adopt_kept);
+        answer_later(cm, MQTT_RC_SERVER_UNAVAILABLE);
+        return;
+    }
     if (e == NULL || cl_etcd_delete_if(e, cm->key, cl->conf->node, on_unclaimed, cm) < 0)
         answer(cm, MQTT_RC_SERVER_UNAVAILABLE);
 }
@@ -1137,6 +1152,7 @@ void cl_owner_metrics(cl_t *cl, module_metrics_t *mm)
     OWN_LINE("refused", o->refused);
     OWN_LINE("released", o->released);
     OWN_LINE("adoption_pending", o->adopt_waits);
+    OWN_LINE("adoption_pending_kept", o->adopt_kept);
     OWN_LINE("adopted_here", o->adopted_here);
     OWN_LINE("adopted_take", o->adopted_take);
 #undef OWN_LINE

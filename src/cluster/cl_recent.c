@@ -160,6 +160,21 @@ void cl_recent_add(cl_recent_t *r, const char *owner, int64_t lease, const uint8
     pthread_mutex_unlock(&r->mu);
 }
 
+int cl_recent_has(cl_recent_t *r, const char *id, size_t len, uint64_t now, const char *owner)
+{
+    if (r == NULL || atomic_load_explicit(&r->count, memory_order_relaxed) == 0)
+        return 0;
+    int found = 0;
+    pthread_mutex_lock(&r->mu);
+    for (int k = 0; k < CL_RECENT_TABLES && !found; k++) {
+        const rc_table_t *t = &r->t[k];
+        found = t->ids != NULL && t->until > now && strcmp(t->owner, owner) == 0 &&
+                find((rc_table_t *)t, (const uint8_t *)id, len, 0) >= 0;
+    }
+    pthread_mutex_unlock(&r->mu);
+    return found;
+}
+
 int cl_recent_take(cl_recent_t *r, const char *id, size_t len, uint64_t now,
                    char owner[CL_NAME_MAX], int64_t *lease)
 {

@@ -50,8 +50,7 @@ static void cl_conf_defaults(void *conf)
     c->adopt_wait_ms = 30000;
     c->route_bloom_above = 1000;
     c->route_bits = 1;
-    c->revoke_refused =
-        0; /* docs/cluster.md "A dead node's process": off until the loss is found */
+    c->revoke_refused = 1; /* docs/cluster.md "A dead node's process" */
     c->repl_timeout_ms = 5000;
     snprintf(c->listen, sizeof(c->listen), "%s", "127.0.0.1:0");
 }

@@ -34,8 +34,10 @@ per 5-round run with this default); FAILOVER_PAUSE=kill pauses
 them from 0.3 s after the kill (as before the adoption's window was
 covered).
 
-FAILOVER_ROUNDS kill rounds (default 2; the issue's run: 10).  FAILOVER_REVOKE=1 turns
-cluster.revoke_refused on (a killed node out at once, not lease_ttl later).
+FAILOVER_ROUNDS kill rounds (default 2; the issue's run: 10).  The nodes run
+with cluster.revoke_refused (the default: a killed node out at once, not
+lease_ttl later); FAILOVER_REVOKE=0 turns it off (out when its 2 s lease
+expires).
 
 The same rounds run with `persistence.session_store: replicated` (no
 Redis: each node's sessions are copied to a replica node over the links;
@@ -249,13 +251,13 @@ class Pub(CheckedThread):
 
 
 REPLICATED = {"session_store": "replicated", "sync": "always"}
-REVOKE = os.environ.get("FAILOVER_REVOKE") == "1"  # cluster.revoke_refused on
+REVOKE = os.environ.get("FAILOVER_REVOKE", "1") != "0"  # cluster.revoke_refused
 
 
 def start_node(cluster, redis, name, api_port=None):
     """A node behind HAProxy; `redis` None: the replicated store."""
     persistence = redis_persistence(redis) if redis is not None else dict(REPLICATED)
-    keys = {"revoke_refused": True} if REVOKE else None
+    keys = None if REVOKE else {"revoke_refused": False}
     n = cluster.make_node(name, workers=2, persistence=persistence,
                           listener={"proxy_protocol": "v2"},
                           api={"port": api_port or free_port()}, cluster_keys=keys)

@@ -4,9 +4,9 @@ docs/cluster.md "A dead node's process"): when a node's link goes down and
 its link address then refuses connections, the others revoke its lease.
 A node that is alive but does not answer (SIGSTOP: the kernel still
 accepts connections for it) keeps its lease.  cluster.revoke_refused is
-off by default (docs/cluster.md): these tests turn it on; without it a
-killed node is out only when its lease expires (test_72's
-test_killed_node_leaves_after_lease_ttl)."""
+on by default (docs/cluster.md): the first test runs with the default,
+the others say it; without it a killed node is out only when its lease
+expires (test_72's test_killed_node_leaves_after_lease_ttl)."""
 
 import os
 import re
@@ -40,12 +40,13 @@ def links_up(nodes, timeout=20):
 
 def test_killed_node_is_out_before_its_lease_expires(cluster):
     cluster.start_etcd()
-    a, b, c = cluster.start_nodes(3, lease_ttl=LONG_TTL, cluster_keys=ON)
+    # the default configuration (cluster.revoke_refused on)
+    a, b, c = cluster.start_nodes(3, lease_ttl=LONG_TTL)
     wait_members([a, b, c], 3)
     links_up([a, b, c])
     t0 = time.monotonic()
     c.kill()
-    # main's binary: out only after the 30 s lease
+    # session 34's binary: out only after the 30 s lease
     wait_members([a, b], ["node0", "node1"], timeout=15)
     took = time.monotonic() - t0
     assert took < 15, took
@@ -56,7 +57,7 @@ def test_killed_node_is_out_before_its_lease_expires(cluster):
                          r"revoking its lease \d+", n.log_text()) for n in (a, b))
     a.wait_log(r"cluster: node node2 left")
     # its name is free again at once (the old lease is gone)
-    c2 = cluster.start_node("node2", lease_ttl=LONG_TTL, cluster_keys=ON)
+    c2 = cluster.start_node("node2", lease_ttl=LONG_TTL)
     wait_members([a, b, c2], 3, timeout=15)
 
 

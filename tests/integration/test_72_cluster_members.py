@@ -62,8 +62,10 @@ def test_clean_stop_leaves_at_once_kill_after_ttl(cluster):
 
 def test_killed_node_leaves_after_lease_ttl(cluster):
     cluster.start_etcd()
-    # the default: no revoke of a dead process's lease (test_130): its expiry
-    a, b, c = cluster.start_nodes(3, lease_ttl="2s")
+    # cluster.revoke_refused off (on by default, test_130): a dead
+    # process's lease is not revoked, it expires
+    off = {"revoke_refused": False}
+    a, b, c = cluster.start_nodes(3, lease_ttl="2s", cluster_keys=off)
     wait_members([a, b, c], 3)
     t0 = time.monotonic()
     c.kill()
@@ -71,7 +73,7 @@ def test_killed_node_leaves_after_lease_ttl(cluster):
     # etcd expires a lease within about its ttl (in whole seconds, rounded up)
     assert time.monotonic() - t0 > 1.0
     # and a node with that name may join again
-    c2 = cluster.start_node("node2", lease_ttl="2s")
+    c2 = cluster.start_node("node2", lease_ttl="2s", cluster_keys=off)
     wait_members([a, b, c2], 3)
 
 
