@@ -301,6 +301,7 @@ int cl_bits_recv(cl_t *cl, cl_peer_t *p, uint8_t type, const uint8_t *body, uint
     int idx = (int)(p - L->peers);
     uint32_t blocks;
     uint64_t routes;
+    cl_route_work(cl, 1 + len / (4 * RBITS_K)); /* ~ the routes a delta changes */
     if (type == CL_F_ROUTE_BITS) {
         const uint8_t *bits;
         if (cl_dec_bits(body, len, &blocks, &routes, &bits) < 0)

@@ -31,6 +31,8 @@
 #define CL_PROBE_GAP_MS 100    /* ... then this often, */
 #define CL_PROBE_REFUSED 2     /* ... refused this many times in a row: its process is gone */
 #define CL_PROBE_TRIES 10      /* ... at most this many probes after one loss */
+#define CL_TRIM_ROUTES 1024    /* route changes since the last trim that call for one ... */
+#define CL_TRIM_MS 1000        /* ... once a tick saw under 1/16 of that (cl_route_work) */
 
 typedef struct cl_conn_s cl_conn_t;
 typedef struct cl_fset_s cl_fset_t;
@@ -201,6 +203,10 @@ struct cl_links_s {
     uint64_t mark_last;    /* when cl_route_marks last wrote (an_now_ms) */
     uint64_t mark_sent;    /* the ROUTE_MARK it wrote (route_applied then) */
     tw_timer_t mark_timer; /* the marks held back (CL_MARK_GAP_MS, CL_MARK_HOLD_MS) */
+    /* route changes made or received (cl_route_work): a burst's end trims
+     * malloc (trim_timer, every CL_TRIM_MS while they come) */
+    uint64_t route_work, trim_work, trim_seen;
+    tw_timer_t trim_timer;
     /* this node's exact routes as a bit filter (cl_bits.c) */
     uint8_t bits;              /* cluster.route_bits: ask for and ship bit filters */
     uint8_t own_full_due;      /* built or resized in this run: the whole bitmap goes */
@@ -357,7 +363,10 @@ void cl_route_drop_peer_shares(cl_t *cl, cl_peer_t *p); /* its $share routes onl
  * too slow to answer). */
 #define CL_ROUTE_WAIT_MS 2000
 void cl_route_recompute(cl_t *cl);
-void cl_route_marks_timer(tw_timer_t *t);                /* L->mark_timer: the marks held back */
+void cl_route_marks_timer(tw_timer_t *t); /* L->mark_timer: the marks held back */
+/* n route changes made or received: after a burst of them, malloc_trim */
+void cl_route_work(cl_t *cl, uint64_t n);
+void cl_route_trim_timer(tw_timer_t *t);                 /* L->trim_timer */
 void cl_route_acked(cl_t *cl, cl_peer_t *p, uint64_t v); /* its ROUTE_ACKED */
 /* ROUTE_OWNER_NODE's sub_barrier: 0, or the number route_done must reach */
 uint64_t cl_route_barrier(worker_t *w, uint32_t *wait_ms, void *user);

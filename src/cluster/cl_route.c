@@ -51,6 +51,7 @@
  * A clear made while the link was down is carried by tombstones
  * (cl_tomb.c), sent after the retained set.
  */
+#include <malloc.h>
 #include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -200,7 +201,8 @@ static void local_apply(cl_t *cl, void *arg)
     else
         changed = fset_del(L->local, ch->f, ch->len);
     L->route_applied = ch->seq;
-    L->mark_due = 1;      /* cl_route_marks, after this run of tasks */
+    L->mark_due = 1; /* cl_route_marks, after this run of tasks */
+    cl_route_work(cl, 1);
     if (changed && exact) /* the owner's count and counters (cl_bits.c) */
         cl_bits_local(cl, ch->up, h, ch->seq);
     CL_STAT_SET(cl->local_routes, L->local->n + L->own_exact);
@@ -385,6 +387,39 @@ void cl_route_marks_timer(tw_timer_t *t)
 {
     cl_links_t *L = (cl_links_t *)((char *)t - offsetof(cl_links_t, mark_timer));
     cl_route_marks(L->cl);
+}
+
+/* A storm of route changes (every node's devices connecting) leaves the
+ * link thread's arena, and the worker's that posted the changes, with
+ * holes of what it allocated for a while: the peers' bitmaps and the
+ * owner's counters at each size they passed through, the links' grown
+ * buffers, the tasks.  Their pages stay resident until malloc is asked
+ * (~100 B a device on a node of 20).  Once CL_TRIM_ROUTES changes came
+ * since the last trim and a tick saw fewer than 1/16 of that:
+ * malloc_trim(0), a few ms once a storm. */
+void cl_route_work(cl_t *cl, uint64_t n)
+{
+    cl_links_t *L = cl->links;
+    L->route_work += n;
+    if (!tw_pending(&L->trim_timer))
+        tw_add(&cl->tw, &L->trim_timer, cl->now + CL_TRIM_MS);
+}
+
+void cl_route_trim_timer(tw_timer_t *t)
+{
+    cl_links_t *L = (cl_links_t *)((char *)t - offsetof(cl_links_t, trim_timer));
+    cl_t *cl = L->cl;
+    uint64_t recent = L->route_work - L->trim_seen;
+    L->trim_seen = L->route_work;
+    if (recent >= CL_TRIM_ROUTES / 16) { /* still coming */
+        tw_add(&cl->tw, &L->trim_timer, cl->now + CL_TRIM_MS);
+        return;
+    }
+    if (L->route_work - L->trim_work >= CL_TRIM_ROUTES) {
+        malloc_trim(0);
+        L->trim_work = L->route_work;
+        STAT_ADD(cl->route_trims, 1);
+    }
 }
 
 void cl_route_acked(cl_t *cl, cl_peer_t *p, uint64_t v)
@@ -622,6 +657,7 @@ int cl_route_recv(cl_t *cl, cl_peer_t *p, uint8_t type, const uint8_t *body, uin
     int idx = (int)(p - cl->links->peers);
     if (p->routes == NULL)
         p->routes = fset_new();
+    cl_route_work(cl, 1);
     if (type == CL_F_SYNC_BEGIN) {
         p->syncing = 1;
         p->resync_asked = 0;

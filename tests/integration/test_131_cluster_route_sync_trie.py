@@ -125,3 +125,34 @@ def test_sync_and_bits_from_the_trie_under_churn(cluster, above):  # noqa: F811
     for c in churners:
         none_more(c)
     close(sb, pub, *churners)
+
+
+def trims(cl, name):
+    st, _, raw = cl.api(name).call("GET", "/metrics")
+    assert st == 200, st
+    for line in raw.decode().splitlines():
+        if line.startswith("antenna_cluster_route_trims_total "):
+            return float(line.split()[1])
+    raise AssertionError("no antenna_cluster_route_trims_total")
+
+
+def test_trim_once_a_route_storm_is_over(cluster):  # noqa: F811
+    """The link thread calls malloc_trim once 1,024 route changes came and
+    a second saw fewer than 64: on the node that made them and on the one
+    that received them; not while they keep coming, and not for a few."""
+    cl = cluster(2, above=100000)
+    cl.wait_links()
+    sb = client(cl.nodes["b"], "sb")
+    subscribe(sb, [("few/%d" % i, 1) for i in range(100)])
+    cl.wait_routes("a", "b", lambda n: n == 100)
+    time.sleep(2.5)  # quiet: the timer has fired
+    base = {n: trims(cl, n) for n in ("a", "b")}
+    assert base == {"a": 0, "b": 0}, base  # 100 changes: no trim
+    for start in range(0, 1500, 300):  # a storm of 1,500 more on b
+        subscribe(sb, [("storm/%d" % i, 1) for i in range(start, start + 300)])
+    cl.wait_routes("a", "b", lambda n: n == 1600)
+    for n in ("a", "b"):
+        wait_for(lambda n=n: trims(cl, n) == 1, 10, what="%s trimmed once" % n)
+    time.sleep(2.5)
+    assert {n: trims(cl, n) for n in ("a", "b")} == {"a": 1, "b": 1}
+    close(sb)
