@@ -2,7 +2,7 @@
 """bench/heap_chunks.py -- what the malloc chunks of a running process are
 (docs/benchmarks.md, "Where the cluster's bytes per device were").
 
-    bench/heap_chunks.py [--top N] [--samples K] [--min-count C] PID
+    bench/heap_chunks.py [--top N] [--samples K] [--min-count C] [--code] [--free] PID
 
 Reads the process's malloc heaps through /proc/PID/mem (root, or the
 process's owner with ptrace allowed): the main heap ([heap]) and every
@@ -24,6 +24,11 @@ import collections
 import re
 import struct
 import sys
+
+
+# --free: chunk size bins (name, upper bound), kB in each
+FREE_BINS = (("<256 B", 256), ("<1 kB", 1024), ("<4 kB", 4096), ("<16 kB", 16384),
+             ("<64 kB", 65536), (">=64 kB", 1 << 62))
 
 
 def heaps(pid):
@@ -122,6 +127,9 @@ def main(argv):
     ap.add_argument("--min-count", type=int, default=1)
     ap.add_argument("--code", action="store_true",
                     help="also the sampled chunks' words that point into the executable")
+    ap.add_argument("--free", action="store_true",
+                    help="also each heap's free bytes by chunk size (holes: whole free "
+                    "pages only in the big ones)")
     a = ap.parse_args(argv)
     by_size = collections.defaultdict(lambda: [0, []])  # size -> [count, samples]
     total_used = total_free = 0
@@ -139,6 +147,15 @@ def main(argv):
             print("%-20s %8d kB mapped, %8d kB in %7d chunks in use, %8d kB free%s" %
                   (name, (end - start) >> 10, used >> 10, sum(1 for c in chunks if c[2]),
                    free >> 10, "" if ok else " (chain broken: the heap moved)"))
+            if a.free:
+                bins = collections.OrderedDict((b, [0, 0]) for b in FREE_BINS)
+                for _, s, u in chunks:
+                    if not u:
+                        b = next(x for x in FREE_BINS if s < x[1])
+                        bins[b][0] += 1
+                        bins[b][1] += s
+                print("%20s free: %s" % ("", ", ".join(
+                    "%s %d in %d" % (b[0], v[1] >> 10, v[0]) for b, v in bins.items() if v[0])))
             for p, s, u in chunks:
                 if not u:
                     continue

@@ -712,6 +712,15 @@ void router_set_local_hook(server_t *srv, trie_local_fn fn, void *ud)
     pthread_rwlock_unlock(&srv->trie_lock);
 }
 
+void router_walk_exact_local(server_t *srv, trie_local_fn fn, void *ud,
+                             const _Atomic uint64_t *counter, uint64_t *at)
+{
+    pthread_rwlock_rdlock(&srv->trie_lock);
+    *at = atomic_load_explicit(counter, memory_order_relaxed);
+    trie_walk_exact_local(srv->trie, fn, ud);
+    pthread_rwlock_unlock(&srv->trie_lock);
+}
+
 int router_deliver_shared(worker_t *w, msg_t *m, const uint8_t *filter, size_t len)
 {
     server_t *srv = w->srv;

@@ -250,6 +250,11 @@ size_t router_node_exact_count(const server_t *srv);
 /* trie_set_local_hook (trie.h) under the trie's write lock: the filters
  * this node has MQTT subscribers for, as 0<->1 transitions. */
 void router_set_local_hook(server_t *srv, trie_local_fn fn, void *ud);
+/* trie_walk_exact_local under the read lock, after *at = *counter read
+ * under the same lock: a counter that the hook bumps (under the write
+ * lock) numbers the changes the walk shows, those up to *at. */
+void router_walk_exact_local(server_t *srv, trie_local_fn fn, void *ud,
+                             const _Atomic uint64_t *counter, uint64_t *at);
 
 typedef struct router_consumer_s router_consumer_t;
 typedef struct {

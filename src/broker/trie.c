@@ -719,8 +719,13 @@ void trie_set_local_hook(trie_t *t, trie_local_fn fn, void *ud)
     uint8_t *buf = an_malloc(cap);
     walk_local(t, t->root, &buf, &cap, 0);
     free(buf);
+    trie_walk_exact_local(t, fn, ud); /* keyed by the whole filter */
+}
+
+void trie_walk_exact_local(const trie_t *t, trie_local_fn fn, void *ud)
+{
     for (size_t i = 0; t->xtab && i < ((size_t)1 << t->xbits); i++) {
-        xnode_t *x = t->xtab[i]; /* keyed by the whole filter */
+        xnode_t *x = t->xtab[i];
         if (x && has_local(&x->subs, x->nsubs, UINT32_MAX))
             fn(ud, x->key, x->klen, 1);
     }

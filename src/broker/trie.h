@@ -103,6 +103,12 @@ void trie_match(const trie_t *t, const uint8_t *topic, size_t len, trie_match_cb
  * bounded by the non-local ones: nodes and consumers). */
 typedef void (*trie_local_fn)(void *ud, const uint8_t *filter, size_t len, int up);
 void trie_set_local_hook(trie_t *t, trie_local_fn fn, void *ud);
+/* fn(ud, filter, len, 1) for every exact filter (no '+' or '#') that has a
+ * local subscriber now, in no particular order: what the hook announced
+ * of them and did not take back.  The cluster's link thread reads them
+ * here at a route sync instead of keeping a copy of each (cl_route.c).
+ * fn must not modify the trie.  Under the lock, read or write. */
+void trie_walk_exact_local(const trie_t *t, trie_local_fn fn, void *ud);
 /* Call the hook (when set) for a route that is not a trie entry of its own:
  * a shared group's "$share/g/f" gaining its first / losing its last local
  * member (shared.c).  Under the write lock. */

@@ -93,17 +93,28 @@ void cl_bits_free(cl_t *cl)
 static void own_build(cl_t *cl)
 {
     cl_links_t *L = cl->links;
-    rbcount_free(L->own);
-    L->own = rbcount_new(L->own_exact);
-    cl_route_local_exact(cl, L->own); /* every exact filter of L->local */
-    free(L->own_scratch);             /* sized for the old filter */
+    uint64_t sized = L->own_exact;
+    /* every exact filter this node announces, read from the trie: as of
+     * change own_seq, which may be ahead of the one being applied (the
+     * filter counts what it holds: a walk that found many more than it
+     * was sized for builds again at that size; bounded, as the walks
+     * race with subscribers) */
+    for (int tries = 0; tries < 4; tries++) {
+        rbcount_free(L->own);
+        L->own = rbcount_new(sized);
+        L->own_seq = cl_route_local_exact(cl, L->own);
+        if (!rbcount_misfit(L->own->sized, L->own->n))
+            break;
+        sized = L->own->n;
+    }
+    free(L->own_scratch); /* sized for the old filter */
     L->own_scratch = NULL;
     L->own_ndelta = 0;
     L->own_full_due = 1;
     L->own_strings_due = 0;
 }
 
-void cl_bits_local(cl_t *cl, int up, uint64_t h)
+void cl_bits_local(cl_t *cl, int up, uint64_t h, uint64_t seq)
 {
     cl_links_t *L = cl->links;
     uint64_t above = cl->conf->route_bloom_above;
@@ -127,9 +138,11 @@ void cl_bits_local(cl_t *cl, int up, uint64_t h)
         L->own_strings_due = 1;
         return;
     }
+    if (seq <= L->own_seq)
+        return; /* own_build read it from the trie already */
     uint32_t flips[RBITS_K];
     int nf = up ? rbcount_add(L->own, h, flips) : rbcount_del(L->own, h, flips);
-    if (rbcount_misfit(L->own->sized, L->own_exact)) {
+    if (rbcount_misfit(L->own->sized, L->own->n)) { /* n: as of this change */
         own_build(cl);
         return;
     }
@@ -288,6 +301,7 @@ int cl_bits_recv(cl_t *cl, cl_peer_t *p, uint8_t type, const uint8_t *body, uint
     int idx = (int)(p - L->peers);
     uint32_t blocks;
     uint64_t routes;
+    cl_route_work(cl, 1 + len / (4 * RBITS_K)); /* ~ the routes a delta changes */
     if (type == CL_F_ROUTE_BITS) {
         const uint8_t *bits;
         if (cl_dec_bits(body, len, &blocks, &routes, &bits) < 0)

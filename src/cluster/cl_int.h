@@ -150,6 +150,7 @@ struct cl_s {
     _Atomic uint32_t members;    /* current members, this node included */
     _Atomic int lease_ok;        /* 1: registered and alive (always 1 without etcd) */
     an_counter_t route_marks;    /* ROUTE_MARK rounds written (cl_route_marks) */
+    an_counter_t route_trims;    /* malloc_trim calls after route storms (cl_route_work) */
     char link_addr[CL_ADDR_MAX]; /* the advertised link address; set in init */
     /* a copy of the member table for the API's threads (cl_nodes_json) */
     pthread_mutex_t snap_mu;

@@ -1121,6 +1121,7 @@ int cl_links_init(cl_t *cl)
     }
     tw_timer_init(&L->resume, on_resume);
     tw_timer_init(&L->mark_timer, cl_route_marks_timer);
+    tw_timer_init(&L->trim_timer, cl_route_trim_timer);
     if (cl->conf->tls) {
         char err[512];
         const char *bad;
@@ -1201,6 +1202,7 @@ void cl_links_stop(cl_t *cl)
     }
     tw_del(&cl->tw, &L->resume);
     tw_del(&cl->tw, &L->mark_timer);
+    tw_del(&cl->tw, &L->trim_timer);
     if (L->listen_fd >= 0 && ev_watch_active(&L->listen_ev))
         ev_watch_stop(&cl->loop, &L->listen_ev);
 }

@@ -31,6 +31,8 @@
 #define CL_PROBE_GAP_MS 100    /* ... then this often, */
 #define CL_PROBE_REFUSED 2     /* ... refused this many times in a row: its process is gone */
 #define CL_PROBE_TRIES 10      /* ... at most this many probes after one loss */
+#define CL_TRIM_ROUTES 1024    /* route changes since the last trim that call for one ... */
+#define CL_TRIM_MS 1000        /* ... once a tick saw under 1/16 of that (cl_route_work) */
 
 typedef struct cl_conn_s cl_conn_t;
 typedef struct cl_fset_s cl_fset_t;
@@ -69,6 +71,7 @@ struct cl_conn_s {
     uint8_t bits_ok;        /* the peer takes our exact routes as bits (ROUTE_BITS_WANT) */
     uint8_t ids_out;        /* the peer reads publish ids (CL_F_MSG_IDS): CL_MSG_ID */
     uint8_t route_wait;     /* our route sync waits for the peer's first frame (cl_bits.c) */
+    uint64_t sync_seq;      /* our last sync's exact strings: the trie as of this change */
     char addr[CL_ADDR_MAX]; /* the other end's address */
 };
 
@@ -180,7 +183,9 @@ struct cl_links_s {
     cl_wq_t *wq;       /* [nworkers]: worker i's batch (worker i only) */
     inbox_vec_t *outv; /* [nworkers]: received messages for each worker */
     uint64_t *ackv;    /* [nworkers]: the highest ticket acknowledged, being gathered */
-    cl_fset_t *local;  /* filters this node announces */
+    cl_fset_t *local;  /* wildcard and shared filters this node announces
+                        * (the exact ones: own_exact counts them, the trie
+                        * has them: trie_walk_exact_local) */
     cl_tombs_t *tombs; /* retained topics cleared (cl_tomb.c) */
     tw_timer_t resume; /* paused links read again when the inboxes drained */
     /* set by a worker that routed a QoS 1/2 message of node i to a
@@ -198,6 +203,10 @@ struct cl_links_s {
     uint64_t mark_last;    /* when cl_route_marks last wrote (an_now_ms) */
     uint64_t mark_sent;    /* the ROUTE_MARK it wrote (route_applied then) */
     tw_timer_t mark_timer; /* the marks held back (CL_MARK_GAP_MS, CL_MARK_HOLD_MS) */
+    /* route changes made or received (cl_route_work): a burst's end trims
+     * malloc (trim_timer, every CL_TRIM_MS while they come) */
+    uint64_t route_work, trim_work, trim_seen;
+    tw_timer_t trim_timer;
     /* this node's exact routes as a bit filter (cl_bits.c) */
     uint8_t bits;              /* cluster.route_bits: ask for and ship bit filters */
     uint8_t own_full_due;      /* built or resized in this run: the whole bitmap goes */
@@ -205,7 +214,8 @@ struct cl_links_s {
     uint8_t own_scratch_fresh; /* own_scratch holds the bits of now */
     uint64_t key_check;        /* ROUTE_BITS_WANT's check of the route key */
     struct rbcount_s *own;     /* NULL: the exact routes go as strings */
-    uint64_t own_exact;        /* exact filters among local */
+    uint64_t own_exact;        /* exact filters this node announces */
+    uint64_t own_seq;          /* own was read from the trie as of this change */
     uint32_t *own_delta;       /* positions flipped in this run of tasks */
     size_t own_ndelta, own_capdelta;
     uint8_t *own_scratch; /* the bitmap being sent */
@@ -313,15 +323,16 @@ int cl_tomb_recv(cl_t *cl, cl_peer_t *p, const uint8_t *body, uint32_t len);
 
 /* cl_bits.c: exact routes as a plain bit filter built by their owner.
  * init: the cluster-wide route key; local: an exact local filter came (up)
- * or went; out: c takes our exact routes as bits now; sync: the whole
- * bitmap into c (inside cl_route_sync); mark: what this run changed, into
+ * or went (change number seq, route_posted's); out: c takes our exact
+ * routes as bits now; sync: the whole bitmap into c (inside
+ * cl_route_sync); mark: what this run changed, into
  * c (cl_route_marks, before the ROUTE_MARK), marks_done after every link;
  * link_up: ROUTE_BITS_WANT and the route sync (now or after the peer's
  * first frame: first_frame); want: the peer's ROUTE_BITS_WANT; recv:
  * ROUTE_BITS / ROUTE_BITS_DELTA; sync_end: a sync's bits swapped in. */
 void cl_bits_init(cl_t *cl);
 void cl_bits_free(cl_t *cl);
-void cl_bits_local(cl_t *cl, int up, uint64_t h);
+void cl_bits_local(cl_t *cl, int up, uint64_t h, uint64_t seq);
 int cl_bits_out(const cl_t *cl, const cl_conn_t *c);
 void cl_bits_sync(cl_t *cl, cl_conn_t *c);
 void cl_bits_mark(cl_t *cl, cl_conn_t *c);
@@ -333,9 +344,10 @@ int cl_bits_recv(cl_t *cl, cl_peer_t *p, uint8_t type, const uint8_t *body, uint
 void cl_bits_sync_end(cl_t *cl, cl_peer_t *p, int idx);
 
 /* cl_route.c */
-/* Add every exact filter this node announces to c (cl_bits.c's build). */
+/* Add every exact filter this node announces to c (cl_bits.c's build),
+ * read from the trie: returns the last change it shows (route_posted). */
 struct rbcount_s;
-void cl_route_local_exact(cl_t *cl, struct rbcount_s *c);
+uint64_t cl_route_local_exact(cl_t *cl, struct rbcount_s *c);
 /* The filters peer p announced (its "routes" in the API). */
 uint64_t cl_route_count(const cl_peer_t *p);
 /* The name of the node a retained message was published on. */
@@ -351,7 +363,10 @@ void cl_route_drop_peer_shares(cl_t *cl, cl_peer_t *p); /* its $share routes onl
  * too slow to answer). */
 #define CL_ROUTE_WAIT_MS 2000
 void cl_route_recompute(cl_t *cl);
-void cl_route_marks_timer(tw_timer_t *t);                /* L->mark_timer: the marks held back */
+void cl_route_marks_timer(tw_timer_t *t); /* L->mark_timer: the marks held back */
+/* n route changes made or received: after a burst of them, malloc_trim */
+void cl_route_work(cl_t *cl, uint64_t n);
+void cl_route_trim_timer(tw_timer_t *t);                 /* L->trim_timer */
 void cl_route_acked(cl_t *cl, cl_peer_t *p, uint64_t v); /* its ROUTE_ACKED */
 /* ROUTE_OWNER_NODE's sub_barrier: 0, or the number route_done must reach */
 uint64_t cl_route_barrier(worker_t *w, uint32_t *wait_ms, void *user);

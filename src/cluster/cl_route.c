@@ -4,12 +4,17 @@
  * Local routes: the trie tells (trie_set_local_hook, under its write lock,
  * from whichever thread subscribes) when a filter gets its first MQTT
  * subscriber on this node and when it loses its last one; each change is
- * posted, in order, to the link thread, which keeps the set (L->local) and
- * encodes ROUTE_ADD / ROUTE_DEL into every link that is up; after the run
- * of tasks, cl_route_marks appends the ROUTE_MARK and writes each link
- * once (a SUBSCRIBE storm: one write per link per run, not per route;
- * runs closer than CL_MARK_GAP_MS share one).  A link that comes up gets
- * the whole set between SYNC_BEGIN and SYNC_END.  Above
+ * posted, in order, to the link thread, which keeps the wildcard and
+ * shared ones (L->local, whole strings) and counts the exact ones
+ * (L->own_exact: the trie has them), and encodes ROUTE_ADD / ROUTE_DEL
+ * into every link that is up; after the run of tasks, cl_route_marks
+ * appends the ROUTE_MARK and writes each link once (a SUBSCRIBE storm: one
+ * write per link per run, not per route; runs closer than CL_MARK_GAP_MS
+ * share one).  A link that comes up gets the whole set between SYNC_BEGIN
+ * and SYNC_END: L->local, and the exact filters read from the trie
+ * (trie_walk_exact_local) as of change c->sync_seq, which may be ahead of
+ * the changes applied here: the exact ones up to it are not sent to that
+ * link again when they come (a second ADD would count twice there).  Above
  * cluster.route_bloom_above exact filters, a peer that asked for them so
  * gets the exact ones as a bit filter instead (cl_bits.c: the whole bitmap
  * in the sync, then the flipped positions before each ROUTE_MARK).  Internal
@@ -46,6 +51,7 @@
  * A clear made while the link was down is carried by tombstones
  * (cl_tomb.c), sent after the retained set.
  */
+#include <malloc.h>
 #include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -64,7 +70,6 @@ typedef struct cl_fent_s {
     struct cl_fent_s *next;
     uint32_t hash, gen;
     uint16_t len;
-    uint8_t exact; /* L->local: an exact filter (router_route_exact) */
     uint8_t f[];
 } cl_fent_t;
 
@@ -123,7 +128,6 @@ static cl_fent_t *fset_add(cl_fset_t *s, const uint8_t *f, size_t len, int *adde
     e->next = NULL;
     e->hash = h;
     e->gen = 0;
-    e->exact = 0;
     e->len = (uint16_t)len;
     memcpy(e->f, f, len);
     *pp = e;
@@ -190,24 +194,28 @@ static void local_apply(cl_t *cl, void *arg)
     }
     uint64_t h;
     int exact = router_route_exact(cl->srv, ch->f, ch->len, &h) == 1;
-    if (ch->up) {
-        cl_fent_t *e = fset_add(L->local, ch->f, ch->len, &changed);
-        e->exact = (uint8_t)exact;
-    } else {
+    if (exact)
+        changed = 1; /* the hook alternates up and down for a filter */
+    else if (ch->up)
+        (void)fset_add(L->local, ch->f, ch->len, &changed);
+    else
         changed = fset_del(L->local, ch->f, ch->len);
-    }
     L->route_applied = ch->seq;
     L->mark_due = 1; /* cl_route_marks, after this run of tasks */
-    CL_STAT_SET(cl->local_routes, L->local->n);
-    if (changed && exact)
-        cl_bits_local(cl, ch->up, h); /* the owner's counters (cl_bits.c) */
+    cl_route_work(cl, 1);
+    if (changed && exact) /* the owner's count and counters (cl_bits.c) */
+        cl_bits_local(cl, ch->up, h, ch->seq);
+    CL_STAT_SET(cl->local_routes, L->local->n + L->own_exact);
     if (changed && !atomic_load(&cl->stopping)) {
         /* written by cl_route_marks after this run of tasks, with its
          * ROUTE_MARK: one write per link for all the run's changes (a link
          * that takes our exact routes as bits gets them there; one whose
-         * sync waits for the peer's first frame gets them with it) */
+         * sync waits for the peer's first frame gets them with it; an
+         * exact change its sync read from the trie already is not sent
+         * again: a second ADD would count the route twice there) */
         for (cl_conn_t *c = L->conns; c; c = c->next)
-            if (c->up && !c->route_wait && !(exact && cl_bits_out(cl, c)))
+            if (c->up && !c->route_wait &&
+                !(exact && (cl_bits_out(cl, c) || ch->seq <= c->sync_seq)))
                 cl_enc_route(&c->out, ch->up ? CL_F_ROUTE_ADD : CL_F_ROUTE_DEL, ch->f, ch->len);
     }
     free(ch);
@@ -254,30 +262,51 @@ void cl_route_free(cl_t *cl)
     }
 }
 
+/* trie_walk_exact_local's callback of a sync: each filter as a
+ * ROUTE_ADD ("$share/..." and invalid ones are no trie keys of this kind:
+ * they would be in L->local) */
+static void sync_exact_one(void *ud, const uint8_t *f, size_t len, int up)
+{
+    cl_conn_t *c = ud;
+    uint64_t h;
+    (void)up;
+    if (len <= UINT16_MAX && router_route_exact(c->cl->srv, f, len, &h) == 1)
+        cl_enc_route(&c->out, CL_F_ROUTE_ADD, f, len);
+}
+
 void cl_route_sync(cl_t *cl, cl_conn_t *c)
 {
-    cl_fset_t *s = cl->links->local;
-    int bits = cl_bits_out(cl, c); /* the exact filters as one bitmap */
+    cl_links_t *L = cl->links;
+    cl_fset_t *s = L->local;
     cl_enc_empty(&c->out, CL_F_SYNC_BEGIN);
     for (size_t i = 0; i < s->nb; i++)
         for (cl_fent_t *e = s->b[i]; e; e = e->next)
-            if (!(bits && e->exact))
-                cl_enc_route(&c->out, CL_F_ROUTE_ADD, e->f, e->len);
-    if (bits)
+            cl_enc_route(&c->out, CL_F_ROUTE_ADD, e->f, e->len);
+    if (cl_bits_out(cl, c)) /* the exact filters as one bitmap */
         cl_bits_sync(cl, c);
+    else /* as strings, from the trie: the changes up to c->sync_seq */
+        router_walk_exact_local(cl->srv, sync_exact_one, c, &L->route_posted, &c->sync_seq);
     cl_enc_empty(&c->out, CL_F_SYNC_END);
-    cl_enc_u64(&c->out, CL_F_ROUTE_MARK, cl->links->route_applied);
+    cl_enc_u64(&c->out, CL_F_ROUTE_MARK, L->route_applied);
 }
 
-void cl_route_local_exact(cl_t *cl, rbcount_t *c)
+static void own_exact_one(void *ud, const uint8_t *f, size_t len, int up)
 {
-    cl_fset_t *s = cl->links->local;
+    void **x = ud; /* {cl, rbcount} */
+    cl_t *cl = x[0];
     uint32_t flips[RBITS_K];
     uint64_t h;
-    for (size_t i = 0; i < s->nb; i++)
-        for (cl_fent_t *e = s->b[i]; e; e = e->next)
-            if (e->exact && router_route_exact(cl->srv, e->f, e->len, &h) == 1)
-                (void)rbcount_add(c, h, flips);
+    (void)up;
+    if (len <= UINT16_MAX && router_route_exact(cl->srv, f, len, &h) == 1)
+        (void)rbcount_add(x[1], h, flips);
+}
+
+uint64_t cl_route_local_exact(cl_t *cl, rbcount_t *c)
+{
+    void *x[2] = {cl, c};
+    uint64_t at;
+    router_walk_exact_local(cl->srv, own_exact_one, x, &cl->links->route_posted, &at);
+    return at;
 }
 
 uint64_t cl_route_count(const cl_peer_t *p)
@@ -358,6 +387,39 @@ void cl_route_marks_timer(tw_timer_t *t)
 {
     cl_links_t *L = (cl_links_t *)((char *)t - offsetof(cl_links_t, mark_timer));
     cl_route_marks(L->cl);
+}
+
+/* A storm of route changes (every node's devices connecting) leaves the
+ * link thread's arena, and the worker's that posted the changes, with
+ * holes of what it allocated for a while: the peers' bitmaps and the
+ * owner's counters at each size they passed through, the links' grown
+ * buffers, the tasks.  Their pages stay resident until malloc is asked
+ * (~100 B a device on a node of 20).  Once CL_TRIM_ROUTES changes came
+ * since the last trim and a tick saw fewer than 1/16 of that:
+ * malloc_trim(0), a few ms once a storm. */
+void cl_route_work(cl_t *cl, uint64_t n)
+{
+    cl_links_t *L = cl->links;
+    L->route_work += n;
+    if (!tw_pending(&L->trim_timer))
+        tw_add(&cl->tw, &L->trim_timer, cl->now + CL_TRIM_MS);
+}
+
+void cl_route_trim_timer(tw_timer_t *t)
+{
+    cl_links_t *L = (cl_links_t *)((char *)t - offsetof(cl_links_t, trim_timer));
+    cl_t *cl = L->cl;
+    uint64_t recent = L->route_work - L->trim_seen;
+    L->trim_seen = L->route_work;
+    if (recent >= CL_TRIM_ROUTES / 16) { /* still coming */
+        tw_add(&cl->tw, &L->trim_timer, cl->now + CL_TRIM_MS);
+        return;
+    }
+    if (L->route_work - L->trim_work >= CL_TRIM_ROUTES) {
+        malloc_trim(0);
+        L->trim_work = L->route_work;
+        STAT_ADD(cl->route_trims, 1);
+    }
 }
 
 void cl_route_acked(cl_t *cl, cl_peer_t *p, uint64_t v)
@@ -595,6 +657,7 @@ int cl_route_recv(cl_t *cl, cl_peer_t *p, uint8_t type, const uint8_t *body, uin
     int idx = (int)(p - cl->links->peers);
     if (p->routes == NULL)
         p->routes = fset_new();
+    cl_route_work(cl, 1);
     if (type == CL_F_SYNC_BEGIN) {
         p->syncing = 1;
         p->resync_asked = 0;

@@ -554,6 +554,11 @@ static void cl_metrics(module_inst_t *mi, module_metrics_t *mm)
                           "with a ROUTE_MARK on every link up.");
     module_metrics_printf(mm, "antenna_cluster_route_mark_rounds_total %" PRIu64 "\n",
                           (uint64_t)atomic_load(&cl->route_marks));
+    module_metrics_family(mm, "antenna_cluster_route_trims_total", "counter",
+                          "malloc_trim calls of the link thread once a storm of route "
+                          "changes was over.");
+    module_metrics_printf(mm, "antenna_cluster_route_trims_total %" PRIu64 "\n",
+                          (uint64_t)atomic_load(&cl->route_trims));
     cl_member_metrics(cl, mm);
     cl_owner_metrics(cl, mm);
     cl_adopt_metrics(cl, mm);

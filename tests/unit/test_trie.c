@@ -756,6 +756,38 @@ static void test_local_hook(void **state)
     trie_free(t);
 }
 
+/* trie_walk_exact_local: the exact filters with a local subscriber now
+ * (not wildcards, not those only nodes, consumers or a shared group's
+ * entry hold), whether a hook is set or not. */
+static void test_walk_exact_local(void **state)
+{
+    (void)state;
+    trie_t *t = trie_new();
+    sub_ref_t l1 = {.sid = 1}, l2 = {.sid = 2};
+    sub_ref_t node = {.sid = ROUTE_SID_NODE | 3, .owner = 3, .kind = ROUTE_OWNER_NODE};
+    sub_ref_t cons = {.sid = ROUTE_SID_CONSUMER | 8, .kind = ROUTE_OWNER_CONSUMER};
+    sub_ref_t grp = {.sid = 9, .opts = SUB_SHARED};
+    assert_int_equal(trie_insert(t, (const uint8_t *)"dev/1/in", 8, &l1), 1);
+    assert_int_equal(trie_insert(t, (const uint8_t *)"dev/2/in", 8, &node), 1);
+    assert_int_equal(trie_insert(t, (const uint8_t *)"dev/2/in", 8, &l2), 1);
+    assert_int_equal(trie_insert(t, (const uint8_t *)"dev/3/in", 8, &cons), 1);
+    assert_int_equal(trie_insert(t, (const uint8_t *)"dev/4/in", 8, &grp), 1);
+    assert_int_equal(trie_insert(t, (const uint8_t *)"dev/+/in", 8, &l1), 1);
+    assert_int_equal(trie_insert(t, (const uint8_t *)"$SYS/x", 6, &l2), 1);
+    hook_log_t h = {{0}};
+    trie_walk_exact_local(t, hook_rec, &h);
+    assert_int_equal(strlen(h.log), strlen("+dev/1/in +dev/2/in +$SYS/x "));
+    assert_non_null(strstr(h.log, "+dev/1/in "));
+    assert_non_null(strstr(h.log, "+dev/2/in "));
+    assert_non_null(strstr(h.log, "+$SYS/x "));
+    assert_int_equal(trie_remove(t, (const uint8_t *)"dev/2/in", 8, l2.sid), 1);
+    assert_int_equal(trie_remove(t, (const uint8_t *)"dev/1/in", 8, l1.sid), 1);
+    h.log[0] = '\0';
+    trie_walk_exact_local(t, hook_rec, &h);
+    assert_string_equal(h.log, "+$SYS/x ");
+    trie_free(t);
+}
+
 /* Exact filters live as one node each under the exact hub: '$' topics,
  * the hub's table growing and shrinking, an exact and a wildcard filter
  * of one session both reported, and prefixes that are not the filter. */
@@ -819,6 +851,7 @@ int main(void)
         cmocka_unit_test(test_deep),
         cmocka_unit_test(test_scale),
         cmocka_unit_test(test_local_hook),
+        cmocka_unit_test(test_walk_exact_local),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
