@@ -101,12 +101,18 @@ void conn_move_in(worker_t *w, conn_t *c)
     conn_arm_timer(c);
 }
 
-/* The socket is ready.  A connection closed, moved or held is out of the
- * loop (its watcher stopped): no event reaches it. */
+/* The socket is ready.  A connection closed or moved is out of the loop
+ * (its watcher stopped): no event reaches it.  One held (CONN_AUTH,
+ * proto_hold) may still be in it: its first event takes it out, and what
+ * the socket has waits there until the hold ends. */
 static void on_event(ev_loop_t *loop, ev_watcher_t *ev, uint32_t events)
 {
     (void)loop;
     conn_t *c = container_of(ev, conn_t, ev);
+    if (unlikely(c->state == CONN_AUTH)) {
+        conn_unwatch(c);
+        return;
+    }
     if (events & (EV_READ | EV_HUP | EV_ERROR))
         conn_on_readable(c);
     if ((events & EV_WRITE) && (c->state == CONN_NEW || c->state == CONN_ACTIVE))
@@ -116,6 +122,8 @@ static void on_event(ev_loop_t *loop, ev_watcher_t *ev, uint32_t events)
 int conn_watch(conn_t *c)
 {
     c->want_out = 0;
+    if (ev_watch_active(&c->ev)) /* a hold that nothing woke (proto_hold) */
+        return ev_watch_modify(&c->w->loop, &c->ev, EV_READ);
     return ev_watch_start(&c->w->loop, &c->ev, EV_READ);
 }
 
