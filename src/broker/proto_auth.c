@@ -40,10 +40,22 @@ static void peer_text(const conn_t *c, char *buf, size_t size)
     snprintf(buf, size, conn_peer_family(c) == AF_INET6 ? "[%s]:%u" : "%s:%u", addr, c->peer_port);
 }
 
-/* Take the connection out of the loop while authentication holds it. */
+/* Take the connection out of the loop while authentication (or the
+ * connect gate) holds it.  Lazily when it waits for input only: a client
+ * sends nothing more before its CONNACK, as a rule, so its watcher stays in
+ * the loop and comes out only if the socket wakes it meanwhile (conn.c's
+ * on_event); conn_watch then finds it in.  That saves two epoll_ctl(2) a
+ * held CONNECT (a cluster node holds every CONNECT while it claims the
+ * client id, cl_owner.c): ~10 % of a node's worker time while devices
+ * connect (docs/benchmarks.md). */
 void proto_hold(conn_t *c)
 {
     c->state = CONN_AUTH;
+    if (c->ev.events == (EV_READ | EV__ACTIVE)) {
+        if (c->obuf) /* what conn_unwatch would keep: not the turn arena's */
+            worker_buf_keep(c->w, &c->obuf, &c->olen, &c->ooff, &c->ocap);
+        return;
+    }
     conn_unwatch(c);
 }
 

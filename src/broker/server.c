@@ -16,6 +16,8 @@
 #include <arpa/inet.h>
 #include <errno.h>
 #include <inttypes.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
 #include <stdio.h>
 #include <string.h>
 #include <sys/resource.h>
@@ -72,6 +74,7 @@ static int open_listener(server_t *srv, uint32_t i)
         setsockopt(fd, IPPROTO_IPV6, IPV6_V6ONLY, &one, sizeof(one));
     if (bind(fd, &a.sa, len) < 0 || listen(fd, 4096) < 0)
         goto fail;
+    srv->listen_nodelay[i] = setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one)) == 0;
     len = sizeof(a);
     getsockname(fd, &a.sa, &len);
     srv->listen_ports[i] = ntohs(a.sa.sa_family == AF_INET6 ? a.in6.sin6_port : a.in4.sin_port);

@@ -332,6 +332,9 @@ struct server_s {
     /* listeners: opened and closed at runtime by a reload (reload.h), hence atomic */
     _Atomic int listen_fds[CONF_MAX_LISTENERS];
     _Atomic uint16_t listen_ports[CONF_MAX_LISTENERS]; /* actual ports (0 resolved) */
+    /* TCP_NODELAY set on the listening socket: what it accepts has it
+     * already (Linux copies it), no setsockopt(2) a connection */
+    _Atomic uint8_t listen_nodelay[CONF_MAX_LISTENERS];
     _Atomic uint32_t listen_conns[CONF_MAX_LISTENERS];
     /* transport: tls/wss (net_tls.h).  Replaced on SIGHUP by the main
      * thread (server_tls_reload); read by the workers at accept: both

@@ -367,7 +367,8 @@ static void accept_many(worker_t *w, uint32_t li)
             continue;
         }
         int one = 1;
-        setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
+        if (!srv->listen_nodelay[li]) /* else inherited from the listener */
+            setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
         conn_t *c = conn_new(w, fd, (struct sockaddr *)&sa, (uint8_t)li);
         if (c == NULL) {
             atomic_fetch_sub(&srv->listen_conns[li], 1);
