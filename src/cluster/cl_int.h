@@ -217,9 +217,6 @@ void cl_links_turn_end(cl_t *cl, worker_t *w);
 /* On the link thread, after a run of posted tasks: a ROUTE_MARK on every
  * link up when the tasks changed local routes (cl_route.c). */
 void cl_route_marks(cl_t *cl);
-/* The end of a turn of the link thread's loop: the links whose output was
- * left for it (cl_conn_flush_later) are written. */
-void cl_links_flush_due(cl_t *cl);
 /* Any thread: the route barrier's state: this node's route changes made so
  * far (posted) and how far every peer whose link is up has them (done). */
 void cl_route_progress(cl_t *cl, uint64_t *posted, uint64_t *done);

@@ -1028,16 +1028,6 @@ static void conn_io(ev_loop_t *loop, ev_watcher_t *ev, uint32_t events)
     }
     if ((events & (EV_READ | EV_ERROR | EV_HUP | EV_RDHUP)) && conn_read(cl, c) < 0)
         return; /* closed */
-    if (c->up && !(events & EV_WRITE) && !(c->ev.events & EV_WRITE)) {
-        /* a read: its answers (ROUTE_ACKED, acknowledgements) go with the
-         * rest of this turn's output for the link, the route marks of a
-         * wake-up later in the turn among them */
-        cl_peer_t *p = &cl->links->peers[c->idx];
-        if (p->sent < p->len && conn_pending(c) < CL_OUT_MAX)
-            cl_peer_pump(cl, p);
-        cl_conn_flush_later(cl, c);
-        return;
-    }
     if (conn_flush(cl, c) < 0)
         return;
     /* room in the output: the QoS 1/2 messages that waited for it */
@@ -1299,28 +1289,4 @@ void cl_link_up(cl_t *cl, cl_peer_t *p, cl_conn_t *c)
 int cl_conn_flush(cl_t *cl, cl_conn_t *c)
 {
     return conn_flush(cl, c);
-}
-
-void cl_conn_flush_later(cl_t *cl, cl_conn_t *c)
-{
-    if (!c->flush_due) {
-        c->flush_due = 1;
-        cl->links->nflush_due++;
-    }
-}
-
-void cl_links_flush_due(cl_t *cl)
-{
-    cl_links_t *L = cl->links;
-    if (L == NULL || L->nflush_due == 0)
-        return;
-    L->nflush_due = 0;
-    for (cl_conn_t *c = L->conns, *next; c; c = next) {
-        next = c->next;
-        if (c->flush_due) {
-            c->flush_due = 0;
-            if (!(c->ev.events & EV_WRITE)) /* else the socket's room writes it */
-                conn_flush(cl, c);
-        }
-    }
 }

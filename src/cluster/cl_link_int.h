@@ -71,7 +71,6 @@ struct cl_conn_s {
     uint8_t bits_ok;        /* the peer takes our exact routes as bits (ROUTE_BITS_WANT) */
     uint8_t ids_out;        /* the peer reads publish ids (CL_F_MSG_IDS): CL_MSG_ID */
     uint8_t route_wait;     /* our route sync waits for the peer's first frame (cl_bits.c) */
-    uint8_t flush_due;      /* written at the end of the loop's turn (cl_conn_flush_later) */
     uint64_t sync_seq;      /* our last sync's exact strings: the trie as of this change */
     char addr[CL_ADDR_MAX]; /* the other end's address */
 };
@@ -201,7 +200,6 @@ struct cl_links_s {
     _Atomic uint64_t route_posted, route_done;
     uint64_t route_applied;
     uint8_t mark_due;
-    uint32_t nflush_due;   /* links with flush_due set (cl_links_flush_due) */
     uint64_t mark_last;    /* when cl_route_marks last wrote (an_now_ms) */
     uint64_t mark_sent;    /* the ROUTE_MARK it wrote (route_applied then) */
     tw_timer_t mark_timer; /* the marks held back (CL_MARK_GAP_MS, CL_MARK_HOLD_MS) */
@@ -229,11 +227,6 @@ struct cl_links_s {
 /* cl_link.c */
 void cl_link_up(cl_t *cl, cl_peer_t *p, cl_conn_t *c);
 int cl_conn_flush(cl_t *cl, cl_conn_t *c); /* -1: closed */
-/* c's output is written at the end of this turn of the link thread's loop
- * (cl_links_flush_due), with whatever else the turn gives that link: the
- * answers to what a read brought and the turn's route marks go in one
- * send(2) (a route round is a mark and an answer on every link). */
-void cl_conn_flush_later(cl_t *cl, cl_conn_t *c);
 
 /* cl_fwd.c */
 void cl_fwd_register(cl_t *cl); /* the route owner row, the inbox kind */

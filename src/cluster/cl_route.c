@@ -375,7 +375,8 @@ void cl_route_marks(cl_t *cl)
         if (c->up && !c->route_wait) { /* a waiting one gets them with its sync */
             cl_bits_mark(cl, c);       /* the run's bit changes, before its mark */
             cl_enc_u64(&c->out, CL_F_ROUTE_MARK, L->route_applied);
-            cl_conn_flush_later(cl, c); /* with the turn's answers to the peer */
+            if (!(c->ev.events & EV_WRITE))
+                cl_conn_flush(cl, c);
         }
     }
     cl_bits_marks_done(cl);

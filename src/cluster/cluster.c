@@ -299,7 +299,6 @@ static void *cl_thread_main(void *arg)
         }
         cl->now = an_now_ms();
         tw_advance(&cl->tw, cl->now);
-        cl_links_flush_due(cl);
     }
     cl_owner_stop(cl);
     cl_move_stop(cl);
